@@ -1,0 +1,84 @@
+"""Settings from ``NON_*`` environment variables and an optional ``.env`` file.
+
+Settings are read when they are used (:func:`get_settings` builds a fresh object), never frozen at import,
+so a process that changes its environment, or a test that patches it, sees the change on the next pass.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from nons.core.types import ErrorPolicy, ModelProvider
+
+__all__ = ["Settings", "get_settings"]
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+
+class Settings(BaseSettings):
+    """Every setting NoN reads, with its ``NON_*`` variable (or the vendor's own name for API keys)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="NON_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+        populate_by_name=True,
+    )
+
+    environment: str = Field("development", description="Becomes the resource's deployment.environment.name.")
+    debug: bool = False
+    log_level: LogLevel = "INFO"
+
+    enable_tracing: bool = True
+    enable_metrics: bool = True
+    observability_buffer_size: int = Field(
+        10_000, gt=0, description="Spans kept in memory for get_observability(); older ones are dropped."
+    )
+
+    error_policy: ErrorPolicy = Field(
+        ErrorPolicy.FAIL_FAST, description="Default error policy of layers that do not set one."
+    )
+    max_retries: int = Field(3, ge=0, description="Default retries per call under RETRY_WITH_BACKOFF.")
+
+    max_concurrent_requests: int = Field(100, gt=0, description="Default in-flight calls per provider.")
+    requests_per_minute: float | None = Field(
+        None, gt=0, description="Default request rate per provider; unset means no rate limit."
+    )
+    request_timeout: float = Field(
+        300.0, gt=0, description="Seconds one LLM request may take, queueing included."
+    )
+
+    max_input_chars: int = Field(50_000, gt=0, description="Largest input that forward() accepts.")
+    default_provider: ModelProvider | None = Field(
+        None, description="Provider of nodes that name none; unset means the first one with an API key."
+    )
+
+    anthropic_api_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("ANTHROPIC_API_KEY", "NON_ANTHROPIC_API_KEY")
+    )
+    openai_api_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("OPENAI_API_KEY", "NON_OPENAI_API_KEY")
+    )
+    google_api_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("GOOGLE_API_KEY", "GEMINI_API_KEY", "NON_GOOGLE_API_KEY")
+    )
+
+    def api_key_for(self, provider: ModelProvider) -> SecretStr | None:
+        """The configured key of ``provider`` (``None`` for the simulated provider)."""
+        if provider is ModelProvider.ANTHROPIC:
+            return self.anthropic_api_key
+        if provider is ModelProvider.OPENAI:
+            return self.openai_api_key
+        if provider is ModelProvider.GOOGLE:
+            return self.google_api_key
+        return None
+
+
+def get_settings() -> Settings:
+    """Read the settings now, from the environment and ``.env``."""
+    return Settings()

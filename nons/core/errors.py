@@ -1,0 +1,201 @@
+"""The exceptions NoN raises.
+
+Every error a user can meet derives from :class:`NonError`. Provider errors say whether a retry can help
+(``retryable``) and carry the server's retry hint (``retry_after_s``); ``error_type`` is the low-cardinality
+value recorded as ``error.type`` in telemetry.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AuthenticationError",
+    "BadRequestError",
+    "CircuitOpenError",
+    "ConfigurationError",
+    "ContextLengthError",
+    "InputValidationError",
+    "LayerFailedError",
+    "MalformedResponseError",
+    "ModelNotFoundError",
+    "NetworkTimeoutError",
+    "NodeExecutionError",
+    "NonError",
+    "OperatorError",
+    "OutputParseError",
+    "OverloadedError",
+    "ProviderConnectionError",
+    "ProviderError",
+    "ProviderTimeoutError",
+    "QueueTimeoutError",
+    "RateLimitError",
+    "SchedulerStoppedError",
+    "ServerError",
+    "TimeoutExceededError",
+]
+
+
+class NonError(Exception):
+    """Base class of every NoN error."""
+
+    error_type: str = "nons_error"
+
+
+class ConfigurationError(NonError, ValueError):
+    """A configuration that cannot work: an unknown operator, provider or parameter, a bad limit, a missing key."""
+
+    error_type = "configuration_error"
+
+
+class InputValidationError(NonError, ValueError):
+    """Input that a network refuses before any call is made: empty, whitespace or too large."""
+
+    error_type = "invalid_input"
+
+
+class OperatorError(NonError):
+    """An operator could not produce its result."""
+
+    error_type = "operator_error"
+
+
+class OutputParseError(OperatorError):
+    """A model's answer did not have the shape the operator asked for (for example, a category not offered)."""
+
+    error_type = "output_parse_error"
+
+
+class ProviderError(NonError):
+    """A model provider's call failed.
+
+    Attributes:
+        provider: the provider's name (``anthropic``, ``openai``, ``google``, ``mock``).
+        model: the requested model.
+        retryable: whether the same request may succeed when tried again.
+        retry_after_s: the server's retry hint in seconds, when it sent one.
+        status_code: the HTTP status, when there was one.
+    """
+
+    error_type = "provider_error"
+    retryable = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str = "",
+        model: str = "",
+        retry_after_s: float | None = None,
+        status_code: int | None = None,
+        retryable: bool | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.provider = provider
+        self.model = model
+        self.retry_after_s = retry_after_s
+        self.status_code = status_code
+        if retryable is not None:
+            self.retryable = retryable
+
+
+class AuthenticationError(ProviderError):
+    error_type = "authentication_error"
+
+
+class BadRequestError(ProviderError):
+    error_type = "bad_request"
+
+
+class ModelNotFoundError(ProviderError):
+    error_type = "model_not_found"
+
+
+class ContextLengthError(ProviderError):
+    error_type = "context_length_exceeded"
+
+
+class RateLimitError(ProviderError):
+    error_type = "rate_limit"
+    retryable = True
+
+
+class OverloadedError(ProviderError):
+    error_type = "overloaded"
+    retryable = True
+
+
+class ServerError(ProviderError):
+    error_type = "server_error"
+    retryable = True
+
+
+class ProviderTimeoutError(ProviderError):
+    error_type = "timeout"
+    retryable = True
+
+
+class ProviderConnectionError(ProviderError):
+    error_type = "connection_error"
+    retryable = True
+
+
+class MalformedResponseError(ProviderError):
+    error_type = "malformed_response"
+    retryable = True
+
+
+class CircuitOpenError(ProviderError):
+    """The provider's circuit breaker is open: the call failed fast without reaching the provider."""
+
+    error_type = "circuit_open"
+
+
+class SchedulerStoppedError(NonError):
+    """The scheduler was stopped while the request waited in its queue."""
+
+    error_type = "scheduler_stopped"
+
+
+class QueueTimeoutError(NonError):
+    """A request waited in the scheduler's queue past its deadline."""
+
+    error_type = "queue_timeout"
+
+
+class TimeoutExceededError(NonError, TimeoutError):
+    """A node, layer or network ran past its timeout."""
+
+    error_type = "timeout"
+
+
+class NetworkTimeoutError(TimeoutExceededError):
+    """A forward pass ran past the network's timeout."""
+
+
+class NodeExecutionError(NonError):
+    """A node failed; the message names the network, layer, node and operator, and ``__cause__`` is the reason."""
+
+    def __init__(
+        self, cause: BaseException, *, network: str, layer: int, node_id: str, operator: str
+    ) -> None:
+        self.cause = cause
+        self.network = network
+        self.layer = layer
+        self.node_id = node_id
+        self.operator = operator
+        self.error_type = getattr(cause, "error_type", type(cause).__name__)
+        super().__init__(
+            f"network {network!r}, layer {layer}, node {node_id!r} (operator {operator!r}) failed: "
+            f"{type(cause).__name__}: {cause}"
+        )
+
+
+class LayerFailedError(NonError):
+    """Too few of a layer's nodes succeeded for its error policy."""
+
+    error_type = "layer_failed"
+
+    def __init__(self, message: str, *, network: str, layer: int, failures: list[NodeExecutionError]) -> None:
+        super().__init__(message)
+        self.network = network
+        self.layer = layer
+        self.failures = failures

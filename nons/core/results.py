@@ -1,0 +1,152 @@
+"""What a forward pass returns: per-call, per-node, per-layer and per-network results.
+
+These are plain slotted dataclasses, not pydantic models: they are built on the hot path of every node.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["LLMCallRecord", "LayerResult", "NetworkResult", "NodeFailure", "NodeResult", "Usage"]
+
+
+@dataclass(slots=True)
+class Usage:
+    """Token counts of one call. ``input_tokens`` includes the cached ones, as the GenAI conventions say."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.input_tokens + other.input_tokens,
+            self.output_tokens + other.output_tokens,
+            self.cache_read_tokens + other.cache_read_tokens,
+            self.cache_write_tokens + other.cache_write_tokens,
+        )
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+@dataclass(slots=True)
+class LLMCallRecord:
+    """One LLM call as the node saw it, after all its attempts and fallbacks.
+
+    ``cost_usd`` is ``None`` when the model's price is unknown: unknown is never reported as zero.
+    """
+
+    provider: str
+    request_model: str
+    response_model: str
+    response_id: str | None
+    usage: Usage
+    finish_reason: str | None
+    cost_usd: float | None
+    attempts: int
+    duration_s: float
+    simulated: bool = False
+    fallback_used: bool = False
+
+
+@dataclass(slots=True)
+class NodeFailure:
+    """The marker that stands in for a failed node's output under ``ErrorPolicy.RETURN_PARTIAL``."""
+
+    node_id: str
+    operator: str
+    error_type: str
+    message: str
+
+    def __bool__(self) -> bool:
+        return False
+
+
+@dataclass(slots=True)
+class NodeResult:
+    """The outcome of one node in one pass."""
+
+    node_id: str
+    operator: str
+    output: Any = None
+    error: BaseException | None = None
+    duration_s: float = 0.0
+    calls: list[LLMCallRecord] = field(default_factory=list)
+
+    @property
+    def success(self) -> bool:
+        return self.error is None
+
+    @property
+    def cost_usd(self) -> float:
+        """The known cost of the node's calls; see ``unpriced_calls`` for those without a price."""
+        return sum(c.cost_usd for c in self.calls if c.cost_usd is not None)
+
+    @property
+    def unpriced_calls(self) -> int:
+        return sum(1 for c in self.calls if c.cost_usd is None)
+
+    @property
+    def usage(self) -> Usage:
+        total = Usage()
+        for call in self.calls:
+            total = total + call.usage
+        return total
+
+
+@dataclass(slots=True)
+class LayerResult:
+    """The outcome of one layer: every node's result and the outputs passed on."""
+
+    index: int
+    node_results: list[NodeResult]
+    outputs: list[Any]
+    duration_s: float = 0.0
+
+    @property
+    def succeeded(self) -> int:
+        return sum(1 for r in self.node_results if r.success)
+
+    @property
+    def failed(self) -> int:
+        return len(self.node_results) - self.succeeded
+
+
+@dataclass(slots=True)
+class NetworkResult:
+    """Everything one forward pass produced. ``forward()`` returns only ``output``."""
+
+    output: Any
+    layers: list[LayerResult]
+    network_id: str
+    network_name: str
+    duration_s: float
+    trace_id: str | None
+
+    @property
+    def node_results(self) -> list[NodeResult]:
+        return [n for layer in self.layers for n in layer.node_results]
+
+    @property
+    def calls(self) -> list[LLMCallRecord]:
+        return [c for n in self.node_results for c in n.calls]
+
+    @property
+    def cost_usd(self) -> float:
+        """The known cost of the pass in USD; ``unpriced_calls`` counts calls whose price is unknown."""
+        return sum(c.cost_usd for c in self.calls if c.cost_usd is not None)
+
+    @property
+    def unpriced_calls(self) -> int:
+        return sum(1 for c in self.calls if c.cost_usd is None)
+
+    @property
+    def usage(self) -> Usage:
+        total = Usage()
+        for call in self.calls:
+            total = total + call.usage
+        return total

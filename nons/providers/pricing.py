@@ -1,0 +1,48 @@
+"""Call prices from the maintained ``genai-prices`` package.
+
+A model the package does not know has an unknown price: :func:`price_usd` returns ``None``, never ``0``.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+from nons.core.results import Usage
+
+__all__ = ["price_usd"]
+
+logger = logging.getLogger(__name__)
+
+
+@functools.lru_cache(maxsize=8192)
+def _price(provider_id: str | None, model: str, inp: int, out: int, cache_read: int, cache_write: int) -> float | None:
+    # genai-prices takes ~100 µs a call; the same (model, usage) recurs constantly in ensembles, so cache it.
+    from genai_prices import Usage as PriceUsage
+    from genai_prices import calc_price
+
+    usage = PriceUsage(
+        input_tokens=inp, output_tokens=out, cache_read_tokens=cache_read, cache_write_tokens=cache_write
+    )
+    try:
+        return float(calc_price(usage, model_ref=model, provider_id=provider_id).total_price)
+    except LookupError:
+        logger.debug("no known price for model %r (provider %r)", model, provider_id)
+        return None
+
+
+def price_usd(provider_id: str | None, model: str, usage: Usage) -> float | None:
+    """The USD price of ``usage`` on ``model``, or ``None`` when the price is unknown.
+
+    ``provider_id`` is genai-prices' provider id (``anthropic``, ``openai``, ``google``); ``None`` matches the
+    model name across providers, which is how the simulated provider charges real models' prices.
+    ``usage.input_tokens`` must include the cached tokens.
+    """
+    return _price(
+        provider_id,
+        model,
+        usage.input_tokens,
+        usage.output_tokens,
+        usage.cache_read_tokens,
+        usage.cache_write_tokens,
+    )

@@ -118,7 +118,13 @@ class LayerConfig(BaseModel):
     error_policy: ErrorPolicy = ErrorPolicy.FAIL_FAST
     max_retries: int = Field(3, ge=0, le=100)
     timeout_seconds: float | None = Field(None, gt=0)
-    min_success_threshold: float = Field(1.0, ge=0.0, le=1.0)
+    min_success_threshold: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="Share of nodes that must succeed for the layer to continue without the failed ones. "
+        "Unset: SKIP_AND_CONTINUE needs one success, RETRY_WITH_BACKOFF and FALLBACK_MODEL need all.",
+    )
     retry_base_delay: float = Field(0.5, ge=0.0)
     retry_multiplier: float = Field(2.0, ge=1.0)
     retry_max_delay: float = Field(30.0, ge=0.0)

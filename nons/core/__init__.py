@@ -1,0 +1,1 @@
+"""The engine: types, nodes, layers, networks, the scheduler and error policies."""

@@ -1,0 +1,215 @@
+"""A layer: nodes that run concurrently on the same step, under one error policy."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from contextlib import nullcontext
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.trace import Status, StatusCode
+
+from nons.core.calls import PassContext
+from nons.core.errors import ConfigurationError, LayerFailedError, NodeExecutionError, TimeoutExceededError
+from nons.core.node import Node
+from nons.core.results import LayerResult, NodeFailure, NodeResult
+from nons.core.types import ErrorPolicy, LayerConfig
+from nons.observability import names
+
+__all__ = ["Layer", "LayerSpec", "create_layer", "distribute"]
+
+#: What may stand for a layer: an operator name, a Node, a list of them (lists from ``node * n`` included),
+#: or a Layer.
+LayerSpec = Any
+
+
+class Layer:
+    """Nodes that run side by side. ``config`` overrides the network's layer config for this layer."""
+
+    __slots__ = ("config", "nodes")
+
+    def __init__(self, nodes: Sequence[Node], config: LayerConfig | None = None) -> None:
+        if not nodes:
+            raise ConfigurationError("a layer needs at least one node")
+        if config is not None and not isinstance(config, LayerConfig):
+            raise ConfigurationError(f"layer config must be a LayerConfig, got {type(config).__name__}")
+        self.nodes = list(nodes)
+        self.config = config
+
+    @property
+    def width(self) -> int:
+        return len(self.nodes)
+
+    def __repr__(self) -> str:
+        return f"Layer({[n.operator_name for n in self.nodes]})"
+
+    async def run(self, value: Any, ctx: PassContext, index: int, config: LayerConfig) -> LayerResult:
+        """Run every node on its share of ``value`` and apply the error policy.
+
+        Raises ``NodeExecutionError`` (FAIL_FAST, or a failed node under RETRY_WITH_BACKOFF or FALLBACK_MODEL
+        without a threshold) or ``LayerFailedError`` (too few successes).
+        """
+        config = self.config or config
+        inst = ctx.instruments
+        span = None
+        if inst.tracing:
+            span = inst.tracer.start_span(
+                names.layer_span_name(index),
+                attributes={
+                    names.LAYER_INDEX: index,
+                    names.LAYER_WIDTH: len(self.nodes),
+                    names.ERROR_POLICY: config.error_policy.value,
+                },
+            )
+        scope = trace.use_span(span, record_exception=False, set_status_on_exception=False) if span else nullcontext()
+        results: list[NodeResult] = []
+        try:
+            with scope:
+                inputs = distribute(value, len(self.nodes))
+                if len(self.nodes) == 1 and config.timeout_seconds is None:
+                    results = [await self.nodes[0].run(inputs[0], ctx, config, index)]
+                else:
+                    results = await self._run_concurrently(inputs, ctx, index, config)
+                layer_result = LayerResult(index, results, _outputs(results, config, ctx, index))
+            return layer_result
+        except BaseException as error:
+            if span is not None:
+                span.set_attribute(names.ERROR_TYPE, getattr(error, "error_type", type(error).__name__))
+                span.set_status(Status(StatusCode.ERROR, str(error)))
+            raise
+        finally:
+            if span is not None:
+                succeeded = sum(1 for r in results if r.success)
+                span.set_attribute(names.LAYER_SUCCEEDED, succeeded)
+                span.set_attribute(names.LAYER_FAILED, len(self.nodes) - succeeded)
+                cost = sum(r.cost_usd for r in results)
+                if cost:
+                    span.set_attribute(names.ROLLUP_COST, cost)
+                span.end()
+
+    async def _run_concurrently(
+        self, inputs: list[Any], ctx: PassContext, index: int, config: LayerConfig
+    ) -> list[NodeResult]:
+        fail_fast = config.error_policy is ErrorPolicy.FAIL_FAST
+        tasks: list[asyncio.Task[NodeResult]] = []
+
+        async def guarded(node: Node, value: Any) -> NodeResult:
+            result = await node.run(value, ctx, config, index)
+            if fail_fast and not result.success:
+                # The first failure cancels the siblings, including their in-flight provider calls.
+                current = asyncio.current_task()
+                for task in tasks:
+                    if task is not current:
+                        task.cancel()
+            return result
+
+        tasks.extend(asyncio.ensure_future(guarded(n, v)) for n, v in zip(self.nodes, inputs))
+        try:
+            done, pending = await asyncio.wait(tasks, timeout=config.timeout_seconds)
+        except asyncio.CancelledError:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        if pending:
+            for task in pending:
+                task.cancel()
+            await asyncio.wait(pending)
+        results: list[NodeResult] = []
+        for node, task in zip(self.nodes, tasks):
+            if not task.cancelled() and task.exception() is None:
+                results.append(task.result())
+                continue
+            cause: BaseException
+            if task in pending:
+                cause = TimeoutExceededError(
+                    f"layer {index} timed out after {config.timeout_seconds}s before the node finished"
+                )
+            elif task.cancelled():
+                cause = TimeoutExceededError("cancelled because a sibling node failed (FAIL_FAST)")
+            else:
+                cause = task.exception()  # type: ignore[assignment]
+            error = NodeExecutionError(
+                cause, network=ctx.network_name, layer=index, node_id=node.id, operator=node.operator_name
+            )
+            if task not in pending and task.cancelled():
+                error.error_type = "cancelled"
+            results.append(NodeResult(node.id, node.operator_name, error=error))
+        return results
+
+
+def distribute(value: Any, width: int) -> list[Any]:
+    """Each node's input: a list as long as a layer of two or more nodes is zipped, else all get ``value``."""
+    if width > 1 and isinstance(value, list) and len(value) == width:
+        return value
+    return [value] * width
+
+
+def _outputs(results: list[NodeResult], config: LayerConfig, ctx: PassContext, index: int) -> list[Any]:
+    policy = config.error_policy
+    failures = [r for r in results if not r.success]
+    if not failures:
+        return [r.output for r in results]
+    if policy is ErrorPolicy.RETURN_PARTIAL:
+        return [
+            r.output if r.success else NodeFailure(r.node_id, r.operator, _error_type(r), str(r.error))
+            for r in results
+        ]
+    if policy is ErrorPolicy.FAIL_FAST:
+        # Report the failure that started it, not a sibling it cancelled.
+        first = next((r for r in failures if _error_type(r) != "cancelled"), failures[0])
+        assert first.error is not None
+        raise first.error
+    succeeded = len(results) - len(failures)
+    threshold = config.min_success_threshold
+    enough = succeeded > 0 if threshold is None and policy is ErrorPolicy.SKIP_AND_CONTINUE else (
+        succeeded / len(results) >= (1.0 if threshold is None else threshold)
+    )
+    if not enough:
+        if len(failures) == 1 and threshold is None and policy is not ErrorPolicy.SKIP_AND_CONTINUE:
+            assert failures[0].error is not None
+            raise failures[0].error
+        needed = "at least one" if threshold is None and policy is ErrorPolicy.SKIP_AND_CONTINUE else (
+            f"{(1.0 if threshold is None else threshold):.0%}"
+        )
+        raise LayerFailedError(
+            f"network {ctx.network_name!r}, layer {index}: {succeeded} of {len(results)} nodes succeeded, "
+            f"{needed} needed ({config.error_policy.value}); first failure: {failures[0].error}",
+            network=ctx.network_name,
+            layer=index,
+            failures=[r.error for r in failures if isinstance(r.error, NodeExecutionError)],
+        )
+    return [r.output for r in results if r.success]
+
+
+def _error_type(result: NodeResult) -> str:
+    return getattr(result.error, "error_type", type(result.error).__name__)
+
+
+def create_layer(spec: LayerSpec, config: LayerConfig | None = None) -> Layer:
+    """A :class:`Layer` from an operator name, a Node, a Layer, or a list of names and Nodes."""
+    if isinstance(spec, Layer):
+        return spec if config is None else Layer(spec.nodes, config)
+    if isinstance(spec, (str, Node)):
+        items: list[Any] = [spec]
+    elif isinstance(spec, (list, tuple)):
+        items = []
+        for item in spec:
+            # `Node("generate") * 3` is a list: accept it inside a layer list.
+            items.extend(item if isinstance(item, (list, tuple)) else [item])
+    else:
+        raise ConfigurationError(
+            f"a layer must be an operator name, a Node, a Layer or a list of them, got {type(spec).__name__}"
+        )
+    nodes: list[Node] = []
+    for item in items:
+        if isinstance(item, str):
+            nodes.append(Node(item))
+        elif isinstance(item, Node):
+            nodes.append(item)
+        else:
+            raise ConfigurationError(
+                f"a layer's members must be operator names or Nodes, got {type(item).__name__}: {item!r}"
+            )
+    return Layer(nodes, config)

@@ -1,0 +1,221 @@
+"""A network (``NoN``): layers that run one after another. ``forward()`` is one pass.
+
+Dataflow: a layer's outputs go to the next layer in node order. One output is passed on as itself; several
+are passed on as a list. A list as long as the next layer is wide (two nodes or more) is zipped to its nodes;
+any other value goes whole to every node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.trace import Status, StatusCode
+
+from nons.config import get_settings
+from nons.core.calls import PassContext
+from nons.core.errors import ConfigurationError, InputValidationError, NetworkTimeoutError
+from nons.core.layer import Layer, LayerSpec, create_layer
+from nons.core.results import LayerResult, NetworkResult
+from nons.core.scheduler import get_scheduler
+from nons.core.types import LayerConfig, NetworkConfig
+from nons.observability import names
+from nons.observability.instruments import get_instruments
+
+__all__ = ["NoN", "create_network"]
+
+_CAPTURE_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
+
+
+class NoN:
+    """A network of networks: layers of nodes, run in order.
+
+    Build one with :meth:`from_operators` or :func:`create_network`. ``layer_config`` applies to every layer
+    that has none of its own; without it, layers use ``NON_ERROR_POLICY`` and ``NON_MAX_RETRIES``.
+    """
+
+    def __init__(
+        self,
+        layers: Sequence[Layer],
+        *,
+        layer_config: LayerConfig | None = None,
+        config: NetworkConfig | None = None,
+    ) -> None:
+        if not layers:
+            raise ConfigurationError("a network needs at least one layer")
+        if layer_config is not None and not isinstance(layer_config, LayerConfig):
+            raise ConfigurationError(f"layer_config must be a LayerConfig, got {type(layer_config).__name__}")
+        if config is not None and not isinstance(config, NetworkConfig):
+            raise ConfigurationError(f"config must be a NetworkConfig, got {type(config).__name__}")
+        self.layers = list(layers)
+        self.config = config or NetworkConfig()
+        self.layer_config = layer_config or self.config.default_layer_config
+        self.id = uuid.uuid4().hex[:16]
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @classmethod
+    def from_operators(
+        cls,
+        layers: Sequence[LayerSpec],
+        *,
+        layer_config: LayerConfig | None = None,
+        name: str | None = None,
+        config: NetworkConfig | None = None,
+    ) -> NoN:
+        """A network from layer specs: operator names, Nodes, or lists of them (one list per layer)."""
+        return create_network(layers=layers, layer_config=layer_config, name=name, config=config)
+
+    def __repr__(self) -> str:
+        return f"NoN(name={self.name!r}, layers={self.layers!r})"
+
+    async def forward(self, input_data: Any, *, trace_headers: Mapping[str, str] | None = None) -> Any:
+        """Run one pass and return the last layer's output (one value, or a list for a wide last layer)."""
+        return (await self.run(input_data, trace_headers=trace_headers)).output
+
+    async def run(self, input_data: Any, *, trace_headers: Mapping[str, str] | None = None) -> NetworkResult:
+        """Run one pass and return everything it produced: outputs, per-layer and per-node results, cost,
+        tokens, duration and the trace id.
+
+        The pass joins the caller's current trace, or the one in ``trace_headers`` (W3C ``traceparent``).
+        """
+        settings = get_settings()
+        self._check_input(input_data, self.config.max_input_chars or settings.max_input_chars)
+        inst = get_instruments(settings.enable_tracing, settings.enable_metrics)
+        ctx = PassContext(
+            network_name=self.name,
+            network_id=self.id,
+            instruments=inst,
+            scheduler=get_scheduler(),
+            settings=settings,
+            capture_content=os.environ.get(_CAPTURE_ENV, "").lower() in ("1", "true", "yes"),
+        )
+        default_layer_config = self.layer_config or LayerConfig(
+            error_policy=settings.error_policy, max_retries=settings.max_retries
+        )
+        token = otel_context.attach(propagate.extract(trace_headers)) if trace_headers else None
+        span = None
+        if inst.tracing:
+            span = inst.tracer.start_span(
+                names.network_span_name(self.name),
+                attributes={
+                    names.GEN_AI_OPERATION_NAME: names.OP_WORKFLOW,
+                    names.NETWORK_NAME: self.name,
+                    names.NETWORK_ID: self.id,
+                },
+            )
+        metric_attrs = {names.NETWORK_NAME: self.name}
+        if inst.metrics:
+            inst.network_active.add(1, metric_attrs)
+        started = time.perf_counter()
+        layers: list[LayerResult] = []
+        outcome = names.OUTCOME_FAILURE
+        scope = trace.use_span(span, record_exception=False, set_status_on_exception=False) if span else nullcontext()
+        try:
+            with scope:
+                passes = self._run_layers(input_data, ctx, default_layer_config, layers)
+                timeout = self.config.timeout_seconds
+                if timeout is None:
+                    output = await passes
+                else:
+                    try:
+                        output = await asyncio.wait_for(passes, timeout)
+                    except asyncio.TimeoutError:
+                        raise NetworkTimeoutError(
+                            f"network {self.name!r} timed out after {timeout}s in layer {len(layers)}"
+                        ) from None
+            outcome = names.OUTCOME_SUCCESS
+        except BaseException as error:
+            if span is not None:
+                span.set_attribute(names.ERROR_TYPE, getattr(error, "error_type", type(error).__name__))
+                span.set_status(Status(StatusCode.ERROR, str(error)))
+            raise
+        finally:
+            duration = time.perf_counter() - started
+            if inst.metrics:
+                inst.network_active.add(-1, metric_attrs)
+                inst.network_duration.record(duration, {**metric_attrs, names.OUTCOME: outcome})
+            if span is not None:
+                _set_rollups(span, layers)
+                span.end()
+            if token is not None:
+                otel_context.detach(token)
+        trace_id = None
+        if span is not None and span.get_span_context().is_valid:
+            trace_id = trace.format_trace_id(span.get_span_context().trace_id)
+        return NetworkResult(output, layers, self.id, self.name, duration, trace_id)
+
+    async def _run_layers(
+        self, value: Any, ctx: PassContext, default_config: LayerConfig, collected: list[LayerResult]
+    ) -> Any:
+        for index, layer in enumerate(self.layers):
+            result = await layer.run(value, ctx, index, default_config)
+            collected.append(result)
+            outputs = result.outputs
+            value = outputs[0] if len(outputs) == 1 else outputs
+        return value
+
+    @staticmethod
+    def _check_input(value: Any, limit: int) -> None:
+        if value is None:
+            raise InputValidationError("input must not be None")
+        texts = [value] if isinstance(value, str) else [v for v in value if isinstance(v, str)] if isinstance(
+            value, (list, tuple)
+        ) else []
+        if isinstance(value, (list, tuple, dict)) and not value:
+            raise InputValidationError("input must not be empty")
+        for text in texts:
+            if not text.strip():
+                raise InputValidationError("input must not be empty or whitespace")
+            if len(text) > limit:
+                raise InputValidationError(
+                    f"input is {len(text):,} characters, over the limit of {limit:,} "
+                    "(NON_MAX_INPUT_CHARS or NetworkConfig.max_input_chars)"
+                )
+
+
+def _set_rollups(span: trace.Span, layers: list[LayerResult]) -> None:
+    cost = 0.0
+    inp = out = calls = unpriced = 0
+    for layer in layers:
+        for node in layer.node_results:
+            for call in node.calls:
+                calls += 1
+                inp += call.usage.input_tokens
+                out += call.usage.output_tokens
+                if call.cost_usd is None:
+                    unpriced += 1
+                else:
+                    cost += call.cost_usd
+    span.set_attribute(names.ROLLUP_COST, cost)
+    span.set_attribute(names.ROLLUP_INPUT_TOKENS, inp)
+    span.set_attribute(names.ROLLUP_OUTPUT_TOKENS, out)
+    span.set_attribute(names.ROLLUP_LLM_CALLS, calls)
+    if unpriced:
+        span.set_attribute(names.ROLLUP_UNPRICED_CALLS, unpriced)
+
+
+def create_network(
+    layers: Sequence[LayerSpec],
+    layer_config: LayerConfig | None = None,
+    *,
+    name: str | None = None,
+    config: NetworkConfig | None = None,
+) -> NoN:
+    """A network from layer specs (see :func:`nons.core.layer.create_layer`)."""
+    if isinstance(layers, (str, bytes)) or not isinstance(layers, Sequence):
+        raise ConfigurationError(f"layers must be a list of layer specs, got {type(layers).__name__}")
+    if config is None:
+        config = NetworkConfig(name=name) if name else NetworkConfig()
+    elif name:
+        config = config.model_copy(update={"name": name})
+    return NoN([create_layer(spec) for spec in layers], layer_config=layer_config, config=config)

@@ -1,0 +1,167 @@
+"""A node: one operator plus its configuration (model, prompt context, parameters, fallbacks)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Sequence
+from contextlib import nullcontext
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.trace import Status, StatusCode
+
+from nons.core.calls import CallSite, PassContext
+from nons.core.errors import ConfigurationError, NodeExecutionError, TimeoutExceededError
+from nons.core.results import LLMCallRecord, NodeResult
+from nons.core.types import LayerConfig, ModelConfig
+from nons.observability import names
+from nons.operators.context import OperatorContext
+from nons.operators.registry import OperatorSpec, get_operator
+
+__all__ = ["Node", "create_node"]
+
+_ids = itertools.count(1)
+_DEFAULT_MODEL = ModelConfig()
+
+
+class Node:
+    """An operator with its configuration; the unit that runs in a layer.
+
+    Args:
+        operator_name: a registered operator (built-in or ``@operator``).
+        model_config: the model its LLM calls use (default: the default provider's default model).
+        additional_prompt_context: text added to the system prompt of every call the node makes.
+        fallbacks: model configs tried in order under ``ErrorPolicy.FALLBACK_MODEL`` (default: those of
+            ``model_config``).
+        priority: the node's priority in the scheduler's PRIORITY queue (higher first).
+        **parameters: the operator's own parameters, e.g. ``Node("classify", categories=[...])``.
+
+    ``node * 5`` (or ``5 * node``) gives five independent clones, each with its own id.
+    """
+
+    __slots__ = ("additional_prompt_context", "fallbacks", "id", "model_config", "parameters", "priority", "spec")
+
+    def __init__(
+        self,
+        operator_name: str,
+        model_config: ModelConfig | None = None,
+        additional_prompt_context: str = "",
+        *,
+        fallbacks: Sequence[ModelConfig] = (),
+        priority: int = 0,
+        **parameters: Any,
+    ) -> None:
+        if not isinstance(operator_name, str):
+            raise ConfigurationError(f"operator_name must be a string, got {type(operator_name).__name__}")
+        if model_config is not None and not isinstance(model_config, ModelConfig):
+            raise ConfigurationError(f"model_config must be a ModelConfig, got {type(model_config).__name__}")
+        if not isinstance(additional_prompt_context, str):
+            raise ConfigurationError("additional_prompt_context must be a string")
+        self.spec: OperatorSpec = get_operator(operator_name)
+        self.spec.check_params(parameters)
+        self.model_config = model_config or _DEFAULT_MODEL
+        self.additional_prompt_context = additional_prompt_context
+        self.fallbacks = tuple(fallbacks)
+        self.priority = priority
+        self.parameters = parameters
+        self.id = f"{operator_name}-{next(_ids)}"
+
+    @property
+    def operator_name(self) -> str:
+        return self.spec.name
+
+    def clone(self) -> Node:
+        """An independent copy with a new id."""
+        copy = Node.__new__(Node)
+        copy.spec = self.spec
+        copy.model_config = self.model_config
+        copy.additional_prompt_context = self.additional_prompt_context
+        copy.fallbacks = self.fallbacks
+        copy.priority = self.priority
+        copy.parameters = dict(self.parameters)
+        copy.id = f"{self.spec.name}-{next(_ids)}"
+        return copy
+
+    def __mul__(self, count: int) -> list[Node]:
+        if isinstance(count, bool) or not isinstance(count, int):
+            raise ConfigurationError(f"a node can be multiplied only by an integer, got {count!r}")
+        if count < 1:
+            raise ConfigurationError(f"a node must be multiplied by 1 or more, got {count}")
+        return [self.clone() for _ in range(count)]
+
+    __rmul__ = __mul__
+
+    def __repr__(self) -> str:
+        model = self.model_config.model_name or "default model"
+        return f"Node({self.spec.name!r}, id={self.id!r}, model={model!r})"
+
+    async def run(
+        self, value: Any, ctx: PassContext, layer_config: LayerConfig, layer_index: int
+    ) -> NodeResult:
+        """Run the operator on ``value``. Failures are returned in the result, not raised."""
+        records: list[LLMCallRecord] = []
+        result = NodeResult(self.id, self.spec.name, calls=records)
+        inst = ctx.instruments
+        site = CallSite(self.id, self.spec.name, self.model_config, self.fallbacks, layer_config, self.priority)
+        op_ctx = OperatorContext(ctx, site, self.additional_prompt_context, records)
+        span = None
+        if inst.tracing:
+            span = inst.tracer.start_span(
+                names.node_span_name(self.spec.name),
+                attributes={names.NODE_ID: self.id, names.OPERATOR_NAME: self.spec.name},
+            )
+        scope = trace.use_span(span, record_exception=False, set_status_on_exception=False) if span else nullcontext()
+        started = time.perf_counter()
+        try:
+            with scope:
+                result.output = await self.spec.func(op_ctx, value, **self.parameters)
+        except asyncio.CancelledError as cancelled:
+            result.error = NodeExecutionError(
+                TimeoutExceededError("the node was cancelled"), network=ctx.network_name, layer=layer_index,
+                node_id=self.id, operator=self.spec.name,
+            )
+            result.error.error_type = "cancelled"
+            self._finish(ctx, span, result, started)
+            raise cancelled
+        except Exception as error:
+            result.error = NodeExecutionError(
+                error, network=ctx.network_name, layer=layer_index, node_id=self.id, operator=self.spec.name
+            )
+            result.error.__cause__ = error
+        self._finish(ctx, span, result, started)
+        return result
+
+    def _finish(self, ctx: PassContext, span: trace.Span | None, result: NodeResult, started: float) -> None:
+        result.duration_s = time.perf_counter() - started
+        error = result.error
+        if ctx.instruments.metrics:
+            ctx.instruments.node_duration.record(
+                result.duration_s,
+                {
+                    names.OPERATOR_NAME: self.spec.name,
+                    names.NETWORK_NAME: ctx.network_name,
+                    names.OUTCOME: names.OUTCOME_FAILURE if error else names.OUTCOME_SUCCESS,
+                },
+            )
+        if span is None:
+            return
+        if result.calls:
+            usage = result.usage
+            span.set_attribute(names.ROLLUP_COST, result.cost_usd)
+            span.set_attribute(names.ROLLUP_INPUT_TOKENS, usage.input_tokens)
+            span.set_attribute(names.ROLLUP_OUTPUT_TOKENS, usage.output_tokens)
+            span.set_attribute(names.ROLLUP_LLM_CALLS, len(result.calls))
+            if result.unpriced_calls:
+                span.set_attribute(names.ROLLUP_UNPRICED_CALLS, result.unpriced_calls)
+        if error is not None:
+            assert isinstance(error, NodeExecutionError)
+            span.set_attribute(names.ERROR_TYPE, error.error_type)
+            span.set_status(Status(StatusCode.ERROR, f"{type(error.cause).__name__}: {error.cause}"))
+        span.end()
+
+
+def create_node(operator_name: str, model_config: ModelConfig | None = None, **kwargs: Any) -> Node:
+    """Build a :class:`Node` (the functional spelling of ``Node(...)``)."""
+    return Node(operator_name, model_config, **kwargs)

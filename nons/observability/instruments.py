@@ -1,0 +1,107 @@
+"""The tracer and metric instruments the engine records with, through the OpenTelemetry API only.
+
+The API's global providers are proxies until an application (or :func:`configure_telemetry`) installs SDK
+providers, so instruments created here before that start recording once it happens. With
+``NON_ENABLE_TRACING=false`` or ``NON_ENABLE_METRICS=false`` the engine checks a flag and skips the signal
+altogether, which is cheaper than calling no-op instruments.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+from opentelemetry import metrics, trace
+
+from nons.observability import names
+
+__all__ = ["Instruments", "get_instruments"]
+
+try:
+    from importlib.metadata import version as _version
+
+    _NONS_VERSION = _version("nons")
+except Exception:  # running from a source tree that was never installed
+    _NONS_VERSION = "0.0.0"
+
+
+@dataclass(frozen=True, slots=True)
+class Instruments:
+    """Everything the engine records with. ``tracing`` and ``metrics`` say whether each signal is on."""
+
+    tracing: bool
+    metrics: bool
+    tracer: trace.Tracer
+    operation_duration: metrics.Histogram
+    token_usage: metrics.Histogram
+    cost: metrics.Counter
+    unpriced_calls: metrics.Counter
+    retries: metrics.Counter
+    fallbacks: metrics.Counter
+    node_duration: metrics.Histogram
+    network_duration: metrics.Histogram
+    network_active: metrics.UpDownCounter
+    scheduler_wait: metrics.Histogram
+    queue_size: metrics.UpDownCounter
+    in_flight: metrics.UpDownCounter
+    throttled: metrics.Counter
+    tool_calls: metrics.Counter
+
+
+@functools.lru_cache(maxsize=4)
+def get_instruments(tracing: bool = True, metrics_on: bool = True) -> Instruments:
+    """The shared instruments for the given switches (created once per combination)."""
+    tracer: trace.Tracer = (
+        trace.get_tracer(names.SCOPE, _NONS_VERSION) if tracing else trace.NoOpTracer()
+    )
+    meter: metrics.Meter = (
+        metrics.get_meter(names.SCOPE, _NONS_VERSION) if metrics_on else metrics.NoOpMeter(names.SCOPE)
+    )
+    seconds = names.UNIT_SECONDS
+
+    def duration(name: str, description: str) -> metrics.Histogram:
+        return meter.create_histogram(
+            name,
+            unit=seconds,
+            description=description,
+            explicit_bucket_boundaries_advisory=list(names.DURATION_BUCKETS),
+        )
+
+    return Instruments(
+        tracing=tracing,
+        metrics=metrics_on,
+        tracer=tracer,
+        operation_duration=duration(names.METRIC_OPERATION_DURATION, "Duration of each LLM call attempt."),
+        token_usage=meter.create_histogram(
+            names.METRIC_TOKEN_USAGE,
+            unit=names.UNIT_TOKENS,
+            description="Tokens used per LLM call, by token type.",
+            explicit_bucket_boundaries_advisory=list(names.TOKEN_BUCKETS),
+        ),
+        cost=meter.create_counter(names.METRIC_COST, unit=names.UNIT_USD, description="Spend on LLM calls."),
+        unpriced_calls=meter.create_counter(
+            names.METRIC_UNPRICED_CALLS, unit="{call}", description="LLM calls whose model has no known price."
+        ),
+        retries=meter.create_counter(names.METRIC_RETRIES, unit="{retry}", description="Retried LLM attempts."),
+        fallbacks=meter.create_counter(
+            names.METRIC_FALLBACKS, unit="{fallback}", description="Switches to a fallback model."
+        ),
+        node_duration=duration(names.METRIC_NODE_DURATION, "Duration of each node execution."),
+        network_duration=duration(names.METRIC_NETWORK_DURATION, "Duration of each forward pass."),
+        network_active=meter.create_up_down_counter(
+            names.METRIC_NETWORK_ACTIVE, unit="{pass}", description="Forward passes in progress."
+        ),
+        scheduler_wait=duration(names.METRIC_SCHEDULER_WAIT, "Time a request waited in the scheduler."),
+        queue_size=meter.create_up_down_counter(
+            names.METRIC_QUEUE_SIZE, unit="{request}", description="Requests waiting in the scheduler."
+        ),
+        in_flight=meter.create_up_down_counter(
+            names.METRIC_IN_FLIGHT, unit="{request}", description="Requests running at the provider."
+        ),
+        throttled=meter.create_counter(
+            names.METRIC_THROTTLED, unit="{request}", description="Requests delayed by a rate limit."
+        ),
+        tool_calls=meter.create_counter(
+            names.METRIC_TOOL_CALLS, unit="{call}", description="Agent tool calls by tool and outcome."
+        ),
+    )

@@ -1,0 +1,175 @@
+"""The ten built-in LLM operators. Each uses its node's model, context and parameters via ``ctx``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from nons.core.errors import ConfigurationError, OutputParseError
+from nons.operators._text import as_text, items_of
+from nons.operators.context import OperatorContext
+from nons.operators.registry import operator
+from nons.operators.results import Classification, Comparison, RouteDecision, Validation
+
+__all__: list[str] = []  # operators are used by name, through the registry
+
+
+@operator(description="Rewrite the input according to an instruction.")
+async def transform(ctx: OperatorContext, input: Any, instruction: str = "Rewrite the input clearly.") -> str:
+    return (await ctx.complete(as_text(input), instruction=f"Transform the user's text. {instruction}")).text
+
+
+@operator(description="Generate a response to the input.")
+async def generate(ctx: OperatorContext, input: Any) -> str:
+    return (await ctx.complete(as_text(input), instruction="Respond to the user's request.")).text
+
+
+@operator(description="Classify the input into one of the given categories.")
+async def classify(ctx: OperatorContext, input: Any, categories: Sequence[str]) -> Classification:
+    options = _non_empty_strings("classify", "categories", categories)
+    schema = {
+        "type": "object",
+        "properties": {
+            "category": {"type": "string", "enum": options},
+            "confidence": {"type": "number", "minimum": 0, "maximum": 1},
+            "reasoning": {"type": "string"},
+        },
+        "required": ["category", "confidence", "reasoning"],
+    }
+    data = await ctx.complete_json(
+        as_text(input), instruction=f"Classify the user's text into exactly one of: {', '.join(options)}.",
+        schema=schema,
+    )
+    category = _one_of(data.get("category"), options, "category")
+    confidence = data.get("confidence")
+    if not isinstance(confidence, (int, float)) or isinstance(confidence, bool) or not 0 <= confidence <= 1:
+        raise OutputParseError(f"classify: confidence must be a number in [0, 1], got {confidence!r}")
+    return Classification(category, float(confidence), str(data.get("reasoning", "")))
+
+
+@operator(description="Extract the named fields from the input.")
+async def extract(ctx: OperatorContext, input: Any, fields: Sequence[str]) -> dict[str, Any]:
+    wanted = _non_empty_strings("extract", "fields", fields)
+    schema = {
+        "type": "object",
+        "properties": {name: {"type": "string"} for name in wanted},
+        "required": wanted,
+    }
+    data = await ctx.complete_json(
+        as_text(input),
+        instruction=f"Extract these fields from the user's text: {', '.join(wanted)}. Use null when absent.",
+        schema=schema,
+    )
+    return {name: data.get(name) for name in wanted}
+
+
+@operator(description="Condense the input to a short summary.")
+async def condense(ctx: OperatorContext, input: Any, max_words: int = 100) -> str:
+    instruction = f"Condense the user's text into at most {max_words} words, keeping what matters."
+    return (await ctx.complete(as_text(input), instruction=instruction)).text
+
+
+@operator(description="Expand the input with detail and explanation.")
+async def expand(ctx: OperatorContext, input: Any, target_words: int = 300) -> str:
+    instruction = f"Expand the user's text to about {target_words} words with relevant detail."
+    return (await ctx.complete(as_text(input), instruction=instruction)).text
+
+
+@operator(description="Compare two or more inputs: differences, similarities and a conclusion.")
+async def compare(ctx: OperatorContext, input: Any, criteria: str = "") -> Comparison:
+    items = items_of(input)
+    if len(items) < 2:
+        raise ConfigurationError(f"compare needs at least two inputs, got {len(items)}")
+    list_of_strings = {"type": "array", "items": {"type": "string"}}
+    schema = {
+        "type": "object",
+        "properties": {
+            "differences": list_of_strings,
+            "similarities": list_of_strings,
+            "conclusion": {"type": "string"},
+        },
+        "required": ["differences", "similarities", "conclusion"],
+    }
+    focus = f" Focus on: {criteria}." if criteria else ""
+    data = await ctx.complete_json(
+        as_text(items), instruction=f"Compare the numbered texts.{focus}", schema=schema
+    )
+    return Comparison(
+        differences=_strings(data.get("differences"), "differences"),
+        similarities=_strings(data.get("similarities"), "similarities"),
+        conclusion=str(data.get("conclusion", "")),
+    )
+
+
+@operator(description="Judge whether the input meets the criteria; invalid unless the model says valid.")
+async def validate(
+    ctx: OperatorContext, input: Any, criteria: str = "accurate, relevant and complete"
+) -> Validation:
+    schema = {
+        "type": "object",
+        "properties": {
+            "valid": {"type": "boolean"},
+            "issues": {"type": "array", "items": {"type": "string"}},
+            "explanation": {"type": "string"},
+        },
+        "required": ["valid", "issues", "explanation"],
+    }
+    content = as_text(input)
+    data = await ctx.complete_json(
+        content, instruction=f"Judge whether the user's text is {criteria}.", schema=schema
+    )
+    valid = data.get("valid")
+    # Only a JSON true counts: "invalid", "false", "no" or anything else is never read as valid.
+    if not isinstance(valid, bool):
+        raise OutputParseError(f"validate: 'valid' must be true or false, got {valid!r}")
+    return Validation(
+        valid=valid,
+        issues=_strings(data.get("issues", []), "issues"),
+        explanation=str(data.get("explanation", "")),
+        content=content,
+    )
+
+
+@operator(description="Pick one of the given routes for the input, and nothing else.")
+async def route(ctx: OperatorContext, input: Any, routes: Sequence[str] | Mapping[str, str]) -> RouteDecision:
+    if isinstance(routes, Mapping):
+        options = _non_empty_strings("route", "routes", list(routes))
+        menu = "\n".join(f"- {name}: {description}" for name, description in routes.items())
+    else:
+        options = _non_empty_strings("route", "routes", routes)
+        menu = "\n".join(f"- {name}" for name in options)
+    schema = {
+        "type": "object",
+        "properties": {"route": {"type": "string", "enum": options}, "reasoning": {"type": "string"}},
+        "required": ["route", "reasoning"],
+    }
+    data = await ctx.complete_json(
+        as_text(input), instruction=f"Choose the one route that fits the user's text:\n{menu}", schema=schema
+    )
+    return RouteDecision(_one_of(data.get("route"), options, "route"), str(data.get("reasoning", "")))
+
+
+@operator(description="Combine several inputs into one coherent answer.")
+async def synthesize(ctx: OperatorContext, input: Any) -> str:
+    instruction = "Synthesize the numbered texts into one coherent answer that keeps the best of each."
+    return (await ctx.complete(as_text(input), instruction=instruction)).text
+
+
+def _non_empty_strings(op: str, param: str, values: Sequence[str]) -> list[str]:
+    if isinstance(values, str) or not values or not all(isinstance(v, str) and v.strip() for v in values):
+        raise ConfigurationError(f"{op}: {param} must be a non-empty list of non-empty strings, got {values!r}")
+    return list(values)
+
+
+def _one_of(value: Any, options: list[str], what: str) -> str:
+    if isinstance(value, str):
+        for option in options:
+            if value.strip().lower() == option.lower():
+                return option
+    raise OutputParseError(f"the model answered {what} {value!r}, which is not one of {options}")
+
+
+def _strings(value: Any, what: str) -> list[str]:
+    if not isinstance(value, list):
+        raise OutputParseError(f"{what} must be a list of strings, got {value!r}")
+    return [str(v) for v in value]

@@ -1,0 +1,238 @@
+"""The simulated provider (``ModelProvider.MOCK``): offline, deterministic for a seed, and honest about it.
+
+It needs no key and no network. Its answers are built from the request: plain text for free-form operators,
+and JSON that follows ``response_schema`` for structured ones, so every operator parses them as it would a real
+model's. Latency, token counts and failures are set per node through ``ModelConfig.extra_params``:
+
+``mock_latency_s``
+    seconds each call takes (default 0).
+``mock_failure_rate``
+    probability in [0, 1] that a call fails (default 0).
+``mock_failure_kind``
+    ``rate_limit``, ``server_error``, ``overloaded``, ``timeout``, ``connection_error`` or ``malformed``
+    (default ``server_error``).
+``mock_retry_after_s``
+    the retry hint a simulated rate limit carries (default none).
+``mock_seed``
+    the seed of the call sequence (default 0).
+``mock_responses``
+    a list of texts answered in turn, for scripted tests.
+``mock_tool_calls``
+    a list of scripted turns for agents: each a list of ``{"name": ..., "arguments": {...}}`` tool calls,
+    or a string for a plain text answer.
+
+When ``model_name`` names a model with a known price (``gpt-4o-mini``, ``claude-sonnet-4-5``, ...), calls are
+charged that price, so demos show real-looking cost; spans carry ``nons.simulated = true``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import random
+from typing import Any
+
+from nons.core.errors import (
+    ConfigurationError,
+    MalformedResponseError,
+    OverloadedError,
+    ProviderConnectionError,
+    ProviderError,
+    ProviderTimeoutError,
+    RateLimitError,
+    ServerError,
+)
+from nons.core.results import Usage
+from nons.core.types import ModelProvider
+from nons.providers.base import LLMRequest, LLMResponse, Provider, ToolCall
+
+__all__ = ["FAILURE_KINDS", "MockProvider"]
+
+FAILURE_KINDS: dict[str, type[ProviderError]] = {
+    "rate_limit": RateLimitError,
+    "server_error": ServerError,
+    "overloaded": OverloadedError,
+    "timeout": ProviderTimeoutError,
+    "connection_error": ProviderConnectionError,
+    "malformed": MalformedResponseError,
+}
+
+_KNOWN_PARAMS = frozenset(
+    {
+        "mock_latency_s",
+        "mock_failure_rate",
+        "mock_failure_kind",
+        "mock_retry_after_s",
+        "mock_seed",
+        "mock_responses",
+        "mock_tool_calls",
+    }
+)
+
+# Few distinct phrasings, so that an ensemble of simulated generators agrees often enough for a vote to mean
+# something, and disagrees often enough to show it.
+_OPENINGS = (
+    "In short",
+    "In short",
+    "Put simply",
+    "On balance",
+)
+
+
+def _tokens(text: str) -> int:
+    # Roughly four characters a token, as for English with the common BPE tokenizers.
+    return max(1, (len(text) + 3) // 4)
+
+
+class MockProvider(Provider):
+    """Simulated model provider; see the module docstring for its ``extra_params``."""
+
+    provider = ModelProvider.MOCK
+    genai_provider_name = "nons.simulated"
+    price_provider_id = None
+
+    def __init__(self) -> None:
+        self._rngs: dict[Any, random.Random] = {}
+        self._script_positions: dict[Any, int] = {}
+
+    def server_address(self, config: Any) -> str | None:
+        return None
+
+    def _rng(self, seed: Any) -> random.Random:
+        rng = self._rngs.get(seed)
+        if rng is None:
+            rng = self._rngs[seed] = random.Random(seed)
+        return rng
+
+    async def complete(self, request: LLMRequest) -> LLMResponse:
+        params = request.config.extra_params
+        if params:
+            unknown = [k for k in params if k.startswith("mock_") and k not in _KNOWN_PARAMS]
+            if unknown:
+                raise ConfigurationError(
+                    f"unknown simulated-provider parameter(s) {unknown}; known: {sorted(_KNOWN_PARAMS)}"
+                )
+        seed = params.get("mock_seed", 0)
+        rng = self._rng(seed)
+
+        latency = float(params.get("mock_latency_s", 0.0))
+        if latency > 0:
+            if request.timeout_s is not None and latency > request.timeout_s:
+                await asyncio.sleep(request.timeout_s)
+                raise ProviderTimeoutError(
+                    f"simulated call to {request.model!r} timed out after {request.timeout_s}s",
+                    provider="mock",
+                    model=request.model,
+                )
+            await asyncio.sleep(latency)
+
+        failure_rate = float(params.get("mock_failure_rate", 0.0))
+        if failure_rate > 0 and rng.random() < failure_rate:
+            raise self._failure(request, params)
+
+        tool_calls: tuple[ToolCall, ...] = ()
+        if "mock_tool_calls" in params and request.tools:
+            text, tool_calls = self._scripted_turn(request, params["mock_tool_calls"])
+        elif "mock_responses" in params:
+            text = self._scripted_text(request, params["mock_responses"])
+        elif request.response_schema is not None:
+            text = json.dumps(_instance_of(request.response_schema, rng, _last_user_text(request)))
+        else:
+            text = _free_text(request, rng)
+
+        prompt_chars = sum(len(m.content) for m in request.messages) + len(request.system or "")
+        output_tokens = _tokens(text)
+        if request.config.max_tokens is not None and output_tokens > request.config.max_tokens:
+            output_tokens = request.config.max_tokens
+            finish_reason = "length"
+        else:
+            finish_reason = "tool_calls" if tool_calls else "stop"
+        digest = hashlib.blake2b(f"{seed}:{text}".encode(), digest_size=8).hexdigest()
+        return LLMResponse(
+            text=text,
+            usage=Usage(input_tokens=max(1, (prompt_chars + 3) // 4), output_tokens=output_tokens),
+            finish_reason=finish_reason,
+            response_model=request.model,
+            response_id=f"sim-{digest}",
+            tool_calls=tool_calls,
+            simulated=True,
+        )
+
+    def _failure(self, request: LLMRequest, params: dict[str, Any]) -> ProviderError:
+        kind = params.get("mock_failure_kind", "server_error")
+        try:
+            error_class = FAILURE_KINDS[kind]
+        except KeyError:
+            raise ConfigurationError(
+                f"unknown mock_failure_kind {kind!r}; known kinds: {sorted(FAILURE_KINDS)}"
+            ) from None
+        hint = params.get("mock_retry_after_s")
+        return error_class(
+            f"simulated {kind} from model {request.model!r}",
+            provider="mock",
+            model=request.model,
+            retry_after_s=float(hint) if hint is not None and error_class is RateLimitError else None,
+            status_code={RateLimitError: 429, ServerError: 500, OverloadedError: 529}.get(error_class),
+        )
+
+    def _next_position(self, key: Any, length: int) -> int:
+        position = self._script_positions.get(key, 0)
+        self._script_positions[key] = position + 1
+        return min(position, length - 1)
+
+    def _scripted_text(self, request: LLMRequest, responses: list[str]) -> str:
+        if not responses:
+            raise ConfigurationError("mock_responses must not be empty")
+        return str(responses[self._next_position(("text", id(request.config)), len(responses))])
+
+    def _scripted_turn(self, request: LLMRequest, turns: list[Any]) -> tuple[str, tuple[ToolCall, ...]]:
+        """The agent turn for this point of the conversation: counted from the assistant turns so far."""
+        if not turns:
+            raise ConfigurationError("mock_tool_calls must not be empty")
+        position = min(sum(1 for m in request.messages if m.role == "assistant"), len(turns) - 1)
+        turn = turns[position]
+        if isinstance(turn, str):
+            return turn, ()
+        calls = tuple(
+            ToolCall(id=f"call_{position}_{i}", name=str(c["name"]), arguments=dict(c.get("arguments", {})))
+            for i, c in enumerate(turn)
+        )
+        return "", calls
+
+
+def _last_user_text(request: LLMRequest) -> str:
+    for message in reversed(request.messages):
+        if message.role == "user":
+            return message.content
+    return ""
+
+
+def _free_text(request: LLMRequest, rng: random.Random) -> str:
+    prompt = _last_user_text(request)
+    words = prompt.split()
+    topic = " ".join(words[:12]).rstrip(".,:;")
+    opening = rng.choice(_OPENINGS) if (request.config.temperature or 0.7) > 0 else _OPENINGS[0]
+    return f"{opening}: a simulated answer about {topic or 'the input'}."
+
+
+def _instance_of(schema: dict[str, Any], rng: random.Random, prompt: str) -> Any:
+    """A value that follows ``schema`` (the subset of JSON Schema that the operators use)."""
+    if "enum" in schema:
+        return rng.choice(list(schema["enum"]))
+    kind = schema.get("type", "string")
+    if kind == "object":
+        properties: dict[str, Any] = schema.get("properties", {})
+        return {name: _instance_of(sub, rng, prompt) for name, sub in properties.items()}
+    if kind == "array":
+        count = max(int(schema.get("minItems", 1)), 1 + rng.randrange(2))
+        return [_instance_of(schema.get("items", {}), rng, prompt) for _ in range(count)]
+    if kind == "boolean":
+        return rng.random() < 0.8
+    if kind == "number":
+        low, high = float(schema.get("minimum", 0.0)), float(schema.get("maximum", 1.0))
+        return round(low + (high - low) * (0.5 + rng.random() / 2), 2)
+    if kind == "integer":
+        return rng.randint(int(schema.get("minimum", 0)), int(schema.get("maximum", 10)))
+    words = prompt.split()
+    return " ".join(words[: 6 + rng.randrange(6)]) or "simulated"

@@ -104,9 +104,9 @@ class Layer:
                         task.cancel()
             return result
 
-        tasks.extend(asyncio.ensure_future(guarded(n, v)) for n, v in zip(self.nodes, inputs))
+        tasks.extend(asyncio.ensure_future(guarded(n, v)) for n, v in zip(self.nodes, inputs, strict=True))
         try:
-            done, pending = await asyncio.wait(tasks, timeout=config.timeout_seconds)
+            _, pending = await asyncio.wait(tasks, timeout=config.timeout_seconds)
         except asyncio.CancelledError:
             for task in tasks:
                 task.cancel()
@@ -117,7 +117,7 @@ class Layer:
                 task.cancel()
             await asyncio.wait(pending)
         results: list[NodeResult] = []
-        for node, task in zip(self.nodes, tasks):
+        for node, task in zip(self.nodes, tasks, strict=True):
             if not task.cancelled() and task.exception() is None:
                 results.append(task.result())
                 continue

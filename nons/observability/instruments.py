@@ -12,6 +12,7 @@ import functools
 from dataclasses import dataclass
 
 from opentelemetry import metrics, trace
+from opentelemetry.metrics import Counter, Histogram, UpDownCounter
 
 from nons.observability import names
 
@@ -32,20 +33,20 @@ class Instruments:
     tracing: bool
     metrics: bool
     tracer: trace.Tracer
-    operation_duration: metrics.Histogram
-    token_usage: metrics.Histogram
-    cost: metrics.Counter
-    unpriced_calls: metrics.Counter
-    retries: metrics.Counter
-    fallbacks: metrics.Counter
-    node_duration: metrics.Histogram
-    network_duration: metrics.Histogram
-    network_active: metrics.UpDownCounter
-    scheduler_wait: metrics.Histogram
-    queue_size: metrics.UpDownCounter
-    in_flight: metrics.UpDownCounter
-    throttled: metrics.Counter
-    tool_calls: metrics.Counter
+    operation_duration: Histogram
+    token_usage: Histogram
+    cost: Counter
+    unpriced_calls: Counter
+    retries: Counter
+    fallbacks: Counter
+    node_duration: Histogram
+    network_duration: Histogram
+    network_active: UpDownCounter
+    scheduler_wait: Histogram
+    queue_size: UpDownCounter
+    in_flight: UpDownCounter
+    throttled: Counter
+    tool_calls: Counter
 
 
 @functools.lru_cache(maxsize=4)
@@ -59,7 +60,7 @@ def get_instruments(tracing: bool = True, metrics_on: bool = True) -> Instrument
     )
     seconds = names.UNIT_SECONDS
 
-    def duration(name: str, description: str) -> metrics.Histogram:
+    def duration(name: str, description: str) -> Histogram:
         return meter.create_histogram(
             name,
             unit=seconds,

@@ -112,5 +112,5 @@ class Provider(abc.ABC):
         """The host the call goes to, for the ``server.address`` attribute."""
         return None
 
-    async def aclose(self) -> None:
+    async def aclose(self) -> None:  # noqa: B027  (optional hook: providers without clients keep it)
         """Close the clients this provider opened."""

@@ -1,0 +1,225 @@
+"""In-process access to recent telemetry: ``get_observability().export_all_data()``.
+
+Built on the SDK's in-memory span exporter (bounded to ``NON_OBSERVABILITY_BUFFER_SIZE`` spans, oldest
+dropped first), its in-memory metric reader, and an in-memory log exporter, so a long-running process keeps a
+fixed amount. Span dicts carry the keys the deployment guide's code reads: ``trace_id``, ``span_id``,
+``operation_name``, ``duration_ms``, ``success`` and ``cost_usd`` (the call's own cost on LLM spans, 0
+elsewhere, so summing over spans never double counts).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler, ReadableLogRecord
+from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
+
+from nons.config import get_settings
+from nons.observability import names
+
+__all__ = ["Observability", "get_observability"]
+
+
+class _BoundedLogExporter(InMemoryLogRecordExporter):
+    # The SDK's in-memory log exporter keeps a plain list; a bounded deque keeps memory flat.
+    def __init__(self, max_logs: int) -> None:
+        super().__init__()
+        self._logs: collections.deque[ReadableLogRecord] = collections.deque(maxlen=max_logs)  # type: ignore[assignment]
+
+
+class Observability:
+    """Recent spans, metrics and logs of this process, as plain dicts."""
+
+    def __init__(self, buffer_size: int) -> None:
+        self.buffer_size = buffer_size
+        self.span_exporter = InMemorySpanExporter(max_spans=buffer_size)
+        self.metric_reader = InMemoryMetricReader()
+        self.log_exporter = _BoundedLogExporter(buffer_size)
+        self._spans_seen = 0
+        self._attached: set[int] = set()
+        self._lock = threading.Lock()
+        self._logger_provider = LoggerProvider()
+        self._logger_provider.add_log_record_processor(SimpleLogRecordProcessor(self.log_exporter))
+        # NoN's own log records, with the trace and span ids of the span they were written in.
+        logging.getLogger("nons").addHandler(LoggingHandler(logger_provider=self._logger_provider))
+
+    def attach_tracer_provider(self, provider: TracerProvider) -> None:
+        """Keep the spans of ``provider`` in the buffer (once per provider)."""
+        with self._lock:
+            if id(provider) in self._attached:
+                return
+            self._attached.add(id(provider))
+        provider.add_span_processor(_CountingProcessor(self))
+
+    # --- export -------------------------------------------------------------------------------------------
+    def export_all_data(self, since: datetime | None = None, trace_id: str | None = None) -> dict[str, Any]:
+        """``{"spans": [...], "logs": [...], "metrics": [...]}``, optionally only spans and logs that ended
+        after ``since`` or belong to ``trace_id``."""
+        since_ns = int(since.timestamp() * 1e9) if since else None
+        spans = [
+            span_to_dict(s)
+            for s in self.span_exporter.get_finished_spans()
+            if (since_ns is None or (s.end_time or 0) >= since_ns)
+            and (trace_id is None or trace.format_trace_id(s.context.trace_id) == trace_id)
+        ]
+        logs = [
+            _log_to_dict(r)
+            for r in self.log_exporter.get_finished_logs()
+            if (since_ns is None or (r.log_record.timestamp or 0) >= since_ns)
+            and (trace_id is None or f"{r.log_record.trace_id or 0:032x}" == trace_id)
+        ]
+        return {"spans": spans, "logs": logs, "metrics": self._metrics()}
+
+    def get_trace_summary(self, trace_id: str) -> dict[str, Any]:
+        """Duration, success, total cost and tokens, and span count of one trace."""
+        spans = self.export_all_data(trace_id=trace_id)["spans"]
+        if not spans:
+            raise KeyError(f"no spans of trace {trace_id!r} in the buffer (it holds the last {self.buffer_size})")
+        start = min(s["start_time_ns"] for s in spans)
+        end = max(s["end_time_ns"] for s in spans)
+        llm = [s for s in spans if s["attributes"].get(names.GEN_AI_OPERATION_NAME) == names.OP_CHAT]
+        return {
+            "trace_id": trace_id,
+            "duration_ms": (end - start) / 1e6,
+            "success": all(s["success"] for s in spans if s["parent_span_id"] is None),
+            "total_cost_usd": sum(s["cost_usd"] for s in spans),
+            "unpriced_calls": sum(1 for s in llm if s["attributes"].get(names.COST_UNKNOWN)),
+            "input_tokens": sum(int(s["attributes"].get(names.GEN_AI_USAGE_INPUT_TOKENS, 0)) for s in llm),
+            "output_tokens": sum(int(s["attributes"].get(names.GEN_AI_USAGE_OUTPUT_TOKENS, 0)) for s in llm),
+            "span_count": len(spans),
+            "llm_calls": len(llm),
+        }
+
+    def get_stats(self) -> dict[str, Any]:
+        """How much the buffer holds and how much it has dropped."""
+        held = len(self.span_exporter.get_finished_spans())
+        return {
+            "buffer_size": self.buffer_size,
+            "spans_buffered": held,
+            "spans_seen": self._spans_seen,
+            "spans_dropped": max(0, self._spans_seen - held) if self._spans_seen >= self.buffer_size else 0,
+            "logs_buffered": len(self.log_exporter.get_finished_logs()),
+        }
+
+    def clear(self) -> None:
+        """Forget the buffered spans and logs."""
+        self.span_exporter.clear()
+        self.log_exporter.clear()
+        self._spans_seen = 0
+
+    def _metrics(self) -> list[dict[str, Any]]:
+        try:
+            data = self.metric_reader.get_metrics_data()
+        except Exception:  # the reader is not registered with a meter provider (metrics off or app-owned)
+            return []
+        if data is None:
+            return []
+        out: list[dict[str, Any]] = []
+        for resource_metrics in data.resource_metrics:
+            for scope_metrics in resource_metrics.scope_metrics:
+                for metric in scope_metrics.metrics:
+                    points = []
+                    for point in metric.data.data_points:
+                        entry: dict[str, Any] = {"attributes": dict(point.attributes or {})}
+                        if hasattr(point, "bucket_counts"):
+                            entry.update(
+                                count=point.count, sum=point.sum, bucket_counts=list(point.bucket_counts),
+                                explicit_bounds=list(point.explicit_bounds),
+                            )
+                        else:
+                            entry["value"] = point.value
+                        entry["exemplars"] = len(getattr(point, "exemplars", None) or ())
+                        points.append(entry)
+                    out.append(
+                        {
+                            "name": metric.name,
+                            "unit": metric.unit,
+                            "description": metric.description,
+                            "scope": scope_metrics.scope.name,
+                            "data_points": points,
+                        }
+                    )
+        return out
+
+
+class _CountingProcessor(SimpleSpanProcessor):
+    def __init__(self, owner: Observability) -> None:
+        super().__init__(owner.span_exporter)
+        self._owner = owner
+
+    def on_end(self, span: ReadableSpan) -> None:
+        self._owner._spans_seen += 1
+        super().on_end(span)
+
+
+def span_to_dict(span: ReadableSpan) -> dict[str, Any]:
+    """A span as a plain dict with the deployment guide's keys plus the full attributes and events."""
+    attributes = dict(span.attributes or {})
+    start, end = span.start_time or 0, span.end_time or 0
+    parent = span.parent
+    return {
+        "trace_id": trace.format_trace_id(span.context.trace_id),
+        "span_id": trace.format_span_id(span.context.span_id),
+        "parent_span_id": trace.format_span_id(parent.span_id) if parent else None,
+        "operation_name": span.name,
+        "kind": span.kind.name,
+        "start_time_ns": start,
+        "end_time_ns": end,
+        "duration_ms": (end - start) / 1e6,
+        "success": span.status.status_code is not StatusCode.ERROR,
+        "error_type": attributes.get(names.ERROR_TYPE),
+        "cost_usd": float(attributes.get(names.GEN_AI_USAGE_COST, 0.0)),  # type: ignore[arg-type]
+        "attributes": attributes,
+        "events": [
+            {"name": e.name, "timestamp_ns": e.timestamp, "attributes": dict(e.attributes or {})}
+            for e in span.events
+        ],
+        "resource": dict(span.resource.attributes) if span.resource else {},
+    }
+
+
+def _log_to_dict(record: ReadableLogRecord) -> dict[str, Any]:
+    log = record.log_record
+    return {
+        "timestamp_ns": log.timestamp,
+        "severity": log.severity_text,
+        "body": log.body,
+        "trace_id": f"{log.trace_id:032x}" if log.trace_id else None,
+        "span_id": f"{log.span_id:016x}" if log.span_id else None,
+        "attributes": dict(log.attributes or {}),
+    }
+
+
+_observability: Observability | None = None
+_create_lock = threading.Lock()
+
+
+def get_observability() -> Observability:
+    """The process's observability buffer. The first call sets up telemetry if nothing has yet."""
+    global _observability
+    with _create_lock:
+        created = _observability is None
+        if _observability is None:
+            _observability = Observability(get_settings().observability_buffer_size)
+        observability = _observability
+    if created:
+        from nons.observability.setup import configure_telemetry
+
+        configure_telemetry()
+    return observability
+
+
+def spans_of(spans: Sequence[dict[str, Any]], operation_prefix: str) -> list[dict[str, Any]]:
+    """The span dicts whose name starts with ``operation_prefix`` (``"chat"``, ``"nons.node"``...)."""
+    return [s for s in spans if s["operation_name"].startswith(operation_prefix)]

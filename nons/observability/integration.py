@@ -205,19 +205,21 @@ _observability: Observability | None = None
 _create_lock = threading.Lock()
 
 
-def get_observability() -> Observability:
-    """The process's observability buffer. The first call sets up telemetry if nothing has yet."""
+def observability_buffer() -> Observability:
+    """The process's buffer, without setting up telemetry (what ``configure_telemetry`` attaches)."""
     global _observability
     with _create_lock:
-        created = _observability is None
         if _observability is None:
             _observability = Observability(get_settings().observability_buffer_size)
-        observability = _observability
-    if created:
-        from nons.observability.setup import configure_telemetry
+        return _observability
 
-        configure_telemetry()
-    return observability
+
+def get_observability() -> Observability:
+    """The process's observability buffer. Sets up telemetry (``configure_telemetry``) if nothing has yet."""
+    from nons.observability.setup import configure_telemetry
+
+    configure_telemetry()
+    return observability_buffer()
 
 
 def spans_of(spans: Sequence[dict[str, Any]], operation_prefix: str) -> list[dict[str, Any]]:

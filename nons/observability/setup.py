@@ -189,9 +189,9 @@ def configure_telemetry(settings: Settings | None = None) -> TelemetryHandle:
         if _handle is not None:
             return _handle
         settings = settings or get_settings()
-        from nons.observability.integration import get_observability
+        from nons.observability.integration import observability_buffer
 
-        observability = get_observability()
+        observability = observability_buffer()
         handle = TelemetryHandle(resource=build_resource(settings))
 
         if settings.enable_tracing:

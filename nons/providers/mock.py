@@ -211,7 +211,8 @@ def _last_user_text(request: LLMRequest) -> str:
 def _free_text(request: LLMRequest, rng: random.Random) -> str:
     prompt = _last_user_text(request)
     words = prompt.split()
-    topic = " ".join(words[:12]).rstrip(".,:;")
+    topic = " ".join(words[:12]).rstrip(".,:;?!")
+    topic = topic[:1].lower() + topic[1:]
     opening = rng.choice(_OPENINGS) if (request.config.temperature or 0.7) > 0 else _OPENINGS[0]
     return f"{opening}: a simulated answer about {topic or 'the input'}."
 

@@ -22,7 +22,7 @@ from nons.config import Settings
 from nons.core.errors import ProviderError
 from nons.core.policies import backoff_delay, call_plan
 from nons.core.results import LLMCallRecord
-from nons.core.scheduler import Scheduler
+from nons.core.scheduler import Permit, Scheduler
 from nons.core.types import LayerConfig, ModelConfig, ModelProvider
 from nons.observability import names
 from nons.observability.instruments import Instruments
@@ -128,19 +128,26 @@ async def call_llm(
                     names.GEN_AI_PROVIDER_NAME: provider.genai_provider_name,
                     names.GEN_AI_REQUEST_MODEL: model,
                 }
+                estimate = _estimate_tokens(request)
                 for retry in range(plan.attempts_per_model):
                     attempts += 1
-                    permit = await ctx.scheduler.acquire(
-                        kind, model, priority=site.priority, deadline=time.monotonic() + timeout_s
-                    )
-                    wait_total += permit.wait_s
-                    if inst.metrics and permit.wait_s:
-                        inst.scheduler_wait.record(permit.wait_s, {names.GEN_AI_PROVIDER_NAME: kind.value})
+                    permit: Permit | None = None
                     attempt_start = time.perf_counter()
                     try:
+                        # Inside the try: an open circuit breaker or a queue deadline fails the attempt like a
+                        # provider error would, so the policy can fall back.
+                        permit = await ctx.scheduler.acquire(
+                            kind, model, priority=site.priority, estimated_tokens=estimate,
+                            deadline=time.monotonic() + timeout_s,
+                        )
+                        wait_total += permit.wait_s
+                        if inst.metrics and permit.wait_s:
+                            inst.scheduler_wait.record(permit.wait_s, {names.GEN_AI_PROVIDER_NAME: kind.value})
+                        attempt_start = time.perf_counter()
                         response = await provider.complete(request)
                     except ProviderError as error:
-                        permit.release(success=False)
+                        if permit is not None:
+                            permit.release(success=False, error=error)
                         if not error.provider:
                             error.provider, error.model = kind.value, model
                         last_error = error
@@ -156,7 +163,8 @@ async def call_llm(
                         await asyncio.sleep(delay)
                         continue
                     except BaseException:
-                        permit.release(success=False)
+                        if permit is not None:
+                            permit.release(success=False)
                         raise
                     permit.release(success=True, tokens_used=response.usage.total_tokens)
                     duration = time.perf_counter() - attempt_start
@@ -187,6 +195,12 @@ async def call_llm(
     finally:
         if span is not None:
             span.end()
+
+
+def _estimate_tokens(request: LLMRequest) -> int:
+    """Tokens a call may use, reserved against tokens-per-minute limits until the real usage is known."""
+    chars = sum(len(m.content) for m in request.messages) + len(request.system or "")
+    return chars // 4 + (request.config.max_tokens or 256)
 
 
 def _request_attributes(config: ModelConfig, provider: ModelProvider, model: str) -> dict[str, Any]:

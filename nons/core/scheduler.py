@@ -71,7 +71,9 @@ class Permit:
     _stats: _ProviderStats
     _released: bool = False
 
-    def release(self, *, success: bool = True, tokens_used: int = 0) -> None:
+    def release(self, *, success: bool = True, tokens_used: int = 0, error: BaseException | None = None) -> None:
+        """Give the slot back. ``tokens_used`` settles the token reservation; ``error`` (a failed call's
+        exception) feeds the circuit breaker and, for a rate limit with a retry hint, pauses the provider."""
         if self._released:
             return
         self._released = True

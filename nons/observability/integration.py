@@ -13,13 +13,13 @@ import collections
 import logging
 import threading
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler, ReadableLogRecord
 from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader, NumberDataPoint
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -34,7 +34,7 @@ __all__ = ["Observability", "get_observability"]
 class _BoundedLogExporter(InMemoryLogRecordExporter):
     # The SDK's in-memory log exporter keeps a plain list; a bounded deque keeps memory flat.
     def __init__(self, max_logs: int) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self._logs: collections.deque[ReadableLogRecord] = collections.deque(maxlen=max_logs)  # type: ignore[assignment]
 
 
@@ -132,12 +132,12 @@ class Observability:
                     points = []
                     for point in metric.data.data_points:
                         entry: dict[str, Any] = {"attributes": dict(point.attributes or {})}
-                        if hasattr(point, "bucket_counts"):
+                        if isinstance(point, HistogramDataPoint):
                             entry.update(
                                 count=point.count, sum=point.sum, bucket_counts=list(point.bucket_counts),
                                 explicit_bounds=list(point.explicit_bounds),
                             )
-                        else:
+                        elif isinstance(point, NumberDataPoint):
                             entry["value"] = point.value
                         entry["exemplars"] = len(getattr(point, "exemplars", None) or ())
                         points.append(entry)

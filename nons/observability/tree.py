@@ -19,10 +19,9 @@ def _label(span: dict[str, Any]) -> Text:
     label.append(span["operation_name"], style="bold red" if not span["success"] else "bold")
     label.append(f"  {span['duration_ms']:.1f} ms", style="cyan")
     if names.GEN_AI_USAGE_INPUT_TOKENS in attributes:
-        label.append(
-            f"  {attributes[names.GEN_AI_USAGE_INPUT_TOKENS]}→{attributes.get(names.GEN_AI_USAGE_OUTPUT_TOKENS, 0)} tok",
-            style="magenta",
-        )
+        tokens_in = attributes[names.GEN_AI_USAGE_INPUT_TOKENS]
+        tokens_out = attributes.get(names.GEN_AI_USAGE_OUTPUT_TOKENS, 0)
+        label.append(f"  {tokens_in}→{tokens_out} tok", style="magenta")
     if names.GEN_AI_USAGE_COST in attributes:
         label.append(f"  ${attributes[names.GEN_AI_USAGE_COST]:.6f}", style="green")
     elif attributes.get(names.COST_UNKNOWN):

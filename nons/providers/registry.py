@@ -16,7 +16,7 @@ logger = logging.getLogger(__name__)
 
 #: The model a node calls when its config names a provider but no model.
 DEFAULT_MODELS: dict[ModelProvider, str] = {
-    ModelProvider.ANTHROPIC: "claude-sonnet-4-5",
+    ModelProvider.ANTHROPIC: "claude-sonnet-4-6",
     ModelProvider.OPENAI: "gpt-4o-mini",
     ModelProvider.GOOGLE: "gemini-2.0-flash",
     ModelProvider.MOCK: "simulated",

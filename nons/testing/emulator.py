@@ -9,18 +9,24 @@ alike, and it records every request it receives so a test can check what the SDK
     with ProviderEmulator() as emu:
         emu.script("openai", [Fault.rate_limit(retry_after="2"), Reply(text="ok")])
         config = ModelConfig(base_url=emu.base_url_for("openai"), api_key="sk-test")
-        ...                                   # first call: 429 with Retry-After: 2, second call: "ok"
+        ...  # first call: 429 with Retry-After: 2; second call: "ok"; later calls: the default reply
         assert emu.requests_for("openai")[0].body["model"] == "gpt-4o-mini"
 
-Endpoints:
+Faults (each rendered in the format of the provider that receives it):
 
-=========  ===========================================  =================================
-provider   path                                          base URL for the SDK
-=========  ===========================================  =================================
-openai     ``POST /v1/chat/completions``                 ``http://127.0.0.1:PORT/v1``
-anthropic  ``POST /v1/messages``                         ``http://127.0.0.1:PORT``
-google     ``POST /v1beta/models/{model}:generateContent``  ``http://127.0.0.1:PORT``
-=========  ===========================================  =================================
+- ``Fault.rate_limit(retry_after=..., retry_after_ms=..., retry_delay=...)``: 429, with or without a hint
+  (``Retry-After`` seconds or HTTP date, ``retry-after-ms``, Gemini ``RetryInfo.retryDelay`` in the body);
+- ``Fault.auth()``, ``Fault.bad_request()``, ``Fault.model_not_found()``, ``Fault.context_length()``;
+- ``Fault.server_error(status=500)``, ``Fault.overloaded(status=None)`` (529 Anthropic, 503 others);
+- ``Fault.slow(seconds, then=Reply(...))``, ``Fault.drop_connection()``, ``Fault.malformed()``,
+  ``Fault.empty()``, and ``Fault.http(status, body, headers)`` for anything else;
+- tool-call answers: ``Reply(text="", tool_calls=[EmulatedToolCall("name", {"arg": 1})])``.
+
+Endpoints, and the base URL to give each SDK (``emu.base_url_for(provider)``):
+
+- openai: ``POST /v1/chat/completions``; base URL ``http://127.0.0.1:PORT/v1``
+- anthropic: ``POST /v1/messages``; base URL ``http://127.0.0.1:PORT``
+- google: ``POST /v1beta/models/{model}:generateContent``; base URL ``http://127.0.0.1:PORT``
 
 Each provider has its own queue of scripted answers, consumed one per request in order; when a queue is
 empty the emulator answers with its default :class:`Reply`. A scripted answer is either a :class:`Reply`
@@ -28,13 +34,14 @@ empty the emulator answers with its default :class:`Reply`. A scripted answer is
 real error format, a dropped connection, a malformed or empty body).
 
 Token counts follow the GenAI convention used by NoN: ``Reply.input_tokens`` *includes* the cached tokens.
-The emulator converts them to each wire format (Anthropic reports uncached input separately from cache reads
-and writes; OpenAI and Gemini report the total and the cached part). OpenAI and Gemini have no field for
-cache writes, so ``cache_write_tokens`` only reaches the Anthropic wire format.
+The emulator converts them to each wire format: Anthropic reports uncached input apart from cache reads and
+writes; OpenAI reports the total with ``cached_tokens`` and ``cache_write_tokens`` details; Gemini reports the
+total and ``cachedContentTokenCount``, and has no field for cache writes.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import re
@@ -95,7 +102,7 @@ class Reply:
         input_tokens: prompt tokens *including* cached ones.
         output_tokens: completion tokens.
         cache_read_tokens: prompt tokens read from the cache.
-        cache_write_tokens: prompt tokens written to the cache (Anthropic only).
+        cache_write_tokens: prompt tokens written to the cache (not in Gemini's format).
         tool_calls: tool calls in the provider's native format.
         model: the response model; default: the requested model.
         id: the response id; default: a counter-based id in the provider's style.
@@ -195,8 +202,7 @@ class Fault:
     @classmethod
     def slow(cls, delay_s: float, then: Reply | None = None) -> Reply:
         """A slow answer: ``then`` (default: the default reply) after ``delay_s`` seconds."""
-        base = then or Reply()
-        return Reply(**{**base.__dict__, "delay_s": delay_s})
+        return dataclasses.replace(then or Reply(), delay_s=delay_s)
 
     @classmethod
     def drop_connection(cls) -> Fault:
@@ -260,7 +266,10 @@ class ProviderEmulator:
         server.emulator = self  # type: ignore[attr-defined]
         self._server = server
         self._stopping.clear()
-        self._thread = threading.Thread(target=server.serve_forever, name="provider-emulator", daemon=True)
+        # A short poll interval makes stop() quick: shutdown() waits for the serving loop to notice it.
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.01}, name="provider-emulator", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -391,10 +400,10 @@ class _Handler(BaseHTTPRequestHandler):
             # Close without a byte of response: the client sees the server disconnect mid-request.
             self.connection.shutdown(socket.SHUT_RDWR)
             return
-        assert provider is not None or isinstance(answer, Fault)
+        headers: dict[str, str] = {}
         if isinstance(answer, Reply):
-            assert provider is not None
-            status, payload, headers = 200, _render_reply(provider, answer, model, self.emulator), {}
+            assert provider is not None  # unknown paths are always answered with a Fault
+            status, payload = 200, _render_reply(provider, answer, model, self.emulator)
         else:
             status, payload, headers = _render_fault(provider, answer, model, _key_from(recorded))
         self._send(status, payload, headers)
@@ -481,7 +490,10 @@ def _openai_reply(reply: Reply, model: str, response_id: str, n: int) -> dict[st
             "prompt_tokens": reply.input_tokens,
             "completion_tokens": reply.output_tokens,
             "total_tokens": reply.input_tokens + reply.output_tokens,
-            "prompt_tokens_details": {"cached_tokens": reply.cache_read_tokens},
+            "prompt_tokens_details": {
+                "cached_tokens": reply.cache_read_tokens,
+                "cache_write_tokens": reply.cache_write_tokens,
+            },
         },
     }
 
@@ -604,10 +616,14 @@ def _render_fault(
             )
         if fault.retry_delay is not None:
             details.append({"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": fault.retry_delay})
-        error = {"code": status, "message": message, "status": _GOOGLE_STATUS.get(status, "UNKNOWN")}
+        google_error: dict[str, Any] = {
+            "code": status,
+            "message": message,
+            "status": _GOOGLE_STATUS.get(status, "UNKNOWN"),
+        }
         if details:
-            error["details"] = details
-        return status, _json({"error": error}), headers
+            google_error["details"] = details
+        return status, _json({"error": google_error}), headers
     error_type = "server_error" if status >= 500 else "invalid_request_error"
     if status == 429:
         error_type = "requests"

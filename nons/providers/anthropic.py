@@ -1,0 +1,159 @@
+"""Anthropic's Messages API through the official SDK (``anthropic.AsyncAnthropic().messages.create``).
+
+Notes on the wire format:
+
+- the node's context becomes the ``system`` parameter;
+- ``max_tokens`` is required by the API: 1024 when the config sets none;
+- tool results travel as ``tool_result`` blocks in a user turn, tool calls as ``tool_use`` blocks;
+- ``usage.input_tokens`` excludes cache reads and writes, so they are added back (NoN's input count includes
+  cached tokens).
+
+The SDK (2.x) speaks API version 2026-10-21, which rejects ``temperature`` and ``top_p`` with a 400 on every
+model, and the SDK no longer accepts them. A config that sets them is still served: they are not sent, and a
+warning says so once per process.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import anthropic
+from anthropic.types import TextBlock, ToolUseBlock
+
+from nons.core.results import Usage
+from nons.core.types import ModelProvider
+from nons.providers._common import (
+    FailedCall,
+    SDKProvider,
+    describe_stainless_error,
+    ensure_answer,
+    extra_body,
+    parse_tool_arguments,
+    system_text,
+)
+from nons.providers.base import LLMRequest, LLMResponse, Message, ToolCall
+
+__all__ = ["DEFAULT_MAX_TOKENS", "AnthropicProvider"]
+
+logger = logging.getLogger(__name__)
+
+#: ``max_tokens`` sent when the config sets none (the API requires one).
+DEFAULT_MAX_TOKENS = 1024
+
+_warned_sampling = False
+
+
+class AnthropicProvider(SDKProvider[anthropic.AsyncAnthropic]):
+    """Calls Claude models. Key: ``ModelConfig.api_key`` or ``ANTHROPIC_API_KEY``."""
+
+    provider = ModelProvider.ANTHROPIC
+    genai_provider_name = "anthropic"
+    price_provider_id = "anthropic"
+    key_env = "ANTHROPIC_API_KEY"
+    settings_key = "anthropic_api_key"
+    default_base_url = "https://api.anthropic.com"
+
+    def _new_client(self, api_key: str, base_url: str) -> anthropic.AsyncAnthropic:
+        return anthropic.AsyncAnthropic(
+            api_key=api_key,
+            base_url=base_url,
+            # NoN's retry loop is the only one, so that every attempt is seen and counted.
+            max_retries=0,
+            # NoN makes the LLM span itself; the SDK's own span would be a second one for the same call.
+            open_telemetry=False,
+        )
+
+    async def _close_client(self, client: anthropic.AsyncAnthropic) -> None:
+        await client.close()
+
+    async def _call(self, client: anthropic.AsyncAnthropic, request: LLMRequest, timeout_s: float) -> LLMResponse:
+        config = request.config
+        params: dict[str, Any] = {
+            "model": request.model,
+            "max_tokens": config.max_tokens or DEFAULT_MAX_TOKENS,
+            "messages": _messages(request.messages),
+        }
+        system = system_text(request)
+        if system:
+            params["system"] = system
+        if config.stop:
+            params["stop_sequences"] = list(config.stop)
+        if request.tools:
+            params["tools"] = [
+                {"name": t.name, "description": t.description, "input_schema": t.parameters} for t in request.tools
+            ]
+        if config.temperature is not None or config.top_p is not None:
+            _warn_sampling_once()
+        body = extra_body(config)
+        if body:
+            params["extra_body"] = body
+        message = await client.messages.create(**params, timeout=timeout_s)
+        return self._response(message, request.model)
+
+    def _response(self, message: anthropic.types.Message, model: str) -> LLMResponse:
+        text = "".join(block.text for block in message.content if isinstance(block, TextBlock))
+        tool_calls = tuple(
+            ToolCall(block.id, block.name, parse_tool_arguments(block.input, provider=self.name, model=model))
+            for block in message.content
+            if isinstance(block, ToolUseBlock)
+        )
+        ensure_answer(text, tool_calls, provider=self.name, model=model)
+        usage = message.usage
+        cache_read = usage.cache_read_input_tokens or 0
+        cache_write = usage.cache_creation_input_tokens or 0
+        return LLMResponse(
+            text=text,
+            usage=Usage(
+                input_tokens=usage.input_tokens + cache_read + cache_write,
+                output_tokens=usage.output_tokens,
+                cache_read_tokens=cache_read,
+                cache_write_tokens=cache_write,
+            ),
+            finish_reason=message.stop_reason.lower() if message.stop_reason else None,
+            response_model=message.model or model,
+            response_id=message.id,
+            tool_calls=tool_calls,
+            raw=message,
+        )
+
+    def _describe_error(self, exc: Exception) -> FailedCall | None:
+        return describe_stainless_error(exc, anthropic)
+
+
+def _messages(messages: list[Message]) -> list[dict[str, Any]]:
+    """NoN messages as Anthropic turns. System messages go to ``system``; consecutive turns of one role are
+    merged, which keeps the results of parallel tool calls in the single user turn the API asks for."""
+    turns: list[dict[str, Any]] = []
+    for message in messages:
+        if message.role == "system":
+            continue
+        role = "assistant" if message.role == "assistant" else "user"
+        blocks: list[dict[str, Any]] = []
+        if message.role == "tool":
+            blocks.append({"type": "tool_result", "tool_use_id": message.tool_call_id, "content": message.content})
+        else:
+            # The API rejects empty text blocks (an assistant turn that only called tools has no text).
+            if message.content:
+                blocks.append({"type": "text", "text": message.content})
+            blocks += [
+                {"type": "tool_use", "id": call.id, "name": call.name, "input": call.arguments}
+                for call in message.tool_calls
+            ]
+        if not blocks:
+            continue
+        if turns and turns[-1]["role"] == role:
+            turns[-1]["content"].extend(blocks)
+        else:
+            turns.append({"role": role, "content": blocks})
+    return turns
+
+
+def _warn_sampling_once() -> None:
+    global _warned_sampling
+    if not _warned_sampling:
+        _warned_sampling = True
+        logger.warning(
+            "temperature and top_p are not sent to Anthropic: API version 2026-10-21 (the SDK's) rejects "
+            "them on every model"
+        )

@@ -1,0 +1,245 @@
+"""Google's Gemini API through the official SDK (``google.genai.Client().aio.models.generate_content``).
+
+Notes on the wire format:
+
+- the node's context becomes ``system_instruction``; the assistant's role is ``model``;
+- tool results travel as ``function_response`` parts, which name the function (looked up from the call
+  when the tool message has no name);
+- ``usage_metadata.prompt_token_count`` includes ``cached_content_token_count``; thinking tokens
+  (``thoughts_token_count``) are billed as output and counted as output here;
+- Gemini's API often gives function calls no id: a stable one is made from the response id, the call's
+  position, name and arguments, and is not sent back to the API;
+- a function call may carry a ``thought_signature`` that Gemini 3 models require back with the call in the
+  next turn; NoN's ``ToolCall`` has no field for it, so it is kept here, by call id, and re-attached.
+
+The SDK retries nothing unless ``HttpOptions.retry_options`` asks it to; it is given ``attempts=1``
+explicitly, which also turns off its implicit retry of connection errors on the aiohttp transport.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections import OrderedDict
+from typing import Any
+
+from google import genai
+from google.genai import errors as genai_errors
+from google.genai import types
+
+from nons.core.errors import BadRequestError
+from nons.core.results import Usage
+from nons.core.types import ModelProvider
+from nons.providers._common import (
+    FailedCall,
+    SDKProvider,
+    ensure_answer,
+    extra_body,
+    malformed,
+    parse_tool_arguments,
+    system_text,
+    tool_names_by_id,
+)
+from nons.providers.base import LLMRequest, LLMResponse, Message, ToolCall
+
+__all__ = ["SYNTHETIC_ID_PREFIX", "GoogleProvider"]
+
+#: The API version of the Gemini Developer API the SDK talks to.
+API_VERSION = "v1beta"
+#: Prefix of the tool call ids NoN makes up for Gemini function calls that came without one.
+SYNTHETIC_ID_PREFIX = "nons_fc_"
+_MAX_SIGNATURES = 4096
+
+
+class GoogleProvider(SDKProvider[genai.Client]):
+    """Calls Gemini models. Key: ``ModelConfig.api_key``, ``GOOGLE_API_KEY`` or ``GEMINI_API_KEY``."""
+
+    provider = ModelProvider.GOOGLE
+    genai_provider_name = "gcp.gemini"
+    price_provider_id = "google"
+    key_env = "GOOGLE_API_KEY"
+    settings_key = "google_api_key"
+    default_base_url = "https://generativelanguage.googleapis.com"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._signatures: OrderedDict[str, bytes] = OrderedDict()
+        self._signatures_lock = threading.Lock()
+
+    def _new_client(self, api_key: str, base_url: str) -> genai.Client:
+        return genai.Client(
+            api_key=api_key,
+            enterprise=False,
+            http_options=types.HttpOptions(
+                base_url=base_url,
+                api_version=API_VERSION,
+                # NoN's retry loop is the only one, so that every attempt is seen and counted.
+                retry_options=types.HttpRetryOptions(attempts=1),
+            ),
+        )
+
+    async def _close_client(self, client: genai.Client) -> None:
+        await client.aio.aclose()
+        client.close()
+
+    async def _call(self, client: genai.Client, request: LLMRequest, timeout_s: float) -> LLMResponse:
+        config = request.config
+        http_options = types.HttpOptions(timeout=max(1, round(timeout_s * 1000)))  # milliseconds
+        body = extra_body(config)
+        if body:
+            http_options.extra_body = body
+        generation = types.GenerateContentConfig(
+            system_instruction=system_text(request),
+            temperature=config.temperature,
+            top_p=config.top_p,
+            max_output_tokens=config.max_tokens,
+            stop_sequences=list(config.stop) if config.stop else None,
+            http_options=http_options,
+        )
+        if request.tools:
+            generation.tools = [
+                types.Tool(
+                    function_declarations=[
+                        types.FunctionDeclaration(
+                            name=t.name, description=t.description, parameters_json_schema=t.parameters
+                        )
+                        for t in request.tools
+                    ]
+                )
+            ]
+            # The SDK only calls Python functions itself; say so, so it never tries.
+            generation.automatic_function_calling = types.AutomaticFunctionCallingConfig(disable=True)
+        response = await client.aio.models.generate_content(
+            model=request.model, contents=self._contents(request.messages), config=generation
+        )
+        return self._response(response, request.model)
+
+    def _response(self, response: types.GenerateContentResponse, model: str) -> LLMResponse:
+        if not response.candidates:
+            feedback = response.prompt_feedback
+            if feedback is not None and feedback.block_reason is not None:
+                # The prompt itself was refused: sending it again gives the same answer.
+                reason = _enum_text(feedback.block_reason)
+                raise BadRequestError(f"Gemini blocked the prompt ({reason})", provider=self.name, model=model)
+            raise malformed("the answer has no candidates", provider=self.name, model=model)
+        candidate = response.candidates[0]
+        parts = candidate.content.parts if candidate.content is not None else None
+        texts: list[str] = []
+        tool_calls: list[ToolCall] = []
+        for index, part in enumerate(parts or ()):
+            if part.function_call is not None:
+                call = part.function_call
+                arguments = parse_tool_arguments(call.args, provider=self.name, model=model)
+                name = call.name or ""
+                call_id = call.id or _synthetic_id(response.response_id, index, name, arguments)
+                if part.thought_signature:
+                    self._remember_signature(call_id, part.thought_signature)
+                tool_calls.append(ToolCall(call_id, name, arguments))
+            elif part.text and not part.thought:  # thought summaries are not the answer
+                texts.append(part.text)
+        text = "".join(texts)
+        ensure_answer(text, tuple(tool_calls), provider=self.name, model=model)
+        meta = response.usage_metadata
+        return LLMResponse(
+            text=text,
+            usage=Usage(
+                input_tokens=(meta.prompt_token_count or 0) + (meta.tool_use_prompt_token_count or 0) if meta else 0,
+                output_tokens=(meta.candidates_token_count or 0) + (meta.thoughts_token_count or 0) if meta else 0,
+                cache_read_tokens=(meta.cached_content_token_count or 0) if meta else 0,
+            ),
+            finish_reason=_enum_text(candidate.finish_reason).lower() if candidate.finish_reason else None,
+            response_model=response.model_version or model,
+            response_id=response.response_id,
+            tool_calls=tuple(tool_calls),
+            raw=response,
+        )
+
+    def _contents(self, messages: list[Message]) -> list[types.Content]:
+        """NoN messages as Gemini contents; consecutive turns of one role are merged, which keeps the
+        responses to parallel function calls in the single turn the API asks for."""
+        names = tool_names_by_id(messages)
+        contents: list[types.Content] = []
+        for message in messages:
+            if message.role == "system":
+                continue
+            role = "model" if message.role == "assistant" else "user"
+            parts: list[types.Part] = []
+            if message.role == "tool":
+                call_id = message.tool_call_id or ""
+                parts.append(
+                    types.Part(
+                        function_response=types.FunctionResponse(
+                            id=_real_id(call_id),
+                            name=message.name or names.get(call_id, ""),
+                            response=_tool_result(message.content),
+                        )
+                    )
+                )
+            else:
+                if message.content:
+                    parts.append(types.Part(text=message.content))
+                for call in message.tool_calls:
+                    parts.append(
+                        types.Part(
+                            function_call=types.FunctionCall(id=_real_id(call.id), name=call.name, args=call.arguments),
+                            thought_signature=self._signature(call.id),
+                        )
+                    )
+            if not parts:
+                continue
+            if contents and contents[-1].role == role and contents[-1].parts is not None:
+                contents[-1].parts.extend(parts)
+            else:
+                contents.append(types.Content(role=role, parts=parts))
+        return contents
+
+    def _remember_signature(self, call_id: str, signature: bytes) -> None:
+        with self._signatures_lock:
+            self._signatures[call_id] = signature
+            self._signatures.move_to_end(call_id)
+            while len(self._signatures) > _MAX_SIGNATURES:
+                self._signatures.popitem(last=False)
+
+    def _signature(self, call_id: str) -> bytes | None:
+        with self._signatures_lock:
+            return self._signatures.get(call_id)
+
+    def _describe_error(self, exc: Exception) -> FailedCall | None:
+        if isinstance(exc, genai_errors.APIError):
+            response = exc.response
+            headers = getattr(response, "headers", None)
+            return FailedCall(
+                "status",
+                str(exc.message or exc),
+                int(exc.code),
+                dict(headers.items()) if headers is not None else None,
+                exc.details,
+            )
+        if isinstance(exc, genai_errors.UnknownApiResponseError):
+            return FailedCall("malformed", str(exc))
+        return None
+
+
+def _synthetic_id(response_id: str | None, index: int, name: str, arguments: dict[str, Any]) -> str:
+    """A stable id for a function call that came without one: the same answer always gives the same id."""
+    seed = json.dumps([response_id, index, name, arguments], sort_keys=True, default=str)
+    return SYNTHETIC_ID_PREFIX + hashlib.sha256(seed.encode()).hexdigest()[:16]
+
+
+def _real_id(call_id: str) -> str | None:
+    """The id to send back to Gemini: none for an id NoN made up, which the API has never seen."""
+    return None if not call_id or call_id.startswith(SYNTHETIC_ID_PREFIX) else call_id
+
+
+def _tool_result(content: str) -> dict[str, Any]:
+    """A tool's result as the JSON object Gemini wants: a JSON object as itself, anything else wrapped."""
+    try:
+        value = json.loads(content)
+    except ValueError:
+        return {"result": content}
+    return value if isinstance(value, dict) else {"result": value}
+
+
+def _enum_text(value: object) -> str:
+    return str(getattr(value, "value", value))

@@ -1,0 +1,152 @@
+"""OpenAI's Chat Completions API through the official SDK (``openai.AsyncOpenAI().chat.completions.create``).
+
+``ModelConfig.base_url`` points the same code at any OpenAI-compatible server (Ollama, vLLM, llama.cpp
+server, a gateway); such a server often needs no key, so a missing key is allowed when a base URL is set.
+
+Notes on the wire format:
+
+- the node's context becomes the first message, with role ``system``;
+- ``usage.prompt_tokens`` already includes cached tokens (``prompt_tokens_details.cached_tokens``);
+- tool calls carry their arguments as a JSON string, decoded here; invalid JSON is a malformed answer.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import openai
+from openai.types.chat import ChatCompletion
+
+from nons.core.results import Usage
+from nons.core.types import ModelProvider
+from nons.providers._common import (
+    FailedCall,
+    SDKProvider,
+    describe_stainless_error,
+    ensure_answer,
+    extra_body,
+    malformed,
+    parse_tool_arguments,
+    system_text,
+)
+from nons.providers.base import LLMRequest, LLMResponse, Message, ToolCall
+
+__all__ = ["OpenAIProvider"]
+
+#: The key the SDK is given for a server that needs none (the SDK refuses to start without one).
+NO_KEY_PLACEHOLDER = "not-needed"
+
+
+class OpenAIProvider(SDKProvider[openai.AsyncOpenAI]):
+    """Calls OpenAI models, or any OpenAI-compatible server. Key: ``ModelConfig.api_key`` or
+    ``OPENAI_API_KEY`` (optional when ``ModelConfig.base_url`` is set)."""
+
+    provider = ModelProvider.OPENAI
+    genai_provider_name = "openai"
+    price_provider_id = "openai"
+    key_env = "OPENAI_API_KEY"
+    settings_key = "openai_api_key"
+    default_base_url = "https://api.openai.com/v1"
+    key_optional_with_base_url = True
+
+    def _new_client(self, api_key: str, base_url: str) -> openai.AsyncOpenAI:
+        # NoN's retry loop is the only one, so that every attempt is seen and counted.
+        return openai.AsyncOpenAI(api_key=api_key or NO_KEY_PLACEHOLDER, base_url=base_url, max_retries=0)
+
+    async def _close_client(self, client: openai.AsyncOpenAI) -> None:
+        await client.close()
+
+    async def _call(self, client: openai.AsyncOpenAI, request: LLMRequest, timeout_s: float) -> LLMResponse:
+        config = request.config
+        params: dict[str, Any] = {"model": request.model, "messages": _messages(request)}
+        if config.temperature is not None:
+            params["temperature"] = config.temperature
+        if config.top_p is not None:
+            params["top_p"] = config.top_p
+        if config.max_tokens is not None:
+            # OpenAI's own API has replaced max_tokens (its reasoning models reject it); compatible servers
+            # such as Ollama and llama.cpp know only max_tokens.
+            name = "max_tokens" if config.base_url else "max_completion_tokens"
+            params[name] = config.max_tokens
+        if config.stop:
+            params["stop"] = list(config.stop)
+        if request.tools:
+            params["tools"] = [
+                {
+                    "type": "function",
+                    "function": {"name": t.name, "description": t.description, "parameters": t.parameters},
+                }
+                for t in request.tools
+            ]
+        body = extra_body(config)
+        if body:
+            params["extra_body"] = body
+        completion = await client.chat.completions.create(**params, timeout=timeout_s)
+        return self._response(completion, request.model)
+
+    def _response(self, completion: ChatCompletion, model: str) -> LLMResponse:
+        if not completion.choices:
+            raise malformed("the answer has no choices", provider=self.name, model=model)
+        choice = completion.choices[0]
+        message = choice.message
+        text = message.content or ""
+        tool_calls = tuple(
+            ToolCall(
+                call.id,
+                call.function.name,
+                parse_tool_arguments(call.function.arguments, provider=self.name, model=model),
+            )
+            for call in message.tool_calls or ()
+            if call.type == "function"
+        )
+        ensure_answer(text, tool_calls, provider=self.name, model=model)
+        usage = completion.usage
+        details = usage.prompt_tokens_details if usage is not None else None
+        return LLMResponse(
+            text=text,
+            # Some compatible servers omit usage; their calls then count no tokens.
+            usage=Usage(
+                input_tokens=usage.prompt_tokens if usage is not None else 0,
+                output_tokens=usage.completion_tokens if usage is not None else 0,
+                cache_read_tokens=(details.cached_tokens or 0) if details is not None else 0,
+                cache_write_tokens=(details.cache_write_tokens or 0) if details is not None else 0,
+            ),
+            finish_reason=choice.finish_reason.lower() if choice.finish_reason else None,
+            response_model=completion.model or model,
+            response_id=completion.id or None,
+            tool_calls=tool_calls,
+            raw=completion,
+        )
+
+    def _describe_error(self, exc: Exception) -> FailedCall | None:
+        return describe_stainless_error(exc, openai)
+
+
+def _messages(request: LLMRequest) -> list[dict[str, Any]]:
+    """The system text first, then the conversation in OpenAI's roles (tool results as ``tool`` messages)."""
+    system = system_text(request)
+    out: list[dict[str, Any]] = [{"role": "system", "content": system}] if system else []
+    for message in request.messages:
+        if message.role != "system":
+            out.append(_message(message))
+    return out
+
+
+def _message(message: Message) -> dict[str, Any]:
+    if message.role == "tool":
+        return {"role": "tool", "tool_call_id": message.tool_call_id, "content": message.content}
+    if message.role == "assistant" and message.tool_calls:
+        return {
+            "role": "assistant",
+            "content": message.content or None,
+            "tool_calls": [
+                {
+                    "id": call.id,
+                    "type": "function",
+                    "function": {"name": call.name, "arguments": json.dumps(call.arguments)},
+                }
+                for call in message.tool_calls
+            ],
+        }
+    return {"role": message.role, "content": message.content}

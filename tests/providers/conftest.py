@@ -1,0 +1,40 @@
+"""Fixtures for the provider tests: the emulator, one provider per case, and an environment without keys."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from provider_cases import CASES, KEY_VARIABLES, Case
+
+from nons.providers._common import SDKProvider
+from nons.testing import ProviderEmulator
+
+
+@pytest.fixture(autouse=True)
+def _no_ambient_keys(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No key from the developer's environment or a ``.env`` file may leak into a test."""
+    for name in KEY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def emu() -> Iterator[ProviderEmulator]:
+    with ProviderEmulator() as emulator:
+        yield emulator
+
+
+@pytest.fixture(params=CASES, ids=[c.name for c in CASES])
+def case(request: pytest.FixtureRequest) -> Case:
+    value: Case = request.param
+    return value
+
+
+@pytest.fixture
+async def provider(case: Case) -> AsyncIterator[SDKProvider[Any]]:
+    instance = case.cls()
+    yield instance
+    await instance.aclose()

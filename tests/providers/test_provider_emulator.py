@@ -1,0 +1,96 @@
+"""The provider emulator on its own, spoken to with plain httpx."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from nons.testing import EmulatedToolCall, Fault, ProviderEmulator, Reply
+
+
+def test_records_requests_and_answers_in_script_order(emu: ProviderEmulator) -> None:
+    emu.script("openai", [Reply(text="one"), Fault.server_error(503), Reply(text="three")])
+    url = emu.base_url_for("openai") + "/chat/completions"
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    with httpx.Client() as client:
+        answers = [client.post(url, json=body, headers={"Authorization": "Bearer k"}) for _ in range(4)]
+
+    assert [a.status_code for a in answers] == [200, 503, 200, 200]
+    assert answers[0].json()["choices"][0]["message"]["content"] == "one"
+    assert answers[2].json()["choices"][0]["message"]["content"] == "three"
+    assert answers[3].json()["choices"][0]["message"]["content"] == "Hello from the provider emulator."
+    recorded = emu.requests_for("openai")
+    assert len(recorded) == 4
+    assert recorded[0].body == body
+    assert recorded[0].headers["authorization"] == "Bearer k"
+    assert recorded[0].path == "/v1/chat/completions"
+    assert emu.pending("openai") == 0
+
+
+def test_routes_each_wire_format(emu: ProviderEmulator) -> None:
+    with httpx.Client() as client:
+        anthropic = client.post(emu.base_url_for("anthropic") + "/v1/messages", json={"model": "claude-x"})
+        gemini = client.post(emu.base_url_for("google") + "/v1beta/models/gemini-x:generateContent", json={})
+        unknown = client.post(emu.base_url_for("google") + "/v2/whatever", json={})
+    assert anthropic.json()["type"] == "message"
+    assert anthropic.json()["model"] == "claude-x"
+    assert gemini.json()["modelVersion"] == "gemini-x"
+    assert unknown.status_code == 404
+    assert [r.provider for r in emu.requests] == ["anthropic", "google", None]
+
+
+def test_usage_in_each_wire_format(emu: ProviderEmulator) -> None:
+    reply = Reply(input_tokens=100, output_tokens=10, cache_read_tokens=30, cache_write_tokens=20)
+    for name in ("openai", "anthropic", "google"):
+        emu.script(name, [reply])
+    with httpx.Client() as client:
+        openai = client.post(emu.base_url_for("openai") + "/chat/completions", json={"model": "m"}).json()
+        anthropic = client.post(emu.base_url_for("anthropic") + "/v1/messages", json={"model": "m"}).json()
+        gemini = client.post(emu.base_url_for("google") + "/v1beta/models/m:generateContent", json={}).json()
+    assert openai["usage"]["prompt_tokens"] == 100
+    assert openai["usage"]["prompt_tokens_details"] == {"cached_tokens": 30, "cache_write_tokens": 20}
+    assert anthropic["usage"] == {
+        "input_tokens": 50,
+        "output_tokens": 10,
+        "cache_read_input_tokens": 30,
+        "cache_creation_input_tokens": 20,
+    }
+    assert gemini["usageMetadata"]["promptTokenCount"] == 100
+    assert gemini["usageMetadata"]["cachedContentTokenCount"] == 30
+
+
+def test_tool_calls_in_each_wire_format(emu: ProviderEmulator) -> None:
+    reply = Reply(text="", tool_calls=[EmulatedToolCall("lookup", {"q": "x"}, id="call_1")])
+    for name in ("openai", "anthropic", "google"):
+        emu.script(name, [reply])
+    with httpx.Client() as client:
+        openai = client.post(emu.base_url_for("openai") + "/chat/completions", json={"model": "m"}).json()
+        anthropic = client.post(emu.base_url_for("anthropic") + "/v1/messages", json={"model": "m"}).json()
+        gemini = client.post(emu.base_url_for("google") + "/v1beta/models/m:generateContent", json={}).json()
+    assert openai["choices"][0]["message"]["tool_calls"] == [
+        {"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": '{"q": "x"}'}}
+    ]
+    assert anthropic["content"] == [{"type": "tool_use", "id": "call_1", "name": "lookup", "input": {"q": "x"}}]
+    assert gemini["candidates"][0]["content"]["parts"] == [
+        {"functionCall": {"name": "lookup", "args": {"q": "x"}, "id": "call_1"}}
+    ]
+
+
+def test_dropped_connection_sends_nothing(emu: ProviderEmulator) -> None:
+    emu.script("anthropic", [Fault.drop_connection()])
+    with httpx.Client() as client, pytest.raises(httpx.RemoteProtocolError):
+        client.post(emu.base_url_for("anthropic") + "/v1/messages", json={"model": "m"})
+
+
+def test_unknown_provider_is_refused(emu: ProviderEmulator) -> None:
+    with pytest.raises(ValueError, match="unknown provider"):
+        emu.script("mistral", [Reply()])
+
+
+def test_clear_forgets_requests_and_scripts(emu: ProviderEmulator) -> None:
+    emu.script("google", [Reply(), Reply()])
+    with httpx.Client() as client:
+        client.post(emu.base_url_for("google") + "/v1beta/models/m:generateContent", json={})
+    emu.clear()
+    assert emu.requests == []
+    assert emu.pending("google") == 0

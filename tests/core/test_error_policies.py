@@ -1,0 +1,251 @@
+"""Each error policy, with its real meaning (see nons.core.policies)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import core_helpers
+import pytest
+from core_helpers import failing, sim
+
+from nons.core.errors import (
+    LayerFailedError,
+    NetworkTimeoutError,
+    NodeExecutionError,
+    OutputParseError,
+    RateLimitError,
+    ServerError,
+    TimeoutExceededError,
+)
+from nons.core.network import NoN, create_network
+from nons.core.node import Node
+from nons.core.policies import backoff_delay, call_plan
+from nons.core.results import NodeFailure
+from nons.core.types import ErrorPolicy, LayerConfig, NetworkConfig
+
+FAST_RETRY = {"retry_base_delay": 0.0, "retry_max_delay": 0.0}
+
+
+def policy(error_policy: ErrorPolicy, **kwargs: object) -> LayerConfig:
+    return LayerConfig(error_policy=error_policy, **kwargs)  # type: ignore[arg-type]
+
+
+# --- FAIL_FAST --------------------------------------------------------------------------------------------
+@pytest.mark.timeout(10)
+async def test_fail_fast_cancels_the_siblings_in_flight_and_raises_the_first_failure() -> None:
+    core_helpers.cancelled.clear()
+    waiting = Node("wait_forever") * 3
+    network = create_network(layers=[[*waiting, Node("generate", failing())]])
+    with pytest.raises(NodeExecutionError) as raised:
+        await network.forward("go")
+    assert isinstance(raised.value.cause, ServerError)
+    assert raised.value.operator == "generate"
+    assert sorted(core_helpers.cancelled) == sorted(n.id for n in waiting)
+
+
+@pytest.mark.timeout(10)
+async def test_fail_fast_cancels_a_slow_sibling_provider_call() -> None:
+    slow = Node("generate", sim(latency_s=30))
+    network = create_network(layers=[[slow, Node("boom")]])
+    with pytest.raises(NodeExecutionError, match="boom"):
+        await network.forward("go")
+
+
+async def test_fail_fast_makes_one_attempt() -> None:
+    assert call_plan(LayerConfig()).attempts_per_model == 1
+
+
+# --- RETRY_WITH_BACKOFF -----------------------------------------------------------------------------------
+async def test_retry_recovers_from_transient_failures() -> None:
+    # Seed 3 fails the first attempt and succeeds later (the simulated provider is deterministic per seed).
+    network = create_network(
+        layers=[Node("generate", sim(failure_rate=0.5, failure_kind="server_error", seed=3))],
+        layer_config=policy(ErrorPolicy.RETRY_WITH_BACKOFF, max_retries=5, **FAST_RETRY),
+    )
+    result = await network.run("question")
+    assert result.calls[0].attempts > 1
+    assert isinstance(result.output, str) and result.output
+
+
+async def test_retry_gives_up_after_max_retries_with_the_last_error() -> None:
+    network = create_network(
+        layers=[Node("generate", failing("rate_limit"))],
+        layer_config=policy(ErrorPolicy.RETRY_WITH_BACKOFF, max_retries=2, **FAST_RETRY),
+    )
+    with pytest.raises(NodeExecutionError) as raised:
+        await network.forward("question")
+    assert isinstance(raised.value.cause, RateLimitError)
+    assert call_plan(network.layer_config).attempts_per_model == 3  # type: ignore[arg-type]
+
+
+async def test_retry_does_not_retry_a_validation_error() -> None:
+    # The call succeeds but its answer names no offered category: an OutputParseError, not a provider error.
+    answers = ['{"category": "purple", "confidence": 0.9, "reasoning": "?"}', '{"category": "red"}']
+    node = Node("classify", sim(responses=answers), categories=["red", "green"])
+    network = create_network(layers=[node], layer_config=policy(ErrorPolicy.RETRY_WITH_BACKOFF, **FAST_RETRY))
+    with pytest.raises(NodeExecutionError) as raised:
+        await network.forward("an apple")
+    assert isinstance(raised.value.cause, OutputParseError)
+
+
+def test_backoff_is_exponential_with_full_jitter_and_a_cap() -> None:
+    config = LayerConfig(retry_base_delay=1.0, retry_multiplier=2.0, retry_max_delay=5.0)
+    rng = random.Random(1)
+    for retry, ceiling in [(0, 1.0), (1, 2.0), (2, 4.0), (3, 5.0), (10, 5.0)]:
+        delays = [backoff_delay(retry, config, None, rng) for _ in range(200)]
+        assert all(0.0 <= d <= ceiling for d in delays)
+        assert max(delays) > ceiling * 0.8  # full jitter spreads over the whole range
+
+
+def test_backoff_honours_a_server_retry_hint_as_a_floor() -> None:
+    config = LayerConfig(retry_base_delay=0.1, retry_max_delay=0.2)
+    assert backoff_delay(0, config, 7.5) == 7.5
+
+
+# --- SKIP_AND_CONTINUE ------------------------------------------------------------------------------------
+async def test_skip_drops_failed_nodes_and_passes_on_the_rest() -> None:
+    network = create_network(
+        layers=[[Node("echo"), Node("boom"), Node("echo")], "echo"],
+        layer_config=policy(ErrorPolicy.SKIP_AND_CONTINUE),
+    )
+    result = await network.run("x")
+    assert result.layers[0].outputs == ["x", "x"]
+    assert (result.layers[0].succeeded, result.layers[0].failed) == (2, 1)
+    assert result.output == ["x", "x"]
+
+
+async def test_skip_fails_the_layer_below_the_success_threshold() -> None:
+    network = create_network(
+        layers=[[Node("echo"), Node("boom"), Node("boom")]],
+        layer_config=policy(ErrorPolicy.SKIP_AND_CONTINUE, min_success_threshold=0.5),
+    )
+    with pytest.raises(LayerFailedError, match="1 of 3 nodes succeeded, 50% needed") as raised:
+        await network.forward("x")
+    assert len(raised.value.failures) == 2
+
+
+async def test_skip_fails_when_every_node_failed() -> None:
+    network = create_network(layers=[Node("boom") * 2], layer_config=policy(ErrorPolicy.SKIP_AND_CONTINUE))
+    with pytest.raises(LayerFailedError, match="0 of 2"):
+        await network.forward("x")
+
+
+async def test_threshold_lets_retry_policy_continue_without_failed_nodes() -> None:
+    # The guide's production config: retries, and 30% of a parallel layer may fail.
+    network = create_network(
+        layers=[[*(Node("echo") * 3), Node("generate", failing())]],
+        layer_config=policy(ErrorPolicy.RETRY_WITH_BACKOFF, max_retries=1, min_success_threshold=0.7, **FAST_RETRY),
+    )
+    result = await network.run("x")
+    assert result.output == ["x", "x", "x"]
+
+
+# --- FALLBACK_MODEL ---------------------------------------------------------------------------------------
+async def test_fallback_tries_the_fallback_models_in_order() -> None:
+    node = Node(
+        "generate",
+        failing(model="gpt-4o"),
+        fallbacks=[failing(model="gpt-4o-mini"), sim("claude-sonnet-4-6")],
+    )
+    network = create_network(layers=[node], layer_config=policy(ErrorPolicy.FALLBACK_MODEL, max_retries=0))
+    result = await network.run("question")
+    call = result.calls[0]
+    assert call.fallback_used
+    assert call.response_model == "claude-sonnet-4-6"
+    assert call.attempts == 3
+    assert call.cost_usd is not None and call.cost_usd > 0  # charged at the model that answered
+
+
+async def test_fallbacks_may_come_from_the_model_config() -> None:
+    config = failing(model="gpt-4o").model_copy(update={"fallbacks": (sim("gpt-4o-mini"),)})
+    network = create_network(layers=[Node("generate", config)], layer_config=policy(ErrorPolicy.FALLBACK_MODEL))
+    result = await network.run("question")
+    assert result.calls[0].response_model == "gpt-4o-mini"
+
+
+async def test_fallback_raises_the_last_error_when_every_model_fails() -> None:
+    node = Node("generate", failing(), fallbacks=[failing("overloaded", model="gpt-4o")])
+    network = create_network(layers=[node], layer_config=policy(ErrorPolicy.FALLBACK_MODEL, max_retries=0))
+    with pytest.raises(NodeExecutionError, match="overloaded"):
+        await network.forward("question")
+
+
+async def test_other_policies_ignore_fallbacks() -> None:
+    node = Node("generate", failing(), fallbacks=[sim()])
+    with pytest.raises(NodeExecutionError):
+        await create_network(layers=[node]).forward("question")
+
+
+# --- RETURN_PARTIAL ---------------------------------------------------------------------------------------
+async def test_return_partial_keeps_successes_and_marks_failures_without_raising() -> None:
+    nodes = [Node("echo"), Node("boom"), Node("echo")]
+    network = create_network(layers=[nodes], layer_config=policy(ErrorPolicy.RETURN_PARTIAL))
+    output = await network.forward("x")
+    assert output[0] == "x" and output[2] == "x"
+    marker = output[1]
+    assert isinstance(marker, NodeFailure)
+    assert not marker
+    assert (marker.node_id, marker.operator, marker.error_type) == (nodes[1].id, "boom", "ValueError")
+    assert "boom on 'x'" in marker.message
+
+
+# --- timeouts and error messages --------------------------------------------------------------------------
+@pytest.mark.timeout(10)
+async def test_layer_timeout_cancels_unfinished_nodes() -> None:
+    network = create_network(
+        layers=[[Node("echo"), Node("generate", sim(latency_s=30))]],
+        layer_config=policy(ErrorPolicy.RETURN_PARTIAL, timeout_seconds=0.05),
+    )
+    output = await network.forward("x")
+    assert output[0] == "x"
+    assert isinstance(output[1], NodeFailure)
+    assert "timed out after 0.05s" in output[1].message
+
+
+@pytest.mark.timeout(10)
+async def test_layer_timeout_under_fail_fast_raises_a_timeout_naming_the_node() -> None:
+    node = Node("generate", sim(latency_s=30))
+    network = create_network(layers=[node], layer_config=policy(ErrorPolicy.FAIL_FAST, timeout_seconds=0.05))
+    with pytest.raises(NodeExecutionError) as raised:
+        await network.forward("x")
+    assert isinstance(raised.value.cause, TimeoutExceededError)
+    assert raised.value.node_id == node.id
+
+
+@pytest.mark.timeout(10)
+async def test_network_timeout_is_enforced() -> None:
+    network = NoN.from_operators(
+        ["echo", Node("generate", sim(latency_s=30))], config=NetworkConfig(name="slow", timeout_seconds=0.05)
+    )
+    with pytest.raises(NetworkTimeoutError, match="network 'slow' timed out after 0.05s in layer 1"):
+        await network.forward("x")
+
+
+async def test_errors_name_the_network_layer_node_and_operator() -> None:
+    boom = Node("boom")
+    network = NoN.from_operators(["echo", boom], name="pipeline")
+    with pytest.raises(NodeExecutionError) as raised:
+        await network.forward("x")
+    message = str(raised.value)
+    assert "network 'pipeline'" in message and "layer 1" in message
+    assert f"node {boom.id!r}" in message and "operator 'boom'" in message
+    assert isinstance(raised.value.__cause__, ValueError)
+
+
+async def test_a_provider_error_is_never_replaced_by_text() -> None:
+    network = NoN.from_operators([Node("generate", failing())], layer_config=policy(ErrorPolicy.RETURN_PARTIAL))
+    output = await network.forward("x")
+    assert isinstance(output, NodeFailure)
+    assert output.error_type == "server_error"
+
+
+async def test_cancelling_forward_cancels_the_nodes() -> None:
+    core_helpers.cancelled.clear()
+    network = NoN.from_operators([Node("wait_forever") * 2])
+    task = asyncio.ensure_future(network.forward("x"))
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert len(core_helpers.cancelled) == 2

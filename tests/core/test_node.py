@@ -1,0 +1,67 @@
+"""Nodes: construction checks, multiplication into clones."""
+
+from __future__ import annotations
+
+import pytest
+from core_helpers import sim
+
+from nons.core.errors import ConfigurationError
+from nons.core.node import Node, create_node
+
+
+def test_multiplying_a_node_gives_independent_clones_with_their_own_ids() -> None:
+    node = Node("generate", sim(), "Be brief.")
+    clones = node * 5
+    assert len(clones) == 5
+    assert len({c.id for c in clones} | {node.id}) == 6
+    assert all(c.model_config is node.model_config for c in clones)
+    assert all(c.additional_prompt_context == "Be brief." for c in clones)
+
+
+def test_multiplication_works_from_the_left_too() -> None:
+    assert [c.operator_name for c in 3 * Node("generate")] == ["generate"] * 3
+
+
+def test_clone_parameters_are_independent() -> None:
+    node = Node("classify", categories=["a", "b"])
+    clone = node.clone()
+    clone.parameters["categories"] = ["c"]
+    assert node.parameters["categories"] == ["a", "b"]
+
+
+@pytest.mark.parametrize("count", [0, -2])
+def test_multiplying_by_less_than_one_is_an_error(count: int) -> None:
+    with pytest.raises(ConfigurationError, match="1 or more"):
+        Node("generate") * count
+
+
+@pytest.mark.parametrize("count", ["3", 2.0, True])
+def test_multiplying_by_a_non_integer_is_an_error(count: object) -> None:
+    with pytest.raises(ConfigurationError, match="only by an integer"):
+        Node("generate") * count  # type: ignore[operator]
+
+
+def test_unknown_operator_lists_the_registered_ones() -> None:
+    with pytest.raises(ConfigurationError, match=r"unknown operator 'generat'.*generate"):
+        Node("generat")
+
+
+def test_missing_required_operator_parameter_is_named() -> None:
+    with pytest.raises(ConfigurationError, match="operator 'classify' needs parameter\\(s\\) categories"):
+        Node("classify")
+
+
+def test_unknown_operator_parameter_is_named() -> None:
+    with pytest.raises(ConfigurationError, match="has no parameter\\(s\\) colour"):
+        Node("generate", colour="red")
+
+
+def test_model_config_of_the_wrong_type_is_an_error() -> None:
+    with pytest.raises(ConfigurationError, match="model_config must be a ModelConfig"):
+        Node("generate", {"provider": "mock"})  # type: ignore[arg-type]
+
+
+def test_create_node_is_the_functional_spelling() -> None:
+    node = create_node("classify", sim(), categories=["x", "y"])
+    assert node.operator_name == "classify"
+    assert node.parameters == {"categories": ["x", "y"]}

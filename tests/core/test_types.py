@@ -1,0 +1,76 @@
+"""Configuration types validate at construction and name what is wrong."""
+
+from __future__ import annotations
+
+import pydantic
+import pytest
+
+from nons.core.types import ErrorPolicy, LayerConfig, ModelConfig, ModelProvider, NetworkConfig
+
+
+def test_model_config_accepts_the_guides_configuration() -> None:
+    config = ModelConfig(
+        provider=ModelProvider.ANTHROPIC, model_name="claude-sonnet-4-5-20250929", temperature=0.7, max_tokens=2048
+    )
+    assert config.provider is ModelProvider.ANTHROPIC
+    assert config.max_tokens == 2048
+
+
+def test_provider_may_be_given_by_name() -> None:
+    assert ModelConfig(provider="openai").provider is ModelProvider.OPENAI  # type: ignore[arg-type]
+
+
+def test_unknown_provider_is_rejected_with_the_known_ones_listed() -> None:
+    with pytest.raises(pydantic.ValidationError, match="unknown provider 'azure'.*anthropic, openai, google, mock"):
+        ModelConfig(provider="azure")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("temperature", -0.1), ("temperature", 2.5), ("max_tokens", 0), ("top_p", 0.0), ("model_name", "  ")],
+)
+def test_out_of_range_sampling_parameters_are_rejected(field: str, value: object) -> None:
+    with pytest.raises(pydantic.ValidationError, match=field):
+        ModelConfig(**{field: value})  # type: ignore[arg-type]
+
+
+def test_unknown_model_config_field_is_rejected() -> None:
+    with pytest.raises(pydantic.ValidationError, match="temprature"):
+        ModelConfig(temprature=0.5)  # type: ignore[call-arg]
+
+
+def test_api_key_is_hidden_from_repr() -> None:
+    config = ModelConfig(api_key="sk-secret-value")  # type: ignore[arg-type]
+    assert "sk-secret-value" not in repr(config)
+    assert "sk-secret-value" not in str(config)
+
+
+def test_fallbacks_and_stop_accept_lists() -> None:
+    config = ModelConfig(stop=["END"], fallbacks=[ModelConfig(model_name="b")])  # type: ignore[arg-type]
+    assert config.stop == ("END",)
+    assert config.fallbacks[0].model_name == "b"
+
+
+@pytest.mark.parametrize(
+    "kwargs, field",
+    [
+        ({"min_success_threshold": 1.5}, "min_success_threshold"),
+        ({"min_success_threshold": -0.1}, "min_success_threshold"),
+        ({"max_retries": -1}, "max_retries"),
+        ({"timeout_seconds": 0}, "timeout_seconds"),
+        ({"retry_multiplier": 0.5}, "retry_multiplier"),
+        ({"error_policy": "sometimes"}, "error_policy"),
+    ],
+)
+def test_invalid_layer_config_is_rejected(kwargs: dict[str, object], field: str) -> None:
+    with pytest.raises(pydantic.ValidationError, match=field):
+        LayerConfig(**kwargs)  # type: ignore[arg-type]
+
+
+def test_layer_config_takes_policies_by_value() -> None:
+    assert LayerConfig(error_policy="retry_with_backoff").error_policy is ErrorPolicy.RETRY_WITH_BACKOFF  # type: ignore[arg-type]
+
+
+def test_network_config_rejects_non_positive_timeout() -> None:
+    with pytest.raises(pydantic.ValidationError, match="timeout_seconds"):
+        NetworkConfig(timeout_seconds=-1)

@@ -218,7 +218,7 @@ async def test_network_timeout_is_enforced() -> None:
     network = NoN.from_operators(
         ["echo", Node("generate", sim(latency_s=30))], config=NetworkConfig(name="slow", timeout_seconds=0.05)
     )
-    with pytest.raises(NetworkTimeoutError, match="network 'slow' timed out after 0.05s in layer 1"):
+    with pytest.raises(NetworkTimeoutError, match=r"network 'slow' timed out after 0\.05s in layer 1"):
         await network.forward("x")
 
 

@@ -21,7 +21,7 @@ def test_provider_may_be_given_by_name() -> None:
 
 
 def test_unknown_provider_is_rejected_with_the_known_ones_listed() -> None:
-    with pytest.raises(pydantic.ValidationError, match="unknown provider 'azure'.*anthropic, openai, google, mock"):
+    with pytest.raises(pydantic.ValidationError, match=r"unknown provider 'azure'.*anthropic, openai, google, mock"):
         ModelConfig(provider="azure")  # type: ignore[arg-type]
 
 

@@ -6,6 +6,7 @@ so a process that changes its environment, or a test that patches it, sees the c
 
 from __future__ import annotations
 
+import os
 from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr
@@ -79,6 +80,32 @@ class Settings(BaseSettings):
         return None
 
 
+_ENV_NAMES = ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "GOOGLE_API_KEY", "GEMINI_API_KEY")
+_cached: tuple[object, Settings] | None = None
+
+
+def _fingerprint() -> object:
+    # What Settings() would read: every NON_* variable, the key variables, and the .env file's identity.
+    env = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("NON_") or k in _ENV_NAMES))
+    try:
+        stat = os.stat(".env")
+        dotenv: object = (os.getcwd(), stat.st_mtime_ns, stat.st_size)
+    except OSError:
+        dotenv = None
+    return env, dotenv
+
+
 def get_settings() -> Settings:
-    """Read the settings now, from the environment and ``.env``."""
-    return Settings()
+    """The settings as the environment and ``.env`` say now.
+
+    Building ``Settings`` costs about a millisecond, so the result is reused for as long as the variables and
+    the ``.env`` file it was read from stay the same: a change is seen on the next call.
+    """
+    global _cached
+    key = _fingerprint()
+    cached = _cached
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    settings = Settings()
+    _cached = (key, settings)
+    return settings

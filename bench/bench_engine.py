@@ -22,10 +22,10 @@ from typing import Any
 os.environ.setdefault("NON_ENABLE_TRACING", "false")
 os.environ.setdefault("NON_ENABLE_METRICS", "false")
 
-from nons.core.network import NoN  # noqa: E402
-from nons.core.node import Node  # noqa: E402
-from nons.core.scheduler import RateLimitConfig, configure_scheduler  # noqa: E402
-from nons.core.types import ModelConfig, ModelProvider  # noqa: E402
+from nons.core.network import NoN
+from nons.core.node import Node
+from nons.core.scheduler import RateLimitConfig, configure_scheduler
+from nons.core.types import ModelConfig, ModelProvider
 
 LAYERS, WIDTH = 3, 10
 

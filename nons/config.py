@@ -14,7 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from nons.core.types import ErrorPolicy, ModelProvider
 
-__all__ = ["Settings", "get_settings"]
+__all__ = ["Settings", "apply_log_level", "get_settings"]
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
@@ -109,3 +109,15 @@ def get_settings() -> Settings:
     settings = Settings()
     _cached = (key, settings)
     return settings
+
+
+def apply_log_level(settings: Settings | None = None) -> None:
+    """Set the ``nons`` logger's level from ``NON_LOG_LEVEL`` (``DEBUG`` when ``NON_DEBUG`` is true).
+
+    A library leaves logging to its application, so only ``configure_telemetry()`` and the ``nons`` CLI call
+    this; handlers and the root logger are left alone.
+    """
+    import logging
+
+    settings = settings or get_settings()
+    logging.getLogger("nons").setLevel("DEBUG" if settings.debug else settings.log_level)

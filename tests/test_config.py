@@ -1,0 +1,108 @@
+"""Settings come from NON_* variables and .env, are read when used, and reject bad values."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pydantic
+import pytest
+
+from nons.config import apply_log_level, get_settings
+from nons.core.types import ErrorPolicy, ModelProvider
+
+
+def test_defaults() -> None:
+    settings = get_settings()
+    assert settings.environment == "development"
+    assert settings.enable_tracing and settings.enable_metrics
+    assert settings.max_input_chars == 50_000
+    assert settings.error_policy is ErrorPolicy.FAIL_FAST
+
+
+def test_every_production_variable_of_the_guide_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    values = {
+        "NON_ENVIRONMENT": "production",
+        "NON_DEBUG": "false",
+        "NON_LOG_LEVEL": "WARNING",
+        "NON_ENABLE_TRACING": "true",
+        "NON_ENABLE_METRICS": "false",
+        "NON_ERROR_POLICY": "retry_with_backoff",
+        "NON_MAX_RETRIES": "3",
+        "NON_MAX_CONCURRENT_REQUESTS": "10",
+        "NON_REQUESTS_PER_MINUTE": "100",
+        "NON_REQUEST_TIMEOUT": "300",
+    }
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    settings = get_settings()
+    assert settings.environment == "production"
+    assert settings.log_level == "WARNING"
+    assert settings.enable_metrics is False
+    assert settings.error_policy is ErrorPolicy.RETRY_WITH_BACKOFF
+    assert (settings.max_retries, settings.max_concurrent_requests) == (3, 10)
+    assert settings.requests_per_minute == 100
+    assert settings.request_timeout == 300
+
+
+def test_settings_are_read_when_used_not_at_import(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert get_settings().environment == "development"
+    monkeypatch.setenv("NON_ENVIRONMENT", "staging")
+    assert get_settings().environment == "staging"
+
+
+def test_dotenv_file_is_read_and_its_changes_seen(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("NON_ENVIRONMENT=from-dotenv\nOPENAI_API_KEY=sk-from-dotenv\n")
+    settings = get_settings()
+    assert settings.environment == "from-dotenv"
+    assert settings.api_key_for(ModelProvider.OPENAI) is not None
+    (tmp_path / ".env").write_text("NON_ENVIRONMENT=edited-later\n")
+    assert get_settings().environment == "edited-later"
+
+
+def test_gemini_api_key_is_accepted_for_google(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GEMINI_API_KEY", "g-key")
+    key = get_settings().api_key_for(ModelProvider.GOOGLE)
+    assert key is not None and key.get_secret_value() == "g-key"
+    assert "g-key" not in repr(get_settings())
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("NON_MAX_RETRIES", "-1"),
+        ("NON_MAX_CONCURRENT_REQUESTS", "0"),
+        ("NON_ERROR_POLICY", "pray"),
+        ("NON_LOG_LEVEL", "LOUD"),
+        ("NON_DEFAULT_PROVIDER", "azure"),
+        ("NON_MAX_INPUT_CHARS", "0"),
+    ],
+)
+def test_invalid_values_name_the_setting(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(pydantic.ValidationError, match=name.removeprefix("NON_").lower()):
+        get_settings()
+
+
+def test_log_level_applies_to_the_nons_logger(monkeypatch: pytest.MonkeyPatch) -> None:
+    logger = logging.getLogger("nons")
+    before = logger.level
+    try:
+        monkeypatch.setenv("NON_LOG_LEVEL", "ERROR")
+        apply_log_level()
+        assert logger.level == logging.ERROR
+        monkeypatch.setenv("NON_DEBUG", "true")
+        apply_log_level()
+        assert logger.level == logging.DEBUG
+    finally:
+        logger.setLevel(before)
+
+
+def test_env_example_lists_every_setting() -> None:
+    example = (Path(__file__).parents[1] / ".env.example").read_text()
+    from nons.config import Settings
+
+    for name in Settings.model_fields:
+        if name.endswith("_api_key"):
+            continue
+        assert f"NON_{name.upper()}" in example, name

@@ -171,20 +171,19 @@ async def call_llm(
                     record = _on_success(
                         ctx, site, span, provider.price_provider_id, metric_attrs, response, duration,
                         kind, model, request_model, attempts, time.perf_counter() - started, index > 0,
+                        wait_total, provider.server_address(config) if span is not None else None,
                     )
-                    if span is not None:
-                        span.set_attribute(names.ATTEMPTS, attempts)
-                        span.set_attribute(names.SCHEDULER_WAIT_S, wait_total)
-                        server = provider.server_address(config)
-                        if server:
-                            span.set_attribute(names.SERVER_ADDRESS, server)
                     records.append(record)
                     return response
             assert last_error is not None
             if span is not None:
-                span.set_attribute(names.ATTEMPTS, attempts)
-                span.set_attribute(names.SCHEDULER_WAIT_S, wait_total)
-                span.set_attribute(names.ERROR_TYPE, last_error.error_type)
+                span.set_attributes(
+                    {
+                        names.ATTEMPTS: attempts,
+                        names.SCHEDULER_WAIT_S: wait_total,
+                        names.ERROR_TYPE: last_error.error_type,
+                    }
+                )
                 span.set_status(Status(StatusCode.ERROR, str(last_error)))
             raise last_error
     except BaseException as error:
@@ -286,6 +285,8 @@ def _on_success(
     attempts: int,
     total_duration: float,
     fallback_used: bool,
+    wait_s: float,
+    server_address: str | None,
 ) -> LLMCallRecord:
     usage = response.usage
     # Price by the model that answered: a fallback to another model is charged at that model's price.
@@ -310,28 +311,36 @@ def _on_success(
                 },
             )
     if span is not None:
-        span.set_attribute(names.GEN_AI_RESPONSE_MODEL, response.response_model)
+        # One set_attributes call: each set_attribute takes the span's lock and re-validates, and this is the
+        # hot path of every call.
+        attributes: dict[str, Any] = {
+            names.GEN_AI_RESPONSE_MODEL: response.response_model,
+            names.GEN_AI_USAGE_INPUT_TOKENS: usage.input_tokens,
+            names.GEN_AI_USAGE_OUTPUT_TOKENS: usage.output_tokens,
+            names.ATTEMPTS: attempts,
+            names.SCHEDULER_WAIT_S: wait_s,
+        }
         if response.response_id:
-            span.set_attribute(names.GEN_AI_RESPONSE_ID, response.response_id)
+            attributes[names.GEN_AI_RESPONSE_ID] = response.response_id
         if response.finish_reason:
-            span.set_attribute(names.GEN_AI_RESPONSE_FINISH_REASONS, [response.finish_reason])
-        span.set_attribute(names.GEN_AI_USAGE_INPUT_TOKENS, usage.input_tokens)
-        span.set_attribute(names.GEN_AI_USAGE_OUTPUT_TOKENS, usage.output_tokens)
+            attributes[names.GEN_AI_RESPONSE_FINISH_REASONS] = (response.finish_reason,)
         if usage.cache_read_tokens:
-            span.set_attribute(names.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, usage.cache_read_tokens)
+            attributes[names.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = usage.cache_read_tokens
         if usage.cache_write_tokens:
-            span.set_attribute(names.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS, usage.cache_write_tokens)
+            attributes[names.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS] = usage.cache_write_tokens
         if cost is None:
-            span.set_attribute(names.COST_UNKNOWN, True)
+            attributes[names.COST_UNKNOWN] = True
         else:
-            span.set_attribute(names.GEN_AI_USAGE_COST, cost)
+            attributes[names.GEN_AI_USAGE_COST] = cost
         if response.simulated:
-            span.set_attribute(names.SIMULATED, True)
+            attributes[names.SIMULATED] = True
+        if server_address:
+            attributes[names.SERVER_ADDRESS] = server_address
         if ctx.capture_content:
-            span.set_attribute(
-                names.GEN_AI_OUTPUT_MESSAGES,
-                _truncate(json.dumps([{"role": "assistant", "content": response.text}])),
+            attributes[names.GEN_AI_OUTPUT_MESSAGES] = _truncate(
+                json.dumps([{"role": "assistant", "content": response.text}])
             )
+        span.set_attributes(attributes)
     return LLMCallRecord(
         provider=kind.value,
         request_model=request_model,

@@ -81,11 +81,13 @@ class Layer:
         finally:
             if span is not None:
                 succeeded = sum(1 for r in results if r.success)
-                span.set_attribute(names.LAYER_SUCCEEDED, succeeded)
-                span.set_attribute(names.LAYER_FAILED, len(self.nodes) - succeeded)
-                cost = sum(r.cost_usd for r in results)
-                if cost:
-                    span.set_attribute(names.ROLLUP_COST, cost)
+                span.set_attributes(
+                    {
+                        names.LAYER_SUCCEEDED: succeeded,
+                        names.LAYER_FAILED: len(self.nodes) - succeeded,
+                        names.ROLLUP_COST: sum(r.cost_usd for r in results),
+                    }
+                )
                 span.end()
 
     async def _run_concurrently(

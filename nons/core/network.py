@@ -196,12 +196,15 @@ def _set_rollups(span: trace.Span, layers: list[LayerResult]) -> None:
                     unpriced += 1
                 else:
                     cost += call.cost_usd
-    span.set_attribute(names.ROLLUP_COST, cost)
-    span.set_attribute(names.ROLLUP_INPUT_TOKENS, inp)
-    span.set_attribute(names.ROLLUP_OUTPUT_TOKENS, out)
-    span.set_attribute(names.ROLLUP_LLM_CALLS, calls)
+    attributes: dict[str, Any] = {
+        names.ROLLUP_COST: cost,
+        names.ROLLUP_INPUT_TOKENS: inp,
+        names.ROLLUP_OUTPUT_TOKENS: out,
+        names.ROLLUP_LLM_CALLS: calls,
+    }
     if unpriced:
-        span.set_attribute(names.ROLLUP_UNPRICED_CALLS, unpriced)
+        attributes[names.ROLLUP_UNPRICED_CALLS] = unpriced
+    span.set_attributes(attributes)
 
 
 def create_network(

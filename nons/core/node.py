@@ -147,18 +147,21 @@ class Node:
             )
         if span is None:
             return
+        attributes: dict[str, Any] = {}
         if result.calls:
             usage = result.usage
-            span.set_attribute(names.ROLLUP_COST, result.cost_usd)
-            span.set_attribute(names.ROLLUP_INPUT_TOKENS, usage.input_tokens)
-            span.set_attribute(names.ROLLUP_OUTPUT_TOKENS, usage.output_tokens)
-            span.set_attribute(names.ROLLUP_LLM_CALLS, len(result.calls))
+            attributes[names.ROLLUP_COST] = result.cost_usd
+            attributes[names.ROLLUP_INPUT_TOKENS] = usage.input_tokens
+            attributes[names.ROLLUP_OUTPUT_TOKENS] = usage.output_tokens
+            attributes[names.ROLLUP_LLM_CALLS] = len(result.calls)
             if result.unpriced_calls:
-                span.set_attribute(names.ROLLUP_UNPRICED_CALLS, result.unpriced_calls)
+                attributes[names.ROLLUP_UNPRICED_CALLS] = result.unpriced_calls
         if error is not None:
             assert isinstance(error, NodeExecutionError)
-            span.set_attribute(names.ERROR_TYPE, error.error_type)
+            attributes[names.ERROR_TYPE] = error.error_type
             span.set_status(Status(StatusCode.ERROR, f"{type(error.cause).__name__}: {error.cause}"))
+        if attributes:
+            span.set_attributes(attributes)
         span.end()
 
 

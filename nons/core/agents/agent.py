@@ -1,0 +1,463 @@
+"""An agent: an LLM that calls tools in a loop until it answers, through NoN's one LLM call path.
+
+Each step is one LLM call offered the registry's tools in the provider's native tool-calling format. When the
+model asks for tools, they run one after another in the order it gave them, each result goes back into the
+conversation as a ``tool`` message, and the next step begins. The run ends with a final result when
+
+- the model answers in text without calling a tool (``output`` is the text);
+- a stop tool (``is_stop_tool=True``) succeeds (``output`` is the tool's output);
+- the LLM call fails after its retries (``success=False``, ``error_type`` from the provider error);
+- ``max_steps`` steps passed without either (``success=False``, ``error_type="max_steps"``).
+
+A tool that fails (unknown name, invalid arguments, an exception) does not end the run: the error goes back to
+the model as the tool's result so it can correct itself, and that step is reported with ``success=False``.
+
+Telemetry: an ``invoke_agent {name}`` span covers the run and holds each step's ``chat {model}`` spans and
+``execute_tool {tool}`` spans; ``nons.tool.calls`` counts tool calls by tool and outcome.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, TypedDict
+
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from nons.config import get_settings
+from nons.core.agents.tools import AgentState, ToolRegistry, ToolResult
+from nons.core.calls import CallSite, PassContext, call_llm
+from nons.core.errors import ConfigurationError, InputValidationError, ProviderError
+from nons.core.network import NoN
+from nons.core.node import Node
+from nons.core.results import LLMCallRecord
+from nons.core.scheduler import get_scheduler
+from nons.core.types import ErrorPolicy, LayerConfig, ModelConfig
+from nons.observability import names
+from nons.observability.instruments import get_instruments
+from nons.providers.base import Message, ToolCall
+from nons.providers.registry import default_model, resolve_provider
+
+__all__ = ["MAX_STEPS_REACHED", "Agent", "AgentRun", "AgentStep"]
+
+#: ``error_type`` of the final result of a run that used up ``max_steps``.
+MAX_STEPS_REACHED = "max_steps"
+
+# The environment variable the GenAI conventions define for recording prompt and completion text.
+_CAPTURE_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
+# The operator name an agent's LLM calls carry on the cost metric (nodes carry their operator's name).
+_OPERATOR = "agent"
+
+
+class AgentStep(TypedDict):
+    """One step of a run, as a plain dict (``step.get("success")`` works, and it serialises to JSON except
+    for ``output``, which is whatever the stop tool returned).
+
+    Keys:
+        step: the step number, from 1.
+        success: whether the step went well (every tool call succeeded); on the final result, whether the
+            run reached an answer.
+        error: what went wrong (``None`` on success). For a step whose tools failed, the tools' errors.
+        error_type: low-cardinality kind of the error (``unknown_tool``, ``invalid_arguments``, an exception
+            class name, ``max_steps``, a provider error type) or ``None``.
+        text: the model's text in this step (may be empty when it only called tools).
+        tool_calls: the :class:`~nons.core.agents.tools.ToolResult` of each tool call of this step.
+        is_final: whether this is the run's last result.
+        output: the run's answer on a successful final result (the stop tool's output or the text), else
+            ``None``.
+        state: the run's :class:`~nons.core.agents.tools.AgentState` (the same dict throughout the run).
+        run_id: the id of this run (``gen_ai.conversation.id`` on its span).
+        trace_id: the trace of the run's ``invoke_agent`` span (``None`` when tracing is off).
+        llm_calls, input_tokens, output_tokens, cost_usd: totals of the run so far; ``cost_usd`` counts calls
+            whose price is known.
+    """
+
+    step: int
+    success: bool
+    error: str | None
+    error_type: str | None
+    text: str
+    tool_calls: list[ToolResult]
+    is_final: bool
+    output: Any
+    state: AgentState
+    run_id: str
+    trace_id: str | None
+    llm_calls: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+
+
+@dataclass(slots=True)
+class _Run:
+    """Everything one run owns: nothing here is shared between runs."""
+
+    run_id: str
+    ctx: PassContext
+    site: CallSite
+    messages: list[Message]
+    state: AgentState
+    span: trace.Span | None
+    trace_id: str | None
+    records: list[LLMCallRecord] = field(default_factory=list)
+    steps: int = 0
+
+
+class AgentRun(AsyncIterator[AgentStep]):
+    """One run of an agent, returned by :meth:`Agent.run`.
+
+    - ``async for step in agent.run(task)`` yields each step's :class:`AgentStep`, the last with
+      ``is_final=True``. Stopping early (``break``, or ``await run.aclose()``) ends the run: no further LLM
+      call is made, and its span ends (at once with ``aclose()``, when the run is garbage-collected after a
+      ``break``).
+    - ``await agent.run(task)`` runs to the end and returns the final step, so the run is also an awaitable:
+      ``await asyncio.gather(*(agent.run(t) for t in tasks))`` runs several at once.
+    """
+
+    def __init__(self, steps: AsyncGenerator[AgentStep, None]) -> None:
+        self._steps = steps
+        self._last: AgentStep | None = None
+
+    def __aiter__(self) -> AgentRun:
+        return self
+
+    async def __anext__(self) -> AgentStep:
+        step = await self._steps.__anext__()
+        self._last = step
+        return step
+
+    async def aclose(self) -> None:
+        """Stop the run now: its span ends and no further step runs."""
+        await self._steps.aclose()
+
+    def __await__(self) -> Generator[Any, None, AgentStep]:
+        return self._to_completion().__await__()
+
+    async def _to_completion(self) -> AgentStep:
+        try:
+            async for _ in self:
+                pass
+        finally:
+            await self.aclose()
+        if self._last is None or not self._last["is_final"]:
+            raise RuntimeError("this agent run was closed before it finished")
+        return self._last
+
+
+class Agent:
+    """An LLM with tools, run step by step until it answers.
+
+    Args:
+        model: what the agent's LLM calls use. A :class:`~nons.core.types.ModelConfig`; or a
+            :class:`~nons.core.node.Node`, whose model config, fallbacks, priority and prompt context (added to
+            the system prompt) are used, not its operator; or a one-node :class:`~nons.core.network.NoN`,
+            meaning that node. Anything else is a :class:`~nons.core.errors.ConfigurationError`.
+        registry: the tools the model is offered.
+        name: the agent's name, in span names (``invoke_agent {name}``) and ``gen_ai.agent.name``; its LLM
+            calls carry it as the network name on the cost metric.
+        max_steps: the most LLM calls one run makes.
+        max_llm_retry: how many times a failed LLM call is retried (retryable errors only, with backoff). When
+            the model config has fallbacks, they are tried after the retries.
+        system_prompt: the system prompt of every call. Describe the tools and when to use each: models (some
+            more than others) choose tools by what the prompt and the tool descriptions say.
+        state: the initial state of each run, deep-copied per run (see
+            :class:`~nons.core.agents.tools.AgentState`).
+
+    ``run(task)`` gives an :class:`AgentRun`: iterate it for each step, or await it for the final result.
+    Runs share nothing but the agent's configuration, so one agent can serve many runs at once.
+    """
+
+    def __init__(
+        self,
+        model: ModelConfig | Node | NoN,
+        registry: ToolRegistry,
+        *,
+        name: str = "agent",
+        max_steps: int = 10,
+        max_llm_retry: int = 2,
+        system_prompt: str = "",
+        state: Mapping[str, Any] | None = None,
+    ) -> None:
+        if not isinstance(registry, ToolRegistry):
+            raise ConfigurationError(f"registry must be a ToolRegistry, got {type(registry).__name__}")
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigurationError("an agent's name must be a non-empty string")
+        if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
+            raise ConfigurationError(f"max_steps must be an integer of 1 or more, got {max_steps!r}")
+        if isinstance(max_llm_retry, bool) or not isinstance(max_llm_retry, int) or not 0 <= max_llm_retry <= 100:
+            raise ConfigurationError(f"max_llm_retry must be an integer from 0 to 100, got {max_llm_retry!r}")
+        if not isinstance(system_prompt, str):
+            raise ConfigurationError("system_prompt must be a string")
+        if state is not None and not isinstance(state, Mapping):
+            raise ConfigurationError(f"state must be a mapping, got {type(state).__name__}")
+        config, fallbacks, context, priority = _model_of(model)
+        self.name = name
+        self.id = uuid.uuid4().hex[:16]
+        self.registry = registry
+        self.max_steps = max_steps
+        self.max_llm_retry = max_llm_retry
+        self.model_config = config
+        self.fallbacks = fallbacks
+        self.priority = priority
+        self.system_prompt = "\n\n".join(p for p in (system_prompt, context) if p)
+        self.initial_state: dict[str, Any] = dict(state or {})
+        policy = ErrorPolicy.FALLBACK_MODEL if (fallbacks or config.fallbacks) else ErrorPolicy.RETRY_WITH_BACKOFF
+        self.layer_config = LayerConfig(error_policy=policy, max_retries=max_llm_retry)
+
+    def __repr__(self) -> str:
+        return f"Agent(name={self.name!r}, tools={self.registry.names!r}, max_steps={self.max_steps})"
+
+    def run(self, task: str) -> AgentRun:
+        """Start a run on ``task``: iterate the result for each step, or await it for the final one."""
+        settings = get_settings()
+        if not isinstance(task, str):
+            raise InputValidationError(f"an agent's task must be a string, got {type(task).__name__}")
+        if not task.strip():
+            raise InputValidationError("an agent's task must not be empty or whitespace")
+        if len(task) > settings.max_input_chars:
+            raise InputValidationError(
+                f"the task is {len(task):,} characters, over the limit of {settings.max_input_chars:,} "
+                "(NON_MAX_INPUT_CHARS)"
+            )
+        return AgentRun(self._steps(task))
+
+    async def run_to_completion(self, task: str) -> AgentStep:
+        """Run ``task`` to the end and return the final step (the same as ``await agent.run(task)``).
+
+        For batching: ``await asyncio.gather(*(agent.run_to_completion(t) for t in tasks))``.
+        """
+        return await self.run(task)
+
+    # -- the run ------------------------------------------------------------------------------------------
+
+    async def _steps(self, task: str) -> AsyncGenerator[AgentStep, None]:
+        run = self._start(task)
+        final: AgentStep | None = None
+        error: BaseException | None = None
+        try:
+            for number in range(1, self.max_steps + 1):
+                step = await self._step(run, number)
+                if step["is_final"]:
+                    final = step
+                yield step
+                if final is not None:
+                    return
+            final = self._result(
+                run, self.max_steps, success=False, is_final=True, error_type=MAX_STEPS_REACHED,
+                error=f"max_steps ({self.max_steps}) reached without a final answer: the model kept calling "
+                "tools; raise max_steps, or give it a stop tool and say in the system prompt when to use it",
+            )
+            yield final
+        except GeneratorExit:
+            # The consumer stopped early (break, aclose): not a failure of the run.
+            raise
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            self._finish(run, final, error)
+
+    def _start(self, task: str) -> _Run:
+        settings = get_settings()
+        inst = get_instruments(settings.enable_tracing, settings.enable_metrics)
+        run_id = uuid.uuid4().hex[:16]
+        ctx = PassContext(
+            network_name=self.name,
+            network_id=run_id,
+            instruments=inst,
+            scheduler=get_scheduler(),
+            settings=settings,
+            capture_content=os.environ.get(_CAPTURE_ENV, "").lower() in ("1", "true", "yes"),
+        )
+        site = CallSite(self.id, _OPERATOR, self.model_config, self.fallbacks, self.layer_config, self.priority)
+        span: trace.Span | None = None
+        trace_id: str | None = None
+        if inst.tracing:
+            provider = resolve_provider(self.model_config, settings)
+            span = inst.tracer.start_span(
+                names.agent_span_name(self.name),
+                kind=SpanKind.INTERNAL,
+                attributes={
+                    names.GEN_AI_OPERATION_NAME: names.OP_INVOKE_AGENT,
+                    names.GEN_AI_AGENT_NAME: self.name,
+                    names.GEN_AI_AGENT_ID: self.id,
+                    names.GEN_AI_CONVERSATION_ID: run_id,
+                    names.GEN_AI_REQUEST_MODEL: self.model_config.model_name or default_model(provider),
+                },
+            )
+            if span.get_span_context().is_valid:
+                trace_id = trace.format_trace_id(span.get_span_context().trace_id)
+        state = AgentState(copy.deepcopy(self.initial_state))
+        return _Run(run_id, ctx, site, [Message("user", task)], state, span, trace_id)
+
+    async def _step(self, run: _Run, number: int) -> AgentStep:
+        run.steps = number
+        # The run's span is current only while this step's own code runs, never across the generator's
+        # yield: there, the consumer's code runs in the same context and must not find the agent span in it.
+        with _current(run.span):
+            try:
+                response = await call_llm(
+                    run.ctx, run.site, run.messages, run.records,
+                    system=self.system_prompt or None, tools=self.registry.definitions(),
+                )
+            except ProviderError as error:
+                return self._result(
+                    run, number, success=False, is_final=True, error_type=error.error_type,
+                    error=f"the LLM call failed: {error}",
+                )
+            run.messages.append(Message("assistant", response.text, tool_calls=response.tool_calls))
+            if not response.tool_calls:
+                return self._result(run, number, success=True, is_final=True, text=response.text, output=response.text)
+            results: list[ToolResult] = []
+            for call in response.tool_calls:
+                result = await self._execute(run, call)
+                results.append(result)
+                run.messages.append(Message("tool", _tool_message(result), tool_call_id=call.id, name=call.name))
+                if result["is_stop"]:
+                    # The run ends here: later calls of this turn would have no one to read their results.
+                    return self._result(
+                        run, number, success=True, is_final=True, text=response.text, tool_calls=results,
+                        output=result["output"],
+                    )
+        failed = [r for r in results if not r["success"]]
+        return self._result(
+            run, number, success=not failed, is_final=False, text=response.text, tool_calls=results,
+            error="; ".join(str(r["error"]) for r in failed) or None,
+            error_type=failed[0]["error_type"] if failed else None,
+        )
+
+    async def _execute(self, run: _Run, call: ToolCall) -> ToolResult:
+        inst = run.ctx.instruments
+        tool = self.registry.get(call.name)
+        span: trace.Span | None = None
+        if inst.tracing:
+            attributes: dict[str, Any] = {
+                names.GEN_AI_OPERATION_NAME: names.OP_EXECUTE_TOOL,
+                names.GEN_AI_TOOL_NAME: call.name,
+                names.GEN_AI_TOOL_CALL_ID: call.id,
+                names.GEN_AI_TOOL_TYPE: names.TOOL_TYPE_FUNCTION,
+            }
+            if tool is not None and tool.description:
+                attributes[names.GEN_AI_TOOL_DESCRIPTION] = tool.description
+            if run.ctx.capture_content:
+                attributes[names.GEN_AI_TOOL_CALL_ARGUMENTS] = _json(call.arguments)
+            span = inst.tracer.start_span(
+                names.tool_span_name(call.name), kind=SpanKind.INTERNAL, attributes=attributes
+            )
+        result: ToolResult | None = None
+        try:
+            # The tool's span is current while it runs, so a sub-agent or network it calls nests under it.
+            with _current(span):
+                result = await self.registry.execute(call.name, call.arguments, state=run.state, call_id=call.id)
+            return result
+        finally:
+            outcome = names.OUTCOME_SUCCESS if result is not None and result["success"] else names.OUTCOME_FAILURE
+            error_type = "cancelled" if result is None else result["error_type"]
+            if span is not None:
+                if result is not None and result["success"] and run.ctx.capture_content:
+                    span.set_attribute(names.GEN_AI_TOOL_CALL_RESULT, _tool_message(result))
+                if error_type is not None:
+                    span.set_attribute(names.ERROR_TYPE, error_type)
+                    span.set_status(Status(StatusCode.ERROR, result["error"] if result else "cancelled"))
+                span.end()
+            if inst.metrics:
+                metric_attrs = {
+                    names.GEN_AI_AGENT_NAME: self.name,
+                    names.GEN_AI_TOOL_NAME: call.name if tool is not None else names.TOOL_NAME_UNREGISTERED,
+                    names.OUTCOME: outcome,
+                }
+                if error_type is not None:
+                    metric_attrs[names.ERROR_TYPE] = error_type
+                inst.tool_calls.add(1, metric_attrs)
+
+    def _result(
+        self,
+        run: _Run,
+        number: int,
+        *,
+        success: bool,
+        is_final: bool,
+        text: str = "",
+        tool_calls: list[ToolResult] | None = None,
+        output: Any = None,
+        error: str | None = None,
+        error_type: str | None = None,
+    ) -> AgentStep:
+        inp = out = 0
+        cost = 0.0
+        for record in run.records:
+            inp += record.usage.input_tokens
+            out += record.usage.output_tokens
+            cost += record.cost_usd or 0.0
+        return AgentStep(
+            step=number, success=success, error=error, error_type=error_type, text=text,
+            tool_calls=tool_calls or [], is_final=is_final, output=output, state=run.state, run_id=run.run_id,
+            trace_id=run.trace_id, llm_calls=len(run.records), input_tokens=inp, output_tokens=out, cost_usd=cost,
+        )
+
+    def _finish(self, run: _Run, final: AgentStep | None, error: BaseException | None) -> None:
+        span = run.span
+        if span is None:
+            return
+        unpriced = sum(1 for r in run.records if r.cost_usd is None)
+        span.set_attribute(names.ROLLUP_COST, sum(r.cost_usd or 0.0 for r in run.records))
+        span.set_attribute(names.ROLLUP_INPUT_TOKENS, sum(r.usage.input_tokens for r in run.records))
+        span.set_attribute(names.ROLLUP_OUTPUT_TOKENS, sum(r.usage.output_tokens for r in run.records))
+        span.set_attribute(names.ROLLUP_LLM_CALLS, len(run.records))
+        if unpriced:
+            span.set_attribute(names.ROLLUP_UNPRICED_CALLS, unpriced)
+        span.set_attribute(names.AGENT_STEPS, run.steps)
+        if error is not None:
+            span.set_attribute(names.ERROR_TYPE, getattr(error, "error_type", type(error).__name__))
+            span.set_status(Status(StatusCode.ERROR, str(error) or type(error).__name__))
+        elif final is not None and not final["success"]:
+            span.set_attribute(names.ERROR_TYPE, final["error_type"] or names.OUTCOME_FAILURE)
+            span.set_status(Status(StatusCode.ERROR, final["error"] or ""))
+        span.end()
+
+
+@contextmanager
+def _current(span: trace.Span | None) -> Iterator[None]:
+    if span is None:
+        yield
+        return
+    with trace.use_span(span, end_on_exit=False, record_exception=False, set_status_on_exception=False):
+        yield
+
+
+def _model_of(model: object) -> tuple[ModelConfig, tuple[ModelConfig, ...], str, int]:
+    """(model config, fallbacks, prompt context, priority) of what an Agent was given."""
+    if isinstance(model, ModelConfig):
+        return model, (), "", 0
+    if isinstance(model, Node):
+        return model.model_config, model.fallbacks, model.additional_prompt_context, model.priority
+    if isinstance(model, NoN):
+        nodes = [node for layer in model.layers for node in layer.nodes]
+        if len(nodes) != 1:
+            raise ConfigurationError(
+                f"an Agent takes a network of exactly one node (whose model it uses); {model.name!r} has "
+                f"{len(nodes)} nodes in {len(model.layers)} layers. Pass a ModelConfig or a Node instead"
+            )
+        return _model_of(nodes[0])
+    raise ConfigurationError(
+        f"an Agent takes a ModelConfig, a Node or a one-node NoN, got {type(model).__name__}"
+    )
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, default=str, ensure_ascii=False)
+
+
+def _tool_message(result: ToolResult) -> str:
+    """What the model reads as the tool's result: the output (text as is, anything else as JSON), or the error."""
+    if not result["success"]:
+        return f"Error: {result['error']}"
+    output = result["output"]
+    return output if isinstance(output, str) else _json(output)

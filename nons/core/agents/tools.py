@@ -1,0 +1,375 @@
+"""Tools an agent can call: :class:`ToolRegistry`, its ``@registry.tool`` decorator, and :class:`ToolResult`.
+
+A tool is a Python function, async or sync, whose parameters are described by a pydantic model: either one
+given as ``param_model`` or one built from the function's signature (type hints, defaults, and
+``Annotated[..., Field(description=...)]`` for per-parameter descriptions). The model's JSON Schema is what
+the LLM is offered, and the model validates the arguments the LLM sends before the function runs::
+
+    registry = ToolRegistry()
+
+    @registry.tool(description="Add two numbers.")
+    def add(a: float, b: float) -> float:
+        return a + b
+
+    @registry.tool(is_stop_tool=True, description="Give the final answer and end the run.")
+    def final_answer(answer: str) -> str:
+        return answer
+
+Running a tool never raises for the tool's own failures: an unknown tool, arguments that do not validate, or
+an exception inside the function become a failed :class:`ToolResult` whose ``error`` the agent feeds back to
+the model so that it can correct itself. Only cancellation propagates.
+
+Sync tools run inline on the event loop: right for quick functions (arithmetic, lookups in memory), and it
+keeps them deterministic and free of thread hand-offs. A sync tool that blocks (file or network I/O, heavy
+CPU) should say ``run_in_thread=True``; it then runs in ``asyncio.to_thread`` (with the caller's context, so
+its spans still nest under the tool's span).
+
+A tool may also declare one parameter annotated :class:`AgentState`: it receives the state of the agent run
+it was called in (a dict private to that run), and that parameter is not part of the schema the LLM sees.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import re
+import typing
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypedDict, TypeVar, overload
+
+from pydantic import BaseModel, ConfigDict, PydanticUserError, ValidationError, create_model
+
+from nons.core.errors import ConfigurationError
+from nons.providers.base import ToolDefinition
+
+__all__ = [
+    "INVALID_ARGUMENTS",
+    "UNKNOWN_TOOL",
+    "AgentState",
+    "Tool",
+    "ToolRegistry",
+    "ToolResult",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: ``error_type`` of a result for a tool name the registry does not know.
+UNKNOWN_TOOL = "unknown_tool"
+#: ``error_type`` of a result whose arguments did not validate against the tool's parameter model.
+INVALID_ARGUMENTS = "invalid_arguments"
+
+# The names the three providers all accept (OpenAI and Anthropic: 1-64 of these characters; Gemini: similar).
+_TOOL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
+
+
+class ToolResult(TypedDict):
+    """The outcome of one tool call: a plain dict, so ``result["success"]`` and ``result.get("error")`` work.
+
+    Keys:
+        success: whether the tool ran and returned.
+        tool_name: the name the model called.
+        output: what the tool returned (``None`` on failure).
+        error: what went wrong, in words meant for the model as much as for people (``None`` on success).
+        error_type: ``unknown_tool``, ``invalid_arguments``, or the exception's class name (``None`` on
+            success); the value of ``error.type`` in telemetry.
+        is_stop: ``True`` when a stop tool succeeded: the agent run ends with this output.
+        call_id: the provider's id of the call (``None`` when the tool was run directly).
+        arguments: the arguments the model sent, as sent.
+    """
+
+    success: bool
+    tool_name: str
+    output: Any
+    error: str | None
+    error_type: str | None
+    is_stop: bool
+    call_id: str | None
+    arguments: dict[str, Any]
+
+
+class AgentState(dict[str, Any]):
+    """The state of one agent run: a dict that starts as a deep copy of the agent's ``state`` argument.
+
+    A tool receives it by declaring a parameter annotated ``AgentState``. Each run has its own, so
+    concurrent runs of one agent never see each other's state.
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class Tool:
+    """A registered tool. Build tools with :meth:`ToolRegistry.tool` rather than directly."""
+
+    name: str
+    description: str
+    func: Callable[..., Any]
+    param_model: type[BaseModel]
+    is_stop: bool = False
+    run_in_thread: bool = False
+    #: The name of the parameter that receives the run's :class:`AgentState`, if the function has one.
+    state_param: str | None = None
+    definition: ToolDefinition = field(init=False)
+
+    def __post_init__(self) -> None:
+        schema = self.param_model.model_json_schema()
+        # The model class name is an implementation detail; providers show the title to the model otherwise.
+        schema.pop("title", None)
+        object.__setattr__(self, "definition", ToolDefinition(self.name, self.description, schema))
+
+    async def run(
+        self,
+        arguments: Mapping[str, Any],
+        *,
+        state: AgentState | None = None,
+        call_id: str | None = None,
+    ) -> ToolResult:
+        """Validate ``arguments`` and run the tool. Failures are returned, never raised (except cancellation)."""
+        args = dict(arguments)
+        try:
+            params = self.param_model.model_validate(args)
+        except ValidationError as error:
+            return _failure(
+                self.name, args, call_id, INVALID_ARGUMENTS,
+                f"invalid arguments for tool {self.name!r}: {_describe(error)}",
+            )
+        # Attributes, not model_dump(): nested models reach the function as models, as their hints say.
+        kwargs = {name: getattr(params, name) for name in type(params).model_fields}
+        if self.state_param is not None:
+            kwargs[self.state_param] = state if state is not None else AgentState()
+        try:
+            if self.run_in_thread:
+                output = await asyncio.to_thread(functools.partial(self.func, **kwargs))
+            else:
+                output = self.func(**kwargs)
+            # Covers async functions and sync callables that hand back an awaitable (a partial of one, say).
+            if inspect.isawaitable(output):
+                output = await output
+        except Exception as error:
+            return _failure(
+                self.name, args, call_id, type(error).__name__,
+                f"tool {self.name!r} raised {type(error).__name__}: {error}",
+            )
+        return ToolResult(
+            success=True, tool_name=self.name, output=output, error=None, error_type=None,
+            is_stop=self.is_stop, call_id=call_id, arguments=args,
+        )
+
+
+class ToolRegistry:
+    """The tools an agent may call, by name.
+
+    Register with the decorator, bare (``@registry.tool``) or with options (``@registry.tool(name=...,
+    description=..., param_model=..., is_stop_tool=..., run_in_thread=...)``), or with :meth:`register`.
+    The decorator returns the function unchanged, so it can still be called directly.
+    """
+
+    def __init__(self) -> None:
+        self._tools: dict[str, Tool] = {}
+
+    @overload
+    def tool(self, func: F, /) -> F: ...
+
+    @overload
+    def tool(
+        self,
+        /,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        param_model: type[BaseModel] | None = None,
+        is_stop_tool: bool = False,
+        run_in_thread: bool = False,
+    ) -> Callable[[F], F]: ...
+
+    def tool(
+        self,
+        func: Callable[..., Any] | None = None,
+        /,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        param_model: type[BaseModel] | None = None,
+        is_stop_tool: bool = False,
+        run_in_thread: bool = False,
+    ) -> Any:
+        """Register the decorated function as a tool.
+
+        Args:
+            name: the name the model calls it by (default: the function's name).
+            description: what it does, for the model (default: the first paragraph of the docstring). Say
+                when to use it: models choose tools by their descriptions.
+            param_model: a pydantic model of the parameters; the function then receives its fields as keyword
+                arguments (default: a model built from the function's signature).
+            is_stop_tool: a successful call ends the agent run, with the tool's output as the final output.
+            run_in_thread: run a sync function in a worker thread (for tools that block).
+        """
+
+        def decorate(target: Callable[..., Any]) -> Callable[..., Any]:
+            self.register(
+                target, name=name, description=description, param_model=param_model,
+                is_stop_tool=is_stop_tool, run_in_thread=run_in_thread,
+            )
+            return target
+
+        return decorate(func) if func is not None else decorate
+
+    def register(
+        self,
+        func: Callable[..., Any],
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        param_model: type[BaseModel] | None = None,
+        is_stop_tool: bool = False,
+        run_in_thread: bool = False,
+    ) -> Tool:
+        """Register ``func`` as a tool (the decorator's work, as a call) and return the :class:`Tool`."""
+        if not callable(func):
+            raise ConfigurationError(f"a tool must be callable, got {type(func).__name__}")
+        tool_name = name if name is not None else getattr(func, "__name__", "")
+        if not isinstance(tool_name, str) or not _TOOL_NAME.match(tool_name):
+            raise ConfigurationError(
+                f"invalid tool name {tool_name!r}: use 1-64 letters, digits, '_' or '-', starting with a letter or '_'"
+            )
+        if tool_name in self._tools:
+            raise ConfigurationError(f"a tool named {tool_name!r} is registered already")
+        if run_in_thread and inspect.iscoroutinefunction(func):
+            raise ConfigurationError(f"tool {tool_name!r} is async: run_in_thread is for sync functions")
+        signature = _signature(func, tool_name)
+        hints = _type_hints(func)
+        state_param = next((p for p in signature.parameters if hints.get(p) is AgentState), None)
+        if param_model is None:
+            model = _model_from_signature(tool_name, signature, hints, skip=state_param)
+        else:
+            if not (isinstance(param_model, type) and issubclass(param_model, BaseModel)):
+                raise ConfigurationError(f"param_model of tool {tool_name!r} must be a pydantic BaseModel subclass")
+            model = param_model
+            _check_accepts(tool_name, signature, [*model.model_fields, *([state_param] if state_param else [])])
+        text = description if description is not None else _doc_summary(func)
+        try:
+            tool = Tool(
+                name=tool_name, description=text, func=func, param_model=model, is_stop=is_stop_tool,
+                run_in_thread=run_in_thread, state_param=state_param,
+            )
+        except PydanticUserError as error:  # a parameter type that has no JSON Schema
+            raise ConfigurationError(f"tool {tool_name!r}: {error}") from None
+        self._tools[tool_name] = tool
+        return tool
+
+    def get(self, name: str) -> Tool | None:
+        """The tool called ``name``, or ``None``."""
+        return self._tools.get(name)
+
+    def __getitem__(self, name: str) -> Tool:
+        return self._tools[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._tools
+
+    def __iter__(self) -> Iterator[Tool]:
+        return iter(self._tools.values())
+
+    def __len__(self) -> int:
+        return len(self._tools)
+
+    def __repr__(self) -> str:
+        return f"ToolRegistry({list(self._tools)!r})"
+
+    @property
+    def names(self) -> list[str]:
+        """The registered tool names, in registration order."""
+        return list(self._tools)
+
+    def definitions(self) -> list[ToolDefinition]:
+        """What the LLM is offered: one :class:`~nons.providers.base.ToolDefinition` per tool."""
+        return [t.definition for t in self._tools.values()]
+
+    async def execute(
+        self,
+        name: str,
+        arguments: Mapping[str, Any],
+        *,
+        state: AgentState | None = None,
+        call_id: str | None = None,
+    ) -> ToolResult:
+        """Run tool ``name`` with ``arguments``. An unknown name is a failed result that lists the known ones."""
+        tool = self._tools.get(name)
+        if tool is None:
+            known = ", ".join(self._tools) or "none"
+            return _failure(
+                name, dict(arguments), call_id, UNKNOWN_TOOL, f"unknown tool {name!r}; available tools: {known}"
+            )
+        return await tool.run(arguments, state=state, call_id=call_id)
+
+
+def _failure(
+    name: str, arguments: dict[str, Any], call_id: str | None, error_type: str, error: str
+) -> ToolResult:
+    return ToolResult(
+        success=False, tool_name=name, output=None, error=error, error_type=error_type, is_stop=False,
+        call_id=call_id, arguments=arguments,
+    )
+
+
+def _describe(error: ValidationError) -> str:
+    # One line per problem, without pydantic's documentation URLs: this text goes back to the model.
+    problems = []
+    for item in error.errors(include_url=False):
+        where = ".".join(str(part) for part in item["loc"]) or "arguments"
+        problems.append(f"{where}: {item['msg']}")
+    return "; ".join(problems)
+
+
+def _signature(func: Callable[..., Any], name: str) -> inspect.Signature:
+    try:
+        return inspect.signature(func)
+    except (TypeError, ValueError) as error:
+        raise ConfigurationError(f"cannot read the signature of tool {name!r}: {error}") from None
+
+
+def _type_hints(func: Callable[..., Any]) -> dict[str, Any]:
+    target = func.func if isinstance(func, functools.partial) else func
+    try:
+        return typing.get_type_hints(target, include_extras=True)
+    except Exception:
+        # Hints that name something not importable at module level (a class local to a function, say):
+        # such parameters are taken as Any rather than refusing the tool.
+        return {}
+
+
+def _model_from_signature(
+    tool_name: str, signature: inspect.Signature, hints: dict[str, Any], *, skip: str | None
+) -> type[BaseModel]:
+    fields: dict[str, Any] = {}
+    for param in signature.parameters.values():
+        if param.name == skip:
+            continue
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD, param.POSITIONAL_ONLY):
+            raise ConfigurationError(
+                f"tool {tool_name!r}: parameter {param.name!r} must be a named parameter (no *args, **kwargs or "
+                "positional-only); or pass param_model="
+            )
+        annotation = hints.get(param.name, Any)
+        default = ... if param.default is param.empty else param.default
+        fields[param.name] = (annotation, default)
+    # extra="forbid": a misspelt argument is reported to the model instead of silently dropped.
+    model_name = "".join(part.capitalize() for part in re.split(r"[_-]", tool_name)) + "Params"
+    try:
+        return create_model(model_name, __config__=ConfigDict(extra="forbid"), **fields)
+    except PydanticUserError as error:  # a parameter type pydantic cannot validate
+        raise ConfigurationError(f"tool {tool_name!r}: {error}") from None
+
+
+def _check_accepts(tool_name: str, signature: inspect.Signature, names: list[str]) -> None:
+    try:
+        signature.bind(**dict.fromkeys(names))
+    except TypeError as error:
+        raise ConfigurationError(
+            f"tool {tool_name!r} cannot take its param_model's fields {names} as keyword arguments: {error}"
+        ) from None
+
+
+def _doc_summary(func: Callable[..., Any]) -> str:
+    doc = inspect.getdoc(func) or ""
+    return doc.split("\n\n", 1)[0].replace("\n", " ").strip()

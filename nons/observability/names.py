@@ -75,6 +75,12 @@ GEN_AI_SYSTEM_INSTRUCTIONS: Final = "gen_ai.system_instructions"
 GEN_AI_USAGE_COST: Final = "gen_ai.usage.cost"
 TOKEN_TYPE_INPUT: Final = _genai.GenAiTokenTypeValues.INPUT.value
 TOKEN_TYPE_OUTPUT: Final = _genai.GenAiTokenTypeValues.OUTPUT.value
+GEN_AI_TOOL_TYPE: Final = _genai.GEN_AI_TOOL_TYPE
+GEN_AI_TOOL_DESCRIPTION: Final = _genai.GEN_AI_TOOL_DESCRIPTION
+GEN_AI_TOOL_CALL_ARGUMENTS: Final = _genai.GEN_AI_TOOL_CALL_ARGUMENTS  # recorded only when content capture is on
+GEN_AI_TOOL_CALL_RESULT: Final = _genai.GEN_AI_TOOL_CALL_RESULT  # recorded only when content capture is on
+GEN_AI_CONVERSATION_ID: Final = _genai.GEN_AI_CONVERSATION_ID
+TOOL_TYPE_FUNCTION: Final = "function"  # the conventions' value for a tool that runs in the client
 
 ERROR_TYPE: Final = _error.ERROR_TYPE
 SERVER_ADDRESS: Final = _server.SERVER_ADDRESS
@@ -101,6 +107,10 @@ ROLLUP_INPUT_TOKENS: Final = "nons.usage.input_tokens"
 ROLLUP_OUTPUT_TOKENS: Final = "nons.usage.output_tokens"
 ROLLUP_UNPRICED_CALLS: Final = "nons.cost.unpriced_calls"
 ROLLUP_LLM_CALLS: Final = "nons.llm_calls"
+AGENT_STEPS: Final = "nons.agent.steps"
+# The value of gen_ai.tool.name on the tool-call counter for a tool the model made up (kept out of the metric's
+# labels: a model can invent any number of names).
+TOOL_NAME_UNREGISTERED: Final = "_unregistered"
 
 OUTCOME_SUCCESS: Final = "success"
 OUTCOME_FAILURE: Final = "failure"

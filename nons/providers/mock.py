@@ -19,7 +19,15 @@ model's. Latency, token counts and failures are set per node through ``ModelConf
     a list of texts answered in turn, for scripted tests.
 ``mock_tool_calls``
     a list of scripted turns for agents: each a list of ``{"name": ..., "arguments": {...}}`` tool calls,
-    or a string for a plain text answer.
+    or a string for a plain text answer (so an agent without tools can be scripted too). The turn is picked
+    by the number of assistant turns already in the conversation (the last one repeats).
+
+When tools are offered and no ``mock_tool_calls`` or ``mock_responses`` script is given, it calls tools by
+rule, so agents do something sensible offline: on a user turn it calls the tool whose name appears first in
+the user's text (``add`` in "add 2 and 3"; ``get_weather`` also matches "get weather"), filling number
+parameters in order with the numbers of that text, string parameters with the text itself, and other
+parameters from their schema; when no tool is named it answers in text. Once tool results are in the
+conversation, it answers in text with them.
 
 When ``model_name`` names a model with a known price (``gpt-4o-mini``, ``claude-sonnet-4-5``, ...), calls are
 charged that price, so demos show real-looking cost; spans carry ``nons.simulated = true``.
@@ -31,6 +39,7 @@ import asyncio
 import hashlib
 import json
 import random
+import re
 from typing import Any
 
 from nons.core.errors import (
@@ -45,7 +54,7 @@ from nons.core.errors import (
 )
 from nons.core.results import Usage
 from nons.core.types import ModelProvider
-from nons.providers.base import LLMRequest, LLMResponse, Provider, ToolCall
+from nons.providers.base import LLMRequest, LLMResponse, Provider, ToolCall, ToolDefinition
 
 __all__ = ["FAILURE_KINDS", "MockProvider"]
 
@@ -132,8 +141,10 @@ class MockProvider(Provider):
             raise self._failure(request, params)
 
         tool_calls: tuple[ToolCall, ...] = ()
-        if "mock_tool_calls" in params and request.tools:
+        if "mock_tool_calls" in params:
             text, tool_calls = self._scripted_turn(request, params["mock_tool_calls"])
+        elif request.tools and "mock_responses" not in params:
+            text, tool_calls = _rule_based_turn(request, rng)
         elif "mock_responses" in params:
             text = self._scripted_text(request, params["mock_responses"])
         elif request.response_schema is not None:
@@ -206,6 +217,53 @@ def _last_user_text(request: LLMRequest) -> str:
         if message.role == "user":
             return message.content
     return ""
+
+
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+
+
+def _rule_based_turn(request: LLMRequest, rng: random.Random) -> tuple[str, tuple[ToolCall, ...]]:
+    """An agent turn without a script: call the tool the user named, then answer with its result."""
+    position = sum(1 for m in request.messages if m.role == "assistant")
+    results = []
+    for message in reversed(request.messages):
+        if message.role != "tool":
+            break
+        results.append(f"{message.name or 'the tool'} returned {message.content}")
+    if results:
+        return "Based on the tools: " + "; ".join(reversed(results)) + ".", ()
+    prompt = _last_user_text(request)
+    lowered = prompt.lower()
+    named: list[tuple[int, ToolDefinition]] = []
+    for tool in request.tools:
+        spellings = {tool.name.lower(), tool.name.lower().replace("_", " ").replace("-", " ")}
+        found = [m.start() for s in spellings for m in re.finditer(rf"\b{re.escape(s)}\b", lowered)]
+        if found:
+            named.append((min(found), tool))
+    if not named:
+        return _free_text(request, rng), ()
+    tool = min(named, key=lambda item: item[0])[1]
+    arguments = _arguments_from(tool.parameters, prompt, rng)
+    return "", (ToolCall(id=f"call_{position}_0", name=tool.name, arguments=arguments),)
+
+
+def _arguments_from(schema: dict[str, Any], prompt: str, rng: random.Random) -> dict[str, Any]:
+    numbers = [float(n) for n in _NUMBER.findall(prompt)]
+    properties: dict[str, Any] = schema.get("properties", {})
+    required = schema.get("required", list(properties))
+    arguments: dict[str, Any] = {}
+    for name, sub in properties.items():
+        if name not in required:
+            continue
+        kind = sub.get("type")
+        if kind in ("number", "integer") and numbers:
+            value = numbers.pop(0)
+            arguments[name] = int(value) if kind == "integer" else value
+        elif kind == "string" and "enum" not in sub:
+            arguments[name] = prompt
+        else:
+            arguments[name] = _instance_of(sub, rng, prompt)
+    return arguments
 
 
 def _free_text(request: LLMRequest, rng: random.Random) -> str:

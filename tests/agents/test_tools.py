@@ -1,0 +1,226 @@
+"""ToolRegistry: schemas from signatures and models, validation, sync/async/threaded tools, failures as results."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Annotated
+
+import pytest
+from pydantic import BaseModel, Field
+
+from nons.core.agents import INVALID_ARGUMENTS, UNKNOWN_TOOL, AgentState, ToolRegistry
+from nons.core.errors import ConfigurationError
+
+
+def test_schema_is_built_from_the_signature() -> None:
+    registry = ToolRegistry()
+
+    @registry.tool
+    def search(query: Annotated[str, Field(description="what to look for")], limit: int = 5) -> list[str]:
+        """Search the notes.
+
+        Longer explanation that is not part of the description.
+        """
+        return [query] * limit
+
+    (definition,) = registry.definitions()
+    assert definition.name == "search"
+    assert definition.description == "Search the notes."
+    schema = definition.parameters
+    assert schema["type"] == "object"
+    assert schema["required"] == ["query"]
+    assert schema["properties"]["query"]["description"] == "what to look for"
+    assert schema["properties"]["limit"] == {"default": 5, "title": "Limit", "type": "integer"}
+    assert schema["additionalProperties"] is False
+    assert "title" not in schema
+    # The decorator hands the function back unchanged.
+    assert search("x", 2) == ["x", "x"]
+
+
+def test_name_description_and_param_model_options() -> None:
+    registry = ToolRegistry()
+
+    class Point(BaseModel):
+        x: float
+        y: float = 0.0
+
+    @registry.tool(name="norm", description="Length of a vector.", param_model=Point)
+    def length(x: float, y: float) -> float:
+        return float((x * x + y * y) ** 0.5)
+
+    assert registry.names == ["norm"]
+    assert "norm" in registry and "length" not in registry
+    definition = registry["norm"].definition
+    assert definition.description == "Length of a vector."
+    assert definition.parameters["properties"].keys() == {"x", "y"}
+    assert definition.parameters["required"] == ["x"]
+
+
+async def test_param_model_fields_arrive_as_keyword_arguments() -> None:
+    registry = ToolRegistry()
+
+    class Move(BaseModel):
+        steps: int
+        direction: str = "north"
+
+    @registry.tool(param_model=Move)
+    def walk(steps: int, direction: str) -> str:
+        return f"{steps} {direction}"
+
+    result = await registry.execute("walk", {"steps": "3"}, call_id="c1")
+    assert result == {
+        "success": True, "tool_name": "walk", "output": "3 north", "error": None, "error_type": None,
+        "is_stop": False, "call_id": "c1", "arguments": {"steps": "3"},
+    }
+
+
+def test_a_param_model_the_function_cannot_take_is_refused() -> None:
+    registry = ToolRegistry()
+
+    class Args(BaseModel):
+        a: int
+
+    with pytest.raises(ConfigurationError, match="cannot take its param_model's fields"):
+        registry.register(lambda b: b, name="f", param_model=Args)
+    with pytest.raises(ConfigurationError, match="BaseModel subclass"):
+        registry.register(lambda a: a, name="g", param_model=dict)  # type: ignore[arg-type]
+
+
+async def test_invalid_arguments_are_a_failed_result_that_names_the_problem() -> None:
+    registry = ToolRegistry()
+
+    @registry.tool
+    def add(a: float, b: float) -> float:
+        return a + b
+
+    result = await registry.execute("add", {"a": "three"})
+    assert result["success"] is False
+    assert result["error_type"] == INVALID_ARGUMENTS
+    assert result["output"] is None
+    assert "a: Input should be a valid number" in str(result["error"])
+    assert "b: Field required" in str(result["error"])
+    assert "https://" not in str(result["error"])  # no documentation links in what the model reads
+
+    extra = await registry.execute("add", {"a": 1, "b": 2, "c": 3})
+    assert extra["error_type"] == INVALID_ARGUMENTS
+    assert "c: Extra inputs are not permitted" in str(extra["error"])
+
+
+async def test_unknown_tool_lists_the_available_ones() -> None:
+    registry = ToolRegistry()
+    registry.register(lambda: 1, name="one")
+    result = await registry.execute("two", {"x": 1}, call_id="c9")
+    assert result["success"] is False
+    assert result["error_type"] == UNKNOWN_TOOL
+    assert result["error"] == "unknown tool 'two'; available tools: one"
+    assert result["call_id"] == "c9"
+
+
+async def test_a_raising_tool_becomes_a_failed_result() -> None:
+    registry = ToolRegistry()
+
+    @registry.tool
+    def divide(a: float, b: float) -> float:
+        return a / b
+
+    @registry.tool
+    async def explode() -> None:
+        await asyncio.sleep(0)
+        raise RuntimeError("boom")
+
+    by_zero = await registry.execute("divide", {"a": 1, "b": 0})
+    assert by_zero["success"] is False
+    assert by_zero["error_type"] == "ZeroDivisionError"
+    assert by_zero["error"] == "tool 'divide' raised ZeroDivisionError: float division by zero"
+    exploded = await registry.execute("explode", {})
+    assert (exploded["success"], exploded["error_type"]) == (False, "RuntimeError")
+
+
+async def test_sync_async_and_threaded_tools() -> None:
+    registry = ToolRegistry()
+    loop_thread = threading.get_ident()
+
+    @registry.tool
+    def inline() -> int:
+        return threading.get_ident()
+
+    @registry.tool(run_in_thread=True)
+    def blocking() -> int:
+        return threading.get_ident()
+
+    @registry.tool
+    async def coroutine(n: int) -> int:
+        await asyncio.sleep(0)
+        return n * 2
+
+    assert (await registry.execute("inline", {}))["output"] == loop_thread
+    assert (await registry.execute("blocking", {}))["output"] != loop_thread
+    assert (await registry.execute("coroutine", {"n": 21}))["output"] == 42
+
+
+async def test_stop_tool_is_stop_only_when_it_succeeds() -> None:
+    registry = ToolRegistry()
+
+    @registry.tool(is_stop_tool=True)
+    def final_answer(answer: str) -> str:
+        return answer.upper()
+
+    done = await registry.execute("final_answer", {"answer": "yes"})
+    assert (done["success"], done["is_stop"], done["output"]) == (True, True, "YES")
+    bad = await registry.execute("final_answer", {})
+    assert (bad["success"], bad["is_stop"]) == (False, False)
+
+
+async def test_agent_state_is_injected_and_kept_out_of_the_schema() -> None:
+    registry = ToolRegistry()
+
+    @registry.tool
+    def remember(item: str, state: AgentState) -> int:
+        state.setdefault("items", []).append(item)
+        return len(state["items"])
+
+    assert registry["remember"].definition.parameters["properties"].keys() == {"item"}
+    state = AgentState()
+    await registry.execute("remember", {"item": "a"}, state=state)
+    result = await registry.execute("remember", {"item": "b"}, state=state)
+    assert result["output"] == 2
+    assert state == {"items": ["a", "b"]}
+
+
+@pytest.mark.parametrize(
+    ("name", "func", "options", "message"),
+    [
+        ("bad name", lambda: 1, {}, "invalid tool name"),
+        ("", lambda: 1, {}, "invalid tool name"),
+        ("star", lambda *args: 1, {}, "must be a named parameter"),
+        ("kw", lambda **kwargs: 1, {}, "must be a named parameter"),
+        ("not_callable", 42, {}, "must be callable"),
+    ],
+)
+def test_tools_that_cannot_work_are_refused(name: str, func: object, options: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        ToolRegistry().register(func, name=name, **options)  # type: ignore[arg-type]
+
+
+def test_duplicates_threaded_coroutines_and_unschemable_types_are_refused() -> None:
+    registry = ToolRegistry()
+    registry.register(lambda: 1, name="twice")
+    with pytest.raises(ConfigurationError, match="registered already"):
+        registry.register(lambda: 2, name="twice")
+
+    async def coroutine() -> None:
+        return None
+
+    with pytest.raises(ConfigurationError, match="run_in_thread is for sync functions"):
+        registry.register(coroutine, run_in_thread=True)
+
+    class Opaque:
+        pass
+
+    def takes_opaque(thing: Opaque) -> None:
+        return None
+
+    takes_opaque.__annotations__["thing"] = Opaque  # a real class, resolved without a module-level name
+    with pytest.raises(ConfigurationError, match="takes_opaque"):
+        registry.register(takes_opaque)

@@ -142,7 +142,9 @@ async def call_llm(
                         )
                         wait_total += permit.wait_s
                         if inst.metrics and permit.wait_s:
-                            inst.scheduler_wait.record(permit.wait_s, {names.GEN_AI_PROVIDER_NAME: kind.value})
+                            inst.scheduler_wait.record(
+                                permit.wait_s, {names.GEN_AI_PROVIDER_NAME: provider.genai_provider_name}
+                            )
                         attempt_start = time.perf_counter()
                         response = await provider.complete(request)
                     except ProviderError as error:

@@ -155,8 +155,12 @@ class SchedulerStoppedError(NonError):
     error_type = "scheduler_stopped"
 
 
-class QueueTimeoutError(NonError):
-    """A request waited in the scheduler's queue past its deadline."""
+class QueueTimeoutError(ProviderError):
+    """A request waited in the scheduler's queue past its deadline.
+
+    A provider error, not retried: the provider is saturated, so under ``FALLBACK_MODEL`` the call moves on to
+    the next model rather than queueing again.
+    """
 
     error_type = "queue_timeout"
 

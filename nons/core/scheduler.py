@@ -688,7 +688,9 @@ class _LoopState:
             QueueTimeoutError(
                 f"request to {lane.provider.value} model {lane.model!r} waited "
                 f"{time.perf_counter() - waiter.started:.1f}s in the scheduler queue and passed its deadline "
-                f"(held back by: {lane.block_kind})"
+                f"(held back by: {lane.block_kind})",
+                provider=lane.provider.value,
+                model=lane.model,
             )
         )
         self.dispatch()

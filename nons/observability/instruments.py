@@ -43,8 +43,6 @@ class Instruments:
     network_duration: Histogram
     network_active: UpDownCounter
     scheduler_wait: Histogram
-    queue_size: UpDownCounter
-    in_flight: UpDownCounter
     throttled: Counter
     tool_calls: Counter
 
@@ -93,12 +91,6 @@ def get_instruments(tracing: bool = True, metrics_on: bool = True) -> Instrument
             names.METRIC_NETWORK_ACTIVE, unit="{pass}", description="Forward passes in progress."
         ),
         scheduler_wait=duration(names.METRIC_SCHEDULER_WAIT, "Time a request waited in the scheduler."),
-        queue_size=meter.create_up_down_counter(
-            names.METRIC_QUEUE_SIZE, unit="{request}", description="Requests waiting in the scheduler."
-        ),
-        in_flight=meter.create_up_down_counter(
-            names.METRIC_IN_FLIGHT, unit="{request}", description="Requests running at the provider."
-        ),
         throttled=meter.create_counter(
             names.METRIC_THROTTLED, unit="{request}", description="Requests delayed by a rate limit."
         ),

@@ -98,7 +98,7 @@ _SERVICE = 'service_name=~"$service"'
 _PROVIDER = 'gen_ai_provider_name=~"$provider"'
 _MODEL = 'gen_ai_request_model=~"$model"'
 _NETWORK = 'nons_network_name=~"$network"'
-_FAILED = 'error_type!=""'  # error.type is set only on failed calls
+_FAILED = 'error_type!=""'  # error.type is set only on failed attempts
 
 
 def _selector(*matchers: str) -> str:
@@ -139,7 +139,16 @@ def _rate_sum(metric: str, selector: str, *by: str) -> str:
 
 
 def _range_sum(metric: str, selector: str, *by: str) -> str:
-    return f"sum{_by(*by)} (increase({metric}{selector}{_RANGE}))"
+    """How much a counter grew over the dashboard's time range, summed.
+
+    ``increase()`` alone cannot count what a series had reached when Prometheus first scraped it: a process
+    that spent before its first scrape (a short run exporting once at exit, or a first OTLP export after 60 s)
+    would show little or nothing. So a series that did not exist at the start of the range (its process
+    started within the range, and its counters started at 0) counts its whole value; a series that existed
+    counts its ``increase()``, which handles counter resets.
+    """
+    series = f"{metric}{selector}"
+    return f"sum{_by(*by)} ((increase({series}{_RANGE}) and {series} offset $__range) or {series})"
 
 
 def _quantile(q: float, histogram: str, selector: str, *by: str) -> str:
@@ -147,7 +156,8 @@ def _quantile(q: float, histogram: str, selector: str, *by: str) -> str:
 
 
 def _error_ratio(*by: str) -> str:
-    """Failed calls / all calls. Groups with no failure show 0 rather than disappearing (the ``or ... * 0``)."""
+    """Failed attempts / all attempts: gen_ai.client.operation.duration is recorded once per attempt, with
+    error.type on the failed ones. Groups with no failure show 0 rather than disappearing (the ``or ... * 0``)."""
     failed = _rate_sum(f"{LLM_DURATION}_count", _LLM_FAILED, *by)
     total = _rate_sum(f"{LLM_DURATION}_count", _LLM, *by)
     return f"({failed} or {total} * 0) / {total}"
@@ -456,13 +466,16 @@ def _overview() -> dict[str, Any]:
     headline: list[_PanelBuilder] = [
         _stat(
             "Calls per second",
-            "LLM calls per second as recorded by gen_ai.client.operation.duration, failed calls included.",
+            "LLM call attempts per second (gen_ai.client.operation.duration is recorded per attempt, so retries and "
+            "fallback attempts count), failed attempts included.",
             "reqps",
             _Query(calls, "calls/s"),
         ),
         _stat(
             "Error ratio",
-            "Share of LLM calls that failed after all retries and fallbacks (error.type set).",
+            "Share of LLM call attempts that failed (error.type set). Every retry and fallback attempt counts, so a "
+            "call that recovered still adds its failed attempts: this is provider health, not what callers saw "
+            "(see failed network passes on the Reliability dashboard).",
             "percentunit",
             _Query(_error_ratio(), "error ratio"),
             thresholds=_thresholds((None, "green"), (0.01, "yellow"), (0.05, "red")),
@@ -499,7 +512,7 @@ def _overview() -> dict[str, Any]:
     trends: list[_PanelBuilder] = [
         _timeseries(
             "Calls per second by provider and model",
-            "LLM call throughput split by provider and requested model.",
+            "LLM call attempts per second split by provider and requested model (retries and fallbacks count).",
             "reqps",
             [
                 _Query(
@@ -510,7 +523,8 @@ def _overview() -> dict[str, Any]:
         ),
         _timeseries(
             "Error ratio by provider",
-            "Share of failed LLM calls per provider. Drill down by error type on the Reliability dashboard.",
+            "Share of failed LLM call attempts per provider (retried and fallen-back attempts count). Drill down by "
+            "error type on the Reliability dashboard.",
             "percentunit",
             [_Query(_error_ratio("gen_ai_provider_name"), "{{gen_ai_provider_name}}")],
             min_value=0,
@@ -735,8 +749,8 @@ def _reliability() -> dict[str, Any]:
     slo: list[_PanelBuilder] = [
         _timeseries(
             f"Success ratio against the {SLO_TARGET:.0%} SLO",
-            f"Share of LLM calls that succeeded (after retries and fallbacks). The dashed line is the "
-            f"{SLO_TARGET:.0%} objective; below it the error budget is burning.",
+            f"Share of LLM call attempts that succeeded (each retry and fallback attempt counts on its own). The "
+            f"dashed line is the {SLO_TARGET:.0%} objective; below it the error budget is burning.",
             "percentunit",
             [_Query(success, "success ratio"), _Query(f"vector({SLO_TARGET})", "SLO")],
             span=16,
@@ -746,8 +760,8 @@ def _reliability() -> dict[str, Any]:
         ),
         _stat(
             "Success ratio",
-            f"Share of successful LLM calls over the last rate window; green at or above the {SLO_TARGET:.0%} "
-            "objective.",
+            f"Share of successful LLM call attempts over the last rate window; green at or above the "
+            f"{SLO_TARGET:.0%} objective.",
             "percentunit",
             _Query(success, "success ratio"),
             span=8,
@@ -758,7 +772,7 @@ def _reliability() -> dict[str, Any]:
     failures: list[_PanelBuilder] = [
         _timeseries(
             "Error ratio by provider and error type",
-            "Failed calls of each error.type as a share of all calls to that provider.",
+            "Failed attempts of each error.type as a share of all LLM call attempts to that provider.",
             "percentunit",
             [
                 _Query(

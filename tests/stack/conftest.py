@@ -434,20 +434,21 @@ class PrometheusServer:
         """Names of the metrics that have series matching ``selector``."""
         return set(self.label_values("__name__", selector))
 
-    def query_values(self, promql: str) -> list[float]:
-        """The finite sample values of an instant query (NaN and ±Inf dropped)."""
-        values = [float(item["value"][1]) for item in self.query(promql)]
+    def query_values(self, promql: str, at: float | None = None) -> list[float]:
+        """The finite sample values of an instant query (NaN and ±Inf dropped), now or ``at`` (epoch s)."""
+        values = [float(item["value"][1]) for item in self.query(promql, at=at)]
         return [value for value in values if math.isfinite(value)]
 
-    def queries_without_data(self, queries: Iterable[DashboardQuery]) -> list[str]:
+    def queries_without_data(self, queries: Iterable[DashboardQuery], at: float | None = None) -> list[str]:
         """Describe each dashboard query that fails or returns no finite value; empty when all have data.
 
-        Collects every problem instead of stopping at the first, so one run shows all broken panels.
+        Collects every problem instead of stopping at the first, so one run shows all broken panels. The
+        queries are evaluated now, or ``at`` (epoch s).
         """
         problems = []
         for query in queries:
             try:
-                if not self.query_values(query.promql):
+                if not self.query_values(query.promql, at=at):
                     problems.append(f"no data: {query.describe()}")
             except PrometheusError as error:
                 problems.append(f"error: {query.describe()}\n    {error}")

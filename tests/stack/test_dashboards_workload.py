@@ -87,7 +87,7 @@ that do not matter to the dashboards: the Python reader writes an attribute that
 carry as an empty label on the others (``error_type=""`` on successful attempts), and Prometheus stores an
 empty label as no label, as it gets from the collector; and the Python reader adds ``otel_scope_*`` labels,
 which no dashboard query filters or groups by.
-The full table is in ``otel/README-stack.md`` and ``PROMETHEUS_METRIC_NAMES`` in
+The full table is in the README ("The observability stack") and ``PROMETHEUS_METRIC_NAMES`` in
 ``nons/observability/dashboards.py``.
 """
 

@@ -1,10 +1,14 @@
 """In-process access to recent telemetry: ``get_observability().export_all_data()``.
 
-Built on the SDK's in-memory span exporter (bounded to ``NON_OBSERVABILITY_BUFFER_SIZE`` spans, oldest
-dropped first), its in-memory metric reader, and an in-memory log exporter, so a long-running process keeps a
-fixed amount. Span dicts carry the keys the deployment guide's code reads: ``trace_id``, ``span_id``,
+Built on a ring of the last ``NON_OBSERVABILITY_BUFFER_SIZE`` ended spans (oldest dropped first), the SDK's
+in-memory metric reader, and a bounded in-memory log exporter, so a long-running process keeps a fixed
+amount. Span dicts carry the keys the deployment guide's code reads: ``trace_id``, ``span_id``,
 ``operation_name``, ``duration_ms``, ``success`` and ``cost_usd`` (the call's own cost on LLM spans, 0
 elsewhere, so summing over spans never double counts).
+
+:meth:`Observability.get_stats` also says what the exporters lost: spans and logs dropped because an export
+queue was full, and batches an exporter failed to deliver (a collector that is down never raises into the
+application; it shows up here and in one warning log).
 """
 
 from __future__ import annotations
@@ -19,10 +23,9 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler, ReadableLogRecord
 from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
+from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader, NumberDataPoint
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.trace import StatusCode
 
 from nons.config import get_settings
@@ -38,14 +41,57 @@ class _BoundedLogExporter(InMemoryLogRecordExporter):
         self._logs: collections.deque[ReadableLogRecord] = collections.deque(maxlen=max_logs)  # type: ignore[assignment]
 
 
+class ExportStats:
+    """What the exporters installed by ``configure_telemetry`` lost, per signal (``spans``, ``metrics``, ``logs``).
+
+    ``dropped``: items refused because the batch processor's queue was full (``OTEL_BSP_MAX_QUEUE_SIZE``,
+    ``OTEL_BLRP_MAX_QUEUE_SIZE``) or arrived after shutdown; ``failed``: items in batches the exporter could not
+    deliver; ``failed_exports``: those batches. Updated from the exporters' worker threads.
+    """
+
+    SIGNALS = ("spans", "metrics", "logs")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts = {signal: {"dropped": 0, "failed": 0, "failed_exports": 0} for signal in self.SIGNALS}
+        self.last_error: str | None = None
+
+    def record_drop(self, signal: str, count: int = 1) -> None:
+        """``count`` items of ``signal`` were dropped before export."""
+        with self._lock:
+            self._counts[signal]["dropped"] += count
+
+    def record_failure(self, signal: str, count: int, error: str) -> bool:
+        """A batch of ``count`` items of ``signal`` was not delivered. Returns whether it is the signal's first."""
+        with self._lock:
+            counts = self._counts[signal]
+            first = counts["failed_exports"] == 0
+            counts["failed_exports"] += 1
+            counts["failed"] += count
+            self.last_error = f"{signal}: {error}"
+            return first
+
+    def as_dict(self) -> dict[str, Any]:
+        """``{"spans": {"dropped": n, "failed": n, "failed_exports": n}, "metrics": {...}, "logs": {...},
+        "last_error": ...}``."""
+        with self._lock:
+            out: dict[str, Any] = {signal: dict(counts) for signal, counts in self._counts.items()}
+            out["last_error"] = self.last_error
+            return out
+
+
 class Observability:
     """Recent spans, metrics and logs of this process, as plain dicts."""
 
     def __init__(self, buffer_size: int) -> None:
         self.buffer_size = buffer_size
-        self.span_exporter = InMemorySpanExporter(max_spans=buffer_size)
+        # The ring of recent spans: appending to a bounded deque is atomic and drops the oldest, and spans are
+        # turned into dicts only when read, so a pass pays one append per span.
+        self._spans: collections.deque[ReadableSpan] = collections.deque(maxlen=buffer_size)
         self.metric_reader = InMemoryMetricReader()
         self.log_exporter = _BoundedLogExporter(buffer_size)
+        self.export_stats = ExportStats()
+        self._metric_reader_attached = False
         self._spans_seen = 0
         self._attached: set[int] = set()
         self._lock = threading.Lock()
@@ -60,7 +106,22 @@ class Observability:
             if id(provider) in self._attached:
                 return
             self._attached.add(id(provider))
-        provider.add_span_processor(_CountingProcessor(self))
+        provider.add_span_processor(_BufferProcessor(self))
+
+    def claim_metric_reader(self) -> bool:
+        """Whether :attr:`metric_reader` is still free; claims it. A reader can serve one meter provider."""
+        with self._lock:
+            free = not self._metric_reader_attached
+            self._metric_reader_attached = True
+            return free
+
+    def attach_meter_provider(self, provider: MeterProvider) -> bool:
+        """Read the metrics of ``provider`` (an SDK provider the application installed) into the buffer.
+        Returns ``False`` when the buffer's reader serves a provider already."""
+        if not self.claim_metric_reader():
+            return False
+        provider.add_metric_reader(self.metric_reader)
+        return True
 
     # --- export -------------------------------------------------------------------------------------------
     def export_all_data(self, since: datetime | None = None, trace_id: str | None = None) -> dict[str, Any]:
@@ -69,7 +130,7 @@ class Observability:
         since_ns = int(since.timestamp() * 1e9) if since else None
         spans = [
             span_to_dict(s)
-            for s in self.span_exporter.get_finished_spans()
+            for s in list(self._spans)
             if (since_ns is None or (s.end_time or 0) >= since_ns)
             and (trace_id is None or trace.format_trace_id(s.context.trace_id) == trace_id)
         ]
@@ -102,19 +163,21 @@ class Observability:
         }
 
     def get_stats(self) -> dict[str, Any]:
-        """How much the buffer holds and how much it has dropped."""
-        held = len(self.span_exporter.get_finished_spans())
+        """How much the buffer holds and has dropped (its oldest spans, once full), and what the exporters
+        lost (``export``: see :class:`ExportStats`)."""
+        held = len(self._spans)
         return {
             "buffer_size": self.buffer_size,
             "spans_buffered": held,
             "spans_seen": self._spans_seen,
             "spans_dropped": max(0, self._spans_seen - held) if self._spans_seen >= self.buffer_size else 0,
             "logs_buffered": len(self.log_exporter.get_finished_logs()),
+            "export": self.export_stats.as_dict(),
         }
 
     def clear(self) -> None:
         """Forget the buffered spans and logs."""
-        self.span_exporter.clear()
+        self._spans.clear()
         self.log_exporter.clear()
         self._spans_seen = 0
 
@@ -139,7 +202,14 @@ class Observability:
                             )
                         elif isinstance(point, NumberDataPoint):
                             entry["value"] = point.value
-                        entry["exemplars"] = len(getattr(point, "exemplars", None) or ())
+                        entry["exemplars"] = [
+                            {
+                                "value": exemplar.value,
+                                "trace_id": f"{exemplar.trace_id:032x}" if exemplar.trace_id else None,
+                                "span_id": f"{exemplar.span_id:016x}" if exemplar.span_id else None,
+                            }
+                            for exemplar in getattr(point, "exemplars", None) or ()
+                        ]
                         points.append(entry)
                     out.append(
                         {
@@ -153,14 +223,19 @@ class Observability:
         return out
 
 
-class _CountingProcessor(SimpleSpanProcessor):
+class _BufferProcessor(SpanProcessor):
+    """Keeps every ended span in the owner's ring. Cheaper than a SimpleSpanProcessor around an in-memory
+    exporter (no context switch to suppress instrumentation, no lock): it runs on the application's thread."""
+
     def __init__(self, owner: Observability) -> None:
-        super().__init__(owner.span_exporter)
         self._owner = owner
 
     def on_end(self, span: ReadableSpan) -> None:
+        self._owner._spans.append(span)
         self._owner._spans_seen += 1
-        super().on_end(span)
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return True
 
 
 def span_to_dict(span: ReadableSpan) -> dict[str, Any]:

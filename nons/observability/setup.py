@@ -9,6 +9,11 @@ Exporters follow the standard variables: ``OTEL_TRACES_EXPORTER``, ``OTEL_METRIC
 ``OTEL_EXPORTER_OTLP_ENDPOINT`` and ``OTEL_EXPORTER_OTLP_PROTOCOL`` (``grpc`` or ``http/protobuf``). Unlike
 the SDK's own default, an unset exporter variable means ``otlp`` only when an OTLP endpoint is set, and
 ``none`` otherwise, so a laptop without a collector does not log connection errors.
+
+Export never gets in the way of the application: spans and logs go through the SDK's batch processors (bounded
+queues, a background thread), metrics through a periodic reader, and every exporter is wrapped so that what is
+lost (a full queue, a collector that is down) is counted in ``get_observability().get_stats()["export"]`` and
+reported once in a warning, never raised.
 """
 
 from __future__ import annotations
@@ -17,17 +22,30 @@ import atexit
 import logging
 import os
 import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import metrics, trace
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+from opentelemetry.sdk.metrics.export import (
+    MetricExporter,
+    MetricExportResult,
+    MetricReader,
+    MetricsData,
+    PeriodicExportingMetricReader,
+)
+from opentelemetry.sdk.resources import OTELResourceDetector, Resource
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter, SpanExportResult
 
 from nons.config import Settings, get_settings
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk._logs import ReadableLogRecord
+    from opentelemetry.sdk._logs.export import LogRecordExporter
+
+    from nons.observability.integration import ExportStats
 
 __all__ = ["TelemetryHandle", "build_resource", "configure_telemetry", "shutdown_telemetry"]
 
@@ -35,6 +53,9 @@ logger = logging.getLogger(__name__)
 
 _lock = threading.Lock()
 _handle: TelemetryHandle | None = None
+
+#: How long :func:`shutdown_telemetry` (and the exit handler) waits for the last exports.
+SHUTDOWN_TIMEOUT_MILLIS = 10_000
 
 
 @dataclass
@@ -59,31 +80,66 @@ class TelemetryHandle:
             if provider is not None and hasattr(provider, "force_flush"):
                 provider.force_flush(timeout_millis)
 
-    def shutdown(self) -> None:
-        """Flush and stop the providers NoN installed (others belong to the application)."""
-        self.force_flush()
-        if self.installed_tracing:
-            self.tracer_provider.shutdown()
-        if self.installed_metrics:
-            self.meter_provider.shutdown()
-        if self.installed_logs:
-            self.logger_provider.shutdown()
+    def shutdown(self, timeout_millis: int = SHUTDOWN_TIMEOUT_MILLIS) -> bool:
+        """Flush and stop the providers NoN installed (others belong to the application), giving up after
+        ``timeout_millis``. Returns whether it finished in time.
+
+        With the collector down, each exporter retries every batch until its own timeout
+        (``OTEL_EXPORTER_OTLP_TIMEOUT``, 10 s), batch after batch: the flush runs in a daemon thread so that
+        the application's exit is held up for ``timeout_millis`` at most, and what is left is dropped.
+        """
+
+        def flush_and_stop() -> None:
+            try:
+                self.force_flush(timeout_millis)
+                for installed, provider in (
+                    (self.installed_tracing, self.tracer_provider),
+                    (self.installed_metrics, self.meter_provider),
+                    (self.installed_logs, self.logger_provider),
+                ):
+                    if installed:
+                        provider.shutdown()
+            except Exception:  # shutting telemetry down must never fail the application
+                logger.debug("telemetry shutdown failed", exc_info=True)
+
+        worker = threading.Thread(target=flush_and_stop, name="nons-telemetry-shutdown", daemon=True)
+        try:
+            worker.start()
+        except RuntimeError:
+            # Python 3.12+ refuses new threads once the interpreter is finalizing (atexit): flush inline there,
+            # without the time limit, rather than not at all.
+            flush_and_stop()
+            return True
+        worker.join(timeout_millis / 1000)
+        if worker.is_alive():
+            logger.warning(
+                "telemetry was not exported within %d ms of shutdown (is the collector reachable?); "
+                "the rest is dropped",
+                timeout_millis,
+            )
+            return False
+        return True
 
 
 def build_resource(settings: Settings | None = None) -> Resource:
-    """The resource of every signal: service name (``OTEL_SERVICE_NAME``, default ``nons``), version,
-    ``deployment.environment.name`` from ``NON_ENVIRONMENT``, and ``OTEL_RESOURCE_ATTRIBUTES``."""
+    """The resource of every signal: ``service.name`` (default ``nons``), ``service.version`` (NoN's version),
+    ``deployment.environment.name`` from ``NON_ENVIRONMENT``, and ``OTEL_RESOURCE_ATTRIBUTES``.
+
+    The standard variables win over NoN's values: ``OTEL_SERVICE_NAME`` over everything for the service name,
+    then ``OTEL_RESOURCE_ATTRIBUTES`` (which may also set the version or the environment).
+    """
     from nons import __version__
 
     settings = settings or get_settings()
-    attributes: dict[str, Any] = {
+    defaults: dict[str, Any] = {
+        "service.name": "nons",
         "service.version": __version__,
         "deployment.environment.name": settings.environment,
     }
-    if not os.environ.get("OTEL_SERVICE_NAME"):
-        attributes["service.name"] = "nons"
-    # Resource.create also reads OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES, which take precedence.
-    return Resource.create(attributes)
+    # Resource.create lets the attributes it is given override the environment's, so merge the environment's
+    # (the detector reads OTEL_RESOURCE_ATTRIBUTES, then OTEL_SERVICE_NAME) over NoN's defaults first.
+    from_env = OTELResourceDetector().detect().attributes
+    return Resource.create({**defaults, **from_env})
 
 
 def _exporter_names(variable: str) -> list[str]:
@@ -109,7 +165,134 @@ def _otlp_protocol(signal: str) -> str:
     ).lower()
 
 
-def _span_processor(name: str) -> SpanProcessor:
+# --- what export loses: counted, reported once, never raised ------------------------------------------------
+
+
+def _report_failure(stats: ExportStats, signal: str, count: int, error: str) -> None:
+    if stats.record_failure(signal, count, error):
+        # Once per signal: a collector that is down fails every batch, and the exporter logs each one already.
+        logger.warning(
+            "exporting %s failed (%s); NoN keeps running and counts what is lost in "
+            "get_observability().get_stats()['export']",
+            signal,
+            error,
+        )
+
+
+class _CountingSpanExporter(SpanExporter):
+    """Delegates to ``inner`` and counts the spans of every batch it fails to deliver."""
+
+    def __init__(self, inner: SpanExporter, stats: ExportStats) -> None:
+        self.inner = inner
+        self._stats = stats
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        try:
+            result = self.inner.export(spans)
+        except Exception as error:  # an exporter must not take the processor's thread down
+            _report_failure(self._stats, "spans", len(spans), type(error).__name__)
+            return SpanExportResult.FAILURE
+        if result is not SpanExportResult.SUCCESS:
+            _report_failure(self._stats, "spans", len(spans), f"{type(self.inner).__name__} returned {result.name}")
+        return result
+
+    def shutdown(self) -> None:
+        self.inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return self.inner.force_flush(timeout_millis)
+
+
+class _CountingMetricExporter(MetricExporter):
+    """Delegates to ``inner`` (keeping its preferred temporality and aggregation) and counts failed exports."""
+
+    def __init__(self, inner: MetricExporter, stats: ExportStats) -> None:
+        super().__init__(
+            preferred_temporality=inner._preferred_temporality,
+            preferred_aggregation=inner._preferred_aggregation,
+        )
+        self.inner = inner
+        self._stats = stats
+
+    def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
+        points = sum(
+            len(metric.data.data_points)
+            for rm in metrics_data.resource_metrics
+            for sm in rm.scope_metrics
+            for metric in sm.metrics
+        )
+        try:
+            result = self.inner.export(metrics_data, timeout_millis=timeout_millis, **kwargs)
+        except Exception as error:
+            _report_failure(self._stats, "metrics", points, type(error).__name__)
+            return MetricExportResult.FAILURE
+        if result is not MetricExportResult.SUCCESS:
+            _report_failure(self._stats, "metrics", points, f"{type(self.inner).__name__} returned {result.name}")
+        return result
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return self.inner.force_flush(timeout_millis)
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        self.inner.shutdown(timeout_millis=timeout_millis, **kwargs)
+
+
+def _counting_log_exporter(inner: LogRecordExporter, stats: ExportStats) -> LogRecordExporter:
+    from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
+
+    class _CountingLogExporter(LogRecordExporter):
+        """Delegates to ``inner`` and counts the records of every batch it fails to deliver."""
+
+        def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
+            try:
+                result = inner.export(batch)
+            except Exception as error:
+                _report_failure(stats, "logs", len(batch), type(error).__name__)
+                return LogRecordExportResult.FAILURE
+            if result.name != "SUCCESS":  # the OTLP exporters still return the deprecated LogExportResult
+                _report_failure(stats, "logs", len(batch), f"{type(inner).__name__} returned {result.name}")
+            return result  # type: ignore[no-any-return]
+
+        def shutdown(self) -> None:
+            inner.shutdown()  # type: ignore[no-untyped-call]
+
+        def force_flush(self, timeout_millis: int = 30_000) -> bool:
+            return inner.force_flush(timeout_millis)
+
+    return _CountingLogExporter()
+
+
+class _DropCounter:
+    """Stands in for a batch processor's internal metrics hook, which the SDK calls exactly when it drops an
+    item (queue full, or after shutdown), and counts those drops; the SDK's own metrics still get every call."""
+
+    def __init__(self, inner: Any, on_drop: Callable[[int], None]) -> None:
+        self._inner = inner
+        self._on_drop = on_drop
+
+    def register_queue_size(self, get_queue_size: Callable[[], int]) -> None:
+        self._inner.register_queue_size(get_queue_size)
+
+    def drop_items(self, count: int, error_type: str = "queue_full") -> None:
+        self._on_drop(count)
+        self._inner.drop_items(count, error_type)
+
+    def finish_items(self, count: int) -> None:
+        self._inner.finish_items(count)
+
+
+def _count_drops(processor: Any, stats: ExportStats, signal: str) -> None:
+    # The SDK's batch processors keep their bounded queue in an inner BatchProcessor whose ``_metrics`` hook
+    # is told about every drop. If a future SDK moves it, drops go uncounted but nothing breaks.
+    batch = getattr(processor, "_batch_processor", None)
+    hook = getattr(batch, "_metrics", None)
+    if batch is not None and hook is not None and hasattr(hook, "drop_items"):
+        batch._metrics = _DropCounter(hook, lambda count: stats.record_drop(signal, count))
+    else:
+        logger.debug("cannot count the %s dropped by %s", signal, type(processor).__name__)
+
+
+def _span_processor(name: str, stats: ExportStats) -> SpanProcessor:
     if name == "otlp":
         if _otlp_protocol("TRACES") == "grpc":
             from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
@@ -118,7 +301,9 @@ def _span_processor(name: str) -> SpanProcessor:
                 OTLPSpanExporter,
             )
         # Batching keeps export off the hot path; its queue is bounded (OTEL_BSP_MAX_QUEUE_SIZE).
-        return BatchSpanProcessor(OTLPSpanExporter())
+        processor = BatchSpanProcessor(_CountingSpanExporter(OTLPSpanExporter(), stats))
+        _count_drops(processor, stats, "spans")
+        return processor
     if name == "console":
         from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
@@ -126,7 +311,7 @@ def _span_processor(name: str) -> SpanProcessor:
     raise ValueError(f"unknown OTEL_TRACES_EXPORTER value {name!r}; use otlp, console or none")
 
 
-def _metric_reader(name: str, handle: TelemetryHandle) -> MetricReader:
+def _metric_reader(name: str, handle: TelemetryHandle, stats: ExportStats) -> MetricReader:
     if name == "otlp":
         if _otlp_protocol("METRICS") == "grpc":
             from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
@@ -134,7 +319,8 @@ def _metric_reader(name: str, handle: TelemetryHandle) -> MetricReader:
             from opentelemetry.exporter.otlp.proto.http.metric_exporter import (  # type: ignore[assignment]
                 OTLPMetricExporter,
             )
-        return PeriodicExportingMetricReader(OTLPMetricExporter())
+        # Exported every OTEL_METRIC_EXPORT_INTERVAL ms from the reader's own thread.
+        return PeriodicExportingMetricReader(_CountingMetricExporter(OTLPMetricExporter(), stats))
     if name == "console":
         from opentelemetry.sdk.metrics.export import ConsoleMetricExporter
 
@@ -156,7 +342,7 @@ def _metric_reader(name: str, handle: TelemetryHandle) -> MetricReader:
     raise ValueError(f"unknown OTEL_METRICS_EXPORTER value {name!r}; use otlp, prometheus, console or none")
 
 
-def _log_processor(name: str) -> Any:
+def _log_processor(name: str, stats: ExportStats) -> Any:
     from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, SimpleLogRecordProcessor
 
     if name == "otlp":
@@ -166,7 +352,10 @@ def _log_processor(name: str) -> Any:
             from opentelemetry.exporter.otlp.proto.http._log_exporter import (  # type: ignore[assignment]
                 OTLPLogExporter,
             )
-        return BatchLogRecordProcessor(OTLPLogExporter())
+        # Bounded queue (OTEL_BLRP_MAX_QUEUE_SIZE), exported from a background thread.
+        processor = BatchLogRecordProcessor(_counting_log_exporter(OTLPLogExporter(), stats))
+        _count_drops(processor, stats, "logs")
+        return processor
     if name == "console":
         from opentelemetry.sdk._logs.export import ConsoleLogRecordExporter
 
@@ -181,7 +370,9 @@ def configure_telemetry(settings: Settings | None = None) -> TelemetryHandle:
       buffer for :func:`~nons.observability.get_observability`, when they are SDK providers.
     - ``NON_ENABLE_TRACING=false`` / ``NON_ENABLE_METRICS=false`` leave that signal off entirely.
     - Python logging is bridged to OTel logs (with trace and span ids) when a log exporter is configured.
-    - httpx is instrumented, so each HTTP attempt of a provider call is a child of its LLM span.
+    - httpx and httpx2 (the vendor SDKs' HTTP client) are instrumented, so each HTTP attempt of a provider
+      call is a child of its LLM span.
+    - Export failures and drops are counted in ``get_observability().get_stats()["export"]``, never raised.
     - Everything is flushed at interpreter exit, and by :func:`shutdown_telemetry`.
     """
     global _handle
@@ -199,9 +390,11 @@ def configure_telemetry(settings: Settings | None = None) -> TelemetryHandle:
             if isinstance(current, TracerProvider):
                 handle.tracer_provider = current
             elif isinstance(current, trace.ProxyTracerProvider):
-                provider = TracerProvider(resource=handle.resource)
+                # NoN's exit handler shuts it down, within a time limit; the SDK's own would wait for as long
+                # as the exporters retry.
+                provider = TracerProvider(resource=handle.resource, shutdown_on_exit=False)
                 for name in _exporter_names("OTEL_TRACES_EXPORTER"):
-                    provider.add_span_processor(_span_processor(name))
+                    provider.add_span_processor(_span_processor(name, observability.export_stats))
                     handle.span_exporters.append(name)
                 trace.set_tracer_provider(provider)
                 handle.tracer_provider = provider
@@ -214,27 +407,38 @@ def configure_telemetry(settings: Settings | None = None) -> TelemetryHandle:
             current_meter = metrics.get_meter_provider()
             if isinstance(current_meter, MeterProvider):
                 handle.meter_provider = current_meter
+                # The application's provider: only the buffer's reader is added, so that
+                # export_all_data()["metrics"] shows NoN's metrics there too.
+                observability.attach_meter_provider(current_meter)
             elif type(current_meter).__name__ == "_ProxyMeterProvider":
-                readers: list[MetricReader] = [observability.metric_reader]
+                readers: list[MetricReader] = (
+                    [observability.metric_reader] if observability.claim_metric_reader() else []
+                )
                 for name in _exporter_names("OTEL_METRICS_EXPORTER"):
-                    readers.append(_metric_reader(name, handle))
+                    readers.append(_metric_reader(name, handle, observability.export_stats))
                     handle.metric_exporters.append(name)
-                meter_provider = MeterProvider(resource=handle.resource, metric_readers=readers)
+                meter_provider = MeterProvider(
+                    resource=handle.resource, metric_readers=readers, shutdown_on_exit=False
+                )
                 metrics.set_meter_provider(meter_provider)
                 handle.meter_provider = meter_provider
                 handle.installed_metrics = True
 
         log_exporters = _exporter_names("OTEL_LOGS_EXPORTER")
-        if log_exporters:
-            from opentelemetry._logs import set_logger_provider
+        from opentelemetry._logs import get_logger_provider, set_logger_provider
+
+        # As for metrics, the API's proxy class is private: an application's own logger provider is kept.
+        if log_exporters and type(get_logger_provider()).__name__ == "ProxyLoggerProvider":
             from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
 
-            logger_provider = LoggerProvider(resource=handle.resource)
+            logger_provider = LoggerProvider(resource=handle.resource, shutdown_on_exit=False)
             for name in log_exporters:
-                logger_provider.add_log_record_processor(_log_processor(name))
+                logger_provider.add_log_record_processor(_log_processor(name, observability.export_stats))
                 handle.log_exporters.append(name)
             set_logger_provider(logger_provider)
-            logging.getLogger().addHandler(LoggingHandler(logger_provider=logger_provider))
+            bridge = LoggingHandler(logger_provider=logger_provider)
+            bridge.addFilter(_not_about_export)
+            logging.getLogger().addHandler(bridge)
             handle.logger_provider = logger_provider
             handle.installed_logs = True
 
@@ -243,19 +447,39 @@ def configure_telemetry(settings: Settings | None = None) -> TelemetryHandle:
         return handle
 
 
-def shutdown_telemetry() -> None:
-    """Flush and stop what :func:`configure_telemetry` installed. Safe to call more than once."""
+def shutdown_telemetry(timeout_millis: int = SHUTDOWN_TIMEOUT_MILLIS) -> bool:
+    """Flush and stop what :func:`configure_telemetry` installed, waiting ``timeout_millis`` at most. Returns
+    whether everything was exported in time (``True`` when there was nothing to shut down). Safe to call more
+    than once."""
     global _handle
     with _lock:
         handle, _handle = _handle, None
-    if handle is not None:
-        atexit.unregister(handle.shutdown)
-        handle.shutdown()
+    if handle is None:
+        return True
+    atexit.unregister(handle.shutdown)
+    return handle.shutdown(timeout_millis)
+
+
+def _not_about_export(record: logging.LogRecord) -> bool:
+    """Whether the log bridge may export ``record``: not when it comes from the OpenTelemetry SDK or its
+    exporters, nor when it was written while telemetry was being exported (the SDK marks that context).
+
+    Otherwise a failing log export logs its failure, which is queued for export, fails, and is logged again:
+    with the collector down, a flush at exit never ends.
+    """
+    from opentelemetry.instrumentation.utils import is_instrumentation_enabled
+
+    return not record.name.startswith("opentelemetry") and is_instrumentation_enabled()
 
 
 def _instrument_httpx() -> None:
+    # httpx for the application's own traffic; httpx2 for the vendor SDKs' (the providers also turn it on when
+    # they make a client, for applications that install their own providers).
     from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+
+    from nons.observability.http import instrument_httpx2
 
     instrumentor = HTTPXClientInstrumentor()
     if not instrumentor.is_instrumented_by_opentelemetry:
         instrumentor.instrument()
+    instrument_httpx2()

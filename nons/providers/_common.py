@@ -440,7 +440,16 @@ class SDKProvider(Provider, Generic[ClientT]):
     key_optional_with_base_url: bool = False
 
     def __init__(self) -> None:
-        self._clients: ClientCache[ClientT] = ClientCache(self._new_client, self._close_client)
+        self._clients: ClientCache[ClientT] = ClientCache(self._new_traced_client, self._close_client)
+
+    def _new_traced_client(self, api_key: str, base_url: str) -> ClientT:
+        """:meth:`_new_client`, with httpx2 (the SDKs' HTTP client, which the httpx instrumentation does not see)
+        traced: one CLIENT span per HTTP attempt, a child of the LLM span."""
+        if get_settings().enable_tracing:
+            from nons.observability.http import instrument_httpx2
+
+            instrument_httpx2()
+        return self._new_client(api_key, base_url)
 
     @abc.abstractmethod
     def _new_client(self, api_key: str, base_url: str) -> ClientT:

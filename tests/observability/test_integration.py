@@ -1,0 +1,174 @@
+"""``get_observability()``: the in-process buffer of recent telemetry that the deployment guide reads.
+
+In this process the buffer is attached to the session's SDK providers (as it would be to an application's);
+the bounded size from ``NON_OBSERVABILITY_BUFFER_SIZE`` and the guide's snippets on a fresh process are checked
+in ``test_setup.py``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+from datetime import datetime, timezone
+
+import pytest
+from conftest import Telemetry
+from test_spans import eventful_network, mock
+
+from nons.core.errors import NodeExecutionError
+from nons.core.layer import Layer
+from nons.core.network import NoN
+from nons.core.node import Node
+from nons.core.types import ErrorPolicy, LayerConfig, NetworkConfig
+from nons.observability import names
+from nons.observability.integration import Observability, get_observability
+
+GUIDE_KEYS = {"trace_id", "span_id", "operation_name", "duration_ms", "success", "cost_usd"}
+
+
+@pytest.fixture
+def observability(otel: Telemetry) -> Observability:
+    # ``otel`` first: the session's SDK providers exist before get_observability() looks for them.
+    return get_observability()
+
+
+async def test_export_all_data_by_trace_id_has_the_whole_pass_with_the_guides_keys(
+    observability: Observability,
+) -> None:
+    result = await eventful_network().run("hello")
+    data = observability.export_all_data(trace_id=result.trace_id)
+    assert set(data) == {"spans", "logs", "metrics"}
+    spans = data["spans"]
+    assert len(spans) == 14
+    for span in spans:
+        assert set(span) >= GUIDE_KEYS
+        assert span["trace_id"] == result.trace_id
+        assert len(span["span_id"]) == 16
+        assert span["duration_ms"] >= 0
+    # cost_usd is the call's own cost on LLM spans and 0 elsewhere: the sum is the pass's cost, once.
+    assert math.isclose(sum(s["cost_usd"] for s in spans), result.cost_usd, rel_tol=1e-12)
+    assert {s["operation_name"] for s in spans if s["cost_usd"]} == {"chat gpt-4o-mini", "chat gpt-4o"}
+    assert sorted(s["success"] for s in spans) == [False] * 2 + [True] * 12
+
+
+async def test_export_all_data_since_keeps_only_later_spans(observability: Observability) -> None:
+    first = await eventful_network().run("first")
+    middle = datetime.now(timezone.utc)
+    second = await eventful_network().run("second")
+    later = observability.export_all_data(since=middle)["spans"]
+    trace_ids = {s["trace_id"] for s in later}
+    assert second.trace_id in trace_ids and first.trace_id not in trace_ids
+    assert observability.export_all_data(since=datetime.now(timezone.utc))["spans"] == []
+
+
+async def test_trace_summary_of_a_pass(observability: Observability) -> None:
+    result = await eventful_network().run("hello")
+    summary = observability.get_trace_summary(result.trace_id or "")
+    assert summary["trace_id"] == result.trace_id
+    assert summary["success"] is True
+    assert summary["span_count"] == 14
+    assert summary["llm_calls"] == 5
+    assert math.isclose(summary["total_cost_usd"], result.cost_usd, rel_tol=1e-12)
+    assert summary["input_tokens"] == result.usage.input_tokens
+    assert summary["output_tokens"] == result.usage.output_tokens
+    assert summary["duration_ms"] > 0
+
+
+async def test_trace_summary_of_a_failed_pass_says_so(observability: Observability) -> None:
+    network = NoN(
+        [
+            Layer(
+                [Node("generate", mock("gpt-4o", mock_failure_rate=1.0))],
+                LayerConfig(error_policy=ErrorPolicy.FAIL_FAST),
+            )
+        ],
+        config=NetworkConfig(name="doomed"),
+    )
+    with pytest.raises(NodeExecutionError):
+        await network.run("hello")
+    (root,) = [s for s in observability.export_all_data()["spans"] if s["operation_name"] == "invoke_workflow doomed"]
+    summary = observability.get_trace_summary(root["trace_id"])
+    assert summary["success"] is False
+    assert summary["total_cost_usd"] == 0
+    assert root["error_type"] == "server_error"
+
+
+def test_trace_summary_of_an_unknown_trace_raises_key_error(observability: Observability) -> None:
+    with pytest.raises(KeyError, match="no spans of trace"):
+        observability.get_trace_summary("0" * 32)
+
+
+async def test_stats_count_what_the_buffer_saw(observability: Observability) -> None:
+    before = observability.get_stats()
+    await eventful_network().run("hello")
+    after = observability.get_stats()
+    assert after["spans_seen"] - before["spans_seen"] == 14
+    assert after["buffer_size"] == observability.buffer_size
+    assert after["spans_buffered"] <= after["buffer_size"]
+    assert set(after["export"]) == {"spans", "metrics", "logs", "last_error"}
+    # No exporter in this process: nothing can be lost.
+    assert after["export"]["spans"] == {"dropped": 0, "failed": 0, "failed_exports": 0}
+
+
+async def test_buffer_metrics_have_points_and_exemplars_with_trace_ids(observability: Observability) -> None:
+    result = await eventful_network().run("hello")
+    metrics = {m["name"]: m for m in observability.export_all_data()["metrics"]}
+    assert {names.METRIC_OPERATION_DURATION, names.METRIC_TOKEN_USAGE, names.METRIC_COST} <= set(metrics)
+    duration = metrics[names.METRIC_OPERATION_DURATION]
+    assert duration["unit"] == "s"
+    points = duration["data_points"]
+    assert all(
+        {"attributes", "count", "sum", "bucket_counts", "explicit_bounds", "exemplars"} <= set(p) for p in points
+    )
+    exemplar_traces = {e["trace_id"] for p in points for e in p["exemplars"]}
+    assert result.trace_id in exemplar_traces
+
+
+async def test_the_guides_monitoring_and_cost_snippets_run_as_written(observability: Observability) -> None:
+    await eventful_network().run("hello")
+    # "Monitoring and Observability", section 1, verbatim.
+    snippet = """
+from nons.observability.integration import get_observability
+
+# Get observability data
+obs = get_observability()
+data = obs.export_all_data()
+
+# Monitor key metrics
+print(f"Total spans: {len(data['spans'])}")
+print(f"Total cost: ${sum(s.get('cost_usd', 0) for s in data['spans']):.6f}")
+print(f"Success rate: {sum(1 for s in data['spans'] if s.get('success', False)) / len(data['spans'])}")
+"""
+    output = io.StringIO()
+    with contextlib.redirect_stdout(output):
+        exec(snippet, {})
+    lines = output.getvalue().splitlines()
+    assert [line.split(":")[0] for line in lines] == ["Total spans", "Total cost", "Success rate"]
+    spans = observability.export_all_data()["spans"]
+    assert lines[0] == f"Total spans: {len(spans)}"
+    assert 0 < float(lines[2].split(": ")[1]) <= 1
+    # "Cost Monitoring", verbatim.
+    cost_snippet = """
+from nons.observability.integration import get_observability
+
+def calculate_costs():
+    obs = get_observability()
+    data = obs.export_all_data()
+
+    total_cost = sum(
+        span.get('cost_usd', 0)
+        for span in data['spans']
+    )
+
+    return {
+        "total_cost_usd": total_cost,
+        "total_requests": len(data['spans']),
+        "avg_cost_per_request": total_cost / len(data['spans']) if data['spans'] else 0
+    }
+"""
+    namespace: dict[str, object] = {}
+    exec(cost_snippet, namespace)
+    costs = namespace["calculate_costs"]()  # type: ignore[operator]
+    assert costs["total_cost_usd"] > 0
+    assert math.isclose(costs["total_cost_usd"], sum(s["cost_usd"] for s in observability.export_all_data()["spans"]))

@@ -1,0 +1,109 @@
+"""Metrics agree with the results and the spans: cost, tokens, retries, fallbacks; exemplars link to traces."""
+
+from __future__ import annotations
+
+import math
+
+from conftest import Telemetry
+from opentelemetry import trace
+from test_spans import eventful_network
+
+from nons.observability import names
+
+# Attributes that would make a metric's cardinality grow with traffic: ids and text never label a metric.
+HIGH_CARDINALITY = {names.NODE_ID, names.NETWORK_ID, names.GEN_AI_RESPONSE_ID, "trace_id", "span_id"}
+
+
+async def test_cost_counter_sums_to_the_cost_of_the_calls_in_the_results(otel: Telemetry) -> None:
+    results = [await eventful_network().run(f"question {i}") for i in range(3)]
+    costs = [call.cost_usd for result in results for call in result.calls if call.cost_usd is not None]
+    assert len(costs) == 12 and all(c > 0 for c in costs)
+    assert math.isclose(otel.counter_total(names.METRIC_COST), math.fsum(costs), rel_tol=1e-12)
+    # Cost is labelled by provider, model, operator and network.
+    for point in otel.metric_points(names.METRIC_COST):
+        assert set(point.attributes) == {
+            names.GEN_AI_PROVIDER_NAME,
+            names.GEN_AI_REQUEST_MODEL,
+            names.OPERATOR_NAME,
+            names.NETWORK_NAME,
+        }
+
+
+async def test_token_histograms_sum_to_the_usage_totals(otel: Telemetry) -> None:
+    results = [await eventful_network().run(f"question {i}") for i in range(2)]
+    input_tokens = sum(r.usage.input_tokens for r in results)
+    output_tokens = sum(r.usage.output_tokens for r in results)
+    metric = names.METRIC_TOKEN_USAGE
+    assert otel.histogram_sum(metric, **{names.GEN_AI_TOKEN_TYPE: "input"}) == input_tokens
+    assert otel.histogram_sum(metric, **{names.GEN_AI_TOKEN_TYPE: "output"}) == output_tokens
+    # One input and one output measurement per successful call.
+    calls = sum(len(r.calls) for r in results)
+    assert sum(p.count for p in otel.metric_points(metric)) == 2 * calls
+    # The spec's bucket boundaries, not the SDK's millisecond defaults.
+    (point, *_) = otel.metric_points(metric)
+    assert tuple(point.explicit_bounds) == tuple(float(b) for b in names.TOKEN_BUCKETS)
+    (duration, *_) = otel.metric_points(names.METRIC_OPERATION_DURATION)
+    assert tuple(duration.explicit_bounds) == names.DURATION_BUCKETS
+
+
+async def test_retry_and_fallback_counters_match_the_span_events(otel: Telemetry) -> None:
+    for i in range(3):
+        await eventful_network().run(f"question {i}")
+    events = [e for s in otel.spans() for e in s.events]
+    retries = [e for e in events if e.name == names.EVENT_RETRY]
+    fallbacks = [e for e in events if e.name == names.EVENT_FALLBACK]
+    assert (len(retries), len(fallbacks)) == (3, 3)
+    assert otel.counter_total(names.METRIC_RETRIES) == len(retries)
+    assert otel.counter_total(names.METRIC_FALLBACKS) == len(fallbacks)
+    (retry_point,) = otel.metric_points(names.METRIC_RETRIES)
+    assert retry_point.attributes[names.ERROR_TYPE] == "rate_limit"
+    (fallback_point,) = otel.metric_points(names.METRIC_FALLBACKS)
+    assert dict(fallback_point.attributes) == {names.FALLBACK_FROM: "gpt-4o", names.FALLBACK_TO: "gpt-4o-mini"}
+
+
+async def test_every_attempt_has_a_duration_and_failures_carry_error_type(otel: Telemetry) -> None:
+    result = await eventful_network().run("hello")
+    attempts = sum(c.attributes[names.ATTEMPTS] for c in otel.spans() if c.name.startswith("chat"))  # type: ignore[index,misc]
+    points = otel.metric_points(names.METRIC_OPERATION_DURATION)
+    assert sum(p.count for p in points) == attempts == 4 + 1 + 1 + 1  # calls, one retry, one fallback, one failure
+    failed = {p.attributes[names.ERROR_TYPE]: p.count for p in points if names.ERROR_TYPE in p.attributes}
+    assert failed == {"rate_limit": 1, "server_error": 2}
+    node_points = otel.metric_points(names.METRIC_NODE_DURATION)
+    outcomes = {p.attributes[names.OUTCOME]: p.count for p in node_points}
+    assert outcomes == {"success": 4, "failure": 1}
+    (network_point,) = otel.metric_points(names.METRIC_NETWORK_DURATION)
+    assert network_point.count == 1 and network_point.attributes[names.OUTCOME] == "success"
+    assert result.trace_id
+
+
+async def test_metric_attributes_have_low_cardinality(otel: Telemetry) -> None:
+    for i in range(2):
+        await eventful_network().run(f"question {i}")
+    for name in otel.metric_names():
+        for point in otel.metric_points(name):
+            assert not HIGH_CARDINALITY & set(point.attributes), (name, dict(point.attributes))
+
+
+async def test_metrics_recorded_inside_a_sampled_span_carry_exemplars_with_its_trace(otel: Telemetry) -> None:
+    result = await eventful_network().run("hello")
+    assert result.trace_id is not None
+    trace_id = int(result.trace_id, 16)
+    span_ids = {s.context.span_id for s in otel.spans_of_trace(result.trace_id)}
+    collected = otel.collect()  # once: a collection resets the exemplar reservoirs
+    for metric in (names.METRIC_OPERATION_DURATION, names.METRIC_COST, names.METRIC_TOKEN_USAGE):
+        exemplars = [e for p in collected[metric] for e in p.exemplars]
+        assert exemplars, f"{metric} has no exemplar"
+        assert {e.trace_id for e in exemplars} == {trace_id}
+        assert {e.span_id for e in exemplars} <= span_ids
+
+
+async def test_no_exemplar_without_a_sampled_span(otel: Telemetry) -> None:
+    # Inside an unsampled parent the pass records no span, and its measurements no exemplar.
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+    unsampled = SpanContext(trace_id=0x1234, span_id=0x5678, is_remote=True, trace_flags=TraceFlags(TraceFlags.DEFAULT))
+    with trace.use_span(NonRecordingSpan(unsampled)):
+        await eventful_network().run("hello")
+    assert otel.spans() == []
+    assert otel.counter_total(names.METRIC_COST) > 0
+    assert [e for p in otel.metric_points(names.METRIC_COST) for e in p.exemplars] == []

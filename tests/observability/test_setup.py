@@ -1,0 +1,133 @@
+"""``configure_telemetry()``: the resource, providers it installs (or keeps), the bounded in-process buffer,
+and the deployment guide's snippets on a fresh process.
+
+Installing providers is once per process, so every ``configure_telemetry()`` case runs in a subprocess
+(``telemetry_child.py``); ``build_resource()`` reads the environment on each call and is checked in-process.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import pytest
+from conftest import run_child
+from opentelemetry.instrumentation.utils import suppress_instrumentation
+
+import nons
+from nons.observability.setup import _not_about_export, build_resource
+
+
+def test_resource_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    for variable in ("OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES", "NON_ENVIRONMENT"):
+        monkeypatch.delenv(variable, raising=False)
+    attributes = build_resource().attributes
+    assert attributes["service.name"] == "nons"
+    assert attributes["service.version"] == nons.__version__
+    assert attributes["deployment.environment.name"] == "development"
+
+
+def test_resource_from_the_standard_and_non_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "answers-api")
+    monkeypatch.setenv("NON_ENVIRONMENT", "staging")
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "team=llm-platform,service.namespace=qa")
+    attributes = build_resource().attributes
+    assert attributes["service.name"] == "answers-api"
+    assert attributes["deployment.environment.name"] == "staging"
+    assert attributes["service.version"] == nons.__version__
+    assert (attributes["team"], attributes["service.namespace"]) == ("llm-platform", "qa")
+
+
+def test_otel_resource_attributes_win_over_nons_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OTEL_SERVICE_NAME", raising=False)
+    monkeypatch.delenv("NON_ENVIRONMENT", raising=False)
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "service.name=from-attributes,deployment.environment.name=prod")
+    attributes = build_resource().attributes
+    assert attributes["service.name"] == "from-attributes"
+    assert attributes["deployment.environment.name"] == "prod"
+    # OTEL_SERVICE_NAME wins over OTEL_RESOURCE_ATTRIBUTES, as the specification says.
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "from-service-name")
+    assert build_resource().attributes["service.name"] == "from-service-name"
+
+
+def test_the_log_bridge_keeps_the_exporters_own_records_out() -> None:
+    def record(name: str) -> logging.LogRecord:
+        return logging.LogRecord(name, logging.ERROR, __file__, 1, "message", None, None)
+
+    assert _not_about_export(record("answers.api"))
+    assert not _not_about_export(record("opentelemetry.exporter.otlp.proto.grpc.exporter"))
+    with suppress_instrumentation():  # what the SDK's export threads run under
+        assert not _not_about_export(record("grpc._channel"))
+
+
+@pytest.fixture(scope="module")
+def fresh_process() -> dict[str, Any]:
+    return run_child(
+        "setup",
+        {
+            "OTEL_SERVICE_NAME": "setup-test",
+            "NON_ENVIRONMENT": "qa",
+            "OTEL_RESOURCE_ATTRIBUTES": "team=llm-platform",
+            "NON_OBSERVABILITY_BUFFER_SIZE": "20",
+        },
+    )
+
+
+def test_configure_telemetry_installs_sdk_providers_with_the_resource(fresh_process: dict[str, Any]) -> None:
+    # Traces and metrics are installed (no log exporter is configured, so no log provider).
+    assert fresh_process["installed"] == [True, True, False]
+    assert fresh_process["idempotent"] is True
+    for resource in (fresh_process["tracer_resource"], fresh_process["meter_resource"]):
+        assert resource["service.name"] == "setup-test"
+        assert resource["service.version"] == nons.__version__
+        assert resource["deployment.environment.name"] == "qa"
+        assert resource["team"] == "llm-platform"
+
+
+def test_the_buffer_is_a_ring_of_non_observability_buffer_size_spans(fresh_process: dict[str, Any]) -> None:
+    stats = fresh_process["stats"]
+    # 10 passes of 9 spans (pass, 2 layers, 3 nodes, 3 LLM calls) into a ring of 20.
+    assert stats["buffer_size"] == 20
+    assert stats["spans_seen"] == 90
+    assert stats["spans_buffered"] == 20
+    assert stats["spans_dropped"] == 70
+    assert fresh_process["buffered_spans"] == 20
+    assert {"trace_id", "span_id", "operation_name", "duration_ms", "success", "cost_usd"} <= set(
+        fresh_process["span_keys"]
+    )
+
+
+def test_the_last_trace_is_summarised_from_the_ring(fresh_process: dict[str, Any]) -> None:
+    summary = fresh_process["last_summary"]
+    assert summary["trace_id"] == fresh_process["last_trace_id"]
+    assert summary["span_count"] == 9
+    assert summary["success"] is True
+    assert math.isclose(summary["total_cost_usd"], fresh_process["last_cost"], rel_tol=1e-12)
+
+
+def test_the_guides_snippets_run_on_a_fresh_process(fresh_process: dict[str, Any]) -> None:
+    lines = fresh_process["guide_monitoring_output"].splitlines()
+    assert lines[0] == "Total spans: 20"
+    assert lines[1].startswith("Total cost: $")
+    assert math.isclose(float(lines[1].split("$")[1]), fresh_process["buffered_cost"], abs_tol=1e-6)
+    assert lines[2] == "Success rate: 1.0"
+    costs = fresh_process["guide_costs"]
+    assert costs["total_requests"] == 20
+    assert math.isclose(costs["total_cost_usd"], fresh_process["buffered_cost"], rel_tol=1e-12)
+    assert math.isclose(costs["avg_cost_per_request"], costs["total_cost_usd"] / 20, rel_tol=1e-12)
+
+
+def test_an_applications_providers_are_never_replaced() -> None:
+    result = run_child("app_providers", {"OTEL_SERVICE_NAME": "ignored-by-the-app"})
+    assert result["same_tracer_provider"] and result["same_meter_provider"]
+    assert result["installed"] == [False, False, False]
+    # NoN's spans and metrics go through the application's pipeline, with the application's resource...
+    expected = ["chat simulated", "invoke_workflow network", "nons.layer 0", "nons.node generate"]
+    assert sorted(result["app_span_names"]) == expected
+    assert result["app_span_resource"]["service.name"] == "the-application"
+    assert "gen_ai.client.operation.duration" in result["app_metric_names"]
+    # ...and the in-process buffer sees them too.
+    assert sorted(result["buffer_span_names"]) == expected
+    assert "gen_ai.client.operation.duration" in result["buffer_metric_names"]
+    assert result["provider_still_usable"] is True

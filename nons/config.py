@@ -69,6 +69,11 @@ class Settings(BaseSettings):
         None, validation_alias=AliasChoices("GOOGLE_API_KEY", "GEMINI_API_KEY", "NON_GOOGLE_API_KEY")
     )
 
+    # The vendors' own variables for their API's address (a gateway, a proxy, an emulator in tests).
+    anthropic_base_url: str | None = Field(None, validation_alias=AliasChoices("ANTHROPIC_BASE_URL"))
+    openai_base_url: str | None = Field(None, validation_alias=AliasChoices("OPENAI_BASE_URL"))
+    google_base_url: str | None = Field(None, validation_alias=AliasChoices("GOOGLE_GEMINI_BASE_URL"))
+
     def api_key_for(self, provider: ModelProvider) -> SecretStr | None:
         """The configured key of ``provider`` (``None`` for the simulated provider)."""
         if provider is ModelProvider.ANTHROPIC:
@@ -80,7 +85,15 @@ class Settings(BaseSettings):
         return None
 
 
-_ENV_NAMES = ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "GOOGLE_API_KEY", "GEMINI_API_KEY")
+_ENV_NAMES = (
+    "ANTHROPIC_API_KEY",
+    "OPENAI_API_KEY",
+    "GOOGLE_API_KEY",
+    "GEMINI_API_KEY",
+    "ANTHROPIC_BASE_URL",
+    "OPENAI_BASE_URL",
+    "GOOGLE_GEMINI_BASE_URL",
+)
 _cached: tuple[object, Settings] | None = None
 
 

@@ -60,6 +60,18 @@ def test_dotenv_file_is_read_and_its_changes_seen(tmp_path: Path) -> None:
     assert get_settings().environment == "edited-later"
 
 
+def test_vendor_base_url_variables_point_providers_elsewhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    from nons.core.types import ModelConfig
+    from nons.providers.openai import OpenAIProvider
+
+    provider = OpenAIProvider()
+    assert provider.server_address(ModelConfig()) == "api.openai.com"
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://gateway.internal:8080/v1")
+    assert provider.server_address(ModelConfig()) == "gateway.internal"
+    assert provider.api_key(ModelConfig()) is None  # an OpenAI-compatible server needs no key
+    assert provider.server_address(ModelConfig(base_url="http://other:1/v1")) == "other"
+
+
 def test_gemini_api_key_is_accepted_for_google(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GEMINI_API_KEY", "g-key")
     key = get_settings().api_key_for(ModelProvider.GOOGLE)
@@ -102,7 +114,7 @@ def test_env_example_lists_every_setting() -> None:
     example = (Path(__file__).parents[1] / ".env.example").read_text()
     from nons.config import Settings
 
-    for name in Settings.model_fields:
-        if name.endswith("_api_key"):
-            continue
-        assert f"NON_{name.upper()}" in example, name
+    for name, field in Settings.model_fields.items():
+        alias = field.validation_alias
+        variable = alias.choices[0] if alias is not None else f"NON_{name.upper()}"  # type: ignore[union-attr]
+        assert variable in example, variable

@@ -128,3 +128,71 @@ async def test_a_named_provider_without_a_key_is_a_clear_error_not_the_simulator
         await asyncio.wait_for(network.forward("hi"), 10)
     assert isinstance(raised.value.__cause__, ConfigurationError)
     assert "ANTHROPIC_API_KEY" in str(raised.value)
+
+
+@pytest.fixture
+def vendor_apis(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """The vendors' APIs, played by the provider emulator: keys and base URLs come from the environment, so
+    the guide's code runs unchanged through the real SDKs."""
+    from nons.testing import ProviderEmulator
+
+    with ProviderEmulator() as emu:
+        for provider, key_var, url_var in (
+            ("anthropic", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL"),
+            ("openai", "OPENAI_API_KEY", "OPENAI_BASE_URL"),
+            ("google", "GOOGLE_API_KEY", "GOOGLE_GEMINI_BASE_URL"),
+        ):
+            monkeypatch.setenv(key_var, "sk-guide-test")
+            monkeypatch.setenv(url_var, emu.base_url_for(provider))
+        yield emu
+
+
+async def test_provider_selection_configs_run_through_the_real_sdks(vendor_apis) -> None:  # type: ignore[no-untyped-def]
+    from nons.core.network import create_network
+    from nons.core.node import Node
+    from nons.core.types import ModelConfig, ModelProvider
+
+    config = ModelConfig(
+        provider=ModelProvider.ANTHROPIC,
+        model_name="claude-sonnet-4-5-20250929",
+        temperature=0.7,
+        max_tokens=2048
+    )
+    assert await create_network(layers=[Node("generate", config)]).forward("Hello")
+
+    config = ModelConfig(
+        provider=ModelProvider.GOOGLE,
+        model_name="gemini-2.0-flash",
+        temperature=0.7,
+        max_tokens=2048
+    )
+    assert await create_network(layers=[Node("generate", config)]).forward("Hello")
+    assert [r.path.split("?")[0] for r in vendor_apis.requests_for("google")] == [
+        "/v1beta/models/gemini-2.0-flash:generateContent"
+    ]
+
+
+async def test_cost_optimisation_pipeline_runs_through_the_real_sdks(vendor_apis) -> None:  # type: ignore[no-untyped-def]
+    from nons.core.network import create_network
+    from nons.core.node import Node
+    from nons.core.types import ModelConfig, ModelProvider
+
+    # Fast preprocessing with Gemini
+    gemini_node = Node("transform", model_config=ModelConfig(
+        provider=ModelProvider.GOOGLE,
+        model_name="gemini-2.0-flash"
+    ))
+
+    # High-quality reasoning with Claude
+    claude_node = Node("generate", model_config=ModelConfig(
+        provider=ModelProvider.ANTHROPIC,
+        model_name="claude-sonnet-4-5-20250929"
+    ))
+
+    # Pipeline: Fast transform -> Quality generation
+    network = create_network(layers=[gemini_node, claude_node])
+
+    result = await network.run("Explain rate limits to a new engineer")
+    assert [c.provider for c in result.calls] == ["google", "anthropic"]
+    assert all(c.cost_usd is not None and c.cost_usd > 0 for c in result.calls)
+    assert len(vendor_apis.requests_for("google")) == len(vendor_apis.requests_for("anthropic")) == 1

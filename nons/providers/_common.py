@@ -434,8 +434,10 @@ class SDKProvider(Provider, Generic[ClientT]):
     key_env: str
     #: The attribute of :class:`~nons.config.Settings` that holds the key.
     settings_key: str
-    #: The API's base URL when ``ModelConfig.base_url`` is not set.
+    #: The API's base URL when neither ``ModelConfig.base_url`` nor the settings' base URL is set.
     default_base_url: str
+    #: The attribute of :class:`~nons.config.Settings` with the vendor's base-URL variable (``OPENAI_BASE_URL``).
+    settings_base_url: str
     #: Whether a call may go without a key when a base URL is set (OpenAI-compatible local servers).
     key_optional_with_base_url: bool = False
 
@@ -485,9 +487,13 @@ class SDKProvider(Provider, Generic[ClientT]):
         """The provider's NoN name (``anthropic``, ``openai``, ``google``), as errors carry it."""
         return self.provider.value
 
+    def configured_base_url(self, config: ModelConfig) -> str | None:
+        """``config.base_url``, else the vendor's base-URL variable; ``None`` means the public API."""
+        return config.base_url or getattr(get_settings(), self.settings_base_url)
+
     def server_address(self, config: ModelConfig) -> str | None:
-        """The host of ``config.base_url``, else of the provider's public API."""
-        return host_of(config.base_url, host_of(self.default_base_url, ""))
+        """The host the calls go to: the configured base URL's, else the provider's public API's."""
+        return host_of(self.configured_base_url(config), host_of(self.default_base_url, ""))
 
     def api_key(self, config: ModelConfig) -> str | None:
         """The key of a call: ``config.api_key``, else the settings' key; ``None`` only when allowed.
@@ -499,7 +505,7 @@ class SDKProvider(Provider, Generic[ClientT]):
         secret = getattr(get_settings(), self.settings_key)
         if secret is not None and secret.get_secret_value():
             return str(secret.get_secret_value())
-        if self.key_optional_with_base_url and config.base_url:
+        if self.key_optional_with_base_url and self.configured_base_url(config):
             return None
         raise ConfigurationError(
             f"{self.key_env} is not set: the {self.name} provider needs an API key "
@@ -510,7 +516,7 @@ class SDKProvider(Provider, Generic[ClientT]):
         """Make one attempt through the SDK; failures become ``ProviderError`` subclasses."""
         api_key = self.api_key(request.config)
         timeout_s = request.timeout_s if request.timeout_s is not None else get_settings().request_timeout
-        base_url = request.config.base_url or self.default_base_url
+        base_url = self.configured_base_url(request.config) or self.default_base_url
         client = self._clients.get(api_key or "", base_url)
         try:
             return await self._call(client, request, timeout_s)

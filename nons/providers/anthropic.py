@@ -53,6 +53,7 @@ class AnthropicProvider(SDKProvider[anthropic.AsyncAnthropic]):
     key_env = "ANTHROPIC_API_KEY"
     settings_key = "anthropic_api_key"
     default_base_url = "https://api.anthropic.com"
+    settings_base_url = "anthropic_base_url"
 
     def _new_client(self, api_key: str, base_url: str) -> anthropic.AsyncAnthropic:
         return anthropic.AsyncAnthropic(

@@ -61,6 +61,7 @@ class GoogleProvider(SDKProvider[genai.Client]):
     key_env = "GOOGLE_API_KEY"
     settings_key = "google_api_key"
     default_base_url = "https://generativelanguage.googleapis.com"
+    settings_base_url = "google_base_url"
 
     def __init__(self) -> None:
         super().__init__()

@@ -48,6 +48,7 @@ class OpenAIProvider(SDKProvider[openai.AsyncOpenAI]):
     key_env = "OPENAI_API_KEY"
     settings_key = "openai_api_key"
     default_base_url = "https://api.openai.com/v1"
+    settings_base_url = "openai_base_url"
     key_optional_with_base_url = True
 
     def _new_client(self, api_key: str, base_url: str) -> openai.AsyncOpenAI:

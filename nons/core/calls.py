@@ -25,7 +25,7 @@ from nons.core.results import LLMCallRecord
 from nons.core.scheduler import Permit, Scheduler
 from nons.core.types import LayerConfig, ModelConfig, ModelProvider
 from nons.observability import names
-from nons.observability.instruments import Instruments
+from nons.observability.instruments import Instruments, fail_span
 from nons.providers.base import LLMRequest, LLMResponse, Message, ToolDefinition
 from nons.providers.pricing import price_usd
 from nons.providers.registry import default_model, get_provider, resolve_provider
@@ -190,8 +190,7 @@ async def call_llm(
             raise last_error
     except BaseException as error:
         if span is not None and not isinstance(error, ProviderError):
-            span.set_attribute(names.ERROR_TYPE, getattr(error, "error_type", type(error).__name__))
-            span.set_status(Status(StatusCode.ERROR, str(error) or type(error).__name__))
+            fail_span(span, error, str(error) or type(error).__name__)
         raise
     finally:
         if span is not None:

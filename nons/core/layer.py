@@ -8,7 +8,6 @@ from contextlib import nullcontext
 from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.trace import Status, StatusCode
 
 from nons.core.calls import PassContext
 from nons.core.errors import ConfigurationError, LayerFailedError, NodeExecutionError, TimeoutExceededError
@@ -16,6 +15,7 @@ from nons.core.node import Node
 from nons.core.results import LayerResult, NodeFailure, NodeResult
 from nons.core.types import ErrorPolicy, LayerConfig
 from nons.observability import names
+from nons.observability.instruments import fail_span
 
 __all__ = ["Layer", "LayerSpec", "create_layer", "distribute"]
 
@@ -75,8 +75,7 @@ class Layer:
             return layer_result
         except BaseException as error:
             if span is not None:
-                span.set_attribute(names.ERROR_TYPE, getattr(error, "error_type", type(error).__name__))
-                span.set_status(Status(StatusCode.ERROR, str(error)))
+                fail_span(span, error)
             raise
         finally:
             if span is not None:

@@ -17,7 +17,6 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
-from opentelemetry.trace import Status, StatusCode
 
 from nons.config import get_settings
 from nons.core.calls import PassContext
@@ -27,7 +26,7 @@ from nons.core.results import LayerResult, NetworkResult
 from nons.core.scheduler import get_scheduler
 from nons.core.types import LayerConfig, NetworkConfig
 from nons.observability import names
-from nons.observability.instruments import get_instruments
+from nons.observability.instruments import fail_span, get_instruments, rollup_attributes
 
 __all__ = ["NoN", "create_network"]
 
@@ -136,8 +135,7 @@ class NoN:
             outcome = names.OUTCOME_SUCCESS
         except BaseException as error:
             if span is not None:
-                span.set_attribute(names.ERROR_TYPE, getattr(error, "error_type", type(error).__name__))
-                span.set_status(Status(StatusCode.ERROR, str(error)))
+                fail_span(span, error)
             raise
         finally:
             duration = time.perf_counter() - started
@@ -145,7 +143,9 @@ class NoN:
                 inst.network_active.add(-1, metric_attrs)
                 inst.network_duration.record(duration, {**metric_attrs, names.OUTCOME: outcome})
             if span is not None:
-                _set_rollups(span, layers)
+                span.set_attributes(
+                    rollup_attributes(c for layer in layers for n in layer.node_results for c in n.calls)
+                )
                 span.end()
             if token is not None:
                 otel_context.detach(token)
@@ -181,30 +181,6 @@ class NoN:
                     f"input is {len(text):,} characters, over the limit of {limit:,} "
                     "(NON_MAX_INPUT_CHARS or NetworkConfig.max_input_chars)"
                 )
-
-
-def _set_rollups(span: trace.Span, layers: list[LayerResult]) -> None:
-    cost = 0.0
-    inp = out = calls = unpriced = 0
-    for layer in layers:
-        for node in layer.node_results:
-            for call in node.calls:
-                calls += 1
-                inp += call.usage.input_tokens
-                out += call.usage.output_tokens
-                if call.cost_usd is None:
-                    unpriced += 1
-                else:
-                    cost += call.cost_usd
-    attributes: dict[str, Any] = {
-        names.ROLLUP_COST: cost,
-        names.ROLLUP_INPUT_TOKENS: inp,
-        names.ROLLUP_OUTPUT_TOKENS: out,
-        names.ROLLUP_LLM_CALLS: calls,
-    }
-    if unpriced:
-        attributes[names.ROLLUP_UNPRICED_CALLS] = unpriced
-    span.set_attributes(attributes)
 
 
 def create_network(

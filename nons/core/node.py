@@ -10,13 +10,13 @@ from contextlib import nullcontext
 from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.trace import Status, StatusCode
 
 from nons.core.calls import CallSite, PassContext
 from nons.core.errors import ConfigurationError, NodeExecutionError, TimeoutExceededError
 from nons.core.results import LLMCallRecord, NodeResult
 from nons.core.types import LayerConfig, ModelConfig
 from nons.observability import names
+from nons.observability.instruments import fail_span, rollup_attributes
 from nons.operators.context import OperatorContext
 from nons.operators.registry import OperatorSpec, get_operator
 
@@ -147,21 +147,11 @@ class Node:
             )
         if span is None:
             return
-        attributes: dict[str, Any] = {}
         if result.calls:
-            usage = result.usage
-            attributes[names.ROLLUP_COST] = result.cost_usd
-            attributes[names.ROLLUP_INPUT_TOKENS] = usage.input_tokens
-            attributes[names.ROLLUP_OUTPUT_TOKENS] = usage.output_tokens
-            attributes[names.ROLLUP_LLM_CALLS] = len(result.calls)
-            if result.unpriced_calls:
-                attributes[names.ROLLUP_UNPRICED_CALLS] = result.unpriced_calls
+            span.set_attributes(rollup_attributes(result.calls))
         if error is not None:
             assert isinstance(error, NodeExecutionError)
-            attributes[names.ERROR_TYPE] = error.error_type
-            span.set_status(Status(StatusCode.ERROR, f"{type(error.cause).__name__}: {error.cause}"))
-        if attributes:
-            span.set_attributes(attributes)
+            fail_span(span, error, f"{type(error.cause).__name__}: {error.cause}")
         span.end()
 
 

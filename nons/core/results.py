@@ -53,6 +53,24 @@ class LLMCallRecord:
     fallback_used: bool = False
 
 
+def known_cost(calls: list[LLMCallRecord]) -> float:
+    """The summed cost of the calls whose price is known (USD)."""
+    return sum(c.cost_usd for c in calls if c.cost_usd is not None)
+
+
+def unpriced(calls: list[LLMCallRecord]) -> int:
+    """How many of the calls have an unknown price."""
+    return sum(1 for c in calls if c.cost_usd is None)
+
+
+def total_usage(calls: list[LLMCallRecord]) -> Usage:
+    """The summed token usage of the calls."""
+    total = Usage()
+    for call in calls:
+        total = total + call.usage
+    return total
+
+
 @dataclass(slots=True)
 class NodeFailure:
     """The marker that stands in for a failed node's output under ``ErrorPolicy.RETURN_PARTIAL``."""
@@ -84,18 +102,15 @@ class NodeResult:
     @property
     def cost_usd(self) -> float:
         """The known cost of the node's calls; see ``unpriced_calls`` for those without a price."""
-        return sum(c.cost_usd for c in self.calls if c.cost_usd is not None)
+        return known_cost(self.calls)
 
     @property
     def unpriced_calls(self) -> int:
-        return sum(1 for c in self.calls if c.cost_usd is None)
+        return unpriced(self.calls)
 
     @property
     def usage(self) -> Usage:
-        total = Usage()
-        for call in self.calls:
-            total = total + call.usage
-        return total
+        return total_usage(self.calls)
 
 
 @dataclass(slots=True)
@@ -138,15 +153,12 @@ class NetworkResult:
     @property
     def cost_usd(self) -> float:
         """The known cost of the pass in USD; ``unpriced_calls`` counts calls whose price is unknown."""
-        return sum(c.cost_usd for c in self.calls if c.cost_usd is not None)
+        return known_cost(self.calls)
 
     @property
     def unpriced_calls(self) -> int:
-        return sum(1 for c in self.calls if c.cost_usd is None)
+        return unpriced(self.calls)
 
     @property
     def usage(self) -> Usage:
-        total = Usage()
-        for call in self.calls:
-            total = total + call.usage
-        return total
+        return total_usage(self.calls)

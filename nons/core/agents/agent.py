@@ -40,7 +40,7 @@ from nons.core.results import LLMCallRecord
 from nons.core.scheduler import get_scheduler
 from nons.core.types import ErrorPolicy, LayerConfig, ModelConfig
 from nons.observability import names
-from nons.observability.instruments import get_instruments
+from nons.observability.instruments import fail_span, get_instruments, rollup_attributes
 from nons.providers.base import Message, ToolCall
 from nons.providers.registry import default_model, resolve_provider
 
@@ -406,17 +406,9 @@ class Agent:
         span = run.span
         if span is None:
             return
-        unpriced = sum(1 for r in run.records if r.cost_usd is None)
-        span.set_attribute(names.ROLLUP_COST, sum(r.cost_usd or 0.0 for r in run.records))
-        span.set_attribute(names.ROLLUP_INPUT_TOKENS, sum(r.usage.input_tokens for r in run.records))
-        span.set_attribute(names.ROLLUP_OUTPUT_TOKENS, sum(r.usage.output_tokens for r in run.records))
-        span.set_attribute(names.ROLLUP_LLM_CALLS, len(run.records))
-        if unpriced:
-            span.set_attribute(names.ROLLUP_UNPRICED_CALLS, unpriced)
-        span.set_attribute(names.AGENT_STEPS, run.steps)
+        span.set_attributes({**rollup_attributes(run.records), names.AGENT_STEPS: run.steps})
         if error is not None:
-            span.set_attribute(names.ERROR_TYPE, getattr(error, "error_type", type(error).__name__))
-            span.set_status(Status(StatusCode.ERROR, str(error) or type(error).__name__))
+            fail_span(span, error, str(error) or type(error).__name__)
         elif final is not None and not final["success"]:
             span.set_attribute(names.ERROR_TYPE, final["error_type"] or names.OUTCOME_FAILURE)
             span.set_status(Status(StatusCode.ERROR, final["error"] or ""))

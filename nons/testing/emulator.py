@@ -47,6 +47,7 @@ import json
 import re
 import socket
 import threading
+import time
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -234,6 +235,8 @@ class RecordedRequest:
     headers: dict[str, str]
     body: Any
     raw_body: bytes
+    #: ``time.monotonic()`` when the request arrived, so tests can see how long a client waited between tries.
+    received_at: float = 0.0
 
 
 class ProviderEmulator:
@@ -391,6 +394,7 @@ class _Handler(BaseHTTPRequestHandler):
             headers={k.lower(): v for k, v in self.headers.items()},
             body=body,
             raw_body=raw,
+            received_at=time.monotonic(),
         )
         answer = self.emulator._record(recorded)
         if answer.delay_s and self.emulator._stopping.wait(answer.delay_s):

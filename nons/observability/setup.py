@@ -39,7 +39,7 @@ from opentelemetry.sdk.resources import OTELResourceDetector, Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter, SpanExportResult
 
-from nons.config import Settings, get_settings
+from nons.config import Settings, apply_log_level, get_settings
 
 if TYPE_CHECKING:
     from opentelemetry.sdk._logs import ReadableLogRecord
@@ -380,6 +380,7 @@ def configure_telemetry(settings: Settings | None = None) -> TelemetryHandle:
         if _handle is not None:
             return _handle
         settings = settings or get_settings()
+        apply_log_level(settings)
         from nons.observability.integration import observability_buffer
 
         observability = observability_buffer()

@@ -166,13 +166,17 @@ class NoN:
 
     @staticmethod
     def _check_input(value: Any, limit: int) -> None:
+        """Refuse input no model call should be made for: none, empty, whitespace or over ``limit``."""
         if value is None:
             raise InputValidationError("input must not be None")
-        texts = [value] if isinstance(value, str) else [v for v in value if isinstance(v, str)] if isinstance(
-            value, (list, tuple)
-        ) else []
         if isinstance(value, (list, tuple, dict)) and not value:
             raise InputValidationError("input must not be empty")
+        if isinstance(value, str):
+            texts = [value]
+        elif isinstance(value, (list, tuple)):
+            texts = [v for v in value if isinstance(v, str)]
+        else:
+            texts = []
         for text in texts:
             if not text.strip():
                 raise InputValidationError("input must not be empty or whitespace")

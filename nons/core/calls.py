@@ -101,8 +101,8 @@ async def call_llm(
     attempts = 0
     wait_total = 0.0
     last_error: ProviderError | None = None
-    # The span is current while the provider runs, so the httpx instrumentation's spans of each HTTP
-    # attempt become its children.
+    # The span is current while the provider runs, so the HTTP span of each attempt (nons.observability.http
+    # for the SDKs' httpx2 transport) becomes its child.
     scope = trace.use_span(span, record_exception=False, set_status_on_exception=False) if span else nullcontext()
     try:
         with scope:

@@ -8,6 +8,7 @@ import logging
 
 import pytest
 from agent_helpers import named, one, scripted, tool_call_count, trace_spans
+from agent_tools import calculator
 
 from nons.core.agents import MAX_STEPS_REACHED, Agent, AgentState, ToolRegistry
 from nons.core.errors import ConfigurationError, InputValidationError
@@ -17,24 +18,6 @@ from nons.core.scheduler import start_scheduler
 from nons.core.types import ModelConfig, ModelProvider
 from nons.observability import names
 from nons.observability.integration import Observability
-
-
-def calculator() -> ToolRegistry:
-    registry = ToolRegistry()
-
-    @registry.tool(description="Add two numbers.")
-    def add(a: float, b: float) -> float:
-        return a + b
-
-    @registry.tool(description="Divide a by b.")
-    def divide(a: float, b: float) -> float:
-        return a / b
-
-    @registry.tool(is_stop_tool=True, description="Give the final answer.")
-    def final_answer(answer: str) -> str:
-        return answer
-
-    return registry
 
 
 async def test_steps_of_a_run_and_its_conversation(obs: Observability) -> None:

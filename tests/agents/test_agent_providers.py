@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 from agent_helpers import named, one, trace_spans
+from agent_tools import calculator
 
-from nons.core.agents import INVALID_ARGUMENTS, MAX_STEPS_REACHED, UNKNOWN_TOOL, Agent, AgentStep, ToolRegistry
+from nons.core.agents import INVALID_ARGUMENTS, MAX_STEPS_REACHED, UNKNOWN_TOOL, Agent, AgentStep
 from nons.core.types import ModelConfig, ModelProvider
 from nons.observability import names
 from nons.observability.integration import Observability
@@ -23,24 +24,6 @@ MODELS = {"openai": "gpt-4o-mini", "anthropic": "claude-sonnet-4-6", "google": "
 PROVIDER_NAMES = {"openai": "openai", "anthropic": "anthropic", "google": "gcp.gemini"}
 
 pytestmark = pytest.mark.parametrize("provider", sorted(MODELS))
-
-
-def calculator() -> ToolRegistry:
-    registry = ToolRegistry()
-
-    @registry.tool(description="Add two numbers.")
-    def add(a: float, b: float) -> float:
-        return a + b
-
-    @registry.tool(description="Divide a by b.")
-    def divide(a: float, b: float) -> float:
-        return a / b
-
-    @registry.tool(is_stop_tool=True, description="Give the final answer and end the run.")
-    def final_answer(answer: str) -> str:
-        return answer
-
-    return registry
 
 
 def calls(*pairs: tuple[str, dict[str, Any]]) -> Reply:

@@ -37,32 +37,6 @@ from nons.observability.setup import build_resource
 HERE = Path(__file__).parent
 CHILD = HERE / "telemetry_child.py"
 
-#: Variables a developer's shell may set that would change what a test sees.
-_AMBIENT = (
-    "ANTHROPIC_API_KEY",
-    "OPENAI_API_KEY",
-    "GOOGLE_API_KEY",
-    "GEMINI_API_KEY",
-    "NON_ANTHROPIC_API_KEY",
-    "NON_OPENAI_API_KEY",
-    "NON_GOOGLE_API_KEY",
-    "NON_ENABLE_TRACING",
-    "NON_ENABLE_METRICS",
-    "NON_DEFAULT_PROVIDER",
-    "NON_ERROR_POLICY",
-    "NON_MAX_RETRIES",
-    "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT",
-)
-
-
-@pytest.fixture(autouse=True)
-def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No key, switch or ``.env`` file from the developer's environment reaches a test."""
-    for name in _AMBIENT:
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.chdir(tmp_path)
-
-
 @dataclass
 class SessionSDK:
     """The process's SDK providers and the session's span exporter."""
@@ -179,7 +153,7 @@ def otel_logs() -> Iterator[LogCapture]:
 def run_child(scenario: str, env: dict[str, str], *, timeout: float = 90.0) -> dict[str, Any]:
     """Run ``telemetry_child.py scenario`` in a fresh interpreter (its own OTel globals) and return the JSON
     object it prints last. ``env`` is added to a copy of this process's environment without ``OTEL_*``."""
-    child_env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "NON_")) and k not in _AMBIENT}
+    child_env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "NON_"))}
     child_env.update(env)
     child_env.setdefault("PYTHONPATH", str(HERE))
     completed = subprocess.run(

@@ -3,22 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from provider_cases import CASES, KEY_VARIABLES, Case
+from provider_cases import CASES, Case
 
 from nons.providers._common import SDKProvider
 from nons.testing import ProviderEmulator
-
-
-@pytest.fixture(autouse=True)
-def _no_ambient_keys(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No key from the developer's environment or a ``.env`` file may leak into a test."""
-    for name in KEY_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.chdir(tmp_path)
 
 
 @pytest.fixture

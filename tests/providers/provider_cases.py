@@ -18,16 +18,6 @@ from nons.testing import ProviderEmulator
 #: A recognisable fake key: no error message, log line or traceback may ever contain it.
 SECRET = "sk-test-SECRET-123"
 
-KEY_VARIABLES = (
-    "ANTHROPIC_API_KEY",
-    "OPENAI_API_KEY",
-    "GOOGLE_API_KEY",
-    "GEMINI_API_KEY",
-    "NON_ANTHROPIC_API_KEY",
-    "NON_OPENAI_API_KEY",
-    "NON_GOOGLE_API_KEY",
-)
-
 
 @dataclass(frozen=True)
 class Case:

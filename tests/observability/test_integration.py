@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 
 import pytest
 from conftest import Telemetry
+from telemetry_child import GUIDE_COST, GUIDE_MONITORING
 from test_spans import eventful_network, mock
 
 from nons.core.errors import NodeExecutionError
@@ -127,19 +128,8 @@ async def test_buffer_metrics_have_points_and_exemplars_with_trace_ids(observabi
 
 async def test_the_guides_monitoring_and_cost_snippets_run_as_written(observability: Observability) -> None:
     await eventful_network().run("hello")
-    # "Monitoring and Observability", section 1, verbatim.
-    snippet = """
-from nons.observability.integration import get_observability
-
-# Get observability data
-obs = get_observability()
-data = obs.export_all_data()
-
-# Monitor key metrics
-print(f"Total spans: {len(data['spans'])}")
-print(f"Total cost: ${sum(s.get('cost_usd', 0) for s in data['spans']):.6f}")
-print(f"Success rate: {sum(1 for s in data['spans'] if s.get('success', False)) / len(data['spans'])}")
-"""
+    # "Monitoring and Observability", section 1, verbatim (quoted once, in telemetry_child).
+    snippet = GUIDE_MONITORING
     output = io.StringIO()
     with contextlib.redirect_stdout(output):
         exec(snippet, {})
@@ -149,24 +139,7 @@ print(f"Success rate: {sum(1 for s in data['spans'] if s.get('success', False)) 
     assert lines[0] == f"Total spans: {len(spans)}"
     assert 0 < float(lines[2].split(": ")[1]) <= 1
     # "Cost Monitoring", verbatim.
-    cost_snippet = """
-from nons.observability.integration import get_observability
-
-def calculate_costs():
-    obs = get_observability()
-    data = obs.export_all_data()
-
-    total_cost = sum(
-        span.get('cost_usd', 0)
-        for span in data['spans']
-    )
-
-    return {
-        "total_cost_usd": total_cost,
-        "total_requests": len(data['spans']),
-        "avg_cost_per_request": total_cost / len(data['spans']) if data['spans'] else 0
-    }
-"""
+    cost_snippet = GUIDE_COST
     namespace: dict[str, object] = {}
     exec(cost_snippet, namespace)
     costs = namespace["calculate_costs"]()  # type: ignore[operator]

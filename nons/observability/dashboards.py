@@ -557,31 +557,34 @@ def _overview() -> dict[str, Any]:
     )
 
 
+#: Series by provider and model, and their legend: the breakdown most cost and latency panels use.
+_BY_MODEL = ("gen_ai_provider_name", "gen_ai_request_model")
+_MODEL_LEGEND = "{{gen_ai_provider_name}} / {{gen_ai_request_model}}"
+
+
 # ------------------------------------------------------------------------------------------------------- cost
 
 
 def _cost() -> dict[str, Any]:
-    by_model = ("gen_ai_provider_name", "gen_ai_request_model")
-    model_legend = "{{gen_ai_provider_name}} / {{gen_ai_request_model}}"
     spend: list[_PanelBuilder] = [
         _timeseries(
             "Spend rate by provider and model (USD per hour)",
             "How fast money is being spent, extrapolated to one hour from the recent rate.",
             _USD,
-            [_Query(f"{_rate_sum(COST, _COST, *by_model)} * 3600", model_legend)],
+            [_Query(f"{_rate_sum(COST, _COST, *_BY_MODEL)} * 3600", _MODEL_LEGEND)],
         ),
         _timeseries(
             "Cumulative spend by provider and model",
             "Running total of spend reported by the live processes since they started (the counter itself). "
             "A process restart starts its total again from zero.",
             _USD,
-            [_Query(f"sum by ({', '.join(by_model)}) ({COST}{_COST})", model_legend)],
+            [_Query(f"sum by ({', '.join(_BY_MODEL)}) ({COST}{_COST})", _MODEL_LEGEND)],
         ),
         _bars(
             "Spend in range by provider and model",
             "Total spend per provider and model over the selected time range.",
             _USD,
-            _Query(_range_sum(COST, _COST, *by_model), model_legend, instant=True),
+            _Query(_range_sum(COST, _COST, *_BY_MODEL), _MODEL_LEGEND, instant=True),
             span=8,
         ),
         _bars(
@@ -628,7 +631,7 @@ def _cost() -> dict[str, Any]:
             "LLM calls in the range whose model has no known price: their cost is unknown, not zero, so the "
             "spend panels undercount by these calls.",
             _CALLS,
-            _Query(_range_sum(UNPRICED, _LLM, *by_model), model_legend, instant=True),
+            _Query(_range_sum(UNPRICED, _LLM, *_BY_MODEL), _MODEL_LEGEND, instant=True),
             span=6,
             height=8,
             thresholds=_thresholds((None, "green"), (1, "orange")),
@@ -647,8 +650,6 @@ def _cost() -> dict[str, Any]:
 
 
 def _latency() -> dict[str, Any]:
-    by_model = ("gen_ai_provider_name", "gen_ai_request_model")
-    model_legend = "{{gen_ai_provider_name}} / {{gen_ai_request_model}}"
     llm: list[_PanelBuilder] = [
         _timeseries(
             "LLM call latency p50 / p95 / p99 by provider and model",
@@ -656,7 +657,9 @@ def _latency() -> dict[str, Any]:
             "click one to open that call's trace in Jaeger.",
             "s",
             [
-                _Query(_quantile(q, LLM_DURATION, _LLM, *by_model), f"p{round(q * 100)} {model_legend}", exemplar=True)
+                _Query(
+                    _quantile(q, LLM_DURATION, _LLM, *_BY_MODEL), f"p{round(q * 100)} {_MODEL_LEGEND}", exemplar=True
+                )
                 for q in (0.5, 0.95, 0.99)
             ],
             span=24,

@@ -9,9 +9,10 @@ from __future__ import annotations
 import os
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from nons.core.errors import ConfigurationError
 from nons.core.types import ErrorPolicy, ModelProvider
 
 __all__ = ["Settings", "apply_log_level", "get_settings"]
@@ -119,7 +120,11 @@ def get_settings() -> Settings:
     cached = _cached
     if cached is not None and cached[0] == key:
         return cached[1]
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as error:
+        # One error type for every bad configuration, naming the variables (pydantic's message does).
+        raise ConfigurationError(f"invalid NoN settings: {error}") from None
     _cached = (key, settings)
     return settings
 

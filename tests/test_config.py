@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import pydantic
 import pytest
 
 from nons.config import apply_log_level, get_settings
+from nons.core.errors import ConfigurationError
 from nons.core.types import ErrorPolicy, ModelProvider
 
 
@@ -92,8 +92,16 @@ def test_gemini_api_key_is_accepted_for_google(monkeypatch: pytest.MonkeyPatch) 
 )
 def test_invalid_values_name_the_setting(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
     monkeypatch.setenv(name, value)
-    with pytest.raises(pydantic.ValidationError, match=name.removeprefix("NON_").lower()):
+    with pytest.raises(ConfigurationError, match=name.removeprefix("NON_").lower()):
         get_settings()
+
+
+async def test_a_bad_setting_fails_forward_with_a_configuration_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from nons.core.network import NoN
+
+    monkeypatch.setenv("NON_ERROR_POLICY", "bogus")
+    with pytest.raises(ConfigurationError, match="error_policy"):
+        await NoN.from_operators(["generate"]).forward("hi")
 
 
 def test_log_level_applies_to_the_nons_logger(monkeypatch: pytest.MonkeyPatch) -> None:

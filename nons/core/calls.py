@@ -12,7 +12,7 @@ import json
 import time
 from collections.abc import Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry import trace
@@ -45,6 +45,8 @@ class PassContext:
     scheduler: Scheduler
     settings: Settings
     capture_content: bool
+    #: Every successful call of the pass, in completion order: the network's roll-up, failed layers included.
+    calls: list[LLMCallRecord] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -133,12 +135,12 @@ async def call_llm(
                     attempts += 1
                     permit: Permit | None = None
                     attempt_start = time.perf_counter()
+                    deadline = time.monotonic() + timeout_s
                     try:
                         # Inside the try: an open circuit breaker or a queue deadline fails the attempt like a
                         # provider error would, so the policy can fall back.
                         permit = await ctx.scheduler.acquire(
-                            kind, model, priority=site.priority, estimated_tokens=estimate,
-                            deadline=time.monotonic() + timeout_s,
+                            kind, model, priority=site.priority, estimated_tokens=estimate, deadline=deadline
                         )
                         wait_total += permit.wait_s
                         if inst.metrics and permit.wait_s:
@@ -146,6 +148,8 @@ async def call_llm(
                                 permit.wait_s, {names.GEN_AI_PROVIDER_NAME: provider.genai_provider_name}
                             )
                         attempt_start = time.perf_counter()
+                        # NON_REQUEST_TIMEOUT bounds the attempt queueing included: the provider gets what is left.
+                        request.timeout_s = max(0.001, deadline - time.monotonic())
                         response = await provider.complete(request)
                     except ProviderError as error:
                         if permit is not None:
@@ -176,6 +180,7 @@ async def call_llm(
                         wait_total, provider.server_address(config) if span is not None else None,
                     )
                     records.append(record)
+                    ctx.calls.append(record)
                     return response
             assert last_error is not None
             if span is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from contextlib import nullcontext
 from typing import Any
@@ -63,16 +64,17 @@ class Layer:
                 },
             )
         scope = trace.use_span(span, record_exception=False, set_status_on_exception=False) if span else nullcontext()
-        results: list[NodeResult] = []
+        results = [NodeResult(node.id, node.operator_name) for node in self.nodes]
+        started = time.perf_counter()
         try:
             with scope:
                 inputs = distribute(value, len(self.nodes))
                 if len(self.nodes) == 1 and config.timeout_seconds is None:
-                    results = [await self.nodes[0].run(inputs[0], ctx, config, index)]
+                    await self.nodes[0].run(inputs[0], ctx, config, index, results[0])
                 else:
-                    results = await self._run_concurrently(inputs, ctx, index, config)
-                layer_result = LayerResult(index, results, _outputs(results, config, ctx, index))
-            return layer_result
+                    await self._run_concurrently(inputs, ctx, index, config, results)
+                outputs = _outputs(results, config, ctx, index)
+            return LayerResult(index, results, outputs, time.perf_counter() - started)
         except BaseException as error:
             if span is not None:
                 fail_span(span, error)
@@ -84,19 +86,20 @@ class Layer:
                     {
                         names.LAYER_SUCCEEDED: succeeded,
                         names.LAYER_FAILED: len(self.nodes) - succeeded,
-                        names.ROLLUP_COST: sum(r.cost_usd for r in results),
+                        names.ROLLUP_COST: sum((r.cost_usd for r in results), 0.0),
                     }
                 )
                 span.end()
 
     async def _run_concurrently(
-        self, inputs: list[Any], ctx: PassContext, index: int, config: LayerConfig
-    ) -> list[NodeResult]:
+        self, inputs: list[Any], ctx: PassContext, index: int, config: LayerConfig, results: list[NodeResult]
+    ) -> None:
+        """Run the nodes as tasks, filling ``results``; a node cut short keeps its calls and says why."""
         fail_fast = config.error_policy is ErrorPolicy.FAIL_FAST
         tasks: list[asyncio.Task[NodeResult]] = []
 
-        async def guarded(node: Node, value: Any) -> NodeResult:
-            result = await node.run(value, ctx, config, index)
+        async def guarded(node: Node, value: Any, result: NodeResult) -> NodeResult:
+            await node.run(value, ctx, config, index, result)
             if fail_fast and not result.success:
                 # The first failure cancels the siblings, including their in-flight provider calls.
                 current = asyncio.current_task()
@@ -105,7 +108,9 @@ class Layer:
                         task.cancel()
             return result
 
-        tasks.extend(asyncio.ensure_future(guarded(n, v)) for n, v in zip(self.nodes, inputs, strict=True))
+        tasks.extend(
+            asyncio.ensure_future(guarded(n, v, r)) for n, v, r in zip(self.nodes, inputs, results, strict=True)
+        )
         try:
             _, pending = await asyncio.wait(tasks, timeout=config.timeout_seconds)
         except asyncio.CancelledError:
@@ -117,10 +122,8 @@ class Layer:
             for task in pending:
                 task.cancel()
             await asyncio.wait(pending)
-        results: list[NodeResult] = []
-        for node, task in zip(self.nodes, tasks, strict=True):
+        for node, task, result in zip(self.nodes, tasks, results, strict=True):
             if not task.cancelled() and task.exception() is None:
-                results.append(task.result())
                 continue
             cause: BaseException
             if task in pending:
@@ -134,10 +137,10 @@ class Layer:
             error = NodeExecutionError(
                 cause, network=ctx.network_name, layer=index, node_id=node.id, operator=node.operator_name
             )
+            error.__cause__ = cause
             if task not in pending and task.cancelled():
                 error.error_type = "cancelled"
-            results.append(NodeResult(node.id, node.operator_name, error=error))
-        return results
+            result.error = error
 
 
 def distribute(value: Any, width: int) -> list[Any]:
@@ -164,16 +167,15 @@ def _outputs(results: list[NodeResult], config: LayerConfig, ctx: PassContext, i
         raise first.error
     succeeded = len(results) - len(failures)
     threshold = config.min_success_threshold
-    enough = succeeded > 0 if threshold is None and policy is ErrorPolicy.SKIP_AND_CONTINUE else (
-        succeeded / len(results) >= (1.0 if threshold is None else threshold)
-    )
-    if not enough:
-        if len(failures) == 1 and threshold is None and policy is not ErrorPolicy.SKIP_AND_CONTINUE:
-            assert failures[0].error is not None
-            raise failures[0].error
-        needed = "at least one" if threshold is None and policy is ErrorPolicy.SKIP_AND_CONTINUE else (
-            f"{(1.0 if threshold is None else threshold):.0%}"
-        )
+    skip = policy is ErrorPolicy.SKIP_AND_CONTINUE
+    if threshold is None and not skip and len(failures) == 1:
+        assert failures[0].error is not None
+        raise failures[0].error
+    # Unset, SKIP_AND_CONTINUE only needs one success and the other policies need every node. Whatever the
+    # threshold, a layer with no success has nothing to pass on, so it fails.
+    required = threshold if threshold is not None else (0.0 if skip else 1.0)
+    if succeeded == 0 or succeeded / len(results) < required:
+        needed = "at least one" if required == 0.0 else f"{required:.0%}"
         raise LayerFailedError(
             f"network {ctx.network_name!r}, layer {index}: {succeeded} of {len(results)} nodes succeeded, "
             f"{needed} needed ({config.error_policy.value}); first failure: {failures[0].error}",

@@ -27,6 +27,7 @@ from nons.core.scheduler import get_scheduler
 from nons.core.types import LayerConfig, NetworkConfig
 from nons.observability import names
 from nons.observability.instruments import fail_span, get_instruments, rollup_attributes
+from nons.operators._text import as_text
 
 __all__ = ["NoN", "create_network"]
 
@@ -143,9 +144,7 @@ class NoN:
                 inst.network_active.add(-1, metric_attrs)
                 inst.network_duration.record(duration, {**metric_attrs, names.OUTCOME: outcome})
             if span is not None:
-                span.set_attributes(
-                    rollup_attributes(c for layer in layers for n in layer.node_results for c in n.calls)
-                )
+                span.set_attributes(rollup_attributes(ctx.calls))
                 span.end()
             if token is not None:
                 otel_context.detach(token)
@@ -177,14 +176,15 @@ class NoN:
             texts = [v for v in value if isinstance(v, str)]
         else:
             texts = []
-        for text in texts:
-            if not text.strip():
-                raise InputValidationError("input must not be empty or whitespace")
-            if len(text) > limit:
-                raise InputValidationError(
-                    f"input is {len(text):,} characters, over the limit of {limit:,} "
-                    "(NON_MAX_INPUT_CHARS or NetworkConfig.max_input_chars)"
-                )
+        if any(not text.strip() for text in texts):
+            raise InputValidationError("input must not be empty or whitespace")
+        # Whatever its shape, the input is measured as the prompt text operators make of it.
+        size = len(value) if isinstance(value, str) else len(as_text(value))
+        if size > limit:
+            raise InputValidationError(
+                f"input is {size:,} characters, over the limit of {limit:,} "
+                "(NON_MAX_INPUT_CHARS or NetworkConfig.max_input_chars)"
+            )
 
 
 def create_network(

@@ -12,8 +12,8 @@ from typing import Any
 from opentelemetry import trace
 
 from nons.core.calls import CallSite, PassContext
-from nons.core.errors import ConfigurationError, NodeExecutionError, TimeoutExceededError
-from nons.core.results import LLMCallRecord, NodeResult
+from nons.core.errors import ConfigurationError, NodeExecutionError, OperatorError, TimeoutExceededError
+from nons.core.results import NodeFailure, NodeResult
 from nons.core.types import LayerConfig, ModelConfig
 from nons.observability import names
 from nons.observability.instruments import fail_span, rollup_attributes
@@ -23,7 +23,6 @@ from nons.operators.registry import OperatorSpec, get_operator
 __all__ = ["Node", "create_node"]
 
 _ids = itertools.count(1)
-_DEFAULT_MODEL = ModelConfig()
 
 
 class Node:
@@ -61,7 +60,7 @@ class Node:
             raise ConfigurationError("additional_prompt_context must be a string")
         self.spec: OperatorSpec = get_operator(operator_name)
         self.spec.check_params(parameters)
-        self.model_config = model_config or _DEFAULT_MODEL
+        self.model_config = model_config or ModelConfig()
         self.additional_prompt_context = additional_prompt_context
         self.fallbacks = tuple(fallbacks)
         self.priority = priority
@@ -98,14 +97,27 @@ class Node:
         return f"Node({self.spec.name!r}, id={self.id!r}, model={model!r})"
 
     async def run(
-        self, value: Any, ctx: PassContext, layer_config: LayerConfig, layer_index: int
+        self,
+        value: Any,
+        ctx: PassContext,
+        layer_config: LayerConfig,
+        layer_index: int,
+        result: NodeResult | None = None,
     ) -> NodeResult:
-        """Run the operator on ``value``. Failures are returned in the result, not raised."""
-        records: list[LLMCallRecord] = []
-        result = NodeResult(self.id, self.spec.name, calls=records)
+        """Run the operator on ``value`` and fill ``result`` (a new one by default). Failures are recorded in
+        the result, not raised; cancellation is re-raised with the result's calls and error already in place,
+        so the layer that cancelled the node still accounts for what it spent."""
+        if result is None:
+            result = NodeResult(self.id, self.spec.name)
+        if isinstance(value, NodeFailure):
+            # Under RETURN_PARTIAL a failed upstream node's marker may reach this node: it is not an input to
+            # send to a model, so this node fails too, saying why.
+            upstream = OperatorError(f"upstream node {value.node_id!r} failed ({value.error_type}): {value.message}")
+            result.error = self._error(upstream, ctx, layer_index)
+            return result
         inst = ctx.instruments
         site = CallSite(self.id, self.spec.name, self.model_config, self.fallbacks, layer_config, self.priority)
-        op_ctx = OperatorContext(ctx, site, self.additional_prompt_context, records)
+        op_ctx = OperatorContext(ctx, site, self.additional_prompt_context, result.calls)
         span = None
         if inst.tracing:
             span = inst.tracer.start_span(
@@ -117,21 +129,22 @@ class Node:
         try:
             with scope:
                 result.output = await self.spec.func(op_ctx, value, **self.parameters)
-        except asyncio.CancelledError as cancelled:
-            result.error = NodeExecutionError(
-                TimeoutExceededError("the node was cancelled"), network=ctx.network_name, layer=layer_index,
-                node_id=self.id, operator=self.spec.name,
-            )
+        except asyncio.CancelledError:
+            result.error = self._error(TimeoutExceededError("the node was cancelled"), ctx, layer_index)
             result.error.error_type = "cancelled"
             self._finish(ctx, span, result, started)
-            raise cancelled
+            raise
         except Exception as error:
-            result.error = NodeExecutionError(
-                error, network=ctx.network_name, layer=layer_index, node_id=self.id, operator=self.spec.name
-            )
-            result.error.__cause__ = error
+            result.error = self._error(error, ctx, layer_index)
         self._finish(ctx, span, result, started)
         return result
+
+    def _error(self, cause: BaseException, ctx: PassContext, layer_index: int) -> NodeExecutionError:
+        error = NodeExecutionError(
+            cause, network=ctx.network_name, layer=layer_index, node_id=self.id, operator=self.spec.name
+        )
+        error.__cause__ = cause
+        return error
 
     def _finish(self, ctx: PassContext, span: trace.Span | None, result: NodeResult, started: float) -> None:
         result.duration_s = time.perf_counter() - started

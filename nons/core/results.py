@@ -55,7 +55,7 @@ class LLMCallRecord:
 
 def known_cost(calls: list[LLMCallRecord]) -> float:
     """The summed cost of the calls whose price is known (USD)."""
-    return sum(c.cost_usd for c in calls if c.cost_usd is not None)
+    return sum((c.cost_usd for c in calls if c.cost_usd is not None), 0.0)
 
 
 def unpriced(calls: list[LLMCallRecord]) -> int:

@@ -6,6 +6,7 @@ import json
 from dataclasses import asdict, is_dataclass
 from typing import Any
 
+from nons.core.errors import OperatorError
 from nons.core.results import NodeFailure
 
 
@@ -13,6 +14,8 @@ def as_text(value: Any) -> str:
     """Prompt text for ``value``: strings as they are, results by their content, lists as numbered items."""
     if isinstance(value, str):
         return value
+    if isinstance(value, NodeFailure):
+        raise OperatorError(f"upstream node {value.node_id!r} failed ({value.error_type}); it has no text")
     if isinstance(value, (list, tuple)):
         items = [v for v in value if not isinstance(v, NodeFailure)]
         if len(items) == 1:

@@ -80,6 +80,8 @@ def register_operator(
     replace: bool = False,
 ) -> OperatorSpec:
     """Register ``func`` as an operator and return its spec."""
+    # Built-ins first, so that a user operator named like one is refused now rather than breaking their load.
+    _load_builtins()
     op_name = name or func.__name__
     if not op_name.isidentifier():
         raise ConfigurationError(f"operator name {op_name!r} must be an identifier")
@@ -125,5 +127,9 @@ def _load_builtins() -> None:
     # keeps `import nons` light and avoids an import cycle with the node module.
     global _builtins_loaded
     if not _builtins_loaded:
-        _builtins_loaded = True
-        from nons.operators import deterministic, llm  # noqa: F401
+        _builtins_loaded = True  # before the import: the built-ins register themselves through this module
+        try:
+            from nons.operators import deterministic, llm  # noqa: F401
+        except BaseException:
+            _builtins_loaded = False
+            raise

@@ -53,7 +53,7 @@ from nons.core.errors import (
     ServerError,
 )
 from nons.core.results import Usage
-from nons.core.types import ModelProvider
+from nons.core.types import ModelConfig, ModelProvider
 from nons.providers.base import LLMRequest, LLMResponse, Provider, ToolCall, ToolDefinition
 
 __all__ = ["FAILURE_KINDS", "MockProvider"]
@@ -103,7 +103,9 @@ class MockProvider(Provider):
 
     def __init__(self) -> None:
         self._rngs: dict[Any, random.Random] = {}
-        self._script_positions: dict[Any, int] = {}
+        # Keyed by the config's id; the config is kept in the value so that its id cannot be reused by a new
+        # config (which would start its script in the middle).
+        self._script_positions: dict[int, tuple[ModelConfig, int]] = {}
 
     def server_address(self, config: Any) -> str | None:
         return None
@@ -187,15 +189,15 @@ class MockProvider(Provider):
             status_code={RateLimitError: 429, ServerError: 500, OverloadedError: 529}.get(error_class),
         )
 
-    def _next_position(self, key: Any, length: int) -> int:
-        position = self._script_positions.get(key, 0)
-        self._script_positions[key] = position + 1
+    def _next_position(self, config: ModelConfig, length: int) -> int:
+        _, position = self._script_positions.get(id(config), (config, 0))
+        self._script_positions[id(config)] = (config, position + 1)
         return min(position, length - 1)
 
     def _scripted_text(self, request: LLMRequest, responses: list[str]) -> str:
         if not responses:
             raise ConfigurationError("mock_responses must not be empty")
-        return str(responses[self._next_position(("text", id(request.config)), len(responses))])
+        return str(responses[self._next_position(request.config, len(responses))])
 
     def _scripted_turn(self, request: LLMRequest, turns: list[Any]) -> tuple[str, tuple[ToolCall, ...]]:
         """The agent turn for this point of the conversation: counted from the assistant turns so far."""
@@ -271,7 +273,8 @@ def _free_text(request: LLMRequest, rng: random.Random) -> str:
     words = prompt.split()
     topic = " ".join(words[:12]).rstrip(".,:;?!")
     topic = topic[:1].lower() + topic[1:]
-    opening = rng.choice(_OPENINGS) if (request.config.temperature or 0.7) > 0 else _OPENINGS[0]
+    temperature = 0.7 if request.config.temperature is None else request.config.temperature
+    opening = rng.choice(_OPENINGS) if temperature > 0 else _OPENINGS[0]
     return f"{opening}: a simulated answer about {topic or 'the input'}."
 
 

@@ -29,6 +29,12 @@ def _price(provider_id: str | None, model: str, inp: int, out: int, cache_read: 
     except LookupError:
         logger.debug("no known price for model %r (provider %r)", model, provider_id)
         return None
+    except ValueError as error:
+        # Usage the price table cannot take (say, more cache reads than input tokens, which a server that
+        # reports no prompt tokens produces): the call succeeded and was paid for, so its cost is unknown,
+        # never a failure of the call.
+        logger.warning("cannot price %r usage for model %r: %s", provider_id or "", model, error)
+        return None
 
 
 def price_usd(provider_id: str | None, model: str, usage: Usage) -> float | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from typing import Any
 
 import core_helpers
 import pytest
@@ -23,6 +24,12 @@ from nons.core.node import Node
 from nons.core.policies import backoff_delay, call_plan
 from nons.core.results import NodeFailure
 from nons.core.types import ErrorPolicy, LayerConfig, NetworkConfig
+from nons.operators.context import OperatorContext
+from nons.operators.registry import operator
+
+
+def operator_for_tests(name: str) -> Any:
+    return operator(name, uses_llm=True, replace=True)
 
 FAST_RETRY = {"retry_base_delay": 0.0, "retry_max_delay": 0.0}
 
@@ -249,3 +256,44 @@ async def test_cancelling_forward_cancels_the_nodes() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert len(core_helpers.cancelled) == 2
+
+
+@operator_for_tests("call_then_hang")
+async def call_then_hang(ctx: OperatorContext, input: Any) -> Any:
+    await ctx.complete(str(input))
+    await asyncio.Event().wait()
+
+
+@pytest.mark.timeout(10)
+async def test_a_timed_out_node_keeps_the_calls_it_paid_for_and_its_cause() -> None:
+    node = Node("call_then_hang", sim())
+    network = create_network(
+        layers=[[Node("echo"), node]], layer_config=policy(ErrorPolicy.RETURN_PARTIAL, timeout_seconds=0.2)
+    )
+    result = await network.run("x")
+    timed_out = result.layers[0].node_results[1]
+    assert len(timed_out.calls) == 1 and timed_out.calls[0].cost_usd
+    assert result.cost_usd == pytest.approx(timed_out.calls[0].cost_usd)
+    assert isinstance(timed_out.error, NodeExecutionError)
+    assert isinstance(timed_out.error.__cause__, TimeoutExceededError)
+
+
+async def test_skip_with_a_zero_threshold_still_fails_when_nothing_succeeded() -> None:
+    network = create_network(
+        layers=[Node("boom") * 2, "generate"],
+        layer_config=policy(ErrorPolicy.SKIP_AND_CONTINUE, min_success_threshold=0.0),
+    )
+    with pytest.raises(LayerFailedError, match="0 of 2 nodes succeeded, at least one needed"):
+        await network.forward("x")
+
+
+async def test_a_failure_marker_is_never_sent_to_a_model() -> None:
+    network = create_network(
+        layers=[[Node("echo"), Node("generate", failing())], [Node("generate", sim()), Node("generate", sim())]],
+        layer_config=policy(ErrorPolicy.RETURN_PARTIAL),
+    )
+    result = await network.run(["a", "b"])
+    downstream = result.layers[1].node_results[1]
+    assert downstream.calls == []  # no LLM call was made on the marker
+    assert "upstream node" in str(downstream.error) and "server_error" in str(downstream.error)
+    assert isinstance(result.output[1], NodeFailure)

@@ -122,3 +122,32 @@ async def test_many_passes_run_concurrently() -> None:
 async def test_an_operator_error_inside_a_node_does_not_leak_as_a_bare_exception() -> None:
     with pytest.raises(NodeExecutionError):
         await NoN.from_operators(["boom"]).forward("x")
+
+
+async def test_layer_results_have_their_duration() -> None:
+    result = await NoN.from_operators([Node("generate", sim(latency_s=0.01)) * 2, "echo"]).run("x")
+    assert all(layer.duration_s > 0 for layer in result.layers)
+    assert result.layers[0].duration_s >= 0.01
+
+
+async def test_oversized_input_of_any_shape_is_refused() -> None:
+    network = NoN.from_operators(["echo"], config=NetworkConfig(max_input_chars=100))
+    with pytest.raises(InputValidationError, match="over the limit of 100"):
+        await network.forward({"text": "x" * 200})
+    with pytest.raises(InputValidationError, match="over the limit of 100"):
+        await network.forward(["x" * 60, "y" * 60])
+
+
+async def test_a_failed_pass_still_rolls_up_what_it_spent() -> None:
+    from nons.observability import names
+    from nons.observability.integration import get_observability
+
+    observability = get_observability()
+    observability.clear()
+    network = NoN.from_operators([Node("generate", sim()), Node("generate", failing())], name="half-paid")
+    with pytest.raises(NodeExecutionError):
+        await network.forward("x")
+    spans = observability.export_all_data()["spans"]
+    (root,) = [s for s in spans if s["operation_name"] == "invoke_workflow half-paid"]
+    assert root["attributes"][names.ROLLUP_LLM_CALLS] == 1
+    assert root["attributes"][names.ROLLUP_COST] > 0

@@ -65,3 +65,9 @@ def test_create_node_is_the_functional_spelling() -> None:
     node = create_node("classify", sim(), categories=["x", "y"])
     assert node.operator_name == "classify"
     assert node.parameters == {"categories": ["x", "y"]}
+
+
+def test_nodes_without_a_model_config_do_not_share_one() -> None:
+    first, second = Node("generate"), Node("generate")
+    first.model_config.extra_params["mock_failure_rate"] = 1.0
+    assert second.model_config.extra_params == {}

@@ -263,3 +263,23 @@ async def test_a_user_operator_runs_as_a_node_with_its_parameters() -> None:
         return input * times
 
     assert await NoN.from_operators([Node("repeat", times=3)]).forward("ab") == "ababab"
+
+
+def test_a_user_operator_named_like_a_builtin_is_refused_and_the_builtins_still_load() -> None:
+    import subprocess
+    import sys
+
+    code = """
+from nons.operators.registry import operator, get_operator
+from nons.core.errors import ConfigurationError
+try:
+    @operator()
+    async def generate(ctx, input):
+        return input
+except ConfigurationError as error:
+    print("refused:", error)
+print(sorted(n for n in ("classify", "condense", "generate") if get_operator(n)))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "refused: operator 'generate' is already registered" in out
+    assert "['classify', 'condense', 'generate']" in out

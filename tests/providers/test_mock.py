@@ -1,0 +1,72 @@
+"""The simulated provider: deterministic, honest, and scriptable."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from nons.core.errors import ConfigurationError, RateLimitError
+from nons.core.results import Usage
+from nons.core.types import ModelConfig, ModelProvider
+from nons.providers.base import LLMRequest, Message
+from nons.providers.mock import MockProvider
+from nons.providers.pricing import price_usd
+
+
+def request(config: ModelConfig, prompt: str = "What is a token bucket?", **kwargs: object) -> LLMRequest:
+    return LLMRequest(
+        provider=ModelProvider.MOCK, model=config.model_name or "simulated", config=config,
+        messages=[Message("user", prompt)], **kwargs,  # type: ignore[arg-type]
+    )
+
+
+async def test_the_same_seed_gives_the_same_answers() -> None:
+    config = ModelConfig(provider=ModelProvider.MOCK, extra_params={"mock_seed": 5})
+    first = [(await MockProvider().complete(request(config))).text for _ in range(4)]
+    second = [(await MockProvider().complete(request(config))).text for _ in range(4)]
+    assert first == second
+
+
+async def test_temperature_zero_always_gives_the_same_answer() -> None:
+    config = ModelConfig(provider=ModelProvider.MOCK, temperature=0.0)
+    provider = MockProvider()
+    answers = {(await provider.complete(request(config))).text for _ in range(6)}
+    assert len(answers) == 1
+
+
+async def test_answers_follow_the_requested_schema() -> None:
+    schema = {
+        "type": "object",
+        "properties": {"category": {"type": "string", "enum": ["a", "b"]}, "score": {"type": "number"}},
+    }
+    response = await MockProvider().complete(request(ModelConfig(), response_schema=schema))
+    data = json.loads(response.text)
+    assert data["category"] in {"a", "b"} and isinstance(data["score"], float)
+    assert response.simulated
+
+
+async def test_each_new_config_starts_its_script_at_the_beginning() -> None:
+    provider = MockProvider()
+    for _ in range(4):
+        config = ModelConfig(extra_params={"mock_responses": ["first", "second"]})
+        assert (await provider.complete(request(config))).text == "first"
+
+
+async def test_failures_are_typed_errors_with_the_configured_hint() -> None:
+    config = ModelConfig(
+        extra_params={"mock_failure_rate": 1.0, "mock_failure_kind": "rate_limit", "mock_retry_after_s": 2}
+    )
+    with pytest.raises(RateLimitError) as raised:
+        await MockProvider().complete(request(config))
+    assert raised.value.retry_after_s == 2.0
+
+
+@pytest.mark.parametrize("params", [{"mock_failure_kind": "gremlins", "mock_failure_rate": 1.0}, {"mock_latncy_s": 1}])
+async def test_unknown_simulation_parameters_are_configuration_errors(params: dict[str, object]) -> None:
+    with pytest.raises(ConfigurationError):
+        await MockProvider().complete(request(ModelConfig(extra_params=params)))
+
+
+def test_usage_a_price_table_cannot_take_is_an_unknown_cost_not_a_failure() -> None:
+    assert price_usd("openai", "gpt-4o-mini", Usage(input_tokens=10, output_tokens=5, cache_read_tokens=100)) is None

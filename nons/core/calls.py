@@ -164,6 +164,10 @@ async def call_llm(
                             )
                         if not error.retryable or retry + 1 >= plan.attempts_per_model:
                             break
+                        if error.retry_after_s is not None and error.retry_after_s > timeout_s:
+                            # The server asks for a longer pause than a request may take: give up (or fall
+                            # back) now rather than sleep past NON_REQUEST_TIMEOUT.
+                            break
                         delay = backoff_delay(retry, site.layer_config, error.retry_after_s)
                         _on_retry(inst, span, metric_attrs, attempts, error, delay)
                         await asyncio.sleep(delay)

@@ -460,11 +460,14 @@ class Permit:
         lane.in_flight -= 1
         state.in_flight -= 1
         refund = self._tokens - tokens_used
+        now = state.clock() if refund else 0.0
         for lim in lane.limiters:
             lim.in_flight -= 1
             bucket = lim.token_bucket
             if bucket is not None and refund:
-                level = bucket.level + refund
+                # Refill up to now first: a surplus the bucket gained while the call ran must not pay for
+                # tokens the call used beyond its reservation.
+                level = bucket.level_at(now) + refund
                 bucket.level = level if level < bucket.capacity else bucket.capacity
         if success:
             lane.completed += 1
@@ -720,7 +723,7 @@ class _LoopState:
     def on_failure(self, lane: _Lane, permit: Permit, error: BaseException | None) -> None:
         if isinstance(error, RateLimitError):
             hint = error.retry_after_s
-            if hint is not None and hint > 0:
+            if hint is not None and 0 < hint < math.inf:
                 until = self.clock() + hint
                 for lim in lane.limiters:
                     if until > lim.paused_until:
@@ -735,8 +738,11 @@ class _LoopState:
             lane.failures += 1
             lane.last_error = getattr(error, "error_type", type(error).__name__)
             breaker = self.breaker
+            # Half-open, only the probe's own failure re-opens: a late failure of a call admitted before the
+            # outage must not reset the probe and let a second one out while the first still runs.
             if breaker.enabled and (
-                lane.bstate == _HALF_OPEN or (lane.bstate == _CLOSED and lane.failures >= breaker.failure_threshold)
+                (lane.bstate == _HALF_OPEN and permit._probe)
+                or (lane.bstate == _CLOSED and lane.failures >= breaker.failure_threshold)
             ):
                 self.open_breaker(lane)
             return

@@ -55,7 +55,7 @@ REDACTED: Final = "REDACTED"
 # Query parameter names whose values are secrets: Gemini's ``key``, OAuth tokens, signed-URL signatures (the
 # names the semantic conventions list), and the usual spellings of keys, tokens and passwords.
 _SECRET_PARAM = re.compile(
-    r"key|token|secret|passw|pwd|auth|credential|signature|^sig$|session|AWSAccessKeyId", re.IGNORECASE
+    r"key|token|secret|passw|pwd|auth|credential|signature|^sig$|^code$|session|AWSAccessKeyId", re.IGNORECASE
 )
 # The methods the HTTP conventions know; any other is reported as ``_OTHER`` with the original kept apart.
 _KNOWN_METHODS = frozenset({"CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE"})

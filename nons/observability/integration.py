@@ -80,6 +80,28 @@ class ExportStats:
             return out
 
 
+class _BufferLogHandler(LoggingHandler):
+    """Keeps NoN's log records in the buffer without hiding them.
+
+    Any handler on the ``nons`` logger stops Python from falling back to ``logging.lastResort`` (stderr) for
+    an application that configured no logging, so NoN's own warnings would vanish into the buffer; this
+    handler hands such records on to the last resort itself.
+    """
+
+    def emit(self, record: logging.LogRecord) -> None:
+        super().emit(record)
+        if logging.lastResort is not None and record.levelno >= logging.lastResort.level and self._alone(record):
+            logging.lastResort.handle(record)
+
+    def _alone(self, record: logging.LogRecord) -> bool:
+        logger: logging.Logger | None = logging.getLogger(record.name)
+        while logger is not None:
+            if any(handler is not self for handler in logger.handlers):
+                return False
+            logger = logger.parent if logger.propagate else None
+        return True
+
+
 class Observability:
     """Recent spans, metrics and logs of this process, as plain dicts."""
 
@@ -98,7 +120,7 @@ class Observability:
         self._logger_provider = LoggerProvider()
         self._logger_provider.add_log_record_processor(SimpleLogRecordProcessor(self.log_exporter))
         # NoN's own log records, with the trace and span ids of the span they were written in.
-        logging.getLogger("nons").addHandler(LoggingHandler(logger_provider=self._logger_provider))
+        logging.getLogger("nons").addHandler(_BufferLogHandler(logger_provider=self._logger_provider))
 
     def attach_tracer_provider(self, provider: TracerProvider) -> None:
         """Keep the spans of ``provider`` in the buffer (once per provider)."""
@@ -147,13 +169,16 @@ class Observability:
         spans = self.export_all_data(trace_id=trace_id)["spans"]
         if not spans:
             raise KeyError(f"no spans of trace {trace_id!r} in the buffer (it holds the last {self.buffer_size})")
+        span_ids = {s["span_id"] for s in spans}
         start = min(s["start_time_ns"] for s in spans)
         end = max(s["end_time_ns"] for s in spans)
         llm = [s for s in spans if s["attributes"].get(names.GEN_AI_OPERATION_NAME) == names.OP_CHAT]
         return {
             "trace_id": trace_id,
             "duration_ms": (end - start) / 1e6,
-            "success": all(s["success"] for s in spans if s["parent_span_id"] is None),
+            # The pass's roots are the spans whose parent is not in the trace's buffer: the caller's span (a web
+            # request, a remote traceparent) may be elsewhere or not yet ended.
+            "success": all(s["success"] for s in spans if s["parent_span_id"] not in span_ids),
             "total_cost_usd": sum(s["cost_usd"] for s in spans),
             "unpriced_calls": sum(1 for s in llm if s["attributes"].get(names.COST_UNKNOWN)),
             "input_tokens": sum(int(s["attributes"].get(names.GEN_AI_USAGE_INPUT_TOKENS, 0)) for s in llm),

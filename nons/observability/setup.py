@@ -40,12 +40,13 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter, SpanExportResult
 
 from nons.config import Settings, apply_log_level, get_settings
+from nons.core.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from opentelemetry.sdk._logs import ReadableLogRecord
     from opentelemetry.sdk._logs.export import LogRecordExporter
 
-    from nons.observability.integration import ExportStats
+    from nons.observability.integration import ExportStats, Observability
 
 __all__ = ["TelemetryHandle", "build_resource", "configure_telemetry", "shutdown_telemetry"]
 
@@ -140,6 +141,14 @@ def build_resource(settings: Settings | None = None) -> Resource:
     # (the detector reads OTEL_RESOURCE_ATTRIBUTES, then OTEL_SERVICE_NAME) over NoN's defaults first.
     from_env = OTELResourceDetector().detect().attributes
     return Resource.create({**defaults, **from_env})
+
+
+#: The exporters each standard variable may name (``none`` aside).
+_KNOWN_EXPORTERS: dict[str, frozenset[str]] = {
+    "OTEL_TRACES_EXPORTER": frozenset({"otlp", "console"}),
+    "OTEL_METRICS_EXPORTER": frozenset({"otlp", "console", "prometheus"}),
+    "OTEL_LOGS_EXPORTER": frozenset({"otlp", "console"}),
+}
 
 
 def _exporter_names(variable: str) -> list[str]:
@@ -384,68 +393,92 @@ def configure_telemetry(settings: Settings | None = None) -> TelemetryHandle:
         from nons.observability.integration import observability_buffer
 
         observability = observability_buffer()
+        _check_exporter_names()  # before anything is installed: a typo must not leave half a setup behind
         handle = TelemetryHandle(resource=build_resource(settings))
-
-        if settings.enable_tracing:
-            current = trace.get_tracer_provider()
-            if isinstance(current, TracerProvider):
-                handle.tracer_provider = current
-            elif isinstance(current, trace.ProxyTracerProvider):
-                # NoN's exit handler shuts it down, within a time limit; the SDK's own would wait for as long
-                # as the exporters retry.
-                provider = TracerProvider(resource=handle.resource, shutdown_on_exit=False)
-                for name in _exporter_names("OTEL_TRACES_EXPORTER"):
-                    provider.add_span_processor(_span_processor(name, observability.export_stats))
-                    handle.span_exporters.append(name)
-                trace.set_tracer_provider(provider)
-                handle.tracer_provider = provider
-                handle.installed_tracing = True
-            if handle.tracer_provider is not None:
-                observability.attach_tracer_provider(handle.tracer_provider)
-            _instrument_httpx()
-
-        if settings.enable_metrics:
-            current_meter = metrics.get_meter_provider()
-            if isinstance(current_meter, MeterProvider):
-                handle.meter_provider = current_meter
-                # The application's provider: only the buffer's reader is added, so that
-                # export_all_data()["metrics"] shows NoN's metrics there too.
-                observability.attach_meter_provider(current_meter)
-            elif type(current_meter).__name__ == "_ProxyMeterProvider":
-                readers: list[MetricReader] = (
-                    [observability.metric_reader] if observability.claim_metric_reader() else []
-                )
-                for name in _exporter_names("OTEL_METRICS_EXPORTER"):
-                    readers.append(_metric_reader(name, handle, observability.export_stats))
-                    handle.metric_exporters.append(name)
-                meter_provider = MeterProvider(
-                    resource=handle.resource, metric_readers=readers, shutdown_on_exit=False
-                )
-                metrics.set_meter_provider(meter_provider)
-                handle.meter_provider = meter_provider
-                handle.installed_metrics = True
-
-        log_exporters = _exporter_names("OTEL_LOGS_EXPORTER")
-        from opentelemetry._logs import get_logger_provider, set_logger_provider
-
-        # As for metrics, the API's proxy class is private: an application's own logger provider is kept.
-        if log_exporters and type(get_logger_provider()).__name__ == "ProxyLoggerProvider":
-            from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
-
-            logger_provider = LoggerProvider(resource=handle.resource, shutdown_on_exit=False)
-            for name in log_exporters:
-                logger_provider.add_log_record_processor(_log_processor(name, observability.export_stats))
-                handle.log_exporters.append(name)
-            set_logger_provider(logger_provider)
-            bridge = LoggingHandler(logger_provider=logger_provider)
-            bridge.addFilter(_not_about_export)
-            logging.getLogger().addHandler(bridge)
-            handle.logger_provider = logger_provider
-            handle.installed_logs = True
-
-        atexit.register(handle.shutdown)
-        _handle = handle
+        try:
+            _install(handle, settings, observability)
+        finally:
+            # What got installed belongs to this handle even if a later step failed, so that a second call
+            # finds it and the exit handler flushes it.
+            atexit.register(handle.shutdown)
+            _handle = handle
         return handle
+
+
+def _check_exporter_names() -> None:
+    for variable, known in _KNOWN_EXPORTERS.items():
+        unknown = [name for name in _exporter_names(variable) if name not in known]
+        if unknown:
+            raise ConfigurationError(
+                f"{variable}={os.environ.get(variable)!r}: unknown exporter(s) {', '.join(unknown)}; "
+                f"use {', '.join(sorted(known))} or none"
+            )
+
+
+def _install(handle: TelemetryHandle, settings: Settings, observability: Observability) -> None:
+    """Install the providers and exporters the settings ask for (the body of :func:`configure_telemetry`)."""
+    if settings.enable_tracing:
+        current = trace.get_tracer_provider()
+        if isinstance(current, TracerProvider):
+            handle.tracer_provider = current
+        elif isinstance(current, trace.ProxyTracerProvider):
+            # NoN's exit handler shuts it down, within a time limit; the SDK's own would wait for as long
+            # as the exporters retry.
+            provider = TracerProvider(resource=handle.resource, shutdown_on_exit=False)
+            for name in _exporter_names("OTEL_TRACES_EXPORTER"):
+                provider.add_span_processor(_span_processor(name, observability.export_stats))
+                handle.span_exporters.append(name)
+            trace.set_tracer_provider(provider)
+            handle.tracer_provider = provider
+            handle.installed_tracing = True
+        if handle.tracer_provider is not None:
+            observability.attach_tracer_provider(handle.tracer_provider)
+        _instrument_httpx()
+
+    if settings.enable_metrics:
+        current_meter = metrics.get_meter_provider()
+        if isinstance(current_meter, MeterProvider):
+            handle.meter_provider = current_meter
+            # The application's provider: only the buffer's reader is added, so that
+            # export_all_data()["metrics"] shows NoN's metrics there too.
+            observability.attach_meter_provider(current_meter)
+        elif type(current_meter).__name__ == "_ProxyMeterProvider":
+            readers: list[MetricReader] = (
+                [observability.metric_reader] if observability.claim_metric_reader() else []
+            )
+            for name in _exporter_names("OTEL_METRICS_EXPORTER"):
+                try:
+                    readers.append(_metric_reader(name, handle, observability.export_stats))
+                except OSError as error:
+                    # A scrape port in use must not take the application down: metrics still reach the
+                    # other readers, and the warning says what is missing.
+                    logger.warning("metrics exporter %r could not start: %s", name, error)
+                    continue
+                handle.metric_exporters.append(name)
+            meter_provider = MeterProvider(
+                resource=handle.resource, metric_readers=readers, shutdown_on_exit=False
+            )
+            metrics.set_meter_provider(meter_provider)
+            handle.meter_provider = meter_provider
+            handle.installed_metrics = True
+
+    log_exporters = _exporter_names("OTEL_LOGS_EXPORTER")
+    from opentelemetry._logs import get_logger_provider, set_logger_provider
+
+    # As for metrics, the API's proxy class is private: an application's own logger provider is kept.
+    if log_exporters and type(get_logger_provider()).__name__ == "ProxyLoggerProvider":
+        from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
+
+        logger_provider = LoggerProvider(resource=handle.resource, shutdown_on_exit=False)
+        for name in log_exporters:
+            logger_provider.add_log_record_processor(_log_processor(name, observability.export_stats))
+            handle.log_exporters.append(name)
+        set_logger_provider(logger_provider)
+        bridge = LoggingHandler(logger_provider=logger_provider)
+        bridge.addFilter(_not_about_export)
+        logging.getLogger().addHandler(bridge)
+        handle.logger_provider = logger_provider
+        handle.installed_logs = True
 
 
 def shutdown_telemetry(timeout_millis: int = SHUTDOWN_TIMEOUT_MILLIS) -> bool:

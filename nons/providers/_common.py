@@ -17,6 +17,7 @@ import datetime as dt
 import email.utils
 import json
 import logging
+import math
 import re
 import threading
 import weakref
@@ -95,6 +96,17 @@ def redact(text: str, *secrets: str | None) -> str:
         if secret:
             text = text.replace(secret, REDACTED)
     return text
+
+
+def _redacted(value: object, secret: str) -> object:
+    """``value`` (parsed JSON) with ``secret`` redacted from every string in it, keys included."""
+    if isinstance(value, str):
+        return redact(value, secret)
+    if isinstance(value, dict):
+        return {redact(str(k), secret): _redacted(v, secret) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redacted(v, secret) for v in value]
+    return value
 
 
 def host_of(base_url: str | None, default_host: str) -> str:
@@ -184,6 +196,13 @@ def _gemini_retry_delay(body: object) -> float | None:
     return None
 
 
+def _finite(seconds: float) -> float:
+    # float() takes "inf" and "1e400": a hint that says "never" is no hint, not an endless pause.
+    if not math.isfinite(seconds):
+        raise ValueError("not a finite number of seconds")
+    return max(0.0, seconds)
+
+
 def retry_after_s(
     headers: Mapping[str, str] | None, body: object = None, *, now: dt.datetime | None = None
 ) -> float | None:
@@ -197,14 +216,14 @@ def retry_after_s(
     millis = lowered.get("retry-after-ms")
     if millis is not None:
         try:
-            return max(0.0, float(millis) / 1000.0)
+            return _finite(float(millis) / 1000.0)
         except ValueError:
             pass
     after = lowered.get("retry-after")
     if after is not None:
         after = after.strip()
         try:
-            return max(0.0, float(after))
+            return _finite(float(after))
         except ValueError:
             try:
                 when = email.utils.parsedate_to_datetime(after)
@@ -537,7 +556,7 @@ class SDKProvider(Provider, Generic[ClientT]):
             body: object = info.body
             if api_key and body is not None:
                 # The body is only read for codes and retry hints, but keep the key out of it all the same.
-                body = json.loads(redact(json.dumps(body, default=str), api_key))
+                body = _redacted(body, api_key)
             return error_for_status(
                 info.status, provider=self.name, model=model, message=message, headers=info.headers, body=body
             )

@@ -68,7 +68,7 @@ class OpenAIProvider(SDKProvider[openai.AsyncOpenAI]):
         if config.max_tokens is not None:
             # OpenAI's own API has replaced max_tokens (its reasoning models reject it); compatible servers
             # such as Ollama and llama.cpp know only max_tokens.
-            name = "max_tokens" if config.base_url else "max_completion_tokens"
+            name = "max_tokens" if self.configured_base_url(config) else "max_completion_tokens"
             params[name] = config.max_tokens
         if config.stop:
             params["stop"] = list(config.stop)

@@ -856,3 +856,50 @@ async def test_provider_names_and_strategy_values_are_accepted_as_strings() -> N
     assert get_scheduler() is scheduler
     with pytest.raises(ConfigurationError, match="unknown provider"):
         await scheduler.acquire("nope", "m")  # type: ignore[arg-type]
+
+
+@pytest.mark.timeout(10)
+async def test_settling_extra_usage_is_not_paid_for_by_refill_gained_during_the_call() -> None:
+    clock = FakeClock()
+    scheduler = Scheduler({MOCK: RateLimitConfig(tokens_per_minute=600, burst_seconds=60)}, clock=clock)
+    permit = await scheduler.acquire(MOCK, "m", estimated_tokens=100)  # the bucket of 600 holds 500 after this
+    clock.advance(60.0)  # the bucket refills to its 600 while the call runs
+    permit.release(tokens_used=700)  # 600 more than reserved: nothing may be left
+    late = spawn(scheduler, MOCK, "m", [], "late", estimated_tokens=1)
+    await settle()
+    assert not late.done()
+    late.cancel()
+
+
+@pytest.mark.timeout(10)
+async def test_a_late_failure_while_half_open_does_not_let_a_second_probe_out() -> None:
+    clock = FakeClock()
+    scheduler = Scheduler(
+        default_limits=RateLimitConfig(max_concurrent=10),
+        circuit_breaker=CircuitBreakerConfig(failure_threshold=1, cooldown_s=1),
+        clock=clock,
+    )
+    first = await scheduler.acquire(ModelProvider.OPENAI, "m")
+    old = await scheduler.acquire(ModelProvider.OPENAI, "m")  # a long call admitted before the outage
+    first.release(success=False, error=ServerError("down"))  # opens
+    clock.advance(1.5)
+    probe = await scheduler.acquire(ModelProvider.OPENAI, "m")  # half-open: the one probe
+    old.release(success=False, error=ServerError("down"))  # not the probe: must not re-open
+    clock.advance(1.5)
+    with pytest.raises(CircuitOpenError, match="probe call is in flight"):
+        await scheduler.acquire(ModelProvider.OPENAI, "m")
+    probe.release(success=True)
+    (await scheduler.acquire(ModelProvider.OPENAI, "m")).release()  # closed again
+
+
+@pytest.mark.timeout(10)
+async def test_a_retry_hint_longer_than_the_request_timeout_is_not_slept_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NON_REQUEST_TIMEOUT", "5")
+    node = Node("generate", sim("m", failure_rate=1.0, failure_kind="rate_limit", retry_after_s=3600))
+    network = create_network(
+        layers=[node], layer_config=LayerConfig(error_policy=ErrorPolicy.RETRY_WITH_BACKOFF, max_retries=3)
+    )
+    with pytest.raises(NodeExecutionError) as raised:
+        await network.forward("x")
+    assert isinstance(raised.value.cause, RateLimitError)
+    assert raised.value.cause.retry_after_s == 3600

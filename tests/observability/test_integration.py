@@ -13,7 +13,7 @@ import math
 from datetime import datetime, timezone
 
 import pytest
-from conftest import Telemetry
+from otel_harness import Telemetry
 from telemetry_child import GUIDE_COST, GUIDE_MONITORING
 from test_spans import eventful_network, mock
 
@@ -145,3 +145,19 @@ async def test_the_guides_monitoring_and_cost_snippets_run_as_written(observabil
     costs = namespace["calculate_costs"]()  # type: ignore[operator]
     assert costs["total_cost_usd"] > 0
     assert math.isclose(costs["total_cost_usd"], sum(s["cost_usd"] for s in observability.export_all_data()["spans"]))
+
+
+async def test_trace_summary_of_a_pass_under_a_remote_parent_reports_its_failure(
+    observability: Observability,
+) -> None:
+    from nons.core.network import NoN
+    from nons.core.node import Node
+    from nons.core.types import ModelConfig, ModelProvider
+
+    failing = ModelConfig(provider=ModelProvider.MOCK, extra_params={"mock_failure_rate": 1.0})
+    network = NoN.from_operators([Node("generate", failing)])
+    headers = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+    with pytest.raises(Exception):  # noqa: B017 (the failure itself is not what is checked here)
+        await network.forward("x", trace_headers=headers)
+    summary = observability.get_trace_summary("0af7651916cd43dd8448eb211c80319c")
+    assert summary["success"] is False

@@ -10,8 +10,8 @@ import logging
 from typing import Any
 
 import pytest
-from conftest import LogCapture, Telemetry
 from opentelemetry.sdk.trace import ReadableSpan
+from otel_harness import LogCapture, Telemetry
 
 from nons.core.layer import Layer
 from nons.core.network import NoN

@@ -6,9 +6,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from conftest import LogCapture, Telemetry
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
+from otel_harness import LogCapture, Telemetry
 
 from nons.core.layer import Layer
 from nons.core.network import NoN

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 
-from conftest import Telemetry
 from opentelemetry import trace
+from otel_harness import Telemetry
 from test_spans import eventful_network
 
 from nons.observability import names

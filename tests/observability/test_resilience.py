@@ -12,7 +12,7 @@ import socket
 from typing import Any
 
 import pytest
-from conftest import run_child
+from otel_harness import run_child
 
 #: Bytes one retained span costs (measured: about 3 KB with its attributes and events). A leak of one span per
 #: pass would grow memory by about 2.4 MB between pass 200 and pass 1,000; the bound is below that, and well

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import logging
 import math
+import subprocess
+import sys
 from typing import Any
 
 import pytest
-from conftest import run_child
 from opentelemetry.instrumentation.utils import suppress_instrumentation
+from otel_harness import run_child
 
 import nons
 from nons.observability.setup import _not_about_export, build_resource
@@ -131,3 +133,28 @@ def test_an_applications_providers_are_never_replaced() -> None:
     assert sorted(result["buffer_span_names"]) == expected
     assert "gen_ai.client.operation.duration" in result["buffer_metric_names"]
     assert result["provider_still_usable"] is True
+
+
+@pytest.mark.parametrize(
+    "variable, value", [("OTEL_LOGS_EXPORTER", "bogus"), ("OTEL_TRACES_EXPORTER", "otlp,jaeger")]
+)
+def test_an_unknown_exporter_is_refused_before_anything_is_installed(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    from nons.core.errors import ConfigurationError
+    from nons.observability.setup import _check_exporter_names
+
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigurationError, match=f"{variable}=.*unknown exporter"):
+        _check_exporter_names()
+
+
+def test_nons_warnings_still_reach_stderr_when_the_application_configured_no_logging() -> None:
+    code = (
+        "import logging\n"
+        "from nons.observability.integration import observability_buffer\n"
+        "observability_buffer()\n"
+        "logging.getLogger('nons.example').warning('this warning must be seen')\n"
+    )
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "this warning must be seen" in completed.stderr

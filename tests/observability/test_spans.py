@@ -15,10 +15,10 @@ from collections import Counter
 from typing import Any
 
 import pytest
-from conftest import Telemetry
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
+from otel_harness import Telemetry
 
 from nons.core.layer import Layer
 from nons.core.network import NoN

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import run_child
+from otel_harness import run_child
 from otlp_receiver import OTLPReceiver, attributes
 from telemetry_child import LOG_MESSAGE
 

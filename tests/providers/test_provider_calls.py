@@ -26,9 +26,9 @@ from nons.core.errors import (
     RateLimitError,
     ServerError,
 )
-from nons.core.types import ModelConfig
+from nons.core.types import ModelConfig, ModelProvider
 from nons.providers._common import SDKProvider
-from nons.providers.base import Message, ToolCall, ToolDefinition
+from nons.providers.base import LLMRequest, Message, ToolCall, ToolDefinition
 from nons.providers.pricing import price_usd
 from nons.testing import EmulatedToolCall, Fault, ProviderEmulator, Reply
 
@@ -606,3 +606,19 @@ async def test_one_client_per_key_and_base_url(case: Case, provider: Provider, e
     assert len(provider._clients) == 0
     # A closed provider opens a new client on its next call.
     assert (await provider.complete(make_request(case, emu))).text
+
+
+async def test_a_compatible_server_from_openai_base_url_gets_max_tokens(
+    emu: ProviderEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nons.providers.openai import OpenAIProvider
+
+    monkeypatch.setenv("OPENAI_BASE_URL", emu.base_url_for("openai"))
+    provider = OpenAIProvider()
+    config = ModelConfig(max_tokens=64)
+    await provider.complete(
+        LLMRequest(provider=ModelProvider.OPENAI, model="llama3.1", config=config, messages=[Message("user", "hi")])
+    )
+    await provider.aclose()
+    (sent,) = emu.requests_for("openai")
+    assert sent.body["max_tokens"] == 64 and "max_completion_tokens" not in sent.body

@@ -240,3 +240,21 @@ async def _count_after_get(cache: ClientCache[str]) -> int:
 
 async def _never_called(client: str) -> None:
     raise AssertionError(f"{client} should not be closed")
+
+
+@pytest.mark.parametrize("headers", [{"Retry-After": "inf"}, {"retry-after-ms": "1e400"}, {"Retry-After": "nan"}])
+def test_a_non_finite_retry_hint_is_no_hint(headers: dict[str, str]) -> None:
+    from nons.providers._common import retry_after_s
+
+    assert retry_after_s(headers) is None
+
+
+def test_redacting_a_short_key_keeps_the_error_body_intact() -> None:
+    from nons.providers._common import FailedCall
+    from nons.providers.openai import OpenAIProvider
+
+    body = {"error": {"message": "bad key ull", "type": None, "code": 401}}
+    info = FailedCall("status", "bad key ull", status=401, body=body, headers={})
+    error = OpenAIProvider()._error(info, "gpt-4o-mini", "ull")
+    assert "ull" not in str(error)
+    assert error.status_code == 401

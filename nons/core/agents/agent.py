@@ -265,6 +265,9 @@ class Agent:
             self._finish(run, final, error)
 
     def _start(self, task: str) -> _Run:
+        # The state is copied before the span starts: a state that cannot be copied fails the run before there
+        # is a span to leave open.
+        state = AgentState(copy.deepcopy(self.initial_state))
         settings = get_settings()
         inst = get_instruments(settings.enable_tracing, settings.enable_metrics)
         run_id = uuid.uuid4().hex[:16]
@@ -294,7 +297,6 @@ class Agent:
             )
             if span.get_span_context().is_valid:
                 trace_id = trace.format_trace_id(span.get_span_context().trace_id)
-        state = AgentState(copy.deepcopy(self.initial_state))
         return _Run(run_id, ctx, site, [Message("user", task)], state, span, trace_id)
 
     async def _step(self, run: _Run, number: int) -> AgentStep:

@@ -1,0 +1,179 @@
+"""The observability tests' harness: session SDK providers, fixtures and a child-process runner.
+
+Test modules import its classes from here, not from ``conftest`` (a module name every test folder has);
+``conftest.py`` only re-exports the fixtures.
+
+The OpenTelemetry API lets a process set its global tracer and meter providers once. So the session installs
+SDK providers the way an application would (or reuses SDK providers that something earlier in the process
+installed, found through ``trace.get_tracer_provider()``), adds an in-memory span exporter to it, and each test
+gets that exporter emptied plus a fresh in-memory metric reader of its own (``MeterProvider.add_metric_reader``),
+removed again at the end, so metric sums start from zero in every test.
+
+Whatever needs ``configure_telemetry()`` to install the globals itself (resource, exporters over the wire,
+resilience, memory) runs in a subprocess: see :func:`run_child`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from opentelemetry import metrics, trace
+from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler, ReadableLogRecord
+from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from nons.observability.setup import build_resource
+
+HERE = Path(__file__).parent
+CHILD = HERE / "telemetry_child.py"
+
+@dataclass
+class SessionSDK:
+    """The process's SDK providers and the session's span exporter."""
+
+    tracer_provider: TracerProvider
+    meter_provider: MeterProvider
+    span_exporter: InMemorySpanExporter
+
+
+@pytest.fixture(scope="session")
+def sdk() -> SessionSDK:
+    current = trace.get_tracer_provider()
+    if isinstance(current, TracerProvider):
+        tracer_provider = current
+    else:
+        tracer_provider = TracerProvider(resource=build_resource())
+        trace.set_tracer_provider(tracer_provider)
+        if trace.get_tracer_provider() is not tracer_provider:
+            pytest.skip("a non-SDK tracer provider is installed in this process")
+    exporter = InMemorySpanExporter()
+    # Simple (synchronous) processing: a span is in the exporter as soon as it ends, no flush needed.
+    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+
+    current_meter = metrics.get_meter_provider()
+    if isinstance(current_meter, MeterProvider):
+        meter_provider = current_meter
+    else:
+        meter_provider = MeterProvider(resource=build_resource())
+        metrics.set_meter_provider(meter_provider)
+        if metrics.get_meter_provider() is not meter_provider:
+            pytest.skip("a non-SDK meter provider is installed in this process")
+    return SessionSDK(tracer_provider, meter_provider, exporter)
+
+
+@dataclass
+class Telemetry:
+    """What one test recorded: its spans, and its metrics from a reader registered for this test only."""
+
+    span_exporter: InMemorySpanExporter
+    metric_reader: InMemoryMetricReader
+
+    def spans(self) -> list[ReadableSpan]:
+        return list(self.span_exporter.get_finished_spans())
+
+    def spans_of_trace(self, trace_id: str) -> list[ReadableSpan]:
+        return [s for s in self.spans() if trace.format_trace_id(s.context.trace_id) == trace_id]
+
+    def collect(self) -> dict[str, list[Any]]:
+        """One collection: the data points of every metric, by name. Values are cumulative since the test
+        started; exemplars are those offered since the previous collection (the SDK resets its reservoirs)."""
+        data = self.metric_reader.get_metrics_data()
+        out: dict[str, list[Any]] = {}
+        for rm in data.resource_metrics if data else ():
+            for sm in rm.scope_metrics:
+                for metric in sm.metrics:
+                    out.setdefault(metric.name, []).extend(metric.data.data_points)
+        return out
+
+    def metric_points(self, name: str) -> list[Any]:
+        """The data points of metric ``name`` (cumulative since the test started)."""
+        return self.collect().get(name, [])
+
+    def metric_names(self) -> set[str]:
+        return set(self.collect())
+
+    def counter_total(self, name: str) -> float:
+        return float(sum(p.value for p in self.metric_points(name)))
+
+    def histogram_sum(self, name: str, **attributes: Any) -> float:
+        return float(
+            sum(p.sum for p in self.metric_points(name) if all(p.attributes.get(k) == v for k, v in attributes.items()))
+        )
+
+
+@pytest.fixture
+def otel(sdk: SessionSDK) -> Iterator[Telemetry]:
+    sdk.span_exporter.clear()
+    reader = InMemoryMetricReader()
+    sdk.meter_provider.add_metric_reader(reader)
+    try:
+        yield Telemetry(sdk.span_exporter, reader)
+    finally:
+        sdk.meter_provider.remove_metric_reader(reader)
+        sdk.span_exporter.clear()
+
+
+@dataclass
+class LogCapture:
+    """OTel log records bridged from Python logging (the root logger) during one test."""
+
+    exporter: InMemoryLogRecordExporter
+
+    def records(self) -> list[ReadableLogRecord]:
+        return list(self.exporter.get_finished_logs())
+
+
+@pytest.fixture
+def otel_logs() -> Iterator[LogCapture]:
+    """Python logging bridged to OTel logs, as ``configure_telemetry`` does with a log exporter: the SDK's
+    ``LoggingHandler`` on the root logger, here with an in-memory exporter (and no global logger provider)."""
+    provider = LoggerProvider(resource=build_resource())
+    exporter = InMemoryLogRecordExporter()
+    provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
+    handler = LoggingHandler(logger_provider=provider)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield LogCapture(exporter)
+    finally:
+        root.removeHandler(handler)
+        provider.shutdown()
+
+
+def run_child(scenario: str, env: dict[str, str], *, timeout: float = 90.0) -> dict[str, Any]:
+    """Run ``telemetry_child.py scenario`` in a fresh interpreter (its own OTel globals) and return the JSON
+    object it prints last. ``env`` is added to a copy of this process's environment without ``OTEL_*``."""
+    child_env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "NON_"))}
+    child_env.update(env)
+    child_env.setdefault("PYTHONPATH", str(HERE))
+    completed = subprocess.run(
+        [sys.executable, str(CHILD), scenario],
+        env=child_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if completed.returncode != 0:
+        raise AssertionError(
+            f"child {scenario!r} exited with {completed.returncode}\n"
+            f"stdout:\n{completed.stdout[-4000:]}\nstderr:\n{completed.stderr[-4000:]}"
+        )
+    lines = [line for line in completed.stdout.splitlines() if line.startswith("{")]
+    assert lines, f"child {scenario!r} printed no result\nstderr:\n{completed.stderr[-4000:]}"
+    result: dict[str, Any] = json.loads(lines[-1])
+    result["_stderr"] = completed.stderr
+    return result

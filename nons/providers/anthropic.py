@@ -132,7 +132,12 @@ def _messages(messages: list[Message]) -> list[dict[str, Any]]:
         role = "assistant" if message.role == "assistant" else "user"
         blocks: list[dict[str, Any]] = []
         if message.role == "tool":
-            blocks.append({"type": "tool_result", "tool_use_id": message.tool_call_id, "content": message.content})
+            block: dict[str, Any] = {
+                "type": "tool_result", "tool_use_id": message.tool_call_id, "content": message.content
+            }
+            if message.is_error:
+                block["is_error"] = True
+            blocks.append(block)
         else:
             # The API rejects empty text blocks (an assistant turn that only called tools has no text).
             if message.content:

@@ -50,7 +50,8 @@ class Message:
     """One conversation turn.
 
     ``tool_calls`` is set on assistant turns that asked for tools; ``tool_call_id`` and ``name`` on ``tool``
-    turns that carry a tool's result back.
+    turns that carry a tool's result back, with ``is_error`` when the tool failed (providers that can say so,
+    such as Anthropic, tell the model).
     """
 
     role: Role
@@ -58,6 +59,7 @@ class Message:
     tool_calls: tuple[ToolCall, ...] = ()
     tool_call_id: str | None = None
     name: str | None = None
+    is_error: bool = False
 
 
 @dataclass(slots=True)

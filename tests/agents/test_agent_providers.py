@@ -173,3 +173,21 @@ async def test_llm_errors_are_retried(provider: str, emu: ProviderEmulator, obs:
     chat = one(trace_spans(obs, steps[-1]["trace_id"]), f"chat {MODELS[provider]}")
     assert chat["attributes"][names.ATTEMPTS] == 2
     assert [e["name"] for e in chat["events"]] == [names.EVENT_RETRY]
+
+
+async def test_a_failed_tool_result_goes_back_marked_as_an_error(
+    provider: str, emu: ProviderEmulator, obs: Observability
+) -> None:
+    replies = [calls(("divide", {"a": 1, "b": 0})), calls(("divide", {"a": 1, "b": 2})), Reply(text="0.5")]
+    await run_agent(emu, provider, replies, "flagged")
+    assert "division by zero" in sent(emu, provider, 1)
+    if provider == "anthropic":  # the one API with a flag for it
+        messages = emu.requests_for(provider)[2].body["messages"]
+        flags = [
+            block.get("is_error", False)
+            for turn in messages
+            if turn["role"] == "user" and isinstance(turn["content"], list)
+            for block in turn["content"]
+            if block.get("type") == "tool_result"
+        ]
+        assert flags == [True, False]

@@ -321,7 +321,12 @@ class Agent:
             for call in response.tool_calls:
                 result = await self._execute(run, call)
                 results.append(result)
-                run.messages.append(Message("tool", _tool_message(result), tool_call_id=call.id, name=call.name))
+                run.messages.append(
+                    Message(
+                        "tool", _tool_message(result), tool_call_id=call.id, name=call.name,
+                        is_error=not result["success"],
+                    )
+                )
                 if result["is_stop"]:
                     # The run ends here: later calls of this turn would have no one to read their results.
                     return self._result(

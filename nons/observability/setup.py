@@ -19,6 +19,7 @@ reported once in a warning, never raised.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import threading
@@ -74,12 +75,42 @@ class TelemetryHandle:
     metric_exporters: list[str] = field(default_factory=list)
     log_exporters: list[str] = field(default_factory=list)
     prometheus_port: int | None = None
+    _requested: threading.Event = field(default_factory=threading.Event, repr=False)
+    _done: threading.Event = field(default_factory=threading.Event, repr=False)
+    _timeout_millis: int = SHUTDOWN_TIMEOUT_MILLIS
+    _worker: threading.Thread | None = field(default=None, repr=False)
 
     def force_flush(self, timeout_millis: int = 10_000) -> None:
         """Export everything buffered now."""
         for provider in (self.tracer_provider, self.meter_provider, self.logger_provider):
             if provider is not None and hasattr(provider, "force_flush"):
                 provider.force_flush(timeout_millis)
+
+    def start_shutdown_worker(self) -> None:
+        """Start the idle thread that will flush and stop the providers when :meth:`shutdown` asks.
+
+        Started when telemetry is configured, not at shutdown: Python 3.12+ refuses new threads while the
+        interpreter exits, which is when the exit handler calls :meth:`shutdown`.
+        """
+        if self._worker is None:
+            self._worker = threading.Thread(target=self._stop_when_asked, name="nons-telemetry-shutdown", daemon=True)
+            self._worker.start()
+
+    def _stop_when_asked(self) -> None:
+        self._requested.wait()
+        try:
+            self.force_flush(self._timeout_millis)
+            for installed, provider in (
+                (self.installed_tracing, self.tracer_provider),
+                (self.installed_metrics, self.meter_provider),
+                (self.installed_logs, self.logger_provider),
+            ):
+                if installed:
+                    provider.shutdown()
+        except Exception:  # shutting telemetry down must never fail the application
+            logger.debug("telemetry shutdown failed", exc_info=True)
+        finally:
+            self._done.set()
 
     def shutdown(self, timeout_millis: int = SHUTDOWN_TIMEOUT_MILLIS) -> bool:
         """Flush and stop the providers NoN installed (others belong to the application), giving up after
@@ -89,30 +120,19 @@ class TelemetryHandle:
         (``OTEL_EXPORTER_OTLP_TIMEOUT``, 10 s), batch after batch: the flush runs in a daemon thread so that
         the application's exit is held up for ``timeout_millis`` at most, and what is left is dropped.
         """
-
-        def flush_and_stop() -> None:
+        if self._worker is None:
             try:
-                self.force_flush(timeout_millis)
-                for installed, provider in (
-                    (self.installed_tracing, self.tracer_provider),
-                    (self.installed_metrics, self.meter_provider),
-                    (self.installed_logs, self.logger_provider),
-                ):
-                    if installed:
-                        provider.shutdown()
-            except Exception:  # shutting telemetry down must never fail the application
-                logger.debug("telemetry shutdown failed", exc_info=True)
-
-        worker = threading.Thread(target=flush_and_stop, name="nons-telemetry-shutdown", daemon=True)
-        try:
-            worker.start()
-        except RuntimeError:
-            # Python 3.12+ refuses new threads once the interpreter is finalizing (atexit): flush inline there,
-            # without the time limit, rather than not at all.
-            flush_and_stop()
-            return True
-        worker.join(timeout_millis / 1000)
-        if worker.is_alive():
+                self.start_shutdown_worker()
+            except RuntimeError:
+                # No worker was started at configuration and the interpreter is exiting: flush inline, without
+                # the time limit, rather than not at all.
+                self._requested.set()
+                self._stop_when_asked()
+                return True
+        if not self._requested.is_set():
+            self._timeout_millis = timeout_millis
+            self._requested.set()
+        if not self._done.wait(timeout_millis / 1000):
             logger.warning(
                 "telemetry was not exported within %d ms of shutdown (is the collector reachable?); "
                 "the rest is dropped",
@@ -400,6 +420,8 @@ def configure_telemetry(settings: Settings | None = None) -> TelemetryHandle:
         finally:
             # What got installed belongs to this handle even if a later step failed, so that a second call
             # finds it and the exit handler flushes it.
+            with contextlib.suppress(RuntimeError):  # no thread to be had: shutdown() flushes inline instead
+                handle.start_shutdown_worker()
             atexit.register(handle.shutdown)
             _handle = handle
         return handle

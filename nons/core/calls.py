@@ -30,7 +30,7 @@ from nons.providers.base import LLMRequest, LLMResponse, Message, ToolDefinition
 from nons.providers.pricing import price_usd
 from nons.providers.registry import default_model, get_provider, resolve_provider
 
-__all__ = ["CallSite", "PassContext", "call_llm"]
+__all__ = ["CallSite", "PassContext", "call_llm", "truncate_content"]
 
 _CONTENT_LIMIT = 4096
 
@@ -61,7 +61,8 @@ class CallSite:
     priority: int = 0
 
 
-def _truncate(text: str) -> str:
+def truncate_content(text: str) -> str:
+    """Captured prompt, completion or tool text, cut to a size a span attribute should carry."""
     return text if len(text) <= _CONTENT_LIMIT else text[:_CONTENT_LIMIT] + "…[truncated]"
 
 
@@ -231,10 +232,10 @@ def _request_attributes(config: ModelConfig, provider: ModelProvider, model: str
 
 def _record_input(span: trace.Span, system: str | None, messages: list[Message]) -> None:
     if system:
-        span.set_attribute(names.GEN_AI_SYSTEM_INSTRUCTIONS, _truncate(system))
+        span.set_attribute(names.GEN_AI_SYSTEM_INSTRUCTIONS, truncate_content(system))
     span.set_attribute(
         names.GEN_AI_INPUT_MESSAGES,
-        _truncate(json.dumps([{"role": m.role, "content": m.content} for m in messages])),
+        truncate_content(json.dumps([{"role": m.role, "content": m.content} for m in messages])),
     )
 
 
@@ -347,7 +348,7 @@ def _on_success(
         if server_address:
             attributes[names.SERVER_ADDRESS] = server_address
         if ctx.capture_content:
-            attributes[names.GEN_AI_OUTPUT_MESSAGES] = _truncate(
+            attributes[names.GEN_AI_OUTPUT_MESSAGES] = truncate_content(
                 json.dumps([{"role": "assistant", "content": response.text}])
             )
         span.set_attributes(attributes)

@@ -32,7 +32,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from nons.config import get_settings
 from nons.core.agents.tools import AgentState, ToolRegistry, ToolResult
-from nons.core.calls import CallSite, PassContext, call_llm
+from nons.core.calls import CallSite, PassContext, call_llm, truncate_content
 from nons.core.errors import ConfigurationError, InputValidationError, ProviderError
 from nons.core.network import NoN
 from nons.core.node import Node
@@ -354,7 +354,7 @@ class Agent:
             if tool is not None and tool.description:
                 attributes[names.GEN_AI_TOOL_DESCRIPTION] = tool.description
             if run.ctx.capture_content:
-                attributes[names.GEN_AI_TOOL_CALL_ARGUMENTS] = _json(call.arguments)
+                attributes[names.GEN_AI_TOOL_CALL_ARGUMENTS] = truncate_content(_json(call.arguments))
             span = inst.tracer.start_span(
                 names.tool_span_name(call.name), kind=SpanKind.INTERNAL, attributes=attributes
             )
@@ -369,7 +369,7 @@ class Agent:
             error_type = "cancelled" if result is None else result["error_type"]
             if span is not None:
                 if result is not None and result["success"] and run.ctx.capture_content:
-                    span.set_attribute(names.GEN_AI_TOOL_CALL_RESULT, _tool_message(result))
+                    span.set_attribute(names.GEN_AI_TOOL_CALL_RESULT, truncate_content(_tool_message(result)))
                 if error_type is not None:
                     span.set_attribute(names.ERROR_TYPE, error_type)
                     span.set_status(Status(StatusCode.ERROR, result["error"] if result else "cancelled"))

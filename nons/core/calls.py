@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from collections.abc import Sequence
 from contextlib import nullcontext
@@ -22,10 +23,10 @@ from nons.config import Settings
 from nons.core.errors import ProviderError
 from nons.core.policies import backoff_delay, call_plan
 from nons.core.results import LLMCallRecord
-from nons.core.scheduler import Permit, Scheduler
+from nons.core.scheduler import Permit, Scheduler, get_scheduler
 from nons.core.types import LayerConfig, ModelConfig, ModelProvider
 from nons.observability import names
-from nons.observability.instruments import Instruments, fail_span
+from nons.observability.instruments import Instruments, fail_span, get_instruments
 from nons.providers.base import LLMRequest, LLMResponse, Message, ToolDefinition
 from nons.providers.pricing import price_usd
 from nons.providers.registry import default_model, get_provider, resolve_provider
@@ -47,6 +48,18 @@ class PassContext:
     capture_content: bool
     #: Every successful call of the pass, in completion order: the network's roll-up, failed layers included.
     calls: list[LLMCallRecord] = field(default_factory=list)
+
+    @classmethod
+    def start(cls, name: str, pass_id: str, settings: Settings) -> PassContext:
+        """The context of a new pass (a network's forward or an agent's run) under ``settings``."""
+        return cls(
+            network_name=name,
+            network_id=pass_id,
+            instruments=get_instruments(settings.enable_tracing, settings.enable_metrics),
+            scheduler=get_scheduler(),
+            settings=settings,
+            capture_content=os.environ.get(names.ENV_CAPTURE_CONTENT, "").lower() in ("1", "true", "yes"),
+        )
 
 
 @dataclass(slots=True)

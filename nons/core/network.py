@@ -8,7 +8,6 @@ any other value goes whole to every node.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -23,15 +22,12 @@ from nons.core.calls import PassContext
 from nons.core.errors import ConfigurationError, InputValidationError, NetworkTimeoutError
 from nons.core.layer import Layer, LayerSpec, create_layer
 from nons.core.results import LayerResult, NetworkResult
-from nons.core.scheduler import get_scheduler
 from nons.core.types import LayerConfig, NetworkConfig
 from nons.observability import names
-from nons.observability.instruments import fail_span, get_instruments, rollup_attributes
+from nons.observability.instruments import fail_span, rollup_attributes
 from nons.operators._text import as_text
 
 __all__ = ["NoN", "create_network"]
-
-_CAPTURE_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 
 
 class NoN:
@@ -90,15 +86,8 @@ class NoN:
         """
         settings = get_settings()
         self._check_input(input_data, self.config.max_input_chars or settings.max_input_chars)
-        inst = get_instruments(settings.enable_tracing, settings.enable_metrics)
-        ctx = PassContext(
-            network_name=self.name,
-            network_id=self.id,
-            instruments=inst,
-            scheduler=get_scheduler(),
-            settings=settings,
-            capture_content=os.environ.get(_CAPTURE_ENV, "").lower() in ("1", "true", "yes"),
-        )
+        ctx = PassContext.start(self.name, self.id, settings)
+        inst = ctx.instruments
         default_layer_config = self.layer_config or LayerConfig(
             error_policy=settings.error_policy, max_retries=settings.max_retries
         )

@@ -17,6 +17,10 @@ from opentelemetry.semconv.attributes import server_attributes as _server
 # --- instrumentation scope -------------------------------------------------------------------------------
 SCOPE: Final = "nons"
 
+# --- standard switches ------------------------------------------------------------------------------------
+#: The GenAI conventions' variable that turns on recording of prompt, completion and tool text.
+ENV_CAPTURE_CONTENT: Final = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
+
 # --- span names (formatted with the subject) --------------------------------------------------------------
 OP_WORKFLOW: Final = _genai.GenAiOperationNameValues.INVOKE_WORKFLOW.value  # "invoke_workflow"
 OP_CHAT: Final = _genai.GenAiOperationNameValues.CHAT.value  # "chat"

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator, Mapping
 from contextlib import contextmanager
@@ -37,10 +36,9 @@ from nons.core.errors import ConfigurationError, InputValidationError, ProviderE
 from nons.core.network import NoN
 from nons.core.node import Node
 from nons.core.results import LLMCallRecord
-from nons.core.scheduler import get_scheduler
 from nons.core.types import ErrorPolicy, LayerConfig, ModelConfig
 from nons.observability import names
-from nons.observability.instruments import fail_span, get_instruments, rollup_attributes
+from nons.observability.instruments import fail_span, rollup_attributes
 from nons.providers.base import Message, ToolCall
 from nons.providers.registry import default_model, resolve_provider
 
@@ -49,8 +47,6 @@ __all__ = ["MAX_STEPS_REACHED", "Agent", "AgentRun", "AgentStep"]
 #: ``error_type`` of the final result of a run that used up ``max_steps``.
 MAX_STEPS_REACHED = "max_steps"
 
-# The environment variable the GenAI conventions define for recording prompt and completion text.
-_CAPTURE_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 # The operator name an agent's LLM calls carry on the cost metric (nodes carry their operator's name).
 _OPERATOR = "agent"
 
@@ -269,16 +265,9 @@ class Agent:
         # is a span to leave open.
         state = AgentState(copy.deepcopy(self.initial_state))
         settings = get_settings()
-        inst = get_instruments(settings.enable_tracing, settings.enable_metrics)
         run_id = uuid.uuid4().hex[:16]
-        ctx = PassContext(
-            network_name=self.name,
-            network_id=run_id,
-            instruments=inst,
-            scheduler=get_scheduler(),
-            settings=settings,
-            capture_content=os.environ.get(_CAPTURE_ENV, "").lower() in ("1", "true", "yes"),
-        )
+        ctx = PassContext.start(self.name, run_id, settings)
+        inst = ctx.instruments
         site = CallSite(self.id, _OPERATOR, self.model_config, self.fallbacks, self.layer_config, self.priority)
         span: trace.Span | None = None
         trace_id: str | None = None

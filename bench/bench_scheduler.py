@@ -26,13 +26,13 @@ import resource
 import time
 import tracemalloc
 
-from nons.config import get_settings
+from nons.base.messages import LLMRequest, Message
+from nons.base.results import LLMCallRecord
+from nons.base.settings import get_settings
 from nons.core.calls import CallSite, PassContext, call_llm
-from nons.core.results import LLMCallRecord
 from nons.core.scheduler import QueueStrategy, RateLimitConfig, Scheduler
 from nons.core.types import LayerConfig, ModelConfig, ModelProvider
 from nons.observability.instruments import get_instruments
-from nons.providers.base import LLMRequest, Message
 from nons.providers.mock import MockProvider
 
 MOCK = ModelProvider.MOCK

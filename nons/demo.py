@@ -13,10 +13,10 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from nons.base.results import NetworkResult
+from nons.base.types import ErrorPolicy, LayerConfig, ModelConfig, ModelProvider
 from nons.core.network import NoN
 from nons.core.node import Node
-from nons.core.results import NetworkResult
-from nons.core.types import ErrorPolicy, LayerConfig, ModelConfig, ModelProvider
 
 __all__ = ["build_demo_network", "run_demo"]
 

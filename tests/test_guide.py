@@ -10,7 +10,7 @@ import asyncio
 
 import pytest
 
-from nons.core.errors import ConfigurationError
+from nons.base.errors import ConfigurationError
 
 
 async def test_parallel_node_execution() -> None:

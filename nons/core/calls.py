@@ -19,15 +19,15 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from nons.config import Settings
-from nons.core.errors import ProviderError
+from nons.base.errors import ProviderError
+from nons.base.messages import LLMRequest, LLMResponse, Message, ToolDefinition
+from nons.base.results import LLMCallRecord
+from nons.base.settings import Settings
+from nons.base.types import LayerConfig, ModelConfig, ModelProvider
 from nons.core.policies import backoff_delay, call_plan
-from nons.core.results import LLMCallRecord
 from nons.core.scheduler import Permit, Scheduler, get_scheduler
-from nons.core.types import LayerConfig, ModelConfig, ModelProvider
 from nons.observability import names
 from nons.observability.instruments import Instruments, fail_span, get_instruments
-from nons.providers.base import LLMRequest, LLMResponse, Message, ToolDefinition
 from nons.providers.pricing import price_usd
 from nons.providers.registry import default_model, get_provider, resolve_provider
 

@@ -10,11 +10,11 @@ from typing import Any
 
 from opentelemetry import trace
 
+from nons.base.errors import ConfigurationError, LayerFailedError, NodeExecutionError, TimeoutExceededError
+from nons.base.results import LayerResult, NodeFailure, NodeResult
+from nons.base.types import ErrorPolicy, LayerConfig
 from nons.core.calls import PassContext
-from nons.core.errors import ConfigurationError, LayerFailedError, NodeExecutionError, TimeoutExceededError
 from nons.core.node import Node
-from nons.core.results import LayerResult, NodeFailure, NodeResult
-from nons.core.types import ErrorPolicy, LayerConfig
 from nons.observability import names
 from nons.observability.instruments import fail_span
 

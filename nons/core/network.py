@@ -17,15 +17,15 @@ from typing import Any
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 
-from nons.config import get_settings
+from nons.base.errors import ConfigurationError, InputValidationError, NetworkTimeoutError
+from nons.base.results import LayerResult, NetworkResult
+from nons.base.settings import get_settings
+from nons.base.text import as_text
+from nons.base.types import LayerConfig, NetworkConfig
 from nons.core.calls import PassContext
-from nons.core.errors import ConfigurationError, InputValidationError, NetworkTimeoutError
 from nons.core.layer import Layer, LayerSpec, create_layer
-from nons.core.results import LayerResult, NetworkResult
-from nons.core.types import LayerConfig, NetworkConfig
 from nons.observability import names
 from nons.observability.instruments import fail_span, rollup_attributes
-from nons.operators._text import as_text
 
 __all__ = ["NoN", "create_network"]
 

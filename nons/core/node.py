@@ -11,10 +11,10 @@ from typing import Any
 
 from opentelemetry import trace
 
+from nons.base.errors import ConfigurationError, NodeExecutionError, OperatorError, TimeoutExceededError
+from nons.base.results import NodeFailure, NodeResult
+from nons.base.types import LayerConfig, ModelConfig
 from nons.core.calls import CallSite, PassContext
-from nons.core.errors import ConfigurationError, NodeExecutionError, OperatorError, TimeoutExceededError
-from nons.core.results import NodeFailure, NodeResult
-from nons.core.types import LayerConfig, ModelConfig
 from nons.observability import names
 from nons.observability.instruments import fail_span, rollup_attributes
 from nons.operators.context import OperatorContext

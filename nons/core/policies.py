@@ -19,7 +19,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from nons.core.types import ErrorPolicy, LayerConfig
+from nons.base.types import ErrorPolicy, LayerConfig
 
 __all__ = ["CallPlan", "backoff_delay", "call_plan"]
 

@@ -31,12 +31,12 @@ Never hangs
     Working state belongs to the running event loop and is made on first use in that loop, so one configured
     scheduler serves several ``asyncio.run()`` calls and pytest-asyncio's per-test loops, and calls never need
     :func:`start_scheduler`. Every waiter has a deadline (``NON_REQUEST_TIMEOUT``) after which it fails with
-    :class:`~nons.core.errors.QueueTimeoutError`; a cancelled caller leaves the queue; stopping fails or drains
+    :class:`~nons.base.errors.QueueTimeoutError`; a cancelled caller leaves the queue; stopping fails or drains
     what waits. Limits hold within one event loop: loops running at the same time in several threads each get
     the configured budget.
 
 Server hints and adaptive concurrency
-    A call released with a :class:`~nons.core.errors.RateLimitError` that carries ``retry_after_s`` pauses
+    A call released with a :class:`~nons.base.errors.RateLimitError` that carries ``retry_after_s`` pauses
     every limiter it passed (its provider's, and its model's when configured) for every caller. With
     ``RateLimitConfig(adaptive=True)`` the concurrency limit follows AIMD: halved on a 429 (once per window of
     calls: 429s of calls sent before the last cut do not cut again), one more on each success, up to
@@ -48,7 +48,7 @@ Circuit breaker (per provider and model)
     authentication errors. Rate limits are handled by pausing and AIMD instead, and a request's own faults
     (bad request, context too long, unknown model), cancellations and non-provider errors neither count nor
     reset the count. Any success closes the breaker and resets the count. While open, ``acquire`` raises
-    :class:`~nons.core.errors.CircuitOpenError` at once (so the call falls back under
+    :class:`~nons.base.errors.CircuitOpenError` at once (so the call falls back under
     ``ErrorPolicy.FALLBACK_MODEL``) and the lane's waiters fail with it. After ``cooldown_s`` (default 30 s)
     the breaker is half-open: exactly one probe call goes through; others fail fast until it ends.
 
@@ -76,8 +76,7 @@ from datetime import datetime, timezone
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Final
 
-from nons.config import get_settings
-from nons.core.errors import (
+from nons.base.errors import (
     AuthenticationError,
     CircuitOpenError,
     ConfigurationError,
@@ -86,7 +85,8 @@ from nons.core.errors import (
     RateLimitError,
     SchedulerStoppedError,
 )
-from nons.core.types import ModelProvider
+from nons.base.settings import get_settings
+from nons.base.types import ModelProvider
 from nons.observability import names
 
 if TYPE_CHECKING:

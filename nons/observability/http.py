@@ -45,7 +45,7 @@ from opentelemetry.semconv.attributes.server_attributes import SERVER_ADDRESS, S
 from opentelemetry.semconv.attributes.url_attributes import URL_FULL
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from nons.config import get_settings
+from nons.base.settings import get_settings
 from nons.observability import names
 
 __all__ = ["TracingTransport", "instrument_httpx2", "is_httpx2_instrumented", "redact_url", "uninstrument_httpx2"]

@@ -17,7 +17,7 @@ from opentelemetry import metrics, trace
 from opentelemetry.metrics import Counter, Histogram, UpDownCounter
 from opentelemetry.trace import Status, StatusCode
 
-from nons.core.results import LLMCallRecord, known_cost, total_usage, unpriced
+from nons.base.results import LLMCallRecord, known_cost, total_usage, unpriced
 from nons.observability import names
 
 __all__ = ["Instruments", "fail_span", "get_instruments", "rollup_attributes"]

@@ -28,7 +28,7 @@ from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricR
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.trace import StatusCode
 
-from nons.config import get_settings
+from nons.base.settings import get_settings
 from nons.observability import names
 
 __all__ = ["Observability", "get_observability"]

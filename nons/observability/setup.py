@@ -40,8 +40,8 @@ from opentelemetry.sdk.resources import OTELResourceDetector, Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter, SpanExportResult
 
-from nons.config import Settings, apply_log_level, get_settings
-from nons.core.errors import ConfigurationError
+from nons.base.errors import ConfigurationError
+from nons.base.settings import Settings, apply_log_level, get_settings
 
 if TYPE_CHECKING:
     from opentelemetry.sdk._logs import ReadableLogRecord

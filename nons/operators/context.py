@@ -6,11 +6,11 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from nons.base.errors import OutputParseError
+from nons.base.messages import LLMResponse, Message, ToolDefinition
+from nons.base.results import LLMCallRecord
+from nons.base.types import ModelConfig
 from nons.core.calls import CallSite, PassContext, call_llm
-from nons.core.errors import OutputParseError
-from nons.core.results import LLMCallRecord
-from nons.core.types import ModelConfig
-from nons.providers.base import LLMResponse, Message, ToolDefinition
 
 __all__ = ["OperatorContext"]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from nons.core.errors import OperatorError
-from nons.operators._text import as_text, items_of
+from nons.base.errors import OperatorError
+from nons.base.text import as_text, items_of
 from nons.operators.context import OperatorContext
 from nons.operators.registry import operator
 from nons.operators.results import Candidate, Classification, RouteDecision, Validation

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from nons.core.errors import ConfigurationError, OutputParseError
-from nons.operators._text import as_text, items_of
+from nons.base.errors import ConfigurationError, OutputParseError
+from nons.base.text import as_text, items_of
 from nons.operators.context import OperatorContext
 from nons.operators.registry import operator
 from nons.operators.results import Classification, Comparison, RouteDecision, Validation

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from nons.core.errors import ConfigurationError
+from nons.base.errors import ConfigurationError
 
 __all__ = ["OperatorSpec", "get_operator", "list_operators", "operator", "register_operator"]
 

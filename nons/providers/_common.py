@@ -26,8 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar, cast
 from urllib.parse import urlsplit
 
-from nons.config import get_settings
-from nons.core.errors import (
+from nons.base.errors import (
     AuthenticationError,
     BadRequestError,
     ConfigurationError,
@@ -41,8 +40,10 @@ from nons.core.errors import (
     RateLimitError,
     ServerError,
 )
-from nons.core.types import ModelConfig
-from nons.providers.base import LLMRequest, LLMResponse, Message, Provider, ToolCall
+from nons.base.messages import LLMRequest, LLMResponse, Message, ToolCall
+from nons.base.settings import get_settings
+from nons.base.types import ModelConfig
+from nons.providers.base import Provider
 
 __all__ = [
     "ClientCache",
@@ -451,11 +452,11 @@ class SDKProvider(Provider, Generic[ClientT]):
 
     #: The environment variable that holds the key, named in the error when it is missing.
     key_env: str
-    #: The attribute of :class:`~nons.config.Settings` that holds the key.
+    #: The attribute of :class:`~nons.base.settings.Settings` that holds the key.
     settings_key: str
     #: The API's base URL when neither ``ModelConfig.base_url`` nor the settings' base URL is set.
     default_base_url: str
-    #: The attribute of :class:`~nons.config.Settings` with the vendor's base-URL variable (``OPENAI_BASE_URL``).
+    #: The attribute of :class:`~nons.base.settings.Settings` with the vendor's base-URL variable (``OPENAI_BASE_URL``).
     settings_base_url: str
     #: Whether a call may go without a key when a base URL is set (OpenAI-compatible local servers).
     key_optional_with_base_url: bool = False

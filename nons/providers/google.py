@@ -28,9 +28,10 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
 
-from nons.core.errors import BadRequestError
-from nons.core.results import Usage
-from nons.core.types import ModelProvider
+from nons.base.errors import BadRequestError
+from nons.base.messages import LLMRequest, LLMResponse, Message, ToolCall
+from nons.base.results import Usage
+from nons.base.types import ModelProvider
 from nons.providers._common import (
     FailedCall,
     SDKProvider,
@@ -41,7 +42,6 @@ from nons.providers._common import (
     system_text,
     tool_names_by_id,
 )
-from nons.providers.base import LLMRequest, LLMResponse, Message, ToolCall
 
 __all__ = ["SYNTHETIC_ID_PREFIX", "GoogleProvider"]
 

@@ -42,7 +42,7 @@ import random
 import re
 from typing import Any
 
-from nons.core.errors import (
+from nons.base.errors import (
     ConfigurationError,
     MalformedResponseError,
     OverloadedError,
@@ -52,9 +52,10 @@ from nons.core.errors import (
     RateLimitError,
     ServerError,
 )
-from nons.core.results import Usage
-from nons.core.types import ModelConfig, ModelProvider
-from nons.providers.base import LLMRequest, LLMResponse, Provider, ToolCall, ToolDefinition
+from nons.base.messages import LLMRequest, LLMResponse, ToolCall, ToolDefinition
+from nons.base.results import Usage
+from nons.base.types import ModelConfig, ModelProvider
+from nons.providers.base import Provider
 
 __all__ = ["FAILURE_KINDS", "MockProvider"]
 

@@ -18,8 +18,9 @@ from typing import Any
 import openai
 from openai.types.chat import ChatCompletion
 
-from nons.core.results import Usage
-from nons.core.types import ModelProvider
+from nons.base.messages import LLMRequest, LLMResponse, Message, ToolCall
+from nons.base.results import Usage
+from nons.base.types import ModelProvider
 from nons.providers._common import (
     FailedCall,
     SDKProvider,
@@ -30,7 +31,6 @@ from nons.providers._common import (
     parse_tool_arguments,
     system_text,
 )
-from nons.providers.base import LLMRequest, LLMResponse, Message, ToolCall
 
 __all__ = ["OpenAIProvider"]
 

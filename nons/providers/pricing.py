@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 import logging
 
-from nons.core.results import Usage
+from nons.base.results import Usage
 
 __all__ = ["price_usd"]
 

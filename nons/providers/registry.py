@@ -5,9 +5,9 @@ from __future__ import annotations
 import importlib
 import logging
 
-from nons.config import Settings
-from nons.core.errors import ConfigurationError
-from nons.core.types import ModelConfig, ModelProvider
+from nons.base.errors import ConfigurationError
+from nons.base.settings import Settings
+from nons.base.types import ModelConfig, ModelProvider
 from nons.providers.base import Provider
 
 __all__ = ["DEFAULT_MODELS", "close_providers", "default_model", "get_provider", "resolve_provider"]

@@ -10,8 +10,8 @@ import pytest
 from agent_helpers import named, one, scripted, tool_call_count, trace_spans
 from agent_tools import calculator
 
+from nons.base.errors import ConfigurationError, InputValidationError
 from nons.core.agents import MAX_STEPS_REACHED, Agent, AgentState, ToolRegistry
-from nons.core.errors import ConfigurationError, InputValidationError
 from nons.core.network import NoN, create_network
 from nons.core.node import Node
 from nons.core.scheduler import start_scheduler

@@ -9,8 +9,8 @@ from typing import Annotated
 import pytest
 from pydantic import BaseModel, Field
 
+from nons.base.errors import ConfigurationError
 from nons.core.agents import INVALID_ARGUMENTS, UNKNOWN_TOOL, AgentState, ToolRegistry
-from nons.core.errors import ConfigurationError
 
 
 def test_schema_is_built_from_the_signature() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import core_helpers  # noqa: F401  (registers the echo operator)
 import pytest
 
-from nons.core.errors import ConfigurationError
+from nons.base.errors import ConfigurationError
 from nons.core.layer import distribute
 from nons.core.network import NoN, create_network
 from nons.core.node import Node

@@ -10,7 +10,7 @@ import core_helpers
 import pytest
 from core_helpers import failing, sim
 
-from nons.core.errors import (
+from nons.base.errors import (
     LayerFailedError,
     NetworkTimeoutError,
     NodeExecutionError,
@@ -19,10 +19,10 @@ from nons.core.errors import (
     ServerError,
     TimeoutExceededError,
 )
+from nons.base.results import NodeFailure
 from nons.core.network import NoN, create_network
 from nons.core.node import Node
 from nons.core.policies import backoff_delay, call_plan
-from nons.core.results import NodeFailure
 from nons.core.types import ErrorPolicy, LayerConfig, NetworkConfig
 from nons.operators.context import OperatorContext
 from nons.operators.registry import operator

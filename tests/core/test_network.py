@@ -8,7 +8,7 @@ import core_helpers  # noqa: F401  (registers the test operators)
 import pytest
 from core_helpers import failing, sim
 
-from nons.core.errors import ConfigurationError, InputValidationError, NodeExecutionError
+from nons.base.errors import ConfigurationError, InputValidationError, NodeExecutionError
 from nons.core.network import NoN, create_network
 from nons.core.node import Node
 from nons.core.types import ErrorPolicy, LayerConfig, NetworkConfig

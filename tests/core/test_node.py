@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from core_helpers import sim
 
-from nons.core.errors import ConfigurationError
+from nons.base.errors import ConfigurationError
 from nons.core.node import Node, create_node
 
 

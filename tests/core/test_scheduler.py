@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 import nons.core.scheduler as scheduler_module
-from nons.core.errors import (
+from nons.base.errors import (
     AuthenticationError,
     BadRequestError,
     CircuitOpenError,

@@ -28,11 +28,11 @@ import time
 import tracemalloc
 from typing import Any
 
+from nons.base.text import as_text
 from nons.core.layer import Layer
 from nons.core.network import NoN, create_network
 from nons.core.node import Node
 from nons.core.types import ErrorPolicy, LayerConfig, ModelConfig, ModelProvider
-from nons.operators._text import as_text
 from nons.operators.context import OperatorContext
 from nons.operators.registry import operator
 from nons.testing import Fault, ProviderEmulator, Reply

@@ -17,7 +17,7 @@ from otel_harness import Telemetry
 from telemetry_child import GUIDE_COST, GUIDE_MONITORING
 from test_spans import eventful_network, mock
 
-from nons.core.errors import NodeExecutionError
+from nons.base.errors import NodeExecutionError
 from nons.core.layer import Layer
 from nons.core.network import NoN
 from nons.core.node import Node

@@ -10,12 +10,12 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
 from otel_harness import LogCapture, Telemetry
 
+from nons.base.text import as_text
 from nons.core.layer import Layer
 from nons.core.network import NoN
 from nons.core.node import Node
 from nons.core.types import ModelConfig, ModelProvider
 from nons.observability.integration import get_observability
-from nons.operators._text import as_text
 from nons.operators.context import OperatorContext
 from nons.operators.registry import operator
 

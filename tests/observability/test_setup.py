@@ -141,7 +141,7 @@ def test_an_applications_providers_are_never_replaced() -> None:
 def test_an_unknown_exporter_is_refused_before_anything_is_installed(
     monkeypatch: pytest.MonkeyPatch, variable: str, value: str
 ) -> None:
-    from nons.core.errors import ConfigurationError
+    from nons.base.errors import ConfigurationError
     from nons.observability.setup import _check_exporter_names
 
     monkeypatch.setenv(variable, value)

@@ -20,10 +20,10 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
 from otel_harness import Telemetry
 
+from nons.base.results import NetworkResult
 from nons.core.layer import Layer
 from nons.core.network import NoN
 from nons.core.node import Node
-from nons.core.results import NetworkResult
 from nons.core.types import ErrorPolicy, LayerConfig, ModelConfig, ModelProvider, NetworkConfig
 from nons.observability import names
 

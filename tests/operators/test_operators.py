@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from nons.core.errors import ConfigurationError, NodeExecutionError, OperatorError, OutputParseError
+from nons.base.errors import ConfigurationError, NodeExecutionError, OperatorError, OutputParseError
 from nons.core.network import NoN, create_network
 from nons.core.node import Node
 from nons.core.types import ModelConfig, ModelProvider
@@ -271,7 +271,7 @@ def test_a_user_operator_named_like_a_builtin_is_refused_and_the_builtins_still_
 
     code = """
 from nons.operators.registry import operator, get_operator
-from nons.core.errors import ConfigurationError
+from nons.base.errors import ConfigurationError
 try:
     @operator()
     async def generate(ctx, input):

@@ -7,10 +7,10 @@ from typing import Any
 
 from pydantic import SecretStr
 
+from nons.base.messages import LLMRequest, Message
 from nons.core.types import ModelConfig, ModelProvider
 from nons.providers._common import SDKProvider
 from nons.providers.anthropic import AnthropicProvider
-from nons.providers.base import LLMRequest, Message
 from nons.providers.google import GoogleProvider
 from nons.providers.openai import OpenAIProvider
 from nons.testing import ProviderEmulator

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from nons.core.errors import ConfigurationError, RateLimitError
-from nons.core.results import Usage
+from nons.base.errors import ConfigurationError, RateLimitError
+from nons.base.messages import LLMRequest, Message
+from nons.base.results import Usage
 from nons.core.types import ModelConfig, ModelProvider
-from nons.providers.base import LLMRequest, Message
 from nons.providers.mock import MockProvider
 from nons.providers.pricing import price_usd
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from provider_cases import SECRET, Case, case_named, make_request
 
-from nons.core.errors import (
+from nons.base.errors import (
     AuthenticationError,
     BadRequestError,
     ConfigurationError,
@@ -26,9 +26,9 @@ from nons.core.errors import (
     RateLimitError,
     ServerError,
 )
+from nons.base.messages import LLMRequest, Message, ToolCall, ToolDefinition
 from nons.core.types import ModelConfig, ModelProvider
 from nons.providers._common import SDKProvider
-from nons.providers.base import LLMRequest, Message, ToolCall, ToolDefinition
 from nons.providers.pricing import price_usd
 from nons.testing import EmulatedToolCall, Fault, ProviderEmulator, Reply
 

@@ -7,7 +7,7 @@ import datetime as dt
 
 import pytest
 
-from nons.core.errors import (
+from nons.base.errors import (
     AuthenticationError,
     BadRequestError,
     ContextLengthError,
@@ -18,6 +18,7 @@ from nons.core.errors import (
     RateLimitError,
     ServerError,
 )
+from nons.base.messages import LLMRequest, Message, ToolCall
 from nons.core.types import ModelConfig, ModelProvider
 from nons.providers._common import (
     ClientCache,
@@ -29,7 +30,6 @@ from nons.providers._common import (
     system_text,
     tool_names_by_id,
 )
-from nons.providers.base import LLMRequest, Message, ToolCall
 
 NOW = dt.datetime(2026, 11, 1, 12, 0, 0, tzinfo=dt.timezone.utc)
 

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from nons.config import get_settings
+from nons.base.settings import get_settings
 from nons.core.types import ModelConfig, ModelProvider
 from nons.providers import registry
 

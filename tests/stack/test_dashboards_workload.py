@@ -213,8 +213,8 @@ def _build_networks() -> dict[str, Any]:
 def _cost_label_sets(networks: Mapping[str, Any]) -> set[tuple[str, str, str]]:
     """(model, operator, network) of every ``nons.cost`` series the workload can record: each priced model a
     node may answer with, its fallbacks included when the layer's policy uses them."""
+    from nons.base.results import Usage
     from nons.core.policies import call_plan
-    from nons.core.results import Usage
     from nons.providers.pricing import price_usd
 
     found = set()
@@ -230,7 +230,7 @@ def _cost_label_sets(networks: Mapping[str, Any]) -> set[tuple[str, str, str]]:
 
 def _count_provider_attempts() -> dict[str, dict[str, Any]]:
     """Count every attempt that reaches the simulated provider, and its failures by error type, per model."""
-    from nons.core.errors import ProviderError
+    from nons.base.errors import ProviderError
     from nons.core.types import ModelProvider
     from nons.providers.registry import get_provider
 
@@ -257,7 +257,7 @@ async def _run_workload(networks: Mapping[str, Any], iterations: int, port: int 
     import asyncio
     import copy
 
-    from nons.core.errors import NonError
+    from nons.base.errors import NonError
 
     attempts = _count_provider_attempts()
     cost_by_network = dict.fromkeys(networks, 0.0)

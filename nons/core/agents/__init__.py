@@ -1,7 +1,7 @@
 """Agents: an LLM that calls tools in a loop, through NoN's LLM call path and with its telemetry.
 
     from nons.core.agents import Agent, ToolRegistry
-    from nons.core.types import ModelConfig
+    from nons.base.types import ModelConfig
 
     registry = ToolRegistry()
 

@@ -29,17 +29,17 @@ from typing import Any, TypedDict
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from nons.config import get_settings
+from nons.base.errors import ConfigurationError, InputValidationError, ProviderError
+from nons.base.messages import Message, ToolCall
+from nons.base.results import LLMCallRecord
+from nons.base.settings import get_settings
+from nons.base.types import ErrorPolicy, LayerConfig, ModelConfig
 from nons.core.agents.tools import AgentState, ToolRegistry, ToolResult
 from nons.core.calls import CallSite, PassContext, call_llm, truncate_content
-from nons.core.errors import ConfigurationError, InputValidationError, ProviderError
 from nons.core.network import NoN
 from nons.core.node import Node
-from nons.core.results import LLMCallRecord
-from nons.core.types import ErrorPolicy, LayerConfig, ModelConfig
 from nons.observability import names
 from nons.observability.instruments import fail_span, rollup_attributes
-from nons.providers.base import Message, ToolCall
 from nons.providers.registry import default_model, resolve_provider
 
 __all__ = ["MAX_STEPS_REACHED", "Agent", "AgentRun", "AgentStep"]
@@ -154,7 +154,7 @@ class Agent:
         model: what the agent's LLM calls use. A :class:`~nons.core.types.ModelConfig`; or a
             :class:`~nons.core.node.Node`, whose model config, fallbacks, priority and prompt context (added to
             the system prompt) are used, not its operator; or a one-node :class:`~nons.core.network.NoN`,
-            meaning that node. Anything else is a :class:`~nons.core.errors.ConfigurationError`.
+            meaning that node. Anything else is a :class:`~nons.base.errors.ConfigurationError`.
         registry: the tools the model is offered.
         name: the agent's name, in span names (``invoke_agent {name}``) and ``gen_ai.agent.name``; its LLM
             calls carry it as the network name on the cost metric.

@@ -41,8 +41,8 @@ from typing import Any, TypedDict, TypeVar, overload
 
 from pydantic import BaseModel, ConfigDict, PydanticUserError, ValidationError, create_model
 
-from nons.core.errors import ConfigurationError
-from nons.providers.base import ToolDefinition
+from nons.base.errors import ConfigurationError
+from nons.base.messages import ToolDefinition
 
 __all__ = [
     "INVALID_ARGUMENTS",

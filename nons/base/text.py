@@ -6,8 +6,8 @@ import json
 from dataclasses import asdict, is_dataclass
 from typing import Any
 
-from nons.core.errors import OperatorError
-from nons.core.results import NodeFailure
+from nons.base.errors import OperatorError
+from nons.base.results import NodeFailure
 
 
 def as_text(value: Any) -> str:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from nons.config import apply_log_level, get_settings
-from nons.core.errors import ConfigurationError
+from nons.base.errors import ConfigurationError
+from nons.base.settings import apply_log_level, get_settings
 from nons.core.types import ErrorPolicy, ModelProvider
 
 
@@ -119,8 +119,8 @@ def test_log_level_applies_to_the_nons_logger(monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_env_example_lists_every_setting() -> None:
-    example = (Path(__file__).parents[1] / ".env.example").read_text()
-    from nons.config import Settings
+    example = (Path(__file__).parents[2] / ".env.example").read_text()
+    from nons.base.settings import Settings
 
     for name, field in Settings.model_fields.items():
         alias = field.validation_alias

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from nons.core import errors
+from nons.base import errors
 
 
 @pytest.mark.parametrize(

@@ -12,8 +12,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from nons.core.errors import ConfigurationError
-from nons.core.types import ErrorPolicy, ModelProvider
+from nons.base.errors import ConfigurationError
+from nons.base.types import ErrorPolicy, ModelProvider
 
 __all__ = ["Settings", "apply_log_level", "get_settings"]
 

@@ -1,0 +1,85 @@
+"""The messages that flow between the engine and the providers: turns, tool calls, requests and responses.
+
+A leaf module: providers, operators, agents and telemetry all speak these types, so they live below all of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from nons.base.results import Usage
+from nons.base.types import ModelConfig, ModelProvider
+
+__all__ = ["LLMRequest", "LLMResponse", "Message", "Role", "ToolCall", "ToolDefinition"]
+
+Role = Literal["system", "user", "assistant", "tool"]
+
+
+@dataclass(slots=True, frozen=True)
+class ToolCall:
+    """A model's request to run a tool. ``id`` links the tool's result back to this call."""
+
+    id: str
+    name: str
+    arguments: dict[str, Any]
+
+
+@dataclass(slots=True, frozen=True)
+class ToolDefinition:
+    """A tool offered to the model; ``parameters`` is a JSON Schema object."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any]
+
+
+@dataclass(slots=True)
+class Message:
+    """One conversation turn.
+
+    ``tool_calls`` is set on assistant turns that asked for tools; ``tool_call_id`` and ``name`` on ``tool``
+    turns that carry a tool's result back, with ``is_error`` when the tool failed (providers that can say so,
+    such as Anthropic, tell the model).
+    """
+
+    role: Role
+    content: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+    name: str | None = None
+    is_error: bool = False
+
+
+@dataclass(slots=True)
+class LLMRequest:
+    """One call to one model.
+
+    ``provider`` and ``model`` are already resolved (never ``None``); ``config`` supplies the sampling
+    parameters, base URL, key and ``extra_params``. ``system`` is the node's context. ``response_schema``,
+    when set, is the JSON Schema the answer must follow: real providers get it as an instruction in the
+    prompt, the simulated provider answers with JSON that follows it.
+    """
+
+    provider: ModelProvider
+    model: str
+    config: ModelConfig
+    messages: list[Message]
+    system: str | None = None
+    tools: tuple[ToolDefinition, ...] = ()
+    response_schema: dict[str, Any] | None = None
+    timeout_s: float | None = None
+
+
+@dataclass(slots=True)
+class LLMResponse:
+    """What one successful attempt returned."""
+
+    text: str
+    usage: Usage
+    finish_reason: str | None
+    response_model: str
+    response_id: str | None
+    tool_calls: tuple[ToolCall, ...] = ()
+    simulated: bool = False
+    raw: Any = field(default=None, repr=False)

@@ -1,0 +1,127 @@
+"""The configuration types and enums of the public API: providers, error policies, model/layer/network configs.
+
+A leaf module: it imports nothing else from NoN. ``nons.core.types`` re-exports it with the results and errors.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+__all__ = ["ErrorPolicy", "LayerConfig", "ModelConfig", "ModelProvider", "NetworkConfig"]
+
+
+class ModelProvider(str, Enum):
+    """Where a node's LLM calls go. ``MOCK`` is the simulated provider."""
+
+    ANTHROPIC = "anthropic"
+    OPENAI = "openai"
+    GOOGLE = "google"
+    MOCK = "mock"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class ErrorPolicy(str, Enum):
+    """What a layer does when a node fails. See the README's error policy table."""
+
+    FAIL_FAST = "fail_fast"
+    RETRY_WITH_BACKOFF = "retry_with_backoff"
+    SKIP_AND_CONTINUE = "skip_and_continue"
+    FALLBACK_MODEL = "fallback_model"
+    RETURN_PARTIAL = "return_partial"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class ModelConfig(BaseModel):
+    """Which model a node calls and how.
+
+    ``provider`` and ``model_name`` may be left out: the provider is then ``NON_DEFAULT_PROVIDER`` or the first
+    one with an API key (the simulated provider when there is none), and the model is that provider's default.
+    ``fallbacks`` are tried in order under ``ErrorPolicy.FALLBACK_MODEL``, across providers too.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=())
+
+    provider: ModelProvider | None = None
+    model_name: str | None = None
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    max_tokens: int | None = Field(None, gt=0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    stop: tuple[str, ...] | None = None
+    base_url: str | None = None
+    api_key: SecretStr | None = Field(None, repr=False)
+    extra_params: dict[str, Any] = Field(default_factory=dict)
+    fallbacks: tuple[ModelConfig, ...] = ()
+
+    @field_validator("provider", mode="before")
+    @classmethod
+    def _known_provider(cls, value: object) -> object:
+        if isinstance(value, str) and not isinstance(value, ModelProvider):
+            try:
+                return ModelProvider(value.lower())
+            except ValueError:
+                known = ", ".join(p.value for p in ModelProvider)
+                raise ValueError(f"unknown provider {value!r}; known providers: {known}") from None
+        return value
+
+    @field_validator("model_name")
+    @classmethod
+    def _non_empty_model(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("model_name must not be empty")
+        return value
+
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _stop_as_tuple(cls, value: object) -> object:
+        if isinstance(value, str):
+            return (value,)
+        if isinstance(value, list):
+            return tuple(value)
+        return value
+
+    @field_validator("fallbacks", mode="before")
+    @classmethod
+    def _fallbacks_as_tuple(cls, value: object) -> object:
+        return tuple(value) if isinstance(value, list) else value
+
+
+class LayerConfig(BaseModel):
+    """How a layer runs its nodes and reacts to failures.
+
+    Retries wait ``min(retry_max_delay, retry_base_delay * retry_multiplier ** attempt)`` seconds with full
+    jitter, or the server's retry hint when it is longer.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    error_policy: ErrorPolicy = ErrorPolicy.FAIL_FAST
+    max_retries: int = Field(3, ge=0, le=100)
+    timeout_seconds: float | None = Field(None, gt=0)
+    min_success_threshold: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="Share of nodes that must succeed for the layer to continue without the failed ones. "
+        "Unset: SKIP_AND_CONTINUE needs one success, RETRY_WITH_BACKOFF and FALLBACK_MODEL need all.",
+    )
+    retry_base_delay: float = Field(0.5, ge=0.0)
+    retry_multiplier: float = Field(2.0, ge=1.0)
+    retry_max_delay: float = Field(30.0, ge=0.0)
+
+
+class NetworkConfig(BaseModel):
+    """Settings of a whole network: its name (used in telemetry), timeout and input limit."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = "network"
+    timeout_seconds: float | None = Field(None, gt=0)
+    max_input_chars: int | None = Field(None, gt=0, description="Overrides NON_MAX_INPUT_CHARS.")
+    default_layer_config: LayerConfig | None = None

@@ -229,7 +229,7 @@ def _estimate_tokens(request: LLMRequest) -> int:
 def _request_attributes(config: ModelConfig, provider: ModelProvider, model: str) -> dict[str, Any]:
     attributes: dict[str, Any] = {
         names.GEN_AI_OPERATION_NAME: names.OP_CHAT,
-        names.GEN_AI_PROVIDER_NAME: get_provider(provider).genai_provider_name,
+        names.GEN_AI_PROVIDER_NAME: names.genai_provider_name(provider),
         names.GEN_AI_REQUEST_MODEL: model,
     }
     if config.temperature is not None:

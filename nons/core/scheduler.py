@@ -356,7 +356,7 @@ class _ProviderSlot:
         self.rank = rank
         self.lanes: list[_Lane] = []
         self.rr_last = -1
-        self.metric_name = _genai_provider_name(provider)
+        self.metric_name = names.genai_provider_name(provider)
 
 
 class _Lane:
@@ -1141,16 +1141,6 @@ def _validated_limits(
         else:
             providers[provider_of(key)] = value
     return providers, models
-
-
-def _genai_provider_name(provider: ModelProvider) -> str:
-    """The ``gen_ai.provider.name`` of ``provider``, as on the LLM metrics the dashboards filter by."""
-    try:
-        from nons.providers.registry import get_provider
-
-        return get_provider(provider).genai_provider_name
-    except Exception:  # a provider module that cannot load must not stop scheduling
-        return provider.value
 
 
 # --- observable instruments ------------------------------------------------------------------------------------

@@ -21,6 +21,23 @@ SCOPE: Final = "nons"
 #: The GenAI conventions' variable that turns on recording of prompt, completion and tool text.
 ENV_CAPTURE_CONTENT: Final = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 
+# --- provider names ---------------------------------------------------------------------------------------
+#: ``gen_ai.provider.name`` of each provider, keyed by ``ModelProvider`` value. Kept here, not read from the
+#: provider classes, so that labelling a metric or a span never imports a vendor SDK.
+PROVIDER_NAMES: Final = {
+    "anthropic": _genai.GenAiProviderNameValues.ANTHROPIC.value,  # "anthropic"
+    "openai": _genai.GenAiProviderNameValues.OPENAI.value,  # "openai"
+    "google": _genai.GenAiProviderNameValues.GCP_GEMINI.value,  # "gcp.gemini"
+    "mock": "nons.simulated",  # not a real system: the simulated provider says so in every signal
+}
+
+
+def genai_provider_name(provider: str) -> str:
+    """The ``gen_ai.provider.name`` of a ``ModelProvider`` (or its value); unknown values pass through."""
+    key = str(provider)
+    return PROVIDER_NAMES.get(key, key)
+
+
 # --- span names (formatted with the subject) --------------------------------------------------------------
 OP_WORKFLOW: Final = _genai.GenAiOperationNameValues.INVOKE_WORKFLOW.value  # "invoke_workflow"
 OP_CHAT: Final = _genai.GenAiOperationNameValues.CHAT.value  # "chat"

@@ -24,6 +24,7 @@ from anthropic.types import TextBlock, ToolUseBlock
 from nons.base.messages import LLMRequest, LLMResponse, Message, ToolCall
 from nons.base.results import Usage
 from nons.base.types import ModelProvider
+from nons.observability import names
 from nons.providers._common import (
     FailedCall,
     SDKProvider,
@@ -48,7 +49,7 @@ class AnthropicProvider(SDKProvider[anthropic.AsyncAnthropic]):
     """Calls Claude models. Key: ``ModelConfig.api_key`` or ``ANTHROPIC_API_KEY``."""
 
     provider = ModelProvider.ANTHROPIC
-    genai_provider_name = "anthropic"
+    genai_provider_name = names.PROVIDER_NAMES["anthropic"]
     price_provider_id = "anthropic"
     key_env = "ANTHROPIC_API_KEY"
     settings_key = "anthropic_api_key"

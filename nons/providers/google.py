@@ -32,6 +32,7 @@ from nons.base.errors import BadRequestError
 from nons.base.messages import LLMRequest, LLMResponse, Message, ToolCall
 from nons.base.results import Usage
 from nons.base.types import ModelProvider
+from nons.observability import names
 from nons.providers._common import (
     FailedCall,
     SDKProvider,
@@ -56,7 +57,7 @@ class GoogleProvider(SDKProvider[genai.Client]):
     """Calls Gemini models. Key: ``ModelConfig.api_key``, ``GOOGLE_API_KEY`` or ``GEMINI_API_KEY``."""
 
     provider = ModelProvider.GOOGLE
-    genai_provider_name = "gcp.gemini"
+    genai_provider_name = names.PROVIDER_NAMES["google"]
     price_provider_id = "google"
     key_env = "GOOGLE_API_KEY"
     settings_key = "google_api_key"

@@ -55,6 +55,7 @@ from nons.base.errors import (
 from nons.base.messages import LLMRequest, LLMResponse, ToolCall, ToolDefinition
 from nons.base.results import Usage
 from nons.base.types import ModelConfig, ModelProvider
+from nons.observability import names
 from nons.providers.base import Provider
 
 __all__ = ["FAILURE_KINDS", "MockProvider"]
@@ -99,7 +100,7 @@ class MockProvider(Provider):
     """Simulated model provider; see the module docstring for its ``extra_params``."""
 
     provider = ModelProvider.MOCK
-    genai_provider_name = "nons.simulated"
+    genai_provider_name = names.PROVIDER_NAMES["mock"]
     price_provider_id = None
 
     def __init__(self) -> None:

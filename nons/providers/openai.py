@@ -21,6 +21,7 @@ from openai.types.chat import ChatCompletion
 from nons.base.messages import LLMRequest, LLMResponse, Message, ToolCall
 from nons.base.results import Usage
 from nons.base.types import ModelProvider
+from nons.observability import names
 from nons.providers._common import (
     FailedCall,
     SDKProvider,
@@ -43,7 +44,7 @@ class OpenAIProvider(SDKProvider[openai.AsyncOpenAI]):
     ``OPENAI_API_KEY`` (optional when ``ModelConfig.base_url`` is set)."""
 
     provider = ModelProvider.OPENAI
-    genai_provider_name = "openai"
+    genai_provider_name = names.PROVIDER_NAMES["openai"]
     price_provider_id = "openai"
     key_env = "OPENAI_API_KEY"
     settings_key = "openai_api_key"

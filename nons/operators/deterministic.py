@@ -8,13 +8,13 @@ from typing import Any
 from nons.base.errors import OperatorError
 from nons.base.text import as_text, items_of
 from nons.operators.context import OperatorContext
-from nons.operators.registry import operator
 from nons.operators.results import Candidate, Classification, RouteDecision, Validation
+from nons.operators.spec import builtin
 
 __all__: list[str] = []
 
 
-@operator(description="Number the previous layer's outputs as candidates 1..n.", uses_llm=False)
+@builtin(description="Number the previous layer's outputs as candidates 1..n.", uses_llm=False)
 async def pack_candidates(ctx: OperatorContext, input: Any) -> list[Candidate]:
     items = items_of(input)
     if not items:
@@ -22,7 +22,7 @@ async def pack_candidates(ctx: OperatorContext, input: Any) -> list[Candidate]:
     return [Candidate(i, as_text(item)) for i, item in enumerate(items, 1)]
 
 
-@operator(description="The most common answer among the inputs (first seen wins a tie).", uses_llm=False)
+@builtin(description="The most common answer among the inputs (first seen wins a tie).", uses_llm=False)
 async def majority(ctx: OperatorContext, input: Any) -> str:
     items = items_of(input)
     if not items:
@@ -35,7 +35,7 @@ async def majority(ctx: OperatorContext, input: Any) -> str:
     return winner
 
 
-@operator(description="The contents of the candidates that passed validation (or the top_k by score).", uses_llm=False)
+@builtin(description="The contents of the candidates that passed validation (or the top_k by score).", uses_llm=False)
 async def extract_winners(ctx: OperatorContext, input: Any, top_k: int | None = None) -> list[str]:
     items = items_of(input)
     if top_k is not None and top_k < 1:
@@ -58,7 +58,7 @@ async def extract_winners(ctx: OperatorContext, input: Any, top_k: int | None = 
     return winners[:top_k] if top_k else winners
 
 
-@operator(description="The candidate with the given id (or the id a route decision chose).", uses_llm=False)
+@builtin(description="The candidate with the given id (or the id a route decision chose).", uses_llm=False)
 async def select_by_id(ctx: OperatorContext, input: Any, candidate_id: int | None = None) -> str:
     items = items_of(input)
     chosen = candidate_id

@@ -8,23 +8,23 @@ from typing import Any
 from nons.base.errors import ConfigurationError, OutputParseError
 from nons.base.text import as_text, items_of
 from nons.operators.context import OperatorContext
-from nons.operators.registry import operator
 from nons.operators.results import Classification, Comparison, RouteDecision, Validation
+from nons.operators.spec import builtin
 
 __all__: list[str] = []  # operators are used by name, through the registry
 
 
-@operator(description="Rewrite the input according to an instruction.")
+@builtin(description="Rewrite the input according to an instruction.")
 async def transform(ctx: OperatorContext, input: Any, instruction: str = "Rewrite the input clearly.") -> str:
     return (await ctx.complete(as_text(input), instruction=f"Transform the user's text. {instruction}")).text
 
 
-@operator(description="Generate a response to the input.")
+@builtin(description="Generate a response to the input.")
 async def generate(ctx: OperatorContext, input: Any) -> str:
     return (await ctx.complete(as_text(input), instruction="Respond to the user's request.")).text
 
 
-@operator(description="Classify the input into one of the given categories.")
+@builtin(description="Classify the input into one of the given categories.")
 async def classify(ctx: OperatorContext, input: Any, categories: Sequence[str]) -> Classification:
     options = _non_empty_strings("classify", "categories", categories)
     schema = {
@@ -47,7 +47,7 @@ async def classify(ctx: OperatorContext, input: Any, categories: Sequence[str]) 
     return Classification(category, float(confidence), str(data.get("reasoning", "")))
 
 
-@operator(description="Extract the named fields from the input.")
+@builtin(description="Extract the named fields from the input.")
 async def extract(ctx: OperatorContext, input: Any, fields: Sequence[str]) -> dict[str, Any]:
     wanted = _non_empty_strings("extract", "fields", fields)
     schema = {
@@ -63,19 +63,19 @@ async def extract(ctx: OperatorContext, input: Any, fields: Sequence[str]) -> di
     return {name: data.get(name) for name in wanted}
 
 
-@operator(description="Condense the input to a short summary.")
+@builtin(description="Condense the input to a short summary.")
 async def condense(ctx: OperatorContext, input: Any, max_words: int = 100) -> str:
     instruction = f"Condense the user's text into at most {max_words} words, keeping what matters."
     return (await ctx.complete(as_text(input), instruction=instruction)).text
 
 
-@operator(description="Expand the input with detail and explanation.")
+@builtin(description="Expand the input with detail and explanation.")
 async def expand(ctx: OperatorContext, input: Any, target_words: int = 300) -> str:
     instruction = f"Expand the user's text to about {target_words} words with relevant detail."
     return (await ctx.complete(as_text(input), instruction=instruction)).text
 
 
-@operator(description="Compare two or more inputs: differences, similarities and a conclusion.")
+@builtin(description="Compare two or more inputs: differences, similarities and a conclusion.")
 async def compare(ctx: OperatorContext, input: Any, criteria: str = "") -> Comparison:
     items = items_of(input)
     if len(items) < 2:
@@ -101,7 +101,7 @@ async def compare(ctx: OperatorContext, input: Any, criteria: str = "") -> Compa
     )
 
 
-@operator(description="Judge whether the input meets the criteria; invalid unless the model says valid.")
+@builtin(description="Judge whether the input meets the criteria; invalid unless the model says valid.")
 async def validate(
     ctx: OperatorContext, input: Any, criteria: str = "accurate, relevant and complete"
 ) -> Validation:
@@ -130,7 +130,7 @@ async def validate(
     )
 
 
-@operator(description="Pick one of the given routes for the input, and nothing else.")
+@builtin(description="Pick one of the given routes for the input, and nothing else.")
 async def route(ctx: OperatorContext, input: Any, routes: Sequence[str] | Mapping[str, str]) -> RouteDecision:
     if isinstance(routes, Mapping):
         options = _non_empty_strings("route", "routes", list(routes))
@@ -149,7 +149,7 @@ async def route(ctx: OperatorContext, input: Any, routes: Sequence[str] | Mappin
     return RouteDecision(_one_of(data.get("route"), options, "route"), str(data.get("reasoning", "")))
 
 
-@operator(description="Combine several inputs into one coherent answer.")
+@builtin(description="Combine several inputs into one coherent answer.")
 async def synthesize(ctx: OperatorContext, input: Any) -> str:
     instruction = "Synthesize the numbered texts into one coherent answer that keeps the best of each."
     return (await ctx.complete(as_text(input), instruction=instruction)).text

@@ -11,83 +11,36 @@ gives LLM operators the node's model, context and call path.
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 from nons.base.errors import ConfigurationError
 
+# Importing the built-in modules marks their operators (see nons.operators.spec); they never import this module.
+from nons.operators import deterministic, llm  # noqa: F401
+from nons.operators.spec import OperatorFunc, OperatorSpec, builtin_specs, spec_for
+
 __all__ = ["OperatorSpec", "get_operator", "list_operators", "operator", "register_operator"]
 
-OperatorFunc = Callable[..., Awaitable[Any]]
 F = TypeVar("F", bound=OperatorFunc)
 
-
-@dataclass(frozen=True, slots=True)
-class OperatorSpec:
-    """A registered operator: its function, description and the parameters a node may set."""
-
-    name: str
-    func: OperatorFunc
-    description: str
-    uses_llm: bool
-    parameters: Mapping[str, inspect.Parameter]
-
-    @property
-    def required(self) -> tuple[str, ...]:
-        return tuple(n for n, p in self.parameters.items() if p.default is inspect.Parameter.empty)
-
-    def check_params(self, params: Mapping[str, Any]) -> None:
-        """Raise ``ConfigurationError`` naming any unknown or missing parameter."""
-        unknown = sorted(set(params) - set(self.parameters))
-        if unknown:
-            known = ", ".join(self.parameters) or "none"
-            raise ConfigurationError(
-                f"operator {self.name!r} has no parameter(s) {', '.join(unknown)}; its parameters: {known}"
-            )
-        missing = [n for n in self.required if n not in params]
-        if missing:
-            raise ConfigurationError(
-                f"operator {self.name!r} needs parameter(s) {', '.join(missing)}; "
-                f"give them to the node, e.g. Node({self.name!r}, {missing[0]}=...)"
-            )
-
-
-_REGISTRY: dict[str, OperatorSpec] = {}
-
-
-def _spec_for(func: OperatorFunc, name: str, description: str | None, uses_llm: bool) -> OperatorSpec:
-    if not inspect.iscoroutinefunction(func):
-        raise ConfigurationError(f"operator {name!r} must be an async function")
-    signature = inspect.signature(func)
-    positional = list(signature.parameters.values())[:2]
-    if len(positional) < 2 or any(
-        p.kind not in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in positional
-    ):
-        raise ConfigurationError(f"operator {name!r} must take (ctx, input, **params) as its first two arguments")
-    parameters = {
-        p.name: p
-        for p in list(signature.parameters.values())[2:]
-        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-    }
-    doc = description or inspect.getdoc(func) or ""
-    return OperatorSpec(name, func, doc.splitlines()[0] if doc else "", uses_llm, parameters)
+_REGISTRY: dict[str, OperatorSpec] = {spec.name: spec for spec in builtin_specs()}
 
 
 def register_operator(
     func: OperatorFunc, *, name: str | None = None, description: str | None = None, uses_llm: bool = True,
     replace: bool = False,
 ) -> OperatorSpec:
-    """Register ``func`` as an operator and return its spec."""
-    # Built-ins first, so that a user operator named like one is refused now rather than breaking their load.
-    _load_builtins()
+    """Register ``func`` as an operator and return its spec.
+
+    A name that is taken, by a built-in or an earlier registration, is refused unless ``replace=True``.
+    """
     op_name = name or func.__name__
     if not op_name.isidentifier():
         raise ConfigurationError(f"operator name {op_name!r} must be an identifier")
     if op_name in _REGISTRY and not replace:
         raise ConfigurationError(f"operator {op_name!r} is already registered; pass replace=True to replace it")
-    spec = _REGISTRY[op_name] = _spec_for(func, op_name, description, uses_llm)
+    spec = _REGISTRY[op_name] = spec_for(func, op_name, description, uses_llm)
     return spec
 
 
@@ -105,7 +58,6 @@ def operator(
 
 def get_operator(name: str) -> OperatorSpec:
     """The operator registered as ``name``; ``ConfigurationError`` listing the known ones if there is none."""
-    _load_builtins()
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -115,21 +67,4 @@ def get_operator(name: str) -> OperatorSpec:
 
 def list_operators() -> list[OperatorSpec]:
     """Every registered operator, built-in ones included, by name."""
-    _load_builtins()
     return sorted(_REGISTRY.values(), key=lambda s: s.name)
-
-
-_builtins_loaded = False
-
-
-def _load_builtins() -> None:
-    # The built-in operators register themselves on import; importing them here, not at package import,
-    # keeps `import nons` light and avoids an import cycle with the node module.
-    global _builtins_loaded
-    if not _builtins_loaded:
-        _builtins_loaded = True  # before the import: the built-ins register themselves through this module
-        try:
-            from nons.operators import deterministic, llm  # noqa: F401
-        except BaseException:
-            _builtins_loaded = False
-            raise

@@ -3,43 +3,159 @@
     from nons import NoN, Node
     network = NoN.from_operators([Node("generate") * 5, "pack_candidates", "majority"])
     answer = await network.forward("What is the capital of France?")
+
+Every name in ``__all__`` is the public API; each is importable from here, and loads its module on first use, so
+``import nons`` stays cheap. ``tests/test_public_api.py`` pins the list.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.2.0"
 
 __all__ = [
+    "Agent",
+    "AgentRun",
+    "AgentStep",
+    "AuthenticationError",
+    "BadRequestError",
+    "CircuitBreakerConfig",
+    "CircuitOpenError",
+    "ConfigurationError",
+    "ContextLengthError",
     "ErrorPolicy",
+    "InputValidationError",
+    "LLMCallRecord",
     "LayerConfig",
+    "LayerFailedError",
+    "LayerResult",
+    "MalformedResponseError",
     "ModelConfig",
+    "ModelNotFoundError",
     "ModelProvider",
     "NetworkConfig",
+    "NetworkResult",
+    "NetworkTimeoutError",
     "NoN",
     "Node",
+    "NodeExecutionError",
+    "NodeFailure",
+    "NodeResult",
+    "NonError",
+    "OperatorContext",
+    "OperatorError",
+    "OutputParseError",
+    "OverloadedError",
+    "ProviderConnectionError",
+    "ProviderError",
+    "ProviderTimeoutError",
+    "QueueStrategy",
+    "QueueTimeoutError",
+    "RateLimitConfig",
+    "RateLimitError",
+    "SchedulerStoppedError",
+    "ServerError",
+    "TimeoutExceededError",
+    "Tool",
+    "ToolRegistry",
+    "ToolResult",
+    "Usage",
     "__version__",
+    "configure_scheduler",
+    "configure_telemetry",
     "create_network",
+    "get_observability",
+    "get_scheduler",
+    "health_check",
+    "list_operators",
     "operator",
+    "register_operator",
+    "shutdown_telemetry",
+    "start_scheduler",
+    "stop_scheduler",
 ]
 
 if TYPE_CHECKING:
+    from nons.base.errors import (
+        AuthenticationError,
+        BadRequestError,
+        CircuitOpenError,
+        ConfigurationError,
+        ContextLengthError,
+        InputValidationError,
+        LayerFailedError,
+        MalformedResponseError,
+        ModelNotFoundError,
+        NetworkTimeoutError,
+        NodeExecutionError,
+        NonError,
+        OperatorError,
+        OutputParseError,
+        OverloadedError,
+        ProviderConnectionError,
+        ProviderError,
+        ProviderTimeoutError,
+        QueueTimeoutError,
+        RateLimitError,
+        SchedulerStoppedError,
+        ServerError,
+        TimeoutExceededError,
+    )
+    from nons.base.results import LayerResult, LLMCallRecord, NetworkResult, NodeFailure, NodeResult, Usage
+    from nons.base.types import ErrorPolicy, LayerConfig, ModelConfig, ModelProvider, NetworkConfig
+    from nons.core.agents import Agent, AgentRun, AgentStep, Tool, ToolRegistry, ToolResult
     from nons.core.network import NoN, create_network
     from nons.core.node import Node
-    from nons.core.types import ErrorPolicy, LayerConfig, ModelConfig, ModelProvider, NetworkConfig
-    from nons.operators.registry import operator
+    from nons.core.scheduler import (
+        CircuitBreakerConfig,
+        QueueStrategy,
+        RateLimitConfig,
+        configure_scheduler,
+        get_scheduler,
+        health_check,
+        start_scheduler,
+        stop_scheduler,
+    )
+    from nons.observability import configure_telemetry, get_observability, shutdown_telemetry
+    from nons.operators.context import OperatorContext
+    from nons.operators.registry import list_operators, operator, register_operator
 
-_LAZY = {
+# Public name -> the module that defines it.
+_ERRORS = (
+    "AuthenticationError", "BadRequestError", "CircuitOpenError", "ConfigurationError", "ContextLengthError",
+    "InputValidationError", "LayerFailedError", "MalformedResponseError", "ModelNotFoundError",
+    "NetworkTimeoutError", "NodeExecutionError", "NonError", "OperatorError", "OutputParseError",
+    "OverloadedError", "ProviderConnectionError", "ProviderError", "ProviderTimeoutError", "QueueTimeoutError",
+    "RateLimitError", "SchedulerStoppedError", "ServerError", "TimeoutExceededError",
+)  # fmt: skip
+_LAZY: dict[str, str] = {
+    **dict.fromkeys(_ERRORS, "nons.base.errors"),
+    **dict.fromkeys(
+        ("LLMCallRecord", "LayerResult", "NetworkResult", "NodeFailure", "NodeResult", "Usage"), "nons.base.results"
+    ),
+    **dict.fromkeys(("ErrorPolicy", "LayerConfig", "ModelConfig", "ModelProvider", "NetworkConfig"), "nons.base.types"),
+    **dict.fromkeys(("Agent", "AgentRun", "AgentStep", "Tool", "ToolRegistry", "ToolResult"), "nons.core.agents"),
     "NoN": "nons.core.network",
     "create_network": "nons.core.network",
     "Node": "nons.core.node",
-    "ErrorPolicy": "nons.core.types",
-    "LayerConfig": "nons.core.types",
-    "ModelConfig": "nons.core.types",
-    "ModelProvider": "nons.core.types",
-    "NetworkConfig": "nons.core.types",
-    "operator": "nons.operators.registry",
+    **dict.fromkeys(
+        (
+            "CircuitBreakerConfig",
+            "QueueStrategy",
+            "RateLimitConfig",
+            "configure_scheduler",
+            "get_scheduler",
+            "health_check",
+            "start_scheduler",
+            "stop_scheduler",
+        ),
+        "nons.core.scheduler",
+    ),
+    **dict.fromkeys(("configure_telemetry", "get_observability", "shutdown_telemetry"), "nons.observability"),
+    "OperatorContext": "nons.operators.context",
+    **dict.fromkeys(("list_operators", "operator", "register_operator"), "nons.operators.registry"),
 }
 
 
@@ -48,6 +164,10 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'nons' has no attribute {name!r}")
-    import importlib
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
 
-    return getattr(importlib.import_module(module), name)
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

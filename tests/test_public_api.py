@@ -1,0 +1,124 @@
+"""The public surface: what ``import nons`` offers, pinned so that a change to it is a decision, not an accident."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import nons
+
+PUBLIC_API = [
+    "Agent",
+    "AgentRun",
+    "AgentStep",
+    "AuthenticationError",
+    "BadRequestError",
+    "CircuitBreakerConfig",
+    "CircuitOpenError",
+    "ConfigurationError",
+    "ContextLengthError",
+    "ErrorPolicy",
+    "InputValidationError",
+    "LLMCallRecord",
+    "LayerConfig",
+    "LayerFailedError",
+    "LayerResult",
+    "MalformedResponseError",
+    "ModelConfig",
+    "ModelNotFoundError",
+    "ModelProvider",
+    "NetworkConfig",
+    "NetworkResult",
+    "NetworkTimeoutError",
+    "NoN",
+    "Node",
+    "NodeExecutionError",
+    "NodeFailure",
+    "NodeResult",
+    "NonError",
+    "OperatorContext",
+    "OperatorError",
+    "OutputParseError",
+    "OverloadedError",
+    "ProviderConnectionError",
+    "ProviderError",
+    "ProviderTimeoutError",
+    "QueueStrategy",
+    "QueueTimeoutError",
+    "RateLimitConfig",
+    "RateLimitError",
+    "SchedulerStoppedError",
+    "ServerError",
+    "TimeoutExceededError",
+    "Tool",
+    "ToolRegistry",
+    "ToolResult",
+    "Usage",
+    "__version__",
+    "configure_scheduler",
+    "configure_telemetry",
+    "create_network",
+    "get_observability",
+    "get_scheduler",
+    "health_check",
+    "list_operators",
+    "operator",
+    "register_operator",
+    "shutdown_telemetry",
+    "start_scheduler",
+    "stop_scheduler",
+]
+
+
+def test_all_is_pinned() -> None:
+    assert nons.__all__ == PUBLIC_API
+
+
+def test_every_public_name_resolves_to_the_object_its_home_module_defines() -> None:
+    import importlib
+
+    for name in PUBLIC_API:
+        if name == "__version__":
+            continue
+        home = importlib.import_module(nons._LAZY[name])
+        assert getattr(nons, name) is getattr(home, name), name
+
+
+def test_every_error_of_the_hierarchy_is_public() -> None:
+    from nons.base import errors
+
+    assert set(errors.__all__) <= set(PUBLIC_API)
+
+
+def test_contract_paths_name_the_same_objects() -> None:
+    # design.md section 3 names these deep paths; they must stay and agree with the top level.
+    from nons.core.agents import Agent, ToolRegistry
+    from nons.core.network import NoN, create_network
+    from nons.core.node import Node
+    from nons.core.scheduler import RateLimitConfig, configure_scheduler
+    from nons.core.types import ErrorPolicy, ModelConfig, ModelProvider, NetworkResult, RateLimitError
+    from nons.observability.integration import get_observability
+
+    for obj in (Agent, ToolRegistry, NoN, create_network, Node, RateLimitConfig, configure_scheduler, ErrorPolicy,
+                ModelConfig, ModelProvider, NetworkResult, RateLimitError, get_observability):  # fmt: skip
+        assert getattr(nons, obj.__name__) is obj
+
+
+def test_unknown_names_raise_attribute_error() -> None:
+    try:
+        nons.NotAThing  # type: ignore[attr-defined]  # noqa: B018
+    except AttributeError as error:
+        assert "NotAThing" in str(error)
+    else:
+        raise AssertionError("nons.NotAThing resolved")
+
+
+def test_import_nons_loads_neither_the_engine_nor_opentelemetry() -> None:
+    code = (
+        "import sys, nons\n"
+        "heavy = [m for m in sys.modules if m.startswith(('opentelemetry', 'pydantic', 'nons.core', 'openai',"
+        " 'anthropic', 'google'))]\n"
+        "print(heavy)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

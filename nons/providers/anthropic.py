@@ -25,15 +25,9 @@ from nons.base.messages import LLMRequest, LLMResponse, Message, ToolCall
 from nons.base.results import Usage
 from nons.base.types import ModelProvider
 from nons.observability import names
-from nons.providers._common import (
-    FailedCall,
-    SDKProvider,
-    describe_stainless_error,
-    ensure_answer,
-    extra_body,
-    parse_tool_arguments,
-    system_text,
-)
+from nons.providers._errors import FailedCall, describe_stainless_error
+from nons.providers._sdk import SDKProvider
+from nons.providers._wire import ensure_answer, extra_body, parse_tool_arguments, system_text
 
 __all__ = ["DEFAULT_MAX_TOKENS", "AnthropicProvider"]
 
@@ -52,7 +46,6 @@ class AnthropicProvider(SDKProvider[anthropic.AsyncAnthropic]):
     genai_provider_name = names.PROVIDER_NAMES["anthropic"]
     price_provider_id = "anthropic"
     key_env = "ANTHROPIC_API_KEY"
-    settings_key = "anthropic_api_key"
     default_base_url = "https://api.anthropic.com"
     settings_base_url = "anthropic_base_url"
 
@@ -69,12 +62,14 @@ class AnthropicProvider(SDKProvider[anthropic.AsyncAnthropic]):
     async def _close_client(self, client: anthropic.AsyncAnthropic) -> None:
         await client.close()
 
-    async def _call(self, client: anthropic.AsyncAnthropic, request: LLMRequest, timeout_s: float) -> LLMResponse:
+    def _request(self, request: LLMRequest, timeout_s: float) -> dict[str, Any]:
+        """The Messages API parameters for ``request``: model, turns, system, stop, tools, extra body."""
         config = request.config
         params: dict[str, Any] = {
             "model": request.model,
             "max_tokens": config.max_tokens or DEFAULT_MAX_TOKENS,
             "messages": _messages(request.messages),
+            "timeout": timeout_s,
         }
         system = system_text(request)
         if system:
@@ -90,8 +85,11 @@ class AnthropicProvider(SDKProvider[anthropic.AsyncAnthropic]):
         body = extra_body(config)
         if body:
             params["extra_body"] = body
-        message = await client.messages.create(**params, timeout=timeout_s)
-        return self._response(message, request.model)
+        return params
+
+    async def _send(self, client: anthropic.AsyncAnthropic, params: dict[str, Any]) -> anthropic.types.Message:
+        message: anthropic.types.Message = await client.messages.create(**params)
+        return message
 
     def _response(self, message: anthropic.types.Message, model: str) -> LLMResponse:
         text = "".join(block.text for block in message.content if isinstance(block, TextBlock))

@@ -33,16 +33,9 @@ from nons.base.messages import LLMRequest, LLMResponse, Message, ToolCall
 from nons.base.results import Usage
 from nons.base.types import ModelProvider
 from nons.observability import names
-from nons.providers._common import (
-    FailedCall,
-    SDKProvider,
-    ensure_answer,
-    extra_body,
-    malformed,
-    parse_tool_arguments,
-    system_text,
-    tool_names_by_id,
-)
+from nons.providers._errors import FailedCall, malformed
+from nons.providers._sdk import SDKProvider
+from nons.providers._wire import ensure_answer, extra_body, parse_tool_arguments, system_text, tool_names_by_id
 
 __all__ = ["SYNTHETIC_ID_PREFIX", "GoogleProvider"]
 
@@ -60,7 +53,6 @@ class GoogleProvider(SDKProvider[genai.Client]):
     genai_provider_name = names.PROVIDER_NAMES["google"]
     price_provider_id = "google"
     key_env = "GOOGLE_API_KEY"
-    settings_key = "google_api_key"
     default_base_url = "https://generativelanguage.googleapis.com"
     settings_base_url = "google_base_url"
 
@@ -85,7 +77,8 @@ class GoogleProvider(SDKProvider[genai.Client]):
         await client.aio.aclose()
         client.close()
 
-    async def _call(self, client: genai.Client, request: LLMRequest, timeout_s: float) -> LLMResponse:
+    def _request(self, request: LLMRequest, timeout_s: float) -> dict[str, Any]:
+        """The ``generate_content`` arguments for ``request``: model, contents and the generation config."""
         config = request.config
         http_options = types.HttpOptions(timeout=max(1, round(timeout_s * 1000)))  # milliseconds
         body = extra_body(config)
@@ -112,10 +105,10 @@ class GoogleProvider(SDKProvider[genai.Client]):
             ]
             # The SDK only calls Python functions itself; say so, so it never tries.
             generation.automatic_function_calling = types.AutomaticFunctionCallingConfig(disable=True)
-        response = await client.aio.models.generate_content(
-            model=request.model, contents=self._contents(request.messages), config=generation
-        )
-        return self._response(response, request.model)
+        return {"model": request.model, "contents": self._contents(request.messages), "config": generation}
+
+    async def _send(self, client: genai.Client, params: dict[str, Any]) -> types.GenerateContentResponse:
+        return await client.aio.models.generate_content(**params)
 
     def _response(self, response: types.GenerateContentResponse, model: str) -> LLMResponse:
         if not response.candidates:

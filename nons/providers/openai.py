@@ -22,16 +22,9 @@ from nons.base.messages import LLMRequest, LLMResponse, Message, ToolCall
 from nons.base.results import Usage
 from nons.base.types import ModelProvider
 from nons.observability import names
-from nons.providers._common import (
-    FailedCall,
-    SDKProvider,
-    describe_stainless_error,
-    ensure_answer,
-    extra_body,
-    malformed,
-    parse_tool_arguments,
-    system_text,
-)
+from nons.providers._errors import FailedCall, describe_stainless_error, malformed
+from nons.providers._sdk import SDKProvider
+from nons.providers._wire import ensure_answer, extra_body, parse_tool_arguments, system_text
 
 __all__ = ["OpenAIProvider"]
 
@@ -47,7 +40,6 @@ class OpenAIProvider(SDKProvider[openai.AsyncOpenAI]):
     genai_provider_name = names.PROVIDER_NAMES["openai"]
     price_provider_id = "openai"
     key_env = "OPENAI_API_KEY"
-    settings_key = "openai_api_key"
     default_base_url = "https://api.openai.com/v1"
     settings_base_url = "openai_base_url"
     key_optional_with_base_url = True
@@ -59,9 +51,10 @@ class OpenAIProvider(SDKProvider[openai.AsyncOpenAI]):
     async def _close_client(self, client: openai.AsyncOpenAI) -> None:
         await client.close()
 
-    async def _call(self, client: openai.AsyncOpenAI, request: LLMRequest, timeout_s: float) -> LLMResponse:
+    def _request(self, request: LLMRequest, timeout_s: float) -> dict[str, Any]:
+        """The Chat Completions parameters for ``request``: model, messages, sampling, tools, extra body."""
         config = request.config
-        params: dict[str, Any] = {"model": request.model, "messages": _messages(request)}
+        params: dict[str, Any] = {"model": request.model, "messages": _messages(request), "timeout": timeout_s}
         if config.temperature is not None:
             params["temperature"] = config.temperature
         if config.top_p is not None:
@@ -84,8 +77,11 @@ class OpenAIProvider(SDKProvider[openai.AsyncOpenAI]):
         body = extra_body(config)
         if body:
             params["extra_body"] = body
-        completion = await client.chat.completions.create(**params, timeout=timeout_s)
-        return self._response(completion, request.model)
+        return params
+
+    async def _send(self, client: openai.AsyncOpenAI, params: dict[str, Any]) -> ChatCompletion:
+        completion: ChatCompletion = await client.chat.completions.create(**params)
+        return completion
 
     def _response(self, completion: ChatCompletion, model: str) -> LLMResponse:
         if not completion.choices:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from provider_cases import CASES, Case
 
-from nons.providers._common import SDKProvider
+from nons.providers._sdk import SDKProvider
 from nons.testing import ProviderEmulator
 
 

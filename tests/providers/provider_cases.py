@@ -9,7 +9,7 @@ from pydantic import SecretStr
 
 from nons.base.messages import LLMRequest, Message
 from nons.core.types import ModelConfig, ModelProvider
-from nons.providers._common import SDKProvider
+from nons.providers._sdk import SDKProvider
 from nons.providers.anthropic import AnthropicProvider
 from nons.providers.google import GoogleProvider
 from nons.providers.openai import OpenAIProvider

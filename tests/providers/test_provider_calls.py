@@ -28,7 +28,7 @@ from nons.base.errors import (
 )
 from nons.base.messages import LLMRequest, Message, ToolCall, ToolDefinition
 from nons.core.types import ModelConfig, ModelProvider
-from nons.providers._common import SDKProvider
+from nons.providers._sdk import SDKProvider
 from nons.providers.pricing import price_usd
 from nons.testing import EmulatedToolCall, Fault, ProviderEmulator, Reply
 

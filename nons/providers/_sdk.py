@@ -1,0 +1,257 @@
+"""The template of a provider backed by a vendor SDK, and the cache of its SDK clients.
+
+One attempt goes the same way for Anthropic, OpenAI and Google (:meth:`SDKProvider.complete`):
+
+1. the key and the base URL of the call (config first, then the settings);
+2. the shared SDK client of the running event loop for that key and URL (:class:`ClientCache`);
+3. the vendor's request, built in one place: the vendor module's ``_request``;
+4. one SDK call (``_send``), and the answer read back (``_response``);
+5. on failure, the vendor says what its SDK's exception means (``_describe_error``) and
+   :mod:`nons.providers._errors` makes the NoN error of it, with the key redacted.
+
+Nothing here imports a vendor SDK.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import contextlib
+import logging
+import threading
+import weakref
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from typing import Any, Generic, TypeVar, cast
+from urllib.parse import urlsplit
+
+from nons.base.errors import ConfigurationError, ProviderError
+from nons.base.messages import LLMRequest, LLMResponse
+from nons.base.settings import get_settings
+from nons.base.types import ModelConfig
+from nons.providers._errors import FailedCall, describe_any, provider_error
+from nons.providers.base import Provider
+
+__all__ = ["ClientCache", "SDKProvider", "host_of"]
+
+logger = logging.getLogger(__name__)
+
+ClientT = TypeVar("ClientT")
+
+
+# -- shared clients -----------------------------------------------------------------------------------------
+
+
+class _LoopClients(Generic[ClientT]):
+    """The clients of one event loop, and the async generator that closes them when the loop shuts down."""
+
+    __slots__ = ("clients", "watcher")
+
+    def __init__(self) -> None:
+        self.clients: dict[tuple[str, str], ClientT] = {}
+        self.watcher: AsyncGenerator[None, None] | None = None
+
+
+class ClientCache(Generic[ClientT]):
+    """One SDK client per (running event loop, API key, base URL).
+
+    An SDK client owns an httpx connection pool, and a pool's connections belong to the event loop that
+    opened them: reusing a client after ``asyncio.run()`` returned (a new loop) fails or hangs. So clients
+    are kept per loop, in a weak dictionary that forgets a loop when it is garbage-collected.
+
+    Clients are closed when their loop shuts down: each loop gets a started async generator whose ``finally``
+    closes that loop's clients, and ``asyncio.run()`` (like any runner that calls ``loop.shutdown_asyncgens()``)
+    closes every such generator before it closes the loop. Clients of a loop closed some other way are dropped
+    on the next lookup.
+    """
+
+    def __init__(self, factory: Callable[[str, str], ClientT], closer: Callable[[ClientT], Awaitable[None]]) -> None:
+        self._factory = factory
+        self._closer = closer
+        self._lock = threading.Lock()  # one provider instance may serve loops in several threads
+        self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopClients[ClientT]]
+        self._by_loop = weakref.WeakKeyDictionary()
+
+    def get(self, api_key: str, base_url: str) -> ClientT:
+        """The client of the running loop for ``api_key`` and ``base_url``, made on first use."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            for other in [lp for lp in self._by_loop if lp.is_closed()]:
+                del self._by_loop[other]
+            entry = self._by_loop.get(loop)
+            if entry is None:
+                entry = self._by_loop[loop] = _LoopClients()
+                entry.watcher = self._watch(entry.clients)
+            client = entry.clients.get((api_key, base_url))
+            if client is None:
+                client = entry.clients[(api_key, base_url)] = self._factory(api_key, base_url)
+            return client
+
+    def _watch(self, clients: dict[tuple[str, str], ClientT]) -> AsyncGenerator[None, None]:
+        """Start the generator that closes ``clients`` at the running loop's ``shutdown_asyncgens()``."""
+
+        async def close_at_shutdown() -> AsyncGenerator[None, None]:
+            try:
+                yield
+            finally:
+                await self._close_all(list(clients.values()))
+                clients.clear()
+
+        watcher = close_at_shutdown()
+        # Step it to its first ``yield`` now, synchronously: that registers it with the running loop (whose
+        # first-iteration hook is installed while the loop runs), and only a started generator runs its
+        # ``finally`` when closed. The step raises StopIteration because nothing before the ``yield`` awaits.
+        with contextlib.suppress(StopIteration):
+            cast(Any, watcher.__anext__()).send(None)
+        # The loop keeps its generators in a WeakSet: the entry holds the strong reference.
+        return watcher
+
+    def __len__(self) -> int:
+        with self._lock:
+            return sum(len(entry.clients) for entry in self._by_loop.values())
+
+    async def aclose(self) -> None:
+        """Close the running loop's clients now."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            entry = self._by_loop.get(loop)
+            mine = list(entry.clients.values()) if entry is not None else []
+            if entry is not None:
+                entry.clients.clear()
+        await self._close_all(mine)
+
+    async def _close_all(self, clients: list[ClientT]) -> None:
+        for client in clients:
+            try:
+                await self._closer(client)
+            except Exception:  # closing is best effort: a broken pool must not hide the caller's result
+                logger.debug("closing an SDK client failed", exc_info=True)
+
+
+# -- the provider template ----------------------------------------------------------------------------------
+
+
+class SDKProvider(Provider, Generic[ClientT]):
+    """A provider backed by a vendor SDK: one attempt per call, errors mapped, keys never in messages.
+
+    Subclasses set the class attributes and implement the client's life (:meth:`_new_client`,
+    :meth:`_close_client`), the attempt (:meth:`_request`, :meth:`_send`, :meth:`_response`) and
+    :meth:`_describe_error`.
+    """
+
+    #: The environment variable that holds the key, named in the error when it is missing.
+    key_env: str
+    #: The API's base URL when neither ``ModelConfig.base_url`` nor the settings' base URL is set.
+    default_base_url: str
+    #: The attribute of :class:`~nons.base.settings.Settings` with the vendor's base-URL variable (``OPENAI_BASE_URL``).
+    settings_base_url: str
+    #: Whether a call may go without a key when a base URL is set (OpenAI-compatible local servers).
+    key_optional_with_base_url: bool = False
+
+    def __init__(self) -> None:
+        self._clients: ClientCache[ClientT] = ClientCache(self._new_traced_client, self._close_client)
+
+    # -- what a vendor module implements ------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def _new_client(self, api_key: str, base_url: str) -> ClientT:
+        """A new SDK client with the SDK's own retries off."""
+
+    @abc.abstractmethod
+    async def _close_client(self, client: ClientT) -> None:
+        """Close ``client``'s connections."""
+
+    @abc.abstractmethod
+    def _request(self, request: LLMRequest, timeout_s: float) -> dict[str, Any]:
+        """The keyword arguments of the SDK call that sends ``request``.
+
+        The one place where the vendor's request is built: model, messages, system text, sampling, tools,
+        the answer's format, the config's extra body and the time limit.
+        """
+
+    @abc.abstractmethod
+    async def _send(self, client: ClientT, params: dict[str, Any]) -> Any:
+        """Make the one SDK call with ``params`` and return the SDK's answer. May raise SDK exceptions."""
+
+    @abc.abstractmethod
+    def _response(self, answer: Any, model: str) -> LLMResponse:
+        """The SDK's answer as an :class:`LLMResponse`; raise a NoN error for an unusable one."""
+
+    @abc.abstractmethod
+    def _describe_error(self, exc: Exception) -> FailedCall | None:
+        """What an SDK-specific exception means, or ``None`` when the SDK has nothing to say about it."""
+
+    # -- the attempt ----------------------------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        """The provider's NoN name (``anthropic``, ``openai``, ``google``), as errors carry it."""
+        return self.provider.value
+
+    def configured_base_url(self, config: ModelConfig) -> str | None:
+        """``config.base_url``, else the vendor's base-URL variable; ``None`` means the public API."""
+        base_url: str | None = config.base_url or getattr(get_settings(), self.settings_base_url)
+        return base_url
+
+    def server_address(self, config: ModelConfig) -> str | None:
+        """The host the calls go to: the configured base URL's, else the provider's public API's."""
+        return host_of(self.configured_base_url(config), host_of(self.default_base_url, ""))
+
+    def api_key(self, config: ModelConfig) -> str | None:
+        """The key of a call: ``config.api_key``, else the settings' key; ``None`` only when allowed.
+
+        Raises ConfigurationError naming the environment variable when the key is missing.
+        """
+        if config.api_key is not None and config.api_key.get_secret_value():
+            return config.api_key.get_secret_value()
+        secret = get_settings().api_key_for(self.provider)
+        if secret is not None and secret.get_secret_value():
+            return secret.get_secret_value()
+        if self.key_optional_with_base_url and self.configured_base_url(config):
+            return None
+        raise ConfigurationError(
+            f"{self.key_env} is not set: the {self.name} provider needs an API key "
+            f"(set {self.key_env} or ModelConfig.api_key)"
+        )
+
+    async def complete(self, request: LLMRequest) -> LLMResponse:
+        """Make one attempt through the SDK; failures become ``ProviderError`` subclasses."""
+        api_key = self.api_key(request.config)
+        timeout_s = request.timeout_s if request.timeout_s is not None else get_settings().request_timeout
+        base_url = self.configured_base_url(request.config) or self.default_base_url
+        client = self._clients.get(api_key or "", base_url)
+        try:
+            answer = await self._send(client, self._request(request, timeout_s))
+            return self._response(answer, request.model)
+        except ProviderError:
+            raise
+        except Exception as exc:
+            info = self._describe_error(exc) or describe_any(exc)
+            if info is None:
+                raise
+            error = self._error(info, request.model, api_key)
+        # Raised outside the except block, without a cause: the SDK's exception holds the request (headers
+        # with the key) and the server's raw message (which may quote the key), and a traceback shows both.
+        raise error
+
+    def _error(self, info: FailedCall, model: str, api_key: str | None) -> ProviderError:
+        return provider_error(info, provider=self.name, model=model, api_key=api_key)
+
+    async def aclose(self) -> None:
+        """Close the clients this provider opened in the running event loop."""
+        await self._clients.aclose()
+
+    def _new_traced_client(self, api_key: str, base_url: str) -> ClientT:
+        """:meth:`_new_client`, with httpx2 (the SDKs' HTTP client, which the httpx instrumentation does not see)
+        traced: one CLIENT span per HTTP attempt, a child of the LLM span."""
+        if get_settings().enable_tracing:
+            from nons.observability.http import instrument_httpx2
+
+            instrument_httpx2()
+        return self._new_client(api_key, base_url)
+
+
+def host_of(base_url: str | None, default_host: str) -> str:
+    """The host name of ``base_url``, or ``default_host`` when none is set."""
+    if not base_url:
+        return default_host
+    return urlsplit(base_url if "//" in base_url else f"//{base_url}").hostname or default_host

@@ -1,0 +1,82 @@
+"""What the vendors' wire formats share: the NoN side of mapping a request out and an answer back.
+
+Each vendor module builds its own request (``_request``) and reads its own answer (``_response``); these are
+the pieces they have in common:
+
+- out: the system text of a request (the node's context, ``system`` messages, the schema instruction), the
+  config's extra body parameters, the tool names that Gemini needs where the others send call ids;
+- back: a tool call's arguments as a dict, and the refusal of an answer that holds nothing.
+
+Nothing here imports a vendor SDK.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from nons.base.messages import LLMRequest, Message, ToolCall
+from nons.base.types import ModelConfig
+from nons.providers._errors import malformed
+
+__all__ = [
+    "ensure_answer",
+    "extra_body",
+    "parse_tool_arguments",
+    "system_text",
+    "tool_names_by_id",
+]
+
+
+# -- out: the request ---------------------------------------------------------------------------------------
+
+
+def system_text(request: LLMRequest) -> str | None:
+    """The system prompt of ``request``: the node's context, any ``system`` messages, the schema instruction."""
+    parts = [request.system] if request.system else []
+    parts += [m.content for m in request.messages if m.role == "system" and m.content]
+    if request.response_schema is not None:
+        parts.append(_schema_instruction(request.response_schema))
+    return "\n\n".join(parts) if parts else None
+
+
+def _schema_instruction(schema: Mapping[str, Any]) -> str:
+    """The instruction that asks a real model to answer with JSON following ``schema``."""
+    return "Answer only with a JSON value that matches this JSON Schema, with no other text:\n" + json.dumps(
+        schema, sort_keys=True
+    )
+
+
+def extra_body(config: ModelConfig) -> dict[str, Any]:
+    """``config.extra_params`` to merge into the request body, without the simulated provider's ``mock_*``."""
+    return {k: v for k, v in config.extra_params.items() if not k.startswith("mock_")}
+
+
+def tool_names_by_id(messages: Iterable[Message]) -> dict[str, str]:
+    """The tool name of every tool call made in ``messages``, by call id (Gemini needs names, not ids)."""
+    return {call.id: call.name for m in messages for call in m.tool_calls}
+
+
+# -- back: the answer ---------------------------------------------------------------------------------------
+
+
+def parse_tool_arguments(raw: object, *, provider: str, model: str) -> dict[str, Any]:
+    """A tool call's arguments as a dict; a JSON string is decoded. Anything else is a malformed answer."""
+    value = raw
+    if isinstance(raw, str):
+        try:
+            value = json.loads(raw) if raw.strip() else {}
+        except ValueError:
+            raise malformed("tool call arguments are not valid JSON", provider=provider, model=model) from None
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise malformed("tool call arguments are not a JSON object", provider=provider, model=model)
+    return value
+
+
+def ensure_answer(text: str, tool_calls: tuple[ToolCall, ...], *, provider: str, model: str) -> None:
+    """Refuse an answer with neither text nor tool calls: it is never passed on as if it were an answer."""
+    if not text.strip() and not tool_calls:
+        raise malformed("the answer is empty", provider=provider, model=model)

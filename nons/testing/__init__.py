@@ -3,6 +3,7 @@
 See :mod:`nons.testing.emulator`.
 """
 
-from nons.testing.emulator import EmulatedToolCall, Fault, ProviderEmulator, RecordedRequest, Reply
+from nons.testing.answers import EmulatedToolCall, Fault, Reply
+from nons.testing.emulator import ProviderEmulator, RecordedRequest
 
 __all__ = ["EmulatedToolCall", "Fault", "ProviderEmulator", "RecordedRequest", "Reply"]

@@ -5,7 +5,9 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from nons.core.types import ModelProvider
 from nons.testing import EmulatedToolCall, Fault, ProviderEmulator, Reply
+from nons.testing.dialects import DIALECTS
 
 
 def test_records_requests_and_answers_in_script_order(emu: ProviderEmulator) -> None:
@@ -94,3 +96,30 @@ def test_clear_forgets_requests_and_scripts(emu: ProviderEmulator) -> None:
     emu.clear()
     assert emu.requests == []
     assert emu.pending("google") == 0
+
+
+@pytest.mark.parametrize(
+    ("provider", "path", "headers"),
+    [
+        ("openai", "/chat/completions", {"Authorization": "Bearer sk-quoted-1"}),
+        ("anthropic", "/v1/messages", {"x-api-key": "sk-quoted-1"}),
+        ("anthropic", "/v1/messages", {"Authorization": "Bearer sk-quoted-1"}),  # how the 2.x SDK sends it
+        ("google", "/v1beta/models/m:generateContent", {"x-goog-api-key": "sk-quoted-1"}),
+        ("google", "/v1beta/models/m:generateContent?key=sk-quoted-1", {}),
+    ],
+)
+def test_an_invalid_key_answer_quotes_the_key_the_request_carried(
+    emu: ProviderEmulator, provider: str, path: str, headers: dict[str, str]
+) -> None:
+    # The key-leak tests rely on this: the emulator's 401 quotes the key back, as a careless server might.
+    emu.script(provider, [Fault.auth()])
+    with httpx.Client() as client:
+        answer = client.post(emu.base_url_for(provider) + path, json={"model": "m"}, headers=headers)
+    assert answer.status_code == (400 if provider == "google" else 401)
+    assert "sk-quoted-1" in answer.json()["error"]["message"]
+
+
+def test_the_emulator_speaks_every_vendor_provider() -> None:
+    vendors = {p.value for p in ModelProvider if p is not ModelProvider.MOCK}
+    assert set(DIALECTS) == vendors
+    assert all(name == dialect.name for name, dialect in DIALECTS.items())

@@ -1,0 +1,85 @@
+"""Anthropic's Messages format: ``POST /v1/messages``, the key in ``x-api-key`` (or ``Authorization: Bearer``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from nons.testing.answers import Fault, FaultKind, Reply
+from nons.testing.dialects.base import Dialect
+
+__all__ = ["AnthropicDialect"]
+
+# The ``error.type`` of each status in Anthropic's error body; any other status is an ``api_error``.
+_ERROR_TYPES: Mapping[int, str] = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    529: "overloaded_error",
+}
+
+
+class AnthropicDialect(Dialect):
+    """Anthropic's API. Usage reports uncached input apart from cache reads and writes; an overloaded model
+    answers 529."""
+
+    name = "anthropic"
+    # The 2.x SDK sends the key as a bearer token; the API's documented header is x-api-key.
+    key_headers = ("x-api-key", "authorization")
+    overloaded_status = 529
+    messages: ClassVar[Mapping[FaultKind, str]] = {
+        "auth": "invalid x-api-key: {key}",
+        "rate_limit": "This request would exceed the rate limit for your organization.",
+        "model_not_found": "model: {model}",
+        "context_length": "prompt is too long: 208310 tokens > 200000 maximum",
+        "overloaded": "Overloaded",
+        "server_error": "Internal server error",
+    }
+
+    def model_for(self, path: str, body: Any) -> str | None:
+        if path != "/v1/messages":
+            return None
+        return str((body.get("model") if isinstance(body, dict) else None) or "")
+
+    def reply(self, reply: Reply, model: str, n: int) -> dict[str, Any]:
+        content: list[dict[str, Any]] = []
+        if reply.text:
+            content.append({"type": "text", "text": reply.text})
+        for i, call in enumerate(reply.tool_calls):
+            content.append(
+                {"type": "tool_use", "id": call.id or f"toolu_emu_{n}_{i}", "name": call.name, "input": call.arguments}
+            )
+        return {
+            "id": reply.id or f"msg_emu_{n:06d}",
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": content,
+            "stop_reason": reply.finish_reason or ("tool_use" if reply.tool_calls else "end_turn"),
+            "stop_sequence": None,
+            "usage": {
+                # Anthropic counts uncached input apart from cache reads and writes.
+                "input_tokens": reply.input_tokens - reply.cache_read_tokens - reply.cache_write_tokens,
+                "output_tokens": reply.output_tokens,
+                "cache_read_input_tokens": reply.cache_read_tokens,
+                "cache_creation_input_tokens": reply.cache_write_tokens,
+            },
+        }
+
+    def empty(self, model: str) -> dict[str, Any]:
+        return {
+            "id": "msg_empty",
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": [],
+            "stop_reason": "end_turn",
+            "usage": {"input_tokens": 5, "output_tokens": 0},
+        }
+
+    def error_body(self, fault: Fault, status: int, message: str) -> dict[str, Any]:
+        error = {"type": _ERROR_TYPES.get(status, "api_error"), "message": message}
+        return {"type": "error", "error": error, "request_id": "req_emu"}

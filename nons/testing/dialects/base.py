@@ -1,0 +1,88 @@
+"""The interface of one vendor's wire format as the emulator speaks it."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal
+
+from nons.testing.answers import Fault, FaultKind, Reply
+
+__all__ = ["Dialect", "ProviderName"]
+
+#: The NoN name of a provider the emulator speaks for.
+ProviderName = Literal["openai", "anthropic", "google"]
+
+# Faults whose status is the same in every vendor's format.
+_FIXED_STATUS: Mapping[FaultKind, int] = {"rate_limit": 429, "model_not_found": 404, "context_length": 400}
+
+
+class Dialect(abc.ABC):
+    """One vendor's wire format: its endpoint, where its SDK puts the key, and how its answers and errors look.
+
+    A dialect is stateless; the server (:class:`~nons.testing.emulator.ProviderEmulator`) routes each request to
+    the dialect whose endpoint it hits, and asks it to render the scripted :class:`Reply` or :class:`Fault`.
+    Faults that need no vendor format (a verbatim body, a dropped connection) never reach the dialect.
+    """
+
+    #: The provider the dialect serves; scripts and recorded requests are kept under this name.
+    name: ClassVar[ProviderName]
+    #: The path the SDK's base URL ends with, below the server's root (OpenAI's SDK wants ``/v1`` in it).
+    base_path: ClassVar[str] = ""
+    #: The headers the vendor's SDKs put the key in, in order; an ``authorization`` value is read after
+    #: ``Bearer ``.
+    key_headers: ClassVar[tuple[str, ...]]
+    #: Whether the key may also come as the ``key`` query parameter.
+    key_in_query: ClassVar[bool] = False
+    #: The status of an invalid key.
+    auth_status: ClassVar[int] = 401
+    #: The status of an overloaded model when the fault sets none.
+    overloaded_status: ClassVar[int] = 503
+    #: The error message of each fault kind in the vendor's words, with ``{model}`` and ``{key}`` filled in.
+    #: A kind without one (``bad_request``) says the fault's own message.
+    messages: ClassVar[Mapping[FaultKind, str]]
+
+    @abc.abstractmethod
+    def model_for(self, path: str, body: Any) -> str | None:
+        """The model asked for when ``path`` is this dialect's endpoint, else ``None``."""
+
+    @abc.abstractmethod
+    def reply(self, reply: Reply, model: str, n: int) -> dict[str, Any]:
+        """The body of a successful answer from ``model``; ``n`` (unique per answer) numbers made-up ids."""
+
+    @abc.abstractmethod
+    def empty(self, model: str) -> dict[str, Any]:
+        """A 200 body that is valid JSON but holds no answer."""
+
+    @abc.abstractmethod
+    def error_body(self, fault: Fault, status: int, message: str) -> dict[str, Any]:
+        """The body of an error answer with ``status`` and ``message``, in the vendor's error format."""
+
+    def fault(self, fault: Fault, model: str, key: str) -> tuple[int, dict[str, Any]]:
+        """The status and body of ``fault`` for a request to ``model`` that carried ``key``."""
+        status = self.fault_status(fault)
+        template = self.messages.get(fault.kind)
+        message = template.format(model=model, key=key) if template else fault.message or "Bad request"
+        return status, self.error_body(fault, status, message)
+
+    def fault_status(self, fault: Fault) -> int:
+        """The HTTP status this vendor answers ``fault`` with."""
+        if fault.kind == "auth":
+            return self.auth_status
+        if fault.kind in _FIXED_STATUS:
+            return _FIXED_STATUS[fault.kind]
+        if fault.kind == "overloaded":
+            return fault.status or self.overloaded_status
+        if fault.kind == "server_error":
+            return fault.status or 500
+        return fault.status or 400
+
+    def api_key(self, headers: Mapping[str, str], query: Mapping[str, list[str]]) -> str:
+        """The key a request carried (lower-case ``headers``), where this vendor's SDKs send it; ``""`` if none."""
+        for header in self.key_headers:
+            value = headers.get(header, "")
+            if header == "authorization":
+                value = value[7:] if value.lower().startswith("bearer ") else ""
+            if value:
+                return value
+        return (query.get("key") or [""])[0] if self.key_in_query else ""

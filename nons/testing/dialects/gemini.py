@@ -1,0 +1,102 @@
+"""Gemini's ``generateContent`` format: ``POST /v1beta/models/{model}:generateContent``, the key in
+``x-goog-api-key`` (or the ``key`` query parameter)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from nons.testing.answers import Fault, FaultKind, Reply
+from nons.testing.dialects.base import Dialect
+
+__all__ = ["GeminiDialect"]
+
+_PATH = re.compile(r"^/v1(?:beta|alpha)?/models/(?P<model>[^/:]+):generateContent$")
+# The ``error.status`` of each HTTP status in a Google API error body.
+_STATUS_NAMES: Mapping[int, str] = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+
+
+class GeminiDialect(Dialect):
+    """Google's Gemini Developer API. Usage reports the total prompt tokens and ``cachedContentTokenCount``,
+    with no field for cache writes; function calls come without an id unless the script gives one; an invalid
+    key is a 400 ``API_KEY_INVALID``; a retry hint travels in the body as ``RetryInfo.retryDelay``."""
+
+    name = "google"
+    key_headers = ("x-goog-api-key",)
+    key_in_query = True
+    auth_status = 400
+    messages: ClassVar[Mapping[FaultKind, str]] = {
+        "auth": "API key not valid. Please pass a valid API key. (key: {key})",
+        "rate_limit": "You exceeded your current quota, please check your plan and billing details.",
+        "model_not_found": (
+            "models/{model} is not found for API version v1beta, or is not supported for generateContent. "
+            "Call ListModels to see the list of available models."
+        ),
+        "context_length": "The input token count (1200000) exceeds the maximum number of tokens allowed (1048576).",
+        "overloaded": "The model is overloaded. Please try again later.",
+        "server_error": "An internal error has occurred. Please retry or report the problem.",
+    }
+
+    def model_for(self, path: str, body: Any) -> str | None:
+        match = _PATH.match(path)
+        return match.group("model") if match else None
+
+    def reply(self, reply: Reply, model: str, n: int) -> dict[str, Any]:
+        parts: list[dict[str, Any]] = []
+        if reply.text:
+            parts.append({"text": reply.text})
+        for call in reply.tool_calls:
+            function_call: dict[str, Any] = {"name": call.name, "args": call.arguments}
+            if call.id is not None:
+                function_call["id"] = call.id
+            parts.append({"functionCall": function_call})
+        usage: dict[str, Any] = {
+            "promptTokenCount": reply.input_tokens,
+            "candidatesTokenCount": reply.output_tokens,
+            "totalTokenCount": reply.input_tokens + reply.output_tokens,
+        }
+        if reply.cache_read_tokens:
+            usage["cachedContentTokenCount"] = reply.cache_read_tokens
+        return {
+            "candidates": [
+                {
+                    "content": {"role": "model", "parts": parts},
+                    "finishReason": reply.finish_reason or "STOP",
+                    "index": 0,
+                }
+            ],
+            "usageMetadata": usage,
+            "modelVersion": model,
+            "responseId": reply.id or f"emu-response-{n}",
+        }
+
+    def empty(self, model: str) -> dict[str, Any]:
+        return {"candidates": [], "modelVersion": model, "responseId": "emu-empty"}
+
+    def error_body(self, fault: Fault, status: int, message: str) -> dict[str, Any]:
+        details: list[dict[str, Any]] = []
+        if fault.kind == "auth":
+            details.append(
+                {
+                    "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                    "reason": "API_KEY_INVALID",
+                    "domain": "googleapis.com",
+                    "metadata": {"service": "generativelanguage.googleapis.com"},
+                }
+            )
+        if fault.retry_delay is not None:
+            details.append({"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": fault.retry_delay})
+        error: dict[str, Any] = {"code": status, "message": message, "status": _STATUS_NAMES.get(status, "UNKNOWN")}
+        if details:
+            error["details"] = details
+        return {"error": error}

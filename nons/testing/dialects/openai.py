@@ -1,0 +1,87 @@
+"""OpenAI's Chat Completions format: ``POST /v1/chat/completions``, ``Authorization: Bearer <key>``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from nons.testing.answers import Fault, FaultKind, Reply
+from nons.testing.dialects.base import Dialect
+
+__all__ = ["OpenAIDialect"]
+
+# The ``code`` field of OpenAI's error body, for the faults that have one.
+_CODES: Mapping[FaultKind, str] = {
+    "auth": "invalid_api_key",
+    "rate_limit": "rate_limit_exceeded",
+    "model_not_found": "model_not_found",
+    "context_length": "context_length_exceeded",
+}
+
+
+class OpenAIDialect(Dialect):
+    """OpenAI's API, and every OpenAI-compatible server. Usage reports the total prompt tokens, with
+    ``cached_tokens`` and ``cache_write_tokens`` as details."""
+
+    name = "openai"
+    base_path = "/v1"
+    key_headers = ("authorization",)
+    messages: ClassVar[Mapping[FaultKind, str]] = {
+        "auth": "Incorrect API key provided: {key}.",
+        "rate_limit": "Rate limit reached for {model} on requests per min (RPM).",
+        "model_not_found": "The model `{model}` does not exist or you do not have access to it.",
+        "context_length": (
+            "This model's maximum context length is 128000 tokens. However, your messages resulted in "
+            "130512 tokens. Please reduce the length of the messages."
+        ),
+        "overloaded": "The model is overloaded. Please try again later.",
+        "server_error": "The server had an error while processing your request. Sorry about that!",
+    }
+
+    def model_for(self, path: str, body: Any) -> str | None:
+        if path != "/v1/chat/completions":
+            return None
+        return str((body.get("model") if isinstance(body, dict) else None) or "")
+
+    def reply(self, reply: Reply, model: str, n: int) -> dict[str, Any]:
+        message: dict[str, Any] = {"role": "assistant", "content": reply.text or None, "refusal": None}
+        if reply.tool_calls:
+            message["tool_calls"] = [
+                {
+                    "id": call.id or f"call_emu_{n}_{i}",
+                    "type": "function",
+                    "function": {"name": call.name, "arguments": json.dumps(call.arguments)},
+                }
+                for i, call in enumerate(reply.tool_calls)
+            ]
+        return {
+            "id": reply.id or f"chatcmpl-emu-{n}",
+            "object": "chat.completion",
+            "created": 1_700_000_000,
+            "model": model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": message,
+                    "logprobs": None,
+                    "finish_reason": reply.finish_reason or ("tool_calls" if reply.tool_calls else "stop"),
+                }
+            ],
+            "usage": {
+                "prompt_tokens": reply.input_tokens,
+                "completion_tokens": reply.output_tokens,
+                "total_tokens": reply.input_tokens + reply.output_tokens,
+                "prompt_tokens_details": {
+                    "cached_tokens": reply.cache_read_tokens,
+                    "cache_write_tokens": reply.cache_write_tokens,
+                },
+            },
+        }
+
+    def empty(self, model: str) -> dict[str, Any]:
+        return {"id": "chatcmpl-empty", "object": "chat.completion", "model": model, "choices": []}
+
+    def error_body(self, fault: Fault, status: int, message: str) -> dict[str, Any]:
+        error_type = "requests" if status == 429 else "server_error" if status >= 500 else "invalid_request_error"
+        return {"error": {"message": message, "type": error_type, "param": None, "code": _CODES.get(fault.kind)}}

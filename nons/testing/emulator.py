@@ -37,6 +37,10 @@ Token counts follow the GenAI convention used by NoN: ``Reply.input_tokens`` *in
 The emulator converts them to each wire format: Anthropic reports uncached input apart from cache reads and
 writes; OpenAI reports the total with ``cached_tokens`` and ``cache_write_tokens`` details; Gemini reports the
 total and ``cachedContentTokenCount``, and has no field for cache writes.
+
+This module is the server: lifecycle, scripts, the record of requests, routing. Each vendor's wire format
+(endpoint, key header, answer and error bodies) is one class in :mod:`nons.testing.dialects`; the scripted
+answers are in :mod:`nons.testing.answers`.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from nons.testing.answers import Fault, FaultKind, Reply
-from nons.testing.dialects.base import Dialect
+from nons.testing.dialects.base import Dialect, model_in_body
 
 __all__ = ["AnthropicDialect"]
 
@@ -40,9 +40,7 @@ class AnthropicDialect(Dialect):
     }
 
     def model_for(self, path: str, body: Any) -> str | None:
-        if path != "/v1/messages":
-            return None
-        return str((body.get("model") if isinstance(body, dict) else None) or "")
+        return model_in_body(body) if path == "/v1/messages" else None
 
     def reply(self, reply: Reply, model: str, n: int) -> dict[str, Any]:
         content: list[dict[str, Any]] = []

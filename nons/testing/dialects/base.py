@@ -8,7 +8,7 @@ from typing import Any, ClassVar, Literal
 
 from nons.testing.answers import Fault, FaultKind, Reply
 
-__all__ = ["Dialect", "ProviderName"]
+__all__ = ["Dialect", "ProviderName", "model_in_body"]
 
 #: The NoN name of a provider the emulator speaks for.
 ProviderName = Literal["openai", "anthropic", "google"]
@@ -86,3 +86,8 @@ class Dialect(abc.ABC):
             if value:
                 return value
         return (query.get("key") or [""])[0] if self.key_in_query else ""
+
+
+def model_in_body(body: Any) -> str:
+    """The ``model`` field of a JSON request body (OpenAI, Anthropic); ``""`` when there is none."""
+    return str((body.get("model") if isinstance(body, dict) else None) or "")

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from nons.testing.answers import Fault, FaultKind, Reply
-from nons.testing.dialects.base import Dialect
+from nons.testing.dialects.base import Dialect, model_in_body
 
 __all__ = ["OpenAIDialect"]
 
@@ -40,9 +40,7 @@ class OpenAIDialect(Dialect):
     }
 
     def model_for(self, path: str, body: Any) -> str | None:
-        if path != "/v1/chat/completions":
-            return None
-        return str((body.get("model") if isinstance(body, dict) else None) or "")
+        return model_in_body(body) if path == "/v1/chat/completions" else None
 
     def reply(self, reply: Reply, model: str, n: int) -> dict[str, Any]:
         message: dict[str, Any] = {"role": "assistant", "content": reply.text or None, "refusal": None}

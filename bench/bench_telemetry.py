@@ -119,7 +119,7 @@ def measure(mode: str, passes: int) -> dict[str, Any]:
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     dropped = None
     if mode.startswith("on") and mode != "on-bare":
-        from nons.observability.integration import observability_buffer
+        from nons.observability.buffer import observability_buffer
 
         dropped = observability_buffer().get_stats()["export"]["spans"]["dropped"]
     return {

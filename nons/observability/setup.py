@@ -4,11 +4,9 @@ variables.
 The engine itself only uses the API; this module is what an application (and the ``nons`` CLI) calls to get
 spans, metrics and logs exported. It never replaces providers that the application installed already.
 
-Exporters follow the standard variables: ``OTEL_TRACES_EXPORTER``, ``OTEL_METRICS_EXPORTER``,
-``OTEL_LOGS_EXPORTER`` (``otlp``, ``console``, ``none``; metrics also ``prometheus``), with
-``OTEL_EXPORTER_OTLP_ENDPOINT`` and ``OTEL_EXPORTER_OTLP_PROTOCOL`` (``grpc`` or ``http/protobuf``). Unlike
-the SDK's own default, an unset exporter variable means ``otlp`` only when an OTLP endpoint is set, and
-``none`` otherwise, so a laptop without a collector does not log connection errors.
+Which exporters (the standard ``OTEL_*_EXPORTER`` variables) and how what they lose is counted is
+:mod:`nons.observability.exporters`; the in-process buffer this module attaches to the providers is
+:mod:`nons.observability.buffer`.
 
 Export never gets in the way of the application: spans and logs go through the SDK's batch processors (bounded
 queues, a background thread), metrics through a periodic reader, and every exporter is wrapped so that what is
@@ -21,33 +19,27 @@ from __future__ import annotations
 import atexit
 import contextlib
 import logging
-import os
 import threading
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from opentelemetry import metrics, trace
+from opentelemetry._logs import get_logger_provider, set_logger_provider
+from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import (
-    MetricExporter,
-    MetricExportResult,
-    MetricReader,
-    MetricsData,
-    PeriodicExportingMetricReader,
-)
+from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.resources import OTELResourceDetector, Resource
-from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace import TracerProvider
 
-from nons.base.errors import ConfigurationError
 from nons.base.settings import Settings, apply_log_level, get_settings
-
-if TYPE_CHECKING:
-    from opentelemetry.sdk._logs import ReadableLogRecord
-    from opentelemetry.sdk._logs.export import LogRecordExporter
-
-    from nons.observability.integration import ExportStats, Observability
+from nons.observability.buffer import ExportStats, Observability, observability_buffer
+from nons.observability.exporters import (
+    check_exporter_names,
+    exporter_names,
+    log_processor,
+    metric_reader,
+    span_processor,
+)
 
 __all__ = ["TelemetryHandle", "build_resource", "configure_telemetry", "shutdown_telemetry"]
 
@@ -163,235 +155,6 @@ def build_resource(settings: Settings | None = None) -> Resource:
     return Resource.create({**defaults, **from_env})
 
 
-#: The exporters each standard variable may name (``none`` aside).
-_KNOWN_EXPORTERS: dict[str, frozenset[str]] = {
-    "OTEL_TRACES_EXPORTER": frozenset({"otlp", "console"}),
-    "OTEL_METRICS_EXPORTER": frozenset({"otlp", "console", "prometheus"}),
-    "OTEL_LOGS_EXPORTER": frozenset({"otlp", "console"}),
-}
-
-
-def _exporter_names(variable: str) -> list[str]:
-    value = os.environ.get(variable)
-    if value is None:
-        has_endpoint = any(
-            os.environ.get(v)
-            for v in (
-                "OTEL_EXPORTER_OTLP_ENDPOINT",
-                f"OTEL_EXPORTER_OTLP_{variable.split('_')[1]}_ENDPOINT",
-            )
-        )
-        return ["otlp"] if has_endpoint else []
-    names = [n.strip().lower() for n in value.split(",") if n.strip()]
-    return [n for n in names if n != "none"]
-
-
-def _otlp_protocol(signal: str) -> str:
-    return (
-        os.environ.get(f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL")
-        or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
-        or "grpc"
-    ).lower()
-
-
-# --- what export loses: counted, reported once, never raised ------------------------------------------------
-
-
-def _report_failure(stats: ExportStats, signal: str, count: int, error: str) -> None:
-    if stats.record_failure(signal, count, error):
-        # Once per signal: a collector that is down fails every batch, and the exporter logs each one already.
-        logger.warning(
-            "exporting %s failed (%s); NoN keeps running and counts what is lost in "
-            "get_observability().get_stats()['export']",
-            signal,
-            error,
-        )
-
-
-class _CountingSpanExporter(SpanExporter):
-    """Delegates to ``inner`` and counts the spans of every batch it fails to deliver."""
-
-    def __init__(self, inner: SpanExporter, stats: ExportStats) -> None:
-        self.inner = inner
-        self._stats = stats
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        try:
-            result = self.inner.export(spans)
-        except Exception as error:  # an exporter must not take the processor's thread down
-            _report_failure(self._stats, "spans", len(spans), type(error).__name__)
-            return SpanExportResult.FAILURE
-        if result is not SpanExportResult.SUCCESS:
-            _report_failure(self._stats, "spans", len(spans), f"{type(self.inner).__name__} returned {result.name}")
-        return result
-
-    def shutdown(self) -> None:
-        self.inner.shutdown()
-
-    def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        return self.inner.force_flush(timeout_millis)
-
-
-class _CountingMetricExporter(MetricExporter):
-    """Delegates to ``inner`` (keeping its preferred temporality and aggregation) and counts failed exports."""
-
-    def __init__(self, inner: MetricExporter, stats: ExportStats) -> None:
-        super().__init__(
-            preferred_temporality=inner._preferred_temporality,
-            preferred_aggregation=inner._preferred_aggregation,
-        )
-        self.inner = inner
-        self._stats = stats
-
-    def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
-        points = sum(
-            len(metric.data.data_points)
-            for rm in metrics_data.resource_metrics
-            for sm in rm.scope_metrics
-            for metric in sm.metrics
-        )
-        try:
-            result = self.inner.export(metrics_data, timeout_millis=timeout_millis, **kwargs)
-        except Exception as error:
-            _report_failure(self._stats, "metrics", points, type(error).__name__)
-            return MetricExportResult.FAILURE
-        if result is not MetricExportResult.SUCCESS:
-            _report_failure(self._stats, "metrics", points, f"{type(self.inner).__name__} returned {result.name}")
-        return result
-
-    def force_flush(self, timeout_millis: float = 10_000) -> bool:
-        return self.inner.force_flush(timeout_millis)
-
-    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
-        self.inner.shutdown(timeout_millis=timeout_millis, **kwargs)
-
-
-def _counting_log_exporter(inner: LogRecordExporter, stats: ExportStats) -> LogRecordExporter:
-    from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
-
-    class _CountingLogExporter(LogRecordExporter):
-        """Delegates to ``inner`` and counts the records of every batch it fails to deliver."""
-
-        def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
-            try:
-                result = inner.export(batch)
-            except Exception as error:
-                _report_failure(stats, "logs", len(batch), type(error).__name__)
-                return LogRecordExportResult.FAILURE
-            if result.name != "SUCCESS":  # the OTLP exporters still return the deprecated LogExportResult
-                _report_failure(stats, "logs", len(batch), f"{type(inner).__name__} returned {result.name}")
-            return result  # type: ignore[no-any-return]
-
-        def shutdown(self) -> None:
-            inner.shutdown()  # type: ignore[no-untyped-call]
-
-        def force_flush(self, timeout_millis: int = 30_000) -> bool:
-            return inner.force_flush(timeout_millis)
-
-    return _CountingLogExporter()
-
-
-class _DropCounter:
-    """Stands in for a batch processor's internal metrics hook, which the SDK calls exactly when it drops an
-    item (queue full, or after shutdown), and counts those drops; the SDK's own metrics still get every call."""
-
-    def __init__(self, inner: Any, on_drop: Callable[[int], None]) -> None:
-        self._inner = inner
-        self._on_drop = on_drop
-
-    def register_queue_size(self, get_queue_size: Callable[[], int]) -> None:
-        self._inner.register_queue_size(get_queue_size)
-
-    def drop_items(self, count: int, error_type: str = "queue_full") -> None:
-        self._on_drop(count)
-        self._inner.drop_items(count, error_type)
-
-    def finish_items(self, count: int) -> None:
-        self._inner.finish_items(count)
-
-
-def _count_drops(processor: Any, stats: ExportStats, signal: str) -> None:
-    # The SDK's batch processors keep their bounded queue in an inner BatchProcessor whose ``_metrics`` hook
-    # is told about every drop. If a future SDK moves it, drops go uncounted but nothing breaks.
-    batch = getattr(processor, "_batch_processor", None)
-    hook = getattr(batch, "_metrics", None)
-    if batch is not None and hook is not None and hasattr(hook, "drop_items"):
-        batch._metrics = _DropCounter(hook, lambda count: stats.record_drop(signal, count))
-    else:
-        logger.debug("cannot count the %s dropped by %s", signal, type(processor).__name__)
-
-
-def _span_processor(name: str, stats: ExportStats) -> SpanProcessor:
-    if name == "otlp":
-        if _otlp_protocol("TRACES") == "grpc":
-            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-        else:
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # type: ignore[assignment]
-                OTLPSpanExporter,
-            )
-        # Batching keeps export off the hot path; its queue is bounded (OTEL_BSP_MAX_QUEUE_SIZE).
-        processor = BatchSpanProcessor(_CountingSpanExporter(OTLPSpanExporter(), stats))
-        _count_drops(processor, stats, "spans")
-        return processor
-    if name == "console":
-        from opentelemetry.sdk.trace.export import ConsoleSpanExporter
-
-        return SimpleSpanProcessor(ConsoleSpanExporter())
-    raise ValueError(f"unknown OTEL_TRACES_EXPORTER value {name!r}; use otlp, console or none")
-
-
-def _metric_reader(name: str, handle: TelemetryHandle, stats: ExportStats) -> MetricReader:
-    if name == "otlp":
-        if _otlp_protocol("METRICS") == "grpc":
-            from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
-        else:
-            from opentelemetry.exporter.otlp.proto.http.metric_exporter import (  # type: ignore[assignment]
-                OTLPMetricExporter,
-            )
-        # Exported every OTEL_METRIC_EXPORT_INTERVAL ms from the reader's own thread.
-        return PeriodicExportingMetricReader(_CountingMetricExporter(OTLPMetricExporter(), stats))
-    if name == "console":
-        from opentelemetry.sdk.metrics.export import ConsoleMetricExporter
-
-        return PeriodicExportingMetricReader(ConsoleMetricExporter())
-    if name == "prometheus":
-        from opentelemetry.exporter.prometheus import PrometheusMetricReader
-        from prometheus_client import start_http_server
-
-        host = os.environ.get("OTEL_EXPORTER_PROMETHEUS_HOST", "localhost")
-        port = int(os.environ.get("OTEL_EXPORTER_PROMETHEUS_PORT", "9464"))
-        # Copy service.name and the environment onto every series, as the collector's
-        # resource_to_telemetry_conversion does, so dashboards filter the same way with or without it.
-        reader = PrometheusMetricReader(
-            resource_attribute_filter=lambda key: key in ("service.name", "deployment.environment.name")
-        )
-        start_http_server(port, addr=host)
-        handle.prometheus_port = port
-        return reader
-    raise ValueError(f"unknown OTEL_METRICS_EXPORTER value {name!r}; use otlp, prometheus, console or none")
-
-
-def _log_processor(name: str, stats: ExportStats) -> Any:
-    from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, SimpleLogRecordProcessor
-
-    if name == "otlp":
-        if _otlp_protocol("LOGS") == "grpc":
-            from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
-        else:
-            from opentelemetry.exporter.otlp.proto.http._log_exporter import (  # type: ignore[assignment]
-                OTLPLogExporter,
-            )
-        # Bounded queue (OTEL_BLRP_MAX_QUEUE_SIZE), exported from a background thread.
-        processor = BatchLogRecordProcessor(_counting_log_exporter(OTLPLogExporter(), stats))
-        _count_drops(processor, stats, "logs")
-        return processor
-    if name == "console":
-        from opentelemetry.sdk._logs.export import ConsoleLogRecordExporter
-
-        return SimpleLogRecordProcessor(ConsoleLogRecordExporter())
-    raise ValueError(f"unknown OTEL_LOGS_EXPORTER value {name!r}; use otlp, console or none")
-
-
 def configure_telemetry(settings: Settings | None = None) -> TelemetryHandle:
     """Install SDK providers and exporters from settings, once per process, and return what was set up.
 
@@ -410,97 +173,97 @@ def configure_telemetry(settings: Settings | None = None) -> TelemetryHandle:
             return _handle
         settings = settings or get_settings()
         apply_log_level(settings)
-        from nons.observability.integration import observability_buffer
-
         observability = observability_buffer()
-        _check_exporter_names()  # before anything is installed: a typo must not leave half a setup behind
+        check_exporter_names()  # before anything is installed: a typo must not leave half a setup behind
         handle = TelemetryHandle(resource=build_resource(settings))
         try:
-            _install(handle, settings, observability)
+            if settings.enable_tracing:
+                _install_tracing(handle, observability)
+                _instrument_httpx()
+            if settings.enable_metrics:
+                _install_metrics(handle, observability)
+            _install_logs(handle, observability.export_stats)
         finally:
             # What got installed belongs to this handle even if a later step failed, so that a second call
             # finds it and the exit handler flushes it.
-            with contextlib.suppress(RuntimeError):  # no thread to be had: shutdown() flushes inline instead
-                handle.start_shutdown_worker()
-            atexit.register(handle.shutdown)
+            _flush_at_exit(handle)
             _handle = handle
         return handle
 
 
-def _check_exporter_names() -> None:
-    for variable, known in _KNOWN_EXPORTERS.items():
-        unknown = [name for name in _exporter_names(variable) if name not in known]
-        if unknown:
-            raise ConfigurationError(
-                f"{variable}={os.environ.get(variable)!r}: unknown exporter(s) {', '.join(unknown)}; "
-                f"use {', '.join(sorted(known))} or none"
-            )
+def _flush_at_exit(handle: TelemetryHandle) -> None:
+    """Arrange for ``handle`` to be flushed and shut down, within its time limit, when the interpreter exits."""
+    with contextlib.suppress(RuntimeError):  # no thread to be had: shutdown() flushes inline instead
+        handle.start_shutdown_worker()
+    atexit.register(handle.shutdown)
 
 
-def _install(handle: TelemetryHandle, settings: Settings, observability: Observability) -> None:
-    """Install the providers and exporters the settings ask for (the body of :func:`configure_telemetry`)."""
-    if settings.enable_tracing:
-        current = trace.get_tracer_provider()
-        if isinstance(current, TracerProvider):
-            handle.tracer_provider = current
-        elif isinstance(current, trace.ProxyTracerProvider):
-            # NoN's exit handler shuts it down, within a time limit; the SDK's own would wait for as long
-            # as the exporters retry.
-            provider = TracerProvider(resource=handle.resource, shutdown_on_exit=False)
-            for name in _exporter_names("OTEL_TRACES_EXPORTER"):
-                provider.add_span_processor(_span_processor(name, observability.export_stats))
-                handle.span_exporters.append(name)
-            trace.set_tracer_provider(provider)
-            handle.tracer_provider = provider
-            handle.installed_tracing = True
-        if handle.tracer_provider is not None:
-            observability.attach_tracer_provider(handle.tracer_provider)
-        _instrument_httpx()
+def _install_tracing(handle: TelemetryHandle, observability: Observability) -> None:
+    """Keep the application's SDK tracer provider, or install NoN's with the span exporters the variables name;
+    either way the buffer's ring sees its spans."""
+    current = trace.get_tracer_provider()
+    if isinstance(current, TracerProvider):
+        handle.tracer_provider = current
+    elif isinstance(current, trace.ProxyTracerProvider):
+        # NoN's exit handler shuts it down, within a time limit; the SDK's own would wait for as long
+        # as the exporters retry.
+        provider = TracerProvider(resource=handle.resource, shutdown_on_exit=False)
+        for name in exporter_names("OTEL_TRACES_EXPORTER"):
+            provider.add_span_processor(span_processor(name, observability.export_stats))
+            handle.span_exporters.append(name)
+        trace.set_tracer_provider(provider)
+        handle.tracer_provider = provider
+        handle.installed_tracing = True
+    if handle.tracer_provider is not None:
+        observability.attach_tracer_provider(handle.tracer_provider)
 
-    if settings.enable_metrics:
-        current_meter = metrics.get_meter_provider()
-        if isinstance(current_meter, MeterProvider):
-            handle.meter_provider = current_meter
-            # The application's provider: only the buffer's reader is added, so that
-            # export_all_data()["metrics"] shows NoN's metrics there too.
-            observability.attach_meter_provider(current_meter)
-        elif type(current_meter).__name__ == "_ProxyMeterProvider":
-            readers: list[MetricReader] = (
-                [observability.metric_reader] if observability.claim_metric_reader() else []
-            )
-            for name in _exporter_names("OTEL_METRICS_EXPORTER"):
-                try:
-                    readers.append(_metric_reader(name, handle, observability.export_stats))
-                except OSError as error:
-                    # A scrape port in use must not take the application down: metrics still reach the
-                    # other readers, and the warning says what is missing.
-                    logger.warning("metrics exporter %r could not start: %s", name, error)
-                    continue
-                handle.metric_exporters.append(name)
-            meter_provider = MeterProvider(
-                resource=handle.resource, metric_readers=readers, shutdown_on_exit=False
-            )
-            metrics.set_meter_provider(meter_provider)
-            handle.meter_provider = meter_provider
-            handle.installed_metrics = True
 
-    log_exporters = _exporter_names("OTEL_LOGS_EXPORTER")
-    from opentelemetry._logs import get_logger_provider, set_logger_provider
+def _install_metrics(handle: TelemetryHandle, observability: Observability) -> None:
+    """Keep the application's SDK meter provider, or install NoN's with the readers the variables name; either
+    way the buffer reads its metrics."""
+    current = metrics.get_meter_provider()
+    if isinstance(current, MeterProvider):
+        handle.meter_provider = current
+        # The application's provider: only the buffer's reader is added, so that
+        # export_all_data()["metrics"] shows NoN's metrics there too.
+        observability.attach_meter_provider(current)
+    elif type(current).__name__ == "_ProxyMeterProvider":
+        readers: list[MetricReader] = [observability.metric_reader] if observability.claim_metric_reader() else []
+        for name in exporter_names("OTEL_METRICS_EXPORTER"):
+            try:
+                reader, port = metric_reader(name, observability.export_stats)
+            except OSError as error:
+                # A scrape port in use must not take the application down: metrics still reach the
+                # other readers, and the warning says what is missing.
+                logger.warning("metrics exporter %r could not start: %s", name, error)
+                continue
+            readers.append(reader)
+            if port is not None:
+                handle.prometheus_port = port
+            handle.metric_exporters.append(name)
+        provider = MeterProvider(resource=handle.resource, metric_readers=readers, shutdown_on_exit=False)
+        metrics.set_meter_provider(provider)
+        handle.meter_provider = provider
+        handle.installed_metrics = True
 
+
+def _install_logs(handle: TelemetryHandle, stats: ExportStats) -> None:
+    """When a log exporter is named and the application has no logger provider: install NoN's, and bridge
+    Python logging to it (records carry the trace and span ids of the span they were written in)."""
+    names = exporter_names("OTEL_LOGS_EXPORTER")
     # As for metrics, the API's proxy class is private: an application's own logger provider is kept.
-    if log_exporters and type(get_logger_provider()).__name__ == "ProxyLoggerProvider":
-        from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
-
-        logger_provider = LoggerProvider(resource=handle.resource, shutdown_on_exit=False)
-        for name in log_exporters:
-            logger_provider.add_log_record_processor(_log_processor(name, observability.export_stats))
-            handle.log_exporters.append(name)
-        set_logger_provider(logger_provider)
-        bridge = LoggingHandler(logger_provider=logger_provider)
-        bridge.addFilter(_not_about_export)
-        logging.getLogger().addHandler(bridge)
-        handle.logger_provider = logger_provider
-        handle.installed_logs = True
+    if not names or type(get_logger_provider()).__name__ != "ProxyLoggerProvider":
+        return
+    provider = LoggerProvider(resource=handle.resource, shutdown_on_exit=False)
+    for name in names:
+        provider.add_log_record_processor(log_processor(name, stats))
+        handle.log_exporters.append(name)
+    set_logger_provider(provider)
+    bridge = LoggingHandler(logger_provider=provider)
+    bridge.addFilter(_not_about_export)
+    logging.getLogger().addHandler(bridge)
+    handle.logger_provider = provider
+    handle.installed_logs = True
 
 
 def shutdown_telemetry(timeout_millis: int = SHUTDOWN_TIMEOUT_MILLIS) -> bool:

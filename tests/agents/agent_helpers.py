@@ -6,7 +6,7 @@ from typing import Any
 
 from nons.core.types import ModelConfig, ModelProvider
 from nons.observability import names
-from nons.observability.integration import Observability
+from nons.observability.buffer import Observability
 
 
 def trace_spans(obs: Observability, trace_id: str | None) -> list[dict[str, Any]]:

@@ -6,7 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from nons.observability.integration import Observability, get_observability
+from nons.observability.buffer import Observability
+from nons.observability.integration import get_observability
 from nons.testing import ProviderEmulator
 
 

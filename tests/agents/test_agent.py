@@ -17,7 +17,7 @@ from nons.core.node import Node
 from nons.core.scheduler import start_scheduler
 from nons.core.types import ModelConfig, ModelProvider
 from nons.observability import names
-from nons.observability.integration import Observability
+from nons.observability.buffer import Observability
 
 
 async def test_steps_of_a_run_and_its_conversation(obs: Observability) -> None:

@@ -9,7 +9,7 @@ from types import ModuleType
 import pytest
 from agent_helpers import named, one, trace_spans
 
-from nons.observability.integration import Observability
+from nons.observability.buffer import Observability
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 

@@ -17,7 +17,7 @@ from agent_tools import calculator
 from nons.core.agents import INVALID_ARGUMENTS, MAX_STEPS_REACHED, UNKNOWN_TOOL, Agent, AgentStep
 from nons.core.types import ModelConfig, ModelProvider
 from nons.observability import names
-from nons.observability.integration import Observability
+from nons.observability.buffer import Observability
 from nons.testing import EmulatedToolCall, Fault, ProviderEmulator, Reply
 
 MODELS = {"openai": "gpt-4o-mini", "anthropic": "claude-sonnet-4-6", "google": "gemini-2.0-flash"}

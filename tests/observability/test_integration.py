@@ -23,7 +23,8 @@ from nons.core.network import NoN
 from nons.core.node import Node
 from nons.core.types import ErrorPolicy, LayerConfig, NetworkConfig
 from nons.observability import names
-from nons.observability.integration import Observability, get_observability
+from nons.observability.buffer import Observability
+from nons.observability.integration import get_observability
 
 GUIDE_KEYS = {"trace_id", "span_id", "operation_name", "duration_ms", "success", "cost_usd"}
 

@@ -142,17 +142,17 @@ def test_an_unknown_exporter_is_refused_before_anything_is_installed(
     monkeypatch: pytest.MonkeyPatch, variable: str, value: str
 ) -> None:
     from nons.base.errors import ConfigurationError
-    from nons.observability.setup import _check_exporter_names
+    from nons.observability.exporters import check_exporter_names
 
     monkeypatch.setenv(variable, value)
     with pytest.raises(ConfigurationError, match=f"{variable}=.*unknown exporter"):
-        _check_exporter_names()
+        check_exporter_names()
 
 
 def test_nons_warnings_still_reach_stderr_when_the_application_configured_no_logging() -> None:
     code = (
         "import logging\n"
-        "from nons.observability.integration import observability_buffer\n"
+        "from nons.observability.buffer import observability_buffer\n"
         "observability_buffer()\n"
         "logging.getLogger('nons.example').warning('this warning must be seen')\n"
     )

@@ -1,0 +1,319 @@
+"""The in-process buffer of recent telemetry, what ``get_observability()`` returns: recent spans, logs and
+metrics as plain dicts, and what the exporters lost.
+
+- The ring: the last ``NON_OBSERVABILITY_BUFFER_SIZE`` ended spans (oldest dropped first), kept by a span
+  processor that :func:`~nons.observability.configure_telemetry` adds to the tracer provider. Span dicts carry
+  the keys the deployment guide's code reads: ``trace_id``, ``span_id``, ``operation_name``, ``duration_ms``,
+  ``success`` and ``cost_usd`` (the call's own cost on LLM spans, 0 elsewhere, so summing over spans never
+  double counts).
+- Logs: NoN's own records in a bounded in-memory exporter, with the ids of the span they were written in.
+- Metrics: the SDK's in-memory metric reader on the meter provider.
+- :class:`ExportStats`: spans and logs dropped because an export queue was full, and batches an exporter failed
+  to deliver (a collector that is down never raises into the application; it shows up here and in one warning
+  log). The counting exporters of :mod:`nons.observability.exporters` write it.
+
+So a long-running process keeps a fixed amount. This module holds data only: it sets nothing up and imports
+neither :mod:`~nons.observability.setup` nor :mod:`~nons.observability.integration`.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+from datetime import datetime
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler, ReadableLogRecord
+from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader, NumberDataPoint
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.trace import StatusCode
+
+from nons.base.settings import get_settings
+from nons.observability import names
+
+__all__ = ["ExportStats", "Observability", "observability_buffer", "span_to_dict"]
+
+
+class _BoundedLogExporter(InMemoryLogRecordExporter):
+    # The SDK's in-memory log exporter keeps a plain list; a bounded deque keeps memory flat.
+    def __init__(self, max_logs: int) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self._logs: collections.deque[ReadableLogRecord] = collections.deque(maxlen=max_logs)  # type: ignore[assignment]
+
+
+class ExportStats:
+    """What the exporters installed by ``configure_telemetry`` lost, per signal (``spans``, ``metrics``, ``logs``).
+
+    ``dropped``: items refused because the batch processor's queue was full (``OTEL_BSP_MAX_QUEUE_SIZE``,
+    ``OTEL_BLRP_MAX_QUEUE_SIZE``) or arrived after shutdown; ``failed``: items in batches the exporter could not
+    deliver; ``failed_exports``: those batches. Updated from the exporters' worker threads.
+    """
+
+    SIGNALS = ("spans", "metrics", "logs")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts = {signal: {"dropped": 0, "failed": 0, "failed_exports": 0} for signal in self.SIGNALS}
+        self.last_error: str | None = None
+
+    def record_drop(self, signal: str, count: int = 1) -> None:
+        """``count`` items of ``signal`` were dropped before export."""
+        with self._lock:
+            self._counts[signal]["dropped"] += count
+
+    def record_failure(self, signal: str, count: int, error: str) -> bool:
+        """A batch of ``count`` items of ``signal`` was not delivered. Returns whether it is the signal's first."""
+        with self._lock:
+            counts = self._counts[signal]
+            first = counts["failed_exports"] == 0
+            counts["failed_exports"] += 1
+            counts["failed"] += count
+            self.last_error = f"{signal}: {error}"
+            return first
+
+    def as_dict(self) -> dict[str, Any]:
+        """``{"spans": {"dropped": n, "failed": n, "failed_exports": n}, "metrics": {...}, "logs": {...},
+        "last_error": ...}``."""
+        with self._lock:
+            out: dict[str, Any] = {signal: dict(counts) for signal, counts in self._counts.items()}
+            out["last_error"] = self.last_error
+            return out
+
+
+class _BufferLogHandler(LoggingHandler):
+    """Keeps NoN's log records in the buffer without hiding them.
+
+    Any handler on the ``nons`` logger stops Python from falling back to ``logging.lastResort`` (stderr) for
+    an application that configured no logging, so NoN's own warnings would vanish into the buffer; this
+    handler hands such records on to the last resort itself.
+    """
+
+    def emit(self, record: logging.LogRecord) -> None:
+        super().emit(record)
+        if logging.lastResort is not None and record.levelno >= logging.lastResort.level and self._alone(record):
+            logging.lastResort.handle(record)
+
+    def _alone(self, record: logging.LogRecord) -> bool:
+        logger: logging.Logger | None = logging.getLogger(record.name)
+        while logger is not None:
+            if any(handler is not self for handler in logger.handlers):
+                return False
+            logger = logger.parent if logger.propagate else None
+        return True
+
+
+class Observability:
+    """Recent spans, metrics and logs of this process, as plain dicts."""
+
+    def __init__(self, buffer_size: int) -> None:
+        self.buffer_size = buffer_size
+        # The ring of recent spans: appending to a bounded deque is atomic and drops the oldest, and spans are
+        # turned into dicts only when read, so a pass pays one append per span.
+        self._spans: collections.deque[ReadableSpan] = collections.deque(maxlen=buffer_size)
+        self.metric_reader = InMemoryMetricReader()
+        self.log_exporter = _BoundedLogExporter(buffer_size)
+        self.export_stats = ExportStats()
+        self._metric_reader_attached = False
+        self._spans_seen = 0
+        self._attached: set[int] = set()
+        self._lock = threading.Lock()
+        self._logger_provider = LoggerProvider()
+        self._logger_provider.add_log_record_processor(SimpleLogRecordProcessor(self.log_exporter))
+        # NoN's own log records, with the trace and span ids of the span they were written in.
+        logging.getLogger("nons").addHandler(_BufferLogHandler(logger_provider=self._logger_provider))
+
+    def attach_tracer_provider(self, provider: TracerProvider) -> None:
+        """Keep the spans of ``provider`` in the buffer (once per provider)."""
+        with self._lock:
+            if id(provider) in self._attached:
+                return
+            self._attached.add(id(provider))
+        provider.add_span_processor(_BufferProcessor(self))
+
+    def claim_metric_reader(self) -> bool:
+        """Whether :attr:`metric_reader` is still free; claims it. A reader can serve one meter provider."""
+        with self._lock:
+            free = not self._metric_reader_attached
+            self._metric_reader_attached = True
+            return free
+
+    def attach_meter_provider(self, provider: MeterProvider) -> bool:
+        """Read the metrics of ``provider`` (an SDK provider the application installed) into the buffer.
+        Returns ``False`` when the buffer's reader serves a provider already."""
+        if not self.claim_metric_reader():
+            return False
+        provider.add_metric_reader(self.metric_reader)
+        return True
+
+    # --- export -------------------------------------------------------------------------------------------
+    def export_all_data(self, since: datetime | None = None, trace_id: str | None = None) -> dict[str, Any]:
+        """``{"spans": [...], "logs": [...], "metrics": [...]}``, optionally only spans and logs that ended
+        after ``since`` or belong to ``trace_id``."""
+        since_ns = int(since.timestamp() * 1e9) if since else None
+        spans = [
+            span_to_dict(s)
+            for s in list(self._spans)
+            if (since_ns is None or (s.end_time or 0) >= since_ns)
+            and (trace_id is None or trace.format_trace_id(s.context.trace_id) == trace_id)
+        ]
+        logs = [
+            _log_to_dict(r)
+            for r in self.log_exporter.get_finished_logs()
+            if (since_ns is None or (r.log_record.timestamp or 0) >= since_ns)
+            and (trace_id is None or f"{r.log_record.trace_id or 0:032x}" == trace_id)
+        ]
+        return {"spans": spans, "logs": logs, "metrics": self._metrics()}
+
+    def get_trace_summary(self, trace_id: str) -> dict[str, Any]:
+        """Duration, success, total cost and tokens, and span count of one trace."""
+        spans = self.export_all_data(trace_id=trace_id)["spans"]
+        if not spans:
+            raise KeyError(f"no spans of trace {trace_id!r} in the buffer (it holds the last {self.buffer_size})")
+        span_ids = {s["span_id"] for s in spans}
+        start = min(s["start_time_ns"] for s in spans)
+        end = max(s["end_time_ns"] for s in spans)
+        llm = [s for s in spans if s["attributes"].get(names.GEN_AI_OPERATION_NAME) == names.OP_CHAT]
+        return {
+            "trace_id": trace_id,
+            "duration_ms": (end - start) / 1e6,
+            # The pass's roots are the spans whose parent is not in the trace's buffer: the caller's span (a web
+            # request, a remote traceparent) may be elsewhere or not yet ended.
+            "success": all(s["success"] for s in spans if s["parent_span_id"] not in span_ids),
+            "total_cost_usd": sum(s["cost_usd"] for s in spans),
+            "unpriced_calls": sum(1 for s in llm if s["attributes"].get(names.COST_UNKNOWN)),
+            "input_tokens": sum(int(s["attributes"].get(names.GEN_AI_USAGE_INPUT_TOKENS, 0)) for s in llm),
+            "output_tokens": sum(int(s["attributes"].get(names.GEN_AI_USAGE_OUTPUT_TOKENS, 0)) for s in llm),
+            "span_count": len(spans),
+            "llm_calls": len(llm),
+        }
+
+    def get_stats(self) -> dict[str, Any]:
+        """How much the buffer holds and has dropped (its oldest spans, once full), and what the exporters
+        lost (``export``: see :class:`ExportStats`)."""
+        held = len(self._spans)
+        return {
+            "buffer_size": self.buffer_size,
+            "spans_buffered": held,
+            "spans_seen": self._spans_seen,
+            "spans_dropped": max(0, self._spans_seen - held) if self._spans_seen >= self.buffer_size else 0,
+            "logs_buffered": len(self.log_exporter.get_finished_logs()),
+            "export": self.export_stats.as_dict(),
+        }
+
+    def clear(self) -> None:
+        """Forget the buffered spans and logs."""
+        self._spans.clear()
+        self.log_exporter.clear()
+        self._spans_seen = 0
+
+    def _metrics(self) -> list[dict[str, Any]]:
+        try:
+            data = self.metric_reader.get_metrics_data()
+        except Exception:  # the reader is not registered with a meter provider (metrics off or app-owned)
+            return []
+        if data is None:
+            return []
+        out: list[dict[str, Any]] = []
+        for resource_metrics in data.resource_metrics:
+            for scope_metrics in resource_metrics.scope_metrics:
+                for metric in scope_metrics.metrics:
+                    points = []
+                    for point in metric.data.data_points:
+                        entry: dict[str, Any] = {"attributes": dict(point.attributes or {})}
+                        if isinstance(point, HistogramDataPoint):
+                            entry.update(
+                                count=point.count, sum=point.sum, bucket_counts=list(point.bucket_counts),
+                                explicit_bounds=list(point.explicit_bounds),
+                            )
+                        elif isinstance(point, NumberDataPoint):
+                            entry["value"] = point.value
+                        entry["exemplars"] = [
+                            {
+                                "value": exemplar.value,
+                                "trace_id": f"{exemplar.trace_id:032x}" if exemplar.trace_id else None,
+                                "span_id": f"{exemplar.span_id:016x}" if exemplar.span_id else None,
+                            }
+                            for exemplar in getattr(point, "exemplars", None) or ()
+                        ]
+                        points.append(entry)
+                    out.append(
+                        {
+                            "name": metric.name,
+                            "unit": metric.unit,
+                            "description": metric.description,
+                            "scope": scope_metrics.scope.name,
+                            "data_points": points,
+                        }
+                    )
+        return out
+
+
+class _BufferProcessor(SpanProcessor):
+    """Keeps every ended span in the owner's ring. Cheaper than a SimpleSpanProcessor around an in-memory
+    exporter (no context switch to suppress instrumentation, no lock): it runs on the application's thread."""
+
+    def __init__(self, owner: Observability) -> None:
+        self._owner = owner
+
+    def on_end(self, span: ReadableSpan) -> None:
+        self._owner._spans.append(span)
+        self._owner._spans_seen += 1
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return True
+
+
+def span_to_dict(span: ReadableSpan) -> dict[str, Any]:
+    """A span as a plain dict with the deployment guide's keys plus the full attributes and events."""
+    attributes = dict(span.attributes or {})
+    start, end = span.start_time or 0, span.end_time or 0
+    parent = span.parent
+    return {
+        "trace_id": trace.format_trace_id(span.context.trace_id),
+        "span_id": trace.format_span_id(span.context.span_id),
+        "parent_span_id": trace.format_span_id(parent.span_id) if parent else None,
+        "operation_name": span.name,
+        "kind": span.kind.name,
+        "start_time_ns": start,
+        "end_time_ns": end,
+        "duration_ms": (end - start) / 1e6,
+        "success": span.status.status_code is not StatusCode.ERROR,
+        "error_type": attributes.get(names.ERROR_TYPE),
+        "cost_usd": float(attributes.get(names.GEN_AI_USAGE_COST, 0.0)),  # type: ignore[arg-type]
+        "attributes": attributes,
+        "events": [
+            {"name": e.name, "timestamp_ns": e.timestamp, "attributes": dict(e.attributes or {})}
+            for e in span.events
+        ],
+        "resource": dict(span.resource.attributes) if span.resource else {},
+    }
+
+
+def _log_to_dict(record: ReadableLogRecord) -> dict[str, Any]:
+    log = record.log_record
+    return {
+        "timestamp_ns": log.timestamp,
+        "severity": log.severity_text,
+        "body": log.body,
+        "trace_id": f"{log.trace_id:032x}" if log.trace_id else None,
+        "span_id": f"{log.span_id:016x}" if log.span_id else None,
+        "attributes": dict(log.attributes or {}),
+    }
+
+
+_observability: Observability | None = None
+_create_lock = threading.Lock()
+
+
+def observability_buffer() -> Observability:
+    """The process's buffer, created on first use, without setting up telemetry: ``configure_telemetry``
+    attaches it to the providers, ``get_observability()`` sets telemetry up and then returns it."""
+    global _observability
+    with _create_lock:
+        if _observability is None:
+            _observability = Observability(get_settings().observability_buffer_size)
+        return _observability

@@ -106,19 +106,53 @@ class _BufferLogHandler(LoggingHandler):
         return True
 
 
+class SpanRing(SpanProcessor):
+    """The ring: the last ``size`` ended spans of every tracer provider it is added to, oldest dropped first.
+
+    Cheaper than a SimpleSpanProcessor around an in-memory exporter (no context switch to suppress
+    instrumentation, no lock): it runs on the application's thread, and appending to a bounded deque is atomic.
+    Spans are turned into dicts only when read, so a pass pays one append per span.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._spans: collections.deque[ReadableSpan] = collections.deque(maxlen=size)
+        #: Spans ended since the last :meth:`clear`, including those the ring no longer holds.
+        self.seen = 0
+
+    def on_end(self, span: ReadableSpan) -> None:
+        self._spans.append(span)
+        self.seen += 1
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return True
+
+    def spans(self) -> list[ReadableSpan]:
+        """The spans held, oldest first (a copy: the ring keeps changing)."""
+        return list(self._spans)
+
+    # Not __len__: an empty ring would be falsy, and it is handed to the SDK as a span processor.
+    @property
+    def held(self) -> int:
+        """How many spans the ring holds (at most ``size``)."""
+        return len(self._spans)
+
+    def clear(self) -> None:
+        """Forget the spans held, and the count of spans seen."""
+        self._spans.clear()
+        self.seen = 0
+
+
 class Observability:
     """Recent spans, metrics and logs of this process, as plain dicts."""
 
     def __init__(self, buffer_size: int) -> None:
         self.buffer_size = buffer_size
-        # The ring of recent spans: appending to a bounded deque is atomic and drops the oldest, and spans are
-        # turned into dicts only when read, so a pass pays one append per span.
-        self._spans: collections.deque[ReadableSpan] = collections.deque(maxlen=buffer_size)
+        self._ring = SpanRing(buffer_size)
         self.metric_reader = InMemoryMetricReader()
         self.log_exporter = _BoundedLogExporter(buffer_size)
         self.export_stats = ExportStats()
         self._metric_reader_attached = False
-        self._spans_seen = 0
         self._attached: set[int] = set()
         self._lock = threading.Lock()
         self._logger_provider = LoggerProvider()
@@ -132,7 +166,7 @@ class Observability:
             if id(provider) in self._attached:
                 return
             self._attached.add(id(provider))
-        provider.add_span_processor(_BufferProcessor(self))
+        provider.add_span_processor(self._ring)
 
     def claim_metric_reader(self) -> bool:
         """Whether :attr:`metric_reader` is still free; claims it. A reader can serve one meter provider."""
@@ -156,7 +190,7 @@ class Observability:
         since_ns = int(since.timestamp() * 1e9) if since else None
         spans = [
             span_to_dict(s)
-            for s in list(self._spans)
+            for s in self._ring.spans()
             if (since_ns is None or (s.end_time or 0) >= since_ns)
             and (trace_id is None or trace.format_trace_id(s.context.trace_id) == trace_id)
         ]
@@ -194,21 +228,20 @@ class Observability:
     def get_stats(self) -> dict[str, Any]:
         """How much the buffer holds and has dropped (its oldest spans, once full), and what the exporters
         lost (``export``: see :class:`ExportStats`)."""
-        held = len(self._spans)
+        held, seen = self._ring.held, self._ring.seen
         return {
             "buffer_size": self.buffer_size,
             "spans_buffered": held,
-            "spans_seen": self._spans_seen,
-            "spans_dropped": max(0, self._spans_seen - held) if self._spans_seen >= self.buffer_size else 0,
+            "spans_seen": seen,
+            "spans_dropped": max(0, seen - held) if seen >= self.buffer_size else 0,
             "logs_buffered": len(self.log_exporter.get_finished_logs()),
             "export": self.export_stats.as_dict(),
         }
 
     def clear(self) -> None:
         """Forget the buffered spans and logs."""
-        self._spans.clear()
+        self._ring.clear()
         self.log_exporter.clear()
-        self._spans_seen = 0
 
     def _metrics(self) -> list[dict[str, Any]]:
         try:
@@ -217,54 +250,18 @@ class Observability:
             return []
         if data is None:
             return []
-        out: list[dict[str, Any]] = []
-        for resource_metrics in data.resource_metrics:
-            for scope_metrics in resource_metrics.scope_metrics:
-                for metric in scope_metrics.metrics:
-                    points = []
-                    for point in metric.data.data_points:
-                        entry: dict[str, Any] = {"attributes": dict(point.attributes or {})}
-                        if isinstance(point, HistogramDataPoint):
-                            entry.update(
-                                count=point.count, sum=point.sum, bucket_counts=list(point.bucket_counts),
-                                explicit_bounds=list(point.explicit_bounds),
-                            )
-                        elif isinstance(point, NumberDataPoint):
-                            entry["value"] = point.value
-                        entry["exemplars"] = [
-                            {
-                                "value": exemplar.value,
-                                "trace_id": f"{exemplar.trace_id:032x}" if exemplar.trace_id else None,
-                                "span_id": f"{exemplar.span_id:016x}" if exemplar.span_id else None,
-                            }
-                            for exemplar in getattr(point, "exemplars", None) or ()
-                        ]
-                        points.append(entry)
-                    out.append(
-                        {
-                            "name": metric.name,
-                            "unit": metric.unit,
-                            "description": metric.description,
-                            "scope": scope_metrics.scope.name,
-                            "data_points": points,
-                        }
-                    )
-        return out
-
-
-class _BufferProcessor(SpanProcessor):
-    """Keeps every ended span in the owner's ring. Cheaper than a SimpleSpanProcessor around an in-memory
-    exporter (no context switch to suppress instrumentation, no lock): it runs on the application's thread."""
-
-    def __init__(self, owner: Observability) -> None:
-        self._owner = owner
-
-    def on_end(self, span: ReadableSpan) -> None:
-        self._owner._spans.append(span)
-        self._owner._spans_seen += 1
-
-    def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        return True
+        return [
+            {
+                "name": metric.name,
+                "unit": metric.unit,
+                "description": metric.description,
+                "scope": scope_metrics.scope.name,
+                "data_points": [_point_to_dict(point) for point in metric.data.data_points],
+            }
+            for resource_metrics in data.resource_metrics
+            for scope_metrics in resource_metrics.scope_metrics
+            for metric in scope_metrics.metrics
+        ]
 
 
 def span_to_dict(span: ReadableSpan) -> dict[str, Any]:
@@ -291,6 +288,28 @@ def span_to_dict(span: ReadableSpan) -> dict[str, Any]:
         ],
         "resource": dict(span.resource.attributes) if span.resource else {},
     }
+
+
+def _point_to_dict(point: Any) -> dict[str, Any]:
+    """A metric data point as a dict: its attributes, its value (or a histogram's count, sum and buckets), and
+    its exemplars with their trace and span ids."""
+    entry: dict[str, Any] = {"attributes": dict(point.attributes or {})}
+    if isinstance(point, HistogramDataPoint):
+        entry.update(
+            count=point.count, sum=point.sum, bucket_counts=list(point.bucket_counts),
+            explicit_bounds=list(point.explicit_bounds),
+        )
+    elif isinstance(point, NumberDataPoint):
+        entry["value"] = point.value
+    entry["exemplars"] = [
+        {
+            "value": exemplar.value,
+            "trace_id": f"{exemplar.trace_id:032x}" if exemplar.trace_id else None,
+            "span_id": f"{exemplar.span_id:016x}" if exemplar.span_id else None,
+        }
+        for exemplar in getattr(point, "exemplars", None) or ()
+    ]
+    return entry
 
 
 def _log_to_dict(record: ReadableLogRecord) -> dict[str, Any]:

@@ -21,12 +21,13 @@ from __future__ import annotations
 import collections
 import logging
 import threading
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler, ReadableLogRecord
-from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
+from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult, SimpleLogRecordProcessor
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader, NumberDataPoint
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
@@ -38,11 +39,41 @@ from nons.observability import names
 __all__ = ["ExportStats", "Observability", "observability_buffer", "span_to_dict"]
 
 
-class _BoundedLogExporter(InMemoryLogRecordExporter):
-    # The SDK's in-memory log exporter keeps a plain list; a bounded deque keeps memory flat.
-    def __init__(self, max_logs: int) -> None:
-        super().__init__()  # type: ignore[no-untyped-call]
-        self._logs: collections.deque[ReadableLogRecord] = collections.deque(maxlen=max_logs)  # type: ignore[assignment]
+class LogRing(LogRecordExporter):
+    """The last ``size`` log records exported to it, oldest dropped first.
+
+    The SDK's InMemoryLogRecordExporter keeps every record in a list; bounding it would mean replacing its
+    private list, so this is the same exporter over a bounded deque, written against the public interface.
+    """
+
+    def __init__(self, size: int) -> None:
+        self._records: collections.deque[ReadableLogRecord] = collections.deque(maxlen=size)
+        # Records arrive on the application's threads; reading copies the deque, which must not change meanwhile.
+        self._lock = threading.Lock()
+        self._stopped = False
+
+    def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
+        if self._stopped:
+            return LogRecordExportResult.FAILURE
+        with self._lock:
+            self._records.extend(batch)
+        return LogRecordExportResult.SUCCESS
+
+    def get_finished_logs(self) -> tuple[ReadableLogRecord, ...]:
+        """The records held, oldest first."""
+        with self._lock:
+            return tuple(self._records)
+
+    def clear(self) -> None:
+        """Forget the records held."""
+        with self._lock:
+            self._records.clear()
+
+    def shutdown(self) -> None:
+        self._stopped = True
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return True
 
 
 class ExportStats:
@@ -150,7 +181,7 @@ class Observability:
         self.buffer_size = buffer_size
         self._ring = SpanRing(buffer_size)
         self.metric_reader = InMemoryMetricReader()
-        self.log_exporter = _BoundedLogExporter(buffer_size)
+        self.log_exporter = LogRing(buffer_size)
         self.export_stats = ExportStats()
         self._metric_reader_attached = False
         self._attached: set[int] = set()

@@ -36,7 +36,7 @@ from opentelemetry.trace import StatusCode
 from nons.base.settings import get_settings
 from nons.observability import names
 
-__all__ = ["ExportStats", "Observability", "observability_buffer", "span_to_dict"]
+__all__ = ["ExportStats", "LogRing", "Observability", "SpanRing", "observability_buffer", "span_to_dict"]
 
 
 class LogRing(LogRecordExporter):

@@ -198,13 +198,27 @@ def _flush_at_exit(handle: TelemetryHandle) -> None:
     atexit.register(handle.shutdown)
 
 
+def _is_unset(provider: object) -> bool:
+    """Whether ``provider`` is the API's stand-in, returned while the application has set no provider of that
+    signal: only then does NoN install its own.
+
+    The API exports that stand-in for traces (``trace.ProxyTracerProvider``), but not for metrics and logs
+    (``opentelemetry.metrics._internal._ProxyMeterProvider``, ``opentelemetry._logs._internal.ProxyLoggerProvider``
+    in API 1.30 to 1.45), and offers no "is a provider set" query; so those two are recognised by class name, here
+    only. Should a release rename them, NoN treats the stand-in as the application's and installs nothing.
+    """
+    if isinstance(provider, trace.ProxyTracerProvider):
+        return True
+    return type(provider).__name__ in ("_ProxyMeterProvider", "ProxyLoggerProvider")
+
+
 def _install_tracing(handle: TelemetryHandle, observability: Observability) -> None:
     """Keep the application's SDK tracer provider, or install NoN's with the span exporters the variables name;
     either way the buffer's ring sees its spans."""
     current = trace.get_tracer_provider()
     if isinstance(current, TracerProvider):
         handle.tracer_provider = current
-    elif isinstance(current, trace.ProxyTracerProvider):
+    elif _is_unset(current):
         # NoN's exit handler shuts it down, within a time limit; the SDK's own would wait for as long
         # as the exporters retry.
         provider = TracerProvider(resource=handle.resource, shutdown_on_exit=False)
@@ -227,7 +241,7 @@ def _install_metrics(handle: TelemetryHandle, observability: Observability) -> N
         # The application's provider: only the buffer's reader is added, so that
         # export_all_data()["metrics"] shows NoN's metrics there too.
         observability.attach_meter_provider(current)
-    elif type(current).__name__ == "_ProxyMeterProvider":
+    elif _is_unset(current):
         readers: list[MetricReader] = [observability.metric_reader] if observability.claim_metric_reader() else []
         for name in exporter_names("OTEL_METRICS_EXPORTER"):
             try:
@@ -251,8 +265,8 @@ def _install_logs(handle: TelemetryHandle, stats: ExportStats) -> None:
     """When a log exporter is named and the application has no logger provider: install NoN's, and bridge
     Python logging to it (records carry the trace and span ids of the span they were written in)."""
     names = exporter_names("OTEL_LOGS_EXPORTER")
-    # As for metrics, the API's proxy class is private: an application's own logger provider is kept.
-    if not names or type(get_logger_provider()).__name__ != "ProxyLoggerProvider":
+    # An application's own logger provider is kept.
+    if not names or not _is_unset(get_logger_provider()):
         return
     provider = LoggerProvider(resource=handle.resource, shutdown_on_exit=False)
     for name in names:

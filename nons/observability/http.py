@@ -46,6 +46,7 @@ from opentelemetry.semconv.attributes.url_attributes import URL_FULL
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from nons.base.settings import get_settings
+from nons.base.version import __version__
 from nons.observability import names
 
 __all__ = ["TracingTransport", "instrument_httpx2", "is_httpx2_instrumented", "redact_url", "uninstrument_httpx2"]
@@ -61,16 +62,9 @@ _SECRET_PARAM = re.compile(
 _KNOWN_METHODS = frozenset({"CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE"})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
-try:
-    from importlib.metadata import version as _version
-
-    _NONS_VERSION = _version("nons")
-except Exception:  # running from a source tree that was never installed
-    _NONS_VERSION = "0.0.0"
-
 # A proxy tracer: it records through whatever provider is installed when a request is made, even one the
 # application installs after the SDK client was built.
-_tracer = trace.get_tracer(names.SCOPE, _NONS_VERSION)
+_tracer = trace.get_tracer(names.SCOPE, __version__)
 
 Send = Callable[[httpx2.Request], Awaitable[httpx2.Response]]
 

@@ -32,6 +32,7 @@ from opentelemetry.sdk.resources import OTELResourceDetector, Resource
 from opentelemetry.sdk.trace import TracerProvider
 
 from nons.base.settings import Settings, apply_log_level, get_settings
+from nons.base.version import __version__
 from nons.observability.buffer import ExportStats, Observability, observability_buffer
 from nons.observability.exporters import (
     check_exporter_names,
@@ -141,7 +142,6 @@ def build_resource(settings: Settings | None = None) -> Resource:
     The standard variables win over NoN's values: ``OTEL_SERVICE_NAME`` over everything for the service name,
     then ``OTEL_RESOURCE_ATTRIBUTES`` (which may also set the version or the environment).
     """
-    from nons import __version__
 
     settings = settings or get_settings()
     defaults: dict[str, Any] = {

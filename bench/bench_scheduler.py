@@ -29,7 +29,7 @@ import tracemalloc
 from nons.base.messages import LLMRequest, Message
 from nons.base.results import LLMCallRecord
 from nons.base.settings import get_settings
-from nons.core.calls import CallSite, PassContext, call_llm
+from nons.core.call import CallSite, PassContext, call_llm
 from nons.core.scheduler import QueueStrategy, RateLimitConfig, Scheduler
 from nons.core.types import LayerConfig, ModelConfig, ModelProvider
 from nons.observability.instruments import get_instruments

@@ -18,6 +18,7 @@ __all__ = [
     "MalformedResponseError",
     "ModelNotFoundError",
     "NetworkTimeoutError",
+    "NodeCancelledError",
     "NodeExecutionError",
     "NonError",
     "OperatorError",
@@ -173,6 +174,16 @@ class TimeoutExceededError(NonError, TimeoutError):
 
 class NetworkTimeoutError(TimeoutExceededError):
     """A forward pass ran past the network's timeout."""
+
+
+class NodeCancelledError(NonError):
+    """A node was cancelled before it finished: a FAIL_FAST sibling failed, or the pass itself was cancelled.
+
+    Recorded as the cause of the node's :class:`NodeExecutionError` (never raised out of a task in place of
+    ``asyncio.CancelledError``, which keeps propagating so that cancellation still works).
+    """
+
+    error_type = "cancelled"
 
 
 class NodeExecutionError(NonError):

@@ -5,18 +5,20 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from contextlib import nullcontext
 from typing import Any
 
-from opentelemetry import trace
-
-from nons.base.errors import ConfigurationError, LayerFailedError, NodeExecutionError, TimeoutExceededError
+from nons.base.errors import (
+    ConfigurationError,
+    LayerFailedError,
+    NodeCancelledError,
+    NodeExecutionError,
+    TimeoutExceededError,
+)
 from nons.base.results import LayerResult, NodeFailure, NodeResult
 from nons.base.types import ErrorPolicy, LayerConfig
-from nons.core.calls import PassContext
+from nons.core.call import PassContext
 from nons.core.node import Node
-from nons.observability import names
-from nons.observability.instruments import fail_span
+from nons.observability import names, spans
 
 __all__ = ["Layer", "LayerSpec", "create_layer", "distribute"]
 
@@ -53,17 +55,19 @@ class Layer:
         """
         config = self.config or config
         inst = ctx.instruments
-        span = None
-        if inst.tracing:
-            span = inst.tracer.start_span(
+        scope = (
+            spans.start(
+                inst.tracer,
                 names.layer_span_name(index),
-                attributes={
+                {
                     names.LAYER_INDEX: index,
                     names.LAYER_WIDTH: len(self.nodes),
                     names.ERROR_POLICY: config.error_policy.value,
                 },
             )
-        scope = trace.use_span(span, record_exception=False, set_status_on_exception=False) if span else nullcontext()
+            if inst.tracing
+            else spans.NO_SPAN
+        )
         results = [NodeResult(node.id, node.operator_name) for node in self.nodes]
         started = time.perf_counter()
         try:
@@ -76,20 +80,19 @@ class Layer:
                 outputs = _outputs(results, config, ctx, index)
             return LayerResult(index, results, outputs, time.perf_counter() - started)
         except BaseException as error:
-            if span is not None:
-                fail_span(span, error)
+            scope.fail(error)
             raise
         finally:
-            if span is not None:
+            if scope.tracing:
                 succeeded = sum(1 for r in results if r.success)
-                span.set_attributes(
+                scope.set(
                     {
                         names.LAYER_SUCCEEDED: succeeded,
                         names.LAYER_FAILED: len(self.nodes) - succeeded,
                         names.ROLLUP_COST: sum((r.cost_usd for r in results), 0.0),
                     }
                 )
-                span.end()
+            scope.end()
 
     async def _run_concurrently(
         self, inputs: list[Any], ctx: PassContext, index: int, config: LayerConfig, results: list[NodeResult]
@@ -131,15 +134,13 @@ class Layer:
                     f"layer {index} timed out after {config.timeout_seconds}s before the node finished"
                 )
             elif task.cancelled():
-                cause = TimeoutExceededError("cancelled because a sibling node failed (FAIL_FAST)")
+                cause = NodeCancelledError("cancelled because a sibling node failed (FAIL_FAST)")
             else:
                 cause = task.exception()  # type: ignore[assignment]
             error = NodeExecutionError(
                 cause, network=ctx.network_name, layer=index, node_id=node.id, operator=node.operator_name
             )
             error.__cause__ = cause
-            if task not in pending and task.cancelled():
-                error.error_type = "cancelled"
             result.error = error
 
 
@@ -162,7 +163,7 @@ def _outputs(results: list[NodeResult], config: LayerConfig, ctx: PassContext, i
         ]
     if policy is ErrorPolicy.FAIL_FAST:
         # Report the failure that started it, not a sibling it cancelled.
-        first = next((r for r in failures if _error_type(r) != "cancelled"), failures[0])
+        first = next((r for r in failures if not _was_cancelled(r)), failures[0])
         assert first.error is not None
         raise first.error
     succeeded = len(results) - len(failures)
@@ -184,6 +185,10 @@ def _outputs(results: list[NodeResult], config: LayerConfig, ctx: PassContext, i
             failures=[r.error for r in failures if isinstance(r.error, NodeExecutionError)],
         )
     return [r.output for r in results if r.success]
+
+
+def _was_cancelled(result: NodeResult) -> bool:
+    return isinstance(result.error, NodeExecutionError) and isinstance(result.error.cause, NodeCancelledError)
 
 
 def _error_type(result: NodeResult) -> str:

@@ -11,21 +11,19 @@ import asyncio
 import time
 import uuid
 from collections.abc import Mapping, Sequence
-from contextlib import nullcontext
 from typing import Any
 
 from opentelemetry import context as otel_context
-from opentelemetry import propagate, trace
+from opentelemetry import propagate
 
 from nons.base.errors import ConfigurationError, InputValidationError, NetworkTimeoutError
 from nons.base.results import LayerResult, NetworkResult
 from nons.base.settings import get_settings
 from nons.base.text import as_text
 from nons.base.types import LayerConfig, NetworkConfig
-from nons.core.calls import PassContext
+from nons.core.call import PassContext
 from nons.core.layer import Layer, LayerSpec, create_layer
-from nons.observability import names
-from nons.observability.instruments import fail_span, rollup_attributes
+from nons.observability import names, spans
 
 __all__ = ["NoN", "create_network"]
 
@@ -92,23 +90,25 @@ class NoN:
             error_policy=settings.error_policy, max_retries=settings.max_retries
         )
         token = otel_context.attach(propagate.extract(trace_headers)) if trace_headers else None
-        span = None
-        if inst.tracing:
-            span = inst.tracer.start_span(
+        scope = (
+            spans.start(
+                inst.tracer,
                 names.network_span_name(self.name),
-                attributes={
+                {
                     names.GEN_AI_OPERATION_NAME: names.OP_WORKFLOW,
                     names.NETWORK_NAME: self.name,
                     names.NETWORK_ID: self.id,
                 },
             )
+            if inst.tracing
+            else spans.NO_SPAN
+        )
         metric_attrs = {names.NETWORK_NAME: self.name}
         if inst.metrics:
             inst.network_active.add(1, metric_attrs)
         started = time.perf_counter()
         layers: list[LayerResult] = []
         outcome = names.OUTCOME_FAILURE
-        scope = trace.use_span(span, record_exception=False, set_status_on_exception=False) if span else nullcontext()
         try:
             with scope:
                 passes = self._run_layers(input_data, ctx, default_layer_config, layers)
@@ -124,23 +124,18 @@ class NoN:
                         ) from None
             outcome = names.OUTCOME_SUCCESS
         except BaseException as error:
-            if span is not None:
-                fail_span(span, error)
+            scope.fail(error)
             raise
         finally:
             duration = time.perf_counter() - started
             if inst.metrics:
                 inst.network_active.add(-1, metric_attrs)
                 inst.network_duration.record(duration, {**metric_attrs, names.OUTCOME: outcome})
-            if span is not None:
-                span.set_attributes(rollup_attributes(ctx.calls))
-                span.end()
+            scope.roll_up(ctx.calls)
+            scope.end()
             if token is not None:
                 otel_context.detach(token)
-        trace_id = None
-        if span is not None and span.get_span_context().is_valid:
-            trace_id = trace.format_trace_id(span.get_span_context().trace_id)
-        return NetworkResult(output, layers, self.id, self.name, duration, trace_id)
+        return NetworkResult(output, layers, self.id, self.name, duration, scope.trace_id)
 
     async def _run_layers(
         self, value: Any, ctx: PassContext, default_config: LayerConfig, collected: list[LayerResult]

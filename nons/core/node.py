@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import time
 from collections.abc import Sequence
-from contextlib import nullcontext
 from typing import Any
 
-from opentelemetry import trace
-
-from nons.base.errors import ConfigurationError, NodeExecutionError, OperatorError, TimeoutExceededError
+from nons.base.errors import ConfigurationError, NodeCancelledError, NodeExecutionError, OperatorError
 from nons.base.results import NodeFailure, NodeResult
 from nons.base.types import LayerConfig, ModelConfig
-from nons.core.calls import CallSite, PassContext
-from nons.observability import names
-from nons.observability.instruments import fail_span, rollup_attributes
+from nons.core.call import CallSite, PassContext, call_llm
+from nons.observability import names, spans
 from nons.operators.context import OperatorContext
 from nons.operators.registry import OperatorSpec, get_operator
 
@@ -105,8 +102,9 @@ class Node:
         result: NodeResult | None = None,
     ) -> NodeResult:
         """Run the operator on ``value`` and fill ``result`` (a new one by default). Failures are recorded in
-        the result, not raised; cancellation is re-raised with the result's calls and error already in place,
-        so the layer that cancelled the node still accounts for what it spent."""
+        the result, not raised. Cancellation is re-raised (``asyncio.CancelledError``) with the result's calls
+        in place and its error caused by a :class:`~nons.base.errors.NodeCancelledError`, so the layer that
+        cancelled the node still accounts for what it spent."""
         if result is None:
             result = NodeResult(self.id, self.spec.name)
         if isinstance(value, NodeFailure):
@@ -117,26 +115,30 @@ class Node:
             return result
         inst = ctx.instruments
         site = CallSite(self.id, self.spec.name, self.model_config, self.fallbacks, layer_config, self.priority)
-        op_ctx = OperatorContext(ctx, site, self.additional_prompt_context, result.calls)
-        span = None
-        if inst.tracing:
-            span = inst.tracer.start_span(
+        op_ctx = OperatorContext(
+            functools.partial(call_llm, ctx, site), self.model_config, self.id, self.additional_prompt_context,
+            result.calls,
+        )
+        scope = (
+            spans.start(
+                inst.tracer,
                 names.node_span_name(self.spec.name),
-                attributes={names.NODE_ID: self.id, names.OPERATOR_NAME: self.spec.name},
+                {names.NODE_ID: self.id, names.OPERATOR_NAME: self.spec.name},
             )
-        scope = trace.use_span(span, record_exception=False, set_status_on_exception=False) if span else nullcontext()
+            if inst.tracing
+            else spans.NO_SPAN
+        )
         started = time.perf_counter()
         try:
             with scope:
                 result.output = await self.spec.func(op_ctx, value, **self.parameters)
         except asyncio.CancelledError:
-            result.error = self._error(TimeoutExceededError("the node was cancelled"), ctx, layer_index)
-            result.error.error_type = "cancelled"
-            self._finish(ctx, span, result, started)
+            result.error = self._error(NodeCancelledError("the node was cancelled"), ctx, layer_index)
+            self._finish(ctx, scope, result, started)
             raise
         except Exception as error:
             result.error = self._error(error, ctx, layer_index)
-        self._finish(ctx, span, result, started)
+        self._finish(ctx, scope, result, started)
         return result
 
     def _error(self, cause: BaseException, ctx: PassContext, layer_index: int) -> NodeExecutionError:
@@ -146,7 +148,7 @@ class Node:
         error.__cause__ = cause
         return error
 
-    def _finish(self, ctx: PassContext, span: trace.Span | None, result: NodeResult, started: float) -> None:
+    def _finish(self, ctx: PassContext, scope: spans.SpanScope, result: NodeResult, started: float) -> None:
         result.duration_s = time.perf_counter() - started
         error = result.error
         if ctx.instruments.metrics:
@@ -158,14 +160,14 @@ class Node:
                     names.OUTCOME: names.OUTCOME_FAILURE if error else names.OUTCOME_SUCCESS,
                 },
             )
-        if span is None:
+        if not scope.tracing:
             return
         if result.calls:
-            span.set_attributes(rollup_attributes(result.calls))
+            scope.roll_up(result.calls)
         if error is not None:
             assert isinstance(error, NodeExecutionError)
-            fail_span(span, error, f"{type(error.cause).__name__}: {error.cause}")
-        span.end()
+            scope.fail(error, f"{type(error.cause).__name__}: {error.cause}")
+        scope.end()
 
 
 def create_node(operator_name: str, model_config: ModelConfig | None = None, **kwargs: Any) -> Node:

@@ -2,7 +2,7 @@
 
 Two levels act on failures:
 
-- the **call** level (``nons.core.calls``) retries a failed LLM call and switches to fallback models;
+- the **call** level (``nons.core.call``) retries a failed LLM call and switches to fallback models;
 - the **layer** level (``nons.core.layer``) decides what a failed node does to its layer.
 
 | policy             | call level                                  | layer level                                   |

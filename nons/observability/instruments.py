@@ -9,18 +9,14 @@ altogether, which is cheaper than calling no-op instruments.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 from opentelemetry import metrics, trace
 from opentelemetry.metrics import Counter, Histogram, UpDownCounter
-from opentelemetry.trace import Status, StatusCode
 
-from nons.base.results import LLMCallRecord, known_cost, total_usage, unpriced
 from nons.observability import names
 
-__all__ = ["Instruments", "fail_span", "get_instruments", "rollup_attributes"]
+__all__ = ["Instruments", "get_instruments"]
 
 try:
     from importlib.metadata import version as _version
@@ -102,29 +98,3 @@ def get_instruments(tracing: bool = True, metrics_on: bool = True) -> Instrument
             names.METRIC_TOOL_CALLS, unit="{call}", description="Agent tool calls by tool and outcome."
         ),
     )
-
-
-def rollup_attributes(calls: Iterable[LLMCallRecord]) -> dict[str, Any]:
-    """The cost and token roll-ups of a node, network or agent span over ``calls``.
-
-    Named ``nons.*``, apart from the LLM spans' ``gen_ai.usage.*``, so that summing ``gen_ai.usage.cost`` over
-    all spans never double counts.
-    """
-    records = list(calls)
-    usage = total_usage(records)
-    attributes: dict[str, Any] = {
-        names.ROLLUP_COST: known_cost(records),
-        names.ROLLUP_INPUT_TOKENS: usage.input_tokens,
-        names.ROLLUP_OUTPUT_TOKENS: usage.output_tokens,
-        names.ROLLUP_LLM_CALLS: len(records),
-    }
-    missing = unpriced(records)
-    if missing:
-        attributes[names.ROLLUP_UNPRICED_CALLS] = missing
-    return attributes
-
-
-def fail_span(span: trace.Span, error: BaseException, description: str | None = None) -> None:
-    """Mark ``span`` failed: status ERROR and ``error.type`` (the error's ``error_type``, else its class)."""
-    span.set_attribute(names.ERROR_TYPE, getattr(error, "error_type", type(error).__name__))
-    span.set_status(Status(StatusCode.ERROR, description if description is not None else str(error)))

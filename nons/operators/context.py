@@ -1,18 +1,36 @@
-"""What an operator receives as ``ctx``: its node's model, context and the one LLM call path."""
+"""What an operator receives as ``ctx``: its node's model, context and the one LLM call path.
+
+The engine builds the context and hands it the call path as a function, so this module (and every operator)
+imports nothing of the engine.
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Sequence
+from typing import Any, Protocol
 
 from nons.base.errors import OutputParseError
 from nons.base.messages import LLMResponse, Message, ToolDefinition
 from nons.base.results import LLMCallRecord
 from nons.base.types import ModelConfig
-from nons.core.calls import CallSite, PassContext, call_llm
 
-__all__ = ["OperatorContext"]
+__all__ = ["CallFunction", "OperatorContext"]
+
+
+class CallFunction(Protocol):
+    """The engine's LLM call path bound to one node of one pass: it makes one logical call (retries and
+    fallbacks included) and appends the call's record to ``records``."""
+
+    def __call__(
+        self,
+        messages: list[Message],
+        records: list[LLMCallRecord],
+        *,
+        system: str | None = ...,
+        response_schema: dict[str, Any] | None = ...,
+        tools: Sequence[ToolDefinition] = ...,
+    ) -> Awaitable[LLMResponse]: ...
 
 
 class OperatorContext:
@@ -20,20 +38,25 @@ class OperatorContext:
 
     Every call goes through the scheduler and provider with the node's model config, its prompt context as
     the system prompt, and the layer's retry and fallback policy; each is recorded in the node's result.
+
+    Args:
+        call: the engine's call path, bound to the pass and the node.
+        model_config: the node's model config.
+        node_id: the node's id.
+        context: the node's ``additional_prompt_context``.
+        records: where the node's calls are recorded (``ctx.calls``).
     """
 
-    __slots__ = ("_pass", "_site", "calls", "context", "node_id")
+    __slots__ = ("_call", "calls", "context", "model_config", "node_id")
 
-    def __init__(self, pass_ctx: PassContext, site: CallSite, context: str, records: list[LLMCallRecord]) -> None:
-        self._pass = pass_ctx
-        self._site = site
+    def __init__(
+        self, call: CallFunction, model_config: ModelConfig, node_id: str, context: str, records: list[LLMCallRecord]
+    ) -> None:
+        self._call = call
+        self.model_config = model_config
+        self.node_id = node_id
         self.context = context
-        self.node_id = site.node_id
         self.calls = records
-
-    @property
-    def model_config(self) -> ModelConfig:
-        return self._site.model_config
 
     def system_prompt(self, instruction: str) -> str:
         """The operator's instruction followed by the node's ``additional_prompt_context``."""
@@ -50,10 +73,7 @@ class OperatorContext:
         """One LLM call: ``prompt`` as the user turn (or a whole conversation), ``instruction`` as system."""
         messages = [Message("user", prompt)] if isinstance(prompt, str) else prompt
         system = self.system_prompt(instruction) if (instruction or self.context) else None
-        return await call_llm(
-            self._pass, self._site, messages, self.calls,
-            system=system, response_schema=response_schema, tools=tools,
-        )
+        return await self._call(messages, self.calls, system=system, response_schema=response_schema, tools=tools)
 
     async def complete_json(self, prompt: str, *, instruction: str, schema: dict[str, Any]) -> dict[str, Any]:
         """An LLM call whose answer must be a JSON object following ``schema``."""

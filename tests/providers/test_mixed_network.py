@@ -10,8 +10,8 @@ from pydantic import SecretStr
 
 from nons.core.network import create_network
 from nons.core.node import Node
+from nons.core.pricing import price_usd
 from nons.core.types import ErrorPolicy, LayerConfig, ModelConfig, ModelProvider
-from nons.providers.pricing import price_usd
 from nons.testing import Fault, ProviderEmulator, Reply
 
 

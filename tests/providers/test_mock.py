@@ -9,9 +9,9 @@ import pytest
 from nons.base.errors import ConfigurationError, RateLimitError
 from nons.base.messages import LLMRequest, Message
 from nons.base.results import Usage
+from nons.core.pricing import price_usd
 from nons.core.types import ModelConfig, ModelProvider
 from nons.providers.mock import MockProvider
-from nons.providers.pricing import price_usd
 
 
 def request(config: ModelConfig, prompt: str = "What is a token bucket?", **kwargs: object) -> LLMRequest:

@@ -27,9 +27,9 @@ from nons.base.errors import (
     ServerError,
 )
 from nons.base.messages import LLMRequest, Message, ToolCall, ToolDefinition
+from nons.core.pricing import price_usd
 from nons.core.types import ModelConfig, ModelProvider
 from nons.providers._sdk import SDKProvider
-from nons.providers.pricing import price_usd
 from nons.testing import EmulatedToolCall, Fault, ProviderEmulator, Reply
 
 Provider = SDKProvider[Any]

@@ -215,7 +215,7 @@ def _cost_label_sets(networks: Mapping[str, Any]) -> set[tuple[str, str, str]]:
     node may answer with, its fallbacks included when the layer's policy uses them."""
     from nons.base.results import Usage
     from nons.core.policies import call_plan
-    from nons.providers.pricing import price_usd
+    from nons.core.pricing import price_usd
 
     found = set()
     for network in networks.values():

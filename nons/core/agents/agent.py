@@ -21,13 +21,9 @@ from __future__ import annotations
 import copy
 import json
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import AsyncGenerator, AsyncIterator, Generator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
-
-from opentelemetry import trace
-from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from nons.base.errors import ConfigurationError, InputValidationError, ProviderError
 from nons.base.messages import Message, ToolCall
@@ -35,11 +31,11 @@ from nons.base.results import LLMCallRecord
 from nons.base.settings import get_settings
 from nons.base.types import ErrorPolicy, LayerConfig, ModelConfig
 from nons.core.agents.tools import AgentState, ToolRegistry, ToolResult
-from nons.core.calls import CallSite, PassContext, call_llm, truncate_content
+from nons.core.call import CallSite, PassContext, call_llm
 from nons.core.network import NoN
 from nons.core.node import Node
-from nons.observability import names
-from nons.observability.instruments import fail_span, rollup_attributes
+from nons.observability import names, spans
+from nons.observability.spans import truncate_content
 from nons.providers.registry import default_model, resolve_provider
 
 __all__ = ["MAX_STEPS_REACHED", "Agent", "AgentRun", "AgentStep"]
@@ -100,7 +96,7 @@ class _Run:
     site: CallSite
     messages: list[Message]
     state: AgentState
-    span: trace.Span | None
+    scope: spans.SpanScope
     trace_id: str | None
     records: list[LLMCallRecord] = field(default_factory=list)
     steps: int = 0
@@ -269,14 +265,13 @@ class Agent:
         ctx = PassContext.start(self.name, run_id, settings)
         inst = ctx.instruments
         site = CallSite(self.id, _OPERATOR, self.model_config, self.fallbacks, self.layer_config, self.priority)
-        span: trace.Span | None = None
-        trace_id: str | None = None
+        scope = spans.NO_SPAN
         if inst.tracing:
             provider = resolve_provider(self.model_config, settings)
-            span = inst.tracer.start_span(
+            scope = spans.start(
+                inst.tracer,
                 names.agent_span_name(self.name),
-                kind=SpanKind.INTERNAL,
-                attributes={
+                {
                     names.GEN_AI_OPERATION_NAME: names.OP_INVOKE_AGENT,
                     names.GEN_AI_AGENT_NAME: self.name,
                     names.GEN_AI_AGENT_ID: self.id,
@@ -284,15 +279,13 @@ class Agent:
                     names.GEN_AI_REQUEST_MODEL: self.model_config.model_name or default_model(provider),
                 },
             )
-            if span.get_span_context().is_valid:
-                trace_id = trace.format_trace_id(span.get_span_context().trace_id)
-        return _Run(run_id, ctx, site, [Message("user", task)], state, span, trace_id)
+        return _Run(run_id, ctx, site, [Message("user", task)], state, scope, scope.trace_id)
 
     async def _step(self, run: _Run, number: int) -> AgentStep:
         run.steps = number
         # The run's span is current only while this step's own code runs, never across the generator's
         # yield: there, the consumer's code runs in the same context and must not find the agent span in it.
-        with _current(run.span):
+        with run.scope:
             try:
                 response = await call_llm(
                     run.ctx, run.site, run.messages, run.records,
@@ -332,7 +325,7 @@ class Agent:
     async def _execute(self, run: _Run, call: ToolCall) -> ToolResult:
         inst = run.ctx.instruments
         tool = self.registry.get(call.name)
-        span: trace.Span | None = None
+        scope = spans.NO_SPAN
         if inst.tracing:
             attributes: dict[str, Any] = {
                 names.GEN_AI_OPERATION_NAME: names.OP_EXECUTE_TOOL,
@@ -344,25 +337,22 @@ class Agent:
                 attributes[names.GEN_AI_TOOL_DESCRIPTION] = tool.description
             if run.ctx.capture_content:
                 attributes[names.GEN_AI_TOOL_CALL_ARGUMENTS] = truncate_content(_json(call.arguments))
-            span = inst.tracer.start_span(
-                names.tool_span_name(call.name), kind=SpanKind.INTERNAL, attributes=attributes
-            )
+            scope = spans.start(inst.tracer, names.tool_span_name(call.name), attributes)
         result: ToolResult | None = None
         try:
             # The tool's span is current while it runs, so a sub-agent or network it calls nests under it.
-            with _current(span):
+            with scope:
                 result = await self.registry.execute(call.name, call.arguments, state=run.state, call_id=call.id)
             return result
         finally:
             outcome = names.OUTCOME_SUCCESS if result is not None and result["success"] else names.OUTCOME_FAILURE
             error_type = "cancelled" if result is None else result["error_type"]
-            if span is not None:
+            if scope.tracing:
                 if result is not None and result["success"] and run.ctx.capture_content:
-                    span.set_attribute(names.GEN_AI_TOOL_CALL_RESULT, truncate_content(_tool_message(result)))
+                    scope.set({names.GEN_AI_TOOL_CALL_RESULT: truncate_content(_tool_message(result))})
                 if error_type is not None:
-                    span.set_attribute(names.ERROR_TYPE, error_type)
-                    span.set_status(Status(StatusCode.ERROR, result["error"] if result else "cancelled"))
-                span.end()
+                    scope.fail_as(error_type, result["error"] if result else "cancelled")
+            scope.end()
             if inst.metrics:
                 metric_attrs = {
                     names.GEN_AI_AGENT_NAME: self.name,
@@ -399,25 +389,15 @@ class Agent:
         )
 
     def _finish(self, run: _Run, final: AgentStep | None, error: BaseException | None) -> None:
-        span = run.span
-        if span is None:
+        scope = run.scope
+        if not scope.tracing:
             return
-        span.set_attributes({**rollup_attributes(run.records), names.AGENT_STEPS: run.steps})
+        scope.roll_up(run.records, {names.AGENT_STEPS: run.steps})
         if error is not None:
-            fail_span(span, error, str(error) or type(error).__name__)
+            scope.fail(error, str(error) or type(error).__name__)
         elif final is not None and not final["success"]:
-            span.set_attribute(names.ERROR_TYPE, final["error_type"] or names.OUTCOME_FAILURE)
-            span.set_status(Status(StatusCode.ERROR, final["error"] or ""))
-        span.end()
-
-
-@contextmanager
-def _current(span: trace.Span | None) -> Iterator[None]:
-    if span is None:
-        yield
-        return
-    with trace.use_span(span, end_on_exit=False, record_exception=False, set_status_on_exception=False):
-        yield
+            scope.fail_as(final["error_type"] or names.OUTCOME_FAILURE, final["error"] or "")
+        scope.end()
 
 
 def _model_of(model: object) -> tuple[ModelConfig, tuple[ModelConfig, ...], str, int]:

@@ -1,0 +1,75 @@
+"""One attempt of an LLM call: a scheduler permit, the timeout budget, the provider call, the permit's release.
+
+An attempt records its own duration (``gen_ai.client.operation.duration`` is one record per attempt, with
+``error.type`` on failures); retries and fallbacks around it belong to :mod:`nons.core.call.call`.
+"""
+
+from __future__ import annotations
+
+import time
+
+from nons.base.errors import ProviderError
+from nons.base.messages import LLMRequest, LLMResponse
+from nons.core.call.context import CallState
+from nons.core.scheduler import Permit
+from nons.observability import names
+
+__all__ = ["attempt"]
+
+
+async def attempt(call: CallState) -> LLMResponse:
+    """Try the call's current model once and return its answer.
+
+    Raises the attempt's :class:`~nons.base.errors.ProviderError`, naming the provider and model, after the
+    permit is given back. An open circuit breaker or a queue deadline fails the attempt like a provider error
+    would, so the policy can retry or fall back.
+    """
+    ctx, request = call.ctx, call.request
+    inst = ctx.instruments
+    call.attempts += 1
+    permit: Permit | None = None
+    started = time.perf_counter()
+    deadline = time.monotonic() + ctx.settings.request_timeout
+    try:
+        permit = await ctx.scheduler.acquire(
+            request.provider,
+            request.model,
+            priority=call.site.priority,
+            estimated_tokens=_estimate_tokens(request),
+            deadline=deadline,
+        )
+        if permit.wait_s:
+            call.wait_s += permit.wait_s
+            if inst.metrics:
+                inst.scheduler_wait.record(
+                    permit.wait_s, {names.GEN_AI_PROVIDER_NAME: call.provider.genai_provider_name}
+                )
+        started = time.perf_counter()
+        # NON_REQUEST_TIMEOUT bounds the attempt queueing included: the provider gets what is left.
+        request.timeout_s = max(0.001, deadline - time.monotonic())
+        response = await call.provider.complete(request)
+    except ProviderError as error:
+        if permit is not None:
+            permit.release(success=False, error=error)
+        if not error.provider:
+            # A provider (or scheduler) error that does not say where it came from: name this attempt's model.
+            error.provider, error.model = request.provider.value, request.model
+        if call.metric_attrs is not None:
+            inst.operation_duration.record(
+                time.perf_counter() - started, {**call.metric_attrs, names.ERROR_TYPE: error.error_type}
+            )
+        raise
+    except BaseException:
+        if permit is not None:
+            permit.release(success=False)
+        raise
+    permit.release(success=True, tokens_used=response.usage.total_tokens)
+    if call.metric_attrs is not None:
+        inst.operation_duration.record(time.perf_counter() - started, call.metric_attrs)
+    return response
+
+
+def _estimate_tokens(request: LLMRequest) -> int:
+    """Tokens a call may use, reserved against tokens-per-minute limits until the real usage is known."""
+    chars = sum(len(m.content) for m in request.messages) + len(request.system or "")
+    return chars // 4 + (request.config.max_tokens or 256)

@@ -1,0 +1,146 @@
+"""The one path every LLM call takes: its model, then each fallback the policy allows, each with its retries,
+around :func:`~nons.core.call.attempt.attempt`; then the call's price and record.
+
+What the error policy means at this level is in :mod:`nons.core.policies`; what the call records is in
+:mod:`nons.core.call.telemetry`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from nons.base.errors import ProviderError
+from nons.base.messages import LLMRequest, LLMResponse, Message, ToolDefinition
+from nons.base.results import LLMCallRecord
+from nons.base.types import ModelConfig
+from nons.core.call import telemetry
+from nons.core.call.attempt import attempt
+from nons.core.call.context import CallSite, CallState, PassContext
+from nons.core.policies import CallPlan, backoff_delay, call_plan
+from nons.core.pricing import price_usd
+from nons.observability.spans import NO_SPAN
+from nons.providers.registry import default_model, get_provider, resolve_provider
+
+__all__ = ["call_llm"]
+
+
+async def call_llm(
+    ctx: PassContext,
+    site: CallSite,
+    messages: list[Message],
+    records: list[LLMCallRecord],
+    *,
+    system: str | None = None,
+    response_schema: dict[str, Any] | None = None,
+    tools: Sequence[ToolDefinition] = (),
+) -> LLMResponse:
+    """Make one logical LLM call for ``site`` and append its record to ``records`` (and the pass's calls).
+
+    Raises the last provider error when every attempt (and every fallback the policy allows) failed.
+    """
+    config = site.model_config
+    kind = resolve_provider(config, ctx.settings)
+    model = config.model_name or default_model(kind)
+    scope = telemetry.start_span(ctx, config, kind, model, system, messages) if ctx.instruments.tracing else NO_SPAN
+    started = time.perf_counter()
+    try:
+        # The span is current while the provider runs, so the HTTP span of each attempt
+        # (nons.observability.http, for the SDKs' httpx2 transport) becomes its child.
+        with scope:
+            provider = get_provider(kind)
+            request = LLMRequest(
+                provider=kind, model=model, config=config, messages=messages, system=system, tools=tuple(tools),
+                response_schema=response_schema, timeout_s=ctx.settings.request_timeout,
+            )
+            call = CallState(
+                ctx, site, scope, model, request, provider,
+                telemetry.metric_attributes(ctx, provider.genai_provider_name, model), started,
+            )
+            response = await _through_fallbacks(call, call_plan(site.layer_config))
+            record = _succeeded(call, response)
+    except BaseException as error:
+        # A provider error that ends the call has marked the span already, with the attempts it took.
+        if not isinstance(error, ProviderError):
+            scope.fail(error, str(error) or type(error).__name__)
+        raise
+    finally:
+        scope.end()
+    records.append(record)
+    ctx.calls.append(record)
+    return response
+
+
+async def _through_fallbacks(call: CallState, plan: CallPlan) -> LLMResponse:
+    """The first model, then (when the plan allows) each fallback in order, each with its retries."""
+    site = call.site
+    fallbacks = (site.fallbacks or site.model_config.fallbacks) if plan.use_fallbacks else ()
+    response = await _with_retries(call, plan)
+    for config in fallbacks:
+        if response is not None:
+            return response
+        _aim(call, config)
+        response = await _with_retries(call, plan)
+    if response is not None:
+        return response
+    assert call.last_error is not None
+    telemetry.call_failed(call, call.last_error)
+    raise call.last_error
+
+
+async def _with_retries(call: CallState, plan: CallPlan) -> LLMResponse | None:
+    """The current model's attempts: a retryable error is retried after a backoff while the plan allows.
+
+    Returns ``None`` when the model failed for good (its last error is ``call.last_error``).
+    """
+    for retry in range(plan.attempts_per_model):
+        try:
+            return await attempt(call)
+        except ProviderError as error:
+            call.last_error = error
+            if not error.retryable or retry + 1 >= plan.attempts_per_model:
+                return None
+            if error.retry_after_s is not None and error.retry_after_s > call.ctx.settings.request_timeout:
+                # The server asks for a longer pause than a request may take: give up (or fall back) now
+                # rather than sleep past NON_REQUEST_TIMEOUT.
+                return None
+            delay = backoff_delay(retry, call.site.layer_config, error.retry_after_s)
+            telemetry.retrying(call, error, delay)
+            await asyncio.sleep(delay)
+    return None
+
+
+def _aim(call: CallState, config: ModelConfig) -> None:
+    """Point ``call`` at the fallback model ``config``, saying why it moved on."""
+    assert call.last_error is not None
+    kind = resolve_provider(config, call.ctx.settings)
+    model = config.model_name or default_model(kind)
+    telemetry.fell_back(call, call.last_error.model or call.request.model, model, call.last_error)
+    call.on_fallback = True
+    call.provider = get_provider(kind)
+    call.request = dataclasses.replace(call.request, provider=kind, model=model, config=config)
+    call.metric_attrs = telemetry.metric_attributes(call.ctx, call.provider.genai_provider_name, model)
+
+
+def _succeeded(call: CallState, response: LLMResponse) -> LLMCallRecord:
+    """Price the answer, record it, and build the call's record."""
+    request = call.request
+    # Price by the model that answered: a fallback to another model is charged at that model's price.
+    cost = price_usd(call.provider.price_provider_id, request.model, response.usage)
+    telemetry.call_succeeded(call, response, cost)
+    return LLMCallRecord(
+        provider=request.provider.value,
+        request_model=call.request_model,
+        response_model=response.response_model,
+        response_id=response.response_id,
+        usage=response.usage,
+        finish_reason=response.finish_reason,
+        cost_usd=cost,
+        attempts=call.attempts,
+        duration_s=time.perf_counter() - call.started,
+        simulated=response.simulated,
+        fallback_used=call.on_fallback,
+    )

@@ -1,0 +1,153 @@
+"""What an LLM call records: its ``chat {model}`` span, its events and its metrics.
+
+One CLIENT span covers all attempts of a call. Each retry adds a ``nons.retry`` event and each switch to a
+fallback model a ``nons.fallback`` event. Per-attempt durations are recorded by the attempt itself; tokens and
+cost once per successful call.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from opentelemetry.trace import SpanKind
+
+from nons.base.errors import ProviderError
+from nons.base.messages import LLMResponse, Message
+from nons.base.types import ModelConfig, ModelProvider
+from nons.core.call.context import CallState, PassContext
+from nons.observability import names
+from nons.observability.spans import SpanScope, start, truncate_content
+
+__all__ = ["call_failed", "call_succeeded", "fell_back", "metric_attributes", "retrying", "start_span"]
+
+
+def start_span(
+    ctx: PassContext, config: ModelConfig, provider: ModelProvider, model: str, system: str | None,
+    messages: list[Message],
+) -> SpanScope:
+    """Start the call's CLIENT span with the request's attributes (and its input, when content is captured)."""
+    attributes: dict[str, Any] = {
+        names.GEN_AI_OPERATION_NAME: names.OP_CHAT,
+        names.GEN_AI_PROVIDER_NAME: names.genai_provider_name(provider),
+        names.GEN_AI_REQUEST_MODEL: model,
+    }
+    if config.temperature is not None:
+        attributes[names.GEN_AI_REQUEST_TEMPERATURE] = config.temperature
+    if config.max_tokens is not None:
+        attributes[names.GEN_AI_REQUEST_MAX_TOKENS] = config.max_tokens
+    if config.top_p is not None:
+        attributes[names.GEN_AI_REQUEST_TOP_P] = config.top_p
+    if config.stop:
+        attributes[names.GEN_AI_REQUEST_STOP_SEQUENCES] = list(config.stop)
+    scope = start(ctx.instruments.tracer, names.llm_span_name(model), attributes, SpanKind.CLIENT)
+    if ctx.capture_content:
+        if system:
+            scope.span.set_attribute(names.GEN_AI_SYSTEM_INSTRUCTIONS, truncate_content(system))
+        scope.span.set_attribute(
+            names.GEN_AI_INPUT_MESSAGES,
+            truncate_content(json.dumps([{"role": m.role, "content": m.content} for m in messages])),
+        )
+    return scope
+
+
+def metric_attributes(ctx: PassContext, genai_provider_name: str, model: str) -> dict[str, Any] | None:
+    """The labels of one model's call metrics, or ``None`` when metrics are off (nothing to build then)."""
+    if not ctx.instruments.metrics:
+        return None
+    return {
+        names.GEN_AI_OPERATION_NAME: names.OP_CHAT,
+        names.GEN_AI_PROVIDER_NAME: genai_provider_name,
+        names.GEN_AI_REQUEST_MODEL: model,
+    }
+
+
+def retrying(call: CallState, error: ProviderError, delay: float) -> None:
+    """A failed attempt will be retried after ``delay`` seconds: a ``nons.retry`` event and a retry count."""
+    if call.scope.tracing:
+        event: dict[str, Any] = {
+            names.RETRY_ATTEMPT: call.attempts,
+            names.ERROR_TYPE: error.error_type,
+            names.RETRY_DELAY_S: delay,
+        }
+        if error.retry_after_s is not None:
+            event[names.RETRY_SERVER_HINT_S] = error.retry_after_s
+        call.scope.span.add_event(names.EVENT_RETRY, event)
+    if call.metric_attrs is not None:
+        call.ctx.instruments.retries.add(1, {**call.metric_attrs, names.ERROR_TYPE: error.error_type})
+
+
+def fell_back(call: CallState, from_model: str, to_model: str, reason: ProviderError) -> None:
+    """The call moved on to a fallback model: a ``nons.fallback`` event and a fallback count."""
+    if call.scope.tracing:
+        call.scope.span.add_event(
+            names.EVENT_FALLBACK,
+            {names.FALLBACK_FROM: from_model, names.FALLBACK_TO: to_model, names.FALLBACK_REASON: reason.error_type},
+        )
+    if call.ctx.instruments.metrics:
+        call.ctx.instruments.fallbacks.add(1, {names.FALLBACK_FROM: from_model, names.FALLBACK_TO: to_model})
+
+
+def call_succeeded(call: CallState, response: LLMResponse, cost: float | None) -> None:
+    """Record a successful call: token and cost metrics, and the response's attributes on the span."""
+    usage = response.usage
+    model = call.request.model
+    if call.metric_attrs is not None:
+        inst = call.ctx.instruments
+        attrs = call.metric_attrs
+        inst.token_usage.record(usage.input_tokens, {**attrs, names.GEN_AI_TOKEN_TYPE: names.TOKEN_TYPE_INPUT})
+        inst.token_usage.record(usage.output_tokens, {**attrs, names.GEN_AI_TOKEN_TYPE: names.TOKEN_TYPE_OUTPUT})
+        if cost is None:
+            inst.unpriced_calls.add(1, attrs)
+        else:
+            inst.cost.add(
+                cost,
+                {
+                    names.GEN_AI_PROVIDER_NAME: attrs[names.GEN_AI_PROVIDER_NAME],
+                    names.GEN_AI_REQUEST_MODEL: model,
+                    names.OPERATOR_NAME: call.site.operator,
+                    names.NETWORK_NAME: call.ctx.network_name,
+                },
+            )
+    if call.scope.tracing:
+        call.scope.set(_response_attributes(call, response, cost))
+
+
+def _response_attributes(call: CallState, response: LLMResponse, cost: float | None) -> dict[str, Any]:
+    usage = response.usage
+    attributes: dict[str, Any] = {
+        names.GEN_AI_RESPONSE_MODEL: response.response_model,
+        names.GEN_AI_USAGE_INPUT_TOKENS: usage.input_tokens,
+        names.GEN_AI_USAGE_OUTPUT_TOKENS: usage.output_tokens,
+        names.ATTEMPTS: call.attempts,
+        names.SCHEDULER_WAIT_S: call.wait_s,
+    }
+    if response.response_id:
+        attributes[names.GEN_AI_RESPONSE_ID] = response.response_id
+    if response.finish_reason:
+        attributes[names.GEN_AI_RESPONSE_FINISH_REASONS] = (response.finish_reason,)
+    if usage.cache_read_tokens:
+        attributes[names.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = usage.cache_read_tokens
+    if usage.cache_write_tokens:
+        attributes[names.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS] = usage.cache_write_tokens
+    if cost is None:
+        attributes[names.COST_UNKNOWN] = True
+    else:
+        attributes[names.GEN_AI_USAGE_COST] = cost
+    if response.simulated:
+        attributes[names.SIMULATED] = True
+    server_address = call.provider.server_address(call.request.config)
+    if server_address:
+        attributes[names.SERVER_ADDRESS] = server_address
+    if call.ctx.capture_content:
+        attributes[names.GEN_AI_OUTPUT_MESSAGES] = truncate_content(
+            json.dumps([{"role": "assistant", "content": response.text}])
+        )
+    return attributes
+
+
+def call_failed(call: CallState, error: ProviderError) -> None:
+    """Every attempt the policy allowed failed: the span says how many, how long they queued, and why."""
+    if call.scope.tracing:
+        call.scope.set({names.ATTEMPTS: call.attempts, names.SCHEDULER_WAIT_S: call.wait_s})
+        call.scope.fail(error)

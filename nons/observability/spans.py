@@ -1,0 +1,162 @@
+"""One span's life in the engine: start, make current, fail, roll up, end.
+
+Network passes, layers, nodes, LLM calls, agent runs and tool calls all hold a :class:`SpanScope`, so what a
+failed span carries (status ERROR and ``error.type``) and what a roll-up sums are written once::
+
+    scope = spans.start(inst.tracer, name, attributes) if inst.tracing else spans.NO_SPAN
+    try:
+        with scope:                      # current: child spans (HTTP, LLM, tools) nest under it
+            ...
+    except BaseException as error:
+        scope.fail(error)
+        raise
+    finally:
+        scope.roll_up(calls)
+        scope.end()
+
+With tracing off the engine holds :data:`NO_SPAN`, one shared scope whose methods do nothing: no span, no
+context switch and no allocation on the hot path. ``scope.tracing`` says which one it is, so that a caller
+builds attribute dicts only when they will be recorded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from nons.base.results import LLMCallRecord, known_cost, total_usage, unpriced
+from nons.observability import names
+
+__all__ = ["NO_SPAN", "SpanScope", "rollup_attributes", "start", "truncate_content"]
+
+_CONTENT_LIMIT = 4096
+
+
+class SpanScope:
+    """A started span: ``with scope:`` makes it current, the methods fail, roll up and end it.
+
+    Entering never ends the span and never records the exception leaving the block: each caller decides how its
+    span fails (a node fails with its recorded error, an agent with its final result), then ends it. This is
+    what ``trace.use_span(span, record_exception=False, set_status_on_exception=False)`` does, without the
+    generator-based context manager it allocates on every use.
+    """
+
+    __slots__ = ("_token", "span")
+
+    #: Whether this scope has a span (tracing is on); ``False`` only for :data:`NO_SPAN`.
+    tracing = True
+
+    def __init__(self, span: trace.Span) -> None:
+        self.span = span
+        self._token: object = None
+
+    def __enter__(self) -> SpanScope:
+        self._token = otel_context.attach(trace.set_span_in_context(self.span))
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        otel_context.detach(self._token)  # type: ignore[arg-type]
+
+    def set(self, attributes: Mapping[str, Any]) -> None:
+        """Set several attributes at once (one lock and one validation pass, unlike one call per attribute)."""
+        self.span.set_attributes(attributes)
+
+    def fail(self, error: BaseException, description: str | None = None) -> None:
+        """Mark the span failed by ``error``: ``error.type`` is its ``error_type`` (else its class name), and
+        the status description is ``description`` (default: the error's message)."""
+        self.fail_as(
+            getattr(error, "error_type", type(error).__name__), str(error) if description is None else description
+        )
+
+    def fail_as(self, error_type: str, description: str | None) -> None:
+        """Mark the span failed without an exception: status ERROR with ``description``, and ``error_type``."""
+        self.span.set_attribute(names.ERROR_TYPE, error_type)
+        self.span.set_status(Status(StatusCode.ERROR, description))
+
+    def roll_up(self, calls: Iterable[LLMCallRecord], extra: Mapping[str, Any] | None = None) -> None:
+        """Set the cost and token roll-ups over ``calls`` (see :func:`rollup_attributes`), and ``extra``."""
+        attributes = rollup_attributes(calls)
+        if extra:
+            attributes.update(extra)
+        self.span.set_attributes(attributes)
+
+    def end(self) -> None:
+        self.span.end()
+
+    @property
+    def trace_id(self) -> str | None:
+        """The span's trace id in hex, or ``None`` when the span is not part of a valid trace."""
+        context = self.span.get_span_context()
+        return trace.format_trace_id(context.trace_id) if context.is_valid else None
+
+
+class _NoSpan(SpanScope):
+    """The scope of every span when tracing is off: each method does nothing."""
+
+    __slots__ = ()
+    tracing = False
+
+    def __enter__(self) -> SpanScope:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        pass
+
+    def set(self, attributes: Mapping[str, Any]) -> None:
+        pass
+
+    def fail(self, error: BaseException, description: str | None = None) -> None:
+        pass
+
+    def fail_as(self, error_type: str, description: str | None) -> None:
+        pass
+
+    def roll_up(self, calls: Iterable[LLMCallRecord], extra: Mapping[str, Any] | None = None) -> None:
+        pass
+
+    def end(self) -> None:
+        pass
+
+    @property
+    def trace_id(self) -> str | None:
+        return None
+
+
+#: The shared scope of every span when tracing is off.
+NO_SPAN: SpanScope = _NoSpan(trace.INVALID_SPAN)
+
+
+def start(
+    tracer: trace.Tracer, name: str, attributes: Mapping[str, Any], kind: SpanKind = SpanKind.INTERNAL
+) -> SpanScope:
+    """Start a span (not yet current) as a child of the current one; enter the scope to make it current."""
+    return SpanScope(tracer.start_span(name, kind=kind, attributes=attributes))
+
+
+def rollup_attributes(calls: Iterable[LLMCallRecord]) -> dict[str, Any]:
+    """The cost and token roll-ups of a node, network or agent span over ``calls``.
+
+    Named ``nons.*``, apart from the LLM spans' ``gen_ai.usage.*``, so that summing ``gen_ai.usage.cost`` over
+    all spans never double counts.
+    """
+    records = list(calls)
+    usage = total_usage(records)
+    attributes: dict[str, Any] = {
+        names.ROLLUP_COST: known_cost(records),
+        names.ROLLUP_INPUT_TOKENS: usage.input_tokens,
+        names.ROLLUP_OUTPUT_TOKENS: usage.output_tokens,
+        names.ROLLUP_LLM_CALLS: len(records),
+    }
+    missing = unpriced(records)
+    if missing:
+        attributes[names.ROLLUP_UNPRICED_CALLS] = missing
+    return attributes
+
+
+def truncate_content(text: str) -> str:
+    """Captured prompt, completion or tool text, cut to a size a span attribute should carry."""
+    return text if len(text) <= _CONTENT_LIMIT else text[:_CONTENT_LIMIT] + "…[truncated]"

@@ -1,12 +1,18 @@
-"""Nodes: construction checks, multiplication into clones."""
+"""Nodes: construction checks, multiplication into clones, cancellation."""
 
 from __future__ import annotations
+
+import asyncio
 
 import pytest
 from core_helpers import sim
 
-from nons.base.errors import ConfigurationError
+from nons.base.errors import ConfigurationError, NodeCancelledError, NodeExecutionError
+from nons.base.results import NodeResult
+from nons.base.settings import get_settings
+from nons.core.call import PassContext
 from nons.core.node import Node, create_node
+from nons.core.types import LayerConfig
 
 
 def test_multiplying_a_node_gives_independent_clones_with_their_own_ids() -> None:
@@ -71,3 +77,26 @@ def test_nodes_without_a_model_config_do_not_share_one() -> None:
     first, second = Node("generate"), Node("generate")
     first.model_config.extra_params["mock_failure_rate"] = 1.0
     assert second.model_config.extra_params == {}
+
+
+@pytest.mark.timeout(10)
+async def test_a_cancelled_node_fails_with_node_cancelled_error_and_stays_cancelled() -> None:
+    node = Node("wait_forever")
+    result = NodeResult(node.id, node.operator_name)
+    ctx = PassContext.start("cancelling", "pass-1", get_settings())
+    task = asyncio.ensure_future(node.run("x", ctx, LayerConfig(), 0, result))
+    await asyncio.sleep(0.01)  # the operator is waiting now
+    task.cancel()
+    # The cancellation itself goes on up: the node does not swallow it or turn it into another exception.
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert task.cancelled()
+    error = result.error
+    assert isinstance(error, NodeExecutionError)
+    assert isinstance(error.cause, NodeCancelledError) and error.__cause__ is error.cause
+    assert (error.node_id, error.operator, error.layer) == (node.id, "wait_forever", 0)
+    assert error.error_type == "cancelled"
+    # "cancelled" is the error class's own type: nothing wrote it onto the error after it was raised.
+    assert NodeCancelledError.error_type == "cancelled" and "error_type" not in vars(error.cause)
+    assert "NodeCancelledError: the node was cancelled" in str(error)
+    assert result.duration_s > 0 and not result.success

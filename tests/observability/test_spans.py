@@ -20,6 +20,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
 from otel_harness import Telemetry
 
+from nons.base.errors import NodeExecutionError
 from nons.base.results import NetworkResult
 from nons.core.layer import Layer
 from nons.core.network import NoN
@@ -258,6 +259,25 @@ async def test_a_failed_node_under_skip_and_continue_has_error_spans_and_the_pas
     # The failure stays in its layer: layer and pass succeed.
     assert one(spans, "nons.layer 2").status.status_code is not StatusCode.ERROR
     assert result.layers[2].failed == 1
+
+
+@pytest.mark.timeout(10)
+async def test_a_node_cancelled_by_a_failing_sibling_has_an_error_span_of_type_cancelled(otel: Telemetry) -> None:
+    slow = Node("generate", mock("gpt-4o-mini", mock_latency_s=30))
+    failing = Node("generate", mock("gpt-4o", mock_failure_rate=1.0, mock_failure_kind="server_error"))
+    network = NoN([Layer([slow, failing], LayerConfig(error_policy=ErrorPolicy.FAIL_FAST))])
+    with pytest.raises(NodeExecutionError):
+        await network.forward("x")
+    spans = otel.spans()
+    (cancelled,) = [s for s in spans if (s.attributes or {}).get(names.NODE_ID) == slow.id]
+    assert cancelled.status.status_code is StatusCode.ERROR
+    assert (cancelled.attributes or {})[names.ERROR_TYPE] == "cancelled"
+    assert cancelled.status.description == "NodeCancelledError: the node was cancelled"
+    # Its LLM call was cut short in flight, and its span ended too, failed by the cancellation.
+    (call,) = children(spans, cancelled)
+    assert (call.attributes or {})[names.ERROR_TYPE] == "CancelledError"
+    (raised,) = [s for s in spans if (s.attributes or {}).get(names.NODE_ID) == failing.id]
+    assert (raised.attributes or {})[names.ERROR_TYPE] == "server_error"
 
 
 async def test_forward_joins_the_callers_current_span(otel: Telemetry) -> None:

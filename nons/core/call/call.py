@@ -40,7 +40,8 @@ async def call_llm(
 ) -> LLMResponse:
     """Make one logical LLM call for ``site`` and append its record to ``records`` (and the pass's calls).
 
-    Raises the last provider error when every attempt (and every fallback the policy allows) failed.
+    Each failed attempt is retried while the policy allows, then the call moves on to the next fallback model
+    (when the policy allows), until one answers. Raises the last provider error when none did.
     """
     config = site.model_config
     kind = resolve_provider(config, ctx.settings)
@@ -60,7 +61,27 @@ async def call_llm(
                 ctx, site, scope, model, request, provider,
                 telemetry.metric_attributes(ctx, provider.genai_provider_name, model), started,
             )
-            response = await _through_fallbacks(call, call_plan(site.layer_config))
+            plan = call_plan(site.layer_config)
+            fallbacks = (site.fallbacks or config.fallbacks) if plan.use_fallbacks else ()
+            retry = tried_fallbacks = 0
+            # One loop, not three nested functions: each level would cost a coroutine per call.
+            while True:
+                try:
+                    response = await attempt(call)
+                    break
+                except ProviderError as error:
+                    call.last_error = error
+                    delay = _retry_delay(call, plan, retry, error)
+                    if delay is not None:
+                        retry += 1
+                        telemetry.retrying(call, error, delay)
+                        await asyncio.sleep(delay)
+                    elif tried_fallbacks < len(fallbacks):
+                        _aim(call, fallbacks[tried_fallbacks])
+                        retry, tried_fallbacks = 0, tried_fallbacks + 1
+                    else:
+                        telemetry.call_failed(call, error)
+                        raise
             record = _succeeded(call, response)
     except BaseException as error:
         # A provider error that ends the call has marked the span already, with the attempts it took.
@@ -74,43 +95,15 @@ async def call_llm(
     return response
 
 
-async def _through_fallbacks(call: CallState, plan: CallPlan) -> LLMResponse:
-    """The first model, then (when the plan allows) each fallback in order, each with its retries."""
-    site = call.site
-    fallbacks = (site.fallbacks or site.model_config.fallbacks) if plan.use_fallbacks else ()
-    response = await _with_retries(call, plan)
-    for config in fallbacks:
-        if response is not None:
-            return response
-        _aim(call, config)
-        response = await _with_retries(call, plan)
-    if response is not None:
-        return response
-    assert call.last_error is not None
-    telemetry.call_failed(call, call.last_error)
-    raise call.last_error
-
-
-async def _with_retries(call: CallState, plan: CallPlan) -> LLMResponse | None:
-    """The current model's attempts: a retryable error is retried after a backoff while the plan allows.
-
-    Returns ``None`` when the model failed for good (its last error is ``call.last_error``).
-    """
-    for retry in range(plan.attempts_per_model):
-        try:
-            return await attempt(call)
-        except ProviderError as error:
-            call.last_error = error
-            if not error.retryable or retry + 1 >= plan.attempts_per_model:
-                return None
-            if error.retry_after_s is not None and error.retry_after_s > call.ctx.settings.request_timeout:
-                # The server asks for a longer pause than a request may take: give up (or fall back) now
-                # rather than sleep past NON_REQUEST_TIMEOUT.
-                return None
-            delay = backoff_delay(retry, call.site.layer_config, error.retry_after_s)
-            telemetry.retrying(call, error, delay)
-            await asyncio.sleep(delay)
-    return None
+def _retry_delay(call: CallState, plan: CallPlan, retry: int, error: ProviderError) -> float | None:
+    """Seconds to wait before retrying the current model after ``error``, or ``None`` when it gets no retry."""
+    if not error.retryable or retry + 1 >= plan.attempts_per_model:
+        return None
+    if error.retry_after_s is not None and error.retry_after_s > call.ctx.settings.request_timeout:
+        # The server asks for a longer pause than a request may take: give up (or fall back) now rather than
+        # sleep past NON_REQUEST_TIMEOUT.
+        return None
+    return backoff_delay(retry, call.site.layer_config, error.retry_after_s)
 
 
 def _aim(call: CallState, config: ModelConfig) -> None:

@@ -40,6 +40,7 @@ __all__ = [
     "NetworkTimeoutError",
     "NoN",
     "Node",
+    "NodeCancelledError",
     "NodeExecutionError",
     "NodeFailure",
     "NodeResult",
@@ -89,6 +90,7 @@ if TYPE_CHECKING:
         MalformedResponseError,
         ModelNotFoundError,
         NetworkTimeoutError,
+        NodeCancelledError,
         NodeExecutionError,
         NonError,
         OperatorError,
@@ -126,7 +128,7 @@ if TYPE_CHECKING:
 _ERRORS = (
     "AuthenticationError", "BadRequestError", "CircuitOpenError", "ConfigurationError", "ContextLengthError",
     "InputValidationError", "LayerFailedError", "MalformedResponseError", "ModelNotFoundError",
-    "NetworkTimeoutError", "NodeExecutionError", "NonError", "OperatorError", "OutputParseError",
+    "NetworkTimeoutError", "NodeCancelledError", "NodeExecutionError", "NonError", "OperatorError", "OutputParseError",
     "OverloadedError", "ProviderConnectionError", "ProviderError", "ProviderTimeoutError", "QueueTimeoutError",
     "RateLimitError", "SchedulerStoppedError", "ServerError", "TimeoutExceededError",
 )  # fmt: skip

@@ -32,6 +32,7 @@ PUBLIC_API = [
     "NetworkTimeoutError",
     "NoN",
     "Node",
+    "NodeCancelledError",
     "NodeExecutionError",
     "NodeFailure",
     "NodeResult",

@@ -16,12 +16,14 @@
     final = await agent.run("What is 2 + 3?")          # or await it for the final result
     finals = await asyncio.gather(*(agent.run(t) for t in tasks))   # several runs at once
 
-See :mod:`nons.core.agents.tools` for tools and :mod:`nons.core.agents.agent` for the run loop.
+See :mod:`nons.core.agents.tools` for tools, :mod:`nons.core.agents.agent` for the run loop and
+:mod:`nons.core.agents.run` for what a run gives back.
 """
 
 from __future__ import annotations
 
-from nons.core.agents.agent import MAX_STEPS_REACHED, Agent, AgentRun, AgentStep
+from nons.core.agents.agent import MAX_STEPS_REACHED, Agent
+from nons.core.agents.run import AgentRun, AgentStep
 from nons.core.agents.tools import INVALID_ARGUMENTS, UNKNOWN_TOOL, AgentState, Tool, ToolRegistry, ToolResult
 
 __all__ = [

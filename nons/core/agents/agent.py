@@ -21,15 +21,16 @@ from __future__ import annotations
 import copy
 import json
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Generator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypedDict
+from typing import Any
 
 from nons.base.errors import ConfigurationError, InputValidationError, ProviderError
 from nons.base.messages import Message, ToolCall
 from nons.base.results import LLMCallRecord
 from nons.base.settings import get_settings
 from nons.base.types import ErrorPolicy, LayerConfig, ModelConfig
+from nons.core.agents.run import AgentRun, AgentStep
 from nons.core.agents.tools import AgentState, ToolRegistry, ToolResult
 from nons.core.call import CallSite, PassContext, call_llm
 from nons.core.network import NoN
@@ -38,53 +39,13 @@ from nons.observability import names, spans
 from nons.observability.spans import truncate_content
 from nons.providers.registry import default_model, resolve_provider
 
-__all__ = ["MAX_STEPS_REACHED", "Agent", "AgentRun", "AgentStep"]
+__all__ = ["MAX_STEPS_REACHED", "Agent"]
 
 #: ``error_type`` of the final result of a run that used up ``max_steps``.
 MAX_STEPS_REACHED = "max_steps"
 
 # The operator name an agent's LLM calls carry on the cost metric (nodes carry their operator's name).
 _OPERATOR = "agent"
-
-
-class AgentStep(TypedDict):
-    """One step of a run, as a plain dict (``step.get("success")`` works, and it serialises to JSON except
-    for ``output``, which is whatever the stop tool returned).
-
-    Keys:
-        step: the step number, from 1.
-        success: whether the step went well (every tool call succeeded); on the final result, whether the
-            run reached an answer.
-        error: what went wrong (``None`` on success). For a step whose tools failed, the tools' errors.
-        error_type: low-cardinality kind of the error (``unknown_tool``, ``invalid_arguments``, an exception
-            class name, ``max_steps``, a provider error type) or ``None``.
-        text: the model's text in this step (may be empty when it only called tools).
-        tool_calls: the :class:`~nons.core.agents.tools.ToolResult` of each tool call of this step.
-        is_final: whether this is the run's last result.
-        output: the run's answer on a successful final result (the stop tool's output or the text), else
-            ``None``.
-        state: the run's :class:`~nons.core.agents.tools.AgentState` (the same dict throughout the run).
-        run_id: the id of this run (``gen_ai.conversation.id`` on its span).
-        trace_id: the trace of the run's ``invoke_agent`` span (``None`` when tracing is off).
-        llm_calls, input_tokens, output_tokens, cost_usd: totals of the run so far; ``cost_usd`` counts calls
-            whose price is known.
-    """
-
-    step: int
-    success: bool
-    error: str | None
-    error_type: str | None
-    text: str
-    tool_calls: list[ToolResult]
-    is_final: bool
-    output: Any
-    state: AgentState
-    run_id: str
-    trace_id: str | None
-    llm_calls: int
-    input_tokens: int
-    output_tokens: int
-    cost_usd: float
 
 
 @dataclass(slots=True)
@@ -100,47 +61,6 @@ class _Run:
     trace_id: str | None
     records: list[LLMCallRecord] = field(default_factory=list)
     steps: int = 0
-
-
-class AgentRun(AsyncIterator[AgentStep]):
-    """One run of an agent, returned by :meth:`Agent.run`.
-
-    - ``async for step in agent.run(task)`` yields each step's :class:`AgentStep`, the last with
-      ``is_final=True``. Stopping early (``break``, or ``await run.aclose()``) ends the run: no further LLM
-      call is made, and its span ends (at once with ``aclose()``, when the run is garbage-collected after a
-      ``break``).
-    - ``await agent.run(task)`` runs to the end and returns the final step, so the run is also an awaitable:
-      ``await asyncio.gather(*(agent.run(t) for t in tasks))`` runs several at once.
-    """
-
-    def __init__(self, steps: AsyncGenerator[AgentStep, None]) -> None:
-        self._steps = steps
-        self._last: AgentStep | None = None
-
-    def __aiter__(self) -> AgentRun:
-        return self
-
-    async def __anext__(self) -> AgentStep:
-        step = await self._steps.__anext__()
-        self._last = step
-        return step
-
-    async def aclose(self) -> None:
-        """Stop the run now: its span ends and no further step runs."""
-        await self._steps.aclose()
-
-    def __await__(self) -> Generator[Any, None, AgentStep]:
-        return self._to_completion().__await__()
-
-    async def _to_completion(self) -> AgentStep:
-        try:
-            async for _ in self:
-                pass
-        finally:
-            await self.aclose()
-        if self._last is None or not self._last["is_final"]:
-            raise RuntimeError("this agent run was closed before it finished")
-        return self._last
 
 
 class Agent:

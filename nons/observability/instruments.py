@@ -14,16 +14,13 @@ from dataclasses import dataclass
 from opentelemetry import metrics, trace
 from opentelemetry.metrics import Counter, Histogram, UpDownCounter
 
+from nons.base.version import __version__
 from nons.observability import names
 
 __all__ = ["Instruments", "get_instruments"]
 
-try:
-    from importlib.metadata import version as _version
-
-    _NONS_VERSION = _version("nons")
-except Exception:  # running from a source tree that was never installed
-    _NONS_VERSION = "0.0.0"
+# The instrumentation scope's version (the scheduler's observable instruments use it too).
+_NONS_VERSION = __version__
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,7 @@
 
 A provider turns an :class:`LLMRequest` into an :class:`LLMResponse` or raises a
 :class:`~nons.base.errors.ProviderError` subclass that says whether a retry can help. Providers make exactly
-one attempt: retries, fallbacks, rate limits and telemetry belong to the engine (``nons.core.calls``), so
+one attempt: retries, fallbacks, rate limits and telemetry belong to the engine (``nons.core.call``), so
 every attempt is seen and counted once.
 """
 

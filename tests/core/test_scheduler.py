@@ -45,6 +45,7 @@ from nons.core.scheduler import (
     start_scheduler,
     stop_scheduler,
 )
+from nons.core.scheduler import stats as scheduler_stats
 from nons.core.types import ErrorPolicy, LayerConfig, ModelConfig, ModelProvider
 from nons.observability import names
 
@@ -790,21 +791,21 @@ async def test_observable_metrics_report_the_process_scheduler(monkeypatch: pyte
     holder = await scheduler.acquire(MOCK, "m")
     waiter = spawn(scheduler, MOCK, "m", [], "w")
     await settle()
-    queue = {tuple(o.attributes.items()): o.value for o in scheduler_module._observe_queue(None)}
-    in_flight = {tuple(o.attributes.items()): o.value for o in scheduler_module._observe_in_flight(None)}
+    queue = {tuple(o.attributes.items()): o.value for o in scheduler_stats.observe_queue_size(None)}
+    in_flight = {tuple(o.attributes.items()): o.value for o in scheduler_stats.observe_in_flight(None)}
     provider = ((names.GEN_AI_PROVIDER_NAME, "nons.simulated"),)  # as on the LLM metrics the dashboards filter
     assert queue == {provider: 1} and in_flight == {provider: 1}
     holder.release(success=False, error=ServerError("500"))
     with pytest.raises(CircuitOpenError):
         await waiter
-    (breaker,) = scheduler_module._observe_breakers(None)
+    (breaker,) = scheduler_stats.observe_breakers(None)
     assert breaker.value == 2
     assert breaker.attributes == {names.GEN_AI_PROVIDER_NAME: "nons.simulated", names.GEN_AI_REQUEST_MODEL: "m"}
     # With metrics off (read once per loop), that loop reports nothing.
     monkeypatch.setenv("NON_ENABLE_METRICS", "false")
     quiet = configure_scheduler()
     (await quiet.acquire(MOCK, "m")).release()
-    assert list(scheduler_module._observe_in_flight(None)) == []
+    assert list(scheduler_stats.observe_in_flight(None)) == []
 
 
 # --- bad input ------------------------------------------------------------------------------------------------

@@ -1,0 +1,90 @@
+"""A granted slot, and what its release settles: the limiters' counts and token reservations, the server's retry
+hint, adaptive concurrency and the circuit breaker."""
+
+from __future__ import annotations
+
+import math
+
+from nons.base.errors import RateLimitError
+from nons.base.types import ModelProvider
+from nons.core.scheduler.queue import Lane
+
+__all__ = ["Permit"]
+
+
+class Permit:
+    """A granted slot. Release it exactly once when the call ends (later calls are ignored).
+
+    Attributes:
+        wait_s: seconds the request waited in the queue (0 when it started at once).
+    """
+
+    __slots__ = ("_lane", "_probe", "_released", "_ticket", "_tokens", "wait_s")
+
+    def __init__(self, lane: Lane, wait_s: float, tokens: int, ticket: int, probe: bool) -> None:
+        """``ticket`` is the request's admission number in its loop (see :class:`Queue`); ``probe`` whether it is
+        its breaker's half-open probe."""
+        self._lane = lane
+        self.wait_s = wait_s
+        self._tokens = tokens
+        self._ticket = ticket
+        self._probe = probe
+        self._released = False
+
+    @property
+    def provider(self) -> ModelProvider:
+        return self._lane.provider
+
+    @property
+    def model(self) -> str:
+        return self._lane.model
+
+    def release(self, *, success: bool = True, tokens_used: int = 0, error: BaseException | None = None) -> None:
+        """Give the slot back.
+
+        Args:
+            success: whether the call succeeded (feeds the circuit breaker and adaptive concurrency).
+            tokens_used: the tokens the call really used: the token reservation is refunded or charged the
+                difference (a failed call that reports none gets its whole reservation back).
+            error: the failed call's exception. A :class:`RateLimitError` with ``retry_after_s`` pauses the
+                provider (and model) for every caller; provider-health failures count towards the breaker.
+        """
+        if self._released:
+            return
+        self._released = True
+        lane = self._lane
+        queue = lane.queue
+        lane.in_flight -= 1
+        queue.in_flight -= 1
+        refund = self._tokens - tokens_used
+        now = queue.clock() if refund and lane.settles_tokens else 0.0
+        for lim in lane.limiters:
+            lim.release(refund, now)
+        if success:
+            lane.completed += 1
+            breaker = lane.breaker
+            if breaker.failures or breaker.state or lane.adaptive:
+                breaker.record_success()
+                for lim in lane.limiters:
+                    lim.succeeded()
+        else:
+            lane.failed += 1
+            self._settle_failure(lane, error)
+        if queue.waiting:
+            queue.dispatch()
+        elif queue.drained is not None:
+            queue.check_drained()
+
+    def _settle_failure(self, lane: Lane, error: BaseException | None) -> None:
+        queue = lane.queue
+        if isinstance(error, RateLimitError):
+            hint = error.retry_after_s
+            if hint is not None and 0 < hint < math.inf:
+                until = queue.clock() + hint
+                for lim in lane.limiters:
+                    lim.pause(until)
+            for lim in lane.limiters:
+                lim.rate_limited(self._ticket, queue.tickets)
+        breaker = lane.breaker
+        if breaker.record_failure(error, probe=self._probe):
+            queue.fail_waiters([lane], lambda _lane: breaker.error(breaker.opened_at))

@@ -1,0 +1,342 @@
+"""The queue of one event loop: waiters in lanes, and their admission in the order of a :class:`QueueStrategy`.
+
+A call that cannot start waits, as a future, in its lane (one lane per provider and model). Whenever a slot
+frees, a reservation is refunded or a limiter's refill time comes (a ``loop.call_later`` timer, never a polling
+loop), :meth:`Queue.dispatch` admits waiters in strategy order. A waiter that a limit holds back holds back the
+waiters behind it that need the same limiter, so no strategy starves a large request, and a waiter held by one
+model's limit never holds back another model.
+
+An admitted waiter's future resolves to its *ticket*: the number of requests this queue has admitted, itself
+included. Admission takes what the request uses from every limiter of its lane.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import math
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from nons.base.errors import QueueTimeoutError
+from nons.base.types import ModelProvider
+from nons.core.scheduler.breaker import CircuitBreaker
+from nons.core.scheduler.config import QueueStrategy
+from nons.core.scheduler.limits import LIMIT_ADAPTIVE, LIMIT_CONCURRENCY, Limiter, Refusal
+from nons.observability import names
+
+__all__ = ["Gate", "Lane", "ProviderSlot", "Queue", "Waiter"]
+
+_INF = math.inf
+
+
+class Gate:
+    """One limiter as the queue sees it: the waiters that need it, whether it refused this round, its timer."""
+
+    __slots__ = ("block_kind", "blocked_round", "limiter", "timer", "timer_at", "waiting")
+
+    def __init__(self, limiter: Limiter) -> None:
+        self.limiter = limiter
+        self.waiting = 0
+        self.blocked_round = 0
+        self.block_kind = LIMIT_CONCURRENCY
+        self.timer: asyncio.TimerHandle | None = None
+        self.timer_at = _INF
+
+    def describe(self, now: float) -> dict[str, Any]:
+        """The limiter's state, with the number of waiters that need it after its in-flight count."""
+        view = self.limiter.describe(now)
+        ordered: dict[str, Any] = {
+            "max_concurrent": view.pop("max_concurrent"),
+            "in_flight": view.pop("in_flight"),
+            "waiting": self.waiting,
+        }
+        ordered.update(view)
+        return ordered
+
+
+class Waiter:
+    """A request waiting in a lane. Its future resolves to its ticket, or fails."""
+
+    __slots__ = ("deadline", "fut", "lane", "priority", "probe", "removed", "seq", "started", "timer", "tokens",
+                 "wait_s")
+
+    def __init__(
+        self, fut: asyncio.Future[int], lane: Lane, priority: int, tokens: int, seq: int, probe: bool,
+        deadline: float | None,
+    ) -> None:
+        self.fut = fut
+        self.lane = lane
+        self.priority = priority
+        self.tokens = tokens
+        self.seq = seq
+        self.probe = probe
+        self.deadline = deadline
+        self.started = time.perf_counter()
+        self.wait_s = 0.0
+        self.removed = False
+        self.timer: asyncio.TimerHandle | None = None
+
+
+class ProviderSlot:
+    """One provider in one loop: its limiter, its lanes, and its turn in ROUND_ROBIN."""
+
+    __slots__ = ("gate", "lanes", "metric_name", "provider", "rank", "rr_last")
+
+    def __init__(self, provider: ModelProvider, limiter: Limiter, rank: int) -> None:
+        self.provider = provider
+        self.gate = Gate(limiter)
+        self.rank = rank
+        self.lanes: list[Lane] = []
+        self.rr_last = -1
+        self.metric_name = names.genai_provider_name(provider)
+
+
+class Lane:
+    """One (provider, model) in one loop: its waiters, its limiters, its breaker and its counts."""
+
+    __slots__ = (
+        "adaptive",
+        "block_kind",
+        "breaker",
+        "completed",
+        "count",
+        "failed",
+        "gates",
+        "heap",
+        "in_flight",
+        "limiters",
+        "model",
+        "provider",
+        "queue",
+        "rank",
+        "rejected",
+        "settles_tokens",
+        "slot",
+        "throttled",
+    )
+
+    def __init__(self, queue: Queue, slot: ProviderSlot, model: str, gates: tuple[Gate, ...],
+                 breaker: CircuitBreaker) -> None:
+        self.queue = queue
+        self.slot = slot
+        self.provider = slot.provider
+        self.model = model
+        self.gates = gates
+        self.limiters = tuple(gate.limiter for gate in gates)
+        self.adaptive = any(lim.adaptive for lim in self.limiters)
+        self.settles_tokens = any(lim.settles_tokens for lim in self.limiters)
+        self.breaker = breaker
+        self.rank = len(slot.lanes)
+        self.heap: list[tuple[int, int, Waiter]] = []
+        self.count = 0
+        self.in_flight = 0
+        self.completed = 0
+        self.failed = 0
+        self.throttled = 0
+        self.rejected = 0
+        self.block_kind = LIMIT_CONCURRENCY
+
+    def head(self) -> Waiter:
+        heap = self.heap
+        while heap[0][2].removed:
+            heapq.heappop(heap)
+        return heap[0][2]
+
+    def live_waiters(self) -> list[Waiter]:
+        return [entry[2] for entry in self.heap if not entry[2].removed]
+
+
+class Queue:
+    """The waiting requests of one event loop and the counts admission keeps."""
+
+    def __init__(self, strategy: QueueStrategy, clock: Callable[[], float]) -> None:
+        self.strategy = strategy
+        self.clock = clock
+        self.providers: dict[ModelProvider, ProviderSlot] = {}
+        self.lane_list: list[Lane] = []
+        self.waiting = 0
+        self.in_flight = 0
+        self.seq = 0
+        self.tickets = 0
+        self.round = 0
+        self.rr_last = -1
+        # Set while someone waits for the queue to empty (a draining stop).
+        self.drained: asyncio.Future[None] | None = None
+
+    # --- lanes --------------------------------------------------------------------------------------------
+    def add_provider(self, provider: ModelProvider, limiter: Limiter) -> ProviderSlot:
+        slot = self.providers[provider] = ProviderSlot(provider, limiter, len(self.providers))
+        return slot
+
+    def add_lane(self, slot: ProviderSlot, model: str, limiter: Limiter | None, breaker: CircuitBreaker) -> Lane:
+        """A lane for ``slot``'s ``model``, behind its provider's limiter and, if given, its own."""
+        gates = (slot.gate,) if limiter is None else (slot.gate, Gate(limiter))
+        lane = Lane(self, slot, model, gates, breaker)
+        slot.lanes.append(lane)
+        self.lane_list.append(lane)
+        return lane
+
+    # --- admission ----------------------------------------------------------------------------------------
+    def enqueue(self, lane: Lane, priority: int, tokens: int, probe: bool, deadline: float | None) -> Waiter:
+        self.seq += 1
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        waiter = Waiter(fut, lane, priority, tokens, self.seq, probe, deadline)
+        key = -priority if self.strategy is QueueStrategy.PRIORITY else 0
+        heapq.heappush(lane.heap, (key, waiter.seq, waiter))
+        lane.count += 1
+        for gate in lane.gates:
+            gate.waiting += 1
+        self.waiting += 1
+        return waiter
+
+    def remove(self, waiter: Waiter, *, admitted: bool = False) -> None:
+        """Take a waiter out of the queue (admitted, timed out, cancelled, failed)."""
+        if waiter.removed:
+            return
+        waiter.removed = True
+        lane = waiter.lane
+        lane.count -= 1
+        if not lane.count:
+            lane.heap.clear()  # drop the cancelled entries too, and with them their futures and loop
+        for gate in lane.gates:
+            gate.waiting -= 1
+        self.waiting -= 1
+        if waiter.timer is not None:
+            waiter.timer.cancel()
+            waiter.timer = None
+        if waiter.probe and not admitted:
+            lane.breaker.probe_abandoned()
+
+    def dispatch(self) -> None:
+        """Admit waiters, in the strategy's order, while the limits allow."""
+        if not self.waiting:
+            if self.drained is not None:
+                self.check_drained()
+            return
+        self.round += 1
+        rnd = self.round
+        now = self.clock()
+        while True:
+            lane = self.pick(rnd)
+            if lane is None:
+                break
+            waiter = lane.head()
+            if waiter.fut.done():
+                # Cancelled, and its task has not run yet to leave the queue: drop it here, admit no one for it.
+                self.remove(waiter)
+                continue
+            refusal: Refusal | None = None
+            refuser = lane.gates[0]
+            for gate in lane.gates:
+                # The limiter's checks, inlined: this loop runs once per admission and per refusal.
+                lim = gate.limiter
+                if lim.in_flight >= lim.limit:
+                    refusal = (LIMIT_ADAPTIVE if lim.limit < lim.max_limit else LIMIT_CONCURRENCY), _INF
+                elif lim.timed:
+                    refusal = lim.time_refusal(now, waiter.tokens)
+                if refusal is not None:
+                    refuser = gate
+                    break
+            if refusal is not None:
+                kind, wake_at = refusal
+                # This limiter admits no one else this round: the waiters behind keep their place.
+                refuser.blocked_round = rnd
+                refuser.block_kind = lane.block_kind = kind
+                if wake_at < _INF:
+                    self.arm(refuser, wake_at, now)
+                continue
+            self.remove(waiter, admitted=True)
+            for lim in lane.limiters:
+                lim.take(waiter.tokens)
+            lane.in_flight += 1
+            self.in_flight += 1
+            self.tickets += 1
+            if self.strategy is QueueStrategy.ROUND_ROBIN:
+                self.rr_last = lane.slot.rank
+                lane.slot.rr_last = lane.rank
+            waiter.wait_s = time.perf_counter() - waiter.started
+            waiter.fut.set_result(self.tickets)
+        if self.drained is not None:
+            self.check_drained()
+
+    def pick(self, rnd: int) -> Lane | None:
+        """The lane whose head goes next, among lanes with waiters that no blocked limiter holds."""
+        best: Lane | None = None
+        best_key: tuple[Any, ...] = ()
+        strategy = self.strategy
+        n_providers = len(self.providers)
+        for lane in self.lane_list:
+            if not lane.count:
+                continue
+            held = False
+            for gate in lane.gates:
+                if gate.blocked_round == rnd:
+                    lane.block_kind = gate.block_kind
+                    held = True
+                    break
+            if held:
+                continue
+            head = lane.head()
+            key: tuple[Any, ...]
+            if strategy is QueueStrategy.FIFO:
+                key = (head.seq,)
+            elif strategy is QueueStrategy.PRIORITY:
+                key = (-head.priority, head.seq)
+            elif strategy is QueueStrategy.LEAST_LOADED:
+                key = (lane.in_flight, head.seq)
+            else:
+                slot = lane.slot
+                key = (
+                    (slot.rank - self.rr_last - 1) % n_providers,
+                    (lane.rank - slot.rr_last - 1) % len(slot.lanes),
+                    head.seq,
+                )
+            if best is None or key < best_key:
+                best, best_key = lane, key
+        return best
+
+    def arm(self, gate: Gate, wake_at: float, now: float) -> None:
+        """Make sure ``dispatch`` runs when ``gate`` may admit again (one timer per limiter, the earliest)."""
+        if gate.timer is not None:
+            if gate.timer_at <= wake_at:
+                return
+            gate.timer.cancel()
+        gate.timer_at = wake_at
+        gate.timer = asyncio.get_running_loop().call_later(max(0.0, wake_at - now), self.on_timer, gate)
+
+    def on_timer(self, gate: Gate) -> None:
+        gate.timer = None
+        gate.timer_at = _INF
+        self.dispatch()
+
+    def expire(self, waiter: Waiter) -> None:
+        """A waiter's deadline passed."""
+        if waiter.fut.done():
+            return
+        lane = waiter.lane
+        self.remove(waiter)
+        lane.rejected += 1
+        waiter.fut.set_exception(
+            QueueTimeoutError(
+                f"request to {lane.provider.value} model {lane.model!r} waited "
+                f"{time.perf_counter() - waiter.started:.1f}s in the scheduler queue and passed its deadline "
+                f"(held back by: {lane.block_kind})",
+                provider=lane.provider.value,
+                model=lane.model,
+            )
+        )
+        self.dispatch()
+
+    def fail_waiters(self, lanes: Iterable[Lane], make_error: Callable[[Lane], BaseException]) -> None:
+        for lane in lanes:
+            for waiter in lane.live_waiters():
+                self.remove(waiter)
+                if not waiter.fut.done():  # a cancelled caller needs no error
+                    lane.rejected += 1
+                    waiter.fut.set_exception(make_error(lane))
+
+    def check_drained(self) -> None:
+        if self.drained is not None and not self.waiting and not self.in_flight and not self.drained.done():
+            self.drained.set_result(None)

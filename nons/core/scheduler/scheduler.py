@@ -1,0 +1,345 @@
+"""The :class:`Scheduler`: its configuration, its state in each event loop, its lifecycle and ``acquire``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import threading
+import time
+import weakref
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from nons.base.errors import ConfigurationError, SchedulerStoppedError
+from nons.base.settings import get_settings
+from nons.base.types import ModelProvider
+from nons.core.scheduler import stats
+from nons.core.scheduler.breaker import CircuitBreaker
+from nons.core.scheduler.config import (
+    CircuitBreakerConfig,
+    QueueStrategy,
+    RateLimitConfig,
+    provider_of,
+    validated_breaker,
+    validated_clock,
+    validated_default_limits,
+    validated_limits,
+    validated_strategy,
+)
+from nons.core.scheduler.limits import LimitBackend, LocalLimits
+from nons.core.scheduler.permit import Permit
+from nons.core.scheduler.queue import Lane, Queue
+from nons.observability import names
+
+if TYPE_CHECKING:
+    from nons.observability.instruments import Instruments
+
+__all__ = ["LoopState", "Scheduler"]
+
+_NEVER = -math.inf
+
+
+class LoopState(Queue):
+    """What a scheduler keeps in one event loop: its queue, its lanes by key, its lifecycle, and the settings
+    read once per loop (default limits, whether metrics are on)."""
+
+    def __init__(self, scheduler: Scheduler) -> None:
+        super().__init__(scheduler.queue_strategy, scheduler.clock)
+        settings = get_settings()
+        self.rate_limits = scheduler.rate_limits
+        self.model_limits = scheduler.model_limits
+        self.breaker_config = scheduler.circuit_breaker
+        self.backend = scheduler.limit_backend
+        self.default_limits = scheduler.default_limits or RateLimitConfig(
+            requests_per_minute=settings.requests_per_minute, max_concurrent=settings.max_concurrent_requests
+        )
+        self.metrics = settings.enable_metrics
+        self.instruments: Instruments | None = None
+        if self.metrics:
+            from nons.observability.instruments import get_instruments
+
+            self.instruments = get_instruments(settings.enable_tracing, True)
+            stats.register_observables()
+        self.running = True
+        # False while draining or after stop(): the fast path then defers to the slow path, which restarts a
+        # stopped scheduler and refuses new work while draining.
+        self.open = True
+        self.draining = False
+        # By the key a caller used (a ModelProvider or its name, and the model), so aliases are found at once.
+        self.lanes: dict[tuple[Any, str], Lane] = {}
+
+    def new_lane(self, provider: Any, model: Any) -> Lane:
+        """The lane of ``(provider, model)``, made on first use; bad names raise ConfigurationError."""
+        kind = provider_of(provider, coerce=True)
+        if not isinstance(model, str) or not model:
+            raise ConfigurationError(f"the model must be a non-empty string, got {model!r}")
+        lane = self.lanes.get((kind, model))
+        if lane is None:
+            now = self.clock()
+            slot = self.providers.get(kind)
+            if slot is None:
+                config = self.rate_limits.get(kind, self.default_limits)
+                slot = self.add_provider(kind, self.backend.limiter(kind.value, config, now))
+            model_config = self.model_limits.get((kind, model))
+            limiter = (
+                None if model_config is None else self.backend.limiter(f"{kind.value}/{model}", model_config, now)
+            )
+            breaker = CircuitBreaker(kind, model, self.breaker_config, self.clock)
+            lane = self.lanes[(kind, model)] = self.add_lane(slot, model, limiter, breaker)
+        self.lanes[(provider, model)] = lane
+        return lane
+
+
+class Scheduler:
+    """Per-provider and per-model limits, a queue and circuit breakers. Build one with
+    :func:`configure_scheduler` (the process-wide one) or directly.
+
+    Args:
+        rate_limits: limits by provider (``ModelProvider`` or its name) and by model (a
+            ``(provider, model_name)`` key); a model's limits apply on top of its provider's.
+        queue_strategy: the order of waiting requests (:class:`QueueStrategy` or its value).
+        default_limits: limits of providers without an entry (default: ``NON_MAX_CONCURRENT_REQUESTS`` and
+            ``NON_REQUESTS_PER_MINUTE``).
+        circuit_breaker: breaker settings of every provider/model (default :class:`CircuitBreakerConfig()`).
+        clock: the monotonic clock of buckets, pauses and breakers (seconds); tests inject a fake one and call
+            :meth:`wake` after moving it. Queue deadlines always use ``time.monotonic``.
+
+    Attributes:
+        limit_backend: where the limits are kept: :class:`LocalLimits` (in process, per event loop).
+    """
+
+    def __init__(
+        self,
+        rate_limits: Mapping[Any, RateLimitConfig] | None = None,
+        queue_strategy: QueueStrategy | str = QueueStrategy.FIFO,
+        default_limits: RateLimitConfig | None = None,
+        *,
+        circuit_breaker: CircuitBreakerConfig | None = None,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self.rate_limits, self.model_limits = validated_limits(rate_limits)
+        self.queue_strategy = validated_strategy(queue_strategy)
+        self.default_limits = validated_default_limits(default_limits)
+        self.circuit_breaker = validated_breaker(circuit_breaker)
+        self.clock: Callable[[], float] = validated_clock(clock)
+        self.limit_backend: LimitBackend = LocalLimits()
+        self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopState] = weakref.WeakKeyDictionary()
+        # The last loop and its state, as one tuple so that threads never see a loop with another's state.
+        self._cache: tuple[asyncio.AbstractEventLoop | None, LoopState | None] = (None, None)
+        self._lock = threading.Lock()
+
+    # --- per-loop state -----------------------------------------------------------------------------------
+    def _state_for(self, loop: asyncio.AbstractEventLoop) -> LoopState:
+        state = self._states.get(loop)
+        if state is None:
+            with self._lock:
+                # Forget loops that are closed: their state can hold nothing that will ever run again.
+                for old in [lp for lp in list(self._states.keys()) if lp.is_closed()]:
+                    self._states.pop(old, None)
+                state = self._states[loop] = LoopState(self)
+        self._cache = (loop, state)
+        return state
+
+    def _view_state(self) -> LoopState | None:
+        """The running loop's state; outside a loop, the last one used (for stats after ``asyncio.run``)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return self._cache[1]
+        return self._states.get(loop)
+
+    def metric_states(self) -> list[LoopState]:
+        """The states of the event loops that report metrics. Safe to call from another thread (a metric
+        reader's): an iteration torn by a loop adding its state is retried."""
+        for _ in range(5):
+            try:
+                return [s for s in list(self._states.values()) if s.metrics]
+            except RuntimeError:
+                continue
+        return []
+
+    def limits_for(self, provider: ModelProvider, model: str | None = None) -> RateLimitConfig:
+        """The limits that apply to ``provider`` (or to its ``model``, if that has its own entry)."""
+        if model is not None and (provider, model) in self.model_limits:
+            return self.model_limits[(provider, model)]
+        limits = self.rate_limits.get(provider) or self.default_limits
+        if limits is not None:
+            return limits
+        settings = get_settings()
+        return RateLimitConfig(
+            requests_per_minute=settings.requests_per_minute, max_concurrent=settings.max_concurrent_requests
+        )
+
+    # --- lifecycle ----------------------------------------------------------------------------------------
+    @property
+    def is_running(self) -> bool:
+        """Whether the scheduler is running in the current event loop (it starts itself on first use)."""
+        state = self._view_state()
+        if state is None:
+            return False
+        loop = self._cache[0] if state is self._cache[1] else None
+        return state.running and not (loop is not None and loop.is_closed())
+
+    @property
+    def queue(self) -> list[dict[str, Any]]:
+        """The requests waiting in the current event loop, oldest first, each described as a dict."""
+        state = self._view_state()
+        return [] if state is None else stats.waiting_requests(state)
+
+    async def start(self) -> None:
+        """Start in the running loop. Idempotent; optional, since calls start the scheduler themselves."""
+        state = self._state_for(asyncio.get_running_loop())
+        state.running = True
+        state.open = not state.draining
+
+    async def stop(self, *, drain: bool = False, timeout: float | None = None) -> None:
+        """Stop in the running loop. Idempotent; a later request starts the scheduler again.
+
+        Args:
+            drain: ``False``: waiting requests fail with :class:`SchedulerStoppedError` at once. ``True``: new
+                requests are refused while the waiting ones are admitted as usual, and ``stop`` returns once
+                they and every call in flight have finished.
+            timeout: with ``drain``, the longest wait in seconds; what still waits then fails as without drain.
+        """
+        state = self._view_state()
+        if state is None:
+            return
+        if drain:
+            state.draining = True
+            state.open = False
+            if state.waiting or state.in_flight:
+                if state.drained is None or state.drained.done():
+                    state.drained = asyncio.get_running_loop().create_future()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(state.drained), timeout)
+        state.fail_waiters(
+            list(state.lane_list),
+            lambda lane: SchedulerStoppedError(
+                f"the scheduler was stopped while a request to {lane.provider.value} model {lane.model!r} waited"
+            ),
+        )
+        state.running = False
+        state.open = False
+        state.draining = False
+        if state.drained is not None and not state.drained.done():
+            state.drained.set_result(None)  # a concurrent stop(drain=True) must not wait for ever
+        state.drained = None
+
+    def wake(self) -> None:
+        """Admit now whatever the limits allow. Timers do this by themselves; call it after moving an
+        injected clock. Must be called in the event loop whose queue it examines."""
+        state = self._states.get(asyncio.get_running_loop())
+        if state is not None:
+            state.dispatch()
+
+    # --- the hot path -------------------------------------------------------------------------------------
+    async def acquire(
+        self,
+        provider: ModelProvider,
+        model: str,
+        *,
+        priority: int = 0,
+        estimated_tokens: int = 0,
+        deadline: float | None = None,
+    ) -> Permit:
+        """Wait for a slot for one call to ``provider``'s ``model``; the returned permit must be released.
+
+        Args:
+            priority: the request's priority under ``QueueStrategy.PRIORITY`` (higher first).
+            estimated_tokens: tokens reserved against tokens-per-minute limits until the permit is released.
+            deadline: ``time.monotonic()`` time after which a waiting request fails.
+
+        Raises:
+            CircuitOpenError: the provider/model's breaker is open (or half-open with its probe in flight).
+            QueueTimeoutError: the request waited past its deadline.
+            SchedulerStoppedError: the scheduler was stopped (or is draining) while the request waited.
+        """
+        loop = asyncio.get_running_loop()
+        cache = self._cache
+        state = cache[1] if cache[0] is loop else self._state_for(loop)
+        assert state is not None
+        lane = state.lanes.get((provider, model))
+        if lane is None:
+            lane = state.new_lane(provider, model)
+        if state.open and not lane.breaker.state:
+            # Fast path: no one waits for these limiters and they all have room. No await, no allocation
+            # but the permit, the clock read only when a limiter has buckets or a pause.
+            now = _NEVER
+            for gate in lane.gates:
+                lim = gate.limiter
+                if gate.waiting or lim.in_flight >= lim.limit:
+                    break
+                if lim.timed:
+                    if now == _NEVER:
+                        now = self.clock()
+                    if lim.time_refusal(now, estimated_tokens) is not None:
+                        break
+            else:
+                for lim in lane.limiters:
+                    lim.take(estimated_tokens)
+                lane.in_flight += 1
+                state.in_flight += 1
+                state.tickets += 1
+                return Permit(lane, 0.0, estimated_tokens, state.tickets, False)
+        return await self._acquire_slow(state, lane, priority, estimated_tokens, deadline)
+
+    async def _acquire_slow(
+        self, state: LoopState, lane: Lane, priority: int, tokens: int, deadline: float | None
+    ) -> Permit:
+        if state.draining:
+            lane.rejected += 1
+            raise SchedulerStoppedError(
+                f"the scheduler is draining: no new request to {lane.provider.value} model {lane.model!r}"
+            )
+        state.running = state.open = True  # calls never need start_scheduler()
+        probe = False
+        if lane.breaker.state:
+            refused = lane.breaker.admit()
+            if refused is not None:
+                lane.rejected += 1
+                raise refused
+            probe = True
+        waiter = state.enqueue(lane, priority, tokens, probe, deadline)
+        state.dispatch()
+        fut = waiter.fut
+        if fut.done():
+            return Permit(lane, waiter.wait_s, tokens, fut.result(), probe)
+        kind = lane.block_kind
+        lane.throttled += 1
+        if state.instruments is not None:
+            state.instruments.throttled.add(
+                1, {names.GEN_AI_PROVIDER_NAME: lane.slot.metric_name, names.LIMIT_KIND: kind}
+            )
+        if deadline is not None:
+            delay = deadline - time.monotonic()
+            if delay <= 0:
+                state.expire(waiter)
+                return Permit(lane, waiter.wait_s, tokens, fut.result(), probe)  # raises the QueueTimeoutError
+            waiter.timer = asyncio.get_running_loop().call_later(delay, state.expire, waiter)
+        try:
+            ticket = await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                # Admitted in the same instant the caller was cancelled: give back what it was given.
+                Permit(lane, waiter.wait_s, tokens, fut.result(), probe).release(success=False)
+            elif not waiter.removed:
+                state.remove(waiter)
+                state.dispatch()  # it may have held back the waiters behind it
+            raise
+        return Permit(lane, waiter.wait_s, tokens, ticket, probe)
+
+    # --- introspection ------------------------------------------------------------------------------------
+    def get_stats(self) -> dict[str, Any]:
+        """Counts of the current event loop (outside a loop: of the last one used).
+
+        ``queued`` and ``in_flight`` are current; ``completed``, ``failed`` (the call ran and failed),
+        ``throttled`` (held back by a limit before it started) and ``rejected`` (never ran: breaker open,
+        queue deadline, scheduler stopped) are totals. ``providers`` has the same counts per provider, its
+        limits' state and per model; ``breakers`` the state of each provider/model breaker.
+        """
+        return stats.scheduler_stats(self._view_state(), self.is_running, self.queue_strategy, self.clock)
+
+    def health(self) -> dict[str, Any]:
+        """The health report :func:`health_check` returns."""
+        return stats.health_report(self.get_stats())

@@ -1,0 +1,179 @@
+"""What a scheduler reports: its stats, its health, the waiting requests, and the observable instruments
+``nons.scheduler.queue.size``, ``nons.scheduler.in_flight`` and ``nons.circuit_breaker.state``.
+
+The instruments are read from the process-wide scheduler when metrics are collected, so the hot path records
+nothing; :func:`observe_states_of` names where to find it (``nons.core.scheduler`` does, on import).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+from nons.core.scheduler.config import QueueStrategy
+from nons.core.scheduler.queue import Lane, Queue
+from nons.observability import names
+
+__all__ = [
+    "health_report",
+    "observe_breakers",
+    "observe_in_flight",
+    "observe_queue_size",
+    "observe_states_of",
+    "register_observables",
+    "scheduler_stats",
+    "waiting_requests",
+]
+
+
+def _counts(lanes: Iterable[Lane]) -> dict[str, int]:
+    totals = {"queued": 0, "in_flight": 0, "completed": 0, "failed": 0, "throttled": 0, "rejected": 0}
+    for lane in lanes:
+        totals["queued"] += lane.count
+        totals["in_flight"] += lane.in_flight
+        totals["completed"] += lane.completed
+        totals["failed"] += lane.failed
+        totals["throttled"] += lane.throttled
+        totals["rejected"] += lane.rejected
+    return totals
+
+
+def scheduler_stats(
+    queue: Queue | None, running: bool, strategy: QueueStrategy, clock: Callable[[], float]
+) -> dict[str, Any]:
+    """``Scheduler.get_stats()`` of the loop whose queue is ``queue`` (``None``: no loop used yet)."""
+    lanes = list(queue.lane_list) if queue else []
+    stats: dict[str, Any] = {
+        "running": running,
+        "queue_strategy": strategy.value,
+        **_counts(lanes),
+        "providers": {},
+        "breakers": {},
+    }
+    if queue is None:
+        return stats
+    now = clock()
+    for kind, slot in list(queue.providers.items()):
+        entry: dict[str, Any] = _counts(slot.lanes)
+        entry["limits"] = slot.gate.describe(now)
+        entry["models"] = {}
+        for lane in slot.lanes:
+            model_entry: dict[str, Any] = _counts([lane])
+            model_entry["breaker"] = lane.breaker.state_name
+            if len(lane.gates) > 1:
+                model_entry["limits"] = lane.gates[1].describe(now)
+            entry["models"][lane.model] = model_entry
+        stats["providers"][kind.value] = entry
+    for lane in lanes:
+        stats["breakers"][f"{lane.provider.value}/{lane.model}"] = lane.breaker.describe(now)
+    return stats
+
+
+def health_report(stats: dict[str, Any]) -> dict[str, Any]:
+    """The health report of a scheduler whose :func:`scheduler_stats` are ``stats``."""
+    unhealthy = [key for key, view in stats["breakers"].items() if view["state"] != "closed"]
+    return {
+        "status": "degraded" if unhealthy else "healthy",
+        "scheduler_running": stats["running"],
+        "queue_size": stats["queued"],
+        "in_flight": stats["in_flight"],
+        "timestamp": datetime.now(timezone.utc).isoformat(),
+        "open_breakers": unhealthy,
+        "breakers": {key: view["state"] for key, view in stats["breakers"].items()},
+    }
+
+
+def waiting_requests(queue: Queue) -> list[dict[str, Any]]:
+    """The requests waiting in ``queue``, oldest first, each described as a dict."""
+    now = time.perf_counter()
+    waiters = sorted((w for lane in queue.lane_list for w in lane.live_waiters()), key=lambda w: w.seq)
+    return [
+        {
+            "provider": w.lane.provider.value,
+            "model": w.lane.model,
+            "priority": w.priority,
+            "estimated_tokens": w.tokens,
+            "waited_s": round(now - w.started, 6),
+            "held_by": w.lane.block_kind,
+        }
+        for w in waiters
+    ]
+
+
+# --- observable instruments ------------------------------------------------------------------------------------
+def _no_states() -> Sequence[Queue]:
+    return []
+
+
+_observed: Callable[[], Sequence[Queue]] = _no_states
+_observables_registered = False
+_observables_lock = threading.Lock()
+
+
+def observe_states_of(source: Callable[[], Sequence[Queue]]) -> None:
+    """Report the loop states ``source`` returns (those of the process-wide scheduler whose metrics are on)."""
+    global _observed
+    _observed = source
+
+
+def observe_queue_size(options: Any) -> Iterable[Any]:
+    """Callback of ``nons.scheduler.queue.size``: waiting requests per provider."""
+    return _observe_per_provider(lambda lane: lane.count)
+
+
+def observe_in_flight(options: Any) -> Iterable[Any]:
+    """Callback of ``nons.scheduler.in_flight``: requests at the provider, per provider."""
+    return _observe_per_provider(lambda lane: lane.in_flight)
+
+
+def _observe_per_provider(value: Callable[[Lane], int]) -> Iterable[Any]:
+    from opentelemetry.metrics import Observation
+
+    totals: dict[str, int] = {}
+    for queue in _observed():
+        for slot in list(queue.providers.values()):
+            totals[slot.metric_name] = totals.get(slot.metric_name, 0) + sum(value(ln) for ln in list(slot.lanes))
+    return [Observation(v, {names.GEN_AI_PROVIDER_NAME: k}) for k, v in totals.items()]
+
+
+def observe_breakers(options: Any) -> Iterable[Any]:
+    """Callback of ``nons.circuit_breaker.state``: each provider/model's breaker, the worst across loops."""
+    from opentelemetry.metrics import Observation
+
+    worst: dict[tuple[str, str], int] = {}
+    for queue in _observed():
+        for lane in list(queue.lane_list):
+            key = (lane.slot.metric_name, lane.model)
+            worst[key] = max(worst.get(key, 0), lane.breaker.state)
+    return [
+        Observation(v, {names.GEN_AI_PROVIDER_NAME: p, names.GEN_AI_REQUEST_MODEL: m}) for (p, m), v in worst.items()
+    ]
+
+
+def register_observables() -> None:
+    """Create the scheduler's observable instruments once per process."""
+    global _observables_registered
+    with _observables_lock:
+        if _observables_registered:
+            return
+        _observables_registered = True
+    from opentelemetry import metrics
+
+    from nons.observability.instruments import _NONS_VERSION
+
+    meter = metrics.get_meter(names.SCOPE, _NONS_VERSION)
+    meter.create_observable_up_down_counter(
+        names.METRIC_QUEUE_SIZE, callbacks=[observe_queue_size], unit="{request}",
+        description="Requests waiting in the scheduler.",
+    )
+    meter.create_observable_up_down_counter(
+        names.METRIC_IN_FLIGHT, callbacks=[observe_in_flight], unit="{request}",
+        description="Requests running at the provider.",
+    )
+    meter.create_observable_gauge(
+        names.METRIC_BREAKER_STATE, callbacks=[observe_breakers], unit="{state}",
+        description="Circuit breaker of each provider/model: 0 closed, 1 half-open, 2 open.",
+    )

@@ -141,13 +141,6 @@ class TokenBucket:
             self.last = now
         return self.level
 
-    def refund(self, amount: int, now: float) -> None:
-        """Give back ``amount`` (negative: charge it), never above capacity."""
-        # Refill up to now first: a surplus the bucket gained while the call ran must not pay for tokens the
-        # call used beyond its reservation.
-        level = self.level_at(now) + amount
-        self.level = level if level < self.capacity else self.capacity
-
 
 class LocalLimiter:
     """The in-process :class:`Limiter`: token buckets, a concurrency count, a pause and AIMD."""
@@ -189,16 +182,27 @@ class LocalLimiter:
         self.cut_ticket = 0
 
     def time_refusal(self, now: float, tokens: int) -> Refusal | None:
+        # TokenBucket.level_at is inlined here (refill up to now, capped): this runs on every admission of a
+        # limiter with buckets, and a call per bucket was a measurable part of it.
         if now < self.paused_until:
             return LIMIT_RETRY_AFTER, self.paused_until
         for bucket in self.request_buckets:
-            level = bucket.level_at(now)
+            level = bucket.level
+            if now > bucket.last:
+                level += (now - bucket.last) * bucket.rate
+                bucket.level = level = level if level < bucket.capacity else bucket.capacity
+                bucket.last = now
             if level + _EPS < 1.0:
                 return bucket.kind, now + (1.0 - level) / bucket.rate
         bucket_ = self.token_bucket
         if bucket_ is not None and tokens > 0:
-            need = tokens if tokens < bucket_.capacity else bucket_.capacity
-            level = bucket_.level_at(now)
+            capacity = bucket_.capacity
+            need = tokens if tokens < capacity else capacity
+            level = bucket_.level
+            if now > bucket_.last:
+                level += (now - bucket_.last) * bucket_.rate
+                bucket_.level = level = level if level < capacity else capacity
+                bucket_.last = now
             if level + _EPS < need:
                 return bucket_.kind, now + (need - level) / bucket_.rate
         return None
@@ -219,8 +223,12 @@ class LocalLimiter:
 
     def release(self, refund: int, now: float) -> None:
         self.in_flight -= 1
-        if refund and self.token_bucket is not None:
-            self.token_bucket.refund(refund, now)
+        bucket = self.token_bucket
+        if bucket is not None and refund:
+            # Refill up to now first: a surplus the bucket gained while the call ran must not pay for tokens the
+            # call used beyond its reservation.
+            level = bucket.level_at(now) + refund
+            bucket.level = level if level < bucket.capacity else bucket.capacity
 
     def pause(self, until: float) -> None:
         if until > self.paused_until:

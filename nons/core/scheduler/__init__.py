@@ -72,7 +72,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from nons.core.scheduler import stats
 from nons.core.scheduler.config import CircuitBreakerConfig, QueueStrategy, RateLimitConfig
 from nons.core.scheduler.limits import (
     LIMIT_ADAPTIVE,
@@ -85,6 +84,7 @@ from nons.core.scheduler.limits import (
 from nons.core.scheduler.permit import Permit
 from nons.core.scheduler.queue import Queue
 from nons.core.scheduler.scheduler import Scheduler
+from nons.core.scheduler.stats import observe_states_of
 
 __all__ = [
     "LIMIT_ADAPTIVE",
@@ -115,7 +115,7 @@ def _observed_states() -> Sequence[Queue]:
 
 
 # The observable instruments report the process-wide scheduler, whichever it is when metrics are collected.
-stats.observe_states_of(_observed_states)
+observe_states_of(_observed_states)
 
 
 def configure_scheduler(

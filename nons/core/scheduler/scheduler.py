@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 from nons.base.errors import ConfigurationError, SchedulerStoppedError
 from nons.base.settings import get_settings
 from nons.base.types import ModelProvider
-from nons.core.scheduler import stats
 from nons.core.scheduler.breaker import CircuitBreaker
 from nons.core.scheduler.config import (
     CircuitBreakerConfig,
@@ -30,6 +29,7 @@ from nons.core.scheduler.config import (
 from nons.core.scheduler.limits import LimitBackend, LocalLimits
 from nons.core.scheduler.permit import Permit
 from nons.core.scheduler.queue import Lane, Queue
+from nons.core.scheduler.stats import health_report, register_observables, scheduler_stats, waiting_requests
 from nons.observability import names
 
 if TYPE_CHECKING:
@@ -60,7 +60,7 @@ class LoopState(Queue):
             from nons.observability.instruments import get_instruments
 
             self.instruments = get_instruments(settings.enable_tracing, True)
-            stats.register_observables()
+            register_observables()
         self.running = True
         # False while draining or after stop(): the fast path then defers to the slow path, which restarts a
         # stopped scheduler and refuses new work while draining.
@@ -185,7 +185,7 @@ class Scheduler:
     def queue(self) -> list[dict[str, Any]]:
         """The requests waiting in the current event loop, oldest first, each described as a dict."""
         state = self._view_state()
-        return [] if state is None else stats.waiting_requests(state)
+        return [] if state is None else waiting_requests(state)
 
     async def start(self) -> None:
         """Start in the running loop. Idempotent; optional, since calls start the scheduler themselves."""
@@ -338,8 +338,8 @@ class Scheduler:
         queue deadline, scheduler stopped) are totals. ``providers`` has the same counts per provider, its
         limits' state and per model; ``breakers`` the state of each provider/model breaker.
         """
-        return stats.scheduler_stats(self._view_state(), self.is_running, self.queue_strategy, self.clock)
+        return scheduler_stats(self._view_state(), self.is_running, self.queue_strategy, self.clock)
 
     def health(self) -> dict[str, Any]:
         """The health report :func:`health_check` returns."""
-        return stats.health_report(self.get_stats())
+        return health_report(self.get_stats())

@@ -225,10 +225,16 @@ class LocalLimiter:
         self.in_flight -= 1
         bucket = self.token_bucket
         if bucket is not None and refund:
-            # Refill up to now first: a surplus the bucket gained while the call ran must not pay for tokens the
-            # call used beyond its reservation.
-            level = bucket.level_at(now) + refund
-            bucket.level = level if level < bucket.capacity else bucket.capacity
+            # Refill up to now first (level_at, inlined as in time_refusal): a surplus the bucket gained while the
+            # call ran must not pay for tokens the call used beyond its reservation.
+            capacity = bucket.capacity
+            level = bucket.level
+            if now > bucket.last:
+                level += (now - bucket.last) * bucket.rate
+                level = level if level < capacity else capacity
+                bucket.last = now
+            level += refund
+            bucket.level = level if level < capacity else capacity
 
     def pause(self, until: float) -> None:
         if until > self.paused_until:

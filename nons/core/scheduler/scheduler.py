@@ -106,7 +106,9 @@ class Scheduler:
             :meth:`wake` after moving it. Queue deadlines always use ``time.monotonic``.
 
     Attributes:
-        limit_backend: where the limits are kept: :class:`LocalLimits` (in process, per event loop).
+        limit_backend: makes the limiters (:class:`~nons.core.scheduler.limits.LimitBackend`); by default
+            :class:`~nons.core.scheduler.limits.LocalLimits`, in process and per event loop. Each loop asks it
+            when it first uses a provider or model.
     """
 
     def __init__(

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
+from nons.base.version import __version__
 from nons.core.scheduler.config import QueueStrategy
 from nons.core.scheduler.queue import Lane, Queue
 from nons.observability import names
@@ -162,9 +163,7 @@ def register_observables() -> None:
         _observables_registered = True
     from opentelemetry import metrics
 
-    from nons.observability.instruments import _NONS_VERSION
-
-    meter = metrics.get_meter(names.SCOPE, _NONS_VERSION)
+    meter = metrics.get_meter(names.SCOPE, __version__)
     meter.create_observable_up_down_counter(
         names.METRIC_QUEUE_SIZE, callbacks=[observe_queue_size], unit="{request}",
         description="Requests waiting in the scheduler.",

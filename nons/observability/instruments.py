@@ -19,10 +19,6 @@ from nons.observability import names
 
 __all__ = ["Instruments", "get_instruments"]
 
-# The instrumentation scope's version (the scheduler's observable instruments use it too).
-_NONS_VERSION = __version__
-
-
 @dataclass(frozen=True, slots=True)
 class Instruments:
     """Everything the engine records with. ``tracing`` and ``metrics`` say whether each signal is on."""
@@ -48,10 +44,10 @@ class Instruments:
 def get_instruments(tracing: bool = True, metrics_on: bool = True) -> Instruments:
     """The shared instruments for the given switches (created once per combination)."""
     tracer: trace.Tracer = (
-        trace.get_tracer(names.SCOPE, _NONS_VERSION) if tracing else trace.NoOpTracer()
+        trace.get_tracer(names.SCOPE, __version__) if tracing else trace.NoOpTracer()
     )
     meter: metrics.Meter = (
-        metrics.get_meter(names.SCOPE, _NONS_VERSION) if metrics_on else metrics.NoOpMeter(names.SCOPE)
+        metrics.get_meter(names.SCOPE, __version__) if metrics_on else metrics.NoOpMeter(names.SCOPE)
     )
     seconds = names.UNIT_SECONDS
 

@@ -13,13 +13,14 @@ classification request in each dialect an OpenAI-compatible server may understan
   ``"required"`` or naming the function (a "forced tool", the Anthropic way).
 
 For each it prints whether the server accepted the request, how many answers were JSON that validates against the
-schema (``jsonschema``), and one example answer.
+schema (``jsonschema``), one example answer (a valid one when there is one), and why the others were invalid.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from collections import Counter
 from typing import Any
 
 import jsonschema
@@ -79,17 +80,24 @@ def answer_of(completion: Any) -> str:
     return str(message.content or "")
 
 
-def conforms(text: str) -> bool:
+def problem(text: str, finish_reason: str | None) -> str:
+    """Why an answer does not validate against the schema ("" when it does): short, to be counted."""
     try:
-        jsonschema.validate(json.loads(text), SCHEMA)
-    except (ValueError, jsonschema.ValidationError):
-        return False
-    return True
+        value = json.loads(text)
+    except ValueError:
+        return "cut at max_tokens" if finish_reason == "length" else "not JSON"
+    try:
+        jsonschema.validate(value, SCHEMA)
+    except jsonschema.ValidationError as error:
+        where = "/".join(str(part) for part in error.absolute_path) or "(root)"
+        return f"{where}: {error.validator}"
+    return ""
 
 
 def probe(client: openai.OpenAI, model: str, dialect: str, runs: int, temperature: float) -> dict[str, Any]:
     system, extra = DIALECTS[dialect]
     valid, example, refused = 0, "", ""
+    problems: Counter[str] = Counter()
     for _ in range(runs):
         try:
             completion = client.chat.completions.create(
@@ -103,9 +111,12 @@ def probe(client: openai.OpenAI, model: str, dialect: str, runs: int, temperatur
             refused = f"HTTP {error.status_code}: {error.message}"
             break
         text = answer_of(completion)
-        ok = conforms(text)
-        valid += ok
-        if not example or (ok and not conforms(example)):
+        found = problem(text, completion.choices[0].finish_reason)
+        if found:
+            problems[found] += 1
+        else:
+            valid += 1
+        if not example or (not found and problem(example, None)):
             example = text
     return {
         "dialect": dialect,
@@ -114,6 +125,7 @@ def probe(client: openai.OpenAI, model: str, dialect: str, runs: int, temperatur
         "valid": valid,
         "runs": runs,
         "example": example,
+        "problems": problems,
     }
 
 
@@ -131,6 +143,9 @@ def main() -> None:
             rate = f"{row['valid']}/{row['runs']}" if row["accepted"] else "-"
             shown = row["refused"] or " ".join(row["example"].split())[:160]
             print(f"{dialect:<20} {'yes' if row['accepted'] else 'no':<9} {rate:<22} {shown}")
+            if row["problems"]:
+                found = ", ".join(f"{name} x{count}" for name, count in row["problems"].most_common())
+                print(f"{'':<20} {'':<9} {'invalid:':<22} {found}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Which structured-output requests llama.cpp's server honours, asked directly with the openai SDK. Asserts nothing.
 
-    python bench/probe_response_format.py [--runs 10] [--temperature 0.7]
+    python bench/probe_response_format.py [--runs 10] [--temperature 0.7] [--dialects NAME ...]
+                                          [--chat-template Qwen-Qwen2.5-7B-Instruct]
 
 Starts llama-server with SmolLM2-135M-Instruct (build it first with scripts/llama-server) and sends the same
 classification request in each dialect an OpenAI-compatible server may understand:
@@ -14,6 +15,8 @@ classification request in each dialect an OpenAI-compatible server may understan
 
 For each it prints whether the server accepted the request, how many answers were JSON that validates against the
 schema (``jsonschema``), one example answer (a valid one when there is one), and why the others were invalid.
+``--chat-template`` starts the server with one of llama.cpp's chat templates instead of SmolLM2's own, which
+declares no tool support (so the server ignores ``tools``); Qwen2.5's is ChatML like SmolLM2's and has tools.
 """
 
 from __future__ import annotations
@@ -133,12 +136,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--temperature", type=float, default=0.7)
+    parser.add_argument("--dialects", nargs="+", choices=list(DIALECTS), default=list(DIALECTS))
+    parser.add_argument("--chat-template", help="a template name from llama.cpp's models/templates")
     args = parser.parse_args()
-    with LlamaServer(locate_llama_server()) as server:
+    build = locate_llama_server()
+    template = None
+    if args.chat_template:
+        if build.chat_templates is None:
+            parser.error("this build has no chat templates: rebuild it with scripts/llama-server")
+        template = build.chat_templates / f"{args.chat_template}.jinja"
+    with LlamaServer(build, chat_template_file=template) as server:
         client = openai.OpenAI(base_url=server.openai_base_url, api_key="sk-local-no-key-needed", max_retries=0)
         print(f"server: {' '.join(server.command)}\n")
         print(f"{'dialect':<20} {'accepted':<9} {'valid JSON per schema':<22} example answer")
-        for dialect in DIALECTS:
+        for dialect in args.dialects:
             row = probe(client, server.model, dialect, args.runs, args.temperature)
             rate = f"{row['valid']}/{row['runs']}" if row["accepted"] else "-"
             shown = row["refused"] or " ".join(row["example"].split())[:160]

@@ -58,10 +58,17 @@ class LlamaServerError(RuntimeError):
 
 @dataclass(frozen=True)
 class LlamaServerBuild:
-    """Where the ``llama-server`` binary and the GGUF model file are."""
+    """Where the ``llama-server`` binary, the GGUF model file and llama.cpp's chat templates are.
+
+    ``chat_templates`` holds llama.cpp's ``models/templates/*.jinja`` (``None`` when not known). SmolLM2's own
+    template declares no tool support, so the server ignores ``tools``; start it with
+    ``chat_template_file=build.chat_templates / "Qwen-Qwen2.5-7B-Instruct.jinja"`` (ChatML, as SmolLM2) for
+    OpenAI-style tool calls.
+    """
 
     server: Path
     gguf: Path
+    chat_templates: Path | None = None
 
 
 def locate_llama_server(
@@ -75,7 +82,7 @@ def locate_llama_server(
     """
     env = os.environ if environ is None else environ
     if env.get(LLAMA_SERVER_ENV) and env.get(SMOLLM2_GGUF_ENV):
-        return _checked(Path(env[LLAMA_SERVER_ENV]), Path(env[SMOLLM2_GGUF_ENV]))
+        return _checked(Path(env[LLAMA_SERVER_ENV]), Path(env[SMOLLM2_GGUF_ENV]), None)
     script = script or DEFAULT_SCRIPT
     if not script.is_file():
         raise LlamaServerUnavailable(
@@ -90,15 +97,18 @@ def locate_llama_server(
     values = dict(line.split("=", 1) for line in completed.stdout.splitlines() if "=" in line)
     if "llama_server" not in values or "smollm2_gguf" not in values:
         raise LlamaServerUnavailable(f"{script} --no-build printed no paths: {completed.stdout!r}")
-    return _checked(Path(values["llama_server"]), Path(values["smollm2_gguf"]))
+    templates = values.get("llama_chat_templates")
+    return _checked(Path(values["llama_server"]), Path(values["smollm2_gguf"]), Path(templates) if templates else None)
 
 
-def _checked(server: Path, gguf: Path) -> LlamaServerBuild:
+def _checked(server: Path, gguf: Path, chat_templates: Path | None) -> LlamaServerBuild:
     if not os.access(server, os.X_OK):
         raise LlamaServerUnavailable(f"llama-server binary missing or not executable: {server}")
     if not gguf.is_file():
         raise LlamaServerUnavailable(f"GGUF model file missing: {gguf}")
-    return LlamaServerBuild(server=server, gguf=gguf)
+    if chat_templates is not None and not chat_templates.is_dir():
+        chat_templates = None
+    return LlamaServerBuild(server=server, gguf=gguf, chat_templates=chat_templates)
 
 
 def _free_port() -> int:
@@ -118,6 +128,8 @@ class LlamaServer:
         parallel: how many requests the server decodes at once (``--parallel``).
         threads: CPU threads for decoding (default: the server's own choice).
         model_alias: the model name that requests carry and answers report.
+        chat_template_file: a Jinja chat template to use instead of the model's own (see
+            :class:`LlamaServerBuild`).
         extra_args: further command-line flags, appended last.
     """
 
@@ -130,6 +142,7 @@ class LlamaServer:
         parallel: int = 2,
         threads: int | None = None,
         model_alias: str = DEFAULT_MODEL_ALIAS,
+        chat_template_file: Path | None = None,
         extra_args: Sequence[str] = (),
     ) -> None:
         self.build = build
@@ -146,6 +159,7 @@ class LlamaServer:
             # The chat template of the GGUF, as OpenAI-style tool calls need it.
             "--jinja",
             *(["--threads", str(threads)] if threads else []),
+            *(["--chat-template-file", str(chat_template_file)] if chat_template_file else []),
             *extra_args,
         ]
         self._process: subprocess.Popen[bytes] | None = None

@@ -41,7 +41,7 @@ def _unavailable(reason: str) -> None:
     # Locally a missing build is a skip; in CI it is a broken pipeline and must fail.
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(f"{reason} (CI=true: .ci/run must build it with scripts/llama-server)")
-    pytest.skip(f"{reason}; run scripts/llama-server to build it (about 15 min, once)")
+    pytest.skip(f"{reason}; run scripts/llama-server to build it (14 CPU-minutes, once)")
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,7 @@ from typing import Any
 
 os.environ.setdefault("NON_ENABLE_METRICS", "false")
 
-from nons.core.errors import NonError
+from nons.base.errors import NonError
 from nons.core.network import NoN
 from nons.core.node import Node
 from nons.core.types import ModelConfig, ModelProvider

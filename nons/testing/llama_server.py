@@ -61,9 +61,9 @@ class LlamaServerBuild:
     """Where the ``llama-server`` binary, the GGUF model file and llama.cpp's chat templates are.
 
     ``chat_templates`` holds llama.cpp's ``models/templates/*.jinja`` (``None`` when not known). SmolLM2's own
-    template declares no tool support, so the server ignores ``tools``; start it with
-    ``chat_template_file=build.chat_templates / "Qwen-Qwen2.5-7B-Instruct.jinja"`` (ChatML, as SmolLM2) for
-    OpenAI-style tool calls.
+    template declares no tool support, so the server ignores ``tools``; started with
+    ``chat_template_file=build.chat_templates / "Qwen-Qwen2.5-7B-Instruct.jinja"`` (ChatML, as SmolLM2's) it
+    renders tools and parses OpenAI-style tool calls, though the 135M model seldom makes one.
     """
 
     server: Path

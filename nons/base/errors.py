@@ -7,6 +7,8 @@ value recorded as ``error.type`` in telemetry.
 
 from __future__ import annotations
 
+from nons.base.redaction import redact
+
 __all__ = [
     "AuthenticationError",
     "BadRequestError",
@@ -36,9 +38,17 @@ __all__ = [
 
 
 class NonError(Exception):
-    """Base class of every NoN error."""
+    """Base class of every NoN error.
+
+    Its message never holds an API key: every text argument passes through :func:`nons.base.redaction.redact`,
+    so what ``str()``, ``repr()``, a traceback or a span status shows is already redacted, whatever foreign text
+    (an SDK's exception, a server's answer) the message quotes.
+    """
 
     error_type: str = "nons_error"
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(redact(arg) if isinstance(arg, str) else arg for arg in args))
 
 
 class ConfigurationError(NonError, ValueError):

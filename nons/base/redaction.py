@@ -1,34 +1,232 @@
 """Keeping API keys out of text: the one place where a secret is replaced by ``[REDACTED]``.
 
-A vendor's error can quote the key back (in its message or its JSON body), and an SDK's exception can hold it.
-Every text that may carry a key passes through :func:`redact` (or :func:`redact_json` for a parsed body)
-before it reaches an error message. This module is a leaf of :mod:`nons.base`, so every layer that turns
-foreign text into a NoN signal (providers today; span status, events and log records may follow) uses the
-same rule.
+Every text NoN turns into a signal passes through here: NoN's exception messages (:class:`~nons.base.errors.
+NonError` redacts its arguments), span names, attributes, event attributes and status descriptions (the span
+helper cleans them with :func:`clean`), log records bridged to OpenTelemetry, and the vendor's error text and
+body (:func:`redact`, :func:`redact_json`).
+
+What is redacted is every key NoN has read (:func:`register_secret`: the settings and the providers register the
+keys they read), in every form a key takes in a message:
+
+- the key itself, and as JSON, ``repr()`` (of the string or of its bytes, as in ``b'Bearer sk-...\\n'``) and URL
+  encoding write it;
+- the key's own prefix and tail around a mask (``sk-pro****wxyz``, ``sk-...wxyz``), as vendors quote a bad key;
+- any run of :data:`RUN_CHARS` characters of it (a key cut short, or split over two lines).
+
+A key shorter than :data:`MIN_REDACTED_CHARS` is never redacted: no vendor issues one, and replacing a word
+like ``k`` or ``ok`` everywhere corrupts the text (``tokens`` became ``to[REDACTED]ens``, which then no longer
+read as a context-length error). :mod:`nons.base.keys` refuses keys that are obviously not keys.
+
+Finding a key costs a few substring searches per text: each form is known by its :data:`_BLOCK`-character
+blocks, and any run of :data:`RUN_CHARS` characters of a form holds one of them, so only a text that holds a
+block (or a key's tail, for the masked form) is searched with the full pattern.
 """
 
 from __future__ import annotations
 
-__all__ = ["REDACTED", "redact", "redact_json"]
+import functools
+import json
+import re
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, quote_plus
+
+__all__ = [
+    "MIN_REDACTED_CHARS",
+    "REDACTED",
+    "RUN_CHARS",
+    "clean",
+    "clean_attributes",
+    "clean_value",
+    "redact",
+    "redact_json",
+    "register_secret",
+]
 
 #: What a secret is replaced with.
 REDACTED = "[REDACTED]"
+#: Keys shorter than this are not redacted (see the module's docstring).
+MIN_REDACTED_CHARS = 8
+#: Any run of this many characters of a key is redacted, wherever it appears.
+RUN_CHARS = 12
+# Every run of RUN_CHARS characters holds one of a form's blocks at offsets 0, _BLOCK, 2 * _BLOCK...
+_BLOCK = RUN_CHARS // 2
+# A masked key: at least three of these between the key's prefix and its tail.
+_MASK = r"[*•·…#.]"
+_TAIL = 4
+_REPEATED = re.compile(r"(?:" + re.escape(REDACTED) + r")+")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+@dataclass(frozen=True)
+class _Matcher:
+    """What the registered secrets look like: cheap needles that a text must hold before the full pattern runs."""
+
+    needles: tuple[str, ...]
+    pattern: re.Pattern[str] | None
+    forms: tuple[str, ...] = ()
+
+
+_lock = threading.Lock()
+_secrets: frozenset[str] = frozenset()
+_matcher = _Matcher((), None)
+
+
+def register_secret(secret: str | None) -> None:
+    """Redact ``secret`` (stripped) from every text from now on. Secrets under :data:`MIN_REDACTED_CHARS` are
+    ignored; registering one twice costs a set lookup."""
+    global _secrets, _matcher
+    if not secret:
+        return
+    secret = secret.strip()
+    if len(secret) < MIN_REDACTED_CHARS or secret in _secrets:
+        return
+    with _lock:
+        if secret in _secrets:
+            return
+        secrets = _secrets | {secret}
+        _matcher = _build(secrets)
+        _secrets = secrets
+    _clean_short.cache_clear()
+
+
+def _forms(secret: str) -> set[str]:
+    """How ``secret`` may be written in a message."""
+    forms = {
+        secret,
+        json.dumps(secret)[1:-1],
+        json.dumps(secret, ensure_ascii=False)[1:-1],
+        repr(secret)[1:-1],
+        repr(secret.encode("utf-8", "backslashreplace"))[2:-1],
+        quote(secret, safe=""),
+        quote(secret),
+        quote_plus(secret),
+    }
+    return {form for form in forms if len(form) >= MIN_REDACTED_CHARS}
+
+
+def _build(secrets: Iterable[str]) -> _Matcher:
+    needles: set[str] = set()
+    full: set[str] = set()
+    windows: set[str] = set()
+    masked: list[str] = []
+    for secret in secrets:
+        for form in _forms(secret):
+            full.add(form)
+            if len(form) < RUN_CHARS:
+                needles.add(form)
+                continue
+            needles.update(form[i : i + _BLOCK] for i in range(0, len(form) - _BLOCK + 1, _BLOCK))
+            needles.add(form[-_BLOCK:])
+            windows.update(form[i : i + RUN_CHARS] for i in range(len(form) - RUN_CHARS + 1))
+        if len(secret) >= RUN_CHARS:
+            needles.add(secret[-_TAIL:])
+            # The key's first three characters, maybe more of it, a mask, maybe some of it, its last four.
+            between = rf"\S{{0,{len(secret)}}}?"
+            masked.append(re.escape(secret[:3]) + between + _MASK + "{3,}" + between + re.escape(secret[-_TAIL:]))
+    if not full:
+        return _Matcher((), None)
+    # Longest first, so that a whole key is one match rather than a run of windows.
+    alternatives = [re.escape(s) for s in sorted(full, key=len, reverse=True)]
+    alternatives += masked
+    alternatives += [re.escape(w) for w in sorted(windows)]
+    return _Matcher(tuple(sorted(needles, key=len, reverse=True)), re.compile("|".join(alternatives)), tuple(full))
+
+
+def _redact_with(text: str, matcher: _Matcher) -> str:
+    pattern = matcher.pattern
+    if pattern is None or not any(needle in text for needle in matcher.needles):
+        return text
+    parts: list[str] = []
+    pos = 0
+    while (match := pattern.search(text, pos)) is not None:
+        parts += [text[pos : match.start()], REDACTED]
+        pos = _extend(text, match.end(), match.group(), matcher.forms)
+    if not parts:
+        return text
+    parts.append(text[pos:])
+    return _REPEATED.sub(REDACTED, "".join(parts))
+
+
+def _extend(text: str, end: int, found: str, forms: Iterable[str]) -> int:
+    """Where the key that ``found`` (ending at ``end``) is part of stops in ``text``: a run of a key is followed
+    as far as the text keeps following the key, so that no tail of it is left behind."""
+    best = end
+    for form in forms:
+        at = form.find(found)
+        while at != -1:
+            rest = form[at + len(found) :]
+            n = 0
+            while n < len(rest) and end + n < len(text) and text[end + n] == rest[n]:
+                n += 1
+            best = max(best, end + n)
+            at = form.find(found, at + 1)
+    return best
 
 
 def redact(text: str, *secrets: str | None) -> str:
-    """``text`` with every occurrence of each non-empty secret replaced by ``[REDACTED]``."""
+    """``text`` without any registered secret, nor any of ``secrets`` (which are registered from now on)."""
     for secret in secrets:
-        if secret:
-            text = text.replace(secret, REDACTED)
-    return text
+        register_secret(secret)
+    return _redact_with(text, _matcher)
 
 
 def redact_json(value: object, *secrets: str | None) -> object:
     """``value`` (parsed JSON) with the secrets redacted from every string in it, keys included."""
+    for secret in secrets:
+        register_secret(secret)
     if isinstance(value, str):
-        return redact(value, *secrets)
+        return redact(value)
     if isinstance(value, dict):
-        return {redact(str(k), *secrets): redact_json(v, *secrets) for k, v in value.items()}
+        return {redact(str(k)): redact_json(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [redact_json(v, *secrets) for v in value]
+        return [redact_json(v) for v in value]
     return value
+
+
+# -- text for telemetry -------------------------------------------------------------------------------------
+
+
+def clean(text: str) -> str:
+    """``text`` as a telemetry value may carry it: secrets redacted, and lone surrogates (which UTF-8 cannot
+    encode, so that one of them fails a whole export batch) replaced by U+FFFD."""
+    if len(text) <= _CACHED_CHARS:
+        return _clean_short(text)
+    return _clean(text)
+
+
+# Span attributes repeat (model, operator and network names, node ids): short values are cleaned once.
+_CACHED_CHARS = 256
+
+
+@functools.lru_cache(maxsize=4096)
+def _clean_short(text: str) -> str:
+    return _clean(text)
+
+
+def _clean(text: str) -> str:
+    text = _redact_with(text, _matcher)
+    if not text.isascii() and _SURROGATE.search(text):
+        text = _SURROGATE.sub("\ufffd", text)
+    return text
+
+
+def clean_value(value: Any) -> Any:
+    """An attribute value cleaned: a string by :func:`clean`, a sequence of strings item by item (as a tuple),
+    anything else as it is."""
+    if isinstance(value, str):
+        return clean(value)
+    if (
+        isinstance(value, Sequence)
+        and not isinstance(value, (bytes, bytearray))
+        and any(isinstance(item, str) for item in value)
+    ):
+        return tuple(clean(item) if isinstance(item, str) else item for item in value)
+    return value
+
+
+def clean_attributes(attributes: Mapping[str, Any]) -> dict[str, Any]:
+    """``attributes`` with every key and value cleaned (see :func:`clean_value`)."""
+    return {clean(key): clean_value(value) for key, value in attributes.items()}

@@ -7,15 +7,16 @@ so a process that changes its environment, or a test that patches it, sees the c
 from __future__ import annotations
 
 import os
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from nons.base.errors import ConfigurationError
+from nons.base.keys import read_key
 from nons.base.types import ErrorPolicy, ModelProvider
 
-__all__ = ["Settings", "apply_log_level", "get_settings"]
+__all__ = ["Settings", "apply_log_level", "describe_validation_error", "get_settings", "key_variable"]
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
@@ -30,6 +31,8 @@ class Settings(BaseSettings):
         extra="ignore",
         case_sensitive=False,
         populate_by_name=True,
+        # Every number is finite: "inf" and "1e400" are refused when read, not at the first call they break.
+        allow_inf_nan=False,
     )
 
     environment: str = Field("development", description="Becomes the resource's deployment.environment.name.")
@@ -39,23 +42,23 @@ class Settings(BaseSettings):
     enable_tracing: bool = True
     enable_metrics: bool = True
     observability_buffer_size: int = Field(
-        10_000, gt=0, description="Spans kept in memory for get_observability(); older ones are dropped."
+        10_000, gt=0, le=10_000_000, description="Spans kept in memory for get_observability(); older ones are dropped."
     )
 
     error_policy: ErrorPolicy = Field(
         ErrorPolicy.FAIL_FAST, description="Default error policy of layers that do not set one."
     )
-    max_retries: int = Field(3, ge=0, description="Default retries per call under RETRY_WITH_BACKOFF.")
+    max_retries: int = Field(3, ge=0, le=100, description="Default retries per call under RETRY_WITH_BACKOFF.")
 
-    max_concurrent_requests: int = Field(100, gt=0, description="Default in-flight calls per provider.")
+    max_concurrent_requests: int = Field(100, gt=0, le=1_000_000, description="Default in-flight calls per provider.")
     requests_per_minute: float | None = Field(
-        None, gt=0, description="Default request rate per provider; unset means no rate limit."
+        None, gt=0, le=100_000_000, description="Default request rate per provider; unset means no rate limit."
     )
     request_timeout: float = Field(
-        300.0, gt=0, description="Seconds one LLM request may take, queueing included."
+        300.0, gt=0, le=86_400, description="Seconds one LLM request may take, queueing included (at most a day)."
     )
 
-    max_input_chars: int = Field(50_000, gt=0, description="Largest input that forward() accepts.")
+    max_input_chars: int = Field(50_000, gt=0, le=1_000_000_000, description="Largest input that forward() accepts.")
     default_provider: ModelProvider | None = Field(
         None, description="Provider of nodes that name none; unset means the first one with an API key."
     )
@@ -74,6 +77,16 @@ class Settings(BaseSettings):
     anthropic_base_url: str | None = Field(None, validation_alias=AliasChoices("ANTHROPIC_BASE_URL"))
     openai_base_url: str | None = Field(None, validation_alias=AliasChoices("OPENAI_BASE_URL"))
     google_base_url: str | None = Field(None, validation_alias=AliasChoices("GOOGLE_GEMINI_BASE_URL"))
+
+    @field_validator("anthropic_api_key", "openai_api_key", "google_api_key", mode="before")
+    @classmethod
+    def _stripped_key(cls, value: Any, info: ValidationInfo) -> Any:
+        # Stripped, registered for redaction, and said once, where the key is read (see nons.base.keys).
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        if isinstance(value, str):
+            return read_key(value, key_variable(info.field_name or ""))
+        return value
 
     def api_key_for(self, provider: ModelProvider) -> SecretStr | None:
         """The configured key of ``provider`` (``None`` for the simulated provider)."""
@@ -96,6 +109,39 @@ _ENV_NAMES = (
     "GOOGLE_GEMINI_BASE_URL",
 )
 _cached: tuple[object, Settings] | None = None
+_KEY_FIELDS = frozenset({"anthropic_api_key", "openai_api_key", "google_api_key"})
+
+
+def key_variable(field: str) -> str:
+    """The environment variable the key of settings field ``field`` came from: the first of its names that is
+    set (``GEMINI_API_KEY`` for a Google key set so), else its main name (a key from ``.env``)."""
+    alias = Settings.model_fields[field].validation_alias
+    names = [str(choice) for choice in alias.choices] if isinstance(alias, AliasChoices) else []
+    for name in names:
+        if os.environ.get(name):
+            return name
+    return names[0] if names else f"NON_{field.upper()}"
+
+
+def _variable(field: str) -> str:
+    if field in _KEY_FIELDS:
+        return key_variable(field)
+    alias = Settings.model_fields[field].validation_alias if field in Settings.model_fields else None
+    if isinstance(alias, AliasChoices):
+        return str(alias.choices[0])
+    return f"NON_{field.upper()}"
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """What is wrong, one line per variable: its name, its value (never a key's) and pydantic's reason."""
+    lines = []
+    for problem in error.errors(include_url=False):
+        loc = problem.get("loc") or ("",)
+        field = str(loc[0])
+        field = next((name for name in Settings.model_fields if _variable(name).lower() == field.lower()), field)
+        shown = "" if field in _KEY_FIELDS else f"={problem.get('input')!r}"
+        lines.append(f"{_variable(field)}{shown} ({field}): {problem.get('msg')}")
+    return "; ".join(lines)
 
 
 def _fingerprint() -> object:
@@ -123,8 +169,8 @@ def get_settings() -> Settings:
     try:
         settings = Settings()
     except ValidationError as error:
-        # One error type for every bad configuration, naming the variables (pydantic's message does).
-        raise ConfigurationError(f"invalid NoN settings: {error}") from None
+        # One error type for every bad configuration, naming each variable and its value (never a key).
+        raise ConfigurationError(f"invalid NoN settings: {describe_validation_error(error)}") from None
     _cached = (key, settings)
     return settings
 

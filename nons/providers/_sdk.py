@@ -25,8 +25,9 @@ from typing import Any, Generic, TypeVar, cast
 from urllib.parse import urlsplit
 
 from nons.base.errors import ConfigurationError, ProviderError
+from nons.base.keys import check_key, read_key
 from nons.base.messages import LLMRequest, LLMResponse
-from nons.base.settings import get_settings
+from nons.base.settings import get_settings, key_variable
 from nons.base.types import ModelConfig
 from nons.providers._errors import FailedCall, describe_any, provider_error
 from nons.providers.base import Provider
@@ -199,13 +200,17 @@ class SDKProvider(Provider, Generic[ClientT]):
     def api_key(self, config: ModelConfig) -> str | None:
         """The key of a call: ``config.api_key``, else the settings' key; ``None`` only when allowed.
 
-        Raises ConfigurationError naming the environment variable when the key is missing.
+        The key is stripped (the settings strip theirs when read) and checked before anything is sent
+        (:mod:`nons.base.keys`). Raises ConfigurationError naming the environment variable (or
+        ``ModelConfig.api_key``) when the key is missing, cannot be sent in a header, or is obviously no key.
         """
-        if config.api_key is not None and config.api_key.get_secret_value():
-            return config.api_key.get_secret_value()
+        if config.api_key is not None:
+            key = read_key(config.api_key.get_secret_value(), "ModelConfig.api_key")
+            if key:
+                return check_key(key, "ModelConfig.api_key")
         secret = get_settings().api_key_for(self.provider)
         if secret is not None and secret.get_secret_value():
-            return secret.get_secret_value()
+            return check_key(secret.get_secret_value(), key_variable(f"{self.provider.value}_api_key"))
         if self.key_optional_with_base_url and self.configured_base_url(config):
             return None
         raise ConfigurationError(

@@ -1,10 +1,97 @@
-"""Keeping API keys out of text."""
+"""Keeping API keys out of text: every form a key takes in a message is replaced, in one place."""
 
 from __future__ import annotations
 
-from nons.base.redaction import redact
+import json
+from urllib.parse import quote, quote_plus
+
+import pytest
+
+from nons.base import errors
+from nons.base.redaction import (
+    MIN_REDACTED_CHARS,
+    REDACTED,
+    RUN_CHARS,
+    clean,
+    clean_attributes,
+    redact,
+    redact_json,
+    register_secret,
+)
+
+# A key with characters that JSON, repr and URL encoding each write differently.
+KEY = "sk-proj-Ab+c/d=Ef'Gh\\Ij0123456789"
 
 
 def test_redact() -> None:
-    assert redact("key sk-1 and sk-1 again", "sk-1") == "key [REDACTED] and [REDACTED] again"
+    assert redact("key sk-1-abcdefgh and sk-1-abcdefgh again", "sk-1-abcdefgh") == (
+        "key [REDACTED] and [REDACTED] again"
+    )
     assert redact("nothing to hide", None, "") == "nothing to hide"
+
+
+@pytest.mark.parametrize(
+    "form",
+    [
+        pytest.param(KEY, id="as-is"),
+        pytest.param(json.dumps(KEY)[1:-1], id="json-escaped"),
+        pytest.param(repr(KEY)[1:-1], id="repr"),
+        pytest.param(repr(KEY.encode())[2:-1], id="bytes-repr"),
+        pytest.param(quote(KEY, safe=""), id="url-encoded"),
+        pytest.param(quote_plus(KEY), id="url-encoded-plus"),
+        pytest.param(f"{KEY[:7]}{'*' * 20}{KEY[-4:]}", id="prefix-and-tail-masked"),
+        pytest.param(f"{KEY[:3]}...{KEY[-4:]}", id="short-prefix-dots-tail"),
+        pytest.param(KEY[:RUN_CHARS + 3], id="truncated-head"),
+        pytest.param(KEY[5 : 5 + RUN_CHARS], id="a-12-character-run"),
+    ],
+)
+def test_every_form_of_a_registered_key_is_redacted(form: str) -> None:
+    register_secret(KEY)
+    text = redact(f"Illegal header value b'Bearer {form}\\n' (see docs)")
+    assert REDACTED in text
+    assert form not in text
+    assert text.endswith("(see docs)")  # only the key goes, not the rest of the message
+    for start in range(len(KEY) - RUN_CHARS + 1):
+        assert KEY[start : start + RUN_CHARS] not in text
+
+
+def test_a_key_in_a_message_becomes_one_marker_not_a_row_of_them() -> None:
+    register_secret(KEY)
+    assert redact(f"x {KEY}{KEY[:20]} y") == f"x {REDACTED} y"
+
+
+def test_a_short_key_never_corrupts_text() -> None:
+    # api_key="k" used to turn "tokens" into "to[REDACTED]ens", which broke the context-length classification.
+    short = "k" * (MIN_REDACTED_CHARS - 1)
+    register_secret("k")
+    register_secret(short)
+    text = "The input token count (1200000) exceeds the maximum number of tokens allowed. " + short
+    assert redact(text, "k", short) == text
+
+
+def test_redact_json_reaches_every_string_keys_included() -> None:
+    register_secret(KEY)
+    body = {"error": {"message": f"bad key {KEY}", KEY: [1, f"{KEY[:3]}***{KEY[-4:]}"]}}
+    assert KEY[:RUN_CHARS] not in json.dumps(redact_json(body), ensure_ascii=False)
+
+
+def test_every_nons_error_message_and_repr_pass_through_redaction() -> None:
+    register_secret(KEY)
+    error = errors.ProviderConnectionError(f"could not reach openai: Illegal header value b'Bearer {KEY}\\n'")
+    wrapped = errors.NodeExecutionError(ValueError(f"raw {KEY}"), network="n", layer=0, node_id="x", operator="op")
+    for text in (str(error), repr(error), str(wrapped), repr(wrapped), str(errors.ConfigurationError(KEY))):
+        assert KEY[:RUN_CHARS] not in text and REDACTED in text
+
+
+def test_clean_replaces_lone_surrogates_and_redacts() -> None:
+    register_secret(KEY)
+    assert clean("ok \ud800 text") == "ok \ufffd text"
+    assert clean(f"a {KEY}") == f"a {REDACTED}"
+    assert clean("plain") == "plain"
+    assert clean("bad \udfff").encode("utf-8") == "bad \ufffd".encode()  # a cleaned string always encodes
+
+
+def test_clean_attributes_cleans_strings_and_sequences_of_strings() -> None:
+    register_secret(KEY)
+    cleaned = clean_attributes({"a": f"k={KEY}", "b": ["x\ud83d", KEY], "n": 3, "f": 1.5, "t": True})
+    assert cleaned == {"a": f"k={REDACTED}", "b": ("x\ufffd", REDACTED), "n": 3, "f": 1.5, "t": True}

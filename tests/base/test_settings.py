@@ -126,3 +126,91 @@ def test_env_example_lists_every_setting() -> None:
         alias = field.validation_alias
         variable = alias.choices[0] if alias is not None else f"NON_{name.upper()}"  # type: ignore[union-attr]
         assert variable in example, variable
+
+
+# -- every number finite and in range, when it is read ---------------------------------------------------------
+
+
+def _numeric_settings() -> list[tuple[str, str, bool]]:
+    """(variable, field, is-integer) of every number setting, read from the model so that new ones are covered."""
+    from nons.base.settings import Settings
+
+    out = []
+    for name, field in Settings.model_fields.items():
+        annotation = str(field.annotation)
+        if "float" in annotation or "int" in annotation:
+            out.append((f"NON_{name.upper()}", name, "float" not in annotation))
+    return out
+
+
+NUMERIC = _numeric_settings()
+
+
+def test_the_number_settings_are_found() -> None:
+    assert {"NON_REQUEST_TIMEOUT", "NON_REQUESTS_PER_MINUTE", "NON_MAX_RETRIES"} <= {v for v, _, _ in NUMERIC}
+
+
+@pytest.mark.parametrize("variable, field, integer", NUMERIC, ids=[v for v, _, _ in NUMERIC])
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan", "1e400", "infinity", "1e30", "-1"])
+def test_every_number_setting_is_finite_and_in_range_when_read(
+    monkeypatch: pytest.MonkeyPatch, variable: str, field: str, integer: bool, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigurationError) as caught:
+        get_settings()
+    message = str(caught.value)
+    assert variable in message and repr(value) in message, message
+
+
+@pytest.mark.parametrize("variable, field, integer", NUMERIC, ids=[v for v, _, _ in NUMERIC])
+def test_every_number_setting_declares_its_range(variable: str, field: str, integer: bool) -> None:
+    from annotated_types import Ge, Gt, Le, Lt
+
+    from nons.base.settings import Settings
+
+    metadata = Settings.model_fields[field].metadata
+    assert any(isinstance(m, (Gt, Ge)) for m in metadata), f"{variable} has no lower bound"
+    assert any(isinstance(m, (Lt, Le)) for m in metadata), f"{variable} has no upper bound"
+
+
+async def test_an_infinite_timeout_can_no_longer_reach_a_provider(monkeypatch: pytest.MonkeyPatch) -> None:
+    # It used to pass validation and crash the Google provider with OverflowError at the first call.
+    from nons.core.network import NoN
+
+    monkeypatch.setenv("NON_REQUEST_TIMEOUT", "inf")
+    with pytest.raises(ConfigurationError, match="NON_REQUEST_TIMEOUT"):
+        await NoN.from_operators(["generate"]).forward("hi")
+
+
+def test_a_secret_setting_is_never_quoted_in_its_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NON_REQUEST_TIMEOUT", "abc")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-never-quoted-0123456789")
+    with pytest.raises(ConfigurationError) as caught:
+        get_settings()
+    assert "NON_REQUEST_TIMEOUT='abc'" in str(caught.value)
+    assert "never-quoted" not in str(caught.value)
+
+
+# -- keys are stripped when read --------------------------------------------------------------------------------
+
+
+def test_a_key_is_stripped_when_read_and_an_empty_one_is_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-stripped-0123456789\n")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "  \n")
+    settings = get_settings()
+    key = settings.api_key_for(ModelProvider.OPENAI)
+    assert key is not None and key.get_secret_value() == "sk-stripped-0123456789"
+    assert settings.api_key_for(ModelProvider.ANTHROPIC) is None
+
+
+def test_whitespace_around_a_key_is_reported_once_without_the_key(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("GEMINI_API_KEY", "AIza-reported-once-0123456789 ")
+    with caplog.at_level(logging.WARNING, logger="nons"):
+        get_settings()
+        monkeypatch.setenv("NON_ENVIRONMENT", "reread")  # a second read of the same key
+        get_settings()
+    warnings = [r.getMessage() for r in caplog.records if "whitespace" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "GEMINI_API_KEY" in warnings[0] and "reported-once" not in warnings[0]

@@ -16,12 +16,12 @@ from typing import Any
 from opentelemetry import context as otel_context
 from opentelemetry import propagate
 
-from nons.base.errors import ConfigurationError, InputValidationError, NetworkTimeoutError
+from nons.base.errors import ConfigurationError, NetworkTimeoutError
 from nons.base.results import LayerResult, NetworkResult
 from nons.base.settings import get_settings
-from nons.base.text import as_text
 from nons.base.types import LayerConfig, NetworkConfig
 from nons.core.call import PassContext
+from nons.core.inputs import check_input, check_trace_headers
 from nons.core.layer import Layer, LayerSpec, create_layer
 from nons.observability import names, spans
 
@@ -83,7 +83,8 @@ class NoN:
         The pass joins the caller's current trace, or the one in ``trace_headers`` (W3C ``traceparent``).
         """
         settings = get_settings()
-        self._check_input(input_data, self.config.max_input_chars or settings.max_input_chars)
+        check_input(input_data, self.config.max_input_chars or settings.max_input_chars)
+        check_trace_headers(trace_headers)
         ctx = PassContext.start(self.name, self.id, settings)
         inst = ctx.instruments
         default_layer_config = self.layer_config or LayerConfig(
@@ -146,29 +147,6 @@ class NoN:
             outputs = result.outputs
             value = outputs[0] if len(outputs) == 1 else outputs
         return value
-
-    @staticmethod
-    def _check_input(value: Any, limit: int) -> None:
-        """Refuse input no model call should be made for: none, empty, whitespace or over ``limit``."""
-        if value is None:
-            raise InputValidationError("input must not be None")
-        if isinstance(value, (list, tuple, dict)) and not value:
-            raise InputValidationError("input must not be empty")
-        if isinstance(value, str):
-            texts = [value]
-        elif isinstance(value, (list, tuple)):
-            texts = [v for v in value if isinstance(v, str)]
-        else:
-            texts = []
-        if any(not text.strip() for text in texts):
-            raise InputValidationError("input must not be empty or whitespace")
-        # Whatever its shape, the input is measured as the prompt text operators make of it.
-        size = len(value) if isinstance(value, str) else len(as_text(value))
-        if size > limit:
-            raise InputValidationError(
-                f"input is {size:,} characters, over the limit of {limit:,} "
-                "(NON_MAX_INPUT_CHARS or NetworkConfig.max_input_chars)"
-            )
 
 
 def create_network(

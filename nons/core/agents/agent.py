@@ -33,6 +33,7 @@ from nons.base.types import ErrorPolicy, LayerConfig, ModelConfig
 from nons.core.agents.run import AgentRun, AgentStep
 from nons.core.agents.tools import AgentState, ToolRegistry, ToolResult
 from nons.core.call import CallSite, PassContext, call_llm
+from nons.core.inputs import check_text
 from nons.core.network import NoN
 from nons.core.node import Node
 from nons.observability import names, spans
@@ -133,6 +134,7 @@ class Agent:
             raise InputValidationError(f"an agent's task must be a string, got {type(task).__name__}")
         if not task.strip():
             raise InputValidationError("an agent's task must not be empty or whitespace")
+        check_text(task, "the agent's task")
         if len(task) > settings.max_input_chars:
             raise InputValidationError(
                 f"the task is {len(task):,} characters, over the limit of {settings.max_input_chars:,} "

@@ -14,11 +14,11 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from nons.base.errors import InputValidationError
+from nons.base.errors import ConfigurationError, InputValidationError
 from nons.base.results import NodeFailure
 from nons.base.text import as_text
 
-__all__ = ["MAX_DEPTH", "check_input", "check_text", "check_trace_headers"]
+__all__ = ["MAX_DEPTH", "check_input", "check_name", "check_text", "check_trace_headers"]
 
 #: How deeply lists, tuples and dicts may nest in an input.
 MAX_DEPTH = 100
@@ -34,6 +34,15 @@ def check_text(text: str, what: str) -> None:
                 f"{what} holds a lone surrogate (U+{ord(found.group()):04X}) at position {found.start()}: it is not "
                 "valid Unicode text and cannot be sent (decode the bytes it came from with errors='replace')"
             )
+
+
+def check_name(name: str, what: str) -> None:
+    """Refuse a name that telemetry carries (a network's, an agent's) when it is not valid Unicode text: every
+    span and metric point of the network would carry it."""
+    try:
+        check_text(name, what)
+    except InputValidationError as error:
+        raise ConfigurationError(str(error)) from None
 
 
 def check_input(value: Any, limit: int) -> None:

@@ -21,7 +21,7 @@ from nons.base.results import LayerResult, NetworkResult
 from nons.base.settings import get_settings
 from nons.base.types import LayerConfig, NetworkConfig
 from nons.core.call import PassContext
-from nons.core.inputs import check_input, check_trace_headers
+from nons.core.inputs import check_input, check_name, check_trace_headers
 from nons.core.layer import Layer, LayerSpec, create_layer
 from nons.observability import names, spans
 
@@ -50,6 +50,7 @@ class NoN:
             raise ConfigurationError(f"config must be a NetworkConfig, got {type(config).__name__}")
         self.layers = list(layers)
         self.config = config or NetworkConfig()
+        check_name(self.config.name, "a network's name")
         self.layer_config = layer_config or self.config.default_layer_config
         self.id = uuid.uuid4().hex[:16]
 

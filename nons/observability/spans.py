@@ -17,6 +17,10 @@ failed span carries (status ERROR and ``error.type``) and what a roll-up sums ar
 With tracing off the engine holds :data:`NO_SPAN`, one shared scope whose methods do nothing: no span, no
 context switch and no allocation on the hot path. ``scope.tracing`` says which one it is, so that a caller
 builds attribute dicts only when they will be recorded.
+
+Every string a scope records (span name, attribute values and keys, event attributes, status description) is
+cleaned once, here, by :func:`nons.base.redaction.clean`: API keys redacted, and lone surrogates replaced, since
+one value that UTF-8 cannot encode fails the export of its whole batch.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from nons.base.redaction import clean, clean_attributes
 from nons.base.results import LLMCallRecord, known_cost, total_usage, unpriced
 from nons.observability import names
 
@@ -63,7 +68,11 @@ class SpanScope:
 
     def set(self, attributes: Mapping[str, Any]) -> None:
         """Set several attributes at once (one lock and one validation pass, unlike one call per attribute)."""
-        self.span.set_attributes(attributes)
+        self.span.set_attributes(clean_attributes(attributes))
+
+    def event(self, name: str, attributes: Mapping[str, Any]) -> None:
+        """Add the event ``name`` with ``attributes``."""
+        self.span.add_event(clean(name), clean_attributes(attributes))
 
     def fail(self, error: BaseException, description: str | None = None) -> None:
         """Mark the span failed by ``error``: ``error.type`` is its ``error_type`` (else its class name), and
@@ -74,14 +83,14 @@ class SpanScope:
 
     def fail_as(self, error_type: str, description: str | None) -> None:
         """Mark the span failed without an exception: status ERROR with ``description``, and ``error_type``."""
-        self.span.set_attribute(names.ERROR_TYPE, error_type)
-        self.span.set_status(Status(StatusCode.ERROR, description))
+        self.span.set_attribute(names.ERROR_TYPE, clean(error_type))
+        self.span.set_status(Status(StatusCode.ERROR, None if description is None else clean(description)))
 
     def roll_up(self, calls: Iterable[LLMCallRecord], extra: Mapping[str, Any] | None = None) -> None:
         """Set the cost and token roll-ups over ``calls`` (see :func:`rollup_attributes`), and ``extra``."""
         attributes = rollup_attributes(calls)
         if extra:
-            attributes.update(extra)
+            attributes.update(clean_attributes(extra))
         self.span.set_attributes(attributes)
 
     def end(self) -> None:
@@ -109,6 +118,9 @@ class _NoSpan(SpanScope):
     def set(self, attributes: Mapping[str, Any]) -> None:
         pass
 
+    def event(self, name: str, attributes: Mapping[str, Any]) -> None:
+        pass
+
     def fail(self, error: BaseException, description: str | None = None) -> None:
         pass
 
@@ -134,7 +146,7 @@ def start(
     tracer: trace.Tracer, name: str, attributes: Mapping[str, Any], kind: SpanKind = SpanKind.INTERNAL
 ) -> SpanScope:
     """Start a span (not yet current) as a child of the current one; enter the scope to make it current."""
-    return SpanScope(tracer.start_span(name, kind=kind, attributes=attributes))
+    return SpanScope(tracer.start_span(clean(name), kind=kind, attributes=clean_attributes(attributes)))
 
 
 def rollup_attributes(calls: Iterable[LLMCallRecord]) -> dict[str, Any]:

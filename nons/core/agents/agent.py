@@ -33,7 +33,7 @@ from nons.base.types import ErrorPolicy, LayerConfig, ModelConfig
 from nons.core.agents.run import AgentRun, AgentStep
 from nons.core.agents.tools import AgentState, ToolRegistry, ToolResult
 from nons.core.call import CallSite, PassContext, call_llm
-from nons.core.inputs import check_text
+from nons.core.inputs import check_name, check_text
 from nons.core.network import NoN
 from nons.core.node import Node
 from nons.observability import names, spans
@@ -102,6 +102,7 @@ class Agent:
             raise ConfigurationError(f"registry must be a ToolRegistry, got {type(registry).__name__}")
         if not isinstance(name, str) or not name.strip():
             raise ConfigurationError("an agent's name must be a non-empty string")
+        check_name(name, "an agent's name")
         if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
             raise ConfigurationError(f"max_steps must be an integer of 1 or more, got {max_steps!r}")
         if isinstance(max_llm_retry, bool) or not isinstance(max_llm_retry, int) or not 0 <= max_llm_retry <= 100:

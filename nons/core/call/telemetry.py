@@ -42,12 +42,14 @@ def start_span(
         attributes[names.GEN_AI_REQUEST_STOP_SEQUENCES] = list(config.stop)
     scope = start(ctx.instruments.tracer, names.llm_span_name(model), attributes, SpanKind.CLIENT)
     if ctx.capture_content:
+        captured = {
+            names.GEN_AI_INPUT_MESSAGES: truncate_content(
+                json.dumps([{"role": m.role, "content": m.content} for m in messages])
+            )
+        }
         if system:
-            scope.span.set_attribute(names.GEN_AI_SYSTEM_INSTRUCTIONS, truncate_content(system))
-        scope.span.set_attribute(
-            names.GEN_AI_INPUT_MESSAGES,
-            truncate_content(json.dumps([{"role": m.role, "content": m.content} for m in messages])),
-        )
+            captured[names.GEN_AI_SYSTEM_INSTRUCTIONS] = truncate_content(system)
+        scope.set(captured)
     return scope
 
 
@@ -72,7 +74,7 @@ def retrying(call: CallState, error: ProviderError, delay: float) -> None:
         }
         if error.retry_after_s is not None:
             event[names.RETRY_SERVER_HINT_S] = error.retry_after_s
-        call.scope.span.add_event(names.EVENT_RETRY, event)
+        call.scope.event(names.EVENT_RETRY, event)
     if call.metric_attrs is not None:
         call.ctx.instruments.retries.add(1, {**call.metric_attrs, names.ERROR_TYPE: error.error_type})
 
@@ -80,7 +82,7 @@ def retrying(call: CallState, error: ProviderError, delay: float) -> None:
 def fell_back(call: CallState, from_model: str, to_model: str, reason: ProviderError) -> None:
     """The call moved on to a fallback model: a ``nons.fallback`` event and a fallback count."""
     if call.scope.tracing:
-        call.scope.span.add_event(
+        call.scope.event(
             names.EVENT_FALLBACK,
             {names.FALLBACK_FROM: from_model, names.FALLBACK_TO: to_model, names.FALLBACK_REASON: reason.error_type},
         )

@@ -26,17 +26,60 @@ from datetime import datetime
 from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler, ReadableLogRecord
+from opentelemetry.sdk._logs import (
+    LoggerProvider,
+    LoggingHandler,
+    LogRecordProcessor,
+    ReadableLogRecord,
+    ReadWriteLogRecord,
+)
 from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult, SimpleLogRecordProcessor
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader, NumberDataPoint
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.trace import StatusCode
 
+from nons.base.redaction import clean, clean_value
 from nons.base.settings import get_settings
 from nons.observability import names
 
-__all__ = ["ExportStats", "LogRing", "Observability", "SpanRing", "observability_buffer", "span_to_dict"]
+__all__ = [
+    "ExportStats",
+    "LogRing",
+    "Observability",
+    "RedactLogRecords",
+    "SpanRing",
+    "observability_buffer",
+    "span_to_dict",
+]
+
+
+class RedactLogRecords(LogRecordProcessor):
+    """Cleans every log record before the processors after it see it: the body, every attribute (the exception's
+    message and stack trace included) by :func:`nons.base.redaction.clean`, the rule every span follows.
+
+    Added first to each logger provider NoN installs, so whatever the bridge hands over (an SDK's DEBUG record
+    that quotes a request header, an exception whose text holds a key) is exported redacted.
+    """
+
+    def on_emit(self, log_record: ReadWriteLogRecord) -> None:
+        record = log_record.log_record
+        if isinstance(record.body, str):
+            record.body = clean(record.body)
+        elif record.body is not None:
+            record.body = clean(str(record.body))
+        attributes = record.attributes
+        if attributes:
+            for key, value in list(attributes.items()):
+                cleaned = clean_value(value)
+                if cleaned is not value:
+                    attributes[key] = cleaned  # type: ignore[index]
+
+    def shutdown(self) -> None:
+        pass
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return True
 
 
 class LogRing(LogRecordExporter):
@@ -187,6 +230,7 @@ class Observability:
         self._attached: set[int] = set()
         self._lock = threading.Lock()
         self._logger_provider = LoggerProvider()
+        self._logger_provider.add_log_record_processor(RedactLogRecords())
         self._logger_provider.add_log_record_processor(SimpleLogRecordProcessor(self.log_exporter))
         # NoN's own log records, with the trace and span ids of the span they were written in.
         logging.getLogger("nons").addHandler(_BufferLogHandler(logger_provider=self._logger_provider))

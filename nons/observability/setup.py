@@ -33,7 +33,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from nons.base.settings import Settings, apply_log_level, get_settings
 from nons.base.version import __version__
-from nons.observability.buffer import ExportStats, Observability, observability_buffer
+from nons.observability.buffer import ExportStats, Observability, RedactLogRecords, observability_buffer
 from nons.observability.exporters import (
     check_exporter_names,
     exporter_names,
@@ -269,6 +269,8 @@ def _install_logs(handle: TelemetryHandle, stats: ExportStats) -> None:
     if not names or not _is_unset(get_logger_provider()):
         return
     provider = LoggerProvider(resource=handle.resource, shutdown_on_exit=False)
+    # First: every exporter after it sees the record redacted (an SDK's DEBUG record may quote a key).
+    provider.add_log_record_processor(RedactLogRecords())
     for name in names:
         provider.add_log_record_processor(log_processor(name, stats))
         handle.log_exporters.append(name)

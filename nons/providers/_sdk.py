@@ -61,8 +61,13 @@ class ClientCache(Generic[ClientT]):
 
     Clients are closed when their loop shuts down: each loop gets a started async generator whose ``finally``
     closes that loop's clients, and ``asyncio.run()`` (like any runner that calls ``loop.shutdown_asyncgens()``)
-    closes every such generator before it closes the loop. Clients of a loop closed some other way are dropped
-    on the next lookup.
+    closes every such generator before it closes the loop. Clients of a loop closed some other way (a plain
+    ``loop.close()``) can no longer be closed, since closing a connection needs its loop: they are dropped on the
+    next lookup, quietly. The vendor modules give each SDK client its HTTP client explicitly, because the SDKs'
+    implicit one schedules its own close on whatever loop runs when it is garbage-collected, which printed a
+    "Task exception was never retrieved ... Event loop is closed" traceback per dropped client. The dropped
+    connections' sockets are closed by their transports' finalizers (Python reports them as ``ResourceWarning``,
+    which is silent unless warnings are turned on).
     """
 
     def __init__(self, factory: Callable[[str, str], ClientT], closer: Callable[[ClientT], Awaitable[None]]) -> None:

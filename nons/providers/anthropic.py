@@ -57,6 +57,9 @@ class AnthropicProvider(SDKProvider[anthropic.AsyncAnthropic]):
             max_retries=0,
             # NoN makes the LLM span itself; the SDK's own span would be a second one for the same call.
             open_telemetry=False,
+            # The SDK's default HTTP client, given explicitly so that a dropped client never schedules its close
+            # on another loop (see OpenAIProvider._new_client).
+            http_client=anthropic.DefaultAsyncHttpxClient(),
         )
 
     async def _close_client(self, client: anthropic.AsyncAnthropic) -> None:

@@ -45,8 +45,16 @@ class OpenAIProvider(SDKProvider[openai.AsyncOpenAI]):
     key_optional_with_base_url = True
 
     def _new_client(self, api_key: str, base_url: str) -> openai.AsyncOpenAI:
-        # NoN's retry loop is the only one, so that every attempt is seen and counted.
-        return openai.AsyncOpenAI(api_key=api_key or NO_KEY_PLACEHOLDER, base_url=base_url, max_retries=0)
+        # NoN's retry loop is the only one, so that every attempt is seen and counted. The HTTP client is the
+        # SDK's own default, given explicitly: the SDK's implicit one schedules its close on whatever loop is
+        # running when it is garbage-collected, which fails ("Event loop is closed") for a client whose loop
+        # ended without shutdown_asyncgens(); the cache drops such a loop's clients (see ClientCache).
+        return openai.AsyncOpenAI(
+            api_key=api_key or NO_KEY_PLACEHOLDER,
+            base_url=base_url,
+            max_retries=0,
+            http_client=openai.DefaultAsyncHttpxClient(),
+        )
 
     async def _close_client(self, client: openai.AsyncOpenAI) -> None:
         await client.close()

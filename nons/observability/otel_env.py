@@ -1,0 +1,205 @@
+"""The standard ``OTEL_*`` variables that telemetry setup and the SDK read, checked before anything is installed.
+
+The SDK reads them at different moments and treats a malformed value in different ways: a bare ``ValueError``
+naming no variable (``OTEL_EXPORTER_OTLP_TIMEOUT=abc``, ``OTEL_BSP_MAX_QUEUE_SIZE=0``), an ``OverflowError``
+(a Prometheus port of ``99999``), a warning and its default (``OTEL_METRIC_EXPORT_INTERVAL=abc``), or silently
+another choice (an unknown ``OTEL_EXPORTER_OTLP_PROTOCOL`` selected HTTP/protobuf). :func:`check_otel_environment`
+reads every one of them first and raises one :class:`~nons.base.errors.ConfigurationError` that names each bad
+variable, its value and what is accepted, as the SDK's own configurator does for the protocol. Since nothing is
+installed before the check, a refused setup leaves nothing behind and can be retried.
+
+Header lists are checked for their shape only, and never quoted: they carry the collector's credentials.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Iterable
+from importlib.metadata import entry_points
+from urllib.parse import urlsplit
+
+from nons.base.errors import ConfigurationError
+
+__all__ = ["check_otel_environment"]
+
+_SIGNALS = ("TRACES", "METRICS", "LOGS")
+
+#: What each OTLP protocol variable accepts (the Python exporters have no ``http/json``).
+PROTOCOLS = ("grpc", "http/protobuf")
+_COMPRESSIONS = ("gzip", "deflate", "none")
+_TEMPORALITIES = ("cumulative", "delta", "lowmemory")
+_HISTOGRAMS = ("explicit_bucket_histogram", "base2_exponential_bucket_histogram")
+_EXEMPLAR_FILTERS = ("always_on", "always_off", "trace_based")
+_SAMPLERS = (
+    "always_on",
+    "always_off",
+    "traceidratio",
+    "parentbased_always_on",
+    "parentbased_always_off",
+    "parentbased_traceidratio",
+)
+
+Check = Callable[[str], str | None]  # the value's problem, or None
+
+
+def _integer(low: int, high: int | None = None) -> Check:
+    def check(value: str) -> str | None:
+        try:
+            number = int(value.strip())
+        except ValueError:
+            return "is not a whole number"
+        if number < low or (high is not None and number > high):
+            return f"must be from {low} to {high}" if high is not None else f"must be {low} or more"
+        return None
+
+    return check
+
+
+def _seconds(value: str) -> str | None:
+    try:
+        number = float(value.strip())
+    except ValueError:
+        return "is not a number"
+    if not math.isfinite(number) or number < 0:
+        return "must be a finite number of 0 or more"
+    return None
+
+
+def _ratio(value: str) -> str | None:
+    try:
+        number = float(value.strip())
+    except ValueError:
+        return "is not a number"
+    return None if 0.0 <= number <= 1.0 else "must be a ratio from 0 to 1"
+
+
+def _one_of(choices: Iterable[str], *, case: bool = False) -> Check:
+    accepted = tuple(choices)
+
+    def check(value: str) -> str | None:
+        given = value.strip() if case else value.strip().lower()
+        return None if given in accepted else f"is not one of {', '.join(accepted)}"
+
+    return check
+
+
+def _sampler(value: str) -> str | None:
+    # Samplers may also come from installed packages, through the SDK's entry point group.
+    custom = {ep.name for ep in entry_points(group="opentelemetry_traces_sampler")}
+    return _one_of((*_SAMPLERS, *sorted(custom)))(value)
+
+
+def _endpoint(protocol_variables: tuple[str, ...]) -> Check:
+    def check(value: str) -> str | None:
+        parts = urlsplit(value.strip())
+        if parts.scheme in ("http", "https") and parts.hostname:
+            return None
+        # The gRPC exporter also takes a bare host:port.
+        grpc = any(_protocol(variable) == "grpc" for variable in protocol_variables)
+        host, _, port = value.strip().rpartition(":")
+        if grpc and host and port.isdigit() and "/" not in host:
+            return None
+        return "is not a URL such as http://collector:4317"
+
+    return check
+
+
+def _protocol(variable: str) -> str:
+    signal_value = os.environ.get(variable)
+    return (signal_value or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "grpc").strip().lower()
+
+
+def _key_values(value: str) -> str | None:
+    for index, entry in enumerate(value.split(","), 1):
+        name, equals, _ = entry.partition("=")
+        if entry.strip() and (not equals or not name.strip()):
+            return f"entry {index} is not name=value"
+    return None
+
+
+def _file(value: str) -> str | None:
+    return None if os.path.isfile(value) else "is not a file that can be read"
+
+
+def _rules() -> dict[str, Check]:
+    rules: dict[str, Check] = {
+        "OTEL_EXPORTER_PROMETHEUS_PORT": _integer(0, 65535),
+        "OTEL_METRIC_EXPORT_INTERVAL": _integer(1),
+        "OTEL_METRIC_EXPORT_TIMEOUT": _integer(0),
+        "OTEL_METRICS_EXEMPLAR_FILTER": _one_of(_EXEMPLAR_FILTERS),
+        "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE": _one_of(_TEMPORALITIES),
+        "OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION": _one_of(_HISTOGRAMS),
+        "OTEL_TRACES_SAMPLER": _sampler,
+        "OTEL_RESOURCE_ATTRIBUTES": _key_values,
+    }
+    for processor in ("BSP", "BLRP"):
+        rules[f"OTEL_{processor}_SCHEDULE_DELAY"] = _integer(0)
+        rules[f"OTEL_{processor}_EXPORT_TIMEOUT"] = _integer(0)
+        rules[f"OTEL_{processor}_MAX_QUEUE_SIZE"] = _integer(1)
+        rules[f"OTEL_{processor}_MAX_EXPORT_BATCH_SIZE"] = _integer(1)
+    for limit in (
+        "ATTRIBUTE_VALUE_LENGTH_LIMIT",
+        "ATTRIBUTE_COUNT_LIMIT",
+        "SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT",
+        "SPAN_ATTRIBUTE_COUNT_LIMIT",
+        "SPAN_EVENT_COUNT_LIMIT",
+        "SPAN_LINK_COUNT_LIMIT",
+        "EVENT_ATTRIBUTE_COUNT_LIMIT",
+        "LINK_ATTRIBUTE_COUNT_LIMIT",
+        "LOGRECORD_ATTRIBUTE_COUNT_LIMIT",
+        "LOGRECORD_ATTRIBUTE_VALUE_LENGTH_LIMIT",
+    ):
+        rules[f"OTEL_{limit}"] = _integer(0)
+    for prefix in ("OTEL_EXPORTER_OTLP_", *(f"OTEL_EXPORTER_OTLP_{s}_" for s in _SIGNALS)):
+        signal = prefix.removeprefix("OTEL_EXPORTER_OTLP_")
+        protocols = (f"{prefix}PROTOCOL",) if signal else tuple(f"OTEL_EXPORTER_OTLP_{s}_PROTOCOL" for s in _SIGNALS)
+        rules[f"{prefix}PROTOCOL"] = _one_of(PROTOCOLS)
+        rules[f"{prefix}TIMEOUT"] = _seconds
+        rules[f"{prefix}COMPRESSION"] = _one_of(_COMPRESSIONS)
+        rules[f"{prefix}ENDPOINT"] = _endpoint(protocols)
+        rules[f"{prefix}HEADERS"] = _key_values
+        for credential in ("CERTIFICATE", "CLIENT_KEY", "CLIENT_CERTIFICATE"):
+            rules[f"{prefix}{credential}"] = _file
+    return rules
+
+
+#: Variables whose value is never quoted in an error (credentials).
+_UNQUOTED = ("_HEADERS",)
+
+
+def check_otel_environment() -> None:
+    """Raise :class:`ConfigurationError` naming every malformed ``OTEL_*`` value the setup or the SDK would read,
+    with the value (a header list's excepted) and what is accepted. An empty variable counts as unset."""
+    problems: list[str] = []
+    for variable, check in _rules().items():
+        value = os.environ.get(variable)
+        if not value:
+            continue
+        problem = check(value)
+        if problem is not None:
+            shown = variable if variable.endswith(_UNQUOTED) else f"{variable}={value!r}"
+            problems.append(f"{shown} {problem}")
+    problems += _cross_checks()
+    sampler = (os.environ.get("OTEL_TRACES_SAMPLER") or "").strip().lower()
+    argument = os.environ.get("OTEL_TRACES_SAMPLER_ARG")
+    if argument and (sampler.endswith("traceidratio") or not sampler):
+        problem = _ratio(argument)
+        if problem is not None:
+            problems.append(f"OTEL_TRACES_SAMPLER_ARG={argument!r} {problem}")
+    if problems:
+        raise ConfigurationError("invalid OpenTelemetry settings: " + "; ".join(problems))
+
+
+def _cross_checks() -> list[str]:
+    """Values that are each fine but do not go together."""
+    problems = []
+    for processor in ("BSP", "BLRP"):
+        queue = os.environ.get(f"OTEL_{processor}_MAX_QUEUE_SIZE", "")
+        batch = os.environ.get(f"OTEL_{processor}_MAX_EXPORT_BATCH_SIZE", "")
+        if queue.strip().isdigit() and batch.strip().isdigit() and int(batch) > int(queue):
+            problems.append(
+                f"OTEL_{processor}_MAX_EXPORT_BATCH_SIZE={batch!r} must not exceed "
+                f"OTEL_{processor}_MAX_QUEUE_SIZE={queue!r}"
+            )
+    return problems

@@ -20,6 +20,7 @@ import atexit
 import contextlib
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +42,7 @@ from nons.observability.exporters import (
     metric_reader,
     span_processor,
 )
+from nons.observability.otel_env import check_otel_environment
 
 __all__ = ["TelemetryHandle", "build_resource", "configure_telemetry", "shutdown_telemetry"]
 
@@ -171,24 +173,44 @@ def configure_telemetry(settings: Settings | None = None) -> TelemetryHandle:
     with _lock:
         if _handle is not None:
             return _handle
+        # Before anything is built: a typo or a malformed value must not leave half a setup behind.
+        check_exporter_names()
+        check_otel_environment()
         settings = settings or get_settings()
         apply_log_level(settings)
         observability = observability_buffer()
-        check_exporter_names()  # before anything is installed: a typo must not leave half a setup behind
         handle = TelemetryHandle(resource=build_resource(settings))
+        # Providers are built first and made global only once every one of them was: setup is all or nothing
+        # (the OpenTelemetry API lets a process set each global once), so a failed setup can be retried.
+        commit: list[Callable[[], None]] = []
         try:
             if settings.enable_tracing:
-                _install_tracing(handle, observability)
-                _instrument_httpx()
+                _install_tracing(handle, observability, commit)
             if settings.enable_metrics:
-                _install_metrics(handle, observability)
-            _install_logs(handle, observability.export_stats)
-        finally:
-            # What got installed belongs to this handle even if a later step failed, so that a second call
-            # finds it and the exit handler flushes it.
-            _flush_at_exit(handle)
-            _handle = handle
+                _install_metrics(handle, observability, commit)
+            _install_logs(handle, observability.export_stats, commit)
+        except BaseException:
+            _discard(handle)
+            raise
+        for step in commit:
+            step()
+        if settings.enable_tracing:
+            _instrument_httpx()
+        _flush_at_exit(handle)
+        _handle = handle
         return handle
+
+
+def _discard(handle: TelemetryHandle) -> None:
+    """Stop the providers a failed setup built (none of them was made global)."""
+    for installed, provider in (
+        (handle.installed_tracing, handle.tracer_provider),
+        (handle.installed_metrics, handle.meter_provider),
+        (handle.installed_logs, handle.logger_provider),
+    ):
+        if installed:
+            with contextlib.suppress(Exception):
+                provider.shutdown()
 
 
 def _flush_at_exit(handle: TelemetryHandle) -> None:
@@ -212,7 +234,7 @@ def _is_unset(provider: object) -> bool:
     return type(provider).__name__ in ("_ProxyMeterProvider", "ProxyLoggerProvider")
 
 
-def _install_tracing(handle: TelemetryHandle, observability: Observability) -> None:
+def _install_tracing(handle: TelemetryHandle, observability: Observability, commit: list[Callable[[], None]]) -> None:
     """Keep the application's SDK tracer provider, or install NoN's with the span exporters the variables name;
     either way the buffer's ring sees its spans."""
     current = trace.get_tracer_provider()
@@ -225,14 +247,14 @@ def _install_tracing(handle: TelemetryHandle, observability: Observability) -> N
         for name in exporter_names("OTEL_TRACES_EXPORTER"):
             provider.add_span_processor(span_processor(name, observability.export_stats))
             handle.span_exporters.append(name)
-        trace.set_tracer_provider(provider)
+        commit.append(lambda: trace.set_tracer_provider(provider))
         handle.tracer_provider = provider
         handle.installed_tracing = True
     if handle.tracer_provider is not None:
         observability.attach_tracer_provider(handle.tracer_provider)
 
 
-def _install_metrics(handle: TelemetryHandle, observability: Observability) -> None:
+def _install_metrics(handle: TelemetryHandle, observability: Observability, commit: list[Callable[[], None]]) -> None:
     """Keep the application's SDK meter provider, or install NoN's with the readers the variables name; either
     way the buffer reads its metrics."""
     current = metrics.get_meter_provider()
@@ -256,12 +278,12 @@ def _install_metrics(handle: TelemetryHandle, observability: Observability) -> N
                 handle.prometheus_port = port
             handle.metric_exporters.append(name)
         provider = MeterProvider(resource=handle.resource, metric_readers=readers, shutdown_on_exit=False)
-        metrics.set_meter_provider(provider)
+        commit.append(lambda: metrics.set_meter_provider(provider))
         handle.meter_provider = provider
         handle.installed_metrics = True
 
 
-def _install_logs(handle: TelemetryHandle, stats: ExportStats) -> None:
+def _install_logs(handle: TelemetryHandle, stats: ExportStats, commit: list[Callable[[], None]]) -> None:
     """When a log exporter is named and the application has no logger provider: install NoN's, and bridge
     Python logging to it (records carry the trace and span ids of the span they were written in)."""
     names = exporter_names("OTEL_LOGS_EXPORTER")
@@ -274,10 +296,10 @@ def _install_logs(handle: TelemetryHandle, stats: ExportStats) -> None:
     for name in names:
         provider.add_log_record_processor(log_processor(name, stats))
         handle.log_exporters.append(name)
-    set_logger_provider(provider)
+    commit.append(lambda: set_logger_provider(provider))
     bridge = LoggingHandler(logger_provider=provider)
     bridge.addFilter(_not_about_export)
-    logging.getLogger().addHandler(bridge)
+    commit.append(lambda: logging.getLogger().addHandler(bridge))
     handle.logger_provider = provider
     handle.installed_logs = True
 

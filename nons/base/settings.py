@@ -58,6 +58,14 @@ class Settings(BaseSettings):
         300.0, gt=0, le=86_400, description="Seconds one LLM request may take, queueing included (at most a day)."
     )
 
+    max_retry_hint: float = Field(
+        60.0,
+        ge=0,
+        le=86_400,
+        description="Longest server retry hint (Retry-After) worth waiting for, in seconds. A longer one pauses "
+        "the provider for the hint, and calls to it fail at once with a RateLimitError carrying the time left.",
+    )
+
     max_input_chars: int = Field(50_000, gt=0, le=1_000_000_000, description="Largest input that forward() accepts.")
     default_provider: ModelProvider | None = Field(
         None, description="Provider of nodes that name none; unset means the first one with an API key."

@@ -99,9 +99,10 @@ def _retry_delay(call: CallState, plan: CallPlan, retry: int, error: ProviderErr
     """Seconds to wait before retrying the current model after ``error``, or ``None`` when it gets no retry."""
     if not error.retryable or retry + 1 >= plan.attempts_per_model:
         return None
-    if error.retry_after_s is not None and error.retry_after_s > call.ctx.settings.request_timeout:
-        # The server asks for a longer pause than a request may take: give up (or fall back) now rather than
-        # sleep past NON_REQUEST_TIMEOUT.
+    settings = call.ctx.settings
+    if error.retry_after_s is not None and error.retry_after_s > min(settings.request_timeout, settings.max_retry_hint):
+        # The server asks for a longer pause than is worth waiting for (NON_MAX_RETRY_HINT), or than a request
+        # may take: give up (or fall back) now rather than sleep on it.
         return None
     return backoff_delay(retry, call.site.layer_config, error.retry_after_s)
 

@@ -163,8 +163,10 @@ async def health_check() -> dict[str, Any]:
 
         {"status": "healthy" | "degraded", "scheduler_running": bool, "queue_size": int, "in_flight": int,
          "timestamp": "<ISO 8601, UTC>", "open_breakers": ["provider/model", ...],
-         "breakers": {"provider/model": "closed" | "half_open" | "open"}}
+         "breakers": {"provider/model": "closed" | "half_open" | "open"},
+         "paused": {"provider": seconds until it resumes}}
 
-    ``degraded`` means some breaker is not closed (open, or half-open while it probes).
+    ``degraded`` means some breaker is not closed (open, or half-open while it probes), or some provider is
+    paused by a server's retry hint (``paused`` says for how long yet).
     """
     return get_scheduler().health()

@@ -19,11 +19,12 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from nons.base.errors import QueueTimeoutError
+from nons.base.errors import QueueTimeoutError, RateLimitError
+from nons.base.settings import get_settings
 from nons.base.types import ModelProvider
 from nons.core.scheduler.breaker import CircuitBreaker
 from nons.core.scheduler.config import QueueStrategy
-from nons.core.scheduler.limits import LIMIT_ADAPTIVE, LIMIT_CONCURRENCY, Limiter, Refusal
+from nons.core.scheduler.limits import LIMIT_ADAPTIVE, LIMIT_CONCURRENCY, LIMIT_RETRY_AFTER, Limiter, Refusal
 from nons.observability import names
 
 __all__ = ["Gate", "Lane", "ProviderSlot", "Queue", "Waiter"]
@@ -241,6 +242,11 @@ class Queue:
                     break
             if refusal is not None:
                 kind, wake_at = refusal
+                if kind == LIMIT_RETRY_AFTER and wake_at - now > get_settings().max_retry_hint:
+                    # A pause longer than is worth waiting for: the lane's waiters fail now, with the time left,
+                    # so that their fallbacks move on instead of queueing until NON_REQUEST_TIMEOUT.
+                    self.fail_waiters([lane], lambda ln: paused_error(ln, wake_at - now))
+                    continue
                 # This limiter admits no one else this round: the waiters behind keep their place.
                 refuser.blocked_round = rnd
                 refuser.block_kind = lane.block_kind = kind
@@ -340,3 +346,16 @@ class Queue:
     def check_drained(self) -> None:
         if self.drained is not None and not self.waiting and not self.in_flight and not self.drained.done():
             self.drained.set_result(None)
+
+
+def paused_error(lane: Lane, remaining_s: float) -> RateLimitError:
+    """The error of a call to ``lane`` while its provider is paused for ``remaining_s`` more seconds, longer
+    than ``NON_MAX_RETRY_HINT``."""
+    bound = get_settings().max_retry_hint
+    return RateLimitError(
+        f"{lane.provider.value} asked for a pause of {remaining_s:.0f}s more (its retry hint), longer than "
+        f"NON_MAX_RETRY_HINT={bound:g}s: calls to it fail at once until it resumes",
+        provider=lane.provider.value,
+        model=lane.model,
+        retry_after_s=remaining_s,
+    )

@@ -76,15 +76,28 @@ def scheduler_stats(
 def health_report(stats: dict[str, Any]) -> dict[str, Any]:
     """The health report of a scheduler whose :func:`scheduler_stats` are ``stats``."""
     unhealthy = [key for key, view in stats["breakers"].items() if view["state"] != "closed"]
+    paused = _paused(stats)
     return {
-        "status": "degraded" if unhealthy else "healthy",
+        "status": "degraded" if unhealthy or paused else "healthy",
         "scheduler_running": stats["running"],
         "queue_size": stats["queued"],
         "in_flight": stats["in_flight"],
         "timestamp": datetime.now(timezone.utc).isoformat(),
         "open_breakers": unhealthy,
         "breakers": {key: view["state"] for key, view in stats["breakers"].items()},
+        "paused": paused,
     }
+
+
+def _paused(stats: dict[str, Any]) -> dict[str, float]:
+    """Seconds until each paused provider resumes (a server's retry hint paused it), the longest of its limits."""
+    paused: dict[str, float] = {}
+    for provider, entry in stats["providers"].items():
+        views = [entry["limits"], *(model.get("limits", {}) for model in entry["models"].values())]
+        waits = [view["paused_for_s"] for view in views if "paused_for_s" in view]
+        if waits:
+            paused[provider] = max(waits)
+    return paused
 
 
 def waiting_requests(queue: Queue) -> list[dict[str, Any]]:

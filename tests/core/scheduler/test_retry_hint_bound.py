@@ -1,0 +1,95 @@
+"""A retry hint longer than NON_MAX_RETRY_HINT is not waited for: the provider is paused for it, every call that
+would wait for it fails at once with a RateLimitError carrying the hint (so fallbacks move on), and
+health_check() reports the provider paused with the time until it resumes. A hint within the bound is waited
+for, as before."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+from pydantic import SecretStr
+
+from nons.base.errors import NodeExecutionError, RateLimitError
+from nons.core.network import NoN
+from nons.core.node import Node
+from nons.core.scheduler import health_check
+from nons.core.types import ErrorPolicy, LayerConfig, ModelConfig, ModelProvider
+from nons.testing import Fault, ProviderEmulator, Reply
+
+LONG_HINT = "3600"
+KEY = SecretStr("sk-test-hint-bound-0123")
+
+
+@pytest.fixture
+def emu(monkeypatch: pytest.MonkeyPatch) -> Iterator[ProviderEmulator]:
+    # Long enough that waiting out the pause would fail on the queue deadline, not on a RateLimitError.
+    monkeypatch.setenv("NON_REQUEST_TIMEOUT", "5")
+    with ProviderEmulator(default=Reply(text="ok")) as emulator:
+        yield emulator
+
+
+def config(emu: ProviderEmulator, provider: str = "openai", model: str = "gpt-4o-mini", **kw: object) -> ModelConfig:
+    return ModelConfig(
+        provider=ModelProvider(provider), model_name=model, base_url=emu.base_url_for(provider), api_key=KEY, **kw
+    )
+
+
+def one_node(model: ModelConfig, policy: ErrorPolicy = ErrorPolicy.RETRY_WITH_BACKOFF) -> NoN:
+    return NoN.from_operators([Node("generate", model)], layer_config=LayerConfig(error_policy=policy, max_retries=2))
+
+
+@pytest.mark.timeout(60)
+async def test_a_hint_past_the_bound_fails_the_waiting_calls_at_once_with_the_hint(emu: ProviderEmulator) -> None:
+    emu.script("openai", [Fault.rate_limit(retry_after=LONG_HINT)])
+    with pytest.raises(NodeExecutionError) as first:
+        await one_node(config(emu)).run("first")
+    assert isinstance(first.value.cause, RateLimitError)
+    assert len(emu.requests_for("openai")) == 1  # the 3600 s hint is not slept on: no retry
+
+    # Calls made while the provider is paused fail at once, without reaching it, carrying the time left.
+    later = await asyncio.gather(*(one_node(config(emu)).run(f"q{i}") for i in range(3)), return_exceptions=True)
+    for outcome in later:
+        assert isinstance(outcome, NodeExecutionError), outcome
+        cause = outcome.cause
+        assert isinstance(cause, RateLimitError), cause
+        assert cause.retry_after_s is not None and 3000 < cause.retry_after_s <= 3600
+        assert "NON_MAX_RETRY_HINT" in str(cause)
+    assert len(emu.requests_for("openai")) == 1
+
+    health = await health_check()
+    assert health["status"] == "degraded"
+    assert 3000 < health["paused"]["openai"] <= 3600
+
+
+@pytest.mark.timeout(60)
+async def test_a_fallback_moves_on_at_once_past_a_paused_provider(
+    emu: ProviderEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With a 10-minute queue deadline, a call that waited for the pause would run into the test's timeout.
+    monkeypatch.setenv("NON_REQUEST_TIMEOUT", "600")
+    emu.script("openai", [Fault.rate_limit(retry_after=LONG_HINT)])
+    fallback = config(emu, "google", "gemini-2.0-flash")
+    network = one_node(config(emu, fallbacks=[fallback]), ErrorPolicy.FALLBACK_MODEL)
+    assert await network.forward("first") == "ok"
+    second = await network.run("second")  # straight past the paused provider
+    assert second.output == "ok" and second.calls[0].fallback_used
+    assert len(emu.requests_for("openai")) == 1 and len(emu.requests_for("google")) == 2
+
+
+@pytest.mark.timeout(60)
+async def test_a_hint_within_the_bound_is_waited_for(emu: ProviderEmulator) -> None:
+    emu.script("openai", [Fault.rate_limit(retry_after_ms="200"), Reply(text="after the pause")])
+    assert await one_node(config(emu)).forward("hi") == "after the pause"
+    assert (await health_check()).get("paused", {}) == {}
+
+
+@pytest.mark.timeout(60)
+async def test_the_bound_is_a_setting(emu: ProviderEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NON_MAX_RETRY_HINT", "0.1")
+    emu.script("openai", [Fault.rate_limit(retry_after_ms="200")])
+    with pytest.raises(NodeExecutionError) as caught:
+        await one_node(config(emu)).run("hi")
+    assert isinstance(caught.value.cause, RateLimitError)
+    assert len(emu.requests_for("openai")) == 1

@@ -245,7 +245,8 @@ class Queue:
                 if kind == LIMIT_RETRY_AFTER and wake_at - now > get_settings().max_retry_hint:
                     # A pause longer than is worth waiting for: the lane's waiters fail now, with the time left,
                     # so that their fallbacks move on instead of queueing until NON_REQUEST_TIMEOUT.
-                    self.fail_waiters([lane], lambda ln: paused_error(ln, wake_at - now))
+                    left = wake_at - now
+                    self.fail_waiters([lane], lambda ln, left=left: paused_error(ln, left))
                     continue
                 # This limiter admits no one else this round: the waiters behind keep their place.
                 refuser.blocked_round = rnd

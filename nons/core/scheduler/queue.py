@@ -13,6 +13,7 @@ included. Admission takes what the request uses from every limiter of its lane.
 from __future__ import annotations
 
 import asyncio
+import functools
 import heapq
 import math
 import time
@@ -245,8 +246,7 @@ class Queue:
                 if kind == LIMIT_RETRY_AFTER and wake_at - now > get_settings().max_retry_hint:
                     # A pause longer than is worth waiting for: the lane's waiters fail now, with the time left,
                     # so that their fallbacks move on instead of queueing until NON_REQUEST_TIMEOUT.
-                    left = wake_at - now
-                    self.fail_waiters([lane], lambda ln, left=left: paused_error(ln, left))
+                    self.fail_waiters([lane], functools.partial(paused_error, remaining_s=wake_at - now))
                     continue
                 # This limiter admits no one else this round: the waiters behind keep their place.
                 refuser.blocked_round = rnd

@@ -28,7 +28,7 @@ import functools
 import json
 import re
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, quote_plus
@@ -214,19 +214,24 @@ def _clean(text: str) -> str:
 
 
 def clean_value(value: Any) -> Any:
-    """An attribute value cleaned: a string by :func:`clean`, a sequence of strings item by item (as a tuple),
+    """An attribute value cleaned: a string by :func:`clean`, a list or tuple of strings item by item (as a tuple),
     anything else as it is."""
+    kind = type(value)
+    if kind is str:
+        return clean(value)
+    if kind in _SCALARS:  # checked by exact type first: an ABC isinstance check costs more than the cleaning
+        return value
     if isinstance(value, str):
         return clean(value)
-    if (
-        isinstance(value, Sequence)
-        and not isinstance(value, (bytes, bytearray))
-        and any(isinstance(item, str) for item in value)
-    ):
+    if isinstance(value, (list, tuple)) and any(isinstance(item, str) for item in value):
         return tuple(clean(item) if isinstance(item, str) else item for item in value)
     return value
 
 
+_SCALARS = frozenset({int, float, bool, type(None)})
+
+
 def clean_attributes(attributes: Mapping[str, Any]) -> dict[str, Any]:
-    """``attributes`` with every key and value cleaned (see :func:`clean_value`)."""
-    return {clean(key): clean_value(value) for key, value in attributes.items()}
+    """``attributes`` with every value cleaned (see :func:`clean_value`). The names are NoN's own (every one is
+    spelled in :mod:`nons.observability.names`), so they are left as they are."""
+    return {key: clean_value(value) for key, value in attributes.items()}

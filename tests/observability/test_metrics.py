@@ -58,7 +58,12 @@ async def test_retry_and_fallback_counters_match_the_span_events(otel: Telemetry
     (retry_point,) = otel.metric_points(names.METRIC_RETRIES)
     assert retry_point.attributes[names.ERROR_TYPE] == "rate_limit"
     (fallback_point,) = otel.metric_points(names.METRIC_FALLBACKS)
-    assert dict(fallback_point.attributes) == {names.FALLBACK_FROM: "gpt-4o", names.FALLBACK_TO: "gpt-4o-mini"}
+    # The provider is the one fallen back from, so that the dashboards' Provider filter applies to fallbacks.
+    assert dict(fallback_point.attributes) == {
+        names.GEN_AI_PROVIDER_NAME: "nons.simulated",
+        names.FALLBACK_FROM: "gpt-4o",
+        names.FALLBACK_TO: "gpt-4o-mini",
+    }
 
 
 async def test_every_attempt_has_a_duration_and_failures_carry_error_type(otel: Telemetry) -> None:

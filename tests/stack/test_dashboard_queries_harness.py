@@ -89,7 +89,10 @@ class _Synthetic:
                     names.ERROR_TYPE: "RateLimitError",
                 },
             )
-            self.fallbacks.add(1, {names.FALLBACK_FROM: MODEL, names.FALLBACK_TO: FALLBACK_MODEL})
+            self.fallbacks.add(
+                1,
+                {names.GEN_AI_PROVIDER_NAME: PROVIDER, names.FALLBACK_FROM: MODEL, names.FALLBACK_TO: FALLBACK_MODEL},
+            )
             self.throttled.add(1, {names.GEN_AI_PROVIDER_NAME: PROVIDER, names.LIMIT_KIND: "requests"})
         self.tokens.record(120 + step, {**call, names.GEN_AI_TOKEN_TYPE: names.TOKEN_TYPE_INPUT})
         self.tokens.record(40 + step, {**call, names.GEN_AI_TOKEN_TYPE: names.TOKEN_TYPE_OUTPUT})

@@ -87,7 +87,13 @@ def fell_back(call: CallState, from_model: str, to_model: str, reason: ProviderE
             {names.FALLBACK_FROM: from_model, names.FALLBACK_TO: to_model, names.FALLBACK_REASON: reason.error_type},
         )
     if call.ctx.instruments.metrics:
-        call.ctx.instruments.fallbacks.add(1, {names.FALLBACK_FROM: from_model, names.FALLBACK_TO: to_model})
+        # call.provider is still the one fallen back from: its name lets the dashboards' Provider filter apply.
+        attributes = {
+            names.GEN_AI_PROVIDER_NAME: call.provider.genai_provider_name,
+            names.FALLBACK_FROM: from_model,
+            names.FALLBACK_TO: to_model,
+        }
+        call.ctx.instruments.fallbacks.add(1, attributes)
 
 
 def call_succeeded(call: CallState, response: LLMResponse, cost: float | None) -> None:

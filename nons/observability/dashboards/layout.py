@@ -58,11 +58,14 @@ def _variables() -> list[dashboard_builders.QueryVariable]:
             f"label_values({calls}{promql.selector(promql.SERVICE, promql.PROVIDER)}, gen_ai_request_model)",
             "Requested model (gen_ai.request.model).",
         ),
+        # Agents make no network passes (no nons.network.duration), but their calls' cost carries the agent's
+        # name as nons.network.name: offering both sources lists agents next to networks.
         _query_variable(
             "network",
             "Network",
-            f"label_values({promql.NETWORK_DURATION}_count{promql.selector(promql.SERVICE)}, nons_network_name)",
-            "NoN network name (nons.network.name).",
+            f'label_values({{__name__=~"{promql.NETWORK_DURATION}_count|{promql.COST}", {promql.SERVICE}}}, '
+            "nons_network_name)",
+            "NoN network or agent (nons.network.name). Pass durations, active and failed passes are networks' only.",
         ),
     ]
 

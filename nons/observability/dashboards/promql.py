@@ -72,7 +72,8 @@ LLM_FAILED = selector(SERVICE, PROVIDER, MODEL, FAILED)
 COST_SELECTOR = selector(SERVICE, PROVIDER, MODEL, NETWORK)
 NET = selector(SERVICE, NETWORK)
 SCHED = selector(SERVICE, PROVIDER)
-FALLBACK = selector(SERVICE, 'nons_fallback_from_model=~"$model"')
+# nons.fallbacks carries the provider and the model fallen back from: the filters apply to those.
+FALLBACK = selector(SERVICE, PROVIDER, 'nons_fallback_from_model=~"$model"')
 
 RATE = "[$__rate_interval]"
 RANGE = "[$__range]"

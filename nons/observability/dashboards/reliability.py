@@ -101,8 +101,8 @@ def build() -> dict[str, Any]:
         ),
         timeseries_panel(
             "Fallbacks per second",
-            "Calls that switched to a fallback model, by from and to model. The model filter applies to the "
-            "model fallen back from.",
+            "Calls that switched to a fallback model, by from and to model. The provider and model filters apply "
+            "to the provider and model fallen back from.",
             FALLBACKS_PER_S,
             [
                 Query(

@@ -6,8 +6,9 @@ Everything here is self-contained (it imports nothing from other test modules), 
 Fixtures
 --------
 ``prometheus`` (session)
-    A :class:`PrometheusServer`: Debian's ``prometheus`` binary started on 127.0.0.1 on a free port, with a
-    temporary storage directory and a 1 s scrape interval; stopped at the end of the session. Point it at an
+    A :class:`PrometheusServer`: Prometheus v3 as ``scripts/stack-binaries`` builds it (the compose file's
+    release; without it, outside CI, Debian's 2.42) started on 127.0.0.1 on a free port, with a temporary
+    storage directory and a 1 s scrape interval; stopped at the end of the session. Point it at an
     endpoint with ``prometheus.scrape([target], job=...)``, wait for data with ``prometheus.wait_for_scrapes(job)``
     and run PromQL with ``prometheus.query(expr)``. Without the binary the fixture skips, except in CI
     (``CI=true``), where it fails: CI must install it (``apt-get install prometheus``).
@@ -255,6 +256,9 @@ class PrometheusServer:
     scrape_interval: str = "1s"
     jobs: dict[str, list[str]] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
+    #: A configuration to start from, given the server's port (a rendered otel/prometheus.yml); ``jobs`` are
+    #: added to its scrape configs.
+    base_config: Callable[[int], dict[str, Any]] | None = None
 
     @property
     def url(self) -> str:
@@ -269,18 +273,23 @@ class PrometheusServer:
         return self.workdir / "prometheus.log"
 
     def _write_config(self) -> None:
-        config = {
-            "global": {
-                "scrape_interval": self.scrape_interval,
-                "scrape_timeout": self.scrape_interval,
-                "evaluation_interval": self.scrape_interval,
-            },
-            "scrape_configs": [
-                # honor_labels as in otel/prometheus.yml: keep the exporter's own job/instance labels if any.
-                {"job_name": job, "honor_labels": True, "static_configs": [{"targets": targets}]}
-                for job, targets in self.jobs.items()
-            ],
-        }
+        config: dict[str, Any] = (
+            self.base_config(self.port)
+            if self.base_config is not None
+            else {
+                "global": {
+                    "scrape_interval": self.scrape_interval,
+                    "scrape_timeout": self.scrape_interval,
+                    "evaluation_interval": self.scrape_interval,
+                },
+                "scrape_configs": [],
+            }
+        )
+        config["scrape_configs"] = list(config["scrape_configs"]) + [
+            # honor_labels as in otel/prometheus.yml: keep the exporter's own job/instance labels if any.
+            {"job_name": job, "honor_labels": True, "static_configs": [{"targets": targets}]}
+            for job, targets in self.jobs.items()
+        ]
         # JSON is valid YAML, and needs no YAML library.
         self.config_path.write_text(json.dumps(config, indent=2), encoding="utf-8")
 
@@ -422,6 +431,14 @@ class PrometheusServer:
         result: list[dict[str, Any]] = data["result"]
         return result
 
+    def exemplars(self, promql: str, start: float, end: float) -> list[dict[str, Any]]:
+        """Exemplars of the series ``promql`` selects (``/api/v1/query_exemplars``): one item per series, with
+        ``seriesLabels`` and ``exemplars`` (``labels`` such as ``trace_id``, ``value``, ``timestamp``)."""
+        result: list[dict[str, Any]] = self._get(
+            "/api/v1/query_exemplars", {"query": promql, "start": f"{start:.3f}", "end": f"{end:.3f}"}
+        )
+        return result
+
     def label_values(self, label: str, selector: str = "") -> list[str]:
         """Values of ``label`` (on series matching ``selector``): what Grafana's ``label_values()`` returns."""
         params: dict[str, str | Sequence[str]] = {}
@@ -455,15 +472,40 @@ class PrometheusServer:
         return problems
 
 
+def prometheus_binary() -> str:
+    """Prometheus v3 as scripts/stack-binaries builds it (the release the compose file runs), else Debian's.
+
+    In CI the built one is required: the dashboards' PromQL must run on the version users get.
+    """
+    from otel_stack import in_ci, require_stack_binary, stack_binary
+
+    built = stack_binary("prometheus")
+    if built is not None:
+        return built
+    if in_ci():
+        return require_stack_binary("prometheus")
+    return require_binary("prometheus")
+
+
 @contextlib.contextmanager
 def start_prometheus(
-    binary: str | None = None, scrape_interval: str = "1s", timeout: float = 30.0
+    binary: str | None = None,
+    scrape_interval: str = "1s",
+    timeout: float = 30.0,
+    base_config: Callable[[int], dict[str, Any]] | None = None,
 ) -> Iterator[PrometheusServer]:
-    """Run a Prometheus on 127.0.0.1 (free port, temporary storage) for the duration of the ``with`` block."""
-    binary = binary or require_binary("prometheus")
+    """Run a Prometheus on 127.0.0.1 (free port, temporary storage) for the duration of the ``with`` block.
+
+    ``base_config`` makes its configuration from the server's port (see :attr:`PrometheusServer.base_config`).
+    """
+    binary = binary or prometheus_binary()
     with tempfile.TemporaryDirectory(prefix="nons-prometheus-") as workdir:
         server = PrometheusServer(
-            binary=binary, port=free_port(), workdir=Path(workdir), scrape_interval=scrape_interval
+            binary=binary,
+            port=free_port(),
+            workdir=Path(workdir),
+            scrape_interval=scrape_interval,
+            base_config=base_config,
         )
         try:
             server.start(timeout=timeout)
@@ -570,3 +612,64 @@ def dashboard_queries() -> Callable[..., list[DashboardQuery]]:
 def variable_queries() -> Callable[..., list[VariableQuery]]:
     """:func:`extract_variable_queries`: the dashboards' ``label_values`` variables, with values substituted."""
     return extract_variable_queries
+
+
+# ------------------------------------------------------------------------------------ the stack and the workload
+
+
+@pytest.fixture(scope="session")
+def otel_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A :class:`workload_runs.OTelStack` for the session: Jaeger, the collector and Prometheus v3 on loopback,
+    each with the repository's config (see ``otel_stack.py``). Skips without the built binaries, fails in CI."""
+    from otel_stack import Collector, Jaeger, render_prometheus_config, require_stack_binary
+    from workload_runs import OTelStack
+
+    binaries = {name: require_stack_binary(name) for name in ("otelcol", "jaeger", "prometheus")}
+    workdir = tmp_path_factory.mktemp("otel-stack")
+    jaeger = Jaeger.create(binaries["jaeger"], workdir)
+    collector = Collector.create(binaries["otelcol"], workdir, jaeger)
+    try:
+        jaeger.start()
+        collector.start()
+        with start_prometheus(
+            binaries["prometheus"],
+            base_config=lambda port: render_prometheus_config(collector.compose_addresses(port)),
+        ) as server:
+            yield OTelStack(jaeger, collector, server)
+    finally:
+        collector.stop()
+        jaeger.stop()
+
+
+@pytest.fixture(scope="session")
+def workload_runs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Any]:
+    """``get(route)``: ``workload.py`` run by ``route`` and scraped (a :class:`workload_runs.ScrapedWorkload`),
+    run on first use and kept for the session, so each route runs once whichever tests ask for it."""
+    from workload_runs import run_workload
+
+    runs: dict[str, Any] = {}
+
+    def get(route: str) -> Any:
+        if route not in runs:
+            workdir = tmp_path_factory.mktemp(f"workload-{route}")
+            if route == "prometheus-reader":
+                runs[route] = run_workload(route, request.getfixturevalue("prometheus"), workdir)
+            else:
+                stack = request.getfixturevalue("otel_stack")
+                runs[route] = run_workload(route, stack.prometheus, workdir, stack)
+        return runs[route]
+
+    return get
+
+
+@pytest.fixture(params=["prometheus-reader", "otlp-grpc", "otlp-http"])
+def workload(request: pytest.FixtureRequest, workload_runs: Callable[[str], Any]) -> Any:
+    """The workload by each route: through the SDK's Prometheus reader, and through the collector over OTLP
+    gRPC and OTLP HTTP."""
+    return workload_runs(request.param)
+
+
+@pytest.fixture(params=["otlp-grpc", "otlp-http"])
+def otlp_workload(request: pytest.FixtureRequest, workload_runs: Callable[[str], Any]) -> Any:
+    """The workload by the compose stack's route: OTLP gRPC and OTLP HTTP to the collector."""
+    return workload_runs(request.param)

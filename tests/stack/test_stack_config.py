@@ -186,10 +186,32 @@ def test_collector_config_is_mounted_where_the_command_reads_it(compose: dict[st
 # -------------------------------------------------------------------------------------------------- collector
 
 
+_ENV_DEFAULT = re.compile(r"\$\{env:(\w+):-([^}]*)\}")
+
+
+def with_env_defaults(text: str) -> str:
+    """A collector config as the compose container resolves it: every ``${env:VAR:-default}`` is its default."""
+    return _ENV_DEFAULT.sub(lambda match: match.group(2), text)
+
+
 @pytest.fixture(scope="module")
 def collector() -> dict[str, Any]:
-    data: dict[str, Any] = _load(COLLECTOR)
+    data: dict[str, Any] = yaml.safe_load(with_env_defaults(COLLECTOR.read_text(encoding="utf-8")))
     return data
+
+
+def test_collector_config_takes_every_address_from_the_environment() -> None:
+    """The tests run the same file with every listen address on 127.0.0.1: none may be written in literally."""
+    text = COLLECTOR.read_text(encoding="utf-8")
+    config = yaml.safe_load(text)
+    endpoints = [
+        config["extensions"]["health_check"]["endpoint"],
+        *(protocol["endpoint"] for protocol in config["receivers"]["otlp"]["protocols"].values()),
+        *(exporter["endpoint"] for exporter in config["exporters"].values() if "endpoint" in exporter),
+    ]
+    literal = [endpoint for endpoint in endpoints if "${env:" not in endpoint]
+    assert not literal, f"addresses the tests cannot move to 127.0.0.1: {literal}"
+    assert "${env:" not in with_env_defaults(text)
 
 
 def test_collector_pipelines_use_only_defined_components(collector: dict[str, Any]) -> None:
@@ -214,10 +236,15 @@ def test_collector_wiring(collector: dict[str, Any]) -> None:
     traces = collector["service"]["pipelines"]["traces"]["exporters"]
     assert [exporters[name]["endpoint"] for name in traces] == ["jaeger:4317"]
     assert all(exporters[name]["tls"]["insecure"] is True for name in traces)
+    assert all(name.startswith("otlp_grpc/") for name in traces), "otlp is the deprecated name of otlp_grpc"
     prometheus = exporters["prometheus"]
     assert prometheus["endpoint"] == "0.0.0.0:8889"
     assert prometheus["enable_open_metrics"] is True
-    assert prometheus["resource_to_telemetry_conversion"]["enabled"] is True
+    # Not the deprecated resource_to_telemetry_conversion: an explicit list, so that a host's k8s.*, host.* and
+    # process.* attributes do not become labels on every series.
+    assert "resource_to_telemetry_conversion" not in prometheus
+    included = prometheus["resource_constant_labels"]["included"]
+    assert "service.name" in included and not any("*" in pattern for pattern in included), included
     assert collector["service"]["pipelines"]["metrics"]["exporters"] == ["prometheus"]
     assert "debug" in collector["service"]["pipelines"]["logs"]["exporters"]
     assert "health_check" in collector["service"]["extensions"]

@@ -1,0 +1,207 @@
+"""End to end through the bundled stack: the workload's traces, labels, exemplars and logs, as users get them.
+
+The workload (``workload.py``) exports over OTLP gRPC and, in a second run, OTLP HTTP to the collector built
+from ``stack/otelcol`` running ``otel/collector.yaml``; the collector sends traces to Jaeger v2 running
+``otel/jaeger.yaml``, offers metrics to the Prometheus of ``otel/prometheus.yml`` and writes logs with its
+debug exporter. The dashboards' numbers by the same runs are checked in ``test_dashboards_workload.py``.
+"""
+
+from __future__ import annotations
+
+import collections
+import re
+import time
+from typing import Any
+
+import pytest
+from workload import AGENT, DRAFTS_NETWORK, QA_NETWORK, SDK_NETWORK, TOOL_LOG, TRIAGE_NETWORK
+from workload_runs import ScrapedWorkload
+
+pytestmark = pytest.mark.integration
+
+
+def _jaeger_traces(workload: ScrapedWorkload, timeout: float = 60.0) -> dict[str, dict[str, Any]]:
+    """Every trace the workload's SDK ended, from Jaeger's query API (waiting for stragglers in its pipeline)."""
+    assert workload.stack is not None
+    workload.stack.wait_until_drained("spans")
+    expected = workload.report["spans_by_trace"]
+    found: dict[str, dict[str, Any]] = {}
+    deadline = time.monotonic() + timeout
+    while True:
+        for trace_id, names in expected.items():
+            if trace_id in found:
+                continue
+            trace = workload.stack.jaeger.trace(trace_id)
+            # Jaeger stores a trace's spans as they arrive: a trace is complete when all are there.
+            if trace is not None and len(trace["spans"]) >= sum(names.values()):
+                found[trace_id] = trace
+        if len(found) == len(expected) or time.monotonic() > deadline:
+            return found
+        time.sleep(0.5)
+
+
+@pytest.fixture
+def jaeger_traces(otlp_workload: ScrapedWorkload) -> dict[str, dict[str, Any]]:
+    return _jaeger_traces(otlp_workload)
+
+
+def _events(span: dict[str, Any]) -> list[str]:
+    return [field["value"] for log in span.get("logs", []) for field in log["fields"] if field["key"] == "event"]
+
+
+def test_every_trace_is_in_jaeger_with_its_full_tree(
+    otlp_workload: ScrapedWorkload, jaeger_traces: dict[str, dict[str, Any]]
+) -> None:
+    report = otlp_workload.report
+    expected: dict[str, dict[str, int]] = report["spans_by_trace"]
+    engine: dict[str, int | None] = report["engine_spans_by_trace"]
+    # Every pass the application got a result from has its trace among those the SDK ended.
+    assert set(report["result_traces"]) <= set(expected)
+    sdk_total = sum(sum(names.values()) for names in expected.values())
+    engine_total = sum(count or 0 for count in engine.values())
+    jaeger_total = sum(len(trace["spans"]) for trace in jaeger_traces.values())
+    print(
+        f"\n{otlp_workload.route}: {len(expected)} traces; spans in Jaeger {jaeger_total}, ended by the SDK "
+        f"{sdk_total}, reported by the engine {engine_total}"
+    )
+    # The engine's own count (get_trace_summary) is every span of the trace, the SDKs' HTTP spans included.
+    assert {t: sum(names.values()) for t, names in expected.items()} == engine
+    missing = sorted(set(expected) - set(jaeger_traces))
+    assert not missing, f"{len(missing)} of {len(expected)} traces are not (complete) in Jaeger, e.g. {missing[:3]}"
+    for trace_id, trace in jaeger_traces.items():
+        spans = trace["spans"]
+        names = collections.Counter(span["operationName"] for span in spans)
+        assert names == expected[trace_id], trace_id
+        # One tree: one root, and every other span's parent is in the trace.
+        ids = {span["spanID"] for span in spans}
+        parents = [ref["spanID"] for span in spans for ref in span["references"] if ref["refType"] == "CHILD_OF"]
+        roots = [span for span in spans if not span["references"]]
+        assert len(roots) == 1 and set(parents) <= ids, trace_id
+        services = {trace["processes"][span["processID"]]["serviceName"] for span in spans}
+        assert services == {otlp_workload.service}
+    assert jaeger_total == sdk_total == engine_total
+
+
+def test_the_trees_hold_every_kind_of_span_and_the_retry_and_fallback_events(
+    otlp_workload: ScrapedWorkload, jaeger_traces: dict[str, dict[str, Any]]
+) -> None:
+    spans = [span for trace in jaeger_traces.values() for span in trace["spans"]]
+    names = {span["operationName"] for span in spans}
+    roots = {span["operationName"] for span in spans if not span["references"]}
+    assert roots == {
+        *(f"invoke_workflow {network}" for network in (QA_NETWORK, TRIAGE_NETWORK, DRAFTS_NETWORK, SDK_NETWORK)),
+        f"invoke_agent {AGENT}",
+    }
+    assert {"nons.layer 0", "nons.layer 1", "nons.node generate", "POST"} <= names
+    assert {"execute_tool lookup", "execute_tool final_answer"} <= names
+    assert any(name.startswith("chat ") for name in names)
+    by_id = {span["spanID"]: span for span in spans}
+
+    def parent(span: dict[str, Any]) -> str:
+        return str(by_id[span["references"][0]["spanID"]]["operationName"])
+
+    # The HTTP attempts of the real SDKs hang under their chat span; tool calls under the agent.
+    assert {parent(span).split(" ")[0] for span in spans if span["operationName"] == "POST"} == {"chat"}
+    assert {parent(span) for span in spans if span["operationName"].startswith("execute_tool")} == {
+        f"invoke_agent {AGENT}"
+    }
+    events = collections.Counter(event for span in spans for event in _events(span))
+    truth = otlp_workload.truth
+    # Every fallback here succeeds, and a call's attempts are its first, its retries and its fallback's.
+    assert events["nons.fallback"] == truth["fallbacks_used"] > 0
+    assert events["nons.retry"] == truth["record_attempts"] - truth["calls"] - truth["fallbacks_used"] > 0
+
+
+def test_series_carry_the_job_instance_and_service_labels_the_readme_promises(otlp_workload: ScrapedWorkload) -> None:
+    """The collector's prometheus exporter turns service.name into ``job`` and service.instance.id (a UUID the
+    OTel SDK makes per process) into ``instance``, which honor_labels keeps, and copies the resource attributes
+    that resource_constant_labels lists."""
+    assert otlp_workload.stack is not None
+    prometheus = otlp_workload.prometheus
+    result = prometheus.query(
+        f"group by (job, instance, service_name, service_version, deployment_environment_name) "
+        f'(nons_cost_USD_total{{service_name="{otlp_workload.service}"}})',
+        at=otlp_workload.t_final,
+    )
+    assert len(result) == 1, result
+    labels = result[0]["metric"]
+    from nons import __version__
+
+    resource = otlp_workload.report["resource"]
+    assert labels == {
+        "job": otlp_workload.service,
+        "instance": resource["service.instance.id"],
+        "service_name": otlp_workload.service,
+        "service_version": __version__,
+        "deployment_environment_name": "stack-test",
+    }
+    # Only the listed resource attributes become labels: the SDK's telemetry.sdk.* stay on target_info.
+    stored = prometheus.query(
+        f'count by (__name__) ({{service_name="{otlp_workload.service}", telemetry_sdk_name!=""}})'
+    )
+    assert stored == [], stored
+
+
+def test_latency_exemplars_resolve_to_traces_in_jaeger(
+    otlp_workload: ScrapedWorkload, jaeger_traces: dict[str, dict[str, Any]]
+) -> None:
+    assert otlp_workload.stack is not None
+    series = otlp_workload.prometheus.exemplars(
+        f'gen_ai_client_operation_duration_seconds_bucket{{service_name="{otlp_workload.service}"}}',
+        otlp_workload.t_start,
+        otlp_workload.t_final + 1,
+    )
+    exemplars = [exemplar for item in series for exemplar in item["exemplars"]]
+    assert exemplars, "Prometheus kept no exemplar of the LLM call latency"
+    trace_ids = {exemplar["labels"]["trace_id"] for exemplar in exemplars}
+    resolved = {trace_id for trace_id in trace_ids if otlp_workload.stack.jaeger.trace(trace_id) is not None}
+    print(
+        f"\n{otlp_workload.route}: {len(exemplars)} latency exemplars; "
+        f"{len(resolved)} of {len(trace_ids)} of their trace ids found in Jaeger"
+    )
+    assert resolved == trace_ids
+    # And each names a span of that trace: the chat span the measurement was made in.
+    for exemplar in exemplars[:50]:
+        trace = jaeger_traces[exemplar["labels"]["trace_id"]]
+        span = next(s for s in trace["spans"] if s["spanID"] == exemplar["labels"]["span_id"])
+        assert span["operationName"].startswith("chat "), span["operationName"]
+
+
+_RECORD = re.compile(r"LogRecord #\d+\n(?P<body>.*?)(?=LogRecord #\d+\n|ResourceLog #\d+|\Z)", re.DOTALL)
+
+
+def collector_log_records(log: str, service: str) -> list[dict[str, str]]:
+    """The log records the debug exporter wrote (verbosity detailed) for ``service``: body, trace and span id."""
+    records = []
+    for block in re.split(r"ResourceLog #\d+\n", log)[1:]:
+        if f"-> service.name: Str({service})" not in block:
+            continue
+        for match in _RECORD.finditer(block):
+            text = match.group("body")
+            body = re.search(r"^Body: Str\((.*)\)$", text, re.MULTILINE)
+            trace_id = re.search(r"^Trace ID: ?(\w*)$", text, re.MULTILINE)
+            span_id = re.search(r"^Span ID: ?(\w*)$", text, re.MULTILINE)
+            records.append(
+                {
+                    "body": body.group(1) if body else "",
+                    "trace_id": trace_id.group(1) if trace_id else "",
+                    "span_id": span_id.group(1) if span_id else "",
+                }
+            )
+    return records
+
+
+def test_logs_reach_the_collector_with_trace_and_span_ids(
+    otlp_workload: ScrapedWorkload, jaeger_traces: dict[str, dict[str, Any]]
+) -> None:
+    assert otlp_workload.stack is not None
+    otlp_workload.stack.wait_until_drained("log_records")
+    records = collector_log_records(otlp_workload.stack.collector.log(), otlp_workload.service)
+    assert len(records) == otlp_workload.report["logs_emitted"], (len(records), otlp_workload.report["logs_emitted"])
+    tool_logs = [r for r in records if r["body"].startswith(TOOL_LOG)]
+    # One lookup per agent run, each logged inside its execute_tool span.
+    assert len(tool_logs) == otlp_workload.truth["passes"][AGENT]["ok"]
+    for record in tool_logs:
+        trace = jaeger_traces[record["trace_id"]]
+        span = next(s for s in trace["spans"] if s["spanID"] == record["span_id"])
+        assert span["operationName"] == "execute_tool lookup"

@@ -1,0 +1,444 @@
+"""The NoN workload that the stack tests run in a subprocess, and the true totals it reports.
+
+It runs as its own process (``python tests/stack/workload.py``) because OpenTelemetry's global providers can be
+set only once per process. It uses the product path: :func:`nons.observability.setup.configure_telemetry` from
+the standard ``OTEL_*`` variables the test sets, either
+
+- ``OTEL_METRICS_EXPORTER=prometheus``: the OTel SDK's Prometheus reader on a port that Prometheus scrapes, or
+- ``OTEL_EXPORTER_OTLP_ENDPOINT`` with ``OTEL_EXPORTER_OTLP_PROTOCOL`` ``grpc`` or ``http/protobuf``: traces,
+  metrics and logs to the collector.
+
+What one iteration runs
+-----------------------
+- three networks on the simulated provider with injected faults: ``qa-ensemble`` (4 parallel ``generate``
+  nodes and a ``synthesize``; 20 % ``server_error`` on ``gpt-4o-mini``, fallback to ``claude-sonnet-4-6``),
+  ``triage`` (``classify`` and ``extract``; 15 % ``rate_limit`` on ``claude-haiku-4-5``), and every 10th
+  iteration ``drafts`` (FAIL_FAST on the unpriced model ``simulated``, 25 % ``timeout``: failed passes);
+- every ``EMULATOR_EVERY``-th iteration, through the real OpenAI, Anthropic and Gemini SDKs against
+  :class:`nons.testing.ProviderEmulator`: the network ``sdk-mix`` (one node per SDK; on alternate runs Gemini
+  answers 500 twice and its node falls back to Anthropic, and OpenAI answers one 429 that is retried), then the
+  agent ``researcher`` (OpenAI tool calls: ``lookup``, which logs a line, then the stop tool ``final_answer``).
+
+Every attempt that reaches a provider is counted there, with its failure type; every span the SDK ends is
+counted per trace (name by name); every log record the bridge emits is counted. Cost and tokens are summed
+from the results.
+
+The protocol, on stdout (lines starting with ``NONS-WORKLOAD``) and stdin:
+
+1. Warm-up until every series of the run exists; metrics are flushed; ``warm`` reports the counts so far.
+2. The test waits until Prometheus has scraped the warm-up's values twice, then sends ``go``.
+3. The main run: ``ITERATIONS`` iterations. With ``NONS_WORKLOAD_PAUSE_AT=a,b``, it stops after iteration ``a``
+   and ``b``, reports ``paused`` and waits for ``go`` (the restart test stops and starts the collector there).
+4. Everything is flushed; ``done`` reports the true totals, the spans per trace and the export statistics.
+   The process keeps serving until its stdin closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import copy
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from opentelemetry.sdk._logs import LogRecordProcessor
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
+
+SERVICE = "nons-workload"
+ENVIRONMENT = "stack-test"
+ITERATIONS = int(os.environ.get("NONS_WORKLOAD_ITERATIONS", "300"))
+MAX_WARMUP_ITERATIONS = 300
+EMULATOR_EVERY = 5  # the SDK network and the agent run in every 5th iteration of the main run
+
+QA_NETWORK = "qa-ensemble"
+TRIAGE_NETWORK = "triage"
+DRAFTS_NETWORK = "drafts"
+SDK_NETWORK = "sdk-mix"
+AGENT = "researcher"
+
+#: Simulated models: name -> (injected failure rate, mock_failure_kind, error.type the engine records for it)
+FAULTS: dict[str, tuple[float, str, str]] = {
+    "gpt-4o-mini": (0.20, "server_error", "server_error"),
+    "claude-haiku-4-5": (0.15, "rate_limit", "rate_limit"),
+    "claude-sonnet-4-6": (0.0, "server_error", "server_error"),  # the fallback model never fails
+    "simulated": (0.25, "timeout", "timeout"),  # genai-prices has no price for it: unpriced calls
+}
+QA_MODEL, TRIAGE_MODEL, FALLBACK_MODEL, UNPRICED_MODEL = FAULTS
+
+#: Models behind the emulator, one per SDK (names unlike the simulated ones, so each model label has one provider).
+SDK_MODELS = {"openai": "gpt-4.1-mini", "anthropic": "claude-opus-4-5", "google": "gemini-2.5-flash"}
+
+#: gen_ai.provider.name of each provider the workload uses.
+PROVIDER_NAMES = {"mock": "nons.simulated", "openai": "openai", "anthropic": "anthropic", "google": "gcp.gemini"}
+
+TOOL_LOG = "researcher looked up"  # the body of the log line the agent's lookup tool writes
+
+_MARK = "NONS-WORKLOAD "  # prefix of the protocol lines on stdout
+
+
+def emit(event: str, **data: Any) -> None:
+    sys.stdout.write(_MARK + json.dumps({"event": event, **data}) + "\n")
+    sys.stdout.flush()
+
+
+def _mock(name: str) -> Any:
+    from nons.core.types import ModelConfig, ModelProvider
+
+    rate, kind, _ = FAULTS[name]
+    params: dict[str, Any] = {"mock_latency_s": 0.002, "mock_seed": sorted(FAULTS).index(name) + 1}
+    if rate:
+        params |= {"mock_failure_rate": rate, "mock_failure_kind": kind}
+    return ModelConfig(provider=ModelProvider.MOCK, model_name=name, extra_params=params)
+
+
+def _sdk(emulator: Any, provider: str) -> Any:
+    from nons.core.types import ModelConfig, ModelProvider
+
+    return ModelConfig(
+        provider=ModelProvider(provider),
+        model_name=SDK_MODELS[provider],
+        base_url=emulator.base_url_for(provider),
+        api_key="sk-test-stack",
+    )
+
+
+def build_networks(emulator: Any | None = None) -> dict[str, Any]:
+    """The workload's networks; ``sdk-mix`` only with an emulator for its SDKs to talk to."""
+    from nons.core.network import create_network
+    from nons.core.node import Node
+    from nons.core.types import ErrorPolicy, LayerConfig
+
+    fallback = [_mock(FALLBACK_MODEL)]
+    with_fallbacks = LayerConfig(error_policy=ErrorPolicy.FALLBACK_MODEL, max_retries=1, retry_base_delay=0.0)
+    networks = {
+        QA_NETWORK: create_network(
+            layers=[
+                Node("generate", _mock(QA_MODEL), fallbacks=fallback) * 4,
+                Node("synthesize", _mock(QA_MODEL), fallbacks=fallback),
+            ],
+            layer_config=with_fallbacks,
+            name=QA_NETWORK,
+        ),
+        TRIAGE_NETWORK: create_network(
+            layers=[
+                [
+                    Node("classify", _mock(TRIAGE_MODEL), fallbacks=fallback, categories=["billing", "bug", "other"]),
+                    Node("extract", _mock(TRIAGE_MODEL), fallbacks=fallback, fields=["product", "severity"]),
+                ],
+            ],
+            layer_config=with_fallbacks,
+            name=TRIAGE_NETWORK,
+        ),
+        # FAIL_FAST: one attempt; a failed call fails the pass (failed network passes, failed nodes).
+        DRAFTS_NETWORK: create_network(
+            layers=[Node("expand", _mock(UNPRICED_MODEL))],
+            layer_config=LayerConfig(error_policy=ErrorPolicy.FAIL_FAST),
+            name=DRAFTS_NETWORK,
+        ),
+    }
+    if emulator is not None:
+        anthropic = _sdk(emulator, "anthropic")
+        networks[SDK_NETWORK] = create_network(
+            layers=[
+                [
+                    Node("generate", _sdk(emulator, "openai")),
+                    Node("generate", anthropic),
+                    Node("generate", _sdk(emulator, "google"), fallbacks=[anthropic]),
+                ],
+            ],
+            layer_config=with_fallbacks,
+            name=SDK_NETWORK,
+        )
+    return networks
+
+
+def build_agent(emulator: Any) -> Any:
+    """The agent: OpenAI tool calling against the emulator, a ``lookup`` tool that logs, a stop tool."""
+    from nons.core.agents import Agent, ToolRegistry
+
+    registry = ToolRegistry()
+    tool_logger = logging.getLogger("nons_workload.tools")
+
+    @registry.tool(description="Look a fact up.")
+    def lookup(key: str) -> str:
+        # Inside the execute_tool span: the log record carries its trace and span ids.
+        tool_logger.warning("%s %s", TOOL_LOG, key)
+        return f"{key}: 42"
+
+    @registry.tool(is_stop_tool=True, description="Give the final answer.")
+    def final_answer(answer: str) -> str:
+        return answer
+
+    return Agent(_sdk(emulator, "openai"), registry, name=AGENT, system_prompt="Use the tools.", max_steps=4)
+
+
+def cost_label_sets(networks: Mapping[str, Any]) -> set[tuple[str, str, str]]:
+    """(model, operator, network) of every ``nons.cost`` series the networks can record: each priced model a
+    node may answer with, its fallbacks included when the layer's policy uses them."""
+    from nons.core.policies import call_plan
+    from nons.core.types import Usage
+    from nons.providers.pricing import price_usd
+
+    found = set()
+    for network in networks.values():
+        uses_fallbacks = call_plan(network.layer_config).use_fallbacks
+        for layer in network.layers:
+            for node in layer.nodes:
+                for config in (node.model_config, *(node.fallbacks if uses_fallbacks else ())):
+                    if price_usd(None, config.model_name, Usage(input_tokens=1, output_tokens=1)) is not None:
+                        found.add((config.model_name, node.operator_name, network.name))
+    return found
+
+
+def count_provider_attempts() -> dict[str, dict[str, Any]]:
+    """Count every attempt that reaches a provider (simulated or SDK), and its failures by type, per model."""
+    from nons.base.errors import ProviderError
+    from nons.core.types import ModelProvider
+    from nons.providers.registry import get_provider
+
+    counts: dict[str, dict[str, Any]] = {}
+    for kind in (ModelProvider.MOCK, ModelProvider.OPENAI, ModelProvider.ANTHROPIC, ModelProvider.GOOGLE):
+        provider = get_provider(kind)
+        original = provider.complete
+
+        async def complete(request: Any, original: Any = original, kind: Any = kind) -> Any:
+            entry = counts.setdefault(
+                request.model, {"provider": PROVIDER_NAMES[kind.value], "attempts": 0, "failures": {}}
+            )
+            entry["attempts"] += 1
+            try:
+                return await original(request)
+            except ProviderError as error:
+                entry["failures"][error.error_type] = entry["failures"].get(error.error_type, 0) + 1
+                raise
+
+        provider.complete = complete  # type: ignore[method-assign]
+    return counts
+
+
+class SpanCounter(SpanProcessor):
+    """A span processor that counts every span the SDK ends, by trace and name (what the exporter is given)."""
+
+    def __init__(self) -> None:
+        self.by_trace: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        assert span.context is not None
+        self.by_trace[f"{span.context.trace_id:032x}"][span.name] += 1
+
+
+class LogCounter(LogRecordProcessor):
+    """A log record processor that counts the records the bridge emits (what the log exporter is given)."""
+
+    def __init__(self) -> None:
+        self.emitted = 0
+
+    def on_emit(self, log_record: Any) -> None:
+        self.emitted += 1
+
+    def shutdown(self) -> None:
+        pass
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return True
+
+
+class Workload:
+    """The running totals of one workload process; :meth:`iteration` runs one iteration."""
+
+    def __init__(self, networks: dict[str, Any], agent: Any | None, emulator: Any | None) -> None:
+        self.networks, self.agent, self.emulator = networks, agent, emulator
+        self.attempts = count_provider_attempts()
+        self.cost_by_network = dict.fromkeys([*networks, *([AGENT] if agent else [])], 0.0)
+        self.passes = {name: {"ok": 0, "failed": 0} for name in self.cost_by_network}
+        self.tokens = {"input": 0, "output": 0}
+        self.fallbacks_from: set[str] = set()
+        self.cost_series: set[tuple[str, str, str]] = set()
+        self.calls = self.unpriced = self.record_attempts = self.fallbacks_used = 0
+        self.result_traces: list[str] = []
+        self.emulator_runs = 0
+
+    async def network_pass(self, name: str, text: str) -> None:
+        from nons.base.errors import NonError
+
+        try:
+            result = await self.networks[name].run(text)
+        except NonError:
+            self.passes[name]["failed"] += 1  # drafts only: its single call failed, so nothing was spent
+            return
+        self.passes[name]["ok"] += 1
+        self.result_traces.append(result.trace_id)
+        self.cost_by_network[name] += result.cost_usd
+        self.tokens["input"] += result.usage.input_tokens
+        self.tokens["output"] += result.usage.output_tokens
+        self.calls += len(result.calls)
+        self.unpriced += result.unpriced_calls
+        self.record_attempts += sum(c.attempts for c in result.calls)
+        self.fallbacks_used += sum(1 for c in result.calls if c.fallback_used)
+        self.fallbacks_from.update(c.request_model for c in result.calls if c.fallback_used)
+        fallback_model = SDK_MODELS["anthropic"] if name == SDK_NETWORK else FALLBACK_MODEL
+        for node in result.node_results:
+            self.cost_series.update(
+                (fallback_model if c.fallback_used else c.request_model, node.operator, name)
+                for c in node.calls
+                if c.cost_usd is not None
+            )
+
+    async def agent_run(self, i: int) -> None:
+        from nons.testing import EmulatedToolCall, Reply
+
+        assert self.agent is not None and self.emulator is not None
+        self.emulator.script(
+            "openai",
+            [
+                Reply(text="", tool_calls=[EmulatedToolCall("lookup", {"key": f"fact-{i}"})]),
+                Reply(text="", tool_calls=[EmulatedToolCall("final_answer", {"answer": "42"})]),
+            ],
+        )
+        final = await self.agent.run(f"Task {i}: find the answer.")
+        self.passes[AGENT]["ok" if final["success"] else "failed"] += 1
+        self.result_traces.append(final["trace_id"])
+        self.cost_by_network[AGENT] += final["cost_usd"] or 0.0
+        self.tokens["input"] += final["input_tokens"]
+        self.tokens["output"] += final["output_tokens"]
+        self.calls += final["llm_calls"]
+        self.record_attempts += final["llm_calls"]  # the emulator scripts no fault for the agent
+
+    async def emulator_sequence(self, i: int) -> None:
+        """The SDK network, then the agent: one at a time, so each provider's scripted answers meet their calls."""
+        from nons.testing import Fault
+
+        assert self.emulator is not None
+        if self.emulator_runs % 2 == 0:
+            self.emulator.script("google", [Fault.server_error(), Fault.server_error()])
+            self.emulator.script("openai", [Fault.rate_limit()])
+        self.emulator_runs += 1
+        await self.network_pass(SDK_NETWORK, f"Product {i}: a one-line description.")
+        await self.agent_run(i)
+
+    async def iteration(self, i: int, drafts: bool, emulated: bool) -> None:
+        runs = [
+            self.network_pass(QA_NETWORK, f"Question {i}: why is the sky blue at noon and red at dusk?"),
+            self.network_pass(TRIAGE_NETWORK, f"Ticket {i}: the export button crashes the desktop app on save."),
+        ]
+        if drafts:
+            runs.append(self.network_pass(DRAFTS_NETWORK, f"Draft {i}: three ideas for a product launch."))
+        if emulated and self.emulator is not None:
+            runs.append(self.emulator_sequence(i))
+        await asyncio.gather(*runs)
+
+    def every_series_exists(self, expected_cost_series: set[tuple[str, str, str]]) -> bool:
+        failing = [model for model, (rate, _, _) in FAULTS.items() if rate]
+        if self.emulator is not None:
+            failing += [SDK_MODELS["google"], SDK_MODELS["openai"]]
+        return (
+            all(self.attempts.get(model, {}).get("attempts") for model in FAULTS)
+            and all(self.attempts[model]["failures"] for model in failing)
+            and {QA_MODEL, TRIAGE_MODEL} <= self.fallbacks_from
+            and expected_cost_series <= self.cost_series
+            and self.passes[DRAFTS_NETWORK]["failed"] > 0
+        )
+
+    def totals(self) -> dict[str, Any]:
+        return {
+            "total_cost_usd": sum(self.cost_by_network.values()),
+            "cost_by_network": self.cost_by_network,
+            "passes": self.passes,
+            "tokens": self.tokens,
+            "calls": self.calls,
+            "unpriced_calls": self.unpriced,
+            "record_attempts": self.record_attempts,
+            "fallbacks_used": self.fallbacks_used,
+            "attempts_by_model": copy.deepcopy(self.attempts),
+        }
+
+
+def _pause_points() -> set[int]:
+    text = os.environ.get("NONS_WORKLOAD_PAUSE_AT", "")
+    return {int(part) for part in text.split(",") if part.strip()}
+
+
+async def _wait_for_go() -> None:
+    if (await asyncio.to_thread(sys.stdin.readline)).strip() != "go":
+        raise SystemExit("the test went away")
+
+
+async def run(workload: Workload, handle: Any) -> dict[str, Any]:
+    """Warm up, report ``warm``, wait for ``go``, run the main run (pausing where asked); return the totals."""
+    expected = cost_label_sets(workload.networks)
+    warmup = 0
+    while not workload.every_series_exists(expected):
+        if warmup >= MAX_WARMUP_ITERATIONS:
+            raise SystemExit(f"some series still missing after {warmup} warm-up iterations: {workload.attempts}")
+        await workload.iteration(warmup, drafts=True, emulated=warmup < 2)
+        warmup += 1
+    handle.force_flush()
+    emit("warm", port=handle.prometheus_port, iterations=warmup, **workload.totals())
+    await _wait_for_go()
+    pauses = _pause_points()
+    for i in range(ITERATIONS):
+        await workload.iteration(i, drafts=i % 10 == 0, emulated=i % EMULATOR_EVERY == 0)
+        if i in pauses:
+            emit("paused", iteration=i)
+            await _wait_for_go()
+    return workload.totals()
+
+
+def main() -> None:
+    """The subprocess: set telemetry up from the environment, run, report, serve until stdin closes."""
+    from nons.core.scheduler import CircuitBreakerConfig, RateLimitConfig, configure_scheduler
+    from nons.core.types import ModelProvider
+    from nons.observability.integration import get_observability
+    from nons.observability.setup import configure_telemetry, shutdown_telemetry
+    from nons.testing import ProviderEmulator
+
+    logging.getLogger("nons_workload").setLevel(logging.INFO)
+    handle = configure_telemetry()
+    spans, logs = SpanCounter(), LogCounter()
+    if handle.tracer_provider is not None:
+        handle.tracer_provider.add_span_processor(spans)
+    if handle.logger_provider is not None:
+        handle.logger_provider.add_log_record_processor(logs)
+    # Two calls at a time, so the four parallel generate nodes queue (nons.scheduler.wait, throttled by
+    # concurrency), and a request rate a little below the unthrottled one (throttled by requests_per_second).
+    # The breakers stay enabled, so their state is reported, but never open: an open breaker's fail-fast
+    # attempts would count as failures that the provider never saw.
+    configure_scheduler(
+        rate_limits={ModelProvider.MOCK: RateLimitConfig(max_concurrent=2, requests_per_second=400)},
+        circuit_breaker=CircuitBreakerConfig(failure_threshold=1_000_000),
+    )
+    started = time.time()
+    with ProviderEmulator() as emulator:
+        workload = Workload(build_networks(emulator), build_agent(emulator), emulator)
+        truth = asyncio.run(run(workload, handle))
+    truth["run_seconds"] = time.time() - started
+    truth["faults"] = {model: {"rate": rate, "error_type": error} for model, (rate, _, error) in FAULTS.items()}
+    handle.force_flush()
+    observability = get_observability()
+    engine_spans = {}
+    for trace_id in spans.by_trace:
+        try:
+            engine_spans[trace_id] = observability.get_trace_summary(trace_id)["span_count"]
+        except KeyError:
+            engine_spans[trace_id] = None
+    emit(
+        "done",
+        truth=truth,
+        result_traces=workload.result_traces,
+        spans_by_trace={trace_id: dict(counts) for trace_id, counts in spans.by_trace.items()},
+        engine_spans_by_trace=engine_spans,
+        logs_emitted=logs.emitted,
+        resource={key: str(value) for key, value in handle.resource.attributes.items()},
+        stats=observability.get_stats(),
+    )
+    sys.stdin.read()  # keep serving the final values until the test closes our stdin
+    shutdown_telemetry()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,275 @@
+"""Running ``workload.py`` against a Prometheus, by one of three routes, for the dashboard and end-to-end tests.
+
+Routes (the ``workload`` fixture's parameter):
+
+``prometheus-reader``
+    engine -> OTel SDK ``PrometheusMetricReader`` (``OTEL_METRICS_EXPORTER=prometheus``) -> Prometheus scrape.
+``otlp-grpc``, ``otlp-http``
+    engine -> OTLP (gRPC or HTTP) -> the collector built from ``stack/otelcol`` with ``otel/collector.yaml``:
+    traces to Jaeger v2 (``otel/jaeger.yaml``), metrics to its prometheus exporter, which the Prometheus of
+    ``otel/prometheus.yml`` (rendered for loopback) scrapes; logs to the debug exporter. The compose stack's
+    route, with the compose stack's configs.
+
+``conftest.py`` makes the fixtures ``otel_stack`` and ``workload`` from these helpers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from otel_stack import Collector, Jaeger, free_port, http_get, wait_for
+
+WORKLOAD = Path(__file__).resolve().parent / "workload.py"
+MARK = "NONS-WORKLOAD "
+ROUTES = ("prometheus-reader", "otlp-grpc", "otlp-http")
+SERVICES = {route: f"nons-workload-{route}" for route in ROUTES}
+
+
+class WorkloadProcess:
+    """The workload subprocess, with its protocol lines read by a thread so that waits can time out."""
+
+    def __init__(self, workdir: Path, env: dict[str, str]) -> None:
+        base = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "NON_", "NONS_"))}
+        self.stderr_path = workdir / "workload.stderr"
+        with self.stderr_path.open("wb") as stderr:
+            # cwd: a directory without a .env file, so no local settings leak in.
+            self.process = subprocess.Popen(
+                [sys.executable, str(WORKLOAD)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                cwd=workdir,
+                env={**base, "PYTHONUNBUFFERED": "1", **env},
+                text=True,
+            )
+        self._lines: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self._reader = threading.Thread(target=self._read, name="workload-stdout", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            if line.startswith(MARK):
+                self._lines.put(json.loads(line[len(MARK) :]))
+        self._lines.put(None)  # EOF
+
+    def expect(self, event: str, timeout: float) -> dict[str, Any]:
+        """The next protocol message, which must be ``event``, within ``timeout`` seconds."""
+        try:
+            message = self._lines.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"workload did not report {event!r} within {timeout:.0f} s{self.stderr()}") from None
+        if message is None or message.get("event") != event:
+            raise AssertionError(f"workload: expected {event!r}, got {str(message)[:2000]}{self.stderr()}")
+        return message
+
+    def send(self, line: str) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(line + "\n")
+        self.process.stdin.flush()
+
+    def stderr(self) -> str:
+        text = self.stderr_path.read_text(encoding="utf-8", errors="replace")
+        return f"\nworkload stderr:\n{text[-4000:]}" if text else ""
+
+    def stop(self) -> None:
+        try:
+            if self.process.stdin is not None:
+                self.process.stdin.close()
+        except OSError:
+            pass
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+
+def workload_env(
+    service: str, route: str, collector: Collector | None = None, port: int | None = None
+) -> dict[str, str]:
+    """The standard ``OTEL_*`` variables of one route, as an application would set them."""
+    env = {
+        "OTEL_SERVICE_NAME": service,
+        "NON_ENVIRONMENT": "stack-test",
+        # Every pass's spans stay in the in-process buffer, so the engine can report each trace's span count.
+        "NON_OBSERVABILITY_BUFFER_SIZE": "1000000",
+    }
+    if route == "prometheus-reader":
+        assert port is not None
+        return env | {
+            "OTEL_METRICS_EXPORTER": "prometheus",
+            "OTEL_EXPORTER_PROMETHEUS_HOST": "127.0.0.1",
+            "OTEL_EXPORTER_PROMETHEUS_PORT": str(port),
+            "OTEL_TRACES_EXPORTER": "none",
+            "OTEL_LOGS_EXPORTER": "none",
+        }
+    assert collector is not None
+    protocol = "grpc" if route == "otlp-grpc" else "http/protobuf"
+    return env | {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": collector.otlp_endpoint(protocol),
+        "OTEL_EXPORTER_OTLP_PROTOCOL": protocol,
+        "OTEL_TRACES_EXPORTER": "otlp",
+        "OTEL_METRICS_EXPORTER": "otlp",
+        "OTEL_LOGS_EXPORTER": "otlp",
+        # Metrics go out when the workload flushes them (after the warm-up, at the end) and every 2 s between.
+        "OTEL_METRIC_EXPORT_INTERVAL": "2000",
+        "OTEL_BSP_SCHEDULE_DELAY": "200",
+        "OTEL_BLRP_SCHEDULE_DELAY": "200",
+        # A batch the collector cannot take is given up after 3 s (and counted), not the default 10 s.
+        "OTEL_EXPORTER_OTLP_TIMEOUT": "3000",
+    }
+
+
+# --------------------------------------------------------------------------------------------------- the stack
+
+
+@dataclass
+class OTelStack:
+    """Jaeger, the collector and a Prometheus scraping it with the rendered ``otel/prometheus.yml``."""
+
+    jaeger: Jaeger
+    collector: Collector
+    prometheus: Any  # conftest.PrometheusServer
+    scrape_job: str = "otel-collector"
+
+    def collector_counts(self) -> dict[str, float]:
+        """The collector's own counters (its telemetry endpoint), summed by name: accepted and sent items."""
+        status, body = http_get(f"http://127.0.0.1:{self.collector.ports['TELEMETRY']}/metrics")
+        assert status == 200, status
+        totals: dict[str, float] = {}
+        for line in body.decode().splitlines():
+            if line.startswith("otelcol_") and " " in line:
+                name = line.split("{", 1)[0].split(" ", 1)[0]
+                totals[name] = totals.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
+        return totals
+
+    def wait_until_drained(self, signal: str, timeout: float = 60.0) -> None:
+        """Wait until the collector holds nothing back of what it accepted: its processors (the batch processor)
+        passed on every item they took in, and no export is queued or in flight. ``signal`` (``metric_points``,
+        ``spans``, ``log_records``) must have been received at all."""
+
+        def drained() -> bool:
+            counts = self.collector_counts()
+            return (
+                counts.get(f"otelcol_receiver_accepted_{signal}", 0.0) > 0
+                and counts.get("otelcol_processor_incoming_items") == counts.get("otelcol_processor_outgoing_items")
+                and counts.get("otelcol_exporter_queue_size", 0.0) == 0
+                and counts.get("otelcol_exporter_in_flight_requests", 0.0) == 0
+            )
+
+        try:
+            wait_for(drained, timeout, f"the collector to pass on every {signal}", interval=0.2)
+        except TimeoutError as error:
+            raise TimeoutError(f"{error}; its counters: {self.collector_counts()}") from None
+
+
+# ------------------------------------------------------------------------------------------------ the workload
+
+
+@dataclass(frozen=True)
+class ScrapedWorkload:
+    """Prometheus after scraping the finished workload; evaluate panels ``at=t_final``."""
+
+    route: str
+    service: str
+    prometheus: Any  # PrometheusServer (conftest)
+    scrape_job: str  # the job that scraped the numbers: the collector's, or the workload's own endpoint
+    truth: dict[str, Any]  # the whole run, warm-up included
+    warm: dict[str, Any]  # the counts at the end of the warm-up
+    report: dict[str, Any]  # the rest of the "done" message: spans per trace, logs, export statistics
+    t_start: float  # before the subprocess started
+    t_warm: float  # timestamp of the second scrape between the warm-up and the main run
+    t_final: float  # timestamp of a scrape that started after the workload finished
+    stack: OTelStack | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def values(self) -> dict[str, str]:
+        """Grafana's interval variables for a dashboard whose time range covers the whole run: it starts
+        before the subprocess did and ends at ``t_final``."""
+        window = f"{math.ceil(self.t_final - self.t_start) + 5}s"
+        return {"__range": window, "__rate_interval": window, "__interval": "1s"}
+
+    @property
+    def main_run_values(self) -> dict[str, str]:
+        """Interval variables for a time range from 1 ms before the ``t_warm`` scrape to ``t_final``: the main
+        run. Every series existed before the range and has its first sample in the range 1 ms after its start,
+        so ``increase()`` and ``rate()`` extrapolate by 1 ms only, alike for every series."""
+        window = f"{round((self.t_final - self.t_warm) * 1000) + 1}ms"
+        return {"__range": window, "__rate_interval": window, "__interval": "1s"}
+
+
+def last_scrape(prometheus: Any, job: str) -> float | None:
+    """Timestamp of the latest successful scrape of ``job``'s one target, or None."""
+    # timestamp() gives a sample's own time only when applied to a plain selector: timestamp(up == 1) would
+    # return the evaluation time.
+    result = prometheus.query(f'timestamp(up{{job="{job}"}})')
+    if not result or prometheus.query_values(f'up{{job="{job}"}}') != [1.0]:
+        return None
+    return float(result[0]["value"][1])
+
+
+def wait_for_scrape_after(prometheus: Any, job: str, after: float, timeout: float = 30.0) -> float:
+    """Wait for a successful scrape of ``job`` that started after ``after`` (epoch s); return its timestamp."""
+    deadline = time.monotonic() + timeout
+    while True:
+        last = last_scrape(prometheus, job)
+        if last is not None and last > after:
+            return last
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"no scrape of {job!r} after {after:.3f} within {timeout:.0f} s: {prometheus.targets(job)}"
+            )
+        time.sleep(0.2)
+
+
+def _settled(stack: OTelStack | None, prometheus: Any, job: str) -> float:
+    """After the workload flushed its metrics: wait until they are on offer to Prometheus (the collector passed
+    them on), then for a scrape that started after that. Returns the scrape's timestamp."""
+    if stack is not None:
+        stack.wait_until_drained("metric_points")
+    return wait_for_scrape_after(prometheus, job, time.time())
+
+
+def run_workload(route: str, prometheus: Any, workdir: Path, stack: OTelStack | None = None) -> ScrapedWorkload:
+    """Run the workload by ``route`` until Prometheus has its final numbers (see ``workload.py`` for the
+    protocol). The subprocess is gone when this returns: the tests query Prometheus at ``t_final`` and Jaeger,
+    which keep what they received."""
+    service = SERVICES[route]
+    started = time.time()
+    if stack is None:
+        job = service
+        process = WorkloadProcess(workdir, workload_env(service, route, port=free_port()))
+    else:
+        job = stack.scrape_job
+        process = WorkloadProcess(workdir, workload_env(service, route, collector=stack.collector))
+    try:
+        warm = process.expect("warm", timeout=180)
+        if stack is None:
+            prometheus.scrape([f"127.0.0.1:{warm['port']}"], job=job)
+        # Two scrapes of the warm-up's counts, in which every series of the run exists: a range that starts
+        # between them sees each series before it starts (offset) and the warm-up's counts as its first sample.
+        t_first = _settled(stack, prometheus, job)
+        t_warm = wait_for_scrape_after(prometheus, job, t_first)
+        process.send("go")
+        done = process.expect("done", timeout=300)
+        t_final = _settled(stack, prometheus, job)
+        report = {key: value for key, value in done.items() if key not in ("event", "truth")}
+        return ScrapedWorkload(
+            route, service, prometheus, job, done["truth"], warm, report, started, t_warm, t_final, stack
+        )
+    finally:
+        process.stop()
+        if stack is None:
+            prometheus.scrape([], job=job)

@@ -617,15 +617,15 @@ def variable_queries() -> Callable[..., list[VariableQuery]]:
 # ------------------------------------------------------------------------------------ the stack and the workload
 
 
-@pytest.fixture(scope="session")
-def otel_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """A :class:`workload_runs.OTelStack` for the session: Jaeger, the collector and Prometheus v3 on loopback,
-    each with the repository's config (see ``otel_stack.py``). Skips without the built binaries, fails in CI."""
+@contextlib.contextmanager
+def start_otel_stack(workdir: Path) -> Iterator[Any]:
+    """Jaeger, the collector and Prometheus v3 on loopback, each with the repository's config (see
+    ``otel_stack.py``), for the ``with`` block: a :class:`workload_runs.OTelStack`. Skips without the built
+    binaries, fails in CI."""
     from otel_stack import Collector, Jaeger, render_prometheus_config, require_stack_binary
     from workload_runs import OTelStack
 
     binaries = {name: require_stack_binary(name) for name in ("otelcol", "jaeger", "prometheus")}
-    workdir = tmp_path_factory.mktemp("otel-stack")
     jaeger = Jaeger.create(binaries["jaeger"], workdir)
     collector = Collector.create(binaries["otelcol"], workdir, jaeger)
     try:
@@ -639,6 +639,19 @@ def otel_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     finally:
         collector.stop()
         jaeger.stop()
+
+
+@pytest.fixture(name="start_otel_stack", scope="session")
+def _start_otel_stack_fixture() -> Callable[[Path], contextlib.AbstractContextManager[Any]]:
+    """:func:`start_otel_stack`, for a test that needs a stack of its own (one it may restart)."""
+    return start_otel_stack
+
+
+@pytest.fixture(scope="session")
+def otel_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """:func:`start_otel_stack` for the session."""
+    with start_otel_stack(tmp_path_factory.mktemp("otel-stack")) as stack:
+        yield stack
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -254,3 +255,27 @@ def render_prometheus_config(addresses: Mapping[str, str], scrape_interval: str 
                 raise KeyError(f"otel/prometheus.yml job {job['job_name']}: no test address for {unknown}")
             static["targets"] = [addresses[target] for target in static["targets"]]
     return config
+
+
+_RECORD = re.compile(r"LogRecord #\d+\n(?P<body>.*?)(?=LogRecord #\d+\n|ResourceLog #\d+|\Z)", re.DOTALL)
+
+
+def collector_log_records(log: str, service: str) -> list[dict[str, str]]:
+    """The log records the debug exporter wrote (verbosity detailed) for ``service``: body, trace and span id."""
+    records = []
+    for block in re.split(r"ResourceLog #\d+\n", log)[1:]:
+        if f"-> service.name: Str({service})" not in block:
+            continue
+        for match in _RECORD.finditer(block):
+            text = match.group("body")
+            body = re.search(r"^Body: Str\((.*)\)$", text, re.MULTILINE)
+            trace_id = re.search(r"^Trace ID: ?(\w*)$", text, re.MULTILINE)
+            span_id = re.search(r"^Span ID: ?(\w*)$", text, re.MULTILINE)
+            records.append(
+                {
+                    "body": body.group(1) if body else "",
+                    "trace_id": trace_id.group(1) if trace_id else "",
+                    "span_id": span_id.group(1) if span_id else "",
+                }
+            )
+    return records

@@ -9,11 +9,11 @@ debug exporter. The dashboards' numbers by the same runs are checked in ``test_d
 from __future__ import annotations
 
 import collections
-import re
 import time
 from typing import Any
 
 import pytest
+from otel_stack import collector_log_records
 from workload import AGENT, DRAFTS_NETWORK, QA_NETWORK, SDK_NETWORK, TOOL_LOG, TRIAGE_NETWORK
 from workload_runs import ScrapedWorkload
 
@@ -165,30 +165,6 @@ def test_latency_exemplars_resolve_to_traces_in_jaeger(
         trace = jaeger_traces[exemplar["labels"]["trace_id"]]
         span = next(s for s in trace["spans"] if s["spanID"] == exemplar["labels"]["span_id"])
         assert span["operationName"].startswith("chat "), span["operationName"]
-
-
-_RECORD = re.compile(r"LogRecord #\d+\n(?P<body>.*?)(?=LogRecord #\d+\n|ResourceLog #\d+|\Z)", re.DOTALL)
-
-
-def collector_log_records(log: str, service: str) -> list[dict[str, str]]:
-    """The log records the debug exporter wrote (verbosity detailed) for ``service``: body, trace and span id."""
-    records = []
-    for block in re.split(r"ResourceLog #\d+\n", log)[1:]:
-        if f"-> service.name: Str({service})" not in block:
-            continue
-        for match in _RECORD.finditer(block):
-            text = match.group("body")
-            body = re.search(r"^Body: Str\((.*)\)$", text, re.MULTILINE)
-            trace_id = re.search(r"^Trace ID: ?(\w*)$", text, re.MULTILINE)
-            span_id = re.search(r"^Span ID: ?(\w*)$", text, re.MULTILINE)
-            records.append(
-                {
-                    "body": body.group(1) if body else "",
-                    "trace_id": trace_id.group(1) if trace_id else "",
-                    "span_id": span_id.group(1) if span_id else "",
-                }
-            )
-    return records
 
 
 def test_logs_reach_the_collector_with_trace_and_span_ids(

@@ -28,7 +28,8 @@ The protocol, on stdout (lines starting with ``NONS-WORKLOAD``) and stdin:
 1. Warm-up until every series of the run exists; metrics are flushed; ``warm`` reports the counts so far.
 2. The test waits until Prometheus has scraped the warm-up's values twice, then sends ``go``.
 3. The main run: ``ITERATIONS`` iterations. With ``NONS_WORKLOAD_PAUSE_AT=a,b``, it stops after iteration ``a``
-   and ``b``, reports ``paused`` and waits for ``go`` (the restart test stops and starts the collector there).
+   and ``b``, reports ``paused`` and waits for ``go`` (the restart test stops and starts the collector there);
+   with ``NONS_WORKLOAD_WAIT_FOR_LOSS_AT=b`` it first waits until the exporters have given something up.
 4. Everything is flushed; ``done`` reports the true totals, the spans per trace and the export statistics.
    The process keeps serving until its stdin closes.
 """
@@ -363,6 +364,30 @@ def _pause_points() -> set[int]:
     return {int(part) for part in text.split(",") if part.strip()}
 
 
+def _wait_for_loss_at() -> int | None:
+    text = os.environ.get("NONS_WORKLOAD_WAIT_FOR_LOSS_AT", "")
+    return int(text) if text else None
+
+
+def _export_stats() -> dict[str, Any]:
+    from nons.observability.integration import get_observability
+
+    stats: dict[str, Any] = get_observability().get_stats()["export"]
+    return stats
+
+
+async def _until_export_lost(timeout: float = 120.0) -> None:
+    """Wait (the collector being down) until the exporters gave up on spans, metrics and logs at least once."""
+    deadline = time.monotonic() + timeout
+    while not all(
+        _export_stats()[signal]["failed"] + _export_stats()[signal]["dropped"]
+        for signal in ("spans", "metrics", "logs")
+    ):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"no export failed within {timeout:.0f} s of the collector going down: {_export_stats()}")
+        await asyncio.sleep(0.1)
+
+
 async def _wait_for_go() -> None:
     if (await asyncio.to_thread(sys.stdin.readline)).strip() != "go":
         raise SystemExit("the test went away")
@@ -384,7 +409,9 @@ async def run(workload: Workload, handle: Any) -> dict[str, Any]:
     for i in range(ITERATIONS):
         await workload.iteration(i, drafts=i % 10 == 0, emulated=i % EMULATOR_EVERY == 0)
         if i in pauses:
-            emit("paused", iteration=i)
+            if i == _wait_for_loss_at():
+                await _until_export_lost()
+            emit("paused", iteration=i, stats=_export_stats())
             await _wait_for_go()
     return workload.totals()
 

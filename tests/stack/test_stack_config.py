@@ -86,6 +86,27 @@ def test_compose_maps_the_required_ports(compose: dict[str, Any]) -> None:
         assert ports <= _host_ports(compose["services"][name]), name
 
 
+def test_every_port_is_published_on_loopback_unless_nons_stack_bind_opens_it(compose: dict[str, Any]) -> None:
+    text = COMPOSE.read_text(encoding="utf-8")
+    for name, service in compose["services"].items():
+        for entry in service.get("ports", []):
+            assert str(entry).startswith("${NONS_STACK_BIND:-127.0.0.1}:"), f"{name}: {entry}"
+    published = yaml.safe_load(interpolate(text, {"GRAFANA_ADMIN_PASSWORD": "x"}))["services"]["grafana"]["ports"]
+    assert published == ["127.0.0.1:3000:3000"]
+    opened = yaml.safe_load(interpolate(text, {"GRAFANA_ADMIN_PASSWORD": "x", "NONS_STACK_BIND": "0.0.0.0"}))
+    assert opened["services"]["grafana"]["ports"] == ["0.0.0.0:3000:3000"]
+
+
+def test_grafana_refuses_to_start_without_an_admin_password() -> None:
+    text = COMPOSE.read_text(encoding="utf-8")
+    with pytest.raises(ValueError, match="GRAFANA_ADMIN_PASSWORD"):
+        interpolate(text, {})
+    with pytest.raises(ValueError, match="GRAFANA_ADMIN_PASSWORD"):
+        interpolate(text, {"GRAFANA_ADMIN_PASSWORD": ""})
+    grafana = yaml.safe_load(interpolate(text, {"GRAFANA_ADMIN_PASSWORD": "s3cret"}))["services"]["grafana"]
+    assert grafana["environment"]["GF_SECURITY_ADMIN_PASSWORD"] == "s3cret"
+
+
 def test_compose_services_have_health_checks(compose: dict[str, Any]) -> None:
     for name, service in compose["services"].items():
         if _one_shot(service):
@@ -139,12 +160,31 @@ def test_compose_bind_mounts_exist_and_named_volumes_are_declared(compose: dict[
     assert {"prometheus-data", "grafana-data"} <= declared
 
 
+_COMPOSE_VARIABLE = re.compile(r"\$\{(\w+)(?::([-?])([^}]*))?\}")
+
+
+def interpolate(text: str, environment: dict[str, str]) -> str:
+    """Compose's variable interpolation: ``${VAR}``, ``${VAR:-default}``, and ``${VAR:?message}``, which stops
+    compose with the message when the variable is unset or empty."""
+
+    def value(match: re.Match[str]) -> str:
+        name, kind, argument = match.groups()
+        if environment.get(name):
+            return environment[name]
+        if kind == "?":
+            raise ValueError(f"{name}: {argument}")
+        return argument if kind == "-" else ""
+
+    return _COMPOSE_VARIABLE.sub(value, text)
+
+
 def test_compose_file_follows_the_compose_specification() -> None:
     # Optional: the compose-spec package validates the modern Compose Specification without a Docker engine
     # (Debian's docker-compose v1 rejects newer keys such as top-level `name`). It does not check depends_on
-    # targets, which the tests above do.
+    # targets, which the tests above do, nor interpolate variables, which interpolate() does as compose would.
     compose_spec = pytest.importorskip("compose_spec")
-    parsed = compose_spec.PyCompose.from_yaml(COMPOSE.read_text(encoding="utf-8"))
+    text = interpolate(COMPOSE.read_text(encoding="utf-8"), {"GRAFANA_ADMIN_PASSWORD": "a-password"})
+    parsed = compose_spec.PyCompose.from_yaml(text)
     assert set(parsed.service_names()) == set(_load(COMPOSE)["services"])
 
 

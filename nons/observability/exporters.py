@@ -144,7 +144,7 @@ def metric_reader(name: str, stats: ExportStats) -> tuple[MetricReader, int | No
         host = os.environ.get("OTEL_EXPORTER_PROMETHEUS_HOST", "localhost")
         port = int(os.environ.get("OTEL_EXPORTER_PROMETHEUS_PORT", "9464"))
         # Copy service.name and the environment onto every series, as the collector's
-        # resource_to_telemetry_conversion does, so dashboards filter the same way with or without it.
+        # resource_constant_labels does, so dashboards filter the same way with or without it.
         reader = PrometheusMetricReader(
             resource_attribute_filter=lambda key: key in ("service.name", "deployment.environment.name")
         )

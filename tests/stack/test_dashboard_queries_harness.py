@@ -156,7 +156,7 @@ def test_prometheus_stores_the_documented_names(scraped) -> None:
         expected |= {f"{base}_bucket", f"{base}_sum", f"{base}_count"} if histogram else {base}
     missing = expected - stored
     assert not missing, f"not stored under the documented name: {sorted(missing)}; stored: {sorted(stored)}"
-    # Resource attribute copied onto the series, as the collector's resource_to_telemetry_conversion does.
+    # Resource attribute copied onto the series, as the collector's resource_constant_labels does.
     assert scraped.label_values("service_name", '{job="harness"}') == [SERVICE]
 
 

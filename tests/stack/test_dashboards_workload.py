@@ -56,7 +56,8 @@ from workload import (
 )
 from workload_runs import ScrapedWorkload
 
-pytestmark = pytest.mark.integration
+# The first test to ask for a route runs its workload (about a minute on a busy 2-core machine).
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 SIMULATED = PROVIDER_NAMES["mock"]
 

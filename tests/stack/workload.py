@@ -25,12 +25,14 @@ from the results.
 
 The protocol, on stdout (lines starting with ``NONS-WORKLOAD``) and stdin:
 
-1. Warm-up until every series of the run exists; metrics are flushed; ``warm`` reports the counts so far.
+1. Warm-up until every series of the run exists; ``workload.phase`` is set to 1 and metrics are flushed;
+   ``warm`` reports the counts so far.
 2. The test waits until Prometheus has scraped the warm-up's values twice, then sends ``go``.
 3. The main run: ``ITERATIONS`` iterations. With ``NONS_WORKLOAD_PAUSE_AT=a,b``, it stops after iteration ``a``
    and ``b``, reports ``paused`` and waits for ``go`` (the restart test stops and starts the collector there);
    with ``NONS_WORKLOAD_WAIT_FOR_LOSS_AT=b`` it first waits until the exporters have given something up.
-4. Everything is flushed; ``done`` reports the true totals, the spans per trace and the export statistics.
+4. ``workload.phase`` is set to 2 and everything is flushed; ``done`` reports the true totals, the spans per
+   trace and the export statistics.
    The process keeps serving until its stdin closes.
 """
 
@@ -359,6 +361,20 @@ class Workload:
         }
 
 
+#: The gauge ``workload.phase`` (Prometheus: ``workload_phase``) says which of the workload's numbers are final:
+#: it is set just before each flush, so it travels in the same export (and the same collector batch) as the
+#: numbers. The test waits for a scrape that shows it, rather than guessing when the collector passed them on.
+PHASE_WARM, PHASE_DONE = 1, 2
+PHASE_METRIC = "workload_phase"
+
+
+def mark_phase(phase: int) -> None:
+    from opentelemetry import metrics
+
+    gauge = metrics.get_meter("nons_workload").create_gauge("workload.phase", description="1 warm, 2 done")
+    gauge.set(phase)
+
+
 def _pause_points() -> set[int]:
     text = os.environ.get("NONS_WORKLOAD_PAUSE_AT", "")
     return {int(part) for part in text.split(",") if part.strip()}
@@ -402,6 +418,7 @@ async def run(workload: Workload, handle: Any) -> dict[str, Any]:
             raise SystemExit(f"some series still missing after {warmup} warm-up iterations: {workload.attempts}")
         await workload.iteration(warmup, drafts=True, emulated=warmup < 2)
         warmup += 1
+    mark_phase(PHASE_WARM)
     handle.force_flush()
     emit("warm", port=handle.prometheus_port, iterations=warmup, **workload.totals())
     await _wait_for_go()
@@ -445,6 +462,7 @@ def main() -> None:
         truth = asyncio.run(run(workload, handle))
     truth["run_seconds"] = time.time() - started
     truth["faults"] = {model: {"rate": rate, "error_type": error} for model, (rate, _, error) in FAULTS.items()}
+    mark_phase(PHASE_DONE)
     handle.force_flush()
     observability = get_observability()
     engine_spans = {}

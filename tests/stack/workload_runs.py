@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from otel_stack import Collector, Jaeger, free_port, http_get, wait_for
+from otel_stack import Collector, Jaeger, free_port
+from workload import PHASE_DONE, PHASE_METRIC, PHASE_WARM
 
 WORKLOAD = Path(__file__).resolve().parent / "workload.py"
 MARK = "NONS-WORKLOAD "
@@ -143,36 +144,6 @@ class OTelStack:
     prometheus: Any  # conftest.PrometheusServer
     scrape_job: str = "otel-collector"
 
-    def collector_counts(self) -> dict[str, float]:
-        """The collector's own counters (its telemetry endpoint), summed by name: accepted and sent items."""
-        status, body = http_get(f"http://127.0.0.1:{self.collector.ports['TELEMETRY']}/metrics")
-        assert status == 200, status
-        totals: dict[str, float] = {}
-        for line in body.decode().splitlines():
-            if line.startswith("otelcol_") and " " in line:
-                name = line.split("{", 1)[0].split(" ", 1)[0]
-                totals[name] = totals.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
-        return totals
-
-    def wait_until_drained(self, signal: str, timeout: float = 60.0) -> None:
-        """Wait until the collector holds nothing back of what it accepted: its processors (the batch processor)
-        passed on every item they took in, and no export is queued or in flight. ``signal`` (``metric_points``,
-        ``spans``, ``log_records``) must have been received at all."""
-
-        def drained() -> bool:
-            counts = self.collector_counts()
-            return (
-                counts.get(f"otelcol_receiver_accepted_{signal}", 0.0) > 0
-                and counts.get("otelcol_processor_incoming_items") == counts.get("otelcol_processor_outgoing_items")
-                and counts.get("otelcol_exporter_queue_size", 0.0) == 0
-                and counts.get("otelcol_exporter_in_flight_requests", 0.0) == 0
-            )
-
-        try:
-            wait_for(drained, timeout, f"the collector to pass on every {signal}", interval=0.2)
-        except TimeoutError as error:
-            raise TimeoutError(f"{error}; its counters: {self.collector_counts()}") from None
-
 
 # ------------------------------------------------------------------------------------------------ the workload
 
@@ -234,12 +205,18 @@ def wait_for_scrape_after(prometheus: Any, job: str, after: float, timeout: floa
         time.sleep(0.2)
 
 
-def _settled(stack: OTelStack | None, prometheus: Any, job: str) -> float:
-    """After the workload flushed its metrics: wait until they are on offer to Prometheus (the collector passed
-    them on), then for a scrape that started after that. Returns the scrape's timestamp."""
-    if stack is not None:
-        stack.wait_until_drained("metric_points")
-    return wait_for_scrape_after(prometheus, job, time.time())
+def scrape_with_phase(prometheus: Any, service: str, phase: int, timeout: float = 60.0) -> float:
+    """The timestamp of a scrape that shows the workload's ``workload_phase`` gauge at ``phase``: the numbers
+    flushed with it (same export, same collector batch) are in that scrape too."""
+    series = f'{PHASE_METRIC}{{service_name="{service}"}}'
+    deadline = time.monotonic() + timeout
+    while prometheus.query_values(series) != [float(phase)]:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no scrape of {service} showed workload_phase {phase} within {timeout:.0f} s")
+        time.sleep(0.2)
+    # The gauge keeps its value from here on, so the latest sample is a scrape at that phase. timestamp() gives
+    # a sample's own time only when applied to a plain selector (timestamp(x == 1) is the evaluation time).
+    return float(prometheus.query(f"timestamp({series})")[0]["value"][1])
 
 
 def run_workload(route: str, prometheus: Any, workdir: Path, stack: OTelStack | None = None) -> ScrapedWorkload:
@@ -260,11 +237,11 @@ def run_workload(route: str, prometheus: Any, workdir: Path, stack: OTelStack | 
             prometheus.scrape([f"127.0.0.1:{warm['port']}"], job=job)
         # Two scrapes of the warm-up's counts, in which every series of the run exists: a range that starts
         # between them sees each series before it starts (offset) and the warm-up's counts as its first sample.
-        t_first = _settled(stack, prometheus, job)
+        t_first = scrape_with_phase(prometheus, service, PHASE_WARM)
         t_warm = wait_for_scrape_after(prometheus, job, t_first)
         process.send("go")
         done = process.expect("done", timeout=300)
-        t_final = _settled(stack, prometheus, job)
+        t_final = scrape_with_phase(prometheus, service, PHASE_DONE)
         report = {key: value for key, value in done.items() if key not in ("event", "truth")}
         return ScrapedWorkload(
             route, service, prometheus, job, done["truth"], warm, report, started, t_warm, t_final, stack

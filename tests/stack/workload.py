@@ -184,8 +184,8 @@ def cost_label_sets(networks: Mapping[str, Any]) -> set[tuple[str, str, str]]:
     """(model, operator, network) of every ``nons.cost`` series the networks can record: each priced model a
     node may answer with, its fallbacks included when the layer's policy uses them."""
     from nons.core.policies import call_plan
+    from nons.core.pricing import price_usd
     from nons.core.types import Usage
-    from nons.providers.pricing import price_usd
 
     found = set()
     for network in networks.values():

@@ -41,7 +41,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytest
-from workload import (
+from workload_model import (
     AGENT,
     DRAFTS_NETWORK,
     FAULTS,

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from otel_stack import collector_log_records, wait_for
-from workload import AGENT, DRAFTS_NETWORK, QA_NETWORK, SDK_NETWORK, TOOL_LOG, TRIAGE_NETWORK
+from workload_model import AGENT, DRAFTS_NETWORK, QA_NETWORK, SDK_NETWORK, TOOL_LOG, TRIAGE_NETWORK
 from workload_runs import ScrapedWorkload
 
 # The first test to ask for a route runs its workload (about a minute on a busy 2-core machine).

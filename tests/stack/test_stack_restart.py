@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 from otel_stack import collector_log_records, wait_for
-from workload import AGENT, PHASE_DONE, QA_NETWORK, SDK_NETWORK, TRIAGE_NETWORK
+from workload import PHASE_DONE
+from workload_model import AGENT, QA_NETWORK, SDK_NETWORK, TRIAGE_NETWORK
 from workload_runs import OTelStack, WorkloadProcess, scrape_with_phase, workload_env
 
 # The first test to ask for a route runs its workload (about a minute on a busy 2-core machine).

@@ -1,0 +1,198 @@
+"""What the stack tests' workload is made of: its networks and agent, the faults injected into them, and the
+probes that count what it produced (attempts at each provider, spans per trace, log records). ``workload.py``
+runs them; the tests import the names from here."""
+
+from __future__ import annotations
+
+import collections
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from opentelemetry.sdk._logs import LogRecordProcessor
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
+
+QA_NETWORK = "qa-ensemble"
+TRIAGE_NETWORK = "triage"
+DRAFTS_NETWORK = "drafts"
+SDK_NETWORK = "sdk-mix"
+AGENT = "researcher"
+
+#: Simulated models: name -> (injected failure rate, mock_failure_kind, error.type the engine records for it)
+FAULTS: dict[str, tuple[float, str, str]] = {
+    "gpt-4o-mini": (0.20, "server_error", "server_error"),
+    "claude-haiku-4-5": (0.15, "rate_limit", "rate_limit"),
+    "claude-sonnet-4-6": (0.0, "server_error", "server_error"),  # the fallback model never fails
+    "simulated": (0.25, "timeout", "timeout"),  # genai-prices has no price for it: unpriced calls
+}
+QA_MODEL, TRIAGE_MODEL, FALLBACK_MODEL, UNPRICED_MODEL = FAULTS
+
+#: Models behind the emulator, one per SDK (names unlike the simulated ones, so each model label has one provider).
+SDK_MODELS = {"openai": "gpt-4.1-mini", "anthropic": "claude-opus-4-5", "google": "gemini-2.5-flash"}
+
+#: gen_ai.provider.name of each provider the workload uses.
+PROVIDER_NAMES = {"mock": "nons.simulated", "openai": "openai", "anthropic": "anthropic", "google": "gcp.gemini"}
+
+TOOL_LOG = "researcher looked up"  # the body of the log line the agent's lookup tool writes
+
+
+def _mock(name: str) -> Any:
+    from nons.core.types import ModelConfig, ModelProvider
+
+    rate, kind, _ = FAULTS[name]
+    params: dict[str, Any] = {"mock_latency_s": 0.002, "mock_seed": sorted(FAULTS).index(name) + 1}
+    if rate:
+        params |= {"mock_failure_rate": rate, "mock_failure_kind": kind}
+    return ModelConfig(provider=ModelProvider.MOCK, model_name=name, extra_params=params)
+
+
+def _sdk(emulator: Any, provider: str) -> Any:
+    from nons.core.types import ModelConfig, ModelProvider
+
+    return ModelConfig(
+        provider=ModelProvider(provider),
+        model_name=SDK_MODELS[provider],
+        base_url=emulator.base_url_for(provider),
+        api_key="sk-test-stack",
+    )
+
+
+def build_networks(emulator: Any | None = None) -> dict[str, Any]:
+    """The workload's networks; ``sdk-mix`` only with an emulator for its SDKs to talk to."""
+    from nons.core.network import create_network
+    from nons.core.node import Node
+    from nons.core.types import ErrorPolicy, LayerConfig
+
+    fallback = [_mock(FALLBACK_MODEL)]
+    with_fallbacks = LayerConfig(error_policy=ErrorPolicy.FALLBACK_MODEL, max_retries=1, retry_base_delay=0.0)
+    networks = {
+        QA_NETWORK: create_network(
+            layers=[
+                Node("generate", _mock(QA_MODEL), fallbacks=fallback) * 4,
+                Node("synthesize", _mock(QA_MODEL), fallbacks=fallback),
+            ],
+            layer_config=with_fallbacks,
+            name=QA_NETWORK,
+        ),
+        TRIAGE_NETWORK: create_network(
+            layers=[
+                [
+                    Node("classify", _mock(TRIAGE_MODEL), fallbacks=fallback, categories=["billing", "bug", "other"]),
+                    Node("extract", _mock(TRIAGE_MODEL), fallbacks=fallback, fields=["product", "severity"]),
+                ],
+            ],
+            layer_config=with_fallbacks,
+            name=TRIAGE_NETWORK,
+        ),
+        # FAIL_FAST: one attempt; a failed call fails the pass (failed network passes, failed nodes).
+        DRAFTS_NETWORK: create_network(
+            layers=[Node("expand", _mock(UNPRICED_MODEL))],
+            layer_config=LayerConfig(error_policy=ErrorPolicy.FAIL_FAST),
+            name=DRAFTS_NETWORK,
+        ),
+    }
+    if emulator is not None:
+        anthropic = _sdk(emulator, "anthropic")
+        networks[SDK_NETWORK] = create_network(
+            layers=[
+                [
+                    Node("generate", _sdk(emulator, "openai")),
+                    Node("generate", anthropic),
+                    Node("generate", _sdk(emulator, "google"), fallbacks=[anthropic]),
+                ],
+            ],
+            layer_config=with_fallbacks,
+            name=SDK_NETWORK,
+        )
+    return networks
+
+
+def build_agent(emulator: Any) -> Any:
+    """The agent: OpenAI tool calling against the emulator, a ``lookup`` tool that logs, a stop tool."""
+    from nons.core.agents import Agent, ToolRegistry
+
+    registry = ToolRegistry()
+    tool_logger = logging.getLogger("nons_workload.tools")
+
+    @registry.tool(description="Look a fact up.")
+    def lookup(key: str) -> str:
+        # Inside the execute_tool span: the log record carries its trace and span ids.
+        tool_logger.warning("%s %s", TOOL_LOG, key)
+        return f"{key}: 42"
+
+    @registry.tool(is_stop_tool=True, description="Give the final answer.")
+    def final_answer(answer: str) -> str:
+        return answer
+
+    return Agent(_sdk(emulator, "openai"), registry, name=AGENT, system_prompt="Use the tools.", max_steps=4)
+
+
+def cost_label_sets(networks: Mapping[str, Any]) -> set[tuple[str, str, str]]:
+    """(model, operator, network) of every ``nons.cost`` series the networks can record: each priced model a
+    node may answer with, its fallbacks included when the layer's policy uses them."""
+    from nons.core.policies import call_plan
+    from nons.core.pricing import price_usd
+    from nons.core.types import Usage
+
+    found = set()
+    for network in networks.values():
+        uses_fallbacks = call_plan(network.layer_config).use_fallbacks
+        for layer in network.layers:
+            for node in layer.nodes:
+                for config in (node.model_config, *(node.fallbacks if uses_fallbacks else ())):
+                    if price_usd(None, config.model_name, Usage(input_tokens=1, output_tokens=1)) is not None:
+                        found.add((config.model_name, node.operator_name, network.name))
+    return found
+
+
+def count_provider_attempts() -> dict[str, dict[str, Any]]:
+    """Count every attempt that reaches a provider (simulated or SDK), and its failures by type, per model."""
+    from nons.base.errors import ProviderError
+    from nons.core.types import ModelProvider
+    from nons.providers.registry import get_provider
+
+    counts: dict[str, dict[str, Any]] = {}
+    for kind in (ModelProvider.MOCK, ModelProvider.OPENAI, ModelProvider.ANTHROPIC, ModelProvider.GOOGLE):
+        provider = get_provider(kind)
+        original = provider.complete
+
+        async def complete(request: Any, original: Any = original, kind: Any = kind) -> Any:
+            entry = counts.setdefault(
+                request.model, {"provider": PROVIDER_NAMES[kind.value], "attempts": 0, "failures": {}}
+            )
+            entry["attempts"] += 1
+            try:
+                return await original(request)
+            except ProviderError as error:
+                entry["failures"][error.error_type] = entry["failures"].get(error.error_type, 0) + 1
+                raise
+
+        provider.complete = complete  # type: ignore[method-assign]
+    return counts
+
+
+class SpanCounter(SpanProcessor):
+    """A span processor that counts every span the SDK ends, by trace and name (what the exporter is given)."""
+
+    def __init__(self) -> None:
+        self.by_trace: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        assert span.context is not None
+        self.by_trace[f"{span.context.trace_id:032x}"][span.name] += 1
+
+
+class LogCounter(LogRecordProcessor):
+    """A log record processor that counts the records the bridge emits (what the log exporter is given)."""
+
+    def __init__(self) -> None:
+        self.emitted = 0
+
+    def on_emit(self, log_record: Any) -> None:
+        self.emitted += 1
+
+    def shutdown(self) -> None:
+        pass
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return True

@@ -47,6 +47,7 @@ class Settings(BaseSettings):
     telemetry_exit_timeout: float = Field(
         1.5,
         ge=0,
+        le=600,
         description="Seconds the process's exit (and SIGTERM) may wait for the last telemetry to be exported; "
         "what is not out by then is dropped. Longer delivers more through a slow collector. With the "
         "interpreter's own teardown of an exporter still retrying, the default keeps exit within 2 s.",

@@ -93,6 +93,10 @@ class RedactLogRecords(LogRecordProcessor):
                 if cleaned is not value:
                     attributes[key] = cleaned  # type: ignore[index]
 
+    # SDKs before 1.39 call (and require) ``emit`` with the same record.
+    def emit(self, log_data: ReadWriteLogRecord) -> None:
+        self.on_emit(log_data)
+
     def shutdown(self) -> None:
         pass
 

@@ -166,9 +166,18 @@ def metric_reader(name: str, stats: ExportStats) -> tuple[MetricReader, int | No
         port = int(os.environ.get("OTEL_EXPORTER_PROMETHEUS_PORT", "9464"))
         # Copy service.name and the environment onto every series, as the collector's
         # resource_to_telemetry_conversion does, so dashboards filter the same way with or without it.
-        reader = PrometheusMetricReader(
-            resource_attribute_filter=lambda key: key in ("service.name", "deployment.environment.name")
-        )
+        try:
+            reader = PrometheusMetricReader(
+                resource_attribute_filter=lambda key: key in ("service.name", "deployment.environment.name")
+            )
+        except TypeError:
+            # opentelemetry-exporter-prometheus before it had the filter (0.51b0, beside SDK 1.30): the series
+            # carry no resource labels, which stay on target_info.
+            logger.warning(
+                "this opentelemetry-exporter-prometheus cannot copy service.name onto each series; "
+                "it is on target_info only"
+            )
+            reader = PrometheusMetricReader()
         start_http_server(port, addr=host)
         return reader, port
     raise ValueError(f"unknown OTEL_METRICS_EXPORTER value {name!r}; use otlp, prometheus, console or none")

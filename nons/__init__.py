@@ -49,6 +49,7 @@ __all__ = [
     "OperatorError",
     "OutputParseError",
     "OverloadedError",
+    "ProgressEvent",
     "ProviderConnectionError",
     "ProviderError",
     "ProviderTimeoutError",
@@ -110,6 +111,7 @@ if TYPE_CHECKING:
     from nons.core.agents import Agent, AgentRun, AgentStep, Tool, ToolRegistry, ToolResult
     from nons.core.network import NoN, create_network
     from nons.core.node import Node
+    from nons.core.progress import ProgressEvent
     from nons.core.scheduler import (
         CircuitBreakerConfig,
         QueueStrategy,
@@ -142,6 +144,7 @@ _LAZY: dict[str, str] = {
     "NoN": "nons.core.network",
     "create_network": "nons.core.network",
     "Node": "nons.core.node",
+    "ProgressEvent": "nons.core.progress",
     **dict.fromkeys(
         (
             "CircuitBreakerConfig",

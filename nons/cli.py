@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from nons.core.network import NoN
 
 __all__ = ["main"]
 
@@ -16,6 +20,69 @@ def _demo(args: argparse.Namespace) -> int:
     configure_telemetry()
     try:
         run_demo(args.question or DEFAULT_QUESTION)
+    finally:
+        shutdown_telemetry()
+    return 0
+
+
+def _load_network(path: Path, name: str | None) -> NoN:
+    """The network a Python file declares: the variable ``name``, else one called ``network``, else the only
+    ``NoN`` in the file. Raises ``SystemExit`` with a message saying what is missing."""
+    import runpy
+
+    from nons.core.network import NoN
+
+    if not path.is_file():
+        raise SystemExit(f"nons run: {path}: no such file")
+    namespace = runpy.run_path(str(path), run_name="__nons_run__")
+    networks = {key: value for key, value in namespace.items() if isinstance(value, NoN)}
+    if name is not None:
+        if name not in networks:
+            raise SystemExit(f"nons run: {path} has no network called {name!r} (networks: {sorted(networks)})")
+        return networks[name]
+    if "network" in networks:
+        return networks["network"]
+    if len(networks) == 1:
+        return next(iter(networks.values()))
+    found = f"several ({', '.join(sorted(networks))}): choose one with --network" if networks else "none"
+    raise SystemExit(f"nons run: {path} must declare a NoN network; found {found}")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from nons.core.progress import ProgressEvent
+    from nons.observability.setup import shutdown_telemetry
+
+    network = _load_network(Path(args.file), args.network)
+    text = args.input if args.input is not None else sys.stdin.read()
+    total = sum(len(layer.nodes) for layer in network.layers)
+    console = Console()
+    try:
+        with Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("nodes  ${task.fields[cost]:.6f}"),
+            TimeElapsedColumn(),
+            console=Console(stderr=True),
+            transient=False,
+        ) as bar:
+            task = bar.add_task(f"{network.name} layer 1/{len(network.layers)}", total=total, cost=0.0)
+
+            def on_progress(event: ProgressEvent) -> None:
+                description = f"{event.network} layer {event.layer + 1}/{len(network.layers)}"
+                bar.update(task, completed=event.nodes_done, cost=event.cost_usd, description=description)
+
+            result = network.run_sync(text, on_progress=on_progress)
+        output: Any = result.output
+        console.print(output if isinstance(output, str) else repr(output), markup=False, highlight=False)
+        console.print(
+            f"cost ${result.cost_usd:.6f}  tokens {result.usage.input_tokens}+{result.usage.output_tokens}  "
+            f"{result.duration_s:.2f}s  trace {result.trace_id or '-'}",
+            style="dim",
+        )
     finally:
         shutdown_telemetry()
     return 0
@@ -54,6 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="run a best-of-5 network on the simulated provider")
     demo.add_argument("question", nargs="?", help="the question to ask")
     demo.set_defaults(func=_demo)
+
+    run = commands.add_parser("run", help="run a network declared in a Python file, with a progress bar")
+    run.add_argument("file", help="a Python file that declares a NoN network (a variable called `network`)")
+    run.add_argument("input", nargs="?", help="the input of the pass (default: standard input)")
+    run.add_argument("--network", help="the variable that holds the network, when the file declares several")
+    run.set_defaults(func=_run)
 
     dashboards = commands.add_parser("dashboards", help="generate the Grafana dashboards as JSON")
     dashboards.add_argument("--output", default="dashboards", help="directory to write (default: dashboards)")

@@ -42,3 +42,53 @@ def test_unknown_command_exits_with_usage() -> None:
     with pytest.raises(SystemExit) as raised:
         main(["fly"])
     assert raised.value.code == 2
+
+
+NETWORK_FILE = """
+from nons import ModelConfig, ModelProvider, NoN, Node
+
+simulated = ModelConfig(provider=ModelProvider.MOCK, model_name="gpt-4o-mini")
+network = NoN.from_operators([[Node("generate", simulated)] * 3, Node("generate", simulated)], name="answers")
+"""
+
+
+def run_cli(tmp_path: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "nons.cli", "run", *args],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path, input=stdin,
+        env={"PATH": "/usr/bin:/bin", "COLUMNS": "160", "HOME": str(tmp_path)},
+    )
+
+
+def test_run_runs_the_network_a_python_file_declares_with_a_progress_bar(tmp_path: Path) -> None:
+    (tmp_path / "answers.py").write_text(NETWORK_FILE)
+    completed = run_cli(tmp_path, "answers.py", "What is the capital of France?")
+    assert completed.returncode == 0, completed.stderr
+    assert "simulated answer" in completed.stdout
+    assert "cost $0.0000" in completed.stdout and "trace " in completed.stdout
+    # The progress bar (on stderr) ends with every node done and the pass's cost.
+    assert "answers layer 2/2" in completed.stderr and "4/4 nodes" in completed.stderr
+
+
+def test_run_reads_the_input_from_stdin_and_picks_a_network_by_name(tmp_path: Path) -> None:
+    (tmp_path / "two.py").write_text(NETWORK_FILE + "\nother = NoN.from_operators(['generate'], name='other')\n")
+    completed = run_cli(tmp_path, "two.py", "--network", "other", stdin="What is a compound AI system?")
+    assert completed.returncode == 0, completed.stderr
+    assert "other layer 1/1" in completed.stderr and "1/1 nodes" in completed.stderr
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        (None, "no such file"),
+        ("x = 1\n", "must declare a NoN network; found none"),
+        ("from nons import NoN\na = NoN.from_operators(['generate'])\nb = NoN.from_operators(['generate'])\n",
+         "found several (a, b): choose one with --network"),
+    ],
+)
+def test_run_says_what_is_wrong_with_the_file(tmp_path: Path, source: str | None, message: str) -> None:
+    if source is not None:
+        (tmp_path / "net.py").write_text(source)
+    completed = run_cli(tmp_path, "net.py", "hello")
+    assert completed.returncode != 0
+    assert message in completed.stderr

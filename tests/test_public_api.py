@@ -41,6 +41,7 @@ PUBLIC_API = [
     "OperatorError",
     "OutputParseError",
     "OverloadedError",
+    "ProgressEvent",
     "ProviderConnectionError",
     "ProviderError",
     "ProviderTimeoutError",

@@ -44,6 +44,19 @@ class Settings(BaseSettings):
     observability_buffer_size: int = Field(
         10_000, gt=0, le=10_000_000, description="Spans kept in memory for get_observability(); older ones are dropped."
     )
+    telemetry_exit_timeout: float = Field(
+        1.5,
+        ge=0,
+        le=600,
+        description="Seconds the process's exit (and SIGTERM) may wait for the last telemetry to be exported; "
+        "what is not out by then is dropped. Longer delivers more through a slow collector. With the "
+        "interpreter's own teardown of an exporter still retrying, the default keeps exit within 2 s.",
+    )
+    telemetry_sigterm_handler: bool = Field(
+        True,
+        description="Flush telemetry on SIGTERM, then hand the signal on to the application's handler (or "
+        "end the process as SIGTERM would). False installs no signal handler.",
+    )
 
     error_policy: ErrorPolicy = Field(
         ErrorPolicy.FAIL_FAST, description="Default error policy of layers that do not set one."

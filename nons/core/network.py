@@ -23,7 +23,9 @@ from nons.base.types import LayerConfig, NetworkConfig
 from nons.core.call import PassContext
 from nons.core.inputs import check_input, check_name, check_trace_headers
 from nons.core.layer import Layer, LayerSpec, create_layer
+from nons.core.progress import ProgressCallback, ProgressReporter
 from nons.observability import names, spans
+from nons.observability.auto import setup_telemetry, telemetry_pending
 
 __all__ = ["NoN", "create_network"]
 
@@ -73,20 +75,64 @@ class NoN:
     def __repr__(self) -> str:
         return f"NoN(name={self.name!r}, layers={self.layers!r})"
 
-    async def forward(self, input_data: Any, *, trace_headers: Mapping[str, str] | None = None) -> Any:
+    async def forward(
+        self,
+        input_data: Any,
+        *,
+        trace_headers: Mapping[str, str] | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> Any:
         """Run one pass and return the last layer's output (one value, or a list for a wide last layer)."""
-        return (await self.run(input_data, trace_headers=trace_headers)).output
+        return (await self.run(input_data, trace_headers=trace_headers, on_progress=on_progress)).output
 
-    async def run(self, input_data: Any, *, trace_headers: Mapping[str, str] | None = None) -> NetworkResult:
+    def forward_sync(self, input_data: Any, **kwargs: Any) -> Any:
+        """:meth:`forward` for code that runs no event loop (a script, a notebook cell without ``await``)."""
+        return self.run_sync(input_data, **kwargs).output
+
+    def run_sync(
+        self,
+        input_data: Any,
+        *,
+        trace_headers: Mapping[str, str] | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> NetworkResult:
+        """:meth:`run` for code that runs no event loop: runs the pass in a new event loop and returns its result.
+
+        Raises ``RuntimeError`` when called from a running event loop (inside ``async def``, or in a notebook
+        cell, which runs in one): there, ``await network.run(...)`` instead.
+        """
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(self.run(input_data, trace_headers=trace_headers, on_progress=on_progress))
+        raise RuntimeError(
+            f"{type(self).__name__}.run_sync() / forward_sync() cannot run inside a running event loop "
+            "(an async function, or a notebook cell): use `await network.run(...)` / `await network.forward(...)`"
+        )
+
+    async def run(
+        self,
+        input_data: Any,
+        *,
+        trace_headers: Mapping[str, str] | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> NetworkResult:
         """Run one pass and return everything it produced: outputs, per-layer and per-node results, cost,
         tokens, duration and the trace id.
 
         The pass joins the caller's current trace, or the one in ``trace_headers`` (W3C ``traceparent``).
+        ``on_progress`` is called with a :class:`~nons.core.progress.ProgressEvent` as each node starts and
+        finishes, each layer finishes and the pass ends, with the cost so far.
         """
         settings = get_settings()
         check_input(input_data, self.config.max_input_chars or settings.max_input_chars)
         check_trace_headers(trace_headers)
+        if telemetry_pending(settings):  # the first pass sets telemetry up, its imports off the event loop
+            await setup_telemetry()
         ctx = PassContext.start(self.name, self.id, settings)
+        if on_progress is not None:
+            total = sum(len(layer.nodes) for layer in self.layers)
+            ctx.progress = ProgressReporter(on_progress, self.name, total, ctx.calls, time.perf_counter())
         inst = ctx.instruments
         default_layer_config = self.layer_config or LayerConfig(
             error_policy=settings.error_policy, max_retries=settings.max_retries
@@ -130,6 +176,11 @@ class NoN:
             raise
         finally:
             duration = time.perf_counter() - started
+            if ctx.progress is not None:
+                success = outcome == names.OUTCOME_SUCCESS
+                # The last layer that ran: on failure, the one that did not finish.
+                last = len(layers) - 1 if success else min(len(layers), len(self.layers) - 1)
+                ctx.progress.pass_finished(last, success, time.perf_counter())
             if inst.metrics:
                 inst.network_active.add(-1, metric_attrs)
                 inst.network_duration.record(duration, {**metric_attrs, names.OUTCOME: outcome})
@@ -145,6 +196,8 @@ class NoN:
         for index, layer in enumerate(self.layers):
             result = await layer.run(value, ctx, index, default_config)
             collected.append(result)
+            if ctx.progress is not None:
+                ctx.progress.layer_finished(index, result.succeeded == len(result.node_results), time.perf_counter())
             outputs = result.outputs
             value = outputs[0] if len(outputs) == 1 else outputs
         return value

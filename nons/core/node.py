@@ -129,16 +129,18 @@ class Node:
             else spans.NO_SPAN
         )
         started = time.perf_counter()
+        if ctx.progress is not None:
+            ctx.progress.node_started(layer_index, self.id, self.spec.name, started)
         try:
             with scope:
                 result.output = await self.spec.func(op_ctx, value, **self.parameters)
         except asyncio.CancelledError:
             result.error = self._error(NodeCancelledError("the node was cancelled"), ctx, layer_index)
-            self._finish(ctx, scope, result, started)
+            self._finish(ctx, scope, result, started, layer_index)
             raise
         except Exception as error:
             result.error = self._error(error, ctx, layer_index)
-        self._finish(ctx, scope, result, started)
+        self._finish(ctx, scope, result, started, layer_index)
         return result
 
     def _error(self, cause: BaseException, ctx: PassContext, layer_index: int) -> NodeExecutionError:
@@ -148,9 +150,14 @@ class Node:
         error.__cause__ = cause
         return error
 
-    def _finish(self, ctx: PassContext, scope: spans.SpanScope, result: NodeResult, started: float) -> None:
-        result.duration_s = time.perf_counter() - started
+    def _finish(
+        self, ctx: PassContext, scope: spans.SpanScope, result: NodeResult, started: float, layer_index: int
+    ) -> None:
+        now = time.perf_counter()
+        result.duration_s = now - started
         error = result.error
+        if ctx.progress is not None:
+            ctx.progress.node_finished(layer_index, self.id, self.spec.name, error is None, now)
         if ctx.instruments.metrics:
             ctx.instruments.node_duration.record(
                 result.duration_s,

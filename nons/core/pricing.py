@@ -5,14 +5,41 @@ A model the package does not know has an unknown price: :func:`price_usd` return
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import logging
+import threading
 
 from nons.base.results import Usage
 
-__all__ = ["price_usd"]
+__all__ = ["load_prices", "price_usd", "prices_loaded"]
 
 logger = logging.getLogger(__name__)
+
+
+_loaded = threading.Event()
+
+
+def _load() -> None:
+    # Importing genai-prices and its first lookup read its price table: about 0.4 s.
+    from genai_prices import Usage as PriceUsage
+    from genai_prices import calc_price
+
+    with contextlib.suppress(LookupError, ValueError):  # a table without that model is still loaded
+        calc_price(PriceUsage(input_tokens=1, output_tokens=1), model_ref="gpt-4o-mini", provider_id="openai")
+    _loaded.set()
+
+
+def prices_loaded() -> bool:
+    """Whether the price table is loaded (pricing a call then costs microseconds)."""
+    return _loaded.is_set()
+
+
+async def load_prices() -> None:
+    """Load the price table on a worker thread, so the first priced call never blocks the event loop."""
+    if not _loaded.is_set():
+        await asyncio.to_thread(_load)
 
 
 @functools.lru_cache(maxsize=8192)

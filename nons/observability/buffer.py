@@ -1,13 +1,16 @@
 """The in-process buffer of recent telemetry, what ``get_observability()`` returns: recent spans, logs and
 metrics as plain dicts, and what the exporters lost.
 
-- The ring: the last ``NON_OBSERVABILITY_BUFFER_SIZE`` ended spans (oldest dropped first), kept by a span
-  processor that :func:`~nons.observability.configure_telemetry` adds to the tracer provider. Span dicts carry
+- The ring: the last ``NON_OBSERVABILITY_BUFFER_SIZE`` ended spans of NoN's own instrumentation scope (``nons``;
+  oldest dropped first), kept by a span processor that :func:`~nons.observability.configure_telemetry` adds to
+  the tracer provider. An application's own spans on the same provider are not kept. Span dicts carry
   the keys the deployment guide's code reads: ``trace_id``, ``span_id``, ``operation_name``, ``duration_ms``,
   ``success`` and ``cost_usd`` (the call's own cost on LLM spans, 0 elsewhere, so summing over spans never
   double counts).
 - Logs: NoN's own records in a bounded in-memory exporter, with the ids of the span they were written in.
-- Metrics: the SDK's in-memory metric reader on the meter provider.
+- Metrics: aggregated, when read, from the spans the ring holds (:mod:`nons.observability.span_metrics`). No
+  metric reader is added to any meter provider: an application's provider keeps exactly its own readers, and no
+  measurement pays for a second aggregation.
 - :class:`ExportStats`: spans and logs dropped because an export queue was full, and batches an exporter failed
   to deliver (a collector that is down never raises into the application; it shows up here and in one warning
   log). The counting exporters of :mod:`nons.observability.exporters` write it.
@@ -26,32 +29,47 @@ from datetime import datetime
 from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.sdk._logs import (
-    LoggerProvider,
-    LoggingHandler,
-    LogRecordProcessor,
-    ReadableLogRecord,
-    ReadWriteLogRecord,
-)
-from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult, SimpleLogRecordProcessor
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader, NumberDataPoint
+from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler, LogRecordProcessor
+from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.trace import StatusCode
 
 from nons.base.redaction import clean, clean_value
 from nons.base.settings import get_settings
 from nons.observability import names
+from nons.observability.span_metrics import metrics_of_spans
 
 __all__ = [
     "ExportStats",
+    "LogRecordExportResult",
+    "LogRecordExporter",
     "LogRing",
     "Observability",
+    "ReadableLogRecord",
     "RedactLogRecords",
     "SpanRing",
+    "nons_handler",
     "observability_buffer",
     "span_to_dict",
 ]
+
+# The SDK renamed its log export interface in 1.39 (LogExporter -> LogRecordExporter, LogData ->
+# ReadableLogRecord and ReadWriteLogRecord); NoN supports SDKs from 1.30, so it takes whichever this SDK has. All
+# these records carry the same ``log_record`` (timestamp, severity, body, trace and span ids, attributes), which
+# is all NoN reads.
+# Only the newest SDK is type-checked.
+try:
+    from opentelemetry.sdk._logs import ReadableLogRecord, ReadWriteLogRecord
+    from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
+except ImportError:  # pragma: no cover - SDK < 1.39, run by the oldest-SDK stage of .ci/run
+    from opentelemetry.sdk._logs import LogData as ReadWriteLogRecord  # type: ignore[attr-defined,no-redef]
+    from opentelemetry.sdk._logs import LogData as ReadableLogRecord  # type: ignore[attr-defined,no-redef]
+    from opentelemetry.sdk._logs.export import (  # type: ignore[attr-defined,no-redef]
+        LogExporter as LogRecordExporter,
+    )
+    from opentelemetry.sdk._logs.export import (  # type: ignore[attr-defined,no-redef,assignment]
+        LogExportResult as LogRecordExportResult,
+    )
 
 
 class RedactLogRecords(LogRecordProcessor):
@@ -74,6 +92,10 @@ class RedactLogRecords(LogRecordProcessor):
                 cleaned = clean_value(value)
                 if cleaned is not value:
                     attributes[key] = cleaned  # type: ignore[index]
+
+    # SDKs before 1.39 call (and require) ``emit`` with the same record.
+    def emit(self, log_data: ReadWriteLogRecord) -> None:
+        self.on_emit(log_data)
 
     def shutdown(self) -> None:
         pass
@@ -158,12 +180,24 @@ class ExportStats:
             return out
 
 
+#: Marks the logging handlers NoN adds (the buffer's, and the OTLP log bridge's), so that they are told apart
+#: from an application's own.
+NONS_HANDLER_FLAG = "_nons_handler"
+
+
+def nons_handler(handler: logging.Handler) -> logging.Handler:
+    """Mark ``handler`` as one NoN added; returns it."""
+    setattr(handler, NONS_HANDLER_FLAG, True)
+    return handler
+
+
 class _BufferLogHandler(LoggingHandler):
     """Keeps NoN's log records in the buffer without hiding them.
 
-    Any handler on the ``nons`` logger stops Python from falling back to ``logging.lastResort`` (stderr) for
-    an application that configured no logging, so NoN's own warnings would vanish into the buffer; this
-    handler hands such records on to the last resort itself.
+    Any handler on the ``nons`` logger (this one, or the OTLP log bridge) stops Python from falling back to
+    ``logging.lastResort`` (stderr) for an application that configured no logging, so NoN's own warnings would
+    vanish into the buffer or the collector; this handler hands such records on to the last resort itself
+    whenever no handler of the application's would see them.
     """
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -171,17 +205,20 @@ class _BufferLogHandler(LoggingHandler):
         if logging.lastResort is not None and record.levelno >= logging.lastResort.level and self._alone(record):
             logging.lastResort.handle(record)
 
-    def _alone(self, record: logging.LogRecord) -> bool:
+    @staticmethod
+    def _alone(record: logging.LogRecord) -> bool:
         logger: logging.Logger | None = logging.getLogger(record.name)
         while logger is not None:
-            if any(handler is not self for handler in logger.handlers):
+            if any(not getattr(handler, NONS_HANDLER_FLAG, False) for handler in logger.handlers):
                 return False
             logger = logger.parent if logger.propagate else None
         return True
 
 
 class SpanRing(SpanProcessor):
-    """The ring: the last ``size`` ended spans of every tracer provider it is added to, oldest dropped first.
+    """The ring: the last ``size`` ended spans of NoN's instrumentation scope, of every tracer provider it is
+    added to, oldest dropped first. Spans of other scopes (an application's own, other instrumentations') are
+    not kept: the provider may be the application's.
 
     Cheaper than a SimpleSpanProcessor around an in-memory exporter (no context switch to suppress
     instrumentation, no lock): it runs on the application's thread, and appending to a bounded deque is atomic.
@@ -191,10 +228,13 @@ class SpanRing(SpanProcessor):
     def __init__(self, size: int) -> None:
         self.size = size
         self._spans: collections.deque[ReadableSpan] = collections.deque(maxlen=size)
-        #: Spans ended since the last :meth:`clear`, including those the ring no longer holds.
+        #: NoN's spans ended since the last :meth:`clear`, including those the ring no longer holds.
         self.seen = 0
 
     def on_end(self, span: ReadableSpan) -> None:
+        scope = span.instrumentation_scope
+        if scope is None or scope.name != names.SCOPE:
+            return
         self._spans.append(span)
         self.seen += 1
 
@@ -223,17 +263,15 @@ class Observability:
     def __init__(self, buffer_size: int) -> None:
         self.buffer_size = buffer_size
         self._ring = SpanRing(buffer_size)
-        self.metric_reader = InMemoryMetricReader()
         self.log_exporter = LogRing(buffer_size)
         self.export_stats = ExportStats()
-        self._metric_reader_attached = False
         self._attached: set[int] = set()
         self._lock = threading.Lock()
         self._logger_provider = LoggerProvider()
         self._logger_provider.add_log_record_processor(RedactLogRecords())
         self._logger_provider.add_log_record_processor(SimpleLogRecordProcessor(self.log_exporter))
         # NoN's own log records, with the trace and span ids of the span they were written in.
-        logging.getLogger("nons").addHandler(_BufferLogHandler(logger_provider=self._logger_provider))
+        logging.getLogger("nons").addHandler(nons_handler(_BufferLogHandler(logger_provider=self._logger_provider)))
 
     def attach_tracer_provider(self, provider: TracerProvider) -> None:
         """Keep the spans of ``provider`` in the buffer (once per provider)."""
@@ -243,43 +281,42 @@ class Observability:
             self._attached.add(id(provider))
         provider.add_span_processor(self._ring)
 
-    def claim_metric_reader(self) -> bool:
-        """Whether :attr:`metric_reader` is still free; claims it. A reader can serve one meter provider."""
-        with self._lock:
-            free = not self._metric_reader_attached
-            self._metric_reader_attached = True
-            return free
-
-    def attach_meter_provider(self, provider: MeterProvider) -> bool:
-        """Read the metrics of ``provider`` (an SDK provider the application installed) into the buffer.
-        Returns ``False`` when the buffer's reader serves a provider already."""
-        if not self.claim_metric_reader():
-            return False
-        provider.add_metric_reader(self.metric_reader)
-        return True
-
     # --- export -------------------------------------------------------------------------------------------
     def export_all_data(self, since: datetime | None = None, trace_id: str | None = None) -> dict[str, Any]:
         """``{"spans": [...], "logs": [...], "metrics": [...]}``, optionally only spans and logs that ended
-        after ``since`` or belong to ``trace_id``."""
+        after ``since`` or belong to ``trace_id``.
+
+        ``metrics`` are NoN's metrics aggregated over the spans returned (see
+        :mod:`nons.observability.span_metrics`): the window the buffer holds, not totals since the process
+        started, which the exported metrics have."""
         since_ns = int(since.timestamp() * 1e9) if since else None
-        spans = [
-            span_to_dict(s)
-            for s in self._ring.spans()
-            if (since_ns is None or (s.end_time or 0) >= since_ns)
-            and (trace_id is None or trace.format_trace_id(s.context.trace_id) == trace_id)
-        ]
+        spans = self._span_dicts(since_ns, trace_id)
         logs = [
             _log_to_dict(r)
             for r in self.log_exporter.get_finished_logs()
             if (since_ns is None or (r.log_record.timestamp or 0) >= since_ns)
             and (trace_id is None or f"{r.log_record.trace_id or 0:032x}" == trace_id)
         ]
-        return {"spans": spans, "logs": logs, "metrics": self._metrics()}
+        return {"spans": spans, "logs": logs, "metrics": metrics_of_spans(spans)}
+
+    def _span_dicts(self, since_ns: int | None, trace_id: str | None) -> list[dict[str, Any]]:
+        return [
+            span_to_dict(s)
+            for s in self._ring.spans()
+            if (since_ns is None or (s.end_time or 0) >= since_ns)
+            and (trace_id is None or trace.format_trace_id(s.context.trace_id) == trace_id)
+        ]
 
     def get_trace_summary(self, trace_id: str) -> dict[str, Any]:
-        """Duration, success, total cost and tokens, and span count of one trace."""
-        spans = self.export_all_data(trace_id=trace_id)["spans"]
+        """Duration, success, total cost and tokens, and span count of one trace.
+
+        Raises ``KeyError`` naming the trace when the buffer holds none of its spans, and ``ValueError`` for a
+        ``trace_id`` of ``None`` (a result's ``trace_id`` is ``None`` only when tracing is off)."""
+        if not trace_id:
+            raise ValueError(
+                "no trace id given: a result has none only when tracing is off (NON_ENABLE_TRACING=false)"
+            )
+        spans = self._span_dicts(None, trace_id)
         if not spans:
             raise KeyError(f"no spans of trace {trace_id!r} in the buffer (it holds the last {self.buffer_size})")
         span_ids = {s["span_id"] for s in spans}
@@ -318,26 +355,6 @@ class Observability:
         self._ring.clear()
         self.log_exporter.clear()
 
-    def _metrics(self) -> list[dict[str, Any]]:
-        try:
-            data = self.metric_reader.get_metrics_data()
-        except Exception:  # the reader is not registered with a meter provider (metrics off or app-owned)
-            return []
-        if data is None:
-            return []
-        return [
-            {
-                "name": metric.name,
-                "unit": metric.unit,
-                "description": metric.description,
-                "scope": scope_metrics.scope.name,
-                "data_points": [_point_to_dict(point) for point in metric.data.data_points],
-            }
-            for resource_metrics in data.resource_metrics
-            for scope_metrics in resource_metrics.scope_metrics
-            for metric in scope_metrics.metrics
-        ]
-
 
 def span_to_dict(span: ReadableSpan) -> dict[str, Any]:
     """A span as a plain dict with the deployment guide's keys plus the full attributes and events."""
@@ -363,28 +380,6 @@ def span_to_dict(span: ReadableSpan) -> dict[str, Any]:
         ],
         "resource": dict(span.resource.attributes) if span.resource else {},
     }
-
-
-def _point_to_dict(point: Any) -> dict[str, Any]:
-    """A metric data point as a dict: its attributes, its value (or a histogram's count, sum and buckets), and
-    its exemplars with their trace and span ids."""
-    entry: dict[str, Any] = {"attributes": dict(point.attributes or {})}
-    if isinstance(point, HistogramDataPoint):
-        entry.update(
-            count=point.count, sum=point.sum, bucket_counts=list(point.bucket_counts),
-            explicit_bounds=list(point.explicit_bounds),
-        )
-    elif isinstance(point, NumberDataPoint):
-        entry["value"] = point.value
-    entry["exemplars"] = [
-        {
-            "value": exemplar.value,
-            "trace_id": f"{exemplar.trace_id:032x}" if exemplar.trace_id else None,
-            "span_id": f"{exemplar.span_id:016x}" if exemplar.span_id else None,
-        }
-        for exemplar in getattr(point, "exemplars", None) or ()
-    ]
-    return entry
 
 
 def _log_to_dict(record: ReadableLogRecord) -> dict[str, Any]:

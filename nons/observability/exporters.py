@@ -19,13 +19,8 @@ from collections.abc import Callable, Sequence
 from enum import Enum
 from typing import Any, ClassVar, Generic, TypeVar
 
-from opentelemetry.sdk._logs import LogRecordProcessor, ReadableLogRecord
-from opentelemetry.sdk._logs.export import (
-    BatchLogRecordProcessor,
-    LogRecordExporter,
-    LogRecordExportResult,
-    SimpleLogRecordProcessor,
-)
+from opentelemetry.sdk._logs import LogRecordProcessor
+from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, SimpleLogRecordProcessor
 from opentelemetry.sdk.metrics.export import (
     MetricExporter,
     MetricExportResult,
@@ -37,13 +32,14 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter, SpanExportResult
 
 from nons.base.errors import ConfigurationError
-from nons.observability.buffer import ExportStats
+from nons.observability.buffer import ExportStats, LogRecordExporter, LogRecordExportResult, ReadableLogRecord
 
 __all__ = [
     "CountingExporter",
     "check_exporter_names",
     "count_queue_drops",
     "exporter_names",
+    "import_exporters",
     "log_processor",
     "metric_reader",
     "span_processor",
@@ -88,6 +84,31 @@ def check_exporter_names() -> None:
                 f"{variable}={os.environ.get(variable)!r}: unknown exporter(s) {', '.join(unknown)}; "
                 f"use {', '.join(sorted(known))} or none"
             )
+
+
+#: The modules each exporter needs, by signal and OTLP protocol (``None``: the exporter is not OTLP).
+_EXPORTER_MODULES: dict[tuple[str, str | None], tuple[str, ...]] = {
+    ("otlp", "grpc"): ("opentelemetry.exporter.otlp.proto.grpc.{signal}",),
+    ("otlp", "http/protobuf"): ("opentelemetry.exporter.otlp.proto.http.{signal}",),
+    ("prometheus", None): ("opentelemetry.exporter.prometheus", "prometheus_client"),
+}
+_SIGNAL_MODULES = {
+    "OTEL_TRACES_EXPORTER": ("TRACES", "trace_exporter"),
+    "OTEL_METRICS_EXPORTER": ("METRICS", "metric_exporter"),
+    "OTEL_LOGS_EXPORTER": ("LOGS", "_log_exporter"),
+}
+
+
+def import_exporters() -> None:
+    """Import the modules of the exporters the variables name (gRPC's alone take a few hundred milliseconds),
+    so that building them later costs no import. Unknown names are left to :func:`check_exporter_names`."""
+    import importlib
+
+    for variable, (signal, module) in _SIGNAL_MODULES.items():
+        for name in exporter_names(variable):
+            protocol = _otlp_protocol(signal) if name == "otlp" else None
+            for template in _EXPORTER_MODULES.get((name, protocol), ()):
+                importlib.import_module(template.format(signal=module))
 
 
 def _otlp_protocol(signal: str) -> str:
@@ -145,9 +166,18 @@ def metric_reader(name: str, stats: ExportStats) -> tuple[MetricReader, int | No
         port = int(os.environ.get("OTEL_EXPORTER_PROMETHEUS_PORT", "9464"))
         # Copy service.name and the environment onto every series, as the collector's
         # resource_constant_labels does, so dashboards filter the same way with or without it.
-        reader = PrometheusMetricReader(
-            resource_attribute_filter=lambda key: key in ("service.name", "deployment.environment.name")
-        )
+        try:
+            reader = PrometheusMetricReader(
+                resource_attribute_filter=lambda key: key in ("service.name", "deployment.environment.name")
+            )
+        except TypeError:
+            # opentelemetry-exporter-prometheus before it had the filter (0.51b0, beside SDK 1.30): the series
+            # carry no resource labels, which stay on target_info.
+            logger.warning(
+                "this opentelemetry-exporter-prometheus cannot copy service.name onto each series; "
+                "it is on target_info only"
+            )
+            reader = PrometheusMetricReader()
         start_http_server(port, addr=host)
         return reader, port
     raise ValueError(f"unknown OTEL_METRICS_EXPORTER value {name!r}; use otlp, prometheus, console or none")
@@ -167,7 +197,12 @@ def log_processor(name: str, stats: ExportStats) -> LogRecordProcessor:
         count_queue_drops(processor, stats, "logs")
         return processor
     if name == "console":
-        from opentelemetry.sdk._logs.export import ConsoleLogRecordExporter
+        try:
+            from opentelemetry.sdk._logs.export import ConsoleLogRecordExporter
+        except ImportError:  # SDK < 1.39 (see buffer.py)
+            from opentelemetry.sdk._logs.export import (  # type: ignore[attr-defined,no-redef]
+                ConsoleLogExporter as ConsoleLogRecordExporter,
+            )
 
         return SimpleLogRecordProcessor(ConsoleLogRecordExporter())
     raise ValueError(f"unknown OTEL_LOGS_EXPORTER value {name!r}; use otlp, console or none")

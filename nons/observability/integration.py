@@ -7,12 +7,13 @@ The buffer it returns, and what it holds, is :mod:`nons.observability.buffer`; s
 from __future__ import annotations
 
 from nons.observability.buffer import Observability, observability_buffer
-from nons.observability.setup import configure_telemetry
+from nons.observability.setup import ensure_telemetry
 
 __all__ = ["get_observability"]
 
 
 def get_observability() -> Observability:
-    """The process's observability buffer. Sets up telemetry (``configure_telemetry``) if nothing has yet."""
-    configure_telemetry()
+    """The process's observability buffer. Sets up telemetry (``configure_telemetry``) if nothing has yet and
+    it was not shut down (after ``shutdown_telemetry()`` the buffer is returned as it is)."""
+    ensure_telemetry()
     return observability_buffer()

@@ -1,18 +1,16 @@
 """Every telemetry name NoN emits: span names, attribute keys, event names, metric names and their units.
 
-This is the one place where names are spelled. GenAI names come from ``opentelemetry-semantic-conventions``
-where it has them, so a rename upstream touches this file only. ``../shared/design.md`` section 5 is the
-contract these names implement.
+This is the one place where names are spelled. GenAI names are spelled here as strings, as the current GenAI
+semantic conventions spell them (``gen_ai.provider.name``, not the older ``gen_ai.system``), instead of being
+imported from ``opentelemetry-semantic-conventions``: its GenAI constants live in the incubating package, which
+renames them between releases, and pinning it would tie NoN to one OpenTelemetry SDK release (each SDK pins its
+own semantic-conventions version). A rename upstream touches this file only. ``../shared/design.md`` section 5 is
+the contract these names implement.
 """
 
 from __future__ import annotations
 
 from typing import Final
-
-from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as _genai
-from opentelemetry.semconv._incubating.metrics import gen_ai_metrics as _genai_metrics
-from opentelemetry.semconv.attributes import error_attributes as _error
-from opentelemetry.semconv.attributes import server_attributes as _server
 
 # --- instrumentation scope -------------------------------------------------------------------------------
 SCOPE: Final = "nons"
@@ -25,9 +23,9 @@ ENV_CAPTURE_CONTENT: Final = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT
 #: ``gen_ai.provider.name`` of each provider, keyed by ``ModelProvider`` value. Kept here, not read from the
 #: provider classes, so that labelling a metric or a span never imports a vendor SDK.
 PROVIDER_NAMES: Final = {
-    "anthropic": _genai.GenAiProviderNameValues.ANTHROPIC.value,  # "anthropic"
-    "openai": _genai.GenAiProviderNameValues.OPENAI.value,  # "openai"
-    "google": _genai.GenAiProviderNameValues.GCP_GEMINI.value,  # "gcp.gemini"
+    "anthropic": "anthropic",
+    "openai": "openai",
+    "google": "gcp.gemini",
     "mock": "nons.simulated",  # not a real system: the simulated provider says so in every signal
 }
 
@@ -39,10 +37,10 @@ def genai_provider_name(provider: str) -> str:
 
 
 # --- span names (formatted with the subject) --------------------------------------------------------------
-OP_WORKFLOW: Final = _genai.GenAiOperationNameValues.INVOKE_WORKFLOW.value  # "invoke_workflow"
-OP_CHAT: Final = _genai.GenAiOperationNameValues.CHAT.value  # "chat"
-OP_INVOKE_AGENT: Final = _genai.GenAiOperationNameValues.INVOKE_AGENT.value
-OP_EXECUTE_TOOL: Final = _genai.GenAiOperationNameValues.EXECUTE_TOOL.value
+OP_WORKFLOW: Final = "invoke_workflow"
+OP_CHAT: Final = "chat"
+OP_INVOKE_AGENT: Final = "invoke_agent"
+OP_EXECUTE_TOOL: Final = "execute_tool"
 
 
 def network_span_name(network: str) -> str:
@@ -70,41 +68,41 @@ def tool_span_name(tool: str) -> str:
 
 
 # --- GenAI attributes (semantic conventions) -------------------------------------------------------------
-GEN_AI_OPERATION_NAME: Final = _genai.GEN_AI_OPERATION_NAME
-GEN_AI_PROVIDER_NAME: Final = _genai.GEN_AI_PROVIDER_NAME
-GEN_AI_REQUEST_MODEL: Final = _genai.GEN_AI_REQUEST_MODEL
-GEN_AI_RESPONSE_MODEL: Final = _genai.GEN_AI_RESPONSE_MODEL
-GEN_AI_RESPONSE_ID: Final = _genai.GEN_AI_RESPONSE_ID
-GEN_AI_RESPONSE_FINISH_REASONS: Final = _genai.GEN_AI_RESPONSE_FINISH_REASONS
-GEN_AI_REQUEST_TEMPERATURE: Final = _genai.GEN_AI_REQUEST_TEMPERATURE
-GEN_AI_REQUEST_MAX_TOKENS: Final = _genai.GEN_AI_REQUEST_MAX_TOKENS
-GEN_AI_REQUEST_TOP_P: Final = _genai.GEN_AI_REQUEST_TOP_P
-GEN_AI_REQUEST_STOP_SEQUENCES: Final = _genai.GEN_AI_REQUEST_STOP_SEQUENCES
-GEN_AI_USAGE_INPUT_TOKENS: Final = _genai.GEN_AI_USAGE_INPUT_TOKENS
-GEN_AI_USAGE_OUTPUT_TOKENS: Final = _genai.GEN_AI_USAGE_OUTPUT_TOKENS
-GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: Final = _genai.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS
-GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS: Final = _genai.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS
-GEN_AI_TOKEN_TYPE: Final = _genai.GEN_AI_TOKEN_TYPE
-GEN_AI_AGENT_NAME: Final = _genai.GEN_AI_AGENT_NAME
-GEN_AI_AGENT_ID: Final = _genai.GEN_AI_AGENT_ID
-GEN_AI_TOOL_NAME: Final = _genai.GEN_AI_TOOL_NAME
-GEN_AI_TOOL_CALL_ID: Final = _genai.GEN_AI_TOOL_CALL_ID
+GEN_AI_OPERATION_NAME: Final = "gen_ai.operation.name"
+GEN_AI_PROVIDER_NAME: Final = "gen_ai.provider.name"
+GEN_AI_REQUEST_MODEL: Final = "gen_ai.request.model"
+GEN_AI_RESPONSE_MODEL: Final = "gen_ai.response.model"
+GEN_AI_RESPONSE_ID: Final = "gen_ai.response.id"
+GEN_AI_RESPONSE_FINISH_REASONS: Final = "gen_ai.response.finish_reasons"
+GEN_AI_REQUEST_TEMPERATURE: Final = "gen_ai.request.temperature"
+GEN_AI_REQUEST_MAX_TOKENS: Final = "gen_ai.request.max_tokens"
+GEN_AI_REQUEST_TOP_P: Final = "gen_ai.request.top_p"
+GEN_AI_REQUEST_STOP_SEQUENCES: Final = "gen_ai.request.stop_sequences"
+GEN_AI_USAGE_INPUT_TOKENS: Final = "gen_ai.usage.input_tokens"
+GEN_AI_USAGE_OUTPUT_TOKENS: Final = "gen_ai.usage.output_tokens"
+GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: Final = "gen_ai.usage.cache_read.input_tokens"
+GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS: Final = "gen_ai.usage.cache_creation.input_tokens"
+GEN_AI_TOKEN_TYPE: Final = "gen_ai.token.type"
+GEN_AI_AGENT_NAME: Final = "gen_ai.agent.name"
+GEN_AI_AGENT_ID: Final = "gen_ai.agent.id"
+GEN_AI_TOOL_NAME: Final = "gen_ai.tool.name"
+GEN_AI_TOOL_CALL_ID: Final = "gen_ai.tool.call.id"
 GEN_AI_INPUT_MESSAGES: Final = "gen_ai.input.messages"
 GEN_AI_OUTPUT_MESSAGES: Final = "gen_ai.output.messages"
 GEN_AI_SYSTEM_INSTRUCTIONS: Final = "gen_ai.system_instructions"
 # No released convention for cost yet; OpenLIT and LiteLLM use this name, in USD.
 GEN_AI_USAGE_COST: Final = "gen_ai.usage.cost"
-TOKEN_TYPE_INPUT: Final = _genai.GenAiTokenTypeValues.INPUT.value
-TOKEN_TYPE_OUTPUT: Final = _genai.GenAiTokenTypeValues.OUTPUT.value
-GEN_AI_TOOL_TYPE: Final = _genai.GEN_AI_TOOL_TYPE
-GEN_AI_TOOL_DESCRIPTION: Final = _genai.GEN_AI_TOOL_DESCRIPTION
-GEN_AI_TOOL_CALL_ARGUMENTS: Final = _genai.GEN_AI_TOOL_CALL_ARGUMENTS  # recorded only when content capture is on
-GEN_AI_TOOL_CALL_RESULT: Final = _genai.GEN_AI_TOOL_CALL_RESULT  # recorded only when content capture is on
-GEN_AI_CONVERSATION_ID: Final = _genai.GEN_AI_CONVERSATION_ID
+TOKEN_TYPE_INPUT: Final = "input"
+TOKEN_TYPE_OUTPUT: Final = "output"
+GEN_AI_TOOL_TYPE: Final = "gen_ai.tool.type"
+GEN_AI_TOOL_DESCRIPTION: Final = "gen_ai.tool.description"
+GEN_AI_TOOL_CALL_ARGUMENTS: Final = "gen_ai.tool.call.arguments"  # recorded only when content capture is on
+GEN_AI_TOOL_CALL_RESULT: Final = "gen_ai.tool.call.result"  # recorded only when content capture is on
+GEN_AI_CONVERSATION_ID: Final = "gen_ai.conversation.id"
 TOOL_TYPE_FUNCTION: Final = "function"  # the conventions' value for a tool that runs in the client
 
-ERROR_TYPE: Final = _error.ERROR_TYPE
-SERVER_ADDRESS: Final = _server.SERVER_ADDRESS
+ERROR_TYPE: Final = "error.type"
+SERVER_ADDRESS: Final = "server.address"
 
 # --- NoN attributes ---------------------------------------------------------------------------------------
 NETWORK_NAME: Final = "nons.network.name"
@@ -132,6 +130,8 @@ AGENT_STEPS: Final = "nons.agent.steps"
 # The value of gen_ai.tool.name on the tool-call counter for a tool the model made up (kept out of the metric's
 # labels: a model can invent any number of names).
 TOOL_NAME_UNREGISTERED: Final = "_unregistered"
+#: The ``error.type`` of a call to a tool the registry does not know (``nons.core.agents.tools.UNKNOWN_TOOL``).
+TOOL_ERROR_UNKNOWN: Final = "unknown_tool"
 
 OUTCOME_SUCCESS: Final = "success"
 OUTCOME_FAILURE: Final = "failure"
@@ -147,8 +147,8 @@ FALLBACK_TO: Final = "nons.fallback.to_model"
 FALLBACK_REASON: Final = "nons.fallback.reason"
 
 # --- metrics: (name, unit) --------------------------------------------------------------------------------
-METRIC_OPERATION_DURATION: Final = _genai_metrics.GEN_AI_CLIENT_OPERATION_DURATION
-METRIC_TOKEN_USAGE: Final = _genai_metrics.GEN_AI_CLIENT_TOKEN_USAGE
+METRIC_OPERATION_DURATION: Final = "gen_ai.client.operation.duration"
+METRIC_TOKEN_USAGE: Final = "gen_ai.client.token.usage"
 METRIC_COST: Final = "nons.cost"
 METRIC_UNPRICED_CALLS: Final = "nons.calls.unpriced"
 METRIC_RETRIES: Final = "nons.retries"

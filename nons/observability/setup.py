@@ -1,12 +1,19 @@
 """Set up the OpenTelemetry SDK for an application: one call, from settings and the standard ``OTEL_*``
-variables.
+variables, made by NoN itself at the first network pass or agent run unless ``NON_ENABLE_TRACING=false``.
 
-The engine itself only uses the API; this module is what an application (and the ``nons`` CLI) calls to get
-spans, metrics and logs exported. It never replaces providers that the application installed already.
+NoN behaves as a guest in an application that has its own OpenTelemetry setup:
+
+- SDK providers the application installed are used as they are; NoN adds its buffer's span processor to the
+  tracer provider (it keeps NoN's own spans only) and nothing to the meter or logger provider.
+- Only NoN's loggers (``nons``) are bridged to OTel logs; the root logger only when the standard
+  ``OTEL_PYTHON_LOGGING_AUTO_INSTRUMENTATION_ENABLED=true`` asks for it. NoN's warnings still reach stderr when
+  the application configured no logging.
+- No HTTP client is instrumented here: each provider instruments the client it builds for its SDK
+  (:mod:`nons.observability.http`).
 
 Which exporters (the standard ``OTEL_*_EXPORTER`` variables) and how what they lose is counted is
-:mod:`nons.observability.exporters`; the in-process buffer this module attaches to the providers is
-:mod:`nons.observability.buffer`.
+:mod:`nons.observability.exporters`; the in-process buffer is :mod:`nons.observability.buffer`; leaving on time
+(exit, SIGTERM) is :mod:`nons.observability.shutdown`.
 
 Export never gets in the way of the application: spans and logs go through the SDK's batch processors (bounded
 queues, a background thread), metrics through a periodic reader, and every exporter is wrapped so that what is
@@ -19,6 +26,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import logging
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,25 +42,43 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from nons.base.settings import Settings, apply_log_level, get_settings
 from nons.base.version import __version__
-from nons.observability.buffer import ExportStats, Observability, RedactLogRecords, observability_buffer
+from nons.observability.buffer import ExportStats, Observability, RedactLogRecords, nons_handler, observability_buffer
 from nons.observability.exporters import (
     check_exporter_names,
     exporter_names,
+    import_exporters,
     log_processor,
     metric_reader,
     span_processor,
 )
 from nons.observability.otel_env import check_otel_environment
+from nons.observability.shutdown import Flusher, install_sigterm_flush, uninstall_sigterm_flush
 
-__all__ = ["TelemetryHandle", "build_resource", "configure_telemetry", "shutdown_telemetry"]
+__all__ = [
+    "TelemetryHandle",
+    "build_resource",
+    "configure_telemetry",
+    "ensure_telemetry",
+    "preload",
+    "preloaded",
+    "shutdown_telemetry",
+    "telemetry_is_configured",
+    "telemetry_was_shut_down",
+]
 
 logger = logging.getLogger(__name__)
 
 _lock = threading.Lock()
 _handle: TelemetryHandle | None = None
+#: Set by shutdown_telemetry(): from then on, nothing sets telemetry up by itself again.
+_shut_down = False
 
-#: How long :func:`shutdown_telemetry` (and the exit handler) waits for the last exports.
-SHUTDOWN_TIMEOUT_MILLIS = 10_000
+#: The standard variable that asks for the root logger to be bridged to OTel logs.
+ENV_ROOT_LOG_BRIDGE = "OTEL_PYTHON_LOGGING_AUTO_INSTRUMENTATION_ENABLED"
+
+
+def _exit_timeout_millis() -> int:
+    return int(get_settings().telemetry_exit_timeout * 1000)
 
 
 @dataclass
@@ -70,31 +96,43 @@ class TelemetryHandle:
     metric_exporters: list[str] = field(default_factory=list)
     log_exporters: list[str] = field(default_factory=list)
     prometheus_port: int | None = None
-    _requested: threading.Event = field(default_factory=threading.Event, repr=False)
-    _done: threading.Event = field(default_factory=threading.Event, repr=False)
-    _timeout_millis: int = SHUTDOWN_TIMEOUT_MILLIS
-    _worker: threading.Thread | None = field(default=None, repr=False)
+    #: Whether NoN handles SIGTERM (``NON_TELEMETRY_SIGTERM_HANDLER``, main thread only).
+    sigterm_handler: bool = False
+    log_bridges: list[logging.Handler] = field(default_factory=list, repr=False)
+    _flusher: Flusher = field(default_factory=Flusher, repr=False)
+    _stopped: bool = field(default=False, repr=False)
 
-    def force_flush(self, timeout_millis: int = 10_000) -> None:
-        """Export everything buffered now."""
-        for provider in (self.tracer_provider, self.meter_provider, self.logger_provider):
-            if provider is not None and hasattr(provider, "force_flush"):
-                provider.force_flush(timeout_millis)
+    def _providers(self) -> list[Any]:
+        return [p for p in (self.tracer_provider, self.meter_provider, self.logger_provider) if p is not None]
 
-    def start_shutdown_worker(self) -> None:
-        """Start the idle thread that will flush and stop the providers when :meth:`shutdown` asks.
+    def force_flush(self, timeout_millis: int | None = None) -> bool:
+        """Export everything queued now, waiting ``timeout_millis`` at most (``NON_TELEMETRY_EXIT_TIMEOUT`` by
+        default). Returns whether it finished in time."""
+        timeout = _exit_timeout_millis() if timeout_millis is None else timeout_millis
 
-        Started when telemetry is configured, not at shutdown: Python 3.12+ refuses new threads while the
-        interpreter exits, which is when the exit handler calls :meth:`shutdown`.
-        """
-        if self._worker is None:
-            self._worker = threading.Thread(target=self._stop_when_asked, name="nons-telemetry-shutdown", daemon=True)
-            self._worker.start()
+        def flush() -> None:
+            for provider in self._providers():
+                if hasattr(provider, "force_flush"):
+                    provider.force_flush(timeout)
 
-    def _stop_when_asked(self) -> None:
-        self._requested.wait()
-        try:
-            self.force_flush(self._timeout_millis)
+        return self._flusher.run(flush, timeout / 1000)
+
+    def shutdown(self, timeout_millis: int | None = None) -> bool:
+        """Flush and stop the providers NoN installed (others belong to the application), giving up after
+        ``timeout_millis`` (``NON_TELEMETRY_EXIT_TIMEOUT`` by default). Returns whether it finished in time;
+        what was not exported by then is dropped, and a warning says so."""
+        timeout = _exit_timeout_millis() if timeout_millis is None else timeout_millis
+        if self._stopped:
+            return True
+        self._stopped = True
+        for bridge in self.log_bridges:
+            for name in ("nons", ""):
+                logging.getLogger(name).removeHandler(bridge)
+
+        def stop() -> None:
+            for provider in self._providers():
+                if hasattr(provider, "force_flush"):
+                    provider.force_flush(timeout)
             for installed, provider in (
                 (self.installed_tracing, self.tracer_provider),
                 (self.installed_metrics, self.meter_provider),
@@ -102,39 +140,15 @@ class TelemetryHandle:
             ):
                 if installed:
                     provider.shutdown()
-        except Exception:  # shutting telemetry down must never fail the application
-            logger.debug("telemetry shutdown failed", exc_info=True)
-        finally:
-            self._done.set()
 
-    def shutdown(self, timeout_millis: int = SHUTDOWN_TIMEOUT_MILLIS) -> bool:
-        """Flush and stop the providers NoN installed (others belong to the application), giving up after
-        ``timeout_millis``. Returns whether it finished in time.
-
-        With the collector down, each exporter retries every batch until its own timeout
-        (``OTEL_EXPORTER_OTLP_TIMEOUT``, 10 s), batch after batch: the flush runs in a daemon thread so that
-        the application's exit is held up for ``timeout_millis`` at most, and what is left is dropped.
-        """
-        if self._worker is None:
-            try:
-                self.start_shutdown_worker()
-            except RuntimeError:
-                # No worker was started at configuration and the interpreter is exiting: flush inline, without
-                # the time limit, rather than not at all.
-                self._requested.set()
-                self._stop_when_asked()
-                return True
-        if not self._requested.is_set():
-            self._timeout_millis = timeout_millis
-            self._requested.set()
-        if not self._done.wait(timeout_millis / 1000):
-            logger.warning(
-                "telemetry was not exported within %d ms of shutdown (is the collector reachable?); "
-                "the rest is dropped",
-                timeout_millis,
-            )
-            return False
-        return True
+        if self._flusher.run(stop, timeout / 1000):
+            return True
+        logger.warning(
+            "telemetry was not exported within %d ms of shutdown (is the collector reachable? "
+            "NON_TELEMETRY_EXIT_TIMEOUT sets the limit); the rest is dropped",
+            timeout,
+        )
+        return False
 
 
 def build_resource(settings: Settings | None = None) -> Resource:
@@ -160,14 +174,17 @@ def build_resource(settings: Settings | None = None) -> Resource:
 def configure_telemetry(settings: Settings | None = None) -> TelemetryHandle:
     """Install SDK providers and exporters from settings, once per process, and return what was set up.
 
-    - Providers an application installed already are kept; NoN then adds nothing to them but its in-memory
-      buffer for :func:`~nons.observability.get_observability`, when they are SDK providers.
+    NoN calls this itself at the first network pass or agent run (unless ``NON_ENABLE_TRACING=false``) and in
+    ``get_observability()``; an application may call it earlier to choose the moment.
+
+    - Providers an application installed already are kept; NoN then adds nothing to them but its buffer's span
+      processor, when the tracer provider is an SDK one.
     - ``NON_ENABLE_TRACING=false`` / ``NON_ENABLE_METRICS=false`` leave that signal off entirely.
-    - Python logging is bridged to OTel logs (with trace and span ids) when a log exporter is configured.
-    - httpx and httpx2 (the vendor SDKs' HTTP client) are instrumented, so each HTTP attempt of a provider
-      call is a child of its LLM span.
+    - NoN's loggers are bridged to OTel logs (with trace and span ids) when a log exporter is configured; the
+      root logger too with ``OTEL_PYTHON_LOGGING_AUTO_INSTRUMENTATION_ENABLED=true``.
     - Export failures and drops are counted in ``get_observability().get_stats()["export"]``, never raised.
-    - Everything is flushed at interpreter exit, and by :func:`shutdown_telemetry`.
+    - Everything is flushed at interpreter exit, on SIGTERM, and by :func:`shutdown_telemetry`, each waiting
+      ``NON_TELEMETRY_EXIT_TIMEOUT`` (1.5 s) at most.
     """
     global _handle
     with _lock:
@@ -194,9 +211,7 @@ def configure_telemetry(settings: Settings | None = None) -> TelemetryHandle:
             raise
         for step in commit:
             step()
-        if settings.enable_tracing:
-            _instrument_httpx()
-        _flush_at_exit(handle)
+        _flush_at_exit(handle, settings)
         _handle = handle
         return handle
 
@@ -213,11 +228,56 @@ def _discard(handle: TelemetryHandle) -> None:
                 provider.shutdown()
 
 
-def _flush_at_exit(handle: TelemetryHandle) -> None:
-    """Arrange for ``handle`` to be flushed and shut down, within its time limit, when the interpreter exits."""
-    with contextlib.suppress(RuntimeError):  # no thread to be had: shutdown() flushes inline instead
-        handle.start_shutdown_worker()
+def ensure_telemetry() -> TelemetryHandle | None:
+    """Set telemetry up unless it is set up already or was shut down (then ``None``): what a network pass,
+    an agent run and ``get_observability()`` call. Costs one global read once telemetry is up."""
+    handle = _handle
+    if handle is not None:
+        return handle
+    if _shut_down:
+        return None
+    return configure_telemetry()
+
+
+def telemetry_is_configured() -> bool:
+    """Whether telemetry is set up (and not shut down)."""
+    return _handle is not None
+
+
+_preloaded = False
+
+
+def preload() -> None:
+    """Import what :func:`configure_telemetry` will need (the exporters the ``OTEL_*`` variables name), so that
+    it can run on the event loop's thread without stalling it: call this on a worker thread first."""
+    global _preloaded
+    import_exporters()
+    _preloaded = True
+
+
+def preloaded() -> bool:
+    """Whether :func:`preload` ran."""
+    return _preloaded
+
+
+def telemetry_was_shut_down() -> bool:
+    """Whether :func:`shutdown_telemetry` ran: then nothing sets telemetry up by itself again."""
+    return _shut_down
+
+
+def _flush_at_exit(handle: TelemetryHandle, settings: Settings) -> None:
+    """Arrange for ``handle`` to be flushed and shut down, within its time limit, when the interpreter exits,
+    and flushed on SIGTERM (unless ``NON_TELEMETRY_SIGTERM_HANDLER=false``)."""
+    try:
+        handle._flusher.start()
+    except RuntimeError:  # no thread to be had (the interpreter is exiting): shutdown() flushes inline instead
+        logger.debug("no telemetry flush thread could be started", exc_info=True)
     atexit.register(handle.shutdown)
+    if settings.telemetry_sigterm_handler and handle._providers():
+        handle.sigterm_handler = install_sigterm_flush(
+            lambda timeout_s: handle.force_flush(int(timeout_s * 1000)),
+            lambda: get_settings().telemetry_exit_timeout,
+        )
 
 
 def _is_unset(provider: object) -> bool:
@@ -236,7 +296,7 @@ def _is_unset(provider: object) -> bool:
 
 def _install_tracing(handle: TelemetryHandle, observability: Observability, commit: list[Callable[[], None]]) -> None:
     """Keep the application's SDK tracer provider, or install NoN's with the span exporters the variables name;
-    either way the buffer's ring sees its spans."""
+    either way the buffer's ring sees NoN's spans."""
     current = trace.get_tracer_provider()
     if isinstance(current, TracerProvider):
         handle.tracer_provider = current
@@ -255,16 +315,13 @@ def _install_tracing(handle: TelemetryHandle, observability: Observability, comm
 
 
 def _install_metrics(handle: TelemetryHandle, observability: Observability, commit: list[Callable[[], None]]) -> None:
-    """Keep the application's SDK meter provider, or install NoN's with the readers the variables name; either
-    way the buffer reads its metrics."""
+    """Install NoN's meter provider with the readers the variables name, unless the application has one: then
+    NoN adds nothing to it (``get_observability()`` builds its metrics from NoN's spans)."""
     current = metrics.get_meter_provider()
     if isinstance(current, MeterProvider):
         handle.meter_provider = current
-        # The application's provider: only the buffer's reader is added, so that
-        # export_all_data()["metrics"] shows NoN's metrics there too.
-        observability.attach_meter_provider(current)
     elif _is_unset(current):
-        readers: list[MetricReader] = [observability.metric_reader] if observability.claim_metric_reader() else []
+        readers: list[MetricReader] = []
         for name in exporter_names("OTEL_METRICS_EXPORTER"):
             try:
                 reader, port = metric_reader(name, observability.export_stats)
@@ -284,8 +341,9 @@ def _install_metrics(handle: TelemetryHandle, observability: Observability, comm
 
 
 def _install_logs(handle: TelemetryHandle, stats: ExportStats, commit: list[Callable[[], None]]) -> None:
-    """When a log exporter is named and the application has no logger provider: install NoN's, and bridge
-    Python logging to it (records carry the trace and span ids of the span they were written in)."""
+    """When a log exporter is named and the application has no logger provider: install NoN's, and bridge NoN's
+    loggers to it (records carry the trace and span ids of the span they were written in); the root logger as
+    well only when ``OTEL_PYTHON_LOGGING_AUTO_INSTRUMENTATION_ENABLED=true``, as stock OpenTelemetry does."""
     names = exporter_names("OTEL_LOGS_EXPORTER")
     # An application's own logger provider is kept.
     if not names or not _is_unset(get_logger_provider()):
@@ -297,23 +355,41 @@ def _install_logs(handle: TelemetryHandle, stats: ExportStats, commit: list[Call
         provider.add_log_record_processor(log_processor(name, stats))
         handle.log_exporters.append(name)
     commit.append(lambda: set_logger_provider(provider))
-    bridge = LoggingHandler(logger_provider=provider)
+    bridge = nons_handler(_LogBridge(logger_provider=provider))
     bridge.addFilter(_not_about_export)
-    commit.append(lambda: logging.getLogger().addHandler(bridge))
+    root = os.environ.get(ENV_ROOT_LOG_BRIDGE, "").strip().lower() == "true"
+    # The root logger's bridge sees NoN's records through propagation; a second one on "nons" would send
+    # them twice.
+    commit.append(lambda: logging.getLogger("" if root else "nons").addHandler(bridge))
+    handle.log_bridges.append(bridge)
     handle.logger_provider = provider
     handle.installed_logs = True
 
 
-def shutdown_telemetry(timeout_millis: int = SHUTDOWN_TIMEOUT_MILLIS) -> bool:
-    """Flush and stop what :func:`configure_telemetry` installed, waiting ``timeout_millis`` at most. Returns
-    whether everything was exported in time (``True`` when there was nothing to shut down). Safe to call more
-    than once."""
-    global _handle
+class _LogBridge(LoggingHandler):
+    """The SDK's logging handler, without its ``flush``: ``logging.shutdown()`` flushes every handler ever made
+    at exit, and the SDK's flush waits for the log export with its own 30 s default (inline before SDK 1.39) or
+    starts a thread to do so. NoN's exit handler and SIGTERM handler flush the provider within
+    ``NON_TELEMETRY_EXIT_TIMEOUT`` instead."""
+
+    def flush(self) -> None:
+        return
+
+
+def shutdown_telemetry(timeout_millis: int | None = None) -> bool:
+    """Flush and stop what :func:`configure_telemetry` installed, waiting ``timeout_millis`` at most
+    (``NON_TELEMETRY_EXIT_TIMEOUT`` by default). Returns whether everything was exported in time (``True`` when
+    there was nothing to shut down). Safe to call more than once. Afterwards nothing sets telemetry up by
+    itself again (passes run, and ``get_observability()`` answers, without it)."""
+    global _handle, _shut_down
     with _lock:
         handle, _handle = _handle, None
+        _shut_down = True
     if handle is None:
         return True
     atexit.unregister(handle.shutdown)
+    if handle.sigterm_handler:
+        uninstall_sigterm_flush()
     return handle.shutdown(timeout_millis)
 
 
@@ -327,16 +403,3 @@ def _not_about_export(record: logging.LogRecord) -> bool:
     from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 
     return not record.name.startswith("opentelemetry") and is_instrumentation_enabled()
-
-
-def _instrument_httpx() -> None:
-    # httpx for the application's own traffic; httpx2 for the vendor SDKs' (the providers also turn it on when
-    # they make a client, for applications that install their own providers).
-    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
-
-    from nons.observability.http import instrument_httpx2
-
-    instrumentor = HTTPXClientInstrumentor()
-    if not instrumentor.is_instrumented_by_opentelemetry:
-        instrumentor.instrument()
-    instrument_httpx2()

@@ -3,7 +3,8 @@
 One attempt goes the same way for Anthropic, OpenAI and Google (:meth:`SDKProvider.complete`):
 
 1. the key and the base URL of the call (config first, then the settings);
-2. the shared SDK client of the running event loop for that key and URL (:class:`ClientCache`);
+2. the shared SDK client of the running event loop for that key and URL (:class:`ClientCache`), built on an
+   httpx2 client that traces each HTTP attempt (:func:`nons.observability.http.instrument_sdk_client`);
 3. the vendor's request, built in one place: the vendor module's ``_request``;
 4. one SDK call (``_send``), and the answer read back (``_response``);
 5. on failure, the vendor says what its SDK's exception means (``_describe_error``) and
@@ -17,10 +18,11 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
+import importlib
 import logging
 import threading
 import weakref
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Hashable
 from typing import Any, Generic, TypeVar, cast
 from urllib.parse import urlsplit
 
@@ -48,7 +50,7 @@ class _LoopClients(Generic[ClientT]):
     __slots__ = ("clients", "watcher")
 
     def __init__(self) -> None:
-        self.clients: dict[tuple[str, str], ClientT] = {}
+        self.clients: dict[tuple[str, str, Hashable], ClientT] = {}
         self.watcher: AsyncGenerator[None, None] | None = None
 
 
@@ -77,22 +79,49 @@ class ClientCache(Generic[ClientT]):
         self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopClients[ClientT]]
         self._by_loop = weakref.WeakKeyDictionary()
 
-    def get(self, api_key: str, base_url: str) -> ClientT:
-        """The client of the running loop for ``api_key`` and ``base_url``, made on first use."""
-        loop = asyncio.get_running_loop()
+    def get(self, api_key: str, base_url: str, variant: Hashable = None) -> ClientT:
+        """The client of the running loop for ``api_key`` and ``base_url``, made on first use. Clients made under
+        a different ``variant`` (a setting that shapes the client, such as whether it is traced) are kept
+        apart."""
         with self._lock:
-            for other in [lp for lp in self._by_loop if lp.is_closed()]:
-                del self._by_loop[other]
-            entry = self._by_loop.get(loop)
-            if entry is None:
-                entry = self._by_loop[loop] = _LoopClients()
-                entry.watcher = self._watch(entry.clients)
-            client = entry.clients.get((api_key, base_url))
+            clients = self._loop_clients()
+            key = (api_key, base_url, variant)
+            client = clients.get(key)
             if client is None:
-                client = entry.clients[(api_key, base_url)] = self._factory(api_key, base_url)
+                client = clients[key] = self._factory(api_key, base_url)
             return client
 
-    def _watch(self, clients: dict[tuple[str, str], ClientT]) -> AsyncGenerator[None, None]:
+    async def get_async(self, api_key: str, base_url: str, variant: Hashable = None) -> ClientT:
+        """:meth:`get`, with a new client made on a worker thread: making an SDK client loads TLS certificates
+        and the SDK's lazily imported parts, tens to hundreds of milliseconds the event loop must not wait."""
+        key = (api_key, base_url, variant)
+        with self._lock:
+            client = self._loop_clients().get(key)
+        if client is not None:
+            return client
+        made = await asyncio.to_thread(self._factory, api_key, base_url)
+        with self._lock:
+            clients = self._loop_clients()
+            client = clients.get(key)
+            if client is None:
+                client = clients[key] = made
+                return client
+        # Another call of this loop made one meanwhile: keep that one.
+        await self._close_all([made])
+        return client
+
+    def _loop_clients(self) -> dict[tuple[str, str, Hashable], ClientT]:
+        """The running loop's clients (under ``_lock``); forgets closed loops."""
+        loop = asyncio.get_running_loop()
+        for other in [lp for lp in self._by_loop if lp.is_closed()]:
+            del self._by_loop[other]
+        entry = self._by_loop.get(loop)
+        if entry is None:
+            entry = self._by_loop[loop] = _LoopClients()
+            entry.watcher = self._watch(entry.clients)
+        return entry.clients
+
+    def _watch(self, clients: dict[tuple[str, str, Hashable], ClientT]) -> AsyncGenerator[None, None]:
         """Start the generator that closes ``clients`` at the running loop's ``shutdown_asyncgens()``."""
 
         async def close_at_shutdown() -> AsyncGenerator[None, None]:
@@ -152,15 +181,20 @@ class SDKProvider(Provider, Generic[ClientT]):
     settings_base_url: str
     #: Whether a call may go without a key when a base URL is set (OpenAI-compatible local servers).
     key_optional_with_base_url: bool = False
+    #: Modules the SDK imports lazily at its first request, imported when a client is made (on a worker
+    #: thread) instead: anyio loads its asyncio backend on first use.
+    warm_modules: tuple[str, ...] = ("anyio._backends._asyncio",)
 
     def __init__(self) -> None:
-        self._clients: ClientCache[ClientT] = ClientCache(self._new_traced_client, self._close_client)
+        self._clients: ClientCache[ClientT] = ClientCache(self._make_client, self._close_client)
 
     # -- what a vendor module implements ------------------------------------------------------------------
 
     @abc.abstractmethod
     def _new_client(self, api_key: str, base_url: str) -> ClientT:
-        """A new SDK client with the SDK's own retries off."""
+        """A new SDK client with the SDK's own retries off, sending through an httpx2 client given to
+        :func:`~nons.observability.http.instrument_sdk_client` (one HTTP span per attempt). Called on a worker
+        thread: it may also touch what the SDK imports lazily on first use, so the first call does not."""
 
     @abc.abstractmethod
     async def _close_client(self, client: ClientT) -> None:
@@ -185,6 +219,22 @@ class SDKProvider(Provider, Generic[ClientT]):
     @abc.abstractmethod
     def _describe_error(self, exc: Exception) -> FailedCall | None:
         """What an SDK-specific exception means, or ``None`` when the SDK has nothing to say about it."""
+
+    #: Pydantic models of the SDK's answers: the SDKs defer building their validators to first use (15 to 70 ms
+    #: each), so they are built when the first client is made, on its worker thread.
+    warm_models: tuple[Any, ...] = ()
+
+    def _make_client(self, api_key: str, base_url: str) -> ClientT:
+        """:meth:`_new_client`, after what the SDK would otherwise load at the first call (runs on a worker
+        thread: :meth:`ClientCache.get_async`)."""
+        for module in self.warm_modules:
+            with contextlib.suppress(ImportError):
+                importlib.import_module(module)
+        for model in self.warm_models:
+            if not getattr(model, "__pydantic_complete__", True):
+                with contextlib.suppress(Exception):  # an optimisation: the first call builds it otherwise
+                    model.model_rebuild()
+        return self._new_client(api_key, base_url)
 
     # -- the attempt ----------------------------------------------------------------------------------------
 
@@ -228,7 +278,8 @@ class SDKProvider(Provider, Generic[ClientT]):
         api_key = self.api_key(request.config)
         timeout_s = request.timeout_s if request.timeout_s is not None else get_settings().request_timeout
         base_url = self.configured_base_url(request.config) or self.default_base_url
-        client = self._clients.get(api_key or "", base_url)
+        # Keyed by the tracing switch too: whether the client's HTTP attempts are traced is decided when it is made.
+        client = await self._clients.get_async(api_key or "", base_url, get_settings().enable_tracing)
         try:
             answer = await self._send(client, self._request(request, timeout_s))
             return self._response(answer, request.model)
@@ -249,15 +300,6 @@ class SDKProvider(Provider, Generic[ClientT]):
     async def aclose(self) -> None:
         """Close the clients this provider opened in the running event loop."""
         await self._clients.aclose()
-
-    def _new_traced_client(self, api_key: str, base_url: str) -> ClientT:
-        """:meth:`_new_client`, with httpx2 (the SDKs' HTTP client, which the httpx instrumentation does not see)
-        traced: one CLIENT span per HTTP attempt, a child of the LLM span."""
-        if get_settings().enable_tracing:
-            from nons.observability.http import instrument_httpx2
-
-            instrument_httpx2()
-        return self._new_client(api_key, base_url)
 
 
 def host_of(base_url: str | None, default_host: str) -> str:

@@ -25,6 +25,7 @@ from nons.base.messages import LLMRequest, LLMResponse, Message, ToolCall
 from nons.base.results import Usage
 from nons.base.types import ModelProvider
 from nons.observability import names
+from nons.observability.http import instrument_sdk_client
 from nons.providers._errors import FailedCall, describe_stainless_error
 from nons.providers._sdk import SDKProvider
 from nons.providers._wire import ensure_answer, extra_body, parse_tool_arguments, system_text
@@ -48,6 +49,7 @@ class AnthropicProvider(SDKProvider[anthropic.AsyncAnthropic]):
     key_env = "ANTHROPIC_API_KEY"
     default_base_url = "https://api.anthropic.com"
     settings_base_url = "anthropic_base_url"
+    warm_models = (anthropic.types.Message,)
 
     def _new_client(self, api_key: str, base_url: str) -> anthropic.AsyncAnthropic:
         return anthropic.AsyncAnthropic(
@@ -55,11 +57,12 @@ class AnthropicProvider(SDKProvider[anthropic.AsyncAnthropic]):
             base_url=base_url,
             # NoN's retry loop is the only one, so that every attempt is seen and counted.
             max_retries=0,
-            # NoN makes the LLM span itself; the SDK's own span would be a second one for the same call.
-            open_telemetry=False,
-            # The SDK's default HTTP client, given explicitly so that a dropped client never schedules its close
-            # on another loop (see OpenAIProvider._new_client).
-            http_client=anthropic.DefaultAsyncHttpxClient(),
+            # The SDK's default HTTP client, given explicitly (so that a dropped client never schedules its close on
+            # another loop, see OpenAIProvider._new_client), with one HTTP span per attempt.
+            http_client=instrument_sdk_client(anthropic.DefaultAsyncHttpxClient()),
+            # The SDK's own tracing (a CLIENT span ``anthropic.messages.create`` per attempt, under NoN's LLM
+            # span) is left to the user's ANTHROPIC_OPEN_TELEMETRY* variables: see the README's observability
+            # section for how its spans and NoN's relate.
         )
 
     async def _close_client(self, client: anthropic.AsyncAnthropic) -> None:

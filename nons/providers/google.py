@@ -24,6 +24,7 @@ import threading
 from collections import OrderedDict
 from typing import Any
 
+import httpx2
 from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
@@ -33,6 +34,7 @@ from nons.base.messages import LLMRequest, LLMResponse, Message, ToolCall
 from nons.base.results import Usage
 from nons.base.types import ModelProvider
 from nons.observability import names
+from nons.observability.http import instrument_sdk_client
 from nons.providers._errors import FailedCall, malformed
 from nons.providers._sdk import SDKProvider
 from nons.providers._wire import ensure_answer, extra_body, parse_tool_arguments, system_text, tool_names_by_id
@@ -55,14 +57,28 @@ class GoogleProvider(SDKProvider[genai.Client]):
     key_env = "GOOGLE_API_KEY"
     default_base_url = "https://generativelanguage.googleapis.com"
     settings_base_url = "google_base_url"
+    # What a call builds (its request's parts and the SDK's parameter model) and reads back.
+    warm_models = (
+        types.GenerateContentResponse,
+        types.GenerateContentConfig,
+        types.Content,
+        types.Part,
+        types._GenerateContentParameters,
+    )
 
     def __init__(self) -> None:
         super().__init__()
         self._signatures: OrderedDict[str, bytes] = OrderedDict()
         self._signatures_lock = threading.Lock()
+        # The httpx2 client each SDK client was given: the SDK leaves a client it was given open.
+        self._http_clients: dict[int, httpx2.AsyncClient] = {}
 
     def _new_client(self, api_key: str, base_url: str) -> genai.Client:
-        return genai.Client(
+        # NoN's own httpx2 client: the SDK's default client sends through one inner client per event loop, out
+        # of reach of the HTTP instrumentation (and through aiohttp instead, when that is installed). NoN's clients
+        # are made per event loop already (ClientCache), so one plain client per SDK client is right.
+        http = instrument_sdk_client(httpx2.AsyncClient(follow_redirects=True))
+        client = genai.Client(
             api_key=api_key,
             enterprise=False,
             http_options=types.HttpOptions(
@@ -70,12 +86,18 @@ class GoogleProvider(SDKProvider[genai.Client]):
                 api_version=API_VERSION,
                 # NoN's retry loop is the only one, so that every attempt is seen and counted.
                 retry_options=types.HttpRetryOptions(attempts=1),
+                httpx_async_client=http,
             ),
         )
+        self._http_clients[id(client)] = http
+        return client
 
     async def _close_client(self, client: genai.Client) -> None:
         await client.aio.aclose()
         client.close()
+        http = self._http_clients.pop(id(client), None)
+        if http is not None:
+            await http.aclose()
 
     def _request(self, request: LLMRequest, timeout_s: float) -> dict[str, Any]:
         """The ``generate_content`` arguments for ``request``: model, contents and the generation config."""

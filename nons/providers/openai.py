@@ -22,6 +22,7 @@ from nons.base.messages import LLMRequest, LLMResponse, Message, ToolCall
 from nons.base.results import Usage
 from nons.base.types import ModelProvider
 from nons.observability import names
+from nons.observability.http import instrument_sdk_client
 from nons.providers._errors import FailedCall, describe_stainless_error, malformed
 from nons.providers._sdk import SDKProvider
 from nons.providers._wire import ensure_answer, extra_body, parse_tool_arguments, system_text
@@ -42,19 +43,26 @@ class OpenAIProvider(SDKProvider[openai.AsyncOpenAI]):
     key_env = "OPENAI_API_KEY"
     default_base_url = "https://api.openai.com/v1"
     settings_base_url = "openai_base_url"
+    warm_models = (ChatCompletion,)
     key_optional_with_base_url = True
+    warm_modules = (*SDKProvider.warm_modules, "jiter")
 
     def _new_client(self, api_key: str, base_url: str) -> openai.AsyncOpenAI:
         # NoN's retry loop is the only one, so that every attempt is seen and counted. The HTTP client is the
         # SDK's own default, given explicitly: the SDK's implicit one schedules its close on whatever loop is
         # running when it is garbage-collected, which fails ("Event loop is closed") for a client whose loop
-        # ended without shutdown_asyncgens(); the cache drops such a loop's clients (see ClientCache).
-        return openai.AsyncOpenAI(
+        # ended without shutdown_asyncgens(); the cache drops such a loop's clients (see ClientCache). It traces
+        # each HTTP attempt.
+        client = openai.AsyncOpenAI(
             api_key=api_key or NO_KEY_PLACEHOLDER,
             base_url=base_url,
             max_retries=0,
-            http_client=openai.DefaultAsyncHttpxClient(),
+            http_client=instrument_sdk_client(openai.DefaultAsyncHttpxClient()),
         )
+        # The SDK imports its resources on first access (about 20 modules): here, on the worker thread that makes
+        # the client, rather than on the event loop at the first call.
+        client.chat.completions  # noqa: B018
+        return client
 
     async def _close_client(self, client: openai.AsyncOpenAI) -> None:
         await client.close()

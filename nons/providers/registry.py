@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import logging
+import threading
 
 from nons.base.errors import ConfigurationError
 from nons.base.settings import Settings
 from nons.base.types import ModelConfig, ModelProvider
 from nons.providers.base import Provider
 
-__all__ = ["DEFAULT_MODELS", "close_providers", "default_model", "get_provider", "resolve_provider"]
+__all__ = [
+    "DEFAULT_MODELS",
+    "close_providers",
+    "default_model",
+    "get_provider",
+    "load_provider",
+    "loaded_provider",
+    "resolve_provider",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +42,7 @@ _MODULES: dict[ModelProvider, tuple[str, str]] = {
 
 _KEY_ORDER = (ModelProvider.ANTHROPIC, ModelProvider.OPENAI, ModelProvider.GOOGLE)
 _instances: dict[ModelProvider, Provider] = {}
+_instances_lock = threading.Lock()  # providers may be loaded from worker threads (load_provider)
 _announced_mock = False
 
 
@@ -64,7 +75,8 @@ def default_model(provider: ModelProvider) -> str:
 
 
 def get_provider(provider: ModelProvider) -> Provider:
-    """The shared instance that serves ``provider``."""
+    """The shared instance that serves ``provider``, imported and made on first use (its vendor SDK takes 0.5 to
+    2 s to import: inside an event loop, use :func:`load_provider`)."""
     instance = _instances.get(provider)
     if instance is None:
         try:
@@ -72,8 +84,25 @@ def get_provider(provider: ModelProvider) -> Provider:
         except KeyError:
             raise ConfigurationError(f"unknown provider {provider!r}") from None
         module = importlib.import_module(module_name)
-        instance = _instances[provider] = getattr(module, class_name)()
+        with _instances_lock:
+            instance = _instances.get(provider)
+            if instance is None:
+                instance = _instances[provider] = getattr(module, class_name)()
     return instance
+
+
+def loaded_provider(provider: ModelProvider) -> Provider | None:
+    """The shared instance of ``provider`` if it is loaded already, else ``None`` (never imports)."""
+    return _instances.get(provider)
+
+
+async def load_provider(provider: ModelProvider) -> Provider:
+    """:func:`get_provider` without blocking the running event loop: the first time, the provider's module and
+    vendor SDK are imported on a worker thread, so the application's other coroutines keep running."""
+    instance = _instances.get(provider)
+    if instance is not None:
+        return instance
+    return await asyncio.to_thread(get_provider, provider)
 
 
 async def close_providers() -> None:

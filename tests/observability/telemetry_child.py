@@ -11,8 +11,9 @@ Scenarios:
 - ``down``: 1,000 passes with the collector unreachable, measuring memory (tracemalloc) and reporting what
   ``get_observability().get_stats()`` counted as lost;
 - ``setup``: the resource and providers ``configure_telemetry()`` installs, the bounded buffer, and the
-  deployment guide's snippets run as written;
-- ``app_providers``: an application that installed its own providers first.
+  deployment guide's snippets run as written.
+
+An application with providers of its own, and NoN setting telemetry up by itself, are ``host_child.py``'s.
 """
 
 from __future__ import annotations
@@ -214,51 +215,7 @@ def setup() -> dict[str, Any]:
     }
 
 
-def app_providers() -> dict[str, Any]:
-    from opentelemetry import metrics, trace
-    from opentelemetry.sdk.metrics import MeterProvider
-    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-    from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
-    from nons.observability import configure_telemetry, get_observability, shutdown_telemetry
-
-    resource = Resource.create({"service.name": "the-application"})
-    app_exporter = InMemorySpanExporter()
-    tracer_provider = TracerProvider(resource=resource)
-    tracer_provider.add_span_processor(SimpleSpanProcessor(app_exporter))
-    trace.set_tracer_provider(tracer_provider)
-    app_reader = InMemoryMetricReader()
-    meter_provider = MeterProvider(resource=resource, metric_readers=[app_reader])
-    metrics.set_meter_provider(meter_provider)
-
-    handle = configure_telemetry()
-    result = asyncio.run(create_network(["generate"]).run("hello"))
-    observability = get_observability()
-    exported = observability.export_all_data()
-    app_metrics = app_reader.get_metrics_data()
-    shutdown_telemetry()
-    return {
-        "same_tracer_provider": trace.get_tracer_provider() is tracer_provider,
-        "same_meter_provider": metrics.get_meter_provider() is meter_provider,
-        "installed": [handle.installed_tracing, handle.installed_metrics, handle.installed_logs],
-        "app_span_names": [s.name for s in app_exporter.get_finished_spans()],
-        "app_span_resource": dict(app_exporter.get_finished_spans()[0].resource.attributes),
-        "app_metric_names": sorted(
-            {m.name for rm in app_metrics.resource_metrics for sm in rm.scope_metrics for m in sm.metrics}
-        )
-        if app_metrics
-        else [],
-        "buffer_span_names": [s["operation_name"] for s in exported["spans"]],
-        "buffer_metric_names": sorted({m["name"] for m in exported["metrics"]}),
-        "trace_id": result.trace_id,
-        "provider_still_usable": not getattr(tracer_provider, "_disabled", False),
-    }
-
-
-SCENARIOS = {"wire": wire, "down": down, "setup": setup, "app_providers": app_providers}
+SCENARIOS = {"wire": wire, "down": down, "setup": setup}
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)

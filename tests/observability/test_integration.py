@@ -11,6 +11,7 @@ import contextlib
 import io
 import math
 from datetime import datetime, timezone
+from typing import Any
 
 import pytest
 from otel_harness import Telemetry
@@ -113,18 +114,40 @@ async def test_stats_count_what_the_buffer_saw(observability: Observability) -> 
     assert after["export"]["spans"] == {"dropped": 0, "failed": 0, "failed_exports": 0}
 
 
-async def test_buffer_metrics_have_points_and_exemplars_with_trace_ids(observability: Observability) -> None:
+def buffer_points(data: dict[str, Any], name: str) -> list[dict[str, Any]]:
+    return [p for m in data["metrics"] if m["name"] == name for p in m["data_points"]]
+
+
+def labels(point: Any) -> dict[str, Any]:
+    return dict(point["attributes"] if isinstance(point, dict) else point.attributes)
+
+
+async def test_buffer_metrics_agree_with_the_exported_ones_and_point_at_their_spans(
+    observability: Observability, otel: Telemetry
+) -> None:
+    # The buffer reads no meter provider: its metrics are built from the pass's spans. Over one pass they
+    # agree with what the instruments recorded (read here by the test's own reader), label for label.
     result = await eventful_network().run("hello")
-    metrics = {m["name"]: m for m in observability.export_all_data()["metrics"]}
-    assert {names.METRIC_OPERATION_DURATION, names.METRIC_TOKEN_USAGE, names.METRIC_COST} <= set(metrics)
-    duration = metrics[names.METRIC_OPERATION_DURATION]
-    assert duration["unit"] == "s"
-    points = duration["data_points"]
+    data = observability.export_all_data(trace_id=result.trace_id)
+    for name in (names.METRIC_COST, names.METRIC_RETRIES, names.METRIC_FALLBACKS):
+        exported = {tuple(sorted(labels(p).items())): p.value for p in otel.metric_points(name)}
+        buffered = {tuple(sorted(labels(p).items())): p["value"] for p in buffer_points(data, name)}
+        assert buffered.keys() == exported.keys(), name
+        assert all(math.isclose(buffered[k], exported[k], rel_tol=1e-12) for k in exported), name
+    for name in (names.METRIC_TOKEN_USAGE, names.METRIC_NODE_DURATION, names.METRIC_NETWORK_DURATION):
+        exported_counts = {tuple(sorted(labels(p).items())): p.count for p in otel.metric_points(name)}
+        buffered_counts = {tuple(sorted(labels(p).items())): p["count"] for p in buffer_points(data, name)}
+        assert buffered_counts == exported_counts, name
+    (tokens,) = [m for m in data["metrics"] if m["name"] == names.METRIC_TOKEN_USAGE][:1]
+    assert (tokens["unit"], tokens["scope"]) == (names.UNIT_TOKENS, names.SCOPE)
+    points = tokens["data_points"]
     assert all(
         {"attributes", "count", "sum", "bucket_counts", "explicit_bounds", "exemplars"} <= set(p) for p in points
     )
-    exemplar_traces = {e["trace_id"] for p in points for e in p["exemplars"]}
-    assert result.trace_id in exemplar_traces
+    assert all(sum(p["bucket_counts"]) == p["count"] for p in points)
+    span_ids = {s["span_id"] for s in data["spans"]}
+    exemplars = [e for p in points for e in p["exemplars"]]
+    assert exemplars and all(e["trace_id"] == result.trace_id and e["span_id"] in span_ids for e in exemplars)
 
 
 async def test_the_guides_monitoring_and_cost_snippets_run_as_written(observability: Observability) -> None:

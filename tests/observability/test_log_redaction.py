@@ -37,8 +37,11 @@ CHILD = textwrap.dedent(
 
 
 def test_no_exported_log_record_holds_the_key() -> None:
+    # The root logger is bridged (the standard switch), so that the SDKs' and the application's records are
+    # exported too, not only NoN's own.
     env = {"OPENAI_API_KEY": KEY + "\n", "OTEL_LOGS_EXPORTER": "console", "OTEL_TRACES_EXPORTER": "none",
-           "OTEL_METRICS_EXPORTER": "none", "PATH": "/usr/bin:/bin"}
+           "OTEL_METRICS_EXPORTER": "none", "PATH": "/usr/bin:/bin",
+           "OTEL_PYTHON_LOGGING_AUTO_INSTRUMENTATION_ENABLED": "true"}
     done = subprocess.run(
         [sys.executable, "-c", CHILD.format(key=KEY)], env=env, capture_output=True, text=True, timeout=120,
         check=False,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import subprocess
 import sys
 from typing import Any
@@ -120,21 +121,6 @@ def test_the_guides_snippets_run_on_a_fresh_process(fresh_process: dict[str, Any
     assert math.isclose(costs["avg_cost_per_request"], costs["total_cost_usd"] / 20, rel_tol=1e-12)
 
 
-def test_an_applications_providers_are_never_replaced() -> None:
-    result = run_child("app_providers", {"OTEL_SERVICE_NAME": "ignored-by-the-app"})
-    assert result["same_tracer_provider"] and result["same_meter_provider"]
-    assert result["installed"] == [False, False, False]
-    # NoN's spans and metrics go through the application's pipeline, with the application's resource...
-    expected = ["chat simulated", "invoke_workflow network", "nons.layer 0", "nons.node generate"]
-    assert sorted(result["app_span_names"]) == expected
-    assert result["app_span_resource"]["service.name"] == "the-application"
-    assert "gen_ai.client.operation.duration" in result["app_metric_names"]
-    # ...and the in-process buffer sees them too.
-    assert sorted(result["buffer_span_names"]) == expected
-    assert "gen_ai.client.operation.duration" in result["buffer_metric_names"]
-    assert result["provider_still_usable"] is True
-
-
 @pytest.mark.parametrize(
     "variable, value", [("OTEL_LOGS_EXPORTER", "bogus"), ("OTEL_TRACES_EXPORTER", "otlp,jaeger")]
 )
@@ -149,12 +135,24 @@ def test_an_unknown_exporter_is_refused_before_anything_is_installed(
         check_exporter_names()
 
 
-def test_nons_warnings_still_reach_stderr_when_the_application_configured_no_logging() -> None:
+@pytest.mark.parametrize("bridge", ["", "nons", "root"])
+def test_nons_warnings_still_reach_stderr_when_the_application_configured_no_logging(bridge: str) -> None:
+    # With the buffer's handler alone, and with the OTLP log bridge on NoN's loggers or on the root logger.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    if bridge:
+        env.update(OTEL_LOGS_EXPORTER="otlp", OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:9",
+                   OTEL_TRACES_EXPORTER="none", OTEL_METRICS_EXPORTER="none", NON_TELEMETRY_EXIT_TIMEOUT="0.2")
+    if bridge == "root":
+        env["OTEL_PYTHON_LOGGING_AUTO_INSTRUMENTATION_ENABLED"] = "true"
     code = (
         "import logging\n"
-        "from nons.observability.buffer import observability_buffer\n"
-        "observability_buffer()\n"
+        "from nons.observability.setup import configure_telemetry\n"
+        "handle = configure_telemetry()\n"
+        "print(len(handle.log_bridges), len(logging.getLogger().handlers))\n"
         "logging.getLogger('nons.example').warning('this warning must be seen')\n"
     )
-    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert "this warning must be seen" in completed.stderr
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert completed.stdout.split() == [
+        "1" if bridge else "0", "1" if bridge == "root" else "0"
+    ]
+    assert completed.stderr.count("this warning must be seen") == 1

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from otel_harness import run_child
+from otel_harness import HAS_HTTPX2_INSTRUMENTOR, run_child
 from otlp_receiver import OTLPReceiver, attributes
 from telemetry_child import LOG_MESSAGE
 
@@ -33,6 +33,8 @@ def wire(request: pytest.FixtureRequest) -> Iterator[tuple[OTLPReceiver, dict[st
                 "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.grpc_endpoint if protocol == "grpc" else receiver.http_endpoint,
                 "OTEL_EXPORTER_OTLP_PROTOCOL": protocol,
                 "OTEL_LOGS_EXPORTER": "otlp",
+                # The operator logs through an application logger: bridged only when the standard variable asks.
+                "OTEL_PYTHON_LOGGING_AUTO_INSTRUMENTATION_ENABLED": "true",
                 "OTEL_METRIC_EXPORT_INTERVAL": "200",
                 "OTEL_BSP_SCHEDULE_DELAY": "100",
                 "OTEL_SERVICE_NAME": "wire-test",
@@ -70,24 +72,30 @@ def test_configured_exporters(wire: tuple[OTLPReceiver, dict[str, Any]]) -> None
 def test_spans_arrive_as_one_trace_with_the_resource(wire: tuple[OTLPReceiver, dict[str, Any]]) -> None:
     receiver, result = wire
     spans = receiver.spans()
-    # pass, 3 layers, 4 nodes, 4 LLM calls, 2 HTTP attempts of the emulated call
-    assert len(spans) == 14
+    # pass, 3 layers, 4 nodes, 4 LLM calls, 2 HTTP attempts of the emulated call (when the installed
+    # instrumentation has HTTPX2ClientInstrumentor)
+    assert len(spans) == (14 if HAS_HTTPX2_INSTRUMENTOR else 12)
     for resource, scope, span in spans:
         check_resource(resource)
-        assert scope == "nons"
+        # NoN's own spans; the HTTP attempts come from the upstream httpx instrumentation.
+        assert scope == ("opentelemetry.instrumentation.httpx" if span.name == "POST" else "nons")
         assert span.trace_id.hex() == result["trace_id"]
     by_id = {span.span_id: span for _, _, span in spans}
     names = sorted(span.name for _, _, span in spans)
-    assert names.count("POST") == 2 and names.count("chat gpt-4o-mini") == 4
+    assert names.count("chat gpt-4o-mini") == 4
     (root,) = [s for _, _, s in spans if not s.parent_span_id]
     assert root.name == "invoke_workflow network"
-    # Both HTTP attempts are children of the emulated call's LLM span.
-    parents = {by_id[s.parent_span_id].name for _, _, s in spans if s.name == "POST"}
-    assert parents == {"chat gpt-4o-mini"}
-    (http_parent,) = {s.parent_span_id for _, _, s in spans if s.name == "POST"}
-    assert attributes(by_id[http_parent].attributes)["nons.attempts"] == 2
-    statuses = sorted(attributes(s.attributes)["http.response.status_code"] for _, _, s in spans if s.name == "POST")
-    assert statuses == [200, 500]
+    if HAS_HTTPX2_INSTRUMENTOR:
+        assert names.count("POST") == 2
+        # Both HTTP attempts are children of the emulated call's LLM span.
+        parents = {by_id[s.parent_span_id].name for _, _, s in spans if s.name == "POST"}
+        assert parents == {"chat gpt-4o-mini"}
+        (http_parent,) = {s.parent_span_id for _, _, s in spans if s.name == "POST"}
+        assert attributes(by_id[http_parent].attributes)["nons.attempts"] == 2
+        # The upstream instrumentation's default (old) HTTP conventions; OTEL_SEMCONV_STABILITY_OPT_IN=http
+        # gives the stable http.response.status_code.
+        statuses = sorted(attributes(s.attributes)["http.status_code"] for _, _, s in spans if s.name == "POST")
+        assert statuses == [200, 500]
     # Cost attribute on LLM spans adds up to the pass's cost.
     cost = math.fsum(attributes(s.attributes).get("gen_ai.usage.cost", 0.0) for _, _, s in spans)
     assert math.isclose(cost, result["cost_usd"], rel_tol=1e-12)

@@ -37,6 +37,7 @@ from nons.core.inputs import check_name, check_text
 from nons.core.network import NoN
 from nons.core.node import Node
 from nons.observability import names, spans
+from nons.observability.auto import setup_telemetry, telemetry_pending
 from nons.observability.spans import truncate_content
 from nons.providers.registry import default_model, resolve_provider
 
@@ -153,6 +154,8 @@ class Agent:
     # -- the run ------------------------------------------------------------------------------------------
 
     async def _steps(self, task: str) -> AsyncGenerator[AgentStep, None]:
+        if telemetry_pending(get_settings()):  # the first run sets telemetry up, its imports off the event loop
+            await setup_telemetry()
         run = self._start(task)
         final: AgentStep | None = None
         error: BaseException | None = None

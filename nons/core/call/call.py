@@ -21,9 +21,9 @@ from nons.core.call import telemetry
 from nons.core.call.attempt import attempt
 from nons.core.call.context import CallSite, CallState, PassContext
 from nons.core.policies import CallPlan, backoff_delay, call_plan
-from nons.core.pricing import price_usd
+from nons.core.pricing import load_prices, price_usd, prices_loaded
 from nons.observability.spans import NO_SPAN
-from nons.providers.registry import default_model, get_provider, resolve_provider
+from nons.providers.registry import default_model, load_provider, loaded_provider, resolve_provider
 
 __all__ = ["call_llm"]
 
@@ -49,10 +49,14 @@ async def call_llm(
     scope = telemetry.start_span(ctx, config, kind, model, system, messages) if ctx.instruments.tracing else NO_SPAN
     started = time.perf_counter()
     try:
-        # The span is current while the provider runs, so the HTTP span of each attempt
-        # (nons.observability.http, for the SDKs' httpx2 transport) becomes its child.
+        # The span is current while the provider runs, so the HTTP span of each attempt (the upstream httpx2
+        # instrumentation on the SDK's client, nons.observability.http) becomes its child.
         with scope:
-            provider = get_provider(kind)
+            # The first call to a provider imports its vendor SDK (0.5 to 2 s) on a worker thread, and the first
+            # priced call loads the price table the same way: the event loop never waits for either.
+            provider = loaded_provider(kind) or await load_provider(kind)
+            if not prices_loaded():
+                await load_prices()
             request = LLMRequest(
                 provider=kind, model=model, config=config, messages=messages, system=system, tools=tuple(tools),
                 response_schema=response_schema, timeout_s=ctx.settings.request_timeout,
@@ -77,7 +81,7 @@ async def call_llm(
                         telemetry.retrying(call, error, delay)
                         await asyncio.sleep(delay)
                     elif tried_fallbacks < len(fallbacks):
-                        _aim(call, fallbacks[tried_fallbacks])
+                        await _aim(call, fallbacks[tried_fallbacks])
                         retry, tried_fallbacks = 0, tried_fallbacks + 1
                     else:
                         telemetry.call_failed(call, error)
@@ -107,14 +111,14 @@ def _retry_delay(call: CallState, plan: CallPlan, retry: int, error: ProviderErr
     return backoff_delay(retry, call.site.layer_config, error.retry_after_s)
 
 
-def _aim(call: CallState, config: ModelConfig) -> None:
+async def _aim(call: CallState, config: ModelConfig) -> None:
     """Point ``call`` at the fallback model ``config``, saying why it moved on."""
     assert call.last_error is not None
     kind = resolve_provider(config, call.ctx.settings)
     model = config.model_name or default_model(kind)
     telemetry.fell_back(call, call.last_error.model or call.request.model, model, call.last_error)
     call.on_fallback = True
-    call.provider = get_provider(kind)
+    call.provider = loaded_provider(kind) or await load_provider(kind)
     call.request = dataclasses.replace(call.request, provider=kind, model=model, config=config)
     call.metric_attrs = telemetry.metric_attributes(call.ctx, call.provider.genai_provider_name, model)
 

@@ -12,6 +12,7 @@ from nons.base.messages import LLMRequest
 from nons.base.results import LLMCallRecord
 from nons.base.settings import Settings
 from nons.base.types import LayerConfig, ModelConfig
+from nons.core.progress import ProgressReporter
 from nons.core.scheduler import Scheduler, get_scheduler
 from nons.observability import names
 from nons.observability.instruments import Instruments, get_instruments
@@ -33,6 +34,8 @@ class PassContext:
     capture_content: bool
     #: Every successful call of the pass, in completion order: the network's roll-up, failed layers included.
     calls: list[LLMCallRecord] = field(default_factory=list)
+    #: Where the pass reports its progress (``on_progress``), if anyone listens.
+    progress: ProgressReporter | None = None
 
     @classmethod
     def start(cls, name: str, pass_id: str, settings: Settings) -> PassContext:

@@ -1,0 +1,100 @@
+"""Progress of a pass while it runs: an event as each node starts and finishes and each layer finishes, with the
+cost so far, handed to the ``on_progress`` callback of :meth:`NoN.run <nons.core.network.NoN.run>` (and
+``forward``, ``run_sync``, ``forward_sync``).
+
+The callback runs on the event loop, in the pass's own task, so it must be quick (update a progress bar, put the
+event on a queue). An exception it raises is logged once and the callback is not called again: progress
+reporting never fails a pass.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from nons.base.results import LLMCallRecord, known_cost
+
+__all__ = ["ProgressCallback", "ProgressEvent", "ProgressReporter"]
+
+logger = logging.getLogger(__name__)
+
+ProgressKind = Literal["node_started", "node_finished", "layer_finished", "pass_finished"]
+
+
+@dataclass(frozen=True, slots=True)
+class ProgressEvent:
+    """One step of a pass.
+
+    ``node_id`` and ``operator`` are set on node events; ``success`` on finished nodes, layers and the pass.
+    ``nodes_done`` of ``nodes_total`` counts finished nodes; ``cost_usd`` is the known cost of the pass's calls so
+    far (unpriced calls count 0), ``elapsed_s`` the time since the pass started.
+    """
+
+    kind: ProgressKind
+    network: str
+    layer: int
+    nodes_done: int
+    nodes_total: int
+    cost_usd: float
+    elapsed_s: float
+    node_id: str | None = None
+    operator: str | None = None
+    success: bool | None = None
+
+
+ProgressCallback = Callable[[ProgressEvent], object]
+
+
+class ProgressReporter:
+    """Builds the events of one pass and hands them to its callback."""
+
+    __slots__ = ("_callback", "_calls", "_started", "done", "network", "total")
+
+    def __init__(
+        self, callback: ProgressCallback, network: str, total: int, calls: list[LLMCallRecord], started: float
+    ) -> None:
+        self._callback: ProgressCallback | None = callback
+        self.network = network
+        self.total = total
+        self.done = 0
+        self._calls = calls
+        self._started = started
+
+    def node_started(self, layer: int, node_id: str, operator: str, now: float) -> None:
+        self._emit("node_started", layer, now, node_id=node_id, operator=operator)
+
+    def node_finished(self, layer: int, node_id: str, operator: str, success: bool, now: float) -> None:
+        self.done += 1
+        self._emit("node_finished", layer, now, node_id=node_id, operator=operator, success=success)
+
+    def layer_finished(self, layer: int, success: bool, now: float) -> None:
+        self._emit("layer_finished", layer, now, success=success)
+
+    def pass_finished(self, layer: int, success: bool, now: float) -> None:
+        self._emit("pass_finished", layer, now, success=success)
+
+    def _emit(
+        self,
+        kind: ProgressKind,
+        layer: int,
+        now: float,
+        *,
+        node_id: str | None = None,
+        operator: str | None = None,
+        success: bool | None = None,
+    ) -> None:
+        callback = self._callback
+        if callback is None:
+            return
+        event = ProgressEvent(
+            kind, self.network, layer, self.done, self.total, known_cost(self._calls), now - self._started,
+            node_id, operator, success,
+        )
+        try:
+            callback(event)
+        except Exception:
+            # Reporting progress must never fail the pass it reports on.
+            logger.warning("the on_progress callback raised; it is not called again in this pass", exc_info=True)
+            self._callback = None

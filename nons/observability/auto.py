@@ -1,0 +1,50 @@
+"""Telemetry that sets itself up at the first network pass or agent run, without blocking the event loop.
+
+Unless ``NON_ENABLE_TRACING=false``, the first pass calls :func:`setup_telemetry`: the OpenTelemetry SDK and the
+exporters the ``OTEL_*`` variables name (gRPC alone takes a few hundred milliseconds to import) are imported on a
+worker thread, then :func:`~nons.observability.setup.ensure_telemetry` installs them on the caller's thread (the
+main thread can install the SIGTERM handler; a worker thread cannot). After that, and when the application called
+``configure_telemetry()`` itself, or ``shutdown_telemetry()`` ran, a pass pays one global read
+(:func:`telemetry_pending`).
+
+This module imports nothing of the SDK itself, so the engine can import it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import sys
+from types import ModuleType
+
+from nons.base.settings import Settings
+
+__all__ = ["setup_telemetry", "telemetry_pending"]
+
+_SETUP = "nons.observability.setup"
+_done = False
+
+
+def telemetry_pending(settings: Settings) -> bool:
+    """Whether a pass under ``settings`` should call :func:`setup_telemetry` first."""
+    if _done or not settings.enable_tracing:
+        return False
+    setup = sys.modules.get(_SETUP)
+    # Set up already by the application, or shut down: nothing to do, and no need to ask again.
+    return setup is None or not (setup.telemetry_is_configured() or setup.telemetry_was_shut_down())
+
+
+def _import_setup() -> ModuleType:
+    setup = importlib.import_module(_SETUP)
+    setup.preload()
+    return setup
+
+
+async def setup_telemetry() -> None:
+    """Set telemetry up (see the module's docstring); the imports run on a worker thread."""
+    global _done
+    setup = sys.modules.get(_SETUP)
+    if setup is None or not setup.preloaded():
+        setup = await asyncio.to_thread(_import_setup)
+    setup.ensure_telemetry()
+    _done = True

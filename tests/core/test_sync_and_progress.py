@@ -1,0 +1,92 @@
+"""Plain (non-async) code runs a pass with ``run_sync`` / ``forward_sync``; a pass reports its progress, node by
+node and layer by layer, with the cost so far, to ``on_progress``."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from nons import ProgressEvent
+from nons.core.layer import Layer
+from nons.core.network import NoN
+from nons.core.node import Node
+from nons.core.types import ErrorPolicy, LayerConfig, ModelConfig, ModelProvider
+
+PRICED = ModelConfig(provider=ModelProvider.MOCK, model_name="gpt-4o-mini")
+FAILING = ModelConfig(provider=ModelProvider.MOCK, model_name="gpt-4o-mini", extra_params={"mock_failure_rate": 1.0})
+
+
+def two_layers() -> NoN:
+    return NoN.from_operators([[Node("generate", PRICED), Node("generate", PRICED)], Node("generate", PRICED)])
+
+
+def test_run_sync_and_forward_sync_run_a_pass_without_an_event_loop() -> None:
+    network = two_layers()
+    result = network.run_sync("What is the capital of France?")
+    assert result.output and result.cost_usd > 0 and result.trace_id
+    assert isinstance(network.forward_sync("And of Italy?"), str)
+
+
+async def test_run_sync_inside_a_running_loop_is_refused_with_what_to_do_instead() -> None:
+    with pytest.raises(RuntimeError, match=r"inside a running event loop.*await network.run"):
+        two_layers().run_sync("hello")
+    with pytest.raises(RuntimeError, match="forward_sync"):
+        two_layers().forward_sync("hello")
+
+
+async def test_progress_events_follow_the_pass_with_the_cost_so_far() -> None:
+    events: list[ProgressEvent] = []
+    result = await two_layers().run("hello", on_progress=events.append)
+    kinds = [e.kind for e in events]
+    for node_id in {e.node_id for e in events if e.node_id}:
+        assert [e.kind for e in events if e.node_id == node_id] == ["node_started", "node_finished"]
+    assert kinds.count("node_started") == kinds.count("node_finished") == 3
+    assert [e.layer for e in events if e.kind == "layer_finished"] == [0, 1]
+    assert kinds[-2:] == ["layer_finished", "pass_finished"]
+    finished = [e for e in events if e.kind == "node_finished"]
+    assert [e.nodes_done for e in finished] == [1, 2, 3]
+    assert all(e.nodes_total == 3 and e.success for e in finished)
+    assert {e.operator for e in finished} == {"generate"}
+    # The cost so far only grows, and ends at the pass's cost.
+    costs = [e.cost_usd for e in events]
+    assert costs == sorted(costs) and costs[0] == 0
+    assert math.isclose(events[-1].cost_usd, result.cost_usd, rel_tol=1e-12)
+    assert events[-1].success is True and events[-1].network == result.network_name
+
+
+async def test_progress_reports_failed_nodes_and_a_failed_pass() -> None:
+    events: list[ProgressEvent] = []
+    network = NoN(
+        [
+            Layer([Node("generate", PRICED), Node("generate", FAILING)],
+                  LayerConfig(error_policy=ErrorPolicy.SKIP_AND_CONTINUE)),
+            Layer([Node("generate", FAILING)]),
+        ]
+    )
+    with pytest.raises(Exception):  # noqa: B017 (the pass's error is not what is checked here)
+        await network.run("hello", on_progress=events.append)
+    finished = {e.node_id: e.success for e in events if e.kind == "node_finished"}
+    assert sorted(finished.values()) == [False, False, True]
+    assert [(e.layer, e.success) for e in events if e.kind == "layer_finished"] == [(0, False)]
+    assert (events[-1].kind, events[-1].layer, events[-1].success) == ("pass_finished", 1, False)
+
+
+async def test_a_failing_progress_callback_never_fails_the_pass(caplog: pytest.LogCaptureFixture) -> None:
+    calls: list[str] = []
+
+    def broken(event: ProgressEvent) -> None:
+        calls.append(event.kind)
+        raise ValueError("a bug in the progress bar")
+
+    result = await two_layers().run("hello", on_progress=broken)
+    assert result.output
+    assert calls == ["node_started"]  # not called again after it raised
+    assert "on_progress callback raised" in caplog.text
+
+
+def test_progress_works_from_run_sync_too() -> None:
+    events: list[ProgressEvent] = []
+    two_layers().run_sync("hello", on_progress=events.append)
+    assert [e.kind for e in events].count("node_finished") == 3
+    assert events[-1].kind == "pass_finished"

@@ -1,0 +1,151 @@
+"""NoN as a guest in an application that has its own OpenTelemetry setup, logging and HTTP clients: telemetry
+sets itself up at the first pass, uses the application's providers, and touches nothing else of the
+application's. Each case runs ``host_child.py`` in a fresh interpreter that never calls ``configure_telemetry``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from telemetry_child import GUIDE_MONITORING
+
+HERE = Path(__file__).parent
+needs_httpx2 = pytest.mark.skipif(
+    not hasattr(__import__("opentelemetry.instrumentation.httpx", fromlist=["_"]), "HTTPX2ClientInstrumentor"),
+    reason="this opentelemetry-instrumentation-httpx predates HTTPX2ClientInstrumentor: no HTTP attempt spans",
+)
+CHILD = HERE / "host_child.py"
+
+#: The deployment guide's "Monitoring and Observability" snippet, quoted verbatim (the guide's section 1).
+GUIDE_SNIPPET = '''
+from nons.observability.integration import get_observability
+
+# Get observability data
+obs = get_observability()
+data = obs.export_all_data()
+
+# Monitor key metrics
+print(f"Total spans: {len(data['spans'])}")
+print(f"Total cost: ${sum(s.get('cost_usd', 0) for s in data['spans']):.6f}")
+print(f"Success rate: {sum(1 for s in data['spans'] if s.get('success', False)) / len(data['spans'])}")
+'''
+
+
+def run_host(scenario: str, env: dict[str, str] | None = None, *, command: list[str] | None = None) -> dict[str, Any]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "NON_"))}
+    completed = subprocess.run(
+        [*(command or [sys.executable]), str(CHILD), scenario],
+        env={**clean, "PYTHONPATH": str(HERE), **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    result: dict[str, Any] = json.loads(completed.stdout.splitlines()[-1])
+    result["_stderr"] = completed.stderr
+    return result
+
+
+@pytest.fixture(scope="module")
+def host() -> dict[str, Any]:
+    return run_host("host")
+
+
+def test_nons_spans_reach_the_applications_exporter_under_its_request_span(host: dict[str, Any]) -> None:
+    assert host["same_providers"] == [True, True]
+    app_spans = [tuple(s) for s in host["app_spans"]]
+    assert ("invoke_workflow network", "nons") in app_spans
+    assert ("GET /users/{id}", "the-application") in app_spans
+    assert host["trace_id"]
+
+
+def test_the_applications_spans_are_not_in_nons_buffer(host: dict[str, Any]) -> None:
+    assert "GET /users/{id}" not in host["buffer_span_names"]
+    assert sorted(set(host["buffer_span_names"])) == [
+        "chat gpt-4o-mini", "invoke_workflow network", "nons.layer 0", "nons.layer 1", "nons.node generate",
+    ]
+    # The buffer still has metrics: built from NoN's spans, not read from the application's provider.
+    assert {"gen_ai.client.token.usage", "nons.cost", "nons.node.duration"} <= set(host["buffer_metric_names"])
+
+
+def test_the_applications_meter_provider_keeps_only_its_own_readers(host: dict[str, Any]) -> None:
+    # (No other metric reader exists in the process at all.)
+    assert host["meter_readers_are_the_apps"] is True
+
+
+@needs_httpx2
+def test_the_applications_http_clients_are_not_traced(host: dict[str, Any]) -> None:
+    # The provider's attempt carries a trace context; the application's httpx and httpx2 requests do not,
+    # and the only HTTP span is the provider's.
+    assert host["traceparent_sent"] == [True, False, False]
+    assert [name for name, scope in host["app_spans"] if scope == "opentelemetry.instrumentation.httpx"] == ["POST"]
+
+
+def test_the_root_logger_gets_no_handler_from_nons(host: dict[str, Any]) -> None:
+    assert host["root_handlers_unchanged"] is True
+    # NoN's own records are buffered; the application's are not NoN's to keep.
+    assert host["buffer_log_bodies"] == ["a warning of NoN's"]
+    # The application's logging shows NoN's warning once (no second copy on stderr from NoN).
+    assert host["_stderr"].count("a warning of NoN's") == 1
+    assert "APP-LOG nons.example: a warning of NoN's" in host["_stderr"]
+
+
+def test_the_guide_snippet_is_quoted_verbatim() -> None:
+    assert GUIDE_SNIPPET == GUIDE_MONITORING
+    guide_text = (Path(__file__).parents[3] / "shared" / "seed" / "NoN-deployment-guide.md")
+    if guide_text.exists():  # the guide lives beside the repository, in the steering repo's shared/
+        assert GUIDE_SNIPPET.strip() in guide_text.read_text()
+
+
+def test_the_guides_monitoring_snippet_run_after_the_work_prints_real_figures() -> None:
+    # No configure_telemetry(): the first pass set telemetry up, so the snippet sees the passes' spans.
+    result = run_host("guide")
+    assert all(result["trace_ids"])
+    lines = result["output"].splitlines()
+    assert lines[0] == "Total spans: 27" == f"Total spans: {result['buffered']}"  # 3 passes of 9 spans
+    assert math.isclose(float(lines[1].removeprefix("Total cost: $")), sum(result["costs"]), abs_tol=1e-6)
+    assert sum(result["costs"]) > 0
+    assert lines[2] == "Success rate: 1.0"
+    assert result["summary"]["trace_id"] == result["trace_ids"][-1]
+    assert result["summary"]["span_count"] == 9
+
+
+def test_nothing_sets_telemetry_up_again_after_shutdown() -> None:
+    result = run_host("after_shutdown")
+    assert result["configured_before"] is True
+    assert result["configured_after_get"] is False
+    assert result["configured_after_pass"] is False
+    assert result["second_output"]
+
+
+@needs_httpx2
+@pytest.mark.skipif(shutil.which("opentelemetry-instrument", path=str(Path(sys.executable).parent)) is None,
+                    reason="opentelemetry-instrument is not installed beside this Python")
+def test_under_opentelemetry_instrument_each_attempt_is_traced_once_with_the_standard_metric() -> None:
+    instrument = str(Path(sys.executable).parent / "opentelemetry-instrument")
+    result = run_host(
+        "instrumented",
+        {
+            # No exporters: the child (the application) installs providers and reads them itself.
+            "OTEL_TRACES_EXPORTER": "none",
+            "OTEL_METRICS_EXPORTER": "none",
+            "OTEL_LOGS_EXPORTER": "none",
+            "OTEL_SEMCONV_STABILITY_OPT_IN": "http",
+        },
+        command=[instrument, sys.executable],
+    )
+    spans = result["http_spans"]
+    # Two attempts (a 500, then the answer), one span each, both children of the LLM span.
+    assert [s["status"] for s in spans] == [500, 200]
+    assert all(s["parent_is_chat"] for s in spans)
+    assert all(s["url"].endswith("/v1/chat/completions") for s in spans)
+    # The upstream instrumentation's own metric is recorded for the SDK's traffic.
+    assert result["http_duration_count"] == 2

@@ -1,0 +1,123 @@
+"""Leaving on time: with the collector unreachable, exit adds at most 2 s by default (NoN waits
+``NON_TELEMETRY_EXIT_TIMEOUT``, 1.5 s, and the interpreter's teardown of an exporter still retrying takes the
+rest); SIGTERM flushes every span completed before it, then ends the process as the application expects.
+
+Each case runs ``host_child.py`` in a fresh interpreter that sets telemetry up by itself at its first pass.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from otlp_receiver import OTLPReceiver
+from test_resilience import closed_port
+
+HERE = Path(__file__).parent
+CHILD = HERE / "host_child.py"
+#: What a loaded two-core machine adds to a measured exit beyond the bound (scheduling, the measurement itself).
+EXIT_NOISE_S = 0.5
+
+
+def child_env(env: dict[str, str]) -> dict[str, str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "NON_"))}
+    return {**clean, "PYTHONPATH": str(HERE), **env}
+
+
+def exit_delay(env: dict[str, str]) -> tuple[float, str]:
+    """Seconds from the end of the child's work to the end of its process, and its stderr."""
+    completed = subprocess.run(
+        [sys.executable, str(CHILD), "leave"], env=child_env(env), capture_output=True, text=True, timeout=90
+    )
+    ended = time.time()
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    done = json.loads(completed.stdout.splitlines()[-1])["work_done_at"]
+    return ended - done, completed.stderr
+
+
+def test_exit_with_the_collector_down_adds_at_most_the_exit_timeout() -> None:
+    # Spans stay queued (the batch processor's 5 s delay) and every export to a closed port is refused and
+    # retried for up to 10 s (OTEL_EXPORTER_OTLP_TIMEOUT's default): unbounded, the exit would wait that long.
+    baseline, _ = exit_delay({"OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none"})
+    down, stderr = exit_delay({"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{closed_port()}"})
+    assert "was not exported within 1500 ms of shutdown" in stderr  # the bound was what ended the wait
+    assert down - baseline <= 2.0 + EXIT_NOISE_S, (down, baseline)
+
+
+def test_the_exit_timeout_is_a_setting() -> None:
+    _, stderr = exit_delay(
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{closed_port()}", "NON_TELEMETRY_EXIT_TIMEOUT": "0.3"}
+    )
+    assert "was not exported within 300 ms of shutdown" in stderr
+
+
+def run_until_sigterm(env: dict[str, str]) -> tuple[dict[str, Any], subprocess.CompletedProcess[str]]:
+    """Start the ``sigterm`` child, wait for its passes to finish, send SIGTERM, and wait for it to end."""
+    process = subprocess.Popen(
+        [sys.executable, str(CHILD), "sigterm"],
+        env=child_env(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    ready: dict[str, Any] = {}
+    for line in process.stdout:
+        if line.startswith("{") and json.loads(line).get("ready"):
+            ready = json.loads(line)
+            break
+    assert ready, process.stderr.read() if process.stderr else ""
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=30)
+    return ready, subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def queued_env(receiver: OTLPReceiver) -> dict[str, str]:
+    return {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.grpc_endpoint,
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+        # Nothing is exported on schedule before the signal: every span is still queued when it comes.
+        "OTEL_BSP_SCHEDULE_DELAY": "600000",
+        "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "4096",
+        "OTEL_BSP_MAX_QUEUE_SIZE": "8192",
+        "OTEL_METRIC_EXPORT_INTERVAL": "600000",
+    }
+
+
+def delivered(receiver: OTLPReceiver, trace_ids: list[str]) -> int:
+    wanted = set(trace_ids)
+    return sum(1 for _, scope, span in receiver.spans() if scope == "nons" and span.trace_id.hex() in wanted)
+
+
+def test_sigterm_delivers_every_completed_span_then_ends_the_process_as_sigterm_does() -> None:
+    with OTLPReceiver() as receiver:
+        ready, completed = run_until_sigterm(queued_env(receiver))
+        assert ready["nons_handler"] is True
+        # Killed by SIGTERM, as the process would have been without NoN (what its parent, say Kubernetes, sees).
+        assert completed.returncode == -signal.SIGTERM, completed.stderr[-3000:]
+        assert ready["spans_seen"] == 30 * 11  # 30 passes of: the pass, 2 layers, 4 nodes, 4 LLM calls
+        assert delivered(receiver, ready["trace_ids"]) == ready["spans_seen"]
+
+
+def test_sigterm_chains_to_the_applications_own_handler() -> None:
+    with OTLPReceiver() as receiver:
+        ready, completed = run_until_sigterm({**queued_env(receiver), "HOST_APP_HANDLER": "1"})
+        # The application's handler ran (and chose the exit code), after NoN flushed.
+        assert completed.returncode == 3, completed.stderr[-3000:]
+        assert '"app_handler": 15' in completed.stdout
+        assert delivered(receiver, ready["trace_ids"]) == ready["spans_seen"]
+
+
+def test_no_signal_handler_when_the_application_says_so() -> None:
+    with OTLPReceiver() as receiver:
+        ready, completed = run_until_sigterm({**queued_env(receiver), "NON_TELEMETRY_SIGTERM_HANDLER": "false"})
+        assert ready["nons_handler"] is False
+        assert completed.returncode == -signal.SIGTERM
+        # Nothing flushed the queue: this is what NoN's handler prevents.
+        assert delivered(receiver, ready["trace_ids"]) == 0

@@ -194,5 +194,7 @@ async def test_cost_optimisation_pipeline_runs_through_the_real_sdks(vendor_apis
 
     result = await network.run("Explain rate limits to a new engineer")
     assert [c.provider for c in result.calls] == ["google", "anthropic"]
-    assert all(c.cost_usd is not None and c.cost_usd > 0 for c in result.calls)
+    # The emulator plays the vendors at an address genai-prices does not know: its calls are unpriced (counted as
+    # such), never charged a guessed price (tests/providers/test_mixed_network.py prices them as the vendors).
+    assert all(c.cost_usd is None for c in result.calls) and result.unpriced_calls == 2
     assert len(vendor_apis.requests_for("google")) == len(vendor_apis.requests_for("anthropic")) == 1

@@ -13,12 +13,14 @@ __all__ = ["LLMCallRecord", "LayerResult", "NetworkResult", "NodeFailure", "Node
 
 @dataclass(slots=True)
 class Usage:
-    """Token counts of one call. ``input_tokens`` includes the cached ones, as the GenAI conventions say."""
+    """Token counts of one call, as the GenAI conventions count them: ``input_tokens`` includes the cached ones,
+    and ``output_tokens`` includes ``reasoning_tokens`` (the model's thinking, billed as output)."""
 
     input_tokens: int = 0
     output_tokens: int = 0
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(
@@ -26,6 +28,7 @@ class Usage:
             self.output_tokens + other.output_tokens,
             self.cache_read_tokens + other.cache_read_tokens,
             self.cache_write_tokens + other.cache_write_tokens,
+            self.reasoning_tokens + other.reasoning_tokens,
         )
 
     @property

@@ -83,6 +83,12 @@ class Settings(BaseSettings):
     default_provider: ModelProvider | None = Field(
         None, description="Provider of nodes that name none; unset means the first one with an API key."
     )
+    prices_auto_update: bool = Field(
+        False, description="Refresh genai-prices' price data from the network once an hour (off: bundled prices)."
+    )
+    prices_update_url: str | None = Field(
+        None, description="Where the price refresh fetches from; unset means genai-prices' default source."
+    )
 
     anthropic_api_key: SecretStr | None = Field(
         None, validation_alias=AliasChoices("ANTHROPIC_API_KEY", "NON_ANTHROPIC_API_KEY")

@@ -41,9 +41,16 @@ class ErrorPolicy(str, Enum):
 class ModelConfig(BaseModel):
     """Which model a node calls and how.
 
-    ``provider`` and ``model_name`` may be left out: the provider is then ``NON_DEFAULT_PROVIDER`` or the first
-    one with an API key (the simulated provider when there is none), and the model is that provider's default.
+    ``provider`` and ``model_name`` may be left out: the provider is then ``NON_DEFAULT_PROVIDER``, else the vendor
+    whose model ``model_name`` is (``gpt-*`` is OpenAI's), else the first one with an API key, and the model is
+    that provider's default. The simulated provider answers only when it is named or given one of its own model
+    names (or when nothing is named and no key is set); a vendor's model never gets a simulated answer.
     ``fallbacks`` are tried in order under ``ErrorPolicy.FALLBACK_MODEL``, across providers too.
+
+    ``price_provider`` is the genai-prices provider id whose prices the calls are billed at (``"openai"`` for a
+    gateway that forwards to OpenAI). Unset, the provider is recognised from the API's URL: the vendor's public
+    API, or a known OpenAI-compatible service; a server genai-prices does not know leaves the calls unpriced
+    (counted in ``nons.calls.unpriced``), never charged another vendor's prices.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=())
@@ -55,6 +62,7 @@ class ModelConfig(BaseModel):
     top_p: float | None = Field(None, gt=0.0, le=1.0)
     stop: tuple[str, ...] | None = None
     base_url: str | None = None
+    price_provider: str | None = None
     api_key: SecretStr | None = Field(None, repr=False)
     extra_params: dict[str, Any] = Field(default_factory=dict)
     fallbacks: tuple[ModelConfig, ...] = ()

@@ -144,6 +144,8 @@ class NoN:
                 names.network_span_name(self.name),
                 {
                     names.GEN_AI_OPERATION_NAME: names.OP_WORKFLOW,
+                    # The network's name is the application's static, low-cardinality name of the workflow.
+                    names.GEN_AI_WORKFLOW_NAME: self.name,
                     names.NETWORK_NAME: self.name,
                     names.NETWORK_ID: self.id,
                 },
@@ -157,6 +159,7 @@ class NoN:
         started = time.perf_counter()
         layers: list[LayerResult] = []
         outcome = names.OUTCOME_FAILURE
+        error_type: str | None = None
         try:
             with scope:
                 passes = self._run_layers(input_data, ctx, default_layer_config, layers)
@@ -172,6 +175,7 @@ class NoN:
                         ) from None
             outcome = names.OUTCOME_SUCCESS
         except BaseException as error:
+            error_type = getattr(error, "error_type", type(error).__name__)
             scope.fail(error)
             raise
         finally:
@@ -184,6 +188,10 @@ class NoN:
             if inst.metrics:
                 inst.network_active.add(-1, metric_attrs)
                 inst.network_duration.record(duration, {**metric_attrs, names.OUTCOME: outcome})
+                workflow_attrs = {names.GEN_AI_WORKFLOW_NAME: self.name}
+                if error_type is not None:
+                    workflow_attrs[names.ERROR_TYPE] = error_type
+                inst.workflow_duration.record(duration, workflow_attrs)
             scope.roll_up(ctx.calls)
             scope.end()
             if token is not None:

@@ -1,6 +1,14 @@
 """Call prices from the maintained ``genai-prices`` package.
 
-A model the package does not know has an unknown price: :func:`price_usd` returns ``None``, never ``0``.
+Whose prices a call pays is a :class:`~nons.providers.base.PriceSource`: a genai-prices provider id, or the URL
+of the API the call went to, which genai-prices matches against the providers it knows (so an
+OpenAI-compatible service it knows is charged its own prices, and a server it does not know is unpriced, never
+charged OpenAI's). Reasoning tokens are passed on as genai-prices' ``output_reasoning_tokens``, so a model whose
+vendor bills thinking differently from its answer is priced as billed.
+
+A model or server the package does not know has an unknown price: :func:`price_usd` returns ``None``, never
+``0``. Prices are the package's bundled snapshot unless ``NON_PRICES_AUTO_UPDATE`` turns on its refresh (see
+:func:`start_price_updates`).
 """
 
 from __future__ import annotations
@@ -10,10 +18,12 @@ import contextlib
 import functools
 import logging
 import threading
+from typing import Any
 
 from nons.base.results import Usage
+from nons.providers.base import PriceSource
 
-__all__ = ["load_prices", "price_usd", "prices_loaded"]
+__all__ = ["load_prices", "price_usd", "prices_loaded", "start_price_updates", "stop_price_updates"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +53,16 @@ async def load_prices() -> None:
 
 
 @functools.lru_cache(maxsize=8192)
-def _price(provider_id: str | None, model: str, inp: int, out: int, cache_read: int, cache_write: int) -> float | None:
+def _price(
+    provider_id: str | None,
+    api_url: str | None,
+    model: str,
+    inp: int,
+    out: int,
+    cache_read: int,
+    cache_write: int,
+    reasoning: int,
+) -> float | None:
     # genai-prices takes ~100 µs a call; the same (model, usage) recurs constantly in ensembles, so cache it.
     from genai_prices import Usage as PriceUsage
     from genai_prices import calc_price
@@ -51,31 +70,93 @@ def _price(provider_id: str | None, model: str, inp: int, out: int, cache_read: 
     usage = PriceUsage(
         input_tokens=inp, output_tokens=out, cache_read_tokens=cache_read, cache_write_tokens=cache_write
     )
+    if reasoning:
+        usage.output_reasoning_tokens = reasoning
     try:
+        if api_url is not None:
+            return float(calc_price(usage, model_ref=model, provider_api_url=api_url).total_price)
         return float(calc_price(usage, model_ref=model, provider_id=provider_id).total_price)
     except LookupError:
-        logger.debug("no known price for model %r (provider %r)", model, provider_id)
+        logger.debug("no known price for model %r (provider %r, API %r)", model, provider_id, api_url)
         return None
     except ValueError as error:
         # Usage the price table cannot take (say, more cache reads than input tokens, which a server that
         # reports no prompt tokens produces): the call succeeded and was paid for, so its cost is unknown,
         # never a failure of the call.
-        logger.warning("cannot price %r usage for model %r: %s", provider_id or "", model, error)
+        logger.warning("cannot price %r usage for model %r: %s", provider_id or api_url or "", model, error)
         return None
 
 
-def price_usd(provider_id: str | None, model: str, usage: Usage) -> float | None:
+def price_usd(source: PriceSource | str | None, model: str, usage: Usage) -> float | None:
     """The USD price of ``usage`` on ``model``, or ``None`` when the price is unknown.
 
-    ``provider_id`` is genai-prices' provider id (``anthropic``, ``openai``, ``google``); ``None`` matches the
-    model name across providers, which is how the simulated provider charges real models' prices.
-    ``usage.input_tokens`` must include the cached tokens.
+    ``source`` says whose prices: a :class:`PriceSource`, or a genai-prices provider id (``anthropic``,
+    ``openai``, ``google``); ``None`` matches the model name across providers, which is how the simulated
+    provider charges real models' prices. ``usage.input_tokens`` includes the cached tokens and
+    ``usage.output_tokens`` the reasoning tokens.
     """
+    if not isinstance(source, PriceSource):
+        source = PriceSource(provider_id=source)
+    if _updater is not None:
+        _current_prices()
     return _price(
-        provider_id,
+        source.provider_id,
+        source.api_url,
         model,
         usage.input_tokens,
         usage.output_tokens,
         usage.cache_read_tokens,
         usage.cache_write_tokens,
+        usage.reasoning_tokens,
     )
+
+
+# -- the opt-in price refresh ----------------------------------------------------------------------------------
+
+_updater: Any = None
+_updater_lock = threading.Lock()
+_snapshot: Any = None
+
+
+def start_price_updates(url: str | None = None) -> bool:
+    """Start genai-prices' background refresh of its price data (``NON_PRICES_AUTO_UPDATE=true``), from
+    ``url`` (``NON_PRICES_UPDATE_URL``; default: genai-prices' own, on GitHub).
+
+    Off by default: it fetches the prices over the network once an hour, which an offline or locked-down
+    deployment must not do unasked. A failed fetch keeps the prices in use. Returns whether it started one
+    (a second call does nothing).
+    """
+    global _updater
+    if _updater is not None:
+        return False
+    with _updater_lock:
+        if _updater is not None:
+            return False
+        from genai_prices import UpdatePrices
+
+        updater = UpdatePrices(url=url) if url else UpdatePrices()
+        updater.start()
+        _updater = updater
+    logger.info("genai-prices price refresh started (%s)", url or "genai-prices' default source")
+    return True
+
+
+def _current_prices() -> None:
+    """Forget the cached prices when genai-prices has swapped in newer data since they were computed."""
+    global _snapshot
+    from genai_prices import data_snapshot
+
+    snapshot = data_snapshot.get_snapshot()
+    if snapshot is not _snapshot:
+        _price.cache_clear()
+        _snapshot = snapshot
+
+
+def stop_price_updates() -> None:
+    """Stop the refresh :func:`start_price_updates` started (prices fall back to the bundled snapshot)."""
+    global _updater
+    with _updater_lock:
+        updater, _updater = _updater, None
+    if updater is not None:
+        updater.stop()
+        _price.cache_clear()

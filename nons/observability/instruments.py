@@ -38,6 +38,9 @@ class Instruments:
     scheduler_wait: Histogram
     throttled: Counter
     tool_calls: Counter
+    workflow_duration: Histogram
+    agent_duration: Histogram
+    tool_duration: Histogram
 
 
 @functools.lru_cache(maxsize=4)
@@ -51,12 +54,9 @@ def get_instruments(tracing: bool = True, metrics_on: bool = True) -> Instrument
     )
     seconds = names.UNIT_SECONDS
 
-    def duration(name: str, description: str) -> Histogram:
+    def duration(name: str, description: str, buckets: tuple[float, ...] = names.DURATION_BUCKETS) -> Histogram:
         return meter.create_histogram(
-            name,
-            unit=seconds,
-            description=description,
-            explicit_bucket_boundaries_advisory=list(names.DURATION_BUCKETS),
+            name, unit=seconds, description=description, explicit_bucket_boundaries_advisory=list(buckets)
         )
 
     return Instruments(
@@ -90,4 +90,13 @@ def get_instruments(tracing: bool = True, metrics_on: bool = True) -> Instrument
         tool_calls=meter.create_counter(
             names.METRIC_TOOL_CALLS, unit="{call}", description="Agent tool calls by tool and outcome."
         ),
+        workflow_duration=duration(
+            names.METRIC_WORKFLOW_DURATION, "GenAI workflow duration.", names.WORKFLOW_DURATION_BUCKETS
+        ),
+        agent_duration=duration(
+            names.METRIC_INVOKE_AGENT_DURATION,
+            "The end-to-end duration of a single agent invocation.",
+            names.AGENT_DURATION_BUCKETS,
+        ),
+        tool_duration=duration(names.METRIC_EXECUTE_TOOL_DURATION, "The duration of a single tool execution."),
     )

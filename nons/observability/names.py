@@ -18,6 +18,12 @@ SCOPE: Final = "nons"
 # --- standard switches ------------------------------------------------------------------------------------
 #: The GenAI conventions' variable that turns on recording of prompt, completion and tool text.
 ENV_CAPTURE_CONTENT: Final = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
+#: Its values, as the contrib ``opentelemetry-util-genai`` reads them (``true``, ``1`` and ``yes`` mean
+#: ``SPAN_ONLY``, NoN's meaning before these modes existed).
+CAPTURE_NO_CONTENT: Final = "NO_CONTENT"
+CAPTURE_SPAN_ONLY: Final = "SPAN_ONLY"
+CAPTURE_EVENT_ONLY: Final = "EVENT_ONLY"
+CAPTURE_SPAN_AND_EVENT: Final = "SPAN_AND_EVENT"
 
 # --- provider names ---------------------------------------------------------------------------------------
 #: ``gen_ai.provider.name`` of each provider, keyed by ``ModelProvider`` value. Kept here, not read from the
@@ -39,6 +45,8 @@ def genai_provider_name(provider: str) -> str:
 # --- span names (formatted with the subject) --------------------------------------------------------------
 OP_WORKFLOW: Final = "invoke_workflow"
 OP_CHAT: Final = "chat"
+# Gemini's generateContent: the conventions' example value, and the contrib Google instrumentation's.
+OP_GENERATE_CONTENT: Final = "generate_content"
 OP_INVOKE_AGENT: Final = "invoke_agent"
 OP_EXECUTE_TOOL: Final = "execute_tool"
 
@@ -55,8 +63,8 @@ def node_span_name(operator: str) -> str:
     return f"nons.node {operator}"
 
 
-def llm_span_name(model: str) -> str:
-    return f"{OP_CHAT} {model}"
+def llm_span_name(model: str, operation: str = OP_CHAT) -> str:
+    return f"{operation} {model}"
 
 
 def agent_span_name(agent: str) -> str:
@@ -98,11 +106,17 @@ GEN_AI_TOOL_TYPE: Final = "gen_ai.tool.type"
 GEN_AI_TOOL_DESCRIPTION: Final = "gen_ai.tool.description"
 GEN_AI_TOOL_CALL_ARGUMENTS: Final = "gen_ai.tool.call.arguments"  # recorded only when content capture is on
 GEN_AI_TOOL_CALL_RESULT: Final = "gen_ai.tool.call.result"  # recorded only when content capture is on
+GEN_AI_TOOL_DEFINITIONS: Final = "gen_ai.tool.definitions"  # recorded only when content capture is on
 GEN_AI_CONVERSATION_ID: Final = "gen_ai.conversation.id"
+GEN_AI_WORKFLOW_NAME: Final = "gen_ai.workflow.name"
+GEN_AI_OUTPUT_TYPE: Final = "gen_ai.output.type"
+OUTPUT_TYPE_JSON: Final = "json"
+GEN_AI_USAGE_REASONING_OUTPUT_TOKENS: Final = "gen_ai.usage.reasoning.output_tokens"
 TOOL_TYPE_FUNCTION: Final = "function"  # the conventions' value for a tool that runs in the client
 
 ERROR_TYPE: Final = "error.type"
 SERVER_ADDRESS: Final = "server.address"
+SERVER_PORT: Final = "server.port"
 
 # --- NoN attributes ---------------------------------------------------------------------------------------
 NETWORK_NAME: Final = "nons.network.name"
@@ -136,7 +150,9 @@ TOOL_ERROR_UNKNOWN: Final = "unknown_tool"
 OUTCOME_SUCCESS: Final = "success"
 OUTCOME_FAILURE: Final = "failure"
 
-# --- span events ------------------------------------------------------------------------------------------
+# --- span events and log events ---------------------------------------------------------------------------
+#: The GenAI conventions' event with a call's content, emitted in the EVENT_ONLY and SPAN_AND_EVENT modes.
+EVENT_INFERENCE_DETAILS: Final = "gen_ai.client.inference.operation.details"
 EVENT_RETRY: Final = "nons.retry"
 EVENT_FALLBACK: Final = "nons.fallback"
 RETRY_ATTEMPT: Final = "nons.retry.attempt"
@@ -162,6 +178,9 @@ METRIC_IN_FLIGHT: Final = "nons.scheduler.in_flight"
 METRIC_THROTTLED: Final = "nons.rate_limit.throttled"
 METRIC_BREAKER_STATE: Final = "nons.circuit_breaker.state"
 METRIC_TOOL_CALLS: Final = "nons.tool.calls"
+METRIC_WORKFLOW_DURATION: Final = "gen_ai.workflow.duration"
+METRIC_INVOKE_AGENT_DURATION: Final = "gen_ai.invoke_agent.duration"
+METRIC_EXECUTE_TOOL_DURATION: Final = "gen_ai.execute_tool.duration"
 
 # --- the HTTP service (nons serve) --------------------------------------------------------------------------
 #: Requests the service refused before running a network, by reason (a counter).
@@ -182,6 +201,11 @@ UNIT_USD: Final = "USD"
 
 # The GenAI conventions' advisory boundaries.
 DURATION_BUCKETS: Final = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
+#: gen_ai.workflow.duration's boundaries: a workflow may run for up to two hours.
+WORKFLOW_DURATION_BUCKETS: Final = (1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200)
+#: gen_ai.invoke_agent.duration's boundaries.
+AGENT_DURATION_BUCKETS: Final = (0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4, 12.8, 25.6, 51.2, 102.4, 204.8, 409.6)
+#: gen_ai.execute_tool.duration uses DURATION_BUCKETS, as gen_ai.client.operation.duration does.
 TOKEN_BUCKETS: Final = (
     1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864,
 )

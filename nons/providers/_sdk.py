@@ -31,10 +31,11 @@ from nons.base.keys import check_key, read_key
 from nons.base.messages import LLMRequest, LLMResponse
 from nons.base.settings import get_settings, key_variable
 from nons.base.types import ModelConfig
+from nons.observability.suppression import sdk_call_scope
 from nons.providers._errors import FailedCall, describe_any, provider_error
-from nons.providers.base import Provider
+from nons.providers.base import PriceSource, Provider
 
-__all__ = ["ClientCache", "SDKProvider", "host_of"]
+__all__ = ["ClientCache", "SDKProvider", "endpoint_of", "host_of"]
 
 logger = logging.getLogger(__name__)
 
@@ -248,9 +249,24 @@ class SDKProvider(Provider, Generic[ClientT]):
         base_url: str | None = config.base_url or getattr(get_settings(), self.settings_base_url)
         return base_url
 
-    def server_address(self, config: ModelConfig) -> str | None:
-        """The host the calls go to: the configured base URL's, else the provider's public API's."""
-        return host_of(self.configured_base_url(config), host_of(self.default_base_url, ""))
+    def api_url(self, config: ModelConfig) -> str:
+        """The base URL the calls go to: the configured one, else the vendor's public API."""
+        return self.configured_base_url(config) or self.default_base_url
+
+    def server_endpoint(self, config: ModelConfig) -> tuple[str, int] | None:
+        """The host and port of :meth:`api_url` (the scheme's default port when the URL names none)."""
+        return endpoint_of(self.api_url(config))
+
+    def price_source(self, config: ModelConfig) -> PriceSource:
+        """``ModelConfig.price_provider`` when set; else the API's URL, which genai-prices matches to a provider.
+
+        The vendor's public API matches the vendor, and a known compatible service (Groq, OpenRouter, ...) its
+        own prices. Any other server (a local model, an unknown gateway, an emulator) matches nothing, so its
+        calls are unpriced rather than charged the vendor's prices.
+        """
+        if config.price_provider:
+            return PriceSource(provider_id=config.price_provider)
+        return PriceSource(api_url=self.api_url(config))
 
     def api_key(self, config: ModelConfig) -> str | None:
         """The key of a call: ``config.api_key``, else the settings' key; ``None`` only when allowed.
@@ -270,7 +286,7 @@ class SDKProvider(Provider, Generic[ClientT]):
             return None
         raise ConfigurationError(
             f"{self.key_env} is not set: the {self.name} provider needs an API key "
-            f"(set {self.key_env} or ModelConfig.api_key)"
+            f"(set {self.key_env} or ModelConfig.api_key; to simulate the model offline, name ModelProvider.MOCK)"
         )
 
     async def complete(self, request: LLMRequest) -> LLMResponse:
@@ -281,7 +297,9 @@ class SDKProvider(Provider, Generic[ClientT]):
         # Keyed by the tracing switch too: whether the client's HTTP attempts are traced is decided when it is made.
         client = await self._clients.get_async(api_key or "", base_url, get_settings().enable_tracing)
         try:
-            answer = await self._send(client, self._request(request, timeout_s))
+            # NoN records this call: other GenAI instrumentations of the SDK are asked not to (see suppression).
+            with sdk_call_scope():
+                answer = await self._send(client, self._request(request, timeout_s))
             return self._response(answer, request.model)
         except ProviderError:
             raise
@@ -302,8 +320,24 @@ class SDKProvider(Provider, Generic[ClientT]):
         await self._clients.aclose()
 
 
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
 def host_of(base_url: str | None, default_host: str) -> str:
     """The host name of ``base_url``, or ``default_host`` when none is set."""
     if not base_url:
         return default_host
     return urlsplit(base_url if "//" in base_url else f"//{base_url}").hostname or default_host
+
+
+def endpoint_of(base_url: str) -> tuple[str, int] | None:
+    """(host, port) of ``base_url``; the port is the scheme's default when the URL names none (https without a
+    scheme). ``None`` for a URL without a host."""
+    parts = urlsplit(base_url if "//" in base_url else f"https://{base_url}")
+    if not parts.hostname:
+        return None
+    try:
+        port = parts.port
+    except ValueError:  # a port out of range: the SDK will refuse the URL itself
+        return None
+    return parts.hostname, port or _DEFAULT_PORTS.get(parts.scheme or "https", 443)

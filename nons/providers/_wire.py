@@ -24,6 +24,7 @@ __all__ = [
     "ensure_answer",
     "extra_body",
     "parse_tool_arguments",
+    "system_parts",
     "system_text",
     "tool_names_by_id",
 ]
@@ -32,12 +33,19 @@ __all__ = [
 # -- out: the request ---------------------------------------------------------------------------------------
 
 
-def system_text(request: LLMRequest) -> str | None:
-    """The system prompt of ``request``: the node's context, any ``system`` messages, the schema instruction."""
+def system_parts(request: LLMRequest) -> list[str]:
+    """The pieces of ``request``'s system prompt, in order: the node's context, any ``system`` messages, the
+    schema instruction. Telemetry records them as the parts of ``gen_ai.system_instructions``."""
     parts = [request.system] if request.system else []
     parts += [m.content for m in request.messages if m.role == "system" and m.content]
     if request.response_schema is not None:
         parts.append(_schema_instruction(request.response_schema))
+    return parts
+
+
+def system_text(request: LLMRequest) -> str | None:
+    """The system prompt of ``request``: its :func:`system_parts` joined by blank lines."""
+    parts = system_parts(request)
     return "\n\n".join(parts) if parts else None
 
 

@@ -6,7 +6,8 @@ Notes on the wire format:
 - ``max_tokens`` is required by the API: 1024 when the config sets none;
 - tool results travel as ``tool_result`` blocks in a user turn, tool calls as ``tool_use`` blocks;
 - ``usage.input_tokens`` excludes cache reads and writes, so they are added back (NoN's input count includes
-  cached tokens).
+  cached tokens); genai-prices' extractor does this, and reads ``output_tokens_details.thinking_tokens`` as the
+  reasoning part of ``output_tokens``.
 
 The SDK (2.x) speaks API version 2026-10-21, which rejects ``temperature`` and ``top_p`` with a 400 on every
 model, and the SDK no longer accepts them. A config that sets them is still served: they are not sent, and a
@@ -22,12 +23,12 @@ import anthropic
 from anthropic.types import TextBlock, ToolUseBlock
 
 from nons.base.messages import LLMRequest, LLMResponse, Message, ToolCall
-from nons.base.results import Usage
 from nons.base.types import ModelProvider
 from nons.observability import names
 from nons.observability.http import instrument_sdk_client
 from nons.providers._errors import FailedCall, describe_stainless_error
 from nons.providers._sdk import SDKProvider
+from nons.providers._usage import usage_from_wire
 from nons.providers._wire import ensure_answer, extra_body, parse_tool_arguments, system_text
 
 __all__ = ["DEFAULT_MAX_TOKENS", "AnthropicProvider"]
@@ -105,16 +106,10 @@ class AnthropicProvider(SDKProvider[anthropic.AsyncAnthropic]):
             if isinstance(block, ToolUseBlock)
         )
         ensure_answer(text, tool_calls, provider=self.name, model=model)
-        usage = message.usage
-        cache_read = usage.cache_read_input_tokens or 0
-        cache_write = usage.cache_creation_input_tokens or 0
         return LLMResponse(
             text=text,
-            usage=Usage(
-                input_tokens=usage.input_tokens + cache_read + cache_write,
-                output_tokens=usage.output_tokens,
-                cache_read_tokens=cache_read,
-                cache_write_tokens=cache_write,
+            usage=usage_from_wire(
+                {"usage": message.usage.model_dump(mode="json", exclude_none=True)}, provider_id="anthropic"
             ),
             finish_reason=message.stop_reason.lower() if message.stop_reason else None,
             response_model=message.model or model,

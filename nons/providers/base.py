@@ -9,11 +9,22 @@ every attempt is seen and counted once.
 from __future__ import annotations
 
 import abc
+from typing import NamedTuple
 
 from nons.base.messages import LLMRequest, LLMResponse
 from nons.base.types import ModelConfig, ModelProvider
+from nons.observability import names
+from nons.providers._wire import system_parts
 
-__all__ = ["Provider"]
+__all__ = ["PriceSource", "Provider"]
+
+
+class PriceSource(NamedTuple):
+    """Whose prices a call is billed at, as genai-prices looks them up: a provider id, else the API's URL
+    (matched against the providers genai-prices knows), else neither (the model name alone)."""
+
+    provider_id: str | None = None
+    api_url: str | None = None
 
 
 class Provider(abc.ABC):
@@ -23,16 +34,36 @@ class Provider(abc.ABC):
     provider: ModelProvider
     #: The value of ``gen_ai.provider.name`` in telemetry.
     genai_provider_name: str
-    #: The provider id genai-prices knows the provider's models by (``None``: match by model name).
+    #: The provider id genai-prices knows the vendor by (its usage extractor and its public API's prices);
+    #: ``None`` for the simulated provider, which is priced by model name.
     price_provider_id: str | None = None
+    #: ``gen_ai.operation.name`` of its calls: ``chat``, or the vendor's own operation where the conventions name
+    #: one (Gemini's ``generate_content``).
+    operation_name: str = names.OP_CHAT
+    #: Whether the API takes the system text as the first message of the chat history (OpenAI's Chat
+    #: Completions) rather than apart from it: captured content records it where the API has it.
+    system_in_history: bool = False
 
     @abc.abstractmethod
     async def complete(self, request: LLMRequest) -> LLMResponse:
         """Make one attempt. Raise a ``ProviderError`` subclass on failure; never return placeholder text."""
 
-    def server_address(self, config: ModelConfig) -> str | None:
-        """The host the call goes to, for the ``server.address`` attribute."""
+    def system_parts(self, request: LLMRequest) -> list[str]:
+        """The pieces of the system text this provider sends for ``request`` (context, system messages, the
+        schema instruction of a structured operator), for captured content."""
+        return system_parts(request)
+
+    def server_endpoint(self, config: ModelConfig) -> tuple[str, int] | None:
+        """The host and port the calls go to (``server.address``, ``server.port``); ``None`` when there is no
+        server (the simulated provider)."""
         return None
+
+    def price_source(self, config: ModelConfig) -> PriceSource:
+        """Whose prices ``config``'s calls are billed at: ``ModelConfig.price_provider`` when set, else the
+        provider's own (the simulated provider: the model name's)."""
+        if config.price_provider:
+            return PriceSource(provider_id=config.price_provider)
+        return PriceSource(provider_id=self.price_provider_id)
 
     async def aclose(self) -> None:  # noqa: B027  (optional hook: providers without clients keep it)
         """Close the clients this provider opened."""

@@ -6,7 +6,8 @@ Notes on the wire format:
 - tool results travel as ``function_response`` parts, which name the function (looked up from the call
   when the tool message has no name);
 - ``usage_metadata.prompt_token_count`` includes ``cached_content_token_count``; thinking tokens
-  (``thoughts_token_count``) are billed as output and counted as output here;
+  (``thoughts_token_count``) are billed as output: genai-prices' extractor counts them in the output tokens and
+  reports them as reasoning tokens too (``gen_ai.usage.reasoning.output_tokens``);
 - Gemini's API often gives function calls no id: a stable one is made from the response id, the call's
   position, name and arguments, and is not sent back to the API;
 - a function call may carry a ``thought_signature`` that Gemini 3 models require back with the call in the
@@ -37,6 +38,7 @@ from nons.observability import names
 from nons.observability.http import instrument_sdk_client
 from nons.providers._errors import FailedCall, malformed
 from nons.providers._sdk import SDKProvider
+from nons.providers._usage import usage_from_wire
 from nons.providers._wire import ensure_answer, extra_body, parse_tool_arguments, system_text, tool_names_by_id
 
 __all__ = ["SYNTHETIC_ID_PREFIX", "GoogleProvider"]
@@ -54,6 +56,8 @@ class GoogleProvider(SDKProvider[genai.Client]):
     provider = ModelProvider.GOOGLE
     genai_provider_name = names.PROVIDER_NAMES["google"]
     price_provider_id = "google"
+    # The conventions' operation for Gemini's generateContent (and the contrib Google instrumentation's).
+    operation_name = names.OP_GENERATE_CONTENT
     key_env = "GOOGLE_API_KEY"
     default_base_url = "https://generativelanguage.googleapis.com"
     settings_base_url = "google_base_url"
@@ -160,10 +164,13 @@ class GoogleProvider(SDKProvider[genai.Client]):
         meta = response.usage_metadata
         return LLMResponse(
             text=text,
-            usage=Usage(
-                input_tokens=(meta.prompt_token_count or 0) + (meta.tool_use_prompt_token_count or 0) if meta else 0,
-                output_tokens=(meta.candidates_token_count or 0) + (meta.thoughts_token_count or 0) if meta else 0,
-                cache_read_tokens=(meta.cached_content_token_count or 0) if meta else 0,
+            usage=(
+                usage_from_wire(
+                    {"usageMetadata": meta.model_dump(mode="json", by_alias=True, exclude_none=True)},
+                    provider_id="google",
+                )
+                if meta is not None
+                else Usage()
             ),
             finish_reason=_enum_text(candidate.finish_reason).lower() if candidate.finish_reason else None,
             response_model=response.model_version or model,

@@ -109,9 +109,6 @@ class MockProvider(Provider):
         # config (which would start its script in the middle).
         self._script_positions: dict[int, tuple[ModelConfig, int]] = {}
 
-    def server_address(self, config: Any) -> str | None:
-        return None
-
     def _rng(self, seed: Any) -> random.Random:
         rng = self._rngs.get(seed)
         if rng is None:

@@ -6,7 +6,8 @@ server, a gateway); such a server often needs no key, so a missing key is allowe
 Notes on the wire format:
 
 - the node's context becomes the first message, with role ``system``;
-- ``usage.prompt_tokens`` already includes cached tokens (``prompt_tokens_details.cached_tokens``);
+- usage is read by genai-prices' extractor for the chat flavor: ``prompt_tokens`` already includes cached tokens
+  (``prompt_tokens_details.cached_tokens``) and ``completion_tokens`` the ``reasoning_tokens``;
 - tool calls carry their arguments as a JSON string, decoded here; invalid JSON is a malformed answer.
 """
 
@@ -25,6 +26,7 @@ from nons.observability import names
 from nons.observability.http import instrument_sdk_client
 from nons.providers._errors import FailedCall, describe_stainless_error, malformed
 from nons.providers._sdk import SDKProvider
+from nons.providers._usage import usage_from_wire
 from nons.providers._wire import ensure_answer, extra_body, parse_tool_arguments, system_text
 
 __all__ = ["OpenAIProvider"]
@@ -46,6 +48,7 @@ class OpenAIProvider(SDKProvider[openai.AsyncOpenAI]):
     warm_models = (ChatCompletion,)
     key_optional_with_base_url = True
     warm_modules = (*SDKProvider.warm_modules, "jiter")
+    system_in_history = True
 
     def _new_client(self, api_key: str, base_url: str) -> openai.AsyncOpenAI:
         # NoN's retry loop is the only one, so that every attempt is seen and counted. The HTTP client is the
@@ -116,15 +119,15 @@ class OpenAIProvider(SDKProvider[openai.AsyncOpenAI]):
         )
         ensure_answer(text, tool_calls, provider=self.name, model=model)
         usage = completion.usage
-        details = usage.prompt_tokens_details if usage is not None else None
         return LLMResponse(
             text=text,
             # Some compatible servers omit usage; their calls then count no tokens.
-            usage=Usage(
-                input_tokens=usage.prompt_tokens if usage is not None else 0,
-                output_tokens=usage.completion_tokens if usage is not None else 0,
-                cache_read_tokens=(details.cached_tokens or 0) if details is not None else 0,
-                cache_write_tokens=(details.cache_write_tokens or 0) if details is not None else 0,
+            usage=(
+                usage_from_wire(
+                    {"usage": usage.model_dump(mode="json", exclude_none=True)}, provider_id="openai", api_flavor="chat"
+                )
+                if usage is not None
+                else Usage()
             ),
             finish_reason=choice.finish_reason.lower() if choice.finish_reason else None,
             response_model=completion.model or model,

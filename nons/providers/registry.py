@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib
 import logging
 import threading
@@ -17,9 +18,11 @@ __all__ = [
     "close_providers",
     "default_model",
     "get_provider",
+    "is_simulated_model",
     "load_provider",
     "loaded_provider",
     "resolve_provider",
+    "vendor_of",
 ]
 
 logger = logging.getLogger(__name__)
@@ -47,26 +50,74 @@ _announced_mock = False
 
 
 def resolve_provider(config: ModelConfig, settings: Settings) -> ModelProvider:
-    """The provider of ``config``: its own, else ``NON_DEFAULT_PROVIDER``, else the first with a key, else MOCK.
+    """The provider of ``config``, the first of:
 
-    A provider that is named is always used as named; only an unnamed one may become the simulated provider,
-    and that is announced once in the log.
+    1. its own ``provider``, or ``NON_DEFAULT_PROVIDER``: a provider that is named is used as named;
+    2. the simulated provider for one of its own model names (``simulated``, ``simulated-*``);
+    3. the vendor whose model ``model_name`` is (``gpt-*``, ``o3-*``: OpenAI; ``claude-*``: Anthropic;
+       ``gemini-*``: Google, as genai-prices recognises them), whether or not its key is set: a vendor's model
+       never gets a simulated answer, and a missing key fails the call with a ConfigurationError naming it;
+    4. the first provider with a key set;
+    5. with no key at all, the simulated provider, but only for a config that names no model (announced once).
+       A model no vendor is known for, with no key, is a ConfigurationError.
     """
     if config.provider is not None:
         return config.provider
     if settings.default_provider is not None:
         return settings.default_provider
+    model = config.model_name
+    if model is not None:
+        if is_simulated_model(model):
+            return ModelProvider.MOCK
+        vendor = vendor_of(model)
+        if vendor is not None:
+            return vendor
     for provider in _KEY_ORDER:
         if settings.api_key_for(provider) is not None:
             return provider
+    if model is not None:
+        raise ConfigurationError(
+            f"no provider for model {model!r}: it is no known vendor's model and no API key is set "
+            "(ANTHROPIC_API_KEY, OPENAI_API_KEY, GOOGLE_API_KEY). Name its provider (ModelConfig.provider or "
+            "NON_DEFAULT_PROVIDER), or ModelProvider.MOCK to simulate it"
+        )
     global _announced_mock
     if not _announced_mock:
         _announced_mock = True
         logger.warning(
-            "No API key is set (ANTHROPIC_API_KEY, OPENAI_API_KEY, GOOGLE_API_KEY): nodes without a provider "
-            "use the simulated provider. Its answers are simulated, and its spans say so."
+            "No API key is set (ANTHROPIC_API_KEY, OPENAI_API_KEY, GOOGLE_API_KEY): nodes that name neither a "
+            "provider nor a model use the simulated provider. Its answers are simulated, and its spans say so."
         )
     return ModelProvider.MOCK
+
+
+#: The model names of the simulated provider: ``simulated`` and ``simulated-`` followed by anything.
+SIMULATED_MODEL = "simulated"
+
+
+def is_simulated_model(model: str) -> bool:
+    """Whether ``model`` is one of the simulated provider's own model names."""
+    return model == SIMULATED_MODEL or model.startswith(SIMULATED_MODEL + "-")
+
+
+# The genai-prices provider of each vendor: its ``model_match`` says which model names are the vendor's.
+_VENDOR_PRICE_IDS = {
+    "anthropic": ModelProvider.ANTHROPIC,
+    "openai": ModelProvider.OPENAI,
+    "google": ModelProvider.GOOGLE,
+}
+
+
+@functools.lru_cache(maxsize=1024)
+def vendor_of(model: str) -> ModelProvider | None:
+    """The vendor whose model ``model`` is, as genai-prices' provider data recognises it (``None``: no vendor's)."""
+    from genai_prices import data_snapshot
+
+    for provider in data_snapshot.get_snapshot().providers:
+        vendor = _VENDOR_PRICE_IDS.get(provider.id)
+        if vendor is not None and provider.model_match is not None and provider.model_match.is_match(model):
+            return vendor
+    return None
 
 
 def default_model(provider: ModelProvider) -> str:

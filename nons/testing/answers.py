@@ -46,7 +46,10 @@ class Reply:
     Attributes:
         text: the answer's text (may be empty when ``tool_calls`` are given).
         input_tokens: prompt tokens *including* cached ones.
-        output_tokens: completion tokens.
+        output_tokens: completion tokens, reasoning included (OpenAI and Anthropic report them so; the Gemini
+            dialect sends ``candidatesTokenCount`` without them and ``thoughtsTokenCount`` apart, as Gemini does).
+        reasoning_tokens: output tokens the model spent reasoning (OpenAI ``reasoning_tokens``, Anthropic
+            ``thinking_tokens``, Gemini ``thoughtsTokenCount``); 0 sends no reasoning detail.
         cache_read_tokens: prompt tokens read from the cache.
         cache_write_tokens: prompt tokens written to the cache (not in Gemini's format).
         tool_calls: tool calls in the provider's native format.
@@ -60,6 +63,7 @@ class Reply:
     text: str = "Hello from the provider emulator."
     input_tokens: int = 12
     output_tokens: int = 7
+    reasoning_tokens: int = 0
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
     tool_calls: Sequence[EmulatedToolCall] = ()

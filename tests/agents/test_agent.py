@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import logging
 
 import pytest
@@ -225,7 +226,10 @@ async def test_a_node_or_one_node_network_gives_its_model_and_context(
         agent = Agent(model, calculator(), name="from-node", system_prompt="You add numbers.")
         final = await agent.run("hi")
         chat = one(trace_spans(obs, final["trace_id"]), "chat gpt-4o-mini")
-        assert chat["attributes"][names.GEN_AI_SYSTEM_INSTRUCTIONS] == "You add numbers.\n\nAnswer in French."
+        # One part: the agent's system prompt and the node's context travel as one system text.
+        assert json.loads(chat["attributes"][names.GEN_AI_SYSTEM_INSTRUCTIONS]) == [
+            {"type": "text", "content": "You add numbers.\n\nAnswer in French."}
+        ]
 
 
 @pytest.mark.parametrize(

@@ -22,6 +22,12 @@ from nons.testing import EmulatedToolCall, Fault, ProviderEmulator, Reply
 
 MODELS = {"openai": "gpt-4o-mini", "anthropic": "claude-sonnet-4-6", "google": "gemini-2.0-flash"}
 PROVIDER_NAMES = {"openai": "openai", "anthropic": "anthropic", "google": "gcp.gemini"}
+# gen_ai.operation.name: Gemini's generateContent is generate_content, as the conventions name it.
+OPERATIONS = {"openai": "chat", "anthropic": "chat", "google": "generate_content"}
+
+
+def llm_span_name(provider: str) -> str:
+    return f"{OPERATIONS[provider]} {MODELS[provider]}"
 
 pytestmark = pytest.mark.parametrize("provider", sorted(MODELS))
 
@@ -53,8 +59,8 @@ def check_agent_span(spans: list[dict[str, Any]], name: str, provider: str, step
     assert agent_span["attributes"][names.GEN_AI_OPERATION_NAME] == names.OP_INVOKE_AGENT
     assert agent_span["attributes"][names.GEN_AI_AGENT_NAME] == name
     assert agent_span["attributes"][names.AGENT_STEPS] == steps
-    chats = named(spans, "chat ")
-    assert [c["operation_name"] for c in chats] == [f"chat {MODELS[provider]}"] * steps
+    chats = named(spans, f"{OPERATIONS[provider]} ")
+    assert [c["operation_name"] for c in chats] == [llm_span_name(provider)] * steps
     for chat in chats:
         assert chat["parent_span_id"] == agent_span["span_id"]
         assert chat["attributes"][names.GEN_AI_PROVIDER_NAME] == PROVIDER_NAMES[provider]
@@ -170,7 +176,7 @@ async def test_llm_errors_are_retried(provider: str, emu: ProviderEmulator, obs:
     steps = await run_agent(emu, provider, [Fault.server_error(), Reply(text="fine")], "retrying", max_llm_retry=1)
 
     assert steps[-1]["success"] and steps[-1]["output"] == "fine"
-    chat = one(trace_spans(obs, steps[-1]["trace_id"]), f"chat {MODELS[provider]}")
+    chat = one(trace_spans(obs, steps[-1]["trace_id"]), llm_span_name(provider))
     assert chat["attributes"][names.ATTEMPTS] == 2
     assert [e["name"] for e in chat["events"]] == [names.EVENT_RETRY]
 

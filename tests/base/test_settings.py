@@ -65,11 +65,11 @@ def test_vendor_base_url_variables_point_providers_elsewhere(monkeypatch: pytest
     from nons.providers.openai import OpenAIProvider
 
     provider = OpenAIProvider()
-    assert provider.server_address(ModelConfig()) == "api.openai.com"
+    assert provider.server_endpoint(ModelConfig()) == ("api.openai.com", 443)
     monkeypatch.setenv("OPENAI_BASE_URL", "http://gateway.internal:8080/v1")
-    assert provider.server_address(ModelConfig()) == "gateway.internal"
+    assert provider.server_endpoint(ModelConfig()) == ("gateway.internal", 8080)
     assert provider.api_key(ModelConfig()) is None  # an OpenAI-compatible server needs no key
-    assert provider.server_address(ModelConfig(base_url="http://other:1/v1")) == "other"
+    assert provider.server_endpoint(ModelConfig(base_url="http://other:1/v1")) == ("other", 1)
 
 
 def test_gemini_api_key_is_accepted_for_google(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -18,6 +18,7 @@ from nons.core.layer import Layer
 from nons.core.network import NoN
 from nons.core.node import Node
 from nons.core.types import ErrorPolicy, LayerConfig, ModelConfig, ModelProvider, NetworkConfig
+from nons.observability import names
 from nons.observability.http import instrument_sdk_client, redact_url
 from nons.testing import Fault, ProviderEmulator, Reply
 
@@ -137,7 +138,8 @@ async def test_each_http_attempt_is_a_child_of_its_llm_call(
     result = await retrying_network(provider, emu).run("What is the capital of France?")
     assert result.output == "Paris."
     spans = otel.spans_of_trace(result.trace_id or "")
-    (chat,) = [s for s in spans if s.name.startswith("chat ")]
+    # The LLM span: chat, or generate_content for Gemini.
+    (chat,) = [s for s in spans if (s.attributes or {}).get(names.GEN_AI_REQUEST_MODEL) and s.kind is SpanKind.CLIENT]
     assert (chat.attributes or {})["nons.attempts"] == 2
     attempts = http_spans(spans)
     assert len(attempts) == 2

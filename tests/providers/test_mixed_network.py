@@ -22,9 +22,11 @@ def emulator() -> Iterator[ProviderEmulator]:
 
 
 def real(emu: ProviderEmulator, provider: ModelProvider, model: str, **kwargs: object) -> ModelConfig:
+    # The emulator stands in for the vendor's API: its calls are billed as the vendor's (an unknown server's
+    # would be unpriced).
     return ModelConfig(
         provider=provider, model_name=model, base_url=emu.base_url_for(provider.value),
-        api_key=SecretStr("sk-test-mixed"), **kwargs,  # type: ignore[arg-type]
+        api_key=SecretStr("sk-test-mixed"), price_provider=provider.value, **kwargs,  # type: ignore[arg-type]
     )
 
 

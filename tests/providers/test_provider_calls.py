@@ -219,15 +219,19 @@ async def test_openai_compatible_server_needs_no_key(emu: ProviderEmulator) -> N
     assert price_usd(provider.price_provider_id, response.response_model, response.usage) is None
 
 
-def test_server_address(case: Case) -> None:
+def test_server_endpoint(case: Case) -> None:
+    """server.address and server.port: the public API's host on 443, else the base URL's host and port (the
+    scheme's default when it names none)."""
     provider = case.cls()
     default_host = {
         "anthropic": "api.anthropic.com",
         "openai": "api.openai.com",
         "google": "generativelanguage.googleapis.com",
     }[case.name]
-    assert provider.server_address(ModelConfig()) == default_host
-    assert provider.server_address(ModelConfig(base_url="http://localhost:11434/v1")) == "localhost"
+    assert provider.server_endpoint(ModelConfig()) == (default_host, 443)
+    assert provider.server_endpoint(ModelConfig(base_url="http://localhost:11434/v1")) == ("localhost", 11434)
+    assert provider.server_endpoint(ModelConfig(base_url="http://gateway.internal/v1")) == ("gateway.internal", 80)
+    assert provider.server_endpoint(ModelConfig(base_url="gateway.internal")) == ("gateway.internal", 443)
 
 
 def test_telemetry_names(case: Case) -> None:

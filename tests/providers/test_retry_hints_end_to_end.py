@@ -55,7 +55,7 @@ async def test_the_retry_waits_for_the_servers_hint(
     assert result.trace_id is not None
     (llm_span,) = [
         s for s in observability.export_all_data(trace_id=result.trace_id)["spans"] if s["kind"] == "CLIENT"
-        and s["operation_name"].startswith("chat")
+        and s["attributes"].get(names.GEN_AI_REQUEST_MODEL) == config.model_name
     ]
     (retry,) = [e for e in llm_span["events"] if e["name"] == names.EVENT_RETRY]
     assert retry["attributes"][names.RETRY_SERVER_HINT_S] == pytest.approx(HINT_S)

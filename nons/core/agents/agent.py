@@ -20,10 +20,13 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 import uuid
 from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from opentelemetry import context as otel_context
 
 from nons.base.errors import ConfigurationError, InputValidationError, ProviderError
 from nons.base.messages import Message, ToolCall
@@ -33,12 +36,14 @@ from nons.base.types import ErrorPolicy, LayerConfig, ModelConfig
 from nons.core.agents.run import AgentRun, AgentStep
 from nons.core.agents.tools import AgentState, ToolRegistry, ToolResult
 from nons.core.call import CallSite, PassContext, call_llm
+from nons.core.call.context import CONVERSATION_ID_KEY
 from nons.core.inputs import check_name, check_text
 from nons.core.network import NoN
 from nons.core.node import Node
-from nons.observability import names, spans
+from nons.core.pricing import load_prices, prices_loaded
+from nons.observability import content, names, spans
 from nons.observability.auto import setup_telemetry, telemetry_pending
-from nons.observability.spans import truncate_content
+from nons.observability.instruments import Instruments
 from nons.providers.registry import default_model, resolve_provider
 
 __all__ = ["MAX_STEPS_REACHED", "Agent"]
@@ -61,6 +66,9 @@ class _Run:
     state: AgentState
     scope: spans.SpanScope
     trace_id: str | None
+    started: float
+    #: The model the run's calls ask for first (the config's, else its provider's default).
+    model: str
     records: list[LLMCallRecord] = field(default_factory=list)
     steps: int = 0
 
@@ -129,9 +137,18 @@ class Agent:
     def __repr__(self) -> str:
         return f"Agent(name={self.name!r}, tools={self.registry.names!r}, max_steps={self.max_steps})"
 
-    def run(self, task: str) -> AgentRun:
-        """Start a run on ``task``: iterate the result for each step, or await it for the final one."""
+    def run(self, task: str, *, conversation_id: str | None = None) -> AgentRun:
+        """Start a run on ``task``: iterate the result for each step, or await it for the final one.
+
+        ``conversation_id`` is the caller's id of the conversation (session, thread) this run belongs to: it
+        becomes ``gen_ai.conversation.id`` on every span of the run (the agent's, its LLM calls', its tools',
+        and those of networks or agents its tools start). Unset, the run's own id is used.
+        """
         settings = get_settings()
+        if conversation_id is not None:
+            if not isinstance(conversation_id, str) or not conversation_id.strip():
+                raise InputValidationError("conversation_id must be a non-empty string")
+            check_text(conversation_id, "the conversation_id")
         if not isinstance(task, str):
             raise InputValidationError(f"an agent's task must be a string, got {type(task).__name__}")
         if not task.strip():
@@ -142,21 +159,23 @@ class Agent:
                 f"the task is {len(task):,} characters, over the limit of {settings.max_input_chars:,} "
                 "(NON_MAX_INPUT_CHARS)"
             )
-        return AgentRun(self._steps(task))
+        return AgentRun(self._steps(task, conversation_id))
 
-    async def run_to_completion(self, task: str) -> AgentStep:
+    async def run_to_completion(self, task: str, *, conversation_id: str | None = None) -> AgentStep:
         """Run ``task`` to the end and return the final step (the same as ``await agent.run(task)``).
 
         For batching: ``await asyncio.gather(*(agent.run_to_completion(t) for t in tasks))``.
         """
-        return await self.run(task)
+        return await self.run(task, conversation_id=conversation_id)
 
     # -- the run ------------------------------------------------------------------------------------------
 
-    async def _steps(self, task: str) -> AsyncGenerator[AgentStep, None]:
+    async def _steps(self, task: str, conversation_id: str | None) -> AsyncGenerator[AgentStep, None]:
         if telemetry_pending(get_settings()):  # the first run sets telemetry up, its imports off the event loop
             await setup_telemetry()
-        run = self._start(task)
+        if not prices_loaded():  # the price table says whose model a name is: loaded off the event loop too
+            await load_prices()
+        run = self._start(task, conversation_id)
         final: AgentStep | None = None
         error: BaseException | None = None
         try:
@@ -182,30 +201,36 @@ class Agent:
         finally:
             self._finish(run, final, error)
 
-    def _start(self, task: str) -> _Run:
+    def _start(self, task: str, conversation_id: str | None) -> _Run:
         # The state is copied before the span starts: a state that cannot be copied fails the run before there
         # is a span to leave open.
         state = AgentState(copy.deepcopy(self.initial_state))
         settings = get_settings()
         run_id = uuid.uuid4().hex[:16]
-        ctx = PassContext.start(self.name, run_id, settings)
+        ctx = PassContext.start(self.name, run_id, settings, conversation_id)
+        if ctx.conversation_id is None:
+            ctx.conversation_id = run_id
         inst = ctx.instruments
         site = CallSite(self.id, _OPERATOR, self.model_config, self.fallbacks, self.layer_config, self.priority)
+        provider = resolve_provider(self.model_config, settings)
+        model = self.model_config.model_name or default_model(provider)
         scope = spans.NO_SPAN
         if inst.tracing:
-            provider = resolve_provider(self.model_config, settings)
             scope = spans.start(
                 inst.tracer,
                 names.agent_span_name(self.name),
                 {
                     names.GEN_AI_OPERATION_NAME: names.OP_INVOKE_AGENT,
+                    names.GEN_AI_PROVIDER_NAME: names.genai_provider_name(provider),
                     names.GEN_AI_AGENT_NAME: self.name,
                     names.GEN_AI_AGENT_ID: self.id,
-                    names.GEN_AI_CONVERSATION_ID: run_id,
-                    names.GEN_AI_REQUEST_MODEL: self.model_config.model_name or default_model(provider),
+                    names.GEN_AI_CONVERSATION_ID: ctx.conversation_id,
+                    names.GEN_AI_REQUEST_MODEL: model,
                 },
             )
-        return _Run(run_id, ctx, site, [Message("user", task)], state, scope, scope.trace_id)
+        return _Run(
+            run_id, ctx, site, [Message("user", task)], state, scope, scope.trace_id, time.perf_counter(), model
+        )
 
     async def _step(self, run: _Run, number: int) -> AgentStep:
         run.steps = number
@@ -253,41 +278,63 @@ class Agent:
         tool = self.registry.get(call.name)
         scope = spans.NO_SPAN
         if inst.tracing:
-            attributes: dict[str, Any] = {
-                names.GEN_AI_OPERATION_NAME: names.OP_EXECUTE_TOOL,
-                names.GEN_AI_TOOL_NAME: call.name,
-                names.GEN_AI_TOOL_CALL_ID: call.id,
-                names.GEN_AI_TOOL_TYPE: names.TOOL_TYPE_FUNCTION,
-            }
-            if tool is not None and tool.description:
-                attributes[names.GEN_AI_TOOL_DESCRIPTION] = tool.description
-            if run.ctx.capture_content:
-                attributes[names.GEN_AI_TOOL_CALL_ARGUMENTS] = truncate_content(_json(call.arguments))
-            scope = spans.start(inst.tracer, names.tool_span_name(call.name), attributes)
+            scope = spans.start(inst.tracer, names.tool_span_name(call.name), self._tool_attributes(run, call))
         result: ToolResult | None = None
+        started = time.perf_counter()
+        # Whatever the tool starts (a network, a sub-agent) belongs to this run's conversation.
+        token = otel_context.attach(otel_context.set_value(CONVERSATION_ID_KEY, run.ctx.conversation_id))
         try:
             # The tool's span is current while it runs, so a sub-agent or network it calls nests under it.
             with scope:
                 result = await self.registry.execute(call.name, call.arguments, state=run.state, call_id=call.id)
             return result
         finally:
-            outcome = names.OUTCOME_SUCCESS if result is not None and result["success"] else names.OUTCOME_FAILURE
+            otel_context.detach(token)
+            duration = time.perf_counter() - started
             error_type = "cancelled" if result is None else result["error_type"]
             if scope.tracing:
                 if result is not None and result["success"] and run.ctx.capture_content:
-                    scope.set({names.GEN_AI_TOOL_CALL_RESULT: truncate_content(_tool_message(result))})
+                    captured = content.structured(result["output"])
+                    scope.set({names.GEN_AI_TOOL_CALL_RESULT: content.to_json(captured)})
                 if error_type is not None:
                     scope.fail_as(error_type, result["error"] if result else "cancelled")
             scope.end()
             if inst.metrics:
-                metric_attrs = {
-                    names.GEN_AI_AGENT_NAME: self.name,
-                    names.GEN_AI_TOOL_NAME: call.name if tool is not None else names.TOOL_NAME_UNREGISTERED,
-                    names.OUTCOME: outcome,
-                }
-                if error_type is not None:
-                    metric_attrs[names.ERROR_TYPE] = error_type
-                inst.tool_calls.add(1, metric_attrs)
+                metric_name = call.name if tool is not None else names.TOOL_NAME_UNREGISTERED
+                self._tool_metrics(inst, metric_name, error_type, duration)
+
+    def _tool_attributes(self, run: _Run, call: ToolCall) -> dict[str, Any]:
+        """The ``execute_tool`` span's attributes at its start."""
+        tool = self.registry.get(call.name)
+        attributes: dict[str, Any] = {
+            names.GEN_AI_OPERATION_NAME: names.OP_EXECUTE_TOOL,
+            names.GEN_AI_TOOL_NAME: call.name,
+            names.GEN_AI_TOOL_CALL_ID: call.id,
+            names.GEN_AI_TOOL_TYPE: names.TOOL_TYPE_FUNCTION,
+            names.GEN_AI_AGENT_NAME: self.name,
+        }
+        if run.ctx.conversation_id is not None:
+            attributes[names.GEN_AI_CONVERSATION_ID] = run.ctx.conversation_id
+        if tool is not None and tool.description:
+            attributes[names.GEN_AI_TOOL_DESCRIPTION] = tool.description
+        if run.ctx.capture_content:
+            attributes[names.GEN_AI_TOOL_CALL_ARGUMENTS] = content.to_json(content.truncate_value(call.arguments))
+        return attributes
+
+    def _tool_metrics(self, inst: Instruments, tool_name: str, error_type: str | None, duration: float) -> None:
+        """``nons.tool.calls`` and ``gen_ai.execute_tool.duration`` of one tool call. A tool the model made up is
+        counted under one name, since a model can invent any number of them."""
+        outcome = names.OUTCOME_FAILURE if error_type is not None else names.OUTCOME_SUCCESS
+        count_attrs = {names.GEN_AI_AGENT_NAME: self.name, names.GEN_AI_TOOL_NAME: tool_name, names.OUTCOME: outcome}
+        duration_attrs = {
+            names.GEN_AI_TOOL_NAME: tool_name,
+            names.GEN_AI_AGENT_NAME: self.name,
+            names.GEN_AI_TOOL_TYPE: names.TOOL_TYPE_FUNCTION,
+        }
+        if error_type is not None:
+            count_attrs[names.ERROR_TYPE] = duration_attrs[names.ERROR_TYPE] = error_type
+        inst.tool_calls.add(1, count_attrs)
+        inst.tool_duration.record(duration, duration_attrs)
 
     def _result(
         self,
@@ -315,14 +362,28 @@ class Agent:
         )
 
     def _finish(self, run: _Run, final: AgentStep | None, error: BaseException | None) -> None:
+        error_type: str | None = None
+        if error is not None:
+            error_type = getattr(error, "error_type", type(error).__name__)
+        elif final is not None and not final["success"]:
+            error_type = final["error_type"] or names.OUTCOME_FAILURE
+        inst = run.ctx.instruments
+        if inst.metrics:
+            attributes = {names.GEN_AI_AGENT_NAME: self.name}
+            if not (self.fallbacks or self.model_config.fallbacks):
+                # The conventions want the model only for agents that use a single one; fallbacks may switch.
+                attributes[names.GEN_AI_REQUEST_MODEL] = run.model
+            if error_type is not None:
+                attributes[names.ERROR_TYPE] = error_type
+            inst.agent_duration.record(time.perf_counter() - run.started, attributes)
         scope = run.scope
         if not scope.tracing:
             return
         scope.roll_up(run.records, {names.AGENT_STEPS: run.steps})
         if error is not None:
             scope.fail(error, str(error) or type(error).__name__)
-        elif final is not None and not final["success"]:
-            scope.fail_as(final["error_type"] or names.OUTCOME_FAILURE, final["error"] or "")
+        elif error_type is not None:
+            scope.fail_as(error_type, (final["error"] if final is not None else None) or "")
         scope.end()
 
 

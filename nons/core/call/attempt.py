@@ -65,7 +65,9 @@ async def attempt(call: CallState) -> LLMResponse:
         raise
     permit.release(success=True, tokens_used=response.usage.total_tokens)
     if call.metric_attrs is not None:
-        inst.operation_duration.record(time.perf_counter() - started, call.metric_attrs)
+        inst.operation_duration.record(
+            time.perf_counter() - started, {**call.metric_attrs, names.GEN_AI_RESPONSE_MODEL: response.response_model}
+        )
     return response
 
 

@@ -44,26 +44,26 @@ async def call_llm(
     (when the policy allows), until one answers. Raises the last provider error when none did.
     """
     config = site.model_config
+    # The first call loads the price table (which also says whose model a model name is) and the first call to a
+    # provider imports its vendor SDK (0.5 to 2 s), each on a worker thread: the event loop never waits for
+    # either. Both happen before the span starts, which needs the provider for the attributes it starts with.
+    if not prices_loaded():
+        await load_prices()
     kind = resolve_provider(config, ctx.settings)
     model = config.model_name or default_model(kind)
-    scope = telemetry.start_span(ctx, config, kind, model, system, messages) if ctx.instruments.tracing else NO_SPAN
+    provider = loaded_provider(kind) or await load_provider(kind)
+    request = LLMRequest(
+        provider=kind, model=model, config=config, messages=messages, system=system, tools=tuple(tools),
+        response_schema=response_schema, timeout_s=ctx.settings.request_timeout,
+    )
+    scope = telemetry.start_span(ctx, request, provider) if ctx.instruments.tracing else NO_SPAN
     started = time.perf_counter()
     try:
         # The span is current while the provider runs, so the HTTP span of each attempt (the upstream httpx2
         # instrumentation on the SDK's client, nons.observability.http) becomes its child.
         with scope:
-            # The first call to a provider imports its vendor SDK (0.5 to 2 s) on a worker thread, and the first
-            # priced call loads the price table the same way: the event loop never waits for either.
-            provider = loaded_provider(kind) or await load_provider(kind)
-            if not prices_loaded():
-                await load_prices()
-            request = LLMRequest(
-                provider=kind, model=model, config=config, messages=messages, system=system, tools=tuple(tools),
-                response_schema=response_schema, timeout_s=ctx.settings.request_timeout,
-            )
             call = CallState(
-                ctx, site, scope, model, request, provider,
-                telemetry.metric_attributes(ctx, provider.genai_provider_name, model), started,
+                ctx, site, scope, model, request, provider, telemetry.metric_attributes(ctx, provider, request), started
             )
             plan = call_plan(site.layer_config)
             fallbacks = (site.fallbacks or config.fallbacks) if plan.use_fallbacks else ()
@@ -120,14 +120,14 @@ async def _aim(call: CallState, config: ModelConfig) -> None:
     call.on_fallback = True
     call.provider = loaded_provider(kind) or await load_provider(kind)
     call.request = dataclasses.replace(call.request, provider=kind, model=model, config=config)
-    call.metric_attrs = telemetry.metric_attributes(call.ctx, call.provider.genai_provider_name, model)
+    call.metric_attrs = telemetry.metric_attributes(call.ctx, call.provider, call.request)
 
 
 def _succeeded(call: CallState, response: LLMResponse) -> LLMCallRecord:
     """Price the answer, record it, and build the call's record."""
     request = call.request
     # Price by the model that answered: a fallback to another model is charged at that model's price.
-    cost = price_usd(call.provider.price_provider_id, request.model, response.usage)
+    cost = price_usd(call.provider.price_source(request.config), request.model, response.usage)
     telemetry.call_succeeded(call, response, cost)
     return LLMCallRecord(
         provider=request.provider.value,

@@ -3,23 +3,29 @@ state of one call in progress (:class:`CallState`)."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Any
+
+from opentelemetry import context as otel_context
 
 from nons.base.errors import ProviderError
 from nons.base.messages import LLMRequest
 from nons.base.results import LLMCallRecord
 from nons.base.settings import Settings
 from nons.base.types import LayerConfig, ModelConfig
+from nons.core.pricing import start_price_updates
 from nons.core.progress import ProgressReporter
 from nons.core.scheduler import Scheduler, get_scheduler
-from nons.observability import names
+from nons.observability.content import Capture, capture_mode
 from nons.observability.instruments import Instruments, get_instruments
 from nons.observability.spans import SpanScope
 from nons.providers.base import Provider
 
-__all__ = ["CallSite", "CallState", "PassContext"]
+__all__ = ["CONVERSATION_ID_KEY", "CallSite", "CallState", "PassContext"]
+
+#: The OpenTelemetry context key that carries an agent run's ``gen_ai.conversation.id`` into whatever its tools
+#: run: a network or a sub-agent started there belongs to the same conversation.
+CONVERSATION_ID_KEY = otel_context.create_key("nons.conversation_id")
 
 
 @dataclass(slots=True)
@@ -31,23 +37,40 @@ class PassContext:
     instruments: Instruments
     scheduler: Scheduler
     settings: Settings
-    capture_content: bool
+    #: Where prompt, completion and tool content is recorded (nowhere unless asked).
+    capture: Capture
+    #: ``gen_ai.conversation.id`` of every span of the pass (an agent run's, or the one it runs under).
+    conversation_id: str | None = None
     #: Every successful call of the pass, in completion order: the network's roll-up, failed layers included.
     calls: list[LLMCallRecord] = field(default_factory=list)
     #: Where the pass reports its progress (``on_progress``), if anyone listens.
     progress: ProgressReporter | None = None
 
     @classmethod
-    def start(cls, name: str, pass_id: str, settings: Settings) -> PassContext:
-        """The context of a new pass (a network's forward or an agent's run) under ``settings``."""
+    def start(cls, name: str, pass_id: str, settings: Settings, conversation_id: str | None = None) -> PassContext:
+        """The context of a new pass (a network's forward or an agent's run) under ``settings``.
+
+        ``conversation_id`` defaults to the conversation of the agent run this pass is part of, if any.
+        """
+        if settings.prices_auto_update:
+            start_price_updates(settings.prices_update_url)
+        if conversation_id is None:
+            inherited = otel_context.get_value(CONVERSATION_ID_KEY)
+            conversation_id = inherited if isinstance(inherited, str) else None
         return cls(
             network_name=name,
             network_id=pass_id,
             instruments=get_instruments(settings.enable_tracing, settings.enable_metrics),
             scheduler=get_scheduler(),
             settings=settings,
-            capture_content=os.environ.get(names.ENV_CAPTURE_CONTENT, "").lower() in ("1", "true", "yes"),
+            capture=capture_mode(),
+            conversation_id=conversation_id,
         )
+
+    @property
+    def capture_content(self) -> bool:
+        """Whether content goes on span attributes (tool arguments and results, messages)."""
+        return self.capture.span
 
 
 @dataclass(slots=True)

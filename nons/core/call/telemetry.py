@@ -1,37 +1,51 @@
-"""What an LLM call records: its ``chat {model}`` span, its events and its metrics.
+"""What an LLM call records: its ``{operation} {model}`` span, its events and its metrics.
 
 One CLIENT span covers all attempts of a call. Each retry adds a ``nons.retry`` event and each switch to a
 fallback model a ``nons.fallback`` event. Per-attempt durations are recorded by the attempt itself; tokens and
 cost once per successful call.
+
+The span gets at creation what samplers may key on (operation, provider, request model, ``server.address`` and
+``server.port``), so a failed call carries them too. Captured content (opt-in, see
+:mod:`nons.observability.content`) goes on the span, into the ``gen_ai.client.inference.operation.details``
+event, or both.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+from opentelemetry import _logs
 from opentelemetry.trace import SpanKind
 
 from nons.base.errors import ProviderError
-from nons.base.messages import LLMResponse, Message
-from nons.base.types import ModelConfig, ModelProvider
+from nons.base.messages import LLMRequest, LLMResponse
+from nons.base.version import __version__
 from nons.core.call.context import CallState, PassContext
-from nons.observability import names
-from nons.observability.spans import SpanScope, start, truncate_content
+from nons.observability import content, names
+from nons.observability.spans import SpanScope, start
+from nons.providers.base import Provider
 
 __all__ = ["call_failed", "call_succeeded", "fell_back", "metric_attributes", "retrying", "start_span"]
 
+# A proxy logger: the inference event goes to whatever logger provider is installed when it is emitted.
+_events = _logs.get_logger(names.SCOPE, __version__)
 
-def start_span(
-    ctx: PassContext, config: ModelConfig, provider: ModelProvider, model: str, system: str | None,
-    messages: list[Message],
-) -> SpanScope:
-    """Start the call's CLIENT span with the request's attributes (and its input, when content is captured)."""
+
+def request_attributes(ctx: PassContext, request: LLMRequest, provider: Provider) -> dict[str, Any]:
+    """What a call's span and event say about its request (no content)."""
+    config = request.config
     attributes: dict[str, Any] = {
-        names.GEN_AI_OPERATION_NAME: names.OP_CHAT,
-        names.GEN_AI_PROVIDER_NAME: names.genai_provider_name(provider),
-        names.GEN_AI_REQUEST_MODEL: model,
+        names.GEN_AI_OPERATION_NAME: provider.operation_name,
+        names.GEN_AI_PROVIDER_NAME: provider.genai_provider_name,
+        names.GEN_AI_REQUEST_MODEL: request.model,
     }
+    endpoint = provider.server_endpoint(config)
+    if endpoint is not None:
+        attributes[names.SERVER_ADDRESS], attributes[names.SERVER_PORT] = endpoint
+    if ctx.conversation_id is not None:
+        attributes[names.GEN_AI_CONVERSATION_ID] = ctx.conversation_id
+    if request.response_schema is not None:
+        attributes[names.GEN_AI_OUTPUT_TYPE] = names.OUTPUT_TYPE_JSON
     if config.temperature is not None:
         attributes[names.GEN_AI_REQUEST_TEMPERATURE] = config.temperature
     if config.max_tokens is not None:
@@ -40,28 +54,50 @@ def start_span(
         attributes[names.GEN_AI_REQUEST_TOP_P] = config.top_p
     if config.stop:
         attributes[names.GEN_AI_REQUEST_STOP_SEQUENCES] = list(config.stop)
-    scope = start(ctx.instruments.tracer, names.llm_span_name(model), attributes, SpanKind.CLIENT)
-    if ctx.capture_content:
-        captured = {
-            names.GEN_AI_INPUT_MESSAGES: truncate_content(
-                json.dumps([{"role": m.role, "content": m.content} for m in messages])
-            )
-        }
-        if system:
-            captured[names.GEN_AI_SYSTEM_INSTRUCTIONS] = truncate_content(system)
-        scope.set(captured)
-    return scope
+    return attributes
 
 
-def metric_attributes(ctx: PassContext, genai_provider_name: str, model: str) -> dict[str, Any] | None:
-    """The labels of one model's call metrics, or ``None`` when metrics are off (nothing to build then)."""
+def request_content(request: LLMRequest, provider: Provider) -> dict[str, list[dict[str, Any]]]:
+    """The request's captured content in the conventions' shapes: input messages, system instructions (where
+    the API takes them apart from the history) and tool definitions."""
+    system = provider.system_parts(request)
+    captured: dict[str, list[dict[str, Any]]] = {
+        names.GEN_AI_INPUT_MESSAGES: content.input_messages(
+            request.messages, system if provider.system_in_history else ()
+        )
+    }
+    if system and not provider.system_in_history:
+        captured[names.GEN_AI_SYSTEM_INSTRUCTIONS] = content.system_instructions(system)
+    if request.tools:
+        captured[names.GEN_AI_TOOL_DEFINITIONS] = content.tool_definitions(request.tools)
+    return captured
+
+
+def start_span(ctx: PassContext, request: LLMRequest, provider: Provider) -> SpanScope:
+    """Start the call's CLIENT span with the request's attributes (and its content, when captured on spans)."""
+    attributes = request_attributes(ctx, request, provider)
+    if ctx.capture.span:
+        attributes.update({k: content.to_json(v) for k, v in request_content(request, provider).items()})
+    name = names.llm_span_name(request.model, provider.operation_name)
+    return start(ctx.instruments.tracer, name, attributes, SpanKind.CLIENT)
+
+
+def metric_attributes(ctx: PassContext, provider: Provider, request: LLMRequest) -> dict[str, Any] | None:
+    """The labels of one model's call metrics, or ``None`` when metrics are off (nothing to build then).
+
+    ``server.address`` and ``server.port`` are one value per configured API, so they add few series.
+    """
     if not ctx.instruments.metrics:
         return None
-    return {
-        names.GEN_AI_OPERATION_NAME: names.OP_CHAT,
-        names.GEN_AI_PROVIDER_NAME: genai_provider_name,
-        names.GEN_AI_REQUEST_MODEL: model,
+    attributes: dict[str, Any] = {
+        names.GEN_AI_OPERATION_NAME: provider.operation_name,
+        names.GEN_AI_PROVIDER_NAME: provider.genai_provider_name,
+        names.GEN_AI_REQUEST_MODEL: request.model,
     }
+    endpoint = provider.server_endpoint(request.config)
+    if endpoint is not None:
+        attributes[names.SERVER_ADDRESS], attributes[names.SERVER_PORT] = endpoint
+    return attributes
 
 
 def retrying(call: CallState, error: ProviderError, delay: float) -> None:
@@ -76,7 +112,7 @@ def retrying(call: CallState, error: ProviderError, delay: float) -> None:
             event[names.RETRY_SERVER_HINT_S] = error.retry_after_s
         call.scope.event(names.EVENT_RETRY, event)
     if call.metric_attrs is not None:
-        call.ctx.instruments.retries.add(1, {**call.metric_attrs, names.ERROR_TYPE: error.error_type})
+        call.ctx.instruments.retries.add(1, {**_model_labels(call.metric_attrs), names.ERROR_TYPE: error.error_type})
 
 
 def fell_back(call: CallState, from_model: str, to_model: str, reason: ProviderError) -> None:
@@ -96,18 +132,30 @@ def fell_back(call: CallState, from_model: str, to_model: str, reason: ProviderE
         call.ctx.instruments.fallbacks.add(1, attributes)
 
 
+def _model_labels(attrs: dict[str, Any]) -> dict[str, Any]:
+    """The operation, provider and model labels of NoN's own counters: the client metrics' labels without the
+    server and response model, which the conventions ask for on their metrics only."""
+    return {
+        names.GEN_AI_OPERATION_NAME: attrs[names.GEN_AI_OPERATION_NAME],
+        names.GEN_AI_PROVIDER_NAME: attrs[names.GEN_AI_PROVIDER_NAME],
+        names.GEN_AI_REQUEST_MODEL: attrs[names.GEN_AI_REQUEST_MODEL],
+    }
+
+
 def call_succeeded(call: CallState, response: LLMResponse, cost: float | None) -> None:
-    """Record a successful call: token and cost metrics, and the response's attributes on the span."""
+    """Record a successful call: token and cost metrics, the response's attributes on the span, the event."""
     usage = response.usage
     model = call.request.model
     if call.metric_attrs is not None:
         inst = call.ctx.instruments
-        attrs = call.metric_attrs
+        attrs = {**call.metric_attrs, names.GEN_AI_RESPONSE_MODEL: response.response_model}
         inst.token_usage.record(usage.input_tokens, {**attrs, names.GEN_AI_TOKEN_TYPE: names.TOKEN_TYPE_INPUT})
         inst.token_usage.record(usage.output_tokens, {**attrs, names.GEN_AI_TOKEN_TYPE: names.TOKEN_TYPE_OUTPUT})
         if cost is None:
-            inst.unpriced_calls.add(1, attrs)
+            inst.unpriced_calls.add(1, _model_labels(attrs))
         else:
+            # The simulated provider's cost is its own series (gen_ai.provider.name = nons.simulated): cost
+            # panels leave it out unless asked, so simulated money never mixes with real spend.
             inst.cost.add(
                 cost,
                 {
@@ -119,16 +167,32 @@ def call_succeeded(call: CallState, response: LLMResponse, cost: float | None) -
             )
     if call.scope.tracing:
         call.scope.set(_response_attributes(call, response, cost))
+    if call.ctx.capture.event:
+        _emit_details(call, response, None)
 
 
 def _response_attributes(call: CallState, response: LLMResponse, cost: float | None) -> dict[str, Any]:
+    attributes = _usage_attributes(response)
+    attributes[names.ATTEMPTS] = call.attempts
+    attributes[names.SCHEDULER_WAIT_S] = call.wait_s
+    if cost is None:
+        attributes[names.COST_UNKNOWN] = True
+    else:
+        attributes[names.GEN_AI_USAGE_COST] = cost
+    if response.simulated:
+        attributes[names.SIMULATED] = True
+    if call.ctx.capture.span:
+        attributes[names.GEN_AI_OUTPUT_MESSAGES] = content.to_json(content.output_messages(response))
+    return attributes
+
+
+def _usage_attributes(response: LLMResponse) -> dict[str, Any]:
+    """The response's model, id, finish reason and token counts, as span and event attributes."""
     usage = response.usage
     attributes: dict[str, Any] = {
         names.GEN_AI_RESPONSE_MODEL: response.response_model,
         names.GEN_AI_USAGE_INPUT_TOKENS: usage.input_tokens,
         names.GEN_AI_USAGE_OUTPUT_TOKENS: usage.output_tokens,
-        names.ATTEMPTS: call.attempts,
-        names.SCHEDULER_WAIT_S: call.wait_s,
     }
     if response.response_id:
         attributes[names.GEN_AI_RESPONSE_ID] = response.response_id
@@ -138,19 +202,8 @@ def _response_attributes(call: CallState, response: LLMResponse, cost: float | N
         attributes[names.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = usage.cache_read_tokens
     if usage.cache_write_tokens:
         attributes[names.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS] = usage.cache_write_tokens
-    if cost is None:
-        attributes[names.COST_UNKNOWN] = True
-    else:
-        attributes[names.GEN_AI_USAGE_COST] = cost
-    if response.simulated:
-        attributes[names.SIMULATED] = True
-    server_address = call.provider.server_address(call.request.config)
-    if server_address:
-        attributes[names.SERVER_ADDRESS] = server_address
-    if call.ctx.capture_content:
-        attributes[names.GEN_AI_OUTPUT_MESSAGES] = truncate_content(
-            json.dumps([{"role": "assistant", "content": response.text}])
-        )
+    if usage.reasoning_tokens:
+        attributes[names.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS] = usage.reasoning_tokens
     return attributes
 
 
@@ -159,3 +212,19 @@ def call_failed(call: CallState, error: ProviderError) -> None:
     if call.scope.tracing:
         call.scope.set({names.ATTEMPTS: call.attempts, names.SCHEDULER_WAIT_S: call.wait_s})
         call.scope.fail(error)
+    if call.ctx.capture.event:
+        _emit_details(call, None, error)
+
+
+def _emit_details(call: CallState, response: LLMResponse | None, error: ProviderError | None) -> None:
+    """The ``gen_ai.client.inference.operation.details`` event of the call, with its content as structured
+    attributes (lists of dicts, not JSON strings: the conventions require the structured form on events). It is
+    emitted while the call's span is current, so it carries the span's trace and span ids."""
+    attributes: dict[str, Any] = request_attributes(call.ctx, call.request, call.provider)
+    attributes.update(request_content(call.request, call.provider))
+    if response is not None:
+        attributes.update(_usage_attributes(response))
+        attributes[names.GEN_AI_OUTPUT_MESSAGES] = content.output_messages(response)
+    if error is not None:
+        attributes[names.ERROR_TYPE] = error.error_type
+    _events.emit(event_name=names.EVENT_INFERENCE_DETAILS, attributes=attributes)

@@ -64,6 +64,12 @@ class AnthropicDialect(Dialect):
                 "output_tokens": reply.output_tokens,
                 "cache_read_input_tokens": reply.cache_read_tokens,
                 "cache_creation_input_tokens": reply.cache_write_tokens,
+                # A decomposition of output_tokens (which stays the billed total), as the API reports it.
+                **(
+                    {"output_tokens_details": {"thinking_tokens": reply.reasoning_tokens}}
+                    if reply.reasoning_tokens
+                    else {}
+                ),
             },
         }
 

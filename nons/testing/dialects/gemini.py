@@ -62,9 +62,12 @@ class GeminiDialect(Dialect):
             parts.append({"functionCall": function_call})
         usage: dict[str, Any] = {
             "promptTokenCount": reply.input_tokens,
-            "candidatesTokenCount": reply.output_tokens,
+            # Gemini counts thinking apart from the answer's tokens, and bills both as output.
+            "candidatesTokenCount": reply.output_tokens - reply.reasoning_tokens,
             "totalTokenCount": reply.input_tokens + reply.output_tokens,
         }
+        if reply.reasoning_tokens:
+            usage["thoughtsTokenCount"] = reply.reasoning_tokens
         if reply.cache_read_tokens:
             usage["cachedContentTokenCount"] = reply.cache_read_tokens
         return {

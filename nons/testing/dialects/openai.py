@@ -74,6 +74,11 @@ class OpenAIDialect(Dialect):
                     "cached_tokens": reply.cache_read_tokens,
                     "cache_write_tokens": reply.cache_write_tokens,
                 },
+                **(
+                    {"completion_tokens_details": {"reasoning_tokens": reply.reasoning_tokens}}
+                    if reply.reasoning_tokens
+                    else {}
+                ),
             },
         }
 

@@ -1,0 +1,52 @@
+"""A response's token usage, read by genai-prices' usage extractors rather than by hand.
+
+genai-prices keeps, per vendor and API flavor, the paths of every usage field and how the vendor counts them:
+Anthropic's ``input_tokens`` excludes cache reads and writes (they are added back), Gemini reports thinking
+(``thoughtsTokenCount``) and tool-use prompt tokens apart (they are added to output and input), OpenAI's
+``completion_tokens`` already includes ``reasoning_tokens``. Reading usage through the same extractor that
+prices it keeps the counts and the bill consistent, and a vendor's new field reaches NoN with a genai-prices
+update instead of a code change.
+
+The extractors read the JSON wire format, so each vendor module passes the usage object as a dict in its wire
+spelling (Gemini's camelCase aliases included).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from genai_prices import extract_usage
+
+from nons.base.results import Usage
+
+__all__ = ["usage_from_wire"]
+
+logger = logging.getLogger(__name__)
+
+
+def usage_from_wire(response: Mapping[str, Any], *, provider_id: str, api_flavor: str = "default") -> Usage:
+    """NoN's :class:`~nons.base.results.Usage` of a response in ``provider_id``'s wire format.
+
+    ``response`` holds at least the usage object under the key the vendor's API uses (``usage``,
+    ``usageMetadata``). A response without usage (some OpenAI-compatible servers send none) counts no tokens.
+    """
+    try:
+        extracted = extract_usage(dict(response), provider_id=provider_id, api_flavor=api_flavor).usage
+    except ValueError as error:
+        # A required field is missing (a compatible server's partial usage): the call still succeeded.
+        logger.debug("no usage in the %s response: %s", provider_id, error)
+        return Usage()
+    return Usage(
+        input_tokens=_count(extracted.input_tokens),
+        output_tokens=_count(extracted.output_tokens),
+        cache_read_tokens=_count(extracted.cache_read_tokens),
+        cache_write_tokens=_count(extracted.cache_write_tokens),
+        reasoning_tokens=_count(extracted.output_reasoning_tokens),
+    )
+
+
+def _count(value: Any) -> int:
+    # genai-prices reports an absent field as 0 (or None in older releases); usage values may be Decimal.
+    return int(value or 0)

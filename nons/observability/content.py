@@ -228,7 +228,12 @@ def output_messages(response: LLMResponse) -> list[dict[str, Any]]:
         {"type": "tool_call", "id": call.id, "name": call.name, "arguments": truncate_value(call.arguments)}
         for call in response.tool_calls
     ]
-    return [{"role": "assistant", "parts": parts, "finish_reason": finish_reason(response.finish_reason)}]
+    reason = finish_reason(response.finish_reason)
+    if reason == "stop" and response.tool_calls:
+        # Gemini ends a turn of function calls with STOP; OpenAI and Anthropic say tool_calls / tool_use. The
+        # answer is a tool call whatever the vendor's word, so every vendor's reads the same.
+        reason = "tool_call"
+    return [{"role": "assistant", "parts": parts, "finish_reason": reason}]
 
 
 def system_instructions(parts: Sequence[str]) -> list[dict[str, Any]]:

@@ -1,0 +1,159 @@
+"""Whose prices a call pays: the vendor's API, a known compatible service, or nobody's (unpriced); reasoning
+tokens as billed; and the opt-in price refresh, served from a loopback HTTP server."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+from collections.abc import Iterator
+
+import genai_prices
+import pytest
+from genai_prices import data_snapshot
+
+from nons.base.results import Usage
+from nons.core.layer import Layer
+from nons.core.network import NoN
+from nons.core.node import Node
+from nons.core.pricing import price_usd, stop_price_updates
+from nons.core.types import ErrorPolicy, LayerConfig, ModelConfig, ModelProvider
+from nons.observability import names
+from nons.observability.integration import get_observability
+from nons.providers.base import PriceSource
+from nons.providers.openai import OpenAIProvider
+from nons.testing import ProviderEmulator, Reply
+
+USAGE = Usage(input_tokens=1_000, output_tokens=500)
+
+
+def test_the_vendors_public_api_is_priced_as_the_vendor() -> None:
+    source = OpenAIProvider().price_source(ModelConfig())
+    assert source == PriceSource(api_url="https://api.openai.com/v1")
+    assert price_usd(source, "gpt-4o-mini", USAGE) == price_usd("openai", "gpt-4o-mini", USAGE) > 0
+
+
+@pytest.mark.parametrize(
+    "base_url", ["http://localhost:11434/v1", "http://127.0.0.1:8080/v1", "https://llm-gateway.internal/v1"]
+)
+def test_an_unknown_compatible_server_is_unpriced_never_openais_price(base_url: str) -> None:
+    source = OpenAIProvider().price_source(ModelConfig(base_url=base_url))
+    assert source.api_url == base_url
+    assert price_usd(source, "gpt-4o-mini", USAGE) is None
+
+
+def test_a_known_compatible_service_pays_its_own_prices() -> None:
+    source = OpenAIProvider().price_source(ModelConfig(base_url="https://api.groq.com/openai/v1"))
+    groq = price_usd(source, "llama-3.3-70b-versatile", USAGE)
+    assert groq is not None and groq == price_usd("groq", "llama-3.3-70b-versatile", USAGE)
+    # OpenAI's model name on Groq's URL is not charged OpenAI's price.
+    assert price_usd(source, "gpt-4o-mini", USAGE) is None
+
+
+def test_price_provider_names_whose_prices_a_gateway_pays() -> None:
+    config = ModelConfig(base_url="https://llm-gateway.internal/v1", price_provider="openai")
+    assert OpenAIProvider().price_source(config) == PriceSource(provider_id="openai")
+    assert price_usd(OpenAIProvider().price_source(config), "gpt-4o-mini", USAGE) == price_usd(
+        "openai", "gpt-4o-mini", USAGE
+    )
+
+
+def test_reasoning_tokens_are_passed_on_as_genai_prices_counts_them() -> None:
+    """Reasoning is part of the output the vendors bill; genai-prices gets it as ``output_reasoning_tokens``, so a
+    model whose reasoning has a price of its own would be charged it."""
+    with_reasoning = Usage(input_tokens=1_000, output_tokens=2_000, reasoning_tokens=1_500)
+    expected = genai_prices.calc_price(
+        genai_prices.Usage(input_tokens=1_000, output_tokens=2_000, output_reasoning_tokens=1_500),
+        "gemini-2.5-flash", provider_id="google",
+    ).total_price
+    assert price_usd("google", "gemini-2.5-flash", with_reasoning) == pytest.approx(float(expected), rel=1e-12)
+    # Billed as output tokens: the same as the output without the breakdown.
+    assert price_usd("google", "gemini-2.5-flash", with_reasoning) == price_usd(
+        "google", "gemini-2.5-flash", Usage(input_tokens=1_000, output_tokens=2_000)
+    )
+
+
+async def test_calls_to_an_unknown_server_are_counted_as_unpriced() -> None:
+    observability = get_observability()
+    with ProviderEmulator() as emu:
+        emu.script("openai", [Reply(text="hi", input_tokens=40, output_tokens=10)] * 2)
+        unknown = ModelConfig(provider=ModelProvider.OPENAI, model_name="gpt-4o-mini",
+                              base_url=emu.base_url_for("openai"))
+        declared = unknown.model_copy(update={"price_provider": "openai"})
+        layer = LayerConfig(error_policy=ErrorPolicy.RETURN_PARTIAL)
+        result = await NoN([Layer([Node("generate", unknown), Node("generate", declared)], layer)]).run("hi")
+    unpriced, priced = result.calls
+    assert unpriced.cost_usd is None and result.unpriced_calls == 1
+    assert priced.cost_usd == price_usd("openai", "gpt-4o-mini", priced.usage)
+    spans = observability.export_all_data(trace_id=result.trace_id)["spans"]
+    unknown_span = next(s for s in spans if s["attributes"].get(names.COST_UNKNOWN))
+    assert names.GEN_AI_USAGE_COST not in unknown_span["attributes"]
+    points = [
+        p for m in observability.export_all_data()["metrics"] if m["name"] == names.METRIC_UNPRICED_CALLS
+        for p in m["data_points"] if p["attributes"].get(names.GEN_AI_REQUEST_MODEL) == "gpt-4o-mini"
+        and p["attributes"].get(names.GEN_AI_PROVIDER_NAME) == "openai"
+    ]
+    assert sum(p["value"] for p in points) >= 1
+
+
+# -- the opt-in refresh ----------------------------------------------------------------------------------------------
+
+#: A price list in genai-prices' published format, with gpt-4o-mini at $1 / $2 per million tokens.
+REFRESHED = [
+    {
+        "id": "openai",
+        "name": "OpenAI",
+        "api_pattern": r"https://api\.openai\.com",
+        "model_match": {"starts_with": "gpt-"},
+        "models": [{"id": "gpt-4o-mini", "match": {"equals": "gpt-4o-mini"},
+                    "prices": {"input_mtok": 1, "output_mtok": 2}}],
+    }
+]
+
+
+@pytest.fixture
+def price_server() -> Iterator[str]:
+    body = json.dumps(REFRESHED).encode()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/prices.json"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+async def test_the_price_refresh_is_opt_in_and_updates_prices(
+    price_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    simulated = ModelConfig(provider=ModelProvider.MOCK, model_name="gpt-4o-mini")
+    bundled = (await NoN([Layer([Node("generate", simulated)])]).run("hello")).calls[0]
+    assert bundled.cost_usd == price_usd(None, "gpt-4o-mini", bundled.usage)
+
+    monkeypatch.setenv("NON_PRICES_AUTO_UPDATE", "true")
+    monkeypatch.setenv("NON_PRICES_UPDATE_URL", price_server)
+    try:
+        first = await NoN([Layer([Node("generate", simulated)])]).run("hello")  # starts the refresh
+        assert genai_prices.wait_prices_updated_sync(timeout=20)
+        refreshed = (await NoN([Layer([Node("generate", simulated)])]).run("hello")).calls[0]
+        usage = refreshed.usage
+        assert refreshed.cost_usd == pytest.approx((usage.input_tokens * 1 + usage.output_tokens * 2) / 1e6, rel=1e-9)
+        assert first.calls[0].cost_usd is not None
+    finally:
+        stop_price_updates()
+        data_snapshot.set_custom_snapshot(None)
+    assert price_usd(None, "gpt-4o-mini", bundled.usage) == bundled.cost_usd

@@ -1,0 +1,193 @@
+"""Opt-in content capture: the capture modes, the inference event, and JSON that follows the conventions'
+schemas whatever the size of the prompt."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from genai_harness import Events, validate
+from otel_harness import Telemetry
+
+from nons.core.layer import Layer
+from nons.core.network import NoN
+from nons.core.node import Node
+from nons.core.types import ModelConfig, ModelProvider, NetworkConfig
+from nons.observability import content, names
+from nons.testing import ProviderEmulator, Reply
+
+
+def simulated(**extra: Any) -> ModelConfig:
+    return ModelConfig(provider=ModelProvider.MOCK, model_name="gpt-4o-mini", extra_params=extra)
+
+
+def chat_attributes(otel: Telemetry, trace_id: str | None) -> dict[str, Any]:
+    (span,) = [s for s in otel.spans_of_trace(trace_id or "") if s.name.startswith("chat ")]
+    return dict(span.attributes or {})
+
+
+CONTENT = {names.GEN_AI_INPUT_MESSAGES, names.GEN_AI_OUTPUT_MESSAGES, names.GEN_AI_SYSTEM_INSTRUCTIONS}
+
+
+# -- the modes -------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "span", "event"),
+    [
+        ("", False, False),
+        ("NO_CONTENT", False, False),
+        ("false", False, False),
+        ("SPAN_ONLY", True, False),
+        ("span_only", True, False),
+        ("true", True, False),
+        ("1", True, False),
+        ("EVENT_ONLY", False, True),
+        ("SPAN_AND_EVENT", True, True),
+    ],
+)
+def test_capture_modes(value: str, span: bool, event: bool) -> None:
+    assert content.capture_mode(value) == content.Capture(span=span, event=event)
+
+
+def test_an_unknown_mode_captures_nothing_and_is_warned_about_once(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="nons.observability.content"):
+        assert not content.capture_mode("EVERYTHING")
+        assert not content.capture_mode("EVERYTHING")
+    warnings = [r for r in caplog.records if "EVERYTHING" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "SPAN_ONLY" in warnings[0].getMessage() and "SPAN_AND_EVENT" in warnings[0].getMessage()
+
+
+async def test_span_only_records_on_the_span_and_emits_no_event(
+    otel: Telemetry, events: Events, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(names.ENV_CAPTURE_CONTENT, "SPAN_ONLY")
+    result = await NoN([Layer([Node("generate", simulated(), "Be brief.")])]).run("short question")
+    attrs = chat_attributes(otel, result.trace_id)
+    assert validate(names.GEN_AI_INPUT_MESSAGES, attrs[names.GEN_AI_INPUT_MESSAGES]) == [
+        {"role": "user", "parts": [{"type": "text", "content": "short question"}]}
+    ]
+    assert validate(names.GEN_AI_OUTPUT_MESSAGES, attrs[names.GEN_AI_OUTPUT_MESSAGES]) == [
+        {"role": "assistant", "parts": [{"type": "text", "content": result.output}], "finish_reason": "stop"}
+    ]
+    (instructions,) = validate(names.GEN_AI_SYSTEM_INSTRUCTIONS, attrs[names.GEN_AI_SYSTEM_INSTRUCTIONS])
+    assert instructions["type"] == "text" and instructions["content"].endswith("Be brief.")
+    assert events.inference() == []
+
+
+async def test_no_content_by_default(otel: Telemetry, events: Events) -> None:
+    result = await NoN([Layer([Node("generate", simulated())])]).run("a private question")
+    assert not CONTENT & set(chat_attributes(otel, result.trace_id))
+    assert events.inference() == []
+
+
+@pytest.mark.parametrize("mode", ["EVENT_ONLY", "SPAN_AND_EVENT"])
+async def test_event_modes_emit_the_inference_event_through_the_sdk(
+    mode: str, otel: Telemetry, events: Events, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(names.ENV_CAPTURE_CONTENT, mode)
+    with ProviderEmulator() as emu:
+        emu.script("anthropic", [Reply(text="Paris.", input_tokens=11, output_tokens=2)])
+        config = ModelConfig(provider=ModelProvider.ANTHROPIC, model_name="claude-sonnet-4-6",
+                             base_url=emu.base_url_for("anthropic"), api_key="sk-event")
+        result = await NoN([Layer([Node("generate", config, "Answer in one word.")])],
+                           config=NetworkConfig(name="evented")).run("Capital of France?")
+    (span,) = [s for s in otel.spans_of_trace(result.trace_id or "") if s.name.startswith("chat ")]
+    (event,) = events.inference()
+    record = event.log_record
+    attrs = dict(record.attributes or {})
+    # The event belongs to the call's span.
+    assert record.trace_id == span.context.trace_id and record.span_id == span.context.span_id
+    # gen_ai.operation.name and gen_ai.provider.name: Required on the event; request model, server, usage too.
+    assert attrs[names.GEN_AI_OPERATION_NAME] == "chat" and attrs[names.GEN_AI_PROVIDER_NAME] == "anthropic"
+    assert attrs[names.GEN_AI_REQUEST_MODEL] == "claude-sonnet-4-6"
+    assert attrs[names.SERVER_ADDRESS] == "127.0.0.1" and isinstance(attrs[names.SERVER_PORT], int)
+    assert (attrs[names.GEN_AI_USAGE_INPUT_TOKENS], attrs[names.GEN_AI_USAGE_OUTPUT_TOKENS]) == (11, 2)
+    # Content on events MUST be structured (lists of maps), not JSON strings.
+    inputs = attrs[names.GEN_AI_INPUT_MESSAGES]
+    assert not isinstance(inputs, str)
+    assert validate(names.GEN_AI_INPUT_MESSAGES, _plain(inputs)) == [
+        {"role": "user", "parts": [{"type": "text", "content": "Capital of France?"}]}
+    ]
+    assert validate(names.GEN_AI_OUTPUT_MESSAGES, _plain(attrs[names.GEN_AI_OUTPUT_MESSAGES]))[0]["parts"] == [
+        {"type": "text", "content": "Paris."}
+    ]
+    system = validate(names.GEN_AI_SYSTEM_INSTRUCTIONS, _plain(attrs[names.GEN_AI_SYSTEM_INSTRUCTIONS]))
+    assert system[-1]["content"].endswith("Answer in one word.")
+    on_span = CONTENT & set(span.attributes or {})
+    assert on_span == (CONTENT if mode == "SPAN_AND_EVENT" else set())
+
+
+async def test_a_failed_call_emits_its_event_with_error_type(
+    otel: Telemetry, events: Events, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(names.ENV_CAPTURE_CONTENT, "EVENT_ONLY")
+    failing = simulated(mock_failure_rate=1.0, mock_failure_kind="rate_limit")
+    from nons.core.types import ErrorPolicy, LayerConfig
+
+    await NoN([Layer([Node("generate", failing)], LayerConfig(error_policy=ErrorPolicy.RETURN_PARTIAL,
+                                                               max_retries=0))]).run("hello")
+    (event,) = events.inference()
+    attrs = dict(event.log_record.attributes or {})
+    # error.type: Conditionally Required if the operation ended in an error.
+    assert attrs[names.ERROR_TYPE] == "rate_limit"
+    assert names.GEN_AI_OUTPUT_MESSAGES not in attrs
+    validate(names.GEN_AI_INPUT_MESSAGES, _plain(attrs[names.GEN_AI_INPUT_MESSAGES]))
+
+
+def _plain(value: Any) -> Any:
+    """An attribute value as plain lists and dicts (the SDK may hand back tuples and mapping proxies)."""
+    return json.loads(json.dumps(value, default=lambda v: dict(v) if hasattr(v, "keys") else list(v)))
+
+
+# -- truncation ----------------------------------------------------------------------------------------------------
+
+
+async def test_a_100_kb_prompt_gives_valid_json_cut_per_part(otel: Telemetry, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(names.ENV_CAPTURE_CONTENT, "SPAN_ONLY")
+    monkeypatch.setenv("NON_MAX_INPUT_CHARS", "200000")
+    prompt = "é" + "x" * 102_400 + '"quoted" \\ and \n newline'
+    long_answer = "y" * 10_000
+    network = NoN([Layer([Node("generate", simulated(mock_responses=[long_answer]), "c" * 20_000)])],
+                  config=NetworkConfig(name="big"))
+    result = await network.run(prompt)
+    attrs = chat_attributes(otel, result.trace_id)
+
+    # json.loads succeeds (no "Unterminated string"), and the documents validate against the schemas.
+    (message,) = validate(names.GEN_AI_INPUT_MESSAGES, attrs[names.GEN_AI_INPUT_MESSAGES])
+    (text,) = message["parts"]
+    assert text["content"] == prompt[: content.PART_LIMIT] + "…[truncated]"
+    (answer,) = validate(names.GEN_AI_OUTPUT_MESSAGES, attrs[names.GEN_AI_OUTPUT_MESSAGES])
+    assert answer["parts"][0]["content"] == long_answer[: content.PART_LIMIT] + "…[truncated]"
+    assert answer["finish_reason"] == "stop"
+    instructions = validate(names.GEN_AI_SYSTEM_INSTRUCTIONS, attrs[names.GEN_AI_SYSTEM_INSTRUCTIONS])
+    assert all(len(p["content"]) <= content.PART_LIMIT + len("…[truncated]") for p in instructions)
+    assert len(attrs[names.GEN_AI_INPUT_MESSAGES]) < 5_000
+
+
+def test_tool_arguments_are_cut_per_string_and_stay_an_object() -> None:
+    arguments = {"query": "q" * 100_000, "nested": {"list": ["z" * 9_000, 3, None, True]}}
+    cut = content.truncate_value(arguments)
+    assert json.loads(json.dumps(cut)) == cut
+    assert cut["query"] == "q" * content.PART_LIMIT + "…[truncated]"
+    assert cut["nested"]["list"][1:] == [3, None, True]
+
+
+@pytest.mark.parametrize(
+    ("vendor", "expected"),
+    [("end_turn", "stop"), ("STOP", "stop"), ("max_tokens", "length"), ("MAX_TOKENS", "length"),
+     ("tool_calls", "tool_call"), ("tool_use", "tool_call"), ("SAFETY", "content_filter"),
+     ("content_filter", "content_filter"), (None, "stop"), ("OTHER", "other")],
+)
+def test_finish_reasons_use_the_schemas_words(vendor: str | None, expected: str) -> None:
+    assert content.finish_reason(vendor) == expected
+
+
+@pytest.fixture(autouse=True)
+def _forget_warnings() -> Iterator[None]:
+    yield
+    content._warned.clear()

@@ -381,3 +381,23 @@ async def test_simulated_calls_are_their_own_cost_series(otel: Telemetry) -> Non
     await NoN([Layer([Node("generate", simulated)])], config=NetworkConfig(name="sim")).run("hello")
     (cost,) = otel.metric_points(names.METRIC_COST)
     assert cost.attributes[names.GEN_AI_PROVIDER_NAME] == "nons.simulated" and cost.value > 0
+
+
+async def test_what_a_tool_starts_joins_the_runs_conversation(otel: Telemetry) -> None:
+    """A network a tool runs belongs to the same conversation: its LLM calls carry the run's id too."""
+    registry = ToolRegistry()
+    simulated = ModelConfig(provider=ModelProvider.MOCK, model_name="simulated")
+
+    @registry.tool(description="Ask a sub-network.")
+    async def ask(question: str) -> str:
+        return str(await NoN([Layer([Node("generate", simulated)])], config=NetworkConfig(name="inner")).forward(
+            question))
+
+    scripted = ModelConfig(provider=ModelProvider.MOCK, model_name="simulated",
+                           extra_params={"mock_tool_calls": [[{"name": "ask", "arguments": {"question": "q"}}],
+                                                             "done"]})
+    final = await Agent(scripted, registry, name="outer").run("go", conversation_id="conv-7")
+    spans = otel.spans_of_trace(final["trace_id"] or "")
+    chats = [s for s in spans if s.name.startswith("chat ")]
+    assert len(chats) == 3  # two agent steps, one inner network call
+    assert {(s.attributes or {}).get(names.GEN_AI_CONVERSATION_ID) for s in chats} == {"conv-7"}

@@ -142,13 +142,7 @@ class NoN:
             spans.start(
                 inst.tracer,
                 names.network_span_name(self.name),
-                {
-                    names.GEN_AI_OPERATION_NAME: names.OP_WORKFLOW,
-                    # The network's name is the application's static, low-cardinality name of the workflow.
-                    names.GEN_AI_WORKFLOW_NAME: self.name,
-                    names.NETWORK_NAME: self.name,
-                    names.NETWORK_ID: self.id,
-                },
+                self._span_attributes(ctx),
             )
             if inst.tracing
             else spans.NO_SPAN
@@ -197,6 +191,20 @@ class NoN:
             if token is not None:
                 otel_context.detach(token)
         return NetworkResult(output, layers, self.id, self.name, duration, scope.trace_id)
+
+    def _span_attributes(self, ctx: PassContext) -> dict[str, Any]:
+        """The ``invoke_workflow`` span's attributes at its start."""
+        attributes: dict[str, Any] = {
+            names.GEN_AI_OPERATION_NAME: names.OP_WORKFLOW,
+            # The network's name is the application's static, low-cardinality name of the workflow.
+            names.GEN_AI_WORKFLOW_NAME: self.name,
+            names.NETWORK_NAME: self.name,
+            names.NETWORK_ID: self.id,
+        }
+        if ctx.conversation_id is not None:
+            # A pass an agent's tool started belongs to that run's conversation.
+            attributes[names.GEN_AI_CONVERSATION_ID] = ctx.conversation_id
+        return attributes
 
     async def _run_layers(
         self, value: Any, ctx: PassContext, default_config: LayerConfig, collected: list[LayerResult]

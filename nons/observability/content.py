@@ -37,12 +37,14 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from nons.base.messages import LLMResponse, Message, ToolDefinition
+from nons.base.redaction import clean
 from nons.observability import names
 
 __all__ = [
     "PART_LIMIT",
     "Capture",
     "capture_mode",
+    "cleaned",
     "finish_reason",
     "input_messages",
     "output_messages",
@@ -147,6 +149,19 @@ def structured(value: Any) -> Any:
         except ValueError:
             pass
     return truncate(value)
+
+
+def cleaned(value: Any) -> Any:
+    """A structured value (an event's content) with every string in it cleaned as telemetry text is: keys
+    redacted, lone surrogates replaced (:func:`nons.base.redaction.clean`). Span attributes are cleaned by the
+    span helper; an event's lists of maps are not reached by it."""
+    if isinstance(value, str):
+        return clean(value)
+    if isinstance(value, Mapping):
+        return {str(k): cleaned(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [cleaned(v) for v in value]
+    return value
 
 
 def to_json(value: Any) -> str:

@@ -191,3 +191,22 @@ def test_finish_reasons_use_the_schemas_words(vendor: str | None, expected: str)
 def _forget_warnings() -> Iterator[None]:
     yield
     content._warned.clear()
+
+
+async def test_the_event_holds_no_key_even_when_the_prompt_quotes_it(
+    otel: Telemetry, events: Events, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(names.ENV_CAPTURE_CONTENT, "SPAN_AND_EVENT")
+    key = "sk-ant-api03-EventKey0123456789abcdef"
+    with ProviderEmulator() as emu:
+        emu.script("anthropic", [Reply(text=f"Your key is {key}.")])
+        config = ModelConfig(provider=ModelProvider.ANTHROPIC, model_name="claude-sonnet-4-6",
+                             base_url=emu.base_url_for("anthropic"), api_key=key)
+        result = await NoN([Layer([Node("generate", config)])]).run(f"Is {key} my key?")
+    (event,) = events.inference()
+    recorded = json.dumps(_plain(dict(event.log_record.attributes or {})))
+    assert key not in recorded and "[REDACTED]" in recorded
+    attrs = chat_attributes(otel, result.trace_id)
+    for name in (names.GEN_AI_INPUT_MESSAGES, names.GEN_AI_OUTPUT_MESSAGES):
+        assert key not in attrs[name]
+        validate(name, attrs[name])  # still valid JSON following the schema after redaction

@@ -18,6 +18,7 @@ from opentelemetry import _logs
 from opentelemetry.trace import SpanKind
 
 from nons.base.errors import ProviderError
+from nons.base.keys import read_key
 from nons.base.messages import LLMRequest, LLMResponse
 from nons.base.version import __version__
 from nons.core.call.context import CallState, PassContext
@@ -77,6 +78,10 @@ def start_span(ctx: PassContext, request: LLMRequest, provider: Provider) -> Spa
     """Start the call's CLIENT span with the request's attributes (and its content, when captured on spans)."""
     attributes = request_attributes(ctx, request, provider)
     if ctx.capture.span:
+        if request.config.api_key is not None:
+            # The provider reads (and registers for redaction) the config's key only when it sends the request:
+            # register it now, so that a prompt quoting it is redacted in the content the span starts with.
+            read_key(request.config.api_key.get_secret_value(), "ModelConfig.api_key")
         attributes.update({k: content.to_json(v) for k, v in request_content(request, provider).items()})
     name = names.llm_span_name(request.model, provider.operation_name)
     return start(ctx.instruments.tracer, name, attributes, SpanKind.CLIENT)
@@ -227,4 +232,4 @@ def _emit_details(call: CallState, response: LLMResponse | None, error: Provider
         attributes[names.GEN_AI_OUTPUT_MESSAGES] = content.output_messages(response)
     if error is not None:
         attributes[names.ERROR_TYPE] = error.error_type
-    _events.emit(event_name=names.EVENT_INFERENCE_DETAILS, attributes=attributes)
+    _events.emit(event_name=names.EVENT_INFERENCE_DETAILS, attributes=content.cleaned(attributes))

@@ -34,6 +34,7 @@ from nons.base.results import LLMCallRecord
 from nons.base.settings import get_settings
 from nons.base.types import ErrorPolicy, LayerConfig, ModelConfig
 from nons.core.agents.run import AgentRun, AgentStep
+from nons.core.agents.telemetry import record_run, record_tool_call, tool_span_attributes
 from nons.core.agents.tools import AgentState, ToolRegistry, ToolResult
 from nons.core.call import CallSite, PassContext, call_llm
 from nons.core.call.context import CONVERSATION_ID_KEY
@@ -43,7 +44,6 @@ from nons.core.node import Node
 from nons.core.pricing import load_prices, prices_loaded
 from nons.observability import content, names, spans
 from nons.observability.auto import setup_telemetry, telemetry_pending
-from nons.observability.instruments import Instruments
 from nons.providers.registry import default_model, resolve_provider
 
 __all__ = ["MAX_STEPS_REACHED", "Agent"]
@@ -278,7 +278,8 @@ class Agent:
         tool = self.registry.get(call.name)
         scope = spans.NO_SPAN
         if inst.tracing:
-            scope = spans.start(inst.tracer, names.tool_span_name(call.name), self._tool_attributes(run, call))
+            attributes = tool_span_attributes(self.name, run.ctx, call, tool)
+            scope = spans.start(inst.tracer, names.tool_span_name(call.name), attributes)
         result: ToolResult | None = None
         started = time.perf_counter()
         # Whatever the tool starts (a network, a sub-agent) belongs to this run's conversation.
@@ -300,41 +301,7 @@ class Agent:
                     scope.fail_as(error_type, result["error"] if result else "cancelled")
             scope.end()
             if inst.metrics:
-                metric_name = call.name if tool is not None else names.TOOL_NAME_UNREGISTERED
-                self._tool_metrics(inst, metric_name, error_type, duration)
-
-    def _tool_attributes(self, run: _Run, call: ToolCall) -> dict[str, Any]:
-        """The ``execute_tool`` span's attributes at its start."""
-        tool = self.registry.get(call.name)
-        attributes: dict[str, Any] = {
-            names.GEN_AI_OPERATION_NAME: names.OP_EXECUTE_TOOL,
-            names.GEN_AI_TOOL_NAME: call.name,
-            names.GEN_AI_TOOL_CALL_ID: call.id,
-            names.GEN_AI_TOOL_TYPE: names.TOOL_TYPE_FUNCTION,
-            names.GEN_AI_AGENT_NAME: self.name,
-        }
-        if run.ctx.conversation_id is not None:
-            attributes[names.GEN_AI_CONVERSATION_ID] = run.ctx.conversation_id
-        if tool is not None and tool.description:
-            attributes[names.GEN_AI_TOOL_DESCRIPTION] = tool.description
-        if run.ctx.capture_content:
-            attributes[names.GEN_AI_TOOL_CALL_ARGUMENTS] = content.to_json(content.truncate_value(call.arguments))
-        return attributes
-
-    def _tool_metrics(self, inst: Instruments, tool_name: str, error_type: str | None, duration: float) -> None:
-        """``nons.tool.calls`` and ``gen_ai.execute_tool.duration`` of one tool call. A tool the model made up is
-        counted under one name, since a model can invent any number of them."""
-        outcome = names.OUTCOME_FAILURE if error_type is not None else names.OUTCOME_SUCCESS
-        count_attrs = {names.GEN_AI_AGENT_NAME: self.name, names.GEN_AI_TOOL_NAME: tool_name, names.OUTCOME: outcome}
-        duration_attrs = {
-            names.GEN_AI_TOOL_NAME: tool_name,
-            names.GEN_AI_AGENT_NAME: self.name,
-            names.GEN_AI_TOOL_TYPE: names.TOOL_TYPE_FUNCTION,
-        }
-        if error_type is not None:
-            count_attrs[names.ERROR_TYPE] = duration_attrs[names.ERROR_TYPE] = error_type
-        inst.tool_calls.add(1, count_attrs)
-        inst.tool_duration.record(duration, duration_attrs)
+                record_tool_call(inst, self.name, call.name, tool is not None, error_type, duration)
 
     def _result(
         self,
@@ -369,13 +336,8 @@ class Agent:
             error_type = final["error_type"] or names.OUTCOME_FAILURE
         inst = run.ctx.instruments
         if inst.metrics:
-            attributes = {names.GEN_AI_AGENT_NAME: self.name}
-            if not (self.fallbacks or self.model_config.fallbacks):
-                # The conventions want the model only for agents that use a single one; fallbacks may switch.
-                attributes[names.GEN_AI_REQUEST_MODEL] = run.model
-            if error_type is not None:
-                attributes[names.ERROR_TYPE] = error_type
-            inst.agent_duration.record(time.perf_counter() - run.started, attributes)
+            single_model = None if (self.fallbacks or self.model_config.fallbacks) else run.model
+            record_run(inst, self.name, single_model, error_type, time.perf_counter() - run.started)
         scope = run.scope
         if not scope.tracing:
             return

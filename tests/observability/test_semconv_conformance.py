@@ -402,3 +402,24 @@ async def test_what_a_tool_starts_joins_the_runs_conversation(otel: Telemetry) -
     assert len(chats) == 3  # two agent steps, one inner network call
     (inner,) = [s for s in spans if s.name == "invoke_workflow inner"]
     assert {(s.attributes or {}).get(names.GEN_AI_CONVERSATION_ID) for s in [*chats, inner]} == {"conv-7"}
+
+
+@pytest.mark.parametrize("provider", sorted(VENDORS))
+async def test_a_100_kb_prompt_through_the_sdk_gives_valid_content(
+    provider: str, emulator: ProviderEmulator, otel: Telemetry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(names.ENV_CAPTURE_CONTENT, "SPAN_ONLY")
+    monkeypatch.setenv("NON_MAX_INPUT_CHARS", "200000")
+    prompt = 'A "quoted" prompt \\ with ünïcode\n' + "p" * 102_400
+    emulator.script(provider, [Reply(text="a" * 20_000)])
+    result = await NoN([Layer([Node("generate", config(emulator, provider), "s" * 9_000)])]).run(prompt)
+    assert emulator.requests_for(provider)  # the whole prompt went to the SDK; only the telemetry is cut
+    (span,) = llm_spans(otel, result.trace_id)
+    attrs = span.attributes or {}
+    messages = validate(names.GEN_AI_INPUT_MESSAGES, attrs[names.GEN_AI_INPUT_MESSAGES])
+    assert messages[-1]["parts"][0]["content"].startswith('A "quoted" prompt \\ with ünïcode\n')
+    assert messages[-1]["parts"][0]["content"].endswith("…[truncated]")
+    (answer,) = validate(names.GEN_AI_OUTPUT_MESSAGES, attrs[names.GEN_AI_OUTPUT_MESSAGES])
+    assert answer["parts"][0]["content"].endswith("…[truncated]")
+    if provider != "openai":
+        validate(names.GEN_AI_SYSTEM_INSTRUCTIONS, attrs[names.GEN_AI_SYSTEM_INSTRUCTIONS])

@@ -20,10 +20,18 @@ import logging
 import threading
 from typing import Any
 
+from nons.base.errors import ConfigurationError
 from nons.base.results import Usage
 from nons.providers.base import PriceSource
 
-__all__ = ["load_prices", "price_usd", "prices_loaded", "start_price_updates", "stop_price_updates"]
+__all__ = [
+    "check_price_provider",
+    "load_prices",
+    "price_usd",
+    "prices_loaded",
+    "start_price_updates",
+    "stop_price_updates",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +93,20 @@ def _price(
         # never a failure of the call.
         logger.warning("cannot price %r usage for model %r: %s", provider_id or api_url or "", model, error)
         return None
+
+
+@functools.lru_cache(maxsize=64)
+def check_price_provider(provider_id: str) -> None:
+    """Refuse a ``ModelConfig.price_provider`` genai-prices does not know (a typo would leave every call of the
+    model unpriced without a word): raise ConfigurationError naming it and the known ids."""
+    from genai_prices import data_snapshot
+
+    providers = data_snapshot.get_snapshot().providers
+    if data_snapshot.find_provider_by_id(providers, provider_id) is None:
+        known = ", ".join(sorted(p.id for p in providers))
+        raise ConfigurationError(
+            f"ModelConfig.price_provider {provider_id!r} is not a provider genai-prices knows; known: {known}"
+        )
 
 
 def price_usd(source: PriceSource | str | None, model: str, usage: Usage) -> float | None:

@@ -157,3 +157,13 @@ async def test_the_price_refresh_is_opt_in_and_updates_prices(
         stop_price_updates()
         data_snapshot.set_custom_snapshot(None)
     assert price_usd(None, "gpt-4o-mini", bundled.usage) == bundled.cost_usd
+
+
+async def test_an_unknown_price_provider_is_a_configuration_error_before_the_call() -> None:
+    from nons.base.errors import ConfigurationError, NodeExecutionError
+
+    config = ModelConfig(provider=ModelProvider.MOCK, model_name="gpt-4o-mini", price_provider="opnai")
+    with pytest.raises(NodeExecutionError) as raised:
+        await NoN([Layer([Node("generate", config)])]).run("hello")
+    assert isinstance(raised.value.cause, ConfigurationError)
+    assert "'opnai'" in str(raised.value.cause) and "openai" in str(raised.value.cause)

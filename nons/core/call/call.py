@@ -21,7 +21,7 @@ from nons.core.call import telemetry
 from nons.core.call.attempt import attempt
 from nons.core.call.context import CallSite, CallState, PassContext
 from nons.core.policies import CallPlan, backoff_delay, call_plan
-from nons.core.pricing import load_prices, price_usd, prices_loaded
+from nons.core.pricing import check_price_provider, load_prices, price_usd, prices_loaded
 from nons.observability.spans import NO_SPAN
 from nons.providers.registry import default_model, load_provider, loaded_provider, resolve_provider
 
@@ -52,6 +52,8 @@ async def call_llm(
     kind = resolve_provider(config, ctx.settings)
     model = config.model_name or default_model(kind)
     provider = loaded_provider(kind) or await load_provider(kind)
+    if config.price_provider:
+        check_price_provider(config.price_provider)
     request = LLMRequest(
         provider=kind, model=model, config=config, messages=messages, system=system, tools=tuple(tools),
         response_schema=response_schema, timeout_s=ctx.settings.request_timeout,
@@ -116,6 +118,8 @@ async def _aim(call: CallState, config: ModelConfig) -> None:
     assert call.last_error is not None
     kind = resolve_provider(config, call.ctx.settings)
     model = config.model_name or default_model(kind)
+    if config.price_provider:
+        check_price_provider(config.price_provider)
     telemetry.fell_back(call, call.last_error.model or call.request.model, model, call.last_error)
     call.on_fallback = True
     call.provider = loaded_provider(kind) or await load_provider(kind)

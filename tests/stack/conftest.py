@@ -77,6 +77,8 @@ ALL_VALUES: dict[str, str] = {
     "provider": ".*",
     "model": ".*",
     "network": ".*",
+    # The "Simulated cost" switch's default: cost panels leave the simulated provider's money out.
+    "exclude_provider": "nons.simulated",
 }
 
 #: Grafana's built-in interval variables, fixed to values that suit a Prometheus scraping every second:

@@ -60,6 +60,8 @@ from workload_runs import ScrapedWorkload
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 SIMULATED = PROVIDER_NAMES["mock"]
+#: The cost panels' "Simulated cost" switch set to Included (its default, Excluded, is in conftest.ALL_VALUES).
+INCLUDE_SIMULATED = {"exclude_provider": "none"}
 
 
 def grafana_value(*values: str) -> str:
@@ -74,19 +76,22 @@ def specific_values(service: str) -> dict[str, dict[str, str]]:
     nothing instead of hiding behind ".*". "Calls with unknown price" has series only for the unpriced model and
     the spend panels only for priced ones, so each set selects a priced and the unpriced model (and their
     networks), as a user comparing them would. The last set picks the SDK providers, the SDK network and the
-    agent."""
+    agent. The first two pick the simulated provider alone, so their "Simulated cost" switch says Included (by
+    default the cost panels leave its money out)."""
     return {
         "qa": {
             "service": grafana_value(service),
             "provider": grafana_value(SIMULATED),
             "model": grafana_value(QA_MODEL, UNPRICED_MODEL),
             "network": grafana_value(QA_NETWORK, DRAFTS_NETWORK),
+            **INCLUDE_SIMULATED,
         },
         "triage": {
             "service": grafana_value(service),
             "provider": grafana_value(SIMULATED),
             "model": grafana_value(TRIAGE_MODEL, UNPRICED_MODEL),
             "network": grafana_value(TRIAGE_NETWORK, DRAFTS_NETWORK),
+            **INCLUDE_SIMULATED,
         },
         "sdks": {
             "service": grafana_value(service),
@@ -186,47 +191,55 @@ def test_variable_queries_offer_the_workload_values(
 def test_spend_panel_equals_the_true_cost(
     workload: ScrapedWorkload, dashboard_queries: Callable[..., list[Any]]
 ) -> None:
-    """The "Spend in range" panel over the whole run (every series is new in the range), the raw counter and the
-    cumulative panel equal the cost summed from the results, to 1e-9; over the main run (every series is older
-    than the range), the panel equals the main run's cost to 1 % (``increase()`` extrapolates by 1 ms)."""
-    truth = workload.truth["total_cost_usd"]
-    queries = dashboard_queries({**workload.values, **only(workload)})
-    spend_in_range = _panel_query(queries, "nons-overview", "Spend in range")
+    """The cost panels equal the real spend, with the simulated provider running side by side in the same
+    workload: by default they leave its money out (the "Simulated cost" switch), and with the switch on Included
+    they add it. Over the whole run (every series is new in the range) "Spend in range", the cumulative panel
+    and the by-network panel equal the costs summed from the results to 1e-9; over the main run (every series is
+    older than the range), the panel equals the main run's real spend to 1 % (``increase()`` extrapolates by
+    1 ms). The raw counter holds both."""
+    truth, real = workload.truth["total_cost_usd"], workload.truth["real_cost_usd"]
+    assert 0 < real < truth
+    spend_in_range = _panel_query(dashboard_queries({**workload.values, **only(workload)}), "nons-overview",
+                                  "Spend in range")
     assert "increase(nons_cost_USD_total" in spend_in_range.promql, spend_in_range.promql
-    panel = _scalar(workload, spend_in_range.promql)
+    assert 'gen_ai_provider_name!="nons.simulated"' in spend_in_range.promql
     raw = _scalar(workload, f'sum(nons_cost_USD_total{{service_name="{workload.service}"}})')
-    cumulative = _panel_query(queries, "nons-cost", "Cumulative spend by provider and model")
-    cumulative_total = sum(_by_label(workload, cumulative.promql, "gen_ai_request_model").values())
+    reports = [f"{workload.route}: real ${real:.12f}, with the simulated provider ${truth:.12f}; raw ${raw:.12f}"]
+    for switch, expected, by_network in (
+        ({}, real, workload.truth["real_cost_by_network"]),
+        (INCLUDE_SIMULATED, truth, workload.truth["cost_by_network"]),
+    ):
+        queries = dashboard_queries({**workload.values, **only(workload), **switch})
+        panel = _scalar(workload, _panel_query(queries, "nons-overview", "Spend in range").promql)
+        cumulative = _panel_query(queries, "nons-cost", "Cumulative spend by provider and model")
+        cumulative_total = sum(_by_label(workload, cumulative.promql, "gen_ai_request_model").values())
+        networks = _by_label(
+            workload, _panel_query(queries, "nons-cost", "Spend in range by network").promql, "nons_network_name"
+        )
+        reports.append(f"{switch or 'default'}: panel ${panel:.12f}; cumulative ${cumulative_total:.12f}")
+        assert panel == pytest.approx(expected, rel=1e-9), reports
+        assert cumulative_total == pytest.approx(expected, rel=1e-9), reports
+        wanted = {name: cost for name, cost in by_network.items() if cost > 0}
+        assert networks.keys() == wanted.keys(), (networks, wanted)
+        for name, cost in wanted.items():
+            assert networks[name] == pytest.approx(cost, rel=1e-9), (name, networks, wanted)
+    assert raw == pytest.approx(truth, rel=1e-9), reports
 
-    main_truth = truth - workload.warm["total_cost_usd"]
+    main_real = real - workload.warm["real_cost_usd"]
     main_queries = dashboard_queries({**workload.main_run_values, **only(workload)})
-    main_query = _panel_query(main_queries, "nons-overview", "Spend in range").promql
-    main_panel = _scalar(workload, main_query)
-    report = (
-        f"{workload.route}: whole run: true ${truth:.12f}; panel ${panel:.12f}; raw counter ${raw:.12f}; "
-        f"cumulative panel ${cumulative_total:.12f}\nmain run: true ${main_truth:.6f}; panel ${main_panel:.6f}"
-    )
-    series = f'nons_cost_USD_total{{service_name="{workload.service}"}}'
-    window = workload.main_run_values["__range"]
-    samples = workload.prometheus.query(f"count_over_time({series}[10m])", at=workload.t_final)
-    first = workload.prometheus.query(f"min(timestamp({series} offset {window}))", at=workload.t_final)
-    report += (
-        f"\nmain run from {workload.t_warm:.3f} ({window} to {workload.t_final:.3f}); samples per series "
-        f"{sorted({r['value'][1] for r in samples})}; latest sample before the range {first}"
-    )
-    print(f"\nspend ({spend_in_range.promql} at {workload.t_final:.3f}):\n{report}")
-    assert panel == pytest.approx(truth, rel=1e-9), report
-    assert raw == pytest.approx(truth, rel=1e-9), report
-    assert cumulative_total == pytest.approx(truth, rel=1e-9), report
-    assert main_panel == pytest.approx(main_truth, rel=0.01), report
+    main_panel = _scalar(workload, _panel_query(main_queries, "nons-overview", "Spend in range").promql)
+    reports.append(f"main run: real ${main_real:.6f}; panel ${main_panel:.6f}")
+    print("\n".join(reports))
+    assert main_panel == pytest.approx(main_real, rel=0.01), reports
 
-    by_network = _by_label(
-        workload, _panel_query(queries, "nons-cost", "Spend in range by network").promql, "nons_network_name"
-    )
-    expected = {name: cost for name, cost in workload.truth["cost_by_network"].items() if cost > 0}
-    assert by_network.keys() == expected.keys(), by_network
-    for name, cost in expected.items():
-        assert by_network[name] == pytest.approx(cost, rel=1e-9), (name, by_network, expected)
+
+def test_every_series_carries_nons_instrumentation_scope(workload: ScrapedWorkload) -> None:
+    """The scope label the dashboards filter on (so that another GenAI instrumentation of the same SDKs is never
+    counted) survives this route: every NoN series in Prometheus has otel_scope_name="nons"."""
+    service = f'service_name="{workload.service}"'
+    total = _scalar(workload, f'count({{__name__=~"nons_.+|gen_ai_.+", {service}}})')
+    scoped = _scalar(workload, f'count({{__name__=~"nons_.+|gen_ai_.+", {service}, otel_scope_name="nons"}})')
+    assert total == scoped > 0
 
 
 def test_token_panels_count_the_tokens_exactly(

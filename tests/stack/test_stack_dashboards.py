@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD_DIR = ROOT / "dashboards"
 DATASOURCES = ROOT / "otel" / "grafana" / "provisioning" / "datasources" / "datasources.yaml"
 EXPECTED_FILES = {"nons-overview.json", "nons-cost.json", "nons-latency.json", "nons-reliability.json"}
-VARIABLES = {"service", "provider", "model", "network"}
+VARIABLES = {"service", "provider", "model", "network", "exclude_provider"}
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +68,10 @@ def test_dashboards_have_stable_uids_and_the_template_variables(dashboards: dict
         assert model["uid"] == name.removesuffix(".json")
         variables = {v["name"]: v for v in model["templating"]["list"]}
         assert set(variables) == VARIABLES, name
+        simulated = variables.pop("exclude_provider")
+        # The cost panels' "Simulated cost" switch: the simulated provider's money is left out by default.
+        assert simulated["type"] == "custom" and simulated["current"]["value"] == "nons.simulated"
+        assert {o["value"] for o in simulated["options"]} == {"nons.simulated", "none"}
         for variable in variables.values():
             assert variable["type"] == "query"
             assert variable["includeAll"] is True

@@ -85,6 +85,8 @@ class Workload:
         self.networks, self.agent, self.emulator = networks, agent, emulator
         self.attempts = count_provider_attempts()
         self.cost_by_network = dict.fromkeys([*networks, *([AGENT] if agent else [])], 0.0)
+        # Real spend: the calls the vendors' SDKs made (priced as the vendors), not the simulated provider's.
+        self.real_cost_by_network = dict.fromkeys(self.cost_by_network, 0.0)
         self.passes = {name: {"ok": 0, "failed": 0} for name in self.cost_by_network}
         self.tokens = {"input": 0, "output": 0}
         self.fallbacks_from: set[str] = set()
@@ -104,6 +106,9 @@ class Workload:
         self.passes[name]["ok"] += 1
         self.result_traces.append(result.trace_id)
         self.cost_by_network[name] += result.cost_usd
+        self.real_cost_by_network[name] += sum(
+            c.cost_usd for c in result.calls if c.cost_usd is not None and not c.simulated
+        )
         self.tokens["input"] += result.usage.input_tokens
         self.tokens["output"] += result.usage.output_tokens
         self.calls += len(result.calls)
@@ -134,6 +139,7 @@ class Workload:
         self.passes[AGENT]["ok" if final["success"] else "failed"] += 1
         self.result_traces.append(final["trace_id"])
         self.cost_by_network[AGENT] += final["cost_usd"] or 0.0
+        self.real_cost_by_network[AGENT] += final["cost_usd"] or 0.0  # the agent's calls are OpenAI SDK calls
         self.tokens["input"] += final["input_tokens"]
         self.tokens["output"] += final["output_tokens"]
         self.calls += final["llm_calls"]
@@ -178,6 +184,8 @@ class Workload:
         return {
             "total_cost_usd": sum(self.cost_by_network.values()),
             "cost_by_network": self.cost_by_network,
+            "real_cost_usd": sum(self.real_cost_by_network.values()),
+            "real_cost_by_network": self.real_cost_by_network,
             "passes": self.passes,
             "tokens": self.tokens,
             "calls": self.calls,

@@ -54,6 +54,9 @@ def _sdk(emulator: Any, provider: str) -> Any:
         model_name=SDK_MODELS[provider],
         base_url=emulator.base_url_for(provider),
         api_key="sk-test-stack",
+        # The emulator stands in for the vendor's API: its calls are real spend at the vendor's prices (an
+        # unknown server's would be unpriced).
+        price_provider=provider,
     )
 
 

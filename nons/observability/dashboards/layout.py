@@ -10,6 +10,7 @@ from grafana_foundation_sdk.builders import dashboard as dashboard_builders
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import dashboard as dashboard_models
 
+from nons.observability import names
 from nons.observability.dashboards import promql
 from nons.observability.dashboards.panels import PROMETHEUS, PanelBuilder
 
@@ -37,13 +38,34 @@ def _query_variable(name: str, label: str, query: str, description: str) -> dash
     )
 
 
-def _variables() -> list[dashboard_builders.QueryVariable]:
+def _simulated_cost_variable() -> dashboard_builders.CustomVariable:
+    """``$exclude_provider``: the provider whose money the cost panels leave out, the simulated one by default."""
+    excluded = dashboard_models.VariableOption(selected=True, text="Excluded", value=_SIMULATED)
+    included = dashboard_models.VariableOption(selected=False, text="Included", value="none")
+    return (
+        dashboard_builders.CustomVariable("exclude_provider")
+        .label("Simulated cost")
+        .description(
+            "The simulated provider (gen_ai.provider.name nons.simulated) charges real models' prices for demos. "
+            "Cost panels leave that money out unless this says Included."
+        )
+        .values(f"Excluded : {_SIMULATED},Included : none")
+        .options([excluded, included])
+        .current(excluded)
+        .allow_custom_value(False)
+    )
+
+
+_SIMULATED = names.PROVIDER_NAMES["mock"]
+
+
+def _variables() -> list[dashboard_builders.QueryVariable | dashboard_builders.CustomVariable]:
     calls = f"{promql.LLM_DURATION}_count"
     return [
         _query_variable(
             "service",
             "Service",
-            f"label_values({calls}, service_name)",
+            f"label_values({calls}{promql.selector()}, service_name)",
             "OpenTelemetry service.name of the application (resource attribute copied onto every series).",
         ),
         _query_variable(
@@ -63,10 +85,11 @@ def _variables() -> list[dashboard_builders.QueryVariable]:
         _query_variable(
             "network",
             "Network",
-            f'label_values({{__name__=~"{promql.NETWORK_DURATION}_count|{promql.COST}", {promql.SERVICE}}}, '
-            "nons_network_name)",
+            f'label_values({{__name__=~"{promql.NETWORK_DURATION}_count|{promql.COST}", {promql.SCOPE}, '
+            f"{promql.SERVICE}}}, nons_network_name)",
             "NoN network or agent (nons.network.name). Pass durations, active and failed passes are networks' only.",
         ),
+        _simulated_cost_variable(),
     ]
 
 

@@ -52,6 +52,14 @@ IN_FLIGHT = _M[names.METRIC_IN_FLIGHT]
 THROTTLED = _M[names.METRIC_THROTTLED]
 BREAKER_STATE = _M[names.METRIC_BREAKER_STATE]
 
+# NoN's instrumentation scope, as both routes to Prometheus label it (the collector's exporter and the SDK's
+# Prometheus reader). Other GenAI instrumentations of the SDKs NoN calls (OpenLIT, the contrib openai-v2) record
+# the same gen_ai.client.* names under their own scopes: every query keeps to NoN's, so no call counts twice.
+SCOPE = f'otel_scope_name="{names.SCOPE}"'
+# Cost panels leave the simulated provider's money out unless the "Simulated cost" variable includes it
+# ($exclude_provider is "nons.simulated" by default, "none" to include it).
+NOT_EXCLUDED = 'gen_ai_provider_name!="$exclude_provider"'
+
 # Label matchers for the template variables. Attribute dots become underscores in Prometheus label names.
 SERVICE = 'service_name=~"$service"'
 PROVIDER = 'gen_ai_provider_name=~"$provider"'
@@ -61,15 +69,15 @@ FAILED = 'error_type!=""'  # error.type is set only on failed attempts
 
 
 def selector(*matchers: str) -> str:
-    """``{a, b, ...}`` from label matchers."""
-    return "{" + ", ".join(matchers) + "}"
+    """``{otel_scope_name="nons", a, b, ...}`` from label matchers: every selector keeps to NoN's scope."""
+    return "{" + ", ".join((SCOPE, *matchers)) + "}"
 
 
 # Selectors per metric family: each filters only on the labels that family carries, so that choosing a provider
 # does not blank panels whose metrics have no provider label.
 LLM = selector(SERVICE, PROVIDER, MODEL)
 LLM_FAILED = selector(SERVICE, PROVIDER, MODEL, FAILED)
-COST_SELECTOR = selector(SERVICE, PROVIDER, MODEL, NETWORK)
+COST_SELECTOR = selector(SERVICE, PROVIDER, MODEL, NETWORK, NOT_EXCLUDED)
 NET = selector(SERVICE, NETWORK)
 SCHED = selector(SERVICE, PROVIDER)
 # nons.fallbacks carries the provider and the model fallen back from: the filters apply to those.

@@ -18,6 +18,7 @@ import contextlib
 import functools
 import logging
 import threading
+import weakref
 from typing import Any
 
 from nons.base.errors import ConfigurationError
@@ -54,10 +55,22 @@ def prices_loaded() -> bool:
     return _loaded.is_set()
 
 
+_load_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+
 async def load_prices() -> None:
-    """Load the price table on a worker thread, so the first priced call never blocks the event loop."""
-    if not _loaded.is_set():
-        await asyncio.to_thread(_load)
+    """Load the price table on a worker thread, so the first priced call never blocks the event loop.
+
+    One load per loop at a time: the calls of a wide layer that all arrive before the table is loaded wait for
+    the same load and resume in the order they came (one thread each would resume them in whatever order their
+    threads finished, and a seeded simulated network would no longer give the same answers twice).
+    """
+    if _loaded.is_set():
+        return
+    lock = _load_locks.setdefault(asyncio.get_running_loop(), asyncio.Lock())
+    async with lock:
+        if not _loaded.is_set():
+            await asyncio.to_thread(_load)
 
 
 @functools.lru_cache(maxsize=8192)

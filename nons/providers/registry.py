@@ -7,6 +7,7 @@ import functools
 import importlib
 import logging
 import threading
+import weakref
 
 from nons.base.errors import ConfigurationError
 from nons.base.settings import Settings
@@ -45,6 +46,7 @@ _MODULES: dict[ModelProvider, tuple[str, str]] = {
 
 _KEY_ORDER = (ModelProvider.ANTHROPIC, ModelProvider.OPENAI, ModelProvider.GOOGLE)
 _instances: dict[ModelProvider, Provider] = {}
+_load_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
 _instances_lock = threading.Lock()  # providers may be loaded from worker threads (load_provider)
 _announced_mock = False
 
@@ -153,7 +155,12 @@ async def load_provider(provider: ModelProvider) -> Provider:
     instance = _instances.get(provider)
     if instance is not None:
         return instance
-    return await asyncio.to_thread(get_provider, provider)
+    # One import at a time per loop: concurrent first calls wait for the same one and resume in the order they
+    # came, so a seeded simulated network answers the same way every time (see nons.core.pricing.load_prices).
+    lock = _load_locks.setdefault(asyncio.get_running_loop(), asyncio.Lock())
+    async with lock:
+        loaded = _instances.get(provider)
+        return loaded if loaded is not None else await asyncio.to_thread(get_provider, provider)
 
 
 async def close_providers() -> None:

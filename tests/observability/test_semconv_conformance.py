@@ -59,8 +59,10 @@ def config(emu: ProviderEmulator, provider: str, **kwargs: Any) -> ModelConfig:
 
 
 def llm_spans(otel: Telemetry, trace_id: str | None) -> list[ReadableSpan]:
+    """NoN's LLM spans of the trace (the Anthropic SDK adds a CLIENT span of its own under each, in its scope)."""
     return [s for s in otel.spans_of_trace(trace_id or "") if (s.attributes or {}).get(names.GEN_AI_REQUEST_MODEL)
-            and s.kind is SpanKind.CLIENT]
+            and s.kind is SpanKind.CLIENT and s.instrumentation_scope is not None
+            and s.instrumentation_scope.name == names.SCOPE]
 
 
 def point(otel: Telemetry, metric: str, **attributes: Any) -> Any:

@@ -173,8 +173,8 @@ class Agent:
     async def _steps(self, task: str, conversation_id: str | None) -> AsyncGenerator[AgentStep, None]:
         if telemetry_pending(get_settings()):  # the first run sets telemetry up, its imports off the event loop
             await setup_telemetry()
-        if not prices_loaded():  # the price table says whose model a name is: loaded off the event loop too
-            await load_prices()
+        if self.model_config.provider is None and self.model_config.model_name is not None and not prices_loaded():
+            await load_prices()  # the price table says whose model a name is: loaded off the event loop too
         run = self._start(task, conversation_id)
         final: AgentStep | None = None
         error: BaseException | None = None

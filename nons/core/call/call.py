@@ -44,14 +44,17 @@ async def call_llm(
     (when the policy allows), until one answers. Raises the last provider error when none did.
     """
     config = site.model_config
-    # The first call loads the price table (which also says whose model a model name is) and the first call to a
-    # provider imports its vendor SDK (0.5 to 2 s), each on a worker thread: the event loop never waits for
-    # either. Both happen before the span starts, which needs the provider for the attributes it starts with.
-    if not prices_loaded():
+    if config.provider is None and config.model_name is not None and not prices_loaded():
+        # Whose model the name is comes from the price table: loaded on a worker thread, not on the event loop.
         await load_prices()
     kind = resolve_provider(config, ctx.settings)
     model = config.model_name or default_model(kind)
+    # The first call to a provider imports its vendor SDK (0.5 to 2 s) on a worker thread, and the first priced
+    # call loads the price table the same way: the event loop never waits for either. Both happen before the
+    # span starts, which needs the provider for the attributes it starts with (operation, server).
     provider = loaded_provider(kind) or await load_provider(kind)
+    if not prices_loaded():
+        await load_prices()
     if config.price_provider:
         check_price_provider(config.price_provider)
     request = LLMRequest(

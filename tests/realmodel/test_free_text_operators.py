@@ -72,8 +72,15 @@ async def test_the_trace_carries_the_servers_token_counts(
     assert attributes[names.GEN_AI_RESPONSE_MODEL] == llama_server.model
     assert attributes[names.SERVER_ADDRESS] == "127.0.0.1"
 
-    system = str(attributes[names.GEN_AI_SYSTEM_INSTRUCTIONS])
-    messages = [{"role": "system", "content": system}, *json.loads(str(attributes[names.GEN_AI_INPUT_MESSAGES]))]
+    # The captured history follows the GenAI conventions' schema: messages of parts. OpenAI's API (which the
+    # llama.cpp server speaks) takes the system text as the first message, captured there, one part per piece
+    # of it; the pieces travel joined by blank lines.
+    captured = json.loads(str(attributes[names.GEN_AI_INPUT_MESSAGES]))
+    messages = [
+        {"role": m["role"], "content": "\n\n".join(p["content"] for p in m["parts"] if p["type"] == "text")}
+        for m in captured
+    ]
+    assert messages[0]["role"] == "system"
     assert attributes[names.GEN_AI_USAGE_INPUT_TOKENS] == _prompt_tokens(llama_server, messages)
 
     output_tokens = attributes[names.GEN_AI_USAGE_OUTPUT_TOKENS]

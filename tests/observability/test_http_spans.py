@@ -139,7 +139,11 @@ async def test_each_http_attempt_is_a_child_of_its_llm_call(
     assert result.output == "Paris."
     spans = otel.spans_of_trace(result.trace_id or "")
     # The LLM span: chat, or generate_content for Gemini.
-    (chat,) = [s for s in spans if (s.attributes or {}).get(names.GEN_AI_REQUEST_MODEL) and s.kind is SpanKind.CLIENT]
+    (chat,) = [
+        s for s in spans
+        if (s.attributes or {}).get(names.GEN_AI_REQUEST_MODEL) and s.kind is SpanKind.CLIENT
+        and s.instrumentation_scope is not None and s.instrumentation_scope.name == names.SCOPE
+    ]
     assert (chat.attributes or {})["nons.attempts"] == 2
     attempts = http_spans(spans)
     assert len(attempts) == 2

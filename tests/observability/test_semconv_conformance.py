@@ -59,8 +59,9 @@ def config(emu: ProviderEmulator, provider: str, **kwargs: Any) -> ModelConfig:
 
 
 def llm_spans(otel: Telemetry, trace_id: str | None) -> list[ReadableSpan]:
+    # NoN's own (scope nons): the Anthropic SDK's span of each attempt, under NoN's, has the same attributes.
     return [s for s in otel.spans_of_trace(trace_id or "") if (s.attributes or {}).get(names.GEN_AI_REQUEST_MODEL)
-            and s.kind is SpanKind.CLIENT]
+            and s.kind is SpanKind.CLIENT and s.instrumentation_scope and s.instrumentation_scope.name == names.SCOPE]
 
 
 def point(otel: Telemetry, metric: str, **attributes: Any) -> Any:

@@ -162,18 +162,26 @@ class _Aggregation:
                 self.retries.add(1, {**labels, names.ERROR_TYPE: event["attributes"].get(names.ERROR_TYPE)}, span)
             elif event["name"] == names.EVENT_FALLBACK:
                 fallback = {k: event["attributes"].get(k) for k in (names.FALLBACK_FROM, names.FALLBACK_TO)}
+                # The provider fallen back from, as the exported counter labels it.
+                fallback[names.GEN_AI_PROVIDER_NAME] = labels[names.GEN_AI_PROVIDER_NAME]
                 self.fallbacks.add(1, fallback, span)
                 labels[names.GEN_AI_REQUEST_MODEL] = fallback[names.FALLBACK_TO]
         if span["success"]:
             self._usage(span, attributes, labels)
 
     def _usage(self, span: Span, attributes: dict[str, Any], labels: dict[str, Any]) -> None:
+        # The conventions' client metrics also carry the server and the response model.
+        keys = (names.SERVER_ADDRESS, names.SERVER_PORT)
+        server: dict[str, Any] = {k: attributes[k] for k in keys if k in attributes}
+        client_labels: dict[str, Any] = {
+            **labels, **server, names.GEN_AI_RESPONSE_MODEL: attributes.get(names.GEN_AI_RESPONSE_MODEL)
+        }
         for token_type, key in (
             (names.TOKEN_TYPE_INPUT, names.GEN_AI_USAGE_INPUT_TOKENS),
             (names.TOKEN_TYPE_OUTPUT, names.GEN_AI_USAGE_OUTPUT_TOKENS),
         ):
             if key in attributes:
-                self.tokens.add(float(attributes[key]), {**labels, names.GEN_AI_TOKEN_TYPE: token_type}, span)
+                self.tokens.add(float(attributes[key]), {**client_labels, names.GEN_AI_TOKEN_TYPE: token_type}, span)
         if attributes.get(names.COST_UNKNOWN):
             self.unpriced.add(1, labels, span)
         elif names.GEN_AI_USAGE_COST in attributes:

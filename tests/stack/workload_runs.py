@@ -123,6 +123,9 @@ def workload_env(
         "OTEL_TRACES_EXPORTER": "otlp",
         "OTEL_METRICS_EXPORTER": "otlp",
         "OTEL_LOGS_EXPORTER": "otlp",
+        # The workload's tools log through an application logger: bridged with the standard switch (NoN bridges
+        # only its own loggers by default).
+        "OTEL_PYTHON_LOGGING_AUTO_INSTRUMENTATION_ENABLED": "true",
         # Metrics go out when the workload flushes them (after the warm-up, at the end) and every 2 s between.
         "OTEL_METRIC_EXPORT_INTERVAL": "2000",
         "OTEL_BSP_SCHEDULE_DELAY": "200",

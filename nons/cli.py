@@ -25,17 +25,17 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+SPEC_SUFFIXES = (".yaml", ".yml")
+
+
 def _load_network(path: Path, name: str | None) -> NoN:
-    """The network a Python file declares: the variable ``name``, else one called ``network``, else the only
-    ``NoN`` in the file. Raises ``SystemExit`` with a message saying what is missing."""
-    import runpy
-
-    from nons.core.network import NoN
-
+    """The network a file declares: a spec file (``.yaml``/``.yml``, :mod:`nons.spec`) or a Python file. The one
+    called ``name``, else one called ``network``, else the only one. Raises ``SystemExit`` with a message saying
+    what is missing."""
     if not path.is_file():
         raise SystemExit(f"nons run: {path}: no such file")
-    namespace = runpy.run_path(str(path), run_name="__nons_run__")
-    networks = {key: value for key, value in namespace.items() if isinstance(value, NoN)}
+    networks = _spec_networks(path) if path.suffix.lower() in SPEC_SUFFIXES else _python_networks(path)
+    kind = "network" if path.suffix.lower() in SPEC_SUFFIXES else "NoN network"
     if name is not None:
         if name not in networks:
             raise SystemExit(f"nons run: {path} has no network called {name!r} (networks: {sorted(networks)})")
@@ -45,7 +45,29 @@ def _load_network(path: Path, name: str | None) -> NoN:
     if len(networks) == 1:
         return next(iter(networks.values()))
     found = f"several ({', '.join(sorted(networks))}): choose one with --network" if networks else "none"
-    raise SystemExit(f"nons run: {path} must declare a NoN network; found {found}")
+    raise SystemExit(f"nons run: {path} must declare a {kind}; found {found}")
+
+
+def _python_networks(path: Path) -> dict[str, NoN]:
+    import runpy
+
+    from nons.core.network import NoN
+
+    namespace = runpy.run_path(str(path), run_name="__nons_run__")
+    return {key: value for key, value in namespace.items() if isinstance(value, NoN)}
+
+
+def _spec_networks(path: Path) -> dict[str, NoN]:
+    from nons.spec.cli import missing_extra
+
+    try:
+        from nons.spec import SpecError, load_spec
+    except ImportError as error:
+        raise SystemExit(missing_extra("spec", error)) from None
+    try:
+        return dict(load_spec(path).networks)
+    except SpecError as error:
+        raise SystemExit(str(error)) from None
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -54,7 +76,9 @@ def _run(args: argparse.Namespace) -> int:
 
     from nons.core.progress import ProgressEvent
     from nons.observability.setup import shutdown_telemetry
+    from nons.spec.cli import import_modules
 
+    import_modules(args.imports)
     network = _load_network(Path(args.file), args.network)
     text = args.input if args.input is not None else sys.stdin.read()
     total = sum(len(layer.nodes) for layer in network.layers)
@@ -122,10 +146,17 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("question", nargs="?", help="the question to ask")
     demo.set_defaults(func=_demo)
 
-    run = commands.add_parser("run", help="run a network declared in a Python file, with a progress bar")
-    run.add_argument("file", help="a Python file that declares a NoN network (a variable called `network`)")
+    from nons.spec.cli import add_import_option
+
+    run = commands.add_parser(
+        "run", help="run a network declared in a Python file or a spec file (YAML), with a progress bar"
+    )
+    run.add_argument(
+        "file", help="a Python file that declares a NoN network (a variable called `network`), or a spec file"
+    )
     run.add_argument("input", nargs="?", help="the input of the pass (default: standard input)")
-    run.add_argument("--network", help="the variable that holds the network, when the file declares several")
+    run.add_argument("--network", help="the network's variable or spec name, when the file declares several")
+    add_import_option(run)
     run.set_defaults(func=_run)
 
     dashboards = commands.add_parser("dashboards", help="generate the Grafana dashboards as JSON")

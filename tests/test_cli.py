@@ -77,6 +77,33 @@ def test_run_reads_the_input_from_stdin_and_picks_a_network_by_name(tmp_path: Pa
     assert "other layer 1/1" in completed.stderr and "1/1 nodes" in completed.stderr
 
 
+SPEC_FILE = """
+version: 1
+defaults:
+  model: mock/gpt-4o-mini
+networks:
+  answers:
+    layers:
+      - "3 x generate"
+      - generate
+"""
+
+
+def test_run_runs_a_network_of_a_spec_file(tmp_path: Path) -> None:
+    (tmp_path / "answers.yaml").write_text(SPEC_FILE)
+    completed = run_cli(tmp_path, "answers.yaml", "What is the capital of France?")
+    assert completed.returncode == 0, completed.stderr
+    assert "simulated answer" in completed.stdout and "cost $0.0000" in completed.stdout
+    assert "answers layer 2/2" in completed.stderr and "4/4 nodes" in completed.stderr
+
+
+def test_run_reports_a_spec_files_problems(tmp_path: Path) -> None:
+    (tmp_path / "bad.yaml").write_text(SPEC_FILE.replace("3 x generate", "3 x no_such_operator"))
+    completed = run_cli(tmp_path, "bad.yaml", "hello")
+    assert completed.returncode != 0
+    assert "bad.yaml" in completed.stderr and "no_such_operator" in completed.stderr
+
+
 @pytest.mark.parametrize(
     ("source", "message"),
     [

@@ -312,6 +312,7 @@ def main() -> None:
         result_traces=workload.result_traces,
         spans_by_trace={trace_id: dict(counts) for trace_id, counts in spans.by_trace.items()},
         engine_spans_by_trace=engine_spans,
+        nons_spans_by_trace=dict(spans.nons_by_trace),
         logs_emitted=logs.emitted,
         resource={key: str(value) for key, value in handle.resource.attributes.items()},
         stats=observability.get_stats(),

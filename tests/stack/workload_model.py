@@ -179,10 +179,15 @@ class SpanCounter(SpanProcessor):
 
     def __init__(self) -> None:
         self.by_trace: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+        #: Per trace, the spans of NoN's own instrumentation scope: what the engine's buffer keeps.
+        self.nons_by_trace: collections.Counter[str] = collections.Counter()
 
     def on_end(self, span: ReadableSpan) -> None:
         assert span.context is not None
-        self.by_trace[f"{span.context.trace_id:032x}"][span.name] += 1
+        trace_id = f"{span.context.trace_id:032x}"
+        self.by_trace[trace_id][span.name] += 1
+        if span.instrumentation_scope is not None and span.instrumentation_scope.name == "nons":
+            self.nons_by_trace[trace_id] += 1
 
 
 class LogCounter(LogRecordProcessor):

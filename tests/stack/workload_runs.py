@@ -123,6 +123,8 @@ def workload_env(
         "OTEL_TRACES_EXPORTER": "otlp",
         "OTEL_METRICS_EXPORTER": "otlp",
         "OTEL_LOGS_EXPORTER": "otlp",
+        # The application's own loggers too (the agent's tool logs), not only NoN's: the standard switch.
+        "OTEL_PYTHON_LOGGING_AUTO_INSTRUMENTATION_ENABLED": "true",
         # Metrics go out when the workload flushes them (after the warm-up, at the end) and every 2 s between.
         "OTEL_METRIC_EXPORT_INTERVAL": "2000",
         "OTEL_BSP_SCHEDULE_DELAY": "200",

@@ -50,7 +50,15 @@ class WorkloadProcess:
                 stdout=subprocess.PIPE,
                 stderr=stderr,
                 cwd=workdir,
-                env={**base, "PYTHONUNBUFFERED": "1", **env},
+                # As an application that wants the stack to see everything: its own loggers bridged too (the
+                # standard switch), and the Anthropic SDK's own spans off, so the trees hold what NoN records.
+                env={
+                    **base,
+                    "PYTHONUNBUFFERED": "1",
+                    "OTEL_PYTHON_LOGGING_AUTO_INSTRUMENTATION_ENABLED": "true",
+                    "ANTHROPIC_OPEN_TELEMETRY": "false",
+                    **env,
+                },
                 text=True,
             )
         self._lines: queue.Queue[dict[str, Any] | None] = queue.Queue()

@@ -161,9 +161,8 @@ class _Aggregation:
             if event["name"] == names.EVENT_RETRY:
                 self.retries.add(1, {**labels, names.ERROR_TYPE: event["attributes"].get(names.ERROR_TYPE)}, span)
             elif event["name"] == names.EVENT_FALLBACK:
-                fallback = {k: event["attributes"].get(k) for k in (names.FALLBACK_FROM, names.FALLBACK_TO)}
-                # The provider fallen back from, as the exported counter labels it.
-                fallback[names.GEN_AI_PROVIDER_NAME] = labels[names.GEN_AI_PROVIDER_NAME]
+                keys = (names.GEN_AI_PROVIDER_NAME, names.FALLBACK_FROM, names.FALLBACK_TO)
+                fallback = {k: event["attributes"].get(k) for k in keys}
                 self.fallbacks.add(1, fallback, span)
                 labels[names.GEN_AI_REQUEST_MODEL] = fallback[names.FALLBACK_TO]
         if span["success"]:

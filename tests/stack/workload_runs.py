@@ -50,7 +50,8 @@ class WorkloadProcess:
                 stdout=subprocess.PIPE,
                 stderr=stderr,
                 cwd=workdir,
-                env={**base, "PYTHONUNBUFFERED": "1", **env},
+                # The Anthropic SDK's own spans off (its users' switch), so the trees hold what NoN records.
+                env={**base, "PYTHONUNBUFFERED": "1", "ANTHROPIC_OPEN_TELEMETRY": "false", **env},
                 text=True,
             )
         self._lines: queue.Queue[dict[str, Any] | None] = queue.Queue()

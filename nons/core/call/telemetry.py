@@ -125,7 +125,14 @@ def fell_back(call: CallState, from_model: str, to_model: str, reason: ProviderE
     if call.scope.tracing:
         call.scope.event(
             names.EVENT_FALLBACK,
-            {names.FALLBACK_FROM: from_model, names.FALLBACK_TO: to_model, names.FALLBACK_REASON: reason.error_type},
+            {
+                names.FALLBACK_FROM: from_model,
+                names.FALLBACK_TO: to_model,
+                names.FALLBACK_REASON: reason.error_type,
+                # the provider fallen back from, as on the nons.fallbacks metric (a cross-provider chain's chat
+                # span ends with the last provider's name)
+                names.GEN_AI_PROVIDER_NAME: call.provider.genai_provider_name,
+            },
         )
     if call.ctx.instruments.metrics:
         # call.provider is still the one fallen back from: its name lets the dashboards' Provider filter apply.

@@ -1,0 +1,119 @@
+"""The PromQL of the NoN dashboards: Prometheus series names, the template variables' selectors, and the query
+shapes every panel is built from.
+
+Every query uses the metric names *as Prometheus stores them*, which differ from the OpenTelemetry instrument
+names: dots become underscores, the unit becomes a suffix (``s`` -> ``_seconds``, ``USD`` -> ``_USD``; units in
+braces such as ``{token}`` are dropped), counters gain ``_total`` and histograms are split into ``_bucket``,
+``_sum`` and ``_count``. :data:`PROMETHEUS_METRIC_NAMES` is the mapping; the stack tests run every query
+against a real Prometheus fed by a real collector.
+"""
+
+from __future__ import annotations
+
+from nons.observability import names
+
+__all__ = ["PROMETHEUS_METRIC_NAMES"]
+
+# OpenTelemetry instrument name (from nons.observability.names) -> base name of the series Prometheus stores
+# (histograms add _bucket/_sum/_count). Checked by tests/stack against the collector's prometheus exporter and
+# the OTel SDK's Prometheus reader, which follow the same convention (as does Prometheus 3's OTLP receiver).
+PROMETHEUS_METRIC_NAMES: dict[str, str] = {
+    names.METRIC_OPERATION_DURATION: "gen_ai_client_operation_duration_seconds",  # histogram, s
+    names.METRIC_TOKEN_USAGE: "gen_ai_client_token_usage",  # histogram, {token}: braces are dropped
+    names.METRIC_COST: "nons_cost_USD_total",  # counter, USD: the unit's case is kept
+    names.METRIC_UNPRICED_CALLS: "nons_calls_unpriced_total",
+    names.METRIC_RETRIES: "nons_retries_total",
+    names.METRIC_FALLBACKS: "nons_fallbacks_total",
+    names.METRIC_NODE_DURATION: "nons_node_duration_seconds",
+    names.METRIC_NETWORK_DURATION: "nons_network_duration_seconds",
+    names.METRIC_NETWORK_ACTIVE: "nons_network_active",  # up-down counter -> gauge, no _total
+    names.METRIC_SCHEDULER_WAIT: "nons_scheduler_wait_seconds",
+    names.METRIC_QUEUE_SIZE: "nons_scheduler_queue_size",
+    names.METRIC_IN_FLIGHT: "nons_scheduler_in_flight",
+    names.METRIC_THROTTLED: "nons_rate_limit_throttled_total",
+    # Gauge. Its unit must not be "1": the collector and Prometheus 3 would then append _ratio (the Python
+    # reader does not), and the two paths would disagree.
+    names.METRIC_BREAKER_STATE: "nons_circuit_breaker_state",
+}
+
+_M = PROMETHEUS_METRIC_NAMES
+LLM_DURATION = _M[names.METRIC_OPERATION_DURATION]
+TOKEN_USAGE = _M[names.METRIC_TOKEN_USAGE]
+COST = _M[names.METRIC_COST]
+UNPRICED = _M[names.METRIC_UNPRICED_CALLS]
+RETRIES = _M[names.METRIC_RETRIES]
+FALLBACKS = _M[names.METRIC_FALLBACKS]
+NODE_DURATION = _M[names.METRIC_NODE_DURATION]
+NETWORK_DURATION = _M[names.METRIC_NETWORK_DURATION]
+NETWORK_ACTIVE = _M[names.METRIC_NETWORK_ACTIVE]
+SCHEDULER_WAIT = _M[names.METRIC_SCHEDULER_WAIT]
+QUEUE_SIZE = _M[names.METRIC_QUEUE_SIZE]
+IN_FLIGHT = _M[names.METRIC_IN_FLIGHT]
+THROTTLED = _M[names.METRIC_THROTTLED]
+BREAKER_STATE = _M[names.METRIC_BREAKER_STATE]
+
+# Label matchers for the template variables. Attribute dots become underscores in Prometheus label names.
+SERVICE = 'service_name=~"$service"'
+PROVIDER = 'gen_ai_provider_name=~"$provider"'
+MODEL = 'gen_ai_request_model=~"$model"'
+NETWORK = 'nons_network_name=~"$network"'
+FAILED = 'error_type!=""'  # error.type is set only on failed attempts
+
+
+def selector(*matchers: str) -> str:
+    """``{a, b, ...}`` from label matchers."""
+    return "{" + ", ".join(matchers) + "}"
+
+
+# Selectors per metric family: each filters only on the labels that family carries, so that choosing a provider
+# does not blank panels whose metrics have no provider label.
+LLM = selector(SERVICE, PROVIDER, MODEL)
+LLM_FAILED = selector(SERVICE, PROVIDER, MODEL, FAILED)
+COST_SELECTOR = selector(SERVICE, PROVIDER, MODEL, NETWORK)
+NET = selector(SERVICE, NETWORK)
+SCHED = selector(SERVICE, PROVIDER)
+FALLBACK = selector(SERVICE, 'nons_fallback_from_model=~"$model"')
+
+RATE = "[$__rate_interval]"
+RANGE = "[$__range]"
+
+#: Series by provider and model, and their legend: the breakdown most cost and latency panels use.
+BY_MODEL = ("gen_ai_provider_name", "gen_ai_request_model")
+MODEL_LEGEND = "{{gen_ai_provider_name}} / {{gen_ai_request_model}}"
+
+
+def by(*labels: str) -> str:
+    """`` by (a, b)``, or nothing without labels."""
+    return f" by ({', '.join(labels)})" if labels else ""
+
+
+def rate_sum(metric: str, selector_: str, *by_labels: str) -> str:
+    """Per-second rate of a counter over ``$__rate_interval``, summed (by ``by_labels``)."""
+    return f"sum{by(*by_labels)} (rate({metric}{selector_}{RATE}))"
+
+
+def range_sum(metric: str, selector_: str, *by_labels: str) -> str:
+    """How much a counter grew over the dashboard's time range, summed.
+
+    ``increase()`` alone cannot count what a series had reached when Prometheus first scraped it: a process
+    that spent before its first scrape (a short run exporting once at exit, or a first OTLP export after 60 s)
+    would show little or nothing. So a series that did not exist at the start of the range (its process
+    started within the range, and its counters started at 0) counts its whole value; a series that existed
+    counts its ``increase()``, which handles counter resets.
+    """
+    series = f"{metric}{selector_}"
+    return f"sum{by(*by_labels)} ((increase({series}{RANGE}) and {series} offset $__range) or {series})"
+
+
+def quantile(q: float, histogram: str, selector_: str, *by_labels: str) -> str:
+    """The ``q`` quantile of a histogram over ``$__rate_interval`` (by ``by_labels``)."""
+    grouping = ", ".join(("le", *by_labels))
+    return f"histogram_quantile({q}, sum by ({grouping}) (rate({histogram}_bucket{selector_}{RATE})))"
+
+
+def error_ratio(*by_labels: str) -> str:
+    """Failed attempts / all attempts: gen_ai.client.operation.duration is recorded once per attempt, with
+    error.type on the failed ones. Groups with no failure show 0 rather than disappearing (the ``or ... * 0``)."""
+    failed = rate_sum(f"{LLM_DURATION}_count", LLM_FAILED, *by_labels)
+    total = rate_sum(f"{LLM_DURATION}_count", LLM, *by_labels)
+    return f"({failed} or {total} * 0) / {total}"

@@ -61,6 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     operators = commands.add_parser("operators", help="list the registered operators")
     operators.set_defaults(func=_operators)
+
+    from nons.serve.cli import add_serve_command
+    from nons.spec.cli import add_check_command
+
+    add_check_command(commands)
+    add_serve_command(commands)
     return parser
 
 

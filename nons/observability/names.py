@@ -163,6 +163,18 @@ METRIC_THROTTLED: Final = "nons.rate_limit.throttled"
 METRIC_BREAKER_STATE: Final = "nons.circuit_breaker.state"
 METRIC_TOOL_CALLS: Final = "nons.tool.calls"
 
+# --- the HTTP service (nons serve) --------------------------------------------------------------------------
+#: Requests the service refused before running a network, by reason (a counter).
+METRIC_SERVE_REFUSALS: Final = "nons.serve.refusals"
+REFUSAL_REASON: Final = "nons.refusal.reason"
+REFUSAL_UNAUTHORIZED: Final = "unauthorized"
+REFUSAL_RATE_LIMITED: Final = "rate_limited"
+REFUSAL_SPEND_LIMITED: Final = "spend_limited"
+REFUSAL_INVALID_INPUT: Final = "invalid_input"
+REFUSAL_BODY_TOO_LARGE: Final = "body_too_large"
+REFUSAL_UNKNOWN_NETWORK: Final = "unknown_network"
+REFUSAL_DRAINING: Final = "draining"
+
 UNIT_SECONDS: Final = "s"
 UNIT_TOKENS: Final = "{token}"
 UNIT_USD: Final = "USD"

@@ -1,0 +1,252 @@
+"""The ASGI application: networks behind HTTP, with callers, limits, health and readiness.
+
+    POST /v1/networks/{name}/run   {"input": "..."} -> output, cost, usage, duration, trace id
+    GET  /v1/networks              the networks and their structure
+    GET  /healthz                  liveness
+    GET  /readyz                   readiness: scheduler running, queue, open breakers, paused providers;
+                                   503 while draining
+    GET  /docs, /redoc, /openapi.json
+
+Requests are checked in this order, and nothing reaches a model before all checks pass: bearer token (401),
+shutting down (503), network name (404), rate and spend limits (429 with ``Retry-After``), body size (413),
+input rules (422). Every refusal is counted in ``nons.serve.refusals`` by reason.
+"""
+
+# No `from __future__ import annotations` here: FastAPI reads the route functions' annotations at runtime, and
+# some of them name this module's closures (the path parameter, the dependencies).
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Path, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from nons import __version__
+from nons.core.network import NoN
+from nons.core.scheduler import get_scheduler, start_scheduler, stop_scheduler
+from nons.core.types import InputValidationError, NetworkTimeoutError, NonError
+from nons.observability import names
+from nons.serve.auth import Caller, TokenTable
+from nons.serve.bodylimit import BodyLimit
+from nons.serve.limits import CallerLimits
+from nons.serve.refusals import Refusal, error_response, refusal_handler, validation_handler
+from nons.serve.schemas import (
+    ErrorBody,
+    Health,
+    NetworkList,
+    Readiness,
+    RunResponse,
+    UsageBody,
+    Violation,
+    jsonable_output,
+    run_request_model,
+)
+from nons.spec.describe import describe_network
+
+__all__ = ["ServiceState", "create_app"]
+
+
+@dataclass
+class ServiceState:
+    """What the process-level shutdown shares with the app: draining, and the runs in progress."""
+
+    draining: bool = False
+    in_flight: int = 0
+
+
+def _error(description: str, headers: Mapping[str, str] | None = None) -> dict[str, Any]:
+    response: dict[str, Any] = {"model": ErrorBody, "description": description}
+    if headers:
+        response["headers"] = {
+            name: {"description": text, "schema": {"type": "string"}} for name, text in headers.items()
+        }
+    return response
+
+
+_UNAUTHORIZED = _error("No bearer token, or not a valid one.", {"WWW-Authenticate": "Bearer"})
+_RETRY = {"Retry-After": "Seconds to wait before the request can succeed."}
+_RUN_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: _UNAUTHORIZED,
+    404: _error("No network of that name."),
+    413: _error("The request body is too large."),
+    422: _error("The input breaks a rule (too long, empty, missing, wrong type); nothing was sent to a model."),
+    429: _error("Over the caller's rate or daily spend limit.", _RETRY),
+    502: _error("The network failed (a provider error, a failed layer)."),
+    503: _error("The service is shutting down; another replica can answer.", _RETRY),
+    504: _error("The network did not finish within its timeout."),
+}
+
+
+def _paused(stats: dict[str, Any]) -> dict[str, float]:
+    """Providers and models that a server's retry hint paused, with the seconds left."""
+    paused: dict[str, float] = {}
+    for provider, entry in stats.get("providers", {}).items():
+        if "paused_for_s" in entry.get("limits", {}):
+            paused[provider] = entry["limits"]["paused_for_s"]
+        for model, model_entry in entry.get("models", {}).items():
+            if "paused_for_s" in model_entry.get("limits", {}):
+                paused[f"{provider}/{model}"] = model_entry["limits"]["paused_for_s"]
+    return paused
+
+
+def _refuse_input(error: InputValidationError) -> Refusal:
+    # The engine's own input check (a network's max_input_chars may be below the service's limit).
+    rule = "max_length" if "over the limit" in str(error) else "not_empty"
+    violation = Violation(field="input", rule=rule, message=str(error))
+    return Refusal(422, names.REFUSAL_INVALID_INPUT, str(error), violations=[violation])
+
+
+def create_app(
+    networks: Mapping[str, NoN],
+    *,
+    tokens: TokenTable | None,
+    limits: CallerLimits,
+    max_input_chars: int,
+    max_body_bytes: int = 1_048_576,
+    descriptions: Mapping[str, str] | None = None,
+    state: ServiceState | None = None,
+) -> FastAPI:
+    """The service for ``networks`` (by name). ``tokens=None`` serves without authentication (development
+    only: every caller is known by its address)."""
+    state = state or ServiceState()
+    descriptions = dict(descriptions or {})
+    catalogue = [
+        {"name": name, "description": descriptions.get(name, ""), "structure": describe_network(net)}
+        for name, net in networks.items()
+    ]
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await start_scheduler()  # so that readiness reports a running scheduler before the first call
+        yield
+        # uvicorn has let in-flight requests finish (or cancelled them after the grace period).
+        await stop_scheduler(drain=True, timeout=1.0)
+
+    app = FastAPI(
+        title="NoN service",
+        version=__version__,
+        description="Networks of LLM calls over HTTP. Networks: " + (", ".join(networks) or "none") + ".",
+        lifespan=lifespan,
+    )
+    app.state.service = state
+    app.add_exception_handler(Refusal, refusal_handler)
+    app.add_exception_handler(RequestValidationError, validation_handler)
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    bearer = HTTPBearer(auto_error=False, description="A token from NON_SERVE_TOKENS or the tokens file.")
+
+    async def authenticate(
+        request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+    ) -> Caller:
+        if tokens is None:
+            return Caller(f"address-{request.client.host}" if request.client else "anonymous")
+        if credentials is None:
+            raise Refusal(
+                401, names.REFUSAL_UNAUTHORIZED, "a bearer token is required: Authorization: Bearer <token>",
+                {"WWW-Authenticate": "Bearer"},
+            )
+        caller = tokens.caller_for(credentials.credentials)
+        if caller is None:
+            raise Refusal(
+                401, names.REFUSAL_UNAUTHORIZED, "the bearer token is not valid",
+                {"WWW-Authenticate": 'Bearer error="invalid_token"'},
+            )
+        return caller
+
+    network_name = Path(description="A network's name (GET /v1/networks).", json_schema_extra={"enum": list(networks)})
+
+    async def admit(name: Annotated[str, network_name], caller: Annotated[Caller, Depends(authenticate)]) -> Caller:
+        if state.draining:
+            raise Refusal(
+                503, names.REFUSAL_DRAINING, "the service is shutting down; retry, another replica will answer",
+                {"Retry-After": "1", "Connection": "close"},
+            )
+        if name not in networks:
+            raise Refusal(404, names.REFUSAL_UNKNOWN_NETWORK, f"no network named {name!r}; GET /v1/networks lists them")
+        refusal = await limits.admit(caller.id)
+        if refusal is not None:
+            reason = names.REFUSAL_RATE_LIMITED if refusal.kind == "rate" else names.REFUSAL_SPEND_LIMITED
+            raise Refusal(429, reason, refusal.detail, {"Retry-After": refusal.retry_after_header})
+        return caller
+
+    run_request = run_request_model(max_input_chars)
+
+    @app.get("/healthz", response_model=Health, tags=["health"], summary="Liveness")
+    async def healthz() -> Health:
+        return Health(status="ok")
+
+    @app.get(
+        "/readyz",
+        response_model=Readiness,
+        tags=["health"],
+        summary="Readiness",
+        responses={503: {"model": Readiness, "description": "Draining, or the scheduler is not running."}},
+    )
+    async def readyz() -> JSONResponse:
+        scheduler = get_scheduler()
+        health = scheduler.health()
+        body = Readiness(
+            ready=not state.draining and bool(health["scheduler_running"]),
+            draining=state.draining,
+            scheduler_running=health["scheduler_running"],
+            queue_size=health["queue_size"],
+            in_flight_calls=health["in_flight"],
+            in_flight_requests=state.in_flight,
+            open_breakers=health["open_breakers"],
+            paused=_paused(scheduler.get_stats()),
+        )
+        return JSONResponse(body.model_dump(mode="json"), status_code=200 if body.ready else 503)
+
+    @app.get(
+        "/v1/networks", response_model=NetworkList, tags=["networks"], responses={401: _UNAUTHORIZED},
+        summary="The networks and their structure",
+    )
+    async def list_networks(caller: Annotated[Caller, Depends(authenticate)]) -> NetworkList:
+        return NetworkList(networks=catalogue)
+
+    async def run(
+        name: Annotated[str, network_name], body: Any, caller: Annotated[Caller, Depends(admit)]
+    ) -> RunResponse | JSONResponse:
+        network = networks[name]
+        state.in_flight += 1
+        try:
+            result = await network.run(body.input)
+        except InputValidationError as error:
+            raise _refuse_input(error) from None
+        except NetworkTimeoutError as error:
+            return error_response(504, "network_timeout", str(error))
+        except NonError as error:
+            return error_response(502, "network_failed", f"{type(error).__name__}: {error}")
+        finally:
+            state.in_flight -= 1
+        await limits.record_spend(caller.id, result.cost_usd)
+        usage = result.usage
+        return RunResponse(
+            network=name,
+            output=jsonable_output(result.output),
+            cost_usd=result.cost_usd,
+            unpriced_calls=result.unpriced_calls,
+            llm_calls=len(result.calls),
+            usage=UsageBody(
+                input_tokens=usage.input_tokens,
+                output_tokens=usage.output_tokens,
+                cache_read_tokens=usage.cache_read_tokens,
+                cache_write_tokens=usage.cache_write_tokens,
+                total_tokens=usage.total_tokens,
+            ),
+            duration_s=result.duration_s,
+            trace_id=result.trace_id,
+        )
+
+    # The body model is built for this app's input limit, so the annotation is set here.
+    run.__annotations__["body"] = run_request
+    app.post(
+        "/v1/networks/{name}/run",
+        response_model=RunResponse,
+        tags=["networks"],
+        responses=_RUN_RESPONSES,
+        summary="Run one pass of a network",
+    )(run)
+    return app

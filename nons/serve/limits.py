@@ -1,0 +1,102 @@
+"""Per-caller limits: a request rate (moving window) and a spend per UTC day, with the wait a refused caller
+must observe.
+
+Both use the ``limits`` library's storage, so they work the same in memory (one process) and in a shared store
+(``redis://...``, for replicas that share their callers' counts). The rate is the library's moving window:
+the refusal's wait is when the oldest request of the window leaves it. The spend is a counter in micro-dollars
+per caller and UTC day; ``limits`` counts whole hits, and a request's cost is known only after it ran, so the
+counter is read before a request and increased after it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from nons.core.types import ConfigurationError
+
+__all__ = ["CallerLimits", "LimitRefusal", "seconds_until_utc_midnight"]
+
+_MICRO = 1_000_000
+
+
+@dataclass(frozen=True)
+class LimitRefusal:
+    """A refused request: which limit (``rate`` or ``spend``), why, and in how many seconds to come back."""
+
+    kind: str
+    detail: str
+    retry_after_s: float
+
+    @property
+    def retry_after_header(self) -> str:
+        """``Retry-After`` in whole seconds, rounded up, so that a caller who waits that long is admitted."""
+        return str(max(1, math.ceil(self.retry_after_s)))
+
+
+def seconds_until_utc_midnight(now: datetime | None = None) -> float:
+    """Seconds from ``now`` (default: the current time) to the next midnight UTC, when a spend day ends."""
+    now = now or datetime.now(timezone.utc)
+    tomorrow = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    return (tomorrow - now).total_seconds()
+
+
+class CallerLimits:
+    """The limits every caller has: ``rate`` in the limits notation ('60/minute'), and ``usd_per_day``
+    (``None``: no spend limit). ``storage_uri`` is a limits storage ('memory://', 'redis://host:6379')."""
+
+    def __init__(self, rate: str, usd_per_day: float | None = None, storage_uri: str = "memory://") -> None:
+        from limits import parse
+        from limits.aio.storage import Storage
+        from limits.aio.strategies import MovingWindowRateLimiter
+        from limits.storage import storage_from_string
+
+        try:
+            self.rate = parse(rate)
+        except ValueError:
+            raise ConfigurationError(f"rate limit {rate!r} is not in the limits notation, e.g. '60/minute'") from None
+        uri = storage_uri if storage_uri.startswith("async+") else f"async+{storage_uri}"
+        try:
+            storage = storage_from_string(uri)
+        except Exception as error:  # the library raises several types for a bad URI or a missing driver
+            raise ConfigurationError(f"limits storage {storage_uri!r} cannot be used: {error}") from None
+        assert isinstance(storage, Storage)  # an async+ URI always gives an async storage
+        self.storage: Storage = storage
+        self.limiter = MovingWindowRateLimiter(storage)
+        self.micro_usd_per_day = None if usd_per_day is None else math.ceil(usd_per_day * _MICRO)
+        self.usd_per_day = usd_per_day
+
+    async def admit(self, caller: str) -> LimitRefusal | None:
+        """Count one request of ``caller`` against the rate, and check its spend; a refusal says why and for
+        how long. A request refused for its spend still counts against the rate."""
+        if not await self.limiter.hit(self.rate, "rate", caller):
+            stats = await self.limiter.get_window_stats(self.rate, "rate", caller)
+            wait = max(0.0, stats.reset_time - time.time())
+            return LimitRefusal("rate", f"over the rate limit of {self.rate} for caller {caller!r}", wait)
+        if self.micro_usd_per_day is not None:
+            spent = await self.storage.get(self._spend_key(caller))
+            if spent >= self.micro_usd_per_day:
+                return LimitRefusal(
+                    "spend",
+                    f"caller {caller!r} has spent ${spent / _MICRO:.4f} today (UTC), the limit is "
+                    f"${self.usd_per_day:.4f} a day",
+                    seconds_until_utc_midnight(),
+                )
+        return None
+
+    async def record_spend(self, caller: str, usd: float) -> None:
+        """Add what one of ``caller``'s requests cost to its spend today."""
+        if self.micro_usd_per_day is None or usd <= 0:
+            return
+        expiry = seconds_until_utc_midnight() + 3600  # kept a little past midnight: clocks of replicas differ
+        await self.storage.incr(self._spend_key(caller), int(expiry), amount=math.ceil(usd * _MICRO))
+
+    async def spent_today(self, caller: str) -> float:
+        """USD ``caller`` has spent today (UTC), as counted here."""
+        return float(await self.storage.get(self._spend_key(caller))) / _MICRO
+
+    @staticmethod
+    def _spend_key(caller: str) -> str:
+        return f"nons-spend/{caller}/{datetime.now(timezone.utc).date().isoformat()}"

@@ -1,0 +1,112 @@
+"""Requests the service refuses before any model is called: the error bodies, and the refusal counter.
+
+Every refusal is counted in ``nons.serve.refusals`` with its reason (``nons.refusal.reason``): unauthorized,
+rate_limited, spend_limited, invalid_input, body_too_large, unknown_network, draining.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from opentelemetry import metrics, trace
+
+from nons.observability import names
+from nons.serve.schemas import ErrorBody, Violation
+
+__all__ = ["Refusal", "count_refusal", "error_response", "refusal_handler", "validation_handler"]
+
+_counter: Any = None
+_counter_lock = threading.Lock()
+
+
+def count_refusal(reason: str) -> None:
+    """Add one to ``nons.serve.refusals`` for ``reason`` (one of the ``names.REFUSAL_*`` values)."""
+    global _counter
+    if _counter is None:
+        with _counter_lock:
+            if _counter is None:
+                _counter = metrics.get_meter(names.SCOPE).create_counter(
+                    names.METRIC_SERVE_REFUSALS,
+                    unit="{request}",
+                    description="Requests refused before a network ran, by reason.",
+                )
+    _counter.add(1, {names.REFUSAL_REASON: reason})
+
+
+class Refusal(Exception):
+    """A request refused with ``status``: ``reason`` is the metric label and the body's ``error`` code."""
+
+    def __init__(
+        self,
+        status: int,
+        reason: str,
+        detail: str,
+        headers: Mapping[str, str] | None = None,
+        violations: Sequence[Violation] = (),
+    ) -> None:
+        super().__init__(detail)
+        self.status, self.reason, self.detail = status, reason, detail
+        self.headers = dict(headers or {})
+        self.violations = list(violations)
+
+
+def current_trace_id() -> str | None:
+    """The trace id of the request's server span, when there is one."""
+    context = trace.get_current_span().get_span_context()
+    return trace.format_trace_id(context.trace_id) if context.is_valid else None
+
+
+def error_response(
+    status: int, error: str, detail: str, headers: Mapping[str, str] | None = None, violations: Sequence[Violation] = ()
+) -> JSONResponse:
+    body = ErrorBody(error=error, detail=detail, violations=list(violations), trace_id=current_trace_id())
+    return JSONResponse(body.model_dump(mode="json"), status_code=status, headers=dict(headers or {}))
+
+
+async def refusal_handler(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, Refusal)
+    count_refusal(exc.reason)
+    return error_response(exc.status, exc.reason, exc.detail, exc.headers, exc.violations)
+
+
+_RULES = {
+    "string_too_long": "max_length",
+    "string_pattern_mismatch": "not_empty",
+    "missing": "required",
+    "extra_forbidden": "unknown_field",
+    "json_invalid": "json",
+}
+
+
+def _violation(error: Mapping[str, Any]) -> Violation:
+    loc = [str(part) for part in error.get("loc", ()) if part != "body"]
+    field = ".".join(loc) or "body"
+    rule = _RULES.get(str(error.get("type")), "type")
+    if rule == "max_length":
+        limit = error.get("ctx", {}).get("max_length")
+        message = f"{field} must be at most {limit:,} characters" if limit else str(error.get("msg"))
+    elif rule == "not_empty":
+        message = f"{field} must not be empty or whitespace"
+    elif rule == "required":
+        message = f"{field} is required"
+    elif rule == "unknown_field":
+        message = f"{field} is not a field of this request"
+    elif rule == "json":
+        message = "the body is not valid JSON"
+    else:
+        message = f"{field}: {error.get('msg')}"
+    return Violation(field=field, rule=rule, message=message)
+
+
+async def validation_handler(request: Request, exc: Exception) -> JSONResponse:
+    """422 for a body that breaks an input rule, naming each rule; the input itself is never echoed."""
+    assert isinstance(exc, RequestValidationError)
+    count_refusal(names.REFUSAL_INVALID_INPUT)
+    violations = [_violation(error) for error in exc.errors()]
+    detail = "; ".join(v.message for v in violations) or "invalid request"
+    return error_response(422, names.REFUSAL_INVALID_INPUT, detail, violations=violations)

@@ -1,0 +1,83 @@
+"""Run the service with uvicorn, and shut it down gracefully.
+
+On SIGTERM (or Ctrl+C) the service drains:
+
+1. at once, ``/readyz`` answers 503 and new runs are refused with 503 (``draining``), while the listener stays
+   open for ``drain_delay_s`` so that load balancers and Kubernetes see the replica leave instead of a refused
+   connection;
+2. then uvicorn stops listening, and requests in flight have ``grace_period_s`` to finish (what is left then is
+   cancelled);
+3. the scheduler stops, and telemetry is flushed within ``telemetry_flush_s``; the process exits with 0.
+
+The three together must fit Kubernetes' default grace period of 30 s (the defaults take 27 s at most). A second
+signal skips what is left of the drain delay; a second Ctrl+C during the grace period exits at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import time
+from types import FrameType
+from typing import Any
+
+import uvicorn
+
+from nons.serve.app import ServiceState
+
+__all__ = ["DrainingServer", "run_server"]
+
+logger = logging.getLogger("nons.serve")
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn's server with a drain phase before its own graceful shutdown (see the module docstring)."""
+
+    def __init__(self, config: uvicorn.Config, state: ServiceState, drain_delay_s: float) -> None:
+        super().__init__(config)
+        self.state = state
+        self.drain_delay_s = drain_delay_s
+        self.drain_started: float | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.drain_started is None:
+            # Runs in the main thread, between two steps of the event loop: setting flags is safe here.
+            self.drain_started = time.monotonic()
+            self.state.draining = True
+            logger.warning(
+                "%s received: draining (readiness 503, new runs refused); %d run(s) in flight",
+                signal.Signals(sig).name, self.state.in_flight,
+            )
+            return
+        # A second signal: stop waiting for the drain delay (and, for a second Ctrl+C, for anything).
+        super().handle_exit(sig, frame)
+        self._captured_signals.clear()  # exit normally after shutdown instead of re-raising the signal
+
+    async def on_tick(self, counter: int) -> bool:
+        if self.drain_started is not None and time.monotonic() - self.drain_started >= self.drain_delay_s:
+            return True
+        return await super().on_tick(counter)
+
+
+def run_server(app: Any, state: ServiceState, *, host: str, port: int, grace_period_s: float,
+               drain_delay_s: float, access_log: bool = False) -> None:
+    """Serve ``app`` until a signal, then drain and shut down (see the module docstring)."""
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        lifespan="on",
+        timeout_graceful_shutdown=max(1, round(grace_period_s)),
+        access_log=access_log,
+        log_config=None,  # the nons CLI configured logging already; uvicorn's loggers propagate to it
+        server_header=False,
+    )
+    for name in ("uvicorn", "uvicorn.error"):
+        # Say where it listens and when it stops, unless the application set uvicorn's log level itself.
+        if logging.getLogger(name).level == logging.NOTSET:
+            logging.getLogger(name).setLevel(logging.INFO)
+    server = DrainingServer(config, state, drain_delay_s)
+    server.run()
+    if not server.started:
+        sys.exit(3)  # uvicorn logged why (the port is taken, the app failed to start)

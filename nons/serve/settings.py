@@ -1,0 +1,64 @@
+"""Settings of ``nons serve``, from ``NON_SERVE_*`` variables (and a ``.env`` file); command-line options win."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["KUBERNETES_GRACE_S", "ServeSettings"]
+
+#: Kubernetes' default ``terminationGracePeriodSeconds``: drain delay, grace period and telemetry flush must fit.
+KUBERNETES_GRACE_S = 30.0
+
+
+class ServeSettings(BaseSettings):
+    """Every setting of the service, with its ``NON_SERVE_*`` variable."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="NON_SERVE_", env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+
+    host: str = Field("127.0.0.1", description="Address to listen on; 0.0.0.0 in a container.")
+    port: int = Field(8000, ge=0, le=65535)
+    tokens: SecretStr | None = Field(
+        None, description="Bearer tokens, 'caller:token' (or bare tokens) separated by commas or new lines."
+    )
+    tokens_file: Path | None = Field(None, description="A file of tokens, one 'caller:token' a line; # comments.")
+    insecure_dev: bool = Field(False, description="Serve without authentication (development only).")
+    rate_limit: str = Field(
+        "60/minute", description="Requests per caller, in the limits library's notation ('60/minute', '5/second')."
+    )
+    spend_limit_usd_per_day: float | None = Field(
+        None, gt=0, description="USD a caller may spend per UTC day; unset means no spend limit."
+    )
+    limits_storage: str = Field(
+        "memory://",
+        description="Where callers' counts live (limits library URI); memory:// keeps them per process.",
+    )
+    grace_period_s: float = Field(20.0, gt=0, description="How long in-flight requests may finish after SIGTERM.")
+    drain_delay_s: float = Field(
+        2.0, ge=0, description="After SIGTERM, how long /readyz answers 503 before the listener closes."
+    )
+    telemetry_flush_s: float = Field(5.0, gt=0, description="How long the last telemetry export may take.")
+    max_body_bytes: int = Field(1_048_576, gt=0, description="Largest request body accepted (bytes).")
+    access_log: bool = False
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _parses(cls, value: str) -> str:
+        from limits import parse
+
+        try:
+            parse(value)
+        except ValueError:
+            raise ValueError(
+                f"rate limit {value!r} is not in the limits notation, e.g. '60/minute', '100 per hour', '5/second'"
+            ) from None
+        return value
+
+    @property
+    def shutdown_budget_s(self) -> float:
+        """The longest a SIGTERM can take to end the process: drain delay, grace period and telemetry flush."""
+        return self.drain_delay_s + self.grace_period_s + self.telemetry_flush_s

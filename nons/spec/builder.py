@@ -1,0 +1,182 @@
+"""From a validated spec file to ``NoN`` networks, through the public constructors of the Python API.
+
+Every value goes through the engine's own types (``ModelConfig``, ``LayerConfig``, ``NetworkConfig``, ``Node``),
+so a spec accepts exactly what the Python API accepts and both build the same network. Problems are collected,
+not raised one by one, each with the path of the field it concerns; :mod:`nons.spec.loader` turns the paths
+into file lines.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import ValidationError
+
+from nons.core.layer import Layer
+from nons.core.network import NoN
+from nons.core.node import Node
+from nons.core.types import ConfigurationError, LayerConfig, ModelConfig, NetworkConfig
+from nons.spec.errors import Path
+from nons.spec.grammar import parse_model_ref
+from nons.spec.model import LayerSpecModel, ModelSpec, NetworkSpec, NodeSpec, SpecFile
+
+__all__ = ["UNKNOWN_KEY", "BuildProblems", "build_networks"]
+
+_SECRET_FIELDS = ("api_key",)
+UNKNOWN_KEY = "unknown key (not part of the spec format; check its spelling)"
+
+
+class BuildProblems(ConfigurationError):
+    """The problems found while building, each as ``(path, message)``."""
+
+    def __init__(self, problems: list[tuple[Path, str]]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(message for _, message in problems))
+
+
+def build_networks(spec: SpecFile) -> dict[str, NoN]:
+    """Build every network of ``spec``, by name. Raises :class:`BuildProblems` listing every problem."""
+    builder = _Builder(spec)
+    networks = {name: builder.network(name, net) for name, net in spec.networks.items()}
+    if builder.problems:
+        raise BuildProblems(builder.problems)
+    return {name: network for name, network in networks.items() if network is not None}
+
+
+def _validation_problems(error: ValidationError, path: Path, renames: Mapping[str, str]) -> list[tuple[Path, str]]:
+    """The errors of an engine type built from the spec, at the paths of the spec's fields."""
+    problems = []
+    for detail in error.errors(include_url=False):
+        loc = tuple(renames.get(part, part) if isinstance(part, str) else part for part in detail["loc"])
+        message = str(detail["msg"]).removeprefix("Value error, ")
+        if detail["type"] == "extra_forbidden":
+            message = UNKNOWN_KEY
+        problems.append(((*path, *loc), message))
+    return problems
+
+
+class _Builder:
+    def __init__(self, spec: SpecFile) -> None:
+        self.spec = spec
+        self.problems: list[tuple[Path, str]] = []
+
+    def fail(self, path: Path, message: str) -> None:
+        self.problems.append((path, message))
+
+    # --- models -------------------------------------------------------------------------------------------
+    def model(self, ref: ModelSpec, path: Path, seen: tuple[str, ...] = ()) -> ModelConfig | None:
+        """The ``ModelConfig`` of a reference: ``provider/model`` with its settings, or an alias of ``models:``
+        with the reference's settings on top (``extra_params`` merged key by key)."""
+        settings = ref.settings
+        for secret in _SECRET_FIELDS:
+            if secret in settings:
+                self.fail(
+                    (*path, secret),
+                    f"{secret} does not belong in a spec file; set the provider's key variable "
+                    "(ANTHROPIC_API_KEY, OPENAI_API_KEY, GOOGLE_API_KEY), e.g. from a Kubernetes Secret",
+                )
+                return None
+        fallbacks = [self.model(f, (*path, "fallbacks", i)) for i, f in enumerate(ref.fallbacks)]
+        if any(f is None for f in fallbacks):
+            return None
+        provider, name = parse_model_ref(ref.model)
+        fields: dict[str, Any]
+        if provider is None:
+            base = self.alias(name, path, seen)
+            if base is None:
+                return None
+            fields = base.model_dump(exclude={"api_key"})
+            fields["extra_params"] = {**base.extra_params, **settings.pop("extra_params", {})}
+            fields.update(settings)
+            if ref.fallbacks:
+                fields["fallbacks"] = fallbacks
+        else:
+            fields = {"provider": provider, "model_name": name, **settings, "fallbacks": fallbacks}
+        try:
+            return ModelConfig(**fields)
+        except ValidationError as error:
+            renames = {"provider": "model", "model_name": "model"}
+            self.problems.extend(_validation_problems(error, path, renames))
+            return None
+
+    def alias(self, name: str, path: Path, seen: tuple[str, ...]) -> ModelConfig | None:
+        entry = self.spec.models.get(name)
+        if entry is None:
+            known = ", ".join(sorted(self.spec.models)) or "none are defined"
+            self.fail(
+                (*path, "model"),
+                f"unknown model {name!r}: write 'provider/model' (e.g. 'openai/gpt-4o-mini') or the name of an "
+                f"entry of models: ({known})",
+            )
+            return None
+        if name in seen:
+            self.fail(("models", name, "model"), f"models refer to each other in a loop: {' -> '.join((*seen, name))}")
+            return None
+        return self.model(entry, ("models", name), (*seen, name))
+
+    # --- nodes, layers, networks --------------------------------------------------------------------------
+    def nodes(self, spec: NodeSpec, path: Path, default_model: ModelConfig | None) -> list[Node]:
+        model = self.model(spec.model, (*path, "model")) if spec.model is not None else default_model
+        if spec.model is not None and model is None:
+            return []
+        fallbacks = [self.model(f, (*path, "fallbacks", i)) for i, f in enumerate(spec.fallbacks)]
+        if any(f is None for f in fallbacks):
+            return []
+        try:
+            node = Node(
+                spec.operator,
+                model,
+                spec.context,
+                fallbacks=[f for f in fallbacks if f is not None],
+                priority=spec.priority,
+                **spec.params,
+            )
+        except ConfigurationError as error:
+            # The operator is unknown, or its parameters do not fit it: the message says which.
+            field = "operator" if "unknown operator" in str(error) else "params"
+            self.fail((*path, field), str(error))
+            return []
+        return [node] if spec.count == 1 else node * spec.count
+
+    def layer(self, spec: LayerSpecModel, path: Path, default_model: ModelConfig | None) -> Layer | None:
+        nodes: list[Node] = []
+        for j, node_spec in enumerate(spec.nodes):
+            nodes.extend(self.nodes(node_spec, (*path, "nodes", j), default_model))
+        config = self.layer_config(spec.config, path) if spec.config else None
+        if not nodes or len(nodes) < sum(n.count for n in spec.nodes) or (spec.config and config is None):
+            return None
+        return Layer(nodes, config)
+
+    def layer_config(self, fields: dict[str, Any], path: Path) -> LayerConfig | None:
+        try:
+            return LayerConfig(**fields)
+        except ValidationError as error:
+            self.problems.extend(_validation_problems(error, path, {}))
+            return None
+
+    def network(self, name: str, spec: NetworkSpec) -> NoN | None:
+        path: Path = ("networks", name)
+        before = len(self.problems)
+        model_ref = spec.defaults.model or self.spec.defaults.model
+        model_path: Path = (*path, "defaults", "model") if spec.defaults.model else ("defaults", "model")
+        default_model = self.model(model_ref, model_path) if model_ref is not None else None
+        layer_defaults = {**self.spec.defaults.layer, **spec.defaults.layer}
+        layer_default = None
+        if layer_defaults:
+            defaults_path: Path = (*path, "defaults", "layer") if spec.defaults.layer else ("defaults", "layer")
+            layer_default = self.layer_config(layer_defaults, defaults_path)
+        layers = [self.layer(layer, (*path, "layers", i), default_model) for i, layer in enumerate(spec.layers)]
+        reserved = {"name", "default_layer_config"} & set(spec.config)
+        for key in sorted(reserved):
+            hint = "its key under networks:" if key == "name" else "defaults: layer:"
+            self.fail((*path, key), f"{key} is not set here: a network's {key} is {hint}")
+        extras = {key: value for key, value in spec.config.items() if key not in reserved}
+        try:
+            config = NetworkConfig(name=name, default_layer_config=layer_default, **extras)
+        except ValidationError as error:
+            self.problems.extend(_validation_problems(error, path, {}))
+            return None
+        if len(self.problems) > before:
+            return None
+        return NoN([layer for layer in layers if layer is not None], config=config)

@@ -1,0 +1,198 @@
+"""Read a spec file: YAML with line numbers (ruamel.yaml), validated with pydantic, built into networks.
+
+Every problem, from a YAML syntax error to an unknown operator, is reported with the file, the line and the
+field it concerns (:class:`~nons.spec.errors.SpecError`). ruamel.yaml is used rather than PyYAML because its
+round-trip loader keeps the position of every key and list item, refuses duplicate keys, and reads YAML 1.2,
+where ``no`` is a string and not ``False``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path as FilePath
+from typing import Any
+
+from pydantic import ValidationError
+
+from nons.core.network import NoN
+from nons.spec.builder import UNKNOWN_KEY, BuildProblems, build_networks
+from nons.spec.errors import Path, SpecError, SpecProblem, format_path
+from nons.spec.model import NetworkSpec, SpecFile
+
+__all__ = ["Spec", "load_spec", "loads_spec"]
+
+
+@dataclass
+class Spec:
+    """A loaded spec file: where it came from, its validated content and the networks it builds, by name."""
+
+    source: str
+    file: SpecFile
+    networks: dict[str, NoN] = field(default_factory=dict)
+
+
+@dataclass
+class _Positions:
+    """The 1-based (line, column) of every key and list item of the YAML document, by path."""
+
+    at: dict[Path, tuple[int, int]] = field(default_factory=dict)
+
+
+def _plain(node: Any, path: Path, positions: _Positions) -> Any:
+    """The document as plain dicts, lists and scalars, recording where each key and item starts."""
+    from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
+    if isinstance(node, CommentedMap):
+        result = {}
+        for key, value in node.items():
+            line, column = node.lc.key(key)
+            positions.at[(*path, key)] = (line + 1, column + 1)
+            result[key] = _plain(value, (*path, key), positions)
+        return result
+    if isinstance(node, CommentedSeq):
+        items = []
+        for index, value in enumerate(node):
+            line, column = node.lc.item(index)
+            positions.at[(*path, index)] = (line + 1, column + 1)
+            items.append(_plain(value, (*path, index), positions))
+        return items
+    # ruamel's scalar subclasses (ScalarFloat, ScalarInt, ...) as the plain types pydantic and users expect.
+    for kind in (bool, int, float, str):
+        if isinstance(node, kind):
+            return kind(node)
+    return node
+
+
+def _in_file(data: Any, path: Path) -> tuple[Path, Path]:
+    """Split ``path`` (from a validator or the builder) into the part that exists in the file and the rest.
+
+    The short forms put steps into paths that the file does not have: a layer written as a list or a single
+    node has ``nodes`` (and, for a single node, its index 0) added, and a shorthand string stands for a node
+    or model mapping. Those steps are skipped so that the line found is the one the user wrote.
+    """
+    found: list[str | int] = []
+    node = data
+    steps = list(path)
+    while steps:
+        step = steps[0]
+        in_dict = isinstance(node, dict) and step in node
+        if in_dict or (isinstance(node, list) and isinstance(step, int) and 0 <= step < len(node)):
+            node = node[step]
+        elif step == "nodes" and isinstance(node, list):
+            steps.pop(0)  # a layer written as a list of nodes
+            continue
+        elif step == "nodes" and isinstance(node, (dict, str)) and len(steps) > 1 and steps[1] == 0:
+            del steps[:2]  # a layer written as one node: a mapping or a shorthand string
+            continue
+        else:
+            break
+        found.append(step)
+        steps.pop(0)
+    return tuple(found), tuple(steps)
+
+
+class _Locator:
+    def __init__(self, source: str, data: Any, positions: _Positions) -> None:
+        self.source, self.data, self.positions = source, data, positions
+
+    def problem(self, path: Path, message: str) -> SpecProblem:
+        where, rest = _in_file(self.data, path)
+        line, column = self.positions.at.get(where, (1, 1)) if where else (1, 1)
+        # A string that stands for a mapping (``model: fast`` for ``{model: fast}``) repeats its own key.
+        rest = tuple(step for i, step in enumerate(rest) if i == 0 or rest[i - 1] != step)
+        if where and rest == (where[-1],):
+            rest = ()
+        if rest:
+            shorthand = isinstance(self._value(where), str)
+            inner = format_path(rest).lstrip(".")
+            message = f"{'in the shorthand, ' if shorthand else ''}{inner}: {message}"
+        return SpecProblem(self.source, line, column, format_path(where), message)
+
+    def _value(self, path: Path) -> Any:
+        node = self.data
+        for step in path:
+            node = node[step]
+        return node
+
+    def problems(self, items: Iterable[tuple[Path, str]]) -> list[SpecProblem]:
+        found = [self.problem(path, message) for path, message in items]
+        return sorted(found, key=lambda p: (p.line or 0, p.column or 0))
+
+
+def _validation_items(error: ValidationError) -> list[tuple[Path, str]]:
+    items = []
+    for detail in error.errors(include_url=False):
+        message = str(detail["msg"]).removeprefix("Value error, ")
+        if detail["type"] == "extra_forbidden":
+            message = UNKNOWN_KEY
+        items.append((tuple(detail["loc"]), message))
+    return items
+
+
+def _valid_networks(data: Any) -> SpecFile | None:
+    """The file with only its valid networks, or ``None`` when even that is invalid."""
+    if not isinstance(data, dict) or not isinstance(data.get("networks"), dict):
+        return None
+    valid = {}
+    for name, network in data["networks"].items():
+        try:
+            NetworkSpec.model_validate(network)
+        except ValidationError:
+            continue
+        valid[name] = network
+    try:
+        return SpecFile.model_validate({**data, "networks": valid}) if valid else None
+    except ValidationError:
+        return None
+
+
+def loads_spec(text: str, source: str = "<string>") -> Spec:
+    """Load a spec from YAML text; ``source`` names it in error messages. Raises :class:`SpecError`."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+    try:
+        document = YAML(typ="rt", pure=True).load(text)
+    except MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        message = " ".join(str(part) for part in (error.context, error.problem) if part)
+        line, column = (mark.line + 1, mark.column + 1) if mark is not None else (None, None)
+        raise SpecError([SpecProblem(source, line, column, "", f"YAML: {message}")]) from None
+    except YAMLError as error:
+        raise SpecError([SpecProblem(source, None, None, "", f"YAML: {error}")]) from None
+    if document is None:
+        raise SpecError([SpecProblem(source, 1, 1, "", "the file is empty; a spec needs at least networks:")])
+    positions = _Positions()
+    data = _plain(document, (), positions)
+    locator = _Locator(source, data, positions)
+    try:
+        spec_file = SpecFile.model_validate(data)
+    except ValidationError as error:
+        problems = _validation_items(error)
+        # Build the networks that are valid, so that one run reports their problems too.
+        valid = _valid_networks(data)
+        if valid is not None:
+            try:
+                build_networks(valid)
+            except BuildProblems as build_error:
+                problems.extend(build_error.problems)
+        raise SpecError(locator.problems(problems)) from None
+    try:
+        networks = build_networks(spec_file)
+    except BuildProblems as error:
+        raise SpecError(locator.problems(error.problems)) from None
+    return Spec(source=source, file=spec_file, networks=networks)
+
+
+def load_spec(path: str | FilePath) -> Spec:
+    """Load the spec file at ``path``. Raises :class:`SpecError` naming the file, line and field of every
+    problem (a missing or unreadable file is one problem without a line)."""
+    file = FilePath(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError([SpecProblem(str(file), None, None, "", "no such file")]) from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise SpecError([SpecProblem(str(file), None, None, "", f"cannot be read: {error}")]) from None
+    return loads_spec(text, str(file))

@@ -1,0 +1,213 @@
+"""Loading spec files: every problem names the file, the line and the field."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from nons.core.types import ConfigurationError, ErrorPolicy, ModelProvider
+from nons.spec import SpecError, SpecProblem, load_spec, loads_spec
+
+
+def _problems(text: str, source: str = "nets.yaml") -> list[SpecProblem]:
+    with pytest.raises(SpecError) as raised:
+        loads_spec(textwrap.dedent(text), source)
+    return raised.value.problems
+
+
+def _one(text: str) -> SpecProblem:
+    problems = _problems(text)
+    assert len(problems) == 1, problems
+    return problems[0]
+
+
+def test_a_valid_file_builds_its_networks(tmp_path: Path) -> None:
+    path = tmp_path / "nets.yaml"
+    path.write_text(
+        textwrap.dedent(
+            """\
+            version: 1
+            models:
+              fast: {model: mock/gpt-4o-mini, temperature: 0.2}
+            networks:
+              best-of-3:
+                description: three and a vote
+                timeout_seconds: 30
+                layers: ["3 x generate@fast", pack_candidates, majority]
+            """
+        ),
+        encoding="utf-8",
+    )
+    spec = load_spec(path)
+    assert list(spec.networks) == ["best-of-3"]
+    network = spec.networks["best-of-3"]
+    assert network.name == "best-of-3" and network.config.timeout_seconds == 30
+    assert [layer.width for layer in network.layers] == [3, 1, 1]
+    node = network.layers[0].nodes[0]
+    assert node.model_config.provider is ModelProvider.MOCK and node.model_config.temperature == 0.2
+    assert len({n.id for n in network.layers[0].nodes}) == 3, "clones are independent nodes"
+    assert spec.file.networks["best-of-3"].description == "three and a vote"
+
+
+def test_a_spec_error_is_a_configuration_error_listing_every_problem() -> None:
+    problems = _problems(
+        """\
+        networks:
+          a:
+            layers: [generat]
+          b:
+            layers: ["generate@nope"]
+        """
+    )
+    assert [(p.line, p.field) for p in problems] == [(3, "networks.a.layers[0]"), (5, "networks.b.layers[0]")]
+    assert issubclass(SpecError, ConfigurationError)
+    text = str(SpecError(problems))
+    assert "2 problems" in text and "nets.yaml:3:" in text and "nets.yaml:5:" in text
+
+
+def test_yaml_syntax_errors_name_the_line() -> None:
+    problem = _one("networks:\n  a:\n    layers: [generate,\n")
+    assert problem.file == "nets.yaml" and problem.line == 4 and problem.message.startswith("YAML:")
+
+
+def test_duplicate_keys_are_refused_not_silently_overwritten() -> None:
+    problem = _one("networks:\n  a:\n    layers: [generate]\n  a:\n    layers: [condense]\n")
+    assert problem.line == 4 and "duplicate key" in problem.message
+
+
+def test_an_empty_file_says_what_is_needed() -> None:
+    assert "networks" in _one("# nothing yet\n").message
+
+
+def test_a_missing_file_is_one_problem_without_a_line(tmp_path: Path) -> None:
+    with pytest.raises(SpecError) as raised:
+        load_spec(tmp_path / "absent.yaml")
+    (problem,) = raised.value.problems
+    assert problem.line is None and problem.message == "no such file" and problem.file.endswith("absent.yaml")
+
+
+def test_unknown_keys_point_at_the_key() -> None:
+    problem = _one(
+        """\
+        networks:
+          a:
+            layers:
+              - operator: generate
+                modle: mock/gpt-4o-mini
+        """
+    )
+    assert (problem.line, problem.column, problem.field) == (5, 9, "networks.a.layers[0].modle")
+    assert "unknown key" in problem.message
+
+
+def test_engine_values_are_checked_by_the_engine_types_at_the_field() -> None:
+    problems = _problems(
+        """\
+        networks:
+          a:
+            timeout_seconds: -1
+            layers:
+              - operator: generate
+                model: {model: mock/gpt-4o-mini, temperature: 5}
+              - nodes: [condense]
+                error_policy: sometimes
+                max_retry: 2
+        """
+    )
+    found = {(p.line, p.field): p.message for p in problems}
+    assert "greater than 0" in found[(3, "networks.a.timeout_seconds")]
+    assert "less than or equal to 2" in found[(6, "networks.a.layers[0].model.temperature")]
+    assert "retry_with_backoff" in found[(8, "networks.a.layers[1].error_policy")]
+    assert "unknown key" in found[(9, "networks.a.layers[1].max_retry")]
+
+
+@pytest.mark.parametrize(
+    ("layer", "says"),
+    [
+        ('"0 x generate"', "must be 1 or more"),
+        ('"5 x generat"', "unknown operator 'generat'"),
+        ('"generate@opneai/gpt-4o"', "unknown provider 'opneai'"),
+        ('"generate@nope"', "unknown model 'nope'"),
+    ],
+)
+def test_shorthand_problems_point_at_the_string(layer: str, says: str) -> None:
+    problem = _one(f"networks:\n  a:\n    layers:\n      - {layer}\n")
+    assert (problem.line, problem.field) == (4, "networks.a.layers[0]")
+    assert says in problem.message
+
+
+def test_operator_parameters_are_checked_by_the_operator() -> None:
+    problem = _one(
+        """\
+        networks:
+          a:
+            layers:
+              - operator: classify
+                params: {categoris: [x, y]}
+        """
+    )
+    assert (problem.line, problem.field) == (5, "networks.a.layers[0].params")
+    assert "no parameter(s) categoris" in problem.message and "categories" in problem.message
+
+
+def test_api_keys_do_not_belong_in_a_spec() -> None:
+    problem = _one(
+        """\
+        models:
+          m: {model: openai/gpt-4o-mini, api_key: sk-not-a-real-key}
+        networks:
+          a: {layers: ["generate@m"]}
+        """
+    )
+    assert (problem.line, problem.field) == (2, "models.m.api_key")
+    assert "OPENAI_API_KEY" in problem.message and "sk-not-a-real-key" not in str(problem)
+
+
+def test_model_aliases_that_refer_to_each_other_in_a_loop_are_refused() -> None:
+    problem = _one(
+        """\
+        models:
+          a: {model: b}
+          b: {model: a}
+        networks:
+          n: {layers: ["generate@a"]}
+        """
+    )
+    assert "loop" in problem.message and "a -> b -> a" in problem.message
+
+
+def test_network_names_must_fit_in_a_url_and_versions_must_be_known() -> None:
+    problems = _problems("version: 2\nnetworks:\n  'a b': {layers: [generate]}\n")
+    assert [(p.line, p.field) for p in problems] == [(1, "version"), (2, "networks")]
+
+
+def test_reserved_network_keys_say_where_they_are_set() -> None:
+    problem = _one("networks:\n  a:\n    name: other\n    layers: [generate]\n")
+    assert (problem.line, problem.field) == (3, "networks.a.name") and "its key under networks:" in problem.message
+
+
+def test_aliases_take_overrides_and_merge_extra_params() -> None:
+    spec = loads_spec(
+        textwrap.dedent(
+            """\
+            models:
+              base: {model: mock/gpt-4o-mini, temperature: 0.5, extra_params: {mock_seed: 1, mock_latency_s: 0}}
+            defaults:
+              model: {model: base, temperature: 0.0, extra_params: {mock_seed: 9}}
+              layer: {error_policy: retry_with_backoff, max_retries: 2}
+            networks:
+              n:
+                defaults: {layer: {max_retries: 5}}
+                layers: [generate]
+            """
+        )
+    )
+    network = spec.networks["n"]
+    model = network.layers[0].nodes[0].model_config
+    assert model.temperature == 0.0 and model.extra_params == {"mock_seed": 9, "mock_latency_s": 0}
+    # A network's layer defaults override the file's key by key.
+    assert network.layer_config is not None
+    assert network.layer_config.error_policy is ErrorPolicy.RETRY_WITH_BACKOFF
+    assert network.layer_config.max_retries == 5

@@ -14,6 +14,8 @@ input rules (422). Every refusal is counted in ``nons.serve.refusals`` by reason
 
 # No `from __future__ import annotations` here: FastAPI reads the route functions' annotations at runtime, and
 # some of them name this module's closures (the path parameter, the dependencies).
+import asyncio
+import inspect
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -75,7 +77,7 @@ _RUN_RESPONSES: dict[int | str, dict[str, Any]] = {
     422: _error("The input breaks a rule (too long, empty, missing, wrong type); nothing was sent to a model."),
     429: _error("Over the caller's rate or daily spend limit.", _RETRY),
     502: _error("The network failed (a provider error, a failed layer)."),
-    503: _error("The service is shutting down; another replica can answer.", _RETRY),
+    503: _error("The service is shutting down (before or during the run); another replica can answer.", _RETRY),
     504: _error("The network did not finish within its timeout."),
 }
 
@@ -125,11 +127,17 @@ def create_app(
         # uvicorn has let in-flight requests finish (or cancelled them after the grace period).
         await stop_scheduler(drain=True, timeout=1.0)
 
+    options: dict[str, Any] = {}
+    if "telemetry" in inspect.signature(FastAPI).parameters:
+        # Server spans and HTTP metrics come from the OpenTelemetry FastAPI instrumentation (nons.serve.service);
+        # FastAPI's own telemetry (newer releases) stays off so that nothing is recorded twice.
+        options["telemetry"] = {"tracing": False, "metrics": False, "logs": False, "operation_spans": False}
     app = FastAPI(
         title="NoN service",
         version=__version__,
         description="Networks of LLM calls over HTTP. Networks: " + (", ".join(networks) or "none") + ".",
         lifespan=lifespan,
+        **options,
     )
     app.state.service = state
     app.add_exception_handler(Refusal, refusal_handler)
@@ -219,6 +227,15 @@ def create_app(
             return error_response(504, "network_timeout", str(error))
         except NonError as error:
             return error_response(502, "network_failed", f"{type(error).__name__}: {error}")
+        except asyncio.CancelledError:
+            if not state.draining:
+                raise
+            # uvicorn cancelled the run at the end of the grace period: tell the caller to retry elsewhere
+            # rather than leave it a bare 500.
+            return error_response(
+                503, "shut_down", "the service shut down before the run finished; retry",
+                {"Retry-After": "1", "Connection": "close"},
+            )
         finally:
             state.in_flight -= 1
         await limits.record_spend(caller.id, result.cost_usd)

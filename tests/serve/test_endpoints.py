@@ -1,0 +1,115 @@
+"""Every endpoint of a running ``nons serve``, over real HTTP on loopback."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from service_process import ALICE, BOB, ServiceProcess, free_port, start_service
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
+    with start_service(
+        tmp_path_factory.mktemp("serve"),
+        tokens={"alice": ALICE, "bob": BOB},
+        args=["--rate-limit", "1000/minute"],
+    ) as running:
+        yield running
+
+
+def test_healthz_is_liveness(service: ServiceProcess) -> None:
+    response = service.get("/healthz")
+    assert response.status_code == 200 and response.json() == {"status": "ok"}
+
+
+def test_readyz_reports_the_scheduler(service: ServiceProcess) -> None:
+    response = service.get("/readyz")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["ready"] is True and body["draining"] is False and body["scheduler_running"] is True
+    assert body["queue_size"] == 0 and body["open_breakers"] == [] and body["paused"] == {}
+
+
+def test_networks_lists_names_descriptions_and_structure(service: ServiceProcess) -> None:
+    response = service.get("/v1/networks", token=ALICE)
+    assert response.status_code == 200
+    networks = {n["name"]: n for n in response.json()["networks"]}
+    assert set(networks) == {"best-of-3", "classify", "slow", "short", "failing", "timeout"}
+    best = networks["best-of-3"]
+    assert best["description"] == "three answers and a vote"
+    layers = best["structure"]["layers"]
+    assert [layer["width"] for layer in layers] == [3, 1, 1]
+    assert layers[0]["nodes"][0]["model"] == {
+        "provider": "mock", "model_name": "gpt-4o-mini", "extra_params": {"mock_seed": 7}
+    }
+
+
+def test_run_returns_output_cost_usage_duration_and_trace_id(service: ServiceProcess) -> None:
+    response = service.run("best-of-3", "  What is a compound AI system?  ")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["network"] == "best-of-3"
+    assert isinstance(body["output"], str) and "compound AI system" in body["output"], "the input was trimmed"
+    assert body["llm_calls"] == 3 and body["cost_usd"] > 0 and body["unpriced_calls"] == 0
+    usage = body["usage"]
+    assert usage["input_tokens"] > 0 and usage["total_tokens"] == usage["input_tokens"] + usage["output_tokens"]
+    assert body["duration_s"] > 0
+    assert isinstance(body["trace_id"], str) and len(body["trace_id"]) == 32
+
+
+def test_structured_outputs_come_back_as_objects(service: ServiceProcess) -> None:
+    body = service.run("classify", "Is the sky blue?").json()
+    assert body["output"]["category"] in ("question", "statement")
+    assert set(body["output"]) == {"category", "confidence", "reasoning"}
+
+
+def test_a_failing_network_is_a_502_with_the_error_and_trace(service: ServiceProcess) -> None:
+    response = service.run("failing", "hello")
+    assert response.status_code == 502
+    body = response.json()
+    assert body["error"] == "network_failed" and "ServerError" in body["detail"] and len(body["trace_id"]) == 32
+
+
+def test_a_network_over_its_timeout_is_a_504(service: ServiceProcess) -> None:
+    response = service.run("timeout", "hello")
+    assert response.status_code == 504 and response.json()["error"] == "network_timeout"
+
+
+def test_openapi_document_and_docs_pages(service: ServiceProcess) -> None:
+    spec = service.get("/openapi.json").json()
+    assert spec["info"]["title"] == "NoN service"
+    run = spec["paths"]["/v1/networks/{name}/run"]["post"]
+    assert {"200", "401", "404", "413", "422", "429", "502", "503", "504"} <= set(run["responses"])
+    body_schema = spec["components"]["schemas"]["RunRequest"]["properties"]["input"]
+    assert body_schema["maxLength"] == 50_000 and body_schema["pattern"] == r"\S"
+    assert "HTTPBearer" in spec["components"]["securitySchemes"]
+    for page in ("/docs", "/redoc"):
+        response = service.get(page)
+        assert response.status_code == 200 and "openapi.json" in response.text
+
+
+def test_refusal_metric_counts_each_reason(tmp_path: Path) -> None:
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    metrics_port = free_port()
+    env = {"OTEL_METRICS_EXPORTER": "prometheus", "OTEL_EXPORTER_PROMETHEUS_PORT": str(metrics_port),
+           "OTEL_EXPORTER_PROMETHEUS_HOST": "127.0.0.1"}
+    with start_service(tmp_path, tokens={"alice": ALICE}, env=env, args=["--rate-limit", "2/minute"]) as service:
+        service.get("/v1/networks")  # unauthorized
+        service.run("nope", "hi")  # unknown_network (before the rate limit: it does not count)
+        service.run("best-of-3", "   ")  # invalid_input (after the rate limit: the first request of the minute)
+        assert service.run("best-of-3", "hi").status_code == 200  # the second
+        service.run("best-of-3", "hi")  # rate_limited
+        text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
+    counts = {
+        sample.labels["nons_refusal_reason"]: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "nons_serve_refusals_total"
+    }
+    assert counts == {"unauthorized": 1, "unknown_network": 1, "invalid_input": 1, "rate_limited": 1}

@@ -1,0 +1,169 @@
+"""Every refusal of a running ``nons serve``: status, body naming the rule, headers, and no model call."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+
+import httpx
+import pytest
+from service_process import ALICE, BOB, ServiceProcess, free_port, start_service
+
+from nons.serve.limits import seconds_until_utc_midnight
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def _llm_calls(metrics_url: str) -> float:
+    """LLM call attempts the service has made, from its own Prometheus endpoint."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(metrics_url, timeout=10).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "gen_ai_client_operation_duration_seconds_count"
+    )
+
+
+@pytest.fixture(scope="module")
+def metrics_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory, metrics_port: int) -> Iterator[ServiceProcess]:
+    env = {"OTEL_METRICS_EXPORTER": "prometheus", "OTEL_EXPORTER_PROMETHEUS_PORT": str(metrics_port),
+           "OTEL_EXPORTER_PROMETHEUS_HOST": "127.0.0.1", "NON_SERVE_MAX_BODY_BYTES": "200000"}
+    with start_service(
+        tmp_path_factory.mktemp("refusals"), tokens={"alice": ALICE}, env=env, args=["--rate-limit", "1000/minute"]
+    ) as running:
+        yield running
+
+
+@pytest.mark.parametrize(
+    ("headers", "detail"),
+    [
+        ({}, "a bearer token is required"),
+        ({"Authorization": "Bearer not-a-token-we-know-of"}, "not valid"),
+        ({"Authorization": f"Basic {ALICE}"}, "a bearer token is required"),
+        ({"Authorization": f"Bearer {BOB}"}, "not valid"),  # a token of another service
+    ],
+)
+def test_without_a_valid_bearer_token_it_is_401(service: ServiceProcess, headers: dict[str, str], detail: str) -> None:
+    for response in (service.get("/v1/networks", headers=headers), service.run("best-of-3", "hi", token=None,
+                                                                              headers=headers)):
+        assert response.status_code == 401
+        assert response.headers["WWW-Authenticate"].startswith("Bearer")
+        assert response.json()["error"] == "unauthorized" and detail in response.json()["detail"]
+
+
+def test_an_unknown_network_is_404(service: ServiceProcess) -> None:
+    response = service.run("no-such-network", "hi")
+    assert response.status_code == 404
+    assert response.json()["error"] == "unknown_network" and "GET /v1/networks" in response.json()["detail"]
+
+
+def _violation(response: httpx.Response) -> dict[str, str]:
+    assert response.status_code == 422, response.text
+    body = response.json()
+    assert body["error"] == "invalid_input"
+    violation: dict[str, str] = body["violations"][0]
+    return violation
+
+
+@pytest.mark.parametrize(
+    ("body", "rule", "field"),
+    [
+        ({"input": ""}, "not_empty", "input"),
+        ({"input": " \n\t "}, "not_empty", "input"),
+        ({"input": "x" * 50_001}, "max_length", "input"),
+        ({}, "required", "input"),
+        ({"input": 42}, "type", "input"),
+        ({"input": ["a", "b"]}, "type", "input"),
+        ({"input": "hi", "temperature": 2}, "unknown_field", "temperature"),
+    ],
+)
+def test_bad_input_is_422_naming_the_rule(service: ServiceProcess, body: object, rule: str, field: str) -> None:
+    violation = _violation(service.post("/v1/networks/best-of-3/run", body, token=ALICE))
+    assert (violation["rule"], violation["field"]) == (rule, field)
+    if rule == "max_length":
+        assert "at most 50,000 characters" in violation["message"]
+
+
+def test_the_input_is_never_echoed_back(service: ServiceProcess) -> None:
+    response = service.post("/v1/networks/best-of-3/run", {"input": "secret " + "x" * 50_000}, token=ALICE)
+    assert response.status_code == 422 and "secret" not in response.text
+
+
+def test_a_body_that_is_not_json_is_422(service: ServiceProcess) -> None:
+    response = service.request(
+        "POST", "/v1/networks/best-of-3/run", token=ALICE, content=b"{not json", headers={"Content-Type":
+                                                                                           "application/json"}
+    )
+    assert _violation(response)["rule"] == "json"
+
+
+def test_a_network_limit_below_the_service_limit_is_422_from_the_engine(service: ServiceProcess) -> None:
+    violation = _violation(service.run("short", "more than ten characters"))
+    assert violation["rule"] == "max_length" and "over the limit of 10" in violation["message"]
+
+
+def test_a_body_over_the_size_limit_is_413_declared_or_streamed(service: ServiceProcess) -> None:
+    big = b'{"input": "' + b"x" * 300_000 + b'"}'
+    declared = service.request("POST", "/v1/networks/best-of-3/run", token=ALICE, content=big)
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: sent chunked
+        for start in range(0, len(big), 65_536):
+            yield big[start : start + 65_536]
+
+    streamed = service.request("POST", "/v1/networks/best-of-3/run", token=ALICE, content=chunks())
+    for response in (declared, streamed):
+        assert response.status_code == 413 and response.json()["error"] == "body_too_large"
+
+
+def test_no_refused_request_reached_a_model(service: ServiceProcess, metrics_port: int) -> None:
+    # Runs after the refusals above (pytest keeps file order); then one admitted run makes three calls.
+    metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+    assert _llm_calls(metrics_url) == 0
+    assert service.run("best-of-3", "hi").status_code == 200
+    assert _llm_calls(metrics_url) == 3
+
+
+def test_over_the_rate_limit_is_429_with_a_retry_after_that_holds(tmp_path: Path) -> None:
+    window = 4.0
+    with start_service(tmp_path, tokens={"alice": ALICE, "bob": BOB}, args=["--rate-limit", "2 per 4 seconds"]) as svc:
+        sent = time.time()
+        first = svc.run("best-of-3", "one")
+        received = time.time()
+        assert first.status_code == 200 and svc.run("best-of-3", "two").status_code == 200
+        asked = time.time()
+        refused = svc.run("best-of-3", "three")
+        answered = time.time()
+        assert refused.status_code == 429 and refused.json()["error"] == "rate_limited"
+        retry_after = int(refused.headers["Retry-After"])
+        # The window frees its first slot `window` seconds after the first request was counted, which happened
+        # between `sent` and `received`; the refusal was decided between `asked` and `answered`.
+        assert max(1, math.ceil(sent + window - answered)) <= retry_after <= math.ceil(received + window - asked)
+        assert svc.run("best-of-3", "other caller", token=BOB).status_code == 200, "limits are per caller"
+        time.sleep(retry_after)
+        assert svc.run("best-of-3", "four").status_code == 200, "admitted once Retry-After has passed"
+
+
+def test_over_the_daily_spend_is_429_until_midnight_utc(tmp_path: Path) -> None:
+    args = ["--spend-limit-usd-per-day", "0.000001", "--rate-limit", "100/minute"]
+    with start_service(tmp_path, tokens={"alice": ALICE, "bob": BOB}, args=args) as svc:
+        assert svc.run("best-of-3", "the first run costs more than the limit").status_code == 200
+        before = datetime.now(timezone.utc)
+        refused = svc.run("best-of-3", "again")
+        after = datetime.now(timezone.utc)
+        assert refused.status_code == 429 and refused.json()["error"] == "spend_limited"
+        assert "today (UTC)" in refused.json()["detail"]
+        retry_after = int(refused.headers["Retry-After"])
+        earliest, latest = seconds_until_utc_midnight(after), seconds_until_utc_midnight(before)
+        assert math.ceil(earliest) <= retry_after <= math.ceil(latest)
+        assert svc.run("best-of-3", "another caller has its own budget", token=BOB).status_code == 200

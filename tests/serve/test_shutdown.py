@@ -1,0 +1,88 @@
+"""SIGTERM with requests in flight: the service stops taking work, finishes what it has within the grace
+period, flushes telemetry and exits 0, inside Kubernetes' 30 s."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from service_process import ALICE, SPEC, ServiceProcess, otlp_env, start_service
+
+pytestmark = pytest.mark.timeout(180)
+
+SERVER = 2  # SpanKind SERVER in OTLP
+IN_FLIGHT = 5
+
+
+def _wait_until(condition: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def _in_flight(service: ServiceProcess) -> int:
+    count: int = service.get("/readyz").json()["in_flight_requests"]
+    return count
+
+
+def test_sigterm_drains_finishes_in_flight_flushes_and_exits_0(tmp_path: Path, otlp_receiver: Any) -> None:
+    env = otlp_env(otlp_receiver)
+    # Spans are exported only at the end: what the receiver holds after the exit came from the shutdown flush.
+    env["OTEL_BSP_SCHEDULE_DELAY"] = "600000"
+    args = ["--drain-delay", "2", "--grace-period", "15"]
+    with start_service(tmp_path, tokens={"alice": ALICE}, env=env, args=args) as service, ThreadPoolExecutor(
+        IN_FLIGHT
+    ) as pool:
+        runs = [pool.submit(service.run, "slow", f"question {i}") for i in range(IN_FLIGHT)]
+        _wait_until(lambda: _in_flight(service) == IN_FLIGHT, 30, "the runs to be in flight")
+
+        service.signal()
+        ready = service.get("/readyz")
+        assert ready.status_code == 503 and ready.json()["draining"] is True and ready.json()["ready"] is False
+        refused = service.run("best-of-3", "new work")
+        assert refused.status_code == 503 and refused.json()["error"] == "draining"
+        assert refused.headers["Retry-After"] == "1"
+
+        responses = [run.result(timeout=60) for run in runs]
+        assert [r.status_code for r in responses] == [200] * IN_FLIGHT, [r.text for r in responses]
+        trace_ids = {r.json()["trace_id"] for r in responses}
+        assert service.process.wait(timeout=35) == 0
+        log = service.log()
+
+    assert "SIGTERM received: draining" in log and f"{IN_FLIGHT} run(s) in flight" in log
+    with pytest.raises(httpx.ConnectError):
+        service.get("/healthz")  # nothing listens any more
+    received = {span.trace_id.hex() for _, _, span in otlp_receiver.spans() if span.kind == SERVER}
+    assert trace_ids <= received, "the in-flight requests' spans were flushed before the exit"
+
+
+def test_runs_longer_than_the_grace_period_are_cut_and_the_process_still_exits(tmp_path: Path) -> None:
+    spec = SPEC + """\
+  very-slow:
+    layers: [{operator: generate, model: {model: mock/gpt-4o-mini, extra_params: {mock_latency_s: 120}}}]
+"""
+    args = ["--drain-delay", "0", "--grace-period", "2", "--telemetry-flush", "1"]
+    with start_service(tmp_path, spec, tokens={"alice": ALICE}, args=args) as service, ThreadPoolExecutor(1) as pool:
+        run = pool.submit(service.run, "very-slow", "never answered")
+        _wait_until(lambda: _in_flight(service) == 1, 30, "the run to be in flight")
+        service.signal()
+        # The run would take 120 s: the process ends first, because the grace period cut the run.
+        assert service.process.wait(timeout=30) == 0
+        cut = run.result(timeout=30)
+    assert cut.status_code == 503 and cut.json()["error"] == "shut_down" and cut.headers["Retry-After"] == "1"
+    assert "timeout graceful shutdown exceeded" in service.log()
+
+
+def test_a_second_signal_skips_the_drain_delay(tmp_path: Path) -> None:
+    args = ["--drain-delay", "600", "--grace-period", "2"]
+    with start_service(tmp_path, tokens={"alice": ALICE}, args=args) as service:
+        service.signal()
+        _wait_until(lambda: service.get("/readyz").status_code == 503, 30, "draining")
+        service.signal()
+        assert service.process.wait(timeout=30) == 0

@@ -1,0 +1,65 @@
+"""Starting ``nons serve``: it refuses to run without tokens unless told so, loudly, and names bad settings."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from service_process import ALICE, SPEC, clean_env, start_service
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def _serve(
+    tmp_path: Path, *args: str, env: dict[str, str] | None = None, spec: str = SPEC
+) -> subprocess.CompletedProcess[str]:
+    spec_path = tmp_path / "networks.yaml"
+    spec_path.write_text(spec, encoding="utf-8")
+    return subprocess.run(
+        [sys.executable, "-m", "nons.cli", "serve", str(spec_path), "--port", "0", *args],
+        capture_output=True, text=True, timeout=60, env=clean_env(env), cwd=tmp_path, check=False,
+    )
+
+
+def test_without_tokens_it_refuses_to_start(tmp_path: Path) -> None:
+    completed = _serve(tmp_path)
+    assert completed.returncode == 2
+    assert "refusing to start without bearer tokens" in completed.stderr and "--insecure-dev" in completed.stderr
+
+
+@pytest.mark.parametrize(
+    ("env", "args", "says"),
+    [
+        ({"NON_SERVE_TOKENS": "alice:short"}, (), "at least 16 are needed"),
+        ({"NON_SERVE_TOKENS": f"alice:{ALICE},alice:{ALICE}x"}, (), "caller 'alice' has two tokens"),
+        ({"NON_SERVE_TOKENS": f"alice:{ALICE}"}, ("--rate-limit", "lots"), "not in the limits notation"),
+        ({"NON_SERVE_TOKENS": f"alice:{ALICE}"}, ("--tokens-file", "/nonexistent/tokens"), "cannot be read"),
+    ],
+)
+def test_bad_settings_are_named(tmp_path: Path, env: dict[str, str], args: tuple[str, ...], says: str) -> None:
+    completed = _serve(tmp_path, *args, env=env)
+    assert completed.returncode == 2 and says in completed.stderr
+    assert ALICE not in completed.stderr, "a token never appears in a message"
+
+
+def test_a_bad_spec_is_reported_with_file_and_line(tmp_path: Path) -> None:
+    completed = _serve(tmp_path, env={"NON_SERVE_TOKENS": f"alice:{ALICE}"}, spec="networks:\n  a: {layers: [gen]}\n")
+    assert completed.returncode == 1
+    assert "networks.yaml:2:" in completed.stderr and "unknown operator" in completed.stderr
+
+
+def test_insecure_dev_serves_without_tokens_and_says_so_loudly(tmp_path: Path) -> None:
+    with start_service(tmp_path, args=["--insecure-dev"]) as service:
+        assert service.run("best-of-3", "hi", token=None).status_code == 200
+        assert service.get("/v1/networks").status_code == 200
+        log = service.log()
+    assert "WITHOUT AUTHENTICATION" in log and "local development only" in log
+
+
+def test_tokens_from_the_environment_are_enough(tmp_path: Path) -> None:
+    with start_service(tmp_path, env={"NON_SERVE_TOKENS": f"alice:{ALICE}"}) as service:
+        assert service.get("/v1/networks", token=ALICE).status_code == 200
+        assert service.get("/v1/networks").status_code == 401
+        assert "WITHOUT AUTHENTICATION" not in service.log()

@@ -25,6 +25,7 @@ from fastapi import Depends, FastAPI, Path, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from nons import __version__
 from nons.core.network import NoN
@@ -34,7 +35,7 @@ from nons.observability import names
 from nons.serve.auth import Caller, TokenTable
 from nons.serve.bodylimit import BodyLimit
 from nons.serve.limits import CallerLimits
-from nons.serve.refusals import Refusal, error_response, refusal_handler, validation_handler
+from nons.serve.refusals import Refusal, error_response, http_error_handler, refusal_handler, validation_handler
 from nons.serve.schemas import (
     ErrorBody,
     Health,
@@ -142,6 +143,7 @@ def create_app(
     app.state.service = state
     app.add_exception_handler(Refusal, refusal_handler)
     app.add_exception_handler(RequestValidationError, validation_handler)
+    app.add_exception_handler(StarletteHTTPException, http_error_handler)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     bearer = HTTPBearer(auto_error=False, description="A token from NON_SERVE_TOKENS or the tokens file.")
 

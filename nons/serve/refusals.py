@@ -8,18 +8,28 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping, Sequence
+from http import HTTPStatus
 from typing import Any
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from opentelemetry import metrics, trace
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from nons.observability import names
 from nons.serve.schemas import ErrorBody, Violation
 
-__all__ = ["Refusal", "count_refusal", "error_response", "refusal_handler", "validation_handler"]
+__all__ = [
+    "Refusal",
+    "count_refusal",
+    "error_response",
+    "http_error_handler",
+    "refusal_handler",
+    "validation_handler",
+]
 
+_STATUSES = {status.value for status in HTTPStatus}
 _counter: Any = None
 _counter_lock = threading.Lock()
 
@@ -101,6 +111,18 @@ def _violation(error: Mapping[str, Any]) -> Violation:
     else:
         message = f"{field}: {error.get('msg')}"
     return Violation(field=field, rule=rule, message=message)
+
+
+async def http_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    """Starlette's and FastAPI's own HTTP errors, in the service's error body. FastAPI answers 400 for a body it
+    cannot decode (not UTF-8, not JSON): that is bad input like any other, so it becomes a 422 here."""
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400:
+        count_refusal(names.REFUSAL_INVALID_INPUT)
+        violation = Violation(field="body", rule="json", message="the body is not valid JSON in UTF-8")
+        return error_response(422, names.REFUSAL_INVALID_INPUT, violation.message, violations=[violation])
+    code = HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_") if exc.status_code in _STATUSES else "error"
+    return error_response(exc.status_code, code, str(exc.detail), exc.headers)
 
 
 async def validation_handler(request: Request, exc: Exception) -> JSONResponse:

@@ -100,12 +100,19 @@ def test_the_input_is_never_echoed_back(service: ServiceProcess) -> None:
     assert response.status_code == 422 and "secret" not in response.text
 
 
-def test_a_body_that_is_not_json_is_422(service: ServiceProcess) -> None:
-    response = service.request(
-        "POST", "/v1/networks/best-of-3/run", token=ALICE, content=b"{not json", headers={"Content-Type":
-                                                                                           "application/json"}
-    )
+@pytest.mark.parametrize("content", [b"{not json", b"Y\x1c|^\xff"], ids=["not JSON", "not UTF-8"])
+def test_a_body_that_is_not_json_is_422(service: ServiceProcess, content: bytes) -> None:
+    headers = {"Content-Type": "application/json"}
+    response = service.request("POST", "/v1/networks/best-of-3/run", token=ALICE, content=content, headers=headers)
     assert _violation(response)["rule"] == "json"
+
+
+def test_unknown_paths_and_methods_answer_in_the_same_error_body(service: ServiceProcess) -> None:
+    missing = service.get("/v2/nothing")
+    assert missing.status_code == 404 and missing.json()["error"] == "not_found"
+    wrong = service.request("DELETE", "/v1/networks", token=ALICE)
+    assert wrong.status_code == 405 and wrong.json()["error"] == "method_not_allowed"
+    assert "GET" in wrong.headers["Allow"]
 
 
 def test_a_network_limit_below_the_service_limit_is_422_from_the_engine(service: ServiceProcess) -> None:

@@ -174,6 +174,7 @@ REFUSAL_INVALID_INPUT: Final = "invalid_input"
 REFUSAL_BODY_TOO_LARGE: Final = "body_too_large"
 REFUSAL_UNKNOWN_NETWORK: Final = "unknown_network"
 REFUSAL_DRAINING: Final = "draining"
+REFUSAL_LIMITS_UNAVAILABLE: Final = "limits_unavailable"
 
 UNIT_SECONDS: Final = "s"
 UNIT_TOKENS: Final = "{token}"

@@ -34,7 +34,7 @@ from nons.core.types import InputValidationError, NetworkTimeoutError, NonError
 from nons.observability import names
 from nons.serve.auth import Caller, TokenTable
 from nons.serve.bodylimit import BodyLimit
-from nons.serve.limits import CallerLimits
+from nons.serve.limits import CallerLimits, LimitsUnavailable
 from nons.serve.refusals import Refusal, error_response, http_error_handler, refusal_handler, validation_handler
 from nons.serve.schemas import (
     ErrorBody,
@@ -78,7 +78,9 @@ _RUN_RESPONSES: dict[int | str, dict[str, Any]] = {
     422: _error("The input breaks a rule (too long, empty, missing, wrong type); nothing was sent to a model."),
     429: _error("Over the caller's rate or daily spend limit.", _RETRY),
     502: _error("The network failed (a provider error, a failed layer)."),
-    503: _error("The service is shutting down (before or during the run); another replica can answer.", _RETRY),
+    503: _error(
+        "The service is shutting down (before or during the run), or cannot check the caller's limits.", _RETRY
+    ),
     504: _error("The network did not finish within its timeout."),
 }
 
@@ -175,7 +177,10 @@ def create_app(
             )
         if name not in networks:
             raise Refusal(404, names.REFUSAL_UNKNOWN_NETWORK, f"no network named {name!r}; GET /v1/networks lists them")
-        refusal = await limits.admit(caller.id)
+        try:
+            refusal = await limits.admit(caller.id)
+        except LimitsUnavailable as error:
+            raise Refusal(503, names.REFUSAL_LIMITS_UNAVAILABLE, str(error), {"Retry-After": "5"}) from None
         if refusal is not None:
             reason = names.REFUSAL_RATE_LIMITED if refusal.kind == "rate" else names.REFUSAL_SPEND_LIMITED
             raise Refusal(429, reason, refusal.detail, {"Retry-After": refusal.retry_after_header})

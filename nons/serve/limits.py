@@ -10,6 +10,7 @@ counter is read before a request and increased after it.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -17,9 +18,14 @@ from datetime import datetime, timedelta, timezone
 
 from nons.core.types import ConfigurationError
 
-__all__ = ["CallerLimits", "LimitRefusal", "seconds_until_utc_midnight"]
+__all__ = ["CallerLimits", "LimitRefusal", "LimitsUnavailable", "seconds_until_utc_midnight"]
 
+logger = logging.getLogger("nons.serve")
 _MICRO = 1_000_000
+
+
+class LimitsUnavailable(RuntimeError):
+    """The storage of the callers' counts cannot be reached."""
 
 
 @dataclass(frozen=True)
@@ -70,7 +76,17 @@ class CallerLimits:
 
     async def admit(self, caller: str) -> LimitRefusal | None:
         """Count one request of ``caller`` against the rate, and check its spend; a refusal says why and for
-        how long. A request refused for its spend still counts against the rate."""
+        how long. A request refused for its spend still counts against the rate.
+
+        Raises :class:`LimitsUnavailable` when the storage cannot be reached: without its counts no caller can
+        be held to a limit, so requests are refused rather than let through unchecked.
+        """
+        try:
+            return await self._admit(caller)
+        except Exception as error:  # the storage driver's own errors (connection refused, timeouts, ...)
+            raise LimitsUnavailable(f"the limits storage cannot be reached: {type(error).__name__}") from error
+
+    async def _admit(self, caller: str) -> LimitRefusal | None:
         if not await self.limiter.hit(self.rate, "rate", caller):
             stats = await self.limiter.get_window_stats(self.rate, "rate", caller)
             wait = max(0.0, stats.reset_time - time.time())
@@ -87,11 +103,15 @@ class CallerLimits:
         return None
 
     async def record_spend(self, caller: str, usd: float) -> None:
-        """Add what one of ``caller``'s requests cost to its spend today."""
+        """Add what one of ``caller``'s requests cost to its spend today. A storage that cannot be reached is
+        logged, not raised: the run has happened and its answer is due."""
         if self.micro_usd_per_day is None or usd <= 0:
             return
         expiry = seconds_until_utc_midnight() + 3600  # kept a little past midnight: clocks of replicas differ
-        await self.storage.incr(self._spend_key(caller), int(expiry), amount=math.ceil(usd * _MICRO))
+        try:
+            await self.storage.incr(self._spend_key(caller), int(expiry), amount=math.ceil(usd * _MICRO))
+        except Exception as error:
+            logger.error("spend of caller %r ($%.6f) not recorded: limits storage: %s", caller, usd, error)
 
     async def spent_today(self, caller: str) -> float:
         """USD ``caller`` has spent today (UTC), as counted here."""

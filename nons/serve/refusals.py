@@ -1,7 +1,8 @@
 """Requests the service refuses before any model is called: the error bodies, and the refusal counter.
 
 Every refusal is counted in ``nons.serve.refusals`` with its reason (``nons.refusal.reason``): unauthorized,
-rate_limited, spend_limited, invalid_input, body_too_large, unknown_network, draining.
+rate_limited, spend_limited, invalid_input, body_too_large, unknown_network, draining, limits_unavailable (the
+store of the callers' counts cannot be reached).
 """
 
 from __future__ import annotations

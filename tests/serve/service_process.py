@@ -57,6 +57,21 @@ networks:
 """
 
 
+def require_program(name: str, apt_package: str) -> str:
+    """Path of an executable; skip the test when it is missing, but fail in CI (``CI=true``)."""
+    import shutil
+
+    import pytest
+
+    path = shutil.which(name)
+    if path is None:
+        message = f"{name} is not installed (Debian: apt-get install -y --no-install-recommends {apt_package})"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{message}; CI must install it", pytrace=False)
+        pytest.skip(message)
+    return path
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

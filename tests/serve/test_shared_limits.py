@@ -1,0 +1,76 @@
+"""Replicas that share a Redis count each caller's requests and spend together: five replicas behind a load
+balancer then hold a caller to its limits, not to five times them."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from service_process import ALICE, BOB, free_port, require_program, start_service
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture
+def redis_url(tmp_path: Path) -> Iterator[str]:
+    """A Redis server on a free loopback port, without persistence."""
+    binary = require_program("redis-server", "redis-server")
+    port = free_port()
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                import socket
+
+                with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(16).startswith(b"+PONG"):
+                        break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        yield f"redis://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def test_two_replicas_share_the_rate_and_spend_of_each_caller(tmp_path: Path, redis_url: str) -> None:
+    tokens = {"alice": ALICE, "bob": BOB}
+    rate = ["--limits-storage", redis_url, "--rate-limit", "3/minute"]
+    with start_service(tmp_path / "a", tokens=tokens, args=rate) as a, start_service(
+        tmp_path / "b", tokens=tokens, args=rate
+    ) as b:
+        assert [a.run("best-of-3", "1").status_code, b.run("best-of-3", "2").status_code] == [200, 200]
+        assert a.run("best-of-3", "3").status_code == 200
+        refused = b.run("best-of-3", "4")
+        assert refused.status_code == 429 and refused.json()["error"] == "rate_limited"
+        assert 1 <= int(refused.headers["Retry-After"]) <= 60
+        assert a.run("best-of-3", "bob's own count", token=BOB).status_code == 200
+
+    spend = ["--limits-storage", redis_url, "--rate-limit", "100/minute", "--spend-limit-usd-per-day", "0.000001"]
+    with start_service(tmp_path / "c", tokens=tokens, args=spend) as c, start_service(
+        tmp_path / "d", tokens=tokens, args=spend
+    ) as d:
+        assert c.run("best-of-3", "spends more than the limit", token=BOB).status_code == 200
+        refused = d.run("best-of-3", "on the other replica", token=BOB)
+        assert refused.status_code == 429 and refused.json()["error"] == "spend_limited"
+
+
+def test_an_unreachable_store_fails_the_request_not_the_process(tmp_path: Path) -> None:
+    dead = f"redis://127.0.0.1:{free_port()}"
+    with start_service(tmp_path, tokens={"alice": ALICE}, args=["--limits-storage", dead]) as service:
+        response = service.run("best-of-3", "hi")
+        assert response.status_code == 503 and response.json()["error"] == "limits_unavailable"
+        # Readiness does not depend on the store: a Redis outage must not take every replica out of the load
+        # balancer at once; the refusals say what is wrong instead.
+        assert service.get("/healthz").status_code == 200 and service.get("/readyz").status_code == 200

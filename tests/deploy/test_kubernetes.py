@@ -108,7 +108,7 @@ def test_every_manifest_is_valid_against_the_current_kubernetes_schema_strictly(
     version = kubernetes_validate.latest_version()
     documents = _documents()
     assert len(documents) == 6
-    for (kind, name), document in documents.items():
+    for document in documents.values():
         # Strict: a misspelt or misplaced field is an error, not ignored.
         kubernetes_validate.validate(document, version, strict=True)
     broken = dict(documents[("Deployment", "non-app")])

@@ -20,8 +20,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("nons.observability",),
     ("nons.providers", "nons.core.scheduler", "nons.operators"),
     ("nons.core",),
-    ("nons.core.agents",),
-    ("nons.testing", "nons.demo"),
+    ("nons.core.agents", "nons.spec"),
+    ("nons.testing", "nons.demo", "nons.serve"),
     ("nons.cli", "nons"),
 ]
 # Only these may import the OpenTelemetry SDK; the rest of NoN uses the API, as a library must.

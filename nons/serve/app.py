@@ -27,7 +27,7 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from nons import __version__
+from nons.base.version import __version__
 from nons.core.network import NoN
 from nons.core.scheduler import get_scheduler, start_scheduler, stop_scheduler
 from nons.core.types import InputValidationError, NetworkTimeoutError, NonError

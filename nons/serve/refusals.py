@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from opentelemetry import metrics, trace
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from nons.base.version import __version__
 from nons.observability import names
 from nons.serve.schemas import ErrorBody, Violation
 
@@ -41,7 +42,8 @@ def count_refusal(reason: str) -> None:
     if _counter is None:
         with _counter_lock:
             if _counter is None:
-                _counter = metrics.get_meter(names.SCOPE).create_counter(
+                # NoN's instrumentation scope, like every NoN metric, so the dashboards' scope filter keeps it.
+                _counter = metrics.get_meter(names.SCOPE, __version__).create_counter(
                     names.METRIC_SERVE_REFUSALS,
                     unit="{request}",
                     description="Requests refused before a network ran, by reason.",

@@ -53,7 +53,7 @@ def build_service(spec_path: str | Path, settings: ServeSettings) -> Service:
     Raises ``SpecError`` for a bad spec and ``ConfigurationError`` for bad settings, or when there is no
     token and ``insecure_dev`` is not set.
     """
-    from nons.config import get_settings
+    from nons.base.settings import get_settings
     from nons.core.types import ConfigurationError
 
     spec = load_spec(spec_path)

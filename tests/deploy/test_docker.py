@@ -25,6 +25,9 @@ from typing import Any
 import httpx
 import pytest
 
+# The first run installs the image's dependencies into a cached venv (minutes on a slow index).
+pytestmark = pytest.mark.timeout(900)
+
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
 TOKEN = "image-test-token-0123456789"

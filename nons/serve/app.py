@@ -16,7 +16,7 @@ input rules (422). Every refusal is counted in ``nons.serve.refusals`` by reason
 # some of them name this module's closures (the path parameter, the dependencies).
 import asyncio
 import inspect
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -30,7 +30,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from nons.base.version import __version__
 from nons.core.network import NoN
 from nons.core.scheduler import get_scheduler, start_scheduler, stop_scheduler
-from nons.core.types import InputValidationError, NetworkTimeoutError, NonError
+from nons.core.types import InputValidationError, NetworkResult, NetworkTimeoutError, NonError
 from nons.observability import names
 from nons.serve.auth import Caller, TokenTable
 from nons.serve.bodylimit import BodyLimit
@@ -104,24 +104,28 @@ def _refuse_input(error: InputValidationError) -> Refusal:
     return Refusal(422, names.REFUSAL_INVALID_INPUT, str(error), violations=[violation])
 
 
-def create_app(
-    networks: Mapping[str, NoN],
-    *,
-    tokens: TokenTable | None,
-    limits: CallerLimits,
-    max_input_chars: int,
-    max_body_bytes: int = 1_048_576,
-    descriptions: Mapping[str, str] | None = None,
-    state: ServiceState | None = None,
-) -> FastAPI:
-    """The service for ``networks`` (by name). ``tokens=None`` serves without authentication (development
-    only: every caller is known by its address)."""
-    state = state or ServiceState()
-    descriptions = dict(descriptions or {})
-    catalogue = [
-        {"name": name, "description": descriptions.get(name, ""), "structure": describe_network(net)}
-        for name, net in networks.items()
-    ]
+def _run_response(name: str, result: NetworkResult) -> RunResponse:
+    usage = result.usage
+    return RunResponse(
+        network=name,
+        output=jsonable_output(result.output),
+        cost_usd=result.cost_usd,
+        unpriced_calls=result.unpriced_calls,
+        llm_calls=len(result.calls),
+        usage=UsageBody(
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cache_read_tokens=usage.cache_read_tokens,
+            cache_write_tokens=usage.cache_write_tokens,
+            total_tokens=usage.total_tokens,
+        ),
+        duration_s=result.duration_s,
+        trace_id=result.trace_id,
+    )
+
+
+def _new_app(networks: Mapping[str, NoN], state: ServiceState, max_body_bytes: int) -> FastAPI:
+    """The FastAPI app with its lifespan, error handlers and body limit; no routes yet."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -147,6 +151,11 @@ def create_app(
     app.add_exception_handler(RequestValidationError, validation_handler)
     app.add_exception_handler(StarletteHTTPException, http_error_handler)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    return app
+
+
+def _authenticator(tokens: TokenTable | None) -> Callable[..., Awaitable[Caller]]:
+    """The dependency that names the caller from its bearer token (401 without a valid one)."""
     bearer = HTTPBearer(auto_error=False, description="A token from NON_SERVE_TOKENS or the tokens file.")
 
     async def authenticate(
@@ -167,27 +176,10 @@ def create_app(
             )
         return caller
 
-    network_name = Path(description="A network's name (GET /v1/networks).", json_schema_extra={"enum": list(networks)})
+    return authenticate
 
-    async def admit(name: Annotated[str, network_name], caller: Annotated[Caller, Depends(authenticate)]) -> Caller:
-        if state.draining:
-            raise Refusal(
-                503, names.REFUSAL_DRAINING, "the service is shutting down; retry, another replica will answer",
-                {"Retry-After": "1", "Connection": "close"},
-            )
-        if name not in networks:
-            raise Refusal(404, names.REFUSAL_UNKNOWN_NETWORK, f"no network named {name!r}; GET /v1/networks lists them")
-        try:
-            refusal = await limits.admit(caller.id)
-        except LimitsUnavailable as error:
-            raise Refusal(503, names.REFUSAL_LIMITS_UNAVAILABLE, str(error), {"Retry-After": "5"}) from None
-        if refusal is not None:
-            reason = names.REFUSAL_RATE_LIMITED if refusal.kind == "rate" else names.REFUSAL_SPEND_LIMITED
-            raise Refusal(429, reason, refusal.detail, {"Retry-After": refusal.retry_after_header})
-        return caller
 
-    run_request = run_request_model(max_input_chars)
-
+def _add_health_routes(app: FastAPI, state: ServiceState) -> None:
     @app.get("/healthz", response_model=Health, tags=["health"], summary="Liveness")
     async def healthz() -> Health:
         return Health(status="ok")
@@ -214,6 +206,70 @@ def create_app(
         )
         return JSONResponse(body.model_dump(mode="json"), status_code=200 if body.ready else 503)
 
+
+async def _run(network: NoN, text: str, state: ServiceState) -> NetworkResult | JSONResponse:
+    """One pass, with the network's failures as error responses."""
+    state.in_flight += 1
+    try:
+        return await network.run(text)
+    except InputValidationError as error:
+        raise _refuse_input(error) from None
+    except NetworkTimeoutError as error:
+        return error_response(504, "network_timeout", str(error))
+    except NonError as error:
+        return error_response(502, "network_failed", f"{type(error).__name__}: {error}")
+    except asyncio.CancelledError:
+        if not state.draining:
+            raise
+        # uvicorn cancelled the run at the end of the grace period: tell the caller to retry elsewhere rather
+        # than leave it a bare 500.
+        return error_response(
+            503, "shut_down", "the service shut down before the run finished; retry",
+            {"Retry-After": "1", "Connection": "close"},
+        )
+    finally:
+        state.in_flight -= 1
+
+
+def create_app(
+    networks: Mapping[str, NoN],
+    *,
+    tokens: TokenTable | None,
+    limits: CallerLimits,
+    max_input_chars: int,
+    max_body_bytes: int = 1_048_576,
+    descriptions: Mapping[str, str] | None = None,
+    state: ServiceState | None = None,
+) -> FastAPI:
+    """The service for ``networks`` (by name). ``tokens=None`` serves without authentication (development
+    only: every caller is known by its address)."""
+    state = state or ServiceState()
+    catalogue = [
+        {"name": name, "description": (descriptions or {}).get(name, ""), "structure": describe_network(net)}
+        for name, net in networks.items()
+    ]
+    app = _new_app(networks, state, max_body_bytes)
+    _add_health_routes(app, state)
+    authenticate = _authenticator(tokens)
+    network_name = Path(description="A network's name (GET /v1/networks).", json_schema_extra={"enum": list(networks)})
+
+    async def admit(name: Annotated[str, network_name], caller: Annotated[Caller, Depends(authenticate)]) -> Caller:
+        if state.draining:
+            raise Refusal(
+                503, names.REFUSAL_DRAINING, "the service is shutting down; retry, another replica will answer",
+                {"Retry-After": "1", "Connection": "close"},
+            )
+        if name not in networks:
+            raise Refusal(404, names.REFUSAL_UNKNOWN_NETWORK, f"no network named {name!r}; GET /v1/networks lists them")
+        try:
+            refusal = await limits.admit(caller.id)
+        except LimitsUnavailable as error:
+            raise Refusal(503, names.REFUSAL_LIMITS_UNAVAILABLE, str(error), {"Retry-After": "5"}) from None
+        if refusal is not None:
+            reason = names.REFUSAL_RATE_LIMITED if refusal.kind == "rate" else names.REFUSAL_SPEND_LIMITED
+            raise Refusal(429, reason, refusal.detail, {"Retry-After": refusal.retry_after_header})
+        return caller
+
     @app.get(
         "/v1/networks", response_model=NetworkList, tags=["networks"], responses={401: _UNAUTHORIZED},
         summary="The networks and their structure",
@@ -224,53 +280,16 @@ def create_app(
     async def run(
         name: Annotated[str, network_name], body: Any, caller: Annotated[Caller, Depends(admit)]
     ) -> RunResponse | JSONResponse:
-        network = networks[name]
-        state.in_flight += 1
-        try:
-            result = await network.run(body.input)
-        except InputValidationError as error:
-            raise _refuse_input(error) from None
-        except NetworkTimeoutError as error:
-            return error_response(504, "network_timeout", str(error))
-        except NonError as error:
-            return error_response(502, "network_failed", f"{type(error).__name__}: {error}")
-        except asyncio.CancelledError:
-            if not state.draining:
-                raise
-            # uvicorn cancelled the run at the end of the grace period: tell the caller to retry elsewhere
-            # rather than leave it a bare 500.
-            return error_response(
-                503, "shut_down", "the service shut down before the run finished; retry",
-                {"Retry-After": "1", "Connection": "close"},
-            )
-        finally:
-            state.in_flight -= 1
+        result = await _run(networks[name], body.input, state)
+        if isinstance(result, JSONResponse):
+            return result
         await limits.record_spend(caller.id, result.cost_usd)
-        usage = result.usage
-        return RunResponse(
-            network=name,
-            output=jsonable_output(result.output),
-            cost_usd=result.cost_usd,
-            unpriced_calls=result.unpriced_calls,
-            llm_calls=len(result.calls),
-            usage=UsageBody(
-                input_tokens=usage.input_tokens,
-                output_tokens=usage.output_tokens,
-                cache_read_tokens=usage.cache_read_tokens,
-                cache_write_tokens=usage.cache_write_tokens,
-                total_tokens=usage.total_tokens,
-            ),
-            duration_s=result.duration_s,
-            trace_id=result.trace_id,
-        )
+        return _run_response(name, result)
 
     # The body model is built for this app's input limit, so the annotation is set here.
-    run.__annotations__["body"] = run_request
+    run.__annotations__["body"] = run_request_model(max_input_chars)
     app.post(
-        "/v1/networks/{name}/run",
-        response_model=RunResponse,
-        tags=["networks"],
-        responses=_RUN_RESPONSES,
+        "/v1/networks/{name}/run", response_model=RunResponse, tags=["networks"], responses=_RUN_RESPONSES,
         summary="Run one pass of a network",
     )(run)
     return app

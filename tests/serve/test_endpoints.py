@@ -113,3 +113,29 @@ def test_refusal_metric_counts_each_reason(tmp_path: Path) -> None:
         if sample.name == "nons_serve_refusals_total"
     }
     assert counts == {"unauthorized": 1, "unknown_network": 1, "invalid_input": 1, "rate_limited": 1}
+
+
+def test_readyz_reports_open_breakers_and_paused_providers(tmp_path: Path) -> None:
+    spec = """\
+networks:
+  broken:
+    layers: [{operator: generate, model: {model: mock/gpt-4o, extra_params: {mock_failure_rate: 1.0}}}]
+  throttled:
+    layers:
+      - operator: generate
+        model:
+          model: mock/gpt-4.1-mini
+          extra_params: {mock_failure_rate: 1.0, mock_failure_kind: rate_limit, mock_retry_after_s: 600}
+"""
+    with start_service(tmp_path, spec, tokens={"alice": ALICE}, args=["--rate-limit", "1000/minute"]) as service:
+        for _ in range(5):  # five consecutive server errors open the model's breaker
+            assert service.run("broken", "hi").status_code == 502
+        # A 429 with a retry hint pauses the provider for every caller (so it comes last here).
+        assert service.run("throttled", "hi").status_code == 502
+        response = service.get("/readyz")
+    # An open breaker or a pause is reported, not a reason to take the replica out of the load balancer: every
+    # replica shares the provider, so all of them would go at once.
+    assert response.status_code == 200
+    body = response.json()
+    assert body["ready"] is True and body["open_breakers"] == ["mock/gpt-4o"]
+    assert set(body["paused"]) == {"mock"} and 0 < body["paused"]["mock"] <= 600

@@ -5,7 +5,9 @@
 #   docker run -d --name non-app \
 #     -e NON_SERVE_TOKENS="me:$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')" \
 #     -e ANTHROPIC_API_KEY=$ANTHROPIC_API_KEY -e NON_LOG_LEVEL=INFO \
-#     -p 8000:8000 non-app:latest
+#     -p 8000:8000 --stop-timeout 30 non-app:latest
+#
+# --stop-timeout 30: on `docker stop` the service drains for up to 27 s; Docker's default is 10 s.
 #
 # It serves /etc/nons/networks.yaml: deploy/networks.yaml is baked in (simulated provider, so the image answers
 # without a key); mount your own spec over it (-v ./networks.yaml:/etc/nons/networks.yaml:ro) or use the

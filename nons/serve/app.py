@@ -7,9 +7,9 @@
                                    503 while draining
     GET  /docs, /redoc, /openapi.json
 
-Requests are checked in this order, and nothing reaches a model before all checks pass: bearer token (401),
-shutting down (503), network name (404), rate and spend limits (429 with ``Retry-After``), body size (413),
-input rules (422). Every refusal is counted in ``nons.serve.refusals`` by reason.
+Requests are checked in this order, and nothing reaches a model before all checks pass: body size (413), bearer
+token (401), shutting down (503), network name (404), rate and spend limits (429 with ``Retry-After``), input
+rules (422). Every refusal is counted in ``nons.serve.refusals`` by reason.
 """
 
 # No `from __future__ import annotations` here: FastAPI reads the route functions' annotations at runtime, and

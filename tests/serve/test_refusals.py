@@ -174,3 +174,45 @@ def test_over_the_daily_spend_is_429_until_midnight_utc(tmp_path: Path) -> None:
         earliest, latest = seconds_until_utc_midnight(after), seconds_until_utc_midnight(before)
         assert math.ceil(earliest) <= retry_after <= math.ceil(latest)
         assert svc.run("best-of-3", "another caller has its own budget", token=BOB).status_code == 200
+
+
+def _refusal_counts(metrics_url: str) -> dict[str, float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(metrics_url, timeout=10).text
+    return {
+        sample.labels["nons_refusal_reason"]: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "nons_serve_refusals_total"
+    }
+
+
+def test_every_refusal_is_counted_with_its_reason(tmp_path: Path) -> None:
+    port = free_port()
+    env = {"OTEL_METRICS_EXPORTER": "prometheus", "OTEL_EXPORTER_PROMETHEUS_PORT": str(port),
+           "OTEL_EXPORTER_PROMETHEUS_HOST": "127.0.0.1", "NON_SERVE_MAX_BODY_BYTES": "1000"}
+    metrics_url = f"http://127.0.0.1:{port}/metrics"
+    args = ["--rate-limit", "2/minute", "--spend-limit-usd-per-day", "0.000001", "--drain-delay", "30"]
+    with start_service(tmp_path / "a", tokens={"alice": ALICE, "bob": BOB}, env=env, args=args) as service:
+        service.get("/v1/networks")  # unauthorized
+        service.run("nope", "hi")  # unknown_network: checked before the limits, so it does not count
+        service.request("POST", "/v1/networks/best-of-3/run", token=BOB, content=b"x" * 2000)  # body_too_large
+        service.run("best-of-3", "   ", token=BOB)  # invalid_input: bob's first request this minute
+        assert service.run("best-of-3", "hi", token=BOB).status_code == 200  # spends more than the limit
+        service.run("best-of-3", "hi", token=BOB)  # rate_limited: bob's third
+        assert service.run("best-of-3", "hi").status_code == 200
+        service.run("best-of-3", "hi")  # spend_limited: alice's second, after her first spent the budget
+        service.signal()
+        service.run("best-of-3", "hi")  # draining
+        counts = _refusal_counts(metrics_url)
+    assert counts == {
+        "unauthorized": 1, "unknown_network": 1, "body_too_large": 1, "invalid_input": 1,
+        "rate_limited": 1, "spend_limited": 1, "draining": 1,
+    }
+    port = free_port()
+    env["OTEL_EXPORTER_PROMETHEUS_PORT"] = str(port)
+    dead = ["--limits-storage", f"redis://127.0.0.1:{free_port()}"]
+    with start_service(tmp_path / "b", tokens={"alice": ALICE}, env=env, args=dead) as service:
+        service.run("best-of-3", "hi")
+        assert _refusal_counts(f"http://127.0.0.1:{port}/metrics") == {"limits_unavailable": 1}

@@ -1,22 +1,21 @@
 """Per-caller limits: a request rate (moving window) and a spend per UTC day, with the wait a refused caller
 must observe.
 
-Both use the ``limits`` library's storage, so they work the same in memory (one process) and in a shared store
-(``redis://...``, for replicas that share their callers' counts). The rate is the library's moving window:
-the refusal's wait is when the oldest request of the window leaves it. The spend is a counter in micro-dollars
-per caller and UTC day; ``limits`` counts whole hits, and a request's cost is known only after it ran, so the
-counter is read before a request and increased after it.
+The counts live in this process or in a store the replicas share (:mod:`nons.serve.counts`). The rate is a
+moving window: a refused request's wait is when the oldest request of the window leaves it. The spend is a
+counter in micro-dollars per caller and UTC day; a request's cost is known only after it ran, so the counter
+is read before a request and increased after it.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from nons.core.types import ConfigurationError
+from nons.serve.counts import Counts, counts_for
 
 __all__ = ["CallerLimits", "LimitRefusal", "LimitsUnavailable", "seconds_until_utc_midnight"]
 
@@ -51,26 +50,17 @@ def seconds_until_utc_midnight(now: datetime | None = None) -> float:
 
 class CallerLimits:
     """The limits every caller has: ``rate`` in the limits notation ('60/minute'), and ``usd_per_day``
-    (``None``: no spend limit). ``storage_uri`` is a limits storage ('memory://', 'redis://host:6379')."""
+    (``None``: no spend limit). ``storage_uri`` is where the counts live: 'memory://' (this process) or a
+    limits storage the replicas share ('redis://host:6379')."""
 
     def __init__(self, rate: str, usd_per_day: float | None = None, storage_uri: str = "memory://") -> None:
         from limits import parse
-        from limits.aio.storage import Storage
-        from limits.aio.strategies import MovingWindowRateLimiter
-        from limits.storage import storage_from_string
 
         try:
             self.rate = parse(rate)
         except ValueError:
             raise ConfigurationError(f"rate limit {rate!r} is not in the limits notation, e.g. '60/minute'") from None
-        uri = storage_uri if storage_uri.startswith("async+") else f"async+{storage_uri}"
-        try:
-            storage = storage_from_string(uri)
-        except Exception as error:  # the library raises several types for a bad URI or a missing driver
-            raise ConfigurationError(f"limits storage {storage_uri!r} cannot be used: {error}") from None
-        assert isinstance(storage, Storage)  # an async+ URI always gives an async storage
-        self.storage: Storage = storage
-        self.limiter = MovingWindowRateLimiter(storage)
+        self.counts: Counts = counts_for(storage_uri, self.rate)
         self.micro_usd_per_day = None if usd_per_day is None else math.ceil(usd_per_day * _MICRO)
         self.usd_per_day = usd_per_day
 
@@ -87,12 +77,11 @@ class CallerLimits:
             raise LimitsUnavailable(f"the limits storage cannot be reached: {type(error).__name__}") from error
 
     async def _admit(self, caller: str) -> LimitRefusal | None:
-        if not await self.limiter.hit(self.rate, "rate", caller):
-            stats = await self.limiter.get_window_stats(self.rate, "rate", caller)
-            wait = max(0.0, stats.reset_time - time.time())
+        wait = await self.counts.hit(caller)
+        if wait is not None:
             return LimitRefusal("rate", f"over the rate limit of {self.rate} for caller {caller!r}", wait)
         if self.micro_usd_per_day is not None:
-            spent = await self.storage.get(self._spend_key(caller))
+            spent = await self.counts.spent(caller, _today())
             if spent >= self.micro_usd_per_day:
                 return LimitRefusal(
                     "spend",
@@ -109,14 +98,14 @@ class CallerLimits:
             return
         expiry = seconds_until_utc_midnight() + 3600  # kept a little past midnight: clocks of replicas differ
         try:
-            await self.storage.incr(self._spend_key(caller), int(expiry), amount=math.ceil(usd * _MICRO))
+            await self.counts.add_spend(caller, _today(), math.ceil(usd * _MICRO), expiry)
         except Exception as error:
             logger.error("spend of caller %r ($%.6f) not recorded: limits storage: %s", caller, usd, error)
 
     async def spent_today(self, caller: str) -> float:
         """USD ``caller`` has spent today (UTC), as counted here."""
-        return float(await self.storage.get(self._spend_key(caller))) / _MICRO
+        return await self.counts.spent(caller, _today()) / _MICRO
 
-    @staticmethod
-    def _spend_key(caller: str) -> str:
-        return f"nons-spend/{caller}/{datetime.now(timezone.utc).date().isoformat()}"
+
+def _today() -> str:
+    return datetime.now(timezone.utc).date().isoformat()

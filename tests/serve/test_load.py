@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from service_process import require_program
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -15,9 +16,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_a_short_load_run_answers_every_request_and_reports_its_figures() -> None:
+    require_program("wrk", "wrk")
     completed = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "bench_serve.py"), "--callers", "20", "--seconds", "2",
-         "--sequential", "10"],
+         "--sequential-seconds", "2"],
         capture_output=True, text=True, timeout=280, check=False,
     )
     assert completed.returncode == 0, completed.stdout + completed.stderr

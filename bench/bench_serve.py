@@ -43,20 +43,23 @@ TOKEN = "bench-token-0123456789abcdef"
 TEXT = "What makes a compound AI system reliable in production?"
 
 # wrk's script: POST the run request, and print the figures as JSON at the end (latencies in microseconds).
-WRK_SCRIPT = """\
-wrk.method = "POST"
-wrk.body = '{"input": "%s"}'
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer %s"
+WRK_SCRIPT = (
+    'wrk.method = "POST"\n'
+    f"wrk.body = '{json.dumps({'input': TEXT})}'\n"
+    'wrk.headers["Content-Type"] = "application/json"\n'
+    f'wrk.headers["Authorization"] = "Bearer {TOKEN}"\n'
+    """\
 done = function(summary, latency, requests)
   local errors = summary.errors
   io.write(string.format(
-    '{"requests": %%d, "duration_us": %%d, "non2xx": %%d, "socket_errors": %%d, "p50_us": %%d, "p99_us": %%d, "mean_us": %%f}\\n',
+    '{"requests": %d, "duration_us": %d, "non2xx": %d, "socket_errors": %d, '
+    .. '"p50_us": %d, "p99_us": %d, "mean_us": %f}\\n',
     summary.requests, summary.duration, errors.status,
     errors.connect + errors.read + errors.write + errors.timeout,
     latency:percentile(50), latency:percentile(99), latency.mean))
 end
-""" % (TEXT, TOKEN)
+"""
+)
 
 
 def spec(latency: float) -> str:
@@ -167,7 +170,7 @@ def _service(args: argparse.Namespace, wrk: str, workdir: Path) -> dict[str, Any
     script = workdir / "run.lua"
     script.write_text(WRK_SCRIPT, encoding="utf-8")
     port = _free_port()
-    env = {**_bench_env(), "NON_SERVE_TOKENS": f"bench:{TOKEN}"}
+    env = {**_bench_env(), "NON_SERVE_TOKENS": f"bench:{TOKEN}", "NON_SERVE_LOOP": args.loop}
     with (workdir / "serve.log").open("wb") as log:
         server = subprocess.Popen(
             [sys.executable, "-m", "nons.cli", "serve", str(spec_path), "--port", str(port),
@@ -211,9 +214,9 @@ def report(args: argparse.Namespace, direct: dict[str, Any], served: dict[str, A
     print(f"network: 3 simulated generators ({args.latency * 1000:.0f} ms a call) -> pack_candidates -> majority")
     print(f"  {'':<28} {'requests':>8} {'errors':>6} {'req/s':>9} {'p50 ms':>9} {'p99 ms':>9} {'mean ms':>9}")
     print(_row("direct, one caller", direct["sequential"]))
-    print(_row("service, one caller", served["sequential"]))
+    print(_row(f"service ({args.loop}), one caller", served["sequential"]))
     print(_row(f"direct, {args.callers} callers", direct["load"]))
-    print(_row(f"service, {args.callers} callers", served["load"]))
+    print(_row(f"service ({args.loop}), {args.callers} callers", served["load"]))
     overhead = served["sequential"]["mean_ms"] - direct["sequential"]["mean_ms"]
     print(f"overhead per request over forward(), one caller: {overhead:.2f} ms")
     print(
@@ -234,6 +237,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--sequential-seconds", type=float, default=10.0, help="the one-caller phase (10 s)")
     parser.add_argument("--latency", type=float, default=0.05, help="seconds per simulated call (default 0.05)")
+    parser.add_argument("--loop", default="asyncio", choices=["asyncio", "uvloop"], help="the service's event loop")
     parser.add_argument("--direct-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.direct_child:

@@ -61,13 +61,14 @@ class DrainingServer(uvicorn.Server):
 
 
 def run_server(app: Any, state: ServiceState, *, host: str, port: int, grace_period_s: float,
-               drain_delay_s: float, access_log: bool = False) -> None:
+               drain_delay_s: float, access_log: bool = False, loop: str = "asyncio") -> None:
     """Serve ``app`` until a signal, then drain and shut down (see the module docstring)."""
     config = uvicorn.Config(
         app,
         host=host,
         port=port,
         lifespan="on",
+        loop=loop,  # type: ignore[arg-type]  # validated by ServeSettings
         timeout_graceful_shutdown=max(1, round(grace_period_s)),
         access_log=access_log,
         log_config=None,  # the nons CLI configured logging already; uvicorn's loggers propagate to it

@@ -40,7 +40,7 @@ class Service:
             run_server(
                 self.app, self.state, host=settings.host, port=settings.port,
                 grace_period_s=settings.grace_period_s, drain_delay_s=settings.drain_delay_s,
-                access_log=settings.access_log,
+                access_log=settings.access_log, loop=settings.loop,
             )
         finally:
             shutdown_telemetry(timeout_millis=int(settings.telemetry_flush_s * 1000))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -44,6 +45,11 @@ class ServeSettings(BaseSettings):
     telemetry_flush_s: float = Field(5.0, gt=0, description="How long the last telemetry export may take.")
     max_body_bytes: int = Field(1_048_576, gt=0, description="Largest request body accepted (bytes).")
     access_log: bool = False
+    loop: Literal["asyncio", "uvloop"] = Field(
+        "asyncio",
+        description="The event loop. asyncio's serves saturated connections in turn; uvloop's, measured here, "
+        "let some wait far longer (see the README's benchmarks).",
+    )
 
     @field_validator("rate_limit")
     @classmethod

@@ -85,18 +85,6 @@ _RUN_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _paused(stats: dict[str, Any]) -> dict[str, float]:
-    """Providers and models that a server's retry hint paused, with the seconds left."""
-    paused: dict[str, float] = {}
-    for provider, entry in stats.get("providers", {}).items():
-        if "paused_for_s" in entry.get("limits", {}):
-            paused[provider] = entry["limits"]["paused_for_s"]
-        for model, model_entry in entry.get("models", {}).items():
-            if "paused_for_s" in model_entry.get("limits", {}):
-                paused[f"{provider}/{model}"] = model_entry["limits"]["paused_for_s"]
-    return paused
-
-
 def _refuse_input(error: InputValidationError) -> Refusal:
     # The engine's own input check (a network's max_input_chars may be below the service's limit).
     rule = "max_length" if "over the limit" in str(error) else "not_empty"
@@ -192,8 +180,7 @@ def _add_health_routes(app: FastAPI, state: ServiceState) -> None:
         responses={503: {"model": Readiness, "description": "Draining, or the scheduler is not running."}},
     )
     async def readyz() -> JSONResponse:
-        scheduler = get_scheduler()
-        health = scheduler.health()
+        health = get_scheduler().health()
         body = Readiness(
             ready=not state.draining and bool(health["scheduler_running"]),
             draining=state.draining,
@@ -202,7 +189,7 @@ def _add_health_routes(app: FastAPI, state: ServiceState) -> None:
             in_flight_calls=health["in_flight"],
             in_flight_requests=state.in_flight,
             open_breakers=health["open_breakers"],
-            paused=_paused(scheduler.get_stats()),
+            paused=health.get("paused", {}),
         )
         return JSONResponse(body.model_dump(mode="json"), status_code=200 if body.ready else 503)
 

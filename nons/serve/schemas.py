@@ -97,8 +97,7 @@ class Readiness(BaseModel):
     in_flight_calls: int = Field(description="LLM calls running at the providers.")
     in_flight_requests: int = Field(description="Network runs this replica is serving.")
     open_breakers: list[str] = Field(description="provider/model circuit breakers that are open or half-open.")
-    paused: dict[str, float] = Field(description="Providers (or provider/model) paused by a server retry hint, with "
-                                     "the seconds left.")
+    paused: dict[str, float] = Field(description="Providers paused by a server retry hint: seconds left.")
 
 
 class NetworkList(BaseModel):

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from opentelemetry.instrumentation.utils import suppress_http_instrumentation
 
 ALICE = "alice-token-0123456789abcdef"
 BOB = "bob-token-0123456789abcdef0"
@@ -126,7 +127,10 @@ class ServiceProcess:
         headers = dict(kwargs.pop("headers", {}) or {})
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
-        return httpx.request(method, self.url + path, headers=headers, timeout=60, **kwargs)
+        # An earlier test may have instrumented httpx in this process: its client spans would inject their own
+        # traceparent into these requests and make the test process the caller of every trace.
+        with suppress_http_instrumentation():
+            return httpx.request(method, self.url + path, headers=headers, timeout=60, **kwargs)
 
     def get(self, path: str, *, token: str | None = None, **kwargs: Any) -> httpx.Response:
         return self.request("GET", path, token=token, **kwargs)

@@ -121,7 +121,7 @@ async def _callers(network: Any, callers: int, seconds: float) -> dict[str, Any]
 
 
 async def _direct(args: argparse.Namespace) -> dict[str, Any]:
-    from nons.observability.setup import configure_telemetry
+    from nons.observability import configure_telemetry
     from nons.spec import loads_spec
 
     configure_telemetry()

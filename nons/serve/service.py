@@ -32,7 +32,7 @@ class Service:
 
     def run(self) -> None:
         """Serve until SIGTERM or Ctrl+C, drain, then flush telemetry (see :mod:`nons.serve.server`)."""
-        from nons.observability.setup import shutdown_telemetry
+        from nons.observability import shutdown_telemetry
         from nons.serve.server import run_server
 
         settings = self.settings
@@ -92,7 +92,7 @@ def _instrument(app: Any) -> None:
     caller's ``traceparent`` makes its trace the parent of the request's, and so of the network's."""
     from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
-    from nons.observability.setup import configure_telemetry
+    from nons.observability import configure_telemetry
 
     configure_telemetry()
     FastAPIInstrumentor.instrument_app(app, excluded_urls=_UNTRACED_URLS, exclude_spans=["receive", "send"])

@@ -4,6 +4,7 @@ Docker engine runs here)."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +49,13 @@ def test_the_app_sends_its_telemetry_to_the_stacks_collector(app: dict[str, Any]
     assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector:4317"
     assert env["OTEL_EXPORTER_OTLP_PROTOCOL"] == "grpc"
     assert "otel-collector" in stack["services"]
+    # The collector's config takes its port from ${env:NONS_OTLP_GRPC_PORT:-4317}; the compose stack sets no such
+    # variable for the collector, so the default is the port it listens on.
     grpc = collector["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"]
-    assert grpc.endswith(":4317")
+    collector_env = stack["services"]["otel-collector"].get("environment", {})
+    assert "NONS_OTLP_GRPC_PORT" not in collector_env
+    port = re.fullmatch(r".*:(?:\$\{env:NONS_OTLP_GRPC_PORT:-)?(\d+)\}?", grpc)
+    assert port is not None and port.group(1) == "4317", grpc
     assert app["depends_on"] == {"otel-collector": {"condition": "service_healthy"}}
 
 

@@ -2,7 +2,10 @@
 
 Run as a script (``python twin_networks.py spec|api``) it builds one side in a fresh process, runs every network
 on the simulated provider (fixed seeds) and prints what each pass returned as JSON. A fresh process per side
-matters: the simulated provider keeps one random sequence per seed for the whole process.
+matters: the simulated provider keeps one random sequence per seed for the whole process. Nodes that run side by
+side on one seed would take its draws in whatever order their calls happen to run, so those use temperature 0
+(the simulated provider then draws nothing for free text); the classifier and the expander are the only
+nodes that draw from their seeds.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from nons.core.types import ErrorPolicy, LayerConfig, ModelConfig, ModelProvider
 SPEC = """\
 version: 1
 models:
-  fast: {model: mock/gpt-4o-mini, temperature: 0.7, max_tokens: 256, extra_params: {mock_seed: 11}}
+  fast: {model: mock/gpt-4o-mini, temperature: 0.0, max_tokens: 256, extra_params: {mock_seed: 11}}
   judge:
     model: mock/claude-sonnet-4-5
     temperature: 0.0
@@ -50,7 +53,7 @@ networks:
         min_success_threshold: 0.5
   best-of-3:
     defaults:
-      model: {model: mock/gpt-4o-mini, extra_params: {mock_seed: 5}}
+      model: {model: mock/gpt-4o-mini, temperature: 0.0, extra_params: {mock_seed: 5}}
       layer: {error_policy: fail_fast}
     layers: ["3 x generate", pack_candidates, majority]
 """
@@ -61,7 +64,7 @@ INPUT = "What makes a compound AI system reliable?"
 def build_with_api() -> dict[str, NoN]:
     """The networks of :data:`SPEC`, written with the Python API."""
     mock = ModelProvider.MOCK
-    fast = ModelConfig(provider=mock, model_name="gpt-4o-mini", temperature=0.7, max_tokens=256,
+    fast = ModelConfig(provider=mock, model_name="gpt-4o-mini", temperature=0.0, max_tokens=256,
                        extra_params={"mock_seed": 11})
     judge = ModelConfig(provider=mock, model_name="claude-sonnet-4-5", temperature=0.0, extra_params={"mock_seed": 12},
                         fallbacks=[ModelConfig(provider=mock, model_name="gpt-4o")])
@@ -81,7 +84,7 @@ def build_with_api() -> dict[str, NoN]:
         layer_config=retry,
         config=NetworkConfig(name="triage", timeout_seconds=60),
     )
-    sim = ModelConfig(provider=mock, model_name="gpt-4o-mini", extra_params={"mock_seed": 5})
+    sim = ModelConfig(provider=mock, model_name="gpt-4o-mini", temperature=0.0, extra_params={"mock_seed": 5})
     best = NoN.from_operators(
         # defaults: model applies to every node that names none, deterministic ones included.
         [Node("generate", sim) * 3, Node("pack_candidates", sim), Node("majority", sim)],
@@ -108,7 +111,8 @@ async def run_all(networks: dict[str, NoN]) -> dict[str, Any]:
             "output": jsonable_output(result.output),
             "cost_usd": result.cost_usd,
             "usage": [result.usage.input_tokens, result.usage.output_tokens],
-            "calls": [(c.provider, c.request_model, c.response_id) for c in result.calls],
+            # In the order the calls finished, which concurrency may change: compared as a multiset.
+            "calls": sorted((c.provider, c.request_model, c.response_id) for c in result.calls),
         }
     return results
 

@@ -50,6 +50,7 @@ PUBLIC_API = [
     "RateLimitError",
     "SchedulerStoppedError",
     "ServerError",
+    "StructuredOutput",
     "TimeoutExceededError",
     "Tool",
     "ToolRegistry",

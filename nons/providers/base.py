@@ -30,6 +30,11 @@ class Provider(abc.ABC):
     async def complete(self, request: LLMRequest) -> LLMResponse:
         """Make one attempt. Raise a ``ProviderError`` subclass on failure; never return placeholder text."""
 
+    def schema_in_prompt(self, request: LLMRequest) -> bool:
+        """Whether a typed request's schema goes into the system prompt: when no native structured-output field
+        carries it (see :mod:`nons.providers._structured`)."""
+        return request.response_schema is not None
+
     def server_address(self, config: ModelConfig) -> str | None:
         """The host the call goes to, for the ``server.address`` attribute."""
         return None

@@ -1,0 +1,191 @@
+"""Typed answers through the three real SDKs against the emulator: each vendor's native structured-output fields,
+the prompt as the fallback only, and the form negotiated with an OpenAI-compatible server."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from provider_cases import Case, case_named, make_request
+
+from nons.base.errors import BadRequestError, ConfigurationError
+from nons.core.types import StructuredOutput
+from nons.providers._sdk import SDKProvider
+from nons.providers.openai import OpenAIProvider
+from nons.testing import Fault, OutputFormat, ProviderEmulator, Reply
+
+Provider = SDKProvider[Any]
+
+CLASSIFICATION = {
+    "type": "object",
+    "properties": {
+        "category": {"type": "string", "enum": ["positive", "negative"]},
+        "confidence": {"type": "number", "minimum": 0, "maximum": 1},
+        "note": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+    },
+    "required": ["category", "confidence", "note"],
+}
+ANSWER = '{"category": "positive", "confidence": 0.9, "note": null}'
+
+
+def system_prompt(case: Case, body: dict[str, Any]) -> str:
+    if case.name == "anthropic":
+        return str(body.get("system", ""))
+    if case.name == "openai":
+        first = body["messages"][0]
+        return str(first["content"]) if first["role"] == "system" else ""
+    parts = (body.get("systemInstruction") or {}).get("parts") or [{"text": ""}]
+    return str(parts[0]["text"])
+
+
+async def test_auto_sends_the_schema_in_the_vendors_native_fields_and_not_in_the_prompt(
+    case: Case, provider: Provider, emu: ProviderEmulator
+) -> None:
+    emu.script(case.name, [Reply(text=ANSWER)])
+    response = await provider.complete(
+        make_request(case, emu, system="Classify the review.", response_schema=CLASSIFICATION)
+    )
+
+    assert json.loads(response.text)["category"] == "positive"
+    recorded = emu.requests_for(case.name)[0]
+    assert recorded.output_format is not None
+    assert recorded.output_format.kind == "json_schema"
+    schema = recorded.output_format.schema
+    assert schema is not None
+    # The enum is in the schema, so a constrained decoder cannot answer outside it.
+    assert schema["properties"]["category"]["enum"] == ["positive", "negative"]
+    assert system_prompt(case, recorded.body) == "Classify the review."
+
+
+async def test_each_vendor_gets_the_schema_in_the_form_its_api_takes(emu: ProviderEmulator) -> None:
+    formats: dict[str, OutputFormat | None] = {}
+    bodies: dict[str, Any] = {}
+    for name in ("openai", "anthropic", "google"):
+        case = case_named(name)
+        provider = case.cls()
+        emu.script(name, [Reply(text=ANSWER)])
+        await provider.complete(make_request(case, emu, response_schema=CLASSIFICATION))
+        await provider.aclose()
+        formats[name] = emu.requests_for(name)[-1].output_format
+        bodies[name] = emu.requests_for(name)[-1].body
+
+    openai, anthropic, google = formats["openai"], formats["anthropic"], formats["google"]
+    # OpenAI: strict json_schema, every object closed.
+    assert openai is not None and openai.strict and openai.name == "answer"
+    assert openai.schema == {**CLASSIFICATION, "additionalProperties": False}
+    # Anthropic: output_config.format, through the SDK's transform (ranges move to the description).
+    assert anthropic is not None and anthropic.schema is not None
+    assert bodies["anthropic"]["output_config"]["format"]["type"] == "json_schema"
+    assert anthropic.schema["additionalProperties"] is False
+    assert "minimum" not in anthropic.schema["properties"]["confidence"]
+    # Gemini: the JSON MIME type with the JSON Schema as it is, ranges included.
+    assert bodies["google"]["generationConfig"]["responseMimeType"] == "application/json"
+    assert google is not None and google.schema == CLASSIFICATION
+
+
+async def test_a_schema_strict_mode_cannot_express_is_sent_without_strict(emu: ProviderEmulator) -> None:
+    case = case_named("openai")
+    provider = case.cls()
+    optional_note = {**CLASSIFICATION, "required": ["category", "confidence"]}
+    await provider.complete(make_request(case, emu, response_schema=optional_note))
+    await provider.aclose()
+
+    fmt = emu.requests_for("openai")[0].output_format
+    assert fmt is not None and fmt.kind == "json_schema"
+    assert fmt.strict is False
+    assert fmt.schema == optional_note
+
+
+@pytest.mark.parametrize("form", [StructuredOutput.JSON_OBJECT, StructuredOutput.PROMPT])
+async def test_json_object_and_prompt_forms_keep_the_schema_in_the_prompt(
+    case: Case, provider: Provider, emu: ProviderEmulator, form: StructuredOutput
+) -> None:
+    await provider.complete(
+        make_request(case, emu, system="Classify.", response_schema=CLASSIFICATION, structured_output=form)
+    )
+
+    recorded = emu.requests_for(case.name)[0]
+    assert json.dumps(CLASSIFICATION, sort_keys=True) in system_prompt(case, recorded.body)
+    if form is StructuredOutput.PROMPT or case.name == "anthropic":  # Anthropic has no JSON mode
+        assert recorded.output_format is None
+    elif case.name == "openai":  # a compatible server reads the schema beside json_object
+        assert recorded.output_format == OutputFormat("json_object", schema=CLASSIFICATION)
+    else:
+        assert recorded.output_format == OutputFormat("json_object")
+
+
+async def test_a_server_that_refuses_json_schema_is_asked_with_json_object_and_remembered() -> None:
+    case = case_named("openai")
+    provider = OpenAIProvider()
+    with ProviderEmulator(refuse_formats={"json_schema"}) as emu:
+        emu.script("openai", [Reply(text=ANSWER), Reply(text=ANSWER)])
+        first = await provider.complete(make_request(case, emu, response_schema=CLASSIFICATION))
+        second = await provider.complete(make_request(case, emu, response_schema=CLASSIFICATION))
+        await provider.aclose()
+        kinds = [r.output_format.kind if r.output_format else None for r in emu.requests_for("openai")]
+        base_url = emu.base_url_for("openai")
+
+    assert json.loads(first.text) == json.loads(second.text) == json.loads(ANSWER)
+    # The first call: refused, then accepted as json_object. The second goes straight to json_object.
+    assert kinds == ["json_schema", "json_object", "json_object"]
+    assert provider.accepted_form(base_url) is StructuredOutput.JSON_OBJECT
+
+
+async def test_a_server_that_refuses_both_forms_gets_the_schema_in_the_prompt() -> None:
+    case = case_named("openai")
+    provider = OpenAIProvider()
+    with ProviderEmulator(refuse_formats={"json_schema", "json_object"}) as emu:
+        await provider.complete(make_request(case, emu, response_schema=CLASSIFICATION))
+        await provider.complete(make_request(case, emu, response_schema=CLASSIFICATION))
+        await provider.aclose()
+        requests = emu.requests_for("openai")
+        base_url = emu.base_url_for("openai")
+
+    assert [r.output_format.kind if r.output_format else None for r in requests] == [
+        "json_schema", "json_object", None, None,
+    ]  # fmt: skip
+    assert "response_format" not in requests[-1].body
+    assert provider.accepted_form(base_url) is StructuredOutput.PROMPT
+
+
+async def test_a_pinned_form_is_not_negotiated(emu: ProviderEmulator) -> None:
+    case = case_named("openai")
+    provider = OpenAIProvider()
+    emu.refuse_formats = {"json_schema"}
+    with pytest.raises(BadRequestError, match="json_schema"):
+        await provider.complete(
+            make_request(case, emu, response_schema=CLASSIFICATION, structured_output="json_schema")
+        )
+    await provider.aclose()
+    assert len(emu.requests_for("openai")) == 1
+
+
+async def test_a_bad_request_in_every_form_fails_with_the_last_error_and_remembers_nothing(
+    emu: ProviderEmulator,
+) -> None:
+    case = case_named("openai")
+    provider = OpenAIProvider()
+    emu.script("openai", [Fault.bad_request("bad messages")] * 3)
+    with pytest.raises(BadRequestError, match="bad messages"):
+        await provider.complete(make_request(case, emu, response_schema=CLASSIFICATION))
+    await provider.aclose()
+    assert len(emu.requests_for("openai")) == 3
+    assert provider.accepted_form(emu.base_url_for("openai")) is StructuredOutput.JSON_SCHEMA
+
+
+async def test_a_schema_anthropic_cannot_take_is_a_configuration_error(emu: ProviderEmulator) -> None:
+    case = case_named("anthropic")
+    provider = case.cls()
+    with pytest.raises(ConfigurationError, match="structured_output='prompt'"):
+        await provider.complete(make_request(case, emu, response_schema={"description": "no type at all"}))
+    await provider.aclose()
+    assert emu.requests == []
+
+
+def test_an_unknown_structured_output_value_names_the_known_ones() -> None:
+    from nons.core.types import ModelConfig
+
+    with pytest.raises(ValueError, match="known values: auto, json_schema, json_object, prompt"):
+        ModelConfig(structured_output="grammar")
+    assert ModelConfig(structured_output="JSON_OBJECT").structured_output is StructuredOutput.JSON_OBJECT

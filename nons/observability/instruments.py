@@ -38,6 +38,7 @@ class Instruments:
     scheduler_wait: Histogram
     throttled: Counter
     tool_calls: Counter
+output_repairs: Counter
 
 
 @functools.lru_cache(maxsize=4)
@@ -89,5 +90,10 @@ def get_instruments(tracing: bool = True, metrics_on: bool = True) -> Instrument
         ),
         tool_calls=meter.create_counter(
             names.METRIC_TOOL_CALLS, unit="{call}", description="Agent tool calls by tool and outcome."
+        ),
+        output_repairs=meter.create_counter(
+            names.METRIC_OUTPUT_REPAIRS,
+            unit="{repair}",
+            description="Typed answers sent back to the model because they did not parse or follow their schema.",
         ),
     )

@@ -28,6 +28,7 @@ async def generate(ctx: OperatorContext, input: Any) -> str:
 async def classify(ctx: OperatorContext, input: Any, categories: Sequence[str]) -> Classification:
     options = _non_empty_strings("classify", "categories", categories)
     schema = {
+        "title": "classification",
         "type": "object",
         "properties": {
             "category": {"type": "string", "enum": options},
@@ -50,9 +51,12 @@ async def classify(ctx: OperatorContext, input: Any, categories: Sequence[str]) 
 @builtin(description="Extract the named fields from the input.")
 async def extract(ctx: OperatorContext, input: Any, fields: Sequence[str]) -> dict[str, Any]:
     wanted = _non_empty_strings("extract", "fields", fields)
+    # Every field is required but may be null, so a strict schema can say "absent" without leaving a key out.
+    nullable_string = {"anyOf": [{"type": "string"}, {"type": "null"}]}
     schema = {
+        "title": "extraction",
         "type": "object",
-        "properties": {name: {"type": "string"} for name in wanted},
+        "properties": {name: nullable_string for name in wanted},
         "required": wanted,
     }
     data = await ctx.complete_json(
@@ -82,6 +86,7 @@ async def compare(ctx: OperatorContext, input: Any, criteria: str = "") -> Compa
         raise ConfigurationError(f"compare needs at least two inputs, got {len(items)}")
     list_of_strings = {"type": "array", "items": {"type": "string"}}
     schema = {
+        "title": "comparison",
         "type": "object",
         "properties": {
             "differences": list_of_strings,
@@ -106,6 +111,7 @@ async def validate(
     ctx: OperatorContext, input: Any, criteria: str = "accurate, relevant and complete"
 ) -> Validation:
     schema = {
+        "title": "validation",
         "type": "object",
         "properties": {
             "valid": {"type": "boolean"},
@@ -139,6 +145,7 @@ async def route(ctx: OperatorContext, input: Any, routes: Sequence[str] | Mappin
         options = _non_empty_strings("route", "routes", routes)
         menu = "\n".join(f"- {name}" for name in options)
     schema = {
+        "title": "route_decision",
         "type": "object",
         "properties": {"route": {"type": "string", "enum": options}, "reasoning": {"type": "string"}},
         "required": ["route", "reasoning"],

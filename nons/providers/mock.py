@@ -2,7 +2,11 @@
 
 It needs no key and no network. Its answers are built from the request: plain text for free-form operators,
 and JSON that follows ``response_schema`` for structured ones, so every operator parses them as it would a real
-model's. Latency, token counts and failures are set per node through ``ModelConfig.extra_params``:
+model's. It follows ``ModelConfig.structured_output`` as a real model would: in a native form (``auto``,
+``json_schema``, ``json_object``) the answer is the bare JSON object, as constrained decoding gives it; with
+``prompt`` it is the JSON in a fenced code block after a sentence, as a prompted chat model tends to answer.
+
+Latency, token counts and failures are set per node through ``ModelConfig.extra_params``:
 
 ``mock_latency_s``
     seconds each call takes (default 0).
@@ -54,7 +58,7 @@ from nons.base.errors import (
 )
 from nons.base.messages import LLMRequest, LLMResponse, ToolCall, ToolDefinition
 from nons.base.results import Usage
-from nons.base.types import ModelConfig, ModelProvider
+from nons.base.types import ModelConfig, ModelProvider, StructuredOutput
 from nons.observability import names
 from nons.providers.base import Provider
 
@@ -153,6 +157,8 @@ class MockProvider(Provider):
             text = self._scripted_text(request, params["mock_responses"])
         elif request.response_schema is not None:
             text = json.dumps(_instance_of(request.response_schema, rng, _last_user_text(request)))
+            if request.config.structured_output is StructuredOutput.PROMPT:
+                text = f"Here is the answer:\n```json\n{text}\n```"
         else:
             text = _free_text(request, rng)
 
@@ -284,7 +290,15 @@ def _instance_of(schema: dict[str, Any], rng: random.Random, prompt: str) -> Any
     """A value that follows ``schema`` (the subset of JSON Schema that the operators use)."""
     if "enum" in schema:
         return rng.choice(list(schema["enum"]))
+    if "anyOf" in schema:
+        # The first option that is not null: a field that may be null is filled when the text has something.
+        options = [o for o in schema["anyOf"] if o.get("type") != "null"] or schema["anyOf"]
+        return _instance_of(options[0], rng, prompt)
     kind = schema.get("type", "string")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if kind == "null":
+        return None
     if kind == "object":
         properties: dict[str, Any] = schema.get("properties", {})
         return {name: _instance_of(sub, rng, prompt) for name, sub in properties.items()}

@@ -8,9 +8,12 @@ from typing import Any
 
 import pytest
 from provider_cases import Case, case_named, make_request
+from pydantic import SecretStr
 
 from nons.base.errors import BadRequestError, ConfigurationError
-from nons.core.types import StructuredOutput
+from nons.core.network import NoN
+from nons.core.node import Node
+from nons.core.types import ModelConfig, StructuredOutput
 from nons.providers._sdk import SDKProvider
 from nons.providers.openai import OpenAIProvider
 from nons.testing import Fault, OutputFormat, ProviderEmulator, Reply
@@ -184,8 +187,37 @@ async def test_a_schema_anthropic_cannot_take_is_a_configuration_error(emu: Prov
 
 
 def test_an_unknown_structured_output_value_names_the_known_ones() -> None:
-    from nons.core.types import ModelConfig
-
     with pytest.raises(ValueError, match="known values: auto, json_schema, json_object, prompt"):
         ModelConfig(structured_output="grammar")
     assert ModelConfig(structured_output="JSON_OBJECT").structured_output is StructuredOutput.JSON_OBJECT
+
+
+async def test_a_node_repairs_an_answer_broken_twice_through_each_vendors_sdk(
+    case: Case, emu: ProviderEmulator
+) -> None:
+    prose = "It is positive, I would say."
+    off_the_list = '{"category": "glowing", "confidence": 0.9, "reasoning": "r"}'
+    valid = '{"category": "positive", "confidence": 0.9, "reasoning": "r"}'
+    emu.script(case.name, [Reply(text=prose), Reply(text=off_the_list), Reply(text=valid)])
+    config = ModelConfig(
+        provider=case.provider, model_name=case.model, base_url=emu.base_url_for(case.name),
+        api_key=SecretStr("sk-test"), output_repairs=2,
+    )  # fmt: skip
+    node = Node("classify", config, categories=["positive", "negative"])
+
+    result = await NoN.from_operators([node]).run("Loved it!")
+
+    assert result.output.category == "positive"
+    assert len(result.calls) == 3
+    requests = emu.requests_for(case.name)
+    assert len(requests) == 3
+    # Every call, the repairs too, asks for the schema natively, enum included.
+    for request in requests:
+        assert request.output_format is not None and request.output_format.kind == "json_schema"
+        assert request.output_format.schema is not None
+        assert request.output_format.schema["properties"]["category"]["enum"] == ["positive", "negative"]
+    # Each repair sends the bad answer back with the error.
+    second, third = json.dumps(requests[1].body), json.dumps(requests[2].body)
+    assert json.dumps(prose) in second and "expected a JSON object" in second
+    assert json.dumps(prose) in third and json.dumps(off_the_list)[1:-1] in third
+    assert "is not one of ['positive', 'negative']" in third

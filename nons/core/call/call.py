@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from nons.base.errors import ProviderError
-from nons.base.messages import LLMRequest, LLMResponse, Message, ToolDefinition
+from nons.base.messages import LLMRequest, LLMResponse, Message, OutputRepair, ToolDefinition
 from nons.base.results import LLMCallRecord
 from nons.base.types import ModelConfig
 from nons.core.call import telemetry
@@ -37,16 +37,20 @@ async def call_llm(
     system: str | None = None,
     response_schema: dict[str, Any] | None = None,
     tools: Sequence[ToolDefinition] = (),
+    repair: OutputRepair | None = None,
 ) -> LLMResponse:
     """Make one logical LLM call for ``site`` and append its record to ``records`` (and the pass's calls).
 
     Each failed attempt is retried while the policy allows, then the call moves on to the next fallback model
-    (when the policy allows), until one answers. Raises the last provider error when none did.
+    (when the policy allows), until one answers. Raises the last provider error when none did. A ``repair``
+    call (a typed answer's error sent back to the model) says so on its span and in the repair count.
     """
     config = site.model_config
     kind = resolve_provider(config, ctx.settings)
     model = config.model_name or default_model(kind)
     scope = telemetry.start_span(ctx, config, kind, model, system, messages) if ctx.instruments.tracing else NO_SPAN
+    if repair is not None:
+        telemetry.repairing(ctx, site, scope, kind, model, repair)
     started = time.perf_counter()
     try:
         # The span is current while the provider runs, so the HTTP span of each attempt

@@ -1,7 +1,8 @@
 """What an LLM call records: its ``chat {model}`` span, its events and its metrics.
 
 One CLIENT span covers all attempts of a call. Each retry adds a ``nons.retry`` event and each switch to a
-fallback model a ``nons.fallback`` event. Per-attempt durations are recorded by the attempt itself; tokens and
+fallback model a ``nons.fallback`` event; a call that repairs a typed answer carries a ``nons.output_repair``
+event. Per-attempt durations are recorded by the attempt itself; tokens and
 cost once per successful call.
 """
 
@@ -13,13 +14,21 @@ from typing import Any
 from opentelemetry.trace import SpanKind
 
 from nons.base.errors import ProviderError
-from nons.base.messages import LLMResponse, Message
+from nons.base.messages import LLMResponse, Message, OutputRepair
 from nons.base.types import ModelConfig, ModelProvider
-from nons.core.call.context import CallState, PassContext
+from nons.core.call.context import CallSite, CallState, PassContext
 from nons.observability import names
 from nons.observability.spans import SpanScope, start, truncate_content
 
-__all__ = ["call_failed", "call_succeeded", "fell_back", "metric_attributes", "retrying", "start_span"]
+__all__ = [
+    "call_failed",
+    "call_succeeded",
+    "fell_back",
+    "metric_attributes",
+    "repairing",
+    "retrying",
+    "start_span",
+]
 
 
 def start_span(
@@ -62,6 +71,29 @@ def metric_attributes(ctx: PassContext, genai_provider_name: str, model: str) ->
         names.GEN_AI_PROVIDER_NAME: genai_provider_name,
         names.GEN_AI_REQUEST_MODEL: model,
     }
+
+
+def repairing(
+    ctx: PassContext, site: CallSite, scope: SpanScope, provider: ModelProvider, model: str, repair: OutputRepair
+) -> None:
+    """The call sends a typed answer's error back to the model: a ``nons.output_repair`` event and a repair count,
+    so the dashboards show which models need repairs. The error quotes the answer: it is recorded only when
+    content is captured."""
+    if scope.tracing:
+        event: dict[str, Any] = {names.OUTPUT_REPAIR_NUMBER: repair.number, names.OUTPUT_REPAIR_REASON: repair.reason}
+        if ctx.capture_content:
+            event[names.OUTPUT_REPAIR_ERROR] = truncate_content(repair.error)
+        scope.span.add_event(names.EVENT_OUTPUT_REPAIR, event)
+    if ctx.instruments.metrics:
+        ctx.instruments.output_repairs.add(
+            1,
+            {
+                names.GEN_AI_PROVIDER_NAME: names.genai_provider_name(provider),
+                names.GEN_AI_REQUEST_MODEL: model,
+                names.OPERATOR_NAME: site.operator,
+                names.OUTPUT_REPAIR_REASON: repair.reason,
+            },
+        )
 
 
 def retrying(call: CallState, error: ProviderError, delay: float) -> None:

@@ -1,0 +1,196 @@
+"""Typed answers: reading a model's JSON answer, checking it against its schema, and repairing it.
+
+An operator that needs a typed answer (``classify``, ``extract``, ``validate``, ``route``, ``compare``, an agent's
+output schema) sends a JSON Schema with its call; the provider asks for it natively (see
+:mod:`nons.providers._structured`). What comes back is still checked here, because not every server constrains
+its decoding, and those that do may not enforce everything (Anthropic's format and llama.cpp's grammars leave
+numeric ranges out):
+
+1. :func:`parse_json_object` finds the JSON object in the text (code fences and prose around it are tolerated);
+2. :func:`conform` forgives what has one obvious reading: an enum value in another case or with spaces around it,
+   a number sent as a string, a missing property that may be null;
+3. the answer is validated against the schema with ``jsonschema``: a type, a value outside the enum, a number
+   outside its range, a missing property is refused with a message naming the field.
+
+When an answer is refused, :func:`complete_structured` sends the error back to the model with its answer, up to
+``repairs`` times (``ModelConfig.output_repairs``, else ``NON_OUTPUT_REPAIRS``), then raises
+:class:`~nons.base.errors.OutputParseError`. Each repair is an ordinary call through the engine's call path, so
+the scheduler, the budget and the cost see it; its span carries a ``nons.output_repair`` event.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from jsonschema import Draft202012Validator, SchemaError
+
+from nons.base.errors import ConfigurationError, OutputParseError
+from nons.base.messages import LLMResponse, Message, OutputRepair
+from nons.base.settings import get_settings
+from nons.base.types import ModelConfig
+from nons.observability import names
+
+__all__ = [
+    "check_schema",
+    "complete_structured",
+    "conform",
+    "parse_json_object",
+    "read_answer",
+    "repair_message",
+    "repairs_allowed",
+]
+
+#: The call that sends ``messages`` (a repair when the second argument is set) and returns the model's answer.
+SendFunction = Callable[[list[Message], OutputRepair | None], Awaitable[LLMResponse]]
+
+_MAX_ERRORS = 5  # schema errors quoted in one refusal; more only make the repair prompt longer
+_MAX_ERROR_CHARS = 300
+
+
+def repairs_allowed(config: ModelConfig) -> int:
+    """How many repairs a typed answer from ``config``'s model gets: ``output_repairs``, else
+    ``NON_OUTPUT_REPAIRS``."""
+    return config.output_repairs if config.output_repairs is not None else get_settings().output_repairs
+
+
+def check_schema(schema: Mapping[str, Any]) -> None:
+    """Raise ``ConfigurationError`` naming the problem when ``schema`` is not a valid JSON Schema."""
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError as error:
+        raise ConfigurationError(f"invalid output schema: {error.message}") from None
+
+
+def parse_json_object(text: str) -> dict[str, Any]:
+    """The JSON object in a model's answer, tolerating code fences and prose around it."""
+    stripped = text.strip()
+    if stripped.startswith("```"):
+        stripped = stripped.strip("`")
+        stripped = stripped.split("\n", 1)[1] if "\n" in stripped else stripped
+    start, end = stripped.find("{"), stripped.rfind("}")
+    if start == -1 or end <= start:
+        raise OutputParseError(f"expected a JSON object, got: {text[:200]!r}")
+    try:
+        value = json.loads(stripped[start : end + 1])
+    except json.JSONDecodeError as error:
+        raise OutputParseError(f"the answer is not valid JSON ({error}): {text[:200]!r}") from None
+    if not isinstance(value, dict):
+        raise OutputParseError(f"expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def read_answer(value: dict[str, Any], schema: Mapping[str, Any]) -> dict[str, Any]:
+    """``value`` conformed to ``schema`` (:func:`conform`), or ``OutputParseError`` naming each violation."""
+    conformed = conform(value, schema)
+    errors = sorted(Draft202012Validator(schema).iter_errors(conformed), key=lambda e: list(e.absolute_path))
+    if errors:
+        problems = "; ".join(_describe(error) for error in errors[:_MAX_ERRORS])
+        raise OutputParseError(f"the answer does not follow the schema: {problems}")
+    result: dict[str, Any] = conformed
+    return result
+
+
+def _describe(error: Any) -> str:
+    path = "/".join(str(part) for part in error.absolute_path)
+    message = str(error.message)
+    if len(message) > _MAX_ERROR_CHARS:
+        message = message[:_MAX_ERROR_CHARS] + "..."
+    return f"{path}: {message}" if path else message
+
+
+def conform(value: Any, schema: Mapping[str, Any]) -> Any:
+    """``value`` with what has one obvious reading made to fit ``schema``: enum strings matched ignoring case and
+    surrounding spaces, numbers sent as strings read as numbers, missing nullable properties set to null. Nothing
+    else changes: a boolean stays as given (``"true"`` is not ``true``), a number out of range stays out of it."""
+    if "anyOf" in schema:
+        for option in schema["anyOf"]:
+            candidate = conform(value, option)
+            if Draft202012Validator(option).is_valid(candidate):
+                return candidate
+        return value
+    if isinstance(value, str) and "enum" in schema:
+        wanted = value.strip().lower()
+        for option in schema["enum"]:
+            if isinstance(option, str) and option.lower() == wanted:
+                return option
+        return value
+    types = _types(schema)
+    if isinstance(value, str) and types & {"number", "integer"}:
+        return _number(value, integer="number" not in types)
+    if isinstance(value, dict) and "object" in types:
+        return _conform_object(value, schema)
+    if isinstance(value, list) and "array" in types and isinstance(schema.get("items"), Mapping):
+        return [conform(item, schema["items"]) for item in value]
+    return value
+
+
+def _conform_object(value: dict[str, Any], schema: Mapping[str, Any]) -> dict[str, Any]:
+    properties: Mapping[str, Any] = schema.get("properties", {})
+    out = {key: conform(item, properties[key]) if key in properties else item for key, item in value.items()}
+    for key in schema.get("required", ()):
+        if key not in out and key in properties and _nullable(properties[key]):
+            out[key] = None
+    return out
+
+
+def _types(schema: Mapping[str, Any]) -> set[str]:
+    kind = schema.get("type")
+    if isinstance(kind, str):
+        return {kind}
+    return {str(k) for k in kind} if isinstance(kind, list) else set()
+
+
+def _nullable(schema: Mapping[str, Any]) -> bool:
+    return "null" in _types(schema) or any(_nullable(option) for option in schema.get("anyOf", ()))
+
+
+def _number(text: str, *, integer: bool) -> Any:
+    try:
+        number = float(text.strip())
+    except ValueError:
+        return text
+    if integer:
+        return int(number) if number.is_integer() else text
+    return number
+
+
+def repair_message(error: OutputParseError) -> str:
+    """The user turn that sends ``error`` back to the model, after its unusable answer."""
+    return f"Your previous answer cannot be used: {error}\nAnswer again with only the corrected JSON object."
+
+
+async def complete_structured(
+    send: SendFunction, messages: list[Message], schema: Mapping[str, Any], repairs: int
+) -> dict[str, Any]:
+    """Call the model through ``send`` until its answer is a JSON object that follows ``schema``.
+
+    An unusable answer is sent back with the error (:func:`repair_message`) up to ``repairs`` times; then the
+    last error is raised as ``OutputParseError``, saying how many repairs were tried.
+    """
+    response = await send(messages, None)
+    number = 0
+    while True:
+        value, reason, error = _read(response.text, schema)
+        if value is not None:
+            return value
+        assert error is not None
+        if number >= repairs:
+            tried = f" (after {repairs} repair{'s' if repairs != 1 else ''})" if repairs else ""
+            raise OutputParseError(f"{error}{tried}")
+        number += 1
+        messages = [*messages, Message("assistant", response.text), Message("user", repair_message(error))]
+        response = await send(messages, OutputRepair(number, reason, str(error)))
+
+
+def _read(text: str, schema: Mapping[str, Any]) -> tuple[dict[str, Any] | None, str, OutputParseError | None]:
+    """The answer in ``text``, or why it cannot be used: the repair reason and the error."""
+    try:
+        value = parse_json_object(text)
+    except OutputParseError as error:
+        return None, names.REPAIR_INVALID_JSON, error
+    try:
+        return read_answer(value, schema), "", None
+    except OutputParseError as error:
+        return None, names.REPAIR_SCHEMA_MISMATCH, error

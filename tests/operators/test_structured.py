@@ -1,0 +1,167 @@
+"""Typed answers: the answer is read, conformed and checked against its schema, and an unusable one is repaired."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from nons.base.errors import ConfigurationError, NodeExecutionError, OutputParseError
+from nons.base.messages import LLMResponse, Message, OutputRepair
+from nons.base.results import Usage
+from nons.core.network import NoN
+from nons.core.node import Node
+from nons.core.types import ModelConfig, ModelProvider
+from nons.observability import names
+from nons.operators.results import Classification
+from nons.operators.structured import check_schema, complete_structured, conform, read_answer, repairs_allowed
+
+CLASSIFICATION = {
+    "type": "object",
+    "properties": {
+        "category": {"type": "string", "enum": ["bug", "feature"]},
+        "confidence": {"type": "number", "minimum": 0, "maximum": 1},
+        "reasoning": {"type": "string"},
+    },
+    "required": ["category", "confidence", "reasoning"],
+}
+GOOD = {"category": "bug", "confidence": 0.8, "reasoning": "it crashes"}
+
+
+def scripted(*answers: Any, **config: Any) -> ModelConfig:
+    texts = [a if isinstance(a, str) else json.dumps(a) for a in answers]
+    return ModelConfig(
+        provider=ModelProvider.MOCK, model_name="gpt-4o-mini", extra_params={"mock_responses": texts}, **config
+    )
+
+
+async def classify(config: ModelConfig) -> Any:
+    return await NoN.from_operators([Node("classify", config, categories=["bug", "feature"])]).run("It crashes")
+
+
+# -- reading an answer ----------------------------------------------------------------------------------------
+
+
+def test_conform_forgives_only_what_has_one_reading() -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "category": {"type": "string", "enum": ["bug", "feature"]},
+            "confidence": {"type": "number"},
+            "count": {"type": "integer"},
+            "valid": {"type": "boolean"},
+            "note": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+        },
+        "required": ["category", "confidence", "count", "valid", "note"],
+    }
+    answer = {"category": " BUG ", "confidence": "0.75", "count": "3", "valid": "true"}
+    assert conform(answer, schema) == {
+        "category": "bug", "confidence": 0.75, "count": 3, "valid": "true", "note": None,
+    }  # fmt: skip
+    # "true" is not true: a verdict is never read from a string.
+    with pytest.raises(OutputParseError, match="valid: 'true' is not of type 'boolean'"):
+        read_answer(answer, schema)
+
+
+def test_a_number_outside_its_range_is_refused_naming_the_field() -> None:
+    with pytest.raises(OutputParseError, match=r"confidence: 10\.9 is greater than the maximum of 1"):
+        read_answer({**GOOD, "confidence": 10.9}, CLASSIFICATION)
+
+
+def test_every_violation_is_named() -> None:
+    with pytest.raises(OutputParseError) as raised:
+        read_answer({"category": "other", "confidence": -1}, CLASSIFICATION)
+    message = str(raised.value)
+    assert "'reasoning' is a required property" in message
+    assert "category: 'other' is not one of ['bug', 'feature']" in message
+    assert "confidence: -1 is less than the minimum of 0" in message
+
+
+def test_an_invalid_schema_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigurationError, match="invalid output schema"):
+        check_schema({"type": "objekt"})
+
+
+def test_repairs_come_from_the_model_config_or_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert repairs_allowed(ModelConfig()) == 1
+    monkeypatch.setenv("NON_OUTPUT_REPAIRS", "3")
+    assert repairs_allowed(ModelConfig()) == 3
+    assert repairs_allowed(ModelConfig(output_repairs=0)) == 0
+
+
+# -- the repair loop ------------------------------------------------------------------------------------------
+
+
+class Model:
+    """Answers each call with the next scripted text, and keeps what it was sent."""
+
+    def __init__(self, *answers: str) -> None:
+        self.answers = list(answers)
+        self.sent: list[tuple[list[Message], OutputRepair | None]] = []
+
+    async def __call__(self, messages: list[Message], repair: OutputRepair | None) -> LLMResponse:
+        self.sent.append((messages, repair))
+        return LLMResponse(self.answers.pop(0), Usage(1, 1), "stop", "m", None)
+
+
+async def test_an_answer_broken_twice_is_repaired_twice_with_the_error_and_the_bad_answer() -> None:
+    out_of_range = json.dumps({**GOOD, "confidence": 7})
+    model = Model("I think it is a bug.", out_of_range, json.dumps(GOOD))
+
+    value = await complete_structured(model, [Message("user", "It crashes")], CLASSIFICATION, repairs=2)
+
+    assert value == GOOD
+    (first, none), (second, repair1), (third, repair2) = model.sent
+    assert none is None and [m.content for m in first] == ["It crashes"]
+    assert repair1 is not None and (repair1.number, repair1.reason) == (1, names.REPAIR_INVALID_JSON)
+    assert [m.role for m in second] == ["user", "assistant", "user"]
+    assert second[1].content == "I think it is a bug."
+    assert "expected a JSON object" in second[2].content
+    assert repair2 is not None and (repair2.number, repair2.reason) == (2, names.REPAIR_SCHEMA_MISMATCH)
+    # The whole conversation goes along: both bad answers and both errors.
+    assert [m.role for m in third] == ["user", "assistant", "user", "assistant", "user"]
+    assert third[3].content == out_of_range
+    assert "confidence: 7 is greater than the maximum of 1" in third[4].content
+
+
+async def test_when_the_repairs_are_used_up_the_last_error_is_raised() -> None:
+    model = Model("prose", "more prose")
+    with pytest.raises(OutputParseError, match=r"expected a JSON object, got: 'more prose' \(after 1 repair\)"):
+        await complete_structured(model, [Message("user", "x")], CLASSIFICATION, repairs=1)
+    assert len(model.sent) == 2
+
+
+async def test_no_repairs_means_the_first_unusable_answer_fails() -> None:
+    model = Model("prose")
+    with pytest.raises(OutputParseError, match=r"expected a JSON object, got: 'prose'$"):
+        await complete_structured(model, [Message("user", "x")], CLASSIFICATION, repairs=0)
+
+
+# -- through a network node -----------------------------------------------------------------------------------
+
+
+async def test_a_node_repairs_an_answer_broken_twice_and_pays_for_every_call() -> None:
+    broken = scripted("Sure! It's a bug.", {**GOOD, "category": "crash"}, GOOD, output_repairs=2)
+    result = await classify(broken)
+
+    assert result.output == Classification("bug", 0.8, "it crashes")
+    # Each repair is a call of its own: recorded, counted in the usage and priced.
+    assert len(result.calls) == 3
+    assert all(c.cost_usd is not None and c.cost_usd > 0 for c in result.calls)
+    assert result.cost_usd == pytest.approx(sum(c.cost_usd or 0 for c in result.calls))
+
+
+async def test_the_default_is_one_repair_then_output_parse_error() -> None:
+    with pytest.raises(NodeExecutionError) as raised:
+        await classify(scripted("prose", "still prose", GOOD))
+    assert isinstance(raised.value.cause, OutputParseError)
+    assert "after 1 repair" in str(raised.value.cause)
+
+
+async def test_the_simulated_provider_answers_each_form_as_a_real_model_would() -> None:
+    for form in ("auto", "json_schema", "json_object", "prompt"):
+        config = ModelConfig(provider=ModelProvider.MOCK, model_name="gpt-4o-mini", structured_output=form)
+        result = await NoN.from_operators([Node("extract", config, fields=["name", "city"])]).run("Ada, London")
+        assert set(result.output) == {"name", "city"}
+        assert len(result.calls) == 1  # no repair needed: the fenced prompt-form answer parses too

@@ -59,7 +59,8 @@ class LLMRequest:
     parameters, base URL, key and ``extra_params``. ``system`` is the node's context. ``response_schema``,
     when set, is the JSON Schema the answer must follow: each provider asks for it in its vendor's native
     structured-output form (``config.structured_output`` picks which), with the prompt as the fallback; the
-    simulated provider answers with JSON that follows it.
+    simulated provider answers with JSON that follows it. ``tool_choice`` forces a tool call when ``tools`` are
+    offered: ``"required"`` (any of them) or a tool's name; ``None`` leaves the choice to the model.
     """
 
     provider: ModelProvider
@@ -70,6 +71,7 @@ class LLMRequest:
     tools: tuple[ToolDefinition, ...] = ()
     response_schema: dict[str, Any] | None = None
     timeout_s: float | None = None
+    tool_choice: str | None = None
 
 
 @dataclass(slots=True)

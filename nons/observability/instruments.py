@@ -38,7 +38,7 @@ class Instruments:
     scheduler_wait: Histogram
     throttled: Counter
     tool_calls: Counter
-output_repairs: Counter
+    output_repairs: Counter
 
 
 @functools.lru_cache(maxsize=4)

@@ -40,6 +40,7 @@ __all__ = [
     "read_answer",
     "repair_message",
     "repairs_allowed",
+    "try_read",
 ]
 
 #: The call that sends ``messages`` (a repair when the second argument is set) and returns the model's answer.
@@ -172,7 +173,7 @@ async def complete_structured(
     response = await send(messages, None)
     number = 0
     while True:
-        value, reason, error = _read(response.text, schema)
+        value, reason, error = try_read(response.text, schema)
         if value is not None:
             return value
         assert error is not None
@@ -184,8 +185,9 @@ async def complete_structured(
         response = await send(messages, OutputRepair(number, reason, str(error)))
 
 
-def _read(text: str, schema: Mapping[str, Any]) -> tuple[dict[str, Any] | None, str, OutputParseError | None]:
-    """The answer in ``text``, or why it cannot be used: the repair reason and the error."""
+def try_read(text: str, schema: Mapping[str, Any]) -> tuple[dict[str, Any] | None, str, OutputParseError | None]:
+    """``(answer, "", None)`` when ``text`` holds a usable answer, else ``(None, reason, error)``: why it cannot
+    be used, as a repair reason (``invalid_json``, ``schema_mismatch``) and the error to send back."""
     try:
         value = parse_json_object(text)
     except OutputParseError as error:

@@ -90,6 +90,10 @@ class AnthropicProvider(SDKProvider[anthropic.AsyncAnthropic]):
             params["tools"] = [
                 {"name": t.name, "description": t.description, "input_schema": t.parameters} for t in request.tools
             ]
+            if request.tool_choice == "required":
+                params["tool_choice"] = {"type": "any"}
+            elif request.tool_choice:
+                params["tool_choice"] = {"type": "tool", "name": request.tool_choice}
         if config.temperature is not None or config.top_p is not None:
             _warn_sampling_once()
         body = extra_body(config)

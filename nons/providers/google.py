@@ -114,6 +114,13 @@ class GoogleProvider(SDKProvider[genai.Client]):
             ]
             # The SDK only calls Python functions itself; say so, so it never tries.
             generation.automatic_function_calling = types.AutomaticFunctionCallingConfig(disable=True)
+            if request.tool_choice:
+                forced = None if request.tool_choice == "required" else [request.tool_choice]
+                generation.tool_config = types.ToolConfig(
+                    function_calling_config=types.FunctionCallingConfig(
+                        mode=types.FunctionCallingConfigMode.ANY, allowed_function_names=forced
+                    )
+                )
         return {"model": request.model, "contents": self._contents(request.messages), "config": generation}
 
     def schema_in_prompt(self, request: LLMRequest) -> bool:

@@ -31,7 +31,8 @@ rule, so agents do something sensible offline: on a user turn it calls the tool 
 the user's text (``add`` in "add 2 and 3"; ``get_weather`` also matches "get weather"), filling number
 parameters in order with the numbers of that text, string parameters with the text itself, and other
 parameters from their schema; when no tool is named it answers in text. Once tool results are in the
-conversation, it answers in text with them.
+conversation, it answers in text with them. A forced tool choice (``LLMRequest.tool_choice``) is obeyed: that
+tool, or with ``required`` the named tool or else the first one, and never a text answer.
 
 When ``model_name`` names a model with a known price (``gpt-4o-mini``, ``claude-sonnet-4-5``, ...), calls are
 charged that price, so demos show real-looking cost; spans carry ``nons.simulated = true``.
@@ -240,7 +241,7 @@ def _rule_based_turn(request: LLMRequest, rng: random.Random) -> tuple[str, tupl
         if message.role != "tool":
             break
         results.append(f"{message.name or 'the tool'} returned {message.content}")
-    if results:
+    if results and not request.tool_choice:
         return "Based on the tools: " + "; ".join(reversed(results)) + ".", ()
     prompt = _last_user_text(request)
     lowered = prompt.lower()
@@ -250,6 +251,11 @@ def _rule_based_turn(request: LLMRequest, rng: random.Random) -> tuple[str, tupl
         found = [m.start() for s in spellings for m in re.finditer(rf"\b{re.escape(s)}\b", lowered)]
         if found:
             named.append((min(found), tool))
+    if request.tool_choice and request.tool_choice != "required":
+        # A forced tool: that one, whatever the text names.
+        named = [(0, t) for t in request.tools if t.name == request.tool_choice]
+    elif request.tool_choice and not named:
+        named = [(0, request.tools[0])]  # a tool call is required: the first tool when the text names none
     if not named:
         return _free_text(request, rng), ()
     tool = min(named, key=lambda item: item[0])[1]

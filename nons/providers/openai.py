@@ -140,6 +140,10 @@ class OpenAIProvider(SDKProvider[openai.AsyncOpenAI]):
                 }
                 for t in request.tools
             ]
+            if request.tool_choice == "required":
+                params["tool_choice"] = "required"
+            elif request.tool_choice:
+                params["tool_choice"] = {"type": "function", "function": {"name": request.tool_choice}}
         body = extra_body(config)
         if body:
             params["extra_body"] = body

@@ -37,6 +37,7 @@ async def call_llm(
     system: str | None = None,
     response_schema: dict[str, Any] | None = None,
     tools: Sequence[ToolDefinition] = (),
+    tool_choice: str | None = None,
     repair: OutputRepair | None = None,
 ) -> LLMResponse:
     """Make one logical LLM call for ``site`` and append its record to ``records`` (and the pass's calls).
@@ -59,7 +60,7 @@ async def call_llm(
             provider = get_provider(kind)
             request = LLMRequest(
                 provider=kind, model=model, config=config, messages=messages, system=system, tools=tuple(tools),
-                response_schema=response_schema, timeout_s=ctx.settings.request_timeout,
+                response_schema=response_schema, timeout_s=ctx.settings.request_timeout, tool_choice=tool_choice,
             )
             call = CallState(
                 ctx, site, scope, model, request, provider,

@@ -93,8 +93,9 @@ class OutputRepair:
     """Why a call is a repair: the previous answer (``number - 1`` repairs ago) did not parse or follow its schema,
     and the call sends the error back to the model.
 
-    ``reason`` is a low-cardinality kind (``invalid_json``, ``schema_mismatch``) for telemetry labels; ``error`` is
-    the message the model was sent, which may quote the answer (so telemetry records it only with content capture).
+    ``reason`` is a low-cardinality kind (``invalid_json``, ``schema_mismatch``, ``truncated``) for telemetry
+    labels; ``error`` is the message the model was sent, which may quote the answer (so telemetry records it only
+    with content capture).
     """
 
     number: int

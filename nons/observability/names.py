@@ -152,7 +152,8 @@ OUTPUT_REPAIR_REASON: Final = "nons.output_repair.reason"  # one of the OUTPUT_R
 OUTPUT_REPAIR_ERROR: Final = "nons.output_repair.error"  # the error sent back; recorded only with content capture
 REPAIR_INVALID_JSON: Final = "invalid_json"  # no JSON object in the answer
 REPAIR_SCHEMA_MISMATCH: Final = "schema_mismatch"  # a JSON object that does not follow the schema
-OUTPUT_REPAIR_REASONS: Final = (REPAIR_INVALID_JSON, REPAIR_SCHEMA_MISMATCH)
+REPAIR_TRUNCATED: Final = "truncated"  # the answer hit the token limit before its JSON was complete
+OUTPUT_REPAIR_REASONS: Final = (REPAIR_INVALID_JSON, REPAIR_SCHEMA_MISMATCH, REPAIR_TRUNCATED)
 
 # --- metrics: (name, unit) --------------------------------------------------------------------------------
 METRIC_OPERATION_DURATION: Final = _genai_metrics.GEN_AI_CLIENT_OPERATION_DURATION

@@ -13,6 +13,14 @@ from nons.operators.spec import builtin
 
 __all__: list[str] = []  # operators are used by name, through the registry
 
+# Free text and lists in typed answers are bounded. A decoder that enforces the bounds (llama.cpp's grammars, for
+# one) then closes a string or a list where a small model would go on until its token limit cut the JSON short
+# (and the answer needed a repair); where a server does not enforce them, the answer is cut to them.
+_MAX_LIST_ITEMS = 5
+_PROSE = {"type": "string", "maxLength": 400}  # a reasoning, an explanation, a conclusion
+_ITEM = {"type": "string", "maxLength": 200}  # one difference, similarity or issue
+_FIELD = {"type": "string", "maxLength": 300}  # one extracted value
+
 
 @builtin(description="Rewrite the input according to an instruction.")
 async def transform(ctx: OperatorContext, input: Any, instruction: str = "Rewrite the input clearly.") -> str:
@@ -33,7 +41,7 @@ async def classify(ctx: OperatorContext, input: Any, categories: Sequence[str]) 
         "properties": {
             "category": {"type": "string", "enum": options},
             "confidence": {"type": "number", "minimum": 0, "maximum": 1},
-            "reasoning": {"type": "string"},
+            "reasoning": _PROSE,
         },
         "required": ["category", "confidence", "reasoning"],
     }
@@ -52,7 +60,7 @@ async def classify(ctx: OperatorContext, input: Any, categories: Sequence[str]) 
 async def extract(ctx: OperatorContext, input: Any, fields: Sequence[str]) -> dict[str, Any]:
     wanted = _non_empty_strings("extract", "fields", fields)
     # Every field is required but may be null, so a strict schema can say "absent" without leaving a key out.
-    nullable_string = {"anyOf": [{"type": "string"}, {"type": "null"}]}
+    nullable_string = {"anyOf": [_FIELD, {"type": "null"}]}
     schema = {
         "title": "extraction",
         "type": "object",
@@ -84,14 +92,14 @@ async def compare(ctx: OperatorContext, input: Any, criteria: str = "") -> Compa
     items = items_of(input)
     if len(items) < 2:
         raise ConfigurationError(f"compare needs at least two inputs, got {len(items)}")
-    list_of_strings = {"type": "array", "items": {"type": "string"}}
+    list_of_strings = {"type": "array", "items": _ITEM, "maxItems": _MAX_LIST_ITEMS}
     schema = {
         "title": "comparison",
         "type": "object",
         "properties": {
             "differences": list_of_strings,
             "similarities": list_of_strings,
-            "conclusion": {"type": "string"},
+            "conclusion": _PROSE,
         },
         "required": ["differences", "similarities", "conclusion"],
     }
@@ -115,8 +123,8 @@ async def validate(
         "type": "object",
         "properties": {
             "valid": {"type": "boolean"},
-            "issues": {"type": "array", "items": {"type": "string"}},
-            "explanation": {"type": "string"},
+            "issues": {"type": "array", "items": _ITEM, "maxItems": _MAX_LIST_ITEMS},
+            "explanation": _PROSE,
         },
         "required": ["valid", "issues", "explanation"],
     }
@@ -147,7 +155,7 @@ async def route(ctx: OperatorContext, input: Any, routes: Sequence[str] | Mappin
     schema = {
         "title": "route_decision",
         "type": "object",
-        "properties": {"route": {"type": "string", "enum": options}, "reasoning": {"type": "string"}},
+        "properties": {"route": {"type": "string", "enum": options}, "reasoning": _PROSE},
         "required": ["route", "reasoning"],
     }
     data = await ctx.complete_json(

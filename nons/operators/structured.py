@@ -4,13 +4,14 @@ An operator that needs a typed answer (``classify``, ``extract``, ``validate``, 
 output schema) sends a JSON Schema with its call; the provider asks for it natively (see
 :mod:`nons.providers._structured`). What comes back is still checked here, because not every server constrains
 its decoding, and those that do may not enforce everything (Anthropic's format and llama.cpp's grammars leave
-numeric ranges out):
+numeric ranges out; OpenAI's strict mode has no string lengths):
 
 1. :func:`parse_json_object` finds the JSON object in the text (code fences and prose around it are tolerated);
-2. :func:`conform` forgives what has one obvious reading: an enum value in another case or with spaces around it,
-   a number sent as a string, a missing property that may be null;
-3. the answer is validated against the schema with ``jsonschema``: a type, a value outside the enum, a number
-   outside its range, a missing property is refused with a message naming the field.
+2. :func:`conform` forgives what has one obvious reading (an enum value in another case, a number sent as a
+   string, a missing property that may be null) and clamps what a server may not have enforced: numeric ranges,
+   string and list maxima;
+3. the answer is validated against the schema with ``jsonschema``: not JSON, a wrong type, a value outside the
+   enum, a missing property is refused with a message naming the field.
 
 When an answer is refused, :func:`complete_structured` sends the error back to the model with its answer, up to
 ``repairs`` times (``ModelConfig.output_repairs``, else ``NON_OUTPUT_REPAIRS``), then raises
@@ -48,6 +49,8 @@ SendFunction = Callable[[list[Message], OutputRepair | None], Awaitable[LLMRespo
 
 _MAX_ERRORS = 5  # schema errors quoted in one refusal; more only make the repair prompt longer
 _MAX_ERROR_CHARS = 300
+# The finish reasons of an answer cut off at the token limit (OpenAI's, then Anthropic's and Gemini's).
+_TRUNCATED = frozenset({"length", "max_tokens"})
 
 
 def repairs_allowed(config: ModelConfig) -> int:
@@ -102,9 +105,16 @@ def _describe(error: Any) -> str:
 
 
 def conform(value: Any, schema: Mapping[str, Any]) -> Any:
-    """``value`` with what has one obvious reading made to fit ``schema``: enum strings matched ignoring case and
-    surrounding spaces, numbers sent as strings read as numbers, missing nullable properties set to null. Nothing
-    else changes: a boolean stays as given (``"true"`` is not ``true``), a number out of range stays out of it."""
+    """``value`` made to fit ``schema`` where that has one reading, so that only real mistakes cost a repair.
+
+    - Forgiven: an enum string in another case or with spaces around it (the enum's spelling is kept); a number
+      sent as a string; a missing property that may be null (set to null).
+    - Clamped: the schema's bounds, which not every server enforces while decoding (llama.cpp's grammars leave
+      numeric ranges out, Anthropic's format leaves out every bound): a number is brought into
+      ``minimum``..``maximum``, a string cut to ``maxLength``, a list to ``maxItems``.
+    - Left for the check to refuse: everything else. A boolean stays as given (``"true"`` is not ``true``), a
+      value outside an enum stays outside it, a list shorter than ``minItems`` stays short.
+    """
     if "anyOf" in schema:
         for option in schema["anyOf"]:
             candidate = conform(value, option)
@@ -113,18 +123,30 @@ def conform(value: Any, schema: Mapping[str, Any]) -> Any:
         return value
     if isinstance(value, str) and "enum" in schema:
         wanted = value.strip().lower()
-        for option in schema["enum"]:
-            if isinstance(option, str) and option.lower() == wanted:
-                return option
-        return value
+        return next((o for o in schema["enum"] if isinstance(o, str) and o.lower() == wanted), value)
     types = _types(schema)
     if isinstance(value, str) and types & {"number", "integer"}:
-        return _number(value, integer="number" not in types)
+        value = _number(value, integer="number" not in types)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return _clamp(value, schema)
+    if isinstance(value, str) and isinstance(schema.get("maxLength"), int):
+        return value[: schema["maxLength"]]
     if isinstance(value, dict) and "object" in types:
         return _conform_object(value, schema)
-    if isinstance(value, list) and "array" in types and isinstance(schema.get("items"), Mapping):
-        return [conform(item, schema["items"]) for item in value]
+    if isinstance(value, list) and "array" in types:
+        items = schema.get("items")
+        kept = value[: schema["maxItems"]] if isinstance(schema.get("maxItems"), int) else value
+        return [conform(item, items) for item in kept] if isinstance(items, Mapping) else kept
     return value
+
+
+def _clamp(number: float, schema: Mapping[str, Any]) -> float:
+    low, high = schema.get("minimum"), schema.get("maximum")
+    if isinstance(low, (int, float)) and number < low:
+        return low
+    if isinstance(high, (int, float)) and number > high:
+        return high
+    return number
 
 
 def _conform_object(value: dict[str, Any], schema: Mapping[str, Any]) -> dict[str, Any]:
@@ -173,7 +195,7 @@ async def complete_structured(
     response = await send(messages, None)
     number = 0
     while True:
-        value, reason, error = try_read(response.text, schema)
+        value, reason, error = try_read(response.text, schema, response.finish_reason)
         if value is not None:
             return value
         assert error is not None
@@ -185,12 +207,18 @@ async def complete_structured(
         response = await send(messages, OutputRepair(number, reason, str(error)))
 
 
-def try_read(text: str, schema: Mapping[str, Any]) -> tuple[dict[str, Any] | None, str, OutputParseError | None]:
+def try_read(
+    text: str, schema: Mapping[str, Any], finish_reason: str | None = None
+) -> tuple[dict[str, Any] | None, str, OutputParseError | None]:
     """``(answer, "", None)`` when ``text`` holds a usable answer, else ``(None, reason, error)``: why it cannot
-    be used, as a repair reason (``invalid_json``, ``schema_mismatch``) and the error to send back."""
+    be used, as a repair reason (``invalid_json``, ``schema_mismatch``, ``truncated`` when the answer stopped at
+    the token limit) and the error to send back."""
     try:
         value = parse_json_object(text)
     except OutputParseError as error:
+        if finish_reason in _TRUNCATED:
+            cut = OutputParseError(f"the answer was cut off at the token limit before its JSON was complete ({error})")
+            return None, names.REPAIR_TRUNCATED, cut
         return None, names.REPAIR_INVALID_JSON, error
     try:
         return read_answer(value, schema), "", None

@@ -26,13 +26,21 @@ from __future__ import annotations
 import copy
 import dataclasses
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from nons.base.messages import LLMRequest
 from nons.base.types import StructuredOutput
 
-__all__ = ["output_form", "schema_name", "strict_schema", "with_form"]
+__all__ = [
+    "GEMINI_KEYWORDS",
+    "only_keywords",
+    "output_form",
+    "schema_name",
+    "strict_schema",
+    "with_form",
+    "without_keywords",
+]
 
 # Keywords OpenAI's strict mode accepts (its documented subset); a schema using any other is sent non-strict.
 _STRICT_KEYWORDS = frozenset(
@@ -42,7 +50,22 @@ _STRICT_KEYWORDS = frozenset(
         "exclusiveMinimum", "exclusiveMaximum", "multipleOf", "minItems", "maxItems",
     }
 )  # fmt: skip
+#: String bounds strict mode lacks. NoN checks them in the answer itself (a string over ``maxLength`` is cut), so
+#: OpenAI's API is sent the schema without them rather than without ``strict``; a compatible server (llama.cpp,
+#: vLLM) is sent them, since its grammar enforces them while decoding.
+_STRING_BOUNDS = frozenset({"minLength", "maxLength"})
+#: What Gemini's ``response_json_schema`` supports (the SDK's documented subset, with ``propertyOrdering``).
+GEMINI_KEYWORDS = frozenset(
+    {
+        "$id", "$defs", "$ref", "$anchor", "type", "format", "title", "description", "enum", "items", "prefixItems",
+        "minItems", "maxItems", "minimum", "maximum", "anyOf", "oneOf", "properties", "additionalProperties",
+        "required", "propertyOrdering",
+    }
+)  # fmt: skip
 _NAME_CHARACTERS = re.compile(r"[^a-zA-Z0-9_-]+")
+# Keywords whose value is a map of names to subschemas, a subschema, or a list of subschemas.
+_SCHEMA_MAPS = ("properties", "$defs", "definitions")
+_SCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
 
 
 def output_form(request: LLMRequest) -> StructuredOutput | None:
@@ -70,24 +93,52 @@ def schema_name(schema: Mapping[str, Any]) -> str:
     return name or "answer"
 
 
-def strict_schema(schema: Mapping[str, Any]) -> dict[str, Any] | None:
+def strict_schema(schema: Mapping[str, Any], *, keep_string_bounds: bool) -> dict[str, Any] | None:
     """``schema`` as OpenAI's strict mode wants it, or ``None`` when strict mode cannot express it.
 
     Strict mode constrains decoding to the schema exactly, but asks two things of every object: all its
     properties are required, and no others are allowed. A missing ``additionalProperties`` is added as
     ``false`` (the operators never want extra keys); an optional property, open additional properties or a
-    keyword outside strict mode's subset mean the schema is sent without ``strict``.
+    keyword outside strict mode's subset mean the schema is sent without ``strict``. String bounds are left out
+    unless ``keep_string_bounds`` (see ``_STRING_BOUNDS``).
     """
-    strict = copy.deepcopy(dict(schema))
-    return strict if _make_strict(strict) else None
+    allowed = _STRICT_KEYWORDS | _STRING_BOUNDS
+    strict = copy.deepcopy(dict(schema)) if keep_string_bounds else without_keywords(schema, _STRING_BOUNDS)
+    return strict if _make_strict(strict, allowed) else None
 
 
-def _make_strict(node: Any) -> bool:
+def only_keywords(schema: Mapping[str, Any], allowed: frozenset[str]) -> dict[str, Any]:
+    """A copy of ``schema`` whose every subschema keeps only the ``allowed`` keywords."""
+    return _filtered(schema, lambda key: key in allowed)
+
+
+def without_keywords(schema: Mapping[str, Any], dropped: frozenset[str]) -> dict[str, Any]:
+    """A copy of ``schema`` whose subschemas lack the ``dropped`` keywords."""
+    return _filtered(schema, lambda key: key not in dropped)
+
+
+def _filtered(schema: Mapping[str, Any], keep: Callable[[str], bool]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if not keep(key):
+            continue
+        if key in _SCHEMA_MAPS and isinstance(value, Mapping):
+            out[key] = {name: _filtered(sub, keep) if isinstance(sub, Mapping) else sub for name, sub in value.items()}
+        elif key in _SCHEMA_LISTS and isinstance(value, list):
+            out[key] = [_filtered(sub, keep) if isinstance(sub, Mapping) else sub for sub in value]
+        elif key == "items" and isinstance(value, Mapping):
+            out[key] = _filtered(value, keep)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _make_strict(node: Any, allowed: frozenset[str]) -> bool:
     if isinstance(node, list):
-        return all(_make_strict(item) for item in node)
+        return all(_make_strict(item, allowed) for item in node)
     if not isinstance(node, dict):
         return True
-    if not set(node) <= _STRICT_KEYWORDS:
+    if not set(node) <= allowed:
         return False
     if node.get("type") == "object" or "properties" in node:
         properties = node.get("properties", {})
@@ -95,12 +146,13 @@ def _make_strict(node: Any) -> bool:
             return False
         if node.setdefault("additionalProperties", False) is not False:
             return False
-        if not all(_make_strict(sub) for sub in properties.values()):
+        if not all(_make_strict(sub, allowed) for sub in properties.values()):
             return False
     for key in ("items", "anyOf"):
-        if key in node and not _make_strict(node[key]):
+        if key in node and not _make_strict(node[key], allowed):
             return False
     for key in ("$defs", "definitions"):
-        if key in node and not (isinstance(node[key], dict) and all(_make_strict(s) for s in node[key].values())):
+        defs = node.get(key)
+        if defs is not None and not (isinstance(defs, dict) and all(_make_strict(s, allowed) for s in defs.values())):
             return False
     return True

@@ -38,7 +38,7 @@ from nons.base.types import ModelProvider, StructuredOutput
 from nons.observability import names
 from nons.providers._errors import FailedCall, malformed
 from nons.providers._sdk import SDKProvider
-from nons.providers._structured import output_form
+from nons.providers._structured import GEMINI_KEYWORDS, only_keywords, output_form
 from nons.providers._wire import ensure_answer, extra_body, parse_tool_arguments, system_text, tool_names_by_id
 
 __all__ = ["SYNTHETIC_ID_PREFIX", "GoogleProvider"]
@@ -100,7 +100,8 @@ class GoogleProvider(SDKProvider[genai.Client]):
         if form is StructuredOutput.JSON_SCHEMA or form is StructuredOutput.JSON_OBJECT:
             generation.response_mime_type = "application/json"
         if form is StructuredOutput.JSON_SCHEMA:
-            generation.response_json_schema = request.response_schema
+            # Keywords outside Gemini's subset are left out; NoN checks the answer against the whole schema.
+            generation.response_json_schema = only_keywords(request.response_schema or {}, GEMINI_KEYWORDS)
         if request.tools:
             generation.tools = [
                 types.Tool(

@@ -163,7 +163,7 @@ class OpenAIProvider(SDKProvider[openai.AsyncOpenAI]):
             if self.configured_base_url(request.config):
                 return {"type": "json_object", "schema": schema}
             return {"type": "json_object"}
-        strict = strict_schema(schema)
+        strict = strict_schema(schema, keep_string_bounds=bool(self.configured_base_url(request.config)))
         return {
             "type": "json_schema",
             "json_schema": {"name": schema_name(schema), "schema": strict or schema, "strict": strict is not None},

@@ -64,18 +64,30 @@ def test_conform_forgives_only_what_has_one_reading() -> None:
         read_answer(answer, schema)
 
 
-def test_a_number_outside_its_range_is_refused_naming_the_field() -> None:
-    with pytest.raises(OutputParseError, match=r"confidence: 10\.9 is greater than the maximum of 1"):
-        read_answer({**GOOD, "confidence": 10.9}, CLASSIFICATION)
+def test_bounds_a_server_did_not_enforce_are_clamped() -> None:
+    # llama.cpp's grammars constrain no numeric range: SmolLM2 answered a confidence of 10.9 and of 3.
+    assert read_answer({**GOOD, "confidence": 10.9}, CLASSIFICATION)["confidence"] == 1
+    assert read_answer({**GOOD, "confidence": -2}, CLASSIFICATION)["confidence"] == 0
+    schema = {
+        "type": "object",
+        "properties": {
+            "why": {"type": "string", "maxLength": 5},
+            "tags": {"type": "array", "items": {"type": "string", "maxLength": 2}, "maxItems": 2, "minItems": 2},
+        },
+    }
+    assert read_answer({"why": "because", "tags": ["abc", "de", "f"]}, schema) == {"why": "becau", "tags": ["ab", "de"]}
+    # A lower bound on a list cannot be met by cutting: it is refused.
+    with pytest.raises(OutputParseError, match=r"tags: \['a'\] is too short"):
+        read_answer({"why": "", "tags": ["a"]}, schema)
 
 
 def test_every_violation_is_named() -> None:
     with pytest.raises(OutputParseError) as raised:
-        read_answer({"category": "other", "confidence": -1}, CLASSIFICATION)
+        read_answer({"category": "other", "confidence": "high"}, CLASSIFICATION)
     message = str(raised.value)
     assert "'reasoning' is a required property" in message
     assert "category: 'other' is not one of ['bug', 'feature']" in message
-    assert "confidence: -1 is less than the minimum of 0" in message
+    assert "confidence: 'high' is not of type 'number'" in message
 
 
 def test_an_invalid_schema_is_a_configuration_error() -> None:
@@ -106,8 +118,8 @@ class Model:
 
 
 async def test_an_answer_broken_twice_is_repaired_twice_with_the_error_and_the_bad_answer() -> None:
-    out_of_range = json.dumps({**GOOD, "confidence": 7})
-    model = Model("I think it is a bug.", out_of_range, json.dumps(GOOD))
+    off_the_list = json.dumps({**GOOD, "category": "crash"})
+    model = Model("I think it is a bug.", off_the_list, json.dumps(GOOD))
 
     value = await complete_structured(model, [Message("user", "It crashes")], CLASSIFICATION, repairs=2)
 
@@ -121,8 +133,8 @@ async def test_an_answer_broken_twice_is_repaired_twice_with_the_error_and_the_b
     assert repair2 is not None and (repair2.number, repair2.reason) == (2, names.REPAIR_SCHEMA_MISMATCH)
     # The whole conversation goes along: both bad answers and both errors.
     assert [m.role for m in third] == ["user", "assistant", "user", "assistant", "user"]
-    assert third[3].content == out_of_range
-    assert "confidence: 7 is greater than the maximum of 1" in third[4].content
+    assert third[3].content == off_the_list
+    assert "category: 'crash' is not one of ['bug', 'feature']" in third[4].content
 
 
 async def test_when_the_repairs_are_used_up_the_last_error_is_raised() -> None:
@@ -130,6 +142,20 @@ async def test_when_the_repairs_are_used_up_the_last_error_is_raised() -> None:
     with pytest.raises(OutputParseError, match=r"expected a JSON object, got: 'more prose' \(after 1 repair\)"):
         await complete_structured(model, [Message("user", "x")], CLASSIFICATION, repairs=1)
     assert len(model.sent) == 2
+
+
+async def test_an_answer_cut_off_at_the_token_limit_is_repaired_as_truncated() -> None:
+    model = Model('{"category": "bug", "confidence": 0.8, "reasoning": "it crashes and crashes and', json.dumps(GOOD))
+    first = model.__call__
+
+    async def cut_off(messages: list[Message], repair: OutputRepair | None) -> LLMResponse:
+        response = await first(messages, repair)
+        return LLMResponse(response.text, response.usage, "length" if repair is None else "stop", "m", None)
+
+    assert await complete_structured(cut_off, [Message("user", "x")], CLASSIFICATION, repairs=1) == GOOD
+    repair = model.sent[1][1]
+    assert repair is not None and repair.reason == names.REPAIR_TRUNCATED
+    assert repair.error.startswith("the answer was cut off at the token limit before its JSON was complete")
 
 
 async def test_no_repairs_means_the_first_unusable_answer_fails() -> None:

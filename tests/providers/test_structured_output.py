@@ -221,3 +221,54 @@ async def test_a_node_repairs_an_answer_broken_twice_through_each_vendors_sdk(
     assert json.dumps(prose) in second and "expected a JSON object" in second
     assert json.dumps(prose) in third and json.dumps(off_the_list)[1:-1] in third
     assert "is not one of ['positive', 'negative']" in third
+
+
+BOUNDED = {
+    "type": "object",
+    "properties": {
+        "reasoning": {"type": "string", "maxLength": 400},
+        "tags": {"type": "array", "items": {"type": "string", "minLength": 1, "pattern": "^[a-z]+$"}, "maxItems": 3},
+    },
+    "required": ["reasoning", "tags"],
+}
+
+
+def test_openai_strict_mode_loses_only_the_string_bounds_it_lacks() -> None:
+    from nons.providers._structured import strict_schema
+
+    public = strict_schema(BOUNDED, keep_string_bounds=False)
+    assert public is not None
+    assert public["properties"]["reasoning"] == {"type": "string"}
+    assert public["properties"]["tags"] == {
+        "type": "array",
+        "items": {"type": "string", "pattern": "^[a-z]+$"},
+        "maxItems": 3,
+    }
+    assert public["additionalProperties"] is False
+    # A compatible server's grammar enforces string lengths: they stay.
+    assert strict_schema(BOUNDED, keep_string_bounds=True) == {**BOUNDED, "additionalProperties": False}
+    # Structure strict mode cannot express is sent without strict.
+    assert strict_schema({**BOUNDED, "required": ["reasoning"]}, keep_string_bounds=False) is None
+    assert (
+        strict_schema({"type": "object", "properties": {}, "required": [], "not": {}}, keep_string_bounds=True) is None
+    )
+
+
+async def test_bounds_go_to_each_vendor_as_far_as_it_enforces_them(emu: ProviderEmulator) -> None:
+    sent: dict[str, dict[str, Any]] = {}
+    for name in ("openai", "anthropic", "google"):
+        case = case_named(name)
+        provider = case.cls()
+        await provider.complete(make_request(case, emu, response_schema=BOUNDED))
+        await provider.aclose()
+        fmt = emu.requests_for(name)[-1].output_format
+        assert fmt is not None and fmt.schema is not None
+        sent[name] = fmt.schema
+
+    # The emulator stands for a compatible server here (a base URL is set): it gets every bound, strict.
+    assert sent["openai"]["properties"]["reasoning"] == {"type": "string", "maxLength": 400}
+    # Gemini's subset has maxItems but no string keywords; Anthropic's SDK moves bounds to the description.
+    assert sent["google"]["properties"]["reasoning"] == {"type": "string"}
+    assert sent["google"]["properties"]["tags"] == {"type": "array", "items": {"type": "string"}, "maxItems": 3}
+    assert "maxLength" not in sent["anthropic"]["properties"]["reasoning"]
+    assert "maxLength: 400" in sent["anthropic"]["properties"]["reasoning"]["description"]

@@ -274,7 +274,7 @@ class Agent:
         (then the error goes back to the model, and the next step is the repair)."""
         if self.output_schema is None:
             return self._result(run, number, success=True, is_final=True, text=response.text, output=response.text)
-        value, reason, error = try_read(response.text, self.output_schema)
+        value, reason, error = try_read(response.text, self.output_schema, response.finish_reason)
         if value is not None:
             return self._result(run, number, success=True, is_final=True, text=response.text, output=value)
         assert error is not None

@@ -15,11 +15,11 @@ __all__: list[str] = []  # operators are used by name, through the registry
 
 # Free text and lists in typed answers are bounded. A decoder that enforces the bounds (llama.cpp's grammars, for
 # one) then closes a string or a list where a small model would go on until its token limit cut the JSON short
-# (and the answer needed a repair); where a server does not enforce them, the answer is cut to them.
+# (and the answer needed a repair); where a server does not enforce them, the answer is cut to them. A bounded
+# string is free text that may be cut (nons.operators.structured.conform, nons.operators.truncated).
 _MAX_LIST_ITEMS = 5
 _PROSE = {"type": "string", "maxLength": 400}  # a reasoning, an explanation, a conclusion
 _ITEM = {"type": "string", "maxLength": 200}  # one difference, similarity or issue
-_FIELD = {"type": "string", "maxLength": 300}  # one extracted value
 
 
 @builtin(description="Rewrite the input according to an instruction.")
@@ -59,8 +59,9 @@ async def classify(ctx: OperatorContext, input: Any, categories: Sequence[str]) 
 @builtin(description="Extract the named fields from the input.")
 async def extract(ctx: OperatorContext, input: Any, fields: Sequence[str]) -> dict[str, Any]:
     wanted = _non_empty_strings("extract", "fields", fields)
-    # Every field is required but may be null, so a strict schema can say "absent" without leaving a key out.
-    nullable_string = {"anyOf": [_FIELD, {"type": "null"}]}
+    # Every field is required but may be null, so a strict schema can say "absent" without leaving a key out. The
+    # values are data, not free text: unbounded, so never cut.
+    nullable_string = {"anyOf": [{"type": "string"}, {"type": "null"}]}
     schema = {
         "title": "extraction",
         "type": "object",

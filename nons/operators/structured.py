@@ -13,6 +13,9 @@ numeric ranges out; OpenAI's strict mode has no string lengths):
 3. the answer is validated against the schema with ``jsonschema``: not JSON, a wrong type, a value outside the
    enum, a missing property is refused with a message naming the field.
 
+An answer cut off by the token limit is kept when the cut fell inside free text (see
+:mod:`nons.operators.truncated`); otherwise it is refused as truncated.
+
 When an answer is refused, :func:`complete_structured` sends the error back to the model with its answer, up to
 ``repairs`` times (``ModelConfig.output_repairs``, else ``NON_OUTPUT_REPAIRS``), then raises
 :class:`~nons.base.errors.OutputParseError`. Each repair is an ordinary call through the engine's call path, so
@@ -21,6 +24,7 @@ the scheduler, the budget and the cost see it; its span carries a ``nons.output_
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -32,6 +36,7 @@ from nons.base.messages import LLMResponse, Message, OutputRepair
 from nons.base.settings import get_settings
 from nons.base.types import ModelConfig
 from nons.observability import names
+from nons.operators.truncated import salvage
 
 __all__ = [
     "check_schema",
@@ -212,14 +217,19 @@ def try_read(
 ) -> tuple[dict[str, Any] | None, str, OutputParseError | None]:
     """``(answer, "", None)`` when ``text`` holds a usable answer, else ``(None, reason, error)``: why it cannot
     be used, as a repair reason (``invalid_json``, ``schema_mismatch``, ``truncated`` when the answer stopped at
-    the token limit) and the error to send back."""
+    the token limit) and the error to send back. A cut-off answer is kept when the cut fell in free text
+    (:func:`~nons.operators.truncated.salvage`) and the rest follows the schema."""
     try:
         value = parse_json_object(text)
     except OutputParseError as error:
-        if finish_reason in _TRUNCATED:
-            cut = OutputParseError(f"the answer was cut off at the token limit before its JSON was complete ({error})")
-            return None, names.REPAIR_TRUNCATED, cut
-        return None, names.REPAIR_INVALID_JSON, error
+        if finish_reason not in _TRUNCATED:
+            return None, names.REPAIR_INVALID_JSON, error
+        kept = salvage(text, schema)
+        if kept is not None:
+            with contextlib.suppress(OutputParseError):
+                return read_answer(kept, schema), "", None
+        cut = OutputParseError(f"the answer was cut off at the token limit before its JSON was complete ({error})")
+        return None, names.REPAIR_TRUNCATED, cut
     try:
         return read_answer(value, schema), "", None
     except OutputParseError as error:

@@ -15,7 +15,14 @@ from nons.core.node import Node
 from nons.core.types import ModelConfig, ModelProvider
 from nons.observability import names
 from nons.operators.results import Classification
-from nons.operators.structured import check_schema, complete_structured, conform, read_answer, repairs_allowed
+from nons.operators.structured import (
+    check_schema,
+    complete_structured,
+    conform,
+    read_answer,
+    repairs_allowed,
+    try_read,
+)
 
 CLASSIFICATION = {
     "type": "object",
@@ -191,3 +198,46 @@ async def test_the_simulated_provider_answers_each_form_as_a_real_model_would() 
         result = await NoN.from_operators([Node("extract", config, fields=["name", "city"])]).run("Ada, London")
         assert set(result.output) == {"name", "city"}
         assert len(result.calls) == 1  # no repair needed: the fenced prompt-form answer parses too
+
+
+# -- answers cut off by the token limit -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "kept"),
+    [
+        # Cut inside the bounded reasoning: kept, the reasoning as far as it went.
+        (
+            '{"category": "bug", "confidence": 0.8, "reasoning": "2023-07-28T13:31',
+            {**GOOD, "reasoning": "2023-07-28T13:31"},
+        ),
+        # Cut after a complete value, in a fence: the open object is closed.
+        ('```json\n{"category": "bug", "confidence": 0.8, "reasoning": "ok"', {**GOOD, "reasoning": "ok"}),
+    ],
+)
+def test_an_answer_cut_in_free_text_is_kept_as_far_as_it_went(text: str, kept: dict[str, Any]) -> None:
+    bounded = {
+        **CLASSIFICATION,
+        "properties": {**CLASSIFICATION["properties"], "reasoning": {"type": "string", "maxLength": 400}},
+    }  # type: ignore[dict-item]
+    assert try_read(text, bounded, "length") == (kept, "", None)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"category": "bu',  # inside an enum value: never guessed
+        '{"category": "bug", "confidence": 0.',  # inside a number
+        '{"category": "bug", "confidence": 0.8, "reasoning": "unbounded',  # this schema's reasoning has no maxLength
+        '{"category": "bug", "confidence": 0.8',  # before a required field
+    ],
+)
+def test_an_answer_cut_anywhere_else_is_refused_as_truncated(text: str) -> None:
+    value, reason, error = try_read(text, CLASSIFICATION, "length")
+    assert (value, reason) == (None, names.REPAIR_TRUNCATED)
+    assert str(error).startswith("the answer was cut off at the token limit")
+
+
+def test_an_unfinished_answer_that_did_not_hit_the_limit_is_invalid_json() -> None:
+    value, reason, _ = try_read('{"category": "bug", "reasoning": "x', CLASSIFICATION, "stop")
+    assert (value, reason) == (None, names.REPAIR_INVALID_JSON)

@@ -17,6 +17,7 @@ Notes on the wire format:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from typing import Any
@@ -30,6 +31,7 @@ from nons.base.results import Usage
 from nons.base.types import ModelProvider, StructuredOutput
 from nons.observability import names
 from nons.providers._errors import FailedCall, describe_stainless_error, malformed
+from nons.providers._forced_tool import as_tool_call, envelope
 from nons.providers._sdk import SDKProvider
 from nons.providers._structured import output_form, schema_name, strict_schema, with_form
 from nons.providers._wire import ensure_answer, extra_body, parse_tool_arguments, system_text
@@ -68,8 +70,14 @@ class OpenAIProvider(SDKProvider[openai.AsyncOpenAI]):
         return self._accepted_forms.get(base_url, StructuredOutput.JSON_SCHEMA)
 
     async def complete(self, request: LLMRequest) -> LLMResponse:
-        """One attempt; for a typed answer from a compatible server in ``AUTO`` mode, in the form it accepts."""
+        """One attempt; for a typed answer from a compatible server in ``AUTO`` mode, in the form it accepts; a
+        forced tool call to a compatible server held to the tool's schema (see :mod:`._forced_tool`)."""
         base_url = self.configured_base_url(request.config)
+        native = request.config.structured_output is not StructuredOutput.PROMPT
+        forced = envelope(request) if base_url and native else None
+        if forced is not None:
+            answer = await self.complete(dataclasses.replace(request, response_schema=forced))
+            return as_tool_call(answer, request)
         negotiate = request.response_schema is not None and request.config.structured_output is StructuredOutput.AUTO
         if not negotiate or not base_url:  # OpenAI's own API speaks json_schema
             return await super().complete(request)

@@ -11,12 +11,13 @@ from provider_cases import Case, case_named, make_request
 from pydantic import SecretStr
 
 from nons.base.errors import BadRequestError, ConfigurationError
+from nons.base.messages import ToolDefinition
 from nons.core.network import NoN
 from nons.core.node import Node
 from nons.core.types import ModelConfig, StructuredOutput
 from nons.providers._sdk import SDKProvider
 from nons.providers.openai import OpenAIProvider
-from nons.testing import Fault, OutputFormat, ProviderEmulator, Reply
+from nons.testing import EmulatedToolCall, Fault, OutputFormat, ProviderEmulator, Reply
 
 Provider = SDKProvider[Any]
 
@@ -272,3 +273,47 @@ async def test_bounds_go_to_each_vendor_as_far_as_it_enforces_them(emu: Provider
     assert sent["google"]["properties"]["tags"] == {"type": "array", "items": {"type": "string"}, "maxItems": 3}
     assert "maxLength" not in sent["anthropic"]["properties"]["reasoning"]
     assert "maxLength: 400" in sent["anthropic"]["properties"]["reasoning"]["description"]
+
+
+WEATHER = ToolDefinition(
+    "get_weather", "Look up the weather of a city.",
+    {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+)  # fmt: skip
+
+
+async def test_a_forced_tool_call_to_a_compatible_server_is_held_to_the_tools_schema(emu: ProviderEmulator) -> None:
+    case = case_named("openai")
+    provider = OpenAIProvider()
+    # llama.cpp answers the forced call as the JSON it was held to, not as a native tool call.
+    emu.script("openai", [Reply(text='{"name": "get_weather", "arguments": {"city": "Paris"}}')])
+    response = await provider.complete(make_request(case, emu, tools=(WEATHER,), tool_choice="get_weather"))
+    await provider.aclose()
+
+    (call,) = response.tool_calls
+    assert (call.name, call.arguments) == ("get_weather", {"city": "Paris"})
+    assert call.id.startswith("call_forced_") and response.text == ""
+    body = emu.requests_for("openai")[0].body
+    assert body["tool_choice"] == {"type": "function", "function": {"name": "get_weather"}}
+    fmt = emu.requests_for("openai")[0].output_format
+    assert fmt is not None and fmt.kind == "json_schema" and fmt.strict
+    assert fmt.schema is not None
+    assert fmt.schema["properties"]["name"] == {"type": "string", "enum": ["get_weather"]}
+    assert fmt.schema["properties"]["arguments"]["properties"] == {"city": {"type": "string"}}
+
+
+async def test_a_native_tool_call_or_text_passes_through_the_forced_form(emu: ProviderEmulator) -> None:
+    case = case_named("openai")
+    provider = OpenAIProvider()
+    emu.script(
+        "openai",
+        [Reply(text="", tool_calls=[EmulatedToolCall("get_weather", {"city": "Rome"}, id="call_1")]), Reply(text="no")],
+    )
+    native = await provider.complete(make_request(case, emu, tools=(WEATHER,), tool_choice="required"))
+    text = await provider.complete(make_request(case, emu, tools=(WEATHER,), tool_choice="required"))
+    unforced = await provider.complete(make_request(case, emu, tools=(WEATHER,)))
+    await provider.aclose()
+
+    assert [(c.id, c.name) for c in native.tool_calls] == [("call_1", "get_weather")]
+    assert (text.text, text.tool_calls) == ("no", ())
+    assert unforced.tool_calls == ()
+    assert emu.requests_for("openai")[2].output_format is None  # no forced call, no envelope

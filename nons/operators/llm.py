@@ -16,10 +16,12 @@ __all__: list[str] = []  # operators are used by name, through the registry
 # Free text and lists in typed answers are bounded. A decoder that enforces the bounds (llama.cpp's grammars, for
 # one) then closes a string or a list where a small model would go on until its token limit cut the JSON short
 # (and the answer needed a repair); where a server does not enforce them, the answer is cut to them. A bounded
-# string is free text that may be cut (nons.operators.structured.conform, nons.operators.truncated).
-_MAX_LIST_ITEMS = 5
-_PROSE = {"type": "string", "maxLength": 400}  # a reasoning, an explanation, a conclusion
-_ITEM = {"type": "string", "maxLength": 200}  # one difference, similarity or issue
+# string is free text that may be cut (nons.operators.structured.conform, nons.operators.truncated). Lists come
+# last in an answer: one cut off by the token limit inside its last list is still usable, one cut before a
+# required field is not.
+_MAX_LIST_ITEMS = 3
+_PROSE = {"type": "string", "maxLength": 300}  # a reasoning, an explanation, a conclusion
+_ITEM = {"type": "string", "maxLength": 150}  # one difference, similarity or issue
 
 
 @builtin(description="Rewrite the input according to an instruction.")
@@ -98,11 +100,11 @@ async def compare(ctx: OperatorContext, input: Any, criteria: str = "") -> Compa
         "title": "comparison",
         "type": "object",
         "properties": {
+            "conclusion": _PROSE,
             "differences": list_of_strings,
             "similarities": list_of_strings,
-            "conclusion": _PROSE,
         },
-        "required": ["differences", "similarities", "conclusion"],
+        "required": ["conclusion", "differences", "similarities"],
     }
     focus = f" Focus on: {criteria}." if criteria else ""
     data = await ctx.complete_json(
@@ -124,10 +126,10 @@ async def validate(
         "type": "object",
         "properties": {
             "valid": {"type": "boolean"},
-            "issues": {"type": "array", "items": _ITEM, "maxItems": _MAX_LIST_ITEMS},
             "explanation": _PROSE,
+            "issues": {"type": "array", "items": _ITEM, "maxItems": _MAX_LIST_ITEMS},
         },
-        "required": ["valid", "issues", "explanation"],
+        "required": ["valid", "explanation", "issues"],
     }
     content = as_text(input)
     data = await ctx.complete_json(

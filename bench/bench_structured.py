@@ -139,6 +139,7 @@ def model_server(args: argparse.Namespace) -> Iterator[tuple[str, str, str]]:
 
 async def main_async(args: argparse.Namespace) -> None:
     forms = [f.strip() for f in args.forms.split(",") if f.strip()]
+    cases = [c for c in CASES if c.operator in args.operators.split(",")]
     with model_server(args) as (base_url, model, description):
         print(f"server: {description}")
         print(
@@ -152,7 +153,7 @@ async def main_async(args: argparse.Namespace) -> None:
                 temperature=args.temperature, max_tokens=args.max_tokens, structured_output=form,
                 output_repairs=args.repairs,
             )  # fmt: skip
-            for case in CASES:
+            for case in cases:
                 tally = results[(form, case.operator)] = await run_case(case, config, args.runs)
                 errors = ", ".join(f"{n} x{c}" for n, c in tally.errors.most_common()) or "-"
                 print(
@@ -160,22 +161,23 @@ async def main_async(args: argparse.Namespace) -> None:
                     f"{tally.seconds / tally.runs:5.1f} s/run; failures: {errors}",
                     flush=True,
                 )
-        report(forms, results, args.runs)
+        report(forms, cases, results, args.runs)
 
 
-def report(forms: list[str], results: dict[tuple[str, str], Tally], runs: int) -> None:
+def report(forms: list[str], cases: list[Case], results: dict[tuple[str, str], Tally], runs: int) -> None:
     header = "".join(f" | {form + ': typed, repairs':<24}" for form in forms)
     print(f"\n{'operator':<9}{header}")
-    for case in CASES:
+    for case in cases:
         row = "".join(
             f" | {results[(f, case.operator)].ok:>2}/{runs:<3} {results[(f, case.operator)].repairs:>3} repairs{'':>8}"
             for f in forms
         )
         print(f"{case.operator:<9}{row}")
     for form in forms:
-        extract = results[(form, "extract")]
-        print(f"\n{form}: extract filled every field in {extract.filled}/{runs} runs")
-        for case in CASES:
+        extract = results.get((form, "extract"))
+        if extract is not None:
+            print(f"\n{form}: extract filled every field in {extract.filled}/{runs} runs")
+        for case in cases:
             failure = results[(form, case.operator)].example_failure
             if failure:
                 print(f"  {case.operator} failure: {' '.join(failure.split())[:300]}")
@@ -188,6 +190,7 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=256)
     parser.add_argument("--repairs", type=int, default=1, help="ModelConfig.output_repairs (default 1)")
     parser.add_argument("--forms", default="auto,prompt", help="structured_output values, comma-separated")
+    parser.add_argument("--operators", default=",".join(c.operator for c in CASES), help="which, comma-separated")
     parser.add_argument("--base-url", help="an OpenAI-compatible server to use instead of starting llama-server")
     parser.add_argument("--model", default="smollm2-135m-instruct", help="the model name, with --base-url")
     args = parser.parse_args()

@@ -16,9 +16,8 @@ __all__: list[str] = []  # operators are used by name, through the registry
 # Free text and lists in typed answers are bounded. A decoder that enforces the bounds (llama.cpp's grammars, for
 # one) then closes a string or a list where a small model would go on until its token limit cut the JSON short
 # (and the answer needed a repair); where a server does not enforce them, the answer is cut to them. A bounded
-# string is free text that may be cut (nons.operators.structured.conform, nons.operators.truncated). Lists come
-# last in an answer: one cut off by the token limit inside its last list is still usable, one cut before a
-# required field is not.
+# string is free text that may be cut (nons.operators.structured.conform, nons.operators.truncated): an answer
+# cut off by the token limit inside its last field is still usable, so the longest free text comes last.
 _MAX_LIST_ITEMS = 3
 _PROSE = {"type": "string", "maxLength": 300}  # a reasoning, an explanation, a conclusion
 _ITEM = {"type": "string", "maxLength": 150}  # one difference, similarity or issue
@@ -100,16 +99,18 @@ async def compare(ctx: OperatorContext, input: Any, criteria: str = "") -> Compa
         "title": "comparison",
         "type": "object",
         "properties": {
-            "conclusion": _PROSE,
             "differences": list_of_strings,
             "similarities": list_of_strings,
+            "conclusion": _PROSE,
         },
-        "required": ["conclusion", "differences", "similarities"],
+        "required": ["differences", "similarities", "conclusion"],
     }
     focus = f" Focus on: {criteria}." if criteria else ""
-    data = await ctx.complete_json(
-        as_text(items), instruction=f"Compare the numbered texts.{focus}", schema=schema
+    instruction = (
+        f"Compare the numbered texts.{focus} Give up to {_MAX_LIST_ITEMS} differences and {_MAX_LIST_ITEMS} "
+        "similarities, each a short phrase, then a one-sentence conclusion."
     )
+    data = await ctx.complete_json(as_text(items), instruction=instruction, schema=schema)
     return Comparison(
         differences=_strings(data.get("differences"), "differences"),
         similarities=_strings(data.get("similarities"), "similarities"),

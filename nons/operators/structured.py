@@ -45,6 +45,7 @@ __all__ = [
     "parse_json_object",
     "read_answer",
     "repair_message",
+    "repair_turns",
     "repairs_allowed",
     "try_read",
 ]
@@ -56,6 +57,7 @@ _MAX_ERRORS = 5  # schema errors quoted in one refusal; more only make the repai
 _MAX_ERROR_CHARS = 300
 # The finish reasons of an answer cut off at the token limit (OpenAI's, then Anthropic's and Gemini's).
 _TRUNCATED = frozenset({"length", "max_tokens"})
+_TRUNCATED_EXCERPT = 200  # characters of a cut-off answer that a repair sends back
 
 
 def repairs_allowed(config: ModelConfig) -> int:
@@ -189,6 +191,17 @@ def repair_message(error: OutputParseError) -> str:
     return f"Your previous answer cannot be used: {error}\nAnswer again with only the corrected JSON object."
 
 
+def repair_turns(answer: str, error: OutputParseError, reason: str) -> list[Message]:
+    """The turns a repair adds to the conversation: the unusable answer, then the error.
+
+    An answer cut off by the token limit goes back as its beginning only: it is as long as the limit allows, so
+    all of it would double the prompt, and it ends in whatever ran on (a small model's runaway repetition), which
+    the model would be primed to continue."""
+    if reason == names.REPAIR_TRUNCATED and len(answer) > _TRUNCATED_EXCERPT:
+        answer = answer[:_TRUNCATED_EXCERPT] + " [...]"
+    return [Message("assistant", answer), Message("user", repair_message(error))]
+
+
 async def complete_structured(
     send: SendFunction, messages: list[Message], schema: Mapping[str, Any], repairs: int
 ) -> dict[str, Any]:
@@ -208,7 +221,7 @@ async def complete_structured(
             tried = f" (after {repairs} repair{'s' if repairs != 1 else ''})" if repairs else ""
             raise OutputParseError(f"{error}{tried}")
         number += 1
-        messages = [*messages, Message("assistant", response.text), Message("user", repair_message(error))]
+        messages = [*messages, *repair_turns(response.text, error, reason)]
         response = await send(messages, OutputRepair(number, reason, str(error)))
 
 

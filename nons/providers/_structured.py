@@ -16,7 +16,8 @@ form                      OpenAI (and compatible servers)             Gemini    
 ========================  ==========================================  ==============================  ==============
 
 The schema goes into the system prompt as an instruction only when the form does not send it natively
-(``_wire.system_text(..., schema_in_prompt=...)``): the prompt is the fallback, not a second copy.
+(``_wire.system_text(..., schema_in_prompt=...)``): the prompt is the fallback, not a second copy. ``JSON_OBJECT``
+keeps it in the prompt as well, since OpenAI's own JSON mode takes no schema and not every server reads one.
 
 Nothing here imports a vendor SDK.
 """

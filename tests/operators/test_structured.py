@@ -20,6 +20,7 @@ from nons.operators.structured import (
     complete_structured,
     conform,
     read_answer,
+    repair_turns,
     repairs_allowed,
     try_read,
 )
@@ -241,3 +242,12 @@ def test_an_answer_cut_anywhere_else_is_refused_as_truncated(text: str) -> None:
 def test_an_unfinished_answer_that_did_not_hit_the_limit_is_invalid_json() -> None:
     value, reason, _ = try_read('{"category": "bug", "reasoning": "x', CLASSIFICATION, "stop")
     assert (value, reason) == (None, names.REPAIR_INVALID_JSON)
+
+
+def test_a_cut_off_answer_goes_back_as_its_beginning_only() -> None:
+    runaway = '{"category": "bug", "reasoning": "' + "1.1.2.10-" * 100
+    turns = repair_turns(runaway, OutputParseError("cut off"), names.REPAIR_TRUNCATED)
+    assert [m.role for m in turns] == ["assistant", "user"]
+    assert turns[0].content == runaway[:200] + " [...]"
+    # Any other unusable answer goes back whole.
+    assert repair_turns(runaway, OutputParseError("x"), names.REPAIR_INVALID_JSON)[0].content == runaway

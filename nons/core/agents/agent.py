@@ -40,7 +40,7 @@ from nons.core.network import NoN
 from nons.core.node import Node
 from nons.observability import names, spans
 from nons.observability.spans import truncate_content
-from nons.operators.structured import check_schema, repair_message, repairs_allowed, try_read
+from nons.operators.structured import check_schema, repair_turns, repairs_allowed, try_read
 from nons.providers.registry import default_model, resolve_provider
 
 __all__ = ["MAX_STEPS_REACHED", "Agent"]
@@ -287,7 +287,7 @@ class Agent:
             )
         run.repairs += 1
         run.repair = OutputRepair(run.repairs, reason, str(error))
-        run.messages.append(Message("user", repair_message(error)))
+        run.messages[-1:] = repair_turns(response.text, error, reason)  # the answer as a repair sends it back
         return self._result(
             run, number, success=False, is_final=False, text=response.text, error=str(error),
             error_type=OutputParseError.error_type,

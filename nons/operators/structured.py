@@ -16,7 +16,8 @@ numeric ranges out; OpenAI's strict mode has no string lengths):
 An answer cut off by the token limit is kept when the cut fell inside free text (see
 :mod:`nons.operators.truncated`); otherwise it is refused as truncated.
 
-When an answer is refused, :func:`complete_structured` sends the error back to the model with its answer, up to
+When an answer is refused, :func:`complete_structured` sends the error back to the model with its answer (an
+answer cut off by the token limit: the error only, see :func:`repair_turns`), up to
 ``repairs`` times (``ModelConfig.output_repairs``, else ``NON_OUTPUT_REPAIRS``), then raises
 :class:`~nons.base.errors.OutputParseError`. Each repair is an ordinary call through the engine's call path, so
 the scheduler, the budget and the cost see it; its span carries a ``nons.output_repair`` event.
@@ -57,7 +58,6 @@ _MAX_ERRORS = 5  # schema errors quoted in one refusal; more only make the repai
 _MAX_ERROR_CHARS = 300
 # The finish reasons of an answer cut off at the token limit (OpenAI's, then Anthropic's and Gemini's).
 _TRUNCATED = frozenset({"length", "max_tokens"})
-_TRUNCATED_EXCERPT = 200  # characters of a cut-off answer that a repair sends back
 
 
 def repairs_allowed(config: ModelConfig) -> int:
@@ -194,11 +194,11 @@ def repair_message(error: OutputParseError) -> str:
 def repair_turns(answer: str, error: OutputParseError, reason: str) -> list[Message]:
     """The turns a repair adds to the conversation: the unusable answer, then the error.
 
-    An answer cut off by the token limit goes back as its beginning only: it is as long as the limit allows, so
+    An answer cut off by the token limit is not sent back, only the error: nothing in it is wrong but its length,
     all of it would double the prompt, and it ends in whatever ran on (a small model's runaway repetition), which
-    the model would be primed to continue."""
-    if reason == names.REPAIR_TRUNCATED and len(answer) > _TRUNCATED_EXCERPT:
-        answer = answer[:_TRUNCATED_EXCERPT] + " [...]"
+    the model, shown it again, continues."""
+    if reason == names.REPAIR_TRUNCATED:
+        return [Message("user", f"{repair_message(error)} Keep it shorter.")]
     return [Message("assistant", answer), Message("user", repair_message(error))]
 
 

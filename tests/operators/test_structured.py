@@ -244,10 +244,12 @@ def test_an_unfinished_answer_that_did_not_hit_the_limit_is_invalid_json() -> No
     assert (value, reason) == (None, names.REPAIR_INVALID_JSON)
 
 
-def test_a_cut_off_answer_goes_back_as_its_beginning_only() -> None:
+def test_a_cut_off_answer_is_not_sent_back_only_its_error() -> None:
     runaway = '{"category": "bug", "reasoning": "' + "1.1.2.10-" * 100
-    turns = repair_turns(runaway, OutputParseError("cut off"), names.REPAIR_TRUNCATED)
-    assert [m.role for m in turns] == ["assistant", "user"]
-    assert turns[0].content == runaway[:200] + " [...]"
-    # Any other unusable answer goes back whole.
-    assert repair_turns(runaway, OutputParseError("x"), names.REPAIR_INVALID_JSON)[0].content == runaway
+    (turn,) = repair_turns(runaway, OutputParseError("the answer was cut off"), names.REPAIR_TRUNCATED)
+    assert turn.role == "user"
+    assert turn.content.startswith("Your previous answer cannot be used: the answer was cut off")
+    assert turn.content.endswith("Keep it shorter.")
+    # Any other unusable answer goes back whole, before its error.
+    back, error = repair_turns(runaway, OutputParseError("x"), names.REPAIR_INVALID_JSON)
+    assert (back.role, back.content, error.role) == ("assistant", runaway, "user")

@@ -241,7 +241,10 @@ def try_read(
         if kept is not None:
             with contextlib.suppress(OutputParseError):
                 return read_answer(kept, schema), "", None
-        cut = OutputParseError(f"the answer was cut off at the token limit before its JSON was complete ({error})")
+        # The error names no part of the answer: quoting a runaway would show it to the model again.
+        cut = OutputParseError(
+            f"the answer was cut off at the token limit after {len(text)} characters, before its JSON was complete"
+        )
         return None, names.REPAIR_TRUNCATED, cut
     try:
         return read_answer(value, schema), "", None

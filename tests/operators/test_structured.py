@@ -163,7 +163,7 @@ async def test_an_answer_cut_off_at_the_token_limit_is_repaired_as_truncated() -
     assert await complete_structured(cut_off, [Message("user", "x")], CLASSIFICATION, repairs=1) == GOOD
     repair = model.sent[1][1]
     assert repair is not None and repair.reason == names.REPAIR_TRUNCATED
-    assert repair.error == "the answer was cut off at the token limit after 73 characters, before its JSON was complete"
+    assert repair.error == "the answer was cut off at the token limit after 79 characters, before its JSON was complete"
 
 
 async def test_no_repairs_means_the_first_unusable_answer_fails() -> None:

@@ -59,6 +59,7 @@ __all__ = [
     "RateLimitError",
     "SchedulerStoppedError",
     "ServerError",
+    "StructuredOutput",
     "TimeoutExceededError",
     "Tool",
     "ToolRegistry",
@@ -107,7 +108,14 @@ if TYPE_CHECKING:
         TimeoutExceededError,
     )
     from nons.base.results import LayerResult, LLMCallRecord, NetworkResult, NodeFailure, NodeResult, Usage
-    from nons.base.types import ErrorPolicy, LayerConfig, ModelConfig, ModelProvider, NetworkConfig
+    from nons.base.types import (
+        ErrorPolicy,
+        LayerConfig,
+        ModelConfig,
+        ModelProvider,
+        NetworkConfig,
+        StructuredOutput,
+    )
     from nons.core.agents import Agent, AgentRun, AgentStep, Tool, ToolRegistry, ToolResult
     from nons.core.network import NoN, create_network
     from nons.core.node import Node
@@ -139,7 +147,10 @@ _LAZY: dict[str, str] = {
     **dict.fromkeys(
         ("LLMCallRecord", "LayerResult", "NetworkResult", "NodeFailure", "NodeResult", "Usage"), "nons.base.results"
     ),
-    **dict.fromkeys(("ErrorPolicy", "LayerConfig", "ModelConfig", "ModelProvider", "NetworkConfig"), "nons.base.types"),
+    **dict.fromkeys(
+        ("ErrorPolicy", "LayerConfig", "ModelConfig", "ModelProvider", "NetworkConfig", "StructuredOutput"),
+        "nons.base.types",
+    ),
     **dict.fromkeys(("Agent", "AgentRun", "AgentStep", "Tool", "ToolRegistry", "ToolResult"), "nons.core.agents"),
     "NoN": "nons.core.network",
     "create_network": "nons.core.network",

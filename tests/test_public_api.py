@@ -51,6 +51,7 @@ PUBLIC_API = [
     "RateLimitError",
     "SchedulerStoppedError",
     "ServerError",
+    "StructuredOutput",
     "TimeoutExceededError",
     "Tool",
     "ToolRegistry",

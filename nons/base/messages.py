@@ -11,7 +11,7 @@ from typing import Any, Literal
 from nons.base.results import Usage
 from nons.base.types import ModelConfig, ModelProvider
 
-__all__ = ["LLMRequest", "LLMResponse", "Message", "Role", "ToolCall", "ToolDefinition"]
+__all__ = ["LLMRequest", "LLMResponse", "Message", "OutputRepair", "Role", "ToolCall", "ToolDefinition"]
 
 Role = Literal["system", "user", "assistant", "tool"]
 
@@ -57,8 +57,10 @@ class LLMRequest:
 
     ``provider`` and ``model`` are already resolved (never ``None``); ``config`` supplies the sampling
     parameters, base URL, key and ``extra_params``. ``system`` is the node's context. ``response_schema``,
-    when set, is the JSON Schema the answer must follow: real providers get it as an instruction in the
-    prompt, the simulated provider answers with JSON that follows it.
+    when set, is the JSON Schema the answer must follow: each provider asks for it in its vendor's native
+    structured-output form (``config.structured_output`` picks which), with the prompt as the fallback; the
+    simulated provider answers with JSON that follows it. ``tool_choice`` forces a tool call when ``tools`` are
+    offered: ``"required"`` (any of them) or a tool's name; ``None`` leaves the choice to the model.
     """
 
     provider: ModelProvider
@@ -69,6 +71,7 @@ class LLMRequest:
     tools: tuple[ToolDefinition, ...] = ()
     response_schema: dict[str, Any] | None = None
     timeout_s: float | None = None
+    tool_choice: str | None = None
 
 
 @dataclass(slots=True)
@@ -83,3 +86,18 @@ class LLMResponse:
     tool_calls: tuple[ToolCall, ...] = ()
     simulated: bool = False
     raw: Any = field(default=None, repr=False)
+
+
+@dataclass(slots=True, frozen=True)
+class OutputRepair:
+    """Why a call is a repair: the previous answer (``number - 1`` repairs ago) did not parse or follow its schema,
+    and the call sends the error back to the model.
+
+    ``reason`` is a low-cardinality kind (``invalid_json``, ``schema_mismatch``, ``truncated``) for telemetry
+    labels; ``error`` is the message the model was sent, which may quote the answer (so telemetry records it only
+    with content capture).
+    """
+
+    number: int
+    reason: str
+    error: str

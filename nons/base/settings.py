@@ -80,6 +80,13 @@ class Settings(BaseSettings):
     )
 
     max_input_chars: int = Field(50_000, gt=0, le=1_000_000_000, description="Largest input that forward() accepts.")
+    output_repairs: int = Field(
+        1,
+        ge=0,
+        le=10,
+        description="Times a typed answer that fails to parse or to follow its schema is sent back to the model "
+        "with the error, before OutputParseError (ModelConfig.output_repairs overrides it).",
+    )
     default_provider: ModelProvider | None = Field(
         None, description="Provider of nodes that name none; unset means the first one with an API key."
     )

@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-__all__ = ["ErrorPolicy", "LayerConfig", "ModelConfig", "ModelProvider", "NetworkConfig"]
+__all__ = ["ErrorPolicy", "LayerConfig", "ModelConfig", "ModelProvider", "NetworkConfig", "StructuredOutput"]
 
 
 class ModelProvider(str, Enum):
@@ -38,6 +38,31 @@ class ErrorPolicy(str, Enum):
         return self.value
 
 
+class StructuredOutput(str, Enum):
+    """How a typed answer (``classify``, ``extract``, an agent's output schema, ...) is asked of the model.
+
+    ``AUTO`` uses each vendor's native structured output: OpenAI's ``response_format`` ``json_schema`` (strict
+    where the schema allows), Gemini's response schema, Anthropic's output format. Against an OpenAI-compatible
+    server (``base_url`` set) it starts with ``json_schema``; a server that refuses it (HTTP 400) is asked again
+    with ``json_object`` and a schema, then with the prompt only, and the first form it accepts is remembered for
+    its base URL. The other values pin one form:
+
+    - ``JSON_SCHEMA``: ``response_format`` ``{"type": "json_schema", ...}`` (OpenAI's own format);
+    - ``JSON_OBJECT``: ``{"type": "json_object", "schema": ...}`` as llama.cpp, vLLM and Ollama read it (a server
+      that ignores the schema still answers JSON), with the schema in the prompt too; for Gemini the JSON MIME
+      type without a schema; Anthropic has no JSON mode, so it gets the prompt only;
+    - ``PROMPT``: no native field; the schema is an instruction in the system prompt.
+    """
+
+    AUTO = "auto"
+    JSON_SCHEMA = "json_schema"
+    JSON_OBJECT = "json_object"
+    PROMPT = "prompt"
+
+    def __str__(self) -> str:
+        return self.value
+
+
 class ModelConfig(BaseModel):
     """Which model a node calls and how.
 
@@ -51,6 +76,10 @@ class ModelConfig(BaseModel):
     gateway that forwards to OpenAI). Unset, the provider is recognised from the API's URL: the vendor's public
     API, or a known OpenAI-compatible service; a server genai-prices does not know leaves the calls unpriced
     (counted in ``nons.calls.unpriced``), never charged another vendor's prices.
+
+    Typed answers: ``structured_output`` picks how the schema is sent (see :class:`StructuredOutput`);
+    ``output_repairs`` is how many times an answer that does not parse or follow the schema is sent back to the
+    model with the error before the call fails with ``OutputParseError`` (unset: ``NON_OUTPUT_REPAIRS``, 1).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=())
@@ -66,6 +95,8 @@ class ModelConfig(BaseModel):
     api_key: SecretStr | None = Field(None, repr=False)
     extra_params: dict[str, Any] = Field(default_factory=dict)
     fallbacks: tuple[ModelConfig, ...] = ()
+    structured_output: StructuredOutput = StructuredOutput.AUTO
+    output_repairs: int | None = Field(None, ge=0, le=10)
 
     @field_validator("provider", mode="before")
     @classmethod
@@ -76,6 +107,17 @@ class ModelConfig(BaseModel):
             except ValueError:
                 known = ", ".join(p.value for p in ModelProvider)
                 raise ValueError(f"unknown provider {value!r}; known providers: {known}") from None
+        return value
+
+    @field_validator("structured_output", mode="before")
+    @classmethod
+    def _known_structured_output(cls, value: object) -> object:
+        if isinstance(value, str) and not isinstance(value, StructuredOutput):
+            try:
+                return StructuredOutput(value.lower())
+            except ValueError:
+                known = ", ".join(s.value for s in StructuredOutput)
+                raise ValueError(f"unknown structured_output {value!r}; known values: {known}") from None
         return value
 
     @field_validator("model_name")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from nons.base.errors import *  # noqa: F403  (the error types are part of this module's public API)
 from nons.base.errors import __all__ as _error_names
 from nons.base.results import LayerResult, LLMCallRecord, NetworkResult, NodeFailure, NodeResult, Usage
-from nons.base.types import ErrorPolicy, LayerConfig, ModelConfig, ModelProvider, NetworkConfig
+from nons.base.types import ErrorPolicy, LayerConfig, ModelConfig, ModelProvider, NetworkConfig, StructuredOutput
 
 __all__ = [
     "ErrorPolicy",
@@ -23,6 +23,7 @@ __all__ = [
     "NetworkResult",
     "NodeFailure",
     "NodeResult",
+    "StructuredOutput",
     "Usage",
     *_error_names,
 ]

@@ -41,6 +41,7 @@ class Instruments:
     workflow_duration: Histogram
     agent_duration: Histogram
     tool_duration: Histogram
+    output_repairs: Counter
 
 
 @functools.lru_cache(maxsize=4)
@@ -99,4 +100,9 @@ def get_instruments(tracing: bool = True, metrics_on: bool = True) -> Instrument
             names.AGENT_DURATION_BUCKETS,
         ),
         tool_duration=duration(names.METRIC_EXECUTE_TOOL_DURATION, "The duration of a single tool execution."),
+        output_repairs=meter.create_counter(
+            names.METRIC_OUTPUT_REPAIRS,
+            unit="{repair}",
+            description="Typed answers sent back to the model because they did not parse or follow their schema.",
+        ),
     )

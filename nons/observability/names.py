@@ -161,6 +161,15 @@ RETRY_SERVER_HINT_S: Final = "nons.retry.server_hint_s"
 FALLBACK_FROM: Final = "nons.fallback.from_model"
 FALLBACK_TO: Final = "nons.fallback.to_model"
 FALLBACK_REASON: Final = "nons.fallback.reason"
+#: On the ``chat`` span of a call that sends a typed answer's parse or schema error back to the model.
+EVENT_OUTPUT_REPAIR: Final = "nons.output_repair"
+OUTPUT_REPAIR_NUMBER: Final = "nons.output_repair.number"  # 1 for the first repair of an answer
+OUTPUT_REPAIR_REASON: Final = "nons.output_repair.reason"  # one of the OUTPUT_REPAIR_REASONS
+OUTPUT_REPAIR_ERROR: Final = "nons.output_repair.error"  # the error sent back; recorded only with content capture
+REPAIR_INVALID_JSON: Final = "invalid_json"  # no JSON object in the answer
+REPAIR_SCHEMA_MISMATCH: Final = "schema_mismatch"  # a JSON object that does not follow the schema
+REPAIR_TRUNCATED: Final = "truncated"  # the answer hit the token limit before its JSON was complete
+OUTPUT_REPAIR_REASONS: Final = (REPAIR_INVALID_JSON, REPAIR_SCHEMA_MISMATCH, REPAIR_TRUNCATED)
 
 # --- metrics: (name, unit) --------------------------------------------------------------------------------
 METRIC_OPERATION_DURATION: Final = "gen_ai.client.operation.duration"
@@ -194,6 +203,7 @@ REFUSAL_BODY_TOO_LARGE: Final = "body_too_large"
 REFUSAL_UNKNOWN_NETWORK: Final = "unknown_network"
 REFUSAL_DRAINING: Final = "draining"
 REFUSAL_LIMITS_UNAVAILABLE: Final = "limits_unavailable"
+METRIC_OUTPUT_REPAIRS: Final = "nons.output.repairs"
 
 UNIT_SECONDS: Final = "s"
 UNIT_TOKENS: Final = "{token}"

@@ -6,14 +6,13 @@ imports nothing of the engine.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Sequence
 from typing import Any, Protocol
 
-from nons.base.errors import OutputParseError
-from nons.base.messages import LLMResponse, Message, ToolDefinition
+from nons.base.messages import LLMResponse, Message, OutputRepair, ToolDefinition
 from nons.base.results import LLMCallRecord
 from nons.base.types import ModelConfig
+from nons.operators.structured import complete_structured, repairs_allowed
 
 __all__ = ["CallFunction", "OperatorContext"]
 
@@ -30,6 +29,7 @@ class CallFunction(Protocol):
         system: str | None = ...,
         response_schema: dict[str, Any] | None = ...,
         tools: Sequence[ToolDefinition] = ...,
+        repair: OutputRepair | None = ...,
     ) -> Awaitable[LLMResponse]: ...
 
 
@@ -76,28 +76,18 @@ class OperatorContext:
         return await self._call(messages, self.calls, system=system, response_schema=response_schema, tools=tools)
 
     async def complete_json(self, prompt: str, *, instruction: str, schema: dict[str, Any]) -> dict[str, Any]:
-        """An LLM call whose answer must be a JSON object following ``schema``."""
-        guide = (
-            f"{instruction}\nAnswer with a single JSON object and nothing else. "
-            f"It must follow this JSON Schema: {json.dumps(schema)}"
+        """An LLM call whose answer must be a JSON object following ``schema``.
+
+        The provider asks for the schema natively (``ModelConfig.structured_output``); the answer is checked
+        against it, and an unusable one is sent back to the model with the error up to
+        ``ModelConfig.output_repairs`` times (default ``NON_OUTPUT_REPAIRS``, 1), each repair a call of its own
+        (scheduled, budgeted and priced like any). Raises ``OutputParseError`` when no answer could be used.
+        """
+        system = self.system_prompt(f"{instruction}\nAnswer with a JSON object.")
+
+        def send(messages: list[Message], repair: OutputRepair | None) -> Awaitable[LLMResponse]:
+            return self._call(messages, self.calls, system=system, response_schema=schema, repair=repair)
+
+        return await complete_structured(
+            send, [Message("user", prompt)], schema, repairs_allowed(self.model_config)
         )
-        response = await self.complete(prompt, instruction=guide, response_schema=schema)
-        return parse_json_object(response.text)
-
-
-def parse_json_object(text: str) -> dict[str, Any]:
-    """The JSON object in a model's answer, tolerating code fences and prose around it."""
-    stripped = text.strip()
-    if stripped.startswith("```"):
-        stripped = stripped.strip("`")
-        stripped = stripped.split("\n", 1)[1] if "\n" in stripped else stripped
-    start, end = stripped.find("{"), stripped.rfind("}")
-    if start == -1 or end <= start:
-        raise OutputParseError(f"expected a JSON object, got: {text[:200]!r}")
-    try:
-        value = json.loads(stripped[start : end + 1])
-    except json.JSONDecodeError as error:
-        raise OutputParseError(f"the answer is not valid JSON ({error}): {text[:200]!r}") from None
-    if not isinstance(value, dict):
-        raise OutputParseError(f"expected a JSON object, got {type(value).__name__}")
-    return value

@@ -13,6 +13,15 @@ from nons.operators.spec import builtin
 
 __all__: list[str] = []  # operators are used by name, through the registry
 
+# Free text and lists in typed answers are bounded. A decoder that enforces the bounds (llama.cpp's grammars, for
+# one) then closes a string or a list where a small model would go on until its token limit cut the JSON short
+# (and the answer needed a repair); where a server does not enforce them, the answer is cut to them. A bounded
+# string is free text that may be cut (nons.operators.structured.conform, nons.operators.truncated): an answer
+# cut off by the token limit inside its last field is still usable, so the longest free text comes last.
+_MAX_LIST_ITEMS = 3
+_PROSE = {"type": "string", "maxLength": 300}  # a reasoning, an explanation, a conclusion
+_ITEM = {"type": "string", "maxLength": 150}  # one difference, similarity or issue
+
 
 @builtin(description="Rewrite the input according to an instruction.")
 async def transform(ctx: OperatorContext, input: Any, instruction: str = "Rewrite the input clearly.") -> str:
@@ -28,11 +37,12 @@ async def generate(ctx: OperatorContext, input: Any) -> str:
 async def classify(ctx: OperatorContext, input: Any, categories: Sequence[str]) -> Classification:
     options = _non_empty_strings("classify", "categories", categories)
     schema = {
+        "title": "classification",
         "type": "object",
         "properties": {
             "category": {"type": "string", "enum": options},
             "confidence": {"type": "number", "minimum": 0, "maximum": 1},
-            "reasoning": {"type": "string"},
+            "reasoning": _PROSE,
         },
         "required": ["category", "confidence", "reasoning"],
     }
@@ -50,9 +60,13 @@ async def classify(ctx: OperatorContext, input: Any, categories: Sequence[str]) 
 @builtin(description="Extract the named fields from the input.")
 async def extract(ctx: OperatorContext, input: Any, fields: Sequence[str]) -> dict[str, Any]:
     wanted = _non_empty_strings("extract", "fields", fields)
+    # Every field is required but may be null, so a strict schema can say "absent" without leaving a key out. The
+    # values are data, not free text: unbounded, so never cut.
+    nullable_string = {"anyOf": [{"type": "string"}, {"type": "null"}]}
     schema = {
+        "title": "extraction",
         "type": "object",
-        "properties": {name: {"type": "string"} for name in wanted},
+        "properties": {name: nullable_string for name in wanted},
         "required": wanted,
     }
     data = await ctx.complete_json(
@@ -80,20 +94,23 @@ async def compare(ctx: OperatorContext, input: Any, criteria: str = "") -> Compa
     items = items_of(input)
     if len(items) < 2:
         raise ConfigurationError(f"compare needs at least two inputs, got {len(items)}")
-    list_of_strings = {"type": "array", "items": {"type": "string"}}
+    list_of_strings = {"type": "array", "items": _ITEM, "maxItems": _MAX_LIST_ITEMS}
     schema = {
+        "title": "comparison",
         "type": "object",
         "properties": {
             "differences": list_of_strings,
             "similarities": list_of_strings,
-            "conclusion": {"type": "string"},
+            "conclusion": _PROSE,
         },
         "required": ["differences", "similarities", "conclusion"],
     }
     focus = f" Focus on: {criteria}." if criteria else ""
-    data = await ctx.complete_json(
-        as_text(items), instruction=f"Compare the numbered texts.{focus}", schema=schema
+    instruction = (
+        f"Compare the numbered texts.{focus} Give up to {_MAX_LIST_ITEMS} differences and {_MAX_LIST_ITEMS} "
+        "similarities, each a short phrase, then a one-sentence conclusion."
     )
+    data = await ctx.complete_json(as_text(items), instruction=instruction, schema=schema)
     return Comparison(
         differences=_strings(data.get("differences"), "differences"),
         similarities=_strings(data.get("similarities"), "similarities"),
@@ -106,13 +123,14 @@ async def validate(
     ctx: OperatorContext, input: Any, criteria: str = "accurate, relevant and complete"
 ) -> Validation:
     schema = {
+        "title": "validation",
         "type": "object",
         "properties": {
             "valid": {"type": "boolean"},
-            "issues": {"type": "array", "items": {"type": "string"}},
-            "explanation": {"type": "string"},
+            "explanation": _PROSE,
+            "issues": {"type": "array", "items": _ITEM, "maxItems": _MAX_LIST_ITEMS},
         },
-        "required": ["valid", "issues", "explanation"],
+        "required": ["valid", "explanation", "issues"],
     }
     content = as_text(input)
     data = await ctx.complete_json(
@@ -139,8 +157,9 @@ async def route(ctx: OperatorContext, input: Any, routes: Sequence[str] | Mappin
         options = _non_empty_strings("route", "routes", routes)
         menu = "\n".join(f"- {name}" for name in options)
     schema = {
+        "title": "route_decision",
         "type": "object",
-        "properties": {"route": {"type": "string", "enum": options}, "reasoning": {"type": "string"}},
+        "properties": {"route": {"type": "string", "enum": options}, "reasoning": _PROSE},
         "required": ["route", "reasoning"],
     }
     data = await ctx.complete_json(

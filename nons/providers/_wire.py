@@ -3,7 +3,8 @@
 Each vendor module builds its own request (``_request``) and reads its own answer (``_response``); these are
 the pieces they have in common:
 
-- out: the system text of a request (the node's context, ``system`` messages, the schema instruction), the
+- out: the system text of a request (the node's context, ``system`` messages, the schema instruction when the
+  vendor is not sent the schema natively), the
   config's extra body parameters, the tool names that Gemini needs where the others send call ids;
 - back: a tool call's arguments as a dict, and the refusal of an answer that holds nothing.
 
@@ -33,19 +34,20 @@ __all__ = [
 # -- out: the request ---------------------------------------------------------------------------------------
 
 
-def system_parts(request: LLMRequest) -> list[str]:
-    """The pieces of ``request``'s system prompt, in order: the node's context, any ``system`` messages, the
-    schema instruction. Telemetry records them as the parts of ``gen_ai.system_instructions``."""
+def system_parts(request: LLMRequest, *, schema_in_prompt: bool) -> list[str]:
+    """The pieces of ``request``'s system prompt, in order: the node's context, any ``system`` messages, and, when
+    ``schema_in_prompt`` (the vendor gets no native schema field for it), the schema as an instruction. Telemetry
+    records them as the parts of ``gen_ai.system_instructions``."""
     parts = [request.system] if request.system else []
     parts += [m.content for m in request.messages if m.role == "system" and m.content]
-    if request.response_schema is not None:
+    if schema_in_prompt and request.response_schema is not None:
         parts.append(_schema_instruction(request.response_schema))
     return parts
 
 
-def system_text(request: LLMRequest) -> str | None:
+def system_text(request: LLMRequest, *, schema_in_prompt: bool) -> str | None:
     """The system prompt of ``request``: its :func:`system_parts` joined by blank lines."""
-    parts = system_parts(request)
+    parts = system_parts(request, schema_in_prompt=schema_in_prompt)
     return "\n\n".join(parts) if parts else None
 
 

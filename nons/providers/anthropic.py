@@ -7,7 +7,10 @@ Notes on the wire format:
 - tool results travel as ``tool_result`` blocks in a user turn, tool calls as ``tool_use`` blocks;
 - ``usage.input_tokens`` excludes cache reads and writes, so they are added back (NoN's input count includes
   cached tokens); genai-prices' extractor does this, and reads ``output_tokens_details.thinking_tokens`` as the
-  reasoning part of ``output_tokens``.
+  reasoning part of ``output_tokens``;
+- a typed answer is asked for with the structured-output format ``output_config.format`` (``json_schema``),
+  which the installed SDK offers; the schema goes through the SDK's ``transform_schema``, which moves what the
+  API cannot constrain (numeric ranges, for one) into descriptions, so the operators still check those.
 
 The SDK (2.x) speaks API version 2026-10-21, which rejects ``temperature`` and ``top_p`` with a 400 on every
 model, and the SDK no longer accepts them. A config that sets them is still served: they are not sent, and a
@@ -22,12 +25,14 @@ from typing import Any
 import anthropic
 from anthropic.types import TextBlock, ToolUseBlock
 
+from nons.base.errors import ConfigurationError
 from nons.base.messages import LLMRequest, LLMResponse, Message, ToolCall
-from nons.base.types import ModelProvider
+from nons.base.types import ModelProvider, StructuredOutput
 from nons.observability import names
 from nons.observability.http import instrument_sdk_client
 from nons.providers._errors import FailedCall, describe_stainless_error
 from nons.providers._sdk import SDKProvider
+from nons.providers._structured import output_form
 from nons.providers._usage import usage_from_wire
 from nons.providers._wire import ensure_answer, extra_body, parse_tool_arguments, system_text
 
@@ -78,21 +83,31 @@ class AnthropicProvider(SDKProvider[anthropic.AsyncAnthropic]):
             "messages": _messages(request.messages),
             "timeout": timeout_s,
         }
-        system = system_text(request)
+        system = system_text(request, schema_in_prompt=self.schema_in_prompt(request))
         if system:
             params["system"] = system
+        if output_form(request) is StructuredOutput.JSON_SCHEMA:
+            params["output_config"] = {"format": _output_format(request)}
         if config.stop:
             params["stop_sequences"] = list(config.stop)
         if request.tools:
             params["tools"] = [
                 {"name": t.name, "description": t.description, "input_schema": t.parameters} for t in request.tools
             ]
+            if request.tool_choice == "required":
+                params["tool_choice"] = {"type": "any"}
+            elif request.tool_choice:
+                params["tool_choice"] = {"type": "tool", "name": request.tool_choice}
         if config.temperature is not None or config.top_p is not None:
             _warn_sampling_once()
         body = extra_body(config)
         if body:
             params["extra_body"] = body
         return params
+
+    def schema_in_prompt(self, request: LLMRequest) -> bool:
+        # Anthropic has no JSON mode: json_object falls back to the prompt.
+        return output_form(request) not in (None, StructuredOutput.JSON_SCHEMA)
 
     async def _send(self, client: anthropic.AsyncAnthropic, params: dict[str, Any]) -> anthropic.types.Message:
         message: anthropic.types.Message = await client.messages.create(**params)
@@ -120,6 +135,19 @@ class AnthropicProvider(SDKProvider[anthropic.AsyncAnthropic]):
 
     def _describe_error(self, exc: Exception) -> FailedCall | None:
         return describe_stainless_error(exc, anthropic)
+
+
+def _output_format(request: LLMRequest) -> dict[str, Any]:
+    """The ``output_config.format`` of a typed answer; a schema the API cannot take is a configuration error."""
+    assert request.response_schema is not None
+    try:
+        schema = anthropic.transform_schema(request.response_schema)
+    except (ValueError, TypeError, AssertionError) as error:
+        raise ConfigurationError(
+            f"the response schema cannot be sent as Anthropic's structured output ({error}); "
+            "set ModelConfig.structured_output='prompt' to send it in the prompt instead"
+        ) from None
+    return {"type": "json_schema", "schema": schema}
 
 
 def _messages(messages: list[Message]) -> list[dict[str, Any]]:

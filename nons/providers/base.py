@@ -48,10 +48,15 @@ class Provider(abc.ABC):
     async def complete(self, request: LLMRequest) -> LLMResponse:
         """Make one attempt. Raise a ``ProviderError`` subclass on failure; never return placeholder text."""
 
+    def schema_in_prompt(self, request: LLMRequest) -> bool:
+        """Whether a typed request's schema goes into the system prompt: when no native structured-output field
+        carries it (see :mod:`nons.providers._structured`)."""
+        return request.response_schema is not None
+
     def system_parts(self, request: LLMRequest) -> list[str]:
         """The pieces of the system text this provider sends for ``request`` (context, system messages, the
         schema instruction of a structured operator), for captured content."""
-        return system_parts(request)
+        return system_parts(request, schema_in_prompt=self.schema_in_prompt(request))
 
     def server_endpoint(self, config: ModelConfig) -> tuple[str, int] | None:
         """The host and port the calls go to (``server.address``, ``server.port``); ``None`` when there is no

@@ -11,7 +11,10 @@ Notes on the wire format:
 - Gemini's API often gives function calls no id: a stable one is made from the response id, the call's
   position, name and arguments, and is not sent back to the API;
 - a function call may carry a ``thought_signature`` that Gemini 3 models require back with the call in the
-  next turn; NoN's ``ToolCall`` has no field for it, so it is kept here, by call id, and re-attached.
+  next turn; NoN's ``ToolCall`` has no field for it, so it is kept here, by call id, and re-attached;
+- a typed answer is asked for with ``response_mime_type="application/json"`` and the schema as
+  ``response_json_schema`` (JSON Schema as it is; ``response_schema`` would need the OpenAPI subset, which has
+  no ``null`` type).
 
 The SDK retries nothing unless ``HttpOptions.retry_options`` asks it to; it is given ``attempts=1``
 explicitly, which also turns off its implicit retry of connection errors on the aiohttp transport.
@@ -33,11 +36,12 @@ from google.genai import types
 from nons.base.errors import BadRequestError
 from nons.base.messages import LLMRequest, LLMResponse, Message, ToolCall
 from nons.base.results import Usage
-from nons.base.types import ModelProvider
+from nons.base.types import ModelProvider, StructuredOutput
 from nons.observability import names
 from nons.observability.http import instrument_sdk_client
 from nons.providers._errors import FailedCall, malformed
 from nons.providers._sdk import SDKProvider
+from nons.providers._structured import GEMINI_KEYWORDS, only_keywords, output_form
 from nons.providers._usage import usage_from_wire
 from nons.providers._wire import ensure_answer, extra_body, parse_tool_arguments, system_text, tool_names_by_id
 
@@ -110,14 +114,20 @@ class GoogleProvider(SDKProvider[genai.Client]):
         body = extra_body(config)
         if body:
             http_options.extra_body = body
+        form = output_form(request)
         generation = types.GenerateContentConfig(
-            system_instruction=system_text(request),
+            system_instruction=system_text(request, schema_in_prompt=self.schema_in_prompt(request)),
             temperature=config.temperature,
             top_p=config.top_p,
             max_output_tokens=config.max_tokens,
             stop_sequences=list(config.stop) if config.stop else None,
             http_options=http_options,
         )
+        if form is StructuredOutput.JSON_SCHEMA or form is StructuredOutput.JSON_OBJECT:
+            generation.response_mime_type = "application/json"
+        if form is StructuredOutput.JSON_SCHEMA:
+            # Keywords outside Gemini's subset are left out; NoN checks the answer against the whole schema.
+            generation.response_json_schema = only_keywords(request.response_schema or {}, GEMINI_KEYWORDS)
         if request.tools:
             generation.tools = [
                 types.Tool(
@@ -131,7 +141,18 @@ class GoogleProvider(SDKProvider[genai.Client]):
             ]
             # The SDK only calls Python functions itself; say so, so it never tries.
             generation.automatic_function_calling = types.AutomaticFunctionCallingConfig(disable=True)
+            if request.tool_choice:
+                forced = None if request.tool_choice == "required" else [request.tool_choice]
+                generation.tool_config = types.ToolConfig(
+                    function_calling_config=types.FunctionCallingConfig(
+                        mode=types.FunctionCallingConfigMode.ANY, allowed_function_names=forced
+                    )
+                )
         return {"model": request.model, "contents": self._contents(request.messages), "config": generation}
+
+    def schema_in_prompt(self, request: LLMRequest) -> bool:
+        # JSON_OBJECT sends the JSON MIME type alone: the schema stays in the prompt.
+        return output_form(request) not in (None, StructuredOutput.JSON_SCHEMA)
 
     async def _send(self, client: genai.Client, params: dict[str, Any]) -> types.GenerateContentResponse:
         return await client.aio.models.generate_content(**params)

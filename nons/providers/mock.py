@@ -2,7 +2,11 @@
 
 It needs no key and no network. Its answers are built from the request: plain text for free-form operators,
 and JSON that follows ``response_schema`` for structured ones, so every operator parses them as it would a real
-model's. Latency, token counts and failures are set per node through ``ModelConfig.extra_params``:
+model's. It follows ``ModelConfig.structured_output`` as a real model would: in a native form (``auto``,
+``json_schema``, ``json_object``) the answer is the bare JSON object, as constrained decoding gives it; with
+``prompt`` it is the JSON in a fenced code block after a sentence, as a prompted chat model tends to answer.
+
+Latency, token counts and failures are set per node through ``ModelConfig.extra_params``:
 
 ``mock_latency_s``
     seconds each call takes (default 0).
@@ -27,7 +31,8 @@ rule, so agents do something sensible offline: on a user turn it calls the tool 
 the user's text (``add`` in "add 2 and 3"; ``get_weather`` also matches "get weather"), filling number
 parameters in order with the numbers of that text, string parameters with the text itself, and other
 parameters from their schema; when no tool is named it answers in text. Once tool results are in the
-conversation, it answers in text with them.
+conversation, it answers in text with them. A forced tool choice (``LLMRequest.tool_choice``) is obeyed: that
+tool, or with ``required`` the named tool or else the first one, and never a text answer.
 
 When ``model_name`` names a model with a known price (``gpt-4o-mini``, ``claude-sonnet-4-5``, ...), calls are
 charged that price, so demos show real-looking cost; spans carry ``nons.simulated = true``.
@@ -54,7 +59,7 @@ from nons.base.errors import (
 )
 from nons.base.messages import LLMRequest, LLMResponse, ToolCall, ToolDefinition
 from nons.base.results import Usage
-from nons.base.types import ModelConfig, ModelProvider
+from nons.base.types import ModelConfig, ModelProvider, StructuredOutput
 from nons.observability import names
 from nons.providers.base import Provider
 
@@ -150,6 +155,8 @@ class MockProvider(Provider):
             text = self._scripted_text(request, params["mock_responses"])
         elif request.response_schema is not None:
             text = json.dumps(_instance_of(request.response_schema, rng, _last_user_text(request)))
+            if request.config.structured_output is StructuredOutput.PROMPT:
+                text = f"Here is the answer:\n```json\n{text}\n```"
         else:
             text = _free_text(request, rng)
 
@@ -231,7 +238,7 @@ def _rule_based_turn(request: LLMRequest, rng: random.Random) -> tuple[str, tupl
         if message.role != "tool":
             break
         results.append(f"{message.name or 'the tool'} returned {message.content}")
-    if results:
+    if results and not request.tool_choice:
         return "Based on the tools: " + "; ".join(reversed(results)) + ".", ()
     prompt = _last_user_text(request)
     lowered = prompt.lower()
@@ -241,6 +248,11 @@ def _rule_based_turn(request: LLMRequest, rng: random.Random) -> tuple[str, tupl
         found = [m.start() for s in spellings for m in re.finditer(rf"\b{re.escape(s)}\b", lowered)]
         if found:
             named.append((min(found), tool))
+    if request.tool_choice and request.tool_choice != "required":
+        # A forced tool: that one, whatever the text names.
+        named = [(0, t) for t in request.tools if t.name == request.tool_choice]
+    elif request.tool_choice and not named:
+        named = [(0, request.tools[0])]  # a tool call is required: the first tool when the text names none
     if not named:
         return _free_text(request, rng), ()
     tool = min(named, key=lambda item: item[0])[1]
@@ -281,7 +293,15 @@ def _instance_of(schema: dict[str, Any], rng: random.Random, prompt: str) -> Any
     """A value that follows ``schema`` (the subset of JSON Schema that the operators use)."""
     if "enum" in schema:
         return rng.choice(list(schema["enum"]))
+    if "anyOf" in schema:
+        # The first option that is not null: a field that may be null is filled when the text has something.
+        options = [o for o in schema["anyOf"] if o.get("type") != "null"] or schema["anyOf"]
+        return _instance_of(options[0], rng, prompt)
     kind = schema.get("type", "string")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if kind == "null":
+        return None
     if kind == "object":
         properties: dict[str, Any] = schema.get("properties", {})
         return {name: _instance_of(sub, rng, prompt) for name, sub in properties.items()}

@@ -8,28 +8,43 @@ Notes on the wire format:
 - the node's context becomes the first message, with role ``system``;
 - usage is read by genai-prices' extractor for the chat flavor: ``prompt_tokens`` already includes cached tokens
   (``prompt_tokens_details.cached_tokens``) and ``completion_tokens`` the ``reasoning_tokens``;
-- tool calls carry their arguments as a JSON string, decoded here; invalid JSON is a malformed answer.
+- tool calls carry their arguments as a JSON string, decoded here; invalid JSON is a malformed answer;
+- a typed answer is asked for with ``response_format`` (see :mod:`nons.providers._structured`). Against a
+  compatible server in ``StructuredOutput.AUTO`` mode, a server that refuses ``json_schema`` with a 400 is asked
+  again at once with ``json_object`` and a schema, then with the schema in the prompt only; the first form it
+  accepts is remembered for its base URL, so later calls go straight to it. These re-sends are one attempt: the
+  server said which format it speaks, nothing failed.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 from typing import Any
 
 import openai
 from openai.types.chat import ChatCompletion
 
+from nons.base.errors import BadRequestError
 from nons.base.messages import LLMRequest, LLMResponse, Message, ToolCall
 from nons.base.results import Usage
-from nons.base.types import ModelProvider
+from nons.base.types import ModelProvider, StructuredOutput
 from nons.observability import names
 from nons.observability.http import instrument_sdk_client
 from nons.providers._errors import FailedCall, describe_stainless_error, malformed
+from nons.providers._forced_tool import as_tool_call, envelope
 from nons.providers._sdk import SDKProvider
+from nons.providers._structured import output_form, schema_name, strict_schema, with_form
 from nons.providers._usage import usage_from_wire
 from nons.providers._wire import ensure_answer, extra_body, parse_tool_arguments, system_text
 
-__all__ = ["OpenAIProvider"]
+__all__ = ["NEGOTIATED_FORMS", "OpenAIProvider"]
+
+logger = logging.getLogger(__name__)
+
+#: The structured-output forms tried in turn against a compatible server in ``StructuredOutput.AUTO`` mode.
+NEGOTIATED_FORMS = (StructuredOutput.JSON_SCHEMA, StructuredOutput.JSON_OBJECT, StructuredOutput.PROMPT)
 
 #: The key the SDK is given for a server that needs none (the SDK refuses to start without one).
 NO_KEY_PLACEHOLDER = "not-needed"
@@ -49,6 +64,50 @@ class OpenAIProvider(SDKProvider[openai.AsyncOpenAI]):
     key_optional_with_base_url = True
     warm_modules = (*SDKProvider.warm_modules, "jiter")
     system_in_history = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        # Base URL -> the first form of NEGOTIATED_FORMS that server accepted, when it refused json_schema.
+        self._accepted_forms: dict[str, StructuredOutput] = {}
+
+    def accepted_form(self, base_url: str) -> StructuredOutput:
+        """The structured-output form ``AUTO`` uses for the server at ``base_url`` (``JSON_SCHEMA`` until it
+        refused that)."""
+        return self._accepted_forms.get(base_url, StructuredOutput.JSON_SCHEMA)
+
+    async def complete(self, request: LLMRequest) -> LLMResponse:
+        """One attempt; for a typed answer from a compatible server in ``AUTO`` mode, in the form it accepts; a
+        forced tool call to a compatible server held to the tool's schema (see :mod:`._forced_tool`)."""
+        base_url = self.configured_base_url(request.config)
+        native = request.config.structured_output is not StructuredOutput.PROMPT
+        forced = envelope(request) if base_url and native else None
+        if forced is not None:
+            answer = await self.complete(dataclasses.replace(request, response_schema=forced))
+            return as_tool_call(answer, request)
+        negotiate = request.response_schema is not None and request.config.structured_output is StructuredOutput.AUTO
+        if not negotiate or not base_url:  # OpenAI's own API speaks json_schema
+            return await super().complete(request)
+        start = self.accepted_form(base_url)
+        forms = NEGOTIATED_FORMS[NEGOTIATED_FORMS.index(start) :]
+        for form in forms[:-1]:
+            try:
+                response = await super().complete(with_form(request, form))
+            except BadRequestError as error:
+                logger.info("%s refused response_format %s (%s); trying the next form", base_url, form, error)
+                continue
+            self._remember(base_url, start, form)
+            return response
+        response = await super().complete(with_form(request, forms[-1]))
+        self._remember(base_url, start, forms[-1])
+        return response
+
+    def _remember(self, base_url: str, start: StructuredOutput, form: StructuredOutput) -> None:
+        if form is not start:
+            self._accepted_forms[base_url] = form
+            logger.warning(
+                "the OpenAI-compatible server at %s refuses structured output as %s: its typed answers are asked "
+                "for as %s from now on (ModelConfig.structured_output pins a form)", base_url, start, form,
+            )
 
     def _new_client(self, api_key: str, base_url: str) -> openai.AsyncOpenAI:
         # NoN's retry loop is the only one, so that every attempt is seen and counted. The HTTP client is the
@@ -73,7 +132,14 @@ class OpenAIProvider(SDKProvider[openai.AsyncOpenAI]):
     def _request(self, request: LLMRequest, timeout_s: float) -> dict[str, Any]:
         """The Chat Completions parameters for ``request``: model, messages, sampling, tools, extra body."""
         config = request.config
-        params: dict[str, Any] = {"model": request.model, "messages": _messages(request), "timeout": timeout_s}
+        form = output_form(request)
+        params: dict[str, Any] = {
+            "model": request.model,
+            "messages": _messages(request, schema_in_prompt=self.schema_in_prompt(request)),
+            "timeout": timeout_s,
+        }
+        if form is StructuredOutput.JSON_SCHEMA or form is StructuredOutput.JSON_OBJECT:
+            params["response_format"] = self._response_format(request, form)
         if config.temperature is not None:
             params["temperature"] = config.temperature
         if config.top_p is not None:
@@ -93,10 +159,34 @@ class OpenAIProvider(SDKProvider[openai.AsyncOpenAI]):
                 }
                 for t in request.tools
             ]
+            if request.tool_choice == "required":
+                params["tool_choice"] = "required"
+            elif request.tool_choice:
+                params["tool_choice"] = {"type": "function", "function": {"name": request.tool_choice}}
         body = extra_body(config)
         if body:
             params["extra_body"] = body
         return params
+
+    def schema_in_prompt(self, request: LLMRequest) -> bool:
+        # json_object keeps the schema in the prompt too: OpenAI's own API takes no schema with it, and a
+        # compatible server that ignores the schema still has the prompt to go by.
+        return output_form(request) in (StructuredOutput.JSON_OBJECT, StructuredOutput.PROMPT)
+
+    def _response_format(self, request: LLMRequest, form: StructuredOutput) -> dict[str, Any]:
+        """The ``response_format`` of a typed answer: ``json_schema`` (strict when the schema allows), or
+        ``json_object``, with the schema as llama.cpp, vLLM and Ollama read it when the server is not OpenAI's."""
+        schema = request.response_schema
+        assert schema is not None
+        if form is StructuredOutput.JSON_OBJECT:
+            if self.configured_base_url(request.config):
+                return {"type": "json_object", "schema": schema}
+            return {"type": "json_object"}
+        strict = strict_schema(schema, keep_string_bounds=bool(self.configured_base_url(request.config)))
+        return {
+            "type": "json_schema",
+            "json_schema": {"name": schema_name(schema), "schema": strict or schema, "strict": strict is not None},
+        }
 
     async def _send(self, client: openai.AsyncOpenAI, params: dict[str, Any]) -> ChatCompletion:
         completion: ChatCompletion = await client.chat.completions.create(**params)
@@ -108,6 +198,9 @@ class OpenAIProvider(SDKProvider[openai.AsyncOpenAI]):
         choice = completion.choices[0]
         message = choice.message
         text = message.content or ""
+        if not text and message.refusal:
+            # Structured outputs: the model declined, and says why instead of answering.
+            raise malformed(f"the model refused: {message.refusal}", provider=self.name, model=model)
         tool_calls = tuple(
             ToolCall(
                 call.id,
@@ -140,9 +233,9 @@ class OpenAIProvider(SDKProvider[openai.AsyncOpenAI]):
         return describe_stainless_error(exc, openai)
 
 
-def _messages(request: LLMRequest) -> list[dict[str, Any]]:
+def _messages(request: LLMRequest, *, schema_in_prompt: bool) -> list[dict[str, Any]]:
     """The system text first, then the conversation in OpenAI's roles (tool results as ``tool`` messages)."""
-    system = system_text(request)
+    system = system_text(request, schema_in_prompt=schema_in_prompt)
     out: list[dict[str, Any]] = [{"role": "system", "content": system}] if system else []
     for message in request.messages:
         if message.role != "system":

@@ -4,6 +4,7 @@ See :mod:`nons.testing.emulator` and :mod:`nons.testing.llama_server`.
 """
 
 from nons.testing.answers import EmulatedToolCall, Fault, Reply
+from nons.testing.dialects.base import OutputFormat
 from nons.testing.emulator import ProviderEmulator, RecordedRequest
 from nons.testing.llama_server import LlamaServer, LlamaServerBuild, LlamaServerUnavailable, locate_llama_server
 
@@ -13,6 +14,7 @@ __all__ = [
     "LlamaServer",
     "LlamaServerBuild",
     "LlamaServerUnavailable",
+    "OutputFormat",
     "ProviderEmulator",
     "RecordedRequest",
     "Reply",

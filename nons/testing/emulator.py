@@ -28,6 +28,13 @@ Endpoints, and the base URL to give each SDK (``emu.base_url_for(provider)``):
 - anthropic: ``POST /v1/messages``; base URL ``http://127.0.0.1:PORT``
 - google: ``POST /v1beta/models/{model}:generateContent``; base URL ``http://127.0.0.1:PORT``
 
+Structured output: each request's native structured-output fields (OpenAI's ``response_format``, Anthropic's
+``output_config.format``, Gemini's ``responseMimeType`` and response schema) are read and checked as the vendor's
+API checks them (a strict OpenAI schema must close every object, an Anthropic schema must not use numeric
+ranges, ...); a request that breaks the rules gets the vendor's 400, and :attr:`RecordedRequest.output_format`
+says what a request asked for. ``ProviderEmulator(refuse_formats={"json_schema"})`` plays a compatible server
+that does not know a form: such requests get a 400 too. Neither consumes a scripted answer.
+
 Each provider has its own queue of scripted answers, consumed one per request in order; when a queue is
 empty the emulator answers with its default :class:`Reply`. A scripted answer is either a :class:`Reply`
 (a successful answer, possibly with tool calls or a delay) or a :class:`Fault` (an error in that provider's
@@ -60,6 +67,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from nons.testing.answers import Fault, Reply, Scripted
 from nons.testing.dialects import DIALECTS, Dialect, ProviderName
+from nons.testing.dialects.base import FormatRefused, OutputFormat, OutputKind
 
 __all__ = ["ProviderEmulator", "RecordedRequest"]
 
@@ -77,6 +85,8 @@ class RecordedRequest:
     raw_body: bytes
     #: ``time.monotonic()`` when the request arrived, so tests can see how long a client waited between tries.
     received_at: float = 0.0
+    #: The native structured output the request asked for (``None``: none, or fields the vendor refused).
+    output_format: OutputFormat | None = None
 
 
 class ProviderEmulator:
@@ -84,10 +94,13 @@ class ProviderEmulator:
 
     Args:
         default: the answer given when a provider's script is empty.
+        refuse_formats: structured-output kinds (``json_schema``, ``json_object``) this server answers with a
+            400, as an OpenAI-compatible server that does not know them does.
     """
 
-    def __init__(self, default: Reply | None = None) -> None:
+    def __init__(self, default: Reply | None = None, *, refuse_formats: Iterable[OutputKind] = ()) -> None:
         self.default = default or Reply()
+        self.refuse_formats: set[OutputKind] = set(refuse_formats)
         self._scripts: dict[ProviderName, deque[Scripted]] = {name: deque() for name in DIALECTS}
         self._requests: list[RecordedRequest] = []
         self._lock = threading.Lock()
@@ -179,11 +192,13 @@ class ProviderEmulator:
 
     # -- used by the handler ----------------------------------------------------------------------------
 
-    def _record(self, request: RecordedRequest) -> Scripted:
+    def _record(self, request: RecordedRequest, refusal: str | None = None) -> Scripted:
         with self._lock:
             self._requests.append(request)
             if request.provider is None:
                 return Fault.http(404, {"error": {"message": f"no such endpoint: {request.path}"}})
+            if refusal is not None:  # the server refused the request's format: the model never saw it
+                return Fault.bad_request(refusal)
             queue = self._scripts[request.provider]
             return queue.popleft() if queue else self.default
 
@@ -210,6 +225,21 @@ def _route(path: str, body: Any) -> tuple[Dialect | None, str]:
         if model is not None:
             return dialect, model
     return None, ""
+
+
+def _output_format(
+    dialect: Dialect | None, body: Any, refused: set[OutputKind]
+) -> tuple[OutputFormat | None, str | None]:
+    """The structured output a request asked for, and the 400 message when the server refuses it."""
+    if dialect is None:
+        return None, None
+    try:
+        fmt = dialect.output_format(body)
+    except FormatRefused as error:
+        return None, str(error)
+    if fmt is not None and fmt.kind in refused:
+        return fmt, f"response_format type {fmt.kind!r} is not supported by this server"
+    return fmt, None
 
 
 def _render(
@@ -253,6 +283,7 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             body = None
         dialect, model = _route(url.path, body)
+        output_format, refusal = _output_format(dialect, body, self.emulator.refuse_formats)
         recorded = RecordedRequest(
             provider=dialect.name if dialect is not None else None,
             method="POST",
@@ -262,8 +293,9 @@ class _Handler(BaseHTTPRequestHandler):
             body=body,
             raw_body=raw,
             received_at=time.monotonic(),
+            output_format=output_format,
         )
-        answer = self.emulator._record(recorded)
+        answer = self.emulator._record(recorded, refusal)
         if answer.delay_s and self.emulator._stopping.wait(answer.delay_s):
             return
         if isinstance(answer, Fault) and answer.kind == "drop_connection":

@@ -11,9 +11,10 @@ from nons.base.errors import ConfigurationError, NodeExecutionError, OperatorErr
 from nons.core.network import NoN, create_network
 from nons.core.node import Node
 from nons.core.types import ModelConfig, ModelProvider
-from nons.operators.context import OperatorContext, parse_json_object
+from nons.operators.context import OperatorContext
 from nons.operators.registry import get_operator, list_operators, operator
 from nons.operators.results import Candidate, Classification, Comparison, RouteDecision, Validation
+from nons.operators.structured import parse_json_object
 
 LLM_OPERATORS = {
     "transform", "generate", "classify", "extract", "condense", "expand", "compare", "validate", "route", "synthesize",

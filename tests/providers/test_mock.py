@@ -46,6 +46,23 @@ async def test_answers_follow_the_requested_schema() -> None:
     assert response.simulated
 
 
+@pytest.mark.parametrize("form", ["auto", "json_schema", "json_object", "prompt"])
+async def test_answers_take_the_shape_of_the_structured_output_form(form: str) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"name": {"anyOf": [{"type": "string"}, {"type": "null"}]}, "n": {"type": ["integer", "null"]}},
+    }
+    response = await MockProvider().complete(request(ModelConfig(structured_output=form), response_schema=schema))
+    if form == "prompt":  # a prompted model wraps its JSON in prose and a code fence
+        intro, fenced = response.text.split("\n", 1)
+        assert intro == "Here is the answer:"
+        assert fenced.startswith("```json\n") and fenced.endswith("\n```")
+        data = json.loads(fenced[len("```json\n") : -len("\n```")])
+    else:  # constrained decoding gives the bare object
+        data = json.loads(response.text)
+    assert isinstance(data["name"], str) and isinstance(data["n"], int)
+
+
 async def test_each_new_config_starts_its_script_at_the_beginning() -> None:
     provider = MockProvider()
     for _ in range(4):

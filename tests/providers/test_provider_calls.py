@@ -109,11 +109,13 @@ async def test_system_prompt_goes_where_the_api_wants_it(case: Case, provider: P
         assert [c["role"] for c in body["contents"]] == ["user"]
 
 
-async def test_response_schema_is_an_instruction_in_the_system_prompt(
+async def test_prompt_only_structured_output_puts_the_schema_in_the_system_prompt(
     case: Case, provider: Provider, emu: ProviderEmulator
 ) -> None:
     schema = {"type": "object", "properties": {"answer": {"type": "string"}}}
-    await provider.complete(make_request(case, emu, system="Be terse.", response_schema=schema))
+    await provider.complete(
+        make_request(case, emu, system="Be terse.", response_schema=schema, structured_output="prompt")
+    )
 
     body = emu.requests_for(case.name)[0].body
     system = {
@@ -123,6 +125,7 @@ async def test_response_schema_is_an_instruction_in_the_system_prompt(
     }[case.name]()
     assert system.startswith("Be terse.\n\n")
     assert '{"properties": {"answer": {"type": "string"}}, "type": "object"}' in system
+    assert emu.requests_for(case.name)[0].output_format is None  # no native field: the prompt is all there is
 
 
 async def test_sampling_parameters_on_the_wire(case: Case, provider: Provider, emu: ProviderEmulator) -> None:

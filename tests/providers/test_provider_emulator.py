@@ -123,3 +123,62 @@ def test_the_emulator_speaks_every_vendor_provider() -> None:
     vendors = {p.value for p in ModelProvider if p is not ModelProvider.MOCK}
     assert set(DIALECTS) == vendors
     assert all(name == dialect.name for name, dialect in DIALECTS.items())
+
+
+def test_structured_output_fields_are_read_and_checked_as_each_vendor_does(emu: ProviderEmulator) -> None:
+    open_object = {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]}
+    closed_object = {**open_object, "additionalProperties": False}
+    emu.script("openai", [Reply(text='{"a": "x"}')])
+    openai_url = emu.base_url_for("openai") + "/chat/completions"
+    anthropic_url = emu.base_url_for("anthropic") + "/v1/messages"
+    gemini_url = emu.base_url_for("google") + "/v1beta/models/g:generateContent"
+    messages = [{"role": "user", "content": "hi"}]
+
+    def strict(schema: dict[str, object]) -> dict[str, object]:
+        spec = {"name": "answer", "schema": schema, "strict": True}
+        return {"model": "m", "messages": messages, "response_format": {"type": "json_schema", "json_schema": spec}}
+
+    with httpx.Client() as client:
+        open_strict = client.post(openai_url, json=strict(open_object))
+        json_mode_without_the_word = client.post(
+            openai_url, json={"model": "m", "messages": messages, "response_format": {"type": "json_object"}}
+        )
+        closed_strict = client.post(openai_url, json=strict(closed_object))
+        ranged = {"type": "number", "minimum": 0}
+        anthropic_ranged = client.post(
+            anthropic_url,
+            json={"model": "c", "output_config": {"format": {"type": "json_schema", "schema": ranged}}},
+        )
+        gemini_schema_without_mime = client.post(
+            gemini_url, json={"generationConfig": {"responseJsonSchema": closed_object}}
+        )
+        gemini_json = client.post(
+            gemini_url,
+            json={"generationConfig": {"responseMimeType": "application/json", "responseJsonSchema": open_object}},
+        )
+
+    assert open_strict.status_code == 400
+    assert "'additionalProperties' is required to be supplied and to be false" in open_strict.json()["error"]["message"]
+    assert json_mode_without_the_word.status_code == 400
+    assert "must contain the word 'json'" in json_mode_without_the_word.json()["error"]["message"]
+    # A refused request never reaches the model: the scripted answer is still there for the valid one.
+    assert closed_strict.json()["choices"][0]["message"]["content"] == '{"a": "x"}'
+    assert anthropic_ranged.status_code == 400
+    assert anthropic_ranged.json()["error"]["type"] == "invalid_request_error"
+    assert gemini_schema_without_mime.status_code == 400
+    assert gemini_json.status_code == 200
+    formats = [r.output_format for r in emu.requests]
+    assert formats[:2] == [None, None]
+    assert formats[2] is not None and formats[2].strict and formats[2].schema == closed_object
+    assert formats[5] is not None and formats[5].kind == "json_schema" and formats[5].schema == open_object
+
+
+def test_a_compatible_server_that_does_not_know_a_form_refuses_it() -> None:
+    spec = {"name": "answer", "schema": {"type": "object"}}
+    body = {"model": "m", "messages": [], "response_format": {"type": "json_schema", "json_schema": spec}}
+    with ProviderEmulator(refuse_formats={"json_schema"}) as emu, httpx.Client() as client:
+        refused = client.post(emu.base_url_for("openai") + "/chat/completions", json=body)
+        plain = client.post(emu.base_url_for("openai") + "/chat/completions", json={"model": "m", "messages": []})
+    assert refused.status_code == 400
+    assert refused.json()["error"]["message"] == "response_format type 'json_schema' is not supported by this server"
+    assert plain.status_code == 200

@@ -12,7 +12,7 @@ def test_extra_body_drops_the_simulated_providers_parameters() -> None:
     assert extra_body(config) == {"seed": 1}
 
 
-def test_system_text_joins_context_system_messages_and_schema() -> None:
+def test_system_text_joins_context_system_messages_and_the_schema_when_asked() -> None:
     request = LLMRequest(
         provider=ModelProvider.OPENAI,
         model="m",
@@ -21,18 +21,20 @@ def test_system_text_joins_context_system_messages_and_schema() -> None:
         system="You are a judge.",
         response_schema={"type": "string"},
     )
-    text = system_text(request)
+    text = system_text(request, schema_in_prompt=True)
     assert text is not None
     first, second, third = text.split("\n\n")
     assert (first, second) == ("You are a judge.", "Be kind.")
     assert third.endswith('{"type": "string"}')
+    # A vendor that is sent the schema natively gets no second copy in the prompt.
+    assert system_text(request, schema_in_prompt=False) == "You are a judge.\n\nBe kind."
 
 
 def test_system_text_is_none_without_any() -> None:
     request = LLMRequest(
         provider=ModelProvider.OPENAI, model="m", config=ModelConfig(), messages=[Message("user", "x")]
     )
-    assert system_text(request) is None
+    assert system_text(request, schema_in_prompt=True) is None
 
 
 def test_tool_names_by_id() -> None:

@@ -4,7 +4,9 @@ Each step is one LLM call offered the registry's tools in the provider's native 
 model asks for tools, they run one after another in the order it gave them, each result goes back into the
 conversation as a ``tool`` message, and the next step begins. The run ends with a final result when
 
-- the model answers in text without calling a tool (``output`` is the text);
+- the model answers in text without calling a tool (``output`` is the text; with an ``output_schema``, the
+  JSON object it holds, asked for in the provider's native structured-output form and checked against the
+  schema; an answer that does not follow it is sent back with the error, ``output_repairs`` times at most);
 - a stop tool (``is_stop_tool=True``) succeeds (``output`` is the tool's output);
 - the LLM call fails after its retries (``success=False``, ``error_type`` from the provider error);
 - ``max_steps`` steps passed without either (``success=False``, ``error_type="max_steps"``).
@@ -28,8 +30,8 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 
-from nons.base.errors import ConfigurationError, InputValidationError, ProviderError
-from nons.base.messages import Message, ToolCall
+from nons.base.errors import ConfigurationError, InputValidationError, OutputParseError, ProviderError
+from nons.base.messages import LLMResponse, Message, OutputRepair, ToolCall
 from nons.base.results import LLMCallRecord
 from nons.base.settings import get_settings
 from nons.base.types import ErrorPolicy, LayerConfig, ModelConfig
@@ -44,6 +46,7 @@ from nons.core.node import Node
 from nons.core.pricing import load_prices, prices_loaded
 from nons.observability import content, names, spans
 from nons.observability.auto import setup_telemetry, telemetry_pending
+from nons.operators.structured import check_schema, repair_turns, repairs_allowed, try_read
 from nons.providers.registry import default_model, resolve_provider
 
 __all__ = ["MAX_STEPS_REACHED", "Agent"]
@@ -71,6 +74,9 @@ class _Run:
     model: str
     records: list[LLMCallRecord] = field(default_factory=list)
     steps: int = 0
+    #: The repair the next call makes (an answer that did not follow the output schema), and how many so far.
+    repair: OutputRepair | None = None
+    repairs: int = 0
 
 
 class Agent:
@@ -91,6 +97,10 @@ class Agent:
             more than others) choose tools by what the prompt and the tool descriptions say.
         state: the initial state of each run, deep-copied per run (see
             :class:`~nons.core.agents.tools.AgentState`).
+        output_schema: a JSON Schema (an object) the final text answer must follow; the final result's
+            ``output`` is then the answer's JSON object. Unset: the answer is free text.
+        tool_choice: ``"auto"`` (the model decides), ``"required"`` (every step must call a tool: end the run
+            with a stop tool) or a tool's name (every step calls that tool).
 
     ``run(task)`` gives an :class:`AgentRun`: iterate it for each step, or await it for the final result.
     Runs share nothing but the agent's configuration, so one agent can serve many runs at once.
@@ -106,6 +116,8 @@ class Agent:
         max_llm_retry: int = 2,
         system_prompt: str = "",
         state: Mapping[str, Any] | None = None,
+        output_schema: Mapping[str, Any] | None = None,
+        tool_choice: str = "auto",
     ) -> None:
         if not isinstance(registry, ToolRegistry):
             raise ConfigurationError(f"registry must be a ToolRegistry, got {type(registry).__name__}")
@@ -120,6 +132,13 @@ class Agent:
             raise ConfigurationError("system_prompt must be a string")
         if state is not None and not isinstance(state, Mapping):
             raise ConfigurationError(f"state must be a mapping, got {type(state).__name__}")
+        if output_schema is not None:
+            check_schema(output_schema)
+        if tool_choice not in ("auto", "required", *registry.names):
+            raise ConfigurationError(
+                f"tool_choice must be 'auto', 'required' or a tool's name ({', '.join(registry.names)}), "
+                f"got {tool_choice!r}"
+            )
         config, fallbacks, context, priority = _model_of(model)
         self.name = name
         self.id = uuid.uuid4().hex[:16]
@@ -131,6 +150,8 @@ class Agent:
         self.priority = priority
         self.system_prompt = "\n\n".join(p for p in (system_prompt, context) if p)
         self.initial_state: dict[str, Any] = dict(state or {})
+        self.output_schema = dict(output_schema) if output_schema is not None else None
+        self.tool_choice = tool_choice
         policy = ErrorPolicy.FALLBACK_MODEL if (fallbacks or config.fallbacks) else ErrorPolicy.RETRY_WITH_BACKOFF
         self.layer_config = LayerConfig(error_policy=policy, max_retries=max_llm_retry)
 
@@ -241,15 +262,18 @@ class Agent:
                 response = await call_llm(
                     run.ctx, run.site, run.messages, run.records,
                     system=self.system_prompt or None, tools=self.registry.definitions(),
+                    response_schema=self.output_schema, repair=run.repair,
+                    tool_choice=None if self.tool_choice == "auto" else self.tool_choice,
                 )
             except ProviderError as error:
                 return self._result(
                     run, number, success=False, is_final=True, error_type=error.error_type,
                     error=f"the LLM call failed: {error}",
                 )
+            run.repair = None
             run.messages.append(Message("assistant", response.text, tool_calls=response.tool_calls))
             if not response.tool_calls:
-                return self._result(run, number, success=True, is_final=True, text=response.text, output=response.text)
+                return self._answer(run, number, response)
             results: list[ToolResult] = []
             for call in response.tool_calls:
                 result = await self._execute(run, call)
@@ -271,6 +295,30 @@ class Agent:
             run, number, success=not failed, is_final=False, text=response.text, tool_calls=results,
             error="; ".join(str(r["error"]) for r in failed) or None,
             error_type=failed[0]["error_type"] if failed else None,
+        )
+
+    def _answer(self, run: _Run, number: int, response: LLMResponse) -> AgentStep:
+        """The step of a text answer: final, unless it does not follow the output schema and a repair is left
+        (then the error goes back to the model, and the next step is the repair)."""
+        if self.output_schema is None:
+            return self._result(run, number, success=True, is_final=True, text=response.text, output=response.text)
+        value, reason, error = try_read(response.text, self.output_schema, response.finish_reason)
+        if value is not None:
+            return self._result(run, number, success=True, is_final=True, text=response.text, output=value)
+        assert error is not None
+        allowed = repairs_allowed(self.model_config)
+        if run.repairs >= allowed:
+            tried = f" (after {allowed} repair{'s' if allowed != 1 else ''})" if allowed else ""
+            return self._result(
+                run, number, success=False, is_final=True, text=response.text,
+                error=f"{error}{tried}", error_type=OutputParseError.error_type,
+            )
+        run.repairs += 1
+        run.repair = OutputRepair(run.repairs, reason, str(error))
+        run.messages[-1:] = repair_turns(response.text, error, reason)  # the answer as a repair sends it back
+        return self._result(
+            run, number, success=False, is_final=False, text=response.text, error=str(error),
+            error_type=OutputParseError.error_type,
         )
 
     async def _execute(self, run: _Run, call: ToolCall) -> ToolResult:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from nons.base.errors import ProviderError
-from nons.base.messages import LLMRequest, LLMResponse, Message, ToolDefinition
+from nons.base.messages import LLMRequest, LLMResponse, Message, OutputRepair, ToolDefinition
 from nons.base.results import LLMCallRecord
 from nons.base.types import ModelConfig
 from nons.core.call import telemetry
@@ -37,11 +37,14 @@ async def call_llm(
     system: str | None = None,
     response_schema: dict[str, Any] | None = None,
     tools: Sequence[ToolDefinition] = (),
+    tool_choice: str | None = None,
+    repair: OutputRepair | None = None,
 ) -> LLMResponse:
     """Make one logical LLM call for ``site`` and append its record to ``records`` (and the pass's calls).
 
     Each failed attempt is retried while the policy allows, then the call moves on to the next fallback model
-    (when the policy allows), until one answers. Raises the last provider error when none did.
+    (when the policy allows), until one answers. Raises the last provider error when none did. A ``repair``
+    call (a typed answer's error sent back to the model) says so on its span and in the repair count.
     """
     config = site.model_config
     if config.provider is None and config.model_name is not None and not prices_loaded():
@@ -59,9 +62,11 @@ async def call_llm(
         check_price_provider(config.price_provider)
     request = LLMRequest(
         provider=kind, model=model, config=config, messages=messages, system=system, tools=tuple(tools),
-        response_schema=response_schema, timeout_s=ctx.settings.request_timeout,
+        response_schema=response_schema, timeout_s=ctx.settings.request_timeout, tool_choice=tool_choice,
     )
     scope = telemetry.start_span(ctx, request, provider) if ctx.instruments.tracing else NO_SPAN
+    if repair is not None:
+        telemetry.repairing(ctx, site, scope, provider, model, repair)
     started = time.perf_counter()
     try:
         # The span is current while the provider runs, so the HTTP span of each attempt (the upstream httpx2

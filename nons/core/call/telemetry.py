@@ -1,7 +1,8 @@
 """What an LLM call records: its ``{operation} {model}`` span, its events and its metrics.
 
 One CLIENT span covers all attempts of a call. Each retry adds a ``nons.retry`` event and each switch to a
-fallback model a ``nons.fallback`` event. Per-attempt durations are recorded by the attempt itself; tokens and
+fallback model a ``nons.fallback`` event; a call that repairs a typed answer carries a ``nons.output_repair``
+event. Per-attempt durations are recorded by the attempt itself; tokens and
 cost once per successful call.
 
 The span gets at creation what samplers may key on (operation, provider, request model, ``server.address`` and
@@ -19,14 +20,22 @@ from opentelemetry.trace import SpanKind
 
 from nons.base.errors import ProviderError
 from nons.base.keys import read_key
-from nons.base.messages import LLMRequest, LLMResponse
+from nons.base.messages import LLMRequest, LLMResponse, OutputRepair
 from nons.base.version import __version__
-from nons.core.call.context import CallState, PassContext
+from nons.core.call.context import CallSite, CallState, PassContext
 from nons.observability import content, names
-from nons.observability.spans import SpanScope, start
+from nons.observability.spans import SpanScope, start, truncate_content
 from nons.providers.base import Provider
 
-__all__ = ["call_failed", "call_succeeded", "fell_back", "metric_attributes", "retrying", "start_span"]
+__all__ = [
+    "call_failed",
+    "call_succeeded",
+    "fell_back",
+    "metric_attributes",
+    "repairing",
+    "retrying",
+    "start_span",
+]
 
 # A proxy logger: the inference event goes to whatever logger provider is installed when it is emitted.
 _events = _logs.get_logger(names.SCOPE, __version__)
@@ -103,6 +112,29 @@ def metric_attributes(ctx: PassContext, provider: Provider, request: LLMRequest)
     if endpoint is not None:
         attributes[names.SERVER_ADDRESS], attributes[names.SERVER_PORT] = endpoint
     return attributes
+
+
+def repairing(
+    ctx: PassContext, site: CallSite, scope: SpanScope, provider: Provider, model: str, repair: OutputRepair
+) -> None:
+    """The call sends a typed answer's error back to the model: a ``nons.output_repair`` event and a repair count,
+    so the dashboards show which models need repairs. The error quotes the answer: it is recorded only when
+    content is captured."""
+    if scope.tracing:
+        event: dict[str, Any] = {names.OUTPUT_REPAIR_NUMBER: repair.number, names.OUTPUT_REPAIR_REASON: repair.reason}
+        if ctx.capture_content:
+            event[names.OUTPUT_REPAIR_ERROR] = truncate_content(repair.error)
+        scope.span.add_event(names.EVENT_OUTPUT_REPAIR, event)
+    if ctx.instruments.metrics:
+        ctx.instruments.output_repairs.add(
+            1,
+            {
+                names.GEN_AI_PROVIDER_NAME: provider.genai_provider_name,
+                names.GEN_AI_REQUEST_MODEL: model,
+                names.OPERATOR_NAME: site.operator,
+                names.OUTPUT_REPAIR_REASON: repair.reason,
+            },
+        )
 
 
 def retrying(call: CallState, error: ProviderError, delay: float) -> None:

@@ -6,7 +6,14 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from nons.testing.answers import Fault, FaultKind, Reply
-from nons.testing.dialects.base import Dialect, model_in_body
+from nons.testing.dialects.base import (
+    Dialect,
+    FormatRefused,
+    OutputFormat,
+    is_object_schema,
+    model_in_body,
+    schema_nodes,
+)
 
 __all__ = ["AnthropicDialect"]
 
@@ -20,6 +27,8 @@ _ERROR_TYPES: Mapping[int, str] = {
     429: "rate_limit_error",
     529: "overloaded_error",
 }
+# Schema keywords the structured-output format rejects (the SDK's transform_schema moves them to descriptions).
+_UNSUPPORTED = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf", "minLength", "maxLength")
 
 
 class AnthropicDialect(Dialect):
@@ -41,6 +50,27 @@ class AnthropicDialect(Dialect):
 
     def model_for(self, path: str, body: Any) -> str | None:
         return model_in_body(body) if path == "/v1/messages" else None
+
+    def output_format(self, body: Any) -> OutputFormat | None:
+        """``output_config.format`` (``json_schema``), with the API's checks: every object is closed
+        (``additionalProperties: false``) and no numeric or length constraint is used."""
+        config = body.get("output_config") if isinstance(body, dict) else None
+        fmt = config.get("format") if isinstance(config, dict) else None
+        if fmt is None:
+            return None
+        if not isinstance(fmt, dict) or fmt.get("type") != "json_schema" or not isinstance(fmt.get("schema"), dict):
+            raise FormatRefused("output_config.format: expected {'type': 'json_schema', 'schema': {...}}")
+        for path, node in schema_nodes(fmt["schema"]):
+            where = "/".join(path) or "(root)"
+            if is_object_schema(node) and node.get("additionalProperties") is not False:
+                raise FormatRefused(
+                    f"output_config.format.schema: For 'object' type, 'additionalProperties' must be explicitly "
+                    f"set to false (at {where})"
+                )
+            used = [key for key in _UNSUPPORTED if key in node]
+            if used:
+                raise FormatRefused(f"output_config.format.schema: '{used[0]}' is not supported (at {where})")
+        return OutputFormat("json_schema", schema=fmt["schema"])
 
     def reply(self, reply: Reply, model: str, n: int) -> dict[str, Any]:
         content: list[dict[str, Any]] = []

@@ -4,14 +4,49 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 from nons.testing.answers import Fault, FaultKind, Reply
 
-__all__ = ["Dialect", "ProviderName", "model_in_body"]
+__all__ = [
+    "Dialect",
+    "FormatRefused",
+    "OutputFormat",
+    "OutputKind",
+    "ProviderName",
+    "is_object_schema",
+    "model_in_body",
+    "schema_nodes",
+]
 
 #: The NoN name of a provider the emulator speaks for.
 ProviderName = Literal["openai", "anthropic", "google"]
+
+#: What a request's native structured-output fields ask for: JSON following a schema, or any JSON object.
+OutputKind = Literal["json_schema", "json_object"]
+
+
+@dataclass(frozen=True)
+class OutputFormat:
+    """The structured output a request asked for natively, read from its vendor's own fields.
+
+    Attributes:
+        kind: ``json_schema`` (OpenAI's ``json_schema``, Anthropic's ``output_config.format``, Gemini's response
+            schema) or ``json_object`` (OpenAI's JSON mode, Gemini's JSON MIME type without a schema).
+        schema: the schema sent (OpenAI-compatible servers take one with ``json_object`` too).
+        strict: OpenAI's ``strict`` flag.
+        name: OpenAI's schema name.
+    """
+
+    kind: OutputKind
+    schema: dict[str, Any] | None = None
+    strict: bool = False
+    name: str | None = None
+
+
+class FormatRefused(ValueError):
+    """The request's structured-output fields break the vendor's rules; the message is the vendor's 400."""
 
 # Faults whose status is the same in every vendor's format.
 _FIXED_STATUS: Mapping[FaultKind, int] = {"rate_limit": 429, "model_not_found": 404, "context_length": 400}
@@ -45,6 +80,11 @@ class Dialect(abc.ABC):
     @abc.abstractmethod
     def model_for(self, path: str, body: Any) -> str | None:
         """The model asked for when ``path`` is this dialect's endpoint, else ``None``."""
+
+    @abc.abstractmethod
+    def output_format(self, body: Any) -> OutputFormat | None:
+        """The native structured output ``body`` asks for, checked as the vendor's API checks it; ``None`` when
+        it asks for none. Raises :class:`FormatRefused` with the vendor's message for fields the API rejects."""
 
     @abc.abstractmethod
     def reply(self, reply: Reply, model: str, n: int) -> dict[str, Any]:
@@ -91,3 +131,27 @@ class Dialect(abc.ABC):
 def model_in_body(body: Any) -> str:
     """The ``model`` field of a JSON request body (OpenAI, Anthropic); ``""`` when there is none."""
     return str((body.get("model") if isinstance(body, dict) else None) or "")
+
+
+def schema_nodes(schema: Any, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], dict[str, Any]]]:
+    """Every subschema of ``schema`` with its path (``("properties", "name")``), the root first, so a dialect can
+    check each the way its vendor's API does."""
+    if not isinstance(schema, dict):
+        return []
+    found = [(path, schema)]
+    for key in ("properties", "$defs", "definitions"):
+        children = schema.get(key)
+        if isinstance(children, dict):
+            for name, child in children.items():
+                found += schema_nodes(child, (*path, key, str(name)))
+    if "items" in schema:
+        found += schema_nodes(schema["items"], (*path, "items"))
+    for key in ("anyOf", "allOf", "oneOf"):
+        for index, child in enumerate(schema.get(key) or ()):
+            found += schema_nodes(child, (*path, key, str(index)))
+    return found
+
+
+def is_object_schema(node: Mapping[str, Any]) -> bool:
+    """Whether a subschema describes a JSON object."""
+    return node.get("type") == "object" or "properties" in node

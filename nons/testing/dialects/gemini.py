@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from nons.testing.answers import Fault, FaultKind, Reply
-from nons.testing.dialects.base import Dialect
+from nons.testing.dialects.base import Dialect, FormatRefused, OutputFormat
 
 __all__ = ["GeminiDialect"]
 
@@ -50,6 +50,28 @@ class GeminiDialect(Dialect):
     def model_for(self, path: str, body: Any) -> str | None:
         match = _PATH.match(path)
         return match.group("model") if match else None
+
+    def output_format(self, body: Any) -> OutputFormat | None:
+        """``generationConfig``: ``responseMimeType`` ``application/json``, with ``responseJsonSchema`` (JSON
+        Schema) or ``responseSchema`` (the OpenAPI subset), never both; a schema needs the JSON MIME type."""
+        config = body.get("generationConfig") if isinstance(body, dict) else None
+        if not isinstance(config, dict):
+            return None
+        mime = config.get("responseMimeType")
+        json_schema, openapi_schema = config.get("responseJsonSchema"), config.get("responseSchema")
+        if json_schema is not None and openapi_schema is not None:
+            raise FormatRefused("responseSchema and responseJsonSchema cannot both be set.")
+        schema = json_schema if json_schema is not None else openapi_schema
+        if schema is not None and mime != "application/json":
+            raise FormatRefused(
+                f"* GenerateContentRequest.generation_config.response_mime_type: {mime or 'text/plain'!r} is not "
+                "supported with a response schema; use 'application/json'."
+            )
+        if mime != "application/json":
+            return None
+        if schema is None:
+            return OutputFormat("json_object")
+        return OutputFormat("json_schema", schema=schema if isinstance(schema, dict) else None)
 
     def reply(self, reply: Reply, model: str, n: int) -> dict[str, Any]:
         parts: list[dict[str, Any]] = []

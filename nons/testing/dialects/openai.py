@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from nons.testing.answers import Fault, FaultKind, Reply
-from nons.testing.dialects.base import Dialect, model_in_body
+from nons.testing.dialects.base import (
+    Dialect,
+    FormatRefused,
+    OutputFormat,
+    is_object_schema,
+    model_in_body,
+    schema_nodes,
+)
 
 __all__ = ["OpenAIDialect"]
 
@@ -18,6 +26,7 @@ _CODES: Mapping[FaultKind, str] = {
     "model_not_found": "model_not_found",
     "context_length": "context_length_exceeded",
 }
+_SCHEMA_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 
 
 class OpenAIDialect(Dialect):
@@ -41,6 +50,42 @@ class OpenAIDialect(Dialect):
 
     def model_for(self, path: str, body: Any) -> str | None:
         return model_in_body(body) if path == "/v1/chat/completions" else None
+
+    def output_format(self, body: Any) -> OutputFormat | None:
+        """``response_format``: ``text`` (none), ``json_object`` (with a ``schema``, as compatible servers take
+        it) or ``json_schema``, with OpenAI's checks: JSON mode needs the word "json" in the messages, a schema
+        needs a valid name, and a strict schema closes every object and requires all its properties."""
+        fmt = body.get("response_format") if isinstance(body, dict) else None
+        if fmt is None:
+            return None
+        kind = fmt.get("type") if isinstance(fmt, dict) else None
+        if kind == "text":
+            return None
+        if kind == "json_object":
+            if "json" not in json.dumps(body.get("messages", [])).lower():
+                raise FormatRefused(
+                    "'messages' must contain the word 'json' in some form, to use 'response_format' of type "
+                    "'json_object'."
+                )
+            schema = fmt.get("schema")
+            return OutputFormat("json_object", schema=schema if isinstance(schema, dict) else None)
+        if kind != "json_schema":
+            raise FormatRefused(
+                f"Invalid value: {kind!r}. Supported values are: 'text', 'json_object', and 'json_schema'."
+            )
+        spec = fmt.get("json_schema")
+        if not isinstance(spec, dict) or not isinstance(spec.get("schema"), dict):
+            raise FormatRefused("Missing required parameter: 'response_format.json_schema.schema'.")
+        name = spec.get("name")
+        if not isinstance(name, str) or not _SCHEMA_NAME.match(name):
+            raise FormatRefused(
+                f"Invalid 'response_format.json_schema.name': {name!r}. Expected a string matching "
+                "'^[a-zA-Z0-9_-]{1,64}$'."
+            )
+        strict = spec.get("strict") is True
+        if strict:
+            _check_strict(name, spec["schema"])
+        return OutputFormat("json_schema", schema=spec["schema"], strict=strict, name=name)
 
     def reply(self, reply: Reply, model: str, n: int) -> dict[str, Any]:
         message: dict[str, Any] = {"role": "assistant", "content": reply.text or None, "refusal": None}
@@ -88,3 +133,20 @@ class OpenAIDialect(Dialect):
     def error_body(self, fault: Fault, status: int, message: str) -> dict[str, Any]:
         error_type = "requests" if status == 429 else "server_error" if status >= 500 else "invalid_request_error"
         return {"error": {"message": message, "type": error_type, "param": None, "code": _CODES.get(fault.kind)}}
+
+
+def _check_strict(name: str, schema: dict[str, Any]) -> None:
+    """OpenAI's strict-mode rules for objects, with its wording."""
+    for path, node in schema_nodes(schema):
+        if not is_object_schema(node):
+            continue
+        where = f"Invalid schema for response_format {name!r}: In context={path!r}"
+        if node.get("additionalProperties") is not False:
+            raise FormatRefused(f"{where}, 'additionalProperties' is required to be supplied and to be false.")
+        properties = node.get("properties") or {}
+        missing = [key for key in properties if key not in (node.get("required") or [])]
+        if missing:
+            raise FormatRefused(
+                f"{where}, 'required' is required to be supplied and to be an array including every key in "
+                f"properties. Missing {missing[0]!r}."
+            )

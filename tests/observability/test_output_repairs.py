@@ -1,0 +1,74 @@
+"""Each repair of a typed answer is a ``nons.output_repair`` event on its call's ``chat`` span and a count on
+``nons.output.repairs``, so the dashboards show which models need repairs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from otel_harness import Telemetry
+
+from nons.core.network import NoN
+from nons.core.node import Node
+from nons.core.types import ModelConfig, ModelProvider
+from nons.observability import names
+
+GOOD = {"route": "billing", "reasoning": "an invoice question"}
+
+
+def broken_twice() -> NoN:
+    answers = ["Billing, I think.", json.dumps({**GOOD, "route": "sales"}), json.dumps(GOOD)]
+    config = ModelConfig(
+        provider=ModelProvider.MOCK, model_name="gpt-4o-mini", output_repairs=2,
+        extra_params={"mock_responses": answers},
+    )  # fmt: skip
+    return NoN.from_operators([Node("route", config, routes=["billing", "support"])])
+
+
+async def test_each_repair_is_an_event_on_its_chat_span_and_a_count(otel: Telemetry) -> None:
+    result = await broken_twice().run("Where is my invoice?")
+
+    assert result.output.route == "billing"
+    chats = sorted((s for s in otel.spans() if s.name == "chat gpt-4o-mini"), key=lambda s: s.start_time or 0)
+    assert len(chats) == 3
+    events = [[e for e in s.events if e.name == names.EVENT_OUTPUT_REPAIR] for s in chats]
+    assert events[0] == []  # the first call is no repair
+    (first,), (second,) = events[1], events[2]
+    assert dict(first.attributes or {}) == {
+        names.OUTPUT_REPAIR_NUMBER: 1, names.OUTPUT_REPAIR_REASON: names.REPAIR_INVALID_JSON,
+    }  # fmt: skip
+    # The error quotes the model's answer: without content capture it is not recorded.
+    assert dict(second.attributes or {}) == {
+        names.OUTPUT_REPAIR_NUMBER: 2, names.OUTPUT_REPAIR_REASON: names.REPAIR_SCHEMA_MISMATCH,
+    }  # fmt: skip
+
+    points = {p.attributes[names.OUTPUT_REPAIR_REASON]: p for p in otel.metric_points(names.METRIC_OUTPUT_REPAIRS)}
+    assert {reason: p.value for reason, p in points.items()} == {
+        names.REPAIR_INVALID_JSON: 1, names.REPAIR_SCHEMA_MISMATCH: 1,
+    }  # fmt: skip
+    assert dict(points[names.REPAIR_INVALID_JSON].attributes) == {
+        names.GEN_AI_PROVIDER_NAME: "nons.simulated",
+        names.GEN_AI_REQUEST_MODEL: "gpt-4o-mini",
+        names.OPERATOR_NAME: "route",
+        names.OUTPUT_REPAIR_REASON: names.REPAIR_INVALID_JSON,
+    }
+    # The repairs are priced like any call: the cost counter saw all three.
+    assert otel.counter_total(names.METRIC_COST) == pytest.approx(result.cost_usd)
+
+
+async def test_with_content_capture_the_event_carries_the_error_sent_back(
+    otel: Telemetry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(names.ENV_CAPTURE_CONTENT, "true")
+    await broken_twice().run("Where is my invoice?")
+
+    errors = [
+        (e.attributes or {})[names.OUTPUT_REPAIR_ERROR]
+        for s in otel.spans()
+        for e in s.events
+        if e.name == names.EVENT_OUTPUT_REPAIR
+    ]
+    assert errors == [
+        "expected a JSON object, got: 'Billing, I think.'",
+        "the answer does not follow the schema: route: 'sales' is not one of ['billing', 'support']",
+    ]

@@ -162,6 +162,8 @@ METRIC_IN_FLIGHT: Final = "nons.scheduler.in_flight"
 METRIC_THROTTLED: Final = "nons.rate_limit.throttled"
 METRIC_BREAKER_STATE: Final = "nons.circuit_breaker.state"
 METRIC_TOOL_CALLS: Final = "nons.tool.calls"
+#: Seconds spent with the shared Redis unreachable (on local limits, cache and budgets); observable counter.
+METRIC_REDIS_DEGRADED: Final = "nons.redis.degraded"
 
 # --- the HTTP service (nons serve) --------------------------------------------------------------------------
 #: Requests the service refused before running a network, by reason (a counter).

@@ -119,9 +119,9 @@ def redis_server(_session_redis: RedisServer) -> RedisServer:
     return _session_redis
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def redis_factory() -> Iterator[Callable[[], RedisServer]]:
-    """Makes Redis servers of the test's own (to kill and restart); all are stopped after the test."""
+    """Makes Redis servers of the module's own (to kill and restart); all are stopped after the module."""
     made: list[RedisServer] = []
 
     def make() -> RedisServer:

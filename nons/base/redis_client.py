@@ -39,8 +39,8 @@ logger = logging.getLogger("nons.redis")
 
 _SCHEMES = ("redis", "rediss", "unix")
 # Replicas that have not said they are alive for this long are no longer counted (see RedisLink.replicas).
-_REPLICA_TTL_S = 15.0
-_HEARTBEAT_EVERY_S = 5.0
+_REPLICA_TTL_S = 10.0
+_HEARTBEAT_EVERY_S = 1.0
 
 
 def safe_url(url: str) -> str:
@@ -220,11 +220,11 @@ class RedisLink:
         return self.configured_share if self.configured_share is not None else 1.0 / max(1, self._replicas)
 
     def replicas(self) -> int:
-        """Replicas that said they were alive in the last 15 s, as last seen (1 before the first look)."""
+        """Replicas that said they were alive in the last 10 s, as last seen (1 before the first look)."""
         return self._replicas
 
     async def heartbeat(self, client: Any) -> None:
-        """Say this replica is alive and count the live ones, at most every 5 s (callers call it freely)."""
+        """Say this replica is alive and count the live ones, at most once a second (callers call it freely)."""
         now = time.monotonic()
         if now - self._heartbeat_at < _HEARTBEAT_EVERY_S:
             return

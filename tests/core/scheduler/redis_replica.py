@@ -3,10 +3,11 @@
     python redis_replica.py --url redis://127.0.0.1:P/0 --seconds 30 --out result.json
 
 It prints ``ready`` once it has imported NoN, then reads the start time (Unix seconds) from its standard input,
-so that replicas started on a busy machine all begin together. From then for ``--seconds``, ``--callers`` tasks take permits of the simulated provider (600 requests a
-minute, shared through Redis) and release them at once, as a zero-latency provider would. The result file holds
-every admission's wall-clock time, every error, the longest wait for a permit, and what the replica's telemetry
-says of Redis: the ``nons.redis.degraded`` counter read through an OpenTelemetry SDK reader.
+so that replicas started on a busy machine all begin together. From then for ``--seconds``, ``--callers`` tasks
+take permits of the simulated provider (600 requests a minute, shared through Redis) and release them at once,
+as a zero-latency provider would. The result file holds every admission's wall-clock time, every error, the
+longest wait for a permit, and what the replica's telemetry says of Redis: the ``nons.redis.degraded`` counter
+read through an OpenTelemetry SDK reader.
 """
 
 from __future__ import annotations

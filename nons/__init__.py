@@ -21,6 +21,10 @@ __all__ = [
     "AgentStep",
     "AuthenticationError",
     "BadRequestError",
+    "Budget",
+    "BudgetExceededError",
+    "BudgetScope",
+    "CacheConfig",
     "CircuitBreakerConfig",
     "CircuitOpenError",
     "ConfigurationError",
@@ -83,6 +87,7 @@ if TYPE_CHECKING:
     from nons.base.errors import (
         AuthenticationError,
         BadRequestError,
+        BudgetExceededError,
         CircuitOpenError,
         ConfigurationError,
         ContextLengthError,
@@ -107,7 +112,16 @@ if TYPE_CHECKING:
         TimeoutExceededError,
     )
     from nons.base.results import LayerResult, LLMCallRecord, NetworkResult, NodeFailure, NodeResult, Usage
-    from nons.base.types import ErrorPolicy, LayerConfig, ModelConfig, ModelProvider, NetworkConfig
+    from nons.base.types import (
+        Budget,
+        BudgetScope,
+        CacheConfig,
+        ErrorPolicy,
+        LayerConfig,
+        ModelConfig,
+        ModelProvider,
+        NetworkConfig,
+    )
     from nons.core.agents import Agent, AgentRun, AgentStep, Tool, ToolRegistry, ToolResult
     from nons.core.network import NoN, create_network
     from nons.core.node import Node
@@ -128,8 +142,8 @@ if TYPE_CHECKING:
 
 # Public name -> the module that defines it.
 _ERRORS = (
-    "AuthenticationError", "BadRequestError", "CircuitOpenError", "ConfigurationError", "ContextLengthError",
-    "InputValidationError", "LayerFailedError", "MalformedResponseError", "ModelNotFoundError",
+    "AuthenticationError", "BadRequestError", "BudgetExceededError", "CircuitOpenError", "ConfigurationError",
+    "ContextLengthError", "InputValidationError", "LayerFailedError", "MalformedResponseError", "ModelNotFoundError",
     "NetworkTimeoutError", "NodeCancelledError", "NodeExecutionError", "NonError", "OperatorError", "OutputParseError",
     "OverloadedError", "ProviderConnectionError", "ProviderError", "ProviderTimeoutError", "QueueTimeoutError",
     "RateLimitError", "SchedulerStoppedError", "ServerError", "TimeoutExceededError",
@@ -139,7 +153,11 @@ _LAZY: dict[str, str] = {
     **dict.fromkeys(
         ("LLMCallRecord", "LayerResult", "NetworkResult", "NodeFailure", "NodeResult", "Usage"), "nons.base.results"
     ),
-    **dict.fromkeys(("ErrorPolicy", "LayerConfig", "ModelConfig", "ModelProvider", "NetworkConfig"), "nons.base.types"),
+    **dict.fromkeys(
+        ("Budget", "BudgetScope", "CacheConfig", "ErrorPolicy", "LayerConfig", "ModelConfig", "ModelProvider",
+         "NetworkConfig"),
+        "nons.base.types",
+    ),
     **dict.fromkeys(("Agent", "AgentRun", "AgentStep", "Tool", "ToolRegistry", "ToolResult"), "nons.core.agents"),
     "NoN": "nons.core.network",
     "create_network": "nons.core.network",

@@ -71,15 +71,17 @@ class RedisServer:
             self.process.wait(10)
 
     def command(self, *words: str) -> str | None:
-        """Send one command (inline protocol); the first line of the answer, or None when unreachable."""
+        """Send one command (inline protocol); the answer's first line (a bulk string's value), or None when
+        Redis is unreachable."""
         import socket
 
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
                 sock.sendall((" ".join(words) + "\r\n").encode())
-                return sock.recv(65536).decode().split("\r\n", 1)[0]
+                lines = sock.recv(65536).decode().split("\r\n")
         except OSError:
             return None
+        return lines[1] if lines[0].startswith("$") and lines[0] != "$-1" else lines[0]
 
 
 def _free_port() -> int:

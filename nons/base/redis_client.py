@@ -115,18 +115,22 @@ class RedisLink:
         loop = asyncio.get_running_loop()
         client = self._clients.get(loop)
         if client is None:
-            from redis.asyncio import Redis
+            from redis.asyncio import BlockingConnectionPool, Redis
             from redis.asyncio.retry import Retry
             from redis.backoff import NoBackoff
 
-            client = Redis.from_url(
+            # A blocking pool: a burst of callers waits for a connection (each operation is bounded by the
+            # socket timeout) instead of failing with "too many connections", which is not an outage.
+            pool = BlockingConnectionPool.from_url(
                 self.url,
+                max_connections=32,
+                timeout=max(1.0, 20 * self.timeout_s),
                 socket_timeout=self.timeout_s,
                 socket_connect_timeout=self.timeout_s,
                 # No retries inside the client: an outage must be seen at once and handled by falling back.
                 retry=Retry(NoBackoff(), 0),
-                max_connections=64,
             )
+            client = Redis(connection_pool=pool)
             with self._lock:
                 self._clients[loop] = client
         return client

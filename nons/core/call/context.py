@@ -11,7 +11,8 @@ from nons.base.errors import ProviderError
 from nons.base.messages import LLMRequest
 from nons.base.results import LLMCallRecord
 from nons.base.settings import Settings
-from nons.base.types import LayerConfig, ModelConfig
+from nons.base.types import Budget, LayerConfig, ModelConfig
+from nons.core.budgets import Budgets, LocalLedger, get_budgets
 from nons.core.progress import ProgressReporter
 from nons.core.scheduler import Scheduler, get_scheduler
 from nons.observability import names
@@ -36,10 +37,18 @@ class PassContext:
     calls: list[LLMCallRecord] = field(default_factory=list)
     #: Where the pass reports its progress (``on_progress``), if anyone listens.
     progress: ProgressReporter | None = None
+    #: The network's own budgets, and the process's (``None`` when no budget applies: nothing to reserve).
+    budgets: tuple[Budget, ...] = ()
+    budget_book: Budgets | None = None
+    #: What this pass has reserved and spent, for its pass budgets.
+    pass_ledger: LocalLedger = field(default_factory=LocalLedger)
 
     @classmethod
-    def start(cls, name: str, pass_id: str, settings: Settings) -> PassContext:
+    def start(
+        cls, name: str, pass_id: str, settings: Settings, budgets: tuple[Budget, ...] = ()
+    ) -> PassContext:
         """The context of a new pass (a network's forward or an agent's run) under ``settings``."""
+        book = get_budgets()
         return cls(
             network_name=name,
             network_id=pass_id,
@@ -47,6 +56,8 @@ class PassContext:
             scheduler=get_scheduler(),
             settings=settings,
             capture_content=os.environ.get(names.ENV_CAPTURE_CONTENT, "").lower() in ("1", "true", "yes"),
+            budgets=budgets,
+            budget_book=book if budgets or book.budgets else None,
         )
 
 

@@ -15,13 +15,13 @@ import sys
 import time
 
 from nons.base.errors import BudgetExceededError
+from nons.base.messages import Message
 from nons.base.results import LLMCallRecord
 from nons.base.settings import get_settings
 from nons.base.types import Budget, BudgetScope, LayerConfig
 from nons.core.budgets import configure_budgets
 from nons.core.call import CallSite, PassContext, call_llm
 from nons.core.types import ModelConfig, ModelProvider
-from nons.base.messages import Message
 
 MODEL = ModelConfig(
     provider=ModelProvider.MOCK, model_name="gemini-2.0-flash", max_tokens=100,

@@ -23,8 +23,8 @@ from nons import (
     ModelConfig,
     ModelProvider,
     NetworkConfig,
-    NoN,
     Node,
+    NoN,
 )
 from nons.base.messages import LLMRequest, Message
 from nons.base.results import LLMCallRecord

@@ -38,6 +38,11 @@ class Instruments:
     scheduler_wait: Histogram
     throttled: Counter
     tool_calls: Counter
+    cache_hits: Counter
+    cache_misses: Counter
+    cost_saved: Counter
+    budget_spent: Counter
+    budget_refused: Counter
 
 
 @functools.lru_cache(maxsize=4)
@@ -89,5 +94,20 @@ def get_instruments(tracing: bool = True, metrics_on: bool = True) -> Instrument
         ),
         tool_calls=meter.create_counter(
             names.METRIC_TOOL_CALLS, unit="{call}", description="Agent tool calls by tool and outcome."
+        ),
+        cache_hits=meter.create_counter(
+            names.METRIC_CACHE_HITS, unit="{call}", description="LLM calls answered from the response cache."
+        ),
+        cache_misses=meter.create_counter(
+            names.METRIC_CACHE_MISSES, unit="{call}", description="Cacheable LLM calls that called the provider."
+        ),
+        cost_saved=meter.create_counter(
+            names.METRIC_COST_SAVED, unit=names.UNIT_USD, description="What cached answers would have cost."
+        ),
+        budget_spent=meter.create_counter(
+            names.METRIC_BUDGET_SPENT, unit=names.UNIT_USD, description="Spend settled against budgets."
+        ),
+        budget_refused=meter.create_counter(
+            names.METRIC_BUDGET_REFUSED, unit="{call}", description="LLM calls refused by a budget."
         ),
     )

@@ -15,8 +15,9 @@ from typing import Any
 
 from nons.base.errors import ProviderError
 from nons.base.messages import LLMRequest, LLMResponse, Message, ToolDefinition
-from nons.base.results import LLMCallRecord
-from nons.base.types import ModelConfig
+from nons.base.results import LLMCallRecord, Usage
+from nons.base.types import ModelConfig, ModelProvider
+from nons.core.cache import Entry, cache_key, cacheable, get_cache
 from nons.core.call import telemetry
 from nons.core.call.attempt import attempt
 from nons.core.call.context import CallSite, CallState, PassContext
@@ -44,6 +45,8 @@ async def call_llm(
     (when the policy allows), until one answers. Raises the last provider error when none did.
     """
     config = site.model_config
+    if site.cache is not None and cacheable(config, site.cache):
+        return await _cached(ctx, site, messages, records, system, response_schema, tools)
     kind = resolve_provider(config, ctx.settings)
     model = config.model_name or default_model(kind)
     scope = telemetry.start_span(ctx, config, kind, model, system, messages) if ctx.instruments.tracing else NO_SPAN
@@ -97,6 +100,45 @@ async def call_llm(
     records.append(record)
     ctx.calls.append(record)
     return response
+
+
+async def _cached(
+    ctx: PassContext, site: CallSite, messages: list[Message], records: list[LLMCallRecord], system: str | None,
+    response_schema: dict[str, Any] | None, tools: Sequence[ToolDefinition],
+) -> LLMResponse:
+    """The call through the response cache: a hit, another caller's flight, or this call made and stored."""
+    assert site.cache is not None
+    config = site.model_config
+    kind = resolve_provider(config, ctx.settings)
+    model = config.model_name or default_model(kind)
+    key = cache_key(kind, model, config, system, messages, tools, response_schema)
+    uncached = dataclasses.replace(site, cache=None)
+
+    async def call() -> Entry:
+        own: list[LLMCallRecord] = []
+        response = await call_llm(
+            ctx, uncached, messages, own, system=system, response_schema=response_schema, tools=tools
+        )
+        records.extend(own)
+        return Entry(ModelProvider(own[-1].provider), response)
+
+    started = time.perf_counter()
+    entry, hit = await get_cache().fetch(key, site.cache.ttl_s, call)
+    if not hit:
+        telemetry.cache_missed(ctx, kind, model)
+        return entry.response
+    answer = entry.response
+    saved = price_usd(get_provider(entry.provider).price_provider_id, answer.response_model, answer.usage)
+    telemetry.cache_hit(ctx, site, kind, model, system, messages, entry.response, saved)
+    record = LLMCallRecord(
+        provider=entry.provider.value, request_model=model, response_model=entry.response.response_model,
+        response_id=entry.response.response_id, usage=Usage(), finish_reason=entry.response.finish_reason,
+        cost_usd=0.0, attempts=0, duration_s=time.perf_counter() - started, simulated=entry.response.simulated,
+        cached=True,
+    )
+    records.append(record)
+    ctx.calls.append(record)
+    return entry.response
 
 
 def _retry_delay(call: CallState, plan: CallPlan, retry: int, error: ProviderError) -> float | None:

@@ -11,7 +11,7 @@ from nons.base.errors import ProviderError
 from nons.base.messages import LLMRequest
 from nons.base.results import LLMCallRecord
 from nons.base.settings import Settings
-from nons.base.types import Budget, LayerConfig, ModelConfig
+from nons.base.types import Budget, CacheConfig, LayerConfig, ModelConfig
 from nons.core.budgets import Budgets, LocalLedger, get_budgets
 from nons.core.progress import ProgressReporter
 from nons.core.scheduler import Scheduler, get_scheduler
@@ -42,10 +42,13 @@ class PassContext:
     budget_book: Budgets | None = None
     #: What this pass has reserved and spent, for its pass budgets.
     pass_ledger: LocalLedger = field(default_factory=LocalLedger)
+    #: The network's cache setting (a node's own wins).
+    cache: CacheConfig | None = None
 
     @classmethod
     def start(
-        cls, name: str, pass_id: str, settings: Settings, budgets: tuple[Budget, ...] = ()
+        cls, name: str, pass_id: str, settings: Settings, budgets: tuple[Budget, ...] = (),
+        cache: CacheConfig | None = None,
     ) -> PassContext:
         """The context of a new pass (a network's forward or an agent's run) under ``settings``."""
         book = get_budgets()
@@ -58,6 +61,7 @@ class PassContext:
             capture_content=os.environ.get(names.ENV_CAPTURE_CONTENT, "").lower() in ("1", "true", "yes"),
             budgets=budgets,
             budget_book=book if budgets or book.budgets else None,
+            cache=cache,
         )
 
 
@@ -71,6 +75,8 @@ class CallSite:
     fallbacks: tuple[ModelConfig, ...]
     layer_config: LayerConfig
     priority: int = 0
+    #: Whether and how its answers are cached (``None``: not cached).
+    cache: CacheConfig | None = None
 
 
 @dataclass(slots=True)

@@ -15,11 +15,14 @@ from opentelemetry.trace import SpanKind
 from nons.base.errors import ProviderError
 from nons.base.messages import LLMResponse, Message
 from nons.base.types import ModelConfig, ModelProvider
-from nons.core.call.context import CallState, PassContext
+from nons.core.call.context import CallSite, CallState, PassContext
 from nons.observability import names
 from nons.observability.spans import SpanScope, start, truncate_content
 
-__all__ = ["call_failed", "call_succeeded", "fell_back", "metric_attributes", "retrying", "start_span"]
+__all__ = [
+    "cache_hit", "cache_missed", "call_failed", "call_succeeded", "fell_back", "metric_attributes", "retrying",
+    "start_span",
+]
 
 
 def start_span(
@@ -152,6 +155,52 @@ def _response_attributes(call: CallState, response: LLMResponse, cost: float | N
             json.dumps([{"role": "assistant", "content": response.text}])
         )
     return attributes
+
+
+def cache_missed(ctx: PassContext, provider: ModelProvider, model: str) -> None:
+    """A cacheable call was not in the cache: it called the provider (and recorded that call itself)."""
+    if ctx.instruments.metrics:
+        ctx.instruments.cache_misses.add(
+            1, {names.GEN_AI_PROVIDER_NAME: names.genai_provider_name(provider), names.GEN_AI_REQUEST_MODEL: model}
+        )
+
+
+def cache_hit(
+    ctx: PassContext, site: CallSite, provider: ModelProvider, model: str, system: str | None,
+    messages: list[Message], response: LLMResponse, saved: float | None,
+) -> None:
+    """A call answered from the cache: its ``chat`` span, marked cached (no provider call, so no HTTP child),
+    with no tokens and no cost of its own; a hit and what it saved in the metrics."""
+    if ctx.instruments.metrics:
+        attrs = {names.GEN_AI_PROVIDER_NAME: names.genai_provider_name(provider), names.GEN_AI_REQUEST_MODEL: model}
+        ctx.instruments.cache_hits.add(1, attrs)
+        if saved:
+            ctx.instruments.cost_saved.add(
+                saved, {**attrs, names.OPERATOR_NAME: site.operator, names.NETWORK_NAME: ctx.network_name}
+            )
+    if not ctx.instruments.tracing:
+        return
+    scope = start_span(ctx, site.model_config, provider, model, system, messages)
+    attributes: dict[str, Any] = {
+        names.CACHE_HIT: True,
+        names.GEN_AI_RESPONSE_MODEL: response.response_model,
+        names.GEN_AI_USAGE_INPUT_TOKENS: 0,
+        names.GEN_AI_USAGE_OUTPUT_TOKENS: 0,
+        names.GEN_AI_USAGE_COST: 0.0,
+        names.ATTEMPTS: 0,
+    }
+    if saved is not None:
+        attributes[names.COST_SAVED] = saved
+    if response.finish_reason:
+        attributes[names.GEN_AI_RESPONSE_FINISH_REASONS] = (response.finish_reason,)
+    if response.simulated:
+        attributes[names.SIMULATED] = True
+    if ctx.capture_content:
+        attributes[names.GEN_AI_OUTPUT_MESSAGES] = truncate_content(
+            json.dumps([{"role": "assistant", "content": response.text}])
+        )
+    scope.set(attributes)
+    scope.end()
 
 
 def call_failed(call: CallState, error: ProviderError) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from nons import CacheConfig, ConfigurationError, ModelConfig, ModelProvider, NetworkConfig, NoN, Node
+from nons import CacheConfig, ConfigurationError, ModelConfig, ModelProvider, NetworkConfig, Node, NoN
 from nons.base.messages import LLMResponse, Message, ToolDefinition
 from nons.base.results import Usage
 from nons.core import cache as cache_module

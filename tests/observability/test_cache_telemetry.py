@@ -8,7 +8,7 @@ import pytest
 from otel_harness import Telemetry
 from pydantic import SecretStr
 
-from nons import CacheConfig, ModelConfig, ModelProvider, NetworkConfig, NoN, Node
+from nons import CacheConfig, ModelConfig, ModelProvider, NetworkConfig, Node, NoN
 from nons.core.cache import configure_cache
 from nons.observability.http import instrument_httpx2
 from nons.testing import ProviderEmulator

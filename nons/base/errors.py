@@ -172,11 +172,12 @@ class BudgetExceededError(ProviderError):
     error_type = "budget_exceeded"
 
     def __init__(
-        self, message: str, *, budget: str = "", limit_usd: float = 0.0, needed_usd: float = 0.0,
+        self, message: str, *, budget: str = "", scope: str = "", limit_usd: float = 0.0, needed_usd: float = 0.0,
         provider: str = "", model: str = "",
     ) -> None:
         super().__init__(message, provider=provider, model=model)
         self.budget = budget
+        self.scope = scope
         self.limit_usd = limit_usd
         self.needed_usd = needed_usd
 

@@ -170,6 +170,8 @@ class BudgetHold:
 
     amount: float
     pass_ledger: LocalLedger
+    #: (name, scope) of every budget it counts against, for the metrics.
+    labels: list[tuple[str, str]] = field(default_factory=list)
     pass_keys: list[str] = field(default_factory=list)
     process_keys: list[str] = field(default_factory=list)
     shared_keys: list[str] = field(default_factory=list)
@@ -194,6 +196,9 @@ class Budgets:
         self._settling: set[asyncio.Task[None]] = set()
         # What was left of each shared budget when Redis last answered (the base of the local share in an outage).
         self._left: dict[str, float] = {}
+        #: The share of each (name, scope) budget used, as last seen here (``nons.budget.usage``).
+        self.usage: dict[tuple[str, str], float] = {}
+        _register_usage()
 
     def applicable(self, network: str, network_budgets: Sequence[Budget]) -> list[tuple[Budget, str]]:
         """Every budget that applies to a call of ``network`` now, with its key; caller budgets only inside
@@ -219,7 +224,7 @@ class Budgets:
         model: str,
     ) -> BudgetHold:
         """Reserve ``amount`` USD against each applicable budget, all or none; else raise BudgetExceededError."""
-        hold = BudgetHold(amount, pass_ledger)
+        hold = BudgetHold(amount, pass_ledger, [(b.label, b.per.value) for b, _ in applicable])
         link = self.link
         # (budget, key, the limit counted here) of the budgets counted in this process.
         local = [(b, k, b.usd) for b, k in applicable if b.per not in _SHARED or link is None]
@@ -253,7 +258,14 @@ class Budgets:
             _refuse(next(b for b, k, _ in local if k == failing), amount, provider, model)
         hold.pass_keys = [k for k, _, _ in in_pass]
         hold.process_keys = [k for k, _, _ in in_process]
+        for budget, key, limit in local:
+            if budget.per is not BudgetScope.PASS:
+                self._seen(budget, self.local.used(key) / limit if limit else 1.0)
         return hold
+
+    def _seen(self, budget: Budget, ratio: float) -> None:
+        label = (budget.label, budget.per.value)
+        self.usage[label] = max(0.0, ratio)
 
     def settle(self, hold: BudgetHold, cost: float | None) -> None:
         """The attempt ended having cost ``cost`` (``None``: unknown; 0 for a failed attempt). Never awaits: the
@@ -299,6 +311,7 @@ class Budgets:
             return None
         for (budget, key), used in zip(shared, answer[1:], strict=True):
             self._left[key] = max(0.0, budget.usd - float(used))
+            self._seen(budget, float(used) / budget.usd)
         return int(answer[0])
 
     async def _settle_shared(self, keys: list[str], delta: float) -> None:
@@ -319,11 +332,39 @@ def _refuse(budget: Budget, amount: float, provider: str, model: str) -> None:
     raise BudgetExceededError(
         f"the {budget.label} budget of ${budget.usd:g}{window} cannot hold this call's worst case of "
         f"${amount:.6f} on {provider} model {model!r}",
-        budget=budget.label, limit_usd=budget.usd, needed_usd=amount, provider=provider, model=model,
+        budget=budget.label, scope=budget.per.value, limit_usd=budget.usd, needed_usd=amount, provider=provider,
+        model=model,
     )
 
 
 _budgets: Budgets | None = None
+_usage_registered = False
+
+
+def _register_usage() -> None:
+    """Report the process's budgets' use as the observable gauge ``nons.budget.usage`` (once per process)."""
+    global _usage_registered
+    if _usage_registered:
+        return
+    _usage_registered = True
+    from opentelemetry import metrics
+
+    from nons.base.version import __version__
+    from nons.observability import names
+
+    def observe(options: Any) -> list[metrics.Observation]:
+        book = _budgets
+        if book is None:
+            return []
+        return [
+            metrics.Observation(ratio, {names.BUDGET_NAME: name, names.BUDGET_SCOPE: scope})
+            for (name, scope), ratio in list(book.usage.items())
+        ]
+
+    metrics.get_meter(names.SCOPE, __version__).create_observable_gauge(
+        names.METRIC_BUDGET_USAGE, callbacks=[observe], unit="1",
+        description="Share of each budget used in its window (reserved and spent / limit), as last seen here.",
+    )
 
 
 def configure_budgets(*budgets: Budget, redis: RedisLink | str | None = None) -> Budgets:

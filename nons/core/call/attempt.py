@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 
-from nons.base.errors import ProviderError
+from nons.base.errors import BudgetExceededError, ProviderError
 from nons.base.messages import LLMRequest, LLMResponse
 from nons.core.budgets import BudgetHold, Budgets, worst_case_usd
 from nons.core.call.context import CallState
@@ -55,6 +55,11 @@ async def attempt(call: CallState) -> LLMResponse:
         request.timeout_s = max(0.001, deadline - time.monotonic())
         response = await call.provider.complete(request)
     except ProviderError as error:
+        if isinstance(error, BudgetExceededError) and inst.metrics:
+            inst.budget_refused.add(
+                1, {names.BUDGET_NAME: error.budget, names.BUDGET_SCOPE: error.scope,
+                    names.GEN_AI_PROVIDER_NAME: call.provider.genai_provider_name}
+            )
         if permit is not None:
             permit.release(success=False, error=error)
         if hold is not None:
@@ -75,9 +80,11 @@ async def attempt(call: CallState) -> LLMResponse:
         raise
     permit.release(success=True, tokens_used=response.usage.total_tokens)
     if hold is not None:
-        ctx.budget_book.settle(  # type: ignore[union-attr]
-            hold, price_usd(call.provider.price_provider_id, request.model, response.usage)
-        )
+        cost = price_usd(call.provider.price_provider_id, request.model, response.usage)
+        ctx.budget_book.settle(hold, cost)  # type: ignore[union-attr]
+        if cost and inst.metrics:
+            for name, scope in hold.labels:
+                inst.budget_spent.add(cost, {names.BUDGET_NAME: name, names.BUDGET_SCOPE: scope})
     if call.metric_attrs is not None:
         inst.operation_duration.record(time.perf_counter() - started, call.metric_attrs)
     return response

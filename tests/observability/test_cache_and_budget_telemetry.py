@@ -54,3 +54,27 @@ async def test_a_hit_is_a_cached_chat_span_without_http_child_and_counts_what_it
     assert otel.counter_total("nons.cache.hits") == 1
     assert otel.counter_total("nons.cache.misses") == 1
     assert otel.counter_total("nons.cost.saved") == pytest.approx(miss_record.cost_usd)
+
+
+async def test_budgets_report_what_they_admitted_refused_and_how_full_they_are(otel: Telemetry) -> None:
+    from nons import Budget, ErrorPolicy, LayerConfig
+    from nons.core import budgets as budgets_module
+    from nons.core.budgets import configure_budgets
+
+    saved = budgets_module._budgets
+    try:
+        configure_budgets(Budget(usd=2e-4, per="process", name="daily"))
+        config = ModelConfig(provider=ModelProvider.MOCK, model_name="gemini-2.0-flash", max_tokens=50)
+        network = NoN.from_operators(
+            [Node("generate", config) * 30], layer_config=LayerConfig(error_policy=ErrorPolicy.SKIP_AND_CONTINUE)
+        )
+        result = await network.run("Name a colour.")
+        (usage,) = otel.metric_points("nons.budget.usage")  # read from the process's budgets when collected
+    finally:
+        budgets_module._budgets = saved
+    refused = sum(1 for n in result.layers[0].node_results if not n.success)
+    assert 0 < refused < 30
+    assert otel.counter_total("nons.budget.refused") == refused
+    assert otel.counter_total("nons.budget.spent") == pytest.approx(result.cost_usd)
+    assert dict(usage.attributes) == {"nons.budget.name": "daily", "nons.budget.scope": "process"}
+    assert 0.5 < usage.value <= 1.0

@@ -61,6 +61,7 @@ __all__ = [
     "QueueTimeoutError",
     "RateLimitConfig",
     "RateLimitError",
+    "RedisLimits",
     "SchedulerStoppedError",
     "ServerError",
     "TimeoutExceededError",
@@ -69,6 +70,8 @@ __all__ = [
     "ToolResult",
     "Usage",
     "__version__",
+    "configure_budgets",
+    "configure_cache",
     "configure_scheduler",
     "configure_telemetry",
     "create_network",
@@ -79,6 +82,7 @@ __all__ = [
     "operator",
     "register_operator",
     "shutdown_telemetry",
+    "spending_for",
     "start_scheduler",
     "stop_scheduler",
 ]
@@ -123,6 +127,8 @@ if TYPE_CHECKING:
         NetworkConfig,
     )
     from nons.core.agents import Agent, AgentRun, AgentStep, Tool, ToolRegistry, ToolResult
+    from nons.core.budgets import configure_budgets, spending_for
+    from nons.core.cache import configure_cache
     from nons.core.network import NoN, create_network
     from nons.core.node import Node
     from nons.core.progress import ProgressEvent
@@ -130,6 +136,7 @@ if TYPE_CHECKING:
         CircuitBreakerConfig,
         QueueStrategy,
         RateLimitConfig,
+        RedisLimits,
         configure_scheduler,
         get_scheduler,
         health_check,
@@ -159,6 +166,9 @@ _LAZY: dict[str, str] = {
         "nons.base.types",
     ),
     **dict.fromkeys(("Agent", "AgentRun", "AgentStep", "Tool", "ToolRegistry", "ToolResult"), "nons.core.agents"),
+    "configure_budgets": "nons.core.budgets",
+    "spending_for": "nons.core.budgets",
+    "configure_cache": "nons.core.cache",
     "NoN": "nons.core.network",
     "create_network": "nons.core.network",
     "Node": "nons.core.node",
@@ -168,6 +178,7 @@ _LAZY: dict[str, str] = {
             "CircuitBreakerConfig",
             "QueueStrategy",
             "RateLimitConfig",
+            "RedisLimits",
             "configure_scheduler",
             "get_scheduler",
             "health_check",

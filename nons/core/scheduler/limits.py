@@ -128,6 +128,9 @@ class RemoteGate(Protocol):
     def release(self, reservation: Any, refund: int, error: BaseException | None) -> None:
         """The request ended: free what it held, refund ``refund`` tokens; ``error`` may carry a retry hint."""
 
+    def fail_waiting(self, error: BaseException) -> None:
+        """Fail every request still waiting here with ``error`` (the scheduler was stopped)."""
+
 
 class LimitBackend(Protocol):
     """Makes the limiters of a scheduler's event loop."""

@@ -315,6 +315,14 @@ class RedisGate:
         if (self.settling or self.pause_s) and (self.flusher is None or self.flusher.done()):
             self.flusher = self.loop.create_task(self._flush())
 
+    def fail_waiting(self, error: BaseException) -> None:
+        """Fail every request waiting here with ``error`` (the scheduler was stopped)."""
+        for _, _, entry in list(self.heap):
+            if not entry.removed and not entry.fut.done():
+                self._remove(entry)
+                entry.fut.set_exception(error)
+        self.wake()
+
     def wake(self) -> None:
         nap = self.nap
         if nap is not None and not nap.done():

@@ -245,12 +245,15 @@ class Scheduler:
                     state.drained = asyncio.get_running_loop().create_future()
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(asyncio.shield(state.drained), timeout)
-        state.fail_waiters(
-            list(state.lane_list),
-            lambda lane: SchedulerStoppedError(
+        def stopped(lane: Lane) -> SchedulerStoppedError:
+            return SchedulerStoppedError(
                 f"the scheduler was stopped while a request to {lane.provider.value} model {lane.model!r} waited"
-            ),
-        )
+            )
+
+        state.fail_waiters(list(state.lane_list), stopped)
+        for lane in state.lane_list:
+            if lane.remote is not None:
+                lane.remote.fail_waiting(stopped(lane))
         state.running = False
         state.open = False
         state.draining = False

@@ -141,3 +141,16 @@ async def test_unreachable_redis_means_local_limits_and_no_failed_call(redis_fac
     await asyncio.sleep(link.probe_interval_s * 3)
     assert link.up
     (await asyncio.wait_for(scheduler.acquire(MOCK, "m"), 5.0)).release()
+
+
+async def test_stopping_fails_what_waits_for_shared_limits(redis_server) -> None:  # type: ignore[no-untyped-def]
+    from nons.base.errors import SchedulerStoppedError
+
+    scheduler = replica(redis_server.url, RateLimitConfig(max_concurrent=1))
+    holder = await scheduler.acquire(MOCK, "m")
+    waiting = asyncio.ensure_future(scheduler.acquire(MOCK, "m"))
+    await asyncio.sleep(0.1)
+    await scheduler.stop()
+    with pytest.raises(SchedulerStoppedError):
+        await waiting
+    holder.release()

@@ -139,7 +139,10 @@ async def test_network_budgets_shared_in_redis_never_overshoot_under_concurrency
     book = configure_budgets(Budget(usd=limit, per="network"), redis=redis_server.url)
     records, errors = await calls(200)
     await book.settled()
-    assert len(records) == 50 and all(isinstance(e, BudgetExceededError) for e in errors)
+    # Each reservation is a round trip to Redis, so calls that ended early (and settled below their worst case)
+    # may let a few more in than 50; what was spent never passes the limit.
+    assert len(records) >= 50 and len(errors) == 200 - len(records)
+    assert all(isinstance(e, BudgetExceededError) for e in errors)
     spent = sum(r.cost_usd or 0 for r in records)
     assert spent <= limit
     # Redis holds what was spent: the reservations were settled to the real costs.

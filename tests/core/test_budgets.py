@@ -124,6 +124,15 @@ async def test_a_refused_call_meets_the_layers_error_policy() -> None:
     assert result.cost_usd <= 4e-4
 
 
+async def test_a_windowed_budget_starts_again_when_its_window_ends() -> None:
+    configure_budgets(Budget(usd=1.5 * worst_case(), per="process", window_s=0.3))
+    records, errors = await calls(2)
+    assert len(records) == 1 and len(errors) == 1
+    await asyncio.sleep(0.35)
+    records, errors = await calls(1)
+    assert len(records) == 1 and not errors
+
+
 def test_bad_budgets_are_configuration_errors() -> None:
     with pytest.raises(ConfigurationError, match="pass budget"):
         configure_budgets(Budget(usd=1, per="pass"))

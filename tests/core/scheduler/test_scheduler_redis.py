@@ -126,7 +126,8 @@ async def test_a_cancelled_caller_leaves_the_shared_queue_and_frees_nothing_it_d
     permit.release()
 
 
-async def test_unreachable_redis_means_local_limits_and_no_failed_call(redis_factory) -> None:  # type: ignore[no-untyped-def]
+async def test_unreachable_redis_means_local_limits_and_no_failed_call(redis_factory, caplog) -> None:  # type: ignore[no-untyped-def]
+    caplog.set_level("INFO", logger="nons.redis")
     server = redis_factory()
     server.kill()  # its port is closed: nothing listens there
     link = RedisLink(server.url, local_share=0.5)
@@ -137,9 +138,12 @@ async def test_unreachable_redis_means_local_limits_and_no_failed_call(redis_fac
     # Half of 120 a minute is one a second, starting empty: two permits take about two seconds, not less.
     assert time.monotonic() - started >= 1.5
     assert link.outages == 1 and link.degraded_seconds() > 0
+    assert [r.levelname for r in caplog.records] == ["WARNING"]  # logged once for the outage, not per call
+    assert "unreachable" in caplog.records[0].getMessage()
     server.start()
     await asyncio.sleep(link.probe_interval_s * 3)
     assert link.up
+    assert [r.levelname for r in caplog.records] == ["WARNING", "INFO"]  # and once when it is back
     (await asyncio.wait_for(scheduler.acquire(MOCK, "m"), 5.0)).release()
 
 

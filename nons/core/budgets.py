@@ -40,6 +40,7 @@ from nons.base.redis_client import RedisLink, link_from_settings
 from nons.base.results import Usage
 from nons.base.types import Budget, BudgetScope
 from nons.core.pricing import price_usd
+from nons.core.scheduler.redis_limits import register_degraded_time
 
 if TYPE_CHECKING:
     from redis.commands.core import AsyncScript
@@ -191,6 +192,8 @@ class Budgets:
                 raise ConfigurationError("a pass budget belongs to a network: NetworkConfig(budgets=[...])")
         self.budgets = tuple(budgets)
         self.link = RedisLink(redis) if isinstance(redis, str) else redis
+        if self.link is not None:
+            register_degraded_time(self.link)
         self.local = LocalLedger()
         self._scripts: tuple[AsyncScript, AsyncScript] | None = None
         self._settling: set[asyncio.Task[None]] = set()

@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable
 from nons.base.redis_client import RedisLink
 from nons.core.cache.keys import Entry
 from nons.core.cache.stores import MemoryStore, RedisStore
+from nons.core.scheduler.redis_limits import register_degraded_time
 
 __all__ = ["ResponseCache"]
 
@@ -53,6 +54,8 @@ class ResponseCache:
         link = RedisLink(redis) if isinstance(redis, str) else redis
         self.link = link
         self.shared = None if link is None else RedisStore(link, max_entries)
+        if link is not None:
+            register_degraded_time(link)
         self.flight_timeout_s = flight_timeout_s
         self._flights: dict[tuple[asyncio.AbstractEventLoop, str], asyncio.Future[Entry]] = {}
 

@@ -43,6 +43,11 @@ class Permit:
     def model(self) -> str:
         return self._lane.model
 
+    @property
+    def reservation(self) -> Any:
+        """What the permit holds of shared limits (a ``RedisLimits`` reservation), or ``None``."""
+        return self._reservation
+
     def release(self, *, success: bool = True, tokens_used: int = 0, error: BaseException | None = None) -> None:
         """Give the slot back.
 

@@ -78,6 +78,8 @@ class Reservation:
     local: tuple[LocalLimiter, ...] | None
     #: The limit that made it wait, if any (for the scheduler's throttled count).
     held_by: str | None
+    #: When Redis granted it (Redis's clock, Unix seconds); ``None`` when the local fallback did.
+    granted_at: float | None = None
 
 
 class _Entry:
@@ -351,7 +353,7 @@ class RedisGate:
         take = self.backend.scripts()[0]
         try:
             client = self.link.client()
-            granted, refused, wait = await take(keys=self.keys, args=argv, client=client)
+            granted, refused, wait, at = await take(keys=self.keys, args=argv, client=client)
             await self.link.heartbeat(client)
         except Exception as error:
             if not self.link.unreachable(error):
@@ -359,7 +361,7 @@ class RedisGate:
             self.link.failed(error)
             return None
         for entry, lease in zip(heads[: int(granted)], leases, strict=False):
-            reservation = Reservation(lease, entry.tokens, None, entry.held_by)
+            reservation = Reservation(lease, entry.tokens, None, entry.held_by, float(at))
             if entry.removed or entry.fut.done():
                 self.release(reservation, entry.tokens, None)  # its caller left while Redis granted it
             else:

@@ -49,7 +49,7 @@ end
 
 #: Take up to ``n`` requests, in order, stopping at the first that a check refuses.
 #: ARGV after the spec: n, then per request: tokens, lease id. Returns {granted, refusing check (0: none),
-#: seconds until the refused request may pass (-1: when a concurrency slot frees)}.
+#: seconds until the refused request may pass (-1: when a concurrency slot frees), Redis's time of the take}.
 TAKE: Final = _PROLOGUE + """
 local n = tonumber(ARGV[i]); i = i + 1
 local level, count = {}, {}
@@ -62,7 +62,7 @@ for c = 1, nchecks do
     count[c] = redis.call('ZCARD', KEYS[c])
   elseif k == 'p' then
     local paused = tonumber(redis.call('GET', KEYS[c]) or '0')
-    if now < paused then return {0, c, string.format('%.17g', paused - now)} end
+    if now < paused then return {0, c, string.format('%.17g', paused - now), string.format('%.17g', now)} end
   end
 end
 local granted, refused, wait = 0, 0, 0
@@ -99,7 +99,7 @@ if granted > 0 then
     if kind[c] == 'r' or kind[c] == 't' then store(c, level[c]) end
   end
 end
-return {granted, refused, string.format('%.17g', wait)}
+return {granted, refused, string.format('%.17g', wait), string.format('%.17g', now)}
 """
 
 #: Settle ended requests: free their concurrency leases and refund (or charge, when negative) the difference

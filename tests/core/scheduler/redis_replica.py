@@ -48,6 +48,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         {ModelProvider.MOCK: RateLimitConfig(requests_per_minute=RPM)}, backend=RedisLimits(link)
     )
     admitted: list[float] = []
+    granted: list[float] = []  # Redis's clock at each take (a local admission during an outage: its own time)
     errors: list[str] = []
     longest = 0.0
 
@@ -63,6 +64,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 continue
             now = time.time()
             admitted.append(now)
+            reservation = permit.reservation
+            granted.append(now if reservation.granted_at is None else reservation.granted_at)
             longest = max(longest, now - asked)
             permit.release(success=True, tokens_used=20)
 
@@ -77,6 +80,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     end = args.start_at + args.seconds
     return {
         "admitted": [t for t in admitted if t < end],
+        "granted": [g for t, g in zip(admitted, granted, strict=True) if t < end],
         "errors": errors,
         "longest_wait_s": longest,
         "degraded_s": link.degraded_seconds(),

@@ -102,8 +102,9 @@ def runs(redis_factory: Callable[[], Any], tmp_path_factory: pytest.TempPathFact
     breaker.join(timeout=60)
 
 
-def _merged(results: list[dict[str, Any]], start_at: float) -> list[float]:
-    return sorted(t - start_at for result in results for t in result["admitted"])
+def _merged(results: list[dict[str, Any]], start_at: float, what: str = "admitted") -> list[float]:
+    """Every replica's admission times (as the callers saw them, or as Redis granted them), from the start."""
+    return sorted(t - start_at for result in results for t in result[what])
 
 
 def _most_in_window(times: list[float], width: float, lo: float = -1e9, hi: float = 1e9) -> int:
@@ -130,9 +131,16 @@ def test_three_replicas_share_one_quota_within_two_percent(runs: dict[str, Run])
     assert all(len(result["admitted"]) > SECONDS * RATE / REPLICAS / 2 for result in results)
     assert len(times) <= CAPACITY + RATE * SECONDS
     rate = _long_run_rate(times)
-    print(f"steady: {len(times)} admitted, long-run rate {rate:.3f}/s, most in 1 s {_most_in_window(times, 1.0)}")
+    granted = _merged(results, run.start_at, "granted")
+    print(
+        f"steady: {len(times)} admitted, long-run rate {rate:.3f}/s, most in 1 s {_most_in_window(times, 1.0)} "
+        f"(at Redis's grant times: {_most_in_window(granted, 1.0)})"
+    )
     assert abs(rate / RATE - 1) <= 0.02, f"aggregate admitted rate {rate:.3f}/s, limit {RATE}/s"
-    assert _most_in_window(times, 1.0) <= CAPACITY + RATE, "a one-second window exceeded the bucket's burst"
+    # The burst bound holds at the instants Redis granted the permits (a caller sees its permit a round trip
+    # later, which on a loaded machine can shift a window's edge by more than the refill of one request).
+    assert _most_in_window(granted, 1.0) <= CAPACITY + RATE
+    assert _most_in_window(times, 1.0) <= CAPACITY + RATE + 1
 
 
 def test_a_redis_outage_falls_back_to_each_replicas_share_and_the_shared_limit_returns(runs: dict[str, Run]) -> None:
@@ -162,12 +170,15 @@ def test_a_redis_outage_falls_back_to_each_replicas_share_and_the_shared_limit_r
     # Before the outage and after Redis came back, the shared bucket holds again.
     before = [t for t in times if t < 10.0]
     after = [t for t in times if t >= 21.0]
+    granted = _merged(results, run.start_at, "granted")
+    granted_before = [t for t in granted if t < 10.0]
+    granted_after = [t for t in granted if t >= 21.0]
     print(
         f"outage: {len(times)} admitted ({len(before)} before, {len(down)} down, {len(after)} after 21 s); "
         f"degraded {[round(r['degraded_s'], 2) for r in results]} s; "
         f"most in 1 s before {_most_in_window(before, 1.0)}, after {_most_in_window(after, 1.0)}"
     )
-    assert _most_in_window(before, 1.0) <= CAPACITY + RATE
-    assert _most_in_window(after, 1.0) <= CAPACITY + RATE
+    assert _most_in_window(granted_before, 1.0) <= CAPACITY + RATE
+    assert _most_in_window(granted_after, 1.0) <= CAPACITY + RATE
     assert abs(len(after) / (SECONDS - 21.0) / RATE - 1) <= 0.05
     assert len(times) <= 3 * (CAPACITY + RATE * 10.0) + CAPACITY

@@ -365,7 +365,8 @@ def _register_usage() -> None:
         ]
 
     metrics.get_meter(names.SCOPE, __version__).create_observable_gauge(
-        names.METRIC_BUDGET_USAGE, callbacks=[observe], unit="1",
+        # Not "1": the collector and Prometheus 3 would append _ratio to the name, the SDK's reader would not.
+        names.METRIC_BUDGET_USAGE, callbacks=[observe], unit="{share}",
         description="Share of each budget used in its window (reserved and spent / limit), as last seen here.",
     )
 

@@ -128,7 +128,11 @@ async def _cached(
         telemetry.cache_missed(ctx, kind, model)
         return entry.response
     answer = entry.response
-    saved = price_usd(get_provider(entry.provider).price_provider_id, answer.response_model, answer.usage)
+    # Another replica may have made the call: this process may not have loaded that provider or the prices yet.
+    provider = loaded_provider(entry.provider) or await load_provider(entry.provider)
+    if not prices_loaded():
+        await load_prices()
+    saved = price_usd(provider.price_provider_id, answer.response_model, answer.usage)
     telemetry.cache_hit(ctx, site, kind, model, system, messages, entry.response, saved)
     record = LLMCallRecord(
         provider=entry.provider.value, request_model=model, response_model=entry.response.response_model,

@@ -61,7 +61,7 @@ class RedisLink:
     Args:
         url: ``redis://[:password@]host:port/db``, ``rediss://...`` or ``unix:///path``.
         timeout_s: the longest a Redis operation (or a connection attempt) may take before Redis counts as
-            unreachable (default ``NON_REDIS_TIMEOUT``, 0.25 s).
+            unreachable (default ``NON_REDIS_TIMEOUT``, 0.5 s).
         probe_interval_s: how often a down link pings Redis to see whether it is back.
         local_share: the share of each shared limit and budget this replica uses while Redis is down (default
             ``NON_REDIS_LOCAL_SHARE``, else ``1 / replicas()``).
@@ -72,7 +72,7 @@ class RedisLink:
         self,
         url: str,
         *,
-        timeout_s: float = 0.25,
+        timeout_s: float = 0.5,
         probe_interval_s: float = 0.5,
         local_share: float | None = None,
         prefix: str = "nons",
@@ -123,7 +123,9 @@ class RedisLink:
             # socket timeout) instead of failing with "too many connections", which is not an outage.
             pool = BlockingConnectionPool.from_url(
                 self.url,
-                max_connections=32,
+                # Few connections: the limits take permits in batches, and a burst of connects on a busy machine
+                # could take longer than the timeout and look like an outage.
+                max_connections=8,
                 timeout=max(1.0, 20 * self.timeout_s),
                 socket_timeout=self.timeout_s,
                 socket_connect_timeout=self.timeout_s,

@@ -84,7 +84,7 @@ class Settings(BaseSettings):
         description="Redis that replicas share (scheduler limits, response cache, budgets); unset means in process.",
     )
     redis_timeout: float = Field(
-        0.25, gt=0, le=10, description="Seconds a Redis operation may take before Redis counts as unreachable."
+        0.5, gt=0, le=10, description="Seconds a Redis operation may take before Redis counts as unreachable."
     )
     redis_local_share: float | None = Field(
         None,

@@ -14,6 +14,12 @@ Throughput
     provider with telemetry off. The upstream prototype managed about 85 scheduled calls a second.
 Load
     10,000 requests submitted at once under each queue strategy, all must complete; peak memory traced.
+Redis
+    The same acquire + release with the limits shared through Redis (``RedisLimits``) against the local
+    backend: one caller (a round trip per permit), and 1,000 concurrent callers (permits taken in batches). Uses
+    ``--redis URL``, else starts Debian's ``redis-server`` on a free loopback port; skipped without either.
+
+    python bench/bench_scheduler.py --only redis
 """
 
 from __future__ import annotations
@@ -23,6 +29,9 @@ import asyncio
 import bisect
 import random
 import resource
+import shutil
+import socket
+import subprocess
 import time
 import tracemalloc
 
@@ -170,16 +179,81 @@ async def load() -> None:
     print(f"  process peak RSS {maxrss_kb / 1024:.0f} MB")
 
 
-async def main(seconds: float) -> None:
-    await throughput()
-    print()
-    await load()
-    print()
-    await accuracy(seconds)
+async def redis_throughput(url: str) -> None:
+    from nons.core.scheduler import RedisLimits
+
+    print(f"redis: acquire + release per second, limits set high (all four kinds), Redis at {url}")
+    for label, backend_of in (("local", lambda: None), ("redis", lambda: RedisLimits(url))):
+        scheduler = Scheduler({MOCK: HIGH}, backend=backend_of())
+        (await scheduler.acquire(MOCK, "bench", estimated_tokens=100)).release()  # connect, load the scripts
+        n = 2_000 if label == "redis" else 200_000
+        started = time.perf_counter()
+        for _ in range(n):
+            permit = await scheduler.acquire(MOCK, "bench", estimated_tokens=100)
+            permit.release(success=True, tokens_used=90)
+        elapsed = time.perf_counter() - started
+        print(f"  {label:5s} one caller          {n / elapsed:12,.0f} permits/s ({elapsed / n * 1e6:.0f} µs each)")
+        callers, per_caller = 1000, (20 if label == "redis" else 100)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(_redis_caller(scheduler, per_caller) for _ in range(callers)))
+        elapsed = time.perf_counter() - started
+        print(f"  {label:5s} 1,000 callers       {callers * per_caller / elapsed:12,.0f} permits/s")
+
+
+async def _redis_caller(scheduler: Scheduler, permits: int) -> None:
+    for _ in range(permits):
+        permit = await scheduler.acquire(MOCK, "bench", estimated_tokens=100)
+        await asyncio.sleep(0)
+        permit.release(success=True, tokens_used=90)
+
+
+def _redis_url(given: str | None) -> tuple[str | None, subprocess.Popen[bytes] | None]:
+    """The Redis to bench against: the one given, else a redis-server started here (None: not installed)."""
+    if given:
+        return given, None
+    binary = shutil.which("redis-server")
+    if binary is None:
+        return None, None
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--daemonize", "no"],
+                              stdout=subprocess.DEVNULL)
+    for _ in range(500):
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        time.sleep(0.01)
+    return f"redis://127.0.0.1:{port}/0", server
+
+
+async def main(seconds: float, only: str | None, redis: str | None) -> None:
+    if only in (None, "throughput"):
+        await throughput()
+        print()
+    if only in (None, "load"):
+        await load()
+        print()
+    if only in (None, "redis"):
+        url, server = _redis_url(redis)
+        try:
+            if url is None:
+                print("redis: skipped (no --redis URL and no redis-server installed)")
+            else:
+                await redis_throughput(url)
+        finally:
+            if server is not None:
+                server.kill()
+        print()
+    if only in (None, "accuracy"):
+        await accuracy(seconds)
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=30.0, help="length of the accuracy run (default 30)")
+    parser.add_argument("--only", choices=("throughput", "load", "redis", "accuracy"), help="run one part")
+    parser.add_argument("--redis", help="a Redis URL for the redis part (default: start redis-server here)")
     args = parser.parse_args()
-    asyncio.run(main(args.seconds))
+    asyncio.run(main(args.seconds, args.only, args.redis))

@@ -21,6 +21,10 @@ __all__ = [
     "AgentStep",
     "AuthenticationError",
     "BadRequestError",
+    "Budget",
+    "BudgetExceededError",
+    "BudgetScope",
+    "CacheConfig",
     "CircuitBreakerConfig",
     "CircuitOpenError",
     "ConfigurationError",
@@ -57,6 +61,7 @@ __all__ = [
     "QueueTimeoutError",
     "RateLimitConfig",
     "RateLimitError",
+    "RedisLimits",
     "SchedulerStoppedError",
     "ServerError",
     "StructuredOutput",
@@ -66,6 +71,8 @@ __all__ = [
     "ToolResult",
     "Usage",
     "__version__",
+    "configure_budgets",
+    "configure_cache",
     "configure_scheduler",
     "configure_telemetry",
     "create_network",
@@ -76,6 +83,7 @@ __all__ = [
     "operator",
     "register_operator",
     "shutdown_telemetry",
+    "spending_for",
     "start_scheduler",
     "stop_scheduler",
 ]
@@ -84,6 +92,7 @@ if TYPE_CHECKING:
     from nons.base.errors import (
         AuthenticationError,
         BadRequestError,
+        BudgetExceededError,
         CircuitOpenError,
         ConfigurationError,
         ContextLengthError,
@@ -109,6 +118,9 @@ if TYPE_CHECKING:
     )
     from nons.base.results import LayerResult, LLMCallRecord, NetworkResult, NodeFailure, NodeResult, Usage
     from nons.base.types import (
+        Budget,
+        BudgetScope,
+        CacheConfig,
         ErrorPolicy,
         LayerConfig,
         ModelConfig,
@@ -117,6 +129,8 @@ if TYPE_CHECKING:
         StructuredOutput,
     )
     from nons.core.agents import Agent, AgentRun, AgentStep, Tool, ToolRegistry, ToolResult
+    from nons.core.budgets import configure_budgets, spending_for
+    from nons.core.cache import configure_cache
     from nons.core.network import NoN, create_network
     from nons.core.node import Node
     from nons.core.progress import ProgressEvent
@@ -124,6 +138,7 @@ if TYPE_CHECKING:
         CircuitBreakerConfig,
         QueueStrategy,
         RateLimitConfig,
+        RedisLimits,
         configure_scheduler,
         get_scheduler,
         health_check,
@@ -136,8 +151,8 @@ if TYPE_CHECKING:
 
 # Public name -> the module that defines it.
 _ERRORS = (
-    "AuthenticationError", "BadRequestError", "CircuitOpenError", "ConfigurationError", "ContextLengthError",
-    "InputValidationError", "LayerFailedError", "MalformedResponseError", "ModelNotFoundError",
+    "AuthenticationError", "BadRequestError", "BudgetExceededError", "CircuitOpenError", "ConfigurationError",
+    "ContextLengthError", "InputValidationError", "LayerFailedError", "MalformedResponseError", "ModelNotFoundError",
     "NetworkTimeoutError", "NodeCancelledError", "NodeExecutionError", "NonError", "OperatorError", "OutputParseError",
     "OverloadedError", "ProviderConnectionError", "ProviderError", "ProviderTimeoutError", "QueueTimeoutError",
     "RateLimitError", "SchedulerStoppedError", "ServerError", "TimeoutExceededError",
@@ -148,10 +163,14 @@ _LAZY: dict[str, str] = {
         ("LLMCallRecord", "LayerResult", "NetworkResult", "NodeFailure", "NodeResult", "Usage"), "nons.base.results"
     ),
     **dict.fromkeys(
-        ("ErrorPolicy", "LayerConfig", "ModelConfig", "ModelProvider", "NetworkConfig", "StructuredOutput"),
+        ("Budget", "BudgetScope", "CacheConfig", "ErrorPolicy", "LayerConfig", "ModelConfig", "ModelProvider",
+         "NetworkConfig", "StructuredOutput"),
         "nons.base.types",
     ),
     **dict.fromkeys(("Agent", "AgentRun", "AgentStep", "Tool", "ToolRegistry", "ToolResult"), "nons.core.agents"),
+    "configure_budgets": "nons.core.budgets",
+    "spending_for": "nons.core.budgets",
+    "configure_cache": "nons.core.cache",
     "NoN": "nons.core.network",
     "create_network": "nons.core.network",
     "Node": "nons.core.node",
@@ -161,6 +180,7 @@ _LAZY: dict[str, str] = {
             "CircuitBreakerConfig",
             "QueueStrategy",
             "RateLimitConfig",
+            "RedisLimits",
             "configure_scheduler",
             "get_scheduler",
             "health_check",

@@ -198,3 +198,22 @@ async def test_cost_optimisation_pipeline_runs_through_the_real_sdks(vendor_apis
     # such), never charged a guessed price (tests/providers/test_mixed_network.py prices them as the vendors).
     assert all(c.cost_usd is None for c in result.calls) and result.unpriced_calls == 2
     assert len(vendor_apis.requests_for("google")) == len(vendor_apis.requests_for("anthropic")) == 1
+
+
+async def test_caching_strategy_the_working_way_replaces_lru_cache_on_a_coroutine() -> None:
+    # The guide's "Caching Strategy" decorates `async def` with functools.lru_cache, which caches the coroutine
+    # object: the second call awaits an exhausted coroutine and fails. The README's replacement, as written there
+    # (with the simulated provider's model, since no key is set in tests):
+    from nons import CacheConfig, ModelConfig, NetworkConfig, Node, NoN, configure_cache
+
+    exact = ModelConfig(model_name="claude-haiku-4-5", temperature=0)
+    network = NoN.from_operators(
+        [Node("generate", exact, cache=True) * 5, "pack_candidates", "majority"],
+        config=NetworkConfig(name="faq", cache=CacheConfig(ttl_s=3600)),
+    )
+    configure_cache(max_entries=10_000)
+    first = await network.run("What is the capital of France?")
+    second = await network.run("What is the capital of France?")
+    assert second.output == first.output
+    calls = [c for layer in second.layers for node in layer.node_results for c in node.calls]
+    assert calls and all(c.cached for c in calls) and second.cost_usd == 0

@@ -12,6 +12,7 @@ from nons.base.redaction import redact
 __all__ = [
     "AuthenticationError",
     "BadRequestError",
+    "BudgetExceededError",
     "CircuitOpenError",
     "ConfigurationError",
     "ContextLengthError",
@@ -158,6 +159,27 @@ class CircuitOpenError(ProviderError):
     """The provider's circuit breaker is open: the call failed fast without reaching the provider."""
 
     error_type = "circuit_open"
+
+
+class BudgetExceededError(ProviderError):
+    """A call would spend more than a budget allows: refused before any provider was called.
+
+    A provider error that is never retried, so that the layer's error policy decides what the node's failure
+    means (under ``FALLBACK_MODEL`` a cheaper fallback model may still fit). ``budget`` names the budget,
+    ``limit_usd`` is its limit and ``needed_usd`` the call's worst-case cost.
+    """
+
+    error_type = "budget_exceeded"
+
+    def __init__(
+        self, message: str, *, budget: str = "", scope: str = "", limit_usd: float = 0.0, needed_usd: float = 0.0,
+        provider: str = "", model: str = "",
+    ) -> None:
+        super().__init__(message, provider=provider, model=model)
+        self.budget = budget
+        self.scope = scope
+        self.limit_usd = limit_usd
+        self.needed_usd = needed_usd
 
 
 class SchedulerStoppedError(NonError):

@@ -54,6 +54,8 @@ class LLMCallRecord:
     duration_s: float
     simulated: bool = False
     fallback_used: bool = False
+    #: Answered from the response cache: no provider call, no tokens, no cost (see ``nons.cost.saved``).
+    cached: bool = False
 
 
 def known_cost(calls: list[LLMCallRecord]) -> float:

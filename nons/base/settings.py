@@ -79,6 +79,21 @@ class Settings(BaseSettings):
         "the provider for the hint, and calls to it fail at once with a RateLimitError carrying the time left.",
     )
 
+    redis_url: SecretStr | None = Field(
+        None,
+        description="Redis that replicas share (scheduler limits, response cache, budgets); unset means in process.",
+    )
+    redis_timeout: float = Field(
+        0.5, gt=0, le=10, description="Seconds a Redis operation may take before Redis counts as unreachable."
+    )
+    redis_local_share: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="Share of each shared limit and budget a replica uses while Redis is unreachable; "
+        "unset means 1 / the number of replicas last seen in Redis.",
+    )
+
     max_input_chars: int = Field(50_000, gt=0, le=1_000_000_000, description="Largest input that forward() accepts.")
     output_repairs: int = Field(
         1,

@@ -10,7 +10,17 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-__all__ = ["ErrorPolicy", "LayerConfig", "ModelConfig", "ModelProvider", "NetworkConfig", "StructuredOutput"]
+__all__ = [
+    "Budget",
+    "BudgetScope",
+    "CacheConfig",
+    "ErrorPolicy",
+    "LayerConfig",
+    "ModelConfig",
+    "ModelProvider",
+    "NetworkConfig",
+    "StructuredOutput",
+]
 
 
 class ModelProvider(str, Enum):
@@ -166,8 +176,56 @@ class LayerConfig(BaseModel):
     retry_max_delay: float = Field(30.0, ge=0.0)
 
 
+class BudgetScope(str, Enum):
+    """What a budget counts: one forward ``pass``, a ``network`` (by name, across passes and replicas), a
+    ``caller`` (see ``nons.spending_for``, across replicas), or this ``process``."""
+
+    PASS = "pass"
+    NETWORK = "network"
+    CALLER = "caller"
+    PROCESS = "process"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Budget(BaseModel):
+    """A spending limit in USD, checked before every LLM call (see ``nons.core.budgets``).
+
+    ``window_s`` makes the limit apply to a window that starts with the first spend and lasts that many
+    seconds (then starts again); unset, it never resets. A pass budget lasts one pass.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    usd: float = Field(gt=0, allow_inf_nan=False)
+    per: BudgetScope = BudgetScope.PASS
+    window_s: float | None = Field(None, gt=0, allow_inf_nan=False)
+    name: str = Field("", description="Shown in errors and telemetry; default: the scope.")
+
+    @property
+    def label(self) -> str:
+        return self.name or self.per.value
+
+
+class CacheConfig(BaseModel):
+    """Whether and how a node's LLM answers are cached (see ``nons.core.cache``).
+
+    Caching is off by default. ``enabled=True`` caches calls at temperature 0 (a provider default is not
+    assumed to be 0); ``any_temperature=True`` also caches sampled answers, for callers who accept one sample
+    reused.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: bool = True
+    any_temperature: bool = False
+    ttl_s: float = Field(3600.0, gt=0, allow_inf_nan=False)
+
+
 class NetworkConfig(BaseModel):
-    """Settings of a whole network: its name (used in telemetry), timeout and input limit."""
+    """Settings of a whole network: its name (used in telemetry), timeout and input limit, budgets and whether
+    its nodes' answers are cached (a node's own ``cache`` wins)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -175,3 +233,5 @@ class NetworkConfig(BaseModel):
     timeout_seconds: float | None = Field(None, gt=0)
     max_input_chars: int | None = Field(None, gt=0, description="Overrides NON_MAX_INPUT_CHARS.")
     default_layer_config: LayerConfig | None = None
+    budgets: tuple[Budget, ...] = ()
+    cache: CacheConfig | None = None

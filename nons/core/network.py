@@ -129,7 +129,9 @@ class NoN:
         check_trace_headers(trace_headers)
         if telemetry_pending(settings):  # the first pass sets telemetry up, its imports off the event loop
             await setup_telemetry()
-        ctx = PassContext.start(self.name, self.id, settings)
+        ctx = PassContext.start(
+            self.name, self.id, settings, budgets=self.config.budgets, cache=self.config.cache
+        )
         if on_progress is not None:
             total = sum(len(layer.nodes) for layer in self.layers)
             ctx.progress = ProgressReporter(on_progress, self.name, total, ctx.calls, time.perf_counter())

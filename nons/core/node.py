@@ -11,7 +11,7 @@ from typing import Any
 
 from nons.base.errors import ConfigurationError, NodeCancelledError, NodeExecutionError, OperatorError
 from nons.base.results import NodeFailure, NodeResult
-from nons.base.types import LayerConfig, ModelConfig
+from nons.base.types import CacheConfig, LayerConfig, ModelConfig
 from nons.core.call import CallSite, PassContext, call_llm
 from nons.observability import names, spans
 from nons.operators.context import OperatorContext
@@ -32,12 +32,16 @@ class Node:
         fallbacks: model configs tried in order under ``ErrorPolicy.FALLBACK_MODEL`` (default: those of
             ``model_config``).
         priority: the node's priority in the scheduler's PRIORITY queue (higher first).
+        cache: cache this node's LLM answers (``True`` or a :class:`CacheConfig`; ``False`` never, even when
+            the network caches; default: as the network says). See :mod:`nons.core.cache`.
         **parameters: the operator's own parameters, e.g. ``Node("classify", categories=[...])``.
 
     ``node * 5`` (or ``5 * node``) gives five independent clones, each with its own id.
     """
 
-    __slots__ = ("additional_prompt_context", "fallbacks", "id", "model_config", "parameters", "priority", "spec")
+    __slots__ = (
+        "additional_prompt_context", "cache", "fallbacks", "id", "model_config", "parameters", "priority", "spec"
+    )
 
     def __init__(
         self,
@@ -47,6 +51,7 @@ class Node:
         *,
         fallbacks: Sequence[ModelConfig] = (),
         priority: int = 0,
+        cache: CacheConfig | bool | None = None,
         **parameters: Any,
     ) -> None:
         if not isinstance(operator_name, str):
@@ -61,6 +66,11 @@ class Node:
         self.additional_prompt_context = additional_prompt_context
         self.fallbacks = tuple(fallbacks)
         self.priority = priority
+        if cache is not None and not isinstance(cache, (bool, CacheConfig)):
+            raise ConfigurationError(f"cache must be True, False or a CacheConfig, got {type(cache).__name__}")
+        self.cache: CacheConfig | None = (
+            CacheConfig(enabled=cache) if isinstance(cache, bool) else cache
+        )
         self.parameters = parameters
         self.id = f"{operator_name}-{next(_ids)}"
 
@@ -76,6 +86,7 @@ class Node:
         copy.additional_prompt_context = self.additional_prompt_context
         copy.fallbacks = self.fallbacks
         copy.priority = self.priority
+        copy.cache = self.cache
         copy.parameters = dict(self.parameters)
         copy.id = f"{self.spec.name}-{next(_ids)}"
         return copy
@@ -114,7 +125,10 @@ class Node:
             result.error = self._error(upstream, ctx, layer_index)
             return result
         inst = ctx.instruments
-        site = CallSite(self.id, self.spec.name, self.model_config, self.fallbacks, layer_config, self.priority)
+        site = CallSite(
+            self.id, self.spec.name, self.model_config, self.fallbacks, layer_config, self.priority,
+            self.cache if self.cache is not None else ctx.cache,
+        )
         op_ctx = OperatorContext(
             functools.partial(call_llm, ctx, site), self.model_config, self.id, self.additional_prompt_context,
             result.calls,

@@ -42,6 +42,11 @@ class Instruments:
     agent_duration: Histogram
     tool_duration: Histogram
     output_repairs: Counter
+    cache_hits: Counter
+    cache_misses: Counter
+    cost_saved: Counter
+    budget_spent: Counter
+    budget_refused: Counter
 
 
 @functools.lru_cache(maxsize=4)
@@ -104,5 +109,20 @@ def get_instruments(tracing: bool = True, metrics_on: bool = True) -> Instrument
             names.METRIC_OUTPUT_REPAIRS,
             unit="{repair}",
             description="Typed answers sent back to the model because they did not parse or follow their schema.",
+        ),
+        cache_hits=meter.create_counter(
+            names.METRIC_CACHE_HITS, unit="{call}", description="LLM calls answered from the response cache."
+        ),
+        cache_misses=meter.create_counter(
+            names.METRIC_CACHE_MISSES, unit="{call}", description="Cacheable LLM calls that called the provider."
+        ),
+        cost_saved=meter.create_counter(
+            names.METRIC_COST_SAVED, unit=names.UNIT_USD, description="What cached answers would have cost."
+        ),
+        budget_spent=meter.create_counter(
+            names.METRIC_BUDGET_SPENT, unit=names.UNIT_USD, description="Spend settled against budgets."
+        ),
+        budget_refused=meter.create_counter(
+            names.METRIC_BUDGET_REFUSED, unit="{call}", description="LLM calls refused by a budget."
         ),
     )

@@ -147,6 +147,11 @@ TOOL_NAME_UNREGISTERED: Final = "_unregistered"
 #: The ``error.type`` of a call to a tool the registry does not know (``nons.core.agents.tools.UNKNOWN_TOOL``).
 TOOL_ERROR_UNKNOWN: Final = "unknown_tool"
 
+CACHE_HIT: Final = "nons.cache.hit"
+COST_SAVED: Final = "nons.cost.saved"
+BUDGET_NAME: Final = "nons.budget.name"
+BUDGET_SCOPE: Final = "nons.budget.scope"
+
 OUTCOME_SUCCESS: Final = "success"
 OUTCOME_FAILURE: Final = "failure"
 
@@ -190,6 +195,18 @@ METRIC_TOOL_CALLS: Final = "nons.tool.calls"
 METRIC_WORKFLOW_DURATION: Final = "gen_ai.workflow.duration"
 METRIC_INVOKE_AGENT_DURATION: Final = "gen_ai.invoke_agent.duration"
 METRIC_EXECUTE_TOOL_DURATION: Final = "gen_ai.execute_tool.duration"
+METRIC_CACHE_HITS: Final = "nons.cache.hits"
+METRIC_CACHE_MISSES: Final = "nons.cache.misses"
+#: USD that cached answers saved: what their calls would have cost.
+METRIC_COST_SAVED: Final = "nons.cost.saved"
+#: USD settled against budgets (the real cost of the calls they admitted), by budget name and scope.
+METRIC_BUDGET_SPENT: Final = "nons.budget.spent"
+#: Calls refused because a budget could not hold their worst case.
+METRIC_BUDGET_REFUSED: Final = "nons.budget.refused"
+#: The share of each budget used in its current window (reserved and spent / limit), as this process last saw it.
+METRIC_BUDGET_USAGE: Final = "nons.budget.usage"
+#: Seconds spent with the shared Redis unreachable (on local limits, cache and budgets); observable counter.
+METRIC_REDIS_DEGRADED: Final = "nons.redis.degraded"
 
 # --- the HTTP service (nons serve) --------------------------------------------------------------------------
 #: Requests the service refused before running a network, by reason (a counter).

@@ -28,6 +28,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from nons.base.version import __version__
+from nons.core.budgets import spending_for
 from nons.core.network import NoN
 from nons.core.scheduler import get_scheduler, start_scheduler, stop_scheduler
 from nons.core.types import InputValidationError, NetworkResult, NetworkTimeoutError, NonError
@@ -194,11 +195,13 @@ def _add_health_routes(app: FastAPI, state: ServiceState) -> None:
         return JSONResponse(body.model_dump(mode="json"), status_code=200 if body.ready else 503)
 
 
-async def _run(network: NoN, text: str, state: ServiceState) -> NetworkResult | JSONResponse:
-    """One pass, with the network's failures as error responses."""
+async def _run(network: NoN, text: str, state: ServiceState, caller: str) -> NetworkResult | JSONResponse:
+    """One pass, charged to ``caller``'s budgets (``configure_budgets(Budget(per="caller"))``), with the network's
+    failures as error responses."""
     state.in_flight += 1
     try:
-        return await network.run(text)
+        with spending_for(caller):
+            return await network.run(text)
     except InputValidationError as error:
         raise _refuse_input(error) from None
     except NetworkTimeoutError as error:
@@ -267,7 +270,7 @@ def create_app(
     async def run(
         name: Annotated[str, network_name], body: Any, caller: Annotated[Caller, Depends(admit)]
     ) -> RunResponse | JSONResponse:
-        result = await _run(networks[name], body.input, state)
+        result = await _run(networks[name], body.input, state, caller.id)
         if isinstance(result, JSONResponse):
             return result
         await limits.record_spend(caller.id, result.cost_usd)

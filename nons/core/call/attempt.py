@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import time
 
-from nons.base.errors import ProviderError
+from nons.base.errors import BudgetExceededError, ProviderError
 from nons.base.messages import LLMRequest, LLMResponse
+from nons.core.budgets import BudgetHold, Budgets, worst_case_usd
 from nons.core.call.context import CallState
+from nons.core.pricing import price_usd
 from nons.core.scheduler import Permit
 from nons.observability import names
 
@@ -28,9 +30,13 @@ async def attempt(call: CallState) -> LLMResponse:
     inst = ctx.instruments
     call.attempts += 1
     permit: Permit | None = None
+    hold: BudgetHold | None = None
     started = time.perf_counter()
     deadline = time.monotonic() + ctx.settings.request_timeout
     try:
+        if ctx.budget_book is not None:
+            # Before the permit: a call the budget refuses must not take a slot from one it would allow.
+            hold = await _reserve_budget(call, ctx.budget_book)
         permit = await ctx.scheduler.acquire(
             request.provider,
             request.model,
@@ -49,8 +55,15 @@ async def attempt(call: CallState) -> LLMResponse:
         request.timeout_s = max(0.001, deadline - time.monotonic())
         response = await call.provider.complete(request)
     except ProviderError as error:
+        if isinstance(error, BudgetExceededError) and inst.metrics:
+            inst.budget_refused.add(
+                1, {names.BUDGET_NAME: error.budget, names.BUDGET_SCOPE: error.scope,
+                    names.GEN_AI_PROVIDER_NAME: call.provider.genai_provider_name}
+            )
         if permit is not None:
             permit.release(success=False, error=error)
+        if hold is not None:
+            ctx.budget_book.settle(hold, 0.0)  # type: ignore[union-attr]
         if not error.provider:
             # A provider (or scheduler) error that does not say where it came from: name this attempt's model.
             error.provider, error.model = request.provider.value, request.model
@@ -62,13 +75,33 @@ async def attempt(call: CallState) -> LLMResponse:
     except BaseException:
         if permit is not None:
             permit.release(success=False)
+        if hold is not None:
+            ctx.budget_book.settle(hold, 0.0)  # type: ignore[union-attr]
         raise
     permit.release(success=True, tokens_used=response.usage.total_tokens)
+    if hold is not None:
+        cost = price_usd(call.provider.price_provider_id, request.model, response.usage)
+        ctx.budget_book.settle(hold, cost)  # type: ignore[union-attr]
+        if cost and inst.metrics:
+            for name, scope in hold.labels:
+                inst.budget_spent.add(cost, {names.BUDGET_NAME: name, names.BUDGET_SCOPE: scope})
     if call.metric_attrs is not None:
         inst.operation_duration.record(
             time.perf_counter() - started, {**call.metric_attrs, names.GEN_AI_RESPONSE_MODEL: response.response_model}
         )
     return response
+
+
+async def _reserve_budget(call: CallState, book: Budgets) -> BudgetHold | None:
+    """Reserve the attempt's worst case against every budget that applies (None: none does, or no price)."""
+    ctx, request = call.ctx, call.request
+    applicable = book.applicable(ctx.network_name, ctx.budgets)
+    if not applicable:
+        return None
+    amount = worst_case_usd(call.provider.price_provider_id, request)
+    if amount is None:
+        return None
+    return await book.reserve(applicable, ctx.pass_ledger, amount, request.provider.value, request.model)
 
 
 def _estimate_tokens(request: LLMRequest) -> int:

@@ -15,8 +15,9 @@ from typing import Any
 
 from nons.base.errors import ProviderError
 from nons.base.messages import LLMRequest, LLMResponse, Message, OutputRepair, ToolDefinition
-from nons.base.results import LLMCallRecord
-from nons.base.types import ModelConfig
+from nons.base.results import LLMCallRecord, Usage
+from nons.base.types import ModelConfig, ModelProvider
+from nons.core.cache import Entry, cache_key, cacheable, get_cache
 from nons.core.call import telemetry
 from nons.core.call.attempt import attempt
 from nons.core.call.context import CallSite, CallState, PassContext
@@ -50,6 +51,8 @@ async def call_llm(
     if config.provider is None and config.model_name is not None and not prices_loaded():
         # Whose model the name is comes from the price table: loaded on a worker thread, not on the event loop.
         await load_prices()
+    if site.cache is not None and cacheable(config, site.cache):
+        return await _cached(ctx, site, messages, records, system, response_schema, tools, tool_choice, repair)
     kind = resolve_provider(config, ctx.settings)
     model = config.model_name or default_model(kind)
     # The first call to a provider imports its vendor SDK (0.5 to 2 s) on a worker thread, and the first priced
@@ -107,6 +110,58 @@ async def call_llm(
     records.append(record)
     ctx.calls.append(record)
     return response
+
+
+async def _cached(
+    ctx: PassContext, site: CallSite, messages: list[Message], records: list[LLMCallRecord], system: str | None,
+    response_schema: dict[str, Any] | None, tools: Sequence[ToolDefinition], tool_choice: str | None,
+    repair: OutputRepair | None,
+) -> LLMResponse:
+    """The call through the response cache: a hit, another caller's flight, or this call made and stored."""
+    assert site.cache is not None
+    config = site.model_config
+    kind = resolve_provider(config, ctx.settings)
+    model = config.model_name or default_model(kind)
+    key = cache_key(kind, model, config, system, messages, tools, response_schema, tool_choice)
+    uncached = dataclasses.replace(site, cache=None)
+
+    async def call() -> Entry:
+        own: list[LLMCallRecord] = []
+        response = await call_llm(
+            ctx, uncached, messages, own, system=system, response_schema=response_schema, tools=tools,
+            tool_choice=tool_choice, repair=repair,
+        )
+        records.extend(own)
+        return Entry(ModelProvider(own[-1].provider), response)
+
+    started = time.perf_counter()
+    entry, hit = await get_cache().fetch(key, site.cache.ttl_s, call)
+    if not hit:
+        telemetry.cache_missed(ctx, kind, model)
+        return entry.response
+    answer = entry.response
+    # Another replica may have made the call: this process may not have loaded that provider or the prices yet.
+    provider = loaded_provider(entry.provider) or await load_provider(entry.provider)
+    if not prices_loaded():
+        await load_prices()
+    # Priced as the call that made it was: the config's price provider, unless a fallback to another provider
+    # answered.
+    source = provider.price_source(config) if entry.provider is kind else provider.price_provider_id
+    saved = price_usd(source, answer.response_model, answer.usage)
+    request = LLMRequest(
+        provider=entry.provider, model=model, config=config, messages=messages, system=system, tools=tuple(tools),
+        response_schema=response_schema, timeout_s=ctx.settings.request_timeout, tool_choice=tool_choice,
+    )
+    telemetry.cache_hit(ctx, site, request, provider, answer, saved)
+    record = LLMCallRecord(
+        provider=entry.provider.value, request_model=model, response_model=answer.response_model,
+        response_id=answer.response_id, usage=Usage(), finish_reason=answer.finish_reason,
+        cost_usd=0.0, attempts=0, duration_s=time.perf_counter() - started, simulated=answer.simulated,
+        cached=True,
+    )
+    records.append(record)
+    ctx.calls.append(record)
+    return answer
 
 
 def _retry_delay(call: CallState, plan: CallPlan, retry: int, error: ProviderError) -> float | None:

@@ -12,7 +12,8 @@ from nons.base.errors import ProviderError
 from nons.base.messages import LLMRequest
 from nons.base.results import LLMCallRecord
 from nons.base.settings import Settings
-from nons.base.types import LayerConfig, ModelConfig
+from nons.base.types import Budget, CacheConfig, LayerConfig, ModelConfig
+from nons.core.budgets import Budgets, LocalLedger, get_budgets
 from nons.core.pricing import start_price_updates
 from nons.core.progress import ProgressReporter
 from nons.core.scheduler import Scheduler, get_scheduler
@@ -45,9 +46,19 @@ class PassContext:
     calls: list[LLMCallRecord] = field(default_factory=list)
     #: Where the pass reports its progress (``on_progress``), if anyone listens.
     progress: ProgressReporter | None = None
+    #: The network's own budgets, and the process's (``None`` when no budget applies: nothing to reserve).
+    budgets: tuple[Budget, ...] = ()
+    budget_book: Budgets | None = None
+    #: What this pass has reserved and spent, for its pass budgets.
+    pass_ledger: LocalLedger = field(default_factory=LocalLedger)
+    #: The network's cache setting (a node's own wins).
+    cache: CacheConfig | None = None
 
     @classmethod
-    def start(cls, name: str, pass_id: str, settings: Settings, conversation_id: str | None = None) -> PassContext:
+    def start(
+        cls, name: str, pass_id: str, settings: Settings, conversation_id: str | None = None, *,
+        budgets: tuple[Budget, ...] = (), cache: CacheConfig | None = None,
+    ) -> PassContext:
         """The context of a new pass (a network's forward or an agent's run) under ``settings``.
 
         ``conversation_id`` defaults to the conversation of the agent run this pass is part of, if any.
@@ -57,6 +68,7 @@ class PassContext:
         if conversation_id is None:
             inherited = otel_context.get_value(CONVERSATION_ID_KEY)
             conversation_id = inherited if isinstance(inherited, str) else None
+        book = get_budgets()
         return cls(
             network_name=name,
             network_id=pass_id,
@@ -65,6 +77,9 @@ class PassContext:
             settings=settings,
             capture=capture_mode(),
             conversation_id=conversation_id,
+            budgets=budgets,
+            budget_book=book if budgets or book.budgets else None,
+            cache=cache,
         )
 
     @property
@@ -83,6 +98,8 @@ class CallSite:
     fallbacks: tuple[ModelConfig, ...]
     layer_config: LayerConfig
     priority: int = 0
+    #: Whether and how its answers are cached (``None``: not cached).
+    cache: CacheConfig | None = None
 
 
 @dataclass(slots=True)

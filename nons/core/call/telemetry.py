@@ -21,6 +21,7 @@ from opentelemetry.trace import SpanKind
 from nons.base.errors import ProviderError
 from nons.base.keys import read_key
 from nons.base.messages import LLMRequest, LLMResponse, OutputRepair
+from nons.base.types import ModelProvider
 from nons.base.version import __version__
 from nons.core.call.context import CallSite, CallState, PassContext
 from nons.observability import content, names
@@ -28,6 +29,8 @@ from nons.observability.spans import SpanScope, start, truncate_content
 from nons.providers.base import Provider
 
 __all__ = [
+    "cache_hit",
+    "cache_missed",
     "call_failed",
     "call_succeeded",
     "fell_back",
@@ -249,6 +252,50 @@ def _usage_attributes(response: LLMResponse) -> dict[str, Any]:
     if usage.reasoning_tokens:
         attributes[names.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS] = usage.reasoning_tokens
     return attributes
+
+
+def cache_missed(ctx: PassContext, provider: ModelProvider, model: str) -> None:
+    """A cacheable call was not in the cache: it called the provider (and recorded that call itself)."""
+    if ctx.instruments.metrics:
+        ctx.instruments.cache_misses.add(
+            1, {names.GEN_AI_PROVIDER_NAME: names.genai_provider_name(provider), names.GEN_AI_REQUEST_MODEL: model}
+        )
+
+
+def cache_hit(
+    ctx: PassContext, site: CallSite, request: LLMRequest, provider: Provider, response: LLMResponse,
+    saved: float | None,
+) -> None:
+    """A call answered from the cache: its LLM span, marked cached (no provider call, so no HTTP child), with no
+    tokens and no cost of its own; a hit and what it saved in the metrics."""
+    if ctx.instruments.metrics:
+        attrs = {names.GEN_AI_PROVIDER_NAME: provider.genai_provider_name, names.GEN_AI_REQUEST_MODEL: request.model}
+        ctx.instruments.cache_hits.add(1, attrs)
+        if saved:
+            ctx.instruments.cost_saved.add(
+                saved, {**attrs, names.OPERATOR_NAME: site.operator, names.NETWORK_NAME: ctx.network_name}
+            )
+    if not ctx.instruments.tracing:
+        return
+    scope = start_span(ctx, request, provider)
+    attributes: dict[str, Any] = {
+        names.CACHE_HIT: True,
+        names.GEN_AI_RESPONSE_MODEL: response.response_model,
+        names.GEN_AI_USAGE_INPUT_TOKENS: 0,
+        names.GEN_AI_USAGE_OUTPUT_TOKENS: 0,
+        names.GEN_AI_USAGE_COST: 0.0,
+        names.ATTEMPTS: 0,
+    }
+    if saved is not None:
+        attributes[names.COST_SAVED] = saved
+    if response.finish_reason:
+        attributes[names.GEN_AI_RESPONSE_FINISH_REASONS] = (response.finish_reason,)
+    if response.simulated:
+        attributes[names.SIMULATED] = True
+    if ctx.capture.span:
+        attributes[names.GEN_AI_OUTPUT_MESSAGES] = content.to_json(content.output_messages(response))
+    scope.set(attributes)
+    scope.end()
 
 
 def call_failed(call: CallState, error: ProviderError) -> None:

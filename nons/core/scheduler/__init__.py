@@ -42,6 +42,12 @@ Server hints and adaptive concurrency
     calls: 429s of calls sent before the last cut do not cut again), one more on each success, up to
     ``max_concurrent``.
 
+Shared by replicas (Redis)
+    ``configure_scheduler(backend="redis://...")`` (or ``NON_REDIS_URL``) keeps the request, token and
+    concurrency limits and the retry-hint pauses in Redis, so that every replica counts against the same quota;
+    each request takes its permit there atomically before the local queue admits it, and a Redis outage falls
+    back to this replica's share of each limit. See :mod:`.redis_limits`.
+
 Circuit breaker (per provider and model)
     Opens after ``failure_threshold`` (default 5) consecutive failures that say the provider is unwell:
     retryable provider errors (server errors, overload, timeouts, connection errors, malformed answers) and
@@ -64,7 +70,8 @@ Modules (each imports only those above it)
     in-process backend (buckets, concurrency, pauses, AIMD); ``breaker`` the :class:`~.breaker.CircuitBreaker`;
     ``queue`` waiters, lanes and their admission in strategy order; ``permit`` a granted slot and what its
     release settles; ``stats`` stats, health and the observable instruments; ``scheduler`` the
-    :class:`Scheduler` and its per-loop state. This module holds the process-wide scheduler.
+    :class:`Scheduler` and its per-loop state; ``redis_scripts`` and ``redis_limits`` the shared backend. This
+    module holds the process-wide scheduler.
 """
 
 from __future__ import annotations
@@ -80,9 +87,12 @@ from nons.core.scheduler.limits import (
     LIMIT_REQUESTS_PER_SECOND,
     LIMIT_RETRY_AFTER,
     LIMIT_TOKENS_PER_MINUTE,
+    LimitBackend,
+    LocalLimits,
 )
 from nons.core.scheduler.permit import Permit
 from nons.core.scheduler.queue import Queue
+from nons.core.scheduler.redis_limits import RedisLimits
 from nons.core.scheduler.scheduler import Scheduler
 from nons.core.scheduler.stats import observe_states_of
 
@@ -94,9 +104,12 @@ __all__ = [
     "LIMIT_RETRY_AFTER",
     "LIMIT_TOKENS_PER_MINUTE",
     "CircuitBreakerConfig",
+    "LimitBackend",
+    "LocalLimits",
     "Permit",
     "QueueStrategy",
     "RateLimitConfig",
+    "RedisLimits",
     "Scheduler",
     "configure_scheduler",
     "get_scheduler",
@@ -125,15 +138,18 @@ def configure_scheduler(
     *,
     circuit_breaker: CircuitBreakerConfig | None = None,
     clock: Callable[[], float] | None = None,
+    backend: LimitBackend | str | None = None,
 ) -> Scheduler:
     """Replace the process-wide scheduler with one using these settings, and return it.
 
-    See :class:`Scheduler` for the arguments. Bad settings raise :class:`ConfigurationError` here, not at the
-    first call. Calls already in flight finish under the scheduler that admitted them.
+    See :class:`Scheduler` for the arguments; ``backend`` is where the limits live: ``LocalLimits()``,
+    ``RedisLimits(...)`` or a Redis URL shared by every replica (default: ``NON_REDIS_URL`` when set). Bad
+    settings raise :class:`ConfigurationError` here, not at the first call. Calls already in flight finish under
+    the scheduler that admitted them.
     """
     global _scheduler
     _scheduler = Scheduler(
-        rate_limits, queue_strategy, default_limits, circuit_breaker=circuit_breaker, clock=clock
+        rate_limits, queue_strategy, default_limits, circuit_breaker=circuit_breaker, clock=clock, backend=backend
     )
     return _scheduler
 

@@ -3,8 +3,9 @@
 A :class:`Limiter` holds the limits of one provider or one ``(provider, model)``; a :class:`LimitBackend` makes
 them. The queue asks a limiter whether a request may start now (and if not, why and when to ask again), takes
 what a started request uses, and gives back what it did not use when it ends. Decisions are synchronous so that
-the hot path never awaits: a backend that keeps its state elsewhere (Redis, shared by replicas) implements the
-same interface over a local view it keeps in step, and calls ``Scheduler.wake()`` when that view lets more in.
+the hot path never awaits. A backend that keeps its limits elsewhere (Redis, shared by replicas) also gives each
+lane a :class:`RemoteGate`: the scheduler's slow path awaits a reservation there before the local queue admits
+the request (see :mod:`.redis_limits`), and the permit's release gives it back.
 
 :class:`LocalLimits` is the in-process backend: limits hold within one event loop.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Sequence
 from typing import Any, Final, Protocol
 
 from nons.core.scheduler.config import RateLimitConfig
@@ -30,6 +32,7 @@ __all__ = [
     "LocalLimiter",
     "LocalLimits",
     "Refusal",
+    "RemoteGate",
     "TokenBucket",
 ]
 
@@ -114,11 +117,30 @@ class Limiter(Protocol):
         """The limits' state for the stats: ``max_concurrent`` and ``in_flight`` first, then one entry per kind."""
 
 
+class RemoteGate(Protocol):
+    """Limits kept outside the process (shared by replicas): a request reserves there before the local queue
+    admits it, and gives its reservation back when its permit is released."""
+
+    async def reserve(self, priority: int, tokens: int, deadline: float | None) -> Any:
+        """Wait until the limits let a request of ``tokens`` start; its reservation (``held_by``: the limit
+        kind that made it wait, or ``None``). Raises QueueTimeoutError past ``deadline``."""
+
+    def release(self, reservation: Any, refund: int, error: BaseException | None) -> None:
+        """The request ended: free what it held, refund ``refund`` tokens; ``error`` may carry a retry hint."""
+
+    def fail_waiting(self, error: BaseException) -> None:
+        """Fail every request still waiting here with ``error`` (the scheduler was stopped)."""
+
+
 class LimitBackend(Protocol):
     """Makes the limiters of a scheduler's event loop."""
 
     def limiter(self, label: str, config: RateLimitConfig, now: float) -> Limiter:
         """The limiter of ``label`` (``"provider"`` or ``"provider/model"``) with ``config``, built at ``now``."""
+
+    def remote(self, limits: Sequence[tuple[str, RateLimitConfig]]) -> RemoteGate | None:
+        """The gate of a lane whose limits are ``limits`` (provider first), in the running loop; ``None`` when
+        the limits are all local."""
 
 
 class TokenBucket:
@@ -274,3 +296,6 @@ class LocalLimits:
 
     def limiter(self, label: str, config: RateLimitConfig, now: float) -> Limiter:
         return LocalLimiter(label, config, now)
+
+    def remote(self, limits: Sequence[tuple[str, RateLimitConfig]]) -> RemoteGate | None:
+        return None

@@ -4,6 +4,7 @@ hint, adaptive concurrency and the circuit breaker."""
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from nons.base.errors import RateLimitError
 from nons.base.types import ModelProvider
@@ -19,11 +20,14 @@ class Permit:
         wait_s: seconds the request waited in the queue (0 when it started at once).
     """
 
-    __slots__ = ("_lane", "_probe", "_released", "_ticket", "_tokens", "wait_s")
+    __slots__ = ("_lane", "_probe", "_released", "_reservation", "_ticket", "_tokens", "wait_s")
 
-    def __init__(self, lane: Lane, wait_s: float, tokens: int, ticket: int, probe: bool) -> None:
+    def __init__(
+        self, lane: Lane, wait_s: float, tokens: int, ticket: int, probe: bool, reservation: Any = None
+    ) -> None:
         """``ticket`` is the request's admission number in its loop (see :class:`Queue`); ``probe`` whether it is
-        its breaker's half-open probe."""
+        its breaker's half-open probe; ``reservation`` what it holds of the lane's remote gate, if any."""
+        self._reservation = reservation
         self._lane = lane
         self.wait_s = wait_s
         self._tokens = tokens
@@ -38,6 +42,11 @@ class Permit:
     @property
     def model(self) -> str:
         return self._lane.model
+
+    @property
+    def reservation(self) -> Any:
+        """What the permit holds of shared limits (a ``RedisLimits`` reservation), or ``None``."""
+        return self._reservation
 
     def release(self, *, success: bool = True, tokens_used: int = 0, error: BaseException | None = None) -> None:
         """Give the slot back.
@@ -60,6 +69,9 @@ class Permit:
         now = queue.clock() if refund and lane.settles_tokens else 0.0
         for lim in lane.limiters:
             lim.release(refund, now)
+        if self._reservation is not None:
+            assert lane.remote is not None
+            lane.remote.release(self._reservation, refund, None if success else error)
         if success:
             lane.completed += 1
             breaker = lane.breaker

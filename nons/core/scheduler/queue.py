@@ -25,7 +25,14 @@ from nons.base.settings import get_settings
 from nons.base.types import ModelProvider
 from nons.core.scheduler.breaker import CircuitBreaker
 from nons.core.scheduler.config import QueueStrategy
-from nons.core.scheduler.limits import LIMIT_ADAPTIVE, LIMIT_CONCURRENCY, LIMIT_RETRY_AFTER, Limiter, Refusal
+from nons.core.scheduler.limits import (
+    LIMIT_ADAPTIVE,
+    LIMIT_CONCURRENCY,
+    LIMIT_RETRY_AFTER,
+    Limiter,
+    Refusal,
+    RemoteGate,
+)
 from nons.observability import names
 
 __all__ = ["Gate", "Lane", "ProviderSlot", "Queue", "Waiter"]
@@ -114,13 +121,14 @@ class Lane:
         "queue",
         "rank",
         "rejected",
+        "remote",
         "settles_tokens",
         "slot",
         "throttled",
     )
 
     def __init__(self, queue: Queue, slot: ProviderSlot, model: str, gates: tuple[Gate, ...],
-                 breaker: CircuitBreaker) -> None:
+                 breaker: CircuitBreaker, remote: RemoteGate | None = None) -> None:
         self.queue = queue
         self.slot = slot
         self.provider = slot.provider
@@ -130,6 +138,8 @@ class Lane:
         self.adaptive = any(lim.adaptive for lim in self.limiters)
         self.settles_tokens = any(lim.settles_tokens for lim in self.limiters)
         self.breaker = breaker
+        #: Limits shared outside the process (a backend's gate), reserved before the queue admits; or None.
+        self.remote = remote
         self.rank = len(slot.lanes)
         self.heap: list[tuple[int, int, Waiter]] = []
         self.count = 0
@@ -172,10 +182,14 @@ class Queue:
         slot = self.providers[provider] = ProviderSlot(provider, limiter, len(self.providers))
         return slot
 
-    def add_lane(self, slot: ProviderSlot, model: str, limiter: Limiter | None, breaker: CircuitBreaker) -> Lane:
-        """A lane for ``slot``'s ``model``, behind its provider's limiter and, if given, its own."""
+    def add_lane(
+        self, slot: ProviderSlot, model: str, limiter: Limiter | None, breaker: CircuitBreaker,
+        remote: RemoteGate | None = None,
+    ) -> Lane:
+        """A lane for ``slot``'s ``model``, behind its provider's limiter and, if given, its own (and a remote
+        gate when the backend shares the limits)."""
         gates = (slot.gate,) if limiter is None else (slot.gate, Gate(limiter))
-        lane = Lane(self, slot, model, gates, breaker)
+        lane = Lane(self, slot, model, gates, breaker, remote)
         slot.lanes.append(lane)
         self.lane_list.append(lane)
         return lane

@@ -11,7 +11,7 @@ import weakref
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from nons.base.errors import ConfigurationError, SchedulerStoppedError
+from nons.base.errors import ConfigurationError, QueueTimeoutError, SchedulerStoppedError
 from nons.base.settings import get_settings
 from nons.base.types import ModelProvider
 from nons.core.scheduler.breaker import CircuitBreaker
@@ -38,6 +38,28 @@ if TYPE_CHECKING:
 __all__ = ["LoopState", "Scheduler"]
 
 _NEVER = -math.inf
+
+
+def _backend(backend: LimitBackend | str | None, clock: Callable[[], float]) -> LimitBackend:
+    """The limit backend a scheduler was given: itself, Redis at a URL, or what ``NON_REDIS_URL`` says."""
+    if backend is None:
+        from nons.base.redis_client import link_from_settings
+
+        link = link_from_settings()
+        if link is None:
+            return LocalLimits()
+        from nons.core.scheduler.redis_limits import RedisLimits
+
+        return RedisLimits(link, clock=clock)
+    if isinstance(backend, str):
+        from nons.core.scheduler.redis_limits import RedisLimits
+
+        return RedisLimits(backend, clock=clock)
+    if not callable(getattr(backend, "limiter", None)) or not callable(getattr(backend, "remote", None)):
+        raise ConfigurationError(
+            f"backend must be a LimitBackend (LocalLimits, RedisLimits) or a Redis URL, got {type(backend).__name__}"
+        )
+    return backend
 
 
 class LoopState(Queue):
@@ -86,7 +108,11 @@ class LoopState(Queue):
                 None if model_config is None else self.backend.limiter(f"{kind.value}/{model}", model_config, now)
             )
             breaker = CircuitBreaker(kind, model, self.breaker_config, self.clock)
-            lane = self.lanes[(kind, model)] = self.add_lane(slot, model, limiter, breaker)
+            shared = [(kind.value, self.rate_limits.get(kind, self.default_limits))]
+            if model_config is not None:
+                shared.append((f"{kind.value}/{model}", model_config))
+            remote = self.backend.remote(shared)
+            lane = self.lanes[(kind, model)] = self.add_lane(slot, model, limiter, breaker, remote)
         self.lanes[(provider, model)] = lane
         return lane
 
@@ -105,10 +131,13 @@ class Scheduler:
         clock: the monotonic clock of buckets, pauses and breakers (seconds); tests inject a fake one and call
             :meth:`wake` after moving it. Queue deadlines always use ``time.monotonic``.
 
+        backend: where the limits are kept (:class:`~nons.core.scheduler.limits.LimitBackend`):
+            :class:`~nons.core.scheduler.limits.LocalLimits` (in process, per event loop), a
+            :class:`~nons.core.scheduler.redis_limits.RedisLimits` or a Redis URL (shared by every replica).
+            Default: Redis when ``NON_REDIS_URL`` is set, else local.
+
     Attributes:
-        limit_backend: makes the limiters (:class:`~nons.core.scheduler.limits.LimitBackend`); by default
-            :class:`~nons.core.scheduler.limits.LocalLimits`, in process and per event loop. Each loop asks it
-            when it first uses a provider or model.
+        limit_backend: the backend; each loop asks it when it first uses a provider or model.
     """
 
     def __init__(
@@ -119,13 +148,14 @@ class Scheduler:
         *,
         circuit_breaker: CircuitBreakerConfig | None = None,
         clock: Callable[[], float] | None = None,
+        backend: LimitBackend | str | None = None,
     ) -> None:
         self.rate_limits, self.model_limits = validated_limits(rate_limits)
         self.queue_strategy = validated_strategy(queue_strategy)
         self.default_limits = validated_default_limits(default_limits)
         self.circuit_breaker = validated_breaker(circuit_breaker)
         self.clock: Callable[[], float] = validated_clock(clock)
-        self.limit_backend: LimitBackend = LocalLimits()
+        self.limit_backend: LimitBackend = _backend(backend, self.clock)
         self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopState] = weakref.WeakKeyDictionary()
         # The last loop and its state, as one tuple so that threads never see a loop with another's state.
         self._cache: tuple[asyncio.AbstractEventLoop | None, LoopState | None] = (None, None)
@@ -215,12 +245,15 @@ class Scheduler:
                     state.drained = asyncio.get_running_loop().create_future()
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(asyncio.shield(state.drained), timeout)
-        state.fail_waiters(
-            list(state.lane_list),
-            lambda lane: SchedulerStoppedError(
+        def stopped(lane: Lane) -> SchedulerStoppedError:
+            return SchedulerStoppedError(
                 f"the scheduler was stopped while a request to {lane.provider.value} model {lane.model!r} waited"
-            ),
-        )
+            )
+
+        state.fail_waiters(list(state.lane_list), stopped)
+        for lane in state.lane_list:
+            if lane.remote is not None:
+                lane.remote.fail_waiting(stopped(lane))
         state.running = False
         state.open = False
         state.draining = False
@@ -264,7 +297,7 @@ class Scheduler:
         lane = state.lanes.get((provider, model))
         if lane is None:
             lane = state.new_lane(provider, model)
-        if state.open and not lane.breaker.state:
+        if state.open and not lane.breaker.state and lane.remote is None:
             # Fast path: no one waits for these limiters and they all have room. No await, no allocation
             # but the permit, the clock read only when a limiter has buckets or a pause.
             now = _NEVER
@@ -302,34 +335,62 @@ class Scheduler:
                 lane.rejected += 1
                 raise refused
             probe = True
-        waiter = state.enqueue(lane, priority, tokens, probe, deadline)
-        state.dispatch()
-        fut = waiter.fut
-        if fut.done():
-            return Permit(lane, waiter.wait_s, tokens, fut.result(), probe)
-        kind = lane.block_kind
+        remote = lane.remote
+        if remote is None:
+            return await self._queue(state, lane, priority, tokens, deadline, probe, None)
+        # Shared limits first (an await on Redis), then the local queue (adaptive concurrency, draining).
+        try:
+            reservation = await remote.reserve(priority, tokens, deadline)
+        except BaseException as error:
+            if probe:
+                lane.breaker.probe_abandoned()
+            if isinstance(error, QueueTimeoutError):
+                lane.rejected += 1
+            raise
+        if reservation.held_by is not None:
+            self._throttled(state, lane, reservation.held_by)
+        try:
+            return await self._queue(state, lane, priority, tokens, deadline, probe, reservation)
+        except BaseException:
+            remote.release(reservation, tokens, None)
+            raise
+
+    def _throttled(self, state: LoopState, lane: Lane, kind: str) -> None:
         lane.throttled += 1
         if state.instruments is not None:
             state.instruments.throttled.add(
                 1, {names.GEN_AI_PROVIDER_NAME: lane.slot.metric_name, names.LIMIT_KIND: kind}
             )
+
+    async def _queue(
+        self, state: LoopState, lane: Lane, priority: int, tokens: int, deadline: float | None, probe: bool,
+        reservation: Any,
+    ) -> Permit:
+        """Wait in the local queue for the lane's limiters, and return the permit."""
+        waiter = state.enqueue(lane, priority, tokens, probe, deadline)
+        state.dispatch()
+        fut = waiter.fut
+        if fut.done():
+            return Permit(lane, waiter.wait_s, tokens, fut.result(), probe, reservation)
+        self._throttled(state, lane, lane.block_kind)
         if deadline is not None:
             delay = deadline - time.monotonic()
             if delay <= 0:
                 state.expire(waiter)
-                return Permit(lane, waiter.wait_s, tokens, fut.result(), probe)  # raises the QueueTimeoutError
+                fut.result()  # raises the QueueTimeoutError
             waiter.timer = asyncio.get_running_loop().call_later(delay, state.expire, waiter)
         try:
             ticket = await fut
         except asyncio.CancelledError:
             if fut.done() and not fut.cancelled() and fut.exception() is None:
                 # Admitted in the same instant the caller was cancelled: give back what it was given.
-                Permit(lane, waiter.wait_s, tokens, fut.result(), probe).release(success=False)
-            elif not waiter.removed:
+                Permit(lane, waiter.wait_s, tokens, fut.result(), probe, reservation).release(success=False)
+                raise
+            if not waiter.removed:
                 state.remove(waiter)
                 state.dispatch()  # it may have held back the waiters behind it
             raise
-        return Permit(lane, waiter.wait_s, tokens, ticket, probe)
+        return Permit(lane, waiter.wait_s, tokens, ticket, probe, reservation)
 
     # --- introspection ------------------------------------------------------------------------------------
     def get_stats(self) -> dict[str, Any]:

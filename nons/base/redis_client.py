@@ -1,0 +1,270 @@
+"""The Redis that NoN's replicas share, and what happens while it cannot be reached.
+
+One :class:`RedisLink` per URL (``NON_REDIS_URL``, or given to ``configure_scheduler(backend=...)``,
+``configure_cache`` and ``configure_budgets``) serves the scheduler's shared limits, the response cache and
+budgets. It keeps one asyncio client per event loop (a redis-py client belongs to the loop it connected in), with
+short timeouts (``NON_REDIS_TIMEOUT``) so that an unreachable Redis costs a call a fraction of a second, never a
+hang.
+
+When an operation fails because Redis is unreachable, its user calls :meth:`RedisLink.failed`: the link is *down*,
+one warning is logged for the outage, and every user falls back to its local behaviour (local limits at this
+replica's share, a local cache, local budgets) without touching Redis again. A probe pings Redis every
+``probe_interval_s`` from the event loop that saw the failure; when Redis answers, the link is up again (one info
+line says for how long it was down) and the users return to it. :meth:`RedisLink.degraded_seconds` is the total
+time spent down, the ongoing outage included.
+
+The ``redis`` package is imported only when a link is made: NoN without Redis never loads it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+import uuid
+import weakref
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
+
+from nons.base.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+__all__ = ["RedisLink", "link_from_settings", "safe_url"]
+
+logger = logging.getLogger("nons.redis")
+
+_SCHEMES = ("redis", "rediss", "unix")
+# Replicas that have not said they are alive for this long are no longer counted (see RedisLink.replicas).
+_REPLICA_TTL_S = 10.0
+_HEARTBEAT_EVERY_S = 1.0
+
+
+def safe_url(url: str) -> str:
+    """``url`` without its password, for logs and error messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
+
+
+class RedisLink:
+    """A Redis URL, its clients (one per event loop) and its outage state.
+
+    Args:
+        url: ``redis://[:password@]host:port/db``, ``rediss://...`` or ``unix:///path``.
+        timeout_s: the longest a Redis operation (or a connection attempt) may take before Redis counts as
+            unreachable (default ``NON_REDIS_TIMEOUT``, 0.5 s).
+        probe_interval_s: how often a down link pings Redis to see whether it is back.
+        local_share: the share of each shared limit and budget this replica uses while Redis is down (default
+            ``NON_REDIS_LOCAL_SHARE``, else ``1 / replicas()``).
+        prefix: the prefix of every key NoN writes.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout_s: float = 0.5,
+        probe_interval_s: float = 0.5,
+        local_share: float | None = None,
+        prefix: str = "nons",
+    ) -> None:
+        if not isinstance(url, str) or urlsplit(url).scheme not in _SCHEMES:
+            raise ConfigurationError(
+                f"the Redis URL must start with redis://, rediss:// or unix://, got {safe_url(str(url))!r}"
+            )
+        for name, value in (("timeout_s", timeout_s), ("probe_interval_s", probe_interval_s)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 60:
+                raise ConfigurationError(f"RedisLink.{name} must be a number of seconds in (0, 60], got {value!r}")
+        if local_share is not None and (
+            isinstance(local_share, bool) or not isinstance(local_share, (int, float)) or not 0 < local_share <= 1
+        ):
+            raise ConfigurationError(f"RedisLink.local_share must be in (0, 1], got {local_share!r}")
+        import redis.asyncio  # noqa: F401  (fail at configuration, not at the first call, when it is missing)
+
+        self.url = url
+        self.timeout_s = float(timeout_s)
+        self.probe_interval_s = float(probe_interval_s)
+        self.configured_share = local_share
+        self.prefix = prefix
+        #: This process's name among the replicas (leases and the replica count use it).
+        self.replica_id = f"{uuid.uuid4().hex[:12]}"
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Redis] = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+        self._down_since: float | None = None
+        self._degraded_total = 0.0
+        self._outages = 0
+        self._probe: asyncio.Task[None] | None = None
+        self._replicas = 1
+        self._heartbeat_at = -_HEARTBEAT_EVERY_S
+
+    def __repr__(self) -> str:
+        return f"RedisLink({safe_url(self.url)!r}, up={self.up})"
+
+    # --- clients ------------------------------------------------------------------------------------------
+    def client(self) -> Redis:
+        """The client of the running event loop (made on first use; connects lazily)."""
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:
+            from redis.asyncio import BlockingConnectionPool, Redis
+            from redis.asyncio.retry import Retry
+            from redis.backoff import NoBackoff
+
+            # A blocking pool: a burst of callers waits for a connection (each operation is bounded by the
+            # socket timeout) instead of failing with "too many connections", which is not an outage.
+            pool = BlockingConnectionPool.from_url(
+                self.url,
+                # Few connections: the limits take permits in batches, and a burst of connects on a busy machine
+                # could take longer than the timeout and look like an outage.
+                max_connections=8,
+                timeout=max(1.0, 20 * self.timeout_s),
+                socket_timeout=self.timeout_s,
+                socket_connect_timeout=self.timeout_s,
+                # No retries inside the client: an outage must be seen at once and handled by falling back.
+                retry=Retry(NoBackoff(), 0),
+            )
+            client = Redis(connection_pool=pool)
+            with self._lock:
+                self._clients[loop] = client
+        return client
+
+    @staticmethod
+    def unreachable(error: BaseException) -> bool:
+        """Whether ``error`` means Redis cannot be reached (as opposed to a bad command)."""
+        from redis.exceptions import ConnectionError as RedisConnectionError
+        from redis.exceptions import TimeoutError as RedisTimeoutError
+
+        return isinstance(error, (RedisConnectionError, RedisTimeoutError, OSError, asyncio.TimeoutError))
+
+    # --- outage state -------------------------------------------------------------------------------------
+    @property
+    def up(self) -> bool:
+        """Whether Redis is thought reachable. A down link (re)starts its probe in the running loop."""
+        if self._down_since is None:
+            return True
+        self._ensure_probe()
+        return False
+
+    @property
+    def outages(self) -> int:
+        """How many times Redis became unreachable."""
+        return self._outages
+
+    def degraded_seconds(self) -> float:
+        """Seconds spent with Redis unreachable, the ongoing outage included."""
+        since = self._down_since
+        return self._degraded_total + (0.0 if since is None else time.monotonic() - since)
+
+    def failed(self, error: BaseException) -> None:
+        """An operation found Redis unreachable: go local until the probe sees it back (logged once)."""
+        with self._lock:
+            if self._down_since is not None:
+                return
+            self._down_since = time.monotonic()
+            self._outages += 1
+        logger.warning(
+            "Redis at %s is unreachable (%s: %s): using local limits (this replica's share %.3g), a local "
+            "cache and local budgets until it is back",
+            safe_url(self.url), type(error).__name__, error, self.local_share(),
+        )
+        self._ensure_probe()
+
+    def _recovered(self) -> None:
+        with self._lock:
+            since = self._down_since
+            if since is None:
+                return
+            self._down_since = None
+            down = time.monotonic() - since
+            self._degraded_total += down
+        logger.info("Redis at %s is reachable again after %.1f s: shared limits, cache and budgets resume",
+                    safe_url(self.url), down)
+
+    def _ensure_probe(self) -> None:
+        probe = self._probe
+        if probe is not None and not probe.done() and not probe.get_loop().is_closed():
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._probe = loop.create_task(self._probe_until_up())
+
+    async def _probe_until_up(self) -> None:
+        while self._down_since is not None:
+            await asyncio.sleep(self.probe_interval_s)
+            try:
+                await asyncio.wait_for(self.client().ping(), self.timeout_s)
+            except Exception as error:
+                if not self.unreachable(error):
+                    logger.debug("Redis probe: %s", error)
+                # A broken connection may stay in the pool: start the next probe on a fresh one.
+                await self._reset_client()
+                continue
+            self._recovered()
+
+    async def _reset_client(self) -> None:
+        loop = asyncio.get_running_loop()
+        client = self._clients.pop(loop, None)
+        if client is not None:
+            with contextlib.suppress(Exception):
+                await client.aclose()
+
+    # --- replicas -----------------------------------------------------------------------------------------
+    def local_share(self) -> float:
+        """The share of a shared limit or budget this replica uses alone: the configured one, else
+        ``1 / replicas()``."""
+        return self.configured_share if self.configured_share is not None else 1.0 / max(1, self._replicas)
+
+    def replicas(self) -> int:
+        """Replicas that said they were alive in the last 10 s, as last seen (1 before the first look)."""
+        return self._replicas
+
+    async def heartbeat(self, client: Any) -> None:
+        """Say this replica is alive and count the live ones, at most once a second (callers call it freely)."""
+        now = time.monotonic()
+        if now - self._heartbeat_at < _HEARTBEAT_EVERY_S:
+            return
+        self._heartbeat_at = now
+        key = f"{self.prefix}:replicas"
+        wall = time.time()
+        async with client.pipeline(transaction=True) as pipe:
+            pipe.zadd(key, {self.replica_id: wall + _REPLICA_TTL_S})
+            pipe.zremrangebyscore(key, "-inf", wall)
+            pipe.zcard(key)
+            pipe.expire(key, int(_REPLICA_TTL_S * 4))
+            result = await pipe.execute()
+        self._replicas = max(1, int(result[2]))
+
+    async def close(self) -> None:
+        """Close the running loop's client (others close with their loops)."""
+        await self._reset_client()
+
+
+_links: dict[tuple[str, float, float | None], RedisLink] = {}
+
+
+def link_from_settings() -> RedisLink | None:
+    """The link of ``NON_REDIS_URL`` (one per URL and settings in the process), or ``None`` when it is unset."""
+    from nons.base.settings import get_settings
+
+    settings = get_settings()
+    if settings.redis_url is None:
+        return None
+    url = settings.redis_url.get_secret_value()
+    key = (url, settings.redis_timeout, settings.redis_local_share)
+    link = _links.get(key)
+    if link is None:
+        link = _links[key] = RedisLink(
+            url, timeout_s=settings.redis_timeout, local_share=settings.redis_local_share
+        )
+    return link

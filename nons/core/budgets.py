@@ -1,0 +1,387 @@
+"""Budgets: USD spending limits reserved before each LLM call is sent, and settled to its real cost after.
+
+Budgets come from a network's ``NetworkConfig(budgets=...)`` and from :func:`configure_budgets` (every
+network in the process). Each has a scope (:class:`~nons.base.types.BudgetScope`): one ``pass``, a
+``network`` by name, a ``caller`` (the one named by :func:`spending_for` around the call) or this ``process``;
+and optionally a window (``window_s``) after which it starts again.
+
+Before an attempt is sent, its worst case is reserved against every budget that applies: the input tokens
+counted (UTF-8 bytes / 3, which is above what any of the providers' tokenizers count for prose and code) plus
+``max_tokens`` (4,096 when the model config sets none) at the model's price. When a budget cannot hold it, the
+call fails with :class:`~nons.base.errors.BudgetExceededError` before any provider is called, and the layer's
+error policy applies. When the attempt ends, the reservation is settled to the real cost (nothing for a failed
+attempt). Reservations are atomic, so concurrent calls never overshoot a budget: the worst cases of the calls
+in flight and the real costs of those that ended never add up to more than the limit. (Only a call without
+``max_tokens`` whose answer is longer than 4,096 tokens can spend beyond its reservation.) A model without a
+known price reserves nothing: its cost is unknown, as ``nons.cost.unknown`` says.
+
+Network and caller budgets live in Redis when one is configured (``NON_REDIS_URL``, or
+``configure_budgets(..., redis=...)``), so every replica counts against the same limit. While Redis is
+unreachable each replica spends from a local budget: its share of what was left of the limit when Redis last
+answered, so that together the replicas stay within it. Pass and process budgets are always local.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import logging
+import math
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from nons.base.errors import BudgetExceededError, ConfigurationError
+from nons.base.messages import LLMRequest
+from nons.base.redis_client import RedisLink, link_from_settings
+from nons.base.results import Usage
+from nons.base.types import Budget, BudgetScope
+from nons.core.pricing import price_usd
+from nons.core.scheduler.redis_limits import register_degraded_time
+
+if TYPE_CHECKING:
+    from redis.commands.core import AsyncScript
+
+__all__ = [
+    "UNSET_MAX_TOKENS",
+    "BudgetHold",
+    "Budgets",
+    "configure_budgets",
+    "current_caller",
+    "get_budgets",
+    "spending_for",
+    "worst_case_usd",
+]
+
+logger = logging.getLogger("nons.budgets")
+
+#: Output tokens reserved for a call whose model config sets no ``max_tokens``.
+UNSET_MAX_TOKENS = 4096
+
+_caller: contextvars.ContextVar[str | None] = contextvars.ContextVar("nons_caller", default=None)
+
+# Reserve all or nothing: KEYS are the budgets' keys; ARGV: amount, then per key: limit, window in ms (0: none).
+# Returns {0 when reserved, else the 1-based index of the budget that cannot hold it; then each key's use}.
+_RESERVE = """
+local amount = tonumber(ARGV[1])
+local used = {}
+for i = 1, #KEYS do
+  used[i] = tonumber(redis.call('GET', KEYS[i]) or '0')
+end
+for i = 1, #KEYS do
+  if used[i] + amount > tonumber(ARGV[2 * i]) * (1 + 1e-12) then
+    local out = {i}
+    for j = 1, #KEYS do out[j + 1] = string.format('%.17g', used[j]) end
+    return out
+  end
+end
+local out = {0}
+for i = 1, #KEYS do
+  local fresh = redis.call('EXISTS', KEYS[i]) == 0
+  out[i + 1] = redis.call('INCRBYFLOAT', KEYS[i], amount)
+  local window = tonumber(ARGV[2 * i + 1])
+  if fresh and window > 0 then redis.call('PEXPIRE', KEYS[i], window) end
+end
+return out
+"""
+# Settle: add ARGV[1] (negative: give back) to each key that still exists (an expired window owes nothing).
+_SETTLE = """
+for i = 1, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 1 then redis.call('INCRBYFLOAT', KEYS[i], ARGV[1]) end
+end
+return 0
+"""
+
+
+@contextlib.contextmanager
+def spending_for(caller: str) -> Iterator[None]:
+    """Charge the LLM calls made inside this block (tasks started in it included) to ``caller``'s budgets."""
+    if not isinstance(caller, str) or not caller:
+        raise ConfigurationError(f"a caller must be a non-empty string, got {caller!r}")
+    token = _caller.set(caller)
+    try:
+        yield
+    finally:
+        _caller.reset(token)
+
+
+def current_caller() -> str | None:
+    """The caller named by the innermost :func:`spending_for`, if any."""
+    return _caller.get()
+
+
+def worst_case_usd(provider_id: str | None, request: LLMRequest) -> float | None:
+    """The most an attempt of ``request`` can cost (see the module's doc), or ``None`` when its price is unknown."""
+    text_bytes = sum(len(m.content.encode()) for m in request.messages) + len((request.system or "").encode())
+    input_tokens = math.ceil(text_bytes / 3) + 8 * (len(request.messages) + 1)
+    output_tokens = request.config.max_tokens or UNSET_MAX_TOKENS
+    return price_usd(provider_id, request.model, Usage(input_tokens=input_tokens, output_tokens=output_tokens))
+
+
+class _Window:
+    __slots__ = ("ends", "used")
+
+    def __init__(self, ends: float) -> None:
+        self.used = 0.0
+        self.ends = ends
+
+
+class LocalLedger:
+    """Budgets counted in this process (thread-safe): what is reserved or spent per key, per window."""
+
+    def __init__(self) -> None:
+        self._windows: dict[str, _Window] = {}
+        self._lock = threading.Lock()
+
+    def reserve(self, keys: Sequence[tuple[str, float, float | None]], amount: float) -> int:
+        """Reserve ``amount`` against every ``(key, limit, window_s)``; 0, or the 1-based index of the one that
+        cannot hold it (then nothing is reserved)."""
+        now = time.monotonic()
+        with self._lock:
+            windows = []
+            for index, (key, limit, window_s) in enumerate(keys, 1):
+                window = self._windows.get(key)
+                if window is None or now >= window.ends:
+                    window = self._windows[key] = _Window(now + window_s if window_s else math.inf)
+                if window.used + amount > limit * (1 + 1e-12):
+                    return index
+                windows.append(window)
+            for window in windows:
+                window.used += amount
+        return 0
+
+    def settle(self, keys: Sequence[str], delta: float) -> None:
+        with self._lock:
+            for key in keys:
+                window = self._windows.get(key)
+                if window is not None:
+                    window.used = max(0.0, window.used + delta)
+
+    def used(self, key: str) -> float:
+        window = self._windows.get(key)
+        return 0.0 if window is None or time.monotonic() >= window.ends else window.used
+
+
+@dataclass(slots=True)
+class BudgetHold:
+    """What one attempt reserved, to settle when it ends."""
+
+    amount: float
+    pass_ledger: LocalLedger
+    #: (name, scope) of every budget it counts against, for the metrics.
+    labels: list[tuple[str, str]] = field(default_factory=list)
+    pass_keys: list[str] = field(default_factory=list)
+    process_keys: list[str] = field(default_factory=list)
+    shared_keys: list[str] = field(default_factory=list)
+
+
+_SHARED = (BudgetScope.NETWORK, BudgetScope.CALLER)
+
+
+class Budgets:
+    """The budgets of every network in the process, and where they are counted (see the module's doc)."""
+
+    def __init__(self, budgets: Sequence[Budget] = (), redis: RedisLink | str | None = None) -> None:
+        for budget in budgets:
+            if not isinstance(budget, Budget):
+                raise ConfigurationError(f"budgets must be Budget objects, got {type(budget).__name__}")
+            if budget.per is BudgetScope.PASS:
+                raise ConfigurationError("a pass budget belongs to a network: NetworkConfig(budgets=[...])")
+        self.budgets = tuple(budgets)
+        self.link = RedisLink(redis) if isinstance(redis, str) else redis
+        if self.link is not None:
+            register_degraded_time(self.link)
+        self.local = LocalLedger()
+        self._scripts: tuple[AsyncScript, AsyncScript] | None = None
+        self._settling: set[asyncio.Task[None]] = set()
+        # What was left of each shared budget when Redis last answered (the base of the local share in an outage).
+        self._left: dict[str, float] = {}
+        #: The share of each (name, scope) budget used, as last seen here (``nons.budget.usage``).
+        self.usage: dict[tuple[str, str], float] = {}
+        _register_usage()
+
+    def applicable(self, network: str, network_budgets: Sequence[Budget]) -> list[tuple[Budget, str]]:
+        """Every budget that applies to a call of ``network`` now, with its key; caller budgets only inside
+        :func:`spending_for`."""
+        caller = _caller.get()
+        found = []
+        for budget in (*network_budgets, *self.budgets):
+            if budget.per is BudgetScope.NETWORK:
+                key = f"network:{network}:{budget.label}"
+            elif budget.per is BudgetScope.CALLER:
+                if caller is None:
+                    continue
+                key = f"caller:{caller}:{budget.label}"
+            elif budget.per is BudgetScope.PROCESS:
+                key = f"process:{budget.label}"
+            else:
+                key = f"pass:{budget.label}"
+            found.append((budget, key))
+        return found
+
+    async def reserve(
+        self, applicable: list[tuple[Budget, str]], pass_ledger: LocalLedger, amount: float, provider: str,
+        model: str,
+    ) -> BudgetHold:
+        """Reserve ``amount`` USD against each applicable budget, all or none; else raise BudgetExceededError."""
+        hold = BudgetHold(amount, pass_ledger, [(b.label, b.per.value) for b, _ in applicable])
+        link = self.link
+        # (budget, key, the limit counted here) of the budgets counted in this process.
+        local = [(b, k, b.usd) for b, k in applicable if b.per not in _SHARED or link is None]
+        shared = [(b, k) for b, k in applicable if b.per in _SHARED and link is not None]
+        if shared:
+            assert link is not None
+            refused = await self._reserve_shared(link, shared, amount) if link.up else None
+            if refused is None:
+                # Redis is unreachable: this replica's share of what was left when it was last seen, counted
+                # here, so that the replicas together stay within the limit.
+                share = link.local_share()
+                local.extend((b, k, share * self._left.get(k, b.usd)) for b, k in shared)
+            elif refused:
+                _refuse(shared[refused - 1][0], amount, provider, model)
+            else:
+                hold.shared_keys = [self._key(k) for _, k in shared]
+        in_pass = [(k, limit, b.window_s) for b, k, limit in local if b.per is BudgetScope.PASS]
+        in_process = [(k, limit, b.window_s) for b, k, limit in local if b.per is not BudgetScope.PASS]
+        failing: str | None = None
+        refused_here = pass_ledger.reserve(in_pass, amount) if in_pass else 0
+        if refused_here:
+            failing = in_pass[refused_here - 1][0]
+        elif in_process:
+            refused_here = self.local.reserve(in_process, amount)
+            if refused_here:
+                pass_ledger.settle([k for k, _, _ in in_pass], -amount)
+                failing = in_process[refused_here - 1][0]
+        if failing is not None:
+            if hold.shared_keys:
+                await self._settle_shared(hold.shared_keys, -amount)
+            _refuse(next(b for b, k, _ in local if k == failing), amount, provider, model)
+        hold.pass_keys = [k for k, _, _ in in_pass]
+        hold.process_keys = [k for k, _, _ in in_process]
+        for budget, key, limit in local:
+            if budget.per is not BudgetScope.PASS:
+                self._seen(budget, self.local.used(key) / limit if limit else 1.0)
+        return hold
+
+    def _seen(self, budget: Budget, ratio: float) -> None:
+        label = (budget.label, budget.per.value)
+        self.usage[label] = max(0.0, ratio)
+
+    def settle(self, hold: BudgetHold, cost: float | None) -> None:
+        """The attempt ended having cost ``cost`` (``None``: unknown; 0 for a failed attempt). Never awaits: the
+        shared part is settled in the background, so a cancelled call settles too."""
+        delta = (cost or 0.0) - hold.amount
+        if delta == 0:
+            return
+        hold.pass_ledger.settle(hold.pass_keys, delta)
+        self.local.settle(hold.process_keys, delta)
+        if hold.shared_keys:
+            task = asyncio.get_running_loop().create_task(self._settle_shared(hold.shared_keys, delta))
+            self._settling.add(task)
+            task.add_done_callback(self._settling.discard)
+
+    async def settled(self) -> None:
+        """Wait until every settlement under way in Redis is done (for tests and shutdown)."""
+        while self._settling:
+            await asyncio.gather(*list(self._settling), return_exceptions=True)
+
+    # --- Redis ----------------------------------------------------------------------------------------------
+    def _key(self, key: str) -> str:
+        assert self.link is not None
+        return f"{self.link.prefix}:budget:{key}"
+
+    def _redis_scripts(self, link: RedisLink) -> tuple[AsyncScript, AsyncScript]:
+        if self._scripts is None:
+            client = link.client()
+            self._scripts = (client.register_script(_RESERVE), client.register_script(_SETTLE))
+        return self._scripts
+
+    async def _reserve_shared(self, link: RedisLink, shared: list[tuple[Budget, str]], amount: float) -> int | None:
+        """0 when reserved, the refusing budget's 1-based index, or ``None`` when Redis is unreachable."""
+        args: list[Any] = [repr(amount)]
+        for budget, _ in shared:
+            args.extend((repr(budget.usd), int(budget.window_s * 1000) if budget.window_s else 0))
+        try:
+            reserve, _ = self._redis_scripts(link)
+            answer = await reserve(keys=[self._key(k) for _, k in shared], args=args, client=link.client())
+        except Exception as error:
+            if not link.unreachable(error):
+                logger.error("budget reservation in Redis failed, counting locally: %s", error)
+            link.failed(error)
+            return None
+        for (budget, key), used in zip(shared, answer[1:], strict=True):
+            self._left[key] = max(0.0, budget.usd - float(used))
+            self._seen(budget, float(used) / budget.usd)
+        return int(answer[0])
+
+    async def _settle_shared(self, keys: list[str], delta: float) -> None:
+        link = self.link
+        if link is None or not link.up:
+            return  # the window's reservation stays: erring on the side of spending less
+        try:
+            _, settle = self._redis_scripts(link)
+            await settle(keys=keys, args=[repr(delta)], client=link.client())
+        except Exception as error:
+            if not link.unreachable(error):
+                logger.error("budget settlement in Redis failed: %s", error)
+            link.failed(error)
+
+
+def _refuse(budget: Budget, amount: float, provider: str, model: str) -> None:
+    window = f" per {budget.window_s:g} s" if budget.window_s else ""
+    raise BudgetExceededError(
+        f"the {budget.label} budget of ${budget.usd:g}{window} cannot hold this call's worst case of "
+        f"${amount:.6f} on {provider} model {model!r}",
+        budget=budget.label, scope=budget.per.value, limit_usd=budget.usd, needed_usd=amount, provider=provider,
+        model=model,
+    )
+
+
+_budgets: Budgets | None = None
+_usage_registered = False
+
+
+def _register_usage() -> None:
+    """Report the process's budgets' use as the observable gauge ``nons.budget.usage`` (once per process)."""
+    global _usage_registered
+    if _usage_registered:
+        return
+    _usage_registered = True
+    from opentelemetry import metrics
+
+    from nons.base.version import __version__
+    from nons.observability import names
+
+    def observe(options: Any) -> list[metrics.Observation]:
+        book = _budgets
+        if book is None:
+            return []
+        return [
+            metrics.Observation(ratio, {names.BUDGET_NAME: name, names.BUDGET_SCOPE: scope})
+            for (name, scope), ratio in list(book.usage.items())
+        ]
+
+    metrics.get_meter(names.SCOPE, __version__).create_observable_gauge(
+        # Not "1": the collector and Prometheus 3 would append _ratio to the name, the SDK's reader would not.
+        names.METRIC_BUDGET_USAGE, callbacks=[observe], unit="{share}",
+        description="Share of each budget used in its window (reserved and spent / limit), as last seen here.",
+    )
+
+
+def configure_budgets(*budgets: Budget, redis: RedisLink | str | None = None) -> Budgets:
+    """Set the budgets every network in the process spends from (network, caller and process scopes), and
+    return them. ``redis``: where network and caller budgets are shared (default ``NON_REDIS_URL``)."""
+    global _budgets
+    _budgets = Budgets(budgets, redis if redis is not None else link_from_settings())
+    return _budgets
+
+
+def get_budgets() -> Budgets:
+    """The process's budgets (none, sharing through ``NON_REDIS_URL`` if set, until configured)."""
+    global _budgets
+    if _budgets is None:
+        _budgets = Budgets((), link_from_settings())
+    return _budgets

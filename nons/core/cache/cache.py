@@ -1,0 +1,151 @@
+"""The response cache and its single-flight: concurrent identical calls make one provider call and share it.
+
+:meth:`ResponseCache.fetch` looks the key up (in process, then in Redis when shared); on a miss, exactly one
+caller (the *leader*) makes the call, and every identical call that arrives meanwhile waits for its answer:
+
+- in one event loop, followers await the leader's future;
+- across replicas (Redis), the leader holds a lock key (``SET NX`` with an expiry, so a crashed leader cannot
+  hold it for ever); a replica that finds the lock taken polls for the answer (5 ms, doubling to 100 ms) until
+  it appears, or until the lock is gone without one (the leader failed), when it takes the lock itself. A
+  leader re-reads the cache after taking the lock, so an answer stored in between is never fetched twice.
+
+A leader's failure reaches its followers in the same loop (as Go's singleflight does: one failure, not a
+stampede of retries); followers in other replicas try again themselves. When Redis is unreachable the cache is
+in process only until it is back; a call never fails because of the cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+
+from nons.base.redis_client import RedisLink
+from nons.core.cache.keys import Entry
+from nons.core.cache.stores import MemoryStore, RedisStore
+from nons.core.scheduler.redis_limits import register_degraded_time
+
+__all__ = ["ResponseCache"]
+
+logger = logging.getLogger("nons.cache")
+
+_POLL_FIRST_S = 0.005
+_POLL_MAX_S = 0.1
+# Deletes the lock only if it is still ours (it may have expired and been taken by another leader).
+_UNLOCK = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+
+
+class ResponseCache:
+    """Cached LLM answers with single-flight, in process or shared through Redis (see the module's doc).
+
+    Args:
+        max_entries: the most answers kept (in process, and in Redis).
+        redis: a :class:`~nons.base.redis_client.RedisLink` (or URL) to share the cache and its single-flight
+            across replicas; ``None`` keeps it in process.
+        flight_timeout_s: the longest a follower waits for another replica's leader before calling itself.
+    """
+
+    def __init__(
+        self, max_entries: int = 10_000, redis: RedisLink | str | None = None, flight_timeout_s: float = 300.0
+    ) -> None:
+        self.memory = MemoryStore(max_entries)
+        link = RedisLink(redis) if isinstance(redis, str) else redis
+        self.link = link
+        self.shared = None if link is None else RedisStore(link, max_entries)
+        if link is not None:
+            register_degraded_time(link)
+        self.flight_timeout_s = flight_timeout_s
+        self._flights: dict[tuple[asyncio.AbstractEventLoop, str], asyncio.Future[Entry]] = {}
+
+    async def fetch(
+        self, key: str, ttl_s: float, compute: Callable[[], Awaitable[Entry]]
+    ) -> tuple[Entry, bool]:
+        """The answer for ``key`` and whether it came without a provider call (a hit, or another caller's
+        flight); on a miss ``compute()`` makes the call and its answer is stored for ``ttl_s`` seconds."""
+        found = self.memory.get(key)
+        if found is not None:
+            return found, True
+        flight_key = (asyncio.get_running_loop(), key)
+        flight = self._flights.get(flight_key)
+        if flight is not None:
+            return await asyncio.shield(flight), True
+        flight = asyncio.get_running_loop().create_future()
+        self._flights[flight_key] = flight
+        try:
+            entry, hit = await self._fetch_shared(key, ttl_s, compute)
+        except BaseException as error:
+            if not flight.done():
+                flight.set_exception(error)
+                flight.exception()  # retrieved: a flight without followers must not log "never retrieved"
+            raise
+        else:
+            flight.set_result(entry)
+        finally:
+            del self._flights[flight_key]
+        self.memory.set(key, entry, ttl_s)
+        return entry, hit
+
+    async def _fetch_shared(
+        self, key: str, ttl_s: float, compute: Callable[[], Awaitable[Entry]]
+    ) -> tuple[Entry, bool]:
+        store, link = self.shared, self.link
+        if store is None or link is None or not link.up:
+            return await compute(), False
+        token = secrets.token_hex(8)
+        try:
+            found = await store.get(key)
+            if found is not None:
+                return found, True
+            found = await self._lead_or_follow(store, key, token)
+        except Exception as error:
+            self._unreachable(link, error)
+            return await compute(), False
+        if found is not None:
+            return found, True
+        try:
+            entry = await compute()
+            # Stored before the lock goes: a follower that sees no lock must see the answer.
+            try:
+                await store.set(key, entry, ttl_s)
+            except Exception as error:
+                self._unreachable(link, error)
+        finally:
+            await self._unlock(store, key, token)
+        return entry, False
+
+    async def _lead_or_follow(self, store: RedisStore, key: str, token: str) -> Entry | None:
+        """Take the flight's lock (then ``None``: this caller leads) or wait for the leader's answer."""
+        client = store.link.client()
+        lock = store.flight(key)
+        lock_ms = int(self.flight_timeout_s * 1000)
+        deadline = time.monotonic() + self.flight_timeout_s
+        pause = _POLL_FIRST_S
+        while True:
+            if await client.set(lock, token, nx=True, px=lock_ms):
+                # Led now; an answer stored between our miss and our lock must not be fetched again.
+                found = await store.get(key)
+                if found is not None:
+                    await self._unlock(store, key, token)
+                return found
+            await asyncio.sleep(pause)
+            pause = min(_POLL_MAX_S, pause * 2)
+            found = await store.get(key)
+            if found is not None:
+                return found
+            if time.monotonic() > deadline:
+                return None  # the leader is too slow: call without the lock (the lock stays the leader's)
+
+    async def _unlock(self, store: RedisStore, key: str, token: str) -> None:
+        try:
+            client = store.link.client()
+            await client.eval(_UNLOCK, 1, store.flight(key), token)  # type: ignore[misc]
+        except Exception as error:
+            self._unreachable(store.link, error)
+
+    @staticmethod
+    def _unreachable(link: RedisLink, error: Exception) -> None:
+        if not link.unreachable(error):
+            logger.error("the shared response cache failed, using the local one: %s", error)
+        link.failed(error)

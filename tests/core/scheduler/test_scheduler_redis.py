@@ -1,0 +1,160 @@
+"""The Redis limits backend against a real Redis: two schedulers in one process stand for two replicas (each has
+its own gates and client; only Redis is shared). The cross-process runs are in test_scheduler_redis_replicas."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+
+import pytest
+
+from nons.base.errors import ConfigurationError, QueueTimeoutError, RateLimitError
+from nons.base.redis_client import RedisLink
+from nons.core.scheduler import LocalLimits, RateLimitConfig, RedisLimits, Scheduler, configure_scheduler
+from nons.core.types import ModelProvider
+
+pytestmark = pytest.mark.integration
+MOCK = ModelProvider.MOCK
+
+
+def replica(url: str, limits: RateLimitConfig, **backend: float) -> Scheduler:
+    return Scheduler({MOCK: limits}, backend=RedisLimits(RedisLink(url), **backend))
+
+
+def test_the_backend_comes_from_the_argument_or_non_redis_url(redis_server, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    assert isinstance(configure_scheduler(backend=redis_server.url).limit_backend, RedisLimits)
+    assert isinstance(Scheduler().limit_backend, LocalLimits)
+    monkeypatch.setenv("NON_REDIS_URL", redis_server.url)
+    assert isinstance(Scheduler().limit_backend, RedisLimits)
+    with pytest.raises(ConfigurationError, match="redis://"):
+        Scheduler(backend="http://127.0.0.1:1")
+    with pytest.raises(ConfigurationError, match="LimitBackend"):
+        Scheduler(backend=object())  # type: ignore[arg-type]
+
+
+def test_redis_is_not_imported_unless_it_is_configured() -> None:
+    code = (
+        "import asyncio, sys\n"
+        "from nons import NoN\n"
+        "asyncio.run(NoN.from_operators(['generate']).forward('hello'))\n"
+        "print('redis' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+async def test_concurrency_is_shared_and_a_crashed_replicas_slots_expire(redis_server) -> None:  # type: ignore[no-untyped-def]
+    limits = RateLimitConfig(max_concurrent=2)
+    crashed, live = replica(redis_server.url, limits, lease_s=1.0), replica(redis_server.url, limits)
+    await crashed.acquire(MOCK, "m")
+    await crashed.acquire(MOCK, "m")  # both slots, never released: this replica "crashes" holding them
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(live.acquire(MOCK, "m"), 0.3)
+    started = time.monotonic()
+    permit = await asyncio.wait_for(live.acquire(MOCK, "m"), 5.0)  # admitted once the leases expire
+    assert time.monotonic() - started < 1.5
+    permit.release()
+
+
+async def test_token_reservations_are_settled_to_real_usage(redis_server) -> None:  # type: ignore[no-untyped-def]
+    # 600 a minute with ten seconds of burst: a bucket of 100 tokens that refills ten a second.
+    a = replica(redis_server.url, RateLimitConfig(tokens_per_minute=600, burst_seconds=10))
+    permit = await a.acquire(MOCK, "m", estimated_tokens=80)
+    key = "nons:limit:{mock}:mock:tpm"
+    level_after_take = await _level(redis_server.url, key)
+    assert level_after_take == pytest.approx(20, abs=3)  # 100 - 80, plus at most a little refill
+    permit.release(success=True, tokens_used=30)
+    await _settled(a)
+    assert await _level(redis_server.url, key) == pytest.approx(70, abs=3)  # the 50 unused came back
+
+
+async def _level(url: str, key: str) -> float:
+    from redis.asyncio import Redis
+
+    client = Redis.from_url(url)
+    try:
+        return float(await client.hget(key, "l"))  # type: ignore[misc]
+    finally:
+        await client.aclose()
+
+
+async def _settled(scheduler: Scheduler) -> None:
+    """Wait until the scheduler's gates have flushed what their releases settle."""
+    backend = scheduler.limit_backend
+    assert isinstance(backend, RedisLimits)
+    for _ in range(100):
+        gates = backend._gates.get(asyncio.get_running_loop(), [])
+        if all(not g.settling and (g.flusher is None or g.flusher.done()) for g in gates):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the releases were not settled")
+
+
+async def test_a_retry_hint_received_by_one_replica_pauses_the_provider_for_all(redis_server) -> None:  # type: ignore[no-untyped-def]
+    limits = RateLimitConfig(max_concurrent=10)
+    hinted, other = replica(redis_server.url, limits), replica(redis_server.url, limits)
+    permit = await hinted.acquire(MOCK, "m")
+    permit.release(success=False, error=RateLimitError("slow down", retry_after_s=0.6))
+    await _settled(hinted)
+    started = time.monotonic()
+    later = await other.acquire(MOCK, "m")
+    assert time.monotonic() - started >= 0.4  # held by the other replica's pause, not by anything local
+    assert other.get_stats()["throttled"] == 1
+    later.release()
+
+
+async def test_waiting_for_shared_limits_has_the_queue_deadline(redis_server) -> None:  # type: ignore[no-untyped-def]
+    scheduler = replica(redis_server.url, RateLimitConfig(requests_per_minute=1))
+    (await scheduler.acquire(MOCK, "m")).release()
+    with pytest.raises(QueueTimeoutError, match="requests_per_minute"):
+        await scheduler.acquire(MOCK, "m", deadline=time.monotonic() + 0.2)
+    assert scheduler.get_stats()["rejected"] == 1
+
+
+async def test_a_cancelled_caller_leaves_the_shared_queue_and_frees_nothing_it_did_not_take(redis_server) -> None:  # type: ignore[no-untyped-def]
+    scheduler = replica(redis_server.url, RateLimitConfig(max_concurrent=1))
+    holder = await scheduler.acquire(MOCK, "m")
+    waiting = asyncio.ensure_future(scheduler.acquire(MOCK, "m"))
+    await asyncio.sleep(0.1)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    holder.release()
+    permit = await asyncio.wait_for(scheduler.acquire(MOCK, "m"), 2.0)
+    permit.release()
+
+
+async def test_unreachable_redis_means_local_limits_and_no_failed_call(redis_factory, caplog) -> None:  # type: ignore[no-untyped-def]
+    caplog.set_level("INFO", logger="nons.redis")
+    server = redis_factory()
+    server.kill()  # its port is closed: nothing listens there
+    link = RedisLink(server.url, local_share=0.5)
+    scheduler = Scheduler({MOCK: RateLimitConfig(requests_per_minute=120)}, backend=RedisLimits(link))
+    started = time.monotonic()
+    for _ in range(2):
+        (await asyncio.wait_for(scheduler.acquire(MOCK, "m"), 5.0)).release()
+    # Half of 120 a minute is one a second, starting empty: two permits take about two seconds, not less.
+    assert time.monotonic() - started >= 1.5
+    assert link.outages == 1 and link.degraded_seconds() > 0
+    assert [r.levelname for r in caplog.records] == ["WARNING"]  # logged once for the outage, not per call
+    assert "unreachable" in caplog.records[0].getMessage()
+    server.start()
+    await asyncio.sleep(link.probe_interval_s * 3)
+    assert link.up
+    assert [r.levelname for r in caplog.records] == ["WARNING", "INFO"]  # and once when it is back
+    (await asyncio.wait_for(scheduler.acquire(MOCK, "m"), 5.0)).release()
+
+
+async def test_stopping_fails_what_waits_for_shared_limits(redis_server) -> None:  # type: ignore[no-untyped-def]
+    from nons.base.errors import SchedulerStoppedError
+
+    scheduler = replica(redis_server.url, RateLimitConfig(max_concurrent=1))
+    holder = await scheduler.acquire(MOCK, "m")
+    waiting = asyncio.ensure_future(scheduler.acquire(MOCK, "m"))
+    await asyncio.sleep(0.1)
+    await scheduler.stop()
+    with pytest.raises(SchedulerStoppedError):
+        await waiting
+    holder.release()

@@ -1,0 +1,182 @@
+"""Budgets: a call's worst case is reserved before it is sent, refused with BudgetExceededError when it does not
+fit, and settled to the real cost after; concurrent reservations never overshoot, in one process or across
+replicas sharing Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from nons import (
+    Budget,
+    BudgetExceededError,
+    ConfigurationError,
+    ErrorPolicy,
+    LayerConfig,
+    ModelConfig,
+    ModelProvider,
+    NetworkConfig,
+    Node,
+    NoN,
+)
+from nons.base.messages import LLMRequest, Message
+from nons.base.results import LLMCallRecord
+from nons.base.settings import get_settings
+from nons.core import budgets as budgets_module
+from nons.core.budgets import Budgets, configure_budgets, spending_for, worst_case_usd
+from nons.core.call import CallSite, PassContext, call_llm
+
+# gemini-2.0-flash has a known price; the simulated provider charges it. 50 ms per call, so calls overlap.
+MODEL = ModelConfig(
+    provider=ModelProvider.MOCK, model_name="gemini-2.0-flash", max_tokens=100, extra_params={"mock_latency_s": 0.05}
+)
+MESSAGES = [Message("user", "What is the capital of France?")]
+
+
+@pytest.fixture(autouse=True)
+def _no_process_budgets() -> Iterator[None]:
+    saved = budgets_module._budgets
+    budgets_module._budgets = Budgets()
+    yield
+    budgets_module._budgets = saved
+
+
+def worst_case() -> float:
+    request = LLMRequest(provider=ModelProvider.MOCK, model=MODEL.model_name or "", config=MODEL, messages=MESSAGES)
+    cost = worst_case_usd(None, request)
+    assert cost is not None and cost > 0
+    return cost
+
+
+async def calls(n: int, network: str = "budgeted", budgets: tuple[Budget, ...] = ()) -> tuple[
+    list[LLMCallRecord], list[BaseException]
+]:
+    ctx = PassContext.start(network, "pass", get_settings(), budgets)
+    site = CallSite("node", "generate", MODEL, (), LayerConfig())
+    records: list[LLMCallRecord] = []
+    outcomes = await asyncio.gather(*(call_llm(ctx, site, list(MESSAGES), records) for _ in range(n)),
+                                    return_exceptions=True)
+    return records, [o for o in outcomes if isinstance(o, BaseException)]
+
+
+async def test_200_concurrent_calls_against_a_budget_worth_50_never_overshoot() -> None:
+    limit = 50 * worst_case()
+    records, errors = await calls(200, budgets=(Budget(usd=limit, per="pass"),))
+    # All 200 reserve before any ends (each takes 50 ms): exactly 50 worst cases fit, the rest are refused
+    # before reaching the provider.
+    assert len(records) == 50
+    assert len(errors) == 150 and all(isinstance(e, BudgetExceededError) for e in errors)
+    assert sum(r.cost_usd or 0 for r in records) <= limit
+    error = errors[0]
+    assert isinstance(error, BudgetExceededError)
+    assert error.budget == "pass" and error.limit_usd == limit and error.needed_usd == pytest.approx(worst_case())
+    assert "worst case" in str(error) and not error.retryable
+
+
+async def test_a_reservation_is_settled_to_the_real_cost() -> None:
+    book = configure_budgets(Budget(usd=1.0, per="process"))
+    records, errors = await calls(3)
+    assert not errors
+    spent = sum(r.cost_usd or 0 for r in records)
+    assert 0 < spent < 3 * worst_case()  # settled: the real cost, not the worst cases reserved
+    assert book.local.used("process:process") == pytest.approx(spent)
+
+
+async def test_a_failed_attempt_gives_its_reservation_back() -> None:
+    book = configure_budgets(Budget(usd=1.0, per="process"))
+    ctx = PassContext.start("n", "pass", get_settings())
+    failing = MODEL.model_copy(update={"extra_params": {"mock_failure_rate": 1.0, "mock_failure_kind": "server_error"}})
+    with pytest.raises(Exception) as raised:
+        await call_llm(ctx, CallSite("node", "generate", failing, (), LayerConfig()), list(MESSAGES), [])
+    assert not isinstance(raised.value, BudgetExceededError)
+    assert book.local.used("process:process") == 0
+
+
+async def test_caller_budgets_apply_inside_spending_for() -> None:
+    configure_budgets(Budget(usd=2.5 * worst_case(), per="caller"))
+    with spending_for("alice"):
+        records, errors = await calls(5)
+    assert len(records) == 2 and len(errors) == 3
+    with spending_for("bob"):
+        records, errors = await calls(1)
+    assert len(records) == 1 and not errors  # bob has his own budget
+    records, errors = await calls(5)
+    assert len(records) == 5  # no caller named: caller budgets do not apply
+
+
+async def test_a_refused_call_meets_the_layers_error_policy() -> None:
+    network = NoN.from_operators(
+        [Node("generate", MODEL) * 20],
+        layer_config=LayerConfig(error_policy=ErrorPolicy.SKIP_AND_CONTINUE),
+        config=NetworkConfig(name="capped", budgets=(Budget(usd=4e-4, per="pass"),)),
+    )
+    result = await network.run("Name a colour.")
+    failed = [n for n in result.layers[0].node_results if not n.success]
+    assert failed and len(failed) < 20
+    assert all(isinstance(n.error.cause, BudgetExceededError) for n in failed)  # type: ignore[union-attr]
+    assert result.cost_usd <= 4e-4
+
+
+async def test_a_windowed_budget_starts_again_when_its_window_ends() -> None:
+    configure_budgets(Budget(usd=1.5 * worst_case(), per="process", window_s=0.3))
+    records, errors = await calls(2)
+    assert len(records) == 1 and len(errors) == 1
+    await asyncio.sleep(0.35)
+    records, errors = await calls(1)
+    assert len(records) == 1 and not errors
+
+
+def test_bad_budgets_are_configuration_errors() -> None:
+    with pytest.raises(ConfigurationError, match="pass budget"):
+        configure_budgets(Budget(usd=1, per="pass"))
+    with pytest.raises(ValueError):
+        Budget(usd=0)
+    with pytest.raises(ConfigurationError, match="caller"), spending_for(""):
+        pass
+
+
+@pytest.mark.integration
+async def test_network_budgets_shared_in_redis_never_overshoot_under_concurrency(redis_server) -> None:  # type: ignore[no-untyped-def]
+    limit = 50 * worst_case()
+    book = configure_budgets(Budget(usd=limit, per="network"), redis=redis_server.url)
+    records, errors = await calls(200)
+    await book.settled()
+    # Each reservation is a round trip to Redis, so calls that ended early (and settled below their worst case)
+    # may let a few more in than 50; what was spent never passes the limit.
+    assert len(records) >= 50 and len(errors) == 200 - len(records)
+    assert all(isinstance(e, BudgetExceededError) for e in errors)
+    spent = sum(r.cost_usd or 0 for r in records)
+    assert spent <= limit
+    # Redis holds what was spent: the reservations were settled to the real costs.
+    assert float(redis_server.command("GET", "nons:budget:network:budgeted:network")) == pytest.approx(spent)
+
+
+@pytest.mark.integration
+def test_three_replicas_sharing_a_budget_in_redis_never_overshoot(redis_server) -> None:  # type: ignore[no-untyped-def]
+    limit = 50 * worst_case()
+    replica = Path(__file__).with_name("budget_replica.py")
+    processes = [
+        subprocess.Popen([sys.executable, str(replica), "--url", redis_server.url, "--limit-usd", repr(limit)],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for _ in range(3)
+    ]
+    for process in processes:
+        assert process.stdout is not None and process.stdout.readline().strip() == b"ready"
+    start_at = time.time() + 0.3
+    results = []
+    for process in processes:
+        out, err = process.communicate(f"{start_at!r}\n".encode(), timeout=120)
+        assert process.returncode == 0, err.decode()[-2000:]
+        results.append(json.loads(out.decode().strip().splitlines()[-1]))
+    costs = [c for result in results for c in result["costs"]]
+    assert not any(result["errors"] for result in results)
+    assert sum(costs) <= limit
+    assert len(costs) >= 50  # real costs are below the worst case: at least 50 calls fit
+    assert sum(result["refused"] for result in results) == 300 - len(costs)

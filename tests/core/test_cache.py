@@ -1,0 +1,200 @@
+"""The response cache: off by default, opt-in per node or network, only where it is safe; TTL and a size bound;
+single-flight in one loop, and across replicas through a real Redis (the provider emulator counts the calls)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from nons import CacheConfig, ConfigurationError, ModelConfig, ModelProvider, NetworkConfig, Node, NoN
+from nons.base.messages import LLMResponse, Message, ToolDefinition
+from nons.base.results import Usage
+from nons.core import cache as cache_module
+from nons.core.cache import Entry, ResponseCache, cache_key, cacheable, configure_cache
+from nons.core.cache.stores import MemoryStore
+from nons.testing import ProviderEmulator, Reply
+
+MOCK = ModelConfig(
+    provider=ModelProvider.MOCK, model_name="gemini-2.0-flash", temperature=0, extra_params={"mock_latency_s": 0.02}
+)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache() -> Iterator[None]:
+    saved = cache_module._cache
+    configure_cache()
+    yield
+    cache_module._cache = saved
+
+
+@pytest.fixture
+def emu() -> Iterator[ProviderEmulator]:
+    with ProviderEmulator(default=Reply(text="Paris.", delay_s=0.3)) as emulator:
+        yield emulator
+
+
+def openai(emu: ProviderEmulator, **update: object) -> ModelConfig:
+    return ModelConfig(
+        provider=ModelProvider.OPENAI, model_name="gpt-4o-mini", temperature=0, base_url=emu.base_url_for("openai"),
+        api_key=SecretStr("sk-test-cache"),
+    ).model_copy(update=update)
+
+
+def cached_flags(result: object) -> list[bool]:
+    return [call.cached for layer in result.layers for node in layer.node_results for call in node.calls]  # type: ignore[attr-defined]
+
+
+async def test_caching_is_off_by_default() -> None:
+    network = NoN.from_operators([Node("generate", MOCK) * 3])
+    assert cached_flags(await network.run("Hello")) == [False] * 3
+
+
+async def test_a_node_opts_in_and_identical_concurrent_calls_make_one_provider_call(emu: ProviderEmulator) -> None:
+    network = NoN.from_operators([Node("generate", openai(emu), cache=True) * 100])
+    result = await network.run("What is the capital of France?")
+    assert len(emu.requests_for("openai")) == 1
+    assert sorted(cached_flags(result)) == [False] + [True] * 99
+    assert result.output == ["Paris."] * 100
+
+
+async def test_a_network_opts_in_and_a_node_can_opt_out() -> None:
+    network = NoN.from_operators(
+        [[Node("generate", MOCK), Node("generate", MOCK, cache=False)]], config=NetworkConfig(cache=CacheConfig())
+    )
+    await network.run("Hello")
+    assert cached_flags(await network.run("Hello")) == [True, False]
+
+
+async def test_only_deterministic_calls_are_cached_unless_any_temperature_is_allowed() -> None:
+    assert cacheable(MOCK, CacheConfig())
+    assert not cacheable(MOCK.model_copy(update={"temperature": None}), CacheConfig())
+    assert not cacheable(MOCK.model_copy(update={"temperature": 0.7}), CacheConfig())
+    assert cacheable(MOCK.model_copy(update={"temperature": 0.7}), CacheConfig(any_temperature=True))
+    sampled = NoN.from_operators([Node("generate", MOCK.model_copy(update={"temperature": 0.7}), cache=True)])
+    await sampled.run("Hello")
+    assert cached_flags(await sampled.run("Hello")) == [False]
+
+
+def test_the_key_is_provider_model_messages_parameters_and_tools() -> None:
+    messages = [Message("user", "hi")]
+    tool = ToolDefinition("add", "adds", {"type": "object"})
+    base = cache_key(ModelProvider.MOCK, "m", MOCK, "sys", messages, (), None)
+    assert base == cache_key(ModelProvider.MOCK, "m", MOCK.model_copy(update={"api_key": SecretStr("k")}), "sys",
+                             [Message("user", "hi")], (), None)
+    different = [
+        cache_key(ModelProvider.OPENAI, "m", MOCK, "sys", messages, (), None),
+        cache_key(ModelProvider.MOCK, "m2", MOCK, "sys", messages, (), None),
+        cache_key(ModelProvider.MOCK, "m", MOCK, "sys", [Message("user", "ho")], (), None),
+        cache_key(ModelProvider.MOCK, "m", MOCK, "other", messages, (), None),
+        cache_key(ModelProvider.MOCK, "m", MOCK.model_copy(update={"max_tokens": 5}), "sys", messages, (), None),
+        cache_key(ModelProvider.MOCK, "m", MOCK, "sys", messages, (tool,), None),
+        cache_key(ModelProvider.MOCK, "m", MOCK, "sys", messages, (), {"type": "object"}),
+    ]
+    assert len({base, *different}) == len(different) + 1
+
+
+def _entry(text: str) -> Entry:
+    return Entry(ModelProvider.MOCK, LLMResponse(text, Usage(3, 4), "stop", "m", None))
+
+
+def test_the_memory_store_expires_entries_and_keeps_the_most_recently_used() -> None:
+    store = MemoryStore(max_entries=2)
+    store.set("a", _entry("A"), ttl_s=60)
+    store.set("b", _entry("B"), ttl_s=60)
+    assert store.get("a") is not None  # a is now the most recently used
+    store.set("c", _entry("C"), ttl_s=60)
+    assert store.get("b") is None and store.get("a") is not None and len(store) == 2
+    store.set("d", _entry("D"), ttl_s=0.01)
+    time.sleep(0.02)
+    assert store.get("d") is None
+
+
+def test_bad_cache_settings_are_configuration_errors() -> None:
+    with pytest.raises(ConfigurationError):
+        configure_cache(max_entries=0)
+    with pytest.raises(ConfigurationError):
+        Node("generate", MOCK, cache="yes")  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        CacheConfig(ttl_s=0)
+
+
+async def test_a_leaders_failure_reaches_its_followers_and_is_not_cached() -> None:
+    cache = ResponseCache()
+    calls = 0
+
+    async def failing() -> Entry:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.05)
+        raise RuntimeError("provider down")
+
+    outcomes = await asyncio.gather(*(cache.fetch("k", 60, failing) for _ in range(5)), return_exceptions=True)
+    assert calls == 1 and all(isinstance(o, RuntimeError) for o in outcomes)
+    entry, hit = await cache.fetch("k", 60, _async(_entry("fresh")))
+    assert not hit and entry.response.text == "fresh"
+
+
+def _async(entry: Entry):  # type: ignore[no-untyped-def]
+    async def make() -> Entry:
+        return entry
+
+    return make
+
+
+@pytest.mark.integration
+async def test_replicas_share_answers_in_redis_within_its_bound(redis_server) -> None:  # type: ignore[no-untyped-def]
+    one, other = ResponseCache(max_entries=2, redis=redis_server.url), ResponseCache(redis=redis_server.url)
+    await one.fetch("a", 60, _async(_entry("A")))
+    entry, hit = await other.fetch("a", 60, _async(_entry("never")))
+    assert hit and entry.response.text == "A" and entry.response.usage == Usage(3, 4)
+    await one.fetch("b", 60, _async(_entry("B")))
+    await one.fetch("c", 60, _async(_entry("C")))
+    assert redis_server.command("EXISTS", "nons:cache:a") == ":0"  # the oldest beyond the bound of 2 went
+    assert redis_server.command("EXISTS", "nons:cache:c") == ":1"
+    assert 0 < int(redis_server.command("PTTL", "nons:cache:c").lstrip(":")) <= 60_000
+
+
+@pytest.mark.integration
+async def test_an_unreachable_redis_leaves_the_cache_local_and_the_call_unharmed(redis_factory) -> None:  # type: ignore[no-untyped-def]
+    server = redis_factory()
+    server.kill()
+    cache = configure_cache(redis=server.url)
+    network = NoN.from_operators([Node("generate", MOCK, cache=True)])
+    await network.run("Hello")
+    assert cached_flags(await network.run("Hello")) == [True]
+    assert cache.link is not None and cache.link.outages == 1
+
+
+@pytest.mark.integration
+def test_100_identical_calls_across_three_processes_make_one_provider_call(
+    redis_server, emu: ProviderEmulator  # type: ignore[no-untyped-def]
+) -> None:
+    replica = Path(__file__).with_name("cache_replica.py")
+    processes = [
+        subprocess.Popen(
+            [sys.executable, str(replica), "--url", redis_server.url, "--base-url", emu.base_url_for("openai"),
+             "--calls", str(calls)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )
+        for calls in (34, 33, 33)
+    ]
+    for process in processes:
+        assert process.stdout is not None and process.stdout.readline().strip() == b"ready"
+    start_at = time.time() + 0.3
+    results = []
+    for process in processes:
+        out, err = process.communicate(f"{start_at!r}\n".encode(), timeout=120)
+        assert process.returncode == 0, err.decode()[-2000:]
+        results.append(json.loads(out.decode().strip().splitlines()[-1]))
+    assert not any(result["errors"] for result in results)
+    assert len(emu.requests_for("openai")) == 1
+    assert sum(result["cached"] for result in results) == 99
+    assert all(result["answers"] == ["Paris."] for result in results)

@@ -1,0 +1,77 @@
+"""What a cached answer records: a ``chat`` span marked cached with no HTTP child, a hit, and the money saved."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from otel_harness import Telemetry
+from pydantic import SecretStr
+
+from nons import CacheConfig, ModelConfig, ModelProvider, NetworkConfig, Node, NoN
+from nons.core.cache import configure_cache
+from nons.testing import ProviderEmulator
+
+
+@pytest.fixture
+def emu() -> Iterator[ProviderEmulator]:
+    with ProviderEmulator() as emulator:
+        yield emulator
+
+
+async def test_a_hit_is_a_cached_chat_span_without_http_child_and_counts_what_it_saved(
+    otel: Telemetry, emu: ProviderEmulator
+) -> None:
+    configure_cache()
+    config = ModelConfig(
+        provider=ModelProvider.OPENAI, model_name="gpt-4o-mini", temperature=0,
+        base_url=emu.base_url_for("openai"), api_key=SecretStr("sk-test-cache"),
+    )
+    network = NoN.from_operators([Node("generate", config)], config=NetworkConfig(name="cached", cache=CacheConfig()))
+    first = await network.run("What is the capital of France?")
+    second = await network.run("What is the capital of France?")
+
+    assert len(emu.requests_for("openai")) == 1
+    assert second.output == first.output
+    (miss_record,), (hit_record,) = first.layers[0].node_results[0].calls, second.layers[0].node_results[0].calls
+    assert not miss_record.cached and miss_record.cost_usd
+    assert hit_record.cached and hit_record.cost_usd == 0.0 and hit_record.usage.total_tokens == 0
+    assert second.cost_usd == 0.0
+
+    missed = otel.spans_of_trace(first.trace_id or "")
+    hit = otel.spans_of_trace(second.trace_id or "")
+    assert [s.name for s in missed].count("chat gpt-4o-mini") == 1
+    (chat,) = [s for s in hit if s.name == "chat gpt-4o-mini"]
+    attrs = chat.attributes or {}
+    assert attrs["nons.cache.hit"] is True
+    assert attrs["nons.cost.saved"] == pytest.approx(miss_record.cost_usd)
+    assert attrs["gen_ai.usage.cost"] == 0.0 and attrs["gen_ai.usage.input_tokens"] == 0
+    assert not [s for s in hit if s.parent is not None and s.parent.span_id == chat.context.span_id]
+
+    assert otel.counter_total("nons.cache.hits") == 1
+    assert otel.counter_total("nons.cache.misses") == 1
+    assert otel.counter_total("nons.cost.saved") == pytest.approx(miss_record.cost_usd)
+
+
+async def test_budgets_report_what_they_admitted_refused_and_how_full_they_are(otel: Telemetry) -> None:
+    from nons import Budget, ErrorPolicy, LayerConfig
+    from nons.core import budgets as budgets_module
+    from nons.core.budgets import configure_budgets
+
+    saved = budgets_module._budgets
+    try:
+        configure_budgets(Budget(usd=2e-4, per="process", name="daily"))
+        config = ModelConfig(provider=ModelProvider.MOCK, model_name="gemini-2.0-flash", max_tokens=50)
+        network = NoN.from_operators(
+            [Node("generate", config) * 30], layer_config=LayerConfig(error_policy=ErrorPolicy.SKIP_AND_CONTINUE)
+        )
+        result = await network.run("Name a colour.")
+        (usage,) = otel.metric_points("nons.budget.usage")  # read from the process's budgets when collected
+    finally:
+        budgets_module._budgets = saved
+    refused = sum(1 for n in result.layers[0].node_results if not n.success)
+    assert 0 < refused < 30
+    assert otel.counter_total("nons.budget.refused") == refused
+    assert otel.counter_total("nons.budget.spent") == pytest.approx(result.cost_usd)
+    assert dict(usage.attributes) == {"nons.budget.name": "daily", "nons.budget.scope": "process"}
+    assert 0.5 < usage.value <= 1.0

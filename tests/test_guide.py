@@ -204,9 +204,9 @@ async def test_caching_strategy_the_working_way_replaces_lru_cache_on_a_coroutin
     # The guide's "Caching Strategy" decorates `async def` with functools.lru_cache, which caches the coroutine
     # object: the second call awaits an exhausted coroutine and fails. The README's replacement, as written there
     # (with the simulated provider's model, since no key is set in tests):
-    from nons import CacheConfig, ModelConfig, NetworkConfig, Node, NoN, configure_cache
+    from nons import CacheConfig, ModelConfig, ModelProvider, NetworkConfig, Node, NoN, configure_cache
 
-    exact = ModelConfig(model_name="claude-haiku-4-5", temperature=0)
+    exact = ModelConfig(provider=ModelProvider.MOCK, model_name="claude-haiku-4-5", temperature=0)
     network = NoN.from_operators(
         [Node("generate", exact, cache=True) * 5, "pack_candidates", "majority"],
         config=NetworkConfig(name="faq", cache=CacheConfig(ttl_s=3600)),

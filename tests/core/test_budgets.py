@@ -58,7 +58,7 @@ def worst_case() -> float:
 async def calls(n: int, network: str = "budgeted", budgets: tuple[Budget, ...] = ()) -> tuple[
     list[LLMCallRecord], list[BaseException]
 ]:
-    ctx = PassContext.start(network, "pass", get_settings(), budgets)
+    ctx = PassContext.start(network, "pass", get_settings(), budgets=budgets)
     site = CallSite("node", "generate", MODEL, (), LayerConfig())
     records: list[LLMCallRecord] = []
     outcomes = await asyncio.gather(*(call_llm(ctx, site, list(MESSAGES), records) for _ in range(n)),

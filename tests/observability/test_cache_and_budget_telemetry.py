@@ -26,6 +26,7 @@ async def test_a_hit_is_a_cached_chat_span_without_http_child_and_counts_what_it
     config = ModelConfig(
         provider=ModelProvider.OPENAI, model_name="gpt-4o-mini", temperature=0,
         base_url=emu.base_url_for("openai"), api_key=SecretStr("sk-test-cache"),
+        price_provider="openai",  # the emulator's URL is no vendor's: billed at OpenAI's prices
     )
     network = NoN.from_operators([Node("generate", config)], config=NetworkConfig(name="cached", cache=CacheConfig()))
     first = await network.run("What is the capital of France?")

@@ -25,7 +25,7 @@ from nons.core.layer import Layer
 from nons.core.network import NoN
 from nons.core.node import Node
 from nons.core.pricing import price_usd
-from nons.core.types import ErrorPolicy, LayerConfig, ModelConfig, ModelProvider, NetworkConfig
+from nons.core.types import ErrorPolicy, LayerConfig, ModelConfig, ModelProvider, NetworkConfig, StructuredOutput
 from nons.observability import names
 from nons.testing import EmulatedToolCall, Fault, ProviderEmulator, Reply
 
@@ -316,15 +316,19 @@ async def test_a_failed_agent_run_has_error_type_on_its_duration(otel: Telemetry
 # -- content capture through the SDKs (Opt-In) ------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("form", [StructuredOutput.AUTO, StructuredOutput.PROMPT])
 @pytest.mark.parametrize("provider", sorted(VENDORS))
 async def test_captured_system_instructions_are_what_the_sdk_sent(
-    provider: str, emulator: ProviderEmulator, otel: Telemetry, monkeypatch: pytest.MonkeyPatch
+    provider: str, form: StructuredOutput, emulator: ProviderEmulator, otel: Telemetry,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The schema instruction a structured operator really sends is captured, as parts, where the API has it:
-    OpenAI's Chat Completions takes the system text as the first message of the history, the others apart."""
+    """The system text a structured operator really sends is captured, as parts, where the API has it: OpenAI's
+    Chat Completions takes the system text as the first message of the history, the others apart. The schema is
+    one of those parts only when it travels in the prompt; the native form sends it in the vendor's own field."""
     monkeypatch.setenv(names.ENV_CAPTURE_CONTENT, "SPAN_ONLY")
     emulator.script(provider, [Reply(text=CLASSIFIED)])
-    node = Node("classify", config(emulator, provider), "Be brief.", categories=["positive", "negative"])
+    model = config(emulator, provider).model_copy(update={"structured_output": form})
+    node = Node("classify", model, "Be brief.", categories=["positive", "negative"])
     result = await NoN([Layer([node])]).run("What a lovely day")
     (span,) = llm_spans(otel, result.trace_id)
     attrs = span.attributes or {}
@@ -339,7 +343,10 @@ async def test_captured_system_instructions_are_what_the_sdk_sent(
         body = emulator.requests_for(provider)[0].body
         sent = body["system"] if provider == "anthropic" else body["systemInstruction"]["parts"][0]["text"]
     assert "\n\n".join(p["content"] for p in system_parts) == sent
-    assert "JSON Schema" in system_parts[-1]["content"] and '"category"' in system_parts[-1]["content"]
+    if form is StructuredOutput.PROMPT:
+        assert "JSON Schema" in system_parts[-1]["content"] and '"category"' in system_parts[-1]["content"]
+    else:
+        assert not any("JSON Schema" in part["content"] for part in system_parts)
     assert messages[-1] == {"role": "user", "parts": [{"type": "text", "content": "What a lovely day"}]}
     output = validate(names.GEN_AI_OUTPUT_MESSAGES, attrs[names.GEN_AI_OUTPUT_MESSAGES])
     assert output == [{"role": "assistant", "parts": [{"type": "text", "content": CLASSIFIED}],

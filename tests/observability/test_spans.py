@@ -238,6 +238,7 @@ async def test_a_fallback_is_an_event_and_the_response_model_is_the_fallback(
         names.FALLBACK_FROM: "gpt-4o",
         names.FALLBACK_TO: "gpt-4o-mini",
         names.FALLBACK_REASON: "server_error",
+        names.GEN_AI_PROVIDER_NAME: "nons.simulated",  # the provider fallen back from
     }
     assert [c.fallback_used for c in result.layers[1].node_results[0].calls] == [True]
 

@@ -76,3 +76,12 @@ async def test_budgets_report_what_they_admitted_refused_and_how_full_they_are(o
     assert otel.counter_total("nons.budget.spent") == pytest.approx(result.cost_usd)
     assert dict(usage.attributes) == {"nons.budget.name": "daily", "nons.budget.scope": "process"}
     assert 0.5 < usage.value <= 1.0
+    # Spend carries the provider, for the dashboards' provider filter and "Simulated cost" switch.
+    (spent,) = otel.metric_points("nons.budget.spent")
+    assert dict(spent.attributes) == {
+        "nons.budget.name": "daily", "nons.budget.scope": "process", "gen_ai.provider.name": "nons.simulated",
+    }  # fmt: skip
+    # A refusal called no provider: it is no failed attempt in gen_ai.client.operation.duration.
+    attempts = otel.metric_points("gen_ai.client.operation.duration")
+    assert sum(p.count for p in attempts) == 30 - refused
+    assert not [p for p in attempts if "error.type" in p.attributes]

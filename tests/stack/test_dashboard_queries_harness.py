@@ -27,6 +27,7 @@ MODEL = "gpt-4o-mini"
 FALLBACK_MODEL = "claude-3-5-haiku-latest"
 NETWORK = "harness-net"
 OPERATOR = "generate"
+BUDGET = "harness-budget"
 
 #: Variable values that match the synthetic series: with them every query must still return data, which it
 #: would not if a matcher named a label the series lack (with "All", ".*" would hide such a typo).
@@ -65,13 +66,29 @@ class _Synthetic:
         queue.add(2, provider)
         in_flight.add(1, provider)
         m.create_observable_gauge(names.METRIC_BREAKER_STATE, callbacks=[self._observe_breaker], unit="{state}")
+        self.cache_hits = m.create_counter(names.METRIC_CACHE_HITS, unit="{call}")
+        self.cache_misses = m.create_counter(names.METRIC_CACHE_MISSES, unit="{call}")
+        self.cost_saved = m.create_counter(names.METRIC_COST_SAVED, unit="USD")
+        self.budget_spent = m.create_counter(names.METRIC_BUDGET_SPENT, unit="USD")
+        self.budget_refused = m.create_counter(names.METRIC_BUDGET_REFUSED, unit="{call}")
+        self.repairs = m.create_counter(names.METRIC_OUTPUT_REPAIRS, unit="{repair}")
+        m.create_observable_gauge(names.METRIC_BUDGET_USAGE, callbacks=[self._observe_budget], unit="{share}")
+        m.create_observable_counter(names.METRIC_REDIS_DEGRADED, callbacks=[self._observe_redis], unit="s")
+        self.steps = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="synthetic-metrics", daemon=True)
 
     def _observe_breaker(self, options: CallbackOptions) -> Iterator[Observation]:
         yield Observation(self.breaker_state, {names.GEN_AI_PROVIDER_NAME: PROVIDER, names.GEN_AI_REQUEST_MODEL: MODEL})
 
+    def _observe_budget(self, options: CallbackOptions) -> Iterator[Observation]:
+        yield Observation(0.4, {names.BUDGET_NAME: BUDGET, names.BUDGET_SCOPE: "network"})
+
+    def _observe_redis(self, options: CallbackOptions) -> Iterator[Observation]:
+        yield Observation(0.05 * self.steps)  # degraded the whole time: 50 ms per 50 ms step
+
     def record_once(self, step: int) -> None:
+        self.steps = step
         call = {
             names.GEN_AI_OPERATION_NAME: names.OP_CHAT,
             names.GEN_AI_PROVIDER_NAME: PROVIDER,
@@ -103,6 +120,13 @@ class _Synthetic:
             names.NETWORK_NAME: NETWORK,
         }
         self.cost.add(0.0004, priced)
+        model = {names.GEN_AI_PROVIDER_NAME: PROVIDER, names.GEN_AI_REQUEST_MODEL: MODEL}
+        (self.cache_hits if step % 3 else self.cache_misses).add(1, model)
+        self.cost_saved.add(0.0004, priced)
+        budget = {names.BUDGET_NAME: BUDGET, names.BUDGET_SCOPE: "network", names.GEN_AI_PROVIDER_NAME: PROVIDER}
+        self.budget_spent.add(0.0004, budget)
+        self.budget_refused.add(1, budget)
+        self.repairs.add(1, {**model, names.OPERATOR_NAME: "classify", names.OUTPUT_REPAIR_REASON: "invalid_json"})
         self.unpriced.add(1, {names.GEN_AI_PROVIDER_NAME: PROVIDER, names.GEN_AI_REQUEST_MODEL: MODEL})
         outcome = names.OUTCOME_FAILURE if step % 7 == 0 else names.OUTCOME_SUCCESS
         self.node.record(

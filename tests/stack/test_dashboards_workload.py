@@ -44,6 +44,7 @@ import pytest
 from workload_model import (
     AGENT,
     DRAFTS_NETWORK,
+    FAQ_NETWORK,
     FAULTS,
     PROVIDER_NAMES,
     QA_MODEL,
@@ -75,7 +76,8 @@ def specific_values(service: str) -> dict[str, dict[str, str]]:
     """Variable values naming real series of the workload, so that a matcher on a misspelt label returns
     nothing instead of hiding behind ".*". "Calls with unknown price" has series only for the unpriced model and
     the spend panels only for priced ones, so each set selects a priced and the unpriced model (and their
-    networks), as a user comparing them would. The last set picks the SDK providers, the SDK network and the
+    networks, with ``faq``, whose cached answers of those models saved money), as a user comparing them
+    would. The last set picks the SDK providers, the SDK network and the
     agent. The first two pick the simulated provider alone, so their "Simulated cost" switch says Included (by
     default the cost panels leave its money out)."""
     return {
@@ -83,21 +85,21 @@ def specific_values(service: str) -> dict[str, dict[str, str]]:
             "service": grafana_value(service),
             "provider": grafana_value(SIMULATED),
             "model": grafana_value(QA_MODEL, UNPRICED_MODEL),
-            "network": grafana_value(QA_NETWORK, DRAFTS_NETWORK),
+            "network": grafana_value(QA_NETWORK, DRAFTS_NETWORK, FAQ_NETWORK),
             **INCLUDE_SIMULATED,
         },
         "triage": {
             "service": grafana_value(service),
             "provider": grafana_value(SIMULATED),
             "model": grafana_value(TRIAGE_MODEL, UNPRICED_MODEL),
-            "network": grafana_value(TRIAGE_NETWORK, DRAFTS_NETWORK),
+            "network": grafana_value(TRIAGE_NETWORK, DRAFTS_NETWORK, FAQ_NETWORK),
             **INCLUDE_SIMULATED,
         },
         "sdks": {
             "service": grafana_value(service),
             "provider": grafana_value(PROVIDER_NAMES["openai"], PROVIDER_NAMES["google"], SIMULATED),
             "model": grafana_value(SDK_MODELS["openai"], SDK_MODELS["google"], UNPRICED_MODEL),
-            "network": grafana_value(SDK_NETWORK, AGENT, DRAFTS_NETWORK),
+            "network": grafana_value(SDK_NETWORK, AGENT, DRAFTS_NETWORK, FAQ_NETWORK),
         },
     }
 
@@ -335,3 +337,39 @@ def test_error_ratio_panel_equals_the_counted_attempts(
     assert shown.keys() == expected.keys(), (shown, expected)
     for key, ratio in expected.items():
         assert shown[key] == pytest.approx(ratio, rel=1e-9), (key, shown, expected)
+
+
+def test_cache_budget_repair_and_redis_panels_count_what_the_workload_did(
+    workload: ScrapedWorkload, dashboard_queries: Callable[..., list[Any]]
+) -> None:
+    """The faq network's cache hits (one miss per cached node, then hits), its repairs and its budget's
+    refusals, counted from the results, are what the new panels show over the whole run; the time without
+    Redis (the cache's Redis is not there) is at least what the process measured when it finished."""
+    truth = workload.truth
+    hits, misses = sum(truth["cache_hits"].values()), len(truth["cache_hits"])
+    assert hits > 0 and truth["repairs"] > 0 and truth["budget_refused"] > 0, truth
+    queries = dashboard_queries({**workload.values, **only(workload)})
+
+    def panel(dashboard: str, title: str) -> str:
+        return str(_panel_query(queries, dashboard, title).promql)
+
+    stored_hits = _by_label(
+        workload, f'sum by (gen_ai_request_model) (nons_cache_hits_total{{service_name="{workload.service}"}})',
+        "gen_ai_request_model",
+    )
+    assert stored_hits == truth["cache_hits"], (stored_hits, truth["cache_hits"])
+    ratio = _scalar(workload, panel("nons-cost", "Cache hit ratio in range"))
+    assert ratio == pytest.approx(hits / (hits + misses), rel=1e-9), (ratio, hits, misses)
+    # The default "Simulated cost" switch keeps only the OpenAI node's savings.
+    assert _scalar(workload, panel("nons-cost", "Saved by cache hits in range")) > 0
+    repairs = _by_label(workload, panel("nons-reliability", "Output repairs in range by model and operator"),
+                        "gen_ai_request_model")  # fmt: skip
+    assert repairs == {UNPRICED_MODEL: truth["repairs"]}, repairs
+    refused = _scalar(workload, panel("nons-cost", "Calls refused by budgets in range"))
+    assert refused == truth["budget_refused"]
+    spent = _by_label(workload, panel("nons-cost", "Budget spend in range by budget"), "nons_budget_name")
+    assert set(spent) == {"workload", "faq-pass"} and all(value > 0 for value in spent.values()), spent
+    degraded = _scalar(workload, panel("nons-reliability", "Time without Redis in range"))
+    print(f"\n{workload.route}: {hits} hits, {misses} misses, {truth['repairs']} repairs, {refused:.0f} refused, "
+          f"Redis unreachable {degraded:.1f} s (measured {truth['redis_degraded_seconds']:.1f} s)")
+    assert truth["redis_degraded_seconds"] <= degraded <= workload.t_final - workload.t_start

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from otel_stack import collector_log_records, wait_for
-from workload_model import AGENT, DRAFTS_NETWORK, QA_NETWORK, SDK_NETWORK, TOOL_LOG, TRIAGE_NETWORK
+from workload_model import AGENT, DRAFTS_NETWORK, FAQ_NETWORK, QA_NETWORK, SDK_NETWORK, TOOL_LOG, TRIAGE_NETWORK
 from workload_runs import ScrapedWorkload
 
 # The first test to ask for a route runs its workload (about a minute on a busy 2-core machine).
@@ -95,7 +95,10 @@ def test_the_trees_hold_every_kind_of_span_and_the_retry_and_fallback_events(
     names = {span["operationName"] for span in spans}
     roots = {span["operationName"] for span in spans if not span["references"]}
     assert roots == {
-        *(f"invoke_workflow {network}" for network in (QA_NETWORK, TRIAGE_NETWORK, DRAFTS_NETWORK, SDK_NETWORK)),
+        *(
+            f"invoke_workflow {network}"
+            for network in (QA_NETWORK, TRIAGE_NETWORK, DRAFTS_NETWORK, SDK_NETWORK, FAQ_NETWORK)
+        ),
         f"invoke_agent {AGENT}",
     }
     assert {"nons.layer 0", "nons.layer 1", "nons.node generate", "POST"} <= names
@@ -132,6 +135,7 @@ def test_the_trees_hold_every_kind_of_span_and_the_retry_and_fallback_events(
     # Every fallback here succeeds, and a call's attempts are its first, its retries and its fallback's.
     assert events["nons.fallback"] == truth["fallbacks_used"] > 0
     assert events["nons.retry"] == truth["record_attempts"] - truth["calls"] - truth["fallbacks_used"] > 0
+    assert events["nons.output_repair"] == truth["repairs"] > 0
 
 
 def test_series_carry_the_job_instance_and_service_labels_the_readme_promises(otlp_workload: ScrapedWorkload) -> None:

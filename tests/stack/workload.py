@@ -51,7 +51,10 @@ from workload_model import (
     AGENT,
     DRAFTS_NETWORK,
     FALLBACK_MODEL,
+    FAQ_NETWORK,
+    FAQ_QUESTION,
     FAULTS,
+    PROCESS_BUDGET,
     QA_MODEL,
     QA_NETWORK,
     SDK_MODELS,
@@ -61,6 +64,7 @@ from workload_model import (
     LogCounter,
     SpanCounter,
     build_agent,
+    build_faq_network,
     build_networks,
     cost_label_sets,
     count_provider_attempts,
@@ -94,6 +98,9 @@ class Workload:
         self.calls = self.unpriced = self.record_attempts = self.fallbacks_used = 0
         self.result_traces: list[str] = []
         self.emulator_runs = 0
+        #: The faq network's cache hits (by model), repairs and budget refusals.
+        self.cache_hits: dict[str, int] = {}
+        self.repairs = self.refused = 0
 
     async def network_pass(self, name: str, text: str) -> None:
         from nons.base.errors import NonError
@@ -111,7 +118,14 @@ class Workload:
         )
         self.tokens["input"] += result.usage.input_tokens
         self.tokens["output"] += result.usage.output_tokens
-        self.calls += len(result.calls)
+        self.calls += sum(1 for c in result.calls if not c.cached)  # a hit records no tokens
+        for c in result.calls:
+            if c.cached:
+                self.cache_hits[c.request_model] = self.cache_hits.get(c.request_model, 0) + 1
+        if name == FAQ_NETWORK:
+            route = next(n for n in result.node_results if n.operator == "route")
+            self.repairs += len(route.calls) - 1
+            self.refused += sum(1 for n in result.node_results if not n.success)
         self.unpriced += result.unpriced_calls
         self.record_attempts += sum(c.attempts for c in result.calls)
         self.fallbacks_used += sum(1 for c in result.calls if c.fallback_used)
@@ -156,6 +170,9 @@ class Workload:
         self.emulator_runs += 1
         await self.network_pass(SDK_NETWORK, f"Product {i}: a one-line description.")
         await self.agent_run(i)
+        # After the agent has taken its scripted answers: the faq network's one OpenAI call (its first pass;
+        # then a cache hit) gets the emulator's plain answer.
+        await self.network_pass(FAQ_NETWORK, FAQ_QUESTION)
 
     async def iteration(self, i: int, drafts: bool, emulated: bool) -> None:
         runs = [
@@ -178,6 +195,7 @@ class Workload:
             and {QA_MODEL, TRIAGE_MODEL} <= self.fallbacks_from
             and expected_cost_series <= self.cost_series
             and self.passes[DRAFTS_NETWORK]["failed"] > 0
+            and (self.emulator is None or (len(self.cache_hits) == 3 and self.repairs > 0 and self.refused > 0))
         )
 
     def totals(self) -> dict[str, Any]:
@@ -193,6 +211,9 @@ class Workload:
             "record_attempts": self.record_attempts,
             "fallbacks_used": self.fallbacks_used,
             "attempts_by_model": copy.deepcopy(self.attempts),
+            "cache_hits": dict(self.cache_hits),
+            "repairs": self.repairs,
+            "budget_refused": self.refused,
         }
 
 
@@ -270,6 +291,11 @@ async def run(workload: Workload, handle: Any) -> dict[str, Any]:
 
 def main() -> None:
     """The subprocess: set telemetry up from the environment, run, report, serve until stdin closes."""
+    from otel_stack import free_port
+
+    from nons import Budget
+    from nons.core.budgets import configure_budgets
+    from nons.core.cache import configure_cache
     from nons.core.scheduler import CircuitBreakerConfig, RateLimitConfig, configure_scheduler
     from nons.core.types import ModelProvider
     from nons.observability.integration import get_observability
@@ -291,11 +317,20 @@ def main() -> None:
         rate_limits={ModelProvider.MOCK: RateLimitConfig(max_concurrent=2, requests_per_second=400)},
         circuit_breaker=CircuitBreakerConfig(failure_threshold=1_000_000),
     )
+    # Every call spends from a process budget (never reached), so that budget spend and usage have series for
+    # every provider. The response cache is shared through a Redis that is not there (a loopback port nothing
+    # listens on): the process runs degraded from its first cached call, which nons.redis.degraded counts.
+    configure_budgets(Budget(usd=1000.0, per="process", name=PROCESS_BUDGET))
+    cache = configure_cache(redis=f"redis://127.0.0.1:{free_port()}/0")
     started = time.time()
     with ProviderEmulator() as emulator:
-        workload = Workload(build_networks(emulator), build_agent(emulator), emulator)
+        networks = build_networks(emulator)
+        networks[FAQ_NETWORK] = build_faq_network(emulator, passes=MAX_WARMUP_ITERATIONS + ITERATIONS)
+        workload = Workload(networks, build_agent(emulator), emulator)
         truth = asyncio.run(run(workload, handle))
     truth["run_seconds"] = time.time() - started
+    assert cache.link is not None
+    truth["redis_degraded_seconds"] = cache.link.degraded_seconds()
     truth["faults"] = {model: {"rate": rate, "error_type": error} for model, (rate, _, error) in FAULTS.items()}
     mark_phase(PHASE_DONE)
     handle.force_flush()

@@ -5,6 +5,7 @@ runs them; the tests import the names from here."""
 from __future__ import annotations
 
 import collections
+import json
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -17,6 +18,13 @@ TRIAGE_NETWORK = "triage"
 DRAFTS_NETWORK = "drafts"
 SDK_NETWORK = "sdk-mix"
 AGENT = "researcher"
+#: Cached answers, repaired typed answers and a pass budget that refuses calls (see :func:`build_faq_network`).
+FAQ_NETWORK = "faq"
+FAQ_QUESTION = "Where do I change the billing address on my invoices?"  # the same every pass: cache hits
+FAQ_ROUTES = ["billing", "support"]
+FAQ_BUDGET = "faq-pass"
+#: The process budget every call of the workload spends from (never reached: it shows spend and usage).
+PROCESS_BUDGET = "workload"
 
 #: Simulated models: name -> (injected failure rate, mock_failure_kind, error.type the engine records for it)
 FAULTS: dict[str, tuple[float, str, str]] = {
@@ -108,6 +116,52 @@ def build_networks(emulator: Any | None = None) -> dict[str, Any]:
             name=SDK_NETWORK,
         )
     return networks
+
+
+def _faq_script(passes: int) -> list[str]:
+    """The route node's answers: prose first (invalid JSON, sent back once), then a valid route, every pass."""
+    valid = json.dumps({"route": FAQ_ROUTES[0], "reasoning": "an invoice question"})
+    return ["It is a billing question, I think."] + [valid, "Billing, probably."] * passes + [valid]
+
+
+def build_faq_network(emulator: Any, passes: int) -> Any:
+    """``faq``: the same question every pass, so that from its second pass its cached nodes (temperature 0, the
+    network's cache on) answer from the response cache: two simulated models and the OpenAI SDK against the
+    emulator (priced as OpenAI: money saved that the "Simulated cost" switch keeps). A ``route`` node on the
+    unpriced simulated model answers prose before each valid answer: one repair per pass. The second layer's
+    three calls have a worst case of about 0.03 USD each (2000 output tokens at claude-sonnet-4-6's price)
+    against a pass budget of 0.045 USD: one is admitted, the others are refused before any provider is called.
+    """
+    from nons import Budget, CacheConfig
+    from nons.core.network import create_network
+    from nons.core.node import Node
+    from nons.core.types import ErrorPolicy, LayerConfig, ModelConfig, ModelProvider, NetworkConfig
+
+    def simulated(name: str, **settings: Any) -> Any:
+        # No injected faults: the faulty models' configured rates stay what the error ratio tests check.
+        return ModelConfig(provider=ModelProvider.MOCK, model_name=name, extra_params={"mock_latency_s": 0.002},
+                           **settings)  # fmt: skip
+
+    openai = _sdk(emulator, "openai").model_copy(update={"temperature": 0.0, "max_tokens": 20})
+    router = ModelConfig(
+        provider=ModelProvider.MOCK, model_name=UNPRICED_MODEL, output_repairs=1,
+        extra_params={"mock_latency_s": 0.002, "mock_responses": _faq_script(passes)},
+    )  # fmt: skip
+    return create_network(
+        layers=[
+            [
+                Node("generate", simulated(QA_MODEL, temperature=0.0, max_tokens=20)),
+                Node("generate", simulated(TRIAGE_MODEL, temperature=0.0, max_tokens=20)),
+                Node("generate", openai),
+                Node("route", router, routes=FAQ_ROUTES),
+            ],
+            Node("generate", simulated(FALLBACK_MODEL, max_tokens=2000)) * 3,
+        ],
+        layer_config=LayerConfig(error_policy=ErrorPolicy.SKIP_AND_CONTINUE),
+        config=NetworkConfig(
+            name=FAQ_NETWORK, cache=CacheConfig(), budgets=(Budget(usd=0.045, per="pass", name=FAQ_BUDGET),)
+        ),
+    )
 
 
 def build_agent(emulator: Any) -> Any:

@@ -67,7 +67,9 @@ async def attempt(call: CallState) -> LLMResponse:
         if not error.provider:
             # A provider (or scheduler) error that does not say where it came from: name this attempt's model.
             error.provider, error.model = request.provider.value, request.model
-        if call.metric_attrs is not None:
+        # A refusal sent nothing to a provider: it is counted by nons.budget.refused, not as a failed attempt
+        # (the dashboards' error ratios are provider health).
+        if call.metric_attrs is not None and not isinstance(error, BudgetExceededError):
             inst.operation_duration.record(
                 time.perf_counter() - started, {**call.metric_attrs, names.ERROR_TYPE: error.error_type}
             )
@@ -84,7 +86,11 @@ async def attempt(call: CallState) -> LLMResponse:
         ctx.budget_book.settle(hold, cost)  # type: ignore[union-attr]
         if cost and inst.metrics:
             for name, scope in hold.labels:
-                inst.budget_spent.add(cost, {names.BUDGET_NAME: name, names.BUDGET_SCOPE: scope})
+                # The provider, so that the dashboards' provider filter and "Simulated cost" switch apply.
+                inst.budget_spent.add(
+                    cost, {names.BUDGET_NAME: name, names.BUDGET_SCOPE: scope,
+                           names.GEN_AI_PROVIDER_NAME: call.provider.genai_provider_name}
+                )
     if call.metric_attrs is not None:
         inst.operation_duration.record(
             time.perf_counter() - started, {**call.metric_attrs, names.GEN_AI_RESPONSE_MODEL: response.response_model}

@@ -34,6 +34,15 @@ PROMETHEUS_METRIC_NAMES: dict[str, str] = {
     # Gauge. Its unit must not be "1": the collector and Prometheus 3 would then append _ratio (the Python
     # reader does not), and the two paths would disagree.
     names.METRIC_BREAKER_STATE: "nons_circuit_breaker_state",
+    names.METRIC_CACHE_HITS: "nons_cache_hits_total",  # counter, {call}
+    names.METRIC_CACHE_MISSES: "nons_cache_misses_total",
+    names.METRIC_COST_SAVED: "nons_cost_saved_USD_total",  # counter, USD
+    names.METRIC_BUDGET_SPENT: "nons_budget_spent_USD_total",
+    names.METRIC_BUDGET_REFUSED: "nons_budget_refused_total",
+    # Observable gauge with unit {share} (not "1", for the same reason as the breaker state): no suffix.
+    names.METRIC_BUDGET_USAGE: "nons_budget_usage",
+    names.METRIC_REDIS_DEGRADED: "nons_redis_degraded_seconds_total",  # observable counter, s
+    names.METRIC_OUTPUT_REPAIRS: "nons_output_repairs_total",
 }
 
 _M = PROMETHEUS_METRIC_NAMES
@@ -51,6 +60,14 @@ QUEUE_SIZE = _M[names.METRIC_QUEUE_SIZE]
 IN_FLIGHT = _M[names.METRIC_IN_FLIGHT]
 THROTTLED = _M[names.METRIC_THROTTLED]
 BREAKER_STATE = _M[names.METRIC_BREAKER_STATE]
+CACHE_HITS = _M[names.METRIC_CACHE_HITS]
+CACHE_MISSES = _M[names.METRIC_CACHE_MISSES]
+COST_SAVED = _M[names.METRIC_COST_SAVED]
+BUDGET_SPENT = _M[names.METRIC_BUDGET_SPENT]
+BUDGET_REFUSED = _M[names.METRIC_BUDGET_REFUSED]
+BUDGET_USAGE = _M[names.METRIC_BUDGET_USAGE]
+REDIS_DEGRADED = _M[names.METRIC_REDIS_DEGRADED]
+OUTPUT_REPAIRS = _M[names.METRIC_OUTPUT_REPAIRS]
 
 # NoN's instrumentation scope, as both routes to Prometheus label it (the collector's exporter and the SDK's
 # Prometheus reader). Other GenAI instrumentations of the SDKs NoN calls (OpenLIT, the contrib openai-v2) record
@@ -80,6 +97,12 @@ LLM_FAILED = selector(SERVICE, PROVIDER, MODEL, FAILED)
 COST_SELECTOR = selector(SERVICE, PROVIDER, MODEL, NETWORK, NOT_EXCLUDED)
 NET = selector(SERVICE, NETWORK)
 SCHED = selector(SERVICE, PROVIDER)
+# Budget spend carries the provider, so that the provider filter and the "Simulated cost" switch apply to its
+# money; refusals carry the provider; a budget's usage and the Redis degraded time are the process's, with no
+# call labels.
+BUDGET_MONEY = selector(SERVICE, PROVIDER, NOT_EXCLUDED)
+BUDGET = selector(SERVICE, PROVIDER)
+PROCESS = selector(SERVICE)
 # nons.fallbacks carries the provider and the model fallen back from: the filters apply to those.
 FALLBACK = selector(SERVICE, PROVIDER, 'nons_fallback_from_model=~"$model"')
 
@@ -126,3 +149,10 @@ def error_ratio(*by_labels: str) -> str:
     failed = rate_sum(f"{LLM_DURATION}_count", LLM_FAILED, *by_labels)
     total = rate_sum(f"{LLM_DURATION}_count", LLM, *by_labels)
     return f"({failed} or {total} * 0) / {total}"
+
+
+def share(part: str, rest: str) -> str:
+    """``part / (part + rest)`` of two summed queries with the same grouping, where a group missing on one side
+    counts 0 there (the ``or ... * 0``) instead of disappearing: the cache's hit ratio, from hits and misses."""
+    part_or_0, rest_or_0 = f"({part} or {rest} * 0)", f"({rest} or {part} * 0)"
+    return f"{part_or_0} / ({part_or_0} + {rest_or_0})"

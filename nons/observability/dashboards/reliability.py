@@ -9,10 +9,14 @@ from grafana_foundation_sdk.models import common
 from nons.observability.dashboards.layout import dashboard
 from nons.observability.dashboards.panels import (
     FALLBACKS_PER_S,
+    REFUSALS_PER_S,
+    REPAIRS,
+    REPAIRS_PER_S,
     RETRIES_PER_S,
     THROTTLED_PER_S,
     PanelBuilder,
     Query,
+    bars_panel,
     breaker_timeline,
     stat_panel,
     thresholds,
@@ -20,6 +24,8 @@ from nons.observability.dashboards.panels import (
 )
 from nons.observability.dashboards.promql import (
     BREAKER_STATE,
+    BUDGET,
+    BUDGET_REFUSED,
     FALLBACK,
     FALLBACKS,
     LLM,
@@ -28,11 +34,15 @@ from nons.observability.dashboards.promql import (
     NET,
     NETWORK,
     NETWORK_DURATION,
+    OUTPUT_REPAIRS,
+    PROCESS,
+    REDIS_DEGRADED,
     RETRIES,
     SCHED,
     SERVICE,
     THROTTLED,
     error_ratio,
+    range_sum,
     rate_sum,
     selector,
 )
@@ -143,6 +153,85 @@ def build() -> dict[str, Any]:
     return dashboard(
         "nons-reliability",
         "NoN reliability",
-        "Is it working: success against the SLO, errors by type, retries, fallbacks, throttling and circuit breakers.",
-        [("Service level", slo), ("Failures and protection", failures)],
+        "Is it working: success against the SLO, errors by type, retries, fallbacks, throttling, circuit "
+        "breakers, budget refusals, time without Redis, and the typed answers models had to repair.",
+        [
+            ("Service level", slo),
+            ("Failures and protection", failures),
+            ("Budgets and shared state", _shared_state()),
+            ("Typed answers", _repairs()),
+        ],
     )
+
+
+def _shared_state() -> list[PanelBuilder]:
+    """Calls the budgets refused, and the replicas running on local limits because Redis was unreachable."""
+    return [
+        timeseries_panel(
+            "Budget refusals per second by budget",
+            "LLM calls refused by a budget before any provider was called (nons.budget.refused), by budget name "
+            "and scope. Refusals are not failed attempts: the error ratios above leave them out.",
+            REFUSALS_PER_S,
+            [
+                Query(
+                    rate_sum(BUDGET_REFUSED, BUDGET, "nons_budget_name", "nons_budget_scope"),
+                    "{{nons_budget_name}} ({{nons_budget_scope}})",
+                )
+            ],
+        ),
+        timeseries_panel(
+            "Processes running without Redis",
+            "How many processes of each service were on local limits, a local cache and local budget shares "
+            "because Redis was unreachable (the rate of nons.redis.degraded, seconds degraded per second, summed "
+            "over processes). 0 while every process reaches Redis; no data when none uses Redis.",
+            "short",
+            [Query(rate_sum(REDIS_DEGRADED, PROCESS, "service_name"), "{{service_name}}")],
+            span=8,
+            min_value=0,
+        ),
+        stat_panel(
+            "Time without Redis in range",
+            "Seconds the processes spent with Redis unreachable over the selected time range, summed over "
+            "processes (nons.redis.degraded). Quotas, the cache's single-flight and budgets were per process then.",
+            "s",
+            Query(range_sum(REDIS_DEGRADED, PROCESS), "degraded", instant=True),
+            height=8,
+            thresholds_config=thresholds((None, "green"), (1, "orange")),
+            no_value="0",
+        ),
+    ]
+
+
+def _repairs() -> list[PanelBuilder]:
+    """Typed answers sent back to their model because they did not parse or follow their schema.
+
+    On this dashboard rather than Cost or Latency: a repair is a typed answer that failed first, so it is where
+    a reader asks whether the models answer as asked; that repairs also cost calls shows on the Cost dashboard.
+    """
+    return [
+        timeseries_panel(
+            "Output repairs per second by model and reason",
+            "Typed answers (classify, extract, route, validate, compare, agents' final answers) sent back to the "
+            "model with their error (nons.output.repairs), by provider, model and reason: invalid_json, "
+            "schema_mismatch, truncated. Each repair is one more LLM call.",
+            REPAIRS_PER_S,
+            [
+                Query(
+                    rate_sum(OUTPUT_REPAIRS, LLM, "gen_ai_provider_name", "gen_ai_request_model",
+                             "nons_output_repair_reason"),
+                    "{{gen_ai_provider_name}} / {{gen_ai_request_model}} {{nons_output_repair_reason}}",
+                )
+            ],
+        ),
+        bars_panel(
+            "Output repairs in range by model and operator",
+            "Repairs over the selected time range per requested model and operator: which models need them.",
+            REPAIRS,
+            Query(
+                range_sum(OUTPUT_REPAIRS, LLM, "gen_ai_request_model", "nons_operator_name"),
+                "{{gen_ai_request_model}} {{nons_operator_name}}",
+                instant=True,
+            ),
+            no_value="0",
+        ),
+    ]

@@ -131,8 +131,10 @@ def workload_env(
         "OTEL_METRIC_EXPORT_INTERVAL": "2000",
         "OTEL_BSP_SCHEDULE_DELAY": "200",
         "OTEL_BLRP_SCHEDULE_DELAY": "200",
-        # A batch the collector cannot take is given up after 3 s (and counted), not the default 10 s.
-        "OTEL_EXPORTER_OTLP_TIMEOUT": "3000",
+        # A batch the collector cannot take is given up after 3 s (and counted), not the default 10 s. The Python
+        # SDK reads this variable in seconds (the specification says milliseconds): "3000" kept a batch retrying
+        # for a minute, past the collector's return and the end of the test.
+        "OTEL_EXPORTER_OTLP_TIMEOUT": "3",
     }
 
 

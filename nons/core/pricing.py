@@ -22,6 +22,7 @@ import weakref
 from typing import Any
 
 from nons.base.errors import ConfigurationError
+from nons.base.loading import load_off_loop
 from nons.base.results import Usage
 from nons.providers.base import PriceSource
 
@@ -70,7 +71,7 @@ async def load_prices() -> None:
     lock = _load_locks.setdefault(asyncio.get_running_loop(), asyncio.Lock())
     async with lock:
         if not _loaded.is_set():
-            await asyncio.to_thread(_load)
+            await load_off_loop(_load)
 
 
 @functools.lru_cache(maxsize=8192)

@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 
 from nons.base.errors import ConfigurationError, ProviderError
 from nons.base.keys import check_key, read_key
+from nons.base.loading import load_off_loop
 from nons.base.messages import LLMRequest, LLMResponse
 from nons.base.settings import get_settings, key_variable
 from nons.base.types import ModelConfig
@@ -100,7 +101,7 @@ class ClientCache(Generic[ClientT]):
             client = self._loop_clients().get(key)
         if client is not None:
             return client
-        made = await asyncio.to_thread(self._factory, api_key, base_url)
+        made = await load_off_loop(self._factory, api_key, base_url)
         with self._lock:
             clients = self._loop_clients()
             client = clients.get(key)

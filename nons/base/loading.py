@@ -59,12 +59,12 @@ def young_objects_only() -> Iterator[None]:
                 gc.unfreeze()
 
 
-def _load(function: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
-    with young_objects_only():
-        return function(*args, **kwargs)
-
-
 async def load_off_loop(function: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
     """``function(*args, **kwargs)`` on a worker thread, inside :func:`young_objects_only`: for a one-time load
     that imports or builds a lot, so that the running event loop is never held up by it for long."""
-    return await asyncio.to_thread(_load, function, *args, **kwargs)
+
+    def load() -> R:
+        with young_objects_only():
+            return function(*args, **kwargs)
+
+    return await asyncio.to_thread(load)

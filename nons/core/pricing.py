@@ -19,6 +19,7 @@ import functools
 import logging
 import threading
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 from nons.base.errors import ConfigurationError
@@ -46,8 +47,17 @@ def _load() -> None:
     from genai_prices import Usage as PriceUsage
     from genai_prices import calc_price
 
-    with contextlib.suppress(LookupError, ValueError):  # a table without that model is still loaded
-        calc_price(PriceUsage(input_tokens=1, output_tokens=1), model_ref="gpt-4o-mini", provider_id="openai")
+    usage = PriceUsage(input_tokens=1, output_tokens=1)
+    # One lookup of each kind a call makes: by provider id; by API URL, which matches the URL against every
+    # provider's pattern (compiled at first use: a few milliseconds, kept off the loop too); by model name alone.
+    lookups: list[Callable[[], object]] = [
+        lambda: calc_price(usage, model_ref="gpt-4o-mini", provider_id="openai"),
+        lambda: calc_price(usage, model_ref="gpt-4o-mini", provider_api_url="http://127.0.0.1/"),
+        lambda: calc_price(usage, model_ref="gpt-4o-mini"),
+    ]
+    for lookup in lookups:
+        with contextlib.suppress(LookupError, ValueError):  # a table without that model is still loaded
+            lookup()
     _loaded.set()
 
 

@@ -3,12 +3,13 @@
 ``python bench/loop_lag.py`` (a fresh interpreter, so every import is cold) runs one network pass per provider
 (the simulated one, then OpenAI, Anthropic and Google through the real SDKs against the provider emulator) while a
 coroutine ticks every 10 ms, and prints one JSON object: for each provider, the longest interval between two
-ticks during its first call, in milliseconds (10 means the loop never waited), and the longest interval over two
-idle seconds afterwards (what the machine's load alone costs). The simulated provider's pass is the process's
-first, so it includes telemetry setting itself up and the price table loading.
+ticks during its first call, in milliseconds (10 means the loop never waited), the longest busy interval (see
+:class:`Ticker`: NoN's own stall, without the time the machine's other processes kept this one off the CPUs), and
+both figures over two idle seconds afterwards (what the machine's load alone costs). The simulated provider's
+pass is the process's first, so it includes telemetry setting itself up and the price table loading.
 
-``tests/core/test_loop_lag.py`` runs it and holds the 50 ms bound; ``bench/bench_guest.py`` reports it next to the
-same probe on an older tree.
+``tests/core/test_loop_lag.py`` runs it and holds the issue's 50 ms bound on the busy figure;
+``bench/bench_guest.py`` reports it next to the same probe on an older tree.
 """
 
 from __future__ import annotations

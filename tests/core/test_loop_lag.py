@@ -11,8 +11,8 @@ Two figures per provider, each compared with the same figure over two idle secon
 - the longest *busy* interval between two ticks (counted only as far as the process used CPU over it): the
   stall NoN's own work causes, on the loop's thread or as a GIL held by a worker thread. Bound: the issue's
   50 ms. Anthropic's bound is 80 ms: the longest single operation left is the collector's pass over what the
-  Anthropic SDK's import builds (about 146,000 objects, one C call holding the GIL: 25 to 47 ms here, and one
-  run of 53 ms at a load average of 5 on two cores); NoN cannot split a collector pass. The figures are in the
+  Anthropic SDK's import builds (about 146,000 objects, one C call holding the GIL: 25 to 47 ms here at a load
+  average of 2 on two cores, up to 61 ms at 3 to 5); NoN cannot split a collector pass. The figures are in the
   README.
 - the longest interval, busy or not: on a shared machine it includes the times the operating system kept the
   process off the CPUs (50 to 400 ms at a load average of 4 to 5), so its bound is loose, and it is there for

@@ -19,9 +19,11 @@ import functools
 import logging
 import threading
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 from nons.base.errors import ConfigurationError
+from nons.base.loading import load_off_loop
 from nons.base.results import Usage
 from nons.providers.base import PriceSource
 
@@ -45,8 +47,17 @@ def _load() -> None:
     from genai_prices import Usage as PriceUsage
     from genai_prices import calc_price
 
-    with contextlib.suppress(LookupError, ValueError):  # a table without that model is still loaded
-        calc_price(PriceUsage(input_tokens=1, output_tokens=1), model_ref="gpt-4o-mini", provider_id="openai")
+    usage = PriceUsage(input_tokens=1, output_tokens=1)
+    # One lookup of each kind a call makes: by provider id; by API URL, which matches the URL against every
+    # provider's pattern (compiled at first use: a few milliseconds, kept off the loop too); by model name alone.
+    lookups: list[Callable[[], object]] = [
+        lambda: calc_price(usage, model_ref="gpt-4o-mini", provider_id="openai"),
+        lambda: calc_price(usage, model_ref="gpt-4o-mini", provider_api_url="http://127.0.0.1/"),
+        lambda: calc_price(usage, model_ref="gpt-4o-mini"),
+    ]
+    for lookup in lookups:
+        with contextlib.suppress(LookupError, ValueError):  # a table without that model is still loaded
+            lookup()
     _loaded.set()
 
 
@@ -70,7 +81,7 @@ async def load_prices() -> None:
     lock = _load_locks.setdefault(asyncio.get_running_loop(), asyncio.Lock())
     async with lock:
         if not _loaded.is_set():
-            await asyncio.to_thread(_load)
+            await load_off_loop(_load)
 
 
 @functools.lru_cache(maxsize=8192)

@@ -12,11 +12,11 @@ This module imports nothing of the SDK itself, so the engine can import it.
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import sys
 from types import ModuleType
 
+from nons.base.loading import load_off_loop
 from nons.base.settings import Settings
 
 __all__ = ["setup_telemetry", "telemetry_pending"]
@@ -45,6 +45,6 @@ async def setup_telemetry() -> None:
     global _done
     setup = sys.modules.get(_SETUP)
     if setup is None or not setup.preloaded():
-        setup = await asyncio.to_thread(_import_setup)
+        setup = await load_off_loop(_import_setup)
     setup.ensure_telemetry()
     _done = True

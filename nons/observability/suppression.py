@@ -26,7 +26,7 @@ from typing import Any, Final
 
 from opentelemetry import context as otel_context
 
-__all__ = ["LANGUAGE_MODEL_SUPPRESSION_KEY", "UTIL_GENAI_INFERENCE_KEY", "sdk_call_scope"]
+__all__ = ["LANGUAGE_MODEL_SUPPRESSION_KEY", "UTIL_GENAI_INFERENCE_KEY", "preload_inference_marker", "sdk_call_scope"]
 
 #: OpenLLMetry's key (``opentelemetry.semconv_ai.SUPPRESS_LANGUAGE_MODEL_INSTRUMENTATION_KEY``).
 LANGUAGE_MODEL_SUPPRESSION_KEY: Final = "suppress_language_model_instrumentation"
@@ -36,8 +36,10 @@ UTIL_GENAI_INFERENCE_KEY: Final = "opentelemetry.genai.client.inference.context"
 _inference_data: Any = None  # the class, once looked up; False when the package is not installed
 
 
-def _util_genai_marker() -> Any:
-    """A fresh ``InferenceData`` (inner invocations merge their data into it), or ``None`` without the package."""
+def preload_inference_marker() -> None:
+    """Look up ``opentelemetry-util-genai``'s ``InferenceData`` now: importing the package takes about 30 ms, which
+    the first SDK call would otherwise spend on the event loop's thread (the providers call this on the worker
+    thread that makes their first client)."""
     global _inference_data
     if _inference_data is None:
         try:
@@ -46,6 +48,11 @@ def _util_genai_marker() -> Any:
             _inference_data = False
         else:
             _inference_data = InferenceData
+
+
+def _util_genai_marker() -> Any:
+    """A fresh ``InferenceData`` (inner invocations merge their data into it), or ``None`` without the package."""
+    preload_inference_marker()
     return _inference_data() if _inference_data else None
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
-import importlib
 import logging
 import threading
 import weakref
@@ -28,11 +27,13 @@ from urllib.parse import urlsplit
 
 from nons.base.errors import ConfigurationError, ProviderError
 from nons.base.keys import check_key, read_key
+from nons.base.loading import load_off_loop
 from nons.base.messages import LLMRequest, LLMResponse
 from nons.base.settings import get_settings, key_variable
 from nons.base.types import ModelConfig
 from nons.observability.suppression import sdk_call_scope
 from nons.providers._errors import FailedCall, describe_any, provider_error
+from nons.providers._warm import warm_sdk
 from nons.providers.base import PriceSource, Provider
 
 __all__ = ["ClientCache", "SDKProvider", "endpoint_of", "host_of"]
@@ -100,7 +101,7 @@ class ClientCache(Generic[ClientT]):
             client = self._loop_clients().get(key)
         if client is not None:
             return client
-        made = await asyncio.to_thread(self._factory, api_key, base_url)
+        made = await load_off_loop(self._factory, api_key, base_url)
         with self._lock:
             clients = self._loop_clients()
             client = clients.get(key)
@@ -221,20 +222,15 @@ class SDKProvider(Provider, Generic[ClientT]):
     def _describe_error(self, exc: Exception) -> FailedCall | None:
         """What an SDK-specific exception means, or ``None`` when the SDK has nothing to say about it."""
 
-    #: Pydantic models of the SDK's answers: the SDKs defer building their validators to first use (15 to 70 ms
-    #: each), so they are built when the first client is made, on its worker thread.
+    #: Pydantic models of the SDK's requests and answers: the SDKs defer building their validators to first use,
+    #: so they, and every model class reachable from them, are built when the first client is made, on its
+    #: worker thread (:func:`~nons.providers._warm.warm_sdk`).
     warm_models: tuple[Any, ...] = ()
 
     def _make_client(self, api_key: str, base_url: str) -> ClientT:
         """:meth:`_new_client`, after what the SDK would otherwise load at the first call (runs on a worker
         thread: :meth:`ClientCache.get_async`)."""
-        for module in self.warm_modules:
-            with contextlib.suppress(ImportError):
-                importlib.import_module(module)
-        for model in self.warm_models:
-            if not getattr(model, "__pydantic_complete__", True):
-                with contextlib.suppress(Exception):  # an optimisation: the first call builds it otherwise
-                    model.model_rebuild()
+        warm_sdk(self.warm_modules, self.warm_models)
         return self._new_client(api_key, base_url)
 
     # -- the attempt ----------------------------------------------------------------------------------------

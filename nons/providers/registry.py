@@ -10,6 +10,7 @@ import threading
 import weakref
 
 from nons.base.errors import ConfigurationError
+from nons.base.loading import load_off_loop
 from nons.base.settings import Settings
 from nons.base.types import ModelConfig, ModelProvider
 from nons.providers.base import Provider
@@ -160,7 +161,7 @@ async def load_provider(provider: ModelProvider) -> Provider:
     lock = _load_locks.setdefault(asyncio.get_running_loop(), asyncio.Lock())
     async with lock:
         loaded = _instances.get(provider)
-        return loaded if loaded is not None else await asyncio.to_thread(get_provider, provider)
+        return loaded if loaded is not None else await load_off_loop(get_provider, provider)
 
 
 async def close_providers() -> None:

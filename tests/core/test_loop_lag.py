@@ -1,15 +1,22 @@
-"""The first call to each provider does not stall the event loop for the vendor SDK's import, the price table or
-the SDK client's setup: they run on worker threads (or, for telemetry, are imported on one).
+"""The first call to each provider does not stall the event loop: the vendor SDK's import, its client, the
+validators of its answers, the price table and telemetry's set-up are loaded on worker threads, with the garbage
+collector skipping the objects that existed before the load (``nons.base.loading``).
 
 ``bench/loop_lag.py`` runs in a fresh interpreter (cold imports): a coroutine ticks every 10 ms during the first
 call to the simulated provider (the process's first pass: telemetry sets itself up, the price table loads) and to
 OpenAI, Anthropic and Google through their real SDKs against the emulator.
 
-The issue's target is 50 ms. What remains above it on this machine is work that holds the GIL on the worker
-thread (pydantic-core building the SDKs' validators, TLS certificates loading): a thread cannot hide that from
-the loop. So this test holds the bound that is met here, a tenth of the stall before this change (0.8 to 2.1 s
-measured in the issue, 1.6 to 7.5 s on this machine), above what the machine's load alone costs the loop; the
-figures are in the README and the issue note.
+Two figures per provider, each compared with the same figure over two idle seconds:
+
+- the longest *busy* interval between two ticks (counted only as far as the process used CPU over it): the
+  stall NoN's own work causes, on the loop's thread or as a GIL held by a worker thread. Bound: the issue's
+  50 ms. Anthropic's bound is 80 ms: the longest single operation left is the collector's pass over what the
+  Anthropic SDK's import builds (about 146,000 objects, one C call holding the GIL: 25 to 47 ms here at a load
+  average of 2 on two cores, up to 61 ms at 3 to 5); NoN cannot split a collector pass. The figures are in the
+  README.
+- the longest interval, busy or not: on a shared machine it includes the times the operating system kept the
+  process off the CPUs (50 to 400 ms at a load average of 4 to 5), so its bound is loose, and it is there for
+  what the busy figure cannot see: the loop's thread waiting on blocking I/O.
 """
 
 from __future__ import annotations
@@ -21,8 +28,11 @@ import sys
 from pathlib import Path
 
 PROBE = Path(__file__).parents[2] / "bench" / "loop_lag.py"
-#: The longest the loop may wait during a first call, beyond what it waits when idle on the same machine.
-BOUND_MS = 500.0
+#: The longest the process's own work may hold the loop during a first call, beyond the same figure when idle.
+BOUND_MS = 50.0
+BOUND_MS_BY_PROVIDER = {"anthropic": 80.0}
+#: The longest the loop may wait during a first call for any reason, beyond the same figure when idle.
+WALL_BOUND_MS = 500.0
 
 
 def test_the_first_call_to_each_provider_leaves_the_event_loop_running() -> None:
@@ -32,8 +42,10 @@ def test_the_first_call_to_each_provider_leaves_the_event_loop_running() -> None
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     result = json.loads(completed.stdout.splitlines()[-1])
-    lags = result["longest_tick_interval_ms"]
-    assert set(lags) == {"mock", "openai", "anthropic", "google"}
-    idle = result["idle_longest_tick_interval_ms"]
-    slow = {provider: lag for provider, lag in lags.items() if lag - idle > BOUND_MS}
-    assert not slow, f"the loop waited {slow} ms during a first call (idle: {idle} ms)"
+    busy, lags = result["longest_busy_tick_interval_ms"], result["longest_tick_interval_ms"]
+    assert set(busy) == set(lags) == {"mock", "openai", "anthropic", "google"}
+    idle_busy, idle = result["idle_longest_busy_tick_interval_ms"], result["idle_longest_tick_interval_ms"]
+    held = {p: ms for p, ms in busy.items() if ms - idle_busy > BOUND_MS_BY_PROVIDER.get(p, BOUND_MS)}
+    assert not held, f"NoN's own work held the loop {held} ms during a first call (idle: {idle_busy} ms); {result}"
+    slow = {p: ms for p, ms in lags.items() if ms - idle > WALL_BOUND_MS}
+    assert not slow, f"the loop waited {slow} ms during a first call (idle: {idle} ms); {result}"

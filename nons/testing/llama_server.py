@@ -10,7 +10,7 @@ it for the duration of a ``with`` block::
         config = ModelConfig(provider="openai", model_name=server.model, base_url=server.openai_base_url,
                              api_key="sk-local-unused")
 
-It is what the real-model tests (``tests/realmodel``) and ``bench/bench_structured_baseline.py`` use.
+It is what the real-model tests (``tests/realmodel``) and ``bench/bench_structured.py`` use.
 """
 
 from __future__ import annotations

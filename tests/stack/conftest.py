@@ -359,15 +359,24 @@ def workload_runs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempP
     from workload_runs import run_workload
 
     runs: dict[str, Any] = {}
+    failures: dict[str, BaseException] = {}
 
     def get(route: str) -> Any:
+        if route in failures:
+            # One failed run is the answer for every test of the route: running it again per test only repeats
+            # the failure (and its minutes), against a Prometheus that already holds the first run's series.
+            raise AssertionError(f"the {route} workload failed earlier in this session") from failures[route]
         if route not in runs:
             workdir = tmp_path_factory.mktemp(f"workload-{route}")
-            if route == "prometheus-reader":
-                runs[route] = run_workload(route, request.getfixturevalue("prometheus"), workdir)
-            else:
-                stack = request.getfixturevalue("otel_stack")
-                runs[route] = run_workload(route, stack.prometheus, workdir, stack)
+            try:
+                if route == "prometheus-reader":
+                    runs[route] = run_workload(route, request.getfixturevalue("prometheus"), workdir)
+                else:
+                    stack = request.getfixturevalue("otel_stack")
+                    runs[route] = run_workload(route, stack.prometheus, workdir, stack)
+            except BaseException as error:
+                failures[route] = error
+                raise
         return runs[route]
 
     return get

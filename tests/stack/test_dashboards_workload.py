@@ -58,7 +58,7 @@ from workload_model import (
 from workload_runs import ScrapedWorkload
 
 # The first test to ask for a route runs its workload (about a minute on a busy 2-core machine).
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]  # the first test of a route runs its workload
 
 SIMULATED = PROVIDER_NAMES["mock"]
 #: The cost panels' "Simulated cost" switch set to Included (its default, Excluded, is in conftest.ALL_VALUES).

@@ -22,7 +22,7 @@ from workload_runs import ScrapedWorkload
 #: The LLM call span's name starts with its GenAI operation: chat, or generate_content for Gemini.
 LLM_SPANS = ("chat ", "generate_content ")
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]  # the first test of a route runs its workload
 
 
 def _jaeger_traces(workload: ScrapedWorkload, timeout: float = 60.0) -> dict[str, dict[str, Any]]:

@@ -246,7 +246,8 @@ def run_workload(route: str, prometheus: Any, workdir: Path, stack: OTelStack | 
         t_first = scrape_with_phase(prometheus, service, PHASE_WARM)
         t_warm = wait_for_scrape_after(prometheus, job, t_first)
         process.send("go")
-        done = process.expect("done", timeout=300)
+        # Generous: the run takes a minute or two, but on a machine shared with other test runs it took over five.
+        done = process.expect("done", timeout=900)
         t_final = scrape_with_phase(prometheus, service, PHASE_DONE)
         report = {key: value for key, value in done.items() if key not in ("event", "truth")}
         return ScrapedWorkload(

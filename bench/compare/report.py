@@ -20,8 +20,8 @@ ROWS: tuple[tuple[str, str, str], ...] = (
     ("wide-asyncio", "wide layer, 100 x 50 ms: bare asyncio", "wall ms, median of 5 passes"),
     ("wide-off", "wide layer, 100 x 50 ms: NoN, telemetry off", "wall ms, median of 5 passes"),
     ("wide-on", "wide layer, 100 x 50 ms: NoN, telemetry on", "wall ms, median of 5 passes"),
-    ("import-nons", "`from nons import NoN, Node, ModelConfig`", "ms, fresh interpreter"),
-    ("import-langchain", "`import langchain_core.runnables`", "ms, fresh interpreter"),
+    ("import-nons", "`from nons import NoN, Node, ModelConfig`", "CPU ms, fresh interpreter"),
+    ("import-langchain", "`import langchain_core.runnables`", "CPU ms, fresh interpreter"),
 )
 
 FIGURE = {

@@ -8,6 +8,7 @@ any other value goes whole to every node.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -17,7 +18,7 @@ from opentelemetry import context as otel_context
 
 from nons.base.errors import ConfigurationError, NetworkTimeoutError
 from nons.base.results import LayerResult, NetworkResult
-from nons.base.types import LayerConfig, NetworkConfig
+from nons.base.types import ErrorPolicy, LayerConfig, NetworkConfig
 from nons.core.call import PassContext
 from nons.core.inputs import check_input, check_name, check_trace_headers
 from nons.core.layer import Layer, LayerSpec, create_layer
@@ -138,9 +139,7 @@ class NoN:
             total = sum(len(layer.nodes) for layer in self.layers)
             ctx.progress = ProgressReporter(on_progress, self.name, total, ctx.calls, time.perf_counter())
         inst = ctx.instruments
-        default_layer_config = self.layer_config or LayerConfig(
-            error_policy=settings.error_policy, max_retries=settings.max_retries
-        )
+        default_layer_config = self.layer_config or _settings_layer_config(settings.error_policy, settings.max_retries)
         token = otel_context.attach(_extract(trace_headers)) if trace_headers else None
         scope = (
             spans.start(
@@ -221,6 +220,13 @@ class NoN:
             outputs = result.outputs
             value = outputs[0] if len(outputs) == 1 else outputs
         return value
+
+
+@functools.lru_cache(maxsize=32)
+def _settings_layer_config(error_policy: ErrorPolicy, max_retries: int) -> LayerConfig:
+    # The layer config NON_ERROR_POLICY and NON_MAX_RETRIES make, validated once per pair of values rather than
+    # on every pass (a pydantic model's validation is ~30 µs); LayerConfig is frozen, so passes can share it.
+    return LayerConfig(error_policy=error_policy, max_retries=max_retries)
 
 
 def _extract(trace_headers: Mapping[str, str]) -> otel_context.Context:

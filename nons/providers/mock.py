@@ -161,7 +161,9 @@ class MockProvider(Provider):
         else:
             text = _free_text(request, rng)
 
-        prompt_chars = sum(len(m.content) for m in request.messages) + len(request.system or "")
+        prompt_chars = len(request.system or "")
+        for message in request.messages:  # a loop, not sum() over a generator: it runs on every call
+            prompt_chars += len(message.content)
         output_tokens = _tokens(text)
         if request.config.max_tokens is not None and output_tokens > request.config.max_tokens:
             output_tokens = request.config.max_tokens

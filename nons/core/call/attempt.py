@@ -112,5 +112,8 @@ async def _reserve_budget(call: CallState, book: Budgets) -> BudgetHold | None:
 
 def _estimate_tokens(request: LLMRequest) -> int:
     """Tokens a call may use, reserved against tokens-per-minute limits until the real usage is known."""
-    chars = sum(len(m.content) for m in request.messages) + len(request.system or "")
+    # A loop, not sum() over a generator: this runs on every attempt, and a generator costs more than the sum.
+    chars = len(request.system or "")
+    for message in request.messages:
+        chars += len(message.content)
     return chars // 4 + (request.config.max_tokens or 256)

@@ -37,12 +37,10 @@ async def attempt(call: CallState) -> LLMResponse:
         if ctx.budget_book is not None:
             # Before the permit: a call the budget refuses must not take a slot from one it would allow.
             hold = await _reserve_budget(call, ctx.budget_book)
-        permit = await ctx.scheduler.acquire(
-            request.provider,
-            request.model,
-            priority=call.site.priority,
-            estimated_tokens=_estimate_tokens(request),
-            deadline=deadline,
+        tokens = _estimate_tokens(request)
+        # Nearly every call gets its slot at once: try that without the coroutine acquire() would cost.
+        permit = ctx.scheduler.try_acquire(request.provider, request.model, tokens) or await ctx.scheduler.acquire(
+            request.provider, request.model, priority=call.site.priority, estimated_tokens=tokens, deadline=deadline
         )
         if permit.wait_s:
             call.wait_s += permit.wait_s

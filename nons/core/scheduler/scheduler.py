@@ -276,27 +276,10 @@ class Scheduler:
             state.dispatch()
 
     # --- the hot path -------------------------------------------------------------------------------------
-    async def acquire(
-        self,
-        provider: ModelProvider,
-        model: str,
-        *,
-        priority: int = 0,
-        estimated_tokens: int = 0,
-        deadline: float | None = None,
-    ) -> Permit:
-        """Wait for a slot for one call to ``provider``'s ``model``; the returned permit must be released.
-
-        Args:
-            priority: the request's priority under ``QueueStrategy.PRIORITY`` (higher first).
-            estimated_tokens: tokens reserved against tokens-per-minute limits until the permit is released.
-            deadline: ``time.monotonic()`` time after which a waiting request fails.
-
-        Raises:
-            CircuitOpenError: the provider/model's breaker is open (or half-open with its probe in flight).
-            QueueTimeoutError: the request waited past its deadline.
-            SchedulerStoppedError: the scheduler was stopped (or is draining) while the request waited.
-        """
+    def try_acquire(self, provider: ModelProvider, model: str, estimated_tokens: int = 0) -> Permit | None:
+        """A permit for one call to ``provider``'s ``model`` if one is free now, else ``None`` (then
+        :meth:`acquire` waits for one). The same admission as :meth:`acquire`'s, without a coroutine: the call
+        path tries this first, since nearly every call gets its slot at once."""
         loop = asyncio.get_running_loop()
         cache = self._cache
         state = cache[1] if cache[0] is loop else self._state_for(loop)
@@ -324,6 +307,39 @@ class Scheduler:
                 state.in_flight += 1
                 state.tickets += 1
                 return Permit(lane, 0.0, estimated_tokens, state.tickets, False)
+        return None
+
+    async def acquire(
+        self,
+        provider: ModelProvider,
+        model: str,
+        *,
+        priority: int = 0,
+        estimated_tokens: int = 0,
+        deadline: float | None = None,
+    ) -> Permit:
+        """Wait for a slot for one call to ``provider``'s ``model``; the returned permit must be released.
+
+        Args:
+            priority: the request's priority under ``QueueStrategy.PRIORITY`` (higher first).
+            estimated_tokens: tokens reserved against tokens-per-minute limits until the permit is released.
+            deadline: ``time.monotonic()`` time after which a waiting request fails.
+
+        Raises:
+            CircuitOpenError: the provider/model's breaker is open (or half-open with its probe in flight).
+            QueueTimeoutError: the request waited past its deadline.
+            SchedulerStoppedError: the scheduler was stopped (or is draining) while the request waited.
+        """
+        permit = self.try_acquire(provider, model, estimated_tokens)
+        if permit is not None:
+            return permit
+        loop = asyncio.get_running_loop()
+        cache = self._cache
+        state = cache[1] if cache[0] is loop else self._state_for(loop)
+        assert state is not None
+        lane = state.lanes.get((provider, model))
+        if lane is None:
+            lane = state.new_lane(provider, model)
         return await self._acquire_slow(state, lane, priority, estimated_tokens, deadline)
 
     async def _acquire_slow(

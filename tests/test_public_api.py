@@ -133,3 +133,16 @@ def test_import_nons_loads_neither_the_engine_nor_opentelemetry() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_importing_the_engine_defers_settings_and_trace_propagation_until_used() -> None:
+    # pydantic-settings (the settings module) loads on the first pass, the W3C propagators on the first pass
+    # given trace headers: a program that only builds networks pays for neither.
+    code = (
+        "import sys\n"
+        "from nons import NoN, Node, ModelConfig\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('pydantic_settings', 'dotenv', 'nons.base.settings',"
+        " 'opentelemetry.propagate', 'opentelemetry.sdk'))))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

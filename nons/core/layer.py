@@ -111,9 +111,10 @@ class Layer:
                         task.cancel()
             return result
 
-        tasks.extend(
-            asyncio.ensure_future(guarded(n, v, r)) for n, v, r in zip(self.nodes, inputs, results, strict=True)
-        )
+        # The loop's create_task directly: ensure_future would check each argument's type and look the loop up
+        # once per node.
+        create_task = asyncio.get_running_loop().create_task
+        tasks.extend(create_task(guarded(n, v, r)) for n, v, r in zip(self.nodes, inputs, results, strict=True))
         try:
             _, pending = await asyncio.wait(tasks, timeout=config.timeout_seconds)
         except asyncio.CancelledError:

@@ -8,18 +8,17 @@ any other value goes whole to every node.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from opentelemetry import context as otel_context
-from opentelemetry import propagate
 
 from nons.base.errors import ConfigurationError, NetworkTimeoutError
 from nons.base.results import LayerResult, NetworkResult
-from nons.base.settings import get_settings
-from nons.base.types import LayerConfig, NetworkConfig
+from nons.base.types import ErrorPolicy, LayerConfig, NetworkConfig
 from nons.core.call import PassContext
 from nons.core.inputs import check_input, check_name, check_trace_headers
 from nons.core.layer import Layer, LayerSpec, create_layer
@@ -124,6 +123,10 @@ class NoN:
         ``on_progress`` is called with a :class:`~nons.core.progress.ProgressEvent` as each node starts and
         finishes, each layer finishes and the pass ends, with the cost so far.
         """
+        # Imported here, not at the top: the settings module pulls in pydantic-settings (~50 ms), which
+        # `from nons import NoN` should not pay before the first pass.
+        from nons.base.settings import get_settings
+
         settings = get_settings()
         check_input(input_data, self.config.max_input_chars or settings.max_input_chars)
         check_trace_headers(trace_headers)
@@ -136,10 +139,8 @@ class NoN:
             total = sum(len(layer.nodes) for layer in self.layers)
             ctx.progress = ProgressReporter(on_progress, self.name, total, ctx.calls, time.perf_counter())
         inst = ctx.instruments
-        default_layer_config = self.layer_config or LayerConfig(
-            error_policy=settings.error_policy, max_retries=settings.max_retries
-        )
-        token = otel_context.attach(propagate.extract(trace_headers)) if trace_headers else None
+        default_layer_config = self.layer_config or _settings_layer_config(settings.error_policy, settings.max_retries)
+        token = otel_context.attach(_extract(trace_headers)) if trace_headers else None
         scope = (
             spans.start(
                 inst.tracer,
@@ -219,6 +220,20 @@ class NoN:
             outputs = result.outputs
             value = outputs[0] if len(outputs) == 1 else outputs
         return value
+
+
+@functools.lru_cache(maxsize=32)
+def _settings_layer_config(error_policy: ErrorPolicy, max_retries: int) -> LayerConfig:
+    # The layer config NON_ERROR_POLICY and NON_MAX_RETRIES make, validated once per pair of values rather than
+    # on every pass (a pydantic model's validation is ~30 µs); LayerConfig is frozen, so passes can share it.
+    return LayerConfig(error_policy=error_policy, max_retries=max_retries)
+
+
+def _extract(trace_headers: Mapping[str, str]) -> otel_context.Context:
+    # The propagators load their entry points on import (~15 ms): only passes given trace headers pay it.
+    from opentelemetry import propagate
+
+    return propagate.extract(trace_headers)
 
 
 def create_network(

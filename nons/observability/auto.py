@@ -15,9 +15,13 @@ from __future__ import annotations
 import importlib
 import sys
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 from nons.base.loading import load_off_loop
-from nons.base.settings import Settings
+
+if TYPE_CHECKING:  # the settings module loads pydantic-settings; callers pass their settings in
+    from nons.base.settings import Settings
+
 
 __all__ = ["setup_telemetry", "telemetry_pending"]
 

@@ -30,11 +30,8 @@ import json
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from jsonschema import Draft202012Validator, SchemaError
-
 from nons.base.errors import ConfigurationError, OutputParseError
 from nons.base.messages import LLMResponse, Message, OutputRepair
-from nons.base.settings import get_settings
 from nons.base.types import ModelConfig
 from nons.observability import names
 from nons.operators.truncated import salvage
@@ -63,11 +60,24 @@ _TRUNCATED = frozenset({"length", "max_tokens"})
 def repairs_allowed(config: ModelConfig) -> int:
     """How many repairs a typed answer from ``config``'s model gets: ``output_repairs``, else
     ``NON_OUTPUT_REPAIRS``."""
-    return config.output_repairs if config.output_repairs is not None else get_settings().output_repairs
+    if config.output_repairs is not None:
+        return config.output_repairs
+    from nons.base.settings import get_settings  # on use: it loads pydantic-settings
+
+    return get_settings().output_repairs
+
+
+def _validator(schema: Mapping[str, Any]) -> Any:
+    # jsonschema (with referencing, attrs and rpds) costs ~45 ms to import: only typed answers pay it.
+    from jsonschema import Draft202012Validator
+
+    return Draft202012Validator(schema)
 
 
 def check_schema(schema: Mapping[str, Any]) -> None:
     """Raise ``ConfigurationError`` naming the problem when ``schema`` is not a valid JSON Schema."""
+    from jsonschema import Draft202012Validator, SchemaError  # on use, as in _validator
+
     try:
         Draft202012Validator.check_schema(schema)
     except SchemaError as error:
@@ -95,7 +105,7 @@ def parse_json_object(text: str) -> dict[str, Any]:
 def read_answer(value: dict[str, Any], schema: Mapping[str, Any]) -> dict[str, Any]:
     """``value`` conformed to ``schema`` (:func:`conform`), or ``OutputParseError`` naming each violation."""
     conformed = conform(value, schema)
-    errors = sorted(Draft202012Validator(schema).iter_errors(conformed), key=lambda e: list(e.absolute_path))
+    errors = sorted(_validator(schema).iter_errors(conformed), key=lambda e: list(e.absolute_path))
     if errors:
         problems = "; ".join(_describe(error) for error in errors[:_MAX_ERRORS])
         raise OutputParseError(f"the answer does not follow the schema: {problems}")
@@ -125,7 +135,7 @@ def conform(value: Any, schema: Mapping[str, Any]) -> Any:
     if "anyOf" in schema:
         for option in schema["anyOf"]:
             candidate = conform(value, option)
-            if Draft202012Validator(option).is_valid(candidate):
+            if _validator(option).is_valid(candidate):
                 return candidate
         return value
     if isinstance(value, str) and "enum" in schema:

@@ -34,7 +34,7 @@ from nons.base.types import ModelConfig
 from nons.observability.suppression import sdk_call_scope
 from nons.providers._errors import FailedCall, describe_any, provider_error
 from nons.providers._warm import warm_sdk
-from nons.providers.base import PriceSource, Provider
+from nons.providers.base import PriceSource, Provider, price_source_of
 
 __all__ = ["ClientCache", "SDKProvider", "endpoint_of", "host_of"]
 
@@ -261,7 +261,7 @@ class SDKProvider(Provider, Generic[ClientT]):
         calls are unpriced rather than charged the vendor's prices.
         """
         if config.price_provider:
-            return PriceSource(provider_id=config.price_provider)
+            return price_source_of(config.price_provider)
         return PriceSource(api_url=self.api_url(config))
 
     def api_key(self, config: ModelConfig) -> str | None:

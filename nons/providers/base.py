@@ -9,6 +9,7 @@ every attempt is seen and counted once.
 from __future__ import annotations
 
 import abc
+import functools
 from typing import NamedTuple
 
 from nons.base.messages import LLMRequest, LLMResponse
@@ -16,7 +17,7 @@ from nons.base.types import ModelConfig, ModelProvider
 from nons.observability import names
 from nons.providers._wire import system_parts
 
-__all__ = ["PriceSource", "Provider"]
+__all__ = ["PriceSource", "Provider", "price_source_of"]
 
 
 class PriceSource(NamedTuple):
@@ -25,6 +26,13 @@ class PriceSource(NamedTuple):
 
     provider_id: str | None = None
     api_url: str | None = None
+
+
+@functools.lru_cache(maxsize=256)
+def price_source_of(provider_id: str | None) -> PriceSource:
+    """The (shared, immutable) :class:`PriceSource` of a genai-prices provider id: built once per id rather
+    than on every call, since a NamedTuple with defaults costs about a microsecond to make."""
+    return PriceSource(provider_id=provider_id)
 
 
 class Provider(abc.ABC):
@@ -66,9 +74,7 @@ class Provider(abc.ABC):
     def price_source(self, config: ModelConfig) -> PriceSource:
         """Whose prices ``config``'s calls are billed at: ``ModelConfig.price_provider`` when set, else the
         provider's own (the simulated provider: the model name's)."""
-        if config.price_provider:
-            return PriceSource(provider_id=config.price_provider)
-        return PriceSource(provider_id=self.price_provider_id)
+        return price_source_of(config.price_provider or self.price_provider_id)
 
     async def aclose(self) -> None:  # noqa: B027  (optional hook: providers without clients keep it)
         """Close the clients this provider opened."""

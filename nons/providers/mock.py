@@ -41,6 +41,7 @@ charged that price, so demos show real-looking cost; spans carry ``nons.simulate
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import random
@@ -160,20 +161,21 @@ class MockProvider(Provider):
         else:
             text = _free_text(request, rng)
 
-        prompt_chars = sum(len(m.content) for m in request.messages) + len(request.system or "")
+        prompt_chars = len(request.system or "")
+        for message in request.messages:  # a loop, not sum() over a generator: it runs on every call
+            prompt_chars += len(message.content)
         output_tokens = _tokens(text)
         if request.config.max_tokens is not None and output_tokens > request.config.max_tokens:
             output_tokens = request.config.max_tokens
             finish_reason = "length"
         else:
             finish_reason = "tool_calls" if tool_calls else "stop"
-        digest = hashlib.blake2b(f"{seed}:{text}".encode(), digest_size=8).hexdigest()
         return LLMResponse(
             text=text,
             usage=Usage(input_tokens=max(1, (prompt_chars + 3) // 4), output_tokens=output_tokens),
             finish_reason=finish_reason,
             response_model=request.model,
-            response_id=f"sim-{digest}",
+            response_id=_response_id(seed, text),
             tool_calls=tool_calls,
             simulated=True,
         )
@@ -279,11 +281,21 @@ def _arguments_from(schema: dict[str, Any], prompt: str, rng: random.Random) -> 
     return arguments
 
 
-def _free_text(request: LLMRequest, rng: random.Random) -> str:
-    prompt = _last_user_text(request)
+@functools.lru_cache(maxsize=1024)
+def _topic(prompt: str) -> str:
+    # An ensemble asks the same prompt of many nodes, pass after pass: split it once.
     words = prompt.split()
     topic = " ".join(words[:12]).rstrip(".,:;?!")
-    topic = topic[:1].lower() + topic[1:]
+    return topic[:1].lower() + topic[1:]
+
+
+@functools.lru_cache(maxsize=1024)
+def _response_id(seed: Any, text: str) -> str:
+    return "sim-" + hashlib.blake2b(f"{seed}:{text}".encode(), digest_size=8).hexdigest()
+
+
+def _free_text(request: LLMRequest, rng: random.Random) -> str:
+    topic = _topic(_last_user_text(request))
     temperature = 0.7 if request.config.temperature is None else request.config.temperature
     opening = rng.choice(_OPENINGS) if temperature > 0 else _OPENINGS[0]
     return f"{opening}: a simulated answer about {topic or 'the input'}."

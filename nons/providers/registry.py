@@ -8,12 +8,15 @@ import importlib
 import logging
 import threading
 import weakref
+from typing import TYPE_CHECKING
 
 from nons.base.errors import ConfigurationError
 from nons.base.loading import load_off_loop
-from nons.base.settings import Settings
 from nons.base.types import ModelConfig, ModelProvider
 from nons.providers.base import Provider
+
+if TYPE_CHECKING:  # the settings module loads pydantic-settings: imported by the caller that has settings
+    from nons.base.settings import Settings
 
 __all__ = [
     "DEFAULT_MODELS",

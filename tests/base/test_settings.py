@@ -60,6 +60,19 @@ def test_dotenv_file_is_read_and_its_changes_seen(tmp_path: Path) -> None:
     assert get_settings().environment == "edited-later"
 
 
+def test_settings_are_reused_until_a_variable_changes_then_reread(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NON_MAX_RETRIES", "4")
+    first = get_settings()
+    assert first.max_retries == 4
+    assert get_settings() is first  # nothing changed: the same object, not a new read
+    monkeypatch.setenv("NON_MAX_RETRIES", "6")
+    assert get_settings().max_retries == 6
+    monkeypatch.setenv("UNRELATED_VARIABLE_FOR_THIS_TEST", "x")  # another variable: still the same values
+    assert get_settings().max_retries == 6
+    monkeypatch.delenv("NON_MAX_RETRIES")
+    assert get_settings().max_retries == 3
+
+
 def test_vendor_base_url_variables_point_providers_elsewhere(monkeypatch: pytest.MonkeyPatch) -> None:
     from nons.core.types import ModelConfig
     from nons.providers.openai import OpenAIProvider

@@ -37,12 +37,10 @@ async def attempt(call: CallState) -> LLMResponse:
         if ctx.budget_book is not None:
             # Before the permit: a call the budget refuses must not take a slot from one it would allow.
             hold = await _reserve_budget(call, ctx.budget_book)
-        permit = await ctx.scheduler.acquire(
-            request.provider,
-            request.model,
-            priority=call.site.priority,
-            estimated_tokens=_estimate_tokens(request),
-            deadline=deadline,
+        tokens = _estimate_tokens(request)
+        # Nearly every call gets its slot at once: try that without the coroutine acquire() would cost.
+        permit = ctx.scheduler.try_acquire(request.provider, request.model, tokens) or await ctx.scheduler.acquire(
+            request.provider, request.model, priority=call.site.priority, estimated_tokens=tokens, deadline=deadline
         )
         if permit.wait_s:
             call.wait_s += permit.wait_s
@@ -112,5 +110,8 @@ async def _reserve_budget(call: CallState, book: Budgets) -> BudgetHold | None:
 
 def _estimate_tokens(request: LLMRequest) -> int:
     """Tokens a call may use, reserved against tokens-per-minute limits until the real usage is known."""
-    chars = sum(len(m.content) for m in request.messages) + len(request.system or "")
+    # A loop, not sum() over a generator: this runs on every attempt, and a generator costs more than the sum.
+    chars = len(request.system or "")
+    for message in request.messages:
+        chars += len(message.content)
     return chars // 4 + (request.config.max_tokens or 256)

@@ -4,14 +4,13 @@ state of one call in progress (:class:`CallState`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
 
 from nons.base.errors import ProviderError
 from nons.base.messages import LLMRequest
 from nons.base.results import LLMCallRecord
-from nons.base.settings import Settings
 from nons.base.types import Budget, CacheConfig, LayerConfig, ModelConfig
 from nons.core.budgets import Budgets, LocalLedger, get_budgets
 from nons.core.pricing import start_price_updates
@@ -21,6 +20,9 @@ from nons.observability.content import Capture, capture_mode
 from nons.observability.instruments import Instruments, get_instruments
 from nons.observability.spans import SpanScope
 from nons.providers.base import Provider
+
+if TYPE_CHECKING:  # the settings module loads pydantic-settings: imported by whoever builds a context
+    from nons.base.settings import Settings
 
 __all__ = ["CONVERSATION_ID_KEY", "CallSite", "CallState", "PassContext"]
 

@@ -12,7 +12,6 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from nons.base.errors import ConfigurationError, QueueTimeoutError, SchedulerStoppedError
-from nons.base.settings import get_settings
 from nons.base.types import ModelProvider
 from nons.core.scheduler.breaker import CircuitBreaker
 from nons.core.scheduler.config import (
@@ -33,6 +32,7 @@ from nons.core.scheduler.stats import health_report, register_observables, sched
 from nons.observability import names
 
 if TYPE_CHECKING:
+    from nons.base.settings import Settings
     from nons.observability.instruments import Instruments
 
 __all__ = ["LoopState", "Scheduler"]
@@ -62,13 +62,20 @@ def _backend(backend: LimitBackend | str | None, clock: Callable[[], float]) -> 
     return backend
 
 
+def _settings() -> Settings:
+    # Imported on use: the settings module loads pydantic-settings, which importing the engine need not.
+    from nons.base.settings import get_settings
+
+    return get_settings()
+
+
 class LoopState(Queue):
     """What a scheduler keeps in one event loop: its queue, its lanes by key, its lifecycle, and the settings
     read once per loop (default limits, whether metrics are on)."""
 
     def __init__(self, scheduler: Scheduler) -> None:
         super().__init__(scheduler.queue_strategy, scheduler.clock)
-        settings = get_settings()
+        settings = _settings()
         self.rate_limits = scheduler.rate_limits
         self.model_limits = scheduler.model_limits
         self.breaker_config = scheduler.circuit_breaker
@@ -198,7 +205,7 @@ class Scheduler:
         limits = self.rate_limits.get(provider) or self.default_limits
         if limits is not None:
             return limits
-        settings = get_settings()
+        settings = _settings()
         return RateLimitConfig(
             requests_per_minute=settings.requests_per_minute, max_concurrent=settings.max_concurrent_requests
         )
@@ -269,27 +276,10 @@ class Scheduler:
             state.dispatch()
 
     # --- the hot path -------------------------------------------------------------------------------------
-    async def acquire(
-        self,
-        provider: ModelProvider,
-        model: str,
-        *,
-        priority: int = 0,
-        estimated_tokens: int = 0,
-        deadline: float | None = None,
-    ) -> Permit:
-        """Wait for a slot for one call to ``provider``'s ``model``; the returned permit must be released.
-
-        Args:
-            priority: the request's priority under ``QueueStrategy.PRIORITY`` (higher first).
-            estimated_tokens: tokens reserved against tokens-per-minute limits until the permit is released.
-            deadline: ``time.monotonic()`` time after which a waiting request fails.
-
-        Raises:
-            CircuitOpenError: the provider/model's breaker is open (or half-open with its probe in flight).
-            QueueTimeoutError: the request waited past its deadline.
-            SchedulerStoppedError: the scheduler was stopped (or is draining) while the request waited.
-        """
+    def try_acquire(self, provider: ModelProvider, model: str, estimated_tokens: int = 0) -> Permit | None:
+        """A permit for one call to ``provider``'s ``model`` if one is free now, else ``None`` (then
+        :meth:`acquire` waits for one). The same admission as :meth:`acquire`'s, without a coroutine: the call
+        path tries this first, since nearly every call gets its slot at once."""
         loop = asyncio.get_running_loop()
         cache = self._cache
         state = cache[1] if cache[0] is loop else self._state_for(loop)
@@ -317,6 +307,39 @@ class Scheduler:
                 state.in_flight += 1
                 state.tickets += 1
                 return Permit(lane, 0.0, estimated_tokens, state.tickets, False)
+        return None
+
+    async def acquire(
+        self,
+        provider: ModelProvider,
+        model: str,
+        *,
+        priority: int = 0,
+        estimated_tokens: int = 0,
+        deadline: float | None = None,
+    ) -> Permit:
+        """Wait for a slot for one call to ``provider``'s ``model``; the returned permit must be released.
+
+        Args:
+            priority: the request's priority under ``QueueStrategy.PRIORITY`` (higher first).
+            estimated_tokens: tokens reserved against tokens-per-minute limits until the permit is released.
+            deadline: ``time.monotonic()`` time after which a waiting request fails.
+
+        Raises:
+            CircuitOpenError: the provider/model's breaker is open (or half-open with its probe in flight).
+            QueueTimeoutError: the request waited past its deadline.
+            SchedulerStoppedError: the scheduler was stopped (or is draining) while the request waited.
+        """
+        permit = self.try_acquire(provider, model, estimated_tokens)
+        if permit is not None:
+            return permit
+        loop = asyncio.get_running_loop()
+        cache = self._cache
+        state = cache[1] if cache[0] is loop else self._state_for(loop)
+        assert state is not None
+        lane = state.lanes.get((provider, model))
+        if lane is None:
+            lane = state.new_lane(provider, model)
         return await self._acquire_slow(state, lane, priority, estimated_tokens, deadline)
 
     async def _acquire_slow(

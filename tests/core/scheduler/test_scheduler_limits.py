@@ -108,6 +108,23 @@ async def test_acquire_with_room_never_yields_to_the_loop() -> None:
     assert scheduler.get_stats()["in_flight"] == 0
 
 
+async def test_try_acquire_admits_at_once_or_says_none_and_leaves_the_wait_to_acquire() -> None:
+    scheduler = Scheduler({MOCK: RateLimitConfig(max_concurrent=1)})
+    first = scheduler.try_acquire(MOCK, "m", estimated_tokens=10)
+    assert isinstance(first, Permit) and first.wait_s == 0.0
+    assert scheduler.try_acquire(MOCK, "m") is None  # the one slot is taken: no permit, nothing queued
+    assert scheduler.get_stats()["queued"] == 0
+    waiter = asyncio.ensure_future(scheduler.acquire(MOCK, "m"))
+    await settle()
+    assert not waiter.done()
+    first.release()
+    second = await asyncio.wait_for(waiter, 5)
+    assert second.wait_s >= 0.0
+    second.release()
+    assert scheduler.get_stats()["completed"] == 2
+    assert scheduler.get_stats()["in_flight"] == 0
+
+
 # --- limits -------------------------------------------------------------------------------------------------------
 @pytest.mark.timeout(10)
 async def test_max_concurrent_holds_and_every_request_completes() -> None:

@@ -1,0 +1,180 @@
+"""Run the side-by-side benchmark: ``python -m bench.compare [--rounds N] [--quick]``.
+
+Each round runs every contender once, each in a fresh interpreter, in an order rotated from round to round so
+that a noisy neighbour spreads over all of them; the four target ratios are taken within each round, then
+their median over the rounds is judged. Needs ``./scripts/bootstrap bench`` (LangChain, OpenInference, the
+OTLP protos). It prints figures and verdicts; it asserts nothing, but exits 1 when a span was lost on the way
+to the sink (the figures would then be wrong).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from bench.compare.report import FIGURE, table
+
+ROOT = Path(__file__).resolve().parents[2]
+GRID = ("asyncio", "nons-off", "floor", "nons-on", "langchain", "langchain-otel")
+WIDE = ("wide-asyncio", "wide-off", "wide-on")
+IMPORTS = {
+    "import-nons": "from nons import NoN, Node, ModelConfig",
+    "import-langchain": "import langchain_core.runnables",
+}
+CHEAP = {"asyncio": 20, "nons-off": 5}
+TELEMETRY = {"nons-on", "floor", "langchain-otel", "wide-on"}
+# The import's CPU time, inside a fresh interpreter, its own start-up left out (CPU, not wall: a busy
+# neighbour delays a process more than it slows it).
+IMPORT_SNIPPET = "import time; t = time.process_time(); {}; print((time.process_time() - t) * 1e3)"
+
+
+def child_env(contender: str, port: int, queue: int) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "NON_"))}
+    if contender in TELEMETRY:
+        env.update(
+            {
+                "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
+                "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+                "OTEL_TRACES_EXPORTER": "otlp",
+                "OTEL_METRICS_EXPORTER": "otlp",
+                "OTEL_LOGS_EXPORTER": "none",
+                # Room for every span of the run: a dropped span is never encoded, and would flatter the figure.
+                "OTEL_BSP_MAX_QUEUE_SIZE": str(queue),
+                "OTEL_SERVICE_NAME": f"bench-{contender}",
+            }
+        )
+    else:
+        env.update({"NON_ENABLE_TRACING": "false", "NON_ENABLE_METRICS": "false"})
+    return env
+
+
+def sink_stats(port: int) -> dict[str, int]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats", timeout=10) as reply:
+        return json.loads(reply.read())  # type: ignore[no-any-return]
+
+
+def run_child(command: list[str], env: dict[str, str]) -> str:
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr[-4000:]}")
+    return done.stdout.strip().splitlines()[-1]
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, port: int, signals: str, spans_per_pass: int) -> None:
+        self.args, self.port, self.signals, self.spans_per_pass = args, port, signals, spans_per_pass
+        self.queue = (args.warmup + args.passes) * spans_per_pass * 2 + 2048
+        self.lost: list[str] = []
+
+    def run(self, contender: str) -> dict[str, Any]:
+        env = child_env(contender, self.port, self.queue)
+        if contender in IMPORTS:
+            line = run_child([sys.executable, "-c", IMPORT_SNIPPET.format(IMPORTS[contender])], env)
+            return {"import_ms": float(line)}
+        # The cheap contenders run more passes, so that each measures some 0.5 s of CPU, not a few ms.
+        passes = self.args.wide_passes if contender in WIDE else self.args.passes * CHEAP.get(contender, 1)
+        command = [sys.executable, "-m", "bench.compare.contenders", contender, "--passes", str(passes),
+                   "--warmup", str(self.args.warmup), "--signals", self.signals]  # fmt: skip
+        before = sink_stats(self.port)["spans"]
+        figures: dict[str, Any] = json.loads(run_child(command, env))
+        received = sink_stats(self.port)["spans"] - before
+        if contender in TELEMETRY:
+            figures["spans_received"] = received
+            expected = figures["spans_ended"]
+            if contender in ("nons-on", "floor"):
+                # Both emit NoN's spans: the recorded pass's count, every pass, warm-up included.
+                expected = (self.args.warmup + passes) * self.spans_per_pass
+            if received != expected or figures["spans_ended"] != expected:
+                self.lost.append(f"{contender}: ended {figures['spans_ended']}, received {received}, "
+                                 f"expected {expected}")  # fmt: skip
+        return figures
+
+    def round(self, index: int) -> dict[str, float]:
+        order = [*GRID, *WIDE, *IMPORTS]
+        shift = index % len(order)
+        figures: dict[str, float] = {}
+        for contender in order[shift:] + order[:shift]:
+            result = self.run(contender)
+            figures[contender] = result[FIGURE.get(contender, "cpu_us_per_node")]
+            if self.args.verbose:
+                print(f"  round {index + 1}: {json.dumps({'contender': contender, **result})}", flush=True)
+        return figures
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    packages = ", ".join(
+        f"{name} {version(name)}"
+        for name in ("opentelemetry-sdk", "protobuf", "langchain-core", "openinference-instrumentation-langchain")
+    )
+    return (f"{platform.node()}: {cpu}, {os.cpu_count()} cores, Python {platform.python_version()}; {packages}; "
+            f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--passes", type=int, default=100, help="measured passes of the 3 x 10 grid per contender")
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--wide-passes", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="2 rounds of 30 passes: a smoke run, not a verdict")
+    parser.add_argument("--json", help="also write every round's figures to this file")
+    parser.add_argument("-v", "--verbose", action="store_true", help="print each contender's figures as it runs")
+    args = parser.parse_args()
+    if args.quick:
+        args.rounds, args.passes = 2, 30
+    started = time.perf_counter()
+    sink = subprocess.Popen([sys.executable, "-m", "bench.compare.sink"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert sink.stdout is not None
+        port = int(sink.stdout.readline())
+        with tempfile.TemporaryDirectory() as scratch:
+            signals = str(Path(scratch) / "signals.json")
+            env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "NON_"))}
+            subprocess.run([sys.executable, "-m", "bench.compare.floor", signals], cwd=ROOT, env=env, check=True)
+            recorded = json.loads(Path(signals).read_text())
+            spans, measurements = len(recorded["spans"]), len(recorded["measurements"])
+            print(f"NoN emits {spans} spans and {measurements} metric measurements per pass of 3 x 10 nodes; "
+                  "the SDK floor replays exactly those.", flush=True)  # fmt: skip
+            bench = Bench(args, port, signals, spans)
+            rounds = []
+            for index in range(args.rounds):
+                rounds.append(bench.round(index))
+                print(f"round {index + 1}/{args.rounds} done ({time.perf_counter() - started:.0f} s)", flush=True)
+    finally:
+        sink.terminate()
+        sink.wait()
+    print()
+    print(f"Machine: {machine()}")
+    print(f"{args.rounds} rounds x {args.passes} passes (after {args.warmup} warm-up passes), each contender in a "
+          f"fresh interpreter; total {time.perf_counter() - started:.0f} s.\n")  # fmt: skip
+    print(table(rounds))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"machine": machine(), "rounds": rounds}, indent=1))
+    if bench.lost:
+        lost = "\n  ".join(bench.lost)
+        print(f"\nSPANS LOST on the way to the sink (the telemetry figures are not valid):\n  {lost}")
+        raise SystemExit(1)
+    print("\nEvery span the telemetry contenders ended reached the sink; none was dropped.")
+
+
+if __name__ == "__main__":
+    main()

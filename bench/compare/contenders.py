@@ -1,0 +1,189 @@
+"""One contender, measured in this (fresh) interpreter: ``python -m bench.compare.contenders NAME [options]``.
+
+Prints one JSON line with its figures. The benchmark (:mod:`bench.compare.__main__`) sets the environment:
+telemetry switches, and the OTLP/HTTP endpoint of its sink for the contenders that export.
+
+CPU is ``time.process_time()`` (every thread of the process, the exporters' included) over the measured
+passes plus a final flush, so the export work of those passes is charged to them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from bench.compare import workloads
+from bench.compare.workloads import NODES_PER_PASS, PROMPT
+
+Flush = Callable[[], None]
+
+
+def _no_flush() -> None:
+    pass
+
+
+class _SpanCount:
+    """Counts the spans ended in this process, to check against what the sink received."""
+
+    def __init__(self) -> None:
+        self.ended = 0
+
+
+def _counting_processor(count: _SpanCount) -> Any:
+    from opentelemetry.sdk.trace import SpanProcessor
+
+    class CountEnded(SpanProcessor):  # type: ignore[misc]
+        def on_end(self, span: Any) -> None:
+            count.ended += 1
+
+    return CountEnded()
+
+
+def _sdk_pipeline(service: str, with_metrics: bool) -> tuple[Any, Any, Flush]:
+    """A hand-built SDK pipeline: OTLP/HTTP exporters, a BatchSpanProcessor and a periodic metric reader."""
+    from opentelemetry import metrics, trace
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    resource = Resource.create({"service.name": service})
+    tracer_provider = TracerProvider(resource=resource)
+    tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    trace.set_tracer_provider(tracer_provider)
+    meter_provider = None
+    if with_metrics:
+        meter_provider = MeterProvider(
+            resource=resource, metric_readers=[PeriodicExportingMetricReader(OTLPMetricExporter())]
+        )
+        metrics.set_meter_provider(meter_provider)
+
+    def flush() -> None:
+        tracer_provider.force_flush()
+        if meter_provider is not None:
+            meter_provider.force_flush()
+
+    return tracer_provider, meter_provider, flush
+
+
+def _grid(name: str, signals: str | None, count: _SpanCount) -> tuple[Callable[[], Awaitable[Any]], Flush, int | None]:
+    """What one pass of contender ``name`` runs, how to flush its telemetry, and the measurements per pass."""
+    if name == "asyncio":
+        return workloads.bare_pass, _no_flush, None
+    if name == "nons-off":
+        network = workloads.nons_grid()
+        return lambda: network.forward(PROMPT), _no_flush, None
+    if name == "nons-on":
+        from opentelemetry import trace
+
+        from nons import configure_telemetry
+
+        handle = configure_telemetry()
+        sdk_provider: Any = trace.get_tracer_provider()
+        sdk_provider.add_span_processor(_counting_processor(count))
+        network = workloads.nons_grid()
+        return lambda: network.forward(PROMPT), handle.force_flush, None
+    if name == "floor":
+        from bench.compare.floor import Replay
+
+        tracer_provider, _, flush = _sdk_pipeline("bench-floor", with_metrics=True)
+        tracer_provider.add_span_processor(_counting_processor(count))
+        assert signals is not None, "the floor replays the signals recorded from NoN (--signals)"
+        with open(signals) as recorded:
+            replay = Replay(json.load(recorded))
+        return replay.run_pass, flush, replay.measurement_count
+    if name == "langchain":
+        chain = workloads.langchain_grid()
+        return lambda: chain.ainvoke(PROMPT), _no_flush, None
+    if name == "langchain-otel":
+        from openinference.instrumentation.langchain import LangChainInstrumentor
+
+        tracer_provider, _, flush = _sdk_pipeline("bench-langchain", with_metrics=False)
+        tracer_provider.add_span_processor(_counting_processor(count))
+        LangChainInstrumentor().instrument(tracer_provider=tracer_provider)
+        chain = workloads.langchain_grid()
+        return lambda: chain.ainvoke(PROMPT), flush, None
+    raise SystemExit(f"unknown contender {name!r}")
+
+
+def measure_grid(name: str, passes: int, warmup: int, signals: str | None) -> dict[str, Any]:
+    count = _SpanCount()
+    one_pass, flush, measurements = _grid(name, signals, count)
+
+    async def run(times: int) -> None:
+        for _ in range(times):
+            await one_pass()
+
+    asyncio.run(run(warmup))
+    flush()
+    cpu, wall = time.process_time(), time.perf_counter()
+    asyncio.run(run(passes))
+    flush()
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    nodes = passes * NODES_PER_PASS
+    return {
+        "cpu_us_per_node": cpu / nodes * 1e6,
+        "wall_us_per_node": wall / nodes * 1e6,
+        "spans_ended": count.ended,
+        "measurements_per_pass": measurements,
+    }
+
+
+def measure_wide(name: str, passes: int) -> dict[str, Any]:
+    """Median wall time of ``passes`` passes of the wide layer (after one warm-up pass)."""
+    count = _SpanCount()
+    flush: Flush = _no_flush
+    one_pass: Callable[[], Awaitable[Any]]
+    if name == "wide-asyncio":
+        one_pass = workloads.bare_wide_pass
+    else:
+        if name == "wide-on":
+            from opentelemetry import trace
+
+            from nons import configure_telemetry
+
+            handle = configure_telemetry()
+            sdk_provider: Any = trace.get_tracer_provider()
+            sdk_provider.add_span_processor(_counting_processor(count))
+            flush = handle.force_flush
+        network = workloads.nons_wide()
+        one_pass = lambda: network.forward("Name a colour.")  # noqa: E731
+
+    async def run() -> list[float]:
+        await one_pass()
+        walls = []
+        for _ in range(passes):
+            start = time.perf_counter()
+            await one_pass()
+            walls.append(time.perf_counter() - start)
+        return walls
+
+    walls = asyncio.run(run())
+    flush()
+    return {"median_ms": statistics.median(walls) * 1e3, "best_ms": min(walls) * 1e3, "spans_ended": count.ended}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("name")
+    parser.add_argument("--passes", type=int, default=100)
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--signals", help="NoN's recorded signals (for the floor)")
+    args = parser.parse_args()
+    if args.name.startswith("wide-"):
+        figures = measure_wide(args.name, args.passes)
+    else:
+        figures = measure_grid(args.name, args.passes, args.warmup, args.signals)
+    print(json.dumps({"contender": args.name, **figures}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

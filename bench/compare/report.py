@@ -1,0 +1,73 @@
+"""The benchmark's table and its four target ratios, from the figures of every round."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+
+#: (key, label, unit) of each row, in the order of the issue's table.
+ROWS: tuple[tuple[str, str, str], ...] = (
+    ("asyncio", "bare asyncio (3 sequential gathers of 10 trivial coroutines)", "CPU µs/node"),
+    ("nons-off", "NoN, telemetry off", "CPU µs/node"),
+    (
+        "floor",
+        "hand-built OTel SDK floor (NoN's spans and measurements, same exporter and batch processor)",
+        "CPU µs/node",
+    ),
+    ("nons-on", "NoN, telemetry on (configure_telemetry, OTLP/HTTP to the local sink)", "CPU µs/node"),
+    ("langchain", "LangChain LCEL, lambda nodes, no callbacks", "CPU µs/node"),
+    ("langchain-otel", "LangChain LCEL + OpenInference tracing (OTLP/HTTP to the local sink)", "CPU µs/node"),
+    ("wide-asyncio", "wide layer, 100 x 50 ms: bare asyncio", "wall ms, median of 5 passes"),
+    ("wide-off", "wide layer, 100 x 50 ms: NoN, telemetry off", "wall ms, median of 5 passes"),
+    ("wide-on", "wide layer, 100 x 50 ms: NoN, telemetry on", "wall ms, median of 5 passes"),
+    ("import-nons", "`from nons import NoN, Node, ModelConfig`", "CPU ms, fresh interpreter"),
+    ("import-langchain", "`import langchain_core.runnables`", "CPU ms, fresh interpreter"),
+)
+
+FIGURE = {
+    "wide-asyncio": "median_ms", "wide-off": "median_ms", "wide-on": "median_ms",
+    "import-nons": "import_ms", "import-langchain": "import_ms",
+}  # fmt: skip
+
+
+def ratios(r: dict[str, float]) -> dict[str, float]:
+    """The four target ratios of one round's figures."""
+    return {
+        "engine": r["nons-off"] / r["asyncio"],
+        "telemetry": (r["nons-on"] - r["nons-off"]) / (r["floor"] - r["asyncio"]),
+        "wide": r["wide-on"] / r["wide-off"],
+        "import": r["import-nons"] / r["import-langchain"],
+    }
+
+
+TARGETS: tuple[tuple[str, str, float], ...] = (
+    ("engine", "1. engine, telemetry off: NoN off / bare asyncio, CPU per node", 3.0),
+    ("telemetry", "2. telemetry: (NoN on - NoN off) / (SDK floor - bare asyncio), CPU per node", 1.0),
+    ("wide", "3. wide layer: NoN on / NoN off, median wall of 5 passes", 1.15),
+    ("import", "4. import: nons / langchain_core.runnables", 1.0),
+)
+
+
+def _spread(values: Sequence[float]) -> str:
+    return f"{min(values):,.1f}-{max(values):,.1f}"
+
+
+def table(rounds: list[dict[str, float]]) -> str:
+    """The contenders' medians and min-max over the rounds, then the ratios, as a Markdown table."""
+    lines = ["| contender | measure | median | min-max |", "|---|---|---:|---:|"]
+    asyncio_median = statistics.median(r["asyncio"] for r in rounds)
+    for key, label, unit in ROWS:
+        values = [r[key] for r in rounds if key in r]
+        if not values:
+            continue
+        median = statistics.median(values)
+        note = f" ({median / asyncio_median:.1f}x asyncio)" if unit == "CPU µs/node" and key != "asyncio" else ""
+        lines.append(f"| {label} | {unit} | {median:,.1f}{note} | {_spread(values)} |")
+    lines += ["", "| target | limit | median over rounds | min-max | verdict |", "|---|---:|---:|---:|---|"]
+    per_round = [ratios(r) for r in rounds]
+    for key, label, limit in TARGETS:
+        values = [p[key] for p in per_round]
+        median = statistics.median(values)
+        verdict = "PASS" if median <= limit else "FAIL"
+        lines.append(f"| {label} | {limit:.2f} | {median:.2f} | {min(values):.2f}-{max(values):.2f} | {verdict} |")
+    return "\n".join(lines)

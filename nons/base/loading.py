@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import os
 import threading
 from collections.abc import Callable, Iterator
 from typing import ParamSpec, TypeVar
@@ -35,6 +36,20 @@ R = TypeVar("R")
 _lock = threading.Lock()
 _loads = 0  # loads inside the current window
 _froze = False  # whether this window froze the old objects (and so must unfreeze them)
+
+
+def _after_fork_in_child() -> None:
+    """A child forked during a load has no load running (the loading thread stayed in the parent): close the
+    window it inherited, and give it a fresh lock in case the fork came while the parent held it."""
+    global _lock, _loads, _froze
+    _lock = threading.Lock()
+    if _froze:
+        gc.unfreeze()
+    _loads, _froze = 0, False
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 @contextlib.contextmanager

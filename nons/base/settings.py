@@ -207,9 +207,13 @@ def _env_fingerprint() -> tuple[tuple[str, str], ...]:
     raw = getattr(os.environ, "_data", None)
     if raw is not None and raw == _env_seen:
         return _env_key
-    _env_key = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("NON_") or k in _ENV_NAMES))
-    _env_seen = dict(raw) if isinstance(raw, dict) else None
-    return _env_key
+    # The copy first, then the key from the copy: a variable set by another thread in between then shows as a
+    # change at the next call, instead of a key that is older than the copy it is checked against.
+    seen = dict(raw) if isinstance(raw, dict) else None
+    items = ((os.fsdecode(k), os.fsdecode(v)) for k, v in seen.items()) if seen is not None else os.environ.items()
+    key = tuple(sorted((k, v) for k, v in items if k.upper().startswith("NON_") or k in _ENV_NAMES))
+    _env_seen, _env_key = seen, key
+    return key
 
 
 def _fingerprint() -> object:

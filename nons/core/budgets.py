@@ -41,6 +41,7 @@ from nons.base.results import Usage
 from nons.base.types import Budget, BudgetScope
 from nons.core.pricing import price_usd
 from nons.core.scheduler.redis_limits import register_degraded_time
+from nons.providers.base import PriceSource
 
 if TYPE_CHECKING:
     from redis.commands.core import AsyncScript
@@ -113,12 +114,14 @@ def current_caller() -> str | None:
     return _caller.get()
 
 
-def worst_case_usd(provider_id: str | None, request: LLMRequest) -> float | None:
-    """The most an attempt of ``request`` can cost (see the module's doc), or ``None`` when its price is unknown."""
+def worst_case_usd(source: PriceSource | str | None, request: LLMRequest) -> float | None:
+    """The most an attempt of ``request`` can cost (see the module's doc), or ``None`` when its price is unknown.
+
+    ``source`` is whose prices the call pays (:meth:`Provider.price_source`), the same as its recorded cost's."""
     text_bytes = sum(len(m.content.encode()) for m in request.messages) + len((request.system or "").encode())
     input_tokens = math.ceil(text_bytes / 3) + 8 * (len(request.messages) + 1)
     output_tokens = request.config.max_tokens or UNSET_MAX_TOKENS
-    return price_usd(provider_id, request.model, Usage(input_tokens=input_tokens, output_tokens=output_tokens))
+    return price_usd(source, request.model, Usage(input_tokens=input_tokens, output_tokens=output_tokens))
 
 
 class _Window:

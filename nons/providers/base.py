@@ -13,8 +13,9 @@ import functools
 from typing import NamedTuple
 
 from nons.base.messages import LLMRequest, LLMResponse
-from nons.base.types import ModelConfig, ModelProvider
+from nons.base.types import ModelConfig, ModelProvider, StructuredOutput
 from nons.observability import names
+from nons.providers._structured import output_form
 from nons.providers._wire import system_parts
 
 __all__ = ["PriceSource", "Provider", "price_source_of"]
@@ -58,8 +59,9 @@ class Provider(abc.ABC):
 
     def schema_in_prompt(self, request: LLMRequest) -> bool:
         """Whether a typed request's schema goes into the system prompt: when no native structured-output field
-        carries it (see :mod:`nons.providers._structured`)."""
-        return request.response_schema is not None
+        carries it (see :mod:`nons.providers._structured`). By default, as OpenAI's API: with ``json_object``
+        (no schema field) and ``prompt``."""
+        return output_form(request) in (StructuredOutput.JSON_OBJECT, StructuredOutput.PROMPT)
 
     def system_parts(self, request: LLMRequest) -> list[str]:
         """The pieces of the system text this provider sends for ``request`` (context, system messages, the

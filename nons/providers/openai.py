@@ -171,7 +171,12 @@ class OpenAIProvider(SDKProvider[openai.AsyncOpenAI]):
     def schema_in_prompt(self, request: LLMRequest) -> bool:
         # json_object keeps the schema in the prompt too: OpenAI's own API takes no schema with it, and a
         # compatible server that ignores the schema still has the prompt to go by.
-        return output_form(request) in (StructuredOutput.JSON_OBJECT, StructuredOutput.PROMPT)
+        form = output_form(request)
+        base_url = self.configured_base_url(request.config)
+        if form is not None and base_url and request.config.structured_output is StructuredOutput.AUTO:
+            # Asked before the form is negotiated (captured content): the form this server was found to accept.
+            form = self.accepted_form(base_url)
+        return form in (StructuredOutput.JSON_OBJECT, StructuredOutput.PROMPT)
 
     def _response_format(self, request: LLMRequest, form: StructuredOutput) -> dict[str, Any]:
         """The ``response_format`` of a typed answer: ``json_schema`` (strict when the schema allows), or

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import threading
 import time
 import weakref
@@ -12,6 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from nons.base import loading
 from nons.base.loading import load_off_loop, young_objects_only
 
 
@@ -109,3 +111,13 @@ async def test_concurrent_loads_each_finish_and_the_window_closes_after_the_last
         "anthropic",
     ]
     assert gc.get_freeze_count() == 0
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_child_forked_during_a_load_starts_with_no_window_and_nothing_frozen() -> None:
+    with loading.young_objects_only():
+        pid = os.fork()
+        if pid == 0:  # the child: the load (and its window) stayed in the parent
+            os._exit(0 if gc.get_freeze_count() == 0 and loading._loads == 0 and not loading._froze else 1)
+        _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

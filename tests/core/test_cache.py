@@ -15,6 +15,7 @@ import pytest
 from pydantic import SecretStr
 
 from nons import CacheConfig, ConfigurationError, ModelConfig, ModelProvider, NetworkConfig, Node, NoN
+from nons.base.errors import AuthenticationError, BudgetExceededError, ServerError
 from nons.base.messages import LLMResponse, Message, ToolDefinition
 from nons.base.results import Usage
 from nons.core import cache as cache_module
@@ -126,7 +127,7 @@ def test_bad_cache_settings_are_configuration_errors() -> None:
         CacheConfig(ttl_s=0)
 
 
-async def test_a_leaders_failure_reaches_its_followers_and_is_not_cached() -> None:
+async def test_a_providers_verdict_reaches_the_leaders_followers_and_is_not_cached() -> None:
     cache = ResponseCache()
     calls = 0
 
@@ -134,12 +135,56 @@ async def test_a_leaders_failure_reaches_its_followers_and_is_not_cached() -> No
         nonlocal calls
         calls += 1
         await asyncio.sleep(0.05)
-        raise RuntimeError("provider down")
+        raise ServerError("provider down")
 
     outcomes = await asyncio.gather(*(cache.fetch("k", 60, failing) for _ in range(5)), return_exceptions=True)
-    assert calls == 1 and all(isinstance(o, RuntimeError) for o in outcomes)
+    assert calls == 1 and all(isinstance(o, ServerError) for o in outcomes)
     entry, hit = await cache.fetch("k", 60, _async(_entry("fresh")))
     assert not hit and entry.response.text == "fresh"
+
+
+@pytest.mark.parametrize(
+    "leaders_end",
+    [
+        "cancelled",
+        BudgetExceededError("over budget", budget="caller", scope="caller", limit_usd=1.0, needed_usd=2.0),
+        AuthenticationError("this caller's key was refused"),
+    ],
+)
+async def test_followers_call_again_when_the_leader_ends_for_a_reason_of_its_own(leaders_end: object) -> None:
+    # The leader's cancellation (a client that went away), its caller's budget or its API key (which the key
+    # leaves out) say nothing about the answer: the followers make the call themselves, one of them leading.
+    cache = ResponseCache()
+    calls = 0
+    started = asyncio.Event()
+
+    async def leader_call() -> Entry:
+        nonlocal calls
+        calls += 1
+        started.set()
+        await asyncio.sleep(0.05)
+        if isinstance(leaders_end, BaseException):
+            raise leaders_end
+        await asyncio.sleep(10)
+        raise AssertionError("the leader should have been cancelled")
+
+    async def follower_call() -> Entry:
+        nonlocal calls
+        calls += 1
+        return _entry("answer")
+
+    leader = asyncio.create_task(cache.fetch("k", 60, leader_call))
+    await started.wait()
+    followers = [asyncio.create_task(cache.fetch("k", 60, follower_call)) for _ in range(3)]
+    await asyncio.sleep(0)
+    if leaders_end == "cancelled":
+        leader.cancel()
+    results = await asyncio.gather(*followers)
+    assert [entry.response.text for entry, _ in results] == ["answer"] * 3
+    assert calls == 2  # the leader's, then one for all three followers
+    expected = asyncio.CancelledError if leaders_end == "cancelled" else type(leaders_end)
+    with pytest.raises(expected):  # type: ignore[arg-type]
+        await leader
 
 
 def _async(entry: Entry):  # type: ignore[no-untyped-def]

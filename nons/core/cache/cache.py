@@ -22,6 +22,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 
+from nons.base.errors import AuthenticationError, BudgetExceededError, ProviderError
 from nons.base.redis_client import RedisLink
 from nons.core.cache.keys import Entry
 from nons.core.cache.stores import MemoryStore, RedisStore
@@ -35,6 +36,16 @@ _POLL_FIRST_S = 0.005
 _POLL_MAX_S = 0.1
 # Deletes the lock only if it is still ours (it may have expired and been taken by another leader).
 _UNLOCK = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+
+
+class _LeaderGone(Exception):
+    """A flight's leader ended for a reason of its own: its followers call again instead of sharing it."""
+
+
+def _shared_with_followers(error: BaseException) -> bool:
+    """Whether a flight's failure is the answer for every identical call: a provider's verdict on the request
+    is; the leader's cancellation, its caller's budget or its API key (not part of the key) are not."""
+    return isinstance(error, ProviderError) and not isinstance(error, (AuthenticationError, BudgetExceededError))
 
 
 class ResponseCache:
@@ -70,14 +81,17 @@ class ResponseCache:
         flight_key = (asyncio.get_running_loop(), key)
         flight = self._flights.get(flight_key)
         if flight is not None:
-            return await asyncio.shield(flight), True
+            try:
+                return await asyncio.shield(flight), True
+            except _LeaderGone:
+                return await self.fetch(key, ttl_s, compute)
         flight = asyncio.get_running_loop().create_future()
         self._flights[flight_key] = flight
         try:
             entry, hit = await self._fetch_shared(key, ttl_s, compute)
         except BaseException as error:
             if not flight.done():
-                flight.set_exception(error)
+                flight.set_exception(error if _shared_with_followers(error) else _LeaderGone())
                 flight.exception()  # retrieved: a flight without followers must not log "never retrieved"
             raise
         else:

@@ -80,7 +80,8 @@ async def attempt(call: CallState) -> LLMResponse:
         raise
     permit.release(success=True, tokens_used=response.usage.total_tokens)
     if hold is not None:
-        cost = price_usd(call.provider.price_provider_id, request.model, response.usage)
+        # Priced as the call's record is (nons.core.call.call._succeeded), so budgets and nons.cost agree.
+        cost = price_usd(call.provider.price_source(request.config), request.model, response.usage)
         ctx.budget_book.settle(hold, cost)  # type: ignore[union-attr]
         if cost and inst.metrics:
             for name, scope in hold.labels:
@@ -102,7 +103,7 @@ async def _reserve_budget(call: CallState, book: Budgets) -> BudgetHold | None:
     applicable = book.applicable(ctx.network_name, ctx.budgets)
     if not applicable:
         return None
-    amount = worst_case_usd(call.provider.price_provider_id, request)
+    amount = worst_case_usd(call.provider.price_source(request.config), request)
     if amount is None:
         return None
     return await book.reserve(applicable, ctx.pass_ledger, amount, request.provider.value, request.model)

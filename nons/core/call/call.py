@@ -51,7 +51,8 @@ async def call_llm(
     if config.provider is None and config.model_name is not None and not prices_loaded():
         # Whose model the name is comes from the price table: loaded on a worker thread, not on the event loop.
         await load_prices()
-    if site.cache is not None and cacheable(config, site.cache):
+    # A repair goes to the model itself: its answer is what the repair is about, and its span carries the event.
+    if repair is None and site.cache is not None and cacheable(config, site.cache):
         return await _cached(ctx, site, messages, records, system, response_schema, tools, tool_choice, repair)
     kind = resolve_provider(config, ctx.settings)
     model = config.model_name or default_model(kind)

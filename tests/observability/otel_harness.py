@@ -52,6 +52,11 @@ needs_sdk_1_41 = pytest.mark.skipif(
     reason="SDK < 1.41: batch processors have no drop hook (drops go uncounted) and the OTLP exporters retry a "
     "refused export for up to 64 s before reporting it failed",
 )
+#: The contrib google-genai instrumentation (the double-counting tests) needs opentelemetry-api 1.43 or later.
+needs_sdk_1_43 = pytest.mark.skipif(
+    SDK_VERSION < (1, 43),
+    reason="SDK < 1.43: the contrib opentelemetry-instrumentation-google-genai cannot be installed beside it",
+)
 #: Whether the installed opentelemetry-instrumentation-httpx has HTTPX2ClientInstrumentor (HTTP attempt spans).
 HAS_HTTPX2_INSTRUMENTOR = hasattr(
     importlib.import_module("opentelemetry.instrumentation.httpx"), "HTTPX2ClientInstrumentor"

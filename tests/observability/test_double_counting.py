@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from otel_harness import needs_sdk_1_43
 
 from nons.core.layer import Layer
 from nons.core.network import NoN
@@ -34,6 +35,8 @@ from nons.core.types import ModelConfig, ModelProvider
 from nons.observability import names
 from nons.observability.suppression import LANGUAGE_MODEL_SUPPRESSION_KEY, UTIL_GENAI_INFERENCE_KEY
 from nons.testing import ProviderEmulator, Reply
+
+pytestmark = needs_sdk_1_43
 
 CHILD = Path(__file__).parent / "double_count_child.py"
 CONTRIB_SCOPE = "opentelemetry.instrumentation.google_genai"

@@ -20,12 +20,20 @@ from typing import Any
 import jsonschema
 import pytest
 from opentelemetry import _logs, context
-from opentelemetry.sdk._logs import LoggerProvider, ReadableLogRecord
-from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
+
+try:
+    from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter
+except ImportError:  # SDK < 1.39 (the oldest-SDK stage): the same exporter under its older name
+    from opentelemetry.sdk._logs.export import (  # type: ignore[attr-defined,no-redef]
+        InMemoryLogExporter as InMemoryLogRecordExporter,
+    )
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from otel_harness import SessionSDK
 
 from nons.observability import names
+from nons.observability.buffer import ReadableLogRecord  # the SDK has renamed it: this is whichever it has
 from nons.observability.setup import build_resource
 
 SCHEMAS = Path(__file__).parent / "genai_schemas"

@@ -12,7 +12,7 @@ import socket
 from typing import Any
 
 import pytest
-from otel_harness import needs_sdk_1_41, run_child
+from otel_harness import SDK_VERSION, needs_sdk_1_41, run_child
 
 #: Bytes one retained span costs (measured: about 3 KB with its attributes and events). A leak of one span per
 #: pass would grow memory by about 2.4 MB between pass 200 and pass 1,000; the bound is below that, and well
@@ -108,5 +108,7 @@ def test_shutdown_gives_up_instead_of_hanging() -> None:
 def test_the_http_exporters_fail_as_quietly() -> None:
     result = run_child("down", down_env("http/protobuf", 50))
     assert (result["completed"], result["errors"]) == (50, [])
+    if SDK_VERSION < (1, 41):
+        return  # the failure is not reported yet: older exporters retry a refused export for up to 64 s
     export = result["stats"]["export"]
     assert export["spans"]["failed"] + export["spans"]["dropped"] > 0

@@ -13,6 +13,8 @@ event, or both.
 
 from __future__ import annotations
 
+import inspect
+import logging
 from typing import Any
 
 from opentelemetry import _logs
@@ -42,6 +44,11 @@ __all__ = [
 
 # A proxy logger: the inference event goes to whatever logger provider is installed when it is emitted.
 _events = _logs.get_logger(names.SCOPE, __version__)
+#: Whether this OpenTelemetry API emits named events through a logger (``emit(event_name=...)``); older APIs
+#: (NoN supports 1.30 on) take only an SDK log record there, which a library cannot build.
+EVENTS_SUPPORTED: bool = "event_name" in inspect.signature(_logs.Logger.emit).parameters
+_events_warned = False
+logger = logging.getLogger(__name__)
 
 
 def request_attributes(ctx: PassContext, request: LLMRequest, provider: Provider) -> dict[str, Any]:
@@ -311,6 +318,9 @@ def _emit_details(call: CallState, response: LLMResponse | None, error: Provider
     """The ``gen_ai.client.inference.operation.details`` event of the call, with its content as structured
     attributes (lists of dicts, not JSON strings: the conventions require the structured form on events). It is
     emitted while the call's span is current, so it carries the span's trace and span ids."""
+    if not EVENTS_SUPPORTED:
+        _warn_no_events()
+        return
     attributes: dict[str, Any] = request_attributes(call.ctx, call.request, call.provider)
     attributes.update(request_content(call.request, call.provider))
     if response is not None:
@@ -319,3 +329,14 @@ def _emit_details(call: CallState, response: LLMResponse | None, error: Provider
     if error is not None:
         attributes[names.ERROR_TYPE] = error.error_type
     _events.emit(event_name=names.EVENT_INFERENCE_DETAILS, attributes=content.cleaned(attributes))
+
+
+def _warn_no_events() -> None:
+    global _events_warned
+    if not _events_warned:
+        _events_warned = True
+        logger.warning(
+            "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT asks for the %s event, which this OpenTelemetry API "
+            "cannot emit (it needs emit(event_name=...)): upgrade opentelemetry-api, or capture on spans "
+            "(SPAN_ONLY)", names.EVENT_INFERENCE_DETAILS,
+        )

@@ -5,14 +5,11 @@ replicas sharing Redis."""
 from __future__ import annotations
 
 import asyncio
-import json
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from replicas import run_together
 
 from nons import (
     Budget,
@@ -161,20 +158,8 @@ async def test_network_budgets_shared_in_redis_never_overshoot_under_concurrency
 @pytest.mark.integration
 def test_three_replicas_sharing_a_budget_in_redis_never_overshoot(redis_server) -> None:  # type: ignore[no-untyped-def]
     limit = 50 * worst_case()
-    replica = Path(__file__).with_name("budget_replica.py")
-    processes = [
-        subprocess.Popen([sys.executable, str(replica), "--url", redis_server.url, "--limit-usd", repr(limit)],
-                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        for _ in range(3)
-    ]
-    for process in processes:
-        assert process.stdout is not None and process.stdout.readline().strip() == b"ready"
-    start_at = time.time() + 0.3
-    results = []
-    for process in processes:
-        out, err = process.communicate(f"{start_at!r}\n".encode(), timeout=120)
-        assert process.returncode == 0, err.decode()[-2000:]
-        results.append(json.loads(out.decode().strip().splitlines()[-1]))
+    argv = ["--url", redis_server.url, "--limit-usd", repr(limit)]
+    results = run_together(Path(__file__).with_name("budget_replica.py"), [argv] * 3)
     costs = [c for result in results for c in result["costs"]]
     assert not any(result["errors"] for result in results)
     assert sum(costs) <= limit

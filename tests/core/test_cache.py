@@ -4,15 +4,13 @@ single-flight in one loop, and across replicas through a real Redis (the provide
 from __future__ import annotations
 
 import asyncio
-import json
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
+from replicas import run_together
 
 from nons import CacheConfig, ConfigurationError, ModelConfig, ModelProvider, NetworkConfig, Node, NoN
 from nons.base.errors import AuthenticationError, BudgetExceededError, ServerError
@@ -222,23 +220,11 @@ async def test_an_unreachable_redis_leaves_the_cache_local_and_the_call_unharmed
 def test_100_identical_calls_across_three_processes_make_one_provider_call(
     redis_server, emu: ProviderEmulator  # type: ignore[no-untyped-def]
 ) -> None:
-    replica = Path(__file__).with_name("cache_replica.py")
-    processes = [
-        subprocess.Popen(
-            [sys.executable, str(replica), "--url", redis_server.url, "--base-url", emu.base_url_for("openai"),
-             "--calls", str(calls)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        )
-        for calls in (34, 33, 33)
-    ]
-    for process in processes:
-        assert process.stdout is not None and process.stdout.readline().strip() == b"ready"
-    start_at = time.time() + 0.3
-    results = []
-    for process in processes:
-        out, err = process.communicate(f"{start_at!r}\n".encode(), timeout=120)
-        assert process.returncode == 0, err.decode()[-2000:]
-        results.append(json.loads(out.decode().strip().splitlines()[-1]))
+    results = run_together(
+        Path(__file__).with_name("cache_replica.py"),
+        [["--url", redis_server.url, "--base-url", emu.base_url_for("openai"), "--calls", str(calls)]
+         for calls in (34, 33, 33)],
+    )
     assert not any(result["errors"] for result in results)
     assert len(emu.requests_for("openai")) == 1
     assert sum(result["cached"] for result in results) == 99

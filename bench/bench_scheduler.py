@@ -41,6 +41,7 @@ from nons.base.settings import get_settings
 from nons.core.call import CallSite, PassContext, call_llm
 from nons.core.scheduler import QueueStrategy, RateLimitConfig, Scheduler
 from nons.core.types import LayerConfig, ModelConfig, ModelProvider
+from nons.observability.content import capture_mode
 from nons.observability.instruments import get_instruments
 from nons.providers.mock import MockProvider
 
@@ -132,7 +133,7 @@ async def throughput() -> None:
     settings = get_settings()
     ctx = PassContext(
         network_name="bench", network_id="bench", instruments=get_instruments(False, False),
-        scheduler=Scheduler({MOCK: HIGH}), settings=settings, capture_content=False,
+        scheduler=Scheduler({MOCK: HIGH}), settings=settings, capture=capture_mode("NO_CONTENT"),
     )
     site = CallSite("node", "generate", ModelConfig(provider=MOCK, model_name="bench"), (), LayerConfig())
     records: list[LLMCallRecord] = []

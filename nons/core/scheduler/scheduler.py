@@ -276,10 +276,8 @@ class Scheduler:
             state.dispatch()
 
     # --- the hot path -------------------------------------------------------------------------------------
-    def try_acquire(self, provider: ModelProvider, model: str, estimated_tokens: int = 0) -> Permit | None:
-        """A permit for one call to ``provider``'s ``model`` if one is free now, else ``None`` (then
-        :meth:`acquire` waits for one). The same admission as :meth:`acquire`'s, without a coroutine: the call
-        path tries this first, since nearly every call gets its slot at once."""
+    def _lane(self, provider: ModelProvider, model: str) -> tuple[LoopState, Lane]:
+        """This loop's state and its lane for ``provider``'s ``model`` (made on first use)."""
         loop = asyncio.get_running_loop()
         cache = self._cache
         state = cache[1] if cache[0] is loop else self._state_for(loop)
@@ -287,6 +285,13 @@ class Scheduler:
         lane = state.lanes.get((provider, model))
         if lane is None:
             lane = state.new_lane(provider, model)
+        return state, lane
+
+    def try_acquire(self, provider: ModelProvider, model: str, estimated_tokens: int = 0) -> Permit | None:
+        """A permit for one call to ``provider``'s ``model`` if one is free now, else ``None`` (then
+        :meth:`acquire` waits for one). The same admission as :meth:`acquire`'s, without a coroutine: the call
+        path tries this first, since nearly every call gets its slot at once."""
+        state, lane = self._lane(provider, model)
         if state.open and not lane.breaker.state and lane.remote is None:
             # Fast path: no one waits for these limiters and they all have room. No await, no allocation
             # but the permit, the clock read only when a limiter has buckets or a pause.
@@ -333,13 +338,7 @@ class Scheduler:
         permit = self.try_acquire(provider, model, estimated_tokens)
         if permit is not None:
             return permit
-        loop = asyncio.get_running_loop()
-        cache = self._cache
-        state = cache[1] if cache[0] is loop else self._state_for(loop)
-        assert state is not None
-        lane = state.lanes.get((provider, model))
-        if lane is None:
-            lane = state.new_lane(provider, model)
+        state, lane = self._lane(provider, model)
         return await self._acquire_slow(state, lane, priority, estimated_tokens, deadline)
 
     async def _acquire_slow(

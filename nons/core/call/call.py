@@ -51,11 +51,15 @@ async def call_llm(
     if config.provider is None and config.model_name is not None and not prices_loaded():
         # Whose model the name is comes from the price table: loaded on a worker thread, not on the event loop.
         await load_prices()
-    # A repair goes to the model itself: its answer is what the repair is about, and its span carries the event.
-    if repair is None and site.cache is not None and cacheable(config, site.cache):
-        return await _cached(ctx, site, messages, records, system, response_schema, tools, tool_choice, repair)
     kind = resolve_provider(config, ctx.settings)
     model = config.model_name or default_model(kind)
+    request = LLMRequest(
+        provider=kind, model=model, config=config, messages=messages, system=system, tools=tuple(tools),
+        response_schema=response_schema, timeout_s=ctx.settings.request_timeout, tool_choice=tool_choice,
+    )
+    # A repair goes to the model itself: its answer is what the repair is about, and its span carries the event.
+    if repair is None and site.cache is not None and cacheable(config, site.cache):
+        return await _cached(ctx, site, request, records)
     # The first call to a provider imports its vendor SDK (0.5 to 2 s) on a worker thread, and the first priced
     # call loads the price table the same way: the event loop never waits for either. Both happen before the
     # span starts, which needs the provider for the attributes it starts with (operation, server).
@@ -64,10 +68,6 @@ async def call_llm(
         await load_prices()
     if config.price_provider:
         check_price_provider(config.price_provider)
-    request = LLMRequest(
-        provider=kind, model=model, config=config, messages=messages, system=system, tools=tuple(tools),
-        response_schema=response_schema, timeout_s=ctx.settings.request_timeout, tool_choice=tool_choice,
-    )
     scope = telemetry.start_span(ctx, request, provider) if ctx.instruments.tracing else NO_SPAN
     if repair is not None:
         telemetry.repairing(ctx, site, scope, provider, model, repair)
@@ -113,24 +113,22 @@ async def call_llm(
     return response
 
 
-async def _cached(
-    ctx: PassContext, site: CallSite, messages: list[Message], records: list[LLMCallRecord], system: str | None,
-    response_schema: dict[str, Any] | None, tools: Sequence[ToolDefinition], tool_choice: str | None,
-    repair: OutputRepair | None,
-) -> LLMResponse:
-    """The call through the response cache: a hit, another caller's flight, or this call made and stored."""
+async def _cached(ctx: PassContext, site: CallSite, request: LLMRequest, records: list[LLMCallRecord]) -> LLMResponse:
+    """The call of ``request`` through the response cache: a hit, another caller's flight, or this call made and
+    stored."""
     assert site.cache is not None
-    config = site.model_config
-    kind = resolve_provider(config, ctx.settings)
-    model = config.model_name or default_model(kind)
-    key = cache_key(kind, model, config, system, messages, tools, response_schema, tool_choice)
+    config, kind, model = request.config, request.provider, request.model
+    key = cache_key(
+        kind, model, config, request.system, request.messages, request.tools, request.response_schema,
+        request.tool_choice,
+    )
     uncached = dataclasses.replace(site, cache=None)
 
     async def call() -> Entry:
         own: list[LLMCallRecord] = []
         response = await call_llm(
-            ctx, uncached, messages, own, system=system, response_schema=response_schema, tools=tools,
-            tool_choice=tool_choice, repair=repair,
+            ctx, uncached, request.messages, own, system=request.system, response_schema=request.response_schema,
+            tools=request.tools, tool_choice=request.tool_choice,
         )
         records.extend(own)
         return Entry(ModelProvider(own[-1].provider), response)
@@ -149,11 +147,7 @@ async def _cached(
     # answered.
     source = provider.price_source(config) if entry.provider is kind else provider.price_provider_id
     saved = price_usd(source, answer.response_model, answer.usage)
-    request = LLMRequest(
-        provider=entry.provider, model=model, config=config, messages=messages, system=system, tools=tuple(tools),
-        response_schema=response_schema, timeout_s=ctx.settings.request_timeout, tool_choice=tool_choice,
-    )
-    telemetry.cache_hit(ctx, site, request, provider, answer, saved)
+    telemetry.cache_hit(ctx, site, dataclasses.replace(request, provider=entry.provider), provider, answer, saved)
     record = LLMCallRecord(
         provider=entry.provider.value, request_model=model, response_model=answer.response_model,
         response_id=answer.response_id, usage=Usage(), finish_reason=answer.finish_reason,

@@ -12,11 +12,12 @@ import functools
 import time
 import uuid
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
 
 from nons.base.errors import ConfigurationError, NetworkTimeoutError
+from nons.base.loading import import_off_loop
 from nons.base.results import LayerResult, NetworkResult
 from nons.base.types import ErrorPolicy, LayerConfig, NetworkConfig
 from nons.core.call import PassContext
@@ -26,7 +27,12 @@ from nons.core.progress import ProgressCallback, ProgressReporter
 from nons.observability import names, spans
 from nons.observability.auto import setup_telemetry, telemetry_pending
 
+if TYPE_CHECKING:
+    from nons.base.settings import Settings
+
 __all__ = ["NoN", "create_network"]
+
+_SETTINGS = "nons.base.settings"
 
 
 class NoN:
@@ -123,11 +129,9 @@ class NoN:
         ``on_progress`` is called with a :class:`~nons.core.progress.ProgressEvent` as each node starts and
         finishes, each layer finishes and the pass ends, with the cost so far.
         """
-        # Imported here, not at the top: the settings module pulls in pydantic-settings (~50 ms), which
-        # `from nons import NoN` should not pay before the first pass.
-        from nons.base.settings import get_settings
-
-        settings = get_settings()
+        # Imported at the first pass, not at the top, and on a worker thread: the settings module pulls in
+        # pydantic-settings (50 to 60 ms), which neither `from nons import NoN` nor the event loop should pay.
+        settings: Settings = (await import_off_loop(_SETTINGS)).get_settings()
         check_input(input_data, self.config.max_input_chars or settings.max_input_chars)
         check_trace_headers(trace_headers)
         if telemetry_pending(settings):  # the first pass sets telemetry up, its imports off the event loop

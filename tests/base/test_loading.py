@@ -1,20 +1,22 @@
-"""A one-time load runs on a worker thread, with the garbage collector's passes skipping the objects that existed
-before it, and gives every object back to the collector when it ends."""
+"""A one-time load runs on a worker thread with the garbage collector's automatic passes paused, and gives every
+object back to the collector when it ends."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
 import os
+import sys
 import threading
 import time
 import weakref
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from nons.base import loading
-from nons.base.loading import load_off_loop, young_objects_only
+from nons.base.loading import collector_paused, import_off_loop, load_off_loop
 
 
 class Cyclic:
@@ -25,69 +27,94 @@ class Cyclic:
 
 
 @pytest.fixture(autouse=True)
-def unfrozen_heap() -> Iterator[None]:
+def collector_running() -> Iterator[None]:
     # A load an earlier test started and cancelled keeps running on its thread (a thread cannot be stopped), and
     # keeps its window open until it ends: wait for it.
     deadline = time.monotonic() + 60
-    while gc.get_freeze_count() and time.monotonic() < deadline:
+    while not gc.isenabled() and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert gc.get_freeze_count() == 0, "objects are still frozen a minute after the tests before this one"
+    assert gc.isenabled(), "the collector is still paused a minute after the tests before this one"
+    assert gc.get_freeze_count() == 0
     yield
     gc.unfreeze()
+    gc.enable()
 
 
-def test_objects_from_before_the_load_are_frozen_only_while_it_runs() -> None:
-    with young_objects_only():
-        assert gc.get_freeze_count() > 0
-    assert gc.get_freeze_count() == 0
+def test_the_collector_makes_no_automatic_pass_while_a_load_runs() -> None:
+    passes: list[int] = []
+
+    def count(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            passes.append(info["generation"])
+
+    gc.callbacks.append(count)
+    try:
+        with collector_paused():
+            assert not gc.isenabled()
+            for _ in range(50_000):  # far more than the youngest generation's threshold of allocations
+                Cyclic()
+            assert passes == []
+        assert gc.isenabled()
+    finally:
+        gc.callbacks.remove(count)
 
 
-def test_garbage_of_the_application_is_collected_after_the_load_ends() -> None:
-    garbage = Cyclic()
-    freed = weakref.ref(garbage)
-    with young_objects_only():
-        del garbage
-        gc.collect()
-        assert freed() is not None, "a pass during the load walks only the objects the load built"
+def test_what_the_load_built_joins_the_oldest_generation_without_a_pass() -> None:
+    with collector_paused():
+        built = [Cyclic() for _ in range(1000)]
+    assert gc.get_count()[0] < 1000, "the young generation was handed to the oldest, not left to be walked"
+    assert gc.get_freeze_count() == 0, "nothing stays frozen"
+    assert gc.is_tracked(built[0])
+
+
+def test_garbage_from_before_and_during_the_load_is_collected_after_it() -> None:
+    before = Cyclic()
+    freed_before = weakref.ref(before)
+    del before
+    with collector_paused():
+        during = Cyclic()
+        freed_during = weakref.ref(during)
+        del during
     gc.collect()
-    assert freed() is None, "nothing stays out of the collector's reach once the load ended"
-
-
-def test_what_the_load_builds_is_collected_as_usual() -> None:
-    with young_objects_only():
-        built = Cyclic()
-        freed = weakref.ref(built)
-        del built
-        gc.collect()
-        assert freed() is None
+    assert freed_before() is None and freed_during() is None, "nothing stays out of the collector's reach"
 
 
 def test_overlapping_loads_share_one_window() -> None:
-    first, second = young_objects_only(), young_objects_only()
+    first, second = collector_paused(), collector_paused()
     first.__enter__()
     second.__enter__()
     first.__exit__(None, None, None)
-    assert gc.get_freeze_count() > 0, "the second load still runs"
+    assert not gc.isenabled(), "the second load still runs"
     second.__exit__(None, None, None)
-    assert gc.get_freeze_count() == 0
+    assert gc.isenabled()
+
+
+def test_an_application_that_disabled_the_collector_itself_is_left_alone() -> None:
+    gc.disable()
+    try:
+        with collector_paused():
+            Cyclic()
+        assert not gc.isenabled(), "NoN does not turn on a collector the application turned off"
+    finally:
+        gc.enable()
 
 
 def test_an_application_that_freezes_objects_itself_is_left_alone() -> None:
     gc.freeze()
     frozen = gc.get_freeze_count()
-    with young_objects_only():
+    with collector_paused():
         Cyclic()
     assert gc.get_freeze_count() == frozen, "NoN neither froze more nor unfroze the application's objects"
+    assert gc.isenabled()
 
 
 async def test_a_load_runs_on_a_worker_thread_inside_the_window() -> None:
-    def load(label: str) -> tuple[str, bool, int]:
-        return label, threading.current_thread() is threading.main_thread(), gc.get_freeze_count()
+    def load(label: str) -> tuple[str, bool, bool]:
+        return label, threading.current_thread() is threading.main_thread(), gc.isenabled()
 
-    label, on_main_thread, frozen = await load_off_loop(load, "sdk")
-    assert (label, on_main_thread) == ("sdk", False)
-    assert frozen > 0
-    assert gc.get_freeze_count() == 0
+    label, on_main_thread, collecting = await load_off_loop(load, "sdk")
+    assert (label, on_main_thread, collecting) == ("sdk", False, False)
+    assert gc.isenabled()
 
 
 async def test_a_failing_load_raises_its_error_and_closes_the_window() -> None:
@@ -96,7 +123,7 @@ async def test_a_failing_load_raises_its_error_and_closes_the_window() -> None:
 
     with pytest.raises(ImportError, match="vendor_sdk"):
         await load_off_loop(load)
-    assert gc.get_freeze_count() == 0
+    assert gc.isenabled()
 
 
 async def test_concurrent_loads_each_finish_and_the_window_closes_after_the_last() -> None:
@@ -110,14 +137,29 @@ async def test_concurrent_loads_each_finish_and_the_window_closes_after_the_last
         "openai",
         "anthropic",
     ]
-    assert gc.get_freeze_count() == 0
+    assert gc.isenabled()
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-def test_a_child_forked_during_a_load_starts_with_no_window_and_nothing_frozen() -> None:
-    with loading.young_objects_only():
+def test_a_child_forked_during_a_load_starts_with_no_window_and_the_collector_on() -> None:
+    with loading.collector_paused():
         pid = os.fork()
         if pid == 0:  # the child: the load (and its window) stayed in the parent
-            os._exit(0 if gc.get_freeze_count() == 0 and loading._loads == 0 and not loading._froze else 1)
+            os._exit(0 if gc.isenabled() and loading._loads == 0 and not loading._paused else 1)
         _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+async def test_a_module_is_imported_off_the_loop_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    assert await import_off_loop("json") is json, "an imported module is returned as it is"
+    (tmp_path / "nons_loadable.py").write_text(
+        "import threading\nIMPORTED_ON_MAIN_THREAD = threading.current_thread() is threading.main_thread()\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "nons_loadable", raising=False)
+    module = await import_off_loop("nons_loadable")
+    assert module.IMPORTED_ON_MAIN_THREAD is False
+    assert await import_off_loop("nons_loadable") is module
+    monkeypatch.delitem(sys.modules, "nons_loadable")

@@ -156,3 +156,26 @@ def test_nons_warnings_still_reach_stderr_when_the_application_configured_no_log
         "1" if bridge else "0", "1" if bridge == "root" else "0"
     ]
     assert completed.stderr.count("this warning must be seen") == 1
+
+
+@pytest.mark.parametrize("later_name", ["ahead", "changed-after-preload"])
+def test_the_resource_built_ahead_is_used_only_while_its_variables_are_unchanged(later_name: str) -> None:
+    # preload() builds the resource on a worker thread at the first pass; configure_telemetry() runs right after
+    # on the loop's thread and must still describe the process as the variables say then.
+    script = (
+        "import json, os\n"
+        "from nons.observability import setup\n"
+        "setup.preload()\n"
+        f"os.environ['OTEL_SERVICE_NAME'] = {later_name!r}\n"
+        "handle = setup.configure_telemetry()\n"
+        "print(json.dumps(handle.resource.attributes['service.name']))\n"
+        "setup.shutdown_telemetry()\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "NON_"))}
+    env.update({"OTEL_SERVICE_NAME": "ahead", "OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none",
+                "OTEL_LOGS_EXPORTER": "none"})
+    completed = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert completed.stdout.splitlines()[-1] == f'"{later_name}"'

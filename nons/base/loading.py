@@ -3,21 +3,36 @@
 :func:`load_off_loop` runs the load on a worker thread, so the loop's other coroutines keep running while
 Python code runs there: the interpreter hands the GIL back to the loop's thread every few milliseconds. What a
 thread cannot hide is a single C call that holds the GIL for long, and while a large package is imported the
-longest such call by far is the cyclic garbage collector's pass over its oldest generation. Importing builds tens
-of thousands of objects (the Anthropic SDK alone about 120,000), so that pass gets due during the import, on
-whatever thread happens to allocate, with the GIL held throughout: 100 to 280 ms over the whole heap on a busy
-two-core machine, and still 30 to 90 ms when it walks only what the import built.
+longest such call by far is the cyclic garbage collector's pass over its older generations. Importing builds tens
+of thousands of objects that live as long as the process (the Anthropic SDK alone about 120,000), so such a pass
+gets due during the import, on whatever thread happens to allocate, with the GIL held throughout: 100 to 280 ms
+over the whole heap on a busy two-core machine, and still 30 to 90 ms when it walks only what the import built.
 
-So while a load runs, the collector makes no automatic pass (:func:`gc.disable`). When the last overlapping load
-ends, the objects built meanwhile are moved to the oldest generation in one O(1) splice of the collector's lists
-(:func:`gc.freeze` then :func:`gc.unfreeze`), and the collector resumes: what the load built is walked at the
-next full pass, at the time the collector would have chosen anyway, instead of by a young-generation pass over
-120,000 objects the moment it resumes. Nothing is kept from the collector for good, and an explicit
-:func:`gc.collect` still collects everything. An application that disabled the collector itself is left alone,
-and so is one that froze objects itself (the pre-fork pattern of :func:`gc.freeze`'s documentation): the splice
-would unfreeze them, so it is skipped. The interpreter's switch interval, which is the application's, is not
-touched. Measured with ``bench/loop_lag.py``: the longest stall of a 10 ms ticker during the first Anthropic call
-went from 32-52 ms (the collector's passes skipping the older objects) to 15-26 ms.
+So while a load runs, the collector's automatic passes are off (:func:`gc.disable`), and a sweeper thread makes
+a young-generation pass (:func:`gc.collect` of generation 0) every 20 ms instead: each walks only what was
+allocated since the last one (well under a millisecond), so the garbage cycles any thread makes meanwhile and
+drops within a pass or two are collected as they would have been. When the last overlapping load ends, what
+survived those passes (the load's module objects, mostly) is moved to the oldest generation in one O(1) splice
+of the collector's lists (:func:`gc.freeze` then :func:`gc.unfreeze`), and the automatic passes resume. The
+splice does not count those objects towards CPython's trigger for the next full pass (that trigger counts what
+young passes promote), so no full pass falls due because of the load: the module objects are walked at the next
+full pass the process's own allocations call for.
+
+The price of that, which the loads being one-time keeps small: an object that survived a sweep and was dropped
+later in the load's window waits for that next full pass, which a process whose long-lived heap no longer grows
+may not make for a long time. The loads are the first import of each vendor SDK and its first client, the price
+table, the telemetry SDK and the settings module: a few seconds over a process's life. A load that hangs gives
+the collector back after :data:`MAX_PAUSE_S`.
+
+Left alone: an application that disabled the collector itself before a load (nothing is turned on); one that
+froze objects itself (the pre-fork pattern of :func:`gc.freeze`'s documentation), since the splice would unfreeze
+them: the collector's next young pass then walks what the load built (tens of milliseconds). An application that
+turns the collector off while a load runs finds it on again when the load ends. The interpreter's switch
+interval, which is the application's, is not touched. The splice is O(1) in CPython 3.10 to 3.13, whose
+collector is generational; later releases' incremental collector makes :func:`gc.freeze` walk the young objects.
+
+Measured with ``bench/loop_lag.py``: the longest stall of a 10 ms ticker during the first Anthropic call went
+from 32-52 ms (the collector's passes skipping the older objects, the approach before this one) to 15-26 ms.
 """
 
 from __future__ import annotations
@@ -29,28 +44,63 @@ import importlib
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from types import ModuleType
 from typing import ParamSpec, TypeVar
 
-__all__ = ["collector_paused", "import_off_loop", "load_off_loop"]
+__all__ = ["MAX_PAUSE_S", "collector_paused", "import_off_loop", "imported", "load_off_loop"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
+#: The longest the collector's automatic passes stay off for one window of loads, in seconds.
+MAX_PAUSE_S = 30.0
+#: How often the sweeper makes a young-generation pass while the automatic ones are off, in seconds.
+SWEEP_INTERVAL_S = 0.02
+
 _lock = threading.Lock()
 _loads = 0  # loads inside the current window
-_paused = False  # whether this window paused the collector (and so must resume it)
+_paused = False  # whether the collector is paused by this window (and so must be resumed)
+_epoch = 0  # which window: a block that entered an earlier one (before a fork) leaves nothing to close
+_sweeping: threading.Event | None = None  # set to stop the current window's sweeper
+
+
+def _resume() -> None:
+    """Give the collector back (under ``_lock``, the window paused): the young generations are spliced into the
+    oldest unless the application froze objects of its own, then the automatic passes resume."""
+    global _paused, _sweeping
+    _paused = False
+    if _sweeping is not None:
+        _sweeping.set()
+        _sweeping = None
+    if gc.get_freeze_count() == 0:
+        gc.freeze()
+        gc.unfreeze()
+    gc.enable()
+
+
+def _sweep(stop: threading.Event, started: float) -> None:
+    """The sweeper: a young pass every :data:`SWEEP_INTERVAL_S` until the window ends, or :data:`MAX_PAUSE_S`."""
+    while not stop.wait(SWEEP_INTERVAL_S):
+        if time.monotonic() - started > MAX_PAUSE_S:
+            with _lock:
+                if _sweeping is stop:
+                    _resume()
+            return
+        gc.collect(0)
 
 
 def _after_fork_in_child() -> None:
-    """A child forked during a load has no load running (the loading thread stayed in the parent): close the
-    window it inherited, and give it a fresh lock in case the fork came while the parent held it."""
-    global _lock, _loads, _paused
+    """A child forked during a load has no load running (the loading thread stayed in the parent, or ends a
+    window the child no longer counts) and no sweeper: close the window it inherited, and give it a fresh lock in
+    case the fork came while the parent held it."""
+    global _lock, _loads, _paused, _epoch, _sweeping
     _lock = threading.Lock()
+    _sweeping = None  # the sweeper thread was not copied into the child
     if _paused:
-        gc.enable()
-    _loads, _paused = 0, False
+        _resume()
+    _loads, _paused, _epoch = 0, False, _epoch + 1
 
 
 if hasattr(os, "register_at_fork"):
@@ -59,29 +109,28 @@ if hasattr(os, "register_at_fork"):
 
 @contextlib.contextmanager
 def collector_paused() -> Iterator[None]:
-    """While the block runs, the garbage collector makes no automatic pass; when the last overlapping block
-    ends, what was built meanwhile joins the oldest generation and the collector resumes (see the module's
+    """While the block runs, the garbage collector makes young-generation passes only; when the last overlapping
+    block ends, what survived them joins the oldest generation and the automatic passes resume (see the module's
     docstring)."""
-    global _loads, _paused
+    global _loads, _paused, _sweeping
     with _lock:
-        if _loads == 0:
-            _paused = gc.isenabled()
-            if _paused:
-                gc.disable()
+        epoch = _epoch
+        if _loads == 0 and gc.isenabled():
+            gc.disable()
+            _paused = True
+            _sweeping = threading.Event()
+            threading.Thread(
+                target=_sweep, args=(_sweeping, time.monotonic()), name="nons-gc-sweeper", daemon=True
+            ).start()
         _loads += 1
     try:
         yield
     finally:
         with _lock:
-            _loads -= 1
-            if _loads == 0 and _paused:
-                _paused = False
-                if gc.get_freeze_count() == 0:
-                    # Splices the collector's lists, O(1) whatever the heap's size: every young object moves
-                    # to the oldest generation without a pass over it.
-                    gc.freeze()
-                    gc.unfreeze()
-                gc.enable()
+            if epoch == _epoch:
+                _loads -= 1
+                if _loads == 0 and _paused:
+                    _resume()
 
 
 async def load_off_loop(function: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
@@ -95,8 +144,21 @@ async def load_off_loop(function: Callable[P, R], *args: P.args, **kwargs: P.kwa
     return await asyncio.to_thread(load)
 
 
+def imported(name: str) -> ModuleType | None:
+    """The module ``name`` if it is imported and its body has finished running, else ``None``.
+
+    A module is in ``sys.modules`` from the moment its import starts: while another thread still runs its body,
+    it lacks whatever that body has not defined yet.
+    """
+    module = sys.modules.get(name)
+    if module is None or getattr(getattr(module, "__spec__", None), "_initializing", False):
+        return None
+    return module
+
+
 async def import_off_loop(name: str) -> ModuleType:
     """The module ``name``, imported by :func:`load_off_loop` unless it is imported already (then at the cost of
-    one dictionary read)."""
-    module = sys.modules.get(name)
+    one dictionary read). Callers that arrive while another thread imports it wait for that import to finish
+    (on a worker thread, where the import system's module lock makes them wait)."""
+    module = imported(name)
     return module if module is not None else await load_off_loop(importlib.import_module, name)

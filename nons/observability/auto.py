@@ -13,11 +13,10 @@ This module imports nothing of the SDK itself, so the engine can import it.
 from __future__ import annotations
 
 import importlib
-import sys
 from types import ModuleType
 from typing import TYPE_CHECKING
 
-from nons.base.loading import load_off_loop
+from nons.base.loading import imported, load_off_loop
 
 if TYPE_CHECKING:  # the settings module loads pydantic-settings; callers pass their settings in
     from nons.base.settings import Settings
@@ -33,7 +32,7 @@ def telemetry_pending(settings: Settings) -> bool:
     """Whether a pass under ``settings`` should call :func:`setup_telemetry` first."""
     if _done or not settings.enable_tracing:
         return False
-    setup = sys.modules.get(_SETUP)
+    setup = imported(_SETUP)
     # Set up already by the application, or shut down: nothing to do, and no need to ask again.
     return setup is None or not (setup.telemetry_is_configured() or setup.telemetry_was_shut_down())
 
@@ -47,8 +46,9 @@ def _import_setup() -> ModuleType:
 async def setup_telemetry() -> None:
     """Set telemetry up (see the module's docstring); the imports run on a worker thread."""
     global _done
-    setup = sys.modules.get(_SETUP)
+    setup = imported(_SETUP)
     if setup is None or not setup.preloaded():
+        # Also when another pass is importing it right now: the worker thread waits for that import to finish.
         setup = await load_off_loop(_import_setup)
     setup.ensure_telemetry()
     _done = True

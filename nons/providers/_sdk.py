@@ -78,6 +78,7 @@ class ClientCache(Generic[ClientT]):
         self._factory = factory
         self._closer = closer
         self._lock = threading.Lock()  # one provider instance may serve loops in several threads
+        self._made_one = False  # whether a client was made by get_async (the first one warms the SDK)
         self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopClients[ClientT]]
         self._by_loop = weakref.WeakKeyDictionary()
 
@@ -101,7 +102,13 @@ class ClientCache(Generic[ClientT]):
             client = self._loop_clients().get(key)
         if client is not None:
             return client
-        made = await load_off_loop(self._factory, api_key, base_url)
+        # The first client is made with the collector paused (the SDK's first-use work builds thousands of
+        # objects); the others only load TLS certificates, which releases the GIL.
+        if self._made_one:
+            made = await asyncio.to_thread(self._factory, api_key, base_url)
+        else:
+            made = await load_off_loop(self._factory, api_key, base_url)
+            self._made_one = True
         with self._lock:
             clients = self._loop_clients()
             client = clients.get(key)

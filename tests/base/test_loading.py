@@ -1,5 +1,6 @@
-"""A one-time load runs on a worker thread with the garbage collector's automatic passes paused, and gives every
-object back to the collector when it ends."""
+"""A one-time load runs on a worker thread while the garbage collector makes young-generation passes only, and
+gives every object back to the collector when it ends; a module is imported off the loop once, and whoever asks
+while it is being imported gets it whole."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from nons.base import loading
-from nons.base.loading import collector_paused, import_off_loop, load_off_loop
+from nons.base.loading import collector_paused, import_off_loop, imported, load_off_loop
 
 
 class Cyclic:
@@ -24,6 +25,17 @@ class Cyclic:
 
     def __init__(self) -> None:
         self.me = self
+
+
+class GcPasses:
+    """The generations of the collector's passes while it is installed."""
+
+    def __init__(self) -> None:
+        self.generations: list[int] = []
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self.generations.append(info["generation"])
 
 
 @pytest.fixture(autouse=True)
@@ -40,31 +52,45 @@ def collector_running() -> Iterator[None]:
     gc.enable()
 
 
-def test_the_collector_makes_no_automatic_pass_while_a_load_runs() -> None:
-    passes: list[int] = []
+@pytest.fixture
+def passes() -> Iterator[GcPasses]:
+    recorder = GcPasses()
+    gc.callbacks.append(recorder)
+    yield recorder
+    gc.callbacks.remove(recorder)
 
-    def count(phase: str, info: dict[str, int]) -> None:
-        if phase == "start":
-            passes.append(info["generation"])
 
-    gc.callbacks.append(count)
-    try:
-        with collector_paused():
-            assert not gc.isenabled()
-            for _ in range(50_000):  # far more than the youngest generation's threshold of allocations
+def test_only_young_passes_run_while_a_load_runs(passes: GcPasses) -> None:
+    with collector_paused():
+        assert not gc.isenabled()
+        for _ in range(20):
+            for _ in range(5_000):  # far more than the youngest generation's threshold of allocations
                 Cyclic()
-            assert passes == []
-        assert gc.isenabled()
-    finally:
-        gc.callbacks.remove(count)
+            time.sleep(loading.SWEEP_INTERVAL_S)
+    assert gc.isenabled()
+    assert passes.generations, "the sweeper made young passes"
+    assert set(passes.generations) == {0}, "no pass over the older generations"
 
 
-def test_what_the_load_built_joins_the_oldest_generation_without_a_pass() -> None:
+def test_garbage_dropped_during_a_load_is_collected_during_it() -> None:
+    with collector_paused():
+        dropped = Cyclic()
+        freed = weakref.ref(dropped)
+        del dropped
+        deadline = time.monotonic() + 10
+        while freed() is not None and time.monotonic() < deadline:
+            time.sleep(loading.SWEEP_INTERVAL_S)
+        assert freed() is None, "a young pass of the sweeper collected it, no explicit gc.collect()"
+
+
+def test_what_the_load_built_joins_the_oldest_generation_without_a_pass(passes: GcPasses) -> None:
     with collector_paused():
         built = [Cyclic() for _ in range(1000)]
-    assert gc.get_count()[0] < 1000, "the young generation was handed to the oldest, not left to be walked"
+        passes.generations.clear()
+    assert passes.generations == [], "the window ended without a pass"
+    young = {id(o) for generation in (0, 1) for o in gc.get_objects(generation=generation)}
+    assert not young & {id(o) for o in built}, "every object the load built is in the oldest generation"
     assert gc.get_freeze_count() == 0, "nothing stays frozen"
-    assert gc.is_tracked(built[0])
 
 
 def test_garbage_from_before_and_during_the_load_is_collected_after_it() -> None:
@@ -87,6 +113,18 @@ def test_overlapping_loads_share_one_window() -> None:
     assert not gc.isenabled(), "the second load still runs"
     second.__exit__(None, None, None)
     assert gc.isenabled()
+
+
+def test_a_load_that_hangs_gives_the_collector_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(loading, "MAX_PAUSE_S", 0.1)
+    with collector_paused():
+        deadline = time.monotonic() + 10
+        while not gc.isenabled() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert gc.isenabled(), "the automatic passes resumed while the load still runs"
+    assert gc.isenabled()
+    with collector_paused():
+        assert not gc.isenabled(), "the next load pauses the collector again"
 
 
 def test_an_application_that_disabled_the_collector_itself_is_left_alone() -> None:
@@ -150,16 +188,53 @@ def test_a_child_forked_during_a_load_starts_with_no_window_and_the_collector_on
     assert os.waitstatus_to_exitcode(status) == 0
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_child_forked_on_the_loading_thread_can_pause_the_collector_again() -> None:
+    window = loading.collector_paused()
+    window.__enter__()
+    pid = os.fork()
+    window.__exit__(None, None, None)  # in the child: the end of a window it no longer counts
+    if pid == 0:
+        healthy = loading._loads == 0 and gc.isenabled()
+        with loading.collector_paused():
+            healthy = healthy and not gc.isenabled()
+        os._exit(0 if healthy and gc.isenabled() else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+def _module_file(directory: Path, name: str, body: str) -> None:
+    (directory / f"{name}.py").write_text(body)
+
+
 async def test_a_module_is_imported_off_the_loop_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import json
 
     assert await import_off_loop("json") is json, "an imported module is returned as it is"
-    (tmp_path / "nons_loadable.py").write_text(
-        "import threading\nIMPORTED_ON_MAIN_THREAD = threading.current_thread() is threading.main_thread()\n"
-    )
+    body = "import threading\nON_MAIN = threading.current_thread() is threading.main_thread()\n"
+    _module_file(tmp_path, "nons_loadable", body)
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delitem(sys.modules, "nons_loadable", raising=False)
     module = await import_off_loop("nons_loadable")
-    assert module.IMPORTED_ON_MAIN_THREAD is False
+    assert module.ON_MAIN is False
     assert await import_off_loop("nons_loadable") is module
     monkeypatch.delitem(sys.modules, "nons_loadable")
+
+
+async def test_callers_that_arrive_during_the_import_get_the_whole_module(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The module's body takes a while, and is in sys.modules from its first line on.
+    _module_file(tmp_path, "nons_slow_loadable", "import time\ntime.sleep(0.3)\nREADY = True\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "nons_slow_loadable", raising=False)
+    first = asyncio.ensure_future(import_off_loop("nons_slow_loadable"))
+    deadline = time.monotonic() + 10
+    # Polled: the import system signals nothing when a module's import starts.
+    while "nons_slow_loadable" not in sys.modules and time.monotonic() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.005)
+    assert imported("nons_slow_loadable") is None, "half a module is not an imported one"
+    modules = await asyncio.gather(first, *(import_off_loop("nons_slow_loadable") for _ in range(5)))
+    assert all(module.READY for module in modules)
+    assert imported("nons_slow_loadable") is modules[0]
+    monkeypatch.delitem(sys.modules, "nons_slow_loadable")

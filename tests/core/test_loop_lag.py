@@ -46,3 +46,25 @@ def test_the_first_call_to_each_provider_leaves_the_event_loop_running() -> None
     assert not held, f"NoN's own work held the loop {held} ms during a first call (idle: {idle_busy} ms); {result}"
     slow = {p: ms for p, ms in lags.items() if ms - idle > WALL_BOUND_MS}
     assert not slow, f"the loop waited {slow} ms during a first call (idle: {idle} ms); {result}"
+
+
+def test_concurrent_first_passes_all_run() -> None:
+    # The first passes of a fresh process load the settings, telemetry and the price table on worker threads;
+    # the passes that start while those imports run wait for them, rather than see half-imported modules.
+    script = (
+        "import asyncio\n"
+        "from nons import ModelConfig, ModelProvider, Node, NoN\n"
+        "async def main():\n"
+        "    net = NoN.from_operators([Node('generate', ModelConfig(provider=ModelProvider.MOCK))])\n"
+        "    results = await asyncio.gather(*(net.forward('hi') for _ in range(20)), return_exceptions=True)\n"
+        "    failed = [repr(r) for r in results if isinstance(r, BaseException)]\n"
+        "    print(len(results) - len(failed), failed[:1])\n"
+        "asyncio.run(main())\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "NON_"))}
+    env["OTEL_TRACES_EXPORTER"] = env["OTEL_METRICS_EXPORTER"] = env["OTEL_LOGS_EXPORTER"] = "none"
+    completed = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert completed.stdout.splitlines()[-1] == "20 []", completed.stdout

@@ -8,21 +8,24 @@ of thousands of objects that live as long as the process (the Anthropic SDK alon
 gets due during the import, on whatever thread happens to allocate, with the GIL held throughout: 100 to 280 ms
 over the whole heap on a busy two-core machine, and still 30 to 90 ms when it walks only what the import built.
 
-So while a load runs, the collector's automatic passes are off (:func:`gc.disable`), and a sweeper thread makes
-a young-generation pass (:func:`gc.collect` of generation 0) every 20 ms instead: each walks only what was
-allocated since the last one (well under a millisecond), so the garbage cycles any thread makes meanwhile and
-drops within a pass or two are collected as they would have been. When the last overlapping load ends, what
-survived those passes (the load's module objects, mostly) is moved to the oldest generation in one O(1) splice
-of the collector's lists (:func:`gc.freeze` then :func:`gc.unfreeze`), and the automatic passes resume. The
-splice does not count those objects towards CPython's trigger for the next full pass (that trigger counts what
-young passes promote), so no full pass falls due because of the load: the module objects are walked at the next
-full pass the process's own allocations call for.
+So while a load runs, the collector's automatic passes are off (:func:`gc.disable`), and a sweeper thread makes a
+young-generation pass (:func:`gc.collect` of generation 0) every 20 ms instead: each walks only what was allocated
+since the last one (a few milliseconds at most, while three SDKs import), so the garbage cycles any thread makes
+meanwhile and drops before the next sweep are collected as they would have been. When the last overlapping load
+ends, what survived those passes (the load's module objects, mostly) is moved to the oldest generation in one O(1)
+splice of the collector's lists (:func:`gc.freeze` then :func:`gc.unfreeze`), and the automatic passes resume. The
+splice does not count those objects towards CPython's trigger for the next full pass (that trigger counts what young
+passes promote), so no full pass falls due because of the load: the module objects are walked at the next full pass
+the process's own allocations call for.
 
-The price of that, which the loads being one-time keeps small: an object that survived a sweep and was dropped
-later in the load's window waits for that next full pass, which a process whose long-lived heap no longer grows
-may not make for a long time. The loads are the first import of each vendor SDK and its first client, the price
-table, the telemetry SDK and the settings module: a few seconds over a process's life. A load that hangs gives
-the collector back after :data:`MAX_PAUSE_S`.
+The price of that, which the loads being one-time keeps small: a garbage cycle that survived a sweep and was
+dropped later in the load's window (say, a request's objects that live 50 ms while a 2 s import runs) is not
+collected by a middle-generation pass, as it would have been, but waits for that next full pass, which a process
+whose long-lived heap no longer grows may not make for a long time. The loads are the first import of each
+vendor SDK and its first client, the price table, the telemetry SDK and the settings module: a few seconds over
+a process's life. A load that hangs gives the collector back after :data:`MAX_PAUSE_S` (and no longer holds up
+the windows of later loads). An explicit :func:`gc.collect` on another thread while a sweep runs returns at
+once, as it does whenever two threads' passes meet.
 
 Left alone: an application that disabled the collector itself before a load (nothing is turned on); one that
 froze objects itself (the pre-fork pattern of :func:`gc.freeze`'s documentation), since the splice would unfreeze
@@ -81,14 +84,28 @@ def _resume() -> None:
 
 
 def _sweep(stop: threading.Event, started: float) -> None:
-    """The sweeper: a young pass every :data:`SWEEP_INTERVAL_S` until the window ends, or :data:`MAX_PAUSE_S`."""
+    """The sweeper: a young pass every :data:`SWEEP_INTERVAL_S` until the window ends, or :data:`MAX_PAUSE_S`
+    (then the window is closed early: the loads still running no longer count, and the next one opens a new
+    window)."""
+    global _loads, _epoch
     while not stop.wait(SWEEP_INTERVAL_S):
         if time.monotonic() - started > MAX_PAUSE_S:
             with _lock:
                 if _sweeping is stop:
                     _resume()
+                    _loads, _epoch = 0, _epoch + 1
             return
         gc.collect(0)
+
+
+def _before_fork() -> None:
+    # A fork must not land between two steps of opening or closing a window: the child would inherit a collector
+    # turned off with no window to turn it back on.
+    _lock.acquire()
+
+
+def _after_fork_in_parent() -> None:
+    _lock.release()
 
 
 def _after_fork_in_child() -> None:
@@ -96,7 +113,7 @@ def _after_fork_in_child() -> None:
     window the child no longer counts) and no sweeper: close the window it inherited, and give it a fresh lock in
     case the fork came while the parent held it."""
     global _lock, _loads, _paused, _epoch, _sweeping
-    _lock = threading.Lock()
+    _lock = threading.Lock()  # the inherited one is held (by _before_fork)
     _sweeping = None  # the sweeper thread was not copied into the child
     if _paused:
         _resume()
@@ -104,7 +121,9 @@ def _after_fork_in_child() -> None:
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+    os.register_at_fork(
+        before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child
+    )
 
 
 @contextlib.contextmanager
@@ -116,12 +135,12 @@ def collector_paused() -> Iterator[None]:
     with _lock:
         epoch = _epoch
         if _loads == 0 and gc.isenabled():
+            stop = threading.Event()
+            # Started first: a thread that cannot start (a thread limit, the interpreter's shutdown) raises before
+            # anything was paused.
+            threading.Thread(target=_sweep, args=(stop, time.monotonic()), name="nons-gc-sweeper", daemon=True).start()
             gc.disable()
-            _paused = True
-            _sweeping = threading.Event()
-            threading.Thread(
-                target=_sweep, args=(_sweeping, time.monotonic()), name="nons-gc-sweeper", daemon=True
-            ).start()
+            _paused, _sweeping = True, stop
         _loads += 1
     try:
         yield

@@ -1,4 +1,4 @@
-"""Run the side-by-side benchmark: ``python -m bench.compare [--rounds N] [--quick]``.
+"""Run the side-by-side benchmark: ``python -m bench.compare [--rounds N] [--quick] [--instructions]``.
 
 Each round runs every contender once, each in a fresh interpreter, in an order rotated from round to round so
 that a noisy neighbour spreads over all of them; the four target ratios are taken within each round, then
@@ -138,6 +138,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="2 rounds of 30 passes: a smoke run, not a verdict")
     parser.add_argument("--json", help="also write every round's figures to this file")
     parser.add_argument("-v", "--verbose", action="store_true", help="print each contender's figures as it runs")
+    parser.add_argument("--instructions", action="store_true",
+                        help="targets 1 and 2 in instructions per node, under callgrind")
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.passes = 2, 30
@@ -155,6 +157,13 @@ def main() -> None:
             print(f"NoN emits {spans} spans and {measurements} metric measurements per pass of 3 x 10 nodes; "
                   "the SDK floor replays exactly those.", flush=True)  # fmt: skip
             bench = Bench(args, port, signals, spans)
+            if args.instructions:
+                from bench.compare import instructions
+
+                queue = (args.warmup + max(p[1] for p in instructions.PASSES.values())) * spans * 2 + 2048
+                print(instructions.run_all(lambda c: {**child_env(c, port, queue), **instructions.STEADY_EXPORT},
+                                           ROOT, signals, args.warmup))  # fmt: skip
+                return
             rounds = []
             for index in range(args.rounds):
                 rounds.append(bench.round(index))

@@ -1,0 +1,87 @@
+"""Targets 1 and 2 in instructions: ``python -m bench.compare --instructions``.
+
+CPU-time ratios on a shared two-core machine move by 15% from round to round, more than most single changes to
+the engine gain. Instructions executed do not: ``valgrind --tool=callgrind`` counts the same to 0.1% run after
+run (every thread's, the batch processor's export thread included). Each contender runs under callgrind twice,
+a short and a long run of the same grid in a fresh interpreter; their difference, divided by the nodes the long
+run ran more, is its instructions per node, with the interpreter's start-up, the imports and the warm-up passes
+cancelled out.
+
+Instructions are not time: a cache miss costs more than an add. This mode judges whether a change to the engine
+or to its telemetry did less work; the default mode, in CPU time, stays the verdict on the issue's targets.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from bench.compare.workloads import NODES_PER_PASS
+
+#: The grid contenders of targets 1 and 2, with the passes of their (short, long) runs: the telemetry ones are
+#: about 15 times as slow under callgrind, so they run fewer.
+PASSES: dict[str, tuple[int, int]] = {
+    "asyncio": (20, 220),
+    "nons-off": (20, 120),
+    "floor": (10, 40),
+    "nons-on": (10, 40),
+}
+#: Exports only when a batch is full and at the flushes around the measured passes, never on a timer: under
+#: callgrind a run takes minutes, and timed exports would come more often in the long run than in the short one.
+STEADY_EXPORT = {"OTEL_BSP_SCHEDULE_DELAY": "3600000", "OTEL_METRIC_EXPORT_INTERVAL": "3600000"}
+_COLLECTED = re.compile(r"Collected : (\d+)")
+
+
+def _collected(command: list[str], env: dict[str, str], cwd: Path) -> int:
+    """Instructions the whole process executed under callgrind."""
+    done = subprocess.run(
+        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *command],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=1800,
+    )  # fmt: skip
+    found = _COLLECTED.search(done.stderr)
+    if done.returncode != 0 or found is None:
+        raise SystemExit(f"callgrind run of {' '.join(command)} failed:\n{done.stderr[-3000:]}")
+    return int(found.group(1))
+
+
+def per_node(contender: str, env: dict[str, str], cwd: Path, signals: str, warmup: int) -> float:
+    """Instructions per node of ``contender`` (the difference of its long and short runs)."""
+    short, long = PASSES[contender]
+
+    def run(passes: int) -> int:
+        command = [sys.executable, "-m", "bench.compare.contenders", contender, "--passes", str(passes),
+                   "--warmup", str(warmup), "--signals", signals]  # fmt: skip
+        return _collected(command, env, cwd)
+
+    return (run(long) - run(short)) / ((long - short) * NODES_PER_PASS)
+
+
+def table(figures: dict[str, float]) -> str:
+    """The instructions per node of each contender and the ratios of targets 1 and 2, as a Markdown table."""
+    engine = figures["nons-off"] / figures["asyncio"]
+    telemetry = (figures["nons-on"] - figures["nons-off"]) / (figures["floor"] - figures["asyncio"])
+    lines = ["| contender | instructions per node |", "|---|---:|"]
+    lines += [f"| {name} | {figures[name] / 1000:,.1f}k |" for name in PASSES]
+    lines += [
+        "",
+        "| target, in instructions | limit | ratio |",
+        "|---|---:|---:|",
+        f"| 1. engine: NoN off / bare asyncio | 3.00 | {engine:.2f} |",
+        f"| 2. telemetry: (NoN on - NoN off) / (SDK floor - bare asyncio) | 1.00 | {telemetry:.2f} |",
+    ]
+    return "\n".join(lines)
+
+
+def run_all(env_for: Callable[[str], dict[str, str]], cwd: Path, signals: str, warmup: int) -> str:
+    """Count every contender (``env_for`` gives each one's environment) and return the table."""
+    if shutil.which("valgrind") is None:
+        raise SystemExit("--instructions needs valgrind (apt-get install valgrind)")
+    figures = {}
+    for contender in PASSES:
+        figures[contender] = per_node(contender, env_for(contender), cwd, signals, warmup)
+        print(f"  {contender}: {figures[contender] / 1000:,.1f}k instructions per node", flush=True)
+    return table(figures)

@@ -123,6 +123,10 @@ class MockProvider(Provider):
 
     async def complete(self, request: LLMRequest) -> LLMResponse:
         params = request.config.extra_params
+        if not params and not request.tools and request.response_schema is None:
+            # The plain case (a prompt, no simulation parameters): the answer at once, as the general path below
+            # would give it with seed 0.
+            return _response(request, _free_text(request, self._rng(0)), (), 0)
         if params:
             unknown = [k for k in params if k.startswith("mock_") and k not in _KNOWN_PARAMS]
             if unknown:
@@ -161,24 +165,7 @@ class MockProvider(Provider):
         else:
             text = _free_text(request, rng)
 
-        prompt_chars = len(request.system or "")
-        for message in request.messages:  # a loop, not sum() over a generator: it runs on every call
-            prompt_chars += len(message.content)
-        output_tokens = _tokens(text)
-        if request.config.max_tokens is not None and output_tokens > request.config.max_tokens:
-            output_tokens = request.config.max_tokens
-            finish_reason = "length"
-        else:
-            finish_reason = "tool_calls" if tool_calls else "stop"
-        return LLMResponse(
-            text=text,
-            usage=Usage(input_tokens=max(1, (prompt_chars + 3) // 4), output_tokens=output_tokens),
-            finish_reason=finish_reason,
-            response_model=request.model,
-            response_id=_response_id(seed, text),
-            tool_calls=tool_calls,
-            simulated=True,
-        )
+        return _response(request, text, tool_calls, seed)
 
     def _failure(self, request: LLMRequest, params: dict[str, Any]) -> ProviderError:
         kind = params.get("mock_failure_kind", "server_error")
@@ -220,6 +207,29 @@ class MockProvider(Provider):
             for i, c in enumerate(turn)
         )
         return "", calls
+
+
+def _response(request: LLMRequest, text: str, tool_calls: tuple[ToolCall, ...], seed: Any) -> LLMResponse:
+    """The simulated answer ``text`` (or ``tool_calls``) to ``request``, with its usage: about four characters a
+    token each way, capped at ``max_tokens`` (then the finish reason is ``length``)."""
+    prompt_chars = len(request.system or "")
+    for message in request.messages:  # a loop, not sum() over a generator: it runs on every call
+        prompt_chars += len(message.content)
+    output_tokens = _tokens(text)
+    if request.config.max_tokens is not None and output_tokens > request.config.max_tokens:
+        output_tokens = request.config.max_tokens
+        finish_reason = "length"
+    else:
+        finish_reason = "tool_calls" if tool_calls else "stop"
+    return LLMResponse(
+        text=text,
+        usage=Usage(input_tokens=max(1, (prompt_chars + 3) // 4), output_tokens=output_tokens),
+        finish_reason=finish_reason,
+        response_model=request.model,
+        response_id=_response_id(seed, text),
+        tool_calls=tool_calls,
+        simulated=True,
+    )
 
 
 def _last_user_text(request: LLMRequest) -> str:

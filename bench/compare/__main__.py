@@ -139,7 +139,7 @@ def main() -> None:
     parser.add_argument("--json", help="also write every round's figures to this file")
     parser.add_argument("-v", "--verbose", action="store_true", help="print each contender's figures as it runs")
     parser.add_argument("--instructions", action="store_true",
-                        help="targets 1 and 2 in instructions per node, under callgrind")
+                        help="targets 1 and 2 in instructions per node, under callgrind (takes --warmup only)")
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.passes = 2, 30
@@ -161,8 +161,10 @@ def main() -> None:
                 from bench.compare import instructions
 
                 queue = (args.warmup + max(p[1] for p in instructions.PASSES.values())) * spans * 2 + 2048
+                counted = instructions.Sink(lambda: sink_stats(port)["spans"], spans)
                 print(instructions.run_all(lambda c: {**child_env(c, port, queue), **instructions.STEADY_EXPORT},
-                                           ROOT, signals, args.warmup))  # fmt: skip
+                                           ROOT, signals, args.warmup, counted))  # fmt: skip
+                print(f"\nMachine: {machine()}")
                 return
             rounds = []
             for index in range(args.rounds):

@@ -1,11 +1,12 @@
 """Targets 1 and 2 in instructions: ``python -m bench.compare --instructions``.
 
 CPU-time ratios on a shared two-core machine move by 15% from round to round, more than most single changes to
-the engine gain. Instructions executed do not: ``valgrind --tool=callgrind`` counts the same to 0.1% run after
-run (every thread's, the batch processor's export thread included). Each contender runs under callgrind twice,
-a short and a long run of the same grid in a fresh interpreter; their difference, divided by the nodes the long
-run ran more, is its instructions per node, with the interpreter's start-up, the imports and the warm-up passes
-cancelled out.
+the engine gain. Instructions executed hardly move: ``valgrind --tool=callgrind`` counts every thread's, the
+batch processor's export thread included, and here they repeat to 0.4% without telemetry and to about 1% with it
+(where the export thread's scheduling moves them a little). Each contender runs under callgrind twice, a short
+and a long run of the same grid in a fresh interpreter; their difference, divided by the nodes the long run ran
+more, is its instructions per node, with the interpreter's start-up, the imports and the warm-up passes
+cancelled out. A telemetry contender's run counts only when the sink received every span it ended.
 
 Instructions are not time: a cache miss costs more than an add. This mode judges whether a change to the engine
 or to its telemetry did less work; the default mode, in CPU time, stays the verdict on the issue's targets.
@@ -18,6 +19,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from bench.compare.workloads import NODES_PER_PASS
@@ -38,24 +40,44 @@ _COLLECTED = re.compile(r"Collected : (\d+)")
 
 def _collected(command: list[str], env: dict[str, str], cwd: Path) -> int:
     """Instructions the whole process executed under callgrind."""
-    done = subprocess.run(
-        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *command],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=1800,
-    )  # fmt: skip
+    try:
+        done = subprocess.run(
+            ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *command],
+            cwd=cwd, env=env, capture_output=True, text=True, timeout=1800,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        raise SystemExit(f"callgrind run of {' '.join(command)} took over 30 minutes") from None
     found = _COLLECTED.search(done.stderr)
     if done.returncode != 0 or found is None:
         raise SystemExit(f"callgrind run of {' '.join(command)} failed:\n{done.stderr[-3000:]}")
     return int(found.group(1))
 
 
-def per_node(contender: str, env: dict[str, str], cwd: Path, signals: str, warmup: int) -> float:
-    """Instructions per node of ``contender`` (the difference of its long and short runs)."""
+@dataclass(frozen=True)
+class Sink:
+    """The local OTLP sink the telemetry contenders export to: how to read its span count, and how many spans a
+    pass of NoN's grid (and of the floor's replay) ends."""
+
+    received: Callable[[], int]
+    spans_per_pass: int
+
+
+def per_node(contender: str, env: dict[str, str], cwd: Path, signals: str, warmup: int, sink: Sink) -> float:
+    """Instructions per node of ``contender`` (the difference of its long and short runs). Exits when a run of a
+    telemetry contender did not deliver every span it ended: a lost export is work not done, and the count would
+    flatter it."""
     short, long = PASSES[contender]
 
     def run(passes: int) -> int:
         command = [sys.executable, "-m", "bench.compare.contenders", contender, "--passes", str(passes),
                    "--warmup", str(warmup), "--signals", signals]  # fmt: skip
-        return _collected(command, env, cwd)
+        before = sink.received()
+        instructions = _collected(command, env, cwd)
+        received = sink.received() - before
+        expected = (warmup + passes) * sink.spans_per_pass if contender in ("floor", "nons-on") else 0
+        if received != expected:
+            raise SystemExit(f"{contender}: the sink received {received} spans of {expected}; the count is not valid")
+        return instructions
 
     return (run(long) - run(short)) / ((long - short) * NODES_PER_PASS)
 
@@ -76,12 +98,12 @@ def table(figures: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
-def run_all(env_for: Callable[[str], dict[str, str]], cwd: Path, signals: str, warmup: int) -> str:
+def run_all(env_for: Callable[[str], dict[str, str]], cwd: Path, signals: str, warmup: int, sink: Sink) -> str:
     """Count every contender (``env_for`` gives each one's environment) and return the table."""
     if shutil.which("valgrind") is None:
         raise SystemExit("--instructions needs valgrind (apt-get install valgrind)")
     figures = {}
     for contender in PASSES:
-        figures[contender] = per_node(contender, env_for(contender), cwd, signals, warmup)
+        figures[contender] = per_node(contender, env_for(contender), cwd, signals, warmup, sink)
         print(f"  {contender}: {figures[contender] / 1000:,.1f}k instructions per node", flush=True)
     return table(figures)

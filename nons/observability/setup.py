@@ -246,13 +246,14 @@ def telemetry_is_configured() -> bool:
 
 _preloaded = False
 #: The resource :func:`preload` built, with what it was built from.
-_resource: tuple[tuple[str | None, ...], Resource] | None = None
-#: What a resource is built from besides NON_ENVIRONMENT (the last one is read by SDK releases before 1.39).
+_resource: tuple[tuple[str | int | None, ...], Resource] | None = None
+#: What a resource is built from besides NON_ENVIRONMENT and the process (the SDK's default detectors give each
+#: process its own ``service.instance.id``: a child forked between preload and set-up must not share it).
 _RESOURCE_VARIABLES = ("OTEL_RESOURCE_ATTRIBUTES", "OTEL_SERVICE_NAME", "OTEL_EXPERIMENTAL_RESOURCE_DETECTORS")
 
 
-def _resource_inputs(settings: Settings) -> tuple[str | None, ...]:
-    return (settings.environment, *(os.environ.get(name) for name in _RESOURCE_VARIABLES))
+def _resource_inputs(settings: Settings) -> tuple[str | int | None, ...]:
+    return (os.getpid(), settings.environment, *(os.environ.get(name) for name in _RESOURCE_VARIABLES))
 
 
 def _preloaded_resource(settings: Settings) -> Resource | None:

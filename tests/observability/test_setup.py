@@ -179,3 +179,26 @@ def test_the_resource_built_ahead_is_used_only_while_its_variables_are_unchanged
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert completed.stdout.splitlines()[-1] == f'"{later_name}"'
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_child_forked_after_the_preload_builds_a_resource_of_its_own() -> None:
+    # The SDK's detectors give each process its own service.instance.id: a child must not report its parent's.
+    script = (
+        "import os\n"
+        "from nons.observability import setup\n"
+        "setup.preload()\n"
+        "ahead = setup._resource[1]\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    handle = setup.configure_telemetry()\n"
+        "    os._exit(0 if handle.resource is not ahead else 3)\n"
+        "print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "NON_"))}
+    env.update({"OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none", "OTEL_LOGS_EXPORTER": "none"})
+    completed = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert completed.stdout.splitlines()[-1] == "0", "the child built its own resource"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 
@@ -124,25 +125,21 @@ def test_unknown_names_raise_attribute_error() -> None:
         raise AssertionError("nons.NotAThing resolved")
 
 
-def test_import_nons_loads_neither_the_engine_nor_opentelemetry() -> None:
-    code = (
-        "import sys, nons\n"
-        "heavy = [m for m in sys.modules if m.startswith(('opentelemetry', 'pydantic', 'nons.core', 'openai',"
-        " 'anthropic', 'google'))]\n"
-        "print(heavy)\n"
-    )
+def modules_loaded_by(statement: str, prefixes: tuple[str, ...]) -> list[str]:
+    """The modules whose names start with one of ``prefixes`` that a fresh interpreter has loaded after running
+    ``statement``."""
+    code = f"import sys\n{statement}\nprint(sorted(m for m in sys.modules if m.startswith({prefixes!r})))\n"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"
+    return ast.literal_eval(out.strip())  # type: ignore[no-any-return]
+
+
+def test_import_nons_loads_neither_the_engine_nor_opentelemetry() -> None:
+    heavy = ("opentelemetry", "pydantic", "nons.core", "openai", "anthropic", "google")
+    assert modules_loaded_by("import nons", heavy) == []
 
 
 def test_importing_the_engine_defers_settings_and_trace_propagation_until_used() -> None:
     # pydantic-settings (the settings module) loads on the first pass, the W3C propagators on the first pass
     # given trace headers: a program that only builds networks pays for neither.
-    code = (
-        "import sys\n"
-        "from nons import NoN, Node, ModelConfig\n"
-        "print(sorted(m for m in sys.modules if m.startswith(('pydantic_settings', 'dotenv', 'nons.base.settings',"
-        " 'opentelemetry.propagate', 'opentelemetry.sdk'))))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"
+    deferred = ("pydantic_settings", "dotenv", "nons.base.settings", "opentelemetry.propagate", "opentelemetry.sdk")
+    assert modules_loaded_by("from nons import NoN, Node, ModelConfig", deferred) == []

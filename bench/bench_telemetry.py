@@ -11,7 +11,7 @@ a warm-up) in each mode, each mode in its own interpreter (the OpenTelemetry glo
 - ``on-10%``: ``on`` with 10% of traces sampled (``OTEL_TRACES_SAMPLER=parentbased_traceidratio``), to show
   what spans cost against metrics, which are not sampled.
 
-The OTLP exporter sends to a sink (``--sink``, a subprocess that accepts every POST and discards it), so the
+The OTLP exporter sends to a sink (``bench.compare.sink``, a subprocess that decodes and counts each POST), so the
 export work of the measured process (encoding, HTTP) is counted but the receiver's is not. CPU is
 ``time.process_time()`` (all threads of the process, the export threads included) over the measured passes
 plus a final flush, divided by the number of nodes run; the export queue is sized so that no span is dropped
@@ -24,41 +24,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for bench.compare's sink
+from bench.compare.sink import export_env, running_sink
 
 LAYERS = 3
 WIDTH = 10
 WARMUP = 20
-
-
-class _Discard(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("Content-Length", "0")))
-        self.send_response(200)
-        self.send_header("Content-Type", "application/x-protobuf")
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-def sink() -> None:
-    """Accept OTLP/HTTP posts and discard them, until killed."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Discard)
-    server.daemon_threads = True
-    print(server.server_address[1], flush=True)
-    server.serve_forever()
 
 
 def install_bare_pipeline() -> Any:
@@ -175,19 +154,9 @@ def profile_on(port: int, passes: int) -> None:
 
 
 def _env(mode: str, port: int, passes: int) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "NON_"))}
-    env.update(
-        {
-            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
-            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
-            "OTEL_TRACES_EXPORTER": "otlp",
-            "OTEL_METRICS_EXPORTER": "otlp",
-            "OTEL_LOGS_EXPORTER": "none",
-            # Room for every span of the run: a tight loop of zero-latency nodes makes spans faster than one
-            # export thread encodes them, and a full queue would drop spans (and their export cost).
-            "OTEL_BSP_MAX_QUEUE_SIZE": str((WARMUP + passes) * (1 + LAYERS + 2 * LAYERS * WIDTH) + 1024),
-        }
-    )
+    # Room for every span of the run: a tight loop of zero-latency nodes makes spans faster than one export
+    # thread encodes them, and a full queue would drop spans (and their export cost).
+    env = export_env(port, (WARMUP + passes) * (1 + LAYERS + 2 * LAYERS * WIDTH) + 1024)
     if mode == "off":
         env.update({"NON_ENABLE_TRACING": "false", "NON_ENABLE_METRICS": "false"})
     if mode == "on-10%":
@@ -213,21 +182,14 @@ def main() -> None:
     parser.add_argument("--passes", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3, help="runs of each mode; the lowest figure is kept")
     parser.add_argument("--profile", action="store_true", help="sample the 'on' mode with py-spy, by category")
-    parser.add_argument("--sink", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--measure", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.sink:
-        sink()
-        return
     if args.measure:
         print(json.dumps(measure(args.measure, args.passes)), flush=True)
         return
 
-    server = subprocess.Popen([sys.executable, __file__, "--sink"], stdout=subprocess.PIPE, text=True)
-    try:
-        assert server.stdout is not None
-        port = int(server.stdout.readline())
-        modes = ("off", "on", "on-bare", "on-10%")
+    modes = ("off", "on", "on-bare", "on-10%")
+    with running_sink() as port:
         # Interleaved rounds, the lowest of each kept: the machine is shared, and noise only ever adds time.
         best: dict[str, dict[str, Any]] = {}
         for _ in range(args.rounds):
@@ -237,9 +199,6 @@ def main() -> None:
                     best[mode] = result
         if args.profile:
             profile_on(port, args.passes)
-    finally:
-        server.terminate()
-        server.wait()
 
     off = best["off"]["cpu_us_per_node"]
     print(

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.compare.report import FIGURE, table
+from bench.compare.sink import clean_env, export_env, running_sink
 
 ROOT = Path(__file__).resolve().parents[2]
 GRID = ("asyncio", "nons-off", "floor", "nons-on", "langchain", "langchain-otel")
@@ -40,23 +41,9 @@ IMPORT_SNIPPET = "import time; t = time.process_time(); {}; print((time.process_
 
 
 def child_env(contender: str, port: int, queue: int) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "NON_"))}
     if contender in TELEMETRY:
-        env.update(
-            {
-                "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
-                "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
-                "OTEL_TRACES_EXPORTER": "otlp",
-                "OTEL_METRICS_EXPORTER": "otlp",
-                "OTEL_LOGS_EXPORTER": "none",
-                # Room for every span of the run: a dropped span is never encoded, and would flatter the figure.
-                "OTEL_BSP_MAX_QUEUE_SIZE": str(queue),
-                "OTEL_SERVICE_NAME": f"bench-{contender}",
-            }
-        )
-    else:
-        env.update({"NON_ENABLE_TRACING": "false", "NON_ENABLE_METRICS": "false"})
-    return env
+        return {**export_env(port, queue), "OTEL_SERVICE_NAME": f"bench-{contender}"}
+    return {**clean_env(), "NON_ENABLE_TRACING": "false", "NON_ENABLE_METRICS": "false"}
 
 
 def sink_stats(port: int) -> dict[str, int]:
@@ -144,35 +131,27 @@ def main() -> None:
     if args.quick:
         args.rounds, args.passes = 2, 30
     started = time.perf_counter()
-    sink = subprocess.Popen([sys.executable, "-m", "bench.compare.sink"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    try:
-        assert sink.stdout is not None
-        port = int(sink.stdout.readline())
-        with tempfile.TemporaryDirectory() as scratch:
-            signals = str(Path(scratch) / "signals.json")
-            env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "NON_"))}
-            subprocess.run([sys.executable, "-m", "bench.compare.floor", signals], cwd=ROOT, env=env, check=True)
-            recorded = json.loads(Path(signals).read_text())
-            spans, measurements = len(recorded["spans"]), len(recorded["measurements"])
-            print(f"NoN emits {spans} spans and {measurements} metric measurements per pass of 3 x 10 nodes; "
-                  "the SDK floor replays exactly those.", flush=True)  # fmt: skip
-            bench = Bench(args, port, signals, spans)
-            if args.instructions:
-                from bench.compare import instructions
+    with running_sink() as port, tempfile.TemporaryDirectory() as scratch:
+        signals = str(Path(scratch) / "signals.json")
+        subprocess.run([sys.executable, "-m", "bench.compare.floor", signals], cwd=ROOT, env=clean_env(), check=True)
+        recorded = json.loads(Path(signals).read_text())
+        spans, measurements = len(recorded["spans"]), len(recorded["measurements"])
+        print(f"NoN emits {spans} spans and {measurements} metric measurements per pass of 3 x 10 nodes; "
+              "the SDK floor replays exactly those.", flush=True)  # fmt: skip
+        bench = Bench(args, port, signals, spans)
+        if args.instructions:
+            from bench.compare import instructions
 
-                queue = (args.warmup + max(p[1] for p in instructions.PASSES.values())) * spans * 2 + 2048
-                counted = instructions.Sink(lambda: sink_stats(port)["spans"], spans)
-                print(instructions.run_all(lambda c: {**child_env(c, port, queue), **instructions.STEADY_EXPORT},
-                                           ROOT, signals, args.warmup, counted))  # fmt: skip
-                print(f"\nMachine: {machine()}")
-                return
-            rounds = []
-            for index in range(args.rounds):
-                rounds.append(bench.round(index))
-                print(f"round {index + 1}/{args.rounds} done ({time.perf_counter() - started:.0f} s)", flush=True)
-    finally:
-        sink.terminate()
-        sink.wait()
+            queue = (args.warmup + max(p[1] for p in instructions.PASSES.values())) * spans * 2 + 2048
+            counted = instructions.Sink(lambda: sink_stats(port)["spans"], spans)
+            print(instructions.run_all(lambda c: {**child_env(c, port, queue), **instructions.STEADY_EXPORT},
+                                       ROOT, signals, args.warmup, counted))  # fmt: skip
+            print(f"\nMachine: {machine()}")
+            return
+        rounds = []
+        for index in range(args.rounds):
+            rounds.append(bench.round(index))
+            print(f"round {index + 1}/{args.rounds} done ({time.perf_counter() - started:.0f} s)", flush=True)
     print()
     print(f"Machine: {machine()}")
     print(f"{args.rounds} rounds x {args.passes} passes (after {args.warmup} warm-up passes), each contender in a "

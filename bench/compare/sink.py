@@ -12,9 +12,15 @@ request (rather than discarding the bytes) is what shows that every exported spa
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import subprocess
+import sys
 import threading
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
@@ -88,6 +94,43 @@ class _Receiver(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
+
+
+def clean_env() -> dict[str, str]:
+    """This process's environment without its ``OTEL_*`` and ``NON_*`` variables: a child measured in it gets
+    only the settings the benchmark gives it."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "NON_"))}
+
+
+def export_env(port: int, span_queue: int) -> dict[str, str]:
+    """:func:`clean_env`, plus what sends a child's spans and metrics over OTLP/HTTP to the sink on ``port`` (logs
+    off), with room for ``span_queue`` spans in the batch queue: a dropped span is never encoded, and would
+    flatter the figure."""
+    env = clean_env()
+    env.update(
+        {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+            "OTEL_TRACES_EXPORTER": "otlp",
+            "OTEL_METRICS_EXPORTER": "otlp",
+            "OTEL_LOGS_EXPORTER": "none",
+            "OTEL_BSP_MAX_QUEUE_SIZE": str(span_queue),
+        }
+    )
+    return env
+
+
+@contextlib.contextmanager
+def running_sink() -> Iterator[int]:
+    """A sink in a process of its own while the block runs; its port."""
+    root = Path(__file__).resolve().parents[2]
+    server = subprocess.Popen([sys.executable, "-m", "bench.compare.sink"], cwd=root, stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None
+        yield int(server.stdout.readline())
+    finally:
+        server.terminate()
+        server.wait()
 
 
 def main() -> None:

@@ -1,4 +1,5 @@
-"""What a scheduler is configured with: limits, the circuit breaker, the queue order, and their validation.
+"""What a scheduler is configured with: limits, the circuit breaker, the queue order, their validation, and the
+``NON_*`` settings it reads.
 
 Everything here is checked when it is built, so a bad setting fails at configuration time with a
 :class:`~nons.base.errors.ConfigurationError` naming it, never at the first call.
@@ -11,15 +12,19 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nons.base.errors import ConfigurationError
 from nons.base.types import ModelProvider
+
+if TYPE_CHECKING:
+    from nons.base.settings import Settings
 
 __all__ = [
     "CircuitBreakerConfig",
     "QueueStrategy",
     "RateLimitConfig",
+    "current_settings",
     "provider_of",
     "validated_breaker",
     "validated_clock",
@@ -27,6 +32,14 @@ __all__ = [
     "validated_limits",
     "validated_strategy",
 ]
+
+
+def current_settings() -> Settings:
+    """The ``NON_*`` settings as they are now (:func:`~nons.base.settings.get_settings`), imported on first use:
+    the settings module loads pydantic-settings, which importing the engine need not."""
+    from nons.base.settings import get_settings
+
+    return get_settings()
 
 
 class QueueStrategy(str, Enum):

@@ -23,7 +23,7 @@ from typing import Any
 from nons.base.errors import QueueTimeoutError, RateLimitError
 from nons.base.types import ModelProvider
 from nons.core.scheduler.breaker import CircuitBreaker
-from nons.core.scheduler.config import QueueStrategy
+from nons.core.scheduler.config import QueueStrategy, current_settings
 from nons.core.scheduler.limits import (
     LIMIT_ADAPTIVE,
     LIMIT_CONCURRENCY,
@@ -256,7 +256,7 @@ class Queue:
                     break
             if refusal is not None:
                 kind, wake_at = refusal
-                if kind == LIMIT_RETRY_AFTER and wake_at - now > _max_retry_hint():
+                if kind == LIMIT_RETRY_AFTER and wake_at - now > current_settings().max_retry_hint:
                     # A pause longer than is worth waiting for: the lane's waiters fail now, with the time left,
                     # so that their fallbacks move on instead of queueing until NON_REQUEST_TIMEOUT.
                     self.fail_waiters([lane], functools.partial(paused_error, remaining_s=wake_at - now))
@@ -362,17 +362,10 @@ class Queue:
             self.drained.set_result(None)
 
 
-def _max_retry_hint() -> float:
-    # Imported on use: the settings module loads pydantic-settings, which importing the engine need not.
-    from nons.base.settings import get_settings
-
-    return get_settings().max_retry_hint
-
-
 def paused_error(lane: Lane, remaining_s: float) -> RateLimitError:
     """The error of a call to ``lane`` while its provider is paused for ``remaining_s`` more seconds, longer
     than ``NON_MAX_RETRY_HINT``."""
-    bound = _max_retry_hint()
+    bound = current_settings().max_retry_hint
     return RateLimitError(
         f"{lane.provider.value} asked for a pause of {remaining_s:.0f}s more (its retry hint), longer than "
         f"NON_MAX_RETRY_HINT={bound:g}s: calls to it fail at once until it resumes",

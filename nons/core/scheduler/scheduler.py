@@ -18,6 +18,7 @@ from nons.core.scheduler.config import (
     CircuitBreakerConfig,
     QueueStrategy,
     RateLimitConfig,
+    current_settings,
     provider_of,
     validated_breaker,
     validated_clock,
@@ -32,7 +33,6 @@ from nons.core.scheduler.stats import health_report, register_observables, sched
 from nons.observability import names
 
 if TYPE_CHECKING:
-    from nons.base.settings import Settings
     from nons.observability.instruments import Instruments
 
 __all__ = ["LoopState", "Scheduler"]
@@ -62,20 +62,13 @@ def _backend(backend: LimitBackend | str | None, clock: Callable[[], float]) -> 
     return backend
 
 
-def _settings() -> Settings:
-    # Imported on use: the settings module loads pydantic-settings, which importing the engine need not.
-    from nons.base.settings import get_settings
-
-    return get_settings()
-
-
 class LoopState(Queue):
     """What a scheduler keeps in one event loop: its queue, its lanes by key, its lifecycle, and the settings
     read once per loop (default limits, whether metrics are on)."""
 
     def __init__(self, scheduler: Scheduler) -> None:
         super().__init__(scheduler.queue_strategy, scheduler.clock)
-        settings = _settings()
+        settings = current_settings()
         self.rate_limits = scheduler.rate_limits
         self.model_limits = scheduler.model_limits
         self.breaker_config = scheduler.circuit_breaker
@@ -205,7 +198,7 @@ class Scheduler:
         limits = self.rate_limits.get(provider) or self.default_limits
         if limits is not None:
             return limits
-        settings = _settings()
+        settings = current_settings()
         return RateLimitConfig(
             requests_per_minute=settings.requests_per_minute, max_concurrent=settings.max_concurrent_requests
         )

@@ -183,11 +183,28 @@ def otel_logs() -> Iterator[LogCapture]:
         provider.shutdown()
 
 
+def clean_env(env: dict[str, str]) -> dict[str, str]:
+    """A copy of this process's environment without its ``OTEL_*`` and ``NON_*`` variables, with ``env`` added:
+    a child process gets only the telemetry settings its test gives it."""
+    return {**{k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "NON_"))}, **env}
+
+
+def run_script(script: str, env: dict[str, str]) -> str:
+    """Run ``script`` in a fresh interpreter under :func:`clean_env` (exporters off unless ``env`` says
+    otherwise), require it to succeed, and return the last line it printed."""
+    exporters_off = {"OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none", "OTEL_LOGS_EXPORTER": "none"}
+    completed = subprocess.run(
+        [sys.executable, "-c", script], env=clean_env({**exporters_off, **env}), capture_output=True, text=True,
+        timeout=60, check=False,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return completed.stdout.splitlines()[-1]
+
+
 def run_child(scenario: str, env: dict[str, str], *, timeout: float = 90.0) -> dict[str, Any]:
     """Run ``telemetry_child.py scenario`` in a fresh interpreter (its own OTel globals) and return the JSON
     object it prints last. ``env`` is added to a copy of this process's environment without ``OTEL_*``."""
-    child_env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "NON_"))}
-    child_env.update(env)
+    child_env = clean_env(env)
     child_env.setdefault("PYTHONPATH", str(HERE))
     completed = subprocess.run(
         [sys.executable, str(CHILD), scenario],

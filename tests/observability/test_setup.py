@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from opentelemetry.instrumentation.utils import suppress_instrumentation
-from otel_harness import run_child
+from otel_harness import run_child, run_script
 
 import nons
 from nons.observability.setup import _not_about_export, build_resource
@@ -171,14 +171,7 @@ def test_the_resource_built_ahead_is_used_only_while_its_variables_are_unchanged
         "print(json.dumps(handle.resource.attributes['service.name']))\n"
         "setup.shutdown_telemetry()\n"
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "NON_"))}
-    env.update({"OTEL_SERVICE_NAME": "ahead", "OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none",
-                "OTEL_LOGS_EXPORTER": "none"})
-    completed = subprocess.run(
-        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60, check=False
-    )
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    assert completed.stdout.splitlines()[-1] == f'"{later_name}"'
+    assert run_script(script, {"OTEL_SERVICE_NAME": "ahead"}) == f'"{later_name}"'
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
@@ -195,10 +188,4 @@ def test_a_child_forked_after_the_preload_builds_a_resource_of_its_own() -> None
         "    os._exit(0 if handle.resource is not ahead else 3)\n"
         "print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))\n"
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "NON_"))}
-    env.update({"OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none", "OTEL_LOGS_EXPORTER": "none"})
-    completed = subprocess.run(
-        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60, check=False
-    )
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    assert completed.stdout.splitlines()[-1] == "0", "the child built its own resource"
+    assert run_script(script, {}) == "0", "the child built its own resource"

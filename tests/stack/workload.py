@@ -40,9 +40,12 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import faulthandler
 import json
 import logging
 import os
+import signal
+import socket
 import sys
 import time
 from typing import Any
@@ -265,8 +268,16 @@ async def _wait_for_go() -> None:
         raise SystemExit("the test went away")
 
 
+def _dump_tasks() -> None:
+    """SIGUSR2: every asyncio task's stack on stderr (where a hung workload waits: the test sends it on a timeout)."""
+    for task in asyncio.all_tasks():
+        task.print_stack(file=sys.stderr)
+    sys.stderr.flush()
+
+
 async def run(workload: Workload, handle: Any) -> dict[str, Any]:
     """Warm up, report ``warm``, wait for ``go``, run the main run (pausing where asked); return the totals."""
+    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR2, _dump_tasks)
     expected = cost_label_sets(workload.networks)
     warmup = 0
     while not workload.every_series_exists(expected):
@@ -291,8 +302,6 @@ async def run(workload: Workload, handle: Any) -> dict[str, Any]:
 
 def main() -> None:
     """The subprocess: set telemetry up from the environment, run, report, serve until stdin closes."""
-    from otel_stack import free_port
-
     from nons import Budget
     from nons.core.budgets import configure_budgets
     from nons.core.cache import configure_cache
@@ -302,6 +311,8 @@ def main() -> None:
     from nons.observability.setup import configure_telemetry, shutdown_telemetry
     from nons.testing import ProviderEmulator
 
+    # SIGUSR1: every thread's stack on stderr (with SIGUSR2's tasks, what the test prints when we time out).
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     logging.getLogger("nons_workload").setLevel(logging.INFO)
     handle = configure_telemetry()
     spans, logs = SpanCounter(), LogCounter()
@@ -321,7 +332,10 @@ def main() -> None:
     # every provider. The response cache is shared through a Redis that is not there (a loopback port nothing
     # listens on): the process runs degraded from its first cached call, which nons.redis.degraded counts.
     configure_budgets(Budget(usd=1000.0, per="process", name=PROCESS_BUDGET))
-    cache = configure_cache(redis=f"redis://127.0.0.1:{free_port()}/0")
+    # The port is bound and never listened on, so its connections are refused and no other socket takes it.
+    refusing = socket.socket()
+    refusing.bind(("127.0.0.1", 0))
+    cache = configure_cache(redis=f"redis://127.0.0.1:{refusing.getsockname()[1]}/0")
     started = time.time()
     with ProviderEmulator() as emulator:
         networks = build_networks(emulator)

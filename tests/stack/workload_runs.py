@@ -19,6 +19,7 @@ import json
 import math
 import os
 import queue
+import signal
 import subprocess
 import sys
 import threading
@@ -70,6 +71,7 @@ class WorkloadProcess:
         try:
             message = self._lines.get(timeout=timeout)
         except queue.Empty:
+            self.dump_stacks()
             raise AssertionError(f"workload did not report {event!r} within {timeout:.0f} s{self.stderr()}") from None
         if message is None or message.get("event") != event:
             raise AssertionError(f"workload: expected {event!r}, got {str(message)[:2000]}{self.stderr()}")
@@ -80,9 +82,16 @@ class WorkloadProcess:
         self.process.stdin.write(line + "\n")
         self.process.stdin.flush()
 
+    def dump_stacks(self) -> None:
+        """Have a running workload print where its threads (SIGUSR1) and asyncio tasks (SIGUSR2) are."""
+        for dump in (signal.SIGUSR1, signal.SIGUSR2):
+            if self.process.poll() is None:
+                self.process.send_signal(dump)
+                time.sleep(1)
+
     def stderr(self) -> str:
         text = self.stderr_path.read_text(encoding="utf-8", errors="replace")
-        return f"\nworkload stderr:\n{text[-4000:]}" if text else ""
+        return f"\nworkload stderr:\n{text[-12000:]}" if text else ""
 
     def stop(self) -> None:
         try:

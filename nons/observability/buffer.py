@@ -145,8 +145,9 @@ class ExportStats:
     """What the exporters installed by ``configure_telemetry`` lost, per signal (``spans``, ``metrics``, ``logs``).
 
     ``dropped``: items refused because the batch processor's queue was full (``OTEL_BSP_MAX_QUEUE_SIZE``,
-    ``OTEL_BLRP_MAX_QUEUE_SIZE``) or arrived after shutdown; ``failed``: items in batches the exporter could not
-    deliver; ``failed_exports``: those batches. Updated from the exporters' worker threads.
+    ``OTEL_BLRP_MAX_QUEUE_SIZE``) or arrived after shutdown; ``failed``: items in batches the exporter reported
+    as not delivered; ``failed_exports``: those batches. An upper bound on what was lost: a request that timed out
+    on the client may have reached the collector all the same. Updated from the exporters' worker threads.
     """
 
     SIGNALS = ("spans", "metrics", "logs")

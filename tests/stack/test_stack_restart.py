@@ -1,6 +1,6 @@
 """The collector goes away mid-workload and comes back: the application never waits for it, its results are
-complete, and what the SDK could not deliver is exactly what ``get_observability().get_stats()["export"]``
-counted.
+complete, and what the SDK could not deliver is counted in ``get_observability().get_stats()["export"]`` (all of
+it; a batch whose request timed out may have arrived all the same, so the count is an upper bound).
 
 The workload (``workload.py``, OTLP gRPC and, in a second run, OTLP HTTP) pauses after iteration 19; the
 collector is stopped (SIGTERM: it finishes the requests it has, flushes its batches, then closes its ports);
@@ -86,20 +86,25 @@ def test_a_collector_restart_loses_only_what_the_stats_count(
     assert passes[QA_NETWORK] == passes[TRIAGE_NETWORK] == {"ok": iterations, "failed": 0}
     assert passes[SDK_NETWORK]["ok"] == passes[AGENT]["ok"] == 2 + ITERATIONS // 5  # 2 in the warm-up
 
-    # Spans: what Jaeger holds is what the SDK ended, less what the exporter failed to deliver or dropped.
+    # Spans: Jaeger holds what the SDK ended, less at most what the exporter counted as failed or dropped. At
+    # most: a request that timed out on the client (its deadline's last fraction of a second, against a collector
+    # just starting) may have been received all the same, and the client cannot know. In CI on a busy machine one
+    # such batch of 512 spans arrived: 1880 in Jaeger of 2058 ended, 690 counted lost.
     traces: dict[str, dict[str, int]] = done["spans_by_trace"]
     ended = sum(sum(names.values()) for names in traces.values())
     lost = stats["spans"]["failed"] + stats["spans"]["dropped"]
     in_jaeger = _settle(lambda: _spans_in_jaeger(own_stack, traces), ended - lost, "the spans in Jaeger")
     print(f"\n{protocol}: spans ended {ended}, in Jaeger {in_jaeger}, counted lost {lost}; stats {stats}")
-    assert in_jaeger == ended - lost
+    assert ended - lost <= in_jaeger <= ended
+    assert in_jaeger < ended  # the batches sent while the collector was down are not there
 
     # Logs: the same, in the collector's debug output (both of its runs).
-    expected_logs = done["logs_emitted"] - stats["logs"]["failed"] - stats["logs"]["dropped"]
+    emitted = done["logs_emitted"]
+    lost_logs = stats["logs"]["failed"] + stats["logs"]["dropped"]
     delivered = _settle(
-        lambda: len(collector_log_records(own_stack.collector.log(), service)), expected_logs, "the log records"
+        lambda: len(collector_log_records(own_stack.collector.log(), service)), emitted - lost_logs, "the log records"
     )
-    assert delivered == expected_logs
+    assert emitted - lost_logs <= delivered < emitted
 
     # Metrics are cumulative: the next export after the restart carries everything, so nothing is lost.
     t_final = scrape_with_phase(own_stack.prometheus, service, PHASE_DONE)

@@ -92,7 +92,7 @@ class ModelConfig(BaseModel):
     model with the error before the call fails with ``OutputParseError`` (unset: ``NON_OUTPUT_REPAIRS``, 1).
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=())
+    model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=(), defer_build=True)
 
     provider: ModelProvider | None = None
     model_name: str | None = None
@@ -159,7 +159,7 @@ class LayerConfig(BaseModel):
     jitter, or the server's retry hint when it is longer.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     error_policy: ErrorPolicy = ErrorPolicy.FAIL_FAST
     max_retries: int = Field(3, ge=0, le=100)
@@ -196,7 +196,7 @@ class Budget(BaseModel):
     seconds (then starts again); unset, it never resets. A pass budget lasts one pass.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     usd: float = Field(gt=0, allow_inf_nan=False)
     per: BudgetScope = BudgetScope.PASS
@@ -216,7 +216,7 @@ class CacheConfig(BaseModel):
     reused.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     enabled: bool = True
     any_temperature: bool = False
@@ -227,7 +227,7 @@ class NetworkConfig(BaseModel):
     """Settings of a whole network: its name (used in telemetry), timeout and input limit, budgets and whether
     its nodes' answers are cached (a node's own ``cache`` wins)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     name: str = "network"
     timeout_seconds: float | None = Field(None, gt=0)

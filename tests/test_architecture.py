@@ -33,9 +33,38 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+# Functions that import the module their argument names: a module NoN loads by name (at the first pass, off the
+# event loop) is as much a dependency as one it imports with a statement.
+BY_NAME = {"import_off_loop", "imported", "import_module"}
+
+
+def _names_imported_by_name(tree: ast.Module) -> Iterator[str]:
+    """The string arguments of :data:`BY_NAME` calls, or the module-level string constants they are given."""
+    constants = {
+        target.id: node.value.value
+        for node in tree.body
+        if isinstance(node, (ast.Assign, ast.AnnAssign)) and isinstance(node.value, ast.Constant)
+        and isinstance(node.value.value, str)
+        for target in (node.targets if isinstance(node, ast.Assign) else [node.target])
+        if isinstance(target, ast.Name)
+    }
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Call) and node.args):
+            continue
+        called = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", None)
+        if called not in BY_NAME:
+            continue
+        argument = node.args[0]
+        if isinstance(argument, ast.Constant) and isinstance(argument.value, str):
+            yield argument.value
+        elif isinstance(argument, ast.Name) and argument.id in constants:
+            yield constants[argument.id]
+
+
 def imports_of(path: Path) -> Iterator[str]:
     tree = ast.parse(path.read_text(), filename=str(path))
     package = module_name(path) if path.name == "__init__.py" else module_name(path).rpartition(".")[0]
+    yield from _names_imported_by_name(tree)
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             yield from (alias.name for alias in node.names)

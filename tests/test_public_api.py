@@ -138,8 +138,15 @@ def test_import_nons_loads_neither_the_engine_nor_opentelemetry() -> None:
     assert modules_loaded_by("import nons", heavy) == []
 
 
-def test_importing_the_engine_defers_settings_and_trace_propagation_until_used() -> None:
-    # pydantic-settings (the settings module) loads on the first pass, the W3C propagators on the first pass
-    # given trace headers: a program that only builds networks pays for neither.
-    deferred = ("pydantic_settings", "dotenv", "nons.base.settings", "opentelemetry.propagate", "opentelemetry.sdk")
+def test_importing_the_public_classes_defers_the_engine_and_opentelemetry_until_the_first_pass() -> None:
+    # What a network is loads with `from nons import ...`; how a pass runs (the engine with asyncio, OpenTelemetry's
+    # API, the scheduler and the providers) loads at the first pass, on a worker thread, as do pydantic-settings
+    # and pydantic's plugins (the models build their validators at first use). The W3C propagators load on the
+    # first pass given trace headers. A program that only builds networks pays for none of it.
+    deferred = (
+        "asyncio", "opentelemetry", "nons.core.engine", "nons.core.call", "nons.core.scheduler", "nons.providers",
+        "nons.operators", "pydantic_settings", "dotenv", "nons.base.settings", "pydantic.plugin._loader",
+    )  # fmt: skip
     assert modules_loaded_by("from nons import NoN, Node, ModelConfig", deferred) == []
+    built = "from nons import NoN, Node, ModelConfig\nNoN.from_operators([Node('generate', ModelConfig()) * 2, 'majority'])"
+    assert modules_loaded_by(built, ("asyncio", "opentelemetry", "nons.core.engine", "nons.core.scheduler")) == []

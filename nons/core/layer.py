@@ -1,24 +1,16 @@
-"""A layer: nodes that run concurrently on the same step, under one error policy."""
+"""A layer: nodes that run concurrently on the same step, under one error policy.
+
+What a layer is, not how it runs (:mod:`nons.core.engine.layer`).
+"""
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Sequence
 from typing import Any
 
-from nons.base.errors import (
-    ConfigurationError,
-    LayerFailedError,
-    NodeCancelledError,
-    NodeExecutionError,
-    TimeoutExceededError,
-)
-from nons.base.results import LayerResult, NodeFailure, NodeResult
-from nons.base.types import ErrorPolicy, LayerConfig
-from nons.core.call import PassContext
+from nons.base.errors import ConfigurationError
+from nons.base.types import LayerConfig
 from nons.core.node import Node
-from nons.observability import names, spans
 
 __all__ = ["Layer", "LayerSpec", "create_layer", "distribute"]
 
@@ -47,153 +39,12 @@ class Layer:
     def __repr__(self) -> str:
         return f"Layer({[n.operator_name for n in self.nodes]})"
 
-    async def run(self, value: Any, ctx: PassContext, index: int, config: LayerConfig) -> LayerResult:
-        """Run every node on its share of ``value`` and apply the error policy.
-
-        Raises ``NodeExecutionError`` (FAIL_FAST, or a failed node under RETRY_WITH_BACKOFF or FALLBACK_MODEL
-        without a threshold) or ``LayerFailedError`` (too few successes).
-        """
-        config = self.config or config
-        inst = ctx.instruments
-        scope = (
-            spans.start(
-                inst.tracer,
-                names.layer_span_name(index),
-                {
-                    names.LAYER_INDEX: index,
-                    names.LAYER_WIDTH: len(self.nodes),
-                    names.ERROR_POLICY: config.error_policy.value,
-                },
-            )
-            if inst.tracing
-            else spans.NO_SPAN
-        )
-        results = [NodeResult(node.id, node.operator_name) for node in self.nodes]
-        started = time.perf_counter()
-        try:
-            with scope:
-                inputs = distribute(value, len(self.nodes))
-                if len(self.nodes) == 1 and config.timeout_seconds is None:
-                    await self.nodes[0].run(inputs[0], ctx, config, index, results[0])
-                else:
-                    await self._run_concurrently(inputs, ctx, index, config, results)
-                outputs = _outputs(results, config, ctx, index)
-            return LayerResult(index, results, outputs, time.perf_counter() - started)
-        except BaseException as error:
-            scope.fail(error)
-            raise
-        finally:
-            if scope.tracing:
-                succeeded = sum(1 for r in results if r.success)
-                scope.set(
-                    {
-                        names.LAYER_SUCCEEDED: succeeded,
-                        names.LAYER_FAILED: len(self.nodes) - succeeded,
-                        names.ROLLUP_COST: sum((r.cost_usd for r in results), 0.0),
-                    }
-                )
-            scope.end()
-
-    async def _run_concurrently(
-        self, inputs: list[Any], ctx: PassContext, index: int, config: LayerConfig, results: list[NodeResult]
-    ) -> None:
-        """Run the nodes as tasks, filling ``results``; a node cut short keeps its calls and says why."""
-        fail_fast = config.error_policy is ErrorPolicy.FAIL_FAST
-        tasks: list[asyncio.Task[NodeResult]] = []
-
-        async def guarded(node: Node, value: Any, result: NodeResult) -> NodeResult:
-            await node.run(value, ctx, config, index, result)
-            if fail_fast and not result.success:
-                # The first failure cancels the siblings, including their in-flight provider calls.
-                current = asyncio.current_task()
-                for task in tasks:
-                    if task is not current:
-                        task.cancel()
-            return result
-
-        # The loop's create_task directly: ensure_future would check each argument's type and look the loop up
-        # once per node.
-        create_task = asyncio.get_running_loop().create_task
-        tasks.extend(create_task(guarded(n, v, r)) for n, v, r in zip(self.nodes, inputs, results, strict=True))
-        try:
-            _, pending = await asyncio.wait(tasks, timeout=config.timeout_seconds)
-        except asyncio.CancelledError:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            raise
-        if pending:
-            for task in pending:
-                task.cancel()
-            await asyncio.wait(pending)
-        for node, task, result in zip(self.nodes, tasks, results, strict=True):
-            if not task.cancelled() and task.exception() is None:
-                continue
-            cause: BaseException
-            if task in pending:
-                cause = TimeoutExceededError(
-                    f"layer {index} timed out after {config.timeout_seconds}s before the node finished"
-                )
-            elif task.cancelled():
-                cause = NodeCancelledError("cancelled because a sibling node failed (FAIL_FAST)")
-            else:
-                cause = task.exception()  # type: ignore[assignment]
-            error = NodeExecutionError(
-                cause, network=ctx.network_name, layer=index, node_id=node.id, operator=node.operator_name
-            )
-            error.__cause__ = cause
-            result.error = error
-
 
 def distribute(value: Any, width: int) -> list[Any]:
     """Each node's input: a list as long as a layer of two or more nodes is zipped, else all get ``value``."""
     if width > 1 and isinstance(value, list) and len(value) == width:
         return value
     return [value] * width
-
-
-def _outputs(results: list[NodeResult], config: LayerConfig, ctx: PassContext, index: int) -> list[Any]:
-    policy = config.error_policy
-    failures = [r for r in results if not r.success]
-    if not failures:
-        return [r.output for r in results]
-    if policy is ErrorPolicy.RETURN_PARTIAL:
-        return [
-            r.output if r.success else NodeFailure(r.node_id, r.operator, _error_type(r), str(r.error))
-            for r in results
-        ]
-    if policy is ErrorPolicy.FAIL_FAST:
-        # Report the failure that started it, not a sibling it cancelled.
-        first = next((r for r in failures if not _was_cancelled(r)), failures[0])
-        assert first.error is not None
-        raise first.error
-    succeeded = len(results) - len(failures)
-    threshold = config.min_success_threshold
-    skip = policy is ErrorPolicy.SKIP_AND_CONTINUE
-    if threshold is None and not skip and len(failures) == 1:
-        assert failures[0].error is not None
-        raise failures[0].error
-    # Unset, SKIP_AND_CONTINUE only needs one success and the other policies need every node. Whatever the
-    # threshold, a layer with no success has nothing to pass on, so it fails.
-    required = threshold if threshold is not None else (0.0 if skip else 1.0)
-    if succeeded == 0 or succeeded / len(results) < required:
-        needed = "at least one" if required == 0.0 else f"{required:.0%}"
-        raise LayerFailedError(
-            f"network {ctx.network_name!r}, layer {index}: {succeeded} of {len(results)} nodes succeeded, "
-            f"{needed} needed ({config.error_policy.value}); first failure: {failures[0].error}",
-            network=ctx.network_name,
-            layer=index,
-            failures=[r.error for r in failures if isinstance(r.error, NodeExecutionError)],
-        )
-    return [r.output for r in results if r.success]
-
-
-def _was_cancelled(result: NodeResult) -> bool:
-    return isinstance(result.error, NodeExecutionError) and isinstance(result.error.cause, NodeCancelledError)
-
-
-def _error_type(result: NodeResult) -> str:
-    return getattr(result.error, "error_type", type(result.error).__name__)
 
 
 def create_layer(spec: LayerSpec, config: LayerConfig | None = None) -> Layer:

@@ -3,36 +3,34 @@
 Dataflow: a layer's outputs go to the next layer in node order. One output is passed on as itself; several
 are passed on as a list. A list as long as the next layer is wide (two nodes or more) is zipped to its nodes;
 any other value goes whole to every node.
+
+This module says what a network is; the engine that runs a pass (:mod:`nons.core.engine`, with OpenTelemetry's
+API, the scheduler, the providers' registry and the settings) is loaded at the first pass, on a worker thread. So
+``from nons import NoN`` costs little more than pydantic, and the event loop never waits for those imports.
 """
 
 from __future__ import annotations
 
-import asyncio
-import functools
-import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from opentelemetry import context as otel_context
-
-from nons.base.errors import ConfigurationError, NetworkTimeoutError
-from nons.base.loading import import_off_loop
-from nons.base.results import LayerResult, NetworkResult
-from nons.base.types import ErrorPolicy, LayerConfig, NetworkConfig
-from nons.core.call import PassContext
-from nons.core.inputs import check_input, check_name, check_trace_headers
+from nons.base.errors import ConfigurationError
+from nons.base.types import LayerConfig, NetworkConfig
+from nons.core.inputs import check_name
 from nons.core.layer import Layer, LayerSpec, create_layer
-from nons.core.progress import ProgressCallback, ProgressReporter
-from nons.observability import names, spans
-from nons.observability.auto import setup_telemetry, telemetry_pending
 
 if TYPE_CHECKING:
-    from nons.base.settings import Settings
+    from collections.abc import Awaitable
+
+    from nons.base.results import NetworkResult
+    from nons.core.progress import ProgressCallback
 
 __all__ = ["NoN", "create_network"]
 
-_SETTINGS = "nons.base.settings"
+_ENGINE = "nons.core.engine.network"
+#: The engine's ``run_pass``, once the first pass has loaded it.
+_run_pass: Callable[..., Awaitable[NetworkResult]] | None = None
 
 
 class NoN:
@@ -106,6 +104,8 @@ class NoN:
         Raises ``RuntimeError`` when called from a running event loop (inside ``async def``, or in a notebook
         cell, which runs in one): there, ``await network.run(...)`` instead.
         """
+        import asyncio
+
         try:
             asyncio.get_running_loop()
         except RuntimeError:
@@ -129,115 +129,20 @@ class NoN:
         ``on_progress`` is called with a :class:`~nons.core.progress.ProgressEvent` as each node starts and
         finishes, each layer finishes and the pass ends, with the cost so far.
         """
-        # Imported at the first pass, not at the top, and on a worker thread: the settings module pulls in
-        # pydantic-settings (50 to 60 ms), which neither `from nons import NoN` nor the event loop should pay.
-        settings: Settings = (await import_off_loop(_SETTINGS)).get_settings()
-        check_input(input_data, self.config.max_input_chars or settings.max_input_chars)
-        check_trace_headers(trace_headers)
-        if telemetry_pending(settings):  # the first pass sets telemetry up, its imports off the event loop
-            await setup_telemetry()
-        ctx = PassContext.start(
-            self.name, self.id, settings, budgets=self.config.budgets, cache=self.config.cache
+        run_pass = _run_pass if _run_pass is not None else await _load_engine()
+        return await run_pass(
+            self.layers, self.config, self.layer_config, self.id, input_data, trace_headers, on_progress
         )
-        if on_progress is not None:
-            total = sum(len(layer.nodes) for layer in self.layers)
-            ctx.progress = ProgressReporter(on_progress, self.name, total, ctx.calls, time.perf_counter())
-        inst = ctx.instruments
-        default_layer_config = self.layer_config or _settings_layer_config(settings.error_policy, settings.max_retries)
-        token = otel_context.attach(_extract(trace_headers)) if trace_headers else None
-        scope = (
-            spans.start(
-                inst.tracer,
-                names.network_span_name(self.name),
-                self._span_attributes(ctx),
-            )
-            if inst.tracing
-            else spans.NO_SPAN
-        )
-        metric_attrs = {names.NETWORK_NAME: self.name}
-        if inst.metrics:
-            inst.network_active.add(1, metric_attrs)
-        started = time.perf_counter()
-        layers: list[LayerResult] = []
-        outcome = names.OUTCOME_FAILURE
-        error_type: str | None = None
-        try:
-            with scope:
-                passes = self._run_layers(input_data, ctx, default_layer_config, layers)
-                timeout = self.config.timeout_seconds
-                if timeout is None:
-                    output = await passes
-                else:
-                    try:
-                        output = await asyncio.wait_for(passes, timeout)
-                    except asyncio.TimeoutError:
-                        raise NetworkTimeoutError(
-                            f"network {self.name!r} timed out after {timeout}s in layer {len(layers)}"
-                        ) from None
-            outcome = names.OUTCOME_SUCCESS
-        except BaseException as error:
-            error_type = getattr(error, "error_type", type(error).__name__)
-            scope.fail(error)
-            raise
-        finally:
-            duration = time.perf_counter() - started
-            if ctx.progress is not None:
-                success = outcome == names.OUTCOME_SUCCESS
-                # The last layer that ran: on failure, the one that did not finish.
-                last = len(layers) - 1 if success else min(len(layers), len(self.layers) - 1)
-                ctx.progress.pass_finished(last, success, time.perf_counter())
-            if inst.metrics:
-                inst.network_active.add(-1, metric_attrs)
-                inst.network_duration.record(duration, {**metric_attrs, names.OUTCOME: outcome})
-                workflow_attrs = {names.GEN_AI_WORKFLOW_NAME: self.name}
-                if error_type is not None:
-                    workflow_attrs[names.ERROR_TYPE] = error_type
-                inst.workflow_duration.record(duration, workflow_attrs)
-            scope.roll_up(ctx.calls)
-            scope.end()
-            if token is not None:
-                otel_context.detach(token)
-        return NetworkResult(output, layers, self.id, self.name, duration, scope.trace_id)
-
-    def _span_attributes(self, ctx: PassContext) -> dict[str, Any]:
-        """The ``invoke_workflow`` span's attributes at its start."""
-        attributes: dict[str, Any] = {
-            names.GEN_AI_OPERATION_NAME: names.OP_WORKFLOW,
-            # The network's name is the application's static, low-cardinality name of the workflow.
-            names.GEN_AI_WORKFLOW_NAME: self.name,
-            names.NETWORK_NAME: self.name,
-            names.NETWORK_ID: self.id,
-        }
-        if ctx.conversation_id is not None:
-            # A pass an agent's tool started belongs to that run's conversation.
-            attributes[names.GEN_AI_CONVERSATION_ID] = ctx.conversation_id
-        return attributes
-
-    async def _run_layers(
-        self, value: Any, ctx: PassContext, default_config: LayerConfig, collected: list[LayerResult]
-    ) -> Any:
-        for index, layer in enumerate(self.layers):
-            result = await layer.run(value, ctx, index, default_config)
-            collected.append(result)
-            if ctx.progress is not None:
-                ctx.progress.layer_finished(index, result.succeeded == len(result.node_results), time.perf_counter())
-            outputs = result.outputs
-            value = outputs[0] if len(outputs) == 1 else outputs
-        return value
 
 
-@functools.lru_cache(maxsize=32)
-def _settings_layer_config(error_policy: ErrorPolicy, max_retries: int) -> LayerConfig:
-    # The layer config NON_ERROR_POLICY and NON_MAX_RETRIES make, validated once per pair of values rather than
-    # on every pass (a pydantic model's validation is ~30 µs); LayerConfig is frozen, so passes can share it.
-    return LayerConfig(error_policy=error_policy, max_retries=max_retries)
+async def _load_engine() -> Callable[..., Awaitable[NetworkResult]]:
+    """The engine's ``run_pass``: its modules imported on a worker thread (see :mod:`nons.base.loading`), once."""
+    global _run_pass
+    from nons.base.loading import import_off_loop
 
-
-def _extract(trace_headers: Mapping[str, str]) -> otel_context.Context:
-    # The propagators load their entry points on import (~15 ms): only passes given trace headers pay it.
-    from opentelemetry import propagate
-
-    return propagate.extract(trace_headers)
+    engine = await import_off_loop(_ENGINE)
+    _run_pass = engine.run_pass
+    return engine.run_pass  # type: ignore[no-any-return]
 
 
 def create_network(

@@ -1,21 +1,20 @@
-"""A node: one operator plus its configuration (model, prompt context, parameters, fallbacks)."""
+"""A node: one operator plus its configuration (model, prompt context, parameters, fallbacks).
+
+What a node is, not how it runs (:mod:`nons.core.engine.node`): ``from nons import Node`` loads neither the
+engine nor OpenTelemetry, and the operators load when the first node is made.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import itertools
-import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from nons.base.errors import ConfigurationError, NodeCancelledError, NodeExecutionError, OperatorError
-from nons.base.results import NodeFailure, NodeResult
-from nons.base.types import CacheConfig, LayerConfig, ModelConfig
-from nons.core.call import CallSite, PassContext, call_llm
-from nons.observability import names, spans
-from nons.operators.context import OperatorContext
-from nons.operators.registry import OperatorSpec, get_operator
+from nons.base.errors import ConfigurationError
+from nons.base.types import CacheConfig, ModelConfig
+
+if TYPE_CHECKING:
+    from nons.operators.registry import OperatorSpec
 
 __all__ = ["Node", "create_node"]
 
@@ -60,6 +59,8 @@ class Node:
             raise ConfigurationError(f"model_config must be a ModelConfig, got {type(model_config).__name__}")
         if not isinstance(additional_prompt_context, str):
             raise ConfigurationError("additional_prompt_context must be a string")
+        from nons.operators.registry import get_operator
+
         self.spec: OperatorSpec = get_operator(operator_name)
         self.spec.check_params(parameters)
         self.model_config = model_config or ModelConfig()
@@ -103,92 +104,6 @@ class Node:
     def __repr__(self) -> str:
         model = self.model_config.model_name or "default model"
         return f"Node({self.spec.name!r}, id={self.id!r}, model={model!r})"
-
-    async def run(
-        self,
-        value: Any,
-        ctx: PassContext,
-        layer_config: LayerConfig,
-        layer_index: int,
-        result: NodeResult | None = None,
-    ) -> NodeResult:
-        """Run the operator on ``value`` and fill ``result`` (a new one by default). Failures are recorded in
-        the result, not raised. Cancellation is re-raised (``asyncio.CancelledError``) with the result's calls
-        in place and its error caused by a :class:`~nons.base.errors.NodeCancelledError`, so the layer that
-        cancelled the node still accounts for what it spent."""
-        if result is None:
-            result = NodeResult(self.id, self.spec.name)
-        if isinstance(value, NodeFailure):
-            # Under RETURN_PARTIAL a failed upstream node's marker may reach this node: it is not an input to
-            # send to a model, so this node fails too, saying why.
-            upstream = OperatorError(f"upstream node {value.node_id!r} failed ({value.error_type}): {value.message}")
-            result.error = self._error(upstream, ctx, layer_index)
-            return result
-        inst = ctx.instruments
-        site = CallSite(
-            self.id, self.spec.name, self.model_config, self.fallbacks, layer_config, self.priority,
-            self.cache if self.cache is not None else ctx.cache,
-        )
-        op_ctx = OperatorContext(
-            functools.partial(call_llm, ctx, site), self.model_config, self.id, self.additional_prompt_context,
-            result.calls,
-        )
-        scope = (
-            spans.start(
-                inst.tracer,
-                names.node_span_name(self.spec.name),
-                {names.NODE_ID: self.id, names.OPERATOR_NAME: self.spec.name},
-            )
-            if inst.tracing
-            else spans.NO_SPAN
-        )
-        started = time.perf_counter()
-        if ctx.progress is not None:
-            ctx.progress.node_started(layer_index, self.id, self.spec.name, started)
-        try:
-            with scope:
-                result.output = await self.spec.func(op_ctx, value, **self.parameters)
-        except asyncio.CancelledError:
-            result.error = self._error(NodeCancelledError("the node was cancelled"), ctx, layer_index)
-            self._finish(ctx, scope, result, started, layer_index)
-            raise
-        except Exception as error:
-            result.error = self._error(error, ctx, layer_index)
-        self._finish(ctx, scope, result, started, layer_index)
-        return result
-
-    def _error(self, cause: BaseException, ctx: PassContext, layer_index: int) -> NodeExecutionError:
-        error = NodeExecutionError(
-            cause, network=ctx.network_name, layer=layer_index, node_id=self.id, operator=self.spec.name
-        )
-        error.__cause__ = cause
-        return error
-
-    def _finish(
-        self, ctx: PassContext, scope: spans.SpanScope, result: NodeResult, started: float, layer_index: int
-    ) -> None:
-        now = time.perf_counter()
-        result.duration_s = now - started
-        error = result.error
-        if ctx.progress is not None:
-            ctx.progress.node_finished(layer_index, self.id, self.spec.name, error is None, now)
-        if ctx.instruments.metrics:
-            ctx.instruments.node_duration.record(
-                result.duration_s,
-                {
-                    names.OPERATOR_NAME: self.spec.name,
-                    names.NETWORK_NAME: ctx.network_name,
-                    names.OUTCOME: names.OUTCOME_FAILURE if error else names.OUTCOME_SUCCESS,
-                },
-            )
-        if not scope.tracing:
-            return
-        if result.calls:
-            scope.roll_up(result.calls)
-        if error is not None:
-            assert isinstance(error, NodeExecutionError)
-            scope.fail(error, f"{type(error.cause).__name__}: {error.cause}")
-        scope.end()
 
 
 def create_node(operator_name: str, model_config: ModelConfig | None = None, **kwargs: Any) -> Node:

@@ -11,6 +11,7 @@ from nons.base.errors import ConfigurationError, NodeCancelledError, NodeExecuti
 from nons.base.results import NodeResult
 from nons.base.settings import get_settings
 from nons.core.call import PassContext
+from nons.core.engine.node import run_node
 from nons.core.node import Node, create_node
 from nons.core.types import LayerConfig
 
@@ -84,7 +85,7 @@ async def test_a_cancelled_node_fails_with_node_cancelled_error_and_stays_cancel
     node = Node("wait_forever")
     result = NodeResult(node.id, node.operator_name)
     ctx = PassContext.start("cancelling", "pass-1", get_settings())
-    task = asyncio.ensure_future(node.run("x", ctx, LayerConfig(), 0, result))
+    task = asyncio.ensure_future(run_node(node, "x", ctx, LayerConfig(), 0, result))
     await asyncio.sleep(0.01)  # the operator is waiting now
     task.cancel()
     # The cancellation itself goes on up: the node does not swallow it or turn it into another exception.

@@ -1,0 +1,145 @@
+"""Running a pass of a network: its layers in order, under the ``invoke_workflow`` span and the pass's metrics.
+
+:class:`~nons.core.network.NoN` loads this module at its first pass, on a worker thread (with the rest of the
+engine, OpenTelemetry's API and the settings), and hands it what the pass needs to know of the network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from opentelemetry import context as otel_context
+
+from nons.base.errors import NetworkTimeoutError
+from nons.base.results import LayerResult, NetworkResult
+from nons.base.settings import get_settings
+from nons.base.types import ErrorPolicy, LayerConfig, NetworkConfig
+from nons.core.call import PassContext
+from nons.core.engine.layer import run_layer
+from nons.core.inputs import check_input, check_trace_headers
+from nons.core.layer import Layer
+from nons.core.progress import ProgressCallback, ProgressReporter
+from nons.observability import names, spans
+from nons.observability.auto import setup_telemetry, telemetry_pending
+
+__all__ = ["run_pass"]
+
+
+async def run_pass(
+    layers: Sequence[Layer],
+    config: NetworkConfig,
+    layer_config: LayerConfig | None,
+    network_id: str,
+    input_data: Any,
+    trace_headers: Mapping[str, str] | None,
+    on_progress: ProgressCallback | None,
+) -> NetworkResult:
+    """One pass of the network made of ``layers`` (see :meth:`nons.core.network.NoN.run`)."""
+    settings = get_settings()
+    name = config.name
+    check_input(input_data, config.max_input_chars or settings.max_input_chars)
+    check_trace_headers(trace_headers)
+    if telemetry_pending(settings):  # the first pass sets telemetry up, its imports off the event loop
+        await setup_telemetry()
+    ctx = PassContext.start(name, network_id, settings, budgets=config.budgets, cache=config.cache)
+    if on_progress is not None:
+        total = sum(len(layer.nodes) for layer in layers)
+        ctx.progress = ProgressReporter(on_progress, name, total, ctx.calls, time.perf_counter())
+    inst = ctx.instruments
+    default_layer_config = layer_config or _settings_layer_config(settings.error_policy, settings.max_retries)
+    token = otel_context.attach(_extract(trace_headers)) if trace_headers else None
+    scope = (
+        spans.start(inst.tracer, names.network_span_name(name), _span_attributes(name, network_id, ctx))
+        if inst.tracing
+        else spans.NO_SPAN
+    )
+    metric_attrs = {names.NETWORK_NAME: name}
+    if inst.metrics:
+        inst.network_active.add(1, metric_attrs)
+    started = time.perf_counter()
+    results: list[LayerResult] = []
+    outcome = names.OUTCOME_FAILURE
+    error_type: str | None = None
+    try:
+        with scope:
+            passes = _run_layers(layers, input_data, ctx, default_layer_config, results)
+            timeout = config.timeout_seconds
+            if timeout is None:
+                output = await passes
+            else:
+                try:
+                    output = await asyncio.wait_for(passes, timeout)
+                except asyncio.TimeoutError:
+                    raise NetworkTimeoutError(
+                        f"network {name!r} timed out after {timeout}s in layer {len(results)}"
+                    ) from None
+        outcome = names.OUTCOME_SUCCESS
+    except BaseException as error:
+        error_type = getattr(error, "error_type", type(error).__name__)
+        scope.fail(error)
+        raise
+    finally:
+        duration = time.perf_counter() - started
+        if ctx.progress is not None:
+            success = outcome == names.OUTCOME_SUCCESS
+            # The last layer that ran: on failure, the one that did not finish.
+            last = len(results) - 1 if success else min(len(results), len(layers) - 1)
+            ctx.progress.pass_finished(last, success, time.perf_counter())
+        if inst.metrics:
+            inst.network_active.add(-1, metric_attrs)
+            inst.network_duration.record(duration, {**metric_attrs, names.OUTCOME: outcome})
+            workflow_attrs = {names.GEN_AI_WORKFLOW_NAME: name}
+            if error_type is not None:
+                workflow_attrs[names.ERROR_TYPE] = error_type
+            inst.workflow_duration.record(duration, workflow_attrs)
+        scope.roll_up(ctx.calls)
+        scope.end()
+        if token is not None:
+            otel_context.detach(token)
+    return NetworkResult(output, results, network_id, name, duration, scope.trace_id)
+
+
+def _span_attributes(name: str, network_id: str, ctx: PassContext) -> dict[str, Any]:
+    """The ``invoke_workflow`` span's attributes at its start."""
+    attributes: dict[str, Any] = {
+        names.GEN_AI_OPERATION_NAME: names.OP_WORKFLOW,
+        # The network's name is the application's static, low-cardinality name of the workflow.
+        names.GEN_AI_WORKFLOW_NAME: name,
+        names.NETWORK_NAME: name,
+        names.NETWORK_ID: network_id,
+    }
+    if ctx.conversation_id is not None:
+        # A pass an agent's tool started belongs to that run's conversation.
+        attributes[names.GEN_AI_CONVERSATION_ID] = ctx.conversation_id
+    return attributes
+
+
+async def _run_layers(
+    layers: Sequence[Layer], value: Any, ctx: PassContext, default_config: LayerConfig, collected: list[LayerResult]
+) -> Any:
+    for index, layer in enumerate(layers):
+        result = await run_layer(layer, value, ctx, index, default_config)
+        collected.append(result)
+        if ctx.progress is not None:
+            ctx.progress.layer_finished(index, result.succeeded == len(result.node_results), time.perf_counter())
+        outputs = result.outputs
+        value = outputs[0] if len(outputs) == 1 else outputs
+    return value
+
+
+@functools.lru_cache(maxsize=32)
+def _settings_layer_config(error_policy: ErrorPolicy, max_retries: int) -> LayerConfig:
+    # The layer config NON_ERROR_POLICY and NON_MAX_RETRIES make, validated once per pair of values rather than
+    # on every pass (a pydantic model's validation is ~30 µs); LayerConfig is frozen, so passes can share it.
+    return LayerConfig(error_policy=error_policy, max_retries=max_retries)
+
+
+def _extract(trace_headers: Mapping[str, str]) -> otel_context.Context:
+    # The propagators load their entry points on import (~15 ms): only passes given trace headers pay it.
+    from opentelemetry import propagate
+
+    return propagate.extract(trace_headers)

@@ -1,0 +1,107 @@
+"""Running a node: its operator under a span, with what goes wrong recorded in its result, not raised."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from typing import Any
+
+from nons.base.errors import NodeCancelledError, NodeExecutionError, OperatorError
+from nons.base.results import NodeFailure, NodeResult
+from nons.base.types import LayerConfig
+from nons.core.call import CallSite, PassContext, call_llm
+from nons.core.node import Node
+from nons.observability import names, spans
+from nons.operators.context import OperatorContext
+
+__all__ = ["run_node"]
+
+
+async def run_node(
+    node: Node,
+    value: Any,
+    ctx: PassContext,
+    layer_config: LayerConfig,
+    layer_index: int,
+    result: NodeResult | None = None,
+) -> NodeResult:
+    """Run ``node``'s operator on ``value`` and fill ``result`` (a new one by default). Failures are recorded in
+    the result, not raised. Cancellation is re-raised (``asyncio.CancelledError``) with the result's calls in
+    place and its error caused by a :class:`~nons.base.errors.NodeCancelledError`, so the layer that cancelled
+    the node still accounts for what it spent."""
+    spec = node.spec
+    if result is None:
+        result = NodeResult(node.id, spec.name)
+    if isinstance(value, NodeFailure):
+        # Under RETURN_PARTIAL a failed upstream node's marker may reach this node: it is not an input to send
+        # to a model, so this node fails too, saying why.
+        upstream = OperatorError(f"upstream node {value.node_id!r} failed ({value.error_type}): {value.message}")
+        result.error = _error(node, upstream, ctx, layer_index)
+        return result
+    inst = ctx.instruments
+    site = CallSite(
+        node.id, spec.name, node.model_config, node.fallbacks, layer_config, node.priority,
+        node.cache if node.cache is not None else ctx.cache,
+    )
+    op_ctx = OperatorContext(
+        functools.partial(call_llm, ctx, site), node.model_config, node.id, node.additional_prompt_context,
+        result.calls,
+    )
+    scope = (
+        spans.start(
+            inst.tracer, names.node_span_name(spec.name), {names.NODE_ID: node.id, names.OPERATOR_NAME: spec.name}
+        )
+        if inst.tracing
+        else spans.NO_SPAN
+    )
+    started = time.perf_counter()
+    if ctx.progress is not None:
+        ctx.progress.node_started(layer_index, node.id, spec.name, started)
+    try:
+        with scope:
+            result.output = await spec.func(op_ctx, value, **node.parameters)
+    except asyncio.CancelledError:
+        result.error = _error(node, NodeCancelledError("the node was cancelled"), ctx, layer_index)
+        _finish(node, ctx, scope, result, started, layer_index)
+        raise
+    except Exception as error:
+        result.error = _error(node, error, ctx, layer_index)
+    _finish(node, ctx, scope, result, started, layer_index)
+    return result
+
+
+def _error(node: Node, cause: BaseException, ctx: PassContext, layer_index: int) -> NodeExecutionError:
+    error = NodeExecutionError(
+        cause, network=ctx.network_name, layer=layer_index, node_id=node.id, operator=node.spec.name
+    )
+    error.__cause__ = cause
+    return error
+
+
+def _finish(
+    node: Node, ctx: PassContext, scope: spans.SpanScope, result: NodeResult, started: float, layer_index: int
+) -> None:
+    now = time.perf_counter()
+    result.duration_s = now - started
+    error = result.error
+    operator = node.spec.name
+    if ctx.progress is not None:
+        ctx.progress.node_finished(layer_index, node.id, operator, error is None, now)
+    if ctx.instruments.metrics:
+        ctx.instruments.node_duration.record(
+            result.duration_s,
+            {
+                names.OPERATOR_NAME: operator,
+                names.NETWORK_NAME: ctx.network_name,
+                names.OUTCOME: names.OUTCOME_FAILURE if error else names.OUTCOME_SUCCESS,
+            },
+        )
+    if not scope.tracing:
+        return
+    if result.calls:
+        scope.roll_up(result.calls)
+    if error is not None:
+        assert isinstance(error, NodeExecutionError)
+        scope.fail(error, f"{type(error.cause).__name__}: {error.cause}")
+    scope.end()

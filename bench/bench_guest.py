@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).parent
-STATEMENTS = {"import nons": "import nons", "import the engine": "from nons.core.network import NoN"}
+STATEMENTS = {"import nons": "import nons", "import the public classes": "from nons import NoN, Node, ModelConfig"}
 
 
 def wall(code: str, tree: Path | None) -> float:

@@ -127,8 +127,11 @@ def test_unknown_names_raise_attribute_error() -> None:
 
 def modules_loaded_by(statement: str, prefixes: tuple[str, ...]) -> list[str]:
     """The modules whose names start with one of ``prefixes`` that a fresh interpreter has loaded after running
-    ``statement``."""
-    code = f"import sys\n{statement}\nprint(sorted(m for m in sys.modules if m.startswith({prefixes!r})))\n"
+    ``statement``, and had not loaded at start-up (a ``.pth`` file may import some)."""
+    code = (
+        f"import sys\nbefore = set(sys.modules)\n{statement}\n"
+        f"print(sorted(m for m in set(sys.modules) - before if m.startswith({prefixes!r})))\n"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     return ast.literal_eval(out.strip())  # type: ignore[no-any-return]
 
@@ -141,12 +144,22 @@ def test_import_nons_loads_neither_the_engine_nor_opentelemetry() -> None:
 def test_importing_the_public_classes_defers_the_engine_and_opentelemetry_until_the_first_pass() -> None:
     # What a network is loads with `from nons import ...`; how a pass runs (the engine with asyncio, OpenTelemetry's
     # API, the scheduler and the providers) loads at the first pass, on a worker thread, as do pydantic-settings
-    # and pydantic's plugins (the models build their validators at first use). The W3C propagators load on the
-    # first pass given trace headers. A program that only builds networks pays for none of it.
+    # and pydantic's plugins (the models build their validators at first use). A program that only builds
+    # networks pays for none of it.
     deferred = (
         "asyncio", "opentelemetry", "nons.core.engine", "nons.core.call", "nons.core.scheduler", "nons.providers",
         "nons.operators", "pydantic_settings", "dotenv", "nons.base.settings", "pydantic.plugin._loader",
     )  # fmt: skip
     assert modules_loaded_by("from nons import NoN, Node, ModelConfig", deferred) == []
-    built = "from nons import NoN, Node, ModelConfig\nNoN.from_operators([Node('generate', ModelConfig()) * 2, 'majority'])"
+    built = (
+        "from nons import NoN, Node, ModelConfig\n"
+        "NoN.from_operators([Node('generate', ModelConfig()) * 2, 'majority'])"
+    )
     assert modules_loaded_by(built, ("asyncio", "opentelemetry", "nons.core.engine", "nons.core.scheduler")) == []
+
+
+def test_the_engine_defers_trace_propagation_and_the_sdk_until_used() -> None:
+    # The W3C propagators load on the first pass given trace headers (their entry points take ~15 ms); the SDK
+    # only when NoN sets telemetry up.
+    deferred = ("opentelemetry.propagate", "opentelemetry.sdk")
+    assert modules_loaded_by("import nons.core.engine.network", deferred) == []

@@ -203,7 +203,9 @@ class RedisLink:
         task = asyncio.current_task()
         while self._down_since is not None:
             await asyncio.sleep(self.probe_interval_s)
-            # Bounded by the client's own connect and read timeouts (``timeout_s``). Not asyncio.wait_for: up to
+            # Bounded by the client's own connect and read timeouts (``timeout_s``; a connection from the pool, which
+            # the users leave alone while the link is down, within its wait of 20 x ``timeout_s``, at least 1 s).
+            # Not asyncio.wait_for: up to
             # Python 3.11 it loses a cancellation that meets the ping's own end, and then the probe of a Redis that
             # stays down ran on inside asyncio.run()'s shutdown, which cancels each task once and waits for it: the
             # application never exited (1 run in 3 at a 1 ms probe interval, none in 3,000 without it).

@@ -8,6 +8,7 @@ from __future__ import annotations
 from enum import Enum
 from typing import Any
 
+from pydantic import VERSION as PYDANTIC_VERSION
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 __all__ = [
@@ -21,6 +22,13 @@ __all__ = [
     "NetworkConfig",
     "StructuredOutput",
 ]
+
+
+# The models build their validators at their first instance, not at import: `from nons import ModelConfig` then
+# neither builds five schemas nor loads pydantic's plugins (importlib.metadata), about 40 ms. Only where pydantic
+# builds a deferred model under a lock (2.14 and later): before that, two threads making a model's first instances
+# at once could get the wrong validator (pydantic#13438).
+_DEFER_BUILD = tuple(int(part) for part in PYDANTIC_VERSION.split(".")[:2]) >= (2, 14)
 
 
 class ModelProvider(str, Enum):
@@ -92,7 +100,7 @@ class ModelConfig(BaseModel):
     model with the error before the call fails with ``OutputParseError`` (unset: ``NON_OUTPUT_REPAIRS``, 1).
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=(), defer_build=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=(), defer_build=_DEFER_BUILD)
 
     provider: ModelProvider | None = None
     model_name: str | None = None
@@ -159,7 +167,7 @@ class LayerConfig(BaseModel):
     jitter, or the server's retry hint when it is longer.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=_DEFER_BUILD)
 
     error_policy: ErrorPolicy = ErrorPolicy.FAIL_FAST
     max_retries: int = Field(3, ge=0, le=100)
@@ -196,7 +204,7 @@ class Budget(BaseModel):
     seconds (then starts again); unset, it never resets. A pass budget lasts one pass.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=_DEFER_BUILD)
 
     usd: float = Field(gt=0, allow_inf_nan=False)
     per: BudgetScope = BudgetScope.PASS
@@ -216,7 +224,7 @@ class CacheConfig(BaseModel):
     reused.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=_DEFER_BUILD)
 
     enabled: bool = True
     any_temperature: bool = False
@@ -227,7 +235,7 @@ class NetworkConfig(BaseModel):
     """Settings of a whole network: its name (used in telemetry), timeout and input limit, budgets and whether
     its nodes' answers are cached (a node's own ``cache`` wins)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=_DEFER_BUILD)
 
     name: str = "network"
     timeout_seconds: float | None = Field(None, gt=0)

@@ -16,21 +16,31 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from nons.base.errors import ConfigurationError
+from nons.base.results import NetworkResult
 from nons.base.types import LayerConfig, NetworkConfig
 from nons.core.inputs import check_name
 from nons.core.layer import Layer, LayerSpec, create_layer
+from nons.core.progress import ProgressCallback
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable
 
-    from nons.base.results import NetworkResult
-    from nons.core.progress import ProgressCallback
+    from nons.core.engine.network import run_pass
+
+    RunPass = Callable[
+        [
+            Sequence[Layer], NetworkConfig, LayerConfig | None, str, Any, Mapping[str, str] | None,
+            ProgressCallback | None,
+        ],
+        Awaitable[NetworkResult],
+    ]
+    _conforms: RunPass = run_pass  # mypy checks that the engine's function is what this module calls
 
 __all__ = ["NoN", "create_network"]
 
 _ENGINE = "nons.core.engine.network"
 #: The engine's ``run_pass``, once the first pass has loaded it.
-_run_pass: Callable[..., Awaitable[NetworkResult]] | None = None
+_run_pass: RunPass | None = None
 
 
 class NoN:
@@ -135,14 +145,14 @@ class NoN:
         )
 
 
-async def _load_engine() -> Callable[..., Awaitable[NetworkResult]]:
+async def _load_engine() -> RunPass:
     """The engine's ``run_pass``: its modules imported on a worker thread (see :mod:`nons.base.loading`), once."""
     global _run_pass
     from nons.base.loading import import_off_loop
 
-    engine = await import_off_loop(_ENGINE)
-    _run_pass = engine.run_pass
-    return engine.run_pass  # type: ignore[no-any-return]
+    loaded: RunPass = (await import_off_loop(_ENGINE)).run_pass
+    _run_pass = loaded
+    return loaded
 
 
 def create_network(

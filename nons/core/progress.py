@@ -9,7 +9,6 @@ reporting never fails a pass.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -17,8 +16,6 @@ from typing import Literal
 from nons.base.results import LLMCallRecord, known_cost
 
 __all__ = ["ProgressCallback", "ProgressEvent", "ProgressReporter"]
-
-logger = logging.getLogger(__name__)
 
 ProgressKind = Literal["node_started", "node_finished", "layer_finished", "pass_finished"]
 
@@ -95,6 +92,11 @@ class ProgressReporter:
         try:
             callback(event)
         except Exception:
-            # Reporting progress must never fail the pass it reports on.
-            logger.warning("the on_progress callback raised; it is not called again in this pass", exc_info=True)
+            # Reporting progress must never fail the pass it reports on. logging is imported here, on this rare
+            # path: the network module imports this one, and `from nons import NoN` should not load logging.
+            import logging
+
+            logging.getLogger(__name__).warning(
+                "the on_progress callback raised; it is not called again in this pass", exc_info=True
+            )
             self._callback = None

@@ -268,16 +268,24 @@ async def _wait_for_go() -> None:
         raise SystemExit("the test went away")
 
 
-def _dump_tasks() -> None:
+_loop: asyncio.AbstractEventLoop | None = None  # the run's loop, for _dump_tasks
+
+
+def _dump_tasks(*_: object) -> None:
     """SIGUSR2: every asyncio task's stack on stderr (where a hung workload waits: the test sends it on a timeout)."""
-    for task in asyncio.all_tasks():
-        task.print_stack(file=sys.stderr)
+    loop = _loop
+    if loop is None or loop.is_closed():
+        print("workload: no event loop is running", file=sys.stderr)
+    else:
+        for task in asyncio.all_tasks(loop):
+            task.print_stack(file=sys.stderr)
     sys.stderr.flush()
 
 
 async def run(workload: Workload, handle: Any) -> dict[str, Any]:
     """Warm up, report ``warm``, wait for ``go``, run the main run (pausing where asked); return the totals."""
-    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR2, _dump_tasks)
+    global _loop
+    _loop = asyncio.get_running_loop()
     expected = cost_label_sets(workload.networks)
     warmup = 0
     while not workload.every_series_exists(expected):
@@ -311,8 +319,9 @@ def main() -> None:
     from nons.observability.setup import configure_telemetry, shutdown_telemetry
     from nons.testing import ProviderEmulator
 
-    # SIGUSR1: every thread's stack on stderr (with SIGUSR2's tasks, what the test prints when we time out).
+    # SIGUSR1: every thread's stack on stderr; SIGUSR2: every task's (what the test prints when we time out).
     faulthandler.register(signal.SIGUSR1, all_threads=True)
+    signal.signal(signal.SIGUSR2, _dump_tasks)
     logging.getLogger("nons_workload").setLevel(logging.INFO)
     handle = configure_telemetry()
     spans, logs = SpanCounter(), LogCounter()

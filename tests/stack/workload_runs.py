@@ -83,15 +83,16 @@ class WorkloadProcess:
         self.process.stdin.flush()
 
     def dump_stacks(self) -> None:
-        """Have a running workload print where its threads (SIGUSR1) and asyncio tasks (SIGUSR2) are."""
-        for dump in (signal.SIGUSR1, signal.SIGUSR2):
+        """Have a running workload print where its asyncio tasks (SIGUSR2) and threads (SIGUSR1, last, so that
+        the stderr tail keeps it) are."""
+        for dump in (signal.SIGUSR2, signal.SIGUSR1):
             if self.process.poll() is None:
                 self.process.send_signal(dump)
                 time.sleep(1)
 
     def stderr(self) -> str:
         text = self.stderr_path.read_text(encoding="utf-8", errors="replace")
-        return f"\nworkload stderr:\n{text[-12000:]}" if text else ""
+        return f"\nworkload stderr:\n{text[-20000:]}" if text else ""
 
     def stop(self) -> None:
         try:

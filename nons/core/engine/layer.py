@@ -66,6 +66,7 @@ async def run_layer(layer: Layer, value: Any, ctx: PassContext, index: int, conf
             )
         scope.end()
 
+
 async def _run_concurrently(
     layer: Layer, inputs: list[Any], ctx: PassContext, index: int, config: LayerConfig, results: list[NodeResult]
 ) -> None:
@@ -115,7 +116,6 @@ async def _run_concurrently(
         )
         error.__cause__ = cause
         result.error = error
-
 
 
 def _outputs(results: list[NodeResult], config: LayerConfig, ctx: PassContext, index: int) -> list[Any]:

@@ -127,6 +127,8 @@ def main() -> None:
     parser.add_argument("-v", "--verbose", action="store_true", help="print each contender's figures as it runs")
     parser.add_argument("--instructions", action="store_true",
                         help="targets 1 and 2 in instructions per node, under callgrind (takes --warmup only)")
+    parser.add_argument("--only", help="with --instructions: count only these contenders (comma-separated), e.g. "
+                        "nons-on to judge one change to the telemetry path")  # fmt: skip
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.passes = 2, 30
@@ -144,8 +146,9 @@ def main() -> None:
 
             queue = (args.warmup + max(p[1] for p in instructions.PASSES.values())) * spans * 2 + 2048
             counted = instructions.Sink(lambda: sink_stats(port)["spans"], spans)
+            only = args.only.split(",") if args.only else tuple(instructions.PASSES)
             print(instructions.run_all(lambda c: {**child_env(c, port, queue), **instructions.STEADY_EXPORT},
-                                       ROOT, signals, args.warmup, counted))  # fmt: skip
+                                       ROOT, signals, args.warmup, counted, only))  # fmt: skip
             print(f"\nMachine: {machine()}")
             return
         rounds = []

@@ -131,13 +131,16 @@ def main() -> None:
     parser.add_argument("--only", help="with --instructions: count only these contenders (comma-separated), e.g. "
                         "nons-on to judge one change to the telemetry path")  # fmt: skip
     args = parser.parse_args()
+    if args.only and not args.instructions:
+        parser.error("--only needs --instructions")
     if args.quick:
         args.rounds, args.passes = 2, 30
     started = time.perf_counter()
     # NoN's bytecode compiled first, as an installed package's is (pip compiles it; langchain's is): a checkout run
     # with PYTHONDONTWRITEBYTECODE, or just edited, would otherwise compile its changed modules in every import
     # measured, 5 to 10 ms that no user pays.
-    compileall.compile_dir(ROOT / "nons", quiet=1)
+    if not compileall.compile_dir(ROOT / "nons", quiet=2):
+        print("NoN's bytecode could not be written here: its import figure includes compiling it.", flush=True)
     with running_sink() as port, tempfile.TemporaryDirectory() as scratch:
         signals = str(Path(scratch) / "signals.json")
         subprocess.run([sys.executable, "-m", "bench.compare.floor", signals], cwd=ROOT, env=clean_env(), check=True)
@@ -152,8 +155,10 @@ def main() -> None:
             queue = (args.warmup + max(p[1] for p in instructions.PASSES.values())) * spans * 2 + 2048
             counted = instructions.Sink(lambda: sink_stats(port)["spans"], spans)
             only = args.only.split(",") if args.only else tuple(instructions.PASSES)
-            print(instructions.run_all(lambda c: {**child_env(c, port, queue), **instructions.STEADY_EXPORT},
-                                       ROOT, signals, args.warmup, counted, only))  # fmt: skip
+            counts = instructions.run_all(lambda c: {**child_env(c, port, queue), **instructions.STEADY_EXPORT},
+                                          ROOT, signals, args.warmup, counted, only)  # fmt: skip
+            if counts:
+                print(counts)
             print(f"\nMachine: {machine()}")
             return
         rounds = []

@@ -5,6 +5,7 @@ A leaf module: it imports nothing else from NoN. ``nons.core.types`` re-exports 
 
 from __future__ import annotations
 
+import re
 from enum import Enum
 from typing import Any
 
@@ -28,7 +29,7 @@ __all__ = [
 # neither builds five schemas nor loads pydantic's plugins (importlib.metadata), about 40 ms. Only where pydantic
 # builds a deferred model under a lock (2.14 and later): before that, two threads making a model's first instances
 # at once could get the wrong validator (pydantic#13438).
-_DEFER_BUILD = tuple(int(part) for part in PYDANTIC_VERSION.split(".")[:2]) >= (2, 14)
+_DEFER_BUILD = tuple(map(int, re.match(r"(\d+)\.(\d+)", PYDANTIC_VERSION).groups())) >= (2, 14)  # type: ignore[union-attr]
 
 
 class ModelProvider(str, Enum):

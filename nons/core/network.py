@@ -12,8 +12,8 @@ API, the scheduler, the providers' registry and the settings) is loaded at the f
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from nons.base.errors import ConfigurationError
 from nons.base.results import NetworkResult
@@ -22,19 +22,27 @@ from nons.core.inputs import check_name
 from nons.core.layer import Layer, LayerSpec, create_layer
 from nons.core.progress import ProgressCallback
 
-if TYPE_CHECKING:
-    from collections.abc import Awaitable
 
+class RunPass(Protocol):
+    """The engine's ``run_pass`` (:mod:`nons.core.engine.network`), which :meth:`NoN.run` loads at the first pass."""
+
+    def __call__(
+        self,
+        layers: Sequence[Layer],
+        config: NetworkConfig,
+        layer_config: LayerConfig | None,
+        network_id: str,
+        input_data: Any,
+        trace_headers: Mapping[str, str] | None,
+        on_progress: ProgressCallback | None,
+    ) -> Awaitable[NetworkResult]: ...
+
+
+if TYPE_CHECKING:
     from nons.core.engine.network import run_pass
 
-    RunPass = Callable[
-        [
-            Sequence[Layer], NetworkConfig, LayerConfig | None, str, Any, Mapping[str, str] | None,
-            ProgressCallback | None,
-        ],
-        Awaitable[NetworkResult],
-    ]
-    _conforms: RunPass = run_pass  # mypy checks that the engine's function is what this module calls
+    _conforms: RunPass = run_pass  # mypy checks that the engine's function is what NoN.run calls, by name too
+
 
 __all__ = ["NoN", "create_network"]
 
@@ -141,7 +149,8 @@ class NoN:
         """
         run_pass = _run_pass if _run_pass is not None else await _load_engine()
         return await run_pass(
-            self.layers, self.config, self.layer_config, self.id, input_data, trace_headers, on_progress
+            layers=self.layers, config=self.config, layer_config=self.layer_config, network_id=self.id,
+            input_data=input_data, trace_headers=trace_headers, on_progress=on_progress,
         )
 
 

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pydantic
 import pytest
 
@@ -77,30 +74,3 @@ def test_layer_config_takes_policies_by_value() -> None:
 def test_network_config_rejects_non_positive_timeout() -> None:
     with pytest.raises(pydantic.ValidationError, match="timeout_seconds"):
         NetworkConfig(timeout_seconds=-1)
-
-
-def test_the_first_instances_of_each_model_can_be_made_on_many_threads_at_once() -> None:
-    # The models build their validators at their first instance (defer_build, where pydantic locks that build):
-    # threads that all make a first instance at once each get a valid model. A fresh interpreter, so that these
-    # are the first instances; a tiny switch interval, so that the threads interleave inside the build.
-    code = """
-import sys, threading
-sys.setswitchinterval(1e-6)
-from nons.base.types import Budget, CacheConfig, LayerConfig, ModelConfig, NetworkConfig
-errors = []
-def make():
-    try:
-        assert LayerConfig(max_retries=2).max_retries == 2
-        assert ModelConfig(model_name="m").model_name == "m"
-        assert NetworkConfig(name="n").name == "n"
-        assert Budget(usd=1.0).usd == 1.0 and CacheConfig().enabled
-    except Exception as error:
-        errors.append(repr(error))
-threads = [threading.Thread(target=make) for _ in range(16)]
-for t in threads: t.start()
-for t in threads: t.join()
-print(errors)
-"""
-    for _ in range(3):
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-        assert out.strip() == "[]"

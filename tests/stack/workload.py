@@ -48,6 +48,7 @@ import signal
 import socket
 import sys
 import time
+import traceback
 from typing import Any
 
 from workload_model import (
@@ -272,14 +273,25 @@ _loop: asyncio.AbstractEventLoop | None = None  # the run's loop, for _dump_task
 
 
 def _dump_tasks(*_: object) -> None:
-    """SIGUSR2: every asyncio task's stack on stderr (where a hung workload waits: the test sends it on a timeout)."""
-    loop = _loop
-    if loop is None or loop.is_closed():
-        print("workload: no event loop is running", file=sys.stderr)
-    else:
+    """SIGUSR2: where every asyncio task waits, on stderr (the test sends it when we time out). Each task's chain
+    of awaited coroutines is followed, since on Python 3.11 a suspended task's own stack shows only its top frame.
+    Never raises: it runs in the main thread between two bytecodes of whatever the loop was doing."""
+    try:
+        loop = _loop
+        if loop is None or loop.is_closed():
+            print("workload: no event loop is running", file=sys.stderr)
+            return
         for task in asyncio.all_tasks(loop):
-            task.print_stack(file=sys.stderr)
-    sys.stderr.flush()
+            print(f"task {task.get_name()}:", file=sys.stderr)
+            awaited: Any = task.get_coro()
+            while awaited is not None:
+                frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
+                if frame is not None:
+                    print(f"  {frame.f_code.co_filename}:{frame.f_lineno} {frame.f_code.co_name}", file=sys.stderr)
+                awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
+        sys.stderr.flush()
+    except Exception:
+        traceback.print_exc(file=sys.stderr)
 
 
 async def run(workload: Workload, handle: Any) -> dict[str, Any]:
@@ -310,6 +322,10 @@ async def run(workload: Workload, handle: Any) -> dict[str, Any]:
 
 def main() -> None:
     """The subprocess: set telemetry up from the environment, run, report, serve until stdin closes."""
+    # SIGUSR1: every thread's stack on stderr; SIGUSR2: every task's (what the test prints when we time out). First,
+    # so that a hang in the imports below is reported too.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    signal.signal(signal.SIGUSR2, _dump_tasks)
     from nons import Budget
     from nons.core.budgets import configure_budgets
     from nons.core.cache import configure_cache
@@ -319,9 +335,6 @@ def main() -> None:
     from nons.observability.setup import configure_telemetry, shutdown_telemetry
     from nons.testing import ProviderEmulator
 
-    # SIGUSR1: every thread's stack on stderr; SIGUSR2: every task's (what the test prints when we time out).
-    faulthandler.register(signal.SIGUSR1, all_threads=True)
-    signal.signal(signal.SIGUSR2, _dump_tasks)
     logging.getLogger("nons_workload").setLevel(logging.INFO)
     handle = configure_telemetry()
     spans, logs = SpanCounter(), LogCounter()

@@ -129,8 +129,9 @@ def test_unknown_names_raise_attribute_error() -> None:
 
 
 def modules_loaded_by(statement: str, prefixes: tuple[str, ...]) -> list[str]:
-    """The modules whose names start with one of ``prefixes`` that a fresh interpreter has loaded after running
-    ``statement``, and had not loaded at start-up (a ``.pth`` file may import some)."""
+    """The modules whose names start with one of ``prefixes`` that a fresh interpreter loaded while running
+    ``statement``. Fails if start-up (a ``.pth`` file, a ``sitecustomize``) had loaded any of them already: the
+    check would then prove nothing."""
     code = (
         f"import sys\nbefore = set(sys.modules)\n{statement}\n"
         f"print([sorted(m for m in before if m.startswith({prefixes!r})),\n"
@@ -153,7 +154,7 @@ def test_importing_the_public_classes_defers_the_engine_and_opentelemetry_until_
     # API, the scheduler and the providers) loads at the first pass, on a worker thread, as do pydantic-settings
     # and pydantic's plugins (the models build their validators at first use). A program that only builds
     # networks pays for none of it.
-    deferred = (
+    deferred: tuple[str, ...] = (
         "asyncio", "opentelemetry", "nons.core.engine", "nons.core.call", "nons.core.scheduler", "nons.providers",
         "nons.operators", "pydantic_settings", "dotenv", "nons.base.settings", "logging",
     )  # fmt: skip

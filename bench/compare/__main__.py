@@ -139,8 +139,8 @@ def main() -> None:
     # NoN's bytecode compiled first, as an installed package's is (pip compiles it; langchain's is): a checkout run
     # with PYTHONDONTWRITEBYTECODE, or just edited, would otherwise compile its changed modules in every import
     # measured, 5 to 10 ms that no user pays.
-    if not compileall.compile_dir(ROOT / "nons", quiet=2):
-        print("NoN's bytecode could not be written here: its import figure includes compiling it.", flush=True)
+    if not compileall.compile_dir(ROOT / "nons", quiet=1):
+        print("NoN's bytecode could not be compiled (see above): its import figure includes compiling it.", flush=True)
     with running_sink() as port, tempfile.TemporaryDirectory() as scratch:
         signals = str(Path(scratch) / "signals.json")
         subprocess.run([sys.executable, "-m", "bench.compare.floor", signals], cwd=ROOT, env=clean_env(), check=True)

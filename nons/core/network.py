@@ -28,6 +28,7 @@ class RunPass(Protocol):
 
     def __call__(
         self,
+        *,
         layers: Sequence[Layer],
         config: NetworkConfig,
         layer_config: LayerConfig | None,

@@ -39,6 +39,7 @@ The protocol, on stdout (lines starting with ``NONS-WORKLOAD``) and stdin:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import faulthandler
 import json
@@ -291,7 +292,8 @@ def _dump_tasks(*_: object) -> None:
                 awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
         sys.stderr.flush()
     except Exception:
-        traceback.print_exc(file=sys.stderr)
+        with contextlib.suppress(Exception):  # stderr itself may be what failed (a write the signal interrupted)
+            traceback.print_exc(file=sys.stderr)
 
 
 async def run(workload: Workload, handle: Any) -> dict[str, Any]:

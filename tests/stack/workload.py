@@ -371,7 +371,11 @@ def main() -> None:
     truth["redis_degraded_seconds"] = cache.link.degraded_seconds()
     truth["faults"] = {model: {"rate": rate, "error_type": error} for model, (rate, _, error) in FAULTS.items()}
     mark_phase(PHASE_DONE)
-    handle.force_flush()
+    # Everything ended is exported, or counted as lost, before the statistics are read: the default flush gives up
+    # after NON_TELEMETRY_EXIT_TIMEOUT (1.5 s), and a batch still retrying then (a collector just restarted) was
+    # counted only after "done" had reported the statistics, or dropped at exit (77 spans once, in CI).
+    if not handle.force_flush(timeout_millis=120_000):
+        raise SystemExit("the telemetry did not flush within 120 s")
     observability = get_observability()
     engine_spans = {}
     for trace_id in spans.by_trace:

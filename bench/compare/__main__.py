@@ -29,13 +29,18 @@ from bench.compare.sink import clean_env, export_env, running_sink
 
 ROOT = Path(__file__).resolve().parents[2]
 GRID = ("asyncio", "nons-off", "floor", "nons-on", "langchain", "langchain-otel")
-WIDE = ("wide-asyncio", "wide-off", "wide-on")
+WIDE = ("wide-asyncio", "wide-off", "wide-floor", "wide-on")
 IMPORTS = {
     "import-nons": "from nons import NoN, Node, ModelConfig",
     "import-langchain": "import langchain_core.runnables",
+    # The least a module defining a pydantic model (ModelConfig is one) costs to import: one field, its build
+    # deferred as NoN's are. Class creation loads pydantic.fields, pydantic.types and annotated_types, which
+    # `import pydantic` and `from pydantic import BaseModel` leave for later. The floor of target 4.
+    "import-pydantic": "from pydantic import BaseModel; type('M', (BaseModel,), "
+    "{'__annotations__': {'x': int}, 'x': 1, 'model_config': {'defer_build': True}})",
 }
 CHEAP = {"asyncio": 20, "nons-off": 5}
-TELEMETRY = {"nons-on", "floor", "langchain-otel", "wide-on"}
+TELEMETRY = {"nons-on", "floor", "langchain-otel", "wide-floor", "wide-on"}
 # The import's CPU time, inside a fresh interpreter, its own start-up left out (CPU, not wall: a busy
 # neighbour delays a process more than it slows it).
 IMPORT_SNIPPET = "import time; t = time.process_time(); {}; print((time.process_time() - t) * 1e3)"
@@ -60,7 +65,7 @@ def run_child(command: list[str], env: dict[str, str]) -> str:
 
 
 class Bench:
-    def __init__(self, args: argparse.Namespace, port: int, signals: str, spans_per_pass: int) -> None:
+    def __init__(self, args: argparse.Namespace, port: int, signals: dict[str, str], spans_per_pass: int) -> None:
         self.args, self.port, self.signals, self.spans_per_pass = args, port, signals, spans_per_pass
         self.queue = (args.warmup + args.passes) * spans_per_pass * 2 + 2048
         self.lost: list[str] = []
@@ -73,7 +78,8 @@ class Bench:
         # The cheap contenders run more passes, so that each measures some 0.5 s of CPU, not a few ms.
         passes = self.args.wide_passes if contender in WIDE else self.args.passes * CHEAP.get(contender, 1)
         command = [sys.executable, "-m", "bench.compare.contenders", contender, "--passes", str(passes),
-                   "--warmup", str(self.args.warmup), "--signals", self.signals]  # fmt: skip
+                   "--warmup", str(self.args.warmup),
+                   "--signals", self.signals["wide" if contender in WIDE else "grid"]]  # fmt: skip
         before = sink_stats(self.port)["spans"]
         figures: dict[str, Any] = json.loads(run_child(command, env))
         received = sink_stats(self.port)["spans"] - before
@@ -98,6 +104,18 @@ class Bench:
             if self.args.verbose:
                 print(f"  round {index + 1}: {json.dumps({'contender': contender, **result})}", flush=True)
         return figures
+
+
+def record_signals(scratch: Path, workload: str) -> str:
+    """Record one pass of NoN's ``workload`` (grid or wide) for the SDK floor to replay; say what it emits."""
+    path = scratch / f"signals-{workload}.json"
+    command = [sys.executable, "-m", "bench.compare.floor", str(path), workload]
+    subprocess.run(command, cwd=ROOT, env=clean_env(), check=True)
+    recorded = json.loads(path.read_text())
+    shape = "3 x 10 nodes" if workload == "grid" else "the wide layer"
+    print(f"NoN emits {len(recorded['spans'])} spans and {len(recorded['measurements'])} metric measurements per "
+          f"pass of {shape}; the SDK floor replays exactly those.", flush=True)  # fmt: skip
+    return str(path)
 
 
 def machine() -> str:
@@ -142,12 +160,8 @@ def main() -> None:
     if not compileall.compile_dir(ROOT / "nons", quiet=1):
         print("NoN's bytecode could not be compiled (see above): its import figure includes compiling it.", flush=True)
     with running_sink() as port, tempfile.TemporaryDirectory() as scratch:
-        signals = str(Path(scratch) / "signals.json")
-        subprocess.run([sys.executable, "-m", "bench.compare.floor", signals], cwd=ROOT, env=clean_env(), check=True)
-        recorded = json.loads(Path(signals).read_text())
-        spans, measurements = len(recorded["spans"]), len(recorded["measurements"])
-        print(f"NoN emits {spans} spans and {measurements} metric measurements per pass of 3 x 10 nodes; "
-              "the SDK floor replays exactly those.", flush=True)  # fmt: skip
+        signals = {workload: record_signals(Path(scratch), workload) for workload in ("grid", "wide")}
+        spans = len(json.loads(Path(signals["grid"]).read_text())["spans"])
         bench = Bench(args, port, signals, spans)
         if args.instructions:
             from bench.compare import instructions
@@ -156,7 +170,7 @@ def main() -> None:
             counted = instructions.Sink(lambda: sink_stats(port)["spans"], spans)
             only = args.only.split(",") if args.only else tuple(instructions.PASSES)
             counts = instructions.run_all(lambda c: {**child_env(c, port, queue), **instructions.STEADY_EXPORT},
-                                          ROOT, signals, args.warmup, counted, only)  # fmt: skip
+                                          ROOT, signals["grid"], args.warmup, counted, only)  # fmt: skip
             if counts:
                 print(counts)
             print(f"\nMachine: {machine()}")

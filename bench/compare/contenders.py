@@ -137,13 +137,22 @@ def measure_grid(name: str, passes: int, warmup: int, signals: str | None) -> di
     }
 
 
-def measure_wide(name: str, passes: int) -> dict[str, Any]:
+def measure_wide(name: str, passes: int, signals: str | None) -> dict[str, Any]:
     """Median wall time of ``passes`` passes of the wide layer (after one warm-up pass)."""
     count = _SpanCount()
     flush: Flush = _no_flush
     one_pass: Callable[[], Awaitable[Any]]
     if name == "wide-asyncio":
         one_pass = workloads.bare_wide_pass
+    elif name == "wide-floor":
+        from bench.compare.floor import Replay
+
+        tracer_provider, _, flush = _sdk_pipeline("bench-wide-floor", with_metrics=True)
+        tracer_provider.add_span_processor(_counting_processor(count))
+        assert signals is not None, "the wide floor replays the wide layer's signals recorded from NoN (--signals)"
+        with open(signals) as recorded:
+            replay = Replay(json.load(recorded), leaf=lambda: asyncio.sleep(workloads.WIDE_LATENCY_S))
+        one_pass = replay.run_pass
     else:
         if name == "wide-on":
             from opentelemetry import trace
@@ -155,7 +164,7 @@ def measure_wide(name: str, passes: int) -> dict[str, Any]:
             sdk_provider.add_span_processor(_counting_processor(count))
             flush = handle.force_flush
         network = workloads.nons_wide()
-        one_pass = lambda: network.forward("Name a colour.")  # noqa: E731
+        one_pass = lambda: network.forward(workloads.WIDE_PROMPT)  # noqa: E731
 
     async def run() -> list[float]:
         await one_pass()
@@ -176,10 +185,10 @@ def main() -> None:
     parser.add_argument("name")
     parser.add_argument("--passes", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=20)
-    parser.add_argument("--signals", help="NoN's recorded signals (for the floor)")
+    parser.add_argument("--signals", help="NoN's recorded signals (for the floors: the grid's, or the wide layer's)")
     args = parser.parse_args()
     if args.name.startswith("wide-"):
-        figures = measure_wide(args.name, args.passes)
+        figures = measure_wide(args.name, args.passes, args.signals)
     else:
         figures = measure_grid(args.name, args.passes, args.warmup, args.signals)
     print(json.dumps({"contender": args.name, **figures}), flush=True)

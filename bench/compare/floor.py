@@ -7,15 +7,19 @@ is hard-coded: a change in what NoN emits changes the floor with it.
 
 ``Replay`` emits exactly those spans and measurements per pass through the SDK, as hand-written code would at
 its cheapest: attribute dicts built once, each span started with an explicit parent context, each measurement
-given its span's context (so exemplars are attached as in NoN), around trivial coroutines gathered like NoN's
-layers. What this costs is the SDK's own price for NoN's signals.
+given its span's context (so exemplars are attached as in NoN) when its span's work is done, as NoN records
+them, around coroutines gathered like NoN's layers. What this costs is the SDK's own price for NoN's signals.
+
+Two workloads are recorded: the 3 x 10 grid (target 2's floor) and the wide layer of 100 nodes whose calls take
+50 ms (the floor of target 3: what these signals cost a wide layer when a program emits them through the SDK
+with no engine at all). A leaf span of the wide replay, an LLM call's, awaits those 50 ms.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,8 +28,13 @@ from bench.compare.workloads import PROMPT
 _KINDS = {"Counter": "counter", "UpDownCounter": "up_down_counter", "Histogram": "histogram"}
 
 
-def record(path: str) -> None:
-    """Run NoN's grid with telemetry on in memory, and write one pass's spans and measurements to ``path``."""
+#: The workloads whose signals can be recorded: how to build the network, and the input of a pass.
+WORKLOADS = ("grid", "wide")
+
+
+def record(path: str, workload: str = "grid") -> None:
+    """Run NoN's ``workload`` (grid or wide) with telemetry on in memory, and write one pass's spans and
+    measurements to ``path``."""
     from opentelemetry import metrics, trace
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics._internal import instrument as sdk_instruments
@@ -34,7 +43,7 @@ def record(path: str) -> None:
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-    from bench.compare.workloads import nons_grid
+    from bench.compare.workloads import WIDE_PROMPT, nons_grid, nons_wide
 
     spans = InMemorySpanExporter()
     tasks: dict[int, int] = {}
@@ -71,11 +80,11 @@ def record(path: str) -> None:
     spy(sdk_instruments.UpDownCounter, "add")
     spy(sdk_instruments.Histogram, "record")
 
-    network = nons_grid()
+    network, prompt = (nons_grid(), PROMPT) if workload == "grid" else (nons_wide(), WIDE_PROMPT)
 
     async def passes(count: int) -> None:
         for _ in range(count):
-            await network.forward(PROMPT)
+            await network.forward(prompt)
 
     asyncio.run(passes(3))  # warm-up: prices, providers, instruments
     spans.clear()
@@ -142,9 +151,11 @@ class _Span:
 
 
 class Replay:
-    """Emits one recorded pass per :meth:`run_pass` through the installed SDK providers."""
+    """Emits one recorded pass per :meth:`run_pass` through the installed SDK providers. Each leaf span (one
+    without children) awaits ``leaf()`` when given: the wide layer's 50 ms calls."""
 
-    def __init__(self, recorded: dict[str, Any]) -> None:
+    def __init__(self, recorded: dict[str, Any], leaf: Callable[[], Awaitable[Any]] | None = None) -> None:
+        self._leaf = leaf
         from opentelemetry import metrics, trace
         from opentelemetry.trace import SpanKind, Status, StatusCode
 
@@ -204,13 +215,15 @@ class Replay:
     async def _run(self, node: _Span, parent: Any) -> None:
         span = self.tracer.start_span(node.name, context=parent, kind=node.kind, attributes=node.attributes)
         context = self._trace.set_span_in_context(span)
-        for emit, value, attributes in node.measurements:
-            emit(value, attributes, context)
         if node.concurrent_children:
             await asyncio.gather(*(self._run(child, context) for child in node.children))
         else:
             for child in node.children:
                 await self._run(child, context)
+        if not node.children and self._leaf is not None:
+            await self._leaf()
+        for emit, value, attributes in node.measurements:
+            emit(value, attributes, context)
         for name, attributes in node.events:
             span.add_event(name, attributes)
         if node.status is not None:
@@ -226,4 +239,4 @@ def _attributes(raw: dict[str, Any]) -> dict[str, Any]:
 if __name__ == "__main__":
     import sys
 
-    record(sys.argv[1])
+    record(sys.argv[1], *sys.argv[2:3])

@@ -15,6 +15,7 @@ PROMPT = "Summarise the benefits of structured concurrency."
 
 WIDE_WIDTH = 100
 WIDE_LATENCY_S = 0.05
+WIDE_PROMPT = "Name a colour."
 
 
 async def _trivial(value: Any) -> Any:

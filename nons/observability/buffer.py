@@ -3,7 +3,8 @@ metrics as plain dicts, and what the exporters lost.
 
 - The ring: the last ``NON_OBSERVABILITY_BUFFER_SIZE`` ended spans of NoN's own instrumentation scope (``nons``;
   oldest dropped first), kept by a span processor that :func:`~nons.observability.configure_telemetry` adds to
-  the tracer provider. An application's own spans on the same provider are not kept. Span dicts carry
+  the tracer provider (:mod:`nons.observability.span_ring`, which says why it holds plain tuples, not the
+  SDK's spans). An application's own spans on the same provider are not kept. Span dicts carry
   the keys the deployment guide's code reads: ``trace_id``, ``span_id``, ``operation_name``, ``duration_ms``,
   ``success`` and ``cost_usd`` (the call's own cost on LLM spans, 0 elsewhere, so summing over spans never
   double counts).
@@ -28,16 +29,15 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from opentelemetry import trace
 from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler, LogRecordProcessor
 from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
-from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
-from opentelemetry.trace import StatusCode
+from opentelemetry.sdk.trace import TracerProvider
 
 from nons.base.redaction import clean, clean_value
 from nons.base.settings import get_settings
 from nons.observability import names
 from nons.observability.span_metrics import metrics_of_spans
+from nons.observability.span_ring import SpanRing
 
 __all__ = [
     "ExportStats",
@@ -47,10 +47,8 @@ __all__ = [
     "Observability",
     "ReadableLogRecord",
     "RedactLogRecords",
-    "SpanRing",
     "nons_handler",
     "observability_buffer",
-    "span_to_dict",
 ]
 
 # The SDK renamed its log export interface in 1.39 (LogExporter -> LogRecordExporter, LogData ->
@@ -216,48 +214,6 @@ class _BufferLogHandler(LoggingHandler):
         return True
 
 
-class SpanRing(SpanProcessor):
-    """The ring: the last ``size`` ended spans of NoN's instrumentation scope, of every tracer provider it is
-    added to, oldest dropped first. Spans of other scopes (an application's own, other instrumentations') are
-    not kept: the provider may be the application's.
-
-    Cheaper than a SimpleSpanProcessor around an in-memory exporter (no context switch to suppress
-    instrumentation, no lock): it runs on the application's thread, and appending to a bounded deque is atomic.
-    Spans are turned into dicts only when read, so a pass pays one append per span.
-    """
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._spans: collections.deque[ReadableSpan] = collections.deque(maxlen=size)
-        #: NoN's spans ended since the last :meth:`clear`, including those the ring no longer holds.
-        self.seen = 0
-
-    def on_end(self, span: ReadableSpan) -> None:
-        scope = span.instrumentation_scope
-        if scope is None or scope.name != names.SCOPE:
-            return
-        self._spans.append(span)
-        self.seen += 1
-
-    def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        return True
-
-    def spans(self) -> list[ReadableSpan]:
-        """The spans held, oldest first (a copy: the ring keeps changing)."""
-        return list(self._spans)
-
-    # Not __len__: an empty ring would be falsy, and it is handed to the SDK as a span processor.
-    @property
-    def held(self) -> int:
-        """How many spans the ring holds (at most ``size``)."""
-        return len(self._spans)
-
-    def clear(self) -> None:
-        """Forget the spans held, and the count of spans seen."""
-        self._spans.clear()
-        self.seen = 0
-
-
 class Observability:
     """Recent spans, metrics and logs of this process, as plain dicts."""
 
@@ -291,7 +247,7 @@ class Observability:
         :mod:`nons.observability.span_metrics`): the window the buffer holds, not totals since the process
         started, which the exported metrics have."""
         since_ns = int(since.timestamp() * 1e9) if since else None
-        spans = self._span_dicts(since_ns, trace_id)
+        spans = self._ring.spans(since_ns, trace_id)
         logs = [
             _log_to_dict(r)
             for r in self.log_exporter.get_finished_logs()
@@ -299,14 +255,6 @@ class Observability:
             and (trace_id is None or f"{r.log_record.trace_id or 0:032x}" == trace_id)
         ]
         return {"spans": spans, "logs": logs, "metrics": metrics_of_spans(spans)}
-
-    def _span_dicts(self, since_ns: int | None, trace_id: str | None) -> list[dict[str, Any]]:
-        return [
-            span_to_dict(s)
-            for s in self._ring.spans()
-            if (since_ns is None or (s.end_time or 0) >= since_ns)
-            and (trace_id is None or trace.format_trace_id(s.context.trace_id) == trace_id)
-        ]
 
     def get_trace_summary(self, trace_id: str) -> dict[str, Any]:
         """Duration, success, total cost and tokens, and span count of one trace.
@@ -317,7 +265,7 @@ class Observability:
             raise ValueError(
                 "no trace id given: a result has none only when tracing is off (NON_ENABLE_TRACING=false)"
             )
-        spans = self._span_dicts(None, trace_id)
+        spans = self._ring.spans(trace_id=trace_id)
         if not spans:
             raise KeyError(f"no spans of trace {trace_id!r} in the buffer (it holds the last {self.buffer_size})")
         span_ids = {s["span_id"] for s in spans}
@@ -355,32 +303,6 @@ class Observability:
         """Forget the buffered spans and logs."""
         self._ring.clear()
         self.log_exporter.clear()
-
-
-def span_to_dict(span: ReadableSpan) -> dict[str, Any]:
-    """A span as a plain dict with the deployment guide's keys plus the full attributes and events."""
-    attributes = dict(span.attributes or {})
-    start, end = span.start_time or 0, span.end_time or 0
-    parent = span.parent
-    return {
-        "trace_id": trace.format_trace_id(span.context.trace_id),
-        "span_id": trace.format_span_id(span.context.span_id),
-        "parent_span_id": trace.format_span_id(parent.span_id) if parent else None,
-        "operation_name": span.name,
-        "kind": span.kind.name,
-        "start_time_ns": start,
-        "end_time_ns": end,
-        "duration_ms": (end - start) / 1e6,
-        "success": span.status.status_code is not StatusCode.ERROR,
-        "error_type": attributes.get(names.ERROR_TYPE),
-        "cost_usd": float(attributes.get(names.GEN_AI_USAGE_COST, 0.0)),  # type: ignore[arg-type]
-        "attributes": attributes,
-        "events": [
-            {"name": e.name, "timestamp_ns": e.timestamp, "attributes": dict(e.attributes or {})}
-            for e in span.events
-        ],
-        "resource": dict(span.resource.attributes) if span.resource else {},
-    }
 
 
 def _log_to_dict(record: ReadableLogRecord) -> dict[str, Any]:

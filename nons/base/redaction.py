@@ -234,4 +234,15 @@ _SCALARS = frozenset({int, float, bool, type(None)})
 def clean_attributes(attributes: Mapping[str, Any]) -> dict[str, Any]:
     """``attributes`` with every value cleaned (see :func:`clean_value`). The names are NoN's own (every one is
     spelled in :mod:`nons.observability.names`), so they are left as they are."""
-    return {key: clean_value(value) for key, value in attributes.items()}
+    # clean_value and clean inlined for the common values, short strings and scalars: this runs on every span's
+    # attributes, some 25 values a node, and two calls a value were a quarter of the cleaning's cost.
+    cleaned: dict[str, Any] = {}
+    for key, value in attributes.items():
+        kind = type(value)
+        if kind is str and len(value) <= _CACHED_CHARS:
+            cleaned[key] = _clean_short(value)
+        elif kind in _SCALARS:
+            cleaned[key] = value
+        else:
+            cleaned[key] = clean_value(value)
+    return cleaned

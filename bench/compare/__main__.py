@@ -65,9 +65,14 @@ def run_child(command: list[str], env: dict[str, str]) -> str:
 
 
 class Bench:
-    def __init__(self, args: argparse.Namespace, port: int, signals: dict[str, str], spans_per_pass: int) -> None:
+    def __init__(
+        self, args: argparse.Namespace, port: int, signals: dict[str, str], spans_per_pass: dict[str, int]
+    ) -> None:
+        """``signals`` and ``spans_per_pass``: by workload (grid, wide), what NoN emits per pass."""
         self.args, self.port, self.signals, self.spans_per_pass = args, port, signals, spans_per_pass
-        self.queue = (args.warmup + args.passes) * spans_per_pass * 2 + 2048
+        self.queue = max(
+            (args.warmup + args.passes) * spans_per_pass["grid"], (1 + args.wide_passes) * spans_per_pass["wide"]
+        ) * 2 + 2048
         self.lost: list[str] = []
 
     def run(self, contender: str) -> dict[str, Any]:
@@ -88,7 +93,9 @@ class Bench:
             expected = figures["spans_ended"]
             if contender in ("nons-on", "floor"):
                 # Both emit NoN's spans: the recorded pass's count, every pass, warm-up included.
-                expected = (self.args.warmup + passes) * self.spans_per_pass
+                expected = (self.args.warmup + passes) * self.spans_per_pass["grid"]
+            elif contender in ("wide-on", "wide-floor"):
+                expected = (1 + passes) * self.spans_per_pass["wide"]  # one warm-up pass
             if received != expected or figures["spans_ended"] != expected:
                 self.lost.append(f"{contender}: ended {figures['spans_ended']}, received {received}, "
                                  f"expected {expected}")  # fmt: skip
@@ -160,9 +167,11 @@ def main() -> None:
     if not compileall.compile_dir(ROOT / "nons", quiet=1):
         print("NoN's bytecode could not be compiled (see above): its import figure includes compiling it.", flush=True)
     with running_sink() as port, tempfile.TemporaryDirectory() as scratch:
-        signals = {workload: record_signals(Path(scratch), workload) for workload in ("grid", "wide")}
-        spans = len(json.loads(Path(signals["grid"]).read_text())["spans"])
-        bench = Bench(args, port, signals, spans)
+        # The instruction counts take the grid only.
+        workloads = ("grid",) if args.instructions else ("grid", "wide")
+        signals = {workload: record_signals(Path(scratch), workload) for workload in workloads}
+        spans_per_pass = {w: len(json.loads(Path(path).read_text())["spans"]) for w, path in signals.items()}
+        spans = spans_per_pass["grid"]
         if args.instructions:
             from bench.compare import instructions
 
@@ -175,6 +184,7 @@ def main() -> None:
                 print(counts)
             print(f"\nMachine: {machine()}")
             return
+        bench = Bench(args, port, signals, spans_per_pass)
         rounds = []
         for index in range(args.rounds):
             rounds.append(bench.round(index))

@@ -7,12 +7,15 @@ is hard-coded: a change in what NoN emits changes the floor with it.
 
 ``Replay`` emits exactly those spans and measurements per pass through the SDK, as hand-written code would at
 its cheapest: attribute dicts built once, each span started with an explicit parent context, each measurement
-given its span's context (so exemplars are attached as in NoN) when its span's work is done, as NoN records
-them, around coroutines gathered like NoN's layers. What this costs is the SDK's own price for NoN's signals.
+given the context of the span current when NoN made it (so exemplars are attached as in NoN), around coroutines
+gathered like NoN's layers. A span's measurements are made when its children are done, as NoN records a call's
+after it; those NoN makes with no span current (the pass's own: active passes, durations) at the start of the
+pass, and a node's duration (made in its layer's context) with the layer's, after all its nodes. What this costs
+is the SDK's own price for NoN's signals.
 
 Two workloads are recorded: the 3 x 10 grid (target 2's floor) and the wide layer of 100 nodes whose calls take
 50 ms (the floor of target 3: what these signals cost a wide layer when a program emits them through the SDK
-with no engine at all). A leaf span of the wide replay, an LLM call's, awaits those 50 ms.
+with no engine at all). Each LLM call's span of the wide replay (a CLIENT span) awaits those 50 ms.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from bench.compare.workloads import PROMPT
 _KINDS = {"Counter": "counter", "UpDownCounter": "up_down_counter", "Histogram": "histogram"}
 
 
-#: The workloads whose signals can be recorded: how to build the network, and the input of a pass.
+#: The workloads whose signals can be recorded (see :mod:`bench.compare.workloads`).
 WORKLOADS = ("grid", "wide")
 
 
@@ -80,6 +83,8 @@ def record(path: str, workload: str = "grid") -> None:
     spy(sdk_instruments.UpDownCounter, "add")
     spy(sdk_instruments.Histogram, "record")
 
+    if workload not in WORKLOADS:
+        raise SystemExit(f"unknown workload {workload!r}; known: {', '.join(WORKLOADS)}")
     network, prompt = (nons_grid(), PROMPT) if workload == "grid" else (nons_wide(), WIDE_PROMPT)
 
     async def passes(count: int) -> None:
@@ -151,8 +156,8 @@ class _Span:
 
 
 class Replay:
-    """Emits one recorded pass per :meth:`run_pass` through the installed SDK providers. Each leaf span (one
-    without children) awaits ``leaf()`` when given: the wide layer's 50 ms calls."""
+    """Emits one recorded pass per :meth:`run_pass` through the installed SDK providers. Each LLM call's span
+    (CLIENT) awaits ``leaf()`` when given: the wide layer's 50 ms calls."""
 
     def __init__(self, recorded: dict[str, Any], leaf: Callable[[], Awaitable[Any]] | None = None) -> None:
         self._leaf = leaf
@@ -160,6 +165,7 @@ class Replay:
         from opentelemetry.trace import SpanKind, Status, StatusCode
 
         self._trace = trace
+        self._client = SpanKind.CLIENT
         self.tracer = trace.get_tracer("bench.floor")
         meter = metrics.get_meter("bench.floor")
         instruments: dict[str, Any] = {}
@@ -220,7 +226,7 @@ class Replay:
         else:
             for child in node.children:
                 await self._run(child, context)
-        if not node.children and self._leaf is not None:
+        if node.kind is self._client and self._leaf is not None:
             await self._leaf()
         for emit, value, attributes in node.measurements:
             emit(value, attributes, context)

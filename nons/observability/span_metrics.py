@@ -19,7 +19,7 @@ window of spans the buffer holds (or the trace or time asked for), not the proce
 a call). Each data point has one exemplar per bucket (histograms) or one in all (counters): the trace and span
 ids of the latest span that counted in it.
 
-Only plain span dicts are read (:func:`~nons.observability.buffer.span_to_dict`), so this module needs nothing of
+Only plain span dicts are read (:func:`~nons.observability.span_ring.span_to_dict`), so this module needs nothing of
 the OpenTelemetry SDK.
 """
 

@@ -6,10 +6,11 @@ span is a dozen container objects
 (its attributes and events with their locks, links, span contexts, status), which the garbage collector walks
 in every full collection for as long as they are held: at the default 10,000 spans, some 120,000 objects more
 on the application's heap, a 70 ms full collection, and about 45k instructions a node in the bench. A tuple whose
-items are atomic values, or tuples the collector already untracked, is untracked at the first collection that
-sees it (one holding a dict never is: hence no dicts), so what the ring holds soon costs the collector nothing.
-Names and values go in two tuples, not a tuple of pairs, and no tuple is made before what it holds: a tuple still
-holding a tracked one when the collector looks stays tracked until a later collection.
+items are atomic values, or tuples the collector has untracked already, is untracked by the next collection that
+sees it (one holding a dict never is: hence no dicts). Each collection untracks one level of nesting, so a held
+span (at most four levels deep) is off the collector's lists after a few collections, and what the ring holds
+then costs the collector nothing. Converting a span costs about 5 µs when it ends: at the default size the ring
+holds 6 MB instead of 31 MB, and 12 tracked objects instead of 110,000.
 """
 
 from __future__ import annotations
@@ -84,7 +85,6 @@ class SpanRing(SpanProcessor):
                 span.status.status_code is not _ERROR,
                 tuple(attributes),
                 tuple(attributes.values()),
-                # From a list, so that the tuple is made after what it holds.
                 tuple([_held_event(e.name, e.timestamp, e.attributes or {}) for e in events]) if events else (),
                 known[1] if known is not None else self._resource_items(resource),
             )
@@ -96,8 +96,9 @@ class SpanRing(SpanProcessor):
             return ()
         known = self._resources.get(id(resource))
         if known is None:
-            # Lists made tuples: a held span must contain nothing the collector tracks.
-            items = tuple([(k, tuple(v) if isinstance(v, list) else v) for k, v in resource.attributes.items()])
+            # The SDK's attributes hold sequences as tuples already: nothing here is a container the collector
+            # tracks for good.
+            items = tuple(resource.attributes.items())
             known = self._resources[id(resource)] = (resource, items)  # the resource kept, so its id stays its own
         return known[1]
 
@@ -127,8 +128,7 @@ class SpanRing(SpanProcessor):
 
 
 def _held_event(name: str, timestamp: int, attributes: Mapping[str, Any]) -> tuple[str, int, Names, Values]:
-    keys, values = tuple(attributes), tuple(attributes.values())  # made before the tuple that holds them
-    return (name, timestamp, keys, values)
+    return (name, timestamp, tuple(attributes), tuple(attributes.values()))
 
 
 def span_to_dict(span: HeldSpan) -> dict[str, Any]:

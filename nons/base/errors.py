@@ -7,8 +7,6 @@ value recorded as ``error.type`` in telemetry.
 
 from __future__ import annotations
 
-from nons.base.redaction import redact
-
 __all__ = [
     "AuthenticationError",
     "BadRequestError",
@@ -49,6 +47,10 @@ class NonError(Exception):
     error_type: str = "nons_error"
 
     def __init__(self, *args: object) -> None:
+        # Imported here, not with the module: redaction (its patterns, json, threading) would be about 4 ms of
+        # `from nons import NoN`, which makes no error. The engine loads it at the first pass, off the event loop.
+        from nons.base.redaction import redact
+
         super().__init__(*(redact(arg) if isinstance(arg, str) else arg for arg in args))
 
 

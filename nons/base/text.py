@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, is_dataclass
 from typing import Any
 
@@ -21,9 +20,12 @@ def as_text(value: Any) -> str:
         if len(items) == 1:
             return as_text(items[0])
         return "\n\n".join(f"[{i}] {as_text(v)}" for i, v in enumerate(items, 1))
-    if isinstance(value, dict):
-        return json.dumps(value, ensure_ascii=False, default=str)
-    if is_dataclass(value) and not isinstance(value, type):
+    if isinstance(value, dict) or (is_dataclass(value) and not isinstance(value, type)):
+        # json imported here, for the values that may need it: `from nons import NoN` does not load it (2 ms).
+        import json
+
+        if isinstance(value, dict):
+            return json.dumps(value, ensure_ascii=False, default=str)
         text = str(value)
         return text if text else json.dumps(asdict(value), default=str)
     return str(value)

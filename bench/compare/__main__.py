@@ -152,9 +152,10 @@ def main() -> None:
     parser.add_argument("--json", help="also write every round's figures to this file")
     parser.add_argument("-v", "--verbose", action="store_true", help="print each contender's figures as it runs")
     parser.add_argument("--instructions", action="store_true",
-                        help="targets 1 and 2 in instructions per node, under callgrind (takes --warmup only)")
+                        help="targets 1 and 2 in instructions per node, and target 4 and its floor in "
+                        "instructions, under callgrind (takes --warmup only)")
     parser.add_argument("--only", help="with --instructions: count only these contenders (comma-separated), e.g. "
-                        "nons-on to judge one change to the telemetry path")  # fmt: skip
+                        "nons-on to judge one change to the telemetry path, or imports")  # fmt: skip
     args = parser.parse_args()
     if args.only and not args.instructions:
         parser.error("--only needs --instructions")
@@ -177,11 +178,15 @@ def main() -> None:
 
             queue = (args.warmup + max(p[1] for p in instructions.PASSES.values())) * spans * 2 + 2048
             counted = instructions.Sink(lambda: sink_stats(port)["spans"], spans)
-            only = args.only.split(",") if args.only else tuple(instructions.PASSES)
-            counts = instructions.run_all(lambda c: {**child_env(c, port, queue), **instructions.STEADY_EXPORT},
-                                          ROOT, signals["grid"], args.warmup, counted, only)  # fmt: skip
-            if counts:
-                print(counts)
+            only = args.only.split(",") if args.only else [*instructions.PASSES, "imports"]
+            grid = [c for c in only if c != "imports"]
+            if grid:
+                counts = instructions.run_all(lambda c: {**child_env(c, port, queue), **instructions.STEADY_EXPORT},
+                                              ROOT, signals["grid"], args.warmup, counted, grid)  # fmt: skip
+                if counts:
+                    print(counts)
+            if "imports" in only:
+                print(instructions.import_table(IMPORTS, child_env("import-nons", port, queue), ROOT))
             print(f"\nMachine: {machine()}")
             return
         bench = Bench(args, port, signals, spans_per_pass)

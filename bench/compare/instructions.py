@@ -1,4 +1,4 @@
-"""Targets 1 and 2 in instructions: ``python -m bench.compare --instructions``.
+"""Targets 1 and 2, and target 4 with its floor, in instructions: ``python -m bench.compare --instructions``.
 
 CPU-time ratios on a shared two-core machine move by 15% from round to round, more than most single changes to
 the engine gain. Instructions executed hardly move: ``valgrind --tool=callgrind`` counts every thread's, the
@@ -18,7 +18,7 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,6 +86,40 @@ def per_node(contender: str, env: dict[str, str], cwd: Path, signals: str, warmu
         return instructions
 
     return (run(long) - run(short)) / ((long - short) * NODES_PER_PASS)
+
+
+def import_instructions(snippet: str, env: dict[str, str], cwd: Path) -> int:
+    """Instructions ``snippet`` (an import) executes in a fresh interpreter. The process ends with ``os._exit``
+    right after it, and an empty run's count is subtracted: neither start-up nor the teardown of what the import
+    loaded is counted (teardown grows with the heap, and would tilt the comparison toward the smaller import)."""
+
+    def run(code: str) -> int:
+        return _collected([sys.executable, "-c", f"import os; {code}; os._exit(0)"], env, cwd)
+
+    return run(snippet) - run("pass")
+
+
+def import_table(snippets: Mapping[str, str], env: dict[str, str], cwd: Path) -> str:
+    """Target 4 and its floor in instructions: each of ``snippets`` (named ``import-nons``, ``import-langchain``
+    and ``import-pydantic``) counted once, as a Markdown table."""
+    counts = {}
+    for name, snippet in snippets.items():
+        counts[name] = import_instructions(snippet, env, cwd)
+        print(f"  {name}: {counts[name] / 1e6:,.1f}M instructions", flush=True)
+    langchain = counts["import-langchain"]
+    return "\n".join(
+        [
+            "| import | instructions |",
+            "|---|---:|",
+            *(f"| `{snippets[name]}` | {count / 1e6:,.1f}M |" for name, count in counts.items()),
+            "",
+            "| ratio, in instructions | limit | ratio |",
+            "|---|---:|---:|",
+            f"| 4. import: nons / langchain_core.runnables | 1.00 | {counts['import-nons'] / langchain:.2f} |",
+            f"| floor of 4: one pydantic model / langchain_core.runnables | 1.00 | "
+            f"{counts['import-pydantic'] / langchain:.2f} |",
+        ]
+    )
 
 
 def table(figures: dict[str, float]) -> str:

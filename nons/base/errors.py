@@ -47,7 +47,7 @@ class NonError(Exception):
     error_type: str = "nons_error"
 
     def __init__(self, *args: object) -> None:
-        # Imported here, not with the module: redaction (its patterns, json, threading) would be about 4 ms of
+        # Imported here, not with the module: redaction (its patterns, json) would be some 2% of
         # `from nons import NoN`, which makes no error. The engine loads it at the first pass, off the event loop.
         from nons.base.redaction import redact
 

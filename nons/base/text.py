@@ -21,7 +21,8 @@ def as_text(value: Any) -> str:
             return as_text(items[0])
         return "\n\n".join(f"[{i}] {as_text(v)}" for i, v in enumerate(items, 1))
     if isinstance(value, dict) or (is_dataclass(value) and not isinstance(value, type)):
-        # json imported here, for the values that may need it: `from nons import NoN` does not load it (2 ms).
+        # json imported here, where a dict's text or a dataclass's with an empty str() needs it: `from nons import
+        # NoN` does not load it.
         import json
 
         if isinstance(value, dict):

@@ -4,7 +4,7 @@ The ring holds each span as a plain tuple of plain values (name, ids, times, out
 tuple of names and one of values, its events, its resource's attributes), not as the SDK's span object. An SDK
 span is a dozen container objects
 (its attributes and events with their locks, links, span contexts, status), which the garbage collector walks
-in every full collection for as long as they are held: at the default 10,000 spans, some 120,000 objects more
+in every full collection for as long as they are held: at the default 10,000 spans, some 110,000 objects more
 on the application's heap, a 70 ms full collection, and about 45k instructions a node in the bench. A tuple whose
 items are atomic values, or tuples the collector has untracked already, is untracked by the next collection that
 sees it (one holding a dict never is: hence no dicts). Each collection untracks one level of nesting, so a held

@@ -20,15 +20,18 @@ def as_text(value: Any) -> str:
         if len(items) == 1:
             return as_text(items[0])
         return "\n\n".join(f"[{i}] {as_text(v)}" for i, v in enumerate(items, 1))
-    if isinstance(value, dict) or (is_dataclass(value) and not isinstance(value, type)):
-        # json imported here, where a dict's text or a dataclass's with an empty str() needs it: `from nons import
-        # NoN` does not load it.
+    # json is imported where it is needed, not with the module: `from nons import NoN` does not load it.
+    if isinstance(value, dict):
         import json
 
-        if isinstance(value, dict):
-            return json.dumps(value, ensure_ascii=False, default=str)
+        return json.dumps(value, ensure_ascii=False, default=str)
+    if is_dataclass(value) and not isinstance(value, type):
         text = str(value)
-        return text if text else json.dumps(asdict(value), default=str)
+        if text:
+            return text
+        import json
+
+        return json.dumps(asdict(value), default=str)
     return str(value)
 
 

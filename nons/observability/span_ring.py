@@ -1,16 +1,15 @@
 """The ring of NoN's recently ended spans that ``get_observability()`` reads, and the spans as plain dicts.
 
-The ring holds each span as a plain tuple of plain values (name, ids, times, outcome, and its attributes as a
-tuple of names and one of values, its events, its resource's attributes), not as the SDK's span object. An SDK
-span is a dozen container objects
-(its attributes and events with their locks, links, span contexts, status), which the garbage collector walks
-in every full collection for as long as they are held: at the default 10,000 spans, some 110,000 objects more
-on the application's heap, a 70 ms full collection, and about 45k instructions a node in the bench. A tuple whose
-items are atomic values, or tuples the collector has untracked already, is untracked by the next collection that
-sees it (one holding a dict never is: hence no dicts). Each collection untracks one level of nesting, so a held
-span (at most four levels deep) is off the collector's lists after a few collections, and what the ring holds
-then costs the collector nothing. Converting a span costs about 5 µs when it ends: at the default size the ring
-holds 6 MB instead of 31 MB, and 12 tracked objects instead of 110,000.
+The ring holds each span as a plain tuple of plain values (name, ids, times, outcome, and its attributes as a tuple
+of names and one of values, its events, its resource's attributes), not as the SDK's span object. An SDK span is a
+dozen container objects (its attributes and events with their locks, links, span contexts, status), which the
+garbage collector walks in every full collection for as long as they are held: at the default 10,000 spans, some
+110,000 objects more on the application's heap, a 70 ms full collection, and about 45k instructions a node in the
+bench. A tuple whose items are atomic values, or tuples the collector has untracked already, is untracked by the
+next collection that sees it (one holding a dict never is: hence no dicts). Each collection untracks one level of
+nesting, so a held span (at most four levels deep) is off the collector's lists after a few collections, and what
+the ring holds then costs the collector nothing. Converting a span costs about 5 µs when it ends: at the default
+size the ring holds 6 MB instead of 31 MB, and 12 tracked objects instead of 110,000.
 """
 
 from __future__ import annotations
@@ -58,7 +57,7 @@ class SpanRing(SpanProcessor):
         self.size = size
         self._spans: collections.deque[HeldSpan] = collections.deque(maxlen=size)
         # A provider's resource is one object for all its spans: its attributes are made plain once.
-        self._resources: dict[int, tuple[Resource, tuple[tuple[str, Any], ...]]] = {}
+        self._resources: dict[int, tuple[Resource | None, tuple[tuple[str, Any], ...]]] = {}
         #: NoN's spans ended since the last :meth:`clear`, including those the ring no longer holds.
         self.seen = 0
 
@@ -86,21 +85,18 @@ class SpanRing(SpanProcessor):
                 tuple(attributes),
                 tuple(attributes.values()),
                 tuple([_held_event(e.name, e.timestamp, e.attributes or {}) for e in events]) if events else (),
-                known[1] if known is not None else self._resource_items(resource),
+                known[1] if known is not None else self._remember(resource),
             )
         )
         self.seen += 1
 
-    def _resource_items(self, resource: Resource | None) -> tuple[tuple[str, Any], ...]:
-        if resource is None:
-            return ()
-        known = self._resources.get(id(resource))
-        if known is None:
-            # The SDK's attributes hold sequences as tuples already: nothing here is a container the collector
-            # tracks for good.
-            items = tuple(resource.attributes.items())
-            known = self._resources[id(resource)] = (resource, items)  # the resource kept, so its id stays its own
-        return known[1]
+    def _remember(self, resource: Resource | None) -> tuple[tuple[str, Any], ...]:
+        """The plain attributes of a resource not seen before, kept for its next spans (with the resource, so
+        that its id stays its own). The SDK's attributes hold sequences as tuples already: nothing here is a
+        container the collector tracks for good."""
+        items = tuple(resource.attributes.items()) if resource is not None else ()
+        self._resources[id(resource)] = (resource, items)
+        return items
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         return True

@@ -30,6 +30,7 @@ SDK_USERS = (
     "nons.observability.exporters",
     "nons.observability.buffer",
     "nons.observability.span_ring",
+    "nons.observability.fast_export",
 )
 
 

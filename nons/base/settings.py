@@ -52,6 +52,13 @@ class Settings(BaseSettings):
         "what is not out by then is dropped. Longer delivers more through a slow collector. With the "
         "interpreter's own teardown of an exporter still retrying, the default keeps exit within 2 s.",
     )
+    span_export: Literal["sdk", "fastotel"] = Field(
+        "sdk",
+        description="Who sends spans to an OTLP collector: the SDK's batch processor and OTLP exporter, or "
+        "fastotel's processor (pip install 'nons[fastotel]'), which batches, encodes and sends them in native "
+        "code, off the GIL. fastotel speaks OTLP over HTTP only, so it needs http/protobuf as the traces "
+        "protocol. Pre-alpha upstream; metrics and logs keep the SDK's exporters.",
+    )
     telemetry_sigterm_handler: bool = Field(
         True,
         description="Flush telemetry on SIGTERM, then hand the signal on to the application's handler (or "

@@ -25,7 +25,7 @@ from __future__ import annotations
 import collections
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -153,7 +153,15 @@ class ExportStats:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._counts = {signal: {"dropped": 0, "failed": 0, "failed_exports": 0} for signal in self.SIGNALS}
+        self._kept_elsewhere: list[tuple[str, Callable[[], tuple[int, int]]]] = []
         self.last_error: str | None = None
+
+    def count_from(self, signal: str, read: Callable[[], tuple[int, int]]) -> None:
+        """Add ``read()``'s ``(dropped, failed)`` to ``signal``'s counts whenever they are read: for a processor
+        that keeps its own counts where no wrapper can see them (fastotel's, whose export runs in native code).
+        Its batches are not counted in ``failed_exports``."""
+        with self._lock:
+            self._kept_elsewhere.append((signal, read))
 
     def record_drop(self, signal: str, count: int = 1) -> None:
         """``count`` items of ``signal`` were dropped before export."""
@@ -176,7 +184,12 @@ class ExportStats:
         with self._lock:
             out: dict[str, Any] = {signal: dict(counts) for signal, counts in self._counts.items()}
             out["last_error"] = self.last_error
-            return out
+            kept_elsewhere = list(self._kept_elsewhere)
+        for signal, read in kept_elsewhere:
+            dropped, failed = read()
+            out[signal]["dropped"] += dropped
+            out[signal]["failed"] += failed
+        return out
 
 
 #: Marks the logging handlers NoN adds (the buffer's, and the OTLP log bridge's), so that they are told apart

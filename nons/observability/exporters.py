@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -33,6 +34,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcess
 
 from nons.base.errors import ConfigurationError
 from nons.observability.buffer import ExportStats, LogRecordExporter, LogRecordExportResult, ReadableLogRecord
+from nons.observability.fast_export import fast_span_processor, import_fastotel
 
 __all__ = [
     "CountingExporter",
@@ -99,13 +101,18 @@ _SIGNAL_MODULES = {
 }
 
 
-def import_exporters() -> None:
+def import_exporters(span_export: str = "sdk") -> None:
     """Import the modules of the exporters the variables name (gRPC's alone take a few hundred milliseconds),
-    so that building them later costs no import. Unknown names are left to :func:`check_exporter_names`."""
+    so that building them later costs no import. Unknown names are left to :func:`check_exporter_names`, a
+    missing fastotel to :func:`~nons.observability.fast_export.check_fast_export`."""
     import importlib
 
     for variable, (signal, module) in _SIGNAL_MODULES.items():
         for name in exporter_names(variable):
+            if variable == "OTEL_TRACES_EXPORTER" and name == "otlp" and span_export == "fastotel":
+                with contextlib.suppress(ConfigurationError):
+                    import_fastotel()
+                continue
             protocol = _otlp_protocol(signal) if name == "otlp" else None
             for template in _EXPORTER_MODULES.get((name, protocol), ()):
                 importlib.import_module(template.format(signal=module))
@@ -122,8 +129,11 @@ def _otlp_protocol(signal: str) -> str:
 # --- one processor or reader per named exporter -------------------------------------------------------------
 
 
-def span_processor(name: str, stats: ExportStats) -> SpanProcessor:
-    """The span processor for exporter ``name`` of ``OTEL_TRACES_EXPORTER``."""
+def span_processor(name: str, stats: ExportStats, span_export: str = "sdk") -> SpanProcessor:
+    """The span processor for exporter ``name`` of ``OTEL_TRACES_EXPORTER``; for ``otlp``, the SDK's batch
+    processor and exporter, or fastotel's processor when ``span_export`` (``NON_SPAN_EXPORT``) says so."""
+    if name == "otlp" and span_export == "fastotel":
+        return fast_span_processor(stats)
     if name == "otlp":
         if _otlp_protocol("TRACES") == "grpc":
             from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter

@@ -16,9 +16,10 @@ Which exporters (the standard ``OTEL_*_EXPORTER`` variables) and how what they l
 (exit, SIGTERM) is :mod:`nons.observability.shutdown`.
 
 Export never gets in the way of the application: spans and logs go through the SDK's batch processors (bounded
-queues, a background thread), metrics through a periodic reader, and every exporter is wrapped so that what is
-lost (a full queue, a collector that is down) is counted in ``get_observability().get_stats()["export"]`` and
-reported once in a warning, never raised.
+queues, a background thread; or spans through fastotel's native one, :mod:`nons.observability.fast_export`),
+metrics through a periodic reader, and every exporter is wrapped so that what is lost (a full queue, a collector
+that is down) is counted in ``get_observability().get_stats()["export"]`` and reported once in a warning, never
+raised.
 """
 
 from __future__ import annotations
@@ -202,7 +203,7 @@ def configure_telemetry(settings: Settings | None = None) -> TelemetryHandle:
         commit: list[Callable[[], None]] = []
         try:
             if settings.enable_tracing:
-                _install_tracing(handle, observability, commit)
+                _install_tracing(handle, observability, commit, settings.span_export)
             if settings.enable_metrics:
                 _install_metrics(handle, observability, commit)
             _install_logs(handle, observability.export_stats, commit)
@@ -268,8 +269,8 @@ def preload() -> None:
     30 ms), so that it can run on the event loop's thread without stalling it: call this on a worker thread
     first."""
     global _preloaded, _resource
-    import_exporters()
     settings = get_settings()
+    import_exporters(settings.span_export)
     _resource = (_resource_inputs(settings), build_resource(settings))
     _preloaded = True
 
@@ -313,7 +314,9 @@ def _is_unset(provider: object) -> bool:
     return type(provider).__name__ in ("_ProxyMeterProvider", "ProxyLoggerProvider")
 
 
-def _install_tracing(handle: TelemetryHandle, observability: Observability, commit: list[Callable[[], None]]) -> None:
+def _install_tracing(
+    handle: TelemetryHandle, observability: Observability, commit: list[Callable[[], None]], span_export: str
+) -> None:
     """Keep the application's SDK tracer provider, or install NoN's with the span exporters the variables name;
     either way the buffer's ring sees NoN's spans."""
     current = trace.get_tracer_provider()
@@ -324,7 +327,7 @@ def _install_tracing(handle: TelemetryHandle, observability: Observability, comm
         # as the exporters retry.
         provider = TracerProvider(resource=handle.resource, shutdown_on_exit=False)
         for name in exporter_names("OTEL_TRACES_EXPORTER"):
-            provider.add_span_processor(span_processor(name, observability.export_stats))
+            provider.add_span_processor(span_processor(name, observability.export_stats, span_export))
             handle.span_exporters.append(name)
         commit.append(lambda: trace.set_tracer_provider(provider))
         handle.tracer_provider = provider

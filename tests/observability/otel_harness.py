@@ -63,6 +63,17 @@ HAS_HTTPX2_INSTRUMENTOR = hasattr(
 )
 CHILD = HERE / "telemetry_child.py"
 
+
+def require_fastotel() -> None:
+    """Skip without fastotel (``nons[fastotel]``, in the test extra; Python 3.11 or later), with the reason; fail
+    under ``CI=true``, where it is always installed."""
+    try:
+        importlib.import_module("fastotel")
+    except ImportError:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("fastotel is not installed, and CI must test NON_SPAN_EXPORT=fastotel")
+        pytest.skip("fastotel is not installed (pip install 'nons[fastotel]'): NON_SPAN_EXPORT=fastotel untested")
+
 @dataclass
 class SessionSDK:
     """The process's SDK providers and the session's span exporter."""

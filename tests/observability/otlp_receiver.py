@@ -63,12 +63,14 @@ def attributes(pairs: Any) -> dict[str, Any]:
 
 @dataclass
 class Received:
-    """One export request: its signal, transport (``grpc`` or ``http``), decoded message and raw bytes."""
+    """One export request: its signal, transport (``grpc`` or ``http``), decoded message and raw bytes, and (over
+    HTTP) its ``User-Agent``, which says which exporter sent it."""
 
     signal: str
     transport: str
     message: Any
     raw: bytes
+    user_agent: str = ""
 
 
 @dataclass
@@ -130,10 +132,10 @@ class OTLPReceiver:
 
     # -- what arrived ---------------------------------------------------------------------------------------
 
-    def record(self, signal: str, transport: str, message: Any, raw: bytes) -> None:
+    def record(self, signal: str, transport: str, message: Any, raw: bytes, user_agent: str = "") -> None:
         if self.keep:
             with self._lock:
-                self.received.append(Received(signal, transport, message, raw))
+                self.received.append(Received(signal, transport, message, raw, user_agent))
 
     def requests(self, signal: str) -> list[Received]:
         with self._lock:
@@ -230,7 +232,7 @@ class _HTTPHandler(BaseHTTPRequestHandler):
         request_type, response_type = _MESSAGES[signal]
         message = request_type()
         message.ParseFromString(body)
-        self.receiver.record(signal, "http", message, body)
+        self.receiver.record(signal, "http", message, body, self.headers.get("User-Agent", ""))
         self._answer(200, response_type().SerializeToString())
 
     def _answer(self, status: int, payload: bytes) -> None:

@@ -11,7 +11,9 @@ Scenarios:
 - ``down``: 1,000 passes with the collector unreachable, measuring memory (tracemalloc) and reporting what
   ``get_observability().get_stats()`` counted as lost;
 - ``setup``: the resource and providers ``configure_telemetry()`` installs, the bounded buffer, and the
-  deployment guide's snippets run as written.
+  deployment guide's snippets run as written;
+- ``fidelity``: the same spans sent by the SDK's OTLP/HTTP exporter and by fastotel's processor, each to its
+  own receiver.
 
 An application with providers of its own, and NoN setting telemetry up by itself, are ``host_child.py``'s.
 """
@@ -215,7 +217,46 @@ def setup() -> dict[str, Any]:
     }
 
 
-SCENARIOS = {"wire": wire, "down": down, "setup": setup}
+def fidelity() -> dict[str, Any]:
+    """An application's tracer provider with two span processors, each sending every span to its own receiver
+    (``CHILD_SDK_ENDPOINT``, ``CHILD_FASTOTEL_ENDPOINT``): the SDK's batch processor and OTLP/HTTP exporter, and
+    fastotel's. What ends: a pass of :func:`build_network` (NoN's spans, the HTTP attempts under them, an error
+    and its retry) and an application span with events, a link and an error status."""
+    from fastotel import OTLPSpanProcessor
+    from opentelemetry import trace
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+
+    provider = TracerProvider(resource=Resource.create({"service.name": "fidelity", "team": "llm-platform"}))
+    provider.add_span_processor(
+        BatchSpanProcessor(OTLPSpanExporter(endpoint=os.environ["CHILD_SDK_ENDPOINT"] + "/v1/traces"))
+    )
+    provider.add_span_processor(OTLPSpanProcessor(endpoint=os.environ["CHILD_FASTOTEL_ENDPOINT"] + "/v1/traces"))
+    trace.set_tracer_provider(provider)
+    with ProviderEmulator() as emulator:
+        emulator.script("openai", [Fault.server_error(), Reply(text="Paris.")])
+        result = asyncio.run(build_network(emulator).run("What is the capital of France?"))
+    tracer = trace.get_tracer("application", "1.2.3", schema_url="https://opentelemetry.io/schemas/1.28.0")
+    with tracer.start_as_current_span("linked", kind=SpanKind.CONSUMER) as first:
+        pass
+    with tracer.start_as_current_span(
+        "application work",
+        kind=SpanKind.SERVER,
+        links=[Link(first.get_span_context(), {"link.reason": "follows"})],
+        attributes={"s": "text", "b": True, "i": -7, "f": 0.25, "strings": ["a", "b"], "ints": [1, 2],
+                    "floats": [0.5], "bools": [True, False], "empty": ""},
+    ) as span:
+        span.add_event("started", {"step": 1})
+        span.add_event("no attributes")
+        span.set_status(Status(StatusCode.ERROR, "it broke: ü"))
+    provider.shutdown()
+    return {"trace_id": result.trace_id}
+
+
+SCENARIOS = {"wire": wire, "down": down, "setup": setup, "fidelity": fidelity}
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)

@@ -9,10 +9,11 @@ pointed at a port on 127.0.0.1 where nothing listens.
 from __future__ import annotations
 
 import socket
+import time
 from typing import Any
 
 import pytest
-from otel_harness import SDK_VERSION, needs_sdk_1_41, run_child
+from otel_harness import SDK_VERSION, needs_sdk_1_41, require_fastotel, run_child
 
 #: Bytes one retained span costs (measured: about 3 KB with its attributes and events). A leak of one span per
 #: pass would grow memory by about 2.4 MB between pass 200 and pass 1,000; the bound is below that, and well
@@ -112,3 +113,22 @@ def test_the_http_exporters_fail_as_quietly() -> None:
         return  # the failure is not reported yet: older exporters retry a refused export for up to 64 s
     export = result["stats"]["export"]
     assert export["spans"]["failed"] + export["spans"]["dropped"] > 0
+
+
+def test_fastotel_counts_what_it_loses_and_exit_stays_bounded() -> None:
+    # NON_SPAN_EXPORT=fastotel: the spans' export runs in native code, which no NoN wrapper sees; what it drops
+    # (its queue of 64 full) and fails to send is read from it into the same counts. With its default 10 s export
+    # timeout, shutdown still stops waiting at NoN's limit and the process leaves.
+    require_fastotel()
+    env = down_env("http/protobuf", 200)
+    del env["OTEL_EXPORTER_OTLP_TIMEOUT"]
+    env.update({"NON_SPAN_EXPORT": "fastotel", "CHILD_SHUTDOWN_MS": "1500"})
+    started = time.monotonic()
+    result = run_child("down", env, timeout=60)
+    assert (result["completed"], result["errors"]) == (200, [])
+    spans = result["stats"]["export"]["spans"]
+    assert spans["dropped"] > 0
+    assert spans["dropped"] + spans["failed"] <= result["stats"]["spans_seen"]
+    assert result["shutdown_finished"] is False
+    assert result["shutdown_seconds"] < 2.5
+    assert time.monotonic() - started < 30

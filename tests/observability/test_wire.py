@@ -3,7 +3,8 @@ arrives with ``opentelemetry-proto``: spans, metrics with exemplars, and logs, a
 
 The exporting side runs in a subprocess (``telemetry_child.py wire``): ``configure_telemetry()`` from the
 ``OTEL_*`` variables, one pass of a network with an emulated OpenAI node that fails once, simulated nodes and
-a node that logs, then ``shutdown_telemetry()``.
+a node that logs, then ``shutdown_telemetry()``. A third run sends the spans through fastotel's native
+processor (``NON_SPAN_EXPORT=fastotel``, over HTTP/protobuf): every test here holds for it too.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from otel_harness import HAS_HTTPX2_INSTRUMENTOR, run_child
+from otel_harness import HAS_HTTPX2_INSTRUMENTOR, require_fastotel, run_child
 from otlp_receiver import OTLPReceiver, attributes
 from telemetry_child import LOG_MESSAGE
 
@@ -22,10 +23,13 @@ import nons
 FAKE_KEY = "sk-LEAKCHECK-wire-0123456789"
 
 
-@pytest.fixture(scope="module", params=["grpc", "http/protobuf"])
+@pytest.fixture(scope="module", params=["grpc", "http/protobuf", "fastotel"])
 def wire(request: pytest.FixtureRequest) -> Iterator[tuple[OTLPReceiver, dict[str, Any]]]:
-    """One child run per protocol, shared by the tests of this module."""
-    protocol: str = request.param
+    """One child run per protocol (and one with fastotel sending the spans), shared by the tests of this module."""
+    span_export = "fastotel" if request.param == "fastotel" else "sdk"
+    if span_export == "fastotel":
+        require_fastotel()
+    protocol = "http/protobuf" if span_export == "fastotel" else request.param
     with OTLPReceiver() as receiver:
         result = run_child(
             "wire",
@@ -42,9 +46,10 @@ def wire(request: pytest.FixtureRequest) -> Iterator[tuple[OTLPReceiver, dict[st
                 "OTEL_RESOURCE_ATTRIBUTES": "team=llm-platform,cloud.region=eu-west-1",
                 "OPENAI_API_KEY": FAKE_KEY,
                 "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "true",
+                "NON_SPAN_EXPORT": span_export,
             },
         )
-        result["protocol"] = protocol
+        result["protocol"], result["span_export"] = protocol, span_export
         # shutdown_telemetry() flushed every signal before the child exited.
         receiver.wait_for(lambda r: r.spans() and r.metrics() and r.logs(), timeout=10)
         yield receiver, result
@@ -67,6 +72,12 @@ def test_configured_exporters(wire: tuple[OTLPReceiver, dict[str, Any]]) -> None
     )
     assert {r.transport for r in receiver.received} == {"grpc" if result["protocol"] == "grpc" else "http"}
     assert {r.signal for r in receiver.received} == {"traces", "metrics", "logs"}
+    if result["protocol"] == "http/protobuf":
+        # Which exporter sent each signal: fastotel the spans when NON_SPAN_EXPORT says so, the SDK the rest.
+        senders = {r.signal: r.user_agent.split("/")[0] for r in receiver.received}
+        span_sender = "fastotel" if result["span_export"] == "fastotel" else "OTel-OTLP-Exporter-Python"
+        assert senders == {"traces": span_sender, "metrics": "OTel-OTLP-Exporter-Python",
+                           "logs": "OTel-OTLP-Exporter-Python"}
 
 
 def test_spans_arrive_as_one_trace_with_the_resource(wire: tuple[OTLPReceiver, dict[str, Any]]) -> None:

@@ -1,0 +1,133 @@
+"""``NON_SPAN_EXPORT=fastotel``: spans batched, encoded and sent over OTLP/HTTP by fastotel's native processor.
+
+What NoN relies on: fastotel puts on the wire what the SDK's ``OTLPSpanExporter`` would for the same spans (the
+fidelity check below, span by span, with NoN's spans and an application's); a configuration it cannot serve is
+refused, naming the fix; and what it loses is counted (``test_resilience.py``). Every check of
+``test_wire.py`` also runs with fastotel sending the spans.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import pytest
+from otel_harness import require_fastotel, run_child
+from otlp_receiver import OTLPReceiver, attributes
+
+from nons.base.errors import ConfigurationError
+from nons.observability.buffer import ExportStats
+from nons.observability.fast_export import check_fast_export, fast_span_processor, import_fastotel
+
+
+def spans_by_id(receiver: OTLPReceiver) -> dict[bytes, tuple[dict[str, Any], tuple[str, str, str], Any]]:
+    """Each span received, by span id: its resource's attributes, its scope (name, version, schema URL), itself."""
+    return {
+        span.span_id: (attributes(rs.resource.attributes), (ss.scope.name, ss.scope.version, ss.schema_url), span)
+        for r in receiver.requests("traces")
+        for rs in r.message.resource_spans
+        for ss in rs.scope_spans
+        for span in ss.spans
+    }
+
+
+def test_fastotel_sends_what_the_sdk_exporter_sends_span_by_span() -> None:
+    require_fastotel()
+    with OTLPReceiver() as sdk_side, OTLPReceiver() as fastotel_side:
+        result = run_child(
+            "fidelity",
+            {"CHILD_SDK_ENDPOINT": sdk_side.http_endpoint, "CHILD_FASTOTEL_ENDPOINT": fastotel_side.http_endpoint,
+             "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "true"},
+        )
+        by_sdk, by_fastotel = spans_by_id(sdk_side), spans_by_id(fastotel_side)
+    names = sorted(span.name for _, _, span in by_sdk.values())
+    # The network's pass, layers, nodes and calls (one retried), and the application's two spans.
+    assert {"invoke_workflow network", "chat gpt-4o-mini", "application work", "linked"} <= set(names)
+    assert {span.trace_id.hex() for _, _, span in by_sdk.values()} >= {result["trace_id"]}
+    assert by_fastotel.keys() == by_sdk.keys()
+    for span_id, (resource, scope, span) in by_sdk.items():
+        assert by_fastotel[span_id] == (resource, scope, span), span.name
+
+
+def test_the_grpc_protocol_is_refused_naming_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+    with pytest.raises(ConfigurationError, match=r"OTLP/HTTP only.*OTEL_EXPORTER_OTLP_PROTOCOL='grpc'.*http/protobuf"):
+        check_fast_export()
+    # The traces variable wins over the general one, as in the exporters.
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/protobuf")
+    require_fastotel()
+    check_fast_export()
+
+
+def test_an_unset_protocol_is_refused_since_nons_default_is_grpc(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_PROTOCOL", raising=False)
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", raising=False)
+    with pytest.raises(ConfigurationError, match=r"no OTEL_EXPORTER_OTLP_PROTOCOL \(gRPC, by default\)"):
+        check_fast_export()
+
+
+def test_without_fastotel_installed_the_error_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "fastotel", None)  # what an import of a package that is not installed meets
+    with pytest.raises(ConfigurationError, match=r"pip install 'nons\[fastotel\]'"):
+        import_fastotel()
+
+
+def test_setup_with_fastotel_misconfigured_fails_whole_and_can_be_retried() -> None:
+    # In a child: configure_telemetry() sets the process's globals. gRPC asked for: nothing is installed, and
+    # the same call succeeds once the protocol is fixed.
+    require_fastotel()
+    script = (
+        "import os, json\n"
+        "from opentelemetry import trace\n"
+        "from nons.base.errors import ConfigurationError\n"
+        "from nons.observability import configure_telemetry\n"
+        "try:\n"
+        "    configure_telemetry()\n"
+        "    first = 'installed'\n"
+        "except ConfigurationError as error:\n"
+        "    first = str(error)\n"
+        "unset = type(trace.get_tracer_provider()).__name__\n"
+        "os.environ['OTEL_EXPORTER_OTLP_PROTOCOL'] = 'http/protobuf'\n"
+        "handle = configure_telemetry()\n"
+        "print(json.dumps([first, unset, handle.span_exporters,"
+        " type(handle.tracer_provider._active_span_processor._span_processors[0]).__module__]))\n"
+    )
+    from otel_harness import run_script
+
+    output = run_script(
+        script,
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+         "OTEL_TRACES_EXPORTER": "otlp", "OTEL_METRICS_EXPORTER": "none", "NON_SPAN_EXPORT": "fastotel"},
+    )
+    import json
+
+    first, unset, exporters, processor_module = json.loads(output.strip().splitlines()[-1])
+    assert "OTLP/HTTP only" in first
+    assert unset == "ProxyTracerProvider"
+    assert exporters == ["otlp"]
+    assert processor_module.startswith("fastotel")
+
+
+def test_losses_read_from_fastotel_are_added_to_the_export_counts(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A queue of one span and a collector that is not there: of three spans ended at once, at least one is
+    # dropped, and every one is dropped or failed once the processor is flushed.
+    require_fastotel()
+    from opentelemetry.sdk.trace import TracerProvider
+
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://127.0.0.1:9/v1/traces")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "1")
+    monkeypatch.setenv("OTEL_BSP_MAX_QUEUE_SIZE", "1")
+    monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "1")
+    stats = ExportStats()
+    processor = fast_span_processor(stats)
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("test")
+    for name in ("a", "b", "c"):
+        tracer.start_span(name).end()
+    processor.force_flush(5_000)
+    spans = stats.as_dict()["spans"]
+    assert spans["dropped"] >= 1
+    assert spans["dropped"] + spans["failed"] == 3
+    provider.shutdown()

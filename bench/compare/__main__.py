@@ -28,8 +28,8 @@ from bench.compare.report import FIGURE, table
 from bench.compare.sink import clean_env, export_env, running_sink
 
 ROOT = Path(__file__).resolve().parents[2]
-GRID = ("asyncio", "nons-off", "floor", "nons-on", "langchain", "langchain-otel")
-WIDE = ("wide-asyncio", "wide-off", "wide-floor", "wide-on")
+GRID = ("asyncio", "nons-off", "floor", "nons-on", "nons-on-fastotel", "langchain", "langchain-otel")
+WIDE = ("wide-asyncio", "wide-off", "wide-floor", "wide-floor-fastotel", "wide-on", "wide-on-fastotel")
 IMPORTS = {
     "import-nons": "from nons import NoN, Node, ModelConfig",
     "import-langchain": "import langchain_core.runnables",
@@ -40,7 +40,10 @@ IMPORTS = {
     "{'__annotations__': {'x': int}, 'x': 1, 'model_config': {'defer_build': True}})",
 }
 CHEAP = {"asyncio": 20, "nons-off": 5}
-TELEMETRY = {"nons-on", "floor", "langchain-otel", "wide-floor", "wide-on"}
+TELEMETRY = {"nons-on", "nons-on-fastotel", "floor", "langchain-otel", "wide-floor", "wide-floor-fastotel", "wide-on",
+             "wide-on-fastotel"}  # fmt: skip
+#: NoN with its spans sent by fastotel's native processor instead of the SDK's batch processor and exporter.
+FASTOTEL = {"nons-on-fastotel", "wide-on-fastotel"}
 # The import's CPU time, inside a fresh interpreter, its own start-up left out (CPU, not wall: a busy
 # neighbour delays a process more than it slows it).
 IMPORT_SNIPPET = "import time; t = time.process_time(); {}; print((time.process_time() - t) * 1e3)"
@@ -48,7 +51,8 @@ IMPORT_SNIPPET = "import time; t = time.process_time(); {}; print((time.process_
 
 def child_env(contender: str, port: int, queue: int) -> dict[str, str]:
     if contender in TELEMETRY:
-        return {**export_env(port, queue), "OTEL_SERVICE_NAME": f"bench-{contender}"}
+        env = {**export_env(port, queue), "OTEL_SERVICE_NAME": f"bench-{contender}"}
+        return {**env, "NON_SPAN_EXPORT": "fastotel"} if contender in FASTOTEL else env
     return {**clean_env(), "NON_ENABLE_TRACING": "false", "NON_ENABLE_METRICS": "false"}
 
 
@@ -57,8 +61,17 @@ def sink_stats(port: int) -> dict[str, int]:
         return json.loads(reply.read())  # type: ignore[no-any-return]
 
 
-def run_child(command: list[str], env: dict[str, str]) -> str:
-    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+def cores() -> list[int]:
+    """The CPUs this process may run on (one, where the platform cannot pin a process)."""
+    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [0]
+
+
+def run_child(command: list[str], env: dict[str, str], core: int | None = None) -> str:
+    """Run ``command`` to its end, pinned to CPU ``core`` when given; its last line of output."""
+    pin = None
+    if core is not None and hasattr(os, "sched_setaffinity"):
+        pin = lambda: os.sched_setaffinity(0, {core})  # noqa: E731
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, preexec_fn=pin)
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr[-4000:]}")
     return done.stdout.strip().splitlines()[-1]
@@ -75,10 +88,11 @@ class Bench:
         ) * 2 + 2048
         self.lost: list[str] = []
 
-    def run(self, contender: str) -> dict[str, Any]:
+    def run(self, contender: str, core: int | None = None) -> dict[str, Any]:
+        """One contender's figures; a CPU-time contender runs pinned to ``core``."""
         env = child_env(contender, self.port, self.queue)
         if contender in IMPORTS:
-            line = run_child([sys.executable, "-c", IMPORT_SNIPPET.format(IMPORTS[contender])], env)
+            line = run_child([sys.executable, "-c", IMPORT_SNIPPET.format(IMPORTS[contender])], env, core)
             return {"import_ms": float(line)}
         # The cheap contenders run more passes, so that each measures some 0.5 s of CPU, not a few ms.
         passes = self.args.wide_passes if contender in WIDE else self.args.passes * CHEAP.get(contender, 1)
@@ -86,15 +100,16 @@ class Bench:
                    "--warmup", str(self.args.warmup),
                    "--signals", self.signals["wide" if contender in WIDE else "grid"]]  # fmt: skip
         before = sink_stats(self.port)["spans"]
-        figures: dict[str, Any] = json.loads(run_child(command, env))
+        # The wide layer's figure is wall time, with the export thread free to run on another core, as it would.
+        figures: dict[str, Any] = json.loads(run_child(command, env, None if contender in WIDE else core))
         received = sink_stats(self.port)["spans"] - before
         if contender in TELEMETRY:
             figures["spans_received"] = received
             expected = figures["spans_ended"]
-            if contender in ("nons-on", "floor"):
+            if contender in ("nons-on", "nons-on-fastotel", "floor"):
                 # Both emit NoN's spans: the recorded pass's count, every pass, warm-up included.
                 expected = (self.args.warmup + passes) * self.spans_per_pass["grid"]
-            elif contender in ("wide-on", "wide-floor"):
+            elif contender in ("wide-on", "wide-on-fastotel", "wide-floor", "wide-floor-fastotel"):
                 expected = (1 + passes) * self.spans_per_pass["wide"]  # one warm-up pass
             if received != expected or figures["spans_ended"] != expected:
                 self.lost.append(f"{contender}: ended {figures['spans_ended']}, received {received}, "
@@ -102,14 +117,21 @@ class Bench:
         return figures
 
     def round(self, index: int) -> dict[str, float]:
+        """Every contender once. Those measured in CPU time run pinned to one core, the same for the whole round
+        and the next core in the next round: on this shared VM one core has run 20 to 40% slower than the other
+        for minutes at a time, and a contender's figure followed the core it landed on more than its work. A
+        background thread (an exporter's) shares that core, and its CPU time is counted as before."""
         order = [*GRID, *WIDE, *IMPORTS]
         shift = index % len(order)
+        available = cores()
+        core = available[index % len(available)]
         figures: dict[str, float] = {}
         for contender in order[shift:] + order[:shift]:
-            result = self.run(contender)
+            result = self.run(contender, core)
             figures[contender] = result[FIGURE.get(contender, "cpu_us_per_node")]
             if self.args.verbose:
-                print(f"  round {index + 1}: {json.dumps({'contender': contender, **result})}", flush=True)
+                print(f"  round {index + 1} (core {core}): {json.dumps({'contender': contender, **result})}",
+                      flush=True)  # fmt: skip
         return figures
 
 

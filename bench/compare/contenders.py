@@ -44,8 +44,9 @@ def _counting_processor(count: _SpanCount) -> Any:
     return CountEnded()
 
 
-def _sdk_pipeline(service: str, with_metrics: bool) -> tuple[Any, Any, Flush]:
-    """A hand-built SDK pipeline: OTLP/HTTP exporters, a BatchSpanProcessor and a periodic metric reader."""
+def _sdk_pipeline(service: str, with_metrics: bool, fastotel: bool = False) -> tuple[Any, Any, Flush]:
+    """A hand-built SDK pipeline: OTLP/HTTP exporters, a BatchSpanProcessor (or, with ``fastotel``, fastotel's
+    processor in its place) and a periodic metric reader."""
     from opentelemetry import metrics, trace
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -57,7 +58,12 @@ def _sdk_pipeline(service: str, with_metrics: bool) -> tuple[Any, Any, Flush]:
 
     resource = Resource.create({"service.name": service})
     tracer_provider = TracerProvider(resource=resource)
-    tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    if fastotel:
+        from fastotel import OTLPSpanProcessor
+
+        tracer_provider.add_span_processor(OTLPSpanProcessor())
+    else:
+        tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(tracer_provider)
     meter_provider = None
     if with_metrics:
@@ -81,7 +87,7 @@ def _grid(name: str, signals: str | None, count: _SpanCount) -> tuple[Callable[[
     if name == "nons-off":
         network = workloads.nons_grid()
         return lambda: network.forward(PROMPT), _no_flush, None
-    if name == "nons-on":
+    if name in ("nons-on", "nons-on-fastotel"):  # the second with NON_SPAN_EXPORT=fastotel in its environment
         from opentelemetry import trace
 
         from nons import configure_telemetry
@@ -144,17 +150,17 @@ def measure_wide(name: str, passes: int, signals: str | None) -> dict[str, Any]:
     one_pass: Callable[[], Awaitable[Any]]
     if name == "wide-asyncio":
         one_pass = workloads.bare_wide_pass
-    elif name == "wide-floor":
+    elif name in ("wide-floor", "wide-floor-fastotel"):
         from bench.compare.floor import Replay
 
-        tracer_provider, _, flush = _sdk_pipeline("bench-wide-floor", with_metrics=True)
+        tracer_provider, _, flush = _sdk_pipeline(name, with_metrics=True, fastotel=name.endswith("fastotel"))
         tracer_provider.add_span_processor(_counting_processor(count))
         assert signals is not None, "the wide floor replays the wide layer's signals recorded from NoN (--signals)"
         with open(signals) as recorded:
             replay = Replay(json.load(recorded), leaf=lambda: asyncio.sleep(workloads.WIDE_LATENCY_S))
         one_pass = replay.run_pass
     else:
-        if name == "wide-on":
+        if name in ("wide-on", "wide-on-fastotel"):
             from opentelemetry import trace
 
             from nons import configure_telemetry

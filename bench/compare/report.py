@@ -15,6 +15,7 @@ ROWS: tuple[tuple[str, str, str], ...] = (
         "CPU µs/node",
     ),
     ("nons-on", "NoN, telemetry on (configure_telemetry, OTLP/HTTP to the local sink)", "CPU µs/node"),
+    ("nons-on-fastotel", "NoN, telemetry on, spans sent by fastotel (NON_SPAN_EXPORT=fastotel)", "CPU µs/node"),
     ("langchain", "LangChain LCEL, lambda nodes, no callbacks", "CPU µs/node"),
     ("langchain-otel", "LangChain LCEL + OpenInference tracing (OTLP/HTTP to the local sink)", "CPU µs/node"),
     ("wide-asyncio", "wide layer, 100 x 50 ms: bare asyncio", "wall ms, median of 5 passes"),
@@ -24,7 +25,11 @@ ROWS: tuple[tuple[str, str, str], ...] = (
         "wide layer, 100 x 50 ms: hand-built OTel SDK floor (NoN's wide-layer signals, around bare sleeps)",
         "wall ms, median of 5 passes",
     ),
+    ("wide-floor-fastotel", "wide layer, 100 x 50 ms: the same SDK floor, its spans sent by fastotel",
+     "wall ms, median of 5 passes"),
     ("wide-on", "wide layer, 100 x 50 ms: NoN, telemetry on", "wall ms, median of 5 passes"),
+    ("wide-on-fastotel", "wide layer, 100 x 50 ms: NoN, telemetry on, spans sent by fastotel",
+     "wall ms, median of 5 passes"),
     ("import-nons", "`from nons import NoN, Node, ModelConfig`", "CPU ms, fresh interpreter"),
     ("import-langchain", "`import langchain_core.runnables`", "CPU ms, fresh interpreter"),
     ("import-pydantic", "a module defining a one-field pydantic model (deferred build)", "CPU ms, fresh interpreter"),
@@ -32,16 +37,21 @@ ROWS: tuple[tuple[str, str, str], ...] = (
 
 FIGURE = {
     "wide-asyncio": "median_ms", "wide-off": "median_ms", "wide-floor": "median_ms", "wide-on": "median_ms",
+    "wide-on-fastotel": "median_ms", "wide-floor-fastotel": "median_ms",
     "import-nons": "import_ms", "import-langchain": "import_ms", "import-pydantic": "import_ms",
 }  # fmt: skip
 
 
 def ratios(r: dict[str, float]) -> dict[str, float]:
-    """The four target ratios of one round's figures."""
+    """The four target ratios of one round's figures; targets 2 and 3 twice, with the SDK sending NoN's spans
+    (the default) and with fastotel (``NON_SPAN_EXPORT=fastotel``). The floor is the SDK's either way."""
+    floor_added = r["floor"] - r["asyncio"]
     return {
         "engine": r["nons-off"] / r["asyncio"],
-        "telemetry": (r["nons-on"] - r["nons-off"]) / (r["floor"] - r["asyncio"]),
+        "telemetry": (r["nons-on"] - r["nons-off"]) / floor_added,
+        "telemetry-fastotel": (r["nons-on-fastotel"] - r["nons-off"]) / floor_added,
         "wide": r["wide-on"] / r["wide-off"],
+        "wide-fastotel": r["wide-on-fastotel"] / r["wide-off"],
         "import": r["import-nons"] / r["import-langchain"],
     }
 
@@ -49,7 +59,9 @@ def ratios(r: dict[str, float]) -> dict[str, float]:
 TARGETS: tuple[tuple[str, str, float], ...] = (
     ("engine", "1. engine, telemetry off: NoN off / bare asyncio, CPU per node", 3.0),
     ("telemetry", "2. telemetry: (NoN on - NoN off) / (SDK floor - bare asyncio), CPU per node", 1.0),
+    ("telemetry-fastotel", "2. the same, NoN's spans sent by fastotel", 1.0),
     ("wide", "3. wide layer: NoN on / NoN off, median wall of 5 passes", 1.15),
+    ("wide-fastotel", "3. the same, NoN's spans sent by fastotel", 1.15),
     ("import", "4. import: nons / langchain_core.runnables", 1.0),
 )
 
@@ -59,18 +71,21 @@ def bounds(r: dict[str, float]) -> dict[str, float]:
 
     - wide: a wide pass of NoN on does all that the floor's does (the same spans and measurements through the
       same SDK, exporter and batch processor, around the same 50 ms waits) and the engine's work besides, so it
-      cannot end sooner than the floor's: NoN on / NoN off is at least floor / NoN off;
+      cannot end sooner than the floor's: NoN on / NoN off is at least floor / NoN off. With fastotel sending
+      NoN's spans, the floor whose spans fastotel sends bounds it the same way;
     - import: ``ModelConfig`` is a pydantic model, so importing it cannot cost less than importing a module that
       defines a one-field pydantic model.
     """
     return {
         "wide": r["wide-floor"] / r["wide-off"],
+        "wide-fastotel": r["wide-floor-fastotel"] / r["wide-off"],
         "import": r["import-pydantic"] / r["import-langchain"],
     }
 
 
 BOUNDS: tuple[tuple[str, str, float], ...] = (
     ("wide", "3. wide layer, no faster than the SDK floor's: floor / NoN off", 1.15),
+    ("wide-fastotel", "3. the same, spans sent by fastotel: that floor / NoN off", 1.15),
     ("import", "4. import of a one-field pydantic model / langchain_core.runnables", 1.0),
 )
 
@@ -99,7 +114,8 @@ def table(rounds: list[dict[str, float]]) -> str:
         lines.append(f"| {label} | {limit:.2f} | {median:.2f} | {min(values):.2f}-{max(values):.2f} | {verdict} |")
     lines += ["", "| the least the target allows NoN | limit | median over rounds | min-max | verdict |",
               "|---|---:|---:|---:|---|"]  # fmt: skip
-    per_round = [bounds(r) for r in rounds if all(k in r for k in ("wide-floor", "import-pydantic"))]
+    floors = ("wide-floor", "wide-floor-fastotel", "import-pydantic")
+    per_round = [bounds(r) for r in rounds if all(k in r for k in floors)]
     for key, label, limit in BOUNDS if per_round else ():
         values = [p[key] for p in per_round]
         median = statistics.median(values)

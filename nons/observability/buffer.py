@@ -178,6 +178,12 @@ class ExportStats:
             self.last_error = f"{signal}: {error}"
             return first
 
+    def note_error(self, signal: str, error: str) -> None:
+        """Remember ``error`` as the last export error, of ``signal``, without counting anything: for a processor
+        whose losses :meth:`count_from` reads."""
+        with self._lock:
+            self.last_error = f"{signal}: {error}"
+
     def as_dict(self) -> dict[str, Any]:
         """``{"spans": {"dropped": n, "failed": n, "failed_exports": n}, "metrics": {...}, "logs": {...},
         "last_error": ...}``."""

@@ -35,6 +35,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcess
 from nons.base.errors import ConfigurationError
 from nons.observability.buffer import ExportStats, LogRecordExporter, LogRecordExportResult, ReadableLogRecord
 from nons.observability.fast_export import fast_span_processor, import_fastotel
+from nons.observability.otel_env import otlp_protocol
 
 __all__ = [
     "CountingExporter",
@@ -119,11 +120,7 @@ def import_exporters(span_export: str = "sdk") -> None:
 
 
 def _otlp_protocol(signal: str) -> str:
-    return (
-        os.environ.get(f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL")
-        or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
-        or "grpc"
-    ).lower()
+    return otlp_protocol(f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL")[0]
 
 
 # --- one processor or reader per named exporter -------------------------------------------------------------

@@ -4,56 +4,56 @@ With the SDK's ``BatchSpanProcessor`` and ``OTLPSpanExporter``, a background thr
 span in Python and holds the GIL while it does: that is most of what telemetry costs a process beyond making the
 spans (issue 15's profile: 28.5% of the CPU of a pass with telemetry on). fastotel's ``OTLPSpanProcessor``
 copies each span into Rust when it ends and batches, encodes and sends it on a native thread. It reads the same
-``OTEL_EXPORTER_OTLP_*`` and ``OTEL_BSP_*`` variables with the same defaults, and its requests decode to what
-``OTLPSpanExporter`` sends (``tests/observability/test_fast_export.py`` compares them span by span).
+``OTEL_EXPORTER_OTLP_*`` and ``OTEL_BSP_*`` variables, and its requests decode to what ``OTLPSpanExporter`` sends
+(``tests/observability/test_fast_export.py`` compares them span by span).
 
-Why opt-in: fastotel is pre-alpha; it speaks OTLP over HTTP only; a process forked after its first span exports
-nothing from the child; and what it loses it counts in native code, not through an exporter NoN can wrap. Those
-counts are read from the processor's native half (``_native``: the one private field of fastotel NoN touches, until
-they are public upstream) and added to ``get_observability().get_stats()["export"]["spans"]``; fastotel logs its
-own export failures on the ``fastotel`` logger.
+Why opt-in: fastotel is pre-alpha and speaks OTLP over HTTP only. Three of its gaps are closed here, by
+:class:`FastSpanProcessor` around it:
+
+- it exports nothing from a process forked after its first span: the child gets a processor of its own;
+- it counts what it loses in native code, where no exporter wrapper sees it, and logs nothing about it: the counts
+  are read (from ``_native``, the one private field of fastotel NoN touches, until they are public upstream) into
+  ``get_observability().get_stats()["export"]["spans"]``, and the first loss is reported in one warning, as an
+  SDK exporter's failure is;
+- its constructor's ``ValueError`` (a header or TLS file it cannot use) becomes a ``ConfigurationError``.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 import os
+import sys
+import threading
+import weakref
 from typing import Any
 
-from opentelemetry.sdk.trace import SpanProcessor
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from nons.base.errors import ConfigurationError
 from nons.observability.buffer import ExportStats
+from nons.observability.otel_env import otlp_protocol
 
-__all__ = ["check_fast_export", "fast_span_processor", "import_fastotel"]
+__all__ = ["FastSpanProcessor", "check_fast_export", "fast_span_processor", "import_fastotel"]
 
 logger = logging.getLogger(__name__)
 
-_INSTALL_HINT = "pip install 'nons[fastotel]'"
-_PROTOCOL_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL")
-
-
-def _traces_protocol() -> tuple[str | None, str | None]:
-    """The traces protocol the variables set, and the variable that set it (``None``, ``None`` when unset)."""
-    for variable in _PROTOCOL_VARIABLES:
-        value = os.environ.get(variable)
-        if value:
-            return value.strip().lower(), variable
-    return None, None
+_COUNTERS = ("dropped_spans", "failed_spans", "rejected_spans")
 
 
 def check_fast_export() -> None:
     """Raise :class:`~nons.base.errors.ConfigurationError` when spans cannot go through fastotel as configured:
     the traces protocol is not ``http/protobuf`` (unset included: NoN's default is gRPC, and a collector's gRPC
     port would refuse fastotel's HTTP requests), or fastotel is not installed."""
-    protocol, variable = _traces_protocol()
+    protocol, variable = otlp_protocol("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
     if protocol != "http/protobuf":
         said = f"{variable}={protocol!r}" if variable else "no OTEL_EXPORTER_OTLP_PROTOCOL (gRPC, by default)"
         raise ConfigurationError(
             f"NON_SPAN_EXPORT=fastotel sends spans over OTLP/HTTP only, and the configuration says {said}; set "
-            "OTEL_EXPORTER_OTLP_PROTOCOL (or OTEL_EXPORTER_OTLP_TRACES_PROTOCOL) to http/protobuf, with the "
-            "collector's HTTP endpoint (port 4318 by default), or unset NON_SPAN_EXPORT"
+            f"{variable or 'OTEL_EXPORTER_OTLP_PROTOCOL'} to http/protobuf, with the collector's HTTP endpoint "
+            "(port 4318 by default), or unset NON_SPAN_EXPORT"
         )
     import_fastotel()
 
@@ -63,21 +63,124 @@ def import_fastotel() -> Any:
     try:
         return importlib.import_module("fastotel")
     except ImportError as error:
-        raise ConfigurationError(
-            f"NON_SPAN_EXPORT=fastotel needs the fastotel package ({_INSTALL_HINT}): {error}"
-        ) from None
+        if sys.version_info < (3, 11):
+            hint = "fastotel needs Python 3.11 or later"
+        else:
+            hint = "pip install 'nons[fastotel]'"
+        raise ConfigurationError(f"NON_SPAN_EXPORT=fastotel needs the fastotel package ({hint}): {error}") from None
 
 
-def fast_span_processor(stats: ExportStats) -> SpanProcessor:
-    """fastotel's ``OTLPSpanProcessor``, configured by the standard variables, its losses counted in ``stats``.
-    Raises :class:`~nons.base.errors.ConfigurationError` as :func:`check_fast_export` does."""
+def fast_span_processor(stats: ExportStats) -> FastSpanProcessor:
+    """fastotel's processor, configured by the standard variables, with its losses counted in ``stats``. Raises
+    :class:`~nons.base.errors.ConfigurationError` as :func:`check_fast_export` does, or naming the variables
+    when fastotel refuses their values."""
     check_fast_export()
-    processor: SpanProcessor = import_fastotel().OTLPSpanProcessor()
-    native: Any = getattr(processor, "_native", None)
-    if all(hasattr(native, name) for name in ("dropped_spans", "failed_spans", "rejected_spans")):
-        # Dropped: its queue was full (OTEL_BSP_MAX_QUEUE_SIZE) or it was shut down. Failed: in a batch that was
-        # not delivered. Rejected: refused by the collector in a partial success. Lost either way.
-        stats.count_from("spans", lambda: (native.dropped_spans(), native.failed_spans() + native.rejected_spans()))
-    else:
-        logger.debug("cannot count the spans lost by %s: its counts moved", type(processor).__name__)
+    return FastSpanProcessor(stats)
+
+
+def _new_processor() -> SpanProcessor:
+    try:
+        processor: SpanProcessor = import_fastotel().OTLPSpanProcessor()
+    except (ValueError, OSError) as error:
+        raise ConfigurationError(
+            f"NON_SPAN_EXPORT=fastotel: fastotel cannot use the OTLP exporter settings ({error}); check "
+            "OTEL_EXPORTER_OTLP_[TRACES_]HEADERS, _CERTIFICATE, _CLIENT_CERTIFICATE, _CLIENT_KEY and OTEL_BSP_*"
+        ) from None
     return processor
+
+
+def _losses(processor: SpanProcessor) -> tuple[int, int]:
+    """``(dropped, failed)`` spans of a fastotel processor. Dropped: its queue was full (``OTEL_BSP_MAX_QUEUE_SIZE``)
+    or it was shut down. Failed: in a batch that was not delivered, or rejected by the collector in a partial
+    success."""
+    native: Any = getattr(processor, "_native", None)
+    if not all(hasattr(native, name) for name in _COUNTERS):
+        return 0, 0
+    return native.dropped_spans(), native.failed_spans() + native.rejected_spans()
+
+
+def _renew_in_child(processor: weakref.ref[FastSpanProcessor]) -> None:
+    alive = processor()
+    if alive is not None:
+        alive._renew()
+
+
+class FastSpanProcessor(SpanProcessor):
+    """fastotel's ``OTLPSpanProcessor``, renewed in a forked child, its losses counted and reported once."""
+
+    #: Ended spans between two looks at the loss counts (each look reads three native counters).
+    CHECK_EVERY = 256
+
+    def __init__(self, stats: ExportStats) -> None:
+        self._stats = stats
+        self._inner = _new_processor()
+        if not all(hasattr(getattr(self._inner, "_native", None), name) for name in _COUNTERS):
+            logger.debug("cannot count the spans %s loses: its counters moved", type(self._inner).__name__)
+        # In a forked child: the processor inherited from the parent, and what it had lost there.
+        self._retired: SpanProcessor | None = None
+        self._inherited = (0, 0)
+        self._warned: set[str] = set()
+        self._ended = 0
+        self._lock = threading.Lock()
+        stats.count_from("spans", self.losses)
+        # The processor's native thread does not survive a fork; a child that ends spans needs its own. A weak
+        # reference: the callback cannot be unregistered, and must not keep a discarded processor alive.
+        os.register_at_fork(after_in_child=functools.partial(_renew_in_child, weakref.ref(self)))
+
+    def losses(self) -> tuple[int, int]:
+        """``(dropped, failed)`` spans so far (see :func:`_losses`), in this process and its parent before a fork."""
+        dropped, failed = _losses(self._inner)
+        return dropped + self._inherited[0], failed + self._inherited[1]
+
+    def _renew(self) -> None:
+        inherited = self.losses()
+        try:
+            fresh = _new_processor()
+        except Exception:  # the same settings worked in the parent: say so, and keep the (silent) inherited one
+            logger.warning("no fastotel span processor could be made in the forked child", exc_info=True)
+            return
+        # The parent's processor is kept referenced, never shut down here: it is the parent's to flush.
+        self._retired, self._inner, self._inherited = self._inner, fresh, inherited
+        self._lock = threading.Lock()
+        self._ended = 0
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        pass
+
+    def on_end(self, span: ReadableSpan) -> None:
+        self._inner.on_end(span)
+        self._ended += 1
+        if not self._ended % self.CHECK_EVERY:
+            self.report_losses()
+
+    def report_losses(self) -> None:
+        """Warn once for spans dropped and once for spans not delivered, when there are any: fastotel logs
+        neither, and a collector that is down or a wrong endpoint would lose every span unnoticed. Sets
+        ``last_error`` in the export stats."""
+        dropped, failed = self.losses()
+        for kind, count, why in (
+            ("dropped", dropped, "its queue (OTEL_BSP_MAX_QUEUE_SIZE) was full"),
+            ("failed", failed, "the collector could not be reached, or refused them"),
+        ):
+            if not count or kind in self._warned:
+                continue
+            with self._lock:
+                if kind in self._warned:
+                    continue
+                self._warned.add(kind)
+            error = f"fastotel {kind} {count} spans: {why}"
+            self._stats.note_error("spans", error)
+            logger.warning(
+                "exporting spans failed (%s); NoN keeps running and counts what is lost in "
+                "get_observability().get_stats()['export']",
+                error,
+            )
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        flushed = bool(self._inner.force_flush(timeout_millis))
+        self.report_losses()
+        return flushed
+
+    def shutdown(self) -> None:
+        self._inner.shutdown()
+        self.report_losses()

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 from nons.base.errors import ConfigurationError
 
-__all__ = ["check_otel_environment"]
+__all__ = ["check_otel_environment", "otlp_protocol"]
 
 _SIGNALS = ("TRACES", "METRICS", "LOGS")
 
@@ -96,7 +96,7 @@ def _endpoint(protocol_variables: tuple[str, ...]) -> Check:
         if parts.scheme in ("http", "https") and parts.hostname:
             return None
         # The gRPC exporter also takes a bare host:port.
-        grpc = any(_protocol(variable) == "grpc" for variable in protocol_variables)
+        grpc = any(otlp_protocol(variable)[0] == "grpc" for variable in protocol_variables)
         host, _, port = value.strip().rpartition(":")
         if grpc and host and port.isdigit() and "/" not in host:
             return None
@@ -105,9 +105,15 @@ def _endpoint(protocol_variables: tuple[str, ...]) -> Check:
     return check
 
 
-def _protocol(variable: str) -> str:
-    signal_value = os.environ.get(variable)
-    return (signal_value or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "grpc").strip().lower()
+def otlp_protocol(signal_variable: str) -> tuple[str, str | None]:
+    """The OTLP protocol a signal's exporter uses, lower-cased, and the variable that set it: the signal's own
+    (``OTEL_EXPORTER_OTLP_TRACES_PROTOCOL``...) over ``OTEL_EXPORTER_OTLP_PROTOCOL``, an empty value counting as
+    unset; ``("grpc", None)`` when neither is set, NoN's default as the Python SDK's."""
+    for variable in (signal_variable, "OTEL_EXPORTER_OTLP_PROTOCOL"):
+        value = os.environ.get(variable, "").strip().lower()
+        if value:
+            return value, variable
+    return "grpc", None
 
 
 def _key_values(value: str) -> str | None:
@@ -134,7 +140,8 @@ def _rules() -> dict[str, Check]:
         "OTEL_RESOURCE_ATTRIBUTES": _key_values,
     }
     for processor in ("BSP", "BLRP"):
-        rules[f"OTEL_{processor}_SCHEDULE_DELAY"] = _integer(0)
+        # 0 too is refused: the SDK's batch processors (and fastotel's) raise a bare ValueError for it.
+        rules[f"OTEL_{processor}_SCHEDULE_DELAY"] = _integer(1)
         rules[f"OTEL_{processor}_EXPORT_TIMEOUT"] = _integer(0)
         rules[f"OTEL_{processor}_MAX_QUEUE_SIZE"] = _integer(1)
         rules[f"OTEL_{processor}_MAX_EXPORT_BATCH_SIZE"] = _integer(1)

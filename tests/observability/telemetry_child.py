@@ -141,6 +141,8 @@ def down() -> dict[str, Any]:
         "memory_at_end": memory.get(passes),
         "seconds": elapsed,
         "shutdown_seconds": time.perf_counter() - shutdown_started,
+        # When the work was done: what comes after (exit handlers, the interpreter's teardown) is the exit's.
+        "done_at": time.time(),
         "stats": stats,
     }
 

@@ -55,13 +55,27 @@ def test_fastotel_sends_what_the_sdk_exporter_sends_span_by_span() -> None:
 
 
 def test_the_grpc_protocol_is_refused_naming_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", raising=False)
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
     with pytest.raises(ConfigurationError, match=r"OTLP/HTTP only.*OTEL_EXPORTER_OTLP_PROTOCOL='grpc'.*http/protobuf"):
         check_fast_export()
-    # The traces variable wins over the general one, as in the exporters.
+    # The traces variable wins over the general one, as in the exporters, both ways; the error names it.
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/protobuf")
     require_fastotel()
     check_fast_export()
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc")
+    with pytest.raises(ConfigurationError, match=r"says OTEL_EXPORTER_OTLP_TRACES_PROTOCOL='grpc'; set "
+                                                 r"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL to http/protobuf"):
+        check_fast_export()
+
+
+def test_settings_fastotel_cannot_use_are_refused_naming_the_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    require_fastotel()
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "x-token=a%0Ab")  # a header value with a line break
+    with pytest.raises(ConfigurationError, match=r"cannot use the OTLP exporter settings.*OTEL_EXPORTER_OTLP_"):
+        fast_span_processor(ExportStats())
 
 
 def test_an_unset_protocol_is_refused_since_nons_default_is_grpc(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -95,7 +109,7 @@ def test_setup_with_fastotel_misconfigured_fails_whole_and_can_be_retried() -> N
         "os.environ['OTEL_EXPORTER_OTLP_PROTOCOL'] = 'http/protobuf'\n"
         "handle = configure_telemetry()\n"
         "print(json.dumps([first, unset, handle.span_exporters,"
-        " type(handle.tracer_provider._active_span_processor._span_processors[0]).__module__]))\n"
+        " type(handle.tracer_provider._active_span_processor._span_processors[0]).__name__]))\n"
     )
     from otel_harness import run_script
 
@@ -106,16 +120,19 @@ def test_setup_with_fastotel_misconfigured_fails_whole_and_can_be_retried() -> N
     )
     import json
 
-    first, unset, exporters, processor_module = json.loads(output.strip().splitlines()[-1])
+    first, unset, exporters, processor = json.loads(output.strip().splitlines()[-1])
     assert "OTLP/HTTP only" in first
     assert unset == "ProxyTracerProvider"
     assert exporters == ["otlp"]
-    assert processor_module.startswith("fastotel")
+    assert processor == "FastSpanProcessor"
 
 
-def test_losses_read_from_fastotel_are_added_to_the_export_counts(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_losses_read_from_fastotel_are_added_to_the_export_counts(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     # A queue of one span and a collector that is not there: of three spans ended at once, at least one is
-    # dropped, and every one is dropped or failed once the processor is flushed.
+    # dropped, and every one is dropped or failed once the processor is flushed. fastotel logs none of it; NoN
+    # warns once for each kind of loss, and remembers the last.
     require_fastotel()
     from opentelemetry.sdk.trace import TracerProvider
 
@@ -132,7 +149,87 @@ def test_losses_read_from_fastotel_are_added_to_the_export_counts(monkeypatch: p
     for name in ("a", "b", "c"):
         tracer.start_span(name).end()
     processor.force_flush(5_000)
-    spans = stats.as_dict()["spans"]
-    assert spans["dropped"] >= 1
-    assert spans["dropped"] + spans["failed"] == 3
+    export = stats.as_dict()
+    assert export["spans"]["dropped"] >= 1
+    assert export["spans"]["dropped"] + export["spans"]["failed"] == 3
+    assert export["last_error"].startswith("spans: fastotel ")
+    processor.force_flush(5_000)
+    warnings = [r.getMessage() for r in caplog.records if r.name == "nons.observability.fast_export"]
+    assert sum("fastotel dropped" in w for w in warnings) == 1
+    assert sum("fastotel failed" in w for w in warnings) == (1 if export["spans"]["failed"] else 0)
     provider.shutdown()
+
+
+FORK_SCRIPT = """
+import json, os
+from opentelemetry.sdk.trace import TracerProvider
+from nons.observability.buffer import ExportStats
+from nons.observability.fast_export import fast_span_processor
+
+provider = TracerProvider(shutdown_on_exit=False)
+provider.add_span_processor(fast_span_processor(ExportStats()))
+tracer = provider.get_tracer("fork-test")
+for _ in range(5):
+    tracer.start_span("before the fork").end()
+provider.force_flush()
+child = os.fork()
+if child == 0:
+    for _ in range(20):
+        tracer.start_span("in the child").end()
+    provider.shutdown()
+    os._exit(0)
+_, status = os.waitpid(child, 0)
+tracer.start_span("in the parent, after").end()
+provider.shutdown()
+print(json.dumps(status))
+"""
+
+
+def test_a_forked_child_exports_its_spans_through_a_processor_of_its_own() -> None:
+    # fastotel alone exports nothing from a child forked after its first span (its native thread stays in the
+    # parent); NoN gives the child a fresh processor.
+    require_fastotel()
+    from otel_harness import run_script
+
+    with OTLPReceiver() as receiver:
+        status = run_script(
+            FORK_SCRIPT,
+            {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.http_endpoint, "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"},
+        )
+        receiver.wait_for(lambda r: len(r.spans()) >= 26, timeout=10)
+        names = [span.name for _, _, span in receiver.spans()]
+    assert status == "0"
+    assert (names.count("before the fork"), names.count("in the child"), names.count("in the parent, after")) == (
+        5, 20, 1,
+    )  # fmt: skip
+
+
+GUEST_SCRIPT = """
+import json
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from nons.observability import configure_telemetry
+
+provider = TracerProvider()
+trace.set_tracer_provider(provider)
+handle = configure_telemetry()
+processors = provider._active_span_processor._span_processors
+print(json.dumps([handle.installed_tracing, [type(p).__module__ for p in processors]]))
+"""
+
+
+def test_an_application_with_its_own_tracer_provider_keeps_its_span_export() -> None:
+    # NON_SPAN_EXPORT concerns only the provider NoN installs: an application's is left as it is, and a
+    # protocol fastotel could not serve is no error then.
+    import json
+
+    from otel_harness import run_script
+
+    output = run_script(
+        GUEST_SCRIPT,
+        {"NON_SPAN_EXPORT": "fastotel", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_TRACES_EXPORTER": "otlp",
+         "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"},
+    )  # fmt: skip
+    installed, processors = json.loads(output)
+    assert installed is False
+    assert processors == ["nons.observability.span_ring"]  # NoN's buffer only

@@ -1,7 +1,8 @@
 """End to end through the bundled stack: the workload's traces, labels, exemplars and logs, as users get them.
 
-The workload (``workload.py``) exports over OTLP gRPC and, in a second run, OTLP HTTP to the collector built
-from ``stack/otelcol`` running ``otel/collector.yaml``; the collector sends traces to Jaeger v2 running
+The workload (``workload.py``) exports over OTLP gRPC and, in a second run, OTLP HTTP (its spans sent by
+fastotel, ``NON_SPAN_EXPORT=fastotel``) to the collector built from ``stack/otelcol`` running
+``otel/collector.yaml``; the collector sends traces to Jaeger v2 running
 ``otel/jaeger.yaml``, offers metrics to the Prometheus of ``otel/prometheus.yml`` and writes logs with its
 debug exporter. The dashboards' numbers by the same runs are checked in ``test_dashboards_workload.py``.
 """

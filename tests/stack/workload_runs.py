@@ -15,6 +15,7 @@ Routes (the ``workload`` fixture's parameter):
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -128,6 +129,11 @@ def workload_env(
         }
     assert collector is not None
     protocol = "grpc" if route == "otlp-grpc" else "http/protobuf"
+    if route == "otlp-http" and importlib.util.find_spec("fastotel") is not None:
+        # Over HTTP the spans go out through fastotel's native processor (NON_SPAN_EXPORT=fastotel), so that its
+        # export is checked end to end through the real collector and Jaeger; gRPC keeps the SDK's, the default.
+        # (fastotel is in the test extra; without it, test_wire.py and test_fast_export.py say so, or fail in CI.)
+        env["NON_SPAN_EXPORT"] = "fastotel"
     return env | {
         "OTEL_EXPORTER_OTLP_ENDPOINT": collector.otlp_endpoint(protocol),
         "OTEL_EXPORTER_OTLP_PROTOCOL": protocol,

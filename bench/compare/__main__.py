@@ -1,10 +1,10 @@
 """Run the side-by-side benchmark: ``python -m bench.compare [--rounds N] [--quick] [--instructions]``.
 
 Each round runs every contender once, each in a fresh interpreter, in an order rotated from round to round so
-that a noisy neighbour spreads over all of them; the four target ratios are taken within each round, then
-their median over the rounds is judged. Needs ``./scripts/bootstrap bench`` (LangChain, OpenInference, the
-OTLP protos). It prints figures and verdicts; it asserts nothing, but exits 1 when a span was lost on the way
-to the sink (the figures would then be wrong).
+that a noisy neighbour spreads over all of them; the target ratios (targets 2 and 3 with either span export) are
+taken within each round, then their median over the rounds is judged. Needs ``./scripts/bootstrap bench``
+(LangChain, OpenInference, the OTLP protos, fastotel). It prints figures and verdicts; it asserts nothing, but
+exits 1 when a span was lost on the way to the sink (the figures would then be wrong).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import compileall
 import datetime
+import importlib.util
 import json
 import os
 import platform
@@ -26,6 +27,7 @@ from typing import Any
 
 from bench.compare.report import FIGURE, table
 from bench.compare.sink import clean_env, export_env, running_sink
+from bench.compare.workloads import EMITS_GRID_SPANS, EMITS_WIDE_SPANS
 
 ROOT = Path(__file__).resolve().parents[2]
 GRID = ("asyncio", "nons-off", "floor", "nons-on", "nons-on-fastotel", "langchain", "langchain-otel")
@@ -44,6 +46,7 @@ TELEMETRY = {"nons-on", "nons-on-fastotel", "floor", "langchain-otel", "wide-flo
              "wide-on-fastotel"}  # fmt: skip
 #: NoN with its spans sent by fastotel's native processor instead of the SDK's batch processor and exporter.
 FASTOTEL = {"nons-on-fastotel", "wide-on-fastotel"}
+HAS_FASTOTEL = importlib.util.find_spec("fastotel") is not None
 # The import's CPU time, inside a fresh interpreter, its own start-up left out (CPU, not wall: a busy
 # neighbour delays a process more than it slows it).
 IMPORT_SNIPPET = "import time; t = time.process_time(); {}; print((time.process_time() - t) * 1e3)"
@@ -106,22 +109,27 @@ class Bench:
         if contender in TELEMETRY:
             figures["spans_received"] = received
             expected = figures["spans_ended"]
-            if contender in ("nons-on", "nons-on-fastotel", "floor"):
+            if contender in EMITS_GRID_SPANS:
                 # Both emit NoN's spans: the recorded pass's count, every pass, warm-up included.
                 expected = (self.args.warmup + passes) * self.spans_per_pass["grid"]
-            elif contender in ("wide-on", "wide-on-fastotel", "wide-floor", "wide-floor-fastotel"):
+            elif contender in EMITS_WIDE_SPANS:
                 expected = (1 + passes) * self.spans_per_pass["wide"]  # one warm-up pass
             if received != expected or figures["spans_ended"] != expected:
                 self.lost.append(f"{contender}: ended {figures['spans_ended']}, received {received}, "
                                  f"expected {expected}")  # fmt: skip
         return figures
 
+    def contenders(self) -> list[str]:
+        """Every contender, those of fastotel only when it is installed (``nons[fastotel]``, Python 3.11+)."""
+        everyone = [*GRID, *WIDE, *IMPORTS]
+        return everyone if HAS_FASTOTEL else [c for c in everyone if "fastotel" not in c]
+
     def round(self, index: int) -> dict[str, float]:
         """Every contender once. Those measured in CPU time run pinned to one core, the same for the whole round
         and the next core in the next round: on this shared VM one core has run 20 to 40% slower than the other
         for minutes at a time, and a contender's figure followed the core it landed on more than its work. A
         background thread (an exporter's) shares that core, and its CPU time is counted as before."""
-        order = [*GRID, *WIDE, *IMPORTS]
+        order = self.contenders()
         shift = index % len(order)
         available = cores()
         core = available[index % len(available)]
@@ -158,8 +166,9 @@ def machine() -> str:
         pass
     packages = ", ".join(
         f"{name} {version(name)}"
-        for name in ("opentelemetry-sdk", "protobuf", "langchain-core", "openinference-instrumentation-langchain")
-    )
+        for name in ("opentelemetry-sdk", "protobuf", "langchain-core", "openinference-instrumentation-langchain",
+                     *(("fastotel",) if HAS_FASTOTEL else ()))
+    )  # fmt: skip
     return (f"{platform.node()}: {cpu}, {os.cpu_count()} cores, Python {platform.python_version()}; {packages}; "
             f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC")  # fmt: skip
 
@@ -184,6 +193,9 @@ def main() -> None:
     if args.quick:
         args.rounds, args.passes = 2, 30
     started = time.perf_counter()
+    if not HAS_FASTOTEL:
+        print("fastotel is not installed (./scripts/bootstrap bench, on Python 3.11 or later): the contenders with "
+              "NON_SPAN_EXPORT=fastotel are left out.", flush=True)  # fmt: skip
     # NoN's bytecode compiled first, as an installed package's is (pip compiles it; langchain's is): a checkout run
     # with PYTHONDONTWRITEBYTECODE, or just edited, would otherwise compile its changed modules in every import
     # measured, 5 to 10 ms that no user pays.
@@ -200,7 +212,8 @@ def main() -> None:
 
             queue = (args.warmup + max(p[1] for p in instructions.PASSES.values())) * spans * 2 + 2048
             counted = instructions.Sink(lambda: sink_stats(port)["spans"], spans)
-            only = args.only.split(",") if args.only else [*instructions.PASSES, "imports"]
+            counted_by_default = [c for c in instructions.PASSES if HAS_FASTOTEL or "fastotel" not in c]
+            only = args.only.split(",") if args.only else [*counted_by_default, "imports"]
             grid = [c for c in only if c != "imports"]
             if grid:
                 counts = instructions.run_all(lambda c: {**child_env(c, port, queue), **instructions.STEADY_EXPORT},

@@ -13,6 +13,11 @@ WIDTH = 10
 NODES_PER_PASS = LAYERS * WIDTH
 PROMPT = "Summarise the benefits of structured concurrency."
 
+#: The contenders whose passes end exactly the spans of one recorded pass of NoN's grid, and of its wide layer:
+#: NoN on (with either span export), and the SDK floors that replay its signals.
+EMITS_GRID_SPANS = ("nons-on", "nons-on-fastotel", "floor")
+EMITS_WIDE_SPANS = ("wide-on", "wide-on-fastotel", "wide-floor", "wide-floor-fastotel")
+
 WIDE_WIDTH = 100
 WIDE_LATENCY_S = 0.05
 WIDE_PROMPT = "Name a colour."

@@ -129,8 +129,8 @@ def test_fastotel_counts_what_it_loses_and_exit_stays_bounded() -> None:
     export = result["stats"]["export"]
     assert export["spans"]["dropped"] > 0
     assert export["spans"]["dropped"] + export["spans"]["failed"] <= result["stats"]["spans_seen"]
-    # fastotel logs none of it: NoN says it once, as for an SDK exporter's failure.
-    assert "fastotel dropped" in (export["last_error"] or "")
+    # fastotel logs none of it: NoN says it once, as for an SDK exporter's failure. (last_error is the last of
+    # any signal's: here the metrics' or logs' exporter's, failing later.)
     assert result["_stderr"].count("exporting spans failed (fastotel dropped") == 1
     # Leaving: shutdown stops at its limit, and the exit after it (fastotel's exit handler included) is quick.
     assert result["shutdown_finished"] is False

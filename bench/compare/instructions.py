@@ -42,6 +42,9 @@ STEADY_EXPORT = {
     "OTEL_BSP_SCHEDULE_DELAY": "3600000",
     "OTEL_METRIC_EXPORT_INTERVAL": "3600000",
     "NON_TELEMETRY_EXIT_TIMEOUT": "600",
+    # And a request may take that long too: under callgrind fastotel's native thread once took over the default
+    # 10 s to send a batch of 512 spans, and dropped it.
+    "OTEL_EXPORTER_OTLP_TIMEOUT": "600",
 }
 _COLLECTED = re.compile(r"Collected : (\d+)")
 

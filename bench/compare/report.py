@@ -55,27 +55,27 @@ class Ratio:
     of: Callable[[dict[str, float]], float]
 
 
-def _telemetry(nons_on: str) -> Callable[[dict[str, float]], float]:
-    # NoN's telemetry against the SDK floor's, CPU per node: the floor is the SDK's whichever export NoN uses.
-    return lambda r: (r[nons_on] - r["nons-off"]) / (r["floor"] - r["asyncio"])
+def _over(key: str, label: str, limit: float, numerator: str, denominator: str) -> Ratio:
+    """The ratio of two contenders' figures."""
+    return Ratio(key, label, limit, (numerator, denominator), lambda r: r[numerator] / r[denominator])
+
+
+def _telemetry(key: str, label: str, nons_on: str) -> Ratio:
+    """NoN's telemetry against the SDK floor's, CPU per node: the floor is the SDK's whichever export NoN uses."""
+    return Ratio(key, label, 1.0, (nons_on, "nons-off", "floor", "asyncio"),
+                 lambda r: (r[nons_on] - r["nons-off"]) / (r["floor"] - r["asyncio"]))  # fmt: skip
 
 
 #: The four targets; 2 and 3 twice, with the SDK sending NoN's spans (the default) and with fastotel
 #: (``NON_SPAN_EXPORT=fastotel``).
 TARGETS: tuple[Ratio, ...] = (
-    Ratio("engine", "1. engine, telemetry off: NoN off / bare asyncio, CPU per node", 3.0,
-          ("nons-off", "asyncio"), lambda r: r["nons-off"] / r["asyncio"]),
-    Ratio("telemetry", "2. telemetry: (NoN on - NoN off) / (SDK floor - bare asyncio), CPU per node", 1.0,
-          ("nons-on", "nons-off", "floor", "asyncio"), _telemetry("nons-on")),
-    Ratio("telemetry-fastotel", "2. the same, NoN's spans sent by fastotel", 1.0,
-          ("nons-on-fastotel", "nons-off", "floor", "asyncio"), _telemetry("nons-on-fastotel")),
-    Ratio("wide", "3. wide layer: NoN on / NoN off, median wall of 5 passes", 1.15,
-          ("wide-on", "wide-off"), lambda r: r["wide-on"] / r["wide-off"]),
-    Ratio("wide-fastotel", "3. the same, NoN's spans sent by fastotel", 1.15,
-          ("wide-on-fastotel", "wide-off"), lambda r: r["wide-on-fastotel"] / r["wide-off"]),
-    Ratio("import", "4. import: nons / langchain_core.runnables", 1.0,
-          ("import-nons", "import-langchain"), lambda r: r["import-nons"] / r["import-langchain"]),
-)  # fmt: skip
+    _over("engine", "1. engine, telemetry off: NoN off / bare asyncio, CPU per node", 3.0, "nons-off", "asyncio"),
+    _telemetry("telemetry", "2. telemetry: (NoN on - NoN off) / (SDK floor - bare asyncio), CPU per node", "nons-on"),
+    _telemetry("telemetry-fastotel", "2. the same, NoN's spans sent by fastotel", "nons-on-fastotel"),
+    _over("wide", "3. wide layer: NoN on / NoN off, median wall of 5 passes", 1.15, "wide-on", "wide-off"),
+    _over("wide-fastotel", "3. the same, NoN's spans sent by fastotel", 1.15, "wide-on-fastotel", "wide-off"),
+    _over("import", "4. import: nons / langchain_core.runnables", 1.0, "import-nons", "import-langchain"),
+)
 
 #: The least each of targets 3 and 4 could be, whatever NoN did, from one round's floors.
 #:
@@ -86,12 +86,11 @@ TARGETS: tuple[Ratio, ...] = (
 #: - import: ``ModelConfig`` is a pydantic model, so importing it cannot cost less than importing a module that
 #:   defines a one-field pydantic model.
 BOUNDS: tuple[Ratio, ...] = (
-    Ratio("wide", "3. wide layer, no faster than the SDK floor's: floor / NoN off", 1.15,
-          ("wide-floor", "wide-off"), lambda r: r["wide-floor"] / r["wide-off"]),
-    Ratio("wide-fastotel", "3. the same, spans sent by fastotel: that floor / NoN off", 1.15,
-          ("wide-floor-fastotel", "wide-off"), lambda r: r["wide-floor-fastotel"] / r["wide-off"]),
-    Ratio("import", "4. import of a one-field pydantic model / langchain_core.runnables", 1.0,
-          ("import-pydantic", "import-langchain"), lambda r: r["import-pydantic"] / r["import-langchain"]),
+    _over("wide", "3. wide layer, no faster than the SDK floor's: floor / NoN off", 1.15, "wide-floor", "wide-off"),
+    _over("wide-fastotel", "3. the same, spans sent by fastotel: that floor / NoN off", 1.15, "wide-floor-fastotel",
+          "wide-off"),
+    _over("import", "4. import of a one-field pydantic model / langchain_core.runnables", 1.0, "import-pydantic",
+          "import-langchain"),
 )  # fmt: skip
 
 

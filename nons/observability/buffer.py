@@ -23,8 +23,11 @@ neither :mod:`~nons.observability.setup` nor :mod:`~nons.observability.integrati
 from __future__ import annotations
 
 import collections
+import functools
 import logging
+import os
 import threading
+import weakref
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
@@ -139,6 +142,12 @@ class LogRing(LogRecordExporter):
         return True
 
 
+def _new_lock_in_child(stats: weakref.ref[ExportStats]) -> None:
+    alive = stats()
+    if alive is not None:
+        alive._lock = threading.Lock()
+
+
 class ExportStats:
     """What the exporters installed by ``configure_telemetry`` lost, per signal (``spans``, ``metrics``, ``logs``).
 
@@ -152,6 +161,8 @@ class ExportStats:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        # A lock another thread held at a fork stays held in the child: it gets a fresh one.
+        os.register_at_fork(after_in_child=functools.partial(_new_lock_in_child, weakref.ref(self)))
         self._counts = {signal: {"dropped": 0, "failed": 0, "failed_exports": 0} for signal in self.SIGNALS}
         self._kept_elsewhere: list[tuple[str, Callable[[], tuple[int, int]]]] = []
         self.last_error: str | None = None

@@ -17,11 +17,13 @@ when that was the default action, end the process by SIGTERM as it would have en
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import queue
 import signal
 import threading
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
@@ -38,11 +40,24 @@ class _Job:
     done: threading.Event = field(default_factory=threading.Event)
 
 
+def _reset_in_child(flusher: weakref.ref[Flusher]) -> None:
+    alive = flusher()
+    if alive is not None:
+        alive._reset()
+
+
 class Flusher:
     """A daemon thread that runs flush and shutdown work for :class:`~nons.observability.TelemetryHandle`, so
     that the caller can stop waiting at a time limit while an exporter is still retrying."""
 
     def __init__(self) -> None:
+        self._reset()
+        # A forked child has no thread of its parent's: without this, its flushes would queue work that nothing
+        # runs, and its exit would wait out the limit and drop its telemetry. (A weak reference: the callback
+        # cannot be unregistered.)
+        os.register_at_fork(after_in_child=functools.partial(_reset_in_child, weakref.ref(self)))
+
+    def _reset(self) -> None:
         self._jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()

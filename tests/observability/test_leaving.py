@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+from otel_harness import require_fastotel
 from otlp_receiver import OTLPReceiver
 from test_resilience import closed_port
 
@@ -121,3 +123,49 @@ def test_no_signal_handler_when_the_application_says_so() -> None:
         assert completed.returncode == -signal.SIGTERM
         # Nothing flushed the queue: this is what NoN's handler prevents.
         assert delivered(receiver, ready["trace_ids"]) == 0
+
+
+FORKED_CHILD = """
+import json, os, sys, time
+from opentelemetry import trace
+from nons.observability import configure_telemetry
+
+configure_telemetry()
+tracer = trace.get_tracer("forked-child-test")
+for _ in range(5):
+    tracer.start_span("before the fork").end()
+forked = time.monotonic()
+child = os.fork()
+if child == 0:
+    for _ in range(20):
+        tracer.start_span("in the child").end()
+    sys.exit(0)  # the exit handlers flush the child's telemetry
+_, status = os.waitpid(child, 0)
+print(json.dumps({"status": status, "child_seconds": time.monotonic() - forked}))
+"""
+
+
+@pytest.mark.parametrize("span_export", ["sdk", "fastotel"])
+def test_a_child_forked_after_setup_exports_its_spans_when_it_exits(span_export: str) -> None:
+    # A pre-fork server's worker, say: its exit flushes through a flush thread of its own (the parent's does not
+    # exist in the child), so its spans arrive and it leaves at once, rather than waiting out the exit limit and
+    # dropping them. The batch schedule is long: only the exit's flush sends the child's spans.
+    if span_export == "fastotel":
+        require_fastotel()
+    with OTLPReceiver() as receiver:
+        completed = subprocess.run(
+            [sys.executable, "-c", FORKED_CHILD],
+            env=child_env({"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.http_endpoint,
+                           "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf", "OTEL_TRACES_EXPORTER": "otlp",
+                           "OTEL_METRICS_EXPORTER": "none", "OTEL_LOGS_EXPORTER": "none",
+                           "OTEL_BSP_SCHEDULE_DELAY": "600000", "NON_SPAN_EXPORT": span_export}),
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert completed.returncode == 0, completed.stderr[-3000:]
+        receiver.wait_for(lambda r: len(r.spans()) >= 25, timeout=10)
+        names = [span.name for _, _, span in receiver.spans()]
+    result = json.loads(completed.stdout.splitlines()[-1])
+    assert result["status"] == 0
+    assert (names.count("before the fork"), names.count("in the child")) == (5, 20)
+    assert result["child_seconds"] < 1.5  # NON_TELEMETRY_EXIT_TIMEOUT: the limit was not waited out
+    assert "was not exported within" not in completed.stderr

@@ -10,11 +10,13 @@ copies each span into Rust when it ends and batches, encodes and sends it on a n
 Why opt-in: fastotel is pre-alpha and speaks OTLP over HTTP only. Three of its gaps are closed here, by
 :class:`FastSpanProcessor` around it:
 
-- it exports nothing from a process forked after its first span: the child gets a processor of its own;
+- it exports nothing from a process forked after its first span: the child gets a processor of its own (unless
+  it was shut down before the fork). One gap remains: a child forked while another thread waits in fastotel's
+  flush or shutdown inherits fastotel's count of such threads, and its exit waits fastotel's 10 s for them;
 - it counts what it loses in native code, where no exporter wrapper sees it, and logs nothing about it: the counts
   are read (from ``_native``, the one private field of fastotel NoN touches, until they are public upstream) into
-  ``get_observability().get_stats()["export"]["spans"]``, and the first loss is reported in one warning, as an
-  SDK exporter's failure is;
+  ``get_observability().get_stats()["export"]["spans"]``, and reported in a warning, once for spans dropped and
+  once for spans not delivered, at the first look after they happen (every 256 spans, and at flush and shutdown);
 - its constructor's ``ValueError`` (a header or TLS file it cannot use) becomes a ``ConfigurationError``.
 """
 
@@ -120,6 +122,7 @@ class FastSpanProcessor(SpanProcessor):
         self._retired: SpanProcessor | None = None
         self._inherited = (0, 0)
         self._warned: set[str] = set()
+        self._shut_down = False
         self._ended = 0
         self._lock = threading.Lock()
         stats.count_from("spans", self.losses)
@@ -133,6 +136,8 @@ class FastSpanProcessor(SpanProcessor):
         return dropped + self._inherited[0], failed + self._inherited[1]
 
     def _renew(self) -> None:
+        if self._shut_down:
+            return  # as the SDK's batch processor, shut down in the parent is shut down in the child
         inherited = self.losses()
         try:
             fresh = _new_processor()
@@ -150,8 +155,11 @@ class FastSpanProcessor(SpanProcessor):
     def on_end(self, span: ReadableSpan) -> None:
         self._inner.on_end(span)
         self._ended += 1
-        if not self._ended % self.CHECK_EVERY:
-            self.report_losses()
+        if not self._ended % self.CHECK_EVERY and not self._shut_down:
+            try:
+                self.report_losses()
+            except Exception:  # on the application's thread, inside span.end(): never let it fail that
+                logger.debug("reporting fastotel's losses failed", exc_info=True)
 
     def report_losses(self) -> None:
         """Warn once for spans dropped and once for spans not delivered, when there are any: fastotel logs
@@ -159,7 +167,7 @@ class FastSpanProcessor(SpanProcessor):
         ``last_error`` in the export stats."""
         dropped, failed = self.losses()
         for kind, count, why in (
-            ("dropped", dropped, "its queue (OTEL_BSP_MAX_QUEUE_SIZE) was full"),
+            ("dropped", dropped, "its queue (OTEL_BSP_MAX_QUEUE_SIZE) was full, or it was shut down"),
             ("failed", failed, "the collector could not be reached, or refused them"),
         ):
             if not count or kind in self._warned:
@@ -177,10 +185,13 @@ class FastSpanProcessor(SpanProcessor):
             )
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        """Export every span ended so far (waiting ``timeout_millis`` at most), then report any losses."""
         flushed = bool(self._inner.force_flush(timeout_millis))
         self.report_losses()
         return flushed
 
     def shutdown(self) -> None:
+        """Export what is queued and stop, then report any losses; spans ended afterwards are dropped."""
         self._inner.shutdown()
+        self._shut_down = True
         self.report_losses()

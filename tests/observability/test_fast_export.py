@@ -160,6 +160,30 @@ def test_losses_read_from_fastotel_are_added_to_the_export_counts(
     provider.shutdown()
 
 
+def test_losses_are_reported_while_spans_flow_without_waiting_for_a_flush(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    require_fastotel()
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from nons.observability.fast_export import FastSpanProcessor
+
+    monkeypatch.setattr(FastSpanProcessor, "CHECK_EVERY", 2)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://127.0.0.1:9/v1/traces")
+    monkeypatch.setenv("OTEL_BSP_MAX_QUEUE_SIZE", "1")
+    monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "1")
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "600000")
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(fast_span_processor(ExportStats()))
+    tracer = provider.get_tracer("test")
+    for _ in range(4):
+        tracer.start_span("queued or dropped").end()
+    # No flush yet: the look every CHECK_EVERY spans found the drops of a queue of one.
+    assert any("fastotel dropped" in r.getMessage() for r in caplog.records)
+    provider.shutdown()
+
+
 FORK_SCRIPT = """
 import json, os
 from opentelemetry.sdk.trace import TracerProvider
@@ -202,6 +226,35 @@ def test_a_forked_child_exports_its_spans_through_a_processor_of_its_own() -> No
     assert (names.count("before the fork"), names.count("in the child"), names.count("in the parent, after")) == (
         5, 20, 1,
     )  # fmt: skip
+
+
+AFTER_SHUTDOWN_SCRIPT = """
+import os
+from opentelemetry.sdk.trace import TracerProvider
+from nons.observability.buffer import ExportStats
+from nons.observability.fast_export import fast_span_processor
+
+provider = TracerProvider(shutdown_on_exit=False)
+processor = fast_span_processor(ExportStats())
+provider.add_span_processor(processor)
+provider.get_tracer("test").start_span("before").end()
+provider.shutdown()
+child = os.fork()
+if child == 0:
+    os._exit(0 if processor._retired is None and processor._shut_down else 1)
+_, status = os.waitpid(child, 0)
+print(status)
+"""
+
+
+def test_a_child_forked_after_shutdown_gets_no_new_processor() -> None:
+    # As with the SDK's batch processor: shut down in the parent is shut down in the child.
+    require_fastotel()
+    from otel_harness import run_script
+
+    status = run_script(AFTER_SHUTDOWN_SCRIPT, {"OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+                                                "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"})  # fmt: skip
+    assert status == "0"
 
 
 GUEST_SCRIPT = """

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import importlib.util
 import time
 from typing import Any
 
@@ -69,6 +70,12 @@ def test_every_trace_is_in_jaeger_with_its_full_tree(
         f"\n{otlp_workload.route}: {len(expected)} traces; spans in Jaeger {jaeger_total}, ended by the SDK "
         f"{sdk_total}, reported by the engine {engine_total}"
     )
+    # Who sent the spans: fastotel over HTTP when it is installed (workload_runs.workload_env), the SDK over gRPC.
+    processors = report["span_processors"]
+    if otlp_workload.route == "otlp-grpc" or importlib.util.find_spec("fastotel") is None:
+        assert "BatchSpanProcessor" in processors and "FastSpanProcessor" not in processors, processors
+    else:
+        assert "FastSpanProcessor" in processors and "BatchSpanProcessor" not in processors, processors
     # The engine's own count (get_trace_summary) is every span of NoN's scope, its HTTP spans included; other
     # instrumentations' spans (a vendor SDK's) are in the trace too, but not in NoN's buffer.
     assert report["nons_spans_by_trace"] == engine

@@ -393,6 +393,10 @@ def main() -> None:
         logs_emitted=logs.emitted,
         resource={key: str(value) for key, value in handle.resource.attributes.items()},
         stats=observability.get_stats(),
+        # Which processors sent the spans (the OTLP/HTTP route's are fastotel's: NON_SPAN_EXPORT=fastotel).
+        span_processors=[
+            type(p).__name__ for p in handle.tracer_provider._active_span_processor._span_processors  # type: ignore[union-attr]
+        ],
     )
     sys.stdin.read()  # keep serving the final values until the test closes our stdin
     shutdown_telemetry()

@@ -23,11 +23,8 @@ neither :mod:`~nons.observability.setup` nor :mod:`~nons.observability.integrati
 from __future__ import annotations
 
 import collections
-import functools
 import logging
-import os
 import threading
-import weakref
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
@@ -36,6 +33,7 @@ from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler, LogRecordPro
 from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
 from opentelemetry.sdk.trace import TracerProvider
 
+from nons.base.forking import in_forked_child
 from nons.base.redaction import clean, clean_value
 from nons.base.settings import get_settings
 from nons.observability import names
@@ -142,12 +140,6 @@ class LogRing(LogRecordExporter):
         return True
 
 
-def _new_lock_in_child(stats: weakref.ref[ExportStats]) -> None:
-    alive = stats()
-    if alive is not None:
-        alive._lock = threading.Lock()
-
-
 class ExportStats:
     """What the exporters installed by ``configure_telemetry`` lost, per signal (``spans``, ``metrics``, ``logs``).
 
@@ -162,10 +154,13 @@ class ExportStats:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         # A lock another thread held at a fork stays held in the child: it gets a fresh one.
-        os.register_at_fork(after_in_child=functools.partial(_new_lock_in_child, weakref.ref(self)))
+        in_forked_child(self._new_lock)
         self._counts = {signal: {"dropped": 0, "failed": 0, "failed_exports": 0} for signal in self.SIGNALS}
         self._kept_elsewhere: list[tuple[str, Callable[[], tuple[int, int]]]] = []
         self.last_error: str | None = None
+
+    def _new_lock(self) -> None:
+        self._lock = threading.Lock()
 
     def count_from(self, signal: str, read: Callable[[], tuple[int, int]]) -> None:
         """Add ``read()``'s ``(dropped, failed)`` to ``signal``'s counts whenever they are read: for a processor

@@ -22,19 +22,17 @@ Why opt-in: fastotel is pre-alpha and speaks OTLP over HTTP only. Three of its g
 
 from __future__ import annotations
 
-import functools
 import importlib
 import logging
-import os
 import sys
 import threading
-import weakref
 from typing import Any
 
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from nons.base.errors import ConfigurationError
+from nons.base.forking import in_forked_child
 from nons.observability.buffer import ExportStats
 from nons.observability.otel_env import otlp_protocol
 
@@ -91,20 +89,20 @@ def _new_processor() -> SpanProcessor:
     return processor
 
 
+def _counters(processor: SpanProcessor) -> Any:
+    """The native half of a fastotel processor, which keeps its loss counts, or ``None`` when it has moved."""
+    native = getattr(processor, "_native", None)
+    return native if all(hasattr(native, name) for name in _COUNTERS) else None
+
+
 def _losses(processor: SpanProcessor) -> tuple[int, int]:
     """``(dropped, failed)`` spans of a fastotel processor. Dropped: its queue was full (``OTEL_BSP_MAX_QUEUE_SIZE``)
     or it was shut down. Failed: in a batch that was not delivered, or rejected by the collector in a partial
     success."""
-    native: Any = getattr(processor, "_native", None)
-    if not all(hasattr(native, name) for name in _COUNTERS):
+    native = _counters(processor)
+    if native is None:
         return 0, 0
     return native.dropped_spans(), native.failed_spans() + native.rejected_spans()
-
-
-def _renew_in_child(processor: weakref.ref[FastSpanProcessor]) -> None:
-    alive = processor()
-    if alive is not None:
-        alive._renew()
 
 
 class FastSpanProcessor(SpanProcessor):
@@ -116,7 +114,7 @@ class FastSpanProcessor(SpanProcessor):
     def __init__(self, stats: ExportStats) -> None:
         self._stats = stats
         self._inner = _new_processor()
-        if not all(hasattr(getattr(self._inner, "_native", None), name) for name in _COUNTERS):
+        if _counters(self._inner) is None:
             logger.debug("cannot count the spans %s loses: its counters moved", type(self._inner).__name__)
         # In a forked child: the processor inherited from the parent, and what it had lost there.
         self._retired: SpanProcessor | None = None
@@ -126,9 +124,8 @@ class FastSpanProcessor(SpanProcessor):
         self._ended = 0
         self._lock = threading.Lock()
         stats.count_from("spans", self.losses)
-        # The processor's native thread does not survive a fork; a child that ends spans needs its own. A weak
-        # reference: the callback cannot be unregistered, and must not keep a discarded processor alive.
-        os.register_at_fork(after_in_child=functools.partial(_renew_in_child, weakref.ref(self)))
+        # The processor's native thread does not survive a fork; a child that ends spans needs its own.
+        in_forked_child(self._renew)
 
     def losses(self) -> tuple[int, int]:
         """``(dropped, failed)`` spans so far (see :func:`_losses`), in this process and its parent before a fork."""

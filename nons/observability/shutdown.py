@@ -17,17 +17,17 @@ when that was the default action, end the process by SIGTERM as it would have en
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import queue
 import signal
 import threading
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
+
+from nons.base.forking import in_forked_child
 
 __all__ = ["Flusher", "install_sigterm_flush", "uninstall_sigterm_flush"]
 
@@ -40,12 +40,6 @@ class _Job:
     done: threading.Event = field(default_factory=threading.Event)
 
 
-def _reset_in_child(flusher: weakref.ref[Flusher]) -> None:
-    alive = flusher()
-    if alive is not None:
-        alive._reset()
-
-
 class Flusher:
     """A daemon thread that runs flush and shutdown work for :class:`~nons.observability.TelemetryHandle`, so
     that the caller can stop waiting at a time limit while an exporter is still retrying."""
@@ -53,9 +47,8 @@ class Flusher:
     def __init__(self) -> None:
         self._reset()
         # A forked child has no thread of its parent's: without this, its flushes would queue work that nothing
-        # runs, and its exit would wait out the limit and drop its telemetry. (A weak reference: the callback
-        # cannot be unregistered.)
-        os.register_at_fork(after_in_child=functools.partial(_reset_in_child, weakref.ref(self)))
+        # runs, and its exit would wait out the limit and drop its telemetry.
+        in_forked_child(self._reset)
 
     def _reset(self) -> None:
         self._jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()

@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterable
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,12 @@ TELEMETRY = {"nons-on", "nons-on-fastotel", "floor", "langchain-otel", "wide-flo
 #: NoN with its spans sent by fastotel's native processor instead of the SDK's batch processor and exporter.
 FASTOTEL = {"nons-on-fastotel", "wide-on-fastotel"}
 HAS_FASTOTEL = importlib.util.find_spec("fastotel") is not None
+
+
+def runnable(contenders: Iterable[str]) -> list[str]:
+    """``contenders``, less those that need fastotel (``*-fastotel``) when it is not installed."""
+    return [c for c in contenders if HAS_FASTOTEL or not c.endswith("-fastotel")]
+
 # The import's CPU time, inside a fresh interpreter, its own start-up left out (CPU, not wall: a busy
 # neighbour delays a process more than it slows it).
 IMPORT_SNIPPET = "import time; t = time.process_time(); {}; print((time.process_time() - t) * 1e3)"
@@ -119,17 +126,12 @@ class Bench:
                                  f"expected {expected}")  # fmt: skip
         return figures
 
-    def contenders(self) -> list[str]:
-        """Every contender, those of fastotel only when it is installed (``nons[fastotel]``, Python 3.11+)."""
-        everyone = [*GRID, *WIDE, *IMPORTS]
-        return everyone if HAS_FASTOTEL else [c for c in everyone if "fastotel" not in c]
-
     def round(self, index: int) -> dict[str, float]:
         """Every contender once. Those measured in CPU time run pinned to one core, the same for the whole round
         and the next core in the next round: on this shared VM one core has run 20 to 40% slower than the other
         for minutes at a time, and a contender's figure followed the core it landed on more than its work. A
         background thread (an exporter's) shares that core, and its CPU time is counted as before."""
-        order = self.contenders()
+        order = runnable([*GRID, *WIDE, *IMPORTS])
         shift = index % len(order)
         available = cores()
         core = available[index % len(available)]
@@ -173,6 +175,24 @@ def machine() -> str:
             f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC")  # fmt: skip
 
 
+def count_instructions(args: argparse.Namespace, port: int, signals: str, spans: int) -> None:
+    """``--instructions``: count the grid contenders (``--only``, or all) and the imports, and print the tables."""
+    from bench.compare import instructions
+
+    queue = (args.warmup + max(p[1] for p in instructions.PASSES.values())) * spans * 2 + 2048
+    counted = instructions.Sink(lambda: sink_stats(port)["spans"], spans)
+    only = args.only.split(",") if args.only else [*runnable(instructions.PASSES), "imports"]
+    grid = [c for c in only if c != "imports"]
+    if grid:
+        counts = instructions.run_all(lambda c: {**child_env(c, port, queue), **instructions.STEADY_EXPORT},
+                                      ROOT, signals, args.warmup, counted, grid)  # fmt: skip
+        if counts:
+            print(counts)
+    if "imports" in only:
+        print(instructions.import_table(IMPORTS, child_env("import-nons", port, queue), ROOT))
+    print(f"\nMachine: {machine()}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=5)
@@ -206,23 +226,8 @@ def main() -> None:
         workloads = ("grid",) if args.instructions else ("grid", "wide")
         signals = {workload: record_signals(Path(scratch), workload) for workload in workloads}
         spans_per_pass = {w: len(json.loads(Path(path).read_text())["spans"]) for w, path in signals.items()}
-        spans = spans_per_pass["grid"]
         if args.instructions:
-            from bench.compare import instructions
-
-            queue = (args.warmup + max(p[1] for p in instructions.PASSES.values())) * spans * 2 + 2048
-            counted = instructions.Sink(lambda: sink_stats(port)["spans"], spans)
-            counted_by_default = [c for c in instructions.PASSES if HAS_FASTOTEL or "fastotel" not in c]
-            only = args.only.split(",") if args.only else [*counted_by_default, "imports"]
-            grid = [c for c in only if c != "imports"]
-            if grid:
-                counts = instructions.run_all(lambda c: {**child_env(c, port, queue), **instructions.STEADY_EXPORT},
-                                              ROOT, signals["grid"], args.warmup, counted, grid)  # fmt: skip
-                if counts:
-                    print(counts)
-            if "imports" in only:
-                print(instructions.import_table(IMPORTS, child_env("import-nons", port, queue), ROOT))
-            print(f"\nMachine: {machine()}")
+            count_instructions(args, port, signals["grid"], spans_per_pass["grid"])
             return
         bench = Bench(args, port, signals, spans_per_pass)
         rounds = []

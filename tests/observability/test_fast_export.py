@@ -8,16 +8,18 @@ refused, naming the fix; and what it loses is counted (``test_resilience.py``). 
 
 from __future__ import annotations
 
+import json
 import sys
 from typing import Any
 
 import pytest
-from otel_harness import require_fastotel, run_child
+from opentelemetry.sdk.trace import TracerProvider
+from otel_harness import require_fastotel, run_child, run_script
 from otlp_receiver import OTLPReceiver, attributes
 
 from nons.base.errors import ConfigurationError
 from nons.observability.buffer import ExportStats
-from nons.observability.fast_export import check_fast_export, fast_span_processor, import_fastotel
+from nons.observability.fast_export import FastSpanProcessor, check_fast_export, fast_span_processor, import_fastotel
 
 
 def spans_by_id(receiver: OTLPReceiver) -> dict[bytes, tuple[dict[str, Any], tuple[str, str, str], Any]]:
@@ -111,15 +113,11 @@ def test_setup_with_fastotel_misconfigured_fails_whole_and_can_be_retried() -> N
         "print(json.dumps([first, unset, handle.span_exporters,"
         " type(handle.tracer_provider._active_span_processor._span_processors[0]).__name__]))\n"
     )
-    from otel_harness import run_script
-
     output = run_script(
         script,
         {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
          "OTEL_TRACES_EXPORTER": "otlp", "OTEL_METRICS_EXPORTER": "none", "NON_SPAN_EXPORT": "fastotel"},
     )
-    import json
-
     first, unset, exporters, processor = json.loads(output.strip().splitlines()[-1])
     assert "OTLP/HTTP only" in first
     assert unset == "ProxyTracerProvider"
@@ -134,8 +132,6 @@ def test_losses_read_from_fastotel_are_added_to_the_export_counts(
     # dropped, and every one is dropped or failed once the processor is flushed. fastotel logs none of it; NoN
     # warns once for each kind of loss, and remembers the last.
     require_fastotel()
-    from opentelemetry.sdk.trace import TracerProvider
-
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://127.0.0.1:9/v1/traces")
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "1")
@@ -164,10 +160,6 @@ def test_losses_are_reported_while_spans_flow_without_waiting_for_a_flush(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     require_fastotel()
-    from opentelemetry.sdk.trace import TracerProvider
-
-    from nons.observability.fast_export import FastSpanProcessor
-
     monkeypatch.setattr(FastSpanProcessor, "CHECK_EVERY", 2)
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://127.0.0.1:9/v1/traces")
@@ -213,8 +205,6 @@ def test_a_forked_child_exports_its_spans_through_a_processor_of_its_own() -> No
     # fastotel alone exports nothing from a child forked after its first span (its native thread stays in the
     # parent); NoN gives the child a fresh processor.
     require_fastotel()
-    from otel_harness import run_script
-
     with OTLPReceiver() as receiver:
         status = run_script(
             FORK_SCRIPT,
@@ -250,8 +240,6 @@ print(status)
 def test_a_child_forked_after_shutdown_gets_no_new_processor() -> None:
     # As with the SDK's batch processor: shut down in the parent is shut down in the child.
     require_fastotel()
-    from otel_harness import run_script
-
     status = run_script(AFTER_SHUTDOWN_SCRIPT, {"OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
                                                 "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"})  # fmt: skip
     assert status == "0"
@@ -274,10 +262,6 @@ print(json.dumps([handle.installed_tracing, [type(p).__module__ for p in process
 def test_an_application_with_its_own_tracer_provider_keeps_its_span_export() -> None:
     # NON_SPAN_EXPORT concerns only the provider NoN installs: an application's is left as it is, and a
     # protocol fastotel could not serve is no error then.
-    import json
-
-    from otel_harness import run_script
-
     output = run_script(
         GUEST_SCRIPT,
         {"NON_SPAN_EXPORT": "fastotel", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_TRACES_EXPORTER": "otlp",

@@ -62,18 +62,21 @@ class OperatorContext:
         """The operator's instruction followed by the node's ``additional_prompt_context``."""
         return f"{instruction}\n\n{self.context}" if self.context else instruction
 
-    async def complete(
+    def complete(
         self,
         prompt: str | list[Message],
         *,
         instruction: str = "",
         response_schema: dict[str, Any] | None = None,
         tools: Sequence[ToolDefinition] = (),
-    ) -> LLMResponse:
-        """One LLM call: ``prompt`` as the user turn (or a whole conversation), ``instruction`` as system."""
+    ) -> Awaitable[LLMResponse]:
+        """One LLM call, to be awaited: ``prompt`` as the user turn (or a whole conversation), ``instruction`` as
+        system."""
+        # Not a coroutine function of its own: it hands back the call path's coroutine, which saves every node a
+        # coroutine frame (the engine's overhead is measured per node, issue 15).
         messages = [Message("user", prompt)] if isinstance(prompt, str) else prompt
         system = self.system_prompt(instruction) if (instruction or self.context) else None
-        return await self._call(messages, self.calls, system=system, response_schema=response_schema, tools=tools)
+        return self._call(messages, self.calls, system=system, response_schema=response_schema, tools=tools)
 
     async def complete_json(self, prompt: str, *, instruction: str, schema: dict[str, Any]) -> dict[str, Any]:
         """An LLM call whose answer must be a JSON object following ``schema``.

@@ -12,7 +12,6 @@ from nons.base.types import ErrorPolicy, LayerConfig
 from nons.core.call import PassContext
 from nons.core.engine.node import run_node
 from nons.core.layer import Layer, distribute
-from nons.core.node import Node
 from nons.observability import names, spans
 
 __all__ = ["run_layer"]
@@ -71,23 +70,23 @@ async def _run_concurrently(
     layer: Layer, inputs: list[Any], ctx: PassContext, index: int, config: LayerConfig, results: list[NodeResult]
 ) -> None:
     """Run the nodes as tasks, filling ``results``; a node cut short keeps its calls and says why."""
-    fail_fast = config.error_policy is ErrorPolicy.FAIL_FAST
     tasks: list[asyncio.Task[NodeResult]] = []
 
-    async def guarded(node: Node, value: Any, result: NodeResult) -> NodeResult:
-        await run_node(node, value, ctx, config, index, result)
-        if fail_fast and not result.success:
-            # The first failure cancels the siblings, including their in-flight provider calls.
-            current = asyncio.current_task()
-            for task in tasks:
-                if task is not current:
-                    task.cancel()
-        return result
+    def cancel_siblings() -> None:
+        # FAIL_FAST: the first failure cancels the siblings, including their in-flight provider calls.
+        current = asyncio.current_task()
+        for task in tasks:
+            if task is not current:
+                task.cancel()
 
+    on_failure = cancel_siblings if config.error_policy is ErrorPolicy.FAIL_FAST else None
     # The loop's create_task directly: ensure_future would check each argument's type and look the loop up
     # once per node.
     create_task = asyncio.get_running_loop().create_task
-    tasks.extend(create_task(guarded(n, v, r)) for n, v, r in zip(layer.nodes, inputs, results, strict=True))
+    tasks.extend(
+        create_task(run_node(n, v, ctx, config, index, r, on_failure))
+        for n, v, r in zip(layer.nodes, inputs, results, strict=True)
+    )
     try:
         _, pending = await asyncio.wait(tasks, timeout=config.timeout_seconds)
     except asyncio.CancelledError:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
+from collections.abc import Callable
 from typing import Any
 
 from nons.base.errors import NodeCancelledError, NodeExecutionError, OperatorError
@@ -25,11 +26,13 @@ async def run_node(
     layer_config: LayerConfig,
     layer_index: int,
     result: NodeResult | None = None,
+    on_failure: Callable[[], None] | None = None,
 ) -> NodeResult:
     """Run ``node``'s operator on ``value`` and fill ``result`` (a new one by default). Failures are recorded in
     the result, not raised. Cancellation is re-raised (``asyncio.CancelledError``) with the result's calls in
     place and its error caused by a :class:`~nons.base.errors.NodeCancelledError`, so the layer that cancelled
-    the node still accounts for what it spent."""
+    the node still accounts for what it spent. ``on_failure`` is called once the node has failed (the layer's
+    FAIL_FAST cancels the siblings there, without a coroutine around each node)."""
     spec = node.spec
     if result is None:
         result = NodeResult(node.id, spec.name)
@@ -38,6 +41,8 @@ async def run_node(
         # to a model, so this node fails too, saying why.
         upstream = OperatorError(f"upstream node {value.node_id!r} failed ({value.error_type}): {value.message}")
         result.error = _error(node, upstream, ctx, layer_index)
+        if on_failure is not None:
+            on_failure()
         return result
     inst = ctx.instruments
     site = CallSite(
@@ -68,6 +73,8 @@ async def run_node(
     except Exception as error:
         result.error = _error(node, error, ctx, layer_index)
     _finish(node, ctx, scope, result, started, layer_index)
+    if result.error is not None and on_failure is not None:
+        on_failure()
     return result
 
 

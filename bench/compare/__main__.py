@@ -36,6 +36,9 @@ WIDE = ("wide-asyncio", "wide-off", "wide-floor", "wide-floor-fastotel", "wide-o
 IMPORTS = {
     "import-nons": "from nons import NoN, Node, ModelConfig",
     "import-langchain": "import langchain_core.runnables",
+    # Not a target, the context of one: langchain_core.runnables is a lazy module (its names are imported on first
+    # access), so target 4's reference defines no runnable. This is what the LCEL contender imports.
+    "import-langchain-classes": "from langchain_core.runnables import RunnableLambda, RunnableParallel",
     # The least a module defining a pydantic model (ModelConfig is one) costs to import: one field, its build
     # deferred as NoN's are. Class creation loads pydantic.fields, pydantic.types and annotated_types, which
     # `import pydantic` and `from pydantic import BaseModel` leave for later. The floor of target 4.

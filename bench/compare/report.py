@@ -33,13 +33,16 @@ ROWS: tuple[tuple[str, str, str], ...] = (
      "wall ms, median of 5 passes"),
     ("import-nons", "`from nons import NoN, Node, ModelConfig`", "CPU ms, fresh interpreter"),
     ("import-langchain", "`import langchain_core.runnables`", "CPU ms, fresh interpreter"),
+    ("import-langchain-classes", "`from langchain_core.runnables import RunnableLambda, RunnableParallel`",
+     "CPU ms, fresh interpreter"),
     ("import-pydantic", "a module defining a one-field pydantic model (deferred build)", "CPU ms, fresh interpreter"),
 )
 
 FIGURE = {
     "wide-asyncio": "median_ms", "wide-off": "median_ms", "wide-floor": "median_ms", "wide-on": "median_ms",
     "wide-on-fastotel": "median_ms", "wide-floor-fastotel": "median_ms",
-    "import-nons": "import_ms", "import-langchain": "import_ms", "import-pydantic": "import_ms",
+    "import-nons": "import_ms", "import-langchain": "import_ms", "import-langchain-classes": "import_ms",
+    "import-pydantic": "import_ms",
 }  # fmt: skip
 
 

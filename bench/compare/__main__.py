@@ -31,7 +31,7 @@ from bench.compare.sink import clean_env, export_env, running_sink
 from bench.compare.workloads import EMITS_GRID_SPANS, EMITS_WIDE_SPANS
 
 ROOT = Path(__file__).resolve().parents[2]
-GRID = ("asyncio", "nons-off", "floor", "nons-on", "nons-on-fastotel", "langchain", "langchain-otel")
+GRID = ("asyncio", "engine-floor", "nons-off", "floor", "nons-on", "nons-on-fastotel", "langchain", "langchain-otel")
 WIDE = ("wide-asyncio", "wide-off", "wide-floor", "wide-floor-fastotel", "wide-on", "wide-on-fastotel")
 IMPORTS = {
     "import-nons": "from nons import NoN, Node, ModelConfig",
@@ -45,7 +45,7 @@ IMPORTS = {
     "import-pydantic": "from pydantic import BaseModel; type('M', (BaseModel,), "
     "{'__annotations__': {'x': int}, 'x': 1, 'model_config': {'defer_build': True}})",
 }
-CHEAP = {"asyncio": 20, "nons-off": 5}
+CHEAP = {"asyncio": 20, "engine-floor": 5, "nons-off": 5}
 TELEMETRY = {"nons-on", "nons-on-fastotel", "floor", "langchain-otel", "wide-floor", "wide-floor-fastotel", "wide-on",
              "wide-on-fastotel"}  # fmt: skip
 #: NoN with its spans sent by fastotel's native processor instead of the SDK's batch processor and exporter.

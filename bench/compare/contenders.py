@@ -84,6 +84,11 @@ def _grid(name: str, signals: str | None, count: _SpanCount) -> tuple[Callable[[
     """What one pass of contender ``name`` runs, how to flush its telemetry, and the measurements per pass."""
     if name == "asyncio":
         return workloads.bare_pass, _no_flush, None
+    if name == "engine-floor":
+        from bench.compare.engine_floor import EngineFloor
+
+        floor = EngineFloor()
+        return lambda: floor.run_pass(PROMPT), _no_flush, None
     if name == "nons-off":
         network = workloads.nons_grid()
         return lambda: network.forward(PROMPT), _no_flush, None

@@ -9,6 +9,12 @@ from dataclasses import dataclass
 #: (key, label, unit) of each row, in the order of the issue's table.
 ROWS: tuple[tuple[str, str, str], ...] = (
     ("asyncio", "bare asyncio (3 sequential gathers of 10 trivial coroutines)", "CPU µs/node"),
+    (
+        "engine-floor",
+        "engine floor: a task, NoN's generate operator, its call and the simulated model's answer, "
+        "NodeResult and LLMCallRecord per node; nothing else",
+        "CPU µs/node",
+    ),
     ("nons-off", "NoN, telemetry off", "CPU µs/node"),
     (
         "floor",
@@ -26,15 +32,24 @@ ROWS: tuple[tuple[str, str, str], ...] = (
         "wide layer, 100 x 50 ms: hand-built OTel SDK floor (NoN's wide-layer signals, around bare sleeps)",
         "wall ms, median of 5 passes",
     ),
-    ("wide-floor-fastotel", "wide layer, 100 x 50 ms: the same SDK floor, its spans sent by fastotel",
-     "wall ms, median of 5 passes"),
+    (
+        "wide-floor-fastotel",
+        "wide layer, 100 x 50 ms: the same SDK floor, its spans sent by fastotel",
+        "wall ms, median of 5 passes",
+    ),
     ("wide-on", "wide layer, 100 x 50 ms: NoN, telemetry on", "wall ms, median of 5 passes"),
-    ("wide-on-fastotel", "wide layer, 100 x 50 ms: NoN, telemetry on, spans sent by fastotel",
-     "wall ms, median of 5 passes"),
+    (
+        "wide-on-fastotel",
+        "wide layer, 100 x 50 ms: NoN, telemetry on, spans sent by fastotel",
+        "wall ms, median of 5 passes",
+    ),
     ("import-nons", "`from nons import NoN, Node, ModelConfig`", "CPU ms, fresh interpreter"),
     ("import-langchain", "`import langchain_core.runnables`", "CPU ms, fresh interpreter"),
-    ("import-langchain-classes", "`from langchain_core.runnables import RunnableLambda, RunnableParallel`",
-     "CPU ms, fresh interpreter"),
+    (
+        "import-langchain-classes",
+        "`from langchain_core.runnables import RunnableLambda, RunnableParallel`",
+        "CPU ms, fresh interpreter",
+    ),
     ("import-pydantic", "a module defining a one-field pydantic model (deferred build)", "CPU ms, fresh interpreter"),
 )
 
@@ -80,8 +95,12 @@ TARGETS: tuple[Ratio, ...] = (
     _over("import", "4. import: nons / langchain_core.runnables", 1.0, "import-nons", "import-langchain"),
 )
 
-#: The least each of targets 3 and 4 could be, whatever NoN did, from one round's floors.
+#: The least each of targets 1, 3 and 4 could be, whatever NoN did, from one round's floors.
 #:
+#: - engine: whatever engine runs the grid runs NoN's generate operator on the simulated model and returns a
+#:   NodeResult holding an LLMCallRecord per node, the workload and the public API say so; the engine floor
+#:   (:mod:`bench.compare.engine_floor`) does that and nothing else, so NoN off / asyncio is at least floor /
+#:   asyncio;
 #: - wide: a wide pass of NoN on does all that the floor's does (the same spans and measurements through the same
 #:   SDK, exporter and batch processor, around the same 50 ms waits) and the engine's work besides, so it cannot end
 #:   sooner than the floor's: NoN on / NoN off is at least floor / NoN off. With fastotel sending NoN's spans, the
@@ -89,6 +108,7 @@ TARGETS: tuple[Ratio, ...] = (
 #: - import: ``ModelConfig`` is a pydantic model, so importing it cannot cost less than importing a module that
 #:   defines a one-field pydantic model.
 BOUNDS: tuple[Ratio, ...] = (
+    _over("engine", "1. engine, no faster than its floor: engine floor / bare asyncio", 3.0, "engine-floor", "asyncio"),
     _over("wide", "3. wide layer, no faster than the SDK floor's: floor / NoN off", 1.15, "wide-floor", "wide-off"),
     _over("wide-fastotel", "3. the same, spans sent by fastotel: that floor / NoN off", 1.15, "wide-floor-fastotel",
           "wide-off"),

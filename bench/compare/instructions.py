@@ -1,4 +1,5 @@
-"""Targets 1 and 2 with the floor of 1, and target 4 with its floor, in instructions: ``python -m bench.compare --instructions``.
+"""Targets 1 and 2 with the floor of 1, and target 4 with its floor, in instructions:
+``python -m bench.compare --instructions``.
 
 CPU-time ratios on a shared two-core machine move by 15% from round to round, more than most single changes to
 the engine gain. Instructions executed hardly move: ``valgrind --tool=callgrind`` counts every thread's, the
@@ -25,8 +26,8 @@ from pathlib import Path
 from bench.compare.report import BOUNDS, TARGETS
 from bench.compare.workloads import EMITS_GRID_SPANS, NODES_PER_PASS
 
-#: The grid contenders of targets 1 and 2, with the passes of their (short, long) runs: the telemetry ones are
-#: about 15 times as slow under callgrind, so they run fewer.
+#: The grid contenders of targets 1 and 2 and of target 1's floor, with the passes of their (short, long) runs:
+#: the telemetry ones are about 15 times as slow under callgrind, so they run fewer.
 PASSES: dict[str, tuple[int, int]] = {
     "asyncio": (20, 220),
     "engine-floor": (20, 120),

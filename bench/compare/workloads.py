@@ -12,6 +12,8 @@ LAYERS = 3
 WIDTH = 10
 NODES_PER_PASS = LAYERS * WIDTH
 PROMPT = "Summarise the benefits of structured concurrency."
+#: The model every NoN node of the workloads names, on the simulated provider (billed at its real price).
+MODEL = "gpt-4o-mini"
 
 #: The contenders whose passes end exactly the spans of one recorded pass of NoN's grid, and of its wide layer:
 #: NoN on (with either span export), and the SDK floors that replay its signals.
@@ -43,7 +45,7 @@ def nons_grid() -> Any:
     """NoN's graph: 3 layers of 10 ``generate`` nodes on the zero-latency simulated provider."""
     from nons import ModelConfig, ModelProvider, Node, NoN
 
-    config = ModelConfig(provider=ModelProvider.MOCK, model_name="gpt-4o-mini")
+    config = ModelConfig(provider=ModelProvider.MOCK, model_name=MODEL)
     return NoN.from_operators([Node("generate", config) * WIDTH for _ in range(LAYERS)], name="bench-grid")
 
 
@@ -53,7 +55,7 @@ def nons_wide() -> Any:
 
     configure_scheduler(default_limits=RateLimitConfig(max_concurrent=WIDE_WIDTH))
     config = ModelConfig(
-        provider=ModelProvider.MOCK, model_name="gpt-4o-mini", extra_params={"mock_latency_s": WIDE_LATENCY_S}
+        provider=ModelProvider.MOCK, model_name=MODEL, extra_params={"mock_latency_s": WIDE_LATENCY_S}
     )
     return NoN.from_operators([Node("generate", config) * WIDE_WIDTH], name="bench-wide")
 

@@ -6,7 +6,7 @@ imports nothing of the engine.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Coroutine, Sequence
 from typing import Any, Protocol
 
 from nons.base.messages import LLMResponse, Message, OutputRepair, ToolDefinition
@@ -30,7 +30,7 @@ class CallFunction(Protocol):
         response_schema: dict[str, Any] | None = ...,
         tools: Sequence[ToolDefinition] = ...,
         repair: OutputRepair | None = ...,
-    ) -> Awaitable[LLMResponse]: ...
+    ) -> Coroutine[Any, Any, LLMResponse]: ...
 
 
 class OperatorContext:
@@ -69,7 +69,7 @@ class OperatorContext:
         instruction: str = "",
         response_schema: dict[str, Any] | None = None,
         tools: Sequence[ToolDefinition] = (),
-    ) -> Awaitable[LLMResponse]:
+    ) -> Coroutine[Any, Any, LLMResponse]:
         """One LLM call, to be awaited: ``prompt`` as the user turn (or a whole conversation), ``instruction`` as
         system."""
         # Not a coroutine function of its own: it hands back the call path's coroutine, which saves every node a

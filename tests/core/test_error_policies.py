@@ -20,6 +20,7 @@ from nons.base.errors import (
     TimeoutExceededError,
 )
 from nons.base.results import NodeFailure
+from nons.core.layer import create_layer
 from nons.core.network import NoN, create_network
 from nons.core.node import Node
 from nons.core.policies import backoff_delay, call_plan
@@ -49,6 +50,24 @@ async def test_fail_fast_cancels_the_siblings_in_flight_and_raises_the_first_fai
     assert isinstance(raised.value.cause, ServerError)
     assert raised.value.operator == "generate"
     assert sorted(core_helpers.cancelled) == sorted(n.id for n in waiting)
+
+
+@pytest.mark.timeout(10)
+async def test_fail_fast_cancels_the_siblings_of_a_node_given_a_failed_upstream_node() -> None:
+    # A RETURN_PARTIAL layer passes a failure marker on; under FAIL_FAST the node it reaches fails without running
+    # its operator, and that failure cancels its siblings as any other would.
+    core_helpers.cancelled.clear()
+    waiting = Node("wait_forever")
+    network = create_network(
+        layers=[
+            create_layer([Node("echo"), Node("generate", failing())], policy(ErrorPolicy.RETURN_PARTIAL)),
+            create_layer([waiting, Node("generate", sim())], policy(ErrorPolicy.FAIL_FAST)),
+        ]
+    )
+    with pytest.raises(NodeExecutionError, match="upstream node") as raised:
+        await network.forward(["a", "b"])
+    assert raised.value.layer == 1
+    assert core_helpers.cancelled == [waiting.id]
 
 
 @pytest.mark.timeout(10)

@@ -31,8 +31,8 @@ async def run_node(
     """Run ``node``'s operator on ``value`` and fill ``result`` (a new one by default). Failures are recorded in
     the result, not raised. Cancellation is re-raised (``asyncio.CancelledError``) with the result's calls in
     place and its error caused by a :class:`~nons.base.errors.NodeCancelledError`, so the layer that cancelled
-    the node still accounts for what it spent. ``on_failure`` is called once the node has failed (the layer's
-    FAIL_FAST cancels the siblings there, without a coroutine around each node)."""
+    the node still accounts for what it spent. ``on_failure`` is called once the node has failed, not when it
+    was cancelled (the layer's FAIL_FAST cancels the siblings there, without a coroutine around each node)."""
     spec = node.spec
     if result is None:
         result = NodeResult(node.id, spec.name)

@@ -206,8 +206,8 @@ def main() -> None:
     parser.add_argument("--json", help="also write every round's figures to this file")
     parser.add_argument("-v", "--verbose", action="store_true", help="print each contender's figures as it runs")
     parser.add_argument("--instructions", action="store_true",
-                        help="targets 1 and 2 in instructions per node, and target 4 and its floor in "
-                        "instructions, under callgrind (takes --warmup only)")
+                        help="targets 1 and 2 and the floor of 1 in instructions per node, and target 4 and its "
+                        "floor in instructions, under callgrind (takes --warmup only)")
     parser.add_argument("--only", help="with --instructions: count only these contenders (comma-separated), e.g. "
                         "nons-on to judge one change to the telemetry path, or imports")  # fmt: skip
     args = parser.parse_args()

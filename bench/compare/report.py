@@ -6,7 +6,7 @@ import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-#: (key, label, unit) of each row, in the order of the issue's table.
+#: (key, label, unit) of each row: the issue's table, with the floors and the LangChain classes' import besides.
 ROWS: tuple[tuple[str, str, str], ...] = (
     ("asyncio", "bare asyncio (3 sequential gathers of 10 trivial coroutines)", "CPU µs/node"),
     (

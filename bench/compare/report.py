@@ -11,8 +11,8 @@ ROWS: tuple[tuple[str, str, str], ...] = (
     ("asyncio", "bare asyncio (3 sequential gathers of 10 trivial coroutines)", "CPU µs/node"),
     (
         "engine-floor",
-        "engine floor: a task, NoN's generate operator, its call and the simulated model's answer, "
-        "NodeResult and LLMCallRecord per node; nothing else",
+        "engine floor: per node a task, NoN's generate operator, its call, a concurrency slot, the simulated "
+        "model's answer, its price, NoN's results; nothing else",
         "CPU µs/node",
     ),
     ("nons-off", "NoN, telemetry off", "CPU µs/node"),

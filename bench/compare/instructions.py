@@ -3,8 +3,9 @@
 
 CPU-time ratios on a shared two-core machine move by 15% from round to round, more than most single changes to
 the engine gain. Instructions executed hardly move: ``valgrind --tool=callgrind`` counts every thread's, the
-batch processor's export thread included, and here they repeat to 0.4% without telemetry and to about 1% with it
-(where the export thread's scheduling moves them a little). Each contender runs under callgrind twice, a short
+batch processor's export thread included, and here they repeat to about 1.5% without telemetry (where a full
+garbage collection falls depends on the price table's loader thread) and to about 1% with it (where the export
+thread's scheduling moves them a little). Each contender runs under callgrind twice, a short
 and a long run of the same grid in a fresh interpreter; their difference, divided by the nodes the long run ran
 more, is its instructions per node, with the interpreter's start-up, the imports and the warm-up passes
 cancelled out. A telemetry contender's run counts only when the sink received every span it ended.

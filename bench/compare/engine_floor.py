@@ -7,13 +7,13 @@ model with zero latency. The public API fixes what an operator is handed (an :cl
 :class:`LLMCallRecord` per call with the call's duration and price (the simulated model is billed at the real
 model's price), a :class:`LayerResult` per layer and a :class:`NetworkResult`. A layer's nodes run side by side,
 and a list of one output a node goes one item to each node of the next layer (``distribute``). The contract
-sends every call through per-provider limits (100 calls in flight by default).
+sends every call through per-provider limits (``NON_MAX_CONCURRENT_REQUESTS`` calls in flight, 100 by default).
 
 So whatever engine ran the grid would do at least this per node: a task, the operator's coroutine, the call's
 request, a slot under the provider's concurrency limit, the simulated model's answer, its price (NoN's cached
 lookup), and those results. This floor does exactly that and nothing else: no rate or token buckets, breaker or
-queue, no error policy, no settings, no telemetry, no input checks. NoN's engine does all of these; what the floor
-leaves under target 1's limit is what they may cost.
+queue, no error policy, no settings read per call, no telemetry, no input checks. NoN's engine does all of
+these; what the floor leaves under target 1's limit is what they may cost.
 """
 
 from __future__ import annotations
@@ -27,15 +27,13 @@ from bench.compare.workloads import LAYERS, MODEL, WIDTH
 from nons import ModelConfig, ModelProvider
 from nons.base.messages import LLMRequest, LLMResponse, Message, OutputRepair, ToolDefinition
 from nons.base.results import LayerResult, LLMCallRecord, NetworkResult, NodeResult
+from nons.base.settings import get_settings
 from nons.core.layer import distribute
 from nons.core.pricing import price_usd
 from nons.operators.context import OperatorContext
 from nons.operators.registry import get_operator
 from nons.providers.base import price_source_of
 from nons.providers.mock import MockProvider
-
-#: NON_MAX_CONCURRENT_REQUESTS's default: calls in flight per provider.
-CONCURRENCY_LIMIT = 100
 
 
 class EngineFloor:
@@ -50,6 +48,8 @@ class EngineFloor:
         # Priced as NoN prices the simulated provider's calls: by the model name alone, the source made once.
         self._price_source = price_source_of(None)
         self._in_flight = {self._kind: 0}
+        # The limit NoN's scheduler gives a provider with no limits of its own (NON_MAX_CONCURRENT_REQUESTS).
+        self._concurrency_limit = get_settings().max_concurrent_requests
 
     async def _call(
         self, messages: list[Message], records: list[LLMCallRecord], *, system: str | None = None,
@@ -60,7 +60,7 @@ class EngineFloor:
             provider=self._kind, model=MODEL, config=self._config, messages=messages, system=system,
             response_schema=response_schema, tools=tuple(tools),
         )  # fmt: skip
-        if self._in_flight[self._kind] >= CONCURRENCY_LIMIT:
+        if self._in_flight[self._kind] >= self._concurrency_limit:
             raise RuntimeError("the engine floor never waits for a slot: the grid has 10 calls in flight at most")
         self._in_flight[self._kind] += 1
         started = time.perf_counter()

@@ -5,10 +5,10 @@ CPU-time ratios on a shared two-core machine move by 15% from round to round, mo
 the engine gain. Instructions executed hardly move: ``valgrind --tool=callgrind`` counts every thread's, the
 batch processor's export thread included, and here they repeat to about 1.5% without telemetry (where a full
 garbage collection falls depends on the price table's loader thread) and to about 1% with it (where the export
-thread's scheduling moves them a little). Each contender runs under callgrind twice, a short
-and a long run of the same grid in a fresh interpreter; their difference, divided by the nodes the long run ran
-more, is its instructions per node, with the interpreter's start-up, the imports and the warm-up passes
-cancelled out. A telemetry contender's run counts only when the sink received every span it ended.
+thread's scheduling moves them a little). Each contender runs under callgrind twice, a short and a long run of
+the same grid in a fresh interpreter; their difference, divided by the nodes the long run ran more, is its
+instructions per node, with the interpreter's start-up, the imports and the warm-up passes cancelled out. A
+telemetry contender's run counts only when the sink received every span it ended.
 
 Instructions are not time: a cache miss costs more than an add. This mode judges whether a change to the engine
 or to its telemetry did less work; the default mode, in CPU time, stays the verdict on the issue's targets.

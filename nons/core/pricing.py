@@ -39,7 +39,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-_loaded = threading.Event()
+#: Whether the price table is loaded: set once, by the loader thread (a bool, not a threading.Event: every call
+#: reads it, and nothing waits on it).
+_loaded = False
 
 
 def _load() -> None:
@@ -58,12 +60,13 @@ def _load() -> None:
     for lookup in lookups:
         with contextlib.suppress(LookupError, ValueError):  # a table without that model is still loaded
             lookup()
-    _loaded.set()
+    global _loaded
+    _loaded = True
 
 
 def prices_loaded() -> bool:
     """Whether the price table is loaded (pricing a call then costs microseconds)."""
-    return _loaded.is_set()
+    return _loaded
 
 
 _load_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
@@ -76,11 +79,11 @@ async def load_prices() -> None:
     the same load and resume in the order they came (one thread each would resume them in whatever order their
     threads finished, and a seeded simulated network would no longer give the same answers twice).
     """
-    if _loaded.is_set():
+    if _loaded:
         return
     lock = _load_locks.setdefault(asyncio.get_running_loop(), asyncio.Lock())
     async with lock:
-        if not _loaded.is_set():
+        if not _loaded:
             await load_off_loop(_load)
 
 

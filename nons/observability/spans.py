@@ -60,11 +60,20 @@ class SpanScope:
         self._token: object = None
 
     def __enter__(self) -> SpanScope:
-        self._token = otel_context.attach(trace.set_span_in_context(self.span))
+        self._token = self.make_current()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        otel_context.detach(self._token)  # type: ignore[arg-type]
+        self.restore(self._token)
+
+    def make_current(self) -> object:
+        """Make the span current until :meth:`restore` is given the returned token: ``with scope:`` by hand, for
+        a caller that makes it current only when there is a span (:data:`NO_SPAN` needs nothing)."""
+        return otel_context.attach(trace.set_span_in_context(self.span))
+
+    def restore(self, token: object) -> None:
+        """Make current again what was before :meth:`make_current` returned ``token``."""
+        otel_context.detach(token)  # type: ignore[arg-type]
 
     def set(self, attributes: Mapping[str, Any]) -> None:
         """Set several attributes at once (one lock and one validation pass, unlike one call per attribute)."""
@@ -113,6 +122,12 @@ class _NoSpan(SpanScope):
         return self
 
     def __exit__(self, *exc_info: object) -> None:
+        pass
+
+    def make_current(self) -> object:
+        return None
+
+    def restore(self, token: object) -> None:
         pass
 
     def set(self, attributes: Mapping[str, Any]) -> None:

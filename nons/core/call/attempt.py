@@ -32,7 +32,9 @@ async def attempt(call: CallState) -> LLMResponse:
     permit: Permit | None = None
     hold: BudgetHold | None = None
     started = time.perf_counter()
-    deadline = time.monotonic() + ctx.settings.request_timeout
+    # NON_REQUEST_TIMEOUT bounds the attempt, queueing included; on the perf_counter clock, so that a call that
+    # gets its slot at once reads no other clock (the scheduler's deadline is converted only when it waits).
+    deadline = started + ctx.settings.request_timeout
     try:
         if ctx.budget_book is not None:
             # Before the permit: a call the budget refuses must not take a slot from one it would allow.
@@ -40,8 +42,9 @@ async def attempt(call: CallState) -> LLMResponse:
         tokens = _estimate_tokens(request)
         # Nearly every call gets its slot at once: try that without the coroutine acquire() would cost.
         permit = ctx.scheduler.try_acquire(request.provider, request.model, tokens) or await ctx.scheduler.acquire(
-            request.provider, request.model, priority=call.site.priority, estimated_tokens=tokens, deadline=deadline
-        )
+            request.provider, request.model, priority=call.site.priority, estimated_tokens=tokens,
+            deadline=time.monotonic() + (deadline - time.perf_counter()),
+        )  # fmt: skip
         if permit.wait_s:
             call.wait_s += permit.wait_s
             if inst.metrics:
@@ -49,8 +52,8 @@ async def attempt(call: CallState) -> LLMResponse:
                     permit.wait_s, {names.GEN_AI_PROVIDER_NAME: call.provider.genai_provider_name}
                 )
         started = time.perf_counter()
-        # NON_REQUEST_TIMEOUT bounds the attempt queueing included: the provider gets what is left.
-        request.timeout_s = max(0.001, deadline - time.monotonic())
+        # The provider gets what is left of the attempt's time.
+        request.timeout_s = max(0.001, deadline - started)
         response = await call.provider.complete(request)
     except ProviderError as error:
         if isinstance(error, BudgetExceededError) and inst.metrics:

@@ -51,7 +51,8 @@ async def call_llm(
     if config.provider is None and config.model_name is not None and not prices_loaded():
         # Whose model the name is comes from the price table: loaded on a worker thread, not on the event loop.
         await load_prices()
-    kind = resolve_provider(config, ctx.settings)
+    # A named provider is used as named (resolve_provider's first rule), without the call.
+    kind = config.provider if config.provider is not None else resolve_provider(config, ctx.settings)
     model = config.model_name or default_model(kind)
     request = LLMRequest(
         provider=kind, model=model, config=config, messages=messages, system=system, tools=tuple(tools),
@@ -68,46 +69,33 @@ async def call_llm(
         await load_prices()
     if config.price_provider:
         check_price_provider(config.price_provider)
-    scope = telemetry.start_span(ctx, request, provider) if ctx.instruments.tracing else NO_SPAN
+    inst = ctx.instruments
+    scope = telemetry.start_span(ctx, request, provider) if inst.tracing else NO_SPAN
     if repair is not None:
         telemetry.repairing(ctx, site, scope, provider, model, repair)
-    started = time.perf_counter()
+    # The span is current while the provider runs, so the HTTP span of each attempt (the upstream httpx2
+    # instrumentation on the SDK's client, nons.observability.http) becomes its child. Made current by hand,
+    # not with ``with scope:``, so that a call without a span skips even NO_SPAN's two empty calls.
+    token = scope.make_current() if scope.tracing else None
     try:
-        # The span is current while the provider runs, so the HTTP span of each attempt (the upstream httpx2
-        # instrumentation on the SDK's client, nons.observability.http) becomes its child.
-        with scope:
-            call = CallState(
-                ctx, site, scope, model, request, provider, telemetry.metric_attributes(ctx, provider, request), started
-            )
-            plan = call_plan(site.layer_config)
-            fallbacks = (site.fallbacks or config.fallbacks) if plan.use_fallbacks else ()
-            retry = tried_fallbacks = 0
-            # One loop, not three nested functions: each level would cost a coroutine per call.
-            while True:
-                try:
-                    response = await attempt(call)
-                    break
-                except ProviderError as error:
-                    call.last_error = error
-                    delay = _retry_delay(call, plan, retry, error)
-                    if delay is not None:
-                        retry += 1
-                        telemetry.retrying(call, error, delay)
-                        await asyncio.sleep(delay)
-                    elif tried_fallbacks < len(fallbacks):
-                        await _aim(call, fallbacks[tried_fallbacks])
-                        retry, tried_fallbacks = 0, tried_fallbacks + 1
-                    else:
-                        telemetry.call_failed(call, error)
-                        raise
-            record = _succeeded(call, response)
+        call = CallState(
+            ctx, site, scope, model, request, provider,
+            telemetry.metric_attributes(provider, request) if inst.metrics else None, time.perf_counter(),
+        )  # fmt: skip
+        try:
+            response = await attempt(call)
+        except ProviderError as error:
+            response = await _recover(call, error)
+        record = _succeeded(call, response)
     except BaseException as error:
         # A provider error that ends the call has marked the span already, with the attempts it took.
         if not isinstance(error, ProviderError):
             scope.fail(error, str(error) or type(error).__name__)
         raise
     finally:
-        scope.end()
+        if scope.tracing:
+            scope.restore(token)
+            scope.end()
     records.append(record)
     ctx.calls.append(record)
     return response
@@ -159,6 +147,35 @@ async def _cached(ctx: PassContext, site: CallSite, request: LLMRequest, records
     return answer
 
 
+async def _recover(call: CallState, error: ProviderError) -> LLMResponse:
+    """The answer once the call's first attempt failed with ``error``: the retries of each model and the fallback
+    models the policy allows, in order. Raises the last error when none answered (the span says so).
+
+    Only a failed call comes here, so the policy is read then: a call answered at once never looks at it.
+    """
+    plan = call_plan(call.site.layer_config)
+    fallbacks = (call.site.fallbacks or call.site.model_config.fallbacks) if plan.use_fallbacks else ()
+    retry = tried_fallbacks = 0
+    # One loop, not a function per level: each level would cost a coroutine per attempt.
+    while True:
+        call.last_error = error
+        delay = _retry_delay(call, plan, retry, error)
+        if delay is not None:
+            retry += 1
+            telemetry.retrying(call, error, delay)
+            await asyncio.sleep(delay)
+        elif tried_fallbacks < len(fallbacks):
+            await _aim(call, fallbacks[tried_fallbacks])
+            retry, tried_fallbacks = 0, tried_fallbacks + 1
+        else:
+            telemetry.call_failed(call, error)
+            raise error
+        try:
+            return await attempt(call)
+        except ProviderError as failed:
+            error = failed
+
+
 def _retry_delay(call: CallState, plan: CallPlan, retry: int, error: ProviderError) -> float | None:
     """Seconds to wait before retrying the current model after ``error``, or ``None`` when it gets no retry."""
     if not error.retryable or retry + 1 >= plan.attempts_per_model:
@@ -182,7 +199,9 @@ async def _aim(call: CallState, config: ModelConfig) -> None:
     call.on_fallback = True
     call.provider = loaded_provider(kind) or await load_provider(kind)
     call.request = dataclasses.replace(call.request, provider=kind, model=model, config=config)
-    call.metric_attrs = telemetry.metric_attributes(call.ctx, call.provider, call.request)
+    call.metric_attrs = (
+        telemetry.metric_attributes(call.provider, call.request) if call.ctx.instruments.metrics else None
+    )
 
 
 def _succeeded(call: CallState, response: LLMResponse) -> LLMCallRecord:
@@ -190,7 +209,8 @@ def _succeeded(call: CallState, response: LLMResponse) -> LLMCallRecord:
     request = call.request
     # Price by the model that answered: a fallback to another model is charged at that model's price.
     cost = price_usd(call.provider.price_source(request.config), request.model, response.usage)
-    telemetry.call_succeeded(call, response, cost)
+    if call.ctx.recording:
+        telemetry.call_succeeded(call, response, cost)
     return LLMCallRecord(
         provider=request.provider.value,
         request_model=call.request_model,

@@ -55,6 +55,9 @@ class PassContext:
     pass_ledger: LocalLedger = field(default_factory=LocalLedger)
     #: The network's cache setting (a node's own wins).
     cache: CacheConfig | None = None
+    #: Whether anything records a call's outcome (spans, metrics or the inference event): when nothing does, the
+    #: call path skips building what would be recorded.
+    recording: bool = True
 
     @classmethod
     def start(
@@ -71,17 +74,20 @@ class PassContext:
             inherited = otel_context.get_value(CONVERSATION_ID_KEY)
             conversation_id = inherited if isinstance(inherited, str) else None
         book = get_budgets()
+        instruments = get_instruments(settings.enable_tracing, settings.enable_metrics)
+        capture = capture_mode()
         return cls(
             network_name=name,
             network_id=pass_id,
-            instruments=get_instruments(settings.enable_tracing, settings.enable_metrics),
+            instruments=instruments,
             scheduler=get_scheduler(),
             settings=settings,
-            capture=capture_mode(),
+            capture=capture,
             conversation_id=conversation_id,
             budgets=budgets,
             budget_book=book if budgets or book.budgets else None,
             cache=cache,
+            recording=instruments.tracing or instruments.metrics or capture.event,
         )
 
     @property

@@ -106,13 +106,11 @@ def start_span(ctx: PassContext, request: LLMRequest, provider: Provider) -> Spa
     return start(ctx.instruments.tracer, name, attributes, SpanKind.CLIENT)
 
 
-def metric_attributes(ctx: PassContext, provider: Provider, request: LLMRequest) -> dict[str, Any] | None:
-    """The labels of one model's call metrics, or ``None`` when metrics are off (nothing to build then).
+def metric_attributes(provider: Provider, request: LLMRequest) -> dict[str, Any]:
+    """The labels of one model's call metrics (callers build them only when metrics are on).
 
     ``server.address`` and ``server.port`` are one value per configured API, so they add few series.
     """
-    if not ctx.instruments.metrics:
-        return None
     attributes: dict[str, Any] = {
         names.GEN_AI_OPERATION_NAME: provider.operation_name,
         names.GEN_AI_PROVIDER_NAME: provider.genai_provider_name,
@@ -197,7 +195,9 @@ def _model_labels(attrs: dict[str, Any]) -> dict[str, Any]:
 
 
 def call_succeeded(call: CallState, response: LLMResponse, cost: float | None) -> None:
-    """Record a successful call: token and cost metrics, the response's attributes on the span, the event."""
+    """Record a successful call: token and cost metrics, the response's attributes on the span, the event.
+
+    Callers skip it when nothing records calls (``PassContext.recording``)."""
     usage = response.usage
     model = call.request.model
     if call.metric_attrs is not None:

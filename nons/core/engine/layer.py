@@ -39,7 +39,7 @@ async def run_layer(layer: Layer, value: Any, ctx: PassContext, index: int, conf
         if inst.tracing
         else spans.NO_SPAN
     )
-    results = [NodeResult(node.id, node.operator_name) for node in layer.nodes]
+    results = [NodeResult(node.id, node.spec.name) for node in layer.nodes]
     started = time.perf_counter()
     try:
         with scope:
@@ -83,9 +83,12 @@ async def _run_concurrently(
     # The loop's create_task directly: ensure_future would check each argument's type and look the loop up
     # once per node.
     create_task = asyncio.get_running_loop().create_task
+    # A list, not a generator given to extend(): resuming a generator once per node costs more.
     tasks.extend(
-        create_task(run_node(n, v, ctx, config, index, r, on_failure))
-        for n, v, r in zip(layer.nodes, inputs, results, strict=True)
+        [
+            create_task(run_node(n, v, ctx, config, index, r, on_failure))
+            for n, v, r in zip(layer.nodes, inputs, results, strict=True)
+        ]
     )
     try:
         _, pending = await asyncio.wait(tasks, timeout=config.timeout_seconds)
@@ -119,7 +122,7 @@ async def _run_concurrently(
 
 def _outputs(results: list[NodeResult], config: LayerConfig, ctx: PassContext, index: int) -> list[Any]:
     policy = config.error_policy
-    failures = [r for r in results if not r.success]
+    failures = [r for r in results if r.error is not None]  # NodeResult.success, without a property call each
     if not failures:
         return [r.output for r in results]
     if policy is ErrorPolicy.RETURN_PARTIAL:

@@ -284,7 +284,12 @@ class Scheduler:
         """A permit for one call to ``provider``'s ``model`` if one is free now, else ``None`` (then
         :meth:`acquire` waits for one). The same admission as :meth:`acquire`'s, without a coroutine: the call
         path tries this first, since nearly every call gets its slot at once."""
-        state, lane = self._lane(provider, model)
+        # _lane(), inlined: this runs on every call.
+        loop = asyncio.get_running_loop()
+        cache = self._cache
+        state = cache[1] if cache[0] is loop else self._state_for(loop)
+        assert state is not None
+        lane = state.lanes.get((provider, model)) or state.new_lane(provider, model)
         if state.open and not lane.breaker.state and lane.remote is None:
             # Fast path: no one waits for these limiters and they all have room. No await, no allocation
             # but the permit, the clock read only when a limiter has buckets or a pause.

@@ -19,7 +19,7 @@ from nons.base.results import LLMCallRecord, Usage
 from nons.base.types import ModelConfig, ModelProvider
 from nons.core.cache import Entry, cache_key, cacheable, get_cache
 from nons.core.call import telemetry
-from nons.core.call.attempt import attempt
+from nons.core.call.attempt import admit_at_once, answered, attempt, failed
 from nons.core.call.context import CallSite, CallState, PassContext
 from nons.core.policies import CallPlan, backoff_delay, call_plan
 from nons.core.pricing import check_price_provider, load_prices, price_usd, prices_loaded
@@ -83,7 +83,19 @@ async def call_llm(
             telemetry.metric_attributes(provider, request) if inst.metrics else None, time.perf_counter(),
         )  # fmt: skip
         try:
-            response = await attempt(call)
+            # The first attempt, inline when its slot is free at once (nearly always): a coroutine for it would
+            # cost more than the rest of the attempt does. attempt() makes it otherwise, and every retry.
+            permit = admit_at_once(call)
+            if permit is None:
+                response = await attempt(call)
+            else:
+                started = time.perf_counter()
+                try:
+                    response = await provider.complete(request)
+                except BaseException as error:
+                    failed(call, permit, None, error, started)
+                    raise
+                answered(call, permit, None, response, started)
         except ProviderError as error:
             response = await _recover(call, error)
         record = _succeeded(call, response)

@@ -24,6 +24,7 @@ from nons.core.layer import create_layer
 from nons.core.network import NoN, create_network
 from nons.core.node import Node
 from nons.core.policies import backoff_delay, call_plan
+from nons.core.scheduler import get_scheduler
 from nons.core.types import ErrorPolicy, LayerConfig, NetworkConfig
 from nons.operators.context import OperatorContext
 from nons.operators.registry import operator
@@ -71,11 +72,18 @@ async def test_fail_fast_cancels_the_siblings_of_a_node_given_a_failed_upstream_
 
 
 @pytest.mark.timeout(10)
-async def test_fail_fast_cancels_a_slow_sibling_provider_call() -> None:
+async def test_fail_fast_cancels_a_slow_sibling_provider_call_and_gives_its_slot_back() -> None:
+    # One pass first, so that the provider and the price table are loaded: the slow call then takes its slot before
+    # the failing sibling runs, rather than waiting for the loads.
+    await create_network(layers=[[Node("generate", sim())]]).forward("warm up")
     slow = Node("generate", sim(latency_s=30))
     network = create_network(layers=[[slow, Node("boom")]])
     with pytest.raises(NodeExecutionError, match="boom"):
         await network.forward("go")
+    # The cancelled call held a scheduler slot (its first attempt got one at once): it is free again, and the call
+    # is counted as failed, not completed (the one completed call is the first pass's).
+    stats = get_scheduler().get_stats()
+    assert (stats["in_flight"], stats["failed"], stats["completed"]) == (0, 1, 1)
 
 
 async def test_fail_fast_makes_one_attempt() -> None:

@@ -33,13 +33,18 @@ _STDLIB = os.path.dirname(os.__file__) + os.sep
 
 
 def _where(frame: FrameType) -> str:
-    """``module/path.py:function``, the repository's and the standard library's prefixes cut."""
-    path = frame.f_code.co_filename
+    """``module/path.py:Class.function``, the repository's and the standard library's prefixes cut. A method a
+    dataclass generated (its file is ``<string>``) is named by its class: ``<string>:LLMRequest.__init__``."""
+    code = frame.f_code
+    path = code.co_filename
+    if path == "<string>":
+        owner = frame.f_locals.get("self")
+        return f"{path}:{type(owner).__qualname__}.{code.co_name}" if owner is not None else f"{path}:{code.co_name}"
     for prefix in (_ROOT, _STDLIB):
         if path.startswith(prefix):
             path = path[len(prefix) :]
             break
-    return f"{path}:{frame.f_code.co_name}"
+    return f"{path}:{code.co_qualname}"
 
 
 def _one_pass(contender: str) -> Callable[[], Awaitable[Any]]:
@@ -81,7 +86,7 @@ def count(contender: str) -> Counter[str]:
 
 
 def table(nons: Counter[str], floor: Counter[str], rows: int) -> str:
-    """The per-node counts of both, by function (the ``rows`` that differ most) and by module."""
+    """The per-node counts of both, by function (the ``rows`` that differ most, either way) and by module."""
     nodes = TRACED_PASSES * NODES_PER_PASS
     lines = [
         f"Python opcodes per node: NoN, telemetry off {sum(nons.values()) / nodes:,.1f}; "
@@ -90,7 +95,7 @@ def table(nons: Counter[str], floor: Counter[str], rows: int) -> str:
         "| function | NoN | floor | difference |",
         "|---|---:|---:|---:|",
     ]
-    names = sorted(set(nons) | set(floor), key=lambda name: (floor[name] - nons[name], name))
+    names = sorted(set(nons) | set(floor), key=lambda name: (-abs(nons[name] - floor[name]), name))
     for name in names[:rows]:
         lines.append(f"| {name} | {nons[name] / nodes:.1f} | {floor[name] / nodes:.1f} | "
                      f"{(nons[name] - floor[name]) / nodes:+.1f} |")  # fmt: skip
@@ -98,7 +103,8 @@ def table(nons: Counter[str], floor: Counter[str], rows: int) -> str:
     for name in names:
         by_module[name.rsplit(":", 1)[0]] += nons[name] - floor[name]
     lines += ["", "| module | difference |", "|---|---:|"]
-    lines += [f"| {module} | {diff / nodes:+.1f} |" for module, diff in by_module.most_common() if diff]
+    modules = sorted(by_module, key=lambda module: -abs(by_module[module]))
+    lines += [f"| {module} | {by_module[module] / nodes:+.1f} |" for module in modules if by_module[module]]
     return "\n".join(lines)
 
 

@@ -60,11 +60,11 @@ class SpanScope:
         self._token: object = None
 
     def __enter__(self) -> SpanScope:
-        self._token = self.make_current()
+        self._token = otel_context.attach(trace.set_span_in_context(self.span))  # make_current(), without the call
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self.restore(self._token)
+        otel_context.detach(self._token)  # type: ignore[arg-type]
 
     def make_current(self) -> object:
         """Make the span current until :meth:`restore` is given the returned token: ``with scope:`` by hand, for

@@ -111,6 +111,9 @@ async def test_retry_gives_up_after_max_retries_with_the_last_error() -> None:
         await network.forward("question")
     assert isinstance(raised.value.cause, RateLimitError)
     assert call_plan(network.layer_config).attempts_per_model == 3  # type: ignore[arg-type]
+    # The last attempt's error is raised as it was: not chained to the first attempt's ("During handling of the
+    # above exception, another exception occurred").
+    assert raised.value.cause.__context__ is None
 
 
 async def test_retry_does_not_retry_a_validation_error() -> None:

@@ -1,5 +1,8 @@
-"""The one path every LLM call takes: its model, then each fallback the policy allows, each with its retries,
-around :func:`~nons.core.call.attempt.attempt`; then the call's price and record.
+"""The one path every LLM call takes: its model, then each fallback the policy allows, each with its retries
+(:mod:`nons.core.call.attempt` makes each attempt); then the call's price and record.
+
+A call's first attempt runs inline here when its slot is free at once, as nearly every one is; the policy's
+retries and fallbacks (:func:`_recover`) are read only once an attempt has failed.
 
 What the error policy means at this level is in :mod:`nons.core.policies`; what the call records is in
 :mod:`nons.core.call.telemetry`.
@@ -82,6 +85,7 @@ async def call_llm(
             ctx, site, scope, model, request, provider,
             telemetry.metric_attributes(provider, request) if inst.metrics else None, time.perf_counter(),
         )  # fmt: skip
+        first_error: ProviderError | None = None
         try:
             # The first attempt, inline when its slot is free at once (nearly always): a coroutine for it would
             # cost more than the rest of the attempt does. attempt() makes it otherwise, and every retry.
@@ -97,7 +101,10 @@ async def call_llm(
                     raise
                 answered(call, permit, None, response, started)
         except ProviderError as error:
-            response = await _recover(call, error)
+            first_error = error
+        if first_error is not None:
+            # Outside the handler: an error the retries raise must not carry the first one as its __context__.
+            response = await _recover(call, first_error)
         record = _succeeded(call, response)
     except BaseException as error:
         # A provider error that ends the call has marked the span already, with the attempts it took.
@@ -184,8 +191,8 @@ async def _recover(call: CallState, error: ProviderError) -> LLMResponse:
             raise error
         try:
             return await attempt(call)
-        except ProviderError as failed:
-            error = failed
+        except ProviderError as next_error:
+            error = next_error
 
 
 def _retry_delay(call: CallState, plan: CallPlan, retry: int, error: ProviderError) -> float | None:

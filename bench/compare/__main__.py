@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.compare.report import FIGURE, table
-from bench.compare.sink import clean_env, export_env, running_sink
+from bench.compare.sink import TELEMETRY_OFF, clean_env, export_env, running_sink
 from bench.compare.workloads import EMITS_GRID_SPANS, EMITS_WIDE_SPANS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,7 +66,7 @@ def child_env(contender: str, port: int, queue: int) -> dict[str, str]:
     if contender in TELEMETRY:
         env = {**export_env(port, queue), "OTEL_SERVICE_NAME": f"bench-{contender}"}
         return {**env, "NON_SPAN_EXPORT": "fastotel"} if contender in FASTOTEL else env
-    return {**clean_env(), "NON_ENABLE_TRACING": "false", "NON_ENABLE_METRICS": "false"}
+    return {**clean_env(), **TELEMETRY_OFF}
 
 
 def sink_stats(port: int) -> dict[str, int]:

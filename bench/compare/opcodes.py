@@ -23,6 +23,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from bench.compare.sink import TELEMETRY_OFF
 from bench.compare.workloads import NODES_PER_PASS, PROMPT
 
 WARMUP_PASSES = 30
@@ -113,7 +114,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=40, help="functions listed (default 40)")
     args = parser.parse_args()
     # NoN off as the benchmark runs it; read when NoN's settings are first loaded, below.
-    os.environ["NON_ENABLE_TRACING"] = os.environ["NON_ENABLE_METRICS"] = "false"
+    os.environ.update(TELEMETRY_OFF)
     nons, floor = (count(contender) for contender in CONTENDERS)
     print(table(nons, floor, args.rows))
 

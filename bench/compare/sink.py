@@ -96,6 +96,10 @@ class _Receiver(BaseHTTPRequestHandler):
         pass
 
 
+#: What turns NoN's telemetry off, for the contenders measured without it (NoN off, and NoN in the opcode map).
+TELEMETRY_OFF = {"NON_ENABLE_TRACING": "false", "NON_ENABLE_METRICS": "false"}
+
+
 def clean_env() -> dict[str, str]:
     """This process's environment without its ``OTEL_*`` and ``NON_*`` variables: a child measured in it gets
     only the settings the benchmark gives it."""

@@ -276,6 +276,11 @@ class LocalLimiter:
     def settles_tokens(self) -> bool:
         return self.token_bucket is not None
 
+    @property
+    def counts_only(self) -> bool:
+        """Whether taking and releasing only count the request (no bucket): ``in_flight += 1`` and ``-= 1``."""
+        return not self.request_buckets and self.token_bucket is None
+
     def describe(self, now: float) -> dict[str, Any]:
         limits: dict[str, Any] = {
             "max_concurrent": None if self.max_limit == UNLIMITED else self.max_limit,

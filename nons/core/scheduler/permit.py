@@ -66,9 +66,14 @@ class Permit:
         lane.in_flight -= 1
         queue.in_flight -= 1
         refund = self._tokens - tokens_used
-        now = queue.clock() if refund and lane.settles_tokens else 0.0
-        for lim in lane.limiters:
-            lim.release(refund, now)
+        counters = lane.counters
+        if counters is not None:  # release() of each, inlined: it would only count
+            for counter in counters:
+                counter.in_flight -= 1
+        else:
+            now = queue.clock() if refund and lane.settles_tokens else 0.0
+            for lim in lane.limiters:
+                lim.release(refund, now)
         if self._reservation is not None:
             assert lane.remote is not None
             lane.remote.release(self._reservation, refund, None if success else error)

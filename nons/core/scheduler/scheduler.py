@@ -138,6 +138,7 @@ class Scheduler:
 
     Attributes:
         limit_backend: the backend; each loop asks it when it first uses a provider or model.
+        counts_tokens: whether any limit is on tokens, i.e. whether ``estimated_tokens`` matters.
     """
 
     def __init__(
@@ -156,6 +157,13 @@ class Scheduler:
         self.circuit_breaker = validated_breaker(circuit_breaker)
         self.clock: Callable[[], float] = validated_clock(clock)
         self.limit_backend: LimitBackend = _backend(backend, self.clock)
+        #: Whether any limit counts tokens (``tokens_per_minute``): only then does a call's token estimate matter,
+        #: so the call path skips making one otherwise. The limits cannot change after construction.
+        self.counts_tokens = any(
+            config.tokens_per_minute is not None
+            for config in (*self.rate_limits.values(), *self.model_limits.values(), self.default_limits)
+            if config is not None
+        )
         self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopState] = weakref.WeakKeyDictionary()
         # The last loop and its state, as one tuple so that threads never see a loop with another's state.
         self._cache: tuple[asyncio.AbstractEventLoop | None, LoopState | None] = (None, None)
@@ -304,8 +312,13 @@ class Scheduler:
                     if lim.time_refusal(now, estimated_tokens) is not None:
                         break
             else:
-                for lim in lane.limiters:
-                    lim.take(estimated_tokens)
+                counters = lane.counters
+                if counters is not None:  # take() of each, inlined: it would only count
+                    for counter in counters:
+                        counter.in_flight += 1
+                else:
+                    for lim in lane.limiters:
+                        lim.take(estimated_tokens)
                 lane.in_flight += 1
                 state.in_flight += 1
                 state.tickets += 1

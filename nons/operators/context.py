@@ -75,7 +75,9 @@ class OperatorContext:
         # Not a coroutine function of its own: it hands back the call path's coroutine, which saves every node a
         # coroutine frame (the engine's overhead is measured per node, issue 15).
         messages = [Message("user", prompt)] if isinstance(prompt, str) else prompt
-        system = self.system_prompt(instruction) if (instruction or self.context) else None
+        context = self.context
+        # system_prompt(instruction), inlined for the same reason.
+        system = (f"{instruction}\n\n{context}" if context else instruction) if (instruction or context) else None
         return self._call(messages, self.calls, system=system, response_schema=response_schema, tools=tools)
 
     async def complete_json(self, prompt: str, *, instruction: str, schema: dict[str, Any]) -> dict[str, Any]:

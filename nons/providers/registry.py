@@ -8,6 +8,7 @@ import importlib
 import logging
 import threading
 import weakref
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from nons.base.errors import ConfigurationError
@@ -52,6 +53,11 @@ _KEY_ORDER = (ModelProvider.ANTHROPIC, ModelProvider.OPENAI, ModelProvider.GOOGL
 _instances: dict[ModelProvider, Provider] = {}
 _load_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
 _instances_lock = threading.Lock()  # providers may be loaded from worker threads (load_provider)
+
+#: ``loaded_provider(provider)``: the shared instance of ``provider`` if it is loaded already, else ``None``
+#: (never imports). The dict's own ``get``, not a function around it: every call asks, and a Python call costs
+#: more than the lookup.
+loaded_provider: Callable[[ModelProvider], Provider | None] = _instances.get
 _announced_mock = False
 
 
@@ -146,11 +152,6 @@ def get_provider(provider: ModelProvider) -> Provider:
             if instance is None:
                 instance = _instances[provider] = getattr(module, class_name)()
     return instance
-
-
-def loaded_provider(provider: ModelProvider) -> Provider | None:
-    """The shared instance of ``provider`` if it is loaded already, else ``None`` (never imports)."""
-    return _instances.get(provider)
 
 
 async def load_provider(provider: ModelProvider) -> Provider:

@@ -16,25 +16,7 @@ from nons.core.pricing import price_usd
 from nons.core.scheduler import Permit
 from nons.observability import names
 
-__all__ = ["admit_at_once", "answered", "attempt", "failed"]
-
-
-def admit_at_once(call: CallState) -> Permit | None:
-    """Start an attempt that waits for nothing: count it and take the scheduler's slot now. ``None`` when it would
-    have to wait (no free slot) or reserve a budget first: then :func:`attempt` makes the whole attempt.
-
-    With the permit, the caller awaits the provider itself, then settles with :func:`answered` or :func:`failed`:
-    the call path's first attempt, which nearly always gets its slot at once, so needs no coroutine of its own
-    (one costs some 2.7k instructions a call).
-    """
-    ctx, request = call.ctx, call.request
-    if ctx.budget_book is not None:
-        return None
-    permit = ctx.scheduler.try_acquire(request.provider, request.model, _estimate_tokens(request))
-    if permit is not None:
-        call.attempts += 1
-        request.timeout_s = ctx.settings.request_timeout  # nothing was waited for: the whole of it is left
-    return permit
+__all__ = ["answered", "attempt", "estimate_tokens", "failed", "record_duration"]
 
 
 async def attempt(call: CallState) -> LLMResponse:
@@ -56,7 +38,7 @@ async def attempt(call: CallState) -> LLMResponse:
         if ctx.budget_book is not None:
             # Before the permit: a call the budget refuses must not take a slot from one it would allow.
             hold = await _reserve_budget(call, ctx.budget_book)
-        tokens = _estimate_tokens(request)
+        tokens = estimate_tokens(request) if ctx.scheduler.counts_tokens else 0
         # Nearly every call gets its slot at once: try that without the coroutine acquire() would cost.
         permit = ctx.scheduler.try_acquire(request.provider, request.model, tokens) or await ctx.scheduler.acquire(
             request.provider, request.model, priority=call.site.priority, estimated_tokens=tokens,
@@ -81,7 +63,8 @@ def answered(
     """Settle an attempt the provider answered (``started``: when it was sent): the permit, the budget's hold at
     the answer's price, and the attempt's duration."""
     ctx, request = call.ctx, call.request
-    permit.release(success=True, tokens_used=response.usage.total_tokens)
+    # What it used settles its token reservation; with no limit on tokens there is none (and no total to add up).
+    permit.release(tokens_used=response.usage.total_tokens if ctx.scheduler.counts_tokens else 0)
     if hold is not None:
         # Priced as the call's record is (nons.core.call.call._succeeded), so budgets and nons.cost agree.
         cost = price_usd(call.provider.price_source(request.config), request.model, response.usage)
@@ -94,9 +77,15 @@ def answered(
                            names.GEN_AI_PROVIDER_NAME: call.provider.genai_provider_name}
                 )  # fmt: skip
     if call.metric_attrs is not None:
-        ctx.instruments.operation_duration.record(
-            time.perf_counter() - started, {**call.metric_attrs, names.GEN_AI_RESPONSE_MODEL: response.response_model}
-        )
+        record_duration(call, response, started)
+
+
+def record_duration(call: CallState, response: LLMResponse, started: float) -> None:
+    """Record the duration of an attempt the provider answered (``started``: when it was sent); metrics are on."""
+    assert call.metric_attrs is not None
+    call.ctx.instruments.operation_duration.record(
+        time.perf_counter() - started, {**call.metric_attrs, names.GEN_AI_RESPONSE_MODEL: response.response_model}
+    )
 
 
 def failed(
@@ -153,7 +142,7 @@ async def _reserve_budget(call: CallState, book: Budgets) -> BudgetHold | None:
     return await book.reserve(applicable, ctx.pass_ledger, amount, request.provider.value, request.model)
 
 
-def _estimate_tokens(request: LLMRequest) -> int:
+def estimate_tokens(request: LLMRequest) -> int:
     """Tokens a call may use, reserved against tokens-per-minute limits until the real usage is known."""
     # A loop, not sum() over a generator: this runs on every attempt, and a generator costs more than the sum.
     chars = len(request.system or "")

@@ -22,7 +22,7 @@ from nons.base.results import LLMCallRecord, Usage
 from nons.base.types import ModelConfig, ModelProvider
 from nons.core.cache import Entry, cache_key, cacheable, get_cache
 from nons.core.call import telemetry
-from nons.core.call.attempt import admit_at_once, answered, attempt, failed
+from nons.core.call.attempt import attempt, estimate_tokens, failed, record_duration
 from nons.core.call.context import CallSite, CallState, PassContext
 from nons.core.policies import CallPlan, backoff_delay, call_plan
 from nons.core.pricing import check_price_provider, load_prices, price_usd, prices_loaded
@@ -87,19 +87,29 @@ async def call_llm(
         )  # fmt: skip
         first_error: ProviderError | None = None
         try:
-            # The first attempt, inline when its slot is free at once (nearly always): a coroutine for it would
-            # cost more than the rest of the attempt does. attempt() makes it otherwise, and every retry.
-            permit = admit_at_once(call)
+            # The first attempt, inline when its slot is free at once (nearly always) and no budget needs a
+            # reservation first: a coroutine for it would cost more than the rest of the attempt does, and so
+            # would a function call for each of its steps. attempt() makes it otherwise, and every retry.
+            scheduler = ctx.scheduler
+            permit = (
+                scheduler.try_acquire(kind, model, estimate_tokens(request) if scheduler.counts_tokens else 0)
+                if ctx.budget_book is None
+                else None
+            )
             if permit is None:
                 response = await attempt(call)
             else:
+                call.attempts = 1
                 started = time.perf_counter()
                 try:
                     response = await provider.complete(request)
                 except BaseException as error:
                     failed(call, permit, None, error, started)
                     raise
-                answered(call, permit, None, response, started)
+                # answered(), without a budget's hold.
+                permit.release(tokens_used=response.usage.total_tokens if scheduler.counts_tokens else 0)
+                if call.metric_attrs is not None:
+                    record_duration(call, response, started)
         except ProviderError as error:
             first_error = error
         if first_error is not None:
@@ -231,7 +241,8 @@ def _succeeded(call: CallState, response: LLMResponse) -> LLMCallRecord:
     if call.ctx.recording:
         telemetry.call_succeeded(call, response, cost)
     return LLMCallRecord(
-        provider=request.provider.value,
+        # _value_ is the member's value as a plain attribute: .value is a descriptor call in Python 3.11.
+        provider=request.provider._value_,
         request_model=call.request_model,
         response_model=response.response_model,
         response_id=response.response_id,

@@ -55,7 +55,7 @@ async def call_llm(
         # Whose model the name is comes from the price table: loaded on a worker thread, not on the event loop.
         await load_prices()
     # A named provider is used as named (resolve_provider's first rule), without the call.
-    kind = config.provider if config.provider is not None else resolve_provider(config, ctx.settings)
+    kind = config.provider or resolve_provider(config, ctx.settings)
     model = config.model_name or default_model(kind)
     request = LLMRequest(
         provider=kind, model=model, config=config, messages=messages, system=system, tools=tuple(tools),

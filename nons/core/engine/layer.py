@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from nons.base.errors import LayerFailedError, NodeCancelledError, NodeExecutionError, TimeoutExceededError
@@ -39,37 +40,50 @@ async def run_layer(layer: Layer, value: Any, ctx: PassContext, index: int, conf
         if inst.tracing
         else spans.NO_SPAN
     )
-    results = [NodeResult(node.id, node.spec.name) for node in layer.nodes]
+    nodes = layer.nodes
+    results = [NodeResult(node.id, node.spec.name) for node in nodes]
     started = time.perf_counter()
+    # Current while the nodes start, so that their spans are its children; made current by hand, as in call_llm,
+    # so that a layer without a span skips even NO_SPAN's calls.
+    token = scope.make_current() if scope.tracing else None
     try:
-        with scope:
-            inputs = distribute(value, len(layer.nodes))
-            if len(layer.nodes) == 1 and config.timeout_seconds is None:
-                await run_node(layer.nodes[0], inputs[0], ctx, config, index, results[0])
-            else:
-                await _run_concurrently(layer, inputs, ctx, index, config, results)
-            outputs = _outputs(results, config, ctx, index)
+        inputs = distribute(value, len(nodes))
+        if len(nodes) == 1 and config.timeout_seconds is None:
+            await run_node(nodes[0], inputs[0], ctx, config, index, results[0])
+        else:
+            # Awaited here, not in a coroutine of its own: one less per layer.
+            tasks = _start(layer, inputs, ctx, index, config, results)
+            try:
+                _, pending = await asyncio.wait(tasks, timeout=config.timeout_seconds)
+            except asyncio.CancelledError:
+                await _cancel(tasks)
+                raise
+            if pending:  # the layer timed out
+                await _cancel(pending)
+            _record_cut_short(layer, tasks, pending, ctx, index, config, results)
+        outputs = _outputs(results, config, ctx, index)
         return LayerResult(index, results, outputs, time.perf_counter() - started)
     except BaseException as error:
         scope.fail(error)
         raise
     finally:
         if scope.tracing:
+            scope.restore(token)
             succeeded = sum(1 for r in results if r.success)
             scope.set(
                 {
                     names.LAYER_SUCCEEDED: succeeded,
-                    names.LAYER_FAILED: len(layer.nodes) - succeeded,
+                    names.LAYER_FAILED: len(nodes) - succeeded,
                     names.ROLLUP_COST: sum((r.cost_usd for r in results), 0.0),
                 }
             )
-        scope.end()
+            scope.end()
 
 
-async def _run_concurrently(
+def _start(
     layer: Layer, inputs: list[Any], ctx: PassContext, index: int, config: LayerConfig, results: list[NodeResult]
-) -> None:
-    """Run the nodes as tasks, filling ``results``; a node cut short keeps its calls and says why."""
+) -> list[asyncio.Task[NodeResult]]:
+    """The layer's nodes, started as tasks that fill ``results``."""
     tasks: list[asyncio.Task[NodeResult]] = []
 
     def cancel_siblings() -> None:
@@ -90,17 +104,22 @@ async def _run_concurrently(
             for n, v, r in zip(layer.nodes, inputs, results, strict=True)
         ]
     )
-    try:
-        _, pending = await asyncio.wait(tasks, timeout=config.timeout_seconds)
-    except asyncio.CancelledError:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
-    if pending:
-        for task in pending:
-            task.cancel()
-        await asyncio.wait(pending)
+    return tasks
+
+
+async def _cancel(tasks: Iterable[asyncio.Task[NodeResult]]) -> None:
+    """Cancel ``tasks`` and wait until they have ended (each records its calls and why it stopped)."""
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _record_cut_short(
+    layer: Layer, tasks: list[asyncio.Task[NodeResult]], pending: set[asyncio.Task[NodeResult]], ctx: PassContext,
+    index: int, config: LayerConfig, results: list[NodeResult],
+) -> None:
+    """A node cut short (cancelled, timed out, or ended by an exception its node did not record) keeps its calls
+    and says why in its result."""
     for node, task, result in zip(layer.nodes, tasks, results, strict=True):
         if not task.cancelled() and task.exception() is None:
             continue

@@ -65,18 +65,18 @@ class Permit:
         queue = lane.queue
         lane.in_flight -= 1
         queue.in_flight -= 1
-        refund = self._tokens - tokens_used
         counters = lane.counters
         if counters is not None:  # release() of each, inlined: it would only count
             for counter in counters:
                 counter.in_flight -= 1
         else:
+            refund = self._tokens - tokens_used
             now = queue.clock() if refund and lane.settles_tokens else 0.0
             for lim in lane.limiters:
                 lim.release(refund, now)
         if self._reservation is not None:
             assert lane.remote is not None
-            lane.remote.release(self._reservation, refund, None if success else error)
+            lane.remote.release(self._reservation, self._tokens - tokens_used, None if success else error)
         if success:
             lane.completed += 1
             breaker = lane.breaker

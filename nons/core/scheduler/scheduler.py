@@ -8,6 +8,7 @@ import math
 import threading
 import time
 import weakref
+from asyncio import get_running_loop
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -293,10 +294,10 @@ class Scheduler:
         :meth:`acquire` waits for one). The same admission as :meth:`acquire`'s, without a coroutine: the call
         path tries this first, since nearly every call gets its slot at once."""
         # _lane(), inlined: this runs on every call.
-        loop = asyncio.get_running_loop()
+        loop = get_running_loop()
         cache = self._cache
-        state = cache[1] if cache[0] is loop else self._state_for(loop)
-        assert state is not None
+        # cache[1] is a state whenever cache[0] is a loop (no assert: this runs on every call).
+        state: LoopState = cache[1] if cache[0] is loop else self._state_for(loop)  # type: ignore[assignment]
         lane = state.lanes.get((provider, model)) or state.new_lane(provider, model)
         if state.open and not lane.breaker.state and lane.remote is None:
             # Fast path: no one waits for these limiters and they all have room. No await, no allocation

@@ -16,7 +16,7 @@ from nons.core.pricing import price_usd
 from nons.core.scheduler import Permit
 from nons.observability import names
 
-__all__ = ["answered", "attempt", "estimate_tokens", "failed", "record_duration"]
+__all__ = ["answered", "attempt", "estimate_tokens", "failed"]
 
 
 async def attempt(call: CallState) -> LLMResponse:
@@ -66,7 +66,7 @@ def answered(
     # What it used settles its token reservation; with no limit on tokens there is none (and no total to add up).
     permit.release(tokens_used=response.usage.total_tokens if ctx.scheduler.counts_tokens else 0)
     if hold is not None:
-        # Priced as the call's record is (nons.core.call.call._succeeded), so budgets and nons.cost agree.
+        # Priced as the call's record is (nons.core.call.call._record), so budgets and nons.cost agree.
         cost = price_usd(call.provider.price_source(request.config), request.model, response.usage)
         ctx.budget_book.settle(hold, cost)  # type: ignore[union-attr]
         if cost and ctx.instruments.metrics:
@@ -77,15 +77,9 @@ def answered(
                            names.GEN_AI_PROVIDER_NAME: call.provider.genai_provider_name}
                 )  # fmt: skip
     if call.metric_attrs is not None:
-        record_duration(call, response, started)
-
-
-def record_duration(call: CallState, response: LLMResponse, started: float) -> None:
-    """Record the duration of an attempt the provider answered (``started``: when it was sent); metrics are on."""
-    assert call.metric_attrs is not None
-    call.ctx.instruments.operation_duration.record(
-        time.perf_counter() - started, {**call.metric_attrs, names.GEN_AI_RESPONSE_MODEL: response.response_model}
-    )
+        ctx.instruments.operation_duration.record(
+            time.perf_counter() - started, {**call.metric_attrs, names.GEN_AI_RESPONSE_MODEL: response.response_model}
+        )
 
 
 def failed(

@@ -1,8 +1,11 @@
 """The one path every LLM call takes: its model, then each fallback the policy allows, each with its retries
 (:mod:`nons.core.call.attempt` makes each attempt); then the call's price and record.
 
-A call's first attempt runs inline here when its slot is free at once, as nearly every one is; the policy's
-retries and fallbacks (:func:`_recover`) are read only once an attempt has failed.
+When nothing records the call (no span, metric or event) and no budget applies, its first attempt runs inline in
+:func:`call_llm` when its slot is free at once, as nearly every one is, and the call keeps no state of its own
+(a :class:`CallState`) unless that attempt fails. Otherwise :func:`_call` makes it, each attempt with
+:func:`~nons.core.call.attempt.attempt`. Either way the policy's retries and fallbacks (:func:`_recover`) are read
+only once an attempt has failed.
 
 What the error policy means at this level is in :mod:`nons.core.policies`; what the call records is in
 :mod:`nons.core.call.telemetry`.
@@ -22,11 +25,12 @@ from nons.base.results import LLMCallRecord, Usage
 from nons.base.types import ModelConfig, ModelProvider
 from nons.core.cache import Entry, cache_key, cacheable, get_cache
 from nons.core.call import telemetry
-from nons.core.call.attempt import attempt, estimate_tokens, failed, record_duration
+from nons.core.call.attempt import attempt, estimate_tokens, failed
 from nons.core.call.context import CallSite, CallState, PassContext
 from nons.core.policies import CallPlan, backoff_delay, call_plan
 from nons.core.pricing import check_price_provider, load_prices, price_usd, prices_loaded
 from nons.observability.spans import NO_SPAN
+from nons.providers.base import Provider
 from nons.providers.registry import default_model, load_provider, loaded_provider, resolve_provider
 
 __all__ = ["call_llm"]
@@ -72,44 +76,60 @@ async def call_llm(
         await load_prices()
     if config.price_provider:
         check_price_provider(config.price_provider)
+    if ctx.recording or ctx.budget_book is not None:
+        return await _call(ctx, site, request, provider, records, repair)
+    # Nothing records the call and no budget reserves for it: its first attempt runs inline when its slot is
+    # free at once (nearly always), with no state of its own unless it fails. A coroutine, a CallState and a
+    # function call for each step would cost more than the rest of the call does (issue 15).
+    scheduler = ctx.scheduler
+    started = time.perf_counter()
+    permit = scheduler.try_acquire(kind, model, estimate_tokens(request) if scheduler.counts_tokens else 0)
+    if permit is None:
+        return await _call(ctx, site, request, provider, records, repair)
+    try:
+        response = await provider.complete(request)
+    except BaseException as error:
+        call = CallState(ctx, site, NO_SPAN, model, request, provider, None, started, attempts=1)
+        failed(call, permit, None, error, started)
+        if not isinstance(error, ProviderError):
+            raise
+        first_error = error
+    else:
+        permit.release(tokens_used=response.usage.total_tokens if scheduler.counts_tokens else 0)
+        record = _record(request, provider, model, response, 1, started, False)
+        records.append(record)
+        ctx.calls.append(record)
+        return response
+    # Outside the handler: an error the retries raise must not carry the first one as its __context__.
+    response = await _recover(call, first_error)
+    record = _succeeded(call, response)
+    records.append(record)
+    ctx.calls.append(record)
+    return response
+
+
+async def _call(
+    ctx: PassContext, site: CallSite, request: LLMRequest, provider: Provider, records: list[LLMCallRecord],
+    repair: OutputRepair | None,
+) -> LLMResponse:
+    """The call of ``request`` that records what it does (its span, metrics and events), reserves a budget, or
+    waits for its slot: each attempt made by :func:`attempt`, then the policy's retries and fallbacks."""
     inst = ctx.instruments
     scope = telemetry.start_span(ctx, request, provider) if inst.tracing else NO_SPAN
     if repair is not None:
-        telemetry.repairing(ctx, site, scope, provider, model, repair)
+        telemetry.repairing(ctx, site, scope, provider, request.model, repair)
     # The span is current while the provider runs, so the HTTP span of each attempt (the upstream httpx2
     # instrumentation on the SDK's client, nons.observability.http) becomes its child. Made current by hand,
     # not with ``with scope:``, so that a call without a span skips even NO_SPAN's two empty calls.
     token = scope.make_current() if scope.tracing else None
     try:
         call = CallState(
-            ctx, site, scope, model, request, provider,
+            ctx, site, scope, request.model, request, provider,
             telemetry.metric_attributes(provider, request) if inst.metrics else None, time.perf_counter(),
         )  # fmt: skip
         first_error: ProviderError | None = None
         try:
-            # The first attempt, inline when its slot is free at once (nearly always) and no budget needs a
-            # reservation first: a coroutine for it would cost more than the rest of the attempt does, and so
-            # would a function call for each of its steps. attempt() makes it otherwise, and every retry.
-            scheduler = ctx.scheduler
-            permit = (
-                scheduler.try_acquire(kind, model, estimate_tokens(request) if scheduler.counts_tokens else 0)
-                if ctx.budget_book is None
-                else None
-            )
-            if permit is None:
-                response = await attempt(call)
-            else:
-                call.attempts = 1
-                started = time.perf_counter()
-                try:
-                    response = await provider.complete(request)
-                except BaseException as error:
-                    failed(call, permit, None, error, started)
-                    raise
-                # answered(), without a budget's hold.
-                permit.release(tokens_used=response.usage.total_tokens if scheduler.counts_tokens else 0)
-                if call.metric_attrs is not None:
-                    record_duration(call, response, started)
+            response = await attempt(call)
         except ProviderError as error:
             first_error = error
         if first_error is not None:
@@ -235,22 +255,31 @@ async def _aim(call: CallState, config: ModelConfig) -> None:
 
 def _succeeded(call: CallState, response: LLMResponse) -> LLMCallRecord:
     """Price the answer, record it, and build the call's record."""
-    request = call.request
-    # Price by the model that answered: a fallback to another model is charged at that model's price.
-    cost = price_usd(call.provider.price_source(request.config), request.model, response.usage)
+    record = _record(
+        call.request, call.provider, call.request_model, response, call.attempts, call.started, call.on_fallback
+    )
     if call.ctx.recording:
-        telemetry.call_succeeded(call, response, cost)
+        telemetry.call_succeeded(call, response, record.cost_usd)
+    return record
+
+
+def _record(
+    request: LLMRequest, provider: Provider, request_model: str, response: LLMResponse, attempts: int,
+    started: float, fallback_used: bool,
+) -> LLMCallRecord:
+    """The record of a call that ``request`` (to ``provider``) answered with ``response``, priced by the model that
+    answered: a fallback to another model is charged at that model's price."""
     return LLMCallRecord(
         # _value_ is the member's value as a plain attribute: .value is a descriptor call in Python 3.11.
         provider=request.provider._value_,
-        request_model=call.request_model,
+        request_model=request_model,
         response_model=response.response_model,
         response_id=response.response_id,
         usage=response.usage,
         finish_reason=response.finish_reason,
-        cost_usd=cost,
-        attempts=call.attempts,
-        duration_s=time.perf_counter() - call.started,
+        cost_usd=price_usd(provider.price_source(request.config), request.model, response.usage),
+        attempts=attempts,
+        duration_s=time.perf_counter() - started,
         simulated=response.simulated,
-        fallback_used=call.on_fallback,
+        fallback_used=fallback_used,
     )

@@ -38,8 +38,10 @@ class Node:
     ``node * 5`` (or ``5 * node``) gives five independent clones, each with its own id.
     """
 
+    # _call_site first: a copy (copy.copy restores slots in this order) sets it before the attributes that drop it.
     __slots__ = (
-        "additional_prompt_context", "cache", "fallbacks", "id", "model_config", "parameters", "priority", "spec"
+        "_call_site", "additional_prompt_context", "cache", "fallbacks", "id", "model_config", "parameters",
+        "priority", "spec",
     )
 
     def __init__(
@@ -74,6 +76,17 @@ class Node:
         )
         self.parameters = parameters
         self.id = f"{operator_name}-{next(_ids)}"
+
+    #: The engine's call site for this node (:mod:`nons.core.engine.node`), made at its first pass and kept while
+    #: neither the node nor its layer's policy changes; ``None`` until then.
+    _call_site: Any
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Any change to the node drops the call site the engine made from it: the next pass makes it again from
+        # what the node now says.
+        object.__setattr__(self, name, value)
+        if name != "_call_site":
+            object.__setattr__(self, "_call_site", None)
 
     @property
     def operator_name(self) -> str:

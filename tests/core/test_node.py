@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 
 import pytest
-from core_helpers import sim
+from core_helpers import failing, sim
 
 from nons.base.errors import ConfigurationError, NodeCancelledError, NodeExecutionError
 from nons.base.results import NodeResult
 from nons.base.settings import get_settings
 from nons.core.call import PassContext
 from nons.core.engine.node import run_node
+from nons.core.network import NoN
 from nons.core.node import Node, create_node
-from nons.core.types import LayerConfig
+from nons.core.types import ErrorPolicy, LayerConfig
 
 
 def test_multiplying_a_node_gives_independent_clones_with_their_own_ids() -> None:
@@ -101,3 +103,35 @@ async def test_a_cancelled_node_fails_with_node_cancelled_error_and_stays_cancel
     assert NodeCancelledError.error_type == "cancelled" and "error_type" not in vars(error.cause)
     assert "NodeCancelledError: the node was cancelled" in str(error)
     assert result.duration_s > 0 and not result.success
+
+
+async def test_a_node_changed_between_passes_runs_as_it_now_says() -> None:
+    # The engine keeps the call site it makes from a node between passes: a change to the node must reach the calls.
+    node = Node("generate", sim("gpt-4o-mini"))
+    network = NoN.from_operators([node])
+    assert (await network.run("hi")).calls[0].request_model == "gpt-4o-mini"
+    node.model_config = sim("claude-sonnet-4-5")
+    assert (await network.run("hi")).calls[0].request_model == "claude-sonnet-4-5"
+
+
+async def test_a_copy_of_a_node_runs_with_its_own_model() -> None:
+    node = Node("generate", sim("gpt-4o-mini"))
+    await NoN.from_operators([node]).run("hi")  # the node now has a call site
+    copied = copy.copy(node)
+    copied.model_config = sim("claude-sonnet-4-5")
+    assert (await NoN.from_operators([copied]).run("hi")).calls[0].request_model == "claude-sonnet-4-5"
+    assert (await NoN.from_operators([node]).run("hi")).calls[0].request_model == "gpt-4o-mini"
+
+
+async def test_one_node_in_networks_with_different_policies_calls_under_each() -> None:
+    # The same node object in two networks: only the one whose layers fall back gets the fallback's answer.
+    node = Node("generate", failing(model="gpt-4o-mini"), fallbacks=[sim("claude-sonnet-4-5")])
+    falls_back = NoN.from_operators([node], layer_config=LayerConfig(error_policy=ErrorPolicy.FALLBACK_MODEL))
+    fails = NoN.from_operators([node], layer_config=LayerConfig(error_policy=ErrorPolicy.FAIL_FAST))
+    for network in (falls_back, fails, falls_back):
+        if network is fails:
+            with pytest.raises(NodeExecutionError):
+                await network.forward("hi")
+        else:
+            result = await network.run("hi")
+            assert [(c.response_model, c.fallback_used) for c in result.calls] == [("claude-sonnet-4-5", True)]

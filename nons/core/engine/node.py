@@ -45,10 +45,14 @@ async def run_node(
             on_failure()
         return result
     inst = ctx.instruments
-    site = CallSite(
-        node.id, spec.name, node.model_config, node.fallbacks, layer_config, node.priority,
-        node.cache if node.cache is not None else ctx.cache,
-    )
+    cache = node.cache if node.cache is not None else ctx.cache
+    site = node._call_site
+    if site is None or site.layer_config is not layer_config or site.cache is not cache:
+        # Made once, not on every pass (issue 15): the node keeps it until it changes, or its layer's policy or
+        # the network's cache setting does.
+        site = node._call_site = CallSite(
+            node.id, spec.name, node.model_config, node.fallbacks, layer_config, node.priority, cache
+        )
     op_ctx = OperatorContext(
         functools.partial(call_llm, ctx, site), node.model_config, node.id, node.additional_prompt_context,
         result.calls,

@@ -38,7 +38,7 @@ class Node:
     ``node * 5`` (or ``5 * node``) gives five independent clones, each with its own id.
     """
 
-    # _call_site first: a copy (copy.copy restores slots in this order) sets it before the attributes that drop it.
+    # _call_site first (__getstate__ leaves it out).
     __slots__ = (
         "_call_site", "additional_prompt_context", "cache", "fallbacks", "id", "model_config", "parameters",
         "priority", "spec",
@@ -81,12 +81,18 @@ class Node:
     #: neither the node nor its layer's policy changes; ``None`` until then.
     _call_site: Any
 
-    def __setattr__(self, name: str, value: Any) -> None:
-        # Any change to the node drops the call site the engine made from it: the next pass makes it again from
-        # what the node now says.
-        object.__setattr__(self, name, value)
-        if name != "_call_site":
-            object.__setattr__(self, "_call_site", None)
+    if not TYPE_CHECKING:  # hidden from type checkers, which would otherwise accept any attribute name on a Node
+
+        def __setattr__(self, name: str, value: Any) -> None:
+            # Any change to the node drops the call site the engine made from it: the next pass makes it again
+            # from what the node now says.
+            object.__setattr__(self, name, value)
+            if name != "_call_site":
+                object.__setattr__(self, "_call_site", None)
+
+    def __getstate__(self) -> tuple[None, dict[str, Any]]:
+        # Copies and pickles leave the engine's call site out (unpickling it would load the engine).
+        return None, {name: getattr(self, name) for name in self.__slots__[1:] if hasattr(self, name)}
 
     @property
     def operator_name(self) -> str:

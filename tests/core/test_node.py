@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import pickle
 
 import pytest
 from core_helpers import failing, sim
@@ -135,3 +136,13 @@ async def test_one_node_in_networks_with_different_policies_calls_under_each() -
         else:
             result = await network.run("hi")
             assert [(c.response_model, c.fallback_used) for c in result.calls] == [("claude-sonnet-4-5", True)]
+
+
+async def test_a_pickled_node_leaves_the_engine_behind() -> None:
+    node = Node("generate", sim("gpt-4o-mini"))
+    await NoN.from_operators([node]).run("hi")
+    data = pickle.dumps(node)
+    assert b"CallSite" not in data
+    restored = pickle.loads(data)
+    assert (restored.id, restored.model_config) == (node.id, node.model_config)
+    assert (await NoN.from_operators([restored]).run("hi")).calls[0].request_model == "gpt-4o-mini"

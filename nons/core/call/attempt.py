@@ -39,9 +39,11 @@ async def attempt(call: CallState) -> LLMResponse:
             # Before the permit: a call the budget refuses must not take a slot from one it would allow.
             hold = await _reserve_budget(call, ctx.budget_book)
         tokens = estimate_tokens(request) if ctx.scheduler.counts_tokens else 0
-        # Nearly every call gets its slot at once: try that without the coroutine acquire() would cost.
+        # Nearly every call gets its slot at once: try that without the coroutine acquire() would cost. A call that
+        # waits shows its estimate in the scheduler's queue even when no limit counts tokens.
         permit = ctx.scheduler.try_acquire(request.provider, request.model, tokens) or await ctx.scheduler.acquire(
-            request.provider, request.model, priority=call.site.priority, estimated_tokens=tokens,
+            request.provider, request.model, priority=call.site.priority,
+            estimated_tokens=tokens or estimate_tokens(request),
             deadline=time.monotonic() + (deadline - time.perf_counter()),
         )  # fmt: skip
         if permit.wait_s:

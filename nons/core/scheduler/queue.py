@@ -138,14 +138,12 @@ class Lane:
         self.limiters = tuple(gate.limiter for gate in gates)
         self.adaptive = any(lim.adaptive for lim in self.limiters)
         self.settles_tokens = any(lim.settles_tokens for lim in self.limiters)
-        #: The limiters when each only counts what is in flight (in-process, no buckets: what ``take`` and
-        #: ``release`` do is ``in_flight += 1`` and ``-= 1``), so the hot path counts them itself rather than
-        #: calling both on every call; else None. Buckets are fixed when a limiter is made, so this holds.
-        self.counters: tuple[LocalLimiter, ...] | None = (
-            tuple(lim for lim in self.limiters if isinstance(lim, LocalLimiter))
-            if all(isinstance(lim, LocalLimiter) and lim.counts_only for lim in self.limiters)
-            else None
-        )
+        # The limiters when each only counts what is in flight (in-process, no buckets: what ``take`` and
+        # ``release`` do is ``in_flight += 1`` and ``-= 1``), so the hot path counts them itself rather than
+        # calling both on every call; else None. Buckets are fixed when a limiter is made, so this holds. Exactly
+        # LocalLimiter, not a subclass: one may do more in take() and release().
+        counters = tuple(lim for lim in self.limiters if type(lim) is LocalLimiter and lim.counts_only)
+        self.counters: tuple[LocalLimiter, ...] | None = counters if len(counters) == len(self.limiters) else None
         self.breaker = breaker
         #: Limits shared outside the process (a backend's gate), reserved before the queue admits; or None.
         self.remote = remote

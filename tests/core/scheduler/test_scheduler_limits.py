@@ -125,6 +125,34 @@ async def test_try_acquire_admits_at_once_or_says_none_and_leaves_the_wait_to_ac
     assert scheduler.get_stats()["in_flight"] == 0
 
 
+def test_counts_tokens_says_whether_any_limit_is_on_tokens() -> None:
+    # Only then does a call estimate its tokens before it asks for a slot.
+    assert not Scheduler().counts_tokens
+    assert not Scheduler({MOCK: RateLimitConfig(max_concurrent=2, requests_per_minute=60)}).counts_tokens
+    assert Scheduler({MOCK: RateLimitConfig(tokens_per_minute=1000)}).counts_tokens
+    assert Scheduler({(MOCK, "m"): RateLimitConfig(tokens_per_minute=1000)}).counts_tokens
+    assert Scheduler(default_limits=RateLimitConfig(tokens_per_minute=1000)).counts_tokens
+
+
+async def test_a_provider_limit_counts_the_calls_of_models_with_and_without_limits_of_their_own() -> None:
+    # "plain" has only the provider's concurrency limit (counted inline on the hot path); "bucketed" has a bucket
+    # of its own too (counted by its limiters): both count against the provider's two slots.
+    scheduler = Scheduler(
+        {MOCK: RateLimitConfig(max_concurrent=2), (MOCK, "bucketed"): RateLimitConfig(requests_per_second=100)}
+    )
+    plain, bucketed = scheduler.try_acquire(MOCK, "plain"), scheduler.try_acquire(MOCK, "bucketed")
+    assert plain is not None and bucketed is not None
+    assert scheduler.try_acquire(MOCK, "plain") is None and scheduler.try_acquire(MOCK, "bucketed") is None
+    plain.release()
+    again = scheduler.try_acquire(MOCK, "bucketed")
+    assert again is not None and scheduler.try_acquire(MOCK, "plain") is None
+    bucketed.release()
+    again.release(success=False)
+    stats = scheduler.get_stats()
+    assert (stats["in_flight"], stats["completed"], stats["failed"]) == (0, 2, 1)
+    assert stats["providers"]["mock"]["limits"]["in_flight"] == 0
+
+
 # --- limits -------------------------------------------------------------------------------------------------------
 @pytest.mark.timeout(10)
 async def test_max_concurrent_holds_and_every_request_completes() -> None:

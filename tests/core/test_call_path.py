@@ -1,0 +1,100 @@
+"""The call path records and settles a call the same whether or not anything records it.
+
+With tracing and metrics both off (``quiet``), ``call_llm`` makes a call's first attempt inline and keeps no
+state of its own unless that attempt fails; with them on (``recorded``), ``_call`` makes it. Every test here runs
+both ways: the records, the errors and the scheduler's counts must not tell them apart.
+"""
+
+from __future__ import annotations
+
+import core_helpers  # noqa: F401  (registers the test operators)
+import pytest
+from core_helpers import failing, sim
+
+from nons.base.errors import ConfigurationError, NodeExecutionError, RateLimitError
+from nons.core.network import create_network
+from nons.core.node import Node
+from nons.core.scheduler import get_scheduler
+from nons.core.types import ErrorPolicy, LayerConfig
+
+FAST_RETRY = {"retry_base_delay": 0.0, "retry_max_delay": 0.0}
+
+
+@pytest.fixture(autouse=True, params=["recorded", "quiet"])
+def telemetry(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    if request.param == "quiet":
+        monkeypatch.setenv("NON_ENABLE_TRACING", "false")
+        monkeypatch.setenv("NON_ENABLE_METRICS", "false")
+    return str(request.param)
+
+
+def scheduler_counts() -> tuple[int, int, int]:
+    stats = get_scheduler().get_stats()
+    return stats["in_flight"], stats["failed"], stats["completed"]
+
+
+async def test_calls_answered_at_once_are_recorded_once_each_and_give_their_slots_back() -> None:
+    network = create_network(layers=[Node("generate", sim()) * 3])
+    result = await network.run("question")
+    assert [(c.request_model, c.attempts, c.fallback_used) for c in result.calls] == [("gpt-4o-mini", 1, False)] * 3
+    assert all(c.cost_usd is not None and c.cost_usd > 0 and c.duration_s > 0 for c in result.calls)
+    assert [c for n in result.layers[0].node_results for c in n.calls] == result.calls
+    assert scheduler_counts() == (0, 0, 3)
+
+
+async def test_a_failed_first_attempt_is_retried_and_counted(telemetry: str) -> None:
+    # Each seed's sequence fails the first attempt and not the second. The simulated provider draws from one
+    # sequence per seed for the whole process, so each run takes a seed of its own that no other test uses.
+    seed = {"recorded": 7009, "quiet": 7012}[telemetry]
+    network = create_network(
+        layers=[Node("generate", sim(failure_rate=0.5, failure_kind="server_error", seed=seed))],
+        layer_config=LayerConfig(error_policy=ErrorPolicy.RETRY_WITH_BACKOFF, max_retries=5, **FAST_RETRY),
+    )
+    result = await network.run("question")
+    assert [(c.attempts, c.fallback_used) for c in result.calls] == [(2, False)]
+    assert scheduler_counts() == (0, 1, 1)
+
+
+async def test_a_failed_first_attempt_falls_back_and_the_fallback_is_recorded() -> None:
+    node = Node("generate", failing(model="gpt-4o-mini"), fallbacks=[sim("claude-sonnet-4-5")])
+    layer_config = LayerConfig(error_policy=ErrorPolicy.FALLBACK_MODEL, max_retries=0)
+    network = create_network(layers=[node], layer_config=layer_config)
+    result = await network.run("question")
+    assert [(c.request_model, c.response_model, c.fallback_used) for c in result.calls] == [
+        ("gpt-4o-mini", "claude-sonnet-4-5", True)
+    ]
+    assert result.calls[0].attempts == 2
+    assert scheduler_counts() == (0, 1, 1)
+
+
+async def test_a_call_that_never_succeeds_raises_its_last_error_unchained() -> None:
+    network = create_network(
+        layers=[Node("generate", failing("rate_limit"))],
+        layer_config=LayerConfig(error_policy=ErrorPolicy.RETRY_WITH_BACKOFF, max_retries=2, **FAST_RETRY),
+    )
+    with pytest.raises(NodeExecutionError) as raised:
+        await network.forward("question")
+    assert isinstance(raised.value.cause, RateLimitError)
+    assert raised.value.cause.__context__ is None
+    assert scheduler_counts() == (0, 3, 0)
+
+
+async def test_an_error_that_is_not_a_provider_error_fails_the_node_as_it_is() -> None:
+    # An unknown simulation parameter is a configuration error raised by the provider: not retried, not renamed.
+    network = create_network(
+        layers=[Node("generate", sim(bogus=1))],
+        layer_config=LayerConfig(error_policy=ErrorPolicy.RETRY_WITH_BACKOFF, max_retries=2, **FAST_RETRY),
+    )
+    with pytest.raises(NodeExecutionError) as raised:
+        await network.forward("question")
+    assert isinstance(raised.value.cause, ConfigurationError) and "mock_bogus" in str(raised.value.cause)
+    assert scheduler_counts() == (0, 1, 0)
+
+
+@pytest.mark.timeout(10)
+async def test_a_call_cancelled_in_flight_gives_its_slot_back_and_counts_as_failed() -> None:
+    await create_network(layers=[[Node("generate", sim())]]).forward("warm up")  # provider and prices loaded
+    network = create_network(layers=[[Node("generate", sim(latency_s=30)), Node("boom")]])
+    with pytest.raises(NodeExecutionError, match="boom"):
+        await network.forward("go")
+    assert scheduler_counts() == (0, 1, 1)

@@ -3,12 +3,13 @@
 
 CPU-time ratios on a shared two-core machine move by 15% from round to round, more than most single changes to
 the engine gain. Instructions executed hardly move: ``valgrind --tool=callgrind`` counts every thread's, the
-batch processor's export thread included, and here they repeat to about 1.5% without telemetry (where a full
-garbage collection falls depends on the price table's loader thread) and to about 1% with it (where the export
-thread's scheduling moves them a little). Each contender runs under callgrind twice, a short and a long run of
+batch processor's export thread included. Each contender runs under callgrind twice, a short and a long run of
 the same grid in a fresh interpreter; their difference, divided by the nodes the long run ran more, is its
-instructions per node, with the interpreter's start-up, the imports and the warm-up passes cancelled out. A
-telemetry contender's run counts only when the sink received every span it ended.
+instructions per node, with the interpreter's start-up, the imports and the warm-up passes cancelled out. After
+the warm-up each run freezes its heap (``gc.freeze``): otherwise a full collection's walk over what the imports
+left fell in one run of a pair and not in the other by chance, and NoN off's count moved by 4% (122.0k, 127.1k)
+between two runs of trees that differed in nothing its passes run. Objects the measured passes make are collected
+as usual. A telemetry contender's run counts only when the sink received every span it ended.
 
 Instructions are not time: a cache miss costs more than an add. This mode judges whether a change to the engine
 or to its telemetry did less work; the default mode, in CPU time, stays the verdict on the issue's targets.
@@ -84,7 +85,7 @@ def per_node(contender: str, env: dict[str, str], cwd: Path, signals: str, warmu
 
     def run(passes: int) -> int:
         command = [sys.executable, "-m", "bench.compare.contenders", contender, "--passes", str(passes),
-                   "--warmup", str(warmup), "--signals", signals]  # fmt: skip
+                   "--warmup", str(warmup), "--signals", signals, "--freeze-heap"]  # fmt: skip
         before = sink.received()
         instructions = _collected(command, env, cwd)
         received = sink.received() - before

@@ -6,8 +6,8 @@ the engine gain. Instructions executed hardly move: ``valgrind --tool=callgrind`
 batch processor's export thread included. Each contender runs under callgrind twice, a short and a long run of
 the same grid in a fresh interpreter; their difference, divided by the nodes the long run ran more, is its
 instructions per node, with the interpreter's start-up, the imports and the warm-up passes cancelled out. After
-the warm-up each run freezes its heap (``gc.freeze``), so that a full collection's walk over what the imports left
-is not counted in one run of a pair and not in the other; objects the measured passes make are collected as
+the warm-up each run freezes its heap (``gc.freeze``), meant to keep a full collection's walk over what the imports
+left from falling in one run of a pair and not in the other; objects the measured passes make are collected as
 usual. The counts still move by about 2% from run to run without telemetry (NoN off: 123.0k and 125.9k in two runs
 of the same tree, 122.0k and 127.1k before the heap was frozen) and about 1% with it. A telemetry contender's run
 counts only when the sink received every span it ended.

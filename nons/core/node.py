@@ -38,7 +38,6 @@ class Node:
     ``node * 5`` (or ``5 * node``) gives five independent clones, each with its own id.
     """
 
-    # _call_site first (__getstate__ leaves it out).
     __slots__ = (
         "_call_site", "additional_prompt_context", "cache", "fallbacks", "id", "model_config", "parameters",
         "priority", "spec",
@@ -92,7 +91,8 @@ class Node:
 
     def __getstate__(self) -> tuple[None, dict[str, Any]]:
         # Copies and pickles leave the engine's call site out (unpickling it would load the engine).
-        return None, {name: getattr(self, name) for name in self.__slots__[1:] if hasattr(self, name)}
+        kept = (name for name in self.__slots__ if name != "_call_site")
+        return None, {name: getattr(self, name) for name in kept if hasattr(self, name)}
 
     @property
     def operator_name(self) -> str:

@@ -16,7 +16,7 @@ from nons.core.pricing import price_usd
 from nons.core.scheduler import Permit
 from nons.observability import names
 
-__all__ = ["answered", "attempt", "estimate_tokens", "failed"]
+__all__ = ["attempt", "estimate_tokens", "failed"]
 
 
 async def attempt(call: CallState) -> LLMResponse:
@@ -55,11 +55,11 @@ async def attempt(call: CallState) -> LLMResponse:
     except BaseException as error:
         failed(call, permit, hold, error, started)
         raise
-    answered(call, permit, hold, response, started)
+    _answered(call, permit, hold, response, started)
     return response
 
 
-def answered(
+def _answered(
     call: CallState, permit: Permit, hold: BudgetHold | None, response: LLMResponse, started: float
 ) -> None:
     """Settle an attempt the provider answered (``started``: when it was sent): the permit, the budget's hold at

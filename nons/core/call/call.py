@@ -3,9 +3,9 @@
 
 When nothing records the call (no span, metric or event) and no budget applies, its first attempt runs inline in
 :func:`call_llm` when its slot is free at once, as nearly every one is, and the call keeps no state of its own
-(a :class:`CallState`) unless that attempt fails. Otherwise :func:`_call` makes it, its first attempt inline too
-when no budget needs a reservation and its slot is free at once. Either way the policy's retries and fallbacks
-(:func:`_recover`) are read only once an attempt has failed.
+(a :class:`CallState`) unless that attempt fails. Otherwise :func:`_call` makes it, each attempt with
+:func:`~nons.core.call.attempt.attempt`. Either way the policy's retries and fallbacks (:func:`_recover`) are read
+only once an attempt has failed.
 
 What the error policy means at this level is in :mod:`nons.core.policies`; what the call records is in
 :mod:`nons.core.call.telemetry`.
@@ -25,7 +25,7 @@ from nons.base.results import LLMCallRecord, Usage
 from nons.base.types import ModelConfig, ModelProvider
 from nons.core.cache import Entry, cache_key, cacheable, get_cache
 from nons.core.call import telemetry
-from nons.core.call.attempt import answered, attempt, estimate_tokens, failed
+from nons.core.call.attempt import attempt, estimate_tokens, failed
 from nons.core.call.context import CallSite, CallState, PassContext
 from nons.core.policies import CallPlan, backoff_delay, call_plan
 from nons.core.pricing import check_price_provider, load_prices, price_usd, prices_loaded
@@ -129,27 +129,7 @@ async def _call(
         )  # fmt: skip
         first_error: ProviderError | None = None
         try:
-            # The first attempt inline, as on the quiet path, when its slot is free at once and no budget needs a
-            # reservation first; attempt() makes it otherwise, and every retry.
-            scheduler = ctx.scheduler
-            permit = (
-                scheduler.try_acquire(
-                    request.provider, request.model, estimate_tokens(request) if scheduler.counts_tokens else 0
-                )
-                if ctx.budget_book is None
-                else None
-            )
-            if permit is None:
-                response = await attempt(call)
-            else:
-                call.attempts = 1
-                started = time.perf_counter()
-                try:
-                    response = await provider.complete(request)
-                except BaseException as error:
-                    failed(call, permit, None, error, started)
-                    raise
-                answered(call, permit, None, response, started)
+            response = await attempt(call)
         except ProviderError as error:
             first_error = error
         if first_error is not None:

@@ -40,6 +40,7 @@ __all__ = [
     "clean",
     "clean_attributes",
     "clean_value",
+    "generation",
     "redact",
     "redact_json",
     "register_secret",
@@ -72,12 +73,16 @@ class _Matcher:
 _lock = threading.Lock()
 _secrets: frozenset[str] = frozenset()
 _matcher = _Matcher((), None)
+#: How many secrets have been registered: a value cleaned once and kept (a call site's span and metric labels,
+#: :mod:`nons.core.call.labels`) is cleaned again once this has moved on. Read it as ``redaction.generation``: a
+#: name imported from here would not see it change.
+generation = 0
 
 
 def register_secret(secret: str | None) -> None:
     """Redact ``secret`` (stripped) from every text from now on. Secrets under :data:`MIN_REDACTED_CHARS` are
     ignored; registering one twice costs a set lookup."""
-    global _secrets, _matcher
+    global _secrets, _matcher, generation
     if not secret:
         return
     secret = secret.strip()
@@ -89,7 +94,9 @@ def register_secret(secret: str | None) -> None:
         secrets = _secrets | {secret}
         _matcher = _build(secrets)
         _secrets = secrets
-    _clean_short.cache_clear()
+        _clean_short.cache_clear()
+        # Last: whoever reads the new generation cleans with the new matcher and an emptied cache.
+        generation += 1
 
 
 def _forms(secret: str) -> set[str]:

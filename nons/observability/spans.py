@@ -33,10 +33,10 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from nons.base.redaction import clean, clean_attributes
-from nons.base.results import LLMCallRecord, known_cost, total_usage, unpriced
+from nons.base.results import LLMCallRecord
 from nons.observability import names
 
-__all__ = ["NO_SPAN", "SpanScope", "rollup_attributes", "start", "truncate_content"]
+__all__ = ["NO_SPAN", "SpanScope", "rollup_attributes", "start", "start_cleaned", "truncate_content"]
 
 _CONTENT_LIMIT = 4096
 
@@ -78,6 +78,10 @@ class SpanScope:
     def set(self, attributes: Mapping[str, Any]) -> None:
         """Set several attributes at once (one lock and one validation pass, unlike one call per attribute)."""
         self.span.set_attributes(clean_attributes(attributes))
+
+    def set_cleaned(self, attributes: Mapping[str, Any]) -> None:
+        """:meth:`set` for attributes whose strings the caller has cleaned already."""
+        self.span.set_attributes(attributes)
 
     def event(self, name: str, attributes: Mapping[str, Any]) -> None:
         """Add the event ``name`` with ``attributes``."""
@@ -133,6 +137,9 @@ class _NoSpan(SpanScope):
     def set(self, attributes: Mapping[str, Any]) -> None:
         pass
 
+    def set_cleaned(self, attributes: Mapping[str, Any]) -> None:
+        pass
+
     def event(self, name: str, attributes: Mapping[str, Any]) -> None:
         pass
 
@@ -164,21 +171,38 @@ def start(
     return SpanScope(tracer.start_span(clean(name), kind=kind, attributes=clean_attributes(attributes)))
 
 
+def start_cleaned(
+    tracer: trace.Tracer, name: str, attributes: Mapping[str, Any], kind: SpanKind = SpanKind.INTERNAL
+) -> SpanScope:
+    """:func:`start` for a name and attributes the caller has cleaned already (built once and kept, as a call
+    site's labels are)."""
+    return SpanScope(tracer.start_span(name, kind=kind, attributes=attributes))
+
+
 def rollup_attributes(calls: Iterable[LLMCallRecord]) -> dict[str, Any]:
     """The cost and token roll-ups of a node, network or agent span over ``calls``.
 
     Named ``nons.*``, apart from the LLM spans' ``gen_ai.usage.*``, so that summing ``gen_ai.usage.cost`` over
-    all spans never double counts.
+    all spans never double counts. An unknown cost adds nothing to the sum and is counted apart, never as zero.
     """
-    records = list(calls)
-    usage = total_usage(records)
+    # One loop over the records, not known_cost(), total_usage() and unpriced() in turn: every span with calls
+    # under it rolls them up, and total_usage() makes a Usage per record.
+    cost, input_tokens, output_tokens, count, missing = 0.0, 0, 0, 0, 0
+    for record in calls:
+        count += 1
+        usage = record.usage
+        input_tokens += usage.input_tokens
+        output_tokens += usage.output_tokens
+        if record.cost_usd is None:
+            missing += 1
+        else:
+            cost += record.cost_usd
     attributes: dict[str, Any] = {
-        names.ROLLUP_COST: known_cost(records),
-        names.ROLLUP_INPUT_TOKENS: usage.input_tokens,
-        names.ROLLUP_OUTPUT_TOKENS: usage.output_tokens,
-        names.ROLLUP_LLM_CALLS: len(records),
+        names.ROLLUP_COST: cost,
+        names.ROLLUP_INPUT_TOKENS: input_tokens,
+        names.ROLLUP_OUTPUT_TOKENS: output_tokens,
+        names.ROLLUP_LLM_CALLS: count,
     }
-    missing = unpriced(records)
     if missing:
         attributes[names.ROLLUP_UNPRICED_CALLS] = missing
     return attributes

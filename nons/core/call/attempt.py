@@ -78,9 +78,9 @@ def _answered(
                     cost, {names.BUDGET_NAME: name, names.BUDGET_SCOPE: scope,
                            names.GEN_AI_PROVIDER_NAME: call.provider.genai_provider_name}
                 )  # fmt: skip
-    if call.metric_attrs is not None:
+    if ctx.instruments.metrics:
         ctx.instruments.operation_duration.record(
-            time.perf_counter() - started, {**call.metric_attrs, names.GEN_AI_RESPONSE_MODEL: response.response_model}
+            time.perf_counter() - started, call.labels.answered(response.response_model)[0]
         )
 
 
@@ -112,10 +112,8 @@ def failed(
         error.provider, error.model = request.provider.value, request.model
     # A refusal sent nothing to a provider: it is counted by nons.budget.refused, not as a failed attempt (the
     # dashboards' error ratios are provider health).
-    if call.metric_attrs is not None and not isinstance(error, BudgetExceededError):
-        inst.operation_duration.record(
-            time.perf_counter() - started, {**call.metric_attrs, names.ERROR_TYPE: error.error_type}
-        )
+    if inst.metrics and not isinstance(error, BudgetExceededError):
+        inst.operation_duration.record(time.perf_counter() - started, call.labels.failed(error.error_type))
 
 
 def _waited(call: CallState, wait_s: float) -> None:

@@ -89,7 +89,9 @@ async def call_llm(
     try:
         response = await provider.complete(request)
     except BaseException as error:
-        call = CallState(ctx, site, NO_SPAN, model, request, provider, None, started, attempts=1)
+        call = CallState(
+            ctx, site, NO_SPAN, model, request, provider, site.labels_for(provider, request), started, attempts=1
+        )
         failed(call, permit, None, error, started)
         if not isinstance(error, ProviderError):
             raise
@@ -114,8 +116,8 @@ async def _call(
 ) -> LLMResponse:
     """The call of ``request`` that records what it does (its span, metrics and events), reserves a budget, or
     waits for its slot: its first attempt, then the policy's retries and fallbacks."""
-    inst = ctx.instruments
-    scope = telemetry.start_span(ctx, request, provider) if inst.tracing else NO_SPAN
+    labels = site.labels_for(provider, request)
+    scope = telemetry.start_span(ctx, request, provider, labels) if ctx.instruments.tracing else NO_SPAN
     if repair is not None:
         telemetry.repairing(ctx, site, scope, provider, request.model, repair)
     # The span is current while the provider runs, so the HTTP span of each attempt (the upstream httpx2
@@ -123,10 +125,7 @@ async def _call(
     # not with ``with scope:``, so that a call without a span skips even NO_SPAN's two empty calls.
     token = scope.make_current() if scope.tracing else None
     try:
-        call = CallState(
-            ctx, site, scope, request.model, request, provider,
-            telemetry.metric_attributes(provider, request) if inst.metrics else None, time.perf_counter(),
-        )  # fmt: skip
+        call = CallState(ctx, site, scope, request.model, request, provider, labels, time.perf_counter())
         first_error: ProviderError | None = None
         try:
             response = await attempt(call)
@@ -248,9 +247,7 @@ async def _aim(call: CallState, config: ModelConfig) -> None:
     call.on_fallback = True
     call.provider = loaded_provider(kind) or await load_provider(kind)
     call.request = dataclasses.replace(call.request, provider=kind, model=model, config=config)
-    call.metric_attrs = (
-        telemetry.metric_attributes(call.provider, call.request) if call.ctx.instruments.metrics else None
-    )
+    call.labels = call.site.labels_for(call.provider, call.request)
 
 
 def _succeeded(call: CallState, response: LLMResponse) -> LLMCallRecord:

@@ -4,7 +4,7 @@ state of one call in progress (:class:`CallState`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from opentelemetry import context as otel_context
 
@@ -13,6 +13,7 @@ from nons.base.messages import LLMRequest
 from nons.base.results import LLMCallRecord
 from nons.base.types import Budget, CacheConfig, LayerConfig, ModelConfig
 from nons.core.budgets import Budgets, LocalLedger, get_budgets
+from nons.core.call.labels import CallLabels
 from nons.core.pricing import start_price_updates
 from nons.core.progress import ProgressReporter
 from nons.core.scheduler import Scheduler, get_scheduler
@@ -108,6 +109,19 @@ class CallSite:
     priority: int = 0
     #: Whether and how its answers are cached (``None``: not cached).
     cache: CacheConfig | None = None
+    #: The span and metric labels of its calls to its first model, once one has been made (:meth:`labels_for`).
+    labels: CallLabels | None = None
+
+    def labels_for(self, provider: Provider, request: LLMRequest) -> CallLabels:
+        """The labels of ``request``'s model (to ``provider``) at this site: its own when they still fit, else
+        new ones, kept when the request is to its first model, whose calls are nearly all of them."""
+        labels = self.labels
+        if labels is not None and labels.fit(provider, request):
+            return labels
+        labels = CallLabels.build(provider, request, self.operator)
+        if request.config is self.model_config:
+            self.labels = labels
+        return labels
 
 
 @dataclass(slots=True)
@@ -124,8 +138,8 @@ class CallState:
     #: The request to the model being tried; its ``provider``, ``model`` and ``config`` are that model's.
     request: LLMRequest
     provider: Provider
-    #: Operation, provider and model labels of that model's metrics (``None`` when metrics are off).
-    metric_attrs: dict[str, Any] | None
+    #: The span and metric labels of that model's calls from this site.
+    labels: CallLabels
     started: float
     attempts: int = 0
     wait_s: float = 0.0

@@ -23,11 +23,13 @@ from opentelemetry.trace import SpanKind
 from nons.base.errors import ProviderError
 from nons.base.keys import read_key
 from nons.base.messages import LLMRequest, LLMResponse, OutputRepair
+from nons.base.redaction import clean
 from nons.base.types import ModelProvider
 from nons.base.version import __version__
 from nons.core.call.context import CallSite, CallState, PassContext
+from nons.core.call.labels import CallLabels
 from nons.observability import content, names
-from nons.observability.spans import SpanScope, start, truncate_content
+from nons.observability.spans import SpanScope, start_cleaned, truncate_content
 from nons.providers.base import Provider
 
 __all__ = [
@@ -36,7 +38,6 @@ __all__ = [
     "call_failed",
     "call_succeeded",
     "fell_back",
-    "metric_attributes",
     "repairing",
     "retrying",
     "start_span",
@@ -51,29 +52,16 @@ _events_warned = False
 logger = logging.getLogger(__name__)
 
 
-def request_attributes(ctx: PassContext, request: LLMRequest, provider: Provider) -> dict[str, Any]:
-    """What a call's span and event say about its request (no content)."""
-    config = request.config
-    attributes: dict[str, Any] = {
-        names.GEN_AI_OPERATION_NAME: provider.operation_name,
-        names.GEN_AI_PROVIDER_NAME: provider.genai_provider_name,
-        names.GEN_AI_REQUEST_MODEL: request.model,
-    }
-    endpoint = provider.server_endpoint(config)
-    if endpoint is not None:
-        attributes[names.SERVER_ADDRESS], attributes[names.SERVER_PORT] = endpoint
+def _per_call(ctx: PassContext, request: LLMRequest) -> dict[str, Any] | None:
+    """What a call's span and event say about it beyond its model's labels: its conversation, and whether it asks
+    for a typed answer (``None`` when neither)."""
+    if ctx.conversation_id is None and request.response_schema is None:
+        return None
+    attributes: dict[str, Any] = {}
     if ctx.conversation_id is not None:
         attributes[names.GEN_AI_CONVERSATION_ID] = ctx.conversation_id
     if request.response_schema is not None:
         attributes[names.GEN_AI_OUTPUT_TYPE] = names.OUTPUT_TYPE_JSON
-    if config.temperature is not None:
-        attributes[names.GEN_AI_REQUEST_TEMPERATURE] = config.temperature
-    if config.max_tokens is not None:
-        attributes[names.GEN_AI_REQUEST_MAX_TOKENS] = config.max_tokens
-    if config.top_p is not None:
-        attributes[names.GEN_AI_REQUEST_TOP_P] = config.top_p
-    if config.stop:
-        attributes[names.GEN_AI_REQUEST_STOP_SEQUENCES] = list(config.stop)
     return attributes
 
 
@@ -93,33 +81,17 @@ def request_content(request: LLMRequest, provider: Provider) -> dict[str, list[d
     return captured
 
 
-def start_span(ctx: PassContext, request: LLMRequest, provider: Provider) -> SpanScope:
+def start_span(ctx: PassContext, request: LLMRequest, provider: Provider, labels: CallLabels) -> SpanScope:
     """Start the call's CLIENT span with the request's attributes (and its content, when captured on spans)."""
-    attributes = request_attributes(ctx, request, provider)
+    extra = _per_call(ctx, request)
     if ctx.capture.span:
         if request.config.api_key is not None:
             # The provider reads (and registers for redaction) the config's key only when it sends the request:
             # register it now, so that a prompt quoting it is redacted in the content the span starts with.
             read_key(request.config.api_key.get_secret_value(), "ModelConfig.api_key")
-        attributes.update({k: content.to_json(v) for k, v in request_content(request, provider).items()})
-    name = names.llm_span_name(request.model, provider.operation_name)
-    return start(ctx.instruments.tracer, name, attributes, SpanKind.CLIENT)
-
-
-def metric_attributes(provider: Provider, request: LLMRequest) -> dict[str, Any]:
-    """The labels of one model's call metrics (callers build them only when metrics are on).
-
-    ``server.address`` and ``server.port`` are one value per configured API, so they add few series.
-    """
-    attributes: dict[str, Any] = {
-        names.GEN_AI_OPERATION_NAME: provider.operation_name,
-        names.GEN_AI_PROVIDER_NAME: provider.genai_provider_name,
-        names.GEN_AI_REQUEST_MODEL: request.model,
-    }
-    endpoint = provider.server_endpoint(request.config)
-    if endpoint is not None:
-        attributes[names.SERVER_ADDRESS], attributes[names.SERVER_PORT] = endpoint
-    return attributes
+        extra = extra or {}
+        extra.update({k: content.to_json(v) for k, v in request_content(request, provider).items()})
+    return start_cleaned(ctx.instruments.tracer, labels.span_name, labels.span_start(extra), SpanKind.CLIENT)
 
 
 def repairing(
@@ -156,8 +128,8 @@ def retrying(call: CallState, error: ProviderError, delay: float) -> None:
         if error.retry_after_s is not None:
             event[names.RETRY_SERVER_HINT_S] = error.retry_after_s
         call.scope.event(names.EVENT_RETRY, event)
-    if call.metric_attrs is not None:
-        call.ctx.instruments.retries.add(1, {**_model_labels(call.metric_attrs), names.ERROR_TYPE: error.error_type})
+    if call.ctx.instruments.metrics:
+        call.ctx.instruments.retries.add(1, call.labels.retried(error.error_type))
 
 
 def fell_back(call: CallState, from_model: str, to_model: str, reason: ProviderError) -> None:
@@ -184,48 +156,29 @@ def fell_back(call: CallState, from_model: str, to_model: str, reason: ProviderE
         call.ctx.instruments.fallbacks.add(1, attributes)
 
 
-def _model_labels(attrs: dict[str, Any]) -> dict[str, Any]:
-    """The operation, provider and model labels of NoN's own counters: the client metrics' labels without the
-    server and response model, which the conventions ask for on their metrics only."""
-    return {
-        names.GEN_AI_OPERATION_NAME: attrs[names.GEN_AI_OPERATION_NAME],
-        names.GEN_AI_PROVIDER_NAME: attrs[names.GEN_AI_PROVIDER_NAME],
-        names.GEN_AI_REQUEST_MODEL: attrs[names.GEN_AI_REQUEST_MODEL],
-    }
-
-
 def call_succeeded(call: CallState, response: LLMResponse, cost: float | None) -> None:
     """Record a successful call: token and cost metrics, the response's attributes on the span, the event.
 
     Callers skip it when nothing records calls (``PassContext.recording``)."""
-    usage = response.usage
-    model = call.request.model
-    if call.metric_attrs is not None:
-        inst = call.ctx.instruments
-        attrs = {**call.metric_attrs, names.GEN_AI_RESPONSE_MODEL: response.response_model}
-        inst.token_usage.record(usage.input_tokens, {**attrs, names.GEN_AI_TOKEN_TYPE: names.TOKEN_TYPE_INPUT})
-        inst.token_usage.record(usage.output_tokens, {**attrs, names.GEN_AI_TOKEN_TYPE: names.TOKEN_TYPE_OUTPUT})
+    if call.ctx.instruments.metrics:
+        inst, usage, labels = call.ctx.instruments, response.usage, call.labels
+        _, input_labels, output_labels = labels.answered(response.response_model)
+        inst.token_usage.record(usage.input_tokens, input_labels)
+        inst.token_usage.record(usage.output_tokens, output_labels)
         if cost is None:
-            inst.unpriced_calls.add(1, _model_labels(attrs))
+            inst.unpriced_calls.add(1, labels.model_labels)
         else:
             # The simulated provider's cost is its own series (gen_ai.provider.name = nons.simulated): cost
             # panels leave it out unless asked, so simulated money never mixes with real spend.
-            inst.cost.add(
-                cost,
-                {
-                    names.GEN_AI_PROVIDER_NAME: attrs[names.GEN_AI_PROVIDER_NAME],
-                    names.GEN_AI_REQUEST_MODEL: model,
-                    names.OPERATOR_NAME: call.site.operator,
-                    names.NETWORK_NAME: call.ctx.network_name,
-                },
-            )
+            inst.cost.add(cost, labels.cost(call.ctx.network_name))
     if call.scope.tracing:
-        call.scope.set(_response_attributes(call, response, cost))
+        call.scope.set_cleaned(_response_attributes(call, response, cost))
     if call.ctx.capture.event:
         _emit_details(call, response, None)
 
 
 def _response_attributes(call: CallState, response: LLMResponse, cost: float | None) -> dict[str, Any]:
+    """What the call's span ends with, cleaned (:meth:`SpanScope.set_cleaned`)."""
     attributes = _usage_attributes(response)
     attributes[names.ATTEMPTS] = call.attempts
     attributes[names.SCHEDULER_WAIT_S] = call.wait_s
@@ -236,22 +189,22 @@ def _response_attributes(call: CallState, response: LLMResponse, cost: float | N
     if response.simulated:
         attributes[names.SIMULATED] = True
     if call.ctx.capture.span:
-        attributes[names.GEN_AI_OUTPUT_MESSAGES] = content.to_json(content.output_messages(response))
+        attributes[names.GEN_AI_OUTPUT_MESSAGES] = clean(content.to_json(content.output_messages(response)))
     return attributes
 
 
 def _usage_attributes(response: LLMResponse) -> dict[str, Any]:
-    """The response's model, id, finish reason and token counts, as span and event attributes."""
+    """The response's model, id, finish reason and token counts, as span and event attributes, cleaned."""
     usage = response.usage
     attributes: dict[str, Any] = {
-        names.GEN_AI_RESPONSE_MODEL: response.response_model,
+        names.GEN_AI_RESPONSE_MODEL: clean(response.response_model),
         names.GEN_AI_USAGE_INPUT_TOKENS: usage.input_tokens,
         names.GEN_AI_USAGE_OUTPUT_TOKENS: usage.output_tokens,
     }
     if response.response_id:
-        attributes[names.GEN_AI_RESPONSE_ID] = response.response_id
+        attributes[names.GEN_AI_RESPONSE_ID] = clean(response.response_id)
     if response.finish_reason:
-        attributes[names.GEN_AI_RESPONSE_FINISH_REASONS] = (response.finish_reason,)
+        attributes[names.GEN_AI_RESPONSE_FINISH_REASONS] = (clean(response.finish_reason),)
     if usage.cache_read_tokens:
         attributes[names.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = usage.cache_read_tokens
     if usage.cache_write_tokens:
@@ -284,7 +237,7 @@ def cache_hit(
             )
     if not ctx.instruments.tracing:
         return
-    scope = start_span(ctx, request, provider)
+    scope = start_span(ctx, request, provider, site.labels_for(provider, request))
     attributes: dict[str, Any] = {
         names.CACHE_HIT: True,
         names.GEN_AI_RESPONSE_MODEL: response.response_model,
@@ -321,7 +274,8 @@ def _emit_details(call: CallState, response: LLMResponse | None, error: Provider
     if not EVENTS_SUPPORTED:
         _warn_no_events()
         return
-    attributes: dict[str, Any] = request_attributes(call.ctx, call.request, call.provider)
+    # A copy: the labels' own dict is shared by every call.
+    attributes = dict(call.labels.span_start(_per_call(call.ctx, call.request)))
     attributes.update(request_content(call.request, call.provider))
     if response is not None:
         attributes.update(_usage_attributes(response))

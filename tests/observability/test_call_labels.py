@@ -58,7 +58,8 @@ async def test_what_one_call_adds_to_its_span_never_reaches_the_next_calls(otel:
         otel_context.detach(token)
     await network.forward("question")
     spans = _llm_spans(otel)
-    assert [(s.attributes or {}).get(names.GEN_AI_CONVERSATION_ID) for s in spans] == ["conversation-1"] * 2 + [None] * 2
+    conversations = [(s.attributes or {}).get(names.GEN_AI_CONVERSATION_ID) for s in spans]
+    assert conversations == ["conversation-1"] * 2 + [None] * 2
     assert {(s.attributes or {})[names.GEN_AI_REQUEST_MODEL] for s in spans} == {"gpt-4o-mini"}
 
 

@@ -40,7 +40,6 @@ __all__ = [
     "clean",
     "clean_attributes",
     "clean_value",
-    "generation",
     "redact",
     "redact_json",
     "register_secret",
@@ -95,7 +94,9 @@ def register_secret(secret: str | None) -> None:
         _matcher = _build(secrets)
         _secrets = secrets
         _clean_short.cache_clear()
-        # Last: whoever reads the new generation cleans with the new matcher and an emptied cache.
+        # Last: whoever reads the new generation cleans with the new matcher and an emptied cache. One race is
+        # left, as old as the cache: another thread cleaning a text with the old matcher at this very moment may
+        # put its result back after the clear, where it stays until evicted or the next key.
         generation += 1
 
 

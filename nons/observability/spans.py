@@ -20,7 +20,9 @@ builds attribute dicts only when they will be recorded.
 
 Every string a scope records (span name, attribute values and keys, event attributes, status description) is
 cleaned once, here, by :func:`nons.base.redaction.clean`: API keys redacted, and lone surrogates replaced, since
-one value that UTF-8 cannot encode fails the export of its whole batch.
+one value that UTF-8 cannot encode fails the export of its whole batch. The exceptions are :func:`start_cleaned`
+and :meth:`SpanScope.set_cleaned`, for a caller whose values are cleaned already (a call's labels, built and
+cleaned once per call site; its response attributes, cleaned as they are built).
 """
 
 from __future__ import annotations

@@ -3,23 +3,30 @@ what each call records must still be what that call alone would have recorded, p
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
+import pytest
 from opentelemetry import context as otel_context
 from otel_harness import Telemetry
+from pydantic import SecretStr
 
 from nons.base.messages import LLMRequest
 from nons.base.redaction import REDACTED, register_secret
+from nons.base.settings import get_settings
 from nons.core.call.context import CONVERSATION_ID_KEY
 from nons.core.call.labels import CallLabels
 from nons.core.network import create_network
 from nons.core.node import Node
-from nons.core.types import ModelConfig, ModelProvider
+from nons.core.types import ErrorPolicy, LayerConfig, ModelConfig, ModelProvider
 from nons.observability import names
 from nons.providers.registry import load_provider
+from nons.testing import ProviderEmulator
 
-# Registered by the first test that needs it; no other test uses it.
-KEY = "sk-labels-late-secret-0123456789"
+
+def _key() -> str:
+    """A key no other test (nor an earlier run in this process) has registered."""
+    return f"sk-labels-{uuid.uuid4().hex}"
 
 
 def _sim(model: str) -> ModelConfig:
@@ -33,6 +40,7 @@ def _llm_spans(otel: Telemetry) -> list[Any]:
 async def test_a_secret_registered_after_a_sites_first_call_is_redacted_from_its_next_calls(otel: Telemetry) -> None:
     # The site's labels were cleaned before the key was known; once it is, they are cleaned again, as every span
     # and metric label was when each call built its own.
+    KEY = _key()
     network = create_network(layers=[Node("generate", _sim(f"model-{KEY}"))])
     await network.forward("question")
     (first,) = _llm_spans(otel)
@@ -63,23 +71,60 @@ async def test_what_one_call_adds_to_its_span_never_reaches_the_next_calls(otel:
     assert {(s.attributes or {})[names.GEN_AI_REQUEST_MODEL] for s in spans} == {"gpt-4o-mini"}
 
 
-async def test_a_changed_model_is_labelled_as_itself(otel: Telemetry) -> None:
-    node = Node("generate", _sim("gpt-4o-mini"))
-    network = create_network(layers=[node])
-    await network.forward("question")
-    node.model_config = _sim("claude-sonnet-4-5")
-    await network.forward("question")
-    assert [(s.attributes or {})[names.GEN_AI_REQUEST_MODEL] for s in _llm_spans(otel)] == [
-        "gpt-4o-mini", "claude-sonnet-4-5",
-    ]  # fmt: skip
+async def test_the_configs_own_key_is_redacted_from_the_first_calls_span(otel: Telemetry) -> None:
+    # The provider registers a config's key when it sends the request, after the span has started with its labels.
+    key = _key()
+    config = ModelConfig(
+        provider=ModelProvider.MOCK, model_name=f"model-{key}", api_key=SecretStr(key), stop=(f"stop {key}",)
+    )
+    await create_network(layers=[Node("generate", config)]).forward("question")
+    (span,) = _llm_spans(otel)
+    recorded = [span.name, *map(str, (span.attributes or {}).values())]
+    assert all(key not in text for text in recorded), recorded
+    assert (span.attributes or {})[names.GEN_AI_REQUEST_STOP_SEQUENCES] == (f"stop {REDACTED}",)
+
+
+async def test_a_fallback_is_labelled_as_its_own_model_and_the_next_call_as_the_first(otel: Telemetry) -> None:
+    failing = ModelConfig(
+        provider=ModelProvider.MOCK, model_name="gpt-4o-mini",
+        extra_params={"mock_failure_rate": 1.0, "mock_failure_kind": "server_error"},
+    )  # fmt: skip
+    node = Node("generate", failing, fallbacks=[_sim("claude-sonnet-4-5")])
+    layer_config = LayerConfig(error_policy=ErrorPolicy.FALLBACK_MODEL, max_retries=0)
+    network = create_network(layers=[node], layer_config=layer_config)
+    for _ in range(2):
+        await network.forward("question")
     durations = otel.metric_points(names.METRIC_OPERATION_DURATION)
-    assert {p.attributes[names.GEN_AI_RESPONSE_MODEL] for p in durations} >= {"gpt-4o-mini", "claude-sonnet-4-5"}
+    series = {
+        (p.attributes[names.GEN_AI_REQUEST_MODEL], p.attributes.get(names.GEN_AI_RESPONSE_MODEL),
+         p.attributes.get(names.ERROR_TYPE), p.count)
+        for p in durations
+    }  # fmt: skip
+    assert series == {("gpt-4o-mini", None, "server_error", 2), ("claude-sonnet-4-5", "claude-sonnet-4-5", None, 2)}
+
+
+async def test_a_changed_base_url_setting_moves_the_server_labels_with_the_calls(
+    otel: Telemetry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No base_url in the config: OPENAI_BASE_URL says where the calls go, and may change between passes.
+    config = ModelConfig(provider=ModelProvider.OPENAI, model_name="gpt-4o-mini", api_key=SecretStr(_key()))
+    network = create_network(layers=[Node("generate", config)])
+    ports = []
+    for _ in range(2):
+        with ProviderEmulator() as emulator:
+            monkeypatch.setenv("OPENAI_BASE_URL", emulator.base_url_for("openai"))
+            get_settings()  # the settings as the variables now say
+            await network.forward("question")
+            ports.append(emulator.port)
+    assert [(s.attributes or {})[names.SERVER_PORT] for s in _llm_spans(otel)] == ports
+    assert ports[0] != ports[1]
 
 
 async def test_every_response_model_gets_its_own_labels_however_many_a_server_sends() -> None:
     provider = await load_provider(ModelProvider.MOCK)
     config = _sim("gpt-4o-mini")
-    labels = CallLabels.build(provider, LLMRequest(ModelProvider.MOCK, "gpt-4o-mini", config, []), "generate")
+    request = LLMRequest(ModelProvider.MOCK, "gpt-4o-mini", config, [])
+    labels = CallLabels.build(provider, request, "generate", get_settings())
     for number in range(20):
         duration, input_tokens, output_tokens = labels.answered(f"gpt-4o-mini-{number}")
         assert duration[names.GEN_AI_RESPONSE_MODEL] == f"gpt-4o-mini-{number}"

@@ -4,6 +4,8 @@
   calls) and :class:`CallState` (one call in progress);
 - :mod:`~nons.core.call.attempt`: one try (permit, timeout budget, provider call, release);
 - :mod:`~nons.core.call.call`: :func:`call_llm`, the fallback chain with retries around the attempt;
+- :mod:`~nons.core.call.labels`: :class:`~nons.core.call.labels.CallLabels`, a call's span name and attributes
+  and metric labels for one model, built and cleaned once per call site;
 - :mod:`~nons.core.call.telemetry`: what a call records (its span, events and metrics).
 """
 

@@ -89,9 +89,8 @@ async def call_llm(
     try:
         response = await provider.complete(request)
     except BaseException as error:
-        call = CallState(
-            ctx, site, NO_SPAN, model, request, provider, site.labels_for(provider, request), started, attempts=1
-        )
+        labels = site.labels_for(provider, request, ctx.settings)
+        call = CallState(ctx, site, NO_SPAN, model, request, provider, labels, started, attempts=1)
         failed(call, permit, None, error, started)
         if not isinstance(error, ProviderError):
             raise
@@ -116,7 +115,7 @@ async def _call(
 ) -> LLMResponse:
     """The call of ``request`` that records what it does (its span, metrics and events), reserves a budget, or
     waits for its slot: its first attempt, then the policy's retries and fallbacks."""
-    labels = site.labels_for(provider, request)
+    labels = site.labels_for(provider, request, ctx.settings)
     scope = telemetry.start_span(ctx, request, provider, labels) if ctx.instruments.tracing else NO_SPAN
     if repair is not None:
         telemetry.repairing(ctx, site, scope, provider, request.model, repair)
@@ -166,6 +165,7 @@ async def _cached(ctx: PassContext, site: CallSite, request: LLMRequest, records
             ctx, uncached, request.messages, own, system=request.system, response_schema=request.response_schema,
             tools=request.tools, tool_choice=request.tool_choice,
         )
+        site.labels = uncached.labels  # built on the copy: kept for the site's next calls
         records.extend(own)
         return Entry(ModelProvider(own[-1].provider), response)
 
@@ -247,7 +247,7 @@ async def _aim(call: CallState, config: ModelConfig) -> None:
     call.on_fallback = True
     call.provider = loaded_provider(kind) or await load_provider(kind)
     call.request = dataclasses.replace(call.request, provider=kind, model=model, config=config)
-    call.labels = call.site.labels_for(call.provider, call.request)
+    call.labels = call.site.labels_for(call.provider, call.request, call.ctx.settings)
 
 
 def _succeeded(call: CallState, response: LLMResponse) -> LLMCallRecord:

@@ -109,16 +109,18 @@ class CallSite:
     priority: int = 0
     #: Whether and how its answers are cached (``None``: not cached).
     cache: CacheConfig | None = None
-    #: The span and metric labels of its calls to its first model, once one has been made (:meth:`labels_for`).
+    #: The span and metric labels of its last call with its own model config, once one has been made
+    #: (:meth:`labels_for`).
     labels: CallLabels | None = None
 
-    def labels_for(self, provider: Provider, request: LLMRequest) -> CallLabels:
-        """The labels of ``request``'s model (to ``provider``) at this site: its own when they still fit, else
-        new ones, kept when the request is to its first model, whose calls are nearly all of them."""
+    def labels_for(self, provider: Provider, request: LLMRequest, settings: Settings) -> CallLabels:
+        """The labels of ``request``'s model (to ``provider``) at this site under ``settings``: its own when they
+        still fit, else new ones, kept when the request is made with the site's own model config (a fallback's
+        are not), as nearly every call is."""
         labels = self.labels
-        if labels is not None and labels.fit(provider, request):
+        if labels is not None and labels.fit(provider, request, settings):
             return labels
-        labels = CallLabels.build(provider, request, self.operator)
+        labels = CallLabels.build(provider, request, self.operator, settings)
         if request.config is self.model_config:
             self.labels = labels
         return labels

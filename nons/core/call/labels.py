@@ -5,9 +5,10 @@ A call's span starts with the same attributes on every pass (operation, provider
 sampling parameters), and its metrics carry the same few label sets. Building those dicts and cleaning their
 strings (:func:`nons.base.redaction.clean`) on every call was a good part of what NoN's telemetry added to the
 SDK's own work (issue 15: "attribute sets built once per node, not per call"). A :class:`CallLabels` holds them
-for one provider, model and config; :meth:`CallSite.labels_for <nons.core.call.context.CallSite.labels_for>`
-keeps one on the call site and builds it again when any of those changes, or when a secret registered since (a
-provider registers its key on its first call) could change what cleaning gives.
+for one provider, model and config under one set of settings (a server's address may come from them);
+:meth:`CallSite.labels_for <nons.core.call.context.CallSite.labels_for>` keeps one on the call site and builds it
+again when any of those changes, or when a secret registered since (a provider registers the keys it reads) could
+change what cleaning gives. The config's own key is registered before anything is cleaned.
 
 The dicts are shared: the SDK copies span attributes, and keeps a metric series' attributes as given, so none
 of them is ever changed once built.
@@ -16,19 +17,23 @@ of them is ever changed once built.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nons.base import redaction
 from nons.base.messages import LLMRequest
-from nons.base.redaction import clean, clean_attributes
+from nons.base.redaction import clean, clean_attributes, register_secret
 from nons.base.types import ModelConfig
 from nons.observability import names
 from nons.providers.base import Provider
 
+if TYPE_CHECKING:  # the settings module loads pydantic-settings
+    from nons.base.settings import Settings
+
 __all__ = ["CallLabels"]
 
-#: Response models kept per label set: a model answers under one or two names, but a server may send anything.
-_RESPONSE_MODELS_KEPT = 8
+#: Label sets kept per response model and per network: a model answers under one or two names and a site runs in
+#: a network or two, but a server may send any name.
+_KEPT = 8
 
 
 @dataclass(slots=True, eq=False)
@@ -38,11 +43,14 @@ class CallLabels:
     provider: Provider
     config: ModelConfig
     model: str
+    settings: Settings
     #: :data:`nons.base.redaction.generation` when the strings were cleaned.
     secrets: int
     span_name: str
     #: What the call's span starts with, but for what a single call adds (a conversation, a typed answer).
     span_attributes: dict[str, Any]
+    #: The part of :attr:`span_attributes` that follows what a call adds: its model's sampling parameters.
+    span_tail: dict[str, Any]
     #: The client metrics' labels: operation, provider, request model, server.
     metric_attributes: dict[str, Any]
     #: NoN's own counters' labels: the client metrics' without the server.
@@ -55,10 +63,14 @@ class CallLabels:
     _cost_by_network: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, provider: Provider, request: LLMRequest, operator: str) -> CallLabels:
-        """The labels of ``request``'s model (to ``provider``) for calls of ``operator``."""
-        secrets = redaction.generation  # read first: a secret registered while this runs makes it stale
+    def build(cls, provider: Provider, request: LLMRequest, operator: str, settings: Settings) -> CallLabels:
+        """The labels of ``request``'s model (to ``provider``) for calls of ``operator`` under ``settings``."""
         config = request.config
+        if config.api_key is not None:
+            # The provider registers the key only when it sends the request, after the span has started: a
+            # model name, stop sequence or captured prompt quoting it would be recorded unredacted.
+            register_secret(config.api_key.get_secret_value())
+        secrets = redaction.generation  # read before cleaning: a secret registered meanwhile makes these stale
         operation, provider_name = provider.operation_name, provider.genai_provider_name
         model = clean(request.model)
         metric: dict[str, Any] = {
@@ -69,22 +81,24 @@ class CallLabels:
         endpoint = provider.server_endpoint(config)
         if endpoint is not None:
             metric[names.SERVER_ADDRESS], metric[names.SERVER_PORT] = clean(endpoint[0]), endpoint[1]
-        span = dict(metric)
+        tail: dict[str, Any] = {}
         if config.temperature is not None:
-            span[names.GEN_AI_REQUEST_TEMPERATURE] = config.temperature
+            tail[names.GEN_AI_REQUEST_TEMPERATURE] = config.temperature
         if config.max_tokens is not None:
-            span[names.GEN_AI_REQUEST_MAX_TOKENS] = config.max_tokens
+            tail[names.GEN_AI_REQUEST_MAX_TOKENS] = config.max_tokens
         if config.top_p is not None:
-            span[names.GEN_AI_REQUEST_TOP_P] = config.top_p
+            tail[names.GEN_AI_REQUEST_TOP_P] = config.top_p
         if config.stop:
-            span[names.GEN_AI_REQUEST_STOP_SEQUENCES] = tuple(clean(stop) for stop in config.stop)
+            tail[names.GEN_AI_REQUEST_STOP_SEQUENCES] = tuple(clean(stop) for stop in config.stop)
         return cls(
             provider=provider,
             config=config,
             model=request.model,
+            settings=settings,
             secrets=secrets,
             span_name=clean(names.llm_span_name(request.model, operation)),
-            span_attributes=span,
+            span_attributes={**metric, **tail},
+            span_tail=tail,
             metric_attributes=metric,
             model_labels={
                 names.GEN_AI_OPERATION_NAME: operation,
@@ -106,7 +120,7 @@ class CallLabels:
             {**duration, names.GEN_AI_TOKEN_TYPE: names.TOKEN_TYPE_INPUT},
             {**duration, names.GEN_AI_TOKEN_TYPE: names.TOKEN_TYPE_OUTPUT},
         )
-        if len(self._by_response_model) < _RESPONSE_MODELS_KEPT:
+        if len(self._by_response_model) < _KEPT:
             self._by_response_model[response_model] = labels
         return labels
 
@@ -128,21 +142,24 @@ class CallLabels:
                 names.OPERATOR_NAME: self.operator,
                 names.NETWORK_NAME: clean(network_name),
             }
-            if len(self._cost_by_network) < _RESPONSE_MODELS_KEPT:
+            if len(self._cost_by_network) < _KEPT:
                 self._cost_by_network[network_name] = kept
         return kept
 
-    def fit(self, provider: Provider, request: LLMRequest) -> bool:
-        """Whether these are the labels of ``request`` (to ``provider``), with every secret registered so far."""
+    def fit(self, provider: Provider, request: LLMRequest, settings: Settings) -> bool:
+        """Whether these are the labels of ``request`` (to ``provider``) under ``settings``, cleaned with every
+        secret registered so far."""
         return (
             self.provider is provider
             and self.config is request.config
             and self.model == request.model
+            and self.settings is settings
             and self.secrets == redaction.generation
         )
 
     def span_start(self, extra: dict[str, Any] | None) -> dict[str, Any]:
-        """The span's starting attributes, with ``extra`` (cleaned here) when a call adds any."""
+        """The span's starting attributes, with ``extra`` (cleaned here) when a call adds any, in the order a
+        span has always had them (a low attribute limit keeps the first ones)."""
         if not extra:
             return self.span_attributes
-        return {**self.span_attributes, **clean_attributes(extra)}
+        return {**self.metric_attributes, **clean_attributes(extra), **self.span_tail}

@@ -21,7 +21,6 @@ from opentelemetry import _logs
 from opentelemetry.trace import SpanKind
 
 from nons.base.errors import ProviderError
-from nons.base.keys import read_key
 from nons.base.messages import LLMRequest, LLMResponse, OutputRepair
 from nons.base.redaction import clean
 from nons.base.types import ModelProvider
@@ -85,10 +84,8 @@ def start_span(ctx: PassContext, request: LLMRequest, provider: Provider, labels
     """Start the call's CLIENT span with the request's attributes (and its content, when captured on spans)."""
     extra = _per_call(ctx, request)
     if ctx.capture.span:
-        if request.config.api_key is not None:
-            # The provider reads (and registers for redaction) the config's key only when it sends the request:
-            # register it now, so that a prompt quoting it is redacted in the content the span starts with.
-            read_key(request.config.api_key.get_secret_value(), "ModelConfig.api_key")
+        # The config's key is registered for redaction already (CallLabels.build), so a prompt quoting it is
+        # redacted in the content the span starts with.
         extra = extra or {}
         extra.update({k: content.to_json(v) for k, v in request_content(request, provider).items()})
     return start_cleaned(ctx.instruments.tracer, labels.span_name, labels.span_start(extra), SpanKind.CLIENT)
@@ -237,7 +234,7 @@ def cache_hit(
             )
     if not ctx.instruments.tracing:
         return
-    scope = start_span(ctx, request, provider, site.labels_for(provider, request))
+    scope = start_span(ctx, request, provider, site.labels_for(provider, request, ctx.settings))
     attributes: dict[str, Any] = {
         names.CACHE_HIT: True,
         names.GEN_AI_RESPONSE_MODEL: response.response_model,

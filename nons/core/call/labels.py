@@ -55,7 +55,8 @@ class CallLabels:
     metric_attributes: dict[str, Any]
     #: NoN's own counters' labels: the client metrics' without the server.
     model_labels: dict[str, Any]
-    #: ``nons.cost``'s labels: provider, model, operator; the network's name is added by :meth:`cost`.
+    #: The calling operator's name: with the provider, the model and the network's name (:meth:`cost`), the
+    #: labels of ``nons.cost``.
     operator: str
     _by_response_model: dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = field(
         default_factory=dict

@@ -109,8 +109,8 @@ class CallSite:
     priority: int = 0
     #: Whether and how its answers are cached (``None``: not cached).
     cache: CacheConfig | None = None
-    #: The span and metric labels of its last call with its own model config, once one has been made
-    #: (:meth:`labels_for`).
+    #: The span and metric labels of its calls with its own model config, once one has been made
+    #: (:meth:`labels_for`; they may be stale, which :meth:`labels_for` checks before using them).
     labels: CallLabels | None = None
 
     def labels_for(self, provider: Provider, request: LLMRequest, settings: Settings) -> CallLabels:
@@ -140,7 +140,8 @@ class CallState:
     #: The request to the model being tried; its ``provider``, ``model`` and ``config`` are that model's.
     request: LLMRequest
     provider: Provider
-    #: The span and metric labels of that model's calls from this site.
+    #: The span and metric labels of that model's calls from this site (built, or kept by the site, for every
+    #: call that has state, even one that records nothing: one object per site, not per call).
     labels: CallLabels
     started: float
     attempts: int = 0

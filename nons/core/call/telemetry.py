@@ -271,7 +271,7 @@ def _emit_details(call: CallState, response: LLMResponse | None, error: Provider
     if not EVENTS_SUPPORTED:
         _warn_no_events()
         return
-    # A copy: the labels' own dict is shared by every call.
+    # A copy: span_start gives the labels' own dict, shared by every call, when the call adds nothing.
     attributes = dict(call.labels.span_start(_per_call(call.ctx, call.request)))
     attributes.update(request_content(call.request, call.provider))
     if response is not None:

@@ -336,11 +336,11 @@ def host_of(base_url: str | None, default_host: str) -> str:
 def endpoint_of(base_url: str) -> tuple[str, int] | None:
     """(host, port) of ``base_url``; the port is the scheme's default when the URL names none (https without a
     scheme). ``None`` for a URL without a host."""
-    parts = urlsplit(base_url if "//" in base_url else f"https://{base_url}")
-    if not parts.hostname:
-        return None
     try:
+        parts = urlsplit(base_url if "//" in base_url else f"https://{base_url}")
+        if not parts.hostname:
+            return None
         port = parts.port
-    except ValueError:  # a port out of range: the SDK will refuse the URL itself
+    except ValueError:  # not a URL (an unclosed IPv6 bracket, a port out of range): the SDK will refuse it itself
         return None
     return parts.hostname, port or _DEFAULT_PORTS.get(parts.scheme or "https", 443)

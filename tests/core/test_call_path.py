@@ -10,12 +10,13 @@ from __future__ import annotations
 import core_helpers  # noqa: F401  (registers the test operators)
 import pytest
 from core_helpers import failing, sim
+from pydantic import SecretStr
 
 from nons.base.errors import ConfigurationError, NodeExecutionError, RateLimitError
 from nons.core.network import create_network
 from nons.core.node import Node
 from nons.core.scheduler import get_scheduler
-from nons.core.types import ErrorPolicy, LayerConfig
+from nons.core.types import ErrorPolicy, LayerConfig, ModelConfig, ModelProvider
 
 FAST_RETRY = {"retry_base_delay": 0.0, "retry_max_delay": 0.0}
 
@@ -88,6 +89,19 @@ async def test_an_error_that_is_not_a_provider_error_fails_the_node_as_it_is() -
     with pytest.raises(NodeExecutionError) as raised:
         await network.forward("question")
     assert isinstance(raised.value.cause, ConfigurationError) and "mock_bogus" in str(raised.value.cause)
+    assert scheduler_counts() == (0, 1, 0)
+
+
+async def test_a_base_url_that_is_no_url_fails_with_the_sdks_error_and_gives_its_slot_back() -> None:
+    # An unclosed IPv6 bracket: the vendor's SDK refuses the URL. Nothing NoN derives from the URL for its labels
+    # (server.address and port) may raise first, mask that error, or keep the call's slot.
+    config = ModelConfig(
+        provider=ModelProvider.OPENAI, model_name="gpt-4o-mini", base_url="http://[::1",
+        api_key=SecretStr("sk-test-call-path-0123456789"),
+    )  # fmt: skip
+    with pytest.raises(NodeExecutionError) as raised:
+        await create_network(layers=[Node("generate", config)]).forward("question")
+    assert "IPv6" not in str(raised.value.cause), raised.value.cause
     assert scheduler_counts() == (0, 1, 0)
 
 

@@ -78,7 +78,7 @@ def _answered(
                     cost, {names.BUDGET_NAME: name, names.BUDGET_SCOPE: scope,
                            names.GEN_AI_PROVIDER_NAME: call.provider.genai_provider_name}
                 )  # fmt: skip
-    if ctx.instruments.metrics:
+    if ctx.instruments.metrics and call.labels is not None:
         ctx.instruments.operation_duration.record(
             time.perf_counter() - started, call.labels.answered(response.response_model)[0]
         )
@@ -112,7 +112,7 @@ def failed(
         error.provider, error.model = request.provider.value, request.model
     # A refusal sent nothing to a provider: it is counted by nons.budget.refused, not as a failed attempt (the
     # dashboards' error ratios are provider health).
-    if inst.metrics and not isinstance(error, BudgetExceededError):
+    if inst.metrics and call.labels is not None and not isinstance(error, BudgetExceededError):
         inst.operation_duration.record(time.perf_counter() - started, call.labels.failed(error.error_type))
 
 

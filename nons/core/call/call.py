@@ -89,8 +89,9 @@ async def call_llm(
     try:
         response = await provider.complete(request)
     except BaseException as error:
-        labels = site.labels_for(provider, request, ctx.settings)
-        call = CallState(ctx, site, NO_SPAN, model, request, provider, labels, started, attempts=1)
+        # No labels: nothing reads them on this path, and building them must not be able to fail before the
+        # permit is given back.
+        call = CallState(ctx, site, NO_SPAN, model, request, provider, None, started, attempts=1)
         failed(call, permit, None, error, started)
         if not isinstance(error, ProviderError):
             raise
@@ -247,7 +248,8 @@ async def _aim(call: CallState, config: ModelConfig) -> None:
     call.on_fallback = True
     call.provider = loaded_provider(kind) or await load_provider(kind)
     call.request = dataclasses.replace(call.request, provider=kind, model=model, config=config)
-    call.labels = call.site.labels_for(call.provider, call.request, call.ctx.settings)
+    if call.labels is not None:
+        call.labels = call.site.labels_for(call.provider, call.request, call.ctx.settings)
 
 
 def _succeeded(call: CallState, response: LLMResponse) -> LLMCallRecord:

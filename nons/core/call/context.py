@@ -140,9 +140,9 @@ class CallState:
     #: The request to the model being tried; its ``provider``, ``model`` and ``config`` are that model's.
     request: LLMRequest
     provider: Provider
-    #: The span and metric labels of that model's calls from this site (built, or kept by the site, for every
-    #: call that has state, even one that records nothing: one object per site, not per call).
-    labels: CallLabels
+    #: The span and metric labels of that model's calls from this site; ``None`` for a call that nothing records
+    #: and no budget applies to (:func:`~nons.core.call.call.call_llm`'s quiet path), which never reads them.
+    labels: CallLabels | None
     started: float
     attempts: int = 0
     wait_s: float = 0.0

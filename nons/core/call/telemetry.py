@@ -125,7 +125,7 @@ def retrying(call: CallState, error: ProviderError, delay: float) -> None:
         if error.retry_after_s is not None:
             event[names.RETRY_SERVER_HINT_S] = error.retry_after_s
         call.scope.event(names.EVENT_RETRY, event)
-    if call.ctx.instruments.metrics:
+    if call.ctx.instruments.metrics and call.labels is not None:
         call.ctx.instruments.retries.add(1, call.labels.retried(error.error_type))
 
 
@@ -157,8 +157,9 @@ def call_succeeded(call: CallState, response: LLMResponse, cost: float | None) -
     """Record a successful call: token and cost metrics, the response's attributes on the span, the event.
 
     Callers skip it when nothing records calls (``PassContext.recording``)."""
-    if call.ctx.instruments.metrics:
-        inst, usage, labels = call.ctx.instruments, response.usage, call.labels
+    labels = call.labels
+    if call.ctx.instruments.metrics and labels is not None:
+        inst, usage = call.ctx.instruments, response.usage
         _, input_labels, output_labels = labels.answered(response.response_model)
         inst.token_usage.record(usage.input_tokens, input_labels)
         inst.token_usage.record(usage.output_tokens, output_labels)
@@ -271,6 +272,7 @@ def _emit_details(call: CallState, response: LLMResponse | None, error: Provider
     if not EVENTS_SUPPORTED:
         _warn_no_events()
         return
+    assert call.labels is not None, "a call that records has its labels (_call)"
     # A copy: span_start gives the labels' own dict, shared by every call, when the call adds nothing.
     attributes = dict(call.labels.span_start(_per_call(call.ctx, call.request)))
     attributes.update(request_content(call.request, call.provider))

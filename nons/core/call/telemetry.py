@@ -226,16 +226,25 @@ def cache_hit(
 ) -> None:
     """A call answered from the cache: its LLM span, marked cached (no provider call, so no HTTP child), with no
     tokens and no cost of its own; a hit and what it saved in the metrics."""
-    if ctx.instruments.metrics:
-        attrs = {names.GEN_AI_PROVIDER_NAME: provider.genai_provider_name, names.GEN_AI_REQUEST_MODEL: request.model}
-        ctx.instruments.cache_hits.add(1, attrs)
-        if saved:
-            ctx.instruments.cost_saved.add(
-                saved, {**attrs, names.OPERATOR_NAME: site.operator, names.NETWORK_NAME: ctx.network_name}
-            )
-    if not ctx.instruments.tracing:
+    inst = ctx.instruments
+    if not (inst.metrics or inst.tracing):
         return
-    scope = start_span(ctx, request, provider, site.labels_for(provider, request, ctx.settings))
+    labels = site.labels_for(provider, request, ctx.settings)
+    if inst.metrics:
+        # What it saved carries nons.cost's labels, so that the two compare series by series.
+        cost_labels = labels.cost(ctx.network_name)
+        inst.cache_hits.add(
+            1,
+            {
+                names.GEN_AI_PROVIDER_NAME: cost_labels[names.GEN_AI_PROVIDER_NAME],
+                names.GEN_AI_REQUEST_MODEL: cost_labels[names.GEN_AI_REQUEST_MODEL],
+            },
+        )
+        if saved:
+            inst.cost_saved.add(saved, cost_labels)
+    if not inst.tracing:
+        return
+    scope = start_span(ctx, request, provider, labels)
     attributes: dict[str, Any] = {
         names.CACHE_HIT: True,
         names.GEN_AI_RESPONSE_MODEL: response.response_model,

@@ -103,6 +103,22 @@ async def test_a_fallback_is_labelled_as_its_own_model_and_the_next_call_as_the_
     assert series == {("gpt-4o-mini", None, "server_error", 2), ("claude-sonnet-4-5", "claude-sonnet-4-5", None, 2)}
 
 
+async def test_a_key_quoted_in_the_model_names_is_redacted_from_the_fallback_count(otel: Telemetry) -> None:
+    KEY = _key()
+    register_secret(KEY)
+    failing = ModelConfig(
+        provider=ModelProvider.MOCK, model_name=f"first-{KEY}",
+        extra_params={"mock_failure_rate": 1.0, "mock_failure_kind": "server_error"},
+    )  # fmt: skip
+    node = Node("generate", failing, fallbacks=[_sim(f"second-{KEY}")])
+    layer_config = LayerConfig(error_policy=ErrorPolicy.FALLBACK_MODEL, max_retries=0)
+    await create_network(layers=[node], layer_config=layer_config).forward("question")
+    (point,) = otel.metric_points(names.METRIC_FALLBACKS)
+    assert (point.attributes[names.FALLBACK_FROM], point.attributes[names.FALLBACK_TO], point.value) == (
+        f"first-{REDACTED}", f"second-{REDACTED}", 1
+    )
+
+
 async def test_a_changed_base_url_setting_moves_the_server_labels_with_the_calls(
     otel: Telemetry, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -145,10 +145,11 @@ def fell_back(call: CallState, from_model: str, to_model: str, reason: ProviderE
         )
     if call.ctx.instruments.metrics:
         # call.provider is still the one fallen back from: its name lets the dashboards' Provider filter apply.
+        # The model names are cleaned as every other metric label is (a key quoted in one must not reach them).
         attributes = {
             names.GEN_AI_PROVIDER_NAME: call.provider.genai_provider_name,
-            names.FALLBACK_FROM: from_model,
-            names.FALLBACK_TO: to_model,
+            names.FALLBACK_FROM: clean(from_model),
+            names.FALLBACK_TO: clean(to_model),
         }
         call.ctx.instruments.fallbacks.add(1, attributes)
 

@@ -93,11 +93,11 @@ def register_secret(secret: str | None) -> None:
         secrets = _secrets | {secret}
         _matcher = _build(secrets)
         _secrets = secrets
-        _clean_short.cache_clear()
-        # Last: whoever reads the new generation cleans with the new matcher and an emptied cache. One race is
-        # left, as old as the cache: another thread cleaning a text with the old matcher at this very moment may
-        # put its result back after the clear, where it stays until evicted or the next key.
+        # Last: whoever reads the new generation cleans with the new matcher. The cache is keyed by generation
+        # too, so what another thread cleans with the old matcher at this very moment is stored under the old
+        # generation, where no later lookup finds it; the clear only frees the memory.
         generation += 1
+        _clean_short.cache_clear()
 
 
 def _forms(secret: str) -> set[str]:
@@ -201,7 +201,7 @@ def clean(text: str) -> str:
     """``text`` as a telemetry value may carry it: secrets redacted, and lone surrogates (which UTF-8 cannot
     encode, so that one of them fails a whole export batch) replaced by U+FFFD."""
     if len(text) <= _CACHED_CHARS:
-        return _clean_short(text)
+        return _clean_short(text, generation)
     return _clean(text)
 
 
@@ -210,7 +210,9 @@ _CACHED_CHARS = 256
 
 
 @functools.lru_cache(maxsize=4096)
-def _clean_short(text: str) -> str:
+def _clean_short(text: str, secrets: int) -> str:
+    """``text`` cleaned, cached by ``text`` and the :data:`generation` its caller read (``secrets``): the matcher
+    used is at least that new, since secrets are only ever added."""
     return _clean(text)
 
 
@@ -245,10 +247,11 @@ def clean_attributes(attributes: Mapping[str, Any]) -> dict[str, Any]:
     # clean_value and clean inlined for the common values, short strings and scalars: this runs on every span's
     # attributes, some 25 values a node, and two calls a value were a quarter of the cleaning's cost.
     cleaned: dict[str, Any] = {}
+    secrets = generation
     for key, value in attributes.items():
         kind = type(value)
         if kind is str and len(value) <= _CACHED_CHARS:
-            cleaned[key] = _clean_short(value)
+            cleaned[key] = _clean_short(value, secrets)
         elif kind in _SCALARS:
             cleaned[key] = value
         else:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
+import threading
+from typing import Any
 from urllib.parse import quote, quote_plus
 
 import pytest
 
-from nons.base import errors
+from nons.base import errors, redaction
 from nons.base.redaction import (
     MIN_REDACTED_CHARS,
     REDACTED,
@@ -95,3 +98,31 @@ def test_clean_attributes_cleans_strings_and_sequences_of_strings() -> None:
     register_secret(KEY)
     cleaned = clean_attributes({"a": f"k={KEY}", "b": ["x\ud83d", KEY], "n": 3, "f": 1.5, "t": True})
     assert cleaned == {"a": f"k={REDACTED}", "b": ("x\ufffd", REDACTED), "n": 3, "f": 1.5, "t": True}
+
+
+def test_a_text_cleaned_while_its_key_is_registered_is_never_served_unredacted_after(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Another thread cleans the text with the matcher of before the key, and stores its result after the
+    # registration emptied the cache: a later clean() must not find that result.
+    key = "sk-race-0123456789abcdef"
+    text = f"model-{key}"
+    original = redaction._redact_with
+    computed, stored = threading.Event(), threading.Event()
+
+    def paused(value: str, matcher: Any) -> str:
+        result = original(value, matcher)
+        if value == text and not computed.is_set():
+            computed.set()
+            assert stored.wait(10)
+        return result
+
+    monkeypatch.setattr(redaction, "_redact_with", paused)
+    racing = concurrent.futures.ThreadPoolExecutor(1)
+    before = racing.submit(clean, text)
+    assert computed.wait(10)
+    register_secret(key)
+    stored.set()
+    assert before.result(10) == text  # cleaned before the key was known
+    racing.shutdown()
+    assert clean(text) == f"model-{REDACTED}"

@@ -41,7 +41,9 @@ async def attempt(call: CallState) -> LLMResponse:
         tokens = estimate_tokens(request) if ctx.scheduler.counts_tokens else 0
         # Nearly every call gets its slot at once: try that without the coroutine acquire() would cost. A call that
         # waits shows its estimate in the scheduler's queue even when no limit counts tokens.
-        permit = ctx.scheduler.try_acquire(request.provider, request.model, tokens) or await ctx.scheduler.acquire(
+        permit = ctx.scheduler.try_acquire(
+            request.provider, request.model, tokens, loop=ctx.loop
+        ) or await ctx.scheduler.acquire(
             request.provider, request.model, priority=call.site.priority,
             estimated_tokens=tokens or estimate_tokens(request),
             deadline=time.monotonic() + (deadline - time.perf_counter()),

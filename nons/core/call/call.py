@@ -83,7 +83,9 @@ async def call_llm(
     # function call for each step would cost more than the rest of the call does (issue 15).
     scheduler = ctx.scheduler
     started = time.perf_counter()
-    permit = scheduler.try_acquire(kind, model, estimate_tokens(request) if scheduler.counts_tokens else 0)
+    permit = scheduler.try_acquire(
+        kind, model, estimate_tokens(request) if scheduler.counts_tokens else 0, loop=ctx.loop
+    )
     if permit is None:
         return await _call(ctx, site, request, provider, records, repair)
     try:

@@ -3,6 +3,7 @@ state of one call in progress (:class:`CallState`)."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -59,6 +60,9 @@ class PassContext:
     #: Whether anything records a call's outcome (spans, metrics or the inference event): when nothing does, the
     #: call path skips building what would be recorded.
     recording: bool = True
+    #: The event loop the pass runs on (``None`` for a context made outside one). Passed to the scheduler, which
+    #: would otherwise ask ``asyncio.get_running_loop()`` on every call: a ``getpid`` system call each time.
+    loop: asyncio.AbstractEventLoop | None = None
 
     @classmethod
     def start(
@@ -89,6 +93,7 @@ class PassContext:
             budget_book=book if budgets or book.budgets else None,
             cache=cache,
             recording=instruments.tracing or instruments.metrics or capture.event,
+            loop=asyncio._get_running_loop(),
         )
 
     @property

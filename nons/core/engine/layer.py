@@ -95,8 +95,8 @@ def _start(
 
     on_failure = cancel_siblings if config.error_policy is ErrorPolicy.FAIL_FAST else None
     # The loop's create_task directly: ensure_future would check each argument's type and look the loop up
-    # once per node.
-    create_task = asyncio.get_running_loop().create_task
+    # once per node (the pass's context knows it; looking it up costs a system call).
+    create_task = (ctx.loop or asyncio.get_running_loop()).create_task
     # A list, not a generator given to extend(): resuming a generator once per node costs more.
     tasks.extend(
         [

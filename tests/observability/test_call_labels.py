@@ -57,6 +57,24 @@ async def test_a_secret_registered_after_a_sites_first_call_is_redacted_from_its
     assert {p.attributes[names.GEN_AI_REQUEST_MODEL] for p in durations} == {f"model-{KEY}", f"model-{REDACTED}"}
 
 
+async def test_a_secret_registered_after_a_nodes_first_pass_is_redacted_from_its_next_durations(
+    otel: Telemetry,
+) -> None:
+    # The node's duration labels (its network's name) are kept on its call site: a key registered after they were
+    # built is redacted from the next pass's, as from the network's own span.
+    KEY = _key()
+    network = create_network(layers=[Node("generate", _sim("gpt-4o-mini"))], name=f"net-{KEY}")
+    await network.forward("question")
+    register_secret(KEY)
+    await network.forward("question")
+    durations = otel.metric_points(names.METRIC_NODE_DURATION)
+    assert sorted((p.attributes[names.NETWORK_NAME], p.count) for p in durations) == [
+        (f"net-{REDACTED}", 1), (f"net-{KEY}", 1)
+    ]
+    node_spans = [s for s in otel.spans() if s.name == names.node_span_name("generate")]
+    assert [(s.attributes or {})[names.OPERATOR_NAME] for s in node_spans] == ["generate", "generate"]
+
+
 async def test_what_one_call_adds_to_its_span_never_reaches_the_next_calls(otel: Telemetry) -> None:
     network = create_network(layers=[Node("generate", _sim("gpt-4o-mini")) * 2])
     token = otel_context.attach(otel_context.set_value(CONVERSATION_ID_KEY, "conversation-1"))

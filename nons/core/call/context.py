@@ -9,12 +9,13 @@ from typing import TYPE_CHECKING
 
 from opentelemetry import context as otel_context
 
+from nons.base import redaction
 from nons.base.errors import ProviderError
 from nons.base.messages import LLMRequest
 from nons.base.results import LLMCallRecord
 from nons.base.types import Budget, CacheConfig, LayerConfig, ModelConfig
 from nons.core.budgets import Budgets, LocalLedger, get_budgets
-from nons.core.call.labels import CallLabels
+from nons.core.call.labels import CallLabels, NodeLabels
 from nons.core.pricing import start_price_updates
 from nons.core.progress import ProgressReporter
 from nons.core.scheduler import Scheduler, get_scheduler
@@ -117,6 +118,16 @@ class CallSite:
     #: The span and metric labels of its calls with its own model config, once one has been made
     #: (:meth:`labels_for`; they may be stale, which :meth:`labels_for` checks before using them).
     labels: CallLabels | None = None
+    #: The node's span and duration labels (:meth:`node_labels_now`), once its node has recorded either.
+    node_labels: NodeLabels | None = None
+
+    def node_labels_now(self) -> NodeLabels:
+        """The labels of this site's node: its own, or new ones when a secret registered since they were built
+        could change what cleaning gives."""
+        labels = self.node_labels
+        if labels is None or labels.secrets != redaction.generation:
+            labels = self.node_labels = NodeLabels.build(self.node_id, self.operator)
+        return labels
 
     def labels_for(self, provider: Provider, request: LLMRequest, settings: Settings) -> CallLabels:
         """The labels of ``request``'s model (to ``provider``) at this site under ``settings``: its own when they

@@ -10,6 +10,10 @@ for one provider, model and config under one set of settings (a server's address
 again when any of those changes, or when a secret registered since (a provider registers the keys it reads) could
 change what cleaning gives. The config's own key is registered before anything is cleaned.
 
+A :class:`NodeLabels` does the same for the node that makes the calls: its span's name and attributes, and the
+labels of its duration, kept on the call site (:meth:`CallSite.node_labels_now
+<nons.core.call.context.CallSite.node_labels_now>`) until a secret is registered.
+
 The dicts are shared: the SDK copies span attributes, and keeps a metric series' attributes as given, so none
 of them is ever changed once built.
 """
@@ -29,7 +33,7 @@ from nons.providers.base import Provider
 if TYPE_CHECKING:  # the settings module loads pydantic-settings
     from nons.base.settings import Settings
 
-__all__ = ["CallLabels"]
+__all__ = ["CallLabels", "NodeLabels"]
 
 #: Label sets kept per response model and per network: a model answers under one or two names and a site runs in
 #: a network or two, but a server may send any name.
@@ -164,3 +168,38 @@ class CallLabels:
         if not extra:
             return self.span_attributes
         return {**self.metric_attributes, **clean_attributes(extra), **self.span_tail}
+
+
+@dataclass(slots=True, eq=False)
+class NodeLabels:
+    """The span name and attributes, and the duration's labels, of one call site's node, cleaned."""
+
+    #: :data:`nons.base.redaction.generation` when the strings were cleaned.
+    secrets: int
+    span_name: str
+    span_attributes: dict[str, Any]
+    _durations: dict[tuple[str, bool], dict[str, Any]] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, node_id: str, operator: str) -> NodeLabels:
+        """The labels of the node ``node_id`` running ``operator``."""
+        secrets = redaction.generation  # read before cleaning: a secret registered meanwhile makes these stale
+        return cls(
+            secrets=secrets,
+            span_name=clean(names.node_span_name(operator)),
+            span_attributes={names.NODE_ID: clean(node_id), names.OPERATOR_NAME: clean(operator)},
+        )
+
+    def duration(self, network_name: str, failed: bool) -> dict[str, Any]:
+        """``nons.node.duration``'s labels for a run in the network ``network_name`` that failed or not."""
+        key = (network_name, failed)
+        kept = self._durations.get(key)
+        if kept is None:
+            kept = {
+                names.OPERATOR_NAME: self.span_attributes[names.OPERATOR_NAME],
+                names.NETWORK_NAME: clean(network_name),
+                names.OUTCOME: names.OUTCOME_FAILURE if failed else names.OUTCOME_SUCCESS,
+            }
+            if len(self._durations) < 2 * _KEPT:
+                self._durations[key] = kept
+        return kept

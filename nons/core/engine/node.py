@@ -12,8 +12,9 @@ from nons.base.errors import NodeCancelledError, NodeExecutionError, OperatorErr
 from nons.base.results import NodeFailure, NodeResult
 from nons.base.types import LayerConfig
 from nons.core.call import CallSite, PassContext, call_llm
+from nons.core.call.labels import NodeLabels
 from nons.core.node import Node
-from nons.observability import names, spans
+from nons.observability import spans
 from nons.operators.context import OperatorContext
 
 __all__ = ["run_node"]
@@ -57,11 +58,11 @@ async def run_node(
         functools.partial(call_llm, ctx, site), node.model_config, node.id, node.additional_prompt_context,
         result.calls,
     )
+    # The span's name and attributes, and the duration's labels, are built and cleaned once per site (issue 15).
+    labels = site.node_labels_now() if inst.tracing or inst.metrics else None
     scope = (
-        spans.start(
-            inst.tracer, names.node_span_name(spec.name), {names.NODE_ID: node.id, names.OPERATOR_NAME: spec.name}
-        )
-        if inst.tracing
+        spans.start_cleaned(inst.tracer, labels.span_name, labels.span_attributes)
+        if labels is not None and inst.tracing
         else spans.NO_SPAN
     )
     started = time.perf_counter()
@@ -78,12 +79,12 @@ async def run_node(
             result.output = await running
     except asyncio.CancelledError:
         result.error = _error(node, NodeCancelledError("the node was cancelled"), ctx, layer_index)
-        _finish(node, ctx, scope, result, started, layer_index)
+        _finish(node, ctx, scope, labels, result, started, layer_index)
         raise
     except Exception as error:
         result.error = _error(node, error, ctx, layer_index)
-    if scope.tracing or ctx.progress is not None or inst.metrics:
-        _finish(node, ctx, scope, result, started, layer_index)
+    if labels is not None or ctx.progress is not None:
+        _finish(node, ctx, scope, labels, result, started, layer_index)
     else:  # nothing records the node: its duration is all there is to finish
         result.duration_s = time.perf_counter() - started
     if result.error is not None and on_failure is not None:
@@ -100,23 +101,18 @@ def _error(node: Node, cause: BaseException, ctx: PassContext, layer_index: int)
 
 
 def _finish(
-    node: Node, ctx: PassContext, scope: spans.SpanScope, result: NodeResult, started: float, layer_index: int
+    node: Node, ctx: PassContext, scope: spans.SpanScope, labels: NodeLabels | None, result: NodeResult,
+    started: float, layer_index: int,
 ) -> None:
+    """Record the node's end: its duration, its progress, its metric and its span (``labels`` are ``None`` when
+    nothing records the node)."""
     now = time.perf_counter()
     result.duration_s = now - started
     error = result.error
-    operator = node.spec.name
     if ctx.progress is not None:
-        ctx.progress.node_finished(layer_index, node.id, operator, error is None, now)
-    if ctx.instruments.metrics:
-        ctx.instruments.node_duration.record(
-            result.duration_s,
-            {
-                names.OPERATOR_NAME: operator,
-                names.NETWORK_NAME: ctx.network_name,
-                names.OUTCOME: names.OUTCOME_FAILURE if error else names.OUTCOME_SUCCESS,
-            },
-        )
+        ctx.progress.node_finished(layer_index, node.id, node.spec.name, error is None, now)
+    if labels is not None and ctx.instruments.metrics:
+        ctx.instruments.node_duration.record(result.duration_s, labels.duration(ctx.network_name, error is not None))
     if not scope.tracing:
         return
     if result.calls:

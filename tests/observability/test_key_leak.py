@@ -6,6 +6,7 @@ Python log line, even with message content captured, debug logging on, and a ser
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -13,10 +14,14 @@ import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 from otel_harness import HAS_HTTPX2_INSTRUMENTOR, LogCapture, Telemetry
 
+from nons.base.redaction import REDACTED, register_secret
+from nons.base.types import CacheConfig
+from nons.core.agents import Agent, ToolRegistry
 from nons.core.layer import Layer
-from nons.core.network import NoN
+from nons.core.network import NoN, create_network
 from nons.core.node import Node
 from nons.core.types import ErrorPolicy, LayerConfig, ModelConfig, ModelProvider
+from nons.observability import names
 from nons.observability.integration import get_observability
 from nons.testing import Fault, ProviderEmulator, Reply
 
@@ -117,3 +122,48 @@ async def test_no_key_in_any_signal_or_log_line(
         for key in KEYS.values():
             assert key not in text, f"a key leaked into: {text[:300]}"
         assert "Bearer " not in text, f"an Authorization header leaked into: {text[:300]}"
+
+
+async def test_a_key_quoted_in_a_model_name_reaches_no_metric_label_on_any_path(otel: Telemetry) -> None:
+    # Model names are free text (a proxy's route may hold a key): every metric label made from one is cleaned,
+    # on the paths that build their labels apart from the call's own: a cache miss, a repaired typed answer, a
+    # circuit breaker's state, an agent run and its tool, a fallback, and the network's own metrics.
+    key = "sk-LEAKCHECK-modelname-0123456789"
+    register_secret(key)
+    model = f"proxy/{key}/gpt-4o-mini"
+    cached = ModelConfig(provider=ModelProvider.MOCK, model_name=model, temperature=0)
+    network = create_network(layers=[Node("generate", cached, cache=CacheConfig())], name=f"net-{key}")
+    for _ in range(2):  # a miss, then a hit
+        await network.run("q")
+    answers = ["Billing, I think.", json.dumps({"route": "billing", "reasoning": "the invoice"})]
+    repaired = ModelConfig(
+        provider=ModelProvider.MOCK, model_name=model, output_repairs=2, extra_params={"mock_responses": answers}
+    )
+    await NoN.from_operators([Node("route", repaired, routes=["billing", "support"])]).run("Where is my invoice?")
+    failing = ModelConfig(
+        provider=ModelProvider.MOCK, model_name=f"{model}-a",
+        extra_params={"mock_failure_rate": 1.0, "mock_failure_kind": "server_error"},
+    )  # fmt: skip
+    fallback = LayerConfig(error_policy=ErrorPolicy.FALLBACK_MODEL, max_retries=0)
+    await create_network(layers=[Node("generate", failing, fallbacks=[cached])], layer_config=fallback).run("q")
+    tools = ToolRegistry()
+
+    @tools.tool
+    def lookup(query: str) -> str:
+        """Look a thing up."""
+        return "found"
+
+    agent_config = ModelConfig(
+        provider=ModelProvider.MOCK, model_name=model, extra_params={"mock_tool_calls": ["lookup"]}
+    )
+    await Agent(agent_config, tools, name=f"agent-{key}").run_to_completion("hello")
+
+    points = otel.collect()
+    for name in (
+        names.METRIC_CACHE_MISSES, names.METRIC_OUTPUT_REPAIRS, names.METRIC_BREAKER_STATE,
+        names.METRIC_INVOKE_AGENT_DURATION, names.METRIC_FALLBACKS, names.METRIC_NETWORK_DURATION,
+        names.METRIC_WORKFLOW_DURATION,
+    ):  # fmt: skip
+        assert any(REDACTED in text for text in metric_texts({name: points.get(name, [])})), name
+    leaked = [text for text in metric_texts(points) if key in text]
+    assert leaked == []

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from nons.base.messages import ToolCall
+from nons.base.redaction import clean
 from nons.core.agents.tools import Tool
 from nons.core.call import PassContext
 from nons.observability import content, names
@@ -40,7 +41,8 @@ def record_tool_call(
     inst: Instruments, agent: str, tool_name: str, registered: bool, error_type: str | None, duration: float
 ) -> None:
     """``nons.tool.calls`` and ``gen_ai.execute_tool.duration`` of one tool call."""
-    name = tool_name if registered else names.TOOL_NAME_UNREGISTERED
+    # Cleaned as every metric label is (span attributes are cleaned by the span helper).
+    name, agent = clean(tool_name) if registered else names.TOOL_NAME_UNREGISTERED, clean(agent)
     outcome = names.OUTCOME_FAILURE if error_type is not None else names.OUTCOME_SUCCESS
     count_attrs = {names.GEN_AI_AGENT_NAME: agent, names.GEN_AI_TOOL_NAME: name, names.OUTCOME: outcome}
     duration_attrs = {
@@ -57,9 +59,9 @@ def record_tool_call(
 def record_run(inst: Instruments, agent: str, model: str | None, error_type: str | None, duration: float) -> None:
     """``gen_ai.invoke_agent.duration`` of one run. ``model`` is given only for an agent that uses a single
     model: the conventions leave it out for agents that may switch (NoN's fallbacks)."""
-    attributes = {names.GEN_AI_AGENT_NAME: agent}
+    attributes = {names.GEN_AI_AGENT_NAME: clean(agent)}
     if model is not None:
-        attributes[names.GEN_AI_REQUEST_MODEL] = model
+        attributes[names.GEN_AI_REQUEST_MODEL] = clean(model)
     if error_type is not None:
         attributes[names.ERROR_TYPE] = error_type
     inst.agent_duration.record(duration, attributes)

@@ -107,8 +107,8 @@ def repairing(
             1,
             {
                 names.GEN_AI_PROVIDER_NAME: provider.genai_provider_name,
-                names.GEN_AI_REQUEST_MODEL: model,
-                names.OPERATOR_NAME: site.operator,
+                names.GEN_AI_REQUEST_MODEL: clean(model),
+                names.OPERATOR_NAME: clean(site.operator),
                 names.OUTPUT_REPAIR_REASON: repair.reason,
             },
         )
@@ -217,7 +217,8 @@ def cache_missed(ctx: PassContext, provider: ModelProvider, model: str) -> None:
     """A cacheable call was not in the cache: it called the provider (and recorded that call itself)."""
     if ctx.instruments.metrics:
         ctx.instruments.cache_misses.add(
-            1, {names.GEN_AI_PROVIDER_NAME: names.genai_provider_name(provider), names.GEN_AI_REQUEST_MODEL: model}
+            1,
+            {names.GEN_AI_PROVIDER_NAME: names.genai_provider_name(provider), names.GEN_AI_REQUEST_MODEL: clean(model)},
         )
 
 

@@ -15,6 +15,7 @@ from typing import Any
 from opentelemetry import context as otel_context
 
 from nons.base.errors import NetworkTimeoutError
+from nons.base.redaction import clean
 from nons.base.results import LayerResult, NetworkResult
 from nons.base.settings import get_settings
 from nons.base.types import ErrorPolicy, LayerConfig, NetworkConfig
@@ -57,7 +58,7 @@ async def run_pass(
         if inst.tracing
         else spans.NO_SPAN
     )
-    metric_attrs = {names.NETWORK_NAME: name}
+    metric_attrs = {names.NETWORK_NAME: clean(name)}  # cleaned as every metric label is
     if inst.metrics:
         inst.network_active.add(1, metric_attrs)
     started = time.perf_counter()
@@ -92,7 +93,7 @@ async def run_pass(
         if inst.metrics:
             inst.network_active.add(-1, metric_attrs)
             inst.network_duration.record(duration, {**metric_attrs, names.OUTCOME: outcome})
-            workflow_attrs = {names.GEN_AI_WORKFLOW_NAME: name}
+            workflow_attrs = {names.GEN_AI_WORKFLOW_NAME: metric_attrs[names.NETWORK_NAME]}
             if error_type is not None:
                 workflow_attrs[names.ERROR_TYPE] = error_type
             inst.workflow_duration.record(duration, workflow_attrs)

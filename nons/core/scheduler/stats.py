@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
+from nons.base.redaction import clean
 from nons.base.version import __version__
 from nons.core.scheduler.config import QueueStrategy
 from nons.core.scheduler.queue import Lane, Queue
@@ -163,7 +164,8 @@ def observe_breakers(options: Any) -> Iterable[Any]:
             key = (lane.slot.metric_name, lane.model)
             worst[key] = max(worst.get(key, 0), lane.breaker.state)
     return [
-        Observation(v, {names.GEN_AI_PROVIDER_NAME: p, names.GEN_AI_REQUEST_MODEL: m}) for (p, m), v in worst.items()
+        Observation(v, {names.GEN_AI_PROVIDER_NAME: p, names.GEN_AI_REQUEST_MODEL: clean(m)})
+        for (p, m), v in worst.items()
     ]
 
 

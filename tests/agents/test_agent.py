@@ -11,11 +11,12 @@ import pytest
 from agent_helpers import named, one, scripted, tool_call_count, trace_spans
 from agent_tools import calculator
 
+import nons.core.scheduler as scheduler_module
 from nons.base.errors import ConfigurationError, InputValidationError
 from nons.core.agents import MAX_STEPS_REACHED, Agent, AgentState, ToolRegistry
 from nons.core.network import NoN, create_network
 from nons.core.node import Node
-from nons.core.scheduler import start_scheduler
+from nons.core.scheduler import RateLimitConfig, configure_scheduler, start_scheduler
 from nons.core.types import ModelConfig, ModelProvider
 from nons.observability import names
 from nons.observability.buffer import Observability
@@ -324,3 +325,34 @@ async def test_guide_scheduler_initialization_and_request_batching() -> None:
     results = await process_batch([f"add {i} and 1" for i in range(4)])
     assert [r["tool_calls"] for r in results] == [[] for _ in range(4)]  # final steps hold the answer
     assert [f"{i + 1}.0" in r["output"] for i, r in enumerate(results)] == [True] * 4
+
+
+def test_a_run_stepped_from_two_event_loops_is_admitted_under_each_loops_limits(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A sync wrapper may step a run in a loop of its own each time: step 2's call must wait for loop B's only
+    # slot, not be admitted against the loop step 1 ran in.
+    monkeypatch.setattr(scheduler_module, "_scheduler", None)  # restored after the test
+    scheduler = configure_scheduler({ModelProvider.MOCK: RateLimitConfig(max_concurrent=1)})
+    run = Agent(scripted([[("add", {"a": 1, "b": 2})], "3"]), calculator()).run("add 1 and 2")
+    loop_a, loop_b = asyncio.new_event_loop(), asyncio.new_event_loop()
+
+    async def step_while_the_slot_is_held() -> bool:
+        held = scheduler.try_acquire(ModelProvider.MOCK, "gpt-4o-mini")
+        assert held is not None
+        try:
+            await asyncio.wait_for(run.__anext__(), 0.3)
+        except asyncio.TimeoutError:
+            return True  # it waited for the slot
+        finally:
+            held.release()
+        return False
+
+    try:
+        assert loop_a.run_until_complete(run.__anext__())["is_final"] is False
+        assert loop_b.run_until_complete(step_while_the_slot_is_held())
+        assert scheduler.get_stats()["in_flight"] == 0
+    finally:
+        loop_b.run_until_complete(run.aclose())
+        loop_a.close()
+        loop_b.close()

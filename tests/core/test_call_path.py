@@ -7,6 +7,8 @@ both ways: the records, the errors and the scheduler's counts must not tell them
 
 from __future__ import annotations
 
+import uuid
+
 import core_helpers  # noqa: F401  (registers the test operators)
 import pytest
 from core_helpers import failing, sim
@@ -112,3 +114,25 @@ async def test_a_call_cancelled_in_flight_gives_its_slot_back_and_counts_as_fail
     with pytest.raises(NodeExecutionError, match="boom"):
         await network.forward("go")
     assert scheduler_counts() == (0, 1, 1)
+
+
+async def test_the_keys_of_a_nodes_configs_are_redacted_from_its_errors_before_its_first_call() -> None:
+    # The simulated provider reads no key, so nothing registers one as a call is sent: the node's configs' keys
+    # (its fallbacks' too) are registered when its call site is made, on either path.
+    key, fallback_key = (f"sk-{uuid.uuid4().hex}" for _ in range(2))  # no prefix shared with another key
+    config = ModelConfig(
+        provider=ModelProvider.MOCK, model_name=f"proxy/{key}/{fallback_key}", api_key=SecretStr(key),
+        extra_params={"mock_failure_rate": 1.0},
+    )  # fmt: skip
+    fallback = ModelConfig(
+        provider=ModelProvider.MOCK, model_name=f"proxy/{fallback_key}", api_key=SecretStr(fallback_key),
+        extra_params={"mock_failure_rate": 1.0},
+    )  # fmt: skip
+    network = create_network(
+        layers=[Node("generate", config, fallbacks=[fallback])],
+        layer_config=LayerConfig(error_policy=ErrorPolicy.FALLBACK_MODEL, max_retries=0),
+    )
+    with pytest.raises(NodeExecutionError) as raised:
+        await network.forward("question")
+    message = str(raised.value)
+    assert "proxy/[REDACTED]" in message and key not in message and fallback_key not in message

@@ -20,6 +20,7 @@ Telemetry: an ``invoke_agent {name}`` span covers the run and holds each step's 
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import time
@@ -255,6 +256,9 @@ class Agent:
 
     async def _step(self, run: _Run, number: int) -> AgentStep:
         run.steps = number
+        # A run is an async generator: a caller may step it from another event loop (a sync wrapper's own loop
+        # per step). Its calls must be admitted in the loop they run in.
+        run.ctx.loop = asyncio._get_running_loop()
         # The run's span is current only while this step's own code runs, never across the generator's
         # yield: there, the consumer's code runs in the same context and must not find the agent span in it.
         with run.scope:

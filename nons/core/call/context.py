@@ -12,6 +12,7 @@ from opentelemetry import context as otel_context
 from nons.base import redaction
 from nons.base.errors import ProviderError
 from nons.base.messages import LLMRequest
+from nons.base.redaction import register_secret
 from nons.base.results import LLMCallRecord
 from nons.base.types import Budget, CacheConfig, LayerConfig, ModelConfig
 from nons.core.budgets import Budgets, LocalLedger, get_budgets
@@ -62,7 +63,9 @@ class PassContext:
     #: call path skips building what would be recorded.
     recording: bool = True
     #: The event loop the pass runs on (``None`` for a context made outside one). Passed to the scheduler, which
-    #: would otherwise ask ``asyncio.get_running_loop()`` on every call: a ``getpid`` system call each time.
+    #: would otherwise ask ``asyncio.get_running_loop()`` on every call: a ``getpid`` system call each time. A
+    #: network pass runs in one loop; an agent run, which its caller may step from several, sets it at each step.
+    #: Calls made with this context from another loop or thread are not supported.
     loop: asyncio.AbstractEventLoop | None = None
 
     @classmethod
@@ -120,6 +123,14 @@ class CallSite:
     labels: CallLabels | None = None
     #: The node's span and duration labels (:meth:`node_labels_now`), once its node has recorded either.
     node_labels: NodeLabels | None = None
+
+    def __post_init__(self) -> None:
+        # The keys of its configs are redacted from all its calls produce, errors included, from the first call
+        # on: an SDK provider registers the key it reads only when it sends a request, and the simulated one
+        # reads none (a model name quoting the key would reach a quiet call's error text otherwise).
+        for config in (self.model_config, *self.fallbacks, *self.model_config.fallbacks):
+            if config.api_key is not None:
+                register_secret(config.api_key.get_secret_value())
 
     def node_labels_now(self) -> NodeLabels:
         """The labels of this site's node: its own, or new ones when a secret registered since they were built

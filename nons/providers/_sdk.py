@@ -25,7 +25,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Hashable
 from typing import Any, Generic, TypeVar, cast
 from urllib.parse import urlsplit
 
-from nons.base.errors import ConfigurationError, ProviderError
+from nons.base.errors import ConfigurationError, ProviderError, ProviderTimeoutError
 from nons.base.keys import check_key, read_key
 from nons.base.loading import load_off_loop
 from nons.base.messages import LLMRequest, LLMResponse
@@ -298,14 +298,23 @@ class SDKProvider(Provider, Generic[ClientT]):
         timeout_s = request.timeout_s if request.timeout_s is not None else get_settings().request_timeout
         base_url = self.configured_base_url(request.config) or self.default_base_url
         # Keyed by the tracing switch too: whether the client's HTTP attempts are traced is decided when it is made.
+        # Making a client is set-up (the first one per key loads certificates and builds the SDK's validators, on
+        # a worker thread), not the request: the timeout starts after it.
         client = await self._clients.get_async(api_key or "", base_url, get_settings().enable_tracing)
         try:
-            # NoN records this call: other GenAI instrumentations of the SDK are asked not to (see suppression).
-            with sdk_call_scope():
-                answer = await self._send(client, self._request(request, timeout_s))
+            # The SDKs apply timeout_s to each read of the answer, not to the whole of it: a server that sends
+            # its answer a piece at a time would hold the call as long as it liked. The request as a whole gets
+            # timeout_s (asyncio.wait_for, not asyncio.timeout: Python 3.10 is supported).
+            answer = await asyncio.wait_for(self._send_request(client, request, timeout_s), timeout_s)
             return self._response(answer, request.model)
         except ProviderError:
             raise
+        except asyncio.TimeoutError:
+            error: ProviderError = ProviderTimeoutError(
+                f"{self.name} did not finish its answer in time for model {request.model!r}: no whole answer "
+                f"within {timeout_s:g} s (the request timeout, NON_REQUEST_TIMEOUT)",
+                provider=self.name, model=request.model,
+            )  # fmt: skip
         except Exception as exc:
             info = self._describe_error(exc) or describe_any(exc)
             if info is None:
@@ -314,6 +323,12 @@ class SDKProvider(Provider, Generic[ClientT]):
         # Raised outside the except block, without a cause: the SDK's exception holds the request (headers
         # with the key) and the server's raw message (which may quote the key), and a traceback shows both.
         raise error
+
+    async def _send_request(self, client: Any, request: LLMRequest, timeout_s: float) -> Any:
+        """The SDK's answer to ``request``, as the SDK gives it."""
+        # NoN records this call: other GenAI instrumentations of the SDK are asked not to (see suppression).
+        with sdk_call_scope():
+            return await self._send(client, self._request(request, timeout_s))
 
     def _error(self, info: FailedCall, model: str, api_key: str | None) -> ProviderError:
         return provider_error(info, provider=self.name, model=model, api_key=api_key)

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-__all__ = ["EmulatedToolCall", "Fault", "FaultKind", "Reply", "Scripted"]
+__all__ = ["TRICKLE_PIECES", "EmulatedToolCall", "Fault", "FaultKind", "Reply", "Scripted"]
 
 FaultKind = Literal[
     "rate_limit",
@@ -39,6 +39,10 @@ class EmulatedToolCall:
     id: str | None = None
 
 
+#: How many pieces a trickled answer's body is sent in (:attr:`Reply.trickle_s`).
+TRICKLE_PIECES = 8
+
+
 @dataclass(frozen=True)
 class Reply:
     """A successful answer.
@@ -58,6 +62,8 @@ class Reply:
         finish_reason: the provider's own stop reason; default: the provider's normal value
             (``stop`` / ``tool_calls``, ``end_turn`` / ``tool_use``, ``STOP``).
         delay_s: seconds to wait before answering (a slow answer).
+        trickle_s: seconds between the pieces of the answer's body, sent in :data:`TRICKLE_PIECES` pieces (a
+            server that keeps the connection busy but takes long to finish: a per-read timeout never fires).
     """
 
     text: str = "Hello from the provider emulator."
@@ -71,6 +77,7 @@ class Reply:
     id: str | None = None
     finish_reason: str | None = None
     delay_s: float = 0.0
+    trickle_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -155,6 +162,12 @@ class Fault:
     def slow(cls, delay_s: float, then: Reply | None = None) -> Reply:
         """A slow answer: ``then`` (default: the default reply) after ``delay_s`` seconds."""
         return dataclasses.replace(then or Reply(), delay_s=delay_s)
+
+    @classmethod
+    def trickled(cls, interval_s: float, then: Reply | None = None) -> Reply:
+        """A trickled answer: ``then`` (default: the default reply), its body sent in :data:`TRICKLE_PIECES`
+        pieces ``interval_s`` seconds apart."""
+        return dataclasses.replace(then or Reply(), trickle_s=interval_s)
 
     @classmethod
     def drop_connection(cls) -> Fault:

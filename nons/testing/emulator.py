@@ -18,7 +18,8 @@ Faults (each rendered in the format of the provider that receives it):
   (``Retry-After`` seconds or HTTP date, ``retry-after-ms``, Gemini ``RetryInfo.retryDelay`` in the body);
 - ``Fault.auth()``, ``Fault.bad_request()``, ``Fault.model_not_found()``, ``Fault.context_length()``;
 - ``Fault.server_error(status=500)``, ``Fault.overloaded(status=None)`` (529 Anthropic, 503 others);
-- ``Fault.slow(seconds, then=Reply(...))``, ``Fault.drop_connection()``, ``Fault.malformed()``,
+- ``Fault.slow(seconds, then=Reply(...))``, ``Fault.trickled(seconds, then=Reply(...))`` (the body in pieces, that far
+  apart), ``Fault.drop_connection()``, ``Fault.malformed()``,
   ``Fault.empty()``, and ``Fault.http(status, body, headers)`` for anything else;
 - tool-call answers: ``Reply(text="", tool_calls=[EmulatedToolCall("name", {"arg": 1})])``.
 
@@ -65,7 +66,7 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from nons.testing.answers import Fault, Reply, Scripted
+from nons.testing.answers import TRICKLE_PIECES, Fault, Reply, Scripted
 from nons.testing.dialects import DIALECTS, Dialect, ProviderName
 from nons.testing.dialects.base import FormatRefused, OutputFormat, OutputKind
 
@@ -303,12 +304,13 @@ class _Handler(BaseHTTPRequestHandler):
             # Close without a byte of response: the client sees the server disconnect mid-request.
             self.connection.shutdown(socket.SHUT_RDWR)
             return
-        self._send(*_render(dialect, answer, model, recorded, self.emulator._next_id))
+        trickle_s = answer.trickle_s if isinstance(answer, Reply) else 0.0
+        self._send(*_render(dialect, answer, model, recorded, self.emulator._next_id), trickle_s=trickle_s)
 
     def do_GET(self) -> None:
         self._send(404, _json({"error": {"message": "the emulator only answers POST"}}), {})
 
-    def _send(self, status: int, payload: bytes, headers: Mapping[str, str]) -> None:
+    def _send(self, status: int, payload: bytes, headers: Mapping[str, str], trickle_s: float = 0.0) -> None:
         try:
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
@@ -316,7 +318,15 @@ class _Handler(BaseHTTPRequestHandler):
             for name, value in headers.items():
                 self.send_header(name, value)
             self.end_headers()
-            self.wfile.write(payload)
+            if not trickle_s:
+                self.wfile.write(payload)
+                return
+            piece = -(-len(payload) // TRICKLE_PIECES)
+            for start in range(0, len(payload), piece):
+                if start and self.emulator._stopping.wait(trickle_s):
+                    return
+                self.wfile.write(payload[start : start + piece])
+                self.wfile.flush()
         except (BrokenPipeError, ConnectionResetError):
             # The client gave up (its timeout fired during a slow answer): nothing left to tell it.
             self.close_connection = True

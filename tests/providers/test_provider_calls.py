@@ -450,6 +450,8 @@ ERRORS: list[tuple[str, Fault | Reply, type[ProviderError], int | None, bool]] =
     ("overloaded", Fault.overloaded(), OverloadedError, None, True),
     ("overloaded_529", Fault.overloaded(status=529), OverloadedError, 529, True),
     ("slow", Fault.slow(5.0), ProviderTimeoutError, None, True),
+    # Each piece well within the timeout, the whole answer not: the attempt as a whole is bounded.
+    ("trickled", Fault.trickled(0.1), ProviderTimeoutError, None, True),
     ("dropped_connection", Fault.drop_connection(), ProviderConnectionError, None, True),
     ("malformed", Fault.malformed(), MalformedResponseError, None, True),
     ("empty", Fault.empty(), MalformedResponseError, None, True),

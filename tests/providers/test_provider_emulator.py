@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 
 from nons.core.types import ModelProvider
 from nons.testing import EmulatedToolCall, Fault, ProviderEmulator, Reply
+from nons.testing.answers import TRICKLE_PIECES
 from nons.testing.dialects import DIALECTS
 
 
@@ -82,6 +85,17 @@ def test_dropped_connection_sends_nothing(emu: ProviderEmulator) -> None:
     emu.script("anthropic", [Fault.drop_connection()])
     with httpx.Client() as client, pytest.raises(httpx.RemoteProtocolError):
         client.post(emu.base_url_for("anthropic") + "/v1/messages", json={"model": "m"})
+
+
+def test_a_trickled_answer_arrives_whole_in_pieces_that_far_apart(emu: ProviderEmulator) -> None:
+    emu.script("openai", [Fault.trickled(0.05, Reply(text="slowly"))])
+    url = emu.base_url_for("openai") + "/chat/completions"
+    pieces: list[bytes] = []
+    with httpx.Client() as client, client.stream("POST", url, json={"model": "m", "messages": []}) as answer:
+        pieces.extend(answer.iter_raw())
+    # Read as they came: apart, unless the reader fell that far behind (a busy machine may join a few).
+    assert 1 < len(pieces) <= TRICKLE_PIECES
+    assert json.loads(b"".join(pieces))["choices"][0]["message"]["content"] == "slowly"
 
 
 def test_unknown_provider_is_refused(emu: ProviderEmulator) -> None:

@@ -77,6 +77,16 @@ async def test_a_text_answer_ends_the_run() -> None:
     assert steps[0]["tool_calls"] == []
 
 
+async def test_an_unpriced_models_calls_are_counted_apart_never_as_a_zero_cost() -> None:
+    unpriced = ModelConfig(provider=ModelProvider.MOCK, model_name="my-local-llm", extra_params={"mock_tool_calls": [
+        [{"name": "add", "arguments": {"a": 1, "b": 2}}], "3"
+    ]})  # fmt: skip
+    final = await Agent(unpriced, calculator()).run_to_completion("add 1 and 2")
+    assert (final["llm_calls"], final["unpriced_calls"], final["cost_usd"]) == (2, 2, 0.0)
+    priced = await Agent(scripted([[("add", {"a": 1, "b": 2})], "3"]), calculator()).run_to_completion("add")
+    assert priced["unpriced_calls"] == 0 and priced["cost_usd"] > 0
+
+
 async def test_max_steps_reached_is_a_clear_failed_final_result(obs: Observability) -> None:
     agent = Agent(scripted([[("add", {"a": 1, "b": 1})]]), calculator(), name="looping", max_steps=3)
     steps = [step async for step in agent.run("loop")]

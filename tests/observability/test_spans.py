@@ -179,6 +179,26 @@ async def test_layers_are_children_of_the_pass_and_parallel_nodes_children_of_th
     assert max(s.start_time or 0 for s in parallel) < min(s.end_time or 0 for s in parallel)
 
 
+async def test_layer_node_and_network_spans_roll_up_their_calls_and_count_an_unpriced_one_apart(
+    otel: Telemetry,
+) -> None:
+    priced = ModelConfig(provider=ModelProvider.MOCK, model_name="gpt-4o-mini")
+    unpriced = ModelConfig(provider=ModelProvider.MOCK, model_name="my-local-llm")  # in no price table
+    result = await NoN([Layer([Node("generate", priced), Node("generate", unpriced)])]).run("question")
+    assert result.unpriced_calls == 1 and result.cost_usd is not None and result.cost_usd > 0
+    spans = otel.spans_of_trace(result.trace_id or "")
+    for name in ("invoke_workflow network", "nons.layer 0"):
+        attrs = one(spans, name).attributes or {}
+        assert math.isclose(float(attrs[names.ROLLUP_COST]), result.cost_usd, rel_tol=1e-12)  # type: ignore[arg-type]
+        assert attrs[names.ROLLUP_UNPRICED_CALLS] == 1
+        assert attrs[names.ROLLUP_LLM_CALLS] == 2
+        assert (attrs[names.ROLLUP_INPUT_TOKENS], attrs[names.ROLLUP_OUTPUT_TOKENS]) == (
+            result.usage.input_tokens, result.usage.output_tokens
+        )
+    unpriced_node = [s for s in spans if s.name == "nons.node generate" and names.ROLLUP_UNPRICED_CALLS in s.attributes]
+    assert len(unpriced_node) == 1 and unpriced_node[0].attributes[names.ROLLUP_COST] == 0.0
+
+
 async def test_each_llm_span_is_a_client_child_of_its_node_with_genai_attributes(
     eventful: tuple[NoN, NetworkResult, list[ReadableSpan]],
 ) -> None:

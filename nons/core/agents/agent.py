@@ -368,16 +368,20 @@ class Agent:
         error: str | None = None,
         error_type: str | None = None,
     ) -> AgentStep:
-        inp = out = 0
+        inp = out = unpriced = 0
         cost = 0.0
         for record in run.records:
             inp += record.usage.input_tokens
             out += record.usage.output_tokens
-            cost += record.cost_usd or 0.0
+            if record.cost_usd is None:  # unknown: counted apart, never as a zero cost
+                unpriced += 1
+            else:
+                cost += record.cost_usd
         return AgentStep(
             step=number, success=success, error=error, error_type=error_type, text=text,
             tool_calls=tool_calls or [], is_final=is_final, output=output, state=run.state, run_id=run.run_id,
             trace_id=run.trace_id, llm_calls=len(run.records), input_tokens=inp, output_tokens=out, cost_usd=cost,
+            unpriced_calls=unpriced,
         )
 
     def _finish(self, run: _Run, final: AgentStep | None, error: BaseException | None) -> None:

@@ -32,6 +32,7 @@ class AgentStep(TypedDict):
         trace_id: the trace of the run's ``invoke_agent`` span (``None`` when tracing is off).
         llm_calls, input_tokens, output_tokens, cost_usd: totals of the run so far; ``cost_usd`` counts calls
             whose price is known.
+        unpriced_calls: the run's calls so far whose price is unknown (their cost is in no total, never as 0).
     """
 
     step: int
@@ -49,6 +50,7 @@ class AgentStep(TypedDict):
     input_tokens: int
     output_tokens: int
     cost_usd: float
+    unpriced_calls: int
 
 
 class AgentRun(AsyncIterator[AgentStep]):

@@ -70,12 +70,11 @@ async def run_layer(layer: Layer, value: Any, ctx: PassContext, index: int, conf
         if scope.tracing:
             scope.restore(token)
             succeeded = sum(1 for r in results if r.success)
-            scope.set(
-                {
-                    names.LAYER_SUCCEEDED: succeeded,
-                    names.LAYER_FAILED: len(nodes) - succeeded,
-                    names.ROLLUP_COST: sum((r.cost_usd for r in results), 0.0),
-                }
+            # The roll-ups a node's and the network's spans carry, over the layer's calls: an unpriced call is
+            # counted apart (nons.cost.unpriced_calls), never as a zero cost.
+            scope.roll_up(
+                [call for r in results for call in r.calls],
+                {names.LAYER_SUCCEEDED: succeeded, names.LAYER_FAILED: len(nodes) - succeeded},
             )
             scope.end()
 

@@ -296,7 +296,7 @@ class Observability:
         span_ids = {s["span_id"] for s in spans}
         start = min(s["start_time_ns"] for s in spans)
         end = max(s["end_time_ns"] for s in spans)
-        llm = [s for s in spans if s["attributes"].get(names.GEN_AI_OPERATION_NAME) == names.OP_CHAT]
+        llm = [s for s in spans if s["attributes"].get(names.GEN_AI_OPERATION_NAME) in names.LLM_OPERATIONS]
         return {
             "trace_id": trace_id,
             "duration_ms": (end - start) / 1e6,

@@ -47,6 +47,8 @@ OP_WORKFLOW: Final = "invoke_workflow"
 OP_CHAT: Final = "chat"
 # Gemini's generateContent: the conventions' example value, and the contrib Google instrumentation's.
 OP_GENERATE_CONTENT: Final = "generate_content"
+#: The operations of an LLM call's span (a provider names its own: ``Provider.operation_name``).
+LLM_OPERATIONS: Final = frozenset({OP_CHAT, OP_GENERATE_CONTENT})
 OP_INVOKE_AGENT: Final = "invoke_agent"
 OP_EXECUTE_TOOL: Final = "execute_tool"
 

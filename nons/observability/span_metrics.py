@@ -132,7 +132,7 @@ class _Aggregation:
         attributes = span["attributes"]
         operation = attributes.get(names.GEN_AI_OPERATION_NAME)
         name: str = span["operation_name"]
-        if operation == names.OP_CHAT:
+        if operation in names.LLM_OPERATIONS:
             self._chat(span, attributes)
         elif operation == names.OP_WORKFLOW:
             outcome = names.OUTCOME_SUCCESS if span["success"] else names.OUTCOME_FAILURE
@@ -153,7 +153,7 @@ class _Aggregation:
         # The span names the model asked for first; each fallback event moves the call on to another, and the
         # metrics of what follows (retries, tokens, cost) are that model's, as the instruments label them.
         labels = {
-            names.GEN_AI_OPERATION_NAME: names.OP_CHAT,
+            names.GEN_AI_OPERATION_NAME: attributes.get(names.GEN_AI_OPERATION_NAME),
             names.GEN_AI_PROVIDER_NAME: attributes.get(names.GEN_AI_PROVIDER_NAME),
             names.GEN_AI_REQUEST_MODEL: attributes.get(names.GEN_AI_REQUEST_MODEL),
         }

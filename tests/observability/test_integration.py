@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from otel_harness import Telemetry
+from pydantic import SecretStr
 from telemetry_child import GUIDE_COST, GUIDE_MONITORING
 from test_spans import eventful_network, mock
 
@@ -22,10 +23,11 @@ from nons.base.errors import NodeExecutionError
 from nons.core.layer import Layer
 from nons.core.network import NoN
 from nons.core.node import Node
-from nons.core.types import ErrorPolicy, LayerConfig, NetworkConfig
+from nons.core.types import ErrorPolicy, LayerConfig, ModelConfig, ModelProvider, NetworkConfig
 from nons.observability import names
 from nons.observability.buffer import Observability
 from nons.observability.integration import get_observability
+from nons.testing import ProviderEmulator
 
 GUIDE_KEYS = {"trace_id", "span_id", "operation_name", "duration_ms", "success", "cost_usd"}
 
@@ -148,6 +150,31 @@ async def test_buffer_metrics_agree_with_the_exported_ones_and_point_at_their_sp
     span_ids = {s["span_id"] for s in data["spans"]}
     exemplars = [e for p in points for e in p["exemplars"]]
     assert exemplars and all(e["trace_id"] == result.trace_id and e["span_id"] in span_ids for e in exemplars)
+
+
+async def test_a_gemini_call_counts_in_the_summary_and_the_buffers_metrics_as_a_chat_call_does(
+    observability: Observability, otel: Telemetry
+) -> None:
+    # Gemini's spans say generate_content, not chat: they are LLM calls all the same.
+    with ProviderEmulator() as emu:
+        gemini = ModelConfig(
+            provider=ModelProvider.GOOGLE, model_name="gemini-2.0-flash", base_url=emu.base_url_for("google"),
+            api_key=SecretStr("AIza-integration-test-0123456789"),
+        )  # fmt: skip
+        result = await NoN([Layer([Node("generate", gemini), Node("generate", mock("gpt-4o-mini"))])]).run("hello")
+    summary = observability.get_trace_summary(result.trace_id or "")
+    assert summary["llm_calls"] == 2
+    usage = result.usage
+    assert (summary["input_tokens"], summary["output_tokens"]) == (usage.input_tokens, usage.output_tokens)
+    data = observability.export_all_data(trace_id=result.trace_id)
+    # (At a base URL of its own, the Gemini call is unpriced: it is counted as such, not in nons.cost.)
+    for name in (names.METRIC_TOKEN_USAGE, names.METRIC_UNPRICED_CALLS, names.METRIC_COST):
+        exported = {tuple(sorted(labels(p).items())) for p in otel.metric_points(name)}
+        buffered = {tuple(sorted(labels(p).items())) for p in buffer_points(data, name)}
+        assert buffered == exported, name
+    tokens = buffer_points(data, names.METRIC_TOKEN_USAGE)
+    gemini = [p for p in tokens if labels(p)[names.GEN_AI_PROVIDER_NAME] == "gcp.gemini"]
+    assert len(gemini) == 2  # input and output tokens
 
 
 async def test_the_guides_monitoring_and_cost_snippets_run_as_written(observability: Observability) -> None:

@@ -1,0 +1,35 @@
+"""A network's description (``GET /v1/networks``, ``nons check``) is served to callers: it carries every setting
+but the credentials a config may hold."""
+
+from __future__ import annotations
+
+import json
+
+from pydantic import SecretStr
+
+from nons.base.redaction import REDACTED
+from nons.core.network import create_network
+from nons.core.node import Node
+from nons.core.types import ModelConfig, ModelProvider
+from nons.spec.describe import describe_network
+
+
+def test_a_description_serves_no_key_and_no_credentials_of_a_base_url() -> None:
+    gateway = "http://proxyuser:proxy-pass-SECRET@gateway.internal:8080/v1?api-key=query-SECRET"
+    fallback = ModelConfig(provider=ModelProvider.OPENAI, model_name="gpt-4o", base_url=gateway)
+    config = ModelConfig(
+        provider=ModelProvider.OPENAI, model_name="gpt-4o-mini", base_url=gateway,
+        api_key=SecretStr("sk-describe-SECRET-0123456789"), fallbacks=(fallback,),
+    )  # fmt: skip
+    described = describe_network(create_network(layers=[Node("generate", config)]))
+    text = json.dumps(described)
+    assert "SECRET" not in text
+    model = described["layers"][0]["nodes"][0]["model"]
+    assert model["base_url"] == f"http://{REDACTED}@gateway.internal:8080/v1?{REDACTED}"
+    assert model["fallbacks"][0]["base_url"] == model["base_url"]
+
+
+def test_a_plain_base_url_is_served_as_it_is() -> None:
+    config = ModelConfig(provider=ModelProvider.OPENAI, model_name="m", base_url="https://llm.example.com/v1")
+    described = describe_network(create_network(layers=[Node("generate", config)]))
+    assert described["layers"][0]["nodes"][0]["model"]["base_url"] == "https://llm.example.com/v1"

@@ -18,7 +18,10 @@ import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
+from nons.base.redaction import redact
+from nons.base.redis_client import safe_url
 from nons.core.types import ConfigurationError
 
 __all__ = ["Counts", "LocalCounts", "SharedCounts", "counts_for"]
@@ -88,7 +91,11 @@ class SharedCounts:
         try:
             storage = storage_from_string(uri)
         except Exception as error:  # the library raises several types for a bad URI or a missing driver
-            raise ConfigurationError(f"limits storage {storage_uri!r} cannot be used: {error}") from None
+            # Neither the URI nor the library's message (which quotes the URI) may show the password.
+            password = _password(storage_uri)
+            raise ConfigurationError(
+                f"limits storage {_without_password(storage_uri)!r} cannot be used: {redact(str(error), password)}"
+            ) from None
         assert isinstance(storage, Storage)  # an async+ URI always gives an async storage
         self.storage: Storage = storage
         self.rate = rate
@@ -105,6 +112,20 @@ class SharedCounts:
 
     async def add_spend(self, caller: str, day: str, micro_usd: int, expiry_s: float) -> None:
         await self.storage.incr(_spend_key(caller, day), int(expiry_s), amount=micro_usd)
+
+
+def _password(uri: str) -> str | None:
+    try:
+        return urlsplit(uri).password
+    except ValueError:
+        return None
+
+
+def _without_password(uri: str) -> str:
+    try:
+        return safe_url(uri)
+    except ValueError:  # not a URL urlsplit reads (a bad port): show none of it but its scheme
+        return uri.partition("://")[0] + "://..."
 
 
 def _spend_key(caller: str, day: str) -> str:

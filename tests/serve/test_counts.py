@@ -7,6 +7,7 @@ import asyncio
 import pytest
 from limits import parse
 
+from nons.base.errors import ConfigurationError
 from nons.serve.counts import Counts, LocalCounts, SharedCounts, counts_for
 
 
@@ -71,3 +72,11 @@ def test_memory_is_counted_here_and_other_storages_are_shared() -> None:
     assert isinstance(counts_for("memory://", rate), LocalCounts)
     assert isinstance(counts_for("async+memory://", rate), LocalCounts)
     assert isinstance(counts_for("redis://127.0.0.1:1", rate), SharedCounts)
+
+
+def test_a_storage_that_cannot_be_used_is_refused_without_showing_its_password() -> None:
+    with pytest.raises(ConfigurationError) as refused:
+        SharedCounts("redis+x://:s3cretPW-redis-xyz@127.0.0.1:16390", parse("5/minute"))
+    message = str(refused.value)
+    assert "s3cretPW" not in message
+    assert "'redis+x://:***@127.0.0.1:16390' cannot be used" in message and "unknown storage scheme" in message

@@ -9,13 +9,14 @@ is read before a request and increased after it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from nons.core.types import ConfigurationError
-from nons.serve.counts import Counts, counts_for
+from nons.serve.counts import Counts, LocalCounts, counts_for
 
 __all__ = ["CallerLimits", "LimitRefusal", "LimitsUnavailable", "seconds_until_utc_midnight"]
 
@@ -53,7 +54,11 @@ class CallerLimits:
     (``None``: no spend limit). ``storage_uri`` is where the counts live: 'memory://' (this process) or a
     limits storage the replicas share ('redis://host:6379')."""
 
-    def __init__(self, rate: str, usd_per_day: float | None = None, storage_uri: str = "memory://") -> None:
+    def __init__(
+        self, rate: str, usd_per_day: float | None = None, storage_uri: str = "memory://", timeout_s: float = 1.5
+    ) -> None:
+        """``timeout_s``: the longest a shared storage may take to admit a request or record its spend; past it
+        the storage counts as unreachable (a stalled Redis must not hold requests, and with them the shutdown)."""
         from limits import parse
 
         try:
@@ -61,6 +66,7 @@ class CallerLimits:
         except ValueError:
             raise ConfigurationError(f"rate limit {rate!r} is not in the limits notation, e.g. '60/minute'") from None
         self.counts: Counts = counts_for(storage_uri, self.rate)
+        self.timeout_s = timeout_s
         self.micro_usd_per_day = None if usd_per_day is None else math.ceil(usd_per_day * _MICRO)
         self.usd_per_day = usd_per_day
 
@@ -72,7 +78,13 @@ class CallerLimits:
         be held to a limit, so requests are refused rather than let through unchecked.
         """
         try:
-            return await self._admit(caller)
+            if isinstance(self.counts, LocalCounts):  # in this process: nothing to wait for
+                return await self._admit(caller)
+            return await asyncio.wait_for(self._admit(caller), self.timeout_s)
+        except asyncio.TimeoutError:
+            raise LimitsUnavailable(
+                f"the limits storage cannot be reached: no answer within {self.timeout_s:g} s"
+            ) from None
         except Exception as error:  # the storage driver's own errors (connection refused, timeouts, ...)
             raise LimitsUnavailable(f"the limits storage cannot be reached: {type(error).__name__}") from error
 
@@ -98,7 +110,14 @@ class CallerLimits:
             return
         expiry = seconds_until_utc_midnight() + 3600  # kept a little past midnight: clocks of replicas differ
         try:
-            await self.counts.add_spend(caller, _today(), math.ceil(usd * _MICRO), expiry)
+            await asyncio.wait_for(
+                self.counts.add_spend(caller, _today(), math.ceil(usd * _MICRO), expiry), self.timeout_s
+            )
+        except asyncio.TimeoutError:
+            logger.error(
+                "spend of caller %r ($%.6f) not recorded: limits storage: no answer within %g s",
+                caller, usd, self.timeout_s,
+            )  # fmt: skip
         except Exception as error:
             logger.error("spend of caller %r ($%.6f) not recorded: limits storage: %s", caller, usd, error)
 

@@ -72,7 +72,12 @@ def build_service(spec_path: str | Path, settings: ServeSettings) -> Service:
             "%.0f s: raise terminationGracePeriodSeconds or the process may be killed mid-drain",
             settings.shutdown_budget_s, KUBERNETES_GRACE_S,
         )
-    limits = CallerLimits(settings.rate_limit, settings.spend_limit_usd_per_day, settings.limits_storage)
+    # An admission takes up to three round trips to the storage (the window, its stats, the spend), each
+    # bounded as every Redis operation of NoN is (NON_REDIS_TIMEOUT).
+    limits = CallerLimits(
+        settings.rate_limit, settings.spend_limit_usd_per_day, settings.limits_storage,
+        timeout_s=3 * get_settings().redis_timeout,
+    )  # fmt: skip
     state = ServiceState()
     app = create_app(
         spec.networks,

@@ -3,13 +3,19 @@ balancer then hold a caller to its limits, not to five times them."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from service_process import ALICE, BOB, free_port, require_program, start_service
+
+from nons.serve.limits import CallerLimits, LimitsUnavailable
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -74,3 +80,23 @@ def test_an_unreachable_store_fails_the_request_not_the_process(tmp_path: Path) 
         # Readiness does not depend on the store: a Redis outage must not take every replica out of the load
         # balancer at once; the refusals say what is wrong instead.
         assert service.get("/healthz").status_code == 200 and service.get("/readyz").status_code == 200
+
+
+async def test_a_stalled_store_refuses_the_request_in_bounded_time_instead_of_holding_it(
+    redis_factory: Callable[[], Any],
+) -> None:
+    # A store that accepts connections but never answers (a paused or overloaded Redis): every request would
+    # otherwise wait for it for ever, and the shutdown with it.
+    server = redis_factory()
+    limits = CallerLimits("100/minute", 1.0, server.url, timeout_s=0.5)
+    assert await limits.admit("alice") is None  # connected, and answering
+    os.kill(server.process.pid, signal.SIGSTOP)
+    try:
+        with pytest.raises(LimitsUnavailable, match=r"no answer within 0\.5 s"):
+            await asyncio.wait_for(limits.admit("alice"), 10)
+        with pytest.raises(LimitsUnavailable):
+            await asyncio.wait_for(limits.admit("bob"), 10)
+        await asyncio.wait_for(limits.record_spend("alice", 0.25), 10)  # logged, not raised, and not held
+    finally:
+        os.kill(server.process.pid, signal.SIGCONT)
+    assert await limits.admit("alice") is None  # answering again

@@ -40,6 +40,7 @@ __all__ = [
     "clean",
     "clean_attributes",
     "clean_value",
+    "encodable",
     "redact",
     "redact_json",
     "register_secret",
@@ -217,9 +218,14 @@ def _clean_short(text: str, secrets: int) -> str:
 
 
 def _clean(text: str) -> str:
-    text = _redact_with(text, _matcher)
+    return encodable(_redact_with(text, _matcher))
+
+
+def encodable(text: str) -> str:
+    """``text`` with its lone surrogates (which UTF-8 cannot encode: a model may cut an emoji in half, and a
+    JSON string may spell one as ``\\ud83d``) replaced by U+FFFD."""
     if not text.isascii() and _SURROGATE.search(text):
-        text = _SURROGATE.sub("\ufffd", text)
+        return _SURROGATE.sub("\ufffd", text)
     return text
 
 

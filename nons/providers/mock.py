@@ -301,7 +301,8 @@ def _topic(prompt: str) -> str:
 
 @functools.lru_cache(maxsize=1024)
 def _response_id(seed: Any, text: str) -> str:
-    return "sim-" + hashlib.blake2b(f"{seed}:{text}".encode(), digest_size=8).hexdigest()
+    # surrogatepass: a scripted answer may hold a lone surrogate (half an emoji), as a real model's may.
+    return "sim-" + hashlib.blake2b(f"{seed}:{text}".encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
 
 
 def _free_text(request: LLMRequest, rng: random.Random) -> str:

@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from opentelemetry import metrics, trace
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from nons.base.redaction import encodable
 from nons.base.version import __version__
 from nons.observability import names
 from nons.serve.schemas import ErrorBody, Violation
@@ -77,7 +78,10 @@ def current_trace_id() -> str | None:
 def error_response(
     status: int, error: str, detail: str, headers: Mapping[str, str] | None = None, violations: Sequence[Violation] = ()
 ) -> JSONResponse:
-    body = ErrorBody(error=error, detail=detail, violations=list(violations), trace_id=current_trace_id())
+    # Text from elsewhere (a provider's message, the caller's own input) may hold lone surrogates: made encodable,
+    # or the answer itself would fail to serialise.
+    cleaned = [v.model_copy(update={"message": encodable(v.message), "field": encodable(v.field)}) for v in violations]
+    body = ErrorBody(error=error, detail=encodable(detail), violations=cleaned, trace_id=current_trace_id())
     return JSONResponse(body.model_dump(mode="json"), status_code=status, headers=dict(headers or {}))
 
 

@@ -7,6 +7,8 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
 
+from nons.base.redaction import encodable
+
 __all__ = [
     "ErrorBody",
     "Health",
@@ -105,15 +107,18 @@ class NetworkList(BaseModel):
 
 
 def jsonable_output(value: Any) -> Any:
-    """A network output as JSON data: typed results (dataclasses) as objects, lists and dicts recursively."""
-    if isinstance(value, (str, int, float, bool)) or value is None:
+    """A network output as JSON data: typed results (dataclasses) as objects, lists and dicts recursively; text
+    that UTF-8 can encode (a model's answer may end in half an emoji: a lone surrogate becomes U+FFFD)."""
+    if isinstance(value, str):
+        return encodable(value)
+    if isinstance(value, (int, float, bool)) or value is None:
         return value
     if isinstance(value, dict):
-        return {str(k): jsonable_output(v) for k, v in value.items()}
+        return {encodable(str(k)): jsonable_output(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [jsonable_output(v) for v in value]
     if is_dataclass(value) and not isinstance(value, type):
         return jsonable_output(asdict(value))
     if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
-    return str(value)
+        return jsonable_output(value.model_dump(mode="json"))
+    return encodable(str(value))

@@ -116,3 +116,20 @@ networks:
     body = response.json()
     assert body["ready"] is True and body["open_breakers"] == ["mock/gpt-4o"]
     assert set(body["paused"]) == {"mock"} and 0 < body["paused"]["mock"] <= 600
+
+
+def test_an_answer_ending_in_half_an_emoji_is_served_with_a_replacement_character(tmp_path: Path) -> None:
+    # A model cut short mid-character sends a lone surrogate, which JSON cannot carry as UTF-8: the answer is
+    # served, not lost to a 500.
+    spec = """\
+version: 1
+models:
+  cut: {model: mock/gpt-4o-mini, extra_params: {mock_responses: ["truncated answer \\ud83d"]}}
+networks:
+  cut:
+    layers: ["generate@cut"]
+"""
+    with start_service(tmp_path, spec, tokens={"alice": ALICE}) as running:
+        response = running.run("cut", "hello")
+    assert response.status_code == 200, response.text
+    assert response.json()["output"] == "truncated answer \ufffd"

@@ -150,13 +150,19 @@ class _Aggregation:
             self.nodes.add(span["duration_ms"] / 1000, labels, span)
 
     def _chat(self, span: Span, attributes: dict[str, Any]) -> None:
-        # The span names the model asked for first; each fallback event moves the call on to another, and the
-        # metrics of what follows (retries, tokens, cost) are that model's, as the instruments label them.
+        # The span names the model asked for first and the provider that answered last; each fallback event
+        # names the provider it moved on from and the model it moved to, and the metrics of what follows
+        # (retries, tokens, cost) are that provider's and model's, as the instruments label them.
+        fallbacks = [e["attributes"] for e in span["events"] if e["name"] == names.EVENT_FALLBACK]
+        providers = [f.get(names.GEN_AI_PROVIDER_NAME) for f in fallbacks] + [
+            attributes.get(names.GEN_AI_PROVIDER_NAME)
+        ]
         labels = {
             names.GEN_AI_OPERATION_NAME: attributes.get(names.GEN_AI_OPERATION_NAME),
-            names.GEN_AI_PROVIDER_NAME: attributes.get(names.GEN_AI_PROVIDER_NAME),
+            names.GEN_AI_PROVIDER_NAME: providers[0],
             names.GEN_AI_REQUEST_MODEL: attributes.get(names.GEN_AI_REQUEST_MODEL),
         }
+        moved = 0
         for event in span["events"]:
             if event["name"] == names.EVENT_RETRY:
                 self.retries.add(1, {**labels, names.ERROR_TYPE: event["attributes"].get(names.ERROR_TYPE)}, span)
@@ -164,7 +170,9 @@ class _Aggregation:
                 keys = (names.GEN_AI_PROVIDER_NAME, names.FALLBACK_FROM, names.FALLBACK_TO)
                 fallback = {k: event["attributes"].get(k) for k in keys}
                 self.fallbacks.add(1, fallback, span)
+                moved += 1
                 labels[names.GEN_AI_REQUEST_MODEL] = fallback[names.FALLBACK_TO]
+                labels[names.GEN_AI_PROVIDER_NAME] = providers[moved]
         if span["success"]:
             self._usage(span, attributes, labels)
 

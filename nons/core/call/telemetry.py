@@ -154,6 +154,16 @@ def fell_back(call: CallState, from_model: str, to_model: str, reason: ProviderE
         call.ctx.instruments.fallbacks.add(1, attributes)
 
 
+def moved_provider(call: CallState) -> None:
+    """The call fell back to another provider's model: its span names that provider (and its server) from now
+    on, since its answer, usage and cost will be that provider's (the ``nons.fallback`` events name the ones
+    before). A server the new provider has none of stays as it was: an attribute cannot be removed."""
+    if call.scope.tracing and call.labels is not None:
+        metric = call.labels.metric_attributes
+        keys = (names.GEN_AI_PROVIDER_NAME, names.SERVER_ADDRESS, names.SERVER_PORT)
+        call.scope.set_cleaned({key: metric[key] for key in keys if key in metric})
+
+
 def call_succeeded(call: CallState, response: LLMResponse, cost: float | None) -> None:
     """Record a successful call: token and cost metrics, the response's attributes on the span, the event.
 

@@ -179,6 +179,8 @@ class BudgetHold:
     pass_keys: list[str] = field(default_factory=list)
     process_keys: list[str] = field(default_factory=list)
     shared_keys: list[str] = field(default_factory=list)
+    #: (budget, key, limit) of the budgets counted in this process whose usage gauge its settlement updates.
+    gauged: list[tuple[Budget, str, float]] = field(default_factory=list)
 
 
 _SHARED = (BudgetScope.NETWORK, BudgetScope.CALLER)
@@ -264,10 +266,13 @@ class Budgets:
             _refuse(next(b for b, k, _ in local if k == failing), amount, provider, model)
         hold.pass_keys = [k for k, _, _ in in_pass]
         hold.process_keys = [k for k, _, _ in in_process]
-        for budget, key, limit in local:
-            if budget.per is not BudgetScope.PASS:
-                self._seen(budget, self.local.used(key) / limit if limit else 1.0)
+        hold.gauged = [(budget, key, limit) for budget, key, limit in local if budget.per is not BudgetScope.PASS]
+        self._gauge(hold)
         return hold
+
+    def _gauge(self, hold: BudgetHold) -> None:
+        for budget, key, limit in hold.gauged:
+            self._seen(budget, self.local.used(key) / limit if limit else 1.0)
 
     def _seen(self, budget: Budget, ratio: float) -> None:
         label = (budget.label, budget.per.value)
@@ -281,6 +286,7 @@ class Budgets:
             return
         hold.pass_ledger.settle(hold.pass_keys, delta)
         self.local.settle(hold.process_keys, delta)
+        self._gauge(hold)  # the worst case reserved is gone: the gauge shows what was spent
         if hold.shared_keys:
             task = asyncio.get_running_loop().create_task(self._settle_shared(hold.shared_keys, delta))
             self._settling.add(task)

@@ -75,7 +75,9 @@ async def test_budgets_report_what_they_admitted_refused_and_how_full_they_are(o
     assert otel.counter_total("nons.budget.refused") == refused
     assert otel.counter_total("nons.budget.spent") == pytest.approx(result.cost_usd)
     assert dict(usage.attributes) == {"nons.budget.name": "daily", "nons.budget.scope": "process"}
+    # What the pass spent, not the worst cases its calls reserved (settled when each call ended).
     assert 0.5 < usage.value <= 1.0
+    assert usage.value == pytest.approx(result.cost_usd / 2e-4)
     # Spend carries the provider, for the dashboards' provider filter and "Simulated cost" switch.
     (spent,) = otel.metric_points("nons.budget.spent")
     assert dict(spent.attributes) == {

@@ -195,7 +195,7 @@ def configure_telemetry(settings: Settings | None = None) -> TelemetryHandle:
         check_exporter_names()
         check_otel_environment()
         settings = settings or get_settings()
-        apply_log_level(settings)
+        apply_log_level(settings, only_if_set=True)
         observability = observability_buffer()
         handle = TelemetryHandle(resource=_preloaded_resource(settings) or build_resource(settings))
         # Providers are built first and made global only once every one of them was: setup is all or nothing

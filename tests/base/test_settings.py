@@ -131,6 +131,22 @@ def test_log_level_applies_to_the_nons_logger(monkeypatch: pytest.MonkeyPatch) -
         logger.setLevel(before)
 
 
+def test_telemetry_set_up_leaves_the_applications_level_unless_a_variable_sets_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    logger = logging.getLogger("nons")
+    before = logger.level
+    try:
+        logger.setLevel(logging.ERROR)  # the application's choice
+        apply_log_level(only_if_set=True)
+        assert logger.level == logging.ERROR
+        monkeypatch.setenv("NON_LOG_LEVEL", "WARNING")
+        apply_log_level(only_if_set=True)
+        assert logger.level == logging.WARNING
+    finally:
+        logger.setLevel(before)
+
+
 def test_env_example_lists_every_setting() -> None:
     example = (Path(__file__).parents[2] / ".env.example").read_text()
     from nons.base.settings import Settings

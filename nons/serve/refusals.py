@@ -100,10 +100,17 @@ _RULES = {
 }
 
 
+#: The longest field name a violation repeats: an unknown field is the caller's own text, never echoed whole.
+_FIELD_CHARS = 64
+
+
 def _violation(error: Mapping[str, Any]) -> Violation:
-    loc = [str(part) for part in error.get("loc", ()) if part != "body"]
-    field = ".".join(loc) or "body"
     rule = _RULES.get(str(error.get("type")), "type")
+    # Malformed JSON is located by its byte offset, which names no field.
+    loc = [str(part) for part in error.get("loc", ()) if part != "body"] if rule != "json" else []
+    field = ".".join(loc) or "body"
+    if len(field) > _FIELD_CHARS:
+        field = field[:_FIELD_CHARS] + "…"
     if rule == "max_length":
         limit = error.get("ctx", {}).get("max_length")
         message = f"{field} must be at most {limit:,} characters" if limit else str(error.get("msg"))

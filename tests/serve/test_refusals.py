@@ -98,13 +98,17 @@ def test_bad_input_is_422_naming_the_rule(service: ServiceProcess, body: object,
 def test_the_input_is_never_echoed_back(service: ServiceProcess) -> None:
     response = service.post("/v1/networks/best-of-3/run", {"input": "secret " + "x" * 50_000}, token=ALICE)
     assert response.status_code == 422 and "secret" not in response.text
+    # Nor an unknown field's name in full: it is the caller's text too.
+    response = service.post("/v1/networks/best-of-3/run", {"input": "hi", "k" * 5_000 + "secret": 1}, token=ALICE)
+    assert response.status_code == 422 and "secret" not in response.text
+    assert _violation(response)["field"] == "k" * 64 + "…"
 
 
 @pytest.mark.parametrize("content", [b"{not json", b"Y\x1c|^\xff"], ids=["not JSON", "not UTF-8"])
 def test_a_body_that_is_not_json_is_422(service: ServiceProcess, content: bytes) -> None:
     headers = {"Content-Type": "application/json"}
     response = service.request("POST", "/v1/networks/best-of-3/run", token=ALICE, content=content, headers=headers)
-    assert _violation(response)["rule"] == "json"
+    assert (_violation(response)["rule"], _violation(response)["field"]) == ("json", "body")
 
 
 def test_unknown_paths_and_methods_answer_in_the_same_error_body(service: ServiceProcess) -> None:

@@ -145,4 +145,10 @@ async def validation_handler(request: Request, exc: Exception) -> JSONResponse:
     count_refusal(names.REFUSAL_INVALID_INPUT)
     violations = [_violation(error) for error in exc.errors()]
     detail = "; ".join(v.message for v in violations) or "invalid request"
+    content_type = request.headers.get("content-type", "")
+    if request.method == "POST" and "json" not in content_type.lower():
+        # FastAPI reads a body as JSON only under a JSON content type (curl -d sends a form's): say so, since the
+        # violation alone ("not a valid dictionary") does not.
+        sent = f"Content-Type {content_type!r}" if content_type else "no Content-Type"
+        detail = f"send the body as JSON with Content-Type: application/json (it came with {sent}); {detail}"
     return error_response(422, names.REFUSAL_INVALID_INPUT, detail, violations=violations)

@@ -111,6 +111,17 @@ def test_a_body_that_is_not_json_is_422(service: ServiceProcess, content: bytes)
     assert (_violation(response)["rule"], _violation(response)["field"]) == ("json", "body")
 
 
+def test_a_json_body_sent_as_a_form_is_422_saying_which_content_type_to_send(service: ServiceProcess) -> None:
+    # What `curl -d '{"input": "hi"}'` sends: the JSON under a form's content type.
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    response = service.request(
+        "POST", "/v1/networks/best-of-3/run", token=ALICE, content=b'{"input": "hi"}', headers=headers
+    )
+    assert response.status_code == 422
+    assert "Content-Type: application/json" in response.json()["detail"]
+    assert "application/x-www-form-urlencoded" in response.json()["detail"]
+
+
 def test_unknown_paths_and_methods_answer_in_the_same_error_body(service: ServiceProcess) -> None:
     missing = service.get("/v2/nothing")
     assert missing.status_code == 404 and missing.json()["error"] == "not_found"

@@ -77,6 +77,11 @@ class SpanScope:
         """Make current again what was before :meth:`make_current` returned ``token``."""
         otel_context.detach(token)  # type: ignore[arg-type]
 
+    def context(self) -> otel_context.Context | None:
+        """The current context with this span in it: for a measurement made once the span is no longer current
+        (its duration, recorded as it ends), so that its exemplar still points at the span."""
+        return trace.set_span_in_context(self.span)
+
     def set(self, attributes: Mapping[str, Any]) -> None:
         """Set several attributes at once (one lock and one validation pass, unlike one call per attribute)."""
         self.span.set_attributes(clean_attributes(attributes))
@@ -135,6 +140,9 @@ class _NoSpan(SpanScope):
 
     def restore(self, token: object) -> None:
         pass
+
+    def context(self) -> otel_context.Context | None:
+        return None  # the measurement takes the current context, as without a span it would
 
     def set(self, attributes: Mapping[str, Any]) -> None:
         pass

@@ -102,6 +102,22 @@ async def test_metrics_recorded_inside_a_sampled_span_carry_exemplars_with_its_t
         assert {e.span_id for e in exemplars} <= span_ids
 
 
+async def test_a_duration_recorded_as_its_span_ends_has_that_spans_exemplar(otel: Telemetry) -> None:
+    # A pass at the top of its trace: its duration is recorded once its span is no longer current, and must
+    # still point at it (the latency dashboard's exemplars); a node's at the node's span, not its layer's.
+    result = await eventful_network().run("hello")
+    spans = otel.spans_of_trace(result.trace_id or "")
+    by_id = {s.context.span_id: s.name.split(" ")[0] for s in spans}
+    collected = otel.collect()
+    for metric, span_name in (
+        (names.METRIC_NETWORK_DURATION, "invoke_workflow"),
+        (names.METRIC_WORKFLOW_DURATION, "invoke_workflow"),
+        (names.METRIC_NODE_DURATION, "nons.node"),
+    ):
+        exemplars = [e for p in collected[metric] for e in p.exemplars]
+        assert exemplars and {by_id.get(e.span_id) for e in exemplars} == {span_name}, metric
+
+
 async def test_no_exemplar_without_a_sampled_span(otel: Telemetry) -> None:
     # Inside an unsampled parent the pass records no span, and its measurements no exemplar.
     from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags

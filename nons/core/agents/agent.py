@@ -393,7 +393,9 @@ class Agent:
         inst = run.ctx.instruments
         if inst.metrics:
             single_model = None if (self.fallbacks or self.model_config.fallbacks) else run.model
-            record_run(inst, self.name, single_model, error_type, time.perf_counter() - run.started)
+            record_run(
+                inst, self.name, single_model, error_type, time.perf_counter() - run.started, run.scope.context()
+            )
         scope = run.scope
         if not scope.tracing:
             return

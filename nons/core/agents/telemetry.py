@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from opentelemetry.context import Context
+
 from nons.base.messages import ToolCall
 from nons.base.redaction import clean
 from nons.core.agents.tools import Tool
@@ -56,12 +58,16 @@ def record_tool_call(
     inst.tool_duration.record(duration, duration_attrs)
 
 
-def record_run(inst: Instruments, agent: str, model: str | None, error_type: str | None, duration: float) -> None:
+def record_run(
+    inst: Instruments, agent: str, model: str | None, error_type: str | None, duration: float,
+    context: Context | None = None,
+) -> None:
     """``gen_ai.invoke_agent.duration`` of one run. ``model`` is given only for an agent that uses a single
-    model: the conventions leave it out for agents that may switch (NoN's fallbacks)."""
+    model: the conventions leave it out for agents that may switch (NoN's fallbacks). ``context``: the run's
+    span's (:meth:`~nons.observability.spans.SpanScope.context`), for the exemplar."""
     attributes = {names.GEN_AI_AGENT_NAME: clean(agent)}
     if model is not None:
         attributes[names.GEN_AI_REQUEST_MODEL] = clean(model)
     if error_type is not None:
         attributes[names.ERROR_TYPE] = error_type
-    inst.agent_duration.record(duration, attributes)
+    inst.agent_duration.record(duration, attributes, context)

@@ -92,11 +92,12 @@ async def run_pass(
             ctx.progress.pass_finished(last, success, time.perf_counter())
         if inst.metrics:
             inst.network_active.add(-1, metric_attrs)
-            inst.network_duration.record(duration, {**metric_attrs, names.OUTCOME: outcome})
+            in_span = scope.context()  # the pass's span is no longer current: its exemplars point at it all the same
+            inst.network_duration.record(duration, {**metric_attrs, names.OUTCOME: outcome}, in_span)
             workflow_attrs = {names.GEN_AI_WORKFLOW_NAME: metric_attrs[names.NETWORK_NAME]}
             if error_type is not None:
                 workflow_attrs[names.ERROR_TYPE] = error_type
-            inst.workflow_duration.record(duration, workflow_attrs)
+            inst.workflow_duration.record(duration, workflow_attrs, in_span)
         scope.roll_up(ctx.calls)
         scope.end()
         if token is not None:

@@ -112,7 +112,10 @@ def _finish(
     if ctx.progress is not None:
         ctx.progress.node_finished(layer_index, node.id, node.spec.name, error is None, now)
     if labels is not None and ctx.instruments.metrics:
-        ctx.instruments.node_duration.record(result.duration_s, labels.duration(ctx.network_name, error is not None))
+        # In the node span's context, which is no longer current: the exemplar points at the node, not its layer.
+        ctx.instruments.node_duration.record(
+            result.duration_s, labels.duration(ctx.network_name, error is not None), scope.context()
+        )
     if not scope.tracing:
         return
     if result.calls:

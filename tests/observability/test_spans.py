@@ -293,9 +293,11 @@ async def test_a_node_cancelled_by_a_failing_sibling_has_an_error_span_of_type_c
     assert cancelled.status.status_code is StatusCode.ERROR
     assert (cancelled.attributes or {})[names.ERROR_TYPE] == "cancelled"
     assert cancelled.status.description == "NodeCancelledError: the node was cancelled"
-    # Its LLM call was cut short in flight, and its span ended too, failed by the cancellation.
+    # Its LLM call was cut short in flight, and its span ended too, failed by the cancellation, named as the
+    # node's is, with the attempt it had made.
     (call,) = children(spans, cancelled)
-    assert (call.attributes or {})[names.ERROR_TYPE] == "CancelledError"
+    assert ((call.attributes or {})[names.ERROR_TYPE], (call.attributes or {})[names.ATTEMPTS]) == ("cancelled", 1)
+    assert call.status.status_code is StatusCode.ERROR
     (raised,) = [s for s in spans if (s.attributes or {}).get(names.NODE_ID) == failing.id]
     assert (raised.attributes or {})[names.ERROR_TYPE] == "server_error"
 

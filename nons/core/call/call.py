@@ -19,7 +19,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from nons.base.errors import ProviderError
+from nons.base.errors import NodeCancelledError, ProviderError
 from nons.base.messages import LLMRequest, LLMResponse, Message, OutputRepair, ToolDefinition
 from nons.base.results import LLMCallRecord, Usage
 from nons.base.types import ModelConfig, ModelProvider
@@ -29,6 +29,7 @@ from nons.core.call.attempt import attempt, estimate_tokens, failed
 from nons.core.call.context import CallSite, CallState, PassContext
 from nons.core.policies import CallPlan, backoff_delay, call_plan
 from nons.core.pricing import check_price_provider, load_prices, price_usd, prices_loaded
+from nons.observability import names
 from nons.observability.spans import NO_SPAN
 from nons.providers.base import Provider
 from nons.providers.registry import default_model, load_provider, loaded_provider, resolve_provider
@@ -139,7 +140,11 @@ async def _call(
         record = _succeeded(call, response)
     except BaseException as error:
         # A provider error that ends the call has marked the span already, with the attempts it took.
-        if not isinstance(error, ProviderError):
+        if isinstance(error, asyncio.CancelledError) and scope.tracing:
+            # Named as its node's span names it (a FAIL_FAST sibling, a timeout), with the attempts it made.
+            scope.set({names.ATTEMPTS: call.attempts})
+            scope.fail_as(NodeCancelledError.error_type, "the call was cancelled")
+        elif not isinstance(error, ProviderError):
             scope.fail(error, str(error) or type(error).__name__)
         raise
     finally:

@@ -258,12 +258,12 @@ def apply_log_level(settings: Settings | None = None, *, only_if_set: bool = Fal
     """Set the ``nons`` logger's level from ``NON_LOG_LEVEL`` (``DEBUG`` when ``NON_DEBUG`` is true).
 
     A library leaves logging to its application: telemetry's set-up (``only_if_set``) sets the level only when
-    one of the two variables is set, and otherwise leaves the level the application gave the ``nons`` logger;
+    ``NON_LOG_LEVEL`` is set or ``NON_DEBUG`` is true, and otherwise leaves the application's level alone;
     the ``nons`` CLI, which is the application, always sets it. Handlers and the root logger are left alone.
     """
     import logging
 
     settings = settings or get_settings()
-    if only_if_set and not settings.model_fields_set & {"log_level", "debug"}:
+    if only_if_set and "log_level" not in settings.model_fields_set and not settings.debug:
         return
     logging.getLogger("nons").setLevel("DEBUG" if settings.debug else settings.log_level)

@@ -153,15 +153,13 @@ class _Aggregation:
         # The span names the model asked for first and the provider that answered last; each fallback event
         # names the provider it moved on from and the model it moved to, and the metrics of what follows
         # (retries, tokens, cost) are that provider's and model's, as the instruments label them.
+        answerer = (names.GEN_AI_OPERATION_NAME, names.GEN_AI_PROVIDER_NAME)
+        # Who answered each part of the call: each fallback event names the one before it, the span the last.
         fallbacks = [e["attributes"] for e in span["events"] if e["name"] == names.EVENT_FALLBACK]
-        providers = [f.get(names.GEN_AI_PROVIDER_NAME) for f in fallbacks] + [
-            attributes.get(names.GEN_AI_PROVIDER_NAME)
+        parts = [{k: f.get(k, attributes.get(k)) for k in answerer} for f in fallbacks] + [
+            {k: attributes.get(k) for k in answerer}
         ]
-        labels = {
-            names.GEN_AI_OPERATION_NAME: attributes.get(names.GEN_AI_OPERATION_NAME),
-            names.GEN_AI_PROVIDER_NAME: providers[0],
-            names.GEN_AI_REQUEST_MODEL: attributes.get(names.GEN_AI_REQUEST_MODEL),
-        }
+        labels = {**parts[0], names.GEN_AI_REQUEST_MODEL: attributes.get(names.GEN_AI_REQUEST_MODEL)}
         moved = 0
         for event in span["events"]:
             if event["name"] == names.EVENT_RETRY:
@@ -172,7 +170,7 @@ class _Aggregation:
                 self.fallbacks.add(1, fallback, span)
                 moved += 1
                 labels[names.GEN_AI_REQUEST_MODEL] = fallback[names.FALLBACK_TO]
-                labels[names.GEN_AI_PROVIDER_NAME] = providers[moved]
+                labels.update(parts[moved])
         if span["success"]:
             self._usage(span, attributes, labels)
 

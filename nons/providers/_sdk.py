@@ -19,7 +19,9 @@ import abc
 import asyncio
 import contextlib
 import logging
+import sys
 import threading
+import time
 import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable, Hashable
 from typing import Any, Generic, TypeVar, cast
@@ -41,6 +43,7 @@ __all__ = ["ClientCache", "SDKProvider", "endpoint_of", "host_of"]
 logger = logging.getLogger(__name__)
 
 ClientT = TypeVar("ClientT")
+_T = TypeVar("_T")
 
 
 # -- shared clients -----------------------------------------------------------------------------------------
@@ -297,22 +300,23 @@ class SDKProvider(Provider, Generic[ClientT]):
         api_key = self.api_key(request.config)
         timeout_s = request.timeout_s if request.timeout_s is not None else get_settings().request_timeout
         base_url = self.configured_base_url(request.config) or self.default_base_url
+        started = time.perf_counter()
         # Keyed by the tracing switch too: whether the client's HTTP attempts are traced is decided when it is made.
-        # Making a client is set-up (the first one per key loads certificates and builds the SDK's validators, on
-        # a worker thread), not the request: the timeout starts after it.
         client = await self._clients.get_async(api_key or "", base_url, get_settings().enable_tracing)
+        # What is left of the attempt's time once the client is made (the first per key loads certificates).
+        left_s = max(0.001, timeout_s - (time.perf_counter() - started))
         try:
-            # The SDKs apply timeout_s to each read of the answer, not to the whole of it: a server that sends
-            # its answer a piece at a time would hold the call as long as it liked. The request as a whole gets
-            # timeout_s (asyncio.wait_for, not asyncio.timeout: Python 3.10 is supported).
-            answer = await asyncio.wait_for(self._send_request(client, request, timeout_s), timeout_s)
+            # The SDKs apply the timeout to each read of the answer, not to the whole of it: a server that sends
+            # its answer a piece at a time would hold the call as long as it liked. The request as a whole is
+            # bounded too.
+            answer = await _within(self._send_request(client, request, left_s), left_s)
             return self._response(answer, request.model)
         except ProviderError:
             raise
         except asyncio.TimeoutError:
             error: ProviderError = ProviderTimeoutError(
                 f"{self.name} did not finish its answer in time for model {request.model!r}: no whole answer "
-                f"within {timeout_s:g} s (the request timeout, NON_REQUEST_TIMEOUT)",
+                f"within the {left_s:.3g} s left of the request's time (NON_REQUEST_TIMEOUT)",
                 provider=self.name, model=request.model,
             )  # fmt: skip
         except Exception as exc:
@@ -336,6 +340,21 @@ class SDKProvider(Provider, Generic[ClientT]):
     async def aclose(self) -> None:
         """Close the clients this provider opened in the running event loop."""
         await self._clients.aclose()
+
+
+if sys.version_info >= (3, 11):
+
+    async def _within(awaitable: Awaitable[_T], seconds: float) -> _T:
+        """``awaitable``'s result, or ``TimeoutError`` after ``seconds``. ``asyncio.timeout``, not ``wait_for``:
+        on Python 3.11 ``wait_for`` runs the awaitable in a task of its own and can drop a cancellation that
+        arrives as the answer does, which would leave a cancelled node running."""
+        async with asyncio.timeout(seconds):
+            return await awaitable
+
+else:  # Python 3.10 has no asyncio.timeout
+
+    async def _within(awaitable: Awaitable[_T], seconds: float) -> _T:
+        return await asyncio.wait_for(awaitable, seconds)
 
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}

@@ -91,10 +91,13 @@ class SharedCounts:
         try:
             storage = storage_from_string(uri)
         except Exception as error:  # the library raises several types for a bad URI or a missing driver
-            # Neither the URI nor the library's message (which quotes the URI) may show the password.
-            password = _password(storage_uri)
+            # Neither the URI nor the library's message (which quotes the URI) may show the password, however short.
+            message = str(error)
+            for form in (uri, storage_uri):
+                message = message.replace(form, _without_password(form))
             raise ConfigurationError(
-                f"limits storage {_without_password(storage_uri)!r} cannot be used: {redact(str(error), password)}"
+                f"limits storage {_without_password(storage_uri)!r} cannot be used: "
+                f"{redact(message, _password(storage_uri))}"
             ) from None
         assert isinstance(storage, Storage)  # an async+ URI always gives an async storage
         self.storage: Storage = storage

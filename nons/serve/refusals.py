@@ -100,7 +100,7 @@ _RULES = {
 }
 
 
-#: The longest field name a violation repeats: an unknown field is the caller's own text, never echoed whole.
+#: The longest field name (or content type) a refusal repeats: the caller's own text, never echoed whole.
 _FIELD_CHARS = 64
 
 
@@ -149,6 +149,7 @@ async def validation_handler(request: Request, exc: Exception) -> JSONResponse:
     if request.method == "POST" and "json" not in content_type.lower():
         # FastAPI reads a body as JSON only under a JSON content type (curl -d sends a form's): say so, since the
         # violation alone ("not a valid dictionary") does not.
-        sent = f"Content-Type {content_type!r}" if content_type else "no Content-Type"
+        shown = content_type if len(content_type) <= _FIELD_CHARS else content_type[:_FIELD_CHARS] + "…"
+        sent = f"Content-Type {shown!r}" if content_type else "no Content-Type"
         detail = f"send the body as JSON with Content-Type: application/json (it came with {sent}); {detail}"
     return error_response(422, names.REFUSAL_INVALID_INPUT, detail, violations=violations)

@@ -30,14 +30,16 @@ def _jsonable(value: Any) -> Any:
 
 def _served_url(url: str) -> str:
     """``url`` as callers may see it: a user and password in it, and its query, may be credentials."""
+    schemeless = "//" not in url  # "user:password@host/v1": read as a host, not as a scheme "user"
     try:
-        parts = urlsplit(url)
+        parts = urlsplit("//" + url if schemeless else url)
     except ValueError:  # not a URL: served as it is only when it holds no "@" or "?"
         return url if not set(url) & {"@", "?"} else REDACTED
     netloc = parts.netloc
     if "@" in netloc:
         netloc = f"{REDACTED}@{netloc.rpartition('@')[2]}"
-    return urlunsplit((parts.scheme, netloc, parts.path, REDACTED if parts.query else "", ""))
+    served = urlunsplit((parts.scheme, netloc, parts.path, REDACTED if parts.query else "", ""))
+    return served.removeprefix("//") if schemeless else served
 
 
 def _model(config: ModelConfig) -> dict[str, Any]:

@@ -140,6 +140,9 @@ def test_telemetry_set_up_leaves_the_applications_level_unless_a_variable_sets_o
         logger.setLevel(logging.ERROR)  # the application's choice
         apply_log_level(only_if_set=True)
         assert logger.level == logging.ERROR
+        monkeypatch.setenv("NON_DEBUG", "false")  # asks for no level
+        apply_log_level(only_if_set=True)
+        assert logger.level == logging.ERROR
         monkeypatch.setenv("NON_LOG_LEVEL", "WARNING")
         apply_log_level(only_if_set=True)
         assert logger.level == logging.WARNING

@@ -177,23 +177,32 @@ async def test_a_gemini_call_counts_in_the_summary_and_the_buffers_metrics_as_a_
     assert len(gemini) == 2  # input and output tokens
 
 
+@pytest.mark.parametrize(
+    ("provider", "model", "provider_name", "operation"),
+    [
+        (ModelProvider.OPENAI, "gpt-4o-mini", "openai", "chat"),
+        (ModelProvider.GOOGLE, "gemini-2.0-flash", "gcp.gemini", "generate_content"),
+    ],
+)
 async def test_a_fallback_to_another_provider_is_that_providers_on_the_span_and_in_the_buffers_metrics(
-    observability: Observability, otel: Telemetry
+    observability: Observability, otel: Telemetry, provider: ModelProvider, model: str, provider_name: str,
+    operation: str,
 ) -> None:
     # Real spend must never be labelled as simulated money: the call's answer, usage and cost are the provider's
-    # it fell back to; its retries before that, the first provider's.
+    # it fell back to (and its operation's); its retries before that, the first provider's.
     with ProviderEmulator() as emu:
-        openai = ModelConfig(
-            provider=ModelProvider.OPENAI, model_name="gpt-4o-mini", base_url=emu.base_url_for("openai"),
-            api_key=SecretStr("sk-integration-fallback-0123456789"), price_provider="openai",
+        answering = ModelConfig(
+            provider=provider, model_name=model, base_url=emu.base_url_for(provider.value),
+            api_key=SecretStr("AIza-sk-integration-fallback-0123456789"), price_provider=provider.value,
         )  # fmt: skip
         failing = mock("gpt-4o", mock_failure_rate=1.0, mock_failure_kind="server_error")
         policy = LayerConfig(error_policy=ErrorPolicy.FALLBACK_MODEL, max_retries=1, retry_base_delay=0.0)
-        result = await NoN([Layer([Node("generate", failing, fallbacks=[openai])], policy)]).run("hello")
+        result = await NoN([Layer([Node("generate", failing, fallbacks=[answering])], policy)]).run("hello")
         port = emu.port
     (chat,) = [s for s in otel.spans_of_trace(result.trace_id or "") if s.name.startswith("chat ")]
     attributes = chat.attributes or {}
-    assert (attributes[names.GEN_AI_PROVIDER_NAME], attributes[names.SERVER_PORT]) == ("openai", port)
+    assert (attributes[names.GEN_AI_PROVIDER_NAME], attributes[names.SERVER_PORT]) == (provider_name, port)
+    assert attributes[names.GEN_AI_OPERATION_NAME] == operation
     data = observability.export_all_data(trace_id=result.trace_id)
     for name in (names.METRIC_RETRIES, names.METRIC_FALLBACKS, names.METRIC_COST, names.METRIC_TOKEN_USAGE):
         exported = {tuple(sorted(labels(p).items())) for p in otel.metric_points(name)}
@@ -202,7 +211,7 @@ async def test_a_fallback_to_another_provider_is_that_providers_on_the_span_and_
     (cost,) = buffer_points(data, names.METRIC_COST)
     (retry,) = buffer_points(data, names.METRIC_RETRIES)
     assert (labels(cost)[names.GEN_AI_PROVIDER_NAME], labels(retry)[names.GEN_AI_PROVIDER_NAME]) == (
-        "openai", "nons.simulated"
+        provider_name, "nons.simulated"
     )
 
 

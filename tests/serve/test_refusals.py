@@ -120,6 +120,10 @@ def test_a_json_body_sent_as_a_form_is_422_saying_which_content_type_to_send(ser
     assert response.status_code == 422
     assert "Content-Type: application/json" in response.json()["detail"]
     assert "application/x-www-form-urlencoded" in response.json()["detail"]
+    # A content type is the caller's text too: not repeated whole.
+    headers = {"Content-Type": "text/plain; " + "x" * 6_000}
+    response = service.request("POST", "/v1/networks/best-of-3/run", token=ALICE, content=b"{}", headers=headers)
+    assert response.status_code == 422 and len(response.json()["detail"]) < 500
 
 
 def test_unknown_paths_and_methods_answer_in_the_same_error_body(service: ServiceProcess) -> None:

@@ -253,13 +253,11 @@ async def _aim(call: CallState, config: ModelConfig) -> None:
         check_price_provider(config.price_provider)
     telemetry.fell_back(call, call.last_error.model or call.request.model, model, call.last_error)
     call.on_fallback = True
-    previous = call.provider
     call.provider = loaded_provider(kind) or await load_provider(kind)
     call.request = dataclasses.replace(call.request, provider=kind, model=model, config=config)
     if call.labels is not None:
         call.labels = call.site.labels_for(call.provider, call.request, call.ctx.settings)
-        if call.provider is not previous:
-            telemetry.moved_provider(call)
+        telemetry.moved_provider(call)
 
 
 def _succeeded(call: CallState, response: LLMResponse) -> LLMCallRecord:

@@ -138,9 +138,10 @@ def fell_back(call: CallState, from_model: str, to_model: str, reason: ProviderE
                 names.FALLBACK_FROM: from_model,
                 names.FALLBACK_TO: to_model,
                 names.FALLBACK_REASON: reason.error_type,
-                # the provider fallen back from, as on the nons.fallbacks metric (a cross-provider chain's chat
-                # span ends with the last provider's name)
+                # the provider (and its operation) fallen back from, as on the nons.fallbacks metric: the span
+                # ends with the last provider's (moved_provider)
                 names.GEN_AI_PROVIDER_NAME: call.provider.genai_provider_name,
+                names.GEN_AI_OPERATION_NAME: call.provider.operation_name,
             },
         )
     if call.ctx.instruments.metrics:
@@ -155,12 +156,12 @@ def fell_back(call: CallState, from_model: str, to_model: str, reason: ProviderE
 
 
 def moved_provider(call: CallState) -> None:
-    """The call fell back to another provider's model: its span names that provider (and its server) from now
-    on, since its answer, usage and cost will be that provider's (the ``nons.fallback`` events name the ones
-    before). A server the new provider has none of stays as it was: an attribute cannot be removed."""
+    """The call fell back to another model: its span names that model's provider, operation and server from now
+    on, since its answer, usage and cost will be theirs (the ``nons.fallback`` events name the ones before). A
+    server the new model has none of stays as it was: an attribute cannot be removed."""
     if call.scope.tracing and call.labels is not None:
         metric = call.labels.metric_attributes
-        keys = (names.GEN_AI_PROVIDER_NAME, names.SERVER_ADDRESS, names.SERVER_PORT)
+        keys = (names.GEN_AI_OPERATION_NAME, names.GEN_AI_PROVIDER_NAME, names.SERVER_ADDRESS, names.SERVER_PORT)
         call.scope.set_cleaned({key: metric[key] for key in keys if key in metric})
 
 

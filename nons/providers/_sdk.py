@@ -21,7 +21,6 @@ import contextlib
 import logging
 import sys
 import threading
-import time
 import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable, Hashable
 from typing import Any, Generic, TypeVar, cast
@@ -300,11 +299,11 @@ class SDKProvider(Provider, Generic[ClientT]):
         api_key = self.api_key(request.config)
         timeout_s = request.timeout_s if request.timeout_s is not None else get_settings().request_timeout
         base_url = self.configured_base_url(request.config) or self.default_base_url
-        started = time.perf_counter()
         # Keyed by the tracing switch too: whether the client's HTTP attempts are traced is decided when it is made.
+        # Making one is set-up, not the request (the first per key loads certificates and builds the SDK's
+        # validators, on a worker thread, in a fraction of a second): the request's time starts after it.
         client = await self._clients.get_async(api_key or "", base_url, get_settings().enable_tracing)
-        # What is left of the attempt's time once the client is made (the first per key loads certificates).
-        left_s = max(0.001, timeout_s - (time.perf_counter() - started))
+        left_s = timeout_s
         try:
             # The SDKs apply the timeout to each read of the answer, not to the whole of it: a server that sends
             # its answer a piece at a time would hold the call as long as it liked. The request as a whole is

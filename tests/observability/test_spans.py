@@ -258,7 +258,8 @@ async def test_a_fallback_is_an_event_and_the_response_model_is_the_fallback(
         names.FALLBACK_FROM: "gpt-4o",
         names.FALLBACK_TO: "gpt-4o-mini",
         names.FALLBACK_REASON: "server_error",
-        names.GEN_AI_PROVIDER_NAME: "nons.simulated",  # the provider fallen back from
+        names.GEN_AI_PROVIDER_NAME: "nons.simulated",  # the provider fallen back from, and its operation
+        names.GEN_AI_OPERATION_NAME: "chat",
     }
     assert [c.fallback_used for c in result.layers[1].node_results[0].calls] == [True]
 

@@ -27,7 +27,7 @@ from nons.core.types import ErrorPolicy, LayerConfig, ModelConfig, ModelProvider
 from nons.observability import names
 from nons.observability.buffer import Observability
 from nons.observability.integration import get_observability
-from nons.testing import ProviderEmulator
+from nons.testing import Fault, ProviderEmulator
 
 GUIDE_KEYS = {"trace_id", "span_id", "operation_name", "duration_ms", "success", "cost_usd"}
 
@@ -213,6 +213,22 @@ async def test_a_fallback_to_another_provider_is_that_providers_on_the_span_and_
     assert (labels(cost)[names.GEN_AI_PROVIDER_NAME], labels(retry)[names.GEN_AI_PROVIDER_NAME]) == (
         provider_name, "nons.simulated"
     )
+
+
+async def test_a_fallback_to_the_same_provider_elsewhere_is_that_servers_on_the_span(otel: Telemetry) -> None:
+    key = SecretStr("sk-integration-same-provider-0123456789")
+    with ProviderEmulator() as first, ProviderEmulator() as second:
+        first.script("openai", [Fault.server_error()])
+
+        def at(emu: ProviderEmulator) -> ModelConfig:
+            url = emu.base_url_for("openai")
+            return ModelConfig(provider=ModelProvider.OPENAI, model_name="gpt-4o-mini", base_url=url, api_key=key)
+
+        policy = LayerConfig(error_policy=ErrorPolicy.FALLBACK_MODEL, max_retries=0)
+        result = await NoN([Layer([Node("generate", at(first), fallbacks=[at(second)])], policy)]).run("hello")
+        answered_by = second.port
+    (chat,) = [s for s in otel.spans_of_trace(result.trace_id or "") if s.name.startswith("chat ")]
+    assert (chat.attributes or {})[names.SERVER_PORT] == answered_by
 
 
 async def test_the_guides_monitoring_and_cost_snippets_run_as_written(observability: Observability) -> None:

@@ -44,7 +44,8 @@ def record_tool_call(
 ) -> None:
     """``nons.tool.calls`` and ``gen_ai.execute_tool.duration`` of one tool call."""
     # Cleaned as every metric label is (span attributes are cleaned by the span helper).
-    name, agent = clean(tool_name) if registered else names.TOOL_NAME_UNREGISTERED, clean(agent)
+    name = clean(tool_name) if registered else names.TOOL_NAME_UNREGISTERED
+    agent = clean(agent)
     outcome = names.OUTCOME_FAILURE if error_type is not None else names.OUTCOME_SUCCESS
     count_attrs = {names.GEN_AI_AGENT_NAME: agent, names.GEN_AI_TOOL_NAME: name, names.OUTCOME: outcome}
     duration_attrs = {

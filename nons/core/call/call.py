@@ -122,7 +122,7 @@ async def _call(
     labels = site.labels_for(provider, request, ctx.settings)
     scope = telemetry.start_span(ctx, request, provider, labels) if ctx.instruments.tracing else NO_SPAN
     if repair is not None:
-        telemetry.repairing(ctx, site, scope, provider, request.model, repair)
+        telemetry.repairing(ctx, scope, labels, repair)
     # The span is current while the provider runs, so the HTTP span of each attempt (the upstream httpx2
     # instrumentation on the SDK's client, nons.observability.http) becomes its child. Made current by hand,
     # not with ``with scope:``, so that a call without a span skips even NO_SPAN's two empty calls.

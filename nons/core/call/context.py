@@ -125,9 +125,9 @@ class CallSite:
     node_labels: NodeLabels | None = None
 
     def __post_init__(self) -> None:
-        # The keys of its configs are redacted from all its calls produce, errors included, from the first call
-        # on: an SDK provider registers the key it reads only when it sends a request, and the simulated one
-        # reads none (a model name quoting the key would reach a quiet call's error text otherwise).
+        # The keys of its configs are redacted from all its calls produce, from the first call on (labels, span
+        # content, errors): an SDK provider registers the key it reads only when it sends a request, after the
+        # span has started, and the simulated one reads none.
         for config in (self.model_config, *self.fallbacks, *self.model_config.fallbacks):
             if config.api_key is not None:
                 register_secret(config.api_key.get_secret_value())

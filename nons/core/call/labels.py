@@ -8,7 +8,8 @@ SDK's own work (issue 15: "attribute sets built once per node, not per call"). A
 for one provider, model and config under one set of settings (a server's address may come from them);
 :meth:`CallSite.labels_for <nons.core.call.context.CallSite.labels_for>` keeps one on the call site and builds it
 again when any of those changes, or when a secret registered since (a provider registers the keys it reads) could
-change what cleaning gives. The config's own key is registered before anything is cleaned.
+change what cleaning gives. The config's own key is registered before anything is cleaned, when the call site
+is made (:class:`~nons.core.call.context.CallSite`).
 
 A :class:`NodeLabels` does the same for the node that makes the calls: its span's name and attributes, and the
 labels of its duration, kept on the call site (:meth:`CallSite.node_labels_now
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from nons.base import redaction
 from nons.base.messages import LLMRequest
-from nons.base.redaction import clean, clean_attributes, register_secret
+from nons.base.redaction import clean, clean_attributes
 from nons.base.types import ModelConfig
 from nons.observability import names
 from nons.providers.base import Provider
@@ -71,10 +72,7 @@ class CallLabels:
     def build(cls, provider: Provider, request: LLMRequest, operator: str, settings: Settings) -> CallLabels:
         """The labels of ``request``'s model (to ``provider``) for calls of ``operator`` under ``settings``."""
         config = request.config
-        if config.api_key is not None:
-            # The provider registers the key only when it sends the request, after the span has started: a
-            # model name, stop sequence or captured prompt quoting it would be recorded unredacted.
-            register_secret(config.api_key.get_secret_value())
+        # The config's own key is registered already: a call site registers its configs' keys when it is made.
         secrets = redaction.generation  # read before cleaning: a secret registered meanwhile makes these stale
         operation, provider_name = provider.operation_name, provider.genai_provider_name
         model = clean(request.model)

@@ -84,16 +84,14 @@ def start_span(ctx: PassContext, request: LLMRequest, provider: Provider, labels
     """Start the call's CLIENT span with the request's attributes (and its content, when captured on spans)."""
     extra = _per_call(ctx, request)
     if ctx.capture.span:
-        # The config's key is registered for redaction already (CallLabels.build), so a prompt quoting it is
-        # redacted in the content the span starts with.
+        # The config's key is registered for redaction already (when its CallSite was made), so a prompt quoting
+        # it is redacted in the content the span starts with.
         extra = extra or {}
         extra.update({k: content.to_json(v) for k, v in request_content(request, provider).items()})
     return start_cleaned(ctx.instruments.tracer, labels.span_name, labels.span_start(extra), SpanKind.CLIENT)
 
 
-def repairing(
-    ctx: PassContext, site: CallSite, scope: SpanScope, provider: Provider, model: str, repair: OutputRepair
-) -> None:
+def repairing(ctx: PassContext, scope: SpanScope, labels: CallLabels, repair: OutputRepair) -> None:
     """The call sends a typed answer's error back to the model: a ``nons.output_repair`` event and a repair count,
     so the dashboards show which models need repairs. The error quotes the answer: it is recorded only when
     content is captured."""
@@ -106,9 +104,9 @@ def repairing(
         ctx.instruments.output_repairs.add(
             1,
             {
-                names.GEN_AI_PROVIDER_NAME: provider.genai_provider_name,
-                names.GEN_AI_REQUEST_MODEL: clean(model),
-                names.OPERATOR_NAME: clean(site.operator),
+                names.GEN_AI_PROVIDER_NAME: labels.model_labels[names.GEN_AI_PROVIDER_NAME],
+                names.GEN_AI_REQUEST_MODEL: labels.model_labels[names.GEN_AI_REQUEST_MODEL],
+                names.OPERATOR_NAME: labels.operator,
                 names.OUTPUT_REPAIR_REASON: repair.reason,
             },
         )

@@ -19,7 +19,6 @@ import abc
 import asyncio
 import contextlib
 import logging
-import sys
 import threading
 import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable, Hashable
@@ -31,6 +30,7 @@ from nons.base.keys import check_key, read_key
 from nons.base.loading import load_off_loop
 from nons.base.messages import LLMRequest, LLMResponse
 from nons.base.settings import get_settings, key_variable
+from nons.base.timeouts import within
 from nons.base.types import ModelConfig
 from nons.observability.suppression import sdk_call_scope
 from nons.providers._errors import FailedCall, describe_any, provider_error
@@ -42,7 +42,6 @@ __all__ = ["ClientCache", "SDKProvider", "endpoint_of", "host_of"]
 logger = logging.getLogger(__name__)
 
 ClientT = TypeVar("ClientT")
-_T = TypeVar("_T")
 
 
 # -- shared clients -----------------------------------------------------------------------------------------
@@ -303,19 +302,18 @@ class SDKProvider(Provider, Generic[ClientT]):
         # Making one is set-up, not the request (the first per key loads certificates and builds the SDK's
         # validators, on a worker thread, in a fraction of a second): the request's time starts after it.
         client = await self._clients.get_async(api_key or "", base_url, get_settings().enable_tracing)
-        left_s = timeout_s
         try:
             # The SDKs apply the timeout to each read of the answer, not to the whole of it: a server that sends
             # its answer a piece at a time would hold the call as long as it liked. The request as a whole is
             # bounded too.
-            answer = await _within(self._send_request(client, request, left_s), left_s)
+            answer = await within(self._send_request(client, request, timeout_s), timeout_s)
             return self._response(answer, request.model)
         except ProviderError:
             raise
         except asyncio.TimeoutError:
             error: ProviderError = ProviderTimeoutError(
                 f"{self.name} did not finish its answer in time for model {request.model!r}: no whole answer "
-                f"within the {left_s:.3g} s left of the request's time (NON_REQUEST_TIMEOUT)",
+                f"within the {timeout_s:.3g} s left of the request's time (NON_REQUEST_TIMEOUT)",
                 provider=self.name, model=request.model,
             )  # fmt: skip
         except Exception as exc:
@@ -339,21 +337,6 @@ class SDKProvider(Provider, Generic[ClientT]):
     async def aclose(self) -> None:
         """Close the clients this provider opened in the running event loop."""
         await self._clients.aclose()
-
-
-if sys.version_info >= (3, 11):
-
-    async def _within(awaitable: Awaitable[_T], seconds: float) -> _T:
-        """``awaitable``'s result, or ``TimeoutError`` after ``seconds``. ``asyncio.timeout``, not ``wait_for``:
-        on Python 3.11 ``wait_for`` runs the awaitable in a task of its own and can drop a cancellation that
-        arrives as the answer does, which would leave a cancelled node running."""
-        async with asyncio.timeout(seconds):
-            return await awaitable
-
-else:  # Python 3.10 has no asyncio.timeout
-
-    async def _within(awaitable: Awaitable[_T], seconds: float) -> _T:
-        return await asyncio.wait_for(awaitable, seconds)
 
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}

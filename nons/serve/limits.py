@@ -15,8 +15,9 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
+from nons.base.timeouts import within
 from nons.core.types import ConfigurationError
-from nons.serve.counts import Counts, LocalCounts, counts_for
+from nons.serve.counts import Counts, counts_for
 
 __all__ = ["CallerLimits", "LimitRefusal", "LimitsUnavailable", "seconds_until_utc_midnight"]
 
@@ -78,9 +79,7 @@ class CallerLimits:
         be held to a limit, so requests are refused rather than let through unchecked.
         """
         try:
-            if isinstance(self.counts, LocalCounts):  # in this process: nothing to wait for
-                return await self._admit(caller)
-            return await asyncio.wait_for(self._admit(caller), self.timeout_s)
+            return await within(self._admit(caller), self.timeout_s)
         except asyncio.TimeoutError:
             raise LimitsUnavailable(
                 f"the limits storage cannot be reached: no answer within {self.timeout_s:g} s"
@@ -110,9 +109,7 @@ class CallerLimits:
             return
         expiry = seconds_until_utc_midnight() + 3600  # kept a little past midnight: clocks of replicas differ
         try:
-            await asyncio.wait_for(
-                self.counts.add_spend(caller, _today(), math.ceil(usd * _MICRO), expiry), self.timeout_s
-            )
+            await within(self.counts.add_spend(caller, _today(), math.ceil(usd * _MICRO), expiry), self.timeout_s)
         except asyncio.TimeoutError:
             logger.error(
                 "spend of caller %r ($%.6f) not recorded: limits storage: no answer within %g s",

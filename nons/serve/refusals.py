@@ -104,13 +104,16 @@ _RULES = {
 _FIELD_CHARS = 64
 
 
+def _shown(text: str) -> str:
+    """The caller's ``text`` as a refusal may repeat it: at most :data:`_FIELD_CHARS` characters of it."""
+    return text if len(text) <= _FIELD_CHARS else text[:_FIELD_CHARS] + "…"
+
+
 def _violation(error: Mapping[str, Any]) -> Violation:
     rule = _RULES.get(str(error.get("type")), "type")
     # Malformed JSON is located by its byte offset, which names no field.
     loc = [str(part) for part in error.get("loc", ()) if part != "body"] if rule != "json" else []
-    field = ".".join(loc) or "body"
-    if len(field) > _FIELD_CHARS:
-        field = field[:_FIELD_CHARS] + "…"
+    field = _shown(".".join(loc) or "body")
     if rule == "max_length":
         limit = error.get("ctx", {}).get("max_length")
         message = f"{field} must be at most {limit:,} characters" if limit else str(error.get("msg"))
@@ -149,7 +152,6 @@ async def validation_handler(request: Request, exc: Exception) -> JSONResponse:
     if request.method == "POST" and "json" not in content_type.lower():
         # FastAPI reads a body as JSON only under a JSON content type (curl -d sends a form's): say so, since the
         # violation alone ("not a valid dictionary") does not.
-        shown = content_type if len(content_type) <= _FIELD_CHARS else content_type[:_FIELD_CHARS] + "…"
-        sent = f"Content-Type {shown!r}" if content_type else "no Content-Type"
+        sent = f"Content-Type {_shown(content_type)!r}" if content_type else "no Content-Type"
         detail = f"send the body as JSON with Content-Type: application/json (it came with {sent}); {detail}"
     return error_response(422, names.REFUSAL_INVALID_INPUT, detail, violations=violations)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import threading
+import uuid
 from typing import Any
 from urllib.parse import quote, quote_plus
 
@@ -105,7 +106,7 @@ def test_a_text_cleaned_while_its_key_is_registered_is_never_served_unredacted_a
 ) -> None:
     # Another thread cleans the text with the matcher of before the key, and stores its result after the
     # registration emptied the cache: a later clean() must not find that result.
-    key = "sk-race-0123456789abcdef"
+    key = f"sk-race-{uuid.uuid4().hex}"  # shares no 12-character run with another test's key
     text = f"model-{key}"
     original = redaction._redact_with
     computed, stored = threading.Event(), threading.Event()

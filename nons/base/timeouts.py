@@ -19,13 +19,14 @@ _T = TypeVar("_T")
 
 if sys.version_info >= (3, 11):
 
-    async def within(awaitable: Awaitable[_T], seconds: float) -> _T:
-        """``awaitable``'s result, or ``TimeoutError`` (``asyncio.TimeoutError``) once ``seconds`` have passed."""
+    async def within(awaitable: Awaitable[_T], seconds: float | None) -> _T:
+        """``awaitable``'s result, or ``TimeoutError`` (``asyncio.TimeoutError``) once ``seconds`` have passed
+        (``None``: no bound)."""
         async with asyncio.timeout(seconds):
             return await awaitable
 
 else:  # Python 3.10 has no asyncio.timeout: wait_for, with its task
 
-    async def within(awaitable: Awaitable[_T], seconds: float) -> _T:
-        """``awaitable``'s result, or ``asyncio.TimeoutError`` once ``seconds`` have passed."""
+    async def within(awaitable: Awaitable[_T], seconds: float | None) -> _T:
+        """``awaitable``'s result, or ``asyncio.TimeoutError`` once ``seconds`` have passed (``None``: no bound)."""
         return await asyncio.wait_for(awaitable, seconds)

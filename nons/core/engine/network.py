@@ -18,6 +18,7 @@ from nons.base.errors import NetworkTimeoutError
 from nons.base.redaction import clean
 from nons.base.results import LayerResult, NetworkResult
 from nons.base.settings import get_settings
+from nons.base.timeouts import within
 from nons.base.types import ErrorPolicy, LayerConfig, NetworkConfig
 from nons.core.call import PassContext
 from nons.core.engine.layer import run_layer
@@ -73,7 +74,7 @@ async def run_pass(
                 output = await passes
             else:
                 try:
-                    output = await asyncio.wait_for(passes, timeout)
+                    output = await within(passes, timeout)
                 except asyncio.TimeoutError:
                     raise NetworkTimeoutError(
                         f"network {name!r} timed out after {timeout}s in layer {len(results)}"

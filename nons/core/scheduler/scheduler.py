@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from nons.base.errors import ConfigurationError, QueueTimeoutError, SchedulerStoppedError
+from nons.base.timeouts import within
 from nons.base.types import ModelProvider
 from nons.core.scheduler.breaker import CircuitBreaker
 from nons.core.scheduler.config import (
@@ -253,7 +254,7 @@ class Scheduler:
                 if state.drained is None or state.drained.done():
                     state.drained = asyncio.get_running_loop().create_future()
                 with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(state.drained), timeout)
+                    await within(asyncio.shield(state.drained), timeout)
         def stopped(lane: Lane) -> SchedulerStoppedError:
             return SchedulerStoppedError(
                 f"the scheduler was stopped while a request to {lane.provider.value} model {lane.model!r} waited"

@@ -119,6 +119,13 @@ def _record_cut_short(
 ) -> None:
     """A node cut short (cancelled, timed out, or ended by an exception its node did not record) keeps its calls
     and says why in its result."""
+    if not pending:
+        try:
+            for task in tasks:
+                task.result()  # raises what cut the task short, if anything did
+            return  # nearly always: each node finished and recorded its own outcome
+        except BaseException:  # the loop below says which node, and why
+            pass
     for node, task, result in zip(layer.nodes, tasks, results, strict=True):
         if not task.cancelled() and task.exception() is None:
             continue

@@ -64,10 +64,11 @@ class Permit:
         lane = self._lane
         queue = lane.queue
         lane.in_flight -= 1
-        queue.in_flight -= 1
-        counters = lane.counters
-        if counters is not None:  # release() of each, inlined: it would only count
-            for counter in counters:
+        solo = lane.solo
+        if solo is not None:  # its one limiter's release(), inlined: it would only count
+            solo.limiter.in_flight -= 1
+        elif lane.counters is not None:  # release() of each, inlined: they would only count
+            for counter in lane.counters:
                 counter.in_flight -= 1
         else:
             refund = self._tokens - tokens_used

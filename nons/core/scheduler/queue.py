@@ -125,6 +125,7 @@ class Lane:
         "remote",
         "settles_tokens",
         "slot",
+        "solo",
         "throttled",
     )
 
@@ -147,6 +148,10 @@ class Lane:
         self.breaker = breaker
         #: Limits shared outside the process (a backend's gate), reserved before the queue admits; or None.
         self.remote = remote
+        #: The lane's one gate when that is all admission needs, the common case: a single limiter (its
+        #: provider's, no model limit of its own) that only counts, and no shared limits. The hot path then
+        #: admits and releases without its loops over gates and counters. None otherwise.
+        self.solo: Gate | None = gates[0] if len(gates) == 1 and self.counters is not None and remote is None else None
         self.rank = len(slot.lanes)
         self.heap: list[tuple[int, int, Waiter]] = []
         self.count = 0
@@ -176,13 +181,18 @@ class Queue:
         self.providers: dict[ModelProvider, ProviderSlot] = {}
         self.lane_list: list[Lane] = []
         self.waiting = 0
-        self.in_flight = 0
         self.seq = 0
         self.tickets = 0
         self.round = 0
         self.rr_last = -1
         # Set while someone waits for the queue to empty (a draining stop).
         self.drained: asyncio.Future[None] | None = None
+
+    @property
+    def in_flight(self) -> int:
+        """Requests admitted and not yet released, over every lane. Summed when asked (a draining stop, the
+        stats), not counted on every call: each admission and release already counts in its lane."""
+        return sum(lane.in_flight for lane in self.lane_list)
 
     # --- lanes --------------------------------------------------------------------------------------------
     def add_provider(self, provider: ModelProvider, limiter: Limiter) -> ProviderSlot:
@@ -279,7 +289,6 @@ class Queue:
             for lim in lane.limiters:
                 lim.take(waiter.tokens)
             lane.in_flight += 1
-            self.in_flight += 1
             self.tickets += 1
             if self.strategy is QueueStrategy.ROUND_ROBIN:
                 self.rr_last = lane.slot.rank

@@ -34,9 +34,11 @@ __all__ = ["build"]
 def build() -> dict[str, Any]:
     llm: list[PanelBuilder] = [
         timeseries_panel(
-            "LLM call latency p50 / p95 / p99 by provider and model",
-            "Percentiles of gen_ai.client.operation.duration. Dots are exemplars: "
-            "click one to open that call's trace in Jaeger.",
+            "LLM request latency p50 / p95 / p99 by provider and model",
+            "Percentiles of gen_ai.client.operation.duration: one point per request sent to a provider, from "
+            "sending to the answer or the error. A call's retries and fallbacks are points of their own, and its "
+            "wait in the scheduler is not included (see Scheduler wait, and Node duration for what callers "
+            "waited). Dots are exemplars: click one to open that call's trace in Jaeger.",
             "s",
             [
                 Query(
@@ -48,19 +50,23 @@ def build() -> dict[str, Any]:
             height=9,
         ),
         heatmap_panel(
-            "LLM call latency distribution",
-            "How many calls finished in each duration bucket per interval. Exemplars link to traces.",
+            "LLM request latency distribution",
+            "Requests per second sent to a provider that finished in each duration bucket "
+            "(gen_ai.client.operation.duration; a rate, so that overlapping windows count nothing twice). "
+            "Exemplars link to traces.",
             "s",
             Query(
-                f"sum by (le) (increase({LLM_DURATION}_bucket{LLM}{RATE}))",
+                f"sum by (le) (rate({LLM_DURATION}_bucket{LLM}{RATE}))",
                 "{{le}}",
                 exemplar=True,
                 heatmap=True,
             ),
         ),
         timeseries_panel(
-            "Scheduler wait p95 by provider",
-            "95th percentile time a call waited in the NoN scheduler (rate limits, concurrency) before it was sent.",
+            "Scheduler wait p95 of the calls that waited, by provider",
+            "95th percentile time a call waited in the NoN scheduler (rate limits, concurrency) before it was "
+            "sent, over the calls that waited: nons.scheduler.wait records nothing for a call that got its slot at "
+            "once, as nearly every one does when no limit binds.",
             "s",
             [
                 Query(

@@ -54,7 +54,8 @@ def build() -> dict[str, Any]:
         ),
         stat_panel(
             "p95 latency",
-            "95th percentile duration of an LLM call (gen_ai.client.operation.duration).",
+            "95th percentile duration of a request sent to a provider (gen_ai.client.operation.duration, one point "
+            "per attempt; a call's wait in the scheduler and its retries are not included).",
             "s",
             Query(quantile(0.95, LLM_DURATION, LLM), "p95"),
             thresholds_config=thresholds((None, "green"), (10, "yellow"), (30, "red")),
@@ -103,8 +104,8 @@ def build() -> dict[str, Any]:
         ),
         timeseries_panel(
             "p95 latency by model",
-            "95th percentile LLM call duration per requested model. Dots are exemplars: click one to open the "
-            "trace in Jaeger.",
+            "95th percentile duration of a request sent to a provider, per requested model (one point per attempt). "
+            "Dots are exemplars: click one to open the trace in Jaeger.",
             "s",
             [
                 Query(

@@ -130,11 +130,16 @@ def range_sum(metric: str, selector_: str, *by_labels: str) -> str:
     ``increase()`` alone cannot count what a series had reached when Prometheus first scraped it: a process
     that spent before its first scrape (a short run exporting once at exit, or a first OTLP export after 60 s)
     would show little or nothing. So a series that did not exist at the start of the range (its process
-    started within the range, and its counters started at 0) counts its whole value; a series that existed
+    started within the range, and its counters started at 0) counts its whole value, the last it reached in the
+    range: a process that has since stopped (a batch job; the Collector drops its series after
+    ``metric_expiration`` and Prometheus marks it stale) still counts what it spent. A series that existed
     counts its ``increase()``, which handles counter resets.
     """
     series = f"{metric}{selector_}"
-    return f"sum{by(*by_labels)} ((increase({series}{RANGE}) and {series} offset $__range) or {series})"
+    return (
+        f"sum{by(*by_labels)} ((increase({series}{RANGE}) and {series} offset $__range) "
+        f"or last_over_time({series}{RANGE}))"
+    )
 
 
 def quantile(q: float, histogram: str, selector_: str, *by_labels: str) -> str:

@@ -84,12 +84,18 @@ def get_instruments(tracing: bool = True, metrics_on: bool = True) -> Instrument
         fallbacks=meter.create_counter(
             names.METRIC_FALLBACKS, unit="{fallback}", description="Switches to a fallback model."
         ),
-        node_duration=duration(names.METRIC_NODE_DURATION, "Duration of each node execution."),
-        network_duration=duration(names.METRIC_NETWORK_DURATION, "Duration of each forward pass."),
+        node_duration=duration(
+            names.METRIC_NODE_DURATION, "Duration of each node execution.", names.LONG_DURATION_BUCKETS
+        ),
+        network_duration=duration(
+            names.METRIC_NETWORK_DURATION, "Duration of each forward pass.", names.LONG_DURATION_BUCKETS
+        ),
         network_active=meter.create_up_down_counter(
             names.METRIC_NETWORK_ACTIVE, unit="{pass}", description="Forward passes in progress."
         ),
-        scheduler_wait=duration(names.METRIC_SCHEDULER_WAIT, "Time a request waited in the scheduler."),
+        scheduler_wait=duration(
+            names.METRIC_SCHEDULER_WAIT, "Time a request waited in the scheduler.", names.LONG_DURATION_BUCKETS
+        ),
         throttled=meter.create_counter(
             names.METRIC_THROTTLED, unit="{request}", description="Requests delayed by a rate limit."
         ),

@@ -230,6 +230,13 @@ UNIT_USD: Final = "USD"
 
 # The GenAI conventions' advisory boundaries.
 DURATION_BUCKETS: Final = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
+#: The boundaries of NoN's own durations (nons.node.duration, nons.network.duration, nons.scheduler.wait): the
+#: conventions' doubling steps, on to almost three hours. A node waits out its calls' retries and a pass its
+#: layers, and a call may queue up to NON_REQUEST_TIMEOUT (300 s by default): with the conventions' last boundary,
+#: 81.92 s, every percentile above it would read 81.92.
+LONG_DURATION_BUCKETS: Final = (
+    *DURATION_BUCKETS, 163.84, 327.68, 655.36, 1310.72, 2621.44, 5242.88, 10485.76,
+)
 #: gen_ai.workflow.duration's boundaries: a workflow may run for up to two hours.
 WORKFLOW_DURATION_BUCKETS: Final = (1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200)
 #: gen_ai.invoke_agent.duration's boundaries.

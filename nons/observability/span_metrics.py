@@ -102,7 +102,7 @@ class _Aggregation:
 
     def __init__(self, spans: Sequence[Span]) -> None:
         self._by_id = {span["span_id"]: span for span in spans}
-        seconds, durations, tokens = names.UNIT_SECONDS, names.DURATION_BUCKETS, names.TOKEN_BUCKETS
+        seconds, durations, tokens = names.UNIT_SECONDS, names.LONG_DURATION_BUCKETS, names.TOKEN_BUCKETS
         self.tokens = _Metric(names.METRIC_TOKEN_USAGE, names.UNIT_TOKENS, "Tokens used per LLM call.", tokens)
         self.cost = _Metric(names.METRIC_COST, names.UNIT_USD, "Spend on LLM calls.")
         self.unpriced = _Metric(names.METRIC_UNPRICED_CALLS, "{call}", "LLM calls whose model has no known price.")

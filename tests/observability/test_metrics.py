@@ -44,6 +44,11 @@ async def test_token_histograms_sum_to_the_usage_totals(otel: Telemetry) -> None
     assert tuple(point.explicit_bounds) == tuple(float(b) for b in names.TOKEN_BUCKETS)
     (duration, *_) = otel.metric_points(names.METRIC_OPERATION_DURATION)
     assert tuple(duration.explicit_bounds) == names.DURATION_BUCKETS
+    # NoN's own durations go on past the conventions' 81.92 s: a pass or a node may take minutes.
+    for own in (names.METRIC_NODE_DURATION, names.METRIC_NETWORK_DURATION):
+        (point, *_) = otel.metric_points(own)
+        assert tuple(point.explicit_bounds) == names.LONG_DURATION_BUCKETS
+        assert point.explicit_bounds[-1] > 3600
 
 
 async def test_retry_and_fallback_counters_match_the_span_events(otel: Telemetry) -> None:

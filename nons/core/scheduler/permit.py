@@ -64,9 +64,9 @@ class Permit:
         lane = self._lane
         queue = lane.queue
         lane.in_flight -= 1
-        solo = lane.solo
+        solo = lane.solo_limiter
         if solo is not None:  # its one limiter's release(), inlined: it would only count
-            solo.limiter.in_flight -= 1
+            solo.in_flight -= 1
         elif lane.counters is not None:  # release() of each, inlined: they would only count
             for counter in lane.counters:
                 counter.in_flight -= 1

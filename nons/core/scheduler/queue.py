@@ -126,6 +126,7 @@ class Lane:
         "settles_tokens",
         "slot",
         "solo",
+        "solo_limiter",
         "throttled",
     )
 
@@ -152,6 +153,8 @@ class Lane:
         #: provider's, no model limit of its own) that only counts, and no shared limits. The hot path then
         #: admits and releases without its loops over gates and counters. None otherwise.
         self.solo: Gate | None = gates[0] if len(gates) == 1 and self.counters is not None and remote is None else None
+        #: That gate's limiter, typed as what it is (a LocalLimiter whose count the hot path moves itself).
+        self.solo_limiter: LocalLimiter | None = counters[0] if self.solo is not None and counters else None
         self.rank = len(slot.lanes)
         self.heap: list[tuple[int, int, Waiter]] = []
         self.count = 0

@@ -307,18 +307,17 @@ class Scheduler:
         # cache[1] is a state whenever cache[0] is a loop (no assert: this runs on every call).
         state: LoopState = cache[1] if cache[0] is loop else self._state_for(loop)  # type: ignore[assignment]
         lane = state.lanes.get((provider, model)) or state.new_lane(provider, model)
-        solo = lane.solo
-        if solo is not None:
-            # The general path below without its loops: one limiter, which only counts (a pause makes it timed).
-            lim = solo.limiter
-            if (
-                state.open and not lane.breaker.state and not solo.waiting and lim.in_flight < lim.limit
-                and not lim.timed
-            ):
-                lim.in_flight += 1
-                lane.in_flight += 1
-                state.tickets += 1
-                return Permit(lane, 0.0, estimated_tokens, state.tickets, False)
+        # The general path below without its loops, for a lane with one limiter that only counts (a pause makes
+        # it timed): see Lane.solo.
+        solo, counter = lane.solo, lane.solo_limiter
+        if (
+            solo is not None and counter is not None and state.open and not lane.breaker.state and not solo.waiting
+            and counter.in_flight < counter.limit and not counter.timed
+        ):
+            counter.in_flight += 1
+            lane.in_flight += 1
+            state.tickets += 1
+            return Permit(lane, 0.0, estimated_tokens, state.tickets, False)
         if state.open and not lane.breaker.state and lane.remote is None:
             # Fast path: no one waits for these limiters and they all have room. No await, no allocation
             # but the permit, the clock read only when a limiter has buckets or a pause.

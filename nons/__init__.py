@@ -62,6 +62,7 @@ __all__ = [
     "RateLimitConfig",
     "RateLimitError",
     "RedisLimits",
+    "RefusalError",
     "SchedulerStoppedError",
     "ServerError",
     "StructuredOutput",
@@ -112,6 +113,7 @@ if TYPE_CHECKING:
         ProviderTimeoutError,
         QueueTimeoutError,
         RateLimitError,
+        RefusalError,
         SchedulerStoppedError,
         ServerError,
         TimeoutExceededError,
@@ -155,7 +157,7 @@ _ERRORS = (
     "ContextLengthError", "InputValidationError", "LayerFailedError", "MalformedResponseError", "ModelNotFoundError",
     "NetworkTimeoutError", "NodeCancelledError", "NodeExecutionError", "NonError", "OperatorError", "OutputParseError",
     "OverloadedError", "ProviderConnectionError", "ProviderError", "ProviderTimeoutError", "QueueTimeoutError",
-    "RateLimitError", "SchedulerStoppedError", "ServerError", "TimeoutExceededError",
+    "RateLimitError", "RefusalError", "SchedulerStoppedError", "ServerError", "TimeoutExceededError",
 )  # fmt: skip
 _LAZY: dict[str, str] = {
     **dict.fromkeys(_ERRORS, "nons.base.errors"),

@@ -58,6 +58,7 @@ PUBLIC_API = [
     "RateLimitConfig",
     "RateLimitError",
     "RedisLimits",
+    "RefusalError",
     "SchedulerStoppedError",
     "ServerError",
     "StructuredOutput",

@@ -157,6 +157,18 @@ class MalformedResponseError(ProviderError):
     retryable = True
 
 
+class RefusalError(ProviderError):
+    """The model declined to answer, or the provider's content filter stopped its answer (OpenAI's
+    ``refusal``/``content_filter``, Anthropic's ``refusal`` stop, Gemini's ``SAFETY``, ``RECITATION`` and like
+    finish reasons). Any text that came before the stop is not an answer and is not returned.
+
+    Not retried: the same request gets the same refusal. Nor does it count against the circuit breaker: a
+    refused prompt says nothing about the provider's health. The error names the reason, never the text.
+    """
+
+    error_type = "refusal"
+
+
 class CircuitOpenError(ProviderError):
     """The provider's circuit breaker is open: the call failed fast without reaching the provider."""
 

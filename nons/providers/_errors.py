@@ -33,6 +33,7 @@ from nons.base.errors import (
     ProviderError,
     ProviderTimeoutError,
     RateLimitError,
+    RefusalError,
     ServerError,
 )
 from nons.base.redaction import redact, redact_json
@@ -44,6 +45,7 @@ __all__ = [
     "error_for_status",
     "malformed",
     "provider_error",
+    "refused",
     "retry_after_s",
 ]
 
@@ -148,6 +150,12 @@ def provider_error(info: FailedCall, *, provider: str, model: str, api_key: str 
     return ProviderConnectionError(
         f"could not reach {provider} for model {model!r}: {message}", provider=provider, model=model
     )
+
+
+def refused(why: str, *, provider: str, model: str) -> RefusalError:
+    """The error for an answer the model declined to give, or that a content filter stopped: ``why`` names the
+    vendor's reason, never the text (which is the model's content, and telemetry records error messages)."""
+    return RefusalError(f"{provider} refused to answer for model {model!r}: {why}", provider=provider, model=model)
 
 
 def malformed(what: str, *, provider: str, model: str) -> MalformedResponseError:

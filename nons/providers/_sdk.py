@@ -25,7 +25,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Hashable
 from typing import Any, Generic, TypeVar, cast
 from urllib.parse import urlsplit
 
-from nons.base.errors import ConfigurationError, ProviderError, ProviderTimeoutError
+from nons.base.errors import ConfigurationError, NonError, ProviderError, ProviderTimeoutError
 from nons.base.keys import check_key, read_key
 from nons.base.loading import load_off_loop
 from nons.base.messages import LLMRequest, LLMResponse
@@ -33,7 +33,7 @@ from nons.base.settings import get_settings, key_variable
 from nons.base.timeouts import within
 from nons.base.types import ModelConfig
 from nons.observability.suppression import sdk_call_scope
-from nons.providers._errors import FailedCall, describe_any, provider_error
+from nons.providers._errors import FailedCall, describe_any, malformed, provider_error
 from nons.providers._warm import warm_sdk
 from nons.providers.base import PriceSource, Provider, price_source_of
 
@@ -307,7 +307,6 @@ class SDKProvider(Provider, Generic[ClientT]):
             # its answer a piece at a time would hold the call as long as it liked. The request as a whole is
             # bounded too.
             answer = await within(self._send_request(client, request, timeout_s), timeout_s)
-            return self._response(answer, request.model)
         except ProviderError:
             raise
         except asyncio.TimeoutError:
@@ -321,9 +320,31 @@ class SDKProvider(Provider, Generic[ClientT]):
             if info is None:
                 raise
             error = self._error(info, request.model, api_key)
+        else:
+            return self._read(answer, request)
         # Raised outside the except block, without a cause: the SDK's exception holds the request (headers
         # with the key) and the server's raw message (which may quote the key), and a traceback shows both.
         raise error
+
+    def _read(self, answer: Any, request: LLMRequest) -> LLMResponse:
+        """The answer as NoN's response; an answer that is not one is a :class:`MalformedResponseError`."""
+        model = request.model
+        try:
+            response = self._response(answer, model)
+        except NonError:
+            raise
+        except Exception as exc:
+            # JSON of the wrong shape that the SDK still built objects from (a field null or missing, a block of
+            # a type it does not know): reading it fails on an attribute. The exception's text is not shown: it
+            # may quote the answer.
+            raise malformed(
+                f"the answer is not shaped as a {self.name} answer ({type(exc).__name__} reading it)",
+                provider=self.name, model=model,
+            ) from None
+        if response.tool_calls and not request.tools and not response.text.strip():
+            # A tool call nobody offered a tool for answers nothing: passed on, it would be an empty answer.
+            raise malformed("the answer is only a tool call, and no tool was offered", provider=self.name, model=model)
+        return response
 
     async def _send_request(self, client: Any, request: LLMRequest, timeout_s: float) -> Any:
         """The SDK's answer to ``request``, as the SDK gives it."""

@@ -30,7 +30,7 @@ from nons.base.messages import LLMRequest, LLMResponse, Message, ToolCall
 from nons.base.types import ModelProvider, StructuredOutput
 from nons.observability import names
 from nons.observability.http import instrument_sdk_client
-from nons.providers._errors import FailedCall, describe_stainless_error
+from nons.providers._errors import FailedCall, describe_stainless_error, refused
 from nons.providers._sdk import SDKProvider
 from nons.providers._structured import output_form
 from nons.providers._usage import usage_from_wire
@@ -114,7 +114,13 @@ class AnthropicProvider(SDKProvider[anthropic.AsyncAnthropic]):
         return message
 
     def _response(self, message: anthropic.types.Message, model: str) -> LLMResponse:
-        text = "".join(block.text for block in message.content if isinstance(block, TextBlock))
+        if message.stop_reason == "refusal":
+            # Whatever came before the stop is not an answer.
+            raise refused("the model declined (stop_reason refusal)", provider=self.name, model=model)
+        # By their type: the SDK builds a block of a type it does not know as a TextBlock without text.
+        text = "".join(
+            block.text for block in message.content if isinstance(block, TextBlock) and block.type == "text"
+        )
         tool_calls = tuple(
             ToolCall(block.id, block.name, parse_tool_arguments(block.input, provider=self.name, model=model))
             for block in message.content

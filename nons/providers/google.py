@@ -39,7 +39,7 @@ from nons.base.results import Usage
 from nons.base.types import ModelProvider, StructuredOutput
 from nons.observability import names
 from nons.observability.http import instrument_sdk_client
-from nons.providers._errors import FailedCall, malformed
+from nons.providers._errors import FailedCall, malformed, refused
 from nons.providers._sdk import SDKProvider
 from nons.providers._structured import GEMINI_KEYWORDS, only_keywords, output_form
 from nons.providers._usage import usage_from_wire
@@ -52,6 +52,8 @@ API_VERSION = "v1beta"
 #: Prefix of the tool call ids NoN makes up for Gemini function calls that came without one.
 SYNTHETIC_ID_PREFIX = "nons_fc_"
 _MAX_SIGNATURES = 4096
+#: Finish reasons that mean Gemini stopped the answer for what it says, not because it was done (FinishReason).
+_REFUSALS = frozenset({"SAFETY", "RECITATION", "PROHIBITED_CONTENT", "BLOCKLIST", "SPII", "IMAGE_SAFETY"})
 
 
 class GoogleProvider(SDKProvider[genai.Client]):
@@ -166,6 +168,10 @@ class GoogleProvider(SDKProvider[genai.Client]):
                 raise BadRequestError(f"Gemini blocked the prompt ({reason})", provider=self.name, model=model)
             raise malformed("the answer has no candidates", provider=self.name, model=model)
         candidate = response.candidates[0]
+        if candidate.finish_reason is not None and _enum_text(candidate.finish_reason) in _REFUSALS:
+            # Whatever came before the stop is not an answer.
+            reason = _enum_text(candidate.finish_reason)
+            raise refused(f"Gemini stopped the answer (finishReason {reason})", provider=self.name, model=model)
         parts = candidate.content.parts if candidate.content is not None else None
         texts: list[str] = []
         tool_calls: list[ToolCall] = []

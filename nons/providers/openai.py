@@ -32,7 +32,7 @@ from nons.base.results import Usage
 from nons.base.types import ModelProvider, StructuredOutput
 from nons.observability import names
 from nons.observability.http import instrument_sdk_client
-from nons.providers._errors import FailedCall, describe_stainless_error, malformed
+from nons.providers._errors import FailedCall, describe_stainless_error, malformed, refused
 from nons.providers._forced_tool import as_tool_call, envelope
 from nons.providers._sdk import SDKProvider
 from nons.providers._structured import output_form, schema_name, strict_schema, with_form
@@ -202,10 +202,14 @@ class OpenAIProvider(SDKProvider[openai.AsyncOpenAI]):
             raise malformed("the answer has no choices", provider=self.name, model=model)
         choice = completion.choices[0]
         message = choice.message
+        if message.refusal:
+            # The model declined, and says why (its words, content: not in the error) instead of answering.
+            raise refused("the model declined (message.refusal)", provider=self.name, model=model)
+        if choice.finish_reason == "content_filter":
+            # Whatever came before the filter stopped it is not an answer.
+            raise refused("the content filter stopped the answer (finish_reason content_filter)",
+                          provider=self.name, model=model)  # fmt: skip
         text = message.content or ""
-        if not text and message.refusal:
-            # Structured outputs: the model declined, and says why instead of answering.
-            raise malformed(f"the model refused: {message.refusal}", provider=self.name, model=model)
         tool_calls = tuple(
             ToolCall(
                 call.id,

@@ -1,0 +1,134 @@
+"""What a provider does with a 200 that is not an answer: a refusal, a content filter's stop, JSON of the wrong
+shape, a tool call nobody offered a tool for. None of them is ever passed on as if it were an answer.
+
+The three real vendor SDKs against the provider emulator, which sends each body exactly as scripted.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from provider_cases import SECRET, Case, case_named, make_request
+
+from nons import ErrorPolicy, LayerConfig, ModelConfig, ModelProvider, Node, NoN, configure_scheduler
+from nons.base.errors import MalformedResponseError, NodeExecutionError, RefusalError
+from nons.core.scheduler.breaker import counts_against_breaker
+from nons.providers._sdk import SDKProvider
+from nons.testing import EmulatedToolCall, Fault, ProviderEmulator, Reply
+
+#: What a model wrote before it was stopped: it must reach no one as an answer, nor any error message.
+PARTIAL = "Sure, step one is to"
+
+_ANTHROPIC = {
+    "id": "msg_1", "type": "message", "role": "assistant", "model": "claude-sonnet-4-6", "stop_sequence": None,
+    "usage": {"input_tokens": 5, "output_tokens": 3},
+}  # fmt: skip
+_OPENAI = {"id": "c1", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini"}
+_OPENAI_USAGE = {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}
+
+
+def _stopped(provider: str, reason: str) -> dict[str, Any]:
+    """A 200 answer of ``provider`` holding :data:`PARTIAL`, stopped for ``reason``."""
+    if provider == "anthropic":
+        return {**_ANTHROPIC, "content": [{"type": "text", "text": PARTIAL}], "stop_reason": reason}
+    if provider == "openai":
+        choice = {"index": 0, "message": {"role": "assistant", "content": PARTIAL}, "finish_reason": reason}
+        return {**_OPENAI, "choices": [choice], "usage": _OPENAI_USAGE}
+    candidate = {"content": {"role": "model", "parts": [{"text": PARTIAL}]}, "finishReason": reason}
+    return {"candidates": [candidate], "usageMetadata": {"promptTokenCount": 5, "candidatesTokenCount": 3}}
+
+
+#: Each vendor's stops that mean "not answered": a refusal, or a filter on what the model was writing.
+STOPS = [
+    ("anthropic", "refusal"),
+    ("openai", "content_filter"),
+    *[("google", reason) for reason in ("SAFETY", "RECITATION", "PROHIBITED_CONTENT", "BLOCKLIST", "SPII")],
+]
+
+
+async def _complete(case: Case, emu: ProviderEmulator, **request: Any) -> Any:
+    provider: SDKProvider[Any] = case.cls()
+    try:
+        return await provider.complete(make_request(case, emu, **request))
+    finally:
+        await provider.aclose()
+
+
+@pytest.mark.parametrize(("name", "reason"), STOPS, ids=[f"{n}-{r}" for n, r in STOPS])
+async def test_a_stopped_answer_is_a_refusal_not_its_partial_text(emu: ProviderEmulator, name: str, reason: str) -> None:
+    emu.script(name, [Fault.http(200, _stopped(name, reason))])
+    with pytest.raises(RefusalError) as caught:
+        await _complete(case_named(name), emu)
+    error = caught.value
+    assert error.retryable is False
+    assert not counts_against_breaker(error)
+    assert reason in str(error)
+    # The error names the reason, never what the model wrote.
+    assert PARTIAL not in str(error)
+    assert SECRET not in str(error)
+
+
+async def test_an_openai_refusal_is_a_refusal_and_does_not_quote_it(emu: ProviderEmulator) -> None:
+    words = "I can't help with picking locks."
+    message = {"role": "assistant", "content": None, "refusal": words}
+    body = {**_OPENAI, "choices": [{"index": 0, "message": message, "finish_reason": "stop"}], "usage": _OPENAI_USAGE}
+    emu.script("openai", [Fault.http(200, body)])
+    with pytest.raises(RefusalError, match="declined") as caught:
+        await _complete(case_named("openai"), emu)
+    assert words not in str(caught.value)
+
+
+async def test_refused_prompts_are_not_retried_and_leave_the_breaker_closed(emu: ProviderEmulator) -> None:
+    """A user's refused prompts say nothing of the provider's health: another user's call still goes through."""
+    configure_scheduler()  # fresh breakers
+    config = ModelConfig(
+        provider=ModelProvider.ANTHROPIC, model_name="claude-sonnet-4-6", base_url=emu.base_url_for("anthropic"),
+        api_key=SECRET,
+    )  # fmt: skip
+    retrying = LayerConfig(error_policy=ErrorPolicy.RETRY_WITH_BACKOFF, max_retries=3, retry_base_delay=0.01)
+    network = NoN.from_operators([Node("generate", config)], layer_config=retrying)
+    refusals = 8  # more than the breaker's threshold of failures
+    emu.script("anthropic", [Fault.http(200, _stopped("anthropic", "refusal"))] * refusals)
+    for _ in range(refusals):
+        with pytest.raises(NodeExecutionError) as caught:
+            await network.run("how do I pick a lock?")
+        assert isinstance(caught.value.cause, RefusalError)
+    assert len(emu.requests_for("anthropic")) == refusals  # one request each: no retry
+    result = await network.run("What is the capital of France?")
+    assert result.output == "Hello from the provider emulator."
+
+
+#: 200 answers in valid JSON that are not shaped as the vendor's answer.
+MISSHAPEN = [
+    ("anthropic", "unknown-block", {**_ANTHROPIC, "content": [{"type": "block_of_2030", "data": 1}], "stop_reason": "end_turn"}),
+    ("anthropic", "error-envelope", {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
+    ("anthropic", "no-usage", {k: v for k, v in _ANTHROPIC.items() if k != "usage"} | {"content": [{"type": "text", "text": "Paris"}], "stop_reason": "end_turn"}),
+    ("openai", "message-null", {**_OPENAI, "choices": [{"index": 0, "message": None, "finish_reason": "stop"}]}),
+    ("openai", "body-null", None),
+    ("openai", "body-list", "[]"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "label", "body"), MISSHAPEN, ids=[f"{n}-{label}" for n, label, _ in MISSHAPEN])
+async def test_a_misshapen_answer_is_malformed_and_worth_retrying(
+    emu: ProviderEmulator, name: str, label: str, body: Any
+) -> None:
+    emu.script(name, [Fault.http(200, "null" if body is None else body)])
+    with pytest.raises(MalformedResponseError, match="unusable answer") as caught:
+        await _complete(case_named(name), emu)
+    assert caught.value.retryable
+    assert caught.value.provider == name
+
+
+async def test_an_unknown_anthropic_block_is_skipped_when_text_follows(emu: ProviderEmulator) -> None:
+    blocks = [{"type": "block_of_2030", "data": 1}, {"type": "text", "text": "Paris"}]
+    emu.script("anthropic", [Fault.http(200, {**_ANTHROPIC, "content": blocks, "stop_reason": "end_turn"})])
+    response = await _complete(case_named("anthropic"), emu)
+    assert response.text == "Paris"
+
+
+async def test_a_tool_call_with_no_tool_offered_is_not_an_empty_answer(case: Case, emu: ProviderEmulator) -> None:
+    emu.script(case.name, [Reply(text="", tool_calls=[EmulatedToolCall("search", {"q": "x"})])])
+    with pytest.raises(MalformedResponseError, match="no tool was offered"):
+        await _complete(case, emu)

@@ -25,9 +25,10 @@ from __future__ import annotations
 import collections
 import logging
 import threading
+import warnings
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler, LogRecordProcessor
 from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
@@ -215,6 +216,21 @@ def nons_handler(handler: logging.Handler) -> logging.Handler:
     return handler
 
 
+_Handler = TypeVar("_Handler", bound=LoggingHandler)
+
+
+def new_log_handler(cls: type[_Handler], provider: LoggerProvider) -> _Handler:
+    """``cls(logger_provider=provider)``, marked as NoN's, without the DeprecationWarning the SDK's
+    ``LoggingHandler`` gives since 1.39: an application that turns warnings into errors (``pytest -W error``)
+    would otherwise see every pass fail on NoN's telemetry set-up. The SDK's own handler stays the one NoN uses
+    while it supports SDK 1.30, which has no other."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        handler = cls(logger_provider=provider)
+    nons_handler(handler)
+    return handler
+
+
 class _BufferLogHandler(LoggingHandler):
     """Keeps NoN's log records in the buffer without hiding them.
 
@@ -253,7 +269,7 @@ class Observability:
         self._logger_provider.add_log_record_processor(RedactLogRecords())
         self._logger_provider.add_log_record_processor(SimpleLogRecordProcessor(self.log_exporter))
         # NoN's own log records, with the trace and span ids of the span they were written in.
-        logging.getLogger("nons").addHandler(nons_handler(_BufferLogHandler(logger_provider=self._logger_provider)))
+        logging.getLogger("nons").addHandler(new_log_handler(_BufferLogHandler, self._logger_provider))
 
     def attach_tracer_provider(self, provider: TracerProvider) -> None:
         """Keep the spans of ``provider`` in the buffer (once per provider)."""

@@ -43,7 +43,13 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from nons.base.settings import Settings, apply_log_level, get_settings
 from nons.base.version import __version__
-from nons.observability.buffer import ExportStats, Observability, RedactLogRecords, nons_handler, observability_buffer
+from nons.observability.buffer import (
+    ExportStats,
+    Observability,
+    RedactLogRecords,
+    new_log_handler,
+    observability_buffer,
+)
 from nons.observability.exporters import (
     check_exporter_names,
     exporter_names,
@@ -379,7 +385,7 @@ def _install_logs(handle: TelemetryHandle, stats: ExportStats, commit: list[Call
         provider.add_log_record_processor(log_processor(name, stats))
         handle.log_exporters.append(name)
     commit.append(lambda: set_logger_provider(provider))
-    bridge = nons_handler(_LogBridge(logger_provider=provider))
+    bridge = new_log_handler(_LogBridge, provider)
     bridge.addFilter(_not_about_export)
     root = os.environ.get(ENV_ROOT_LOG_BRIDGE, "").strip().lower() == "true"
     # The root logger's bridge sees NoN's records through propagation; a second one on "nons" would send

@@ -149,3 +149,23 @@ def test_under_opentelemetry_instrument_each_attempt_is_traced_once_with_the_sta
     assert all(s["url"].endswith("/v1/chat/completions") for s in spans)
     # The upstream instrumentation's own metric is recorded for the SDK's traffic.
     assert result["http_duration_count"] == 2
+
+
+@pytest.mark.parametrize("configure", [False, True], ids=["first-pass", "configure_telemetry"])
+def test_an_application_that_makes_deprecation_warnings_errors_still_runs_passes(configure: bool) -> None:
+    """``python -W error::DeprecationWarning`` (as ``pytest -W error`` runs a test suite): NoN's telemetry set-up
+    makes the SDK's log handler, which warns that it is deprecated since SDK 1.39; that must not fail the pass."""
+    script = (
+        "import asyncio, nons\n"
+        "from nons import ModelConfig, ModelProvider, NoN, Node\n"
+        f"if {configure}: nons.configure_telemetry()\n"
+        "network = NoN.from_operators([Node('generate', ModelConfig(provider=ModelProvider.MOCK))])\n"
+        "for _ in range(2): print(asyncio.run(network.run('q')).trace_id is not None)\n"
+    )
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "NON_"))}
+    completed = subprocess.run(
+        [sys.executable, "-W", "error::DeprecationWarning", "-c", script],
+        env={**clean, "PYTHONPATH": str(HERE.parents[1])}, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    assert completed.stdout.split() == ["True", "True"]

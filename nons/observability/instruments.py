@@ -37,6 +37,7 @@ class Instruments:
     network_active: UpDownCounter
     scheduler_wait: Histogram
     throttled: Counter
+    rejected: Counter
     tool_calls: Counter
     workflow_duration: Histogram
     agent_duration: Histogram
@@ -98,6 +99,11 @@ def get_instruments(tracing: bool = True, metrics_on: bool = True) -> Instrument
         ),
         throttled=meter.create_counter(
             names.METRIC_THROTTLED, unit="{request}", description="Requests delayed by a rate limit."
+        ),
+        rejected=meter.create_counter(
+            names.METRIC_REJECTED,
+            unit="{request}",
+            description="LLM call attempts refused before sending: breaker open, queue deadline, provider paused.",
         ),
         tool_calls=meter.create_counter(
             names.METRIC_TOOL_CALLS, unit="{call}", description="Agent tool calls by tool and outcome."

@@ -192,6 +192,9 @@ METRIC_SCHEDULER_WAIT: Final = "nons.scheduler.wait"
 METRIC_QUEUE_SIZE: Final = "nons.scheduler.queue.size"
 METRIC_IN_FLIGHT: Final = "nons.scheduler.in_flight"
 METRIC_THROTTLED: Final = "nons.rate_limit.throttled"
+#: Attempts the scheduler refused before anything was sent (breaker open, queue deadline, a paused provider):
+#: not operations, so not in gen_ai.client.operation.duration, whose percentiles they would pull towards 0.
+METRIC_REJECTED: Final = "nons.scheduler.rejected"
 METRIC_BREAKER_STATE: Final = "nons.circuit_breaker.state"
 METRIC_TOOL_CALLS: Final = "nons.tool.calls"
 METRIC_WORKFLOW_DURATION: Final = "gen_ai.workflow.duration"

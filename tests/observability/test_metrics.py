@@ -133,3 +133,45 @@ async def test_no_exemplar_without_a_sampled_span(otel: Telemetry) -> None:
     assert otel.spans() == []
     assert otel.counter_total(names.METRIC_COST) > 0
     assert [e for p in otel.metric_points(names.METRIC_COST) for e in p.exemplars] == []
+
+
+async def test_attempts_an_open_breaker_refused_are_counted_apart_from_the_attempts_sent(otel: Telemetry) -> None:
+    """An attempt the scheduler refuses before sending is no operation: it is in nons.scheduler.rejected, and
+    gen_ai.client.operation.duration times only what reached the provider (a refusal would be a 0 s point
+    pulling every latency percentile down)."""
+    from nons import (
+        CircuitBreakerConfig,
+        ErrorPolicy,
+        LayerConfig,
+        ModelConfig,
+        ModelProvider,
+        Node,
+        NoN,
+        configure_scheduler,
+    )
+    from nons.base.errors import LayerFailedError
+
+    configure_scheduler(circuit_breaker=CircuitBreakerConfig(failure_threshold=3))
+    broken = ModelConfig(
+        provider=ModelProvider.MOCK, model_name="always-fails",
+        extra_params={"mock_failure_rate": 1.0, "mock_failure_kind": "server_error"},
+    )  # fmt: skip
+    network = NoN.from_operators(
+        [Node("generate", broken) * 5], layer_config=LayerConfig(error_policy=ErrorPolicy.SKIP_AND_CONTINUE)
+    )
+    try:
+        for _ in range(2):
+            try:
+                await network.run("will it answer?")
+            except LayerFailedError:
+                pass
+    finally:
+        configure_scheduler()
+    sent = [p for p in otel.metric_points(names.METRIC_OPERATION_DURATION)
+            if p.attributes[names.GEN_AI_REQUEST_MODEL] == "always-fails"]  # fmt: skip
+    assert sum(p.count for p in sent) == 3  # the breaker's threshold: then it opened
+    assert {p.attributes[names.ERROR_TYPE] for p in sent} == {"server_error"}
+    rejected = otel.metric_points(names.METRIC_REJECTED)
+    assert sum(p.value for p in rejected) == 10 - 3
+    assert {p.attributes[names.ERROR_TYPE] for p in rejected} == {"circuit_open"}
+    assert {p.attributes[names.GEN_AI_REQUEST_MODEL] for p in rejected} == {"always-fails"}

@@ -59,6 +59,7 @@ class _Synthetic:
         self.network = histogram(names.METRIC_NETWORK_DURATION, "s", long_seconds)
         self.wait = histogram(names.METRIC_SCHEDULER_WAIT, "s", long_seconds)
         self.throttled = m.create_counter(names.METRIC_THROTTLED, unit="{request}")
+        self.rejected = m.create_counter(names.METRIC_REJECTED, unit="{request}")
         active = m.create_up_down_counter(names.METRIC_NETWORK_ACTIVE, unit="{pass}")
         queue = m.create_up_down_counter(names.METRIC_QUEUE_SIZE, unit="{request}")
         in_flight = m.create_up_down_counter(names.METRIC_IN_FLIGHT, unit="{request}")
@@ -112,6 +113,7 @@ class _Synthetic:
                 {names.GEN_AI_PROVIDER_NAME: PROVIDER, names.FALLBACK_FROM: MODEL, names.FALLBACK_TO: FALLBACK_MODEL},
             )
             self.throttled.add(1, {names.GEN_AI_PROVIDER_NAME: PROVIDER, names.LIMIT_KIND: "requests"})
+            self.rejected.add(1, {**call, names.ERROR_TYPE: "circuit_open"})
         self.tokens.record(120 + step, {**call, names.GEN_AI_TOKEN_TYPE: names.TOKEN_TYPE_INPUT})
         self.tokens.record(40 + step, {**call, names.GEN_AI_TOKEN_TYPE: names.TOKEN_TYPE_OUTPUT})
         priced = {

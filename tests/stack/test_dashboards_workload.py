@@ -44,6 +44,8 @@ from typing import Any
 import pytest
 from workload_model import (
     AGENT,
+    BREAKER_THRESHOLD,
+    BROKEN_MODEL,
     DRAFTS_NETWORK,
     FAQ_NETWORK,
     FAULTS,
@@ -78,28 +80,29 @@ def specific_values(service: str) -> dict[str, dict[str, str]]:
     nothing instead of hiding behind ".*". "Calls with unknown price" has series only for the unpriced model and
     the spend panels only for priced ones, so each set selects a priced and the unpriced model (and their
     networks, with ``faq``, whose cached answers of those models saved money), as a user comparing them
-    would. The last set picks the SDK providers, the SDK network and the
+    would, and the broken model, the only one whose breaker refused calls ("Attempts refused before sending").
+    The last set picks the SDK providers, the SDK network and the
     agent. The first two pick the simulated provider alone, so their "Simulated cost" switch says Included (by
     default the cost panels leave its money out)."""
     return {
         "qa": {
             "service": grafana_value(service),
             "provider": grafana_value(SIMULATED),
-            "model": grafana_value(QA_MODEL, UNPRICED_MODEL),
+            "model": grafana_value(QA_MODEL, UNPRICED_MODEL, BROKEN_MODEL),
             "network": grafana_value(QA_NETWORK, DRAFTS_NETWORK, FAQ_NETWORK),
             **INCLUDE_SIMULATED,
         },
         "triage": {
             "service": grafana_value(service),
             "provider": grafana_value(SIMULATED),
-            "model": grafana_value(TRIAGE_MODEL, UNPRICED_MODEL),
+            "model": grafana_value(TRIAGE_MODEL, UNPRICED_MODEL, BROKEN_MODEL),
             "network": grafana_value(TRIAGE_NETWORK, DRAFTS_NETWORK, FAQ_NETWORK),
             **INCLUDE_SIMULATED,
         },
         "sdks": {
             "service": grafana_value(service),
             "provider": grafana_value(PROVIDER_NAMES["openai"], PROVIDER_NAMES["google"], SIMULATED),
-            "model": grafana_value(SDK_MODELS["openai"], SDK_MODELS["google"], UNPRICED_MODEL),
+            "model": grafana_value(SDK_MODELS["openai"], SDK_MODELS["google"], UNPRICED_MODEL, BROKEN_MODEL),
             "network": grafana_value(SDK_NETWORK, AGENT, DRAFTS_NETWORK, FAQ_NETWORK),
         },
     }
@@ -134,7 +137,7 @@ def _by_label(workload: ScrapedWorkload, promql: str, label: str) -> dict[str, f
 def test_workload_truth_is_what_was_designed(workload: ScrapedWorkload) -> None:
     truth = workload.truth
     attempts = truth["attempts_by_model"]
-    assert set(attempts) == set(FAULTS) | set(SDK_MODELS.values()), attempts
+    assert set(attempts) == set(FAULTS) | set(SDK_MODELS.values()) | {BROKEN_MODEL}, attempts
     assert truth["total_cost_usd"] > 0
     assert truth["unpriced_calls"] > 0
     assert truth["fallbacks_used"] > 0
@@ -143,9 +146,12 @@ def test_workload_truth_is_what_was_designed(workload: ScrapedWorkload) -> None:
     # The emulator's scripted faults reached the SDKs: Gemini's 500s and OpenAI's 429s.
     assert set(attempts[SDK_MODELS["google"]]["failures"]) == {"server_error"}
     assert set(attempts[SDK_MODELS["openai"]]["failures"]) == {"rate_limit"}
-    # Every attempt that reached a provider belongs to a recorded call, or to a failed drafts pass.
+    # Every attempt that reached a provider belongs to a recorded call, to a failed drafts pass, or to the broken
+    # model's one pass (which failed: it only fails, until its breaker opens and refuses the rest).
     provider_attempts = sum(a["attempts"] for a in attempts.values())
-    assert provider_attempts == truth["record_attempts"] + truth["passes"][DRAFTS_NETWORK]["failed"]
+    broken = attempts[BROKEN_MODEL]["attempts"]
+    assert broken >= BREAKER_THRESHOLD and attempts[BROKEN_MODEL]["failures"] == {"server_error": broken}
+    assert provider_attempts == truth["record_attempts"] + truth["passes"][DRAFTS_NETWORK]["failed"] + broken
 
 
 def test_prometheus_stores_the_workload_under_the_documented_names(workload: ScrapedWorkload) -> None:
@@ -374,3 +380,25 @@ def test_cache_budget_repair_and_redis_panels_count_what_the_workload_did(
     print(f"\n{workload.route}: {hits} hits, {misses} misses, {truth['repairs']} repairs, {refused:.0f} refused, "
           f"Redis unreachable {degraded:.1f} s (measured {truth['redis_degraded_seconds']:.1f} s)")
     assert truth["redis_degraded_seconds"] <= degraded <= workload.t_final - workload.t_start
+
+
+def test_calls_an_open_breaker_refused_are_counted_apart_from_the_attempts_sent(workload: ScrapedWorkload) -> None:
+    """The broken model's breaker opened after its threshold of failures and refused the calls still waiting:
+    each is in nons.scheduler.rejected (circuit_open), and none is a failed attempt of
+    gen_ai.client.operation.duration, which counts exactly the attempts the provider saw."""
+    truth, service = workload.truth, f'service_name="{workload.service}"'
+    assert truth["rejected"] > 0, truth
+    rejected = _by_label(
+        workload, f"sum by (gen_ai_request_model, error_type) (nons_scheduler_rejected_total{{{service}}})",
+        "gen_ai_request_model",
+    )  # fmt: skip
+    assert rejected == {BROKEN_MODEL: truth["rejected"]}, rejected
+    sent = _scalar(
+        workload,
+        f'sum(gen_ai_client_operation_duration_seconds_count{{{service}, gen_ai_request_model="{BROKEN_MODEL}"}})',
+    )
+    assert sent == truth["attempts_by_model"][BROKEN_MODEL]["attempts"]
+    refused_as_attempts = workload.prometheus.query(
+        f'gen_ai_client_operation_duration_seconds_count{{{service}, error_type="circuit_open"}}', at=workload.t_final
+    )
+    assert refused_as_attempts == []

@@ -54,6 +54,8 @@ from typing import Any
 
 from workload_model import (
     AGENT,
+    BREAKER_THRESHOLD,
+    BROKEN_MODEL,
     DRAFTS_NETWORK,
     FALLBACK_MODEL,
     FAQ_NETWORK,
@@ -69,6 +71,7 @@ from workload_model import (
     LogCounter,
     SpanCounter,
     build_agent,
+    build_breaker_network,
     build_faq_network,
     build_networks,
     cost_label_sets,
@@ -106,6 +109,8 @@ class Workload:
         #: The faq network's cache hits (by model), repairs and budget refusals.
         self.cache_hits: dict[str, int] = {}
         self.repairs = self.refused = 0
+        #: Calls the broken model's open breaker refused before sending (:meth:`open_a_breaker`).
+        self.rejected = 0
 
     async def network_pass(self, name: str, text: str) -> None:
         from nons.base.errors import NonError
@@ -142,6 +147,19 @@ class Workload:
                 for c in node.calls
                 if c.cost_usd is not None
             )
+
+    async def open_a_breaker(self) -> None:
+        """Run the ``breaker`` network once: its always-failing model's breaker opens and refuses the calls
+        still waiting. Not one of :attr:`networks`: it spends nothing and is not part of the iterations."""
+        from nons.base.errors import CircuitOpenError, LayerFailedError
+
+        try:
+            await build_breaker_network().run("Will this model ever answer?")
+        except LayerFailedError as error:
+            self.rejected = sum(1 for failure in error.failures if isinstance(failure.cause, CircuitOpenError))
+        sent = self.attempts[BROKEN_MODEL]["attempts"]
+        if self.rejected == 0 or sent < BREAKER_THRESHOLD:
+            raise SystemExit(f"the broken model's breaker did not refuse a call ({sent} sent)")
 
     async def agent_run(self, i: int) -> None:
         from nons.testing import EmulatedToolCall, Reply
@@ -219,6 +237,7 @@ class Workload:
             "cache_hits": dict(self.cache_hits),
             "repairs": self.repairs,
             "budget_refused": self.refused,
+            "rejected": self.rejected,
         }
 
 
@@ -301,6 +320,7 @@ async def run(workload: Workload, handle: Any) -> dict[str, Any]:
     global _loop
     _loop = asyncio.get_running_loop()
     expected = cost_label_sets(workload.networks)
+    await workload.open_a_breaker()
     warmup = 0
     while not workload.every_series_exists(expected):
         if warmup >= MAX_WARMUP_ITERATIONS:
@@ -346,11 +366,11 @@ def main() -> None:
         handle.logger_provider.add_log_record_processor(logs)
     # Two calls at a time, so the four parallel generate nodes queue (nons.scheduler.wait, throttled by
     # concurrency), and a request rate a little below the unthrottled one (throttled by requests_per_second).
-    # The breakers stay enabled, so their state is reported, but never open: an open breaker's fail-fast
-    # attempts would count as failures that the provider never saw.
+    # The breakers open only for the model that always fails (see BREAKER_THRESHOLD): the calls they refuse
+    # are counted apart (nons.scheduler.rejected), not as failed attempts, which count what the providers saw.
     configure_scheduler(
         rate_limits={ModelProvider.MOCK: RateLimitConfig(max_concurrent=2, requests_per_second=400)},
-        circuit_breaker=CircuitBreakerConfig(failure_threshold=1_000_000),
+        circuit_breaker=CircuitBreakerConfig(failure_threshold=BREAKER_THRESHOLD),
     )
     # Every call spends from a process budget (never reached), so that budget spend and usage have series for
     # every provider. The response cache is shared through a Redis that is not there (a loopback port nothing

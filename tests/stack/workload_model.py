@@ -35,6 +35,14 @@ FAULTS: dict[str, tuple[float, str, str]] = {
 }
 QA_MODEL, TRIAGE_MODEL, FALLBACK_MODEL, UNPRICED_MODEL = FAULTS
 
+#: A simulated model that always fails: its breaker opens and refuses the calls still waiting for it
+#: (nons.scheduler.rejected). Run once, at the start of the warm-up (:func:`build_breaker_network`).
+BROKEN_MODEL = "broken-model"
+BREAKER_NETWORK = "breaker"
+#: The workload's breakers open after this many consecutive failures: the always-failing model reaches it, and
+#: the others (20 and 25% injected faults) never do in practice (0.25 ** 12 is 6e-8 a call).
+BREAKER_THRESHOLD = 12
+
 #: Models behind the emulator, one per SDK (names unlike the simulated ones, so each model label has one provider).
 SDK_MODELS = {"openai": "gpt-4.1-mini", "anthropic": "claude-opus-4-5", "google": "gemini-2.5-flash"}
 
@@ -116,6 +124,25 @@ def build_networks(emulator: Any | None = None) -> dict[str, Any]:
             name=SDK_NETWORK,
         )
     return networks
+
+
+def build_breaker_network() -> Any:
+    """``breaker``: more calls to :data:`BROKEN_MODEL` than its breaker's threshold, side by side. Two run at a
+    time (the simulated provider's limit), the rest wait; when the threshold-th failure opens the breaker, the
+    calls still waiting are refused without being sent."""
+    from nons.core.network import create_network
+    from nons.core.node import Node
+    from nons.core.types import ErrorPolicy, LayerConfig, ModelConfig, ModelProvider
+
+    broken = ModelConfig(
+        provider=ModelProvider.MOCK, model_name=BROKEN_MODEL,
+        extra_params={"mock_latency_s": 0.002, "mock_failure_rate": 1.0, "mock_failure_kind": "server_error"},
+    )  # fmt: skip
+    return create_network(
+        layers=[Node("generate", broken) * (BREAKER_THRESHOLD + 4)],
+        layer_config=LayerConfig(error_policy=ErrorPolicy.SKIP_AND_CONTINUE, max_retries=0),
+        name=BREAKER_NETWORK,
+    )
 
 
 def _faq_script(passes: int) -> list[str]:

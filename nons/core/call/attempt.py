@@ -112,10 +112,15 @@ def failed(
     if not error.provider:
         # A provider (or scheduler) error that does not say where it came from: name this attempt's model.
         error.provider, error.model = request.provider.value, request.model
-    # A refusal sent nothing to a provider: it is counted by nons.budget.refused, not as a failed attempt (the
-    # dashboards' error ratios are provider health).
+    # Only an attempt that was sent is an operation to time. A budget's refusal is counted by
+    # nons.budget.refused; one by the scheduler (breaker open, queue deadline, provider paused) by
+    # nons.scheduler.rejected: as 0-second failed attempts they would pull the latency percentiles towards 0 and
+    # count in the error ratios, which are the provider's health.
     if inst.metrics and call.labels is not None and not isinstance(error, BudgetExceededError):
-        inst.operation_duration.record(time.perf_counter() - started, call.labels.failed(error.error_type))
+        if permit is None:
+            inst.rejected.add(1, call.labels.failed(error.error_type))
+        else:
+            inst.operation_duration.record(time.perf_counter() - started, call.labels.failed(error.error_type))
 
 
 def _waited(call: CallState, wait_s: float) -> None:

@@ -31,6 +31,7 @@ PROMETHEUS_METRIC_NAMES: dict[str, str] = {
     names.METRIC_QUEUE_SIZE: "nons_scheduler_queue_size",
     names.METRIC_IN_FLIGHT: "nons_scheduler_in_flight",
     names.METRIC_THROTTLED: "nons_rate_limit_throttled_total",
+    names.METRIC_REJECTED: "nons_scheduler_rejected_total",  # counter, {request}
     # Gauge. Its unit must not be "1": the collector and Prometheus 3 would then append _ratio (the Python
     # reader does not), and the two paths would disagree.
     names.METRIC_BREAKER_STATE: "nons_circuit_breaker_state",
@@ -59,6 +60,7 @@ SCHEDULER_WAIT = _M[names.METRIC_SCHEDULER_WAIT]
 QUEUE_SIZE = _M[names.METRIC_QUEUE_SIZE]
 IN_FLIGHT = _M[names.METRIC_IN_FLIGHT]
 THROTTLED = _M[names.METRIC_THROTTLED]
+REJECTED = _M[names.METRIC_REJECTED]
 BREAKER_STATE = _M[names.METRIC_BREAKER_STATE]
 CACHE_HITS = _M[names.METRIC_CACHE_HITS]
 CACHE_MISSES = _M[names.METRIC_CACHE_MISSES]

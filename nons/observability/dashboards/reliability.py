@@ -37,6 +37,7 @@ from nons.observability.dashboards.promql import (
     OUTPUT_REPAIRS,
     PROCESS,
     REDIS_DEGRADED,
+    REJECTED,
     RETRIES,
     SCHED,
     SERVICE,
@@ -141,6 +142,20 @@ def build() -> dict[str, Any]:
                 f"max by (gen_ai_provider_name, gen_ai_request_model) ({BREAKER_STATE}{LLM})",
                 "{{gen_ai_provider_name}} / {{gen_ai_request_model}}",
             ),
+        ),
+        timeseries_panel(
+            "Attempts refused before sending, per second",
+            "LLM call attempts the scheduler refused before anything reached the provider (nons.scheduler.rejected),"
+            " by error type: circuit_open (the breaker is open), queue_timeout (the call waited past its "
+            "deadline), rate_limit (the provider asked for a pause longer than NON_MAX_RETRY_HINT). They are not "
+            "in the error ratios, which count the attempts sent.",
+            REFUSALS_PER_S,
+            [
+                Query(
+                    rate_sum(REJECTED, LLM, "gen_ai_provider_name", "error_type"),
+                    "{{gen_ai_provider_name}} {{error_type}}",
+                )
+            ],
         ),
         timeseries_panel(
             "Failed network passes by network",

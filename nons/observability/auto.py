@@ -1,9 +1,10 @@
 """Telemetry that sets itself up at the first network pass or agent run, without blocking the event loop.
 
-Unless ``NON_ENABLE_TRACING=false``, the first pass calls :func:`setup_telemetry`: the OpenTelemetry SDK and the
-exporters the ``OTEL_*`` variables name (gRPC alone takes a few hundred milliseconds to import) are imported on a
-worker thread, then :func:`~nons.observability.setup.ensure_telemetry` installs them on the caller's thread (the
-main thread can install the SIGTERM handler; a worker thread cannot). After that, and when the application called
+Unless ``NON_ENABLE_TRACING`` and ``NON_ENABLE_METRICS`` are both false, the first pass calls
+:func:`setup_telemetry`: the OpenTelemetry SDK and the exporters the ``OTEL_*`` variables name (gRPC alone takes a
+few hundred milliseconds to import) are imported on a worker thread, then
+:func:`~nons.observability.setup.ensure_telemetry` installs them on the caller's thread (the main thread can
+install the SIGTERM handler; a worker thread cannot). After that, and when the application called
 ``configure_telemetry()`` itself, or ``shutdown_telemetry()`` ran, a pass pays one global read
 (:func:`telemetry_pending`).
 
@@ -30,7 +31,8 @@ _done = False
 
 def telemetry_pending(settings: Settings) -> bool:
     """Whether a pass under ``settings`` should call :func:`setup_telemetry` first."""
-    if _done or not settings.enable_tracing:
+    # Either switch is enough: NON_ENABLE_TRACING=false alone must not stop the metrics' export.
+    if _done or not (settings.enable_tracing or settings.enable_metrics):
         return False
     setup = imported(_SETUP)
     # Set up already by the application, or shut down: nothing to do, and no need to ask again.

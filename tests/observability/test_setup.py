@@ -189,3 +189,26 @@ def test_a_child_forked_after_the_preload_builds_a_resource_of_its_own() -> None
         "print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))\n"
     )
     assert run_script(script, {}) == "0", "the child built its own resource"
+
+
+@pytest.mark.parametrize(("tracing", "metrics"), [("false", "true"), ("true", "false"), ("false", "false")])
+def test_each_switch_alone_keeps_its_signal_exported_at_the_first_pass(tracing: str, metrics: str) -> None:
+    """NON_ENABLE_TRACING=false turns spans off, not the metrics' export (and the other way round); with both
+    off, nothing is set up."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "NON_"))}
+    env.update(NON_ENABLE_TRACING=tracing, NON_ENABLE_METRICS=metrics, OTEL_TRACES_EXPORTER="console",
+               OTEL_METRICS_EXPORTER="console", OTEL_LOGS_EXPORTER="none")  # fmt: skip
+    code = (
+        "import asyncio\n"
+        "from nons import ModelConfig, ModelProvider, NoN, Node, shutdown_telemetry\n"
+        "from nons.observability.setup import telemetry_is_configured\n"
+        "model = ModelConfig(provider=ModelProvider.MOCK, model_name='gpt-4o-mini')\n"  # simulated, priced
+        "asyncio.run(NoN.from_operators([Node('generate', model)]).run('q'))\n"
+        "print('configured', telemetry_is_configured())\n"
+        "shutdown_telemetry()\n"
+    )
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    out = completed.stdout
+    assert f"configured {tracing == 'true' or metrics == 'true'}" in out
+    assert ('"name": "nons.cost"' in out) == (metrics == "true")
+    assert ('"name": "invoke_workflow' in out) == (tracing == "true")

@@ -34,9 +34,11 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from nons.base.errors import LayerFailedError, OutputParseError
 from nons.base.redaction import clean, clean_attributes
 from nons.base.results import LLMCallRecord
 from nons.observability import names
+from nons.observability.content import capture_mode
 
 __all__ = ["NO_SPAN", "SpanScope", "rollup_attributes", "start", "start_cleaned", "truncate_content"]
 
@@ -96,10 +98,16 @@ class SpanScope:
 
     def fail(self, error: BaseException, description: str | None = None) -> None:
         """Mark the span failed by ``error``: ``error.type`` is its ``error_type`` (else its class name), and
-        the status description is ``description`` (default: the error's message)."""
-        self.fail_as(
-            getattr(error, "error_type", type(error).__name__), str(error) if description is None else description
-        )
+        the status description is ``description`` (default: the error's message). A message that quotes a
+        model's answer (an :class:`~nons.base.errors.OutputParseError`, or a failure caused by one) is recorded
+        without it unless content capture is on: the answer is content, which telemetry leaves out."""
+        error_type = getattr(error, "error_type", type(error).__name__)
+        if _quotes_an_answer(error) and not capture_mode().span:
+            description = (
+                f"{error_type}: a model's answer could not be used as the operator's output (the answer is not "
+                f"recorded: set {names.ENV_CAPTURE_CONTENT} to record content)"
+            )
+        self.fail_as(error_type, str(error) if description is None else description)
 
     def fail_as(self, error_type: str, description: str | None) -> None:
         """Mark the span failed without an exception: status ERROR with ``description``, and ``error_type``."""
@@ -121,6 +129,21 @@ class SpanScope:
         """The span's trace id in hex, or ``None`` when the span is not part of a valid trace."""
         context = self.span.get_span_context()
         return trace.format_trace_id(context.trace_id) if context.is_valid else None
+
+
+def _quotes_an_answer(error: BaseException) -> bool:
+    """Whether ``error``'s message may quote a model's answer: it is an OutputParseError, or one caused it
+    (through a node's or a layer's failure, or an exception's cause)."""
+    pending, seen = [error], 0
+    while pending and seen < 32:  # a chain, not a tree worth walking further
+        current = pending.pop()
+        seen += 1
+        if isinstance(current, OutputParseError):
+            return True
+        pending += [e for e in (getattr(current, "cause", None), current.__cause__) if isinstance(e, BaseException)]
+        if isinstance(current, LayerFailedError):
+            pending += current.failures
+    return False
 
 
 class _NoSpan(SpanScope):

@@ -219,3 +219,21 @@ async def test_the_event_holds_no_key_even_when_the_prompt_quotes_it(
     for name in (names.GEN_AI_INPUT_MESSAGES, names.GEN_AI_OUTPUT_MESSAGES):
         assert key not in attrs[name]
         validate(name, attrs[name])  # still valid JSON following the schema after redaction
+
+
+@pytest.mark.parametrize("mode", ["", "SPAN_ONLY"], ids=["capture-off", "span-only"])
+async def test_an_unparseable_answer_stays_out_of_span_statuses_unless_content_is_captured(
+    otel: Telemetry, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    """A classify node whose answer is not JSON fails with an OutputParseError that quotes the answer: the node,
+    layer and workflow spans say it failed and why, and quote the answer only when content is captured."""
+    monkeypatch.setenv(names.ENV_CAPTURE_CONTENT, mode)
+    answer = "ANSWER-TEXT-7f3 is no JSON at all"
+    network = NoN.from_operators([Node("classify", simulated(mock_responses=[answer]), categories=["a", "b"])])
+    with pytest.raises(Exception, match="ANSWER-TEXT-7f3"):  # the caller's error keeps it, for debugging
+        await network.run("which one?")
+    failed = [s for s in otel.spans() if s.status.description]
+    assert {s.name.split(" ")[0] for s in failed} >= {"nons.node", "nons.layer", "invoke_workflow"}, failed
+    for span in failed:
+        assert ("ANSWER-TEXT-7f3" in (span.status.description or "")) == (mode == "SPAN_ONLY"), span.name
+        assert span.attributes.get(names.ERROR_TYPE)

@@ -282,6 +282,11 @@ class Queue:
                     # so that their fallbacks move on instead of queueing until NON_REQUEST_TIMEOUT.
                     self.fail_waiters([lane], functools.partial(paused_error, remaining_s=wake_at - now))
                     continue
+                if kind == LIMIT_RETRY_AFTER and _outlasts(waiter, wake_at - now):
+                    # The pause ends after this request's deadline: waiting, it could only time out. It fails now
+                    # with the time left, and its fallback moves on; the waiters behind it are judged in turn.
+                    self.fail_one(waiter, paused_error(lane, wake_at - now, deadline=True))
+                    continue
                 # This limiter admits no one else this round: the waiters behind keep their place.
                 refuser.blocked_round = rnd
                 refuser.block_kind = lane.block_kind = kind
@@ -372,23 +377,36 @@ class Queue:
     def fail_waiters(self, lanes: Iterable[Lane], make_error: Callable[[Lane], BaseException]) -> None:
         for lane in lanes:
             for waiter in lane.live_waiters():
-                self.remove(waiter)
-                if not waiter.fut.done():  # a cancelled caller needs no error
-                    lane.rejected += 1
-                    waiter.fut.set_exception(make_error(lane))
+                self.fail_one(waiter, make_error(lane))
+
+    def fail_one(self, waiter: Waiter, error: BaseException) -> None:
+        """Take ``waiter`` out of the queue, failed with ``error`` (unless its caller was cancelled already)."""
+        self.remove(waiter)
+        if not waiter.fut.done():  # a cancelled caller needs no error
+            waiter.lane.rejected += 1
+            waiter.fut.set_exception(error)
 
     def check_drained(self) -> None:
         if self.drained is not None and not self.waiting and not self.in_flight and not self.drained.done():
             self.drained.set_result(None)
 
 
-def paused_error(lane: Lane, remaining_s: float) -> RateLimitError:
-    """The error of a call to ``lane`` while its provider is paused for ``remaining_s`` more seconds, longer
-    than ``NON_MAX_RETRY_HINT``."""
+def _outlasts(waiter: Waiter, pause_s: float) -> bool:
+    """Whether a pause of ``pause_s`` more seconds ends after ``waiter``'s deadline."""
+    return waiter.deadline is not None and pause_s > waiter.deadline - time.monotonic()
+
+
+def paused_error(lane: Lane, remaining_s: float, *, deadline: bool = False) -> RateLimitError:
+    """The error of a call to ``lane`` while its provider is paused for ``remaining_s`` more seconds: longer
+    than ``NON_MAX_RETRY_HINT``, or (``deadline``) than the call had left before its deadline."""
     bound = current_settings().max_retry_hint
+    longer_than = (
+        "longer than the call had left of NON_REQUEST_TIMEOUT: it fails at once"
+        if deadline
+        else f"longer than NON_MAX_RETRY_HINT={bound:g}s: calls to it fail at once until it resumes"
+    )
     return RateLimitError(
-        f"{lane.provider.value} asked for a pause of {remaining_s:.0f}s more (its retry hint), longer than "
-        f"NON_MAX_RETRY_HINT={bound:g}s: calls to it fail at once until it resumes",
+        f"{lane.provider.value} asked for a pause of {remaining_s:.0f}s more (its retry hint), {longer_than}",
         provider=lane.provider.value,
         model=lane.model,
         retry_after_s=remaining_s,

@@ -93,3 +93,29 @@ async def test_the_bound_is_a_setting(emu: ProviderEmulator, monkeypatch: pytest
         await one_node(config(emu)).run("hi")
     assert isinstance(caught.value.cause, RateLimitError)
     assert len(emu.requests_for("openai")) == 1
+
+
+@pytest.mark.timeout(60)
+async def test_a_pause_that_outlasts_the_calls_deadline_fails_it_at_once(
+    emu: ProviderEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hint within NON_MAX_RETRY_HINT but longer than NON_REQUEST_TIMEOUT: a call waiting for it could only
+    time out in the queue, so it fails at once with the time left, and a fallback answers without waiting."""
+    monkeypatch.setenv("NON_REQUEST_TIMEOUT", "2")
+    emu.script("openai", [Fault.rate_limit(retry_after="7")])
+    with pytest.raises(NodeExecutionError):
+        await one_node(config(emu), ErrorPolicy.FAIL_FAST).run("first")
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(NodeExecutionError) as caught:
+        await one_node(config(emu), ErrorPolicy.FAIL_FAST).run("second")
+    assert loop.time() - started < 1.0  # not the 2 s deadline
+    cause = caught.value.cause
+    assert isinstance(cause, RateLimitError) and "NON_REQUEST_TIMEOUT" in str(cause)
+    assert cause.retry_after_s is not None and 5 < cause.retry_after_s <= 7
+    fallback = config(emu, "google", "gemini-2.0-flash")
+    started = loop.time()
+    answered = await one_node(config(emu, fallbacks=[fallback]), ErrorPolicy.FALLBACK_MODEL).run("third")
+    assert answered.output == "ok" and answered.calls[0].fallback_used
+    assert loop.time() - started < 1.0
+    assert len(emu.requests_for("openai")) == 1

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
+from copy import deepcopy
 from typing import TYPE_CHECKING, Any
 
 from nons.base.errors import ConfigurationError
@@ -99,7 +100,8 @@ class Node:
         return self.spec.name
 
     def clone(self) -> Node:
-        """An independent copy with a new id."""
+        """An independent copy with a new id. Its parameters are copied deeply: appending to one clone's list of
+        categories must not change its siblings'. The model configs are shared: they are frozen."""
         copy = Node.__new__(Node)
         copy.spec = self.spec
         copy.model_config = self.model_config
@@ -107,7 +109,7 @@ class Node:
         copy.fallbacks = self.fallbacks
         copy.priority = self.priority
         copy.cache = self.cache
-        copy.parameters = dict(self.parameters)
+        copy.parameters = deepcopy(self.parameters)
         copy.id = f"{self.spec.name}-{next(_ids)}"
         return copy
 

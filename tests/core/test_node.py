@@ -39,6 +39,12 @@ def test_clone_parameters_are_independent() -> None:
     assert node.parameters["categories"] == ["a", "b"]
 
 
+def test_clones_do_not_share_a_parameter_changed_in_place() -> None:
+    first, second = Node("classify", categories=["a", "b"]) * 2
+    first.parameters["categories"].append("c")
+    assert second.parameters["categories"] == ["a", "b"]
+
+
 @pytest.mark.parametrize("count", [0, -2])
 def test_multiplying_by_less_than_one_is_an_error(count: int) -> None:
     with pytest.raises(ConfigurationError, match="1 or more"):

@@ -169,3 +169,36 @@ def test_an_application_that_makes_deprecation_warnings_errors_still_runs_passes
     )  # fmt: skip
     assert completed.returncode == 0, completed.stderr[-4000:]
     assert completed.stdout.split() == ["True", "True"]
+
+
+def test_nons_leaves_the_applications_providers_to_it_at_exit() -> None:
+    """An application with its own tracer provider, whose exporter is stuck (a collector that accepts and never
+    answers): after a NoN pass, NoN's exit handler flushes only the providers NoN installed (here the meter and
+    logger providers); it neither waits on the application's exporter nor warns that spans were dropped (the
+    application's own shutdown still sends them)."""
+    script = (
+        "import asyncio, socket\n"
+        "hole = socket.socket(); hole.bind(('127.0.0.1', 0)); hole.listen(8)\n"
+        "from opentelemetry import trace\n"
+        "from opentelemetry.sdk.trace import TracerProvider\n"
+        "from opentelemetry.sdk.trace.export import BatchSpanProcessor\n"
+        "from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter\n"
+        "url = f'http://127.0.0.1:{hole.getsockname()[1]}/v1/traces'\n"
+        "provider = TracerProvider(shutdown_on_exit=False)\n"
+        "provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=url, timeout=5)))\n"
+        "trace.set_tracer_provider(provider)\n"
+        "import nons\n"
+        "from nons import ModelConfig, ModelProvider, NoN, Node\n"
+        "network = NoN.from_operators([Node('generate', ModelConfig(provider=ModelProvider.MOCK))])\n"
+        "asyncio.run(network.run('q'))\n"
+        "handle = nons.configure_telemetry()  # the one the pass set up\n"
+        "print(handle.tracer_provider is provider, handle.installed_tracing)\n"
+    )
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "NON_"))}
+    completed = subprocess.run(
+        [sys.executable, "-c", script], env={**clean, "PYTHONPATH": str(HERE.parents[1])},
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    assert completed.stdout.split() == ["True", "False"]
+    assert "telemetry was not exported" not in completed.stderr

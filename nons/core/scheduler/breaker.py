@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Final
 
-from nons.base.errors import AuthenticationError, CircuitOpenError, ProviderError, RateLimitError
+from nons.base.errors import CircuitOpenError, ProviderError, RateLimitError
 from nons.base.types import ModelProvider
 from nons.core.scheduler.config import CircuitBreakerConfig
 
@@ -25,15 +25,15 @@ STATE_NAMES: Final = ("closed", "half_open", "open")
 
 
 def counts_against_breaker(error: BaseException) -> bool:
-    """Whether a failure says the provider is unwell: retryable provider errors and authentication errors.
+    """Whether a failure says the provider is unwell: retryable provider errors.
 
     Rate limits are handled by pausing and AIMD instead; a request's own faults (bad request, context too long,
-    unknown model), cancellations and non-provider errors neither count nor reset the count.
+    unknown model, a refusal), cancellations and non-provider errors neither count nor reset the count. Nor does
+    a refused key: the breaker is the provider's and model's, shared by every caller, and one caller's revoked
+    key (``ModelConfig.api_key``) must not fail fast the calls of every other.
     """
     if isinstance(error, RateLimitError):
         return False
-    if isinstance(error, AuthenticationError):
-        return True
     return isinstance(error, ProviderError) and error.retryable
 
 

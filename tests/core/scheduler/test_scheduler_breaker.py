@@ -57,7 +57,7 @@ def test_a_breaker_opens_at_its_threshold_and_refuses_until_its_cooldown() -> No
 def test_after_its_cooldown_a_breaker_lets_one_probe_through_and_a_success_closes_it() -> None:
     clock = FakeClock()
     breaker = new_breaker(clock, failure_threshold=1, cooldown_s=10)
-    breaker.record_failure(AuthenticationError("401"), probe=False)
+    breaker.record_failure(ServerError("500"), probe=False)
     clock.advance(10.0)
     assert breaker.admit() is None  # the probe
     assert breaker.state == HALF_OPEN and breaker.state_name == "half_open"
@@ -150,7 +150,10 @@ async def test_only_provider_health_failures_count_towards_the_breaker() -> None
     (await scheduler.acquire(MOCK, "m")).release(success=True)  # a success resets the count
     (await scheduler.acquire(MOCK, "m")).release(success=False, error=ServerError("500"))
     assert breaker_of(scheduler, "m")["state"] == "closed"
+    # A refused key is one caller's, not the provider's health: it does not count, nor reset the count.
     (await scheduler.acquire(MOCK, "m")).release(success=False, error=AuthenticationError("401"))
+    assert breaker_of(scheduler, "m")["state"] == "closed"
+    (await scheduler.acquire(MOCK, "m")).release(success=False, error=ServerError("500"))
     assert breaker_of(scheduler, "m")["state"] == "open"
 
 

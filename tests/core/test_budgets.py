@@ -165,3 +165,23 @@ def test_three_replicas_sharing_a_budget_in_redis_never_overshoot(redis_server) 
     assert sum(costs) <= limit
     assert len(costs) >= 50  # real costs are below the worst case: at least 50 calls fit
     assert sum(result["refused"] for result in results) == 300 - len(costs)
+
+
+async def test_a_model_with_no_price_is_not_bounded_and_a_warning_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    """Nothing can be reserved for a call whose price is unknown: it runs, a warning (once per model) says the
+    budget cannot bound it, and it is never counted as spending 0 against the budget."""
+    from nons.core.call import attempt as attempt_module
+
+    attempt_module._warned_unbounded.discard(("mock", "unpriced-model-x"))
+    book = configure_budgets(Budget(usd=0.000001, per="process"))
+    unpriced = ModelConfig(provider=ModelProvider.MOCK, model_name="unpriced-model-x")
+    ctx = PassContext.start("n", "pass", get_settings())
+    site = CallSite("node", "generate", unpriced, (), LayerConfig())
+    records: list[LLMCallRecord] = []
+    with caplog.at_level("WARNING", logger="nons.core.call.attempt"):
+        for _ in range(3):
+            await call_llm(ctx, site, list(MESSAGES), records)
+    assert [r.cost_usd for r in records] == [None] * 3
+    warnings = [r.getMessage() for r in caplog.records if "no known price" in r.getMessage()]
+    assert len(warnings) == 1 and "unpriced-model-x" in warnings[0] and "cannot bound" in warnings[0]
+    assert book.local.used("process:process") == 0

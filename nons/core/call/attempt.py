@@ -6,9 +6,13 @@ An attempt records its own duration (``gen_ai.client.operation.duration`` is one
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Sequence
+from typing import Any
 
 from nons.base.errors import BudgetExceededError, ProviderError
+from nons.base.redaction import clean
 from nons.base.messages import LLMRequest, LLMResponse
 from nons.core.budgets import BudgetHold, Budgets, worst_case_usd
 from nons.core.call.context import CallState
@@ -17,6 +21,8 @@ from nons.core.scheduler import Permit
 from nons.observability import names
 
 __all__ = ["attempt", "estimate_tokens", "failed"]
+
+logger = logging.getLogger(__name__)
 
 
 async def attempt(call: CallState) -> LLMResponse:
@@ -139,8 +145,26 @@ async def _reserve_budget(call: CallState, book: Budgets) -> BudgetHold | None:
         return None
     amount = worst_case_usd(call.provider.price_source(request.config), request)
     if amount is None:
+        _unbounded(request, applicable)
         return None
     return await book.reserve(applicable, ctx.pass_ledger, amount, request.provider.value, request.model)
+
+
+_warned_unbounded: set[tuple[str, str]] = set()
+
+
+def _unbounded(request: LLMRequest, applicable: Sequence[Any]) -> None:
+    """A budget applies to a call whose model has no known price: nothing can be reserved for it, so the budget
+    does not bound it. Said once per provider and model (a warning), not guessed: unknown cost is never 0."""
+    key = (request.provider.value, request.model)
+    if key in _warned_unbounded:
+        return
+    _warned_unbounded.add(key)
+    logger.warning(
+        "%s model %r has no known price: %d budget(s) apply to its calls but cannot bound them (they are "
+        "counted in nons.calls.unpriced; set ModelConfig.price_provider if a known provider's prices apply)",
+        key[0], clean(key[1]), len(applicable),
+    )  # fmt: skip
 
 
 def estimate_tokens(request: LLMRequest) -> int:

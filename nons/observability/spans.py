@@ -27,6 +27,7 @@ cleaned once per call site; its response attributes, cleaned as they are built).
 
 from __future__ import annotations
 
+from asyncio import CancelledError
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -34,7 +35,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from nons.base.errors import LayerFailedError, OutputParseError
+from nons.base.errors import LayerFailedError, NodeCancelledError, OutputParseError
 from nons.base.redaction import clean, clean_attributes
 from nons.base.results import LLMCallRecord
 from nons.observability import names
@@ -101,7 +102,10 @@ class SpanScope:
         the status description is ``description`` (default: the error's message). A message that quotes a
         model's answer (an :class:`~nons.base.errors.OutputParseError`, or a failure caused by one) is recorded
         without it unless content capture is on: the answer is content, which telemetry leaves out."""
-        error_type = getattr(error, "error_type", type(error).__name__)
+        # A cancellation reads as its nodes' and calls' do (NodeCancelledError's "cancelled"), not CancelledError.
+        error_type = (
+            _CANCELLED if isinstance(error, CancelledError) else getattr(error, "error_type", type(error).__name__)
+        )
         if _quotes_an_answer(error) and not capture_mode().span:
             description = (
                 f"{error_type}: a model's answer could not be used as the operator's output (the answer is not "
@@ -129,6 +133,9 @@ class SpanScope:
         """The span's trace id in hex, or ``None`` when the span is not part of a valid trace."""
         context = self.span.get_span_context()
         return trace.format_trace_id(context.trace_id) if context.is_valid else None
+
+
+_CANCELLED = NodeCancelledError.error_type
 
 
 def _quotes_an_answer(error: BaseException) -> bool:

@@ -7,6 +7,7 @@ SKIP_AND_CONTINUE layer of three parallel nodes.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import random
 import uuid
@@ -301,6 +302,20 @@ async def test_a_node_cancelled_by_a_failing_sibling_has_an_error_span_of_type_c
     assert call.status.status_code is StatusCode.ERROR
     (raised,) = [s for s in spans if (s.attributes or {}).get(names.NODE_ID) == failing.id]
     assert (raised.attributes or {})[names.ERROR_TYPE] == "server_error"
+
+
+@pytest.mark.timeout(10)
+async def test_a_pass_its_caller_cancelled_reads_cancelled_on_every_span(otel: Telemetry) -> None:
+    """The application gives up on a pass (asyncio.wait_for): the call, node, layer and workflow spans all end,
+    failed with error.type "cancelled", the type a cancelled node's error has, not Python's CancelledError."""
+    network = NoN.from_operators([Node("generate", mock("gpt-4o-mini", mock_latency_s=30))])
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(network.forward("x"), 0.2)
+    spans = otel.spans()
+    assert {s.name.split(" ")[0] for s in spans} >= {"chat", "nons.node", "nons.layer", "invoke_workflow"}
+    for span in spans:
+        assert span.status.status_code is StatusCode.ERROR, span.name
+        assert (span.attributes or {})[names.ERROR_TYPE] == "cancelled", span.name
 
 
 async def test_forward_joins_the_callers_current_span(otel: Telemetry) -> None:

@@ -56,7 +56,9 @@ async def _complete(case: Case, emu: ProviderEmulator, **request: Any) -> Any:
 
 
 @pytest.mark.parametrize(("name", "reason"), STOPS, ids=[f"{n}-{r}" for n, r in STOPS])
-async def test_a_stopped_answer_is_a_refusal_not_its_partial_text(emu: ProviderEmulator, name: str, reason: str) -> None:
+async def test_a_stopped_answer_is_a_refusal_not_its_partial_text(
+    emu: ProviderEmulator, name: str, reason: str
+) -> None:
     emu.script(name, [Fault.http(200, _stopped(name, reason))])
     with pytest.raises(RefusalError) as caught:
         await _complete(case_named(name), emu)
@@ -100,10 +102,11 @@ async def test_refused_prompts_are_not_retried_and_leave_the_breaker_closed(emu:
 
 
 #: 200 answers in valid JSON that are not shaped as the vendor's answer.
+_PARIS = {"content": [{"type": "text", "text": "Paris"}], "stop_reason": "end_turn"}
 MISSHAPEN = [
-    ("anthropic", "unknown-block", {**_ANTHROPIC, "content": [{"type": "block_of_2030", "data": 1}], "stop_reason": "end_turn"}),
+    ("anthropic", "unknown-block", {**_ANTHROPIC, "content": [{"type": "block_2030"}], "stop_reason": "end_turn"}),
     ("anthropic", "error-envelope", {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
-    ("anthropic", "no-usage", {k: v for k, v in _ANTHROPIC.items() if k != "usage"} | {"content": [{"type": "text", "text": "Paris"}], "stop_reason": "end_turn"}),
+    ("anthropic", "no-usage", {k: v for k, v in _ANTHROPIC.items() if k != "usage"} | _PARIS),
     ("openai", "message-null", {**_OPENAI, "choices": [{"index": 0, "message": None, "finish_reason": "stop"}]}),
     ("openai", "body-null", None),
     ("openai", "body-list", "[]"),

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from nons.base.errors import BudgetExceededError, ProviderError
-from nons.base.redaction import clean
 from nons.base.messages import LLMRequest, LLMResponse
+from nons.base.redaction import clean
 from nons.core.budgets import BudgetHold, Budgets, worst_case_usd
 from nons.core.call.context import CallState
 from nons.core.pricing import price_usd

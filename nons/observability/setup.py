@@ -113,9 +113,9 @@ class TelemetryHandle:
         return [p for p in (self.tracer_provider, self.meter_provider, self.logger_provider) if p is not None]
 
     def _installed(self) -> list[Any]:
-        """The providers NoN installed: the ones its exit and SIGTERM handlers flush and stop. An application's
-        own are its to flush; NoN waiting on them at exit only delayed the exit, and warned of spans lost that
-        the application's own shutdown still exported."""
+        """The providers NoN installed: the ones its exit handler flushes and stops. An application's own are its
+        to flush at exit; NoN waiting on them there only delayed the exit, and warned of spans lost that the
+        application's own shutdown still exported."""
         return [
             provider
             for installed, provider in (
@@ -131,19 +131,12 @@ class TelemetryHandle:
         default). Returns whether it finished in time."""
         timeout = _exit_timeout_millis() if timeout_millis is None else timeout_millis
 
-        return self._flush(self._providers(), timeout)
-
-    def flush_installed(self, timeout_millis: int) -> bool:
-        """:meth:`force_flush` of the providers NoN installed only (its SIGTERM handler's flush)."""
-        return self._flush(self._installed(), timeout_millis)
-
-    def _flush(self, providers: list[Any], timeout_millis: int) -> bool:
         def flush() -> None:
-            for provider in providers:
+            for provider in self._providers():
                 if hasattr(provider, "force_flush"):
-                    provider.force_flush(timeout_millis)
+                    provider.force_flush(timeout)
 
-        return self._flusher.run(flush, timeout_millis / 1000)
+        return self._flusher.run(flush, timeout / 1000)
 
     def shutdown(self, timeout_millis: int | None = None) -> bool:
         """Flush and stop the providers NoN installed (others belong to the application), giving up after
@@ -316,9 +309,11 @@ def _flush_at_exit(handle: TelemetryHandle, settings: Settings) -> None:
     except RuntimeError:  # no thread to be had (the interpreter is exiting): shutdown() flushes inline instead
         logger.debug("no telemetry flush thread could be started", exc_info=True)
     atexit.register(handle.shutdown)
-    if settings.telemetry_sigterm_handler and handle._installed():
+    # SIGTERM flushes every provider NoN's spans go through, the application's too: by default the signal ends the
+    # process without running atexit, so no one else's shutdown would send them. Flushing sends; it stops nothing.
+    if settings.telemetry_sigterm_handler and handle._providers():
         handle.sigterm_handler = install_sigterm_flush(
-            lambda timeout_s: handle.flush_installed(int(timeout_s * 1000)),
+            lambda timeout_s: handle.force_flush(int(timeout_s * 1000)),
             lambda: get_settings().telemetry_exit_timeout,
         )
 

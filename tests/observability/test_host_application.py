@@ -9,6 +9,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -202,3 +203,34 @@ def test_nons_leaves_the_applications_providers_to_it_at_exit() -> None:
     assert completed.returncode == 0, completed.stderr[-4000:]
     assert completed.stdout.split() == ["True", "False"]
     assert "telemetry was not exported" not in completed.stderr
+
+
+def test_sigterm_flushes_nons_spans_through_the_applications_own_provider(tmp_path: Path) -> None:
+    """``docker stop``: SIGTERM ends the process without atexit, so neither the application's shutdown nor NoN's
+    exit handler runs. NoN's SIGTERM handler flushes the application's tracer provider too (it stops nothing):
+    the pass's spans, queued in the application's batch processor, are exported before the process ends."""
+    out = tmp_path / "exported.txt"
+    script = (
+        "import asyncio, os, signal\n"
+        "from opentelemetry import trace\n"
+        "from opentelemetry.sdk.trace import TracerProvider\n"
+        "from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult\n"
+        "class ToFile(SpanExporter):\n"
+        "    def export(self, spans):\n"
+        f"        with open({str(out)!r}, 'a') as f: f.writelines(s.name + '\\n' for s in spans)\n"
+        "        return SpanExportResult.SUCCESS\n"
+        "provider = TracerProvider()\n"
+        "provider.add_span_processor(BatchSpanProcessor(ToFile(), schedule_delay_millis=30000))\n"
+        "trace.set_tracer_provider(provider)\n"
+        "from nons import ModelConfig, ModelProvider, NoN, Node\n"
+        "asyncio.run(NoN.from_operators([Node('generate', ModelConfig(provider=ModelProvider.MOCK))]).run('q'))\n"
+        "os.kill(os.getpid(), signal.SIGTERM)\n"
+    )
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "NON_"))}
+    completed = subprocess.run(
+        [sys.executable, "-c", script], env={**clean, "PYTHONPATH": str(HERE.parents[1])},
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert completed.returncode == -signal.SIGTERM, completed.stderr[-4000:]
+    exported = out.read_text().split("\n") if out.exists() else []
+    assert {"chat", "nons.node", "nons.layer", "invoke_workflow"} <= {name.split(" ")[0] for name in exported}

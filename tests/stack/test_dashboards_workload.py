@@ -19,12 +19,12 @@ What is checked, for each route
   joined as Grafana does, so that a misspelt label cannot hide behind ``.*``.
 * The "Spend in range" panel over the whole run, the raw counter and "Cumulative spend" summed equal the cost
   summed from the results to 1e-9 (relative). The panel's query is
-  ``sum((increase(C[$__range]) and C offset $__range) or last_over_time(C[$__range]))``: a series that
-  existed before the range counts its ``increase()``, a new one its whole value (the last it reached, so that a
-  process that stopped still counts: ``test_range_queries.py``), because ``increase()`` alone cannot count what a
-  counter had reached when Prometheus first saw it. Over the main run (every series older than the range) the panel must
-  equal the main run's cost to 1 %: ``increase()`` extrapolates by the 1 ms between the range's start and its
-  first sample.
+  ``sum((increase(C[$__range]) and C offset $__range) or (last_over_time(C[$__range]) unless C offset $__range))``:
+  a series that existed before the range counts its ``increase()``, a new one its whole value (the last it
+  reached, so that a process that stopped still counts: ``test_range_queries.py``), because ``increase()`` alone
+  cannot count what a counter had reached when Prometheus first saw it. Over the main run (every series older
+  than the range) the panel must equal the main run's cost to 1 %: ``increase()`` extrapolates by the 1 ms
+  between the range's start and its first sample.
 * The token panels' series sum to the tokens of the results, exactly.
 * The error ratio panel ("NoN overview" / "Error ratio") equals the failed share of the attempts counted at
   the providers over the main run, with "All" and per model; the simulated models' ratios also match their

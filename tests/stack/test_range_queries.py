@@ -72,6 +72,15 @@ def test_spend_in_range_counts_the_increase_of_a_process_older_than_the_range(tm
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_spend_in_range_does_not_count_the_whole_value_of_an_old_process_with_one_sample_in_it(
+    tmp_path: Path,
+) -> None:
+    # D had spent $6 by the range's start, when it stopped: one sample in the range, where increase() gives
+    # nothing. Its $6 were spent before the range, and must not be counted as if D had started within it.
+    result = _evaluate(tmp_path, {"A": "0+0.01x120", "D": "0+0.1x60 stale"}, expected=0.6)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_spend_in_range_leaves_out_a_process_that_stopped_before_the_range(tmp_path: Path) -> None:
     # C spent $5 in its first 20 minutes, went stale at 31: nothing of it falls in the last hour.
     result = _evaluate(tmp_path, {"A": "0+0.01x120", "C": "0+0.25x20 5x10 stale"}, expected=0.6)

@@ -135,12 +135,15 @@ def range_sum(metric: str, selector_: str, *by_labels: str) -> str:
     started within the range, and its counters started at 0) counts its whole value, the last it reached in the
     range: a process that has since stopped (a batch job; the Collector drops its series after
     ``metric_expiration`` and Prometheus marks it stale) still counts what it spent. A series that existed
-    counts its ``increase()``, which handles counter resets.
+    counts its ``increase()``, which handles counter resets, and never its whole value: not even when it has a
+    single sample in the range, where ``increase()`` gives nothing (a process that stopped just after the range
+    began).
     """
     series = f"{metric}{selector_}"
+    older = f"{series} offset $__range"
     return (
-        f"sum{by(*by_labels)} ((increase({series}{RANGE}) and {series} offset $__range) "
-        f"or last_over_time({series}{RANGE}))"
+        f"sum{by(*by_labels)} ((increase({series}{RANGE}) and {older}) "
+        f"or (last_over_time({series}{RANGE}) unless {older}))"
     )
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from copy import deepcopy
 from typing import TYPE_CHECKING, Any
 
 from nons.base.errors import ConfigurationError
@@ -100,8 +99,9 @@ class Node:
         return self.spec.name
 
     def clone(self) -> Node:
-        """An independent copy with a new id. Its parameters are copied deeply: appending to one clone's list of
-        categories must not change its siblings'. The model configs are shared: they are frozen."""
+        """An independent copy with a new id. The containers in its parameters (lists, dicts, sets, tuples, at any
+        depth) are copied: appending to one clone's categories must not change its siblings'. Any other value (a
+        client, a retriever, a lock) is shared, as are the model configs, which are frozen."""
         copy = Node.__new__(Node)
         copy.spec = self.spec
         copy.model_config = self.model_config
@@ -109,7 +109,7 @@ class Node:
         copy.fallbacks = self.fallbacks
         copy.priority = self.priority
         copy.cache = self.cache
-        copy.parameters = deepcopy(self.parameters)
+        copy.parameters = _copied(self.parameters)
         copy.id = f"{self.spec.name}-{next(_ids)}"
         return copy
 
@@ -125,6 +125,17 @@ class Node:
     def __repr__(self) -> str:
         model = self.model_config.model_name or "default model"
         return f"Node({self.spec.name!r}, id={self.id!r}, model={model!r})"
+
+
+def _copied(value: Any) -> Any:
+    """``value`` with its plain containers (exactly ``dict``, ``list``, ``tuple``, ``set``) copied, recursively,
+    and every other object shared: ``deepcopy`` would copy a client or a retriever too, or fail on a lock."""
+    kind = type(value)
+    if kind is dict:
+        return {key: _copied(item) for key, item in value.items()}
+    if kind is list or kind is tuple or kind is set:
+        return kind(_copied(item) for item in value)
+    return value
 
 
 def create_node(operator_name: str, model_config: ModelConfig | None = None, **kwargs: Any) -> Node:

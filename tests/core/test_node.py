@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import pickle
+from typing import Any
 
 import pytest
 from core_helpers import failing, sim
@@ -152,3 +153,22 @@ async def test_a_pickled_node_leaves_the_engine_behind() -> None:
     restored = pickle.loads(data)
     assert (restored.id, restored.model_config) == (node.id, node.model_config)
     assert (await NoN.from_operators([restored]).run("hi")).calls[0].request_model == "gpt-4o-mini"
+
+
+def test_clones_share_what_is_not_a_plain_container() -> None:
+    """A client, a retriever or a lock given as a parameter is the same object in every clone (and cloning never
+    fails on what cannot be copied); only the lists, dicts, sets and tuples around such values are copied."""
+    import threading
+
+    from nons import operator
+
+    @operator("with_options", description="Takes an options parameter (test operator).", uses_llm=False, replace=True)
+    async def with_options(ctx: Any, input: Any, options: dict[str, Any]) -> Any:
+        return input
+
+    shared = threading.Lock()  # deepcopy refuses a lock
+    first, second = Node("with_options", options={"lock": shared, "tags": ["a"]}) * 2
+    assert first.parameters["options"]["lock"] is second.parameters["options"]["lock"] is shared
+    assert first.parameters["options"] is not second.parameters["options"]
+    first.parameters["options"]["tags"].append("b")
+    assert second.parameters["options"]["tags"] == ["a"]

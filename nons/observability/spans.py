@@ -106,15 +106,15 @@ class SpanScope:
         error_type = (
             _CANCELLED if isinstance(error, CancelledError) else getattr(error, "error_type", type(error).__name__)
         )
-        if _quotes_an_answer(error) and not capture_mode().span:
-            description = (
-                f"{error_type}: a model's answer could not be used as the operator's output (the answer is not "
-                f"recorded: set {names.ENV_CAPTURE_CONTENT} to record content)"
-            )
+        if _quotes_an_answer(error):
+            description = _withheld(error_type) or description
         self.fail_as(error_type, str(error) if description is None else description)
 
     def fail_as(self, error_type: str, description: str | None) -> None:
-        """Mark the span failed without an exception: status ERROR with ``description``, and ``error_type``."""
+        """Mark the span failed without an exception: status ERROR with ``description``, and ``error_type``. An
+        ``output_parse_error``'s description, which may quote the answer, is left out as :meth:`fail` does."""
+        if error_type == _OUTPUT_PARSE:
+            description = _withheld(error_type) or description
         self.span.set_attribute(names.ERROR_TYPE, clean(error_type))
         self.span.set_status(Status(StatusCode.ERROR, None if description is None else clean(description)))
 
@@ -136,6 +136,18 @@ class SpanScope:
 
 
 _CANCELLED = NodeCancelledError.error_type
+_OUTPUT_PARSE = OutputParseError.error_type
+
+
+def _withheld(error_type: str) -> str | None:
+    """The status description of a failure whose message may quote a model's answer, while content capture is off
+    (``None`` while it is on: the message may be recorded as it is)."""
+    if capture_mode().span:
+        return None
+    return (
+        f"{error_type}: a model's answer could not be used as the operator's output (the answer is not recorded: "
+        f"set {names.ENV_CAPTURE_CONTENT} to record content)"
+    )
 
 
 def _quotes_an_answer(error: BaseException) -> bool:

@@ -237,3 +237,42 @@ async def test_an_unparseable_answer_stays_out_of_span_statuses_unless_content_i
     for span in failed:
         assert ("ANSWER-TEXT-7f3" in (span.status.description or "")) == (mode == "SPAN_ONLY"), span.name
         assert span.attributes.get(names.ERROR_TYPE)
+
+
+async def test_an_upstream_parse_failure_passed_on_by_return_partial_stays_out_of_span_statuses(
+    otel: Telemetry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under RETURN_PARTIAL the failed node's marker reaches the next layer, whose node fails for it: that
+    failure names the upstream node and its error type, not the answer the upstream error quoted."""
+    from nons import ErrorPolicy, LayerConfig
+
+    monkeypatch.setenv(names.ENV_CAPTURE_CONTENT, "")
+    partial = LayerConfig(error_policy=ErrorPolicy.RETURN_PARTIAL)
+    first = Node("classify", simulated(mock_responses=["ANSWER-TEXT-9c1 no JSON"]), categories=["a", "b"])
+    network = NoN([Layer([first], partial), Layer([Node("generate", simulated())])])
+    with pytest.raises(Exception, match="upstream node"):
+        await network.run("which one?")
+    statuses = [s.status.description or "" for s in otel.spans()]
+    assert any("upstream node" in d and "output_parse_error" in d for d in statuses), statuses
+    assert not any("ANSWER-TEXT-9c1" in d for d in statuses), statuses
+
+
+async def test_an_agent_answer_off_its_schema_stays_out_of_its_span_status(
+    otel: Telemetry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nons.core.agents import Agent, ToolRegistry
+
+    monkeypatch.setenv(names.ENV_CAPTURE_CONTENT, "")
+    tools = ToolRegistry()
+
+    @tools.tool
+    def noop(x: str) -> str:
+        """Does nothing."""
+        return x
+
+    model = simulated(mock_responses=["ANSWER-TEXT-4d2 is no JSON"]).model_copy(update={"output_repairs": 0})
+    schema = {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]}
+    final = await Agent(model, tools, output_schema=schema).run_to_completion("task")
+    assert final["success"] is False and final["error_type"] == "output_parse_error"
+    (agent_span,) = [s for s in otel.spans() if s.name.startswith("invoke_agent")]
+    assert agent_span.status.description and "ANSWER-TEXT-4d2" not in agent_span.status.description

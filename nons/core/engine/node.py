@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from nons.base.errors import NodeCancelledError, NodeExecutionError, OperatorError
+from nons.base.errors import NodeCancelledError, NodeExecutionError, OperatorError, OutputParseError
 from nons.base.results import NodeFailure, NodeResult
 from nons.base.types import LayerConfig
 from nons.core.call import CallSite, PassContext, call_llm
@@ -40,7 +40,10 @@ async def run_node(
     if isinstance(value, NodeFailure):
         # Under RETURN_PARTIAL a failed upstream node's marker may reach this node: it is not an input to send
         # to a model, so this node fails too, saying why.
-        upstream = OperatorError(f"upstream node {value.node_id!r} failed ({value.error_type}): {value.message}")
+        # Its message only when it cannot quote a model's answer: it goes on this node's, the layer's and the
+        # pass's spans (the upstream node's own result keeps the whole error).
+        why = "" if value.error_type == OutputParseError.error_type else f": {value.message}"
+        upstream = OperatorError(f"upstream node {value.node_id!r} failed ({value.error_type}){why}")
         result.error = _error(node, upstream, ctx, layer_index)
         if on_failure is not None:
             on_failure()

@@ -282,11 +282,8 @@ class Queue:
                     # so that their fallbacks move on instead of queueing until NON_REQUEST_TIMEOUT.
                     self.fail_waiters([lane], functools.partial(paused_error, remaining_s=wake_at - now))
                     continue
-                if kind == LIMIT_RETRY_AFTER and _outlasts(waiter, wake_at - now):
-                    # The pause ends after this request's deadline: waiting, it could only time out. It fails now
-                    # with the time left, and its fallback moves on; the waiters behind it are judged in turn.
-                    self.fail_one(waiter, paused_error(lane, wake_at - now, deadline=True))
-                    continue
+                if kind == LIMIT_RETRY_AFTER and self.fail_outlasting(refuser, wake_at - now):
+                    continue  # the lanes' heads may have changed: pick again
                 # This limiter admits no one else this round: the waiters behind keep their place.
                 refuser.blocked_round = rnd
                 refuser.block_kind = lane.block_kind = kind
@@ -378,6 +375,20 @@ class Queue:
         for lane in lanes:
             for waiter in lane.live_waiters():
                 self.fail_one(waiter, make_error(lane))
+
+    def fail_outlasting(self, gate: Gate, pause_s: float) -> bool:
+        """Fail, with the time left, every waiter behind ``gate`` whose deadline comes before the end of its
+        pause of ``pause_s`` more seconds: waiting, it could only time out, and its fallback would wait as long.
+        Whether any did. (Not only the lane's head: under PRIORITY a later deadline may be ahead of it.)"""
+        failed = False
+        for lane in self.lane_list:
+            if not lane.count or gate not in lane.gates:
+                continue
+            for waiter in lane.live_waiters():
+                if _outlasts(waiter, pause_s):
+                    self.fail_one(waiter, paused_error(lane, pause_s, deadline=True))
+                    failed = True
+        return failed
 
     def fail_one(self, waiter: Waiter, error: BaseException) -> None:
         """Take ``waiter`` out of the queue, failed with ``error`` (unless its caller was cancelled already)."""

@@ -119,3 +119,26 @@ async def test_a_pause_that_outlasts_the_calls_deadline_fails_it_at_once(
     assert answered.output == "ok" and answered.calls[0].fallback_used
     assert loop.time() - started < 1.0
     assert len(emu.requests_for("openai")) == 1
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("strategy", ["fifo", "priority"])
+async def test_every_waiter_whose_deadline_comes_first_fails_when_a_pause_starts(strategy: str) -> None:
+    """Not only the head of the queue: under PRIORITY a waiter with a later deadline may be ahead of one whose
+    deadline comes before the pause ends. That one fails at once; the other keeps waiting for the pause."""
+    import time
+
+    from nons.core.scheduler import RateLimitConfig, Scheduler
+
+    scheduler = Scheduler({ModelProvider.MOCK: RateLimitConfig(max_concurrent=1)}, queue_strategy=strategy)
+    busy = await scheduler.acquire(ModelProvider.MOCK, "m")
+    now = time.monotonic()
+    patient = asyncio.ensure_future(scheduler.acquire(ModelProvider.MOCK, "m", priority=5, deadline=now + 30))
+    await asyncio.sleep(0.01)
+    hurried = asyncio.ensure_future(scheduler.acquire(ModelProvider.MOCK, "m", priority=0, deadline=now + 1))
+    await asyncio.sleep(0.01)
+    busy.release(success=False, error=RateLimitError("429", retry_after_s=5.0))  # a 5 s pause starts
+    with pytest.raises(RateLimitError, match="NON_REQUEST_TIMEOUT"):
+        await asyncio.wait_for(hurried, 0.5)  # at once, not at its deadline (1 s)
+    assert not patient.done()
+    patient.cancel()

@@ -17,7 +17,16 @@ from typing import Any
 
 import pytest
 from otel_stack import collector_log_records, wait_for
-from workload_model import AGENT, DRAFTS_NETWORK, FAQ_NETWORK, QA_NETWORK, SDK_NETWORK, TOOL_LOG, TRIAGE_NETWORK
+from workload_model import (
+    AGENT,
+    BREAKER_NETWORK,
+    DRAFTS_NETWORK,
+    FAQ_NETWORK,
+    QA_NETWORK,
+    SDK_NETWORK,
+    TOOL_LOG,
+    TRIAGE_NETWORK,
+)
 from workload_runs import ScrapedWorkload
 
 # The first test to ask for a route runs its workload (about a minute on a busy 2-core machine).
@@ -105,7 +114,7 @@ def test_the_trees_hold_every_kind_of_span_and_the_retry_and_fallback_events(
     assert roots == {
         *(
             f"invoke_workflow {network}"
-            for network in (QA_NETWORK, TRIAGE_NETWORK, DRAFTS_NETWORK, SDK_NETWORK, FAQ_NETWORK)
+            for network in (QA_NETWORK, TRIAGE_NETWORK, DRAFTS_NETWORK, SDK_NETWORK, FAQ_NETWORK, BREAKER_NETWORK)
         ),
         f"invoke_agent {AGENT}",
     }

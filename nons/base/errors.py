@@ -7,6 +7,8 @@ value recorded as ``error.type`` in telemetry.
 
 from __future__ import annotations
 
+import sys
+
 __all__ = [
     "AuthenticationError",
     "BadRequestError",
@@ -30,6 +32,7 @@ __all__ = [
     "ProviderTimeoutError",
     "QueueTimeoutError",
     "RateLimitError",
+    "RefusalError",
     "SchedulerStoppedError",
     "ServerError",
     "TimeoutExceededError",
@@ -260,3 +263,14 @@ class LayerFailedError(NonError):
         self.network = network
         self.layer = layer
         self.failures = failures
+
+
+def error_type_of(error: BaseException) -> str:
+    """The low-cardinality ``error.type`` of ``error`` on spans and metrics: its ``error_type``, its class name
+    for any other exception, and ``cancelled`` (a cancelled node's type) for Python's ``CancelledError``."""
+    # asyncio by name: importing it here would load it with the public classes (see tests/test_public_api.py);
+    # an asyncio CancelledError exists only once asyncio has been imported.
+    asyncio = sys.modules.get("asyncio")
+    if asyncio is not None and isinstance(error, asyncio.CancelledError):
+        return NodeCancelledError.error_type
+    return getattr(error, "error_type", type(error).__name__)

@@ -27,7 +27,6 @@ cleaned once per call site; its response attributes, cleaned as they are built).
 
 from __future__ import annotations
 
-from asyncio import CancelledError
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -35,7 +34,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from nons.base.errors import LayerFailedError, NodeCancelledError, OutputParseError
+from nons.base.errors import LayerFailedError, OutputParseError, error_type_of
 from nons.base.redaction import clean, clean_attributes
 from nons.base.results import LLMCallRecord
 from nons.observability import names
@@ -102,10 +101,7 @@ class SpanScope:
         the status description is ``description`` (default: the error's message). A message that quotes a
         model's answer (an :class:`~nons.base.errors.OutputParseError`, or a failure caused by one) is recorded
         without it unless content capture is on: the answer is content, which telemetry leaves out."""
-        # A cancellation reads as its nodes' and calls' do (NodeCancelledError's "cancelled"), not CancelledError.
-        error_type = (
-            _CANCELLED if isinstance(error, CancelledError) else getattr(error, "error_type", type(error).__name__)
-        )
+        error_type = error_type_of(error)  # "cancelled" for a cancellation, as its nodes' and calls' errors say
         if _quotes_an_answer(error):
             description = _withheld(error_type) or description
         self.fail_as(error_type, str(error) if description is None else description)
@@ -135,7 +131,6 @@ class SpanScope:
         return trace.format_trace_id(context.trace_id) if context.is_valid else None
 
 
-_CANCELLED = NodeCancelledError.error_type
 _OUTPUT_PARSE = OutputParseError.error_type
 
 

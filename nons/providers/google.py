@@ -53,7 +53,9 @@ API_VERSION = "v1beta"
 SYNTHETIC_ID_PREFIX = "nons_fc_"
 _MAX_SIGNATURES = 4096
 #: Finish reasons that mean Gemini stopped the answer for what it says, not because it was done (FinishReason).
-_REFUSALS = frozenset({"SAFETY", "RECITATION", "PROHIBITED_CONTENT", "BLOCKLIST", "SPII", "IMAGE_SAFETY"})
+_REFUSALS = frozenset(
+    {"SAFETY", "RECITATION", "PROHIBITED_CONTENT", "BLOCKLIST", "SPII", "IMAGE_SAFETY", "MODEL_ARMOR"}
+)
 
 
 class GoogleProvider(SDKProvider[genai.Client]):

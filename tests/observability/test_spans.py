@@ -316,6 +316,9 @@ async def test_a_pass_its_caller_cancelled_reads_cancelled_on_every_span(otel: T
     for span in spans:
         assert span.status.status_code is StatusCode.ERROR, span.name
         assert (span.attributes or {})[names.ERROR_TYPE] == "cancelled", span.name
+    # The pass's duration metric says the same.
+    (point,) = otel.metric_points(names.METRIC_WORKFLOW_DURATION)
+    assert point.attributes[names.ERROR_TYPE] == "cancelled"
 
 
 async def test_forward_joins_the_callers_current_span(otel: Telemetry) -> None:

@@ -31,7 +31,13 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 
-from nons.base.errors import ConfigurationError, InputValidationError, OutputParseError, ProviderError
+from nons.base.errors import (
+    ConfigurationError,
+    InputValidationError,
+    OutputParseError,
+    ProviderError,
+    error_type_of,
+)
 from nons.base.messages import LLMResponse, Message, OutputRepair, ToolCall
 from nons.base.results import LLMCallRecord
 from nons.base.settings import get_settings
@@ -387,7 +393,7 @@ class Agent:
     def _finish(self, run: _Run, final: AgentStep | None, error: BaseException | None) -> None:
         error_type: str | None = None
         if error is not None:
-            error_type = getattr(error, "error_type", type(error).__name__)
+            error_type = error_type_of(error)
         elif final is not None and not final["success"]:
             error_type = final["error_type"] or names.OUTCOME_FAILURE
         inst = run.ctx.instruments

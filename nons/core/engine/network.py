@@ -14,7 +14,7 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 
-from nons.base.errors import NetworkTimeoutError
+from nons.base.errors import NetworkTimeoutError, error_type_of
 from nons.base.redaction import clean
 from nons.base.results import LayerResult, NetworkResult
 from nons.base.settings import get_settings
@@ -81,7 +81,7 @@ async def run_pass(
                     ) from None
         outcome = names.OUTCOME_SUCCESS
     except BaseException as error:
-        error_type = getattr(error, "error_type", type(error).__name__)
+        error_type = error_type_of(error)
         scope.fail(error)
         raise
     finally:

@@ -55,6 +55,16 @@ def run_host(scenario: str, env: dict[str, str] | None = None, *, command: list[
     return result
 
 
+def run_script(script: str, *options: str) -> subprocess.CompletedProcess[str]:
+    """``script`` run by ``python -c`` (after ``options``) in a fresh interpreter, with no OTEL_* or NON_*
+    variables but this checkout's NoN on the path."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "NON_"))}
+    return subprocess.run(
+        [sys.executable, *options, "-c", script], env={**clean, "PYTHONPATH": str(HERE.parents[1])},
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def host() -> dict[str, Any]:
     return run_host("host")
@@ -163,11 +173,7 @@ def test_an_application_that_makes_deprecation_warnings_errors_still_runs_passes
         "network = NoN.from_operators([Node('generate', ModelConfig(provider=ModelProvider.MOCK))])\n"
         "for _ in range(2): print(asyncio.run(network.run('q')).trace_id is not None)\n"
     )
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "NON_"))}
-    completed = subprocess.run(
-        [sys.executable, "-W", "error::DeprecationWarning", "-c", script],
-        env={**clean, "PYTHONPATH": str(HERE.parents[1])}, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    completed = run_script(script, "-W", "error::DeprecationWarning")
     assert completed.returncode == 0, completed.stderr[-4000:]
     assert completed.stdout.split() == ["True", "True"]
 
@@ -195,11 +201,7 @@ def test_nons_leaves_the_applications_providers_to_it_at_exit() -> None:
         "handle = nons.configure_telemetry()  # the one the pass set up\n"
         "print(handle.tracer_provider is provider, handle.installed_tracing)\n"
     )
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "NON_"))}
-    completed = subprocess.run(
-        [sys.executable, "-c", script], env={**clean, "PYTHONPATH": str(HERE.parents[1])},
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    completed = run_script(script)
     assert completed.returncode == 0, completed.stderr[-4000:]
     assert completed.stdout.split() == ["True", "False"]
     assert "telemetry was not exported" not in completed.stderr
@@ -226,11 +228,7 @@ def test_sigterm_flushes_nons_spans_through_the_applications_own_provider(tmp_pa
         "asyncio.run(NoN.from_operators([Node('generate', ModelConfig(provider=ModelProvider.MOCK))]).run('q'))\n"
         "os.kill(os.getpid(), signal.SIGTERM)\n"
     )
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "NON_"))}
-    completed = subprocess.run(
-        [sys.executable, "-c", script], env={**clean, "PYTHONPATH": str(HERE.parents[1])},
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    completed = run_script(script)
     assert completed.returncode == -signal.SIGTERM, completed.stderr[-4000:]
     exported = out.read_text().split("\n") if out.exists() else []
     assert {"chat", "nons.node", "nons.layer", "invoke_workflow"} <= {name.split(" ")[0] for name in exported}

@@ -1,41 +1,40 @@
 """The dashboards' "in range" sums, evaluated by the real ``promtool`` over series laid out minute by minute.
 
 A live Prometheus only shows what a counter does while its process runs; these cases need series that start,
-stop and go stale at chosen times, which ``promtool test rules`` builds. The expressions are the generator's
-own (``range_sum``), with the template variables substituted as Grafana would and ``$__range`` set to 1h.
+stop and go stale at chosen times, which ``promtool test rules`` builds. The expression is the committed overview
+dashboard's "Spend in range", with its template variables substituted as Grafana would and ``$__range`` set to
+1h.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
-from conftest import substitute_variables
-
-from nons.observability.dashboards.promql import COST, COST_SELECTOR, range_sum
+from prometheus_server import promtool
 
 SERIES = 'nons_cost_USD_total{otel_scope_name="nons", service_name="svc", gen_ai_provider_name="openai", '
 
 
-def _promtool() -> str:
-    path = shutil.which("promtool")
-    if path is None:
-        message = "promtool is not installed (Debian: apt-get install -y --no-install-recommends prometheus)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{message}; CI must install it", pytrace=False)
-        pytest.skip(message)
-    return path
+@pytest.fixture(scope="module")
+def spend_in_range(dashboard_queries: Callable[..., list[Any]]) -> str:
+    """The overview's "Spend in range" query, over the last hour."""
+    queries = dashboard_queries({"__range": "1h"})
+    (query,) = [q for q in queries if q.dashboard == "nons-overview" and q.panel == "Spend in range"]
+    return str(query.promql)
 
 
-def _evaluate(tmp_path: Path, series: dict[str, str], expected: float) -> subprocess.CompletedProcess[str]:
-    """``promtool test rules`` of the spend-in-range query at t = 120 min, range 1 h, over 1-minute samples."""
+def _evaluate(
+    tmp_path: Path, query: str, series: dict[str, str], expected: float
+) -> subprocess.CompletedProcess[str]:
+    """``promtool test rules`` of ``query`` at t = 120 min over 1-minute samples of ``series``."""
     # Rounded to the cent: increase() extrapolates in floating point (0.6000000000000005), and promtool compares
     # exactly.
-    expr = f'round({substitute_variables(range_sum(COST, COST_SELECTOR), {"__range": "1h"})}, 0.01)'
+    expr = f"round({query}, 0.01)"
     (tmp_path / "rules.yml").write_text("groups: []\n")
     case = {
         "rule_files": ["rules.yml"],
@@ -54,34 +53,36 @@ def _evaluate(tmp_path: Path, series: dict[str, str], expected: float) -> subpro
     }
     (tmp_path / "test.yml").write_text(yaml.safe_dump(case))
     return subprocess.run(
-        [_promtool(), "test", "rules", "test.yml"], cwd=tmp_path, capture_output=True, text=True, timeout=60
+        [promtool(), "test", "rules", "test.yml"], cwd=tmp_path, capture_output=True, text=True, timeout=60
     )
 
 
-def test_spend_in_range_counts_a_process_that_stopped_within_the_range(tmp_path: Path) -> None:
+def test_spend_in_range_counts_a_process_that_stopped_within_the_range(tmp_path: Path, spend_in_range: str) -> None:
     # Process A runs all along, spending $0.01 a minute: $0.60 in the last hour. Batch job B starts at 70 min,
     # has spent $2.00 by 80 min and exits; the Collector exposes its series 10 minutes more (metric_expiration),
     # then it goes stale. Over the hour to 120 min the spend is $2.60.
-    result = _evaluate(tmp_path, {"A": "0+0.01x120", "B": "_x70 0.2+0.2x9 2x10 stale"}, expected=2.6)
+    result = _evaluate(tmp_path, spend_in_range, {"A": "0+0.01x120", "B": "_x70 0.2+0.2x9 2x10 stale"}, expected=2.6)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_spend_in_range_counts_the_increase_of_a_process_older_than_the_range(tmp_path: Path) -> None:
+def test_spend_in_range_counts_the_increase_of_a_process_older_than_the_range(
+    tmp_path: Path, spend_in_range: str
+) -> None:
     # Only what it spent within the hour: $0.60 of its $1.20.
-    result = _evaluate(tmp_path, {"A": "0+0.01x120"}, expected=0.6)
+    result = _evaluate(tmp_path, spend_in_range, {"A": "0+0.01x120"}, expected=0.6)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_spend_in_range_does_not_count_the_whole_value_of_an_old_process_with_one_sample_in_it(
-    tmp_path: Path,
+    tmp_path: Path, spend_in_range: str
 ) -> None:
     # D had spent $6 by the range's start, when it stopped: one sample in the range, where increase() gives
     # nothing. Its $6 were spent before the range, and must not be counted as if D had started within it.
-    result = _evaluate(tmp_path, {"A": "0+0.01x120", "D": "0+0.1x60 stale"}, expected=0.6)
+    result = _evaluate(tmp_path, spend_in_range, {"A": "0+0.01x120", "D": "0+0.1x60 stale"}, expected=0.6)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_spend_in_range_leaves_out_a_process_that_stopped_before_the_range(tmp_path: Path) -> None:
+def test_spend_in_range_leaves_out_a_process_that_stopped_before_the_range(tmp_path: Path, spend_in_range: str) -> None:
     # C spent $5 in its first 20 minutes, went stale at 31: nothing of it falls in the last hour.
-    result = _evaluate(tmp_path, {"A": "0+0.01x120", "C": "0+0.25x20 5x10 stale"}, expected=0.6)
+    result = _evaluate(tmp_path, spend_in_range, {"A": "0+0.01x120", "C": "0+0.25x20 5x10 stale"}, expected=0.6)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -113,9 +113,9 @@ class TelemetryHandle:
         return [p for p in (self.tracer_provider, self.meter_provider, self.logger_provider) if p is not None]
 
     def _installed(self) -> list[Any]:
-        """The providers NoN installed: the ones its exit handler flushes and stops. An application's own are its
-        to flush at exit; NoN waiting on them there only delayed the exit, and warned of spans lost that the
-        application's own shutdown still exported."""
+        """The providers NoN installed: the ones it stops, and the only ones its exit handler flushes. An
+        application's own are its to flush at exit; NoN waiting on them there only delayed the exit, and warned of
+        spans lost that the application's own shutdown still exported."""
         return [
             provider
             for installed, provider in (
@@ -138,10 +138,15 @@ class TelemetryHandle:
 
         return self._flusher.run(flush, timeout / 1000)
 
-    def shutdown(self, timeout_millis: int | None = None) -> bool:
-        """Flush and stop the providers NoN installed (others belong to the application), giving up after
-        ``timeout_millis`` (``NON_TELEMETRY_EXIT_TIMEOUT`` by default). Returns whether it finished in time;
-        what was not exported by then is dropped, and a warning says so."""
+    def shutdown_at_exit(self) -> bool:
+        """:meth:`shutdown` as the interpreter exits: the application's providers are left to its own exit."""
+        return self.shutdown(flush_all=False)
+
+    def shutdown(self, timeout_millis: int | None = None, *, flush_all: bool = True) -> bool:
+        """Flush every provider NoN's telemetry goes through (only those NoN installed, with ``flush_all=False``:
+        at exit, where the application's own shutdown flushes its own) and stop those NoN installed (others belong
+        to the application), giving up after ``timeout_millis`` (``NON_TELEMETRY_EXIT_TIMEOUT`` by default).
+        Returns whether it finished in time; what was not exported by then is dropped, and a warning says so."""
         timeout = _exit_timeout_millis() if timeout_millis is None else timeout_millis
         if self._stopped:
             return True
@@ -151,11 +156,10 @@ class TelemetryHandle:
                 logging.getLogger(name).removeHandler(bridge)
 
         def stop() -> None:
-            installed = self._installed()
-            for provider in installed:
+            for provider in self._providers() if flush_all else self._installed():
                 if hasattr(provider, "force_flush"):
                     provider.force_flush(timeout)
-            for provider in installed:
+            for provider in self._installed():
                 provider.shutdown()
 
         if self._flusher.run(stop, timeout / 1000):
@@ -308,7 +312,7 @@ def _flush_at_exit(handle: TelemetryHandle, settings: Settings) -> None:
         handle._flusher.start()
     except RuntimeError:  # no thread to be had (the interpreter is exiting): shutdown() flushes inline instead
         logger.debug("no telemetry flush thread could be started", exc_info=True)
-    atexit.register(handle.shutdown)
+    atexit.register(handle.shutdown_at_exit)
     # SIGTERM flushes every provider NoN's spans go through, the application's too: by default the signal ends the
     # process without running atexit, so no one else's shutdown would send them. Flushing sends; it stops nothing.
     if settings.telemetry_sigterm_handler and handle._providers():
@@ -429,7 +433,7 @@ def shutdown_telemetry(timeout_millis: int | None = None) -> bool:
         _shut_down = True
     if handle is None:
         return True
-    atexit.unregister(handle.shutdown)
+    atexit.unregister(handle.shutdown_at_exit)
     if handle.sigterm_handler:
         uninstall_sigterm_flush()
     return handle.shutdown(timeout_millis)

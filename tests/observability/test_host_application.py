@@ -232,3 +232,31 @@ def test_sigterm_flushes_nons_spans_through_the_applications_own_provider(tmp_pa
     assert completed.returncode == -signal.SIGTERM, completed.stderr[-4000:]
     exported = out.read_text().split("\n") if out.exists() else []
     assert {"chat", "nons.node", "nons.layer", "invoke_workflow"} <= {name.split(" ")[0] for name in exported}
+
+
+def test_shutdown_telemetry_flushes_nons_spans_through_the_applications_own_provider(tmp_path: Path) -> None:
+    """Asked for, ``shutdown_telemetry()`` flushes every provider NoN's spans go through (it stops only NoN's own):
+    the README's "flushes everything". Only the exit handler leaves the application's to it."""
+    out = tmp_path / "exported.txt"
+    script = (
+        "import asyncio\n"
+        "from opentelemetry import trace\n"
+        "from opentelemetry.sdk.trace import TracerProvider\n"
+        "from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult\n"
+        "class ToFile(SpanExporter):\n"
+        "    def export(self, spans):\n"
+        f"        with open({str(out)!r}, 'a') as f: f.writelines(s.name + '\\n' for s in spans)\n"
+        "        return SpanExportResult.SUCCESS\n"
+        "provider = TracerProvider(shutdown_on_exit=False)\n"
+        "provider.add_span_processor(BatchSpanProcessor(ToFile(), schedule_delay_millis=30000))\n"
+        "trace.set_tracer_provider(provider)\n"
+        "import nons\n"
+        "from nons import ModelConfig, ModelProvider, NoN, Node\n"
+        "asyncio.run(NoN.from_operators([Node('generate', ModelConfig(provider=ModelProvider.MOCK))]).run('q'))\n"
+        "print(nons.shutdown_telemetry())\n"
+        f"print(len(open({str(out)!r}).read().split()))\n"
+    )
+    completed = run_script(script)
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    flushed, lines = completed.stdout.split()
+    assert flushed == "True" and int(lines) >= 4

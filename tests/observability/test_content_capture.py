@@ -276,3 +276,27 @@ async def test_an_agent_answer_off_its_schema_stays_out_of_its_span_status(
     assert final["success"] is False and final["error_type"] == "output_parse_error"
     (agent_span,) = [s for s in otel.spans() if s.name.startswith("invoke_agent")]
     assert agent_span.status.description and "ANSWER-TEXT-4d2" not in agent_span.status.description
+
+
+async def test_a_tool_failed_by_an_unparseable_answer_keeps_it_out_of_the_tool_span(
+    otel: Telemetry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tool that runs a network whose node cannot parse its model's answer fails with a NodeExecutionError
+    quoting it: the execute_tool span says output_parse_error, without the answer."""
+    from nons.core.agents import Agent, ToolRegistry
+
+    monkeypatch.setenv(names.ENV_CAPTURE_CONTENT, "")
+    tools = ToolRegistry()
+
+    @tools.tool
+    async def lookup(x: str) -> str:
+        """Looks up."""
+        node = Node("classify", simulated(mock_responses=["ANSWER-TEXT-6e5 no JSON"]), categories=["a", "b"])
+        return str(await NoN.from_operators([node]).run(x))
+
+    model = simulated(mock_tool_calls=[[{"name": "lookup", "arguments": {"x": "q"}}], "done"])
+    steps = [step async for step in Agent(model, tools).run("task")]
+    assert steps[0]["error_type"] == "output_parse_error"
+    (tool_span,) = [s for s in otel.spans() if s.name.startswith("execute_tool")]
+    assert (tool_span.attributes or {})[names.ERROR_TYPE] == "output_parse_error"
+    assert tool_span.status.description and "ANSWER-TEXT-6e5" not in tool_span.status.description

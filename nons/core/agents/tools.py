@@ -41,7 +41,7 @@ from typing import Any, TypedDict, TypeVar, overload
 
 from pydantic import BaseModel, ConfigDict, PydanticUserError, ValidationError, create_model
 
-from nons.base.errors import ConfigurationError
+from nons.base.errors import ConfigurationError, error_type_of
 from nons.base.messages import ToolDefinition
 
 __all__ = [
@@ -146,8 +146,10 @@ class Tool:
             if inspect.isawaitable(output):
                 output = await output
         except Exception as error:
+            # error.type as NoN's own errors give it (a NodeExecutionError says its cause's: output_parse_error for
+            # an answer that did not parse, which the spans then record without the answer it quotes).
             return _failure(
-                self.name, args, call_id, type(error).__name__,
+                self.name, args, call_id, error_type_of(error),
                 f"tool {self.name!r} raised {type(error).__name__}: {error}",
             )
         return ToolResult(

@@ -43,7 +43,7 @@ _INF = math.inf
 class Gate:
     """One limiter as the queue sees it: the waiters that need it, whether it refused this round, its timer."""
 
-    __slots__ = ("block_kind", "blocked_round", "limiter", "timer", "timer_at", "waiting")
+    __slots__ = ("block_kind", "blocked_round", "limiter", "paused_until", "timer", "timer_at", "waiting")
 
     def __init__(self, limiter: Limiter) -> None:
         self.limiter = limiter
@@ -52,6 +52,9 @@ class Gate:
         self.block_kind = LIMIT_CONCURRENCY
         self.timer: asyncio.TimerHandle | None = None
         self.timer_at = _INF
+        #: When the limiter's pause, last seen refusing, ends (the scheduler's clock): its waiters were judged
+        #: against it then (Queue.fail_outlasting), and each one enqueued since is judged as it comes.
+        self.paused_until = -_INF
 
     def describe(self, now: float) -> dict[str, Any]:
         """The limiter's state, with the number of waiters that need it after its in-flight count."""
@@ -225,6 +228,12 @@ class Queue:
         for gate in lane.gates:
             gate.waiting += 1
         self.waiting += 1
+        for gate in lane.gates:
+            if gate.paused_until > -_INF:  # a pause was seen: does it end after this request's deadline?
+                pause_s = gate.paused_until - self.clock()
+                if pause_s > 0 and _outlasts(waiter, pause_s):
+                    self.fail_one(waiter, paused_error(lane, pause_s, deadline=True))
+                    break
         return waiter
 
     def remove(self, waiter: Waiter, *, admitted: bool = False) -> None:
@@ -282,8 +291,11 @@ class Queue:
                     # so that their fallbacks move on instead of queueing until NON_REQUEST_TIMEOUT.
                     self.fail_waiters([lane], functools.partial(paused_error, remaining_s=wake_at - now))
                     continue
-                if kind == LIMIT_RETRY_AFTER and self.fail_outlasting(refuser, wake_at - now):
-                    continue  # the lanes' heads may have changed: pick again
+                if kind == LIMIT_RETRY_AFTER and refuser.paused_until != wake_at:
+                    # A pause not judged yet: its waiters are, once (those enqueued later, as they come).
+                    refuser.paused_until = wake_at
+                    if self.fail_outlasting(refuser, wake_at - now):
+                        continue  # the lanes' heads may have changed: pick again
                 # This limiter admits no one else this round: the waiters behind keep their place.
                 refuser.blocked_round = rnd
                 refuser.block_kind = lane.block_kind = kind

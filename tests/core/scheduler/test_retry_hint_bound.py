@@ -141,4 +141,9 @@ async def test_every_waiter_whose_deadline_comes_first_fails_when_a_pause_starts
     with pytest.raises(RateLimitError, match="NON_REQUEST_TIMEOUT"):
         await asyncio.wait_for(hurried, 0.5)  # at once, not at its deadline (1 s)
     assert not patient.done()
+    # One that comes during the pause, behind the patient one, is judged as it comes.
+    late = asyncio.ensure_future(scheduler.acquire(ModelProvider.MOCK, "m", deadline=time.monotonic() + 1))
+    with pytest.raises(RateLimitError, match="NON_REQUEST_TIMEOUT"):
+        await asyncio.wait_for(late, 0.5)
+    assert not patient.done()
     patient.cancel()

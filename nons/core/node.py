@@ -6,6 +6,7 @@ engine nor OpenTelemetry, and the operators load when the first node is made.
 
 from __future__ import annotations
 
+import copy
 import itertools
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -99,9 +100,9 @@ class Node:
         return self.spec.name
 
     def clone(self) -> Node:
-        """An independent copy with a new id. The containers in its parameters (lists, dicts, sets, tuples, at any
-        depth) are copied: appending to one clone's categories must not change its siblings'. Any other value (a
-        client, a retriever, a lock) is shared, as are the model configs, which are frozen."""
+        """An independent copy with a new id. The containers in its parameters (dicts, lists, sets, tuples and their
+        subclasses, at any depth) are copied: appending to one clone's categories must not change its siblings'.
+        Any other value (a client, a retriever, a lock) is shared, as are the model configs, which are frozen."""
         copy = Node.__new__(Node)
         copy.spec = self.spec
         copy.model_config = self.model_config
@@ -127,14 +128,37 @@ class Node:
         return f"Node({self.spec.name!r}, id={self.id!r}, model={model!r})"
 
 
-def _copied(value: Any) -> Any:
-    """``value`` with its plain containers (exactly ``dict``, ``list``, ``tuple``, ``set``) copied, recursively,
-    and every other object shared: ``deepcopy`` would copy a client or a retriever too, or fail on a lock."""
-    kind = type(value)
-    if kind is dict:
-        return {key: _copied(item) for key, item in value.items()}
-    if kind is list or kind is tuple or kind is set:
-        return kind(_copied(item) for item in value)
+def _copied(value: Any, memo: dict[int, Any] | None = None) -> Any:
+    """``value`` with its containers (dicts, lists, sets and tuples, subclasses such as ``defaultdict`` and named
+    tuples included) copied, recursively, and every other object shared: ``deepcopy`` would copy a client or a
+    retriever too, or fail on a lock. A container that refers to itself is copied once; one that cannot be
+    copied is shared."""
+    memo = {} if memo is None else memo
+    if id(value) in memo:
+        return memo[id(value)]
+    try:
+        if isinstance(value, dict):
+            mapping = memo[id(value)] = copy.copy(value)  # keeps its type and what it holds besides its items
+            for key, item in value.items():
+                mapping[key] = _copied(item, memo)
+            return mapping
+        if isinstance(value, list):
+            items = memo[id(value)] = copy.copy(value)
+            items[:] = [_copied(item, memo) for item in value]
+            return items
+        if isinstance(value, set):
+            members = memo[id(value)] = copy.copy(value)
+            members.clear()
+            members.update(_copied(item, memo) for item in value)
+            return members
+        if isinstance(value, tuple):
+            parts = [_copied(item, memo) for item in value]
+            rebuilt = value._make(parts) if hasattr(value, "_make") else type(value)(parts)  # a named tuple's
+            memo[id(value)] = rebuilt
+            return rebuilt
+    except (TypeError, ValueError, copy.Error):
+        memo.pop(id(value), None)
+        return value
     return value
 
 

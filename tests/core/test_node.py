@@ -172,3 +172,28 @@ def test_clones_share_what_is_not_a_plain_container() -> None:
     assert first.parameters["options"] is not second.parameters["options"]
     first.parameters["options"]["tags"].append("b")
     assert second.parameters["options"]["tags"] == ["a"]
+
+
+def test_clones_copy_container_subclasses_and_survive_a_container_that_holds_itself() -> None:
+    from collections import OrderedDict, defaultdict, namedtuple
+
+    from nons import operator
+
+    @operator("with_options", description="Takes an options parameter (test operator).", uses_llm=False, replace=True)
+    async def with_options(ctx: Any, input: Any, options: Any) -> Any:
+        return input
+
+    pair = namedtuple("pair", "name tags")
+    loop: list[Any] = ["x"]
+    loop.append(loop)
+    options = {"counts": defaultdict(list), "ordered": OrderedDict(a=["1"]), "pair": pair("p", ["t"]), "loop": loop}
+    first, second = Node("with_options", options=options) * 2
+    first.parameters["options"]["counts"]["k"].append(1)
+    first.parameters["options"]["ordered"]["a"].append("2")
+    first.parameters["options"]["pair"].tags.append("u")
+    theirs = second.parameters["options"]
+    assert isinstance(theirs["counts"], defaultdict) and dict(theirs["counts"]) == {}
+    assert isinstance(theirs["ordered"], OrderedDict) and theirs["ordered"]["a"] == ["1"]
+    assert isinstance(theirs["pair"], pair) and theirs["pair"].tags == ["t"]
+    copied_loop = theirs["loop"]
+    assert copied_loop is not loop and copied_loop[1] is copied_loop

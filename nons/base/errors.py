@@ -267,7 +267,7 @@ class LayerFailedError(NonError):
 
 def error_type_of(error: BaseException) -> str:
     """The low-cardinality ``error.type`` of ``error`` on spans and metrics: its ``error_type``, its class name
-    for any other exception, and ``cancelled`` (a cancelled node's type) for Python's ``CancelledError``."""
+    for any other exception, and ``cancelled`` (a cancelled node's type) for asyncio's ``CancelledError``."""
     # asyncio by name: importing it here would load it with the public classes (see tests/test_public_api.py);
     # an asyncio CancelledError exists only once asyncio has been imported.
     asyncio = sys.modules.get("asyncio")

@@ -338,11 +338,12 @@ class SDKProvider(Provider, Generic[ClientT]):
             # JSON of the wrong shape that the SDK still built objects from (a field null or missing, a block of
             # a type it does not know): reading it fails on an attribute. The exception's text is not shown: it
             # may quote the answer. Where it failed goes to the debug log, in case the fault is NoN's own reading.
-            where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
-            logger.debug(
-                "reading a %s answer failed: %s at %s", self.name, type(exc).__name__,
-                f"{where.filename}:{where.lineno}" if where else "?",
-            )  # fmt: skip
+            if logger.isEnabledFor(logging.DEBUG):
+                where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+                logger.debug(
+                    "reading a %s answer failed: %s at %s", self.name, type(exc).__name__,
+                    f"{where.filename}:{where.lineno}" if where else "?",
+                )  # fmt: skip
             raise malformed(
                 f"the answer is not shaped as a {self.name} answer ({type(exc).__name__} reading it)",
                 provider=self.name, model=model,

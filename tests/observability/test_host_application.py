@@ -65,6 +65,27 @@ def run_script(script: str, *options: str) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
+def app_exporting_to(out: Path) -> str:
+    """The start of a script: an application whose own tracer provider batches spans (for 30 s, so nothing is
+    sent unless flushed) to a file exporter writing each span's name to ``out``, which it does not shut down at
+    exit; then one NoN pass."""
+    return (
+        "import asyncio\n"
+        "from opentelemetry import trace\n"
+        "from opentelemetry.sdk.trace import TracerProvider\n"
+        "from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult\n"
+        "class ToFile(SpanExporter):\n"
+        "    def export(self, spans):\n"
+        f"        with open({str(out)!r}, 'a') as f: f.writelines(s.name + '\\n' for s in spans)\n"
+        "        return SpanExportResult.SUCCESS\n"
+        "provider = TracerProvider(shutdown_on_exit=False)\n"
+        "provider.add_span_processor(BatchSpanProcessor(ToFile(), schedule_delay_millis=30000))\n"
+        "trace.set_tracer_provider(provider)\n"
+        "from nons import ModelConfig, ModelProvider, NoN, Node\n"
+        "asyncio.run(NoN.from_operators([Node('generate', ModelConfig(provider=ModelProvider.MOCK))]).run('q'))\n"
+    )
+
+
 @pytest.fixture(scope="module")
 def host() -> dict[str, Any]:
     return run_host("host")
@@ -212,22 +233,7 @@ def test_sigterm_flushes_nons_spans_through_the_applications_own_provider(tmp_pa
     exit handler runs. NoN's SIGTERM handler flushes the application's tracer provider too (it stops nothing):
     the pass's spans, queued in the application's batch processor, are exported before the process ends."""
     out = tmp_path / "exported.txt"
-    script = (
-        "import asyncio, os, signal\n"
-        "from opentelemetry import trace\n"
-        "from opentelemetry.sdk.trace import TracerProvider\n"
-        "from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult\n"
-        "class ToFile(SpanExporter):\n"
-        "    def export(self, spans):\n"
-        f"        with open({str(out)!r}, 'a') as f: f.writelines(s.name + '\\n' for s in spans)\n"
-        "        return SpanExportResult.SUCCESS\n"
-        "provider = TracerProvider()\n"
-        "provider.add_span_processor(BatchSpanProcessor(ToFile(), schedule_delay_millis=30000))\n"
-        "trace.set_tracer_provider(provider)\n"
-        "from nons import ModelConfig, ModelProvider, NoN, Node\n"
-        "asyncio.run(NoN.from_operators([Node('generate', ModelConfig(provider=ModelProvider.MOCK))]).run('q'))\n"
-        "os.kill(os.getpid(), signal.SIGTERM)\n"
-    )
+    script = app_exporting_to(out) + "import os, signal\nos.kill(os.getpid(), signal.SIGTERM)\n"
     completed = run_script(script)
     assert completed.returncode == -signal.SIGTERM, completed.stderr[-4000:]
     exported = out.read_text().split("\n") if out.exists() else []
@@ -238,23 +244,8 @@ def test_shutdown_telemetry_flushes_nons_spans_through_the_applications_own_prov
     """Asked for, ``shutdown_telemetry()`` flushes every provider NoN's spans go through (it stops only NoN's own):
     the README's "flushes everything". Only the exit handler leaves the application's to it."""
     out = tmp_path / "exported.txt"
-    script = (
-        "import asyncio\n"
-        "from opentelemetry import trace\n"
-        "from opentelemetry.sdk.trace import TracerProvider\n"
-        "from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult\n"
-        "class ToFile(SpanExporter):\n"
-        "    def export(self, spans):\n"
-        f"        with open({str(out)!r}, 'a') as f: f.writelines(s.name + '\\n' for s in spans)\n"
-        "        return SpanExportResult.SUCCESS\n"
-        "provider = TracerProvider(shutdown_on_exit=False)\n"
-        "provider.add_span_processor(BatchSpanProcessor(ToFile(), schedule_delay_millis=30000))\n"
-        "trace.set_tracer_provider(provider)\n"
-        "import nons\n"
-        "from nons import ModelConfig, ModelProvider, NoN, Node\n"
-        "asyncio.run(NoN.from_operators([Node('generate', ModelConfig(provider=ModelProvider.MOCK))]).run('q'))\n"
-        "print(nons.shutdown_telemetry())\n"
-        f"print(len(open({str(out)!r}).read().split()))\n"
+    script = app_exporting_to(out) + (
+        f"import nons\nprint(nons.shutdown_telemetry())\nprint(len(open({str(out)!r}).read().split()))\n"
     )
     completed = run_script(script)
     assert completed.returncode == 0, completed.stderr[-4000:]

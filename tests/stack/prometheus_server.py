@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import shutil
 import subprocess
 import tempfile
@@ -304,15 +303,3 @@ def start_prometheus(
             yield server
         finally:
             server.stop()
-
-
-def promtool() -> str:
-    """Debian's ``promtool`` (the ``prometheus`` package). Without it the test skips, except in CI
-    (``CI=true``), where it fails: CI must install it."""
-    path = shutil.which("promtool")
-    if path is None:
-        message = "promtool is not installed (Debian: apt-get install -y --no-install-recommends prometheus)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{message}; CI must install it", pytrace=False)
-        pytest.skip(message)
-    return path

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
-from prometheus_server import promtool
+from prometheus_server import require_binary
 
 SERIES = 'nons_cost_USD_total{otel_scope_name="nons", service_name="svc", gen_ai_provider_name="openai", '
 
@@ -53,7 +53,8 @@ def _evaluate(
     }
     (tmp_path / "test.yml").write_text(yaml.safe_dump(case))
     return subprocess.run(
-        [promtool(), "test", "rules", "test.yml"], cwd=tmp_path, capture_output=True, text=True, timeout=60
+        [require_binary("promtool"), "test", "rules", "test.yml"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
     )
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
-from prometheus_server import promtool
+from prometheus_server import require_binary
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.observability.yml"
@@ -301,7 +301,8 @@ def test_prometheus_scrapes_the_collector(compose: dict[str, Any], collector: di
 
 def test_promtool_accepts_prometheus_config() -> None:
     result = subprocess.run(
-        [promtool(), "check", "config", str(PROMETHEUS_CONFIG)], capture_output=True, text=True, timeout=60
+        [require_binary("promtool"), "check", "config", str(PROMETHEUS_CONFIG)],
+        capture_output=True, text=True, timeout=60,
     )
     assert result.returncode == 0, result.stdout + result.stderr
 

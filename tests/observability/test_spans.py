@@ -321,6 +321,26 @@ async def test_a_pass_its_caller_cancelled_reads_cancelled_on_every_span(otel: T
     assert point.attributes[names.ERROR_TYPE] == "cancelled"
 
 
+@pytest.mark.timeout(10)
+async def test_an_agent_run_its_caller_cancelled_reads_cancelled_in_its_span_and_metric(otel: Telemetry) -> None:
+    from nons.core.agents import Agent, ToolRegistry
+
+    tools = ToolRegistry()
+
+    @tools.tool
+    def noop(x: str) -> str:
+        """Does nothing."""
+        return x
+
+    agent = Agent(mock("gpt-4o-mini", mock_latency_s=30), tools)
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(agent.run_to_completion("task"), 0.2)
+    (agent_span,) = [s for s in otel.spans() if s.name.startswith("invoke_agent")]
+    assert (agent_span.attributes or {})[names.ERROR_TYPE] == "cancelled"
+    (point,) = otel.metric_points(names.METRIC_INVOKE_AGENT_DURATION)
+    assert point.attributes[names.ERROR_TYPE] == "cancelled"
+
+
 async def test_forward_joins_the_callers_current_span(otel: Telemetry) -> None:
     tracer = trace.get_tracer("the-application")
     network = eventful_network("joined")

@@ -43,7 +43,10 @@ def _stopped(provider: str, reason: str) -> dict[str, Any]:
 STOPS = [
     ("anthropic", "refusal"),
     ("openai", "content_filter"),
-    *[("google", reason) for reason in ("SAFETY", "RECITATION", "PROHIBITED_CONTENT", "BLOCKLIST", "SPII")],
+    *[
+        ("google", reason)
+        for reason in ("SAFETY", "RECITATION", "PROHIBITED_CONTENT", "BLOCKLIST", "SPII", "IMAGE_SAFETY", "MODEL_ARMOR")
+    ],
 ]
 
 

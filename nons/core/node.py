@@ -103,16 +103,16 @@ class Node:
         """An independent copy with a new id. The containers in its parameters (dicts, lists, sets, tuples and their
         subclasses, at any depth) are copied: appending to one clone's categories must not change its siblings'.
         Any other value (a client, a retriever, a lock) is shared, as are the model configs, which are frozen."""
-        copy = Node.__new__(Node)
-        copy.spec = self.spec
-        copy.model_config = self.model_config
-        copy.additional_prompt_context = self.additional_prompt_context
-        copy.fallbacks = self.fallbacks
-        copy.priority = self.priority
-        copy.cache = self.cache
-        copy.parameters = _copied(self.parameters)
-        copy.id = f"{self.spec.name}-{next(_ids)}"
-        return copy
+        twin = Node.__new__(Node)
+        twin.spec = self.spec
+        twin.model_config = self.model_config
+        twin.additional_prompt_context = self.additional_prompt_context
+        twin.fallbacks = self.fallbacks
+        twin.priority = self.priority
+        twin.cache = self.cache
+        twin.parameters = _copied(self.parameters)
+        twin.id = f"{self.spec.name}-{next(_ids)}"
+        return twin
 
     def __mul__(self, count: int) -> list[Node]:
         if isinstance(count, bool) or not isinstance(count, int):
@@ -147,9 +147,8 @@ def _copied(value: Any, memo: dict[int, Any] | None = None) -> Any:
             items[:] = [_copied(item, memo) for item in value]
             return items
         if isinstance(value, set):
+            # Its members are hashable, so none is a list, dict or set to copy: the set itself is enough.
             members = memo[id(value)] = copy.copy(value)
-            members.clear()
-            members.update(_copied(item, memo) for item in value)
             return members
         if isinstance(value, tuple):
             parts = [_copied(item, memo) for item in value]

@@ -102,15 +102,20 @@ class SpanScope:
         model's answer (an :class:`~nons.base.errors.OutputParseError`, or a failure caused by one) is recorded
         without it unless content capture is on: the answer is content, which telemetry leaves out."""
         error_type = error_type_of(error)  # "cancelled" for a cancellation, as its nodes' and calls' errors say
+        if description is None:
+            description = str(error)
         if _quotes_an_answer(error):
             description = _withheld(error_type) or description
-        self.fail_as(error_type, str(error) if description is None else description)
+        self._mark(error_type, description)
 
     def fail_as(self, error_type: str, description: str | None) -> None:
         """Mark the span failed without an exception: status ERROR with ``description``, and ``error_type``. An
         ``output_parse_error``'s description, which may quote the answer, is left out as :meth:`fail` does."""
         if error_type == _OUTPUT_PARSE:
             description = _withheld(error_type) or description
+        self._mark(error_type, description)
+
+    def _mark(self, error_type: str, description: str | None) -> None:
         self.span.set_attribute(names.ERROR_TYPE, clean(error_type))
         self.span.set_status(Status(StatusCode.ERROR, None if description is None else clean(description)))
 

@@ -170,10 +170,10 @@ class GoogleProvider(SDKProvider[genai.Client]):
                 raise BadRequestError(f"Gemini blocked the prompt ({reason})", provider=self.name, model=model)
             raise malformed("the answer has no candidates", provider=self.name, model=model)
         candidate = response.candidates[0]
-        if candidate.finish_reason is not None and _enum_text(candidate.finish_reason) in _REFUSALS:
+        finish = _enum_text(candidate.finish_reason) if candidate.finish_reason else None
+        if finish in _REFUSALS:
             # Whatever came before the stop is not an answer.
-            reason = _enum_text(candidate.finish_reason)
-            raise refused(f"Gemini stopped the answer (finishReason {reason})", provider=self.name, model=model)
+            raise refused(f"Gemini stopped the answer (finishReason {finish})", provider=self.name, model=model)
         parts = candidate.content.parts if candidate.content is not None else None
         texts: list[str] = []
         tool_calls: list[ToolCall] = []
@@ -201,7 +201,7 @@ class GoogleProvider(SDKProvider[genai.Client]):
                 if meta is not None
                 else Usage()
             ),
-            finish_reason=_enum_text(candidate.finish_reason).lower() if candidate.finish_reason else None,
+            finish_reason=finish.lower() if finish else None,
             response_model=response.model_version or model,
             response_id=response.response_id,
             tool_calls=tuple(tool_calls),

@@ -8,6 +8,10 @@ value recorded as ``error.type`` in telemetry.
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from nons.base.results import NetworkResult
 
 __all__ = [
     "AuthenticationError",
@@ -48,6 +52,11 @@ class NonError(Exception):
     """
 
     error_type: str = "nons_error"
+    #: Set on the error a failed forward pass raises (``forward()``, ``run()``): the pass as far as it went, its
+    #: finished layers and the one that failed, with every node's calls, so that what the pass spent is known
+    #: (``partial_result.cost_usd``, ``partial_result.calls``). Its ``output`` is ``None``. ``None`` when no
+    #: pass raised the error, or the input was refused before the pass began.
+    partial_result: NetworkResult | None = None
 
     def __init__(self, *args: object) -> None:
         # Imported here, not with the module: redaction (its patterns, json) would be some 2% of

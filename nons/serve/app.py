@@ -195,18 +195,25 @@ def _add_health_routes(app: FastAPI, state: ServiceState) -> None:
         return JSONResponse(body.model_dump(mode="json"), status_code=200 if body.ready else 503)
 
 
-async def _run(network: NoN, text: str, state: ServiceState, caller: str) -> NetworkResult | JSONResponse:
-    """One pass, charged to ``caller``'s budgets (``configure_budgets(Budget(per="caller"))``), with the network's
-    failures as error responses."""
+async def _run(
+    network: NoN, text: str, state: ServiceState, caller: str, limits: CallerLimits
+) -> NetworkResult | JSONResponse:
+    """One pass, charged to ``caller``'s budgets (``configure_budgets(Budget(per="caller"))``) and, when it fails,
+    to its daily spend (a successful run's cost is added by the caller of this), with the network's failures as
+    error responses."""
     state.in_flight += 1
     try:
         with spending_for(caller):
             return await network.run(text)
     except InputValidationError as error:
         raise _refuse_input(error) from None
-    except NetworkTimeoutError as error:
-        return error_response(504, "network_timeout", str(error))
     except NonError as error:
+        # The calls a failed pass made before it failed were paid for: without this, a caller whose runs fail
+        # in their last layer would never reach its spend limit.
+        if error.partial_result is not None:
+            await limits.record_spend(caller, error.partial_result.cost_usd)
+        if isinstance(error, NetworkTimeoutError):
+            return error_response(504, "network_timeout", str(error))
         return error_response(502, "network_failed", f"{type(error).__name__}: {error}")
     except asyncio.CancelledError:
         if not state.draining:
@@ -270,7 +277,7 @@ def create_app(
     async def run(
         name: Annotated[str, network_name], body: Any, caller: Annotated[Caller, Depends(admit)]
     ) -> RunResponse | JSONResponse:
-        result = await _run(networks[name], body.input, state, caller.id)
+        result = await _run(networks[name], body.input, state, caller.id, limits)
         if isinstance(result, JSONResponse):
             return result
         await limits.record_spend(caller.id, result.cost_usd)

@@ -11,8 +11,10 @@ import pytest
 from core_helpers import failing, sim
 
 from nons.base.errors import (
+    InputValidationError,
     LayerFailedError,
     NetworkTimeoutError,
+    NodeCancelledError,
     NodeExecutionError,
     OutputParseError,
     RateLimitError,
@@ -327,3 +329,46 @@ async def test_a_failure_marker_is_never_sent_to_a_model() -> None:
     assert downstream.calls == []  # no LLM call was made on the marker
     assert "upstream node" in str(downstream.error) and "server_error" in str(downstream.error)
     assert isinstance(result.output[1], NodeFailure)
+
+
+# --- what a failed pass spent --------------------------------------------------------------------------------
+async def test_a_failed_pass_error_carries_the_pass_as_far_as_it_went() -> None:
+    first, second, boom = Node("generate", sim()), Node("generate", sim()), Node("boom")
+    network = create_network(layers=[first, [second, boom]], layer_config=policy(ErrorPolicy.SKIP_AND_CONTINUE,
+                                                                                   min_success_threshold=1.0))
+    with pytest.raises(LayerFailedError) as raised:
+        await network.forward("x")
+    partial = raised.value.partial_result
+    assert partial is not None and partial.output is None
+    assert [layer.index for layer in partial.layers] == [0, 1]
+    assert partial.layers[1].outputs == []  # the failed layer passed nothing on
+    assert [r.node_id for r in partial.node_results] == [first.id, second.id, boom.id]
+    assert partial.node_results[2].error is raised.value.failures[0]
+    # Both calls were paid for, the failed layer's included.
+    assert len(partial.calls) == 2 and all(call.cost_usd for call in partial.calls)
+    assert partial.cost_usd == pytest.approx(sum(call.cost_usd or 0.0 for call in partial.calls))
+    assert partial.network_name == network.name and partial.duration_s > 0
+
+
+@pytest.mark.timeout(10)
+async def test_a_timed_out_pass_error_keeps_the_calls_of_the_layer_it_cut_short() -> None:
+    hanging = Node("call_then_hang", sim())
+    network = NoN.from_operators(
+        [Node("generate", sim()), hanging], config=NetworkConfig(name="slow", timeout_seconds=0.3)
+    )
+    with pytest.raises(NetworkTimeoutError) as raised:
+        await network.forward("x")
+    partial = raised.value.partial_result
+    assert partial is not None and len(partial.layers) == 2
+    cut_short = partial.layers[1].node_results[0]
+    assert len(cut_short.calls) == 1 and cut_short.calls[0].cost_usd
+    assert isinstance(cut_short.error, NodeExecutionError)
+    assert isinstance(cut_short.error.cause, NodeCancelledError)
+    assert len(partial.calls) == 2
+
+
+async def test_an_error_raised_before_the_pass_began_has_no_partial_result() -> None:
+    network = NoN.from_operators(["echo"])
+    with pytest.raises(InputValidationError) as raised:
+        await network.forward("")
+    assert raised.value.partial_result is None

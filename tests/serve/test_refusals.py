@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from service_process import ALICE, BOB, ServiceProcess, free_port, start_service
+from service_process import ALICE, BOB, SPEC, ServiceProcess, free_port, start_service
 
 from nons.serve.limits import seconds_until_utc_midnight
 
@@ -193,6 +193,19 @@ def test_over_the_daily_spend_is_429_until_midnight_utc(tmp_path: Path) -> None:
         earliest, latest = seconds_until_utc_midnight(after), seconds_until_utc_midnight(before)
         assert math.ceil(earliest) <= retry_after <= math.ceil(latest)
         assert svc.run("best-of-3", "another caller has its own budget", token=BOB).status_code == 200
+
+
+def test_what_a_failed_run_spent_counts_toward_the_daily_spend(tmp_path: Path) -> None:
+    spec = SPEC + '  spends-then-fails:\n    layers: ["generate@sim", "generate@broken"]\n'
+    args = ["--spend-limit-usd-per-day", "0.000001", "--rate-limit", "100/minute"]
+    with start_service(tmp_path, spec, tokens={"alice": ALICE}, args=args) as svc:
+        # A failed call is not billed: a run whose only call failed spends nothing, and the next is admitted.
+        assert svc.run("failing", "hi").status_code == 502
+        # This one's first layer answered (and was billed) before its second failed.
+        failed = svc.run("spends-then-fails", "hi")
+        assert failed.status_code == 502 and failed.json()["error"] == "network_failed"
+        refused = svc.run("best-of-3", "again")
+        assert refused.status_code == 429 and refused.json()["error"] == "spend_limited"
 
 
 def _refusal_counts(metrics_url: str) -> dict[str, float]:

@@ -13,7 +13,7 @@ from nons.base import redaction
 from nons.base.errors import ProviderError
 from nons.base.messages import LLMRequest
 from nons.base.redaction import register_secret
-from nons.base.results import LLMCallRecord
+from nons.base.results import LayerResult, LLMCallRecord
 from nons.base.types import Budget, CacheConfig, LayerConfig, ModelConfig
 from nons.core.budgets import Budgets, LocalLedger, get_budgets
 from nons.core.call.labels import CallLabels, NodeLabels
@@ -67,6 +67,9 @@ class PassContext:
     #: network pass runs in one loop; an agent run, which its caller may step from several, sets it at each step.
     #: Calls made with this context from another loop or thread are not supported.
     loop: asyncio.AbstractEventLoop | None = None
+    #: The layer that raised, as far as it went (every node's result and calls): set by the layer, read by the
+    #: pass for the error's ``partial_result``.
+    failed_layer: LayerResult | None = None
 
     @classmethod
     def start(

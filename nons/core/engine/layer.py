@@ -65,6 +65,8 @@ async def run_layer(layer: Layer, value: Any, ctx: PassContext, index: int, conf
         return LayerResult(index, results, outputs, time.perf_counter() - started)
     except BaseException as error:
         scope.fail(error)
+        # What the layer did before it failed (or the pass was cancelled or timed out) goes on the pass's error.
+        ctx.failed_layer = LayerResult(index, results, [], time.perf_counter() - started)
         raise
     finally:
         if scope.tracing:

@@ -14,7 +14,7 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 
-from nons.base.errors import NetworkTimeoutError, error_type_of
+from nons.base.errors import NetworkTimeoutError, NonError, error_type_of
 from nons.base.redaction import clean
 from nons.base.results import LayerResult, NetworkResult
 from nons.base.settings import get_settings
@@ -83,6 +83,8 @@ async def run_pass(
     except BaseException as error:
         error_type = error_type_of(error)
         scope.fail(error)
+        if isinstance(error, NonError) and error.partial_result is None:
+            error.partial_result = _so_far(results, ctx, network_id, time.perf_counter() - started, scope)
         raise
     finally:
         duration = time.perf_counter() - started
@@ -104,6 +106,15 @@ async def run_pass(
         if token is not None:
             otel_context.detach(token)
     return NetworkResult(output, results, network_id, name, duration, scope.trace_id)
+
+
+def _so_far(
+    results: list[LayerResult], ctx: PassContext, network_id: str, duration: float, scope: spans.SpanScope
+) -> NetworkResult:
+    """A failed pass as far as it went, for its error's ``partial_result``: what it spent stays known to its
+    caller (a service charges a failed run's calls too)."""
+    layers = results if ctx.failed_layer is None else [*results, ctx.failed_layer]
+    return NetworkResult(None, layers, network_id, ctx.network_name, duration, scope.trace_id)
 
 
 def _span_attributes(name: str, network_id: str, ctx: PassContext) -> dict[str, Any]:

@@ -185,3 +185,10 @@ def test_a_networks_run_and_forward_have_annotations_that_resolve() -> None:
     for method in (NoN.run, NoN.forward, NoN.run_sync, NoN.forward_sync):
         assert typing.get_type_hints(method)["input_data"] is typing.Any
     assert typing.get_type_hints(NoN.run)["return"] is NetworkResult
+
+
+def test_every_error_carries_the_failed_pass_as_a_network_result() -> None:
+    # A failed pass's error says what the pass spent (NonError.partial_result); its annotation resolves.
+    for error in (nons.NonError, nons.NodeExecutionError, nons.NetworkTimeoutError, nons.LayerFailedError):
+        assert typing.get_type_hints(error)["partial_result"] == NetworkResult | None
+    assert nons.NonError("raised outside a pass").partial_result is None

@@ -8,10 +8,10 @@ value recorded as ``error.type`` in telemetry.
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from nons.base.results import NetworkResult
+# At run time, not only for type checkers, so that the annotation of NonError.partial_result resolves
+# (typing.get_type_hints); results.py imports nothing of NoN's.
+from nons.base.results import NetworkResult
 
 __all__ = [
     "AuthenticationError",

@@ -195,35 +195,32 @@ def _add_health_routes(app: FastAPI, state: ServiceState) -> None:
         return JSONResponse(body.model_dump(mode="json"), status_code=200 if body.ready else 503)
 
 
-async def _run(
-    network: NoN, text: str, state: ServiceState, caller: str, limits: CallerLimits
-) -> NetworkResult | JSONResponse:
-    """One pass, charged to ``caller``'s budgets (``configure_budgets(Budget(per="caller"))``) and, when it fails,
-    to its daily spend (a successful run's cost is added by the caller of this), with the network's failures as
-    error responses."""
+async def _run(network: NoN, text: str, state: ServiceState, caller: str) -> tuple[NetworkResult | JSONResponse, float]:
+    """One pass, charged to ``caller``'s budgets (``configure_budgets(Budget(per="caller"))``), with the network's
+    failures as error responses; and what the pass spent, a failed one's included (its error's
+    ``partial_result``): the calls that answered before it failed were paid for, and a caller whose runs fail
+    late would otherwise never reach its spend limit."""
     state.in_flight += 1
     try:
         with spending_for(caller):
-            return await network.run(text)
+            result = await network.run(text)
+        return result, result.cost_usd
     except InputValidationError as error:
         raise _refuse_input(error) from None
     except NonError as error:
-        # The calls a failed pass made before it failed were paid for: without this, a caller whose runs fail
-        # in their last layer would never reach its spend limit.
-        if error.partial_result is not None:
-            await limits.record_spend(caller, error.partial_result.cost_usd)
+        spent = error.partial_result.cost_usd if error.partial_result is not None else 0.0
         if isinstance(error, NetworkTimeoutError):
-            return error_response(504, "network_timeout", str(error))
-        return error_response(502, "network_failed", f"{type(error).__name__}: {error}")
+            return error_response(504, "network_timeout", str(error)), spent
+        return error_response(502, "network_failed", f"{type(error).__name__}: {error}"), spent
     except asyncio.CancelledError:
         if not state.draining:
             raise
         # uvicorn cancelled the run at the end of the grace period: tell the caller to retry elsewhere rather
-        # than leave it a bare 500.
+        # than leave it a bare 500. What the run spent is not known: a cancellation carries no partial result.
         return error_response(
             503, "shut_down", "the service shut down before the run finished; retry",
             {"Retry-After": "1", "Connection": "close"},
-        )
+        ), 0.0
     finally:
         state.in_flight -= 1
 
@@ -277,11 +274,9 @@ def create_app(
     async def run(
         name: Annotated[str, network_name], body: Any, caller: Annotated[Caller, Depends(admit)]
     ) -> RunResponse | JSONResponse:
-        result = await _run(networks[name], body.input, state, caller.id, limits)
-        if isinstance(result, JSONResponse):
-            return result
-        await limits.record_spend(caller.id, result.cost_usd)
-        return _run_response(name, result)
+        result, spent = await _run(networks[name], body.input, state, caller.id)
+        await limits.record_spend(caller.id, spent)
+        return result if isinstance(result, JSONResponse) else _run_response(name, result)
 
     # The body model is built for this app's input limit, so the annotation is set here.
     run.__annotations__["body"] = run_request_model(max_input_chars)

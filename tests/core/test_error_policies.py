@@ -367,6 +367,23 @@ async def test_a_timed_out_pass_error_keeps_the_calls_of_the_layer_it_cut_short(
     assert len(partial.calls) == 2
 
 
+async def test_a_node_cancelled_before_it_started_is_no_success_in_the_partial_result() -> None:
+    # boom fails at its first step and FAIL_FAST cancels its sibling before the sibling's first step; the pass's
+    # deadline passes in the same turn of the loop, so the layer is cancelled before it can record why.
+    sibling = Node("generate", sim())
+    network = NoN.from_operators(
+        [[Node("boom"), sibling]], layer_config=policy(ErrorPolicy.FAIL_FAST),
+        config=NetworkConfig(name="race", timeout_seconds=1e-9),
+    )
+    with pytest.raises(NetworkTimeoutError) as raised:
+        await network.forward("x")
+    assert raised.value.partial_result is not None
+    never_ran = raised.value.partial_result.node_results[1]
+    assert never_ran.node_id == sibling.id and not never_ran.success and never_ran.calls == []
+    assert isinstance(never_ran.error, NodeExecutionError)
+    assert isinstance(never_ran.error.cause, NodeCancelledError)
+
+
 async def test_an_error_raised_before_the_pass_began_has_no_partial_result() -> None:
     network = NoN.from_operators(["echo"])
     with pytest.raises(InputValidationError) as raised:

@@ -195,15 +195,27 @@ def test_over_the_daily_spend_is_429_until_midnight_utc(tmp_path: Path) -> None:
         assert svc.run("best-of-3", "another caller has its own budget", token=BOB).status_code == 200
 
 
-def test_what_a_failed_run_spent_counts_toward_the_daily_spend(tmp_path: Path) -> None:
-    spec = SPEC + '  spends-then-fails:\n    layers: ["generate@sim", "generate@broken"]\n'
+FAILING_LATE = """\
+  spends-then-fails:
+    layers: ["generate@sim", "generate@broken"]
+  spends-then-times-out:
+    timeout_seconds: 0.3
+    layers: ["generate@sim", "generate@slow"]
+"""
+
+
+@pytest.mark.parametrize(("network", "status", "error"), [("spends-then-fails", 502, "network_failed"),
+                                                          ("spends-then-times-out", 504, "network_timeout")])
+def test_what_a_failed_run_spent_counts_toward_the_daily_spend(
+    tmp_path: Path, network: str, status: int, error: str
+) -> None:
     args = ["--spend-limit-usd-per-day", "0.000001", "--rate-limit", "100/minute"]
-    with start_service(tmp_path, spec, tokens={"alice": ALICE}, args=args) as svc:
+    with start_service(tmp_path, SPEC + FAILING_LATE, tokens={"alice": ALICE}, args=args) as svc:
         # A failed call is not billed: a run whose only call failed spends nothing, and the next is admitted.
         assert svc.run("failing", "hi").status_code == 502
-        # This one's first layer answered (and was billed) before its second failed.
-        failed = svc.run("spends-then-fails", "hi")
-        assert failed.status_code == 502 and failed.json()["error"] == "network_failed"
+        # This one's first layer answered (and was billed) before its second failed or ran out of time.
+        failed = svc.run(network, "hi")
+        assert failed.status_code == status and failed.json()["error"] == error
         refused = svc.run("best-of-3", "again")
         assert refused.status_code == 429 and refused.json()["error"] == "spend_limited"
 

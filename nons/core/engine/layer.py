@@ -57,6 +57,7 @@ async def run_layer(layer: Layer, value: Any, ctx: PassContext, index: int, conf
                 _, pending = await asyncio.wait(tasks, timeout=config.timeout_seconds)
             except asyncio.CancelledError:
                 await _cancel(tasks)
+                _record_cancelled(layer, tasks, ctx, index, results)
                 raise
             if pending:  # the layer timed out
                 await _cancel(pending)
@@ -145,6 +146,22 @@ def _record_cut_short(
         )
         error.__cause__ = cause
         result.error = error
+
+
+def _record_cancelled(
+    layer: Layer, tasks: list[asyncio.Task[NodeResult]], ctx: PassContext, index: int, results: list[NodeResult]
+) -> None:
+    """The layer itself was cancelled (its pass was, or ran out of time). A node cancelled before its first step
+    (a FAIL_FAST sibling cancelled it in the same turn of the loop) never ran, so it has no error of its own to
+    say so, and would read as a success with no output in the pass's ``partial_result``."""
+    for node, task, result in zip(layer.nodes, tasks, results, strict=True):
+        if result.error is None and task.cancelled():
+            cause = NodeCancelledError("the node was cancelled before it started")
+            error = NodeExecutionError(
+                cause, network=ctx.network_name, layer=index, node_id=node.id, operator=node.operator_name
+            )
+            error.__cause__ = cause
+            result.error = error
 
 
 def _outputs(results: list[NodeResult], config: LayerConfig, ctx: PassContext, index: int) -> list[Any]:

@@ -51,22 +51,35 @@ STEADY_EXPORT = {
     # 10 s to send a batch of 512 spans, and dropped it.
     "OTEL_EXPORTER_OTLP_TIMEOUT": "600",
 }
-_COLLECTED = re.compile(r"Collected : (\d+)")
+_EVENTS = re.compile(r"Events\s*: ([\w ]+)\n.*Collected : ([\d ]+)", re.DOTALL)
+
+
+def events(command: list[str], env: dict[str, str], cwd: Path, simulate: Sequence[str] = ()) -> dict[str, int]:
+    """What the whole process did under callgrind, by event: ``Ir`` (instructions), and with ``simulate``
+    (callgrind's options, e.g. ``--cache-sim=yes``) the simulated cache misses and branch mispredictions."""
+    try:
+        done = subprocess.run(
+            ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *simulate, *command],
+            cwd=cwd, env=env, capture_output=True, text=True, timeout=3600,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        raise SystemExit(f"callgrind run of {' '.join(command)} took over an hour") from None
+    found = _EVENTS.search(done.stderr)
+    if done.returncode != 0 or found is None:
+        raise SystemExit(f"callgrind run of {' '.join(command)} failed:\n{done.stderr[-3000:]}")
+    return dict(zip(found.group(1).split(), map(int, found.group(2).split()), strict=True))
 
 
 def _collected(command: list[str], env: dict[str, str], cwd: Path) -> int:
     """Instructions the whole process executed under callgrind."""
-    try:
-        done = subprocess.run(
-            ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *command],
-            cwd=cwd, env=env, capture_output=True, text=True, timeout=1800,
-        )  # fmt: skip
-    except subprocess.TimeoutExpired:
-        raise SystemExit(f"callgrind run of {' '.join(command)} took over 30 minutes") from None
-    found = _COLLECTED.search(done.stderr)
-    if done.returncode != 0 or found is None:
-        raise SystemExit(f"callgrind run of {' '.join(command)} failed:\n{done.stderr[-3000:]}")
-    return int(found.group(1))
+    return events(command, env, cwd)["Ir"]
+
+
+def grid_command(contender: str, passes: int, warmup: int, signals: str | None) -> list[str]:
+    """The command that runs ``passes`` passes of ``contender`` on the grid after ``warmup``, heap frozen."""
+    command = [sys.executable, "-m", "bench.compare.contenders", contender, "--passes", str(passes),
+               "--warmup", str(warmup), "--freeze-heap"]  # fmt: skip
+    return command if signals is None else [*command, "--signals", signals]
 
 
 @dataclass(frozen=True)
@@ -85,10 +98,8 @@ def per_node(contender: str, env: dict[str, str], cwd: Path, signals: str, warmu
     short, long = PASSES[contender]
 
     def run(passes: int) -> int:
-        command = [sys.executable, "-m", "bench.compare.contenders", contender, "--passes", str(passes),
-                   "--warmup", str(warmup), "--signals", signals, "--freeze-heap"]  # fmt: skip
         before = sink.received()
-        instructions = _collected(command, env, cwd)
+        instructions = _collected(grid_command(contender, passes, warmup, signals), env, cwd)
         received = sink.received() - before
         expected = (warmup + passes) * sink.spans_per_pass if contender in EMITS_GRID_SPANS else 0
         if received != expected:

@@ -38,6 +38,26 @@ def test_schema_is_built_from_the_signature() -> None:
     assert search("x", 2) == ["x", "x"]
 
 
+def test_a_hint_that_cannot_be_resolved_costs_only_its_own_type() -> None:
+    # This module's annotations are strings (from __future__ import annotations): Local, a class of this
+    # function, cannot be resolved from the module, and must not take the other parameters' types with it.
+    class Local(BaseModel):
+        x: int
+
+    registry = ToolRegistry()
+
+    @registry.tool
+    def add(a: int, b: int, state: AgentState, extra: Local | None = None) -> int:
+        """Add."""
+        return a + b
+
+    (definition,) = registry.definitions()
+    properties = definition.parameters["properties"]
+    assert (properties["a"]["type"], properties["b"]["type"]) == ("integer", "integer")
+    assert "state" not in properties and definition.parameters["required"] == ["a", "b"]
+    assert "type" not in properties["extra"]  # taken as Any
+
+
 def test_name_description_and_param_model_options() -> None:
     registry = ToolRegistry()
 

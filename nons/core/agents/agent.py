@@ -22,14 +22,11 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import json
 import time
 import uuid
 from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-
-from opentelemetry import context as otel_context
 
 from nons.base.errors import (
     ConfigurationError,
@@ -38,20 +35,20 @@ from nons.base.errors import (
     ProviderError,
     error_type_of,
 )
-from nons.base.messages import LLMResponse, Message, OutputRepair, ToolCall
+from nons.base.messages import LLMResponse, Message, OutputRepair
 from nons.base.results import LLMCallRecord
 from nons.base.settings import get_settings
 from nons.base.types import ErrorPolicy, LayerConfig, ModelConfig
 from nons.core.agents.run import AgentRun, AgentStep
-from nons.core.agents.telemetry import record_run, record_tool_call, tool_span_attributes
+from nons.core.agents.telemetry import record_run
+from nons.core.agents.tool_calls import execute_tool, tool_message, typed_stop
 from nons.core.agents.tools import AgentState, ToolRegistry, ToolResult
 from nons.core.call import CallSite, PassContext, call_llm
-from nons.core.call.context import CONVERSATION_ID_KEY
 from nons.core.inputs import check_name, check_text
 from nons.core.network import NoN
 from nons.core.node import Node
 from nons.core.pricing import load_prices, prices_loaded
-from nons.observability import content, names, spans
+from nons.observability import names, spans
 from nons.observability.auto import setup_telemetry, telemetry_pending
 from nons.operators.structured import check_schema, repair_turns, repairs_allowed, try_read
 from nons.providers.registry import default_model, resolve_provider
@@ -286,11 +283,13 @@ class Agent:
                 return self._answer(run, number, response)
             results: list[ToolResult] = []
             for call in response.tool_calls:
-                result = await self._execute(run, call)
+                result = await execute_tool(self.name, self.registry, run.ctx, run.state, call)
+                if result["is_stop"] and self.output_schema is not None:
+                    result = typed_stop(result, self.output_schema)
                 results.append(result)
                 run.messages.append(
                     Message(
-                        "tool", _tool_message(result), tool_call_id=call.id, name=call.name,
+                        "tool", tool_message(result), tool_call_id=call.id, name=call.name,
                         is_error=not result["success"],
                     )
                 )
@@ -330,36 +329,6 @@ class Agent:
             run, number, success=False, is_final=False, text=response.text, error=str(error),
             error_type=OutputParseError.error_type,
         )
-
-    async def _execute(self, run: _Run, call: ToolCall) -> ToolResult:
-        inst = run.ctx.instruments
-        tool = self.registry.get(call.name)
-        scope = spans.NO_SPAN
-        if inst.tracing:
-            attributes = tool_span_attributes(self.name, run.ctx, call, tool)
-            scope = spans.start(inst.tracer, names.tool_span_name(call.name), attributes)
-        result: ToolResult | None = None
-        started = time.perf_counter()
-        # Whatever the tool starts (a network, a sub-agent) belongs to this run's conversation.
-        token = otel_context.attach(otel_context.set_value(CONVERSATION_ID_KEY, run.ctx.conversation_id))
-        try:
-            # The tool's span is current while it runs, so a sub-agent or network it calls nests under it.
-            with scope:
-                result = await self.registry.execute(call.name, call.arguments, state=run.state, call_id=call.id)
-            return result
-        finally:
-            otel_context.detach(token)
-            duration = time.perf_counter() - started
-            error_type = "cancelled" if result is None else result["error_type"]
-            if scope.tracing:
-                if result is not None and result["success"] and run.ctx.capture_content:
-                    captured = content.structured(result["output"])
-                    scope.set({names.GEN_AI_TOOL_CALL_RESULT: content.to_json(captured)})
-                if error_type is not None:
-                    scope.fail_as(error_type, result["error"] if result else "cancelled")
-            scope.end()
-            if inst.metrics:
-                record_tool_call(inst, self.name, call.name, tool is not None, error_type, duration)
 
     def _result(
         self,
@@ -430,15 +399,3 @@ def _model_of(model: object) -> tuple[ModelConfig, tuple[ModelConfig, ...], str,
     raise ConfigurationError(
         f"an Agent takes a ModelConfig, a Node or a one-node NoN, got {type(model).__name__}"
     )
-
-
-def _json(value: Any) -> str:
-    return json.dumps(value, default=str, ensure_ascii=False)
-
-
-def _tool_message(result: ToolResult) -> str:
-    """What the model reads as the tool's result: the output (text as is, anything else as JSON), or the error."""
-    if not result["success"]:
-        return f"Error: {result['error']}"
-    output = result["output"]
-    return output if isinstance(output, str) else _json(output)

@@ -33,16 +33,19 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import json
 import re
-import typing
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypedDict, TypeVar, overload
 
-from pydantic import BaseModel, ConfigDict, PydanticUserError, ValidationError, create_model
+from pydantic import BaseModel, PydanticUserError, ValidationError
+from pydantic_core import to_jsonable_python
 
 from nons.base.errors import ConfigurationError, error_type_of
 from nons.base.messages import ToolDefinition
+from nons.base.redaction import encodable
+from nons.core.agents.signatures import check_accepts, doc_summary, params_model, signature_of, type_hints
 
 __all__ = [
     "INVALID_ARGUMENTS",
@@ -59,6 +62,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 UNKNOWN_TOOL = "unknown_tool"
 #: ``error_type`` of a result whose arguments did not validate against the tool's parameter model.
 INVALID_ARGUMENTS = "invalid_arguments"
+#: ``error_type`` of a tool whose output cannot be sent to the model (a value that contains itself).
+INVALID_OUTPUT = "invalid_output"
 
 # The names the three providers all accept (OpenAI and Anthropic: 1-64 of these characters; Gemini: similar).
 _TOOL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
@@ -123,8 +128,10 @@ class Tool:
         *,
         state: AgentState | None = None,
         call_id: str | None = None,
+        on_error: Callable[[BaseException], None] | None = None,
     ) -> ToolResult:
-        """Validate ``arguments`` and run the tool. Failures are returned, never raised (except cancellation)."""
+        """Validate ``arguments`` and run the tool. Failures are returned, never raised (except the cancellation
+        of the task running it); ``on_error`` is handed the exception the tool raised, if it raised one."""
         args = dict(arguments)
         try:
             params = self.param_model.model_validate(args)
@@ -138,24 +145,40 @@ class Tool:
         if self.state_param is not None:
             kwargs[self.state_param] = state if state is not None else AgentState()
         try:
-            if self.run_in_thread:
-                output = await asyncio.to_thread(functools.partial(self.func, **kwargs))
-            else:
-                output = self.func(**kwargs)
-            # Covers async functions and sync callables that hand back an awaitable (a partial of one, say).
-            if inspect.isawaitable(output):
-                output = await output
-        except Exception as error:
+            output = await self._call(kwargs)
+        except (Exception, asyncio.CancelledError) as error:
+            if isinstance(error, asyncio.CancelledError) and _being_cancelled():
+                raise
+            if on_error is not None:
+                on_error(error)
             # error.type as NoN's own errors give it (a NodeExecutionError says its cause's: output_parse_error for
-            # an answer that did not parse, which the spans then record without the answer it quotes).
+            # an answer that did not parse); a CancelledError the tool let out of a task of its own is its class.
+            error_type = type(error).__name__ if isinstance(error, asyncio.CancelledError) else error_type_of(error)
             return _failure(
-                self.name, args, call_id, error_type_of(error),
-                f"tool {self.name!r} raised {type(error).__name__}: {error}",
+                self.name, args, call_id, error_type, f"tool {self.name!r} raised {type(error).__name__}: {error}"
+            )
+        try:
+            output_text(output)
+        except Exception as error:  # a value that contains itself, or a str() that raises
+            return _failure(
+                self.name, args, call_id, INVALID_OUTPUT,
+                f"tool {self.name!r} returned a {type(output).__name__} that cannot be sent as JSON: {error}",
             )
         return ToolResult(
             success=True, tool_name=self.name, output=output, error=None, error_type=None,
             is_stop=self.is_stop, call_id=call_id, arguments=args,
         )
+
+
+    async def _call(self, kwargs: dict[str, Any]) -> Any:
+        if self.run_in_thread:
+            output = await asyncio.to_thread(functools.partial(self.func, **kwargs))
+        else:
+            output = self.func(**kwargs)
+        # Covers async functions and sync callables that hand back an awaitable (a partial of one, say).
+        if inspect.isawaitable(output):
+            output = await output
+        return output
 
 
 class ToolRegistry:
@@ -238,17 +261,22 @@ class ToolRegistry:
             raise ConfigurationError(f"a tool named {tool_name!r} is registered already")
         if run_in_thread and inspect.iscoroutinefunction(func):
             raise ConfigurationError(f"tool {tool_name!r} is async: run_in_thread is for sync functions")
-        signature = _signature(func, tool_name)
-        hints = _type_hints(func)
-        state_param = next((p for p in signature.parameters if hints.get(p) is AgentState), None)
+        signature = signature_of(func, tool_name)
+        hints = type_hints(func)
+        state_param = next(
+            # By its name too: a hint that could not be resolved is a string (see type_hints).
+            (p.name for p in signature.parameters.values() if hints.get(p.name) is AgentState
+             or (p.name not in hints and p.annotation == AgentState.__name__)),
+            None,
+        )  # fmt: skip
         if param_model is None:
-            model = _model_from_signature(tool_name, signature, hints, skip=state_param)
+            model = params_model(tool_name, signature, hints, skip=state_param)
         else:
             if not (isinstance(param_model, type) and issubclass(param_model, BaseModel)):
                 raise ConfigurationError(f"param_model of tool {tool_name!r} must be a pydantic BaseModel subclass")
             model = param_model
-            _check_accepts(tool_name, signature, [*model.model_fields, *([state_param] if state_param else [])])
-        text = description if description is not None else _doc_summary(func)
+            check_accepts(tool_name, signature, [*model.model_fields, *([state_param] if state_param else [])])
+        text = description if description is not None else doc_summary(func)
         try:
             tool = Tool(
                 name=tool_name, description=text, func=func, param_model=model, is_stop=is_stop_tool,
@@ -294,15 +322,37 @@ class ToolRegistry:
         *,
         state: AgentState | None = None,
         call_id: str | None = None,
+        on_error: Callable[[BaseException], None] | None = None,
     ) -> ToolResult:
-        """Run tool ``name`` with ``arguments``. An unknown name is a failed result that lists the known ones."""
+        """Run tool ``name`` with ``arguments`` (see :meth:`Tool.run`). An unknown name is a failed result that
+        lists the known ones."""
         tool = self._tools.get(name)
         if tool is None:
             known = ", ".join(self._tools) or "none"
             return _failure(
                 name, dict(arguments), call_id, UNKNOWN_TOOL, f"unknown tool {name!r}; available tools: {known}"
             )
-        return await tool.run(arguments, state=state, call_id=call_id)
+        return await tool.run(arguments, state=state, call_id=call_id, on_error=on_error)
+
+
+def output_text(output: Any) -> str:
+    """What the model reads of a tool's output: text as it is, anything else as JSON (pydantic models, dataclasses
+    and sets as pydantic serializes them, NaN and infinities as null, a value with no JSON form as its ``str()``).
+    Lone surrogates (a file name decoded with ``surrogateescape``, say), which no provider's JSON body can carry,
+    become U+FFFD. Raises ``ValueError`` for a value that contains itself."""
+    if not isinstance(output, str):
+        value = to_jsonable_python(output, fallback=str, inf_nan_mode="null")
+        output = json.dumps(value, ensure_ascii=False, allow_nan=False)
+    return encodable(output)
+
+
+def _being_cancelled() -> bool:
+    """Whether the running task is being cancelled: a CancelledError it sees is then its own, not one a tool let
+    out of a task it awaited. Python 3.10 cannot tell them apart (``Task.cancelling`` is 3.11's): there, every
+    CancelledError is taken as the task's own."""
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)
+    return cancelling is None or cancelling() > 0
 
 
 def _failure(
@@ -321,57 +371,3 @@ def _describe(error: ValidationError) -> str:
         where = ".".join(str(part) for part in item["loc"]) or "arguments"
         problems.append(f"{where}: {item['msg']}")
     return "; ".join(problems)
-
-
-def _signature(func: Callable[..., Any], name: str) -> inspect.Signature:
-    try:
-        return inspect.signature(func)
-    except (TypeError, ValueError) as error:
-        raise ConfigurationError(f"cannot read the signature of tool {name!r}: {error}") from None
-
-
-def _type_hints(func: Callable[..., Any]) -> dict[str, Any]:
-    target = func.func if isinstance(func, functools.partial) else func
-    try:
-        return typing.get_type_hints(target, include_extras=True)
-    except Exception:
-        # Hints that name something not importable at module level (a class local to a function, say):
-        # such parameters are taken as Any rather than refusing the tool.
-        return {}
-
-
-def _model_from_signature(
-    tool_name: str, signature: inspect.Signature, hints: dict[str, Any], *, skip: str | None
-) -> type[BaseModel]:
-    fields: dict[str, Any] = {}
-    for param in signature.parameters.values():
-        if param.name == skip:
-            continue
-        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD, param.POSITIONAL_ONLY):
-            raise ConfigurationError(
-                f"tool {tool_name!r}: parameter {param.name!r} must be a named parameter (no *args, **kwargs or "
-                "positional-only); or pass param_model="
-            )
-        annotation = hints.get(param.name, Any)
-        default = ... if param.default is param.empty else param.default
-        fields[param.name] = (annotation, default)
-    # extra="forbid": a misspelt argument is reported to the model instead of silently dropped.
-    model_name = "".join(part.capitalize() for part in re.split(r"[_-]", tool_name)) + "Params"
-    try:
-        return create_model(model_name, __config__=ConfigDict(extra="forbid"), **fields)
-    except PydanticUserError as error:  # a parameter type pydantic cannot validate
-        raise ConfigurationError(f"tool {tool_name!r}: {error}") from None
-
-
-def _check_accepts(tool_name: str, signature: inspect.Signature, names: list[str]) -> None:
-    try:
-        signature.bind(**dict.fromkeys(names))
-    except TypeError as error:
-        raise ConfigurationError(
-            f"tool {tool_name!r} cannot take its param_model's fields {names} as keyword arguments: {error}"
-        ) from None
-
-
-def _doc_summary(func: Callable[..., Any]) -> str:
-    doc = inspect.getdoc(func) or ""
-    return doc.split("\n\n", 1)[0].replace("\n", " ").strip()

@@ -1,0 +1,98 @@
+"""A tool call in an agent run: the tool run under its ``execute_tool`` span and metrics, what the model reads of
+its result, and a stop tool's answer read as the run's typed final answer."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from opentelemetry import context as otel_context
+from pydantic_core import to_jsonable_python
+
+from nons.base.errors import OutputParseError
+from nons.base.messages import ToolCall
+from nons.base.redaction import encodable
+from nons.core.agents.telemetry import record_tool_call, tool_span_attributes
+from nons.core.agents.tools import AgentState, ToolRegistry, ToolResult, output_text
+from nons.core.call import PassContext
+from nons.core.call.context import CONVERSATION_ID_KEY
+from nons.observability import content, names, spans
+from nons.operators.structured import read_answer, try_read
+
+__all__ = ["execute_tool", "tool_message", "typed_stop"]
+
+
+async def execute_tool(
+    agent: str, registry: ToolRegistry, ctx: PassContext, state: AgentState, call: ToolCall
+) -> ToolResult:
+    """Run the tool ``call`` names (an unknown name is a failed result) under its ``execute_tool`` span and with
+    its metrics, as agent ``agent``'s, in the run's conversation."""
+    inst = ctx.instruments
+    tool = registry.get(call.name)
+    scope = spans.NO_SPAN
+    if inst.tracing:
+        attributes = tool_span_attributes(agent, ctx, call, tool)
+        scope = spans.start(inst.tracer, names.tool_span_name(call.name), attributes)
+    result: ToolResult | None = None
+    raised: list[BaseException] = []
+    started = time.perf_counter()
+    # Whatever the tool starts (a network, a sub-agent) belongs to this run's conversation.
+    token = otel_context.attach(otel_context.set_value(CONVERSATION_ID_KEY, ctx.conversation_id))
+    try:
+        # The tool's span is current while it runs, so a sub-agent or network it calls nests under it.
+        with scope:
+            result = await registry.execute(
+                call.name, call.arguments, state=state, call_id=call.id, on_error=raised.append
+            )
+        return result
+    finally:
+        otel_context.detach(token)
+        duration = time.perf_counter() - started
+        error_type = "cancelled" if result is None else result["error_type"]
+        if scope.tracing:
+            try:
+                if result is not None and result["success"] and ctx.capture_content:
+                    captured = content.structured(result["output"])
+                    scope.set({names.GEN_AI_TOOL_CALL_RESULT: content.to_json(captured)})
+                if raised and result is not None:
+                    # The exception itself, not its text: fail() withholds a model's answer it quotes (a
+                    # network the tool ran failed to parse one) while content capture is off.
+                    scope.fail(raised[0], result["error"])
+                elif error_type is not None:
+                    scope.fail_as(error_type, result["error"] if result else "cancelled")
+            finally:
+                scope.end()
+        if inst.metrics:
+            record_tool_call(inst, agent, call.name, tool is not None, error_type, duration)
+
+
+def tool_message(result: ToolResult) -> str:
+    """What the model reads as the tool's result: the output (:func:`~nons.core.agents.tools.output_text`), or
+    the error (which may quote text no provider can send as it is: see ``output_text``)."""
+    if not result["success"]:
+        return encodable(f"Error: {result['error']}")
+    return output_text(result["output"])
+
+
+def typed_stop(result: ToolResult, schema: Mapping[str, Any]) -> ToolResult:
+    """A stop tool's result under an ``output_schema``: its output read as the typed final answer (text as JSON, a
+    mapping or model as its JSON object), or a failed result that tells the model why, so the run goes on and the
+    model may call the stop tool again with an answer that follows the schema."""
+    output = result["output"]
+    if isinstance(output, str):
+        value, _, error = try_read(output, schema)
+    else:
+        as_json = to_jsonable_python(output, fallback=str, inf_nan_mode="null")
+        value, error = None, OutputParseError(f"the answer must be a JSON object, got {type(output).__name__}")
+        if isinstance(as_json, dict):
+            try:
+                value, error = read_answer(as_json, schema), None
+            except OutputParseError as mismatch:
+                error = mismatch
+    if value is not None:
+        return ToolResult({**result, "output": value})
+    return ToolResult(
+        {**result, "success": False, "is_stop": False, "output": None, "error_type": OutputParseError.error_type,
+         "error": f"the final answer does not follow the output schema: {error}"}
+    )

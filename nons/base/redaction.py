@@ -31,7 +31,7 @@ import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, quote_plus
+from urllib.parse import quote, quote_plus, urlsplit, urlunsplit
 
 __all__ = [
     "MIN_REDACTED_CHARS",
@@ -40,6 +40,7 @@ __all__ = [
     "clean",
     "clean_attributes",
     "clean_value",
+    "displayable_url",
     "encodable",
     "redact",
     "redact_json",
@@ -263,3 +264,18 @@ def clean_attributes(attributes: Mapping[str, Any]) -> dict[str, Any]:
         else:
             cleaned[key] = clean_value(value)
     return cleaned
+
+
+def displayable_url(url: str) -> str:
+    """``url`` as logs, messages and callers may show it: a user and password in it, and its query, may be
+    credentials (a gateway's, a key as a parameter), so they are replaced by ``REDACTED``."""
+    schemeless = "//" not in url  # "user:password@host/v1": read as a host, not as a scheme "user"
+    try:
+        parts = urlsplit("//" + url if schemeless else url)
+    except ValueError:  # not a URL: served as it is only when it holds no "@" or "?"
+        return url if not set(url) & {"@", "?"} else REDACTED
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = f"{REDACTED}@{netloc.rpartition('@')[2]}"
+    served = urlunsplit((parts.scheme, netloc, parts.path, REDACTED if parts.query else "", ""))
+    return served.removeprefix("//") if schemeless else served

@@ -24,6 +24,7 @@ from typing import Any
 
 from nons.base.errors import ConfigurationError
 from nons.base.loading import load_off_loop
+from nons.base.redaction import displayable_url
 from nons.base.results import Usage
 from nons.providers.base import PriceSource
 
@@ -112,13 +113,15 @@ def _price(
             return float(calc_price(usage, model_ref=model, provider_api_url=api_url).total_price)
         return float(calc_price(usage, model_ref=model, provider_id=provider_id).total_price)
     except LookupError:
-        logger.debug("no known price for model %r (provider %r, API %r)", model, provider_id, api_url)
+        shown = displayable_url(api_url) if api_url is not None else None
+        logger.debug("no known price for model %r (provider %r, API %r)", model, provider_id, shown)
         return None
     except ValueError as error:
         # Usage the price table cannot take (say, more cache reads than input tokens, which a server that
         # reports no prompt tokens produces): the call succeeded and was paid for, so its cost is unknown,
         # never a failure of the call.
-        logger.warning("cannot price %r usage for model %r: %s", provider_id or api_url or "", model, error)
+        source = provider_id or (displayable_url(api_url) if api_url is not None else "")
+        logger.warning("cannot price %r usage for model %r: %s", source, model, error)
         return None
 
 

@@ -88,8 +88,10 @@ class GoogleProvider(SDKProvider[genai.Client]):
     def _new_client(self, api_key: str, base_url: str) -> genai.Client:
         # NoN's own httpx2 client: the SDK's default client sends through one inner client per event loop, out
         # of reach of the HTTP instrumentation (and through aiohttp instead, when that is installed). NoN's clients
-        # are made per event loop already (ClientCache), so one plain client per SDK client is right.
-        http = instrument_sdk_client(httpx2.AsyncClient(follow_redirects=True))
+        # are made per event loop already (ClientCache), so one plain client per SDK client is right. Redirects are
+        # not followed: httpx drops only the Authorization header when one leaves the origin, and Gemini's key goes
+        # in x-goog-api-key, which a redirect would hand to the other host (a 3xx is a BadRequestError instead).
+        http = instrument_sdk_client(httpx2.AsyncClient(follow_redirects=False))
         client = genai.Client(
             api_key=api_key,
             enterprise=False,

@@ -28,6 +28,7 @@ from openai.types.chat import ChatCompletion
 
 from nons.base.errors import BadRequestError
 from nons.base.messages import LLMRequest, LLMResponse, Message, ToolCall
+from nons.base.redaction import displayable_url
 from nons.base.results import Usage
 from nons.base.types import ModelProvider, StructuredOutput
 from nons.observability import names
@@ -93,7 +94,9 @@ class OpenAIProvider(SDKProvider[openai.AsyncOpenAI]):
             try:
                 response = await super().complete(with_form(request, form))
             except BadRequestError as error:
-                logger.info("%s refused response_format %s (%s); trying the next form", base_url, form, error)
+                logger.info(
+                    "%s refused response_format %s (%s); trying the next form", displayable_url(base_url), form, error
+                )
                 continue
             self._remember(base_url, start, form)
             return response
@@ -106,8 +109,9 @@ class OpenAIProvider(SDKProvider[openai.AsyncOpenAI]):
             self._accepted_forms[base_url] = form
             logger.warning(
                 "the OpenAI-compatible server at %s refuses structured output as %s: its typed answers are asked "
-                "for as %s from now on (ModelConfig.structured_output pins a form)", base_url, start, form,
-            )
+                "for as %s from now on (ModelConfig.structured_output pins a form)",
+                displayable_url(base_url), start, form,
+            )  # fmt: skip
 
     def _new_client(self, api_key: str, base_url: str) -> openai.AsyncOpenAI:
         # NoN's retry loop is the only one, so that every attempt is seen and counted. The HTTP client is the

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 from itertools import groupby
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from rich.text import Text
 from rich.tree import Tree
 
-from nons.base.redaction import REDACTED
+from nons.base.redaction import displayable_url
 from nons.core.network import NoN
 from nons.core.node import Node
 from nons.core.types import LayerConfig, ModelConfig
@@ -28,25 +27,11 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def _served_url(url: str) -> str:
-    """``url`` as callers may see it: a user and password in it, and its query, may be credentials."""
-    schemeless = "//" not in url  # "user:password@host/v1": read as a host, not as a scheme "user"
-    try:
-        parts = urlsplit("//" + url if schemeless else url)
-    except ValueError:  # not a URL: served as it is only when it holds no "@" or "?"
-        return url if not set(url) & {"@", "?"} else REDACTED
-    netloc = parts.netloc
-    if "@" in netloc:
-        netloc = f"{REDACTED}@{netloc.rpartition('@')[2]}"
-    served = urlunsplit((parts.scheme, netloc, parts.path, REDACTED if parts.query else "", ""))
-    return served.removeprefix("//") if schemeless else served
-
-
 def _model(config: ModelConfig) -> dict[str, Any]:
     # Every field that was set, never the key: the description is served to callers.
     data = config.model_dump(mode="json", exclude={"api_key", "fallbacks"}, exclude_defaults=True)
     if config.base_url:
-        data["base_url"] = _served_url(config.base_url)
+        data["base_url"] = displayable_url(config.base_url)
     data["provider"] = config.provider.value if config.provider is not None else None
     data["model_name"] = config.model_name
     if config.fallbacks:

@@ -7,7 +7,11 @@ one just too short to be worth redacting never corrupts a message.
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import logging
+import threading
+import urllib.parse
 
 import pytest
 from provider_cases import CASES, Case
@@ -125,3 +129,41 @@ async def test_a_stripped_key_still_answers(monkeypatch: pytest.MonkeyPatch) -> 
     with ProviderEmulator() as emu:
         emu.script(case.name, [Reply(text="Paris.")])
         assert await network(case, emu).forward("hi") == "Paris."
+
+
+class _Redirector(http.server.BaseHTTPRequestHandler):
+    """Answers every request with a 307 to the same path at ``target`` (another origin)."""
+
+    target = ""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length") or 0))
+        self.send_response(307)
+        self.send_header("location", self.target + self.path)
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+async def test_a_redirect_to_another_host_never_carries_the_key(case: Case, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(case.env, KEY)
+    with ProviderEmulator() as emu:
+        emulated = urllib.parse.urlsplit(emu.base_url_for(case.name))
+        handler = type("Redirector", (_Redirector,), {"target": f"{emulated.scheme}://{emulated.netloc}"})
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            model = ModelConfig(
+                provider=case.provider, model_name=case.model,
+                base_url=f"http://127.0.0.1:{server.server_address[1]}{emulated.path}",
+            )
+            with contextlib.suppress(NodeExecutionError):  # Gemini's client does not follow it: a 307 is an error
+                await NoN([_layer(Node("generate", model))]).run("hi")
+        finally:
+            server.shutdown()
+            server.server_close()
+        received = [r.headers for r in emu.requests_for(case.name)]
+    assert all(runs_of_the_key(value) == [] for headers in received for value in headers.values()), received

@@ -3,7 +3,9 @@ the prompt as the fallback only, and the form negotiated with an OpenAI-compatib
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 from typing import Any
 
 import pytest
@@ -134,6 +136,24 @@ async def test_a_server_that_refuses_json_schema_is_asked_with_json_object_and_r
     # The first call: refused, then accepted as json_object. The second goes straight to json_object.
     assert kinds == ["json_schema", "json_object", "json_object"]
     assert provider.accepted_form(base_url) is StructuredOutput.JSON_OBJECT
+
+
+async def test_the_negotiations_log_lines_never_show_a_password_in_the_base_url(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    case = case_named("openai")
+    provider = OpenAIProvider()
+    with ProviderEmulator(refuse_formats={"json_schema"}) as emu:
+        emu.script("openai", [Reply(text=ANSWER)])
+        gateway = emu.base_url_for("openai").replace("http://", "http://gateway:GatewayPassw0rd-XYZ@")
+        caplog.set_level(logging.INFO, logger="nons")
+        request = make_request(case, emu, response_schema=CLASSIFICATION)
+        config = request.config.model_copy(update={"base_url": gateway})
+        await provider.complete(dataclasses.replace(request, config=config))
+        await provider.aclose()
+    logged = [r.getMessage() for r in caplog.records if r.name.startswith("nons")]
+    assert any("refuses structured output" in line for line in logged), logged
+    assert not any("GatewayPassw0rd" in line for line in logged), logged
 
 
 async def test_a_server_that_refuses_both_forms_gets_the_schema_in_the_prompt() -> None:

@@ -21,7 +21,11 @@ Nothing is added when:
 What NoN adds to the upstream spans: :func:`redact_url` is applied to ``url.full`` in a request hook. The
 upstream redaction removes user info and four signature parameters, but not ``key``, which the Gemini API
 accepts as a query parameter (a base URL a user configures may carry one), nor other credential-like names.
-Headers are never recorded unless the standard ``OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_*`` variables ask.
+Headers are never recorded unless the standard ``OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_*`` variables ask;
+when they do, the request and response hooks replace the credential headers' values (``authorization``, the
+vendors' key headers, cookies) with ``REDACTED``, and pass every other captured value through NoN's redaction
+(:func:`nons.base.redaction.clean_value`: a key a server echoes in a header is redacted as in a message), whatever
+``OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS`` says.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from urllib.parse import parse_qsl, urlencode
 import httpx2
 from opentelemetry.trace import Span
 
+from nons.base.redaction import clean_value
 from nons.base.settings import get_settings
 
 __all__ = ["REDACTED", "httpx2_instrumented_globally", "instrument_sdk_client", "redact_url"]
@@ -46,6 +51,14 @@ REDACTED: Final = "REDACTED"
 #: The attribute keys of the request's URL: the stable conventions' and, under
 #: ``OTEL_SEMCONV_STABILITY_OPT_IN=http/dup``, the old one.
 _URL_KEYS: Final = ("url.full", "http.url")
+
+#: The prefixes of captured header attributes, and the headers (as the instrumentation names them: lower case,
+#: ``-`` as ``_``) whose whole value is a credential.
+_REQUEST_HEADER: Final = "http.request.header."
+_RESPONSE_HEADER: Final = "http.response.header."
+_CREDENTIAL_HEADERS: Final = frozenset(
+    {"authorization", "proxy_authorization", "x_api_key", "api_key", "x_goog_api_key", "cookie", "set_cookie"}
+)
 
 # Query parameter names whose values are secrets: Gemini's ``key``, OAuth tokens, signed-URL signatures (the
 # names the semantic conventions list), and the usual spellings of keys, tokens and passwords.
@@ -71,8 +84,9 @@ def redact_url(url: httpx2.URL) -> str:
     return full
 
 
-async def _redact_request_url(span: Span, request: Any) -> None:
-    """The request hook: ``url.full`` (and the old ``http.url``) redacted by :func:`redact_url`."""
+async def _redact_request(span: Span, request: Any) -> None:
+    """The request hook: ``url.full`` (and the old ``http.url``) redacted by :func:`redact_url`, and the request
+    headers captured, if any, redacted."""
     if not span.is_recording():
         return
     redacted = redact_url(httpx2.URL(request.url))
@@ -80,6 +94,25 @@ async def _redact_request_url(span: Span, request: Any) -> None:
     for key in _URL_KEYS:
         if key in recorded:
             span.set_attribute(key, redacted)
+    _redact_headers(span, recorded, _REQUEST_HEADER)
+
+
+async def _redact_response(span: Span, request: Any, response: Any) -> None:
+    """The response hook: the response headers captured, if any, redacted."""
+    if span.is_recording():
+        _redact_headers(span, getattr(span, "attributes", None) or {}, _RESPONSE_HEADER)
+
+
+def _redact_headers(span: Span, recorded: Any, prefix: str) -> None:
+    for key, value in list(recorded.items()):
+        if not key.startswith(prefix):
+            continue
+        if key[len(prefix) :] in _CREDENTIAL_HEADERS:
+            span.set_attribute(key, [REDACTED])
+        else:
+            cleaned = clean_value(value)
+            if cleaned != value:
+                span.set_attribute(key, cleaned)
 
 
 @functools.lru_cache(maxsize=1)
@@ -110,5 +143,5 @@ def instrument_sdk_client(client: ClientT) -> ClientT:
         return client
     instrumentor = _instrumentor()
     if instrumentor is not None:
-        instrumentor.instrument_client(client, request_hook=_redact_request_url)
+        instrumentor.instrument_client(client, request_hook=_redact_request, response_hook=_redact_response)
     return client

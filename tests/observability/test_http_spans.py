@@ -173,6 +173,25 @@ async def test_each_http_attempt_is_a_child_of_its_llm_call(
 
 
 @needs_httpx2
+@pytest.mark.parametrize("provider", ["openai", "anthropic", "google"])
+async def test_captured_headers_never_carry_the_key(
+    otel: Telemetry, emu: ProviderEmulator, provider: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every header captured, as the upstream variables allow: the key must not come with them, whatever
+    # OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS says (nothing, here).
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_CLIENT_REQUEST", ".*")
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_CLIENT_RESPONSE", ".*")
+    emu.script(provider, [Reply(text="Paris.")])
+    result = await retrying_network(provider, emu).run("What is the capital of France?")
+    (attempt,) = http_spans(otel.spans_of_trace(result.trace_id or ""))
+    attributes = dict(attempt.attributes or {})
+    assert "http.request.header.content_type" in attributes and "http.response.header.content_type" in attributes
+    assert not [k for k, v in attributes.items() if "sk-test-http-spans" in str(v)], attributes
+    credential = {"openai": "authorization", "anthropic": "authorization", "google": "x_goog_api_key"}[provider]
+    assert attributes.get(f"http.request.header.{credential}") == ("REDACTED",)
+
+
+@needs_httpx2
 async def test_the_anthropic_sdks_own_tracing_follows_its_variable(
     otel: Telemetry, emu: ProviderEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -14,7 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from nons.base.errors import ConfigurationError
 from nons.base.keys import read_key
-from nons.base.types import ErrorPolicy, ModelProvider
+from nons.base.types import ErrorPolicy, ModelProvider, check_base_url
 
 __all__ = ["Settings", "apply_log_level", "describe_validation_error", "get_settings", "key_variable"]
 
@@ -33,6 +33,8 @@ class Settings(BaseSettings):
         populate_by_name=True,
         # Every number is finite: "inf" and "1e400" are refused when read, not at the first call they break.
         allow_inf_nan=False,
+        # A refused value is not quoted back: it may be a key, or a base URL with a gateway's password in it.
+        hide_input_in_errors=True,
     )
 
     environment: str = Field("development", description="Becomes the resource's deployment.environment.name.")
@@ -133,6 +135,12 @@ class Settings(BaseSettings):
     anthropic_base_url: str | None = Field(None, validation_alias=AliasChoices("ANTHROPIC_BASE_URL"))
     openai_base_url: str | None = Field(None, validation_alias=AliasChoices("OPENAI_BASE_URL"))
     google_base_url: str | None = Field(None, validation_alias=AliasChoices("GOOGLE_GEMINI_BASE_URL"))
+
+    @field_validator("anthropic_base_url", "openai_base_url", "google_base_url")
+    @classmethod
+    def _an_http_base_url(cls, value: str | None, info: ValidationInfo) -> str | None:
+        variables = {"anthropic_base_url": "ANTHROPIC_BASE_URL", "openai_base_url": "OPENAI_BASE_URL"}
+        return check_base_url(value, variables.get(info.field_name or "", "GOOGLE_GEMINI_BASE_URL"))
 
     @field_validator("anthropic_api_key", "openai_api_key", "google_api_key", mode="before")
     @classmethod

@@ -101,7 +101,11 @@ class ModelConfig(BaseModel):
     model with the error before the call fails with ``OutputParseError`` (unset: ``NON_OUTPUT_REPAIRS``, 1).
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=(), defer_build=_DEFER_BUILD)
+    # hide_input_in_errors: a refused value is not quoted back (a base URL may carry a gateway's password, a key
+    # may be given to the wrong field); each validator's own message says what is wrong.
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", protected_namespaces=(), defer_build=_DEFER_BUILD, hide_input_in_errors=True
+    )
 
     provider: ModelProvider | None = None
     model_name: str | None = None
@@ -139,6 +143,11 @@ class ModelConfig(BaseModel):
                 raise ValueError(f"unknown structured_output {value!r}; known values: {known}") from None
         return value
 
+    @field_validator("base_url")
+    @classmethod
+    def _an_http_base_url(cls, value: str | None) -> str | None:
+        return check_base_url(value, "base_url")
+
     @field_validator("model_name")
     @classmethod
     def _non_empty_model(cls, value: str | None) -> str | None:
@@ -159,6 +168,31 @@ class ModelConfig(BaseModel):
     @classmethod
     def _fallbacks_as_tuple(cls, value: object) -> object:
         return tuple(value) if isinstance(value, list) else value
+
+
+def check_base_url(value: str | None, name: str) -> str | None:
+    """``value`` when it is an ``http://`` or ``https://`` URL with a host (or ``None``); else ``ValueError``
+    naming ``name``. Caught here, a URL without its scheme (``localhost:11434/v1``) is a configuration error
+    when the config is made, not a connection error retried at every call."""
+    if value is None:
+        return None
+    # Imported here: neither is needed to import ModelConfig (see nons.base.errors on redaction's cost).
+    from urllib.parse import urlsplit
+
+    from nons.base.redaction import displayable_url
+
+    try:
+        parts = urlsplit(value)
+        host = parts.hostname
+        parts.port  # noqa: B018 - read for its ValueError: a port out of range, or not a number
+    except ValueError:  # "http://[::1": an IPv6 host left open; "http://host:99999"
+        host, parts = None, None
+    if parts is None or parts.scheme not in ("http", "https") or not host:
+        raise ValueError(
+            f"{name} must be an http:// or https:// URL with a host, such as 'http://localhost:11434/v1'; "
+            f"got {displayable_url(value)!r}"
+        )
+    return value
 
 
 class LayerConfig(BaseModel):

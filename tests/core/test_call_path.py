@@ -95,15 +95,16 @@ async def test_an_error_that_is_not_a_provider_error_fails_the_node_as_it_is() -
 
 
 async def test_a_base_url_that_is_no_url_fails_with_the_sdks_error_and_gives_its_slot_back() -> None:
-    # An unclosed IPv6 bracket: the vendor's SDK refuses the URL. Nothing NoN derives from the URL for its labels
-    # (server.address and port) may raise first, mask that error, or keep the call's slot.
+    # A NUL in the host: ModelConfig's check lets it by (an http URL with a host), the vendor's SDK refuses it.
+    # Nothing NoN derives from the URL for its labels (server.address and port) may raise first, mask that
+    # error, or keep the call's slot.
     config = ModelConfig(
-        provider=ModelProvider.OPENAI, model_name="gpt-4o-mini", base_url="http://[::1",
+        provider=ModelProvider.OPENAI, model_name="gpt-4o-mini", base_url="http://ho\x00st/v1",
         api_key=SecretStr("sk-test-call-path-0123456789"),
     )  # fmt: skip
     with pytest.raises(NodeExecutionError) as raised:
         await create_network(layers=[Node("generate", config)]).forward("question")
-    assert "IPv6" not in str(raised.value.cause), raised.value.cause
+    assert "non-printable" in str(raised.value.cause), raised.value.cause
     assert scheduler_counts() == (0, 1, 0)
 
 

@@ -45,6 +45,26 @@ def test_api_key_is_hidden_from_repr() -> None:
     assert "sk-secret-value" not in str(config)
 
 
+@pytest.mark.parametrize(
+    "url", ["localhost:11434/v1", "user:longpassword123@gw.example/v1", "ftp://user:longpassword123@h/v1",
+            "http://[::1", "http:///v1", "http://host:99999/v1"],
+)
+def test_a_base_url_that_is_no_http_url_is_refused_without_quoting_its_password(url: str) -> None:
+    # Refused when the config is made: at the first call it was a connection error, retried and counted by the
+    # breaker.
+    with pytest.raises(pydantic.ValidationError, match="base_url must be an http:// or https:// URL") as raised:
+        ModelConfig(provider=ModelProvider.OPENAI, model_name="m", base_url=url)
+    assert "longpassword123" not in str(raised.value)
+
+
+def test_a_base_url_variable_that_is_no_http_url_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    from nons.base.settings import Settings
+
+    monkeypatch.setenv("OPENAI_BASE_URL", "localhost:11434/v1")
+    with pytest.raises(pydantic.ValidationError, match="OPENAI_BASE_URL must be an http:// or https:// URL"):
+        Settings()
+
+
 def test_fallbacks_and_stop_accept_lists() -> None:
     config = ModelConfig(stop=["END"], fallbacks=[ModelConfig(model_name="b")])  # type: ignore[arg-type]
     assert config.stop == ("END",)

@@ -234,7 +234,6 @@ def test_server_endpoint(case: Case) -> None:
     assert provider.server_endpoint(ModelConfig()) == (default_host, 443)
     assert provider.server_endpoint(ModelConfig(base_url="http://localhost:11434/v1")) == ("localhost", 11434)
     assert provider.server_endpoint(ModelConfig(base_url="http://gateway.internal/v1")) == ("gateway.internal", 80)
-    assert provider.server_endpoint(ModelConfig(base_url="gateway.internal")) == ("gateway.internal", 443)
 
 
 def test_telemetry_names(case: Case) -> None:

@@ -29,12 +29,6 @@ def test_a_description_serves_no_key_and_no_credentials_of_a_base_url() -> None:
     assert model["fallbacks"][0]["base_url"] == model["base_url"]
 
 
-def test_a_base_url_without_a_scheme_is_served_without_its_credentials_too() -> None:
-    config = ModelConfig(provider=ModelProvider.OPENAI, model_name="m", base_url="user:longpassword123@gw.example/v1")
-    described = describe_network(create_network(layers=[Node("generate", config)]))
-    assert described["layers"][0]["nodes"][0]["model"]["base_url"] == f"{REDACTED}@gw.example/v1"
-
-
 def test_a_plain_base_url_is_served_as_it_is() -> None:
     config = ModelConfig(provider=ModelProvider.OPENAI, model_name="m", base_url="https://llm.example.com/v1")
     described = describe_network(create_network(layers=[Node("generate", config)]))

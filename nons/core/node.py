@@ -68,6 +68,10 @@ class Node:
         self.model_config = model_config or ModelConfig()
         self.additional_prompt_context = additional_prompt_context
         self.fallbacks = tuple(fallbacks)
+        if isinstance(priority, bool) or not isinstance(priority, int):
+            # Under the PRIORITY queue a priority is compared when a call waits: anything but an int failed there,
+            # as a bare TypeError, and only then.
+            raise ConfigurationError(f"priority must be an integer, got {priority!r}")
         self.priority = priority
         if cache is not None and not isinstance(cache, (bool, CacheConfig)):
             raise ConfigurationError(f"cache must be True, False or a CacheConfig, got {type(cache).__name__}")

@@ -197,3 +197,9 @@ def test_clones_copy_container_subclasses_and_survive_a_container_that_holds_its
     assert isinstance(theirs["pair"], pair) and theirs["pair"].tags == ["t"]
     copied_loop = theirs["loop"]
     assert copied_loop is not loop and copied_loop[1] is copied_loop
+
+
+@pytest.mark.parametrize("priority", ["high", None, 1.5, True])
+def test_a_priority_that_is_no_integer_is_refused(priority: object) -> None:
+    with pytest.raises(ConfigurationError, match="priority must be an integer"):
+        Node("generate", priority=priority)  # type: ignore[arg-type]

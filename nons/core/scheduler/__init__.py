@@ -50,13 +50,14 @@ Shared by replicas (Redis)
 
 Circuit breaker (per provider and model)
     Opens after ``failure_threshold`` (default 5) consecutive failures that say the provider is unwell:
-    retryable provider errors (server errors, overload, timeouts, connection errors, malformed answers) and
-    authentication errors. Rate limits are handled by pausing and AIMD instead, and a request's own faults
-    (bad request, context too long, unknown model), cancellations and non-provider errors neither count nor
-    reset the count. Any success closes the breaker and resets the count. While open, ``acquire`` raises
-    :class:`~nons.base.errors.CircuitOpenError` at once (so the call falls back under
-    ``ErrorPolicy.FALLBACK_MODEL``) and the lane's waiters fail with it. After ``cooldown_s`` (default 30 s)
-    the breaker is half-open: exactly one probe call goes through; others fail fast until it ends.
+    retryable provider errors (server errors, overload, timeouts, connection errors, malformed answers). Rate
+    limits are handled by pausing and AIMD instead, and a request's own faults (bad request, context too long,
+    unknown model, refusals), authentication errors (a bad key is the caller's, not the provider's health),
+    cancellations and non-provider errors neither count nor reset the count. Any success closes the breaker and
+    resets the count. While open, ``acquire`` raises :class:`~nons.base.errors.CircuitOpenError` at once (so
+    the call falls back under ``ErrorPolicy.FALLBACK_MODEL``) and the lane's waiters fail with it. After
+    ``cooldown_s`` (default 30 s) the breaker is half-open: exactly one probe call goes through; others fail
+    fast until it ends.
 
 Telemetry
     ``nons.scheduler.queue.size`` and ``nons.scheduler.in_flight`` are observable up-down counters and

@@ -279,6 +279,12 @@ class Queue:
                 lim = gate.limiter
                 if lim.in_flight >= lim.limit:
                     refusal = (LIMIT_ADAPTIVE if lim.limit < lim.max_limit else LIMIT_CONCURRENCY), _INF
+                    if lim.timed:
+                        # A pause is judged even when no slot is free (an adaptive limit halves at the 429 that
+                        # paused it, so none usually is): one past NON_MAX_RETRY_HINT fails its waiters now.
+                        timed = lim.time_refusal(now, waiter.tokens)
+                        if timed is not None and timed[0] == LIMIT_RETRY_AFTER:
+                            refusal = timed
                 elif lim.timed:
                     refusal = lim.time_refusal(now, waiter.tokens)
                 if refusal is not None:

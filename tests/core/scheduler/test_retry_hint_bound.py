@@ -147,3 +147,23 @@ async def test_every_waiter_whose_deadline_comes_first_fails_when_a_pause_starts
         await asyncio.wait_for(late, 0.5)
     assert not patient.done()
     patient.cancel()
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("adaptive", [False, True])
+async def test_a_pause_past_the_bound_fails_waiters_even_when_no_slot_is_free(adaptive: bool) -> None:
+    """An adaptive limit halves at the 429 that paused it, so the lane is usually full too: the pause is judged
+    all the same, and a call fails at once rather than at its deadline."""
+    import time
+
+    from nons.core.scheduler import RateLimitConfig, Scheduler
+
+    scheduler = Scheduler({ModelProvider.MOCK: RateLimitConfig(max_concurrent=2, adaptive=adaptive)})
+    running = await scheduler.acquire(ModelProvider.MOCK, "m")  # a long call, still in flight
+    limited = await scheduler.acquire(ModelProvider.MOCK, "m")
+    limited.release(success=False, error=RateLimitError("429", retry_after_s=3600.0))
+    started = time.monotonic()
+    with pytest.raises(RateLimitError, match="NON_MAX_RETRY_HINT"):
+        await scheduler.acquire(ModelProvider.MOCK, "m", deadline=started + 3)
+    assert time.monotonic() - started < 1.0
+    running.release()

@@ -354,12 +354,20 @@ class RedisGate:
         try:
             client = self.link.client()
             granted, refused, wait, at = await take(keys=self.keys, args=argv, client=client)
-            await self.link.heartbeat(client)
         except Exception as error:
             if not self.link.unreachable(error):
                 logger.error("Redis limits script failed, using local limits: %s", error)
             self.link.failed(error)
             return None
+        # Apart from the script: a heartbeat that fails must not lose the grants Redis just made (they would stay
+        # held there until their leases expire, lease_s, while the same requests were admitted again from the
+        # local limits), nor mark the link down, which would drop their settling too. It only keeps the count of
+        # live replicas fresh; the next script or settlement finds out whether Redis is really gone.
+        try:
+            await self.link.heartbeat(client)
+        except Exception as error:
+            logger.warning("Redis heartbeat failed (%s: %s): the count of live replicas is not refreshed",
+                           type(error).__name__, error)  # fmt: skip
         for entry, lease in zip(heads[: int(granted)], leases, strict=False):
             reservation = Reservation(lease, entry.tokens, None, entry.held_by, float(at))
             if entry.removed or entry.fut.done():

@@ -435,8 +435,9 @@ class Scheduler:
             ticket = await fut
         except asyncio.CancelledError:
             if fut.done() and not fut.cancelled() and fut.exception() is None:
-                # Admitted in the same instant the caller was cancelled: give back what it was given.
-                Permit(lane, waiter.wait_s, tokens, fut.result(), probe, reservation).release(success=False)
+                # Admitted in the same instant the caller was cancelled: give back what it was given here. Its
+                # shared reservation, if any, is given back by the caller of this (_acquire_slow), once.
+                Permit(lane, waiter.wait_s, tokens, fut.result(), probe, None).release(success=False)
                 raise
             if not waiter.removed:
                 state.remove(waiter)

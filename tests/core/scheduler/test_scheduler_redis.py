@@ -158,3 +158,50 @@ async def test_stopping_fails_what_waits_for_shared_limits(redis_server) -> None
     with pytest.raises(SchedulerStoppedError):
         await waiting
     holder.release()
+
+
+async def test_a_failed_heartbeat_does_not_lose_the_slot_redis_granted(redis_server, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    limits = RateLimitConfig(max_concurrent=1)
+    first = replica(redis_server.url, limits)
+    link = first.limit_backend.link  # type: ignore[attr-defined]
+    (await first.acquire(MOCK, "m")).release()  # the link, its scripts and a first heartbeat
+
+    async def times_out(client: object) -> None:
+        raise RedisTimeoutError("Timeout reading from socket")
+
+    monkeypatch.setattr(link, "heartbeat", times_out)
+    permit = await asyncio.wait_for(first.acquire(MOCK, "m"), 5.0)  # granted in Redis, then the heartbeat failed
+    monkeypatch.undo()
+    permit.release()
+    # The one shared slot comes back: had the grant been dropped, Redis would hold its lease for lease_s.
+    other = replica(redis_server.url, limits)
+    (await asyncio.wait_for(other.acquire(MOCK, "m"), 5.0)).release()
+
+
+async def test_a_caller_cancelled_as_it_is_admitted_gives_back_its_reservation_once(redis_server, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from nons.base.errors import RateLimitError
+    from nons.core.scheduler.redis_limits import RedisGate
+
+    given_back: list[object] = []
+    release = RedisGate.release
+
+    def counted(self: RedisGate, reservation: object, refund: int, error: BaseException | None) -> None:
+        given_back.append(reservation)
+        release(self, reservation, refund, error)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(RedisGate, "release", counted)
+    limits = RateLimitConfig(max_concurrent=2, adaptive=True, tokens_per_minute=6000, burst_seconds=60)
+    scheduler = replica(redis_server.url, limits)
+    first = await scheduler.acquire(MOCK, "m", estimated_tokens=2000)
+    first.release(success=False, error=RateLimitError("429"))  # the adaptive limit halves: one call at a time here
+    running = await scheduler.acquire(MOCK, "m", estimated_tokens=2000)
+    waiting = asyncio.ensure_future(scheduler.acquire(MOCK, "m", estimated_tokens=2000))
+    await asyncio.sleep(0.2)  # its shared reservation taken, it waits in the local queue
+    given_back.clear()
+    running.release(tokens_used=2000)  # admits the waiting caller...
+    waiting.cancel()  # ...which is cancelled in the same instant
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert len(given_back) == 2 and given_back[0] is not given_back[1], given_back  # the running one's, and its own

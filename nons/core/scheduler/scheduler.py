@@ -12,111 +12,33 @@ from asyncio import AbstractEventLoop, get_running_loop
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from nons.base.errors import ConfigurationError, QueueTimeoutError, SchedulerStoppedError
+from nons.base.errors import QueueTimeoutError, SchedulerStoppedError
 from nons.base.timeouts import within
 from nons.base.types import ModelProvider
-from nons.core.scheduler.breaker import CircuitBreaker
 from nons.core.scheduler.config import (
     CircuitBreakerConfig,
     QueueStrategy,
     RateLimitConfig,
     current_settings,
-    provider_of,
     validated_breaker,
     validated_clock,
     validated_default_limits,
     validated_limits,
     validated_strategy,
 )
-from nons.core.scheduler.limits import LimitBackend, LocalLimits
+from nons.core.scheduler.limits import LimitBackend
+from nons.core.scheduler.loop_state import LoopState, limit_backend_of
 from nons.core.scheduler.permit import Permit
-from nons.core.scheduler.queue import Lane, Queue
-from nons.core.scheduler.stats import health_report, register_observables, scheduler_stats, waiting_requests
+from nons.core.scheduler.queue import Lane
+from nons.core.scheduler.stats import health_report, scheduler_stats, waiting_requests
 from nons.observability import names
 
 if TYPE_CHECKING:
-    from nons.observability.instruments import Instruments
+    pass
 
 __all__ = ["LoopState", "Scheduler"]
 
 _NEVER = -math.inf
-
-
-def _backend(backend: LimitBackend | str | None, clock: Callable[[], float]) -> LimitBackend:
-    """The limit backend a scheduler was given: itself, Redis at a URL, or what ``NON_REDIS_URL`` says."""
-    if backend is None:
-        from nons.base.redis_client import link_from_settings
-
-        link = link_from_settings()
-        if link is None:
-            return LocalLimits()
-        from nons.core.scheduler.redis_limits import RedisLimits
-
-        return RedisLimits(link, clock=clock)
-    if isinstance(backend, str):
-        from nons.core.scheduler.redis_limits import RedisLimits
-
-        return RedisLimits(backend, clock=clock)
-    if not callable(getattr(backend, "limiter", None)) or not callable(getattr(backend, "remote", None)):
-        raise ConfigurationError(
-            f"backend must be a LimitBackend (LocalLimits, RedisLimits) or a Redis URL, got {type(backend).__name__}"
-        )
-    return backend
-
-
-class LoopState(Queue):
-    """What a scheduler keeps in one event loop: its queue, its lanes by key, its lifecycle, and the settings
-    read once per loop (default limits, whether metrics are on)."""
-
-    def __init__(self, scheduler: Scheduler) -> None:
-        super().__init__(scheduler.queue_strategy, scheduler.clock)
-        settings = current_settings()
-        self.rate_limits = scheduler.rate_limits
-        self.model_limits = scheduler.model_limits
-        self.breaker_config = scheduler.circuit_breaker
-        self.backend = scheduler.limit_backend
-        self.default_limits = scheduler.default_limits or RateLimitConfig(
-            requests_per_minute=settings.requests_per_minute, max_concurrent=settings.max_concurrent_requests
-        )
-        self.metrics = settings.enable_metrics
-        self.instruments: Instruments | None = None
-        if self.metrics:
-            from nons.observability.instruments import get_instruments
-
-            self.instruments = get_instruments(settings.enable_tracing, True)
-            register_observables()
-        self.running = True
-        # False while draining or after stop(): the fast path then defers to the slow path, which restarts a
-        # stopped scheduler and refuses new work while draining.
-        self.open = True
-        self.draining = False
-        # By the key a caller used (a ModelProvider or its name, and the model), so aliases are found at once.
-        self.lanes: dict[tuple[Any, str], Lane] = {}
-
-    def new_lane(self, provider: Any, model: Any) -> Lane:
-        """The lane of ``(provider, model)``, made on first use; bad names raise ConfigurationError."""
-        kind = provider_of(provider, coerce=True)
-        if not isinstance(model, str) or not model:
-            raise ConfigurationError(f"the model must be a non-empty string, got {model!r}")
-        lane = self.lanes.get((kind, model))
-        if lane is None:
-            now = self.clock()
-            slot = self.providers.get(kind)
-            if slot is None:
-                config = self.rate_limits.get(kind, self.default_limits)
-                slot = self.add_provider(kind, self.backend.limiter(kind.value, config, now))
-            model_config = self.model_limits.get((kind, model))
-            limiter = (
-                None if model_config is None else self.backend.limiter(f"{kind.value}/{model}", model_config, now)
-            )
-            breaker = CircuitBreaker(kind, model, self.breaker_config, self.clock)
-            shared = [(kind.value, self.rate_limits.get(kind, self.default_limits))]
-            if model_config is not None:
-                shared.append((f"{kind.value}/{model}", model_config))
-            remote = self.backend.remote(shared)
-            lane = self.lanes[(kind, model)] = self.add_lane(slot, model, limiter, breaker, remote)
-        self.lanes[(provider, model)] = lane
-        return lane
 
 
 class Scheduler:
@@ -158,7 +80,7 @@ class Scheduler:
         self.default_limits = validated_default_limits(default_limits)
         self.circuit_breaker = validated_breaker(circuit_breaker)
         self.clock: Callable[[], float] = validated_clock(clock)
-        self.limit_backend: LimitBackend = _backend(backend, self.clock)
+        self.limit_backend: LimitBackend = limit_backend_of(backend, self.clock)
         #: Whether any limit counts tokens (``tokens_per_minute``): only then does a call's token estimate matter,
         #: so the call path skips making one otherwise. The limits cannot change after construction.
         self.counts_tokens = any(
@@ -179,7 +101,10 @@ class Scheduler:
                 # Forget loops that are closed: their state can hold nothing that will ever run again.
                 for old in [lp for lp in list(self._states.keys()) if lp.is_closed()]:
                     self._states.pop(old, None)
-                state = self._states[loop] = LoopState(self)
+                state = self._states[loop] = LoopState(
+                    self.queue_strategy, self.clock, self.rate_limits, self.model_limits, self.circuit_breaker,
+                    self.limit_backend, self.default_limits,
+                )
         self._cache = (loop, state)
         return state
 
@@ -402,6 +327,14 @@ class Scheduler:
         if reservation.held_by is not None:
             self._throttled(state, lane, reservation.held_by)
         try:
+            if lane.breaker.state and not probe:
+                # The breaker opened while this call waited for the shared limits: it is refused as one that came
+                # now would be (or is the half-open probe), not let through to an unwell provider.
+                refused = lane.breaker.admit()
+                if refused is not None:
+                    lane.rejected += 1
+                    raise refused
+                probe = True
             return await self._queue(state, lane, priority, tokens, deadline, probe, reservation)
         except BaseException:
             remote.release(reservation, tokens, None)

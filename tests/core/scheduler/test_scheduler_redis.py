@@ -205,3 +205,20 @@ async def test_a_caller_cancelled_as_it_is_admitted_gives_back_its_reservation_o
     with pytest.raises(asyncio.CancelledError):
         await waiting
     assert len(given_back) == 2 and given_back[0] is not given_back[1], given_back  # the running one's, and its own
+
+
+async def test_callers_waiting_for_shared_limits_are_refused_once_the_breaker_opens(redis_server) -> None:  # type: ignore[no-untyped-def]
+    from nons.base.errors import CircuitOpenError, ServerError
+    from nons.core.scheduler import CircuitBreakerConfig
+
+    scheduler = Scheduler(
+        {MOCK: RateLimitConfig(max_concurrent=1)}, backend=RedisLimits(RedisLink(redis_server.url)),
+        circuit_breaker=CircuitBreakerConfig(failure_threshold=1, cooldown_s=30),
+    )
+    running = await scheduler.acquire(MOCK, "m")
+    waiting = [asyncio.ensure_future(scheduler.acquire(MOCK, "m")) for _ in range(3)]
+    await asyncio.sleep(0.2)  # all three wait at the shared gate (its one slot is taken)
+    running.release(success=False, error=ServerError("500"))  # the breaker opens
+    outcomes = await asyncio.wait_for(asyncio.gather(*waiting, return_exceptions=True), 5.0)
+    assert all(isinstance(outcome, CircuitOpenError) for outcome in outcomes), outcomes
+    assert scheduler.get_stats()["in_flight"] == 0

@@ -14,13 +14,18 @@ __all__ = ["LLMCallRecord", "LayerResult", "NetworkResult", "NodeFailure", "Node
 @dataclass(slots=True)
 class Usage:
     """Token counts of one call, as the GenAI conventions count them: ``input_tokens`` includes the cached ones,
-    and ``output_tokens`` includes ``reasoning_tokens`` (the model's thinking, billed as output)."""
+    and ``output_tokens`` includes ``reasoning_tokens`` (the model's thinking, billed as output).
+
+    ``reported`` is ``False`` when the server sent no usage, or too little to count (some OpenAI-compatible servers
+    do): the counts are then unknown, not zero, and so is the call's cost (``cost_usd`` is ``None``). A sum is
+    ``reported`` only when every part of it is."""
 
     input_tokens: int = 0
     output_tokens: int = 0
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
     reasoning_tokens: int = 0
+    reported: bool = True
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(
@@ -29,6 +34,7 @@ class Usage:
             self.cache_read_tokens + other.cache_read_tokens,
             self.cache_write_tokens + other.cache_write_tokens,
             self.reasoning_tokens + other.reasoning_tokens,
+            self.reported and other.reported,
         )
 
     @property

@@ -140,13 +140,15 @@ def check_price_provider(provider_id: str) -> None:
 
 
 def price_usd(source: PriceSource | str | None, model: str, usage: Usage) -> float | None:
-    """The USD price of ``usage`` on ``model``, or ``None`` when the price is unknown.
+    """The USD price of ``usage`` on ``model``, or ``None`` when the price, or the usage, is unknown.
 
     ``source`` says whose prices: a :class:`PriceSource`, or a genai-prices provider id (``anthropic``,
     ``openai``, ``google``); ``None`` matches the model name across providers, which is how the simulated
     provider charges real models' prices. ``usage.input_tokens`` includes the cached tokens and
     ``usage.output_tokens`` the reasoning tokens.
     """
+    if not usage.reported:  # the server said nothing of what the call used: its price is unknown, not zero
+        return None
     if not isinstance(source, PriceSource):
         source = PriceSource(provider_id=source)
     if _updater is not None:

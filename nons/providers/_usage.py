@@ -21,7 +21,10 @@ from genai_prices import extract_usage
 
 from nons.base.results import Usage
 
-__all__ = ["usage_from_wire"]
+__all__ = ["NOT_REPORTED", "usage_from_wire"]
+
+#: The usage of an answer that reported none: its tokens and cost are unknown (never counted as zero).
+NOT_REPORTED = Usage(reported=False)
 
 logger = logging.getLogger(__name__)
 
@@ -30,14 +33,15 @@ def usage_from_wire(response: Mapping[str, Any], *, provider_id: str, api_flavor
     """NoN's :class:`~nons.base.results.Usage` of a response in ``provider_id``'s wire format.
 
     ``response`` holds at least the usage object under the key the vendor's API uses (``usage``,
-    ``usageMetadata``). A response without usage (some OpenAI-compatible servers send none) counts no tokens.
+    ``usageMetadata``). Usage that lacks a field the extractor requires (a compatible server's partial usage) is
+    :data:`NOT_REPORTED`: unknown, not zero.
     """
     try:
         extracted = extract_usage(dict(response), provider_id=provider_id, api_flavor=api_flavor).usage
     except ValueError as error:
-        # A required field is missing (a compatible server's partial usage): the call still succeeded.
-        logger.debug("no usage in the %s response: %s", provider_id, error)
-        return Usage()
+        # The call still succeeded; what it used, and so what it cost, is unknown.
+        logger.debug("no usable usage in the %s response: %s", provider_id, error)
+        return NOT_REPORTED
     return Usage(
         input_tokens=_count(extracted.input_tokens),
         output_tokens=_count(extracted.output_tokens),

@@ -35,14 +35,13 @@ from google.genai import types
 
 from nons.base.errors import BadRequestError
 from nons.base.messages import LLMRequest, LLMResponse, Message, ToolCall
-from nons.base.results import Usage
 from nons.base.types import ModelProvider, StructuredOutput
 from nons.observability import names
 from nons.observability.http import instrument_sdk_client
 from nons.providers._errors import FailedCall, malformed, refused
 from nons.providers._sdk import SDKProvider
 from nons.providers._structured import GEMINI_KEYWORDS, only_keywords, output_form
-from nons.providers._usage import usage_from_wire
+from nons.providers._usage import NOT_REPORTED, usage_from_wire
 from nons.providers._wire import ensure_answer, extra_body, parse_tool_arguments, system_text, tool_names_by_id
 
 __all__ = ["SYNTHETIC_ID_PREFIX", "GoogleProvider"]
@@ -201,7 +200,7 @@ class GoogleProvider(SDKProvider[genai.Client]):
                     provider_id="google",
                 )
                 if meta is not None
-                else Usage()
+                else NOT_REPORTED
             ),
             finish_reason=finish.lower() if finish else None,
             response_model=response.model_version or model,

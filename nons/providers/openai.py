@@ -29,7 +29,6 @@ from openai.types.chat import ChatCompletion
 from nons.base.errors import BadRequestError
 from nons.base.messages import LLMRequest, LLMResponse, Message, ToolCall
 from nons.base.redaction import displayable_url
-from nons.base.results import Usage
 from nons.base.types import ModelProvider, StructuredOutput
 from nons.observability import names
 from nons.observability.http import instrument_sdk_client
@@ -37,7 +36,7 @@ from nons.providers._errors import FailedCall, describe_stainless_error, malform
 from nons.providers._forced_tool import as_tool_call, envelope
 from nons.providers._sdk import SDKProvider
 from nons.providers._structured import output_form, schema_name, strict_schema, with_form
-from nons.providers._usage import usage_from_wire
+from nons.providers._usage import NOT_REPORTED, usage_from_wire
 from nons.providers._wire import ensure_answer, extra_body, parse_tool_arguments, system_text
 
 __all__ = ["NEGOTIATED_FORMS", "OpenAIProvider"]
@@ -227,13 +226,13 @@ class OpenAIProvider(SDKProvider[openai.AsyncOpenAI]):
         usage = completion.usage
         return LLMResponse(
             text=text,
-            # Some compatible servers omit usage; their calls then count no tokens.
+            # Some compatible servers omit usage: their calls' tokens and cost are then unknown, not zero.
             usage=(
                 usage_from_wire(
                     {"usage": usage.model_dump(mode="json", exclude_none=True)}, provider_id="openai", api_flavor="chat"
                 )
                 if usage is not None
-                else Usage()
+                else NOT_REPORTED
             ),
             finish_reason=choice.finish_reason.lower() if choice.finish_reason else None,
             response_model=completion.model or model,

@@ -138,3 +138,30 @@ async def test_a_tool_call_with_no_tool_offered_is_not_an_empty_answer(case: Cas
     emu.script(case.name, [Reply(text="", tool_calls=[EmulatedToolCall("search", {"q": "x"})])])
     with pytest.raises(MalformedResponseError, match="no tool was offered"):
         await _complete(case, emu)
+
+
+_ANSWER = {"role": "assistant", "content": "Paris."}
+#: 200 answers whose usage is missing or too partial to count: what the call used, and cost, is unknown.
+UNREPORTED = [
+    ("openai", {**_OPENAI, "choices": [{"index": 0, "message": _ANSWER, "finish_reason": "stop"}]}),
+    ("openai", {**_OPENAI, "choices": [{"index": 0, "message": _ANSWER, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 1000, "total_tokens": 1000}}),
+    ("google", {"candidates": [{"content": {"role": "model", "parts": [{"text": "Paris."}]}, "finishReason": "STOP"}]}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "body"), UNREPORTED, ids=["openai-none", "openai-partial", "google-none"])
+async def test_an_answer_that_reports_no_usage_is_unpriced_never_free(
+    emu: ProviderEmulator, name: str, body: dict[str, Any]
+) -> None:
+    emu.script(name, [Fault.http(200, body)])
+    case = case_named(name)
+    # Priced as the vendor's own model would be: only the missing usage can leave the price unknown.
+    model = ModelConfig(
+        provider=case.provider, model_name=case.model, base_url=emu.base_url_for(name), api_key=SECRET,
+        price_provider=name,
+    )
+    result = await NoN.from_operators([Node("generate", model)]).run("capital of France?")
+    (call,) = result.calls
+    assert result.output == "Paris." and not call.usage.reported
+    assert call.cost_usd is None and result.unpriced_calls == 1

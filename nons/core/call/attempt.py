@@ -14,6 +14,7 @@ from typing import Any
 from nons.base.errors import BudgetExceededError, ProviderError
 from nons.base.messages import LLMRequest, LLMResponse
 from nons.base.redaction import clean
+from nons.base.results import Usage
 from nons.core.budgets import BudgetHold, Budgets, worst_case_usd
 from nons.core.call.context import CallState
 from nons.core.pricing import price_usd
@@ -74,7 +75,7 @@ def _answered(
     the answer's price, and the attempt's duration."""
     ctx, request = call.ctx, call.request
     # What it used settles its token reservation; with no limit on tokens there is none (and no total to add up).
-    permit.release(tokens_used=response.usage.total_tokens if ctx.scheduler.counts_tokens else 0)
+    permit.release(tokens_used=tokens_used(response.usage) if ctx.scheduler.counts_tokens else 0)
     if hold is not None:
         # Priced as the call's record is (nons.core.call.call._record), so budgets and nons.cost agree.
         cost = price_usd(call.provider.price_source(request.config), request.model, response.usage)
@@ -165,6 +166,12 @@ def _unbounded(request: LLMRequest, applicable: Sequence[Any]) -> None:
         "counted in nons.calls.unpriced; set ModelConfig.price_provider if a known provider's prices apply)",
         key[0], clean(key[1]), len(applicable),
     )  # fmt: skip
+
+
+def tokens_used(usage: Usage) -> int | None:
+    """What a call's permit is told it used: its reported tokens, or ``None`` when the answer reported none
+    (it is then charged what was reserved for it, rather than refunded as if it used nothing)."""
+    return usage.total_tokens if usage.reported else None
 
 
 def estimate_tokens(request: LLMRequest) -> int:

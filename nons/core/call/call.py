@@ -25,7 +25,7 @@ from nons.base.results import LLMCallRecord, Usage
 from nons.base.types import ModelConfig, ModelProvider
 from nons.core.cache import Entry, cache_key, cacheable, get_cache
 from nons.core.call import telemetry
-from nons.core.call.attempt import attempt, estimate_tokens, failed
+from nons.core.call.attempt import attempt, estimate_tokens, failed, tokens_used
 from nons.core.call.context import CallSite, CallState, PassContext
 from nons.core.policies import CallPlan, backoff_delay, call_plan
 from nons.core.pricing import check_price_provider, load_prices, price_usd, prices_loaded
@@ -100,7 +100,7 @@ async def call_llm(
             raise
         first_error = error
     else:
-        permit.release(tokens_used=response.usage.total_tokens if scheduler.counts_tokens else 0)
+        permit.release(tokens_used=tokens_used(response.usage) if scheduler.counts_tokens else 0)
         record = _record(request, provider, model, response, 1, started, False)
         records.append(record)
         ctx.calls.append(record)

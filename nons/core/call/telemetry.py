@@ -170,9 +170,10 @@ def call_succeeded(call: CallState, response: LLMResponse, cost: float | None) -
     labels = call.labels
     if call.ctx.instruments.metrics and labels is not None:
         inst, usage = call.ctx.instruments, response.usage
-        _, input_labels, output_labels = labels.answered(response.response_model)
-        inst.token_usage.record(usage.input_tokens, input_labels)
-        inst.token_usage.record(usage.output_tokens, output_labels)
+        if usage.reported:  # unknown counts are not recorded as zeros
+            _, input_labels, output_labels = labels.answered(response.response_model)
+            inst.token_usage.record(usage.input_tokens, input_labels)
+            inst.token_usage.record(usage.output_tokens, output_labels)
         if cost is None:
             inst.unpriced_calls.add(1, labels.model_labels)
         else:
@@ -204,11 +205,10 @@ def _response_attributes(call: CallState, response: LLMResponse, cost: float | N
 def _usage_attributes(response: LLMResponse) -> dict[str, Any]:
     """The response's model, id, finish reason and token counts, as span and event attributes, cleaned."""
     usage = response.usage
-    attributes: dict[str, Any] = {
-        names.GEN_AI_RESPONSE_MODEL: clean(response.response_model),
-        names.GEN_AI_USAGE_INPUT_TOKENS: usage.input_tokens,
-        names.GEN_AI_USAGE_OUTPUT_TOKENS: usage.output_tokens,
-    }
+    attributes: dict[str, Any] = {names.GEN_AI_RESPONSE_MODEL: clean(response.response_model)}
+    if usage.reported:  # unknown counts are left out, not recorded as zeros
+        attributes[names.GEN_AI_USAGE_INPUT_TOKENS] = usage.input_tokens
+        attributes[names.GEN_AI_USAGE_OUTPUT_TOKENS] = usage.output_tokens
     if response.response_id:
         attributes[names.GEN_AI_RESPONSE_ID] = clean(response.response_id)
     if response.finish_reason:

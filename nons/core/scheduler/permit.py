@@ -48,13 +48,16 @@ class Permit:
         """What the permit holds of shared limits (a ``RedisLimits`` reservation), or ``None``."""
         return self._reservation
 
-    def release(self, *, success: bool = True, tokens_used: int = 0, error: BaseException | None = None) -> None:
+    def release(
+        self, *, success: bool = True, tokens_used: int | None = 0, error: BaseException | None = None
+    ) -> None:
         """Give the slot back.
 
         Args:
             success: whether the call succeeded (feeds the circuit breaker and adaptive concurrency).
             tokens_used: the tokens the call really used: the token reservation is refunded or charged the
-                difference (a failed call that reports none gets its whole reservation back).
+                difference (a failed call that reports none gets its whole reservation back). ``None``: an answer
+                whose usage is unknown, which is charged what was reserved for it.
             error: the failed call's exception. A :class:`RateLimitError` with ``retry_after_s`` pauses the
                 provider (and model) for every caller; provider-health failures count towards the breaker.
         """
@@ -71,13 +74,14 @@ class Permit:
             for counter in lane.counters:
                 counter.in_flight -= 1
         else:
-            refund = self._tokens - tokens_used
+            refund = self._tokens - tokens_used if tokens_used is not None else 0
             now = queue.clock() if refund and lane.settles_tokens else 0.0
             for lim in lane.limiters:
                 lim.release(refund, now)
         if self._reservation is not None:
             assert lane.remote is not None
-            lane.remote.release(self._reservation, self._tokens - tokens_used, None if success else error)
+            refund = self._tokens - tokens_used if tokens_used is not None else 0
+            lane.remote.release(self._reservation, refund, None if success else error)
         if success:
             lane.completed += 1
             breaker = lane.breaker

@@ -281,6 +281,20 @@ async def test_tokens_per_minute_reserves_the_estimate_and_settles_to_real_usage
 
 
 @pytest.mark.timeout(10)
+async def test_a_call_whose_usage_is_unknown_is_charged_its_reservation_not_refunded_it() -> None:
+    clock = FakeClock()
+    scheduler = Scheduler({MOCK: RateLimitConfig(tokens_per_minute=6000)}, clock=clock)  # 100/s, bucket 100
+    (await scheduler.acquire(MOCK, "m", estimated_tokens=60)).release(tokens_used=None)  # no usage reported
+    order: list[str] = []
+    second = spawn(scheduler, MOCK, "m", order, "second", estimated_tokens=60)
+    await settle()
+    assert not second.done()  # 40 left: the 60 stay charged (a refund would have left 100)
+    clock.advance(0.2)
+    scheduler.wake()
+    (await second).release(tokens_used=60)
+
+
+@pytest.mark.timeout(10)
 async def test_a_request_larger_than_the_token_bucket_is_slowed_not_stuck() -> None:
     clock = FakeClock()
     scheduler = Scheduler({MOCK: RateLimitConfig(tokens_per_minute=6000)}, clock=clock)

@@ -54,7 +54,7 @@ SendFunction = Callable[[list[Message], OutputRepair | None], Awaitable[LLMRespo
 _MAX_ERRORS = 5  # schema errors quoted in one refusal; more only make the repair prompt longer
 _MAX_ERROR_CHARS = 300
 # The finish reasons of an answer cut off at the token limit (OpenAI's, then Anthropic's and Gemini's).
-_TRUNCATED = frozenset({"length", "max_tokens"})
+_TRUNCATED = frozenset({"length", "max_tokens", "model_context_window_exceeded"})
 
 
 def repairs_allowed(config: ModelConfig) -> int:

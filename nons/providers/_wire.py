@@ -17,11 +17,13 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from nons.base.errors import MalformedResponseError
 from nons.base.messages import LLMRequest, Message, ToolCall
 from nons.base.types import ModelConfig
 from nons.providers._errors import malformed
 
 __all__ = [
+    "TOKEN_LIMIT_STOPS",
     "ensure_answer",
     "extra_body",
     "parse_tool_arguments",
@@ -86,7 +88,24 @@ def parse_tool_arguments(raw: object, *, provider: str, model: str) -> dict[str,
     return value
 
 
-def ensure_answer(text: str, tool_calls: tuple[ToolCall, ...], *, provider: str, model: str) -> None:
-    """Refuse an answer with neither text nor tool calls: it is never passed on as if it were an answer."""
-    if not text.strip() and not tool_calls:
-        raise malformed("the answer is empty", provider=provider, model=model)
+#: The vendors' finish reasons (any case) for an answer stopped by its token limit: OpenAI's ``length``,
+#: Anthropic's ``max_tokens`` and ``model_context_window_exceeded``, Gemini's ``MAX_TOKENS``.
+TOKEN_LIMIT_STOPS = frozenset({"length", "max_tokens", "model_context_window_exceeded"})
+
+
+def ensure_answer(
+    text: str, tool_calls: tuple[ToolCall, ...], *, provider: str, model: str, finish_reason: str | None = None
+) -> None:
+    """Refuse an answer with neither text nor tool calls: it is never passed on as if it were an answer.
+
+    Empty because the token limit was reached first (a model that spent it all thinking), it is not retried:
+    the same request would stop at the same limit, and the provider is well (the breaker does not count it)."""
+    if text.strip() or tool_calls:
+        return
+    if finish_reason is not None and finish_reason.lower() in TOKEN_LIMIT_STOPS:
+        raise MalformedResponseError(
+            f"{provider} sent no answer for model {model!r}: it reached its token limit ({finish_reason}) before "
+            "writing any (its thinking may have used it all); raise ModelConfig.max_tokens",
+            provider=provider, model=model, retryable=False,
+        )  # fmt: skip
+    raise malformed("the answer is empty", provider=provider, model=model)

@@ -126,7 +126,7 @@ class AnthropicProvider(SDKProvider[anthropic.AsyncAnthropic]):
             for block in message.content
             if isinstance(block, ToolUseBlock)
         )
-        ensure_answer(text, tool_calls, provider=self.name, model=model)
+        ensure_answer(text, tool_calls, provider=self.name, model=model, finish_reason=message.stop_reason)
         return LLMResponse(
             text=text,
             usage=usage_from_wire(

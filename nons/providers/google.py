@@ -33,7 +33,6 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
 
-from nons.base.errors import BadRequestError
 from nons.base.messages import LLMRequest, LLMResponse, Message, ToolCall
 from nons.base.types import ModelProvider, StructuredOutput
 from nons.observability import names
@@ -53,8 +52,11 @@ SYNTHETIC_ID_PREFIX = "nons_fc_"
 _MAX_SIGNATURES = 4096
 #: Finish reasons that mean Gemini stopped the answer for what it says, not because it was done (FinishReason).
 _REFUSALS = frozenset(
-    {"SAFETY", "RECITATION", "PROHIBITED_CONTENT", "BLOCKLIST", "SPII", "IMAGE_SAFETY", "MODEL_ARMOR"}
-)
+    {
+        "SAFETY", "RECITATION", "PROHIBITED_CONTENT", "BLOCKLIST", "SPII", "IMAGE_SAFETY", "IMAGE_PROHIBITED_CONTENT",
+        "IMAGE_RECITATION", "MODEL_ARMOR",
+    }
+)  # fmt: skip
 
 
 class GoogleProvider(SDKProvider[genai.Client]):
@@ -166,9 +168,9 @@ class GoogleProvider(SDKProvider[genai.Client]):
         if not response.candidates:
             feedback = response.prompt_feedback
             if feedback is not None and feedback.block_reason is not None:
-                # The prompt itself was refused: sending it again gives the same answer.
+                # The prompt itself was refused: sending it again gives the same answer (a refusal is not retried).
                 reason = _enum_text(feedback.block_reason)
-                raise BadRequestError(f"Gemini blocked the prompt ({reason})", provider=self.name, model=model)
+                raise refused(f"Gemini blocked the prompt (blockReason {reason})", provider=self.name, model=model)
             raise malformed("the answer has no candidates", provider=self.name, model=model)
         candidate = response.candidates[0]
         finish = _enum_text(candidate.finish_reason) if candidate.finish_reason else None
@@ -190,7 +192,7 @@ class GoogleProvider(SDKProvider[genai.Client]):
             elif part.text and not part.thought:  # thought summaries are not the answer
                 texts.append(part.text)
         text = "".join(texts)
-        ensure_answer(text, tuple(tool_calls), provider=self.name, model=model)
+        ensure_answer(text, tuple(tool_calls), provider=self.name, model=model, finish_reason=finish)
         meta = response.usage_metadata
         return LLMResponse(
             text=text,

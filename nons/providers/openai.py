@@ -222,7 +222,7 @@ class OpenAIProvider(SDKProvider[openai.AsyncOpenAI]):
             for call in message.tool_calls or ()
             if call.type == "function"
         )
-        ensure_answer(text, tool_calls, provider=self.name, model=model)
+        ensure_answer(text, tool_calls, provider=self.name, model=model, finish_reason=choice.finish_reason)
         usage = completion.usage
         return LLMResponse(
             text=text,

@@ -45,7 +45,10 @@ STOPS = [
     ("openai", "content_filter"),
     *[
         ("google", reason)
-        for reason in ("SAFETY", "RECITATION", "PROHIBITED_CONTENT", "BLOCKLIST", "SPII", "IMAGE_SAFETY", "MODEL_ARMOR")
+        for reason in (
+            "SAFETY", "RECITATION", "PROHIBITED_CONTENT", "BLOCKLIST", "SPII", "IMAGE_SAFETY",
+            "IMAGE_PROHIBITED_CONTENT", "IMAGE_RECITATION", "MODEL_ARMOR",
+        )
     ],
 ]
 
@@ -165,3 +168,36 @@ async def test_an_answer_that_reports_no_usage_is_unpriced_never_free(
     (call,) = result.calls
     assert result.output == "Paris." and not call.usage.reported
     assert call.cost_usd is None and result.unpriced_calls == 1
+
+
+def _empty_at_the_limit(provider: str) -> dict[str, Any]:
+    """A 200 answer of ``provider`` with no text, stopped by its token limit (a model that spent it thinking)."""
+    if provider == "anthropic":
+        return {**_ANTHROPIC, "content": [], "stop_reason": "max_tokens"}
+    if provider == "openai":
+        choice = {"index": 0, "message": {"role": "assistant", "content": ""}, "finish_reason": "length"}
+        return {**_OPENAI, "choices": [choice], "usage": _OPENAI_USAGE}
+    return {"candidates": [{"content": {"role": "model"}, "finishReason": "MAX_TOKENS"}],
+            "usageMetadata": {"promptTokenCount": 5, "thoughtsTokenCount": 2000}}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ["anthropic", "openai", "google"])
+async def test_an_empty_answer_at_the_token_limit_says_so_and_is_not_retried(emu: ProviderEmulator, name: str) -> None:
+    emu.script(name, [Fault.http(200, _empty_at_the_limit(name))] * 3)
+    case = case_named(name)
+    model = ModelConfig(provider=case.provider, model_name=case.model, base_url=emu.base_url_for(name), api_key=SECRET)
+    retrying = LayerConfig(error_policy=ErrorPolicy.RETRY_WITH_BACKOFF, max_retries=2, retry_base_delay=0.001)
+    with pytest.raises(NodeExecutionError) as caught:
+        await NoN.from_operators([Node("generate", model)], layer_config=retrying).run("think hard")
+    error = caught.value.cause
+    assert isinstance(error, MalformedResponseError) and not error.retryable and not counts_against_breaker(error)
+    assert "token limit" in str(error) and "max_tokens" in str(error)
+    assert len(emu.requests_for(name)) == 1  # the same request would stop at the same limit
+
+
+@pytest.mark.parametrize("reason", ["SAFETY", "JAILBREAK"])
+async def test_a_prompt_gemini_blocks_is_a_refusal(emu: ProviderEmulator, reason: str) -> None:
+    emu.script("google", [Fault.http(200, {"promptFeedback": {"blockReason": reason}})])
+    with pytest.raises(RefusalError, match=f"blockReason {reason}") as caught:
+        await _complete(case_named("google"), emu)
+    assert caught.value.retryable is False and caught.value.error_type == "refusal"

@@ -570,18 +570,6 @@ async def test_openai_insufficient_quota_is_not_worth_retrying(emu: ProviderEmul
     assert caught.value.retryable is False
 
 
-async def test_gemini_blocked_prompt_is_a_bad_request(emu: ProviderEmulator) -> None:
-    from nons.providers.google import GoogleProvider
-
-    case = case_named("google")
-    emu.script("google", [Fault.http(200, {"promptFeedback": {"blockReason": "SAFETY"}, "responseId": "blocked"})])
-    provider = GoogleProvider()
-    with pytest.raises(BadRequestError, match="SAFETY") as caught:
-        await provider.complete(make_request(case, emu))
-    await provider.aclose()
-    assert caught.value.retryable is False
-
-
 async def test_connection_refused(case: Case, provider: Provider) -> None:
     with ProviderEmulator() as gone:
         request = make_request(case, gone)

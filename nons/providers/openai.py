@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import time
 from typing import Any
 
 import openai
@@ -29,6 +30,7 @@ from openai.types.chat import ChatCompletion
 from nons.base.errors import BadRequestError
 from nons.base.messages import LLMRequest, LLMResponse, Message, ToolCall
 from nons.base.redaction import displayable_url
+from nons.base.settings import get_settings
 from nons.base.types import ModelProvider, StructuredOutput
 from nons.observability import names
 from nons.observability.http import instrument_sdk_client
@@ -89,9 +91,16 @@ class OpenAIProvider(SDKProvider[openai.AsyncOpenAI]):
             return await super().complete(request)
         start = self.accepted_form(base_url)
         forms = NEGOTIATED_FORMS[NEGOTIATED_FORMS.index(start) :]
+        # One attempt, however many forms it tries: each form gets what is left of the request's time.
+        timeout_s = request.timeout_s if request.timeout_s is not None else get_settings().request_timeout
+        deadline = time.monotonic() + timeout_s
+
+        def in_form(form: StructuredOutput) -> LLMRequest:
+            return dataclasses.replace(with_form(request, form), timeout_s=max(0.0, deadline - time.monotonic()))
+
         for form in forms[:-1]:
             try:
-                response = await super().complete(with_form(request, form))
+                response = await super().complete(in_form(form))
             except BadRequestError as error:
                 logger.info(
                     "%s refused response_format %s (%s); trying the next form", displayable_url(base_url), form, error
@@ -99,7 +108,7 @@ class OpenAIProvider(SDKProvider[openai.AsyncOpenAI]):
                 continue
             self._remember(base_url, start, form)
             return response
-        response = await super().complete(with_form(request, forms[-1]))
+        response = await super().complete(in_form(forms[-1]))
         self._remember(base_url, start, forms[-1])
         return response
 

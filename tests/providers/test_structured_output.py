@@ -6,13 +6,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import time
 from typing import Any
 
 import pytest
 from provider_cases import Case, case_named, make_request
 from pydantic import SecretStr
 
-from nons.base.errors import BadRequestError, ConfigurationError
+from nons.base.errors import BadRequestError, ConfigurationError, ProviderTimeoutError
 from nons.base.messages import ToolDefinition
 from nons.core.network import NoN
 from nons.core.node import Node
@@ -337,3 +338,20 @@ async def test_a_native_tool_call_or_text_passes_through_the_forced_form(emu: Pr
     assert (text.text, text.tool_calls) == ("no", ())
     assert unforced.tool_calls == ()
     assert emu.requests_for("openai")[2].output_format is None  # no forced call, no envelope
+
+
+async def test_the_negotiation_is_one_attempt_within_the_requests_time() -> None:
+    # Each form the server refuses takes 0.8 s: with 1.5 s for the request, the third form is never sent; the
+    # attempt ends when its time does, not after three full timeouts.
+    case = case_named("openai")
+    provider = OpenAIProvider()
+    slow_refusal = dataclasses.replace(Fault.bad_request("response_format is not supported"), delay_s=0.8)
+    with ProviderEmulator() as emu:
+        emu.script("openai", [slow_refusal, slow_refusal, Reply(text=ANSWER)])
+        started = time.monotonic()
+        with pytest.raises(ProviderTimeoutError):
+            await provider.complete(make_request(case, emu, response_schema=CLASSIFICATION, timeout_s=1.5))
+        elapsed = time.monotonic() - started
+        await provider.aclose()
+        sent = len(emu.requests_for("openai"))
+    assert elapsed < 2.0 and sent == 2

@@ -13,6 +13,7 @@ Nothing here imports a vendor SDK.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -23,10 +24,12 @@ from nons.base.types import ModelConfig
 from nons.providers._errors import malformed
 
 __all__ = [
+    "SYNTHETIC_ID_PREFIX",
     "TOKEN_LIMIT_STOPS",
     "ensure_answer",
     "extra_body",
     "parse_tool_arguments",
+    "synthetic_call_id",
     "system_parts",
     "system_text",
     "tool_names_by_id",
@@ -109,3 +112,15 @@ def ensure_answer(
             provider=provider, model=model, retryable=False,
         )  # fmt: skip
     raise malformed("the answer is empty", provider=provider, model=model)
+
+
+#: Prefix of the tool call ids NoN makes up for calls that came without one (Gemini's function calls often do,
+#: and some OpenAI-compatible servers).
+SYNTHETIC_ID_PREFIX = "nons_fc_"
+
+
+def synthetic_call_id(response_id: str | None, index: int, name: str, arguments: Mapping[str, Any]) -> str:
+    """A stable id for a tool call that came without one: the same answer always gives the same id, and two
+    calls of one answer never share one (the tool results are matched to their calls by it)."""
+    seed = json.dumps([response_id, index, name, arguments], sort_keys=True, default=str)
+    return SYNTHETIC_ID_PREFIX + hashlib.sha256(seed.encode()).hexdigest()[:16]

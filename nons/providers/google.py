@@ -22,7 +22,6 @@ explicitly, which also turns off its implicit retry of connection errors on the 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
 from collections import OrderedDict
@@ -41,14 +40,20 @@ from nons.providers._errors import FailedCall, malformed, refused
 from nons.providers._sdk import SDKProvider
 from nons.providers._structured import GEMINI_KEYWORDS, only_keywords, output_form
 from nons.providers._usage import NOT_REPORTED, usage_from_wire
-from nons.providers._wire import ensure_answer, extra_body, parse_tool_arguments, system_text, tool_names_by_id
+from nons.providers._wire import (
+    SYNTHETIC_ID_PREFIX,
+    ensure_answer,
+    extra_body,
+    parse_tool_arguments,
+    synthetic_call_id,
+    system_text,
+    tool_names_by_id,
+)
 
 __all__ = ["SYNTHETIC_ID_PREFIX", "GoogleProvider"]
 
 #: The API version of the Gemini Developer API the SDK talks to.
 API_VERSION = "v1beta"
-#: Prefix of the tool call ids NoN makes up for Gemini function calls that came without one.
-SYNTHETIC_ID_PREFIX = "nons_fc_"
 _MAX_SIGNATURES = 4096
 #: Finish reasons that mean Gemini stopped the answer for what it says, not because it was done (FinishReason).
 _REFUSALS = frozenset(
@@ -185,7 +190,7 @@ class GoogleProvider(SDKProvider[genai.Client]):
                 call = part.function_call
                 arguments = parse_tool_arguments(call.args, provider=self.name, model=model)
                 name = call.name or ""
-                call_id = call.id or _synthetic_id(response.response_id, index, name, arguments)
+                call_id = call.id or synthetic_call_id(response.response_id, index, name, arguments)
                 if part.thought_signature:
                     self._remember_signature(call_id, part.thought_signature)
                 tool_calls.append(ToolCall(call_id, name, arguments))
@@ -275,12 +280,6 @@ class GoogleProvider(SDKProvider[genai.Client]):
         if isinstance(exc, genai_errors.UnknownApiResponseError):
             return FailedCall("malformed", str(exc))
         return None
-
-
-def _synthetic_id(response_id: str | None, index: int, name: str, arguments: dict[str, Any]) -> str:
-    """A stable id for a function call that came without one: the same answer always gives the same id."""
-    seed = json.dumps([response_id, index, name, arguments], sort_keys=True, default=str)
-    return SYNTHETIC_ID_PREFIX + hashlib.sha256(seed.encode()).hexdigest()[:16]
 
 
 def _real_id(call_id: str) -> str | None:

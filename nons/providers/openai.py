@@ -27,19 +27,19 @@ from typing import Any
 import openai
 from openai.types.chat import ChatCompletion
 
-from nons.base.errors import BadRequestError
+from nons.base.errors import BadRequestError, ProviderError
 from nons.base.messages import LLMRequest, LLMResponse, Message, ToolCall
 from nons.base.redaction import displayable_url
 from nons.base.settings import get_settings
 from nons.base.types import ModelProvider, StructuredOutput
 from nons.observability import names
 from nons.observability.http import instrument_sdk_client
-from nons.providers._errors import FailedCall, describe_stainless_error, malformed, refused
+from nons.providers._errors import FailedCall, describe_stainless_error, error_for_status, malformed, refused
 from nons.providers._forced_tool import as_tool_call, envelope
 from nons.providers._sdk import SDKProvider
 from nons.providers._structured import output_form, schema_name, strict_schema, with_form
 from nons.providers._usage import NOT_REPORTED, usage_from_wire
-from nons.providers._wire import ensure_answer, extra_body, parse_tool_arguments, system_text
+from nons.providers._wire import ensure_answer, extra_body, parse_tool_arguments, synthetic_call_id, system_text
 
 __all__ = ["NEGOTIATED_FORMS", "OpenAIProvider"]
 
@@ -211,6 +211,9 @@ class OpenAIProvider(SDKProvider[openai.AsyncOpenAI]):
 
     def _response(self, completion: ChatCompletion, model: str) -> LLMResponse:
         if not completion.choices:
+            error = (completion.model_extra or {}).get("error")
+            if isinstance(error, dict):  # a compatible server's failure sent as a 200: its error, not "no choices"
+                raise _error_in_answer(error, provider=self.name, model=model)
             raise malformed("the answer has no choices", provider=self.name, model=model)
         choice = completion.choices[0]
         message = choice.message
@@ -221,16 +224,8 @@ class OpenAIProvider(SDKProvider[openai.AsyncOpenAI]):
             # Whatever came before the filter stopped it is not an answer.
             raise refused("the content filter stopped the answer (finish_reason content_filter)",
                           provider=self.name, model=model)  # fmt: skip
-        text = message.content or ""
-        tool_calls = tuple(
-            ToolCall(
-                call.id,
-                call.function.name,
-                parse_tool_arguments(call.function.arguments, provider=self.name, model=model),
-            )
-            for call in message.tool_calls or ()
-            if call.type == "function"
-        )
+        text = _text_of(message.content)
+        tool_calls = self._tool_calls(completion.id, message.tool_calls or (), model)
         ensure_answer(text, tool_calls, provider=self.name, model=model, finish_reason=choice.finish_reason)
         usage = completion.usage
         return LLMResponse(
@@ -253,6 +248,19 @@ class OpenAIProvider(SDKProvider[openai.AsyncOpenAI]):
     def _describe_error(self, exc: Exception) -> FailedCall | None:
         return describe_stainless_error(exc, openai)
 
+
+    def _tool_calls(self, answer_id: str | None, calls: Any, model: str) -> tuple[ToolCall, ...]:
+        """The answer's function calls. A compatible server may leave a call's type out (a call with a function
+        is a function call) or its id (one is made up, stable and distinct per call: results are matched by it)."""
+        found = []
+        for index, call in enumerate(calls):
+            function = getattr(call, "function", None)
+            if call.type not in ("function", None) or function is None:
+                continue
+            arguments = parse_tool_arguments(function.arguments, provider=self.name, model=model)
+            call_id = call.id or synthetic_call_id(answer_id, index, function.name, arguments)
+            found.append(ToolCall(call_id, function.name, arguments))
+        return tuple(found)
 
 def _messages(request: LLMRequest, *, schema_in_prompt: bool) -> list[dict[str, Any]]:
     """The system text first, then the conversation in OpenAI's roles (tool results as ``tool`` messages)."""
@@ -281,3 +289,22 @@ def _message(message: Message) -> dict[str, Any]:
             ],
         }
     return {"role": message.role, "content": message.content}
+
+
+def _text_of(content: Any) -> str:
+    """A message's text: OpenAI's is a string; some compatible servers (Mistral's reasoning models) send a list of
+    parts, whose text parts are the answer."""
+    if isinstance(content, list):
+        return "".join(
+            part.get("text") or "" for part in content if isinstance(part, dict) and part.get("type") == "text"
+        )
+    return content or ""
+
+
+def _error_in_answer(error: dict[str, Any], *, provider: str, model: str) -> ProviderError:
+    """The error a compatible server sent in a 200's body: classified by the status its ``code`` names, else as
+    a failure of the server (502)."""
+    code = error.get("code")
+    status = code if isinstance(code, int) and 400 <= code < 600 else 502
+    message = str(error.get("message") or error)
+    return error_for_status(status, provider=provider, model=model, message=message, body=error)

@@ -12,7 +12,8 @@ import pytest
 from provider_cases import SECRET, Case, case_named, make_request
 
 from nons import ErrorPolicy, LayerConfig, ModelConfig, ModelProvider, Node, NoN, configure_scheduler
-from nons.base.errors import MalformedResponseError, NodeExecutionError, RefusalError
+from nons.base.errors import MalformedResponseError, NodeExecutionError, ProviderError, RefusalError
+from nons.base.messages import ToolDefinition
 from nons.core.scheduler.breaker import counts_against_breaker
 from nons.providers._sdk import SDKProvider
 from nons.testing import EmulatedToolCall, Fault, ProviderEmulator, Reply
@@ -201,3 +202,36 @@ async def test_a_prompt_gemini_blocks_is_a_refusal(emu: ProviderEmulator, reason
     with pytest.raises(RefusalError, match=f"blockReason {reason}") as caught:
         await _complete(case_named("google"), emu)
     assert caught.value.retryable is False and caught.value.error_type == "refusal"
+
+
+_LOOKUP = ToolDefinition("lookup", "Look something up.", {"type": "object", "properties": {"q": {"type": "string"}}})
+
+
+def _openai_tool_call(**call: Any) -> dict[str, Any]:
+    return {"function": {"name": "lookup", "arguments": '{"q": "x"}'}, **call}
+
+
+async def test_a_compatible_servers_tool_calls_without_ids_or_types_are_function_calls(emu: ProviderEmulator) -> None:
+    calls = [_openai_tool_call(type="function"), _openai_tool_call()]  # no ids; the second has no type either
+    message = {"role": "assistant", "content": None, "tool_calls": calls}
+    emu.script("openai", [Fault.http(200, {**_OPENAI, "choices": [{"index": 0, "message": message,
+                                                                   "finish_reason": "tool_calls"}]})])
+    answer = await _complete(case_named("openai"), emu, tools=(_LOOKUP,))
+    assert [call.name for call in answer.tool_calls] == ["lookup", "lookup"]
+    first, second = (call.id for call in answer.tool_calls)
+    assert first and second and first != second  # the tool results are matched to their calls by id
+
+
+async def test_a_compatible_servers_answer_in_parts_is_its_text(emu: ProviderEmulator) -> None:
+    parts = [{"type": "thinking", "thinking": "hmm"}, {"type": "text", "text": "Par"}, {"type": "text", "text": "is."}]
+    message = {"role": "assistant", "content": parts}
+    emu.script("openai", [Fault.http(200, {**_OPENAI, "choices": [{"index": 0, "message": message,
+                                                                   "finish_reason": "stop"}]})])
+    assert (await _complete(case_named("openai"), emu)).text == "Paris."
+
+
+async def test_a_compatible_servers_error_sent_as_a_200_is_that_error(emu: ProviderEmulator) -> None:
+    emu.script("openai", [Fault.http(200, {"error": {"message": "upstream overloaded", "code": 503}})])
+    with pytest.raises(ProviderError, match="upstream overloaded") as caught:
+        await _complete(case_named("openai"), emu)
+    assert caught.value.status_code == 503 and caught.value.retryable

@@ -352,7 +352,8 @@ async def test_parallel_tool_results_share_one_turn(case: Case, provider: Provid
 
 
 async def test_gemini_made_up_call_ids_are_stable(emu: ProviderEmulator) -> None:
-    from nons.providers.google import SYNTHETIC_ID_PREFIX, GoogleProvider
+    from nons.providers._wire import SYNTHETIC_ID_PREFIX
+    from nons.providers.google import GoogleProvider
 
     case = case_named("google")
     answer = Reply(text="", tool_calls=[EmulatedToolCall("get_weather", {"city": "Paris"})], id="same-response")

@@ -137,3 +137,25 @@ async def test_the_keys_of_a_nodes_configs_are_redacted_from_its_errors_before_i
         await network.forward("question")
     message = str(raised.value)
     assert "proxy/[REDACTED]" in message and key not in message and fallback_key not in message
+
+
+@pytest.mark.timeout(30)
+async def test_timeouts_of_calls_the_queue_left_short_of_time_do_not_open_the_breaker(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # 20 calls of 0.5 s through 5 slots with 1.2 s each: the last ones wait so long for a slot that the provider
+    # gets too little of their time. That is a long queue, not an unwell provider.
+    from nons.core.scheduler import CircuitBreakerConfig, RateLimitConfig, configure_scheduler
+
+    monkeypatch.setenv("NON_REQUEST_TIMEOUT", "1.2")
+    configure_scheduler(
+        rate_limits={ModelProvider.MOCK: RateLimitConfig(max_concurrent=5)},
+        circuit_breaker=CircuitBreakerConfig(failure_threshold=3),
+    )
+    partial = LayerConfig(error_policy=ErrorPolicy.RETURN_PARTIAL)
+    result = await create_network(layers=[Node("generate", sim(latency_s=0.5)) * 20], layer_config=partial).run("q")
+    kinds = {getattr(output, "error_type", "ok") for output in result.output}
+    assert "timeout" in kinds, kinds  # the case at hand did happen
+    (breaker,) = get_scheduler().get_stats()["breakers"].values()
+    assert breaker["state"] == "closed", breaker
+    assert (await create_network(layers=[Node("generate", sim())]).run("next")).output

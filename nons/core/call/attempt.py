@@ -11,7 +11,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from nons.base.errors import BudgetExceededError, ProviderError
+from nons.base.errors import BudgetExceededError, ProviderError, ProviderTimeoutError
 from nons.base.messages import LLMRequest, LLMResponse
 from nons.base.redaction import clean
 from nons.base.results import Usage
@@ -113,7 +113,7 @@ def failed(
                 names.GEN_AI_PROVIDER_NAME: call.provider.genai_provider_name}
         )  # fmt: skip
     if permit is not None:
-        permit.release(success=False, error=error)
+        permit.release(success=False, error=None if _cut_short(call, error, started) else error)
     if hold is not None:
         ctx.budget_book.settle(hold, 0.0)  # type: ignore[union-attr]
     if not error.provider:
@@ -128,6 +128,15 @@ def failed(
             inst.rejected.add(1, call.labels.failed(error.error_type))
         else:
             inst.operation_duration.record(time.perf_counter() - started, call.labels.failed(error.error_type))
+
+
+def _cut_short(call: CallState, error: ProviderError, sent: float) -> bool:
+    """Whether ``error`` is a timeout of an attempt whose wait for its slot left the provider less than nine
+    tenths of NON_REQUEST_TIMEOUT: then it says how long the queue was, not that the provider is unwell, and its
+    breaker does not count it (a busy queue would otherwise open the breaker of a healthy provider)."""
+    if not isinstance(error, ProviderTimeoutError):
+        return False
+    return time.perf_counter() - sent < 0.9 * call.ctx.settings.request_timeout
 
 
 def _waited(call: CallState, wait_s: float) -> None:

@@ -174,6 +174,8 @@ _ENV_NAMES = (
 )
 _cached: tuple[object, Settings] | None = None
 _KEY_FIELDS = frozenset({"anthropic_api_key", "openai_api_key", "google_api_key"})
+#: The longest refused value an error quotes (a key is longer).
+_SHOWN_CHARS = 16
 
 
 def key_variable(field: str) -> str:
@@ -197,14 +199,26 @@ def _variable(field: str) -> str:
 
 
 def describe_validation_error(error: ValidationError) -> str:
-    """What is wrong, one line per variable: its name, its value (never a key's) and pydantic's reason."""
+    """What is wrong, one line per variable: its name, its value and pydantic's reason. The value is never a
+    key's; a URL's is shown without its user and password; any other is shown only when it is short (a typo in a
+    number, a level): a long one may be a key set in the wrong variable."""
+    from nons.base.redaction import displayable_url, redact
+
     lines = []
     for problem in error.errors(include_url=False):
         loc = problem.get("loc") or ("",)
         field = str(loc[0])
         field = next((name for name in Settings.model_fields if _variable(name).lower() == field.lower()), field)
-        shown = "" if field in _KEY_FIELDS else f"={problem.get('input')!r}"
-        lines.append(f"{_variable(field)}{shown} ({field}): {problem.get('msg')}")
+        value = problem.get("input")
+        if field in _KEY_FIELDS:
+            shown = ""
+        elif field.endswith("_base_url") and isinstance(value, str):
+            shown = f"={displayable_url(value)!r}"
+        elif isinstance(value, str) and len(value) > _SHOWN_CHARS:
+            shown = f" (a {len(value)}-character value, not shown)"
+        else:
+            shown = f"={redact(repr(value))}"
+        lines.append(f"{_variable(field)}{shown} ({field}): {redact(str(problem.get('msg')))}")
     return "; ".join(lines)
 
 

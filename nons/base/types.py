@@ -176,6 +176,8 @@ def check_base_url(value: str | None, name: str) -> str | None:
     when the config is made, not a connection error retried at every call."""
     if value is None:
         return None
+    # A variable read from a secret file often ends in a newline: surrounding whitespace is not part of the URL.
+    value = value.strip()
     # Imported here: neither is needed to import ModelConfig (see nons.base.errors on redaction's cost).
     from urllib.parse import urlsplit
 
@@ -187,10 +189,12 @@ def check_base_url(value: str | None, name: str) -> str | None:
         parts.port  # noqa: B018 - read for its ValueError: a port out of range, or not a number
     except ValueError:  # "http://[::1": an IPv6 host left open; "http://host:99999"
         host, parts = None, None
-    if parts is None or parts.scheme not in ("http", "https") or not host:
+    # Whitespace or a control character inside: urlsplit lets them by, and the SDKs fail on them at every call.
+    inside = any(ord(char) < 0x21 for char in value)
+    if parts is None or parts.scheme not in ("http", "https") or not host or inside:
         raise ValueError(
-            f"{name} must be an http:// or https:// URL with a host, such as 'http://localhost:11434/v1'; "
-            f"got {displayable_url(value)!r}"
+            f"{name} must be an http:// or https:// URL with a host (and a port from 1 to 65535, if any, and no "
+            f"spaces), such as 'http://localhost:11434/v1'; got {displayable_url(value)!r}"
         )
     return value
 

@@ -21,10 +21,13 @@ from genai_prices import extract_usage
 
 from nons.base.results import Usage
 
-__all__ = ["NOT_REPORTED", "usage_from_wire"]
+__all__ = ["not_reported", "usage_from_wire"]
 
-#: The usage of an answer that reported none: its tokens and cost are unknown (never counted as zero).
-NOT_REPORTED = Usage(reported=False)
+
+def not_reported() -> Usage:
+    """The usage of an answer that reported none: its tokens and cost are unknown (never counted as zero). A new
+    object each time: a record's usage is its own."""
+    return Usage(reported=False)
 
 logger = logging.getLogger(__name__)
 
@@ -34,14 +37,14 @@ def usage_from_wire(response: Mapping[str, Any], *, provider_id: str, api_flavor
 
     ``response`` holds at least the usage object under the key the vendor's API uses (``usage``,
     ``usageMetadata``). Usage that lacks a field the extractor requires (a compatible server's partial usage) is
-    :data:`NOT_REPORTED`: unknown, not zero.
+    :func:`not_reported`: unknown, not zero.
     """
     try:
         extracted = extract_usage(dict(response), provider_id=provider_id, api_flavor=api_flavor).usage
     except ValueError as error:
         # The call still succeeded; what it used, and so what it cost, is unknown.
         logger.debug("no usable usage in the %s response: %s", provider_id, error)
-        return NOT_REPORTED
+        return not_reported()
     return Usage(
         input_tokens=_count(extracted.input_tokens),
         output_tokens=_count(extracted.output_tokens),

@@ -106,9 +106,14 @@ def ensure_answer(
     if text.strip() or tool_calls:
         return
     if finish_reason is not None and finish_reason.lower() in TOKEN_LIMIT_STOPS:
+        advice = (
+            "the input filled the model's context window: shorten it"
+            if finish_reason.lower() == "model_context_window_exceeded"
+            else "its thinking may have used it all; raise ModelConfig.max_tokens"
+        )
         raise MalformedResponseError(
             f"{provider} sent no answer for model {model!r}: it reached its token limit ({finish_reason}) before "
-            "writing any (its thinking may have used it all); raise ModelConfig.max_tokens",
+            f"writing any ({advice})",
             provider=provider, model=model, retryable=False,
         )  # fmt: skip
     raise malformed("the answer is empty", provider=provider, model=model)

@@ -39,7 +39,7 @@ from nons.observability.http import instrument_sdk_client
 from nons.providers._errors import FailedCall, malformed, refused
 from nons.providers._sdk import SDKProvider
 from nons.providers._structured import GEMINI_KEYWORDS, only_keywords, output_form
-from nons.providers._usage import NOT_REPORTED, usage_from_wire
+from nons.providers._usage import not_reported, usage_from_wire
 from nons.providers._wire import (
     SYNTHETIC_ID_PREFIX,
     ensure_answer,
@@ -207,7 +207,7 @@ class GoogleProvider(SDKProvider[genai.Client]):
                     provider_id="google",
                 )
                 if meta is not None
-                else NOT_REPORTED
+                else not_reported()
             ),
             finish_reason=finish.lower() if finish else None,
             response_model=response.model_version or model,

@@ -38,7 +38,7 @@ from nons.providers._errors import FailedCall, describe_stainless_error, error_f
 from nons.providers._forced_tool import as_tool_call, envelope
 from nons.providers._sdk import SDKProvider
 from nons.providers._structured import output_form, schema_name, strict_schema, with_form
-from nons.providers._usage import NOT_REPORTED, usage_from_wire
+from nons.providers._usage import not_reported, usage_from_wire
 from nons.providers._wire import ensure_answer, extra_body, parse_tool_arguments, synthetic_call_id, system_text
 
 __all__ = ["NEGOTIATED_FORMS", "OpenAIProvider"]
@@ -236,7 +236,7 @@ class OpenAIProvider(SDKProvider[openai.AsyncOpenAI]):
                     {"usage": usage.model_dump(mode="json", exclude_none=True)}, provider_id="openai", api_flavor="chat"
                 )
                 if usage is not None
-                else NOT_REPORTED
+                else not_reported()
             ),
             finish_reason=choice.finish_reason.lower() if choice.finish_reason else None,
             response_model=completion.model or model,
@@ -247,7 +247,6 @@ class OpenAIProvider(SDKProvider[openai.AsyncOpenAI]):
 
     def _describe_error(self, exc: Exception) -> FailedCall | None:
         return describe_stainless_error(exc, openai)
-
 
     def _tool_calls(self, answer_id: str | None, calls: Any, model: str) -> tuple[ToolCall, ...]:
         """The answer's function calls. A compatible server may leave a call's type out (a call with a function
@@ -261,6 +260,7 @@ class OpenAIProvider(SDKProvider[openai.AsyncOpenAI]):
             call_id = call.id or synthetic_call_id(answer_id, index, function.name, arguments)
             found.append(ToolCall(call_id, function.name, arguments))
         return tuple(found)
+
 
 def _messages(request: LLMRequest, *, schema_in_prompt: bool) -> list[dict[str, Any]]:
     """The system text first, then the conversation in OpenAI's roles (tool results as ``tool`` messages)."""
@@ -305,6 +305,8 @@ def _error_in_answer(error: dict[str, Any], *, provider: str, model: str) -> Pro
     """The error a compatible server sent in a 200's body: classified by the status its ``code`` names, else as
     a failure of the server (502)."""
     code = error.get("code")
+    if isinstance(code, str) and code.isdigit():  # some servers send "429"
+        code = int(code)
     status = code if isinstance(code, int) and 400 <= code < 600 else 502
     message = str(error.get("message") or error)
     return error_for_status(status, provider=provider, model=model, message=message, body=error)

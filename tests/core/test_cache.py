@@ -4,6 +4,7 @@ single-flight in one loop, and across replicas through a real Redis (the provide
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -229,3 +230,19 @@ def test_100_identical_calls_across_three_processes_make_one_provider_call(
     assert len(emu.requests_for("openai")) == 1
     assert sum(result["cached"] for result in results) == 99
     assert all(result["answers"] == ["Paris."] for result in results)
+
+
+def answer(usage: Usage) -> LLMResponse:
+    return LLMResponse(text="Paris.", usage=usage, finish_reason="stop", response_model="m", response_id=None)
+
+
+def test_an_entry_reads_across_releases_that_know_more_or_fewer_usage_fields() -> None:
+    # Replicas of two releases share one Redis cache while a deployment rolls out: each must read the other's.
+    entry = Entry(ModelProvider.OPENAI, answer(Usage(input_tokens=5, output_tokens=2)))
+    stored = json.loads(entry.dumps())
+    assert "reported" not in stored["usage"]  # a release before Usage.reported reads it
+    stored["usage"]["a_later_field"] = 3  # a later release's entry
+    read = Entry.loads(json.dumps(stored))
+    assert read.response.usage == Usage(input_tokens=5, output_tokens=2)
+    unreported = Entry(ModelProvider.OPENAI, answer(Usage(reported=False)))
+    assert Entry.loads(unreported.dumps()).response.usage.reported is False

@@ -95,16 +95,17 @@ async def test_an_error_that_is_not_a_provider_error_fails_the_node_as_it_is() -
 
 
 async def test_a_base_url_that_is_no_url_fails_with_the_sdks_error_and_gives_its_slot_back() -> None:
-    # A NUL in the host: ModelConfig's check lets it by (an http URL with a host), the vendor's SDK refuses it.
+    # A host IDNA cannot encode: ModelConfig's check lets it by (an http URL with a host), the vendor's SDK
+    # refuses it.
     # Nothing NoN derives from the URL for its labels (server.address and port) may raise first, mask that
     # error, or keep the call's slot.
     config = ModelConfig(
-        provider=ModelProvider.OPENAI, model_name="gpt-4o-mini", base_url="http://ho\x00st/v1",
+        provider=ModelProvider.OPENAI, model_name="gpt-4o-mini", base_url="http://\u2488.com/v1",
         api_key=SecretStr("sk-test-call-path-0123456789"),
     )  # fmt: skip
     with pytest.raises(NodeExecutionError) as raised:
         await create_network(layers=[Node("generate", config)]).forward("question")
-    assert "non-printable" in str(raised.value.cause), raised.value.cause
+    assert "IDNA" in str(raised.value.cause), raised.value.cause
     assert scheduler_counts() == (0, 1, 0)
 
 
@@ -159,3 +160,16 @@ async def test_timeouts_of_calls_the_queue_left_short_of_time_do_not_open_the_br
     (breaker,) = get_scheduler().get_stats()["breakers"].values()
     assert breaker["state"] == "closed", breaker
     assert (await create_network(layers=[Node("generate", sim())]).run("next")).output
+
+
+async def test_a_timeout_the_provider_had_its_full_time_for_counts_however_soon_it_came() -> None:
+    # The simulated provider's "timeout" failure comes at once (as an HTTP 408 or a connect timeout would): no
+    # queue shortened it, so it says the provider is unwell.
+    from nons.core.scheduler import CircuitBreakerConfig, configure_scheduler
+
+    configure_scheduler(circuit_breaker=CircuitBreakerConfig(failure_threshold=2))
+    for _ in range(2):
+        with pytest.raises(NodeExecutionError):
+            await create_network(layers=[Node("generate", failing("timeout"))]).forward("q")
+    (breaker,) = get_scheduler().get_stats()["breakers"].values()
+    assert breaker["state"] == "open", breaker

@@ -47,7 +47,7 @@ def test_api_key_is_hidden_from_repr() -> None:
 
 @pytest.mark.parametrize(
     "url", ["localhost:11434/v1", "user:longpassword123@gw.example/v1", "ftp://user:longpassword123@h/v1",
-            "http://[::1", "http:///v1", "http://host:99999/v1"],
+            "http://[::1", "http:///v1", "http://host:99999/v1", "http://ho st/v1", "http://host/v\x01"],
 )
 def test_a_base_url_that_is_no_http_url_is_refused_without_quoting_its_password(url: str) -> None:
     # Refused when the config is made: at the first call it was a connection error, retried and counted by the
@@ -57,12 +57,32 @@ def test_a_base_url_that_is_no_http_url_is_refused_without_quoting_its_password(
     assert "longpassword123" not in str(raised.value)
 
 
-def test_a_base_url_variable_that_is_no_http_url_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    from nons.base.settings import Settings
+def test_a_base_url_variable_that_is_no_http_url_is_refused_without_its_password(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from nons.base.errors import ConfigurationError
+    from nons.base.settings import get_settings
 
-    monkeypatch.setenv("OPENAI_BASE_URL", "localhost:11434/v1")
-    with pytest.raises(pydantic.ValidationError, match="OPENAI_BASE_URL must be an http:// or https:// URL"):
-        Settings()
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://gateway:longpassword123@gw.example.com:99999/v1")
+    with pytest.raises(ConfigurationError, match="OPENAI_BASE_URL") as raised:
+        get_settings()
+    assert "longpassword123" not in str(raised.value) and "gw.example.com" in str(raised.value)
+
+
+def test_a_long_value_in_the_wrong_variable_is_not_quoted(monkeypatch: pytest.MonkeyPatch) -> None:
+    from nons.base.errors import ConfigurationError
+    from nons.base.settings import get_settings
+
+    monkeypatch.setenv("NON_REQUEST_TIMEOUT", "sk-proj-misplacedKEY0123456789abcdef")  # a key pasted in its place
+    with pytest.raises(ConfigurationError, match="NON_REQUEST_TIMEOUT") as raised:
+        get_settings()
+    assert "misplacedKEY" not in str(raised.value)
+
+
+@pytest.mark.parametrize("url", [" http://127.0.0.1:9/v1", "http://127.0.0.1:9/v1\n"])
+def test_a_base_url_read_with_surrounding_whitespace_is_stripped(url: str) -> None:
+    # A variable read from a secret file often ends in a newline; the SDKs would send it as part of the URL.
+    assert ModelConfig(provider=ModelProvider.OPENAI, model_name="m", base_url=url).base_url == "http://127.0.0.1:9/v1"
 
 
 def test_fallbacks_and_stop_accept_lists() -> None:

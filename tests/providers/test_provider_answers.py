@@ -235,3 +235,25 @@ async def test_a_compatible_servers_error_sent_as_a_200_is_that_error(emu: Provi
     with pytest.raises(ProviderError, match="upstream overloaded") as caught:
         await _complete(case_named("openai"), emu)
     assert caught.value.status_code == 503 and caught.value.retryable
+
+
+async def test_a_budget_keeps_the_worst_case_of_an_answer_that_reports_no_usage(emu: ProviderEmulator) -> None:
+    import nons.core.budgets as budgets_module
+    from nons import Budget
+    from nons.core.budgets import configure_budgets
+
+    saved = budgets_module._budgets
+    try:
+        book = configure_budgets(Budget(usd=1.0, per="process"))
+        emu.script("openai", [Fault.http(200, UNREPORTED[0][1])])
+        case = case_named("openai")
+        model = ModelConfig(
+            provider=case.provider, model_name=case.model, base_url=emu.base_url_for("openai"), api_key=SECRET,
+            price_provider="openai",
+        )
+        result = await NoN.from_operators([Node("generate", model)]).run("capital of France?")
+        assert result.calls[0].cost_usd is None
+        # What it cost is unknown, so the budget keeps what it reserved for it: never counted as 0.
+        assert book.local.used("process:process") > 0
+    finally:
+        budgets_module._budgets = saved

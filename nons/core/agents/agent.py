@@ -41,7 +41,7 @@ from nons.base.settings import get_settings
 from nons.base.types import ErrorPolicy, LayerConfig, ModelConfig
 from nons.core.agents.run import AgentRun, AgentStep
 from nons.core.agents.telemetry import record_run
-from nons.core.agents.tool_calls import execute_tool, tool_message, typed_stop
+from nons.core.agents.tool_calls import execute_tool, tool_message
 from nons.core.agents.tools import AgentState, ToolRegistry, ToolResult
 from nons.core.call import CallSite, PassContext, call_llm
 from nons.core.inputs import check_name, check_text
@@ -283,9 +283,7 @@ class Agent:
                 return self._answer(run, number, response)
             results: list[ToolResult] = []
             for call in response.tool_calls:
-                result = await execute_tool(self.name, self.registry, run.ctx, run.state, call)
-                if result["is_stop"] and self.output_schema is not None:
-                    result = typed_stop(result, self.output_schema)
+                result = await execute_tool(self.name, self.registry, run.ctx, run.state, call, self.output_schema)
                 results.append(result)
                 run.messages.append(
                     Message(

@@ -24,10 +24,12 @@ __all__ = ["execute_tool", "tool_message", "typed_stop"]
 
 
 async def execute_tool(
-    agent: str, registry: ToolRegistry, ctx: PassContext, state: AgentState, call: ToolCall
+    agent: str, registry: ToolRegistry, ctx: PassContext, state: AgentState, call: ToolCall,
+    output_schema: Mapping[str, Any] | None = None,
 ) -> ToolResult:
     """Run the tool ``call`` names (an unknown name is a failed result) under its ``execute_tool`` span and with
-    its metrics, as agent ``agent``'s, in the run's conversation."""
+    its metrics, as agent ``agent``'s, in the run's conversation. Under an ``output_schema``, a stop tool's answer
+    is read as the typed final answer (:func:`typed_stop`) before the span and the metrics record the outcome."""
     inst = ctx.instruments
     tool = registry.get(call.name)
     scope = spans.NO_SPAN
@@ -45,6 +47,8 @@ async def execute_tool(
             result = await registry.execute(
                 call.name, call.arguments, state=state, call_id=call.id, on_error=raised.append
             )
+        if output_schema is not None and result["is_stop"]:
+            result = typed_stop(result, output_schema)
         return result
     finally:
         otel_context.detach(token)

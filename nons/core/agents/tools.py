@@ -157,6 +157,8 @@ class Tool:
             return _failure(
                 self.name, args, call_id, error_type, f"tool {self.name!r} raised {type(error).__name__}: {error}"
             )
+        if inspect.isgenerator(output):
+            output = list(output)  # read once here: the check below and the model's message would each empty it
         try:
             output_text(output)
         except Exception as error:  # a value that contains itself, or a str() that raises
@@ -168,7 +170,6 @@ class Tool:
             success=True, tool_name=self.name, output=output, error=None, error_type=None,
             is_stop=self.is_stop, call_id=call_id, arguments=args,
         )
-
 
     async def _call(self, kwargs: dict[str, Any]) -> Any:
         if self.run_in_thread:
@@ -337,13 +338,17 @@ class ToolRegistry:
 
 def output_text(output: Any) -> str:
     """What the model reads of a tool's output: text as it is, anything else as JSON (pydantic models, dataclasses
-    and sets as pydantic serializes them, NaN and infinities as null, a value with no JSON form as its ``str()``).
-    Lone surrogates (a file name decoded with ``surrogateescape``, say), which no provider's JSON body can carry,
-    become U+FFFD. Raises ``ValueError`` for a value that contains itself."""
-    if not isinstance(output, str):
-        value = to_jsonable_python(output, fallback=str, inf_nan_mode="null")
-        output = json.dumps(value, ensure_ascii=False, allow_nan=False)
-    return encodable(output)
+    and sets as pydantic serializes them, bytes as base64, NaN and infinities as null, a value with no JSON form as
+    its ``str()``). Lone surrogates (a file name decoded with ``surrogateescape``, say), which no provider's JSON
+    body can carry, become U+FFFD. Raises ``ValueError`` for a value that contains itself."""
+    if isinstance(output, str):
+        return encodable(output)
+    try:
+        value = to_jsonable_python(output, fallback=str, inf_nan_mode="null", bytes_mode="base64")
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False)
+    except UnicodeError:  # a lone surrogate where pydantic's encoder cannot take one (a key): the standard one can
+        text = json.dumps(output, ensure_ascii=False, default=str)
+    return encodable(text)
 
 
 def _being_cancelled() -> bool:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from nons.base.messages import LLMResponse, Message, ToolCall, ToolDefinition
@@ -52,6 +52,9 @@ def cache_key(
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+_USAGE_FIELDS = frozenset(field.name for field in fields(Usage))
+
+
 @dataclass(slots=True, frozen=True)
 class Entry:
     """A cached answer: the response and the provider that gave it (to price what a hit saves)."""
@@ -61,8 +64,12 @@ class Entry:
 
     def dumps(self) -> str:
         r = self.response
+        usage = asdict(r.usage)
+        if usage["reported"]:
+            # Left out when it says nothing new: a replica of a release before Usage.reported reads the entry.
+            del usage["reported"]
         return json.dumps({
-            "provider": self.provider.value, "text": r.text, "usage": asdict(r.usage),
+            "provider": self.provider.value, "text": r.text, "usage": usage,
             "finish_reason": r.finish_reason, "response_model": r.response_model, "response_id": r.response_id,
             "tool_calls": [asdict(c) for c in r.tool_calls], "simulated": r.simulated,
         })
@@ -73,7 +80,9 @@ class Entry:
         return cls(
             ModelProvider(data["provider"]),
             LLMResponse(
-                text=data["text"], usage=Usage(**data["usage"]), finish_reason=data["finish_reason"],
+                # Only the fields this release knows: a later one may have added some.
+                text=data["text"], usage=Usage(**{k: v for k, v in data["usage"].items() if k in _USAGE_FIELDS}),
+                finish_reason=data["finish_reason"],
                 response_model=data["response_model"], response_id=data["response_id"],
                 tool_calls=tuple(ToolCall(**c) for c in data["tool_calls"]), simulated=data["simulated"],
             ),

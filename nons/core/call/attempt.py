@@ -21,7 +21,7 @@ from nons.core.pricing import price_usd
 from nons.core.scheduler import Permit
 from nons.observability import names
 
-__all__ = ["attempt", "estimate_tokens", "failed"]
+__all__ = ["attempt", "estimate_tokens", "failed", "tokens_used"]
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +79,8 @@ def _answered(
     if hold is not None:
         # Priced as the call's record is (nons.core.call.call._record), so budgets and nons.cost agree.
         cost = price_usd(call.provider.price_source(request.config), request.model, response.usage)
-        ctx.budget_book.settle(hold, cost)  # type: ignore[union-attr]
+        # An answer that reported no usage keeps its worst-case hold: what it cost is unknown, never 0.
+        ctx.budget_book.settle(hold, cost if response.usage.reported else hold.amount)  # type: ignore[union-attr]
         if cost and ctx.instruments.metrics:
             for name, scope in hold.labels:
                 # The provider, so that the dashboards' provider filter and "Simulated cost" switch apply.
@@ -113,7 +114,7 @@ def failed(
                 names.GEN_AI_PROVIDER_NAME: call.provider.genai_provider_name}
         )  # fmt: skip
     if permit is not None:
-        permit.release(success=False, error=None if _cut_short(call, error, started) else error)
+        permit.release(success=False, error=None if _cut_short(call, error) else error)
     if hold is not None:
         ctx.budget_book.settle(hold, 0.0)  # type: ignore[union-attr]
     if not error.provider:
@@ -130,13 +131,15 @@ def failed(
             inst.operation_duration.record(time.perf_counter() - started, call.labels.failed(error.error_type))
 
 
-def _cut_short(call: CallState, error: ProviderError, sent: float) -> bool:
+def _cut_short(call: CallState, error: ProviderError) -> bool:
     """Whether ``error`` is a timeout of an attempt whose wait for its slot left the provider less than nine
-    tenths of NON_REQUEST_TIMEOUT: then it says how long the queue was, not that the provider is unwell, and its
-    breaker does not count it (a busy queue would otherwise open the breaker of a healthy provider)."""
+    tenths of NON_REQUEST_TIMEOUT (the time it was given, ``request.timeout_s``): then it says how long the queue
+    was, not that the provider is unwell, and its breaker does not count it (a busy queue would otherwise open the
+    breaker of a healthy provider). A timeout the provider had its full time for counts, however soon it came."""
     if not isinstance(error, ProviderTimeoutError):
         return False
-    return time.perf_counter() - sent < 0.9 * call.ctx.settings.request_timeout
+    given = call.request.timeout_s
+    return given is not None and given < 0.9 * call.ctx.settings.request_timeout
 
 
 def _waited(call: CallState, wait_s: float) -> None:

@@ -50,7 +50,8 @@ Shared by replicas (Redis)
 
 Circuit breaker (per provider and model)
     Opens after ``failure_threshold`` (default 5) consecutive failures that say the provider is unwell:
-    retryable provider errors (server errors, overload, timeouts, connection errors, malformed answers). Rate
+    retryable provider errors (server errors, overload, timeouts, connection errors, malformed answers; not the
+    timeout of a call whose wait for its slot left the provider under nine tenths of ``NON_REQUEST_TIMEOUT``). Rate
     limits are handled by pausing and AIMD instead, and a request's own faults (bad request, context too long,
     unknown model, refusals), authentication errors (a bad key is the caller's, not the provider's health),
     cancellations and non-provider errors neither count nor reset the count. Any success closes the breaker and

@@ -10,7 +10,7 @@ import time
 import weakref
 from asyncio import AbstractEventLoop, get_running_loop
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from nons.base.errors import QueueTimeoutError, SchedulerStoppedError
 from nons.base.timeouts import within
@@ -32,9 +32,6 @@ from nons.core.scheduler.permit import Permit
 from nons.core.scheduler.queue import Lane
 from nons.core.scheduler.stats import health_report, scheduler_stats, waiting_requests
 from nons.observability import names
-
-if TYPE_CHECKING:
-    pass
 
 __all__ = ["LoopState", "Scheduler"]
 

@@ -64,6 +64,8 @@ _BAD_KEY = re.compile(r"API_KEY_INVALID|API key not valid|invalid[_ ]api[_ ]key"
 _OVERLOADED = re.compile(r"overloaded", re.IGNORECASE)
 # A 429 for an exhausted balance: waiting does not help (OpenAI "insufficient_quota").
 _NO_QUOTA = re.compile(r"insufficient_quota", re.IGNORECASE)
+# A 429 for a request larger than the limit itself (OpenAI "Request too large ... must be reduced"): it never fits.
+_NEVER_FITS = re.compile(r"request too large", re.IGNORECASE)
 _DURATION = re.compile(r"^\s*(?P<seconds>\d+(?:\.\d+)?)s\s*$")
 
 
@@ -180,9 +182,21 @@ def error_for_status(
 
     401/403 → authentication; 404 → unknown model; 400 (and
     413/422) → context length when the text says so, authentication for Gemini's invalid-key 400, else bad
-    request; 408 → timeout; 429 → rate limit; 529 and an "overloaded" 503 → overloaded; other 5xx → server
-    error. Every error carries the server's retry hint when there is one.
+    request; 408 → timeout; 409 (a lock that timed out) → a retryable server error; 429 → rate limit (not
+    retryable for an exhausted quota or a request larger than the limit); 529 and an "overloaded" 503 →
+    overloaded; other 5xx → server error. Every error carries the server's retry hint when there is one, and a
+    server's ``x-should-retry: true|false`` decides whether it is retryable, as the vendors' SDKs let it.
     """
+    error = _classified(status, provider=provider, model=model, message=message, headers=headers, body=body)
+    should_retry = {k.lower(): v for k, v in (headers or {}).items()}.get("x-should-retry", "").strip().lower()
+    if should_retry in ("true", "false"):
+        error.retryable = should_retry == "true"
+    return error
+
+
+def _classified(
+    status: int, *, provider: str, model: str, message: str, headers: Mapping[str, str] | None, body: object
+) -> ProviderError:
     server_message, codes = _error_detail(body)
     text = f"{message} {server_message or ''} {codes}"
     # The server's own words read better than the SDK's "Error code: 429 - {...whole body...}".
@@ -200,8 +214,10 @@ def error_for_status(
         return ModelNotFoundError(full, **kwargs)
     if status == 408:
         return ProviderTimeoutError(full, **kwargs)
+    if status == 409:
+        return ServerError(full, **kwargs)
     if status == 429:
-        if _NO_QUOTA.search(text):
+        if _NO_QUOTA.search(text) or _NEVER_FITS.search(text):
             return RateLimitError(full, retryable=False, **kwargs)
         return RateLimitError(full, **kwargs)
     if status == 529 or (status == 503 and _OVERLOADED.search(text)):

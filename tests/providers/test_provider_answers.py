@@ -257,3 +257,24 @@ async def test_a_budget_keeps_the_worst_case_of_an_answer_that_reports_no_usage(
         assert book.local.used("process:process") > 0
     finally:
         budgets_module._budgets = saved
+
+
+@pytest.mark.parametrize(("name", "should_retry", "sent"), [("openai", "false", 1), ("anthropic", "true", 2)])
+async def test_a_servers_x_should_retry_decides_whether_an_error_is_retried(
+    emu: ProviderEmulator, name: str, should_retry: str, sent: int
+) -> None:
+    # As the vendors' SDKs honour it (their own retries are off under NoN): a 500 the server says not to retry,
+    # and a 400 it says to.
+    status = 500 if should_retry == "false" else 400
+    body = {"error": {"message": "try again" if should_retry == "true" else "do not"}}
+    emu.script(name, [Fault.http(status, body, headers={"x-should-retry": should_retry}), Reply(text="ok")])
+    case = case_named(name)
+    model = ModelConfig(provider=case.provider, model_name=case.model, base_url=emu.base_url_for(name), api_key=SECRET)
+    retrying = LayerConfig(error_policy=ErrorPolicy.RETRY_WITH_BACKOFF, max_retries=2, retry_base_delay=0.001)
+    network = NoN.from_operators([Node("generate", model)], layer_config=retrying)
+    if sent == 1:
+        with pytest.raises(NodeExecutionError):
+            await network.run("q")
+    else:
+        assert (await network.run("q")).output == "ok"
+    assert len(emu.requests_for(name)) == sent

@@ -88,6 +88,15 @@ def test_retry_after(headers: dict[str, str] | None, body: object, expected: flo
         (422, "unprocessable", None, BadRequestError, False),
         (429, "slow down", None, RateLimitError, True),
         (429, "quota", {"error": {"type": "insufficient_quota"}}, RateLimitError, False),
+        (
+            429,
+            "Request too large for gpt-4o on tokens per min (TPM): Limit 30000, Requested 45000. The input or output "
+            "tokens must be reduced in order to run successfully.",
+            None,
+            RateLimitError,
+            False,
+        ),
+        (409, "Conflict: the lock timed out", None, ServerError, True),
         (500, "oops", None, ServerError, True),
         (503, "unavailable", None, ServerError, True),
         (503, "The model is overloaded.", None, OverloadedError, True),

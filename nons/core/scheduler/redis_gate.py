@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from nons.base.errors import QueueTimeoutError, RateLimitError
 from nons.base.redis_client import RedisLink
-from nons.core.scheduler.config import RateLimitConfig
+from nons.core.scheduler.config import RateLimitConfig, current_settings
 from nons.core.scheduler.limits import (
     LIMIT_CONCURRENCY,
     LIMIT_REQUESTS_PER_MINUTE,
@@ -198,6 +198,18 @@ class RedisGate:
                 entry.fut.set_exception(error)
         self.wake()
 
+    def _fail_paused(self, remaining_s: float) -> None:
+        label = self.limits[-1][0]  # the model's limits when it has its own, else the provider's
+        bound = current_settings().max_retry_hint
+        for _, _, entry in list(self.heap):
+            if not entry.removed and not entry.fut.done():
+                self._remove(entry)
+                entry.fut.set_exception(RateLimitError(
+                    f"{label} asked for a pause of {remaining_s:.0f}s more (its retry hint, shared by every "
+                    f"replica), longer than NON_MAX_RETRY_HINT={bound:g}s: calls to it fail at once until it resumes",
+                    retry_after_s=remaining_s,
+                ))  # fmt: skip
+
     def wake(self) -> None:
         nap = self.nap
         if nap is not None and not nap.done():
@@ -250,9 +262,14 @@ class RedisGate:
         if int(granted) == len(heads):
             return None
         kind = self.kinds[int(refused) - 1]
+        seconds = float(wait)
+        if kind == LIMIT_RETRY_AFTER and seconds > current_settings().max_retry_hint:
+            # As the local queue does: a pause longer than NON_MAX_RETRY_HINT (one replica's 429, shared) fails the
+            # waiting calls at once, with the time left, so that their fallbacks move on.
+            self._fail_paused(seconds)
+            return None
         for entry in heads[int(granted):]:
             entry.held_by = entry.held_by or kind
-        seconds = float(wait)
         return CONCURRENCY_RETRY_S if seconds < 0 else seconds
 
     def _take_locally(self) -> float:

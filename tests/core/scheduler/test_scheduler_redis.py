@@ -222,3 +222,18 @@ async def test_callers_waiting_for_shared_limits_are_refused_once_the_breaker_op
     outcomes = await asyncio.wait_for(asyncio.gather(*waiting, return_exceptions=True), 5.0)
     assert all(isinstance(outcome, CircuitOpenError) for outcome in outcomes), outcomes
     assert scheduler.get_stats()["in_flight"] == 0
+
+
+async def test_a_shared_pause_past_the_bound_fails_the_calls_at_once(redis_server, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from nons.base.errors import RateLimitError
+
+    monkeypatch.setenv("NON_MAX_RETRY_HINT", "2")
+    limited, other = (replica(redis_server.url, RateLimitConfig(max_concurrent=5)) for _ in range(2))
+    permit = await limited.acquire(MOCK, "m")
+    permit.release(success=False, error=RateLimitError("429", retry_after_s=30.0))  # paused for every replica
+    await asyncio.sleep(0.1)  # the pause reaches Redis (settled in the background)
+    started = time.monotonic()
+    with pytest.raises(RateLimitError, match="NON_MAX_RETRY_HINT") as raised:
+        await other.acquire(MOCK, "m", deadline=started + 5)
+    assert time.monotonic() - started < 1.0  # not at its deadline
+    assert raised.value.retry_after_s is not None and 25 < raised.value.retry_after_s <= 30

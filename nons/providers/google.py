@@ -33,6 +33,7 @@ from google.genai import errors as genai_errors
 from google.genai import types
 
 from nons.base.messages import LLMRequest, LLMResponse, Message, ToolCall
+from nons.base.redaction import displayable_url
 from nons.base.types import ModelProvider, StructuredOutput
 from nons.observability import names
 from nons.observability.http import instrument_sdk_client
@@ -270,12 +271,16 @@ class GoogleProvider(SDKProvider[genai.Client]):
         if isinstance(exc, genai_errors.APIError):
             response = exc.response
             headers = getattr(response, "headers", None)
+            message = str(exc.message or exc)
+            if 300 <= int(exc.code) < 400:
+                # Not followed (see _new_client): say so, and where it pointed, so that base_url can name it.
+                location = headers.get("location", "") if headers is not None else ""
+                message = (
+                    f"the server redirected the call to {displayable_url(location) or 'another address'}, which NoN "
+                    "does not follow for Gemini (its key would go with it): set base_url to that address"
+                )
             return FailedCall(
-                "status",
-                str(exc.message or exc),
-                int(exc.code),
-                dict(headers.items()) if headers is not None else None,
-                exc.details,
+                "status", message, int(exc.code), dict(headers.items()) if headers is not None else None, exc.details
             )
         if isinstance(exc, genai_errors.UnknownApiResponseError):
             return FailedCall("malformed", str(exc))

@@ -7,7 +7,6 @@ one just too short to be worth redacting never corrupts a message.
 
 from __future__ import annotations
 
-import contextlib
 import http.server
 import logging
 import threading
@@ -160,8 +159,11 @@ async def test_a_redirect_to_another_host_never_carries_the_key(case: Case, monk
                 provider=case.provider, model_name=case.model,
                 base_url=f"http://127.0.0.1:{server.server_address[1]}{emulated.path}",
             )
-            with contextlib.suppress(NodeExecutionError):  # Gemini's client does not follow it: a 307 is an error
+            try:
                 await NoN([_layer(Node("generate", model))]).run("hi")
+            except NodeExecutionError as error:  # Gemini's client does not follow it, and says where it pointed
+                assert case.name == "google" and "does not follow" in str(error.cause), error.cause
+                assert emulated.netloc in str(error.cause)
         finally:
             server.shutdown()
             server.server_close()

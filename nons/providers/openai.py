@@ -31,12 +31,12 @@ from nons.base.errors import BadRequestError, ProviderError
 from nons.base.messages import LLMRequest, LLMResponse, Message, ToolCall
 from nons.base.redaction import displayable_url
 from nons.base.settings import get_settings
-from nons.base.types import ModelProvider, StructuredOutput
+from nons.base.types import ModelConfig, ModelProvider, StructuredOutput
 from nons.observability import names
 from nons.observability.http import instrument_sdk_client
 from nons.providers._errors import FailedCall, describe_stainless_error, error_for_status, malformed, refused
 from nons.providers._forced_tool import as_tool_call, envelope
-from nons.providers._sdk import SDKProvider
+from nons.providers._sdk import SDKProvider, endpoint_of
 from nons.providers._structured import output_form, schema_name, strict_schema, with_form
 from nons.providers._usage import not_reported, usage_from_wire
 from nons.providers._wire import ensure_answer, extra_body, parse_tool_arguments, synthetic_call_id, system_text
@@ -158,8 +158,9 @@ class OpenAIProvider(SDKProvider[openai.AsyncOpenAI]):
             params["top_p"] = config.top_p
         if config.max_tokens is not None:
             # OpenAI's own API has replaced max_tokens (its reasoning models reject it); compatible servers
-            # such as Ollama and llama.cpp know only max_tokens.
-            name = "max_tokens" if self.configured_base_url(config) else "max_completion_tokens"
+            # such as Ollama and llama.cpp know only max_tokens. Decided by the host, so that a base URL that is
+            # OpenAI's own (set explicitly, or a proxy's variable pointing at it) gets the new name.
+            name = "max_completion_tokens" if self._is_openai(config) else "max_tokens"
             params[name] = config.max_tokens
         if config.stop:
             params["stop"] = list(config.stop)
@@ -244,6 +245,11 @@ class OpenAIProvider(SDKProvider[openai.AsyncOpenAI]):
             tool_calls=tool_calls,
             raw=completion,
         )
+
+    def _is_openai(self, config: ModelConfig) -> bool:
+        """Whether the calls go to OpenAI's own API (no base URL, or one on its host)."""
+        base_url = self.configured_base_url(config)
+        return not base_url or endpoint_of(base_url) == endpoint_of(self.default_base_url)
 
     def _describe_error(self, exc: Exception) -> FailedCall | None:
         return describe_stainless_error(exc, openai)

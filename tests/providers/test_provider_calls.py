@@ -128,6 +128,26 @@ async def test_prompt_only_structured_output_puts_the_schema_in_the_system_promp
     assert emu.requests_for(case.name)[0].output_format is None  # no native field: the prompt is all there is
 
 
+@pytest.mark.parametrize(
+    ("base_url", "name"),
+    [(None, "max_completion_tokens"), ("https://api.openai.com/v1", "max_completion_tokens"),
+     ("http://localhost:11434/v1", "max_tokens")],
+)
+def test_openai_gets_max_completion_tokens_and_a_compatible_server_max_tokens(
+    base_url: str | None, name: str
+) -> None:
+    # By the host, not by whether a base URL is set: OpenAI's own API (its reasoning models) rejects max_tokens,
+    # and a base URL may be OpenAI's (a proxy variable pointing at it, or set explicitly).
+    from nons.providers.openai import OpenAIProvider
+
+    config = ModelConfig(provider=ModelProvider.OPENAI, model_name="o3-mini", base_url=base_url, max_tokens=50)
+    request = LLMRequest(
+        provider=ModelProvider.OPENAI, model="o3-mini", config=config, messages=[Message("user", "hi")]
+    )
+    params = OpenAIProvider()._request(request, 5.0)
+    assert params[name] == 50 and len({"max_tokens", "max_completion_tokens"} & set(params)) == 1
+
+
 async def test_sampling_parameters_on_the_wire(case: Case, provider: Provider, emu: ProviderEmulator) -> None:
     request = make_request(case, emu, temperature=0.3, top_p=0.9, max_tokens=77, stop=("END",))
     await provider.complete(request)

@@ -263,6 +263,7 @@ def test_other_models_are_refused(model: object, message: str) -> None:
         ({"max_llm_retry": -1}, "max_llm_retry"),
         ({"name": " "}, "name"),
         ({"state": [1]}, "state must be a mapping"),
+        ({"tool_choice": "required"}, "needs at least one tool"),  # the registry is empty
     ],
 )
 def test_bad_options_are_refused(options: dict[str, object], message: str) -> None:

@@ -143,6 +143,8 @@ class Agent:
                 f"tool_choice must be 'auto', 'required' or a tool's name ({', '.join(registry.names)}), "
                 f"got {tool_choice!r}"
             )
+        if tool_choice == "required" and not registry.names:
+            raise ConfigurationError("tool_choice='required' needs at least one tool in the registry")
         config, fallbacks, context, priority = _model_of(model)
         self.name = name
         self.id = uuid.uuid4().hex[:16]

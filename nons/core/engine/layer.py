@@ -11,7 +11,7 @@ from nons.base.errors import LayerFailedError, NodeCancelledError, NodeExecution
 from nons.base.results import LayerResult, NodeFailure, NodeResult
 from nons.base.types import ErrorPolicy, LayerConfig
 from nons.core.call import PassContext
-from nons.core.engine.node import run_node
+from nons.core.engine.node import node_error, run_node
 from nons.core.layer import Layer, distribute
 from nons.observability import names, spans
 
@@ -141,11 +141,7 @@ def _record_cut_short(
             cause = NodeCancelledError("cancelled because a sibling node failed (FAIL_FAST)")
         else:
             cause = task.exception()  # type: ignore[assignment]
-        error = NodeExecutionError(
-            cause, network=ctx.network_name, layer=index, node_id=node.id, operator=node.operator_name
-        )
-        error.__cause__ = cause
-        result.error = error
+        result.error = node_error(node, cause, ctx, index)
 
 
 def _record_cancelled(
@@ -156,12 +152,7 @@ def _record_cancelled(
     say so, and would read as a success with no output in the pass's ``partial_result``."""
     for node, task, result in zip(layer.nodes, tasks, results, strict=True):
         if result.error is None and task.cancelled():
-            cause = NodeCancelledError("the node was cancelled before it started")
-            error = NodeExecutionError(
-                cause, network=ctx.network_name, layer=index, node_id=node.id, operator=node.operator_name
-            )
-            error.__cause__ = cause
-            result.error = error
+            result.error = node_error(node, NodeCancelledError("the node was cancelled before it started"), ctx, index)
 
 
 def _outputs(results: list[NodeResult], config: LayerConfig, ctx: PassContext, index: int) -> list[Any]:

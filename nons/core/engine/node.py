@@ -17,7 +17,7 @@ from nons.core.node import Node
 from nons.observability import spans
 from nons.operators.context import OperatorContext
 
-__all__ = ["run_node"]
+__all__ = ["node_error", "run_node"]
 
 
 async def run_node(
@@ -44,7 +44,7 @@ async def run_node(
         # pass's spans (the upstream node's own result keeps the whole error).
         why = "" if value.error_type == OutputParseError.error_type else f": {value.message}"
         upstream = OperatorError(f"upstream node {value.node_id!r} failed ({value.error_type}){why}")
-        result.error = _error(node, upstream, ctx, layer_index)
+        result.error = node_error(node, upstream, ctx, layer_index)
         if on_failure is not None:
             on_failure()
         return result
@@ -81,11 +81,11 @@ async def run_node(
         else:  # no span to make current: not even NO_SPAN's two empty calls, on every node of every pass
             result.output = await running
     except asyncio.CancelledError:
-        result.error = _error(node, NodeCancelledError("the node was cancelled"), ctx, layer_index)
+        result.error = node_error(node, NodeCancelledError("the node was cancelled"), ctx, layer_index)
         _finish(node, ctx, scope, labels, result, started, layer_index)
         raise
     except Exception as error:
-        result.error = _error(node, error, ctx, layer_index)
+        result.error = node_error(node, error, ctx, layer_index)
     if labels is not None or ctx.progress is not None:
         _finish(node, ctx, scope, labels, result, started, layer_index)
     else:  # nothing records the node: its duration is all there is to finish
@@ -95,7 +95,8 @@ async def run_node(
     return result
 
 
-def _error(node: Node, cause: BaseException, ctx: PassContext, layer_index: int) -> NodeExecutionError:
+def node_error(node: Node, cause: BaseException, ctx: PassContext, layer_index: int) -> NodeExecutionError:
+    """``node``'s failure, naming its network, layer and operator, with ``cause`` as its ``__cause__``."""
     error = NodeExecutionError(
         cause, network=ctx.network_name, layer=layer_index, node_id=node.id, operator=node.spec.name
     )

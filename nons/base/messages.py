@@ -11,9 +11,15 @@ from typing import Any, Literal
 from nons.base.results import Usage
 from nons.base.types import ModelConfig, ModelProvider
 
-__all__ = ["LLMRequest", "LLMResponse", "Message", "OutputRepair", "Role", "ToolCall", "ToolDefinition"]
+__all__ = [
+    "TOKEN_LIMIT_STOPS", "LLMRequest", "LLMResponse", "Message", "OutputRepair", "Role", "ToolCall", "ToolDefinition",
+]  # fmt: skip
 
 Role = Literal["system", "user", "assistant", "tool"]
+
+#: The finish reasons (``LLMResponse.finish_reason``, lower case) of an answer stopped by its token limit:
+#: OpenAI's ``length``, Anthropic's ``max_tokens`` and ``model_context_window_exceeded``, Gemini's ``MAX_TOKENS``.
+TOKEN_LIMIT_STOPS = frozenset({"length", "max_tokens", "model_context_window_exceeded"})
 
 
 @dataclass(slots=True, frozen=True)

@@ -31,7 +31,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from nons.base.errors import ConfigurationError, OutputParseError
-from nons.base.messages import LLMResponse, Message, OutputRepair
+from nons.base.messages import TOKEN_LIMIT_STOPS, LLMResponse, Message, OutputRepair
 from nons.base.types import ModelConfig
 from nons.observability import names
 from nons.operators.truncated import salvage
@@ -53,8 +53,6 @@ SendFunction = Callable[[list[Message], OutputRepair | None], Awaitable[LLMRespo
 
 _MAX_ERRORS = 5  # schema errors quoted in one refusal; more only make the repair prompt longer
 _MAX_ERROR_CHARS = 300
-# The finish reasons of an answer cut off at the token limit (OpenAI's, then Anthropic's and Gemini's).
-_TRUNCATED = frozenset({"length", "max_tokens", "model_context_window_exceeded"})
 
 
 def repairs_allowed(config: ModelConfig) -> int:
@@ -245,7 +243,7 @@ def try_read(
     try:
         value = parse_json_object(text)
     except OutputParseError as error:
-        if finish_reason not in _TRUNCATED:
+        if finish_reason not in TOKEN_LIMIT_STOPS:
             return None, names.REPAIR_INVALID_JSON, error
         kept = salvage(text, schema)
         if kept is not None:

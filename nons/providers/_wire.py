@@ -19,13 +19,12 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from nons.base.errors import MalformedResponseError
-from nons.base.messages import LLMRequest, Message, ToolCall
+from nons.base.messages import TOKEN_LIMIT_STOPS, LLMRequest, Message, ToolCall
 from nons.base.types import ModelConfig
 from nons.providers._errors import malformed
 
 __all__ = [
     "SYNTHETIC_ID_PREFIX",
-    "TOKEN_LIMIT_STOPS",
     "ensure_answer",
     "extra_body",
     "parse_tool_arguments",
@@ -91,11 +90,6 @@ def parse_tool_arguments(raw: object, *, provider: str, model: str) -> dict[str,
     return value
 
 
-#: The vendors' finish reasons (any case) for an answer stopped by its token limit: OpenAI's ``length``,
-#: Anthropic's ``max_tokens`` and ``model_context_window_exceeded``, Gemini's ``MAX_TOKENS``.
-TOKEN_LIMIT_STOPS = frozenset({"length", "max_tokens", "model_context_window_exceeded"})
-
-
 def ensure_answer(
     text: str, tool_calls: tuple[ToolCall, ...], *, provider: str, model: str, finish_reason: str | None = None
 ) -> None:
@@ -105,10 +99,11 @@ def ensure_answer(
     the same request would stop at the same limit, and the provider is well (the breaker does not count it)."""
     if text.strip() or tool_calls:
         return
-    if finish_reason is not None and finish_reason.lower() in TOKEN_LIMIT_STOPS:
+    stop = finish_reason.lower() if finish_reason is not None else None  # Gemini's are upper case
+    if stop in TOKEN_LIMIT_STOPS:
         advice = (
             "the input filled the model's context window: shorten it"
-            if finish_reason.lower() == "model_context_window_exceeded"
+            if stop == "model_context_window_exceeded"
             else "its thinking may have used it all; raise ModelConfig.max_tokens"
         )
         raise MalformedResponseError(

@@ -38,7 +38,7 @@ from nons.providers._errors import FailedCall, describe_any, malformed, provider
 from nons.providers._warm import warm_sdk
 from nons.providers.base import PriceSource, Provider, price_source_of
 
-__all__ = ["ClientCache", "SDKProvider", "endpoint_of", "host_of"]
+__all__ = ["ClientCache", "SDKProvider", "endpoint_of", "host_of", "request_timeout_of"]
 
 logger = logging.getLogger(__name__)
 
@@ -297,7 +297,7 @@ class SDKProvider(Provider, Generic[ClientT]):
     async def complete(self, request: LLMRequest) -> LLMResponse:
         """Make one attempt through the SDK; failures become ``ProviderError`` subclasses."""
         api_key = self.api_key(request.config)
-        timeout_s = request.timeout_s if request.timeout_s is not None else get_settings().request_timeout
+        timeout_s = request_timeout_of(request)
         base_url = self.configured_base_url(request.config) or self.default_base_url
         # Keyed by the tracing switch too: whether the client's HTTP attempts are traced is decided when it is made.
         # Making one is set-up, not the request (the first per key loads certificates and builds the SDK's
@@ -375,6 +375,11 @@ def host_of(base_url: str | None, default_host: str) -> str:
     if not base_url:
         return default_host
     return urlsplit(base_url if "//" in base_url else f"//{base_url}").hostname or default_host
+
+
+def request_timeout_of(request: LLMRequest) -> float:
+    """The seconds ``request`` may take: its own, else ``NON_REQUEST_TIMEOUT``."""
+    return request.timeout_s if request.timeout_s is not None else get_settings().request_timeout
 
 
 def endpoint_of(base_url: str) -> tuple[str, int] | None:

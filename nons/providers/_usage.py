@@ -23,13 +23,13 @@ from nons.base.results import Usage
 
 __all__ = ["not_reported", "usage_from_wire"]
 
+logger = logging.getLogger(__name__)
+
 
 def not_reported() -> Usage:
     """The usage of an answer that reported none: its tokens and cost are unknown (never counted as zero). A new
     object each time: a record's usage is its own."""
     return Usage(reported=False)
-
-logger = logging.getLogger(__name__)
 
 
 def usage_from_wire(response: Mapping[str, Any], *, provider_id: str, api_flavor: str = "default") -> Usage:

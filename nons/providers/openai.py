@@ -30,13 +30,12 @@ from openai.types.chat import ChatCompletion
 from nons.base.errors import BadRequestError, ProviderError
 from nons.base.messages import LLMRequest, LLMResponse, Message, ToolCall
 from nons.base.redaction import displayable_url
-from nons.base.settings import get_settings
 from nons.base.types import ModelConfig, ModelProvider, StructuredOutput
 from nons.observability import names
 from nons.observability.http import instrument_sdk_client
 from nons.providers._errors import FailedCall, describe_stainless_error, error_for_status, malformed, refused
 from nons.providers._forced_tool import as_tool_call, envelope
-from nons.providers._sdk import SDKProvider, endpoint_of
+from nons.providers._sdk import SDKProvider, endpoint_of, request_timeout_of
 from nons.providers._structured import output_form, schema_name, strict_schema, with_form
 from nons.providers._usage import not_reported, usage_from_wire
 from nons.providers._wire import ensure_answer, extra_body, parse_tool_arguments, synthetic_call_id, system_text
@@ -92,8 +91,7 @@ class OpenAIProvider(SDKProvider[openai.AsyncOpenAI]):
         start = self.accepted_form(base_url)
         forms = NEGOTIATED_FORMS[NEGOTIATED_FORMS.index(start) :]
         # One attempt, however many forms it tries: each form gets what is left of the request's time.
-        timeout_s = request.timeout_s if request.timeout_s is not None else get_settings().request_timeout
-        deadline = time.monotonic() + timeout_s
+        deadline = time.monotonic() + request_timeout_of(request)
 
         def in_form(form: StructuredOutput) -> LLMRequest:
             return dataclasses.replace(with_form(request, form), timeout_s=max(0.0, deadline - time.monotonic()))

@@ -8,13 +8,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from opentelemetry import context as otel_context
-from pydantic_core import to_jsonable_python
 
 from nons.base.errors import OutputParseError
 from nons.base.messages import ToolCall
 from nons.base.redaction import encodable
 from nons.core.agents.telemetry import record_tool_call, tool_span_attributes
-from nons.core.agents.tools import AgentState, ToolRegistry, ToolResult, output_text
+from nons.core.agents.tools import AgentState, ToolRegistry, ToolResult, jsonable, output_text
 from nons.core.call import PassContext
 from nons.core.call.context import CONVERSATION_ID_KEY
 from nons.observability import content, names, spans
@@ -87,7 +86,7 @@ def typed_stop(result: ToolResult, schema: Mapping[str, Any]) -> ToolResult:
     if isinstance(output, str):
         value, _, error = try_read(output, schema)
     else:
-        as_json = to_jsonable_python(output, fallback=str, inf_nan_mode="null")
+        as_json = jsonable(output)
         value, error = None, OutputParseError(f"the answer must be a JSON object, got {type(output).__name__}")
         if isinstance(as_json, dict):
             try:

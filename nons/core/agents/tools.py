@@ -344,11 +344,16 @@ def output_text(output: Any) -> str:
     if isinstance(output, str):
         return encodable(output)
     try:
-        value = to_jsonable_python(output, fallback=str, inf_nan_mode="null", bytes_mode="base64")
-        text = json.dumps(value, ensure_ascii=False, allow_nan=False)
+        text = json.dumps(jsonable(output), ensure_ascii=False, allow_nan=False)
     except UnicodeError:  # a lone surrogate where pydantic's encoder cannot take one (a key): the standard one can
         text = json.dumps(output, ensure_ascii=False, default=str)
     return encodable(text)
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` as plain JSON data, as a tool's output is read: pydantic models, dataclasses and sets as pydantic
+    serializes them, bytes as base64, NaN and infinities as ``None``, a value with no JSON form as its ``str()``."""
+    return to_jsonable_python(value, fallback=str, inf_nan_mode="null", bytes_mode="base64")
 
 
 def _being_cancelled() -> bool:

@@ -139,8 +139,7 @@ class Settings(BaseSettings):
     @field_validator("anthropic_base_url", "openai_base_url", "google_base_url")
     @classmethod
     def _an_http_base_url(cls, value: str | None, info: ValidationInfo) -> str | None:
-        variables = {"anthropic_base_url": "ANTHROPIC_BASE_URL", "openai_base_url": "OPENAI_BASE_URL"}
-        return check_base_url(value, variables.get(info.field_name or "", "GOOGLE_GEMINI_BASE_URL"))
+        return check_base_url(value, _variable(info.field_name or ""))
 
     @field_validator("anthropic_api_key", "openai_api_key", "google_api_key", mode="before")
     @classmethod

@@ -255,7 +255,7 @@ class NodeExecutionError(NonError):
         self.layer = layer
         self.node_id = node_id
         self.operator = operator
-        self.error_type = getattr(cause, "error_type", type(cause).__name__)
+        self.error_type = error_type_of(cause)
         super().__init__(
             f"network {network!r}, layer {layer}, node {node_id!r} (operator {operator!r}) failed: "
             f"{type(cause).__name__}: {cause}"

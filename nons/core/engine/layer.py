@@ -7,7 +7,13 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from nons.base.errors import LayerFailedError, NodeCancelledError, NodeExecutionError, TimeoutExceededError
+from nons.base.errors import (
+    LayerFailedError,
+    NodeCancelledError,
+    NodeExecutionError,
+    TimeoutExceededError,
+    error_type_of,
+)
 from nons.base.results import LayerResult, NodeFailure, NodeResult
 from nons.base.types import ErrorPolicy, LayerConfig
 from nons.core.call import PassContext
@@ -196,4 +202,5 @@ def _was_cancelled(result: NodeResult) -> bool:
 
 
 def _error_type(result: NodeResult) -> str:
-    return getattr(result.error, "error_type", type(result.error).__name__)
+    assert result.error is not None  # a failed node's
+    return error_type_of(result.error)

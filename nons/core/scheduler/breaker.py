@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Final
 
-from nons.base.errors import CircuitOpenError, ProviderError, RateLimitError
+from nons.base.errors import CircuitOpenError, ProviderError, RateLimitError, error_type_of
 from nons.base.types import ModelProvider
 from nons.core.scheduler.config import CircuitBreakerConfig
 
@@ -114,7 +114,7 @@ class CircuitBreaker:
                 self.probe_taken = False  # an inconclusive probe: the next request probes
             return False
         self.failures += 1
-        self.last_error = getattr(error, "error_type", type(error).__name__)
+        self.last_error = error_type_of(error)
         config = self._config
         # Half-open, only the probe's own failure re-opens: a late failure of a call admitted before the outage
         # must not reset the probe and let a second one out while the first still runs.

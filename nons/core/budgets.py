@@ -363,10 +363,11 @@ def _register_usage() -> None:
 
     from nons.base.version import __version__
     from nons.observability import names
+    from nons.observability.instruments import metrics_wanted
 
     def observe(options: Any) -> list[metrics.Observation]:
         book = _budgets
-        if book is None:
+        if book is None or not metrics_wanted():
             return []
         return [
             metrics.Observation(ratio, {names.BUDGET_NAME: name, names.BUDGET_SCOPE: scope})

@@ -50,6 +50,15 @@ class Instruments:
     budget_refused: Counter
 
 
+def metrics_wanted() -> bool:
+    """Whether ``NON_ENABLE_METRICS`` lets NoN's metrics be recorded now. The callbacks of its observable
+    instruments (registered once per process, on the global meter provider) ask at each collection, and report
+    nothing while it is off, as the synchronous instruments record nothing."""
+    from nons.base.settings import get_settings  # pydantic-settings: loaded by whoever starts a pass anyway
+
+    return get_settings().enable_metrics
+
+
 @functools.lru_cache(maxsize=4)
 def get_instruments(tracing: bool = True, metrics_on: bool = True) -> Instruments:
     """The shared instruments for the given switches (created once per combination)."""

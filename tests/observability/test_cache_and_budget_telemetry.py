@@ -87,3 +87,25 @@ async def test_budgets_report_what_they_admitted_refused_and_how_full_they_are(o
     attempts = otel.metric_points("gen_ai.client.operation.duration")
     assert sum(p.count for p in attempts) == 30 - refused
     assert not [p for p in attempts if "error.type" in p.attributes]
+
+
+async def test_with_metrics_off_the_budget_and_scheduler_gauges_report_nothing(
+    otel: Telemetry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The observable instruments are registered once per process, on the global meter provider: switched off
+    by NON_ENABLE_METRICS, they report nothing, as the other instruments record nothing."""
+    from nons import Budget
+    from nons.core import budgets as budgets_module
+    from nons.core.budgets import configure_budgets
+
+    monkeypatch.setenv("NON_ENABLE_METRICS", "false")
+    saved = budgets_module._budgets
+    try:
+        configure_budgets(Budget(usd=1.0, per="process", name="daily"))
+        config = ModelConfig(provider=ModelProvider.MOCK, model_name="gpt-4o-mini", max_tokens=50)
+        result = await NoN.from_operators([Node("generate", config) * 3]).run("Name a colour.")
+        assert result.cost_usd > 0  # the budget was spent from
+        reported = otel.metric_names()
+    finally:
+        budgets_module._budgets = saved
+    assert not {name for name in reported if name.startswith(("nons.", "gen_ai."))}

@@ -177,12 +177,15 @@ def register_degraded_time(link: RedisLink) -> None:
     from opentelemetry import metrics
 
     from nons.base.version import __version__
+    from nons.observability.instruments import metrics_wanted
 
     ref = weakref.ref(link)
 
     def observe(options: Any) -> list[metrics.Observation]:
         current = ref()
-        return [] if current is None else [metrics.Observation(current.degraded_seconds())]
+        if current is None or not metrics_wanted():
+            return []
+        return [metrics.Observation(current.degraded_seconds())]
 
     metrics.get_meter(names.SCOPE, __version__).create_observable_counter(
         names.METRIC_REDIS_DEGRADED, callbacks=[observe], unit=names.UNIT_SECONDS,

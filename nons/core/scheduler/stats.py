@@ -18,6 +18,7 @@ from nons.base.version import __version__
 from nons.core.scheduler.config import QueueStrategy
 from nons.core.scheduler.queue import Lane, Queue
 from nons.observability import names
+from nons.observability.instruments import metrics_wanted
 
 __all__ = [
     "health_report",
@@ -147,6 +148,8 @@ def observe_in_flight(options: Any) -> Iterable[Any]:
 def _observe_per_provider(value: Callable[[Lane], int]) -> Iterable[Any]:
     from opentelemetry.metrics import Observation
 
+    if not metrics_wanted():
+        return []
     totals: dict[str, int] = {}
     for queue in _observed():
         for slot in list(queue.providers.values()):
@@ -158,6 +161,8 @@ def observe_breakers(options: Any) -> Iterable[Any]:
     """Callback of ``nons.circuit_breaker.state``: each provider/model's breaker, the worst across loops."""
     from opentelemetry.metrics import Observation
 
+    if not metrics_wanted():
+        return []
     worst: dict[tuple[str, str], int] = {}
     for queue in _observed():
         for lane in list(queue.lane_list):

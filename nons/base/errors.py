@@ -11,7 +11,7 @@ import sys
 
 # At run time, not only for type checkers, so that the annotation of NonError.partial_result resolves
 # (typing.get_type_hints); results.py imports nothing of NoN's.
-from nons.base.results import NetworkResult
+from nons.base.results import NetworkResult, Usage
 
 __all__ = [
     "AuthenticationError",
@@ -99,6 +99,10 @@ class ProviderError(NonError):
         retryable: whether the same request may succeed when tried again.
         retry_after_s: the server's retry hint in seconds, when it sent one.
         status_code: the HTTP status, when there was one.
+        usage: what the provider billed for an answer it sent that could not be used (a refusal, an
+            unusable answer after a 200); ``None`` when no answer came (an HTTP error, a timeout, a lost
+            connection). The call path prices it: the spend is in the call's record, its span, the cost
+            metrics and the budgets, as a successful call's would be.
     """
 
     error_type = "provider_error"
@@ -113,12 +117,14 @@ class ProviderError(NonError):
         retry_after_s: float | None = None,
         status_code: int | None = None,
         retryable: bool | None = None,
+        usage: Usage | None = None,
     ) -> None:
         super().__init__(message)
         self.provider = provider
         self.model = model
         self.retry_after_s = retry_after_s
         self.status_code = status_code
+        self.usage = usage
         if retryable is not None:
             self.retryable = retryable
 

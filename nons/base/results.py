@@ -62,6 +62,10 @@ class LLMCallRecord:
     fallback_used: bool = False
     #: Answered from the response cache: no provider call, no tokens, no cost (see ``nons.cost.saved``).
     cached: bool = False
+    #: Set when the call got no answer it could use, though the provider billed what it sent (a refusal, an
+    #: unusable answer): the ``error.type`` of its last failure. ``usage`` and ``cost_usd`` are then what those
+    #: answers were billed. On an answered call, they include what its failed attempts' answers were billed.
+    error_type: str | None = None
 
 
 def known_cost(calls: list[LLMCallRecord]) -> float:

@@ -26,10 +26,18 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Hashable
 from typing import Any, Generic, TypeVar, cast
 from urllib.parse import urlsplit
 
-from nons.base.errors import ConfigurationError, NonError, ProviderError, ProviderTimeoutError
+from nons.base.errors import (
+    ConfigurationError,
+    MalformedResponseError,
+    NonError,
+    ProviderError,
+    ProviderTimeoutError,
+    RefusalError,
+)
 from nons.base.keys import check_key, read_key
 from nons.base.loading import load_off_loop
 from nons.base.messages import LLMRequest, LLMResponse
+from nons.base.results import Usage
 from nons.base.settings import get_settings, key_variable
 from nons.base.timeouts import within
 from nons.base.types import ModelConfig
@@ -228,6 +236,11 @@ class SDKProvider(Provider, Generic[ClientT]):
         """The SDK's answer as an :class:`LLMResponse`; raise a NoN error for an unusable one."""
 
     @abc.abstractmethod
+    def _usage(self, answer: Any) -> Usage:
+        """The tokens the SDK's answer says it used (``not_reported()`` when it says none): what was billed for it,
+        whether or not it is an answer NoN can use."""
+
+    @abc.abstractmethod
     def _describe_error(self, exc: Exception) -> FailedCall | None:
         """What an SDK-specific exception means, or ``None`` when the SDK has nothing to say about it."""
 
@@ -332,6 +345,11 @@ class SDKProvider(Provider, Generic[ClientT]):
         model = request.model
         try:
             response = self._response(answer, model)
+        except (RefusalError, MalformedResponseError) as error:
+            # Refused or unusable, the answer was still billed: what it used goes with the error, to be priced.
+            if error.usage is None:
+                error.usage = self._billed(answer)
+            raise
         except NonError:
             raise
         except Exception as exc:
@@ -344,14 +362,28 @@ class SDKProvider(Provider, Generic[ClientT]):
                     "reading a %s answer failed: %s at %s", self.name, type(exc).__name__,
                     f"{where.filename}:{where.lineno}" if where else "?",
                 )  # fmt: skip
-            raise malformed(
+            misshapen = malformed(
                 f"the answer is not shaped as a {self.name} answer ({type(exc).__name__} reading it)",
                 provider=self.name, model=model,
-            ) from None
+            )
+            misshapen.usage = self._billed(answer)
+            raise misshapen from None
         if response.tool_calls and not request.tools and not response.text.strip():
             # A tool call nobody offered a tool for answers nothing: passed on, it would be an empty answer.
-            raise malformed("the answer is only a tool call, and no tool was offered", provider=self.name, model=model)
+            unoffered = malformed(
+                "the answer is only a tool call, and no tool was offered", provider=self.name, model=model
+            )
+            unoffered.usage = response.usage
+            raise unoffered
         return response
+
+    def _billed(self, answer: Any) -> Usage | None:
+        """What an answer NoN cannot use says it used; ``None`` when not even that can be read from it (JSON of
+        another shape, an error sent as a 200): then nothing is known to have been billed."""
+        try:
+            return self._usage(answer)
+        except Exception:  # an answer misshapen where its usage would be
+            return None
 
     async def _send_request(self, client: Any, request: LLMRequest, timeout_s: float) -> Any:
         """The SDK's answer to ``request``, as the SDK gives it."""

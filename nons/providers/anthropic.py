@@ -27,6 +27,7 @@ from anthropic.types import TextBlock, ToolUseBlock
 
 from nons.base.errors import ConfigurationError
 from nons.base.messages import LLMRequest, LLMResponse, Message, ToolCall
+from nons.base.results import Usage
 from nons.base.types import ModelProvider, StructuredOutput
 from nons.observability import names
 from nons.observability.http import instrument_sdk_client
@@ -129,14 +130,17 @@ class AnthropicProvider(SDKProvider[anthropic.AsyncAnthropic]):
         ensure_answer(text, tool_calls, provider=self.name, model=model, finish_reason=message.stop_reason)
         return LLMResponse(
             text=text,
-            usage=usage_from_wire(
-                {"usage": message.usage.model_dump(mode="json", exclude_none=True)}, provider_id="anthropic"
-            ),
+            usage=self._usage(message),
             finish_reason=message.stop_reason.lower() if message.stop_reason else None,
             response_model=message.model or model,
             response_id=message.id,
             tool_calls=tool_calls,
             raw=message,
+        )
+
+    def _usage(self, answer: anthropic.types.Message) -> Usage:
+        return usage_from_wire(
+            {"usage": answer.usage.model_dump(mode="json", exclude_none=True)}, provider_id="anthropic"
         )
 
     def _describe_error(self, exc: Exception) -> FailedCall | None:

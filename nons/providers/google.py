@@ -34,6 +34,7 @@ from google.genai import types
 
 from nons.base.messages import LLMRequest, LLMResponse, Message, ToolCall
 from nons.base.redaction import displayable_url
+from nons.base.results import Usage
 from nons.base.types import ModelProvider, StructuredOutput
 from nons.observability import names
 from nons.observability.http import instrument_sdk_client
@@ -199,17 +200,9 @@ class GoogleProvider(SDKProvider[genai.Client]):
                 texts.append(part.text)
         text = "".join(texts)
         ensure_answer(text, tuple(tool_calls), provider=self.name, model=model, finish_reason=finish)
-        meta = response.usage_metadata
         return LLMResponse(
             text=text,
-            usage=(
-                usage_from_wire(
-                    {"usageMetadata": meta.model_dump(mode="json", by_alias=True, exclude_none=True)},
-                    provider_id="google",
-                )
-                if meta is not None
-                else not_reported()
-            ),
+            usage=self._usage(response),
             finish_reason=finish.lower() if finish else None,
             response_model=response.model_version or model,
             response_id=response.response_id,
@@ -266,6 +259,14 @@ class GoogleProvider(SDKProvider[genai.Client]):
     def _signature(self, call_id: str) -> bytes | None:
         with self._signatures_lock:
             return self._signatures.get(call_id)
+
+    def _usage(self, answer: types.GenerateContentResponse) -> Usage:
+        meta = answer.usage_metadata
+        if meta is None:
+            return not_reported()
+        return usage_from_wire(
+            {"usageMetadata": meta.model_dump(mode="json", by_alias=True, exclude_none=True)}, provider_id="google"
+        )
 
     def _describe_error(self, exc: Exception) -> FailedCall | None:
         if isinstance(exc, genai_errors.APIError):

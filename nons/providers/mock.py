@@ -14,7 +14,8 @@ Latency, token counts and failures are set per node through ``ModelConfig.extra_
     probability in [0, 1] that a call fails (default 0).
 ``mock_failure_kind``
     ``rate_limit``, ``server_error``, ``overloaded``, ``timeout``, ``connection_error`` or ``malformed``
-    (default ``server_error``).
+    (default ``server_error``). A ``malformed`` answer is billed as a real vendor's is: the prompt's tokens and
+    the 8 of the cut-short JSON it stands for (``MalformedResponseError.usage``).
 ``mock_retry_after_s``
     the retry hint a simulated rate limit carries (default none).
 ``mock_seed``
@@ -95,6 +96,10 @@ _OPENINGS = (
     "Put simply",
     "On balance",
 )
+
+
+#: The answer a simulated ``malformed`` failure stands for: JSON cut short (8 tokens, as :func:`_tokens` counts).
+_UNUSABLE = '{"answer": "In short: a simulat'
 
 
 def _tokens(text: str) -> int:
@@ -182,6 +187,8 @@ class MockProvider(Provider):
             model=request.model,
             retry_after_s=float(hint) if hint is not None and error_class is RateLimitError else None,
             status_code={RateLimitError: 429, ServerError: 500, OverloadedError: 529}.get(error_class),
+            # An unusable answer came, and was billed as a real one is: the prompt, and what it held.
+            usage=_response(request, _UNUSABLE, (), 0).usage if error_class is MalformedResponseError else None,
         )
 
     def _next_position(self, config: ModelConfig, length: int) -> int:

@@ -30,6 +30,7 @@ from openai.types.chat import ChatCompletion
 from nons.base.errors import BadRequestError, ProviderError
 from nons.base.messages import LLMRequest, LLMResponse, Message, ToolCall
 from nons.base.redaction import displayable_url
+from nons.base.results import Usage
 from nons.base.types import ModelConfig, ModelProvider, StructuredOutput
 from nons.observability import names
 from nons.observability.http import instrument_sdk_client
@@ -226,17 +227,9 @@ class OpenAIProvider(SDKProvider[openai.AsyncOpenAI]):
         text = _text_of(message.content)
         tool_calls = self._tool_calls(completion.id, message.tool_calls or (), model)
         ensure_answer(text, tool_calls, provider=self.name, model=model, finish_reason=choice.finish_reason)
-        usage = completion.usage
         return LLMResponse(
             text=text,
-            # Some compatible servers omit usage: their calls' tokens and cost are then unknown, not zero.
-            usage=(
-                usage_from_wire(
-                    {"usage": usage.model_dump(mode="json", exclude_none=True)}, provider_id="openai", api_flavor="chat"
-                )
-                if usage is not None
-                else not_reported()
-            ),
+            usage=self._usage(completion),
             finish_reason=choice.finish_reason.lower() if choice.finish_reason else None,
             response_model=completion.model or model,
             response_id=completion.id or None,
@@ -248,6 +241,14 @@ class OpenAIProvider(SDKProvider[openai.AsyncOpenAI]):
         """Whether the calls go to OpenAI's own API (no base URL, or one on its host)."""
         base_url = self.configured_base_url(config)
         return not base_url or endpoint_of(base_url) == endpoint_of(self.default_base_url)
+
+    def _usage(self, answer: ChatCompletion) -> Usage:
+        usage = answer.usage
+        if usage is None:  # some compatible servers omit it: the call's tokens and cost are unknown, not zero
+            return not_reported()
+        return usage_from_wire(
+            {"usage": usage.model_dump(mode="json", exclude_none=True)}, provider_id="openai", api_flavor="chat"
+        )
 
     def _describe_error(self, exc: Exception) -> FailedCall | None:
         return describe_stainless_error(exc, openai)

@@ -82,6 +82,23 @@ async def test_a_call_that_never_succeeds_raises_its_last_error_unchained() -> N
     assert scheduler_counts() == (0, 3, 0)
 
 
+async def test_a_call_whose_answers_were_all_unusable_keeps_what_they_were_billed() -> None:
+    # A simulated malformed answer is billed as a real one is: its prompt, and 8 output tokens.
+    network = create_network(
+        layers=[Node("generate", failing("malformed"))],
+        layer_config=LayerConfig(error_policy=ErrorPolicy.RETRY_WITH_BACKOFF, max_retries=2, **FAST_RETRY),
+    )
+    with pytest.raises(NodeExecutionError) as raised:
+        await network.forward("question")
+    partial = raised.value.partial_result
+    assert partial is not None
+    (record,) = partial.node_results[0].calls
+    assert (record.error_type, record.attempts, record.usage.output_tokens) == ("malformed_response", 3, 24)
+    assert record.cost_usd is not None and record.cost_usd > 0
+    assert partial.calls == [record] and partial.cost_usd == record.cost_usd
+    assert scheduler_counts() == (0, 3, 0)
+
+
 async def test_an_error_that_is_not_a_provider_error_fails_the_node_as_it_is() -> None:
     # An unknown simulation parameter is a configuration error raised by the provider: not retried, not renamed.
     network = create_network(

@@ -14,6 +14,7 @@ from provider_cases import SECRET, Case, case_named, make_request
 from nons import ErrorPolicy, LayerConfig, ModelConfig, ModelProvider, Node, NoN, configure_scheduler
 from nons.base.errors import MalformedResponseError, NodeExecutionError, ProviderError, RefusalError
 from nons.base.messages import ToolDefinition
+from nons.base.results import Usage
 from nons.core.scheduler.breaker import counts_against_breaker
 from nons.providers._sdk import SDKProvider
 from nons.testing import EmulatedToolCall, Fault, ProviderEmulator, Reply
@@ -73,6 +74,8 @@ async def test_a_stopped_answer_is_a_refusal_not_its_partial_text(
     assert error.retryable is False
     assert not counts_against_breaker(error)
     assert reason in str(error)
+    # Not an answer, but billed: what it used goes with the error, to be priced.
+    assert error.usage == Usage(5, 3)
     # The error names the reason, never what the model wrote.
     assert PARTIAL not in str(error)
     assert SECRET not in str(error)
@@ -120,6 +123,10 @@ MISSHAPEN = [
 ]  # fmt: skip
 
 
+#: What the misshapen answers that say it were billed (the others: nothing known).
+BILLED = {"unknown-block": Usage(5, 3), "message-null": Usage(reported=False)}
+
+
 @pytest.mark.parametrize(("name", "label", "body"), MISSHAPEN, ids=[f"{n}-{label}" for n, label, _ in MISSHAPEN])
 async def test_a_misshapen_answer_is_malformed_and_worth_retrying(
     emu: ProviderEmulator, name: str, label: str, body: Any
@@ -128,6 +135,8 @@ async def test_a_misshapen_answer_is_malformed_and_worth_retrying(
     with pytest.raises(MalformedResponseError, match="unusable answer") as caught:
         await _complete(case_named(name), emu)
     assert caught.value.retryable
+    # What it was billed, when it says; nothing when its usage cannot even be read (then it is no answer).
+    assert caught.value.usage == BILLED.get(label)
     assert caught.value.provider == name
 
 
@@ -140,8 +149,9 @@ async def test_an_unknown_anthropic_block_is_skipped_when_text_follows(emu: Prov
 
 async def test_a_tool_call_with_no_tool_offered_is_not_an_empty_answer(case: Case, emu: ProviderEmulator) -> None:
     emu.script(case.name, [Reply(text="", tool_calls=[EmulatedToolCall("search", {"q": "x"})])])
-    with pytest.raises(MalformedResponseError, match="no tool was offered"):
+    with pytest.raises(MalformedResponseError, match="no tool was offered") as caught:
         await _complete(case, emu)
+    assert caught.value.usage is not None and caught.value.usage.total_tokens == 19  # the Reply's 12 + 7
 
 
 _ANSWER = {"role": "assistant", "content": "Paris."}
@@ -194,6 +204,8 @@ async def test_an_empty_answer_at_the_token_limit_says_so_and_is_not_retried(emu
     assert isinstance(error, MalformedResponseError) and not error.retryable and not counts_against_breaker(error)
     assert "token limit" in str(error) and "max_tokens" in str(error)
     assert len(emu.requests_for(name)) == 1  # the same request would stop at the same limit
+    # The thinking that filled the limit was billed all the same.
+    assert error.usage is not None and error.usage.input_tokens == 5 and error.usage.output_tokens >= 3
 
 
 @pytest.mark.parametrize("reason", ["SAFETY", "JAILBREAK"])

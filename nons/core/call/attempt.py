@@ -16,6 +16,7 @@ from nons.base.messages import LLMRequest, LLMResponse
 from nons.base.redaction import clean
 from nons.base.results import Usage
 from nons.core.budgets import BudgetHold, Budgets, worst_case_usd
+from nons.core.call import telemetry
 from nons.core.call.context import CallState
 from nons.core.pricing import price_usd
 from nons.core.scheduler import Permit
@@ -78,16 +79,8 @@ def _answered(
     permit.release(tokens_used=tokens_used(response.usage) if ctx.scheduler.counts_tokens else 0)
     if hold is not None:
         # Priced as the call's record is (nons.core.call.call._record), so budgets and nons.cost agree.
-        cost = price_usd(call.provider.price_source(request.config), request.model, response.usage)
-        # An answer that reported no usage keeps its worst-case hold: what it cost is unknown, never 0.
-        ctx.budget_book.settle(hold, cost if response.usage.reported else hold.amount)  # type: ignore[union-attr]
-        if cost and ctx.instruments.metrics:
-            for name, scope in hold.labels:
-                # The provider, so that the dashboards' provider filter and "Simulated cost" switch apply.
-                ctx.instruments.budget_spent.add(
-                    cost, {names.BUDGET_NAME: name, names.BUDGET_SCOPE: scope,
-                           names.GEN_AI_PROVIDER_NAME: call.provider.genai_provider_name}
-                )  # fmt: skip
+        _settle_spent(call, hold, response.usage, price_usd(call.provider.price_source(request.config), request.model,
+                                                            response.usage))  # fmt: skip
     if ctx.instruments.metrics and call.labels is not None:
         ctx.instruments.operation_duration.record(
             time.perf_counter() - started, call.labels.answered(response.response_model)[0]
@@ -113,9 +106,15 @@ def failed(
             1, {names.BUDGET_NAME: error.budget, names.BUDGET_SCOPE: error.scope,
                 names.GEN_AI_PROVIDER_NAME: call.provider.genai_provider_name}
         )  # fmt: skip
+    billed = error.usage  # an answer that came but could not be used (a refusal): the provider billed it
     if permit is not None:
-        permit.release(success=False, error=None if _cut_short(call, error) else error)
-    if hold is not None:
+        used = tokens_used(billed) if billed is not None and ctx.scheduler.counts_tokens else 0
+        permit.release(success=False, tokens_used=used, error=None if _cut_short(call, error) else error)
+    if billed is not None:
+        cost = _billed(call, billed)
+        if hold is not None:
+            _settle_spent(call, hold, billed, cost)
+    elif hold is not None:
         ctx.budget_book.settle(hold, 0.0)  # type: ignore[union-attr]
     if not error.provider:
         # A provider (or scheduler) error that does not say where it came from: name this attempt's model.
@@ -129,6 +128,32 @@ def failed(
             inst.rejected.add(1, call.labels.failed(error.error_type))
         else:
             inst.operation_duration.record(time.perf_counter() - started, call.labels.failed(error.error_type))
+
+
+def _billed(call: CallState, usage: Usage) -> float | None:
+    """A failed attempt's answer was billed (``usage``): its price, added to the call's tally (its record and span
+    carry the call's whole spend) and to the token and cost metrics now, whatever becomes of the call."""
+    request = call.request
+    cost = price_usd(call.provider.price_source(request.config), request.model, usage)
+    call.billed = usage if call.billed is None else call.billed + usage
+    call.billed_cost = None if cost is None or call.billed_cost is None else call.billed_cost + cost
+    if call.ctx.recording:
+        telemetry.attempt_billed(call, usage, cost)
+    return cost
+
+
+def _settle_spent(call: CallState, hold: BudgetHold, usage: Usage, cost: float | None) -> None:
+    """Settle the budgets' hold of an attempt whose answer (usable or not) was billed ``usage``, at ``cost``."""
+    ctx = call.ctx
+    # An answer that reported no usage keeps its worst-case hold: what it cost is unknown, never 0.
+    ctx.budget_book.settle(hold, cost if usage.reported else hold.amount)  # type: ignore[union-attr]
+    if cost and ctx.instruments.metrics:
+        for name, scope in hold.labels:
+            # The provider, so that the dashboards' provider filter and "Simulated cost" switch apply.
+            ctx.instruments.budget_spent.add(
+                cost, {names.BUDGET_NAME: name, names.BUDGET_SCOPE: scope,
+                       names.GEN_AI_PROVIDER_NAME: call.provider.genai_provider_name}
+            )  # fmt: skip
 
 
 def _cut_short(call: CallState, error: ProviderError) -> bool:

@@ -106,7 +106,11 @@ async def call_llm(
         ctx.calls.append(record)
         return response
     # Outside the handler: an error the retries raise must not carry the first one as its __context__.
-    response = await _recover(call, first_error)
+    try:
+        response = await _recover(call, first_error)
+    except BaseException:
+        _record_billed(call, records)
+        raise
     record = _succeeded(call, response)
     records.append(record)
     ctx.calls.append(record)
@@ -142,10 +146,11 @@ async def _call(
         # A provider error that ends the call has marked the span already, with the attempts it took.
         if isinstance(error, asyncio.CancelledError) and scope.tracing:
             # Named as its node's span names it (a FAIL_FAST sibling, a timeout), with the attempts it made.
-            scope.set({names.ATTEMPTS: call.attempts})
+            scope.set({names.ATTEMPTS: call.attempts, **telemetry.billed_attributes(call)})
             scope.fail_as(NodeCancelledError.error_type, "the call was cancelled")
         elif not isinstance(error, ProviderError):
             scope.fail(error, str(error) or type(error).__name__)
+        _record_billed(call, records)
         raise
     finally:
         if scope.tracing:
@@ -169,12 +174,15 @@ async def _cached(ctx: PassContext, site: CallSite, request: LLMRequest, records
 
     async def call() -> Entry:
         own: list[LLMCallRecord] = []
-        response = await call_llm(
-            ctx, uncached, request.messages, own, system=request.system, response_schema=request.response_schema,
-            tools=request.tools, tool_choice=request.tool_choice,
-        )
+        try:
+            response = await call_llm(
+                ctx, uncached, request.messages, own, system=request.system,
+                response_schema=request.response_schema, tools=request.tools, tool_choice=request.tool_choice,
+            )  # fmt: skip
+        finally:
+            # A failed call's record too: its refused answers were billed.
+            records.extend(own)
         site.labels = uncached.labels  # built on the copy: kept for the site's next calls
-        records.extend(own)
         return Entry(ModelProvider(own[-1].provider), response)
 
     started = time.perf_counter()
@@ -261,13 +269,34 @@ async def _aim(call: CallState, config: ModelConfig) -> None:
 
 
 def _succeeded(call: CallState, response: LLMResponse) -> LLMCallRecord:
-    """Price the answer, record it, and build the call's record."""
+    """Price the answer, record it, and build the call's record (which counts what the unusable answers of its
+    failed attempts were billed, if any were)."""
     record = _record(
         call.request, call.provider, call.request_model, response, call.attempts, call.started, call.on_fallback
     )
     if call.ctx.recording:
         telemetry.call_succeeded(call, response, record.cost_usd)
+    if call.billed is not None:
+        usage, cost = telemetry.call_spend(call, record.usage, record.cost_usd)
+        record = dataclasses.replace(record, usage=usage, cost_usd=cost)
     return record
+
+
+def _record_billed(call: CallState, records: list[LLMCallRecord]) -> None:
+    """A call that ended without an answer after its provider billed one or more it could not use (refused, or
+    unusable): its record says what they cost, so that the node's, the pass's and a budget's spend count it.
+    ``error_type`` says it is not an answer. A call that was never billed leaves no record."""
+    if call.billed is None:
+        return
+    error = call.last_error
+    record = LLMCallRecord(
+        provider=call.request.provider._value_, request_model=call.request_model, response_model=call.request.model,
+        response_id=None, usage=call.billed, finish_reason=None, cost_usd=call.billed_cost, attempts=call.attempts,
+        duration_s=time.perf_counter() - call.started, simulated=call.provider.provider is ModelProvider.MOCK,
+        fallback_used=call.on_fallback, error_type=error.error_type if error is not None else None,
+    )  # fmt: skip
+    records.append(record)
+    call.ctx.calls.append(record)
 
 
 def _record(

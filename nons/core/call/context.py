@@ -13,7 +13,7 @@ from nons.base import redaction
 from nons.base.errors import ProviderError
 from nons.base.messages import LLMRequest
 from nons.base.redaction import register_secret
-from nons.base.results import LayerResult, LLMCallRecord
+from nons.base.results import LayerResult, LLMCallRecord, Usage
 from nons.base.types import Budget, CacheConfig, LayerConfig, ModelConfig
 from nons.core.budgets import Budgets, LocalLedger, get_budgets
 from nons.core.call.labels import CallLabels, NodeLabels
@@ -179,3 +179,8 @@ class CallState:
     last_error: ProviderError | None = None
     #: Whether the model being tried is a fallback.
     on_fallback: bool = False
+    #: What the provider billed for the answers of failed attempts (refused, or unusable), summed; ``None`` while
+    #: none was: they belong to the call's record, span and budgets as its answer does.
+    billed: Usage | None = None
+    #: Their price, summed (``None`` once one of them has no known price: unknown cost is never 0).
+    billed_cost: float | None = 0.0

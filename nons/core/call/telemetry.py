@@ -23,6 +23,7 @@ from opentelemetry.trace import SpanKind
 from nons.base.errors import ProviderError
 from nons.base.messages import LLMRequest, LLMResponse, OutputRepair
 from nons.base.redaction import clean
+from nons.base.results import Usage
 from nons.base.types import ModelProvider
 from nons.base.version import __version__
 from nons.core.call.context import CallSite, CallState, PassContext
@@ -32,9 +33,12 @@ from nons.observability.spans import SpanScope, start_cleaned, truncate_content
 from nons.providers.base import Provider
 
 __all__ = [
+    "attempt_billed",
+    "billed_attributes",
     "cache_hit",
     "cache_missed",
     "call_failed",
+    "call_spend",
     "call_succeeded",
     "fell_back",
     "repairing",
@@ -164,37 +168,79 @@ def moved_provider(call: CallState) -> None:
 
 
 def call_succeeded(call: CallState, response: LLMResponse, cost: float | None) -> None:
-    """Record a successful call: token and cost metrics, the response's attributes on the span, the event.
+    """Record a successful call: token and cost metrics of its answer (``cost``: the answer's), the response's
+    attributes on the span (with what earlier attempts' unusable answers were billed), the event.
 
     Callers skip it when nothing records calls (``PassContext.recording``)."""
     labels = call.labels
     if call.ctx.instruments.metrics and labels is not None:
-        inst, usage = call.ctx.instruments, response.usage
-        if usage.reported:  # unknown counts are not recorded as zeros
-            _, input_labels, output_labels = labels.answered(response.response_model)
-            inst.token_usage.record(usage.input_tokens, input_labels)
-            inst.token_usage.record(usage.output_tokens, output_labels)
-        if cost is None:
-            inst.unpriced_calls.add(1, labels.model_labels)
-        else:
-            # The simulated provider's cost is its own series (gen_ai.provider.name = nons.simulated): cost
-            # panels leave it out unless asked, so simulated money never mixes with real spend.
-            inst.cost.add(cost, labels.cost(call.ctx.network_name))
+        _spent(call, labels, response.response_model, response.usage, cost)
     if call.scope.tracing:
         call.scope.set_cleaned(_response_attributes(call, response, cost))
     if call.ctx.capture.event:
         _emit_details(call, response, None)
 
 
-def _response_attributes(call: CallState, response: LLMResponse, cost: float | None) -> dict[str, Any]:
-    """What the call's span ends with, cleaned (:meth:`SpanScope.set_cleaned`)."""
-    attributes = _usage_attributes(response)
-    attributes[names.ATTEMPTS] = call.attempts
-    attributes[names.SCHEDULER_WAIT_S] = call.wait_s
+def attempt_billed(call: CallState, usage: Usage, cost: float | None) -> None:
+    """A failed attempt's answer (a refusal, an unusable answer) was billed ``usage`` at ``cost``: its tokens and
+    cost go to the metrics now, whatever becomes of the call; the span says so when the call ends."""
+    labels = call.labels
+    if call.ctx.instruments.metrics and labels is not None:
+        _spent(call, labels, call.request.model, usage, cost)
+
+
+def _spent(call: CallState, labels: CallLabels, response_model: str, usage: Usage, cost: float | None) -> None:
+    """The token and cost metrics of one billed answer."""
+    inst = call.ctx.instruments
+    if usage.reported:  # unknown counts are not recorded as zeros
+        _, input_labels, output_labels = labels.answered(response_model)
+        inst.token_usage.record(usage.input_tokens, input_labels)
+        inst.token_usage.record(usage.output_tokens, output_labels)
+    if cost is None:
+        inst.unpriced_calls.add(1, labels.model_labels)
+    else:
+        # The simulated provider's cost is its own series (gen_ai.provider.name = nons.simulated): cost
+        # panels leave it out unless asked, so simulated money never mixes with real spend.
+        inst.cost.add(cost, labels.cost(call.ctx.network_name))
+
+
+def billed_attributes(call: CallState) -> dict[str, Any]:
+    """What the span of a call that ended without an answer says its unusable answers were billed (nothing when
+    none was)."""
+    if call.billed is None:
+        return {}
+    return _spend_attributes(call.billed, call.billed_cost)
+
+
+def _spend_attributes(usage: Usage, cost: float | None) -> dict[str, Any]:
+    attributes: dict[str, Any] = {}
+    if usage.reported:  # unknown counts are left out, not recorded as zeros
+        attributes[names.GEN_AI_USAGE_INPUT_TOKENS] = usage.input_tokens
+        attributes[names.GEN_AI_USAGE_OUTPUT_TOKENS] = usage.output_tokens
     if cost is None:
         attributes[names.COST_UNKNOWN] = True
     else:
         attributes[names.GEN_AI_USAGE_COST] = cost
+    return attributes
+
+
+def _response_attributes(call: CallState, response: LLMResponse, cost: float | None) -> dict[str, Any]:
+    """What the call's span ends with, cleaned (:meth:`SpanScope.set_cleaned`): the answer's usage and cost, plus
+    what the answers of failed attempts were billed."""
+    attributes = _usage_attributes(response)
+    attributes[names.ATTEMPTS] = call.attempts
+    attributes[names.SCHEDULER_WAIT_S] = call.wait_s
+    if call.billed is None:
+        if cost is None:
+            attributes[names.COST_UNKNOWN] = True
+        else:
+            attributes[names.GEN_AI_USAGE_COST] = cost
+    else:
+        usage, total = call_spend(call, response.usage, cost)
+        attributes.update(_spend_attributes(usage, total))
+        if not usage.reported:  # the answer's own counts were set above: they are not the call's
+            attributes.pop(names.GEN_AI_USAGE_INPUT_TOKENS, None)
+            attributes.pop(names.GEN_AI_USAGE_OUTPUT_TOKENS, None)
     if response.simulated:
         attributes[names.SIMULATED] = True
     if call.ctx.capture.span:
@@ -220,6 +266,15 @@ def _usage_attributes(response: LLMResponse) -> dict[str, Any]:
     if usage.reasoning_tokens:
         attributes[names.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS] = usage.reasoning_tokens
     return attributes
+
+
+def call_spend(call: CallState, usage: Usage, cost: float | None) -> tuple[Usage, float | None]:
+    """The whole of what ``call`` was billed: its answer's ``usage`` and ``cost`` with its failed attempts' (the
+    cost is unknown when any part of it is)."""
+    if call.billed is None:
+        return usage, cost
+    total = None if cost is None or call.billed_cost is None else call.billed_cost + cost
+    return call.billed + usage, total
 
 
 def cache_missed(ctx: PassContext, provider: ModelProvider, model: str) -> None:
@@ -277,9 +332,10 @@ def cache_hit(
 
 
 def call_failed(call: CallState, error: ProviderError) -> None:
-    """Every attempt the policy allowed failed: the span says how many, how long they queued, and why."""
+    """Every attempt the policy allowed failed: the span says how many, how long they queued, what their unusable
+    answers were billed, and why."""
     if call.scope.tracing:
-        call.scope.set({names.ATTEMPTS: call.attempts, names.SCHEDULER_WAIT_S: call.wait_s})
+        call.scope.set({names.ATTEMPTS: call.attempts, names.SCHEDULER_WAIT_S: call.wait_s, **billed_attributes(call)})
         call.scope.fail(error)
     if call.ctx.capture.event:
         _emit_details(call, None, error)

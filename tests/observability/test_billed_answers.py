@@ -1,0 +1,114 @@
+"""An answer the provider sent but NoN could not use (a refusal, an empty answer) was still billed: its tokens and
+cost reach the call's record, its span, the cost and token metrics and the budgets, as an answer's do.
+
+The real OpenAI SDK against the provider emulator, billed at OpenAI's gpt-4o-mini prices.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from otel_harness import Telemetry
+from pydantic import SecretStr
+
+from nons import Budget, ErrorPolicy, LayerConfig, ModelConfig, ModelProvider, NetworkConfig, Node, NoN
+from nons.base.errors import NodeExecutionError, RefusalError
+from nons.base.results import Usage
+from nons.core.pricing import price_usd
+from nons.testing import ProviderEmulator, Reply
+
+MODEL = "gpt-4o-mini"
+
+
+@pytest.fixture
+def emu() -> Iterator[ProviderEmulator]:
+    with ProviderEmulator() as emulator:
+        yield emulator
+
+
+def _config(emu: ProviderEmulator) -> ModelConfig:
+    return ModelConfig(
+        provider=ModelProvider.OPENAI, model_name=MODEL, base_url=emu.base_url_for("openai"),
+        api_key=SecretStr("sk-test-billed"), price_provider="openai",
+    )  # fmt: skip
+
+
+def _price(input_tokens: int, output_tokens: int) -> float:
+    cost = price_usd("openai", MODEL, Usage(input_tokens, output_tokens))
+    assert cost is not None and cost > 0
+    return cost
+
+
+def _chat_span_attributes(otel: Telemetry, trace_id: str | None) -> dict[str, object]:
+    (chat,) = [s for s in otel.spans_of_trace(trace_id or "") if s.name == f"chat {MODEL}"]
+    return dict(chat.attributes or {})
+
+
+async def test_a_refused_answer_is_billed_to_the_call_its_span_the_metrics_and_the_budget(
+    otel: Telemetry, emu: ProviderEmulator
+) -> None:
+    emu.script("openai", [Reply(text="I was about to", finish_reason="content_filter", input_tokens=40,
+                                output_tokens=9)])  # fmt: skip
+    network = NoN.from_operators(
+        [Node("generate", _config(emu))],
+        config=NetworkConfig(name="refused", budgets=[Budget(usd=1.0, per="pass", name="per-pass")]),
+    )
+    with pytest.raises(NodeExecutionError) as raised:
+        await network.run("How do I pick a lock?")
+
+    assert isinstance(raised.value.cause, RefusalError)
+    assert raised.value.cause.usage == Usage(40, 9)
+    partial = raised.value.partial_result
+    assert partial is not None
+    (record,) = partial.node_results[0].calls
+    cost = _price(40, 9)
+    assert (record.error_type, record.usage, record.attempts) == ("refusal", Usage(40, 9), 1)
+    assert record.cost_usd == pytest.approx(cost)
+    assert partial.calls == [record] and partial.cost_usd == pytest.approx(cost)
+
+    attributes = _chat_span_attributes(otel, partial.trace_id)
+    assert attributes["error.type"] == "refusal"
+    assert (attributes["gen_ai.usage.input_tokens"], attributes["gen_ai.usage.output_tokens"]) == (40, 9)
+    assert attributes["gen_ai.usage.cost"] == pytest.approx(cost)
+    assert otel.counter_total("nons.cost") == pytest.approx(cost)
+    assert otel.histogram_sum("gen_ai.client.token.usage") == 49
+    # The budget was charged what the refusal cost, not given back its reservation as for a call never answered.
+    assert otel.counter_total("nons.budget.spent") == pytest.approx(cost)
+
+
+async def test_an_unusable_answer_before_a_good_one_is_in_the_calls_usage_and_cost(
+    otel: Telemetry, emu: ProviderEmulator
+) -> None:
+    # An empty answer is worth retrying (the model may answer the second time), but the first was billed.
+    emu.script("openai", [Reply(text="", input_tokens=30, output_tokens=2), Reply(input_tokens=30, output_tokens=7)])
+    network = NoN.from_operators(
+        [Node("generate", _config(emu))],
+        layer_config=LayerConfig(error_policy=ErrorPolicy.RETRY_WITH_BACKOFF, max_retries=2, retry_base_delay=0.001),
+    )
+    result = await network.run("Name a colour.")
+
+    (record,) = result.calls
+    cost = _price(30, 2) + _price(30, 7)
+    assert (record.error_type, record.usage, record.attempts) == (None, Usage(60, 9), 2)
+    assert record.cost_usd == pytest.approx(cost) and result.cost_usd == pytest.approx(cost)
+    attributes = _chat_span_attributes(otel, result.trace_id)
+    assert (attributes["gen_ai.usage.input_tokens"], attributes["gen_ai.usage.output_tokens"]) == (60, 9)
+    assert attributes["gen_ai.usage.cost"] == pytest.approx(cost)
+    # The metrics saw each billed answer once: together they equal the record.
+    assert otel.counter_total("nons.cost") == pytest.approx(cost)
+    assert otel.histogram_sum("gen_ai.client.token.usage") == 69
+
+
+async def test_an_error_sent_as_a_200_bills_nothing(otel: Telemetry, emu: ProviderEmulator) -> None:
+    """A body that is no answer at all (here a JSON list) says nothing was billed: no record, no cost."""
+    from nons.testing import Fault
+
+    emu.script("openai", [Fault.http(200, "[]")])
+    network = NoN.from_operators([Node("generate", _config(emu))])
+    with pytest.raises(NodeExecutionError) as raised:
+        await network.run("Name a colour.")
+    assert getattr(raised.value.cause, "usage", "missing") is None
+    partial = raised.value.partial_result
+    assert partial is not None and partial.calls == [] and partial.cost_usd == 0.0
+    assert otel.counter_total("nons.cost") == 0

@@ -181,6 +181,15 @@ class BudgetHold:
     shared_keys: list[str] = field(default_factory=list)
     #: (budget, key, limit) of the budgets counted in this process whose usage gauge its settlement updates.
     gauged: list[tuple[Budget, str, float]] = field(default_factory=list)
+    #: What the same attempt reserved against the budgets of the passes it runs inside (an agent run in a node):
+    #: settled with this one.
+    linked: list[BudgetHold] = field(default_factory=list)
+
+    def link(self, other: BudgetHold) -> BudgetHold:
+        """Settle ``other`` with this hold, and count its budgets in this hold's labels; returns this hold."""
+        self.linked.append(other)
+        self.labels.extend(other.labels)
+        return self
 
 
 _SHARED = (BudgetScope.NETWORK, BudgetScope.CALLER)
@@ -208,12 +217,16 @@ class Budgets:
         self.usage: dict[tuple[str, str], float] = {}
         _register_usage()
 
-    def applicable(self, network: str, network_budgets: Sequence[Budget]) -> list[tuple[Budget, str]]:
+    def applicable(
+        self, network: str, network_budgets: Sequence[Budget], *, around: bool = False
+    ) -> list[tuple[Budget, str]]:
         """Every budget that applies to a call of ``network`` now, with its key; caller budgets only inside
-        :func:`spending_for`."""
+        :func:`spending_for`. ``around``: ``network`` runs a pass that makes the call (an agent run in one of its
+        nodes), whose own budgets already count the process's and the caller's: only the network's apply here."""
         caller = _caller.get()
         found = []
-        for budget in (*network_budgets, *self.budgets):
+        process_wide = [b for b in self.budgets if b.per is BudgetScope.NETWORK] if around else self.budgets
+        for budget in (*network_budgets, *process_wide):
             if budget.per is BudgetScope.NETWORK:
                 key = f"network:{network}:{budget.label}"
             elif budget.per is BudgetScope.CALLER:
@@ -281,6 +294,8 @@ class Budgets:
     def settle(self, hold: BudgetHold, cost: float | None) -> None:
         """The attempt ended having cost ``cost`` (``None``: unknown; 0 for a failed attempt). Never awaits: the
         shared part is settled in the background, so a cancelled call settles too."""
+        for linked in hold.linked:
+            self.settle(linked, cost)
         delta = (cost or 0.0) - hold.amount
         if delta == 0:
             return

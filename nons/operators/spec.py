@@ -7,6 +7,7 @@ registry, so imports point one way: spec, then the built-ins, then the registry.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -29,6 +30,9 @@ class OperatorSpec:
     description: str
     uses_llm: bool
     parameters: Mapping[str, inspect.Parameter]
+    #: One of NoN's own operators (:func:`builtin`): it starts no pass of its own (an agent's run, a network's
+    #: pass), which an application's operator may.
+    builtin: bool = False
 
     @property
     def required(self) -> tuple[str, ...]:
@@ -76,7 +80,7 @@ def builtin(*, description: str, uses_llm: bool = True) -> Callable[[F], F]:
     """Mark the decorated function as a built-in operator, named after the function."""
 
     def mark(func: F) -> F:
-        _BUILTINS.append(spec_for(func, func.__name__, description, uses_llm))
+        _BUILTINS.append(dataclasses.replace(spec_for(func, func.__name__, description, uses_llm), builtin=True))
         return func
 
     return mark

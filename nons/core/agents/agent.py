@@ -208,6 +208,8 @@ class Agent:
         try:
             for number in range(1, self.max_steps + 1):
                 step = await self._step(run, number)
+                # Before the step is seen: a run inside a node (or a tool) has spent this from the node's pass.
+                run.ctx.hand_over()
                 if step["is_final"]:
                     final = step
                 yield step
@@ -285,7 +287,9 @@ class Agent:
                 return self._answer(run, number, response)
             results: list[ToolResult] = []
             for call in response.tool_calls:
-                result = await execute_tool(self.name, self.registry, run.ctx, run.state, call, self.output_schema)
+                result = await execute_tool(
+                    self.name, self.registry, run.ctx, run.state, call, self.output_schema, run.records
+                )
                 results.append(result)
                 run.messages.append(
                     Message(
@@ -360,6 +364,7 @@ class Agent:
         )
 
     def _finish(self, run: _Run, final: AgentStep | None, error: BaseException | None) -> None:
+        run.ctx.hand_over()  # what a step that did not finish spent
         error_type: str | None = None
         if error is not None:
             error_type = error_type_of(error)

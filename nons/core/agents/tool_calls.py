@@ -12,10 +12,11 @@ from opentelemetry import context as otel_context
 from nons.base.errors import OutputParseError
 from nons.base.messages import ToolCall
 from nons.base.redaction import encodable
+from nons.base.results import LLMCallRecord
 from nons.core.agents.telemetry import record_tool_call, tool_span_attributes
 from nons.core.agents.tools import AgentState, ToolRegistry, ToolResult, jsonable, output_text
 from nons.core.call import PassContext
-from nons.core.call.context import CONVERSATION_ID_KEY
+from nons.core.call.context import CONVERSATION_ID_KEY, RUNNING_NODE
 from nons.observability import content, names, spans
 from nons.operators.structured import read_answer, try_read
 
@@ -24,11 +25,13 @@ __all__ = ["execute_tool", "tool_message", "typed_stop"]
 
 async def execute_tool(
     agent: str, registry: ToolRegistry, ctx: PassContext, state: AgentState, call: ToolCall,
-    output_schema: Mapping[str, Any] | None = None,
+    output_schema: Mapping[str, Any] | None = None, records: list[LLMCallRecord] | None = None,
 ) -> ToolResult:
     """Run the tool ``call`` names (an unknown name is a failed result) under its ``execute_tool`` span and with
     its metrics, as agent ``agent``'s, in the run's conversation. Under an ``output_schema``, a stop tool's answer
-    is read as the typed final answer (:func:`typed_stop`) before the span and the metrics record the outcome."""
+    is read as the typed final answer (:func:`typed_stop`) before the span and the metrics record the outcome.
+    A pass the tool starts (a network's, a sub-agent's run) hands its calls to ``records`` (the run's) and to
+    ``ctx``'s calls, and spends from ``ctx``'s budgets too."""
     inst = ctx.instruments
     tool = registry.get(call.name)
     scope = spans.NO_SPAN
@@ -40,6 +43,7 @@ async def execute_tool(
     started = time.perf_counter()
     # Whatever the tool starts (a network, a sub-agent) belongs to this run's conversation.
     token = otel_context.attach(otel_context.set_value(CONVERSATION_ID_KEY, ctx.conversation_id))
+    entered = RUNNING_NODE.set((ctx, records)) if records is not None else None
     try:
         # The tool's span is current while it runs, so a sub-agent or network it calls nests under it.
         with scope:
@@ -50,6 +54,8 @@ async def execute_tool(
             result = typed_stop(result, output_schema)
         return result
     finally:
+        if entered is not None:
+            RUNNING_NODE.reset(entered)
         otel_context.detach(token)
         duration = time.perf_counter() - started
         error_type = "cancelled" if result is None else result["error_type"]

@@ -176,16 +176,32 @@ def _waited(call: CallState, wait_s: float) -> None:
 
 
 async def _reserve_budget(call: CallState, book: Budgets) -> BudgetHold | None:
-    """Reserve the attempt's worst case against every budget that applies (None: none does, or no price)."""
+    """Reserve the attempt's worst case against every budget that applies (None: none does, or no price): its
+    pass's, and those of each pass it runs inside (an agent run in a node), all or none."""
     ctx, request = call.ctx, call.request
-    applicable = book.applicable(ctx.network_name, ctx.budgets)
-    if not applicable:
+    levels = [(ctx, book.applicable(ctx.network_name, ctx.budgets))]
+    outer = ctx.enclosing
+    while outer is not None:
+        levels.append((outer[0], book.applicable(outer[0].network_name, outer[0].budgets, around=True)))
+        outer = outer[0].enclosing
+    if not any(applicable for _, applicable in levels):
         return None
     amount = worst_case_usd(call.provider.price_source(request.config), request)
     if amount is None:
-        _unbounded(request, applicable)
+        _unbounded(request, [budget for _, applicable in levels for budget in applicable])
         return None
-    return await book.reserve(applicable, ctx.pass_ledger, amount, request.provider.value, request.model)
+    hold: BudgetHold | None = None
+    for level, applicable in levels:
+        if not applicable:
+            continue
+        try:
+            reserved = await book.reserve(applicable, level.pass_ledger, amount, request.provider.value, request.model)
+        except BaseException:
+            if hold is not None:
+                book.settle(hold, 0.0)  # what the inner passes reserved is given back: all or none
+            raise
+        hold = reserved if hold is None else hold.link(reserved)
+    return hold
 
 
 _warned_unbounded: set[tuple[str, str]] = set()

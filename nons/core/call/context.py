@@ -4,6 +4,7 @@ state of one call in progress (:class:`CallState`)."""
 from __future__ import annotations
 
 import asyncio
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -28,11 +29,17 @@ from nons.providers.base import Provider
 if TYPE_CHECKING:  # the settings module loads pydantic-settings: imported by whoever builds a context
     from nons.base.settings import Settings
 
-__all__ = ["CONVERSATION_ID_KEY", "CallSite", "CallState", "PassContext"]
+__all__ = ["CONVERSATION_ID_KEY", "RUNNING_NODE", "CallSite", "CallState", "Enclosing", "PassContext"]
 
 #: The OpenTelemetry context key that carries an agent run's ``gen_ai.conversation.id`` into whatever its tools
 #: run: a network or a sub-agent started there belongs to the same conversation.
 CONVERSATION_ID_KEY = otel_context.create_key("nons.conversation_id")
+
+#: A pass, and where the node (or agent tool call) running the application's code records its calls.
+Enclosing = tuple["PassContext", list[LLMCallRecord]]
+#: The node whose operator (an application's own, not a built-in one) or the agent tool call that is running in
+#: this task: a pass its code starts (an agent's run, a network's forward) is part of it (``PassContext.enclosing``).
+RUNNING_NODE: ContextVar[Enclosing | None] = ContextVar("nons.running_node", default=None)
 
 
 @dataclass(slots=True)
@@ -70,6 +77,13 @@ class PassContext:
     #: The layer that raised, as far as it went (every node's result and calls): set by the layer, read by the
     #: pass for the error's ``partial_result``.
     failed_layer: LayerResult | None = None
+    #: The pass, and the records of its node, that this pass was started in (:data:`RUNNING_NODE`), if any: an
+    #: agent run or a network pass inside a node's operator or an agent's tool. Its calls are handed over to
+    #: them (:meth:`hand_over`), so that the node's, the outer pass's and the outer agent's spend count them;
+    #: and the outer pass's budgets apply to its calls (:func:`~nons.core.call.attempt.attempt`).
+    enclosing: Enclosing | None = None
+    #: How many of ``calls`` have been handed over.
+    handed_over: int = 0
 
     @classmethod
     def start(
@@ -88,6 +102,9 @@ class PassContext:
         book = get_budgets()
         instruments = get_instruments(settings.enable_tracing, settings.enable_metrics)
         capture = capture_mode()
+        enclosing = RUNNING_NODE.get()
+        # A budget applies when this pass has one, the process has one, or a pass it runs inside has one.
+        budgeted = bool(budgets or book.budgets) or (enclosing is not None and enclosing[0].budget_book is not None)
         return cls(
             network_name=name,
             network_id=pass_id,
@@ -97,11 +114,23 @@ class PassContext:
             capture=capture,
             conversation_id=conversation_id,
             budgets=budgets,
-            budget_book=book if budgets or book.budgets else None,
+            budget_book=book if budgeted else None,
             cache=cache,
             recording=instruments.tracing or instruments.metrics or capture.event,
             loop=asyncio._get_running_loop(),
+            enclosing=enclosing,
         )
+
+    def hand_over(self) -> None:
+        """Give the node and the pass this pass runs inside (:attr:`enclosing`) the calls made since the last
+        hand-over: their records, roll-ups and totals count what was spent inside them."""
+        if self.enclosing is None or self.handed_over == len(self.calls):
+            return
+        outer, records = self.enclosing
+        new = self.calls[self.handed_over :]
+        self.handed_over = len(self.calls)
+        records.extend(new)
+        outer.calls.extend(new)
 
     @property
     def capture_content(self) -> bool:

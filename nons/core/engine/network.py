@@ -103,6 +103,7 @@ async def run_pass(
             inst.workflow_duration.record(duration, workflow_attrs, in_span)
         scope.roll_up(ctx.calls)
         scope.end()
+        ctx.hand_over()  # to the node (or agent tool call) this pass runs inside, if any
         if token is not None:
             otel_context.detach(token)
     return NetworkResult(output, results, network_id, name, duration, scope.trace_id)

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from nons.base.errors import NodeCancelledError, NodeExecutionError, OperatorError, OutputParseError
-from nons.base.results import NodeFailure, NodeResult
+from nons.base.results import LLMCallRecord, NodeFailure, NodeResult
 from nons.base.types import LayerConfig
 from nons.core.call import CallSite, PassContext, call_llm
+from nons.core.call.context import RUNNING_NODE
 from nons.core.call.labels import NodeLabels
 from nons.core.node import Node
 from nons.observability import spans
@@ -75,6 +76,8 @@ async def run_node(
         # Without ``**`` when there are no parameters: unpacking even an empty dict makes a slower call.
         params = node.parameters
         running = spec.func(op_ctx, value, **params) if params else spec.func(op_ctx, value)
+        if not spec.builtin:  # a built-in operator starts no pass of its own: it skips the coroutine around it
+            running = _as_running_node(running, ctx, result.calls)
         if scope.tracing:
             with scope:
                 result.output = await running
@@ -93,6 +96,16 @@ async def run_node(
     if result.error is not None and on_failure is not None:
         on_failure()
     return result
+
+
+async def _as_running_node(running: Awaitable[Any], ctx: PassContext, records: list[LLMCallRecord]) -> Any:
+    """Await an application's operator as the running node (:data:`RUNNING_NODE`): a pass its code starts (an
+    agent's run, a network's pass) is part of this node's, and hands it (``records``) and ``ctx`` its calls."""
+    entered = RUNNING_NODE.set((ctx, records))
+    try:
+        return await running
+    finally:
+        RUNNING_NODE.reset(entered)
 
 
 def node_error(node: Node, cause: BaseException, ctx: PassContext, layer_index: int) -> NodeExecutionError:

@@ -1,0 +1,85 @@
+"""A pass started inside another (an agent's run or a network's pass in a node's operator, a network in an agent's
+tool) is part of it: the node, the outer pass and the outer agent count its calls and spend, and the outer pass's
+budgets bound them.
+
+An application's operator is where this happens: it may run an agent or another network, as NoN's built-in
+operators never do.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from core_helpers import sim
+
+from nons import Budget, ModelConfig, ModelProvider, NetworkConfig, Node, NoN
+from nons.base.errors import NodeExecutionError
+from nons.core.agents import Agent, ToolRegistry
+from nons.core.scheduler import get_scheduler
+from nons.operators.context import OperatorContext
+from nons.operators.registry import operator
+
+#: What the outer nodes below run: an agent of one LLM call (no tools: the simulated model answers in text).
+ASSISTANT = Agent(sim(), ToolRegistry(), name="assistant")
+#: A network of two simulated calls.
+INNER = NoN.from_operators([Node("generate", sim()) * 2], name="inner")
+
+
+@operator("ask_assistant", description="Run an agent on the input (test operator).", uses_llm=True, replace=True)
+async def ask_assistant(ctx: OperatorContext, input: Any) -> Any:
+    final = await ASSISTANT.run(str(input))
+    if not final["success"]:
+        raise RuntimeError(f"the agent failed: {final['error_type']}")
+    return final["output"]
+
+
+@operator("run_inner", description="Run the inner network on the input (test operator).", replace=True)
+async def run_inner(ctx: OperatorContext, input: Any) -> Any:
+    return await INNER.forward(input)
+
+
+async def test_an_agent_run_in_a_node_is_counted_in_the_nodes_and_the_passs_calls_and_cost() -> None:
+    network = NoN.from_operators([[Node("generate", sim()), Node("ask_assistant")]], name="outer")
+    result = await network.run("Name a colour.")
+    direct, with_agent = result.layers[0].node_results
+    assert len(direct.calls) == 1 and len(with_agent.calls) == 1  # the agent's one call is its node's
+    assert result.calls == [*direct.calls, *with_agent.calls]
+    assert with_agent.calls[0].cost_usd and direct.calls[0].cost_usd
+    assert result.cost_usd == pytest.approx(direct.calls[0].cost_usd + with_agent.calls[0].cost_usd)
+
+
+async def test_a_network_run_in_a_node_is_counted_in_the_outer_passs_calls() -> None:
+    network = NoN.from_operators([Node("run_inner")], name="outer")
+    result = await network.run("Name a colour.")
+    (node,) = result.layers[0].node_results
+    assert len(node.calls) == 2 and all(call.cost_usd for call in node.calls)
+    assert result.cost_usd == pytest.approx(sum(call.cost_usd or 0.0 for call in node.calls))
+
+
+async def test_the_outer_passs_budget_bounds_an_agent_run_in_its_node() -> None:
+    # Far less than one simulated gpt-4o-mini call reserves (its worst case, 4,096 output tokens).
+    network = NoN.from_operators(
+        [Node("ask_assistant")],
+        config=NetworkConfig(name="tight", budgets=[Budget(usd=1e-6, per="pass", name="per-request")]),
+    )
+    before = get_scheduler().get_stats()["completed"]
+    with pytest.raises(NodeExecutionError, match="budget_exceeded"):
+        await network.run("Name a colour.")
+    assert get_scheduler().get_stats()["completed"] == before  # the agent's call was refused before it was sent
+
+
+async def test_a_network_run_by_an_agents_tool_is_in_the_agents_totals() -> None:
+    registry = ToolRegistry()
+
+    @registry.tool(description="Ask the inner network.")
+    async def consult(question: str) -> str:
+        output = await INNER.forward(question)
+        return str(output)
+
+    agent = Agent(ModelConfig(provider=ModelProvider.MOCK, model_name="gpt-4o-mini"), registry, name="consulting")
+    # No script: the simulated model calls the tool the task names, then answers with its result.
+    final = await agent.run("consult the inner network")
+    assert final["success"]
+    # Two calls of its own (the tool call, the answer) and the inner network's two.
+    assert final["llm_calls"] == 4 and final["unpriced_calls"] == 0

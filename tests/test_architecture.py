@@ -27,6 +27,7 @@ LAYERS: list[tuple[str, ...]] = [
 # Only these may import the OpenTelemetry SDK; the rest of NoN uses the API, as a library must.
 SDK_USERS = (
     "nons.observability.setup",
+    "nons.observability.otel_providers",
     "nons.observability.exporters",
     "nons.observability.buffer",
     "nons.observability.span_ring",

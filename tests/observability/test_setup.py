@@ -19,7 +19,8 @@ from opentelemetry.instrumentation.utils import suppress_instrumentation
 from otel_harness import run_child, run_script
 
 import nons
-from nons.observability.setup import _not_about_export, build_resource
+from nons.observability.otel_providers import _not_about_export
+from nons.observability.setup import build_resource
 
 
 def test_resource_defaults(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -77,15 +77,21 @@ async def run_layer(layer: Layer, value: Any, ctx: PassContext, index: int, conf
         raise
     finally:
         if scope.tracing:
-            scope.restore(token)
-            succeeded = sum(1 for r in results if r.success)
-            # The roll-ups a node's and the network's spans carry, over the layer's calls: an unpriced call is
-            # counted apart (nons.cost.unpriced_calls), never as a zero cost.
-            scope.roll_up(
-                [call for r in results for call in r.calls],
-                {names.LAYER_SUCCEEDED: succeeded, names.LAYER_FAILED: len(nodes) - succeeded},
-            )
-            scope.end()
+            _end_span(scope, token, results)
+
+
+def _end_span(scope: spans.SpanScope, token: object, results: list[NodeResult]) -> None:
+    """End the layer's span (with tracing on), restoring the context it replaced, with the roll-ups of its nodes'
+    ``results``."""
+    scope.restore(token)
+    succeeded = sum(1 for r in results if r.success)
+    # The roll-ups a node's and the network's spans carry, over the layer's calls: an unpriced call is
+    # counted apart (nons.cost.unpriced_calls), never as a zero cost.
+    scope.roll_up(
+        [call for r in results for call in r.calls],
+        {names.LAYER_SUCCEEDED: succeeded, names.LAYER_FAILED: len(results) - succeeded},
+    )
+    scope.end()
 
 
 def _start(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -27,6 +27,7 @@ from nons.core.layer import Layer
 from nons.core.progress import ProgressCallback, ProgressReporter
 from nons.observability import names, spans
 from nons.observability.auto import setup_telemetry, telemetry_pending
+from nons.observability.instruments import Instruments
 
 __all__ = ["run_pass"]
 
@@ -54,11 +55,7 @@ async def run_pass(
     inst = ctx.instruments
     default_layer_config = layer_config or _settings_layer_config(settings.error_policy, settings.max_retries)
     token = otel_context.attach(_extract(trace_headers)) if trace_headers else None
-    scope = (
-        spans.start(inst.tracer, names.network_span_name(name), _span_attributes(name, network_id, ctx))
-        if inst.tracing
-        else spans.NO_SPAN
-    )
+    scope = _start_span(inst, name, network_id, ctx) if inst.tracing else spans.NO_SPAN
     metric_attrs = {names.NETWORK_NAME: clean(name)}  # cleaned as every metric label is
     if inst.metrics:
         inst.network_active.add(1, metric_attrs)
@@ -70,15 +67,8 @@ async def run_pass(
         with scope:
             passes = _run_layers(layers, input_data, ctx, default_layer_config, results)
             timeout = config.timeout_seconds
-            if timeout is None:
-                output = await passes
-            else:
-                try:
-                    output = await within(passes, timeout)
-                except asyncio.TimeoutError:
-                    raise NetworkTimeoutError(
-                        f"network {name!r} timed out after {timeout}s in layer {len(results)}"
-                    ) from None
+            # Only a timeout wraps the layers in a coroutine (_bounded's); without one they are awaited directly.
+            output = await (passes if timeout is None else _bounded(passes, timeout, name, results))
         outcome = names.OUTCOME_SUCCESS
     except BaseException as error:
         error_type = error_type_of(error)
@@ -89,24 +79,55 @@ async def run_pass(
     finally:
         duration = time.perf_counter() - started
         if ctx.progress is not None:
-            success = outcome == names.OUTCOME_SUCCESS
-            # The last layer that ran: on failure, the one that did not finish.
-            last = len(results) - 1 if success else min(len(results), len(layers) - 1)
-            ctx.progress.pass_finished(last, success, time.perf_counter())
+            _pass_finished(ctx.progress, len(results), len(layers), outcome == names.OUTCOME_SUCCESS)
         if inst.metrics:
-            inst.network_active.add(-1, metric_attrs)
-            in_span = scope.context()  # the pass's span is no longer current: its exemplars point at it all the same
-            inst.network_duration.record(duration, {**metric_attrs, names.OUTCOME: outcome}, in_span)
-            workflow_attrs = {names.GEN_AI_WORKFLOW_NAME: metric_attrs[names.NETWORK_NAME]}
-            if error_type is not None:
-                workflow_attrs[names.ERROR_TYPE] = error_type
-            inst.workflow_duration.record(duration, workflow_attrs, in_span)
+            _record_metrics(inst, metric_attrs, duration, outcome, error_type, scope)
         scope.roll_up(ctx.calls)
         scope.end()
         ctx.hand_over()  # to the node (or agent tool call) this pass runs inside, if any
         if token is not None:
             otel_context.detach(token)
     return NetworkResult(output, results, network_id, name, duration, scope.trace_id)
+
+
+def _start_span(inst: Instruments, name: str, network_id: str, ctx: PassContext) -> spans.SpanScope:
+    """The pass's ``invoke_workflow`` span, started (with tracing on)."""
+    return spans.start(inst.tracer, names.network_span_name(name), _span_attributes(name, network_id, ctx))
+
+
+async def _bounded(passes: Awaitable[Any], timeout: float, name: str, results: list[LayerResult]) -> Any:
+    """``passes`` awaited within the network's ``timeout_seconds``; past it, a ``NetworkTimeoutError`` that says
+    in which layer the pass was (``results`` holds the layers that finished)."""
+    try:
+        return await within(passes, timeout)
+    except asyncio.TimeoutError:
+        raise NetworkTimeoutError(f"network {name!r} timed out after {timeout}s in layer {len(results)}") from None
+
+
+def _pass_finished(progress: ProgressReporter, finished: int, n_layers: int, success: bool) -> None:
+    """Report the pass's end to its progress callback, after ``finished`` of its ``n_layers`` layers."""
+    # The last layer that ran: on failure, the one that did not finish.
+    last = finished - 1 if success else min(finished, n_layers - 1)
+    progress.pass_finished(last, success, time.perf_counter())
+
+
+def _record_metrics(
+    inst: Instruments,
+    metric_attrs: dict[str, str],
+    duration: float,
+    outcome: str,
+    error_type: str | None,
+    scope: spans.SpanScope,
+) -> None:
+    """The pass's metrics at its end (with metrics on): one pass less active, and its duration as NoN's network
+    duration and as the GenAI conventions' workflow duration."""
+    inst.network_active.add(-1, metric_attrs)
+    in_span = scope.context()  # the pass's span is no longer current: its exemplars point at it all the same
+    inst.network_duration.record(duration, {**metric_attrs, names.OUTCOME: outcome}, in_span)
+    workflow_attrs = {names.GEN_AI_WORKFLOW_NAME: metric_attrs[names.NETWORK_NAME]}
+    if error_type is not None:
+        workflow_attrs[names.ERROR_TYPE] = error_type
+    inst.workflow_duration.record(duration, workflow_attrs, in_span)
 
 
 def _so_far(

@@ -70,8 +70,8 @@ Telemetry
 Modules (each imports only those above it)
     ``config`` the settings and their validation; ``limits`` the :class:`~.limits.Limiter` interface and its
     in-process backend (buckets, concurrency, pauses, AIMD); ``breaker`` the :class:`~.breaker.CircuitBreaker`;
-    ``queue`` waiters, lanes and their admission in strategy order; ``permit`` a granted slot and what its
-    release settles; ``stats`` stats, health and the observable instruments; ``scheduler`` the
+    ``lanes`` waiters and the lanes they wait in; ``queue`` their admission in strategy order; ``permit`` a granted
+    slot and what its release settles; ``stats`` stats, health and the observable instruments; ``scheduler`` the
     :class:`Scheduler` and its per-loop state; ``redis_scripts`` and ``redis_limits`` the shared backend. This
     module holds the process-wide scheduler.
 """

@@ -16,8 +16,9 @@ from nons.core.scheduler.config import (
     current_settings,
     provider_of,
 )
+from nons.core.scheduler.lanes import Lane
 from nons.core.scheduler.limits import LimitBackend, LocalLimits
-from nons.core.scheduler.queue import Lane, Queue
+from nons.core.scheduler.queue import Queue
 from nons.core.scheduler.stats import register_observables
 
 if TYPE_CHECKING:

@@ -8,7 +8,7 @@ from typing import Any
 
 from nons.base.errors import RateLimitError
 from nons.base.types import ModelProvider
-from nons.core.scheduler.queue import Lane
+from nons.core.scheduler.lanes import Lane
 
 __all__ = ["Permit"]
 

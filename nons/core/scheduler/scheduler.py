@@ -26,10 +26,10 @@ from nons.core.scheduler.config import (
     validated_limits,
     validated_strategy,
 )
+from nons.core.scheduler.lanes import Lane
 from nons.core.scheduler.limits import LimitBackend
 from nons.core.scheduler.loop_state import LoopState, limit_backend_of
 from nons.core.scheduler.permit import Permit
-from nons.core.scheduler.queue import Lane
 from nons.core.scheduler.stats import health_report, scheduler_stats, waiting_requests
 from nons.observability import names
 

@@ -16,7 +16,8 @@ from typing import Any
 from nons.base.redaction import clean
 from nons.base.version import __version__
 from nons.core.scheduler.config import QueueStrategy
-from nons.core.scheduler.queue import Lane, Queue
+from nons.core.scheduler.lanes import Lane
+from nons.core.scheduler.queue import Queue
 from nons.observability import names
 from nons.observability.instruments import metrics_wanted
 

@@ -1,0 +1,286 @@
+"""The SDK providers of one telemetry setup, and the :class:`TelemetryHandle` that records, flushes and stops them.
+
+NoN behaves as a guest in an application that has its own OpenTelemetry setup:
+
+- SDK providers the application installed are used as they are; NoN adds its buffer's span processor to the
+  tracer provider (it keeps NoN's own spans only) and nothing to the meter or logger provider.
+- Only NoN's loggers (``nons``) are bridged to OTel logs; the root logger only when the standard
+  ``OTEL_PYTHON_LOGGING_AUTO_INSTRUMENTATION_ENABLED=true`` asks for it. NoN's warnings still reach stderr when
+  the application configured no logging.
+- No HTTP client is instrumented here: each provider instruments the client it builds for its SDK
+  (:mod:`nons.observability.http`).
+
+Each ``install_*`` function builds one signal's provider with the exporters the ``OTEL_*_EXPORTER`` variables name
+(:mod:`nons.observability.exporters`) and adds to ``commit`` the step that makes it global, so that
+:func:`~nons.observability.setup.configure_telemetry` makes them global only once every one was built. When
+telemetry is set up, its resource, and :func:`~nons.observability.setup.shutdown_telemetry` are
+:mod:`nons.observability.setup`.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from opentelemetry import metrics, trace
+from opentelemetry._logs import get_logger_provider, set_logger_provider
+from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricReader
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+
+from nons.base.settings import Settings, get_settings
+from nons.observability.buffer import ExportStats, Observability, RedactLogRecords, new_log_handler
+from nons.observability.exporters import exporter_names, log_processor, metric_reader, span_processor
+from nons.observability.shutdown import Flusher, install_sigterm_flush
+
+__all__ = [
+    "ENV_ROOT_LOG_BRIDGE",
+    "TelemetryHandle",
+    "discard",
+    "flush_at_exit",
+    "install_logs",
+    "install_metrics",
+    "install_tracing",
+]
+
+logger = logging.getLogger(__name__)
+
+#: The standard variable that asks for the root logger to be bridged to OTel logs.
+ENV_ROOT_LOG_BRIDGE = "OTEL_PYTHON_LOGGING_AUTO_INSTRUMENTATION_ENABLED"
+
+
+def _exit_timeout_millis() -> int:
+    return int(get_settings().telemetry_exit_timeout * 1000)
+
+
+@dataclass
+class TelemetryHandle:
+    """What :func:`~nons.observability.setup.configure_telemetry` set up. ``installed_*`` say which providers NoN
+    installed itself."""
+
+    resource: Resource
+    tracer_provider: Any = None
+    meter_provider: Any = None
+    logger_provider: Any = None
+    installed_tracing: bool = False
+    installed_metrics: bool = False
+    installed_logs: bool = False
+    span_exporters: list[str] = field(default_factory=list)
+    metric_exporters: list[str] = field(default_factory=list)
+    log_exporters: list[str] = field(default_factory=list)
+    prometheus_port: int | None = None
+    #: Whether NoN handles SIGTERM (``NON_TELEMETRY_SIGTERM_HANDLER``, main thread only).
+    sigterm_handler: bool = False
+    log_bridges: list[logging.Handler] = field(default_factory=list, repr=False)
+    _flusher: Flusher = field(default_factory=Flusher, repr=False)
+    _stopped: bool = field(default=False, repr=False)
+
+    def _providers(self) -> list[Any]:
+        return [p for p in (self.tracer_provider, self.meter_provider, self.logger_provider) if p is not None]
+
+    def _installed(self) -> list[Any]:
+        """The providers NoN installed: the ones it stops, and the only ones its exit handler flushes. An
+        application's own are its to flush at exit; NoN waiting on them there only delayed the exit, and warned of
+        spans lost that the application's own shutdown still exported."""
+        return [
+            provider
+            for installed, provider in (
+                (self.installed_tracing, self.tracer_provider),
+                (self.installed_metrics, self.meter_provider),
+                (self.installed_logs, self.logger_provider),
+            )
+            if installed and provider is not None
+        ]
+
+    def force_flush(self, timeout_millis: int | None = None) -> bool:
+        """Export everything queued now, waiting ``timeout_millis`` at most (``NON_TELEMETRY_EXIT_TIMEOUT`` by
+        default). Returns whether it finished in time."""
+        timeout = _exit_timeout_millis() if timeout_millis is None else timeout_millis
+
+        def flush() -> None:
+            for provider in self._providers():
+                if hasattr(provider, "force_flush"):
+                    provider.force_flush(timeout)
+
+        return self._flusher.run(flush, timeout / 1000)
+
+    def shutdown_at_exit(self) -> bool:
+        """:meth:`shutdown` as the interpreter exits: the application's providers are left to its own exit."""
+        return self.shutdown(flush_all=False)
+
+    def shutdown(self, timeout_millis: int | None = None, *, flush_all: bool = True) -> bool:
+        """Flush every provider NoN's telemetry goes through (only those NoN installed, with ``flush_all=False``:
+        at exit, where the application's own shutdown flushes its own) and stop those NoN installed (others belong
+        to the application), giving up after ``timeout_millis`` (``NON_TELEMETRY_EXIT_TIMEOUT`` by default).
+        Returns whether it finished in time; what was not exported by then is dropped, and a warning says so."""
+        timeout = _exit_timeout_millis() if timeout_millis is None else timeout_millis
+        if self._stopped:
+            return True
+        self._stopped = True
+        for bridge in self.log_bridges:
+            for name in ("nons", ""):
+                logging.getLogger(name).removeHandler(bridge)
+
+        def stop() -> None:
+            for provider in self._providers() if flush_all else self._installed():
+                if hasattr(provider, "force_flush"):
+                    provider.force_flush(timeout)
+            for provider in self._installed():
+                provider.shutdown()
+
+        if self._flusher.run(stop, timeout / 1000):
+            return True
+        logger.warning(
+            "telemetry was not exported within %d ms of shutdown (is the collector reachable? "
+            "NON_TELEMETRY_EXIT_TIMEOUT sets the limit); the rest is dropped",
+            timeout,
+        )
+        return False
+
+
+def discard(handle: TelemetryHandle) -> None:
+    """Stop the providers a failed setup built (none of them was made global)."""
+    for installed, provider in (
+        (handle.installed_tracing, handle.tracer_provider),
+        (handle.installed_metrics, handle.meter_provider),
+        (handle.installed_logs, handle.logger_provider),
+    ):
+        if installed:
+            with contextlib.suppress(Exception):
+                provider.shutdown()
+
+
+def flush_at_exit(handle: TelemetryHandle, settings: Settings) -> None:
+    """Arrange for ``handle`` to be flushed and shut down, within its time limit, when the interpreter exits,
+    and flushed on SIGTERM (unless ``NON_TELEMETRY_SIGTERM_HANDLER=false``)."""
+    try:
+        handle._flusher.start()
+    except RuntimeError:  # no thread to be had (the interpreter is exiting): shutdown() flushes inline instead
+        logger.debug("no telemetry flush thread could be started", exc_info=True)
+    atexit.register(handle.shutdown_at_exit)
+    # SIGTERM flushes every provider NoN's spans go through, the application's too: by default the signal ends the
+    # process without running atexit, so no one else's shutdown would send them. Flushing sends; it stops nothing.
+    if settings.telemetry_sigterm_handler and handle._providers():
+        handle.sigterm_handler = install_sigterm_flush(
+            lambda timeout_s: handle.force_flush(int(timeout_s * 1000)),
+            lambda: get_settings().telemetry_exit_timeout,
+        )
+
+
+def _is_unset(provider: object) -> bool:
+    """Whether ``provider`` is the API's stand-in, returned while the application has set no provider of that
+    signal: only then does NoN install its own.
+
+    The API exports that stand-in for traces (``trace.ProxyTracerProvider``), but not for metrics and logs
+    (``opentelemetry.metrics._internal._ProxyMeterProvider``, ``opentelemetry._logs._internal.ProxyLoggerProvider``
+    in API 1.30 to 1.45), and offers no "is a provider set" query; so those two are recognised by class name, here
+    only. Should a release rename them, NoN treats the stand-in as the application's and installs nothing.
+    """
+    if isinstance(provider, trace.ProxyTracerProvider):
+        return True
+    return type(provider).__name__ in ("_ProxyMeterProvider", "ProxyLoggerProvider")
+
+
+def install_tracing(
+    handle: TelemetryHandle, observability: Observability, commit: list[Callable[[], None]], span_export: str
+) -> None:
+    """Keep the application's SDK tracer provider, or install NoN's with the span exporters the variables name;
+    either way the buffer's ring sees NoN's spans."""
+    current = trace.get_tracer_provider()
+    if isinstance(current, TracerProvider):
+        handle.tracer_provider = current
+        if span_export != "sdk":
+            logger.info("NON_SPAN_EXPORT=%s changes nothing: the application's tracer provider exports", span_export)
+    elif _is_unset(current):
+        # NoN's exit handler shuts it down, within a time limit; the SDK's own would wait for as long
+        # as the exporters retry.
+        provider = TracerProvider(resource=handle.resource, shutdown_on_exit=False)
+        for name in exporter_names("OTEL_TRACES_EXPORTER"):
+            provider.add_span_processor(span_processor(name, observability.export_stats, span_export))
+            handle.span_exporters.append(name)
+        commit.append(lambda: trace.set_tracer_provider(provider))
+        handle.tracer_provider = provider
+        handle.installed_tracing = True
+    if handle.tracer_provider is not None:
+        observability.attach_tracer_provider(handle.tracer_provider)
+
+
+def install_metrics(handle: TelemetryHandle, observability: Observability, commit: list[Callable[[], None]]) -> None:
+    """Install NoN's meter provider with the readers the variables name, unless the application has one: then
+    NoN adds nothing to it (``get_observability()`` builds its metrics from NoN's spans)."""
+    current = metrics.get_meter_provider()
+    if isinstance(current, MeterProvider):
+        handle.meter_provider = current
+    elif _is_unset(current):
+        readers: list[MetricReader] = []
+        for name in exporter_names("OTEL_METRICS_EXPORTER"):
+            try:
+                reader, port = metric_reader(name, observability.export_stats)
+            except OSError as error:
+                # A scrape port in use must not take the application down: metrics still reach the
+                # other readers, and the warning says what is missing.
+                logger.warning("metrics exporter %r could not start: %s", name, error)
+                continue
+            readers.append(reader)
+            if port is not None:
+                handle.prometheus_port = port
+            handle.metric_exporters.append(name)
+        provider = MeterProvider(resource=handle.resource, metric_readers=readers, shutdown_on_exit=False)
+        commit.append(lambda: metrics.set_meter_provider(provider))
+        handle.meter_provider = provider
+        handle.installed_metrics = True
+
+
+def install_logs(handle: TelemetryHandle, stats: ExportStats, commit: list[Callable[[], None]]) -> None:
+    """When a log exporter is named and the application has no logger provider: install NoN's, and bridge NoN's
+    loggers to it (records carry the trace and span ids of the span they were written in); the root logger as
+    well only when ``OTEL_PYTHON_LOGGING_AUTO_INSTRUMENTATION_ENABLED=true``, as stock OpenTelemetry does."""
+    names = exporter_names("OTEL_LOGS_EXPORTER")
+    # An application's own logger provider is kept.
+    if not names or not _is_unset(get_logger_provider()):
+        return
+    provider = LoggerProvider(resource=handle.resource, shutdown_on_exit=False)
+    # First: every exporter after it sees the record redacted (an SDK's DEBUG record may quote a key).
+    provider.add_log_record_processor(RedactLogRecords())
+    for name in names:
+        provider.add_log_record_processor(log_processor(name, stats))
+        handle.log_exporters.append(name)
+    commit.append(lambda: set_logger_provider(provider))
+    bridge = new_log_handler(_LogBridge, provider)
+    bridge.addFilter(_not_about_export)
+    root = os.environ.get(ENV_ROOT_LOG_BRIDGE, "").strip().lower() == "true"
+    # The root logger's bridge sees NoN's records through propagation; a second one on "nons" would send
+    # them twice.
+    commit.append(lambda: logging.getLogger("" if root else "nons").addHandler(bridge))
+    handle.log_bridges.append(bridge)
+    handle.logger_provider = provider
+    handle.installed_logs = True
+
+
+class _LogBridge(LoggingHandler):
+    """The SDK's logging handler, without its ``flush``: ``logging.shutdown()`` flushes every handler ever made
+    at exit, and the SDK's flush waits for the log export with its own 30 s default (inline before SDK 1.39) or
+    starts a thread to do so. NoN's exit handler and SIGTERM handler flush the provider within
+    ``NON_TELEMETRY_EXIT_TIMEOUT`` instead."""
+
+    def flush(self) -> None:
+        return
+
+
+def _not_about_export(record: logging.LogRecord) -> bool:
+    """Whether the log bridge may export ``record``: not when it comes from the OpenTelemetry SDK or its
+    exporters, nor when it was written while telemetry was being exported (the SDK marks that context).
+
+    Otherwise a failing log export logs its failure, which is queued for export, fails, and is logged again:
+    with the collector down, a flush at exit never ends.
+    """
+    from opentelemetry.instrumentation.utils import is_instrumentation_enabled
+
+    return not record.name.startswith("opentelemetry") and is_instrumentation_enabled()

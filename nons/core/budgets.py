@@ -188,7 +188,8 @@ class BudgetHold:
     def link(self, other: BudgetHold) -> BudgetHold:
         """Settle ``other`` with this hold, and count its budgets in this hold's labels; returns this hold."""
         self.linked.append(other)
-        self.labels.extend(other.labels)
+        # One label each: nons.budget.spent counts the spend once per budget name and scope.
+        self.labels.extend(label for label in other.labels if label not in self.labels)
         return self
 
 

@@ -4,7 +4,8 @@ The buffer attaches no metric reader to any meter provider: an application's pro
 it has, and no measurement is aggregated twice (a second in-memory reader cost about 46 µs per node). Every
 metric here is worked out, when it is read, from NoN's spans, which carry the same facts:
 
-- ``gen_ai.client.token.usage``: the usage on each successful ``chat`` span, by token type;
+- ``gen_ai.client.token.usage``: the usage on each ``chat`` span, by token type (a failed call's span has usage
+  when its provider billed answers it could not use);
 - ``nons.cost`` and ``nons.calls.unpriced``: ``gen_ai.usage.cost`` (or ``nons.cost.unknown``) on ``chat`` spans;
 - ``nons.retries`` and ``nons.fallbacks``: the ``nons.retry`` and ``nons.fallback`` events of ``chat`` spans;
 - ``nons.node.duration``, ``nons.network.duration``: node and network spans, by outcome;
@@ -171,8 +172,8 @@ class _Aggregation:
                 moved += 1
                 labels[names.GEN_AI_REQUEST_MODEL] = fallback[names.FALLBACK_TO]
                 labels.update(parts[moved])
-        if span["success"]:
-            self._usage(span, attributes, labels)
+        # A failed call's span carries usage and cost too when its provider billed answers it could not use.
+        self._usage(span, attributes, labels)
 
     def _usage(self, span: Span, attributes: dict[str, Any], labels: dict[str, Any]) -> None:
         # The conventions' client metrics also carry the server and the response model.

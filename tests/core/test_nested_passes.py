@@ -8,6 +8,7 @@ operators never do.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -83,3 +84,58 @@ async def test_a_network_run_by_an_agents_tool_is_in_the_agents_totals() -> None
     assert final["success"]
     # Two calls of its own (the tool call, the answer) and the inner network's two.
     assert final["llm_calls"] == 4 and final["unpriced_calls"] == 0
+
+
+async def test_a_budget_two_levels_share_is_reserved_against_once() -> None:
+    """An inner network named as the outer one (both default to "network") is under the same per-network budget:
+    its calls reserve their worst case there once, not once per level."""
+    from nons.core import budgets as budgets_module
+    from nons.core.budgets import configure_budgets
+
+    inner = NoN.from_operators([Node("generate", sim())])  # named "network", as the outer one below
+
+    @operator("run_same_named", description="Run a network of the same name (test operator).", replace=True)
+    async def run_same_named(ctx: OperatorContext, input: Any) -> Any:
+        return await inner.forward(input)
+
+    saved = budgets_module._budgets
+    try:
+        # Room for one worst case of a simulated gpt-4o-mini call ($0.0025), not two.
+        configure_budgets(Budget(usd=0.004, per="network", name="per-network"))
+        result = await NoN.from_operators([Node("run_same_named")]).run("Name a colour.")
+    finally:
+        budgets_module._budgets = saved
+    assert len(result.calls) == 1
+
+
+async def test_a_pass_started_after_its_node_ended_is_no_part_of_it() -> None:
+    """A task an operator leaves running (a worker it starts) runs passes after the node and its pass returned:
+    they neither change that pass's result nor spend from its budget."""
+    worker_done = asyncio.Event()
+    outcomes: list[str] = []
+
+    async def later() -> None:
+        await asyncio.sleep(0.01)  # the node and its pass have returned by now
+        for _ in range(3):
+            try:
+                await INNER.forward("Name a colour.")
+                outcomes.append("ok")
+            except Exception as error:
+                outcomes.append(type(error).__name__)
+        worker_done.set()
+
+    tasks: list[asyncio.Task[None]] = []
+
+    @operator("start_worker", description="Start a worker task (test operator).", uses_llm=False, replace=True)
+    async def start_worker(ctx: OperatorContext, input: Any) -> Any:
+        tasks.append(asyncio.get_running_loop().create_task(later()))
+        return "started"
+
+    # Room for about one simulated call's worst case: the worker's six calls would not fit in it.
+    network = NoN.from_operators(
+        [Node("start_worker")], config=NetworkConfig(name="front", budgets=[Budget(usd=0.003, per="pass")])
+    )
+    result = await network.run("go")
+    await worker_done.wait()
+    assert outcomes == ["ok"] * 3
+    assert result.calls == [] and result.cost_usd == 0.0

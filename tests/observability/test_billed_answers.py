@@ -112,3 +112,35 @@ async def test_an_error_sent_as_a_200_bills_nothing(otel: Telemetry, emu: Provid
     partial = raised.value.partial_result
     assert partial is not None and partial.calls == [] and partial.cost_usd == 0.0
     assert otel.counter_total("nons.cost") == 0
+
+
+async def test_a_call_of_unknown_price_is_counted_unpriced_once_however_many_answers_it_was_billed(
+    otel: Telemetry, emu: ProviderEmulator
+) -> None:
+    # No price_provider: the emulator's URL is no vendor's, so nobody's prices apply.
+    emu.script("openai", [Reply(text="", input_tokens=30, output_tokens=2), Reply(input_tokens=30, output_tokens=7)])
+    config = _config(emu).model_copy(update={"price_provider": None})
+    network = NoN.from_operators(
+        [Node("generate", config)],
+        layer_config=LayerConfig(error_policy=ErrorPolicy.RETRY_WITH_BACKOFF, max_retries=2, retry_base_delay=0.001),
+    )
+    result = await network.run("Name a colour.")
+    (record,) = result.calls
+    assert record.attempts == 2 and record.cost_usd is None and result.unpriced_calls == 1
+    assert otel.counter_total("nons.calls.unpriced") == 1
+
+
+async def test_get_observability_metrics_count_what_a_refused_call_was_billed(emu: ProviderEmulator) -> None:
+    """The metrics get_observability() works out from the spans count a failed call's billed answers too, as the
+    exported metrics do."""
+    from nons.observability.integration import get_observability
+
+    obs = get_observability()
+    emu.script("openai", [Reply(text="I was about to", finish_reason="content_filter", input_tokens=40,
+                                output_tokens=9)])  # fmt: skip
+    with pytest.raises(NodeExecutionError) as raised:
+        await NoN.from_operators([Node("generate", _config(emu))], name="refused-here").run("How do I pick a lock?")
+    partial = raised.value.partial_result
+    assert partial is not None and partial.trace_id
+    metrics = {m["name"]: m for m in obs.export_all_data(trace_id=partial.trace_id)["metrics"]}
+    assert sum(p["value"] for p in metrics["nons.cost"]["data_points"]) == pytest.approx(_price(40, 9))

@@ -16,7 +16,7 @@ from nons.base.results import LLMCallRecord
 from nons.core.agents.telemetry import record_tool_call, tool_span_attributes
 from nons.core.agents.tools import AgentState, ToolRegistry, ToolResult, jsonable, output_text
 from nons.core.call import PassContext
-from nons.core.call.context import CONVERSATION_ID_KEY, RUNNING_NODE
+from nons.core.call.context import CONVERSATION_ID_KEY, RUNNING_NODE, Enclosing
 from nons.observability import content, names, spans
 from nons.operators.structured import read_answer, try_read
 
@@ -43,7 +43,8 @@ async def execute_tool(
     started = time.perf_counter()
     # Whatever the tool starts (a network, a sub-agent) belongs to this run's conversation.
     token = otel_context.attach(otel_context.set_value(CONVERSATION_ID_KEY, ctx.conversation_id))
-    entered = RUNNING_NODE.set((ctx, records)) if records is not None else None
+    running = Enclosing(ctx, records) if records is not None else None
+    entered = RUNNING_NODE.set(running) if running is not None else None
     try:
         # The tool's span is current while it runs, so a sub-agent or network it calls nests under it.
         with scope:
@@ -54,7 +55,8 @@ async def execute_tool(
             result = typed_stop(result, output_schema)
         return result
     finally:
-        if entered is not None:
+        if running is not None and entered is not None:
+            running.running = False  # for whatever the tool left running
             RUNNING_NODE.reset(entered)
         otel_context.detach(token)
         duration = time.perf_counter() - started

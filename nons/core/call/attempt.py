@@ -15,9 +15,10 @@ from nons.base.errors import BudgetExceededError, ProviderError, ProviderTimeout
 from nons.base.messages import LLMRequest, LLMResponse
 from nons.base.redaction import clean
 from nons.base.results import Usage
+from nons.base.types import Budget, BudgetScope
 from nons.core.budgets import BudgetHold, Budgets, worst_case_usd
 from nons.core.call import telemetry
-from nons.core.call.context import CallState
+from nons.core.call.context import CallState, PassContext
 from nons.core.pricing import price_usd
 from nons.core.scheduler import Permit
 from nons.observability import names
@@ -181,9 +182,11 @@ async def _reserve_budget(call: CallState, book: Budgets) -> BudgetHold | None:
     ctx, request = call.ctx, call.request
     levels = [(ctx, book.applicable(ctx.network_name, ctx.budgets))]
     outer = ctx.enclosing
-    while outer is not None:
-        levels.append((outer[0], book.applicable(outer[0].network_name, outer[0].budgets, around=True)))
-        outer = outer[0].enclosing
+    while outer is not None and outer.running:
+        levels.append((outer.ctx, book.applicable(outer.ctx.network_name, outer.ctx.budgets, around=True)))
+        outer = outer.ctx.enclosing
+    if len(levels) > 1:
+        levels = _once_each(levels)
     if not any(applicable for _, applicable in levels):
         return None
     amount = worst_case_usd(call.provider.price_source(request.config), request)
@@ -202,6 +205,25 @@ async def _reserve_budget(call: CallState, book: Budgets) -> BudgetHold | None:
             raise
         hold = reserved if hold is None else hold.link(reserved)
     return hold
+
+
+def _once_each(
+    levels: list[tuple[PassContext, list[tuple[Budget, str]]]],
+) -> list[tuple[PassContext, list[tuple[Budget, str]]]]:
+    """The budgets of each level that no level inside it holds already: a budget two levels share (one network
+    inside another of the same name, a process budget in both networks' configs) is reserved against once."""
+    seen: set[tuple[int, str]] = set()
+    kept = []
+    for level, applicable in levels:
+        own = []
+        for budget, key in applicable:
+            # A pass budget is counted in its pass's ledger: the same name in another pass is another budget.
+            where = (id(level.pass_ledger) if budget.per is BudgetScope.PASS else 0, key)
+            if where not in seen:
+                seen.add(where)
+                own.append((budget, key))
+        kept.append((level, own))
+    return kept
 
 
 _warned_unbounded: set[tuple[str, str]] = set()

@@ -297,6 +297,8 @@ def _record_billed(call: CallState, records: list[LLMCallRecord]) -> None:
     )  # fmt: skip
     records.append(record)
     call.ctx.calls.append(record)
+    if record.cost_usd is None and call.ctx.recording:
+        telemetry.unanswered_unpriced(call)
 
 
 def _record(

@@ -35,8 +35,20 @@ __all__ = ["CONVERSATION_ID_KEY", "RUNNING_NODE", "CallSite", "CallState", "Encl
 #: run: a network or a sub-agent started there belongs to the same conversation.
 CONVERSATION_ID_KEY = otel_context.create_key("nons.conversation_id")
 
-#: A pass, and where the node (or agent tool call) running the application's code records its calls.
-Enclosing = tuple["PassContext", list[LLMCallRecord]]
+
+
+@dataclass(slots=True)
+class Enclosing:
+    """A node running an application's operator (or an agent's tool call), as a pass its code starts sees it:
+    the pass the node belongs to, where the node records its calls, and whether it is still running."""
+
+    ctx: PassContext
+    records: list[LLMCallRecord]
+    #: Cleared when the node ends. A task its code left behind may start a pass later, or go on with one (an agent
+    #: run stepped after the node returned it): that pass is then no part of the node's, which has returned.
+    running: bool = True
+
+
 #: The node whose operator (an application's own, not a built-in one) or the agent tool call that is running in
 #: this task: a pass its code starts (an agent's run, a network's forward) is part of it (``PassContext.enclosing``).
 RUNNING_NODE: ContextVar[Enclosing | None] = ContextVar("nons.running_node", default=None)
@@ -55,7 +67,8 @@ class PassContext:
     capture: Capture
     #: ``gen_ai.conversation.id`` of every span of the pass (an agent run's, or the one it runs under).
     conversation_id: str | None = None
-    #: Every successful call of the pass, in completion order: the network's roll-up, failed layers included.
+    #: Every call of the pass that answered, or was billed for answers it could not use (its record's
+    #: ``error_type`` set), in completion order: the network's roll-up, failed layers included.
     calls: list[LLMCallRecord] = field(default_factory=list)
     #: Where the pass reports its progress (``on_progress``), if anyone listens.
     progress: ProgressReporter | None = None
@@ -103,8 +116,10 @@ class PassContext:
         instruments = get_instruments(settings.enable_tracing, settings.enable_metrics)
         capture = capture_mode()
         enclosing = RUNNING_NODE.get()
+        if enclosing is not None and not enclosing.running:
+            enclosing = None
         # A budget applies when this pass has one, the process has one, or a pass it runs inside has one.
-        budgeted = bool(budgets or book.budgets) or (enclosing is not None and enclosing[0].budget_book is not None)
+        budgeted = bool(budgets or book.budgets) or (enclosing is not None and enclosing.ctx.budget_book is not None)
         return cls(
             network_name=name,
             network_id=pass_id,
@@ -123,14 +138,15 @@ class PassContext:
 
     def hand_over(self) -> None:
         """Give the node and the pass this pass runs inside (:attr:`enclosing`) the calls made since the last
-        hand-over: their records, roll-ups and totals count what was spent inside them."""
-        if self.enclosing is None or self.handed_over == len(self.calls):
+        hand-over: their records, roll-ups and totals count what was spent inside them. Nothing is handed to a
+        node that has ended: its pass has returned its result."""
+        enclosing = self.enclosing
+        if enclosing is None or not enclosing.running or self.handed_over == len(self.calls):
             return
-        outer, records = self.enclosing
         new = self.calls[self.handed_over :]
         self.handed_over = len(self.calls)
-        records.extend(new)
-        outer.calls.extend(new)
+        enclosing.records.extend(new)
+        enclosing.ctx.calls.extend(new)
 
     @property
     def capture_content(self) -> bool:

@@ -44,6 +44,7 @@ __all__ = [
     "repairing",
     "retrying",
     "start_span",
+    "unanswered_unpriced",
 ]
 
 # A proxy logger: the inference event goes to whatever logger provider is installed when it is emitted.
@@ -175,6 +176,10 @@ def call_succeeded(call: CallState, response: LLMResponse, cost: float | None) -
     labels = call.labels
     if call.ctx.instruments.metrics and labels is not None:
         _spent(call, labels, response.response_model, response.usage, cost)
+        # Once per call: a part of it with no known price (its answer, or an unusable answer before it) makes
+        # the call's cost unknown.
+        if cost is None or (call.billed is not None and call.billed_cost is None):
+            call.ctx.instruments.unpriced_calls.add(1, labels.model_labels)
     if call.scope.tracing:
         call.scope.set_cleaned(_response_attributes(call, response, cost))
     if call.ctx.capture.event:
@@ -183,22 +188,28 @@ def call_succeeded(call: CallState, response: LLMResponse, cost: float | None) -
 
 def attempt_billed(call: CallState, usage: Usage, cost: float | None) -> None:
     """A failed attempt's answer (a refusal, an unusable answer) was billed ``usage`` at ``cost``: its tokens and
-    cost go to the metrics now, whatever becomes of the call; the span says so when the call ends."""
+    cost go to the metrics now, whatever becomes of the call; the span says so when the call ends, and
+    ``nons.calls.unpriced`` counts the call once then, if its cost is unknown."""
     labels = call.labels
     if call.ctx.instruments.metrics and labels is not None:
         _spent(call, labels, call.request.model, usage, cost)
 
 
+def unanswered_unpriced(call: CallState) -> None:
+    """A call ended with no usable answer, billed for answers of unknown cost: ``nons.calls.unpriced`` counts it."""
+    labels = call.labels
+    if call.ctx.instruments.metrics and labels is not None:
+        call.ctx.instruments.unpriced_calls.add(1, labels.model_labels)
+
+
 def _spent(call: CallState, labels: CallLabels, response_model: str, usage: Usage, cost: float | None) -> None:
-    """The token and cost metrics of one billed answer."""
+    """The token and cost metrics of one billed answer (an unknown cost is counted per call, by the caller)."""
     inst = call.ctx.instruments
     if usage.reported:  # unknown counts are not recorded as zeros
         _, input_labels, output_labels = labels.answered(response_model)
         inst.token_usage.record(usage.input_tokens, input_labels)
         inst.token_usage.record(usage.output_tokens, output_labels)
-    if cost is None:
-        inst.unpriced_calls.add(1, labels.model_labels)
-    else:
+    if cost is not None:
         # The simulated provider's cost is its own series (gen_ai.provider.name = nons.simulated): cost
         # panels leave it out unless asked, so simulated money never mixes with real spend.
         inst.cost.add(cost, labels.cost(call.ctx.network_name))

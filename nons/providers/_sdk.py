@@ -1,10 +1,11 @@
-"""The template of a provider backed by a vendor SDK, and the cache of its SDK clients.
+"""The template of a provider backed by a vendor SDK.
 
 One attempt goes the same way for Anthropic, OpenAI and Google (:meth:`SDKProvider.complete`):
 
 1. the key and the base URL of the call (config first, then the settings);
-2. the shared SDK client of the running event loop for that key and URL (:class:`ClientCache`), built on an
-   httpx2 client that traces each HTTP attempt (:func:`nons.observability.http.instrument_sdk_client`);
+2. the shared SDK client of the running event loop for that key and URL
+   (:class:`~nons.providers._clients.ClientCache`), built on an httpx2 client that traces each HTTP attempt
+   (:func:`nons.observability.http.instrument_sdk_client`);
 3. the vendor's request, built in one place: the vendor module's ``_request``;
 4. one SDK call (``_send``), and the answer read back (``_response``);
 5. on failure, the vendor says what its SDK's exception means (``_describe_error``) and
@@ -17,13 +18,9 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import contextlib
 import logging
-import threading
 import traceback
-import weakref
-from collections.abc import AsyncGenerator, Awaitable, Callable, Hashable
-from typing import Any, Generic, TypeVar, cast
+from typing import Any, Generic, TypeVar
 from urllib.parse import urlsplit
 
 from nons.base.errors import (
@@ -35,150 +32,22 @@ from nons.base.errors import (
     RefusalError,
 )
 from nons.base.keys import check_key, read_key
-from nons.base.loading import load_off_loop
 from nons.base.messages import LLMRequest, LLMResponse
 from nons.base.results import Usage
 from nons.base.settings import get_settings, key_variable
 from nons.base.timeouts import within
 from nons.base.types import ModelConfig
 from nons.observability.suppression import sdk_call_scope
+from nons.providers._clients import ClientCache
 from nons.providers._errors import FailedCall, describe_any, malformed, provider_error
 from nons.providers._warm import warm_sdk
 from nons.providers.base import PriceSource, Provider, price_source_of
 
-__all__ = ["ClientCache", "SDKProvider", "endpoint_of", "host_of", "request_timeout_of"]
+__all__ = ["SDKProvider", "endpoint_of", "host_of", "request_timeout_of"]
 
 logger = logging.getLogger(__name__)
 
 ClientT = TypeVar("ClientT")
-
-
-# -- shared clients -----------------------------------------------------------------------------------------
-
-
-class _LoopClients(Generic[ClientT]):
-    """The clients of one event loop, and the async generator that closes them when the loop shuts down."""
-
-    __slots__ = ("clients", "watcher")
-
-    def __init__(self) -> None:
-        self.clients: dict[tuple[str, str, Hashable], ClientT] = {}
-        self.watcher: AsyncGenerator[None, None] | None = None
-
-
-class ClientCache(Generic[ClientT]):
-    """One SDK client per (running event loop, API key, base URL).
-
-    An SDK client owns an httpx connection pool, and a pool's connections belong to the event loop that
-    opened them: reusing a client after ``asyncio.run()`` returned (a new loop) fails or hangs. So clients
-    are kept per loop, in a weak dictionary that forgets a loop when it is garbage-collected.
-
-    Clients are closed when their loop shuts down: each loop gets a started async generator whose ``finally``
-    closes that loop's clients, and ``asyncio.run()`` (like any runner that calls ``loop.shutdown_asyncgens()``)
-    closes every such generator before it closes the loop. Clients of a loop closed some other way (a plain
-    ``loop.close()``) can no longer be closed, since closing a connection needs its loop: they are dropped on the
-    next lookup, quietly. The vendor modules give each SDK client its HTTP client explicitly, because the SDKs'
-    implicit one schedules its own close on whatever loop runs when it is garbage-collected, which printed a
-    "Task exception was never retrieved ... Event loop is closed" traceback per dropped client. The dropped
-    connections' sockets are closed by their transports' finalizers (Python reports them as ``ResourceWarning``,
-    which is silent unless warnings are turned on).
-    """
-
-    def __init__(self, factory: Callable[[str, str], ClientT], closer: Callable[[ClientT], Awaitable[None]]) -> None:
-        self._factory = factory
-        self._closer = closer
-        self._lock = threading.Lock()  # one provider instance may serve loops in several threads
-        self._made_one = False  # whether a client was made by get_async (the first one warms the SDK)
-        self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopClients[ClientT]]
-        self._by_loop = weakref.WeakKeyDictionary()
-
-    def get(self, api_key: str, base_url: str, variant: Hashable = None) -> ClientT:
-        """The client of the running loop for ``api_key`` and ``base_url``, made on first use. Clients made under
-        a different ``variant`` (a setting that shapes the client, such as whether it is traced) are kept
-        apart."""
-        with self._lock:
-            clients = self._loop_clients()
-            key = (api_key, base_url, variant)
-            client = clients.get(key)
-            if client is None:
-                client = clients[key] = self._factory(api_key, base_url)
-            return client
-
-    async def get_async(self, api_key: str, base_url: str, variant: Hashable = None) -> ClientT:
-        """:meth:`get`, with a new client made on a worker thread: making an SDK client loads TLS certificates
-        and the SDK's lazily imported parts, tens to hundreds of milliseconds the event loop must not wait."""
-        key = (api_key, base_url, variant)
-        with self._lock:
-            client = self._loop_clients().get(key)
-        if client is not None:
-            return client
-        # The first client is made with the collector paused (the SDK's first-use work builds thousands of
-        # objects); the others only load TLS certificates, which releases the GIL.
-        if self._made_one:
-            made = await asyncio.to_thread(self._factory, api_key, base_url)
-        else:
-            made = await load_off_loop(self._factory, api_key, base_url)
-            self._made_one = True
-        with self._lock:
-            clients = self._loop_clients()
-            client = clients.get(key)
-            if client is None:
-                client = clients[key] = made
-                return client
-        # Another call of this loop made one meanwhile: keep that one.
-        await self._close_all([made])
-        return client
-
-    def _loop_clients(self) -> dict[tuple[str, str, Hashable], ClientT]:
-        """The running loop's clients (under ``_lock``); forgets closed loops."""
-        loop = asyncio.get_running_loop()
-        for other in [lp for lp in self._by_loop if lp.is_closed()]:
-            del self._by_loop[other]
-        entry = self._by_loop.get(loop)
-        if entry is None:
-            entry = self._by_loop[loop] = _LoopClients()
-            entry.watcher = self._watch(entry.clients)
-        return entry.clients
-
-    def _watch(self, clients: dict[tuple[str, str, Hashable], ClientT]) -> AsyncGenerator[None, None]:
-        """Start the generator that closes ``clients`` at the running loop's ``shutdown_asyncgens()``."""
-
-        async def close_at_shutdown() -> AsyncGenerator[None, None]:
-            try:
-                yield
-            finally:
-                await self._close_all(list(clients.values()))
-                clients.clear()
-
-        watcher = close_at_shutdown()
-        # Step it to its first ``yield`` now, synchronously: that registers it with the running loop (whose
-        # first-iteration hook is installed while the loop runs), and only a started generator runs its
-        # ``finally`` when closed. The step raises StopIteration because nothing before the ``yield`` awaits.
-        with contextlib.suppress(StopIteration):
-            cast(Any, watcher.__anext__()).send(None)
-        # The loop keeps its generators in a WeakSet: the entry holds the strong reference.
-        return watcher
-
-    def __len__(self) -> int:
-        with self._lock:
-            return sum(len(entry.clients) for entry in self._by_loop.values())
-
-    async def aclose(self) -> None:
-        """Close the running loop's clients now."""
-        loop = asyncio.get_running_loop()
-        with self._lock:
-            entry = self._by_loop.get(loop)
-            mine = list(entry.clients.values()) if entry is not None else []
-            if entry is not None:
-                entry.clients.clear()
-        await self._close_all(mine)
-
-    async def _close_all(self, clients: list[ClientT]) -> None:
-        for client in clients:
-            try:
-                await self._closer(client)
-            except Exception:  # closing is best effort: a broken pool must not hide the caller's result
-                logger.debug("closing an SDK client failed", exc_info=True)
 
 
 # -- the provider template ----------------------------------------------------------------------------------

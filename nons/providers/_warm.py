@@ -7,7 +7,7 @@ The first request through an SDK does work no later request repeats, and it does
 - modules the SDKs, or NoN's own call scope, import on first use (anyio's asyncio backend, jiter,
   ``opentelemetry-util-genai``'s invocation types: 30 ms).
 
-:func:`warm_sdk` does all of that once, on the worker thread :class:`~nons.providers._sdk.ClientCache` makes the
+:func:`warm_sdk` does all of that once, on the worker thread :class:`~nons.providers._clients.ClientCache` makes the
 first client on, so the loop runs on meanwhile. A failure to warm something is not an error: the first call would
 then build it itself, as it would have without this.
 """

@@ -6,7 +6,8 @@ import asyncio
 
 import pytest
 
-from nons.providers._sdk import ClientCache, host_of
+from nons.providers._clients import ClientCache
+from nons.providers._sdk import host_of
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,8 @@ from nons.base.messages import LLMRequest, LLMResponse
 from nons.base.redaction import clean
 from nons.base.results import Usage
 from nons.base.types import Budget, BudgetScope
-from nons.core.budgets import BudgetHold, Budgets, worst_case_usd
+from nons.core.budget_ledger import BudgetHold
+from nons.core.budgets import Budgets, worst_case_usd
 from nons.core.call import telemetry
 from nons.core.call.context import CallState, PassContext
 from nons.core.pricing import price_usd

@@ -16,7 +16,8 @@ from nons.base.messages import LLMRequest
 from nons.base.redaction import register_secret
 from nons.base.results import LayerResult, LLMCallRecord, Usage
 from nons.base.types import Budget, CacheConfig, LayerConfig, ModelConfig
-from nons.core.budgets import Budgets, LocalLedger, get_budgets
+from nons.core.budget_ledger import LocalLedger
+from nons.core.budgets import Budgets, get_budgets
 from nons.core.call.labels import CallLabels, NodeLabels
 from nons.core.pricing import start_price_updates
 from nons.core.progress import ProgressReporter

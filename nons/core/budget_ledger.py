@@ -1,0 +1,83 @@
+"""Where budgets are counted in this process (:class:`LocalLedger`), and what one attempt holds of them until it
+ends (:class:`BudgetHold`). :mod:`nons.core.budgets` reserves and settles through them."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from nons.base.types import Budget
+
+__all__ = ["BudgetHold", "LocalLedger"]
+
+
+class _Window:
+    __slots__ = ("ends", "used")
+
+    def __init__(self, ends: float) -> None:
+        self.used = 0.0
+        self.ends = ends
+
+
+class LocalLedger:
+    """Budgets counted in this process (thread-safe): what is reserved or spent per key, per window."""
+
+    def __init__(self) -> None:
+        self._windows: dict[str, _Window] = {}
+        self._lock = threading.Lock()
+
+    def reserve(self, keys: Sequence[tuple[str, float, float | None]], amount: float) -> int:
+        """Reserve ``amount`` against every ``(key, limit, window_s)``; 0, or the 1-based index of the one that
+        cannot hold it (then nothing is reserved)."""
+        now = time.monotonic()
+        with self._lock:
+            windows = []
+            for index, (key, limit, window_s) in enumerate(keys, 1):
+                window = self._windows.get(key)
+                if window is None or now >= window.ends:
+                    window = self._windows[key] = _Window(now + window_s if window_s else math.inf)
+                if window.used + amount > limit * (1 + 1e-12):
+                    return index
+                windows.append(window)
+            for window in windows:
+                window.used += amount
+        return 0
+
+    def settle(self, keys: Sequence[str], delta: float) -> None:
+        with self._lock:
+            for key in keys:
+                window = self._windows.get(key)
+                if window is not None:
+                    window.used = max(0.0, window.used + delta)
+
+    def used(self, key: str) -> float:
+        window = self._windows.get(key)
+        return 0.0 if window is None or time.monotonic() >= window.ends else window.used
+
+
+@dataclass(slots=True)
+class BudgetHold:
+    """What one attempt reserved, to settle when it ends."""
+
+    amount: float
+    pass_ledger: LocalLedger
+    #: (name, scope) of every budget it counts against, for the metrics.
+    labels: list[tuple[str, str]] = field(default_factory=list)
+    pass_keys: list[str] = field(default_factory=list)
+    process_keys: list[str] = field(default_factory=list)
+    shared_keys: list[str] = field(default_factory=list)
+    #: (budget, key, limit) of the budgets counted in this process whose usage gauge its settlement updates.
+    gauged: list[tuple[Budget, str, float]] = field(default_factory=list)
+    #: What the same attempt reserved against the budgets of the passes it runs inside (an agent run in a node):
+    #: settled with this one.
+    linked: list[BudgetHold] = field(default_factory=list)
+
+    def link(self, other: BudgetHold) -> BudgetHold:
+        """Settle ``other`` with this hold, and count its budgets in this hold's labels; returns this hold."""
+        self.linked.append(other)
+        # One label each: nons.budget.spent counts the spend once per budget name and scope.
+        self.labels.extend(label for label in other.labels if label not in self.labels)
+        return self

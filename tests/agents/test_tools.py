@@ -244,3 +244,67 @@ def test_duplicates_threaded_coroutines_and_unschemable_types_are_refused() -> N
     takes_opaque.__annotations__["thing"] = Opaque  # a real class, resolved without a module-level name
     with pytest.raises(ConfigurationError, match="takes_opaque"):
         registry.register(takes_opaque)
+
+
+# --- time limits ---------------------------------------------------------------------------------------------
+async def test_a_tool_past_its_timeout_fails_with_a_timeout_the_model_can_read_and_is_cancelled() -> None:
+    registry = ToolRegistry()
+    cancelled = asyncio.Event()
+
+    @registry.tool(timeout_s=0.05)
+    async def hang() -> str:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return "never"
+
+    result = await asyncio.wait_for(registry.execute("hang", {}), 5)
+    assert not result["success"] and result["error_type"] == "timeout"
+    assert "did not finish within its timeout_s of 0.05 s" in (result["error"] or "")
+    await asyncio.wait_for(cancelled.wait(), 5)
+
+
+async def test_a_tool_that_raises_its_own_timeout_error_in_time_is_not_taken_for_its_limit() -> None:
+    registry = ToolRegistry()
+
+    @registry.tool(timeout_s=5)
+    async def upstream() -> str:
+        raise TimeoutError("the weather service did not answer")
+
+    result = await registry.execute("upstream", {})
+    assert not result["success"] and "the weather service did not answer" in (result["error"] or "")
+    assert "timeout_s" not in (result["error"] or "")
+
+
+async def test_a_threaded_sync_tool_is_bounded_and_its_late_result_dropped() -> None:
+    registry = ToolRegistry()
+    release = threading.Event()
+
+    @registry.tool(timeout_s=0.05, run_in_thread=True)
+    def slow() -> str:
+        release.wait(5)
+        return "late"
+
+    try:
+        result = await asyncio.wait_for(registry.execute("slow", {}), 5)
+    finally:
+        release.set()
+    assert result["error_type"] == "timeout"
+
+
+async def test_a_tool_within_its_timeout_answers_as_any_other() -> None:
+    registry = ToolRegistry()
+
+    @registry.tool(timeout_s=5)
+    async def quick(x: int) -> int:
+        return x + 1
+
+    assert (await registry.execute("quick", {"x": 1}))["output"] == 2
+
+
+@pytest.mark.parametrize("bad", [0, -1, float("inf"), float("nan"), True, "5"])
+def test_a_timeout_that_is_no_positive_number_of_seconds_is_refused(bad: object) -> None:
+    with pytest.raises(ConfigurationError, match="timeout_s must be a positive number"):
+        ToolRegistry().register(lambda: None, name="t", timeout_s=bad)  # type: ignore[arg-type]

@@ -14,7 +14,8 @@ from nons.base.messages import ToolCall
 from nons.base.redaction import encodable
 from nons.base.results import LLMCallRecord
 from nons.core.agents.telemetry import record_tool_call, tool_span_attributes
-from nons.core.agents.tools import AgentState, ToolRegistry, ToolResult, jsonable, output_text
+from nons.core.agents.tool_output import jsonable, output_text
+from nons.core.agents.tools import AgentState, ToolRegistry, ToolResult
 from nons.core.call import PassContext
 from nons.core.call.context import CONVERSATION_ID_KEY, RUNNING_NODE, Enclosing
 from nons.observability import content, names, spans
@@ -79,7 +80,7 @@ async def execute_tool(
 
 
 def tool_message(result: ToolResult) -> str:
-    """What the model reads as the tool's result: the output (:func:`~nons.core.agents.tools.output_text`), or
+    """What the model reads as the tool's result: the output (:func:`~nons.core.agents.tool_output.output_text`), or
     the error (which may quote text no provider can send as it is: see ``output_text``)."""
     if not result["success"]:
         return encodable(f"Error: {result['error']}")

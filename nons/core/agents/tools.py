@@ -33,19 +33,18 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
-import json
+import math
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypedDict, TypeVar, overload
 
 from pydantic import BaseModel, PydanticUserError, ValidationError
-from pydantic_core import to_jsonable_python
 
-from nons.base.errors import ConfigurationError, error_type_of
+from nons.base.errors import ConfigurationError, TimeoutExceededError, error_type_of
 from nons.base.messages import ToolDefinition
-from nons.base.redaction import encodable
 from nons.core.agents.signatures import check_accepts, doc_summary, params_model, signature_of, type_hints
+from nons.core.agents.tool_output import output_text
 
 __all__ = [
     "INVALID_ARGUMENTS",
@@ -114,6 +113,8 @@ class Tool:
     run_in_thread: bool = False
     #: The name of the parameter that receives the run's :class:`AgentState`, if the function has one.
     state_param: str | None = None
+    #: Seconds a call may run (``None``: no limit of its own); past them it fails with error type ``timeout``.
+    timeout_s: float | None = None
     definition: ToolDefinition = field(init=False)
 
     def __post_init__(self) -> None:
@@ -145,7 +146,7 @@ class Tool:
         if self.state_param is not None:
             kwargs[self.state_param] = state if state is not None else AgentState()
         try:
-            output = await self._call(kwargs)
+            output = await (self._call(kwargs) if self.timeout_s is None else self._call_within(kwargs, self.timeout_s))
         except (Exception, asyncio.CancelledError) as error:
             if isinstance(error, asyncio.CancelledError) and _being_cancelled():
                 raise
@@ -170,6 +171,23 @@ class Tool:
             success=True, tool_name=self.name, output=output, error=None, error_type=None,
             is_stop=self.is_stop, call_id=call_id, arguments=args,
         )
+
+    async def _call_within(self, kwargs: dict[str, Any], timeout_s: float) -> Any:
+        """The tool's output, or :class:`~nons.base.errors.TimeoutExceededError` once ``timeout_s`` have passed.
+
+        In a task of its own, so that its own ``TimeoutError`` stays the tool's error, not taken for this limit.
+        A sync tool in a worker thread runs on when it is stopped (a thread cannot be): its result is dropped."""
+        task = asyncio.ensure_future(self._call(kwargs))
+        try:
+            done, _ = await asyncio.wait({task}, timeout=timeout_s)
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        if not done:
+            task.cancel()
+            task.add_done_callback(_dropped)
+            raise TimeoutExceededError(f"tool {self.name!r} did not finish within its timeout_s of {timeout_s:g} s")
+        return task.result()
 
     async def _call(self, kwargs: dict[str, Any]) -> Any:
         if self.run_in_thread:
@@ -206,6 +224,7 @@ class ToolRegistry:
         param_model: type[BaseModel] | None = None,
         is_stop_tool: bool = False,
         run_in_thread: bool = False,
+        timeout_s: float | None = None,
     ) -> Callable[[F], F]: ...
 
     def tool(
@@ -218,6 +237,7 @@ class ToolRegistry:
         param_model: type[BaseModel] | None = None,
         is_stop_tool: bool = False,
         run_in_thread: bool = False,
+        timeout_s: float | None = None,
     ) -> Any:
         """Register the decorated function as a tool.
 
@@ -229,12 +249,15 @@ class ToolRegistry:
                 arguments (default: a model built from the function's signature).
             is_stop_tool: a successful call ends the agent run, with the tool's output as the final output.
             run_in_thread: run a sync function in a worker thread (for tools that block).
+            timeout_s: seconds a call may run; past them the call fails with error type ``timeout``, which the
+                model reads (default: no limit of its own). An async tool is cancelled; a sync tool can only be
+                bounded with ``run_in_thread`` (its thread then runs on, its result dropped).
         """
 
         def decorate(target: Callable[..., Any]) -> Callable[..., Any]:
             self.register(
                 target, name=name, description=description, param_model=param_model,
-                is_stop_tool=is_stop_tool, run_in_thread=run_in_thread,
+                is_stop_tool=is_stop_tool, run_in_thread=run_in_thread, timeout_s=timeout_s,
             )
             return target
 
@@ -249,10 +272,15 @@ class ToolRegistry:
         param_model: type[BaseModel] | None = None,
         is_stop_tool: bool = False,
         run_in_thread: bool = False,
+        timeout_s: float | None = None,
     ) -> Tool:
         """Register ``func`` as a tool (the decorator's work, as a call) and return the :class:`Tool`."""
         if not callable(func):
             raise ConfigurationError(f"a tool must be callable, got {type(func).__name__}")
+        if timeout_s is not None and (
+            isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not 0 < timeout_s < math.inf
+        ):
+            raise ConfigurationError(f"a tool's timeout_s must be a positive number of seconds, got {timeout_s!r}")
         tool_name = name if name is not None else getattr(func, "__name__", "")
         if not isinstance(tool_name, str) or not _TOOL_NAME.match(tool_name):
             raise ConfigurationError(
@@ -282,6 +310,7 @@ class ToolRegistry:
             tool = Tool(
                 name=tool_name, description=text, func=func, param_model=model, is_stop=is_stop_tool,
                 run_in_thread=run_in_thread, state_param=state_param,
+                timeout_s=float(timeout_s) if timeout_s is not None else None,
             )
         except PydanticUserError as error:  # a parameter type that has no JSON Schema
             raise ConfigurationError(f"tool {tool_name!r}: {error}") from None
@@ -336,24 +365,10 @@ class ToolRegistry:
         return await tool.run(arguments, state=state, call_id=call_id, on_error=on_error)
 
 
-def output_text(output: Any) -> str:
-    """What the model reads of a tool's output: text as it is, anything else as JSON (pydantic models, dataclasses
-    and sets as pydantic serializes them, bytes as base64, NaN and infinities as null, a value with no JSON form as
-    its ``str()``). Lone surrogates (a file name decoded with ``surrogateescape``, say), which no provider's JSON
-    body can carry, become U+FFFD. Raises ``ValueError`` for a value that contains itself."""
-    if isinstance(output, str):
-        return encodable(output)
-    try:
-        text = json.dumps(jsonable(output), ensure_ascii=False, allow_nan=False)
-    except UnicodeError:  # a lone surrogate where pydantic's encoder cannot take one (a key): the standard one can
-        text = json.dumps(output, ensure_ascii=False, default=str)
-    return encodable(text)
-
-
-def jsonable(value: Any) -> Any:
-    """``value`` as plain JSON data, as a tool's output is read: pydantic models, dataclasses and sets as pydantic
-    serializes them, bytes as base64, NaN and infinities as ``None``, a value with no JSON form as its ``str()``."""
-    return to_jsonable_python(value, fallback=str, inf_nan_mode="null", bytes_mode="base64")
+def _dropped(task: asyncio.Future[Any]) -> None:
+    """Read the end of a tool call stopped at its time limit: what it raised then is no one's to see."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _being_cancelled() -> bool:

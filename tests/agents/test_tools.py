@@ -308,3 +308,29 @@ async def test_a_tool_within_its_timeout_answers_as_any_other() -> None:
 def test_a_timeout_that_is_no_positive_number_of_seconds_is_refused(bad: object) -> None:
     with pytest.raises(ConfigurationError, match="timeout_s must be a positive number"):
         ToolRegistry().register(lambda: None, name="t", timeout_s=bad)  # type: ignore[arg-type]
+
+
+async def test_a_tool_stopped_by_its_caller_finishes_its_clean_up_before_the_caller_goes_on() -> None:
+    """Cancelled from outside while it runs in its own task (as a tool with a limit does), the tool's clean-up
+    runs to its end before the cancellation reaches the caller, as it would in the caller's own task; what it
+    raises then is read, not logged as never retrieved."""
+    registry = ToolRegistry()
+    events: list[str] = []
+
+    @registry.tool(timeout_s=5)
+    async def tidy() -> str:
+        try:
+            await asyncio.sleep(10)
+        finally:
+            await asyncio.sleep(0.05)
+            events.append("cleaned up")
+            raise RuntimeError("clean-up failed")
+        return "never"
+
+    call = asyncio.ensure_future(registry.execute("tidy", {}))
+    await asyncio.sleep(0.02)
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    events.append("caller cancelled")
+    assert events == ["cleaned up", "caller cancelled"]

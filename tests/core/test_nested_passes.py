@@ -139,3 +139,21 @@ async def test_a_pass_started_after_its_node_ended_is_no_part_of_it() -> None:
     await worker_done.wait()
     assert outcomes == ["ok"] * 3
     assert result.calls == [] and result.cost_usd == 0.0
+
+
+async def test_a_network_a_tool_runs_hands_its_calls_over_even_when_the_tool_is_stopped_at_its_limit() -> None:
+    """A tool stopped at its timeout_s ends only once the network it ran has ended: the calls that network made
+    before it was stopped are in the agent's totals, as they would be had the tool bounded itself."""
+    # Layer 0: one quick call; layer 1: a call that takes 5 s, cut short by the tool's 0.3 s.
+    slow = NoN.from_operators([Node("generate", sim()), Node("generate", sim(latency_s=5))], name="slow-inner")
+    registry = ToolRegistry()
+
+    @registry.tool(description="Ask the slow network.", timeout_s=0.3)
+    async def consult(question: str) -> str:
+        return str(await slow.forward(question))
+
+    script = [[{"name": "consult", "arguments": {"question": "q"}}], "done"]
+    model = ModelConfig(provider=ModelProvider.MOCK, model_name="gpt-4o-mini", extra_params={"mock_tool_calls": script})
+    final = await Agent(model, registry, name="bounded").run("go")
+    assert final["success"]
+    assert final["llm_calls"] == 3  # the agent's two, and the slow network's first layer's

@@ -41,9 +41,10 @@ from typing import Any, TypedDict, TypeVar, overload
 
 from pydantic import BaseModel, PydanticUserError, ValidationError
 
-from nons.base.errors import ConfigurationError, TimeoutExceededError, error_type_of
+from nons.base.errors import ConfigurationError, error_type_of
 from nons.base.messages import ToolDefinition
 from nons.core.agents.signatures import check_accepts, doc_summary, params_model, signature_of, type_hints
+from nons.core.agents.tool_limits import within_limit
 from nons.core.agents.tool_output import output_text
 
 __all__ = [
@@ -146,7 +147,8 @@ class Tool:
         if self.state_param is not None:
             kwargs[self.state_param] = state if state is not None else AgentState()
         try:
-            output = await (self._call(kwargs) if self.timeout_s is None else self._call_within(kwargs, self.timeout_s))
+            call = self._call(kwargs)
+            output = await (call if self.timeout_s is None else within_limit(call, self.name, self.timeout_s))
         except (Exception, asyncio.CancelledError) as error:
             if isinstance(error, asyncio.CancelledError) and _being_cancelled():
                 raise
@@ -171,23 +173,6 @@ class Tool:
             success=True, tool_name=self.name, output=output, error=None, error_type=None,
             is_stop=self.is_stop, call_id=call_id, arguments=args,
         )
-
-    async def _call_within(self, kwargs: dict[str, Any], timeout_s: float) -> Any:
-        """The tool's output, or :class:`~nons.base.errors.TimeoutExceededError` once ``timeout_s`` have passed.
-
-        In a task of its own, so that its own ``TimeoutError`` stays the tool's error, not taken for this limit.
-        A sync tool in a worker thread runs on when it is stopped (a thread cannot be): its result is dropped."""
-        task = asyncio.ensure_future(self._call(kwargs))
-        try:
-            done, _ = await asyncio.wait({task}, timeout=timeout_s)
-        except asyncio.CancelledError:
-            task.cancel()
-            raise
-        if not done:
-            task.cancel()
-            task.add_done_callback(_dropped)
-            raise TimeoutExceededError(f"tool {self.name!r} did not finish within its timeout_s of {timeout_s:g} s")
-        return task.result()
 
     async def _call(self, kwargs: dict[str, Any]) -> Any:
         if self.run_in_thread:
@@ -363,12 +348,6 @@ class ToolRegistry:
                 name, dict(arguments), call_id, UNKNOWN_TOOL, f"unknown tool {name!r}; available tools: {known}"
             )
         return await tool.run(arguments, state=state, call_id=call_id, on_error=on_error)
-
-
-def _dropped(task: asyncio.Future[Any]) -> None:
-    """Read the end of a tool call stopped at its time limit: what it raised then is no one's to see."""
-    if not task.cancelled():
-        task.exception()
 
 
 def _being_cancelled() -> bool:

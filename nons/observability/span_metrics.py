@@ -27,7 +27,7 @@ the OpenTelemetry SDK.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -162,6 +162,9 @@ class _Aggregation:
         ]
         labels = {**parts[0], names.GEN_AI_REQUEST_MODEL: attributes.get(names.GEN_AI_REQUEST_MODEL)}
         moved = 0
+        # The span's usage and cost are the call's, over every model tried: a fallback event says the share of the
+        # model it left (what its unusable answers were billed), which is credited to that model, not the last.
+        rest = dict(attributes)
         for event in span["events"]:
             if event["name"] == names.EVENT_RETRY:
                 self.retries.add(1, {**labels, names.ERROR_TYPE: event["attributes"].get(names.ERROR_TYPE)}, span)
@@ -169,13 +172,15 @@ class _Aggregation:
                 keys = (names.GEN_AI_PROVIDER_NAME, names.FALLBACK_FROM, names.FALLBACK_TO)
                 fallback = {k: event["attributes"].get(k) for k in keys}
                 self.fallbacks.add(1, fallback, span)
+                _take_share(rest, event["attributes"])
+                self._usage(span, event["attributes"], labels)
                 moved += 1
                 labels[names.GEN_AI_REQUEST_MODEL] = fallback[names.FALLBACK_TO]
                 labels.update(parts[moved])
         # A failed call's span carries usage and cost too when its provider billed answers it could not use.
-        self._usage(span, attributes, labels)
+        self._usage(span, rest, labels)
 
-    def _usage(self, span: Span, attributes: dict[str, Any], labels: dict[str, Any]) -> None:
+    def _usage(self, span: Span, attributes: Mapping[str, Any], labels: dict[str, Any]) -> None:
         # The conventions' client metrics also carry the server and the response model.
         keys = (names.SERVER_ADDRESS, names.SERVER_PORT)
         server: dict[str, Any] = {k: attributes[k] for k in keys if k in attributes}
@@ -211,6 +216,16 @@ class _Aggregation:
             names.ERROR_TYPE: error_type,
         }
         self.tools.add(1, labels, span)
+
+
+def _take_share(rest: dict[str, Any], share: Mapping[str, Any]) -> None:
+    """Take a fallback event's ``share`` of a call's usage and cost out of ``rest`` (the span's attributes). What
+    none is left of (a last model that answered nothing) is left out: it did not use or cost 0, it was not billed."""
+    for key in (names.GEN_AI_USAGE_INPUT_TOKENS, names.GEN_AI_USAGE_OUTPUT_TOKENS, names.GEN_AI_USAGE_COST):
+        if key in share and key in rest:
+            rest[key] = rest[key] - share[key]
+            if abs(rest[key]) < 1e-12:  # all of it (to the rounding of a sum of floats)
+                del rest[key]
 
 
 def metrics_of_spans(spans: Iterable[Span]) -> list[dict[str, Any]]:

@@ -144,3 +144,39 @@ async def test_get_observability_metrics_count_what_a_refused_call_was_billed(em
     assert partial is not None and partial.trace_id
     metrics = {m["name"]: m for m in obs.export_all_data(trace_id=partial.trace_id)["metrics"]}
     assert sum(p["value"] for p in metrics["nons.cost"]["data_points"]) == pytest.approx(_price(40, 9))
+
+
+async def test_what_a_model_fallen_back_from_was_billed_is_its_own_in_every_view(otel: Telemetry) -> None:
+    """gpt-4o-mini sends an unusable answer (billed), the call falls back to gpt-4o, which answers: the exported
+    metrics, the metrics get_observability() works out from the spans, and the record agree on what each model
+    was billed."""
+    from nons import ModelConfig as Config
+    from nons.observability.integration import get_observability
+
+    obs = get_observability()
+    unusable = Config(provider=ModelProvider.MOCK, model_name="gpt-4o-mini",
+                      extra_params={"mock_failure_rate": 1.0, "mock_failure_kind": "malformed"})  # fmt: skip
+    fallback = Config(provider=ModelProvider.MOCK, model_name="gpt-4o")
+    policy = LayerConfig(error_policy=ErrorPolicy.FALLBACK_MODEL, max_retries=0)
+    result = await NoN.from_operators([Node("generate", unusable, fallbacks=[fallback])], layer_config=policy).run("Hi")
+
+    (record,) = result.calls
+    assert record.fallback_used and record.attempts == 2 and record.cost_usd is not None
+
+    def by_model(points: list[tuple[str | None, float]]) -> dict[str | None, float]:
+        totals: dict[str | None, float] = {}
+        for model, value in points:
+            totals[model] = totals.get(model, 0.0) + value
+        return totals
+
+    exported = by_model(
+        [(p.attributes.get("gen_ai.request.model"), p.value) for p in otel.metric_points("nons.cost")]
+    )
+    derived = by_model([
+        (p["attributes"].get("gen_ai.request.model"), p["value"])
+        for m in obs.export_all_data(trace_id=result.trace_id)["metrics"] if m["name"] == "nons.cost"
+        for p in m["data_points"]
+    ])  # fmt: skip
+    assert set(exported) == {"gpt-4o-mini", "gpt-4o"} and exported["gpt-4o-mini"] > 0
+    assert derived == pytest.approx(exported)
+    assert sum(exported.values()) == pytest.approx(record.cost_usd)

@@ -139,6 +139,9 @@ def _billed(call: CallState, usage: Usage) -> float | None:
     cost = price_usd(call.provider.price_source(request.config), request.model, usage)
     call.billed = usage if call.billed is None else call.billed + usage
     call.billed_cost = None if cost is None or call.billed_cost is None else call.billed_cost + cost
+    call.model_billed = usage if call.model_billed is None else call.model_billed + usage
+    call.model_billed_cost = None if cost is None or call.model_billed_cost is None else call.model_billed_cost + cost
+    call.billed_model = request.model
     if call.ctx.recording:
         telemetry.attempt_billed(call, usage, cost)
     return cost

@@ -260,6 +260,7 @@ async def _aim(call: CallState, config: ModelConfig) -> None:
     if config.price_provider:
         check_price_provider(config.price_provider)
     telemetry.fell_back(call, call.last_error.model or call.request.model, model, call.last_error)
+    call.model_billed, call.model_billed_cost = None, 0.0  # said by the event: what follows is the next model's
     call.on_fallback = True
     call.provider = loaded_provider(kind) or await load_provider(kind)
     call.request = dataclasses.replace(call.request, provider=kind, model=model, config=config)
@@ -290,7 +291,8 @@ def _record_billed(call: CallState, records: list[LLMCallRecord]) -> None:
         return
     error = call.last_error
     record = LLMCallRecord(
-        provider=call.request.provider._value_, request_model=call.request_model, response_model=call.request.model,
+        provider=call.request.provider._value_, request_model=call.request_model,
+        response_model=call.billed_model or call.request.model,
         response_id=None, usage=call.billed, finish_reason=None, cost_usd=call.billed_cost, attempts=call.attempts,
         duration_s=time.perf_counter() - call.started, simulated=call.provider.provider is ModelProvider.MOCK,
         fallback_used=call.on_fallback, error_type=error.error_type if error is not None else None,

@@ -230,3 +230,8 @@ class CallState:
     billed: Usage | None = None
     #: Their price, summed (``None`` once one of them has no known price: unknown cost is never 0).
     billed_cost: float | None = 0.0
+    #: The part of both that the model being tried was billed (its ``nons.fallback`` event says it when the call
+    #: moves on), and the last model billed (a record of a call with no usable answer names it).
+    model_billed: Usage | None = None
+    model_billed_cost: float | None = 0.0
+    billed_model: str | None = None

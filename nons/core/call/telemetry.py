@@ -135,18 +135,25 @@ def retrying(call: CallState, error: ProviderError, delay: float) -> None:
 def fell_back(call: CallState, from_model: str, to_model: str, reason: ProviderError) -> None:
     """The call moved on to a fallback model: a ``nons.fallback`` event and a fallback count."""
     if call.scope.tracing:
-        call.scope.event(
-            names.EVENT_FALLBACK,
-            {
-                names.FALLBACK_FROM: from_model,
-                names.FALLBACK_TO: to_model,
-                names.FALLBACK_REASON: reason.error_type,
-                # the provider (and its operation) fallen back from, as on the nons.fallbacks metric: the span
-                # ends with the last provider's (moved_provider)
-                names.GEN_AI_PROVIDER_NAME: call.provider.genai_provider_name,
-                names.GEN_AI_OPERATION_NAME: call.provider.operation_name,
-            },
-        )
+        event: dict[str, Any] = {
+            names.FALLBACK_FROM: from_model,
+            names.FALLBACK_TO: to_model,
+            names.FALLBACK_REASON: reason.error_type,
+            # the provider (and its operation) fallen back from, as on the nons.fallbacks metric: the span
+            # ends with the last provider's (moved_provider)
+            names.GEN_AI_PROVIDER_NAME: call.provider.genai_provider_name,
+            names.GEN_AI_OPERATION_NAME: call.provider.operation_name,
+        }
+        if call.model_billed is not None:
+            # The share of the span's usage and cost that the model fallen back from was billed (for unusable
+            # answers): what is worked out from spans credits it to that model, as the instruments do.
+            event[names.GEN_AI_RESPONSE_MODEL] = from_model
+            if call.model_billed.reported:
+                event[names.GEN_AI_USAGE_INPUT_TOKENS] = call.model_billed.input_tokens
+                event[names.GEN_AI_USAGE_OUTPUT_TOKENS] = call.model_billed.output_tokens
+            if call.model_billed_cost is not None:
+                event[names.GEN_AI_USAGE_COST] = call.model_billed_cost
+        call.scope.event(names.EVENT_FALLBACK, event)
     if call.ctx.instruments.metrics:
         # call.provider is still the one fallen back from: its name lets the dashboards' Provider filter apply.
         # The model names are cleaned as every other metric label is (a key quoted in one must not reach them).

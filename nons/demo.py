@@ -54,6 +54,8 @@ def _cost_table(result: NetworkResult) -> Table:
         for call in node.calls:
             cost = "unknown" if call.cost_usd is None else f"${call.cost_usd:.6f}"
             model = call.response_model + (" (simulated)" if call.simulated else "")
+            if call.error_type is not None:  # billed for answers it could not use, with no answer in the end
+                model += f" ({call.error_type})"
             table.add_row(node.node_id, model, str(call.usage.input_tokens), str(call.usage.output_tokens), cost)
     return table
 

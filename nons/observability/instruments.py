@@ -56,7 +56,10 @@ def metrics_wanted() -> bool:
     nothing while it is off, as the synchronous instruments record nothing."""
     from nons.base.settings import get_settings  # pydantic-settings: loaded by whoever starts a pass anyway
 
-    return get_settings().enable_metrics
+    try:
+        return get_settings().enable_metrics
+    except Exception:  # an invalid NON_* value: said by the next pass; the application's reader must not fail on it
+        return False
 
 
 @functools.lru_cache(maxsize=4)

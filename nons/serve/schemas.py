@@ -62,7 +62,10 @@ class RunResponse(BaseModel):
     output: Any = Field(description="The last layer's output, as JSON (structured results as objects).")
     cost_usd: float = Field(description="Known cost of the pass in USD; see unpriced_calls.")
     unpriced_calls: int = Field(description="Calls whose price is unknown (their cost is not in cost_usd).")
-    llm_calls: int
+    llm_calls: int = Field(
+        description="LLM calls of the pass that answered, or were billed for answers that could not be used (a "
+        "refusal): the calls cost_usd and usage count."
+    )
     usage: UsageBody
     duration_s: float
     trace_id: str | None = Field(description="The pass's trace (the caller's, when it sent a traceparent).")

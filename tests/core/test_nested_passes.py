@@ -157,3 +157,32 @@ async def test_a_network_a_tool_runs_hands_its_calls_over_even_when_the_tool_is_
     final = await Agent(model, registry, name="bounded").run("go")
     assert final["success"]
     assert final["llm_calls"] == 3  # the agent's two, and the slow network's first layer's
+
+
+async def test_a_task_an_operator_leaves_running_keeps_nothing_of_the_node_once_it_has_ended() -> None:
+    from nons.core.call.context import RUNNING_NODE
+
+    seen: list[object] = []
+    later_done = asyncio.Event()
+
+    async def later() -> None:
+        try:
+            await asyncio.sleep(0.01)  # the node has ended by now
+            enclosing = RUNNING_NODE.get()
+            seen.append(enclosing.running() if enclosing is not None else "unset")
+            seen.append(getattr(enclosing, "ctx", "unset"))
+        finally:
+            later_done.set()
+
+    tasks: list[asyncio.Task[None]] = []
+
+    @operator("leave_task", description="Leave a task running (test operator).", uses_llm=False, replace=True)
+    async def leave_task(ctx: OperatorContext, input: Any) -> Any:
+        tasks.append(asyncio.get_running_loop().create_task(later()))
+        return "left"
+
+    await NoN.from_operators([Node("leave_task")]).run("go")
+    await asyncio.wait_for(later_done.wait(), 5)
+    # The node's pass (its calls, outputs and progress callback) is not kept alive by the task.
+    assert seen == [None, None]
+    assert RUNNING_NODE.get() is None  # nor is anything left in the caller's context

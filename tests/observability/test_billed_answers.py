@@ -180,3 +180,14 @@ async def test_what_a_model_fallen_back_from_was_billed_is_its_own_in_every_view
     assert set(exported) == {"gpt-4o-mini", "gpt-4o"} and exported["gpt-4o-mini"] > 0
     assert derived == pytest.approx(exported)
     assert sum(exported.values()) == pytest.approx(record.cost_usd)
+
+
+async def test_a_simulated_call_that_got_no_answer_says_it_was_simulated(otel: Telemetry) -> None:
+    config = ModelConfig(provider=ModelProvider.MOCK, model_name=MODEL,
+                         extra_params={"mock_failure_rate": 1.0, "mock_failure_kind": "malformed"})  # fmt: skip
+    with pytest.raises(NodeExecutionError) as raised:
+        await NoN.from_operators([Node("generate", config)]).run("Hi")
+    partial = raised.value.partial_result
+    assert partial is not None
+    attributes = _chat_span_attributes(otel, partial.trace_id)
+    assert attributes["nons.simulated"] is True and attributes["gen_ai.usage.cost"] > 0  # type: ignore[operator]

@@ -109,3 +109,16 @@ async def test_with_metrics_off_the_budget_and_scheduler_gauges_report_nothing(
     finally:
         budgets_module._budgets = saved
     assert not {name for name in reported if name.startswith(("nons.", "gen_ai."))}
+
+
+async def test_an_invalid_setting_does_not_make_the_gauges_fail_in_the_applications_reader(
+    otel: Telemetry, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The gauges' callbacks run on the application's metric reader: a bad NON_* value is said by NoN's next pass,
+    not by errors at every collection."""
+    config = ModelConfig(provider=ModelProvider.MOCK, model_name="gpt-4o-mini")
+    await NoN.from_operators([Node("generate", config)]).run("Name a colour.")  # the scheduler's gauges exist
+    monkeypatch.setenv("NON_ENABLE_METRICS", "maybe")
+    with caplog.at_level("ERROR"):
+        otel.metric_names()
+    assert not [r for r in caplog.records if "Callback failed" in r.getMessage()]

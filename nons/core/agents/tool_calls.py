@@ -44,8 +44,8 @@ async def execute_tool(
     started = time.perf_counter()
     # Whatever the tool starts (a network, a sub-agent) belongs to this run's conversation.
     token = otel_context.attach(otel_context.set_value(CONVERSATION_ID_KEY, ctx.conversation_id))
-    running = Enclosing(ctx, records) if records is not None else None
-    entered = RUNNING_NODE.set(running) if running is not None else None
+    as_node = Enclosing(ctx, records) if records is not None else None
+    entered = RUNNING_NODE.set(as_node) if as_node is not None else None
     try:
         # The tool's span is current while it runs, so a sub-agent or network it calls nests under it.
         with scope:
@@ -56,8 +56,8 @@ async def execute_tool(
             result = typed_stop(result, output_schema)
         return result
     finally:
-        if running is not None and entered is not None:
-            running.running = False  # for whatever the tool left running
+        if as_node is not None and entered is not None:
+            as_node.end()  # for whatever the tool left running
             RUNNING_NODE.reset(entered)
         otel_context.detach(token)
         duration = time.perf_counter() - started

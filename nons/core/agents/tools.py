@@ -189,7 +189,8 @@ class ToolRegistry:
     """The tools an agent may call, by name.
 
     Register with the decorator, bare (``@registry.tool``) or with options (``@registry.tool(name=...,
-    description=..., param_model=..., is_stop_tool=..., run_in_thread=...)``), or with :meth:`register`.
+    description=..., param_model=..., is_stop_tool=..., run_in_thread=..., timeout_s=...)``), or with
+    :meth:`register`.
     The decorator returns the function unchanged, so it can still be called directly.
     """
 

@@ -185,10 +185,11 @@ async def _reserve_budget(call: CallState, book: Budgets) -> BudgetHold | None:
     pass's, and those of each pass it runs inside (an agent run in a node), all or none."""
     ctx, request = call.ctx, call.request
     levels = [(ctx, book.applicable(ctx.network_name, ctx.budgets))]
-    outer = ctx.enclosing
-    while outer is not None and outer.running:
-        levels.append((outer.ctx, book.applicable(outer.ctx.network_name, outer.ctx.budgets, around=True)))
-        outer = outer.ctx.enclosing
+    enclosing = ctx.enclosing
+    while (outer := enclosing.running() if enclosing is not None else None) is not None:
+        level = outer[0]
+        levels.append((level, book.applicable(level.network_name, level.budgets, around=True)))
+        enclosing = level.enclosing
     if len(levels) > 1:
         levels = _once_each(levels)
     if not any(applicable for _, applicable in levels):

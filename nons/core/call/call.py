@@ -146,7 +146,7 @@ async def _call(
         # A provider error that ends the call has marked the span already, with the attempts it took.
         if isinstance(error, asyncio.CancelledError) and scope.tracing:
             # Named as its node's span names it (a FAIL_FAST sibling, a timeout), with the attempts it made.
-            scope.set({names.ATTEMPTS: call.attempts, **telemetry.billed_attributes(call)})
+            scope.set({names.ATTEMPTS: call.attempts, **telemetry.unanswered_attributes(call)})
             scope.fail_as(NodeCancelledError.error_type, "the call was cancelled")
         elif not isinstance(error, ProviderError):
             scope.fail(error, str(error) or type(error).__name__)

@@ -41,13 +41,22 @@ CONVERSATION_ID_KEY = otel_context.create_key("nons.conversation_id")
 @dataclass(slots=True)
 class Enclosing:
     """A node running an application's operator (or an agent's tool call), as a pass its code starts sees it:
-    the pass the node belongs to, where the node records its calls, and whether it is still running."""
+    the pass the node belongs to and where the node records its calls, while it runs."""
 
-    ctx: PassContext
-    records: list[LLMCallRecord]
-    #: Cleared when the node ends. A task its code left behind may start a pass later, or go on with one (an agent
-    #: run stepped after the node returned it): that pass is then no part of the node's, which has returned.
-    running: bool = True
+    ctx: PassContext | None
+    records: list[LLMCallRecord] | None
+
+    def running(self) -> tuple[PassContext, list[LLMCallRecord]] | None:
+        """The node's pass and records while it runs; ``None`` once it has ended."""
+        if self.ctx is None or self.records is None:
+            return None
+        return self.ctx, self.records
+
+    def end(self) -> None:
+        """The node has ended. A task its code left behind may start a pass later, or go on with one (an agent
+        run stepped after the node returned it): that pass is no part of the node's, which has returned, and the
+        task does not keep the node's pass alive."""
+        self.ctx = self.records = None
 
 
 #: The node whose operator (an application's own, not a built-in one) or the agent tool call that is running in
@@ -117,10 +126,11 @@ class PassContext:
         instruments = get_instruments(settings.enable_tracing, settings.enable_metrics)
         capture = capture_mode()
         enclosing = RUNNING_NODE.get()
-        if enclosing is not None and not enclosing.running:
+        outer = enclosing.running() if enclosing is not None else None
+        if outer is None:
             enclosing = None
         # A budget applies when this pass has one, the process has one, or a pass it runs inside has one.
-        budgeted = bool(budgets or book.budgets) or (enclosing is not None and enclosing.ctx.budget_book is not None)
+        budgeted = bool(budgets or book.budgets) or (outer is not None and outer[0].budget_book is not None)
         return cls(
             network_name=name,
             network_id=pass_id,
@@ -141,13 +151,13 @@ class PassContext:
         """Give the node and the pass this pass runs inside (:attr:`enclosing`) the calls made since the last
         hand-over: their records, roll-ups and totals count what was spent inside them. Nothing is handed to a
         node that has ended: its pass has returned its result."""
-        enclosing = self.enclosing
-        if enclosing is None or not enclosing.running or self.handed_over == len(self.calls):
+        outer = self.enclosing.running() if self.enclosing is not None else None
+        if outer is None or self.handed_over == len(self.calls):
             return
         new = self.calls[self.handed_over :]
         self.handed_over = len(self.calls)
-        enclosing.records.extend(new)
-        enclosing.ctx.calls.extend(new)
+        outer[1].extend(new)
+        outer[0].calls.extend(new)
 
     @property
     def capture_content(self) -> bool:

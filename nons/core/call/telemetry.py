@@ -34,7 +34,6 @@ from nons.providers.base import Provider
 
 __all__ = [
     "attempt_billed",
-    "billed_attributes",
     "cache_hit",
     "cache_missed",
     "call_failed",
@@ -44,6 +43,7 @@ __all__ = [
     "repairing",
     "retrying",
     "start_span",
+    "unanswered_attributes",
     "unanswered_unpriced",
 ]
 
@@ -222,12 +222,13 @@ def _spent(call: CallState, labels: CallLabels, response_model: str, usage: Usag
         inst.cost.add(cost, labels.cost(call.ctx.network_name))
 
 
-def billed_attributes(call: CallState) -> dict[str, Any]:
-    """What the span of a call that ended without an answer says its unusable answers were billed (nothing when
-    none was)."""
-    if call.billed is None:
-        return {}
-    return _spend_attributes(call.billed, call.billed_cost)
+def unanswered_attributes(call: CallState) -> dict[str, Any]:
+    """What the span of a call that ended without an answer says of its spend: what its unusable answers were
+    billed (nothing when none was), and that it was simulated, if it was."""
+    attributes = {} if call.billed is None else _spend_attributes(call.billed, call.billed_cost)
+    if call.provider.provider is ModelProvider.MOCK:
+        attributes[names.SIMULATED] = True
+    return attributes
 
 
 def _spend_attributes(usage: Usage, cost: float | None) -> dict[str, Any]:
@@ -353,7 +354,9 @@ def call_failed(call: CallState, error: ProviderError) -> None:
     """Every attempt the policy allowed failed: the span says how many, how long they queued, what their unusable
     answers were billed, and why."""
     if call.scope.tracing:
-        call.scope.set({names.ATTEMPTS: call.attempts, names.SCHEDULER_WAIT_S: call.wait_s, **billed_attributes(call)})
+        call.scope.set(
+            {names.ATTEMPTS: call.attempts, names.SCHEDULER_WAIT_S: call.wait_s, **unanswered_attributes(call)}
+        )
         call.scope.fail(error)
     if call.ctx.capture.event:
         _emit_details(call, None, error)

@@ -106,7 +106,7 @@ async def _as_running_node(running: Awaitable[Any], ctx: PassContext, records: l
     try:
         return await running
     finally:
-        node.running = False  # for whatever its code left running
+        node.end()  # for whatever its code left running
         RUNNING_NODE.reset(entered)
 
 

@@ -147,16 +147,12 @@ class Budgets:
         self.usage: dict[tuple[str, str], float] = {}
         _register_usage()
 
-    def applicable(
-        self, network: str, network_budgets: Sequence[Budget], *, around: bool = False
-    ) -> list[tuple[Budget, str]]:
+    def applicable(self, network: str, network_budgets: Sequence[Budget]) -> list[tuple[Budget, str]]:
         """Every budget that applies to a call of ``network`` now, with its key; caller budgets only inside
-        :func:`spending_for`. ``around``: ``network`` runs a pass that makes the call (an agent run in one of its
-        nodes), whose own budgets already count the process's and the caller's: only the network's apply here."""
+        :func:`spending_for`."""
         caller = _caller.get()
         found = []
-        process_wide = [b for b in self.budgets if b.per is BudgetScope.NETWORK] if around else self.budgets
-        for budget in (*network_budgets, *process_wide):
+        for budget in (*network_budgets, *self.budgets):
             if budget.per is BudgetScope.NETWORK:
                 key = f"network:{network}:{budget.label}"
             elif budget.per is BudgetScope.CALLER:

@@ -37,6 +37,7 @@ from nons.base.errors import (
     ServerError,
 )
 from nons.base.redaction import redact, redact_json
+from nons.base.results import Usage
 
 __all__ = [
     "FailedCall",
@@ -160,10 +161,11 @@ def refused(why: str, *, provider: str, model: str) -> RefusalError:
     return RefusalError(f"{provider} refused to answer for model {model!r}: {why}", provider=provider, model=model)
 
 
-def malformed(what: str, *, provider: str, model: str) -> MalformedResponseError:
-    """The error for an answer that cannot be used: ``what`` says what is wrong with it."""
+def malformed(what: str, *, provider: str, model: str, usage: Usage | None = None) -> MalformedResponseError:
+    """The error for an answer that cannot be used: ``what`` says what is wrong with it; ``usage``, what it was
+    billed, when that is known."""
     return MalformedResponseError(
-        f"{provider} sent an unusable answer for model {model!r}: {what}", provider=provider, model=model
+        f"{provider} sent an unusable answer for model {model!r}: {what}", provider=provider, model=model, usage=usage
     )
 
 

@@ -231,19 +231,16 @@ class SDKProvider(Provider, Generic[ClientT]):
                     "reading a %s answer failed: %s at %s", self.name, type(exc).__name__,
                     f"{where.filename}:{where.lineno}" if where else "?",
                 )  # fmt: skip
-            misshapen = malformed(
+            raise malformed(
                 f"the answer is not shaped as a {self.name} answer ({type(exc).__name__} reading it)",
-                provider=self.name, model=model,
-            )
-            misshapen.usage = self._billed(answer)
-            raise misshapen from None
+                provider=self.name, model=model, usage=self._billed(answer),
+            ) from None
         if response.tool_calls and not request.tools and not response.text.strip():
             # A tool call nobody offered a tool for answers nothing: passed on, it would be an empty answer.
-            unoffered = malformed(
-                "the answer is only a tool call, and no tool was offered", provider=self.name, model=model
+            raise malformed(
+                "the answer is only a tool call, and no tool was offered", provider=self.name, model=model,
+                usage=response.usage,
             )
-            unoffered.usage = response.usage
-            raise unoffered
         return response
 
     def _billed(self, answer: Any) -> Usage | None:

@@ -3,6 +3,7 @@ its result, and a stop tool's answer read as the run's typed final answer."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -17,7 +18,7 @@ from nons.core.agents.telemetry import record_tool_call, tool_span_attributes
 from nons.core.agents.tool_output import jsonable, output_text
 from nons.core.agents.tools import AgentState, ToolRegistry, ToolResult
 from nons.core.call import PassContext
-from nons.core.call.context import CONVERSATION_ID_KEY, RUNNING_NODE, Enclosing
+from nons.core.call.context import CONVERSATION_ID_KEY, running_node
 from nons.observability import content, names, spans
 from nons.operators.structured import read_answer, try_read
 
@@ -44,11 +45,11 @@ async def execute_tool(
     started = time.perf_counter()
     # Whatever the tool starts (a network, a sub-agent) belongs to this run's conversation.
     token = otel_context.attach(otel_context.set_value(CONVERSATION_ID_KEY, ctx.conversation_id))
-    as_node = Enclosing(ctx, records) if records is not None else None
-    entered = RUNNING_NODE.set(as_node) if as_node is not None else None
+    # A pass it starts hands its calls to the run (records), as one an operator starts does to its node.
+    as_node = running_node(ctx, records) if records is not None else contextlib.nullcontext()
     try:
         # The tool's span is current while it runs, so a sub-agent or network it calls nests under it.
-        with scope:
+        with scope, as_node:
             result = await registry.execute(
                 call.name, call.arguments, state=state, call_id=call.id, on_error=raised.append
             )
@@ -56,9 +57,6 @@ async def execute_tool(
             result = typed_stop(result, output_schema)
         return result
     finally:
-        if as_node is not None and entered is not None:
-            as_node.end()  # for whatever the tool left running
-            RUNNING_NODE.reset(entered)
         otel_context.detach(token)
         duration = time.perf_counter() - started
         error_type = "cancelled" if result is None else result["error_type"]

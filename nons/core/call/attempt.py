@@ -19,7 +19,7 @@ from nons.base.types import Budget, BudgetScope
 from nons.core.budget_ledger import BudgetHold
 from nons.core.budgets import Budgets, worst_case_usd
 from nons.core.call import telemetry
-from nons.core.call.context import CallState, PassContext
+from nons.core.call.context import CallState, PassContext, Spend
 from nons.core.pricing import price_usd
 from nons.core.scheduler import Permit
 from nons.observability import names
@@ -81,8 +81,8 @@ def _answered(
     permit.release(tokens_used=tokens_used(response.usage) if ctx.scheduler.counts_tokens else 0)
     if hold is not None:
         # Priced as the call's record is (nons.core.call.call._record), so budgets and nons.cost agree.
-        _settle_spent(call, hold, response.usage, price_usd(call.provider.price_source(request.config), request.model,
-                                                            response.usage))  # fmt: skip
+        cost = price_usd(call.provider.price_source(request.config), request.model, response.usage)
+        _settle_spent(call, hold, response.usage, cost)
     if ctx.instruments.metrics and call.labels is not None:
         ctx.instruments.operation_duration.record(
             time.perf_counter() - started, call.labels.answered(response.response_model)[0]
@@ -137,10 +137,9 @@ def _billed(call: CallState, usage: Usage) -> float | None:
     carry the call's whole spend) and to the token and cost metrics now, whatever becomes of the call."""
     request = call.request
     cost = price_usd(call.provider.price_source(request.config), request.model, usage)
-    call.billed = usage if call.billed is None else call.billed + usage
-    call.billed_cost = None if cost is None or call.billed_cost is None else call.billed_cost + cost
-    call.model_billed = usage if call.model_billed is None else call.model_billed + usage
-    call.model_billed_cost = None if cost is None or call.model_billed_cost is None else call.model_billed_cost + cost
+    spend = Spend(usage, cost)
+    call.billed = spend if call.billed is None else call.billed + spend
+    call.model_billed = spend if call.model_billed is None else call.model_billed + spend
     call.billed_model = request.model
     if call.ctx.recording:
         telemetry.attempt_billed(call, usage, cost)
@@ -188,7 +187,8 @@ async def _reserve_budget(call: CallState, book: Budgets) -> BudgetHold | None:
     enclosing = ctx.enclosing
     while (outer := enclosing.running() if enclosing is not None else None) is not None:
         level = outer[0]
-        levels.append((level, book.applicable(level.network_name, level.budgets, around=True)))
+        # The process's and the caller's budgets are the inner level's too: _once_each keeps them there only.
+        levels.append((level, book.applicable(level.network_name, level.budgets)))
         enclosing = level.enclosing
     if len(levels) > 1:
         levels = _once_each(levels)

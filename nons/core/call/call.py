@@ -26,7 +26,7 @@ from nons.base.types import ModelConfig, ModelProvider
 from nons.core.cache import Entry, cache_key, cacheable, get_cache
 from nons.core.call import telemetry
 from nons.core.call.attempt import attempt, estimate_tokens, failed, tokens_used
-from nons.core.call.context import CallSite, CallState, PassContext
+from nons.core.call.context import CallSite, CallState, PassContext, Spend
 from nons.core.policies import CallPlan, backoff_delay, call_plan
 from nons.core.pricing import check_price_provider, load_prices, price_usd, prices_loaded
 from nons.observability import names
@@ -260,7 +260,7 @@ async def _aim(call: CallState, config: ModelConfig) -> None:
     if config.price_provider:
         check_price_provider(config.price_provider)
     telemetry.fell_back(call, call.last_error.model or call.request.model, model, call.last_error)
-    call.model_billed, call.model_billed_cost = None, 0.0  # said by the event: what follows is the next model's
+    call.model_billed = None  # said by the event: what follows is the next model's
     call.on_fallback = True
     call.provider = loaded_provider(kind) or await load_provider(kind)
     call.request = dataclasses.replace(call.request, provider=kind, model=model, config=config)
@@ -278,8 +278,8 @@ def _succeeded(call: CallState, response: LLMResponse) -> LLMCallRecord:
     if call.ctx.recording:
         telemetry.call_succeeded(call, response, record.cost_usd)
     if call.billed is not None:
-        usage, cost = telemetry.call_spend(call, record.usage, record.cost_usd)
-        record = dataclasses.replace(record, usage=usage, cost_usd=cost)
+        spend = call.billed + Spend(record.usage, record.cost_usd)
+        record = dataclasses.replace(record, usage=spend.usage, cost_usd=spend.cost)
     return record
 
 
@@ -289,11 +289,11 @@ def _record_billed(call: CallState, records: list[LLMCallRecord]) -> None:
     ``error_type`` says it is not an answer. A call that was never billed leaves no record."""
     if call.billed is None:
         return
-    error = call.last_error
+    error, billed = call.last_error, call.billed
     record = LLMCallRecord(
         provider=call.request.provider._value_, request_model=call.request_model,
         response_model=call.billed_model or call.request.model,
-        response_id=None, usage=call.billed, finish_reason=None, cost_usd=call.billed_cost, attempts=call.attempts,
+        response_id=None, usage=billed.usage, finish_reason=None, cost_usd=billed.cost, attempts=call.attempts,
         duration_s=time.perf_counter() - call.started, simulated=call.provider.provider is ModelProvider.MOCK,
         fallback_used=call.on_fallback, error_type=error.error_type if error is not None else None,
     )  # fmt: skip

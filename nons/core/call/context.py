@@ -4,6 +4,8 @@ state of one call in progress (:class:`CallState`)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -30,7 +32,16 @@ from nons.providers.base import Provider
 if TYPE_CHECKING:  # the settings module loads pydantic-settings: imported by whoever builds a context
     from nons.base.settings import Settings
 
-__all__ = ["CONVERSATION_ID_KEY", "RUNNING_NODE", "CallSite", "CallState", "Enclosing", "PassContext"]
+__all__ = [
+    "CONVERSATION_ID_KEY",
+    "RUNNING_NODE",
+    "CallSite",
+    "CallState",
+    "Enclosing",
+    "PassContext",
+    "Spend",
+    "running_node",
+]
 
 #: The OpenTelemetry context key that carries an agent run's ``gen_ai.conversation.id`` into whatever its tools
 #: run: a network or a sub-agent started there belongs to the same conversation.
@@ -62,6 +73,19 @@ class Enclosing:
 #: The node whose operator (an application's own, not a built-in one) or the agent tool call that is running in
 #: this task: a pass its code starts (an agent's run, a network's forward) is part of it (``PassContext.enclosing``).
 RUNNING_NODE: ContextVar[Enclosing | None] = ContextVar("nons.running_node", default=None)
+
+
+@contextlib.contextmanager
+def running_node(ctx: PassContext, records: list[LLMCallRecord]) -> Iterator[None]:
+    """Run the application's code inside as the running node (:data:`RUNNING_NODE`) of pass ``ctx``, recording
+    into ``records``; on the way out the node ends, for whatever its code left running."""
+    node = Enclosing(ctx, records)
+    token = RUNNING_NODE.set(node)
+    try:
+        yield
+    finally:
+        node.end()
+        RUNNING_NODE.reset(token)
 
 
 @dataclass(slots=True)
@@ -237,11 +261,21 @@ class CallState:
     on_fallback: bool = False
     #: What the provider billed for the answers of failed attempts (refused, or unusable), summed; ``None`` while
     #: none was: they belong to the call's record, span and budgets as its answer does.
-    billed: Usage | None = None
-    #: Their price, summed (``None`` once one of them has no known price: unknown cost is never 0).
-    billed_cost: float | None = 0.0
-    #: The part of both that the model being tried was billed (its ``nons.fallback`` event says it when the call
+    billed: Spend | None = None
+    #: The part of it that the model being tried was billed (its ``nons.fallback`` event says it when the call
     #: moves on), and the last model billed (a record of a call with no usable answer names it).
-    model_billed: Usage | None = None
-    model_billed_cost: float | None = 0.0
+    model_billed: Spend | None = None
     billed_model: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Spend:
+    """What one or more answers were billed: their usage and its price (``None`` once any part of it has no
+    known price: unknown cost is never 0, and a sum with an unknown part is unknown)."""
+
+    usage: Usage
+    cost: float | None
+
+    def __add__(self, other: Spend) -> Spend:
+        cost = None if self.cost is None or other.cost is None else self.cost + other.cost
+        return Spend(self.usage + other.usage, cost)

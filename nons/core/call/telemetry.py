@@ -26,7 +26,7 @@ from nons.base.redaction import clean
 from nons.base.results import Usage
 from nons.base.types import ModelProvider
 from nons.base.version import __version__
-from nons.core.call.context import CallSite, CallState, PassContext
+from nons.core.call.context import CallSite, CallState, PassContext, Spend
 from nons.core.call.labels import CallLabels
 from nons.observability import content, names
 from nons.observability.spans import SpanScope, start_cleaned, truncate_content
@@ -37,7 +37,6 @@ __all__ = [
     "cache_hit",
     "cache_missed",
     "call_failed",
-    "call_spend",
     "call_succeeded",
     "fell_back",
     "repairing",
@@ -146,13 +145,11 @@ def fell_back(call: CallState, from_model: str, to_model: str, reason: ProviderE
         }
         if call.model_billed is not None:
             # The share of the span's usage and cost that the model fallen back from was billed (for unusable
-            # answers): what is worked out from spans credits it to that model, as the instruments do.
+            # answers): what is worked out from spans credits it to that model, as the instruments do. An unknown
+            # cost is not said here: nons.calls.unpriced counts the call once, from its span.
             event[names.GEN_AI_RESPONSE_MODEL] = from_model
-            if call.model_billed.reported:
-                event[names.GEN_AI_USAGE_INPUT_TOKENS] = call.model_billed.input_tokens
-                event[names.GEN_AI_USAGE_OUTPUT_TOKENS] = call.model_billed.output_tokens
-            if call.model_billed_cost is not None:
-                event[names.GEN_AI_USAGE_COST] = call.model_billed_cost
+            event.update(_spend_attributes(call.model_billed))
+            event.pop(names.COST_UNKNOWN, None)
         call.scope.event(names.EVENT_FALLBACK, event)
     if call.ctx.instruments.metrics:
         # call.provider is still the one fallen back from: its name lets the dashboards' Provider filter apply.
@@ -181,14 +178,16 @@ def call_succeeded(call: CallState, response: LLMResponse, cost: float | None) -
 
     Callers skip it when nothing records calls (``PassContext.recording``)."""
     labels = call.labels
+    # The whole call's: the answer's, and what the unusable answers of its failed attempts were billed.
+    spend = Spend(response.usage, cost) if call.billed is None else call.billed + Spend(response.usage, cost)
     if call.ctx.instruments.metrics and labels is not None:
         _spent(call, labels, response.response_model, response.usage, cost)
         # Once per call: a part of it with no known price (its answer, or an unusable answer before it) makes
         # the call's cost unknown.
-        if cost is None or (call.billed is not None and call.billed_cost is None):
+        if spend.cost is None:
             call.ctx.instruments.unpriced_calls.add(1, labels.model_labels)
     if call.scope.tracing:
-        call.scope.set_cleaned(_response_attributes(call, response, cost))
+        call.scope.set_cleaned(_response_attributes(call, response, spend))
     if call.ctx.capture.event:
         _emit_details(call, response, None)
 
@@ -225,41 +224,36 @@ def _spent(call: CallState, labels: CallLabels, response_model: str, usage: Usag
 def unanswered_attributes(call: CallState) -> dict[str, Any]:
     """What the span of a call that ended without an answer says of its spend: what its unusable answers were
     billed (nothing when none was), and that it was simulated, if it was."""
-    attributes = {} if call.billed is None else _spend_attributes(call.billed, call.billed_cost)
+    attributes = {} if call.billed is None else _spend_attributes(call.billed)
     if call.provider.provider is ModelProvider.MOCK:
         attributes[names.SIMULATED] = True
     return attributes
 
 
-def _spend_attributes(usage: Usage, cost: float | None) -> dict[str, Any]:
+def _spend_attributes(spend: Spend) -> dict[str, Any]:
+    """Tokens and cost as span and event attributes: unknown counts left out, not recorded as zeros; an unknown
+    cost said as ``nons.cost.unknown``."""
     attributes: dict[str, Any] = {}
-    if usage.reported:  # unknown counts are left out, not recorded as zeros
-        attributes[names.GEN_AI_USAGE_INPUT_TOKENS] = usage.input_tokens
-        attributes[names.GEN_AI_USAGE_OUTPUT_TOKENS] = usage.output_tokens
-    if cost is None:
+    if spend.usage.reported:
+        attributes[names.GEN_AI_USAGE_INPUT_TOKENS] = spend.usage.input_tokens
+        attributes[names.GEN_AI_USAGE_OUTPUT_TOKENS] = spend.usage.output_tokens
+    if spend.cost is None:
         attributes[names.COST_UNKNOWN] = True
     else:
-        attributes[names.GEN_AI_USAGE_COST] = cost
+        attributes[names.GEN_AI_USAGE_COST] = spend.cost
     return attributes
 
 
-def _response_attributes(call: CallState, response: LLMResponse, cost: float | None) -> dict[str, Any]:
-    """What the call's span ends with, cleaned (:meth:`SpanScope.set_cleaned`): the answer's usage and cost, plus
-    what the answers of failed attempts were billed."""
+def _response_attributes(call: CallState, response: LLMResponse, spend: Spend) -> dict[str, Any]:
+    """What the call's span ends with, cleaned (:meth:`SpanScope.set_cleaned`): the answer's model, id and finish
+    reason, and the whole call's ``spend`` (its answer's, and what the answers of failed attempts were billed)."""
     attributes = _usage_attributes(response)
+    if not spend.usage.reported:  # the answer's own counts, when they are not the call's
+        attributes.pop(names.GEN_AI_USAGE_INPUT_TOKENS, None)
+        attributes.pop(names.GEN_AI_USAGE_OUTPUT_TOKENS, None)
+    attributes.update(_spend_attributes(spend))
     attributes[names.ATTEMPTS] = call.attempts
     attributes[names.SCHEDULER_WAIT_S] = call.wait_s
-    if call.billed is None:
-        if cost is None:
-            attributes[names.COST_UNKNOWN] = True
-        else:
-            attributes[names.GEN_AI_USAGE_COST] = cost
-    else:
-        usage, total = call_spend(call, response.usage, cost)
-        attributes.update(_spend_attributes(usage, total))
-        if not usage.reported:  # the answer's own counts were set above: they are not the call's
-            attributes.pop(names.GEN_AI_USAGE_INPUT_TOKENS, None)
-            attributes.pop(names.GEN_AI_USAGE_OUTPUT_TOKENS, None)
     if response.simulated:
         attributes[names.SIMULATED] = True
     if call.ctx.capture.span:
@@ -285,15 +279,6 @@ def _usage_attributes(response: LLMResponse) -> dict[str, Any]:
     if usage.reasoning_tokens:
         attributes[names.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS] = usage.reasoning_tokens
     return attributes
-
-
-def call_spend(call: CallState, usage: Usage, cost: float | None) -> tuple[Usage, float | None]:
-    """The whole of what ``call`` was billed: its answer's ``usage`` and ``cost`` with its failed attempts' (the
-    cost is unknown when any part of it is)."""
-    if call.billed is None:
-        return usage, cost
-    total = None if cost is None or call.billed_cost is None else call.billed_cost + cost
-    return call.billed + usage, total
 
 
 def cache_missed(ctx: PassContext, provider: ModelProvider, model: str) -> None:

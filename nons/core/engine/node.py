@@ -12,7 +12,7 @@ from nons.base.errors import NodeCancelledError, NodeExecutionError, OperatorErr
 from nons.base.results import LLMCallRecord, NodeFailure, NodeResult
 from nons.base.types import LayerConfig
 from nons.core.call import CallSite, PassContext, call_llm
-from nons.core.call.context import RUNNING_NODE, Enclosing
+from nons.core.call.context import running_node
 from nons.core.call.labels import NodeLabels
 from nons.core.node import Node
 from nons.observability import spans
@@ -101,13 +101,8 @@ async def run_node(
 async def _as_running_node(running: Awaitable[Any], ctx: PassContext, records: list[LLMCallRecord]) -> Any:
     """Await an application's operator as the running node (:data:`RUNNING_NODE`): a pass its code starts (an
     agent's run, a network's pass) is part of this node's, and hands it (``records``) and ``ctx`` its calls."""
-    node = Enclosing(ctx, records)
-    entered = RUNNING_NODE.set(node)
-    try:
+    with running_node(ctx, records):
         return await running
-    finally:
-        node.end()  # for whatever its code left running
-        RUNNING_NODE.reset(entered)
 
 
 def node_error(node: Node, cause: BaseException, ctx: PassContext, layer_index: int) -> NodeExecutionError:

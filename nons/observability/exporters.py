@@ -102,7 +102,7 @@ _SIGNAL_MODULES = {
 }
 
 
-def import_exporters(span_export: str = "sdk") -> None:
+def import_exporters(span_export: str = "nons") -> None:
     """Import the modules of the exporters the variables name (gRPC's alone take a few hundred milliseconds),
     so that building them later costs no import. Unknown names are left to :func:`check_exporter_names`, a
     missing fastotel to :func:`~nons.observability.fast_export.check_fast_export`."""
@@ -117,6 +117,8 @@ def import_exporters(span_export: str = "sdk") -> None:
             protocol = _otlp_protocol(signal) if name == "otlp" else None
             for template in _EXPORTER_MODULES.get((name, protocol), ()):
                 importlib.import_module(template.format(signal=module))
+            if variable == "OTEL_TRACES_EXPORTER" and protocol == "http/protobuf" and span_export == "nons":
+                importlib.import_module("nons.observability.encoded_export")
 
 
 def _otlp_protocol(signal: str) -> str:
@@ -126,20 +128,30 @@ def _otlp_protocol(signal: str) -> str:
 # --- one processor or reader per named exporter -------------------------------------------------------------
 
 
-def span_processor(name: str, stats: ExportStats, span_export: str = "sdk") -> SpanProcessor:
+def span_processor(name: str, stats: ExportStats, span_export: str = "nons") -> SpanProcessor:
     """The span processor for exporter ``name`` of ``OTEL_TRACES_EXPORTER``; for ``otlp``, the SDK's batch
-    processor and exporter, or fastotel's processor when ``span_export`` (``NON_SPAN_EXPORT``) says so."""
+    processor and exporter (over HTTP, with NoN's encoding unless ``span_export``, ``NON_SPAN_EXPORT``, is
+    ``sdk``), or fastotel's processor when ``span_export`` says so."""
     if name == "otlp" and span_export == "fastotel":
         return fast_span_processor(stats)
     if name == "otlp":
+        exporter: SpanExporter
         if _otlp_protocol("TRACES") == "grpc":
             from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+            exporter = OTLPSpanExporter()
+        elif span_export == "nons":
+            from nons.observability.encoded_export import EncodedSpanExporter
+
+            exporter = EncodedSpanExporter()
         else:
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # type: ignore[assignment]
                 OTLPSpanExporter,
             )
+
+            exporter = OTLPSpanExporter()
         # Batching keeps export off the hot path; its queue is bounded (OTEL_BSP_MAX_QUEUE_SIZE).
-        processor = BatchSpanProcessor(CountingSpanExporter(OTLPSpanExporter(), stats))
+        processor = BatchSpanProcessor(CountingSpanExporter(exporter, stats))
         count_queue_drops(processor, stats, "spans")
         return processor
     if name == "console":

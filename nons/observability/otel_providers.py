@@ -196,7 +196,7 @@ def install_tracing(
     current = trace.get_tracer_provider()
     if isinstance(current, TracerProvider):
         handle.tracer_provider = current
-        if span_export != "sdk":
+        if span_export != "nons":
             logger.info("NON_SPAN_EXPORT=%s changes nothing: the application's tracer provider exports", span_export)
     elif _is_unset(current):
         # NoN's exit handler shuts it down, within a time limit; the SDK's own would wait for as long

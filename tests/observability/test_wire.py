@@ -3,8 +3,9 @@ arrives with ``opentelemetry-proto``: spans, metrics with exemplars, and logs, a
 
 The exporting side runs in a subprocess (``telemetry_child.py wire``): ``configure_telemetry()`` from the
 ``OTEL_*`` variables, one pass of a network with an emulated OpenAI node that fails once, simulated nodes and
-a node that logs, then ``shutdown_telemetry()``. A third run sends the spans through fastotel's native
-processor (``NON_SPAN_EXPORT=fastotel``, over HTTP/protobuf): every test here holds for it too.
+a node that logs, then ``shutdown_telemetry()``. Over HTTP/protobuf the spans are encoded by NoN
+(``NON_SPAN_EXPORT=nons``, the default); a third run sends them as the SDK encodes them (``NON_SPAN_EXPORT=sdk``),
+and a fourth through fastotel's native processor (``NON_SPAN_EXPORT=fastotel``): every test here holds for each.
 """
 
 from __future__ import annotations
@@ -23,13 +24,14 @@ import nons
 FAKE_KEY = "sk-LEAKCHECK-wire-0123456789"
 
 
-@pytest.fixture(scope="module", params=["grpc", "http/protobuf", "fastotel"])
+@pytest.fixture(scope="module", params=["grpc", "http/protobuf", "sdk", "fastotel"])
 def wire(request: pytest.FixtureRequest) -> Iterator[tuple[OTLPReceiver, dict[str, Any]]]:
-    """One child run per protocol (and one with fastotel sending the spans), shared by the tests of this module."""
-    span_export = "fastotel" if request.param == "fastotel" else "sdk"
+    """One child run per protocol (and one each with the SDK's encoding and fastotel sending the spans), shared by
+    the tests of this module."""
+    span_export = request.param if request.param in ("sdk", "fastotel") else "nons"
     if span_export == "fastotel":
         require_fastotel()
-    protocol = "http/protobuf" if span_export == "fastotel" else request.param
+    protocol = "grpc" if request.param == "grpc" else "http/protobuf"
     with OTLPReceiver() as receiver:
         result = run_child(
             "wire",

@@ -32,6 +32,8 @@ SDK_USERS = (
     "nons.observability.buffer",
     "nons.observability.span_ring",
     "nons.observability.fast_export",
+    "nons.observability.encoded_export",
+    "nons.observability.span_encoding",
 )
 
 

@@ -31,7 +31,8 @@ from bench.compare.sink import TELEMETRY_OFF, clean_env, export_env, running_sin
 from bench.compare.workloads import EMITS_GRID_SPANS, EMITS_WIDE_SPANS
 
 ROOT = Path(__file__).resolve().parents[2]
-GRID = ("asyncio", "engine-floor", "nons-off", "floor", "nons-on", "nons-on-fastotel", "langchain", "langchain-otel")
+GRID = ("asyncio", "engine-floor", "nons-off", "floor", "nons-on", "nons-on-sdk", "nons-on-fastotel", "langchain",
+        "langchain-otel")  # fmt: skip
 WIDE = ("wide-asyncio", "wide-off", "wide-floor", "wide-floor-fastotel", "wide-on", "wide-on-fastotel")
 IMPORTS = {
     "import-nons": "from nons import NoN, Node, ModelConfig",
@@ -46,8 +47,8 @@ IMPORTS = {
     "{'__annotations__': {'x': int}, 'x': 1, 'model_config': {'defer_build': True}})",
 }
 CHEAP = {"asyncio": 20, "engine-floor": 5, "nons-off": 5}
-TELEMETRY = {"nons-on", "nons-on-fastotel", "floor", "langchain-otel", "wide-floor", "wide-floor-fastotel", "wide-on",
-             "wide-on-fastotel"}  # fmt: skip
+TELEMETRY = {"nons-on", "nons-on-sdk", "nons-on-fastotel", "floor", "langchain-otel", "wide-floor",
+             "wide-floor-fastotel", "wide-on", "wide-on-fastotel"}  # fmt: skip
 #: NoN with its spans sent by fastotel's native processor instead of the SDK's batch processor and exporter.
 FASTOTEL = {"nons-on-fastotel", "wide-on-fastotel"}
 HAS_FASTOTEL = importlib.util.find_spec("fastotel") is not None
@@ -65,7 +66,9 @@ IMPORT_SNIPPET = "import time; t = time.process_time(); {}; print((time.process_
 def child_env(contender: str, port: int, queue: int) -> dict[str, str]:
     if contender in TELEMETRY:
         env = {**export_env(port, queue), "OTEL_SERVICE_NAME": f"bench-{contender}"}
-        return {**env, "NON_SPAN_EXPORT": "fastotel"} if contender in FASTOTEL else env
+        if contender in FASTOTEL:
+            return {**env, "NON_SPAN_EXPORT": "fastotel"}
+        return {**env, "NON_SPAN_EXPORT": "sdk"} if contender == "nons-on-sdk" else env
     return {**clean_env(), **TELEMETRY_OFF}
 
 

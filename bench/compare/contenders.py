@@ -45,9 +45,10 @@ def _counting_processor(count: _SpanCount) -> Any:
     return CountEnded()
 
 
-def _sdk_pipeline(service: str, with_metrics: bool, fastotel: bool = False) -> tuple[Any, Any, Flush]:
-    """A hand-built SDK pipeline: OTLP/HTTP exporters, a BatchSpanProcessor (or, with ``fastotel``, fastotel's
-    processor in its place) and a periodic metric reader."""
+def _sdk_pipeline(service: str, with_metrics: bool, export: str = "sdk") -> tuple[Any, Any, Flush]:
+    """A hand-built SDK pipeline: OTLP/HTTP exporters, a BatchSpanProcessor and a periodic metric reader. ``export``
+    says who encodes the spans: the SDK's exporter (``sdk``), or NoN's encoder in it as ``NON_SPAN_EXPORT=nons``
+    has it (``nons``); or fastotel's processor sends them in the batch processor's place (``fastotel``)."""
     from opentelemetry import metrics, trace
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -59,10 +60,14 @@ def _sdk_pipeline(service: str, with_metrics: bool, fastotel: bool = False) -> t
 
     resource = Resource.create({"service.name": service})
     tracer_provider = TracerProvider(resource=resource)
-    if fastotel:
+    if export == "fastotel":
         from fastotel import OTLPSpanProcessor
 
         tracer_provider.add_span_processor(OTLPSpanProcessor())
+    elif export == "nons":
+        from nons.observability.encoded_export import EncodedSpanExporter
+
+        tracer_provider.add_span_processor(BatchSpanProcessor(EncodedSpanExporter()))
     else:
         tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(tracer_provider)
@@ -93,7 +98,7 @@ def _grid(name: str, signals: str | None, count: _SpanCount) -> tuple[Callable[[
     if name == "nons-off":
         network = workloads.nons_grid()
         return lambda: network.forward(PROMPT), _no_flush, None
-    if name in ("nons-on", "nons-on-fastotel"):  # the second with NON_SPAN_EXPORT=fastotel in its environment
+    if name in ("nons-on", "nons-on-sdk", "nons-on-fastotel"):  # NON_SPAN_EXPORT as their names say, in their env
         from opentelemetry import trace
 
         from nons import configure_telemetry
@@ -165,7 +170,9 @@ def measure_wide(name: str, passes: int, signals: str | None) -> dict[str, Any]:
     elif name in ("wide-floor", "wide-floor-fastotel"):
         from bench.compare.floor import Replay
 
-        tracer_provider, _, flush = _sdk_pipeline(name, with_metrics=True, fastotel=name.endswith("fastotel"))
+        # Its spans are encoded as NoN on's are (with NoN's encoder, or by fastotel): it bounds what NoN on can do.
+        export = "fastotel" if name.endswith("fastotel") else "nons"
+        tracer_provider, _, flush = _sdk_pipeline(name, with_metrics=True, export=export)
         tracer_provider.add_span_processor(_counting_processor(count))
         assert signals is not None, "the wide floor replays the wide layer's signals recorded from NoN (--signals)"
         with open(signals) as recorded:

@@ -37,6 +37,7 @@ PASSES: dict[str, tuple[int, int]] = {
     "nons-off": (20, 120),
     "floor": (10, 40),
     "nons-on": (10, 40),
+    "nons-on-sdk": (10, 40),
     "nons-on-fastotel": (10, 40),
 }
 #: Exports only when a batch is full and at the flushes around the measured passes, never on a timer: under

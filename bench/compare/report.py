@@ -21,7 +21,12 @@ ROWS: tuple[tuple[str, str, str], ...] = (
         "hand-built OTel SDK floor (NoN's spans and measurements, same exporter and batch processor)",
         "CPU µs/node",
     ),
-    ("nons-on", "NoN, telemetry on (configure_telemetry, OTLP/HTTP to the local sink)", "CPU µs/node"),
+    (
+        "nons-on",
+        "NoN, telemetry on (configure_telemetry, OTLP/HTTP to the local sink; spans encoded by NoN, the default)",
+        "CPU µs/node",
+    ),
+    ("nons-on-sdk", "NoN, telemetry on, spans encoded by the SDK's exporter (NON_SPAN_EXPORT=sdk)", "CPU µs/node"),
     ("nons-on-fastotel", "NoN, telemetry on, spans sent by fastotel (NON_SPAN_EXPORT=fastotel)", "CPU µs/node"),
     ("langchain", "LangChain LCEL, lambda nodes, no callbacks", "CPU µs/node"),
     ("langchain-otel", "LangChain LCEL + OpenInference tracing (OTLP/HTTP to the local sink)", "CPU µs/node"),
@@ -29,7 +34,8 @@ ROWS: tuple[tuple[str, str, str], ...] = (
     ("wide-off", "wide layer, 100 x 50 ms: NoN, telemetry off", "wall ms, median of 5 passes"),
     (
         "wide-floor",
-        "wide layer, 100 x 50 ms: hand-built OTel SDK floor (NoN's wide-layer signals, around bare sleeps)",
+        "wide layer, 100 x 50 ms: hand-built OTel SDK floor (NoN's wide-layer signals, around bare sleeps; spans "
+        "encoded by NoN's encoder, as NoN's are)",
         "wall ms, median of 5 passes",
     ),
     (
@@ -84,11 +90,13 @@ def _telemetry(key: str, label: str, nons_on: str) -> Ratio:
                  lambda r: (r[nons_on] - r["nons-off"]) / (r["floor"] - r["asyncio"]))  # fmt: skip
 
 
-#: The four targets; 2 and 3 twice, with the SDK sending NoN's spans (the default) and with fastotel
-#: (``NON_SPAN_EXPORT=fastotel``).
+#: The four targets; 2 three times, with the SDK's exporter sending the spans NoN encoded (the default), sending
+#: them as it encodes them (``NON_SPAN_EXPORT=sdk``), and with fastotel (``NON_SPAN_EXPORT=fastotel``); 3 with the
+#: default and with fastotel.
 TARGETS: tuple[Ratio, ...] = (
     _over("engine", "1. engine, telemetry off: NoN off / bare asyncio, CPU per node", 3.0, "nons-off", "asyncio"),
     _telemetry("telemetry", "2. telemetry: (NoN on - NoN off) / (SDK floor - bare asyncio), CPU per node", "nons-on"),
+    _telemetry("telemetry-sdk", "2. the same, NoN's spans encoded by the SDK's exporter", "nons-on-sdk"),
     _telemetry("telemetry-fastotel", "2. the same, NoN's spans sent by fastotel", "nons-on-fastotel"),
     _over("wide", "3. wide layer: NoN on / NoN off, median wall of 5 passes", 1.15, "wide-on", "wide-off"),
     _over("wide-fastotel", "3. the same, NoN's spans sent by fastotel", 1.15, "wide-on-fastotel", "wide-off"),
@@ -102,9 +110,9 @@ TARGETS: tuple[Ratio, ...] = (
 #:   (:mod:`bench.compare.engine_floor`) does that and nothing else, so NoN off / asyncio is at least floor /
 #:   asyncio;
 #: - wide: a wide pass of NoN on does all that the floor's does (the same spans and measurements through the same
-#:   SDK, exporter and batch processor, around the same 50 ms waits) and the engine's work besides, so it cannot end
-#:   sooner than the floor's: NoN on / NoN off is at least floor / NoN off. With fastotel sending NoN's spans, the
-#:   floor whose spans fastotel sends bounds it the same way;
+#:   SDK, exporter, encoder and batch processor, around the same 50 ms waits) and the engine's work besides, so
+#:   it cannot end sooner than the floor's: NoN on / NoN off is at least floor / NoN off. With fastotel sending
+#:   NoN's spans, the floor whose spans fastotel sends bounds it the same way;
 #: - import: ``ModelConfig`` is a pydantic model, so importing it cannot cost less than importing a module that
 #:   defines a one-field pydantic model.
 BOUNDS: tuple[Ratio, ...] = (

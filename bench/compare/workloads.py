@@ -17,7 +17,7 @@ MODEL = "gpt-4o-mini"
 
 #: The contenders whose passes end exactly the spans of one recorded pass of NoN's grid, and of its wide layer:
 #: NoN on (with either span export), and the SDK floors that replay its signals.
-EMITS_GRID_SPANS = ("nons-on", "nons-on-fastotel", "floor")
+EMITS_GRID_SPANS = ("nons-on", "nons-on-sdk", "nons-on-fastotel", "floor")
 EMITS_WIDE_SPANS = ("wide-on", "wide-on-fastotel", "wide-floor", "wide-floor-fastotel")
 
 WIDE_WIDTH = 100

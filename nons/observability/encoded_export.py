@@ -3,14 +3,17 @@
 This is what ``NON_SPAN_EXPORT=nons`` (the default) installs for ``OTEL_TRACES_EXPORTER=otlp`` over
 ``http/protobuf``. Everything but the encoding stays the SDK's: the batch processor, the endpoint, headers,
 compression, TLS and timeout from the ``OTEL_EXPORTER_OTLP_*`` variables, the retries, the size limit, the
-exporter's own metrics. The bytes sent are the ones the SDK's encoder would have made, in a fifth of its time.
+exporter's own metrics. The bytes sent are the ones the current SDK's encoder would have made (see
+:mod:`~nons.observability.span_encoding` for what older ones left out), in a fifth of its time.
 
 The SDK's exporter has no hook for its encoding: from 1.35 it calls its module's ``encode_spans(spans)`` and then
 ``SerializePartialToString()`` on the message it gets (1.30 to 1.33 do the same in a method). So the exporter
 here hands the SDK's ``export`` a :class:`SpanBatch`, a tuple of the spans that can serialise itself, and the
 module's ``encode_spans`` is wrapped, once, to pass such a batch through as it is. Any other caller's spans go
 to the SDK's encoder exactly as before: an application's own OTLP exporter is unaffected. Should a later SDK
-encode some other way, a batch is still a sequence of spans, which it encodes itself: slower, never wrong.
+stop calling its module's ``encode_spans``, a batch is still a sequence of spans, which it encodes itself, only
+slower; should it ask the message for anything but its bytes, the export would fail, which the tests (run
+against the newest SDK and the oldest NoN supports) would show first.
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ class SpanBatch(tuple[ReadableSpan, ...]):
     def SerializePartialToString(self) -> bytes:  # the name the SDK's exporter calls
         """The spans as OTLP protobuf bytes, encoded when the exporter asks: inside its own error handling."""
         return encode_spans(self)
+
+    SerializeToString = SerializePartialToString  # the same bytes: a span batch has no required fields
 
 
 _install_lock = threading.Lock()

@@ -6,12 +6,12 @@ export thread's CPU, more than a quarter of what telemetry costs a node (issue 1
 takes a fifth of that, and most of what remains is reading the spans: most attribute pairs (model, provider,
 operation, node and layer names) recur span after span, so each small one is encoded once and its bytes reused.
 
-The bytes are the SDK encoder's, byte for byte, for every span it can encode: the same fields in the same (field
-number) order, proto3's defaults left out where the SDK's messages leave them out, spans grouped by resource then
-instrumentation scope in the order they come, and an attribute whose value cannot be encoded (an integer beyond
-64 bits, a lone surrogate) logged and left out, as the SDK leaves it out. They follow the SDK's current encoder:
-older releases (1.30 among them) left out a scope's attributes and schema URL and dropped an attribute holding a
-null, which this sends as the newer ones do.
+The bytes are the current SDK encoder's (1.4x), byte for byte, for every span it can encode: the same fields in
+the same (field number) order, proto3's defaults left out where the SDK's messages leave them out, spans grouped by
+resource then instrumentation scope in the order they come, and an attribute whose value cannot be encoded (an
+integer beyond 64 bits, a lone surrogate) logged and left out, as the SDK leaves it out. Older releases (1.30
+among them) left out a scope's attributes and schema URL and dropped an attribute holding a null, a mapping or a
+null inside a sequence; this sends them as the newer ones do.
 ``tests/observability/test_span_encoding.py`` holds them to that.
 """
 
@@ -35,7 +35,7 @@ _DOUBLE = struct.Struct("<d").pack
 _FIXED64 = struct.Struct("<Q").pack
 _FIXED32 = struct.Struct("<I").pack
 _BYTE = [bytes((i,)) for i in range(128)]
-_INT64 = range(-(2**63), 2**63)
+_INT64_MIN, _INT64_END = -(2**63), 2**63
 
 # Field tags (field number << 3 | wire type), by message. Wire types: 0 varint, 1 fixed64, 2 bytes, 5 fixed32.
 _REQUEST_RESOURCE_SPANS = b"\x0a"
@@ -73,6 +73,8 @@ _cache: dict[tuple[bytes, str, type, Any], bytes] = {}
 
 
 def _varint(number: int) -> bytes:
+    """A non-negative number as a protobuf varint: seven bits a byte, least significant first."""
+    assert number >= 0, number
     if number < 0x80:
         return _BYTE[number]
     out = bytearray()
@@ -90,6 +92,7 @@ def _field(tag: bytes, payload: bytes) -> bytes:
 
 
 def _text(tag: bytes, text: str) -> bytes:
+    """A string field (UTF-8; a lone surrogate raises, as the SDK's message does)."""
     return _field(tag, text.encode("utf-8"))
 
 
@@ -108,7 +111,10 @@ def _any_value(value: Any) -> bytes:
 
 
 def _int(value: int) -> bytes:
-    if value not in _INT64:
+    """An ``AnyValue``'s int64; beyond 64 bits it raises, as the SDK's message does. ``value`` may be a subclass
+    (an ``IntEnum``): compared and encoded as the plain int it is."""
+    value = int(value)
+    if not _INT64_MIN <= value < _INT64_END:
         raise ValueError(f"{value} is out of an int64's range")
     return _ANY_INT + _varint(value & 0xFFFF_FFFF_FFFF_FFFF)  # two's complement, as int64 is sent
 
@@ -170,6 +176,7 @@ def _attributes(tag: bytes, attributes: Mapping[str, Any]) -> bytes:
 
 
 def _span(span: ReadableSpan) -> bytes:
+    """A ``Span`` message's fields, in field number order."""
     context, parent = span.context, span.parent
     parts = [_TRACE_ID, context.trace_id.to_bytes(16, "big"), _SPAN_ID, context.span_id.to_bytes(8, "big")]
     trace_state = context.trace_state
@@ -198,13 +205,15 @@ def _span(span: ReadableSpan) -> bytes:
     if span.dropped_links:
         parts += (_SPAN_DROPPED_LINKS, _varint(span.dropped_links))
     status = span.status
-    message = _text(_STATUS_MESSAGE, status.description) if status.description else b""
-    parts.append(_field(_SPAN_STATUS, message + _STATUS[status.status_code]))
+    if status is not None:  # the SDK's spans always have one; a ReadableSpan built by hand may not
+        message = _text(_STATUS_MESSAGE, status.description) if status.description else b""
+        parts.append(_field(_SPAN_STATUS, message + _STATUS[status.status_code]))
     parts.append(_FLAGS_REMOTE if parent is not None and parent.is_remote else _FLAGS_LOCAL)
     return b"".join(parts)
 
 
 def _event(event: Event) -> bytes:
+    """A ``Span.Event`` message's fields."""
     out = _EVENT_TIME + _FIXED64(event.timestamp) if event.timestamp else b""
     if event.name:
         out += _text(_EVENT_NAME, event.name)
@@ -216,6 +225,7 @@ def _event(event: Event) -> bytes:
 
 
 def _link(link: Link) -> bytes:
+    """A ``Span.Link`` message's fields (the SDK sends no trace state for a link)."""
     context = link.context
     out = _TRACE_ID + context.trace_id.to_bytes(16, "big") + _SPAN_ID + context.span_id.to_bytes(8, "big")
     if link.attributes:
@@ -226,6 +236,7 @@ def _link(link: Link) -> bytes:
 
 
 def _scope(scope: InstrumentationScope | None) -> bytes:
+    """An ``InstrumentationScope`` message's fields (empty for a span without one)."""
     if scope is None:
         return b""
     out = _text(_SCOPE_NAME, scope.name) if scope.name else b""
@@ -240,23 +251,21 @@ def _grouped(
     spans: Iterable[ReadableSpan],
 ) -> list[tuple[Resource, dict[InstrumentationScope | None, list[ReadableSpan]]]]:
     """The spans by resource, then by scope, each group in the order its first span came, as the SDK groups
-    them: by equality. A resource's hash is a JSON dump of its attributes, so each resource object is compared
-    once, not hashed for every span."""
-    groups: list[tuple[Resource, dict[InstrumentationScope | None, list[ReadableSpan]]]] = []
+    them: in dicts keyed by resource and by scope. Resources that compare equal but hash apart (``{"a": 1}`` and
+    ``{"a": True}``: a resource's hash is a JSON dump of its attributes) stay apart, as they do there. A
+    resource's hash is taken once per resource object, not for every span."""
+    by_resource: dict[Resource, dict[InstrumentationScope | None, list[ReadableSpan]]] = {}
+    # The group of each resource object seen, by its id: looked up without hashing the resource again.
     by_object: dict[int, dict[InstrumentationScope | None, list[ReadableSpan]]] = {}
-    kept: list[Resource] = []  # keeps each id in by_object its object's while this runs
+    kept: list[Resource] = []  # holds each of those objects, so that no other can take its id meanwhile
     for span in spans:
         resource = span.resource
         scopes = by_object.get(id(resource))
         if scopes is None:
             kept.append(resource)
-            scopes = next((group for known, group in groups if known == resource), None)
-            if scopes is None:
-                scopes = {}
-                groups.append((resource, scopes))
-            by_object[id(resource)] = scopes
+            scopes = by_object[id(resource)] = by_resource.setdefault(resource, {})
         scopes.setdefault(span.instrumentation_scope or None, []).append(span)
-    return groups
+    return list(by_resource.items())
 
 
 def encode_spans(spans: Iterable[ReadableSpan]) -> bytes:

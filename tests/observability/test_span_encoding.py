@@ -7,6 +7,8 @@ both encoders and compares the bytes, then decodes them with ``opentelemetry-pro
 
 from __future__ import annotations
 
+import enum
+import http
 import logging
 import math
 from collections.abc import Iterator, Sequence
@@ -39,6 +41,15 @@ from nons.observability.buffer import ExportStats
 from nons.observability.encoded_export import EncodedSpanExporter, SpanBatch, passes_batches
 from nons.observability.exporters import span_processor
 from nons.observability.span_encoding import encode_spans
+
+
+class Priority(enum.IntEnum):
+    HIGH = 1
+
+
+class Label(str, enum.Enum):
+    GOLD = "gold"
+
 
 REMOTE_PARENT = SpanContext(
     trace_id=0x0AF7651916CD43DD8448EB211C80319C,
@@ -123,6 +134,8 @@ def test_every_field_of_a_span_encodes_as_the_sdk_encodes_it() -> None:
     [
         "plain", "", "ünïcode", "x" * 200, True, False, 0, 1, -1, 127, 128, 2**63 - 1, -(2**63), 0.0, -0.0, 1.5,
         math.inf, -math.inf, math.nan, 1e-300, ("a", "b"), (True, False), (1, -2, 2**40), (0.5, -1.25), (),
+        # Subclasses, kept as they are by the SDK: an IntEnum (HTTP statuses are one) and a str enum.
+        Priority.HIGH, http.HTTPStatus.OK, Label.GOLD, (Priority.HIGH, 2),
     ],
 )
 def test_each_kind_of_attribute_value_encodes_as_the_sdk_encodes_it(value: Any) -> None:
@@ -203,6 +216,32 @@ def test_spans_are_grouped_by_resource_then_scope_in_the_order_they_came() -> No
         [["a", "d"], ["c"]],
         [["b"]],
     ]
+
+
+def test_resources_that_compare_equal_but_hash_apart_stay_apart_as_the_sdk_keeps_them() -> None:
+    # 1 == True == 1.0, but a resource's hash is a JSON dump of its attributes: the SDK's dict keeps three groups,
+    # each with its own attribute's type.
+    spans = []
+    for value in (1, True, 1.0):
+        provider, memory = _recorder(Resource({"a": value}))
+        provider.get_tracer("nons").start_span(f"with {value!r}").end()
+        spans += memory.get_finished_spans()
+    request = _same_bytes(spans)
+    assert [r.resource.attributes[0].value.WhichOneof("value") for r in request.resource_spans] == [
+        "int_value", "bool_value", "double_value",
+    ]
+
+
+def test_a_span_built_by_hand_without_a_status_encodes_without_one() -> None:
+    provider, memory = _recorder()
+    provider.get_tracer("nons").start_span("with a status").end()
+    (ended,) = memory.get_finished_spans()
+    bare = ReadableSpan(
+        name="without", context=ended.context, resource=ended.resource, attributes={"plain": "dict"}, status=None,
+        start_time=1, end_time=2, instrumentation_scope=ended.instrumentation_scope,
+    )  # fmt: skip
+    encoded = _same_bytes([bare]).resource_spans[0].scope_spans[0].spans[0]
+    assert not encoded.HasField("status")
 
 
 def test_no_spans_encode_to_an_empty_request() -> None:

@@ -34,6 +34,7 @@ SDK_USERS = (
     "nons.observability.fast_export",
     "nons.observability.encoded_export",
     "nons.observability.span_encoding",
+    "nons.observability.encoded_grpc_export",
 )
 
 

@@ -57,8 +57,8 @@ class Settings(BaseSettings):
     span_export: Literal["nons", "sdk", "fastotel"] = Field(
         "nons",
         description="Who sends spans to an OTLP collector. nons: the SDK's batch processor and OTLP exporter, "
-        "with each batch encoded by NoN over http/protobuf (the bytes the current SDK's encoder makes, in a fifth of "
-        "its time; gRPC keeps the SDK's encoding). sdk: the SDK's processor and exporter as they come. "
+        "with each batch encoded by NoN (the bytes the current SDK's encoder makes, in a fifth of its time; over "
+        "gRPC, parsed into the request). sdk: the SDK's processor and exporter as they come. "
         "fastotel: fastotel's processor (pip install 'nons[fastotel]'), which batches, encodes and sends them "
         "in native code, off the GIL; it speaks OTLP over HTTP only, so it needs http/protobuf as the traces "
         "protocol. Pre-alpha upstream. Metrics and logs keep the SDK's exporters in every case.",

@@ -117,8 +117,11 @@ def import_exporters(span_export: str = "nons") -> None:
             protocol = _otlp_protocol(signal) if name == "otlp" else None
             for template in _EXPORTER_MODULES.get((name, protocol), ()):
                 importlib.import_module(template.format(signal=module))
-            if variable == "OTEL_TRACES_EXPORTER" and protocol == "http/protobuf" and span_export == "nons":
-                importlib.import_module("nons.observability.encoded_export")
+            if variable == "OTEL_TRACES_EXPORTER" and name == "otlp" and span_export == "nons":
+                grpc = protocol == "grpc"
+                importlib.import_module(
+                    "nons.observability.encoded_grpc_export" if grpc else "nons.observability.encoded_export"
+                )
 
 
 def _otlp_protocol(signal: str) -> str:
@@ -130,13 +133,18 @@ def _otlp_protocol(signal: str) -> str:
 
 def span_processor(name: str, stats: ExportStats, span_export: str = "nons") -> SpanProcessor:
     """The span processor for exporter ``name`` of ``OTEL_TRACES_EXPORTER``; for ``otlp``, the SDK's batch
-    processor and exporter (over HTTP, with NoN's encoding unless ``span_export``, ``NON_SPAN_EXPORT``, is
-    ``sdk``), or fastotel's processor when ``span_export`` says so."""
+    processor and exporter (with NoN's encoding unless ``span_export``, ``NON_SPAN_EXPORT``, is ``sdk``), or
+    fastotel's processor when ``span_export`` says so."""
     if name == "otlp" and span_export == "fastotel":
         return fast_span_processor(stats)
     if name == "otlp":
         exporter: SpanExporter
-        if _otlp_protocol("TRACES") == "grpc":
+        grpc = _otlp_protocol("TRACES") == "grpc"
+        if grpc and span_export == "nons":
+            from nons.observability.encoded_grpc_export import EncodedGrpcSpanExporter
+
+            exporter = EncodedGrpcSpanExporter()
+        elif grpc:
             from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
             exporter = OTLPSpanExporter()

@@ -295,6 +295,23 @@ def test_the_exporter_fails_as_the_sdk_s_does_when_no_one_listens() -> None:
     assert outcome(EncodedSpanExporter(endpoint=closed, timeout=1)) == sdk_outcome
 
 
+def test_the_grpc_exporter_sends_the_sdk_s_request(receiver: OTLPReceiver) -> None:
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpanExporter
+
+    from nons.observability.encoded_grpc_export import EncodedGrpcSpanExporter
+
+    spans = _pass_spans()
+    for exporter in (EncodedGrpcSpanExporter(endpoint=receiver.grpc_endpoint, insecure=True),
+                     GrpcSpanExporter(endpoint=receiver.grpc_endpoint, insecure=True)):  # fmt: skip
+        try:
+            assert exporter.export(spans) is SpanExportResult.SUCCESS
+        finally:
+            exporter.shutdown()
+    ours, sdk = receiver.requests("traces")
+    assert (ours.transport, ours.message) == ("grpc", sdk.message)
+    assert ours.raw == _sdk_bytes(spans)
+
+
 def test_other_exporters_of_the_process_keep_the_sdk_s_encoding() -> None:
     EncodedSpanExporter(endpoint="http://127.0.0.1:9/v1/traces").shutdown()
     wrapped = sdk_http_traces.encode_spans
@@ -311,15 +328,23 @@ def test_other_exporters_of_the_process_keep_the_sdk_s_encoding() -> None:
     assert sdk_http_traces.encode_spans is wrapped
 
 
-def test_otlp_over_http_sends_spans_encoded_by_nons_unless_non_span_export_says_sdk(
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
+def test_otlp_sends_spans_encoded_by_nons_unless_non_span_export_says_sdk(
+    protocol: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/protobuf")
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpanExporter
+
+    from nons.observability.encoded_grpc_export import EncodedGrpcSpanExporter
+
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", protocol)
+    expected = {
+        "http/protobuf": {"nons": EncodedSpanExporter, "sdk": sdk_http_traces.OTLPSpanExporter},
+        "grpc": {"nons": EncodedGrpcSpanExporter, "sdk": GrpcSpanExporter},
+    }[protocol]
     processors = {export: span_processor("otlp", ExportStats(), export) for export in ("nons", "sdk")}
     try:
         inner = {export: p.span_exporter.inner for export, p in processors.items()}  # type: ignore[attr-defined]
-        assert type(inner["nons"]) is EncodedSpanExporter
-        assert type(inner["sdk"]) is sdk_http_traces.OTLPSpanExporter
+        assert {export: type(exporter) for export, exporter in inner.items()} == expected
     finally:
         for processor in processors.values():
             processor.shutdown()

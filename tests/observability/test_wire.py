@@ -3,8 +3,8 @@ arrives with ``opentelemetry-proto``: spans, metrics with exemplars, and logs, a
 
 The exporting side runs in a subprocess (``telemetry_child.py wire``): ``configure_telemetry()`` from the
 ``OTEL_*`` variables, one pass of a network with an emulated OpenAI node that fails once, simulated nodes and
-a node that logs, then ``shutdown_telemetry()``. Over HTTP/protobuf the spans are encoded by NoN
-(``NON_SPAN_EXPORT=nons``, the default); a third run sends them as the SDK encodes them (``NON_SPAN_EXPORT=sdk``),
+a node that logs, then ``shutdown_telemetry()``. The spans are encoded by NoN (``NON_SPAN_EXPORT=nons``, the
+default); a third run sends them over HTTP as the SDK encodes them (``NON_SPAN_EXPORT=sdk``),
 and a fourth through fastotel's native processor (``NON_SPAN_EXPORT=fastotel``): every test here holds for each.
 """
 

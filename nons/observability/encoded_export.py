@@ -7,7 +7,7 @@ exporter's own metrics. The bytes sent are the ones the current SDK's encoder wo
 :mod:`~nons.observability.span_encoding` for what older ones left out), in a fifth of its time.
 
 The SDK's exporter has no hook for its encoding: from 1.35 it calls its module's ``encode_spans(spans)`` and then
-``SerializePartialToString()`` on the message it gets (1.30 to 1.33 do the same in a method). So the exporter
+``SerializePartialToString()`` on the message it gets (1.30 to 1.34 do the same in a method). So the exporter
 here hands the SDK's ``export`` a :class:`SpanBatch`, a tuple of the spans that can serialise itself, and the
 module's ``encode_spans`` is wrapped, once, to pass such a batch through as it is. Any other caller's spans go
 to the SDK's encoder exactly as before: an application's own OTLP exporter is unaffected. Should a later SDK

@@ -2,8 +2,9 @@
 writes.
 
 This is what ``NON_SPAN_EXPORT=nons`` (the default) installs for ``OTEL_TRACES_EXPORTER=otlp`` over ``grpc``.
-gRPC's stub serialises a protobuf message, so the request is still one: parsed from NoN's bytes, in C, where the
-SDK's encoder builds it from Python a message object per span, attribute and value. Parsing then serialising a
+gRPC's stub serialises a protobuf message, so the request is still one: parsed from NoN's bytes, in C with
+protobuf's default (upb) backend, where the SDK's encoder builds it from Python a message object per span,
+attribute and value. Parsing then serialising a
 request costs a few percent of building it, and the request is the one the SDK's encoder would have built (see
 :mod:`~nons.observability.span_encoding` for what older SDK releases left out). Everything else is the SDK's
 exporter as it comes: channel, credentials, headers, compression, timeout and retries.

@@ -266,7 +266,12 @@ def _pass_spans() -> tuple[ReadableSpan, ...]:
     return memory.get_finished_spans()
 
 
-def test_the_exporter_sends_the_sdk_s_bytes_with_the_sdk_s_http_client(receiver: OTLPReceiver) -> None:
+def test_the_exporter_sends_the_sdk_s_bytes_with_the_sdk_s_http_client(
+    receiver: OTLPReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nons.observability import encoded_export
+
+    encoded = _counting_encoder(encoded_export, monkeypatch)
     spans = _pass_spans()
     exporter = EncodedSpanExporter(endpoint=f"{receiver.http_endpoint}/v1/traces")
     try:
@@ -276,6 +281,7 @@ def test_the_exporter_sends_the_sdk_s_bytes_with_the_sdk_s_http_client(receiver:
     (received,) = receiver.requests("traces")
     assert received.raw == _sdk_bytes(spans)
     assert received.user_agent.startswith("OTel-OTLP-Exporter-Python/")
+    assert encoded == [len(spans)]
 
 
 def test_the_exporter_fails_as_the_sdk_s_does_when_no_one_listens() -> None:
@@ -295,11 +301,25 @@ def test_the_exporter_fails_as_the_sdk_s_does_when_no_one_listens() -> None:
     assert outcome(EncodedSpanExporter(endpoint=closed, timeout=1)) == sdk_outcome
 
 
-def test_the_grpc_exporter_sends_the_sdk_s_request(receiver: OTLPReceiver) -> None:
+def _counting_encoder(module: Any, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count the batches ``module``'s exporter has NoN's encoder encode: the SDK's encoder would send the same."""
+    batches: list[int] = []
+
+    def counted(spans: Sequence[ReadableSpan]) -> bytes:
+        batches.append(len(spans))
+        return encode_spans(spans)
+
+    monkeypatch.setattr(module, "encode_spans", counted)
+    return batches
+
+
+def test_the_grpc_exporter_sends_the_sdk_s_request(receiver: OTLPReceiver, monkeypatch: pytest.MonkeyPatch) -> None:
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpanExporter
 
+    from nons.observability import encoded_grpc_export
     from nons.observability.encoded_grpc_export import EncodedGrpcSpanExporter
 
+    encoded = _counting_encoder(encoded_grpc_export, monkeypatch)
     spans = _pass_spans()
     for exporter in (EncodedGrpcSpanExporter(endpoint=receiver.grpc_endpoint, insecure=True),
                      GrpcSpanExporter(endpoint=receiver.grpc_endpoint, insecure=True)):  # fmt: skip
@@ -310,6 +330,7 @@ def test_the_grpc_exporter_sends_the_sdk_s_request(receiver: OTLPReceiver) -> No
     ours, sdk = receiver.requests("traces")
     assert (ours.transport, ours.message) == ("grpc", sdk.message)
     assert ours.raw == _sdk_bytes(spans)
+    assert encoded == [len(spans)]  # NoN's encoder made the first request, not the SDK's
 
 
 def test_other_exporters_of_the_process_keep_the_sdk_s_encoding() -> None:
@@ -328,19 +349,22 @@ def test_other_exporters_of_the_process_keep_the_sdk_s_encoding() -> None:
     assert sdk_http_traces.encode_spans is wrapped
 
 
-@pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
+@pytest.mark.parametrize("protocol", ["http/protobuf", "grpc", None])
 def test_otlp_sends_spans_encoded_by_nons_unless_non_span_export_says_sdk(
-    protocol: str, monkeypatch: pytest.MonkeyPatch
+    protocol: str | None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpanExporter
 
     from nons.observability.encoded_grpc_export import EncodedGrpcSpanExporter
 
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", protocol)
+    for variable in ("OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"):
+        monkeypatch.delenv(variable, raising=False)
+    if protocol is not None:  # unset: gRPC, the OTLP default
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
     expected = {
         "http/protobuf": {"nons": EncodedSpanExporter, "sdk": sdk_http_traces.OTLPSpanExporter},
         "grpc": {"nons": EncodedGrpcSpanExporter, "sdk": GrpcSpanExporter},
-    }[protocol]
+    }[protocol or "grpc"]
     processors = {export: span_processor("otlp", ExportStats(), export) for export in ("nons", "sdk")}
     try:
         inner = {export: p.span_exporter.inner for export, p in processors.items()}  # type: ignore[attr-defined]

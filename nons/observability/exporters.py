@@ -138,28 +138,8 @@ def span_processor(name: str, stats: ExportStats, span_export: str = "nons") -> 
     if name == "otlp" and span_export == "fastotel":
         return fast_span_processor(stats)
     if name == "otlp":
-        exporter: SpanExporter
-        grpc = _otlp_protocol("TRACES") == "grpc"
-        if grpc and span_export == "nons":
-            from nons.observability.encoded_grpc_export import EncodedGrpcSpanExporter
-
-            exporter = EncodedGrpcSpanExporter()
-        elif grpc:
-            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-
-            exporter = OTLPSpanExporter()
-        elif span_export == "nons":
-            from nons.observability.encoded_export import EncodedSpanExporter
-
-            exporter = EncodedSpanExporter()
-        else:
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # type: ignore[assignment]
-                OTLPSpanExporter,
-            )
-
-            exporter = OTLPSpanExporter()
         # Batching keeps export off the hot path; its queue is bounded (OTEL_BSP_MAX_QUEUE_SIZE).
-        processor = BatchSpanProcessor(CountingSpanExporter(exporter, stats))
+        processor = BatchSpanProcessor(CountingSpanExporter(_otlp_span_exporter(span_export), stats))
         count_queue_drops(processor, stats, "spans")
         return processor
     if name == "console":
@@ -167,6 +147,27 @@ def span_processor(name: str, stats: ExportStats, span_export: str = "nons") -> 
 
         return SimpleSpanProcessor(ConsoleSpanExporter())
     raise ValueError(f"unknown OTEL_TRACES_EXPORTER value {name!r}; use otlp, console or none")
+
+
+def _otlp_span_exporter(span_export: str) -> SpanExporter:
+    """The SDK's OTLP span exporter for the traces protocol; with NoN's encoding unless ``span_export`` is
+    ``sdk`` (:mod:`~nons.observability.encoded_export`, :mod:`~nons.observability.encoded_grpc_export`)."""
+    grpc = _otlp_protocol("TRACES") == "grpc"
+    if grpc and span_export == "nons":
+        from nons.observability.encoded_grpc_export import EncodedGrpcSpanExporter
+
+        return EncodedGrpcSpanExporter()
+    if grpc:
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        return OTLPSpanExporter()
+    if span_export == "nons":
+        from nons.observability.encoded_export import EncodedSpanExporter
+
+        return EncodedSpanExporter()
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as OTLPHTTPSpanExporter
+
+    return OTLPHTTPSpanExporter()
 
 
 def metric_reader(name: str, stats: ExportStats) -> tuple[MetricReader, int | None]:

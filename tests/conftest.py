@@ -25,6 +25,16 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> No
     monkeypatch.chdir(tmp_path)
 
 
+@pytest.fixture
+def emu() -> Iterator[Any]:
+    """A :class:`~nons.testing.ProviderEmulator` on loopback for the test (folders or modules that need other
+    defaults define their own)."""
+    from nons.testing import ProviderEmulator
+
+    with ProviderEmulator() as emulator:
+        yield emulator
+
+
 # --------------------------------------------------------------------------------------------- redis
 
 

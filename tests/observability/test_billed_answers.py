@@ -6,8 +6,6 @@ The real OpenAI SDK against the provider emulator, billed at OpenAI's gpt-4o-min
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from otel_harness import Telemetry
 from pydantic import SecretStr
@@ -19,12 +17,6 @@ from nons.core.pricing import price_usd
 from nons.testing import ProviderEmulator, Reply
 
 MODEL = "gpt-4o-mini"
-
-
-@pytest.fixture
-def emu() -> Iterator[ProviderEmulator]:
-    with ProviderEmulator() as emulator:
-        yield emulator
 
 
 def _config(emu: ProviderEmulator) -> ModelConfig:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from otel_harness import Telemetry
 from pydantic import SecretStr
@@ -11,12 +9,6 @@ from pydantic import SecretStr
 from nons import CacheConfig, ModelConfig, ModelProvider, NetworkConfig, Node, NoN
 from nons.core.cache import configure_cache
 from nons.testing import ProviderEmulator
-
-
-@pytest.fixture
-def emu() -> Iterator[ProviderEmulator]:
-    with ProviderEmulator() as emulator:
-        yield emulator
 
 
 async def test_a_hit_is_a_cached_chat_span_without_http_child_and_counts_what_it_saved(

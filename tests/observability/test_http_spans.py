@@ -3,8 +3,6 @@ vendor SDKs' clients only (never on the application's own clients, never twice).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import httpx2
 import pytest
 from opentelemetry import trace
@@ -36,12 +34,6 @@ needs_httpx2 = pytest.mark.skipif(
     reason="this opentelemetry-instrumentation-httpx predates HTTPX2ClientInstrumentor: no HTTP attempt spans",
 )
 ANTHROPIC_SCOPE = "com.anthropic.sdk.python"
-
-
-@pytest.fixture
-def emu() -> Iterator[ProviderEmulator]:
-    with ProviderEmulator() as emulator:
-        yield emulator
 
 
 # The upstream instrumentation speaks the old HTTP conventions (http.url, http.status_code, http.client.duration)

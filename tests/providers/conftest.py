@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from provider_cases import CASES, Case
 
 from nons.providers._sdk import SDKProvider
-from nons.testing import ProviderEmulator
-
-
-@pytest.fixture
-def emu() -> Iterator[ProviderEmulator]:
-    with ProviderEmulator() as emulator:
-        yield emulator
 
 
 @pytest.fixture(params=CASES, ids=[c.name for c in CASES])

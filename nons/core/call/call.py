@@ -275,10 +275,11 @@ def _succeeded(call: CallState, response: LLMResponse) -> LLMCallRecord:
     record = _record(
         call.request, call.provider, call.request_model, response, call.attempts, call.started, call.on_fallback
     )
+    answer = Spend(record.usage, record.cost_usd)
+    spend = answer if call.billed is None else call.billed + answer
     if call.ctx.recording:
-        telemetry.call_succeeded(call, response, record.cost_usd)
-    if call.billed is not None:
-        spend = call.billed + Spend(record.usage, record.cost_usd)
+        telemetry.call_succeeded(call, response, answer, spend)
+    if spend is not answer:
         record = dataclasses.replace(record, usage=spend.usage, cost_usd=spend.cost)
     return record
 

@@ -172,16 +172,15 @@ def moved_provider(call: CallState) -> None:
         call.scope.set_cleaned({key: metric[key] for key in keys if key in metric})
 
 
-def call_succeeded(call: CallState, response: LLMResponse, cost: float | None) -> None:
-    """Record a successful call: token and cost metrics of its answer (``cost``: the answer's), the response's
-    attributes on the span (with what earlier attempts' unusable answers were billed), the event.
+def call_succeeded(call: CallState, response: LLMResponse, answer: Spend, spend: Spend) -> None:
+    """Record a successful call: token and cost metrics of its answer (``answer``: what it used and cost), the
+    response's attributes on the span with the whole call's ``spend`` (the answer's, and what the unusable answers
+    of its failed attempts were billed), the event.
 
     Callers skip it when nothing records calls (``PassContext.recording``)."""
     labels = call.labels
-    # The whole call's: the answer's, and what the unusable answers of its failed attempts were billed.
-    spend = Spend(response.usage, cost) if call.billed is None else call.billed + Spend(response.usage, cost)
     if call.ctx.instruments.metrics and labels is not None:
-        _spent(call, labels, response.response_model, response.usage, cost)
+        _spent(call, labels, response.response_model, answer.usage, answer.cost)
         # Once per call: a part of it with no known price (its answer, or an unusable answer before it) makes
         # the call's cost unknown.
         if spend.cost is None:

@@ -33,7 +33,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
-import math
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -43,6 +42,7 @@ from pydantic import BaseModel, PydanticUserError, ValidationError
 
 from nons.base.errors import ConfigurationError, error_type_of
 from nons.base.messages import ToolDefinition
+from nons.base.timeouts import positive_seconds
 from nons.core.agents.signatures import check_accepts, doc_summary, params_model, signature_of, type_hints
 from nons.core.agents.tool_limits import within_limit
 from nons.core.agents.tool_output import output_text
@@ -263,10 +263,7 @@ class ToolRegistry:
         """Register ``func`` as a tool (the decorator's work, as a call) and return the :class:`Tool`."""
         if not callable(func):
             raise ConfigurationError(f"a tool must be callable, got {type(func).__name__}")
-        if timeout_s is not None and (
-            isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not 0 < timeout_s < math.inf
-        ):
-            raise ConfigurationError(f"a tool's timeout_s must be a positive number of seconds, got {timeout_s!r}")
+        limit = positive_seconds(timeout_s, "a tool's timeout_s") if timeout_s is not None else None
         tool_name = name if name is not None else getattr(func, "__name__", "")
         if not isinstance(tool_name, str) or not _TOOL_NAME.match(tool_name):
             raise ConfigurationError(
@@ -296,7 +293,7 @@ class ToolRegistry:
             tool = Tool(
                 name=tool_name, description=text, func=func, param_model=model, is_stop=is_stop_tool,
                 run_in_thread=run_in_thread, state_param=state_param,
-                timeout_s=float(timeout_s) if timeout_s is not None else None,
+                timeout_s=limit,
             )
         except PydanticUserError as error:  # a parameter type that has no JSON Schema
             raise ConfigurationError(f"tool {tool_name!r}: {error}") from None

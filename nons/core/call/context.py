@@ -48,7 +48,6 @@ __all__ = [
 CONVERSATION_ID_KEY = otel_context.create_key("nons.conversation_id")
 
 
-
 @dataclass(slots=True)
 class Enclosing:
     """A node running an application's operator (or an agent's tool call), as a pass its code starts sees it:

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from nons.base.errors import ConfigurationError
 from nons.base.redis_client import RedisLink, link_from_settings
+from nons.base.timeouts import positive_seconds
 from nons.core.scheduler.config import RateLimitConfig
 from nons.core.scheduler.limits import Limiter, LocalLimiter
 from nons.core.scheduler.redis_gate import RedisGate, Reservation
@@ -79,10 +80,8 @@ class RedisLimits:
             from nons.base.settings import get_settings
 
             lease_s = get_settings().request_timeout + 60.0
-        if isinstance(lease_s, bool) or not isinstance(lease_s, (int, float)) or not 0 < lease_s < math.inf:
-            raise ConfigurationError(f"RedisLimits.lease_s must be a positive number of seconds, got {lease_s!r}")
+        self.lease_s = positive_seconds(lease_s, "RedisLimits.lease_s")
         self.link = link
-        self.lease_s = float(lease_s)
         self.clock = clock
         self._scripts: tuple[AsyncScript, AsyncScript, AsyncScript] | None = None
         # Per event loop: its gates (woken when a slot frees) and the fallback limiters of the current outage.

@@ -247,6 +247,15 @@ def test_duplicates_threaded_coroutines_and_unschemable_types_are_refused() -> N
 
 
 # --- time limits ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("limit", [0, -1.0, float("inf"), True, "5"])
+def test_a_tool_s_time_limit_must_be_a_positive_number_of_seconds(limit: object) -> None:
+    async def lookup() -> str:
+        return "x"
+
+    with pytest.raises(ConfigurationError, match="a tool's timeout_s must be a positive number of seconds"):
+        ToolRegistry().register(lookup, timeout_s=limit)  # type: ignore[arg-type]
+
+
 async def test_a_tool_past_its_timeout_fails_with_a_timeout_the_model_can_read_and_is_cancelled() -> None:
     registry = ToolRegistry()
     cancelled = asyncio.Event()

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import sys
 
 import pytest
 
-from nons.base.timeouts import within
+from nons.base.errors import ConfigurationError
+from nons.base.timeouts import positive_seconds, within
 
 
 async def test_the_result_comes_back_within_the_time() -> None:
@@ -29,3 +31,13 @@ async def test_a_cancellation_that_arrives_with_the_result_is_not_dropped() -> N
     waiting.cancel()
     with pytest.raises(asyncio.CancelledError):
         await waiting
+
+
+@pytest.mark.parametrize("value", [0, -1, 0.0, math.inf, math.nan, True, "5", None])
+def test_a_bound_in_seconds_that_is_not_a_finite_positive_number_is_refused_by_name(value: object) -> None:
+    with pytest.raises(ConfigurationError, match=r"^a tool's timeout_s must be a positive number of seconds, got "):
+        positive_seconds(value, "a tool's timeout_s")
+
+
+def test_a_bound_in_seconds_comes_back_as_a_float() -> None:
+    assert positive_seconds(2, "x") == 2.0 and type(positive_seconds(2, "x")) is float

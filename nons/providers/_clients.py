@@ -1,6 +1,7 @@
-"""The cache of a vendor SDK's clients: one per (running event loop, API key, base URL), closed with its loop.
+"""The cache of a vendor SDK's clients: one per (running event loop, API key, base URL), closed with its loop, and
+at most :data:`MAX_CLIENTS_PER_LOOP` per loop.
 
-:class:`~nons.providers._sdk.SDKProvider` gets every call's client here.
+:class:`~nons.providers._sdk.SDKProvider` leases every call's client here (:meth:`ClientCache.lease`).
 """
 
 from __future__ import annotations
@@ -10,34 +11,59 @@ import contextlib
 import logging
 import threading
 import weakref
-from collections.abc import AsyncGenerator, Awaitable, Callable, Hashable
+from collections import OrderedDict
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Hashable
 from typing import Any, Generic, TypeVar, cast
 
 from nons.base.loading import load_off_loop
 
-__all__ = ["ClientCache"]
+__all__ = ["MAX_CLIENTS_PER_LOOP", "ClientCache"]
 
 logger = logging.getLogger(__name__)
 
 ClientT = TypeVar("ClientT")
+_Key = tuple[str, str, Hashable]
+
+#: The clients one event loop keeps. An application that calls with a key per tenant would otherwise keep a client,
+#: and its connection pool, for every key it ever used, for as long as its loop runs. Past this many, the least
+#: recently used client is closed, once no call is using it. The limit is well above the keys and base URLs one
+#: application usually calls with at once; a key that comes back after its client was closed gets a new one.
+MAX_CLIENTS_PER_LOOP = 32
+
+
+class _Held(Generic[ClientT]):
+    """A client, how many calls are using it, and whether it has left the cache (to be closed once unused)."""
+
+    __slots__ = ("client", "evicted", "users")
+
+    def __init__(self, client: ClientT) -> None:
+        self.client = client
+        self.users = 0
+        self.evicted = False
 
 
 class _LoopClients(Generic[ClientT]):
-    """The clients of one event loop, and the async generator that closes them when the loop shuts down."""
+    """The clients of one event loop, least recently used first, and the async generator that closes them when the
+    loop shuts down."""
 
     __slots__ = ("clients", "watcher")
 
     def __init__(self) -> None:
-        self.clients: dict[tuple[str, str, Hashable], ClientT] = {}
+        self.clients: OrderedDict[_Key, _Held[ClientT]] = OrderedDict()
         self.watcher: AsyncGenerator[None, None] | None = None
 
 
 class ClientCache(Generic[ClientT]):
-    """One SDK client per (running event loop, API key, base URL).
+    """One SDK client per (running event loop, API key, base URL), at most ``max_per_loop`` per loop
+    (default :data:`MAX_CLIENTS_PER_LOOP`).
 
     An SDK client owns an httpx connection pool, and a pool's connections belong to the event loop that
     opened them: reusing a client after ``asyncio.run()`` returned (a new loop) fails or hangs. So clients
     are kept per loop, in a weak dictionary that forgets a loop when it is garbage-collected.
+
+    A call holds its client by a lease (:meth:`lease`), so that no client is closed under a call: one that leaves
+    the cache (pushed out by a newer one, or by :meth:`aclose`) while calls use it is closed when the last of them
+    ends.
 
     Clients are closed when their loop shuts down: each loop gets a started async generator whose ``finally``
     closes that loop's clients, and ``asyncio.run()`` (like any runner that calls ``loop.shutdown_asyncgens()``)
@@ -50,34 +76,50 @@ class ClientCache(Generic[ClientT]):
     which is silent unless warnings are turned on).
     """
 
-    def __init__(self, factory: Callable[[str, str], ClientT], closer: Callable[[ClientT], Awaitable[None]]) -> None:
+    def __init__(
+        self,
+        factory: Callable[[str, str], ClientT],
+        closer: Callable[[ClientT], Awaitable[None]],
+        *,
+        max_per_loop: int | None = None,
+    ) -> None:
+        max_per_loop = MAX_CLIENTS_PER_LOOP if max_per_loop is None else max_per_loop
+        if max_per_loop < 1:
+            raise ValueError(f"max_per_loop must be at least 1, got {max_per_loop}")
         self._factory = factory
         self._closer = closer
+        self._max_per_loop = max_per_loop
         self._lock = threading.Lock()  # one provider instance may serve loops in several threads
-        self._made_one = False  # whether a client was made by get_async (the first one warms the SDK)
+        self._made_one = False  # whether a client was made yet (the first one warms the SDK)
         self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopClients[ClientT]]
         self._by_loop = weakref.WeakKeyDictionary()
 
-    def get(self, api_key: str, base_url: str, variant: Hashable = None) -> ClientT:
-        """The client of the running loop for ``api_key`` and ``base_url``, made on first use. Clients made under
-        a different ``variant`` (a setting that shapes the client, such as whether it is traced) are kept
-        apart."""
-        with self._lock:
-            clients = self._loop_clients()
-            key = (api_key, base_url, variant)
-            client = clients.get(key)
-            if client is None:
-                client = clients[key] = self._factory(api_key, base_url)
-            return client
+    @contextlib.asynccontextmanager
+    async def lease(self, api_key: str, base_url: str, variant: Hashable = None) -> AsyncIterator[ClientT]:
+        """The running loop's client for ``api_key`` and ``base_url`` while the ``async with`` block runs; made on
+        first use, on a worker thread (making an SDK client loads TLS certificates and the SDK's lazily imported
+        parts, tens to hundreds of milliseconds the event loop must not wait). Clients made under a different
+        ``variant`` (a setting that shapes the client, such as whether it is traced) are kept apart."""
+        held, pushed_out = await self._held(api_key, base_url, variant)
+        try:
+            await self._close_all(pushed_out)
+            yield held.client
+        finally:
+            with self._lock:
+                held.users -= 1
+                done_with = held.evicted and held.users == 0
+            if done_with:
+                await self._close_all([held.client])
 
-    async def get_async(self, api_key: str, base_url: str, variant: Hashable = None) -> ClientT:
-        """:meth:`get`, with a new client made on a worker thread: making an SDK client loads TLS certificates
-        and the SDK's lazily imported parts, tens to hundreds of milliseconds the event loop must not wait."""
+    async def _held(self, api_key: str, base_url: str, variant: Hashable) -> tuple[_Held[ClientT], list[ClientT]]:
+        """The client's entry, counted as used by one more call (the caller gives it back), and the clients that
+        are to be closed now: those a new client pushed out that no call uses, and a client made in vain."""
         key = (api_key, base_url, variant)
         with self._lock:
-            client = self._loop_clients().get(key)
-        if client is not None:
-            return client
+            held = self._find(key)
+            if held is not None:
+                held.users += 1
+                return held, []
         # The first client is made with the collector paused (the SDK's first-use work builds thousands of
         # objects); the others only load TLS certificates, which releases the GIL.
         if self._made_one:
@@ -86,16 +128,38 @@ class ClientCache(Generic[ClientT]):
             made = await load_off_loop(self._factory, api_key, base_url)
             self._made_one = True
         with self._lock:
-            clients = self._loop_clients()
-            client = clients.get(key)
-            if client is None:
-                client = clients[key] = made
-                return client
-        # Another call of this loop made one meanwhile: keep that one.
-        await self._close_all([made])
-        return client
+            held = self._find(key)
+            pushed_out: list[ClientT] = []
+            if held is None:
+                held = _Held(made)
+                pushed_out = self._add(key, held)
+            held.users += 1
+        if held.client is not made:  # another call of this loop made one meanwhile: that one is used
+            pushed_out.append(made)
+        return held, pushed_out
 
-    def _loop_clients(self) -> dict[tuple[str, str, Hashable], ClientT]:
+    def _find(self, key: _Key) -> _Held[ClientT] | None:
+        """The running loop's client for ``key``, now its most recently used (under ``_lock``)."""
+        clients = self._loop_clients()
+        held = clients.get(key)
+        if held is not None:
+            clients.move_to_end(key)
+        return held
+
+    def _add(self, key: _Key, held: _Held[ClientT]) -> list[ClientT]:
+        """Keep ``held`` as the running loop's client for ``key`` (under ``_lock``); the least recently used
+        clients past the limit leave the cache, and those no call uses are returned, to be closed."""
+        clients = self._loop_clients()
+        clients[key] = held
+        idle: list[ClientT] = []
+        while len(clients) > self._max_per_loop:
+            _, oldest = clients.popitem(last=False)
+            oldest.evicted = True
+            if oldest.users == 0:
+                idle.append(oldest.client)
+        return idle
+
+    def _loop_clients(self) -> OrderedDict[_Key, _Held[ClientT]]:
         """The running loop's clients (under ``_lock``); forgets closed loops."""
         loop = asyncio.get_running_loop()
         for other in [lp for lp in self._by_loop if lp.is_closed()]:
@@ -106,14 +170,15 @@ class ClientCache(Generic[ClientT]):
             entry.watcher = self._watch(entry.clients)
         return entry.clients
 
-    def _watch(self, clients: dict[tuple[str, str, Hashable], ClientT]) -> AsyncGenerator[None, None]:
+    def _watch(self, clients: OrderedDict[_Key, _Held[ClientT]]) -> AsyncGenerator[None, None]:
         """Start the generator that closes ``clients`` at the running loop's ``shutdown_asyncgens()``."""
 
         async def close_at_shutdown() -> AsyncGenerator[None, None]:
             try:
                 yield
             finally:
-                await self._close_all(list(clients.values()))
+                # The loop's tasks have ended by now (asyncio.run cancels them first), and with them every lease.
+                await self._close_all([held.client for held in clients.values()])
                 clients.clear()
 
         watcher = close_at_shutdown()
@@ -126,18 +191,22 @@ class ClientCache(Generic[ClientT]):
         return watcher
 
     def __len__(self) -> int:
+        """The clients kept, over every loop (not those that left the cache and wait for their calls to end)."""
         with self._lock:
             return sum(len(entry.clients) for entry in self._by_loop.values())
 
     async def aclose(self) -> None:
-        """Close the running loop's clients now."""
+        """Close the running loop's clients: now, or when its last call ends for a client that calls are using."""
         loop = asyncio.get_running_loop()
         with self._lock:
             entry = self._by_loop.get(loop)
-            mine = list(entry.clients.values()) if entry is not None else []
+            held_now = list(entry.clients.values()) if entry is not None else []
             if entry is not None:
                 entry.clients.clear()
-        await self._close_all(mine)
+            for held in held_now:
+                held.evicted = True
+            idle = [held.client for held in held_now if held.users == 0]
+        await self._close_all(idle)
 
     async def _close_all(self, clients: list[ClientT]) -> None:
         for client in clients:

@@ -182,14 +182,20 @@ class SDKProvider(Provider, Generic[ClientT]):
         timeout_s = request_timeout_of(request)
         base_url = self.configured_base_url(request.config) or self.default_base_url
         # Keyed by the tracing switch too: whether the client's HTTP attempts are traced is decided when it is made.
-        # Making one is set-up, not the request (the first per key loads certificates and builds the SDK's
-        # validators, on a worker thread, in a fraction of a second): the request's time starts after it.
-        client = await self._clients.get_async(api_key or "", base_url, get_settings().enable_tracing)
+        # The call leases its client, so that the cache does not close it under the call. Making one is set-up, not
+        # the request (the first per key loads certificates and builds the SDK's validators, on a worker thread, in
+        # a fraction of a second): the request's time starts after it.
+        async with self._clients.lease(api_key or "", base_url, get_settings().enable_tracing) as client:
+            answer = await self._answer(client, request, timeout_s, api_key)
+        return self._read(answer, request)
+
+    async def _answer(self, client: ClientT, request: LLMRequest, timeout_s: float, api_key: str | None) -> Any:
+        """The SDK's answer to ``request`` through ``client``, within ``timeout_s``; its failures as NoN's errors."""
         try:
             # The SDKs apply the timeout to each read of the answer, not to the whole of it: a server that sends
             # its answer a piece at a time would hold the call as long as it liked. The request as a whole is
             # bounded too.
-            answer = await within(self._send_request(client, request, timeout_s), timeout_s)
+            return await within(self._send_request(client, request, timeout_s), timeout_s)
         except ProviderError:
             raise
         except asyncio.TimeoutError:
@@ -203,8 +209,6 @@ class SDKProvider(Provider, Generic[ClientT]):
             if info is None:
                 raise
             error = self._error(info, request.model, api_key)
-        else:
-            return self._read(answer, request)
         # Raised outside the except block, without a cause: the SDK's exception holds the request (headers
         # with the key) and the server's raw message (which may quote the key), and a traceback shows both.
         raise error

@@ -22,6 +22,7 @@ explicitly, which also turns off its implicit retry of connection errors on the 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 from collections import OrderedDict
@@ -66,7 +67,16 @@ _REFUSALS = frozenset(
 )  # fmt: skip
 
 
-class GoogleProvider(SDKProvider[genai.Client]):
+@dataclasses.dataclass(frozen=True, slots=True)
+class GeminiClient:
+    """A Gemini SDK client and the httpx2 client it sends through. The SDK leaves open an HTTP client it was given,
+    so NoN closes both: kept together, the one is closed with the other, and dropped with it."""
+
+    sdk: genai.Client
+    http: httpx2.AsyncClient
+
+
+class GoogleProvider(SDKProvider[GeminiClient]):
     """Calls Gemini models. Key: ``ModelConfig.api_key``, ``GOOGLE_API_KEY`` or ``GEMINI_API_KEY``."""
 
     provider = ModelProvider.GOOGLE
@@ -90,17 +100,15 @@ class GoogleProvider(SDKProvider[genai.Client]):
         super().__init__()
         self._signatures: OrderedDict[str, bytes] = OrderedDict()
         self._signatures_lock = threading.Lock()
-        # The httpx2 client each SDK client was given: the SDK leaves a client it was given open.
-        self._http_clients: dict[int, httpx2.AsyncClient] = {}
 
-    def _new_client(self, api_key: str, base_url: str) -> genai.Client:
+    def _new_client(self, api_key: str, base_url: str) -> GeminiClient:
         # NoN's own httpx2 client: the SDK's default client sends through one inner client per event loop, out
         # of reach of the HTTP instrumentation (and through aiohttp instead, when that is installed). NoN's clients
         # are made per event loop already (ClientCache), so one plain client per SDK client is right. Redirects are
         # not followed: httpx drops only the Authorization header when one leaves the origin, and Gemini's key goes
         # in x-goog-api-key, which a redirect would hand to the other host (a 3xx is a BadRequestError instead).
         http = instrument_sdk_client(httpx2.AsyncClient(follow_redirects=False))
-        client = genai.Client(
+        sdk = genai.Client(
             api_key=api_key,
             enterprise=False,
             http_options=types.HttpOptions(
@@ -111,15 +119,12 @@ class GoogleProvider(SDKProvider[genai.Client]):
                 httpx_async_client=http,
             ),
         )
-        self._http_clients[id(client)] = http
-        return client
+        return GeminiClient(sdk, http)
 
-    async def _close_client(self, client: genai.Client) -> None:
-        await client.aio.aclose()
-        client.close()
-        http = self._http_clients.pop(id(client), None)
-        if http is not None:
-            await http.aclose()
+    async def _close_client(self, client: GeminiClient) -> None:
+        await client.sdk.aio.aclose()
+        client.sdk.close()
+        await client.http.aclose()
 
     def _request(self, request: LLMRequest, timeout_s: float) -> dict[str, Any]:
         """The ``generate_content`` arguments for ``request``: model, contents and the generation config."""
@@ -168,8 +173,8 @@ class GoogleProvider(SDKProvider[genai.Client]):
         # JSON_OBJECT sends the JSON MIME type alone: the schema stays in the prompt.
         return output_form(request) not in (None, StructuredOutput.JSON_SCHEMA)
 
-    async def _send(self, client: genai.Client, params: dict[str, Any]) -> types.GenerateContentResponse:
-        return await client.aio.models.generate_content(**params)
+    async def _send(self, client: GeminiClient, params: dict[str, Any]) -> types.GenerateContentResponse:
+        return await client.sdk.aio.models.generate_content(**params)
 
     def _response(self, response: types.GenerateContentResponse, model: str) -> LLMResponse:
         if not response.candidates:

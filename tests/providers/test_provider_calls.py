@@ -29,7 +29,9 @@ from nons.base.errors import (
 from nons.base.messages import LLMRequest, Message, ToolCall, ToolDefinition
 from nons.core.pricing import price_usd
 from nons.core.types import ModelConfig, ModelProvider
+from nons.providers import _clients
 from nons.providers._sdk import SDKProvider
+from nons.providers.google import GeminiClient
 from nons.testing import EmulatedToolCall, Fault, ProviderEmulator, Reply
 
 Provider = SDKProvider[Any]
@@ -623,6 +625,36 @@ async def test_one_client_per_key_and_base_url(case: Case, provider: Provider, e
     assert len(provider._clients) == 0
     # A closed provider opens a new client on its next call.
     assert (await provider.complete(make_request(case, emu))).text
+
+
+async def test_past_its_limit_a_providers_least_recently_used_client_is_closed(
+    case: Case, emu: ProviderEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An application calling with a key per tenant does not keep a client (and its connections) per key forever:
+    past the limit the least recently used client is really closed, and its key gets a new one when it returns."""
+    monkeypatch.setattr(_clients, "MAX_CLIENTS_PER_LOOP", 2)
+    closed: list[Any] = []
+    close = case.cls._close_client
+
+    async def close_and_note(self: SDKProvider[Any], client: Any) -> None:
+        await close(self, client)
+        closed.append(client)
+
+    monkeypatch.setattr(case.cls, "_close_client", close_and_note)
+    provider = case.cls()
+    for key in ("tenant-1", "tenant-2", "tenant-3"):
+        assert (await provider.complete(make_request(case, emu, api_key=key))).text
+    assert len(provider._clients) == 2
+    assert len(closed) == 1 and _is_closed(closed[0])
+    assert (await provider.complete(make_request(case, emu, api_key="tenant-1"))).text
+    assert len(closed) == 2  # tenant-1 came back with a new client, which pushed tenant-2's out
+    await provider.aclose()
+    assert len(closed) == 4 and all(_is_closed(client) for client in closed)
+
+
+def _is_closed(client: Any) -> bool:
+    """Whether an SDK client's connections are closed (Gemini's: the httpx2 client it was given)."""
+    return bool(client.http.is_closed) if isinstance(client, GeminiClient) else bool(client.is_closed())
 
 
 async def test_a_compatible_server_from_openai_base_url_gets_max_tokens(

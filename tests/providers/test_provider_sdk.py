@@ -23,69 +23,153 @@ def test_host_of(base_url: str | None, expected: str) -> None:
     assert host_of(base_url, "default.example") == expected
 
 
+class Clients:
+    """A cache's factory and closer, which record what they made and closed."""
+
+    def __init__(self) -> None:
+        self.made: list[str] = []
+        self.closed: list[str] = []
+
+    def make(self, key: str, url: str) -> str:
+        self.made.append(f"{key}@{url}")
+        return f"{key}@{url}"
+
+    async def close(self, client: str) -> None:
+        self.closed.append(client)
+
+    def cache(self, max_per_loop: int | None = None) -> ClientCache[str]:
+        return ClientCache(self.make, self.close, max_per_loop=max_per_loop)
+
+
+async def _use(cache: ClientCache[str], key: str, url: str = "u") -> str:
+    async with cache.lease(key, url) as client:
+        return client
+
+
 def test_client_cache_keeps_one_client_per_loop_key_and_url() -> None:
-    made: list[tuple[str, str]] = []
-    closed: list[tuple[str, str]] = []
+    clients = Clients()
+    cache = clients.cache()
 
-    def factory(key: str, url: str) -> tuple[str, str]:
-        made.append((key, url))
-        return (key, url)
-
-    async def closer(client: tuple[str, str]) -> None:
-        closed.append(client)
-
-    cache: ClientCache[tuple[str, str]] = ClientCache(factory, closer)
-
-    async def use() -> tuple[object, object, object, list[tuple[str, str]]]:
-        clients = cache.get("k", "u"), cache.get("k", "u"), cache.get("k2", "u")
-        return (*clients, list(closed))
+    async def use() -> tuple[str, str, str, list[str]]:
+        a, b, c = await _use(cache, "k"), await _use(cache, "k"), await _use(cache, "k2")
+        return a, b, c, list(clients.closed)
 
     a, b, c, closed_while_running = asyncio.run(use())
-    assert a is b and a is not c
+    assert a == b == "k@u" and c == "k2@u"
+    assert clients.made == ["k@u", "k2@u"]
     assert closed_while_running == []
     # asyncio.run() shut the loop down, and its clients were closed with it.
-    assert closed == [("k", "u"), ("k2", "u")]
+    assert clients.closed == ["k@u", "k2@u"]
 
     asyncio.run(use())  # a new loop: new clients
-    assert made == [("k", "u"), ("k2", "u"), ("k", "u"), ("k2", "u")]
-    assert len(closed) == 4
+    assert clients.made == ["k@u", "k2@u", "k@u", "k2@u"]
+    assert len(clients.closed) == 4
+
+
+def test_client_cache_keys_clients_by_variant_too() -> None:
+    clients = Clients()
+    cache = clients.cache()
+
+    async def use() -> None:
+        for variant in (True, False, True):
+            async with cache.lease("k", "u", variant):
+                pass
+
+    asyncio.run(use())
+    assert clients.made == ["k@u", "k@u"]
+
+
+def test_client_cache_closes_the_least_recently_used_client_past_its_limit() -> None:
+    clients = Clients()
+    cache = clients.cache(max_per_loop=2)
+
+    async def use() -> tuple[int, list[str]]:
+        for key in ("a", "b", "a", "c"):  # "a" was used after "b": "b" is the one pushed out
+            await _use(cache, key)
+        return len(cache), list(clients.closed)
+
+    kept, closed_while_running = asyncio.run(use())
+    assert kept == 2
+    assert closed_while_running == ["b@u"]
+    assert sorted(clients.closed) == ["a@u", "b@u", "c@u"]  # the rest closed with the loop, each once
+
+
+def test_client_cache_closes_a_client_pushed_out_during_a_call_when_the_call_ends() -> None:
+    clients = Clients()
+    cache = clients.cache(max_per_loop=1)
+
+    async def use() -> tuple[list[str], list[str], str]:
+        async with cache.lease("busy", "u") as busy:
+            await _use(cache, "other")  # pushes "busy" out while this call still uses it
+            during = list(clients.closed)
+        after = list(clients.closed)
+        return during, after, busy
+
+    during, after, busy = asyncio.run(use())
+    assert during == []
+    assert after == [busy]
+    assert clients.closed == ["busy@u", "other@u"]
+
+
+def test_a_new_call_with_a_pushed_out_key_gets_a_new_client() -> None:
+    clients = Clients()
+    cache = clients.cache(max_per_loop=1)
+
+    async def use() -> None:
+        for key in ("a", "b", "a"):
+            await _use(cache, key)
+
+    asyncio.run(use())
+    assert clients.made == ["a@u", "b@u", "a@u"]
+    assert clients.closed == ["a@u", "b@u", "a@u"]
+
+
+def test_client_cache_refuses_a_limit_below_one() -> None:
+    with pytest.raises(ValueError, match="max_per_loop must be at least 1, got 0"):
+        Clients().cache(max_per_loop=0)
 
 
 def test_client_cache_aclose_closes_the_running_loops_clients() -> None:
-    closed: list[str] = []
-
-    async def closer(client: str) -> None:
-        closed.append(client)
-
-    cache: ClientCache[str] = ClientCache(lambda key, url: f"{key}@{url}", closer)
+    clients = Clients()
+    cache = clients.cache()
 
     async def use_and_close() -> tuple[int, list[str]]:
-        cache.get("k", "u")
+        await _use(cache, "k")
         await cache.aclose()
-        return len(cache), list(closed)
+        return len(cache), list(clients.closed)
 
     remaining, closed_by_aclose = asyncio.run(use_and_close())
     assert remaining == 0
     assert closed_by_aclose == ["k@u"]
-    assert closed == ["k@u"]  # closed once: the loop's shutdown found nothing left to close
+    assert clients.closed == ["k@u"]  # closed once: the loop's shutdown found nothing left to close
+
+
+def test_client_cache_aclose_leaves_a_client_in_use_to_its_call() -> None:
+    clients = Clients()
+    cache = clients.cache()
+
+    async def close_during_a_call() -> tuple[list[str], list[str]]:
+        async with cache.lease("k", "u"):
+            await cache.aclose()
+            during = list(clients.closed)
+        return during, list(clients.closed)
+
+    during, after = asyncio.run(close_during_a_call())
+    assert during == []
+    assert after == ["k@u"]
+    assert clients.closed == ["k@u"]
 
 
 def test_client_cache_forgets_loops_closed_without_shutdown() -> None:
-    cache: ClientCache[str] = ClientCache(lambda key, url: key, _never_called)
+    clients = Clients()
+    cache = clients.cache()
     loop = asyncio.new_event_loop()
-    loop.run_until_complete(_get(cache, "old"))
+    loop.run_until_complete(_use(cache, "old"))
     loop.close()  # closed directly: no shutdown_asyncgens(), its client cannot be closed any more
-    assert asyncio.run(_count_after_get(cache)) == 1
 
+    async def count_after_use() -> int:
+        await _use(cache, "new")
+        return len(cache)
 
-async def _get(cache: ClientCache[str], key: str) -> None:
-    cache.get(key, "u")
-
-
-async def _count_after_get(cache: ClientCache[str]) -> int:
-    cache.get("new", "u")
-    return len(cache)
-
-
-async def _never_called(client: str) -> None:
-    raise AssertionError(f"{client} should not be closed")
+    assert asyncio.run(count_after_use()) == 1
+    assert clients.closed == ["new@u"]

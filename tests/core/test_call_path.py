@@ -127,12 +127,13 @@ async def test_a_base_url_that_is_no_url_fails_with_the_sdks_error_and_gives_its
 
 
 @pytest.mark.timeout(10)
-async def test_a_call_cancelled_in_flight_gives_its_slot_back_and_counts_as_failed() -> None:
+async def test_a_call_cancelled_in_flight_gives_its_slot_back_and_counts_as_cancelled_not_failed() -> None:
     await create_network(layers=[[Node("generate", sim())]]).forward("warm up")  # provider and prices loaded
     network = create_network(layers=[[Node("generate", sim(latency_s=30)), Node("boom")]])
     with pytest.raises(NodeExecutionError, match="boom"):
-        await network.forward("go")
-    assert scheduler_counts() == (0, 1, 1)
+        await network.forward("go")  # FAIL_FAST: boom's failure cancels its sibling's call
+    assert scheduler_counts() == (0, 0, 1)
+    assert get_scheduler().get_stats()["cancelled"] == 1
 
 
 async def test_the_keys_of_a_nodes_configs_are_redacted_from_its_errors_before_its_first_call() -> None:

@@ -6,6 +6,7 @@ An attempt records its own duration (``gen_ai.client.operation.duration`` is one
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Sequence
@@ -97,7 +98,7 @@ def failed(
     outcome."""
     if not isinstance(error, ProviderError):  # cancelled, or a bug: give everything back, record nothing
         if permit is not None:
-            permit.release(success=False)
+            permit.release(success=False, cancelled=isinstance(error, asyncio.CancelledError))
         if hold is not None:
             call.ctx.budget_book.settle(hold, 0.0)  # type: ignore[union-attr]
         return

@@ -117,6 +117,7 @@ class Lane:
         "adaptive",
         "block_kind",
         "breaker",
+        "cancelled",
         "completed",
         "count",
         "counters",
@@ -169,6 +170,7 @@ class Lane:
         self.in_flight = 0
         self.completed = 0
         self.failed = 0
+        self.cancelled = 0
         self.throttled = 0
         self.rejected = 0
         self.block_kind = LIMIT_CONCURRENCY

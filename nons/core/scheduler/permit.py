@@ -49,7 +49,12 @@ class Permit:
         return self._reservation
 
     def release(
-        self, *, success: bool = True, tokens_used: int | None = 0, error: BaseException | None = None
+        self,
+        *,
+        success: bool = True,
+        tokens_used: int | None = 0,
+        error: BaseException | None = None,
+        cancelled: bool = False,
     ) -> None:
         """Give the slot back.
 
@@ -60,6 +65,8 @@ class Permit:
                 whose usage is unknown, which is charged what was reserved for it.
             error: the failed call's exception. A :class:`RateLimitError` with ``retry_after_s`` pauses the
                 provider (and model) for every caller; provider-health failures count towards the breaker.
+            cancelled: the call did not fail, its caller was cancelled (when it was admitted, or while the call
+                ran): it is counted as cancelled, not failed, and counts towards nothing else.
         """
         if self._released:
             return
@@ -89,6 +96,10 @@ class Permit:
                 breaker.record_success()
                 for lim in lane.limiters:
                     lim.succeeded()
+        elif cancelled:
+            lane.cancelled += 1
+            # A half-open breaker's probe that was cancelled told nothing: the next request probes.
+            lane.breaker.record_failure(None, probe=self._probe)
         else:
             lane.failed += 1
             self._settle_failure(lane, error)

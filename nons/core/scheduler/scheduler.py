@@ -367,7 +367,7 @@ class Scheduler:
             if fut.done() and not fut.cancelled() and fut.exception() is None:
                 # Admitted in the same instant the caller was cancelled: give back what it was given here. Its
                 # shared reservation, if any, is given back by the caller of this (_acquire_slow), once.
-                Permit(lane, waiter.wait_s, tokens, fut.result(), probe, None).release(success=False)
+                Permit(lane, waiter.wait_s, tokens, fut.result(), probe, None).release(success=False, cancelled=True)
                 raise
             if not waiter.removed:
                 state.remove(waiter)
@@ -380,8 +380,9 @@ class Scheduler:
         """Counts of the current event loop (outside a loop: of the last one used).
 
         ``queued`` and ``in_flight`` are current; ``completed``, ``failed`` (the call ran and failed),
-        ``throttled`` (held back by a limit before it started) and ``rejected`` (never ran: breaker open,
-        queue deadline, scheduler stopped) are totals. ``providers`` has the same counts per provider, its
+        ``cancelled`` (its caller was cancelled once it was admitted: a timeout, a failed sibling under
+        FAIL_FAST), ``throttled`` (held back by a limit before it started) and ``rejected`` (never ran: breaker
+        open, queue deadline, scheduler stopped) are totals. ``providers`` has the same counts per provider, its
         limits' state and per model; ``breakers`` the state of each provider/model breaker.
         """
         return scheduler_stats(self._view_state(), self.is_running, self.queue_strategy, self.clock)

@@ -34,12 +34,15 @@ __all__ = [
 
 
 def _counts(lanes: Iterable[Lane]) -> dict[str, int]:
-    totals = {"queued": 0, "in_flight": 0, "completed": 0, "failed": 0, "throttled": 0, "rejected": 0}
+    totals = {
+        "queued": 0, "in_flight": 0, "completed": 0, "failed": 0, "cancelled": 0, "throttled": 0, "rejected": 0,
+    }  # fmt: skip
     for lane in lanes:
         totals["queued"] += lane.count
         totals["in_flight"] += lane.in_flight
         totals["completed"] += lane.completed
         totals["failed"] += lane.failed
+        totals["cancelled"] += lane.cancelled
         totals["throttled"] += lane.throttled
         totals["rejected"] += lane.rejected
     return totals

@@ -127,7 +127,7 @@ async def test_breaker_opens_probes_once_and_closes() -> None:
         await scheduler.acquire(MOCK, "m")
     clock.advance(0.1)
     probe = await scheduler.acquire(MOCK, "m")
-    probe.release(success=False)  # a cancelled probe proves nothing: the next request probes instead
+    probe.release(success=False, cancelled=True)  # a cancelled probe proves nothing: the next request probes
     probe = await scheduler.acquire(MOCK, "m")
     probe.release(success=True, tokens_used=5)
     assert breaker_of(scheduler, "m") == {

@@ -28,7 +28,7 @@ from nons.observability import names
 async def test_get_stats_and_queue_describe_the_current_loop() -> None:
     scheduler = Scheduler({MOCK: RateLimitConfig(max_concurrent=1)})
     empty = scheduler.get_stats()
-    counts = ("queued", "in_flight", "completed", "failed", "throttled", "rejected")
+    counts = ("queued", "in_flight", "completed", "failed", "cancelled", "throttled", "rejected")
     assert {k: empty[k] for k in counts} == dict.fromkeys(counts, 0)
     holder = await scheduler.acquire(MOCK, "m")
     waiter = spawn(scheduler, MOCK, "m", [], "w", priority=3, estimated_tokens=42)

@@ -102,14 +102,24 @@ def _run(args: argparse.Namespace) -> int:
             result = network.run_sync(text, on_progress=on_progress)
         output: Any = result.output
         console.print(output if isinstance(output, str) else repr(output), markup=False, highlight=False)
+        unknown = _unknown(result.unpriced_calls, result.usage_unreported_calls)
         console.print(
-            f"cost ${result.cost_usd:.6f}  tokens {result.usage.input_tokens}+{result.usage.output_tokens}  "
-            f"{result.duration_s:.2f}s  trace {result.trace_id or '-'}",
+            f"cost ${result.cost_usd:.6f}  tokens {result.usage.input_tokens}+{result.usage.output_tokens}"
+            f"{unknown}  {result.duration_s:.2f}s  trace {result.trace_id or '-'}",
             style="dim",
         )
     finally:
         shutdown_telemetry()
     return 0
+
+
+def _unknown(unpriced: int, unreported: int) -> str:
+    """What the cost and token totals leave out, said after them: calls whose price or usage is unknown."""
+    left_out = [f"{unpriced} of unknown price"] if unpriced else []
+    if unreported:
+        left_out.append(f"{unreported} of unknown usage")
+    said = ", ".join(left_out)
+    return f" (calls not in these totals: {said})" if said else ""
 
 
 def _dashboards(args: argparse.Namespace) -> int:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from nons.cli import main
+from nons.cli import _unknown, main
 
 
 def test_demo_prints_the_answer_the_trace_tree_and_the_cost(tmp_path: Path) -> None:
@@ -68,6 +68,20 @@ def test_run_runs_the_network_a_python_file_declares_with_a_progress_bar(tmp_pat
     assert "cost $0.0000" in completed.stdout and "trace " in completed.stdout
     # The progress bar (on stderr) ends with every node done and the pass's cost.
     assert "answers layer 2/2" in completed.stderr and "4/4 nodes" in completed.stderr
+
+
+def test_run_says_which_calls_its_totals_leave_out(tmp_path: Path) -> None:
+    unpriced = NETWORK_FILE.replace('model_name="gpt-4o-mini"', 'model_name="my-local-llm"')
+    (tmp_path / "answers.py").write_text(unpriced)
+    completed = run_cli(tmp_path, "answers.py", "What is the capital of France?")
+    assert completed.returncode == 0, completed.stderr
+    assert "cost $0.000000" in completed.stdout
+    assert "(calls not in these totals: 4 of unknown price)" in completed.stdout
+
+
+def test_the_totals_note_names_calls_of_unknown_price_and_of_unknown_usage() -> None:
+    assert _unknown(0, 0) == ""
+    assert _unknown(2, 1) == " (calls not in these totals: 2 of unknown price, 1 of unknown usage)"
 
 
 def test_run_reads_the_input_from_stdin_and_picks_a_network_by_name(tmp_path: Path) -> None:

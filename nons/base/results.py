@@ -78,6 +78,12 @@ def unpriced(calls: list[LLMCallRecord]) -> int:
     return sum(1 for c in calls if c.cost_usd is None)
 
 
+def usage_unreported(calls: list[LLMCallRecord]) -> int:
+    """How many of the calls got no usage from their server: their tokens are in no total (and their price is
+    unknown)."""
+    return sum(1 for c in calls if not c.usage.reported)
+
+
 def total_usage(calls: list[LLMCallRecord]) -> Usage:
     """The summed token usage of the calls."""
     total = Usage()
@@ -125,7 +131,14 @@ class NodeResult:
 
     @property
     def usage(self) -> Usage:
+        """The summed tokens of the calls; ``usage_unreported_calls`` counts those whose tokens are not in it."""
         return total_usage(self.calls)
+
+    @property
+    def usage_unreported_calls(self) -> int:
+        """Calls whose server reported no usage: their tokens are unknown, so not in ``usage`` (whose ``reported``
+        is then ``False``), and so is their price (they count in ``unpriced_calls`` too)."""
+        return usage_unreported(self.calls)
 
 
 @dataclass(slots=True)
@@ -176,4 +189,11 @@ class NetworkResult:
 
     @property
     def usage(self) -> Usage:
+        """The summed tokens of the calls; ``usage_unreported_calls`` counts those whose tokens are not in it."""
         return total_usage(self.calls)
+
+    @property
+    def usage_unreported_calls(self) -> int:
+        """Calls whose server reported no usage: their tokens are unknown, so not in ``usage`` (whose ``reported``
+        is then ``False``), and so is their price (they count in ``unpriced_calls`` too)."""
+        return usage_unreported(self.calls)

@@ -141,6 +141,8 @@ ROLLUP_COST: Final = "nons.cost.total_usd"
 ROLLUP_INPUT_TOKENS: Final = "nons.usage.input_tokens"
 ROLLUP_OUTPUT_TOKENS: Final = "nons.usage.output_tokens"
 ROLLUP_UNPRICED_CALLS: Final = "nons.cost.unpriced_calls"
+#: Calls whose server reported no usage: their tokens are not in the roll-up's token counts. Set only when > 0.
+ROLLUP_USAGE_UNREPORTED_CALLS: Final = "nons.usage.unreported_calls"
 ROLLUP_LLM_CALLS: Final = "nons.llm_calls"
 AGENT_STEPS: Final = "nons.agent.steps"
 # The value of gen_ai.tool.name on the tool-call counter for a tool the model made up (kept out of the metric's

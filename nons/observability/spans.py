@@ -235,16 +235,19 @@ def rollup_attributes(calls: Iterable[LLMCallRecord]) -> dict[str, Any]:
     """The cost and token roll-ups of a node, network or agent span over ``calls``.
 
     Named ``nons.*``, apart from the LLM spans' ``gen_ai.usage.*``, so that summing ``gen_ai.usage.cost`` over
-    all spans never double counts. An unknown cost adds nothing to the sum and is counted apart, never as zero.
+    all spans never double counts. An unknown cost adds nothing to the sum and is counted apart, never as zero;
+    so are unknown token counts.
     """
     # One loop over the records, not known_cost(), total_usage() and unpriced() in turn: every span with calls
     # under it rolls them up, and total_usage() makes a Usage per record.
-    cost, input_tokens, output_tokens, count, missing = 0.0, 0, 0, 0, 0
+    cost, input_tokens, output_tokens, count, missing, unreported = 0.0, 0, 0, 0, 0, 0
     for record in calls:
         count += 1
         usage = record.usage
         input_tokens += usage.input_tokens
         output_tokens += usage.output_tokens
+        if not usage.reported:
+            unreported += 1
         if record.cost_usd is None:
             missing += 1
         else:
@@ -257,6 +260,8 @@ def rollup_attributes(calls: Iterable[LLMCallRecord]) -> dict[str, Any]:
     }
     if missing:
         attributes[names.ROLLUP_UNPRICED_CALLS] = missing
+    if unreported:  # their tokens are unknown: the counts above leave them out
+        attributes[names.ROLLUP_USAGE_UNREPORTED_CALLS] = unreported
     return attributes
 
 

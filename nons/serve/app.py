@@ -107,6 +107,7 @@ def _run_response(name: str, result: NetworkResult) -> RunResponse:
             cache_read_tokens=usage.cache_read_tokens,
             cache_write_tokens=usage.cache_write_tokens,
             total_tokens=usage.total_tokens,
+            unreported_calls=result.usage_unreported_calls,
         ),
         duration_s=result.duration_s,
         trace_id=result.trace_id,

@@ -53,6 +53,10 @@ class UsageBody(BaseModel):
     cache_read_tokens: int
     cache_write_tokens: int
     total_tokens: int
+    unreported_calls: int = Field(
+        description="Calls whose server reported no usage: their tokens are unknown, so not in these counts (and "
+        "their cost is unknown: they are in unpriced_calls too)."
+    )
 
 
 class RunResponse(BaseModel):

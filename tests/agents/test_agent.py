@@ -83,6 +83,7 @@ async def test_an_unpriced_models_calls_are_counted_apart_never_as_a_zero_cost()
     ]})  # fmt: skip
     final = await Agent(unpriced, calculator()).run_to_completion("add 1 and 2")
     assert (final["llm_calls"], final["unpriced_calls"], final["cost_usd"]) == (2, 2, 0.0)
+    assert final["usage_unreported_calls"] == 0  # unpriced, but its usage is known
     priced = await Agent(scripted([[("add", {"a": 1, "b": 2})], "3"]), calculator()).run_to_completion("add")
     assert priced["unpriced_calls"] == 0 and priced["cost_usd"] > 0
 

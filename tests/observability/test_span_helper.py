@@ -13,11 +13,11 @@ from nons.base.results import LLMCallRecord, Usage
 from nons.observability import names, spans
 
 
-def record(cost: float | None, inp: int = 10, out: int = 5) -> LLMCallRecord:
+def record(cost: float | None, inp: int = 10, out: int = 5, *, reported: bool = True) -> LLMCallRecord:
     return LLMCallRecord(
         provider="mock", request_model="m", response_model="m", response_id=None,
-        usage=Usage(input_tokens=inp, output_tokens=out), finish_reason="stop", cost_usd=cost, attempts=1,
-        duration_s=0.1,
+        usage=Usage(input_tokens=inp, output_tokens=out, reported=reported), finish_reason="stop", cost_usd=cost,
+        attempts=1, duration_s=0.1,
     )
 
 
@@ -84,6 +84,14 @@ def test_roll_up_sums_known_costs_and_tokens_and_counts_unpriced_calls(otel: Tel
     assert (attrs[names.ROLLUP_INPUT_TOKENS], attrs[names.ROLLUP_OUTPUT_TOKENS]) == (21, 12)
     assert (attrs[names.ROLLUP_LLM_CALLS], attrs[names.ROLLUP_UNPRICED_CALLS]) == (3, 1)
     assert attrs[names.AGENT_STEPS] == 3
+    assert names.ROLLUP_USAGE_UNREPORTED_CALLS not in attrs  # every call reported its usage
+
+
+def test_a_roll_up_counts_the_calls_whose_usage_is_unknown_apart_from_its_token_counts() -> None:
+    attributes = spans.rollup_attributes([record(0.25), record(None, 0, 0, reported=False)])
+    assert (attributes[names.ROLLUP_INPUT_TOKENS], attributes[names.ROLLUP_OUTPUT_TOKENS]) == (10, 5)
+    assert attributes[names.ROLLUP_UNPRICED_CALLS] == 1
+    assert attributes[names.ROLLUP_USAGE_UNREPORTED_CALLS] == 1
 
 
 def test_a_roll_up_over_no_calls_is_zero_and_names_no_unpriced_calls() -> None:

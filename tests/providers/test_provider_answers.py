@@ -179,6 +179,9 @@ async def test_an_answer_that_reports_no_usage_is_unpriced_never_free(
     (call,) = result.calls
     assert result.output == "Paris." and not call.usage.reported
     assert call.cost_usd is None and result.unpriced_calls == 1
+    # The totals say their tokens are incomplete, rather than counting the call as 0 tokens and saying nothing.
+    assert result.usage_unreported_calls == result.node_results[0].usage_unreported_calls == 1
+    assert not result.usage.reported
 
 
 def _empty_at_the_limit(provider: str) -> dict[str, Any]:

@@ -57,6 +57,7 @@ def test_run_returns_output_cost_usage_duration_and_trace_id(service: ServicePro
     assert body["llm_calls"] == 3 and body["cost_usd"] > 0 and body["unpriced_calls"] == 0
     usage = body["usage"]
     assert usage["input_tokens"] > 0 and usage["total_tokens"] == usage["input_tokens"] + usage["output_tokens"]
+    assert usage["unreported_calls"] == 0  # every call reported its usage: the counts are whole
     assert body["duration_s"] > 0
     assert isinstance(body["trace_id"], str) and len(body["trace_id"]) == 32
 

@@ -347,11 +347,12 @@ class Agent:
         error: str | None = None,
         error_type: str | None = None,
     ) -> AgentStep:
-        inp = out = unpriced = 0
+        inp = out = unpriced = unreported = 0
         cost = 0.0
         for record in run.records:
             inp += record.usage.input_tokens
             out += record.usage.output_tokens
+            unreported += not record.usage.reported
             if record.cost_usd is None:  # unknown: counted apart, never as a zero cost
                 unpriced += 1
             else:
@@ -360,7 +361,7 @@ class Agent:
             step=number, success=success, error=error, error_type=error_type, text=text,
             tool_calls=tool_calls or [], is_final=is_final, output=output, state=run.state, run_id=run.run_id,
             trace_id=run.trace_id, llm_calls=len(run.records), input_tokens=inp, output_tokens=out, cost_usd=cost,
-            unpriced_calls=unpriced,
+            unpriced_calls=unpriced, usage_unreported_calls=unreported,
         )
 
     def _finish(self, run: _Run, final: AgentStep | None, error: BaseException | None) -> None:

@@ -33,6 +33,8 @@ class AgentStep(TypedDict):
         llm_calls, input_tokens, output_tokens, cost_usd: totals of the run so far; ``cost_usd`` counts calls
             whose price is known.
         unpriced_calls: the run's calls so far whose price is unknown (their cost is in no total, never as 0).
+        usage_unreported_calls: the run's calls so far whose server reported no usage (their tokens are in no
+            total).
     """
 
     step: int
@@ -51,6 +53,7 @@ class AgentStep(TypedDict):
     output_tokens: int
     cost_usd: float
     unpriced_calls: int
+    usage_unreported_calls: int
 
 
 class AgentRun(AsyncIterator[AgentStep]):

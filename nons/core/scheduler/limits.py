@@ -131,6 +131,10 @@ class RemoteGate(Protocol):
     def fail_waiting(self, error: BaseException) -> None:
         """Fail every request still waiting here with ``error`` (the scheduler was stopped)."""
 
+    @property
+    def waiting(self) -> int:
+        """Requests waiting here now (they are not in the local queue yet)."""
+
 
 class LimitBackend(Protocol):
     """Makes the limiters of a scheduler's event loop."""

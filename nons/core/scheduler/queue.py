@@ -40,6 +40,8 @@ from nons.core.scheduler.limits import (
 __all__ = ["Gate", "Lane", "ProviderSlot", "Queue", "Waiter"]
 
 _INF = math.inf
+#: How often a draining stop looks again whether the requests waiting for shared limits are gone.
+_DRAIN_RECHECK_S = 0.05
 
 
 class Queue:
@@ -63,6 +65,12 @@ class Queue:
         """Requests admitted and not yet released, over every lane. Summed when asked (a draining stop, the
         stats), not counted on every call: each admission and release already counts in its lane."""
         return sum(lane.in_flight for lane in self.lane_list)
+
+    @property
+    def waiting_shared(self) -> int:
+        """Requests waiting for the shared limits (a lane's remote gate) before they reach this queue, over every
+        lane. Summed when asked, as ``in_flight`` is."""
+        return sum(lane.remote.waiting for lane in self.lane_list if lane.remote is not None)
 
     # --- lanes --------------------------------------------------------------------------------------------
     def add_provider(self, provider: ModelProvider, limiter: Limiter) -> ProviderSlot:
@@ -279,9 +287,20 @@ class Queue:
             waiter.lane.rejected += 1
             waiter.fut.set_exception(error)
 
+    async def until_drained(self, drained: asyncio.Future[None]) -> None:
+        """Wait until the queue has emptied (``drained`` is done): no request waiting, here or at the shared
+        limits, and none in flight. Cancelling the wait leaves ``drained`` alone: a concurrent stop may wait too."""
+        shared = any(lane.remote is not None for lane in self.lane_list)
+        while not drained.done():
+            # A request that leaves a shared gate without reaching this queue (cancelled, timed out) tells the
+            # queue nothing, so while there are shared gates this looks again every _DRAIN_RECHECK_S.
+            await asyncio.wait((drained,), timeout=_DRAIN_RECHECK_S if shared else None)
+            self.check_drained()
+
     def check_drained(self) -> None:
-        if self.drained is not None and not self.waiting and not self.in_flight and not self.drained.done():
-            self.drained.set_result(None)
+        drained = self.drained
+        if drained is not None and not drained.done() and not (self.waiting or self.in_flight or self.waiting_shared):
+            drained.set_result(None)
 
 
 def _outlasts(waiter: Waiter, pause_s: float) -> bool:

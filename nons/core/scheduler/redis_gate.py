@@ -190,6 +190,11 @@ class RedisGate:
         if (self.settling or self.pause_s) and (self.flusher is None or self.flusher.done()):
             self.flusher = self.loop.create_task(self._flush())
 
+    @property
+    def waiting(self) -> int:
+        """Requests waiting here now, for the shared limits (they are not in the local queue yet)."""
+        return self.live
+
     def fail_waiting(self, error: BaseException) -> None:
         """Fail every request waiting here with ``error`` (the scheduler was stopped)."""
         for _, _, entry in list(self.heap):

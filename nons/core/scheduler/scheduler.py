@@ -162,8 +162,8 @@ class Scheduler:
 
         Args:
             drain: ``False``: waiting requests fail with :class:`SchedulerStoppedError` at once. ``True``: new
-                requests are refused while the waiting ones are admitted as usual, and ``stop`` returns once
-                they and every call in flight have finished.
+                requests are refused while the waiting ones (those waiting for shared limits too) are admitted as
+                usual, and ``stop`` returns once they and every call in flight have finished.
             timeout: with ``drain``, the longest wait in seconds; what still waits then fails as without drain.
         """
         state = self._view_state()
@@ -172,11 +172,11 @@ class Scheduler:
         if drain:
             state.draining = True
             state.open = False
-            if state.waiting or state.in_flight:
+            if state.waiting or state.in_flight or state.waiting_shared:
                 if state.drained is None or state.drained.done():
                     state.drained = asyncio.get_running_loop().create_future()
                 with contextlib.suppress(asyncio.TimeoutError):
-                    await within(asyncio.shield(state.drained), timeout)
+                    await within(state.until_drained(state.drained), timeout)
         def stopped(lane: Lane) -> SchedulerStoppedError:
             return SchedulerStoppedError(
                 f"the scheduler was stopped while a request to {lane.provider.value} model {lane.model!r} waited"

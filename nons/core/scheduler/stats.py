@@ -38,7 +38,8 @@ def _counts(lanes: Iterable[Lane]) -> dict[str, int]:
         "queued": 0, "in_flight": 0, "completed": 0, "failed": 0, "cancelled": 0, "throttled": 0, "rejected": 0,
     }  # fmt: skip
     for lane in lanes:
-        totals["queued"] += lane.count
+        # Waiting is waiting, here or at the shared limits (Redis) before the local queue.
+        totals["queued"] += lane.count + (lane.remote.waiting if lane.remote is not None else 0)
         totals["in_flight"] += lane.in_flight
         totals["completed"] += lane.completed
         totals["failed"] += lane.failed
@@ -141,7 +142,7 @@ def observe_states_of(source: Callable[[], Sequence[Queue]]) -> None:
 
 def observe_queue_size(options: Any) -> Iterable[Any]:
     """Callback of ``nons.scheduler.queue.size``: waiting requests per provider."""
-    return _observe_per_provider(lambda lane: lane.count)
+    return _observe_per_provider(lambda lane: lane.count + (lane.remote.waiting if lane.remote is not None else 0))
 
 
 def observe_in_flight(options: Any) -> Iterable[Any]:

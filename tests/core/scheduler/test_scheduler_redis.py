@@ -160,6 +160,58 @@ async def test_stopping_fails_what_waits_for_shared_limits(redis_server) -> None
     holder.release()
 
 
+async def test_requests_waiting_for_shared_limits_are_counted_as_queued(redis_server) -> None:  # type: ignore[no-untyped-def]
+    from nons.core.scheduler.stats import observe_queue_size
+
+    limits = RateLimitConfig(max_concurrent=1)
+    other = replica(redis_server.url, limits)
+    # The process's scheduler: the one whose queue the nons.scheduler.queue.size gauge reports.
+    scheduler = configure_scheduler({MOCK: limits}, backend=RedisLimits(RedisLink(redis_server.url)))
+    holder = await other.acquire(MOCK, "m")  # another replica holds the one shared slot
+    waiting = asyncio.ensure_future(scheduler.acquire(MOCK, "m"))
+    await asyncio.sleep(0.1)
+    stats = scheduler.get_stats()
+    assert (stats["queued"], stats["providers"]["mock"]["queued"], scheduler.health()["queue_size"]) == (1, 1, 1)
+    assert [o.value for o in observe_queue_size(None)] == [1]
+    holder.release()
+    (await asyncio.wait_for(waiting, 5.0)).release()
+    assert scheduler.get_stats()["queued"] == 0
+
+
+async def test_a_draining_stop_admits_what_waits_for_shared_limits_and_waits_for_it(redis_server) -> None:  # type: ignore[no-untyped-def]
+    limits = RateLimitConfig(max_concurrent=1)
+    other, scheduler = replica(redis_server.url, limits), replica(redis_server.url, limits)
+    holder = await other.acquire(MOCK, "m")
+    waiting = asyncio.ensure_future(scheduler.acquire(MOCK, "m"))
+    await asyncio.sleep(0.1)
+    stopping = asyncio.ensure_future(scheduler.stop(drain=True, timeout=10))
+    await asyncio.sleep(0.2)
+    assert not stopping.done() and not waiting.done()  # neither given up on nor failed
+    holder.release()
+    permit = await asyncio.wait_for(waiting, 5.0)  # admitted as a request waiting in the local queue would be
+    await asyncio.sleep(0.1)
+    assert not stopping.done()  # its call is in flight
+    permit.release()
+    await asyncio.wait_for(stopping, 5.0)
+    assert not scheduler.is_running
+
+
+async def test_a_draining_stop_ends_once_the_last_request_leaves_the_shared_limits(redis_server) -> None:  # type: ignore[no-untyped-def]
+    limits = RateLimitConfig(max_concurrent=1)
+    other, scheduler = replica(redis_server.url, limits), replica(redis_server.url, limits)
+    holder = await other.acquire(MOCK, "m")
+    waiting = asyncio.ensure_future(scheduler.acquire(MOCK, "m"))
+    await asyncio.sleep(0.1)
+    stopping = asyncio.ensure_future(scheduler.stop(drain=True, timeout=10))
+    await asyncio.sleep(0.2)
+    assert not stopping.done()
+    waiting.cancel()  # it leaves the shared gate without ever reaching the local queue
+    started = time.monotonic()
+    await asyncio.wait_for(stopping, 5.0)
+    assert time.monotonic() - started < 1.0
+    holder.release()
+
+
 async def test_a_failed_heartbeat_does_not_lose_the_slot_redis_granted(redis_server, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     from redis.exceptions import TimeoutError as RedisTimeoutError
 

@@ -83,9 +83,9 @@ async def test_fail_fast_cancels_a_slow_sibling_provider_call_and_gives_its_slot
     with pytest.raises(NodeExecutionError, match="boom"):
         await network.forward("go")
     # The cancelled call held a scheduler slot (its first attempt got one at once): it is free again, and the call
-    # is counted as failed, not completed (the one completed call is the first pass's).
+    # is counted as cancelled, neither failed nor completed (the one completed call is the first pass's).
     stats = get_scheduler().get_stats()
-    assert (stats["in_flight"], stats["failed"], stats["completed"]) == (0, 1, 1)
+    assert (stats["in_flight"], stats["cancelled"], stats["failed"], stats["completed"]) == (0, 1, 0, 1)
 
 
 async def test_fail_fast_makes_one_attempt() -> None:

@@ -7,6 +7,7 @@ both ways: the records, the errors and the scheduler's counts must not tell them
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import core_helpers  # noqa: F401  (registers the test operators)
@@ -55,6 +56,28 @@ async def test_a_failed_first_attempt_is_retried_and_counted(telemetry: str) -> 
     )
     result = await network.run("question")
     assert [(c.attempts, c.fallback_used) for c in result.calls] == [(2, False)]
+    assert scheduler_counts() == (0, 1, 1)
+
+
+@pytest.mark.timeout(10)
+async def test_a_draining_stop_lets_a_call_retry_and_waits_for_it(telemetry: str) -> None:
+    # The first attempt fails and the retry answers, as above; the stop comes during the backoff, which the
+    # server's hint makes at least 0.4 s (the backoff's own jitter could make it 0).
+    seed = {"recorded": 9400, "quiet": 9409}[telemetry]
+    config = sim(failure_rate=0.5, failure_kind="rate_limit", retry_after_s=0.4, seed=seed)
+    network = create_network(
+        layers=[Node("generate", config)],
+        layer_config=LayerConfig(error_policy=ErrorPolicy.RETRY_WITH_BACKOFF, max_retries=2, **FAST_RETRY),
+    )
+    passing = asyncio.ensure_future(network.run("question"))
+    while get_scheduler().get_stats()["failed"] == 0:  # noqa: ASYNC110  (until the first attempt has failed)
+        await asyncio.sleep(0.01)
+    stopping = asyncio.ensure_future(get_scheduler().stop(drain=True, timeout=5))
+    await asyncio.sleep(0.1)
+    assert not stopping.done()  # no slot is held during the backoff, and yet the call is not over
+    result = await passing
+    assert [(c.attempts, c.error_type) for c in result.calls] == [(2, None)]
+    await stopping
     assert scheduler_counts() == (0, 1, 1)
 
 

@@ -58,6 +58,7 @@ async def attempt(call: CallState) -> LLMResponse:
             request.provider, request.model, priority=call.site.priority,
             estimated_tokens=tokens or estimate_tokens(request),
             deadline=time.monotonic() + (deadline - time.perf_counter()),
+            continuing=call.attempts > 1,  # a retry or fallback: a draining scheduler lets the call finish
         )  # fmt: skip
         if permit.wait_s:
             _waited(call, permit.wait_s)

@@ -220,24 +220,26 @@ async def _recover(call: CallState, error: ProviderError) -> LLMResponse:
     plan = call_plan(call.site.layer_config)
     fallbacks = (call.site.fallbacks or call.site.model_config.fallbacks) if plan.use_fallbacks else ()
     retry = tried_fallbacks = 0
-    # One loop, not a function per level: each level would cost a coroutine per attempt.
-    while True:
-        call.last_error = error
-        delay = _retry_delay(call, plan, retry, error)
-        if delay is not None:
-            retry += 1
-            telemetry.retrying(call, error, delay)
-            await asyncio.sleep(delay)
-        elif tried_fallbacks < len(fallbacks):
-            await _aim(call, fallbacks[tried_fallbacks])
-            retry, tried_fallbacks = 0, tried_fallbacks + 1
-        else:
-            telemetry.call_failed(call, error)
-            raise error
-        try:
-            return await attempt(call)
-        except ProviderError as next_error:
-            error = next_error
+    # A stop that drains the scheduler waits for the call's retries and fallbacks, rather than refusing them.
+    with call.ctx.scheduler.recovering():
+        # One loop, not a function per level: each level would cost a coroutine per attempt.
+        while True:
+            call.last_error = error
+            delay = _retry_delay(call, plan, retry, error)
+            if delay is not None:
+                retry += 1
+                telemetry.retrying(call, error, delay)
+                await asyncio.sleep(delay)
+            elif tried_fallbacks < len(fallbacks):
+                await _aim(call, fallbacks[tried_fallbacks])
+                retry, tried_fallbacks = 0, tried_fallbacks + 1
+            else:
+                telemetry.call_failed(call, error)
+                raise error
+            try:
+                return await attempt(call)
+            except ProviderError as next_error:
+                error = next_error
 
 
 def _retry_delay(call: CallState, plan: CallPlan, retry: int, error: ProviderError) -> float | None:

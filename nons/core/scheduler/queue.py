@@ -59,6 +59,8 @@ class Queue:
         self.rr_last = -1
         # Set while someone waits for the queue to empty (a draining stop).
         self.drained: asyncio.Future[None] | None = None
+        # Calls between the attempts of their retries and fallbacks (Scheduler.recovering): a drain waits for them.
+        self.recovering = 0
 
     @property
     def in_flight(self) -> int:
@@ -287,6 +289,12 @@ class Queue:
             waiter.lane.rejected += 1
             waiter.fut.set_exception(error)
 
+    @property
+    def busy(self) -> bool:
+        """Whether a draining stop still waits: a request waiting (here or at the shared limits), one in flight,
+        or a call between the attempts of its retries and fallbacks."""
+        return bool(self.waiting or self.recovering or self.in_flight or self.waiting_shared)
+
     async def until_drained(self, drained: asyncio.Future[None]) -> None:
         """Wait until the queue has emptied (``drained`` is done): no request waiting, here or at the shared
         limits, and none in flight. Cancelling the wait leaves ``drained`` alone: a concurrent stop may wait too."""
@@ -299,7 +307,7 @@ class Queue:
 
     def check_drained(self) -> None:
         drained = self.drained
-        if drained is not None and not drained.done() and not (self.waiting or self.in_flight or self.waiting_shared):
+        if drained is not None and not drained.done() and not self.busy:
             drained.set_result(None)
 
 

@@ -9,7 +9,7 @@ import threading
 import time
 import weakref
 from asyncio import AbstractEventLoop, get_running_loop
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from nons.base.errors import QueueTimeoutError, SchedulerStoppedError
@@ -163,7 +163,8 @@ class Scheduler:
         Args:
             drain: ``False``: waiting requests fail with :class:`SchedulerStoppedError` at once. ``True``: new
                 requests are refused while the waiting ones (those waiting for shared limits too) are admitted as
-                usual, and ``stop`` returns once they and every call in flight have finished.
+                usual, and ``stop`` returns once they and every call in flight have finished. A call counts as in
+                flight through its retries and fallbacks, whose attempts are admitted too.
             timeout: with ``drain``, the longest wait in seconds; what still waits then fails as without drain.
         """
         state = self._view_state()
@@ -172,7 +173,7 @@ class Scheduler:
         if drain:
             state.draining = True
             state.open = False
-            if state.waiting or state.in_flight or state.waiting_shared:
+            if state.busy:
                 if state.drained is None or state.drained.done():
                     state.drained = asyncio.get_running_loop().create_future()
                 with contextlib.suppress(asyncio.TimeoutError):
@@ -274,6 +275,7 @@ class Scheduler:
         priority: int = 0,
         estimated_tokens: int = 0,
         deadline: float | None = None,
+        continuing: bool = False,
     ) -> Permit:
         """Wait for a slot for one call to ``provider``'s ``model``; the returned permit must be released.
 
@@ -281,6 +283,9 @@ class Scheduler:
             priority: the request's priority under ``QueueStrategy.PRIORITY`` (higher first).
             estimated_tokens: tokens reserved against tokens-per-minute limits until the permit is released.
             deadline: ``time.monotonic()`` time after which a waiting request fails.
+            continuing: the request is a later attempt of a call that started before (a retry, a fallback): a
+                draining scheduler admits it, as it admits the requests that were waiting, rather than failing
+                the call (see :meth:`recovering`).
 
         Raises:
             CircuitOpenError: the provider/model's breaker is open (or half-open with its probe in flight).
@@ -291,17 +296,32 @@ class Scheduler:
         if permit is not None:
             return permit
         state, lane = self._lane(provider, model)
-        return await self._acquire_slow(state, lane, priority, estimated_tokens, deadline)
+        return await self._acquire_slow(state, lane, priority, estimated_tokens, deadline, continuing)
+
+    @contextlib.contextmanager
+    def recovering(self) -> Iterator[None]:
+        """Around a call's retries and fallbacks, once its first attempt failed: a draining stop waits for the
+        call to end (between attempts it holds no slot), and admits its attempts (``acquire(continuing=True)``)."""
+        state = self._state_for(get_running_loop())
+        state.recovering += 1
+        try:
+            yield
+        finally:
+            state.recovering -= 1
+            state.check_drained()
 
     async def _acquire_slow(
-        self, state: LoopState, lane: Lane, priority: int, tokens: int, deadline: float | None
+        self, state: LoopState, lane: Lane, priority: int, tokens: int, deadline: float | None,
+        continuing: bool = False,
     ) -> Permit:
         if state.draining:
-            lane.rejected += 1
-            raise SchedulerStoppedError(
-                f"the scheduler is draining: no new request to {lane.provider.value} model {lane.model!r}"
-            )
-        state.running = state.open = True  # calls never need start_scheduler()
+            if not continuing:
+                lane.rejected += 1
+                raise SchedulerStoppedError(
+                    f"the scheduler is draining: no new request to {lane.provider.value} model {lane.model!r}"
+                )
+        else:
+            state.running = state.open = True  # calls never need start_scheduler()
         probe = False
         if lane.breaker.state:
             refused = lane.breaker.admit()

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Sequence
-from typing import Any, Final, Protocol
+from typing import Any, Final, NamedTuple, Protocol
 
 from nons.core.scheduler.config import RateLimitConfig
 
@@ -33,6 +33,7 @@ __all__ = [
     "LocalLimits",
     "Refusal",
     "RemoteGate",
+    "RemoteWaiter",
     "TokenBucket",
 ]
 
@@ -117,6 +118,17 @@ class Limiter(Protocol):
         """The limits' state for the stats: ``max_concurrent`` and ``in_flight`` first, then one entry per kind."""
 
 
+class RemoteWaiter(NamedTuple):
+    """A request waiting at a :class:`RemoteGate`, as the scheduler's ``queue`` lists it."""
+
+    priority: int
+    tokens: int
+    #: When it began to wait (``time.perf_counter()``).
+    started: float
+    #: The shared limit that held it back, once the remote store has said (``None`` before).
+    held_by: str | None
+
+
 class RemoteGate(Protocol):
     """Limits kept outside the process (shared by replicas): a request reserves there before the local queue
     admits it, and gives its reservation back when its permit is released."""
@@ -134,6 +146,9 @@ class RemoteGate(Protocol):
     @property
     def waiting(self) -> int:
         """Requests waiting here now (they are not in the local queue yet)."""
+
+    def waiters(self) -> list[RemoteWaiter]:
+        """The requests waiting here now, in no particular order."""
 
 
 class LimitBackend(Protocol):

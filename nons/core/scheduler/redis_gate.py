@@ -23,6 +23,7 @@ from nons.core.scheduler.limits import (
     LIMIT_RETRY_AFTER,
     LIMIT_TOKENS_PER_MINUTE,
     LocalLimiter,
+    RemoteWaiter,
 )
 
 if TYPE_CHECKING:
@@ -71,11 +72,13 @@ class Reservation:
 
 
 class _Entry:
-    __slots__ = ("fut", "held_by", "removed", "timer", "tokens")
+    __slots__ = ("fut", "held_by", "priority", "removed", "started", "timer", "tokens")
 
-    def __init__(self, fut: asyncio.Future[Reservation], tokens: int) -> None:
+    def __init__(self, fut: asyncio.Future[Reservation], priority: int, tokens: int) -> None:
         self.fut = fut
+        self.priority = priority
         self.tokens = tokens
+        self.started = time.perf_counter()
         self.removed = False
         self.held_by: str | None = None
         self.timer: asyncio.TimerHandle | None = None
@@ -145,7 +148,7 @@ class RedisGate:
         Raises :class:`QueueTimeoutError` past ``deadline`` (``time.monotonic()``); a cancelled caller leaves.
         """
         fut: asyncio.Future[Reservation] = self.loop.create_future()
-        entry = _Entry(fut, tokens)
+        entry = _Entry(fut, priority, tokens)
         self.seq += 1
         heapq.heappush(self.heap, (-priority, self.seq, entry))
         self.live += 1
@@ -194,6 +197,12 @@ class RedisGate:
     def waiting(self) -> int:
         """Requests waiting here now, for the shared limits (they are not in the local queue yet)."""
         return self.live
+
+    def waiters(self) -> list[RemoteWaiter]:
+        """The requests waiting here now, in no particular order."""
+        return [
+            RemoteWaiter(e.priority, e.tokens, e.started, e.held_by) for _, _, e in self.heap if not e.removed
+        ]
 
     def fail_waiting(self, error: BaseException) -> None:
         """Fail every request waiting here with ``error`` (the scheduler was stopped)."""

@@ -147,7 +147,9 @@ class Scheduler:
 
     @property
     def queue(self) -> list[dict[str, Any]]:
-        """The requests waiting in the current event loop, oldest first, each described as a dict."""
+        """The requests waiting in the current event loop, oldest first, each described as a dict: ``provider``,
+        ``model``, ``priority``, ``estimated_tokens``, ``waited_s``, ``held_by`` (the limit that holds it back, if
+        known) and ``shared`` (it waits for the limits shared with other replicas, in Redis)."""
         state = self._view_state()
         return [] if state is None else waiting_requests(state)
 

@@ -108,19 +108,32 @@ def _paused(stats: dict[str, Any]) -> dict[str, float]:
 
 
 def waiting_requests(queue: Queue) -> list[dict[str, Any]]:
-    """The requests waiting in ``queue``, oldest first, each described as a dict."""
+    """The requests waiting in ``queue``, oldest first, each described as a dict; ``shared``: it waits for the
+    limits shared with other replicas (and is not in the local queue yet)."""
     now = time.perf_counter()
-    waiters = sorted((w for lane in queue.lane_list for w in lane.live_waiters()), key=lambda w: w.seq)
+    waiting: list[tuple[float, Lane, int, int, str | None, bool]] = [
+        (w.started, w.lane, w.priority, w.tokens, w.lane.block_kind, False)
+        for lane in queue.lane_list
+        for w in lane.live_waiters()
+    ]
+    waiting += [
+        (w.started, lane, w.priority, w.tokens, w.held_by, True)
+        for lane in queue.lane_list
+        if lane.remote is not None
+        for w in lane.remote.waiters()
+    ]
+    waiting.sort(key=lambda item: item[0])
     return [
         {
-            "provider": w.lane.provider.value,
-            "model": w.lane.model,
-            "priority": w.priority,
-            "estimated_tokens": w.tokens,
-            "waited_s": round(now - w.started, 6),
-            "held_by": w.lane.block_kind,
+            "provider": lane.provider.value,
+            "model": lane.model,
+            "priority": priority,
+            "estimated_tokens": tokens,
+            "waited_s": round(now - started, 6),
+            "held_by": held_by,
+            "shared": shared,
         }
-        for w in waiters
+        for started, lane, priority, tokens, held_by, shared in waiting
     ]
 
 

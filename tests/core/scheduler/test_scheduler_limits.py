@@ -184,7 +184,7 @@ async def test_requests_per_minute_bucket_bursts_one_second_and_refills() -> Non
     tasks = [spawn(scheduler, MOCK, "m", order, str(i)) for i in range(50)]
     await settle()
     assert admitted(tasks) == 10  # the bucket: one second of 600 a minute
-    assert scheduler.queue[0]["held_by"] == "requests_per_minute"
+    assert (scheduler.queue[0]["held_by"], scheduler.queue[0]["shared"]) == ("requests_per_minute", False)
     clock.advance(1.0)
     scheduler.wake()
     await settle()

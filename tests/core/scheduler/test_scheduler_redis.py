@@ -160,7 +160,7 @@ async def test_stopping_fails_what_waits_for_shared_limits(redis_server) -> None
     holder.release()
 
 
-async def test_requests_waiting_for_shared_limits_are_counted_as_queued(redis_server) -> None:  # type: ignore[no-untyped-def]
+async def test_requests_waiting_for_shared_limits_are_counted_and_listed_as_queued(redis_server) -> None:  # type: ignore[no-untyped-def]
     from nons.core.scheduler.stats import observe_queue_size
 
     limits = RateLimitConfig(max_concurrent=1)
@@ -173,9 +173,11 @@ async def test_requests_waiting_for_shared_limits_are_counted_as_queued(redis_se
     stats = scheduler.get_stats()
     assert (stats["queued"], stats["providers"]["mock"]["queued"], scheduler.health()["queue_size"]) == (1, 1, 1)
     assert [o.value for o in observe_queue_size(None)] == [1]
+    [listed] = scheduler.queue
+    assert (listed["model"], listed["held_by"], listed["shared"]) == ("m", "concurrency", True)
     holder.release()
     (await asyncio.wait_for(waiting, 5.0)).release()
-    assert scheduler.get_stats()["queued"] == 0
+    assert scheduler.get_stats()["queued"] == 0 and scheduler.queue == []
 
 
 async def test_a_draining_stop_admits_what_waits_for_shared_limits_and_waits_for_it(redis_server) -> None:  # type: ignore[no-untyped-def]

@@ -43,13 +43,16 @@ class _Held(Generic[ClientT]):
 
 
 class _LoopClients(Generic[ClientT]):
-    """The clients of one event loop, least recently used first, and the async generator that closes them when the
-    loop shuts down."""
+    """The clients of one event loop, least recently used first; those that left and are being closed, with the
+    tasks closing them; and the async generator that closes them all when the loop shuts down."""
 
-    __slots__ = ("clients", "watcher")
+    __slots__ = ("clients", "closers", "closing", "watcher")
 
     def __init__(self) -> None:
         self.clients: OrderedDict[_Key, _Held[ClientT]] = OrderedDict()
+        self.closing: list[ClientT] = []
+        # The loop keeps only weak references to its tasks.
+        self.closers: set[asyncio.Task[None]] = set()
         self.watcher: AsyncGenerator[None, None] | None = None
 
 
@@ -102,14 +105,14 @@ class ClientCache(Generic[ClientT]):
         ``variant`` (a setting that shapes the client, such as whether it is traced) are kept apart."""
         held, pushed_out = await self._held(api_key, base_url, variant)
         try:
-            await self._close_all(pushed_out)
+            self._close_soon(pushed_out)
             yield held.client
         finally:
             with self._lock:
                 held.users -= 1
                 done_with = held.evicted and held.users == 0
             if done_with:
-                await self._close_all([held.client])
+                self._close_soon([held.client])
 
     async def _held(self, api_key: str, base_url: str, variant: Hashable) -> tuple[_Held[ClientT], list[ClientT]]:
         """The client's entry, counted as used by one more call (the caller gives it back), and the clients that
@@ -153,10 +156,14 @@ class ClientCache(Generic[ClientT]):
         clients[key] = held
         idle: list[ClientT] = []
         while len(clients) > self._max_per_loop:
-            _, oldest = clients.popitem(last=False)
-            oldest.evicted = True
-            if oldest.users == 0:
-                idle.append(oldest.client)
+            # The least recently used client that no call uses; if every other one is in use, the least recently
+            # used of all (closed when its last call ends). Recency is that of the last lease's start, so a client
+            # whose long calls are still running would otherwise go first, and its key's next call open a second.
+            out = next((k for k, h in clients.items() if h.users == 0 and h is not held), next(iter(clients)))
+            leaving = clients.pop(out)
+            leaving.evicted = True
+            if leaving.users == 0:
+                idle.append(leaving.client)
         return idle
 
     def _loop_clients(self) -> OrderedDict[_Key, _Held[ClientT]]:
@@ -167,19 +174,41 @@ class ClientCache(Generic[ClientT]):
         entry = self._by_loop.get(loop)
         if entry is None:
             entry = self._by_loop[loop] = _LoopClients()
-            entry.watcher = self._watch(entry.clients)
+            entry.watcher = self._watch(entry)
         return entry.clients
 
-    def _watch(self, clients: OrderedDict[_Key, _Held[ClientT]]) -> AsyncGenerator[None, None]:
-        """Start the generator that closes ``clients`` at the running loop's ``shutdown_asyncgens()``."""
+    def _close_soon(self, clients: list[ClientT]) -> None:
+        """Close ``clients``, which left the running loop's cache, in a task of their own: the call that let them
+        go does not wait for it (another tenant's pool), and its cancellation cannot cut the close short. A close
+        the loop's end interrupts is finished by the loop's watcher."""
+        if not clients:
+            return
+        with self._lock:
+            entry = self._by_loop.get(asyncio.get_running_loop())
+        if entry is None:  # the loop's clients were forgotten: nothing keeps these but this close
+            entry = _LoopClients()
+        entry.closing.extend(clients)
+        task = asyncio.get_running_loop().create_task(self._close_leaving(entry, clients))
+        entry.closers.add(task)
+        task.add_done_callback(entry.closers.discard)
+
+    async def _close_leaving(self, entry: _LoopClients[ClientT], clients: list[ClientT]) -> None:
+        for client in clients:
+            await self._close_all([client])
+            entry.closing = [c for c in entry.closing if c is not client]
+
+    def _watch(self, entry: _LoopClients[ClientT]) -> AsyncGenerator[None, None]:
+        """Start the generator that closes ``entry``'s clients at the running loop's ``shutdown_asyncgens()``."""
 
         async def close_at_shutdown() -> AsyncGenerator[None, None]:
             try:
                 yield
             finally:
-                # The loop's tasks have ended by now (asyncio.run cancels them first), and with them every lease.
-                await self._close_all([held.client for held in clients.values()])
-                clients.clear()
+                # The loop's tasks have ended by now (asyncio.run cancels them first), and with them every lease
+                # and every close in progress: what they left open is closed here.
+                await self._close_all([held.client for held in entry.clients.values()] + entry.closing)
+                entry.clients.clear()
+                entry.closing.clear()
 
         watcher = close_at_shutdown()
         # Step it to its first ``yield`` now, synchronously: that registers it with the running loop (whose
@@ -196,7 +225,8 @@ class ClientCache(Generic[ClientT]):
             return sum(len(entry.clients) for entry in self._by_loop.values())
 
     async def aclose(self) -> None:
-        """Close the running loop's clients: now, or when its last call ends for a client that calls are using."""
+        """Close the running loop's clients: now, or when its last call ends for a client that calls are using.
+        Returns once they, and those that left the cache earlier, are closed (but those still in use)."""
         loop = asyncio.get_running_loop()
         with self._lock:
             entry = self._by_loop.get(loop)
@@ -207,6 +237,8 @@ class ClientCache(Generic[ClientT]):
                 held.evicted = True
             idle = [held.client for held in held_now if held.users == 0]
         await self._close_all(idle)
+        if entry is not None and entry.closers:
+            await asyncio.wait(list(entry.closers))
 
     async def _close_all(self, clients: list[ClientT]) -> None:
         for client in clients:

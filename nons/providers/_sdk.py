@@ -120,7 +120,7 @@ class SDKProvider(Provider, Generic[ClientT]):
 
     def _make_client(self, api_key: str, base_url: str) -> ClientT:
         """:meth:`_new_client`, after what the SDK would otherwise load at the first call (runs on a worker
-        thread: :meth:`ClientCache.get_async`)."""
+        thread: :meth:`ClientCache.lease`)."""
         warm_sdk(self.warm_modules, self.warm_models)
         return self._new_client(api_key, base_url)
 

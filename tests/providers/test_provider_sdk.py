@@ -46,6 +46,11 @@ async def _use(cache: ClientCache[str], key: str, url: str = "u") -> str:
         return client
 
 
+async def _closes_done() -> None:
+    # A client that leaves the cache is closed in a task of its own; this test closer finishes in one step.
+    await asyncio.sleep(0)
+
+
 def test_client_cache_keeps_one_client_per_loop_key_and_url() -> None:
     clients = Clients()
     cache = clients.cache()
@@ -86,6 +91,7 @@ def test_client_cache_closes_the_least_recently_used_client_past_its_limit() -> 
     async def use() -> tuple[int, list[str]]:
         for key in ("a", "b", "a", "c"):  # "a" was used after "b": "b" is the one pushed out
             await _use(cache, key)
+        await _closes_done()
         return len(cache), list(clients.closed)
 
     kept, closed_while_running = asyncio.run(use())
@@ -101,7 +107,9 @@ def test_client_cache_closes_a_client_pushed_out_during_a_call_when_the_call_end
     async def use() -> tuple[list[str], list[str], str]:
         async with cache.lease("busy", "u") as busy:
             await _use(cache, "other")  # pushes "busy" out while this call still uses it
+            await _closes_done()
             during = list(clients.closed)
+        await _closes_done()
         after = list(clients.closed)
         return during, after, busy
 
@@ -109,6 +117,70 @@ def test_client_cache_closes_a_client_pushed_out_during_a_call_when_the_call_end
     assert during == []
     assert after == [busy]
     assert clients.closed == ["busy@u", "other@u"]
+
+
+def test_past_its_limit_the_cache_lets_an_idle_client_go_before_one_in_use() -> None:
+    clients = Clients()
+    cache = clients.cache(max_per_loop=2)
+
+    async def use() -> list[str]:
+        async with cache.lease("long", "u"):  # the least recently used, but its call still runs
+            await _use(cache, "idle")
+            await _use(cache, "new")
+            await _closes_done()
+            return list(clients.closed)
+
+    assert asyncio.run(use()) == ["idle@u"]
+    assert clients.made == ["long@u", "idle@u", "new@u"]
+
+
+def test_a_client_pushed_out_is_closed_even_when_the_call_that_pushed_it_out_is_cancelled() -> None:
+    closed: list[str] = []
+
+    async def slow_close(client: str) -> None:
+        await asyncio.sleep(0.05)  # as an HTTP pool's close awaits its connections
+        closed.append(client)
+
+    cache = ClientCache(lambda key, url: f"{key}@{url}", slow_close, max_per_loop=1)
+
+    async def use() -> list[str]:
+        await _use(cache, "a")
+        call = asyncio.ensure_future(_hold(cache, "b"))  # pushes "a" out
+        await asyncio.sleep(0.01)
+        call.cancel()  # a timeout, or a FAIL_FAST sibling, while "a" is being closed
+        await asyncio.gather(call, return_exceptions=True)
+        await cache.aclose()
+        return list(closed)
+
+    assert sorted(asyncio.run(use())) == ["a@u", "b@u"]
+    assert sorted(closed) == ["a@u", "b@u"]  # each once
+
+
+def test_a_close_cut_short_by_the_loops_end_is_finished_by_its_shutdown() -> None:
+    attempts: list[str] = []
+    closed: list[str] = []
+
+    async def close(client: str) -> None:
+        attempts.append(client)
+        if attempts == ["a@u"]:
+            await asyncio.sleep(10)  # the first close of "a" hangs until asyncio.run cancels the loop's tasks
+        closed.append(client)
+
+    cache = ClientCache(lambda key, url: f"{key}@{url}", close, max_per_loop=1)
+
+    async def use() -> None:
+        await _use(cache, "a")
+        await _use(cache, "b")  # pushes "a" out: its close starts, and the loop ends before it finishes
+        await asyncio.sleep(0)
+
+    asyncio.run(use())
+    assert attempts == ["a@u", "b@u", "a@u"]  # the shutdown closes the kept clients, then those cut short
+    assert sorted(closed) == ["a@u", "b@u"]
+
+
+async def _hold(cache: ClientCache[str], key: str) -> None:
+    async with cache.lease(key, "u"):
+        await asyncio.sleep(1)
 
 
 def test_a_new_call_with_a_pushed_out_key_gets_a_new_client() -> None:
@@ -152,6 +224,7 @@ def test_client_cache_aclose_leaves_a_client_in_use_to_its_call() -> None:
         async with cache.lease("k", "u"):
             await cache.aclose()
             during = list(clients.closed)
+        await _closes_done()
         return during, list(clients.closed)
 
     during, after = asyncio.run(close_during_a_call())

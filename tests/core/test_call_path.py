@@ -81,6 +81,26 @@ async def test_a_draining_stop_lets_a_call_retry_and_waits_for_it(telemetry: str
     assert scheduler_counts() == (0, 1, 1)
 
 
+@pytest.mark.timeout(10)
+async def test_a_draining_stop_during_a_first_attempt_that_fails_waits_for_the_retry(telemetry: str) -> None:
+    # The stop comes while the first attempt is in flight; when it fails, nothing is waiting or in flight for an
+    # instant, before the call goes on to retry: the stop must not take that instant for the end of the drain.
+    seed = {"recorded": 9403, "quiet": 9410}[telemetry]
+    config = sim(failure_rate=0.5, failure_kind="rate_limit", retry_after_s=0.2, latency_s=0.2, seed=seed)
+    network = create_network(
+        layers=[Node("generate", config)],
+        layer_config=LayerConfig(error_policy=ErrorPolicy.RETRY_WITH_BACKOFF, max_retries=2, **FAST_RETRY),
+    )
+    passing = asyncio.ensure_future(network.run("question"))
+    while get_scheduler().get_stats()["in_flight"] == 0:  # noqa: ASYNC110  (until the first attempt is sent)
+        await asyncio.sleep(0.01)
+    await get_scheduler().stop(drain=True, timeout=5)
+    assert scheduler_counts() == (0, 1, 1)  # the stop returned once the retry had answered
+    result = await passing
+    assert [(c.attempts, c.error_type) for c in result.calls] == [(2, None)]
+    assert not get_scheduler().is_running
+
+
 async def test_a_failed_first_attempt_falls_back_and_the_fallback_is_recorded() -> None:
     node = Node("generate", failing(model="gpt-4o-mini"), fallbacks=[sim("claude-sonnet-4-5")])
     layer_config = LayerConfig(error_policy=ErrorPolicy.FALLBACK_MODEL, max_retries=0)

@@ -3,6 +3,7 @@ settings read once per loop), and the limit backend a scheduler was given."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -86,6 +87,17 @@ class LoopState(Queue):
         self.draining = False
         # By the key a caller used (a ModelProvider or its name, and the model), so aliases are found at once.
         self.lanes: dict[tuple[Any, str], Lane] = {}
+
+    async def until_drained(self) -> None:
+        """Wait while a draining stop must: until nothing is busy (:attr:`busy`), or the drain ends (a concurrent
+        stop without drain). Cancelling the wait leaves the shared future alone: a concurrent stop may wait too."""
+        while self.draining and self.busy:
+            # A permit's release resolves the future when it leaves nothing busy; the call may go on to retry at
+            # once (Scheduler.recovering), before this wakes: then wait again, on a new future.
+            drained = self.drained
+            if drained is None or drained.done():
+                drained = self.drained = asyncio.get_running_loop().create_future()
+            await asyncio.wait((drained,))
 
     def new_lane(self, provider: Any, model: Any) -> Lane:
         """The lane of ``(provider, model)``, made on first use; bad names raise ConfigurationError."""

@@ -40,8 +40,6 @@ from nons.core.scheduler.limits import (
 __all__ = ["Gate", "Lane", "ProviderSlot", "Queue", "Waiter"]
 
 _INF = math.inf
-#: How often a draining stop looks again whether the requests waiting for shared limits are gone.
-_DRAIN_RECHECK_S = 0.05
 
 
 class Queue:
@@ -61,6 +59,9 @@ class Queue:
         self.drained: asyncio.Future[None] | None = None
         # Calls between the attempts of their retries and fallbacks (Scheduler.recovering): a drain waits for them.
         self.recovering = 0
+        # Requests at a lane's shared limits, from before they ask there until they hold a permit or give up:
+        # neither waiting here nor in flight in between (the grant travels to the caller's task first).
+        self.at_shared_limits = 0
 
     @property
     def in_flight(self) -> int:
@@ -293,17 +294,7 @@ class Queue:
     def busy(self) -> bool:
         """Whether a draining stop still waits: a request waiting (here or at the shared limits), one in flight,
         or a call between the attempts of its retries and fallbacks."""
-        return bool(self.waiting or self.recovering or self.in_flight or self.waiting_shared)
-
-    async def until_drained(self, drained: asyncio.Future[None]) -> None:
-        """Wait until the queue has emptied (``drained`` is done): no request waiting, here or at the shared
-        limits, and none in flight. Cancelling the wait leaves ``drained`` alone: a concurrent stop may wait too."""
-        shared = any(lane.remote is not None for lane in self.lane_list)
-        while not drained.done():
-            # A request that leaves a shared gate without reaching this queue (cancelled, timed out) tells the
-            # queue nothing, so while there are shared gates this looks again every _DRAIN_RECHECK_S.
-            await asyncio.wait((drained,), timeout=_DRAIN_RECHECK_S if shared else None)
-            self.check_drained()
+        return bool(self.waiting or self.recovering or self.in_flight or self.at_shared_limits)
 
     def check_drained(self) -> None:
         drained = self.drained

@@ -27,7 +27,7 @@ from nons.core.scheduler.config import (
     validated_strategy,
 )
 from nons.core.scheduler.lanes import Lane
-from nons.core.scheduler.limits import LimitBackend
+from nons.core.scheduler.limits import LimitBackend, RemoteGate
 from nons.core.scheduler.loop_state import LoopState, limit_backend_of
 from nons.core.scheduler.permit import Permit
 from nons.core.scheduler.stats import health_report, scheduler_stats, waiting_requests
@@ -175,11 +175,8 @@ class Scheduler:
         if drain:
             state.draining = True
             state.open = False
-            if state.busy:
-                if state.drained is None or state.drained.done():
-                    state.drained = asyncio.get_running_loop().create_future()
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await within(state.until_drained(state.drained), timeout)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await within(state.until_drained(), timeout)
         def stopped(lane: Lane) -> SchedulerStoppedError:
             return SchedulerStoppedError(
                 f"the scheduler was stopped while a request to {lane.provider.value} model {lane.model!r} waited"
@@ -335,6 +332,18 @@ class Scheduler:
         if remote is None:
             return await self._queue(state, lane, priority, tokens, deadline, probe, None)
         # Shared limits first (an await on Redis), then the local queue (adaptive concurrency, draining).
+        state.at_shared_limits += 1
+        try:
+            return await self._shared(state, lane, priority, tokens, deadline, probe, remote)
+        finally:
+            state.at_shared_limits -= 1
+            state.check_drained()
+
+    async def _shared(
+        self, state: LoopState, lane: Lane, priority: int, tokens: int, deadline: float | None, probe: bool,
+        remote: RemoteGate,
+    ) -> Permit:
+        """Wait for the lane's shared limits, then in the local queue."""
         try:
             reservation = await remote.reserve(priority, tokens, deadline)
         except BaseException as error:

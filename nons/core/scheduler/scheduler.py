@@ -168,6 +168,8 @@ class Scheduler:
                 usual, and ``stop`` returns once they and every call in flight have finished. A call counts as in
                 flight through its retries and fallbacks, whose attempts are admitted too.
             timeout: with ``drain``, the longest wait in seconds; what still waits then fails as without drain.
+                A call then between two attempts is not failed: its next attempt starts the scheduler again, as
+                any later request does.
         """
         state = self._view_state()
         if state is None:

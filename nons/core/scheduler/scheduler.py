@@ -6,15 +6,15 @@ import asyncio
 import contextlib
 import math
 import threading
-import time
 import weakref
 from asyncio import AbstractEventLoop, get_running_loop
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from nons.base.errors import QueueTimeoutError, SchedulerStoppedError
+from nons.base.errors import SchedulerStoppedError
 from nons.base.timeouts import within
 from nons.base.types import ModelProvider
+from nons.core.scheduler.admission import admit_slowly
 from nons.core.scheduler.config import (
     CircuitBreakerConfig,
     QueueStrategy,
@@ -27,11 +27,10 @@ from nons.core.scheduler.config import (
     validated_strategy,
 )
 from nons.core.scheduler.lanes import Lane
-from nons.core.scheduler.limits import LimitBackend, RemoteGate
+from nons.core.scheduler.limits import LimitBackend
 from nons.core.scheduler.loop_state import LoopState, limit_backend_of
 from nons.core.scheduler.permit import Permit
 from nons.core.scheduler.stats import health_report, scheduler_stats, waiting_requests
-from nons.observability import names
 
 __all__ = ["LoopState", "Scheduler"]
 
@@ -297,7 +296,7 @@ class Scheduler:
         if permit is not None:
             return permit
         state, lane = self._lane(provider, model)
-        return await self._acquire_slow(state, lane, priority, estimated_tokens, deadline, continuing)
+        return await admit_slowly(state, lane, priority, estimated_tokens, deadline, continuing)
 
     @contextlib.contextmanager
     def recovering(self) -> Iterator[None]:
@@ -310,103 +309,6 @@ class Scheduler:
         finally:
             state.recovering -= 1
             state.check_drained()
-
-    async def _acquire_slow(
-        self, state: LoopState, lane: Lane, priority: int, tokens: int, deadline: float | None,
-        continuing: bool = False,
-    ) -> Permit:
-        if state.draining:
-            if not continuing:
-                lane.rejected += 1
-                raise SchedulerStoppedError(
-                    f"the scheduler is draining: no new request to {lane.provider.value} model {lane.model!r}"
-                )
-        else:
-            state.running = state.open = True  # calls never need start_scheduler()
-        probe = False
-        if lane.breaker.state:
-            refused = lane.breaker.admit()
-            if refused is not None:
-                lane.rejected += 1
-                raise refused
-            probe = True
-        remote = lane.remote
-        if remote is None:
-            return await self._queue(state, lane, priority, tokens, deadline, probe, None)
-        # Shared limits first (an await on Redis), then the local queue (adaptive concurrency, draining).
-        state.at_shared_limits += 1
-        try:
-            return await self._shared(state, lane, priority, tokens, deadline, probe, remote)
-        finally:
-            state.at_shared_limits -= 1
-            state.check_drained()
-
-    async def _shared(
-        self, state: LoopState, lane: Lane, priority: int, tokens: int, deadline: float | None, probe: bool,
-        remote: RemoteGate,
-    ) -> Permit:
-        """Wait for the lane's shared limits, then in the local queue."""
-        try:
-            reservation = await remote.reserve(priority, tokens, deadline)
-        except BaseException as error:
-            if probe:
-                lane.breaker.probe_abandoned()
-            if isinstance(error, QueueTimeoutError):
-                lane.rejected += 1
-            raise
-        if reservation.held_by is not None:
-            self._throttled(state, lane, reservation.held_by)
-        try:
-            if lane.breaker.state and not probe:
-                # The breaker opened while this call waited for the shared limits: it is refused as one that came
-                # now would be (or is the half-open probe), not let through to an unwell provider.
-                refused = lane.breaker.admit()
-                if refused is not None:
-                    lane.rejected += 1
-                    raise refused
-                probe = True
-            return await self._queue(state, lane, priority, tokens, deadline, probe, reservation)
-        except BaseException:
-            remote.release(reservation, tokens, None)
-            raise
-
-    def _throttled(self, state: LoopState, lane: Lane, kind: str) -> None:
-        lane.throttled += 1
-        if state.instruments is not None:
-            state.instruments.throttled.add(
-                1, {names.GEN_AI_PROVIDER_NAME: lane.slot.metric_name, names.LIMIT_KIND: kind}
-            )
-
-    async def _queue(
-        self, state: LoopState, lane: Lane, priority: int, tokens: int, deadline: float | None, probe: bool,
-        reservation: Any,
-    ) -> Permit:
-        """Wait in the local queue for the lane's limiters, and return the permit."""
-        waiter = state.enqueue(lane, priority, tokens, probe, deadline)
-        state.dispatch()
-        fut = waiter.fut
-        if fut.done():
-            return Permit(lane, waiter.wait_s, tokens, fut.result(), probe, reservation)
-        self._throttled(state, lane, lane.block_kind)
-        if deadline is not None:
-            delay = deadline - time.monotonic()
-            if delay <= 0:
-                state.expire(waiter)
-                fut.result()  # raises the QueueTimeoutError
-            waiter.timer = asyncio.get_running_loop().call_later(delay, state.expire, waiter)
-        try:
-            ticket = await fut
-        except asyncio.CancelledError:
-            if fut.done() and not fut.cancelled() and fut.exception() is None:
-                # Admitted in the same instant the caller was cancelled: give back what it was given here. Its
-                # shared reservation, if any, is given back by the caller of this (_acquire_slow), once.
-                Permit(lane, waiter.wait_s, tokens, fut.result(), probe, None).release(success=False, cancelled=True)
-                raise
-            if not waiter.removed:
-                state.remove(waiter)
-                state.dispatch()  # it may have held back the waiters behind it
-            raise
-        return Permit(lane, waiter.wait_s, tokens, ticket, probe, reservation)
 
     # --- introspection ------------------------------------------------------------------------------------
     def get_stats(self) -> dict[str, Any]:

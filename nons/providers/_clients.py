@@ -26,8 +26,10 @@ _Key = tuple[str, str, Hashable]
 
 #: The clients one event loop keeps. An application that calls with a key per tenant would otherwise keep a client,
 #: and its connection pool, for every key it ever used, for as long as its loop runs. Past this many, the least
-#: recently used client is closed, once no call is using it. The limit is well above the keys and base URLs one
-#: application usually calls with at once; a key that comes back after its client was closed gets a new one.
+#: recently used client that no call is using is closed; when every other one is in use, the least recently used
+#: of them leaves, and is closed when its last call ends (its key's next call gets a new one meanwhile). The limit
+#: is well above the keys and base URLs one application usually calls with at once; a key that comes back after
+#: its client was closed gets a new one.
 MAX_CLIENTS_PER_LOOP = 32
 
 
@@ -43,14 +45,13 @@ class _Held(Generic[ClientT]):
 
 
 class _LoopClients(Generic[ClientT]):
-    """The clients of one event loop, least recently used first; those that left and are being closed, with the
-    tasks closing them; and the async generator that closes them all when the loop shuts down."""
+    """The clients of one event loop, least recently used first; the tasks closing those that left; and the async
+    generator that closes the rest when the loop shuts down."""
 
-    __slots__ = ("clients", "closers", "closing", "watcher")
+    __slots__ = ("clients", "closers", "watcher")
 
     def __init__(self) -> None:
         self.clients: OrderedDict[_Key, _Held[ClientT]] = OrderedDict()
-        self.closing: list[ClientT] = []
         # The loop keeps only weak references to its tasks.
         self.closers: set[asyncio.Task[None]] = set()
         self.watcher: AsyncGenerator[None, None] | None = None
@@ -91,15 +92,15 @@ class ClientCache(Generic[ClientT]):
     the cache (pushed out by a newer one, or by :meth:`aclose`) while calls use it is closed when the last of them
     ends.
 
-    Clients are closed when their loop shuts down: each loop gets a started async generator whose ``finally``
-    closes that loop's clients, and ``asyncio.run()`` (like any runner that calls ``loop.shutdown_asyncgens()``)
-    closes every such generator before it closes the loop. Clients of a loop closed some other way (a plain
-    ``loop.close()``) can no longer be closed, since closing a connection needs its loop: they are dropped on the
-    next lookup, quietly. The vendor modules give each SDK client its HTTP client explicitly, because the SDKs'
-    implicit one schedules its own close on whatever loop runs when it is garbage-collected, which printed a
-    "Task exception was never retrieved ... Event loop is closed" traceback per dropped client. The dropped
-    connections' sockets are closed by their transports' finalizers (Python reports them as ``ResourceWarning``,
-    which is silent unless warnings are turned on).
+    Clients are closed when their loop shuts down: each loop gets a started async generator whose ``finally`` closes
+    that loop's clients, and ``asyncio.run()`` (like any runner that calls ``loop.shutdown_asyncgens()``) closes
+    every such generator before it closes the loop. Clients of a loop closed some other way (a plain
+    ``loop.close()``) can no longer be closed, since closing a connection needs its loop: they are dropped when the
+    next new loop first uses the cache, quietly. The vendor modules give each SDK client its HTTP client explicitly,
+    because the SDKs' implicit one schedules its own close on whatever loop runs when it is garbage-collected, which
+    printed a "Task exception was never retrieved ... Event loop is closed" traceback per dropped client. The
+    dropped connections' sockets are closed by their transports' finalizers (Python reports them as
+    ``ResourceWarning``, which is silent unless warnings are turned on).
     """
 
     def __init__(
@@ -206,23 +207,18 @@ class ClientCache(Generic[ClientT]):
 
     def _close_soon(self, clients: list[ClientT]) -> None:
         """Close ``clients``, which left the running loop's cache, in a task of their own: the call that let them
-        go does not wait for it (another tenant's pool), and its cancellation cannot cut the close short. A close
-        the loop's end interrupts is finished by the loop's watcher."""
+        go does not wait for it (another tenant's pool), and its cancellation cannot cut the close short. (The
+        loop's end can: ``asyncio.run`` cancels every task before it shuts the loop down, and an HTTP client whose
+        close was cut short leaves its remaining connections to their finalizers.)"""
         if not clients:
             return
         with self._lock:
             entry = self._by_loop.get(asyncio.get_running_loop())
         if entry is None:  # the loop's clients were forgotten: nothing keeps these but this close
             entry = _LoopClients()
-        entry.closing.extend(clients)
-        task = asyncio.get_running_loop().create_task(self._close_leaving(entry, clients))
+        task = asyncio.get_running_loop().create_task(self._close_all(clients))
         entry.closers.add(task)
         task.add_done_callback(entry.closers.discard)
-
-    async def _close_leaving(self, entry: _LoopClients[ClientT], clients: list[ClientT]) -> None:
-        for client in clients:
-            await self._close_all([client])
-            entry.closing = [c for c in entry.closing if c is not client]
 
     def _watch(self, entry: _LoopClients[ClientT]) -> AsyncGenerator[None, None]:
         """Start the generator that closes ``entry``'s clients at the running loop's ``shutdown_asyncgens()``."""
@@ -231,11 +227,13 @@ class ClientCache(Generic[ClientT]):
             try:
                 yield
             finally:
-                # The loop's tasks have ended by now (asyncio.run cancels them first), and with them every lease
-                # and every close in progress: what they left open is closed here.
-                await self._close_all([held.client for held in entry.clients.values()] + entry.closing)
+                # The loop's tasks have ended by now (asyncio.run cancels them first), and with them every lease,
+                # but the closes the last leases began as they ended: those are awaited, then the clients kept are
+                # closed.
+                while entry.closers:
+                    await asyncio.wait(list(entry.closers))
+                await self._close_all([held.client for held in entry.clients.values()])
                 entry.clients.clear()
-                entry.closing.clear()
 
         watcher = close_at_shutdown()
         # Step it to its first ``yield`` now, synchronously: that registers it with the running loop (whose
@@ -263,8 +261,9 @@ class ClientCache(Generic[ClientT]):
             for held in held_now:
                 held.evicted = True
             idle = [held.client for held in held_now if held.users == 0]
-        await self._close_all(idle)
-        if entry is not None and entry.closers:
+        # In tasks of their own, as for clients pushed out: this caller's cancellation cannot leave them open.
+        self._close_soon(idle)
+        while entry is not None and entry.closers:
             await asyncio.wait(list(entry.closers))
 
     async def _close_all(self, clients: list[ClientT]) -> None:

@@ -69,12 +69,6 @@ class Queue:
         stats), not counted on every call: each admission and release already counts in its lane."""
         return sum(lane.in_flight for lane in self.lane_list)
 
-    @property
-    def waiting_shared(self) -> int:
-        """Requests waiting for the shared limits (a lane's remote gate) before they reach this queue, over every
-        lane. Summed when asked, as ``in_flight`` is."""
-        return sum(lane.remote.waiting for lane in self.lane_list if lane.remote is not None)
-
     # --- lanes --------------------------------------------------------------------------------------------
     def add_provider(self, provider: ModelProvider, limiter: Limiter) -> ProviderSlot:
         slot = self.providers[provider] = ProviderSlot(provider, limiter, len(self.providers))

@@ -176,8 +176,15 @@ class Scheduler:
         if drain:
             state.draining = True
             state.open = False
-            with contextlib.suppress(asyncio.TimeoutError):
-                await within(state.until_drained(), timeout)
+            try:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await within(state.until_drained(), timeout)
+            except asyncio.CancelledError:
+                # The stop itself was cancelled (its caller timed out, or shuts down another way): the scheduler
+                # goes on as before, rather than refuse every new call as draining until the next stop.
+                state.draining = False
+                state.open = state.running
+                raise
         def stopped(lane: Lane) -> SchedulerStoppedError:
             return SchedulerStoppedError(
                 f"the scheduler was stopped while a request to {lane.provider.value} model {lane.model!r} waited"

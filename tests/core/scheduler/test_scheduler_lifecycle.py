@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from scheduler_helpers import MOCK, settle, sim, spawn
@@ -17,6 +19,7 @@ from nons.core.scheduler import (
     start_scheduler,
     stop_scheduler,
 )
+from nons.core.scheduler.limits import LocalLimits, RemoteWaiter
 
 
 # --- never hangs --------------------------------------------------------------------------------------------------
@@ -118,3 +121,78 @@ async def test_drain_with_a_timeout_gives_up_on_a_stuck_call() -> None:
     with pytest.raises(SchedulerStoppedError):
         await waiting
     stuck.release()
+
+
+@pytest.mark.timeout(10)
+async def test_a_cancelled_draining_stop_leaves_the_scheduler_running() -> None:
+    scheduler = Scheduler({MOCK: RateLimitConfig(max_concurrent=1)})
+    holder = await scheduler.acquire(MOCK, "m")
+    stopping = asyncio.create_task(scheduler.stop(drain=True))
+    await settle()
+    stopping.cancel()  # e.g. the caller's own timeout
+    with pytest.raises(asyncio.CancelledError):
+        await stopping
+    holder.release()
+    (await asyncio.wait_for(scheduler.acquire(MOCK, "m"), 1.0)).release()  # not refused as draining
+    assert scheduler.is_running
+
+
+class HandedGate:
+    """Shared limits (a RemoteGate) whose reservations the test hands out, at the instant it chooses."""
+
+    def __init__(self) -> None:
+        self.asking: list[asyncio.Future[Any]] = []
+
+    async def reserve(self, priority: int, tokens: int, deadline: float | None) -> Any:
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.asking.append(fut)
+        return await fut
+
+    def grant(self) -> None:
+        self.asking.pop(0).set_result(SimpleNamespace(held_by=None))
+
+    def release(self, reservation: Any, refund: int, error: BaseException | None) -> None:
+        pass
+
+    def fail_waiting(self, error: BaseException) -> None:
+        for fut in self.asking:
+            fut.set_exception(error)
+
+    @property
+    def waiting(self) -> int:
+        return sum(not fut.done() for fut in self.asking)
+
+    def waiters(self) -> list[RemoteWaiter]:
+        return []
+
+
+class HandedLimits(LocalLimits):
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = HandedGate()
+
+    def remote(self, limits: Any) -> HandedGate:
+        return self.gate
+
+
+@pytest.mark.timeout(10)
+async def test_a_draining_stop_waits_for_a_request_the_shared_limits_just_let_in() -> None:
+    backend = HandedLimits()
+    scheduler = Scheduler(backend=backend)
+    first = asyncio.create_task(scheduler.acquire(MOCK, "m"))
+    await settle()
+    backend.gate.grant()
+    holder = await first
+    second = asyncio.create_task(scheduler.acquire(MOCK, "m"))
+    await settle()
+    stopping = asyncio.create_task(scheduler.stop(drain=True))
+    await settle()
+    # In one instant: the shared limits let the second request in (it is on its way to the local queue, neither
+    # waiting at the gate nor in flight yet) and the first one's call ends.
+    backend.gate.grant()
+    holder.release()
+    await settle()
+    assert not stopping.done()
+    (await second).release()
+    await asyncio.wait_for(stopping, 1.0)
+    assert not scheduler.is_running

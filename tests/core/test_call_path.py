@@ -16,7 +16,7 @@ from core_helpers import failing, sim
 from pydantic import SecretStr
 
 from nons.base.errors import ConfigurationError, NodeExecutionError, RateLimitError
-from nons.core.network import create_network
+from nons.core.network import NoN, create_network
 from nons.core.node import Node
 from nons.core.scheduler import get_scheduler
 from nons.core.types import ErrorPolicy, LayerConfig, ModelConfig, ModelProvider
@@ -59,16 +59,20 @@ async def test_a_failed_first_attempt_is_retried_and_counted(telemetry: str) -> 
     assert scheduler_counts() == (0, 1, 1)
 
 
+def _retried_after_a_429(seed: int, **sim_params: float) -> NoN:
+    """A node whose first call (with ``seed``) gets a 429 with a retry hint, and whose retry answers."""
+    config = sim(failure_rate=0.5, failure_kind="rate_limit", seed=seed, **sim_params)
+    return create_network(
+        layers=[Node("generate", config)],
+        layer_config=LayerConfig(error_policy=ErrorPolicy.RETRY_WITH_BACKOFF, max_retries=2, **FAST_RETRY),
+    )
+
+
 @pytest.mark.timeout(10)
 async def test_a_draining_stop_lets_a_call_retry_and_waits_for_it(telemetry: str) -> None:
     # The first attempt fails and the retry answers, as above; the stop comes during the backoff, which the
     # server's hint makes at least 0.4 s (the backoff's own jitter could make it 0).
-    seed = {"recorded": 9400, "quiet": 9409}[telemetry]
-    config = sim(failure_rate=0.5, failure_kind="rate_limit", retry_after_s=0.4, seed=seed)
-    network = create_network(
-        layers=[Node("generate", config)],
-        layer_config=LayerConfig(error_policy=ErrorPolicy.RETRY_WITH_BACKOFF, max_retries=2, **FAST_RETRY),
-    )
+    network = _retried_after_a_429({"recorded": 9400, "quiet": 9409}[telemetry], retry_after_s=0.4)
     passing = asyncio.ensure_future(network.run("question"))
     while get_scheduler().get_stats()["failed"] == 0:  # noqa: ASYNC110  (until the first attempt has failed)
         await asyncio.sleep(0.01)
@@ -85,12 +89,7 @@ async def test_a_draining_stop_lets_a_call_retry_and_waits_for_it(telemetry: str
 async def test_a_draining_stop_during_a_first_attempt_that_fails_waits_for_the_retry(telemetry: str) -> None:
     # The stop comes while the first attempt is in flight; when it fails, nothing is waiting or in flight for an
     # instant, before the call goes on to retry: the stop must not take that instant for the end of the drain.
-    seed = {"recorded": 9403, "quiet": 9410}[telemetry]
-    config = sim(failure_rate=0.5, failure_kind="rate_limit", retry_after_s=0.2, latency_s=0.2, seed=seed)
-    network = create_network(
-        layers=[Node("generate", config)],
-        layer_config=LayerConfig(error_policy=ErrorPolicy.RETRY_WITH_BACKOFF, max_retries=2, **FAST_RETRY),
-    )
+    network = _retried_after_a_429({"recorded": 9403, "quiet": 9410}[telemetry], retry_after_s=0.2, latency_s=0.2)
     passing = asyncio.ensure_future(network.run("question"))
     while get_scheduler().get_stats()["in_flight"] == 0:  # noqa: ASYNC110  (until the first attempt is sent)
         await asyncio.sleep(0.01)

@@ -13,6 +13,7 @@ import pytest
 from nons.base.errors import ConfigurationError, QueueTimeoutError, RateLimitError
 from nons.base.redis_client import RedisLink
 from nons.core.scheduler import LocalLimits, RateLimitConfig, RedisLimits, Scheduler, configure_scheduler
+from nons.core.scheduler.permit import Permit
 from nons.core.types import ModelProvider
 
 pytestmark = pytest.mark.integration
@@ -180,15 +181,24 @@ async def test_requests_waiting_for_shared_limits_are_counted_and_listed_as_queu
     assert scheduler.get_stats()["queued"] == 0 and scheduler.queue == []
 
 
-async def test_a_draining_stop_admits_what_waits_for_shared_limits_and_waits_for_it(redis_server) -> None:  # type: ignore[no-untyped-def]
+async def _draining_while_one_waits_for_shared_limits(
+    url: str,
+) -> tuple[Permit, asyncio.Future[Permit], Scheduler, asyncio.Future[None]]:
+    """Another replica holds the one shared slot, this one's request waits for it, and this one drains: the other's
+    permit, the waiting request, this replica's scheduler and its stop."""
     limits = RateLimitConfig(max_concurrent=1)
-    other, scheduler = replica(redis_server.url, limits), replica(redis_server.url, limits)
+    other, scheduler = replica(url, limits), replica(url, limits)
     holder = await other.acquire(MOCK, "m")
     waiting = asyncio.ensure_future(scheduler.acquire(MOCK, "m"))
     await asyncio.sleep(0.1)
     stopping = asyncio.ensure_future(scheduler.stop(drain=True, timeout=10))
     await asyncio.sleep(0.2)
     assert not stopping.done() and not waiting.done()  # neither given up on nor failed
+    return holder, waiting, scheduler, stopping
+
+
+async def test_a_draining_stop_admits_what_waits_for_shared_limits_and_waits_for_it(redis_server) -> None:  # type: ignore[no-untyped-def]
+    holder, waiting, scheduler, stopping = await _draining_while_one_waits_for_shared_limits(redis_server.url)
     holder.release()
     permit = await asyncio.wait_for(waiting, 5.0)  # admitted as a request waiting in the local queue would be
     await asyncio.sleep(0.1)
@@ -199,14 +209,7 @@ async def test_a_draining_stop_admits_what_waits_for_shared_limits_and_waits_for
 
 
 async def test_a_draining_stop_ends_once_the_last_request_leaves_the_shared_limits(redis_server) -> None:  # type: ignore[no-untyped-def]
-    limits = RateLimitConfig(max_concurrent=1)
-    other, scheduler = replica(redis_server.url, limits), replica(redis_server.url, limits)
-    holder = await other.acquire(MOCK, "m")
-    waiting = asyncio.ensure_future(scheduler.acquire(MOCK, "m"))
-    await asyncio.sleep(0.1)
-    stopping = asyncio.ensure_future(scheduler.stop(drain=True, timeout=10))
-    await asyncio.sleep(0.2)
-    assert not stopping.done()
+    holder, waiting, _, stopping = await _draining_while_one_waits_for_shared_limits(redis_server.url)
     waiting.cancel()  # it leaves the shared gate without ever reaching the local queue
     started = time.monotonic()
     await asyncio.wait_for(stopping, 5.0)

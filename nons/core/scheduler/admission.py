@@ -48,6 +48,7 @@ async def admit_slowly(
         state.at_shared_limits -= 1
         state.check_drained()
 
+
 async def _shared(
     state: LoopState, lane: Lane, priority: int, tokens: int, deadline: float | None, probe: bool,
     remote: RemoteGate,
@@ -77,12 +78,14 @@ async def _shared(
         remote.release(reservation, tokens, None)
         raise
 
+
 def _throttled(state: LoopState, lane: Lane, kind: str) -> None:
     lane.throttled += 1
     if state.instruments is not None:
         state.instruments.throttled.add(
             1, {names.GEN_AI_PROVIDER_NAME: lane.slot.metric_name, names.LIMIT_KIND: kind}
         )
+
 
 async def _queue(
     state: LoopState, lane: Lane, priority: int, tokens: int, deadline: float | None, probe: bool,

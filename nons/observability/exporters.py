@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from enum import Enum
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -77,15 +77,24 @@ def exporter_names(variable: str) -> list[str]:
     return [n for n in names if n != "none"]
 
 
-def check_exporter_names() -> None:
-    """Raise :class:`~nons.base.errors.ConfigurationError` naming the variable when an exporter variable names
-    an exporter NoN does not know. Called before anything is installed: a typo must not leave half a setup."""
-    for variable, known in KNOWN_EXPORTERS.items():
+def check_exporter_names(variables: Iterable[str] = tuple(KNOWN_EXPORTERS)) -> None:
+    """Raise :class:`~nons.base.errors.ConfigurationError` naming the variable when one of the exporter
+    ``variables`` names an exporter NoN does not know. Called before anything is installed: a typo must not leave
+    half a setup."""
+    for variable in variables:
+        known = KNOWN_EXPORTERS[variable]
         unknown = [name for name in exporter_names(variable) if name not in known]
         if unknown:
+            # The OTLP exporter packages' own entry point names (what opentelemetry-instrument accepts) pick the
+            # protocol in the name; NoN takes it from the protocol variable, as the specification does.
+            hint = (
+                "; for the OTLP exporter over a given protocol, use otlp with OTEL_EXPORTER_OTLP_PROTOCOL"
+                if any(name.startswith("otlp_") for name in unknown)
+                else ""
+            )
             raise ConfigurationError(
                 f"{variable}={os.environ.get(variable)!r}: unknown exporter(s) {', '.join(unknown)}; "
-                f"use {', '.join(sorted(known))} or none"
+                f"use {', '.join(sorted(known))} or none{hint}"
             )
 
 

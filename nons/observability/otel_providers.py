@@ -48,6 +48,7 @@ __all__ = [
     "install_logs",
     "install_metrics",
     "install_tracing",
+    "variables_nons_exports_by",
 ]
 
 logger = logging.getLogger(__name__)
@@ -186,6 +187,21 @@ def _is_unset(provider: object) -> bool:
     if isinstance(provider, trace.ProxyTracerProvider):
         return True
     return type(provider).__name__ in ("_ProxyMeterProvider", "ProxyLoggerProvider")
+
+
+def variables_nons_exports_by(settings: Settings) -> tuple[str, ...]:
+    """The exporter variables (``OTEL_TRACES_EXPORTER``...) of the signals NoN would install a provider of its own
+    for: those the settings leave on and the application has no provider of (logs only when an exporter is
+    named, as :func:`install_logs` has it). The ``OTEL_*`` values are NoN's to check only then: an application's
+    own providers read them, or not, themselves."""
+    variables: list[str] = []
+    if settings.enable_tracing and _is_unset(trace.get_tracer_provider()):
+        variables.append("OTEL_TRACES_EXPORTER")
+    if settings.enable_metrics and _is_unset(metrics.get_meter_provider()):
+        variables.append("OTEL_METRICS_EXPORTER")
+    if exporter_names("OTEL_LOGS_EXPORTER") and _is_unset(get_logger_provider()):
+        variables.append("OTEL_LOGS_EXPORTER")
+    return tuple(variables)
 
 
 def install_tracing(

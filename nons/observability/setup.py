@@ -42,6 +42,7 @@ from nons.observability.otel_providers import (
     install_logs,
     install_metrics,
     install_tracing,
+    variables_nons_exports_by,
 )
 from nons.observability.shutdown import uninstall_sigterm_flush
 
@@ -102,10 +103,14 @@ def configure_telemetry(settings: Settings | None = None) -> TelemetryHandle:
     with _lock:
         if _handle is not None:
             return _handle
-        # Before anything is built: a typo or a malformed value must not leave half a setup behind.
-        check_exporter_names()
-        check_otel_environment()
         settings = settings or get_settings()
+        # Before anything is built: a typo or a malformed value must not leave half a setup behind. Only the
+        # signals NoN exports itself: an application with its own providers (opentelemetry-instrument's, say)
+        # may name exporters and protocols NoN does not build, and it is the one that reads them.
+        variables = variables_nons_exports_by(settings)
+        check_exporter_names(variables)
+        if variables:
+            check_otel_environment()
         apply_log_level(settings, only_if_set=True)
         observability = observability_buffer()
         handle = TelemetryHandle(resource=_preloaded_resource(settings) or build_resource(settings))

@@ -228,6 +228,60 @@ def test_nons_leaves_the_applications_providers_to_it_at_exit() -> None:
     assert "telemetry was not exported" not in completed.stderr
 
 
+@pytest.mark.parametrize(
+    "variable, value",
+    [
+        ("OTEL_TRACES_EXPORTER", "otlp_proto_http"),  # the OTLP exporter packages' own entry point names
+        ("OTEL_METRICS_EXPORTER", "otlp_proto_grpc"),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),  # a protocol the Python SDK has no exporter for
+    ],
+)
+def test_the_applications_own_exporter_settings_are_not_nons_to_refuse(variable: str, value: str) -> None:
+    """An application with its own tracer and meter providers (as ``opentelemetry-instrument`` sets them up) may
+    name exporters and protocols NoN does not build: NoN exports nothing itself, so it refuses none of them, and
+    its spans go to the application's provider."""
+    script = (
+        "import asyncio, os\n"
+        f"os.environ[{variable!r}] = {value!r}\n"
+        "from opentelemetry import metrics, trace\n"
+        "from opentelemetry.sdk.metrics import MeterProvider\n"
+        "from opentelemetry.sdk.trace import TracerProvider\n"
+        "from opentelemetry.sdk.trace.export import SimpleSpanProcessor\n"
+        "from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter\n"
+        "spans = InMemorySpanExporter()\n"
+        "provider = TracerProvider()\n"
+        "provider.add_span_processor(SimpleSpanProcessor(spans))\n"
+        "trace.set_tracer_provider(provider)\n"
+        "metrics.set_meter_provider(MeterProvider())\n"
+        "from nons import ModelConfig, ModelProvider, NoN, Node\n"
+        "network = NoN.from_operators([Node('generate', ModelConfig(provider=ModelProvider.MOCK))])\n"
+        "for _ in range(2): asyncio.run(network.run('q'))\n"
+        "print(sum(s.name == 'invoke_workflow network' for s in spans.get_finished_spans()))\n"
+    )
+    completed = run_script(script)
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    assert completed.stdout.split() == ["2"]
+
+
+def test_an_exporter_nons_would_build_is_still_refused_when_unknown() -> None:
+    # No provider of the application's: NoN builds the exporter the variable names, so a name it does not know
+    # fails the pass with an error that says what to write instead.
+    script = (
+        "import asyncio, os\n"
+        "os.environ['OTEL_TRACES_EXPORTER'] = 'otlp_proto_http'\n"
+        "from nons import ConfigurationError, ModelConfig, ModelProvider, NoN, Node\n"
+        "network = NoN.from_operators([Node('generate', ModelConfig(provider=ModelProvider.MOCK))])\n"
+        "try:\n"
+        "    asyncio.run(network.run('q'))\n"
+        "except ConfigurationError as error:\n"
+        "    print(error)\n"
+    )
+    completed = run_script(script)
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    assert "OTEL_TRACES_EXPORTER='otlp_proto_http': unknown exporter(s) otlp_proto_http" in completed.stdout
+    assert "use otlp with OTEL_EXPORTER_OTLP_PROTOCOL" in completed.stdout
+
+
 def test_sigterm_flushes_nons_spans_through_the_applications_own_provider(tmp_path: Path) -> None:
     """``docker stop``: SIGTERM ends the process without atexit, so neither the application's shutdown nor NoN's
     exit handler runs. NoN's SIGTERM handler flushes the application's tracer provider too (it stops nothing):

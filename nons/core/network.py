@@ -124,11 +124,18 @@ class NoN:
         cell, which runs in one): there, ``await network.run(...)`` instead.
         """
         import asyncio
+        import sys
 
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            return asyncio.run(self.run(input_data, trace_headers=trace_headers, on_progress=on_progress))
+            running = self.run(input_data, trace_headers=trace_headers, on_progress=on_progress)
+            if sys.version_info >= (3, 11):
+                # A loop of the pass's own, never made the thread's current one: asyncio.run() sets its loop as
+                # current and then none, so an application's own (asyncio.set_event_loop) would be gone after it.
+                with asyncio.Runner(loop_factory=asyncio.new_event_loop) as runner:
+                    return runner.run(running)
+            return asyncio.run(running)  # Python 3.10 has no Runner: the thread is left with no current loop
         raise RuntimeError(
             f"{type(self).__name__}.run_sync() / forward_sync() cannot run inside a running event loop "
             "(an async function, or a notebook cell): use `await network.run(...)` / `await network.forward(...)`"

@@ -3,7 +3,9 @@ node and layer by layer, with the cost so far, to ``on_progress``."""
 
 from __future__ import annotations
 
+import asyncio
 import math
+import sys
 
 import pytest
 
@@ -26,6 +28,20 @@ def test_run_sync_and_forward_sync_run_a_pass_without_an_event_loop() -> None:
     result = network.run_sync("What is the capital of France?")
     assert result.output and result.cost_usd > 0 and result.trace_id
     assert isinstance(network.forward_sync("And of Italy?"), str)
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="Python 3.10 has no asyncio.Runner: asyncio.run() unsets it")
+def test_run_sync_leaves_the_threads_current_event_loop_as_the_application_set_it() -> None:
+    # The pass runs in a loop of its own; the application's loop stays the thread's current one, unused.
+    loop = asyncio.new_event_loop()
+    try:
+        asyncio.set_event_loop(loop)
+        assert isinstance(two_layers().forward_sync("hello"), str)
+        assert asyncio.get_event_loop_policy().get_event_loop() is loop
+        assert not loop.is_closed()
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
 
 
 async def test_run_sync_inside_a_running_loop_is_refused_with_what_to_do_instead() -> None:

@@ -1,7 +1,8 @@
 """The exporters :func:`~nons.observability.configure_telemetry` installs, and how what they lose is counted.
 
 - Which exporters: the standard variables ``OTEL_TRACES_EXPORTER``, ``OTEL_METRICS_EXPORTER`` and
-  ``OTEL_LOGS_EXPORTER`` (``otlp``, ``console``, ``none``; metrics also ``prometheus``), with
+  ``OTEL_LOGS_EXPORTER`` (``otlp``, ``console``, ``none``; metrics also ``prometheus``; the OTLP exporter also as
+  ``otlp_proto_grpc`` or ``otlp_proto_http``, whose protocol is the one they name), with
   ``OTEL_EXPORTER_OTLP_ENDPOINT`` and ``OTEL_EXPORTER_OTLP_PROTOCOL`` (``grpc`` or ``http/protobuf``). Unlike
   the SDK's own default, an unset exporter variable means ``otlp`` only when an OTLP endpoint is set, and
   ``none`` otherwise, so a laptop without a collector does not log connection errors.
@@ -35,7 +36,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcess
 from nons.base.errors import ConfigurationError
 from nons.observability.buffer import ExportStats, LogRecordExporter, LogRecordExportResult, ReadableLogRecord
 from nons.observability.fast_export import fast_span_processor, import_fastotel
-from nons.observability.otel_env import otlp_protocol
+from nons.observability.otel_env import OTLP_EXPORTER_NAMES, otlp_protocol
 
 __all__ = [
     "CountingExporter",
@@ -54,15 +55,17 @@ logger = logging.getLogger(__name__)
 
 #: The exporters each standard variable may name (``none`` aside).
 KNOWN_EXPORTERS: dict[str, frozenset[str]] = {
-    "OTEL_TRACES_EXPORTER": frozenset({"otlp", "console"}),
-    "OTEL_METRICS_EXPORTER": frozenset({"otlp", "console", "prometheus"}),
-    "OTEL_LOGS_EXPORTER": frozenset({"otlp", "console"}),
+    "OTEL_TRACES_EXPORTER": frozenset({*OTLP_EXPORTER_NAMES, "console"}),
+    "OTEL_METRICS_EXPORTER": frozenset({*OTLP_EXPORTER_NAMES, "console", "prometheus"}),
+    "OTEL_LOGS_EXPORTER": frozenset({*OTLP_EXPORTER_NAMES, "console"}),
 }
 
 
 def exporter_names(variable: str) -> list[str]:
-    """The exporters ``variable`` (``OTEL_TRACES_EXPORTER``...) names, ``none`` left out; unset means ``otlp``
-    when an OTLP endpoint is set for that signal, and nothing otherwise."""
+    """The exporters ``variable`` (``OTEL_TRACES_EXPORTER``...) names, each once, ``none`` left out, and the OTLP
+    exporter as ``otlp`` whichever of its names is used (:data:`OTLP_EXPORTER_NAMES`; its protocol is
+    :func:`otlp_protocol`'s); unset means ``otlp`` when an OTLP endpoint is set for that signal, and nothing
+    otherwise."""
     value = os.environ.get(variable)
     if value is None:
         has_endpoint = any(
@@ -74,7 +77,10 @@ def exporter_names(variable: str) -> list[str]:
         )
         return ["otlp"] if has_endpoint else []
     names = [n.strip().lower() for n in value.split(",") if n.strip()]
-    return [n for n in names if n != "none"]
+    # One OTLP exporter a signal, however many of its names the list gives (check_exporter_names refuses two
+    # protocols): two would export everything twice.
+    names = ["otlp" if n in OTLP_EXPORTER_NAMES else n for n in names if n != "none"]
+    return list(dict.fromkeys(names))
 
 
 def check_exporter_names(variables: Iterable[str] = tuple(KNOWN_EXPORTERS)) -> None:
@@ -85,16 +91,16 @@ def check_exporter_names(variables: Iterable[str] = tuple(KNOWN_EXPORTERS)) -> N
         known = KNOWN_EXPORTERS[variable]
         unknown = [name for name in exporter_names(variable) if name not in known]
         if unknown:
-            # The OTLP exporter packages' own entry point names (what opentelemetry-instrument accepts) pick the
-            # protocol in the name; NoN takes it from the protocol variable, as the specification does.
-            hint = (
-                "; for the OTLP exporter over a given protocol, use otlp with OTEL_EXPORTER_OTLP_PROTOCOL"
-                if any(name.startswith("otlp_") for name in unknown)
-                else ""
-            )
             raise ConfigurationError(
                 f"{variable}={os.environ.get(variable)!r}: unknown exporter(s) {', '.join(unknown)}; "
-                f"use {', '.join(sorted(known))} or none{hint}"
+                f"use {', '.join(sorted(known))} or none"
+            )
+        named = {n.strip().lower() for n in os.environ.get(variable, "").split(",")}
+        if len({OTLP_EXPORTER_NAMES[n] for n in named & OTLP_EXPORTER_NAMES.keys()} - {None}) > 1:
+            raise ConfigurationError(
+                f"{variable}={os.environ.get(variable)!r}: names the OTLP exporter over two protocols; a signal "
+                "is exported over one (name otlp_proto_grpc or otlp_proto_http, or otlp and set "
+                "OTEL_EXPORTER_OTLP_PROTOCOL)"
             )
 
 

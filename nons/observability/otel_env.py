@@ -21,9 +21,19 @@ from urllib.parse import urlsplit
 
 from nons.base.errors import ConfigurationError
 
-__all__ = ["check_otel_environment", "otlp_protocol"]
+__all__ = ["OTLP_EXPORTER_NAMES", "check_otel_environment", "otlp_protocol"]
 
 _SIGNALS = ("TRACES", "METRICS", "LOGS")
+
+#: The names an exporter variable (``OTEL_TRACES_EXPORTER``...) may give the OTLP exporter, and the protocol each
+#: fixes: ``otlp`` leaves it to the protocol variables; ``otlp_proto_grpc`` and ``otlp_proto_http`` are the OTLP
+#: exporter packages' entry point names, which the SDK's own configurator (``opentelemetry-instrument``) accepts,
+#: and which name their protocol whatever the protocol variables say, as they do there.
+OTLP_EXPORTER_NAMES: dict[str, str | None] = {
+    "otlp": None,
+    "otlp_proto_grpc": "grpc",
+    "otlp_proto_http": "http/protobuf",
+}
 
 #: What each OTLP protocol variable accepts (the Python exporters have no ``http/json``).
 PROTOCOLS = ("grpc", "http/protobuf")
@@ -106,9 +116,16 @@ def _endpoint(protocol_variables: tuple[str, ...]) -> Check:
 
 
 def otlp_protocol(signal_variable: str) -> tuple[str, str | None]:
-    """The OTLP protocol a signal's exporter uses, lower-cased, and the variable that set it: the signal's own
+    """The OTLP protocol a signal's exporter uses, lower-cased, and the variable that set it: the one its exporter
+    variable's name fixes (``OTEL_TRACES_EXPORTER=otlp_proto_http``), else the signal's own protocol variable
     (``OTEL_EXPORTER_OTLP_TRACES_PROTOCOL``...) over ``OTEL_EXPORTER_OTLP_PROTOCOL``, an empty value counting as
-    unset; ``("grpc", None)`` when neither is set, NoN's default as the Python SDK's."""
+    unset; ``("grpc", None)`` when none is set, NoN's default as the Python SDK's."""
+    signal = signal_variable.removeprefix("OTEL_EXPORTER_OTLP_").removesuffix("_PROTOCOL")
+    exporter_variable = f"OTEL_{signal}_EXPORTER"
+    for name in os.environ.get(exporter_variable, "").split(","):
+        fixed = OTLP_EXPORTER_NAMES.get(name.strip().lower())
+        if fixed is not None:
+            return fixed, exporter_variable
     for variable in (signal_variable, "OTEL_EXPORTER_OTLP_PROTOCOL"):
         value = os.environ.get(variable, "").strip().lower()
         if value:

@@ -231,8 +231,8 @@ def test_nons_leaves_the_applications_providers_to_it_at_exit() -> None:
 @pytest.mark.parametrize(
     "variable, value",
     [
-        ("OTEL_TRACES_EXPORTER", "otlp_proto_http"),  # the OTLP exporter packages' own entry point names
-        ("OTEL_METRICS_EXPORTER", "otlp_proto_grpc"),
+        ("OTEL_TRACES_EXPORTER", "zipkin"),  # an exporter NoN does not build (opentelemetry-instrument does)
+        ("OTEL_METRICS_EXPORTER", "otlp,otlp_proto_grpc,otlp_proto_http"),  # two OTLP protocols
         ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),  # a protocol the Python SDK has no exporter for
     ],
 )
@@ -265,10 +265,10 @@ def test_the_applications_own_exporter_settings_are_not_nons_to_refuse(variable:
 
 def test_an_exporter_nons_would_build_is_still_refused_when_unknown() -> None:
     # No provider of the application's: NoN builds the exporter the variable names, so a name it does not know
-    # fails the pass with an error that says what to write instead.
+    # fails the pass with an error that says what it does know.
     script = (
         "import asyncio, os\n"
-        "os.environ['OTEL_TRACES_EXPORTER'] = 'otlp_proto_http'\n"
+        "os.environ['OTEL_TRACES_EXPORTER'] = 'zipkin'\n"
         "from nons import ConfigurationError, ModelConfig, ModelProvider, NoN, Node\n"
         "network = NoN.from_operators([Node('generate', ModelConfig(provider=ModelProvider.MOCK))])\n"
         "try:\n"
@@ -278,8 +278,7 @@ def test_an_exporter_nons_would_build_is_still_refused_when_unknown() -> None:
     )
     completed = run_script(script)
     assert completed.returncode == 0, completed.stderr[-4000:]
-    assert "OTEL_TRACES_EXPORTER='otlp_proto_http': unknown exporter(s) otlp_proto_http" in completed.stdout
-    assert "use otlp with OTEL_EXPORTER_OTLP_PROTOCOL" in completed.stdout
+    assert "OTEL_TRACES_EXPORTER='zipkin': unknown exporter(s) zipkin; use console, otlp" in completed.stdout
 
 
 def test_sigterm_flushes_nons_spans_through_the_applications_own_provider(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from otel_harness import HAS_HTTPX2_INSTRUMENTOR, require_fastotel, run_child
+from otel_harness import HAS_HTTPX2_INSTRUMENTOR, require_fastotel, run_child, run_script
 from otlp_receiver import OTLPReceiver, attributes
 from telemetry_child import LOG_MESSAGE
 
@@ -164,3 +164,44 @@ def test_no_key_on_the_wire(wire: tuple[OTLPReceiver, dict[str, Any]]) -> None:
     for payload in payloads:
         assert FAKE_KEY.encode() not in payload
         assert b"Bearer " not in payload
+
+
+def test_the_otlp_exporters_entry_point_names_fix_the_protocol_of_their_signal() -> None:
+    """``otlp_proto_http`` and ``otlp_proto_grpc`` (the names ``opentelemetry-instrument`` accepts) are the OTLP
+    exporter over the protocol they name, whatever ``OTEL_EXPORTER_OTLP_PROTOCOL`` says, as in the SDK's own
+    configurator; each signal is still exported once."""
+    script = (
+        "import asyncio, nons\n"
+        "from nons import ModelConfig, ModelProvider, NoN, Node\n"
+        "handle = nons.configure_telemetry()\n"
+        "asyncio.run(NoN.from_operators([Node('generate', ModelConfig(provider=ModelProvider.MOCK))]).run('q'))\n"
+        "nons.shutdown_telemetry()\n"
+        "print(handle.span_exporters, handle.metric_exporters)\n"
+    )
+    with OTLPReceiver() as receiver:
+        printed = run_script(
+            script,
+            {
+                "OTEL_TRACES_EXPORTER": "otlp_proto_http,otlp",
+                "OTEL_METRICS_EXPORTER": "otlp_proto_grpc",
+                "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"{receiver.http_endpoint}/v1/traces",
+                "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": receiver.grpc_endpoint,
+            },
+        )
+        receiver.wait_for(lambda r: r.spans() and r.metrics(), timeout=10)
+        assert printed == "['otlp'] ['otlp']"
+        assert {(r.signal, r.transport) for r in receiver.received} == {("traces", "http"), ("metrics", "grpc")}
+        # One span processor: each span arrived once.
+        names = [span.name for _, _, span in receiver.spans()]
+        assert names.count("invoke_workflow network") == 1
+
+
+def test_two_otlp_protocols_for_one_signal_are_refused_by_name() -> None:
+    from nons.base.errors import ConfigurationError
+    from nons.observability.exporters import check_exporter_names
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("OTEL_TRACES_EXPORTER", "otlp_proto_grpc,otlp_proto_http")
+        with pytest.raises(ConfigurationError, match=r"OTEL_TRACES_EXPORTER=.*two protocols"):
+            check_exporter_names()

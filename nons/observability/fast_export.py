@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import sys
 import threading
 from typing import Any
@@ -49,10 +50,14 @@ def check_fast_export() -> None:
     port would refuse fastotel's HTTP requests), or fastotel is not installed."""
     protocol, variable = otlp_protocol("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
     if protocol != "http/protobuf":
-        said = f"{variable}={protocol!r}" if variable else "no OTEL_EXPORTER_OTLP_PROTOCOL (gRPC, by default)"
+        # The variable's own value: a protocol, or the exporter's name that fixes one (otlp_proto_grpc).
+        said = (
+            f"{variable}={os.environ[variable]!r}" if variable else "no OTEL_EXPORTER_OTLP_PROTOCOL (gRPC, by default)"
+        )
+        fix = "otlp_proto_http" if variable == "OTEL_TRACES_EXPORTER" else "http/protobuf"
         raise ConfigurationError(
             f"NON_SPAN_EXPORT=fastotel sends spans over OTLP/HTTP only, and the configuration says {said}; set "
-            f"{variable or 'OTEL_EXPORTER_OTLP_PROTOCOL'} to http/protobuf, with the collector's HTTP endpoint "
+            f"{variable or 'OTEL_EXPORTER_OTLP_PROTOCOL'} to {fix}, with the collector's HTTP endpoint "
             "(port 4318 by default), or unset NON_SPAN_EXPORT"
         )
     import_fastotel()

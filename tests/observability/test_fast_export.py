@@ -70,6 +70,14 @@ def test_the_grpc_protocol_is_refused_naming_the_fix(monkeypatch: pytest.MonkeyP
     with pytest.raises(ConfigurationError, match=r"says OTEL_EXPORTER_OTLP_TRACES_PROTOCOL='grpc'; set "
                                                  r"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL to http/protobuf"):
         check_fast_export()
+    # The OTLP exporter's entry point names fix the protocol over both variables; the error names the exporter.
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "otlp_proto_http")
+    check_fast_export()
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "otlp_proto_grpc")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/protobuf")
+    with pytest.raises(ConfigurationError, match=r"says OTEL_TRACES_EXPORTER='otlp_proto_grpc'; set "
+                                                 r"OTEL_TRACES_EXPORTER to otlp_proto_http"):
+        check_fast_export()
 
 
 def test_settings_fastotel_cannot_use_are_refused_naming_the_variables(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,11 +14,9 @@ rules (422). Every refusal is counted in ``nons.serve.refusals`` by reason.
 
 # No `from __future__ import annotations` here: FastAPI reads the route functions' annotations at runtime, and
 # some of them name this module's closures (the path parameter, the dependencies).
-import asyncio
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Path, Request
@@ -28,15 +26,15 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from nons.base.version import __version__
-from nons.core.budgets import spending_for
 from nons.core.network import NoN
 from nons.core.scheduler import get_scheduler, start_scheduler, stop_scheduler
-from nons.core.types import InputValidationError, NetworkResult, NetworkTimeoutError, NonError
+from nons.core.types import NetworkResult
 from nons.observability import names
 from nons.serve.auth import Caller, TokenTable
 from nons.serve.bodylimit import BodyLimit
 from nons.serve.limits import CallerLimits, LimitsUnavailable
-from nons.serve.refusals import Refusal, error_response, http_error_handler, refusal_handler, validation_handler
+from nons.serve.refusals import Refusal, http_error_handler, refusal_handler, validation_handler
+from nons.serve.runs import ServiceState, run_for_request
 from nons.serve.schemas import (
     ErrorBody,
     Health,
@@ -44,21 +42,12 @@ from nons.serve.schemas import (
     Readiness,
     RunResponse,
     UsageBody,
-    Violation,
     jsonable_output,
     run_request_model,
 )
 from nons.spec.describe import describe_network
 
 __all__ = ["ServiceState", "create_app"]
-
-
-@dataclass
-class ServiceState:
-    """What the process-level shutdown shares with the app: draining, and the runs in progress."""
-
-    draining: bool = False
-    in_flight: int = 0
 
 
 def _error(description: str, headers: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -84,13 +73,6 @@ _RUN_RESPONSES: dict[int | str, dict[str, Any]] = {
     ),
     504: _error("The network did not finish within its timeout."),
 }
-
-
-def _refuse_input(error: InputValidationError) -> Refusal:
-    # The engine's own input check (a network's max_input_chars may be below the service's limit).
-    rule = "max_length" if "over the limit" in str(error) else "not_empty"
-    violation = Violation(field="input", rule=rule, message=str(error))
-    return Refusal(422, names.REFUSAL_INVALID_INPUT, str(error), violations=[violation])
 
 
 def _run_response(name: str, result: NetworkResult) -> RunResponse:
@@ -196,36 +178,6 @@ def _add_health_routes(app: FastAPI, state: ServiceState) -> None:
         return JSONResponse(body.model_dump(mode="json"), status_code=200 if body.ready else 503)
 
 
-async def _run(network: NoN, text: str, state: ServiceState, caller: str) -> tuple[NetworkResult | JSONResponse, float]:
-    """One pass, charged to ``caller``'s budgets (``configure_budgets(Budget(per="caller"))``), with the network's
-    failures as error responses; and what the pass spent, a failed one's included (its error's
-    ``partial_result``): the calls that answered before it failed were paid for, and a caller whose runs fail
-    late would otherwise never reach its spend limit."""
-    state.in_flight += 1
-    try:
-        with spending_for(caller):
-            result = await network.run(text)
-        return result, result.cost_usd
-    except InputValidationError as error:
-        raise _refuse_input(error) from None
-    except NonError as error:
-        spent = error.partial_result.cost_usd if error.partial_result is not None else 0.0
-        if isinstance(error, NetworkTimeoutError):
-            return error_response(504, "network_timeout", str(error)), spent
-        return error_response(502, "network_failed", f"{type(error).__name__}: {error}"), spent
-    except asyncio.CancelledError:
-        if not state.draining:
-            raise
-        # uvicorn cancelled the run at the end of the grace period: tell the caller to retry elsewhere rather
-        # than leave it a bare 500. What the run spent is not known: a cancellation carries no partial result.
-        return error_response(
-            503, "shut_down", "the service shut down before the run finished; retry",
-            {"Retry-After": "1", "Connection": "close"},
-        ), 0.0
-    finally:
-        state.in_flight -= 1
-
-
 def create_app(
     networks: Mapping[str, NoN],
     *,
@@ -273,9 +225,9 @@ def create_app(
         return NetworkList(networks=catalogue)
 
     async def run(
-        name: Annotated[str, network_name], body: Any, caller: Annotated[Caller, Depends(admit)]
+        request: Request, name: Annotated[str, network_name], body: Any, caller: Annotated[Caller, Depends(admit)]
     ) -> RunResponse | JSONResponse:
-        result, spent = await _run(networks[name], body.input, state, caller.id)
+        result, spent = await run_for_request(networks[name], body.input, state, caller.id, request.receive)
         await limits.record_spend(caller.id, spent)
         return result if isinstance(result, JSONResponse) else _run_response(name, result)
 

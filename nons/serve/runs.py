@@ -1,0 +1,142 @@
+"""One pass of a network for one request: charged to its caller, cut short when the caller goes away or the
+service shuts down, and what it spent known however it ends.
+
+A caller that closes its connection (a client timeout, a user who gave up) no longer wants the answer, but a
+pass left running would go on paying for LLM calls, count as a success and hold up a shutdown. The pass runs
+as a task of its own while the request's ``receive`` is watched for the ASGI ``http.disconnect``; when that
+comes first, the pass is cancelled (its in-flight provider calls with it) and the response, which no one will
+read, has status 499, the code nginx gave to a request whose client closed it. The server span and the HTTP
+metrics carry it, so such runs are counted apart from the ones that answered.
+
+What a pass spent is charged to its caller's daily spend however it ends: a result's cost, a failed pass's
+``partial_result``, and for a cancelled pass the cost its ``on_progress`` events reported when it ended (a
+cancellation carries no result).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from fastapi.responses import JSONResponse
+from starlette.types import Receive
+
+from nons.core.budgets import spending_for
+from nons.core.network import NoN
+from nons.core.progress import ProgressEvent
+from nons.core.types import InputValidationError, NetworkResult, NetworkTimeoutError, NonError
+from nons.observability import names
+from nons.serve.refusals import Refusal, error_response
+from nons.serve.schemas import Violation
+
+__all__ = ["CLIENT_CLOSED_REQUEST", "ServiceState", "run_for_request"]
+
+#: The status of a run whose caller closed its connection first (nginx's "client closed request").
+CLIENT_CLOSED_REQUEST = 499
+
+
+@dataclass
+class ServiceState:
+    """What the process-level shutdown shares with the app: draining, and the runs in progress."""
+
+    draining: bool = False
+    in_flight: int = 0
+
+
+class _Spend:
+    """The cost a pass's progress events report: known at its end however it ends."""
+
+    __slots__ = ("usd",)
+
+    def __init__(self) -> None:
+        self.usd = 0.0
+
+    def see(self, event: ProgressEvent) -> None:
+        self.usd = event.cost_usd
+
+
+async def run_for_request(
+    network: NoN, text: str, state: ServiceState, caller: str, receive: Receive
+) -> tuple[NetworkResult | JSONResponse, float]:
+    """One pass of ``network`` on ``text``, charged to ``caller``'s budgets (``configure_budgets(Budget(
+    per="caller"))``), with the network's failures as error responses; and what the pass spent, a failed or
+    cancelled one's included: the calls that answered before it ended were paid for, and a caller whose runs
+    fail late would otherwise never reach its spend limit. ``receive`` is the request's, its body already read."""
+    spend = _Spend()
+    state.in_flight += 1
+    try:
+        with spending_for(caller):  # the task copies the context: its calls are the caller's
+            run = asyncio.ensure_future(network.run(text, on_progress=spend.see))
+        try:
+            client_gone = await _client_left_first(run, receive)
+        except asyncio.CancelledError:
+            await _cancel(run)
+            if not state.draining:
+                raise
+            # uvicorn cancelled the run at the end of the grace period: tell the caller to retry elsewhere rather
+            # than leave it a bare 500.
+            return error_response(
+                503,
+                "shut_down",
+                "the service shut down before the run finished; retry",
+                {"Retry-After": "1", "Connection": "close"},
+            ), spend.usd
+        if client_gone:
+            await _cancel(run)
+            detail = "the client closed the connection before the run finished; the run was cancelled"
+            return error_response(CLIENT_CLOSED_REQUEST, "client_closed_request", detail), spend.usd
+        return _outcome(run, spend)
+    finally:
+        state.in_flight -= 1
+
+
+def _outcome(run: asyncio.Future[NetworkResult], spend: _Spend) -> tuple[NetworkResult | JSONResponse, float]:
+    """The finished ``run``'s result, or its failure as a response (a refusal for bad input)."""
+    try:
+        result = run.result()
+    except InputValidationError as error:
+        raise _refuse_input(error) from None
+    except NonError as error:
+        spent = error.partial_result.cost_usd if error.partial_result is not None else spend.usd
+        if isinstance(error, NetworkTimeoutError):
+            return error_response(504, "network_timeout", str(error)), spent
+        return error_response(502, "network_failed", f"{type(error).__name__}: {error}"), spent
+    return result, result.cost_usd
+
+
+async def _client_left_first(run: asyncio.Future[NetworkResult], receive: Receive) -> bool:
+    """Wait for ``run`` to end, or for the client to disconnect before it does (then ``True``)."""
+    watcher = asyncio.ensure_future(_disconnect(receive))
+    try:
+        await asyncio.wait((run, watcher), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if run.done():
+        return False  # finished, even if the client left at the same moment: its outcome is the true one
+    if watcher.cancelled() or watcher.exception() is not None:
+        # A server whose receive failed cannot say when its client leaves: the run goes on to its end.
+        await asyncio.wait((run,))
+        return False
+    return True
+
+
+async def _disconnect(receive: Receive) -> None:
+    """Return when the ASGI server reports that the client disconnected (the body is already read, so nothing
+    else is expected; anything else is skipped)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _cancel(run: asyncio.Future[NetworkResult]) -> None:
+    """Cancel ``run`` and wait until it has ended: its nodes record their calls, and its spans end."""
+    run.cancel()
+    await asyncio.wait((run,))
+    if not run.cancelled():
+        run.exception()  # it ended another way as it was cancelled: retrieved, so asyncio does not log it
+
+
+def _refuse_input(error: InputValidationError) -> Refusal:
+    # The engine's own input check (a network's max_input_chars may be below the service's limit).
+    rule = "max_length" if "over the limit" in str(error) else "not_empty"
+    violation = Violation(field="input", rule=rule, message=str(error))
+    return Refusal(422, names.REFUSAL_INVALID_INPUT, str(error), violations=[violation])

@@ -1,0 +1,67 @@
+"""A run for a request: a caller that closes its connection cancels its run, which is recorded as such and still
+charged for what it spent, over real HTTP to a running ``nons serve``."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from opentelemetry.instrumentation.utils import suppress_http_instrumentation
+from otlp_receiver import attributes
+from service_process import ALICE, SPEC, ServiceProcess, otlp_env, start_service
+
+pytestmark = pytest.mark.timeout(180)
+
+SERVER = 2  # SpanKind SERVER in OTLP
+ERROR = 2  # StatusCode ERROR in OTLP
+
+SPENDS_THEN_HANGS = SPEC + """\
+  spends-then-hangs:
+    layers:
+      - generate@sim
+      - {operator: generate, model: {model: mock/gpt-4o-mini, extra_params: {mock_latency_s: 120}}}
+"""
+
+
+def _in_flight(service: ServiceProcess) -> int:
+    count: int = service.get("/readyz").json()["in_flight_requests"]
+    return count
+
+
+def _leave_after(service: ServiceProcess, seconds: float) -> None:
+    """Ask for a run of spends-then-hangs and close the connection after ``seconds`` without an answer."""
+    with suppress_http_instrumentation(), pytest.raises(httpx.ReadTimeout):
+        httpx.post(
+            f"{service.url}/v1/networks/spends-then-hangs/run", json={"input": "hi"},
+            headers={"Authorization": f"Bearer {ALICE}"}, timeout=httpx.Timeout(10, read=seconds),
+        )
+
+
+def test_a_client_that_leaves_cancels_its_run_which_is_recorded_and_charged(
+    tmp_path: Path, otlp_receiver: Any
+) -> None:
+    args = ["--spend-limit-usd-per-day", "0.000001", "--rate-limit", "100/minute"]
+    env = otlp_env(otlp_receiver)
+    with start_service(tmp_path, SPENDS_THEN_HANGS, tokens={"alice": ALICE}, args=args, env=env) as service:
+        left = time.monotonic()
+        _leave_after(service, 1.5)
+        # The run would wait 120 s for its second layer's call: it ends as soon as the server sees the client go.
+        while _in_flight(service) != 0:
+            assert time.monotonic() - left < 10, "the run went on after its client left"
+            time.sleep(0.05)
+        # Its first layer's call answered, and was paid for, before the client left: the caller's spend has it.
+        refused = service.run("best-of-3", "again")
+        assert refused.status_code == 429 and refused.json()["error"] == "spend_limited", refused.text
+        assert service.terminate() == 0
+
+    spans = [span for _, _, span in otlp_receiver.spans()]
+    (network,) = [s for s in spans if s.name == "invoke_workflow spends-then-hangs"]
+    assert network.status.code == ERROR and attributes(network.attributes)["error.type"] == "cancelled"
+    assert (network.end_time_unix_nano - network.start_time_unix_nano) / 1e9 < 10
+    (server,) = [s for s in spans if s.kind == SERVER and s.trace_id == network.trace_id]
+    server_attributes = attributes(server.attributes)
+    status = server_attributes.get("http.response.status_code", server_attributes.get("http.status_code"))
+    assert status == 499, "recorded as a request its client closed, not as an answer"

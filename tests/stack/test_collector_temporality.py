@@ -93,7 +93,9 @@ def test_money_and_calls_reach_prometheus_whole_in_either_temporality(
     assert truth["calls"] == 36 and truth["cost_usd"] > 0
     # The last export reaches the exposition within the batch processor's timeout (1 s).
     deadline = time.monotonic() + 15
-    while (exposed := _exposed(otel_stack.collector, service))["calls"] < truth["calls"] and time.monotonic() < deadline:
+    exposed = _exposed(otel_stack.collector, service)
+    while exposed["calls"] < truth["calls"] and time.monotonic() < deadline:
         time.sleep(0.2)
+        exposed = _exposed(otel_stack.collector, service)
     assert exposed["calls"] == truth["calls"], (exposed, truth, otel_stack.collector.log()[-3000:])
     assert math.isclose(exposed["cost_usd"], truth["cost_usd"], rel_tol=1e-9), (exposed, truth)

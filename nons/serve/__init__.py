@@ -3,7 +3,8 @@ rate and spend limits, health and readiness, OpenTelemetry server spans and a gr
 
 Needs the ``serve`` extra: ``pip install 'nons[serve]'``. The pieces:
 
-- :mod:`nons.serve.app`: the ASGI app (``create_app``) and its routes;
+- :mod:`nons.serve.app`: the ASGI app (``create_app``) and its routes; :mod:`nons.serve.runs`: one run for
+  one request (cancelled when its client leaves, its spend charged however it ends);
 - :mod:`nons.serve.auth`: callers and bearer tokens; :mod:`nons.serve.limits`: rate and spend limits, counted
   by :mod:`nons.serve.counts` (in the process, or in a store the replicas share);
 - :mod:`nons.serve.refusals`, :mod:`nons.serve.bodylimit`: refused requests and their counter;

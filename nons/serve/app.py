@@ -17,6 +17,7 @@ rules (422). Every refusal is counted in ``nons.serve.refusals`` by reason.
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Path, Request
@@ -45,6 +46,7 @@ from nons.serve.schemas import (
     jsonable_output,
     run_request_model,
 )
+from nons.serve.settings import CUT_RUNS_SETTLE_S
 from nons.spec.describe import describe_network
 
 __all__ = ["ServiceState", "create_app"]
@@ -67,6 +69,7 @@ _RUN_RESPONSES: dict[int | str, dict[str, Any]] = {
     413: _error("The request body is too large."),
     422: _error("The input breaks a rule (too long, empty, missing, wrong type); nothing was sent to a model."),
     429: _error("Over the caller's rate or daily spend limit.", _RETRY),
+    499: _error("The client closed the connection before the run finished: the run was cancelled, no one reads this."),
     502: _error("The network failed (a provider error, a failed layer)."),
     503: _error(
         "The service is shutting down (before or during the run), or cannot check the caller's limits.", _RETRY
@@ -103,7 +106,9 @@ def _new_app(networks: Mapping[str, NoN], state: ServiceState, max_body_bytes: i
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await start_scheduler()  # so that readiness reports a running scheduler before the first call
         yield
-        # uvicorn has let in-flight requests finish (or cancelled them after the grace period).
+        # uvicorn has let in-flight requests finish, or cancelled them after the grace period: those still answer
+        # and record their spend (a round trip to a shared limits storage) before the process ends.
+        await state.settle(timeout_s=CUT_RUNS_SETTLE_S)
         await stop_scheduler(drain=True, timeout=1.0)
 
     options: dict[str, Any] = {}
@@ -227,8 +232,9 @@ def create_app(
     async def run(
         request: Request, name: Annotated[str, network_name], body: Any, caller: Annotated[Caller, Depends(admit)]
     ) -> RunResponse | JSONResponse:
-        result, spent = await run_for_request(networks[name], body.input, state, caller.id, request.receive)
-        await limits.record_spend(caller.id, spent)
+        result = await run_for_request(
+            networks[name], body.input, state, caller.id, request.receive, partial(limits.record_spend, caller.id)
+        )
         return result if isinstance(result, JSONResponse) else _run_response(name, result)
 
     # The body model is built for this app's input limit, so the annotation is set here.

@@ -10,12 +10,16 @@ metrics carry it, so such runs are counted apart from the ones that answered.
 
 What a pass spent is charged to its caller's daily spend however it ends: a result's cost, a failed pass's
 ``partial_result``, and for a cancelled pass the cost its ``on_progress`` events reported when it ended (a
-cancellation carries no result).
+cancellation carries no result). That is the calls that answered: a call cut in flight may still be billed by
+its provider, so a cancelled pass's charge is a lower bound. The run counts as in flight until its spend is
+recorded, so that a shutdown waits for the record (``ServiceState.settle``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from fastapi.responses import JSONResponse
@@ -29,10 +33,13 @@ from nons.observability import names
 from nons.serve.refusals import Refusal, error_response
 from nons.serve.schemas import Violation
 
-__all__ = ["CLIENT_CLOSED_REQUEST", "ServiceState", "run_for_request"]
+__all__ = ["CLIENT_CLOSED_REQUEST", "Charge", "ServiceState", "run_for_request"]
 
 #: The status of a run whose caller closed its connection first (nginx's "client closed request").
 CLIENT_CLOSED_REQUEST = 499
+
+#: Records what a run spent (USD) against its caller: ``CallerLimits.record_spend`` bound to the caller.
+Charge = Callable[[float], Awaitable[None]]
 
 
 @dataclass
@@ -41,6 +48,15 @@ class ServiceState:
 
     draining: bool = False
     in_flight: int = 0
+
+    async def settle(self, timeout_s: float) -> None:
+        """Wait, at most ``timeout_s``, until no run is in flight: the runs that uvicorn cancelled at the end
+        of its grace period still answer 503 and record their spend, which a shared limits storage takes a
+        round trip to do. Without the wait, the process would end and cancel those records mid-way."""
+        deadline = time.monotonic() + timeout_s
+        # Polled, as uvicorn polls its own tasks at shutdown: ``in_flight`` stays a plain counter.
+        while self.in_flight and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
 
 
 class _Spend:
@@ -56,38 +72,48 @@ class _Spend:
 
 
 async def run_for_request(
-    network: NoN, text: str, state: ServiceState, caller: str, receive: Receive
-) -> tuple[NetworkResult | JSONResponse, float]:
+    network: NoN, text: str, state: ServiceState, caller: str, receive: Receive, charge: Charge
+) -> NetworkResult | JSONResponse:
     """One pass of ``network`` on ``text``, charged to ``caller``'s budgets (``configure_budgets(Budget(
-    per="caller"))``), with the network's failures as error responses; and what the pass spent, a failed or
-    cancelled one's included: the calls that answered before it ended were paid for, and a caller whose runs
-    fail late would otherwise never reach its spend limit. ``receive`` is the request's, its body already read."""
-    spend = _Spend()
+    per="caller"))``), with the network's failures as error responses. What the pass spent goes to ``charge``,
+    a failed or cancelled one's included: the calls that answered before it ended were paid for, and a caller
+    whose runs fail late would otherwise never reach its spend limit. ``receive`` is the request's, its body
+    already read."""
     state.in_flight += 1
     try:
-        with spending_for(caller):  # the task copies the context: its calls are the caller's
-            run = asyncio.ensure_future(network.run(text, on_progress=spend.see))
-        try:
-            client_gone = await _client_left_first(run, receive)
-        except asyncio.CancelledError:
-            await _cancel(run)
-            if not state.draining:
-                raise
-            # uvicorn cancelled the run at the end of the grace period: tell the caller to retry elsewhere rather
-            # than leave it a bare 500.
-            return error_response(
-                503,
-                "shut_down",
-                "the service shut down before the run finished; retry",
-                {"Retry-After": "1", "Connection": "close"},
-            ), spend.usd
-        if client_gone:
-            await _cancel(run)
-            detail = "the client closed the connection before the run finished; the run was cancelled"
-            return error_response(CLIENT_CLOSED_REQUEST, "client_closed_request", detail), spend.usd
-        return _outcome(run, spend)
+        response, spent = await _run(network, text, state, caller, receive)
+        await charge(spent)
+        return response
     finally:
         state.in_flight -= 1
+
+
+async def _run(
+    network: NoN, text: str, state: ServiceState, caller: str, receive: Receive
+) -> tuple[NetworkResult | JSONResponse, float]:
+    """The pass's result or error response, and what it spent."""
+    spend = _Spend()
+    with spending_for(caller):  # the task copies the context: its calls are the caller's
+        run = asyncio.ensure_future(network.run(text, on_progress=spend.see))
+    try:
+        client_gone = await _client_left_first(run, receive)
+    except asyncio.CancelledError:
+        await _cancel(run)
+        if not state.draining:
+            raise
+        # uvicorn cancelled the run at the end of the grace period: tell the caller to retry elsewhere rather
+        # than leave it a bare 500.
+        return error_response(
+            503,
+            "shut_down",
+            "the service shut down before the run finished; retry",
+            {"Retry-After": "1", "Connection": "close"},
+        ), spend.usd
+    if client_gone:
+        await _cancel(run)
+        detail = "the client closed the connection before the run finished; the run was cancelled"
+        return error_response(CLIENT_CLOSED_REQUEST, "client_closed_request", detail), spend.usd
+    return _outcome(run, spend)
 
 
 def _outcome(run: asyncio.Future[NetworkResult], spend: _Spend) -> tuple[NetworkResult | JSONResponse, float]:
@@ -111,20 +137,22 @@ async def _client_left_first(run: asyncio.Future[NetworkResult], receive: Receiv
         await asyncio.wait((run, watcher), return_when=asyncio.FIRST_COMPLETED)
     finally:
         watcher.cancel()
+    client_gone = watcher.done() and not watcher.cancelled() and watcher.exception() is None and watcher.result()
     if run.done():
         return False  # finished, even if the client left at the same moment: its outcome is the true one
-    if watcher.cancelled() or watcher.exception() is not None:
-        # A server whose receive failed cannot say when its client leaves: the run goes on to its end.
+    if not client_gone:
+        # A server whose receive failed or answered otherwise cannot say when its client leaves: the run goes on
+        # to its end.
         await asyncio.wait((run,))
         return False
     return True
 
 
-async def _disconnect(receive: Receive) -> None:
-    """Return when the ASGI server reports that the client disconnected (the body is already read, so nothing
-    else is expected; anything else is skipped)."""
-    while (await receive())["type"] != "http.disconnect":
-        pass
+async def _disconnect(receive: Receive) -> bool:
+    """Whether the ASGI server reported that the client disconnected. With the body read, the next message is
+    ``http.disconnect``, sent when the client leaves; a server that sends anything else cannot report it, and
+    asking again would spin."""
+    return bool((await receive())["type"] == "http.disconnect")
 
 
 async def _cancel(run: asyncio.Future[NetworkResult]) -> None:

@@ -8,10 +8,15 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["KUBERNETES_GRACE_S", "ServeSettings"]
+__all__ = ["CUT_RUNS_SETTLE_S", "KUBERNETES_GRACE_S", "ServeSettings"]
 
-#: Kubernetes' default ``terminationGracePeriodSeconds``: drain delay, grace period and telemetry flush must fit.
+#: Kubernetes' default ``terminationGracePeriodSeconds``: drain delay, grace period, the settling of cut runs and
+#: the telemetry flush must fit.
 KUBERNETES_GRACE_S = 30.0
+
+#: The longest the runs cut at the end of the grace period may take to answer 503 and record their spend (a
+#: shared limits storage takes a round trip, at most ``3 x NON_REDIS_TIMEOUT``, 1.5 s by default).
+CUT_RUNS_SETTLE_S = 2.0
 
 
 class ServeSettings(BaseSettings):
@@ -66,5 +71,6 @@ class ServeSettings(BaseSettings):
 
     @property
     def shutdown_budget_s(self) -> float:
-        """The longest a SIGTERM can take to end the process: drain delay, grace period and telemetry flush."""
-        return self.drain_delay_s + self.grace_period_s + self.telemetry_flush_s
+        """The longest a SIGTERM can take to end the process: drain delay, grace period, the settling of the runs
+        it cut, and telemetry flush."""
+        return self.drain_delay_s + self.grace_period_s + CUT_RUNS_SETTLE_S + self.telemetry_flush_s

@@ -1,5 +1,6 @@
 """A run for a request: a caller that closes its connection cancels its run, which is recorded as such and still
-charged for what it spent, over real HTTP to a running ``nons serve``."""
+charged for what it spent, over real HTTP to a running ``nons serve``; and a server that cannot report a
+disconnect, in process."""
 
 from __future__ import annotations
 
@@ -12,6 +13,11 @@ import pytest
 from opentelemetry.instrumentation.utils import suppress_http_instrumentation
 from otlp_receiver import attributes
 from service_process import ALICE, SPEC, ServiceProcess, otlp_env, start_service
+
+from nons.core.network import NoN
+from nons.core.node import Node
+from nons.core.types import ModelConfig, ModelProvider, NetworkResult
+from nons.serve.runs import ServiceState, run_for_request
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -65,3 +71,28 @@ def test_a_client_that_leaves_cancels_its_run_which_is_recorded_and_charged(
     server_attributes = attributes(server.attributes)
     status = server_attributes.get("http.response.status_code", server_attributes.get("http.status_code"))
     assert status == 499, "recorded as a request its client closed, not as an answer"
+
+
+async def test_a_server_that_cannot_report_a_disconnect_lets_the_run_finish_without_spinning() -> None:
+    # The ASGI contract says the next message after the body is http.disconnect; a server that answers anything
+    # else at once would have the watcher ask again and again, holding the event loop for the whole run.
+    asked = 0
+
+    async def receive() -> dict[str, Any]:
+        nonlocal asked
+        asked += 1
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    charged: list[float] = []
+
+    async def charge(usd: float) -> None:
+        charged.append(usd)
+
+    slow = ModelConfig(provider=ModelProvider.MOCK, model_name="gpt-4o-mini", extra_params={"mock_latency_s": 0.3})
+    network = NoN.from_operators([Node("generate", model_config=slow)])
+    state = ServiceState()
+    result = await run_for_request(network, "hi", state, "alice", receive, charge)
+    assert isinstance(result, NetworkResult) and result.output
+    assert asked == 1, "asked once, then left the run to finish"
+    assert charged == [result.cost_usd] and result.cost_usd > 0
+    assert state.in_flight == 0

@@ -9,11 +9,12 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
-from service_process import ALICE, BOB, free_port, require_program, start_service
+from service_process import ALICE, BOB, SPEC, free_port, require_program, start_service
 
 from nons.serve.limits import CallerLimits, LimitsUnavailable
 
@@ -100,3 +101,36 @@ async def test_a_stalled_store_refuses_the_request_in_bounded_time_instead_of_ho
     finally:
         os.kill(server.process.pid, signal.SIGCONT)
     assert await limits.admit("alice") is None  # answering again
+
+
+def test_a_run_cut_at_shutdown_answers_503_and_its_spend_reaches_the_shared_store(
+    tmp_path: Path, redis_url: str
+) -> None:
+    # The cut run records its spend with a Redis round trip after uvicorn cancelled it; the process must wait
+    # for that record rather than end and cancel it half-way (which answered 500 and lost the spend).
+    spec = SPEC + """\
+  spends-then-hangs:
+    layers:
+      - generate@sim
+      - {operator: generate, model: {model: mock/gpt-4o-mini, extra_params: {mock_latency_s: 120}}}
+"""
+    limits = ["--limits-storage", redis_url, "--rate-limit", "100/minute", "--spend-limit-usd-per-day", "0.000001"]
+    shutdown = ["--drain-delay", "0", "--grace-period", "1", "--telemetry-flush", "1"]
+    with start_service(tmp_path / "a", spec, tokens={"alice": ALICE}, args=limits + shutdown) as a, ThreadPoolExecutor(
+        1
+    ) as pool:
+        run = pool.submit(a.run, "spends-then-hangs", "cut at shutdown")
+        deadline = time.monotonic() + 30
+        while a.get("/readyz").json()["in_flight_requests"] != 1:
+            assert time.monotonic() < deadline, "the run never started"
+            time.sleep(0.05)
+        time.sleep(0.5)  # its first layer's call answers, and is paid for
+        a.signal()
+        assert a.process.wait(timeout=30) == 0
+        cut = run.result(timeout=30)
+        assert cut.status_code == 503 and cut.json()["error"] == "shut_down", cut.text
+        assert "spend of caller" not in a.log(), "the spend was recorded"
+
+    with start_service(tmp_path / "b", spec, tokens={"alice": ALICE}, args=limits) as b:
+        refused = b.run("best-of-3", "on another replica")
+        assert refused.status_code == 429 and refused.json()["error"] == "spend_limited", refused.text

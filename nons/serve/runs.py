@@ -79,20 +79,37 @@ async def run_for_request(
     a failed or cancelled one's included: the calls that answered before it ended were paid for, and a caller
     whose runs fail late would otherwise never reach its spend limit. ``receive`` is the request's, its body
     already read."""
+    spend = _Spend()
     state.in_flight += 1
     try:
-        response, spent = await _run(network, text, state, caller, receive)
-        await charge(spent)
+        response, spend.usd = await _run(network, text, state, caller, receive, spend)
         return response
     finally:
-        state.in_flight -= 1
+        # However the run ended: answered, refused, or cancelled with the request (a server other than uvicorn,
+        # a middleware's timeout), what it spent is recorded.
+        try:
+            await _charged(charge, spend.usd)
+        finally:
+            state.in_flight -= 1
+
+
+async def _charged(charge: Charge, usd: float) -> None:
+    """``charge(usd)`` to its end, even if the request is cancelled meanwhile (it is bounded by the limits
+    storage's timeout); the cancellation is raised after it."""
+    record = asyncio.ensure_future(charge(usd))
+    try:
+        await asyncio.shield(record)
+    except asyncio.CancelledError:
+        await asyncio.wait((record,))
+        if not record.cancelled():
+            record.exception()  # retrieved: a failed record is the charge's to report, not asyncio's to log
+        raise
 
 
 async def _run(
-    network: NoN, text: str, state: ServiceState, caller: str, receive: Receive
+    network: NoN, text: str, state: ServiceState, caller: str, receive: Receive, spend: _Spend
 ) -> tuple[NetworkResult | JSONResponse, float]:
-    """The pass's result or error response, and what it spent."""
-    spend = _Spend()
+    """The pass's result or error response, and what it spent; ``spend`` follows its progress events."""
     with spending_for(caller):  # the task copies the context: its calls are the caller's
         run = asyncio.ensure_future(network.run(text, on_progress=spend.see))
     try:

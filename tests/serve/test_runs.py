@@ -1,9 +1,10 @@
 """A run for a request: a caller that closes its connection cancels its run, which is recorded as such and still
-charged for what it spent, over real HTTP to a running ``nons serve``; and a server that cannot report a
-disconnect, in process."""
+charged for what it spent, over real HTTP to a running ``nons serve``; in process, a server that cannot report a
+disconnect, and a request its server cancels, which still charges its spend and waits for the record."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 from typing import Any
@@ -95,4 +96,56 @@ async def test_a_server_that_cannot_report_a_disconnect_lets_the_run_finish_with
     assert isinstance(result, NetworkResult) and result.output
     assert asked == 1, "asked once, then left the run to finish"
     assert charged == [result.cost_usd] and result.cost_usd > 0
+    assert state.in_flight == 0
+
+
+def _spends_then_hangs() -> NoN:
+    """A network whose first layer answers (and costs) at once and whose second waits two minutes."""
+    quick = ModelConfig(provider=ModelProvider.MOCK, model_name="gpt-4o-mini")
+    hangs = quick.model_copy(update={"extra_params": {"mock_latency_s": 120}})
+    return NoN.from_operators([Node("generate", model_config=quick), Node("generate", model_config=hangs)])
+
+
+async def _never_disconnects() -> dict[str, Any]:
+    await asyncio.Event().wait()
+    raise AssertionError("unreachable")
+
+
+async def test_a_request_cancelled_by_its_server_still_charges_what_its_run_spent() -> None:
+    # Not at shutdown: a server other than uvicorn, or a middleware's timeout, cancels the request's task.
+    charged: list[float] = []
+
+    async def charge(usd: float) -> None:
+        charged.append(usd)
+
+    state = ServiceState()
+    request = asyncio.ensure_future(
+        run_for_request(_spends_then_hangs(), "hi", state, "alice", _never_disconnects, charge)
+    )
+    await asyncio.sleep(0.5)  # the first layer has answered; the second waits
+    request.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await request
+    assert len(charged) == 1 and charged[0] > 0, "the first layer's call was paid for"
+    assert state.in_flight == 0
+
+
+async def test_a_request_cancelled_while_its_spend_is_recorded_waits_for_the_record() -> None:
+    recording = asyncio.Event()
+    recorded: list[float] = []
+
+    async def slow_charge(usd: float) -> None:
+        recording.set()
+        await asyncio.sleep(0.3)  # a round trip to a shared limits storage
+        recorded.append(usd)
+
+    state = ServiceState()
+    answers = ModelConfig(provider=ModelProvider.MOCK, model_name="gpt-4o-mini")
+    network = NoN.from_operators([Node("generate", model_config=answers)])
+    request = asyncio.ensure_future(run_for_request(network, "hi", state, "alice", _never_disconnects, slow_charge))
+    await recording.wait()  # the run has answered; its spend is being recorded
+    request.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await request
+    assert len(recorded) == 1 and recorded[0] > 0, "the record was finished, not cut"
     assert state.in_flight == 0

@@ -17,6 +17,7 @@ from service_process import ALICE, SPEC, ServiceProcess, otlp_env, start_service
 
 from nons.core.network import NoN
 from nons.core.node import Node
+from nons.core.scheduler import get_scheduler
 from nons.core.types import ModelConfig, ModelProvider, NetworkResult
 from nons.serve.runs import ServiceState, run_for_request
 
@@ -119,10 +120,13 @@ async def test_a_request_cancelled_by_its_server_still_charges_what_its_run_spen
         charged.append(usd)
 
     state = ServiceState()
+    answered = get_scheduler().get_stats()["completed"]
     request = asyncio.ensure_future(
         run_for_request(_spends_then_hangs(), "hi", state, "alice", _never_disconnects, charge)
     )
-    await asyncio.sleep(0.5)  # the first layer has answered; the second waits
+    # Cancelled once the first layer has answered and the second's call waits.
+    while (stats := get_scheduler().get_stats())["completed"] == answered or not stats["in_flight"]:  # noqa: ASYNC110
+        await asyncio.sleep(0.01)
     request.cancel()
     with pytest.raises(asyncio.CancelledError):
         await request

@@ -42,6 +42,7 @@ __all__ = [
     "clean_value",
     "displayable_url",
     "encodable",
+    "is_credential_name",
     "redact",
     "redact_json",
     "register_secret",
@@ -279,3 +280,16 @@ def displayable_url(url: str) -> str:
         netloc = f"{REDACTED}@{netloc.rpartition('@')[2]}"
     served = urlunsplit((parts.scheme, netloc, parts.path, REDACTED if parts.query else "", ""))
     return served.removeprefix("//") if schemeless else served
+
+
+# Parameter names that carry credentials (OpenAI's ``extra_headers``, a key passed as ``api_key`` or ``token``):
+# matched on the name's lowercased words, so ``x_api_key`` and ``extra_headers`` are, ``max_tokens`` is not.
+_CREDENTIAL_NAME = re.compile(
+    r"(?:^|[_\-.])(?:api[_\-.]?key|key|token|secret|password|passwd|authorization|auth|credentials?|cookie|headers?)$"
+)
+
+
+def is_credential_name(name: str) -> bool:
+    """Whether a parameter called ``name`` may hold a credential (``api_key``, ``x-api-key``, ``auth_token``,
+    ``extra_headers``, ...), so that its value is never shown or served."""
+    return _CREDENTIAL_NAME.search(name.lower()) is not None

@@ -6,6 +6,7 @@ A leaf module: it imports nothing else from NoN. ``nons.core.types`` re-exports 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from enum import Enum
 from typing import Any
 
@@ -120,6 +121,18 @@ class ModelConfig(BaseModel):
     fallbacks: tuple[ModelConfig, ...] = ()
     structured_output: StructuredOutput = StructuredOutput.AUTO
     output_repairs: int | None = Field(None, ge=0, le=10)
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        # repr() and str() end up in logs and error reports: a base URL's user, password and query may be a
+        # gateway's credentials, and so may an extra parameter such as extra_headers (the key is a SecretStr).
+        from nons.base.redaction import REDACTED, displayable_url, is_credential_name  # not needed at import
+
+        for name, value in super().__repr_args__():
+            if name == "base_url" and value is not None:
+                value = displayable_url(value)
+            elif name == "extra_params":
+                value = {k: REDACTED if is_credential_name(str(k)) else v for k, v in value.items()}
+            yield name, value
 
     @field_validator("provider", mode="before")
     @classmethod

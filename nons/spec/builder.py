@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from nons.base.redaction import is_credential_name
 from nons.core.layer import Layer
 from nons.core.network import NoN
 from nons.core.node import Node
@@ -25,6 +26,14 @@ __all__ = ["UNKNOWN_KEY", "BuildProblems", "build_networks"]
 
 _SECRET_FIELDS = ("api_key",)
 UNKNOWN_KEY = "unknown key (not part of the spec format; check its spelling)"
+
+
+def _credential_params(extra_params: object) -> list[str]:
+    """The keys of a spec's ``extra_params`` that name a credential. Headers are let through (a gateway's
+    ``HTTP-Referer``), and shown by name only (:mod:`nons.spec.describe`)."""
+    if not isinstance(extra_params, dict):
+        return []
+    return [str(k) for k in extra_params if is_credential_name(str(k)) and not str(k).lower().endswith("headers")]
 
 
 class BuildProblems(ConfigurationError):
@@ -77,6 +86,13 @@ class _Builder:
                     "(ANTHROPIC_API_KEY, OPENAI_API_KEY, GOOGLE_API_KEY), e.g. from a Kubernetes Secret",
                 )
                 return None
+        for key in _credential_params(settings.get("extra_params")):
+            self.fail(
+                (*path, "extra_params", key),
+                f"{key} looks like a credential and does not belong in a spec file; set the provider's key "
+                "variable (ANTHROPIC_API_KEY, OPENAI_API_KEY, GOOGLE_API_KEY), e.g. from a Kubernetes Secret",
+            )
+            return None
         fallbacks = [self.model(f, (*path, "fallbacks", i)) for i, f in enumerate(ref.fallbacks)]
         if any(f is None for f in fallbacks):
             return None

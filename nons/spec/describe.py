@@ -9,7 +9,7 @@ from typing import Any
 from rich.text import Text
 from rich.tree import Tree
 
-from nons.base.redaction import displayable_url
+from nons.base.redaction import REDACTED, displayable_url, is_credential_name
 from nons.core.network import NoN
 from nons.core.node import Node
 from nons.core.types import LayerConfig, ModelConfig
@@ -32,6 +32,8 @@ def _model(config: ModelConfig) -> dict[str, Any]:
     data = config.model_dump(mode="json", exclude={"api_key", "fallbacks"}, exclude_defaults=True)
     if config.base_url:
         data["base_url"] = displayable_url(config.base_url)
+    if "extra_params" in data:  # an extra_headers or a key given as a parameter: named, never shown
+        data["extra_params"] = {k: REDACTED if is_credential_name(k) else v for k, v in data["extra_params"].items()}
     data["provider"] = config.provider.value if config.provider is not None else None
     data["model_name"] = config.model_name
     if config.fallbacks:
@@ -49,7 +51,7 @@ def _node(node: Node) -> dict[str, Any]:
         "uses_llm": node.spec.uses_llm,
         "model": _model(node.model_config),
         "context": node.additional_prompt_context,
-        "parameters": _jsonable(node.parameters),
+        "parameters": {k: REDACTED if is_credential_name(k) else _jsonable(v) for k, v in node.parameters.items()},
         "fallbacks": [_model(f) for f in node.fallbacks],
         "priority": node.priority,
     }

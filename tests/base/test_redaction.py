@@ -18,6 +18,7 @@ from nons.base.redaction import (
     RUN_CHARS,
     clean,
     clean_attributes,
+    is_credential_name,
     redact,
     redact_json,
     register_secret,
@@ -99,6 +100,16 @@ def test_clean_attributes_cleans_strings_and_sequences_of_strings() -> None:
     register_secret(KEY)
     cleaned = clean_attributes({"a": f"k={KEY}", "b": ["x\ud83d", KEY], "n": 3, "f": 1.5, "t": True})
     assert cleaned == {"a": f"k={REDACTED}", "b": ("x\ufffd", REDACTED), "n": 3, "f": 1.5, "t": True}
+
+
+@pytest.mark.parametrize(
+    ("name", "credential"),
+    [("api_key", True), ("x-api-key", True), ("apikey", True), ("auth_token", True), ("extra_headers", True),
+     ("Authorization", True), ("client_secret", True), ("password", True), ("max_tokens", False),
+     ("top_k", False), ("keyword", False), ("mock_seed", False), ("extra_body", False)],
+)  # fmt: skip
+def test_is_credential_name_knows_a_credential_parameter_from_a_setting(name: str, credential: bool) -> None:
+    assert is_credential_name(name) is credential
 
 
 def test_a_text_cleaned_while_its_key_is_registered_is_never_served_unredacted_after(

@@ -45,6 +45,19 @@ def test_api_key_is_hidden_from_repr() -> None:
     assert "sk-secret-value" not in str(config)
 
 
+def test_a_base_url_and_credential_parameters_are_hidden_from_repr_but_kept() -> None:
+    gateway = "http://proxyuser:proxy-pass-SECRET@gateway.internal/v1?key=query-SECRET"
+    headers = {"Authorization": "Bearer header-SECRET"}
+    config = ModelConfig(
+        base_url=gateway, extra_params={"extra_headers": headers, "seed": 7},
+        fallbacks=[ModelConfig(base_url=gateway)],
+    )  # fmt: skip
+    for shown in (repr(config), str(config)):
+        assert "SECRET" not in shown
+        assert "gateway.internal/v1" in shown and "'seed': 7" in shown
+    assert config.base_url == gateway and config.extra_params["extra_headers"] == headers, "only hidden, not changed"
+
+
 @pytest.mark.parametrize(
     "url", ["localhost:11434/v1", "user:longpassword123@gw.example/v1", "ftp://user:longpassword123@h/v1",
             "http://[::1", "http:///v1", "http://host:99999/v1", "http://ho st/v1", "http://host/v\x01"],

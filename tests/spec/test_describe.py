@@ -29,6 +29,18 @@ def test_a_description_serves_no_key_and_no_credentials_of_a_base_url() -> None:
     assert model["fallbacks"][0]["base_url"] == model["base_url"]
 
 
+def test_a_description_names_credential_parameters_without_their_values() -> None:
+    config = ModelConfig(
+        provider=ModelProvider.OPENAI, model_name="gpt-4o-mini",
+        extra_params={"extra_headers": {"Authorization": "Bearer header-SECRET"}, "x_api_key": "param-SECRET",
+                      "seed": 7},
+    )  # fmt: skip
+    described = describe_network(create_network(layers=[Node("generate", config)]))
+    assert "SECRET" not in json.dumps(described)
+    extra = described["layers"][0]["nodes"][0]["model"]["extra_params"]
+    assert extra == {"extra_headers": REDACTED, "x_api_key": REDACTED, "seed": 7}
+
+
 def test_a_plain_base_url_is_served_as_it_is() -> None:
     config = ModelConfig(provider=ModelProvider.OPENAI, model_name="m", base_url="https://llm.example.com/v1")
     described = describe_network(create_network(layers=[Node("generate", config)]))

@@ -165,6 +165,19 @@ def test_api_keys_do_not_belong_in_a_spec() -> None:
     assert "OPENAI_API_KEY" in problem.message and "sk-not-a-real-key" not in str(problem)
 
 
+def test_a_key_given_as_an_extra_parameter_does_not_belong_in_a_spec_either() -> None:
+    problem = _one(
+        """\
+        models:
+          m: {model: openai/gpt-4o-mini, extra_params: {api_key: sk-not-a-real-key}}
+        networks:
+          a: {layers: ["generate@m"]}
+        """
+    )
+    assert problem.field == "models.m.extra_params.api_key"
+    assert "OPENAI_API_KEY" in problem.message and "sk-not-a-real-key" not in str(problem)
+
+
 def test_model_aliases_that_refer_to_each_other_in_a_loop_are_refused() -> None:
     problem = _one(
         """\

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import itertools
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from nons.base.errors import ConfigurationError
@@ -67,7 +67,7 @@ class Node:
         self.spec.check_params(parameters)
         self.model_config = model_config or ModelConfig()
         self.additional_prompt_context = additional_prompt_context
-        self.fallbacks = tuple(fallbacks)
+        self.fallbacks = _fallback_configs(fallbacks)
         if isinstance(priority, bool) or not isinstance(priority, int):
             # Under the PRIORITY queue a priority is compared when a call waits: anything but an int failed there,
             # as a bare TypeError, and only then.
@@ -168,3 +168,18 @@ def _copied(value: Any, memo: dict[int, Any] | None = None) -> Any:
 def create_node(operator_name: str, model_config: ModelConfig | None = None, **kwargs: Any) -> Node:
     """Build a :class:`Node` (the functional spelling of ``Node(...)``)."""
     return Node(operator_name, model_config, **kwargs)
+
+
+def _fallback_configs(fallbacks: object) -> tuple[ModelConfig, ...]:
+    """``fallbacks`` as a tuple, or a ``ConfigurationError``: a model name or a bare config given here became a
+    tuple of characters, or failed at every call as an AttributeError that no error policy knew."""
+    hint = "e.g. fallbacks=[ModelConfig(model_name='gpt-4o-mini')]"
+    if isinstance(fallbacks, (str, ModelConfig)) or not isinstance(fallbacks, Iterable):
+        raise ConfigurationError(f"fallbacks must be a list of ModelConfig, got {type(fallbacks).__name__}; {hint}")
+    configs = tuple(fallbacks)
+    for config in configs:
+        if not isinstance(config, ModelConfig):
+            raise ConfigurationError(
+                f"fallbacks must be a list of ModelConfig, got a {type(config).__name__} among them; {hint}"
+            )
+    return configs

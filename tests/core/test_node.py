@@ -17,7 +17,7 @@ from nons.core.call import PassContext
 from nons.core.engine.node import run_node
 from nons.core.network import NoN
 from nons.core.node import Node, create_node
-from nons.core.types import ErrorPolicy, LayerConfig
+from nons.core.types import ErrorPolicy, LayerConfig, ModelConfig
 
 
 def test_multiplying_a_node_gives_independent_clones_with_their_own_ids() -> None:
@@ -76,6 +76,18 @@ def test_unknown_operator_parameter_is_named() -> None:
 def test_model_config_of_the_wrong_type_is_an_error() -> None:
     with pytest.raises(ConfigurationError, match="model_config must be a ModelConfig"):
         Node("generate", {"provider": "mock"})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("fallbacks", ["gpt-4o", ModelConfig(), [None], [ModelConfig(), "gpt-4o"], 5])
+def test_fallbacks_that_are_not_model_configs_are_refused_when_the_node_is_made(fallbacks: object) -> None:
+    # Before, "gpt-4o" became a tuple of characters and every pass failed with a bare AttributeError.
+    with pytest.raises(ConfigurationError, match="fallbacks must be a list of ModelConfig"):
+        Node("generate", fallbacks=fallbacks)  # type: ignore[arg-type]
+
+
+def test_fallbacks_may_be_any_iterable_of_model_configs() -> None:
+    configs = [ModelConfig(model_name="gpt-4o"), ModelConfig(model_name="gpt-4o-mini")]
+    assert Node("generate", fallbacks=iter(configs)).fallbacks == tuple(configs)  # type: ignore[arg-type]
 
 
 def test_create_node_is_the_functional_spelling() -> None:

@@ -39,10 +39,22 @@ class _Positions:
     at: dict[Path, tuple[int, int]] = field(default_factory=dict)
 
 
+#: The most keys and list items a spec may hold once its aliases are expanded. A real spec holds hundreds; a
+#: file of a few hundred bytes whose aliases refer to aliases nine times over ("billion laughs") holds billions,
+#: and expanding it would take the process's memory and time.
+MAX_SPEC_VALUES = 100_000
+
+
+class _TooLarge(Exception):
+    pass
+
+
 def _plain(node: Any, path: Path, positions: _Positions) -> Any:
     """The document as plain dicts, lists and scalars, recording where each key and item starts."""
     from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
+    if len(positions.at) > MAX_SPEC_VALUES:
+        raise _TooLarge
     if isinstance(node, CommentedMap):
         result = {}
         for key, value in node.items():
@@ -164,7 +176,14 @@ def loads_spec(text: str, source: str = "<string>") -> Spec:
     if document is None:
         raise SpecError([SpecProblem(source, 1, 1, "", "the file is empty; a spec needs at least networks:")])
     positions = _Positions()
-    data = _plain(document, (), positions)
+    try:
+        data = _plain(document, (), positions)
+    except _TooLarge:
+        message = (
+            f"the document holds more than {MAX_SPEC_VALUES:,} keys and list items once its aliases are expanded "
+            "(aliases that refer to other aliases?)"
+        )
+        raise SpecError([SpecProblem(source, None, None, "", message)]) from None
     locator = _Locator(source, data, positions)
     try:
         spec_file = SpecFile.model_validate(data)

@@ -9,6 +9,7 @@ import pytest
 
 from nons.core.types import ConfigurationError, ErrorPolicy, ModelProvider
 from nons.spec import SpecError, SpecProblem, load_spec, loads_spec
+from nons.spec.loader import MAX_SPEC_VALUES
 
 
 def _problems(text: str, source: str = "nets.yaml") -> list[SpecProblem]:
@@ -224,3 +225,28 @@ def test_aliases_take_overrides_and_merge_extra_params() -> None:
     assert network.layer_config is not None
     assert network.layer_config.error_policy is ErrorPolicy.RETRY_WITH_BACKOFF
     assert network.layer_config.max_retries == 5
+
+
+def test_aliases_that_expand_past_the_limit_are_refused_at_once() -> None:
+    # A few hundred bytes whose aliases refer to aliases eleven levels deep hold 9**12 items: expanding them hung
+    # `nons check`, `nons run` and `nons serve`.
+    lines = ["l0: &l0 [a, a, a, a, a, a, a, a, a]"]
+    lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, 12)]
+    lines.append("networks: {n: {layers: [generate]}}")
+    with pytest.raises(SpecError, match=f"more than {MAX_SPEC_VALUES:,} keys and list items"):
+        loads_spec("\n".join(lines))
+
+
+def test_an_alias_used_a_few_times_is_expanded_as_usual() -> None:
+    spec = loads_spec(
+        textwrap.dedent(
+            """\
+            models:
+              m: &cheap {model: mock/gpt-4o-mini, temperature: 0.2}
+              n: *cheap
+            networks:
+              a: {layers: ["generate@m", "generate@n"]}
+            """
+        )
+    )
+    assert [layer.nodes[0].model_config.temperature for layer in spec.networks["a"].layers] == [0.2, 0.2]

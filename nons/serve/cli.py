@@ -52,11 +52,16 @@ def _serve(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from nons.core.types import ConfigurationError
+    from nons.serve.settings import describe_settings_error
     from nons.spec import SpecError
 
     import_modules(args.imports)
     try:
         settings = _settings(args)
+    except ValidationError as error:
+        print(f"nons serve: {describe_settings_error(error)}", file=sys.stderr)
+        return 2
+    try:
         service = build_service(args.file, settings)
     except SpecError as error:
         print(error, file=sys.stderr)

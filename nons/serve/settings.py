@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["CUT_RUNS_SETTLE_S", "KUBERNETES_GRACE_S", "ServeSettings"]
+__all__ = ["CUT_RUNS_SETTLE_S", "KUBERNETES_GRACE_S", "ServeSettings", "describe_settings_error"]
 
 #: Kubernetes' default ``terminationGracePeriodSeconds``: drain delay, grace period, the settling of cut runs and
 #: the telemetry flush must fit.
@@ -23,8 +23,11 @@ class ServeSettings(BaseSettings):
     """Every setting of the service, with its ``NON_SERVE_*`` variable."""
 
     model_config = SettingsConfigDict(
-        env_prefix="NON_SERVE_", env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
-    )
+        env_prefix="NON_SERVE_", env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False,
+        # inf passed every bound and failed later as an OverflowError: the grace period at shutdown, the spend
+        # limit at the first request, the telemetry flush when the process ended (losing the last spans).
+        allow_inf_nan=False, hide_input_in_errors=True,
+    )  # fmt: skip
 
     host: str = Field("127.0.0.1", description="Address to listen on; 0.0.0.0 in a container.")
     port: int = Field(8000, ge=0, le=65535)
@@ -74,3 +77,13 @@ class ServeSettings(BaseSettings):
         """The longest a SIGTERM can take to end the process: drain delay, grace period, the settling of the runs
         it cut, and telemetry flush."""
         return self.drain_delay_s + self.grace_period_s + CUT_RUNS_SETTLE_S + self.telemetry_flush_s
+
+
+def describe_settings_error(error: ValidationError) -> str:
+    """What is wrong with the service's settings, one part per setting, named as its variable and its option
+    (``NON_SERVE_GRACE_PERIOD_S / --grace-period-s``); values are not quoted (a token may be among them)."""
+    parts = []
+    for problem in error.errors(include_url=False):
+        name = str((problem.get("loc") or ("",))[0])
+        parts.append(f"NON_SERVE_{name.upper()} / --{name.replace('_', '-')}: {problem.get('msg')}")
+    return "; ".join(parts)

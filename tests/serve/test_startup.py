@@ -36,6 +36,14 @@ def test_without_tokens_it_refuses_to_start(tmp_path: Path) -> None:
         ({"NON_SERVE_TOKENS": f"alice:{ALICE},alice:{ALICE}x"}, (), "caller 'alice' has two tokens"),
         ({"NON_SERVE_TOKENS": f"alice:{ALICE}"}, ("--rate-limit", "lots"), "not in the limits notation"),
         ({"NON_SERVE_TOKENS": f"alice:{ALICE}"}, ("--tokens-file", "/nonexistent/tokens"), "cannot be read"),
+        # inf passed every bound and failed later (at shutdown, the first request, the last flush) as an
+        # OverflowError; a bad setting is named as its variable and its option.
+        ({"NON_SERVE_TOKENS": f"alice:{ALICE}", "NON_SERVE_GRACE_PERIOD_S": "inf"}, (),
+         "NON_SERVE_GRACE_PERIOD_S / --grace-period-s: Input should be a finite number"),
+        ({"NON_SERVE_TOKENS": f"alice:{ALICE}"}, ("--spend-limit-usd-per-day", "inf"),
+         "NON_SERVE_SPEND_LIMIT_USD_PER_DAY / --spend-limit-usd-per-day: Input should be a finite number"),
+        ({"NON_SERVE_TOKENS": f"alice:{ALICE}", "NON_SERVE_TELEMETRY_FLUSH_S": "nan"}, (),
+         "NON_SERVE_TELEMETRY_FLUSH_S / --telemetry-flush-s: Input should be a finite number"),
     ],
 )
 def test_bad_settings_are_named(tmp_path: Path, env: dict[str, str], args: tuple[str, ...], says: str) -> None:

@@ -219,7 +219,8 @@ class LayerConfig(BaseModel):
     jitter, or the server's retry hint when it is longer.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=_DEFER_BUILD)
+    # No inf or NaN: an infinite retry delay waits for ever, and NaN passes no bound check usefully.
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=_DEFER_BUILD, allow_inf_nan=False)
 
     error_policy: ErrorPolicy = ErrorPolicy.FAIL_FAST
     max_retries: int = Field(3, ge=0, le=100)

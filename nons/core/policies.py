@@ -54,7 +54,10 @@ def backoff_delay(
     architecture blog's analysis: it spreads retries of many callers best. A server's retry hint is a floor:
     retrying earlier than the server asked only earns another 429.
     """
-    ceiling = min(config.retry_max_delay, config.retry_base_delay * config.retry_multiplier**retry_number)
+    try:
+        ceiling = min(config.retry_max_delay, config.retry_base_delay * config.retry_multiplier**retry_number)
+    except OverflowError:  # a large multiplier: the growth passed what a float holds, and the cap is the answer
+        ceiling = config.retry_max_delay
     delay = (rng or random).uniform(0.0, ceiling)
     if server_hint_s is not None:
         delay = max(delay, server_hint_s)

@@ -137,6 +137,13 @@ def test_backoff_is_exponential_with_full_jitter_and_a_cap() -> None:
         assert max(delays) > ceiling * 0.8  # full jitter spreads over the whole range
 
 
+def test_backoff_with_a_multiplier_past_what_a_float_holds_waits_the_cap() -> None:
+    # 1e200 ** 2 overflows: the retry failed with an OverflowError that hid the provider's error.
+    config = LayerConfig(retry_base_delay=1.0, retry_multiplier=1e200, retry_max_delay=5.0)
+    rng = random.Random(1)
+    assert all(0.0 <= backoff_delay(retry, config, None, rng) <= 5.0 for retry in range(4))
+
+
 def test_backoff_honours_a_server_retry_hint_as_a_floor() -> None:
     config = LayerConfig(retry_base_delay=0.1, retry_max_delay=0.2)
     assert backoff_delay(0, config, 7.5) == 7.5

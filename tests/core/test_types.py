@@ -113,6 +113,11 @@ def test_fallbacks_and_stop_accept_lists() -> None:
         ({"timeout_seconds": 0}, "timeout_seconds"),
         ({"retry_multiplier": 0.5}, "retry_multiplier"),
         ({"error_policy": "sometimes"}, "error_policy"),
+        # An infinite delay waited for ever; NaN passed the bounds.
+        ({"retry_max_delay": float("inf")}, "retry_max_delay"),
+        ({"retry_base_delay": float("inf")}, "retry_base_delay"),
+        ({"retry_multiplier": float("nan")}, "retry_multiplier"),
+        ({"timeout_seconds": float("nan")}, "timeout_seconds"),
     ],
 )
 def test_invalid_layer_config_is_rejected(kwargs: dict[str, object], field: str) -> None:

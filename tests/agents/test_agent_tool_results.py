@@ -197,3 +197,25 @@ async def test_a_cancelled_error_a_tool_lets_out_is_a_failed_result_not_a_cancel
     result = steps[0]["tool_calls"][0]
     assert not result["success"] and result["error_type"] == "CancelledError"
     assert steps[-1]["output"] == "done"
+
+
+async def test_an_error_that_gets_out_of_a_tool_call_is_named_on_its_span_not_called_cancelled(
+    obs: Observability,
+) -> None:
+    # A registry's execute returns failures as results; should anything still get out (a subclass, a bug), the
+    # tool's span says what it was rather than "cancelled", which only a cancellation is.
+    class Faulty(ToolRegistry):
+        async def execute(self, name: str, arguments: Any, **options: Any) -> Any:
+            raise LookupError("registry lost its tools")
+
+    registry = Faulty()
+
+    @registry.tool(description="Never reached.")
+    def lookup() -> str:
+        return "x"
+
+    agent = Agent(scripted([[("lookup", {})], "done"]), registry, name="faulty")
+    with pytest.raises(LookupError):
+        await agent.run("go")
+    (tool_span,) = [s for s in obs.export_all_data()["spans"] if s["operation_name"] == "execute_tool lookup"]
+    assert tool_span["attributes"][names.ERROR_TYPE] == "LookupError"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import AsyncIterator, Iterator
 from typing import Annotated
 
 import pytest
@@ -177,6 +178,61 @@ async def test_sync_async_and_threaded_tools() -> None:
     assert (await registry.execute("inline", {}))["output"] == loop_thread
     assert (await registry.execute("blocking", {}))["output"] != loop_thread
     assert (await registry.execute("coroutine", {"n": 21}))["output"] == 42
+
+
+async def test_generator_tools_are_read_in_their_thread_and_within_their_time_limit() -> None:
+    registry = ToolRegistry()
+    loop_thread = threading.get_ident()
+    release = threading.Event()
+
+    @registry.tool(run_in_thread=True)
+    def threads() -> Iterator[int]:
+        yield threading.get_ident()
+
+    @registry.tool(run_in_thread=True, timeout_s=0.05)
+    def endless() -> Iterator[int]:
+        while not release.wait(0.01):  # before, read on the event loop after the limit: it never ended
+            yield 1
+
+    @registry.tool
+    async def streamed(n: int) -> AsyncIterator[int]:
+        for i in range(n):
+            await asyncio.sleep(0)
+            yield i
+
+    assert (await registry.execute("threads", {}))["output"][0] != loop_thread
+    try:
+        timed_out = await asyncio.wait_for(registry.execute("endless", {}), 5)
+    finally:
+        release.set()
+    assert timed_out["error_type"] == "timeout"
+    # Before, the model read "<async_generator object ...>".
+    assert (await registry.execute("streamed", {"n": 3}))["output"] == [0, 1, 2]
+
+
+async def test_a_tool_whose_error_cannot_be_shown_or_whose_generator_raises_is_a_failed_result() -> None:
+    # Both got out of the tool call before: the run failed, and the tool's span said "cancelled".
+    registry = ToolRegistry()
+
+    class Unprintable(Exception):
+        def __str__(self) -> str:
+            raise RuntimeError("no text")
+
+    @registry.tool
+    def broken() -> None:
+        raise Unprintable
+
+    @registry.tool
+    def half() -> Iterator[int]:
+        yield 1
+        raise ValueError("ran dry")
+
+    failed = await registry.execute("broken", {})
+    assert (failed["success"], failed["error_type"]) == (False, "Unprintable")
+    assert "Unprintable that cannot be shown as text" in (failed["error"] or "")
+    dry = await registry.execute("half", {})
+    assert (dry["success"], dry["error_type"]) == (False, "ValueError")
+    assert dry["error"] == "tool 'half' raised ValueError: ran dry"
 
 
 async def test_stop_tool_is_stop_only_when_it_succeeds() -> None:

@@ -3,6 +3,7 @@ its result, and a stop tool's answer read as the run's typed final answer."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import Mapping
@@ -10,7 +11,7 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 
-from nons.base.errors import OutputParseError
+from nons.base.errors import OutputParseError, error_type_of
 from nons.base.messages import ToolCall
 from nons.base.redaction import encodable
 from nons.base.results import LLMCallRecord
@@ -56,10 +57,16 @@ async def execute_tool(
         if output_schema is not None and result["is_stop"]:
             result = typed_stop(result, output_schema)
         return result
+    except BaseException as error:
+        # Only a cancellation is "cancelled": anything else that got out is named by its type.
+        if not isinstance(error, asyncio.CancelledError):
+            raised.append(error)
+        raise
     finally:
         otel_context.detach(token)
         duration = time.perf_counter() - started
-        error_type = "cancelled" if result is None else result["error_type"]
+        escaped = raised[-1] if result is None and raised else None
+        error_type = result["error_type"] if result is not None else error_type_of(escaped) if escaped else "cancelled"
         if scope.tracing:
             try:
                 if result is not None and result["success"] and ctx.capture_content:
@@ -69,6 +76,8 @@ async def execute_tool(
                     # The exception itself, not its text: fail() withholds a model's answer it quotes (a
                     # network the tool ran failed to parse one) while content capture is off.
                     scope.fail(raised[0], result["error"])
+                elif escaped is not None:
+                    scope.fail(escaped, f"{type(escaped).__name__} raised out of the tool call")
                 elif error_type is not None:
                     scope.fail_as(error_type, result["error"] if result else "cancelled")
             finally:

@@ -31,7 +31,6 @@ it was called in (a dict private to that run), and that parameter is not part of
 from __future__ import annotations
 
 import asyncio
-import functools
 import inspect
 import re
 from collections.abc import Callable, Iterator, Mapping
@@ -158,16 +157,16 @@ class Tool:
             # an answer that did not parse); a CancelledError the tool let out of a task of its own is its class.
             error_type = type(error).__name__ if isinstance(error, asyncio.CancelledError) else error_type_of(error)
             return _failure(
-                self.name, args, call_id, error_type, f"tool {self.name!r} raised {type(error).__name__}: {error}"
-            )
-        if inspect.isgenerator(output):
-            output = list(output)  # read once here: the check below and the model's message would each empty it
+                self.name, args, call_id, error_type,
+                f"tool {self.name!r} raised {type(error).__name__}: {_printable(error)}",
+            )  # fmt: skip
         try:
             output_text(output)
         except Exception as error:  # a value that contains itself, or a str() that raises
             return _failure(
                 self.name, args, call_id, INVALID_OUTPUT,
-                f"tool {self.name!r} returned a {type(output).__name__} that cannot be sent as JSON: {error}",
+                f"tool {self.name!r} returned a {type(output).__name__} that cannot be sent as JSON: "
+                f"{_printable(error)}",
             )
         return ToolResult(
             success=True, tool_name=self.name, output=output, error=None, error_type=None,
@@ -175,14 +174,31 @@ class Tool:
         )
 
     async def _call(self, kwargs: dict[str, Any]) -> Any:
+        # A generator is read here, once (the output check and the model's message would each empty it), and so
+        # within the tool's time limit, in its thread when it has one, and with its errors counted as the tool's.
         if self.run_in_thread:
-            output = await asyncio.to_thread(functools.partial(self.func, **kwargs))
+            output = await asyncio.to_thread(lambda: _listed(self.func(**kwargs)))
         else:
-            output = self.func(**kwargs)
+            output = _listed(self.func(**kwargs))
         # Covers async functions and sync callables that hand back an awaitable (a partial of one, say).
         if inspect.isawaitable(output):
             output = await output
+        if inspect.isasyncgen(output):
+            output = [item async for item in output]
         return output
+
+
+def _listed(output: Any) -> Any:
+    return list(output) if inspect.isgenerator(output) else output
+
+
+def _printable(error: BaseException) -> str:
+    """``str(error)``, or a stand-in when the exception's own ``__str__`` raises: a tool's failure is still
+    reported to the model, not raised out of the run."""
+    try:
+        return str(error)
+    except Exception:
+        return f"<{type(error).__name__} that cannot be shown as text>"
 
 
 class ToolRegistry:

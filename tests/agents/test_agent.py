@@ -190,6 +190,21 @@ async def test_break_ends_the_span_once_the_run_is_collected(obs: Observability)
     assert len(named(spans, "chat ")) == 1
 
 
+def test_a_break_just_before_the_event_loop_ends_is_no_failure_of_the_run(obs: Observability) -> None:
+    # asyncio.run cancels the task that closes the abandoned run: its CancelledError arrives at the yield, as
+    # the consumer's GeneratorExit would. Before, the run was recorded as failed with error type "cancelled".
+    agent = Agent(scripted([[("add", {"a": 1, "b": 1})]]), calculator(), name="broken-at-exit", max_steps=5)
+
+    async def first_step_only() -> str:
+        async for step in agent.run("loop"):
+            return step["trace_id"]
+        raise AssertionError("the run gave no step")
+
+    trace_id = asyncio.run(first_step_only())
+    (agent_span,) = named(trace_spans(obs, trace_id), "invoke_agent broken-at-exit")
+    assert agent_span["success"] and agent_span["error_type"] is None
+
+
 async def test_an_exception_raised_inside_the_run_fails_its_span(obs: Observability) -> None:
     bad = ModelConfig(provider=ModelProvider.MOCK, extra_params={"mock_no_such_option": 1})
     agent = Agent(bad, calculator(), name="misconfigured")

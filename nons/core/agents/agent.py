@@ -205,6 +205,7 @@ class Agent:
         run = self._start(task, conversation_id)
         final: AgentStep | None = None
         error: BaseException | None = None
+        at_yield = False
         try:
             for number in range(1, self.max_steps + 1):
                 step = await self._step(run, number)
@@ -212,7 +213,9 @@ class Agent:
                 run.ctx.hand_over()
                 if step["is_final"]:
                     final = step
+                at_yield = True
                 yield step
+                at_yield = False
                 if final is not None:
                     return
             final = self._result(
@@ -220,12 +223,14 @@ class Agent:
                 error=f"max_steps ({self.max_steps}) reached without a final answer: the model kept calling "
                 "tools; raise max_steps, or give it a stop tool and say in the system prompt when to use it",
             )
+            at_yield = True
             yield final
-        except GeneratorExit:
-            # The consumer stopped early (break, aclose): not a failure of the run.
-            raise
         except BaseException as exc:
-            error = exc
+            # What arrives at a yield comes from the consumer, which stopped early: a break or aclose()
+            # (GeneratorExit), or the CancelledError of the closing task its event loop cancels as it shuts down.
+            # Not a failure of the run.
+            if not at_yield:
+                error = exc
             raise
         finally:
             self._finish(run, final, error)

@@ -102,6 +102,31 @@ _OPENINGS = (
 _UNUSABLE = '{"answer": "In short: a simulat'
 
 
+#: The simulation parameters that are numbers of seconds or a rate, and those that are scripts (lists).
+_NUMBERS = ("mock_latency_s", "mock_failure_rate", "mock_retry_after_s")
+_SCRIPTS = ("mock_responses", "mock_tool_calls")
+
+
+def _check_params(params: dict[str, Any]) -> None:
+    """A ``ConfigurationError`` naming the first simulation parameter of the wrong kind. Unchecked, a string
+    script answered one character a call, and inf slept until the request's timeout."""
+    for name in _NUMBERS:
+        value = params.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
+            raise ConfigurationError(f"{name} must be a finite number of 0 or more, got {value!r}")
+    rate = params.get("mock_failure_rate")
+    if rate is not None and rate > 1:
+        raise ConfigurationError(f"mock_failure_rate must be between 0 and 1, got {rate!r}")
+    for name in _SCRIPTS:
+        if name in params and not isinstance(params[name], list):
+            raise ConfigurationError(f"{name} must be a list, got {type(params[name]).__name__}")
+    for name in ("mock_seed", "mock_failure_kind"):
+        if isinstance(params.get(name), (list, dict, set)):
+            raise ConfigurationError(f"{name} must be a number or a string, got {type(params[name]).__name__}")
+
+
 def _tokens(text: str) -> int:
     # Roughly four characters a token, as for English with the common BPE tokenizers.
     return max(1, (len(text) + 3) // 4)
@@ -138,6 +163,7 @@ class MockProvider(Provider):
                 raise ConfigurationError(
                     f"unknown simulated-provider parameter(s) {unknown}; known: {sorted(_KNOWN_PARAMS)}"
                 )
+            _check_params(params)
         seed = params.get("mock_seed", 0)
         rng = self._rng(seed)
 

@@ -85,5 +85,24 @@ async def test_unknown_simulation_parameters_are_configuration_errors(params: di
         await MockProvider().complete(request(ModelConfig(extra_params=params)))
 
 
+@pytest.mark.parametrize(
+    ("params", "says"),
+    [
+        # A string script answered one character a call; inf slept until the request's timeout.
+        ({"mock_responses": "hello"}, "mock_responses must be a list, got str"),
+        ({"mock_tool_calls": "abc"}, "mock_tool_calls must be a list, got str"),
+        ({"mock_latency_s": float("inf")}, "mock_latency_s must be a finite number of 0 or more, got inf"),
+        ({"mock_latency_s": "fast"}, "mock_latency_s must be a finite number of 0 or more, got 'fast'"),
+        ({"mock_failure_rate": 2}, "mock_failure_rate must be between 0 and 1, got 2"),
+        ({"mock_retry_after_s": -1}, "mock_retry_after_s must be a finite number of 0 or more, got -1"),
+        ({"mock_seed": [1]}, "mock_seed must be a number or a string, got list"),
+    ],
+)
+async def test_simulation_parameters_of_the_wrong_kind_are_named(params: dict[str, object], says: str) -> None:
+    with pytest.raises(ConfigurationError) as raised:
+        await MockProvider().complete(request(ModelConfig(provider=ModelProvider.MOCK, extra_params=params)))
+    assert says in str(raised.value)
+
+
 def test_usage_a_price_table_cannot_take_is_an_unknown_cost_not_a_failure() -> None:
     assert price_usd("openai", "gpt-4o-mini", Usage(input_tokens=10, output_tokens=5, cache_read_tokens=100)) is None

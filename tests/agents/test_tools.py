@@ -8,9 +8,10 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Annotated
 
 import pytest
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from nons.base.errors import ConfigurationError
+from nons.base.redaction import REDACTED, register_secret
 from nons.core.agents import INVALID_ARGUMENTS, UNKNOWN_TOOL, AgentState, ToolRegistry
 
 
@@ -233,6 +234,42 @@ async def test_a_tool_whose_error_cannot_be_shown_or_whose_generator_raises_is_a
     dry = await registry.execute("half", {})
     assert (dry["success"], dry["error_type"]) == (False, "ValueError")
     assert dry["error"] == "tool 'half' raised ValueError: ran dry"
+
+
+async def test_a_param_model_validator_that_raises_anything_is_a_failed_result() -> None:
+    # pydantic wraps only ValueError and AssertionError: a KeyError got out and failed the whole run.
+    registry = ToolRegistry()
+
+    class Path(BaseModel):
+        path: str
+
+        @field_validator("path")
+        @classmethod
+        def known(cls, value: str) -> str:
+            return {"notes": "/srv/notes"}[value]
+
+    @registry.tool(param_model=Path)
+    def read(path: str) -> str:
+        return path
+
+    result = await registry.execute("read", {"path": "elsewhere"})
+    assert (result["success"], result["error_type"]) == (False, INVALID_ARGUMENTS)
+    assert result["error"] == "checking the arguments of tool 'read' raised KeyError: 'elsewhere'"
+    assert (await registry.execute("read", {"path": "notes"}))["output"] == "/srv/notes"
+
+
+async def test_a_key_a_tool_s_error_quotes_is_redacted_before_the_model_reads_it() -> None:
+    key = "AIzaSyTOOL-ERROR-KEY-0123456789abcdef"
+    register_secret(key)  # as NoN does for every key it reads
+    registry = ToolRegistry()
+
+    @registry.tool
+    def fetch() -> str:
+        raise RuntimeError(f"400 for url 'https://api.example/v1?key={key}'")
+
+    result = await registry.execute("fetch", {})
+    assert result["error_type"] == "RuntimeError" and key not in (result["error"] or "")
+    assert REDACTED in (result["error"] or "")
 
 
 async def test_stop_tool_is_stop_only_when_it_succeeds() -> None:

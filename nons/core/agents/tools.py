@@ -41,6 +41,7 @@ from pydantic import BaseModel, PydanticUserError, ValidationError
 
 from nons.base.errors import ConfigurationError, error_type_of
 from nons.base.messages import ToolDefinition
+from nons.base.redaction import clean
 from nons.base.timeouts import positive_seconds
 from nons.core.agents.signatures import check_accepts, doc_summary, params_model, signature_of, type_hints
 from nons.core.agents.tool_limits import within_limit
@@ -140,6 +141,11 @@ class Tool:
             return _failure(
                 self.name, args, call_id, INVALID_ARGUMENTS,
                 f"invalid arguments for tool {self.name!r}: {_describe(error)}",
+            )
+        except Exception as error:  # a validator of the param model raised what pydantic does not wrap (KeyError)
+            return _failure(
+                self.name, args, call_id, INVALID_ARGUMENTS,
+                f"checking the arguments of tool {self.name!r} raised {type(error).__name__}: {_printable(error)}",
             )
         # Attributes, not model_dump(): nested models reach the function as models, as their hints say.
         kwargs = {name: getattr(params, name) for name in type(params).model_fields}
@@ -376,8 +382,10 @@ def _being_cancelled() -> bool:
 def _failure(
     name: str, arguments: dict[str, Any], call_id: str | None, error_type: str, error: str
 ) -> ToolResult:
+    # The message goes to the model (any vendor's, on every later call) and to the caller: a key NoN knows that
+    # the tool's error quotes (a URL with ?key=, say) is redacted, as in NoN's own errors.
     return ToolResult(
-        success=False, tool_name=name, output=None, error=error, error_type=error_type, is_stop=False,
+        success=False, tool_name=name, output=None, error=clean(error), error_type=error_type, is_stop=False,
         call_id=call_id, arguments=arguments,
     )
 

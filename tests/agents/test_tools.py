@@ -309,6 +309,10 @@ async def test_agent_state_is_injected_and_kept_out_of_the_schema() -> None:
         ("star", lambda *args: 1, {}, "must be a named parameter"),
         ("kw", lambda **kwargs: 1, {}, "must be a named parameter"),
         ("not_callable", 42, {}, "must be callable"),
+        # pydantic drops these from the schema without a word: the tool could never be called.
+        ("configured", lambda model_config: 1, {}, "'model_config'. cannot be tool arguments"),
+        ("private", lambda _x: 1, {}, "'_x'. cannot be tool arguments"),
+        ("dumped", lambda model_dump: 1, {}, "conflicts with member"),
     ],
 )
 def test_tools_that_cannot_work_are_refused(name: str, func: object, options: dict[str, object], message: str) -> None:

@@ -67,9 +67,18 @@ def params_model(
     # extra="forbid": a misspelt argument is reported to the model instead of silently dropped.
     model_name = "".join(part.capitalize() for part in re.split(r"[_-]", tool_name)) + "Params"
     try:
-        return create_model(model_name, __config__=ConfigDict(extra="forbid"), **fields)
-    except PydanticUserError as error:  # a parameter type pydantic cannot validate
+        model = create_model(model_name, __config__=ConfigDict(extra="forbid"), **fields)
+    except (PydanticUserError, NameError, ValueError) as error:  # a type pydantic cannot validate, a reserved name
         raise ConfigurationError(f"tool {tool_name!r}: {error}") from None
+    # pydantic leaves out, without a word, names it keeps for itself (model_config) or takes as private (_x):
+    # the model could then never pass them, and every call would fail.
+    dropped = [name for name in fields if name not in model.model_fields]
+    if dropped:
+        raise ConfigurationError(
+            f"tool {tool_name!r}: parameter(s) {dropped} cannot be tool arguments (pydantic keeps model_config "
+            "and names starting with '_' for itself); rename them, or pass param_model="
+        )
+    return model
 
 
 def check_accepts(tool_name: str, signature: inspect.Signature, names: list[str]) -> None:

@@ -77,13 +77,14 @@ class ProgressReporter:
     def _cost_so_far(self) -> float:
         # A running total over the new records only: summing every record for every event made a pass's events
         # cost quadratic in its width (a layer of 1,000 nodes passed 2,000 events over up to 1,000 records).
-        # Added in the same order, it is the same float as known_cost(calls).
-        calls = self._calls
+        # Equal to known_cost(calls) up to rounding (sum() compensates from Python 3.12 on). What is counted is
+        # what was read: a pass run in a worker thread inside a node hands its records over from that thread.
+        new = self._calls[self._counted :]
         cost = self._cost
-        for call in calls[self._counted :]:
+        for call in new:
             if call.cost_usd is not None:
                 cost += call.cost_usd
-        self._cost, self._counted = cost, len(calls)
+        self._cost, self._counted = cost, self._counted + len(new)
         return cost
 
     def _emit(

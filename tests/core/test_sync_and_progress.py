@@ -6,13 +6,16 @@ from __future__ import annotations
 import asyncio
 import math
 import sys
+from typing import Any
 
 import pytest
 
 from nons import ProgressEvent
+from nons.base.results import LLMCallRecord, Usage
 from nons.core.layer import Layer
 from nons.core.network import NoN
 from nons.core.node import Node
+from nons.core.progress import ProgressReporter
 from nons.core.types import ErrorPolicy, LayerConfig, ModelConfig, ModelProvider
 
 PRICED = ModelConfig(provider=ModelProvider.MOCK, model_name="gpt-4o-mini")
@@ -106,3 +109,36 @@ def test_progress_works_from_run_sync_too() -> None:
     two_layers().run_sync("hello", on_progress=events.append)
     assert [e.kind for e in events].count("node_finished") == 3
     assert events[-1].kind == "pass_finished"
+
+
+class _AppendedWhileRead(list):  # type: ignore[type-arg]
+    """A pass's records that gain one more just after the reporter reads the new ones, as a pass run in a worker
+    thread inside a node hands its records over from that thread."""
+
+    def __init__(self, late: LLMCallRecord) -> None:
+        super().__init__()
+        self.late: LLMCallRecord | None = late
+
+    def __getitem__(self, index: Any) -> Any:
+        read = super().__getitem__(index)
+        if self.late is not None and isinstance(index, slice):
+            self.append(self.late)
+            self.late = None
+        return read
+
+
+def test_a_record_handed_over_while_an_event_is_built_is_counted_by_the_next_event() -> None:
+    def record(cost: float) -> LLMCallRecord:
+        return LLMCallRecord(
+            provider="mock", request_model="m", response_model="m", response_id=None,
+            usage=Usage(input_tokens=1, output_tokens=1), finish_reason="stop", cost_usd=cost, attempts=1,
+            duration_s=0.1,
+        )  # fmt: skip
+
+    calls = _AppendedWhileRead(late=record(0.25))
+    calls.append(record(0.5))
+    events: list[ProgressEvent] = []
+    reporter = ProgressReporter(events.append, "n", total=2, calls=calls, started=0.0)
+    reporter.node_finished(0, "a", "generate", True, now=1.0)  # reads 0.5; the 0.25 lands just after
+    reporter.node_finished(0, "b", "generate", True, now=2.0)
+    assert [e.cost_usd for e in events] == [0.5, 0.75], "before, the late record was marked counted, never added"

@@ -46,7 +46,7 @@ from nons.serve.schemas import (
     jsonable_output,
     run_request_model,
 )
-from nons.serve.settings import CUT_RUNS_SETTLE_S
+from nons.serve.settings import CUT_RUNS_SETTLE_S, SCHEDULER_STOP_S
 from nons.spec.describe import describe_network
 
 __all__ = ["ServiceState", "create_app"]
@@ -109,7 +109,7 @@ def _new_app(networks: Mapping[str, NoN], state: ServiceState, max_body_bytes: i
         # uvicorn has let in-flight requests finish, or cancelled them after the grace period: those still answer
         # and record their spend (a round trip to a shared limits storage) before the process ends.
         await state.settle(timeout_s=CUT_RUNS_SETTLE_S)
-        await stop_scheduler(drain=True, timeout=1.0)
+        await stop_scheduler(drain=True, timeout=SCHEDULER_STOP_S)
 
     options: dict[str, Any] = {}
     if "telemetry" in inspect.signature(FastAPI).parameters:

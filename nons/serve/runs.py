@@ -18,6 +18,7 @@ recorded, so that a shutdown waits for the record (``ServiceState.settle``).
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -34,6 +35,8 @@ from nons.serve.refusals import Refusal, error_response
 from nons.serve.schemas import Violation
 
 __all__ = ["CLIENT_CLOSED_REQUEST", "Charge", "ServiceState", "run_for_request"]
+
+logger = logging.getLogger("nons.serve")
 
 #: The status of a run whose caller closed its connection first (nginx's "client closed request").
 CLIENT_CLOSED_REQUEST = 499
@@ -57,6 +60,11 @@ class ServiceState:
         # Polled, as uvicorn polls its own tasks at shutdown: ``in_flight`` stays a plain counter.
         while self.in_flight and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.01)
+        if self.in_flight:
+            logger.warning(
+                "%d run(s) had not recorded their spend %g s after the shutdown cut them: what they spent may not "
+                "be counted (a slow limits storage?)", self.in_flight, timeout_s,
+            )  # fmt: skip
 
 
 class _Spend:

@@ -7,10 +7,11 @@ On SIGTERM (or Ctrl+C) the service drains:
    connection;
 2. then uvicorn stops listening, and requests in flight have ``grace_period_s`` to finish (what is left then is
    cancelled);
-3. the runs cut then answer 503 and record their spend (``CUT_RUNS_SETTLE_S``, 2 s at most), the scheduler stops,
-   and telemetry is flushed within ``telemetry_flush_s``; the process exits with 0.
+3. the runs cut then answer 503 and record their spend (``CUT_RUNS_SETTLE_S``, 2 s at most), the scheduler stops
+   (``SCHEDULER_STOP_S``, 0.5 s at most), and telemetry is flushed within ``telemetry_flush_s``; the process exits
+   with 0.
 
-All together must fit Kubernetes' default grace period of 30 s (the defaults take 29 s at most). A second
+All together must fit Kubernetes' default grace period of 30 s (the defaults take 29.5 s at most). A second
 signal skips what is left of the drain delay; a second Ctrl+C during the grace period exits at once.
 """
 

@@ -68,7 +68,8 @@ def build_service(spec_path: str | Path, settings: ServeSettings) -> Service:
         tokens = None
     if settings.shutdown_budget_s > KUBERNETES_GRACE_S:
         logger.warning(
-            "drain delay + grace period + telemetry flush = %.0f s, over Kubernetes' default grace period of "
+            "drain delay + grace period + the settling of cut runs and the scheduler's stop + telemetry flush = "
+            "%.1f s, over Kubernetes' default grace period of "
             "%.0f s: raise terminationGracePeriodSeconds or the process may be killed mid-drain",
             settings.shutdown_budget_s, KUBERNETES_GRACE_S,
         )

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["CUT_RUNS_SETTLE_S", "KUBERNETES_GRACE_S", "ServeSettings", "describe_settings_error"]
+__all__ = ["CUT_RUNS_SETTLE_S", "KUBERNETES_GRACE_S", "SCHEDULER_STOP_S", "ServeSettings", "describe_settings_error"]
 
 #: Kubernetes' default ``terminationGracePeriodSeconds``: drain delay, grace period, the settling of cut runs and
 #: the telemetry flush must fit.
@@ -17,6 +17,9 @@ KUBERNETES_GRACE_S = 30.0
 #: The longest the runs cut at the end of the grace period may take to answer 503 and record their spend (a
 #: shared limits storage takes a round trip, at most ``3 x NON_REDIS_TIMEOUT``, 1.5 s by default).
 CUT_RUNS_SETTLE_S = 2.0
+
+#: The longest the scheduler may take to stop once the cut runs have settled (nothing is in flight by then).
+SCHEDULER_STOP_S = 0.5
 
 
 class ServeSettings(BaseSettings):
@@ -76,7 +79,7 @@ class ServeSettings(BaseSettings):
     def shutdown_budget_s(self) -> float:
         """The longest a SIGTERM can take to end the process: drain delay, grace period, the settling of the runs
         it cut, and telemetry flush."""
-        return self.drain_delay_s + self.grace_period_s + CUT_RUNS_SETTLE_S + self.telemetry_flush_s
+        return self.drain_delay_s + self.grace_period_s + CUT_RUNS_SETTLE_S + SCHEDULER_STOP_S + self.telemetry_flush_s
 
 
 def describe_settings_error(error: ValidationError) -> str:

@@ -5,6 +5,7 @@ disconnect, and a request its server cancels, which still charges its spend and 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from nons.core.node import Node
 from nons.core.scheduler import get_scheduler
 from nons.core.types import ModelConfig, ModelProvider, NetworkResult
 from nons.serve.runs import ServiceState, run_for_request
+from nons.serve.settings import CUT_RUNS_SETTLE_S, KUBERNETES_GRACE_S, SCHEDULER_STOP_S, ServeSettings
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -153,3 +155,16 @@ async def test_a_request_cancelled_while_its_spend_is_recorded_waits_for_the_rec
         await request
     assert len(recorded) == 1 and recorded[0] > 0, "the record was finished, not cut"
     assert state.in_flight == 0
+
+
+async def test_a_shutdown_that_cannot_wait_for_a_cut_run_s_spend_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    state = ServiceState(in_flight=1)  # a cut run still recording its spend (a slow limits storage)
+    with caplog.at_level(logging.WARNING, logger="nons.serve"):
+        await state.settle(timeout_s=0.05)
+    assert "1 run(s) had not recorded their spend 0.05 s after the shutdown cut them" in caplog.text
+
+
+def test_the_default_shutdown_fits_kubernetes_grace_period_with_the_settling_and_the_scheduler_s_stop() -> None:
+    settings = ServeSettings()
+    parts = settings.drain_delay_s + settings.grace_period_s + CUT_RUNS_SETTLE_S + SCHEDULER_STOP_S
+    assert settings.shutdown_budget_s == parts + settings.telemetry_flush_s == 29.5 < KUBERNETES_GRACE_S

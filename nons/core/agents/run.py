@@ -13,7 +13,9 @@ __all__ = ["AgentRun", "AgentStep"]
 
 class AgentStep(TypedDict):
     """One step of a run, as a plain dict (``step.get("success")`` works, and it serialises to JSON except
-    for ``output``, which is whatever the stop tool returned).
+    for the tools' outputs, ``output`` and ``tool_calls[i]["output"]``, which are what the tools returned: a
+    set, a datetime or bytes as they are; :func:`nons.core.agents.tool_output.output_text` gives the text the model
+    read of one).
 
     Keys:
         step: the step number, from 1.

@@ -42,6 +42,7 @@ __all__ = [
     "clean_value",
     "displayable_url",
     "encodable",
+    "hide_credential_params",
     "is_credential_name",
     "redact",
     "redact_json",
@@ -293,3 +294,9 @@ def is_credential_name(name: str) -> bool:
     """Whether a parameter called ``name`` may hold a credential (``api_key``, ``x-api-key``, ``auth_token``,
     ``extra_headers``, ...), so that its value is never shown or served."""
     return _CREDENTIAL_NAME.search(name.lower()) is not None
+
+
+def hide_credential_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """``params`` as they may be shown or served: the value of each parameter named like a credential (see
+    :func:`is_credential_name`) replaced by ``REDACTED``, the others as they are."""
+    return {k: REDACTED if is_credential_name(str(k)) else v for k, v in params.items()}

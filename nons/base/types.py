@@ -125,13 +125,13 @@ class ModelConfig(BaseModel):
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
         # repr() and str() end up in logs and error reports: a base URL's user, password and query may be a
         # gateway's credentials, and so may an extra parameter such as extra_headers (the key is a SecretStr).
-        from nons.base.redaction import REDACTED, displayable_url, is_credential_name  # not needed at import
+        from nons.base.redaction import displayable_url, hide_credential_params  # not needed at import
 
         for name, value in super().__repr_args__():
             if name == "base_url" and value is not None:
                 value = displayable_url(value)
             elif name == "extra_params":
-                value = {k: REDACTED if is_credential_name(str(k)) else v for k, v in value.items()}
+                value = hide_credential_params(value)
             yield name, value
 
     @field_validator("provider", mode="before")

@@ -25,6 +25,10 @@ from nons.spec.model import LayerSpecModel, ModelSpec, NetworkSpec, NodeSpec, Sp
 __all__ = ["UNKNOWN_KEY", "BuildProblems", "build_networks"]
 
 _SECRET_FIELDS = ("api_key",)
+_KEYS_FROM_THE_ENVIRONMENT = (
+    "set the provider's key variable (ANTHROPIC_API_KEY, OPENAI_API_KEY, GOOGLE_API_KEY), "
+    "e.g. from a Kubernetes Secret"
+)
 UNKNOWN_KEY = "unknown key (not part of the spec format; check its spelling)"
 
 
@@ -82,15 +86,13 @@ class _Builder:
             if secret in settings:
                 self.fail(
                     (*path, secret),
-                    f"{secret} does not belong in a spec file; set the provider's key variable "
-                    "(ANTHROPIC_API_KEY, OPENAI_API_KEY, GOOGLE_API_KEY), e.g. from a Kubernetes Secret",
+                    f"{secret} does not belong in a spec file; {_KEYS_FROM_THE_ENVIRONMENT}",
                 )
                 return None
         for key in _credential_params(settings.get("extra_params")):
             self.fail(
                 (*path, "extra_params", key),
-                f"{key} looks like a credential and does not belong in a spec file; set the provider's key "
-                "variable (ANTHROPIC_API_KEY, OPENAI_API_KEY, GOOGLE_API_KEY), e.g. from a Kubernetes Secret",
+                f"{key} looks like a credential and does not belong in a spec file; {_KEYS_FROM_THE_ENVIRONMENT}",
             )
             return None
         fallbacks = [self.model(f, (*path, "fallbacks", i)) for i, f in enumerate(ref.fallbacks)]

@@ -9,7 +9,7 @@ from typing import Any
 from rich.text import Text
 from rich.tree import Tree
 
-from nons.base.redaction import REDACTED, displayable_url, is_credential_name
+from nons.base.redaction import displayable_url, hide_credential_params
 from nons.core.network import NoN
 from nons.core.node import Node
 from nons.core.types import LayerConfig, ModelConfig
@@ -33,7 +33,7 @@ def _model(config: ModelConfig) -> dict[str, Any]:
     if config.base_url:
         data["base_url"] = displayable_url(config.base_url)
     if "extra_params" in data:  # an extra_headers or a key given as a parameter: named, never shown
-        data["extra_params"] = {k: REDACTED if is_credential_name(k) else v for k, v in data["extra_params"].items()}
+        data["extra_params"] = hide_credential_params(data["extra_params"])
     data["provider"] = config.provider.value if config.provider is not None else None
     data["model_name"] = config.model_name
     if config.fallbacks:
@@ -51,7 +51,7 @@ def _node(node: Node) -> dict[str, Any]:
         "uses_llm": node.spec.uses_llm,
         "model": _model(node.model_config),
         "context": node.additional_prompt_context,
-        "parameters": {k: REDACTED if is_credential_name(k) else _jsonable(v) for k, v in node.parameters.items()},
+        "parameters": _jsonable(hide_credential_params(node.parameters)),
         "fallbacks": [_model(f) for f in node.fallbacks],
         "priority": node.priority,
     }

@@ -90,8 +90,7 @@ async def run_for_request(
     spend = _Spend()
     state.in_flight += 1
     try:
-        response, spend.usd = await _run(network, text, state, caller, receive, spend)
-        return response
+        return await _run(network, text, state, caller, receive, spend)
     finally:
         # However the run ended: answered, refused, or cancelled with the request (a server other than uvicorn,
         # a middleware's timeout), what it spent is recorded.
@@ -116,8 +115,8 @@ async def _charged(charge: Charge, usd: float) -> None:
 
 async def _run(
     network: NoN, text: str, state: ServiceState, caller: str, receive: Receive, spend: _Spend
-) -> tuple[NetworkResult | JSONResponse, float]:
-    """The pass's result or error response, and what it spent; ``spend`` follows its progress events."""
+) -> NetworkResult | JSONResponse:
+    """The pass's result or error response; ``spend`` follows its progress events, and ends as what it spent."""
     with spending_for(caller):  # the task copies the context: its calls are the caller's
         run = asyncio.ensure_future(network.run(text, on_progress=spend.see))
     try:
@@ -133,26 +132,29 @@ async def _run(
             "shut_down",
             "the service shut down before the run finished; retry",
             {"Retry-After": "1", "Connection": "close"},
-        ), spend.usd
+        )
     if client_gone:
         await _cancel(run)
         detail = "the client closed the connection before the run finished; the run was cancelled"
-        return error_response(CLIENT_CLOSED_REQUEST, "client_closed_request", detail), spend.usd
+        return error_response(CLIENT_CLOSED_REQUEST, "client_closed_request", detail)
     return _outcome(run, spend)
 
 
-def _outcome(run: asyncio.Future[NetworkResult], spend: _Spend) -> tuple[NetworkResult | JSONResponse, float]:
-    """The finished ``run``'s result, or its failure as a response (a refusal for bad input)."""
+def _outcome(run: asyncio.Future[NetworkResult], spend: _Spend) -> NetworkResult | JSONResponse:
+    """The finished ``run``'s result, or its failure as a response (a refusal for bad input); ``spend`` set to
+    what the result or the failure's partial result says it spent."""
     try:
         result = run.result()
     except InputValidationError as error:
         raise _refuse_input(error) from None
     except NonError as error:
-        spent = error.partial_result.cost_usd if error.partial_result is not None else spend.usd
+        if error.partial_result is not None:
+            spend.usd = error.partial_result.cost_usd
         if isinstance(error, NetworkTimeoutError):
-            return error_response(504, "network_timeout", str(error)), spent
-        return error_response(502, "network_failed", f"{type(error).__name__}: {error}"), spent
-    return result, result.cost_usd
+            return error_response(504, "network_timeout", str(error))
+        return error_response(502, "network_failed", f"{type(error).__name__}: {error}")
+    spend.usd = result.cost_usd
+    return result
 
 
 async def _client_left_first(run: asyncio.Future[NetworkResult], receive: Receive) -> bool:

@@ -205,6 +205,49 @@ def test_a_break_just_before_the_event_loop_ends_is_no_failure_of_the_run(obs: O
     assert agent_span["success"] and agent_span["error_type"] is None
 
 
+def test_a_run_is_a_coroutine_for_asyncio_run_tasks_and_task_groups(obs: Observability) -> None:
+    # Each of these refused the run before ("a coroutine was expected"): it was awaitable, not a coroutine.
+    agent = Agent(scripted([[("add", {"a": 1, "b": 2})], [("final_answer", {"answer": "3"})]]), calculator())
+    assert asyncio.iscoroutine(agent.run("x"))
+
+    final = asyncio.run(agent.run("add"))  # type: ignore[arg-type]  # typeshed wants a native coroutine
+    assert final["is_final"] and final["output"] == "3" and final["step"] == 2
+
+    async def in_tasks() -> list[str]:
+        task = asyncio.create_task(agent.run("add"))
+        async with asyncio.TaskGroup() as group:
+            grouped = group.create_task(agent.run("add"))
+        return [(await task)["output"], grouped.result()["output"]]
+
+    assert asyncio.run(in_tasks()) == ["3", "3"]
+
+
+async def test_a_cancelled_task_running_an_agent_ends_its_span_cancelled(obs: Observability) -> None:
+    model = ModelConfig(provider=ModelProvider.MOCK, extra_params={"mock_latency_s": 30})
+    agent = Agent(model, calculator(), name="cancelled-task")
+    task = asyncio.create_task(agent.run("add 1 and 2"))
+    await asyncio.sleep(0.2)  # the run is in its first LLM call
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    (agent_span,) = [
+        s for s in obs.export_all_data()["spans"] if s["operation_name"] == "invoke_agent cancelled-task"
+    ]
+    assert not agent_span["success"] and agent_span["error_type"] == "cancelled"
+
+
+def test_a_run_is_run_to_its_end_once(obs: Observability) -> None:
+    agent = Agent(scripted([[("final_answer", {"answer": "1"})]]), calculator())
+
+    async def twice() -> None:
+        run = agent.run("x")
+        assert (await run)["output"] == "1"
+        with pytest.raises(RuntimeError, match="cannot reuse already awaited coroutine"):
+            await run
+
+    asyncio.run(twice())
+
+
 async def test_an_exception_raised_inside_the_run_fails_its_span(obs: Observability) -> None:
     bad = ModelConfig(provider=ModelProvider.MOCK, extra_params={"mock_no_such_option": 1})
     agent = Agent(bad, calculator(), name="misconfigured")

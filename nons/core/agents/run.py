@@ -1,9 +1,9 @@
 """What a run of an agent gives back: its steps (:class:`AgentStep`) and the run itself (:class:`AgentRun`),
-which is both an async iterator of steps and an awaitable of the final one."""
+which is both an async iterator of steps and a coroutine of the final one."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Generator
+from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Generator
 from typing import Any, TypedDict
 
 from nons.core.agents.tools import AgentState, ToolResult
@@ -58,20 +58,25 @@ class AgentStep(TypedDict):
     usage_unreported_calls: int
 
 
-class AgentRun(AsyncIterator[AgentStep]):
+class AgentRun(AsyncIterator[AgentStep], Coroutine[Any, Any, AgentStep]):
     """One run of an agent, returned by :meth:`Agent.run`.
 
     - ``async for step in agent.run(task)`` yields each step's :class:`AgentStep`, the last with
       ``is_final=True``. Stopping early (``break``, or ``await run.aclose()``) ends the run: no further LLM
       call is made, and its span ends (at once with ``aclose()``, when the run is garbage-collected after a
       ``break``).
-    - ``await agent.run(task)`` runs to the end and returns the final step, so the run is also an awaitable:
-      ``await asyncio.gather(*(agent.run(t) for t in tasks))`` runs several at once.
+    - ``await agent.run(task)`` runs to the end and returns the final step. The run is a coroutine of that
+      step as well, so whatever takes a coroutine takes it: ``asyncio.run(agent.run(task))``,
+      ``asyncio.create_task(agent.run(task))``, a ``TaskGroup``'s ``create_task``, and
+      ``await asyncio.gather(*(agent.run(t) for t in tasks))`` to run several at once.
+
+    A run is iterated or run to its end once, as a coroutine is awaited once.
     """
 
     def __init__(self, steps: AsyncGenerator[AgentStep, None]) -> None:
         self._steps = steps
         self._last: AgentStep | None = None
+        self._completion: Coroutine[Any, Any, AgentStep] | None = None
 
     def __aiter__(self) -> AgentRun:
         return self
@@ -85,8 +90,29 @@ class AgentRun(AsyncIterator[AgentStep]):
         """Stop the run now: its span ends and no further step runs."""
         await self._steps.aclose()
 
+    # The coroutine protocol, delegated to one coroutine that runs the steps to the end: asyncio.run(),
+    # create_task() and a TaskGroup accept only coroutines (an awaitable that is not one is refused with
+    # "a coroutine was expected"), and drive it with send() and throw().
+
+    def _to_end(self) -> Coroutine[Any, Any, AgentStep]:
+        if self._completion is None:
+            self._completion = self._to_completion()
+        return self._completion
+
     def __await__(self) -> Generator[Any, None, AgentStep]:
-        return self._to_completion().__await__()
+        return self._to_end().__await__()
+
+    def send(self, value: Any) -> Any:
+        return self._to_end().send(value)
+
+    def throw(self, *args: Any) -> Any:
+        # The arguments passed on as given: the three-argument form warns from Python 3.12.
+        return self._to_end().throw(*args)
+
+    def close(self) -> None:
+        """Close the coroutine that runs the steps to the end (a run never started has nothing to close)."""
+        if self._completion is not None:
+            self._completion.close()
 
     async def _to_completion(self) -> AgentStep:
         try:

@@ -58,6 +58,22 @@ async def test_when_the_repairs_are_used_up_the_run_fails_with_output_parse_erro
     assert final["error"] == "expected a JSON object, got: '5 apples' (after 1 repair)"
 
 
+async def test_max_steps_reached_on_an_answer_off_the_schema_says_so(obs: Observability) -> None:
+    # Before, the error said "the model kept calling tools", of a run whose last step was a text answer.
+    model = scripted([[("add", {"a": 2, "b": 3})], "The total is 5 apples."])
+    steps = [s async for s in Agent(model, calculator(), name="short", output_schema=SUM, max_steps=2).run("2+3?")]
+
+    final = steps[-1]
+    assert (final["success"], final["is_final"], final["error_type"]) == (False, True, "max_steps")
+    assert final["error"] == (
+        "max_steps (2) reached without a final answer: the model's last answer did not follow the output schema "
+        "(invalid_json; the step before this one says how); raise max_steps"
+    )
+    assert "5 apples" in (steps[-2]["error"] or "")  # the caller reads the answer's error in its step
+    (span,) = named(trace_spans(obs, final["trace_id"]), "invoke_agent short")
+    assert "apples" not in json.dumps(span)  # the answer is content: not in the span without content capture
+
+
 async def test_a_required_tool_choice_makes_the_model_call_a_tool() -> None:
     model = ModelConfig(provider=ModelProvider.MOCK, model_name="gpt-4o-mini")
     agent = Agent(model, calculator(), tool_choice="required")

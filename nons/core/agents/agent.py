@@ -220,8 +220,7 @@ class Agent:
                     return
             final = self._result(
                 run, self.max_steps, success=False, is_final=True, error_type=MAX_STEPS_REACHED,
-                error=f"max_steps ({self.max_steps}) reached without a final answer: the model kept calling "
-                "tools; raise max_steps, or give it a stop tool and say in the system prompt when to use it",
+                error=self._max_steps_error(run),
             )
             at_yield = True
             yield final
@@ -234,6 +233,15 @@ class Agent:
             raise
         finally:
             self._finish(run, final, error)
+
+    def _max_steps_error(self, run: _Run) -> str:
+        reached = f"max_steps ({self.max_steps}) reached without a final answer"
+        if run.repair is not None:  # the last step was an answer off the output schema, its repair not yet asked
+            # The reason's kind only: the parse error may quote the answer, and this message is the span's status.
+            return f"{reached}: the model's last answer did not follow the output schema ({run.repair.reason}; " \
+                "the step before this one says how); raise max_steps"
+        return f"{reached}: the model kept calling tools; raise max_steps, or give it a stop tool and say in " \
+            "the system prompt when to use it"
 
     def _start(self, task: str, conversation_id: str | None) -> _Run:
         # The state is copied before the span starts: a state that cannot be copied fails the run before there

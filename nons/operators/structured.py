@@ -32,6 +32,7 @@ from typing import Any
 
 from nons.base.errors import ConfigurationError, OutputParseError
 from nons.base.messages import TOKEN_LIMIT_STOPS, LLMResponse, Message, OutputRepair
+from nons.base.schema_refs import MAX_REF_HOPS, resolve_ref
 from nons.base.types import ModelConfig
 from nons.observability import names
 from nons.operators.truncated import salvage
@@ -73,13 +74,22 @@ def _validator(schema: Mapping[str, Any]) -> Any:
 
 
 def check_schema(schema: Mapping[str, Any]) -> None:
-    """Raise ``ConfigurationError`` naming the problem when ``schema`` is not a valid JSON Schema."""
+    """Raise ``ConfigurationError`` naming the problem when ``schema`` is not a valid JSON Schema of a JSON
+    object."""
     from jsonschema import Draft202012Validator, SchemaError  # on use, as in _validator
 
     try:
         Draft202012Validator.check_schema(schema)
     except SchemaError as error:
         raise ConfigurationError(f"invalid output schema: {error.message}") from None
+    # An answer is read as a JSON object: a schema of anything else could never be met, and each answer would
+    # cost its repairs before the call failed.
+    types = _types(resolve_ref(schema, schema))
+    if types and "object" not in types:
+        raise ConfigurationError(
+            f"an output schema describes a JSON object (type 'object'), got type {sorted(types)}: put the value in "
+            "a property of an object, e.g. {'type': 'object', 'properties': {'items': <this schema>}}"
+        )
 
 
 def parse_json_object(text: str) -> dict[str, Any]:
@@ -119,7 +129,7 @@ def _describe(error: Any) -> str:
     return f"{path}: {message}" if path else message
 
 
-def conform(value: Any, schema: Mapping[str, Any]) -> Any:
+def conform(value: Any, schema: Mapping[str, Any], root: Mapping[str, Any] | None = None) -> Any:
     """``value`` made to fit ``schema`` where that has one reading, so that only real mistakes cost a repair.
 
     - Forgiven: an enum string in another case or with spaces around it (the enum's spelling is kept); a number
@@ -129,31 +139,72 @@ def conform(value: Any, schema: Mapping[str, Any]) -> Any:
       ``minimum``..``maximum``, a string cut to ``maxLength``, a list to ``maxItems``.
     - Left for the check to refuse: everything else. A boolean stays as given (``"true"`` is not ``true``), a
       value outside an enum stays outside it, a list shorter than ``minItems`` stays short.
-    """
-    if "anyOf" in schema:
-        for option in schema["anyOf"]:
-            candidate = conform(value, option)
-            if _validator(option).is_valid(candidate):
-                return candidate
-        return value
-    if isinstance(value, str) and "enum" in schema:
-        wanted = value.strip().lower()
-        return next((o for o in schema["enum"] if isinstance(o, str) and o.lower() == wanted), value)
-    types = _types(schema)
-    if isinstance(value, str) and types & {"number", "integer"}:
-        value = _number(value, integer="number" not in types)
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return _clamp(value, schema)
-    if isinstance(value, str) and isinstance(schema.get("maxLength"), int):
-        return value[: schema["maxLength"]]
-    if isinstance(value, dict) and "object" in types:
-        return _conform_object(value, schema)
-    if isinstance(value, list) and "array" in types:
-        items = schema.get("items")
-        kept = value[: schema["maxItems"]] if isinstance(schema.get("maxItems"), int) else value
-        return [conform(item, items) for item in kept] if isinstance(items, Mapping) else kept
-    return value
 
+    ``root`` is the whole schema when ``schema`` is a part of it: the references (``$ref``) in ``schema`` (a pydantic
+    model's nested models, ``#/$defs/...``) point into it. Left out, ``schema`` is the whole.
+    """
+    return _Conformer(root if root is not None else schema).conform(value, schema)
+
+
+class _Conformer:
+    """:func:`conform` over one schema, whose local references (``$ref``) it follows."""
+
+    def __init__(self, root: Mapping[str, Any]) -> None:
+        self.root = root
+        self._validator: Any = None  # made on first use: most answers meet no anyOf
+
+    def conform(self, value: Any, schema: Mapping[str, Any], hops: int = 0) -> Any:
+        # ``hops``: anyOfs entered on the same value. A schema whose anyOf leads back to itself would be entered
+        # for ever; past the bound the value is left for the check.
+        schema = resolve_ref(schema, self.root)
+        if "anyOf" in schema:
+            if hops >= MAX_REF_HOPS:
+                return value
+            for option in schema["anyOf"]:
+                candidate = self.conform(value, option, hops + 1)
+                if self._valid(candidate, option):
+                    return candidate
+            return value
+        if isinstance(value, str) and "enum" in schema:
+            wanted = value.strip().lower()
+            return next((o for o in schema["enum"] if isinstance(o, str) and o.lower() == wanted), value)
+        types = _types(schema)
+        if isinstance(value, str) and types & {"number", "integer"}:
+            value = _number(value, integer="number" not in types)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return _clamp(value, schema)
+        if isinstance(value, str) and isinstance(schema.get("maxLength"), int):
+            return value[: schema["maxLength"]]
+        if isinstance(value, dict) and "object" in types:
+            return self._object(value, schema)
+        if isinstance(value, list) and "array" in types:
+            items = schema.get("items")
+            kept = value[: schema["maxItems"]] if isinstance(schema.get("maxItems"), int) else value
+            return [self.conform(item, items) for item in kept] if isinstance(items, Mapping) else kept
+        return value
+
+    def _object(self, value: dict[str, Any], schema: Mapping[str, Any]) -> dict[str, Any]:
+        properties: Mapping[str, Any] = schema.get("properties", {})
+        out = {key: self.conform(item, properties[key]) if key in properties else item for key, item in value.items()}
+        for key in schema.get("required", ()):
+            if key not in out and key in properties and self._nullable(properties[key]):
+                out[key] = None
+        return out
+
+    def _nullable(self, schema: Mapping[str, Any], hops: int = 0) -> bool:
+        schema = resolve_ref(schema, self.root)
+        if "null" in _types(schema):
+            return True
+        return hops < MAX_REF_HOPS and any(self._nullable(option, hops + 1) for option in schema.get("anyOf", ()))
+
+    def _valid(self, value: Any, schema: Mapping[str, Any]) -> bool:
+        # A validator of the whole schema, evolved to the part: the part's $refs resolve against the whole.
+        if self._validator is None:
+            self._validator = _validator(self.root)
+        try:
+            return bool(self._validator.evolve(schema=schema).is_valid(value))
+        except RecursionError:  # an anyOf that leads back to itself, which jsonschema follows for ever too
+            return False
 
 def _clamp(number: float, schema: Mapping[str, Any]) -> float:
     low, high = schema.get("minimum"), schema.get("maximum")
@@ -164,24 +215,11 @@ def _clamp(number: float, schema: Mapping[str, Any]) -> float:
     return number
 
 
-def _conform_object(value: dict[str, Any], schema: Mapping[str, Any]) -> dict[str, Any]:
-    properties: Mapping[str, Any] = schema.get("properties", {})
-    out = {key: conform(item, properties[key]) if key in properties else item for key, item in value.items()}
-    for key in schema.get("required", ()):
-        if key not in out and key in properties and _nullable(properties[key]):
-            out[key] = None
-    return out
-
-
 def _types(schema: Mapping[str, Any]) -> set[str]:
     kind = schema.get("type")
     if isinstance(kind, str):
         return {kind}
     return {str(k) for k in kind} if isinstance(kind, list) else set()
-
-
-def _nullable(schema: Mapping[str, Any]) -> bool:
-    return "null" in _types(schema) or any(_nullable(option) for option in schema.get("anyOf", ()))
 
 
 def _number(text: str, *, integer: bool) -> Any:

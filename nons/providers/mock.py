@@ -47,6 +47,7 @@ import hashlib
 import json
 import random
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from nons.base.errors import (
@@ -61,6 +62,7 @@ from nons.base.errors import (
 )
 from nons.base.messages import LLMRequest, LLMResponse, ToolCall, ToolDefinition
 from nons.base.results import Usage
+from nons.base.schema_refs import resolve_ref
 from nons.base.types import ModelConfig, ModelProvider, StructuredOutput
 from nons.observability import names
 from nons.providers.base import Provider
@@ -313,6 +315,7 @@ def _arguments_from(schema: dict[str, Any], prompt: str, rng: random.Random) -> 
     for name, sub in properties.items():
         if name not in required:
             continue
+        sub = resolve_ref(sub, schema)
         kind = sub.get("type")
         if kind in ("number", "integer") and numbers:
             value = numbers.pop(0)
@@ -320,7 +323,7 @@ def _arguments_from(schema: dict[str, Any], prompt: str, rng: random.Random) -> 
         elif kind == "string" and "enum" not in sub:
             arguments[name] = prompt
         else:
-            arguments[name] = _instance_of(sub, rng, prompt)
+            arguments[name] = _instance_of(sub, rng, prompt, schema, 1)
     return arguments
 
 
@@ -345,25 +348,40 @@ def _free_text(request: LLMRequest, rng: random.Random) -> str:
     return f"{opening}: a simulated answer about {topic or 'the input'}."
 
 
-def _instance_of(schema: dict[str, Any], rng: random.Random, prompt: str) -> Any:
-    """A value that follows ``schema`` (the subset of JSON Schema that the operators use)."""
+#: How deep an answer to a recursive schema goes before its lists are as short, and values as null, as allowed.
+_MAX_ANSWER_DEPTH = 4
+
+
+def _instance_of(
+    schema: Mapping[str, Any], rng: random.Random, prompt: str, root: Mapping[str, Any] | None = None, depth: int = 0
+) -> Any:
+    """A value that follows ``schema`` (the subset of JSON Schema that the operators use), whose local references
+    point into ``root`` (the whole schema; left out, ``schema`` is the whole). A recursive schema (a tree whose
+    nodes hold nodes) is answered to a few levels: past them, lists are as short and values as null as allowed."""
+    root = schema if root is None else root
+    schema = resolve_ref(schema, root)
+    deep = depth >= _MAX_ANSWER_DEPTH
     if "enum" in schema:
         return rng.choice(list(schema["enum"]))
     if "anyOf" in schema:
-        # The first option that is not null: a field that may be null is filled when the text has something.
-        options = [o for o in schema["anyOf"] if o.get("type") != "null"] or schema["anyOf"]
-        return _instance_of(options[0], rng, prompt)
+        # The first option that is not null (a field that may be null is filled when the text has something),
+        # unless the answer is deep enough: then null when it may be.
+        options = schema["anyOf"]
+        filled = [o for o in options if resolve_ref(o, root).get("type") != "null"] or options
+        chosen = next((o for o in options if o not in filled), filled[0]) if deep else filled[0]
+        return _instance_of(chosen, rng, prompt, root, depth + 1)
     kind = schema.get("type", "string")
     if isinstance(kind, list):
-        kind = next((k for k in kind if k != "null"), "null")
+        kind = "null" if deep and "null" in kind else next((k for k in kind if k != "null"), "null")
     if kind == "null":
         return None
     if kind == "object":
         properties: dict[str, Any] = schema.get("properties", {})
-        return {name: _instance_of(sub, rng, prompt) for name, sub in properties.items()}
+        return {name: _instance_of(sub, rng, prompt, root, depth + 1) for name, sub in properties.items()}
     if kind == "array":
-        count = max(int(schema.get("minItems", 1)), 1 + rng.randrange(2))
-        return [_instance_of(schema.get("items", {}), rng, prompt) for _ in range(count)]
+        least = int(schema.get("minItems", 0))
+        count = least if deep else max(least, 1 + rng.randrange(2))
+        return [_instance_of(schema.get("items", {}), rng, prompt, root, depth + 1) for _ in range(count)]
     if kind == "boolean":
         return rng.random() < 0.8
     if kind == "number":

@@ -90,6 +90,9 @@ def test_bad_output_schema_or_tool_choice_is_a_configuration_error() -> None:
     model = ModelConfig(provider=ModelProvider.MOCK)
     with pytest.raises(ConfigurationError, match="invalid output schema"):
         Agent(model, calculator(), output_schema={"type": "objekt"})
+    # Before, accepted: then every answer was refused ("expected a JSON object"), after its repairs, each paid.
+    with pytest.raises(ConfigurationError, match="an output schema describes a JSON object"):
+        Agent(model, calculator(), output_schema={"type": "array", "items": {"type": "integer"}})
     with pytest.raises(ConfigurationError, match=r"tool_choice must be 'auto', 'required' or a tool's name"):
         Agent(model, calculator(), tool_choice="multiply")
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Literal
 
 import pytest
+from pydantic import BaseModel, Field
 
 from nons.base.errors import ConfigurationError, NodeExecutionError, OutputParseError
 from nons.base.messages import LLMResponse, Message, OutputRepair
@@ -14,6 +15,8 @@ from nons.core.network import NoN
 from nons.core.node import Node
 from nons.core.types import ModelConfig, ModelProvider
 from nons.observability import names
+from nons.operators.context import OperatorContext
+from nons.operators.registry import operator
 from nons.operators.results import Classification
 from nons.operators.structured import (
     check_schema,
@@ -96,6 +99,65 @@ def test_every_violation_is_named() -> None:
     assert "'reasoning' is a required property" in message
     assert "category: 'other' is not one of ['bug', 'feature']" in message
     assert "confidence: 'high' is not of type 'number'" in message
+
+
+class _Address(BaseModel):
+    city: str
+    kind: Literal["home", "work"] = "home"
+    score: float = Field(default=0.5, ge=0, le=1)
+
+
+class _Person(BaseModel):
+    name: str
+    address: _Address | None = None  # {"anyOf": [{"$ref": "#/$defs/_Address"}, {"type": "null"}]}
+    previous: list[_Address] = []
+
+
+PERSON = _Person.model_json_schema()
+
+
+def test_an_answer_is_read_through_the_references_of_a_pydantic_models_schema() -> None:
+    # Before, every answer to this schema raised jsonschema's PointerToNowhere: an anyOf option was checked
+    # alone, without the $defs its $ref points into.
+    assert read_answer({"name": "Ann", "address": {"city": "Oslo"}}, PERSON)["address"] == {"city": "Oslo"}
+    assert read_answer({"name": "Ann", "address": None}, PERSON)["address"] is None
+    with pytest.raises(OutputParseError, match="address: 'Oslo' is not valid under any of the given schemas"):
+        read_answer({"name": "Ann", "address": "Oslo"}, PERSON)
+
+
+def test_a_nested_models_enums_and_bounds_are_conformed_as_the_top_levels_are() -> None:
+    answer = {"name": "Ann", "address": {"city": "Oslo", "kind": "WORK", "score": 1.7},
+              "previous": [{"city": "Rome", "kind": " Home", "score": -1}]}  # fmt: skip
+    assert read_answer(answer, PERSON) == {
+        "name": "Ann",
+        "address": {"city": "Oslo", "kind": "work", "score": 1},
+        "previous": [{"city": "Rome", "kind": "home", "score": 0}],
+    }
+
+
+def test_a_schema_whose_references_lead_back_to_themselves_is_left_to_the_check() -> None:
+    looping = {"$defs": {"A": {"anyOf": [{"$ref": "#/$defs/A"}]}, "B": {"$ref": "#/$defs/B"}}, "type": "object",
+               "properties": {"a": {"$ref": "#/$defs/A"}, "b": {"$ref": "#/$defs/B"}}, "required": ["a", "b"]}  # fmt: skip
+    assert conform({}, looping) == {}  # ended: no RecursionError, nothing made up
+    assert conform({"a": 1, "b": 2}, looping) == {"a": 1, "b": 2}
+
+
+def test_a_schema_of_anything_but_an_object_is_refused() -> None:
+    # Answers are read as JSON objects: an array schema would refuse every answer, repairs and all.
+    with pytest.raises(ConfigurationError, match=r"describes a JSON object \(type 'object'\), got type \['array'\]"):
+        check_schema({"type": "array", "items": {"type": "integer"}})
+    check_schema(PERSON)
+    check_schema({"$ref": "#/$defs/P", "$defs": {"P": {"type": "object"}}})
+
+
+async def test_a_network_answers_a_pydantic_models_schema_on_the_simulated_provider() -> None:
+    @operator(name="structured_extract_person", description="Extract a person.", replace=True)
+    async def extract_person(ctx: OperatorContext, input: str) -> dict[str, Any]:
+        return await ctx.complete_json(input, instruction="Extract the person.", schema=PERSON)
+
+    config = ModelConfig(provider=ModelProvider.MOCK, model_name="gpt-4o-mini", output_repairs=0)
+    answer = await NoN.from_operators([Node("structured_extract_person", config)]).forward("Ann lives in Oslo")
+    assert _Person.model_validate(answer).address is not None  # the nested model, filled and valid
 
 
 def test_an_invalid_schema_is_a_configuration_error() -> None:

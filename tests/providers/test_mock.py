@@ -46,6 +46,32 @@ async def test_answers_follow_the_requested_schema() -> None:
     assert response.simulated
 
 
+async def test_answers_follow_a_schemas_references_and_recursion() -> None:
+    # A tree whose nodes hold nodes, by reference, as pydantic writes it. Before, a reference was answered as a
+    # string, and a recursive one could not have been answered at all.
+    tree = {
+        "$defs": {
+            "Node": {
+                "type": "object",
+                "properties": {
+                    "label": {"type": "string", "enum": ["x", "y"]},
+                    "children": {"type": "array", "items": {"$ref": "#/$defs/Node"}},
+                    "parent": {"anyOf": [{"$ref": "#/$defs/Node"}, {"type": "null"}]},
+                },
+                "required": ["label", "children", "parent"],
+            }
+        },
+        "$ref": "#/$defs/Node",
+    }
+    from jsonschema import Draft202012Validator
+
+    for seed in range(5):
+        config = ModelConfig(extra_params={"mock_seed": seed})
+        answer = json.loads((await MockProvider().complete(request(config, response_schema=tree))).text)
+        assert Draft202012Validator(tree).is_valid(answer), answer
+        assert isinstance(answer["parent"], dict)  # filled where it may be, to a depth
+
+
 @pytest.mark.parametrize("form", ["auto", "json_schema", "json_object", "prompt"])
 async def test_answers_take_the_shape_of_the_structured_output_form(form: str) -> None:
     schema = {

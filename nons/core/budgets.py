@@ -222,7 +222,8 @@ class Budgets:
         shared part is settled in the background, so a cancelled call settles too."""
         for linked in hold.linked:
             self.settle(linked, cost)
-        delta = (cost or 0.0) - hold.amount
+        # An unknown cost keeps the worst case reserved: never counted as 0, which would let the budget overshoot.
+        delta = (hold.amount if cost is None else cost) - hold.amount
         if delta == 0:
             return
         hold.pass_ledger.settle(hold.pass_keys, delta)

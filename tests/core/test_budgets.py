@@ -21,6 +21,7 @@ from nons import (
     ModelProvider,
     NetworkConfig,
     Node,
+    NodeExecutionError,
     NoN,
 )
 from nons.base.messages import LLMRequest, Message
@@ -29,6 +30,7 @@ from nons.base.settings import get_settings
 from nons.core import budgets as budgets_module
 from nons.core.budgets import Budgets, configure_budgets, spending_for, worst_case_usd
 from nons.core.call import CallSite, PassContext, call_llm
+from nons.testing import ProviderEmulator, Reply
 
 # gemini-2.0-flash has a known price; the simulated provider charges it. 50 ms per call, so calls overlap.
 MODEL = ModelConfig(
@@ -94,6 +96,39 @@ async def test_a_failed_attempt_gives_its_reservation_back() -> None:
         await call_llm(ctx, CallSite("node", "generate", failing, (), LayerConfig()), list(MESSAGES), [])
     assert not isinstance(raised.value, BudgetExceededError)
     assert book.local.used("process:process") == 0
+
+
+def test_an_answer_whose_cost_is_unknown_keeps_its_worst_case(emu: ProviderEmulator) -> None:
+    # Usage reported but not priceable (more cache reads than prompt tokens, as a compatible server may send):
+    # the call's cost is unknown. Before, it was settled as 0, and every call fit again: 8 calls ran against a
+    # budget worth 5 worst cases.
+    model = ModelConfig(provider=ModelProvider.OPENAI, model_name="gpt-4o", base_url=emu.base_url_for("openai"),
+                        api_key="sk-test", max_tokens=1000, price_provider="openai")  # fmt: skip
+    request = LLMRequest(provider=ModelProvider.OPENAI, model="gpt-4o", config=model, messages=MESSAGES)
+    worst = worst_case_usd("openai", request)
+    assert worst is not None
+    book = configure_budgets(Budget(usd=5.5 * worst, per="process"))
+    network = NoN.from_operators([Node("generate", model)])
+    emu.default = Reply(text="ok", input_tokens=10, output_tokens=900, cache_read_tokens=50)
+
+    async def eight() -> list[BudgetExceededError | None]:
+        outcomes: list[BudgetExceededError | None] = []
+        for _ in range(8):
+            try:
+                result = await network.run("What is the capital of France?")
+                assert result.unpriced_calls == 1 and result.cost_usd == 0  # unknown: counted apart
+                outcomes.append(None)
+            except NodeExecutionError as error:
+                assert isinstance(error.cause, BudgetExceededError)
+                outcomes.append(error.cause)
+        return outcomes
+
+    outcomes = asyncio.run(eight())
+    assert outcomes[:5] == [None] * 5 and all(isinstance(o, BudgetExceededError) for o in outcomes[5:])
+    held = outcomes[-1].needed_usd  # type: ignore[union-attr]  # the call's worst case
+    assert held == pytest.approx(worst, rel=0.01)
+    assert book.local.used("process:process") == pytest.approx(5 * held)
+    assert len(emu.requests_for("openai")) == 5
 
 
 async def test_caller_budgets_apply_inside_spending_for() -> None:

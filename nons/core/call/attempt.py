@@ -151,8 +151,9 @@ def _billed(call: CallState, usage: Usage) -> float | None:
 def _settle_spent(call: CallState, hold: BudgetHold, usage: Usage, cost: float | None) -> None:
     """Settle the budgets' hold of an attempt whose answer (usable or not) was billed ``usage``, at ``cost``."""
     ctx = call.ctx
-    # An answer that reported no usage keeps its worst-case hold: what it cost is unknown, never 0.
-    ctx.budget_book.settle(hold, cost if usage.reported else hold.amount)  # type: ignore[union-attr]
+    # An answer that reported no usage, or usage that cannot be priced, keeps its worst-case hold: what it cost
+    # is unknown, never 0.
+    ctx.budget_book.settle(hold, cost if usage.reported else None)  # type: ignore[union-attr]
     if cost and ctx.instruments.metrics:
         for name, scope in hold.labels:
             # The provider, so that the dashboards' provider filter and "Simulated cost" switch apply.

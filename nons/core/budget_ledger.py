@@ -11,10 +11,13 @@ from dataclasses import dataclass, field
 
 from nons.base.types import Budget
 
-__all__ = ["BudgetHold", "LocalLedger"]
+__all__ = ["BudgetHold", "LocalLedger", "Window"]
 
 
-class _Window:
+class Window:
+    """One window of one budget key: what is reserved or spent in it, and when it ends (``inf``: never). A hold
+    keeps the windows it reserved in, so that it settles in them, not in whichever window is current by then."""
+
     __slots__ = ("ends", "used")
 
     def __init__(self, ends: float) -> None:
@@ -26,32 +29,32 @@ class LocalLedger:
     """Budgets counted in this process (thread-safe): what is reserved or spent per key, per window."""
 
     def __init__(self) -> None:
-        self._windows: dict[str, _Window] = {}
+        self._windows: dict[str, Window] = {}
         self._lock = threading.Lock()
 
-    def reserve(self, keys: Sequence[tuple[str, float, float | None]], amount: float) -> int:
-        """Reserve ``amount`` against every ``(key, limit, window_s)``; 0, or the 1-based index of the one that
-        cannot hold it (then nothing is reserved)."""
+    def reserve(self, keys: Sequence[tuple[str, float, float | None]], amount: float) -> tuple[int, list[Window]]:
+        """Reserve ``amount`` against every ``(key, limit, window_s)``: ``(0, the windows reserved in)``, or
+        ``(the 1-based index of the one that cannot hold it, [])``, and then nothing is reserved."""
         now = time.monotonic()
         with self._lock:
             windows = []
             for index, (key, limit, window_s) in enumerate(keys, 1):
                 window = self._windows.get(key)
                 if window is None or now >= window.ends:
-                    window = self._windows[key] = _Window(now + window_s if window_s else math.inf)
+                    window = self._windows[key] = Window(now + window_s if window_s else math.inf)
                 if window.used + amount > limit * (1 + 1e-12):
-                    return index
+                    return index, []
                 windows.append(window)
             for window in windows:
                 window.used += amount
-        return 0
+        return 0, windows
 
-    def settle(self, keys: Sequence[str], delta: float) -> None:
+    def settle(self, windows: Sequence[Window], delta: float) -> None:
+        """Add ``delta`` (negative: give back) to what ``windows`` hold. A window that has ended owes nothing and
+        is owed nothing: the window after it starts from its own reservations."""
         with self._lock:
-            for key in keys:
-                window = self._windows.get(key)
-                if window is not None:
-                    window.used = max(0.0, window.used + delta)
+            for window in windows:
+                window.used = max(0.0, window.used + delta)
 
     def used(self, key: str) -> float:
         window = self._windows.get(key)
@@ -66,9 +69,12 @@ class BudgetHold:
     pass_ledger: LocalLedger
     #: (name, scope) of every budget it counts against, for the metrics.
     labels: list[tuple[str, str]] = field(default_factory=list)
-    pass_keys: list[str] = field(default_factory=list)
-    process_keys: list[str] = field(default_factory=list)
+    #: The windows it reserved in, in the pass's ledger and the process's.
+    pass_windows: list[Window] = field(default_factory=list)
+    process_windows: list[Window] = field(default_factory=list)
     shared_keys: list[str] = field(default_factory=list)
+    #: When each shared key's window reserved in ends, in ms on Redis's clock (0: never): settled only in it.
+    shared_ends: list[int] = field(default_factory=list)
     #: (budget, key, limit) of the budgets counted in this process whose usage gauge its settlement updates.
     gauged: list[tuple[Budget, str, float]] = field(default_factory=list)
     #: What the same attempt reserved against the budgets of the passes it runs inside (an agent run in a node):

@@ -63,7 +63,8 @@ UNSET_MAX_TOKENS = 4096
 _caller: contextvars.ContextVar[str | None] = contextvars.ContextVar("nons_caller", default=None)
 
 # Reserve all or nothing: KEYS are the budgets' keys; ARGV: amount, then per key: limit, window in ms (0: none).
-# Returns {0 when reserved, else the 1-based index of the budget that cannot hold it; then each key's use}.
+# Returns {0 when reserved, else the 1-based index of the budget that cannot hold it; then each key's use; when
+# reserved, then each key's window: when it ends, in ms on Redis's clock (0: it never does)}.
 _RESERVE = """
 local amount = tonumber(ARGV[1])
 local used = {}
@@ -78,18 +79,28 @@ for i = 1, #KEYS do
   end
 end
 local out = {0}
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 for i = 1, #KEYS do
   local fresh = redis.call('EXISTS', KEYS[i]) == 0
   out[i + 1] = redis.call('INCRBYFLOAT', KEYS[i], amount)
   local window = tonumber(ARGV[2 * i + 1])
   if fresh and window > 0 then redis.call('PEXPIRE', KEYS[i], window) end
+  local ttl = redis.call('PTTL', KEYS[i])
+  out[#KEYS + i + 1] = ttl >= 0 and now + ttl or 0
 end
 return out
 """
-# Settle: add ARGV[1] (negative: give back) to each key that still exists (an expired window owes nothing).
+# Settle: add ARGV[1] (negative: give back) to each key whose window is still the one reserved in, its end
+# ARGV[1 + i] as the reservation gave it (an expired window owes nothing, and the window after it is not owed).
 _SETTLE = """
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 for i = 1, #KEYS do
-  if redis.call('EXISTS', KEYS[i]) == 1 then redis.call('INCRBYFLOAT', KEYS[i], ARGV[1]) end
+  local ends = tonumber(ARGV[i + 1])
+  local ttl = redis.call('PTTL', KEYS[i])
+  local same = (ends == 0 and ttl == -1) or (ends > 0 and ttl >= 0 and math.abs(now + ttl - ends) <= 2)
+  if same then redis.call('INCRBYFLOAT', KEYS[i], ARGV[1]) end
 end
 return 0
 """
@@ -178,33 +189,32 @@ class Budgets:
         shared = [(b, k) for b, k in applicable if b.per in _SHARED and link is not None]
         if shared:
             assert link is not None
-            refused = await self._reserve_shared(link, shared, amount) if link.up else None
-            if refused is None:
+            reserved = await self._reserve_shared(link, shared, amount) if link.up else None
+            if reserved is None:
                 # Redis is unreachable: this replica's share of what was left when it was last seen, counted
                 # here, so that the replicas together stay within the limit.
                 share = link.local_share()
                 local.extend((b, k, share * self._left.get(k, b.usd)) for b, k in shared)
-            elif refused:
-                _refuse(shared[refused - 1][0], amount, provider, model)
+            elif reserved[0]:
+                _refuse(shared[reserved[0] - 1][0], amount, provider, model)
             else:
                 hold.shared_keys = [self._key(k) for _, k in shared]
+                hold.shared_ends = reserved[1]
         in_pass = [(k, limit, b.window_s) for b, k, limit in local if b.per is BudgetScope.PASS]
         in_process = [(k, limit, b.window_s) for b, k, limit in local if b.per is not BudgetScope.PASS]
         failing: str | None = None
-        refused_here = pass_ledger.reserve(in_pass, amount) if in_pass else 0
+        refused_here, hold.pass_windows = pass_ledger.reserve(in_pass, amount) if in_pass else (0, [])
         if refused_here:
             failing = in_pass[refused_here - 1][0]
         elif in_process:
-            refused_here = self.local.reserve(in_process, amount)
+            refused_here, hold.process_windows = self.local.reserve(in_process, amount)
             if refused_here:
-                pass_ledger.settle([k for k, _, _ in in_pass], -amount)
+                pass_ledger.settle(hold.pass_windows, -amount)
                 failing = in_process[refused_here - 1][0]
         if failing is not None:
             if hold.shared_keys:
-                await self._settle_shared(hold.shared_keys, -amount)
+                await self._settle_shared(hold.shared_keys, hold.shared_ends, -amount)
             _refuse(next(b for b, k, _ in local if k == failing), amount, provider, model)
-        hold.pass_keys = [k for k, _, _ in in_pass]
-        hold.process_keys = [k for k, _, _ in in_process]
         hold.gauged = [(budget, key, limit) for budget, key, limit in local if budget.per is not BudgetScope.PASS]
         self._gauge(hold)
         return hold
@@ -226,11 +236,13 @@ class Budgets:
         delta = (hold.amount if cost is None else cost) - hold.amount
         if delta == 0:
             return
-        hold.pass_ledger.settle(hold.pass_keys, delta)
-        self.local.settle(hold.process_keys, delta)
+        hold.pass_ledger.settle(hold.pass_windows, delta)
+        self.local.settle(hold.process_windows, delta)
         self._gauge(hold)  # the worst case reserved is gone: the gauge shows what was spent
         if hold.shared_keys:
-            task = asyncio.get_running_loop().create_task(self._settle_shared(hold.shared_keys, delta))
+            task = asyncio.get_running_loop().create_task(
+                self._settle_shared(hold.shared_keys, hold.shared_ends, delta)
+            )
             self._settling.add(task)
             task.add_done_callback(self._settling.discard)
 
@@ -250,8 +262,11 @@ class Budgets:
             self._scripts = (client.register_script(_RESERVE), client.register_script(_SETTLE))
         return self._scripts
 
-    async def _reserve_shared(self, link: RedisLink, shared: list[tuple[Budget, str]], amount: float) -> int | None:
-        """0 when reserved, the refusing budget's 1-based index, or ``None`` when Redis is unreachable."""
+    async def _reserve_shared(
+        self, link: RedisLink, shared: list[tuple[Budget, str]], amount: float
+    ) -> tuple[int, list[int]] | None:
+        """``(0, when each window reserved in ends)`` when reserved, ``(the refusing budget's 1-based index, [])``,
+        or ``None`` when Redis is unreachable."""
         args: list[Any] = [repr(amount)]
         for budget, _ in shared:
             args.extend((repr(budget.usd), int(budget.window_s * 1000) if budget.window_s else 0))
@@ -263,18 +278,19 @@ class Budgets:
                 logger.error("budget reservation in Redis failed, counting locally: %s", error)
             link.failed(error)
             return None
-        for (budget, key), used in zip(shared, answer[1:], strict=True):
+        count = len(shared)
+        for (budget, key), used in zip(shared, answer[1 : count + 1], strict=True):
             self._left[key] = max(0.0, budget.usd - float(used))
             self._seen(budget, float(used) / budget.usd)
-        return int(answer[0])
+        return int(answer[0]), [int(end) for end in answer[count + 1 :]]
 
-    async def _settle_shared(self, keys: list[str], delta: float) -> None:
+    async def _settle_shared(self, keys: list[str], ends: list[int], delta: float) -> None:
         link = self.link
         if link is None or not link.up:
             return  # the window's reservation stays: erring on the side of spending less
         try:
             _, settle = self._redis_scripts(link)
-            await settle(keys=keys, args=[repr(delta)], client=link.client())
+            await settle(keys=keys, args=[repr(delta), *ends], client=link.client())
         except Exception as error:
             if not link.unreachable(error):
                 logger.error("budget settlement in Redis failed: %s", error)

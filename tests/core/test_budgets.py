@@ -5,6 +5,7 @@ replicas sharing Redis."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from nons.base.messages import LLMRequest, Message
 from nons.base.results import LLMCallRecord
 from nons.base.settings import get_settings
 from nons.core import budgets as budgets_module
+from nons.core.budget_ledger import LocalLedger
 from nons.core.budgets import Budgets, configure_budgets, spending_for, worst_case_usd
 from nons.core.call import CallSite, PassContext, call_llm
 from nons.testing import ProviderEmulator, Reply
@@ -131,6 +133,20 @@ def test_an_answer_whose_cost_is_unknown_keeps_its_worst_case(emu: ProviderEmula
     assert len(emu.requests_for("openai")) == 5
 
 
+def test_an_attempt_settles_in_the_window_it_reserved_in() -> None:
+    # A reserved in window 1, B in window 2; A then ends having cost nothing. Before, A's refund was taken out of
+    # window 2, which erased B's reservation, and a third call fitted in a window already holding B's worst case.
+    ledger = LocalLedger()
+    budget = [("process:daily", 1.5, 0.05)]
+    refused, first_window = ledger.reserve(budget, 1.0)
+    assert refused == 0
+    time.sleep(0.06)  # window 1 ends
+    assert ledger.reserve(budget, 1.0)[0] == 0  # B, in window 2
+    ledger.settle(first_window, -1.0)  # A cost nothing: window 1's reservation is given back, in window 1
+    assert ledger.used("process:daily") == 1.0
+    assert ledger.reserve(budget, 1.0)[0] == 1  # C does not fit beside B
+
+
 async def test_caller_budgets_apply_inside_spending_for() -> None:
     configure_budgets(Budget(usd=2.5 * worst_case(), per="caller"))
     with spending_for("alice"):
@@ -188,6 +204,28 @@ async def test_network_budgets_shared_in_redis_never_overshoot_under_concurrency
     assert spent <= limit
     # Redis holds what was spent: the reservations were settled to the real costs.
     assert float(redis_server.command("GET", "nons:budget:network:budgeted:network")) == pytest.approx(spent)
+
+
+@pytest.mark.integration
+async def test_a_shared_budget_is_settled_only_in_the_window_reserved_in(redis_server) -> None:  # type: ignore[no-untyped-def]
+    # As in this process's ledger: A's refund, reserved in the window that ended, is not taken out of the next.
+    budget = Budget(usd=1.5, per="network", window_s=0.3)
+    book = Budgets([budget], redis=redis_server.url)
+    applicable = [(budget, "network:windowed:network")]
+    first = await book.reserve(applicable, LocalLedger(), 1.0, "mock", "m")
+    await asyncio.sleep(0.35)  # its window ends
+    await book.reserve(applicable, LocalLedger(), 1.0, "mock", "m")
+    book.settle(first, 0.0)
+    await book.settled()
+    assert float(redis_server.command("GET", "nons:budget:network:windowed:network")) == 1.0
+    with pytest.raises(BudgetExceededError):
+        await book.reserve(applicable, LocalLedger(), 1.0, "mock", "m")
+    # And a settlement in its own window still counts: what was spent, not the worst case.
+    await asyncio.sleep(0.35)
+    held = await book.reserve(applicable, LocalLedger(), 1.0, "mock", "m")
+    book.settle(held, 0.25)
+    await book.settled()
+    assert float(redis_server.command("GET", "nons:budget:network:windowed:network")) == 0.25
 
 
 @pytest.mark.integration

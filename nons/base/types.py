@@ -6,7 +6,7 @@ A leaf module: it imports nothing else from NoN. ``nons.core.types`` re-exports 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from enum import Enum
 from typing import Any
 
@@ -269,6 +269,19 @@ class Budget(BaseModel):
         return self.name or self.per.value
 
 
+def check_budget_names(budgets: Sequence[Budget], where: str) -> None:
+    """``ValueError`` for two budgets of one scope with one name (``where`` says whose they are). They would be
+    counted as one, each charged every call, and told apart by no error, metric or gauge."""
+    seen: set[tuple[BudgetScope, str]] = set()
+    for budget in budgets:
+        if (budget.per, budget.label) in seen:
+            raise ValueError(
+                f"{where} has two {budget.per.value} budgets named {budget.label!r}: give each its own name, "
+                f"e.g. Budget(usd=..., per={budget.per.value!r}, window_s=3600, name='hourly')"
+            )
+        seen.add((budget.per, budget.label))
+
+
 class CacheConfig(BaseModel):
     """Whether and how a node's LLM answers are cached (see ``nons.core.cache``).
 
@@ -296,3 +309,9 @@ class NetworkConfig(BaseModel):
     default_layer_config: LayerConfig | None = None
     budgets: tuple[Budget, ...] = ()
     cache: CacheConfig | None = None
+
+    @field_validator("budgets")
+    @classmethod
+    def _budget_names(cls, budgets: tuple[Budget, ...]) -> tuple[Budget, ...]:
+        check_budget_names(budgets, "NetworkConfig(budgets=...)")
+        return budgets

@@ -35,7 +35,7 @@ from nons.base.errors import BudgetExceededError, ConfigurationError
 from nons.base.messages import LLMRequest
 from nons.base.redis_client import RedisLink, link_from_settings
 from nons.base.results import Usage
-from nons.base.types import Budget, BudgetScope
+from nons.base.types import Budget, BudgetScope, check_budget_names
 from nons.core.budget_ledger import BudgetHold, LocalLedger
 from nons.core.pricing import price_usd
 from nons.core.scheduler.redis_limits import register_degraded_time
@@ -145,6 +145,10 @@ class Budgets:
                 raise ConfigurationError(f"budgets must be Budget objects, got {type(budget).__name__}")
             if budget.per is BudgetScope.PASS:
                 raise ConfigurationError("a pass budget belongs to a network: NetworkConfig(budgets=[...])")
+        try:
+            check_budget_names(budgets, "configure_budgets(...)")
+        except ValueError as error:
+            raise ConfigurationError(str(error)) from None
         self.budgets = tuple(budgets)
         self.link = RedisLink(redis) if isinstance(redis, str) else redis
         if self.link is not None:
@@ -175,6 +179,8 @@ class Budgets:
             else:
                 key = f"pass:{budget.label}"
             found.append((budget, key))
+        if network_budgets and self.budgets and len({key for _, key in found}) < len(found):
+            _refuse_shared_name(network, found)
         return found
 
     async def reserve(
@@ -295,6 +301,17 @@ class Budgets:
             if not link.unreachable(error):
                 logger.error("budget settlement in Redis failed: %s", error)
             link.failed(error)
+
+
+def _refuse_shared_name(network: str, found: list[tuple[Budget, str]]) -> None:
+    """Raise for a network budget named as one of :func:`configure_budgets`'s of the same scope (each list has
+    been checked on its own): they would be counted as one."""
+    keys = [key for _, key in found]
+    budget = next(b for b, key in found if keys.count(key) > 1)
+    raise ConfigurationError(
+        f"network {network!r} has a {budget.per.value} budget named {budget.label!r}, and so does "
+        "configure_budgets(...): they would be counted as one; give them different names (Budget(name=...))"
+    )
 
 
 def _refuse(budget: Budget, amount: float, provider: str, model: str) -> None:

@@ -190,6 +190,26 @@ def test_bad_budgets_are_configuration_errors() -> None:
         pass
 
 
+def test_two_budgets_of_one_scope_need_two_names() -> None:
+    # Before, a daily and an hourly caller budget, both unnamed, were one key: each call was charged twice to it,
+    # in the first budget's window only, and the two were one series in every metric.
+    with pytest.raises(ConfigurationError, match=r"configure_budgets\(\.\.\.\) has two caller budgets named 'caller'"):
+        configure_budgets(Budget(usd=1, per="caller", window_s=86_400), Budget(usd=0.5, per="caller", window_s=3600))
+    with pytest.raises(ValueError, match="has two pass budgets named 'pass'"):
+        NetworkConfig(budgets=(Budget(usd=1), Budget(usd=2)))
+    configure_budgets(Budget(usd=1, per="caller", window_s=86_400), Budget(usd=0.5, per="caller", name="hourly"))
+
+
+async def test_a_network_budget_named_as_a_process_wide_one_is_refused_at_its_first_call() -> None:
+    configure_budgets(Budget(usd=1, per="network"))
+    own = NetworkConfig(budgets=(Budget(usd=2, per="network"),))
+    network = NoN.from_operators([Node("generate", MODEL)], config=own)
+    with pytest.raises(NodeExecutionError, match="has a network budget named 'network', and so does configure_budgets"):
+        await network.forward("x")
+    configure_budgets(Budget(usd=1, per="network", name="every network"))
+    await network.forward("x")
+
+
 @pytest.mark.integration
 async def test_network_budgets_shared_in_redis_never_overshoot_under_concurrency(redis_server) -> None:  # type: ignore[no-untyped-def]
     limit = 50 * worst_case()

@@ -5,15 +5,16 @@ network in the process). Each has a scope (:class:`~nons.base.types.BudgetScope`
 ``network`` by name, a ``caller`` (the one named by :func:`spending_for` around the call) or this ``process``;
 and optionally a window (``window_s``) after which it starts again.
 
-Before an attempt is sent, its worst case is reserved against every budget that applies: the input tokens
-counted (UTF-8 bytes / 3, which is above what any of the providers' tokenizers count for prose and code) plus
-``max_tokens`` (4,096 when the model config sets none) at the model's price. When a budget cannot hold it, the
-call fails with :class:`~nons.base.errors.BudgetExceededError` before any provider is called, and the layer's
-error policy applies. When the attempt ends, the reservation is settled to the real cost (nothing for a failed
-attempt). Reservations are atomic, so concurrent calls never overshoot a budget: the worst cases of the calls
-in flight and the real costs of those that ended never add up to more than the limit. (Only a call without
-``max_tokens`` whose answer is longer than 4,096 tokens can spend beyond its reservation.) A model without a
-known price reserves nothing: its cost is unknown, as ``nons.cost.unknown`` says.
+Before an attempt is sent, its worst case is reserved against every budget that applies: the input tokens counted
+(UTF-8 bytes / 3, which is above what any of the providers' tokenizers count for prose and code, over the messages,
+the system prompt, the tools offered and the response schema) plus ``max_tokens`` (4,096 when the model config sets
+none) at the model's price. When a budget cannot hold it, the call fails with
+:class:`~nons.base.errors.BudgetExceededError` before any provider is called, and the layer's error policy applies.
+When the attempt ends, the reservation is settled to the real cost (nothing for a failed attempt). Reservations are
+atomic, so concurrent calls never overshoot a budget: the worst cases of the calls in flight and the real costs of
+those that ended never add up to more than the limit. (Only a call without ``max_tokens`` whose answer is longer
+than 4,096 tokens can spend beyond its reservation.) A model without a known price reserves nothing: its cost is
+unknown, as ``nons.cost.unknown`` says.
 
 Network and caller budgets live in Redis when one is configured (``NON_REDIS_URL``, or
 ``configure_budgets(..., redis=...)``), so every replica counts against the same limit. While Redis is
@@ -26,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import json
 import logging
 import math
 from collections.abc import Iterator, Sequence
@@ -127,10 +129,31 @@ def worst_case_usd(source: PriceSource | str | None, request: LLMRequest) -> flo
     """The most an attempt of ``request`` can cost (see the module's doc), or ``None`` when its price is unknown.
 
     ``source`` is whose prices the call pays (:meth:`Provider.price_source`), the same as its recorded cost's."""
-    text_bytes = sum(len(m.content.encode()) for m in request.messages) + len((request.system or "").encode())
-    input_tokens = math.ceil(text_bytes / 3) + 8 * (len(request.messages) + 1)
+    input_tokens = math.ceil(_input_bytes(request) / 3) + 8 * (len(request.messages) + 1)
+    if request.tools:
+        input_tokens += TOOLS_PROMPT_TOKENS
     output_tokens = request.config.max_tokens or UNSET_MAX_TOKENS
     return price_usd(source, request.model, Usage(input_tokens=input_tokens, output_tokens=output_tokens))
+
+
+#: Input tokens a provider adds when tools are offered: Anthropic's tool-use system prompt is 346 (its largest).
+TOOLS_PROMPT_TOKENS = 400
+
+
+def _input_bytes(request: LLMRequest) -> int:
+    """What the request sends as input, in bytes: the messages and system prompt, and also the tools' definitions,
+    the tool calls in the conversation and the response schema, all of which providers count as input tokens
+    (the prompt form puts the schema in the system text). JSON written ASCII-only: a character beyond ASCII
+    counts 6 bytes, more than its UTF-8, so the worst case stays above."""
+    size = sum(len(m.content.encode()) for m in request.messages) + len((request.system or "").encode())
+    for message in request.messages:
+        for call in message.tool_calls or ():
+            size += len(call.name) + len(json.dumps(call.arguments, default=str))
+    for tool in request.tools:
+        size += len(tool.name) + len(tool.description.encode()) + len(json.dumps(tool.parameters, default=str))
+    if request.response_schema is not None:
+        size += len(json.dumps(request.response_schema, default=str))
+    return size
 
 
 _SHARED = (BudgetScope.NETWORK, BudgetScope.CALLER)

@@ -5,6 +5,7 @@ replicas sharing Redis."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,13 +26,14 @@ from nons import (
     NodeExecutionError,
     NoN,
 )
-from nons.base.messages import LLMRequest, Message
-from nons.base.results import LLMCallRecord
+from nons.base.messages import LLMRequest, Message, ToolDefinition
+from nons.base.results import LLMCallRecord, Usage
 from nons.base.settings import get_settings
 from nons.core import budgets as budgets_module
 from nons.core.budget_ledger import LocalLedger
 from nons.core.budgets import Budgets, configure_budgets, spending_for, worst_case_usd
 from nons.core.call import CallSite, PassContext, call_llm
+from nons.core.pricing import price_usd
 from nons.testing import ProviderEmulator, Reply
 
 # gemini-2.0-flash has a known price; the simulated provider charges it. 50 ms per call, so calls overlap.
@@ -145,6 +147,24 @@ def test_an_attempt_settles_in_the_window_it_reserved_in() -> None:
     ledger.settle(first_window, -1.0)  # A cost nothing: window 1's reservation is given back, in window 1
     assert ledger.used("process:daily") == 1.0
     assert ledger.reserve(budget, 1.0)[0] == 1  # C does not fit beside B
+
+
+def test_the_worst_case_counts_the_tools_and_the_response_schema_sent() -> None:
+    # Providers bill the tools' definitions and the schema as input. Before, a 59 KB schema or 3 tools of it were
+    # left out of the worst case: $0.005 was reserved for calls that cost $0.04.
+    fields = {f"field_{i}": {"type": "string", "description": "A long field description " * 4} for i in range(300)}
+    schema = {"type": "object", "properties": fields, "required": list(fields)}
+    schema_tokens = len(json.dumps(schema)) // 4  # at least: real JSON tokenises denser than 4 bytes a token
+    config = ModelConfig(provider=ModelProvider.OPENAI, model_name="gpt-4o", max_tokens=200)
+    bare = LLMRequest(ModelProvider.OPENAI, "gpt-4o", config, [Message("user", "hi")])
+    typed = LLMRequest(ModelProvider.OPENAI, "gpt-4o", config, [Message("user", "hi")], response_schema=schema)
+    tools = tuple(ToolDefinition(f"tool_{i}", "does something useful " * 10, schema) for i in range(3))
+    with_tools = LLMRequest(ModelProvider.OPENAI, "gpt-4o", config, [Message("user", "hi")], tools=tools)
+    for request, tokens in ((typed, schema_tokens), (with_tools, 3 * schema_tokens)):
+        billed = price_usd("openai", "gpt-4o", Usage(input_tokens=tokens, output_tokens=200))
+        worst, least = worst_case_usd("openai", request), worst_case_usd("openai", bare)
+        assert worst is not None and least is not None and billed is not None
+        assert worst > billed > 10 * least
 
 
 async def test_caller_budgets_apply_inside_spending_for() -> None:

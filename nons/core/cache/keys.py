@@ -8,6 +8,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
+from urllib.parse import urlsplit
 
 from nons.base.messages import LLMResponse, Message, ToolCall, ToolDefinition
 from nons.base.results import Usage
@@ -28,9 +29,13 @@ def cache_key(
     provider: ModelProvider, model: str, config: ModelConfig, system: str | None, messages: Sequence[Message],
     tools: Sequence[ToolDefinition], response_schema: dict[str, Any] | None, tool_choice: str | None = None,
 ) -> str:
-    """A SHA-256 of the provider, the model, the messages (with the system prompt), the parameters and the tool
-    definitions, in a canonical JSON form. The API key, base URL and fallbacks are not part of it: the same
-    question to the same model has the same answer whoever pays for it."""
+    """A SHA-256 of the provider, the model, the messages (with the system prompt), the parameters, the tool
+    definitions and the server (a base URL, when the config sets one), in a canonical JSON form.
+
+    The server is part of it because a model name says which model only at one server: two OpenAI-compatible
+    servers both serve "default", and two Azure resources name their deployments as they like. Its user,
+    password and query are not (a rotated key is the same server). The API key and fallbacks are not part of it
+    either: the same question to the same model has the same answer whoever pays for it."""
     material = {
         "provider": provider.value,
         "model": model,
@@ -48,8 +53,21 @@ def cache_key(
         },
         "tools": [asdict(t) for t in tools],
     }
+    if config.base_url is not None:  # left out when unset: the keys of calls to a vendor's own API are as before
+        material["server"] = _server(config.base_url)
     blob = json.dumps(material, sort_keys=True, separators=(",", ":"), default=repr)
     return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _server(base_url: str) -> str:
+    """The server a base URL names: its scheme, host, port and path, without user, password, query or fragment."""
+    parts = urlsplit(base_url)
+    host = (parts.hostname or "").lower()
+    try:
+        port = f":{parts.port}" if parts.port is not None else ""
+    except ValueError:  # not a port: the URL as it is names the server well enough (the call will fail anyway)
+        port = f"|{parts.netloc.rsplit('@', 1)[-1]}"
+    return f"{parts.scheme.lower()}://{host}{port}{parts.path.rstrip('/')}"
 
 
 _USAGE_FIELDS = frozenset(field.name for field in fields(Usage))
@@ -57,10 +75,14 @@ _USAGE_FIELDS = frozenset(field.name for field in fields(Usage))
 
 @dataclass(slots=True, frozen=True)
 class Entry:
-    """A cached answer: the response and the provider that gave it (to price what a hit saves)."""
+    """A cached answer: the response, the provider that gave it, and what the call that made it cost
+    (``cost_usd``, ``None`` when unknown): what a hit saves. ``cost_recorded`` is false for an entry of a release
+    before the cost was kept, whose hit is priced again."""
 
     provider: ModelProvider
     response: LLMResponse
+    cost_usd: float | None = None
+    cost_recorded: bool = True
 
     def dumps(self) -> str:
         r = self.response
@@ -71,7 +93,7 @@ class Entry:
         return json.dumps({
             "provider": self.provider.value, "text": r.text, "usage": usage,
             "finish_reason": r.finish_reason, "response_model": r.response_model, "response_id": r.response_id,
-            "tool_calls": [asdict(c) for c in r.tool_calls], "simulated": r.simulated,
+            "tool_calls": [asdict(c) for c in r.tool_calls], "simulated": r.simulated, "cost_usd": self.cost_usd,
         })
 
     @classmethod
@@ -86,4 +108,6 @@ class Entry:
                 response_model=data["response_model"], response_id=data["response_id"],
                 tool_calls=tuple(ToolCall(**c) for c in data["tool_calls"]), simulated=data["simulated"],
             ),
+            cost_usd=data.get("cost_usd"),
+            cost_recorded="cost_usd" in data,
         )

@@ -183,7 +183,7 @@ async def _cached(ctx: PassContext, site: CallSite, request: LLMRequest, records
             # A failed call's record too: its refused answers were billed.
             records.extend(own)
         site.labels = uncached.labels  # built on the copy: kept for the site's next calls
-        return Entry(ModelProvider(own[-1].provider), response)
+        return Entry(ModelProvider(own[-1].provider), response, own[-1].cost_usd)
 
     started = time.perf_counter()
     entry, hit = await get_cache().fetch(key, site.cache.ttl_s, call)
@@ -195,10 +195,7 @@ async def _cached(ctx: PassContext, site: CallSite, request: LLMRequest, records
     provider = loaded_provider(entry.provider) or await load_provider(entry.provider)
     if not prices_loaded():
         await load_prices()
-    # Priced as the call that made it was: the config's price provider, unless a fallback to another provider
-    # answered.
-    source = provider.price_source(config) if entry.provider is kind else provider.price_provider_id
-    saved = price_usd(source, answer.response_model, answer.usage)
+    saved = entry.cost_usd if entry.cost_recorded else _priced_again(entry, provider, kind, config, model)
     telemetry.cache_hit(ctx, site, dataclasses.replace(request, provider=entry.provider), provider, answer, saved)
     record = LLMCallRecord(
         provider=entry.provider.value, request_model=model, response_model=answer.response_model,
@@ -209,6 +206,17 @@ async def _cached(ctx: PassContext, site: CallSite, request: LLMRequest, records
     records.append(record)
     ctx.calls.append(record)
     return answer
+
+
+def _priced_again(
+    entry: Entry, provider: Provider, kind: ModelProvider, config: ModelConfig, model: str
+) -> float | None:
+    """What the call that made an entry of an earlier release (which kept no cost) cost: its usage priced as the
+    call was, by the config's price provider (unless a fallback to another provider answered) and the model asked
+    for (the answer's own model name may be a dated version, or a deployment's, priced differently or not at
+    all)."""
+    source = provider.price_source(config) if entry.provider is kind else provider.price_provider_id
+    return price_usd(source, model, entry.response.usage)
 
 
 async def _recover(call: CallState, error: ProviderError) -> LLMResponse:

@@ -1,0 +1,85 @@
+"""What a cached answer is keyed by and what a hit says it saved: a model name names a model only at one server,
+and a hit saves what the call that made the answer cost."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from pydantic import SecretStr
+
+from nons import ModelConfig, ModelProvider, Node, NoN
+from nons.base.messages import LLMResponse, Message
+from nons.base.results import Usage
+from nons.core import cache as cache_module
+from nons.core.cache import Entry, cache_key, configure_cache
+from nons.observability import names
+from nons.observability.integration import get_observability
+from nons.testing import ProviderEmulator, Reply
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache() -> Iterator[None]:
+    saved = cache_module._cache
+    configure_cache()
+    yield
+    cache_module._cache = saved
+
+
+def compatible(base_url: str, model: str = "default") -> ModelConfig:
+    return ModelConfig(
+        provider=ModelProvider.OPENAI, model_name=model, temperature=0, base_url=base_url,
+        api_key=SecretStr("sk-test-cache-entries"),
+    )
+
+
+def test_the_key_names_the_server_without_its_credentials() -> None:
+    messages = [Message("user", "hi")]
+
+    def key(config: ModelConfig) -> str:
+        return cache_key(ModelProvider.OPENAI, "default", config, None, messages, (), None)
+
+    one = key(compatible("http://10.0.0.1:8080/v1"))
+    assert one == key(compatible("http://10.0.0.1:8080/v1/"))
+    assert one == key(compatible("http://user:rotated@10.0.0.1:8080/v1?api-key=k2"))
+    assert one != key(compatible("http://10.0.0.2:8080/v1"))
+    assert one != key(compatible("http://10.0.0.1:8081/v1"))
+    # The vendor's own API, unset: the key is as it was before the server was part of it.
+    unset = ModelConfig(provider=ModelProvider.OPENAI, model_name="default", temperature=0)
+    assert key(unset) == cache_key(ModelProvider.OPENAI, "default", unset, None, [Message("user", "hi")], (), None)
+
+
+async def test_two_servers_serving_one_model_name_get_their_own_answers() -> None:
+    # Before, the call to server B was answered from the cache with server A's answer: B was never called.
+    with ProviderEmulator(default=Reply(text="from A")) as a, ProviderEmulator(default=Reply(text="from B")) as b:
+        network_a = NoN.from_operators([Node("generate", compatible(a.base_url_for("openai")), cache=True)])
+        network_b = NoN.from_operators([Node("generate", compatible(b.base_url_for("openai")), cache=True)])
+        assert await network_a.forward("Who are you?") == "from A"
+        assert await network_b.forward("Who are you?") == "from B"
+        assert await network_b.forward("Who are you?") == "from B"  # and B's own answer is cached
+        assert len(a.requests_for("openai")) == 1 and len(b.requests_for("openai")) == 1
+
+
+@pytest.mark.parametrize("response_model", ["gpt-4o-mini-2024-07-18", "gpt-4o", "my-azure-deployment"])
+async def test_a_hit_saves_what_the_call_that_made_the_answer_cost(response_model: str) -> None:
+    # Before, a hit was priced by the answer's model name: 16 times the call's cost when a server named another
+    # model, unknown for a deployment's name, while the call itself was charged by the model asked for.
+    with ProviderEmulator() as emu:
+        emu.default = Reply(text="4", input_tokens=1000, output_tokens=1000, model=response_model)
+        config = compatible(emu.base_url_for("openai"), "gpt-4o-mini").model_copy(update={"price_provider": "openai"})
+        network = NoN.from_operators([Node("generate", config, cache=True)])
+        miss = await network.run("2 + 2?")
+        hit = await network.run("2 + 2?")
+    assert miss.cost_usd > 0 and [c.cached for c in hit.calls] == [True]
+    spans = get_observability().export_all_data(trace_id=hit.trace_id)["spans"]
+    chats = [s for s in spans if s["operation_name"].startswith("chat")]
+    assert chats[0]["attributes"][names.COST_SAVED] == pytest.approx(miss.cost_usd)
+
+
+def test_an_entry_of_an_earlier_release_without_its_cost_is_priced_again() -> None:
+    entry = Entry(ModelProvider.OPENAI, LLMResponse("Paris.", Usage(5, 2), "stop", "m", None), 0.25)
+    assert Entry.loads(entry.dumps()).cost_usd == 0.25 and Entry.loads(entry.dumps()).cost_recorded
+    unknown = Entry(ModelProvider.OPENAI, LLMResponse("Paris.", Usage(5, 2), "stop", "m", None), None)
+    assert Entry.loads(unknown.dumps()).cost_usd is None and Entry.loads(unknown.dumps()).cost_recorded
+    older = unknown.dumps().replace(', "cost_usd": null', "")
+    assert "cost_usd" not in older and not Entry.loads(older).cost_recorded

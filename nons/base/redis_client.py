@@ -26,12 +26,15 @@ import time
 import uuid
 import weakref
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote_plus, urlsplit
 
 from nons.base.errors import ConfigurationError
+from nons.base.redaction import is_credential_name, redact, register_secret
 
 if TYPE_CHECKING:
-    from redis.asyncio import Redis
+    from collections.abc import Callable
+
+    from redis.asyncio import BlockingConnectionPool, Redis
 
 __all__ = ["RedisLink", "link_from_settings", "safe_url"]
 
@@ -44,15 +47,76 @@ _HEARTBEAT_EVERY_S = 1.0
 
 
 def safe_url(url: str) -> str:
-    """``url`` without its password, for logs and error messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    user = f"{parts.username}:***@" if parts.username else ":***@"
-    return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
+    """``url`` without its password, for logs and error messages: the password of its user part and the value of
+    every credential-like query parameter (``?password=...``, which redis-py honours too) become ``***``.
+
+    Never raises, whatever ``url`` holds: it is called to describe URLs that are being refused as invalid.
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # "redis://[::1/0": not even splittable; show nothing that could be a password
+        return "<a Redis URL that cannot be parsed>"
+    # The host part is taken as written (never ``parts.port``, which raises on a port that is not a number).
+    netloc = parts.netloc
+    userinfo, at, host = netloc.rpartition("@")
+    if at and ":" in userinfo:
+        netloc = f"{userinfo.partition(':')[0]}:***@{host}"
+    # Replaced in the text as written (urlunsplit would turn "unix:///path" into "unix:/path").
+    shown = url.replace(f"//{parts.netloc}", f"//{netloc}", 1) if netloc != parts.netloc else url
+    query = _safe_query(parts.query)
+    return shown.replace(f"?{parts.query}", f"?{query}", 1) if query != parts.query else shown
+
+
+def _safe_query(query: str) -> str:
+    """``query`` with the value of each parameter named like a credential replaced by ``***`` (the others kept
+    as written, so the URL still reads as the one configured)."""
+    if not query:
+        return query
+    kept = []
+    for item in query.split("&"):
+        name, eq, _ = item.partition("=")
+        kept.append(f"{name}=***" if eq and is_credential_name(unquote_plus(name)) else item)
+    return "&".join(kept)
+
+
+def _url_secrets(url: str) -> list[str]:
+    """The passwords ``url`` carries (its user part's, and any credential-like query value), to redact."""
+    try:
+        parts = urlsplit(url)
+        found = [parts.password] if parts.password else []
+    except ValueError:
+        return []
+    found += [value for name, value in parse_qsl(parts.query) if value and is_credential_name(name)]
+    return found
+
+
+def _scheme(url: str) -> str:
+    """What ``url`` says before ``://``, lowercased (read without parsing: an unparsable URL with a Redis scheme
+    is refused for what is wrong with it, not for its scheme)."""
+    scheme, sep, _ = url.partition("://")
+    return scheme.lower() if sep else ""
+
+
+def _check_url(url: str, pool: Callable[[], BlockingConnectionPool]) -> None:
+    """Refuse, with a :class:`ConfigurationError` that names the problem but no password, a URL that redis-py
+    would refuse only when it first connects.
+
+    Why here: the users of a link make its client inside their background work (a gate's driver, a settlement),
+    where a bad port (``:notaport``, ``:99999``) or option (``?socket_timeout=abc``, ``?unknown=1``) raised
+    where nothing waited for it, and every call waiting for a permit hung. The URL is parsed as the client
+    will parse it (``pool()`` builds the same pool, without connecting), and one connection object is made
+    from it (again without connecting), which is where an option redis-py does not know is refused.
+    """
+    secrets = _url_secrets(url)
+    for secret in secrets:
+        # From now on, whatever quotes the URL (a redis-py message, an exported log record) shows no password.
+        register_secret(secret)
+    try:
+        pool().make_connection()  # type: ignore[no-untyped-call]
+    except (ValueError, TypeError) as error:
+        raise ConfigurationError(
+            f"the Redis URL {safe_url(url)!r} is not valid: {redact(str(error), *secrets)}"
+        ) from None
 
 
 class RedisLink:
@@ -77,7 +141,7 @@ class RedisLink:
         local_share: float | None = None,
         prefix: str = "nons",
     ) -> None:
-        if not isinstance(url, str) or urlsplit(url).scheme not in _SCHEMES:
+        if not isinstance(url, str) or _scheme(url) not in _SCHEMES:
             raise ConfigurationError(
                 f"the Redis URL must start with redis://, rediss:// or unix://, got {safe_url(str(url))!r}"
             )
@@ -92,6 +156,7 @@ class RedisLink:
 
         self.url = url
         self.timeout_s = float(timeout_s)
+        _check_url(url, self._pool)
         self.probe_interval_s = float(probe_interval_s)
         self.configured_share = local_share
         self.prefix = prefix
@@ -115,27 +180,32 @@ class RedisLink:
         loop = asyncio.get_running_loop()
         client = self._clients.get(loop)
         if client is None:
-            from redis.asyncio import BlockingConnectionPool, Redis
-            from redis.asyncio.retry import Retry
-            from redis.backoff import NoBackoff
+            from redis.asyncio import Redis
 
-            # A blocking pool: a burst of callers waits for a connection (each operation is bounded by the
-            # socket timeout) instead of failing with "too many connections", which is not an outage.
-            pool = BlockingConnectionPool.from_url(
-                self.url,
-                # Few connections: the limits take permits in batches, and a burst of connects on a busy machine
-                # could take longer than the timeout and look like an outage.
-                max_connections=8,
-                timeout=max(1.0, 20 * self.timeout_s),
-                socket_timeout=self.timeout_s,
-                socket_connect_timeout=self.timeout_s,
-                # No retries inside the client: an outage must be seen at once and handled by falling back.
-                retry=Retry(NoBackoff(), 0),
-            )
-            client = Redis(connection_pool=pool)
+            client = Redis(connection_pool=self._pool())
             with self._lock:
                 self._clients[loop] = client
         return client
+
+    def _pool(self) -> BlockingConnectionPool:
+        """A new connection pool for :attr:`url` (connecting lazily), as every client of the link has it."""
+        from redis.asyncio import BlockingConnectionPool
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+
+        # A blocking pool: a burst of callers waits for a connection (each operation is bounded by the
+        # socket timeout) instead of failing with "too many connections", which is not an outage.
+        return BlockingConnectionPool.from_url(
+            self.url,
+            # Few connections: the limits take permits in batches, and a burst of connects on a busy machine
+            # could take longer than the timeout and look like an outage.
+            max_connections=8,
+            timeout=max(1.0, 20 * self.timeout_s),
+            socket_timeout=self.timeout_s,
+            socket_connect_timeout=self.timeout_s,
+            # No retries inside the client: an outage must be seen at once and handled by falling back.
+            retry=Retry(NoBackoff(), 0),
+        )
 
     @staticmethod
     def unreachable(error: BaseException) -> bool:

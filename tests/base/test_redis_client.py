@@ -10,7 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from nons.base.redis_client import RedisLink
+from nons.base.errors import ConfigurationError
+from nons.base.redis_client import RedisLink, safe_url
 
 
 @pytest.fixture
@@ -48,3 +49,68 @@ def test_asyncio_run_returns_while_the_probe_of_a_down_redis_is_running(
     thread.start()
     thread.join(timeout=60)
     assert returned == 60, f"asyncio.run() did not return in run {returned + 1}"
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("redis://127.0.0.1:notaport/0", "notaport"),
+        ("redis://127.0.0.1:99999/0", "out of range"),
+        ("redis://127.0.0.1:6379/0?socket_timeout=abc", "socket_timeout"),
+        ("redis://:hunter2secret@127.0.0.1:notaport/0", "notaport"),
+        ("redis://127.0.0.1:6379/0?password=hunter2secret&no_such_option=1", "no_such_option"),
+        ("redis://[::1/0", "IPv6"),
+    ],
+)
+def test_a_url_redis_py_would_refuse_is_refused_when_the_link_is_made_without_its_password(
+    url: str, problem: str
+) -> None:
+    """Refused at configuration, naming the problem: a URL refused only at the first connection left every call
+    waiting for a permit waiting for ever."""
+    with pytest.raises(ConfigurationError, match="not valid") as refused:
+        RedisLink(url)
+    assert problem in str(refused.value)
+    assert "hunter2secret" not in str(refused.value)
+
+
+def test_a_call_with_a_bad_non_redis_url_fails_at_once_instead_of_hanging(monkeypatch: pytest.MonkeyPatch) -> None:
+    from nons import NoN
+    from nons.core import scheduler as scheduler_module
+
+    monkeypatch.setenv("NON_REDIS_URL", "redis://:hunter2secret@127.0.0.1:notaport/0")
+    monkeypatch.setattr(scheduler_module, "_scheduler", None)  # the process's scheduler is made from NON_REDIS_URL
+
+    async def run() -> None:
+        await asyncio.wait_for(NoN.from_operators(["generate"]).run("hello"), 10)
+
+    with pytest.raises(ConfigurationError, match="notaport") as refused:
+        asyncio.run(run())
+    assert "hunter2secret" not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+        ("redis://:hunter2secret@127.0.0.1:6379/0", "redis://:***@127.0.0.1:6379/0"),
+        ("redis://app:hunter2secret@127.0.0.1:6379/0", "redis://app:***@127.0.0.1:6379/0"),
+        ("redis://127.0.0.1:6379/0?password=hunter2secret", "redis://127.0.0.1:6379/0?password=***"),
+        ("redis://127.0.0.1/0?db=1&Password=hunter2secret", "redis://127.0.0.1/0?db=1&Password=***"),
+        ("unix:///run/redis.sock?password=hunter2secret", "unix:///run/redis.sock?password=***"),
+        ("redis://:hunter2secret@127.0.0.1:notaport/0", "redis://:***@127.0.0.1:notaport/0"),
+        ("redis://:hunter2secret@[::1/0", "<a Redis URL that cannot be parsed>"),
+    ],
+)
+def test_safe_url_shows_no_password_and_never_raises(url: str, shown: str) -> None:
+    assert safe_url(url) == shown
+
+
+def test_the_outage_warning_shows_no_password_given_in_the_query(
+    refused_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """redis-py honours ``?password=``: the outage warning, which names the URL, must not show it."""
+    caplog.set_level(logging.WARNING, logger="nons.redis")
+    link = RedisLink(refused_url + "?password=hunter2secret")
+    link.failed(ConnectionError("refused"))
+    assert "unreachable" in caplog.text and "password=***" in caplog.text
+    assert "hunter2secret" not in caplog.text + repr(link)

@@ -1,6 +1,16 @@
 """One lane's shared limits in one event loop: :class:`RedisGate`, where requests wait, in order, until Redis (or,
 while it is unreachable, the local fallback at this replica's share) lets them in; and the :class:`Reservation`
-each one holds until its permit is released. The backend they belong to is :mod:`.redis_limits`."""
+each one holds until its permit is released. The backend they belong to is :mod:`.redis_limits`.
+
+What a gate owes Redis survives a stall
+    Ends are settled in the background (:meth:`RedisGate.release` queues, :meth:`RedisGate._flush` sends), and a
+    settlement is a debt to the other replicas: a concurrency lease not released holds a slot for every replica
+    until it expires (``lease_s``, ``NON_REQUEST_TIMEOUT`` + 60 s by default). So settlements made while the
+    link is down are kept (at most :data:`MAX_PENDING`) and sent once Redis answers again, and a TAKE whose
+    outcome is unknown (it timed out: Redis may still run it, from its input buffer, once the stall ends) is
+    followed by a release of every lease it may have granted. Lease ids are never reused, so releasing a lease
+    Redis never granted, or one already released, does nothing: these releases are always safe to send.
+"""
 
 from __future__ import annotations
 
@@ -37,6 +47,13 @@ logger = logging.getLogger("nons.scheduler")
 BATCH = 128
 #: How soon a request held back by another replica's concurrency asks again (Redis says no more than "full").
 CONCURRENCY_RETRY_S = 0.02
+#: Most settlements kept for Redis while it is unreachable (beyond that the oldest are dropped: their leases
+#: expire by themselves). About 1 MB, and as many as one script call sends.
+MAX_PENDING = 10_000
+#: When the leases of a TAKE with an unknown outcome are released a second time, after the first release was
+#: sent: a TAKE held up in the network (retransmitted after a partition heals) can reach Redis after a probe and
+#: the first release went through on a new connection.
+RESEND_UNKNOWN_S = 10.0
 
 
 class GateBackend(Protocol):
@@ -137,7 +154,9 @@ class RedisGate:
         self.seq = 0
         self.driver: asyncio.Task[None] | None = None
         self.nap: asyncio.Future[None] | None = None
-        self.settling: list[Any] = []
+        #: Settlements not yet sent: (lease, token refund, whether to release the lease again later).
+        self.settling: list[tuple[str, int, bool]] = []
+        self.overflowed = False
         self.pause_s = 0.0
         self.flusher: asyncio.Task[None] | None = None
 
@@ -182,7 +201,7 @@ class RedisGate:
                     lim.pause(now + hint)
             self.backend.wake_all()
         elif reservation.lease or (refund and self.settles_tokens):
-            self.settling.append((reservation.lease, refund))
+            self._owe([(reservation.lease or "", refund, False)])
         if hint is not None:
             if self.link.up:
                 self.pause_s = max(self.pause_s, hint)
@@ -190,8 +209,7 @@ class RedisGate:
                 now = self.backend.clock()
                 for lim in self.backend.fallback(self.limits):
                     lim.pause(now + hint)
-        if (self.settling or self.pause_s) and (self.flusher is None or self.flusher.done()):
-            self.flusher = self.loop.create_task(self._flush())
+        self._start_flusher()
 
     @property
     def waiting(self) -> int:
@@ -232,13 +250,24 @@ class RedisGate:
     # --- the driver: one task per gate while requests wait ------------------------------------------------
     async def _drive(self) -> None:
         while self.live:
-            if self.link.up:
-                delay = await self._take_from_redis()
-            else:
-                # Bounded so that the gate notices Redis coming back.
-                delay = min(self._take_locally(), self.link.probe_interval_s)
+            try:
+                delay = await self._step()
+            except Exception as error:
+                # Nothing else resolves the waiters' futures: a step that fails for a reason of its own (Redis
+                # failures are handled inside it) must fail them, never leave their calls waiting for ever.
+                logger.exception("the shared limits of %s failed; failing the requests waiting for them",
+                                 self.limits[-1][0])  # fmt: skip
+                self.fail_waiting(error)
+                return
             if delay is not None and self.live:
                 await self._sleep(delay)
+
+    async def _step(self) -> float | None:
+        """Admit what the limits let in now; how long until the next look (``None``: at once)."""
+        if self.link.up:
+            return await self._take_from_redis()
+        # Bounded so that the gate notices Redis coming back.
+        return min(self._take_locally(), self.link.probe_interval_s)
 
     async def _take_from_redis(self) -> float | None:
         heads = self._heads()
@@ -249,13 +278,18 @@ class RedisGate:
         leases = [self.backend.new_lease() if self.has_leases else "" for _ in heads]
         for entry, lease in zip(heads, leases, strict=True):
             argv.extend((entry.tokens, lease))
-        take = self.backend.scripts()[0]
         try:
+            take = self.backend.scripts()[0]
             client = self.link.client()
             granted, refused, wait, at = await take(keys=self.keys, args=argv, client=client)
         except Exception as error:
             if not self.link.unreachable(error):
                 logger.error("Redis limits script failed, using local limits: %s", error)
+            # The outcome is unknown: a TAKE that timed out may still run once Redis resumes, granting leases no
+            # request holds. Release them all (Redis ignores those it never granted), and once more later.
+            if self.has_leases:
+                self._owe([(lease, 0, True) for lease in leases])
+                self._start_flusher()
             self.link.failed(error)
             return None
         # Apart from the script: a heartbeat that fails must not lose the grants Redis just made (they would stay
@@ -357,28 +391,72 @@ class RedisGate:
         self.wake()  # the next one may fit where this one did not
 
     # --- settling in the background -----------------------------------------------------------------------
+    def _owe(self, items: Sequence[tuple[str, int, bool]]) -> None:
+        """Queue settlements for Redis, keeping at most :data:`MAX_PENDING` (the newest: the leases of the
+        oldest are the nearest to expiring by themselves)."""
+        self.settling.extend(items)
+        excess = len(self.settling) - MAX_PENDING
+        if excess > 0:
+            del self.settling[:excess]
+            if not self.overflowed:  # once until a settlement goes through again
+                self.overflowed = True
+                logger.warning("more than %d settlements of %s wait for Redis: the oldest are dropped (their "
+                               "leases expire by themselves)", MAX_PENDING, self.limits[-1][0])  # fmt: skip
+
+    def _start_flusher(self) -> None:
+        if (self.settling or self.pause_s) and (self.flusher is None or self.flusher.done()):
+            self.flusher = self.loop.create_task(self._flush())
+
     async def _flush(self) -> None:
         while self.settling or self.pause_s:
-            items, self.settling = self.settling, []
-            pause, self.pause_s = self.pause_s, 0.0
             if not self.link.up:
-                return  # leases expire by themselves; a refund is lost, which errs on the safe side
-            _, settle, pause_script = self.backend.scripts()
+                # Kept, not dropped: a lease not released would hold a slot for every replica until it expires.
+                # Looked at again as often as the link's probe looks at Redis.
+                await asyncio.sleep(self.link.probe_interval_s)
+                continue
+            items, self.settling = self.settling[:MAX_PENDING], self.settling[MAX_PENDING:]
+            pause, self.pause_s = self.pause_s, 0.0
             try:
-                client = self.link.client()
-                if pause:
-                    await pause_script(keys=self.keys, args=[*self.spec, repr(pause)], client=client)
-                if items:
-                    argv: list[Any] = [*self.spec, len(items)]
-                    for lease, refund in items:
-                        argv.extend((lease or "", refund))
-                    await settle(keys=self.keys, args=argv, client=client)
+                await self._send(items, pause)
             except Exception as error:
-                if not self.link.unreachable(error):
-                    logger.error("Redis limits settlement failed: %s", error)
+                self._unsent(items, error)
                 self.link.failed(error)
-                return
+                continue
+            self.overflowed = False
+            again = [(lease, 0, False) for lease, _, resend in items if resend]
+            if again:
+                self.loop.call_later(RESEND_UNKNOWN_S, self._owe_later, again)
             self.backend.wake_all()
+
+    async def _send(self, items: Sequence[tuple[str, int, bool]], pause: float) -> None:
+        _, settle, pause_script = self.backend.scripts()
+        client = self.link.client()
+        if pause:
+            await pause_script(keys=self.keys, args=[*self.spec, repr(pause)], client=client)
+        if items:
+            argv: list[Any] = [*self.spec, len(items)]
+            for lease, refund, _ in items:
+                argv.extend((lease, refund))
+            await settle(keys=self.keys, args=argv, client=client)
+
+    def _unsent(self, items: Sequence[tuple[str, int, bool]], error: Exception) -> None:
+        """Settlements whose sending failed: when Redis was unreachable, queued again for when it is back."""
+        if not self.link.unreachable(error):
+            # Redis answered with an error: sending the same again would fail the same way.
+            logger.error("Redis limits settlement failed: %s", error)
+            return
+        # Redis may have run them before the error (a timeout): releasing a lease twice does nothing, but a
+        # refund counted twice would give tokens that were used, so only the leases are sent again (a refund
+        # lost errs on the safe side). A pause is not kept: it counts from when it is set.
+        again = [(lease, 0, resend) for lease, _, resend in items if lease]
+        self.settling[:0] = again
+        del self.settling[: max(0, len(self.settling) - MAX_PENDING)]
+
+    def _owe_later(self, items: list[tuple[str, int, bool]]) -> None:
+        if self.loop.is_closed():
+            return
+        self._owe(items)
+        self._start_flusher()
 
 
 def _resolve(fut: asyncio.Future[None]) -> None:

@@ -246,3 +246,28 @@ def test_an_entry_reads_across_releases_that_know_more_or_fewer_usage_fields() -
     assert read.response.usage == Usage(input_tokens=5, output_tokens=2)
     unreported = Entry(ModelProvider.OPENAI, answer(Usage(reported=False)))
     assert Entry.loads(unreported.dumps()).response.usage.reported is False
+
+
+@pytest.mark.integration
+async def test_an_entry_this_release_cannot_read_is_a_miss_not_a_redis_outage(redis_server, caplog) -> None:  # type: ignore[no-untyped-def]
+    """A newer replica may write entries this release cannot read (here: naming a provider it does not know).
+    Such an entry is a miss, answered and replaced; Redis stays shared, so limits and budgets stay shared too."""
+    import redis.asyncio
+
+    caplog.set_level("WARNING")
+    client = redis.asyncio.from_url(redis_server.url)
+    newer = json.dumps({**json.loads(_entry("from a newer release").dumps()), "provider": "a-new-provider"})
+    for key in ("a", "b"):
+        await client.set(f"nons:cache:{key}", newer, px=60_000)
+    await client.aclose()
+    cache = ResponseCache(redis=redis_server.url)
+
+    entry, hit = await cache.fetch("a", 60, _async(_entry("answered again")))
+    await cache.fetch("b", 60, _async(_entry("answered again")))
+
+    assert not hit and entry.response.text == "answered again"
+    assert cache.link is not None and cache.link.up and cache.link.outages == 0
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "cannot be read" in warnings[0]  # one line, not one per read
+    entry, hit = await ResponseCache(redis=redis_server.url).fetch("a", 60, _async(_entry("never")))
+    assert hit and entry.response.text == "answered again"  # the answer replaced the unreadable entry

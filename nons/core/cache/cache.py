@@ -34,6 +34,8 @@ logger = logging.getLogger("nons.cache")
 
 _POLL_FIRST_S = 0.005
 _POLL_MAX_S = 0.1
+#: At most one warning this often about entries in Redis that cannot be read (each read of one would log).
+_UNREADABLE_LOG_EVERY_S = 60.0
 # Deletes the lock only if it is still ours (it may have expired and been taken by another leader).
 _UNLOCK = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 
@@ -69,6 +71,7 @@ class ResponseCache:
             register_degraded_time(link)
         self.flight_timeout_s = flight_timeout_s
         self._flights: dict[tuple[asyncio.AbstractEventLoop, str], asyncio.Future[Entry]] = {}
+        self._unreadable_logged_at = -_UNREADABLE_LOG_EVERY_S
 
     async def fetch(
         self, key: str, ttl_s: float, compute: Callable[[], Awaitable[Entry]]
@@ -109,7 +112,7 @@ class ResponseCache:
             return await compute(), False
         token = secrets.token_hex(8)
         try:
-            found = await store.get(key)
+            found = await self._read(store, key)
             if found is not None:
                 return found, True
             found = await self._lead_or_follow(store, key, token)
@@ -139,17 +142,41 @@ class ResponseCache:
         while True:
             if await client.set(lock, token, nx=True, px=lock_ms):
                 # Led now; an answer stored between our miss and our lock must not be fetched again.
-                found = await store.get(key)
+                found = await self._read(store, key)
                 if found is not None:
                     await self._unlock(store, key, token)
                 return found
             await asyncio.sleep(pause)
             pause = min(_POLL_MAX_S, pause * 2)
-            found = await store.get(key)
+            found = await self._read(store, key)
             if found is not None:
                 return found
             if time.monotonic() > deadline:
                 return None  # the leader is too slow: call without the lock (the lock stays the leader's)
+
+    async def _read(self, store: RedisStore, key: str) -> Entry | None:
+        """The entry of ``key`` in Redis; ``None`` when there is none, or one this release cannot read (a newer
+        replica's, a damaged one): that is a miss, whose answer replaces it. Only Redis being unreachable
+        raises, for the caller to go local: an unreadable entry says nothing about the link, and taking it for
+        an outage moved the shared limits and budgets of the whole replica to local ones."""
+        try:
+            return await store.get(key)
+        except Exception as error:
+            if store.link.unreachable(error):
+                raise
+            self._log_unreadable(key, error)
+            return None
+
+    def _log_unreadable(self, key: str, error: Exception) -> None:
+        now = time.monotonic()
+        if now - self._unreadable_logged_at < _UNREADABLE_LOG_EVERY_S:
+            logger.debug("cache entry %s cannot be read: %s: %s", key, type(error).__name__, error)
+            return
+        self._unreadable_logged_at = now
+        logger.warning(
+            "a cache entry in Redis cannot be read (%s: %s; key %s), counted as a miss: written by a newer "
+            "release, or damaged (logged at most once a minute)", type(error).__name__, error, key,
+        )
 
     async def _unlock(self, store: RedisStore, key: str, token: str) -> None:
         try:

@@ -3,19 +3,21 @@ and a hit saves what the call that made the answer cost."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
 import pytest
 from pydantic import SecretStr
 
-from nons import ModelConfig, ModelProvider, Node, NoN
+from nons import ErrorPolicy, LayerConfig, ModelConfig, ModelProvider, Node, NodeExecutionError, NoN
+from nons.base.errors import ServerError
 from nons.base.messages import LLMResponse, Message
 from nons.base.results import Usage
 from nons.core import cache as cache_module
 from nons.core.cache import Entry, cache_key, configure_cache
 from nons.observability import names
 from nons.observability.integration import get_observability
-from nons.testing import ProviderEmulator, Reply
+from nons.testing import Fault, ProviderEmulator, Reply
 
 
 @pytest.fixture(autouse=True)
@@ -83,3 +85,28 @@ def test_an_entry_of_an_earlier_release_without_its_cost_is_priced_again() -> No
     assert Entry.loads(unknown.dumps()).cost_usd is None and Entry.loads(unknown.dumps()).cost_recorded
     older = unknown.dumps().replace(', "cost_usd": null', "")
     assert "cost_usd" not in older and not Entry.loads(older).cost_recorded
+
+
+async def test_a_leaders_failure_is_shared_only_with_followers_that_would_have_failed_alike() -> None:
+    # The leader fails fast on a 500. Before, a follower of the same call whose policy retries was handed the
+    # leader's ServerError without making a call of its own; now it makes its call, and gets the answer.
+    with ProviderEmulator(default=Reply(text="4")) as emu:
+        emu.script("openai", [Fault("server_error", 500, delay_s=0.3)])
+        model = compatible(emu.base_url_for("openai"), "gpt-4o-mini")
+        fail_fast = LayerConfig(error_policy=ErrorPolicy.FAIL_FAST)
+        retrying = LayerConfig(error_policy=ErrorPolicy.RETRY_WITH_BACKOFF, max_retries=2, retry_base_delay=0.01)
+        leader = NoN.from_operators([Node("generate", model, cache=True)], layer_config=fail_fast)
+        alike = NoN.from_operators([Node("generate", model, cache=True)], layer_config=fail_fast)
+        follower = NoN.from_operators([Node("generate", model, cache=True)], layer_config=retrying)
+
+        async def later(network: NoN) -> object:
+            await asyncio.sleep(0.1)  # the leader's call is in flight
+            return await network.forward("What is 2 + 2?")
+
+        outcomes = await asyncio.gather(
+            leader.forward("What is 2 + 2?"), later(alike), later(follower), return_exceptions=True
+        )
+    assert isinstance(outcomes[0], NodeExecutionError) and isinstance(outcomes[0].cause, ServerError)
+    assert isinstance(outcomes[1], NodeExecutionError) and isinstance(outcomes[1].cause, ServerError)  # shared
+    assert outcomes[2] == "4"
+    assert len(emu.requests_for("openai")) == 2  # the leader's, and the retrying follower's own

@@ -9,8 +9,9 @@ caller (the *leader*) makes the call, and every identical call that arrives mean
   it appears, or until the lock is gone without one (the leader failed), when it takes the lock itself. A
   leader re-reads the cache after taking the lock, so an answer stored in between is never fetched twice.
 
-A leader's failure reaches its followers in the same loop (as Go's singleflight does: one failure, not a
-stampede of retries); followers in other replicas try again themselves. When Redis is unreachable the cache is
+A leader's failure reaches its followers in the same loop whose calls would have failed the same way (the same
+retries and fallbacks: as Go's singleflight does, one failure, not a stampede of retries); other followers, and
+followers in other replicas, try again themselves. When Redis is unreachable the cache is
 in process only until it is back; a call never fails because of the cache.
 """
 
@@ -70,26 +71,37 @@ class ResponseCache:
         if link is not None:
             register_degraded_time(link)
         self.flight_timeout_s = flight_timeout_s
-        self._flights: dict[tuple[asyncio.AbstractEventLoop, str], asyncio.Future[Entry]] = {}
+        #: The calls in flight, by loop and key: the leader's future and its plan (see :meth:`fetch`).
+        self._flights: dict[tuple[asyncio.AbstractEventLoop, str], tuple[asyncio.Future[Entry], object]] = {}
         self._unreadable_logged_at = -_UNREADABLE_LOG_EVERY_S
 
     async def fetch(
-        self, key: str, ttl_s: float, compute: Callable[[], Awaitable[Entry]]
+        self, key: str, ttl_s: float, compute: Callable[[], Awaitable[Entry]], plan: object = None
     ) -> tuple[Entry, bool]:
         """The answer for ``key`` and whether it came without a provider call (a hit, or another caller's
-        flight); on a miss ``compute()`` makes the call and its answer is stored for ``ttl_s`` seconds."""
+        flight); on a miss ``compute()`` makes the call and its answer is stored for ``ttl_s`` seconds.
+
+        ``plan`` is what ``compute()`` does when the provider fails (its retries and fallbacks; compared with
+        ``==``): a flight's answer is every follower's, but its failure is shared only with followers of the same
+        plan. One whose plan would retry longer or fall back to another model makes the call itself.
+        """
         found = self.memory.get(key)
         if found is not None:
             return found, True
         flight_key = (asyncio.get_running_loop(), key)
-        flight = self._flights.get(flight_key)
-        if flight is not None:
+        led = self._flights.get(flight_key)
+        if led is not None:
+            flight, leaders_plan = led
             try:
                 return await asyncio.shield(flight), True
             except _LeaderGone:
-                return await self.fetch(key, ttl_s, compute)
+                return await self.fetch(key, ttl_s, compute, plan)
+            except ProviderError:
+                if leaders_plan == plan:
+                    raise
+                return await self.fetch(key, ttl_s, compute, plan)
         flight = asyncio.get_running_loop().create_future()
-        self._flights[flight_key] = flight
+        self._flights[flight_key] = (flight, plan)
         try:
             entry, hit = await self._fetch_shared(key, ttl_s, compute)
         except BaseException as error:

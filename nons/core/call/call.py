@@ -186,7 +186,10 @@ async def _cached(ctx: PassContext, site: CallSite, request: LLMRequest, records
         return Entry(ModelProvider(own[-1].provider), response, own[-1].cost_usd)
 
     started = time.perf_counter()
-    entry, hit = await get_cache().fetch(key, site.cache.ttl_s, call)
+    # What the call does when the provider fails: a leader's failure is the answer only for calls that would
+    # have retried and fallen back as it did.
+    plan = (site.layer_config, site.fallbacks or config.fallbacks)
+    entry, hit = await get_cache().fetch(key, site.cache.ttl_s, call, plan)
     if not hit:
         telemetry.cache_missed(ctx, kind, model)
         return entry.response

@@ -187,11 +187,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     import logging
 
+    from nons.base.errors import ConfigurationError
     from nons.base.settings import apply_log_level
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
-    apply_log_level()
+    try:
+        apply_log_level()  # the first read of the NON_* settings: a bad one is said here, in one line
+    except ConfigurationError as error:
+        print(f"nons: {error}", file=sys.stderr)
+        return 2
     return int(args.func(args))
 
 

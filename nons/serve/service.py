@@ -57,6 +57,7 @@ def build_service(spec_path: str | Path, settings: ServeSettings) -> Service:
     from nons.core.types import ConfigurationError
 
     spec = load_spec(spec_path)
+    _check_redis_url()
     secret = settings.tokens.get_secret_value() if settings.tokens is not None else None
     tokens: TokenTable | None = TokenTable.load(secret, settings.tokens_file)
     if not tokens:
@@ -91,6 +92,18 @@ def build_service(spec_path: str | Path, settings: ServeSettings) -> Service:
     )
     _instrument(app)
     return Service(app=app, settings=settings, tokens=tokens, state=state)
+
+
+def _check_redis_url() -> None:
+    """Refuse a bad ``NON_REDIS_URL`` now, as a bad option is, rather than when the scheduler starts in the app's
+    lifespan (a traceback from the server, and exit status 3)."""
+    from nons.base.errors import ConfigurationError
+    from nons.base.redis_client import link_from_settings
+
+    try:
+        link_from_settings()
+    except ConfigurationError as error:
+        raise ConfigurationError(f"NON_REDIS_URL: {error}") from None
 
 
 def _instrument(app: Any) -> None:

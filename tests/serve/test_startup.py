@@ -44,12 +44,20 @@ def test_without_tokens_it_refuses_to_start(tmp_path: Path) -> None:
          "NON_SERVE_SPEND_LIMIT_USD_PER_DAY / --spend-limit-usd-per-day: Input should be a finite number"),
         ({"NON_SERVE_TOKENS": f"alice:{ALICE}", "NON_SERVE_TELEMETRY_FLUSH_S": "nan"}, (),
          "NON_SERVE_TELEMETRY_FLUSH_S / --telemetry-flush-s: Input should be a finite number"),
+        # The core settings, and the Redis URL: before, a traceback from the server's start-up (exit status 3).
+        ({"NON_SERVE_TOKENS": f"alice:{ALICE}", "NON_REDIS_TIMEOUT": "0"}, (),
+         "nons: invalid NoN settings: NON_REDIS_TIMEOUT='0' (redis_timeout): Input should be greater than 0"),
+        ({"NON_SERVE_TOKENS": f"alice:{ALICE}", "NON_REDIS_URL": "htp://:hunter2-secret@127.0.0.1:6379/0"}, (),
+         "nons serve: NON_REDIS_URL: the Redis URL must start with redis://"),
+        ({"NON_SERVE_TOKENS": f"alice:{ALICE}", "NON_REDIS_URL": "redis://:hunter2-secret@127.0.0.1:notaport/0"},
+         (), "nons serve: NON_REDIS_URL: the Redis URL 'redis://:***@127.0.0.1:notaport/0' is not valid"),
     ],
 )
 def test_bad_settings_are_named(tmp_path: Path, env: dict[str, str], args: tuple[str, ...], says: str) -> None:
     completed = _serve(tmp_path, *args, env=env)
     assert completed.returncode == 2 and says in completed.stderr
     assert ALICE not in completed.stderr, "a token never appears in a message"
+    assert "hunter2-secret" not in completed.stderr and "Traceback" not in completed.stderr
 
 
 def test_a_bad_spec_is_reported_with_file_and_line(tmp_path: Path) -> None:

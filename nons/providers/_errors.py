@@ -125,7 +125,9 @@ def _transport_failure(exc: BaseException) -> Literal["timeout", "connection"] |
             continue
         if isinstance(exc, module.TimeoutException):
             return "timeout"
-        if isinstance(exc, module.TransportError):
+        # DecodingError: a body that says it is compressed and is not. The OpenAI and Anthropic SDKs report it
+        # as a connection error; the Google SDK lets it through.
+        if isinstance(exc, (module.TransportError, module.DecodingError)):
             return "connection"
     return None
 
@@ -311,4 +313,7 @@ def _parse_duration(value: object) -> float | None:
     if not isinstance(value, str):
         return None
     match = _DURATION.match(value)
-    return float(match.group("seconds")) if match else None
+    if match is None:
+        return None
+    seconds = float(match.group("seconds"))  # 400 digits are inf: no hint, as for the headers
+    return seconds if math.isfinite(seconds) else None

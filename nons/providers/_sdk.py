@@ -251,9 +251,17 @@ class SDKProvider(Provider, Generic[ClientT]):
         """What an answer NoN cannot use says it used; ``None`` when not even that can be read from it (JSON of
         another shape, an error sent as a 200): then nothing is known to have been billed."""
         try:
-            return self._usage(answer)
+            usage = self._usage(answer)
         except Exception:  # an answer misshapen where its usage would be
             return None
+        if not usage.reported and self._empty(answer):
+            return None  # nothing in it at all, usage included: no answer was made, so none was billed
+        return usage
+
+    def _empty(self, answer: Any) -> bool:
+        """Whether the SDK's answer holds nothing of an answer (what the SDK builds from an error sent as a 200,
+        whose fields it does not know). Not every SDK can say: by default, no."""
+        return False
 
     async def _send_request(self, client: Any, request: LLMRequest, timeout_s: float) -> Any:
         """The SDK's answer to ``request``, as the SDK gives it."""

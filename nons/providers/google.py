@@ -24,11 +24,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import threading
+import traceback
 from collections import OrderedDict
 from typing import Any
 
 import httpx2
+import pydantic
 from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
@@ -265,6 +268,10 @@ class GoogleProvider(SDKProvider[GeminiClient]):
         with self._signatures_lock:
             return self._signatures.get(call_id)
 
+    def _empty(self, answer: Any) -> bool:
+        # The SDK keeps only the fields it knows: an error sent as a 200 ({"error": {...}}) becomes this.
+        return not answer.candidates and answer.usage_metadata is None and answer.prompt_feedback is None
+
     def _usage(self, answer: types.GenerateContentResponse) -> Usage:
         meta = answer.usage_metadata
         if meta is None:
@@ -290,7 +297,26 @@ class GoogleProvider(SDKProvider[GeminiClient]):
             )
         if isinstance(exc, genai_errors.UnknownApiResponseError):
             return FailedCall("malformed", str(exc))
+        if _failed_reading_an_answer(exc):
+            # Its text is not shown: pydantic's quotes the answer.
+            return FailedCall("malformed", f"the answer is not shaped as a Gemini answer ({type(exc).__name__} in "
+                              "the SDK reading it)")  # fmt: skip
         return None
+
+
+_READING_ERRORS = (pydantic.ValidationError, AttributeError, TypeError, KeyError, ValueError)
+
+
+def _failed_reading_an_answer(exc: Exception) -> bool:
+    """Whether ``exc`` is the Google SDK failing on a 200 answer of the wrong shape (a field of the wrong type, an
+    enum as a number). Unlike the other two SDKs, it has no error of its own for that: it parses the answer
+    inside the call, and pydantic's or its own code's exception gets out. Told apart from a fault of NoN's by
+    where it was raised: inside the SDK (or pydantic, called by it), not in NoN's code."""
+    if not isinstance(exc, _READING_ERRORS) or isinstance(exc, json.JSONDecodeError):
+        return False
+    frames = traceback.extract_tb(exc.__traceback__)
+    in_sdk = any(f"{os.sep}google{os.sep}genai{os.sep}" in frame.filename for frame in frames)
+    return in_sdk and bool(frames) and f"{os.sep}nons{os.sep}" not in frames[-1].filename
 
 
 def _real_id(call_id: str) -> str | None:

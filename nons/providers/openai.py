@@ -212,6 +212,8 @@ class OpenAIProvider(SDKProvider[openai.AsyncOpenAI]):
     def _response(self, completion: ChatCompletion, model: str) -> LLMResponse:
         if not completion.choices:
             error = (completion.model_extra or {}).get("error")
+            if isinstance(error, str) and error:  # some servers send the message alone
+                error = {"message": error}
             if isinstance(error, dict):  # a compatible server's failure sent as a 200: its error, not "no choices"
                 raise _error_in_answer(error, provider=self.name, model=model)
             raise malformed("the answer has no choices", provider=self.name, model=model)
@@ -241,6 +243,9 @@ class OpenAIProvider(SDKProvider[openai.AsyncOpenAI]):
         """Whether the calls go to OpenAI's own API (no base URL, or one on its host)."""
         base_url = self.configured_base_url(config)
         return not base_url or endpoint_of(base_url) == endpoint_of(self.default_base_url)
+
+    def _empty(self, answer: Any) -> bool:
+        return not answer.choices and answer.usage is None
 
     def _usage(self, answer: ChatCompletion) -> Usage:
         usage = answer.usage

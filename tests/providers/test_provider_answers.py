@@ -120,6 +120,18 @@ MISSHAPEN = [
     ("openai", "message-null", {**_OPENAI, "choices": [{"index": 0, "message": None, "finish_reason": "stop"}]}),
     ("openai", "body-null", None),
     ("openai", "body-list", "[]"),
+    # The Google SDK parses the answer inside the call, and let pydantic's or its own exception out: each was
+    # raised as it was, never retried, fallen back from or counted by the breaker.
+    ("google", "text-int", {"candidates": [{"content": {"role": "model", "parts": [{"text": 5}]},
+                                            "finishReason": "STOP"}]}),
+    ("google", "finish-int", {"candidates": [{"content": {"role": "model", "parts": [{"text": "hi"}]},
+                                              "finishReason": 3}]}),
+    ("google", "args-string", {"candidates": [{"content": {"role": "model", "parts": [
+        {"functionCall": {"name": "f", "args": "not an object"}}]}, "finishReason": "STOP"}]}),
+    ("google", "usage-string", {"candidates": [{"content": {"role": "model", "parts": [{"text": "hi"}]}}],
+                                "usageMetadata": {"promptTokenCount": "five"}}),
+    # An error sent as a 200: the SDK keeps no field of it. No answer, so nothing billed.
+    ("google", "error-envelope", {"error": {"code": 503, "message": "backend error", "status": "UNAVAILABLE"}}),
 ]  # fmt: skip
 
 
@@ -138,6 +150,25 @@ async def test_a_misshapen_answer_is_malformed_and_worth_retrying(
     # What it was billed, when it says; nothing when its usage cannot even be read (then it is no answer).
     assert caught.value.usage == BILLED.get(label)
     assert caught.value.provider == name
+
+
+async def test_an_error_sent_as_a_200_with_its_message_alone_is_that_error(emu: ProviderEmulator) -> None:
+    # Before, {"error": "..."} was an unusable answer billed at an unknown cost, as if a model had answered.
+    emu.script("openai", [Fault.http(200, {"error": "upstream failed"})])
+    with pytest.raises(ProviderError, match="upstream failed") as caught:
+        await _complete(case_named("openai"), emu)
+    assert caught.value.error_type == "server_error" and caught.value.retryable
+
+
+async def test_a_body_that_says_it_is_compressed_and_is_not_is_a_connection_error(
+    case: Case, emu: ProviderEmulator
+) -> None:
+    # The Google SDK let httpx's DecodingError out, with the request (and its key header) in it.
+    emu.script(case.name, [Fault.http(200, b"not gzip", headers={"Content-Encoding": "gzip"})])
+    with pytest.raises(ProviderError) as caught:
+        await _complete(case, emu)
+    assert caught.value.error_type == "connection_error" and caught.value.retryable
+    assert caught.value.__cause__ is None and caught.value.__context__ is None
 
 
 async def test_an_unknown_anthropic_block_is_skipped_when_text_follows(emu: ProviderEmulator) -> None:

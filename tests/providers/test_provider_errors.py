@@ -44,6 +44,8 @@ NOW = dt.datetime(2026, 11, 1, 12, 0, 0, tzinfo=dt.timezone.utc)
             1.5,
         ),
         ({}, {"error": {"details": [{"@type": "type.googleapis.com/google.rpc.QuotaFailure"}]}}, None),
+        # 400 digits are inf: no hint, as for a header (before, inf: the call was not retried at all)
+        ({}, {"error": {"details": [{"@type": "google.rpc.RetryInfo", "retryDelay": "9" * 400 + "s"}]}}, None),
         ({"Retry-After": "4"}, {"error": {"details": [{"@type": "google.rpc.RetryInfo", "retryDelay": "9s"}]}}, 4.0),
         (None, None, None),
     ],

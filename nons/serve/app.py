@@ -99,7 +99,7 @@ def _run_response(name: str, result: NetworkResult) -> RunResponse:
     )
 
 
-def _new_app(networks: Mapping[str, NoN], state: ServiceState, max_body_bytes: int) -> FastAPI:
+def _new_app(networks: Mapping[str, NoN], state: ServiceState, max_body_bytes: int, body_timeout_s: float) -> FastAPI:
     """The FastAPI app with its lifespan, error handlers and body limit; no routes yet."""
 
     @asynccontextmanager
@@ -127,7 +127,7 @@ def _new_app(networks: Mapping[str, NoN], state: ServiceState, max_body_bytes: i
     app.add_exception_handler(Refusal, refusal_handler)
     app.add_exception_handler(RequestValidationError, validation_handler)
     app.add_exception_handler(StarletteHTTPException, http_error_handler)
-    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes, timeout_s=body_timeout_s, state=state)
     return app
 
 
@@ -192,6 +192,7 @@ def create_app(
     max_body_bytes: int = 1_048_576,
     descriptions: Mapping[str, str] | None = None,
     state: ServiceState | None = None,
+    body_timeout_s: float = 30.0,
 ) -> FastAPI:
     """The service for ``networks`` (by name). ``tokens=None`` serves without authentication (development
     only: every caller is known by its address)."""
@@ -200,7 +201,7 @@ def create_app(
         {"name": name, "description": (descriptions or {}).get(name, ""), "structure": describe_network(net)}
         for name, net in networks.items()
     ]
-    app = _new_app(networks, state, max_body_bytes)
+    app = _new_app(networks, state, max_body_bytes, body_timeout_s)
     _add_health_routes(app, state)
     authenticate = _authenticator(tokens)
     network_name = Path(description="A network's name (GET /v1/networks).", json_schema_extra={"enum": list(networks)})

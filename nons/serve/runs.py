@@ -34,7 +34,7 @@ from nons.observability import names
 from nons.serve.refusals import Refusal, error_response
 from nons.serve.schemas import Violation
 
-__all__ = ["CLIENT_CLOSED_REQUEST", "Charge", "ServiceState", "run_for_request"]
+__all__ = ["CLIENT_CLOSED_REQUEST", "Charge", "ServiceState", "run_for_request", "shut_down_response"]
 
 logger = logging.getLogger("nons.serve")
 
@@ -127,17 +127,22 @@ async def _run(
             raise
         # uvicorn cancelled the run at the end of the grace period: tell the caller to retry elsewhere rather
         # than leave it a bare 500.
-        return error_response(
-            503,
-            "shut_down",
-            "the service shut down before the run finished; retry",
-            {"Retry-After": "1", "Connection": "close"},
-        )
+        return shut_down_response()
     if client_gone:
         await _cancel(run)
         detail = "the client closed the connection before the run finished; the run was cancelled"
         return error_response(CLIENT_CLOSED_REQUEST, "client_closed_request", detail)
     return _outcome(run, spend)
+
+
+def shut_down_response() -> JSONResponse:
+    """The answer to a request cut by the end of the grace period: retry, another replica will answer."""
+    return error_response(
+        503,
+        "shut_down",
+        "the service shut down before the request was answered; retry",
+        {"Retry-After": "1", "Connection": "close"},
+    )
 
 
 def _outcome(run: asyncio.Future[NetworkResult], spend: _Spend) -> NetworkResult | JSONResponse:

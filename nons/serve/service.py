@@ -87,6 +87,7 @@ def build_service(spec_path: str | Path, settings: ServeSettings) -> Service:
         limits=limits,
         max_input_chars=get_settings().max_input_chars,
         max_body_bytes=settings.max_body_bytes,
+        body_timeout_s=settings.body_timeout_s,
         descriptions={name: net.description for name, net in spec.file.networks.items()},
         state=state,
     )

@@ -55,6 +55,9 @@ class ServeSettings(BaseSettings):
     )
     telemetry_flush_s: float = Field(5.0, gt=0, description="How long the last telemetry export may take.")
     max_body_bytes: int = Field(1_048_576, gt=0, description="Largest request body accepted (bytes).")
+    body_timeout_s: float = Field(
+        30.0, gt=0, description="How long a request's body may take to arrive whole, from the request's start."
+    )
     access_log: bool = False
     loop: Literal["asyncio", "uvloop"] = Field(
         "asyncio",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import socket
 import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -38,7 +39,8 @@ def metrics_port() -> int:
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory, metrics_port: int) -> Iterator[ServiceProcess]:
     env = {"OTEL_METRICS_EXPORTER": "prometheus", "OTEL_EXPORTER_PROMETHEUS_PORT": str(metrics_port),
-           "OTEL_EXPORTER_PROMETHEUS_HOST": "127.0.0.1", "NON_SERVE_MAX_BODY_BYTES": "200000"}
+           "OTEL_EXPORTER_PROMETHEUS_HOST": "127.0.0.1", "NON_SERVE_MAX_BODY_BYTES": "200000",
+           "NON_SERVE_BODY_TIMEOUT_S": "2"}
     with start_service(
         tmp_path_factory.mktemp("refusals"), tokens={"alice": ALICE}, env=env, args=["--rate-limit", "1000/minute"]
     ) as running:
@@ -150,6 +152,37 @@ def test_a_body_over_the_size_limit_is_413_declared_or_streamed(service: Service
     streamed = service.request("POST", "/v1/networks/best-of-3/run", token=ALICE, content=chunks())
     for response in (declared, streamed):
         assert response.status_code == 413 and response.json()["error"] == "body_too_large"
+
+
+def test_a_body_that_does_not_arrive_in_time_is_408(service: ServiceProcess) -> None:
+    # Before, a client that sent its headers and a byte now and then held its connection (and a file
+    # descriptor) for as long as it liked: a few hundred such clients, without a token, stopped the service.
+    with socket.create_connection(("127.0.0.1", service.port), timeout=30) as sock:
+        started = time.monotonic()
+        sock.sendall(b"POST /v1/networks/best-of-3/run HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 100\r\n\r\n" + b'{"input": ')  # fmt: skip
+        answer = sock.recv(65_536).decode()
+        waited = time.monotonic() - started
+    assert answer.startswith("HTTP/1.1 408") and '"error":"body_timeout"' in answer
+    assert "within 2 s" in answer and 1.5 < waited < 10
+
+
+def test_a_422_names_at_most_20_violations(service: ServiceProcess) -> None:
+    # 100,000 unknown fields answered 12 MB, and held the event loop 1.6 s building it.
+    body = {"input": "hi", **{f"f{i}": 1 for i in range(5_000)}}
+    response = service.post("/v1/networks/best-of-3/run", body, token=ALICE)
+    assert response.status_code == 422 and len(response.json()["violations"]) == 20
+    assert response.json()["detail"].endswith("; and 4,980 more") and len(response.content) < 10_000
+
+
+@pytest.mark.parametrize(
+    "content", [b"[" * 100_000 + b"]" * 100_000, b'{"input": ' + b"9" * 5_000 + b"}"], ids=["nested", "long number"]
+)
+def test_json_that_python_cannot_read_is_422_saying_why(service: ServiceProcess, content: bytes) -> None:
+    headers = {"Content-Type": "application/json"}
+    response = service.request("POST", "/v1/networks/best-of-3/run", token=ALICE, content=content, headers=headers)
+    assert _violation(response)["rule"] == "json"
+    assert "nests too deeply or has a number too long" in _violation(response)["message"]
 
 
 def test_no_refused_request_reached_a_model(service: ServiceProcess, metrics_port: int) -> None:

@@ -3,6 +3,7 @@ period, flushes telemetry and exits 0, inside Kubernetes' 30 s."""
 
 from __future__ import annotations
 
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -77,6 +78,22 @@ def test_runs_longer_than_the_grace_period_are_cut_and_the_process_still_exits(t
         cut = run.result(timeout=30)
     assert cut.status_code == 503 and cut.json()["error"] == "shut_down" and cut.headers["Retry-After"] == "1"
     assert "timeout graceful shutdown exceeded" in service.log()
+
+
+def test_a_request_whose_body_is_still_arriving_when_the_grace_period_ends_is_503_shut_down(tmp_path: Path) -> None:
+    # Before, a bare "500 Internal Server Error" in text, and a traceback in the log.
+    args = ["--drain-delay", "0", "--grace-period", "1", "--telemetry-flush", "1"]
+    with start_service(tmp_path, tokens={"alice": ALICE}, args=args) as service:
+        with socket.create_connection(("127.0.0.1", service.port), timeout=30) as sock:
+            head = (f"POST /v1/networks/best-of-3/run HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ALICE}\r\n"
+                    "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n")  # fmt: skip
+            sock.sendall(head.encode() + b'{"in')
+            time.sleep(0.5)  # the body is being read
+            service.signal()
+            answer = sock.recv(65_536).decode()
+        assert service.process.wait(timeout=30) == 0
+    assert answer.startswith("HTTP/1.1 503") and '"error":"shut_down"' in answer and "retry-after: 1" in answer.lower()
+    assert "Exception in ASGI application" not in service.log()
 
 
 def test_a_second_signal_skips_the_drain_delay(tmp_path: Path) -> None:

@@ -3,11 +3,14 @@ a child of the caller's."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
-from service_process import ALICE, otlp_env, start_service
+from opentelemetry.instrumentation.utils import suppress_http_instrumentation
+from service_process import ALICE, BOB, otlp_env, start_service
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -54,3 +57,27 @@ def test_without_a_traceparent_each_request_starts_its_own_trace_and_probes_are_
     assert server.parent_span_id == b""
     names = {span.name for _, _, span in otlp_receiver.spans()}
     assert not any("healthz" in name or "readyz" in name for name in names)
+
+
+def test_a_large_body_does_not_make_later_requests_on_its_connection_part_of_its_trace(tmp_path: Path) -> None:
+    # Over 64 KiB, uvicorn stops reading the connection until the body is read; the read that resumes it ran in
+    # the request's context, and every later request on that keep-alive connection became part of this one's
+    # trace (another caller's too, behind a proxy that pools connections), its own traceparent ignored.
+    big = json.dumps({"input": "\u00e9" * 40_000}).encode()  # 240 kB as JSON's escapes
+    with start_service(tmp_path, tokens={"alice": ALICE, "bob": BOB}) as service, httpx.Client(timeout=60) as client:
+        url = f"{service.url}/v1/networks/best-of-3/run"
+
+        def run(token: str, **kwargs: Any) -> str:
+            response = client.post(url, headers={"Authorization": f"Bearer {token}", **kwargs.pop("headers", {})},
+                                   **kwargs)  # fmt: skip
+            assert response.status_code == 200, response.text
+            trace_id: str = response.json()["trace_id"]
+            return trace_id
+
+        with suppress_http_instrumentation():
+            first = run(ALICE, content=big, headers={"Content-Type": "application/json"})
+            later = [run(ALICE, json={"input": f"question {i}"}) for i in range(3)]
+            bobs = run(BOB, json={"input": "bob's question"})
+            joined = run(ALICE, json={"input": "x"}, headers={"traceparent": f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"})
+    assert len({first, *later, bobs}) == 5, "each request on the connection starts its own trace"
+    assert joined == CALLER_TRACE

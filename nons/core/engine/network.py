@@ -175,7 +175,12 @@ def _settings_layer_config(error_policy: ErrorPolicy, max_retries: int) -> Layer
 
 
 def _extract(trace_headers: Mapping[str, str]) -> otel_context.Context:
+    """The caller's current context with what ``trace_headers`` carry put over it: a valid ``traceparent``
+    makes the pass a child of that remote span; headers without one (a request's other headers, a malformed
+    value) leave the pass under the caller's current span, with its baggage, as if none were given."""
     # The propagators load their entry points on import (~15 ms): only passes given trace headers pay it.
     from opentelemetry import propagate
 
-    return propagate.extract(trace_headers)
+    # Extracting into an empty context (the API's default) would drop the caller's span and baggage whenever the
+    # headers hold no valid trace, and start a root trace of its own.
+    return propagate.extract(trace_headers, context=otel_context.get_current())

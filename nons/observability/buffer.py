@@ -301,10 +301,14 @@ class Observability:
         """Duration, success, total cost and tokens, and span count of one trace.
 
         Raises ``KeyError`` naming the trace when the buffer holds none of its spans, and ``ValueError`` for a
-        ``trace_id`` of ``None`` (a result's ``trace_id`` is ``None`` only when tracing is off)."""
+        ``trace_id`` of ``None`` (a result's ``trace_id`` is ``None`` only when its pass made no span)."""
         if not trace_id:
+            # Name every way a pass goes untraced: blaming NON_ENABLE_TRACING sent those who never set it
+            # looking in the wrong place.
             raise ValueError(
-                "no trace id given: a result has none only when tracing is off (NON_ENABLE_TRACING=false)"
+                "no trace id given: a result has none only when its pass made no span: tracing is off "
+                "(NON_ENABLE_TRACING=false), the OpenTelemetry SDK is disabled (OTEL_SDK_DISABLED=true), or the "
+                "application's tracer provider makes no spans"
             )
         spans = self._ring.spans(trace_id=trace_id)
         if not spans:

@@ -8,6 +8,11 @@ reads every one of them first and raises one :class:`~nons.base.errors.Configura
 variable, its value and what is accepted, as the SDK's own configurator does for the protocol. Since nothing is
 installed before the check, a refused setup leaves nothing behind and can be retried.
 
+Only what NoN builds is NoN's to check: the variables of a signal whose provider NoN installs (its sampler, batch
+processor and limits), and the ``OTEL_EXPORTER_OTLP_*`` values its own OTLP exporters read. An application with
+its own providers reads the rest, or not, itself: its ``OTEL_EXPORTER_OTLP_TRACES_PROTOCOL=http/json`` or
+``OTEL_TRACES_SAMPLER=xray`` may be fine for the exporter or sampler it installed.
+
 Header lists are checked for their shape only, and never quoted: they carry the collector's credentials.
 """
 
@@ -15,7 +20,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from importlib.metadata import entry_points
 from urllib.parse import urlsplit
 
@@ -24,6 +29,23 @@ from nons.base.errors import ConfigurationError
 __all__ = ["OTLP_EXPORTER_NAMES", "check_otel_environment", "otlp_protocol"]
 
 _SIGNALS = ("TRACES", "METRICS", "LOGS")
+
+#: For each signal ("TRACES", "METRICS", "LOGS") whose provider NoN builds, the exporters it builds for it (the
+#: names of :func:`~nons.observability.exporters.exporter_names`: ``otlp``, ``console``, ``prometheus``).
+Exports = Mapping[str, Collection[str]]
+
+#: The settings each OTLP exporter reads from its signal's variable (``OTEL_EXPORTER_OTLP_TRACES_TIMEOUT``), else
+#: from the general one (``OTEL_EXPORTER_OTLP_TIMEOUT``).
+_OTLP_SETTINGS = ("PROTOCOL", "TIMEOUT", "COMPRESSION", "ENDPOINT", "HEADERS", "CERTIFICATE", "CLIENT_KEY",
+                  "CLIENT_CERTIFICATE")  # fmt: skip
+
+#: The variables (by prefix) a signal's SDK provider and its batch processor read, apart from the OTLP
+#: exporter's: NoN's to check only when it builds that provider.
+_PROVIDER_PREFIXES = {
+    "TRACES": ("OTEL_TRACES_SAMPLER", "OTEL_BSP_", "OTEL_SPAN_", "OTEL_EVENT_", "OTEL_LINK_", "OTEL_ATTRIBUTE_"),
+    "METRICS": ("OTEL_METRIC_", "OTEL_METRICS_", "OTEL_EXPORTER_PROMETHEUS_"),
+    "LOGS": ("OTEL_BLRP_", "OTEL_LOGRECORD_", "OTEL_ATTRIBUTE_"),
+}
 
 #: The names an exporter variable (``OTEL_TRACES_EXPORTER``...) may give the OTLP exporter, and the protocol each
 #: fixes: ``otlp`` leaves it to the protocol variables; ``otlp_proto_grpc`` and ``otlp_proto_http`` are the OTLP
@@ -96,7 +118,8 @@ def _one_of(choices: Iterable[str], *, case: bool = False) -> Check:
 
 def _sampler(value: str) -> str | None:
     # Samplers may also come from installed packages, through the SDK's entry point group.
-    custom = {ep.name for ep in entry_points(group="opentelemetry_traces_sampler")}
+    # The SDK registers its own samplers there too: each name is listed once.
+    custom = {ep.name for ep in entry_points(group="opentelemetry_traces_sampler")} - set(_SAMPLERS)
     return _one_of((*_SAMPLERS, *sorted(custom)))(value)
 
 
@@ -192,33 +215,84 @@ def _rules() -> dict[str, Check]:
 _UNQUOTED = ("_HEADERS",)
 
 
-def check_otel_environment() -> None:
-    """Raise :class:`ConfigurationError` naming every malformed ``OTEL_*`` value the setup or the SDK would read,
-    with the value (a header list's excepted) and what is accepted. An empty variable counts as unset."""
+def check_otel_environment(exports: Exports | None = None) -> None:
+    """Raise :class:`ConfigurationError` naming every malformed ``OTEL_*`` value the setup or the SDK would read
+    for what NoN builds, with the value (a header list's excepted) and what is accepted. An empty variable counts
+    as unset.
+
+    ``exports`` says what NoN builds: the signals whose provider it installs, each with the exporters it builds
+    for it (``{"METRICS": ["otlp"]}``); ``None`` (the default) checks every variable of every signal.
+    """
+    applies = _applies_to(exports)
     problems: list[str] = []
     for variable, check in _rules().items():
         value = os.environ.get(variable)
-        if not value:
+        if not value or not applies(variable):
             continue
         problem = check(value)
         if problem is not None:
             shown = variable if variable.endswith(_UNQUOTED) else f"{variable}={value!r}"
             problems.append(f"{shown} {problem}")
-    problems += _cross_checks()
+    problems += _cross_checks(applies)
+    if applies("OTEL_TRACES_SAMPLER_ARG"):
+        problems += _sampler_argument()
+    if problems:
+        raise ConfigurationError("invalid OpenTelemetry settings: " + "; ".join(problems))
+
+
+def _applies_to(exports: Exports | None) -> Callable[[str], bool]:
+    """Whether a variable is read by what ``exports`` says NoN builds (every variable, when it is ``None``)."""
+    if exports is None:
+        return lambda variable: True
+    otlp_variables = _otlp_variables_read(exports)
+
+    def applies(variable: str) -> bool:
+        if variable.startswith("OTEL_EXPORTER_OTLP_"):
+            return variable in otlp_variables
+        owners = [signal for signal, prefixes in _PROVIDER_PREFIXES.items() if variable.startswith(prefixes)]
+        # A variable of no one signal (OTEL_RESOURCE_ATTRIBUTES) is read by every provider NoN builds.
+        return any(signal in exports for signal in owners) if owners else bool(exports)
+
+    return applies
+
+
+def _otlp_variables_read(exports: Exports) -> set[str]:
+    """The ``OTEL_EXPORTER_OTLP_*`` variables NoN's own OTLP exporters read: for each signal NoN exports over
+    OTLP, the signal's variable of each setting, or the general one when the signal's is unset (empty counts as
+    unset), as the exporters read them; and the signal's metrics-only settings. A protocol that the exporter
+    variable's name fixes (``otlp_proto_grpc``) is read from no protocol variable."""
+    read: set[str] = set()
+    for signal, exporters in exports.items():
+        if "otlp" not in exporters:
+            continue
+        prefix = f"OTEL_EXPORTER_OTLP_{signal}_"
+        read.update(v for v in _rules() if v.startswith(prefix) and v.removeprefix(prefix) not in _OTLP_SETTINGS)
+        for setting in _OTLP_SETTINGS:
+            own = f"{prefix}{setting}"
+            if setting == "PROTOCOL" and otlp_protocol(own)[1] == f"OTEL_{signal}_EXPORTER":
+                continue
+            read.add(own if os.environ.get(own) else f"OTEL_EXPORTER_OTLP_{setting}")
+    return read
+
+
+def _sampler_argument() -> list[str]:
+    """``OTEL_TRACES_SAMPLER_ARG``'s problem when it is meant as a ratio (a ratio sampler's, or no sampler
+    named)."""
     sampler = (os.environ.get("OTEL_TRACES_SAMPLER") or "").strip().lower()
     argument = os.environ.get("OTEL_TRACES_SAMPLER_ARG")
     if argument and (sampler.endswith("traceidratio") or not sampler):
         problem = _ratio(argument)
         if problem is not None:
-            problems.append(f"OTEL_TRACES_SAMPLER_ARG={argument!r} {problem}")
-    if problems:
-        raise ConfigurationError("invalid OpenTelemetry settings: " + "; ".join(problems))
+            return [f"OTEL_TRACES_SAMPLER_ARG={argument!r} {problem}"]
+    return []
 
 
-def _cross_checks() -> list[str]:
-    """Values that are each fine but do not go together."""
+def _cross_checks(applies: Callable[[str], bool]) -> list[str]:
+    """Values that are each fine but do not go together (of the processors NoN builds)."""
     problems = []
     for processor in ("BSP", "BLRP"):
+        if not applies(f"OTEL_{processor}_MAX_QUEUE_SIZE"):
+            continue
         queue = os.environ.get(f"OTEL_{processor}_MAX_QUEUE_SIZE", "")
         batch = os.environ.get(f"OTEL_{processor}_MAX_EXPORT_BATCH_SIZE", "")
         if queue.strip().isdigit() and batch.strip().isdigit() and int(batch) > int(queue):

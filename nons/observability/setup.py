@@ -30,7 +30,7 @@ from opentelemetry.sdk.resources import OTELResourceDetector, Resource
 from nons.base.settings import Settings, apply_log_level, get_settings
 from nons.base.version import __version__
 from nons.observability.buffer import observability_buffer
-from nons.observability.exporters import check_exporter_names, import_exporters
+from nons.observability.exporters import check_exporter_names, exporter_names, import_exporters
 from nons.observability.otel_env import check_otel_environment
 from nons.observability.otel_providers import (
     ENV_ROOT_LOG_BRIDGE as ENV_ROOT_LOG_BRIDGE,  # importable from here still, where it was defined first
@@ -110,7 +110,7 @@ def configure_telemetry(settings: Settings | None = None) -> TelemetryHandle:
         variables = variables_nons_exports_by(settings)
         check_exporter_names(variables)
         if variables:
-            check_otel_environment()
+            check_otel_environment(_exports(variables))
         apply_log_level(settings, only_if_set=True)
         observability = observability_buffer()
         handle = TelemetryHandle(resource=_preloaded_resource(settings) or build_resource(settings))
@@ -131,6 +131,14 @@ def configure_telemetry(settings: Settings | None = None) -> TelemetryHandle:
         flush_at_exit(handle, settings)
         _handle = handle
         return handle
+
+
+def _exports(variables: tuple[str, ...]) -> dict[str, list[str]]:
+    """What NoN builds, as :func:`~nons.observability.otel_env.check_otel_environment` takes it: for each exporter
+    variable of a signal NoN installs the provider of (``OTEL_METRICS_EXPORTER``...), the signal (``METRICS``)
+    and the exporters it names. A provider with no exporter still counts: its sampler, processor and limit
+    variables are read, but no OTLP exporter's."""
+    return {variable.split("_")[1]: exporter_names(variable) for variable in variables}
 
 
 def ensure_telemetry() -> TelemetryHandle | None:

@@ -1,0 +1,98 @@
+"""NoN checks the ``OTEL_*`` variables only for what it builds itself (the README's guest section).
+
+A tracing-only application (its own tracer provider, no meter provider) gets NoN's meter provider, and nothing
+of NoN's reads its trace exporter's, sampler's or span processor's variables: they are the application's, and
+are never a reason to refuse a pass. What NoN does build (the exporters an OTLP endpoint makes it build for
+metrics and logs) is still checked.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nons.base.errors import ConfigurationError
+from nons.observability.otel_env import check_otel_environment
+
+#: An application with its own tracer provider (spans kept in memory) and no meter provider, running two passes;
+#: it prints how many of NoN's pass spans reached its provider, or why the pass was refused.
+TRACING_ONLY_APP = """
+import asyncio, os, sys
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+spans = InMemorySpanExporter()
+provider = TracerProvider()
+provider.add_span_processor(SimpleSpanProcessor(spans))
+trace.set_tracer_provider(provider)
+from nons import ConfigurationError, ModelConfig, ModelProvider, NoN, Node
+network = NoN.from_operators([Node("generate", ModelConfig(provider=ModelProvider.MOCK))])
+os.environ.update(dict(pair.split("=", 1) for pair in sys.argv[1:]))
+try:
+    for _ in range(2):
+        asyncio.run(network.run("q"))
+except ConfigurationError as error:
+    print("refused:", error)
+else:
+    print("passes:", sum(s.name == "invoke_workflow network" for s in spans.get_finished_spans()))
+"""
+
+
+def tracing_only_app(*variables: str) -> str:
+    """What :data:`TRACING_ONLY_APP` prints with ``variables`` (``NAME=value``) set before its first pass."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "NON_"))}
+    completed = subprocess.run(
+        [sys.executable, "-c", TRACING_ONLY_APP, *variables],
+        env={**clean, "PYTHONPATH": str(Path(__file__).parents[2])}, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    return completed.stdout.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize(
+    "variable",
+    [
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL=http/json",  # the application's trace exporter speaks JSON
+        "OTEL_EXPORTER_OTLP_PROTOCOL=http/json",  # no OTLP endpoint: NoN exports no metrics, reads no protocol
+        "OTEL_BSP_MAX_QUEUE_SIZE=0",
+        "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT=abc",
+        "OTEL_TRACES_SAMPLER=xray",  # a sampler the application's own set-up provides
+    ],
+)
+def test_a_tracing_only_applications_own_trace_variables_never_refuse_a_pass(variable: str) -> None:
+    assert tracing_only_app(variable) == "passes: 2"
+
+
+def test_the_exporters_nons_builds_beside_a_tracing_only_application_are_still_checked() -> None:
+    # With an OTLP endpoint, NoN exports metrics and logs itself: the general protocol is the one they would use.
+    answer = tracing_only_app("OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:9", "OTEL_EXPORTER_OTLP_PROTOCOL=http/json")
+    assert answer.startswith("refused:") and "OTEL_EXPORTER_OTLP_PROTOCOL='http/json'" in answer
+    answer = tracing_only_app("OTEL_METRICS_EXPORTER=otlp", "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT=abc")
+    assert answer.startswith("refused:") and "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT='abc'" in answer
+
+
+def test_a_general_protocol_that_no_exporter_of_nons_reads_is_not_refused() -> None:
+    # NoN's metric exporter reads its own protocol variable, its log exporter is off: the general protocol is
+    # read only by the application's trace exporter.
+    answer = tracing_only_app(
+        "OTEL_METRICS_EXPORTER=otlp",
+        "OTEL_LOGS_EXPORTER=none",
+        "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT=http://127.0.0.1:9",
+        "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL=http/protobuf",
+        "OTEL_EXPORTER_OTLP_PROTOCOL=http/json",
+    )
+    assert answer == "passes: 2"
+
+
+def test_an_unknown_sampler_is_refused_naming_each_accepted_sampler_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "xray")
+    with pytest.raises(ConfigurationError) as refused:
+        check_otel_environment({"TRACES": ["otlp"]})
+    accepted = str(refused.value).split("is not one of ", 1)[1].split(", ")
+    assert "parentbased_always_on" in accepted and "traceidratio" in accepted
+    assert len(accepted) == len(set(accepted)), accepted

@@ -38,7 +38,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from nons.base.settings import Settings, get_settings
 from nons.observability.buffer import ExportStats, Observability, RedactLogRecords, new_log_handler
 from nons.observability.exporters import exporter_names, log_processor, metric_reader, span_processor
-from nons.observability.shutdown import Flusher, install_sigterm_flush
+from nons.observability.shutdown import AtMultiprocessingChildEnd, Flusher, install_sigterm_flush
 
 __all__ = [
     "ENV_ROOT_LOG_BRIDGE",
@@ -81,6 +81,7 @@ class TelemetryHandle:
     sigterm_handler: bool = False
     log_bridges: list[logging.Handler] = field(default_factory=list, repr=False)
     _flusher: Flusher = field(default_factory=Flusher, repr=False)
+    _child_end: AtMultiprocessingChildEnd | None = field(default=None, repr=False)
     _stopped: bool = field(default=False, repr=False)
 
     def _providers(self) -> list[Any]:
@@ -159,13 +160,16 @@ def discard(handle: TelemetryHandle) -> None:
 
 
 def flush_at_exit(handle: TelemetryHandle, settings: Settings) -> None:
-    """Arrange for ``handle`` to be flushed and shut down, within its time limit, when the interpreter exits,
-    and flushed on SIGTERM (unless ``NON_TELEMETRY_SIGTERM_HANDLER=false``)."""
+    """Arrange for ``handle`` to be flushed and shut down, within its time limit, when the interpreter exits or a
+    multiprocessing child ends, and flushed on SIGTERM (unless ``NON_TELEMETRY_SIGTERM_HANDLER=false``)."""
     try:
         handle._flusher.start()
     except RuntimeError:  # no thread to be had (the interpreter is exiting): shutdown() flushes inline instead
         logger.debug("no telemetry flush thread could be started", exc_info=True)
     atexit.register(handle.shutdown_at_exit)
+    # A multiprocessing child (start method fork) ends by os._exit, which runs no atexit handler: its own
+    # finalizers do the exit's work there. Once only: whichever runs first stops the handle.
+    handle._child_end = AtMultiprocessingChildEnd(handle.shutdown_at_exit)
     # SIGTERM flushes every provider NoN's spans go through, the application's too: by default the signal ends the
     # process without running atexit, so no one else's shutdown would send them. Flushing sends; it stops nothing.
     if settings.telemetry_sigterm_handler and handle._providers():

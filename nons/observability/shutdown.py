@@ -13,6 +13,9 @@ SIGTERM (``docker stop``, a Kubernetes rollout) ends a process without running e
 flush within the limit, then hand the signal on to whatever handled it before (the application's handler), or,
 when that was the default action, end the process by SIGTERM as it would have ended. ``SIG_IGN`` stays ignored.
 ``NON_TELEMETRY_SIGTERM_HANDLER=false`` installs nothing.
+
+A multiprocessing child (start method ``fork``) ends by ``os._exit`` once its target returns, which runs no exit
+handler: only multiprocessing's own finalizers. :class:`AtMultiprocessingChildEnd` runs the exit work there.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import logging
 import os
 import queue
 import signal
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,7 +33,7 @@ from typing import Any
 
 from nons.base.forking import in_forked_child
 
-__all__ = ["Flusher", "install_sigterm_flush", "uninstall_sigterm_flush"]
+__all__ = ["AtMultiprocessingChildEnd", "Flusher", "install_sigterm_flush", "uninstall_sigterm_flush"]
 
 logger = logging.getLogger(__name__)
 
@@ -53,15 +57,24 @@ class Flusher:
     def _reset(self) -> None:
         self._jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
+        # Reentrant: the SIGTERM handler flushes, and SIGTERM may arrive while this thread is in start() (a
+        # multiprocessing pool terminates its workers while they run their exit flush): with a plain lock, the
+        # handler waited for itself forever.
+        self._lock = threading.RLock()
 
     def start(self) -> None:
         """Start the thread (once). Raises ``RuntimeError`` when the interpreter no longer allows threads."""
         with self._lock:
             if self._thread is None:
                 thread = threading.Thread(target=self._serve, name="nons-telemetry-flush", daemon=True)
-                thread.start()
+                # Recorded before it starts: a signal handler that interrupts thread.start() queues its work for
+                # this thread rather than starting another.
                 self._thread = thread
+                try:
+                    thread.start()
+                except BaseException:
+                    self._thread = None
+                    raise
 
     @property
     def started(self) -> bool:
@@ -91,6 +104,46 @@ class Flusher:
         job = _Job(work)
         self._jobs.put(job)
         return job.done.wait(timeout_s)
+
+
+# --- multiprocessing children --------------------------------------------------------------------------------
+
+#: Where the exit work runs among multiprocessing's finalizers (the highest first): among the first, with those
+#: run before a child's daemonic children are stopped; a queue's feeder thread is joined later, at -5.
+_CHILD_END_PRIORITY = 0
+
+
+class AtMultiprocessingChildEnd:
+    """Runs ``work`` when a multiprocessing child (start method ``fork``) ends: this process, if it is one, and
+    every multiprocessing child forked from it later. Keep the object: the fork hooks hold it weakly.
+
+    Such a child ends by ``os._exit`` once its target returns, without the handlers ``atexit`` holds; what runs is
+    multiprocessing's own finalizers. Its bootstrap clears the finalizers the child inherited right after the fork,
+    then calls its after-fork hooks: so the fork hook registers an after-fork hook, and that one the finalizer.
+    """
+
+    def __init__(self, work: Callable[[], object]) -> None:
+        self._work = work
+        if _in_multiprocessing_child():  # set up in the child itself
+            self._finalize()
+        in_forked_child(self._after_fork)
+
+    def _after_fork(self) -> None:
+        # Without multiprocessing imported before the fork, the fork is not multiprocessing's (plain os.fork
+        # children leave through sys.exit, and atexit).
+        util = sys.modules.get("multiprocessing.util")
+        if util is not None:
+            util.register_after_fork(self, AtMultiprocessingChildEnd._finalize)
+
+    def _finalize(self) -> None:
+        from multiprocessing import util
+
+        util.Finalize(None, self._work, exitpriority=_CHILD_END_PRIORITY)
+
+
+def _in_multiprocessing_child() -> bool:
+    multiprocessing = sys.modules.get("multiprocessing")
+    return multiprocessing is not None and multiprocessing.parent_process() is not None
 
 
 # --- SIGTERM -------------------------------------------------------------------------------------------------

@@ -1,0 +1,113 @@
+"""A multiprocessing child (start method ``fork``) exports its telemetry when it ends.
+
+Such a child ends by ``os._exit`` once its target returns: no exit handler of the interpreter runs, only
+multiprocessing's own finalizers. NoN's providers must be flushed there, whether telemetry was set up in the
+parent before the fork or by the child's own first pass. The batch schedule and the metric interval are long: only
+the flush at the child's end sends what it recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from otlp_receiver import OTLPReceiver
+
+HERE = Path(__file__).parent
+
+SCRIPT = """
+import asyncio, json, multiprocessing, sys
+from nons import ModelConfig, ModelProvider, NoN, Node
+
+network = NoN.from_operators([Node("generate", ModelConfig(provider=ModelProvider.MOCK))])
+
+def work(answers):
+    answers.put(asyncio.run(network.run("in the child")).trace_id)
+
+if __name__ == "__main__":
+    parent_trace = asyncio.run(network.run("in the parent")).trace_id if sys.argv[1] == "parent" else None
+    context = multiprocessing.get_context("fork")
+    answers = context.Queue()
+    child = context.Process(target=work, args=(answers,))
+    child.start()
+    child_trace = answers.get(timeout=60)
+    child.join(60)
+    print(json.dumps({"exitcode": child.exitcode, "child_trace": child_trace, "parent_trace": parent_trace}))
+"""
+
+
+@pytest.mark.parametrize("set_up_in", ["parent", "child"])
+def test_a_multiprocessing_fork_child_exports_its_spans_and_metrics_when_it_ends(
+    set_up_in: str, tmp_path: Path
+) -> None:
+    script = tmp_path / "driver.py"
+    script.write_text(SCRIPT)
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "NON_"))}
+    with OTLPReceiver() as receiver:
+        completed = subprocess.run(
+            [sys.executable, str(script), set_up_in],
+            env={**clean, "PYTHONPATH": str(HERE.parents[1]), "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.http_endpoint,
+                 "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf", "OTEL_TRACES_EXPORTER": "otlp",
+                 "OTEL_METRICS_EXPORTER": "otlp", "OTEL_LOGS_EXPORTER": "none",
+                 "OTEL_BSP_SCHEDULE_DELAY": "600000", "OTEL_METRIC_EXPORT_INTERVAL": "600000"},
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert completed.returncode == 0, completed.stderr[-3000:]
+        result = json.loads(completed.stdout.splitlines()[-1])
+        assert result["exitcode"] == 0
+        child_trace = bytes.fromhex(result["child_trace"])
+        receiver.wait_for(lambda r: any(span.trace_id == child_trace for _, _, span in r.spans()), timeout=10)
+        child_spans = {span.name.split(" ")[0] for _, _, span in receiver.spans() if span.trace_id == child_trace}
+        passes_counted = [
+            point.count
+            for _, _, metric in receiver.metrics()
+            if metric.name == "nons.network.duration"
+            for point in metric.histogram.data_points
+        ]
+    assert {"invoke_workflow", "nons.layer", "nons.node", "chat"} <= child_spans
+    # Only the child's export counts the child's pass: on top of the parent's, whose provider it inherited, or as
+    # the only one, when the child set telemetry up itself (the parent then exports no metrics at all).
+    assert max(passes_counted, default=0) == (2 if set_up_in == "parent" else 1), passes_counted
+    assert "was not exported within" not in completed.stderr
+
+
+POOL = """
+import asyncio, json, multiprocessing
+from nons import ModelConfig, ModelProvider, NoN, Node
+
+network = NoN.from_operators([Node("generate", ModelConfig(provider=ModelProvider.MOCK))])
+
+def work(index):
+    return asyncio.run(network.run(f"task {index}")).trace_id
+
+if __name__ == "__main__":
+    asyncio.run(network.run("in the parent"))
+    with multiprocessing.get_context("fork").Pool(2) as pool:  # its exit terminates the workers (SIGTERM)
+        print(json.dumps(pool.map(work, range(4))))
+"""
+
+
+def test_a_fork_pools_workers_export_their_spans_and_the_pool_ends(tmp_path: Path) -> None:
+    """A pool's exit sends SIGTERM to workers that may be running their exit flush: NoN's SIGTERM handler flushes
+    too, and the two must not wait on each other (they did, and the program never ended)."""
+    script = tmp_path / "pool.py"
+    script.write_text(POOL)
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "NON_"))}
+    with OTLPReceiver() as receiver:
+        for _ in range(3):  # the signal's moment varies: a few pools
+            completed = subprocess.run(
+                [sys.executable, str(script)],
+                env={**clean, "PYTHONPATH": str(HERE.parents[1]),
+                     "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.http_endpoint,
+                     "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf", "OTEL_TRACES_EXPORTER": "otlp",
+                     "OTEL_METRICS_EXPORTER": "otlp", "OTEL_LOGS_EXPORTER": "none",
+                     "OTEL_BSP_SCHEDULE_DELAY": "600000", "OTEL_METRIC_EXPORT_INTERVAL": "600000"},
+                capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+            assert completed.returncode == 0, completed.stderr[-3000:]
+            traces = {bytes.fromhex(t) for t in json.loads(completed.stdout.splitlines()[-1])}
+            receiver.wait_for(lambda r, traces=traces: traces <= {s.trace_id for _, _, s in r.spans()}, timeout=10)

@@ -2,14 +2,8 @@
 while it is unreachable, the local fallback at this replica's share) lets them in; and the :class:`Reservation`
 each one holds until its permit is released. The backend they belong to is :mod:`.redis_limits`.
 
-What a gate owes Redis survives a stall
-    Ends are settled in the background (:meth:`RedisGate.release` queues, :meth:`RedisGate._flush` sends), and a
-    settlement is a debt to the other replicas: a concurrency lease not released holds a slot for every replica
-    until it expires (``lease_s``, ``NON_REQUEST_TIMEOUT`` + 60 s by default). So settlements made while the
-    link is down are kept (at most :data:`MAX_PENDING`) and sent once Redis answers again, and a TAKE whose
-    outcome is unknown (it timed out: Redis may still run it, from its input buffer, once the stall ends) is
-    followed by a release of every lease it may have granted. Lease ids are never reused, so releasing a lease
-    Redis never granted, or one already released, does nothing: these releases are always safe to send.
+What a gate owes Redis when a request ends is sent in the background, and survives a stall of Redis: see
+:mod:`.redis_settlements`.
 """
 
 from __future__ import annotations
@@ -21,10 +15,9 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from nons.base.errors import QueueTimeoutError, RateLimitError
-from nons.base.redis_client import RedisLink
 from nons.core.scheduler.config import RateLimitConfig, current_settings
 from nons.core.scheduler.limits import (
     LIMIT_CONCURRENCY,
@@ -35,9 +28,7 @@ from nons.core.scheduler.limits import (
     LocalLimiter,
     RemoteWaiter,
 )
-
-if TYPE_CHECKING:
-    from redis.commands.core import AsyncScript
+from nons.core.scheduler.redis_settlements import Settlements, SettlingBackend
 
 __all__ = ["GateBackend", "RedisGate", "Reservation"]
 
@@ -47,30 +38,18 @@ logger = logging.getLogger("nons.scheduler")
 BATCH = 128
 #: How soon a request held back by another replica's concurrency asks again (Redis says no more than "full").
 CONCURRENCY_RETRY_S = 0.02
-#: Most settlements kept for Redis while it is unreachable (beyond that the oldest are dropped: their leases
-#: expire by themselves). About 1 MB, and as many as one script call sends.
-MAX_PENDING = 10_000
-#: When the leases of a TAKE with an unknown outcome are released a second time, after the first release was
-#: sent: a TAKE held up in the network (retransmitted after a partition heals) can reach Redis after a probe and
-#: the first release went through on a new connection.
-RESEND_UNKNOWN_S = 10.0
 
 
-class GateBackend(Protocol):
+class GateBackend(SettlingBackend, Protocol):
     """What a gate needs of the backend it belongs to (:class:`~nons.core.scheduler.redis_limits.RedisLimits`)."""
 
-    link: RedisLink
     lease_s: float
 
     def clock(self) -> float: ...
 
-    def scripts(self) -> tuple[AsyncScript, AsyncScript, AsyncScript]: ...
-
     def new_lease(self) -> str: ...
 
     def fallback(self, limits: Sequence[tuple[str, RateLimitConfig]]) -> tuple[LocalLimiter, ...]: ...
-
-    def wake_all(self) -> None: ...
 
 
 @dataclass(slots=True)
@@ -154,11 +133,7 @@ class RedisGate:
         self.seq = 0
         self.driver: asyncio.Task[None] | None = None
         self.nap: asyncio.Future[None] | None = None
-        #: Settlements not yet sent: (lease, token refund, whether to release the lease again later).
-        self.settling: list[tuple[str, int, bool]] = []
-        self.overflowed = False
-        self.pause_s = 0.0
-        self.flusher: asyncio.Task[None] | None = None
+        self.settlements = Settlements(backend, self.keys, self.spec, loop, limits[-1][0])
 
     # --- the caller's side --------------------------------------------------------------------------------
     async def reserve(self, priority: int, tokens: int, deadline: float | None) -> Reservation:
@@ -201,15 +176,14 @@ class RedisGate:
                     lim.pause(now + hint)
             self.backend.wake_all()
         elif reservation.lease or (refund and self.settles_tokens):
-            self._owe([(reservation.lease or "", refund, False)])
+            self.settlements.owe([(reservation.lease or "", refund, False)])
         if hint is not None:
             if self.link.up:
-                self.pause_s = max(self.pause_s, hint)
+                self.settlements.pause(hint)
             else:
                 now = self.backend.clock()
                 for lim in self.backend.fallback(self.limits):
                     lim.pause(now + hint)
-        self._start_flusher()
 
     @property
     def waiting(self) -> int:
@@ -288,8 +262,7 @@ class RedisGate:
             # The outcome is unknown: a TAKE that timed out may still run once Redis resumes, granting leases no
             # request holds. Release them all (Redis ignores those it never granted), and once more later.
             if self.has_leases:
-                self._owe([(lease, 0, True) for lease in leases])
-                self._start_flusher()
+                self.settlements.owe([(lease, 0, True) for lease in leases])
             self.link.failed(error)
             return None
         # Apart from the script: a heartbeat that fails must not lose the grants Redis just made (they would stay
@@ -389,74 +362,6 @@ class RedisGate:
             )
         )
         self.wake()  # the next one may fit where this one did not
-
-    # --- settling in the background -----------------------------------------------------------------------
-    def _owe(self, items: Sequence[tuple[str, int, bool]]) -> None:
-        """Queue settlements for Redis, keeping at most :data:`MAX_PENDING` (the newest: the leases of the
-        oldest are the nearest to expiring by themselves)."""
-        self.settling.extend(items)
-        excess = len(self.settling) - MAX_PENDING
-        if excess > 0:
-            del self.settling[:excess]
-            if not self.overflowed:  # once until a settlement goes through again
-                self.overflowed = True
-                logger.warning("more than %d settlements of %s wait for Redis: the oldest are dropped (their "
-                               "leases expire by themselves)", MAX_PENDING, self.limits[-1][0])  # fmt: skip
-
-    def _start_flusher(self) -> None:
-        if (self.settling or self.pause_s) and (self.flusher is None or self.flusher.done()):
-            self.flusher = self.loop.create_task(self._flush())
-
-    async def _flush(self) -> None:
-        while self.settling or self.pause_s:
-            if not self.link.up:
-                # Kept, not dropped: a lease not released would hold a slot for every replica until it expires.
-                # Looked at again as often as the link's probe looks at Redis.
-                await asyncio.sleep(self.link.probe_interval_s)
-                continue
-            items, self.settling = self.settling[:MAX_PENDING], self.settling[MAX_PENDING:]
-            pause, self.pause_s = self.pause_s, 0.0
-            try:
-                await self._send(items, pause)
-            except Exception as error:
-                self._unsent(items, error)
-                self.link.failed(error)
-                continue
-            self.overflowed = False
-            again = [(lease, 0, False) for lease, _, resend in items if resend]
-            if again:
-                self.loop.call_later(RESEND_UNKNOWN_S, self._owe_later, again)
-            self.backend.wake_all()
-
-    async def _send(self, items: Sequence[tuple[str, int, bool]], pause: float) -> None:
-        _, settle, pause_script = self.backend.scripts()
-        client = self.link.client()
-        if pause:
-            await pause_script(keys=self.keys, args=[*self.spec, repr(pause)], client=client)
-        if items:
-            argv: list[Any] = [*self.spec, len(items)]
-            for lease, refund, _ in items:
-                argv.extend((lease, refund))
-            await settle(keys=self.keys, args=argv, client=client)
-
-    def _unsent(self, items: Sequence[tuple[str, int, bool]], error: Exception) -> None:
-        """Settlements whose sending failed: when Redis was unreachable, queued again for when it is back."""
-        if not self.link.unreachable(error):
-            # Redis answered with an error: sending the same again would fail the same way.
-            logger.error("Redis limits settlement failed: %s", error)
-            return
-        # Redis may have run them before the error (a timeout): releasing a lease twice does nothing, but a
-        # refund counted twice would give tokens that were used, so only the leases are sent again (a refund
-        # lost errs on the safe side). A pause is not kept: it counts from when it is set.
-        again = [(lease, 0, resend) for lease, _, resend in items if lease]
-        self.settling[:0] = again
-        del self.settling[: max(0, len(self.settling) - MAX_PENDING)]
-
-    def _owe_later(self, items: list[tuple[str, int, bool]]) -> None:
-        if self.loop.is_closed():
-            return
-        self._owe(items)
-        self._start_flusher()
 
 
 def _resolve(fut: asyncio.Future[None]) -> None:

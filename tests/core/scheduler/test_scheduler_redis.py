@@ -87,7 +87,8 @@ async def _settled(scheduler: Scheduler) -> None:
     assert isinstance(backend, RedisLimits)
     for _ in range(100):
         gates = backend._gates.get(asyncio.get_running_loop(), [])
-        if all(not g.settling and (g.flusher is None or g.flusher.done()) for g in gates):
+        if all(not g.settlements.owed and (g.settlements.flusher is None or g.settlements.flusher.done())
+               for g in gates):  # fmt: skip
             return
         await asyncio.sleep(0.01)
     raise AssertionError("the releases were not settled")

@@ -136,8 +136,12 @@ def test_a_nested_models_enums_and_bounds_are_conformed_as_the_top_levels_are() 
 
 
 def test_a_schema_whose_references_lead_back_to_themselves_is_left_to_the_check() -> None:
-    looping = {"$defs": {"A": {"anyOf": [{"$ref": "#/$defs/A"}]}, "B": {"$ref": "#/$defs/B"}}, "type": "object",
-               "properties": {"a": {"$ref": "#/$defs/A"}, "b": {"$ref": "#/$defs/B"}}, "required": ["a", "b"]}  # fmt: skip
+    looping = {
+        "$defs": {"A": {"anyOf": [{"$ref": "#/$defs/A"}]}, "B": {"$ref": "#/$defs/B"}},
+        "type": "object",
+        "properties": {"a": {"$ref": "#/$defs/A"}, "b": {"$ref": "#/$defs/B"}},
+        "required": ["a", "b"],
+    }
     assert conform({}, looping) == {}  # ended: no RecursionError, nothing made up
     assert conform({"a": 1, "b": 2}, looping) == {"a": 1, "b": 2}
 

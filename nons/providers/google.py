@@ -305,18 +305,22 @@ class GoogleProvider(SDKProvider[GeminiClient]):
 
 
 _READING_ERRORS = (pydantic.ValidationError, AttributeError, TypeError, KeyError, ValueError)
+#: The SDK's functions that turn the server's JSON into its answer object (its request builders are "_to_...").
+_ANSWER_READERS = ("_from_response", "_from_mldev", "_from_vertex")
+_SDK_DIR = os.path.dirname(genai.__file__) + os.sep
 
 
 def _failed_reading_an_answer(exc: Exception) -> bool:
     """Whether ``exc`` is the Google SDK failing on a 200 answer of the wrong shape (a field of the wrong type, an
     enum as a number). Unlike the other two SDKs, it has no error of its own for that: it parses the answer
-    inside the call, and pydantic's or its own code's exception gets out. Told apart from a fault of NoN's by
-    where it was raised: inside the SDK (or pydantic, called by it), not in NoN's code."""
+    inside the call, and pydantic's or its own code's exception gets out. Told apart from a request the SDK
+    refused, or a fault of NoN's, by where it was raised: under one of the SDK's answer readers."""
     if not isinstance(exc, _READING_ERRORS) or isinstance(exc, json.JSONDecodeError):
         return False
-    frames = traceback.extract_tb(exc.__traceback__)
-    in_sdk = any(f"{os.sep}google{os.sep}genai{os.sep}" in frame.filename for frame in frames)
-    return in_sdk and bool(frames) and f"{os.sep}nons{os.sep}" not in frames[-1].filename
+    return any(
+        frame.name.endswith(_ANSWER_READERS) and frame.filename.startswith(_SDK_DIR)
+        for frame in traceback.extract_tb(exc.__traceback__)
+    )
 
 
 def _real_id(call_id: str) -> str | None:

@@ -152,6 +152,26 @@ async def test_a_misshapen_answer_is_malformed_and_worth_retrying(
     assert caught.value.provider == name
 
 
+def test_only_the_google_sdks_reading_of_an_answer_makes_an_answer_malformed() -> None:
+    from google.genai import types
+
+    from nons.providers.google import _failed_reading_an_answer
+
+    def raised(action: Any) -> Exception:
+        try:
+            action()
+        except Exception as error:
+            return error
+        raise AssertionError("nothing was raised")
+
+    misshapen = {"candidates": [{"content": {"role": "model", "parts": [{"text": 5}]}}]}
+    assert _failed_reading_an_answer(raised(lambda: types.GenerateContentResponse._from_response(
+        response=misshapen, kwargs={})))  # fmt: skip
+    # A request the SDK refuses, or a fault of NoN's own, is no malformed answer: retrying it would not help.
+    assert not _failed_reading_an_answer(raised(lambda: types.GenerateContentConfig(temperature="hot")))
+    assert not _failed_reading_an_answer(raised(lambda: {}["missing"]))
+
+
 async def test_an_error_sent_as_a_200_with_its_message_alone_is_that_error(emu: ProviderEmulator) -> None:
     # Before, {"error": "..."} was an unusable answer billed at an unknown cost, as if a model had answered.
     emu.script("openai", [Fault.http(200, {"error": "upstream failed"})])

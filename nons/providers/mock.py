@@ -350,6 +350,8 @@ def _free_text(request: LLMRequest, rng: random.Random) -> str:
 
 #: How deep an answer to a recursive schema goes before its lists are as short, and values as null, as allowed.
 _MAX_ANSWER_DEPTH = 4
+#: How deep an answer that still has to go on is given up as one no schema-following model could write.
+_NO_FINITE_ANSWER_DEPTH = 64
 
 
 def _instance_of(
@@ -377,6 +379,14 @@ def _instance_of(
         return None
     if kind == "object":
         properties: dict[str, Any] = schema.get("properties", {})
+        if deep:  # only what must be there: an optional property may be what recurses
+            required = set(schema.get("required", ()))
+            properties = {name: sub for name, sub in properties.items() if name in required}
+            if depth >= _NO_FINITE_ANSWER_DEPTH:
+                raise ConfigurationError(
+                    "the response schema has no answer of finite depth: a required property leads back to the "
+                    "object it is in, with no null or empty list to end it"
+                )
         return {name: _instance_of(sub, rng, prompt, root, depth + 1) for name, sub in properties.items()}
     if kind == "array":
         least = int(schema.get("minItems", 0))

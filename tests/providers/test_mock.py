@@ -70,6 +70,14 @@ async def test_answers_follow_a_schemas_references_and_recursion() -> None:
         answer = json.loads((await MockProvider().complete(request(config, response_schema=tree))).text)
         assert Draft202012Validator(tree).is_valid(answer), answer
         assert isinstance(answer["parent"], dict)  # filled where it may be, to a depth
+    # A linked list whose next link is optional but not nullable: past the depth, the optional is left out.
+    linked = {"type": "object", "properties": {"name": {"type": "string"}, "next": {"$ref": "#"}}, "required": ["name"]}
+    answer = json.loads((await MockProvider().complete(request(ModelConfig(), response_schema=linked))).text)
+    assert Draft202012Validator(linked).is_valid(answer)
+    # One no finite answer can follow is said to be so (it recursed until Python's limit).
+    endless = {"type": "object", "properties": {"next": {"$ref": "#"}}, "required": ["next"]}
+    with pytest.raises(ConfigurationError, match="no answer of finite depth"):
+        await MockProvider().complete(request(ModelConfig(), response_schema=endless))
 
 
 @pytest.mark.parametrize("form", ["auto", "json_schema", "json_object", "prompt"])

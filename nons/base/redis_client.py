@@ -26,7 +26,7 @@ import time
 import uuid
 import weakref
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, unquote_plus, urlsplit
+from urllib.parse import parse_qsl, unquote, unquote_plus, urlsplit
 
 from nons.base.errors import ConfigurationError
 from nons.base.redaction import is_credential_name, redact, register_secret
@@ -87,7 +87,8 @@ def _url_secrets(url: str) -> list[str]:
     except ValueError:
         return []
     found += [value for name, value in parse_qsl(parts.query) if value and is_credential_name(name)]
-    return found
+    # As written and as redis-py decodes it (a password with an "@" is written "%40"): a message may quote either.
+    return [*found, *(unquote(secret) for secret in found if unquote(secret) != secret)]
 
 
 def _scheme(url: str) -> str:

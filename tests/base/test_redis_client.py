@@ -114,3 +114,11 @@ def test_the_outage_warning_shows_no_password_given_in_the_query(
     link.failed(ConnectionError("refused"))
     assert "unreachable" in caplog.text and "password=***" in caplog.text
     assert "hunter2secret" not in caplog.text + repr(link)
+
+
+def test_a_urls_password_is_redacted_as_written_and_as_decoded() -> None:
+    from nons.base.redaction import redact
+
+    RedisLink("redis://:p%40ss-word-7731@127.0.0.1:6379/0")  # redis-py reads the password as "p@ss-word-7731"
+    assert redact("AUTH failed for p@ss-word-7731") == "AUTH failed for [REDACTED]"
+    assert "p%40ss-word-7731" not in redact("redis://:p%40ss-word-7731@127.0.0.1:6379/0")

@@ -16,7 +16,7 @@ from nons.base.errors import ConfigurationError, InputValidationError
 from nons.core.agents import MAX_STEPS_REACHED, Agent, AgentState, ToolRegistry
 from nons.core.network import NoN, create_network
 from nons.core.node import Node
-from nons.core.scheduler import RateLimitConfig, configure_scheduler, start_scheduler
+from nons.core.scheduler import RateLimitConfig, configure_scheduler, health_check, start_scheduler
 from nons.core.types import ModelConfig, ModelProvider
 from nons.observability import names
 from nons.observability.buffer import Observability
@@ -226,7 +226,10 @@ async def test_a_cancelled_task_running_an_agent_ends_its_span_cancelled(obs: Ob
     model = ModelConfig(provider=ModelProvider.MOCK, extra_params={"mock_latency_s": 30})
     agent = Agent(model, calculator(), name="cancelled-task")
     task = asyncio.create_task(agent.run("add 1 and 2"))
-    await asyncio.sleep(0.2)  # the run is in its first LLM call
+    for _ in range(500):  # until the run is in its first LLM call (its span started), however loaded the machine
+        await asyncio.sleep(0.01)
+        if (await health_check())["in_flight"]:
+            break
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

@@ -100,21 +100,16 @@ class BodyLimit:
                 return messages
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
-        count_refusal(names.REFUSAL_BODY_TOO_LARGE)
-        response = error_response(
-            413,
-            names.REFUSAL_BODY_TOO_LARGE,
-            f"the request body is over {self.max_bytes:,} bytes",
-            {"Connection": "close"},
-        )
-        await response(scope, receive, send)
+        detail = f"the request body is over {self.max_bytes:,} bytes"
+        await _refuse(413, names.REFUSAL_BODY_TOO_LARGE, detail, scope, receive, send)
 
     async def _too_slow(self, scope: Scope, receive: Receive, send: Send) -> None:
-        count_refusal(names.REFUSAL_BODY_TIMEOUT)
-        response = error_response(
-            408,
-            names.REFUSAL_BODY_TIMEOUT,
-            f"the request body did not arrive whole within {self.timeout_s:g} s",
-            {"Connection": "close"},
-        )
-        await response(scope, receive, send)
+        detail = f"the request body did not arrive whole within {self.timeout_s:g} s"
+        await _refuse(408, names.REFUSAL_BODY_TIMEOUT, detail, scope, receive, send)
+
+
+async def _refuse(status: int, reason: str, detail: str, scope: Scope, receive: Receive, send: Send) -> None:
+    """Answer ``status`` with the service's error body, counted as a refusal for ``reason``; the connection is
+    closed after it, as the rest of the body may still be coming."""
+    count_refusal(reason)
+    await error_response(status, reason, detail, {"Connection": "close"})(scope, receive, send)

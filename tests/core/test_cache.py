@@ -17,7 +17,6 @@ from nons import CacheConfig, ConfigurationError, ModelConfig, ModelProvider, Ne
 from nons.base.errors import AuthenticationError, BudgetExceededError, ServerError
 from nons.base.messages import LLMResponse, Message, ToolDefinition
 from nons.base.results import Usage
-from nons.core import cache as cache_module
 from nons.core.cache import Entry, ResponseCache, cache_key, cacheable, configure_cache
 from nons.core.cache.stores import MemoryStore
 from nons.testing import ProviderEmulator, Reply
@@ -27,12 +26,7 @@ MOCK = ModelConfig(
 )
 
 
-@pytest.fixture(autouse=True)
-def _fresh_cache() -> Iterator[None]:
-    saved = cache_module._cache
-    configure_cache()
-    yield
-    cache_module._cache = saved
+pytestmark = pytest.mark.usefixtures("fresh_cache")
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ and a hit saves what the call that made the answer cost."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import pytest
 from pydantic import SecretStr
@@ -13,19 +12,12 @@ from nons import ErrorPolicy, LayerConfig, ModelConfig, ModelProvider, Node, Nod
 from nons.base.errors import ServerError
 from nons.base.messages import LLMResponse, Message
 from nons.base.results import Usage
-from nons.core import cache as cache_module
-from nons.core.cache import Entry, cache_key, configure_cache
+from nons.core.cache import Entry, cache_key
 from nons.observability import names
 from nons.observability.integration import get_observability
 from nons.testing import Fault, ProviderEmulator, Reply
 
-
-@pytest.fixture(autouse=True)
-def _fresh_cache() -> Iterator[None]:
-    saved = cache_module._cache
-    configure_cache()
-    yield
-    cache_module._cache = saved
+pytestmark = pytest.mark.usefixtures("fresh_cache")
 
 
 def compatible(base_url: str, model: str = "default") -> ModelConfig:

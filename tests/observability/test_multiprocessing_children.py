@@ -40,21 +40,26 @@ if __name__ == "__main__":
 """
 
 
+
+def _exporting_to(receiver: OTLPReceiver) -> dict[str, str]:
+    """This environment without its OTEL_* and NON_* variables, plus what sends a child's spans and metrics to
+    ``receiver`` over OTLP/HTTP, with the batch and export intervals long: only an exit's flush sends them."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "NON_"))}
+    return {**clean, "PYTHONPATH": str(HERE.parents[1]), "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.http_endpoint,
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf", "OTEL_TRACES_EXPORTER": "otlp",
+            "OTEL_METRICS_EXPORTER": "otlp", "OTEL_LOGS_EXPORTER": "none", "OTEL_BSP_SCHEDULE_DELAY": "600000",
+            "OTEL_METRIC_EXPORT_INTERVAL": "600000"}  # fmt: skip
+
 @pytest.mark.parametrize("set_up_in", ["parent", "child"])
 def test_a_multiprocessing_fork_child_exports_its_spans_and_metrics_when_it_ends(
     set_up_in: str, tmp_path: Path
 ) -> None:
     script = tmp_path / "driver.py"
     script.write_text(SCRIPT)
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "NON_"))}
     with OTLPReceiver() as receiver:
         completed = subprocess.run(
-            [sys.executable, str(script), set_up_in],
-            env={**clean, "PYTHONPATH": str(HERE.parents[1]), "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.http_endpoint,
-                 "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf", "OTEL_TRACES_EXPORTER": "otlp",
-                 "OTEL_METRICS_EXPORTER": "otlp", "OTEL_LOGS_EXPORTER": "none",
-                 "OTEL_BSP_SCHEDULE_DELAY": "600000", "OTEL_METRIC_EXPORT_INTERVAL": "600000"},
-            capture_output=True, text=True, timeout=120,
+            [sys.executable, str(script), set_up_in], env=_exporting_to(receiver), capture_output=True, text=True,
+            timeout=120,
         )  # fmt: skip
         assert completed.returncode == 0, completed.stderr[-3000:]
         result = json.loads(completed.stdout.splitlines()[-1])
@@ -96,18 +101,11 @@ def test_a_fork_pools_workers_export_their_spans_and_the_pool_ends(tmp_path: Pat
     too, and the two must not wait on each other (they did, and the program never ended)."""
     script = tmp_path / "pool.py"
     script.write_text(POOL)
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "NON_"))}
     with OTLPReceiver() as receiver:
         for _ in range(3):  # the signal's moment varies: a few pools
             completed = subprocess.run(
-                [sys.executable, str(script)],
-                env={**clean, "PYTHONPATH": str(HERE.parents[1]),
-                     "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.http_endpoint,
-                     "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf", "OTEL_TRACES_EXPORTER": "otlp",
-                     "OTEL_METRICS_EXPORTER": "otlp", "OTEL_LOGS_EXPORTER": "none",
-                     "OTEL_BSP_SCHEDULE_DELAY": "600000", "OTEL_METRIC_EXPORT_INTERVAL": "600000"},
-                capture_output=True, text=True, timeout=60,
-            )  # fmt: skip
+                [sys.executable, str(script)], env=_exporting_to(receiver), capture_output=True, text=True, timeout=60
+            )
             assert completed.returncode == 0, completed.stderr[-3000:]
             traces = {bytes.fromhex(t) for t in json.loads(completed.stdout.splitlines()[-1])}
             receiver.wait_for(lambda r, traces=traces: traces <= {s.trace_id for _, _, s in r.spans()}, timeout=10)

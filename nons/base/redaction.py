@@ -298,5 +298,16 @@ def is_credential_name(name: str) -> bool:
 
 def hide_credential_params(params: Mapping[str, Any]) -> dict[str, Any]:
     """``params`` as they may be shown or served: the value of each parameter named like a credential (see
-    :func:`is_credential_name`) replaced by ``REDACTED``, the others as they are."""
-    return {k: REDACTED if is_credential_name(str(k)) else v for k, v in params.items()}
+    :func:`is_credential_name`) replaced by ``REDACTED``, at any depth (``extra_query: {"api-key": ...}``), the
+    others as they are."""
+    return {k: REDACTED if is_credential_name(str(k)) else _hide_within(v, 0) for k, v in params.items()}
+
+
+def _hide_within(value: Any, depth: int) -> Any:
+    if depth > 16:  # deeper than any request's parameters: shown as nothing rather than walked for ever
+        return REDACTED
+    if isinstance(value, Mapping):
+        return {k: REDACTED if is_credential_name(str(k)) else _hide_within(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_hide_within(item, depth + 1) for item in value]
+    return value

@@ -32,12 +32,22 @@ _KEYS_FROM_THE_ENVIRONMENT = (
 UNKNOWN_KEY = "unknown key (not part of the spec format; check its spelling)"
 
 
-def _credential_params(extra_params: object) -> list[str]:
-    """The keys of a spec's ``extra_params`` that name a credential. Headers are let through (a gateway's
+def _credential_params(extra_params: object, depth: int = 0) -> list[Path]:
+    """The paths of a spec's ``extra_params`` keys that name a credential, at any depth (``extra_query:
+    {api-key: ...}`` sends a key as well as a top-level ``api_key``). Headers are let through (a gateway's
     ``HTTP-Referer``), and shown by name only (:mod:`nons.spec.describe`)."""
-    if not isinstance(extra_params, dict):
+    if not isinstance(extra_params, dict) or depth > 16:
         return []
-    return [str(k) for k in extra_params if is_credential_name(str(k)) and not str(k).lower().endswith("headers")]
+    found: list[Path] = []
+    for key, value in extra_params.items():
+        name = str(key)
+        if name.lower().endswith("headers"):
+            continue
+        if is_credential_name(name):
+            found.append((name,))
+        else:
+            found.extend((name, *inner) for inner in _credential_params(value, depth + 1))
+    return found
 
 
 class BuildProblems(ConfigurationError):
@@ -89,10 +99,10 @@ class _Builder:
                     f"{secret} does not belong in a spec file; {_KEYS_FROM_THE_ENVIRONMENT}",
                 )
                 return None
-        for key in _credential_params(settings.get("extra_params")):
+        for keys in _credential_params(settings.get("extra_params")):
             self.fail(
-                (*path, "extra_params", key),
-                f"{key} looks like a credential and does not belong in a spec file; {_KEYS_FROM_THE_ENVIRONMENT}",
+                (*path, "extra_params", *keys),
+                f"{keys[-1]} looks like a credential and does not belong in a spec file; {_KEYS_FROM_THE_ENVIRONMENT}",
             )
             return None
         fallbacks = [self.model(f, (*path, "fallbacks", i)) for i, f in enumerate(ref.fallbacks)]

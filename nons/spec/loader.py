@@ -8,6 +8,7 @@ where ``no`` is a string and not ``False``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path as FilePath
@@ -58,7 +59,10 @@ def _plain(node: Any, path: Path, positions: _Positions) -> Any:
     if isinstance(node, CommentedMap):
         result = {}
         for key, value in node.items():
-            line, column = node.lc.key(key)
+            try:
+                line, column = node.lc.key(key)
+            except KeyError:  # a key merged in (<<: *anchor) has no place of its own: the mapping's is given
+                line, column = node.lc.line, node.lc.col
             positions.at[(*path, key)] = (line + 1, column + 1)
             result[key] = _plain(value, (*path, key), positions)
         return result
@@ -159,6 +163,15 @@ def _valid_networks(data: Any) -> SpecFile | None:
         return None
 
 
+_DUPLICATE_KEY = re.compile(r'found duplicate key "(?P<key>[^"]*)" with value .*', re.DOTALL)
+
+
+def _without_values(message: str) -> str:
+    """A YAML error's message without the values it quotes: a duplicate key's two values may be credentials
+    (an ``Authorization`` header written twice)."""
+    return _DUPLICATE_KEY.sub(lambda match: f'found duplicate key "{match["key"]}"', message)
+
+
 def loads_spec(text: str, source: str = "<string>") -> Spec:
     """Load a spec from YAML text; ``source`` names it in error messages. Raises :class:`SpecError`."""
     from ruamel.yaml import YAML
@@ -168,7 +181,7 @@ def loads_spec(text: str, source: str = "<string>") -> Spec:
         document = YAML(typ="rt", pure=True).load(text)
     except MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
-        message = " ".join(str(part) for part in (error.context, error.problem) if part)
+        message = _without_values(" ".join(str(part) for part in (error.context, error.problem) if part))
         line, column = (mark.line + 1, mark.column + 1) if mark is not None else (None, None)
         raise SpecError([SpecProblem(source, line, column, "", f"YAML: {message}")]) from None
     except YAMLError as error:
@@ -208,6 +221,9 @@ def load_spec(path: str | FilePath) -> Spec:
     """Load the spec file at ``path``. Raises :class:`SpecError` naming the file, line and field of every
     problem (a missing or unreadable file is one problem without a line)."""
     file = FilePath(path)
+    if file.exists() and not file.is_file() and not file.is_dir():
+        # A FIFO or a device: reading it would wait for a writer that may never come.
+        raise SpecError([SpecProblem(str(file), None, None, "", "cannot be read: not a regular file")])
     try:
         text = file.read_text(encoding="utf-8")
     except FileNotFoundError:

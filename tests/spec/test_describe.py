@@ -41,6 +41,20 @@ def test_a_description_names_credential_parameters_without_their_values() -> Non
     assert extra == {"extra_headers": REDACTED, "x_api_key": REDACTED, "seed": 7}
 
 
+def test_a_credential_parameter_nested_in_another_is_hidden_too() -> None:
+    # extra_query: {"api-key": ...} was served in full by GET /v1/networks and printed by `nons check`.
+    config = ModelConfig(
+        provider=ModelProvider.OPENAI, model_name="gpt-4o-mini",
+        extra_params={"extra_query": {"api-key": "query-SECRET", "version": "2"},
+                      "extra_body": {"items": [{"access_token": "body-SECRET", "n": 1}]}},
+    )  # fmt: skip
+    described = describe_network(create_network(layers=[Node("generate", config)]))
+    assert "SECRET" not in json.dumps(described) and "SECRET" not in repr(config)
+    extra = described["layers"][0]["nodes"][0]["model"]["extra_params"]
+    assert extra == {"extra_query": {"api-key": REDACTED, "version": "2"},
+                     "extra_body": {"items": [{"access_token": REDACTED, "n": 1}]}}  # fmt: skip
+
+
 def test_a_plain_base_url_is_served_as_it_is() -> None:
     config = ModelConfig(provider=ModelProvider.OPENAI, model_name="m", base_url="https://llm.example.com/v1")
     described = describe_network(create_network(layers=[Node("generate", config)]))

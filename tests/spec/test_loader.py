@@ -250,3 +250,64 @@ def test_an_alias_used_a_few_times_is_expanded_as_usual() -> None:
         )
     )
     assert [layer.nodes[0].model_config.temperature for layer in spec.networks["a"].layers] == [0.2, 0.2]
+
+
+def test_a_yaml_merge_key_is_applied() -> None:
+    # `<<: *anchor` raised a KeyError from the YAML reader's position table: merged keys have no place of their own.
+    spec = loads_spec(
+        textwrap.dedent(
+            """\
+            models:
+              fast: &m {model: mock/gpt-4o-mini, temperature: 0.5}
+              slow:
+                <<: *m
+                temperature: 1
+            networks:
+              a: {layers: ["generate@slow"]}
+            """
+        )
+    )
+    model = spec.networks["a"].layers[0].nodes[0].model_config
+    assert (model.model_name, model.temperature) == ("gpt-4o-mini", 1.0)
+
+
+def test_a_credential_nested_in_extra_params_does_not_belong_in_a_spec_either() -> None:
+    # extra_query: {api-key: ...} sends a key as surely as api_key does; it passed, and `nons check` printed it.
+    problem = _one(
+        """\
+        networks:
+          a:
+            layers:
+              - operator: generate
+                model: {model: openai/gpt-4o-mini, extra_params: {extra_query: {api-key: sk-nested-secret-1}}}
+        """
+    )
+    assert problem.field == "networks.a.layers[0].model.extra_params.extra_query.api-key"
+    assert "looks like a credential" in problem.message and "sk-nested-secret-1" not in str(problem)
+
+
+def test_a_duplicate_key_is_named_without_its_values() -> None:
+    # The YAML reader's message quoted both values: an Authorization header written twice showed both tokens.
+    problem = _one(
+        """\
+        networks:
+          a:
+            layers:
+              - operator: generate
+                model:
+                  model: openai/gpt-4o-mini
+                  extra_params:
+                    extra_headers: {Authorization: "Bearer sk-old-secret-1", Authorization: "Bearer sk-new-secret-2"}
+        """
+    )
+    assert 'found duplicate key "Authorization"' in problem.message
+    assert "secret" not in str(problem)
+
+
+def test_a_file_that_is_not_regular_is_refused_rather_than_read(tmp_path: Path) -> None:
+    import os
+
+    fifo = tmp_path / "nets.yaml"
+    os.mkfifo(fifo)  # reading it waited for a writer for ever
+    with pytest.raises(SpecError, match="not a regular file"):
+        load_spec(fifo)

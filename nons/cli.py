@@ -33,7 +33,8 @@ def _load_network(path: Path, name: str | None) -> NoN:
     called ``name``, else one called ``network``, else the only one. Raises ``SystemExit`` with a message saying
     what is missing."""
     if not path.is_file():
-        raise SystemExit(f"nons run: {path}: no such file")
+        problem = "no such file" if not path.exists() else "is a directory" if path.is_dir() else "not a regular file"
+        raise SystemExit(f"nons run: {path}: {problem}")
     networks = _spec_networks(path) if path.suffix.lower() in SPEC_SUFFIXES else _python_networks(path)
     kind = "network" if path.suffix.lower() in SPEC_SUFFIXES else "NoN network"
     if name is not None:
@@ -53,7 +54,12 @@ def _python_networks(path: Path) -> dict[str, NoN]:
 
     from nons.core.network import NoN
 
+    # As `python FILE` does: the file's own directory first on the path, for the modules beside it.
+    sys.path.insert(0, str(path.resolve().parent))
     namespace = runpy.run_path(str(path), run_name="__nons_run__")
+    network = namespace.get("network")
+    if network is not None and not isinstance(network, NoN):
+        raise SystemExit(f"nons run: {path}: `network` is of type {type(network).__name__}, not a NoN network")
     return {key: value for key, value in namespace.items() if isinstance(value, NoN)}
 
 
@@ -68,6 +74,8 @@ def _spec_networks(path: Path) -> dict[str, NoN]:
         return dict(load_spec(path).networks)
     except SpecError as error:
         raise SystemExit(str(error)) from None
+    except ImportError as error:  # the YAML reader, imported when a spec is first read
+        raise SystemExit(missing_extra("spec", error)) from None
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -187,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     import logging
 
-    from nons.base.errors import ConfigurationError
+    from nons.base.errors import ConfigurationError, NonError
     from nons.base.settings import apply_log_level
 
     args = build_parser().parse_args(argv)
@@ -197,7 +205,13 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigurationError as error:
         print(f"nons: {error}", file=sys.stderr)
         return 2
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except (NonError, OSError) as error:
+        # Bad input, a failed network, a file that cannot be written: the user's to fix, said in one line (a
+        # traceback would bury it under NoN's own frames). A bug in NoN still shows its traceback.
+        print(f"nons {args.command}: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

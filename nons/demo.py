@@ -11,6 +11,7 @@ import asyncio
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from nons.base.results import NetworkResult
@@ -75,8 +76,9 @@ def run_demo(question: str = DEFAULT_QUESTION, console: Console | None = None) -
 
     console = console or Console()
     result, spans = asyncio.run(_run(question))
-    console.print(f"[bold]Question:[/bold] {question}")
-    console.print(f"[bold green]Answer:[/bold green] {result.output}")
+    # The question and answer are text, not markup: "[/i]" in either would stop the demo.
+    console.print(f"[bold]Question:[/bold] {escape(question)}")
+    console.print(f"[bold green]Answer:[/bold green] {escape(str(result.output))}")
     console.print(f"[dim]{len(result.node_results)} nodes, {len(result.calls)} LLM calls, "
                   f"{result.duration_s * 1000:.0f} ms, trace {result.trace_id}[/dim]\n")
     if spans:

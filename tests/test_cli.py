@@ -133,3 +133,61 @@ def test_run_says_what_is_wrong_with_the_file(tmp_path: Path, source: str | None
     completed = run_cli(tmp_path, "net.py", "hello")
     assert completed.returncode != 0
     assert message in completed.stderr
+
+
+def _cli(tmp_path: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "nons.cli", *args], capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        input=stdin, env={"PATH": "/usr/bin:/bin", "COLUMNS": "160", "HOME": str(tmp_path)},
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("args", "stdin", "says"),
+    [
+        (("run", "answers.yaml", ""), None, "nons run: input must not be empty or whitespace"),
+        (("run", "answers.yaml"), "", "nons run: input must not be empty or whitespace"),
+        (("run", "failing.yaml", "hi"), None, "nons run: network 'failing'"),
+        (("check", "answers.yaml", "--import", "no_such_module_xyz"), None,
+         "nons: cannot import 'no_such_module_xyz' (--import): ModuleNotFoundError"),
+        (("dashboards", "--output", "answers.yaml"), None, "nons dashboards: [Errno 17] File exists"),
+        (("run", ".", "hi"), None, "nons run: .: is a directory"),
+        (("run", "five.py", "hi"), None, "nons run: five.py: `network` is of type int, not a NoN network"),
+    ],
+)
+def test_what_the_user_must_fix_is_one_line_not_a_traceback(
+    tmp_path: Path, args: tuple[str, ...], stdin: str | None, says: str
+) -> None:
+    # Each of these printed a traceback of 40 lines and more (NoN's frames, and an unrelated chained error).
+    (tmp_path / "answers.yaml").write_text(SPEC_FILE)
+    failing = "networks:\n  failing:\n    layers: [{operator: generate, model: {model: mock/gpt-4o-mini, " \
+        "extra_params: {mock_failure_rate: 1.0, mock_failure_kind: server_error}}}]\n"
+    (tmp_path / "failing.yaml").write_text(failing)
+    (tmp_path / "five.py").write_text(NETWORK_FILE.replace("network = ", "other = ") + "network = 5\n")
+    completed = _cli(tmp_path, *args, stdin=stdin)
+    assert completed.returncode == 1, completed.stderr
+    assert says in completed.stderr and "Traceback" not in completed.stderr
+
+
+def test_modules_beside_the_file_or_in_the_current_directory_can_be_imported(tmp_path: Path) -> None:
+    # A console script puts neither on the path: `python net.py` worked where `nons run net.py` did not.
+    (tmp_path / "my_ops.py").write_text(
+        "from nons import operator\n\n@operator(name='cli_shout', description='Shout.', uses_llm=False, replace=True)\n"
+        "async def shout(ctx, input: str) -> str:\n    return input.upper()\n"
+    )
+    (tmp_path / "net.py").write_text(
+        "import my_ops\nfrom nons import NoN\nnetwork = NoN.from_operators(['cli_shout'])\n"
+    )
+    (tmp_path / "loud.yaml").write_text("networks:\n  loud:\n    layers: [cli_shout]\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    ran = _cli(elsewhere, "run", str(tmp_path / "net.py"), "hi")
+    checked = _cli(tmp_path, "check", "loud.yaml", "--import", "my_ops")
+    assert ran.returncode == 0 and "HI" in ran.stdout, ran.stderr
+    assert checked.returncode == 0 and "valid" in checked.stdout, checked.stderr
+
+
+def test_the_demo_prints_a_question_with_brackets_as_it_was_asked(tmp_path: Path) -> None:
+    completed = _cli(tmp_path, "demo", "what is a[/i] [bold]list?")
+    assert completed.returncode == 0, completed.stderr
+    assert "Question: what is a[/i] [bold]list?" in completed.stdout

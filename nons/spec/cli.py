@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from typing import Any
 
@@ -19,9 +20,16 @@ def missing_extra(extra: str, error: ImportError) -> str:
 
 
 def import_modules(names: list[str]) -> None:
-    """Import the modules named with ``--import``, e.g. ones that register ``@operator`` functions."""
+    """Import the modules named with ``--import``, e.g. ones that register ``@operator`` functions, from the
+    current directory too (as ``python -m`` would; a console script does not put it on the path). Raises
+    ``SystemExit`` with one line for a module that cannot be imported."""
+    if names and "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     for name in names:
-        importlib.import_module(name)
+        try:
+            importlib.import_module(name)
+        except Exception as error:  # the module's own failure, whatever it is: said in one line, with its type
+            raise SystemExit(f"nons: cannot import {name!r} (--import): {type(error).__name__}: {error}") from None
 
 
 def add_import_option(parser: argparse.ArgumentParser) -> None:
@@ -49,6 +57,9 @@ def _check(args: argparse.Namespace) -> int:
     except SpecError as error:
         print(error, file=sys.stderr)
         return 1
+    except ImportError as error:  # the YAML reader, imported when a spec is first read
+        print(missing_extra("spec", error), file=sys.stderr)
+        return 2
     console = Console()
     for name, network in spec.networks.items():
         console.print(network_tree(network, spec.file.networks[name].description))

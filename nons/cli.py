@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
     from nons.core.network import NoN
@@ -64,18 +64,24 @@ def _python_networks(path: Path) -> dict[str, NoN]:
 
 
 def _spec_networks(path: Path) -> dict[str, NoN]:
-    from nons.spec.cli import missing_extra
 
     try:
         from nons.spec import SpecError, load_spec
     except ImportError as error:
-        raise SystemExit(missing_extra("spec", error)) from None
+        _missing_extra(error)
     try:
         return dict(load_spec(path).networks)
     except SpecError as error:
         raise SystemExit(str(error)) from None
     except ImportError as error:  # the YAML reader, imported when a spec is first read
-        raise SystemExit(missing_extra("spec", error)) from None
+        _missing_extra(error)
+
+
+def _missing_extra(error: ImportError) -> NoReturn:
+    from nons.spec.cli import missing_extra
+
+    print(missing_extra("spec", error), file=sys.stderr)
+    raise SystemExit(2)  # as `nons check` exits for it
 
 
 def _run(args: argparse.Namespace) -> int:

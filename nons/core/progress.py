@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
+from nons.base.errors import ConfigurationError
 from nons.base.results import LLMCallRecord
 
 __all__ = ["ProgressCallback", "ProgressEvent", "ProgressReporter"]
@@ -52,6 +53,13 @@ class ProgressReporter:
     def __init__(
         self, callback: ProgressCallback, network: str, total: int, calls: list[LLMCallRecord], started: float
     ) -> None:
+        if _is_async(callback):
+            # Each event would make a coroutine no one awaits: the callback would never run, said only by
+            # "never awaited" warnings.
+            raise ConfigurationError(
+                "on_progress must be a plain function (it is called as each event happens, within the pass), got "
+                "an async one: record the event and hand it to your own task (e.g. queue.put_nowait(event))"
+            )
         self._callback: ProgressCallback | None = callback
         self.network = network
         self.total = total
@@ -115,3 +123,12 @@ class ProgressReporter:
                 "the on_progress callback raised; it is not called again in this pass", exc_info=True
             )
             self._callback = None
+
+
+def _is_async(callback: object) -> bool:
+    """Whether calling ``callback`` makes a coroutine: an ``async def`` function, or an object whose ``__call__``
+    is one."""
+    import inspect  # on this path only: a pass with a progress callback
+
+    dunder_call = type(callback).__dict__.get("__call__")  # an instance's own, not a function's method-wrapper
+    return inspect.iscoroutinefunction(callback) or inspect.iscoroutinefunction(dunder_call)

@@ -11,12 +11,14 @@ from typing import Any
 import pytest
 
 from nons import ProgressEvent
+from nons.base.errors import NodeExecutionError
 from nons.base.results import LLMCallRecord, Usage
 from nons.core.layer import Layer
 from nons.core.network import NoN
 from nons.core.node import Node
 from nons.core.progress import ProgressReporter
-from nons.core.types import ErrorPolicy, LayerConfig, ModelConfig, ModelProvider
+from nons.core.types import ConfigurationError, ErrorPolicy, LayerConfig, ModelConfig, ModelProvider
+from nons.operators.registry import operator
 
 PRICED = ModelConfig(provider=ModelProvider.MOCK, model_name="gpt-4o-mini")
 FAILING = ModelConfig(provider=ModelProvider.MOCK, model_name="gpt-4o-mini", extra_params={"mock_failure_rate": 1.0})
@@ -142,3 +144,57 @@ def test_a_record_handed_over_while_an_event_is_built_is_counted_by_the_next_eve
     reporter.node_finished(0, "a", "generate", True, now=1.0)  # reads 0.5; the 0.25 lands just after
     reporter.node_finished(0, "b", "generate", True, now=2.0)
     assert [e.cost_usd for e in events] == [0.5, 0.75], "before, the late record was marked counted, never added"
+
+
+async def test_an_async_progress_callback_is_refused_at_once() -> None:
+    # It was accepted, and never ran: each event made a coroutine no one awaited.
+    async def show(event: ProgressEvent) -> None:
+        pass
+
+    class Shower:
+        async def __call__(self, event: ProgressEvent) -> None:
+            pass
+
+    network = NoN.from_operators([Node("generate", ModelConfig(provider=ModelProvider.MOCK))])
+    for callback in (show, Shower()):
+        with pytest.raises(ConfigurationError, match="on_progress must be a plain function"):
+            await network.run("hi", on_progress=callback)  # type: ignore[arg-type]
+
+
+async def test_a_callback_that_interrupts_the_pass_at_its_end_leaves_nothing_open() -> None:
+    # A Ctrl-C in a progress bar's last update left the pass's span open and nons.network.active at 1.
+    from nons.observability.integration import get_observability
+
+    def interrupt(event: ProgressEvent) -> None:
+        if event.kind == "pass_finished":
+            raise KeyboardInterrupt
+
+    network = NoN.from_operators([Node("generate", ModelConfig(provider=ModelProvider.MOCK))], name="interrupted")
+    with pytest.raises(KeyboardInterrupt):
+        await network.run("hi", on_progress=interrupt)
+    spans = get_observability().export_all_data()["spans"]
+    assert any(s["operation_name"] == "invoke_workflow interrupted" for s in spans)  # ended, so exported
+
+
+async def test_an_operator_raising_a_base_exception_ends_its_node_and_stops_its_siblings_at_once() -> None:
+    # Its span stayed open, no node_finished was reported, and FAIL_FAST waited for the sibling (1 s).
+    class Abort(BaseException):
+        pass
+
+    @operator(name="progress_abort", description="Abort.", uses_llm=False, replace=True)
+    async def abort(ctx: Any, input: str) -> str:
+        raise Abort("stop")
+
+    @operator(name="progress_sleep", description="Sleep.", uses_llm=False, replace=True)
+    async def sleep(ctx: Any, input: str) -> str:
+        await asyncio.sleep(5)
+        return input
+
+    events: list[ProgressEvent] = []
+    layer = [Node("progress_abort"), Node("progress_sleep")]
+    network = NoN.from_operators([layer], layer_config=LayerConfig(error_policy=ErrorPolicy.FAIL_FAST), name="abort")
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(NodeExecutionError, match="Abort: stop"):  # FAIL_FAST's error, caused by it
+        await network.run("hi", on_progress=events.append)
+    assert asyncio.get_running_loop().time() - started < 2
+    assert ("node_finished", False) in [(e.kind, e.success) for e in events if e.operator == "progress_abort"]

@@ -78,8 +78,6 @@ async def run_pass(
         raise
     finally:
         duration = time.perf_counter() - started
-        if ctx.progress is not None:
-            _pass_finished(ctx.progress, len(results), len(layers), outcome == names.OUTCOME_SUCCESS)
         if inst.metrics:
             _record_metrics(inst, metric_attrs, duration, outcome, error_type, scope)
         scope.roll_up(ctx.calls)
@@ -87,6 +85,10 @@ async def run_pass(
         ctx.hand_over()  # to the node (or agent tool call) this pass runs inside, if any
         if token is not None:
             otel_context.detach(token)
+        # Last: the callback is the application's, and what it raises that is no Exception (a Ctrl-C in a
+        # progress bar's update) goes on up; the pass's span, gauge and records are settled before it runs.
+        if ctx.progress is not None:
+            _pass_finished(ctx.progress, len(results), len(layers), outcome == names.OUTCOME_SUCCESS)
     return NetworkResult(output, results, network_id, name, duration, scope.trace_id)
 
 

@@ -89,6 +89,14 @@ async def run_node(
         raise
     except Exception as error:
         result.error = node_error(node, error, ctx, layer_index)
+    except BaseException as error:
+        # KeyboardInterrupt, SystemExit, an application's own BaseException: they go on up, as they are meant
+        # to, but the node still ends as failed (its span, its metric, its progress) and its siblings are stopped.
+        result.error = node_error(node, error, ctx, layer_index)
+        _finish(node, ctx, scope, labels, result, started, layer_index)
+        if on_failure is not None:
+            on_failure()
+        raise
     if labels is not None or ctx.progress is not None:
         _finish(node, ctx, scope, labels, result, started, layer_index)
     else:  # nothing records the node: its duration is all there is to finish

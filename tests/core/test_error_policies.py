@@ -249,6 +249,24 @@ async def test_layer_timeout_cancels_unfinished_nodes() -> None:
     assert "timed out after 0.05s" in output[1].message
 
 
+async def test_a_node_cut_by_its_layers_timeout_says_timeout_on_its_span_as_in_its_result() -> None:
+    # Its span said error.type "cancelled" while its result said "timeout": the span ended as the task was
+    # cancelled, before the layer named why.
+    from nons.observability.integration import get_observability
+
+    slow = Node("generate", sim(latency_s=30))
+    network = create_network(
+        layers=[[Node("echo"), slow]], layer_config=policy(ErrorPolicy.RETURN_PARTIAL, timeout_seconds=0.05)
+    )
+    result = await network.run("x")
+    assert result.layers[0].outputs[1].error_type == "timeout"
+    (node_span,) = [
+        s for s in get_observability().export_all_data(trace_id=result.trace_id)["spans"]
+        if s["operation_name"] == "nons.node generate"
+    ]  # fmt: skip
+    assert (node_span["success"], node_span["error_type"]) == (False, "timeout")
+
+
 @pytest.mark.timeout(10)
 async def test_layer_timeout_under_fail_fast_raises_a_timeout_naming_the_node() -> None:
     node = Node("generate", sim(latency_s=30))

@@ -11,13 +11,12 @@ from nons.base.errors import (
     LayerFailedError,
     NodeCancelledError,
     NodeExecutionError,
-    TimeoutExceededError,
     error_type_of,
 )
 from nons.base.results import LayerResult, NodeFailure, NodeResult
 from nons.base.types import ErrorPolicy, LayerConfig
 from nons.core.call import PassContext
-from nons.core.engine.node import node_error, run_node
+from nons.core.engine.node import LAYER_TIMED_OUT, layer_timeout, node_error, run_node
 from nons.core.layer import Layer, distribute
 from nons.observability import names, spans
 
@@ -66,7 +65,7 @@ async def run_layer(layer: Layer, value: Any, ctx: PassContext, index: int, conf
                 _record_cancelled(layer, tasks, ctx, index, results)
                 raise
             if pending:  # the layer timed out
-                await _cancel(pending)
+                await _cancel(pending, LAYER_TIMED_OUT)
             _record_cut_short(layer, tasks, pending, ctx, index, config, results)
         outputs = _outputs(results, config, ctx, index)
         return LayerResult(index, results, outputs, time.perf_counter() - started)
@@ -121,10 +120,11 @@ def _start(
     return tasks
 
 
-async def _cancel(tasks: Iterable[asyncio.Task[NodeResult]]) -> None:
-    """Cancel ``tasks`` and wait until they have ended (each records its calls and why it stopped)."""
+async def _cancel(tasks: Iterable[asyncio.Task[NodeResult]], why: str | None = None) -> None:
+    """Cancel ``tasks`` (saying ``why`` to each) and wait until they have ended (each records its calls and why it
+    stopped)."""
     for task in tasks:
-        task.cancel()
+        task.cancel(why)
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
@@ -146,9 +146,7 @@ def _record_cut_short(
             continue
         cause: BaseException
         if task in pending:
-            cause = TimeoutExceededError(
-                f"layer {index} timed out after {config.timeout_seconds}s before the node finished"
-            )
+            cause = layer_timeout(index, config)
         elif task.cancelled():
             cause = NodeCancelledError("cancelled because a sibling node failed (FAIL_FAST)")
         else:

@@ -8,7 +8,13 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from nons.base.errors import NodeCancelledError, NodeExecutionError, OperatorError, OutputParseError
+from nons.base.errors import (
+    NodeCancelledError,
+    NodeExecutionError,
+    OperatorError,
+    OutputParseError,
+    TimeoutExceededError,
+)
 from nons.base.results import LLMCallRecord, NodeFailure, NodeResult
 from nons.base.types import LayerConfig
 from nons.core.call import CallSite, PassContext, call_llm
@@ -18,7 +24,7 @@ from nons.core.node import Node
 from nons.observability import spans
 from nons.operators.context import OperatorContext
 
-__all__ = ["node_error", "run_node"]
+__all__ = ["LAYER_TIMED_OUT", "layer_timeout", "node_error", "run_node"]
 
 
 async def run_node(
@@ -83,8 +89,8 @@ async def run_node(
                 result.output = await running
         else:  # no span to make current: not even NO_SPAN's two empty calls, on every node of every pass
             result.output = await running
-    except asyncio.CancelledError:
-        result.error = node_error(node, NodeCancelledError("the node was cancelled"), ctx, layer_index)
+    except asyncio.CancelledError as cancelled:
+        result.error = node_error(node, _why_cancelled(cancelled, layer_index, layer_config), ctx, layer_index)
         _finish(node, ctx, scope, labels, result, started, layer_index)
         raise
     except Exception as error:
@@ -104,6 +110,24 @@ async def run_node(
     if result.error is not None and on_failure is not None:
         on_failure()
     return result
+
+
+#: The message a layer cancels its nodes with when it times out: their spans then say ``timeout``, as their
+#: results do, rather than ``cancelled``.
+LAYER_TIMED_OUT = "nons: the node's layer timed out"
+
+
+def layer_timeout(layer_index: int, layer_config: LayerConfig) -> TimeoutExceededError:
+    """What a node cut short by its layer's timeout failed with."""
+    return TimeoutExceededError(
+        f"layer {layer_index} timed out after {layer_config.timeout_seconds}s before the node finished"
+    )
+
+
+def _why_cancelled(cancelled: asyncio.CancelledError, layer_index: int, layer_config: LayerConfig) -> Exception:
+    if cancelled.args and cancelled.args[0] == LAYER_TIMED_OUT:
+        return layer_timeout(layer_index, layer_config)
+    return NodeCancelledError("the node was cancelled")
 
 
 async def _as_running_node(running: Awaitable[Any], ctx: PassContext, records: list[LLMCallRecord]) -> Any:

@@ -112,8 +112,9 @@ def parse_json_object(text: str) -> dict[str, Any]:
 
 def read_answer(value: dict[str, Any], schema: Mapping[str, Any]) -> dict[str, Any]:
     """``value`` conformed to ``schema`` (:func:`conform`), or ``OutputParseError`` naming each violation."""
-    conformed = conform(value, schema)
-    errors = sorted(_validator(schema).iter_errors(conformed), key=lambda e: list(e.absolute_path))
+    validator = _validator(schema)  # one for the anyOfs conform meets and the check after it
+    conformed = _Conformer(schema, validator).conform(value, schema)
+    errors = sorted(validator.iter_errors(conformed), key=lambda e: list(e.absolute_path))
     if errors:
         problems = "; ".join(_describe(error) for error in errors[:_MAX_ERRORS])
         raise OutputParseError(f"the answer does not follow the schema: {problems}")
@@ -149,9 +150,9 @@ def conform(value: Any, schema: Mapping[str, Any], root: Mapping[str, Any] | Non
 class _Conformer:
     """:func:`conform` over one schema, whose local references (``$ref``) it follows."""
 
-    def __init__(self, root: Mapping[str, Any]) -> None:
+    def __init__(self, root: Mapping[str, Any], validator: Any = None) -> None:
         self.root = root
-        self._validator: Any = None  # made on first use: most answers meet no anyOf
+        self._validator: Any = validator  # of ``root``; else made on first use: most answers meet no anyOf
 
     def conform(self, value: Any, schema: Mapping[str, Any], hops: int = 0) -> Any:
         # ``hops``: anyOfs entered on the same value. A schema whose anyOf leads back to itself would be entered

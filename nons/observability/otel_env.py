@@ -262,11 +262,12 @@ def _otlp_variables_read(exports: Exports) -> set[str]:
     unset), as the exporters read them; and the signal's metrics-only settings. A protocol that the exporter
     variable's name fixes (``otlp_proto_grpc``) is read from no protocol variable."""
     read: set[str] = set()
+    checked = _rules()
     for signal, exporters in exports.items():
         if "otlp" not in exporters:
             continue
         prefix = f"OTEL_EXPORTER_OTLP_{signal}_"
-        read.update(v for v in _rules() if v.startswith(prefix) and v.removeprefix(prefix) not in _OTLP_SETTINGS)
+        read.update(v for v in checked if v.startswith(prefix) and v.removeprefix(prefix) not in _OTLP_SETTINGS)
         for setting in _OTLP_SETTINGS:
             own = f"{prefix}{setting}"
             if setting == "PROTOCOL" and otlp_protocol(own)[1] == f"OTEL_{signal}_EXPORTER":

@@ -267,6 +267,22 @@ async def test_a_node_cut_by_its_layers_timeout_says_timeout_on_its_span_as_in_i
     assert (node_span["success"], node_span["error_type"]) == (False, "timeout")
 
 
+async def test_a_call_cut_by_its_layers_timeout_says_timeout_on_its_span_as_its_node_does() -> None:
+    # The chat span under the node said error.type "cancelled" while the node's span and result said "timeout".
+    from nons.observability.integration import get_observability
+
+    network = create_network(
+        layers=[[Node("echo"), Node("generate", sim(latency_s=30))]],
+        layer_config=policy(ErrorPolicy.RETURN_PARTIAL, timeout_seconds=0.05),
+    )
+    result = await network.run("x")
+    (chat_span,) = [
+        s for s in get_observability().export_all_data(trace_id=result.trace_id)["spans"]
+        if s["operation_name"].startswith("chat ")
+    ]  # fmt: skip
+    assert (chat_span["success"], chat_span["error_type"]) == (False, "timeout")
+
+
 @pytest.mark.timeout(10)
 async def test_layer_timeout_under_fail_fast_raises_a_timeout_naming_the_node() -> None:
     node = Node("generate", sim(latency_s=30))

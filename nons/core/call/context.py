@@ -34,6 +34,7 @@ if TYPE_CHECKING:  # the settings module loads pydantic-settings: imported by wh
 
 __all__ = [
     "CONVERSATION_ID_KEY",
+    "LAYER_TIMED_OUT",
     "RUNNING_NODE",
     "CallSite",
     "CallState",
@@ -42,6 +43,16 @@ __all__ = [
     "Spend",
     "running_node",
 ]
+
+#: The message a layer cancels its nodes with when it times out: their spans, and their calls' spans, then say
+#: ``timeout``, as their results do, rather than ``cancelled``.
+LAYER_TIMED_OUT = "nons: the node's layer timed out"
+
+
+def cut_by_layer_timeout(cancelled: BaseException) -> bool:
+    """Whether ``cancelled`` is the cancellation of a node whose layer timed out."""
+    return bool(cancelled.args) and cancelled.args[0] == LAYER_TIMED_OUT
+
 
 #: The OpenTelemetry context key that carries an agent run's ``gen_ai.conversation.id`` into whatever its tools
 #: run: a network or a sub-agent started there belongs to the same conversation.

@@ -18,7 +18,7 @@ from nons.base.errors import (
 from nons.base.results import LLMCallRecord, NodeFailure, NodeResult
 from nons.base.types import LayerConfig
 from nons.core.call import CallSite, PassContext, call_llm
-from nons.core.call.context import running_node
+from nons.core.call.context import LAYER_TIMED_OUT, cut_by_layer_timeout, running_node
 from nons.core.call.labels import NodeLabels
 from nons.core.node import Node
 from nons.observability import spans
@@ -112,11 +112,6 @@ async def run_node(
     return result
 
 
-#: The message a layer cancels its nodes with when it times out: their spans then say ``timeout``, as their
-#: results do, rather than ``cancelled``.
-LAYER_TIMED_OUT = "nons: the node's layer timed out"
-
-
 def layer_timeout(layer_index: int, layer_config: LayerConfig) -> TimeoutExceededError:
     """What a node cut short by its layer's timeout failed with."""
     return TimeoutExceededError(
@@ -125,7 +120,7 @@ def layer_timeout(layer_index: int, layer_config: LayerConfig) -> TimeoutExceede
 
 
 def _why_cancelled(cancelled: asyncio.CancelledError, layer_index: int, layer_config: LayerConfig) -> Exception:
-    if cancelled.args and cancelled.args[0] == LAYER_TIMED_OUT:
+    if cut_by_layer_timeout(cancelled):
         return layer_timeout(layer_index, layer_config)
     return NodeCancelledError("the node was cancelled")
 

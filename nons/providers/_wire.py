@@ -90,6 +90,14 @@ def parse_tool_arguments(raw: object, *, provider: str, model: str) -> dict[str,
     return value
 
 
+def tool_name(raw: object, *, provider: str, model: str) -> str:
+    """A tool call's name; a call without one (a compatible server's ``null``) is a malformed answer: no tool can
+    run it, and the conversation could not be sent back with it."""
+    if not isinstance(raw, str) or not raw:
+        raise malformed("a tool call has no name", provider=provider, model=model)
+    return raw
+
+
 def ensure_answer(
     text: str, tool_calls: tuple[ToolCall, ...], *, provider: str, model: str, finish_reason: str | None = None
 ) -> None:

@@ -35,7 +35,7 @@ from nons.providers._errors import FailedCall, describe_stainless_error, refused
 from nons.providers._sdk import SDKProvider
 from nons.providers._structured import output_form
 from nons.providers._usage import usage_from_wire
-from nons.providers._wire import ensure_answer, extra_body, parse_tool_arguments, system_text
+from nons.providers._wire import ensure_answer, extra_body, parse_tool_arguments, system_text, tool_name
 
 __all__ = ["DEFAULT_MAX_TOKENS", "AnthropicProvider"]
 
@@ -123,7 +123,11 @@ class AnthropicProvider(SDKProvider[anthropic.AsyncAnthropic]):
             block.text for block in message.content if isinstance(block, TextBlock) and block.type == "text"
         )
         tool_calls = tuple(
-            ToolCall(block.id, block.name, parse_tool_arguments(block.input, provider=self.name, model=model))
+            ToolCall(
+                block.id,
+                tool_name(block.name, provider=self.name, model=model),
+                parse_tool_arguments(block.input, provider=self.name, model=model),
+            )
             for block in message.content
             if isinstance(block, ToolUseBlock)
         )

@@ -53,6 +53,7 @@ from nons.providers._wire import (
     parse_tool_arguments,
     synthetic_call_id,
     system_text,
+    tool_name,
     tool_names_by_id,
 )
 
@@ -198,8 +199,8 @@ class GoogleProvider(SDKProvider[GeminiClient]):
         for index, part in enumerate(parts or ()):
             if part.function_call is not None:
                 call = part.function_call
+                name = tool_name(call.name, provider=self.name, model=model)
                 arguments = parse_tool_arguments(call.args, provider=self.name, model=model)
-                name = call.name or ""
                 call_id = call.id or synthetic_call_id(response.response_id, index, name, arguments)
                 if part.thought_signature:
                     self._remember_signature(call_id, part.thought_signature)

@@ -39,7 +39,14 @@ from nons.providers._forced_tool import as_tool_call, envelope
 from nons.providers._sdk import SDKProvider, endpoint_of, request_timeout_of
 from nons.providers._structured import output_form, schema_name, strict_schema, with_form
 from nons.providers._usage import not_reported, usage_from_wire
-from nons.providers._wire import ensure_answer, extra_body, parse_tool_arguments, synthetic_call_id, system_text
+from nons.providers._wire import (
+    ensure_answer,
+    extra_body,
+    parse_tool_arguments,
+    synthetic_call_id,
+    system_text,
+    tool_name,
+)
 
 __all__ = ["NEGOTIATED_FORMS", "OpenAIProvider"]
 
@@ -266,9 +273,10 @@ class OpenAIProvider(SDKProvider[openai.AsyncOpenAI]):
             function = getattr(call, "function", None)
             if call.type not in ("function", None) or function is None:
                 continue
+            name = tool_name(function.name, provider=self.name, model=model)
             arguments = parse_tool_arguments(function.arguments, provider=self.name, model=model)
-            call_id = call.id or synthetic_call_id(answer_id, index, function.name, arguments)
-            found.append(ToolCall(call_id, function.name, arguments))
+            call_id = call.id or synthetic_call_id(answer_id, index, name, arguments)
+            found.append(ToolCall(call_id, name, arguments))
         return tuple(found)
 
 

@@ -288,6 +288,32 @@ async def test_a_compatible_servers_tool_calls_without_ids_or_types_are_function
     assert first and second and first != second  # the tool results are matched to their calls by id
 
 
+def _nameless_tool_call(provider: str) -> dict[str, Any]:
+    """A 200 answer of ``provider`` whose one tool call has no name (``null``)."""
+    if provider == "anthropic":
+        block = {"type": "tool_use", "id": "toolu_1", "name": None, "input": {"q": "x"}}
+        return {**_ANTHROPIC, "content": [block], "stop_reason": "tool_use"}
+    if provider == "openai":
+        call = {"id": "call_1", "type": "function", "function": {"name": None, "arguments": '{"q": "x"}'}}
+        message = {"role": "assistant", "content": None, "tool_calls": [call]}
+        return {**_OPENAI, "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls"}],
+                "usage": _OPENAI_USAGE}  # fmt: skip
+    parts = [{"functionCall": {"args": {"q": "x"}}}]
+    candidate = {"content": {"role": "model", "parts": parts}, "finishReason": "STOP"}
+    return {"candidates": [candidate], "usageMetadata": {"promptTokenCount": 5, "candidatesTokenCount": 3}}
+
+
+@pytest.mark.parametrize("name", ["anthropic", "openai", "google"])
+async def test_a_tool_call_without_a_name_is_malformed_and_worth_retrying(emu: ProviderEmulator, name: str) -> None:
+    # OpenAI's was passed on with the name None (an agent then told the model "unknown tool None", and sent the
+    # call back, which the vendor refuses), Gemini's with the name "".
+    emu.script(name, [Fault.http(200, _nameless_tool_call(name))])
+    with pytest.raises(MalformedResponseError, match="a tool call has no name") as caught:
+        await _complete(case_named(name), emu, tools=(_LOOKUP,))
+    assert caught.value.retryable
+    assert caught.value.usage == Usage(input_tokens=5, output_tokens=3)
+
+
 async def test_a_compatible_servers_answer_in_parts_is_its_text(emu: ProviderEmulator) -> None:
     parts = [{"type": "thinking", "thinking": "hmm"}, {"type": "text", "text": "Par"}, {"type": "text", "text": "is."}]
     message = {"role": "assistant", "content": parts}

@@ -110,9 +110,10 @@ class ModelConfig(BaseModel):
 
     provider: ModelProvider | None = None
     model_name: str | None = None
-    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    # No NaN: it fails the bounds with a message about the bound ("less than or equal to 2"), not about the value.
+    temperature: float | None = Field(None, ge=0.0, le=2.0, allow_inf_nan=False)
     max_tokens: int | None = Field(None, gt=0)
-    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0, allow_inf_nan=False)
     stop: tuple[str, ...] | None = None
     base_url: str | None = None
     price_provider: str | None = None

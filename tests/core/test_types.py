@@ -98,6 +98,13 @@ def test_a_base_url_read_with_surrounding_whitespace_is_stripped(url: str) -> No
     assert ModelConfig(provider=ModelProvider.OPENAI, model_name="m", base_url=url).base_url == "http://127.0.0.1:9/v1"
 
 
+@pytest.mark.parametrize("field", ["temperature", "top_p"])
+def test_a_sampling_parameter_of_nan_is_refused_as_not_a_number(field: str) -> None:
+    # It was refused as "less than or equal to 2" (NaN fails every comparison), which reads as a value too big.
+    with pytest.raises(pydantic.ValidationError, match=f"{field}\n  Input should be a finite number"):
+        ModelConfig(**{field: float("nan")})  # type: ignore[arg-type]
+
+
 def test_fallbacks_and_stop_accept_lists() -> None:
     config = ModelConfig(stop=["END"], fallbacks=[ModelConfig(model_name="b")])  # type: ignore[arg-type]
     assert config.stop == ("END",)

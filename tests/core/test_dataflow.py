@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import core_helpers  # noqa: F401  (registers the echo operator)
 import pytest
+from core_helpers import failing, sim
 
-from nons.base.errors import ConfigurationError
+from nons.base.errors import ConfigurationError, NodeExecutionError, OperatorError
+from nons.base.types import ErrorPolicy, LayerConfig
 from nons.core.layer import distribute
 from nons.core.network import NoN, create_network
 from nons.core.node import Node
+from nons.operators.context import OperatorContext
+from nons.operators.registry import operator
 
 
 async def test_a_single_output_is_passed_on_as_itself() -> None:
@@ -65,3 +71,57 @@ def test_an_empty_network_or_layer_is_an_error() -> None:
         create_network(layers=[])
     with pytest.raises(ConfigurationError, match="at least one node"):
         create_network(layers=[[]])
+
+
+async def test_a_node_given_only_failed_upstream_nodes_fails_without_calling_its_model() -> None:
+    # Under RETURN_PARTIAL the markers of failed nodes went on; a list of nothing else became an empty prompt, and
+    # the model's answer to nothing went on as a success (and was paid for).
+    network = NoN.from_operators(
+        [Node("generate", failing()) * 2, Node("synthesize", sim())],
+        layer_config=LayerConfig(error_policy=ErrorPolicy.RETURN_PARTIAL),
+    )
+    result = await network.run("What is the capital of France?")
+    (synthesis,) = result.layers[1].node_results
+    assert not synthesis.success and synthesis.calls == []
+    assert isinstance(synthesis.error, NodeExecutionError)
+    assert isinstance(synthesis.error.__cause__, OperatorError)
+    assert "every upstream node failed" in str(synthesis.error)
+
+
+@operator(name="returns_unawaited_call", description="returns its call without awaiting it (a bug)")
+async def _returns_unawaited_call(ctx: OperatorContext, input: Any) -> Any:
+    return ctx.complete(str(input))
+
+
+@operator(name="returns_bytes", uses_llm=False, description="returns bytes")
+async def _returns_bytes(ctx: OperatorContext, input: Any) -> bytes:
+    return str(input).encode()
+
+
+@operator(name="returns_itself", uses_llm=False, description="returns a list that holds itself")
+async def _returns_itself(ctx: OperatorContext, input: Any) -> list[Any]:
+    looped: list[Any] = [input]
+    looped.append(looped)
+    return looped
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")  # "coroutine ... was never awaited"
+async def test_an_operator_that_returns_an_unawaited_call_fails_its_node() -> None:
+    # Its coroutine object was the node's output: the pass's answer, or the next model's prompt text.
+    network = NoN.from_operators([Node("returns_unawaited_call", sim())])
+    with pytest.raises(NodeExecutionError, match="did it forget to await it") as caught:
+        await network.run("hello")
+    assert isinstance(caught.value.__cause__, OperatorError)
+
+
+@pytest.mark.parametrize(
+    ("upstream", "says"),
+    [("returns_bytes", "holds bytes, not text"), ("returns_itself", "holds itself, or nests too deeply")],
+)
+async def test_an_output_with_no_prompt_text_fails_the_model_node_it_reaches(upstream: str, says: str) -> None:
+    # bytes reached the model as the text "b'...'"; a list holding itself raised a bare RecursionError.
+    network = NoN.from_operators([upstream, Node("generate", sim())])
+    with pytest.raises(NodeExecutionError, match=says) as caught:
+        await network.run("hello")
+    assert caught.value.layer == 1 and isinstance(caught.value.__cause__, OperatorError)
+    assert caught.value.partial_result is not None and caught.value.partial_result.cost_usd == 0

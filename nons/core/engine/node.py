@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from nons.base.errors import (
@@ -129,7 +129,16 @@ async def _as_running_node(running: Awaitable[Any], ctx: PassContext, records: l
     """Await an application's operator as the running node (:data:`RUNNING_NODE`): a pass its code starts (an
     agent's run, a network's pass) is part of this node's, and hands it (``records``) and ``ctx`` its calls."""
     with running_node(ctx, records):
-        return await running
+        output = await running
+    if isinstance(output, Awaitable):
+        # An operator that returned ``ctx.complete(...)`` without awaiting it: the call was never made, and the
+        # coroutine object would have gone on as its output (as prompt text, or out of the pass as its answer).
+        if isinstance(output, Coroutine):
+            output.close()  # never awaited, and now never will be: no RuntimeWarning at its collection
+        raise OperatorError(
+            f"the operator returned a {type(output).__name__} object, not its result: did it forget to await it?"
+        )
+    return output
 
 
 def node_error(node: Node, cause: BaseException, ctx: PassContext, layer_index: int) -> NodeExecutionError:

@@ -264,7 +264,7 @@ class NodeExecutionError(NonError):
         self.error_type = error_type_of(cause)
         super().__init__(
             f"network {network!r}, layer {layer}, node {node_id!r} (operator {operator!r}) failed: "
-            f"{type(cause).__name__}: {cause}"
+            f"{type(cause).__name__}: {message_of(cause)}"
         )
 
 
@@ -278,6 +278,16 @@ class LayerFailedError(NonError):
         self.network = network
         self.layer = layer
         self.failures = failures
+
+
+def message_of(error: BaseException) -> str:
+    """``str(error)``, or a stand-in when the error's own ``__str__`` raises: an application's exception whose
+    message cannot be read must not replace the failure it reports (the node's span was left open, and the
+    caller got the ``__str__``'s error instead). Not in ``__all__``: NoN's own helper, not public API."""
+    try:
+        return str(error)
+    except Exception as broken:
+        return f"<{type(error).__name__} whose message could not be read: {type(broken).__name__}>"
 
 
 def error_type_of(error: BaseException) -> str:

@@ -34,7 +34,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from nons.base.errors import LayerFailedError, OutputParseError, error_type_of
+from nons.base.errors import LayerFailedError, OutputParseError, error_type_of, message_of
 from nons.base.redaction import clean, clean_attributes
 from nons.base.results import LLMCallRecord
 from nons.observability import names
@@ -103,7 +103,7 @@ class SpanScope:
         without it unless content capture is on: the answer is content, which telemetry leaves out."""
         error_type = error_type_of(error)  # "cancelled" for a cancellation, as its nodes' and calls' errors say
         if description is None:
-            description = str(error)
+            description = message_of(error)
         if _quotes_an_answer(error):
             description = _withheld(error_type) or description
         self._mark(error_type, description)

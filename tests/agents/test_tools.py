@@ -230,7 +230,7 @@ async def test_a_tool_whose_error_cannot_be_shown_or_whose_generator_raises_is_a
 
     failed = await registry.execute("broken", {})
     assert (failed["success"], failed["error_type"]) == (False, "Unprintable")
-    assert "Unprintable that cannot be shown as text" in (failed["error"] or "")
+    assert "Unprintable whose message could not be read" in (failed["error"] or "")
     dry = await registry.execute("half", {})
     assert (dry["success"], dry["error_type"]) == (False, "ValueError")
     assert dry["error"] == "tool 'half' raised ValueError: ran dry"

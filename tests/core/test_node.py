@@ -215,3 +215,26 @@ def test_clones_copy_container_subclasses_and_survive_a_container_that_holds_its
 def test_a_priority_that_is_no_integer_is_refused(priority: object) -> None:
     with pytest.raises(ConfigurationError, match="priority must be an integer"):
         Node("generate", priority=priority)  # type: ignore[arg-type]
+
+
+class _Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("this exception's message cannot be read")
+
+
+async def test_an_operator_error_whose_message_cannot_be_read_still_fails_its_node_as_itself() -> None:
+    # Its __str__'s RuntimeError replaced it: the caller got that, not a NodeExecutionError, and the node's span
+    # was never ended.
+    from nons.observability.integration import get_observability
+    from nons.operators.registry import operator
+
+    @operator(name="raises_unprintable", uses_llm=False, replace=True, description="raises an unprintable error")
+    async def raises_unprintable(ctx: Any, input: Any) -> Any:
+        raise _Unprintable("the real reason")
+
+    with pytest.raises(NodeExecutionError, match="_Unprintable whose message could not be read") as caught:
+        await NoN.from_operators(["raises_unprintable"]).run("q")
+    assert isinstance(caught.value.__cause__, _Unprintable)
+    trace_id = caught.value.partial_result.trace_id if caught.value.partial_result else None
+    names = [s["operation_name"] for s in get_observability().export_all_data(trace_id=trace_id)["spans"]]
+    assert "nons.node raises_unprintable" in names

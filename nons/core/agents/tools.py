@@ -39,7 +39,7 @@ from typing import Any, TypedDict, TypeVar, overload
 
 from pydantic import BaseModel, PydanticUserError, ValidationError
 
-from nons.base.errors import ConfigurationError, error_type_of
+from nons.base.errors import ConfigurationError, error_type_of, message_of
 from nons.base.messages import ToolDefinition
 from nons.base.redaction import clean
 from nons.base.timeouts import positive_seconds
@@ -145,7 +145,7 @@ class Tool:
         except Exception as error:  # a validator of the param model raised what pydantic does not wrap (KeyError)
             return _failure(
                 self.name, args, call_id, INVALID_ARGUMENTS,
-                f"checking the arguments of tool {self.name!r} raised {type(error).__name__}: {_printable(error)}",
+                f"checking the arguments of tool {self.name!r} raised {type(error).__name__}: {message_of(error)}",
             )
         # Attributes, not model_dump(): nested models reach the function as models, as their hints say.
         kwargs = {name: getattr(params, name) for name in type(params).model_fields}
@@ -164,7 +164,7 @@ class Tool:
             error_type = type(error).__name__ if isinstance(error, asyncio.CancelledError) else error_type_of(error)
             return _failure(
                 self.name, args, call_id, error_type,
-                f"tool {self.name!r} raised {type(error).__name__}: {_printable(error)}",
+                f"tool {self.name!r} raised {type(error).__name__}: {message_of(error)}",
             )  # fmt: skip
         try:
             output_text(output)
@@ -172,7 +172,7 @@ class Tool:
             return _failure(
                 self.name, args, call_id, INVALID_OUTPUT,
                 f"tool {self.name!r} returned a {type(output).__name__} that cannot be sent as JSON: "
-                f"{_printable(error)}",
+                f"{message_of(error)}",
             )
         return ToolResult(
             success=True, tool_name=self.name, output=output, error=None, error_type=None,
@@ -196,15 +196,6 @@ class Tool:
 
 def _listed(output: Any) -> Any:
     return list(output) if inspect.isgenerator(output) else output
-
-
-def _printable(error: BaseException) -> str:
-    """``str(error)``, or a stand-in when the exception's own ``__str__`` raises: a tool's failure is still
-    reported to the model, not raised out of the run."""
-    try:
-        return str(error)
-    except Exception:
-        return f"<{type(error).__name__} that cannot be shown as text>"
 
 
 class ToolRegistry:

@@ -14,6 +14,7 @@ from nons.base.errors import (
     OperatorError,
     OutputParseError,
     TimeoutExceededError,
+    message_of,
 )
 from nons.base.results import LLMCallRecord, NodeFailure, NodeResult
 from nons.base.types import LayerConfig
@@ -172,5 +173,5 @@ def _finish(
         scope.roll_up(result.calls)
     if error is not None:
         assert isinstance(error, NodeExecutionError)
-        scope.fail(error, f"{type(error.cause).__name__}: {error.cause}")
+        scope.fail(error, f"{type(error.cause).__name__}: {message_of(error.cause)}")
     scope.end()

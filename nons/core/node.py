@@ -64,7 +64,7 @@ class Node:
         from nons.operators.registry import get_operator
 
         self.spec: OperatorSpec = get_operator(operator_name)
-        self.spec.check_params(parameters)
+        parameters = self.spec.check_params(parameters)
         self.model_config = model_config or ModelConfig()
         self.additional_prompt_context = additional_prompt_context
         self.fallbacks = _fallback_configs(fallbacks)

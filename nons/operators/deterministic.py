@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
+from typing import Annotated, Any
+
+from annotated_types import Ge
 
 from nons.base.errors import OperatorError
 from nons.base.text import as_text, items_of
@@ -36,7 +38,7 @@ async def majority(ctx: OperatorContext, input: Any) -> str:
 
 
 @builtin(description="The contents of the candidates that passed validation (or the top_k by score).", uses_llm=False)
-async def extract_winners(ctx: OperatorContext, input: Any, top_k: int | None = None) -> list[str]:
+async def extract_winners(ctx: OperatorContext, input: Any, top_k: Annotated[int, Ge(1)] | None = None) -> list[str]:
     items = items_of(input)
     if top_k is not None and top_k < 1:
         raise OperatorError(f"extract_winners: top_k must be at least 1, got {top_k}")
@@ -74,7 +76,7 @@ async def select_by_id(ctx: OperatorContext, input: Any, candidate_id: int | Non
     for candidate in candidates:
         if candidate.id == chosen:
             return candidate.content
-    raise OperatorError(f"select_by_id: no candidate has id {chosen}; ids: {[c.id for c in candidates]}")
+    raise OperatorError(f"select_by_id: no candidate has id {chosen!r}; ids: {[c.id for c in candidates]}")
 
 
 def _vote_of(item: Any) -> str:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Annotated, Any, TypeVar
+
+from annotated_types import Gt
+from pydantic import AfterValidator
 
 from nons.base.errors import ConfigurationError, OutputParseError
 from nons.base.text import as_text, items_of
@@ -12,6 +15,8 @@ from nons.operators.results import Classification, Comparison, RouteDecision, Va
 from nons.operators.spec import builtin
 
 __all__: list[str] = []  # operators are used by name, through the registry
+
+_T = TypeVar("_T")
 
 # Free text and lists in typed answers are bounded. A decoder that enforces the bounds (llama.cpp's grammars, for
 # one) then closes a string or a list where a small model would go on until its token limit cut the JSON short
@@ -34,7 +39,7 @@ async def generate(ctx: OperatorContext, input: Any) -> str:
 
 
 @builtin(description="Classify the input into one of the given categories.")
-async def classify(ctx: OperatorContext, input: Any, categories: Sequence[str]) -> Classification:
+async def classify(ctx: OperatorContext, input: Any, categories: Options) -> Classification:
     options = _non_empty_strings("classify", "categories", categories)
     schema = {
         "title": "classification",
@@ -58,7 +63,7 @@ async def classify(ctx: OperatorContext, input: Any, categories: Sequence[str]) 
 
 
 @builtin(description="Extract the named fields from the input.")
-async def extract(ctx: OperatorContext, input: Any, fields: Sequence[str]) -> dict[str, Any]:
+async def extract(ctx: OperatorContext, input: Any, fields: Options) -> dict[str, Any]:
     wanted = _non_empty_strings("extract", "fields", fields)
     # Every field is required but may be null, so a strict schema can say "absent" without leaving a key out. The
     # values are data, not free text: unbounded, so never cut.
@@ -78,13 +83,13 @@ async def extract(ctx: OperatorContext, input: Any, fields: Sequence[str]) -> di
 
 
 @builtin(description="Condense the input to a short summary.")
-async def condense(ctx: OperatorContext, input: Any, max_words: int = 100) -> str:
+async def condense(ctx: OperatorContext, input: Any, max_words: Annotated[int, Gt(0)] = 100) -> str:
     instruction = f"Condense the user's text into at most {max_words} words, keeping what matters."
     return (await ctx.complete(as_text(input), instruction=instruction)).text
 
 
 @builtin(description="Expand the input with detail and explanation.")
-async def expand(ctx: OperatorContext, input: Any, target_words: int = 300) -> str:
+async def expand(ctx: OperatorContext, input: Any, target_words: Annotated[int, Gt(0)] = 300) -> str:
     instruction = f"Expand the user's text to about {target_words} words with relevant detail."
     return (await ctx.complete(as_text(input), instruction=instruction)).text
 
@@ -149,7 +154,7 @@ async def validate(
 
 
 @builtin(description="Pick one of the given routes for the input, and nothing else.")
-async def route(ctx: OperatorContext, input: Any, routes: Sequence[str] | Mapping[str, str]) -> RouteDecision:
+async def route(ctx: OperatorContext, input: Any, routes: Options | RouteOptions) -> RouteDecision:
     if isinstance(routes, Mapping):
         options = _non_empty_strings("route", "routes", list(routes))
         menu = "\n".join(f"- {name}: {description}" for name, description in routes.items())
@@ -175,9 +180,29 @@ async def synthesize(ctx: OperatorContext, input: Any) -> str:
 
 
 def _non_empty_strings(op: str, param: str, values: Sequence[str]) -> list[str]:
-    if isinstance(values, str) or not values or not all(isinstance(v, str) and v.strip() for v in values):
+    if not _all_non_empty(values):
         raise ConfigurationError(f"{op}: {param} must be a non-empty list of non-empty strings, got {values!r}")
     return list(values)
+
+
+def _all_non_empty(values: Iterable[object]) -> bool:
+    if isinstance(values, str):
+        return False
+    values = list(values)
+    return bool(values) and all(isinstance(v, str) and v.strip() for v in values)
+
+
+def _options(values: _T) -> _T:
+    """A node's list of options (categories, fields, routes) refused when the node is made, as it would be at its
+    first pass (see :meth:`~nons.operators.spec.OperatorSpec.check_params`)."""
+    if not _all_non_empty(values):  # type: ignore[arg-type]
+        raise ValueError("must be a non-empty list of non-empty strings")
+    return values
+
+
+#: A node's options: categories, fields, route names (a mapping's keys are its routes).
+Options = Annotated[Sequence[str], AfterValidator(_options)]
+RouteOptions = Annotated[Mapping[str, str], AfterValidator(_options)]
 
 
 def _one_of(value: Any, options: list[str], what: str) -> str:

@@ -12,7 +12,7 @@ gives LLM operators the node's model, context and call path.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TypeVar, overload
 
 from nons.base.errors import ConfigurationError
 
@@ -44,13 +44,30 @@ def register_operator(
     return spec
 
 
+@overload
+def operator(name: F, /) -> F: ...
+
+
+@overload
 def operator(
     name: str | None = None, *, description: str | None = None, uses_llm: bool = True, replace: bool = False
-) -> Callable[[F], F]:
-    """Register the decorated async function as an operator (named after the function by default)."""
+) -> Callable[[F], F]: ...
+
+
+def operator(
+    name: str | F | None = None, *, description: str | None = None, uses_llm: bool = True, replace: bool = False
+) -> Callable[[F], F] | F:
+    """Register the decorated async function as an operator (named after the function by default). Used bare
+    (``@operator``) or called (``@operator("name", description=...)``)."""
+    if callable(name):  # @operator without parentheses: the function itself
+        register_operator(name)
+        return name
+    if name is not None and not isinstance(name, str):
+        raise ConfigurationError(f"an operator's name must be a string, got {type(name).__name__}")
+    op_name = name
 
     def decorate(func: F) -> F:
-        register_operator(func, name=name, description=description, uses_llm=uses_llm, replace=replace)
+        register_operator(func, name=op_name, description=description, uses_llm=uses_llm, replace=replace)
         return func
 
     return decorate

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -134,11 +135,37 @@ async def test_route_rejects_a_path_it_was_not_given() -> None:
         await run_node(node, "x")
 
 
-@pytest.mark.parametrize("name, params", [("classify", {"categories": []}), ("route", {"routes": "a"})])
-async def test_empty_or_malformed_option_lists_are_configuration_errors(name: str, params: dict[str, Any]) -> None:
-    with pytest.raises(NodeExecutionError) as raised:
-        await run_node(Node(name, sim(), **params), "x")
-    assert isinstance(raised.value.cause, ConfigurationError)
+@pytest.mark.parametrize(
+    ("name", "params", "says"),
+    [
+        ("classify", {"categories": []}, "categories: Value error, must be a non-empty list of non-empty strings"),
+        ("classify", {"categories": "complete, partial"}, "categories: 'str' instances are not allowed"),
+        ("extract", {"fields": ["name", " "]}, "fields: Value error, must be a non-empty list"),
+        ("route", {"routes": "a"}, "routes: matches none of its types"),
+        ("route", {"routes": {"": "nowhere"}}, "must be a non-empty list of non-empty strings"),
+        ("condense", {"max_words": 0}, "max_words: Input should be greater than 0"),
+        ("condense", {"max_words": "many"}, "max_words: Input should be a valid integer"),
+        ("extract_winners", {"top_k": 0}, "top_k: Input should be greater than or equal to 1"),
+        ("select_by_id", {"candidate_id": "second"}, "candidate_id: Input should be a valid integer"),
+        ("transform", {"instruction": None}, "instruction: Input should be a valid string"),
+    ],
+)
+def test_a_parameter_value_its_operator_refuses_is_refused_when_the_node_is_made(
+    name: str, params: dict[str, Any], says: str
+) -> None:
+    # They were refused at the node's first pass, after the layers before it had made (and paid for) their calls;
+    # some were never refused (max_words="many" went to the model), and `nons check` called them valid.
+    with pytest.raises(ConfigurationError, match=f"operator {name!r}, parameter .*{re.escape(says)}"):
+        Node(name, sim(), **params)
+
+
+async def test_a_parameter_value_is_passed_as_its_annotation_reads_it() -> None:
+    # As pydantic.validate_call would: a spec file's "2" for an int id is the id 2 (it was "no candidate has id 2;
+    # ids: [1, 2, 3]", the string "2" printed as a number).
+    node = Node("select_by_id", candidate_id="2")
+    assert node.parameters == {"candidate_id": 2}
+    result = await run_node(node, [Candidate(1, "a"), Candidate(2, "b")])
+    assert result.output == "b"
 
 
 async def test_llm_operators_send_the_node_context_as_system_prompt_and_the_input_as_user_turn() -> None:
@@ -284,3 +311,37 @@ print(sorted(n for n in ("classify", "condense", "generate") if get_operator(n))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "refused: operator 'generate' is already registered" in out
     assert "['classify', 'condense', 'generate']" in out
+
+
+@pytest.mark.parametrize("keyword", ["priority", "cache", "fallbacks", "model_config", "additional_prompt_context"])
+def test_an_operator_parameter_named_as_a_node_keyword_is_refused_when_registered(keyword: str) -> None:
+    # Node took the value as its own: a required one could never be given (and the error suggested the call that
+    # had failed), an optional `cache=True` quietly switched on the response cache.
+    namespace: dict[str, Any] = {}
+    exec(f"async def tagged(ctx, input, {keyword}=None):\n    return input", namespace)
+    with pytest.raises(ConfigurationError, match=f"parameter\\(s\\) {keyword}, which Node takes as its own"):
+        operator("tagged_" + keyword, replace=True)(namespace["tagged"])
+
+
+async def test_an_operator_taking_keyword_parameters_gets_whatever_a_node_gives() -> None:
+    # The registry's own docstring shape, (ctx, input, **params), refused every parameter ("its parameters: none").
+    @operator("formats", uses_llm=False, replace=True)
+    async def formats(ctx: OperatorContext, input: Any, **params: Any) -> str:
+        return str(input).format(**params)
+
+    assert (await run_node(Node("formats", who="world"), "hello {who}")).output == "hello world"
+
+
+def test_operator_used_bare_registers_the_function_and_leaves_it_as_it_was() -> None:
+    # `@operator` without parentheses registered nothing and replaced the function by the decorator's inner one.
+    async def bare_decorated(ctx: OperatorContext, input: Any) -> Any:
+        return input
+
+    decorated = operator(bare_decorated)
+    try:
+        assert decorated is bare_decorated
+        assert get_operator("bare_decorated").func is bare_decorated
+    finally:
+        from nons.operators import registry
+
+        registry._REGISTRY.pop("bare_decorated", None)

@@ -284,16 +284,20 @@ def displayable_url(url: str) -> str:
 
 
 # Parameter names that carry credentials (OpenAI's ``extra_headers``, a key passed as ``api_key`` or ``token``):
-# matched on the name's lowercased words, so ``x_api_key`` and ``extra_headers`` are, ``max_tokens`` is not.
+# matched on the name's lowercased words, so ``x_api_key`` and ``extra_headers`` are, ``max_tokens`` is not. The
+# words that name nothing else are matched without a separator too (``clientsecret``, ``dbpassword``).
 _CREDENTIAL_NAME = re.compile(
     r"(?:^|[_\-.])(?:api[_\-.]?key|key|token|secret|password|passwd|authorization|auth|credentials?|cookie|headers?)$"
+    r"|(?:secret|password|passwd|apikey|passphrase)$"
 )
+# A camelCase name's words: "accessToken" is "access_Token" ("HTTPHeaders" stays one word before "Headers").
+_CAMEL_WORD = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 
 
 def is_credential_name(name: str) -> bool:
     """Whether a parameter called ``name`` may hold a credential (``api_key``, ``x-api-key``, ``auth_token``,
-    ``extra_headers``, ...), so that its value is never shown or served."""
-    return _CREDENTIAL_NAME.search(name.lower()) is not None
+    ``accessToken``, ``extra_headers``, ...), so that its value is never shown or served."""
+    return _CREDENTIAL_NAME.search(_CAMEL_WORD.sub("_", name).lower()) is not None
 
 
 def hide_credential_params(params: Mapping[str, Any]) -> dict[str, Any]:

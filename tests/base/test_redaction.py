@@ -106,7 +106,11 @@ def test_clean_attributes_cleans_strings_and_sequences_of_strings() -> None:
     ("name", "credential"),
     [("api_key", True), ("x-api-key", True), ("apikey", True), ("auth_token", True), ("extra_headers", True),
      ("Authorization", True), ("client_secret", True), ("password", True), ("max_tokens", False),
-     ("top_k", False), ("keyword", False), ("mock_seed", False), ("extra_body", False)],
+     ("top_k", False), ("keyword", False), ("mock_seed", False), ("extra_body", False),
+     # camelCase words (they were read as one word, and shown by nons check, GET /v1/networks and repr()):
+     ("accessToken", True), ("clientSecret", True), ("authToken", True), ("refreshToken", True),
+     ("privateKey", True), ("sessionToken", True), ("apiKey", True), ("xApiKey", True), ("dbpassword", True),
+     ("maxTokens", False), ("topK", False), ("keyId", False)],
 )  # fmt: skip
 def test_is_credential_name_knows_a_credential_parameter_from_a_setting(name: str, credential: bool) -> None:
     assert is_credential_name(name) is credential

@@ -153,7 +153,13 @@ class RedisLink:
             isinstance(local_share, bool) or not isinstance(local_share, (int, float)) or not 0 < local_share <= 1
         ):
             raise ConfigurationError(f"RedisLink.local_share must be in (0, 1], got {local_share!r}")
-        import redis.asyncio  # noqa: F401  (fail at configuration, not at the first call, when it is missing)
+        try:
+            import redis.asyncio  # noqa: F401  (fail at configuration, not at the first call, when it is missing)
+        except ImportError as error:
+            raise ConfigurationError(
+                f"sharing limits, budgets and the cache in Redis needs the redis package ({error.name} is missing): "
+                "pip install 'nons[redis]'"
+            ) from None
 
         self.url = url
         self.timeout_s = float(timeout_s)

@@ -122,3 +122,18 @@ def test_a_urls_password_is_redacted_as_written_and_as_decoded() -> None:
     RedisLink("redis://:p%40ss-word-7731@127.0.0.1:6379/0")  # redis-py reads the password as "p@ss-word-7731"
     assert redact("AUTH failed for p@ss-word-7731") == "AUTH failed for [REDACTED]"
     assert "p%40ss-word-7731" not in redact("redis://:p%40ss-word-7731@127.0.0.1:6379/0")
+
+
+def test_a_link_without_the_redis_package_says_which_extra_to_install() -> None:
+    import subprocess
+    import sys
+
+    # As if redis were not installed: a None in sys.modules makes its import fail.
+    code = (
+        "import sys; sys.modules['redis'] = None\n"
+        "from nons.base.redis_client import RedisLink\n"
+        "from nons.base.errors import ConfigurationError\n"
+        "try:\n    RedisLink('redis://127.0.0.1:6390/0')\nexcept ConfigurationError as error:\n    print(error)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True).stdout
+    assert "needs the redis package" in out and "pip install 'nons[redis]'" in out

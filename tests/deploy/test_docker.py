@@ -204,3 +204,13 @@ def test_the_image_commands_serve_healthcheck_and_stop(container: dict[str, Any]
     assert process.wait(timeout=35) == 0
     unhealthy = subprocess.run(healthcheck, env=container["env"], capture_output=True, timeout=30, check=False)
     assert unhealthy.returncode != 0, "the health check fails once the server is gone"
+
+
+def test_the_image_can_share_limits_in_redis_as_replicas_do(image_env: Path) -> None:
+    # Its `serve` extra left redis out: NON_REDIS_URL, which the guide's replicas set, ended `nons serve` with a
+    # traceback (No module named 'redis').
+    code = "from nons.base.redis_client import RedisLink; print(RedisLink('redis://127.0.0.1:6390/0').url)"
+    completed = subprocess.run(
+        [str(image_env / "bin" / "python"), "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert completed.stdout.strip() == "redis://127.0.0.1:6390/0", completed.stderr[-2000:]

@@ -24,11 +24,16 @@ TOKEN_LIMIT_STOPS = frozenset({"length", "max_tokens", "model_context_window_exc
 
 @dataclass(slots=True, frozen=True)
 class ToolCall:
-    """A model's request to run a tool. ``id`` links the tool's result back to this call."""
+    """A model's request to run a tool. ``id`` links the tool's result back to this call.
+
+    ``arguments_error`` says why the model's arguments could not be read (not JSON, or JSON but not an object:
+    a model cut off by its token limit, a small local model); ``arguments`` is then empty. An agent sends the
+    problem back to the model as the tool's result, as it does arguments that do not validate."""
 
     id: str
     name: str
     arguments: dict[str, Any]
+    arguments_error: str | None = None
 
 
 @dataclass(slots=True, frozen=True)

@@ -27,7 +27,7 @@ __all__ = [
     "SYNTHETIC_ID_PREFIX",
     "ensure_answer",
     "extra_body",
-    "parse_tool_arguments",
+    "read_tool_arguments",
     "synthetic_call_id",
     "system_parts",
     "system_text",
@@ -75,19 +75,22 @@ def tool_names_by_id(messages: Iterable[Message]) -> dict[str, str]:
 # -- back: the answer ---------------------------------------------------------------------------------------
 
 
-def parse_tool_arguments(raw: object, *, provider: str, model: str) -> dict[str, Any]:
-    """A tool call's arguments as a dict; a JSON string is decoded. Anything else is a malformed answer."""
+def read_tool_arguments(raw: object) -> tuple[dict[str, Any], str | None]:
+    """A tool call's arguments as a dict (a JSON string is decoded), and ``None``; or ``{}`` and what is wrong
+    with them. Arguments that cannot be read are the model's mistake, not the answer's: the answer is used, and
+    an agent tells the model (see :class:`~nons.base.messages.ToolCall`), rather than the call failing as
+    malformed and being sent again as it was."""
     value = raw
     if isinstance(raw, str):
         try:
             value = json.loads(raw) if raw.strip() else {}
-        except ValueError:
-            raise malformed("tool call arguments are not valid JSON", provider=provider, model=model) from None
+        except ValueError as error:
+            return {}, f"they are not valid JSON ({error})"
     if value is None:
-        return {}
+        return {}, None
     if not isinstance(value, dict):
-        raise malformed("tool call arguments are not a JSON object", provider=provider, model=model)
-    return value
+        return {}, f"they are JSON but not an object (a {type(value).__name__})"
+    return value, None
 
 
 def tool_name(raw: object, *, provider: str, model: str) -> str:

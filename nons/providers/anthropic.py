@@ -35,7 +35,7 @@ from nons.providers._errors import FailedCall, describe_stainless_error, refused
 from nons.providers._sdk import SDKProvider
 from nons.providers._structured import output_form
 from nons.providers._usage import usage_from_wire
-from nons.providers._wire import ensure_answer, extra_body, parse_tool_arguments, system_text, tool_name
+from nons.providers._wire import ensure_answer, extra_body, read_tool_arguments, system_text, tool_name
 
 __all__ = ["DEFAULT_MAX_TOKENS", "AnthropicProvider"]
 
@@ -122,14 +122,10 @@ class AnthropicProvider(SDKProvider[anthropic.AsyncAnthropic]):
         text = "".join(
             block.text for block in message.content if isinstance(block, TextBlock) and block.type == "text"
         )
+        uses = [block for block in message.content if isinstance(block, ToolUseBlock)]
+        names = [tool_name(block.name, provider=self.name, model=model) for block in uses]
         tool_calls = tuple(
-            ToolCall(
-                block.id,
-                tool_name(block.name, provider=self.name, model=model),
-                parse_tool_arguments(block.input, provider=self.name, model=model),
-            )
-            for block in message.content
-            if isinstance(block, ToolUseBlock)
+            ToolCall(block.id, name, *read_tool_arguments(block.input)) for block, name in zip(uses, names, strict=True)
         )
         ensure_answer(text, tool_calls, provider=self.name, model=model, finish_reason=message.stop_reason)
         return LLMResponse(

@@ -50,7 +50,7 @@ from nons.providers._wire import (
     SYNTHETIC_ID_PREFIX,
     ensure_answer,
     extra_body,
-    parse_tool_arguments,
+    read_tool_arguments,
     synthetic_call_id,
     system_text,
     tool_name,
@@ -200,11 +200,11 @@ class GoogleProvider(SDKProvider[GeminiClient]):
             if part.function_call is not None:
                 call = part.function_call
                 name = tool_name(call.name, provider=self.name, model=model)
-                arguments = parse_tool_arguments(call.args, provider=self.name, model=model)
+                arguments, problem = read_tool_arguments(call.args)
                 call_id = call.id or synthetic_call_id(response.response_id, index, name, arguments)
                 if part.thought_signature:
                     self._remember_signature(call_id, part.thought_signature)
-                tool_calls.append(ToolCall(call_id, name, arguments))
+                tool_calls.append(ToolCall(call_id, name, arguments, problem))
             elif part.text and not part.thought:  # thought summaries are not the answer
                 texts.append(part.text)
         text = "".join(texts)

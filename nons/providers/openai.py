@@ -42,7 +42,7 @@ from nons.providers._usage import not_reported, usage_from_wire
 from nons.providers._wire import (
     ensure_answer,
     extra_body,
-    parse_tool_arguments,
+    read_tool_arguments,
     synthetic_call_id,
     system_text,
     tool_name,
@@ -274,9 +274,9 @@ class OpenAIProvider(SDKProvider[openai.AsyncOpenAI]):
             if call.type not in ("function", None) or function is None:
                 continue
             name = tool_name(function.name, provider=self.name, model=model)
-            arguments = parse_tool_arguments(function.arguments, provider=self.name, model=model)
+            arguments, problem = read_tool_arguments(function.arguments)
             call_id = call.id or synthetic_call_id(answer_id, index, name, arguments)
-            found.append(ToolCall(call_id, name, arguments))
+            found.append(ToolCall(call_id, name, arguments, problem))
         return tuple(found)
 
 

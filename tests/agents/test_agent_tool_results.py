@@ -219,3 +219,43 @@ async def test_an_error_that_gets_out_of_a_tool_call_is_named_on_its_span_not_ca
         await agent.run("go")
     (tool_span,) = [s for s in obs.export_all_data()["spans"] if s["operation_name"] == "execute_tool lookup"]
     assert tool_span["attributes"][names.ERROR_TYPE] == "LookupError"
+
+
+def _openai_tool_call_answer(arguments: str) -> dict[str, Any]:
+    call = {"id": "call_1", "type": "function", "function": {"name": "add", "arguments": arguments}}
+    return {
+        "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini",
+        "choices": [{"index": 0, "finish_reason": "tool_calls",
+                     "message": {"role": "assistant", "content": None, "tool_calls": [call]}}],
+        "usage": {"prompt_tokens": 50, "completion_tokens": 10, "total_tokens": 60},
+    }  # fmt: skip
+
+
+async def test_tool_arguments_that_are_not_json_go_back_to_the_model_which_corrects_them(
+    emu: ProviderEmulator,
+) -> None:
+    # A model cut off in its arguments (or a small local one) made the answer malformed: the same request was
+    # sent again twice, paid each time, and the run ended at its first step.
+    from nons.testing import Fault
+
+    registry = ToolRegistry()
+
+    @registry.tool(description="Add two numbers.")
+    def add(a: float, b: float) -> float:
+        return a + b
+
+    emu.script("openai", [
+        Fault.http(200, _openai_tool_call_answer('{"a": 1, "b": ')),
+        Reply(text="", tool_calls=[EmulatedToolCall("add", {"a": 1, "b": 2})]),
+        Reply(text="3"),
+    ])  # fmt: skip
+    model = ModelConfig(
+        provider=ModelProvider.OPENAI, model_name="gpt-4o-mini", base_url=emu.base_url_for("openai"), api_key="test-key"
+    )
+    steps = [step async for step in Agent(model, registry, name="bad-json").run("add 1 and 2")]
+    outcomes = [(s["success"], s["error_type"]) for s in steps]
+    assert outcomes == [(False, "invalid_arguments"), (True, None), (True, None)]
+    assert "could not be read: they are not valid JSON" in str(steps[0]["error"])
+    assert steps[-1]["output"] == "3" and len(emu.requests_for("openai")) == 3
+    told = json.dumps(emu.requests_for("openai")[1].body["messages"][-1])
+    assert "could not be read" in told  # the model was told what went wrong

@@ -428,7 +428,9 @@ async def test_gemini_thought_signature_goes_back_with_its_call(emu: ProviderEmu
     assert model_turn["parts"][0]["thoughtSignature"] == "c2lnbg=="
 
 
-async def test_invalid_tool_arguments_are_a_malformed_answer(emu: ProviderEmulator) -> None:
+async def test_tool_arguments_that_are_not_json_are_passed_on_saying_so(emu: ProviderEmulator) -> None:
+    # They made the whole answer malformed: retried as it was (billed each time), and an agent's run ended, where
+    # the model could have been told, as it is of arguments that do not validate.
     from nons.providers.openai import OpenAIProvider
 
     case = case_named("openai")
@@ -453,9 +455,13 @@ async def test_invalid_tool_arguments_are_a_malformed_answer(emu: ProviderEmulat
     }
     emu.script("openai", [Fault.http(200, body)])
     provider = OpenAIProvider()
-    with pytest.raises(MalformedResponseError, match="not valid JSON"):
-        await provider.complete(make_request(case, emu, tools=(WEATHER,)))
-    await provider.aclose()
+    try:
+        answer = await provider.complete(make_request(case, emu, tools=(WEATHER,)))
+    finally:
+        await provider.aclose()
+    (call,) = answer.tool_calls
+    assert (call.name, call.arguments) == ("get_weather", {})
+    assert call.arguments_error is not None and call.arguments_error.startswith("they are not valid JSON")
 
 
 # -- errors -------------------------------------------------------------------------------------------------

@@ -52,7 +52,8 @@ async def execute_tool(
         # The tool's span is current while it runs, so a sub-agent or network it calls nests under it.
         with scope, as_node:
             result = await registry.execute(
-                call.name, call.arguments, state=state, call_id=call.id, on_error=raised.append
+                call.name, call.arguments, state=state, call_id=call.id, on_error=raised.append,
+                arguments_error=call.arguments_error,
             )
         if output_schema is not None and result["is_stop"]:
             result = typed_stop(result, output_schema)

@@ -349,15 +349,22 @@ class ToolRegistry:
         state: AgentState | None = None,
         call_id: str | None = None,
         on_error: Callable[[BaseException], None] | None = None,
+        arguments_error: str | None = None,
     ) -> ToolResult:
         """Run tool ``name`` with ``arguments`` (see :meth:`Tool.run`). An unknown name is a failed result that
-        lists the known ones."""
+        lists the known ones; so are arguments the model sent that could not be read (``arguments_error``, see
+        :class:`~nons.base.messages.ToolCall`), which the tool never sees."""
         tool = self._tools.get(name)
         if tool is None:
             known = ", ".join(self._tools) or "none"
             return _failure(
                 name, dict(arguments), call_id, UNKNOWN_TOOL, f"unknown tool {name!r}; available tools: {known}"
             )
+        if arguments_error is not None:
+            return _failure(
+                name, dict(arguments), call_id, INVALID_ARGUMENTS,
+                f"the arguments of tool {name!r} could not be read: {arguments_error}; send them as one JSON object",
+            )  # fmt: skip
         return await tool.run(arguments, state=state, call_id=call_id, on_error=on_error)
 
 

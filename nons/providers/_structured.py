@@ -81,6 +81,17 @@ def output_form(request: LLMRequest) -> StructuredOutput | None:
     return StructuredOutput.JSON_SCHEMA if form is StructuredOutput.AUTO else form
 
 
+_GEMINI_GENERATION = re.compile(r"^(?:models/)?gemini-(\d+)")
+
+
+def gemini_json_beside_tools(model: str) -> bool:
+    """Whether Gemini ``model`` takes a JSON response (the MIME type, and a schema) beside function declarations:
+    from Gemini 3 on. Earlier ones, and names that say no generation (a tuned model's), answer HTTP 400
+    "Function calling with a response mime type: 'application/json' is unsupported"."""
+    found = _GEMINI_GENERATION.match(model)
+    return found is not None and int(found.group(1)) >= 3
+
+
 def with_form(request: LLMRequest, form: StructuredOutput) -> LLMRequest:
     """``request`` with its config's ``structured_output`` set to ``form``."""
     return dataclasses.replace(request, config=request.config.model_copy(update={"structured_output": form}))

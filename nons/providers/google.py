@@ -44,7 +44,7 @@ from nons.observability import names
 from nons.observability.http import instrument_sdk_client
 from nons.providers._errors import FailedCall, malformed, refused
 from nons.providers._sdk import SDKProvider
-from nons.providers._structured import GEMINI_KEYWORDS, only_keywords, output_form
+from nons.providers._structured import GEMINI_KEYWORDS, gemini_json_beside_tools, only_keywords, output_form
 from nons.providers._usage import not_reported, usage_from_wire
 from nons.providers._wire import (
     SYNTHETIC_ID_PREFIX,
@@ -137,7 +137,7 @@ class GoogleProvider(SDKProvider[GeminiClient]):
         body = extra_body(config)
         if body:
             http_options.extra_body = body
-        form = output_form(request)
+        form = _form(request)
         generation = types.GenerateContentConfig(
             system_instruction=system_text(request, schema_in_prompt=self.schema_in_prompt(request)),
             temperature=config.temperature,
@@ -175,7 +175,7 @@ class GoogleProvider(SDKProvider[GeminiClient]):
 
     def schema_in_prompt(self, request: LLMRequest) -> bool:
         # JSON_OBJECT sends the JSON MIME type alone: the schema stays in the prompt.
-        return output_form(request) not in (None, StructuredOutput.JSON_SCHEMA)
+        return _form(request) not in (None, StructuredOutput.JSON_SCHEMA)
 
     async def _send(self, client: GeminiClient, params: dict[str, Any]) -> types.GenerateContentResponse:
         return await client.sdk.aio.models.generate_content(**params)
@@ -340,3 +340,12 @@ def _tool_result(content: str) -> dict[str, Any]:
 
 def _enum_text(value: object) -> str:
     return str(getattr(value, "value", value))
+
+
+def _form(request: LLMRequest) -> StructuredOutput | None:
+    """How ``request``'s typed answer is asked of Gemini: its form, except beside tools before Gemini 3, which
+    refuses a JSON response there (an agent with an output schema failed at its first step with a 400): then the
+    schema is an instruction in the prompt, and NoN checks the answer as it does every typed answer."""
+    form = output_form(request)
+    beside_tools = bool(request.tools) and form not in (None, StructuredOutput.PROMPT)
+    return StructuredOutput.PROMPT if beside_tools and not gemini_json_beside_tools(request.model) else form

@@ -229,13 +229,13 @@ def _route(path: str, body: Any) -> tuple[Dialect | None, str]:
 
 
 def _output_format(
-    dialect: Dialect | None, body: Any, refused: set[OutputKind]
+    dialect: Dialect | None, body: Any, model: str, refused: set[OutputKind]
 ) -> tuple[OutputFormat | None, str | None]:
     """The structured output a request asked for, and the 400 message when the server refuses it."""
     if dialect is None:
         return None, None
     try:
-        fmt = dialect.output_format(body)
+        fmt = dialect.output_format(body, model)
     except FormatRefused as error:
         return None, str(error)
     if fmt is not None and fmt.kind in refused:
@@ -284,7 +284,7 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             body = None
         dialect, model = _route(url.path, body)
-        output_format, refusal = _output_format(dialect, body, self.emulator.refuse_formats)
+        output_format, refusal = _output_format(dialect, body, model or "", self.emulator.refuse_formats)
         recorded = RecordedRequest(
             provider=dialect.name if dialect is not None else None,
             method="POST",

@@ -117,8 +117,11 @@ async def test_through_each_sdk_the_schema_and_the_forced_tool_go_natively(
     assert steps[-1]["output"] == {"total": 5, "unit": "pears"}
 
     request = emu.requests_for(provider)[0]
-    assert request.output_format is not None and request.output_format.kind == "json_schema"
     body: dict[str, Any] = request.body
+    if provider == "google":  # gemini-2.0-flash: beside tools, in the prompt (see the test below)
+        assert request.output_format is None and "matches this JSON Schema" in json.dumps(body["systemInstruction"])
+    else:
+        assert request.output_format is not None and request.output_format.kind == "json_schema"
     forced = {
         "openai": lambda: body["tool_choice"] == {"type": "function", "function": {"name": "add"}},
         "anthropic": lambda: body["tool_choice"] == {"type": "tool", "name": "add"},
@@ -127,3 +130,38 @@ async def test_through_each_sdk_the_schema_and_the_forced_tool_go_natively(
         ),
     }[provider]
     assert forced(), json.dumps(body)[:2000]
+
+
+@pytest.mark.parametrize(("model", "native"), [("gemini-2.5-flash", False), ("gemini-3-pro-preview", True)])
+async def test_gemini_before_3_gets_an_agents_schema_in_the_prompt_beside_tools(
+    model: str, native: bool, emu: ProviderEmulator
+) -> None:
+    # Gemini before 3 answers a JSON response MIME type beside function declarations with a 400 ("Function
+    # calling with a response mime type: 'application/json' is unsupported"), as the emulator now does: an agent
+    # with an output schema failed at its first step, on NoN's default Google model.
+    emu.script("google", [
+        Reply(text="", tool_calls=[EmulatedToolCall("add", {"a": 2, "b": 3})]),
+        Reply(text='{"total": 5, "unit": "pears"}'),
+    ])  # fmt: skip
+    config = ModelConfig(
+        provider=ModelProvider.GOOGLE, model_name=model, base_url=emu.base_url_for("google"), api_key="test-key"
+    )
+    steps = [s async for s in Agent(config, calculator(), output_schema=SUM).run("2 + 3 pears?")]
+    assert steps[-1]["output"] == {"total": 5, "unit": "pears"} and all(s["success"] for s in steps)
+    first = emu.requests_for("google")[0]
+    assert "tools" in first.body
+    assert (first.output_format is not None) is native
+    assert ("matches this JSON Schema" in json.dumps(first.body.get("systemInstruction"))) is not native
+
+
+def test_the_emulator_refuses_json_beside_tools_before_gemini_3(emu: ProviderEmulator) -> None:
+    import httpx
+
+    body = {
+        "contents": [{"role": "user", "parts": [{"text": "hi"}]}],
+        "tools": [{"functionDeclarations": [{"name": "add", "parameters": {"type": "object"}}]}],
+        "generationConfig": {"responseMimeType": "application/json"},
+    }
+    url = f"{emu.base_url_for('google')}/v1beta/models/gemini-2.0-flash:generateContent"
+    answer = httpx.post(url, json=body, headers={"x-goog-api-key": "test-key"}, timeout=10)
+    assert answer.status_code == 400 and "response mime type: 'application/json' is unsupported" in answer.text

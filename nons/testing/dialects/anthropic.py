@@ -51,7 +51,7 @@ class AnthropicDialect(Dialect):
     def model_for(self, path: str, body: Any) -> str | None:
         return model_in_body(body) if path == "/v1/messages" else None
 
-    def output_format(self, body: Any) -> OutputFormat | None:
+    def output_format(self, body: Any, model: str = "") -> OutputFormat | None:
         """``output_config.format`` (``json_schema``), with the API's checks: every object is closed
         (``additionalProperties: false``) and no numeric or length constraint is used."""
         config = body.get("output_config") if isinstance(body, dict) else None

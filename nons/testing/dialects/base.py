@@ -82,9 +82,10 @@ class Dialect(abc.ABC):
         """The model asked for when ``path`` is this dialect's endpoint, else ``None``."""
 
     @abc.abstractmethod
-    def output_format(self, body: Any) -> OutputFormat | None:
-        """The native structured output ``body`` asks for, checked as the vendor's API checks it; ``None`` when
-        it asks for none. Raises :class:`FormatRefused` with the vendor's message for fields the API rejects."""
+    def output_format(self, body: Any, model: str = "") -> OutputFormat | None:
+        """The native structured output ``body`` (to ``model``) asks for, checked as the vendor's API checks it;
+        ``None`` when it asks for none. Raises :class:`FormatRefused` with the vendor's message for fields the API
+        rejects."""
 
     @abc.abstractmethod
     def reply(self, reply: Reply, model: str, n: int) -> dict[str, Any]:

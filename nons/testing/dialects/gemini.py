@@ -7,6 +7,7 @@ import re
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+from nons.providers._structured import gemini_json_beside_tools
 from nons.testing.answers import Fault, FaultKind, Reply
 from nons.testing.dialects.base import Dialect, FormatRefused, OutputFormat
 
@@ -51,9 +52,10 @@ class GeminiDialect(Dialect):
         match = _PATH.match(path)
         return match.group("model") if match else None
 
-    def output_format(self, body: Any) -> OutputFormat | None:
+    def output_format(self, body: Any, model: str = "") -> OutputFormat | None:
         """``generationConfig``: ``responseMimeType`` ``application/json``, with ``responseJsonSchema`` (JSON
-        Schema) or ``responseSchema`` (the OpenAPI subset), never both; a schema needs the JSON MIME type."""
+        Schema) or ``responseSchema`` (the OpenAPI subset), never both; a schema needs the JSON MIME type. Before
+        Gemini 3, the JSON MIME type is refused beside function declarations."""
         config = body.get("generationConfig") if isinstance(body, dict) else None
         if not isinstance(config, dict):
             return None
@@ -69,6 +71,8 @@ class GeminiDialect(Dialect):
             )
         if mime != "application/json":
             return None
+        if _declares_functions(body) and not gemini_json_beside_tools(model):
+            raise FormatRefused("Function calling with a response mime type: 'application/json' is unsupported")
         if schema is None:
             return OutputFormat("json_object")
         return OutputFormat("json_schema", schema=schema if isinstance(schema, dict) else None)
@@ -125,3 +129,9 @@ class GeminiDialect(Dialect):
         if details:
             error["details"] = details
         return {"error": error}
+
+
+def _declares_functions(body: Mapping[str, Any]) -> bool:
+    tools = body.get("tools")
+    return isinstance(tools, list) and any(isinstance(t, dict) and t.get("functionDeclarations") for t in tools)
+

@@ -51,7 +51,7 @@ class OpenAIDialect(Dialect):
     def model_for(self, path: str, body: Any) -> str | None:
         return model_in_body(body) if path == "/v1/chat/completions" else None
 
-    def output_format(self, body: Any) -> OutputFormat | None:
+    def output_format(self, body: Any, model: str = "") -> OutputFormat | None:
         """``response_format``: ``text`` (none), ``json_object`` (with a ``schema``, as compatible servers take
         it) or ``json_schema``, with OpenAI's checks: JSON mode needs the word "json" in the messages, a schema
         needs a valid name, and a strict schema closes every object and requires all its properties."""

@@ -42,6 +42,7 @@ from nons.observability import names
 
 __all__ = [
     "PART_LIMIT",
+    "VALUE_LIMIT",
     "Capture",
     "capture_mode",
     "cleaned",
@@ -60,6 +61,8 @@ logger = logging.getLogger(__name__)
 
 #: Characters kept of one part's text (a message's text, a tool's result, one string in a tool's arguments).
 PART_LIMIT: Final = 4096
+#: About how many characters a structured value (a tool's arguments or result) is kept to as a whole.
+VALUE_LIMIT: Final = 4 * PART_LIMIT
 _MARK: Final = "…[truncated]"
 
 
@@ -126,16 +129,41 @@ def truncate(text: str, limit: int = PART_LIMIT) -> str:
 
 
 def truncate_value(value: Any, limit: int = PART_LIMIT) -> Any:
-    """A JSON value with each string in it cut to ``limit`` characters: the structure stays whole and valid."""
+    """A JSON value with each string in it cut to ``limit`` characters, and as a whole to about
+    :data:`VALUE_LIMIT`: past it, a list's remaining items and a map's remaining entries are left out, one marker
+    saying how many (a tool's 100,000 rows made a 3.5 MB attribute, and the exporter dropped the whole trace). The
+    structure stays valid JSON."""
+    return _cut(value, limit, [VALUE_LIMIT])
+
+
+def _cut(value: Any, limit: int, left: list[int]) -> Any:
+    """``value`` cut as :func:`truncate_value` says; ``left[0]`` is what the whole may still take, in characters
+    (about: the JSON's quotes and commas are not counted)."""
     if isinstance(value, str):
-        return truncate(value, limit)
-    if isinstance(value, Mapping):
-        return {str(k): truncate_value(v, limit) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [truncate_value(v, limit) for v in value]
+        cut = truncate(value, min(limit, max(left[0], 0)))
+        left[0] -= len(cut)
+        return cut
     if value is None or isinstance(value, (bool, int, float)):
+        left[0] -= 5
         return value
-    return truncate(str(value), limit)
+    if isinstance(value, Mapping):
+        kept: dict[str, Any] = {}
+        for count, (key, item) in enumerate(value.items()):
+            if left[0] <= 0:
+                kept[_MARK] = f"{len(value) - count} more entries"
+                break
+            left[0] -= len(str(key))
+            kept[str(key)] = _cut(item, limit, left)
+        return kept
+    if isinstance(value, (list, tuple)):
+        items: list[Any] = []
+        for count, item in enumerate(value):
+            if left[0] <= 0:
+                items.append(f"{_MARK} {len(value) - count} more items")
+                break
+            items.append(_cut(item, limit, left))
+        return items
+    return _cut(str(value), limit, left)
 
 
 def structured(value: Any) -> Any:

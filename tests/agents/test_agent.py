@@ -6,6 +6,7 @@ import asyncio
 import gc
 import json
 import logging
+from typing import Any
 
 import pytest
 from agent_helpers import named, one, scripted, tool_call_count, trace_spans
@@ -429,3 +430,30 @@ def test_a_run_stepped_from_two_event_loops_is_admitted_under_each_loops_limits(
         loop_b.run_until_complete(run.aclose())
         loop_a.close()
         loop_b.close()
+
+
+async def test_a_captured_tool_result_is_what_the_model_read_and_bounded_in_size(
+    obs: Observability, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The value itself was recorded: NaN as the invalid JSON NaN, a set as its str(); and a tool's 100,000 rows as
+    # a 3.5 MB attribute (and again in the next chat span), which the Collector refused, losing the whole trace.
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true")
+    registry = ToolRegistry()
+
+    @registry.tool(description="Odd values.")
+    def odd() -> dict[str, Any]:
+        return {"x": float("nan"), "s": {1}, "b": b"\x00\x01"}
+
+    @registry.tool(description="Many rows.")
+    def rows() -> list[dict[str, Any]]:
+        return [{"id": i, "name": f"row {i}"} for i in range(100_000)]
+
+    model = scripted([[("odd", {})], [("rows", {})], "done"])
+    final = await Agent(model, registry, name="big").run("go")
+    spans = trace_spans(obs, final["trace_id"])
+    recorded = json.loads(one(spans, "execute_tool odd")["attributes"][names.GEN_AI_TOOL_CALL_RESULT])
+    assert recorded == {"x": None, "s": [1], "b": "AAE="}
+    big = one(spans, "execute_tool rows")["attributes"][names.GEN_AI_TOOL_CALL_RESULT]
+    assert len(big) < 64_000 and json.loads(big)[-1].endswith("more items")
+    for chat in named(spans, "chat gpt-4o-mini"):
+        assert len(chat["attributes"].get(names.GEN_AI_INPUT_MESSAGES, "")) < 100_000

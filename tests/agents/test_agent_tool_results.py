@@ -217,7 +217,11 @@ async def test_an_error_that_gets_out_of_a_tool_call_is_named_on_its_span_not_ca
     agent = Agent(scripted([[("lookup", {})], "done"]), registry, name="faulty")
     with pytest.raises(LookupError):
         await agent.run("go")
-    (tool_span,) = [s for s in obs.export_all_data()["spans"] if s["operation_name"] == "execute_tool lookup"]
+    spans = obs.export_all_data()["spans"]
+    (run_span,) = [s for s in spans if s["operation_name"] == "invoke_agent faulty"]
+    (tool_span,) = [
+        s for s in spans if s["operation_name"] == "execute_tool lookup" and s["trace_id"] == run_span["trace_id"]
+    ]
     assert tool_span["attributes"][names.ERROR_TYPE] == "LookupError"
 
 

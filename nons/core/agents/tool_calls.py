@@ -71,8 +71,7 @@ async def execute_tool(
         if scope.tracing:
             try:
                 if result is not None and result["success"] and ctx.capture_content:
-                    captured = content.structured(result["output"])
-                    scope.set({names.GEN_AI_TOOL_CALL_RESULT: content.to_json(captured)})
+                    scope.set({names.GEN_AI_TOOL_CALL_RESULT: content.to_json(content.structured(_as_read(result)))})
                 if raised and result is not None:
                     # The exception itself, not its text: fail() withholds a model's answer it quotes (a
                     # network the tool ran failed to parse one) while content capture is off.
@@ -85,6 +84,19 @@ async def execute_tool(
                 scope.end()
         if inst.metrics:
             record_tool_call(inst, agent, call.name, tool is not None, error_type, duration)
+
+
+def _as_read(result: ToolResult) -> Any:
+    """A successful tool's output as the model read it (NaN as null, a set as a list, bytes as base64: see
+    :func:`~nons.core.agents.tool_output.output_text`), as JSON data: what its span records (it recorded the value
+    itself, NaN as the invalid JSON ``NaN``, a set as its ``str()``)."""
+    output = result["output"]
+    if isinstance(output, str):
+        return output
+    try:
+        return jsonable(output)
+    except ValueError:  # a value that holds itself: the text the model was given
+        return tool_message(result)
 
 
 def tool_message(result: ToolResult) -> str:

@@ -139,10 +139,15 @@ class TelemetryHandle:
 
         if self._flusher.run(stop, timeout / 1000):
             return True
+        # Which limit it was: the caller's (nons serve gives its own, NON_SERVE_TELEMETRY_FLUSH_S), or the default.
+        limit = (
+            "NON_TELEMETRY_EXIT_TIMEOUT sets the limit" if timeout_millis is None
+            else "its caller set the limit: under nons serve, NON_SERVE_TELEMETRY_FLUSH_S"
+        )  # fmt: skip
         logger.warning(
-            "telemetry was not exported within %d ms of shutdown (is the collector reachable? "
-            "NON_TELEMETRY_EXIT_TIMEOUT sets the limit); the rest is dropped",
+            "telemetry was not exported within %d ms of shutdown (is the collector reachable? %s); the rest is dropped",
             timeout,
+            limit,
         )
         return False
 

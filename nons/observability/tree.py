@@ -28,6 +28,9 @@ def _label(span: dict[str, Any]) -> Text:
         label.append("  cost unknown", style="yellow")
     elif names.ROLLUP_COST in attributes:
         label.append(f"  Σ ${attributes[names.ROLLUP_COST]:.6f}", style="dim green")
+        unpriced = attributes.get(names.ROLLUP_UNPRICED_CALLS)
+        if unpriced:  # the sum leaves them out: unknown is never shown as part of a total (nor as $0)
+            label.append(f" + {unpriced} of unknown cost", style="yellow")
     if attributes.get(names.SIMULATED):
         label.append("  simulated", style="dim")
     for event in span["events"]:

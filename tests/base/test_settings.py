@@ -160,6 +160,27 @@ def test_env_example_lists_every_setting() -> None:
         assert variable in example, variable
 
 
+def test_env_example_gives_each_setting_its_default() -> None:
+    # Copying it to .env (the guide's first step) must change nothing: it set NON_SPAN_EXPORT=sdk after the
+    # default had become nons, quietly switching off NoN's span encoder.
+    import re
+
+    from nons.base.settings import Settings
+
+    defaults = {}
+    for name, field in Settings.model_fields.items():
+        alias = field.validation_alias
+        variable = alias.choices[0] if alias is not None else f"NON_{name.upper()}"  # type: ignore[union-attr]
+        defaults[variable] = field.default
+    example = (Path(__file__).parents[2] / ".env.example").read_text()
+    for variable, value in re.findall(r"^(NON_[A-Z_]+)=(.*)$", example, re.MULTILINE):
+        default = defaults[variable]
+        if isinstance(default, float):
+            assert float(value) == default, variable
+        else:
+            assert value.lower() == ("" if default is None else str(default).lower()), variable
+
+
 # -- every number finite and in range, when it is read ---------------------------------------------------------
 
 

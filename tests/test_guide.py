@@ -206,7 +206,7 @@ async def test_caching_strategy_the_working_way_replaces_lru_cache_on_a_coroutin
     # (with the simulated provider's model, since no key is set in tests):
     from nons import CacheConfig, ModelConfig, ModelProvider, NetworkConfig, Node, NoN, configure_cache
 
-    exact = ModelConfig(provider=ModelProvider.MOCK, model_name="claude-haiku-4-5", temperature=0)
+    exact = ModelConfig(provider=ModelProvider.MOCK, model_name="gpt-4o-mini", temperature=0)
     network = NoN.from_operators(
         [Node("generate", exact, cache=True) * 5, "pack_candidates", "majority"],
         config=NetworkConfig(name="faq", cache=CacheConfig(ttl_s=3600)),

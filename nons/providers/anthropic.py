@@ -53,6 +53,7 @@ class AnthropicProvider(SDKProvider[anthropic.AsyncAnthropic]):
     provider = ModelProvider.ANTHROPIC
     genai_provider_name = names.PROVIDER_NAMES["anthropic"]
     price_provider_id = "anthropic"
+    default_max_tokens = DEFAULT_MAX_TOKENS
     key_env = "ANTHROPIC_API_KEY"
     default_base_url = "https://api.anthropic.com"
     settings_base_url = "anthropic_base_url"
@@ -80,7 +81,7 @@ class AnthropicProvider(SDKProvider[anthropic.AsyncAnthropic]):
         config = request.config
         params: dict[str, Any] = {
             "model": request.model,
-            "max_tokens": config.max_tokens or DEFAULT_MAX_TOKENS,
+            "max_tokens": config.max_tokens or self.default_max_tokens,
             "messages": _messages(request.messages),
             "timeout": timeout_s,
         }

@@ -52,6 +52,9 @@ class Provider(abc.ABC):
     #: Whether the API takes the system text as the first message of the chat history (OpenAI's Chat
     #: Completions) rather than apart from it: captured content records it where the API has it.
     system_in_history: bool = False
+    #: The ``max_tokens`` a request is sent with when its config sets none (Anthropic's API needs one); ``None``:
+    #: the request leaves it to the API.
+    default_max_tokens: int | None = None
 
     @abc.abstractmethod
     async def complete(self, request: LLMRequest) -> LLMResponse:

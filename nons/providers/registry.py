@@ -28,6 +28,7 @@ __all__ = [
     "load_provider",
     "loaded_provider",
     "resolve_provider",
+    "sends_sampling",
     "vendor_of",
 ]
 
@@ -130,6 +131,16 @@ def vendor_of(model: str) -> ModelProvider | None:
         if vendor is not None and provider.model_match is not None and provider.model_match.is_match(model):
             return vendor
     return None
+
+
+#: The providers whose API is never sent ``temperature`` or ``top_p`` (see ``nons.providers.anthropic``): a
+#: config's values reach neither the request nor its span, and temperature 0 does not make its calls repeatable.
+_SAMPLING_NOT_SENT = frozenset({ModelProvider.ANTHROPIC})
+
+
+def sends_sampling(provider: ModelProvider) -> bool:
+    """Whether ``provider``'s requests carry a config's ``temperature`` and ``top_p``."""
+    return provider not in _SAMPLING_NOT_SENT
 
 
 def default_model(provider: ModelProvider) -> str:

@@ -77,6 +77,25 @@ async def test_only_deterministic_calls_are_cached_unless_any_temperature_is_all
     assert cached_flags(await sampled.run("Hello")) == [False]
 
 
+async def test_temperature_0_to_a_provider_that_is_never_sent_it_is_not_deterministic() -> None:
+    # Anthropic is not sent temperature (its API refuses it): its answers sample at the API's default, and were
+    # cached as repeatable (one sample served for an hour).
+    with ProviderEmulator(default=Reply(text="one sample")) as emulator:
+        exact = ModelConfig(
+            provider=ModelProvider.ANTHROPIC, model_name="claude-haiku-4-5", temperature=0,
+            base_url=emulator.base_url_for("anthropic"), api_key=SecretStr("sk-test-cache"),
+        )  # fmt: skip
+        network = NoN.from_operators([Node("generate", exact, cache=True)])
+        await network.run("Hello")
+        assert cached_flags(await network.run("Hello")) == [False]
+        assert len(emulator.requests_for("anthropic")) == 2
+        assert "temperature" not in emulator.requests_for("anthropic")[0].body
+        # What it can have: any temperature's answers, asked for.
+        anything = NoN.from_operators([Node("generate", exact, cache=CacheConfig(any_temperature=True))])
+        await anything.run("Hi")
+        assert cached_flags(await anything.run("Hi")) == [True]
+
+
 def test_the_key_is_provider_model_messages_parameters_and_tools() -> None:
     messages = [Message("user", "hi")]
     tool = ToolDefinition("add", "adds", {"type": "object"})

@@ -165,3 +165,35 @@ async def test_every_response_model_gets_its_own_labels_however_many_a_server_se
         assert input_tokens == {**duration, names.GEN_AI_TOKEN_TYPE: names.TOKEN_TYPE_INPUT}
         assert output_tokens == {**duration, names.GEN_AI_TOKEN_TYPE: names.TOKEN_TYPE_OUTPUT}
     assert names.GEN_AI_RESPONSE_MODEL not in labels.metric_attributes
+
+
+async def test_the_span_gives_the_sampling_parameters_the_request_was_sent_with(otel: Telemetry) -> None:
+    # Anthropic is never sent temperature or top_p, and is sent max_tokens 1024 when the config sets none: the
+    # span said temperature 0.0 and top_p 0.9, and no max_tokens.
+    with ProviderEmulator() as emu:
+        config = ModelConfig(
+            provider=ModelProvider.ANTHROPIC, model_name="claude-sonnet-4-6", temperature=0.0, top_p=0.9,
+            base_url=emu.base_url_for("anthropic"), api_key=SecretStr(_key()),
+        )  # fmt: skip
+        await create_network(layers=[Node("generate", config)]).forward("question")
+        sent = emu.requests_for("anthropic")[0].body
+    (span,) = _llm_spans(otel)
+    attributes = dict(span.attributes)
+    assert "temperature" not in sent and "top_p" not in sent and sent["max_tokens"] == 1024
+    assert names.GEN_AI_REQUEST_TEMPERATURE not in attributes and names.GEN_AI_REQUEST_TOP_P not in attributes
+    assert attributes[names.GEN_AI_REQUEST_MAX_TOKENS] == 1024
+
+
+async def test_after_a_fallback_the_span_gives_the_parameters_the_answering_model_was_sent(otel: Telemetry) -> None:
+    # They stayed the first model's: temperature 0.2 and max_tokens 50 for an answer sent with 1.5 and 900.
+    failing = ModelConfig(
+        provider=ModelProvider.MOCK, model_name="gpt-4o-mini", temperature=0.2, max_tokens=50,
+        extra_params={"mock_failure_rate": 1.0, "mock_failure_kind": "server_error"},
+    )  # fmt: skip
+    fallback = ModelConfig(provider=ModelProvider.MOCK, model_name="gpt-4o", temperature=1.5, max_tokens=900)
+    node = Node("generate", failing, fallbacks=[fallback])
+    layer_config = LayerConfig(error_policy=ErrorPolicy.FALLBACK_MODEL, max_retries=0)
+    await create_network(layers=[node], layer_config=layer_config).forward("question")
+    (span,) = _llm_spans(otel)
+    assert span.attributes[names.GEN_AI_REQUEST_TEMPERATURE] == 1.5
+    assert span.attributes[names.GEN_AI_REQUEST_MAX_TOKENS] == 900

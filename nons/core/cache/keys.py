@@ -17,12 +17,13 @@ from nons.base.types import CacheConfig, ModelConfig, ModelProvider
 __all__ = ["Entry", "cache_key", "cacheable"]
 
 
-def cacheable(config: ModelConfig, cache: CacheConfig | None) -> bool:
+def cacheable(config: ModelConfig, cache: CacheConfig | None, sends_temperature: bool = True) -> bool:
     """Whether a call with ``config`` may be answered from the cache: caching is on, and the call is
-    deterministic (temperature 0, set explicitly) or the cache accepts any temperature."""
+    deterministic (temperature 0, set explicitly, to a provider that is sent it) or the cache accepts any
+    temperature."""
     if cache is None or not cache.enabled:
         return False
-    return cache.any_temperature or config.temperature == 0
+    return cache.any_temperature or (config.temperature == 0 and sends_temperature)
 
 
 def cache_key(

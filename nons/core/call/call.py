@@ -32,7 +32,7 @@ from nons.core.pricing import check_price_provider, load_prices, price_usd, pric
 from nons.observability import names
 from nons.observability.spans import NO_SPAN
 from nons.providers.base import Provider
-from nons.providers.registry import default_model, load_provider, loaded_provider, resolve_provider
+from nons.providers.registry import default_model, load_provider, loaded_provider, resolve_provider, sends_sampling
 
 __all__ = ["call_llm"]
 
@@ -67,7 +67,7 @@ async def call_llm(
         response_schema=response_schema, timeout_s=ctx.settings.request_timeout, tool_choice=tool_choice,
     )
     # A repair goes to the model itself: its answer is what the repair is about, and its span carries the event.
-    if repair is None and site.cache is not None and cacheable(config, site.cache):
+    if repair is None and site.cache is not None and cacheable(config, site.cache, sends_sampling(kind)):
         return await _cached(ctx, site, request, records)
     # The first call to a provider imports its vendor SDK (0.5 to 2 s) on a worker thread, and the first priced
     # call loads the price table the same way: the event loop never waits for either. Both happen before the

@@ -30,6 +30,7 @@ from nons.base.redaction import clean, clean_attributes
 from nons.base.types import ModelConfig
 from nons.observability import names
 from nons.providers.base import Provider
+from nons.providers.registry import sends_sampling
 
 if TYPE_CHECKING:  # the settings module loads pydantic-settings
     from nons.base.settings import Settings
@@ -84,12 +85,16 @@ class CallLabels:
         endpoint = provider.server_endpoint(config)
         if endpoint is not None:
             metric[names.SERVER_ADDRESS], metric[names.SERVER_PORT] = clean(endpoint[0]), endpoint[1]
+        # The parameters the request is sent with, not the config's: Anthropic is never sent a temperature or
+        # top_p, and is sent a max_tokens when the config has none.
         tail: dict[str, Any] = {}
-        if config.temperature is not None:
+        sampling = sends_sampling(provider.provider)
+        if config.temperature is not None and sampling:
             tail[names.GEN_AI_REQUEST_TEMPERATURE] = config.temperature
-        if config.max_tokens is not None:
-            tail[names.GEN_AI_REQUEST_MAX_TOKENS] = config.max_tokens
-        if config.top_p is not None:
+        max_tokens = config.max_tokens if config.max_tokens is not None else provider.default_max_tokens
+        if max_tokens is not None:
+            tail[names.GEN_AI_REQUEST_MAX_TOKENS] = max_tokens
+        if config.top_p is not None and sampling:
             tail[names.GEN_AI_REQUEST_TOP_P] = config.top_p
         if config.stop:
             tail[names.GEN_AI_REQUEST_STOP_SEQUENCES] = tuple(clean(stop) for stop in config.stop)

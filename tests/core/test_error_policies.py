@@ -404,8 +404,26 @@ async def test_a_timed_out_pass_error_keeps_the_calls_of_the_layer_it_cut_short(
     cut_short = partial.layers[1].node_results[0]
     assert len(cut_short.calls) == 1 and cut_short.calls[0].cost_usd
     assert isinstance(cut_short.error, NodeExecutionError)
-    assert isinstance(cut_short.error.cause, NodeCancelledError)
+    # A timeout, as the pass's error says (it was a NodeCancelledError: the caller could not tell why it stopped).
+    assert type(cut_short.error.cause) is TimeoutExceededError
+    assert "the network's pass timed out in layer 1" in str(cut_short.error)
     assert len(partial.calls) == 2
+
+
+async def test_the_spans_of_nodes_and_calls_a_pass_timeout_cut_say_timeout() -> None:
+    from nons.observability.integration import get_observability
+
+    network = NoN.from_operators(
+        [Node("generate", sim(latency_s=30)) * 2], config=NetworkConfig(name="slow-pass", timeout_seconds=0.1)
+    )
+    with pytest.raises(NetworkTimeoutError) as raised:
+        await network.forward("x")
+    assert raised.value.partial_result is not None
+    spans = get_observability().export_all_data(trace_id=raised.value.partial_result.trace_id)["spans"]
+    cut = [(s["operation_name"], s["error_type"]) for s in spans if s["operation_name"] != "invoke_workflow slow-pass"]
+    assert sorted(cut) == sorted(
+        [("nons.layer 0", "timeout")] + [("nons.node generate", "timeout"), ("chat gpt-4o-mini", "timeout")] * 2
+    )
 
 
 async def test_a_node_cancelled_before_it_started_is_no_success_in_the_partial_result() -> None:

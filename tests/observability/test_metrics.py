@@ -174,3 +174,29 @@ async def test_attempts_an_open_breaker_refused_are_counted_apart_from_the_attem
     assert sum(p.value for p in rejected) == 10 - 3
     assert {p.attributes[names.ERROR_TYPE] for p in rejected} == {"circuit_open"}
     assert {p.attributes[names.GEN_AI_REQUEST_MODEL] for p in rejected} == {"always-fails"}
+
+
+async def test_attempts_a_layer_or_pass_timeout_cut_are_timed_as_failed_attempts(otel: Telemetry) -> None:
+    # They were never recorded: a provider that hangs past a timeout was invisible to the dashboards' error ratios
+    # and latency percentiles, which are built on this histogram. An attempt a FAIL_FAST sibling cancelled says
+    # nothing of the provider: it is not recorded.
+    from nons import ErrorPolicy, LayerConfig, ModelConfig, ModelProvider, NetworkConfig, Node, NoN
+    from nons.base.errors import NetworkTimeoutError
+
+    def hanging(model: str) -> ModelConfig:
+        return ModelConfig(provider=ModelProvider.MOCK, model_name=model, extra_params={"mock_latency_s": 30})
+
+    by_layer = NoN.from_operators(
+        [Node("generate", hanging("gpt-4o")) * 3],
+        layer_config=LayerConfig(error_policy=ErrorPolicy.RETURN_PARTIAL, timeout_seconds=0.1),
+    )
+    await by_layer.run("x")
+    by_pass = NoN.from_operators(
+        [Node("generate", hanging("gpt-4.1")) * 2], config=NetworkConfig(name="slow-pass", timeout_seconds=0.1)
+    )
+    with contextlib.suppress(NetworkTimeoutError):
+        await by_pass.run("x")
+    points = otel.metric_points(names.METRIC_OPERATION_DURATION)
+    cut = {(p.attributes[names.GEN_AI_REQUEST_MODEL], p.attributes[names.ERROR_TYPE]): p.count for p in points}
+    assert cut == {("gpt-4o", "timeout"): 3, ("gpt-4.1", "timeout"): 2}
+    assert all(p.sum >= p.count * 0.05 for p in points)  # each timed from its sending to its cut (0.1 s at most)

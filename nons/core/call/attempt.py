@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from nons.base.errors import BudgetExceededError, ProviderError, ProviderTimeoutError
+from nons.base.errors import BudgetExceededError, ProviderError, ProviderTimeoutError, TimeoutExceededError
 from nons.base.messages import LLMRequest, LLMResponse
 from nons.base.redaction import clean
 from nons.base.results import Usage
@@ -20,7 +20,7 @@ from nons.base.types import Budget, BudgetScope
 from nons.core.budget_ledger import BudgetHold
 from nons.core.budgets import Budgets, worst_case_usd
 from nons.core.call import telemetry
-from nons.core.call.context import CallState, PassContext, Spend
+from nons.core.call.context import CallState, PassContext, Spend, cut_by_timeout
 from nons.core.pricing import price_usd
 from nons.core.scheduler import Permit
 from nons.observability import names
@@ -97,9 +97,15 @@ def failed(
     """Settle an attempt that ended in ``error`` (the caller re-raises it): the permit and the budget's hold given
     back; a provider error names this attempt's model when it does not say, and is recorded as the attempt's
     outcome."""
-    if not isinstance(error, ProviderError):  # cancelled, or a bug: give everything back, record nothing
+    if not isinstance(error, ProviderError):  # cancelled, or a bug: give everything back
         if permit is not None:
             permit.release(success=False, cancelled=isinstance(error, asyncio.CancelledError))
+            if cut_by_timeout(error, call.ctx) and call.ctx.instruments.metrics and call.labels is not None:
+                # Sent, and cut by its layer's or pass's timeout: a failed attempt, as one the request timeout
+                # ends is (one a FAIL_FAST sibling cancelled says nothing of the provider, and is not timed).
+                call.ctx.instruments.operation_duration.record(
+                    time.perf_counter() - started, call.labels.failed(TimeoutExceededError.error_type)
+                )
         if hold is not None:
             call.ctx.budget_book.settle(hold, 0.0)  # type: ignore[union-attr]
         return

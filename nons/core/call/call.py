@@ -26,7 +26,7 @@ from nons.base.types import ModelConfig, ModelProvider
 from nons.core.cache import Entry, cache_key, cacheable, get_cache
 from nons.core.call import telemetry
 from nons.core.call.attempt import attempt, estimate_tokens, failed, tokens_used
-from nons.core.call.context import CallSite, CallState, PassContext, Spend, cut_by_layer_timeout
+from nons.core.call.context import CallSite, CallState, PassContext, Spend, cut_by_timeout
 from nons.core.policies import CallPlan, backoff_delay, call_plan
 from nons.core.pricing import check_price_provider, load_prices, price_usd, prices_loaded
 from nons.observability import names
@@ -147,8 +147,8 @@ async def _call(
         if isinstance(error, asyncio.CancelledError) and scope.tracing:
             # Named as its node's span names it (a FAIL_FAST sibling, a timeout), with the attempts it made.
             scope.set({names.ATTEMPTS: call.attempts, **telemetry.unanswered_attributes(call)})
-            if cut_by_layer_timeout(error):
-                scope.fail_as(TimeoutExceededError.error_type, "the call's layer timed out")
+            if cut_by_timeout(error, ctx):
+                scope.fail_as(TimeoutExceededError.error_type, "the call's layer or pass timed out")
             else:
                 scope.fail_as(NodeCancelledError.error_type, "the call was cancelled")
         elif not isinstance(error, ProviderError):

@@ -44,14 +44,18 @@ __all__ = [
     "running_node",
 ]
 
-#: The message a layer cancels its nodes with when it times out: their spans, and their calls' spans, then say
-#: ``timeout``, as their results do, rather than ``cancelled``.
+#: The message a layer cancels its nodes with when it times out (see :func:`cut_by_timeout`).
 LAYER_TIMED_OUT = "nons: the node's layer timed out"
 
 
-def cut_by_layer_timeout(cancelled: BaseException) -> bool:
-    """Whether ``cancelled`` is the cancellation of a node whose layer timed out."""
-    return bool(cancelled.args) and cancelled.args[0] == LAYER_TIMED_OUT
+def cut_by_timeout(cancelled: BaseException, ctx: PassContext) -> bool:
+    """Whether ``cancelled`` is the cancellation of a node whose layer, or pass (``ctx``'s), timed out. Their
+    spans, and their calls' spans, then say ``timeout``, as their results do, rather than ``cancelled``; and the
+    attempts they cut are timed as failed ones (a provider that hangs past a timeout shows on the dashboards)."""
+    if cancelled.args and cancelled.args[0] == LAYER_TIMED_OUT:
+        return True
+    bound = ctx.pass_timeout
+    return bound is not None and bound.expired()
 
 
 #: The OpenTelemetry context key that carries an agent run's ``gen_ai.conversation.id`` into whatever its tools
@@ -141,6 +145,9 @@ class PassContext:
     enclosing: Enclosing | None = None
     #: How many of ``calls`` have been handed over.
     handed_over: int = 0
+    #: The network's ``asyncio.timeout`` while its pass runs under one (Python 3.11 on): what it cancels can tell
+    #: that a timeout did (:func:`cut_by_timeout`).
+    pass_timeout: asyncio.Timeout | None = None
 
     @classmethod
     def start(

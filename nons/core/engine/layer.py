@@ -11,11 +11,13 @@ from nons.base.errors import (
     LayerFailedError,
     NodeCancelledError,
     NodeExecutionError,
+    TimeoutExceededError,
     error_type_of,
 )
 from nons.base.results import LayerResult, NodeFailure, NodeResult
 from nons.base.types import ErrorPolicy, LayerConfig
 from nons.core.call import PassContext
+from nons.core.call.context import cut_by_timeout
 from nons.core.engine.node import LAYER_TIMED_OUT, layer_timeout, node_error, run_node
 from nons.core.layer import Layer, distribute
 from nons.observability import names, spans
@@ -70,7 +72,10 @@ async def run_layer(layer: Layer, value: Any, ctx: PassContext, index: int, conf
         outputs = _outputs(results, config, ctx, index)
         return LayerResult(index, results, outputs, time.perf_counter() - started)
     except BaseException as error:
-        scope.fail(error)
+        if isinstance(error, asyncio.CancelledError) and cut_by_timeout(error, ctx):
+            scope.fail_as(TimeoutExceededError.error_type, "the network's pass timed out")
+        else:
+            scope.fail(error)
         # What the layer did before it failed (or the pass was cancelled or timed out) goes on the pass's error.
         ctx.failed_layer = LayerResult(index, results, [], time.perf_counter() - started)
         raise

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import sys
 import time
 from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any
@@ -68,7 +69,7 @@ async def run_pass(
             passes = _run_layers(layers, input_data, ctx, default_layer_config, results)
             timeout = config.timeout_seconds
             # Only a timeout wraps the layers in a coroutine (_bounded's); without one they are awaited directly.
-            output = await (passes if timeout is None else _bounded(passes, timeout, name, results))
+            output = await (passes if timeout is None else _bounded(passes, timeout, name, results, ctx))
         outcome = names.OUTCOME_SUCCESS
     except BaseException as error:
         error_type = error_type_of(error)
@@ -97,10 +98,17 @@ def _start_span(inst: Instruments, name: str, network_id: str, ctx: PassContext)
     return spans.start(inst.tracer, names.network_span_name(name), _span_attributes(name, network_id, ctx))
 
 
-async def _bounded(passes: Awaitable[Any], timeout: float, name: str, results: list[LayerResult]) -> Any:
+async def _bounded(
+    passes: Awaitable[Any], timeout: float, name: str, results: list[LayerResult], ctx: PassContext
+) -> Any:
     """``passes`` awaited within the network's ``timeout_seconds``; past it, a ``NetworkTimeoutError`` that says
-    in which layer the pass was (``results`` holds the layers that finished)."""
+    in which layer the pass was (``results`` holds the layers that finished). The timeout is the pass's
+    (``ctx.pass_timeout``) so that the layer it cuts can tell its nodes why."""
     try:
+        if sys.version_info >= (3, 11):
+            async with asyncio.timeout(timeout) as bound:
+                ctx.pass_timeout = bound
+                return await passes
         return await within(passes, timeout)
     except asyncio.TimeoutError:
         raise NetworkTimeoutError(f"network {name!r} timed out after {timeout}s in layer {len(results)}") from None

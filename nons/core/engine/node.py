@@ -19,7 +19,7 @@ from nons.base.errors import (
 from nons.base.results import LLMCallRecord, NodeFailure, NodeResult
 from nons.base.types import LayerConfig
 from nons.core.call import CallSite, PassContext, call_llm
-from nons.core.call.context import LAYER_TIMED_OUT, cut_by_layer_timeout, running_node
+from nons.core.call.context import LAYER_TIMED_OUT, running_node
 from nons.core.call.labels import NodeLabels
 from nons.core.node import Node
 from nons.observability import spans
@@ -91,7 +91,7 @@ async def run_node(
         else:  # no span to make current: not even NO_SPAN's two empty calls, on every node of every pass
             result.output = await running
     except asyncio.CancelledError as cancelled:
-        result.error = node_error(node, _why_cancelled(cancelled, layer_index, layer_config), ctx, layer_index)
+        result.error = node_error(node, _why_cancelled(cancelled, ctx, layer_index, layer_config), ctx, layer_index)
         _finish(node, ctx, scope, labels, result, started, layer_index)
         raise
     except Exception as error:
@@ -120,9 +120,14 @@ def layer_timeout(layer_index: int, layer_config: LayerConfig) -> TimeoutExceede
     )
 
 
-def _why_cancelled(cancelled: asyncio.CancelledError, layer_index: int, layer_config: LayerConfig) -> Exception:
-    if cut_by_layer_timeout(cancelled):
+def _why_cancelled(
+    cancelled: asyncio.CancelledError, ctx: PassContext, layer_index: int, layer_config: LayerConfig
+) -> Exception:
+    if cancelled.args and cancelled.args[0] == LAYER_TIMED_OUT:
         return layer_timeout(layer_index, layer_config)
+    bound = ctx.pass_timeout
+    if bound is not None and bound.expired():
+        return TimeoutExceededError(f"the network's pass timed out in layer {layer_index} before the node finished")
     return NodeCancelledError("the node was cancelled")
 
 

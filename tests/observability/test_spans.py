@@ -393,3 +393,49 @@ async def test_non_enable_metrics_false_records_no_metric_point(
     result = await eventful_network().run("hello")
     assert not any(name.startswith(("nons.", "gen_ai.")) for name in otel.metric_names())
     assert len(otel.spans_of_trace(result.trace_id or "")) == 14
+
+
+async def test_a_call_ended_by_a_fallbacks_configuration_error_still_gives_its_billed_spend(
+    otel: Telemetry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Its span had no gen_ai.usage.* and no nons.attempts, while its record, the roll-ups and nons.cost counted
+    # what the unusable answers were billed: a sum over chat spans came to 0.
+    from nons.base.errors import ConfigurationError
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    unkeyed = ModelConfig(provider=ModelProvider.OPENAI, model_name="gpt-4o")
+    unusable = ModelConfig(
+        provider=ModelProvider.MOCK, model_name="gpt-4o-mini", fallbacks=(unkeyed,),
+        extra_params={"mock_failure_rate": 1.0, "mock_failure_kind": "malformed"},
+    )  # fmt: skip
+    network = NoN.from_operators(
+        [Node("generate", unusable)],
+        layer_config=LayerConfig(error_policy=ErrorPolicy.FALLBACK_MODEL, max_retries=1, retry_base_delay=0),
+    )
+    with pytest.raises(NodeExecutionError) as raised:
+        await network.run("hello")
+    assert isinstance(raised.value.cause, ConfigurationError)
+    (record,) = raised.value.partial_result.calls  # type: ignore[union-attr]
+    (chat,) = [s for s in otel.spans() if s.name.startswith("chat ")]
+    assert chat.attributes[names.GEN_AI_USAGE_COST] == pytest.approx(record.cost_usd)
+    assert chat.attributes[names.GEN_AI_USAGE_INPUT_TOKENS] == record.usage.input_tokens
+    assert chat.attributes[names.ATTEMPTS] == record.attempts
+
+
+async def test_a_retry_whose_wait_a_timeout_cut_is_not_counted(otel: Telemetry) -> None:
+    # The retry event and nons.retries were recorded before the wait: a layer timeout during it left a retry
+    # counted that never ran.
+    limited = ModelConfig(
+        provider=ModelProvider.MOCK, model_name="gpt-4o-mini",
+        extra_params={"mock_failure_rate": 1.0, "mock_failure_kind": "rate_limit", "mock_retry_after_s": 1.0},
+    )  # fmt: skip
+    network = NoN.from_operators(
+        [Node("generate", limited)],
+        layer_config=LayerConfig(error_policy=ErrorPolicy.RETRY_WITH_BACKOFF, max_retries=2, timeout_seconds=0.3),
+    )
+    with pytest.raises(NodeExecutionError):
+        await network.run("hello")
+    (chat,) = [s for s in otel.spans() if s.name.startswith("chat ")]
+    assert chat.attributes[names.ATTEMPTS] == 1
+    assert [e.name for e in chat.events].count(names.EVENT_RETRY) == 0
+    assert otel.metric_points(names.METRIC_RETRIES) == []

@@ -19,7 +19,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from nons.base.errors import NodeCancelledError, ProviderError, TimeoutExceededError
+from nons.base.errors import NodeCancelledError, ProviderError, TimeoutExceededError, message_of
 from nons.base.messages import LLMRequest, LLMResponse, Message, OutputRepair, ToolDefinition
 from nons.base.results import LLMCallRecord, Usage
 from nons.base.types import ModelConfig, ModelProvider
@@ -144,15 +144,18 @@ async def _call(
         record = _succeeded(call, response)
     except BaseException as error:
         # A provider error that ends the call has marked the span already, with the attempts it took.
-        if isinstance(error, asyncio.CancelledError) and scope.tracing:
-            # Named as its node's span names it (a FAIL_FAST sibling, a timeout), with the attempts it made.
+        if scope.tracing and not isinstance(error, ProviderError):
+            # A provider error that ends the call has set these already. Anything else (a cancellation, a
+            # fallback's configuration error) still gives the attempts it made and what they were billed.
             scope.set({names.ATTEMPTS: call.attempts, **telemetry.unanswered_attributes(call)})
+        if isinstance(error, asyncio.CancelledError) and scope.tracing:
+            # Named as its node's span names it (a FAIL_FAST sibling, a timeout).
             if cut_by_timeout(error, ctx):
                 scope.fail_as(TimeoutExceededError.error_type, "the call's layer or pass timed out")
             else:
                 scope.fail_as(NodeCancelledError.error_type, "the call was cancelled")
         elif not isinstance(error, ProviderError):
-            scope.fail(error, str(error) or type(error).__name__)
+            scope.fail(error, message_of(error) or type(error).__name__)
         _record_billed(call, records)
         raise
     finally:
@@ -242,8 +245,9 @@ async def _recover(call: CallState, error: ProviderError) -> LLMResponse:
             delay = _retry_delay(call, plan, retry, error)
             if delay is not None:
                 retry += 1
-                telemetry.retrying(call, error, delay)
                 await asyncio.sleep(delay)
+                # Once the wait is over: a retry whose wait a timeout or a cancellation cut never happened.
+                telemetry.retrying(call, error, delay)
             elif tried_fallbacks < len(fallbacks):
                 await _aim(call, fallbacks[tried_fallbacks])
                 retry, tried_fallbacks = 0, tried_fallbacks + 1

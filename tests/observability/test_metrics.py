@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 
+import pytest
 from opentelemetry import trace
 from otel_harness import Telemetry
 from test_spans import eventful_network
@@ -200,3 +201,44 @@ async def test_attempts_a_layer_or_pass_timeout_cut_are_timed_as_failed_attempts
     cut = {(p.attributes[names.GEN_AI_REQUEST_MODEL], p.attributes[names.ERROR_TYPE]): p.count for p in points}
     assert cut == {("gpt-4o", "timeout"): 3, ("gpt-4.1", "timeout"): 2}
     assert all(p.sum >= p.count * 0.05 for p in points)  # each timed from its sending to its cut (0.1 s at most)
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["local limits", "redis limits"])
+async def test_the_scheduler_wait_is_what_each_call_waited_for_its_slot(
+    otel: Telemetry, shared: bool, request: pytest.FixtureRequest
+) -> None:
+    # With the limits in Redis every call's wait was 0 and every call was a sample (a wait of microseconds): the
+    # time held at the shared limits was left out. Locally, calls never held still made samples of ~0.
+    from nons import ModelConfig, ModelProvider, Node, NoN, RateLimitConfig, configure_scheduler
+
+    backend = request.getfixturevalue("redis_server").url if shared else None
+    configure_scheduler(rate_limits={ModelProvider.MOCK: RateLimitConfig(requests_per_second=4)}, backend=backend)
+    try:
+        config = ModelConfig(provider=ModelProvider.MOCK, model_name="gpt-4o-mini", extra_params={"mock_latency_s": 0})
+        await NoN.from_operators([Node("generate", config) * 6]).run("q")
+    finally:
+        configure_scheduler()
+    waits = sorted(s.attributes[names.SCHEDULER_WAIT_S] for s in otel.spans() if s.name.startswith("chat "))
+    assert waits[:4] == [0.0] * 4  # the burst of 4 went at once
+    assert 0.15 < waits[4] < 0.45 and 0.4 < waits[5] < 0.7  # then one each 0.25 s
+    (point,) = otel.metric_points(names.METRIC_SCHEDULER_WAIT)
+    assert point.count == 2 and point.sum == pytest.approx(waits[4] + waits[5])
+
+
+async def test_a_call_cut_while_it_waits_for_its_slot_records_its_wait(otel: Telemetry) -> None:
+    # Only admitted calls recorded their wait: those that waited longest, until a timeout, were missing.
+    from nons import ModelConfig, ModelProvider, NetworkConfig, Node, NoN, RateLimitConfig, configure_scheduler
+    from nons.base.errors import NetworkTimeoutError
+
+    configure_scheduler(rate_limits={ModelProvider.MOCK: RateLimitConfig(max_concurrent=1)})
+    try:
+        config = ModelConfig(provider=ModelProvider.MOCK, model_name="gpt-4o-mini", extra_params={"mock_latency_s": 5})
+        network = NoN.from_operators([Node("generate", config) * 2], config=NetworkConfig(timeout_seconds=0.3))
+        with pytest.raises(NetworkTimeoutError):
+            await network.run("q")
+    finally:
+        configure_scheduler()
+    waits = sorted(s.attributes[names.SCHEDULER_WAIT_S] for s in otel.spans() if s.name.startswith("chat "))
+    assert waits[0] == 0.0 and 0.25 < waits[1] < 0.5
+    (point,) = otel.metric_points(names.METRIC_SCHEDULER_WAIT)
+    assert point.count == 1 and point.sum == pytest.approx(waits[1])

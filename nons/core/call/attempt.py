@@ -12,7 +12,13 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from nons.base.errors import BudgetExceededError, ProviderError, ProviderTimeoutError, TimeoutExceededError
+from nons.base.errors import (
+    BudgetExceededError,
+    ProviderError,
+    ProviderTimeoutError,
+    QueueTimeoutError,
+    TimeoutExceededError,
+)
 from nons.base.messages import LLMRequest, LLMResponse
 from nons.base.redaction import clean
 from nons.base.results import Usage
@@ -52,14 +58,9 @@ async def attempt(call: CallState) -> LLMResponse:
         tokens = estimate_tokens(request) if ctx.scheduler.counts_tokens else 0
         # Nearly every call gets its slot at once: try that without the coroutine acquire() would cost. A call that
         # waits shows its estimate in the scheduler's queue even when no limit counts tokens.
-        permit = ctx.scheduler.try_acquire(
-            request.provider, request.model, tokens, loop=ctx.loop
-        ) or await ctx.scheduler.acquire(
-            request.provider, request.model, priority=call.site.priority,
-            estimated_tokens=tokens or estimate_tokens(request),
-            deadline=time.monotonic() + (deadline - time.perf_counter()),
-            continuing=call.attempts > 1,  # a retry or fallback: a draining scheduler lets the call finish
-        )  # fmt: skip
+        permit = ctx.scheduler.try_acquire(request.provider, request.model, tokens, loop=ctx.loop)
+        if permit is None:
+            permit = await _queued(call, tokens or estimate_tokens(request), deadline)
         if permit.wait_s:
             _waited(call, permit.wait_s)
         started = time.perf_counter()
@@ -178,6 +179,22 @@ def _cut_short(call: CallState, error: ProviderError) -> bool:
         return False
     given = call.request.timeout_s
     return given is not None and given < 0.9 * call.ctx.settings.request_timeout
+
+
+async def _queued(call: CallState, tokens: int, deadline: float) -> Permit:
+    """The attempt's permit from the scheduler's slow path (its slot was not free at once). A call that waited and
+    then ran out of time there, or was cancelled there, waited too: that wait is recorded (the calls that waited
+    longest were missing from the histogram). One refused at once (an open breaker, a draining scheduler) did not."""
+    queued = time.perf_counter()
+    try:
+        return await call.ctx.scheduler.acquire(
+            call.request.provider, call.request.model, priority=call.site.priority, estimated_tokens=tokens,
+            deadline=time.monotonic() + (deadline - queued),
+            continuing=call.attempts > 1,  # a retry or fallback: a draining scheduler lets the call finish
+        )  # fmt: skip
+    except (QueueTimeoutError, asyncio.CancelledError):
+        _waited(call, time.perf_counter() - queued)
+        raise
 
 
 def _waited(call: CallState, wait_s: float) -> None:

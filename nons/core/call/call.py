@@ -147,7 +147,10 @@ async def _call(
         if scope.tracing and not isinstance(error, ProviderError):
             # A provider error that ends the call has set these already. Anything else (a cancellation, a
             # fallback's configuration error) still gives the attempts it made and what they were billed.
-            scope.set({names.ATTEMPTS: call.attempts, **telemetry.unanswered_attributes(call)})
+            scope.set({
+                names.ATTEMPTS: call.attempts, names.SCHEDULER_WAIT_S: call.wait_s,
+                **telemetry.unanswered_attributes(call),
+            })  # fmt: skip
         if isinstance(error, asyncio.CancelledError) and scope.tracing:
             # Named as its node's span names it (a FAIL_FAST sibling, a timeout).
             if cut_by_timeout(error, ctx):

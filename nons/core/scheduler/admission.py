@@ -39,7 +39,7 @@ async def admit_slowly(
         probe = True
     remote = lane.remote
     if remote is None:
-        return await _queue(state, lane, priority, tokens, deadline, probe, None)
+        return await _queue(state, lane, priority, tokens, deadline, probe, None, 0.0)
     # Shared limits first (an await on Redis), then the local queue (adaptive concurrency, draining).
     state.at_shared_limits += 1
     try:
@@ -54,6 +54,7 @@ async def _shared(
     remote: RemoteGate,
 ) -> Permit:
     """Wait for the lane's shared limits, then in the local queue."""
+    started = time.monotonic()
     try:
         reservation = await remote.reserve(priority, tokens, deadline)
     except BaseException as error:
@@ -62,8 +63,11 @@ async def _shared(
         if isinstance(error, QueueTimeoutError):
             lane.rejected += 1
         raise
+    # A wait only when a shared limit held the request back: Redis's round trip is not one.
+    waited = 0.0
     if reservation.held_by is not None:
         _throttled(state, lane, reservation.held_by)
+        waited = time.monotonic() - started
     try:
         if lane.breaker.state and not probe:
             # The breaker opened while this call waited for the shared limits: it is refused as one that came
@@ -73,7 +77,7 @@ async def _shared(
                 lane.rejected += 1
                 raise refused
             probe = True
-        return await _queue(state, lane, priority, tokens, deadline, probe, reservation)
+        return await _queue(state, lane, priority, tokens, deadline, probe, reservation, waited)
     except BaseException:
         remote.release(reservation, tokens, None)
         raise
@@ -89,14 +93,15 @@ def _throttled(state: LoopState, lane: Lane, kind: str) -> None:
 
 async def _queue(
     state: LoopState, lane: Lane, priority: int, tokens: int, deadline: float | None, probe: bool,
-    reservation: Any,
+    reservation: Any, waited: float,
 ) -> Permit:
-    """Wait in the local queue for the lane's limiters, and return the permit."""
+    """Wait in the local queue for the lane's limiters, and return the permit (its ``wait_s``: ``waited`` at the
+    shared limits, and what it waited here)."""
     waiter = state.enqueue(lane, priority, tokens, probe, deadline)
     state.dispatch()
     fut = waiter.fut
-    if fut.done():
-        return Permit(lane, waiter.wait_s, tokens, fut.result(), probe, reservation)
+    if fut.done():  # admitted at once, held by nothing here (the fast path only missed it): no wait of its own
+        return Permit(lane, waited, tokens, fut.result(), probe, reservation)
     _throttled(state, lane, lane.block_kind)
     if deadline is not None:
         delay = deadline - time.monotonic()
@@ -116,4 +121,4 @@ async def _queue(
             state.remove(waiter)
             state.dispatch()  # it may have held back the waiters behind it
         raise
-    return Permit(lane, waiter.wait_s, tokens, ticket, probe, reservation)
+    return Permit(lane, waited + waiter.wait_s, tokens, ticket, probe, reservation)

@@ -103,8 +103,11 @@ def test_a_fork_pools_workers_export_their_spans_and_the_pool_ends(tmp_path: Pat
     script.write_text(POOL)
     with OTLPReceiver() as receiver:
         for _ in range(3):  # the signal's moment varies: a few pools
+            # The exit's flush may take its whole limit on a loaded machine (CI's two cores lost a worker's
+            # spans at the default 1.5 s, once): a longer one, as a deadlock would outlast it anyway.
+            env = {**_exporting_to(receiver), "NON_TELEMETRY_EXIT_TIMEOUT": "10"}
             completed = subprocess.run(
-                [sys.executable, str(script)], env=_exporting_to(receiver), capture_output=True, text=True, timeout=60
+                [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=60
             )
             assert completed.returncode == 0, completed.stderr[-3000:]
             traces = {bytes.fromhex(t) for t in json.loads(completed.stdout.splitlines()[-1])}

@@ -457,3 +457,12 @@ async def test_a_captured_tool_result_is_what_the_model_read_and_bounded_in_size
     assert len(big) < 64_000 and json.loads(big)[-1].endswith("more items")
     for chat in named(spans, "chat gpt-4o-mini"):
         assert len(chat["attributes"].get(names.GEN_AI_INPUT_MESSAGES, "")) < 100_000
+
+
+def test_a_state_that_cannot_be_copied_is_refused_when_the_agent_is_made() -> None:
+    # Each run starts from a deep copy of it: a lock failed every run's start with "cannot pickle
+    # '_thread.lock' object", which said nothing of the state.
+    import threading
+
+    with pytest.raises(ConfigurationError, match=r"state must be deep-copyable: .* cannot pickle '_thread.lock'"):
+        Agent(scripted(["ok"]), calculator(), state={"lock": threading.Lock()})

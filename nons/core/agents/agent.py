@@ -39,7 +39,7 @@ from nons.base.messages import LLMResponse, Message, OutputRepair
 from nons.base.results import LLMCallRecord
 from nons.base.settings import get_settings
 from nons.base.types import ErrorPolicy, LayerConfig, ModelConfig
-from nons.core.agents.run import AgentRun, AgentStep
+from nons.core.agents.run import AgentRun, AgentStep, initial_state
 from nons.core.agents.telemetry import record_run
 from nons.core.agents.tool_calls import execute_tool, tool_message
 from nons.core.agents.tools import AgentState, ToolRegistry, ToolResult
@@ -134,8 +134,6 @@ class Agent:
             raise ConfigurationError(f"max_llm_retry must be an integer from 0 to 100, got {max_llm_retry!r}")
         if not isinstance(system_prompt, str):
             raise ConfigurationError("system_prompt must be a string")
-        if state is not None and not isinstance(state, Mapping):
-            raise ConfigurationError(f"state must be a mapping, got {type(state).__name__}")
         if output_schema is not None:
             check_schema(output_schema)
         if tool_choice not in ("auto", "required", *registry.names):
@@ -155,7 +153,7 @@ class Agent:
         self.fallbacks = fallbacks
         self.priority = priority
         self.system_prompt = "\n\n".join(p for p in (system_prompt, context) if p)
-        self.initial_state: dict[str, Any] = dict(state or {})
+        self.initial_state: dict[str, Any] = initial_state(state)
         self.output_schema = dict(output_schema) if output_schema is not None else None
         self.tool_choice = tool_choice
         policy = ErrorPolicy.FALLBACK_MODEL if (fallbacks or config.fallbacks) else ErrorPolicy.RETRY_WITH_BACKOFF

@@ -3,12 +3,33 @@ which is both an async iterator of steps and a coroutine of the final one."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Generator
+import copy
+from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Generator, Mapping
 from typing import Any, TypedDict
 
+from nons.base.errors import ConfigurationError, message_of
 from nons.core.agents.tools import AgentState, ToolResult
 
-__all__ = ["AgentRun", "AgentStep"]
+__all__ = ["AgentRun", "AgentStep", "initial_state"]
+
+
+def initial_state(state: object) -> dict[str, Any]:
+    """An agent's ``state`` argument as the dict each of its runs starts from a deep copy of (``None``: empty);
+    :class:`~nons.base.errors.ConfigurationError` for anything that is no mapping, or cannot be copied."""
+    if state is not None and not isinstance(state, Mapping):
+        raise ConfigurationError(f"state must be a mapping, got {type(state).__name__}")
+    kept = dict(state or {})
+    try:
+        copy.deepcopy(kept)
+    except Exception as error:
+        # Refused when the agent is made, naming the state: each run's start failed with the copy's own error (a
+        # lock: "cannot pickle '_thread.lock' object"), which never said why anything was copied.
+        raise ConfigurationError(
+            "state must be deep-copyable: each run starts from its own copy; copying it raised "
+            f"{type(error).__name__}: {message_of(error)} (keep a client, a lock or a pool out of the state, e.g. "
+            "in the tool's closure)"
+        ) from None
+    return kept
 
 
 class AgentStep(TypedDict):

@@ -130,6 +130,8 @@ def failed(
     if not error.provider:
         # A provider (or scheduler) error that does not say where it came from: name this attempt's model.
         error.provider, error.model = request.provider.value, request.model
+    elif not error.model:  # the shared limits' timeout knows the provider only
+        error.model = request.model
     # Only an attempt that was sent is an operation to time. A budget's refusal is counted by
     # nons.budget.refused; one by the scheduler (breaker open, queue deadline, provider paused) by
     # nons.scheduler.rejected: as 0-second failed attempts they would pull the latency percentiles towards 0 and

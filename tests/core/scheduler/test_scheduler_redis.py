@@ -295,3 +295,22 @@ async def test_a_shared_pause_past_the_bound_fails_the_calls_at_once(redis_serve
         await other.acquire(MOCK, "m", deadline=started + 5)
     assert time.monotonic() - started < 1.0  # not at its deadline
     assert raised.value.retry_after_s is not None and 25 < raised.value.retry_after_s <= 30
+
+
+async def test_a_call_timed_out_at_the_shared_limits_names_its_model(redis_server, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # The shared limits know the provider only: the error named model "" (the local queue's names it).
+    from nons import ErrorPolicy, LayerConfig, ModelConfig, Node, NoN
+
+    monkeypatch.setenv("NON_REQUEST_TIMEOUT", "0.3")
+    configure_scheduler(rate_limits={MOCK: RateLimitConfig(requests_per_minute=1)}, backend=redis_server.url)
+    try:
+        config = ModelConfig(provider=MOCK, model_name="gpt-4o-mini")
+        network = NoN.from_operators(
+            [Node("generate", config) * 2], layer_config=LayerConfig(error_policy=ErrorPolicy.RETURN_PARTIAL)
+        )
+        result = await network.run("q")
+    finally:
+        configure_scheduler()
+    (failed,) = [n for n in result.layers[0].node_results if n.error is not None]
+    cause = failed.error.__cause__
+    assert isinstance(cause, QueueTimeoutError) and (cause.provider, cause.model) == ("mock", "gpt-4o-mini")

@@ -8,7 +8,7 @@ Needs the ``spec`` extra (``pip install 'nons[spec]'``, included in ``nons[serve
       judge: anthropic/claude-sonnet-4-6
     defaults:                                # for every network (a network may have its own defaults:)
       model: openai/gpt-4o-mini              # nodes that name no model
-      layer: {error_policy: retry_with_backoff, max_retries: 3}
+      layer: {error_policy: fallback_model, max_retries: 3}   # retries each model, then its fallbacks
     networks:
       triage:
         timeout_seconds: 60                  # any NetworkConfig field

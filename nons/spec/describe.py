@@ -12,7 +12,7 @@ from rich.tree import Tree
 from nons.base.redaction import displayable_url, hide_credential_params
 from nons.core.network import NoN
 from nons.core.node import Node
-from nons.core.types import LayerConfig, ModelConfig
+from nons.core.types import ErrorPolicy, LayerConfig, ModelConfig
 
 __all__ = ["describe_network", "network_tree"]
 
@@ -111,7 +111,9 @@ def network_tree(network: NoN, description: str = "") -> Tree:
     if description:
         head.append(f"  {description}", style="italic")
     tree = Tree(head)
+    default_policy = (data["layer_config"] or {}).get("error_policy", LayerConfig().error_policy.value)
     for index, layer in enumerate(data["layers"]):
+        policy = layer["config"].get("error_policy", default_policy) if layer["config"] else default_policy
         label = Text(f"layer {index}", style="bold cyan")
         if layer["config"]:
             label.append(f"  {_policy_label(layer['config'])}", style="yellow")
@@ -126,6 +128,10 @@ def network_tree(network: NoN, description: str = "") -> Tree:
                 text.append("  " + ", ".join(f"{k}={v!r}" for k, v in node["parameters"].items()))
             if node["fallbacks"]:
                 text.append("  fallbacks: " + " → ".join(_model_label(f) for f in node["fallbacks"]), style="dim")
+            fallbacks = node["fallbacks"] or (node["model"] or {}).get("fallbacks")
+            if fallbacks and policy != ErrorPolicy.FALLBACK_MODEL.value:
+                # Drawn as a chain, they read as failover the layer's policy never uses.
+                text.append(f"  (fallbacks unused: the layer's policy is {policy}, not fallback_model)", style="yellow")
             if node["context"]:
                 text.append(f"  context: {node['context'][:60]!r}", style="dim")
             branch.add(text)

@@ -53,3 +53,30 @@ def test_import_loads_modules_that_register_operators(
     spec.write_text("networks:\n  loud: {layers: [shout]}\n", encoding="utf-8")
     assert main(["check", str(spec), "--import", "my_operators"]) == 0
     assert "shout" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("policy", "unused"), [("retry_with_backoff", True), ("fallback_model", False)])
+def test_fallbacks_a_layers_policy_never_uses_are_said_to_be_unused(
+    policy: str, unused: bool, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # They were drawn as a failover chain under retry_with_backoff, which never falls back (the README's own
+    # example did this).
+    monkeypatch.setenv("COLUMNS", "200")
+    spec = tmp_path / "nets.yaml"
+    spec.write_text(
+        textwrap.dedent(f"""\
+            version: 1
+            defaults:
+              layer: {{error_policy: {policy}, max_retries: 1}}
+            networks:
+              n:
+                layers:
+                  - operator: generate
+                    model: mock/gpt-4o-mini
+                    fallbacks: [mock/gpt-4o]
+            """),
+        encoding="utf-8",
+    )
+    assert main(["check", str(spec)]) == 0
+    out = capsys.readouterr().out
+    assert ("fallbacks unused: the layer's policy is retry_with_backoff" in out) is unused

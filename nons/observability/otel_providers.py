@@ -23,6 +23,7 @@ import atexit
 import contextlib
 import logging
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -83,6 +84,9 @@ class TelemetryHandle:
     _flusher: Flusher = field(default_factory=Flusher, repr=False)
     _child_end: AtMultiprocessingChildEnd | None = field(default=None, repr=False)
     _stopped: bool = field(default=False, repr=False)
+    #: When the exit's time limit ends, once SIGTERM has started it (``time.monotonic()``): the exit's own flush
+    #: gets what is left, so that a handler that exits after NoN's SIGTERM flush does not wait the limit twice.
+    _exit_deadline: float | None = field(default=None, repr=False)
 
     def _providers(self) -> list[Any]:
         return [p for p in (self.tracer_provider, self.meter_provider, self.logger_provider) if p is not None]
@@ -113,16 +117,33 @@ class TelemetryHandle:
 
         return self._flusher.run(flush, timeout / 1000)
 
+    def flush_on_sigterm(self, timeout_s: float) -> bool:
+        """Flush within ``timeout_s`` as SIGTERM starts the exit; the exit's own flush then gets what is left."""
+        self._exit_deadline = time.monotonic() + timeout_s
+        return self.force_flush(int(timeout_s * 1000))
+
     def shutdown_at_exit(self) -> bool:
-        """:meth:`shutdown` as the interpreter exits: the application's providers are left to its own exit."""
-        return self.shutdown(flush_all=False)
+        """:meth:`shutdown` as the interpreter exits: the application's providers are left to its own exit. After
+        SIGTERM, within what is left of the limit its flush began (``NON_TELEMETRY_EXIT_TIMEOUT`` in all)."""
+        if self._exit_deadline is None:
+            return self.shutdown(flush_all=False)
+        left_ms = max(1, int((self._exit_deadline - time.monotonic()) * 1000))
+        return self._shutdown(left_ms, False, "NON_TELEMETRY_EXIT_TIMEOUT sets the limit, SIGTERM's flush included")
 
     def shutdown(self, timeout_millis: int | None = None, *, flush_all: bool = True) -> bool:
         """Flush every provider NoN's telemetry goes through (only those NoN installed, with ``flush_all=False``:
         at exit, where the application's own shutdown flushes its own) and stop those NoN installed (others belong
         to the application), giving up after ``timeout_millis`` (``NON_TELEMETRY_EXIT_TIMEOUT`` by default).
         Returns whether it finished in time; what was not exported by then is dropped, and a warning says so."""
-        timeout = _exit_timeout_millis() if timeout_millis is None else timeout_millis
+        # Which limit it was: the caller's (nons serve gives its own, NON_SERVE_TELEMETRY_FLUSH_S), or the default.
+        limit = (
+            "NON_TELEMETRY_EXIT_TIMEOUT sets the limit" if timeout_millis is None
+            else "its caller set the limit: under nons serve, NON_SERVE_TELEMETRY_FLUSH_S"
+        )  # fmt: skip
+        return self._shutdown(_exit_timeout_millis() if timeout_millis is None else timeout_millis, flush_all, limit)
+
+    def _shutdown(self, timeout: int, flush_all: bool, limit: str) -> bool:
+        """:meth:`shutdown` within ``timeout`` ms; ``limit`` says what set it, in the warning when it is passed."""
         if self._stopped:
             return True
         self._stopped = True
@@ -139,11 +160,6 @@ class TelemetryHandle:
 
         if self._flusher.run(stop, timeout / 1000):
             return True
-        # Which limit it was: the caller's (nons serve gives its own, NON_SERVE_TELEMETRY_FLUSH_S), or the default.
-        limit = (
-            "NON_TELEMETRY_EXIT_TIMEOUT sets the limit" if timeout_millis is None
-            else "its caller set the limit: under nons serve, NON_SERVE_TELEMETRY_FLUSH_S"
-        )  # fmt: skip
         logger.warning(
             "telemetry was not exported within %d ms of shutdown (is the collector reachable? %s); the rest is dropped",
             timeout,
@@ -179,7 +195,7 @@ def flush_at_exit(handle: TelemetryHandle, settings: Settings) -> None:
     # process without running atexit, so no one else's shutdown would send them. Flushing sends; it stops nothing.
     if settings.telemetry_sigterm_handler and handle._providers():
         handle.sigterm_handler = install_sigterm_flush(
-            lambda timeout_s: handle.force_flush(int(timeout_s * 1000)),
+            handle.flush_on_sigterm,
             lambda: get_settings().telemetry_exit_timeout,
         )
 

@@ -75,8 +75,10 @@ def run_until_sigterm(env: dict[str, str]) -> tuple[dict[str, Any], subprocess.C
             ready = json.loads(line)
             break
     assert ready, process.stderr.read() if process.stderr else ""
+    signalled = time.monotonic()
     process.send_signal(signal.SIGTERM)
     stdout, stderr = process.communicate(timeout=30)
+    ready["sigterm_to_exit_s"] = time.monotonic() - signalled
     return ready, subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 
@@ -114,6 +116,18 @@ def test_sigterm_chains_to_the_applications_own_handler() -> None:
         assert completed.returncode == 3, completed.stderr[-3000:]
         assert '"app_handler": 15' in completed.stdout
         assert delivered(receiver, ready["trace_ids"]) == ready["spans_seen"]
+
+
+def test_sigterm_to_an_application_that_exits_from_its_handler_waits_the_limit_once() -> None:
+    # With the collector down, NoN's SIGTERM flush waited the limit, then the exit the application's handler
+    # started waited it again (3 s for a limit of 1.5 s).
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{closed_port()}", "OTEL_BSP_SCHEDULE_DELAY": "600000",
+        "HOST_APP_HANDLER": "1", "NON_TELEMETRY_EXIT_TIMEOUT": "1.5",
+    }  # fmt: skip
+    ready, completed = run_until_sigterm(env)
+    assert completed.returncode == 3, completed.stderr[-3000:]
+    assert ready["sigterm_to_exit_s"] <= 1.5 + EXIT_NOISE_S, ready["sigterm_to_exit_s"]
 
 
 def test_no_signal_handler_when_the_application_says_so() -> None:

@@ -22,7 +22,7 @@ from nons.spec.errors import Path
 from nons.spec.grammar import parse_model_ref
 from nons.spec.model import LayerSpecModel, ModelSpec, NetworkSpec, NodeSpec, SpecFile
 
-__all__ = ["UNKNOWN_KEY", "BuildProblems", "build_networks"]
+__all__ = ["UNKNOWN_KEY", "BuildProblems", "build_networks", "layer_problems"]
 
 _SECRET_FIELDS = ("api_key",)
 _KEYS_FROM_THE_ENVIRONMENT = (
@@ -65,6 +65,17 @@ def build_networks(spec: SpecFile) -> dict[str, NoN]:
     if builder.problems:
         raise BuildProblems(builder.problems)
     return {name: network for name, network in networks.items() if network is not None}
+
+
+def layer_problems(spec: SpecFile, network: str, layers: Mapping[int, LayerSpecModel]) -> list[tuple[Path, str]]:
+    """The build problems (unknown operators, parameters, models) of ``layers``, the layers of ``network`` that
+    are valid by themselves although the network is not, at their places: so that one check reports them with
+    the network's schema problems. Built without the network's default model (its defaults may be what is
+    wrong), so a node that names none is not checked against one."""
+    builder = _Builder(spec)
+    for index, layer in layers.items():
+        builder.layer(layer, ("networks", network, "layers", index), None)
+    return builder.problems
 
 
 def _validation_problems(error: ValidationError, path: Path, renames: Mapping[str, str]) -> list[tuple[Path, str]]:

@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path as FilePath
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from nons.core.network import NoN
-from nons.spec.builder import UNKNOWN_KEY, BuildProblems, build_networks
+from nons.spec.builder import UNKNOWN_KEY, BuildProblems, build_networks, layer_problems
 from nons.spec.errors import Path, SpecError, SpecProblem, format_path
-from nons.spec.model import NetworkSpec, SpecFile
+from nons.spec.model import DefaultsSpec, LayerSpecModel, ModelSpec, NetworkSpec, SpecFile
 
 __all__ = ["Spec", "load_spec", "loads_spec"]
 
@@ -146,6 +146,39 @@ def _validation_items(error: ValidationError) -> list[tuple[Path, str]]:
     return items
 
 
+def _problems_of_valid_layers(data: Any) -> list[tuple[Path, str]]:
+    """The build problems of the valid layers of each network the schema refused (an unknown operator in one
+    layer was reported only once an unknown key in another was fixed). Nothing when the file's own models or
+    defaults are invalid: its layers could not be built against them."""
+    if not isinstance(data, dict) or not isinstance(data.get("networks"), dict):
+        return []
+    try:
+        shared = SpecFile.model_construct(
+            models=TypeAdapter(dict[str, ModelSpec]).validate_python(data.get("models") or {}),
+            defaults=DefaultsSpec.model_validate(data.get("defaults") or {}),
+            networks={},
+        )
+    except ValidationError:
+        return []
+    problems: list[tuple[Path, str]] = []
+    for name, network in data["networks"].items():
+        layers = network.get("layers") if isinstance(network, dict) else None
+        if not isinstance(layers, list) or _is_valid(NetworkSpec, network):
+            continue  # a valid network is built whole (_valid_networks)
+        valid = {i: layer for i, layer in enumerate(layers) if _is_valid(LayerSpecModel, layer)}
+        parsed = {i: LayerSpecModel.model_validate(layer) for i, layer in valid.items()}
+        problems.extend(layer_problems(shared, str(name), parsed))
+    return problems
+
+
+def _is_valid(model: type[BaseModel], value: Any) -> bool:
+    try:
+        model.model_validate(value)
+    except ValidationError:
+        return False
+    return True
+
+
 def _valid_networks(data: Any) -> SpecFile | None:
     """The file with only its valid networks, or ``None`` when even that is invalid."""
     if not isinstance(data, dict) or not isinstance(data.get("networks"), dict):
@@ -209,6 +242,7 @@ def loads_spec(text: str, source: str = "<string>") -> Spec:
                 build_networks(valid)
             except BuildProblems as build_error:
                 problems.extend(build_error.problems)
+        problems.extend(_problems_of_valid_layers(data))
         raise SpecError(locator.problems(problems)) from None
     try:
         networks = build_networks(spec_file)

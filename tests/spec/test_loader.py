@@ -68,6 +68,25 @@ def test_a_spec_error_is_a_configuration_error_listing_every_problem() -> None:
     assert "2 problems" in text and "nets.yaml:3:" in text and "nets.yaml:5:" in text
 
 
+def test_a_network_with_a_schema_problem_still_has_its_other_layers_checked() -> None:
+    # The unknown operator of layer 0 was reported only once the unknown key of layer 1 was fixed.
+    problems = _problems(
+        """\
+        networks:
+          a:
+            layers:
+              - generat
+              - operator: generate
+                max_retry: 3
+              - operator: classify
+                params: {categories: []}
+        """
+    )
+    assert [(p.line, p.field) for p in problems] == [
+        (4, "networks.a.layers[0]"), (6, "networks.a.layers[1].max_retry"), (8, "networks.a.layers[2].params"),
+    ]  # fmt: skip
+
+
 def test_yaml_syntax_errors_name_the_line() -> None:
     problem = _one("networks:\n  a:\n    layers: [generate,\n")
     assert problem.file == "nets.yaml" and problem.line == 4 and problem.message.startswith("YAML:")

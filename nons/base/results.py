@@ -18,7 +18,10 @@ class Usage:
 
     ``reported`` is ``False`` when the server sent no usage, or too little to count (some OpenAI-compatible servers
     do): the counts are then unknown, not zero, and so is the call's cost (``cost_usd`` is ``None``). A sum is
-    ``reported`` only when every part of it is."""
+    ``reported`` only when every part of it is.
+
+    ``billed_extra`` holds what else the vendor billed, by genai-prices' usage keys (``cache_write_1h_tokens``,
+    ``web_searches``, ``input_audio_tokens``...): the call is priced with it, as the vendor bills it."""
 
     input_tokens: int = 0
     output_tokens: int = 0
@@ -26,8 +29,15 @@ class Usage:
     cache_write_tokens: int = 0
     reasoning_tokens: int = 0
     reported: bool = True
+    billed_extra: tuple[tuple[str, int], ...] = ()
 
     def __add__(self, other: Usage) -> Usage:
+        extra = self.billed_extra
+        if other.billed_extra:  # rare: a vendor's extra billed usage, summed key by key
+            summed = dict(extra)
+            for key, count in other.billed_extra:
+                summed[key] = summed.get(key, 0) + count
+            extra = tuple(sorted(summed.items()))
         return Usage(
             self.input_tokens + other.input_tokens,
             self.output_tokens + other.output_tokens,
@@ -35,6 +45,7 @@ class Usage:
             self.cache_write_tokens + other.cache_write_tokens,
             self.reasoning_tokens + other.reasoning_tokens,
             self.reported and other.reported,
+            extra,
         )
 
     @property

@@ -98,14 +98,16 @@ def _price(
     cache_read: int,
     cache_write: int,
     reasoning: int,
+    extra: tuple[tuple[str, int], ...] = (),
 ) -> float | None:
     # genai-prices takes ~100 µs a call; the same (model, usage) recurs constantly in ensembles, so cache it.
     from genai_prices import Usage as PriceUsage
     from genai_prices import calc_price
 
     usage = PriceUsage(
-        input_tokens=inp, output_tokens=out, cache_read_tokens=cache_read, cache_write_tokens=cache_write
-    )
+        input_tokens=inp, output_tokens=out, cache_read_tokens=cache_read, cache_write_tokens=cache_write,
+        **dict(extra),
+    )  # fmt: skip
     if reasoning:
         usage.output_reasoning_tokens = reasoning
     try:
@@ -162,6 +164,7 @@ def price_usd(source: PriceSource | str | None, model: str, usage: Usage) -> flo
         usage.cache_read_tokens,
         usage.cache_write_tokens,
         usage.reasoning_tokens,
+        usage.billed_extra,
     )
 
 

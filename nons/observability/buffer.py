@@ -312,7 +312,10 @@ class Observability:
             )
         spans = self._ring.spans(trace_id=trace_id)
         if not spans:
-            raise KeyError(f"no spans of trace {trace_id!r} in the buffer (it holds the last {self.buffer_size})")
+            raise KeyError(
+                f"no spans of trace {trace_id!r} in the buffer: it holds the last {self.buffer_size} spans, and only "
+                "sampled ones (a trace the sampler dropped, OTEL_TRACES_SAMPLER or the application's, has none)"
+            )
         span_ids = {s["span_id"] for s in spans}
         start = min(s["start_time_ns"] for s in spans)
         end = max(s["end_time_ns"] for s in spans)

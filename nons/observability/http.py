@@ -6,7 +6,8 @@ client its SDK uses and hands it to :func:`instrument_sdk_client`, which puts th
 ``HTTPX2ClientInstrumentor.instrument_client`` on that client alone (its transport and its proxy mounts): every
 HTTP attempt becomes a CLIENT span with the stable HTTP conventions, a child of the span current when the
 request is sent (the LLM span, or the Anthropic SDK's own call span under it), the W3C trace context goes out with
-the request, and the standard ``http.client.request.duration`` metric is recorded. No other client of the
+the request, and the standard HTTP client duration metric is recorded (``http.client.duration`` by default,
+``http.client.request.duration`` with ``OTEL_SEMCONV_STABILITY_OPT_IN=http``). No other client of the
 application is touched: NoN never instruments ``httpx`` or ``httpx2`` globally.
 
 Nothing is added when:

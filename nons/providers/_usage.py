@@ -51,6 +51,22 @@ def usage_from_wire(response: Mapping[str, Any], *, provider_id: str, api_flavor
         cache_read_tokens=_count(extracted.cache_read_tokens),
         cache_write_tokens=_count(extracted.cache_write_tokens),
         reasoning_tokens=_count(extracted.output_reasoning_tokens),
+        billed_extra=_billed_extra(extracted),
+    )
+
+
+#: The keys of genai-prices' usage that :class:`~nons.base.results.Usage` has fields for.
+_COUNTED = frozenset(
+    {"input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "output_reasoning_tokens"}
+)
+
+
+def _billed_extra(extracted: Any) -> tuple[tuple[str, int], ...]:
+    """The rest of what the extractor read (a 1-hour cache write, web searches, audio tokens): the price depends on
+    it, so the call is priced with it (an Anthropic 1-hour cache write was priced at the 5-minute rate, web
+    searches not at all). Only the keys genai-prices reported: its stored values (``vars``), never inferred ones."""
+    return tuple(
+        sorted((key, _count(value)) for key, value in vars(extracted).items() if key not in _COUNTED and value)
     )
 
 

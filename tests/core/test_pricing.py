@@ -167,3 +167,53 @@ async def test_an_unknown_price_provider_is_a_configuration_error_before_the_cal
         await NoN([Layer([Node("generate", config)])]).run("hello")
     assert isinstance(raised.value.cause, ConfigurationError)
     assert "'opnai'" in str(raised.value.cause) and "openai" in str(raised.value.cause)
+
+
+def _anthropic_answer(usage: dict[str, object]) -> dict[str, object]:
+    return {
+        "id": "msg_1", "type": "message", "role": "assistant", "model": "claude-sonnet-4-6", "stop_sequence": None,
+        "content": [{"type": "text", "text": "Done."}], "stop_reason": "end_turn", "usage": usage,
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("usage", "extra"),
+    [
+        # A 1-hour cache write is billed at twice the input rate, the 5-minute one at 1.25 times.
+        ({"input_tokens": 1000, "output_tokens": 500, "cache_creation_input_tokens": 20000,
+          "cache_read_input_tokens": 30000,
+          "cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 20000}},
+         ("cache_write_1h_tokens", 20000)),
+        # Server web searches are billed per search.
+        ({"input_tokens": 1000, "output_tokens": 500, "server_tool_use": {"web_search_requests": 3}},
+         ("web_searches", 3)),
+    ],
+    ids=["1h cache write", "web searches"],
+)  # fmt: skip
+async def test_what_else_a_vendor_bills_is_priced_as_genai_prices_prices_it(
+    usage: dict[str, object], extra: tuple[str, int]
+) -> None:
+    # NoN kept five counts of the usage genai-prices read, and priced those: a 1-hour cache write at the 5-minute
+    # rate ($0.0945 for $0.1395), web searches not at all ($0.0105 for $0.0405).
+    from pydantic import SecretStr
+
+    from nons.testing import Fault
+
+    body = _anthropic_answer(usage)
+    expected = float(
+        genai_prices.calc_price(
+            genai_prices.extract_usage(body, provider_id="anthropic").usage,
+            model_ref="claude-sonnet-4-6", provider_id="anthropic",
+        ).total_price
+    )  # fmt: skip
+    with ProviderEmulator() as emu:
+        emu.script("anthropic", [Fault.http(200, body)])
+        config = ModelConfig(
+            provider=ModelProvider.ANTHROPIC, model_name="claude-sonnet-4-6", price_provider="anthropic",
+            base_url=emu.base_url_for("anthropic"), api_key=SecretStr("sk-test-pricing"),
+        )  # fmt: skip
+        result = await NoN.from_operators([Node("generate", config)]).run("Summarise the handbook.")
+    (call,) = result.calls
+    assert extra in call.usage.billed_extra
+    assert call.cost_usd == pytest.approx(expected) and result.cost_usd == pytest.approx(expected)
+    assert (call.usage + call.usage).billed_extra == ((extra[0], 2 * extra[1]),)

@@ -74,6 +74,15 @@ def _server(base_url: str) -> str:
 _USAGE_FIELDS = frozenset(field.name for field in fields(Usage))
 
 
+def _usage(data: dict[str, Any]) -> Usage:
+    """An entry's usage: only the fields this release knows (a later one may have added some); JSON made the
+    extra billed usage's pairs lists."""
+    known = {k: v for k, v in data.items() if k in _USAGE_FIELDS}
+    if "billed_extra" in known:
+        known["billed_extra"] = tuple((str(key), int(count)) for key, count in known["billed_extra"])
+    return Usage(**known)
+
+
 @dataclass(slots=True, frozen=True)
 class Entry:
     """A cached answer: the response, the provider that gave it, and what the call that made it cost
@@ -104,7 +113,7 @@ class Entry:
             ModelProvider(data["provider"]),
             LLMResponse(
                 # Only the fields this release knows: a later one may have added some.
-                text=data["text"], usage=Usage(**{k: v for k, v in data["usage"].items() if k in _USAGE_FIELDS}),
+                text=data["text"], usage=_usage(data["usage"]),
                 finish_reason=data["finish_reason"],
                 response_model=data["response_model"], response_id=data["response_id"],
                 tool_calls=tuple(ToolCall(**c) for c in data["tool_calls"]), simulated=data["simulated"],

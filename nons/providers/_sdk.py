@@ -101,13 +101,13 @@ class SDKProvider(Provider, Generic[ClientT]):
         """Make the one SDK call with ``params`` and return the SDK's answer. May raise SDK exceptions."""
 
     @abc.abstractmethod
-    def _response(self, answer: Any, model: str) -> LLMResponse:
-        """The SDK's answer as an :class:`LLMResponse`; raise a NoN error for an unusable one."""
+    def _response(self, answer: Any, request: LLMRequest) -> LLMResponse:
+        """The SDK's answer to ``request`` as an :class:`LLMResponse`; raise a NoN error for an unusable one."""
 
     @abc.abstractmethod
-    def _usage(self, answer: Any) -> Usage:
-        """The tokens the SDK's answer says it used (``not_reported()`` when it says none): what was billed for it,
-        whether or not it is an answer NoN can use."""
+    def _usage(self, answer: Any, request: LLMRequest) -> Usage:
+        """The tokens the SDK's answer to ``request`` says it used (``not_reported()`` when it says none): what was
+        billed for it, whether or not it is an answer NoN can use."""
 
     @abc.abstractmethod
     def _describe_error(self, exc: Exception) -> FailedCall | None:
@@ -217,11 +217,11 @@ class SDKProvider(Provider, Generic[ClientT]):
         """The answer as NoN's response; an answer that is not one is a :class:`MalformedResponseError`."""
         model = request.model
         try:
-            response = self._response(answer, model)
+            response = self._response(answer, request)
         except (RefusalError, MalformedResponseError) as error:
             # Refused or unusable, the answer was still billed: what it used goes with the error, to be priced.
             if error.usage is None:
-                error.usage = self._billed(answer)
+                error.usage = self._billed(answer, request)
             raise
         except NonError:
             raise
@@ -237,7 +237,7 @@ class SDKProvider(Provider, Generic[ClientT]):
                 )  # fmt: skip
             raise malformed(
                 f"the answer is not shaped as a {self.name} answer ({type(exc).__name__} reading it)",
-                provider=self.name, model=model, usage=self._billed(answer),
+                provider=self.name, model=model, usage=self._billed(answer, request),
             ) from None
         if response.tool_calls and not request.tools and not response.text.strip():
             # A tool call nobody offered a tool for answers nothing: passed on, it would be an empty answer.
@@ -247,11 +247,11 @@ class SDKProvider(Provider, Generic[ClientT]):
             )
         return response
 
-    def _billed(self, answer: Any) -> Usage | None:
+    def _billed(self, answer: Any, request: LLMRequest) -> Usage | None:
         """What an answer NoN cannot use says it used; ``None`` when not even that can be read from it (JSON of
         another shape, an error sent as a 200): then nothing is known to have been billed."""
         try:
-            usage = self._usage(answer)
+            usage = self._usage(answer, request)
         except Exception:  # an answer misshapen where its usage would be
             return None
         if not usage.reported and self._empty(answer):

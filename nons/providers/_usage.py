@@ -13,6 +13,7 @@ spelling (Gemini's camelCase aliases included).
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -20,8 +21,9 @@ from typing import Any
 from genai_prices import extract_usage
 
 from nons.base.results import Usage
+from nons.providers.base import PriceSource
 
-__all__ = ["not_reported", "usage_from_wire"]
+__all__ = ["OPENAI_READER", "not_reported", "usage_from_wire", "usage_reader"]
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +70,29 @@ def _billed_extra(extracted: Any) -> tuple[tuple[str, int], ...]:
     return tuple(
         sorted((key, _count(value)) for key, value in vars(extracted).items() if key not in _COUNTED and value)
     )
+
+
+#: OpenAI's Chat Completions usage extractor: (genai-prices provider id, API flavor).
+OPENAI_READER = ("openai", "chat")
+
+
+@functools.lru_cache(maxsize=256)
+def usage_reader(source: PriceSource) -> tuple[str, str]:
+    """The usage extractor of an OpenAI-compatible answer billed at ``source``'s prices: the matched provider's
+    Chat Completions one (``chat``), else its ``default``, else OpenAI's. A known service may count differently
+    from OpenAI (xAI leaves reasoning out of ``completion_tokens``; Perplexity bills citation tokens and
+    searches): read as OpenAI counts, its calls were under-billed and their output tokens short."""
+    from genai_prices import data_snapshot
+
+    try:
+        provider = data_snapshot.get_snapshot().find_provider(None, source.provider_id, source.api_url)
+    except LookupError:  # a server genai-prices does not know: its calls are unpriced; OpenAI's counts stand
+        return OPENAI_READER
+    flavors = {extractor.api_flavor for extractor in provider.extractors or ()}
+    for flavor in ("chat", "default"):
+        if flavor in flavors:
+            return provider.id, flavor
+    return OPENAI_READER
 
 
 def _count(value: Any) -> int:

@@ -115,7 +115,8 @@ class AnthropicProvider(SDKProvider[anthropic.AsyncAnthropic]):
         message: anthropic.types.Message = await client.messages.create(**params)
         return message
 
-    def _response(self, message: anthropic.types.Message, model: str) -> LLMResponse:
+    def _response(self, message: anthropic.types.Message, request: LLMRequest) -> LLMResponse:
+        model = request.model
         if message.stop_reason == "refusal":
             # Whatever came before the stop is not an answer.
             raise refused("the model declined (stop_reason refusal)", provider=self.name, model=model)
@@ -131,7 +132,7 @@ class AnthropicProvider(SDKProvider[anthropic.AsyncAnthropic]):
         ensure_answer(text, tool_calls, provider=self.name, model=model, finish_reason=message.stop_reason)
         return LLMResponse(
             text=text,
-            usage=self._usage(message),
+            usage=self._usage(message, request),
             finish_reason=message.stop_reason.lower() if message.stop_reason else None,
             response_model=message.model or model,
             response_id=message.id,
@@ -139,7 +140,7 @@ class AnthropicProvider(SDKProvider[anthropic.AsyncAnthropic]):
             raw=message,
         )
 
-    def _usage(self, answer: anthropic.types.Message) -> Usage:
+    def _usage(self, answer: anthropic.types.Message, request: LLMRequest) -> Usage:
         return usage_from_wire(
             {"usage": answer.usage.model_dump(mode="json", exclude_none=True)}, provider_id="anthropic"
         )

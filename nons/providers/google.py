@@ -180,7 +180,8 @@ class GoogleProvider(SDKProvider[GeminiClient]):
     async def _send(self, client: GeminiClient, params: dict[str, Any]) -> types.GenerateContentResponse:
         return await client.sdk.aio.models.generate_content(**params)
 
-    def _response(self, response: types.GenerateContentResponse, model: str) -> LLMResponse:
+    def _response(self, response: types.GenerateContentResponse, request: LLMRequest) -> LLMResponse:
+        model = request.model
         if not response.candidates:
             feedback = response.prompt_feedback
             if feedback is not None and feedback.block_reason is not None:
@@ -211,7 +212,7 @@ class GoogleProvider(SDKProvider[GeminiClient]):
         ensure_answer(text, tuple(tool_calls), provider=self.name, model=model, finish_reason=finish)
         return LLMResponse(
             text=text,
-            usage=self._usage(response),
+            usage=self._usage(response, request),
             finish_reason=finish.lower() if finish else None,
             response_model=response.model_version or model,
             response_id=response.response_id,
@@ -273,7 +274,7 @@ class GoogleProvider(SDKProvider[GeminiClient]):
         # The SDK keeps only the fields it knows: an error sent as a 200 ({"error": {...}}) becomes this.
         return not answer.candidates and answer.usage_metadata is None and answer.prompt_feedback is None
 
-    def _usage(self, answer: types.GenerateContentResponse) -> Usage:
+    def _usage(self, answer: types.GenerateContentResponse, request: LLMRequest) -> Usage:
         meta = answer.usage_metadata
         if meta is None:
             return not_reported()

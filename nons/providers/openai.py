@@ -6,9 +6,11 @@ server, a gateway); such a server often needs no key, so a missing key is allowe
 Notes on the wire format:
 
 - the node's context becomes the first message, with role ``system``;
-- usage is read by genai-prices' extractor for the chat flavor: ``prompt_tokens`` already includes cached tokens
-  (``prompt_tokens_details.cached_tokens``) and ``completion_tokens`` the ``reasoning_tokens``;
-- tool calls carry their arguments as a JSON string, decoded here; invalid JSON is a malformed answer;
+- usage is read by genai-prices' extractor of the service whose prices the call pays (OpenAI's chat flavor for
+  OpenAI: ``prompt_tokens`` already includes cached tokens and ``completion_tokens`` the ``reasoning_tokens``; a
+  known compatible service's own, which may count otherwise);
+- tool calls carry their arguments as a JSON string, decoded here; arguments that are not a JSON object are passed
+  on as ``ToolCall.arguments_error`` (an agent tells the model), and a call without a name is a malformed answer;
 - a typed answer is asked for with ``response_format`` (see :mod:`nons.providers._structured`). Against a
   compatible server in ``StructuredOutput.AUTO`` mode, a server that refuses ``json_schema`` with a 400 is asked
   again at once with ``json_object`` and a schema, then with the schema in the prompt only; the first form it
@@ -38,7 +40,8 @@ from nons.providers._errors import FailedCall, describe_stainless_error, error_f
 from nons.providers._forced_tool import as_tool_call, envelope
 from nons.providers._sdk import SDKProvider, endpoint_of, request_timeout_of
 from nons.providers._structured import output_form, schema_name, strict_schema, with_form
-from nons.providers._usage import not_reported, usage_from_wire
+from nons.providers._usage import OPENAI_READER as _OPENAI_READER
+from nons.providers._usage import not_reported, usage_from_wire, usage_reader
 from nons.providers._wire import (
     ensure_answer,
     extra_body,
@@ -216,7 +219,8 @@ class OpenAIProvider(SDKProvider[openai.AsyncOpenAI]):
         completion: ChatCompletion = await client.chat.completions.create(**params)
         return completion
 
-    def _response(self, completion: ChatCompletion, model: str) -> LLMResponse:
+    def _response(self, completion: ChatCompletion, request: LLMRequest) -> LLMResponse:
+        model = request.model
         if not completion.choices:
             error = (completion.model_extra or {}).get("error")
             if isinstance(error, str) and error:  # some servers send the message alone
@@ -238,7 +242,7 @@ class OpenAIProvider(SDKProvider[openai.AsyncOpenAI]):
         ensure_answer(text, tool_calls, provider=self.name, model=model, finish_reason=choice.finish_reason)
         return LLMResponse(
             text=text,
-            usage=self._usage(completion),
+            usage=self._usage(completion, request),
             finish_reason=choice.finish_reason.lower() if choice.finish_reason else None,
             response_model=completion.model or model,
             response_id=completion.id or None,
@@ -254,13 +258,18 @@ class OpenAIProvider(SDKProvider[openai.AsyncOpenAI]):
     def _empty(self, answer: Any) -> bool:
         return not answer.choices and answer.usage is None
 
-    def _usage(self, answer: ChatCompletion) -> Usage:
+    def _usage(self, answer: ChatCompletion, request: LLMRequest) -> Usage:
         usage = answer.usage
         if usage is None:  # some compatible servers omit it: the call's tokens and cost are unknown, not zero
             return not_reported()
-        return usage_from_wire(
-            {"usage": usage.model_dump(mode="json", exclude_none=True)}, provider_id="openai", api_flavor="chat"
-        )
+        wire = {"usage": usage.model_dump(mode="json", exclude_none=True)}
+        # Read as the service whose prices the call pays counts it (xAI's completion_tokens leave its reasoning
+        # out, which OpenAI's include); a reader that cannot read it leaves it to OpenAI's.
+        reader = usage_reader(self.price_source(request.config))
+        read = usage_from_wire(wire, provider_id=reader[0], api_flavor=reader[1])
+        if not read.reported and reader != _OPENAI_READER:
+            read = usage_from_wire(wire, provider_id=_OPENAI_READER[0], api_flavor=_OPENAI_READER[1])
+        return read
 
     def _describe_error(self, exc: Exception) -> FailedCall | None:
         return describe_stainless_error(exc, openai)

@@ -217,3 +217,43 @@ async def test_what_else_a_vendor_bills_is_priced_as_genai_prices_prices_it(
     assert extra in call.usage.billed_extra
     assert call.cost_usd == pytest.approx(expected) and result.cost_usd == pytest.approx(expected)
     assert (call.usage + call.usage).billed_extra == ((extra[0], 2 * extra[1]),)
+
+
+@pytest.mark.parametrize(
+    ("service", "model", "usage"),
+    [
+        # xAI's completion_tokens leave its reasoning out; OpenAI's include it.
+        ("x-ai", "grok-3-mini", {"prompt_tokens": 1000, "completion_tokens": 200, "total_tokens": 3000,
+                                 "completion_tokens_details": {"reasoning_tokens": 1800}}),
+        # Perplexity bills citation tokens and searches.
+        ("perplexity", "sonar-reasoning-pro", {"prompt_tokens": 1000, "completion_tokens": 500, "total_tokens": 1500,
+                                               "citation_tokens": 4000, "num_search_queries": 5,
+                                               "reasoning_tokens": 3000}),
+    ],
+)  # fmt: skip
+async def test_a_compatible_services_usage_is_read_as_that_service_counts_it(
+    service: str, model: str, usage: dict[str, object]
+) -> None:
+    # It was read as OpenAI counts: grok-3-mini's 1,800 reasoning tokens were left out of its output (200 output
+    # tokens, $0.0004 for $0.0013); sonar's citations and searches were not billed ($0.02 for $0.076).
+    from pydantic import SecretStr
+
+    from nons.testing import Fault
+
+    body = {
+        "id": "c1", "object": "chat.completion", "created": 1, "model": model, "usage": usage,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "Done."}, "finish_reason": "stop"}],
+    }  # fmt: skip
+    flavor = "chat" if service == "x-ai" else "default"  # Perplexity's extractor has no chat flavor
+    expected = genai_prices.extract_usage(body, provider_id=service, api_flavor=flavor)
+    price = float(genai_prices.calc_price(expected.usage, model_ref=model, provider_id=service).total_price)
+    with ProviderEmulator() as emu:
+        emu.script("openai", [Fault.http(200, body)])
+        config = ModelConfig(
+            provider=ModelProvider.OPENAI, model_name=model, price_provider=service,
+            base_url=emu.base_url_for("openai"), api_key=SecretStr("sk-test-pricing"),
+        )  # fmt: skip
+        result = await NoN.from_operators([Node("generate", config)]).run("Think it over.")
+    (call,) = result.calls
+    assert call.usage.output_tokens == expected.usage.output_tokens
+    assert call.cost_usd == pytest.approx(price)

@@ -30,14 +30,17 @@ def _text_of(value: Any) -> str:
     if isinstance(value, NodeFailure):
         raise OperatorError(f"upstream node {value.node_id!r} failed ({value.error_type}); it has no text")
     if isinstance(value, (list, tuple)):
-        items = [v for v in value if not isinstance(v, NodeFailure)]
+        # Failed nodes' markers and None (a retriever that found nothing) are left out: the others are the text.
+        items = items_of(value)
         if len(items) == 1:
             return _text_of(items[0])
         if not items and value:
-            # Under RETURN_PARTIAL, a node given the markers of nothing but failed nodes: it has nothing to send
-            # (it sent an empty prompt, and its model's answer to nothing went on as a success).
-            failed = ", ".join(f"{v.node_id!r} ({v.error_type})" for v in value)
-            raise OperatorError(f"every upstream node failed: {failed}; there is no text")
+            # Under RETURN_PARTIAL, a node given the markers of nothing but failed nodes (or Nones): it has nothing
+            # to send (it sent an empty prompt, and its model's answer to nothing went on as a success).
+            failed = ", ".join(f"{v.node_id!r} ({v.error_type})" for v in value if isinstance(v, NodeFailure))
+            if failed:
+                raise OperatorError(f"every upstream node failed or gave None: {failed}; there is no text")
+            raise OperatorError("every item of the input is None; there is no text")
         return "\n\n".join(f"[{i}] {_text_of(v)}" for i, v in enumerate(items, 1))
     # json is imported where it is needed, not with the module: `from nons import NoN` does not load it.
     if isinstance(value, dict):
@@ -73,6 +76,6 @@ def _refuse_textless(value: Any) -> None:
 
 
 def items_of(value: Any) -> list[Any]:
-    """``value`` as a list of items, without failure markers."""
+    """``value`` as a list of items, without failure markers and ``None``s (an upstream node that gave nothing)."""
     items = list(value) if isinstance(value, (list, tuple)) else [value]
-    return [v for v in items if not isinstance(v, NodeFailure)]
+    return [v for v in items if v is not None and not isinstance(v, NodeFailure)]

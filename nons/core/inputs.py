@@ -14,7 +14,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from nons.base.errors import ConfigurationError, InputValidationError
+from nons.base.errors import ConfigurationError, InputValidationError, OperatorError
 from nons.base.results import NodeFailure
 from nons.base.text import as_text
 
@@ -62,7 +62,10 @@ def check_input(value: Any, limit: int) -> None:
     if any(not text.strip() for text in texts):
         raise InputValidationError("input must not be empty or whitespace")
     # Whatever its shape, the input is measured as the prompt text operators make of it.
-    size = len(value) if isinstance(value, str) else len(as_text(value))
+    try:
+        size = len(value) if isinstance(value, str) else len(as_text(value))
+    except OperatorError as error:  # nothing in it is text (a list of Nones): the caller's input, not an operator
+        raise InputValidationError(f"input has no text: {error}") from None
     if size > limit:
         raise InputValidationError(
             f"input is {size:,} characters, over the limit of {limit:,} "

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping
 from typing import Annotated, Any, TypeVar
 
 from annotated_types import Gt
@@ -179,7 +179,7 @@ async def synthesize(ctx: OperatorContext, input: Any) -> str:
     return (await ctx.complete(as_text(input), instruction=instruction)).text
 
 
-def _non_empty_strings(op: str, param: str, values: Sequence[str]) -> list[str]:
+def _non_empty_strings(op: str, param: str, values: Collection[str]) -> list[str]:
     if not _all_non_empty(values):
         raise ConfigurationError(f"{op}: {param} must be a non-empty list of non-empty strings, got {values!r}")
     return list(values)
@@ -200,8 +200,9 @@ def _options(values: _T) -> _T:
     return values
 
 
-#: A node's options: categories, fields, route names (a mapping's keys are its routes).
-Options = Annotated[Sequence[str], AfterValidator(_options)]
+#: A node's options: categories, fields, route names (a mapping's keys are its routes). Any collection of names
+#: (a list, a tuple, a set, a dict's keys); a single string is refused by _options.
+Options = Annotated[Collection[str], AfterValidator(_options)]
 RouteOptions = Annotated[Mapping[str, str], AfterValidator(_options)]
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from nons.base.errors import ConfigurationError
+from nons.base.redaction import clean, hide_credential_params
 
 __all__ = ["NODE_KEYWORDS", "OperatorFunc", "OperatorSpec", "builtin", "builtin_specs", "spec_for"]
 
@@ -43,9 +44,10 @@ class OperatorSpec:
         return tuple(n for n, p in self.parameters.items() if p.default is inspect.Parameter.empty)
 
     def check_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
-        """``params`` checked against the function's signature, as a node will pass them: ``ConfigurationError``
-        naming any unknown or missing parameter, or a value its annotation refuses (validated by pydantic, as
-        ``pydantic.validate_call`` would: ``"2"`` for an ``int`` is 2, a list for a ``tuple`` a tuple)."""
+        """``params`` checked against the function's signature: ``ConfigurationError`` naming any unknown or
+        missing parameter, or a value its annotation refuses (validated by pydantic, in its lax mode: ``"2"`` passes
+        for an ``int``, a list for a ``tuple``). The values are passed on as given, never pydantic's copies: an
+        application's ``defaultdict`` stays one, and a list it shares stays shared."""
         unknown = sorted(set(params) - set(self.parameters))
         if unknown and not self.takes_any:
             known = ", ".join(self.parameters) or "none"
@@ -58,7 +60,9 @@ class OperatorSpec:
                 f"operator {self.name!r} needs parameter(s) {', '.join(missing)}; "
                 f"give them to the node, e.g. Node({self.name!r}, {missing[0]}=...)"
             )
-        return {name: _validated(self, name, value) for name, value in params.items()}
+        for name, value in params.items():
+            _validate(self, name, value)
+        return dict(params)
 
 
 #: ``Node``'s own keyword arguments: an operator parameter of one of these names could never be given to a node.
@@ -67,18 +71,20 @@ NODE_KEYWORDS = frozenset(
 )
 
 
-def _validated(spec: OperatorSpec, name: str, value: Any) -> Any:
-    """``value`` for ``spec``'s parameter ``name``, validated against its annotation (as it is when unannotated,
-    or when the annotation cannot be resolved or validated)."""
+def _validate(spec: OperatorSpec, name: str, value: Any) -> None:
+    """Refuse ``value`` for ``spec``'s parameter ``name`` when its annotation does (nothing is checked when it is
+    unannotated, or when the annotation cannot be resolved or validated)."""
     adapter = _adapter(spec.func, name)
     if adapter is None:
-        return value
+        return
     from pydantic import ValidationError
 
     try:
-        return adapter.validate_python(value)
+        adapter.validate_python(value)
     except ValidationError as error:
-        shown = repr(value)
+        # The value as it may be shown: a parameter, or a key within it, named like a credential is hidden, and
+        # a key NoN knows is redacted (the message reaches nons check's output and logs).
+        shown = clean(repr(hide_credential_params({name: value})[name]))
         shown = shown if len(shown) <= 80 else shown[:77] + "..."
         raise ConfigurationError(f"operator {spec.name!r}, parameter {name}{_problems(error)} (got {shown})") from None
 

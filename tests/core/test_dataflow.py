@@ -125,3 +125,25 @@ async def test_an_output_with_no_prompt_text_fails_the_model_node_it_reaches(ups
         await network.run("hello")
     assert caught.value.layer == 1 and isinstance(caught.value.__cause__, OperatorError)
     assert caught.value.partial_result is not None and caught.value.partial_result.cost_usd == 0
+
+
+@operator(name="finds_nothing", uses_llm=False, description="a retriever that found nothing")
+async def _finds_nothing(ctx: OperatorContext, input: Any) -> None:
+    return None
+
+
+async def test_a_none_among_upstream_outputs_is_left_out_as_a_failed_nodes_marker_is() -> None:
+    # Refusing None anywhere in a list failed the whole node: one retriever of two finding nothing ended the pass.
+    network = NoN.from_operators([["echo", "finds_nothing"], Node("synthesize", sim())])
+    result = await network.run("Paris is the capital of France.")
+    (synthesis,) = result.layers[1].node_results
+    assert synthesis.success and synthesis.calls
+    assert (await NoN.from_operators([Node("generate", sim())]).run(["What is the capital?", None])).output
+    assert await NoN.from_operators(["majority"]).forward(["Paris", "Paris", None]) == "Paris"
+
+
+async def test_an_input_of_nothing_but_nones_is_refused_as_input() -> None:
+    from nons.base.errors import InputValidationError
+
+    with pytest.raises(InputValidationError, match="input has no text: every item of the input is None"):
+        await NoN.from_operators([Node("generate", sim())]).run([None, None])

@@ -138,24 +138,27 @@ def truncate_value(value: Any, limit: int = PART_LIMIT) -> Any:
 
 def _cut(value: Any, limit: int, left: list[int]) -> Any:
     """``value`` cut as :func:`truncate_value` says; ``left[0]`` is what the whole may still take, in characters
-    (about: the JSON's quotes and commas are not counted)."""
+    of its JSON (each value charged its text and the quotes, brackets and comma around it: an empty string or
+    list is not free)."""
     if isinstance(value, str):
         cut = truncate(value, min(limit, max(left[0], 0)))
-        left[0] -= len(cut)
+        left[0] -= len(cut) + 3
         return cut
     if value is None or isinstance(value, (bool, int, float)):
-        left[0] -= 5
+        left[0] -= len(repr(value)) + 1
         return value
     if isinstance(value, Mapping):
+        left[0] -= 3
         kept: dict[str, Any] = {}
         for count, (key, item) in enumerate(value.items()):
             if left[0] <= 0:
                 kept[_MARK] = f"{len(value) - count} more entries"
                 break
-            left[0] -= len(str(key))
+            left[0] -= len(str(key)) + 4
             kept[str(key)] = _cut(item, limit, left)
         return kept
     if isinstance(value, (list, tuple)):
+        left[0] -= 3
         items: list[Any] = []
         for count, item in enumerate(value):
             if left[0] <= 0:

@@ -300,3 +300,15 @@ async def test_a_tool_failed_by_an_unparseable_answer_keeps_it_out_of_the_tool_s
     (tool_span,) = [s for s in otel.spans() if s.name.startswith("execute_tool")]
     assert (tool_span.attributes or {})[names.ERROR_TYPE] == "output_parse_error"
     assert tool_span.status.description and "ANSWER-TEXT-6e5" not in tool_span.status.description
+
+
+@pytest.mark.parametrize(
+    "item", ["", {}, [], 1.23456789, None], ids=["empty string", "empty map", "empty list", "float", "null"]
+)
+def test_a_captured_value_is_bounded_whatever_its_items(item: object) -> None:
+    # Empty items were charged nothing and numbers a flat 5: 100,000 empty strings were captured whole (400 kB).
+    from nons.observability.content import VALUE_LIMIT, to_json, truncate_value
+
+    captured = truncate_value([item] * 100_000)
+    assert len(to_json(captured)) < 1.5 * VALUE_LIMIT
+    assert captured[-1].endswith("more items")

@@ -10,6 +10,7 @@ from rich.text import Text
 from rich.tree import Tree
 
 from nons.base.redaction import displayable_url, hide_credential_params
+from nons.base.settings import get_settings
 from nons.core.network import NoN
 from nons.core.node import Node
 from nons.core.types import ErrorPolicy, LayerConfig, ModelConfig
@@ -111,7 +112,8 @@ def network_tree(network: NoN, description: str = "") -> Tree:
     if description:
         head.append(f"  {description}", style="italic")
     tree = Tree(head)
-    default_policy = (data["layer_config"] or {}).get("error_policy", LayerConfig().error_policy.value)
+    # A network without a default layer config runs under NON_ERROR_POLICY, as the engine does.
+    default_policy = (data["layer_config"] or {}).get("error_policy", get_settings().error_policy.value)
     for index, layer in enumerate(data["layers"]):
         policy = layer["config"].get("error_policy", default_policy) if layer["config"] else default_policy
         label = Text(f"layer {index}", style="bold cyan")

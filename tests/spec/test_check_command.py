@@ -80,3 +80,19 @@ def test_fallbacks_a_layers_policy_never_uses_are_said_to_be_unused(
     assert main(["check", str(spec)]) == 0
     out = capsys.readouterr().out
     assert ("fallbacks unused: the layer's policy is retry_with_backoff" in out) is unused
+
+
+def test_a_network_without_a_layer_policy_is_judged_under_non_error_policy(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As the engine runs it: judged under LayerConfig's default, its used fallbacks were said to be unused.
+    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.setenv("NON_ERROR_POLICY", "fallback_model")
+    spec = tmp_path / "nets.yaml"
+    spec.write_text(
+        "version: 1\nnetworks:\n  n:\n    layers:\n      - {operator: generate, model: mock/gpt-4o-mini, "
+        "fallbacks: [mock/gpt-4o]}\n",
+        encoding="utf-8",
+    )
+    assert main(["check", str(spec)]) == 0
+    assert "fallbacks unused" not in capsys.readouterr().out

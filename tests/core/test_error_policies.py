@@ -448,3 +448,27 @@ async def test_an_error_raised_before_the_pass_began_has_no_partial_result() -> 
     with pytest.raises(InputValidationError) as raised:
         await network.forward("")
     assert raised.value.partial_result is None
+
+
+@operator("runs_an_inner_network", uses_llm=False, replace=True)
+async def _runs_an_inner_network(ctx: OperatorContext, input: Any) -> Any:
+    inner = NoN.from_operators([Node("generate", sim(latency_s=30))], config=NetworkConfig(name="inner"))
+    return await inner.forward(str(input))
+
+
+async def test_what_an_outer_pass_timeout_cuts_inside_a_nested_network_says_timeout() -> None:
+    # The outer spans said timeout, the inner network's (its pass, layer, node and call) cancelled.
+    from nons.observability.integration import get_observability
+
+    outer = NoN.from_operators(
+        [Node("runs_an_inner_network")], config=NetworkConfig(name="outer", timeout_seconds=0.2)
+    )
+    with pytest.raises(NetworkTimeoutError) as raised:
+        await outer.forward("question")
+    assert raised.value.partial_result is not None
+    spans = get_observability().export_all_data(trace_id=raised.value.partial_result.trace_id)["spans"]
+    outcomes = {s["operation_name"]: s["error_type"] for s in spans}
+    assert outcomes == {
+        "invoke_workflow outer": "timeout", "nons.layer 0": "timeout", "nons.node runs_an_inner_network": "timeout",
+        "invoke_workflow inner": "timeout", "nons.node generate": "timeout", "chat gpt-4o-mini": "timeout",
+    }  # fmt: skip

@@ -54,8 +54,16 @@ def cut_by_timeout(cancelled: BaseException, ctx: PassContext) -> bool:
     attempts they cut are timed as failed ones (a provider that hangs past a timeout shows on the dashboards)."""
     if cancelled.args and cancelled.args[0] == LAYER_TIMED_OUT:
         return True
-    bound = ctx.pass_timeout
-    return bound is not None and bound.expired()
+    # This pass's timeout, or that of a pass it runs inside (a network an operator runs, in a node whose pass
+    # timed out).
+    level: PassContext | None = ctx
+    while level is not None:
+        bound = level.pass_timeout
+        if bound is not None and bound.expired():
+            return True
+        outer = level.enclosing.running() if level.enclosing is not None else None
+        level = outer[0] if outer is not None else None
+    return False
 
 
 #: The OpenTelemetry context key that carries an agent run's ``gen_ai.conversation.id`` into whatever its tools

@@ -17,8 +17,8 @@ from nons.base.errors import (
 from nons.base.results import LayerResult, NodeFailure, NodeResult
 from nons.base.types import ErrorPolicy, LayerConfig
 from nons.core.call import PassContext
-from nons.core.call.context import cut_by_timeout
-from nons.core.engine.node import LAYER_TIMED_OUT, layer_timeout, node_error, run_node
+from nons.core.call.context import LAYER_TIMED_OUT, cut_by_timeout
+from nons.core.engine.node import layer_timeout, node_error, run_node
 from nons.core.layer import Layer, distribute
 from nons.observability import names, spans
 
@@ -62,8 +62,10 @@ async def run_layer(layer: Layer, value: Any, ctx: PassContext, index: int, conf
             tasks = _start(layer, inputs, ctx, index, config, results)
             try:
                 _, pending = await asyncio.wait(tasks, timeout=config.timeout_seconds)
-            except asyncio.CancelledError:
-                await _cancel(tasks)
+            except asyncio.CancelledError as cancelled:
+                # A timeout that cut this layer (an outer one, when this pass runs inside a node) cuts its nodes
+                # as one, so that they say timeout; anything else is a cancellation.
+                await _cancel(tasks, LAYER_TIMED_OUT if cut_by_timeout(cancelled, ctx) else None)
                 _record_cancelled(layer, tasks, ctx, index, results)
                 raise
             if pending:  # the layer timed out

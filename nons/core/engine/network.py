@@ -15,13 +15,14 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 
-from nons.base.errors import NetworkTimeoutError, NonError, error_type_of
+from nons.base.errors import NetworkTimeoutError, NonError, TimeoutExceededError, error_type_of
 from nons.base.redaction import clean
 from nons.base.results import LayerResult, NetworkResult
 from nons.base.settings import get_settings
 from nons.base.timeouts import within
 from nons.base.types import ErrorPolicy, LayerConfig, NetworkConfig
 from nons.core.call import PassContext
+from nons.core.call.context import cut_by_timeout
 from nons.core.engine.layer import run_layer
 from nons.core.inputs import check_input, check_trace_headers
 from nons.core.layer import Layer
@@ -72,8 +73,13 @@ async def run_pass(
             output = await (passes if timeout is None else _bounded(passes, timeout, name, results, ctx))
         outcome = names.OUTCOME_SUCCESS
     except BaseException as error:
-        error_type = error_type_of(error)
-        scope.fail(error)
+        if isinstance(error, asyncio.CancelledError) and cut_by_timeout(error, ctx):
+            # Cut by the timeout of a pass it runs inside: a timeout, as that pass's is.
+            error_type = TimeoutExceededError.error_type
+            scope.fail_as(error_type, "an enclosing pass timed out")
+        else:
+            error_type = error_type_of(error)
+            scope.fail(error)
         if isinstance(error, NonError) and error.partial_result is None:
             error.partial_result = _so_far(results, ctx, network_id, time.perf_counter() - started, scope)
         raise

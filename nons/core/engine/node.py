@@ -19,13 +19,13 @@ from nons.base.errors import (
 from nons.base.results import LLMCallRecord, NodeFailure, NodeResult
 from nons.base.types import LayerConfig
 from nons.core.call import CallSite, PassContext, call_llm
-from nons.core.call.context import LAYER_TIMED_OUT, running_node
+from nons.core.call.context import cut_by_timeout, running_node
 from nons.core.call.labels import NodeLabels
 from nons.core.node import Node
 from nons.observability import spans
 from nons.operators.context import OperatorContext
 
-__all__ = ["LAYER_TIMED_OUT", "layer_timeout", "node_error", "run_node"]
+__all__ = ["layer_timeout", "node_error", "run_node"]
 
 
 async def run_node(
@@ -123,12 +123,15 @@ def layer_timeout(layer_index: int, layer_config: LayerConfig) -> TimeoutExceede
 def _why_cancelled(
     cancelled: asyncio.CancelledError, ctx: PassContext, layer_index: int, layer_config: LayerConfig
 ) -> Exception:
-    if cancelled.args and cancelled.args[0] == LAYER_TIMED_OUT:
-        return layer_timeout(layer_index, layer_config)
+    if not cut_by_timeout(cancelled, ctx):
+        return NodeCancelledError("the node was cancelled")
     bound = ctx.pass_timeout
     if bound is not None and bound.expired():
         return TimeoutExceededError(f"the network's pass timed out in layer {layer_index} before the node finished")
-    return NodeCancelledError("the node was cancelled")
+    if layer_config.timeout_seconds is not None:
+        return layer_timeout(layer_index, layer_config)
+    # Cut by the timeout of a pass this one runs inside (a network an operator of an outer network runs).
+    return TimeoutExceededError(f"an enclosing pass timed out in layer {layer_index} before the node finished")
 
 
 async def _as_running_node(running: Awaitable[Any], ctx: PassContext, records: list[LLMCallRecord]) -> Any:

@@ -84,8 +84,8 @@ class TelemetryHandle:
     _flusher: Flusher = field(default_factory=Flusher, repr=False)
     _child_end: AtMultiprocessingChildEnd | None = field(default=None, repr=False)
     _stopped: bool = field(default=False, repr=False)
-    #: When the exit's time limit ends, once SIGTERM has started it (``time.monotonic()``): the exit's own flush
-    #: gets what is left, so that a handler that exits after NoN's SIGTERM flush does not wait the limit twice.
+    #: When the exit's time limit ends, once SIGTERM's flush has run out of it (``time.monotonic()``): the exit's
+    #: own flush gets what is left, so that a handler that exits after NoN's SIGTERM flush does not wait twice.
     _exit_deadline: float | None = field(default=None, repr=False)
 
     def _providers(self) -> list[Any]:
@@ -118,9 +118,13 @@ class TelemetryHandle:
         return self._flusher.run(flush, timeout / 1000)
 
     def flush_on_sigterm(self, timeout_s: float) -> bool:
-        """Flush within ``timeout_s`` as SIGTERM starts the exit; the exit's own flush then gets what is left."""
-        self._exit_deadline = time.monotonic() + timeout_s
-        return self.force_flush(int(timeout_s * 1000))
+        """Flush within ``timeout_s`` as SIGTERM starts the exit. When that flush runs out of time (the collector
+        is down), the exit's own flush gets only what is left of it: waiting the limit again would be in vain.
+        When it succeeds, the exit's flush has its whole limit (an application may drain for a while first)."""
+        deadline = time.monotonic() + timeout_s
+        flushed = self.force_flush(int(timeout_s * 1000))
+        self._exit_deadline = None if flushed else deadline
+        return flushed
 
     def shutdown_at_exit(self) -> bool:
         """:meth:`shutdown` as the interpreter exits: the application's providers are left to its own exit. After

@@ -114,3 +114,33 @@ async def test_an_invalid_setting_does_not_make_the_gauges_fail_in_the_applicati
     with caplog.at_level("ERROR"):
         otel.metric_names()
     assert not [r for r in caplog.records if "Callback failed" in r.getMessage()]
+
+
+async def test_a_hit_on_an_answer_a_fallback_made_counts_under_what_the_call_asked(
+    otel: Telemetry, emu: ProviderEmulator
+) -> None:
+    # The hit was counted under the answering provider and the asked model (the simulated provider, gpt-4o), a
+    # series no miss has: the hit ratio by provider and model showed openai/gpt-4o at 0% and a made-up one at 100%.
+    from nons import ErrorPolicy, LayerConfig
+    from nons.testing import Fault
+
+    configure_cache()
+    emu.script("openai", [Fault.server_error()])
+    failing = ModelConfig(
+        provider=ModelProvider.OPENAI, model_name="gpt-4o", temperature=0, price_provider="openai",
+        base_url=emu.base_url_for("openai"), api_key=SecretStr("sk-test-cache"),
+        fallbacks=(ModelConfig(provider=ModelProvider.MOCK, model_name="claude-sonnet-4-6", temperature=0),),
+    )  # fmt: skip
+    network = NoN.from_operators(
+        [Node("generate", failing)],
+        config=NetworkConfig(name="fell-back", cache=CacheConfig()),
+        layer_config=LayerConfig(error_policy=ErrorPolicy.FALLBACK_MODEL, max_retries=0),
+    )
+    for _ in range(3):
+        await network.run("What is the capital of France?")
+    asked = {"gen_ai.provider.name": "openai", "gen_ai.request.model": "gpt-4o"}
+    for name, count in (("nons.cache.misses", 1), ("nons.cache.hits", 2)):
+        (point,) = otel.metric_points(name)
+        assert (dict(point.attributes or {}), point.value) == (asked, count)
+    (saved,) = otel.metric_points("nons.cost.saved")
+    assert {k: v for k, v in (saved.attributes or {}).items() if k in asked} == asked

@@ -208,7 +208,9 @@ async def _cached(ctx: PassContext, site: CallSite, request: LLMRequest, records
     if not prices_loaded():
         await load_prices()
     saved = entry.cost_usd if entry.cost_recorded else _priced_again(entry, provider, kind, config, model)
-    telemetry.cache_hit(ctx, site, dataclasses.replace(request, provider=entry.provider), provider, answer, saved)
+    telemetry.cache_hit(
+        ctx, site, dataclasses.replace(request, provider=entry.provider), provider, answer, saved, kind
+    )
     record = LLMCallRecord(
         provider=entry.provider.value, request_model=model, response_model=answer.response_model,
         response_id=answer.response_id, usage=Usage(), finish_reason=answer.finish_reason,

@@ -292,26 +292,26 @@ def cache_missed(ctx: PassContext, provider: ModelProvider, model: str) -> None:
 
 def cache_hit(
     ctx: PassContext, site: CallSite, request: LLMRequest, provider: Provider, response: LLMResponse,
-    saved: float | None,
+    saved: float | None, asked_provider: ModelProvider,
 ) -> None:
-    """A call answered from the cache: its LLM span, marked cached (no provider call, so no HTTP child), with no
-    tokens and no cost of its own; a hit and what it saved in the metrics."""
+    """A call answered from the cache: its LLM span (``provider``: whose answer it is, as the call that made it
+    was), marked cached (no provider call, so no HTTP child), with no tokens and no cost of its own; a hit and what
+    it saved in the metrics, under the provider the call asked (``asked_provider``) and its model."""
     inst = ctx.instruments
     if not (inst.metrics or inst.tracing):
         return
     labels = site.labels_for(provider, request, ctx.settings)
     if inst.metrics:
-        # What it saved carries nons.cost's labels, so that the two compare series by series.
-        cost_labels = labels.cost(ctx.network_name)
-        inst.cache_hits.add(
-            1,
-            {
-                names.GEN_AI_PROVIDER_NAME: cost_labels[names.GEN_AI_PROVIDER_NAME],
-                names.GEN_AI_REQUEST_MODEL: cost_labels[names.GEN_AI_REQUEST_MODEL],
-            },
-        )
+        # Labelled with what the call asked for (its provider and model), as a miss is, so that a hit ratio
+        # compares series by series: an answer a fallback made was counted under the answering provider and the
+        # asked model, a series no miss has. What it saved takes nons.cost's other labels.
+        asked = {
+            names.GEN_AI_PROVIDER_NAME: names.genai_provider_name(asked_provider),
+            names.GEN_AI_REQUEST_MODEL: clean(request.model),
+        }
+        inst.cache_hits.add(1, asked)
         if saved:
-            inst.cost_saved.add(saved, cost_labels)
+            inst.cost_saved.add(saved, {**labels.cost(ctx.network_name), **asked})
     if not inst.tracing:
         return
     scope = start_span(ctx, request, provider, labels)

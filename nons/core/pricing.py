@@ -216,4 +216,8 @@ def stop_price_updates() -> None:
         updater, _updater = _updater, None
     if updater is not None:
         updater.stop()
+        # genai-prices keeps the fetched prices in use after its updater stops: back to the bundled ones, as said.
+        from genai_prices import data_snapshot
+
+        data_snapshot.set_custom_snapshot(None)
         _price.cache_clear()

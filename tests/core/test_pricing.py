@@ -10,7 +10,6 @@ from collections.abc import Iterator
 
 import genai_prices
 import pytest
-from genai_prices import data_snapshot
 
 from nons.base.results import Usage
 from nons.core.layer import Layer
@@ -155,7 +154,8 @@ async def test_the_price_refresh_is_opt_in_and_updates_prices(
         assert first.calls[0].cost_usd is not None
     finally:
         stop_price_updates()
-        data_snapshot.set_custom_snapshot(None)
+    # Back to the bundled prices, as stop_price_updates says (genai-prices kept the fetched ones in use; the test
+    # put the bundled ones back itself).
     assert price_usd(None, "gpt-4o-mini", bundled.usage) == bundled.cost_usd
 
 

@@ -53,6 +53,13 @@ ClientT = TypeVar("ClientT")
 # -- the provider template ----------------------------------------------------------------------------------
 
 
+def _lower_host(url: str) -> str:
+    """``url`` with its scheme and host in lower case, as genai-prices' URL patterns spell them (a host is
+    case-insensitive: ``https://API.GROQ.COM/openai/v1`` is Groq's API, and was left unpriced)."""
+    parts = urlsplit(url)
+    return parts._replace(scheme=parts.scheme.lower(), netloc=parts.netloc.lower()).geturl()
+
+
 class SDKProvider(Provider, Generic[ClientT]):
     """A provider backed by a vendor SDK: one attempt per call, errors mapped, keys never in messages.
 
@@ -153,7 +160,7 @@ class SDKProvider(Provider, Generic[ClientT]):
         """
         if config.price_provider:
             return price_source_of(config.price_provider)
-        return PriceSource(api_url=self.api_url(config))
+        return PriceSource(api_url=_lower_host(self.api_url(config)))
 
     def api_key(self, config: ModelConfig) -> str | None:
         """The key of a call: ``config.api_key``, else the settings' key; ``None`` only when allowed.

@@ -47,6 +47,9 @@ def test_a_known_compatible_service_pays_its_own_prices() -> None:
     assert groq is not None and groq == price_usd("groq", "llama-3.3-70b-versatile", USAGE)
     # OpenAI's model name on Groq's URL is not charged OpenAI's price.
     assert price_usd(source, "gpt-4o-mini", USAGE) is None
+    # A host is case-insensitive: written in capitals it was no known service's, and its calls were unpriced.
+    shouted = OpenAIProvider().price_source(ModelConfig(base_url="https://API.GROQ.COM/openai/v1"))
+    assert price_usd(shouted, "llama-3.3-70b-versatile", USAGE) == groq
 
 
 def test_price_provider_names_whose_prices_a_gateway_pays() -> None:

@@ -35,8 +35,13 @@ def telemetry_pending(settings: Settings) -> bool:
     if _done or not (settings.enable_tracing or settings.enable_metrics):
         return False
     setup = imported(_SETUP)
-    # Set up already by the application, or shut down: nothing to do, and no need to ask again.
-    return setup is None or not (setup.telemetry_is_configured() or setup.telemetry_was_shut_down())
+    if setup is None:
+        return True
+    # Set up already by the application, or shut down: nothing to do, and no need to ask again; unless the
+    # SIGTERM handler is still to be installed by the main thread (set up from another thread).
+    if setup.telemetry_was_shut_down():
+        return False
+    return not setup.telemetry_is_configured() or setup.sigterm_pending()
 
 
 def _import_setup() -> ModuleType:
@@ -53,4 +58,4 @@ async def setup_telemetry() -> None:
         # Also when another pass is importing it right now: the worker thread waits for that import to finish.
         setup = await load_off_loop(_import_setup)
     setup.ensure_telemetry()
-    _done = True
+    _done = not setup.sigterm_pending()

@@ -23,6 +23,7 @@ import atexit
 import contextlib
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -80,6 +81,8 @@ class TelemetryHandle:
     prometheus_port: int | None = None
     #: Whether NoN handles SIGTERM (``NON_TELEMETRY_SIGTERM_HANDLER``, main thread only).
     sigterm_handler: bool = False
+    #: Whether the handler is still to be installed, by the main thread's first pass (set up in another thread).
+    sigterm_pending: bool = False
     log_bridges: list[logging.Handler] = field(default_factory=list, repr=False)
     _flusher: Flusher = field(default_factory=Flusher, repr=False)
     _child_end: AtMultiprocessingChildEnd | None = field(default=None, repr=False)
@@ -116,6 +119,14 @@ class TelemetryHandle:
                     provider.force_flush(timeout)
 
         return self._flusher.run(flush, timeout / 1000)
+
+    def install_sigterm_handler(self) -> None:
+        """Handle SIGTERM by flushing (:meth:`flush_on_sigterm`). Only the main thread may set a signal handler:
+        set up from another (a first pass run in a thread pool), the handler is installed by the first pass the
+        main thread runs (:attr:`sigterm_pending`); it was never installed, and SIGTERM lost the last batch."""
+        on_main = threading.current_thread() is threading.main_thread()
+        self.sigterm_handler = install_sigterm_flush(self.flush_on_sigterm, _exit_timeout_s)
+        self.sigterm_pending = not self.sigterm_handler and not on_main
 
     def flush_on_sigterm(self, timeout_s: float) -> bool:
         """Flush within ``timeout_s`` as SIGTERM starts the exit. When that flush runs out of time (the collector
@@ -198,10 +209,11 @@ def flush_at_exit(handle: TelemetryHandle, settings: Settings) -> None:
     # SIGTERM flushes every provider NoN's spans go through, the application's too: by default the signal ends the
     # process without running atexit, so no one else's shutdown would send them. Flushing sends; it stops nothing.
     if settings.telemetry_sigterm_handler and handle._providers():
-        handle.sigterm_handler = install_sigterm_flush(
-            handle.flush_on_sigterm,
-            lambda: get_settings().telemetry_exit_timeout,
-        )
+        handle.install_sigterm_handler()
+
+
+def _exit_timeout_s() -> float:
+    return get_settings().telemetry_exit_timeout
 
 
 def _is_unset(provider: object) -> bool:

@@ -54,6 +54,7 @@ __all__ = [
     "preload",
     "preloaded",
     "shutdown_telemetry",
+    "sigterm_pending",
     "telemetry_is_configured",
     "telemetry_was_shut_down",
 ]
@@ -146,10 +147,19 @@ def ensure_telemetry() -> TelemetryHandle | None:
     an agent run and ``get_observability()`` call. Costs one global read once telemetry is up."""
     handle = _handle
     if handle is not None:
+        if handle.sigterm_pending and threading.current_thread() is threading.main_thread():
+            handle.install_sigterm_handler()
         return handle
     if _shut_down:
         return None
     return configure_telemetry()
+
+
+def sigterm_pending() -> bool:
+    """Whether the SIGTERM handler is still to be installed by the main thread's first pass (telemetry was set
+    up from another thread, which may not install one)."""
+    handle = _handle
+    return handle is not None and handle.sigterm_pending
 
 
 def telemetry_is_configured() -> bool:

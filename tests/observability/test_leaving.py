@@ -167,6 +167,41 @@ def test_an_application_that_drains_after_sigterm_gets_its_exit_flush_in_full(tm
         assert delivered(receiver, drained) == 6 * len(drained)  # the pass, its layer, 2 nodes and their 2 calls
 
 
+THREAD_THEN_MAIN = """
+import json, signal, time
+from concurrent.futures import ThreadPoolExecutor
+from nons import ModelConfig, ModelProvider, NoN, Node
+network = NoN.from_operators([Node("generate", ModelConfig(provider=ModelProvider.MOCK))])
+with ThreadPoolExecutor(1) as pool:  # telemetry is set up here, off the main thread: no handler can be installed
+    pool.submit(network.run_sync, "warm-up").result()
+result = network.run_sync("on the main thread")
+print(json.dumps({"ready": True, "trace_ids": [result.trace_id], "handler": callable(signal.getsignal(15))}),
+      flush=True)
+time.sleep(60)
+"""
+
+
+def test_telemetry_set_up_off_the_main_thread_gets_its_sigterm_flush_from_the_main_threads_first_pass(
+    tmp_path: Path,
+) -> None:
+    # The handler was tried once, at set-up, where no thread but the main one may install it: SIGTERM then lost
+    # every queued span, passes on the main thread or not.
+    script = tmp_path / "threads.py"
+    script.write_text(THREAD_THEN_MAIN)
+    with OTLPReceiver() as receiver:
+        process = subprocess.Popen(
+            [sys.executable, str(script)], env=child_env(queued_env(receiver)), stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert process.stdout is not None
+        ready = json.loads(process.stdout.readline())
+        assert ready["handler"] is True
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=30)
+        assert process.returncode == -signal.SIGTERM, stderr[-3000:]
+        assert delivered(receiver, ready["trace_ids"]) == 4  # the pass, its layer, its node and its call
+
+
 def test_no_signal_handler_when_the_application_says_so() -> None:
     with OTLPReceiver() as receiver:
         ready, completed = run_until_sigterm({**queued_env(receiver), "NON_TELEMETRY_SIGTERM_HANDLER": "false"})

@@ -25,6 +25,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from opentelemetry import trace
 from opentelemetry.sdk.resources import OTELResourceDetector, Resource
 
 from nons.base.settings import Settings, apply_log_level, get_settings
@@ -114,7 +115,9 @@ def configure_telemetry(settings: Settings | None = None) -> TelemetryHandle:
             check_otel_environment(_exports(variables))
         apply_log_level(settings, only_if_set=True)
         observability = observability_buffer()
-        handle = TelemetryHandle(resource=_preloaded_resource(settings) or build_resource(settings))
+        handle = TelemetryHandle(
+            resource=_application_resource() or _preloaded_resource(settings) or build_resource(settings)
+        )
         # Providers are built first and made global only once every one of them was: setup is all or nothing
         # (the OpenTelemetry API lets a process set each global once), so a failed setup can be retried.
         commit: list[Callable[[], None]] = []
@@ -177,6 +180,15 @@ _RESOURCE_VARIABLES = ("OTEL_RESOURCE_ATTRIBUTES", "OTEL_SERVICE_NAME", "OTEL_EX
 
 def _resource_inputs(settings: Settings) -> tuple[str | int | None, ...]:
     return (os.getpid(), settings.environment, *(os.environ.get(name) for name in _RESOURCE_VARIABLES))
+
+
+def _application_resource() -> Resource | None:
+    """The resource of the application's own tracer provider, when it has one: what NoN installs beside it (its
+    meter and logger providers, for a tracing-only application) describes the same service. Built from the
+    variables alone, NoN's metrics said service.name "nons" (and so did the application's own, through NoN's
+    meter provider) while the application's spans said its own name."""
+    resource = getattr(trace.get_tracer_provider(), "resource", None)
+    return resource if isinstance(resource, Resource) else None
 
 
 def _preloaded_resource(settings: Settings) -> Resource | None:

@@ -96,3 +96,45 @@ def test_an_unknown_sampler_is_refused_naming_each_accepted_sampler_once(monkeyp
     accepted = str(refused.value).split("is not one of ", 1)[1].split(", ")
     assert "parentbased_always_on" in accepted and "traceidratio" in accepted
     assert len(accepted) == len(set(accepted)), accepted
+
+
+#: A tracing-only application of service "my-app" that exports its spans over OTLP, and records a metric of its
+#: own through the global API (which NoN's meter provider then serves).
+TRACING_ONLY_SERVICE = """
+import asyncio
+from opentelemetry import metrics, trace
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+provider = TracerProvider(resource=Resource.create({"service.name": "my-app"}))
+provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+trace.set_tracer_provider(provider)
+requests = metrics.get_meter("my.app").create_counter("myapp.requests")
+from nons import ModelConfig, ModelProvider, NoN, Node, shutdown_telemetry
+asyncio.run(NoN.from_operators([Node("generate", ModelConfig(provider=ModelProvider.MOCK))]).run("q"))
+requests.add(1)
+shutdown_telemetry()
+provider.shutdown()
+"""
+
+
+def test_what_nons_installs_beside_a_tracing_only_application_describes_the_same_service() -> None:
+    # NoN's meter provider was built from the variables alone: NoN's metrics, and the application's own through
+    # it, said service.name "nons" while the application's spans said "my-app" (two services on the dashboards).
+    from otlp_receiver import OTLPReceiver
+
+    with OTLPReceiver() as receiver:
+        clean = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "NON_"))}
+        env = {
+            **clean, "PYTHONPATH": str(Path(__file__).parents[2]),
+            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.grpc_endpoint, "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+        }  # fmt: skip
+        completed = subprocess.run(
+            [sys.executable, "-c", TRACING_ONLY_SERVICE], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert completed.returncode == 0, completed.stderr[-3000:]
+        receiver.wait_for(lambda r: any(m.name == "myapp.requests" for _, _, m in r.metrics()), timeout=10)
+        services = {(resource.get("service.name"), scope) for resource, scope, _ in receiver.metrics()}
+        assert services == {("my-app", "nons"), ("my-app", "my.app")}
+        assert {resource.get("service.name") for resource, _, _ in receiver.spans()} == {"my-app"}

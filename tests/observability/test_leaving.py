@@ -130,6 +130,15 @@ def test_sigterm_to_an_application_that_exits_from_its_handler_waits_the_limit_o
     assert ready["sigterm_to_exit_s"] <= 1.5 + EXIT_NOISE_S, ready["sigterm_to_exit_s"]
 
 
+def _started(script: Path, source: str, receiver: OTLPReceiver) -> subprocess.Popen[str]:
+    """``source`` written to ``script`` and started, its spans queued for ``receiver`` (see :func:`queued_env`)."""
+    script.write_text(source)
+    return subprocess.Popen(
+        [sys.executable, str(script)], env=child_env(queued_env(receiver)), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
 DRAINING_APPLICATION = """
 import asyncio, json, os, signal, threading, time
 stop = threading.Event()
@@ -148,13 +157,8 @@ print(json.dumps({"drained": drained}), flush=True)
 def test_an_application_that_drains_after_sigterm_gets_its_exit_flush_in_full(tmp_path: Path) -> None:
     # The exit's flush got only what was left of the limit since SIGTERM (1 ms), and warned that telemetry was
     # lost, blaming the collector; sharing the limit is for a collector that is down, not for a drain.
-    script = tmp_path / "drain.py"
-    script.write_text(DRAINING_APPLICATION)
     with OTLPReceiver() as receiver:
-        process = subprocess.Popen(
-            [sys.executable, str(script)], env=child_env(queued_env(receiver)), stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
+        process = _started(tmp_path / "drain.py", DRAINING_APPLICATION, receiver)
         assert process.stdout is not None
         for line in process.stdout:
             if '"ready"' in line:
@@ -186,13 +190,8 @@ def test_telemetry_set_up_off_the_main_thread_gets_its_sigterm_flush_from_the_ma
 ) -> None:
     # The handler was tried once, at set-up, where no thread but the main one may install it: SIGTERM then lost
     # every queued span, passes on the main thread or not.
-    script = tmp_path / "threads.py"
-    script.write_text(THREAD_THEN_MAIN)
     with OTLPReceiver() as receiver:
-        process = subprocess.Popen(
-            [sys.executable, str(script)], env=child_env(queued_env(receiver)), stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
+        process = _started(tmp_path / "threads.py", THREAD_THEN_MAIN, receiver)
         assert process.stdout is not None
         ready = json.loads(process.stdout.readline())
         assert ready["handler"] is True

@@ -82,6 +82,9 @@ class LLMRequest:
     tools: tuple[ToolDefinition, ...] = ()
     response_schema: dict[str, Any] | None = None
     timeout_s: float | None = None
+    #: When the provider sent the request (``time.perf_counter()``), once it has: after its own set-up (a vendor
+    #: SDK's client is built at its first call), which the attempt's duration leaves out. ``None``: not said.
+    sent_at: float | None = None
     tool_choice: str | None = None
 
 

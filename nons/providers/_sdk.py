@@ -19,6 +19,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import logging
+import time
 import traceback
 from typing import Any, Generic, TypeVar
 from urllib.parse import urlsplit
@@ -193,6 +194,7 @@ class SDKProvider(Provider, Generic[ClientT]):
         # the request (the first per key loads certificates and builds the SDK's validators, on a worker thread, in
         # a fraction of a second): the request's time starts after it.
         async with self._clients.lease(api_key or "", base_url, get_settings().enable_tracing) as client:
+            request.sent_at = time.perf_counter()
             answer = await self._answer(client, request, timeout_s, api_key)
         return self._read(answer, request)
 

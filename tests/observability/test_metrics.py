@@ -242,3 +242,28 @@ async def test_a_call_cut_while_it_waits_for_its_slot_records_its_wait(otel: Tel
     assert waits[0] == 0.0 and 0.25 < waits[1] < 0.5
     (point,) = otel.metric_points(names.METRIC_SCHEDULER_WAIT)
     assert point.count == 1 and point.sum == pytest.approx(waits[1])
+
+
+async def test_an_attempt_is_timed_from_its_sending_not_from_the_building_of_its_client(otel: Telemetry) -> None:
+    # The first call with a key builds the vendor SDK's client (certificates, validators: tens of ms), and that
+    # was in gen_ai.client.operation.duration, which the latency dashboard reads as the time from sending.
+    import uuid
+
+    from pydantic import SecretStr
+
+    from nons import ModelConfig, ModelProvider, Node, NoN
+    from nons.testing import ProviderEmulator
+
+    with ProviderEmulator() as emu:
+        config = ModelConfig(
+            provider=ModelProvider.OPENAI, model_name="gpt-4o-mini", base_url=emu.base_url_for("openai"),
+            api_key=SecretStr(f"sk-test-{uuid.uuid4().hex}"),  # a key no client was built for yet
+        )  # fmt: skip
+        await NoN.from_operators([Node("generate", config)]).run("hi")
+    (point,) = otel.metric_points(names.METRIC_OPERATION_DURATION)
+    (chat,) = [s for s in otel.spans() if s.name == "chat gpt-4o-mini"]
+    (http,) = [s for s in otel.spans() if s.name == "POST"]
+    assert chat.start_time is not None and chat.end_time is not None and http.start_time is not None
+    # The attempt's time ends with the chat span; it begins no earlier than just before the HTTP request.
+    from_sending = (chat.end_time - http.start_time) / 1e9
+    assert point.sum <= from_sending + 0.005, (point.sum, from_sending, (http.start_time - chat.start_time) / 1e9)

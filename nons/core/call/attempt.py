@@ -45,6 +45,7 @@ async def attempt(call: CallState) -> LLMResponse:
     """
     ctx, request = call.ctx, call.request
     call.attempts += 1
+    request.sent_at = None  # a previous attempt's
     permit: Permit | None = None
     hold: BudgetHold | None = None
     started = time.perf_counter()
@@ -68,10 +69,17 @@ async def attempt(call: CallState) -> LLMResponse:
         request.timeout_s = max(0.001, deadline - started)
         response = await call.provider.complete(request)
     except BaseException as error:
-        failed(call, permit, hold, error, started)
+        failed(call, permit, hold, error, _sending(request, started))
         raise
-    _answered(call, permit, hold, response, started)
+    _answered(call, permit, hold, response, _sending(request, started))
     return response
+
+
+def _sending(request: LLMRequest, started: float) -> float:
+    """When the attempt's request went out: when its provider said it sent it, else when the provider was called
+    (an attempt is timed from its sending: the first call's building of an SDK client, 20 to 300 ms, was in it)."""
+    sent_at = request.sent_at
+    return sent_at if sent_at is not None and sent_at > started else started
 
 
 def _answered(

@@ -204,7 +204,15 @@ def main(argv: list[str] | None = None) -> int:
     from nons.base.errors import ConfigurationError, NonError
     from nons.base.settings import apply_log_level
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        # `nons run FILE --network NAME "input"`: argparse gives FILE's optional neighbour nothing once an option
+        # comes between them, and calls the input unrecognised. It is the input.
+        if getattr(args, "func", None) is _run and args.input is None and len(extra) == 1 and extra[0][:1] != "-":
+            args.input = extra[0]
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
     try:
         apply_log_level()  # the first read of the NON_* settings: a bad one is said here, in one line

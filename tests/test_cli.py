@@ -91,6 +91,19 @@ def test_run_reads_the_input_from_stdin_and_picks_a_network_by_name(tmp_path: Pa
     assert "other layer 1/1" in completed.stderr and "1/1 nodes" in completed.stderr
 
 
+@pytest.mark.parametrize(
+    "order", [["--network", "other", "two.py", "Hello"], ["two.py", "--network", "other", "Hello"],
+              ["two.py", "Hello", "--network", "other"]],
+    ids=["option first", "option between", "option last"],
+)  # fmt: skip
+def test_run_takes_the_network_option_anywhere(tmp_path: Path, order: list[str]) -> None:
+    # Between the file and the input it was a usage error ("unrecognized arguments: Hello").
+    (tmp_path / "two.py").write_text(NETWORK_FILE + "\nother = NoN.from_operators(['generate'], name='other')\n")
+    completed = run_cli(tmp_path, *order)
+    assert completed.returncode == 0, completed.stderr
+    assert "other layer 1/1" in completed.stderr
+
+
 SPEC_FILE = """
 version: 1
 defaults:

@@ -13,7 +13,6 @@ spelling (Gemini's camelCase aliases included).
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -23,7 +22,7 @@ from genai_prices import extract_usage
 from nons.base.results import Usage
 from nons.providers.base import PriceSource
 
-__all__ = ["OPENAI_READER", "not_reported", "usage_from_wire", "usage_reader"]
+__all__ = ["OPENAI_READER", "fuller", "not_reported", "usage_from_wire", "usage_reader"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +42,7 @@ def usage_from_wire(response: Mapping[str, Any], *, provider_id: str, api_flavor
     """
     try:
         extracted = extract_usage(dict(response), provider_id=provider_id, api_flavor=api_flavor).usage
-    except ValueError as error:
+    except (ValueError, LookupError) as error:  # LookupError: a provider the price data no longer knows
         # The call still succeeded; what it used, and so what it cost, is unknown.
         logger.debug("no usable usage in the %s response: %s", provider_id, error)
         return not_reported()
@@ -76,16 +75,33 @@ def _billed_extra(extracted: Any) -> tuple[tuple[str, int], ...]:
 OPENAI_READER = ("openai", "chat")
 
 
-@functools.lru_cache(maxsize=256)
 def usage_reader(source: PriceSource) -> tuple[str, str]:
     """The usage extractor of an OpenAI-compatible answer billed at ``source``'s prices: the matched provider's
     Chat Completions one (``chat``), else its ``default``, else OpenAI's. A known service may count differently
     from OpenAI (xAI leaves reasoning out of ``completion_tokens``; Perplexity bills citation tokens and
-    searches): read as OpenAI counts, its calls were under-billed and their output tokens short."""
+    searches): read as OpenAI counts, its calls were under-billed and their output tokens short. Looked up in
+    the price data in use (an update may add or drop a service)."""
     from genai_prices import data_snapshot
 
+    global _readers
+    snapshot = data_snapshot.get_snapshot()
+    known_in, readers = _readers
+    if known_in is not snapshot:  # other price data: other services
+        readers = {}
+        _readers = (snapshot, readers)
+    reader = readers.get(source)
+    if reader is None:
+        reader = readers[source] = _reader(source, snapshot)
+    return reader
+
+
+#: The readers found so far, and the price data they were found in.
+_readers: tuple[Any, dict[PriceSource, tuple[str, str]]] = (None, {})
+
+
+def _reader(source: PriceSource, snapshot: Any) -> tuple[str, str]:
     try:
-        provider = data_snapshot.get_snapshot().find_provider(None, source.provider_id, source.api_url)
+        provider = snapshot.find_provider(None, source.provider_id, source.api_url)
     except LookupError:  # a server genai-prices does not know: its calls are unpriced; OpenAI's counts stand
         return OPENAI_READER
     flavors = {extractor.api_flavor for extractor in provider.extractors or ()}
@@ -93,6 +109,26 @@ def usage_reader(source: PriceSource) -> tuple[str, str]:
         if flavor in flavors:
             return provider.id, flavor
     return OPENAI_READER
+
+
+def fuller(first: Usage, second: Usage) -> Usage:
+    """The fuller reading of one usage read two ways (OpenAI's extractor and a service's own): each count the
+    larger of the two. A service's reader counts what OpenAI's leaves out (xAI's reasoning, Perplexity's
+    citations); OpenAI's reads what a vendor's reader looks for elsewhere (a gateway billed at Anthropic's
+    prices sends Anthropic's cache reads where OpenAI puts cached tokens). ``reported`` when either is."""
+    if not first.reported:
+        return second
+    if not second.reported:
+        return first
+    extra = dict(first.billed_extra)
+    for key, count in second.billed_extra:
+        extra[key] = max(extra.get(key, 0), count)
+    return Usage(
+        max(first.input_tokens, second.input_tokens), max(first.output_tokens, second.output_tokens),
+        max(first.cache_read_tokens, second.cache_read_tokens),
+        max(first.cache_write_tokens, second.cache_write_tokens),
+        max(first.reasoning_tokens, second.reasoning_tokens), True, tuple(sorted(extra.items())),
+    )  # fmt: skip
 
 
 def _count(value: Any) -> int:

@@ -41,7 +41,7 @@ from nons.providers._forced_tool import as_tool_call, envelope
 from nons.providers._sdk import SDKProvider, endpoint_of, request_timeout_of
 from nons.providers._structured import output_form, schema_name, strict_schema, with_form
 from nons.providers._usage import OPENAI_READER as _OPENAI_READER
-from nons.providers._usage import not_reported, usage_from_wire, usage_reader
+from nons.providers._usage import fuller, not_reported, usage_from_wire, usage_reader
 from nons.providers._wire import (
     ensure_answer,
     extra_body,
@@ -263,13 +263,14 @@ class OpenAIProvider(SDKProvider[openai.AsyncOpenAI]):
         if usage is None:  # some compatible servers omit it: the call's tokens and cost are unknown, not zero
             return not_reported()
         wire = {"usage": usage.model_dump(mode="json", exclude_none=True)}
-        # Read as the service whose prices the call pays counts it (xAI's completion_tokens leave its reasoning
-        # out, which OpenAI's include); a reader that cannot read it leaves it to OpenAI's.
+        as_openai = usage_from_wire(wire, provider_id=_OPENAI_READER[0], api_flavor=_OPENAI_READER[1])
+        # Read as the service whose prices the call pays counts it too (xAI's completion_tokens leave its
+        # reasoning out, which OpenAI's include), and the fuller of the two readings kept: a gateway billed at a
+        # vendor's prices speaks OpenAI's format, which the vendor's reader does not look in.
         reader = usage_reader(self.price_source(request.config))
-        read = usage_from_wire(wire, provider_id=reader[0], api_flavor=reader[1])
-        if not read.reported and reader != _OPENAI_READER:
-            read = usage_from_wire(wire, provider_id=_OPENAI_READER[0], api_flavor=_OPENAI_READER[1])
-        return read
+        if reader == _OPENAI_READER:
+            return as_openai
+        return fuller(as_openai, usage_from_wire(wire, provider_id=reader[0], api_flavor=reader[1]))
 
     def _describe_error(self, exc: Exception) -> FailedCall | None:
         return describe_stainless_error(exc, openai)

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import genai_prices
 import pytest
+from genai_prices import data_snapshot
 
 from nons.base.results import Usage
 from nons.core.layer import Layer
@@ -260,3 +261,58 @@ async def test_a_compatible_services_usage_is_read_as_that_service_counts_it(
     (call,) = result.calls
     assert call.usage.output_tokens == expected.usage.output_tokens
     assert call.cost_usd == pytest.approx(price)
+
+
+async def test_a_gateway_billed_at_a_vendors_prices_keeps_the_cache_reads_it_reports_as_openai_does() -> None:
+    # Read by Anthropic's extractor alone, the gateway's OpenAI-shaped cached_tokens were missed: 9,000 cache reads
+    # billed as fresh input ($0.0315 for $0.0072).
+    from pydantic import SecretStr
+
+    from nons.testing import Fault
+
+    usage = {"prompt_tokens": 10000, "completion_tokens": 100, "total_tokens": 10100,
+             "prompt_tokens_details": {"cached_tokens": 9000}}  # fmt: skip
+    body = {
+        "id": "c1", "object": "chat.completion", "created": 1, "model": "claude-sonnet-4-5", "usage": usage,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "Done."}, "finish_reason": "stop"}],
+    }  # fmt: skip
+    with ProviderEmulator() as emu:
+        emu.script("openai", [Fault.http(200, body)])
+        config = ModelConfig(
+            provider=ModelProvider.OPENAI, model_name="claude-sonnet-4-5", price_provider="anthropic",
+            base_url=emu.base_url_for("openai"), api_key=SecretStr("sk-test-pricing"),
+        )  # fmt: skip
+        result = await NoN.from_operators([Node("generate", config)]).run("Summarise.")
+    (call,) = result.calls
+    assert (call.usage.input_tokens, call.usage.cache_read_tokens) == (10000, 9000)
+    assert call.cost_usd == pytest.approx(price_usd("anthropic", "claude-sonnet-4-5", call.usage))
+    assert call.cost_usd == pytest.approx(0.0072)
+
+
+async def test_a_service_the_price_data_no_longer_knows_is_unpriced_not_a_failed_call() -> None:
+    # The reader found in the fetched data stayed in use after it was dropped: every answer failed as malformed.
+    from genai_prices import types as price_types
+    from pydantic import SecretStr
+
+    from nons.testing import Reply
+
+    bundled = data_snapshot.get_snapshot()
+    newco = price_types.Provider(
+        id="newco", name="NewCo", api_pattern=r"http://127\.0\.0\.1:\d+", models=[],
+        extractors=next(p for p in bundled.providers if p.id == "openai").extractors,
+    )  # fmt: skip
+    with ProviderEmulator(default=Reply(text="Paris")) as emu:
+        config = ModelConfig(
+            provider=ModelProvider.OPENAI, model_name="newco-1", base_url=emu.base_url_for("openai"),
+            api_key=SecretStr("sk-test-pricing"),
+        )  # fmt: skip
+        network = NoN.from_operators([Node("generate", config)])
+        data_snapshot.set_custom_snapshot(
+            data_snapshot.DataSnapshot(providers=[newco, *bundled.providers], from_auto_update=True)
+        )
+        try:
+            assert (await network.run("Capital of France?")).output == "Paris"
+        finally:
+            data_snapshot.set_custom_snapshot(None)
+        result = await network.run("Capital of France?")
+    assert result.output == "Paris" and result.calls[0].usage.reported

@@ -116,7 +116,7 @@ def configure_telemetry(settings: Settings | None = None) -> TelemetryHandle:
         apply_log_level(settings, only_if_set=True)
         observability = observability_buffer()
         handle = TelemetryHandle(
-            resource=_application_resource() or _preloaded_resource(settings) or build_resource(settings)
+            resource=_application_resource(settings) or _preloaded_resource(settings) or build_resource(settings)
         )
         # Providers are built first and made global only once every one of them was: setup is all or nothing
         # (the OpenTelemetry API lets a process set each global once), so a failed setup can be retried.
@@ -182,13 +182,16 @@ def _resource_inputs(settings: Settings) -> tuple[str | int | None, ...]:
     return (os.getpid(), settings.environment, *(os.environ.get(name) for name in _RESOURCE_VARIABLES))
 
 
-def _application_resource() -> Resource | None:
+def _application_resource(settings: Settings) -> Resource | None:
     """The resource of the application's own tracer provider, when it has one: what NoN installs beside it (its
     meter and logger providers, for a tracing-only application) describes the same service. Built from the
     variables alone, NoN's metrics said service.name "nons" (and so did the application's own, through NoN's
-    meter provider) while the application's spans said its own name."""
+    meter provider) while the application's spans said its own name. ``NON_ENVIRONMENT`` is added where the
+    application's resource names no environment (its own attributes win)."""
     resource = getattr(trace.get_tracer_provider(), "resource", None)
-    return resource if isinstance(resource, Resource) else None
+    if not isinstance(resource, Resource):
+        return None
+    return Resource({"deployment.environment.name": settings.environment}).merge(resource)
 
 
 def _preloaded_resource(settings: Settings) -> Resource | None:

@@ -129,6 +129,7 @@ def test_what_nons_installs_beside_a_tracing_only_application_describes_the_same
         env = {
             **clean, "PYTHONPATH": str(Path(__file__).parents[2]),
             "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.grpc_endpoint, "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+            "NON_ENVIRONMENT": "production",
         }  # fmt: skip
         completed = subprocess.run(
             [sys.executable, "-c", TRACING_ONLY_SERVICE], env=env, capture_output=True, text=True, timeout=120
@@ -137,4 +138,7 @@ def test_what_nons_installs_beside_a_tracing_only_application_describes_the_same
         receiver.wait_for(lambda r: any(m.name == "myapp.requests" for _, _, m in r.metrics()), timeout=10)
         services = {(resource.get("service.name"), scope) for resource, scope, _ in receiver.metrics()}
         assert services == {("my-app", "nons"), ("my-app", "my.app")}
+        # NON_ENVIRONMENT still names the environment, where the application's resource says none.
+        environments = {resource.get("deployment.environment.name") for resource, _, _ in receiver.metrics()}
+        assert environments == {"production"}
         assert {resource.get("service.name") for resource, _, _ in receiver.spans()} == {"my-app"}

@@ -35,6 +35,7 @@ if TYPE_CHECKING:  # the settings module loads pydantic-settings: imported by wh
 __all__ = [
     "CONVERSATION_ID_KEY",
     "LAYER_TIMED_OUT",
+    "OUTER_TIMED_OUT",
     "RUNNING_NODE",
     "CallSite",
     "CallState",
@@ -46,13 +47,15 @@ __all__ = [
 
 #: The message a layer cancels its nodes with when it times out (see :func:`cut_by_timeout`).
 LAYER_TIMED_OUT = "nons: the node's layer timed out"
+#: The message a layer cancels its nodes with when a timeout outside it cut it: an enclosing layer's or pass's.
+OUTER_TIMED_OUT = "nons: an enclosing layer or pass timed out"
 
 
 def cut_by_timeout(cancelled: BaseException, ctx: PassContext) -> bool:
     """Whether ``cancelled`` is the cancellation of a node whose layer, or pass (``ctx``'s), timed out. Their
     spans, and their calls' spans, then say ``timeout``, as their results do, rather than ``cancelled``; and the
     attempts they cut are timed as failed ones (a provider that hangs past a timeout shows on the dashboards)."""
-    if cancelled.args and cancelled.args[0] == LAYER_TIMED_OUT:
+    if cancelled.args and cancelled.args[0] in (LAYER_TIMED_OUT, OUTER_TIMED_OUT):
         return True
     # This pass's timeout, or that of a pass it runs inside (a network an operator runs, in a node whose pass
     # timed out).

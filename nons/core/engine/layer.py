@@ -17,7 +17,7 @@ from nons.base.errors import (
 from nons.base.results import LayerResult, NodeFailure, NodeResult
 from nons.base.types import ErrorPolicy, LayerConfig
 from nons.core.call import PassContext
-from nons.core.call.context import LAYER_TIMED_OUT, cut_by_timeout
+from nons.core.call.context import LAYER_TIMED_OUT, OUTER_TIMED_OUT, cut_by_timeout
 from nons.core.engine.node import layer_timeout, node_error, run_node
 from nons.core.layer import Layer, distribute
 from nons.observability import names, spans
@@ -65,7 +65,7 @@ async def run_layer(layer: Layer, value: Any, ctx: PassContext, index: int, conf
             except asyncio.CancelledError as cancelled:
                 # A timeout that cut this layer (an outer one, when this pass runs inside a node) cuts its nodes
                 # as one, so that they say timeout; anything else is a cancellation.
-                await _cancel(tasks, LAYER_TIMED_OUT if cut_by_timeout(cancelled, ctx) else None)
+                await _cancel(tasks, OUTER_TIMED_OUT if cut_by_timeout(cancelled, ctx) else None)
                 _record_cancelled(layer, tasks, ctx, index, results)
                 raise
             if pending:  # the layer timed out
@@ -75,7 +75,7 @@ async def run_layer(layer: Layer, value: Any, ctx: PassContext, index: int, conf
         return LayerResult(index, results, outputs, time.perf_counter() - started)
     except BaseException as error:
         if isinstance(error, asyncio.CancelledError) and cut_by_timeout(error, ctx):
-            scope.fail_as(TimeoutExceededError.error_type, "the network's pass timed out")
+            scope.fail_as(TimeoutExceededError.error_type, _timed_out(ctx))
         else:
             scope.fail(error)
         # What the layer did before it failed (or the pass was cancelled or timed out) goes on the pass's error.
@@ -84,6 +84,14 @@ async def run_layer(layer: Layer, value: Any, ctx: PassContext, index: int, conf
     finally:
         if scope.tracing:
             _end_span(scope, token, results)
+
+
+def _timed_out(ctx: PassContext) -> str:
+    """Which timeout cut a layer: its pass's, or one outside the pass (the pass runs inside a node)."""
+    bound = ctx.pass_timeout
+    if bound is not None and bound.expired():
+        return "the network's pass timed out"
+    return "an enclosing layer or pass timed out"
 
 
 def _end_span(scope: spans.SpanScope, token: object, results: list[NodeResult]) -> None:

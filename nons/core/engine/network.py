@@ -76,7 +76,7 @@ async def run_pass(
         if isinstance(error, asyncio.CancelledError) and cut_by_timeout(error, ctx):
             # Cut by the timeout of a pass it runs inside: a timeout, as that pass's is.
             error_type = TimeoutExceededError.error_type
-            scope.fail_as(error_type, "an enclosing pass timed out")
+            scope.fail_as(error_type, "an enclosing layer or pass timed out")
         else:
             error_type = error_type_of(error)
             scope.fail(error)

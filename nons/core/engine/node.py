@@ -19,7 +19,7 @@ from nons.base.errors import (
 from nons.base.results import LLMCallRecord, NodeFailure, NodeResult
 from nons.base.types import LayerConfig
 from nons.core.call import CallSite, PassContext, call_llm
-from nons.core.call.context import cut_by_timeout, running_node
+from nons.core.call.context import LAYER_TIMED_OUT, cut_by_timeout, running_node
 from nons.core.call.labels import NodeLabels
 from nons.core.node import Node
 from nons.observability import spans
@@ -128,10 +128,13 @@ def _why_cancelled(
     bound = ctx.pass_timeout
     if bound is not None and bound.expired():
         return TimeoutExceededError(f"the network's pass timed out in layer {layer_index} before the node finished")
-    if layer_config.timeout_seconds is not None:
+    if cancelled.args and cancelled.args[0] == LAYER_TIMED_OUT and layer_config.timeout_seconds is not None:
+        # (A layer without a timeout running its one node inline passes on an outer layer's cancellation as is.)
         return layer_timeout(layer_index, layer_config)
-    # Cut by the timeout of a pass this one runs inside (a network an operator of an outer network runs).
-    return TimeoutExceededError(f"an enclosing pass timed out in layer {layer_index} before the node finished")
+    # Cut by a timeout outside this pass (it runs in a node of an outer network, whose layer or pass timed out).
+    return TimeoutExceededError(
+        f"an enclosing layer or pass timed out while this pass was in layer {layer_index}, before the node finished"
+    )
 
 
 async def _as_running_node(running: Awaitable[Any], ctx: PassContext, records: list[LLMCallRecord]) -> Any:

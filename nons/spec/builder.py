@@ -67,7 +67,9 @@ def build_networks(spec: SpecFile) -> dict[str, NoN]:
     return {name: network for name, network in networks.items() if network is not None}
 
 
-def layer_problems(spec: SpecFile, network: str, layers: Mapping[int, LayerSpecModel]) -> list[tuple[Path, str]]:
+def layer_problems(
+    spec: SpecFile, network: str | int, layers: Mapping[int, LayerSpecModel]
+) -> list[tuple[Path, str]]:
     """The build problems (unknown operators, parameters, models) of ``layers``, the layers of ``network`` that
     are valid by themselves although the network is not, at their places: so that one check reports them with
     the network's schema problems. Built without the network's default model (its defaults may be what is

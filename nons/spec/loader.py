@@ -167,7 +167,7 @@ def _problems_of_valid_layers(data: Any) -> list[tuple[Path, str]]:
             continue  # a valid network is built whole (_valid_networks)
         valid = {i: layer for i, layer in enumerate(layers) if _is_valid(LayerSpecModel, layer)}
         parsed = {i: LayerSpecModel.model_validate(layer) for i, layer in valid.items()}
-        problems.extend(layer_problems(shared, str(name), parsed))
+        problems.extend(layer_problems(shared, name, parsed))  # as written (a key may be an int), to be found
     return problems
 
 

@@ -7,6 +7,7 @@ import http.server
 import json
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import genai_prices
 import pytest
@@ -173,6 +174,29 @@ async def test_an_unknown_price_provider_is_a_configuration_error_before_the_cal
     assert "'opnai'" in str(raised.value.cause) and "openai" in str(raised.value.cause)
 
 
+async def _answered_with(body: dict[str, object], provider: ModelProvider, model: str, price_provider: str) -> Any:
+    """The result of one call to ``provider``'s ``model`` (billed at ``price_provider``'s prices) that the emulator
+    answers with ``body``, exactly as given."""
+    from pydantic import SecretStr
+
+    from nons.testing import Fault
+
+    with ProviderEmulator() as emu:
+        emu.script(provider.value, [Fault.http(200, body)])
+        config = ModelConfig(
+            provider=provider, model_name=model, price_provider=price_provider,
+            base_url=emu.base_url_for(provider.value), api_key=SecretStr("sk-test-pricing"),
+        )  # fmt: skip
+        return await NoN.from_operators([Node("generate", config)]).run("Summarise.")
+
+
+def _openai_answer(model: str, usage: dict[str, object]) -> dict[str, object]:
+    return {
+        "id": "c1", "object": "chat.completion", "created": 1, "model": model, "usage": usage,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "Done."}, "finish_reason": "stop"}],
+    }  # fmt: skip
+
+
 def _anthropic_answer(usage: dict[str, object]) -> dict[str, object]:
     return {
         "id": "msg_1", "type": "message", "role": "assistant", "model": "claude-sonnet-4-6", "stop_sequence": None,
@@ -199,10 +223,6 @@ async def test_what_else_a_vendor_bills_is_priced_as_genai_prices_prices_it(
 ) -> None:
     # NoN kept five counts of the usage genai-prices read, and priced those: a 1-hour cache write at the 5-minute
     # rate ($0.0945 for $0.1395), web searches not at all ($0.0105 for $0.0405).
-    from pydantic import SecretStr
-
-    from nons.testing import Fault
-
     body = _anthropic_answer(usage)
     expected = float(
         genai_prices.calc_price(
@@ -210,13 +230,7 @@ async def test_what_else_a_vendor_bills_is_priced_as_genai_prices_prices_it(
             model_ref="claude-sonnet-4-6", provider_id="anthropic",
         ).total_price
     )  # fmt: skip
-    with ProviderEmulator() as emu:
-        emu.script("anthropic", [Fault.http(200, body)])
-        config = ModelConfig(
-            provider=ModelProvider.ANTHROPIC, model_name="claude-sonnet-4-6", price_provider="anthropic",
-            base_url=emu.base_url_for("anthropic"), api_key=SecretStr("sk-test-pricing"),
-        )  # fmt: skip
-        result = await NoN.from_operators([Node("generate", config)]).run("Summarise the handbook.")
+    result = await _answered_with(body, ModelProvider.ANTHROPIC, "claude-sonnet-4-6", "anthropic")
     (call,) = result.calls
     assert extra in call.usage.billed_extra
     assert call.cost_usd == pytest.approx(expected) and result.cost_usd == pytest.approx(expected)
@@ -240,24 +254,11 @@ async def test_a_compatible_services_usage_is_read_as_that_service_counts_it(
 ) -> None:
     # It was read as OpenAI counts: grok-3-mini's 1,800 reasoning tokens were left out of its output (200 output
     # tokens, $0.0004 for $0.0013); sonar's citations and searches were not billed ($0.02 for $0.076).
-    from pydantic import SecretStr
-
-    from nons.testing import Fault
-
-    body = {
-        "id": "c1", "object": "chat.completion", "created": 1, "model": model, "usage": usage,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": "Done."}, "finish_reason": "stop"}],
-    }  # fmt: skip
+    body = _openai_answer(model, usage)
     flavor = "chat" if service == "x-ai" else "default"  # Perplexity's extractor has no chat flavor
     expected = genai_prices.extract_usage(body, provider_id=service, api_flavor=flavor)
     price = float(genai_prices.calc_price(expected.usage, model_ref=model, provider_id=service).total_price)
-    with ProviderEmulator() as emu:
-        emu.script("openai", [Fault.http(200, body)])
-        config = ModelConfig(
-            provider=ModelProvider.OPENAI, model_name=model, price_provider=service,
-            base_url=emu.base_url_for("openai"), api_key=SecretStr("sk-test-pricing"),
-        )  # fmt: skip
-        result = await NoN.from_operators([Node("generate", config)]).run("Think it over.")
+    result = await _answered_with(body, ModelProvider.OPENAI, model, service)
     (call,) = result.calls
     assert call.usage.output_tokens == expected.usage.output_tokens
     assert call.cost_usd == pytest.approx(price)
@@ -266,24 +267,10 @@ async def test_a_compatible_services_usage_is_read_as_that_service_counts_it(
 async def test_a_gateway_billed_at_a_vendors_prices_keeps_the_cache_reads_it_reports_as_openai_does() -> None:
     # Read by Anthropic's extractor alone, the gateway's OpenAI-shaped cached_tokens were missed: 9,000 cache reads
     # billed as fresh input ($0.0315 for $0.0072).
-    from pydantic import SecretStr
-
-    from nons.testing import Fault
-
     usage = {"prompt_tokens": 10000, "completion_tokens": 100, "total_tokens": 10100,
              "prompt_tokens_details": {"cached_tokens": 9000}}  # fmt: skip
-    body = {
-        "id": "c1", "object": "chat.completion", "created": 1, "model": "claude-sonnet-4-5", "usage": usage,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": "Done."}, "finish_reason": "stop"}],
-    }  # fmt: skip
-    with ProviderEmulator() as emu:
-        emu.script("openai", [Fault.http(200, body)])
-        config = ModelConfig(
-            provider=ModelProvider.OPENAI, model_name="claude-sonnet-4-5", price_provider="anthropic",
-            base_url=emu.base_url_for("openai"), api_key=SecretStr("sk-test-pricing"),
-        )  # fmt: skip
-        result = await NoN.from_operators([Node("generate", config)]).run("Summarise.")
-    (call,) = result.calls
+    body = _openai_answer("claude-sonnet-4-5", usage)
+    (call,) = (await _answered_with(body, ModelProvider.OPENAI, "claude-sonnet-4-5", "anthropic")).calls
     assert (call.usage.input_tokens, call.usage.cache_read_tokens) == (10000, 9000)
     assert call.cost_usd == pytest.approx(price_usd("anthropic", "claude-sonnet-4-5", call.usage))
     assert call.cost_usd == pytest.approx(0.0072)

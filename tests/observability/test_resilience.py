@@ -64,10 +64,12 @@ def test_every_pass_completes_and_nothing_is_raised(thousand_passes: dict[str, A
 def test_drops_and_failed_exports_are_counted(thousand_passes: dict[str, Any]) -> None:
     export = thousand_passes["stats"]["export"]
     # 7 spans a pass go into a queue of 64 that nothing drains quickly: most are dropped, and each batch that
-    # was tried failed.
+    # was tried failed. (Not a whole batch of 32 necessarily: the processor's first wake, 100 ms after set-up, may
+    # find only the first pass's few spans, while it loads the price table; that export then takes the 1 s
+    # timeout, and the 1,000 passes may end within it. It happened on a loaded CI machine: 3 spans.)
     assert export["spans"]["dropped"] > 1000
     assert export["spans"]["failed_exports"] >= 1
-    assert export["spans"]["failed"] >= 32
+    assert export["spans"]["failed"] >= 1
     assert export["metrics"]["failed_exports"] >= 1
     assert export["logs"]["failed"] + export["logs"]["dropped"] > 0
     assert "returned FAILURE" in (export["last_error"] or "")

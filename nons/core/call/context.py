@@ -61,8 +61,7 @@ def cut_by_timeout(cancelled: BaseException, ctx: PassContext) -> bool:
     # timed out).
     level: PassContext | None = ctx
     while level is not None:
-        bound = level.pass_timeout
-        if bound is not None and bound.expired():
+        if level.timed_out():
             return True
         outer = level.enclosing.running() if level.enclosing is not None else None
         level = outer[0] if outer is not None else None
@@ -159,6 +158,11 @@ class PassContext:
     #: The network's ``asyncio.timeout`` while its pass runs under one (Python 3.11 on): what it cancels can tell
     #: that a timeout did (:func:`cut_by_timeout`).
     pass_timeout: asyncio.Timeout | None = None
+
+    def timed_out(self) -> bool:
+        """Whether this pass ran past its network's timeout (``pass_timeout`` has expired)."""
+        bound = self.pass_timeout
+        return bound is not None and bound.expired()
 
     @classmethod
     def start(

@@ -88,8 +88,7 @@ async def run_layer(layer: Layer, value: Any, ctx: PassContext, index: int, conf
 
 def _timed_out(ctx: PassContext) -> str:
     """Which timeout cut a layer: its pass's, or one outside the pass (the pass runs inside a node)."""
-    bound = ctx.pass_timeout
-    if bound is not None and bound.expired():
+    if ctx.timed_out():
         return "the network's pass timed out"
     return "an enclosing layer or pass timed out"
 

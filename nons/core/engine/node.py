@@ -125,8 +125,7 @@ def _why_cancelled(
 ) -> Exception:
     if not cut_by_timeout(cancelled, ctx):
         return NodeCancelledError("the node was cancelled")
-    bound = ctx.pass_timeout
-    if bound is not None and bound.expired():
+    if ctx.timed_out():
         return TimeoutExceededError(f"the network's pass timed out in layer {layer_index} before the node finished")
     if cancelled.args and cancelled.args[0] == LAYER_TIMED_OUT and layer_config.timeout_seconds is not None:
         # (A layer without a timeout running its one node inline passes on an outer layer's cancellation as is.)

@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path as FilePath
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
@@ -163,33 +163,31 @@ def _problems_of_valid_layers(data: Any) -> list[tuple[Path, str]]:
     problems: list[tuple[Path, str]] = []
     for name, network in data["networks"].items():
         layers = network.get("layers") if isinstance(network, dict) else None
-        if not isinstance(layers, list) or _is_valid(NetworkSpec, network):
+        if not isinstance(layers, list) or _validated(NetworkSpec, network) is not None:
             continue  # a valid network is built whole (_valid_networks)
-        valid = {i: layer for i, layer in enumerate(layers) if _is_valid(LayerSpecModel, layer)}
-        parsed = {i: LayerSpecModel.model_validate(layer) for i, layer in valid.items()}
+        parsed = {i: layer for i, raw in enumerate(layers) if (layer := _validated(LayerSpecModel, raw)) is not None}
         problems.extend(layer_problems(shared, name, parsed))  # as written (a key may be an int), to be found
     return problems
 
 
-def _is_valid(model: type[BaseModel], value: Any) -> bool:
+_Model = TypeVar("_Model", bound=BaseModel)
+
+
+def _validated(model: type[_Model], value: Any) -> _Model | None:
+    """``value`` validated as ``model``, or ``None`` when it is not one."""
     try:
-        model.model_validate(value)
+        return model.model_validate(value)
     except ValidationError:
-        return False
-    return True
+        return None
 
 
 def _valid_networks(data: Any) -> SpecFile | None:
     """The file with only its valid networks, or ``None`` when even that is invalid."""
     if not isinstance(data, dict) or not isinstance(data.get("networks"), dict):
         return None
-    valid = {}
-    for name, network in data["networks"].items():
-        try:
-            NetworkSpec.model_validate(network)
-        except ValidationError:
-            continue
-        valid[name] = network
+    valid = {
+        name: network for name, network in data["networks"].items() if _validated(NetworkSpec, network) is not None
+    }
     try:
         return SpecFile.model_validate({**data, "networks": valid}) if valid else None
     except ValidationError:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import functools
 import logging
 import time
 import traceback
@@ -54,9 +55,11 @@ ClientT = TypeVar("ClientT")
 # -- the provider template ----------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=256)
 def _lower_host(url: str) -> str:
     """``url`` with its scheme and host in lower case, as genai-prices' URL patterns spell them (a host is
-    case-insensitive: ``https://API.GROQ.COM/openai/v1`` is Groq's API, and was left unpriced)."""
+    case-insensitive: ``https://API.GROQ.COM/openai/v1`` is Groq's API, and was left unpriced). Cached: every
+    answered call asks for its price source, and a process calls a handful of base URLs."""
     parts = urlsplit(url)
     return parts._replace(scheme=parts.scheme.lower(), netloc=parts.netloc.lower()).geturl()
 

@@ -143,10 +143,9 @@ async def _call(
             response = await _recover(call, first_error)
         record = _succeeded(call, response)
     except BaseException as error:
-        # A provider error that ends the call has marked the span already, with the attempts it took.
+        # A provider error that ends the call has marked the span already, with the attempts it took. Anything
+        # else (a cancellation, a fallback's configuration error) still gives them, and what they were billed.
         if scope.tracing and not isinstance(error, ProviderError):
-            # A provider error that ends the call has set these already. Anything else (a cancellation, a
-            # fallback's configuration error) still gives the attempts it made and what they were billed.
             scope.set({
                 names.ATTEMPTS: call.attempts, names.SCHEDULER_WAIT_S: call.wait_s,
                 **telemetry.unanswered_attributes(call),

@@ -22,7 +22,7 @@ from nons.spec.errors import Path
 from nons.spec.grammar import parse_model_ref
 from nons.spec.model import LayerSpecModel, ModelSpec, NetworkSpec, NodeSpec, SpecFile
 
-__all__ = ["UNKNOWN_KEY", "BuildProblems", "build_networks", "layer_problems"]
+__all__ = ["UNKNOWN_KEY", "BuildProblems", "build_networks", "refused_network_problems"]
 
 _SECRET_FIELDS = ("api_key",)
 _KEYS_FROM_THE_ENVIRONMENT = (
@@ -67,16 +67,18 @@ def build_networks(spec: SpecFile) -> dict[str, NoN]:
     return {name: network for name, network in networks.items() if network is not None}
 
 
-def layer_problems(
-    spec: SpecFile, network: str | int, layers: Mapping[int, LayerSpecModel]
+def refused_network_problems(
+    spec: SpecFile, network: str | int, layers: Mapping[int, LayerSpecModel], config: Mapping[str, Any]
 ) -> list[tuple[Path, str]]:
-    """The build problems (unknown operators, parameters, models) of ``layers``, the layers of ``network`` that
-    are valid by themselves although the network is not, at their places: so that one check reports them with
-    the network's schema problems. Built without the network's default model (its defaults may be what is
-    wrong), so a node that names none is not checked against one."""
+    """The build problems of a network the schema refused, so that one check reports them with its schema
+    problems: those of ``layers``, its layers that are valid by themselves (unknown operators, parameters,
+    models), at their places, and those of ``config``, its own settings (``timeout_seconds``, an unknown key...).
+    Built without the network's defaults (they may be what is wrong), so a node that names no model is not
+    checked against one."""
     builder = _Builder(spec)
     for index, layer in layers.items():
         builder.layer(layer, ("networks", network, "layers", index), None)
+    builder.network_config(str(network), dict(config), ("networks", network), None)
     return builder.problems
 
 
@@ -208,16 +210,23 @@ class _Builder:
             defaults_path: Path = (*path, "defaults", "layer") if spec.defaults.layer else ("defaults", "layer")
             layer_default = self.layer_config(layer_defaults, defaults_path)
         layers = [self.layer(layer, (*path, "layers", i), default_model) for i, layer in enumerate(spec.layers)]
-        reserved = {"name", "default_layer_config"} & set(spec.config)
+        config = self.network_config(name, spec.config, path, layer_default)
+        if config is None or len(self.problems) > before:
+            return None
+        return NoN([layer for layer in layers if layer is not None], config=config)
+
+    def network_config(
+        self, name: str, fields: dict[str, Any], path: Path, layer_default: LayerConfig | None
+    ) -> NetworkConfig | None:
+        """The ``NetworkConfig`` of a network's own keys (those the spec format does not define)."""
+        reserved = {"name", "default_layer_config"} & set(fields)
         for key in sorted(reserved):
             hint = "its key under networks:" if key == "name" else "defaults: layer:"
             self.fail((*path, key), f"{key} is not set here: a network's {key} is {hint}")
-        extras = {key: value for key, value in spec.config.items() if key not in reserved}
+        extras = {key: value for key, value in fields.items() if key not in reserved}
         try:
             config = NetworkConfig(name=name, default_layer_config=layer_default, **extras)
         except ValidationError as error:
             self.problems.extend(_validation_problems(error, path, {}))
             return None
-        if len(self.problems) > before:
-            return None
-        return NoN([layer for layer in layers if layer is not None], config=config)
+        return config if not reserved else None

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from nons.core.network import NoN
-from nons.spec.builder import UNKNOWN_KEY, BuildProblems, build_networks, layer_problems
+from nons.spec.builder import UNKNOWN_KEY, BuildProblems, build_networks, refused_network_problems
 from nons.spec.errors import Path, SpecError, SpecProblem, format_path
 from nons.spec.model import DefaultsSpec, LayerSpecModel, ModelSpec, NetworkSpec, SpecFile
 
@@ -146,10 +146,11 @@ def _validation_items(error: ValidationError) -> list[tuple[Path, str]]:
     return items
 
 
-def _problems_of_valid_layers(data: Any) -> list[tuple[Path, str]]:
-    """The build problems of the valid layers of each network the schema refused (an unknown operator in one
-    layer was reported only once an unknown key in another was fixed). Nothing when the file's own models or
-    defaults are invalid: its layers could not be built against them."""
+def _problems_of_refused_networks(data: Any) -> list[tuple[Path, str]]:
+    """The build problems of the valid layers and of the own settings of each network the schema refused (an
+    unknown operator in one layer, or a misspelt network key, was reported only once an unknown key in another
+    layer was fixed). Nothing when the file's own models or defaults are invalid: its layers could not be built
+    against them."""
     if not isinstance(data, dict) or not isinstance(data.get("networks"), dict):
         return []
     try:
@@ -162,11 +163,14 @@ def _problems_of_valid_layers(data: Any) -> list[tuple[Path, str]]:
         return []
     problems: list[tuple[Path, str]] = []
     for name, network in data["networks"].items():
-        layers = network.get("layers") if isinstance(network, dict) else None
-        if not isinstance(layers, list) or _validated(NetworkSpec, network) is not None:
+        if not isinstance(network, dict) or _validated(NetworkSpec, network) is not None:
             continue  # a valid network is built whole (_valid_networks)
-        parsed = {i: layer for i, raw in enumerate(layers) if (layer := _validated(LayerSpecModel, raw)) is not None}
-        problems.extend(layer_problems(shared, name, parsed))  # as written (a key may be an int), to be found
+        layers = network.get("layers")
+        raw_layers = enumerate(layers) if isinstance(layers, list) else ()
+        parsed = {i: layer for i, raw in raw_layers if (layer := _validated(LayerSpecModel, raw)) is not None}
+        config = {key: value for key, value in network.items() if key not in NetworkSpec.model_fields}
+        # As written (a key may be an int), to be found in the file.
+        problems.extend(refused_network_problems(shared, name, parsed, config))
     return problems
 
 
@@ -240,7 +244,7 @@ def loads_spec(text: str, source: str = "<string>") -> Spec:
                 build_networks(valid)
             except BuildProblems as build_error:
                 problems.extend(build_error.problems)
-        problems.extend(_problems_of_valid_layers(data))
+        problems.extend(_problems_of_refused_networks(data))
         raise SpecError(locator.problems(problems)) from None
     try:
         networks = build_networks(spec_file)

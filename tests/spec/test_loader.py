@@ -87,6 +87,27 @@ def test_a_network_with_a_schema_problem_still_has_its_other_layers_checked() ->
     ]  # fmt: skip
 
 
+def test_a_network_with_a_schema_problem_still_has_its_own_settings_checked() -> None:
+    # A misspelt network key (and a bad network setting) was reported only once the layers were fixed.
+    problems = _problems(
+        """\
+        networks:
+          a:
+            layrs: [generate]
+            timeout_seconds: -1
+          b:
+            layers: [generat]
+            descripton: two typos
+        """
+    )
+    assert [(p.line, p.field) for p in problems] == [
+        (2, "networks.a"), (3, "networks.a.layrs"), (4, "networks.a.timeout_seconds"),
+        (6, "networks.b.layers[0]"), (7, "networks.b.descripton"),
+    ]  # fmt: skip
+    assert problems[0].message == "layers: Field required"
+    assert problems[1].message.startswith("unknown key")
+
+
 def test_yaml_syntax_errors_name_the_line() -> None:
     problem = _one("networks:\n  a:\n    layers: [generate,\n")
     assert problem.file == "nets.yaml" and problem.line == 4 and problem.message.startswith("YAML:")

@@ -10,13 +10,13 @@ Needs the ``spec`` extra (``pip install 'nons[spec]'``, included in ``nons[serve
       model: openai/gpt-4o-mini              # nodes that name no model
       layer: {error_policy: fallback_model, max_retries: 3}   # retries each model, then its fallbacks
     networks:
-      triage:
+      drafts:
         timeout_seconds: 60                  # any NetworkConfig field
         layers:
           - "5 x generate@fast"              # shorthand: [COUNT x] OPERATOR[@MODEL]
-          - operator: classify               # one node, in full
+          - operator: synthesize             # one node, in full
             model: judge
-            params: {categories: [complete, partial, off-topic]}
+            context: Keep what the drafts agree on.
             fallbacks: [openai/gpt-4o-mini]
           - nodes: [condense, "expand@openai/gpt-4o-mini"]   # a layer with its own error policy
             error_policy: skip_and_continue

@@ -176,6 +176,8 @@ def test_the_networks_configmap_is_mounted_where_the_image_reads_it_and_is_valid
     spec = loads_spec(text, "deploy/k8s/configmap.yaml#networks.yaml")
     assert set(spec.networks) == {"answer", "triage"}
     assert [layer.width for layer in spec.networks["answer"].layers] == [5, 1]
+    # The triage answers the request beside its classification, not the category's name after it.
+    assert [layer.width for layer in spec.networks["triage"].layers] == [2]
 
 
 def test_the_secret_template_holds_no_real_key_and_its_token_is_refused(

@@ -43,7 +43,7 @@ _OTLP_SETTINGS = ("PROTOCOL", "TIMEOUT", "COMPRESSION", "ENDPOINT", "HEADERS", "
 #: exporter's: NoN's to check only when it builds that provider.
 _PROVIDER_PREFIXES = {
     "TRACES": ("OTEL_TRACES_SAMPLER", "OTEL_BSP_", "OTEL_SPAN_", "OTEL_EVENT_", "OTEL_LINK_", "OTEL_ATTRIBUTE_"),
-    "METRICS": ("OTEL_METRIC_", "OTEL_METRICS_", "OTEL_EXPORTER_PROMETHEUS_"),
+    "METRICS": ("OTEL_METRIC_", "OTEL_METRICS_"),
     "LOGS": ("OTEL_BLRP_", "OTEL_LOGRECORD_", "OTEL_ATTRIBUTE_"),
 }
 
@@ -249,6 +249,8 @@ def _applies_to(exports: Exports | None) -> Callable[[str], bool]:
     def applies(variable: str) -> bool:
         if variable.startswith("OTEL_EXPORTER_OTLP_"):
             return variable in otlp_variables
+        if variable.startswith("OTEL_EXPORTER_PROMETHEUS_"):  # read by the Prometheus exporter alone
+            return "prometheus" in exports.get("METRICS", ())
         owners = [signal for signal, prefixes in _PROVIDER_PREFIXES.items() if variable.startswith(prefixes)]
         # A variable of no one signal (OTEL_RESOURCE_ATTRIBUTES) is read by every provider NoN builds.
         return any(signal in exports for signal in owners) if owners else bool(exports)

@@ -62,6 +62,7 @@ def tracing_only_app(*variables: str) -> str:
         "OTEL_BSP_MAX_QUEUE_SIZE=0",
         "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT=abc",
         "OTEL_TRACES_SAMPLER=xray",  # a sampler the application's own set-up provides
+        "OTEL_EXPORTER_PROMETHEUS_PORT=99999",  # NoN builds no Prometheus exporter (no OTEL_METRICS_EXPORTER)
     ],
 )
 def test_a_tracing_only_applications_own_trace_variables_never_refuse_a_pass(variable: str) -> None:
@@ -142,3 +143,13 @@ def test_what_nons_installs_beside_a_tracing_only_application_describes_the_same
         environments = {resource.get("deployment.environment.name") for resource, _, _ in receiver.metrics()}
         assert environments == {"production"}
         assert {resource.get("service.name") for resource, _, _ in receiver.spans()} == {"my-app"}
+
+
+def test_the_prometheus_exporters_port_is_checked_only_when_nons_builds_that_exporter(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A bad port failed every pass of a process whose metrics went over OTLP, or nowhere.
+    monkeypatch.setenv("OTEL_EXPORTER_PROMETHEUS_PORT", "9464x")
+    check_otel_environment({"METRICS": ["otlp"]})
+    with pytest.raises(ConfigurationError, match="OTEL_EXPORTER_PROMETHEUS_PORT='9464x'"):
+        check_otel_environment({"METRICS": ["otlp", "prometheus"]})

@@ -7,7 +7,8 @@ metrics as plain dicts, and what the exporters lost.
   SDK's spans). An application's own spans on the same provider are not kept. Span dicts carry
   the keys the deployment guide's code reads: ``trace_id``, ``span_id``, ``operation_name``, ``duration_ms``,
   ``success`` and ``cost_usd`` (the call's own cost on LLM spans, 0 elsewhere, so summing over spans never
-  double counts).
+  double counts), and ``cost_unknown`` (true on a call whose price is unknown: its ``cost_usd`` is 0 only so
+  that sums stay sums of the known costs).
 - Logs: NoN's own records in a bounded in-memory exporter, with the ids of the span they were written in.
 - Metrics: aggregated, when read, from the spans the ring holds (:mod:`nons.observability.span_metrics`). No
   metric reader is added to any meter provider: an application's provider keeps exactly its own readers, and no

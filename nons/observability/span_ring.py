@@ -142,7 +142,10 @@ def span_to_dict(span: HeldSpan) -> dict[str, Any]:
         "duration_ms": (end - start) / 1e6,
         "success": ok,
         "error_type": attributes.get(names.ERROR_TYPE),
+        # A call of unknown price adds nothing to a sum of cost_usd, as NetworkResult.cost_usd sums the known
+        # costs, and says so here: 0.0 alone would read as free.
         "cost_usd": float(attributes.get(names.GEN_AI_USAGE_COST, 0.0)),
+        "cost_unknown": bool(attributes.get(names.COST_UNKNOWN, False)),
         "attributes": attributes,
         "events": [{"name": n, "timestamp_ns": t, "attributes": dict(zip(k, v, strict=True))} for n, t, k, v in events],
         "resource": dict(resource),

@@ -57,6 +57,17 @@ async def test_export_all_data_by_trace_id_has_the_whole_pass_with_the_guides_ke
     assert sorted(s["success"] for s in spans) == [False] * 2 + [True] * 12
 
 
+async def test_a_span_of_unknown_price_says_so_and_adds_nothing_to_the_sum(observability: Observability) -> None:
+    # Its cost_usd was 0.0 and nothing else in the span dict told an unknown price from a free call.
+    unpriced = ModelConfig(provider=ModelProvider.MOCK, model_name="no-such-model-anywhere")
+    result = await NoN.from_operators([Node("generate", unpriced), Node("condense", mock("gpt-4o-mini"))]).run("hello")
+    assert result.unpriced_calls == 1 and result.cost_usd > 0
+    spans = observability.export_all_data(trace_id=result.trace_id)["spans"]
+    [unknown] = [s for s in spans if s["cost_unknown"]]
+    assert unknown["operation_name"] == "chat no-such-model-anywhere" and unknown["cost_usd"] == 0.0
+    assert math.isclose(sum(s["cost_usd"] for s in spans), result.cost_usd, rel_tol=1e-12)
+
+
 async def test_export_all_data_since_keeps_only_later_spans(observability: Observability) -> None:
     first = await eventful_network().run("first")
     middle = datetime.now(timezone.utc)

@@ -1,9 +1,10 @@
 """OpenTelemetry for NoN.
 
 The engine records spans and metrics through the OpenTelemetry *API* only. Telemetry sets itself up at the
-first network pass or agent run (unless ``NON_ENABLE_TRACING=false``): SDK providers and exporters from the
-standard ``OTEL_*`` variables, or the application's own SDK providers, which NoN never replaces and adds nothing
-to but a span processor that keeps NoN's own spans for :func:`get_observability`. An application may call
+first network pass or agent run (unless both ``NON_ENABLE_TRACING`` and ``NON_ENABLE_METRICS`` are ``false``):
+SDK providers and exporters from the standard ``OTEL_*`` variables, or the application's own SDK providers, which
+NoN never replaces and adds nothing to but a span processor that keeps NoN's own spans for
+:func:`get_observability`. An application may call
 :func:`configure_telemetry` earlier to choose the moment, and :func:`shutdown_telemetry` to flush and stop.
 """
 

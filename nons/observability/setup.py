@@ -1,5 +1,6 @@
 """Set up the OpenTelemetry SDK for an application: one call, from settings and the standard ``OTEL_*``
-variables, made by NoN itself at the first network pass or agent run unless ``NON_ENABLE_TRACING=false``.
+variables, made by NoN itself at the first network pass or agent run unless both ``NON_ENABLE_TRACING``
+and ``NON_ENABLE_METRICS`` are ``false``.
 
 NoN behaves as a guest in an application that has its own OpenTelemetry setup: which providers it installs or
 uses as they are, and which loggers it bridges to OTel logs, is :mod:`nons.observability.otel_providers`, with
@@ -89,8 +90,9 @@ def build_resource(settings: Settings | None = None) -> Resource:
 def configure_telemetry(settings: Settings | None = None) -> TelemetryHandle:
     """Install SDK providers and exporters from settings, once per process, and return what was set up.
 
-    NoN calls this itself at the first network pass or agent run (unless ``NON_ENABLE_TRACING=false``) and in
-    ``get_observability()``; an application may call it earlier to choose the moment.
+    NoN calls this itself at the first network pass or agent run (unless both ``NON_ENABLE_TRACING`` and
+    ``NON_ENABLE_METRICS`` are ``false``) and in ``get_observability()``; an application may call it earlier to
+    choose the moment.
 
     - Providers an application installed already are kept; NoN then adds nothing to them but its buffer's span
       processor, when the tracer provider is an SDK one.

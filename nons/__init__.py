@@ -32,6 +32,7 @@ __all__ = [
     "ErrorPolicy",
     "InputValidationError",
     "LLMCallRecord",
+    "Layer",
     "LayerConfig",
     "LayerFailedError",
     "LayerResult",
@@ -76,7 +77,9 @@ __all__ = [
     "configure_cache",
     "configure_scheduler",
     "configure_telemetry",
+    "create_layer",
     "create_network",
+    "create_node",
     "get_observability",
     "get_scheduler",
     "health_check",
@@ -133,8 +136,9 @@ if TYPE_CHECKING:
     from nons.core.agents import Agent, AgentRun, AgentStep, Tool, ToolRegistry, ToolResult
     from nons.core.budgets import configure_budgets, spending_for
     from nons.core.cache import configure_cache
+    from nons.core.layer import Layer, create_layer
     from nons.core.network import NoN, create_network
-    from nons.core.node import Node
+    from nons.core.node import Node, create_node
     from nons.core.progress import ProgressEvent
     from nons.core.scheduler import (
         CircuitBreakerConfig,
@@ -176,6 +180,9 @@ _LAZY: dict[str, str] = {
     "NoN": "nons.core.network",
     "create_network": "nons.core.network",
     "Node": "nons.core.node",
+    "create_node": "nons.core.node",
+    "Layer": "nons.core.layer",
+    "create_layer": "nons.core.layer",
     "ProgressEvent": "nons.core.progress",
     **dict.fromkeys(
         (

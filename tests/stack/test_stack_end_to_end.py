@@ -232,3 +232,13 @@ def test_logs_reach_the_collector_with_trace_and_span_ids(
         trace = jaeger_traces[record["trace_id"]]
         span = next(s for s in trace["spans"] if s["spanID"] == record["span_id"])
         assert span["operationName"] == "execute_tool lookup"
+
+
+def test_the_bundled_configs_use_no_deprecated_name(otlp_workload: ScrapedWorkload) -> None:
+    # The collector warned that otel/collector.yaml's "deltatocumulative" is a deprecated alias: a release that
+    # drops it would not start the compose stack's collector, and every metric would be lost.
+    stack = otlp_workload.stack
+    assert stack is not None
+    for process in (stack.collector, stack.jaeger):
+        warnings = [line for line in process.log().splitlines() if "deprecated" in line.lower()]
+        assert warnings == [], (process.name, warnings)

@@ -159,6 +159,10 @@ def test_config_and_secret_reach_the_pods_and_the_config_is_valid(manifests: dic
     serve = {k.removeprefix("NON_SERVE_").lower(): v for k, v in config.items() if k.startswith("NON_SERVE_")}
     assert set(serve) <= set(ServeSettings.model_fields), "every NON_SERVE_ variable is a setting"
     ServeSettings(**serve)
+    # The dashboards' rate panels need exports more often than the SDK's default 60 s, as in docker-compose.yml.
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
+    interval = compose["services"]["non-app"]["environment"]["OTEL_METRIC_EXPORT_INTERVAL"]
+    assert config.get("OTEL_METRIC_EXPORT_INTERVAL") == interval == "15000"
 
 
 def test_the_networks_configmap_is_mounted_where_the_image_reads_it_and_is_valid(

@@ -36,6 +36,13 @@ def test_it_follows_the_compose_specification_and_includes_the_stack(compose: di
     assert compose["include"] == [STACK.name] and STACK.exists()
 
 
+def test_the_app_and_the_stack_alone_are_one_project(compose: dict[str, Any]) -> None:
+    # The stack alone (the README's first command) was project "nons-observability" and the app's file project
+    # "nons": the second `up` started a second stack on the same ports, with volumes of its own.
+    stack = yaml.safe_load(STACK.read_text(encoding="utf-8"))
+    assert compose["name"] == stack["name"] == "nons"
+
+
 def test_the_app_is_built_here_and_listens_on_8000(app: dict[str, Any]) -> None:
     assert app["build"] == "." and (ROOT / "Dockerfile").exists()
     assert app["image"] == "non-app:latest"

@@ -208,11 +208,13 @@ def metric_reader(name: str, stats: ExportStats) -> tuple[MetricReader, int | No
         host = os.environ.get("OTEL_EXPORTER_PROMETHEUS_HOST", "localhost")
         port = int(os.environ.get("OTEL_EXPORTER_PROMETHEUS_PORT", "9464"))
         # Copy service.name and the environment onto every series, as the collector's
-        # resource_constant_labels does, so dashboards filter the same way with or without it.
+        # resource_constant_labels does, so dashboards filter the same way with or without it. And the
+        # process's service.instance.id, which the collector makes the instance label: the scrape's instance
+        # (host:port) is the same for a process restarted on the same port, whose counters, starting again
+        # at 0 in the same series, made the in-range panels lose what the process before it had counted.
+        copied = ("service.name", "deployment.environment.name", "service.instance.id")
         try:
-            reader = PrometheusMetricReader(
-                resource_attribute_filter=lambda key: key in ("service.name", "deployment.environment.name")
-            )
+            reader = PrometheusMetricReader(resource_attribute_filter=lambda key: key in copied)
         except TypeError:
             # opentelemetry-exporter-prometheus before it had the filter (0.51b0, beside SDK 1.30): the series
             # carry no resource labels, which stay on target_info.

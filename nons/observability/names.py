@@ -51,6 +51,8 @@ OP_GENERATE_CONTENT: Final = "generate_content"
 LLM_OPERATIONS: Final = frozenset({OP_CHAT, OP_GENERATE_CONTENT})
 OP_INVOKE_AGENT: Final = "invoke_agent"
 OP_EXECUTE_TOOL: Final = "execute_tool"
+#: The operator name an agent's LLM calls carry on the cost metric (a node's carry its operator's name).
+AGENT_OPERATOR: Final = "agent"
 
 
 def network_span_name(network: str) -> str:

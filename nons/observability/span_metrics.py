@@ -129,6 +129,22 @@ class _Aggregation:
             seen += 1
         return None
 
+    def cost_site(self, span: Span) -> tuple[Any, Any]:
+        """The operator and network ``nons.cost`` labels a call's cost with: its node's operator and network, or
+        for an agent's own call (its nearest owner an ``invoke_agent`` span, even inside a node) ``agent`` and
+        the agent's name, as the exported counter does."""
+        seen = 0
+        parent = self._by_id.get(span.get("parent_span_id") or "")
+        while parent is not None and seen < 64:  # a bound against a malformed parent chain
+            attributes = parent["attributes"]
+            if attributes.get(names.GEN_AI_OPERATION_NAME) == names.OP_INVOKE_AGENT:
+                return names.AGENT_OPERATOR, attributes.get(names.GEN_AI_AGENT_NAME)
+            if names.OPERATOR_NAME in attributes:
+                return attributes[names.OPERATOR_NAME], self.ancestor_attribute(parent, names.NETWORK_NAME)
+            parent = self._by_id.get(parent.get("parent_span_id") or "")
+            seen += 1
+        return None, None
+
     def add(self, span: Span) -> None:
         attributes = span["attributes"]
         operation = attributes.get(names.GEN_AI_OPERATION_NAME)
@@ -196,12 +212,12 @@ class _Aggregation:
         if attributes.get(names.COST_UNKNOWN):
             self.unpriced.add(1, labels, span)
         elif names.GEN_AI_USAGE_COST in attributes:
+            operator, network = self.cost_site(span)
             cost_labels = {
                 names.GEN_AI_PROVIDER_NAME: labels[names.GEN_AI_PROVIDER_NAME],
                 names.GEN_AI_REQUEST_MODEL: labels[names.GEN_AI_REQUEST_MODEL],
-                names.OPERATOR_NAME: self.ancestor_attribute(span, names.OPERATOR_NAME),
-                names.NETWORK_NAME: self.ancestor_attribute(span, names.NETWORK_NAME)
-                or self.ancestor_attribute(span, names.GEN_AI_AGENT_NAME),
+                names.OPERATOR_NAME: operator,
+                names.NETWORK_NAME: network,
             }
             self.cost.add(float(attributes[names.GEN_AI_USAGE_COST]), cost_labels, span)
 

@@ -19,6 +19,7 @@ from pydantic import SecretStr
 from telemetry_child import GUIDE_COST, GUIDE_MONITORING
 from test_spans import eventful_network, mock
 
+from nons import Agent, ToolRegistry
 from nons.base.errors import NodeExecutionError
 from nons.core.layer import Layer
 from nons.core.network import NoN
@@ -27,6 +28,8 @@ from nons.core.types import ErrorPolicy, LayerConfig, ModelConfig, ModelProvider
 from nons.observability import names
 from nons.observability.buffer import Observability
 from nons.observability.integration import get_observability
+from nons.operators.context import OperatorContext
+from nons.operators.registry import operator
 from nons.testing import Fault, ProviderEmulator
 
 GUIDE_KEYS = {"trace_id", "span_id", "operation_name", "duration_ms", "success", "cost_usd"}
@@ -161,6 +164,42 @@ async def test_buffer_metrics_agree_with_the_exported_ones_and_point_at_their_sp
     span_ids = {s["span_id"] for s in data["spans"]}
     exemplars = [e for p in points for e in p["exemplars"]]
     assert exemplars and all(e["trace_id"] == result.trace_id and e["span_id"] in span_ids for e in exemplars)
+
+
+def _agent() -> Agent:
+    registry = ToolRegistry()
+
+    @registry.tool(is_stop_tool=True, description="The final answer.")
+    def final_answer(answer: str) -> str:
+        return answer
+
+    script = [[{"name": "final_answer", "arguments": {"answer": "ok"}}]]
+    config = mock("gpt-4o-mini", mock_tool_calls=script)
+    return Agent(config, registry, name="helper")
+
+
+@operator(name="obs_ask_the_agent", description="Run an agent, then generate.", replace=True)
+async def _ask_the_agent(ctx: OperatorContext, input: Any) -> str:
+    answer = (await _agent().run(str(input)))["output"]
+    return (await ctx.complete(str(answer))).text
+
+
+async def test_an_agents_cost_has_the_same_labels_in_the_buffer_as_exported(
+    observability: Observability, otel: Telemetry
+) -> None:
+    # The buffer labelled an agent's calls with no operator (the exported counter says "agent"), and an agent's
+    # inside a node with that node's operator and network (exported: "agent" and the agent's name).
+    run = await _agent().run("go")
+    inside = await NoN.from_operators([Node("obs_ask_the_agent", mock("gpt-4o-mini"))], name="outer").run("go")
+    exported = {tuple(sorted(labels(p).items())) for p in otel.metric_points(names.METRIC_COST)}
+    buffered = {
+        tuple(sorted(labels(p).items()))
+        for trace_id in (run["trace_id"], inside.trace_id)
+        for p in buffer_points(observability.export_all_data(trace_id=trace_id), names.METRIC_COST)
+    }
+    assert buffered == exported
+    sites = {(dict(k)[names.OPERATOR_NAME], dict(k)[names.NETWORK_NAME]) for k in exported}
+    assert sites == {("agent", "helper"), ("obs_ask_the_agent", "outer")}
 
 
 async def test_a_gemini_call_counts_in_the_summary_and_the_buffers_metrics_as_a_chat_call_does(

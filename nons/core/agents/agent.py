@@ -58,10 +58,6 @@ __all__ = ["MAX_STEPS_REACHED", "Agent"]
 #: ``error_type`` of the final result of a run that used up ``max_steps``.
 MAX_STEPS_REACHED = "max_steps"
 
-# The operator name an agent's LLM calls carry on the cost metric (nodes carry their operator's name).
-_OPERATOR = "agent"
-
-
 @dataclass(slots=True)
 class _Run:
     """Everything one run owns: nothing here is shared between runs."""
@@ -251,7 +247,8 @@ class Agent:
         if ctx.conversation_id is None:
             ctx.conversation_id = run_id
         inst = ctx.instruments
-        site = CallSite(self.id, _OPERATOR, self.model_config, self.fallbacks, self.layer_config, self.priority)
+        operator = names.AGENT_OPERATOR
+        site = CallSite(self.id, operator, self.model_config, self.fallbacks, self.layer_config, self.priority)
         provider = resolve_provider(self.model_config, settings)
         model = self.model_config.model_name or default_model(provider)
         scope = spans.NO_SPAN

@@ -320,7 +320,13 @@ class Observability:
         span_ids = {s["span_id"] for s in spans}
         start = min(s["start_time_ns"] for s in spans)
         end = max(s["end_time_ns"] for s in spans)
-        llm = [s for s in spans if s["attributes"].get(names.GEN_AI_OPERATION_NAME) in names.LLM_OPERATIONS]
+        # The calls that answered or were billed (a refusal), as NetworkResult.calls and the nons.llm_calls
+        # roll-up count them: a call that failed unbilled (a server error) is not one.
+        llm = [
+            s for s in spans
+            if s["attributes"].get(names.GEN_AI_OPERATION_NAME) in names.LLM_OPERATIONS
+            and (s["success"] or names.GEN_AI_USAGE_COST in s["attributes"] or names.COST_UNKNOWN in s["attributes"])
+        ]  # fmt: skip
         return {
             "trace_id": trace_id,
             "duration_ms": (end - start) / 1e6,

@@ -87,7 +87,7 @@ async def test_trace_summary_of_a_pass(observability: Observability) -> None:
     assert summary["trace_id"] == result.trace_id
     assert summary["success"] is True
     assert summary["span_count"] == 14
-    assert summary["llm_calls"] == 5
+    assert summary["llm_calls"] == len(result.calls) == 4  # the failed node's call answered nothing
     assert math.isclose(summary["total_cost_usd"], result.cost_usd, rel_tol=1e-12)
     assert summary["input_tokens"] == result.usage.input_tokens
     assert summary["output_tokens"] == result.usage.output_tokens
@@ -111,6 +111,15 @@ async def test_trace_summary_of_a_failed_pass_says_so(observability: Observabili
     assert summary["success"] is False
     assert summary["total_cost_usd"] == 0
     assert root["error_type"] == "server_error"
+
+
+async def test_trace_summary_counts_the_calls_the_result_counts(observability: Observability) -> None:
+    # It counted every LLM span: a call that failed unbilled (a server error) as well, so its llm_calls said 2
+    # where the result, the pass's nons.llm_calls and the service's llm_calls said 1.
+    failing = mock("gpt-4o", mock_failure_rate=1.0, mock_failure_kind="server_error")
+    skip = LayerConfig(error_policy=ErrorPolicy.SKIP_AND_CONTINUE, max_retries=0)
+    result = await NoN([Layer([Node("generate", mock("gpt-4o-mini")), Node("generate", failing)], skip)]).run("hi")
+    assert observability.get_trace_summary(result.trace_id or "")["llm_calls"] == len(result.calls) == 1
 
 
 def test_trace_summary_of_an_unknown_trace_raises_key_error(observability: Observability) -> None:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import atexit
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from opentelemetry import trace
@@ -84,7 +84,21 @@ def build_resource(settings: Settings | None = None) -> Resource:
     # Resource.create lets the attributes it is given override the environment's, so merge the environment's
     # (the detector reads OTEL_RESOURCE_ATTRIBUTES, then OTEL_SERVICE_NAME) over NoN's defaults first.
     from_env = OTELResourceDetector().detect().attributes
-    return Resource.create({**defaults, **from_env})
+    return Resource.create({**defaults, **_with_current_environment_key(from_env)})
+
+
+_ENVIRONMENT, _LEGACY_ENVIRONMENT = "deployment.environment.name", "deployment.environment"
+
+
+def _with_current_environment_key(attributes: Mapping[str, Any]) -> dict[str, Any]:
+    """``attributes`` with the environment the older semantic conventions' key (``deployment.environment``,
+    which platforms that have not moved on still set) names under the current one too, unless that is given:
+    NON_ENVIRONMENT's default under the current key beside it gave a staging service two environments, and the
+    dashboards, which read the current key, called it development."""
+    legacy = attributes.get(_LEGACY_ENVIRONMENT)
+    if legacy is None or _ENVIRONMENT in attributes:
+        return dict(attributes)
+    return {**attributes, _ENVIRONMENT: legacy}
 
 
 def configure_telemetry(settings: Settings | None = None) -> TelemetryHandle:
@@ -193,7 +207,9 @@ def _application_resource(settings: Settings) -> Resource | None:
     resource = getattr(trace.get_tracer_provider(), "resource", None)
     if not isinstance(resource, Resource):
         return None
-    return Resource({"deployment.environment.name": settings.environment}).merge(resource)
+    return Resource({"deployment.environment.name": settings.environment}).merge(
+        Resource(_with_current_environment_key(resource.attributes), resource.schema_url)
+    )
 
 
 def _preloaded_resource(settings: Settings) -> Resource | None:

@@ -43,6 +43,20 @@ def test_resource_from_the_standard_and_non_variables(monkeypatch: pytest.Monkey
     assert (attributes["team"], attributes["service.namespace"]) == ("llm-platform", "qa")
 
 
+def test_the_older_environment_key_names_the_environment_under_the_current_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A platform still on the older conventions set deployment.environment=staging; the resource said both
+    # staging and (NON_ENVIRONMENT's default) development, and the dashboards read development.
+    monkeypatch.delenv("NON_ENVIRONMENT", raising=False)
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=staging")
+    attributes = build_resource().attributes
+    assert (attributes["deployment.environment"], attributes["deployment.environment.name"]) == ("staging", "staging")
+    # The current key, when given too, is the one that counts.
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=staging,deployment.environment.name=prod")
+    assert build_resource().attributes["deployment.environment.name"] == "prod"
+
+
 def test_otel_resource_attributes_win_over_nons_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OTEL_SERVICE_NAME", raising=False)
     monkeypatch.delenv("NON_ENVIRONMENT", raising=False)

@@ -7,15 +7,15 @@ at most :data:`MAX_CLIENTS_PER_LOOP` per loop.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import threading
 import weakref
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, Awaitable, Callable, Hashable
-from typing import Any, Generic, TypeVar, cast
+from typing import Any, Generic, TypeVar
 
 from nons.base.loading import load_off_loop
+from nons.base.loop_end import at_loop_end
 
 __all__ = ["MAX_CLIENTS_PER_LOOP", "ClientCache"]
 
@@ -229,25 +229,14 @@ class ClientCache(Generic[ClientT]):
     def _watch(self, entry: _LoopClients[ClientT]) -> AsyncGenerator[None, None]:
         """Start the generator that closes ``entry``'s clients at the running loop's ``shutdown_asyncgens()``."""
 
-        async def close_at_shutdown() -> AsyncGenerator[None, None]:
-            try:
-                yield
-            finally:
-                # The loop's tasks have ended by now (asyncio.run cancels them first), and with them every lease,
-                # but the closes the last leases began as they ended: those are awaited, then the clients kept are
-                # closed.
-                await _closes_done(entry)
-                await self._close_all([held.client for held in entry.clients.values()])
-                entry.clients.clear()
+        async def close_all() -> None:
+            # The loop's tasks have ended by now (asyncio.run cancels them first), and with them every lease, but
+            # the closes the last leases began as they ended: those are awaited, then the clients kept are closed.
+            await _closes_done(entry)
+            await self._close_all([held.client for held in entry.clients.values()])
+            entry.clients.clear()
 
-        watcher = close_at_shutdown()
-        # Step it to its first ``yield`` now, synchronously: that registers it with the running loop (whose
-        # first-iteration hook is installed while the loop runs), and only a started generator runs its
-        # ``finally`` when closed. The step raises StopIteration because nothing before the ``yield`` awaits.
-        with contextlib.suppress(StopIteration):
-            cast(Any, watcher.__anext__()).send(None)
-        # The loop keeps its generators in a WeakSet: the entry holds the strong reference.
-        return watcher
+        return at_loop_end(close_all)  # the entry holds the strong reference
 
     def __len__(self) -> int:
         """The clients kept, over every loop (not those that left the cache and wait for their calls to end)."""

@@ -1,0 +1,41 @@
+"""Work an event loop owes before it closes, done at its ``shutdown_asyncgens()``: :func:`at_loop_end`.
+
+``asyncio.run()`` and ``asyncio.Runner`` (so NoN's ``run_sync``) end a loop by cancelling every task still
+running, then closing its asynchronous generators, then closing it. A task that was to send something in the
+background after a pass (a Redis lease's release, a budget's refund, an HTTP client's close) is cancelled with
+the rest, and what it owed is lost. The generators' close is the one moment left when the loop still runs and
+the application's tasks are gone: a generator started in the loop, whose ``finally`` does what is owed, does it
+then. Loops that are closed without ``shutdown_asyncgens()`` (``loop.close()`` alone) never run it; what is owed
+there is left to its own bounds (a lease's expiry).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from typing import Any, cast
+
+__all__ = ["at_loop_end"]
+
+
+def at_loop_end(finish: Callable[[], Awaitable[None]]) -> AsyncGenerator[None, None]:
+    """Have the running loop await ``finish()`` when it shuts its asynchronous generators down.
+
+    Returns the generator that does it: keep a strong reference to it for as long as the work may be owed (the
+    loop holds its generators weakly), and drop it to cancel the arrangement. ``finish`` runs beside the loop's
+    other generators' ends, after its tasks were cancelled; it should bound its own time.
+    """
+
+    async def finish_at_shutdown() -> AsyncGenerator[None, None]:
+        try:
+            yield
+        finally:
+            await finish()
+
+    watcher = finish_at_shutdown()
+    # Step it to its first ``yield`` now, synchronously: that registers it with the running loop (whose
+    # first-iteration hook is installed while the loop runs), and only a started generator runs its ``finally``
+    # when closed. The step raises StopIteration because nothing before the ``yield`` awaits.
+    with contextlib.suppress(StopIteration):
+        cast(Any, watcher.__anext__()).send(None)
+    return watcher

@@ -4,7 +4,8 @@ One :class:`RedisLink` per URL (``NON_REDIS_URL``, or given to ``configure_sched
 ``configure_cache`` and ``configure_budgets``) serves the scheduler's shared limits, the response cache and
 budgets. It keeps one asyncio client per event loop (a redis-py client belongs to the loop it connected in), with
 short timeouts (``NON_REDIS_TIMEOUT``) so that an unreachable Redis costs a call a fraction of a second, never a
-hang.
+hang. When a loop ends (``asyncio.run``, ``run_sync``), what its users still owe Redis is sent first
+(:meth:`RedisLink.at_loop_end`: leases to release, budget refunds), then its client is closed and forgotten.
 
 When an operation fails because Redis is unreachable, its user calls :meth:`RedisLink.failed`: the link is *down*,
 one warning is logged for the outage, and every user falls back to its local behaviour (local limits at this
@@ -25,10 +26,12 @@ import threading
 import time
 import uuid
 import weakref
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, unquote_plus, urlsplit
 
 from nons.base.errors import ConfigurationError
+from nons.base.loop_end import at_loop_end
 from nons.base.redaction import is_credential_name, redact, register_secret
 
 if TYPE_CHECKING:
@@ -170,6 +173,10 @@ class RedisLink:
         #: This process's name among the replicas (leases and the replica count use it).
         self.replica_id = f"{uuid.uuid4().hex[:12]}"
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Redis] = weakref.WeakKeyDictionary()
+        # Per loop: what its users owe Redis before it closes (by user), and the generator that sends it then.
+        self._owed_at_end: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopEnd] = (
+            weakref.WeakKeyDictionary()
+        )
         self._lock = threading.Lock()
         self._down_since: float | None = None
         self._degraded_total = 0.0
@@ -191,8 +198,43 @@ class RedisLink:
 
             client = Redis(connection_pool=self._pool())
             with self._lock:
+                # A loop closed without shutdown_asyncgens() never ran its end: its client (whose connections
+                # hold the loop, and so keep it in this weak dictionary) is forgotten here.
+                for closed in [other for other in self._clients if other.is_closed()]:
+                    del self._clients[closed]
                 self._clients[loop] = client
+            self.at_loop_end(self, _nothing)  # so that the client is closed and forgotten with its loop
         return client
+
+    def at_loop_end(self, user: object, send: Callable[[], Awaitable[None]]) -> None:
+        """Have ``send()`` run when the running event loop shuts down (``asyncio.run``, ``run_sync``), before the
+        link closes that loop's client: what ``user`` owes Redis from this loop (a lease to release, a refund)
+        goes out then, rather than with the background task the loop's end cancels. Once per user and loop (the
+        first ``send`` is kept). ``send`` should return at once while the link is down."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            end = self._owed_at_end.get(loop)
+            if end is None:
+                end = self._owed_at_end[loop] = _LoopEnd(at_loop_end(self._loop_ended))
+            end.senders.setdefault(user, send)
+
+    async def _loop_ended(self) -> None:
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            end = self._owed_at_end.pop(loop, None)
+        if end is not None and end.senders:
+            try:
+                # Bounded: a Redis that hangs must not hold the application's exit.
+                async with asyncio.timeout(max(1.0, 4 * self.timeout_s)):
+                    await asyncio.gather(*(send() for send in end.senders.values()), return_exceptions=True)
+            except TimeoutError:
+                logger.warning("Redis at %s did not take what a closing event loop owed it in time; its leases "
+                               "expire by themselves", safe_url(self.url))  # fmt: skip
+        with self._lock:
+            client = self._clients.pop(loop, None)
+        if client is not None:
+            with contextlib.suppress(Exception):
+                await client.aclose(close_connection_pool=True)  # a pool given to a client is not its own to close
 
     def _pool(self) -> BlockingConnectionPool:
         """A new connection pool for :attr:`url` (connecting lazily), as every client of the link has it."""
@@ -305,7 +347,7 @@ class RedisLink:
         client = self._clients.pop(loop, None)
         if client is not None:
             with contextlib.suppress(Exception):
-                await client.aclose()
+                await client.aclose(close_connection_pool=True)  # a pool given to a client is not its own to close
 
     # --- replicas -----------------------------------------------------------------------------------------
     def local_share(self) -> float:
@@ -356,3 +398,17 @@ def link_from_settings() -> RedisLink | None:
             url, timeout_s=settings.redis_timeout, local_share=settings.redis_local_share
         )
     return link
+
+
+class _LoopEnd:
+    """What one event loop's users owe Redis at its end (:meth:`RedisLink.at_loop_end`)."""
+
+    __slots__ = ("senders", "watcher")
+
+    def __init__(self, watcher: AsyncGenerator[None, None]) -> None:
+        self.senders: dict[object, Callable[[], Awaitable[None]]] = {}
+        self.watcher = watcher  # the loop holds its generators weakly
+
+
+async def _nothing() -> None:
+    """The link's own share of a loop's end: nothing to send, but the end closes the loop's client."""

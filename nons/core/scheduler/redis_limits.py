@@ -108,8 +108,27 @@ class RedisLimits:
         """The gate of a lane whose limiters are ``limits`` (its provider's, then its model's), in this loop."""
         loop = asyncio.get_running_loop()
         gate = RedisGate(self, tuple(limits), loop)
-        self._gates.setdefault(loop, []).append(gate)
+        gates = self._gates.get(loop)
+        if gates is None:
+            # A gate holds its loop, so the loop's entry would outlive it in these weak dictionaries: the loop's
+            # end forgets it, once its gates have sent what they owe (a loop closed without that end is
+            # forgotten here).
+            for closed in [other for other in self._gates if other.is_closed()]:
+                self._forget(closed)
+            gates = self._gates[loop] = []
+            self.link.at_loop_end(self, self._loop_ended)
+        gates.append(gate)
         return gate
+
+    async def _loop_ended(self) -> None:
+        """Send what the ending loop's gates owe Redis (their background sends were cancelled with the loop's
+        tasks: a lease not released holds a slot for every replica until it expires), and forget the loop."""
+        gates = self._forget(asyncio.get_running_loop())
+        await asyncio.gather(*(gate.settlements.flush_at_loop_end() for gate in gates))
+
+    def _forget(self, loop: asyncio.AbstractEventLoop) -> list[RedisGate]:
+        self._fallback.pop(loop, None)
+        return self._gates.pop(loop, [])
 
     # --- shared by the gates ------------------------------------------------------------------------------
     def scripts(self) -> tuple[AsyncScript, AsyncScript, AsyncScript]:

@@ -87,9 +87,16 @@ class Settlements:
         if (self.owed or self.pause_s) and (self.flusher is None or self.flusher.done()):
             self.flusher = self.loop.create_task(self._flush())
 
-    async def _flush(self) -> None:
+    async def flush_at_loop_end(self) -> None:
+        """Send what is owed now, as the loop ends (whose end cancelled the task that was sending it); nothing
+        while Redis is down (the leases expire by themselves)."""
+        await self._flush(ending=True)
+
+    async def _flush(self, ending: bool = False) -> None:
         while self.owed or self.pause_s:
             if not self.link.up:
+                if ending:
+                    return
                 # Kept, not dropped: a lease not released would hold a slot for every replica until it expires.
                 # Looked at again as often as the link's probe looks at Redis.
                 await asyncio.sleep(self.link.probe_interval_s)
@@ -98,6 +105,10 @@ class Settlements:
             pause, self.pause_s = self.pause_s, 0.0
             try:
                 await self._send(items, pause)
+            except asyncio.CancelledError:
+                # The loop is ending (asyncio.run cancels every task): its end sends the leases again.
+                self._owe_leases_again(items)
+                raise
             except Exception as error:
                 self._unsent(items, error)
                 self.link.failed(error)
@@ -125,8 +136,12 @@ class Settlements:
             # Redis answered with an error: sending the same again would fail the same way.
             logger.error("Redis limits settlement failed: %s", error)
             return
-        # Redis may have run them before the error (a timeout): releasing a lease twice does nothing, but a
-        # refund counted twice would give tokens that were used, so only the leases are sent again (a refund
-        # lost errs on the safe side). A pause is not kept: it counts from when it is set.
+        self._owe_leases_again(items)
+
+    def _owe_leases_again(self, items: Sequence[Owed]) -> None:
+        """Queue again the leases of settlements Redis may or may not have run (a timeout, a cancellation):
+        releasing a lease twice does nothing, but a refund counted twice would give tokens that were used, so
+        only the leases are sent again (a refund lost errs on the safe side). A pause is not kept: it counts from
+        when it is set."""
         self.owed[:0] = [(lease, 0, resend) for lease, _, resend in items if lease]
         del self.owed[: max(0, len(self.owed) - MAX_PENDING)]

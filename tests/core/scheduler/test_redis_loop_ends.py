@@ -1,0 +1,57 @@
+"""What a pass owes Redis is paid when its event loop ends: ``run_sync``, ``forward_sync`` and ``asyncio.run``
+each run a pass in a loop of its own, whose end cancels the background task that was to release the pass's
+shared slots. Against a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import weakref
+
+import pytest
+
+from nons import ModelConfig, ModelProvider, Node, NoN
+from nons.core.scheduler import RateLimitConfig, RedisLimits, configure_scheduler
+
+pytestmark = pytest.mark.integration
+
+
+def _network() -> NoN:
+    return NoN.from_operators([Node("generate", ModelConfig(provider=ModelProvider.MOCK, model_name="gpt-4o-mini"))])
+
+
+def _one_pass_per_loop(network: NoN, passes: int) -> None:
+    for k in range(passes):  # both ways of giving a pass a loop of its own
+        _ = network.run_sync("q") if k % 2 else asyncio.run(network.run("q"))
+
+
+def test_passes_in_loops_of_their_own_release_their_shared_slots(redis_server, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # Each pass left its lease in Redis until NON_REQUEST_TIMEOUT + 60 s: the third pass found both slots held
+    # and failed after waiting its whole request timeout (300 s by default), here 3 s.
+    monkeypatch.setenv("NON_REQUEST_TIMEOUT", "3")
+    configure_scheduler(backend=redis_server.url, rate_limits={ModelProvider.MOCK: RateLimitConfig(max_concurrent=2)})
+    _one_pass_per_loop(_network(), 5)
+    held = [key for key in (redis_server.command("KEYS", "*leases*") or "").split() if key]
+    assert all(redis_server.command("ZCARD", key) == ":0" for key in held), held
+
+
+def test_an_ended_loop_is_forgotten_with_its_redis_client_and_gates(redis_server) -> None:  # type: ignore[no-untyped-def]
+    # The limits' gates and the link's clients, kept per loop in weak dictionaries, held their loop: every
+    # pass in a loop of its own kept its loop, client and connections for good (about 90 KB a pass).
+    scheduler = configure_scheduler(backend=redis_server.url)
+    backend = scheduler.limit_backend
+    assert isinstance(backend, RedisLimits)
+    loops: list[weakref.ref[asyncio.AbstractEventLoop]] = []
+
+    async def one_pass(network: NoN) -> None:
+        loops.append(weakref.ref(asyncio.get_running_loop()))
+        await network.run("q")
+
+    network = _network()
+    for _ in range(5):
+        asyncio.run(one_pass(network))
+    gc.collect()
+    # Bounded, not per pass: redis-py's scripts keep the client they were registered with (the first loop's),
+    # and the scheduler its last loop's state.
+    assert [loop() for loop in loops[1:-1]] == [None, None, None]
+    assert len(backend._gates) == 0 and len(backend.link._clients) == 0

@@ -30,6 +30,8 @@ import contextvars
 import json
 import logging
 import math
+import uuid
+import weakref
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -95,10 +97,14 @@ return out
 """
 # Settle: add ARGV[1] (negative: give back) to each key whose window is still the one reserved in, its end
 # ARGV[1 + i] as the reservation gave it (an expired window owes nothing, and the window after it is not owed).
+# Once: the last key names the settlement, and a settlement seen in the last SETTLED_TTL_S is not applied again
+# (one cut short by its loop's end, which Redis may have run, is sent again then).
 _SETTLE = """
+local n = #KEYS - 1
+if not redis.call('SET', KEYS[#KEYS], '1', 'NX', 'EX', ARGV[n + 2]) then return 0 end
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
-for i = 1, #KEYS do
+for i = 1, n do
   local ends = tonumber(ARGV[i + 1])
   local ttl = redis.call('PTTL', KEYS[i])
   local same = (ends == 0 and ttl == -1) or (ends > 0 and ttl >= 0 and math.abs(now + ttl - ends) <= 2)
@@ -179,6 +185,11 @@ class Budgets:
         self.local = LocalLedger()
         self._scripts: tuple[AsyncScript, AsyncScript] | None = None
         self._settling: set[asyncio.Task[None]] = set()
+        # Per event loop: the settlements (keys, window ends, delta) it has yet to send to Redis. Sent by a task,
+        # and what that task had not sent when the loop's end cancelled it, by the loop's end (RedisLink).
+        self._owed: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[_SharedSettlement]] = (
+            weakref.WeakKeyDictionary()
+        )
         # What was left of each shared budget when Redis last answered (the base of the local share in an outage).
         self._left: dict[str, float] = {}
         #: The share of each (name, scope) budget used, as last seen here (``nons.budget.usage``).
@@ -242,7 +253,7 @@ class Budgets:
                 failing = in_process[refused_here - 1][0]
         if failing is not None:
             if hold.shared_keys:
-                await self._settle_shared(hold.shared_keys, hold.shared_ends, -amount)
+                await self._settle_shared(hold.shared_keys, hold.shared_ends, -amount, uuid.uuid4().hex)
             _refuse(next(b for b, k, _ in local if k == failing), amount, provider, model)
         hold.gauged = [(budget, key, limit) for budget, key, limit in local if budget.per is not BudgetScope.PASS]
         self._gauge(hold)
@@ -268,12 +279,28 @@ class Budgets:
         hold.pass_ledger.settle(hold.pass_windows, delta)
         self.local.settle(hold.process_windows, delta)
         self._gauge(hold)  # the worst case reserved is gone: the gauge shows what was spent
-        if hold.shared_keys:
-            task = asyncio.get_running_loop().create_task(
-                self._settle_shared(hold.shared_keys, hold.shared_ends, delta)
-            )
-            self._settling.add(task)
-            task.add_done_callback(self._settling.discard)
+        if hold.shared_keys and self.link is not None:
+            loop = asyncio.get_running_loop()
+            owed = self._owed.get(loop)
+            if owed is None:
+                owed = self._owed[loop] = []
+                self.link.at_loop_end(self, self._send_owed)
+            owed.append((hold.shared_keys, hold.shared_ends, delta, uuid.uuid4().hex))
+            if len(owed) == 1:  # else the task sending them is under way
+                task = loop.create_task(self._send_owed())
+                self._settling.add(task)
+                task.add_done_callback(self._settling.discard)
+
+    async def _send_owed(self) -> None:
+        """Send the running loop's settlements to Redis. One that the loop's end cuts short stays owed, for that
+        end to send again: Redis applies each settlement once (its id), so a refund is never counted twice."""
+        owed = self._owed.get(asyncio.get_running_loop(), [])
+        while owed:
+            settlement = owed[0]
+            await self._settle_shared(*settlement)
+            with contextlib.suppress(ValueError):  # another sender of this loop's may have taken it off
+                owed.remove(settlement)
+
 
     async def settled(self) -> None:
         """Wait until every settlement under way in Redis is done (for tests and shutdown)."""
@@ -313,17 +340,27 @@ class Budgets:
             self._seen(budget, float(used) / budget.usd)
         return int(answer[0]), [int(end) for end in answer[count + 1 :]]
 
-    async def _settle_shared(self, keys: list[str], ends: list[int], delta: float) -> None:
+    async def _settle_shared(self, keys: list[str], ends: list[int], delta: float, settlement: str) -> None:
+        """Add ``delta`` to the shared budgets' ``keys`` in Redis, once for the id ``settlement`` however many
+        times it is sent."""
         link = self.link
         if link is None or not link.up:
             return  # the window's reservation stays: erring on the side of spending less
         try:
             _, settle = self._redis_scripts(link)
-            await settle(keys=keys, args=[repr(delta), *ends], client=link.client())
+            once = f"{link.prefix}:budget:settled:{settlement}"
+            await settle(keys=[*keys, once], args=[repr(delta), *ends, SETTLED_TTL_S], client=link.client())
         except Exception as error:
             if not link.unreachable(error):
                 logger.error("budget settlement in Redis failed: %s", error)
             link.failed(error)
+
+
+#: A settlement of shared budgets owed to Redis: their keys, the ends of the windows reserved in, the delta, its id.
+_SharedSettlement = tuple[list[str], list[int], float, str]
+#: How long Redis remembers a settlement it applied (so as not to apply it again): a settlement is sent again at
+#: the end of its loop, seconds later.
+SETTLED_TTL_S = 120
 
 
 def _refuse_shared_name(network: str, found: list[tuple[Budget, str]]) -> None:

@@ -269,6 +269,18 @@ async def test_a_shared_budget_is_settled_only_in_the_window_reserved_in(redis_s
 
 
 @pytest.mark.integration
+def test_passes_in_loops_of_their_own_settle_their_shared_budget_to_what_they_spent(redis_server) -> None:  # type: ignore[no-untyped-def]
+    # run_sync and asyncio.run end the pass's loop, which cancelled the task settling the reservation in Redis:
+    # each call's worst case stayed counted, and a budget 400 times what was spent refused the fifth pass.
+    configure_budgets(redis=redis_server.url)
+    budget = Budget(usd=4.5 * worst_case(), per="network")
+    network = NoN.from_operators([Node("generate", MODEL)], config=NetworkConfig(name="looped", budgets=(budget,)))
+    results = [network.run_sync("q") if k % 2 else asyncio.run(network.run("q")) for k in range(8)]
+    spent = float(redis_server.command("GET", "nons:budget:network:looped:network") or "nan")
+    assert spent == pytest.approx(sum(result.cost_usd for result in results))
+
+
+@pytest.mark.integration
 def test_three_replicas_sharing_a_budget_in_redis_never_overshoot(redis_server) -> None:  # type: ignore[no-untyped-def]
     limit = 50 * worst_case()
     argv = ["--url", redis_server.url, "--limit-usd", repr(limit)]

@@ -13,6 +13,10 @@ from nons.base.types import Budget
 
 __all__ = ["BudgetHold", "LocalLedger", "Window"]
 
+#: Every this many windows opened, the ended ones are forgotten: a cost of one walk per that many, and at most
+#: about that many ended windows kept (some 200 bytes each).
+_SWEEP_EVERY = 1024
+
 
 class Window:
     """One window of one budget key: what is reserved or spent in it, and when it ends (``inf``: never). A hold
@@ -31,6 +35,7 @@ class LocalLedger:
     def __init__(self) -> None:
         self._windows: dict[str, Window] = {}
         self._lock = threading.Lock()
+        self._opened = 0  # windows opened, to sweep ended ones out every _SWEEP_EVERY
 
     def reserve(self, keys: Sequence[tuple[str, float, float | None]], amount: float) -> tuple[int, list[Window]]:
         """Reserve ``amount`` against every ``(key, limit, window_s)``: ``(0, the windows reserved in)``, or
@@ -42,12 +47,20 @@ class LocalLedger:
                 window = self._windows.get(key)
                 if window is None or now >= window.ends:
                     window = self._windows[key] = Window(now + window_s if window_s else math.inf)
+                    self._opened += 1
+                    if self._opened % _SWEEP_EVERY == 0:
+                        self._sweep(now)
                 if window.used + amount > limit * (1 + 1e-12):
                     return index, []
                 windows.append(window)
             for window in windows:
                 window.used += amount
         return 0, windows
+
+    def _sweep(self, now: float) -> None:
+        """Forget the windows that have ended (a hold that reserved in one keeps it, to settle in it): a budget
+        per caller, with a window, would otherwise keep one for every caller ever seen."""
+        self._windows = {key: window for key, window in self._windows.items() if window.ends > now}
 
     def settle(self, windows: Sequence[Window], delta: float) -> None:
         """Add ``delta`` (negative: give back) to what ``windows`` hold. A window that has ended owes nothing and

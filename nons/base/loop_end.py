@@ -12,6 +12,7 @@ there is left to its own bounds (a lease's expiry).
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any, cast
 
@@ -21,16 +22,25 @@ __all__ = ["at_loop_end"]
 def at_loop_end(finish: Callable[[], Awaitable[None]]) -> AsyncGenerator[None, None]:
     """Have the running loop await ``finish()`` when it shuts its asynchronous generators down.
 
-    Returns the generator that does it: keep a strong reference to it for as long as the work may be owed (the
-    loop holds its generators weakly), and drop it to cancel the arrangement. ``finish`` runs beside the loop's
-    other generators' ends, after its tasks were cancelled; it should bound its own time.
+    Returns the generator that does it: keep a strong reference to it for as long as the loop runs (the loop
+    holds its generators weakly, and one dropped while it runs is closed at once, running ``finish()`` then).
+    ``finish`` runs beside the loop's other generators' ends, after its tasks were cancelled; it should bound its
+    own time, and start no task (the loop closes without running it).
     """
 
     async def finish_at_shutdown() -> AsyncGenerator[None, None]:
         try:
             yield
         finally:
-            await finish()
+            # A generator ``finish`` starts now (redis-py's pool lock is one) would be one the loop warns of as
+            # "scheduled after loop.shutdown_asyncgens()": it runs to its end inside ``finish``, so the loop need
+            # not track it.
+            hooks = sys.get_asyncgen_hooks()
+            sys.set_asyncgen_hooks(firstiter=None, finalizer=None)
+            try:
+                await finish()
+            finally:
+                sys.set_asyncgen_hooks(*hooks)
 
     watcher = finish_at_shutdown()
     # Step it to its first ``yield`` now, synchronously: that registers it with the running loop (whose

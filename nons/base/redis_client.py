@@ -182,6 +182,7 @@ class RedisLink:
         self._degraded_total = 0.0
         self._outages = 0
         self._probe: asyncio.Task[None] | None = None
+        self._ending: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
         self._replicas = 1
         self._heartbeat_at = -_HEARTBEAT_EVERY_S
 
@@ -215,13 +216,26 @@ class RedisLink:
         with self._lock:
             end = self._owed_at_end.get(loop)
             if end is None:
+                # A loop closed without shutdown_asyncgens() never ends here: its entry (whose generator holds
+                # the loop) is forgotten now.
+                for closed in [other for other in self._owed_at_end if other.is_closed()]:
+                    del self._owed_at_end[closed]
                 end = self._owed_at_end[loop] = _LoopEnd(at_loop_end(self._loop_ended))
             end.senders.setdefault(user, send)
+
+    @property
+    def thought_up(self) -> bool:
+        """Whether Redis is thought reachable, without (re)starting the probe as :attr:`up` does: for what runs
+        as a loop ends, where a task started would never run."""
+        return self._down_since is None
 
     async def _loop_ended(self) -> None:
         loop = asyncio.get_running_loop()
         with self._lock:
             end = self._owed_at_end.pop(loop, None)
+            self._ending.add(loop)  # no probe is started in it from now on: it would never run
+            if self._probe is not None and self._probe.get_loop() is loop:
+                self._probe = None  # cancelled with the loop's tasks: the next loop to use the link starts another
         if end is not None and end.senders:
             try:
                 # Bounded: a Redis that hangs must not hold the application's exit.
@@ -315,6 +329,8 @@ class RedisLink:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
+            return
+        if loop in self._ending:  # the next loop to use the link starts it
             return
         self._probe = loop.create_task(self._probe_until_up())
 

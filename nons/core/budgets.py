@@ -344,13 +344,16 @@ class Budgets:
         """Add ``delta`` to the shared budgets' ``keys`` in Redis, once for the id ``settlement`` however many
         times it is sent."""
         link = self.link
-        if link is None or not link.up:
+        if link is None or not link.thought_up:
             return  # the window's reservation stays: erring on the side of spending less
+        loop = asyncio.get_running_loop()
         try:
             _, settle = self._redis_scripts(link)
             once = f"{link.prefix}:budget:settled:{settlement}"
             await settle(keys=[*keys, once], args=[repr(delta), *ends, SETTLED_TTL_S], client=link.client())
         except Exception as error:
+            if loop.is_closed():  # torn down with a loop closed without its end: Redis is not at fault
+                return
             if not link.unreachable(error):
                 logger.error("budget settlement in Redis failed: %s", error)
             link.failed(error)

@@ -281,6 +281,18 @@ def test_passes_in_loops_of_their_own_settle_their_shared_budget_to_what_they_sp
 
 
 @pytest.mark.integration
+async def test_a_settlement_sent_again_is_applied_once(redis_server) -> None:  # type: ignore[no-untyped-def]
+    # A settlement that a loop's end cut short (Redis may have run it) is sent again at that end: a refund
+    # counted twice would be money that was spent.
+    budget = Budget(usd=1.0, per="network")
+    book = Budgets([budget], redis=redis_server.url)
+    held = await book.reserve([(budget, "network:again:network")], LocalLedger(), 0.75, "mock", "m")
+    for _ in range(3):
+        await book._settle_shared(held.shared_keys, held.shared_ends, -0.5, "one-settlement")
+    assert float(redis_server.command("GET", "nons:budget:network:again:network")) == 0.25
+
+
+@pytest.mark.integration
 def test_three_replicas_sharing_a_budget_in_redis_never_overshoot(redis_server) -> None:  # type: ignore[no-untyped-def]
     limit = 50 * worst_case()
     argv = ["--url", redis_server.url, "--limit-usd", repr(limit)]

@@ -114,7 +114,8 @@ class RedisLimits:
             # end forgets it, once its gates have sent what they owe (a loop closed without that end is
             # forgotten here).
             for closed in [other for other in self._gates if other.is_closed()]:
-                self._forget(closed)
+                for abandoned in self._forget(closed):
+                    abandoned.settlements.abandon()
             gates = self._gates[loop] = []
             self.link.at_loop_end(self, self._loop_ended)
         gates.append(gate)

@@ -83,6 +83,12 @@ class Settlements:
         self.pause_s = max(self.pause_s, seconds)
         self.send_soon()
 
+    def abandon(self) -> None:
+        """The loop closed without its end (``loop.close()`` alone): what is owed is left to the leases' expiry,
+        and the task that was sending it, which will never run again, is let go without a warning."""
+        if self.flusher is not None and not self.flusher.done():
+            self.flusher._log_destroy_pending = False  # type: ignore[attr-defined]  # asyncio's own switch
+
     def send_soon(self) -> None:
         if (self.owed or self.pause_s) and (self.flusher is None or self.flusher.done()):
             self.flusher = self.loop.create_task(self._flush())
@@ -94,7 +100,7 @@ class Settlements:
 
     async def _flush(self, ending: bool = False) -> None:
         while self.owed or self.pause_s:
-            if not self.link.up:
+            if not (self.link.thought_up if ending else self.link.up):
                 if ending:
                     return
                 # Kept, not dropped: a lease not released would hold a slot for every replica until it expires.
@@ -110,6 +116,10 @@ class Settlements:
                 self._owe_leases_again(items)
                 raise
             except Exception as error:
+                if self.loop.is_closed():
+                    # Torn down with a loop closed without its end (loop.close() alone): nothing can be sent,
+                    # and Redis is not at fault (the error is the closed loop's).
+                    return
                 self._unsent(items, error)
                 self.link.failed(error)
                 continue

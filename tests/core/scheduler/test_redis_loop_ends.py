@@ -55,3 +55,43 @@ def test_an_ended_loop_is_forgotten_with_its_redis_client_and_gates(redis_server
     # and the scheduler its last loop's state.
     assert [loop() for loop in loops[1:-1]] == [None, None, None]
     assert len(backend._gates) == 0 and len(backend.link._clients) == 0
+
+
+def test_loops_closed_without_their_end_are_forgotten_and_never_mark_redis_down(redis_server, caplog) -> None:  # type: ignore[no-untyped-def]
+    # loop.close() alone runs no end: the loop's unsent settlements are left to the leases' expiry. Forgetting such
+    # a loop tore down its settling task, whose error (the closed loop's) marked Redis unreachable for every loop.
+    scheduler = configure_scheduler(backend=redis_server.url)
+    backend = scheduler.limit_backend
+    assert isinstance(backend, RedisLimits)
+    network = _network()
+    loops = []
+    for _ in range(4):
+        loop = asyncio.new_event_loop()
+        loops.append(weakref.ref(loop))
+        loop.run_until_complete(network.run("q"))
+        loop.close()
+        del loop
+    asyncio.run(network.run("q"))
+    gc.collect()
+    assert backend.link.thought_up
+    assert not [r for r in caplog.records if r.name.startswith("nons") and r.levelname in ("WARNING", "ERROR")]
+    assert [loop() for loop in loops[1:]] == [None, None, None]
+
+
+def test_a_loop_ending_while_redis_is_down_starts_no_task_in_it(redis_server) -> None:  # type: ignore[no-untyped-def]
+    # The end's sends found the link down and started its probe in the ending loop, which closed with the task
+    # pending ("Task was destroyed but it is pending!") and kept the loop alive.
+    scheduler = configure_scheduler(backend=redis_server.url)
+    backend = scheduler.limit_backend
+    assert isinstance(backend, RedisLimits)
+    network = _network()
+
+    async def pass_then_redis_dies() -> None:
+        await network.run("q")
+        redis_server.kill()
+        await asyncio.sleep(0.05)  # the pass's settlement finds Redis gone: the link is down
+
+    asyncio.run(pass_then_redis_dies())
+    probe = backend.link._probe
+    assert probe is None or not probe.get_loop().is_closed(), probe
+    redis_server.start()

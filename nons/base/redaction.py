@@ -31,7 +31,7 @@ import functools
 import json
 import re
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, quote_plus, urlsplit, urlunsplit
@@ -185,18 +185,33 @@ def _candidates(text: str, matcher: _Matcher) -> list[_KeyMatcher]:
 
 
 def _redact_with(text: str, matcher: _Matcher) -> str:
-    if not matcher.keys:
+    keys = _candidates(text, matcher) if matcher.keys else []
+    if not keys:
         return text
-    for key in _candidates(text, matcher):
-        parts: list[str] = []
-        pos = 0
-        while (match := key.pattern.search(text, pos)) is not None:
-            parts += [text[pos : match.start()], REDACTED]
-            pos = _extend(text, match.end(), match.group(), key.forms)
-        if parts:
-            parts.append(text[pos:])
-            text = _REPEATED.sub(REDACTED, "".join(parts))
-    return text
+    forms = [form for key in keys for form in key.forms]
+    parts: list[str] = []
+    pos = 0
+    while (match := _first_match(keys, text, pos)) is not None:
+        parts += [text[pos : match.start()], REDACTED]
+        pos = _extend(text, match.end(), match.group(), forms)
+    if not parts:
+        return text
+    parts.append(text[pos:])
+    return _REPEATED.sub(REDACTED, "".join(parts))
+
+
+def _first_match(keys: Sequence[_KeyMatcher], text: str, pos: int) -> re.Match[str] | None:
+    """The leftmost match of any of ``keys`` from ``pos`` (the longest of those that start there), as one pattern
+    of them all would find: a key whose run is in another key's (a password and its URL-encoded form share
+    ``ss-word-7731``) is found where it starts, not where the other's run does."""
+    best: re.Match[str] | None = None
+    for key in keys:
+        found = key.pattern.search(text, pos)
+        if found is not None and (
+            best is None or found.start() < best.start() or (found.start() == best.start() and found.end() > best.end())
+        ):
+            best = found
+    return best
 
 
 def _extend(text: str, end: int, found: str, forms: Iterable[str]) -> int:

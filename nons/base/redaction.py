@@ -191,7 +191,8 @@ def _redact_with(text: str, matcher: _Matcher) -> str:
     forms = [form for key in keys for form in key.forms]
     parts: list[str] = []
     pos = 0
-    while (match := _first_match(keys, text, pos)) is not None:
+    ahead: dict[int, re.Match[str] | None] = {}
+    while (match := _first_match(keys, text, pos, ahead)) is not None:
         parts += [text[pos : match.start()], REDACTED]
         pos = _extend(text, match.end(), match.group(), forms)
     if not parts:
@@ -200,13 +201,22 @@ def _redact_with(text: str, matcher: _Matcher) -> str:
     return _REPEATED.sub(REDACTED, "".join(parts))
 
 
-def _first_match(keys: Sequence[_KeyMatcher], text: str, pos: int) -> re.Match[str] | None:
+def _first_match(
+    keys: Sequence[_KeyMatcher], text: str, pos: int, ahead: dict[int, re.Match[str] | None]
+) -> re.Match[str] | None:
     """The leftmost match of any of ``keys`` from ``pos`` (the longest of those that start there), as one pattern
     of them all would find: a key whose run is in another key's (a password and its URL-encoded form share
-    ``ss-word-7731``) is found where it starts, not where the other's run does."""
+    ``ss-word-7731``) is found where it starts, not where the other's run does. ``ahead`` keeps each key's next
+    match, by its index in ``keys``: a key is searched again only once ``pos`` has passed it (searching every key
+    again after each match made a text quoting many keys cost keys x matches x its length)."""
     best: re.Match[str] | None = None
-    for key in keys:
-        found = key.pattern.search(text, pos)
+    for index, key in enumerate(keys):
+        if index in ahead:
+            found = ahead[index]
+            if found is not None and found.start() < pos:
+                found = ahead[index] = key.pattern.search(text, pos)
+        else:
+            found = ahead[index] = key.pattern.search(text, pos)
         if found is not None and (
             best is None or found.start() < best.start() or (found.start() == best.start() and found.end() > best.end())
         ):

@@ -12,7 +12,6 @@ there is left to its own bounds (a lease's expiry).
 from __future__ import annotations
 
 import contextlib
-import sys
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any, cast
 
@@ -32,15 +31,11 @@ def at_loop_end(finish: Callable[[], Awaitable[None]]) -> AsyncGenerator[None, N
         try:
             yield
         finally:
-            # A generator ``finish`` starts now (redis-py's pool lock is one) would be one the loop warns of as
-            # "scheduled after loop.shutdown_asyncgens()": it runs to its end inside ``finish``, so the loop need
-            # not track it.
-            hooks = sys.get_asyncgen_hooks()
-            sys.set_asyncgen_hooks(firstiter=None, finalizer=None)
-            try:
-                await finish()
-            finally:
-                sys.set_asyncgen_hooks(*hooks)
+            # (A generator ``finish`` starts now, such as redis-py's pool lock, makes the loop warn, as a
+            # ResourceWarning, that it was "scheduled after loop.shutdown_asyncgens()"; it runs to its end inside
+            # ``finish`` all the same. Unsetting the thread's generator hooks around ``finish`` silenced that, but
+            # two ends at once restored each other's None and left the loop without its hooks.)
+            await finish()
 
     watcher = finish_at_shutdown()
     # Step it to its first ``yield`` now, synchronously: that registers it with the running loop (whose

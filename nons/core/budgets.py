@@ -301,7 +301,6 @@ class Budgets:
             with contextlib.suppress(ValueError):  # another sender of this loop's may have taken it off
                 owed.remove(settlement)
 
-
     async def settled(self) -> None:
         """Wait until every settlement under way in Redis is done (for tests and shutdown)."""
         while self._settling:

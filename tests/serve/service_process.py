@@ -81,6 +81,15 @@ def free_port() -> int:
         return port
 
 
+def read_until_closed(sock: socket.socket) -> str:
+    """Everything the service sends on ``sock`` until it closes the connection, decoded: an answer may come in
+    more than one segment (its headers, then its body), so one ``recv`` can miss the body."""
+    chunks = []
+    while chunk := sock.recv(65_536):
+        chunks.append(chunk)
+    return b"".join(chunks).decode()
+
+
 def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """An environment without the developer's NON_*, OTEL_* or key variables."""
     env = {

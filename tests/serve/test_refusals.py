@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from service_process import ALICE, BOB, SPEC, ServiceProcess, free_port, start_service
+from service_process import ALICE, BOB, SPEC, ServiceProcess, free_port, read_until_closed, start_service
 
 from nons.serve.limits import seconds_until_utc_midnight
 
@@ -161,7 +161,7 @@ def test_a_body_that_does_not_arrive_in_time_is_408(service: ServiceProcess) -> 
         started = time.monotonic()
         sock.sendall(b"POST /v1/networks/best-of-3/run HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                      b"Content-Length: 100\r\n\r\n" + b'{"input": ')  # fmt: skip
-        answer = sock.recv(65_536).decode()
+        answer = read_until_closed(sock)
         waited = time.monotonic() - started
     assert answer.startswith("HTTP/1.1 408") and '"error":"body_timeout"' in answer
     assert "within 2 s" in answer and 1.5 < waited < 10

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from service_process import ALICE, SPEC, ServiceProcess, otlp_env, start_service
+from service_process import ALICE, SPEC, ServiceProcess, otlp_env, read_until_closed, start_service
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -90,7 +90,7 @@ def test_a_request_whose_body_is_still_arriving_when_the_grace_period_ends_is_50
             sock.sendall(head.encode() + b'{"in')
             time.sleep(0.5)  # the body is being read
             service.signal()
-            answer = sock.recv(65_536).decode()
+            answer = read_until_closed(sock)
         assert service.process.wait(timeout=30) == 0
     assert answer.startswith("HTTP/1.1 503") and '"error":"shut_down"' in answer and "retry-after: 1" in answer.lower()
     assert "Exception in ASGI application" not in service.log()

@@ -10,9 +10,10 @@ hang. When a loop ends (``asyncio.run``, ``run_sync``), what its users still owe
 When an operation fails because Redis is unreachable, its user calls :meth:`RedisLink.failed`: the link is *down*,
 one warning is logged for the outage, and every user falls back to its local behaviour (local limits at this
 replica's share, a local cache, local budgets) without touching Redis again. A probe pings Redis every
-``probe_interval_s`` from the event loop that saw the failure; when Redis answers, the link is up again (one info
-line says for how long it was down) and the users return to it. :meth:`RedisLink.degraded_seconds` is the total
-time spent down, the ongoing outage included.
+``probe_interval_s`` from the event loop that saw the failure (or, once that loop has ended, from the next loop to
+use the link, on the same schedule: loops that each live less than the interval still ping); when Redis answers,
+the link is up again (one info line says for how long it was down) and the users return to it.
+:meth:`RedisLink.degraded_seconds` is the total time spent down, the ongoing outage included.
 
 The ``redis`` package is imported only when a link is made: NoN without Redis never loads it.
 """
@@ -182,6 +183,9 @@ class RedisLink:
         self._degraded_total = 0.0
         self._outages = 0
         self._probe: asyncio.Task[None] | None = None
+        # When the next ping is due, kept across probes: a loop's end cancels its probe, and a probe that slept
+        # the whole interval anew in every loop never pinged while each loop lived less than it.
+        self._probe_due = 0.0
         self._ending: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
         self._replicas = 1
         self._heartbeat_at = -_HEARTBEAT_EVERY_S
@@ -303,6 +307,7 @@ class RedisLink:
             if self._down_since is not None:
                 return
             self._down_since = time.monotonic()
+            self._probe_due = self._down_since + self.probe_interval_s
             self._outages += 1
         logger.warning(
             "Redis at %s is unreachable (%s: %s): using local limits (this replica's share %.3g), a local "
@@ -337,7 +342,8 @@ class RedisLink:
     async def _probe_until_up(self) -> None:
         task = asyncio.current_task()
         while self._down_since is not None:
-            await asyncio.sleep(self.probe_interval_s)
+            await asyncio.sleep(max(0.0, self._probe_due - time.monotonic()))
+            self._probe_due = time.monotonic() + self.probe_interval_s
             # Bounded by the client's own connect and read timeouts (``timeout_s``; a connection from the pool, which
             # the users leave alone while the link is down, within its wait of 20 x ``timeout_s``, at least 1 s).
             # Not asyncio.wait_for: up to Python 3.11 it loses a cancellation that meets the ping's own end, and

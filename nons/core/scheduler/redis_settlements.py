@@ -96,6 +96,16 @@ class Settlements:
     async def flush_at_loop_end(self) -> None:
         """Send what is owed now, as the loop ends (whose end cancelled the task that was sending it); nothing
         while Redis is down (the leases expire by themselves)."""
+        flusher = self.flusher
+        if flusher is not None and not flusher.done():
+            # Started in the loop's cancel round (a call cancelled there released its lease), so neither cancelled
+            # nor awaited by it: it holds what it is sending, and the link closes the loop's connections once the
+            # end is done. Its send is let finish (a refund is sent once or never); one that cannot (Redis went
+            # down, or hangs) is cancelled, which queues its leases again.
+            await asyncio.wait({flusher}, timeout=max(1.0, 2 * self.link.timeout_s))
+            if not flusher.done():
+                flusher.cancel()
+                await asyncio.wait({flusher})
         await self._flush(ending=True)
 
     async def _flush(self, ending: bool = False) -> None:

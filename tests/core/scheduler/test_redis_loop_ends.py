@@ -16,8 +16,9 @@ from nons.core.scheduler import RateLimitConfig, RedisLimits, configure_schedule
 pytestmark = pytest.mark.integration
 
 
-def _network() -> NoN:
-    return NoN.from_operators([Node("generate", ModelConfig(provider=ModelProvider.MOCK, model_name="gpt-4o-mini"))])
+def _network(**extra_params: float) -> NoN:
+    model = ModelConfig(provider=ModelProvider.MOCK, model_name="gpt-4o-mini", extra_params=extra_params)
+    return NoN.from_operators([Node("generate", model)])
 
 
 def _one_pass_per_loop(network: NoN, passes: int) -> None:
@@ -97,3 +98,51 @@ def test_a_loop_ending_while_redis_is_down_starts_no_task_in_it(redis_server) ->
     probe = backend.link._probe
     assert probe is None or not probe.get_loop().is_closed(), probe
     redis_server.start()
+
+
+def test_a_call_cancelled_by_its_loops_end_releases_its_slot_and_leaves_redis_up(redis_server, caplog) -> None:  # type: ignore[no-untyped-def]
+    # asyncio.run() ended by a failing task of a gather() cancels a call still running; the call's release,
+    # queued in that cancel round, started a task the round neither cancelled nor awaited. The loop's end found
+    # nothing left to send, closed the connections under that task's send, and its error marked Redis
+    # unreachable (a warning, and local limits) while the lease stayed held until it expired (NON_REQUEST_TIMEOUT
+    # + 60 s): in 5 runs of 6 with the scripts not yet loaded.
+    limits = {ModelProvider.MOCK: RateLimitConfig(max_concurrent=2)}
+    scheduler = configure_scheduler(backend=redis_server.url, rate_limits=limits)
+    backend = scheduler.limit_backend
+    assert isinstance(backend, RedisLimits)
+    slow = _network(mock_latency_s=5)
+
+    async def a_pass_beside_a_failure() -> None:
+        async def fails() -> None:
+            await asyncio.sleep(0.2)
+            raise ValueError("the application's own failure")
+
+        await asyncio.gather(slow.run("q"), fails())
+
+    for _ in range(4):
+        redis_server.command("SCRIPT", "FLUSH")  # a fresh Redis: the settlement first loads its script
+        with pytest.raises(ValueError, match="own failure"):
+            asyncio.run(a_pass_beside_a_failure())
+        held = [key for key in (redis_server.command("KEYS", "*leases*") or "").split() if key]
+        assert all(redis_server.command("ZCARD", key) == ":0" for key in held), held
+    assert backend.link.thought_up and backend.link.outages == 0
+    assert not [r for r in caplog.records if r.name.startswith("nons") and r.levelname in ("WARNING", "ERROR")]
+
+
+def test_after_an_outage_passes_in_short_loops_of_their_own_return_to_redis(redis_server) -> None:  # type: ignore[no-untyped-def]
+    # Each loop's probe slept its whole probe interval (0.5 s) before its first ping, and each loop's end cancelled
+    # it: while every pass was shorter than that, no ping ever ran and the process stayed on local limits for good.
+    scheduler = configure_scheduler(backend=redis_server.url)
+    backend = scheduler.limit_backend
+    assert isinstance(backend, RedisLimits)
+    network = _network(mock_latency_s=0.15)
+    network.run_sync("q")
+    redis_server.kill()
+    network.run_sync("q")
+    assert not backend.link.thought_up
+    redis_server.start()
+    for _ in range(20):  # 3 s of passes, each of them well under the probe interval
+        network.run_sync("q")
+        if backend.link.thought_up:
+            break
+    assert backend.link.thought_up, f"still down after {backend.link.degraded_seconds():.1f} s"

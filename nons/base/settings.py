@@ -37,17 +37,18 @@ class Settings(BaseSettings):
         hide_input_in_errors=True,
     )
 
-    environment: str = Field("development", description="Becomes the resource's deployment.environment.name.")
+    environment: str = Field(default="development", description="Becomes the resource's deployment.environment.name.")
     debug: bool = False
     log_level: LogLevel = "INFO"
 
     enable_tracing: bool = True
     enable_metrics: bool = True
     observability_buffer_size: int = Field(
-        10_000, gt=0, le=10_000_000, description="Spans kept in memory for get_observability(); older ones are dropped."
+        default=10_000, gt=0, le=10_000_000,
+        description="Spans kept in memory for get_observability(); older ones are dropped."
     )
     telemetry_exit_timeout: float = Field(
-        1.5,
+        default=1.5,
         ge=0,
         le=600,
         description="Seconds the process's exit (and SIGTERM) may wait for the last telemetry to be exported; "
@@ -55,7 +56,7 @@ class Settings(BaseSettings):
         "interpreter's own teardown of an exporter still retrying, the default keeps exit within 2 s.",
     )
     span_export: Literal["nons", "sdk", "fastotel"] = Field(
-        "nons",
+        default="nons",
         description="Who sends spans to an OTLP collector. nons: the SDK's batch processor and OTLP exporter, "
         "with each batch encoded by NoN (the bytes the current SDK's encoder makes, in a fifth of its time; over "
         "gRPC, parsed into the request). sdk: the SDK's processor and exporter as they come. "
@@ -64,26 +65,30 @@ class Settings(BaseSettings):
         "protocol. Pre-alpha upstream. Metrics and logs keep the SDK's exporters in every case.",
     )
     telemetry_sigterm_handler: bool = Field(
-        True,
+        default=True,
         description="Flush telemetry on SIGTERM, then hand the signal on to the application's handler (or "
         "end the process as SIGTERM would). False installs no signal handler.",
     )
 
     error_policy: ErrorPolicy = Field(
-        ErrorPolicy.FAIL_FAST, description="Default error policy of layers that do not set one."
+        default=ErrorPolicy.FAIL_FAST, description="Default error policy of layers that do not set one."
     )
-    max_retries: int = Field(3, ge=0, le=100, description="Default retries per call under RETRY_WITH_BACKOFF.")
+    max_retries: int = Field(default=3, ge=0, le=100, description="Default retries per call under RETRY_WITH_BACKOFF.")
 
-    max_concurrent_requests: int = Field(100, gt=0, le=1_000_000, description="Default in-flight calls per provider.")
+    max_concurrent_requests: int = Field(
+        default=100, gt=0, le=1_000_000,
+        description="Default in-flight calls per provider.",
+    )
     requests_per_minute: float | None = Field(
-        None, gt=0, le=100_000_000, description="Default request rate per provider; unset means no rate limit."
+        default=None, gt=0, le=100_000_000, description="Default request rate per provider; unset means no rate limit."
     )
     request_timeout: float = Field(
-        300.0, gt=0, le=86_400, description="Seconds one LLM request may take, queueing included (at most a day)."
+        default=300.0, gt=0, le=86_400,
+        description="Seconds one LLM request may take, queueing included (at most a day)."
     )
 
     max_retry_hint: float = Field(
-        60.0,
+        default=60.0,
         ge=0,
         le=86_400,
         description="Longest server retry hint (Retry-After) worth waiting for, in seconds. A longer one pauses "
@@ -91,52 +96,56 @@ class Settings(BaseSettings):
     )
 
     redis_url: SecretStr | None = Field(
-        None,
+        default=None,
         description="Redis that replicas share (scheduler limits, response cache, budgets); unset means in process.",
     )
     redis_timeout: float = Field(
-        0.5, gt=0, le=10, description="Seconds a Redis operation may take before Redis counts as unreachable."
+        default=0.5, gt=0, le=10, description="Seconds a Redis operation may take before Redis counts as unreachable."
     )
     redis_local_share: float | None = Field(
-        None,
+        default=None,
         gt=0,
         le=1,
         description="Share of each shared limit and budget a replica uses while Redis is unreachable; "
         "unset means 1 / the number of replicas last seen in Redis.",
     )
 
-    max_input_chars: int = Field(50_000, gt=0, le=1_000_000_000, description="Largest input that forward() accepts.")
+    max_input_chars: int = Field(
+        default=50_000, gt=0, le=1_000_000_000,
+        description="Largest input that forward() accepts.",
+    )
     output_repairs: int = Field(
-        1,
+        default=1,
         ge=0,
         le=10,
         description="Times a typed answer that fails to parse or to follow its schema is sent back to the model "
         "with the error, before OutputParseError (ModelConfig.output_repairs overrides it).",
     )
     default_provider: ModelProvider | None = Field(
-        None, description="Provider of nodes that name none; unset means the first one with an API key."
+        default=None, description="Provider of nodes that name none; unset means the first one with an API key."
     )
     prices_auto_update: bool = Field(
-        False, description="Refresh genai-prices' price data from the network once an hour (off: bundled prices)."
+        default=False,
+        description="Refresh genai-prices' price data from the network once an hour (off: bundled prices)."
     )
     prices_update_url: str | None = Field(
-        None, description="Where the price refresh fetches from; unset means genai-prices' default source."
+        default=None, description="Where the price refresh fetches from; unset means genai-prices' default source."
     )
 
     anthropic_api_key: SecretStr | None = Field(
-        None, validation_alias=AliasChoices("ANTHROPIC_API_KEY", "NON_ANTHROPIC_API_KEY")
+        default=None, validation_alias=AliasChoices("ANTHROPIC_API_KEY", "NON_ANTHROPIC_API_KEY")
     )
     openai_api_key: SecretStr | None = Field(
-        None, validation_alias=AliasChoices("OPENAI_API_KEY", "NON_OPENAI_API_KEY")
+        default=None, validation_alias=AliasChoices("OPENAI_API_KEY", "NON_OPENAI_API_KEY")
     )
     google_api_key: SecretStr | None = Field(
-        None, validation_alias=AliasChoices("GOOGLE_API_KEY", "GEMINI_API_KEY", "NON_GOOGLE_API_KEY")
+        default=None, validation_alias=AliasChoices("GOOGLE_API_KEY", "GEMINI_API_KEY", "NON_GOOGLE_API_KEY")
     )
 
     # The vendors' own variables for their API's address (a gateway, a proxy, an emulator in tests).
-    anthropic_base_url: str | None = Field(None, validation_alias=AliasChoices("ANTHROPIC_BASE_URL"))
-    openai_base_url: str | None = Field(None, validation_alias=AliasChoices("OPENAI_BASE_URL"))
-    google_base_url: str | None = Field(None, validation_alias=AliasChoices("GOOGLE_GEMINI_BASE_URL"))
+    anthropic_base_url: str | None = Field(default=None, validation_alias=AliasChoices("ANTHROPIC_BASE_URL"))
+    openai_base_url: str | None = Field(default=None, validation_alias=AliasChoices("OPENAI_BASE_URL"))
+    google_base_url: str | None = Field(default=None, validation_alias=AliasChoices("GOOGLE_GEMINI_BASE_URL"))
 
     @field_validator("anthropic_base_url", "openai_base_url", "google_base_url")
     @classmethod

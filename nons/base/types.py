@@ -111,17 +111,17 @@ class ModelConfig(BaseModel):
     provider: ModelProvider | None = None
     model_name: str | None = None
     # No NaN: it fails the bounds with a message about the bound ("less than or equal to 2"), not about the value.
-    temperature: float | None = Field(None, ge=0.0, le=2.0, allow_inf_nan=False)
-    max_tokens: int | None = Field(None, gt=0)
-    top_p: float | None = Field(None, gt=0.0, le=1.0, allow_inf_nan=False)
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0, allow_inf_nan=False)
+    max_tokens: int | None = Field(default=None, gt=0)
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0, allow_inf_nan=False)
     stop: tuple[str, ...] | None = None
     base_url: str | None = None
     price_provider: str | None = None
-    api_key: SecretStr | None = Field(None, repr=False)
+    api_key: SecretStr | None = Field(default=None, repr=False)
     extra_params: dict[str, Any] = Field(default_factory=dict)
     fallbacks: tuple[ModelConfig, ...] = ()
     structured_output: StructuredOutput = StructuredOutput.AUTO
-    output_repairs: int | None = Field(None, ge=0, le=10)
+    output_repairs: int | None = Field(default=None, ge=0, le=10)
 
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
         # repr() and str() end up in logs and error reports: a base URL's user, password and query may be a
@@ -224,18 +224,18 @@ class LayerConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", defer_build=_DEFER_BUILD, allow_inf_nan=False)
 
     error_policy: ErrorPolicy = ErrorPolicy.FAIL_FAST
-    max_retries: int = Field(3, ge=0, le=100)
-    timeout_seconds: float | None = Field(None, gt=0)
+    max_retries: int = Field(default=3, ge=0, le=100)
+    timeout_seconds: float | None = Field(default=None, gt=0)
     min_success_threshold: float | None = Field(
-        None,
+        default=None,
         ge=0.0,
         le=1.0,
         description="Share of nodes that must succeed for the layer to continue without the failed ones. "
         "Unset: SKIP_AND_CONTINUE needs one success, RETRY_WITH_BACKOFF and FALLBACK_MODEL need all.",
     )
-    retry_base_delay: float = Field(0.5, ge=0.0)
-    retry_multiplier: float = Field(2.0, ge=1.0)
-    retry_max_delay: float = Field(30.0, ge=0.0)
+    retry_base_delay: float = Field(default=0.5, ge=0.0)
+    retry_multiplier: float = Field(default=2.0, ge=1.0)
+    retry_max_delay: float = Field(default=30.0, ge=0.0)
 
 
 class BudgetScope(str, Enum):
@@ -262,8 +262,8 @@ class Budget(BaseModel):
 
     usd: float = Field(gt=0, allow_inf_nan=False)
     per: BudgetScope = BudgetScope.PASS
-    window_s: float | None = Field(None, gt=0, allow_inf_nan=False)
-    name: str = Field("", description="Shown in errors and telemetry; default: the scope.")
+    window_s: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    name: str = Field(default="", description="Shown in errors and telemetry; default: the scope.")
 
     @property
     def label(self) -> str:
@@ -295,7 +295,7 @@ class CacheConfig(BaseModel):
 
     enabled: bool = True
     any_temperature: bool = False
-    ttl_s: float = Field(3600.0, gt=0, allow_inf_nan=False)
+    ttl_s: float = Field(default=3600.0, gt=0, allow_inf_nan=False)
 
 
 class NetworkConfig(BaseModel):
@@ -305,8 +305,8 @@ class NetworkConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", defer_build=_DEFER_BUILD)
 
     name: str = "network"
-    timeout_seconds: float | None = Field(None, gt=0)
-    max_input_chars: int | None = Field(None, gt=0, description="Overrides NON_MAX_INPUT_CHARS.")
+    timeout_seconds: float | None = Field(default=None, gt=0)
+    max_input_chars: int | None = Field(default=None, gt=0, description="Overrides NON_MAX_INPUT_CHARS.")
     default_layer_config: LayerConfig | None = None
     budgets: tuple[Budget, ...] = ()
     cache: CacheConfig | None = None

@@ -32,35 +32,42 @@ class ServeSettings(BaseSettings):
         allow_inf_nan=False, hide_input_in_errors=True,
     )  # fmt: skip
 
-    host: str = Field("127.0.0.1", description="Address to listen on; 0.0.0.0 in a container.")
-    port: int = Field(8000, ge=0, le=65535)
+    host: str = Field(default="127.0.0.1", description="Address to listen on; 0.0.0.0 in a container.")
+    port: int = Field(default=8000, ge=0, le=65535)
     tokens: SecretStr | None = Field(
-        None, description="Bearer tokens, 'caller:token' (or bare tokens) separated by commas or new lines."
+        default=None, description="Bearer tokens, 'caller:token' (or bare tokens) separated by commas or new lines."
     )
-    tokens_file: Path | None = Field(None, description="A file of tokens, one 'caller:token' a line; # comments.")
-    insecure_dev: bool = Field(False, description="Serve without authentication (development only).")
+    tokens_file: Path | None = Field(
+        default=None,
+        description="A file of tokens, one 'caller:token' a line; # comments.",
+    )
+    insecure_dev: bool = Field(default=False, description="Serve without authentication (development only).")
     rate_limit: str = Field(
-        "60/minute", description="Requests per caller, in the limits library's notation ('60/minute', '5/second')."
+        default="60/minute",
+        description="Requests per caller, in the limits library's notation ('60/minute', '5/second')."
     )
     spend_limit_usd_per_day: float | None = Field(
-        None, gt=0, description="USD a caller may spend per UTC day; unset means no spend limit."
+        default=None, gt=0, description="USD a caller may spend per UTC day; unset means no spend limit."
     )
     limits_storage: str = Field(
-        "memory://",
+        default="memory://",
         description="Where callers' counts live (limits library URI); memory:// keeps them per process.",
     )
-    grace_period_s: float = Field(20.0, gt=0, description="How long in-flight requests may finish after SIGTERM.")
-    drain_delay_s: float = Field(
-        2.0, ge=0, description="After SIGTERM, how long /readyz answers 503 before the listener closes."
+    grace_period_s: float = Field(
+        default=20.0, gt=0,
+        description="How long in-flight requests may finish after SIGTERM.",
     )
-    telemetry_flush_s: float = Field(5.0, gt=0, description="How long the last telemetry export may take.")
-    max_body_bytes: int = Field(1_048_576, gt=0, description="Largest request body accepted (bytes).")
+    drain_delay_s: float = Field(
+        default=2.0, ge=0, description="After SIGTERM, how long /readyz answers 503 before the listener closes."
+    )
+    telemetry_flush_s: float = Field(default=5.0, gt=0, description="How long the last telemetry export may take.")
+    max_body_bytes: int = Field(default=1_048_576, gt=0, description="Largest request body accepted (bytes).")
     body_timeout_s: float = Field(
-        30.0, gt=0, description="How long a request's body may take to arrive whole, from the request's start."
+        default=30.0, gt=0, description="How long a request's body may take to arrive whole, from the request's start."
     )
     access_log: bool = False
     loop: Literal["asyncio", "uvloop"] = Field(
-        "asyncio",
+        default="asyncio",
         description="The event loop. asyncio's serves saturated connections in turn; uvloop's, measured here, "
         "let some wait far longer (see the README's benchmarks).",
     )

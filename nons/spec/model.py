@@ -60,11 +60,17 @@ class NodeSpec(BaseModel):
 
     operator: str
     model: ModelSpec | None = None
-    context: str = Field("", description="Added to the system prompt of every call (additional_prompt_context).")
+    context: str = Field(
+        default="",
+        description="Added to the system prompt of every call (additional_prompt_context).",
+    )
     params: dict[str, Any] = Field(default_factory=dict, description="The operator's own parameters.")
     fallbacks: list[ModelSpec] = Field(default_factory=list)
     priority: int = 0
-    count: int = Field(1, ge=1, le=1000, description="How many independent clones of this node the layer holds.")
+    count: int = Field(
+        default=1, ge=1, le=1000,
+        description="How many independent clones of this node the layer holds.",
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -25,8 +25,17 @@ class Layer:
     __slots__ = ("config", "nodes")
 
     def __init__(self, nodes: Sequence[Node], config: LayerConfig | None = None) -> None:
+        if isinstance(nodes, (str, bytes)) or not isinstance(nodes, Sequence):
+            raise ConfigurationError(f"a Layer's nodes must be a list of Nodes, got {type(nodes).__name__}")
         if not nodes:
             raise ConfigurationError("a layer needs at least one node")
+        for node in nodes:
+            # Checked here, not found at the first pass (an AttributeError from the engine, inside an open span).
+            if not isinstance(node, Node):
+                raise ConfigurationError(
+                    f"a Layer's nodes must be Nodes, got {type(node).__name__}: {node!r} "
+                    "(create_layer and NoN.from_operators also take operator names)"
+                )
         if config is not None and not isinstance(config, LayerConfig):
             raise ConfigurationError(f"layer config must be a LayerConfig, got {type(config).__name__}")
         self.nodes = list(nodes)

@@ -66,8 +66,16 @@ class NoN:
         layer_config: LayerConfig | None = None,
         config: NetworkConfig | None = None,
     ) -> None:
+        if isinstance(layers, (str, bytes)) or not isinstance(layers, Sequence):
+            raise ConfigurationError(f"a network's layers must be a list of Layers, got {type(layers).__name__}")
         if not layers:
             raise ConfigurationError("a network needs at least one layer")
+        for layer in layers:
+            if not isinstance(layer, Layer):
+                raise ConfigurationError(
+                    f"a network's layers must be Layers, got {type(layer).__name__}: {layer!r} "
+                    "(NoN.from_operators and create_network also take operator names, Nodes and lists of them)"
+                )
         if layer_config is not None and not isinstance(layer_config, LayerConfig):
             raise ConfigurationError(f"layer_config must be a LayerConfig, got {type(layer_config).__name__}")
         if config is not None and not isinstance(config, NetworkConfig):
@@ -183,7 +191,8 @@ def create_network(
     if isinstance(layers, (str, bytes)) or not isinstance(layers, Sequence):
         raise ConfigurationError(f"layers must be a list of layer specs, got {type(layers).__name__}")
     if config is None:
-        config = NetworkConfig(name=name) if name else NetworkConfig()
-    elif name:
-        config = config.model_copy(update={"name": name})
+        config = NetworkConfig() if name is None else NetworkConfig(name=name)
+    elif name is not None:
+        # Validated as NetworkConfig(name=...) is (model_copy validates nothing: a name of bytes reached every span).
+        config = config.model_copy(update={"name": NetworkConfig(name=name).name})
     return NoN([create_layer(spec) for spec in layers], layer_config=layer_config, config=config)

@@ -7,8 +7,10 @@ import asyncio
 import core_helpers  # noqa: F401  (registers the test operators)
 import pytest
 from core_helpers import failing, sim
+from pydantic import ValidationError
 
 from nons.base.errors import ConfigurationError, InputValidationError, NodeExecutionError
+from nons.core.layer import Layer
 from nons.core.network import NoN, create_network
 from nons.core.node import Node
 from nons.core.types import ErrorPolicy, LayerConfig, NetworkConfig
@@ -96,6 +98,36 @@ def test_network_config_and_layer_config_types_are_checked() -> None:
         create_network(layers=["echo"], layer_config={"error_policy": "skip"})  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError, match="layers must be a list"):
         create_network(layers="echo")
+
+
+def test_layers_and_networks_built_by_hand_refuse_members_of_the_wrong_type() -> None:
+    # Layer(["generate"]) and NoN([Node(...)]) were accepted: the first pass then failed with an AttributeError
+    # (not a NonError) from inside the engine, and left the layer's span open.
+    with pytest.raises(ConfigurationError, match=r"a Layer's nodes must be Nodes, got str: 'echo' \(create_layer"):
+        Layer(["echo"])  # type: ignore[list-item]
+    with pytest.raises(ConfigurationError, match="a Layer's nodes must be a list of Nodes, got str"):
+        Layer("echo")  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="a network's layers must be a list of Layers, got str"):
+        NoN("echo")  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="a network's layers must be Layers, got Node"):
+        NoN([Layer([Node("echo")]), Node("echo")])  # type: ignore[list-item]
+
+
+def test_a_name_given_with_a_config_is_checked_as_a_config_s_name_is() -> None:
+    # With config=, the name was copied in unchecked: an int failed with an AttributeError, and bytes became every
+    # span's name as "b'support'"; an empty name was replaced by "network" without a word.
+    with pytest.raises(ValidationError, match="Input should be a valid string"):
+        create_network(["echo"], name=5, config=NetworkConfig())  # type: ignore[arg-type]
+    assert create_network(["echo"], name=b"support", config=NetworkConfig()).name == "support"  # type: ignore[arg-type]
+    assert create_network(["echo"], name="support", config=NetworkConfig(timeout_seconds=3)).config.timeout_seconds == 3
+    for config in (None, NetworkConfig()):
+        with pytest.raises(ValidationError, match="at least 1 character"):
+            create_network(["echo"], name="", config=config)
+
+
+def test_a_network_timeout_must_be_finite() -> None:
+    with pytest.raises(ValidationError, match="finite number"):
+        NetworkConfig(timeout_seconds=float("inf"))
 
 
 def test_network_name_and_id() -> None:

@@ -34,21 +34,21 @@ async def run_layer(layer: Layer, value: Any, ctx: PassContext, index: int, conf
     """
     config = layer.config or config
     inst = ctx.instruments
+    nodes = layer.nodes
+    results = [NodeResult(node.id, node.spec.name) for node in nodes]  # before the span: nothing may fail between
     scope = (
         spans.start(
             inst.tracer,
             names.layer_span_name(index),
             {
                 names.LAYER_INDEX: index,
-                names.LAYER_WIDTH: len(layer.nodes),
+                names.LAYER_WIDTH: len(nodes),
                 names.ERROR_POLICY: config.error_policy.value,
             },
         )
         if inst.tracing
         else spans.NO_SPAN
     )
-    nodes = layer.nodes
-    results = [NodeResult(node.id, node.spec.name) for node in nodes]
     started = time.perf_counter()
     # Current while the nodes start, so that their spans are its children; made current by hand, as in call_llm,
     # so that a layer without a span skips even NO_SPAN's calls.

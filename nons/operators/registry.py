@@ -35,7 +35,11 @@ def register_operator(
 
     A name that is taken, by a built-in or an earlier registration, is refused unless ``replace=True``.
     """
-    op_name = name or func.__name__
+    if not callable(func):
+        raise ConfigurationError(f"an operator must be an async function, got {type(func).__name__}: {func!r}")
+    if name is not None and not isinstance(name, str):
+        raise ConfigurationError(f"an operator's name must be a string, got {type(name).__name__}")
+    op_name = name if name else str(getattr(func, "__name__", ""))
     if not op_name.isidentifier():
         raise ConfigurationError(f"operator name {op_name!r} must be an identifier")
     if op_name in _REGISTRY and not replace:

@@ -13,7 +13,7 @@ from nons.core.network import NoN, create_network
 from nons.core.node import Node
 from nons.core.types import ModelConfig, ModelProvider
 from nons.operators.context import OperatorContext
-from nons.operators.registry import get_operator, list_operators, operator
+from nons.operators.registry import get_operator, list_operators, operator, register_operator
 from nons.operators.results import Candidate, Classification, Comparison, RouteDecision, Validation
 from nons.operators.structured import parse_json_object
 
@@ -304,6 +304,19 @@ def test_user_operators_register_with_the_decorator_and_reject_bad_signatures() 
 
         @operator("no_input", replace=True)
         async def no_input(ctx: OperatorContext) -> None: ...
+
+
+@pytest.mark.parametrize("thing", [5, "generate", None])
+def test_registering_what_is_not_a_function_is_refused_naming_it(thing: object) -> None:
+    # Before, an AttributeError: 'int' object has no attribute '__name__'.
+    with pytest.raises(ConfigurationError, match=f"an operator must be an async function, got {type(thing).__name__}"):
+        register_operator(thing)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="an operator's name must be a string, got int"):
+        register_operator(_async_echo, name=5)  # type: ignore[arg-type]
+
+
+async def _async_echo(ctx: OperatorContext, input: str) -> str:
+    return input
 
 
 async def test_a_user_operator_runs_as_a_node_with_its_parameters() -> None:

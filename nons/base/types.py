@@ -11,7 +11,7 @@ from enum import Enum
 from typing import Any
 
 from pydantic import VERSION as PYDANTIC_VERSION
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 __all__ = [
     "Budget",
@@ -236,6 +236,19 @@ class LayerConfig(BaseModel):
     retry_base_delay: float = Field(default=0.5, ge=0.0)
     retry_multiplier: float = Field(default=2.0, ge=1.0)
     retry_max_delay: float = Field(default=30.0, ge=0.0)
+
+    @model_validator(mode="after")
+    def _threshold_has_a_policy_that_uses_it(self) -> LayerConfig:
+        # FAIL_FAST raises at the first failed node, RETURN_PARTIAL never fails the layer: a threshold beside
+        # either was accepted and never applied.
+        ignoring = (ErrorPolicy.FAIL_FAST, ErrorPolicy.RETURN_PARTIAL)
+        if self.min_success_threshold is not None and self.error_policy in ignoring:
+            raise ValueError(
+                "min_success_threshold applies to SKIP_AND_CONTINUE, RETRY_WITH_BACKOFF and FALLBACK_MODEL, not to "
+                f"{self.error_policy.name} (FAIL_FAST, the default, fails the layer at its first failed node; "
+                "RETURN_PARTIAL never fails it)"
+            )
+        return self
 
 
 class BudgetScope(str, Enum):

@@ -9,6 +9,7 @@ from typing import Any
 import core_helpers
 import pytest
 from core_helpers import failing, sim
+from pydantic import ValidationError
 
 from nons.base.errors import (
     InputValidationError,
@@ -472,3 +473,13 @@ async def test_what_an_outer_pass_timeout_cuts_inside_a_nested_network_says_time
         "invoke_workflow outer": "timeout", "nons.layer 0": "timeout", "nons.node runs_an_inner_network": "timeout",
         "invoke_workflow inner": "timeout", "nons.node generate": "timeout", "chat gpt-4o-mini": "timeout",
     }  # fmt: skip
+
+
+def test_a_threshold_beside_a_policy_that_ignores_it_is_refused() -> None:
+    # FAIL_FAST raises at the first failed node: LayerConfig(min_success_threshold=0.5) was accepted, and a user who
+    # meant "go on with half the nodes" found the layer failing at its first failure.
+    with pytest.raises(ValidationError, match=r"min_success_threshold applies to .* not to FAIL_FAST"):
+        LayerConfig(min_success_threshold=0.5)
+    with pytest.raises(ValidationError, match="not to RETURN_PARTIAL"):
+        LayerConfig(error_policy=ErrorPolicy.RETURN_PARTIAL, min_success_threshold=0.5)
+    assert LayerConfig(error_policy=ErrorPolicy.SKIP_AND_CONTINUE, min_success_threshold=0.5).min_success_threshold

@@ -26,17 +26,11 @@ _INSECURE_BANNER = """
 ================================================================================
 """
 
-# Option name -> ServeSettings field.
-_OVERRIDES = (
-    "host", "port", "tokens_file", "insecure_dev", "rate_limit", "spend_limit_usd_per_day", "limits_storage",
-    "grace_period_s", "drain_delay_s", "telemetry_flush_s", "access_log",
-)
-
-
 def _settings(args: argparse.Namespace) -> Any:
-    from nons.serve.settings import ServeSettings
+    from nons.serve.settings import OPTIONS, ServeSettings
 
-    overrides = {name: getattr(args, name) for name in _OVERRIDES if getattr(args, name) is not None}
+    # Each option's value is kept under its setting's name (its ``dest``).
+    overrides = {name: getattr(args, name) for name in OPTIONS if getattr(args, name) is not None}
     return ServeSettings(**overrides)
 
 

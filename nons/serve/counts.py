@@ -24,7 +24,7 @@ from nons.base.redaction import redact
 from nons.base.redis_client import safe_url
 from nons.core.types import ConfigurationError
 
-__all__ = ["Counts", "LocalCounts", "SharedCounts", "counts_for"]
+__all__ = ["Counts", "LocalCounts", "SharedCounts", "counts_for", "parse_rate"]
 
 #: Sweep idle callers' windows out of memory once every this many requests.
 _SWEEP_EVERY = 1024
@@ -133,6 +133,26 @@ def _without_password(uri: str) -> str:
 
 def _spend_key(caller: str, day: str) -> str:
     return f"nons-spend/{caller}/{day}"
+
+
+def parse_rate(text: str) -> Any:
+    """The one rate limit ``text`` states in the limits library's notation ('60/minute', '100 per hour'), or a
+    ``ValueError`` that says what is wrong with it. Several limits ('100/second;1000/hour', which the library's
+    parser reads as its first alone) and a limit of no requests (every request then failed as if the counts'
+    storage were down) are refused."""
+    from limits import parse_many
+
+    try:
+        rates = parse_many(text)
+    except ValueError:
+        raise ValueError(
+            f"rate limit {text!r} is not in the limits notation, e.g. '60/minute', '100 per hour', '5/second'"
+        ) from None
+    if len(rates) != 1:
+        raise ValueError(f"rate limit {text!r} states {len(rates)} limits; give one, e.g. '60/minute'")
+    if rates[0].amount < 1:
+        raise ValueError(f"rate limit {text!r} allows no request; give at least 1, e.g. '1/minute'")
+    return rates[0]
 
 
 def counts_for(storage_uri: str, rate: Any) -> Counts:

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta, timezone
 
 from nons.base.timeouts import within
 from nons.core.types import ConfigurationError
-from nons.serve.counts import Counts, counts_for
+from nons.serve.counts import Counts, counts_for, parse_rate
 
 __all__ = ["CallerLimits", "LimitRefusal", "LimitsUnavailable", "seconds_until_utc_midnight"]
 
@@ -60,12 +60,10 @@ class CallerLimits:
     ) -> None:
         """``timeout_s``: the longest a shared storage may take to admit a request or record its spend; past it
         the storage counts as unreachable (a stalled Redis must not hold requests, and with them the shutdown)."""
-        from limits import parse
-
         try:
-            self.rate = parse(rate)
-        except ValueError:
-            raise ConfigurationError(f"rate limit {rate!r} is not in the limits notation, e.g. '60/minute'") from None
+            self.rate = parse_rate(rate)
+        except ValueError as error:
+            raise ConfigurationError(str(error)) from None
         self.counts: Counts = counts_for(storage_uri, self.rate)
         self.timeout_s = timeout_s
         self.micro_usd_per_day = None if usd_per_day is None else math.ceil(usd_per_day * _MICRO)

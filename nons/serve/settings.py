@@ -75,14 +75,9 @@ class ServeSettings(BaseSettings):
     @field_validator("rate_limit")
     @classmethod
     def _parses(cls, value: str) -> str:
-        from limits import parse
+        from nons.serve.counts import parse_rate
 
-        try:
-            parse(value)
-        except ValueError:
-            raise ValueError(
-                f"rate limit {value!r} is not in the limits notation, e.g. '60/minute', '100 per hour', '5/second'"
-            ) from None
+        parse_rate(value)  # its ValueError says what is wrong
         return value
 
     @property
@@ -92,11 +87,29 @@ class ServeSettings(BaseSettings):
         return self.drain_delay_s + self.grace_period_s + CUT_RUNS_SETTLE_S + SCHEDULER_STOP_S + self.telemetry_flush_s
 
 
+#: The settings ``nons serve`` also takes as options, and the option of each (the others are variables only).
+OPTIONS = {
+    "host": "--host",
+    "port": "--port",
+    "tokens_file": "--tokens-file",
+    "insecure_dev": "--insecure-dev",
+    "rate_limit": "--rate-limit",
+    "spend_limit_usd_per_day": "--spend-limit-usd-per-day",
+    "limits_storage": "--limits-storage",
+    "grace_period_s": "--grace-period",
+    "drain_delay_s": "--drain-delay",
+    "telemetry_flush_s": "--telemetry-flush",
+    "access_log": "--access-log",
+}
+
+
 def describe_settings_error(error: ValidationError) -> str:
-    """What is wrong with the service's settings, one part per setting, named as its variable and its option
-    (``NON_SERVE_GRACE_PERIOD_S / --grace-period-s``); values are not quoted (a token may be among them)."""
+    """What is wrong with the service's settings, one part per setting, named as its variable and, when it has one,
+    its option (``NON_SERVE_GRACE_PERIOD_S / --grace-period``); values are not quoted (a token may be among them)."""
     parts = []
     for problem in error.errors(include_url=False):
         name = str((problem.get("loc") or ("",))[0])
-        parts.append(f"NON_SERVE_{name.upper()} / --{name.replace('_', '-')}: {problem.get('msg')}")
+        option = OPTIONS.get(name)
+        named = f"NON_SERVE_{name.upper()}" + (f" / {option}" if option else "")
+        parts.append(f"{named}: {problem.get('msg')}")
     return "; ".join(parts)

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from service_process import ALICE, SPEC, clean_env, start_service
 
+from nons.serve.settings import OPTIONS
+
 pytestmark = pytest.mark.timeout(120)
 
 
@@ -35,15 +37,25 @@ def test_without_tokens_it_refuses_to_start(tmp_path: Path) -> None:
         ({"NON_SERVE_TOKENS": "alice:short"}, (), "at least 16 are needed"),
         ({"NON_SERVE_TOKENS": f"alice:{ALICE},alice:{ALICE}x"}, (), "caller 'alice' has two tokens"),
         ({"NON_SERVE_TOKENS": f"alice:{ALICE}"}, ("--rate-limit", "lots"), "not in the limits notation"),
+        # Several limits were read as the first alone (the cap after it never applied); a limit of none failed
+        # every request as if the counts' storage were down (503 limits_unavailable).
+        ({"NON_SERVE_TOKENS": f"alice:{ALICE}"}, ("--rate-limit", "100/second;3/minute"), "states 2 limits; give one"),
+        ({"NON_SERVE_TOKENS": f"alice:{ALICE}", "NON_SERVE_RATE_LIMIT": "0/minute"}, (), "allows no request"),
+        # A setting was named with an option that does not exist (--grace-period-s for --grace-period), or with
+        # one when it has none.
+        ({"NON_SERVE_TOKENS": f"alice:{ALICE}"}, ("--drain-delay", "-1"),
+         "NON_SERVE_DRAIN_DELAY_S / --drain-delay: Input should be greater than or equal to 0"),
+        ({"NON_SERVE_TOKENS": f"alice:{ALICE}", "NON_SERVE_MAX_BODY_BYTES": "0"}, (),
+         "NON_SERVE_MAX_BODY_BYTES: Input should be greater than 0"),
         ({"NON_SERVE_TOKENS": f"alice:{ALICE}"}, ("--tokens-file", "/nonexistent/tokens"), "cannot be read"),
         # inf passed every bound and failed later (at shutdown, the first request, the last flush) as an
         # OverflowError; a bad setting is named as its variable and its option.
         ({"NON_SERVE_TOKENS": f"alice:{ALICE}", "NON_SERVE_GRACE_PERIOD_S": "inf"}, (),
-         "NON_SERVE_GRACE_PERIOD_S / --grace-period-s: Input should be a finite number"),
+         "NON_SERVE_GRACE_PERIOD_S / --grace-period: Input should be a finite number"),
         ({"NON_SERVE_TOKENS": f"alice:{ALICE}"}, ("--spend-limit-usd-per-day", "inf"),
          "NON_SERVE_SPEND_LIMIT_USD_PER_DAY / --spend-limit-usd-per-day: Input should be a finite number"),
         ({"NON_SERVE_TOKENS": f"alice:{ALICE}", "NON_SERVE_TELEMETRY_FLUSH_S": "nan"}, (),
-         "NON_SERVE_TELEMETRY_FLUSH_S / --telemetry-flush-s: Input should be a finite number"),
+         "NON_SERVE_TELEMETRY_FLUSH_S / --telemetry-flush: Input should be a finite number"),
         # The core settings, and the Redis URL: before, a traceback from the server's start-up (exit status 3).
         ({"NON_SERVE_TOKENS": f"alice:{ALICE}", "NON_REDIS_TIMEOUT": "0"}, (),
          "nons: invalid NoN settings: NON_REDIS_TIMEOUT='0' (redis_timeout): Input should be greater than 0"),
@@ -79,3 +91,10 @@ def test_tokens_from_the_environment_are_enough(tmp_path: Path) -> None:
         assert service.get("/v1/networks", token=ALICE).status_code == 200
         assert service.get("/v1/networks").status_code == 401
         assert "WITHOUT AUTHENTICATION" not in service.log()
+
+
+def test_every_option_an_error_names_is_one_nons_serve_takes() -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "nons.cli", "serve", "--help"], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert all(option in completed.stdout for option in OPTIONS.values())

@@ -397,6 +397,22 @@ class RedisLink:
             result = await pipe.execute()
         self._replicas = max(1, int(result[2]))
 
+    async def keep_alive(self) -> None:
+        """Say this replica is alive every second until cancelled, whether or not it makes calls: for a service's
+        replica, whose next request may come at any moment. The others count replicas from these heartbeats, and
+        each falls back to ``1 / replicas`` of a shared limit when Redis goes down: a replica heard of only when it
+        made a call was missed after 10 s idle, and the others then each took a larger share than theirs."""
+        while True:
+            if self.up:  # while down, the probe looks at Redis
+                try:
+                    await self.heartbeat(self.client())
+                except Exception as error:
+                    if self.unreachable(error):
+                        self.failed(error)
+                    else:  # Redis answered: it is up, and refused the heartbeat
+                        logger.warning("Redis heartbeat failed (%s: %s)", type(error).__name__, error)
+            await asyncio.sleep(_HEARTBEAT_EVERY_S)
+
     async def close(self) -> None:
         """Close the running loop's client (others close with their loops)."""
         await self._reset_client()

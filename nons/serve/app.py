@@ -14,6 +14,7 @@ rules (422). Every refusal is counted in ``nons.serve.refusals`` by reason.
 
 # No `from __future__ import annotations` here: FastAPI reads the route functions' annotations at runtime, and
 # some of them name this module's closures (the path parameter, the dependencies).
+import asyncio
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -26,6 +27,7 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from nons.base.redis_client import link_from_settings
 from nons.base.version import __version__
 from nons.core.network import NoN
 from nons.core.scheduler import get_scheduler, start_scheduler, stop_scheduler
@@ -105,7 +107,12 @@ def _new_app(networks: Mapping[str, NoN], state: ServiceState, max_body_bytes: i
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await start_scheduler()  # so that readiness reports a running scheduler before the first call
+        link = link_from_settings()
+        # Counted among the replicas from its start, busy or idle (each replica's share in an outage of Redis).
+        heartbeats = asyncio.create_task(link.keep_alive()) if link is not None else None
         yield
+        if heartbeats is not None:
+            heartbeats.cancel()
         # uvicorn has let in-flight requests finish, or cancelled them after the grace period: those still answer
         # and record their spend (a round trip to a shared limits storage) before the process ends.
         await state.settle(timeout_s=CUT_RUNS_SETTLE_S)

@@ -134,3 +134,25 @@ def test_a_run_cut_at_shutdown_answers_503_and_its_spend_reaches_the_shared_stor
     with start_service(tmp_path / "b", spec, tokens={"alice": ALICE}, args=limits) as b:
         refused = b.run("best-of-3", "on another replica")
         assert refused.status_code == 429 and refused.json()["error"] == "spend_limited", refused.text
+
+
+def test_idle_replicas_are_counted_among_the_replicas(tmp_path: Path, redis_url: str) -> None:
+    # A replica said it was alive only when it made an LLM call: one idle for 10 s was missed by the others, which
+    # each fell back to a larger share of the provider's limits than theirs when Redis went down ("this replica's
+    # share 1" with two replicas running). Each replica now says so every second, busy or idle.
+    import redis
+
+    env = {"NON_REDIS_URL": redis_url}
+    client = redis.Redis.from_url(redis_url)
+    with (
+        start_service(tmp_path / "a", tokens={"alice": ALICE}, env=env),
+        start_service(tmp_path / "b", tokens={"alice": ALICE}, env=env),
+    ):
+        deadline = time.monotonic() + 10
+        while client.zcard("nons:replicas") < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert client.zcard("nons:replicas") == 2, "no request was made: both replicas said they were alive"
+        time.sleep(2.5)
+        alive_until = [score for _, score in client.zrange("nons:replicas", 0, -1, withscores=True)]
+        assert all(until > time.time() + 8 for until in alive_until), "said again every second"
+    client.close()

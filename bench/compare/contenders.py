@@ -23,9 +23,26 @@ from bench.compare.workloads import NODES_PER_PASS, PROMPT
 
 Flush = Callable[[], None]
 
+#: How long a contender's flush at the end of its measured passes may take, the same for NoN's flush as for the
+#: floors': NoN's own default (NON_TELEMETRY_EXIT_TIMEOUT, 1.5 s) let spans be sent after the measured window, and
+#: a flush under callgrind takes minutes. It bounds a hang; a flush that finishes returns at once.
+FLUSH_TIMEOUT_MS = 240_000
+
 
 def _no_flush() -> None:
     pass
+
+
+def _flushed(flush: Callable[[int], bool]) -> Flush:
+    """``flush`` as a contender's flush: waits up to :data:`FLUSH_TIMEOUT_MS`, and fails the run when it did not
+    finish (spans exported after the measured window would be work left out of its figure, though the sink, read
+    once the child has exited, would count them)."""
+
+    def flush_or_fail() -> None:
+        if not flush(FLUSH_TIMEOUT_MS):
+            raise RuntimeError(f"the telemetry flush did not finish within {FLUSH_TIMEOUT_MS} ms")
+
+    return flush_or_fail
 
 
 class _SpanCount:
@@ -78,12 +95,13 @@ def _sdk_pipeline(service: str, with_metrics: bool, export: str = "sdk") -> tupl
         )
         metrics.set_meter_provider(meter_provider)
 
-    def flush() -> None:
-        tracer_provider.force_flush()
+    def flush(timeout_millis: int) -> bool:
+        flushed = bool(tracer_provider.force_flush(timeout_millis))
         if meter_provider is not None:
-            meter_provider.force_flush()
+            flushed = bool(meter_provider.force_flush(timeout_millis)) and flushed
+        return flushed
 
-    return tracer_provider, meter_provider, flush
+    return tracer_provider, meter_provider, _flushed(flush)
 
 
 def _grid(name: str, signals: str | None, count: _SpanCount) -> tuple[Callable[[], Awaitable[Any]], Flush, int | None]:
@@ -107,7 +125,7 @@ def _grid(name: str, signals: str | None, count: _SpanCount) -> tuple[Callable[[
         sdk_provider: Any = trace.get_tracer_provider()
         sdk_provider.add_span_processor(_counting_processor(count))
         network = workloads.nons_grid()
-        return lambda: network.forward(PROMPT), handle.force_flush, None
+        return lambda: network.forward(PROMPT), _flushed(handle.force_flush), None
     if name == "floor":
         from bench.compare.floor import Replay
 
@@ -187,7 +205,7 @@ def measure_wide(name: str, passes: int, signals: str | None) -> dict[str, Any]:
             handle = configure_telemetry()
             sdk_provider: Any = trace.get_tracer_provider()
             sdk_provider.add_span_processor(_counting_processor(count))
-            flush = handle.force_flush
+            flush = _flushed(handle.force_flush)
         network = workloads.nons_wide()
         one_pass = lambda: network.forward(workloads.WIDE_PROMPT)  # noqa: E731
 

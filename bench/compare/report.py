@@ -18,7 +18,7 @@ ROWS: tuple[tuple[str, str, str], ...] = (
     ("nons-off", "NoN, telemetry off", "CPU µs/node"),
     (
         "floor",
-        "hand-built OTel SDK floor (NoN's spans and measurements, same exporter and batch processor)",
+        "hand-built OTel SDK floor (NoN's spans and measurements, the SDK's OTLP exporter and batch processor)",
         "CPU µs/node",
     ),
     (

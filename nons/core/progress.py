@@ -53,6 +53,9 @@ class ProgressReporter:
     def __init__(
         self, callback: ProgressCallback, network: str, total: int, calls: list[LLMCallRecord], started: float
     ) -> None:
+        if not callable(callback):
+            # Accepted before, and each event of every pass then logged a TypeError from the call.
+            raise ConfigurationError(f"on_progress must be a function, got {type(callback).__name__}: {callback!r}")
         if _is_async(callback):
             # Each event would make a coroutine no one awaits: the callback would never run, said only by
             # "never awaited" warnings.

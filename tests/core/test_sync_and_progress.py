@@ -161,6 +161,13 @@ async def test_an_async_progress_callback_is_refused_at_once() -> None:
             await network.run("hi", on_progress=callback)  # type: ignore[arg-type]
 
 
+async def test_a_progress_callback_that_is_not_a_function_is_refused() -> None:
+    # Accepted before: every event of the pass then logged a TypeError traceback ("the on_progress callback raised").
+    network = NoN.from_operators([Node("generate", ModelConfig(provider=ModelProvider.MOCK))])
+    with pytest.raises(ConfigurationError, match="on_progress must be a function, got int: 5"):
+        await network.run("hi", on_progress=5)  # type: ignore[arg-type]
+
+
 async def test_a_callback_that_interrupts_the_pass_at_its_end_leaves_nothing_open() -> None:
     # A Ctrl-C in a progress bar's last update left the pass's span open and nons.network.active at 1.
     from nons.observability.integration import get_observability

@@ -163,3 +163,14 @@ def test_a_key_per_tenant_is_redacted_in_every_form_however_many_there_are() -> 
             cleaned = clean(text)
             assert key not in cleaned and key[-8:] not in cleaned and REDACTED in cleaned, cleaned
     assert clean("no key in this text at all, only words") == "no key in this text at all, only words"
+
+
+@pytest.mark.timeout(30)
+def test_a_text_crafted_around_a_keys_masked_form_is_redacted_in_linear_time() -> None:
+    # Runs of the key's first characters and dots could be split every way between the masked form's parts: some
+    # 50 µs a character, so this 400,000-character text took some 20 s (it now takes milliseconds).
+    key = "sk-ant-api03-" + uuid.uuid4().hex * 3
+    register_secret(key)
+    crafted = ("sk-" + "." * 60) * 6_300 + key[-4:]
+    assert clean(crafted) == crafted[: -(3 + 60 + 4)] + REDACTED  # the one masked form: its last prefix, dots, tail
+    assert clean(f"bad key {key[:7]}....{key[-4:]}") == f"bad key {REDACTED}"

@@ -43,6 +43,12 @@ class LimitRefusal:
         return str(max(1, math.ceil(self.retry_after_s)))
 
 
+def _usd(amount: float) -> str:
+    """An amount of dollars to the micro-dollar the counts keep, without trailing zeros: at four decimals a limit
+    of $0.0001 read "has spent $0.0001, the limit is $0.0001" when $0.00012 had been spent."""
+    return f"{amount:.6f}".rstrip("0").rstrip(".")
+
+
 def seconds_until_utc_midnight(now: datetime | None = None) -> float:
     """Seconds from ``now`` (default: the current time) to the next midnight UTC, when a spend day ends."""
     now = now or datetime.now(timezone.utc)
@@ -94,8 +100,8 @@ class CallerLimits:
             if spent >= self.micro_usd_per_day:
                 return LimitRefusal(
                     "spend",
-                    f"caller {caller!r} has spent ${spent / _MICRO:.4f} today (UTC), the limit is "
-                    f"${self.usd_per_day:.4f} a day",
+                    f"caller {caller!r} has spent ${_usd(spent / _MICRO)} today (UTC), the limit is "
+                    f"${_usd(self.micro_usd_per_day / _MICRO)} a day",
                     seconds_until_utc_midnight(),
                 )
         return None

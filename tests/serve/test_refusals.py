@@ -221,7 +221,8 @@ def test_over_the_daily_spend_is_429_until_midnight_utc(tmp_path: Path) -> None:
         refused = svc.run("best-of-3", "again")
         after = datetime.now(timezone.utc)
         assert refused.status_code == 429 and refused.json()["error"] == "spend_limited"
-        assert "today (UTC)" in refused.json()["detail"]
+        # The limit as given, not rounded to four decimals ($0.0000 before).
+        assert "today (UTC), the limit is $0.000001 a day" in refused.json()["detail"]
         retry_after = int(refused.headers["Retry-After"])
         earliest, latest = seconds_until_utc_midnight(after), seconds_until_utc_midnight(before)
         assert math.ceil(earliest) <= retry_after <= math.ceil(latest)

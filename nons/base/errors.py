@@ -298,4 +298,8 @@ def error_type_of(error: BaseException) -> str:
     asyncio = sys.modules.get("asyncio")
     if asyncio is not None and isinstance(error, asyncio.CancelledError):
         return NodeCancelledError.error_type
-    return getattr(error, "error_type", type(error).__name__)
+    # NoN's own errors' type, or the class name: another library's ``error_type`` need not be a string, nor of
+    # low cardinality (every redis-py exception's is an enum, which failed the span's cleaning with a TypeError
+    # and crashed the agent run or pass whose tool or operator raised it).
+    error_type = getattr(error, "error_type", None) if isinstance(error, NonError) else None
+    return error_type if isinstance(error_type, str) else type(error).__name__

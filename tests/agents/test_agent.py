@@ -466,3 +466,24 @@ def test_a_state_that_cannot_be_copied_is_refused_when_the_agent_is_made() -> No
 
     with pytest.raises(ConfigurationError, match=r"state must be deep-copyable: .* cannot pickle '_thread.lock'"):
         Agent(scripted(["ok"]), calculator(), state={"lock": threading.Lock()})
+
+
+async def test_a_tool_raising_an_error_whose_error_type_is_not_text_is_a_failed_result(obs: Observability) -> None:
+    # Every redis-py exception has an `error_type` that is an enum: taken as the error's type, it failed the
+    # tool span's cleaning with a TypeError ("object of type 'ExceptionType' has no len()") and crashed the run.
+    redis_exceptions = pytest.importorskip("redis.exceptions")
+    registry = ToolRegistry()
+
+    @registry.tool
+    def session(user: str) -> str:
+        """Read the user's session."""
+        raise redis_exceptions.ConnectionError("Error 111 connecting to 127.0.0.1:6390. Connection refused.")
+
+    model = scripted([[("session", {"user": "ada"})], "Sorry, the store is down."])
+    steps = [step async for step in Agent(model, registry, name="sessions").run("who am I?")]
+    (call,) = steps[0]["tool_calls"]
+    assert (call["success"], call["error_type"]) == (False, "ConnectionError") == (False, steps[0]["error_type"])
+    assert steps[-1]["is_final"] and steps[-1]["output"] == "Sorry, the store is down."
+    json.dumps([{k: v for k, v in step.items() if k != "state"} for step in steps])  # as AgentStep says
+    tool = one(trace_spans(obs, steps[-1]["trace_id"]), "execute_tool session")
+    assert not tool["success"] and tool["error_type"] == "ConnectionError"

@@ -156,6 +156,21 @@ async def test_an_operator_error_inside_a_node_does_not_leak_as_a_bare_exception
         await NoN.from_operators(["boom"]).forward("x")
 
 
+async def test_an_operator_raising_another_librarys_error_with_an_error_type_fails_its_node_cleanly() -> None:
+    # redis-py's exceptions carry an enum `error_type`: taken as the node's error type, it failed the node span's
+    # cleaning and the pass raised a TypeError instead of the NodeExecutionError.
+    redis_exceptions = pytest.importorskip("redis.exceptions")
+    from nons.operators.registry import register_operator
+
+    async def from_cache(ctx: object, input: object) -> object:
+        raise redis_exceptions.ConnectionError("Error 111 connecting to 127.0.0.1:6390. Connection refused.")
+
+    register_operator(from_cache, uses_llm=False, replace=True)
+    with pytest.raises(NodeExecutionError) as raised:
+        await NoN.from_operators(["from_cache"]).forward("x")
+    assert isinstance(raised.value.cause, redis_exceptions.ConnectionError)
+
+
 async def test_layer_results_have_their_duration() -> None:
     result = await NoN.from_operators([Node("generate", sim(latency_s=0.01)) * 2, "echo"]).run("x")
     assert all(layer.duration_s > 0 for layer in result.layers)

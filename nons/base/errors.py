@@ -285,9 +285,29 @@ def message_of(error: BaseException) -> str:
     message cannot be read must not replace the failure it reports (the node's span was left open, and the
     caller got the ``__str__``'s error instead). Not in ``__all__``: NoN's own helper, not public API."""
     try:
-        return str(error)
+        text = str(error)
     except Exception as broken:
         return f"<{type(error).__name__} whose message could not be read: {type(broken).__name__}>"
+    if isinstance(error, BaseExceptionGroup):  # noqa: F821 (Python 3.11's; ruff lints as for 3.10)
+        # A TaskGroup's "unhandled errors in a TaskGroup (1 sub-exception)" says nothing of what failed: a tool's
+        # model, or a node's caller, could not correct anything. Its errors are named after it.
+        leaves = _leaves(error)
+        shown = "; ".join(f"{type(leaf).__name__}: {message_of(leaf)}" for leaf in leaves[:_GROUP_SHOWN])
+        more = f"; and {len(leaves) - _GROUP_SHOWN} more" if len(leaves) > _GROUP_SHOWN else ""
+        text = f"{text}: {shown}{more}"
+    return text
+
+
+#: The errors of an exception group that :func:`message_of` names.
+_GROUP_SHOWN = 5
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:  # noqa: F821
+    """The errors of ``group`` that are not groups themselves, in order, however deeply they are nested."""
+    leaves: list[BaseException] = []
+    for error in group.exceptions:
+        leaves.extend(_leaves(error) if isinstance(error, BaseExceptionGroup) else [error])  # noqa: F821
+    return leaves
 
 
 def error_type_of(error: BaseException) -> str:

@@ -440,3 +440,28 @@ async def test_a_tool_stopped_by_its_caller_finishes_its_clean_up_before_the_cal
         await call
     events.append("caller cancelled")
     assert events == ["cleaned up", "caller cancelled"]
+
+
+async def test_a_tool_whose_task_group_fails_tells_the_model_what_failed() -> None:
+    # The model read only "unhandled errors in a TaskGroup (1 sub-exception)": not the lookup's error, nor its
+    # hint, so it could not correct its call.
+    registry = ToolRegistry()
+
+    async def station(city: str) -> str:
+        if city != "Paris":
+            raise LookupError(f"no weather station for city {city!r}; known cities: Paris, Oslo")
+        return "sunny"
+
+    @registry.tool
+    async def weather_many(cities: list[str]) -> list[str]:
+        """The weather in each city."""
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(station(city)) for city in cities]
+        return [task.result() for task in tasks]
+
+    failed = await registry.execute("weather_many", {"cities": ["Paris", "Atlantis"]})
+    assert not failed["success"]
+    assert failed["error"] == (
+        "tool 'weather_many' raised ExceptionGroup: unhandled errors in a TaskGroup (1 sub-exception): "
+        "LookupError: no weather station for city 'Atlantis'; known cities: Paris, Oslo"
+    )

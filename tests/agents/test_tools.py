@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import AsyncIterator, Iterator
-from typing import Annotated
+from typing import Annotated, Optional
 
 import pytest
 from pydantic import BaseModel, Field, field_validator
@@ -299,6 +299,30 @@ async def test_agent_state_is_injected_and_kept_out_of_the_schema() -> None:
     result = await registry.execute("remember", {"item": "b"}, state=state)
     assert result["output"] == 2
     assert state == {"items": ["a", "b"]}
+
+
+async def test_an_optional_agent_state_is_the_runs_state_too() -> None:
+    # A tool also called on its own takes `state: AgentState | None = None`: it was refused at registration with
+    # pydantic's advice to set arbitrary_types_allowed on a model NoN builds.
+    registry = ToolRegistry()
+
+    @registry.tool
+    def remember(item: str, state: AgentState | None = None) -> int:
+        if state is None:
+            return 0
+        state.setdefault("items", []).append(item)
+        return len(state["items"])
+
+    @registry.tool
+    def recall(state: Optional[AgentState] = None) -> list[str]:  # noqa: UP045 (the older spelling, on purpose)
+        return list(state.get("items", [])) if state is not None else []
+
+    assert registry["remember"].definition.parameters["properties"].keys() == {"item"}
+    assert registry["recall"].definition.parameters["properties"] == {}
+    state = AgentState()
+    assert (await registry.execute("remember", {"item": "a"}, state=state))["output"] == 1
+    assert (await registry.execute("recall", {}, state=state))["output"] == ["a"]
+    assert remember("b") == 0
 
 
 @pytest.mark.parametrize(

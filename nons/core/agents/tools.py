@@ -24,8 +24,9 @@ keeps them deterministic and free of thread hand-offs. A sync tool that blocks (
 CPU) should say ``run_in_thread=True``; it then runs in ``asyncio.to_thread`` (with the caller's context, so
 its spans still nest under the tool's span).
 
-A tool may also declare one parameter annotated :class:`AgentState`: it receives the state of the agent run
-it was called in (a dict private to that run), and that parameter is not part of the schema the LLM sees.
+A tool may also declare one parameter annotated :class:`AgentState` (or ``AgentState | None``, for a tool also
+called on its own): it receives the state of the agent run it was called in (a dict private to that run), and
+that parameter is not part of the schema the LLM sees.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ import inspect
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypedDict, TypeVar, overload
+from types import UnionType
+from typing import Any, TypedDict, TypeVar, Union, get_args, get_origin, overload
 
 from pydantic import BaseModel, PydanticUserError, ValidationError
 
@@ -198,6 +200,18 @@ def _listed(output: Any) -> Any:
     return list(output) if inspect.isgenerator(output) else output
 
 
+#: How a state parameter's annotation reads when it could not be resolved.
+_STATE_NAMES = frozenset({"AgentState", "AgentState | None", "Optional[AgentState]"})
+
+
+def _is_state(hint: Any) -> bool:
+    """Whether ``hint`` is ``AgentState``, or ``AgentState | None`` for a tool that is also called on its own (it
+    went to the tool's parameter model before, where pydantic refused it with advice no user could follow)."""
+    if hint is AgentState:
+        return True
+    return get_origin(hint) in (Union, UnionType) and set(get_args(hint)) == {AgentState, type(None)}
+
+
 class ToolRegistry:
     """The tools an agent may call, by name.
 
@@ -290,8 +304,8 @@ class ToolRegistry:
         hints = type_hints(func)
         state_param = next(
             # By its name too: a hint that could not be resolved is a string (see type_hints).
-            (p.name for p in signature.parameters.values() if hints.get(p.name) is AgentState
-             or (p.name not in hints and p.annotation == AgentState.__name__)),
+            (p.name for p in signature.parameters.values() if _is_state(hints.get(p.name))
+             or (p.name not in hints and p.annotation in _STATE_NAMES)),
             None,
         )  # fmt: skip
         if param_model is None:

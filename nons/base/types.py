@@ -317,7 +317,9 @@ class NetworkConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", defer_build=_DEFER_BUILD)
 
-    name: str = Field(default="network", min_length=1, description="The network's name in its spans and metrics.")
+    # Not empty, and valid text: checked when the network is made (nons.core.inputs.check_name), which says so
+    # in a ConfigurationError (a length constraint here made pydantic refuse a lone surrogate in its own words).
+    name: str = Field(default="network", description="The network's name in its spans and metrics.")
     timeout_seconds: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     max_input_chars: int | None = Field(default=None, gt=0, description="Overrides NON_MAX_INPUT_CHARS.")
     default_layer_config: LayerConfig | None = None

@@ -39,6 +39,8 @@ def check_text(text: str, what: str) -> None:
 def check_name(name: str, what: str) -> None:
     """Refuse a name that telemetry carries (a network's, an agent's) when it is not valid Unicode text: every
     span and metric point of the network would carry it."""
+    if not name:
+        raise ConfigurationError(f"{what} must not be empty")
     try:
         check_text(name, what)
     except InputValidationError as error:

@@ -121,7 +121,7 @@ def test_a_name_given_with_a_config_is_checked_as_a_config_s_name_is() -> None:
     assert create_network(["echo"], name=b"support", config=NetworkConfig()).name == "support"  # type: ignore[arg-type]
     assert create_network(["echo"], name="support", config=NetworkConfig(timeout_seconds=3)).config.timeout_seconds == 3
     for config in (None, NetworkConfig()):
-        with pytest.raises(ValidationError, match="at least 1 character"):
+        with pytest.raises(ConfigurationError, match="a network's name must not be empty"):
             create_network(["echo"], name="", config=config)
 
 

@@ -77,11 +77,21 @@ class LLMCallRecord:
     #: unusable answer): the ``error.type`` of its last failure. ``usage`` and ``cost_usd`` are then what those
     #: answers were billed. On an answered call, they include what its failed attempts' answers were billed.
     error_type: str | None = None
+    #: When ``cost_usd`` is ``None`` because only part of what the call was billed has a known price (an unpriced
+    #: model's unusable answer, then a priced fallback's answer, say): that part (USD), which every known total
+    #: counts. 0 otherwise.
+    known_part_usd: float = 0.0
+
+
+def known_usd(call: LLMCallRecord) -> float:
+    """What is known of the call's cost (USD): all of it, or, when it is unknown, the part that has a price."""
+    cost = call.cost_usd
+    return cost if cost is not None else call.known_part_usd
 
 
 def known_cost(calls: list[LLMCallRecord]) -> float:
-    """The summed cost of the calls whose price is known (USD)."""
-    return sum((c.cost_usd for c in calls if c.cost_usd is not None), 0.0)
+    """The summed known cost of the calls (USD): see :func:`known_usd`."""
+    return sum((known_usd(c) for c in calls), 0.0)
 
 
 def unpriced(calls: list[LLMCallRecord]) -> int:

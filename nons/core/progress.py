@@ -93,8 +93,7 @@ class ProgressReporter:
         new = self._calls[self._counted :]
         cost = self._cost
         for call in new:
-            if call.cost_usd is not None:
-                cost += call.cost_usd
+            cost += call.cost_usd if call.cost_usd is not None else call.known_part_usd
         self._cost, self._counted = cost, self._counted + len(new)
         return cost
 

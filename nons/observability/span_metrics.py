@@ -211,7 +211,7 @@ class _Aggregation:
                 self.tokens.add(float(attributes[key]), {**client_labels, names.GEN_AI_TOKEN_TYPE: token_type}, span)
         if attributes.get(names.COST_UNKNOWN):
             self.unpriced.add(1, labels, span)
-        elif names.GEN_AI_USAGE_COST in attributes:
+        if names.GEN_AI_USAGE_COST in attributes:  # with an unknown cost, its known part
             operator, network = self.cost_site(span)
             cost_labels = {
                 names.GEN_AI_PROVIDER_NAME: labels[names.GEN_AI_PROVIDER_NAME],

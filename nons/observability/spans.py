@@ -251,6 +251,7 @@ def rollup_attributes(calls: Iterable[LLMCallRecord]) -> dict[str, Any]:
             unreported += 1
         if record.cost_usd is None:
             missing += 1
+            cost += record.known_part_usd
         else:
             cost += record.cost_usd
     attributes: dict[str, Any] = {

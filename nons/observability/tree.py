@@ -24,6 +24,8 @@ def _label(span: dict[str, Any]) -> Text:
         label.append(f"  {tokens_in}→{tokens_out} tok", style="magenta")
     if names.GEN_AI_USAGE_COST in attributes:
         label.append(f"  ${attributes[names.GEN_AI_USAGE_COST]:.6f}", style="green")
+        if attributes.get(names.COST_UNKNOWN):  # the known part of a cost that is partly unknown
+            label.append(" + cost unknown", style="yellow")
     elif attributes.get(names.COST_UNKNOWN):
         label.append("  cost unknown", style="yellow")
     elif names.ROLLUP_COST in attributes:

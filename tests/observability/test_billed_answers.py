@@ -183,3 +183,42 @@ async def test_a_simulated_call_that_got_no_answer_says_it_was_simulated(otel: T
     assert partial is not None
     attributes = _chat_span_attributes(otel, partial.trace_id)
     assert attributes["nons.simulated"] is True and attributes["gen_ai.usage.cost"] > 0  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("unpriced_first", [True, False], ids=["unpriced then priced", "priced then unpriced"])
+async def test_the_known_part_of_a_partly_unpriced_call_is_known_spend_in_every_view(
+    otel: Telemetry, unpriced_first: bool
+) -> None:
+    """One model of the call has no price (a local server's), the other has one: the call's cost is unknown, and
+    what the priced model was billed is known spend all the same. It was dropped from the record, the span, the
+    roll-ups and the buffer ($0, so also from what `nons serve` charged a caller) while nons.cost counted it."""
+    from nons import ModelConfig as Config
+    from nons.observability.integration import get_observability
+
+    failing = {"mock_failure_rate": 1.0, "mock_failure_kind": "malformed"}
+    first_model, second_model = ("my-local-model", "gpt-4o") if unpriced_first else ("gpt-4o", "my-local-model")
+    first = Config(provider=ModelProvider.MOCK, model_name=first_model, extra_params=failing)
+    second = Config(provider=ModelProvider.MOCK, model_name=second_model)
+    policy = LayerConfig(error_policy=ErrorPolicy.FALLBACK_MODEL, max_retries=0)
+    network = NoN.from_operators([Node("generate", first, fallbacks=[second])], layer_config=policy)
+    result = await network.run("What is the capital of France?")
+
+    (record,) = result.calls
+    known = sum(p.value for p in otel.metric_points("nons.cost"))
+    assert known > 0 and record.cost_usd is None and record.known_part_usd == pytest.approx(known)
+    assert (result.cost_usd, result.unpriced_calls) == (pytest.approx(known), 1)
+    attributes = _chat_span_attributes_of(otel, result.trace_id)
+    assert attributes["nons.cost.unknown"] is True and attributes["gen_ai.usage.cost"] == pytest.approx(known)
+    obs = get_observability()
+    summary = obs.get_trace_summary(result.trace_id or "")
+    assert (summary["total_cost_usd"], summary["unpriced_calls"]) == (pytest.approx(known), 1)
+    derived = [
+        p["value"] for m in obs.export_all_data(trace_id=result.trace_id)["metrics"] if m["name"] == "nons.cost"
+        for p in m["data_points"]
+    ]  # fmt: skip
+    assert sum(derived) == pytest.approx(known)
+
+
+def _chat_span_attributes_of(otel: Telemetry, trace_id: str | None) -> dict[str, object]:
+    (chat,) = [s for s in otel.spans_of_trace(trace_id or "") if s.name.startswith("chat ")]
+    return dict(chat.attributes or {})

@@ -363,6 +363,7 @@ class Agent:
             unreported += not record.usage.reported
             if record.cost_usd is None:  # unknown: counted apart, never as a zero cost
                 unpriced += 1
+                cost += record.known_part_usd
             else:
                 cost += record.cost_usd
         return AgentStep(

@@ -156,7 +156,7 @@ def _billed(call: CallState, usage: Usage) -> float | None:
     carry the call's whole spend) and to the token and cost metrics now, whatever becomes of the call."""
     request = call.request
     cost = price_usd(call.provider.price_source(request.config), request.model, usage)
-    spend = Spend(usage, cost)
+    spend = Spend.of(usage, cost)
     call.billed = spend if call.billed is None else call.billed + spend
     call.model_billed = spend if call.model_billed is None else call.model_billed + spend
     call.billed_model = request.model

@@ -299,12 +299,12 @@ def _succeeded(call: CallState, response: LLMResponse) -> LLMCallRecord:
     record = _record(
         call.request, call.provider, call.request_model, response, call.attempts, call.started, call.on_fallback
     )
-    answer = Spend(record.usage, record.cost_usd)
+    answer = Spend.of(record.usage, record.cost_usd)
     spend = answer if call.billed is None else call.billed + answer
     if call.ctx.recording:
         telemetry.call_succeeded(call, response, answer, spend)
     if spend is not answer:
-        record = dataclasses.replace(record, usage=spend.usage, cost_usd=spend.cost)
+        record = dataclasses.replace(record, usage=spend.usage, cost_usd=spend.cost, known_part_usd=spend.known_part)
     return record
 
 
@@ -318,7 +318,8 @@ def _record_billed(call: CallState, records: list[LLMCallRecord]) -> None:
     record = LLMCallRecord(
         provider=call.request.provider._value_, request_model=call.request_model,
         response_model=call.billed_model or call.request.model,
-        response_id=None, usage=billed.usage, finish_reason=None, cost_usd=billed.cost, attempts=call.attempts,
+        response_id=None, usage=billed.usage, finish_reason=None, cost_usd=billed.cost,
+        known_part_usd=billed.known_part, attempts=call.attempts,
         duration_s=time.perf_counter() - call.started, simulated=call.provider.provider is ModelProvider.MOCK,
         fallback_used=call.on_fallback, error_type=error.error_type if error is not None else None,
     )  # fmt: skip

@@ -303,11 +303,23 @@ class CallState:
 @dataclass(frozen=True, slots=True)
 class Spend:
     """What one or more answers were billed: their usage and its price (``None`` once any part of it has no
-    known price: unknown cost is never 0, and a sum with an unknown part is unknown)."""
+    known price: unknown cost is never 0, and a sum with an unknown part is unknown), and the part of that price
+    that is known (all of it when it is; what the known totals count when it is not)."""
 
     usage: Usage
     cost: float | None
+    known: float
+
+    @classmethod
+    def of(cls, usage: Usage, cost: float | None) -> Spend:
+        """One answer's spend."""
+        return cls(usage, cost, 0.0 if cost is None else cost)
 
     def __add__(self, other: Spend) -> Spend:
         cost = None if self.cost is None or other.cost is None else self.cost + other.cost
-        return Spend(self.usage + other.usage, cost)
+        return Spend(self.usage + other.usage, cost, self.known + other.known)
+
+    @property
+    def known_part(self) -> float:
+        """The known part of an unknown cost, as a record keeps it (0 when the cost is known)."""
+        return self.known if self.cost is None else 0.0

@@ -239,6 +239,10 @@ def _spend_attributes(spend: Spend) -> dict[str, Any]:
         attributes[names.GEN_AI_USAGE_OUTPUT_TOKENS] = spend.usage.output_tokens
     if spend.cost is None:
         attributes[names.COST_UNKNOWN] = True
+        if spend.known:
+            # Part of it has a price (a priced model's answer beside an unpriced one's): that part is known spend,
+            # as in NetworkResult.cost_usd and nons.cost, and the span says both.
+            attributes[names.GEN_AI_USAGE_COST] = spend.known
     else:
         attributes[names.GEN_AI_USAGE_COST] = spend.cost
     return attributes

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import functools
 import logging
 import threading
@@ -99,8 +100,47 @@ def _price(
     cache_write: int,
     reasoning: int,
     extra: tuple[tuple[str, int], ...] = (),
-) -> float | None:
+) -> tuple[float | None, bool]:
+    """The price of the usage now, and whether it may be another at another time (the model's prices change with
+    the time of day, or on a date to come): such a price is worked out again for every call, not taken from this
+    cache (an off-peak call was charged the peak price it had first been priced at)."""
     # genai-prices takes ~100 µs a call; the same (model, usage) recurs constantly in ensembles, so cache it.
+    calculation = _calculate(provider_id, api_url, model, inp, out, cache_read, cache_write, reasoning, extra)
+    if calculation is None:
+        return None, False
+    return float(calculation.total_price), _varies_in_time(calculation.model.prices)
+
+
+def _price_now(
+    provider_id: str | None, api_url: str | None, model: str, inp: int, out: int, cache_read: int,
+    cache_write: int, reasoning: int, extra: tuple[tuple[str, int], ...] = (),
+) -> float | None:
+    """The price of the usage at this moment, not cached (a model whose prices vary in time)."""
+    calculation = _calculate(provider_id, api_url, model, inp, out, cache_read, cache_write, reasoning, extra)
+    return None if calculation is None else float(calculation.total_price)
+
+
+def _varies_in_time(prices: Any) -> bool:
+    """Whether genai-prices' ``prices`` of a model are conditional on the time: of day, or a start date to come
+    (one that has passed stays passed)."""
+    from genai_prices.types import ModelPrice, StartDateConstraint
+
+    if isinstance(prices, ModelPrice):
+        return False
+    now = datetime.datetime.now(datetime.timezone.utc)
+    for conditional in prices:
+        constraint = conditional.constraint
+        if constraint is None or (isinstance(constraint, StartDateConstraint) and constraint.active(now)):
+            continue
+        return True
+    return False
+
+
+def _calculate(
+    provider_id: str | None, api_url: str | None, model: str, inp: int, out: int, cache_read: int,
+    cache_write: int, reasoning: int, extra: tuple[tuple[str, int], ...],
+) -> Any:
+    """genai-prices' calculation for the usage now, or ``None`` when the price or the usage is unknown."""
     from genai_prices import Usage as PriceUsage
     from genai_prices import calc_price
 
@@ -112,8 +152,8 @@ def _price(
         usage.output_reasoning_tokens = reasoning
     try:
         if api_url is not None:
-            return float(calc_price(usage, model_ref=model, provider_api_url=api_url).total_price)
-        return float(calc_price(usage, model_ref=model, provider_id=provider_id).total_price)
+            return calc_price(usage, model_ref=model, provider_api_url=api_url)
+        return calc_price(usage, model_ref=model, provider_id=provider_id)
     except LookupError:
         shown = displayable_url(api_url) if api_url is not None else None
         logger.debug("no known price for model %r (provider %r, API %r)", model, provider_id, shown)
@@ -155,7 +195,7 @@ def price_usd(source: PriceSource | str | None, model: str, usage: Usage) -> flo
         source = PriceSource(provider_id=source)
     if _updater is not None:
         _current_prices()
-    return _price(
+    key = (
         source.provider_id,
         source.api_url,
         model,
@@ -166,6 +206,8 @@ def price_usd(source: PriceSource | str | None, model: str, usage: Usage) -> flo
         usage.reasoning_tokens,
         usage.billed_extra,
     )
+    price, varies = _price(*key)
+    return _price_now(*key) if varies else price
 
 
 # -- the opt-in price refresh ----------------------------------------------------------------------------------

@@ -303,3 +303,36 @@ async def test_a_service_the_price_data_no_longer_knows_is_unpriced_not_a_failed
             data_snapshot.set_custom_snapshot(None)
         result = await network.run("Capital of France?")
     assert result.output == "Paris" and result.calls[0].usage.reported
+
+
+def test_a_price_that_changes_with_the_time_of_day_is_the_one_at_the_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    # DeepSeek's off-peak prices (genai-prices: a time-of-day condition). NoN's price cache kept the first price a
+    # usage was given: at 20:00 UTC, off-peak, the same usage was still charged the 10:00 price, twice as much.
+    import datetime as dt
+
+    import genai_prices.types as price_types
+
+    clock = [dt.datetime(2026, 12, 4, 10, 0, tzinfo=dt.timezone.utc)]
+
+    class Clock(dt.datetime):
+        @classmethod
+        def now(cls, tz: dt.tzinfo | None = None) -> Clock:  # type: ignore[override]
+            return clock[0]  # type: ignore[return-value]
+
+    # The clock genai-prices reads when it is given no time.
+    monkeypatch.setattr(price_types, "datetime", Clock)
+    monkeypatch.setattr(data_snapshot, "datetime", Clock)
+    usage = Usage(1000, 500)
+
+    def truth() -> float:
+        price = genai_prices.calc_price(
+            genai_prices.Usage(input_tokens=1000, output_tokens=500), model_ref="deepseek-chat",
+            provider_id="deepseek", genai_request_timestamp=clock[0],
+        )  # fmt: skip
+        return float(price.total_price)
+
+    peak = price_usd("deepseek", "deepseek-chat", usage)
+    clock[0] = dt.datetime(2026, 12, 4, 20, 0, tzinfo=dt.timezone.utc)
+    off_peak = price_usd("deepseek", "deepseek-chat", usage)
+    assert off_peak == pytest.approx(truth()) and peak is not None and off_peak is not None and off_peak < peak
+    assert price_usd("openai", "gpt-4o", usage) == price_usd("openai", "gpt-4o", usage)  # others still cached

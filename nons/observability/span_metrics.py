@@ -167,6 +167,10 @@ class _Aggregation:
             self.nodes.add(span["duration_ms"] / 1000, labels, span)
 
     def _chat(self, span: Span, attributes: dict[str, Any]) -> None:
+        if attributes.get(names.CACHE_HIT):
+            # No provider call: the exported instruments record no tokens or cost for it (nons.cache.hits counts
+            # it), where its span's zeros counted a 0-token call in the token histogram.
+            return
         # The span names the model asked for first and the provider that answered last; each fallback event
         # names the provider it moved on from and the model it moved to, and the metrics of what follows
         # (retries, tokens, cost) are that provider's and model's, as the instruments label them.

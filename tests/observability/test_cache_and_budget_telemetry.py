@@ -144,3 +144,22 @@ async def test_a_hit_on_an_answer_a_fallback_made_counts_under_what_the_call_ask
         assert (dict(point.attributes or {}), point.value) == (asked, count)
     (saved,) = otel.metric_points("nons.cost.saved")
     assert {k: v for k, v in (saved.attributes or {}).items() if k in asked} == asked
+
+
+async def test_get_observability_metrics_count_no_tokens_for_a_cache_hit(otel: Telemetry) -> None:
+    # The hit's span says 0 tokens and $0, as it cost nothing: the buffer's token histogram counted it as a call of
+    # 0 tokens, which the exported one does not (an average of tokens per call three times too low).
+    from nons.observability.integration import get_observability
+
+    configure_cache()
+    config = ModelConfig(provider=ModelProvider.MOCK, model_name="gpt-4o-mini", temperature=0)
+    network = NoN.from_operators([Node("generate", config)], config=NetworkConfig(name="hits", cache=CacheConfig()))
+    results = [await network.run("What is the capital of France?") for _ in range(3)]
+    obs = get_observability()
+
+    def token_points(trace_id: str | None) -> int:
+        metrics = obs.export_all_data(trace_id=trace_id)["metrics"]
+        return sum(p["count"] for m in metrics if m["name"] == "gen_ai.client.token.usage" for p in m["data_points"])
+
+    assert [token_points(r.trace_id) for r in results] == [2, 0, 0]  # the miss's input and output tokens
+    assert sum(p.count for p in otel.metric_points("gen_ai.client.token.usage")) == 2  # as exported

@@ -21,7 +21,10 @@ class Usage:
     ``reported`` only when every part of it is.
 
     ``billed_extra`` holds what else the vendor billed, by genai-prices' usage keys (``cache_write_1h_tokens``,
-    ``web_searches``, ``input_audio_tokens``...): the call is priced with it, as the vendor bills it."""
+    ``web_searches``, ``input_audio_tokens``...): the call is priced with it, as the vendor bills it.
+    ``price_context`` says what else chose the price, by genai-prices' price context keys (``service_tier``: an
+    OpenAI answer served at ``priority`` is billed twice the default, at ``flex`` half); a sum keeps it only when
+    every part has the same."""
 
     input_tokens: int = 0
     output_tokens: int = 0
@@ -30,6 +33,7 @@ class Usage:
     reasoning_tokens: int = 0
     reported: bool = True
     billed_extra: tuple[tuple[str, int], ...] = ()
+    price_context: tuple[tuple[str, str], ...] = ()
 
     def __add__(self, other: Usage) -> Usage:
         extra = self.billed_extra
@@ -46,6 +50,7 @@ class Usage:
             self.reasoning_tokens + other.reasoning_tokens,
             self.reported and other.reported,
             extra,
+            self.price_context if self.price_context == other.price_context else (),
         )
 
     @property

@@ -100,12 +100,13 @@ def _price(
     cache_write: int,
     reasoning: int,
     extra: tuple[tuple[str, int], ...] = (),
+    context: tuple[tuple[str, str], ...] = (),
 ) -> tuple[float | None, bool]:
     """The price of the usage now, and whether it may be another at another time (the model's prices change with
     the time of day, or on a date to come): such a price is worked out again for every call, not taken from this
     cache (an off-peak call was charged the peak price it had first been priced at)."""
     # genai-prices takes ~100 µs a call; the same (model, usage) recurs constantly in ensembles, so cache it.
-    calculation = _calculate(provider_id, api_url, model, inp, out, cache_read, cache_write, reasoning, extra)
+    calculation = _calculate(provider_id, api_url, model, inp, out, cache_read, cache_write, reasoning, extra, context)
     if calculation is None:
         return None, False
     return float(calculation.total_price), _varies_in_time(calculation.model.prices)
@@ -114,9 +115,10 @@ def _price(
 def _price_now(
     provider_id: str | None, api_url: str | None, model: str, inp: int, out: int, cache_read: int,
     cache_write: int, reasoning: int, extra: tuple[tuple[str, int], ...] = (),
+    context: tuple[tuple[str, str], ...] = (),
 ) -> float | None:
     """The price of the usage at this moment, not cached (a model whose prices vary in time)."""
-    calculation = _calculate(provider_id, api_url, model, inp, out, cache_read, cache_write, reasoning, extra)
+    calculation = _calculate(provider_id, api_url, model, inp, out, cache_read, cache_write, reasoning, extra, context)
     return None if calculation is None else float(calculation.total_price)
 
 
@@ -138,7 +140,7 @@ def _varies_in_time(prices: Any) -> bool:
 
 def _calculate(
     provider_id: str | None, api_url: str | None, model: str, inp: int, out: int, cache_read: int,
-    cache_write: int, reasoning: int, extra: tuple[tuple[str, int], ...],
+    cache_write: int, reasoning: int, extra: tuple[tuple[str, int], ...], context: tuple[tuple[str, str], ...],
 ) -> Any:
     """genai-prices' calculation for the usage now, or ``None`` when the price or the usage is unknown."""
     from genai_prices import Usage as PriceUsage
@@ -151,9 +153,10 @@ def _calculate(
     if reasoning:
         usage.output_reasoning_tokens = reasoning
     try:
+        price_context = dict(context) or None
         if api_url is not None:
-            return calc_price(usage, model_ref=model, provider_api_url=api_url)
-        return calc_price(usage, model_ref=model, provider_id=provider_id)
+            return calc_price(usage, model_ref=model, provider_api_url=api_url, price_context=price_context)
+        return calc_price(usage, model_ref=model, provider_id=provider_id, price_context=price_context)
     except LookupError:
         shown = displayable_url(api_url) if api_url is not None else None
         logger.debug("no known price for model %r (provider %r, API %r)", model, provider_id, shown)
@@ -205,6 +208,7 @@ def price_usd(source: PriceSource | str | None, model: str, usage: Usage) -> flo
         usage.cache_write_tokens,
         usage.reasoning_tokens,
         usage.billed_extra,
+        usage.price_context,
     )
     price, varies = _price(*key)
     return _price_now(*key) if varies else price

@@ -268,9 +268,14 @@ class OpenAIProvider(SDKProvider[openai.AsyncOpenAI]):
         # reasoning out, which OpenAI's include), and the fuller of the two readings kept: a gateway billed at a
         # vendor's prices speaks OpenAI's format, which the vendor's reader does not look in.
         reader = usage_reader(self.price_source(request.config))
-        if reader == _OPENAI_READER:
-            return as_openai
-        return fuller(as_openai, usage_from_wire(wire, provider_id=reader[0], api_flavor=reader[1]))
+        read = as_openai if reader == _OPENAI_READER else fuller(
+            as_openai, usage_from_wire(wire, provider_id=reader[0], api_flavor=reader[1])
+        )
+        tier = getattr(answer, "service_tier", None)
+        if isinstance(tier, str) and tier and read.reported:
+            # The tier the answer was served at chooses its price (priority twice the default, flex half).
+            return dataclasses.replace(read, price_context=(("service_tier", tier),))
+        return read
 
     def _describe_error(self, exc: Exception) -> FailedCall | None:
         return describe_stainless_error(exc, openai)

@@ -64,6 +64,8 @@ class Reply:
         delay_s: seconds to wait before answering (a slow answer).
         trickle_s: seconds between the pieces of the answer's body, sent in :data:`TRICKLE_PIECES` pieces (a
             server that keeps the connection busy but takes long to finish: a per-read timeout never fires).
+        service_tier: the tier OpenAI says it served the request at (``priority``, ``flex``), in OpenAI's format
+            only; default: none said.
     """
 
     text: str = "Hello from the provider emulator."
@@ -78,6 +80,7 @@ class Reply:
     finish_reason: str | None = None
     delay_s: float = 0.0
     trickle_s: float = 0.0
+    service_tier: str | None = None
 
 
 @dataclass(frozen=True)

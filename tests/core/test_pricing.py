@@ -336,3 +336,21 @@ def test_a_price_that_changes_with_the_time_of_day_is_the_one_at_the_call(monkey
     off_peak = price_usd("deepseek", "deepseek-chat", usage)
     assert off_peak == pytest.approx(truth()) and peak is not None and off_peak is not None and off_peak < peak
     assert price_usd("openai", "gpt-4o", usage) == price_usd("openai", "gpt-4o", usage)  # others still cached
+
+
+@pytest.mark.parametrize(("tier", "times_default"), [("priority", 2.0), ("flex", 0.5), ("default", 1.0)])
+async def test_an_openai_answer_is_priced_at_the_service_tier_it_was_served_at(tier: str, times_default: float) -> None:
+    # OpenAI bills priority at twice the default and flex at half, and says which tier served the request; the
+    # answer was priced at the default whatever it was billed.
+    from pydantic import SecretStr
+
+    with ProviderEmulator() as emu:
+        emu.script("openai", [Reply(text="ok", input_tokens=10_000, output_tokens=2_000, service_tier=tier)])
+        config = ModelConfig(
+            provider=ModelProvider.OPENAI, model_name="gpt-5", base_url=emu.base_url_for("openai"),
+            api_key=SecretStr("sk-test-tier"), price_provider="openai", extra_params={"service_tier": tier},
+        )  # fmt: skip
+        (call,) = (await NoN.from_operators([Node("generate", config)]).run("hi")).calls
+    default = price_usd("openai", "gpt-5", Usage(10_000, 2_000))
+    assert default is not None and call.cost_usd == pytest.approx(default * times_default)
+    assert call.usage.price_context == (("service_tier", tier),)

@@ -80,6 +80,8 @@ def _usage(data: dict[str, Any]) -> Usage:
     known = {k: v for k, v in data.items() if k in _USAGE_FIELDS}
     if "billed_extra" in known:
         known["billed_extra"] = tuple((str(key), int(count)) for key, count in known["billed_extra"])
+    if "price_context" in known:
+        known["price_context"] = tuple((str(key), str(value)) for key, value in known["price_context"])
     return Usage(**known)
 
 

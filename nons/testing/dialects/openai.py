@@ -99,6 +99,7 @@ class OpenAIDialect(Dialect):
                 for i, call in enumerate(reply.tool_calls)
             ]
         return {
+            **({"service_tier": reply.service_tier} if reply.service_tier else {}),
             "id": reply.id or f"chatcmpl-emu-{n}",
             "object": "chat.completion",
             "created": 1_700_000_000,

@@ -12,6 +12,7 @@ import asyncio
 import heapq
 import logging
 import math
+import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,6 +34,8 @@ from nons.core.scheduler.redis_settlements import Settlements, SettlingBackend
 __all__ = ["GateBackend", "RedisGate", "Reservation"]
 
 logger = logging.getLogger("nons.scheduler")
+#: Its own generator: drawing from the random module's would move an application's seeded sequence.
+_JITTER = random.Random()
 
 #: Most requests taken by one script call.
 BATCH = 128
@@ -291,7 +294,11 @@ class RedisGate:
             return None
         for entry in heads[int(granted):]:
             entry.held_by = entry.held_by or kind
-        return CONCURRENCY_RETRY_S if seconds < 0 else seconds
+        # At random around the time, so that the replicas waiting for the same room take turns getting it, rather
+        # than the one whose clock or wake-up runs a little ahead winning every time.
+        if seconds < 0:
+            return _JITTER.uniform(0.5, 1.5) * CONCURRENCY_RETRY_S
+        return seconds + _JITTER.uniform(0.0, CONCURRENCY_RETRY_S)
 
     def _take_locally(self) -> float:
         limiters = self.backend.fallback(self.limits)

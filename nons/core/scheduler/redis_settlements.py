@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
 __all__ = ["MAX_PENDING", "RESEND_UNKNOWN_S", "Settlements", "SettlingBackend"]
 
 logger = logging.getLogger("nons.scheduler")
+#: Its own generator: drawing from the random module's would move an application's seeded sequence.
+_JITTER = random.Random()
 
 #: Most settlements kept for Redis while it is unreachable (beyond that the oldest are dropped: their leases
 #: expire by themselves). About 1 MB, and as many as one script call sends.
@@ -34,6 +37,12 @@ MAX_PENDING = 10_000
 #: sent: a TAKE held up in the network (retransmitted after a partition heals) can reach Redis after a probe and
 #: the first release went through on a new connection.
 RESEND_UNKNOWN_S = 10.0
+
+#: The most a replica's own waiting requests are woken after its settlement freed room in Redis, at random: woken
+#: at once, they took every slot its releases freed before another replica's next look (which comes within
+#: :data:`~nons.core.scheduler.redis_gate.CONCURRENCY_RETRY_S`), and the other replicas' requests waited until their
+#: request timeout (2 calls of 81 in 4 s for one of two replicas sharing one slot).
+FAIR_WAKE_S = 0.02
 
 #: One settlement: (lease, or "" for none; tokens to refund; whether to release the lease again later).
 Owed = tuple[str, int, bool]
@@ -137,7 +146,7 @@ class Settlements:
             again = [(lease, 0, False) for lease, _, resend in items if resend]
             if again:
                 self.loop.call_later(RESEND_UNKNOWN_S, self.owe, again)
-            self.backend.wake_all()
+            self.loop.call_later(_JITTER.uniform(0.0, FAIR_WAKE_S), self.backend.wake_all)
 
     async def _send(self, items: Sequence[Owed], pause: float) -> None:
         _, settle, pause_script = self.backend.scripts()

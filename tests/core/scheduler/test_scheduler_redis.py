@@ -314,3 +314,23 @@ async def test_a_call_timed_out_at_the_shared_limits_names_its_model(redis_serve
     (failed,) = [n for n in result.layers[0].node_results if n.error is not None]
     cause = failed.error.__cause__
     assert isinstance(cause, QueueTimeoutError) and (cause.provider, cause.model) == ("mock", "gpt-4o-mini")
+
+
+async def test_replicas_sharing_one_slot_take_turns(redis_server) -> None:  # type: ignore[no-untyped-def]
+    # The replica that released the slot woke its own waiting requests at once and took it again before the other
+    # replica's next look: of two replicas sharing max_concurrent=1, one made 2 calls in 4 s and the other 79, and
+    # the starved one's calls failed at their request timeout.
+    limits = RateLimitConfig(max_concurrent=1)
+    replicas = {"a": replica(redis_server.url, limits), "b": replica(redis_server.url, limits)}
+    calls = dict.fromkeys(replicas, 0)
+    end = time.monotonic() + 3.0
+
+    async def caller(name: str) -> None:
+        while time.monotonic() < end:
+            permit = await replicas[name].acquire(MOCK, "m")
+            calls[name] += 1
+            await asyncio.sleep(0.05)
+            permit.release(success=True)
+
+    await asyncio.gather(*(caller(name) for name in replicas for _ in range(2)))
+    assert min(calls.values()) >= sum(calls.values()) / 4, calls  # each at least half its fair share

@@ -33,6 +33,7 @@ import math
 import uuid
 import weakref
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from nons.base.errors import BudgetExceededError, ConfigurationError
@@ -139,7 +140,16 @@ def worst_case_usd(source: PriceSource | str | None, request: LLMRequest) -> flo
     if request.tools:
         input_tokens += TOOLS_PROMPT_TOKENS
     output_tokens = request.config.max_tokens or UNSET_MAX_TOKENS
-    return price_usd(source, request.model, Usage(input_tokens=input_tokens, output_tokens=output_tokens))
+    usage = Usage(input_tokens=input_tokens, output_tokens=output_tokens)
+    tier = request.config.extra_params.get("service_tier")
+    if not isinstance(tier, str) or tier == "default":
+        return price_usd(source, request.model, usage)
+    # The answer is priced at the tier it is served at (OpenAI's priority twice the default): the reservation at
+    # the tier asked for, and "auto" at the dearest it may give, else a call at priority spent twice what it held.
+    tiers = ("default", "priority") if tier == "auto" else (tier,)
+    prices = [price_usd(source, request.model, replace(usage, price_context=(("service_tier", t),))) for t in tiers]
+    known = [price for price in prices if price is not None]
+    return max(known) if len(known) == len(prices) else None
 
 
 #: Input tokens a provider adds when tools are offered: Anthropic's tool-use system prompt is 346 (its largest).

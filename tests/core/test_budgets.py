@@ -135,6 +135,31 @@ def test_an_answer_whose_cost_is_unknown_keeps_its_worst_case(emu: ProviderEmula
     assert len(emu.requests_for("openai")) == 5
 
 
+@pytest.mark.parametrize("tier", ["priority", "auto"])
+def test_a_call_asking_for_a_dearer_service_tier_reserves_at_its_price(emu: ProviderEmulator, tier: str) -> None:
+    # Answers are priced at the tier they were served at (priority: twice the default), and the reservation was
+    # priced at the default: two calls at priority, within max_tokens, spent $0.040 against a pass budget of $0.021.
+    model = ModelConfig(provider=ModelProvider.OPENAI, model_name="gpt-5", base_url=emu.base_url_for("openai"),
+                        api_key="sk-test", max_tokens=1000, price_provider="openai",
+                        extra_params={"service_tier": tier})  # fmt: skip
+    request = LLMRequest(provider=ModelProvider.OPENAI, model="gpt-5", config=model, messages=MESSAGES)
+    worst = worst_case_usd("openai", request)
+    default = worst_case_usd("openai", LLMRequest(
+        provider=ModelProvider.OPENAI, model="gpt-5", config=model.model_copy(update={"extra_params": {}}),
+        messages=MESSAGES,
+    ))  # fmt: skip
+    assert worst is not None and default is not None and worst == pytest.approx(2 * default)
+    emu.default = Reply(text="ok", input_tokens=10, output_tokens=1000, service_tier="priority")
+    network = NoN.from_operators(
+        [Node("generate", model) * 2], config=NetworkConfig(budgets=(Budget(usd=1.05 * worst, per="pass"),))
+    )
+    with pytest.raises(NodeExecutionError) as raised:
+        asyncio.run(network.run("hi"))
+    assert isinstance(raised.value.cause, BudgetExceededError)
+    spent = raised.value.partial_result.cost_usd if raised.value.partial_result else 0.0
+    assert spent <= 1.05 * worst
+
+
 def test_an_attempt_settles_in_the_window_it_reserved_in() -> None:
     # A reserved in window 1, B in window 2; A then ends having cost nothing. Before, A's refund was taken out of
     # window 2, which erased B's reservation, and a third call fitted in a window already holding B's worst case.

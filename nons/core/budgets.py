@@ -294,7 +294,7 @@ class Budgets:
             owed = self._owed.get(loop)
             if owed is None:
                 owed = self._owed[loop] = []
-                self.link.at_loop_end(self, self._send_owed)
+                self.link.at_loop_end(self, self._send_owed_at_end)
             owed.append((hold.shared_keys, hold.shared_ends, delta, uuid.uuid4().hex))
             if len(owed) == 1:  # else the task sending them is under way
                 task = loop.create_task(self._send_owed())
@@ -310,6 +310,21 @@ class Budgets:
             await self._settle_shared(*settlement)
             with contextlib.suppress(ValueError):  # another sender of this loop's may have taken it off
                 owed.remove(settlement)
+
+    async def _send_owed_at_end(self) -> None:
+        """The loop's end: a sending task started in its cancel round (a call cancelled there settled) was neither
+        cancelled nor awaited by it, and the link closes the loop's connections once this returns; it is let
+        finish (bounded), or cancelled, before what is still owed is sent (a settlement cut short stays owed, and
+        Redis applies each once). Else its send failed on the closed connection and marked Redis unreachable."""
+        assert self.link is not None
+        loop = asyncio.get_running_loop()
+        sending = [task for task in self._settling if task.get_loop() is loop and not task.done()]
+        if sending:
+            await asyncio.wait(sending, timeout=max(1.0, 2 * self.link.timeout_s))
+            for task in sending:
+                task.cancel()
+            await asyncio.wait(sending)
+        await self._send_owed()
 
     async def settled(self) -> None:
         """Wait until every settlement under way in Redis is done (for tests and shutdown)."""

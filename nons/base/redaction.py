@@ -62,6 +62,7 @@ RUN_CHARS = 12
 _BLOCK = RUN_CHARS // 2
 # A masked key: at least three of these between the key's prefix and its tail.
 _MASK = r"[*•·…#.]"
+_MASK_CHARACTER = re.compile(_MASK)
 _TAIL = 4
 _REPEATED = re.compile(r"(?:" + re.escape(REDACTED) + r")+")
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -156,10 +157,11 @@ def _key_matcher(secret: str) -> _KeyMatcher:
     if len(secret) >= RUN_CHARS:
         needles.add(secret[-_TAIL:])
         # The key's first three characters, maybe more of it, a mask, maybe some of it, its last four. What is
-        # around the mask is of the key's own characters: with any non-space there (\S), a run of mask characters
-        # could be split every way between the parts, and a crafted text of the key's first characters and dots
-        # took some 50 µs a character.
-        between = "[" + "".join(sorted({re.escape(c) for c in secret})) + rf"]{{0,{len(secret)}}}?"
+        # around the mask is of the key's own characters other than the mask's: with any non-space there (\S), or
+        # a key's own dot, a run of mask characters could be split every way between the parts, and a crafted text
+        # of the key's first characters and dots took some 50 µs a character.
+        own = {re.escape(c) for c in secret if not _MASK_CHARACTER.match(c)}
+        between = "[" + "".join(sorted(own)) + rf"]{{0,{len(secret)}}}?" if own else ""
         alternatives.append(re.escape(secret[:3]) + between + _MASK + "{3,}" + between + re.escape(secret[-_TAIL:]))
     alternatives += [re.escape(w) for w in sorted(windows)]
     return _KeyMatcher(tuple(needles), re.compile("|".join(alternatives)), tuple(forms), max(map(len, forms)))

@@ -109,7 +109,7 @@ def _price(
     calculation = _calculate(provider_id, api_url, model, inp, out, cache_read, cache_write, reasoning, extra, context)
     if calculation is None:
         return None, False
-    return float(calculation.total_price), _varies_in_time(calculation.model.prices)
+    return float(calculation.total_price), _varies_in_time(calculation.model)
 
 
 def _price_now(
@@ -122,20 +122,18 @@ def _price_now(
     return None if calculation is None else float(calculation.total_price)
 
 
-def _varies_in_time(prices: Any) -> bool:
-    """Whether genai-prices' ``prices`` of a model are conditional on the time: of day, or a start date to come
-    (one that has passed stays passed)."""
+def _varies_in_time(model: Any) -> bool:
+    """Whether genai-prices' prices of ``model`` are conditional on the time: of day, or a start date to come (one
+    that has passed stays passed), in its prices or in its variants (a service tier's)."""
     from genai_prices.types import ModelPrice, StartDateConstraint
 
-    if isinstance(prices, ModelPrice):
-        return False
+    conditions = [] if isinstance(model.prices, ModelPrice) else [price.constraint for price in model.prices]
+    conditions += [variant.constraint for variant in model.price_variants or ()]
     now = datetime.datetime.now(datetime.timezone.utc)
-    for conditional in prices:
-        constraint = conditional.constraint
-        if constraint is None or (isinstance(constraint, StartDateConstraint) and constraint.active(now)):
-            continue
-        return True
-    return False
+    return any(
+        condition is not None and not (isinstance(condition, StartDateConstraint) and condition.active(now))
+        for condition in conditions
+    )
 
 
 def _calculate(

@@ -354,3 +354,45 @@ async def test_an_openai_answer_is_priced_at_the_service_tier_it_was_served_at(t
     default = price_usd("openai", "gpt-5", Usage(10_000, 2_000))
     assert default is not None and call.cost_usd == pytest.approx(default * times_default)
     assert call.usage.price_context == (("service_tier", tier),)
+
+
+def test_a_service_tier_price_that_changes_on_a_date_is_the_one_at_the_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A tier's price (genai-prices' price variants) may change on a date, as a model's may: only the model's own
+    # prices were looked at, and the price cached before the date stayed in use after it.
+    import copy
+    import datetime as dt
+    from decimal import Decimal
+
+    import genai_prices.data
+    import genai_prices.types as price_types
+
+    from nons.core import pricing
+
+    clock = [dt.datetime(2026, 12, 4, 10, 0, tzinfo=dt.timezone.utc)]
+
+    class Clock(dt.datetime):
+        @classmethod
+        def now(cls, tz: dt.tzinfo | None = None) -> Clock:  # type: ignore[override]
+            return clock[0]  # type: ignore[return-value]
+
+    class Dates:  # the clock NoN reads to tell a date to come from a past one
+        datetime = Clock
+        timezone = dt.timezone
+
+    for module in (price_types, data_snapshot):
+        monkeypatch.setattr(module, "datetime", Clock)
+    monkeypatch.setattr(pricing, "datetime", Dates)
+    model = next(m for p in genai_prices.data.providers if p.id == "openai" for m in p.models if m.id == "o4-mini")
+    priority = next(v for v in model.price_variants or () if v.when == {"service_tier": "priority"})
+    announced = copy.deepcopy(priority)
+    announced.prices.output_mtok = Decimal("100")
+    announced.constraint = price_types.StartDateConstraint(start_date=dt.date(2026, 12, 5))
+    monkeypatch.setattr(model, "price_variants", [announced, *(model.price_variants or ())])
+    pricing._price.cache_clear()
+    usage = Usage(1000, 1000, price_context=(("service_tier", "priority"),))
+    before = price_usd("openai", "o4-mini", usage)
+    clock[0] = dt.datetime(2026, 12, 6, 10, 0, tzinfo=dt.timezone.utc)
+    after = price_usd("openai", "o4-mini", usage)
+    pricing._price.cache_clear()
+    old_output = 1000 * float(priority.prices.output_mtok or 0) / 1e6  # 1,000 output tokens at the price before
+    assert before is not None and after == pytest.approx(before - old_output + 0.1)

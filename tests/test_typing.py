@@ -14,17 +14,23 @@ ROOT = Path(__file__).resolve().parents[1]
 USER_PROGRAM = """\
 from nons import (
     Budget, BudgetScope, CacheConfig, CircuitBreakerConfig, ErrorPolicy, LayerConfig, ModelConfig, ModelProvider,
-    NetworkConfig, NetworkResult, Node, NoN,
+    NetworkConfig, NetworkResult, Node, NoN, StructuredOutput, configure_budgets,
 )
 from nons.core.scheduler import RateLimitConfig
 
-model = ModelConfig(provider=ModelProvider.GOOGLE, model_name="gemini-2.0-flash", temperature=0.7)
+# The README's lines, as written there.
+fast = ModelConfig(provider=ModelProvider.GOOGLE, model_name="gemini-2.0-flash", temperature=0.7)
 layer = LayerConfig(error_policy=ErrorPolicy.RETRY_WITH_BACKOFF, max_retries=3)
-network_config = NetworkConfig(name="faq", cache=CacheConfig(ttl_s=3600))
-budget = Budget(usd=0.50, per=BudgetScope.PASS)
+cached = NetworkConfig(name="faq", cache=CacheConfig(ttl_s=3600))
+ModelConfig(provider=ModelProvider.OPENAI, model_name="smollm2", base_url="http://127.0.0.1:8080/v1",
+            structured_output=StructuredOutput.JSON_OBJECT, output_repairs=2)
+support = NetworkConfig(name="support", budgets=(
+    Budget(usd=0.50, per=BudgetScope.PASS), Budget(usd=200, per=BudgetScope.NETWORK, window_s=86_400)))
+configure_budgets(Budget(usd=5, per=BudgetScope.CALLER, window_s=86_400), Budget(usd=1_000, per=BudgetScope.PROCESS))
+
 limits = RateLimitConfig(max_concurrent=2)
 breaker = CircuitBreakerConfig()
-network = NoN.from_operators([Node("generate", model) * 3, "synthesize"], layer_config=layer)
+network = NoN.from_operators([Node("generate", fast) * 3, "synthesize"], layer_config=layer)
 
 
 async def answer(question: str) -> str:

@@ -3,6 +3,7 @@ tokens as billed; and the opt-in price refresh, served from a loopback HTTP serv
 
 from __future__ import annotations
 
+import datetime
 import http.server
 import json
 import threading
@@ -305,23 +306,37 @@ async def test_a_service_the_price_data_no_longer_knows_is_unpriced_not_a_failed
     assert result.output == "Paris" and result.calls[0].usage.reported
 
 
-def test_a_price_that_changes_with_the_time_of_day_is_the_one_at_the_call(monkeypatch: pytest.MonkeyPatch) -> None:
-    # DeepSeek's off-peak prices (genai-prices: a time-of-day condition). NoN's price cache kept the first price a
-    # usage was given: at 20:00 UTC, off-peak, the same usage was still charged the 10:00 price, twice as much.
-    import datetime as dt
-
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[datetime.datetime]]:
+    """The time genai-prices and NoN's pricing read, as a one-item list a test moves (from 2026-12-04 10:00 UTC)."""
     import genai_prices.types as price_types
 
-    clock = [dt.datetime(2026, 12, 4, 10, 0, tzinfo=dt.timezone.utc)]
+    from nons.core import pricing
 
-    class Clock(dt.datetime):
+    now = [datetime.datetime(2026, 12, 4, 10, 0, tzinfo=datetime.timezone.utc)]
+
+    class Clock(datetime.datetime):
         @classmethod
-        def now(cls, tz: dt.tzinfo | None = None) -> Clock:  # type: ignore[override]
-            return clock[0]  # type: ignore[return-value]
+        def now(cls, tz: datetime.tzinfo | None = None) -> Clock:  # type: ignore[override]
+            return now[0]  # type: ignore[return-value]
 
-    # The clock genai-prices reads when it is given no time.
+    utc = datetime.timezone
+
+    class Dates:  # what pricing reads of the datetime module
+        datetime = Clock
+        timezone = utc
+
     monkeypatch.setattr(price_types, "datetime", Clock)
     monkeypatch.setattr(data_snapshot, "datetime", Clock)
+    monkeypatch.setattr(pricing, "datetime", Dates)
+    pricing._price.cache_clear()
+    yield now
+    pricing._price.cache_clear()
+
+
+def test_a_price_that_changes_with_the_time_of_day_is_the_one_at_the_call(clock: list[datetime.datetime]) -> None:
+    # DeepSeek's off-peak prices (genai-prices: a time-of-day condition). NoN's price cache kept the first price a
+    # usage was given: at 20:00 UTC, off-peak, the same usage was still charged the 10:00 price, twice as much.
     usage = Usage(1000, 500)
 
     def truth() -> float:
@@ -332,7 +347,7 @@ def test_a_price_that_changes_with_the_time_of_day_is_the_one_at_the_call(monkey
         return float(price.total_price)
 
     peak = price_usd("deepseek", "deepseek-chat", usage)
-    clock[0] = dt.datetime(2026, 12, 4, 20, 0, tzinfo=dt.timezone.utc)
+    clock[0] = datetime.datetime(2026, 12, 4, 20, 0, tzinfo=datetime.timezone.utc)
     off_peak = price_usd("deepseek", "deepseek-chat", usage)
     assert off_peak == pytest.approx(truth()) and peak is not None and off_peak is not None and off_peak < peak
     assert price_usd("openai", "gpt-4o", usage) == price_usd("openai", "gpt-4o", usage)  # others still cached
@@ -356,43 +371,26 @@ async def test_an_openai_answer_is_priced_at_the_service_tier_it_was_served_at(t
     assert call.usage.price_context == (("service_tier", tier),)
 
 
-def test_a_service_tier_price_that_changes_on_a_date_is_the_one_at_the_call(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_service_tier_price_that_changes_on_a_date_is_the_one_at_the_call(
+    clock: list[datetime.datetime], monkeypatch: pytest.MonkeyPatch
+) -> None:
     # A tier's price (genai-prices' price variants) may change on a date, as a model's may: only the model's own
     # prices were looked at, and the price cached before the date stayed in use after it.
     import copy
-    import datetime as dt
     from decimal import Decimal
 
     import genai_prices.data
     import genai_prices.types as price_types
 
-    from nons.core import pricing
-
-    clock = [dt.datetime(2026, 12, 4, 10, 0, tzinfo=dt.timezone.utc)]
-
-    class Clock(dt.datetime):
-        @classmethod
-        def now(cls, tz: dt.tzinfo | None = None) -> Clock:  # type: ignore[override]
-            return clock[0]  # type: ignore[return-value]
-
-    class Dates:  # the clock NoN reads to tell a date to come from a past one
-        datetime = Clock
-        timezone = dt.timezone
-
-    for module in (price_types, data_snapshot):
-        monkeypatch.setattr(module, "datetime", Clock)
-    monkeypatch.setattr(pricing, "datetime", Dates)
     model = next(m for p in genai_prices.data.providers if p.id == "openai" for m in p.models if m.id == "o4-mini")
     priority = next(v for v in model.price_variants or () if v.when == {"service_tier": "priority"})
     announced = copy.deepcopy(priority)
     announced.prices.output_mtok = Decimal("100")
-    announced.constraint = price_types.StartDateConstraint(start_date=dt.date(2026, 12, 5))
+    announced.constraint = price_types.StartDateConstraint(start_date=datetime.date(2026, 12, 5))
     monkeypatch.setattr(model, "price_variants", [announced, *(model.price_variants or ())])
-    pricing._price.cache_clear()
     usage = Usage(1000, 1000, price_context=(("service_tier", "priority"),))
     before = price_usd("openai", "o4-mini", usage)
-    clock[0] = dt.datetime(2026, 12, 6, 10, 0, tzinfo=dt.timezone.utc)
+    clock[0] = datetime.datetime(2026, 12, 6, 10, 0, tzinfo=datetime.timezone.utc)
     after = price_usd("openai", "o4-mini", usage)
-    pricing._price.cache_clear()
     old_output = 1000 * float(priority.prices.output_mtok or 0) / 1e6  # 1,000 output tokens at the price before
     assert before is not None and after == pytest.approx(before - old_output + 0.1)

@@ -11,11 +11,12 @@ there is left to its own bounds (a lease's expiry).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Collection
 from typing import Any, cast
 
-__all__ = ["at_loop_end"]
+__all__ = ["at_loop_end", "finish_or_cancel"]
 
 
 def at_loop_end(finish: Callable[[], Awaitable[None]]) -> AsyncGenerator[None, None]:
@@ -44,3 +45,17 @@ def at_loop_end(finish: Callable[[], Awaitable[None]]) -> AsyncGenerator[None, N
     with contextlib.suppress(StopIteration):
         cast(Any, watcher.__anext__()).send(None)
     return watcher
+
+
+async def finish_or_cancel(tasks: Collection[asyncio.Task[Any]], timeout_s: float) -> None:
+    """Let ``tasks`` finish within ``timeout_s``, then cancel those that have not, and wait for them to end.
+
+    For what a ``finish`` owes when the loop's cancel round started a task (a call cancelled there settled what
+    it held): that round neither cancelled nor awaited it, and its send, cut off when the loop's connections
+    close after ``finish``, would fail and read as an outage of the server it was sending to."""
+    if not tasks:
+        return
+    await asyncio.wait(tasks, timeout=timeout_s)
+    for task in tasks:
+        task.cancel()
+    await asyncio.wait(tasks)

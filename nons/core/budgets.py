@@ -37,6 +37,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from nons.base.errors import BudgetExceededError, ConfigurationError
+from nons.base.loop_end import finish_or_cancel
 from nons.base.messages import LLMRequest
 from nons.base.redis_client import RedisLink, link_from_settings
 from nons.base.results import Usage
@@ -312,18 +313,13 @@ class Budgets:
                 owed.remove(settlement)
 
     async def _send_owed_at_end(self) -> None:
-        """The loop's end: a sending task started in its cancel round (a call cancelled there settled) was neither
-        cancelled nor awaited by it, and the link closes the loop's connections once this returns; it is let
+        """The loop's end: a sending task started in its cancel round (a call cancelled there settled) is let
         finish (bounded), or cancelled, before what is still owed is sent (a settlement cut short stays owed, and
         Redis applies each once). Else its send failed on the closed connection and marked Redis unreachable."""
         assert self.link is not None
         loop = asyncio.get_running_loop()
         sending = [task for task in self._settling if task.get_loop() is loop and not task.done()]
-        if sending:
-            await asyncio.wait(sending, timeout=max(1.0, 2 * self.link.timeout_s))
-            for task in sending:
-                task.cancel()
-            await asyncio.wait(sending)
+        await finish_or_cancel(sending, max(1.0, 2 * self.link.timeout_s))
         await self._send_owed()
 
     async def settled(self) -> None:

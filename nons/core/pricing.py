@@ -107,18 +107,11 @@ def _price(
     cache (an off-peak call was charged the peak price it had first been priced at)."""
     # genai-prices takes ~100 µs a call; the same (model, usage) recurs constantly in ensembles, so cache it.
     calculation = _calculate(provider_id, api_url, model, inp, out, cache_read, cache_write, reasoning, extra, context)
-    if calculation is None:
-        return None, False
-    return float(calculation.total_price), _varies_in_time(calculation.model)
+    return _total(calculation), calculation is not None and _varies_in_time(calculation.model)
 
 
-def _price_now(
-    provider_id: str | None, api_url: str | None, model: str, inp: int, out: int, cache_read: int,
-    cache_write: int, reasoning: int, extra: tuple[tuple[str, int], ...] = (),
-    context: tuple[tuple[str, str], ...] = (),
-) -> float | None:
-    """The price of the usage at this moment, not cached (a model whose prices vary in time)."""
-    calculation = _calculate(provider_id, api_url, model, inp, out, cache_read, cache_write, reasoning, extra, context)
+def _total(calculation: Any) -> float | None:
+    """The price of a genai-prices calculation (USD), or ``None`` for none (the price or the usage is unknown)."""
     return None if calculation is None else float(calculation.total_price)
 
 
@@ -209,7 +202,7 @@ def price_usd(source: PriceSource | str | None, model: str, usage: Usage) -> flo
         usage.price_context,
     )
     price, varies = _price(*key)
-    return _price_now(*key) if varies else price
+    return _total(_calculate(*key)) if varies else price
 
 
 # -- the opt-in price refresh ----------------------------------------------------------------------------------

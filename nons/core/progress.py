@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from nons.base.errors import ConfigurationError
-from nons.base.results import LLMCallRecord
+from nons.base.results import LLMCallRecord, known_usd
 
 __all__ = ["ProgressCallback", "ProgressEvent", "ProgressReporter"]
 
@@ -93,7 +93,7 @@ class ProgressReporter:
         new = self._calls[self._counted :]
         cost = self._cost
         for call in new:
-            cost += call.cost_usd if call.cost_usd is not None else call.known_part_usd
+            cost += known_usd(call)
         self._cost, self._counted = cost, self._counted + len(new)
         return cost
 

@@ -19,6 +19,7 @@ import random
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
+from nons.base.loop_end import finish_or_cancel
 from nons.base.redis_client import RedisLink
 
 if TYPE_CHECKING:
@@ -107,14 +108,10 @@ class Settlements:
         while Redis is down (the leases expire by themselves)."""
         flusher = self.flusher
         if flusher is not None and not flusher.done():
-            # Started in the loop's cancel round (a call cancelled there released its lease), so neither cancelled
-            # nor awaited by it: it holds what it is sending, and the link closes the loop's connections once the
-            # end is done. Its send is let finish (a refund is sent once or never); one that cannot (Redis went
-            # down, or hangs) is cancelled, which queues its leases again.
-            await asyncio.wait({flusher}, timeout=max(1.0, 2 * self.link.timeout_s))
-            if not flusher.done():
-                flusher.cancel()
-                await asyncio.wait({flusher})
+            # Started in the loop's cancel round (a call cancelled there released its lease): it holds what it is
+            # sending. Its send is let finish (a refund is sent once or never); one that cannot (Redis went down,
+            # or hangs) is cancelled, which queues its leases again.
+            await finish_or_cancel({flusher}, max(1.0, 2 * self.link.timeout_s))
         await self._flush(ending=True)
 
     async def _flush(self, ending: bool = False) -> None:

@@ -5,11 +5,10 @@ network in the process). Each has a scope (:class:`~nons.base.types.BudgetScope`
 ``network`` by name, a ``caller`` (the one named by :func:`spending_for` around the call) or this ``process``;
 and optionally a window (``window_s``) after which it starts again.
 
-Before an attempt is sent, its worst case is reserved against every budget that applies: the input tokens counted
-(UTF-8 bytes / 3, which is above what any of the providers' tokenizers count for prose and code, over the messages,
-the system prompt, the tools offered and the response schema) plus ``max_tokens`` (4,096 when the model config sets
-none) at the model's price. When a budget cannot hold it, the call fails with
-:class:`~nons.base.errors.BudgetExceededError` before any provider is called, and the layer's error policy applies.
+Before an attempt is sent, its worst case (:mod:`nons.core.worst_case`: the input tokens counted generously plus
+``max_tokens``, at the model's price) is reserved against every budget that applies. When a budget cannot hold
+it, the call fails with :class:`~nons.base.errors.BudgetExceededError` before any provider is called, and the
+layer's error policy applies.
 When the attempt ends, the reservation is settled to the real cost (nothing for a failed attempt). Reservations are
 atomic, so concurrent calls never overshoot a budget: the worst cases of the calls in flight and the real costs of
 those that ended never add up to more than the limit. (Only a call without ``max_tokens`` whose answer is longer
@@ -27,44 +26,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import json
 import logging
-import math
 import uuid
 import weakref
 from collections.abc import Iterator, Sequence
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from nons.base.errors import BudgetExceededError, ConfigurationError
 from nons.base.loop_end import finish_or_cancel
-from nons.base.messages import LLMRequest
 from nons.base.redis_client import RedisLink, link_from_settings
-from nons.base.results import Usage
 from nons.base.types import Budget, BudgetScope, check_budget_names
 from nons.core.budget_ledger import BudgetHold, LocalLedger
-from nons.core.pricing import price_usd
 from nons.core.scheduler.redis_limits import register_degraded_time
-from nons.providers.base import PriceSource
 
 if TYPE_CHECKING:
     from redis.commands.core import AsyncScript
 
 __all__ = [
-    "UNSET_MAX_TOKENS",
     "BudgetHold",
     "Budgets",
     "configure_budgets",
     "current_caller",
     "get_budgets",
     "spending_for",
-    "worst_case_usd",
 ]
 
 logger = logging.getLogger("nons.budgets")
-
-#: Output tokens reserved for a call whose model config sets no ``max_tokens``.
-UNSET_MAX_TOKENS = 4096
 
 _caller: contextvars.ContextVar[str | None] = contextvars.ContextVar("nons_caller", default=None)
 
@@ -131,46 +118,6 @@ def spending_for(caller: str) -> Iterator[None]:
 def current_caller() -> str | None:
     """The caller named by the innermost :func:`spending_for`, if any."""
     return _caller.get()
-
-
-def worst_case_usd(source: PriceSource | str | None, request: LLMRequest) -> float | None:
-    """The most an attempt of ``request`` can cost (see the module's doc), or ``None`` when its price is unknown.
-
-    ``source`` is whose prices the call pays (:meth:`Provider.price_source`), the same as its recorded cost's."""
-    input_tokens = math.ceil(_input_bytes(request) / 3) + 8 * (len(request.messages) + 1)
-    if request.tools:
-        input_tokens += TOOLS_PROMPT_TOKENS
-    output_tokens = request.config.max_tokens or UNSET_MAX_TOKENS
-    usage = Usage(input_tokens=input_tokens, output_tokens=output_tokens)
-    tier = request.config.extra_params.get("service_tier")
-    if not isinstance(tier, str) or tier == "default":
-        return price_usd(source, request.model, usage)
-    # The answer is priced at the tier it is served at (OpenAI's priority twice the default): the reservation at
-    # the tier asked for, and "auto" at the dearest it may give, else a call at priority spent twice what it held.
-    tiers = ("default", "priority") if tier == "auto" else (tier,)
-    prices = [price_usd(source, request.model, replace(usage, price_context=(("service_tier", t),))) for t in tiers]
-    known = [price for price in prices if price is not None]
-    return max(known) if len(known) == len(prices) else None
-
-
-#: Input tokens a provider adds when tools are offered: Anthropic's tool-use system prompt is 346 (its largest).
-TOOLS_PROMPT_TOKENS = 400
-
-
-def _input_bytes(request: LLMRequest) -> int:
-    """What the request sends as input, in bytes: the messages and system prompt, and also the tools' definitions,
-    the tool calls in the conversation and the response schema, all of which providers count as input tokens
-    (the prompt form puts the schema in the system text). JSON written ASCII-only: a character beyond ASCII
-    counts 6 bytes, more than its UTF-8, so the worst case stays above."""
-    size = sum(len(m.content.encode()) for m in request.messages) + len((request.system or "").encode())
-    for message in request.messages:
-        for call in message.tool_calls or ():
-            size += len(call.name) + len(json.dumps(call.arguments, default=str))
-    for tool in request.tools:
-        size += len(tool.name) + len(tool.description.encode()) + len(json.dumps(tool.parameters, default=str))
-    if request.response_schema is not None:
-        size += len(json.dumps(request.response_schema, default=str))
-    return size
 
 
 _SHARED = (BudgetScope.NETWORK, BudgetScope.CALLER)

@@ -19,6 +19,7 @@ warning says so once per process.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
@@ -34,7 +35,7 @@ from nons.observability.http import instrument_sdk_client
 from nons.providers._errors import FailedCall, describe_stainless_error, refused
 from nons.providers._sdk import SDKProvider
 from nons.providers._structured import output_form
-from nons.providers._usage import usage_from_wire
+from nons.providers._usage import not_reported, usage_from_wire
 from nons.providers._wire import ensure_answer, extra_body, read_tool_arguments, system_text, tool_name
 
 __all__ = ["DEFAULT_MAX_TOKENS", "AnthropicProvider"]
@@ -140,10 +141,21 @@ class AnthropicProvider(SDKProvider[anthropic.AsyncAnthropic]):
             raw=message,
         )
 
+    def _empty(self, answer: Any) -> bool:
+        # The SDK keeps only the fields it knows: an error sent as a 200 ({"error": {...}}) becomes this.
+        return not getattr(answer, "content", None) and getattr(answer, "usage", None) is None
+
     def _usage(self, answer: anthropic.types.Message, request: LLMRequest) -> Usage:
-        return usage_from_wire(
+        if answer.usage is None:  # a compatible server may leave it out: the tokens and cost are unknown, not zero
+            return not_reported()
+        read = usage_from_wire(
             {"usage": answer.usage.model_dump(mode="json", exclude_none=True)}, provider_id="anthropic"
         )
+        speed = answer.usage.speed
+        if isinstance(speed, str) and speed and read.reported:
+            # The speed the answer was served at chooses its price (fast mode costs several times standard).
+            return dataclasses.replace(read, price_context=(("speed", speed),))
+        return read
 
     def _describe_error(self, exc: Exception) -> FailedCall | None:
         return describe_stainless_error(exc, anthropic)

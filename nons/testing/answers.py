@@ -66,6 +66,8 @@ class Reply:
             server that keeps the connection busy but takes long to finish: a per-read timeout never fires).
         service_tier: the tier OpenAI says it served the request at (``priority``, ``flex``), in OpenAI's format
             only; default: none said.
+        speed: the speed Anthropic says it served the request at (``fast``, ``standard``), in Anthropic's format
+            only; default: none said.
     """
 
     text: str = "Hello from the provider emulator."
@@ -81,6 +83,7 @@ class Reply:
     delay_s: float = 0.0
     trickle_s: float = 0.0
     service_tier: str | None = None
+    speed: str | None = None
 
 
 @dataclass(frozen=True)

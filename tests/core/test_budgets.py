@@ -31,9 +31,10 @@ from nons.base.results import LLMCallRecord, Usage
 from nons.base.settings import get_settings
 from nons.core import budgets as budgets_module
 from nons.core.budget_ledger import LocalLedger
-from nons.core.budgets import Budgets, configure_budgets, spending_for, worst_case_usd
+from nons.core.budgets import Budgets, configure_budgets, spending_for
 from nons.core.call import CallSite, PassContext, call_llm
 from nons.core.pricing import price_usd
+from nons.core.worst_case import worst_case_usd
 from nons.testing import ProviderEmulator, Reply
 
 # gemini-2.0-flash has a known price; the simulated provider charges it. 50 ms per call, so calls overlap.
@@ -158,6 +159,20 @@ def test_a_call_asking_for_a_dearer_service_tier_reserves_at_its_price(emu: Prov
     assert isinstance(raised.value.cause, BudgetExceededError)
     spent = raised.value.partial_result.cost_usd if raised.value.partial_result else 0.0
     assert spent <= 1.05 * worst
+
+
+def test_a_call_asking_for_anthropic_fast_mode_reserves_at_its_price() -> None:
+    # Fast mode is billed at twice standard for this model, and answers are priced at the speed that served them:
+    # a reservation at the standard price let a call spend twice what it held.
+    model = ModelConfig(provider=ModelProvider.ANTHROPIC, model_name="claude-opus-5", max_tokens=1000,
+                        price_provider="anthropic")  # fmt: skip
+    fast = model.model_copy(update={"extra_params": {"speed": "fast"}})
+    standard, worst = (
+        worst_case_usd("anthropic", LLMRequest(provider=ModelProvider.ANTHROPIC, model="claude-opus-5", config=m,
+                                               messages=MESSAGES))  # fmt: skip
+        for m in (model, fast)
+    )
+    assert standard is not None and worst == pytest.approx(2 * standard)
 
 
 def test_an_attempt_settles_in_the_window_it_reserved_in() -> None:

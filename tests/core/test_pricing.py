@@ -371,6 +371,28 @@ async def test_an_openai_answer_is_priced_at_the_service_tier_it_was_served_at(t
     assert call.usage.price_context == (("service_tier", tier),)
 
 
+@pytest.mark.parametrize("speed", ["fast", "standard"])
+async def test_an_anthropic_answer_is_priced_at_the_speed_it_was_served_at(speed: str) -> None:
+    # Anthropic bills fast mode at twice standard for this model (genai-prices' {"speed": "fast"} variant) and
+    # says in the answer's usage which speed served it; the answer was priced at standard whatever it was billed.
+    from pydantic import SecretStr
+
+    with ProviderEmulator() as emu:
+        emu.script("anthropic", [Reply(text="ok", input_tokens=100_000, output_tokens=10_000, speed=speed)])
+        config = ModelConfig(
+            provider=ModelProvider.ANTHROPIC, model_name="claude-opus-5", base_url=emu.base_url_for("anthropic"),
+            api_key=SecretStr("sk-ant-test-speed"), price_provider="anthropic", extra_params={"speed": speed},
+        )  # fmt: skip
+        (call,) = (await NoN.from_operators([Node("generate", config)]).run("hi")).calls
+    truth = genai_prices.calc_price(
+        genai_prices.Usage(input_tokens=100_000, output_tokens=10_000), model_ref="claude-opus-5",
+        provider_id="anthropic", price_context={"speed": speed},
+    ).total_price  # fmt: skip
+    standard = price_usd("anthropic", "claude-opus-5", Usage(100_000, 10_000))
+    assert call.cost_usd == pytest.approx(float(truth))
+    assert standard is not None and call.cost_usd == pytest.approx(standard * (2.0 if speed == "fast" else 1.0))
+
+
 def test_a_service_tier_price_that_changes_on_a_date_is_the_one_at_the_call(
     clock: list[datetime.datetime], monkeypatch: pytest.MonkeyPatch
 ) -> None:

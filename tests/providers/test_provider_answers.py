@@ -116,7 +116,6 @@ _PARIS = {"content": [{"type": "text", "text": "Paris"}], "stop_reason": "end_tu
 MISSHAPEN = [
     ("anthropic", "unknown-block", {**_ANTHROPIC, "content": [{"type": "block_2030"}], "stop_reason": "end_turn"}),
     ("anthropic", "error-envelope", {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
-    ("anthropic", "no-usage", {k: v for k, v in _ANTHROPIC.items() if k != "usage"} | _PARIS),
     ("openai", "message-null", {**_OPENAI, "choices": [{"index": 0, "message": None, "finish_reason": "stop"}]}),
     ("openai", "body-null", None),
     ("openai", "body-list", "[]"),
@@ -206,16 +205,23 @@ async def test_a_tool_call_with_no_tool_offered_is_not_an_empty_answer(case: Cas
 
 
 _ANSWER = {"role": "assistant", "content": "Paris."}
+_PARIS_TEXT = {"type": "text", "text": "Paris."}
 #: 200 answers whose usage is missing or too partial to count: what the call used, and cost, is unknown.
 UNREPORTED = [
     ("openai", {**_OPENAI, "choices": [{"index": 0, "message": _ANSWER, "finish_reason": "stop"}]}),
     ("openai", {**_OPENAI, "choices": [{"index": 0, "message": _ANSWER, "finish_reason": "stop"}],
                 "usage": {"prompt_tokens": 1000, "total_tokens": 1000}}),
     ("google", {"candidates": [{"content": {"role": "model", "parts": [{"text": "Paris."}]}, "finishReason": "STOP"}]}),
+    # An Anthropic-compatible server may leave usage out, or send it null: the answer was failed as misshapen and
+    # retried, though every retry came back the same, where OpenAI's and Gemini's were used and left unpriced.
+    ("anthropic", {k: v for k, v in _ANTHROPIC.items() if k != "usage"} | _PARIS | {"content": [_PARIS_TEXT]}),
+    ("anthropic", {**_ANTHROPIC, **_PARIS, "content": [_PARIS_TEXT], "usage": None}),
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize(("name", "body"), UNREPORTED, ids=["openai-none", "openai-partial", "google-none"])
+@pytest.mark.parametrize(
+    ("name", "body"), UNREPORTED, ids=["openai-none", "openai-partial", "google-none", "anthropic-none", "anthropic-null"]
+)
 async def test_an_answer_that_reports_no_usage_is_unpriced_never_free(
     emu: ProviderEmulator, name: str, body: dict[str, Any]
 ) -> None:

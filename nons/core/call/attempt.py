@@ -24,11 +24,12 @@ from nons.base.redaction import clean
 from nons.base.results import Usage
 from nons.base.types import Budget, BudgetScope
 from nons.core.budget_ledger import BudgetHold
-from nons.core.budgets import Budgets, worst_case_usd
+from nons.core.budgets import Budgets
 from nons.core.call import telemetry
 from nons.core.call.context import CallState, PassContext, Spend, cut_by_timeout
 from nons.core.pricing import price_usd
 from nons.core.scheduler import Permit
+from nons.core.worst_case import worst_case_usd
 from nons.observability import names
 
 __all__ = ["attempt", "estimate_tokens", "failed", "tokens_used"]

@@ -100,6 +100,7 @@ class AnthropicDialect(Dialect):
                     if reply.reasoning_tokens
                     else {}
                 ),
+                **({"speed": reply.speed} if reply.speed else {}),
             },
         }
 

@@ -331,12 +331,18 @@ def _real_id(call_id: str) -> str | None:
 
 
 def _tool_result(content: str) -> dict[str, Any]:
-    """A tool's result as the JSON object Gemini wants: a JSON object as itself, anything else wrapped."""
+    """A tool's result as the JSON object Gemini wants: a JSON object as itself, anything else wrapped. Text with
+    ``NaN`` or ``Infinity`` in it, which Python's JSON reads and the SDK writes back unquoted (a body no JSON
+    parser takes), is sent as the text it is."""
     try:
-        value = json.loads(content)
+        value = json.loads(content, parse_constant=_not_json)
     except ValueError:
         return {"result": content}
     return value if isinstance(value, dict) else {"result": value}
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")
 
 
 def _enum_text(value: object) -> str:

@@ -168,8 +168,7 @@ def test_a_call_asking_for_anthropic_fast_mode_reserves_at_its_price() -> None:
                         price_provider="anthropic")  # fmt: skip
     fast = model.model_copy(update={"extra_params": {"speed": "fast"}})
     standard, worst = (
-        worst_case_usd("anthropic", LLMRequest(provider=ModelProvider.ANTHROPIC, model="claude-opus-5", config=m,
-                                               messages=MESSAGES))  # fmt: skip
+        worst_case_usd("anthropic", LLMRequest(ModelProvider.ANTHROPIC, "claude-opus-5", config=m, messages=MESSAGES))
         for m in (model, fast)
     )
     assert standard is not None and worst == pytest.approx(2 * standard)

@@ -219,9 +219,10 @@ UNREPORTED = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize(
-    ("name", "body"), UNREPORTED, ids=["openai-none", "openai-partial", "google-none", "anthropic-none", "anthropic-null"]
-)
+UNREPORTED_IDS = ["openai-none", "openai-partial", "google-none", "anthropic-none", "anthropic-null"]
+
+
+@pytest.mark.parametrize(("name", "body"), UNREPORTED, ids=UNREPORTED_IDS)
 async def test_an_answer_that_reports_no_usage_is_unpriced_never_free(
     emu: ProviderEmulator, name: str, body: dict[str, Any]
 ) -> None:

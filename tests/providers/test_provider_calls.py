@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import datetime as dt
 import email.utils
+import json
 import traceback
 from typing import Any
 
@@ -371,6 +372,34 @@ async def test_parallel_tool_results_share_one_turn(case: Case, provider: Provid
             {"id": "call_a", "name": "get_weather", "response": {"result": "sunny"}},
             {"id": "call_b", "name": "get_weather", "response": {"result": "rainy"}},
         ]
+
+
+@pytest.mark.parametrize("result", ["NaN", "-Infinity", '{"ratio": NaN}'])
+async def test_a_tool_result_gemini_gets_is_json_even_when_python_reads_nan_in_it(
+    emu: ProviderEmulator, result: str
+) -> None:
+    # Python's JSON reads NaN and Infinity, and the SDK wrote them back unquoted: a body no JSON parser takes (the
+    # API answers 400), so an agent whose calculator returned NaN failed. Such a result is sent as its text.
+    case = case_named("google")
+    call = ToolCall("call_a", "get_weather", {"city": "Paris"})
+    conversation = [
+        Message("user", "Weather in Paris?"),
+        Message("assistant", "", tool_calls=(call,)),
+        Message("tool", result, tool_call_id="call_a", name="get_weather"),
+    ]
+    provider = case.cls()
+    try:
+        await provider.complete(make_request(case, emu, conversation, tools=(WEATHER,)))
+    finally:
+        await provider.aclose()
+    raw = emu.requests_for("google")[0].raw_body.decode()
+
+    def refuse(constant: str) -> None:
+        raise ValueError(constant)
+
+    body = json.loads(raw, parse_constant=refuse)  # strict JSON
+    (part,) = body["contents"][2]["parts"]
+    assert part["functionResponse"]["response"] == {"result": result}
 
 
 async def test_gemini_made_up_call_ids_are_stable(emu: ProviderEmulator) -> None:

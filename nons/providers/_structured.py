@@ -36,6 +36,7 @@ from nons.base.types import StructuredOutput
 __all__ = [
     "GEMINI_KEYWORDS",
     "only_keywords",
+    "open_objects",
     "output_form",
     "schema_name",
     "strict_schema",
@@ -110,13 +111,45 @@ def strict_schema(schema: Mapping[str, Any], *, keep_string_bounds: bool) -> dic
 
     Strict mode constrains decoding to the schema exactly, but asks two things of every object: all its
     properties are required, and no others are allowed. A missing ``additionalProperties`` is added as
-    ``false`` (the operators never want extra keys); an optional property, open additional properties or a
-    keyword outside strict mode's subset mean the schema is sent without ``strict``. String bounds are left out
+    ``false`` to an object that names its properties (the operators never want extra keys); an optional
+    property, an object with free-form keys (see :func:`open_objects`) or a keyword outside strict mode's subset
+    mean the schema is sent without ``strict``. String bounds are left out
     unless ``keep_string_bounds`` (see ``_STRING_BOUNDS``).
     """
     allowed = _STRICT_KEYWORDS | _STRING_BOUNDS
     strict = copy.deepcopy(dict(schema)) if keep_string_bounds else without_keywords(schema, _STRING_BOUNDS)
     return strict if _make_strict(strict, allowed) else None
+
+
+def open_objects(schema: Mapping[str, Any]) -> list[str]:
+    """Where ``schema`` has an object that allows keys it does not name, as JSON pointers: one with no
+    ``properties`` and no ``additionalProperties`` (any keys), or whose ``additionalProperties`` is not ``false``
+    (pydantic's ``dict[str, Any]``). A vendor that closes every object it enforces (Anthropic's output format,
+    OpenAI's strict mode) would make such a field always empty."""
+    found: list[str] = []
+
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, list):
+            for index, item in enumerate(node):
+                walk(item, f"{path}/{index}")
+            return
+        if not isinstance(node, Mapping):
+            return
+        kind = node.get("type")
+        if kind == "object" or (isinstance(kind, list) and "object" in kind) or "properties" in node:
+            extra = node.get("additionalProperties", None if "properties" in node else True)
+            if extra is not None and extra is not False:
+                found.append(path or "/")
+        for key in (*_SCHEMA_MAPS, "patternProperties"):
+            if isinstance(node.get(key), Mapping):
+                for name, sub in node[key].items():
+                    walk(sub, f"{path}/{key}/{name}")
+        for key in (*_SCHEMA_LISTS, "items", "additionalProperties"):
+            if key in node:
+                walk(node[key], f"{path}/{key}")
+
+    walk(schema, "")
+    return found
 
 
 def only_keywords(schema: Mapping[str, Any], allowed: frozenset[str]) -> dict[str, Any]:
@@ -156,6 +189,8 @@ def _make_strict(node: Any, allowed: frozenset[str]) -> bool:
         properties = node.get("properties", {})
         if not isinstance(properties, dict) or set(node.get("required", ())) != set(properties):
             return False
+        if "properties" not in node and "additionalProperties" not in node:
+            return False  # any keys: closed, it could only ever be {}
         if node.setdefault("additionalProperties", False) is not False:
             return False
         if not all(_make_strict(sub, allowed) for sub in properties.values()):

@@ -34,7 +34,7 @@ from nons.observability import names
 from nons.observability.http import instrument_sdk_client
 from nons.providers._errors import FailedCall, describe_stainless_error, refused
 from nons.providers._sdk import SDKProvider
-from nons.providers._structured import output_form
+from nons.providers._structured import open_objects, output_form
 from nons.providers._usage import not_reported, usage_from_wire
 from nons.providers._wire import ensure_answer, extra_body, read_tool_arguments, system_text, tool_name
 
@@ -89,7 +89,7 @@ class AnthropicProvider(SDKProvider[anthropic.AsyncAnthropic]):
         system = system_text(request, schema_in_prompt=self.schema_in_prompt(request))
         if system:
             params["system"] = system
-        if output_form(request) is StructuredOutput.JSON_SCHEMA:
+        if _form(request) is StructuredOutput.JSON_SCHEMA:
             params["output_config"] = {"format": _output_format(request)}
         if config.stop:
             params["stop_sequences"] = list(config.stop)
@@ -110,7 +110,7 @@ class AnthropicProvider(SDKProvider[anthropic.AsyncAnthropic]):
 
     def schema_in_prompt(self, request: LLMRequest) -> bool:
         # Anthropic has no JSON mode: json_object falls back to the prompt.
-        return output_form(request) not in (None, StructuredOutput.JSON_SCHEMA)
+        return _form(request) not in (None, StructuredOutput.JSON_SCHEMA)
 
     async def _send(self, client: anthropic.AsyncAnthropic, params: dict[str, Any]) -> anthropic.types.Message:
         message: anthropic.types.Message = await client.messages.create(**params)
@@ -159,6 +159,27 @@ class AnthropicProvider(SDKProvider[anthropic.AsyncAnthropic]):
 
     def _describe_error(self, exc: Exception) -> FailedCall | None:
         return describe_stainless_error(exc, anthropic)
+
+
+def _form(request: LLMRequest) -> StructuredOutput | None:
+    """How ``request``'s typed answer is asked of Claude. Its output format closes every object (no keys beyond
+    those named), so a schema with a free-form object (``dict[str, Any]``) would only ever get ``{}`` there: under
+    ``AUTO`` it is sent in the prompt instead (NoN checks the answer against it as it does every typed answer);
+    asked for ``JSON_SCHEMA`` by name, it is a configuration error."""
+    form = output_form(request)
+    if form is not StructuredOutput.JSON_SCHEMA:
+        return form
+    assert request.response_schema is not None
+    found = open_objects(request.response_schema)
+    if not found:
+        return form
+    if request.config.structured_output is StructuredOutput.AUTO:
+        return StructuredOutput.PROMPT
+    raise ConfigurationError(
+        f"the response schema has an object with free-form keys at {', '.join(found)}, which Anthropic's "
+        "structured output cannot express (it allows no keys beyond those named, so the answer could only hold "
+        "{} there); set ModelConfig.structured_output='prompt' (or 'auto') to send the schema in the prompt"
+    )
 
 
 def _output_format(request: LLMRequest) -> dict[str, Any]:

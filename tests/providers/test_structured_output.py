@@ -104,6 +104,53 @@ async def test_a_schema_strict_mode_cannot_express_is_sent_without_strict(emu: P
     assert fmt.schema == optional_note
 
 
+#: A field of free-form keys, as written by hand and as pydantic writes ``dict[str, Any]``.
+FREE_FORM = [{"type": "object"}, {"type": "object", "additionalProperties": True}]
+
+
+def _with_details(details: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **CLASSIFICATION,
+        "properties": {**CLASSIFICATION["properties"], "details": details},
+        "required": [*CLASSIFICATION["required"], "details"],
+    }
+
+
+@pytest.mark.parametrize("details", FREE_FORM, ids=["hand-written", "pydantic-dict"])
+async def test_a_free_form_object_is_never_sent_closed(emu: ProviderEmulator, details: dict[str, Any]) -> None:
+    # Strict OpenAI and Anthropic's output format close every object they enforce: {"type": "object"} was sent
+    # as one that allows no keys (and Anthropic's transform closed pydantic's dict[str, Any] too), so the model
+    # could only answer {} there and the user's data was lost without an error.
+    schema = _with_details(details)
+    answer = '{"category": "positive", "confidence": 0.9, "note": null, "details": {"k": 1}}'
+    for name in ("openai", "anthropic"):
+        case = case_named(name)
+        provider = case.cls()
+        emu.script(name, [Reply(text=answer)])
+        response = await provider.complete(make_request(case, emu, system="Classify.", response_schema=schema))
+        await provider.aclose()
+        assert json.loads(response.text)["details"] == {"k": 1}
+    openai = emu.requests_for("openai")[0].output_format
+    assert openai is not None and openai.strict is False and openai.schema == schema  # sent as it is, not strict
+    # Anthropic, under AUTO: the schema goes in the prompt, where NoN checks the answer against it.
+    anthropic = emu.requests_for("anthropic")[0]
+    assert anthropic.output_format is None
+    assert json.dumps(schema, sort_keys=True) in system_prompt(case_named("anthropic"), anthropic.body)
+
+
+async def test_anthropic_asked_for_json_schema_by_name_refuses_a_free_form_object(emu: ProviderEmulator) -> None:
+    case = case_named("anthropic")
+    provider = case.cls()
+    schema = _with_details({"type": "object", "additionalProperties": {"type": "integer"}})
+    request = make_request(case, emu, response_schema=schema, structured_output=StructuredOutput.JSON_SCHEMA)
+    try:
+        with pytest.raises(ConfigurationError, match=r"free-form keys at /properties/details.*structured_output"):
+            await provider.complete(request)
+    finally:
+        await provider.aclose()
+    assert emu.requests_for("anthropic") == []
+
+
 @pytest.mark.parametrize("form", [StructuredOutput.JSON_OBJECT, StructuredOutput.PROMPT])
 async def test_json_object_and_prompt_forms_keep_the_schema_in_the_prompt(
     case: Case, provider: Provider, emu: ProviderEmulator, form: StructuredOutput

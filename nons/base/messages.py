@@ -100,6 +100,8 @@ class LLMResponse:
     tool_calls: tuple[ToolCall, ...] = ()
     simulated: bool = False
     raw: Any = field(default=None, repr=False)
+    #: The fallback model config that gave the answer, when the call's own model did not (``None``: its own).
+    answered_by: ModelConfig | None = field(default=None, repr=False)
 
 
 @dataclass(slots=True, frozen=True)
@@ -109,9 +111,11 @@ class OutputRepair:
 
     ``reason`` is a low-cardinality kind (``invalid_json``, ``schema_mismatch``, ``truncated``) for telemetry
     labels; ``error`` is the message the model was sent, which may quote the answer (so telemetry records it only
-    with content capture).
+    with content capture). ``model`` is the fallback model config whose answer is repaired (the answer's
+    ``answered_by``): the repair goes to it, not to the call's own model (``None``: the call's own).
     """
 
     number: int
     reason: str
     error: str
+    model: ModelConfig | None = None

@@ -269,7 +269,7 @@ async def complete_structured(
             raise OutputParseError(f"{error}{tried}")
         number += 1
         messages = [*messages, *repair_turns(response.text, error, reason)]
-        response = await send(messages, OutputRepair(number, reason, str(error)))
+        response = await send(messages, OutputRepair(number, reason, str(error), response.answered_by))
 
 
 def try_read(

@@ -14,7 +14,7 @@ from nons import Budget, ErrorPolicy, LayerConfig, ModelConfig, ModelProvider, N
 from nons.base.errors import NodeExecutionError, RefusalError
 from nons.base.results import Usage
 from nons.core.pricing import price_usd
-from nons.testing import ProviderEmulator, Reply
+from nons.testing import Fault, ProviderEmulator, Reply
 
 MODEL = "gpt-4o-mini"
 
@@ -222,3 +222,23 @@ async def test_the_known_part_of_a_partly_unpriced_call_is_known_spend_in_every_
 def _chat_span_attributes_of(otel: Telemetry, trace_id: str | None) -> dict[str, object]:
     (chat,) = [s for s in otel.spans_of_trace(trace_id or "") if s.name.startswith("chat ")]
     return dict(chat.attributes or {})
+
+
+async def test_a_call_with_no_answer_names_the_provider_that_billed_it(otel: Telemetry, emu: ProviderEmulator) -> None:
+    # The simulated provider bills an unusable answer, then the call falls back to OpenAI, which fails unbilled.
+    # The record named the provider tried last (openai, not simulated) for what the simulated one billed, and the
+    # span lost nons.simulated.
+    simulated = ModelConfig(provider=ModelProvider.MOCK, model_name="gpt-4o",
+                            extra_params={"mock_failure_rate": 1.0, "mock_failure_kind": "malformed"})  # fmt: skip
+    policy = LayerConfig(error_policy=ErrorPolicy.FALLBACK_MODEL, max_retries=0)
+    network = NoN.from_operators([Node("generate", simulated, fallbacks=[_config(emu)])], layer_config=policy)
+    emu.script("openai", [Fault.server_error()])
+    with pytest.raises(NodeExecutionError) as raised:
+        await network.run("Hi")
+    partial = raised.value.partial_result
+    assert partial is not None
+    (record,) = partial.calls
+    assert (record.provider, record.response_model, record.simulated) == ("mock", "gpt-4o", True)
+    assert record.cost_usd is not None and record.cost_usd > 0 and record.error_type == "server_error"
+    attributes = _chat_span_attributes_of(otel, partial.trace_id)
+    assert attributes["nons.simulated"] is True and attributes["gen_ai.usage.cost"] == pytest.approx(record.cost_usd)

@@ -72,3 +72,37 @@ async def test_with_content_capture_the_event_carries_the_error_sent_back(
         "expected a JSON object, got: 'Billing, I think.'",
         "the answer does not follow the schema: route: 'sales' is not one of ['billing', 'support']",
     ]
+
+
+@pytest.mark.parametrize("recorded", [True, False], ids=["telemetry on", "telemetry off"])
+async def test_a_fallbacks_answer_is_repaired_by_the_fallback(
+    otel: Telemetry, monkeypatch: pytest.MonkeyPatch, recorded: bool
+) -> None:
+    # The node's model fails; its fallback answers something that does not parse. The repair went back to the
+    # node's own model (which failed again, with its retries and a second fallback) and was counted against it,
+    # though the answer it was about was the fallback's.
+    from nons.core.types import ErrorPolicy, LayerConfig
+
+    if not recorded:
+        monkeypatch.setenv("NON_ENABLE_TRACING", "false")
+        monkeypatch.setenv("NON_ENABLE_METRICS", "false")
+    failing = ModelConfig(provider=ModelProvider.MOCK, model_name="gpt-4o",
+                          extra_params={"mock_failure_rate": 1.0, "mock_failure_kind": "server_error"})  # fmt: skip
+    fallback = ModelConfig(provider=ModelProvider.MOCK, model_name="gpt-4o-mini",
+                           extra_params={"mock_responses": ["Billing, I think.", json.dumps(GOOD)]})  # fmt: skip
+    policy = LayerConfig(error_policy=ErrorPolicy.FALLBACK_MODEL, max_retries=1, retry_base_delay=0.0)
+    node = Node("route", failing, fallbacks=[fallback], routes=["billing", "support"])
+    result = await NoN.from_operators([node], layer_config=policy).run("Where is my invoice?")
+
+    assert result.output.route == "billing"
+    first, repair = result.calls
+    assert (first.request_model, first.response_model, first.attempts, first.fallback_used) == (
+        "gpt-4o", "gpt-4o-mini", 3, True
+    )
+    assert (repair.request_model, repair.response_model, repair.attempts, repair.fallback_used) == (
+        "gpt-4o-mini", "gpt-4o-mini", 1, True
+    )
+    if recorded:
+        (point,) = otel.metric_points(names.METRIC_OUTPUT_REPAIRS)
+        assert point.attributes[names.GEN_AI_REQUEST_MODEL] == "gpt-4o-mini"
+        assert otel.counter_total(names.METRIC_FALLBACKS) == 1

@@ -335,7 +335,7 @@ class Agent:
                 error=f"{error}{tried}", error_type=OutputParseError.error_type,
             )
         run.repairs += 1
-        run.repair = OutputRepair(run.repairs, reason, str(error))
+        run.repair = OutputRepair(run.repairs, reason, str(error), response.answered_by)
         run.messages[-1:] = repair_turns(response.text, error, reason)  # the answer as a repair sends it back
         return self._result(
             run, number, success=False, is_final=False, text=response.text, error=str(error),

@@ -160,7 +160,7 @@ def _billed(call: CallState, usage: Usage) -> float | None:
     spend = Spend.of(usage, cost)
     call.billed = spend if call.billed is None else call.billed + spend
     call.model_billed = spend if call.model_billed is None else call.model_billed + spend
-    call.billed_model = request.model
+    call.billed_model, call.billed_provider = request.model, call.provider.provider
     if call.ctx.recording:
         telemetry.attempt_billed(call, usage, cost)
     return cost

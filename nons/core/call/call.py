@@ -55,7 +55,8 @@ async def call_llm(
     (when the policy allows), until one answers. Raises the last provider error when none did. A ``repair``
     call (a typed answer's error sent back to the model) says so on its span and in the repair count.
     """
-    config = site.model_config
+    # A repair goes to the model whose answer it is about: a fallback's, when a fallback gave it.
+    config = site.model_config if repair is None or repair.model is None else repair.model
     if config.provider is None and config.model_name is not None and not prices_loaded():
         # Whose model the name is comes from the price table: loaded on a worker thread, not on the event loop.
         await load_prices()
@@ -77,7 +78,7 @@ async def call_llm(
         await load_prices()
     if config.price_provider:
         check_price_provider(config.price_provider)
-    if ctx.recording or ctx.budget_book is not None:
+    if ctx.recording or ctx.budget_book is not None or config is not site.model_config:
         return await _call(ctx, site, request, provider, records, repair)
     # Nothing records the call and no budget reserves for it: its first attempt runs inline when its slot is
     # free at once (nearly always), with no state of its own unless it fails. A coroutine, a CallState and a
@@ -114,7 +115,7 @@ async def call_llm(
     record = _succeeded(call, response)
     records.append(record)
     ctx.calls.append(record)
-    return response
+    return _answered_by(call, response)
 
 
 async def _call(
@@ -133,6 +134,7 @@ async def _call(
     token = scope.make_current() if scope.tracing else None
     try:
         call = CallState(ctx, site, scope, request.model, request, provider, labels, time.perf_counter())
+        call.on_fallback = request.config is not site.model_config  # a repair of a fallback's answer
         first_error: ProviderError | None = None
         try:
             response = await attempt(call)
@@ -166,7 +168,15 @@ async def _call(
             scope.end()
     records.append(record)
     ctx.calls.append(record)
-    return response
+    return _answered_by(call, response)
+
+
+def _answered_by(call: CallState, response: LLMResponse) -> LLMResponse:
+    """``response``, saying which fallback model config gave it when the call's own model did not: a repair of
+    the answer goes to that model."""
+    if call.request.config is call.site.model_config:
+        return response
+    return dataclasses.replace(response, answered_by=call.request.config)
 
 
 async def _cached(ctx: PassContext, site: CallSite, request: LLMRequest, records: list[LLMCallRecord]) -> LLMResponse:
@@ -239,7 +249,7 @@ async def _recover(call: CallState, error: ProviderError) -> LLMResponse:
     Only a failed call comes here, so the policy is read then: a call answered at once never looks at it.
     """
     plan = call_plan(call.site.layer_config)
-    fallbacks = (call.site.fallbacks or call.site.model_config.fallbacks) if plan.use_fallbacks else ()
+    fallbacks = _fallbacks_after(call) if plan.use_fallbacks else ()
     retry = tried_fallbacks = 0
     # A stop that drains the scheduler waits for the call's retries and fallbacks, rather than refusing them.
     with call.ctx.scheduler.recovering():
@@ -262,6 +272,17 @@ async def _recover(call: CallState, error: ProviderError) -> LLMResponse:
                 return await attempt(call)
             except ProviderError as next_error:
                 error = next_error
+
+
+def _fallbacks_after(call: CallState) -> tuple[ModelConfig, ...]:
+    """The fallback models the call may move on to: the site's, after the one the call started at (a repair of a
+    fallback's answer starts at that fallback)."""
+    chain = call.site.fallbacks or call.site.model_config.fallbacks
+    started_at = call.request.config
+    for index, config in enumerate(chain):
+        if config is started_at:
+            return chain[index + 1 :]
+    return chain
 
 
 def _retry_delay(call: CallState, plan: CallPlan, retry: int, error: ProviderError) -> float | None:
@@ -315,12 +336,13 @@ def _record_billed(call: CallState, records: list[LLMCallRecord]) -> None:
     if call.billed is None:
         return
     error, billed = call.last_error, call.billed
+    provider = call.billed_provider or call.provider.provider
     record = LLMCallRecord(
-        provider=call.request.provider._value_, request_model=call.request_model,
+        provider=provider._value_, request_model=call.request_model,
         response_model=call.billed_model or call.request.model,
         response_id=None, usage=billed.usage, finish_reason=None, cost_usd=billed.cost,
         known_part_usd=billed.known_part, attempts=call.attempts,
-        duration_s=time.perf_counter() - call.started, simulated=call.provider.provider is ModelProvider.MOCK,
+        duration_s=time.perf_counter() - call.started, simulated=provider is ModelProvider.MOCK,
         fallback_used=call.on_fallback, error_type=error.error_type if error is not None else None,
     )  # fmt: skip
     records.append(record)

@@ -17,7 +17,7 @@ from nons.base.errors import ProviderError
 from nons.base.messages import LLMRequest
 from nons.base.redaction import register_secret
 from nons.base.results import LayerResult, LLMCallRecord, Usage
-from nons.base.types import Budget, CacheConfig, LayerConfig, ModelConfig
+from nons.base.types import Budget, CacheConfig, LayerConfig, ModelConfig, ModelProvider
 from nons.core.budget_ledger import LocalLedger
 from nons.core.budgets import Budgets, get_budgets
 from nons.core.call.labels import CallLabels, NodeLabels
@@ -295,9 +295,11 @@ class CallState:
     #: none was: they belong to the call's record, span and budgets as its answer does.
     billed: Spend | None = None
     #: The part of it that the model being tried was billed (its ``nons.fallback`` event says it when the call
-    #: moves on), and the last model billed (a record of a call with no usable answer names it).
+    #: moves on), and the last model billed and its provider (a record of a call with no usable answer names
+    #: them: the provider tried last may not be the one that billed).
     model_billed: Spend | None = None
     billed_model: str | None = None
+    billed_provider: ModelProvider | None = None
 
 
 @dataclass(frozen=True, slots=True)

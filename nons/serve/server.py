@@ -58,6 +58,9 @@ class DrainingServer(uvicorn.Server):
 
     async def on_tick(self, counter: int) -> bool:
         if self.drain_started is not None and time.monotonic() - self.drain_started >= self.drain_delay_s:
+            # As uvicorn's own first signal would: a Ctrl+C during the grace period then forces the exit (without
+            # it, the next Ctrl+C only set this, and it took a third).
+            self.should_exit = True
             return True
         return await super().on_tick(counter)
 
@@ -71,7 +74,9 @@ def run_server(app: Any, state: ServiceState, *, host: str, port: int, grace_per
         port=port,
         lifespan="on",
         loop=loop,  # type: ignore[arg-type]  # validated by ServeSettings
-        timeout_graceful_shutdown=max(1, round(grace_period_s)),
+        # uvicorn types it as an int, and hands it to asyncio.timeout, which takes seconds as a float: rounded,
+        # 2.5 s was 2 s, and a run the grace period allows was cut.
+        timeout_graceful_shutdown=grace_period_s,  # type: ignore[arg-type]
         access_log=access_log,
         log_config=None,  # the nons CLI configured logging already; uvicorn's loggers propagate to it
         server_header=False,

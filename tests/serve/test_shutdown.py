@@ -3,6 +3,7 @@ period, flushes telemetry and exits 0, inside Kubernetes' 30 s."""
 
 from __future__ import annotations
 
+import signal
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -103,3 +104,43 @@ def test_a_second_signal_skips_the_drain_delay(tmp_path: Path) -> None:
         _wait_until(lambda: service.get("/readyz").status_code == 503, 30, "draining")
         service.signal()
         assert service.process.wait(timeout=30) == 0
+
+
+def _very_slow(seconds: float) -> str:
+    return SPEC + f"""\
+  very-slow:
+    layers: [{{operator: generate, model: {{model: mock/gpt-4o-mini, extra_params: {{mock_latency_s: {seconds}}}}}}}]
+"""
+
+
+def test_a_second_ctrl_c_during_the_grace_period_exits_at_once(tmp_path: Path) -> None:
+    # The drain's end did not tell uvicorn a signal had come: the second Ctrl+C only began its shutdown (which
+    # waited for the run), and it took a third to force the exit.
+    args = ["--drain-delay", "0.2", "--grace-period", "60", "--telemetry-flush", "1"]
+    with start_service(tmp_path, _very_slow(60), tokens={"alice": ALICE}, args=args) as service, ThreadPoolExecutor(
+        1
+    ) as pool:
+        run = pool.submit(service.run, "very-slow", "never answered")
+        _wait_until(lambda: _in_flight(service) == 1, 30, "the run to be in flight")
+        service.signal(signal.SIGINT)
+        _wait_until(lambda: "Waiting for connections to close" in service.log(), 30, "the grace period")
+        started = time.monotonic()
+        service.signal(signal.SIGINT)
+        assert service.process.wait(timeout=30) == 0
+        cut = run.result(timeout=30)
+    assert time.monotonic() - started < 10, "the second Ctrl+C did not end the grace period"
+    assert cut.status_code == 503 and cut.json()["error"] == "shut_down"
+
+
+def test_a_grace_period_of_a_fraction_of_a_second_is_kept_whole(tmp_path: Path) -> None:
+    # It was rounded to whole seconds: with 2.5 s (rounded to 2), a run that needed 2.3 s after SIGTERM was cut.
+    args = ["--drain-delay", "0", "--grace-period", "2.5", "--telemetry-flush", "1"]
+    with start_service(tmp_path, _very_slow(2.3), tokens={"alice": ALICE}, args=args) as service, ThreadPoolExecutor(
+        1
+    ) as pool:
+        run = pool.submit(service.run, "very-slow", "answered in time")
+        _wait_until(lambda: _in_flight(service) == 1, 30, "the run to be in flight")
+        service.signal()
+        answered = run.result(timeout=30)
+        assert service.process.wait(timeout=30) == 0
+    assert answered.status_code == 200, answered.text

@@ -241,7 +241,7 @@ def create_app(
         request: Request, name: Annotated[str, network_name], body: Any, caller: Annotated[Caller, Depends(admit)]
     ) -> RunResponse | JSONResponse:
         result = await run_for_request(
-            networks[name], body.input, state, caller.id, request.receive, partial(limits.record_spend, caller.id)
+            networks[name], body.input, state, caller.id, request.receive, partial(limits.record_spend, caller.id, name)
         )
         return result if isinstance(result, JSONResponse) else _run_response(name, result)
 

@@ -2,7 +2,7 @@
 
 Both keep a moving window of each caller's requests (the last ``amount`` requests within ``window_s``), so a
 refused caller can be told exactly when the oldest request leaves the window, and a spend counter in
-micro-dollars per caller and UTC day.
+nano-dollars per caller and UTC day.
 
 - :class:`LocalCounts` (``memory://``): a deque of request times per caller; O(1) per request. The limits
   library's own in-memory moving window was measured first: it prunes each caller's list in a worker thread
@@ -37,9 +37,9 @@ class Counts(Protocol):
         """Count one request of ``caller``; ``None`` when admitted, else the seconds until it would be."""
 
     async def spent(self, caller: str, day: str) -> int:
-        """Micro-dollars ``caller`` spent on ``day`` (ISO date, UTC)."""
+        """Nano-dollars ``caller`` spent on ``day`` (ISO date, UTC)."""
 
-    async def add_spend(self, caller: str, day: str, micro_usd: int, expiry_s: float) -> None:
+    async def add_spend(self, caller: str, day: str, nano_usd: int, expiry_s: float) -> None:
         """Add to ``caller``'s spend on ``day``; the count may be forgotten after ``expiry_s``."""
 
 
@@ -75,8 +75,8 @@ class LocalCounts:
         recorded = self._spend.get(caller)
         return recorded[1] if recorded is not None and recorded[0] == day else 0
 
-    async def add_spend(self, caller: str, day: str, micro_usd: int, expiry_s: float) -> None:
-        self._spend[caller] = (day, await self.spent(caller, day) + micro_usd)
+    async def add_spend(self, caller: str, day: str, nano_usd: int, expiry_s: float) -> None:
+        self._spend[caller] = (day, await self.spent(caller, day) + nano_usd)
 
 
 class SharedCounts:
@@ -113,8 +113,8 @@ class SharedCounts:
     async def spent(self, caller: str, day: str) -> int:
         return int(await self.storage.get(_spend_key(caller, day)))
 
-    async def add_spend(self, caller: str, day: str, micro_usd: int, expiry_s: float) -> None:
-        await self.storage.incr(_spend_key(caller, day), int(expiry_s), amount=micro_usd)
+    async def add_spend(self, caller: str, day: str, nano_usd: int, expiry_s: float) -> None:
+        await self.storage.incr(_spend_key(caller, day), int(expiry_s), amount=nano_usd)
 
 
 def _password(uri: str) -> str | None:
@@ -132,7 +132,9 @@ def _without_password(uri: str) -> str:
 
 
 def _spend_key(caller: str, day: str) -> str:
-    return f"nons-spend/{caller}/{day}"
+    # "nano": the unit. The counts of a release that kept micro-dollars ("nons-spend/...") are not read as
+    # nano-dollars (a thousandth of what was spent); a replica upgraded mid-day starts its callers' day again.
+    return f"nons-spend-nano/{caller}/{day}"
 
 
 def parse_rate(text: str) -> Any:

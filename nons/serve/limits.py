@@ -3,8 +3,10 @@ must observe.
 
 The counts live in this process or in a store the replicas share (:mod:`nons.serve.counts`). The rate is a
 moving window: a refused request's wait is when the oldest request of the window leaves it. The spend is a
-counter in micro-dollars per caller and UTC day; a request's cost is known only after it ran, so the counter
-is read before a request and increased after it.
+counter in nano-dollars per caller and UTC day (each request's cost rounded up to the nano-dollar: rounded up
+to whole micro-dollars, a $0.0000021 call counted $0.000003). A request's cost is known only after it ran, so
+the counter is read before a request and increased after it. Calls of a model with no known price cannot be
+counted: the first run with such calls is warned about, once per network.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from nons.serve.counts import Counts, counts_for, parse_rate
 __all__ = ["CallerLimits", "LimitRefusal", "LimitsUnavailable", "seconds_until_utc_midnight"]
 
 logger = logging.getLogger("nons.serve")
-_MICRO = 1_000_000
+_NANO = 1_000_000_000
 
 
 class LimitsUnavailable(RuntimeError):
@@ -44,9 +46,16 @@ class LimitRefusal:
 
 
 def _usd(amount: float) -> str:
-    """An amount of dollars to the micro-dollar the counts keep, without trailing zeros: at four decimals a limit
+    """An amount of dollars to the nano-dollar the counts keep, without trailing zeros: at four decimals a limit
     of $0.0001 read "has spent $0.0001, the limit is $0.0001" when $0.00012 had been spent."""
-    return f"{amount:.6f}".rstrip("0").rstrip(".")
+    return f"{amount:.9f}".rstrip("0").rstrip(".")
+
+
+def _nano_usd(amount: float) -> int:
+    """``amount`` USD in whole nano-dollars, rounded up (a count is not below what was spent), once the float's
+    own noise, under a thousandth of a nano-dollar, is rounded off (2.1e-6 USD is 2100.0000000000005 nano-dollars:
+    2100, not 2101)."""
+    return math.ceil(round(amount * _NANO, 3))
 
 
 def seconds_until_utc_midnight(now: datetime | None = None) -> float:
@@ -72,8 +81,9 @@ class CallerLimits:
             raise ConfigurationError(str(error)) from None
         self.counts: Counts = counts_for(storage_uri, self.rate)
         self.timeout_s = timeout_s
-        self.micro_usd_per_day = None if usd_per_day is None else math.ceil(usd_per_day * _MICRO)
+        self.nano_usd_per_day = None if usd_per_day is None else _nano_usd(usd_per_day)
         self.usd_per_day = usd_per_day
+        self._warned_unpriced: set[str] = set()
 
     async def admit(self, caller: str) -> LimitRefusal | None:
         """Count one request of ``caller`` against the rate, and check its spend; a refusal says why and for
@@ -95,25 +105,36 @@ class CallerLimits:
         wait = await self.counts.hit(caller)
         if wait is not None:
             return LimitRefusal("rate", f"over the rate limit of {self.rate} for caller {caller!r}", wait)
-        if self.micro_usd_per_day is not None:
+        if self.nano_usd_per_day is not None:
             spent = await self.counts.spent(caller, _today())
-            if spent >= self.micro_usd_per_day:
+            if spent >= self.nano_usd_per_day:
                 return LimitRefusal(
                     "spend",
-                    f"caller {caller!r} has spent ${_usd(spent / _MICRO)} today (UTC), the limit is "
-                    f"${_usd(self.micro_usd_per_day / _MICRO)} a day",
+                    f"caller {caller!r} has spent ${_usd(spent / _NANO)} today (UTC), the limit is "
+                    f"${_usd(self.nano_usd_per_day / _NANO)} a day",
                     seconds_until_utc_midnight(),
                 )
         return None
 
-    async def record_spend(self, caller: str, usd: float) -> None:
-        """Add what one of ``caller``'s requests cost to its spend today. A storage that cannot be reached is
-        logged, not raised: the run has happened and its answer is due."""
-        if self.micro_usd_per_day is None or usd <= 0:
+    async def record_spend(self, caller: str, network: str, usd: float, unpriced_calls: int = 0) -> None:
+        """Add what one of ``caller``'s requests (a run of ``network``) cost to its spend today; ``unpriced_calls``
+        of them had no known price, which no count can hold (warned about once per network). A storage that cannot
+        be reached is logged, not raised: the run has happened and its answer is due."""
+        if self.nano_usd_per_day is None:
+            return
+        if unpriced_calls and network not in self._warned_unpriced:
+            self._warned_unpriced.add(network)
+            logger.warning(
+                "network %r made %d call(s) of a model with no known price: the spend limit of $%s a caller a day "
+                "cannot count them (they are in unpriced_calls and nons.calls.unpriced; set "
+                "ModelConfig.price_provider if a known provider's prices apply)",
+                network, unpriced_calls, _usd(self.nano_usd_per_day / _NANO),
+            )  # fmt: skip
+        if usd <= 0:
             return
         expiry = seconds_until_utc_midnight() + 3600  # kept a little past midnight: clocks of replicas differ
         try:
-            await within(self.counts.add_spend(caller, _today(), math.ceil(usd * _MICRO), expiry), self.timeout_s)
+            await within(self.counts.add_spend(caller, _today(), _nano_usd(usd), expiry), self.timeout_s)
         except asyncio.TimeoutError:
             logger.error(
                 "spend of caller %r ($%.6f) not recorded: limits storage: no answer within %g s",
@@ -124,7 +145,7 @@ class CallerLimits:
 
     async def spent_today(self, caller: str) -> float:
         """USD ``caller`` has spent today (UTC), as counted here."""
-        return await self.counts.spent(caller, _today()) / _MICRO
+        return await self.counts.spent(caller, _today()) / _NANO
 
 
 def _today() -> str:

@@ -41,8 +41,9 @@ logger = logging.getLogger("nons.serve")
 #: The status of a run whose caller closed its connection first (nginx's "client closed request").
 CLIENT_CLOSED_REQUEST = 499
 
-#: Records what a run spent (USD) against its caller: ``CallerLimits.record_spend`` bound to the caller.
-Charge = Callable[[float], Awaitable[None]]
+#: Records what a run spent (USD) against its caller, and how many of its calls had no known price:
+#: ``CallerLimits.record_spend`` bound to the caller and the network.
+Charge = Callable[[float, int], Awaitable[None]]
 
 
 @dataclass
@@ -68,12 +69,14 @@ class ServiceState:
 
 
 class _Spend:
-    """The cost a pass's progress events report: known at its end however it ends."""
+    """The cost a pass's progress events report: known at its end however it ends; and the calls of unknown
+    price its result or failure reports."""
 
-    __slots__ = ("usd",)
+    __slots__ = ("unpriced", "usd")
 
     def __init__(self) -> None:
         self.usd = 0.0
+        self.unpriced = 0
 
     def see(self, event: ProgressEvent) -> None:
         self.usd = event.cost_usd
@@ -95,15 +98,15 @@ async def run_for_request(
         # However the run ended: answered, refused, or cancelled with the request (a server other than uvicorn,
         # a middleware's timeout), what it spent is recorded.
         try:
-            await _charged(charge, spend.usd)
+            await _charged(charge, spend.usd, spend.unpriced)
         finally:
             state.in_flight -= 1
 
 
-async def _charged(charge: Charge, usd: float) -> None:
-    """``charge(usd)`` to its end, even if the request is cancelled meanwhile (it is bounded by the limits
-    storage's timeout); the cancellation is raised after it."""
-    record = asyncio.ensure_future(charge(usd))
+async def _charged(charge: Charge, usd: float, unpriced: int) -> None:
+    """``charge(usd, unpriced)`` to its end, even if the request is cancelled meanwhile (it is bounded by the
+    limits storage's timeout); the cancellation is raised after it."""
+    record = asyncio.ensure_future(charge(usd, unpriced))
     try:
         await asyncio.shield(record)
     except asyncio.CancelledError:
@@ -154,11 +157,11 @@ def _outcome(run: asyncio.Future[NetworkResult], spend: _Spend) -> NetworkResult
         raise _refuse_input(error) from None
     except NonError as error:
         if error.partial_result is not None:
-            spend.usd = error.partial_result.cost_usd
+            spend.usd, spend.unpriced = error.partial_result.cost_usd, error.partial_result.unpriced_calls
         if isinstance(error, NetworkTimeoutError):
             return error_response(504, "network_timeout", str(error))
         return error_response(502, "network_failed", f"{type(error).__name__}: {error}")
-    spend.usd = result.cost_usd
+    spend.usd, spend.unpriced = result.cost_usd, result.unpriced_calls
     return result
 
 

@@ -89,7 +89,7 @@ async def test_a_server_that_cannot_report_a_disconnect_lets_the_run_finish_with
 
     charged: list[float] = []
 
-    async def charge(usd: float) -> None:
+    async def charge(usd: float, unpriced: int) -> None:
         charged.append(usd)
 
     slow = ModelConfig(provider=ModelProvider.MOCK, model_name="gpt-4o-mini", extra_params={"mock_latency_s": 0.3})
@@ -100,6 +100,24 @@ async def test_a_server_that_cannot_report_a_disconnect_lets_the_run_finish_with
     assert asked == 1, "asked once, then left the run to finish"
     assert charged == [result.cost_usd] and result.cost_usd > 0
     assert state.in_flight == 0
+
+
+async def test_a_run_charges_how_many_of_its_calls_had_no_known_price() -> None:
+    # What the spend limit cannot count is said (CallerLimits warns once per network): the charge is told.
+    charged: list[tuple[float, int]] = []
+
+    async def charge(usd: float, unpriced: int) -> None:
+        charged.append((usd, unpriced))
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    local = ModelConfig(provider=ModelProvider.MOCK, model_name="my-local-llama")
+    priced = ModelConfig(provider=ModelProvider.MOCK, model_name="gpt-4o-mini")
+    network = NoN.from_operators([[Node("generate", model_config=local), Node("generate", model_config=priced)]])
+    result = await run_for_request(network, "hi", ServiceState(), "alice", receive, charge)
+    assert isinstance(result, NetworkResult) and result.unpriced_calls == 1
+    assert charged == [(result.cost_usd, 1)] and result.cost_usd > 0
 
 
 def _spends_then_hangs() -> NoN:
@@ -118,7 +136,7 @@ async def test_a_request_cancelled_by_its_server_still_charges_what_its_run_spen
     # Not at shutdown: a server other than uvicorn, or a middleware's timeout, cancels the request's task.
     charged: list[float] = []
 
-    async def charge(usd: float) -> None:
+    async def charge(usd: float, unpriced: int) -> None:
         charged.append(usd)
 
     state = ServiceState()
@@ -140,7 +158,7 @@ async def test_a_request_cancelled_while_its_spend_is_recorded_waits_for_the_rec
     recording = asyncio.Event()
     recorded: list[float] = []
 
-    async def slow_charge(usd: float) -> None:
+    async def slow_charge(usd: float, unpriced: int) -> None:
         recording.set()
         await asyncio.sleep(0.3)  # a round trip to a shared limits storage
         recorded.append(usd)

@@ -97,7 +97,7 @@ async def test_a_stalled_store_refuses_the_request_in_bounded_time_instead_of_ho
             await asyncio.wait_for(limits.admit("alice"), 10)
         with pytest.raises(LimitsUnavailable):
             await asyncio.wait_for(limits.admit("bob"), 10)
-        await asyncio.wait_for(limits.record_spend("alice", 0.25), 10)  # logged, not raised, and not held
+        await asyncio.wait_for(limits.record_spend("alice", "best-of-3", 0.25), 10)  # logged, not raised, and not held
     finally:
         os.kill(server.process.pid, signal.SIGCONT)
     assert await limits.admit("alice") is None  # answering again

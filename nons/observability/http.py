@@ -12,7 +12,8 @@ application is touched: NoN never instruments ``httpx`` or ``httpx2`` globally.
 
 Nothing is added when:
 
-- ``NON_ENABLE_TRACING=false`` when the client is made (providers key their clients by it);
+- ``NON_ENABLE_TRACING=false`` when the client is made (providers key their clients by it, and by
+  ``NON_ENABLE_METRICS``: with metrics off, the spans are made without the duration metric);
 - ``httpx2`` is instrumented globally already (``opentelemetry-instrument``, whose ``httpx2`` entry point
   wraps every transport, or an application's own ``HTTPX2ClientInstrumentor().instrument()``): that traces the
   SDKs' requests once, and instrumenting the client as well would trace each attempt twice;
@@ -38,6 +39,7 @@ from typing import Any, Final, TypeVar
 from urllib.parse import parse_qsl, urlencode
 
 import httpx2
+from opentelemetry.metrics import NoOpMeterProvider
 from opentelemetry.trace import Span
 
 from nons.base.redaction import clean_value
@@ -139,10 +141,16 @@ def httpx2_instrumented_globally() -> bool:
 
 def instrument_sdk_client(client: ClientT) -> ClientT:
     """Trace each request ``client`` (an httpx2 client made for a vendor SDK) sends, unless tracing is off or
-    httpx2 is traced globally already; returns ``client``."""
-    if not get_settings().enable_tracing or httpx2_instrumented_globally():
+    httpx2 is traced globally already; returns ``client``. With metrics off, its HTTP duration is not recorded."""
+    settings = get_settings()
+    if not settings.enable_tracing or httpx2_instrumented_globally():
         return client
     instrumentor = _instrumentor()
     if instrumentor is not None:
-        instrumentor.instrument_client(client, request_hook=_redact_request, response_hook=_redact_response)
+        # Left to itself the instrumentation records its duration metric into the global meter provider (the
+        # application's), which NON_ENABLE_METRICS=false must keep NoN out of.
+        meters = None if settings.enable_metrics else NoOpMeterProvider()
+        instrumentor.instrument_client(
+            client, request_hook=_redact_request, response_hook=_redact_response, meter_provider=meters
+        )
     return client

@@ -154,11 +154,15 @@ _previous: Any = None
 
 def install_sigterm_flush(flush: Callable[[float], bool], timeout_s: Callable[[], float]) -> bool:
     """Handle SIGTERM by ``flush(timeout_s())``, then by what handled SIGTERM before. Returns whether a handler
-    was installed: not off the main thread (only it may set signal handlers), nor twice."""
+    was installed: not off the main thread (only it may set signal handlers), nor twice, nor where the application
+    ignores SIGTERM (the process does not end, so there is nothing to flush for; and an ignored signal stays
+    ignored in the processes it starts, where a Python handler is reset to the default, which ends them)."""
     global _installed, _previous
     if _installed is not None or threading.current_thread() is not threading.main_thread():
         return False
     previous = signal.getsignal(signal.SIGTERM)
+    if previous == signal.SIG_IGN:
+        return False
 
     def on_sigterm(signum: int, frame: FrameType | None) -> None:
         try:

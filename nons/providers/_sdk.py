@@ -192,11 +192,15 @@ class SDKProvider(Provider, Generic[ClientT]):
         api_key = self.api_key(request.config)
         timeout_s = request_timeout_of(request)
         base_url = self.configured_base_url(request.config) or self.default_base_url
-        # Keyed by the tracing switch too: whether the client's HTTP attempts are traced is decided when it is made.
+        # Keyed by the tracing and metrics switches too: whether the client's HTTP attempts are traced (and their
+        # durations recorded) is decided when it is made.
         # The call leases its client, so that the cache does not close it under the call. Making one is set-up, not
         # the request (the first per key loads certificates and builds the SDK's validators, on a worker thread, in
         # a fraction of a second): the request's time starts after it.
-        async with self._clients.lease(api_key or "", base_url, get_settings().enable_tracing) as client:
+        settings = get_settings()
+        async with self._clients.lease(
+            api_key or "", base_url, (settings.enable_tracing, settings.enable_metrics)
+        ) as client:
             request.sent_at = time.perf_counter()
             answer = await self._answer(client, request, timeout_s, api_key)
         return self._read(answer, request)

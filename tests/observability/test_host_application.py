@@ -293,6 +293,24 @@ def test_sigterm_flushes_nons_spans_through_the_applications_own_provider(tmp_pa
     assert {"chat", "nons.node", "nons.layer", "invoke_workflow"} <= {name.split(" ")[0] for name in exported}
 
 
+def test_an_application_that_ignores_sigterm_keeps_it_ignored_in_the_processes_it_starts() -> None:
+    # NoN put its flushing handler in place of SIG_IGN: a handler is reset to the default in a child process,
+    # where an ignored signal stays ignored, so every process the application started afterwards died on SIGTERM.
+    script = (
+        "import asyncio, signal, subprocess, sys\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "from nons import ModelConfig, ModelProvider, NoN, Node\n"
+        "asyncio.run(NoN.from_operators([Node('generate', ModelConfig(provider=ModelProvider.MOCK))]).run('q'))\n"
+        "assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN\n"
+        "child = 'import os, signal; os.kill(os.getpid(), signal.SIGTERM); print(\"survived\")'\n"
+        "done = subprocess.run([sys.executable, '-c', child], capture_output=True, text=True)\n"
+        "print(done.returncode, done.stdout.strip())\n"
+    )
+    completed = run_script(script)
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    assert completed.stdout.strip().splitlines()[-1] == "0 survived"
+
+
 def test_shutdown_telemetry_flushes_nons_spans_through_the_applications_own_provider(tmp_path: Path) -> None:
     """Asked for, ``shutdown_telemetry()`` flushes every provider NoN's spans go through (it stops only NoN's own):
     the README's "flushes everything". Only the exit handler leaves the application's to it."""

@@ -219,6 +219,19 @@ async def test_no_http_span_when_tracing_is_off(
 
 
 @needs_httpx2
+async def test_with_metrics_off_the_http_attempts_record_no_metric(
+    otel: Telemetry, emu: ProviderEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The attempts' instrumentation recorded its HTTP duration into the application's meter provider, which
+    # NON_ENABLE_METRICS=false must keep NoN out of; the attempts are still traced.
+    monkeypatch.setenv("NON_ENABLE_METRICS", "false")
+    emu.script("openai", [Reply(text="Paris.")])
+    result = await retrying_network("openai", emu).run("What is the capital of France?")
+    assert len(http_spans(otel.spans_of_trace(result.trace_id or ""))) == 1
+    assert otel.metric_names() == set()
+
+
+@needs_httpx2
 async def test_global_httpx2_instrumentation_traces_each_attempt_once(otel: Telemetry, emu: ProviderEmulator) -> None:
     # As under `opentelemetry-instrument` (its httpx2 entry point): every httpx2 transport is traced already,
     # so NoN adds nothing to the SDKs' clients, and no attempt is traced twice.

@@ -312,6 +312,12 @@ class Observability:
                 "application's tracer provider makes no spans"
             )
         spans = self._ring.spans(trace_id=trace_id)
+        if not spans and not self._attached:
+            raise KeyError(
+                f"no spans of trace {trace_id!r} in the buffer: it sees no tracer provider's spans (the "
+                "application's tracer provider is not an OpenTelemetry SDK TracerProvider, which the buffer is "
+                "added to; NoN's spans went to the application's exporters)"
+            )
         if not spans:
             raise KeyError(
                 f"no spans of trace {trace_id!r} in the buffer: it holds the last {self.buffer_size} spans, and only "

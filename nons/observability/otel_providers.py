@@ -265,6 +265,13 @@ def install_tracing(
         commit.append(lambda: trace.set_tracer_provider(provider))
         handle.tracer_provider = provider
         handle.installed_tracing = True
+    else:
+        # A wrapper around the SDK's (some vendors' distributions install one), or another implementation of the
+        # API: NoN's spans go through it, but the buffer cannot be added to what it does not expose.
+        logger.info(
+            "the application's tracer provider (%s) is not an OpenTelemetry SDK TracerProvider: NoN's spans go "
+            "through it, and get_observability() holds none of them", type(current).__qualname__,
+        )  # fmt: skip
     if handle.tracer_provider is not None:
         observability.attach_tracer_provider(handle.tracer_provider)
 

@@ -311,6 +311,37 @@ def test_an_application_that_ignores_sigterm_keeps_it_ignored_in_the_processes_i
     assert completed.stdout.strip().splitlines()[-1] == "0 survived"
 
 
+def test_a_tracer_provider_that_wraps_the_sdks_is_said_to_keep_nons_spans_from_the_buffer() -> None:
+    # A provider that is not the SDK's class (a vendor distribution's wrapper): NoN's spans go through it, the
+    # buffer cannot see them, and its error blamed the sampler.
+    script = (
+        "import logging\n"
+        "from opentelemetry import trace\n"
+        "from opentelemetry.sdk.trace import TracerProvider\n"
+        "from opentelemetry.sdk.trace.export import SimpleSpanProcessor\n"
+        "from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter\n"
+        "logging.basicConfig(level=logging.INFO, format='%(name)s %(message)s')\n"
+        "class Wrapping(trace.TracerProvider):\n"
+        "    def __init__(self, inner): self.inner = inner\n"
+        "    def get_tracer(self, *args, **kwargs): return self.inner.get_tracer(*args, **kwargs)\n"
+        "spans = InMemorySpanExporter(); inner = TracerProvider()\n"
+        "inner.add_span_processor(SimpleSpanProcessor(spans)); trace.set_tracer_provider(Wrapping(inner))\n"
+        "from nons import ModelConfig, ModelProvider, NoN, Node, get_observability\n"
+        "result = NoN.from_operators([Node('generate', ModelConfig(provider=ModelProvider.MOCK))]).run_sync('q')\n"
+        "print(len(spans.get_finished_spans()))\n"
+        "try:\n"
+        "    get_observability().get_trace_summary(result.trace_id)\n"
+        "except KeyError as error:\n"
+        "    print(error)\n"
+    )
+    completed = run_script(script)
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    count, error = completed.stdout.strip().splitlines()[-2:]
+    assert int(count) >= 4  # the pass's spans reached the application's exporter
+    assert "not an OpenTelemetry SDK TracerProvider" in error and "sampler" not in error
+    assert "is not an OpenTelemetry SDK TracerProvider: NoN's spans go through it" in completed.stderr
+
+
 def test_shutdown_telemetry_flushes_nons_spans_through_the_applications_own_provider(tmp_path: Path) -> None:
     """Asked for, ``shutdown_telemetry()`` flushes every provider NoN's spans go through (it stops only NoN's own):
     the README's "flushes everything". Only the exit handler leaves the application's to it."""

@@ -87,3 +87,52 @@ def test_spend_in_range_leaves_out_a_process_that_stopped_before_the_range(tmp_p
     # C spent $5 in its first 20 minutes, went stale at 31: nothing of it falls in the last hour.
     result = _evaluate(tmp_path, spend_in_range, {"A": "0+0.01x120", "C": "0+0.25x20 5x10 stale"}, expected=0.6)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+ATTEMPTS = (
+    'gen_ai_client_operation_duration_seconds_count{otel_scope_name="nons", service_name="svc", '
+    'gen_ai_provider_name="openai", gen_ai_request_model="gpt-4o-mini", instance="A"'
+)
+
+
+def _error_ratio_at(tmp_path: Path, query: str, ok: str, failed: str, expected: list[dict[str, Any]]) -> str:
+    """``promtool test rules`` of the error ratio at t = 60 min over attempts ``ok`` and ``failed`` (1-minute
+    samples); its output when it fails, else ''."""
+    (tmp_path / "rules.yml").write_text("groups: []\n")
+    case = {
+        "rule_files": ["rules.yml"],
+        "evaluation_interval": "1m",
+        "tests": [{
+            "interval": "1m",
+            "input_series": [
+                {"series": f"{ATTEMPTS}}}", "values": ok},
+                {"series": f'{ATTEMPTS}, error_type="server_error"}}', "values": failed},
+            ],
+            "promql_expr_test": [{"expr": query, "eval_time": "60m", "exp_samples": expected}],
+        }],
+    }  # fmt: skip
+    (tmp_path / "test.yml").write_text(yaml.safe_dump(case))
+    done = subprocess.run(
+        [require_binary("promtool"), "test", "rules", "test.yml"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    return "" if done.returncode == 0 else done.stdout + done.stderr
+
+
+@pytest.fixture(scope="module")
+def error_ratio(dashboard_queries: Callable[..., list[Any]]) -> str:
+    """The overview's "Error ratio", over 5-minute rates."""
+    queries = dashboard_queries({"__rate_interval": "5m"})
+    (query,) = [q for q in queries if q.dashboard == "nons-overview" and q.panel == "Error ratio"]
+    return str(query.promql)
+
+
+def test_the_error_ratio_of_an_idle_service_is_no_value_not_nan(tmp_path: Path, error_ratio: str) -> None:
+    # No attempt in the window (the counters' series still exposed, flat): 0 / 0 was NaN, which a stat panel
+    # shows as NaN and may colour as failing. Now no value, and the panel's "no data" applies.
+    assert _error_ratio_at(tmp_path, error_ratio, "0+1x30 30x30", "0+1x30 30x30", []) == ""
+
+
+def test_the_error_ratio_of_a_busy_service_is_its_failed_share(tmp_path: Path, error_ratio: str) -> None:
+    # Three attempts a minute, one of them failed: a third.
+    assert _error_ratio_at(tmp_path, error_ratio, "0+2x60", "0+1x60", [{"labels": "{}", "value": 1 / 3}]) == ""

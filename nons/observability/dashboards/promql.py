@@ -155,14 +155,16 @@ def quantile(q: float, histogram: str, selector_: str, *by_labels: str) -> str:
 
 def error_ratio(*by_labels: str) -> str:
     """Failed attempts / all attempts: gen_ai.client.operation.duration is recorded once per attempt, with
-    error.type on the failed ones. Groups with no failure show 0 rather than disappearing (the ``or ... * 0``)."""
+    error.type on the failed ones. Groups with no failure show 0 rather than disappearing (the ``or ... * 0``);
+    a group with no attempt in the window shows no value rather than NaN (0 / 0: the ``> 0``)."""
     failed = rate_sum(f"{LLM_DURATION}_count", LLM_FAILED, *by_labels)
     total = rate_sum(f"{LLM_DURATION}_count", LLM, *by_labels)
-    return f"({failed} or {total} * 0) / {total}"
+    return f"({failed} or {total} * 0) / ({total} > 0)"
 
 
 def share(part: str, rest: str) -> str:
     """``part / (part + rest)`` of two summed queries with the same grouping, where a group missing on one side
-    counts 0 there (the ``or ... * 0``) instead of disappearing: the cache's hit ratio, from hits and misses."""
+    counts 0 there (the ``or ... * 0``) instead of disappearing: the cache's hit ratio, from hits and misses. A
+    group with neither in the window shows no value rather than NaN (the ``> 0``)."""
     part_or_0, rest_or_0 = f"({part} or {rest} * 0)", f"({rest} or {part} * 0)"
-    return f"{part_or_0} / ({part_or_0} + {rest_or_0})"
+    return f"{part_or_0} / (({part_or_0} + {rest_or_0}) > 0)"

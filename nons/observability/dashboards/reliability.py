@@ -62,7 +62,8 @@ def build() -> dict[str, Any]:
         f"{NETWORK_DURATION}_count", selector(SERVICE, NETWORK, 'nons_outcome="failure"'), "nons_network_name"
     )
     all_passes = rate_sum(f"{NETWORK_DURATION}_count", NET, "nons_network_name")
-    network_failure_ratio = f"({failed_passes} or {all_passes} * 0) / {all_passes}"
+    # "> 0": an idle network (no pass in the window) shows no value, not NaN.
+    network_failure_ratio = f"({failed_passes} or {all_passes} * 0) / ({all_passes} > 0)"
     slo: list[PanelBuilder] = [
         timeseries_panel(
             f"Success ratio against the {SLO_TARGET:.0%} SLO",

@@ -207,6 +207,9 @@ async def test_the_known_part_of_a_partly_unpriced_call_is_known_spend_in_every_
     known = sum(p.value for p in otel.metric_points("nons.cost"))
     assert known > 0 and record.cost_usd is None and record.known_part_usd == pytest.approx(known)
     assert (result.cost_usd, result.unpriced_calls) == (pytest.approx(known), 1)
+    # Counted unpriced under the model with no price, not under a priced fallback that answered after it.
+    (unpriced,) = otel.metric_points("nons.calls.unpriced")
+    assert (unpriced.value, unpriced.attributes["gen_ai.request.model"]) == (1, "my-local-model")
     attributes = _chat_span_attributes_of(otel, result.trace_id)
     assert attributes["nons.cost.unknown"] is True and attributes["gen_ai.usage.cost"] == pytest.approx(known)
     obs = get_observability()

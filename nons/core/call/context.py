@@ -8,7 +8,7 @@ import contextlib
 from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
 
@@ -300,6 +300,9 @@ class CallState:
     model_billed: Spend | None = None
     billed_model: str | None = None
     billed_provider: ModelProvider | None = None
+    #: The metric labels of the first model billed an answer of unknown price, when one was: the call is counted
+    #: unpriced under that model, not under a priced fallback that answered after it.
+    unpriced_labels: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)

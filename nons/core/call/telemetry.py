@@ -183,9 +183,11 @@ def call_succeeded(call: CallState, response: LLMResponse, answer: Spend, spend:
     if call.ctx.instruments.metrics and labels is not None:
         _spent(call, labels, response.response_model, answer.usage, answer.cost)
         # Once per call: a part of it with no known price (its answer, or an unusable answer before it) makes
-        # the call's cost unknown.
+        # the call's cost unknown. Counted under the model whose price is unknown: the answering one, or, when
+        # its answer has a price, the model (fallen back from) that was billed an unpriced answer.
         if spend.cost is None:
-            call.ctx.instruments.unpriced_calls.add(1, labels.model_labels)
+            unpriced = labels.model_labels if answer.cost is None else call.unpriced_labels or labels.model_labels
+            call.ctx.instruments.unpriced_calls.add(1, unpriced)
     if call.scope.tracing:
         call.scope.set_cleaned(_response_attributes(call, response, spend))
     if call.ctx.capture.event:
@@ -199,13 +201,16 @@ def attempt_billed(call: CallState, usage: Usage, cost: float | None) -> None:
     labels = call.labels
     if call.ctx.instruments.metrics and labels is not None:
         _spent(call, labels, call.request.model, usage, cost)
+        if cost is None and call.unpriced_labels is None:
+            call.unpriced_labels = labels.model_labels
 
 
 def unanswered_unpriced(call: CallState) -> None:
-    """A call ended with no usable answer, billed for answers of unknown cost: ``nons.calls.unpriced`` counts it."""
+    """A call ended with no usable answer, billed for answers of unknown cost: ``nons.calls.unpriced`` counts it,
+    under the first model billed an answer of unknown price."""
     labels = call.labels
     if call.ctx.instruments.metrics and labels is not None:
-        call.ctx.instruments.unpriced_calls.add(1, labels.model_labels)
+        call.ctx.instruments.unpriced_calls.add(1, call.unpriced_labels or labels.model_labels)
 
 
 def _spent(call: CallState, labels: CallLabels, response_model: str, usage: Usage, cost: float | None) -> None:

@@ -265,6 +265,8 @@ class Observability:
         self.log_exporter = LogRing(buffer_size)
         self.export_stats = ExportStats()
         self._attached: set[int] = set()
+        #: Set when the application's tracer provider is not the SDK's class: the buffer sees none of its spans.
+        self.foreign_tracer_provider = False
         self._lock = threading.Lock()
         self._logger_provider = LoggerProvider()
         self._logger_provider.add_log_record_processor(RedactLogRecords())
@@ -312,7 +314,7 @@ class Observability:
                 "application's tracer provider makes no spans"
             )
         spans = self._ring.spans(trace_id=trace_id)
-        if not spans and not self._attached:
+        if not spans and self.foreign_tracer_provider and not self._attached:
             raise KeyError(
                 f"no spans of trace {trace_id!r} in the buffer: it sees no tracer provider's spans (the "
                 "application's tracer provider is not an OpenTelemetry SDK TracerProvider, which the buffer is "

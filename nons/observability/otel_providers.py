@@ -272,6 +272,7 @@ def install_tracing(
             "the application's tracer provider (%s) is not an OpenTelemetry SDK TracerProvider: NoN's spans go "
             "through it, and get_observability() holds none of them", type(current).__qualname__,
         )  # fmt: skip
+        observability.foreign_tracer_provider = True
     if handle.tracer_provider is not None:
         observability.attach_tracer_provider(handle.tracer_provider)
 

@@ -118,6 +118,8 @@ def strict_schema(schema: Mapping[str, Any], *, keep_string_bounds: bool) -> dic
     """
     allowed = _STRICT_KEYWORDS | _STRING_BOUNDS
     strict = copy.deepcopy(dict(schema)) if keep_string_bounds else without_keywords(schema, _STRING_BOUNDS)
+    if open_objects(schema):  # any keys somewhere (a nullable object too): closed, it could only be {}
+        return None
     return strict if _make_strict(strict, allowed) else None
 
 

@@ -151,7 +151,7 @@ class AnthropicProvider(SDKProvider[anthropic.AsyncAnthropic]):
         read = usage_from_wire(
             {"usage": answer.usage.model_dump(mode="json", exclude_none=True)}, provider_id="anthropic"
         )
-        speed = answer.usage.speed
+        speed = getattr(answer.usage, "speed", None)  # an SDK before fast mode's has no such field
         if isinstance(speed, str) and speed and read.reported:
             # The speed the answer was served at chooses its price (fast mode costs several times standard).
             return dataclasses.replace(read, price_context=(("speed", speed),))

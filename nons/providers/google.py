@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import threading
 import traceback
@@ -335,7 +336,7 @@ def _tool_result(content: str) -> dict[str, Any]:
     ``NaN`` or ``Infinity`` in it, which Python's JSON reads and the SDK writes back unquoted (a body no JSON
     parser takes), is sent as the text it is."""
     try:
-        value = json.loads(content, parse_constant=_not_json)
+        value = json.loads(content, parse_constant=_not_json, parse_float=_finite)
     except ValueError:
         return {"result": content}
     return value if isinstance(value, dict) else {"result": value}
@@ -343,6 +344,15 @@ def _tool_result(content: str) -> dict[str, Any]:
 
 def _not_json(constant: str) -> Any:
     raise ValueError(f"{constant} is not JSON")
+
+
+def _finite(text: str) -> float:
+    """A JSON number as a float, unless it overflows to infinity (``1e400``), which the SDK would write back as
+    ``Infinity``."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is beyond a float")
+    return value
 
 
 def _enum_text(value: object) -> str:

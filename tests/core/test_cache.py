@@ -284,3 +284,22 @@ async def test_an_entry_this_release_cannot_read_is_a_miss_not_a_redis_outage(re
     assert len(warnings) == 1 and "cannot be read" in warnings[0]  # one line, not one per read
     entry, hit = await ResponseCache(redis=redis_server.url).fetch("a", 60, _async(_entry("never")))
     assert hit and entry.response.text == "answered again"  # the answer replaced the unreadable entry
+
+
+async def test_a_redis_that_refuses_writes_is_not_taken_for_an_outage(redis_server) -> None:  # type: ignore[no-untyped-def]
+    # A read-only replica (after a failover) answers, and refuses the cache's writes. That was taken for an outage:
+    # every cacheable call sent the whole replica's shared limits, budgets and cache local, and the probe brought
+    # them back, call after call.
+    redis_server.command("REPLICAOF", "127.0.0.1", "1")
+    try:
+        cache = ResponseCache(redis=redis_server.url)
+
+        async def compute() -> Entry:
+            return _entry("answered")
+
+        for number in range(3):
+            entry, hit = await cache.fetch(f"key-{number}", 60, compute)
+            assert entry.response.text == "answered" and not hit
+        assert cache.link.thought_up and cache.link.outages == 0
+    finally:
+        redis_server.command("REPLICAOF", "NO", "ONE")

@@ -106,3 +106,29 @@ async def test_a_fallbacks_answer_is_repaired_by_the_fallback(
         (point,) = otel.metric_points(names.METRIC_OUTPUT_REPAIRS)
         assert point.attributes[names.GEN_AI_REQUEST_MODEL] == "gpt-4o-mini"
         assert otel.counter_total(names.METRIC_FALLBACKS) == 1
+
+
+
+async def test_a_cached_answer_is_repaired_by_the_asking_nodes_own_models() -> None:
+    # An entry made when node A's fallback answered carried that fallback's config: node B (same model, another
+    # fallback) hit it, and its repair went to A's fallback, a model B was never given, with A's key.
+    from nons.base.types import CacheConfig
+    from nons.core.types import ErrorPolicy, LayerConfig
+
+    failing = ModelConfig(provider=ModelProvider.MOCK, model_name="gpt-4o", temperature=0,
+                          extra_params={"mock_failure_rate": 1.0, "mock_failure_kind": "server_error"})  # fmt: skip
+    a_fallback = ModelConfig(provider=ModelProvider.MOCK, model_name="gpt-4o-mini",
+                             extra_params={"mock_responses": ["Billing, I think.", json.dumps(GOOD)]})  # fmt: skip
+    b_fallback = ModelConfig(provider=ModelProvider.MOCK, model_name="claude-sonnet-4-5",
+                             extra_params={"mock_responses": [json.dumps(GOOD)]})  # fmt: skip
+    policy = LayerConfig(error_policy=ErrorPolicy.FALLBACK_MODEL, max_retries=0, retry_base_delay=0.0)
+
+    def network(fallback: ModelConfig) -> NoN:
+        node = Node("route", failing, fallbacks=[fallback], routes=["billing", "support"], cache=CacheConfig())
+        return NoN.from_operators([node], layer_config=policy)
+
+    await network(a_fallback).run("Where is my invoice, cached?")
+    result = await network(b_fallback).run("Where is my invoice, cached?")
+    first, repair = result.calls
+    assert first.cached and not repair.cached
+    assert repair.response_model == "claude-sonnet-4-5"  # B's own fallback, after its own model failed

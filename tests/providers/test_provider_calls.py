@@ -374,7 +374,7 @@ async def test_parallel_tool_results_share_one_turn(case: Case, provider: Provid
         ]
 
 
-@pytest.mark.parametrize("result", ["NaN", "-Infinity", '{"ratio": NaN}'])
+@pytest.mark.parametrize("result", ["NaN", "-Infinity", '{"ratio": NaN}', '{"ratio": 1e400}'])
 async def test_a_tool_result_gemini_gets_is_json_even_when_python_reads_nan_in_it(
     emu: ProviderEmulator, result: str
 ) -> None:

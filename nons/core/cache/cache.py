@@ -200,5 +200,9 @@ class ResponseCache:
     @staticmethod
     def _unreachable(link: RedisLink, error: Exception) -> None:
         if not link.unreachable(error):
+            # Redis answered, and refused (a read-only replica after a failover, a full Redis set to noeviction):
+            # this call does without the shared cache, but Redis is not down, and the replica's shared limits and
+            # budgets must not go local for it (they did, and the probe brought them back, call after call).
             logger.error("the shared response cache failed, using the local one: %s", error)
+            return
         link.failed(error)

@@ -201,7 +201,10 @@ async def _cached(ctx: PassContext, site: CallSite, request: LLMRequest, records
             # A failed call's record too: its refused answers were billed.
             records.extend(own)
         site.labels = uncached.labels  # built on the copy: kept for the site's next calls
-        return Entry(ModelProvider(own[-1].provider), response, own[-1].cost_usd)
+        # Stored without the fallback config that gave it: another node with other fallbacks may hit the entry,
+        # and a shared store keeps no config. A cached answer's repair goes to the asking node's own model.
+        stored = dataclasses.replace(response, answered_by=None) if response.answered_by is not None else response
+        return Entry(ModelProvider(own[-1].provider), stored, own[-1].cost_usd)
 
     started = time.perf_counter()
     # What the call does when the provider fails: a leader's failure is the answer only for calls that would

@@ -228,10 +228,10 @@ def _spent(call: CallState, labels: CallLabels, response_model: str, usage: Usag
 
 def unanswered_attributes(call: CallState) -> dict[str, Any]:
     """What the span of a call that ended without an answer says of its spend: what its unusable answers were
-    billed (nothing when none was), and that it was simulated, if it was (by the model tried last, or by the one
-    that billed an answer)."""
+    billed (nothing when none was), and that it was simulated, if it was (the provider that billed, as the call's
+    record names it; when none billed, the one tried last)."""
     attributes = {} if call.billed is None else _spend_attributes(call.billed)
-    if ModelProvider.MOCK in (call.provider.provider, call.billed_provider):
+    if (call.billed_provider or call.provider.provider) is ModelProvider.MOCK:
         attributes[names.SIMULATED] = True
     return attributes
 

@@ -116,10 +116,10 @@ def strict_schema(schema: Mapping[str, Any], *, keep_string_bounds: bool) -> dic
     mean the schema is sent without ``strict``. String bounds are left out
     unless ``keep_string_bounds`` (see ``_STRING_BOUNDS``).
     """
-    allowed = _STRICT_KEYWORDS | _STRING_BOUNDS
-    strict = copy.deepcopy(dict(schema)) if keep_string_bounds else without_keywords(schema, _STRING_BOUNDS)
     if open_objects(schema):  # any keys somewhere (a nullable object too): closed, it could only be {}
         return None
+    allowed = _STRICT_KEYWORDS | _STRING_BOUNDS
+    strict = copy.deepcopy(dict(schema)) if keep_string_bounds else without_keywords(schema, _STRING_BOUNDS)
     return strict if _make_strict(strict, allowed) else None
 
 
@@ -191,8 +191,6 @@ def _make_strict(node: Any, allowed: frozenset[str]) -> bool:
         properties = node.get("properties", {})
         if not isinstance(properties, dict) or set(node.get("required", ())) != set(properties):
             return False
-        if "properties" not in node and "additionalProperties" not in node:
-            return False  # any keys: closed, it could only ever be {}
         if node.setdefault("additionalProperties", False) is not False:
             return False
         if not all(_make_strict(sub, allowed) for sub in properties.values()):

@@ -13,6 +13,7 @@ spelling (Gemini's camelCase aliases included).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -22,7 +23,7 @@ from genai_prices import extract_usage
 from nons.base.results import Usage
 from nons.providers.base import PriceSource
 
-__all__ = ["OPENAI_READER", "fuller", "not_reported", "usage_from_wire", "usage_reader"]
+__all__ = ["OPENAI_READER", "fuller", "not_reported", "served_at", "usage_from_wire", "usage_reader"]
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +32,14 @@ def not_reported() -> Usage:
     """The usage of an answer that reported none: its tokens and cost are unknown (never counted as zero). A new
     object each time: a record's usage is its own."""
     return Usage(reported=False)
+
+
+def served_at(usage: Usage, key: str, value: Any) -> Usage:
+    """``usage`` priced at what the answer says it was served at (genai-prices' price context ``key``: OpenAI's
+    ``service_tier``, Anthropic's ``speed``), when it says it and the usage is known."""
+    if isinstance(value, str) and value and usage.reported:
+        return dataclasses.replace(usage, price_context=((key, value),))
+    return usage
 
 
 def usage_from_wire(response: Mapping[str, Any], *, provider_id: str, api_flavor: str = "default") -> Usage:

@@ -19,7 +19,6 @@ warning says so once per process.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from typing import Any
 
@@ -35,7 +34,7 @@ from nons.observability.http import instrument_sdk_client
 from nons.providers._errors import FailedCall, describe_stainless_error, refused
 from nons.providers._sdk import SDKProvider
 from nons.providers._structured import open_objects, output_form
-from nons.providers._usage import not_reported, usage_from_wire
+from nons.providers._usage import not_reported, served_at, usage_from_wire
 from nons.providers._wire import ensure_answer, extra_body, read_tool_arguments, system_text, tool_name
 
 __all__ = ["DEFAULT_MAX_TOKENS", "AnthropicProvider"]
@@ -151,11 +150,9 @@ class AnthropicProvider(SDKProvider[anthropic.AsyncAnthropic]):
         read = usage_from_wire(
             {"usage": answer.usage.model_dump(mode="json", exclude_none=True)}, provider_id="anthropic"
         )
-        speed = getattr(answer.usage, "speed", None)  # an SDK before fast mode's has no such field
-        if isinstance(speed, str) and speed and read.reported:
-            # The speed the answer was served at chooses its price (fast mode costs several times standard).
-            return dataclasses.replace(read, price_context=(("speed", speed),))
-        return read
+        # The speed the answer was served at chooses its price (fast mode costs several times standard); an SDK
+        # before fast mode's has no such field.
+        return served_at(read, "speed", getattr(answer.usage, "speed", None))
 
     def _describe_error(self, exc: Exception) -> FailedCall | None:
         return describe_stainless_error(exc, anthropic)

@@ -41,7 +41,7 @@ from nons.providers._forced_tool import as_tool_call, envelope
 from nons.providers._sdk import SDKProvider, endpoint_of, request_timeout_of
 from nons.providers._structured import output_form, schema_name, strict_schema, with_form
 from nons.providers._usage import OPENAI_READER as _OPENAI_READER
-from nons.providers._usage import fuller, not_reported, usage_from_wire, usage_reader
+from nons.providers._usage import fuller, not_reported, served_at, usage_from_wire, usage_reader
 from nons.providers._wire import (
     ensure_answer,
     extra_body,
@@ -271,11 +271,8 @@ class OpenAIProvider(SDKProvider[openai.AsyncOpenAI]):
         read = as_openai if reader == _OPENAI_READER else fuller(
             as_openai, usage_from_wire(wire, provider_id=reader[0], api_flavor=reader[1])
         )
-        tier = getattr(answer, "service_tier", None)
-        if isinstance(tier, str) and tier and read.reported:
-            # The tier the answer was served at chooses its price (priority twice the default, flex half).
-            return dataclasses.replace(read, price_context=(("service_tier", tier),))
-        return read
+        # The tier the answer was served at chooses its price (priority twice the default, flex half).
+        return served_at(read, "service_tier", getattr(answer, "service_tier", None))
 
     def _describe_error(self, exc: Exception) -> FailedCall | None:
         return describe_stainless_error(exc, openai)

@@ -174,7 +174,7 @@ async def _call(
 def _answered_by(call: CallState, response: LLMResponse) -> LLMResponse:
     """``response``, saying which fallback model config gave it when the call's own model did not: a repair of
     the answer goes to that model."""
-    if call.request.config is call.site.model_config:
+    if not call.on_fallback:
         return response
     return dataclasses.replace(response, answered_by=call.request.config)
 

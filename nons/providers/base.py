@@ -71,6 +71,11 @@ class Provider(abc.ABC):
         schema instruction of a structured operator), for captured content."""
         return system_parts(request, schema_in_prompt=self.schema_in_prompt(request))
 
+    def configured_base_url(self, config: ModelConfig) -> str | None:
+        """The base URL the calls go to when it is not the vendor's public API (``ModelConfig.base_url``, else
+        the vendor's base-URL variable); ``None`` for the public API and for the simulated provider."""
+        return None
+
     def server_endpoint(self, config: ModelConfig) -> tuple[str, int] | None:
         """The host and port the calls go to (``server.address``, ``server.port``); ``None`` when there is no
         server (the simulated provider)."""

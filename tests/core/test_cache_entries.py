@@ -30,17 +30,20 @@ def compatible(base_url: str, model: str = "default") -> ModelConfig:
 def test_the_key_names_the_server_without_its_credentials() -> None:
     messages = [Message("user", "hi")]
 
-    def key(config: ModelConfig) -> str:
-        return cache_key(ModelProvider.OPENAI, "default", config, None, messages, (), None)
+    config = compatible("http://unused")
 
-    one = key(compatible("http://10.0.0.1:8080/v1"))
-    assert one == key(compatible("http://10.0.0.1:8080/v1/"))
-    assert one == key(compatible("http://user:rotated@10.0.0.1:8080/v1?api-key=k2"))
-    assert one != key(compatible("http://10.0.0.2:8080/v1"))
-    assert one != key(compatible("http://10.0.0.1:8081/v1"))
-    # The vendor's own API, unset: the key is as it was before the server was part of it.
-    unset = ModelConfig(provider=ModelProvider.OPENAI, model_name="default", temperature=0)
-    assert key(unset) == cache_key(ModelProvider.OPENAI, "default", unset, None, [Message("user", "hi")], (), None)
+    def key(server: str) -> str:
+        return cache_key(ModelProvider.OPENAI, "default", config, None, messages, (), None, None, server)
+
+    one = key("http://10.0.0.1:8080/v1")
+    assert one == key("http://10.0.0.1:8080/v1/")
+    assert one == key("http://user:rotated@10.0.0.1:8080/v1?api-key=k2")
+    assert one != key("http://10.0.0.2:8080/v1")
+    assert one != key("http://10.0.0.1:8081/v1")
+    # The vendor's own API (no server): the key is as it was before the server was part of it.
+    assert cache_key(ModelProvider.OPENAI, "default", config, None, messages, (), None) == cache_key(
+        ModelProvider.OPENAI, "default", config, None, [Message("user", "hi")], (), None, None, None
+    )
 
 
 async def test_two_servers_serving_one_model_name_get_their_own_answers() -> None:
@@ -51,6 +54,24 @@ async def test_two_servers_serving_one_model_name_get_their_own_answers() -> Non
         assert await network_a.forward("Who are you?") == "from A"
         assert await network_b.forward("Who are you?") == "from B"
         assert await network_b.forward("Who are you?") == "from B"  # and B's own answer is cached
+        assert len(a.requests_for("openai")) == 1 and len(b.requests_for("openai")) == 1
+
+
+async def test_two_services_whose_variable_names_their_server_get_their_own_answers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # No base_url in the config: OPENAI_BASE_URL says where the calls go. Before, the second service (another
+    # OPENAI_BASE_URL, the same cache, as two deployments sharing one Redis) was answered with the first's answer.
+    config = ModelConfig(
+        provider=ModelProvider.OPENAI, model_name="default", temperature=0, api_key=SecretStr("sk-test-cache-env")
+    )
+    network = NoN.from_operators([Node("generate", config, cache=True)])
+    with ProviderEmulator(default=Reply(text="from A")) as a, ProviderEmulator(default=Reply(text="from B")) as b:
+        monkeypatch.setenv("OPENAI_BASE_URL", a.base_url_for("openai"))
+        assert await network.forward("Who are you?") == "from A"
+        monkeypatch.setenv("OPENAI_BASE_URL", b.base_url_for("openai"))
+        assert await network.forward("Who are you?") == "from B"
+        assert await network.forward("Who are you?") == "from B"
         assert len(a.requests_for("openai")) == 1 and len(b.requests_for("openai")) == 1
 
 

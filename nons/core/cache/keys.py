@@ -29,9 +29,11 @@ def cacheable(config: ModelConfig, cache: CacheConfig | None, sends_temperature:
 def cache_key(
     provider: ModelProvider, model: str, config: ModelConfig, system: str | None, messages: Sequence[Message],
     tools: Sequence[ToolDefinition], response_schema: dict[str, Any] | None, tool_choice: str | None = None,
+    server: str | None = None,
 ) -> str:
     """A SHA-256 of the provider, the model, the messages (with the system prompt), the parameters, the tool
-    definitions and the server (a base URL, when the config sets one), in a canonical JSON form.
+    definitions and the ``server`` (the base URL the calls go to, when it is not the vendor's public API: the
+    config's, or the one a variable such as ``OPENAI_BASE_URL`` sets), in a canonical JSON form.
 
     The server is part of it because a model name says which model only at one server: two OpenAI-compatible
     servers both serve "default", and two Azure resources name their deployments as they like. Its user,
@@ -54,8 +56,8 @@ def cache_key(
         },
         "tools": [asdict(t) for t in tools],
     }
-    if config.base_url is not None:  # left out when unset: the keys of calls to a vendor's own API are as before
-        material["server"] = _server(config.base_url)
+    if server is not None:  # left out when unset: the keys of calls to a vendor's own API are as before
+        material["server"] = _server(server)
     blob = json.dumps(material, sort_keys=True, separators=(",", ":"), default=repr)
     return hashlib.sha256(blob.encode()).hexdigest()
 

@@ -184,9 +184,12 @@ async def _cached(ctx: PassContext, site: CallSite, request: LLMRequest, records
     stored."""
     assert site.cache is not None
     config, kind, model = request.config, request.provider, request.model
+    # The server the call goes to, set by the config or by a variable (OPENAI_BASE_URL): two services that
+    # share one Redis, each with its own server, each get their own server's answers.
+    server = (loaded_provider(kind) or await load_provider(kind)).configured_base_url(config)
     key = cache_key(
         kind, model, config, request.system, request.messages, request.tools, request.response_schema,
-        request.tool_choice,
+        request.tool_choice, server,
     )
     uncached = dataclasses.replace(site, cache=None)
 

@@ -220,6 +220,19 @@ async def test_replicas_share_answers_in_redis_within_its_bound(redis_server) ->
 
 
 @pytest.mark.integration
+async def test_an_answer_read_from_redis_is_kept_in_process_only_as_long_as_it_has_left(redis_server) -> None:  # type: ignore[no-untyped-def]
+    # Before, the replica that read it kept it a whole TTL anew: an answer lived up to twice its TTL.
+    one, other = ResponseCache(redis=redis_server.url), ResponseCache(redis=redis_server.url)
+    await one.fetch("a", 0.5, _async(_entry("old")))
+    await asyncio.sleep(0.2)
+    entry, hit = await other.fetch("a", 0.5, _async(_entry("never")))
+    assert hit and entry.response.text == "old"
+    await asyncio.sleep(0.4)  # 0.6 s after it was written: gone from Redis, and from the replica that read it
+    entry, hit = await other.fetch("a", 0.5, _async(_entry("new")))
+    assert not hit and entry.response.text == "new"
+
+
+@pytest.mark.integration
 async def test_an_unreachable_redis_leaves_the_cache_local_and_the_call_unharmed(redis_factory) -> None:  # type: ignore[no-untyped-def]
     server = redis_factory()
     server.kill()

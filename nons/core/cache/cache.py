@@ -103,7 +103,7 @@ class ResponseCache:
         flight = asyncio.get_running_loop().create_future()
         self._flights[flight_key] = (flight, plan)
         try:
-            entry, hit = await self._fetch_shared(key, ttl_s, compute)
+            entry, hit, keep_s = await self._fetch_shared(key, ttl_s, compute)
         except BaseException as error:
             if not flight.done():
                 flight.set_exception(error if _shared_with_followers(error) else _LeaderGone())
@@ -113,26 +113,27 @@ class ResponseCache:
             flight.set_result(entry)
         finally:
             del self._flights[flight_key]
-        self.memory.set(key, entry, ttl_s)
+        self.memory.set(key, entry, keep_s)
         return entry, hit
 
     async def _fetch_shared(
         self, key: str, ttl_s: float, compute: Callable[[], Awaitable[Entry]]
-    ) -> tuple[Entry, bool]:
+    ) -> tuple[Entry, bool, float]:
+        """The answer, whether it came without a call, and how long to keep it in process: an answer read from
+        Redis no longer than it has left there (kept ``ttl_s`` anew, it outlived its TTL by up to ``ttl_s``)."""
         store, link = self.shared, self.link
         if store is None or link is None or not link.up:
-            return await compute(), False
+            return await compute(), False, ttl_s
         token = secrets.token_hex(8)
         try:
             found = await self._read(store, key)
-            if found is not None:
-                return found, True
-            found = await self._lead_or_follow(store, key, token)
+            if found is None:
+                found = await self._lead_or_follow(store, key, token)
         except Exception as error:
             self._unreachable(link, error)
-            return await compute(), False
+            return await compute(), False, ttl_s
         if found is not None:
-            return found, True
+            return found[0], True, min(ttl_s, found[1])
         try:
             entry = await compute()
             # Stored before the lock goes: a follower that sees no lock must see the answer.
@@ -142,9 +143,9 @@ class ResponseCache:
                 self._unreachable(link, error)
         finally:
             await self._unlock(store, key, token)
-        return entry, False
+        return entry, False, ttl_s
 
-    async def _lead_or_follow(self, store: RedisStore, key: str, token: str) -> Entry | None:
+    async def _lead_or_follow(self, store: RedisStore, key: str, token: str) -> tuple[Entry, float] | None:
         """Take the flight's lock (then ``None``: this caller leads) or wait for the leader's answer."""
         client = store.link.client()
         lock = store.flight(key)
@@ -166,11 +167,11 @@ class ResponseCache:
             if time.monotonic() > deadline:
                 return None  # the leader is too slow: call without the lock (the lock stays the leader's)
 
-    async def _read(self, store: RedisStore, key: str) -> Entry | None:
-        """The entry of ``key`` in Redis; ``None`` when there is none, or one this release cannot read (a newer
-        replica's, a damaged one): that is a miss, whose answer replaces it. Only Redis being unreachable
-        raises, for the caller to go local: an unreadable entry says nothing about the link, and taking it for
-        an outage moved the shared limits and budgets of the whole replica to local ones."""
+    async def _read(self, store: RedisStore, key: str) -> tuple[Entry, float] | None:
+        """The entry of ``key`` in Redis and its seconds left; ``None`` when there is none, or one this release
+        cannot read (a newer replica's, a damaged one): that is a miss, whose answer replaces it. Only Redis
+        being unreachable raises, for the caller to go local: an unreadable entry says nothing about the link,
+        and taking it for an outage moved the shared limits and budgets of the whole replica to local ones."""
         try:
             return await store.get(key)
         except Exception as error:

@@ -77,9 +77,17 @@ class RedisStore:
     def flight(self, key: str) -> str:
         return f"{self.link.prefix}:cache:{key}:flight"
 
-    async def get(self, key: str) -> Entry | None:
-        blob = await self.link.client().get(self.key(key))
-        return None if blob is None else Entry.loads(blob)
+    async def get(self, key: str) -> tuple[Entry, float] | None:
+        """The entry of ``key`` and the seconds it has left to live (kept no longer than that in process)."""
+        async with self.link.client().pipeline(transaction=True) as pipe:
+            pipe.get(self.key(key))
+            pipe.pttl(self.key(key))
+            blob, left_ms = await pipe.execute()
+        if blob is None:
+            return None
+        # PTTL is -1 for a key without an expiry (not written by NoN; kept as long as it is there) and -2 when it
+        # is gone; MULTI makes both answers one moment's, so -2 cannot follow a value.
+        return Entry.loads(blob), left_ms / 1000 if left_ms >= 0 else float("inf")
 
     async def set(self, key: str, entry: Entry, ttl_s: float) -> None:
         client = self.link.client()

@@ -25,6 +25,7 @@ from types import FrameType
 from typing import Any
 
 import uvicorn
+from uvicorn.config import STARTUP_FAILURE
 
 from nons.serve.app import ServiceState
 
@@ -86,6 +87,10 @@ def run_server(app: Any, state: ServiceState, *, host: str, port: int, grace_per
         if logging.getLogger(name).level == logging.NOTSET:
             logging.getLogger(name).setLevel(logging.INFO)
     server = DrainingServer(config, state, drain_delay_s)
-    server.run()
+    try:
+        server.run()
+    except SystemExit as error:
+        # uvicorn exits 3 when it cannot start (the port is taken): the CLI's statuses are 0, 1 and 2.
+        raise SystemExit(1 if error.code == STARTUP_FAILURE else error.code) from None
     if not server.started:
-        sys.exit(3)  # uvicorn logged why (the port is taken, the app failed to start)
+        sys.exit(1)  # uvicorn logged why (the app failed to start); 1, as every nons command whose run failed

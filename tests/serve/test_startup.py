@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,12 +16,12 @@ pytestmark = pytest.mark.timeout(120)
 
 
 def _serve(
-    tmp_path: Path, *args: str, env: dict[str, str] | None = None, spec: str = SPEC
+    tmp_path: Path, *args: str, env: dict[str, str] | None = None, spec: str = SPEC, port: int = 0
 ) -> subprocess.CompletedProcess[str]:
     spec_path = tmp_path / "networks.yaml"
     spec_path.write_text(spec, encoding="utf-8")
     return subprocess.run(
-        [sys.executable, "-m", "nons.cli", "serve", str(spec_path), "--port", "0", *args],
+        [sys.executable, "-m", "nons.cli", "serve", str(spec_path), "--port", str(port), *args],
         capture_output=True, text=True, timeout=60, env=clean_env(env), cwd=tmp_path, check=False,
     )
 
@@ -76,6 +77,16 @@ def test_a_bad_spec_is_reported_with_file_and_line(tmp_path: Path) -> None:
     completed = _serve(tmp_path, env={"NON_SERVE_TOKENS": f"alice:{ALICE}"}, spec="networks:\n  a: {layers: [gen]}\n")
     assert completed.returncode == 1
     assert "networks.yaml:2:" in completed.stderr and "unknown operator" in completed.stderr
+
+
+def test_a_port_in_use_is_said_and_the_run_fails_with_status_1(tmp_path: Path) -> None:
+    # Before, uvicorn's own status 3: not one the CLI documents (0 done, 1 failed, 2 usage).
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        completed = _serve(tmp_path, env={"NON_SERVE_TOKENS": f"alice:{ALICE}"}, port=taken.getsockname()[1])
+    assert completed.returncode == 1
+    assert "address already in use" in completed.stderr.lower() and ALICE not in completed.stderr
 
 
 def test_insecure_dev_serves_without_tokens_and_says_so_loudly(tmp_path: Path) -> None:

@@ -96,6 +96,10 @@ class SpanScope:
         """Add the event ``name`` with ``attributes``."""
         self.span.add_event(clean(name), clean_attributes(attributes))
 
+    def rename(self, name: str) -> None:
+        """Name the span ``name`` (cleaned by the caller) from now on."""
+        self.span.update_name(name)
+
     def fail(self, error: BaseException, description: str | None = None) -> None:
         """Mark the span failed by ``error``: ``error.type`` is its ``error_type`` (else its class name), and
         the status description is ``description`` (default: the error's message). A message that quotes a
@@ -194,6 +198,9 @@ class _NoSpan(SpanScope):
         pass
 
     def event(self, name: str, attributes: Mapping[str, Any]) -> None:
+        pass
+
+    def rename(self, name: str) -> None:
         pass
 
     def fail(self, error: BaseException, description: str | None = None) -> None:

@@ -258,8 +258,11 @@ async def test_a_fallback_to_another_provider_is_that_providers_on_the_span_and_
         policy = LayerConfig(error_policy=ErrorPolicy.FALLBACK_MODEL, max_retries=1, retry_base_delay=0.0)
         result = await NoN([Layer([Node("generate", failing, fallbacks=[answering])], policy)]).run("hello")
         port = emu.port
-    (chat,) = [s for s in otel.spans_of_trace(result.trace_id or "") if s.name.startswith("chat ")]
+    # Named as its operation is now, with the model first asked for (gen_ai.request.model): before, a call
+    # answered by Gemini was still "chat gpt-4o", its gen_ai.operation.name generate_content.
+    (chat,) = [s for s in otel.spans_of_trace(result.trace_id or "") if s.name == f"{operation} gpt-4o"]
     attributes = chat.attributes or {}
+    assert attributes[names.GEN_AI_REQUEST_MODEL] == "gpt-4o"
     assert (attributes[names.GEN_AI_PROVIDER_NAME], attributes[names.SERVER_PORT]) == (provider_name, port)
     assert attributes[names.GEN_AI_OPERATION_NAME] == operation
     data = observability.export_all_data(trace_id=result.trace_id)

@@ -313,11 +313,12 @@ async def _aim(call: CallState, config: ModelConfig) -> None:
     telemetry.fell_back(call, call.last_error.model or call.request.model, model, call.last_error)
     call.model_billed = None  # said by the event: what follows is the next model's
     call.on_fallback = True
+    operation_before = call.provider.operation_name
     call.provider = loaded_provider(kind) or await load_provider(kind)
     call.request = dataclasses.replace(call.request, provider=kind, model=model, config=config)
     if call.labels is not None:
         call.labels = call.site.labels_for(call.provider, call.request, call.ctx.settings)
-        telemetry.moved_provider(call)
+        telemetry.moved_provider(call, operation_before)
 
 
 def _succeeded(call: CallState, response: LLMResponse) -> LLMCallRecord:

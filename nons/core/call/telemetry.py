@@ -162,15 +162,19 @@ def fell_back(call: CallState, from_model: str, to_model: str, reason: ProviderE
         call.ctx.instruments.fallbacks.add(1, attributes)
 
 
-def moved_provider(call: CallState) -> None:
+def moved_provider(call: CallState, operation_before: str) -> None:
     """The call fell back to another model: its span names that model's provider, operation, server and request
     parameters (temperature, max tokens...) from now on, since its answer, usage and cost will be theirs (the
     ``nons.fallback`` events name the ones before). A server or parameter the new model has none of stays as it
-    was: an attribute cannot be removed."""
+    was: an attribute cannot be removed. Its name follows the operation (``generate_content {model}`` after a
+    fallback from OpenAI to Gemini), with the model first asked for, as ``gen_ai.request.model`` keeps it."""
     if call.scope.tracing and call.labels is not None:
         metric = call.labels.metric_attributes
         keys = (names.GEN_AI_OPERATION_NAME, names.GEN_AI_PROVIDER_NAME, names.SERVER_ADDRESS, names.SERVER_PORT)
         call.scope.set_cleaned({**{key: metric[key] for key in keys if key in metric}, **call.labels.span_tail})
+        operation = call.provider.operation_name
+        if operation != operation_before:
+            call.scope.rename(clean(names.llm_span_name(call.request_model, operation)))
 
 
 def call_succeeded(call: CallState, response: LLMResponse, answer: Spend, spend: Spend) -> None:

@@ -95,20 +95,19 @@ ATTEMPTS = (
 )
 
 
-def _error_ratio_at(tmp_path: Path, query: str, ok: str, failed: str, expected: list[dict[str, Any]]) -> str:
-    """``promtool test rules`` of the error ratio at t = 60 min over attempts ``ok`` and ``failed`` (1-minute
-    samples); its output when it fails, else ''."""
+def _promtool_at(
+    tmp_path: Path, query: str, series: dict[str, str], eval_time: str, expected: list[dict[str, Any]]
+) -> str:
+    """``promtool test rules`` of ``query`` at ``eval_time`` over ``series`` (1-minute samples); its output when
+    it fails, else ''."""
     (tmp_path / "rules.yml").write_text("groups: []\n")
     case = {
         "rule_files": ["rules.yml"],
         "evaluation_interval": "1m",
         "tests": [{
             "interval": "1m",
-            "input_series": [
-                {"series": f"{ATTEMPTS}}}", "values": ok},
-                {"series": f'{ATTEMPTS}, error_type="server_error"}}', "values": failed},
-            ],
-            "promql_expr_test": [{"expr": query, "eval_time": "60m", "exp_samples": expected}],
+            "input_series": [{"series": name, "values": values} for name, values in series.items()],
+            "promql_expr_test": [{"expr": query, "eval_time": eval_time, "exp_samples": expected}],
         }],
     }  # fmt: skip
     (tmp_path / "test.yml").write_text(yaml.safe_dump(case))
@@ -119,20 +118,60 @@ def _error_ratio_at(tmp_path: Path, query: str, ok: str, failed: str, expected: 
     return "" if done.returncode == 0 else done.stdout + done.stderr
 
 
-@pytest.fixture(scope="module")
-def error_ratio(dashboard_queries: Callable[..., list[Any]]) -> str:
-    """The overview's "Error ratio", over 5-minute rates."""
-    queries = dashboard_queries({"__rate_interval": "5m"})
-    (query,) = [q for q in queries if q.dashboard == "nons-overview" and q.panel == "Error ratio"]
+def _error_ratio_at(tmp_path: Path, query: str, ok: str, failed: str, expected: list[dict[str, Any]]) -> str:
+    """The error ratio at t = 60 min over attempts ``ok`` and ``failed`` (see :func:`_promtool_at`)."""
+    series = {f"{ATTEMPTS}}}": ok, f'{ATTEMPTS}, error_type="server_error"}}': failed}
+    return _promtool_at(tmp_path, query, series, "60m", expected)
+
+
+def _query(queries: list[Any], dashboard: str, panel: str) -> str:
+    (query,) = [q for q in queries if q.dashboard == dashboard and q.panel == panel]
     return str(query.promql)
 
 
-def test_the_error_ratio_of_an_idle_service_is_no_value_not_nan(tmp_path: Path, error_ratio: str) -> None:
+@pytest.fixture(scope="module")
+def error_ratio(dashboard_queries: Callable[..., list[Any]]) -> str:
+    """The overview's "Error ratio", over 5-minute rates."""
+    return _query(dashboard_queries({"__rate_interval": "5m"}), "nons-overview", "Error ratio")
+
+
+@pytest.mark.parametrize(
+    ("dashboard", "panel"),
+    [("nons-overview", "Error ratio"), ("nons-reliability", "Error ratio by provider and error type")],
+)
+def test_the_error_ratio_of_an_idle_service_is_no_value_not_nan(
+    tmp_path: Path, dashboard_queries: Callable[..., list[Any]], dashboard: str, panel: str
+) -> None:
     # No attempt in the window (the counters' series still exposed, flat): 0 / 0 was NaN, which a stat panel
     # shows as NaN and may colour as failing. Now no value, and the panel's "no data" applies.
-    assert _error_ratio_at(tmp_path, error_ratio, "0+1x30 30x30", "0+1x30 30x30", []) == ""
+    query = _query(dashboard_queries({"__rate_interval": "5m", "provider": ".*"}), dashboard, panel)
+    assert _error_ratio_at(tmp_path, query, "0+1x30 30x30", "0+1x30 30x30", []) == ""
 
 
 def test_the_error_ratio_of_a_busy_service_is_its_failed_share(tmp_path: Path, error_ratio: str) -> None:
     # Three attempts a minute, one of them failed: a third.
     assert _error_ratio_at(tmp_path, error_ratio, "0+2x60", "0+1x60", [{"labels": "{}", "value": 1 / 3}]) == ""
+
+
+PASSES = 'nons_network_duration_seconds_count{otel_scope_name="nons", service_name="svc", nons_network_name="faq"}'
+SPEND = f'{SERIES}gen_ai_request_model="gpt-4o-mini", nons_network_name="faq", instance="A"}}'
+
+
+@pytest.mark.parametrize(
+    ("spend", "passes", "expected"),
+    [
+        # No pass completed in the range: no value (it was NaN for an idle network, and +Inf for one whose only
+        # pass was still running and spending).
+        ("0+0.01x30 0.3x90", "0+1x30 30x90", []),
+        ("0+0.01x110 1.1+0.1x10", "0+1x30 30x90", []),
+        # $0.60 over 60 passes in the hour.
+        ("0+0.01x120", "0+1x120", [{"labels": '{nons_network_name="faq"}', "value": 0.01}]),
+    ],
+)
+def test_the_average_cost_per_pass_is_given_only_for_a_network_that_completed_passes(
+    tmp_path: Path, dashboard_queries: Callable[..., list[Any]], spend: str, passes: str,
+    expected: list[dict[str, Any]],
+) -> None:
+    variables = {"__range": "1h", "service": ".*", "provider": ".*", "model": ".*", "network": ".*"}
+    query = _query(dashboard_queries(variables), "nons-cost", "Average cost per network pass")
+    assert _promtool_at(tmp_path, f"round({query}, 0.0001)", {SPEND: spend, PASSES: passes}, "120m", expected) == ""

@@ -82,9 +82,11 @@ def build() -> dict[str, Any]:
             span=8,
         ),
     ]
+    # "> 0": a network with no pass completed in the range has no average (it was NaN, or +Inf when a pass
+    # still running had spent).
     per_pass = (
         f"{range_sum(COST, COST_SELECTOR, 'nons_network_name')} / "
-        f"{range_sum(f'{NETWORK_DURATION}_count', NET, 'nons_network_name')}"
+        f"({range_sum(f'{NETWORK_DURATION}_count', NET, 'nons_network_name')} > 0)"
     )
     usage: list[PanelBuilder] = [
         bars_panel(

@@ -94,7 +94,8 @@ def build() -> dict[str, Any]:
             "percentunit",
             [
                 Query(
-                    f"{failed_by_type} / ignoring(error_type) group_left {all_by_provider}",
+                    # "> 0": a provider with no attempt in the window shows no value, not NaN (0 / 0).
+                    f"{failed_by_type} / ignoring(error_type) group_left() ({all_by_provider} > 0)",
                     "{{gen_ai_provider_name}} {{error_type}}",
                 )
             ],

@@ -25,6 +25,8 @@ from nons.spec.model import LayerSpecModel, ModelSpec, NetworkSpec, NodeSpec, Sp
 __all__ = ["UNKNOWN_KEY", "BuildProblems", "build_networks", "refused_network_problems"]
 
 _SECRET_FIELDS = ("api_key",)
+#: ModelConfig fields a model reference's ``model:`` sets: not settings of their own.
+_NAMED_BY_MODEL = frozenset({"provider", "model_name"})
 _KEYS_FROM_THE_ENVIRONMENT = (
     "set the provider's key variable (ANTHROPIC_API_KEY, OPENAI_API_KEY, GOOGLE_API_KEY), "
     "e.g. from a Kubernetes Secret"
@@ -119,6 +121,10 @@ class _Builder:
                 (*path, "extra_params", *keys),
                 f"{keys[-1]} looks like a credential and does not belong in a spec file; {_KEYS_FROM_THE_ENVIRONMENT}",
             )
+            return None
+        for named in _NAMED_BY_MODEL.intersection(settings):
+            # They overrode what model: says (model: openai/gpt-4o with model_name: gpt-4o-mini called gpt-4o-mini).
+            self.fail((*path, named), f"{named} is given by model: ('provider/model', e.g. 'openai/gpt-4o-mini')")
             return None
         fallbacks = [self.model(f, (*path, "fallbacks", i)) for i, f in enumerate(ref.fallbacks)]
         if any(f is None for f in fallbacks):

@@ -219,6 +219,21 @@ def test_a_key_given_as_an_extra_parameter_does_not_belong_in_a_spec_either() ->
     assert "OPENAI_API_KEY" in problem.message and "sk-not-a-real-key" not in str(problem)
 
 
+@pytest.mark.parametrize("named", ["model_name: gpt-4o-mini", "provider: anthropic"])
+def test_a_model_is_named_once_by_model_not_again_by_its_fields(named: str) -> None:
+    # Before, model_name (or provider) silently replaced what model: said: this node called gpt-4o-mini.
+    problem = _one(
+        f"""\
+        models:
+          m: {{model: openai/gpt-4o, {named}}}
+        networks:
+          a: {{layers: ["generate@m"]}}
+        """
+    )
+    assert (problem.line, problem.field) == (2, f"models.m.{named.split(':')[0]}")
+    assert "given by model:" in problem.message
+
+
 def test_model_aliases_that_refer_to_each_other_in_a_loop_are_refused() -> None:
     problem = _one(
         """\

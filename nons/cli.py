@@ -209,8 +209,12 @@ def main(argv: list[str] | None = None) -> int:
     if extra:
         # `nons run FILE --network NAME "input"`: argparse gives FILE's optional neighbour nothing once an option
         # comes between them, and calls the input unrecognised. It is the input.
-        if getattr(args, "func", None) is _run and args.input is None and len(extra) == 1 and extra[0][:1] != "-":
-            args.input = extra[0]
+        # After `--` it is the input whatever it looks like (`-- "-x"`).
+        after_dashes = len(extra) == 2 and extra[0] == "--"
+        if getattr(args, "func", None) is _run and args.input is None and (
+            after_dashes or (len(extra) == 1 and extra[0][:1] != "-")
+        ):
+            args.input = extra[-1]
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")

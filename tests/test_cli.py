@@ -93,8 +93,8 @@ def test_run_reads_the_input_from_stdin_and_picks_a_network_by_name(tmp_path: Pa
 
 @pytest.mark.parametrize(
     "order", [["--network", "other", "two.py", "Hello"], ["two.py", "--network", "other", "Hello"],
-              ["two.py", "Hello", "--network", "other"]],
-    ids=["option first", "option between", "option last"],
+              ["two.py", "Hello", "--network", "other"], ["two.py", "--network", "other", "--", "-Hello"]],
+    ids=["option first", "option between", "option last", "option between, input after --"],
 )  # fmt: skip
 def test_run_takes_the_network_option_anywhere(tmp_path: Path, order: list[str]) -> None:
     # Between the file and the input it was a usage error ("unrecognized arguments: Hello").

@@ -19,13 +19,14 @@ def _demo(args: argparse.Namespace) -> int:
 
     configure_telemetry()
     try:
-        run_demo(args.question or DEFAULT_QUESTION)
+        run_demo(DEFAULT_QUESTION if args.question is None else args.question)  # "" is refused, as "   " is
     finally:
         shutdown_telemetry()
     return 0
 
 
-SPEC_SUFFIXES = (".yaml", ".yml")
+#: The files `nons run` reads as spec files, as `nons check` and `nons serve` read them (JSON is YAML).
+SPEC_SUFFIXES = (".yaml", ".yml", ".json")
 
 
 def _load_network(path: Path, name: str | None) -> NoN:

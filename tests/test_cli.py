@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from nons.cli import _unknown, main
 
@@ -116,9 +118,12 @@ networks:
 """
 
 
-def test_run_runs_a_network_of_a_spec_file(tmp_path: Path) -> None:
-    (tmp_path / "answers.yaml").write_text(SPEC_FILE)
-    completed = run_cli(tmp_path, "answers.yaml", "What is the capital of France?")
+@pytest.mark.parametrize("name", ["answers.yaml", "answers.json"])
+def test_run_runs_a_network_of_a_spec_file(tmp_path: Path, name: str) -> None:
+    # A JSON spec, which `nons check` and `nons serve` take, was run as Python ("declares no NoN network").
+    text = SPEC_FILE if name.endswith(".yaml") else json.dumps(yaml.safe_load(SPEC_FILE))
+    (tmp_path / name).write_text(text)
+    completed = run_cli(tmp_path, name, "What is the capital of France?")
     assert completed.returncode == 0, completed.stderr
     assert "simulated answer" in completed.stdout and "cost $0.0000" in completed.stdout
     assert "answers layer 2/2" in completed.stderr and "4/4 nodes" in completed.stderr
@@ -198,6 +203,12 @@ def test_modules_beside_the_file_or_in_the_current_directory_can_be_imported(tmp
     checked = _cli(tmp_path, "check", "loud.yaml", "--import", "my_ops")
     assert ran.returncode == 0 and "HI" in ran.stdout, ran.stderr
     assert checked.returncode == 0 and "valid" in checked.stdout, checked.stderr
+
+
+def test_the_demo_refuses_an_empty_question_as_it_does_a_blank_one(tmp_path: Path) -> None:
+    # "" was taken as no question: the default one was answered.
+    completed = _cli(tmp_path, "demo", "")
+    assert completed.returncode == 1 and "must not be empty" in completed.stderr
 
 
 def test_the_demo_prints_a_question_with_brackets_as_it_was_asked(tmp_path: Path) -> None:

@@ -25,6 +25,14 @@ from nons.spec.model import LayerSpecModel, ModelSpec, NetworkSpec, NodeSpec, Sp
 __all__ = ["UNKNOWN_KEY", "BuildProblems", "build_networks", "refused_network_problems"]
 
 _SECRET_FIELDS = ("api_key",)
+#: Node's own keywords, where a spec sets them instead of under a node's ``params:``.
+_NODE_KEYWORDS = {
+    "model_config": "a node's model is its model: key",
+    "additional_prompt_context": "a node's prompt context is its context: key",
+    "fallbacks": "a node's fallbacks are its fallbacks: key",
+    "priority": "a node's priority is its priority: key",
+    "cache": "caching is set in Python (Node(..., cache=...)) or by the network's cache: setting",
+}
 #: ModelConfig fields a model reference's ``model:`` sets: not settings of their own.
 _NAMED_BY_MODEL = frozenset({"provider", "model_name"})
 _KEYS_FROM_THE_ENVIRONMENT = (
@@ -38,6 +46,9 @@ def _credential_params(extra_params: object, depth: int = 0) -> list[Path]:
     """The paths of a spec's ``extra_params`` keys that name a credential, at any depth (``extra_query:
     {api-key: ...}`` sends a key as well as a top-level ``api_key``). Headers are let through (a gateway's
     ``HTTP-Referer``), and shown by name only (:mod:`nons.spec.describe`)."""
+    if isinstance(extra_params, (list, tuple)) and depth <= 16:  # a list of objects: extra_body: {plugins: [...]}
+        items = enumerate(extra_params)
+        return [(index, *inner) for index, item in items for inner in _credential_params(item, depth + 1)]
     if not isinstance(extra_params, dict) or depth > 16:
         return []
     found: list[Path] = []
@@ -63,9 +74,12 @@ class BuildProblems(ConfigurationError):
 def build_networks(spec: SpecFile) -> dict[str, NoN]:
     """Build every network of ``spec``, by name. Raises :class:`BuildProblems` listing every problem."""
     builder = _Builder(spec)
+    for name in spec.models:  # each checked, used or not (an api_key in an unused one is refused as well)
+        builder.alias(name, ("models", name), ())
     networks = {name: builder.network(name, net) for name, net in spec.networks.items()}
     if builder.problems:
-        raise BuildProblems(builder.problems)
+        # Once each: the file-wide defaults are built for every network that uses them.
+        raise BuildProblems(list(dict.fromkeys(builder.problems)))
     return {name: network for name, network in networks.items() if network is not None}
 
 
@@ -100,6 +114,10 @@ class _Builder:
     def __init__(self, spec: SpecFile) -> None:
         self.spec = spec
         self.problems: list[tuple[Path, str]] = []
+        #: Each entry of ``models:`` built once, however many nodes use it: its problems are said once.
+        self._aliases: dict[str, ModelConfig | None] = {}
+        #: The file-wide default model, built once for every network that uses it.
+        self._default_model: tuple[ModelConfig | None] | None = None
 
     def fail(self, path: Path, message: str) -> None:
         self.problems.append((path, message))
@@ -159,10 +177,20 @@ class _Builder:
                 f"entry of models: ({known})",
             )
             return None
+        if name in self._aliases:
+            return self._aliases[name]
         if name in seen:
             self.fail(("models", name, "model"), f"models refer to each other in a loop: {' -> '.join((*seen, name))}")
             return None
-        return self.model(entry, ("models", name), (*seen, name))
+        built = self._aliases[name] = self.model(entry, ("models", name), (*seen, name))
+        return built
+
+    def file_default_model(self) -> ModelConfig | None:
+        """The model of the file's ``defaults:``, built (and its problems said) once for all networks."""
+        if self._default_model is None:
+            ref = self.spec.defaults.model
+            self._default_model = (self.model(ref, ("defaults", "model")) if ref is not None else None,)
+        return self._default_model[0]
 
     # --- nodes, layers, networks --------------------------------------------------------------------------
     def nodes(self, spec: NodeSpec, path: Path, default_model: ModelConfig | None) -> list[Node]:
@@ -171,6 +199,11 @@ class _Builder:
             return []
         fallbacks = [self.model(f, (*path, "fallbacks", i)) for i, f in enumerate(spec.fallbacks)]
         if any(f is None for f in fallbacks):
+            return []
+        for key in _NODE_KEYWORDS.keys() & spec.params.keys():
+            # Node's own keywords, not the operator's: Node(..., priority=..., **params) failed with a TypeError.
+            self.fail((*path, "params", key), f"{key} is not an operator parameter: {_NODE_KEYWORDS[key]}")
+        if _NODE_KEYWORDS.keys() & spec.params.keys():
             return []
         try:
             node = Node(
@@ -206,10 +239,10 @@ class _Builder:
 
     def network(self, name: str, spec: NetworkSpec) -> NoN | None:
         path: Path = ("networks", name)
-        before = len(self.problems)
-        model_ref = spec.defaults.model or self.spec.defaults.model
-        model_path: Path = (*path, "defaults", "model") if spec.defaults.model else ("defaults", "model")
-        default_model = self.model(model_ref, model_path) if model_ref is not None else None
+        if spec.defaults.model is not None:
+            default_model = self.model(spec.defaults.model, (*path, "defaults", "model"))
+        else:
+            default_model = self.file_default_model()
         layer_defaults = {**self.spec.defaults.layer, **spec.defaults.layer}
         layer_default = None
         if layer_defaults:
@@ -217,7 +250,7 @@ class _Builder:
             layer_default = self.layer_config(layer_defaults, defaults_path)
         layers = [self.layer(layer, (*path, "layers", i), default_model) for i, layer in enumerate(spec.layers)]
         config = self.network_config(name, spec.config, path, layer_default)
-        if config is None or len(self.problems) > before:
+        if config is None or self.problems:  # any problem fails the whole build: no network is made
             return None
         return NoN([layer for layer in layers if layer is not None], config=config)
 

@@ -366,3 +366,64 @@ def test_a_file_that_is_not_regular_is_refused_rather_than_read(tmp_path: Path) 
     os.mkfifo(fifo)  # reading it waited for a writer for ever
     with pytest.raises(SpecError, match="not a regular file"):
         load_spec(fifo)
+
+
+def test_a_credential_in_a_list_in_extra_params_does_not_belong_in_a_spec_either() -> None:
+    # Keys were looked for in mappings only: a plugin list's api_key passed.
+    problem = _one(
+        """\
+        networks:
+          a:
+            layers:
+              - operator: generate
+                model: {model: openai/gpt-4o-mini, extra_params: {extra_body: {plugins: [{api_key: sk-in-a-list-1}]}}}
+        """
+    )
+    assert problem.field == "networks.a.layers[0].model.extra_params.extra_body.plugins[0].api_key"
+    assert "sk-in-a-list-1" not in str(problem)
+
+
+@pytest.mark.parametrize("key", ["priority", "fallbacks", "additional_prompt_context", "model_config", "cache"])
+def test_a_nodes_own_keyword_under_params_is_named_not_a_traceback(key: str) -> None:
+    # Node(..., priority=..., **params) raised a TypeError: a traceback from `nons check` and `nons serve`.
+    problem = _one(
+        f"""\
+        networks:
+          a:
+            layers:
+              - {{operator: generate, params: {{{key}: 1}}}}
+        """
+    )
+    assert problem.field == f"networks.a.layers[0].params.{key}"
+    assert "is not an operator parameter" in problem.message
+
+
+def test_every_entry_of_models_is_checked_whether_used_or_not() -> None:
+    # Only the models a node used were built: an unused one's api_key, unknown provider or bad value passed.
+    problems = _problems(
+        """\
+        models:
+          leaked: {model: openai/gpt-4o-mini, api_key: sk-unused-model-1}
+          odd: {model: nosuch/x}
+          hot: {model: openai/gpt-4o-mini, temperature: 9}
+        networks:
+          a: {layers: [generate]}
+        """
+    )
+    assert [p.field for p in problems] == ["models.leaked.api_key", "models.odd.model", "models.hot.temperature"]
+    assert "sk-unused-model-1" not in str(problems)
+
+
+def test_a_model_used_by_several_nodes_and_networks_has_its_problem_said_once() -> None:
+    # It was said once per use, and counted so: "3 problems" for one.
+    problems = _problems(
+        """\
+        defaults: {model: m}
+        models:
+          m: {model: openai/gpt-4o-mini, temperature: 7}
+        networks:
+          a: {layers: ["3 x generate@m", generate]}
+          b: {layers: [generate]}
+        """
+    )
+    assert [p.field for p in problems] == ["models.m.temperature"]

@@ -181,6 +181,23 @@ async def test_sync_async_and_threaded_tools() -> None:
     assert (await registry.execute("coroutine", {"n": 21}))["output"] == 42
 
 
+@pytest.mark.parametrize(
+    "options", [{}, {"run_in_thread": True}, {"timeout_s": 5.0}], ids=["inline", "thread", "limited"]
+)
+async def test_a_tool_that_raises_stop_iteration_fails_as_stop_iteration(options: dict[str, object]) -> None:
+    # In a thread the run hung for ever (asyncio cannot set a StopIteration on a future); inline it failed as
+    # "RuntimeError: coroutine raised StopIteration".
+    registry = ToolRegistry()
+
+    def first(items: list[int]) -> int:
+        return next(iter(items))
+
+    registry.register(first, **options)  # type: ignore[arg-type]
+    result = await asyncio.wait_for(registry.execute("first", {"items": []}), 10)
+    assert not result["success"] and result["error_type"] == "StopIteration"
+    assert result["error"] == "tool 'first' raised StopIteration: "
+
+
 async def test_generator_tools_are_read_in_their_thread_and_within_their_time_limit() -> None:
     registry = ToolRegistry()
     loop_thread = threading.get_ident()
@@ -330,6 +347,8 @@ async def test_an_optional_agent_state_is_the_runs_state_too() -> None:
     [
         ("bad name", lambda: 1, {}, "invalid tool name"),
         ("", lambda: 1, {}, "invalid tool name"),
+        # "$" matched before a final newline: the name went to the APIs with it.
+        ("add\n", lambda: 1, {}, "invalid tool name"),
         ("star", lambda *args: 1, {}, "must be a named parameter"),
         ("kw", lambda **kwargs: 1, {}, "must be a named parameter"),
         ("not_callable", 42, {}, "must be callable"),

@@ -68,7 +68,8 @@ INVALID_ARGUMENTS = "invalid_arguments"
 INVALID_OUTPUT = "invalid_output"
 
 # The names the three providers all accept (OpenAI and Anthropic: 1-64 of these characters; Gemini: similar).
-_TOOL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
+# fullmatch, not match: "$" also matches before a final newline, which then went to the APIs in the name.
+_TOOL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")
 
 
 class ToolResult(TypedDict):
@@ -156,17 +157,19 @@ class Tool:
         try:
             call = self._call(kwargs)
             output = await (call if self.timeout_s is None else within_limit(call, self.name, self.timeout_s))
-        except (Exception, asyncio.CancelledError) as error:
-            if isinstance(error, asyncio.CancelledError) and _being_cancelled():
+        except (Exception, asyncio.CancelledError) as raised:
+            if isinstance(raised, asyncio.CancelledError) and _being_cancelled():
                 raise
+            failure: BaseException = raised.error if isinstance(raised, _Stopped) else raised
             if on_error is not None:
-                on_error(error)
+                on_error(failure)
             # error.type as NoN's own errors give it (a NodeExecutionError says its cause's: output_parse_error for
             # an answer that did not parse); a CancelledError the tool let out of a task of its own is its class.
-            error_type = type(error).__name__ if isinstance(error, asyncio.CancelledError) else error_type_of(error)
+            cancelled = isinstance(failure, asyncio.CancelledError)
+            error_type = type(failure).__name__ if cancelled else error_type_of(failure)
             return _failure(
                 self.name, args, call_id, error_type,
-                f"tool {self.name!r} raised {type(error).__name__}: {message_of(error)}",
+                f"tool {self.name!r} raised {type(failure).__name__}: {message_of(failure)}",
             )  # fmt: skip
         try:
             output_text(output)
@@ -185,9 +188,9 @@ class Tool:
         # A generator is read here, once (the output check and the model's message would each empty it), and so
         # within the tool's time limit, in its thread when it has one, and with its errors counted as the tool's.
         if self.run_in_thread:
-            output = await asyncio.to_thread(lambda: _listed(self.func(**kwargs)))
+            output = await asyncio.to_thread(_called, self.func, kwargs)
         else:
-            output = _listed(self.func(**kwargs))
+            output = _called(self.func, kwargs)
         # Covers async functions and sync callables that hand back an awaitable (a partial of one, say).
         if inspect.isawaitable(output):
             output = await output
@@ -196,8 +199,23 @@ class Tool:
         return output
 
 
-def _listed(output: Any) -> Any:
-    return list(output) if inspect.isgenerator(output) else output
+class _Stopped(Exception):
+    """A ``StopIteration`` a synchronous tool raised, carried out of its call: asyncio cannot set one on a
+    future (a thread tool's run hung for ever) and a coroutine turns it into a ``RuntimeError``."""
+
+    def __init__(self, error: StopIteration | StopAsyncIteration) -> None:
+        super().__init__()
+        self.error = error
+
+
+def _called(func: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+    """``func(**kwargs)``, a generator read to a list, and a ``StopIteration`` out of it carried as
+    :class:`_Stopped`."""
+    try:
+        output = func(**kwargs)
+        return list(output) if inspect.isgenerator(output) else output
+    except (StopIteration, StopAsyncIteration) as error:  # next() on an empty iterator, in the tool
+        raise _Stopped(error) from None
 
 
 #: How a state parameter's annotation reads when it could not be resolved.
@@ -292,7 +310,7 @@ class ToolRegistry:
             raise ConfigurationError(f"a tool must be callable, got {type(func).__name__}")
         limit = positive_seconds(timeout_s, "a tool's timeout_s") if timeout_s is not None else None
         tool_name = name if name is not None else getattr(func, "__name__", "")
-        if not isinstance(tool_name, str) or not _TOOL_NAME.match(tool_name):
+        if not isinstance(tool_name, str) or not _TOOL_NAME.fullmatch(tool_name):
             raise ConfigurationError(
                 f"invalid tool name {tool_name!r}: use 1-64 letters, digits, '_' or '-', starting with a letter or '_'"
             )

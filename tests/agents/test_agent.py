@@ -240,6 +240,35 @@ async def test_a_cancelled_task_running_an_agent_ends_its_span_cancelled(obs: Ob
     assert not agent_span["success"] and agent_span["error_type"] == "cancelled"
 
 
+async def test_an_agent_run_and_tool_call_cut_by_a_network_timeout_say_timeout(obs: Observability) -> None:
+    # They said "cancelled" while the node, layer and LLM call the same timeout cut said "timeout" (their duration
+    # metrics take the same error.type).
+    from nons.core.types import NetworkConfig
+    from nons.operators.registry import operator
+
+    tools = ToolRegistry()
+
+    @tools.tool(description="waits")
+    async def slow(seconds: float) -> str:
+        await asyncio.sleep(seconds)
+        return "done"
+
+    agent = Agent(scripted([[("slow", {"seconds": 30})], "end"]), tools, name="cut-by-timeout")
+
+    @operator(name="runs_cut_agent")
+    async def runs_cut_agent(ctx: Any, input: str) -> str:
+        return str((await agent.run(input))["output"])
+
+    network = create_network(
+        layers=[Node("runs_cut_agent")], config=NetworkConfig(name="cut-agent", timeout_seconds=0.5)
+    )
+    with pytest.raises(TimeoutError):
+        await network.run("go")
+    spans = obs.export_all_data()["spans"]
+    for name in ("invoke_agent cut-by-timeout", "execute_tool slow"):
+        assert one(spans, name)["error_type"] == "timeout", name
+
+
 def test_a_run_is_run_to_its_end_once(obs: Observability) -> None:
     agent = Agent(scripted([[("final_answer", {"answer": "1"})]]), calculator())
 

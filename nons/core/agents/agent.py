@@ -44,6 +44,7 @@ from nons.core.agents.telemetry import record_run
 from nons.core.agents.tool_calls import execute_tool, tool_message
 from nons.core.agents.tools import AgentState, ToolRegistry, ToolResult
 from nons.core.call import CallSite, PassContext, call_llm
+from nons.core.call.context import cancellation_type
 from nons.core.inputs import check_name, check_text
 from nons.core.network import NoN
 from nons.core.node import Node
@@ -376,7 +377,9 @@ class Agent:
     def _finish(self, run: _Run, final: AgentStep | None, error: BaseException | None) -> None:
         run.ctx.hand_over()  # what a step that did not finish spent
         error_type: str | None = None
-        if error is not None:
+        if isinstance(error, asyncio.CancelledError):
+            error_type = cancellation_type(error, run.ctx)  # "timeout" when a layer's or pass's timeout cut it
+        elif error is not None:
             error_type = error_type_of(error)
         elif final is not None and not final["success"]:
             error_type = final["error_type"] or names.OUTCOME_FAILURE
@@ -390,7 +393,9 @@ class Agent:
         if not scope.tracing:
             return
         scope.roll_up(run.records, {names.AGENT_STEPS: run.steps})
-        if error is not None:
+        if isinstance(error, asyncio.CancelledError) and error_type is not None:
+            scope.fail_as(error_type, "the run's layer or pass timed out" if error_type == "timeout" else "cancelled")
+        elif error is not None:
             scope.fail(error, str(error) or type(error).__name__)
         elif error_type is not None:
             scope.fail_as(error_type, (final["error"] if final is not None else None) or "")

@@ -11,7 +11,7 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 
-from nons.base.errors import OutputParseError, error_type_of
+from nons.base.errors import NodeCancelledError, OutputParseError, TimeoutExceededError, error_type_of
 from nons.base.messages import ToolCall
 from nons.base.redaction import encodable
 from nons.base.results import LLMCallRecord
@@ -19,11 +19,17 @@ from nons.core.agents.telemetry import record_tool_call, tool_span_attributes
 from nons.core.agents.tool_output import jsonable, output_text
 from nons.core.agents.tools import AgentState, ToolRegistry, ToolResult
 from nons.core.call import PassContext
-from nons.core.call.context import CONVERSATION_ID_KEY, running_node
+from nons.core.call.context import CONVERSATION_ID_KEY, cancellation_type, running_node
 from nons.observability import content, names, spans
 from nons.operators.structured import read_answer, try_read
 
 __all__ = ["execute_tool", "tool_message", "typed_stop"]
+
+#: The span description of a tool call cut short, by its error.type.
+_CUT_BY = {
+    NodeCancelledError.error_type: "cancelled",
+    TimeoutExceededError.error_type: "the tool call's layer or pass timed out",
+}
 
 
 async def execute_tool(
@@ -43,6 +49,7 @@ async def execute_tool(
         scope = spans.start(inst.tracer, names.tool_span_name(call.name), attributes)
     result: ToolResult | None = None
     raised: list[BaseException] = []
+    cut = NodeCancelledError.error_type  # what cut the call short, if a cancellation did
     started = time.perf_counter()
     # Whatever the tool starts (a network, a sub-agent) belongs to this run's conversation.
     token = otel_context.attach(otel_context.set_value(CONVERSATION_ID_KEY, ctx.conversation_id))
@@ -59,15 +66,18 @@ async def execute_tool(
             result = typed_stop(result, output_schema)
         return result
     except BaseException as error:
-        # Only a cancellation is "cancelled": anything else that got out is named by its type.
-        if not isinstance(error, asyncio.CancelledError):
+        # Only a cancellation is "cancelled" (or "timeout", when a layer's or pass's timeout cut it): anything
+        # else that got out is named by its type.
+        if isinstance(error, asyncio.CancelledError):
+            cut = cancellation_type(error, ctx)
+        else:
             raised.append(error)
         raise
     finally:
         otel_context.detach(token)
         duration = time.perf_counter() - started
         escaped = raised[-1] if result is None and raised else None
-        error_type = result["error_type"] if result is not None else error_type_of(escaped) if escaped else "cancelled"
+        error_type = result["error_type"] if result is not None else error_type_of(escaped) if escaped else cut
         if scope.tracing:
             try:
                 if result is not None and result["success"] and ctx.capture_content:
@@ -79,7 +89,7 @@ async def execute_tool(
                 elif escaped is not None:
                     scope.fail(escaped, f"{type(escaped).__name__} raised out of the tool call")
                 elif error_type is not None:
-                    scope.fail_as(error_type, result["error"] if result else "cancelled")
+                    scope.fail_as(error_type, result["error"] if result else _CUT_BY[error_type])
             finally:
                 scope.end()
         if inst.metrics:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry import context as otel_context
 
 from nons.base import redaction
-from nons.base.errors import ProviderError
+from nons.base.errors import NodeCancelledError, ProviderError, TimeoutExceededError
 from nons.base.messages import LLMRequest
 from nons.base.redaction import register_secret
 from nons.base.results import LayerResult, LLMCallRecord, Usage
@@ -42,6 +42,8 @@ __all__ = [
     "Enclosing",
     "PassContext",
     "Spend",
+    "cancellation_type",
+    "cut_by_timeout",
     "running_node",
 ]
 
@@ -66,6 +68,12 @@ def cut_by_timeout(cancelled: BaseException, ctx: PassContext) -> bool:
         outer = level.enclosing.running() if level.enclosing is not None else None
         level = outer[0] if outer is not None else None
     return False
+
+
+def cancellation_type(cancelled: BaseException, ctx: PassContext) -> str:
+    """``error.type`` of a span or measurement that ``cancelled`` cut short: ``timeout`` when a layer's or
+    pass's timeout did (:func:`cut_by_timeout`), else ``cancelled``."""
+    return TimeoutExceededError.error_type if cut_by_timeout(cancelled, ctx) else NodeCancelledError.error_type
 
 
 #: The OpenTelemetry context key that carries an agent run's ``gen_ai.conversation.id`` into whatever its tools

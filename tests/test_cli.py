@@ -40,6 +40,19 @@ def test_dashboards_writes_the_four_dashboards(tmp_path: Path, capsys: pytest.Ca
     assert written == ["nons-cost.json", "nons-latency.json", "nons-overview.json", "nons-reliability.json"]
 
 
+def test_the_dashboards_module_writes_into_its_directory_and_takes_help_as_help(tmp_path: Path) -> None:
+    def module(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "nons.observability.dashboards", *args],
+            capture_output=True, text=True, timeout=120, cwd=tmp_path, check=False,
+        )  # fmt: skip
+
+    # --help was taken for the directory: the dashboards were written into ./--help.
+    helped = module("--help")
+    assert helped.returncode == 0 and "usage:" in helped.stdout and list(tmp_path.iterdir()) == []
+    assert module("out").returncode == 0 and len(list((tmp_path / "out").glob("*.json"))) == 4
+
+
 def test_unknown_command_exits_with_usage() -> None:
     with pytest.raises(SystemExit) as raised:
         main(["fly"])

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
-import sys
+import argparse
 from pathlib import Path
 
 from nons.observability.dashboards import write_dashboards
 
-if __name__ == "__main__":  # pragma: no cover - a convenience entry point; `nons dashboards` is tested
-    target = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("dashboards")
-    for written_path in write_dashboards(target):
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m nons.observability.dashboards", description="Write the Grafana dashboards as JSON."
+    )
+    parser.add_argument("directory", nargs="?", default="dashboards", help="directory to write (default: dashboards)")
+    args = parser.parse_args(argv)
+    for written_path in write_dashboards(Path(args.directory)):
         print(written_path)
+
+
+if __name__ == "__main__":
+    main()

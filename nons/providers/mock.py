@@ -35,6 +35,9 @@ parameters from their schema; when no tool is named it answers in text. Once too
 conversation, it answers in text with them. A forced tool choice (``LLMRequest.tool_choice``) is obeyed: that
 tool, or with ``required`` the named tool or else the first one, and never a text answer.
 
+Usage is about four characters a token: the system text, the messages, the tools offered and the tool calls
+sent back are the input; the answer's text and its tool calls (names and arguments' JSON) the output.
+
 When ``model_name`` names a model with a known price (``gpt-4o-mini``, ``claude-sonnet-4-5``, ...), calls are
 charged that price, so demos show real-looking cost; spans carry ``nons.simulated = true``.
 """
@@ -250,7 +253,11 @@ def _response(request: LLMRequest, text: str, tool_calls: tuple[ToolCall, ...], 
     prompt_chars = len(request.system or "")
     for message in request.messages:  # a loop, not sum() over a generator: it runs on every call
         prompt_chars += len(message.content)
-    output_tokens = _tokens(text)
+        if message.tool_calls:  # the calls an assistant turn made are sent back with it
+            prompt_chars += _calls_chars(message.tool_calls)
+    for tool in request.tools:  # the tools offered are part of the prompt, as the vendors bill them
+        prompt_chars += len(tool.name) + len(tool.description) + len(json.dumps(tool.parameters, default=str))
+    output_tokens = _tokens(text) if not tool_calls else max(1, (len(text) + _calls_chars(tool_calls) + 3) // 4)
     if request.config.max_tokens is not None and output_tokens > request.config.max_tokens:
         output_tokens = request.config.max_tokens
         finish_reason = "length"
@@ -265,6 +272,11 @@ def _response(request: LLMRequest, text: str, tool_calls: tuple[ToolCall, ...], 
         tool_calls=tool_calls,
         simulated=True,
     )
+
+
+def _calls_chars(calls: tuple[ToolCall, ...] | list[ToolCall]) -> int:
+    """The characters of tool calls as a model writes them: each name and its arguments' JSON."""
+    return sum(len(call.name) + len(json.dumps(call.arguments, default=str)) for call in calls)
 
 
 def _last_user_text(request: LLMRequest) -> str:

@@ -140,3 +140,25 @@ async def test_simulation_parameters_of_the_wrong_kind_are_named(params: dict[st
 
 def test_usage_a_price_table_cannot_take_is_an_unknown_cost_not_a_failure() -> None:
     assert price_usd("openai", "gpt-4o-mini", Usage(input_tokens=10, output_tokens=5, cache_read_tokens=100)) is None
+
+
+async def test_tool_calls_and_tool_definitions_are_counted_as_tokens() -> None:
+    # A tool call was 1 output token whatever its arguments, and the tools offered and the calls sent back were
+    # not in the input: an agent's simulated cost was far below what it would be.
+    from nons.base.messages import ToolDefinition
+
+    argument = "x" * 4000
+    script = [[{"name": "save", "arguments": {"text": argument}}], "done"]
+    config = ModelConfig(provider=ModelProvider.MOCK, extra_params={"mock_tool_calls": script})
+    tool = ToolDefinition("save", "d" * 1000, {"type": "object", "properties": {"text": {"type": "string"}}})
+    called = await MockProvider().complete(request(config, "save this", tools=(tool,)))
+    assert called.tool_calls and 1000 <= called.usage.output_tokens <= 1010
+    assert called.usage.input_tokens >= 250  # the tool's description alone is 1000 characters
+    sent_back = [
+        Message("user", "save this"), Message("assistant", "", tool_calls=called.tool_calls),
+        Message("tool", "saved", tool_call_id=called.tool_calls[0].id, name="save"),
+    ]
+    answered = await MockProvider().complete(
+        LLMRequest(provider=ModelProvider.MOCK, model="simulated", config=config, messages=sent_back, tools=(tool,))
+    )
+    assert answered.text == "done" and answered.usage.input_tokens >= 1250

@@ -102,7 +102,10 @@ class LayerSpecModel(BaseModel):
         if isinstance(value, (str, list)):
             return {"nodes": value if isinstance(value, list) else [value]}
         if isinstance(value, dict) and "operator" in value and "nodes" not in value:
-            return {"nodes": [value]}
+            # One node, and the layer's own keys beside it (error_policy: ...): a layer key was refused as not
+            # part of the format.
+            node = {key: item for key, item in value.items() if key in NodeSpec.model_fields}
+            return {"nodes": [node], **{key: item for key, item in value.items() if key not in node}}
         return value
 
     @property

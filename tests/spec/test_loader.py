@@ -427,3 +427,22 @@ def test_a_model_used_by_several_nodes_and_networks_has_its_problem_said_once() 
         """
     )
     assert [p.field for p in problems] == ["models.m.temperature"]
+
+
+def test_a_one_node_layer_mapping_takes_the_layers_own_keys_beside_the_nodes() -> None:
+    # error_policy beside operator was refused as "unknown key (not part of the spec format)".
+    spec = loads_spec(
+        textwrap.dedent(
+            """\
+            networks:
+              a:
+                layers:
+                  - {operator: generate, context: be brief, error_policy: skip_and_continue, max_retries: 1}
+            """
+        )
+    )
+    (layer,) = spec.networks["a"].layers
+    assert layer.config is not None and layer.config.error_policy is ErrorPolicy.SKIP_AND_CONTINUE
+    assert layer.config.max_retries == 1 and layer.nodes[0].additional_prompt_context == "be brief"
+    problem = _one("networks:\n  a:\n    layers:\n      - {operator: generate, contxt: x}\n")
+    assert problem.field == "networks.a.layers[0].contxt" and problem.line == 4

@@ -38,7 +38,8 @@ _NODE = re.compile(
     re.VERBOSE,
 )
 _OPERATOR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_ALIAS = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+#: What the name of an entry of ``models:`` is made of.
+ALIAS_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 _FORM = "'[COUNT x] OPERATOR[@MODEL]', e.g. '5 x generate@openai/gpt-4o-mini'"
 
 
@@ -86,7 +87,7 @@ def parse_model_ref(ref: str) -> tuple[str | None, str]:
         if not provider or not name.strip():
             raise ShorthandError(f"model {ref!r} must be 'provider/model', e.g. 'openai/gpt-4o-mini'")
         return provider, name
-    if not _ALIAS.match(ref):
+    if not ALIAS_NAME.match(ref):
         raise ShorthandError(
             f"model {ref!r} is neither 'provider/model' (e.g. 'openai/gpt-4o-mini') nor the name of an entry "
             "of models: (letters, digits, '_', '-', '.')"

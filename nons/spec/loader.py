@@ -136,14 +136,47 @@ class _Locator:
         return sorted(found, key=lambda p: (p.line or 0, p.column or 0))
 
 
-def _validation_items(error: ValidationError) -> list[tuple[Path, str]]:
+def _validation_items(error: ValidationError, data: Any) -> list[tuple[Path, str]]:
     items = []
     for detail in error.errors(include_url=False):
         message = str(detail["msg"]).removeprefix("Value error, ")
+        loc = tuple(detail["loc"])
         if detail["type"] == "extra_forbidden":
             message = UNKNOWN_KEY
-        items.append((tuple(detail["loc"]), message))
+        elif len(loc) >= 2 and loc[-1] == "[key]":
+            # A name (a key) that is wrong: said at the name itself, not as "networks: 1.5.[key]" at line 1.
+            key = _key_as_written(data, loc[:-2], loc[-2])
+            loc = (*loc[:-2], key)
+            if detail["type"] == "string_type":
+                message = f"the name {_yaml(key)} is read as {_yaml_kind(key)}, not text: quote it"
+        items.append((loc, message))
     return items
+
+
+def _key_as_written(data: Any, parent: Path, key: Any) -> Any:
+    """The key of the mapping at ``parent`` that pydantic's location ``key`` stands for (it gives ``None`` as
+    ``'None'``): the one the file's positions know."""
+    try:
+        mapping = data
+        for step in parent:
+            mapping = mapping[step]
+    except (KeyError, IndexError, TypeError):
+        return key
+    if isinstance(mapping, dict):
+        for written in mapping:
+            if written == key or str(written) == str(key):
+                return written
+    return key
+
+
+def _yaml(key: Any) -> str:
+    return "null" if key is None else str(key).lower() if isinstance(key, bool) else repr(key)
+
+
+def _yaml_kind(key: Any) -> str:
+    if key is None:
+        return "null"
+    return "a boolean" if isinstance(key, bool) else "a number" if isinstance(key, (int, float)) else "a value"
 
 
 def _problems_of_refused_networks(data: Any) -> list[tuple[Path, str]]:
@@ -236,7 +269,7 @@ def loads_spec(text: str, source: str = "<string>") -> Spec:
     try:
         spec_file = SpecFile.model_validate(data)
     except ValidationError as error:
-        problems = _validation_items(error)
+        problems = _validation_items(error, data)
         # Build the networks that are valid, so that one run reports their problems too.
         valid = _valid_networks(data)
         if valid is not None:

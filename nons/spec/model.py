@@ -9,16 +9,35 @@ accepts. See ``nons/spec/__init__.py`` for the format.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from nons.spec.grammar import parse_model_ref, parse_node
+from nons.spec.grammar import ALIAS_NAME, parse_model_ref, parse_node
 
 __all__ = ["DefaultsSpec", "LayerSpecModel", "ModelSpec", "NetworkSpec", "NodeSpec", "SpecFile"]
 
 #: Versions of the format this code reads.
 SUPPORTED_VERSIONS = (1,)
+
+
+def _model_name(name: str) -> str:
+    if "/" in name:
+        raise ValueError(f"model name {name!r} must not contain '/': that is how provider/model is written")
+    if not ALIAS_NAME.match(name):
+        raise ValueError(f"model name {name!r} must start with a letter or '_', then letters, digits, '_', '-', '.'")
+    return name
+
+
+def _network_name(name: str) -> str:
+    if not name or not all(c.isalnum() or c in "-_." for c in name):
+        raise ValueError(f"network name {name!r} must be letters, digits, '-', '_' or '.' (it is part of a URL)")
+    return name
+
+
+# Checked as keys, so that a problem is said at the name's own line (a dict validator's was the section's).
+ModelName = Annotated[str, AfterValidator(_model_name)]
+NetworkName = Annotated[str, AfterValidator(_network_name)]
 
 
 class ModelSpec(BaseModel):
@@ -144,9 +163,9 @@ class SpecFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     version: int = 1
-    models: dict[str, ModelSpec] = Field(default_factory=dict)
+    models: dict[ModelName, ModelSpec] = Field(default_factory=dict)
     defaults: DefaultsSpec = Field(default_factory=DefaultsSpec)
-    networks: dict[str, NetworkSpec] = Field(min_length=1)
+    networks: dict[NetworkName, NetworkSpec] = Field(min_length=1)
 
     @field_validator("version")
     @classmethod
@@ -155,21 +174,3 @@ class SpecFile(BaseModel):
             raise ValueError(f"version {value} is not supported; this NoN reads version(s) {SUPPORTED_VERSIONS}")
         return value
 
-    @field_validator("models")
-    @classmethod
-    def _alias_names(cls, value: dict[str, ModelSpec]) -> dict[str, ModelSpec]:
-        for name in value:
-            provider, _ = parse_model_ref(name)
-            if provider is not None:
-                raise ValueError(f"model name {name!r} must not contain '/': that is how provider/model is written")
-        return value
-
-    @field_validator("networks")
-    @classmethod
-    def _network_names(cls, value: dict[str, NetworkSpec]) -> dict[str, NetworkSpec]:
-        for name in value:
-            if not name or not all(c.isalnum() or c in "-_." for c in name):
-                raise ValueError(
-                    f"network name {name!r} must be letters, digits, '-', '_' or '.' (it is part of a URL)"
-                )
-        return value

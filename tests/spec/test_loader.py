@@ -249,7 +249,7 @@ def test_model_aliases_that_refer_to_each_other_in_a_loop_are_refused() -> None:
 
 def test_network_names_must_fit_in_a_url_and_versions_must_be_known() -> None:
     problems = _problems("version: 2\nnetworks:\n  'a b': {layers: [generate]}\n")
-    assert [(p.line, p.field) for p in problems] == [(1, "version"), (2, "networks")]
+    assert [(p.line, p.field) for p in problems] == [(1, "version"), (3, "networks.a b")]
 
 
 def test_reserved_network_keys_say_where_they_are_set() -> None:
@@ -446,3 +446,22 @@ def test_a_one_node_layer_mapping_takes_the_layers_own_keys_beside_the_nodes() -
     assert layer.config.max_retries == 1 and layer.nodes[0].additional_prompt_context == "be brief"
     problem = _one("networks:\n  a:\n    layers:\n      - {operator: generate, contxt: x}\n")
     assert problem.field == "networks.a.layers[0].contxt" and problem.line == 4
+
+
+@pytest.mark.parametrize(
+    ("key", "says"),
+    [("~", "the name null is read as null"), ("1.5", "the name 1.5 is read as a number"),
+     ("true", "the name true is read as a boolean"), ("2024", "the name 2024 is read as a number")],
+)  # fmt: skip
+def test_a_name_yaml_reads_as_something_else_than_text_is_said_at_its_line(key: str, says: str) -> None:
+    # It was "networks: None.[key]: Input should be a valid string", at line 1.
+    problem = _one(f"networks:\n  ok: {{layers: [generate]}}\n  {key}: {{layers: [generate]}}\n")
+    assert problem.line == 3 and says in problem.message and "quote it" in problem.message
+
+
+def test_a_bad_model_or_network_name_is_said_at_its_line_as_a_name() -> None:
+    # They were said at line 1, the model's as a model reference ("write 'provider/model'").
+    problems = _problems("models:\n  ok: mock/x\n  my model: mock/x\nnetworks:\n  bad name: {layers: [generate]}\n")
+    assert [(p.line, p.message.split(" must")[0]) for p in problems] == [
+        (3, "model name 'my model'"), (5, "network name 'bad name'")
+    ]

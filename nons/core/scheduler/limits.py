@@ -143,6 +143,9 @@ class RemoteGate(Protocol):
     def fail_waiting(self, error: BaseException) -> None:
         """Fail every request still waiting here with ``error`` (the scheduler was stopped)."""
 
+    def describe(self, index: int, now: float) -> dict[str, Any] | None:
+        """The stats' view of the ``index``-th limits (0: the provider's, 1: the model's; ``None``: none)."""
+
     @property
     def waiting(self) -> int:
         """Requests waiting here now (they are not in the local queue yet)."""

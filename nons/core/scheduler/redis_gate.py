@@ -137,6 +137,9 @@ class RedisGate:
         self.driver: asyncio.Task[None] | None = None
         self.nap: asyncio.Future[None] | None = None
         self.settlements = Settlements(backend, self.keys, self.spec, loop, limits[-1][0])
+        #: Until when (the backend's clock) the provider is paused by a server's retry hint, as far as this replica
+        #: has seen: its own 429s, and another replica's once Redis refuses a request for it.
+        self.paused_until = 0.0
 
     # --- the caller's side --------------------------------------------------------------------------------
     async def reserve(self, priority: int, tokens: int, deadline: float | None) -> Reservation:
@@ -181,6 +184,7 @@ class RedisGate:
         elif reservation.lease or (refund and self.settles_tokens):
             self.settlements.owe([(reservation.lease or "", refund, False)])
         if hint is not None:
+            self.paused_until = max(self.paused_until, self.backend.clock() + hint)
             if self.link.up:
                 self.settlements.pause(hint)
             else:
@@ -192,6 +196,22 @@ class RedisGate:
     def waiting(self) -> int:
         """Requests waiting here now, for the shared limits (they are not in the local queue yet)."""
         return self.live
+
+    def describe(self, index: int, now: float) -> dict[str, Any] | None:
+        """The shared limits of ``self.limits[index]`` (0: the provider's, 1: the model's, ``None`` when it has
+        none) as configured, for the stats: their state is in Redis, for every replica. The provider's view says
+        a pause this replica saw."""
+        if index >= len(self.limits):
+            return None
+        config = self.limits[index][1]
+        view: dict[str, Any] = {"shared": True, "max_concurrent": config.max_concurrent}
+        for name in ("requests_per_minute", "requests_per_second", "tokens_per_minute"):
+            value = getattr(config, name)
+            if value is not None:
+                view[name] = value
+        if index == 0 and now < self.paused_until:
+            view["paused_for_s"] = round(self.paused_until - now, 3)
+        return view
 
     def waiters(self) -> list[RemoteWaiter]:
         """The requests waiting here now, in no particular order."""
@@ -287,6 +307,8 @@ class RedisGate:
             return None
         kind = self.kinds[int(refused) - 1]
         seconds = float(wait)
+        if kind == LIMIT_RETRY_AFTER:
+            self.paused_until = max(self.paused_until, self.backend.clock() + seconds)
         if kind == LIMIT_RETRY_AFTER and seconds > current_settings().max_retry_hint:
             # As the local queue does: a pause longer than NON_MAX_RETRY_HINT (one replica's 429, shared) fails the
             # waiting calls at once, with the time left, so that their fallbacks move on.

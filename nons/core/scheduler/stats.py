@@ -67,17 +67,39 @@ def scheduler_stats(
     for kind, slot in list(queue.providers.items()):
         entry: dict[str, Any] = _counts(slot.lanes)
         entry["limits"] = slot.gate.describe(now)
+        # Limits shared through Redis: the local gate holds only adaptive concurrency, so the view is the
+        # configured shared limits (and a pause seen), with this replica's own in-flight count.
+        remotes = [lane.remote for lane in slot.lanes if lane.remote is not None]
+        if remotes:
+            entry["limits"] = _shared([remote.describe(0, now) for remote in remotes], entry["limits"])
         entry["models"] = {}
         for lane in slot.lanes:
             model_entry: dict[str, Any] = _counts([lane])
             model_entry["breaker"] = lane.breaker.state_name
-            if len(lane.gates) > 1:
+            shared = lane.remote.describe(1, now) if lane.remote is not None else None
+            if shared is not None:
+                model_entry["limits"] = _shared([shared], lane.gates[-1].describe(now))
+            elif len(lane.gates) > 1:
                 model_entry["limits"] = lane.gates[1].describe(now)
             entry["models"][lane.model] = model_entry
         stats["providers"][kind.value] = entry
     for lane in lanes:
         stats["breakers"][f"{lane.provider.value}/{lane.model}"] = lane.breaker.describe(now)
     return stats
+
+
+def _shared(views: list[dict[str, Any] | None], local: dict[str, Any]) -> dict[str, Any]:
+    """The shared limits' view (the longest pause any lane of the provider saw), with the local gate's in-flight
+    count (and adaptive concurrency, which stays per replica)."""
+    shared = [view for view in views if view is not None]
+    view = {**shared[0], "in_flight": local.get("in_flight", 0)} if shared else dict(local)
+    view.pop("paused_for_s", None)
+    pauses = [item["paused_for_s"] for item in shared if "paused_for_s" in item]
+    if pauses:
+        view["paused_for_s"] = max(pauses)
+    if "adaptive_concurrency" in local:
+        view["adaptive_concurrency"] = local["adaptive_concurrency"]
+    return view
 
 
 def health_report(stats: dict[str, Any]) -> dict[str, Any]:

@@ -107,6 +107,25 @@ async def test_a_retry_hint_received_by_one_replica_pauses_the_provider_for_all(
     later.release()
 
 
+async def test_stats_and_health_give_the_shared_limits_and_a_pause_either_replica_met(redis_server) -> None:  # type: ignore[no-untyped-def]
+    # They gave the local placeholder (max_concurrent null, no rates) and "healthy" while the shared pause held.
+    limits = RateLimitConfig(max_concurrent=10, requests_per_minute=600)
+    hinted, other = replica(redis_server.url, limits), replica(redis_server.url, limits)
+    permit = await hinted.acquire(MOCK, "m")
+    assert hinted.get_stats()["providers"]["mock"]["limits"] == {
+        "shared": True, "max_concurrent": 10, "requests_per_minute": 600, "in_flight": 1
+    }
+    permit.release(success=False, error=RateLimitError("slow down", retry_after_s=2.0))
+    await _settled(hinted)
+    health = hinted.health()
+    assert health["status"] == "degraded" and 0 < health["paused"]["mock"] <= 2.0
+    waiting = asyncio.ensure_future(other.acquire(MOCK, "m"))
+    await asyncio.sleep(0.3)  # refused by Redis for the pause: the other replica knows of it now
+    health = other.health()
+    assert health["status"] == "degraded" and 0 < health["paused"]["mock"] < 2.0
+    (await asyncio.wait_for(waiting, 5.0)).release()
+
+
 async def test_waiting_for_shared_limits_has_the_queue_deadline(redis_server) -> None:  # type: ignore[no-untyped-def]
     scheduler = replica(redis_server.url, RateLimitConfig(requests_per_minute=1))
     (await scheduler.acquire(MOCK, "m")).release()

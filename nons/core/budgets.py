@@ -187,7 +187,14 @@ class Budgets:
         shared = [(b, k) for b, k in applicable if b.per in _SHARED and link is not None]
         if shared:
             assert link is not None
+            sending = self._sending()  # before the reservation: what this loop owes may reach Redis after it
             reserved = await self._reserve_shared(link, shared, amount) if link.up else None
+            if reserved is not None and reserved[0] and sending:
+                # Refused while this loop's refunds (a call that ended cost less than its worst case) were on
+                # their way: once they are in, the reservation may fit. Only on a refusal, so that the usual
+                # reservation never waits for the background sends.
+                await asyncio.gather(*sending, return_exceptions=True)
+                reserved = await self._reserve_shared(link, shared, amount) if link.up else None
             if reserved is None:
                 # Redis is unreachable: this replica's share of what was left when it was last seen, counted
                 # here, so that the replicas together stay within the limit.
@@ -259,14 +266,17 @@ class Budgets:
             with contextlib.suppress(ValueError):  # another sender of this loop's may have taken it off
                 owed.remove(settlement)
 
+    def _sending(self) -> list[asyncio.Task[None]]:
+        """The running loop's tasks sending settlements to Redis."""
+        loop = asyncio.get_running_loop()
+        return [task for task in self._settling if task.get_loop() is loop and not task.done()]
+
     async def _send_owed_at_end(self) -> None:
         """The loop's end: a sending task started in its cancel round (a call cancelled there settled) is let
         finish (bounded), or cancelled, before what is still owed is sent (a settlement cut short stays owed, and
         Redis applies each once). Else its send failed on the closed connection and marked Redis unreachable."""
         assert self.link is not None
-        loop = asyncio.get_running_loop()
-        sending = [task for task in self._settling if task.get_loop() is loop and not task.done()]
-        await finish_or_cancel(sending, max(1.0, 2 * self.link.timeout_s))
+        await finish_or_cancel(self._sending(), max(1.0, 2 * self.link.timeout_s))
         await self._send_owed()
 
     async def settled(self) -> None:

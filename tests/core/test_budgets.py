@@ -286,6 +286,22 @@ async def test_network_budgets_shared_in_redis_never_overshoot_under_concurrency
 
 
 @pytest.mark.integration
+async def test_a_call_right_after_one_that_cost_less_than_reserved_fits_in_what_it_left(redis_server) -> None:  # type: ignore[no-untyped-def]
+    # The first call's refund went to Redis in the background, after the next reservation: a budget with room
+    # for the second call refused it (one call at a time, at 42% of the limit, in the probe).
+    budget = Budget(usd=1.5, per="network")
+    book = Budgets([budget], redis=redis_server.url)
+    applicable = [(budget, "network:sequential:network")]
+    for _ in range(3):  # each costs 0.25 of the 1.0 it reserves: the third fits exactly (0.5 spent + 1.0)
+        held = await book.reserve(applicable, LocalLedger(), 1.0, "mock", "m")
+        book.settle(held, 0.25)
+    await book.settled()
+    assert float(redis_server.command("GET", "nons:budget:network:sequential:network")) == 0.75
+    with pytest.raises(BudgetExceededError):  # and one that does not fit is still refused
+        await book.reserve(applicable, LocalLedger(), 1.0, "mock", "m")
+
+
+@pytest.mark.integration
 async def test_a_shared_budget_is_settled_only_in_the_window_reserved_in(redis_server) -> None:  # type: ignore[no-untyped-def]
     # As in this process's ledger: A's refund, reserved in the window that ended, is not taken out of the next.
     budget = Budget(usd=1.5, per="network", window_s=0.3)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import logging
 import uuid
 import weakref
@@ -37,6 +38,7 @@ from nons.base.loop_end import finish_or_cancel
 from nons.base.redis_client import RedisLink, link_from_settings
 from nons.base.types import Budget, BudgetScope, check_budget_names
 from nons.core.budget_ledger import BudgetHold, LocalLedger
+from nons.core.budget_scripts import RESERVE, SETTLE
 from nons.core.scheduler.redis_limits import register_degraded_time
 
 if TYPE_CHECKING:
@@ -54,54 +56,6 @@ __all__ = [
 logger = logging.getLogger("nons.budgets")
 
 _caller: contextvars.ContextVar[str | None] = contextvars.ContextVar("nons_caller", default=None)
-
-# Reserve all or nothing: KEYS are the budgets' keys; ARGV: amount, then per key: limit, window in ms (0: none).
-# Returns {0 when reserved, else the 1-based index of the budget that cannot hold it; then each key's use; when
-# reserved, then each key's window: when it ends, in ms on Redis's clock (0: it never does)}.
-_RESERVE = """
-local amount = tonumber(ARGV[1])
-local used = {}
-for i = 1, #KEYS do
-  used[i] = tonumber(redis.call('GET', KEYS[i]) or '0')
-end
-for i = 1, #KEYS do
-  if used[i] + amount > tonumber(ARGV[2 * i]) * (1 + 1e-12) then
-    local out = {i}
-    for j = 1, #KEYS do out[j + 1] = string.format('%.17g', used[j]) end
-    return out
-  end
-end
-local out = {0}
-local time = redis.call('TIME')
-local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
-for i = 1, #KEYS do
-  local fresh = redis.call('EXISTS', KEYS[i]) == 0
-  out[i + 1] = redis.call('INCRBYFLOAT', KEYS[i], amount)
-  local window = tonumber(ARGV[2 * i + 1])
-  if fresh and window > 0 then redis.call('PEXPIRE', KEYS[i], window) end
-  local ttl = redis.call('PTTL', KEYS[i])
-  out[#KEYS + i + 1] = ttl >= 0 and now + ttl or 0
-end
-return out
-"""
-# Settle: add ARGV[1] (negative: give back) to each key whose window is still the one reserved in, its end
-# ARGV[1 + i] as the reservation gave it (an expired window owes nothing, and the window after it is not owed).
-# Once: the last key names the settlement, and a settlement seen in the last SETTLED_TTL_S is not applied again
-# (one cut short by its loop's end, which Redis may have run, is sent again then).
-_SETTLE = """
-local n = #KEYS - 1
-if not redis.call('SET', KEYS[#KEYS], '1', 'NX', 'EX', ARGV[n + 2]) then return 0 end
-local time = redis.call('TIME')
-local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
-for i = 1, n do
-  local ends = tonumber(ARGV[i + 1])
-  local ttl = redis.call('PTTL', KEYS[i])
-  local same = (ends == 0 and ttl == -1) or (ends > 0 and ttl >= 0 and math.abs(now + ttl - ends) <= 2)
-  if same then redis.call('INCRBYFLOAT', KEYS[i], ARGV[1]) end
-end
-return 0
-"""
-
 
 @contextlib.contextmanager
 def spending_for(caller: str) -> Iterator[None]:
@@ -244,17 +198,23 @@ class Budgets:
         hold.pass_ledger.settle(hold.pass_windows, delta)
         self.local.settle(hold.process_windows, delta)
         self._gauge(hold)  # the worst case reserved is gone: the gauge shows what was spent
-        if hold.shared_keys and self.link is not None:
-            loop = asyncio.get_running_loop()
-            owed = self._owed.get(loop)
-            if owed is None:
-                owed = self._owed[loop] = []
-                self.link.at_loop_end(self, self._send_owed_at_end)
-            owed.append((hold.shared_keys, hold.shared_ends, delta, uuid.uuid4().hex))
-            if len(owed) == 1:  # else the task sending them is under way
-                task = loop.create_task(self._send_owed())
-                self._settling.add(task)
-                task.add_done_callback(self._settling.discard)
+        if hold.shared_keys:
+            self._owe(hold.shared_keys, hold.shared_ends, delta)
+
+    def _owe(self, keys: list[str], ends: list[int], delta: float) -> None:
+        """Add ``delta`` to the shared budgets' ``keys`` in the windows ending at ``ends``, in the background."""
+        if self.link is None:
+            return
+        loop = asyncio.get_running_loop()
+        owed = self._owed.get(loop)
+        if owed is None:
+            owed = self._owed[loop] = []
+            self.link.at_loop_end(self, self._send_owed_at_end)
+        owed.append((keys, ends, delta, uuid.uuid4().hex))
+        if len(owed) == 1:  # else the task sending them is under way
+            task = loop.create_task(self._send_owed())
+            self._settling.add(task)
+            task.add_done_callback(self._settling.discard)
 
     async def _send_owed(self) -> None:
         """Send the running loop's settlements to Redis. One that the loop's end cuts short stays owed, for that
@@ -292,7 +252,7 @@ class Budgets:
     def _redis_scripts(self, link: RedisLink) -> tuple[AsyncScript, AsyncScript]:
         if self._scripts is None:
             client = link.client()
-            self._scripts = (client.register_script(_RESERVE), client.register_script(_SETTLE))
+            self._scripts = (client.register_script(RESERVE), client.register_script(SETTLE))
         return self._scripts
 
     async def _reserve_shared(
@@ -303,9 +263,17 @@ class Budgets:
         args: list[Any] = [repr(amount)]
         for budget, _ in shared:
             args.extend((repr(budget.usd), int(budget.window_s * 1000) if budget.window_s else 0))
+        keys = [self._key(k) for _, k in shared]
         try:
             reserve, _ = self._redis_scripts(link)
-            answer = await reserve(keys=[self._key(k) for _, k in shared], args=args, client=link.client())
+            sent = asyncio.ensure_future(reserve(keys=keys, args=args, client=link.client()))
+            try:
+                answer = await asyncio.shield(sent)
+            except asyncio.CancelledError:
+                # The caller left while the script was on its way: what Redis reserved for it is given back once
+                # the answer says so (it stayed reserved, for no call, for the rest of the window or for ever).
+                sent.add_done_callback(functools.partial(self._give_back, keys, amount))
+                raise
         except Exception as error:
             if not link.unreachable(error):
                 logger.error("budget reservation in Redis failed, counting locally: %s", error)
@@ -316,6 +284,14 @@ class Budgets:
             self._left[key] = max(0.0, budget.usd - float(used))
             self._seen(budget, float(used) / budget.usd)
         return int(answer[0]), [int(end) for end in answer[count + 1 :]]
+
+    def _give_back(self, keys: list[str], amount: float, sent: asyncio.Future[Any]) -> None:
+        """The reservation script of a caller that left has answered: give back what it reserved, if it did."""
+        if sent.cancelled() or sent.exception() is not None:
+            return  # not reserved, or unknown: a Redis that did not answer is erred on as having spent
+        answer = sent.result()
+        if int(answer[0]) == 0:
+            self._owe(keys, [int(end) for end in answer[len(keys) + 1 :]], -amount)
 
     async def _settle_shared(self, keys: list[str], ends: list[int], delta: float, settlement: str) -> None:
         """Add ``delta`` to the shared budgets' ``keys`` in Redis, once for the id ``settlement`` however many

@@ -302,6 +302,23 @@ async def test_a_call_right_after_one_that_cost_less_than_reserved_fits_in_what_
 
 
 @pytest.mark.integration
+async def test_a_call_cancelled_while_reserving_in_redis_leaves_nothing_reserved(redis_server) -> None:  # type: ignore[no-untyped-def]
+    # Redis reserved it after the caller had left, and no hold was there to give it back: reserved for ever.
+    budget = Budget(usd=1.5, per="network")
+    book = Budgets([budget], redis=redis_server.url)
+    applicable = [(budget, "network:cancelled:network")]
+    assert redis_server.command("CLIENT", "PAUSE", "300", "WRITE") == "+OK"  # a slow Redis
+    reserving = asyncio.ensure_future(book.reserve(applicable, LocalLedger(), 1.0, "mock", "m"))
+    await asyncio.sleep(0.1)
+    reserving.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await reserving
+    await asyncio.sleep(0.4)  # Redis runs the reservation once the pause ends; then its refund is sent
+    await book.settled()
+    assert float(redis_server.command("GET", "nons:budget:network:cancelled:network") or "0") == 0.0
+
+
+@pytest.mark.integration
 async def test_a_shared_budget_is_settled_only_in_the_window_reserved_in(redis_server) -> None:  # type: ignore[no-untyped-def]
     # As in this process's ledger: A's refund, reserved in the window that ended, is not taken out of the next.
     budget = Budget(usd=1.5, per="network", window_s=0.3)

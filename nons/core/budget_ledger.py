@@ -88,6 +88,9 @@ class BudgetHold:
     shared_keys: list[str] = field(default_factory=list)
     #: When each shared key's window reserved in ends, in ms on Redis's clock (0: never): settled only in it.
     shared_ends: list[int] = field(default_factory=list)
+    #: The shared budgets' keys and window lengths (ms, 0: none) of a hold counted locally while Redis was
+    #: unreachable: what the attempt spent is added to them when Redis is back.
+    outage_keys: list[tuple[str, int]] = field(default_factory=list)
     #: (budget, key, limit) of the budgets counted in this process whose usage gauge its settlement updates.
     gauged: list[tuple[Budget, str, float]] = field(default_factory=list)
     #: What the same attempt reserved against the budgets of the passes it runs inside (an agent run in a node):

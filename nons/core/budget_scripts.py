@@ -35,7 +35,8 @@ end
 return out
 """
 # Settle: add ARGV[1] (negative: give back) to each key whose window is still the one reserved in, its end
-# ARGV[1 + i] as the reservation gave it (an expired window owes nothing, and the window after it is not owed).
+# ARGV[1 + i] as the reservation gave it (an expired window owes nothing, and the window after it is not owed);
+# an end below 0 (-1 - the window in ms) adds to the window open now: spend counted while Redis was unreachable.
 # Once: the last key names the settlement, and a settlement seen in the last SETTLED_TTL_S is not applied again
 # (one cut short by its loop's end, which Redis may have run, is sent again then).
 SETTLE = """
@@ -45,9 +46,17 @@ local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 for i = 1, n do
   local ends = tonumber(ARGV[i + 1])
-  local ttl = redis.call('PTTL', KEYS[i])
-  local same = (ends == 0 and ttl == -1) or (ends > 0 and ttl >= 0 and math.abs(now + ttl - ends) <= 2)
-  if same then redis.call('INCRBYFLOAT', KEYS[i], ARGV[1]) end
+  if ends < 0 then
+    -- Spent while Redis was unreachable: added to the window open now, made (of -ends - 1 ms) as a reservation
+    -- makes it when none is.
+    local fresh = redis.call('EXISTS', KEYS[i]) == 0
+    redis.call('INCRBYFLOAT', KEYS[i], ARGV[1])
+    if fresh and ends < -1 then redis.call('PEXPIRE', KEYS[i], -ends - 1) end
+  else
+    local ttl = redis.call('PTTL', KEYS[i])
+    local same = (ends == 0 and ttl == -1) or (ends > 0 and ttl >= 0 and math.abs(now + ttl - ends) <= 2)
+    if same then redis.call('INCRBYFLOAT', KEYS[i], ARGV[1]) end
+  end
 end
 return 0
 """

@@ -141,6 +141,8 @@ class Budgets:
         shared = [(b, k) for b, k in applicable if b.per in _SHARED and link is not None]
         if shared:
             assert link is not None
+            if link.up:
+                self._send_owed_soon(asyncio.get_running_loop())  # what an outage left owed, now it is back
             sending = self._sending()  # before the reservation: what this loop owes may reach Redis after it
             reserved = await self._reserve_shared(link, shared, amount) if link.up else None
             if reserved is not None and reserved[0] and sending:
@@ -154,6 +156,7 @@ class Budgets:
                 # here, so that the replicas together stay within the limit.
                 share = link.local_share()
                 local.extend((b, k, share * self._left.get(k, b.usd)) for b, k in shared)
+                hold.outage_keys = [(self._key(k), int(b.window_s * 1000) if b.window_s else 0) for b, k in shared]
             elif reserved[0]:
                 _refuse(shared[reserved[0] - 1][0], amount, provider, model)
             else:
@@ -192,7 +195,12 @@ class Budgets:
         for linked in hold.linked:
             self.settle(linked, cost)
         # An unknown cost keeps the worst case reserved: never counted as 0, which would let the budget overshoot.
-        delta = (hold.amount if cost is None else cost) - hold.amount
+        spent = hold.amount if cost is None else cost
+        if hold.outage_keys and spent:
+            # Counted here while Redis was unreachable: the other replicas learn of it once Redis is back.
+            keys = [key for key, _ in hold.outage_keys]
+            self._owe(keys, [-1 - window for _, window in hold.outage_keys], spent)
+        delta = spent - hold.amount
         if delta == 0:
             return
         hold.pass_ledger.settle(hold.pass_windows, delta)
@@ -210,8 +218,16 @@ class Budgets:
         if owed is None:
             owed = self._owed[loop] = []
             self.link.at_loop_end(self, self._send_owed_at_end)
+        if len(owed) >= _MAX_OWED:
+            # Bounded through a long outage: the oldest goes (a refund, or spend the other replicas never learn of).
+            logger.warning("more than %d budget settlements owed to Redis: the oldest is dropped", _MAX_OWED)
+            del owed[1]  # not the first, which may be on its way
         owed.append((keys, ends, delta, uuid.uuid4().hex))
-        if len(owed) == 1:  # else the task sending them is under way
+        self._send_owed_soon(loop)
+
+    def _send_owed_soon(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start sending what ``loop`` owes Redis, unless a task of its own is at it or there is nothing."""
+        if self._owed.get(loop) and not any(task.get_loop() is loop and not task.done() for task in self._settling):
             task = loop.create_task(self._send_owed())
             self._settling.add(task)
             task.add_done_callback(self._settling.discard)
@@ -222,7 +238,8 @@ class Budgets:
         owed = self._owed.get(asyncio.get_running_loop(), [])
         while owed:
             settlement = owed[0]
-            await self._settle_shared(*settlement)
+            if not await self._settle_shared(*settlement):
+                return  # Redis is unreachable: kept, and sent by the first reservation that finds it back
             with contextlib.suppress(ValueError):  # another sender of this loop's may have taken it off
                 owed.remove(settlement)
 
@@ -293,12 +310,14 @@ class Budgets:
         if int(answer[0]) == 0:
             self._owe(keys, [int(end) for end in answer[len(keys) + 1 :]], -amount)
 
-    async def _settle_shared(self, keys: list[str], ends: list[int], delta: float, settlement: str) -> None:
+    async def _settle_shared(self, keys: list[str], ends: list[int], delta: float, settlement: str) -> bool:
         """Add ``delta`` to the shared budgets' ``keys`` in Redis, once for the id ``settlement`` however many
-        times it is sent."""
+        times it is sent. ``False`` when Redis is unreachable (to send again once it is back)."""
         link = self.link
-        if link is None or not link.thought_up:
-            return  # the window's reservation stays: erring on the side of spending less
+        if link is None:
+            return True
+        if not link.thought_up:
+            return False
         loop = asyncio.get_running_loop()
         try:
             _, settle = self._redis_scripts(link)
@@ -306,10 +325,13 @@ class Budgets:
             await settle(keys=[*keys, once], args=[repr(delta), *ends, SETTLED_TTL_S], client=link.client())
         except Exception as error:
             if loop.is_closed():  # torn down with a loop closed without its end: Redis is not at fault
-                return
+                return True
             if not link.unreachable(error):
                 logger.error("budget settlement in Redis failed: %s", error)
+                return True  # refused (not sent again: it would be refused again)
             link.failed(error)
+            return False
+        return True
 
 
 #: A settlement of shared budgets owed to Redis: their keys, the ends of the windows reserved in, the delta, its id.
@@ -317,6 +339,8 @@ _SharedSettlement = tuple[list[str], list[int], float, str]
 #: How long Redis remembers a settlement it applied (so as not to apply it again): a settlement is sent again at
 #: the end of its loop, seconds later.
 SETTLED_TTL_S = 120
+#: The most settlements one loop keeps owed to Redis (through an outage).
+_MAX_OWED = 10_000
 
 
 def _refuse_shared_name(network: str, found: list[tuple[Budget, str]]) -> None:

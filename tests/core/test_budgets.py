@@ -319,6 +319,28 @@ async def test_a_call_cancelled_while_reserving_in_redis_leaves_nothing_reserved
 
 
 @pytest.mark.integration
+async def test_what_a_replica_spent_while_redis_was_unreachable_is_added_there_once_it_is_back(redis_factory) -> None:  # type: ignore[no-untyped-def]
+    # It was counted only in the replica: once Redis was back, the other replicas spent it again (1.6x the limit).
+    server = redis_factory()
+    budget = Budget(usd=10.0, per="network", window_s=3600)
+    book = Budgets([budget], redis=server.url)
+    applicable = [(budget, "network:outage:network")]
+    server.kill()
+    for _ in range(3):  # each reserves 1.0, locally, and spends 0.25
+        book.settle(await book.reserve(applicable, LocalLedger(), 1.0, "mock", "m"), 0.25)
+    server.start()  # empty, as a Redis that lost its data
+    assert book.link is not None
+    for _ in range(200):
+        if book.link.up:
+            break
+        await asyncio.sleep(0.05)
+    book.settle(await book.reserve(applicable, LocalLedger(), 1.0, "mock", "m"), 0.0)
+    await book.settled()
+    assert float(server.command("GET", "nons:budget:network:outage:network") or "0") == pytest.approx(0.75)
+    assert 0 < int((server.command("PTTL", "nons:budget:network:outage:network") or ":0").lstrip(":")) <= 3_600_000
+
+
+@pytest.mark.integration
 async def test_a_shared_budget_is_settled_only_in_the_window_reserved_in(redis_server) -> None:  # type: ignore[no-untyped-def]
     # As in this process's ledger: A's refund, reserved in the window that ended, is not taken out of the next.
     budget = Budget(usd=1.5, per="network", window_s=0.3)

@@ -88,6 +88,12 @@ class TokenTable:
                     caller, token = f"token-{_digest(item).hex()[:8]}", item
                 if not token:
                     raise ConfigurationError(f"{source}, line {number}: caller {caller!r} has an empty token")
+                if any(character.isspace() for character in token.strip()):
+                    # A bearer token has none: "alice:s3cret  # ops" made a token no request could send.
+                    raise ConfigurationError(
+                        f"{source}, line {number}: the token of caller {caller.strip()!r} contains a space (a "
+                        "comment after it? comments go on lines of their own, starting with #)"
+                    )
                 entries.append((caller.strip(), token.strip()))
         return entries
 

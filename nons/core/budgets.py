@@ -97,6 +97,8 @@ class Budgets:
         self.local = LocalLedger()
         self._scripts: tuple[AsyncScript, AsyncScript] | None = None
         self._settling: set[asyncio.Task[None]] = set()
+        #: The shared budgets' keys the local ledger counted spend of while Redis was unreachable.
+        self._outage_keys: set[str] = set()
         # Per event loop: the settlements (keys, window ends, delta) it has yet to send to Redis. Sent by a task,
         # and what that task had not sent when the loop's end cancelled it, by the loop's end (RedisLink).
         self._owed: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[_SharedSettlement]] = (
@@ -141,15 +143,15 @@ class Budgets:
         shared = [(b, k) for b, k in applicable if b.per in _SHARED and link is not None]
         if shared:
             assert link is not None
-            if link.up:
-                self._send_owed_soon(asyncio.get_running_loop())  # what an outage left owed, now it is back
+            if link.up and self._outage_keys:
+                await self._after_outage()
             sending = self._sending()  # before the reservation: what this loop owes may reach Redis after it
             reserved = await self._reserve_shared(link, shared, amount) if link.up else None
             if reserved is not None and reserved[0] and sending:
                 # Refused while this loop's refunds (a call that ended cost less than its worst case) were on
                 # their way: once they are in, the reservation may fit. Only on a refusal, so that the usual
                 # reservation never waits for the background sends.
-                await asyncio.gather(*sending, return_exceptions=True)
+                await asyncio.wait(sending)  # not gather: a caller cancelled here must not cancel the sender
                 reserved = await self._reserve_shared(link, shared, amount) if link.up else None
             if reserved is None:
                 # Redis is unreachable: this replica's share of what was left when it was last seen, counted
@@ -157,6 +159,7 @@ class Budgets:
                 share = link.local_share()
                 local.extend((b, k, share * self._left.get(k, b.usd)) for b, k in shared)
                 hold.outage_keys = [(self._key(k), int(b.window_s * 1000) if b.window_s else 0) for b, k in shared]
+                self._outage_keys.update(k for _, k in shared)
             elif reserved[0]:
                 _refuse(shared[reserved[0] - 1][0], amount, provider, model)
             else:
@@ -175,7 +178,7 @@ class Budgets:
                 failing = in_process[refused_here - 1][0]
         if failing is not None:
             if hold.shared_keys:
-                await self._settle_shared(hold.shared_keys, hold.shared_ends, -amount, uuid.uuid4().hex)
+                self._owe(hold.shared_keys, hold.shared_ends, -amount)
             _refuse(next(b for b, k, _ in local if k == failing), amount, provider, model)
         hold.gauged = [(budget, key, limit) for budget, key, limit in local if budget.per is not BudgetScope.PASS]
         self._gauge(hold)
@@ -218,6 +221,11 @@ class Budgets:
         if owed is None:
             owed = self._owed[loop] = []
             self.link.at_loop_end(self, self._send_owed_at_end)
+        last = owed[-1] if len(owed) > 1 else None  # owed[0] may be on its way: never changed
+        if last is not None and delta > 0 and last[2] > 0 and (last[0], last[1]) == (keys, ends):
+            owed[-1] = (keys, ends, last[2] + delta, last[3])  # spend in an outage: one settlement per budget set
+            self._send_owed_soon(loop)
+            return
         if len(owed) >= _MAX_OWED:
             # Bounded through a long outage: the oldest goes (a refund, or spend the other replicas never learn of).
             logger.warning("more than %d budget settlements owed to Redis: the oldest is dropped", _MAX_OWED)
@@ -242,6 +250,20 @@ class Budgets:
                 return  # Redis is unreachable: kept, and sent by the first reservation that finds it back
             with contextlib.suppress(ValueError):  # another sender of this loop's may have taken it off
                 owed.remove(settlement)
+
+    async def _after_outage(self) -> None:
+        """Redis is back: what this loop spent while it was not reaches it before a reservation is counted
+        against it (else one admitted right after the outage could overshoot), and the local count of that spend
+        is dropped (the next outage would have counted it again)."""
+        loop = asyncio.get_running_loop()
+        if any(delta > 0 for _, _, delta, _ in self._owed.get(loop, ())):
+            self._send_owed_soon(loop)
+            sending = self._sending()
+            if sending:
+                await asyncio.wait(sending)  # not gather: a caller cancelled here must not cancel the sender
+        if not any(delta > 0 for _, _, delta, _ in self._owed.get(loop, ())):
+            self.local.forget(list(self._outage_keys))
+            self._outage_keys.clear()
 
     def _sending(self) -> list[asyncio.Task[None]]:
         """The running loop's tasks sending settlements to Redis."""

@@ -9,6 +9,7 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from replicas import run_together
@@ -27,6 +28,7 @@ from nons import (
     NoN,
 )
 from nons.base.messages import LLMRequest, Message, ToolDefinition
+from nons.base.redis_client import RedisLink
 from nons.base.results import LLMCallRecord, Usage
 from nons.base.settings import get_settings
 from nons.core import budgets as budgets_module
@@ -338,6 +340,62 @@ async def test_what_a_replica_spent_while_redis_was_unreachable_is_added_there_o
     await book.settled()
     assert float(server.command("GET", "nons:budget:network:outage:network") or "0") == pytest.approx(0.75)
     assert 0 < int((server.command("PTTL", "nons:budget:network:outage:network") or ":0").lstrip(":")) <= 3_600_000
+
+
+async def _until_up(book: Budgets) -> None:
+    assert book.link is not None
+    for _ in range(200):
+        if book.link.up:
+            return
+        await asyncio.sleep(0.05)
+
+
+@pytest.mark.integration
+async def test_after_an_outage_its_spend_is_in_redis_before_the_next_call_and_counted_once(redis_factory) -> None:  # type: ignore[no-untyped-def]
+    # The first reservation after the outage was counted before the outage's spend reached Redis (a $5 call
+    # admitted with $6 of $10 spent); and the next outage counted the first one's spend again, locally.
+    server = redis_factory()
+    budget = Budget(usd=10.0, per="network")
+    book = Budgets([budget], redis=RedisLink(server.url, local_share=1.0, probe_interval_s=0.05))
+    applicable = [(budget, "network:outages:network")]
+    server.kill()
+    for _ in range(6):
+        book.settle(await book.reserve(applicable, LocalLedger(), 1.0, "mock", "m"), 1.0)
+    server.start()
+    await _until_up(book)
+    with pytest.raises(BudgetExceededError):
+        await book.reserve(applicable, LocalLedger(), 5.0, "mock", "m")
+    book.settle(await book.reserve(applicable, LocalLedger(), 1.0, "mock", "m"), 1.0)  # $7 spent
+    await book.settled()
+    server.kill()  # a second outage: $3 left, all of it this replica's (its share is 1)
+    for _ in range(3):
+        book.settle(await book.reserve(applicable, LocalLedger(), 1.0, "mock", "m"), 1.0)
+    with pytest.raises(BudgetExceededError):
+        await book.reserve(applicable, LocalLedger(), 1.0, "mock", "m")
+
+
+@pytest.mark.integration
+async def test_a_caller_cancelled_while_waiting_for_refunds_leaves_them_on_their_way(redis_server) -> None:  # type: ignore[no-untyped-def]
+    # The refused caller waited for the refunds under way with gather(): cancelled, it cancelled their sender.
+    budget = Budget(usd=1.5, per="network")
+    book = Budgets([budget], redis=redis_server.url)
+    applicable = [(budget, "network:waiting:network")]
+    settle_in_redis = book._settle_shared
+
+    async def slow_to_arrive(*settlement: Any) -> bool:  # the real settlement, 0.3 s late (a slow network)
+        await asyncio.sleep(0.3)
+        return await settle_in_redis(*settlement)
+
+    book._settle_shared = slow_to_arrive  # type: ignore[method-assign]
+    book.settle(await book.reserve(applicable, LocalLedger(), 1.0, "mock", "m"), 0.25)  # 0.75 to give back
+    refused = asyncio.ensure_future(book.reserve(applicable, LocalLedger(), 1.0, "mock", "m"))
+    await asyncio.sleep(0.1)
+    refused.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await refused
+    await asyncio.sleep(0.5)
+    await book.settled()
+    assert float(redis_server.command("GET", "nons:budget:network:waiting:network") or "nan") == 0.25
 
 
 @pytest.mark.integration

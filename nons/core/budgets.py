@@ -28,17 +28,15 @@ import contextlib
 import contextvars
 import functools
 import logging
-import uuid
-import weakref
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from nons.base.errors import BudgetExceededError, ConfigurationError
-from nons.base.loop_end import finish_or_cancel
 from nons.base.redis_client import RedisLink, link_from_settings
 from nons.base.types import Budget, BudgetScope, check_budget_names
 from nons.core.budget_ledger import BudgetHold, LocalLedger
 from nons.core.budget_scripts import RESERVE, SETTLE
+from nons.core.budget_settlements import Settlements
 from nons.core.scheduler.redis_limits import register_degraded_time
 
 if TYPE_CHECKING:
@@ -96,14 +94,10 @@ class Budgets:
             register_degraded_time(self.link)
         self.local = LocalLedger()
         self._scripts: tuple[AsyncScript, AsyncScript] | None = None
-        self._settling: set[asyncio.Task[None]] = set()
+        #: What the shared budgets owe Redis (sent in the background).
+        self.settlements = None if self.link is None else Settlements(self.link, lambda: self._redis_scripts()[1])
         #: The shared budgets' keys the local ledger counted spend of while Redis was unreachable.
         self._outage_keys: set[str] = set()
-        # Per event loop: the settlements (keys, window ends, delta) it has yet to send to Redis. Sent by a task,
-        # and what that task had not sent when the loop's end cancelled it, by the loop's end (RedisLink).
-        self._owed: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[_SharedSettlement]] = (
-            weakref.WeakKeyDictionary()
-        )
         # What was left of each shared budget when Redis last answered (the base of the local share in an outage).
         self._left: dict[str, float] = {}
         #: The share of each (name, scope) budget used, as last seen here (``nons.budget.usage``).
@@ -145,7 +139,8 @@ class Budgets:
             assert link is not None
             if link.up and self._outage_keys:
                 await self._after_outage()
-            sending = self._sending()  # before the reservation: what this loop owes may reach Redis after it
+            assert self.settlements is not None
+            sending = self.settlements.sending()  # before the reservation: what this loop owes may reach it after
             reserved = await self._reserve_shared(link, shared, amount) if link.up else None
             if reserved is not None and reserved[0] and sending:
                 # Refused while this loop's refunds (a call that ended cost less than its worst case) were on
@@ -177,8 +172,8 @@ class Budgets:
                 pass_ledger.settle(hold.pass_windows, -amount)
                 failing = in_process[refused_here - 1][0]
         if failing is not None:
-            if hold.shared_keys:
-                self._owe(hold.shared_keys, hold.shared_ends, -amount)
+            if hold.shared_keys and self.settlements is not None:
+                self.settlements.owe(hold.shared_keys, hold.shared_ends, -amount)
             _refuse(next(b for b, k, _ in local if k == failing), amount, provider, model)
         hold.gauged = [(budget, key, limit) for budget, key, limit in local if budget.per is not BudgetScope.PASS]
         self._gauge(hold)
@@ -199,98 +194,48 @@ class Budgets:
             self.settle(linked, cost)
         # An unknown cost keeps the worst case reserved: never counted as 0, which would let the budget overshoot.
         spent = hold.amount if cost is None else cost
-        if hold.outage_keys and spent:
+        if hold.outage_keys and spent and self.settlements is not None:
             # Counted here while Redis was unreachable: the other replicas learn of it once Redis is back.
             keys = [key for key, _ in hold.outage_keys]
-            self._owe(keys, [-1 - window for _, window in hold.outage_keys], spent)
+            self.settlements.owe(keys, [-1 - window for _, window in hold.outage_keys], spent)
         delta = spent - hold.amount
         if delta == 0:
             return
         hold.pass_ledger.settle(hold.pass_windows, delta)
         self.local.settle(hold.process_windows, delta)
         self._gauge(hold)  # the worst case reserved is gone: the gauge shows what was spent
-        if hold.shared_keys:
-            self._owe(hold.shared_keys, hold.shared_ends, delta)
-
-    def _owe(self, keys: list[str], ends: list[int], delta: float) -> None:
-        """Add ``delta`` to the shared budgets' ``keys`` in the windows ending at ``ends``, in the background."""
-        if self.link is None:
-            return
-        loop = asyncio.get_running_loop()
-        owed = self._owed.get(loop)
-        if owed is None:
-            owed = self._owed[loop] = []
-            self.link.at_loop_end(self, self._send_owed_at_end)
-        last = owed[-1] if len(owed) > 1 else None  # owed[0] may be on its way: never changed
-        if last is not None and delta > 0 and last[2] > 0 and (last[0], last[1]) == (keys, ends):
-            owed[-1] = (keys, ends, last[2] + delta, last[3])  # spend in an outage: one settlement per budget set
-            self._send_owed_soon(loop)
-            return
-        if len(owed) >= _MAX_OWED:
-            # Bounded through a long outage: the oldest goes (a refund, or spend the other replicas never learn of).
-            logger.warning("more than %d budget settlements owed to Redis: the oldest is dropped", _MAX_OWED)
-            del owed[1]  # not the first, which may be on its way
-        owed.append((keys, ends, delta, uuid.uuid4().hex))
-        self._send_owed_soon(loop)
-
-    def _send_owed_soon(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Start sending what ``loop`` owes Redis, unless a task of its own is at it or there is nothing."""
-        if self._owed.get(loop) and not any(task.get_loop() is loop and not task.done() for task in self._settling):
-            task = loop.create_task(self._send_owed())
-            self._settling.add(task)
-            task.add_done_callback(self._settling.discard)
-
-    async def _send_owed(self) -> None:
-        """Send the running loop's settlements to Redis. One that the loop's end cuts short stays owed, for that
-        end to send again: Redis applies each settlement once (its id), so a refund is never counted twice."""
-        owed = self._owed.get(asyncio.get_running_loop(), [])
-        while owed:
-            settlement = owed[0]
-            if not await self._settle_shared(*settlement):
-                return  # Redis is unreachable: kept, and sent by the first reservation that finds it back
-            with contextlib.suppress(ValueError):  # another sender of this loop's may have taken it off
-                owed.remove(settlement)
+        if hold.shared_keys and self.settlements is not None:
+            self.settlements.owe(hold.shared_keys, hold.shared_ends, delta)
 
     async def _after_outage(self) -> None:
         """Redis is back: what this loop spent while it was not reaches it before a reservation is counted
         against it (else one admitted right after the outage could overshoot), and the local count of that spend
         is dropped (the next outage would have counted it again)."""
-        loop = asyncio.get_running_loop()
-        if any(delta > 0 for _, _, delta, _ in self._owed.get(loop, ())):
-            self._send_owed_soon(loop)
-            sending = self._sending()
+        settlements = self.settlements
+        assert settlements is not None
+        if settlements.debits_owed():
+            settlements.send_soon()
+            sending = settlements.sending()
             if sending:
                 await asyncio.wait(sending)  # not gather: a caller cancelled here must not cancel the sender
-        if not any(delta > 0 for _, _, delta, _ in self._owed.get(loop, ())):
+        if not settlements.debits_owed():
             self.local.forget(list(self._outage_keys))
             self._outage_keys.clear()
 
-    def _sending(self) -> list[asyncio.Task[None]]:
-        """The running loop's tasks sending settlements to Redis."""
-        loop = asyncio.get_running_loop()
-        return [task for task in self._settling if task.get_loop() is loop and not task.done()]
-
-    async def _send_owed_at_end(self) -> None:
-        """The loop's end: a sending task started in its cancel round (a call cancelled there settled) is let
-        finish (bounded), or cancelled, before what is still owed is sent (a settlement cut short stays owed, and
-        Redis applies each once). Else its send failed on the closed connection and marked Redis unreachable."""
-        assert self.link is not None
-        await finish_or_cancel(self._sending(), max(1.0, 2 * self.link.timeout_s))
-        await self._send_owed()
-
     async def settled(self) -> None:
         """Wait until every settlement under way in Redis is done (for tests and shutdown)."""
-        while self._settling:
-            await asyncio.gather(*list(self._settling), return_exceptions=True)
+        if self.settlements is not None:
+            await self.settlements.settled()
 
     # --- Redis ----------------------------------------------------------------------------------------------
     def _key(self, key: str) -> str:
         assert self.link is not None
         return f"{self.link.prefix}:budget:{key}"
 
-    def _redis_scripts(self, link: RedisLink) -> tuple[AsyncScript, AsyncScript]:
+    def _redis_scripts(self) -> tuple[AsyncScript, AsyncScript]:
+        assert self.link is not None
         if self._scripts is None:
-            client = link.client()
+            client = self.link.client()
             self._scripts = (client.register_script(RESERVE), client.register_script(SETTLE))
         return self._scripts
 
@@ -304,7 +249,7 @@ class Budgets:
             args.extend((repr(budget.usd), int(budget.window_s * 1000) if budget.window_s else 0))
         keys = [self._key(k) for _, k in shared]
         try:
-            reserve, _ = self._redis_scripts(link)
+            reserve, _ = self._redis_scripts()
             sent = asyncio.ensure_future(reserve(keys=keys, args=args, client=link.client()))
             try:
                 answer = await asyncio.shield(sent)
@@ -329,40 +274,8 @@ class Budgets:
         if sent.cancelled() or sent.exception() is not None:
             return  # not reserved, or unknown: a Redis that did not answer is erred on as having spent
         answer = sent.result()
-        if int(answer[0]) == 0:
-            self._owe(keys, [int(end) for end in answer[len(keys) + 1 :]], -amount)
-
-    async def _settle_shared(self, keys: list[str], ends: list[int], delta: float, settlement: str) -> bool:
-        """Add ``delta`` to the shared budgets' ``keys`` in Redis, once for the id ``settlement`` however many
-        times it is sent. ``False`` when Redis is unreachable (to send again once it is back)."""
-        link = self.link
-        if link is None:
-            return True
-        if not link.thought_up:
-            return False
-        loop = asyncio.get_running_loop()
-        try:
-            _, settle = self._redis_scripts(link)
-            once = f"{link.prefix}:budget:settled:{settlement}"
-            await settle(keys=[*keys, once], args=[repr(delta), *ends, SETTLED_TTL_S], client=link.client())
-        except Exception as error:
-            if loop.is_closed():  # torn down with a loop closed without its end: Redis is not at fault
-                return True
-            if not link.unreachable(error):
-                logger.error("budget settlement in Redis failed: %s", error)
-                return True  # refused (not sent again: it would be refused again)
-            link.failed(error)
-            return False
-        return True
-
-
-#: A settlement of shared budgets owed to Redis: their keys, the ends of the windows reserved in, the delta, its id.
-_SharedSettlement = tuple[list[str], list[int], float, str]
-#: How long Redis remembers a settlement it applied (so as not to apply it again): a settlement is sent again at
-#: the end of its loop, seconds later.
-SETTLED_TTL_S = 120
-#: The most settlements one loop keeps owed to Redis (through an outage).
-_MAX_OWED = 10_000
+        if int(answer[0]) == 0 and self.settlements is not None:
+            self.settlements.owe(keys, [int(end) for end in answer[len(keys) + 1 :]], -amount)
 
 
 def _refuse_shared_name(network: str, found: list[tuple[Budget, str]]) -> None:

@@ -380,13 +380,14 @@ async def test_a_caller_cancelled_while_waiting_for_refunds_leaves_them_on_their
     budget = Budget(usd=1.5, per="network")
     book = Budgets([budget], redis=redis_server.url)
     applicable = [(budget, "network:waiting:network")]
-    settle_in_redis = book._settle_shared
+    assert book.settlements is not None
+    settle_in_redis = book.settlements.apply
 
     async def slow_to_arrive(*settlement: Any) -> bool:  # the real settlement, 0.3 s late (a slow network)
         await asyncio.sleep(0.3)
         return await settle_in_redis(*settlement)
 
-    book._settle_shared = slow_to_arrive  # type: ignore[method-assign]
+    book.settlements.apply = slow_to_arrive  # type: ignore[method-assign]
     book.settle(await book.reserve(applicable, LocalLedger(), 1.0, "mock", "m"), 0.25)  # 0.75 to give back
     refused = asyncio.ensure_future(book.reserve(applicable, LocalLedger(), 1.0, "mock", "m"))
     await asyncio.sleep(0.1)
@@ -439,8 +440,9 @@ async def test_a_settlement_sent_again_is_applied_once(redis_server) -> None:  #
     budget = Budget(usd=1.0, per="network")
     book = Budgets([budget], redis=redis_server.url)
     held = await book.reserve([(budget, "network:again:network")], LocalLedger(), 0.75, "mock", "m")
+    assert book.settlements is not None
     for _ in range(3):
-        await book._settle_shared(held.shared_keys, held.shared_ends, -0.5, "one-settlement")
+        await book.settlements.apply(held.shared_keys, held.shared_ends, -0.5, "one-settlement")
     assert float(redis_server.command("GET", "nons:budget:network:again:network")) == 0.25
 
 

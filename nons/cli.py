@@ -30,9 +30,9 @@ SPEC_SUFFIXES = (".yaml", ".yml", ".json")
 
 
 def _load_network(path: Path, name: str | None) -> NoN:
-    """The network a file declares: a spec file (``.yaml``/``.yml``, :mod:`nons.spec`) or a Python file. The one
-    called ``name``, else one called ``network``, else the only one. Raises ``SystemExit`` with a message saying
-    what is missing."""
+    """The network a file declares: a spec file (``.yaml``/``.yml``/``.json``, :mod:`nons.spec`) or a Python
+    file. The one called ``name``, else one called ``network``, else the only one. Raises ``SystemExit`` with a
+    message saying what is missing."""
     if not path.is_file():
         problem = "no such file" if not path.exists() else "is a directory" if path.is_dir() else "not a regular file"
         raise SystemExit(f"nons run: {path}: {problem}")

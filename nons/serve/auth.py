@@ -21,7 +21,7 @@ __all__ = ["MIN_TOKEN_CHARS", "Caller", "TokenTable"]
 
 #: Shorter tokens are refused: 16 random URL-safe characters are 96 bits.
 MIN_TOKEN_CHARS = 16
-_CALLER = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+_CALLER = re.compile(r"^[A-Za-z0-9_.@-]{1,64}\Z")  # \Z: "$" also matches before a final newline
 _GENERATE = "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
 
 
@@ -45,13 +45,17 @@ class TokenTable:
             self.add(caller, token)
 
     def add(self, caller: str, token: str) -> None:
+        if not _CALLER.match(caller):
+            # Not echoed: what stands before a ':' may be part of a token (a bare token with a ':' in it).
+            raise ConfigurationError(
+                "a caller name (before the ':' of 'caller:token') must be 1-64 letters, digits or . _ @ -; a token "
+                "that holds a ':' needs its caller's name before it"
+            )
         if len(token) < MIN_TOKEN_CHARS:
             raise ConfigurationError(
                 f"the token of caller {caller!r} is {len(token)} characters; at least {MIN_TOKEN_CHARS} are "
                 f"needed. Make one with: {_GENERATE}"
             )
-        if not _CALLER.match(caller):
-            raise ConfigurationError(f"caller name {caller!r} must be 1-64 letters, digits or . _ @ -")
         digest = _digest(token)
         if any(hmac.compare_digest(digest, known) for known, _ in self._callers):
             raise ConfigurationError(f"the token of caller {caller!r} is given twice")
@@ -83,17 +87,18 @@ class TokenTable:
                 item = item.strip()
                 if not item:
                     continue
+                if any(character.isspace() for character in item):
+                    # Neither a caller name nor a bearer token has one: "alice:s3cret  # ops" made a token no
+                    # request could send. Not echoed, as the entry holds a token.
+                    raise ConfigurationError(
+                        f"{source}, line {number}: an entry contains a space (a comment after a token? comments "
+                        "go on lines of their own, starting with #)"
+                    )
                 caller, sep, token = item.partition(":")
                 if not sep:
                     caller, token = f"token-{_digest(item).hex()[:8]}", item
                 if not token:
                     raise ConfigurationError(f"{source}, line {number}: caller {caller!r} has an empty token")
-                if any(character.isspace() for character in token.strip()):
-                    # A bearer token has none: "alice:s3cret  # ops" made a token no request could send.
-                    raise ConfigurationError(
-                        f"{source}, line {number}: the token of caller {caller.strip()!r} contains a space (a "
-                        "comment after it? comments go on lines of their own, starting with #)"
-                    )
                 entries.append((caller.strip(), token.strip()))
         return entries
 

@@ -97,7 +97,7 @@ def build_service(spec_path: str | Path, settings: ServeSettings) -> Service:
 
 def _check_redis_url() -> None:
     """Refuse a bad ``NON_REDIS_URL`` now, as a bad option is, rather than when the scheduler starts in the app's
-    lifespan (a traceback from the server, and exit status 3)."""
+    lifespan (a traceback from the server, and a failed start)."""
     from nons.base.errors import ConfigurationError
     from nons.base.redis_client import link_from_settings
 

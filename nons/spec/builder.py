@@ -219,6 +219,9 @@ class _Builder:
             field = "operator" if "unknown operator" in str(error) else "params"
             self.fail((*path, field), str(error))
             return []
+        except TypeError as error:  # a parameter named as one of Node's own arguments (operator_name, self)
+            self.fail((*path, "params"), f"a parameter is named as one of the node's own arguments: {error}")
+            return []
         return [node] if spec.count == 1 else node * spec.count
 
     def layer(self, spec: LayerSpecModel, path: Path, default_model: ModelConfig | None) -> Layer | None:

@@ -37,9 +37,9 @@ _NODE = re.compile(
     """,
     re.VERBOSE,
 )
-_OPERATOR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_OPERATOR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 #: What the name of an entry of ``models:`` is made of.
-ALIAS_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+ALIAS_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*\Z")
 _FORM = "'[COUNT x] OPERATOR[@MODEL]', e.g. '5 x generate@openai/gpt-4o-mini'"
 
 

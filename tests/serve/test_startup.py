@@ -50,7 +50,10 @@ def test_without_tokens_it_refuses_to_start(tmp_path: Path) -> None:
          "NON_SERVE_MAX_BODY_BYTES: Input should be greater than 0"),
         ({"NON_SERVE_TOKENS": f"alice:{ALICE}"}, ("--tokens-file", "/nonexistent/tokens"), "cannot be read"),
         # A comment after a token made it part of the token, which no request could send.
-        ({"NON_SERVE_TOKENS": f"bob:{ALICE}x  # ops team"}, (), "the token of caller 'bob' contains a space"),
+        ({"NON_SERVE_TOKENS": f"bob:{ALICE}x  # ops team"}, (), "line 1: an entry contains a space"),
+        # Nor does a bare token whose comment holds a ':' (its start was taken for a caller name and quoted).
+        ({"NON_SERVE_TOKENS": f"{ALICE}x # ops: team-a"}, (), "line 1: an entry contains a space"),
+        ({"NON_SERVE_TOKENS": f"{ALICE}/+=:{ALICE}x"}, (), "a token that holds a ':' needs its caller's name"),
         # inf passed every bound and failed later (at shutdown, the first request, the last flush) as an
         # OverflowError; a bad setting is named as its variable and its option.
         ({"NON_SERVE_TOKENS": f"alice:{ALICE}", "NON_SERVE_GRACE_PERIOD_S": "inf"}, (),

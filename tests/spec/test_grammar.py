@@ -52,3 +52,4 @@ def test_shorthands_that_do_not_parse_say_what_is_wrong(text: str, says: str) ->
 def test_model_references_split_into_provider_and_name_or_an_alias() -> None:
     assert parse_model_ref("anthropic/claude-sonnet-4-6") == ("anthropic", "claude-sonnet-4-6")
     assert parse_model_ref("fast") == (None, "fast")
+

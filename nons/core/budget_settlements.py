@@ -4,8 +4,9 @@ locally through an outage) sent in the background, per event loop, each applied 
 A call settles without awaiting (a cancelled call settles too), so each loop keeps a list of what it owes and
 one task of its own sends it. What that task had not sent when the loop's end cancelled it is sent by the loop's
 end (:meth:`~nons.base.redis_client.RedisLink.at_loop_end`). While Redis is unreachable what is owed is kept
-(at most ``MAX_OWED`` a loop) and sent once it is back. Redis applies each settlement once, by its id, however
-many times it is sent.
+(at most ``MAX_OWED`` a loop) and sent once it is back; what a loop still owes when it ends (``asyncio.run`` of
+one pass during an outage) is taken on by the next loop that settles or reserves. Redis applies each settlement
+once, by its id, however many times it is sent within ``SETTLED_TTL_S``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import uuid
 import weakref
 from collections.abc import Callable
@@ -30,9 +32,10 @@ logger = logging.getLogger("nons.budgets")
 
 #: A settlement of shared budgets owed to Redis: their keys, the ends of the windows reserved in, the delta, its id.
 _Settlement = tuple[list[str], list[int], float, str]
-#: How long Redis remembers a settlement it applied (so as not to apply it again): a settlement is sent again at
-#: the end of its loop, seconds later, or when Redis is back after an outage.
-SETTLED_TTL_S = 120
+#: How long Redis remembers a settlement it applied (so as not to apply it again): a settlement whose answer was
+#: lost is sent again at the end of its loop, seconds later, or when Redis is back after an outage (sent again
+#: after longer than this, it would be applied twice).
+SETTLED_TTL_S = 600
 #: The most settlements one loop keeps owed to Redis (through an outage).
 MAX_OWED = 10_000
 
@@ -47,15 +50,14 @@ class Settlements:
             weakref.WeakKeyDictionary()
         )
         self._tasks: set[asyncio.Task[None]] = set()
+        #: What loops that ended owed and could not send (Redis was unreachable): the next loop's to send.
+        self._orphans: list[_Settlement] = []
+        self._orphans_lock = threading.Lock()
 
     def owe(self, keys: list[str], ends: list[int], delta: float) -> None:
         """Add ``delta`` to the budgets' ``keys`` in the windows ending at ``ends`` (below 0: the window open
         then, see ``budget_scripts.SETTLE``), in the background."""
-        loop = asyncio.get_running_loop()
-        owed = self._owed.get(loop)
-        if owed is None:
-            owed = self._owed[loop] = []
-            self.link.at_loop_end(self, self._send_at_end)
+        owed = self._owed_here()
         last = owed[-1] if len(owed) > 1 else None  # owed[0] may be on its way: never changed
         if last is not None and delta > 0 and last[2] > 0 and (last[0], last[1]) == (keys, ends):
             owed[-1] = (keys, ends, last[2] + delta, last[3])  # spend in an outage: one settlement per budget set
@@ -67,10 +69,23 @@ class Settlements:
             owed.append((keys, ends, delta, uuid.uuid4().hex))
         self.send_soon()
 
+    def _owed_here(self) -> list[_Settlement]:
+        """The running loop's list of what it owes, with what ended loops left (once Redis is up)."""
+        loop = asyncio.get_running_loop()
+        owed = self._owed.get(loop)
+        if owed is None:
+            owed = self._owed[loop] = []
+            self.link.at_loop_end(self, self._send_at_end)
+        if self._orphans and self.link.thought_up:
+            with self._orphans_lock:
+                owed.extend(self._orphans)
+                self._orphans.clear()
+        return owed
+
     def send_soon(self) -> None:
         """Start sending what the running loop owes, unless a task of its own is at it or there is nothing."""
         loop = asyncio.get_running_loop()
-        if self._owed.get(loop) and not self.sending():
+        if (self._owed.get(loop) or self._orphans) and self._owed_here() and not self.sending():
             task = loop.create_task(self._send())
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -106,6 +121,10 @@ class Settlements:
         Redis applies each once). Else its send failed on the closed connection and marked Redis unreachable."""
         await finish_or_cancel(self.sending(), max(1.0, 2 * self.link.timeout_s))
         await self._send()
+        left = self._owed.pop(asyncio.get_running_loop(), [])
+        if left:
+            with self._orphans_lock:
+                self._orphans.extend(left[-MAX_OWED:])
 
     async def apply(self, keys: list[str], ends: list[int], delta: float, settlement: str) -> bool:
         """Add ``delta`` to the budgets' ``keys`` in Redis, once for the id ``settlement`` however many times it

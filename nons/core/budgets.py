@@ -96,8 +96,6 @@ class Budgets:
         self._scripts: tuple[AsyncScript, AsyncScript] | None = None
         #: What the shared budgets owe Redis (sent in the background).
         self.settlements = None if self.link is None else Settlements(self.link, lambda: self._redis_scripts()[1])
-        #: The shared budgets' keys the local ledger counted spend of while Redis was unreachable.
-        self._outage_keys: set[str] = set()
         # What was left of each shared budget when Redis last answered (the base of the local share in an outage).
         self._left: dict[str, float] = {}
         #: The share of each (name, scope) budget used, as last seen here (``nons.budget.usage``).
@@ -137,8 +135,8 @@ class Budgets:
         shared = [(b, k) for b, k in applicable if b.per in _SHARED and link is not None]
         if shared:
             assert link is not None
-            if link.up and self._outage_keys:
-                await self._after_outage()
+            if link.up:
+                await self._send_owed()
             assert self.settlements is not None
             sending = self.settlements.sending()  # before the reservation: what this loop owes may reach it after
             reserved = await self._reserve_shared(link, shared, amount) if link.up else None
@@ -154,7 +152,6 @@ class Budgets:
                 share = link.local_share()
                 local.extend((b, k, share * self._left.get(k, b.usd)) for b, k in shared)
                 hold.outage_keys = [(self._key(k), int(b.window_s * 1000) if b.window_s else 0) for b, k in shared]
-                self._outage_keys.update(k for _, k in shared)
             elif reserved[0]:
                 _refuse(shared[reserved[0] - 1][0], amount, provider, model)
             else:
@@ -207,20 +204,17 @@ class Budgets:
         if hold.shared_keys and self.settlements is not None:
             self.settlements.owe(hold.shared_keys, hold.shared_ends, delta)
 
-    async def _after_outage(self) -> None:
-        """Redis is back: what this loop spent while it was not reaches it before a reservation is counted
-        against it (else one admitted right after the outage could overshoot), and the local count of that spend
-        is dropped (the next outage would have counted it again)."""
+    async def _send_owed(self) -> None:
+        """Redis is up: send what this loop owes it (kept through an outage). What it spent while Redis was away
+        reaches Redis before this reservation is counted against it: one admitted right after the outage
+        overshot. (The local count of that spend stays: a later outage counts it again, erring on spending less.)"""
         settlements = self.settlements
         assert settlements is not None
+        settlements.send_soon()
         if settlements.debits_owed():
-            settlements.send_soon()
             sending = settlements.sending()
             if sending:
                 await asyncio.wait(sending)  # not gather: a caller cancelled here must not cancel the sender
-        if not settlements.debits_owed():
-            self.local.forget(list(self._outage_keys))
-            self._outage_keys.clear()
 
     async def settled(self) -> None:
         """Wait until every settlement under way in Redis is done (for tests and shutdown)."""

@@ -97,8 +97,8 @@ class TokenTable:
                 caller, sep, token = item.partition(":")
                 if not sep:
                     caller, token = f"token-{_digest(item).hex()[:8]}", item
-                if not token:
-                    raise ConfigurationError(f"{source}, line {number}: caller {caller!r} has an empty token")
+                if not token:  # the caller's name not quoted: it may be a token that ends with ':'
+                    raise ConfigurationError(f"{source}, line {number}: an entry has nothing after its ':'")
                 entries.append((caller.strip(), token.strip()))
         return entries
 

@@ -351,27 +351,75 @@ async def _until_up(book: Budgets) -> None:
 
 
 @pytest.mark.integration
-async def test_after_an_outage_its_spend_is_in_redis_before_the_next_call_and_counted_once(redis_factory) -> None:  # type: ignore[no-untyped-def]
-    # The first reservation after the outage was counted before the outage's spend reached Redis (a $5 call
-    # admitted with $6 of $10 spent); and the next outage counted the first one's spend again, locally.
+async def test_after_an_outage_its_spend_is_in_redis_before_the_next_call_is_counted(redis_factory) -> None:  # type: ignore[no-untyped-def]
+    # The first reservation after the outage reached Redis before the outage's spend did: a $5 call was admitted
+    # with $6 of $10 spent.
     server = redis_factory()
     budget = Budget(usd=10.0, per="network")
     book = Budgets([budget], redis=RedisLink(server.url, local_share=1.0, probe_interval_s=0.05))
+    assert book.settlements is not None
     applicable = [(budget, "network:outages:network")]
     server.kill()
     for _ in range(6):
         book.settle(await book.reserve(applicable, LocalLedger(), 1.0, "mock", "m"), 1.0)
+    send = book.settlements.apply
+
+    async def slow_to_arrive(*settlement: Any) -> bool:  # the real settlement, 0.2 s late (a slow network)
+        await asyncio.sleep(0.2)
+        return await send(*settlement)
+
+    book.settlements.apply = slow_to_arrive  # type: ignore[method-assign]
     server.start()
     await _until_up(book)
     with pytest.raises(BudgetExceededError):
         await book.reserve(applicable, LocalLedger(), 5.0, "mock", "m")
-    book.settle(await book.reserve(applicable, LocalLedger(), 1.0, "mock", "m"), 1.0)  # $7 spent
+    assert float(server.command("GET", "nons:budget:network:outages:network") or "0") == 6.0
+
+
+@pytest.mark.integration
+async def test_what_is_owed_through_an_outage_is_sent_once_redis_is_back_by_the_next_reservation(redis_factory) -> None:  # type: ignore[no-untyped-def]
+    # A refund owed through a short outage waited for another settlement: the budget refused every call meanwhile.
+    server = redis_factory()
+    budget = Budget(usd=1.5, per="network")
+    book = Budgets([budget], redis=RedisLink(server.url, local_share=1.0, probe_interval_s=0.05))
+    applicable = [(budget, "network:short:network")]
+    held = await book.reserve(applicable, LocalLedger(), 1.0, "mock", "m")
     await book.settled()
-    server.kill()  # a second outage: $3 left, all of it this replica's (its share is 1)
-    for _ in range(3):
-        book.settle(await book.reserve(applicable, LocalLedger(), 1.0, "mock", "m"), 1.0)
-    with pytest.raises(BudgetExceededError):
-        await book.reserve(applicable, LocalLedger(), 1.0, "mock", "m")
+    server.kill()
+    book.settle(held, 0.25)  # its refund of 0.75 cannot be sent
+    await book.settled()
+    server.start()
+    server.command("SET", "nons:budget:network:short:network", "1.0")  # as Redis had it, persisted
+    await _until_up(book)
+    book.settle(await book.reserve(applicable, LocalLedger(), 1.0, "mock", "m"), 0.25)
+    await book.settled()
+    assert float(server.command("GET", "nons:budget:network:short:network") or "nan") == 0.5
+
+
+@pytest.mark.integration
+def test_what_a_loop_spent_in_an_outage_is_sent_by_the_next_loop_once_redis_is_back(redis_factory) -> None:  # type: ignore[no-untyped-def]
+    # asyncio.run of one pass during an outage: what it spent went with its loop, and the next loop's calls
+    # were admitted as if it had not been spent.
+    server = redis_factory()
+    budget = Budget(usd=10.0, per="network")
+    book = Budgets([budget], redis=RedisLink(server.url, local_share=1.0, probe_interval_s=0.05))
+    applicable = [(budget, "network:loops:network")]
+    server.kill()
+
+    async def spend(amount: float) -> None:
+        book.settle(await book.reserve(applicable, LocalLedger(), amount, "mock", "m"), amount)
+        await book.settled()
+
+    asyncio.run(spend(6.0))
+    server.start()
+
+    async def after() -> None:
+        await _until_up(book)
+        with pytest.raises(BudgetExceededError):
+            await spend(5.0)
+
+    asyncio.run(after())
+    assert float(server.command("GET", "nons:budget:network:loops:network") or "0") == 6.0
 
 
 @pytest.mark.integration

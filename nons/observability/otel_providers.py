@@ -197,7 +197,12 @@ def discard(handle: TelemetryHandle) -> None:
 
 def flush_at_exit(handle: TelemetryHandle, settings: Settings) -> None:
     """Arrange for ``handle`` to be flushed and shut down, within its time limit, when the interpreter exits or a
-    multiprocessing child ends, and flushed on SIGTERM (unless ``NON_TELEMETRY_SIGTERM_HANDLER=false``)."""
+    multiprocessing child ends, and flushed on SIGTERM (unless ``NON_TELEMETRY_SIGTERM_HANDLER=false``).
+    Nothing with the SDK disabled (``OTEL_SDK_DISABLED=true``): there is nothing to flush, and a guest that
+    records nothing has no business with its host's signals and threads."""
+    # As the SDK reads it (opentelemetry.sdk.environment_variables.OTEL_SDK_DISABLED).
+    if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return
     try:
         handle._flusher.start()
     except RuntimeError:  # no thread to be had (the interpreter is exiting): shutdown() flushes inline instead

@@ -311,6 +311,20 @@ def test_an_application_that_ignores_sigterm_keeps_it_ignored_in_the_processes_i
     assert completed.stdout.strip().splitlines()[-1] == "0 survived"
 
 
+def test_with_the_sdk_disabled_nons_leaves_the_hosts_signals_and_threads_alone() -> None:
+    # OTEL_SDK_DISABLED=true: nothing is recorded, yet NoN installed its SIGTERM handler and its flush thread.
+    script = (
+        "import asyncio, signal, threading\n"
+        "from nons import ModelConfig, ModelProvider, NoN, Node\n"
+        "asyncio.run(NoN.from_operators([Node('generate', ModelConfig(provider=ModelProvider.MOCK))]).run('q'))\n"
+        "print(signal.getsignal(signal.SIGTERM) == signal.SIG_DFL,\n"
+        "      any(t.name == 'nons-telemetry-flush' for t in threading.enumerate()))\n"
+    )
+    completed = run_script("import os; os.environ['OTEL_SDK_DISABLED'] = 'true'\n" + script)
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    assert completed.stdout.strip().splitlines()[-1] == "True False"
+
+
 def test_a_tracer_provider_that_wraps_the_sdks_is_said_to_keep_nons_spans_from_the_buffer() -> None:
     # A provider that is not the SDK's class (a vendor distribution's wrapper): NoN's spans go through it, the
     # buffer cannot see them, and its error blamed the sampler.

@@ -205,6 +205,9 @@ class RedisGate:
             return None
         config = self.limits[index][1]
         view: dict[str, Any] = {"shared": True, "max_concurrent": config.max_concurrent}
+        if not self.link.thought_up:
+            # Redis is unreachable: this replica keeps to its share of each limit meanwhile.
+            view["local_share"] = round(self.link.local_share(), 6)
         for name in ("requests_per_minute", "requests_per_second", "tokens_per_minute"):
             value = getattr(config, name)
             if value is not None:

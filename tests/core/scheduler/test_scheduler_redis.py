@@ -159,6 +159,8 @@ async def test_unreachable_redis_means_local_limits_and_no_failed_call(redis_fac
     # Half of 120 a minute is one a second, starting empty: two permits take about two seconds, not less.
     assert time.monotonic() - started >= 1.5
     assert link.outages == 1 and link.degraded_seconds() > 0
+    # The stats say the share kept to meanwhile (they gave the shared limits alone, as if Redis counted them).
+    assert scheduler.get_stats()["providers"]["mock"]["limits"]["local_share"] == 0.5
     assert [r.levelname for r in caplog.records] == ["WARNING"]  # logged once for the outage, not per call
     assert "unreachable" in caplog.records[0].getMessage()
     server.start()
@@ -166,6 +168,7 @@ async def test_unreachable_redis_means_local_limits_and_no_failed_call(redis_fac
     assert link.up
     assert [r.levelname for r in caplog.records] == ["WARNING", "INFO"]  # and once when it is back
     (await asyncio.wait_for(scheduler.acquire(MOCK, "m"), 5.0)).release()
+    assert "local_share" not in scheduler.get_stats()["providers"]["mock"]["limits"]
 
 
 async def test_stopping_fails_what_waits_for_shared_limits(redis_server) -> None:  # type: ignore[no-untyped-def]

@@ -69,6 +69,11 @@ class LocalLedger:
             for window in windows:
                 window.used = max(0.0, window.used + delta)
 
+    def forget(self, key: str) -> None:
+        """Drop the window of ``key``: what it counted is counted elsewhere now (in Redis, after an outage)."""
+        with self._lock:
+            self._windows.pop(key, None)
+
     def used(self, key: str) -> float:
         window = self._windows.get(key)
         return 0.0 if window is None or time.monotonic() >= window.ends else window.used

@@ -53,20 +53,29 @@ class Settlements:
         #: What loops that ended owed and could not send (Redis was unreachable): the next loop's to send.
         self._orphans: list[_Settlement] = []
         self._orphans_lock = threading.Lock()
+        #: Per loop, the id of the outage spend ``owe`` appended last and has not sent: the only entry more spend
+        #: may be merged into (an adopted orphan may have been applied already, its answer lost: what was merged
+        #: into it would be skipped with it).
+        self._mergeable: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, str] = weakref.WeakKeyDictionary()
 
     def owe(self, keys: list[str], ends: list[int], delta: float) -> None:
         """Add ``delta`` to the budgets' ``keys`` in the windows ending at ``ends`` (below 0: the window open
         then, see ``budget_scripts.SETTLE``), in the background."""
         owed = self._owed_here()
+        loop = asyncio.get_running_loop()
         last = owed[-1] if len(owed) > 1 else None  # owed[0] may be on its way: never changed
-        if last is not None and delta > 0 and last[2] > 0 and (last[0], last[1]) == (keys, ends):
+        outage = delta > 0 and any(end < 0 for end in ends)
+        if outage and last is not None and last[3] == self._mergeable.get(loop) and (last[0], last[1]) == (keys, ends):
             owed[-1] = (keys, ends, last[2] + delta, last[3])  # spend in an outage: one settlement per budget set
         else:
             if len(owed) >= MAX_OWED:
                 # Bounded through a long outage: one goes (a refund, or spend the other replicas never learn of).
                 logger.warning("more than %d budget settlements owed to Redis: the oldest is dropped", MAX_OWED)
                 del owed[1]  # not the first, which may be on its way
-            owed.append((keys, ends, delta, uuid.uuid4().hex))
+            settlement = uuid.uuid4().hex
+            owed.append((keys, ends, delta, settlement))
+            if outage:
+                self._mergeable[loop] = settlement
         self.send_soon()
 
     def _owed_here(self) -> list[_Settlement]:
@@ -95,9 +104,20 @@ class Settlements:
         loop = asyncio.get_running_loop()
         return [task for task in self._tasks if task.get_loop() is loop and not task.done()]
 
-    def debits_owed(self) -> bool:
-        """Whether the running loop owes Redis spend (not only refunds)."""
-        return any(delta > 0 for _, _, delta, _ in self._owed.get(asyncio.get_running_loop(), ()))
+    def outage_spend_owed(self) -> set[str]:
+        """The ids of the spend the running loop counted while Redis was unreachable and has not sent."""
+        owed = self._owed.get(asyncio.get_running_loop(), ())
+        return {settlement for _, ends, delta, settlement in owed if delta > 0 and any(end < 0 for end in ends)}
+
+    def owes_outage_spend(self, key: str) -> bool:
+        """Whether any loop, or a loop that ended, still owes Redis spend on ``key`` from an outage."""
+        with self._orphans_lock:
+            lists = [list(owed) for owed in list(self._owed.values())] + [list(self._orphans)]
+        return any(
+            key in keys and delta > 0 and any(end < 0 for end in ends)
+            for owed in lists
+            for keys, ends, delta, _ in owed
+        )
 
     async def settled(self) -> None:
         """Wait until every settlement under way is done (for tests and shutdown)."""
@@ -124,7 +144,13 @@ class Settlements:
         left = self._owed.pop(asyncio.get_running_loop(), [])
         if left:
             with self._orphans_lock:
-                self._orphans.extend(left[-MAX_OWED:])
+                self._orphans.extend(left)
+                if len(self._orphans) > MAX_OWED:
+                    logger.warning(
+                        "more than %d budget settlements owed to Redis by ended loops: the oldest are dropped",
+                        MAX_OWED,
+                    )
+                    del self._orphans[:-MAX_OWED]
 
     async def apply(self, keys: list[str], ends: list[int], delta: float, settlement: str) -> bool:
         """Add ``delta`` to the budgets' ``keys`` in Redis, once for the id ``settlement`` however many times it

@@ -24,6 +24,7 @@ answered, so that together the replicas stay within it. Pass and process budgets
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import contextvars
 import functools
@@ -73,6 +74,8 @@ def current_caller() -> str | None:
 
 
 _SHARED = (BudgetScope.NETWORK, BudgetScope.CALLER)
+#: How often a reservation looks whether the outage spend it waits for has reached Redis.
+_OUTAGE_SPEND_POLL_S = 0.01
 
 
 class Budgets:
@@ -94,6 +97,8 @@ class Budgets:
             register_degraded_time(self.link)
         self.local = LocalLedger()
         self._scripts: tuple[AsyncScript, AsyncScript] | None = None
+        #: Per shared budget's Redis key: calls reserved in the local ledger during an outage and still running.
+        self._outage_running: collections.Counter[str] = collections.Counter()
         #: What the shared budgets owe Redis (sent in the background).
         self.settlements = None if self.link is None else Settlements(self.link, lambda: self._redis_scripts()[1])
         # What was left of each shared budget when Redis last answered (the base of the local share in an outage).
@@ -174,6 +179,7 @@ class Budgets:
             _refuse(next(b for b, k, _ in local if k == failing), amount, provider, model)
         hold.gauged = [(budget, key, limit) for budget, key, limit in local if budget.per is not BudgetScope.PASS]
         self._gauge(hold)
+        self._outage_running.update(key for key, _ in hold.outage_keys)
         return hold
 
     def _gauge(self, hold: BudgetHold) -> None:
@@ -191,6 +197,7 @@ class Budgets:
             self.settle(linked, cost)
         # An unknown cost keeps the worst case reserved: never counted as 0, which would let the budget overshoot.
         spent = hold.amount if cost is None else cost
+        self._outage_running.subtract(key for key, _ in hold.outage_keys)
         if hold.outage_keys and spent and self.settlements is not None:
             # Counted here while Redis was unreachable: the other replicas learn of it once Redis is back.
             keys = [key for key, _ in hold.outage_keys]
@@ -211,10 +218,14 @@ class Budgets:
         settlements = self.settlements
         assert settlements is not None
         settlements.send_soon()
-        if settlements.debits_owed():
+        waiting_for = settlements.outage_spend_owed()
+        # Until that spend is sent, not until the sender's list is empty: refunds may keep coming under load.
+        while waiting_for & settlements.outage_spend_owed():
             sending = settlements.sending()
-            if sending:
-                await asyncio.wait(sending)  # not gather: a caller cancelled here must not cancel the sender
+            if not sending:
+                break  # Redis is away again: the reservation finds out
+            # wait, not gather: a caller cancelled here must not cancel the sender
+            await asyncio.wait(sending, timeout=_OUTAGE_SPEND_POLL_S)
 
     async def settled(self) -> None:
         """Wait until every settlement under way in Redis is done (for tests and shutdown)."""
@@ -261,7 +272,17 @@ class Budgets:
         for (budget, key), used in zip(shared, answer[1 : count + 1], strict=True):
             self._left[key] = max(0.0, budget.usd - float(used))
             self._seen(budget, float(used) / budget.usd)
+            self._counted_in_redis(key)
         return int(answer[0]), [int(end) for end in answer[count + 1 :]]
+
+    def _counted_in_redis(self, key: str) -> None:
+        """Redis answered for ``key``: what an outage counted of it here is in Redis's figure now, unless a call
+        of the outage still runs or its spend is still owed; then it is dropped here (counted again, a later
+        outage's share of what is left would be short of it)."""
+        if not self.local.used(key) or self._outage_running[self._key(key)] > 0:
+            return
+        if self.settlements is not None and not self.settlements.owes_outage_spend(self._key(key)):
+            self.local.forget(key)
 
     def _give_back(self, keys: list[str], amount: float, sent: asyncio.Future[Any]) -> None:
         """The reservation script of a caller that left has answered: give back what it reserved, if it did."""

@@ -377,6 +377,28 @@ async def test_after_an_outage_its_spend_is_in_redis_before_the_next_call_is_cou
 
 
 @pytest.mark.integration
+async def test_a_second_outage_spends_from_what_redis_last_said_was_left(redis_factory) -> None:  # type: ignore[no-untyped-def]
+    # The first outage's spend, once in Redis, was still counted here too: with $3 left, the second outage
+    # refused a $1 call.
+    server = redis_factory()
+    budget = Budget(usd=10.0, per="network")
+    book = Budgets([budget], redis=RedisLink(server.url, local_share=1.0, probe_interval_s=0.05))
+    applicable = [(budget, "network:twice:network")]
+    server.kill()
+    for _ in range(6):
+        book.settle(await book.reserve(applicable, LocalLedger(), 1.0, "mock", "m"), 1.0)
+    server.start()
+    await _until_up(book)
+    book.settle(await book.reserve(applicable, LocalLedger(), 1.0, "mock", "m"), 1.0)  # Redis says $7 spent
+    await book.settled()
+    server.kill()
+    for _ in range(3):
+        book.settle(await book.reserve(applicable, LocalLedger(), 1.0, "mock", "m"), 1.0)
+    with pytest.raises(BudgetExceededError):
+        await book.reserve(applicable, LocalLedger(), 1.0, "mock", "m")
+
+
+@pytest.mark.integration
 async def test_what_is_owed_through_an_outage_is_sent_once_redis_is_back_by_the_next_reservation(redis_factory) -> None:  # type: ignore[no-untyped-def]
     # A refund owed through a short outage waited for another settlement: the budget refused every call meanwhile.
     server = redis_factory()

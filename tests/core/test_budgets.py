@@ -342,6 +342,14 @@ async def test_what_a_replica_spent_while_redis_was_unreachable_is_added_there_o
     assert 0 < int((server.command("PTTL", "nons:budget:network:outage:network") or ":0").lstrip(":")) <= 3_600_000
 
 
+def _replica_of(server: Any, usd: float, key: str) -> tuple[Budgets, list[tuple[Budget, str]]]:
+    """A replica's budgets sharing one network budget of ``usd`` in ``server``'s Redis (all of it its share, and
+    Redis probed every 50 ms while away), and that budget with its ``key``."""
+    budget = Budget(usd=usd, per="network")
+    book = Budgets([budget], redis=RedisLink(server.url, local_share=1.0, probe_interval_s=0.05))
+    return book, [(budget, key)]
+
+
 async def _until_up(book: Budgets) -> None:
     assert book.link is not None
     for _ in range(200):
@@ -355,10 +363,8 @@ async def test_after_an_outage_its_spend_is_in_redis_before_the_next_call_is_cou
     # The first reservation after the outage reached Redis before the outage's spend did: a $5 call was admitted
     # with $6 of $10 spent.
     server = redis_factory()
-    budget = Budget(usd=10.0, per="network")
-    book = Budgets([budget], redis=RedisLink(server.url, local_share=1.0, probe_interval_s=0.05))
+    book, applicable = _replica_of(server, 10.0, "network:outages:network")
     assert book.settlements is not None
-    applicable = [(budget, "network:outages:network")]
     server.kill()
     for _ in range(6):
         book.settle(await book.reserve(applicable, LocalLedger(), 1.0, "mock", "m"), 1.0)
@@ -381,9 +387,7 @@ async def test_a_second_outage_spends_from_what_redis_last_said_was_left(redis_f
     # The first outage's spend, once in Redis, was still counted here too: with $3 left, the second outage
     # refused a $1 call.
     server = redis_factory()
-    budget = Budget(usd=10.0, per="network")
-    book = Budgets([budget], redis=RedisLink(server.url, local_share=1.0, probe_interval_s=0.05))
-    applicable = [(budget, "network:twice:network")]
+    book, applicable = _replica_of(server, 10.0, "network:twice:network")
     server.kill()
     for _ in range(6):
         book.settle(await book.reserve(applicable, LocalLedger(), 1.0, "mock", "m"), 1.0)
@@ -402,9 +406,7 @@ async def test_a_second_outage_spends_from_what_redis_last_said_was_left(redis_f
 async def test_what_is_owed_through_an_outage_is_sent_once_redis_is_back_by_the_next_reservation(redis_factory) -> None:  # type: ignore[no-untyped-def]
     # A refund owed through a short outage waited for another settlement: the budget refused every call meanwhile.
     server = redis_factory()
-    budget = Budget(usd=1.5, per="network")
-    book = Budgets([budget], redis=RedisLink(server.url, local_share=1.0, probe_interval_s=0.05))
-    applicable = [(budget, "network:short:network")]
+    book, applicable = _replica_of(server, 1.5, "network:short:network")
     held = await book.reserve(applicable, LocalLedger(), 1.0, "mock", "m")
     await book.settled()
     server.kill()
@@ -423,9 +425,7 @@ def test_what_a_loop_spent_in_an_outage_is_sent_by_the_next_loop_once_redis_is_b
     # asyncio.run of one pass during an outage: what it spent went with its loop, and the next loop's calls
     # were admitted as if it had not been spent.
     server = redis_factory()
-    budget = Budget(usd=10.0, per="network")
-    book = Budgets([budget], redis=RedisLink(server.url, local_share=1.0, probe_interval_s=0.05))
-    applicable = [(budget, "network:loops:network")]
+    book, applicable = _replica_of(server, 10.0, "network:loops:network")
     server.kill()
 
     async def spend(amount: float) -> None:

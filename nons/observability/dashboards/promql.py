@@ -154,11 +154,17 @@ def quantile(q: float, histogram: str, selector_: str, *by_labels: str) -> str:
 
 
 def error_ratio(*by_labels: str) -> str:
-    """Failed attempts / all attempts: gen_ai.client.operation.duration is recorded once per attempt, with
-    error.type on the failed ones. Groups with no failure show 0 rather than disappearing (the ``or ... * 0``);
-    a group with no attempt in the window shows no value rather than NaN (0 / 0: the ``> 0``)."""
+    """Failed attempts / all attempts (:func:`failed_share`): gen_ai.client.operation.duration is recorded once
+    per attempt, with error.type on the failed ones."""
     failed = rate_sum(f"{LLM_DURATION}_count", LLM_FAILED, *by_labels)
     total = rate_sum(f"{LLM_DURATION}_count", LLM, *by_labels)
+    return failed_share(failed, total)
+
+
+def failed_share(failed: str, total: str) -> str:
+    """``failed / total`` of two summed queries with the same grouping: a group with no failure shows 0 rather
+    than disappearing (the ``or ... * 0``), and one with nothing in the window no value rather than NaN (0 / 0:
+    the ``> 0``)."""
     return f"({failed} or {total} * 0) / ({total} > 0)"
 
 

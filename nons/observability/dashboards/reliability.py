@@ -43,6 +43,7 @@ from nons.observability.dashboards.promql import (
     SERVICE,
     THROTTLED,
     error_ratio,
+    failed_share,
     range_sum,
     rate_sum,
     selector,
@@ -62,8 +63,7 @@ def build() -> dict[str, Any]:
         f"{NETWORK_DURATION}_count", selector(SERVICE, NETWORK, 'nons_outcome="failure"'), "nons_network_name"
     )
     all_passes = rate_sum(f"{NETWORK_DURATION}_count", NET, "nons_network_name")
-    # "> 0": an idle network (no pass in the window) shows no value, not NaN.
-    network_failure_ratio = f"({failed_passes} or {all_passes} * 0) / ({all_passes} > 0)"
+    network_failure_ratio = failed_share(failed_passes, all_passes)
     slo: list[PanelBuilder] = [
         timeseries_panel(
             f"Success ratio against the {SLO_TARGET:.0%} SLO",

@@ -64,7 +64,7 @@ class Settlements:
         owed = self._owed_here()
         loop = asyncio.get_running_loop()
         last = owed[-1] if len(owed) > 1 else None  # owed[0] may be on its way: never changed
-        outage = delta > 0 and any(end < 0 for end in ends)
+        outage = _outage_spend(ends, delta)
         if outage and last is not None and last[3] == self._mergeable.get(loop) and (last[0], last[1]) == (keys, ends):
             owed[-1] = (keys, ends, last[2] + delta, last[3])  # spend in an outage: one settlement per budget set
         else:
@@ -94,7 +94,9 @@ class Settlements:
     def send_soon(self) -> None:
         """Start sending what the running loop owes, unless a task of its own is at it or there is nothing."""
         loop = asyncio.get_running_loop()
-        if (self._owed.get(loop) or self._orphans) and self._owed_here() and not self.sending():
+        if not self._owed.get(loop) and not self._orphans:
+            return  # nothing owed: no list made, no end hook registered for this loop
+        if self._owed_here() and not self.sending():  # _owed_here: with the orphans, once Redis is up
             task = loop.create_task(self._send())
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -107,17 +109,13 @@ class Settlements:
     def outage_spend_owed(self) -> set[str]:
         """The ids of the spend the running loop counted while Redis was unreachable and has not sent."""
         owed = self._owed.get(asyncio.get_running_loop(), ())
-        return {settlement for _, ends, delta, settlement in owed if delta > 0 and any(end < 0 for end in ends)}
+        return {settlement for _, ends, delta, settlement in owed if _outage_spend(ends, delta)}
 
     def owes_outage_spend(self, key: str) -> bool:
         """Whether any loop, or a loop that ended, still owes Redis spend on ``key`` from an outage."""
         with self._orphans_lock:
             lists = [list(owed) for owed in list(self._owed.values())] + [list(self._orphans)]
-        return any(
-            key in keys and delta > 0 and any(end < 0 for end in ends)
-            for owed in lists
-            for keys, ends, delta, _ in owed
-        )
+        return any(key in keys and _outage_spend(ends, delta) for owed in lists for keys, ends, delta, _ in owed)
 
     async def settled(self) -> None:
         """Wait until every settlement under way is done (for tests and shutdown)."""
@@ -171,3 +169,9 @@ class Settlements:
             link.failed(error)
             return False
         return True
+
+
+def _outage_spend(ends: list[int], delta: float) -> bool:
+    """Whether a settlement is spend counted while Redis was unreachable (added to the window open when it is
+    sent: a negative end, see ``budget_scripts.SETTLE``), not a refund or a settlement of a reservation."""
+    return delta > 0 and any(end < 0 for end in ends)

@@ -214,7 +214,7 @@ class Budgets:
     async def _send_owed(self) -> None:
         """Redis is up: send what this loop owes it (kept through an outage). What it spent while Redis was away
         reaches Redis before this reservation is counted against it: one admitted right after the outage
-        overshot. (The local count of that spend stays: a later outage counts it again, erring on spending less.)"""
+        overshot. (The local count of that spend goes once Redis's figure holds it: :meth:`_counted_in_redis`.)"""
         settlements = self.settlements
         assert settlements is not None
         settlements.send_soon()

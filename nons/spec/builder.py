@@ -200,10 +200,11 @@ class _Builder:
         fallbacks = [self.model(f, (*path, "fallbacks", i)) for i, f in enumerate(spec.fallbacks)]
         if any(f is None for f in fallbacks):
             return []
-        for key in _NODE_KEYWORDS.keys() & spec.params.keys():
+        misplaced = _NODE_KEYWORDS.keys() & spec.params.keys()
+        for key in sorted(misplaced):
             # Node's own keywords, not the operator's: Node(..., priority=..., **params) failed with a TypeError.
             self.fail((*path, "params", key), f"{key} is not an operator parameter: {_NODE_KEYWORDS[key]}")
-        if _NODE_KEYWORDS.keys() & spec.params.keys():
+        if misplaced:
             return []
         try:
             node = Node(

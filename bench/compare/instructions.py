@@ -123,7 +123,7 @@ def import_instructions(snippet: str, env: dict[str, str], cwd: Path) -> int:
 
 def import_table(snippets: Mapping[str, str], env: dict[str, str], cwd: Path) -> str:
     """Target 4 and its floor in instructions: each of ``snippets`` (named ``import-nons``, ``import-langchain``,
-    ``import-langchain-classes`` and ``import-pydantic``) counted once, as a Markdown table."""
+    ``import-langchain-classes`` and ``import-dataclass``) counted once, as a Markdown table."""
     counts = {}
     for name, snippet in snippets.items():
         counts[name] = import_instructions(snippet, env, cwd)
@@ -138,8 +138,8 @@ def import_table(snippets: Mapping[str, str], env: dict[str, str], cwd: Path) ->
             "| ratio, in instructions | limit | ratio |",
             "|---|---:|---:|",
             f"| 4. import: nons / langchain_core.runnables | 1.00 | {counts['import-nons'] / langchain:.2f} |",
-            f"| floor of 4: one pydantic model / langchain_core.runnables | 1.00 | "
-            f"{counts['import-pydantic'] / langchain:.2f} |",
+            f"| floor of 4: one frozen dataclass / langchain_core.runnables | 1.00 | "
+            f"{counts['import-dataclass'] / langchain:.2f} |",
             f"| not a target: nons / the LCEL contender's `RunnableLambda` and `RunnableParallel` | — | "
             f"{counts['import-nons'] / counts['import-langchain-classes']:.2f} |",
         ]

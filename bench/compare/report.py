@@ -56,14 +56,14 @@ ROWS: tuple[tuple[str, str, str], ...] = (
         "`from langchain_core.runnables import RunnableLambda, RunnableParallel`",
         "CPU ms, fresh interpreter",
     ),
-    ("import-pydantic", "a module defining a one-field pydantic model (deferred build)", "CPU ms, fresh interpreter"),
+    ("import-dataclass", "a module defining a one-field frozen dataclass", "CPU ms, fresh interpreter"),
 )
 
 FIGURE = {
     "wide-asyncio": "median_ms", "wide-off": "median_ms", "wide-floor": "median_ms", "wide-on": "median_ms",
     "wide-on-fastotel": "median_ms", "wide-floor-fastotel": "median_ms",
     "import-nons": "import_ms", "import-langchain": "import_ms", "import-langchain-classes": "import_ms",
-    "import-pydantic": "import_ms",
+    "import-dataclass": "import_ms",
 }  # fmt: skip
 
 
@@ -113,14 +113,14 @@ TARGETS: tuple[Ratio, ...] = (
 #:   SDK, exporter, encoder and batch processor, around the same 50 ms waits) and the engine's work besides, so
 #:   it cannot end sooner than the floor's: NoN on / NoN off is at least floor / NoN off. With fastotel sending
 #:   NoN's spans, the floor whose spans fastotel sends bounds it the same way;
-#: - import: ``ModelConfig`` is a pydantic model, so importing it cannot cost less than importing a module that
-#:   defines a one-field pydantic model.
+#: - import: ``ModelConfig`` is a frozen dataclass, so importing it cannot cost less than importing a module that
+#:   defines a one-field frozen dataclass.
 BOUNDS: tuple[Ratio, ...] = (
     _over("engine", "1. engine, no faster than its floor: engine floor / bare asyncio", 3.0, "engine-floor", "asyncio"),
     _over("wide", "3. wide layer, no faster than the SDK floor's: floor / NoN off", 1.15, "wide-floor", "wide-off"),
     _over("wide-fastotel", "3. the same, spans sent by fastotel: that floor / NoN off", 1.15, "wide-floor-fastotel",
           "wide-off"),
-    _over("import", "4. import of a one-field pydantic model / langchain_core.runnables", 1.0, "import-pydantic",
+    _over("import", "4. import of a one-field frozen dataclass / langchain_core.runnables", 1.0, "import-dataclass",
           "import-langchain"),
 )  # fmt: skip
 

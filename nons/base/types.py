@@ -1,17 +1,20 @@
 """The configuration types and enums of the public API: providers, error policies, model/layer/network configs.
 
-A leaf module: it imports nothing else from NoN. ``nons.core.types`` re-exports it with the results and errors.
+A leaf module: it imports nothing else from NoN but how its configs are checked (:mod:`nons.base.checked`).
+``nons.core.types`` re-exports it with the results and errors.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
-from pydantic import VERSION as PYDANTIC_VERSION
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from nons.base.checked import CheckedConfig, config_dict
+
+if TYPE_CHECKING:  # the annotations' names, which nons.base.checked gives pydantic at the first instance
+    from pydantic import AfterValidator, BeforeValidator, Field, SecretStr
 
 __all__ = [
     "Budget",
@@ -24,13 +27,6 @@ __all__ = [
     "NetworkConfig",
     "StructuredOutput",
 ]
-
-
-# The models build their validators at their first instance, not at import: `from nons import ModelConfig` then
-# neither builds five schemas nor loads pydantic's plugins (importlib.metadata), about 40 ms. Only where pydantic
-# builds a deferred model under a lock (2.14 and later): before that, two threads making a model's first instances
-# at once could get the wrong validator (pydantic#13438).
-_DEFER_BUILD = tuple(map(int, re.match(r"(\d+)\.(\d+)", PYDANTIC_VERSION).groups())) >= (2, 14)  # type: ignore[union-attr]
 
 
 class ModelProvider(str, Enum):
@@ -83,7 +79,8 @@ class StructuredOutput(str, Enum):
         return self.value
 
 
-class ModelConfig(BaseModel):
+@dataclass(frozen=True, slots=True, kw_only=True, repr=False)
+class ModelConfig(CheckedConfig):
     """Which model a node calls and how.
 
     ``provider`` and ``model_name`` may be left out: the provider is then ``NON_DEFAULT_PROVIDER``, else the vendor
@@ -100,88 +97,85 @@ class ModelConfig(BaseModel):
     Typed answers: ``structured_output`` picks how the schema is sent (see :class:`StructuredOutput`);
     ``output_repairs`` is how many times an answer that does not parse or follow the schema is sent back to the
     model with the error before the call fails with ``OutputParseError`` (unset: ``NON_OUTPUT_REPAIRS``, 1).
+
+    A frozen dataclass whose fields pydantic checks (see :mod:`nons.base.checked`): a value that does not fit is a
+    ``pydantic.ValidationError``; ``dataclasses.replace(config, temperature=0)`` is a checked copy.
     """
 
     # hide_input_in_errors: a refused value is not quoted back (a base URL may carry a gateway's password, a key
     # may be given to the wrong field); each validator's own message says what is wrong.
-    model_config = ConfigDict(
-        frozen=True, extra="forbid", protected_namespaces=(), defer_build=_DEFER_BUILD, hide_input_in_errors=True
-    )
+    _check_config: ClassVar[dict[str, Any]] = {"hide_input_in_errors": True}
 
-    provider: ModelProvider | None = None
-    model_name: str | None = None
+    provider: Annotated[ModelProvider | None, BeforeValidator(_known_provider)] = None
+    model_name: Annotated[str | None, AfterValidator(_non_empty_model)] = None
     # No NaN: it fails the bounds with a message about the bound ("less than or equal to 2"), not about the value.
-    temperature: float | None = Field(default=None, ge=0.0, le=2.0, allow_inf_nan=False)
-    max_tokens: int | None = Field(default=None, gt=0)
-    top_p: float | None = Field(default=None, gt=0.0, le=1.0, allow_inf_nan=False)
-    stop: tuple[str, ...] | None = None
-    base_url: str | None = None
+    temperature: Annotated[float | None, Field(ge=0.0, le=2.0, allow_inf_nan=False)] = None
+    max_tokens: Annotated[int | None, Field(gt=0)] = None
+    top_p: Annotated[float | None, Field(gt=0.0, le=1.0, allow_inf_nan=False)] = None
+    stop: Annotated[tuple[str, ...] | None, BeforeValidator(_stop_as_tuple)] = None
+    base_url: Annotated[str | None, AfterValidator(_an_http_base_url)] = None
     price_provider: str | None = None
-    api_key: SecretStr | None = Field(default=None, repr=False)
-    extra_params: dict[str, Any] = Field(default_factory=dict)
-    fallbacks: tuple[ModelConfig, ...] = ()
-    structured_output: StructuredOutput = StructuredOutput.AUTO
-    output_repairs: int | None = Field(default=None, ge=0, le=10)
+    api_key: SecretStr | None = None
+    extra_params: dict[str, Any] = field(default_factory=dict)
+    fallbacks: Annotated[tuple[ModelConfig, ...], BeforeValidator(_list_as_tuple)] = ()
+    structured_output: Annotated[StructuredOutput, BeforeValidator(_known_structured_output)] = StructuredOutput.AUTO
+    output_repairs: Annotated[int | None, Field(ge=0, le=10)] = None
 
-    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+    def __repr__(self) -> str:
         # repr() and str() end up in logs and error reports: a base URL's user, password and query may be a
-        # gateway's credentials, and so may an extra parameter such as extra_headers (the key is a SecretStr).
+        # gateway's credentials, and so may an extra parameter such as extra_headers. The key is never shown.
         from nons.base.redaction import displayable_url, hide_credential_params  # not needed at import
 
-        for name, value in super().__repr_args__():
+        shown = []
+        for name, value in config_dict(self).items():
             if name == "base_url" and value is not None:
                 value = displayable_url(value)
             elif name == "extra_params":
                 value = hide_credential_params(value)
-            yield name, value
+            elif name == "api_key":
+                continue
+            shown.append(f"{name}={value!r}")
+        return f"ModelConfig({', '.join(shown)})"
 
-    @field_validator("provider", mode="before")
-    @classmethod
-    def _known_provider(cls, value: object) -> object:
-        if isinstance(value, str) and not isinstance(value, ModelProvider):
-            try:
-                return ModelProvider(value.lower())
-            except ValueError:
-                known = ", ".join(p.value for p in ModelProvider)
-                raise ValueError(f"unknown provider {value!r}; known providers: {known}") from None
-        return value
 
-    @field_validator("structured_output", mode="before")
-    @classmethod
-    def _known_structured_output(cls, value: object) -> object:
-        if isinstance(value, str) and not isinstance(value, StructuredOutput):
-            try:
-                return StructuredOutput(value.lower())
-            except ValueError:
-                known = ", ".join(s.value for s in StructuredOutput)
-                raise ValueError(f"unknown structured_output {value!r}; known values: {known}") from None
-        return value
+def _known_provider(value: object) -> object:
+    if isinstance(value, str) and not isinstance(value, ModelProvider):
+        try:
+            return ModelProvider(value.lower())
+        except ValueError:
+            known = ", ".join(p.value for p in ModelProvider)
+            raise ValueError(f"unknown provider {value!r}; known providers: {known}") from None
+    return value
 
-    @field_validator("base_url")
-    @classmethod
-    def _an_http_base_url(cls, value: str | None) -> str | None:
-        return check_base_url(value, "base_url")
 
-    @field_validator("model_name")
-    @classmethod
-    def _non_empty_model(cls, value: str | None) -> str | None:
-        if value is not None and not value.strip():
-            raise ValueError("model_name must not be empty")
-        return value
+def _known_structured_output(value: object) -> object:
+    if isinstance(value, str) and not isinstance(value, StructuredOutput):
+        try:
+            return StructuredOutput(value.lower())
+        except ValueError:
+            known = ", ".join(s.value for s in StructuredOutput)
+            raise ValueError(f"unknown structured_output {value!r}; known values: {known}") from None
+    return value
 
-    @field_validator("stop", mode="before")
-    @classmethod
-    def _stop_as_tuple(cls, value: object) -> object:
-        if isinstance(value, str):
-            return (value,)
-        if isinstance(value, list):
-            return tuple(value)
-        return value
 
-    @field_validator("fallbacks", mode="before")
-    @classmethod
-    def _fallbacks_as_tuple(cls, value: object) -> object:
-        return tuple(value) if isinstance(value, list) else value
+def _an_http_base_url(value: str | None) -> str | None:
+    return check_base_url(value, "base_url")
+
+
+def _non_empty_model(value: str | None) -> str | None:
+    if value is not None and not value.strip():
+        raise ValueError("model_name must not be empty")
+    return value
+
+
+def _stop_as_tuple(value: object) -> object:
+    if isinstance(value, str):
+        return (value,)
+    return _list_as_tuple(value)
+
+
+def _list_as_tuple(value: object) -> object:
+    return tuple(value) if isinstance(value, list) else value
 
 
 def check_base_url(value: str | None, name: str) -> str | None:
@@ -213,7 +207,8 @@ def check_base_url(value: str | None, name: str) -> str | None:
     return value
 
 
-class LayerConfig(BaseModel):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LayerConfig(CheckedConfig):
     """How a layer runs its nodes and reacts to failures.
 
     Retries wait ``min(retry_max_delay, retry_base_delay * retry_multiplier ** attempt)`` seconds with full
@@ -221,34 +216,36 @@ class LayerConfig(BaseModel):
     """
 
     # No inf or NaN: an infinite retry delay waits for ever, and NaN passes no bound check usefully.
-    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=_DEFER_BUILD, allow_inf_nan=False)
+    _check_config: ClassVar[dict[str, Any]] = {"allow_inf_nan": False}
 
     error_policy: ErrorPolicy = ErrorPolicy.FAIL_FAST
-    max_retries: int = Field(default=3, ge=0, le=100)
-    timeout_seconds: float | None = Field(default=None, gt=0)
-    min_success_threshold: float | None = Field(
-        default=None,
-        ge=0.0,
-        le=1.0,
-        description="Share of nodes that must succeed for the layer to continue without the failed ones. "
-        "Unset: SKIP_AND_CONTINUE needs one success, RETRY_WITH_BACKOFF and FALLBACK_MODEL need all.",
-    )
-    retry_base_delay: float = Field(default=0.5, ge=0.0)
-    retry_multiplier: float = Field(default=2.0, ge=1.0)
-    retry_max_delay: float = Field(default=30.0, ge=0.0)
+    max_retries: Annotated[int, Field(ge=0, le=100)] = 3
+    timeout_seconds: Annotated[float | None, Field(gt=0)] = None
+    min_success_threshold: Annotated[
+        float | None,
+        Field(
+            ge=0.0,
+            le=1.0,
+            description="Share of nodes that must succeed for the layer to continue without the failed ones. "
+            "Unset: SKIP_AND_CONTINUE needs one success, RETRY_WITH_BACKOFF and FALLBACK_MODEL need all.",
+        ),
+    ] = None
+    retry_base_delay: Annotated[float, Field(ge=0.0)] = 0.5
+    retry_multiplier: Annotated[float, Field(ge=1.0)] = 2.0
+    retry_max_delay: Annotated[float, Field(ge=0.0)] = 30.0
 
-    @model_validator(mode="after")
-    def _threshold_has_a_policy_that_uses_it(self) -> LayerConfig:
+    @staticmethod
+    def _check_whole(config: Any) -> None:
+        """``ValueError`` for a threshold beside a policy that never applies it."""
         # FAIL_FAST raises at the first failed node, RETURN_PARTIAL never fails the layer: a threshold beside
         # either was accepted and never applied.
         ignoring = (ErrorPolicy.FAIL_FAST, ErrorPolicy.RETURN_PARTIAL)
-        if self.min_success_threshold is not None and self.error_policy in ignoring:
+        if config.min_success_threshold is not None and config.error_policy in ignoring:
             raise ValueError(
                 "min_success_threshold applies to SKIP_AND_CONTINUE, RETRY_WITH_BACKOFF and FALLBACK_MODEL, not to "
-                f"{self.error_policy.name} (FAIL_FAST, the default, fails the layer at its first failed node; "
+                f"{config.error_policy.name} (FAIL_FAST, the default, fails the layer at its first failed node; "
                 "RETURN_PARTIAL never fails it)"
             )
-        return self
 
 
 class BudgetScope(str, Enum):
@@ -264,19 +261,18 @@ class BudgetScope(str, Enum):
         return self.value
 
 
-class Budget(BaseModel):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Budget(CheckedConfig):
     """A spending limit in USD, checked before every LLM call (see ``nons.core.budgets``).
 
     ``window_s`` makes the limit apply to a window that starts with the first spend and lasts that many
     seconds (then starts again); unset, it never resets. A pass budget lasts one pass.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=_DEFER_BUILD)
-
-    usd: float = Field(gt=0, allow_inf_nan=False)
+    usd: Annotated[float, Field(gt=0, allow_inf_nan=False)]
     per: BudgetScope = BudgetScope.PASS
-    window_s: float | None = Field(default=None, gt=0, allow_inf_nan=False)
-    name: str = Field(default="", description="Shown in errors and telemetry; default: the scope.")
+    window_s: Annotated[float | None, Field(gt=0, allow_inf_nan=False)] = None
+    name: Annotated[str, Field(description="Shown in errors and telemetry; default: the scope.")] = ""
 
     @property
     def label(self) -> str:
@@ -296,7 +292,8 @@ def check_budget_names(budgets: Sequence[Budget], where: str) -> None:
         seen.add((budget.per, budget.label))
 
 
-class CacheConfig(BaseModel):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CacheConfig(CheckedConfig):
     """Whether and how a node's LLM answers are cached (see ``nons.core.cache``).
 
     Caching is off by default. ``enabled=True`` caches calls at temperature 0 (a provider default is not
@@ -304,30 +301,26 @@ class CacheConfig(BaseModel):
     reused.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=_DEFER_BUILD)
-
     enabled: bool = True
     any_temperature: bool = False
-    ttl_s: float = Field(default=3600.0, gt=0, allow_inf_nan=False)
+    ttl_s: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 3600.0
 
 
-class NetworkConfig(BaseModel):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NetworkConfig(CheckedConfig):
     """Settings of a whole network: its name (used in telemetry), timeout and input limit, budgets and whether
     its nodes' answers are cached (a node's own ``cache`` wins)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=_DEFER_BUILD)
-
     # Not empty, and valid text: checked when the network is made (nons.core.inputs.check_name), which says so
     # in a ConfigurationError (a length constraint here made pydantic refuse a lone surrogate in its own words).
-    name: str = Field(default="network", description="The network's name in its spans and metrics.")
-    timeout_seconds: float | None = Field(default=None, gt=0, allow_inf_nan=False)
-    max_input_chars: int | None = Field(default=None, gt=0, description="Overrides NON_MAX_INPUT_CHARS.")
+    name: Annotated[str, Field(description="The network's name in its spans and metrics.")] = "network"
+    timeout_seconds: Annotated[float | None, Field(gt=0, allow_inf_nan=False)] = None
+    max_input_chars: Annotated[int | None, Field(gt=0, description="Overrides NON_MAX_INPUT_CHARS.")] = None
     default_layer_config: LayerConfig | None = None
-    budgets: tuple[Budget, ...] = ()
+    budgets: Annotated[tuple[Budget, ...], BeforeValidator(_list_as_tuple), AfterValidator(_budget_names)] = ()
     cache: CacheConfig | None = None
 
-    @field_validator("budgets")
-    @classmethod
-    def _budget_names(cls, budgets: tuple[Budget, ...]) -> tuple[Budget, ...]:
-        check_budget_names(budgets, "NetworkConfig(budgets=...)")
-        return budgets
+
+def _budget_names(budgets: tuple[Budget, ...]) -> tuple[Budget, ...]:
+    check_budget_names(budgets, "NetworkConfig(budgets=...)")
+    return budgets

@@ -11,6 +11,7 @@ API, the scheduler, the providers' registry and the settings) is loaded at the f
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Awaitable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
@@ -193,6 +194,5 @@ def create_network(
     if config is None:
         config = NetworkConfig() if name is None else NetworkConfig(name=name)
     elif name is not None:
-        # Validated as NetworkConfig(name=...) is (model_copy validates nothing: a name of bytes reached every span).
-        config = config.model_copy(update={"name": NetworkConfig(name=name).name})
+        config = dataclasses.replace(config, name=name)  # checked, as NetworkConfig(name=...) is
     return NoN([create_layer(spec) for spec in layers], layer_config=layer_config, config=config)

@@ -95,7 +95,7 @@ def gemini_json_beside_tools(model: str) -> bool:
 
 def with_form(request: LLMRequest, form: StructuredOutput) -> LLMRequest:
     """``request`` with its config's ``structured_output`` set to ``form``."""
-    return dataclasses.replace(request, config=request.config.model_copy(update={"structured_output": form}))
+    return dataclasses.replace(request, config=dataclasses.replace(request.config, structured_output=form))
 
 
 def schema_name(schema: Mapping[str, Any]) -> str:

@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from nons.base.checked import config_dict
 from nons.base.redaction import is_credential_name
 from nons.core.layer import Layer
 from nons.core.network import NoN
@@ -153,7 +154,8 @@ class _Builder:
             base = self.alias(name, path, seen)
             if base is None:
                 return None
-            fields = base.model_dump(exclude={"api_key"})
+            fields = config_dict(base)
+            del fields["api_key"]
             fields["extra_params"] = {**base.extra_params, **settings.pop("extra_params", {})}
             fields.update(settings)
             if ref.fallbacks:
@@ -161,7 +163,7 @@ class _Builder:
         else:
             fields = {"provider": provider, "model_name": name, **settings, "fallbacks": fallbacks}
         try:
-            return ModelConfig(**fields)
+            return ModelConfig.from_mapping(fields)
         except ValidationError as error:
             renames = {"provider": "model", "model_name": "model"}
             self.problems.extend(_validation_problems(error, path, renames))
@@ -236,7 +238,7 @@ class _Builder:
 
     def layer_config(self, fields: dict[str, Any], path: Path) -> LayerConfig | None:
         try:
-            return LayerConfig(**fields)
+            return LayerConfig.from_mapping(fields)
         except ValidationError as error:
             self.problems.extend(_validation_problems(error, path, {}))
             return None
@@ -268,7 +270,7 @@ class _Builder:
             self.fail((*path, key), f"{key} is not set here: a network's {key} is {hint}")
         extras = {key: value for key, value in fields.items() if key not in reserved}
         try:
-            config = NetworkConfig(name=name, default_layer_config=layer_default, **extras)
+            config = NetworkConfig.from_mapping({**extras, "name": name, "default_layer_config": layer_default})
         except ValidationError as error:
             self.problems.extend(_validation_problems(error, path, {}))
             return None

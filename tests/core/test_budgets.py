@@ -8,6 +8,7 @@ import asyncio
 import json
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -98,7 +99,7 @@ async def test_a_reservation_is_settled_to_the_real_cost() -> None:
 async def test_a_failed_attempt_gives_its_reservation_back() -> None:
     book = configure_budgets(Budget(usd=1.0, per="process"))
     ctx = PassContext.start("n", "pass", get_settings())
-    failing = MODEL.model_copy(update={"extra_params": {"mock_failure_rate": 1.0, "mock_failure_kind": "server_error"}})
+    failing = replace(MODEL, extra_params={"mock_failure_rate": 1.0, "mock_failure_kind": "server_error"})
     with pytest.raises(Exception) as raised:
         await call_llm(ctx, CallSite("node", "generate", failing, (), LayerConfig()), list(MESSAGES), [])
     assert not isinstance(raised.value, BudgetExceededError)
@@ -148,7 +149,7 @@ def test_a_call_asking_for_a_dearer_service_tier_reserves_at_its_price(emu: Prov
     request = LLMRequest(provider=ModelProvider.OPENAI, model="gpt-5", config=model, messages=MESSAGES)
     worst = worst_case_usd("openai", request)
     default = worst_case_usd("openai", LLMRequest(
-        provider=ModelProvider.OPENAI, model="gpt-5", config=model.model_copy(update={"extra_params": {}}),
+        provider=ModelProvider.OPENAI, model="gpt-5", config=replace(model, extra_params={}),
         messages=MESSAGES,
     ))  # fmt: skip
     assert worst is not None and default is not None and worst == pytest.approx(2 * default)
@@ -168,7 +169,7 @@ def test_a_call_asking_for_anthropic_fast_mode_reserves_at_its_price() -> None:
     # a reservation at the standard price let a call spend twice what it held.
     model = ModelConfig(provider=ModelProvider.ANTHROPIC, model_name="claude-opus-5", max_tokens=1000,
                         price_provider="anthropic")  # fmt: skip
-    fast = model.model_copy(update={"extra_params": {"speed": "fast"}})
+    fast = replace(model, extra_params={"speed": "fast"})
     standard, worst = (
         worst_case_usd("anthropic", LLMRequest(ModelProvider.ANTHROPIC, "claude-opus-5", config=m, messages=MESSAGES))
         for m in (model, fast)

@@ -7,7 +7,9 @@ import asyncio
 import json
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import SecretStr
@@ -36,10 +38,9 @@ def emu() -> Iterator[ProviderEmulator]:
 
 
 def openai(emu: ProviderEmulator, **update: object) -> ModelConfig:
-    return ModelConfig(
-        provider=ModelProvider.OPENAI, model_name="gpt-4o-mini", temperature=0, base_url=emu.base_url_for("openai"),
-        api_key=SecretStr("sk-test-cache"),
-    ).model_copy(update=update)
+    fields: dict[str, Any] = {"provider": ModelProvider.OPENAI, "model_name": "gpt-4o-mini", "temperature": 0,
+                              "base_url": emu.base_url_for("openai"), "api_key": SecretStr("sk-test-cache")}
+    return ModelConfig(**{**fields, **update})
 
 
 def cached_flags(result: object) -> list[bool]:
@@ -69,10 +70,10 @@ async def test_a_network_opts_in_and_a_node_can_opt_out() -> None:
 
 async def test_only_deterministic_calls_are_cached_unless_any_temperature_is_allowed() -> None:
     assert cacheable(MOCK, CacheConfig())
-    assert not cacheable(MOCK.model_copy(update={"temperature": None}), CacheConfig())
-    assert not cacheable(MOCK.model_copy(update={"temperature": 0.7}), CacheConfig())
-    assert cacheable(MOCK.model_copy(update={"temperature": 0.7}), CacheConfig(any_temperature=True))
-    sampled = NoN.from_operators([Node("generate", MOCK.model_copy(update={"temperature": 0.7}), cache=True)])
+    assert not cacheable(replace(MOCK, temperature=None), CacheConfig())
+    assert not cacheable(replace(MOCK, temperature=0.7), CacheConfig())
+    assert cacheable(replace(MOCK, temperature=0.7), CacheConfig(any_temperature=True))
+    sampled = NoN.from_operators([Node("generate", replace(MOCK, temperature=0.7), cache=True)])
     await sampled.run("Hello")
     assert cached_flags(await sampled.run("Hello")) == [False]
 
@@ -100,14 +101,14 @@ def test_the_key_is_provider_model_messages_parameters_and_tools() -> None:
     messages = [Message("user", "hi")]
     tool = ToolDefinition("add", "adds", {"type": "object"})
     base = cache_key(ModelProvider.MOCK, "m", MOCK, "sys", messages, (), None)
-    assert base == cache_key(ModelProvider.MOCK, "m", MOCK.model_copy(update={"api_key": SecretStr("k")}), "sys",
+    assert base == cache_key(ModelProvider.MOCK, "m", replace(MOCK, api_key=SecretStr("k")), "sys",
                              [Message("user", "hi")], (), None)
     different = [
         cache_key(ModelProvider.OPENAI, "m", MOCK, "sys", messages, (), None),
         cache_key(ModelProvider.MOCK, "m2", MOCK, "sys", messages, (), None),
         cache_key(ModelProvider.MOCK, "m", MOCK, "sys", [Message("user", "ho")], (), None),
         cache_key(ModelProvider.MOCK, "m", MOCK, "other", messages, (), None),
-        cache_key(ModelProvider.MOCK, "m", MOCK.model_copy(update={"max_tokens": 5}), "sys", messages, (), None),
+        cache_key(ModelProvider.MOCK, "m", replace(MOCK, max_tokens=5), "sys", messages, (), None),
         cache_key(ModelProvider.MOCK, "m", MOCK, "sys", messages, (tool,), None),
         cache_key(ModelProvider.MOCK, "m", MOCK, "sys", messages, (), {"type": "object"}),
     ]

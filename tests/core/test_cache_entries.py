@@ -4,6 +4,7 @@ and a hit saves what the call that made the answer cost."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 import pytest
 from pydantic import SecretStr
@@ -81,7 +82,7 @@ async def test_a_hit_saves_what_the_call_that_made_the_answer_cost(response_mode
     # model, unknown for a deployment's name, while the call itself was charged by the model asked for.
     with ProviderEmulator() as emu:
         emu.default = Reply(text="4", input_tokens=1000, output_tokens=1000, model=response_model)
-        config = compatible(emu.base_url_for("openai"), "gpt-4o-mini").model_copy(update={"price_provider": "openai"})
+        config = replace(compatible(emu.base_url_for("openai"), "gpt-4o-mini"), price_provider="openai")
         network = NoN.from_operators([Node("generate", config, cache=True)])
         miss = await network.run("2 + 2?")
         hit = await network.run("2 + 2?")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from dataclasses import replace
 from typing import Any
 
 import core_helpers
@@ -205,7 +206,7 @@ async def test_fallback_tries_the_fallback_models_in_order() -> None:
 
 
 async def test_fallbacks_may_come_from_the_model_config() -> None:
-    config = failing(model="gpt-4o").model_copy(update={"fallbacks": (sim("gpt-4o-mini"),)})
+    config = replace(failing(model="gpt-4o"), fallbacks=(sim("gpt-4o-mini"),))
     network = create_network(layers=[Node("generate", config)], layer_config=policy(ErrorPolicy.FALLBACK_MODEL))
     result = await network.run("question")
     assert result.calls[0].response_model == "gpt-4o-mini"

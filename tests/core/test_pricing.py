@@ -8,6 +8,7 @@ import http.server
 import json
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import genai_prices
@@ -84,7 +85,7 @@ async def test_calls_to_an_unknown_server_are_counted_as_unpriced() -> None:
         emu.script("openai", [Reply(text="hi", input_tokens=40, output_tokens=10)] * 2)
         unknown = ModelConfig(provider=ModelProvider.OPENAI, model_name="gpt-4o-mini",
                               base_url=emu.base_url_for("openai"))
-        declared = unknown.model_copy(update={"price_provider": "openai"})
+        declared = replace(unknown, price_provider="openai")
         layer = LayerConfig(error_policy=ErrorPolicy.RETURN_PARTIAL)
         result = await NoN([Layer([Node("generate", unknown), Node("generate", declared)], layer)]).run("hi")
     unpriced, priced = result.calls

@@ -35,8 +35,11 @@ def test_out_of_range_sampling_parameters_are_rejected(field: str, value: object
 
 
 def test_unknown_model_config_field_is_rejected() -> None:
-    with pytest.raises(pydantic.ValidationError, match="temprature"):
+    # A keyword the class does not have, as for any Python call; a key of a mapping, as pydantic refuses it.
+    with pytest.raises(TypeError, match="temprature"):
         ModelConfig(temprature=0.5)  # type: ignore[call-arg]
+    with pytest.raises(pydantic.ValidationError, match="temprature"):
+        ModelConfig.from_mapping({"temprature": 0.5})
 
 
 def test_api_key_is_hidden_from_repr() -> None:

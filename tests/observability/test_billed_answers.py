@@ -6,6 +6,8 @@ The real OpenAI SDK against the provider emulator, billed at OpenAI's gpt-4o-min
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from otel_harness import Telemetry
 from pydantic import SecretStr
@@ -111,7 +113,7 @@ async def test_a_call_of_unknown_price_is_counted_unpriced_once_however_many_ans
 ) -> None:
     # No price_provider: the emulator's URL is no vendor's, so nobody's prices apply.
     emu.script("openai", [Reply(text="", input_tokens=30, output_tokens=2), Reply(input_tokens=30, output_tokens=7)])
-    config = _config(emu).model_copy(update={"price_provider": None})
+    config = replace(_config(emu), price_provider=None)
     network = NoN.from_operators(
         [Node("generate", config)],
         layer_config=LayerConfig(error_policy=ErrorPolicy.RETRY_WITH_BACKOFF, max_retries=2, retry_base_delay=0.001),

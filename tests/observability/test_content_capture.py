@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -270,7 +271,7 @@ async def test_an_agent_answer_off_its_schema_stays_out_of_its_span_status(
         """Does nothing."""
         return x
 
-    model = simulated(mock_responses=["ANSWER-TEXT-4d2 is no JSON"]).model_copy(update={"output_repairs": 0})
+    model = replace(simulated(mock_responses=["ANSWER-TEXT-4d2 is no JSON"]), output_repairs=0)
     schema = {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]}
     final = await Agent(model, tools, output_schema=schema).run_to_completion("task")
     assert final["success"] is False and final["error_type"] == "output_parse_error"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -327,7 +328,7 @@ async def test_captured_system_instructions_are_what_the_sdk_sent(
     one of those parts only when it travels in the prompt; the native form sends it in the vendor's own field."""
     monkeypatch.setenv(names.ENV_CAPTURE_CONTENT, "SPAN_ONLY")
     emulator.script(provider, [Reply(text=CLASSIFIED)])
-    model = config(emulator, provider).model_copy(update={"structured_output": form})
+    model = replace(config(emulator, provider), structured_output=form)
     node = Node("classify", model, "Be brief.", categories=["positive", "negative"])
     result = await NoN([Layer([node])]).run("What a lovely day")
     (span,) = llm_spans(otel, result.trace_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,7 +58,7 @@ def make_request(
 ) -> LLMRequest:
     """A request for ``case``'s model, aimed at the emulator. ``kwargs`` go to ``ModelConfig`` when they are
     config fields and to ``LLMRequest`` otherwise."""
-    config_fields = set(ModelConfig.model_fields)
+    config_fields = {field.name for field in dataclasses.fields(ModelConfig)}
     config = ModelConfig(
         base_url=emu.base_url_for(case.name),
         api_key=SecretStr(api_key) if api_key is not None else None,

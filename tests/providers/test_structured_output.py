@@ -7,6 +7,7 @@ import dataclasses
 import json
 import logging
 import time
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -196,7 +197,7 @@ async def test_the_negotiations_log_lines_never_show_a_password_in_the_base_url(
         gateway = emu.base_url_for("openai").replace("http://", "http://gateway:GatewayPassw0rd-XYZ@")
         caplog.set_level(logging.INFO, logger="nons")
         request = make_request(case, emu, response_schema=CLASSIFICATION)
-        config = request.config.model_copy(update={"base_url": gateway})
+        config = replace(request.config, base_url=gateway)
         await provider.complete(dataclasses.replace(request, config=config))
         await provider.aclose()
     logged = [r.getMessage() for r in caplog.records if r.name.startswith("nons")]

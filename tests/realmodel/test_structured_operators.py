@@ -10,6 +10,7 @@ temperature 0.7, with and without the native form, is measured by ``bench/bench_
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -31,7 +32,7 @@ ROUTES = {"billing": "payments, invoices, refunds", "technical": "bugs, errors",
 @pytest.fixture
 def typed_model(llama_model: ModelConfig) -> ModelConfig:
     # Greedy, so a failure reproduces; room for a whole answer (the operators' bounds keep it well under this).
-    return llama_model.model_copy(update={"temperature": 0.0, "max_tokens": 256})
+    return replace(llama_model, temperature=0.0, max_tokens=256)
 
 
 async def run(node: Node, value: Any) -> Any:
@@ -81,9 +82,9 @@ async def test_a_network_mixes_structured_and_free_text_layers_with_real_token_c
 ) -> None:
     network = NoN.from_operators(
         [
-            Node("generate", typed_model.model_copy(update={"max_tokens": 60})),
+            Node("generate", replace(typed_model, max_tokens=60)),
             [Node("classify", typed_model, categories=CATEGORIES), Node("validate", typed_model, criteria="polite")],
-            Node("condense", typed_model.model_copy(update={"max_tokens": 60}), max_words=20),
+            Node("condense", replace(typed_model, max_tokens=60), max_words=20),
         ],
         name="realmodel-mixed",
     )

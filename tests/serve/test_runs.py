@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -123,7 +124,7 @@ async def test_a_run_charges_how_many_of_its_calls_had_no_known_price() -> None:
 def _spends_then_hangs() -> NoN:
     """A network whose first layer answers (and costs) at once and whose second waits two minutes."""
     quick = ModelConfig(provider=ModelProvider.MOCK, model_name="gpt-4o-mini")
-    hangs = quick.model_copy(update={"extra_params": {"mock_latency_s": 120}})
+    hangs = replace(quick, extra_params={"mock_latency_s": 120})
     return NoN.from_operators([Node("generate", model_config=quick), Node("generate", model_config=hangs)])
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from dataclasses import replace
 from typing import Any
 
 from nons.core.layer import Layer
@@ -77,7 +78,7 @@ def build_with_api() -> dict[str, NoN]:
                  categories=["complete", "partial", "off-topic"]),
             Layer(
                 [Node("condense", fast),
-                 Node("expand", fast.model_copy(update={"temperature": 0.3}), target_words=50)],
+                 Node("expand", replace(fast, temperature=0.3), target_words=50)],
                 LayerConfig(error_policy=ErrorPolicy.SKIP_AND_CONTINUE, min_success_threshold=0.5),
             ),
         ],

@@ -8,6 +8,7 @@ import collections
 import json
 import logging
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from opentelemetry.sdk._logs import LogRecordProcessor
@@ -169,7 +170,7 @@ def build_faq_network(emulator: Any, passes: int) -> Any:
         return ModelConfig(provider=ModelProvider.MOCK, model_name=name, extra_params={"mock_latency_s": 0.002},
                            **settings)  # fmt: skip
 
-    openai = _sdk(emulator, "openai").model_copy(update={"temperature": 0.0, "max_tokens": 20})
+    openai = replace(_sdk(emulator, "openai"), temperature=0.0, max_tokens=20)
     router = ModelConfig(
         provider=ModelProvider.MOCK, model_name=UNPRICED_MODEL, output_repairs=1,
         extra_params={"mock_latency_s": 0.002, "mock_responses": _faq_script(passes)},

@@ -6,7 +6,7 @@ A leaf module: it imports nothing else from NoN but how its configs are checked 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar
@@ -138,24 +138,23 @@ class ModelConfig(CheckedConfig):
         return f"ModelConfig({', '.join(shown)})"
 
 
-def _known_provider(value: object) -> object:
-    if isinstance(value, str) and not isinstance(value, ModelProvider):
-        try:
-            return ModelProvider(value.lower())
-        except ValueError:
-            known = ", ".join(p.value for p in ModelProvider)
-            raise ValueError(f"unknown provider {value!r}; known providers: {known}") from None
-    return value
+def _member_of(kind: type[Enum], field_name: str, listed_as: str) -> Callable[[object], object]:
+    """A validator that takes a member of ``kind`` or its value in any case, and names the known values else."""
+
+    def member(value: object) -> object:
+        if isinstance(value, str) and not isinstance(value, kind):
+            try:
+                return kind(value.lower())
+            except ValueError:
+                known = ", ".join(m.value for m in kind)
+                raise ValueError(f"unknown {field_name} {value!r}; {listed_as}: {known}") from None
+        return value
+
+    return member
 
 
-def _known_structured_output(value: object) -> object:
-    if isinstance(value, str) and not isinstance(value, StructuredOutput):
-        try:
-            return StructuredOutput(value.lower())
-        except ValueError:
-            known = ", ".join(s.value for s in StructuredOutput)
-            raise ValueError(f"unknown structured_output {value!r}; known values: {known}") from None
-    return value
+_known_provider = _member_of(ModelProvider, "provider", "known providers")
+_known_structured_output = _member_of(StructuredOutput, "structured_output", "known values")
 
 
 def _an_http_base_url(value: str | None) -> str | None:

@@ -27,21 +27,20 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 if TYPE_CHECKING:
-    from pydantic import BaseModel, GetCoreSchemaHandler
+    from pydantic import BaseModel, GetCoreSchemaHandler, TypeAdapter
     from pydantic_core import CoreSchema
 
-__all__ = ["CheckedConfig", "config_dict"]
+__all__ = ["CheckedConfig", "config_dict", "dump"]
 
 _Config = TypeVar("_Config", bound="CheckedConfig")
 
-# Each class's checker, once built. Building one is its class's first instance's work, under the lock: another
-# thread waits for it rather than building a second, or validating with one half built. A checker being built is in
-# _building, where the build finds it again when the class holds itself (a model's fallbacks are models).
+# Each class's checker (see _checker), and before pydantic 2.14 the one being built, with the lock it is built under.
 _checkers: dict[type, type[BaseModel]] = {}
 _building: dict[type, type[BaseModel]] = {}
 # Each checked class's fields and the object each holds when not given (_MADE when a factory makes it).
 _defaults: dict[type, tuple[tuple[str, object], ...]] = {}
 _MADE = object()
+_adapters: dict[type, TypeAdapter[Any]] = {}
 _build_lock = threading.RLock()
 
 
@@ -90,48 +89,88 @@ class CheckedConfig:
 
     @classmethod
     def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
-        """How pydantic validates the class as a field's type: an instance as it is, anything else by the class's
-        checker (whose errors keep their location), then made an instance."""
+        """How pydantic handles the class as a field's type. Validation: an instance as it is, anything else by
+        the class's checker (whose errors keep their location), then made an instance. Serialization: by the
+        checker too, so that ``include``, ``exclude`` and ``exclude_defaults`` reach the config's fields, and
+        the key is masked in JSON; the fields set are those that are not their default."""
         from pydantic_core import core_schema
+
+        checker = _checker(cls)
+        schema = handler.generate_schema(checker)
 
         def instance_or_checked(value: Any, check: core_schema.ValidatorFunctionWrapHandler) -> Any:
             return value if isinstance(value, cls) else cls._from_checked(check(value))
 
+        def as_checked(value: Any, serialize: core_schema.SerializerFunctionWrapHandler) -> Any:
+            if not isinstance(value, cls):
+                return serialize(value)
+            fields = config_dict(value)
+            given = {
+                name
+                for name, info in checker.model_fields.items()
+                if info.is_required() or fields[name] != info.get_default(call_default_factory=True)
+            }
+            return serialize(checker.model_construct(_fields_set=given, **fields))
+
         return core_schema.no_info_wrap_validator_function(
             instance_or_checked,
-            handler.generate_schema(_checker(cls)),
-            serialization=core_schema.plain_serializer_function_ser_schema(config_dict),
+            schema,
+            serialization=core_schema.wrap_serializer_function_ser_schema(as_checked, schema=schema),
         )
 
 
-def config_dict(config: CheckedConfig, *, defaults: bool = True) -> dict[str, Any]:
-    """``config``'s fields by name, one level deep (nested configs stay instances); with ``defaults=False`` only
-    those whose value is not their default."""
-    found = {}
-    for field in dataclasses.fields(config):  # type: ignore[arg-type]
-        value = getattr(config, field.name)
-        if not defaults and value == _default(field):
-            continue
-        found[field.name] = value
-    return found
+def config_dict(config: CheckedConfig) -> dict[str, Any]:
+    """``config``'s fields by name, one level deep (nested configs stay instances)."""
+    return {field.name: getattr(config, field.name) for field in dataclasses.fields(config)}  # type: ignore[arg-type]
 
 
-def _default(field: dataclasses.Field[Any]) -> Any:
-    if field.default_factory is not dataclasses.MISSING:
-        return field.default_factory()
-    return field.default
+def dump(config: CheckedConfig, **options: Any) -> dict[str, Any]:
+    """``config`` as pydantic would dump it were it a model: ``options`` are ``model_dump``'s (``mode="json"``,
+    ``exclude``, ``exclude_defaults``, ...)."""
+    from pydantic import TypeAdapter
+
+    adapter = _adapters.get(type(config))
+    if adapter is None:
+        adapter = _adapters.setdefault(type(config), TypeAdapter(type(config)))
+    dumped: dict[str, Any] = adapter.dump_python(config, **options)
+    return dumped
 
 
 def _checker(cls: type[CheckedConfig]) -> type[BaseModel]:
-    """The pydantic model that checks ``cls``'s fields, built at its first use."""
+    """The pydantic model that checks ``cls``'s fields. Defined at its first use, and built at its first
+    validation: by pydantic, under pydantic's lock, from 2.14 (a model deferred its build then); under NoN's own
+    before (pydantic#13438: two threads building one model at once could get the wrong validator)."""
     checker = _checkers.get(cls)
-    if checker is None:
-        with _build_lock:
-            checker = _checkers.get(cls) or _building.get(cls) or _build_checker(cls)
+    if checker is not None:
+        return checker
+    if _pydantic_builds_under_a_lock():
+        # Two threads may define one each: the first stored is the one both use. No lock of NoN's is held while
+        # pydantic builds: pydantic holds its own, and a model of the application's being built under it may
+        # need this checker (a config as a field) from another thread.
+        return _checkers.setdefault(cls, _defined_checker(cls))
+    with _build_lock:
+        checker = _checkers.get(cls) or _building.get(cls)
+        if checker is None:
+            # Built here, once it is in _building: a class that holds itself (a model's fallbacks are models)
+            # then refers to the checker being built, rather than starting a second build of it without end.
+            checker = _building[cls] = _defined_checker(cls)
+            try:
+                checker.model_rebuild(force=True)
+            finally:
+                del _building[cls]
+            _checkers[cls] = checker
     return checker
 
 
-def _build_checker(cls: type[CheckedConfig]) -> type[BaseModel]:
+def _pydantic_builds_under_a_lock() -> bool:
+    import pydantic
+
+    major, minor = (int(part) for part in pydantic.VERSION.split(".")[:2])
+    return (major, minor) >= (2, 14)
+
+
+def _defined_checker(cls: type[CheckedConfig]) -> type[BaseModel]:
+    """``cls``'s checker, defined and not yet built."""
     import pydantic
 
     hints = typing.get_type_hints(cls, localns=_pydantic_names(), include_extras=True)
@@ -148,7 +187,7 @@ def _build_checker(cls: type[CheckedConfig]) -> type[BaseModel]:
             default = ...
             defaults.append((field.name, _MADE))
         fields[field.name] = (hints[field.name], default)
-    _defaults[cls] = tuple(defaults)
+    _defaults.setdefault(cls, tuple(defaults))
     validators: dict[str, Any] = {}
     check_whole = getattr(cls, "_check_whole", None)
     if check_whole is not None:
@@ -158,18 +197,11 @@ def _build_checker(cls: type[CheckedConfig]) -> type[BaseModel]:
             return checked
 
         validators["check_whole"] = pydantic.model_validator(mode="after")(whole)  # type: ignore[arg-type]
-    # Defined unbuilt, then built once it is in _building: a class that holds itself then refers to the checker
-    # being built, rather than starting a second build of it without end.
     config: Any = {"extra": "forbid", "protected_namespaces": (), "defer_build": True, **cls._check_config}
     checker: type[BaseModel] = pydantic.create_model(  # type: ignore[call-overload]
-        cls.__name__, __config__=config, __validators__=validators, __module__=cls.__module__, **fields
+        cls.__name__, __config__=config, __doc__=cls.__doc__, __validators__=validators, __module__=cls.__module__,
+        **fields,
     )
-    _building[cls] = checker
-    try:
-        checker.model_rebuild(force=True)
-    finally:
-        del _building[cls]
-    _checkers[cls] = checker
     return checker
 
 

@@ -79,7 +79,7 @@ class StructuredOutput(str, Enum):
         return self.value
 
 
-@dataclass(frozen=True, slots=True, kw_only=True, repr=False)
+@dataclass(frozen=True, slots=True, weakref_slot=True, kw_only=True, repr=False)
 class ModelConfig(CheckedConfig):
     """Which model a node calls and how.
 
@@ -206,7 +206,7 @@ def check_base_url(value: str | None, name: str) -> str | None:
     return value
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, weakref_slot=True, kw_only=True)
 class LayerConfig(CheckedConfig):
     """How a layer runs its nodes and reacts to failures.
 
@@ -260,7 +260,7 @@ class BudgetScope(str, Enum):
         return self.value
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, weakref_slot=True, kw_only=True)
 class Budget(CheckedConfig):
     """A spending limit in USD, checked before every LLM call (see ``nons.core.budgets``).
 
@@ -291,7 +291,7 @@ def check_budget_names(budgets: Sequence[Budget], where: str) -> None:
         seen.add((budget.per, budget.label))
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, weakref_slot=True, kw_only=True)
 class CacheConfig(CheckedConfig):
     """Whether and how a node's LLM answers are cached (see ``nons.core.cache``).
 
@@ -305,7 +305,7 @@ class CacheConfig(CheckedConfig):
     ttl_s: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 3600.0
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, weakref_slot=True, kw_only=True)
 class NetworkConfig(CheckedConfig):
     """Settings of a whole network: its name (used in telemetry), timeout and input limit, budgets and whether
     its nodes' answers are cached (a node's own ``cache`` wins)."""

@@ -3,14 +3,13 @@ in the terminal (``nons check``)."""
 
 from __future__ import annotations
 
-from enum import Enum
 from itertools import groupby
 from typing import Any
 
 from rich.text import Text
 from rich.tree import Tree
 
-from nons.base.checked import config_dict
+from nons.base.checked import dump
 from nons.base.redaction import displayable_url, hide_credential_params
 from nons.base.settings import get_settings
 from nons.core.network import NoN
@@ -21,8 +20,6 @@ __all__ = ["describe_network", "network_tree"]
 
 
 def _jsonable(value: Any) -> Any:
-    if isinstance(value, Enum):
-        return value.value
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -34,11 +31,7 @@ def _jsonable(value: Any) -> Any:
 
 def _model(config: ModelConfig) -> dict[str, Any]:
     # Every field that was set, never the key: the description is served to callers.
-    data = {
-        name: _jsonable(value)
-        for name, value in config_dict(config, defaults=False).items()
-        if name not in ("api_key", "fallbacks")
-    }
+    data = dump(config, mode="json", exclude={"api_key", "fallbacks"}, exclude_defaults=True)
     if config.base_url:
         data["base_url"] = displayable_url(config.base_url)
     if "extra_params" in data:  # an extra_headers or a key given as a parameter: named, never shown
@@ -51,7 +44,7 @@ def _model(config: ModelConfig) -> dict[str, Any]:
 
 
 def _layer_config(config: LayerConfig | None) -> dict[str, Any] | None:
-    return None if config is None else _jsonable(config_dict(config))
+    return None if config is None else dump(config, mode="json")
 
 
 def _node(node: Node) -> dict[str, Any]:

@@ -8,6 +8,7 @@ import pickle
 import subprocess
 import sys
 import textwrap
+import weakref
 
 import pydantic
 import pytest
@@ -72,6 +73,31 @@ def test_a_config_inside_a_pydantic_model_validates_as_a_field_and_dumps_without
     assert "ModelConfig" in _Request.model_json_schema()["$defs"]
 
 
+def test_a_nested_config_dumps_as_a_nested_model_would() -> None:
+    # model_dump's and FastAPI's output filters reach the config's fields; fields "set" are those not at their
+    # default.
+    body = _Request(model={"model_name": "x", "api_key": "sk-filtered"}, network={"timeout_seconds": 5})  # type: ignore[arg-type]
+    assert "api_key" not in body.model_dump(exclude={"model": {"api_key"}})["model"]
+    assert body.model_dump(include={"model": {"model_name"}}) == {"model": {"model_name": "x"}}
+    assert body.model_dump(exclude_defaults=True)["network"] == {"timeout_seconds": 5.0}
+    assert body.model_dump(exclude_unset=True)["network"] == {"timeout_seconds": 5.0}
+    assert set(body.model_dump(exclude_none=True)["model"]) == {
+        "model_name", "api_key", "extra_params", "fallbacks", "structured_output"
+    }
+    assert body.model_dump(mode="json")["model"]["api_key"] == "**********"
+
+
+def test_the_json_schema_describes_each_config_with_its_docstring() -> None:
+    definitions = _Request.model_json_schema()["$defs"]
+    assert definitions["ModelConfig"]["description"].startswith("Which model a node calls and how.")
+    assert definitions["NetworkConfig"]["description"].startswith("Settings of a whole network")
+
+
+def test_a_config_can_be_weakly_referenced() -> None:
+    config = ModelConfig(model_name="m")
+    assert weakref.ref(config)() is config
+
+
 def test_a_config_survives_pickling() -> None:
     config = ModelConfig(model_name="m", api_key="sk-pickled", fallbacks=(ModelConfig(model_name="f"),))  # type: ignore[arg-type]
     assert pickle.loads(pickle.dumps(config)) == config
@@ -103,3 +129,41 @@ def test_threads_making_the_first_configs_at_once_share_one_checker() -> None:
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
     assert done.stdout.split() == ["8", "['ValidationError']", "4", "0"]
+
+
+def test_a_first_config_and_an_applications_model_built_at_once_do_not_deadlock() -> None:
+    # Thread A makes the first ModelConfig (its checker is built, slowly here), thread B validates the first
+    # request of an application's model that has a ModelConfig field (pydantic builds it under its own lock,
+    # and needs ModelConfig's checker). NoN's checker build holds no lock of its own while pydantic builds.
+    script = textwrap.dedent(
+        """
+        import sys, threading, time
+        from pydantic import BaseModel, ConfigDict
+        import nons.base.checked as checked
+        from nons import ModelConfig
+
+        class Request(BaseModel):
+            model_config = ConfigDict(defer_build=True)
+            model: ModelConfig
+
+        names = checked._pydantic_names
+        def slow_names():
+            time.sleep(0.3)
+            return names()
+        checked._pydantic_names = slow_names
+        done = []
+        def first_config():
+            done.append(ModelConfig(temperature=0.1))
+        def first_request():
+            time.sleep(0.1)
+            done.append(Request(model={"model_name": "x"}))
+        threads = [threading.Thread(target=f, daemon=True) for f in (first_config, first_request)]
+        for t in threads: t.start()
+        for t in threads: t.join(10)
+        print(len(done))
+        sys.stdout.flush()
+        import os; os._exit(0)
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.split() == ["2"], done.stderr

@@ -3,6 +3,7 @@ but the credentials a config may hold."""
 
 from __future__ import annotations
 
+import datetime
 import json
 
 from pydantic import SecretStr
@@ -59,3 +60,12 @@ def test_a_plain_base_url_is_served_as_it_is() -> None:
     config = ModelConfig(provider=ModelProvider.OPENAI, model_name="m", base_url="https://llm.example.com/v1")
     described = describe_network(create_network(layers=[Node("generate", config)]))
     assert described["layers"][0]["nodes"][0]["model"]["base_url"] == "https://llm.example.com/v1"
+
+
+def test_parameters_that_are_not_json_are_described_as_pydantic_writes_them() -> None:
+    when = datetime.datetime(2024, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
+    config = ModelConfig(provider=ModelProvider.MOCK, extra_params={"when": when, "tags": {"a"}, "raw": b"xy"})
+    described = describe_network(create_network(layers=[Node("generate", config)]))
+    assert described["layers"][0]["nodes"][0]["model"]["extra_params"] == {
+        "when": "2024-01-02T03:04:05Z", "tags": ["a"], "raw": "xy"
+    }

@@ -4,7 +4,8 @@ The configuration types (``ModelConfig``, ``LayerConfig``, ...) were pydantic mo
 pydantic's model machinery (``pydantic.main`` and its schema generator): ``from nons import NoN, Node,
 ModelConfig`` then cost 432M instructions, 1.22x ``import langchain_core.runnables``, and a module defining one
 deferred model alone costs 385M (issue 15's target 4 allows 1.00x). A dataclass is defined by the standard library
-alone; pydantic checks it when the first instance is made, so a program pays for pydantic only if it uses NoN.
+alone; pydantic checks it from the first instance made, so a program pays for pydantic when it makes its first
+config, not when it imports NoN.
 
 How a class declares its checks: its annotations are strings (``from __future__ import annotations``) written in
 pydantic's terms (``Annotated[float | None, Field(ge=0)]``, ``BeforeValidator(f)``, ``SecretStr``), evaluated at
@@ -37,7 +38,8 @@ _Config = TypeVar("_Config", bound="CheckedConfig")
 # Each class's checker (see _checker), and before pydantic 2.14 the one being built, with the lock it is built under.
 _checkers: dict[type, type[BaseModel]] = {}
 _building: dict[type, type[BaseModel]] = {}
-# Each checked class's fields and the object each holds when not given (_MADE when a factory makes it).
+# Each checked class's fields and the object each holds when not given (_MADE when none is shared: a factory makes
+# it, or the field is required).
 _defaults: dict[type, tuple[tuple[str, object], ...]] = {}
 _MADE = object()
 _adapters: dict[type, TypeAdapter[Any]] = {}

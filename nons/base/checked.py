@@ -22,6 +22,8 @@ validated by its checker there too, so an error inside it is located (``fallback
 from __future__ import annotations
 
 import dataclasses
+import functools
+import re
 import threading
 import typing
 from collections.abc import Mapping
@@ -164,11 +166,13 @@ def _checker(cls: type[CheckedConfig]) -> type[BaseModel]:
     return checker
 
 
+@functools.cache
 def _pydantic_builds_under_a_lock() -> bool:
     import pydantic
 
-    major, minor = (int(part) for part in pydantic.VERSION.split(".")[:2])
-    return (major, minor) >= (2, 14)
+    # Its major and minor numbers only: a pre-release is spelt "2.0b3".
+    found = re.match(r"(\d+)\.(\d+)", pydantic.VERSION)
+    return found is not None and (int(found.group(1)), int(found.group(2))) >= (2, 14)
 
 
 def _defined_checker(cls: type[CheckedConfig]) -> type[BaseModel]:

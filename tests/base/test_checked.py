@@ -167,3 +167,13 @@ def test_a_first_config_and_an_applications_model_built_at_once_do_not_deadlock(
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
     assert done.stdout.split() == ["2"], done.stderr
+
+
+def test_a_pre_release_of_pydantic_is_read_by_its_major_and_minor_numbers() -> None:
+    script = (
+        "import pydantic; pydantic.VERSION = '3.0b1'\n"
+        "from nons import ModelConfig\n"
+        "print(ModelConfig(model_name='x').model_name)"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.split() == ["x"]

@@ -165,6 +165,7 @@ def install_sigterm_flush(flush: Callable[[float], bool], timeout_s: Callable[[]
         return False
 
     def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        _handling.set()
         try:
             flush(timeout_s())
         finally:
@@ -172,7 +173,59 @@ def install_sigterm_flush(flush: Callable[[float], bool], timeout_s: Callable[[]
 
     signal.signal(signal.SIGTERM, on_sigterm)
     _installed, _previous = on_sigterm, previous
+    global _watching_forks
+    if not _watching_forks and hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=_watch_sigterm_in_child)
+        _watching_forks = True
     return True
+
+
+# --- SIGTERM in forked children ------------------------------------------------------------------------------
+#
+# A Python handler runs on the main thread, between two bytecodes. A SIGTERM that arrives just as the main thread
+# enters a blocking wait (after its last check for signals, before the system call) is caught by the interpreter
+# and left for later, and the wait never ends: a multiprocessing pool's worker idle on its task queue's lock, which
+# the pool's exit terminates with SIGTERM, lived on and the pool waited for it for ever (about one pool in a
+# hundred). Without a Python handler the signal would have ended the process. So in a forked child whose SIGTERM
+# handler is NoN's, a thread learns of each SIGTERM through the interpreter's wakeup fd and, if the handler has not
+# started within half a second, sends SIGTERM again to the main thread itself, which interrupts its wait.
+
+_watching_forks = False
+_handling = threading.Event()
+_NUDGE_AFTER_S = 0.5
+
+
+def _watch_sigterm_in_child() -> None:
+    global _handling
+    _handling = threading.Event()
+    if _installed is None or signal.getsignal(signal.SIGTERM) is not _installed:
+        return
+    read, write = os.pipe()
+    try:
+        os.set_blocking(write, False)
+        previous = signal.set_wakeup_fd(write, warn_on_full_buffer=False)
+    except (OSError, ValueError):
+        previous = None
+    if previous != -1:  # could not set it, or the application uses it: not NoN's to take
+        if previous is not None:
+            signal.set_wakeup_fd(previous)
+        os.close(read)
+        os.close(write)
+        return
+    main = threading.main_thread().ident
+    threading.Thread(target=_nudge_on_sigterm, args=(read, main), name="nons-sigterm-watch", daemon=True).start()
+
+
+def _nudge_on_sigterm(read: int, main: int | None) -> None:
+    while True:
+        try:
+            received = os.read(read, 64)
+        except OSError:
+            return
+        if not received:
+            return
+        if signal.SIGTERM in received and not _handling.wait(_NUDGE_AFTER_S) and main is not None:
+            signal.pthread_kill(main, signal.SIGTERM)
 
 
 def _hand_on(previous: Any, signum: int, frame: FrameType | None) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -112,3 +113,50 @@ def test_a_fork_pools_workers_export_their_spans_and_the_pool_ends(tmp_path: Pat
             assert completed.returncode == 0, completed.stderr[-3000:]
             traces = {bytes.fromhex(t) for t in json.loads(completed.stdout.splitlines()[-1])}
             receiver.wait_for(lambda r, traces=traces: traces <= {s.trace_id for _, _, s in r.spans()}, timeout=10)
+
+
+STRAY_SIGTERM = """
+import asyncio, json, multiprocessing, signal, threading, time
+from nons import ModelConfig, ModelProvider, NoN, Node
+
+network = NoN.from_operators([Node("generate", ModelConfig(provider=ModelProvider.MOCK))])
+
+def child(held, answers):
+    answers.put(asyncio.run(network.run("in the child")).trace_id)
+    idle = threading.Thread(target=time.sleep, args=(60,), daemon=True)
+    idle.start()
+    # The SIGTERM reaches the interpreter while the main thread waits on a lock the parent holds: the state a
+    # signal just before the wait leaves (the interpreter caught it, the wait goes on).
+    threading.Timer(0.3, signal.pthread_kill, args=(idle.ident, signal.SIGTERM)).start()
+    held.acquire()
+
+if __name__ == "__main__":
+    asyncio.run(network.run("in the parent"))
+    context = multiprocessing.get_context("fork")
+    held, answers = context.Lock(), context.Queue()
+    held.acquire()
+    process = context.Process(target=child, args=(held, answers))
+    process.start()
+    trace = answers.get(timeout=60)
+    process.join(20)
+    print(json.dumps({"exitcode": process.exitcode, "trace": trace}))
+    if process.exitcode is None:
+        process.kill()
+"""
+
+
+def test_a_forked_child_waiting_on_a_lock_ends_on_a_sigterm_the_interpreter_caught_elsewhere(tmp_path: Path) -> None:
+    """A SIGTERM that arrives just as a child's main thread starts to wait is caught by the interpreter and left
+    for a Python handler that never runs while the wait lasts: NoN's handler is then started by its watcher, which
+    flushes the child's spans, and the child ends by SIGTERM (a pool's exit waited for such a worker for ever)."""
+    script = tmp_path / "stray.py"
+    script.write_text(STRAY_SIGTERM)
+    with OTLPReceiver() as receiver:
+        completed = subprocess.run(
+            [sys.executable, str(script)], env=_exporting_to(receiver), capture_output=True, text=True, timeout=60
+        )
+        assert completed.returncode == 0, completed.stderr[-3000:]
+        outcome = json.loads(completed.stdout.splitlines()[-1])
+        assert outcome["exitcode"] == -signal.SIGTERM, completed.stderr[-3000:]
+        trace = bytes.fromhex(outcome["trace"])
+        receiver.wait_for(lambda r: trace in {s.trace_id for _, _, s in r.spans()}, timeout=10)

@@ -192,12 +192,17 @@ def install_sigterm_flush(flush: Callable[[float], bool], timeout_s: Callable[[]
 
 _watching_forks = False
 _handling = threading.Event()
+#: This process's wakeup pipe (read, write), when NoN's watcher reads it.
+_wakeup_pipe: tuple[int, int] | None = None
 _NUDGE_AFTER_S = 0.5
 
 
 def _watch_sigterm_in_child() -> None:
-    global _handling
+    global _handling, _wakeup_pipe
     _handling = threading.Event()
+    # A grandchild inherits its parent's pipe and wakeup fd: it takes a pipe of its own, or its SIGTERMs would
+    # reach its parent's watcher, which would then end its parent.
+    inherited, _wakeup_pipe = _wakeup_pipe, None
     if _installed is None or signal.getsignal(signal.SIGTERM) is not _installed:
         return
     read, write = os.pipe()
@@ -206,12 +211,17 @@ def _watch_sigterm_in_child() -> None:
         previous = signal.set_wakeup_fd(write, warn_on_full_buffer=False)
     except (OSError, ValueError):
         previous = None
-    if previous != -1:  # could not set it, or the application uses it: not NoN's to take
+    ours = previous == -1 or (inherited is not None and previous == inherited[1])
+    if not ours:  # could not set it, or the application uses it: not NoN's to take
         if previous is not None:
             signal.set_wakeup_fd(previous)
         os.close(read)
         os.close(write)
         return
+    if inherited is not None:
+        for fd in inherited:
+            os.close(fd)
+    _wakeup_pipe = (read, write)
     main = threading.main_thread().ident
     threading.Thread(target=_nudge_on_sigterm, args=(read, main), name="nons-sigterm-watch", daemon=True).start()
 

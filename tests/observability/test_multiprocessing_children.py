@@ -160,3 +160,46 @@ def test_a_forked_child_waiting_on_a_lock_ends_on_a_sigterm_the_interpreter_caug
         assert outcome["exitcode"] == -signal.SIGTERM, completed.stderr[-3000:]
         trace = bytes.fromhex(outcome["trace"])
         receiver.wait_for(lambda r: trace in {s.trace_id for _, _, s in r.spans()}, timeout=10)
+
+
+GRANDCHILD = """
+import asyncio, json, multiprocessing, time
+from nons import ModelConfig, ModelProvider, NoN, Node
+
+network = NoN.from_operators([Node("generate", ModelConfig(provider=ModelProvider.MOCK))])
+
+def grandchild():
+    time.sleep(30)
+
+def child(answers):
+    grand = multiprocessing.get_context("fork").Process(target=grandchild)
+    grand.start()
+    time.sleep(0.3)
+    grand.terminate()
+    grand.join(10)
+    time.sleep(1.5)  # a watcher woken by its child's SIGTERM would have ended this process by now
+    answers.put(grand.exitcode)
+
+if __name__ == "__main__":
+    asyncio.run(network.run("in the parent"))
+    context = multiprocessing.get_context("fork")
+    answers = context.Queue()
+    process = context.Process(target=child, args=(answers,))
+    process.start()
+    grand_exitcode = answers.get(timeout=20)
+    process.join(10)
+    print(json.dumps({"grandchild": grand_exitcode, "child": process.exitcode}))
+"""
+
+
+def test_a_grandchilds_sigterm_ends_the_grandchild_not_its_parent(tmp_path: Path) -> None:
+    """A forked child's child takes a wakeup pipe of its own: with its parent's, its SIGTERM woke its parent's
+    watcher, which then ended its parent."""
+    script = tmp_path / "grandchild.py"
+    script.write_text(GRANDCHILD)
+    with OTLPReceiver() as receiver:
+        completed = subprocess.run(
+            [sys.executable, str(script)], env=_exporting_to(receiver), capture_output=True, text=True, timeout=60
+        )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert json.loads(completed.stdout.splitlines()[-1]) == {"grandchild": -signal.SIGTERM, "child": 0}

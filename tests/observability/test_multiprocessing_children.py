@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from otlp_receiver import OTLPReceiver
@@ -51,6 +52,18 @@ def _exporting_to(receiver: OTLPReceiver) -> dict[str, str]:
             "OTEL_METRICS_EXPORTER": "otlp", "OTEL_LOGS_EXPORTER": "none", "OTEL_BSP_SCHEDULE_DELAY": "600000",
             "OTEL_METRIC_EXPORT_INTERVAL": "600000"}  # fmt: skip
 
+
+def _run_script(
+    script: Path, env: dict[str, str], *args: str, timeout: float = 60
+) -> tuple[Any, subprocess.CompletedProcess[str]]:
+    """Run ``script`` to its end (it must succeed); what it printed last, as JSON, and the finished process."""
+    completed = subprocess.run(
+        [sys.executable, str(script), *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return json.loads(completed.stdout.splitlines()[-1]), completed
+
+
 @pytest.mark.parametrize("set_up_in", ["parent", "child"])
 def test_a_multiprocessing_fork_child_exports_its_spans_and_metrics_when_it_ends(
     set_up_in: str, tmp_path: Path
@@ -58,12 +71,7 @@ def test_a_multiprocessing_fork_child_exports_its_spans_and_metrics_when_it_ends
     script = tmp_path / "driver.py"
     script.write_text(SCRIPT)
     with OTLPReceiver() as receiver:
-        completed = subprocess.run(
-            [sys.executable, str(script), set_up_in], env=_exporting_to(receiver), capture_output=True, text=True,
-            timeout=120,
-        )  # fmt: skip
-        assert completed.returncode == 0, completed.stderr[-3000:]
-        result = json.loads(completed.stdout.splitlines()[-1])
+        result, completed = _run_script(script, _exporting_to(receiver), set_up_in, timeout=120)
         assert result["exitcode"] == 0
         child_trace = bytes.fromhex(result["child_trace"])
         receiver.wait_for(lambda r: any(span.trace_id == child_trace for _, _, span in r.spans()), timeout=10)
@@ -107,11 +115,8 @@ def test_a_fork_pools_workers_export_their_spans_and_the_pool_ends(tmp_path: Pat
             # The exit's flush may take its whole limit on a loaded machine (CI's two cores lost a worker's
             # spans at the default 1.5 s, once): a longer one, as a deadlock would outlast it anyway.
             env = {**_exporting_to(receiver), "NON_TELEMETRY_EXIT_TIMEOUT": "10"}
-            completed = subprocess.run(
-                [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=60
-            )
-            assert completed.returncode == 0, completed.stderr[-3000:]
-            traces = {bytes.fromhex(t) for t in json.loads(completed.stdout.splitlines()[-1])}
+            printed, _ = _run_script(script, env)
+            traces = {bytes.fromhex(t) for t in printed}
             receiver.wait_for(lambda r, traces=traces: traces <= {s.trace_id for _, _, s in r.spans()}, timeout=10)
 
 
@@ -152,11 +157,7 @@ def test_a_forked_child_waiting_on_a_lock_ends_on_a_sigterm_the_interpreter_caug
     script = tmp_path / "stray.py"
     script.write_text(STRAY_SIGTERM)
     with OTLPReceiver() as receiver:
-        completed = subprocess.run(
-            [sys.executable, str(script)], env=_exporting_to(receiver), capture_output=True, text=True, timeout=60
-        )
-        assert completed.returncode == 0, completed.stderr[-3000:]
-        outcome = json.loads(completed.stdout.splitlines()[-1])
+        outcome, completed = _run_script(script, _exporting_to(receiver))
         assert outcome["exitcode"] == -signal.SIGTERM, completed.stderr[-3000:]
         trace = bytes.fromhex(outcome["trace"])
         receiver.wait_for(lambda r: trace in {s.trace_id for _, _, s in r.spans()}, timeout=10)
@@ -198,8 +199,5 @@ def test_a_grandchilds_sigterm_ends_the_grandchild_not_its_parent(tmp_path: Path
     script = tmp_path / "grandchild.py"
     script.write_text(GRANDCHILD)
     with OTLPReceiver() as receiver:
-        completed = subprocess.run(
-            [sys.executable, str(script)], env=_exporting_to(receiver), capture_output=True, text=True, timeout=60
-        )
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    assert json.loads(completed.stdout.splitlines()[-1]) == {"grandchild": -signal.SIGTERM, "child": 0}
+        outcome, _ = _run_script(script, _exporting_to(receiver))
+    assert outcome == {"grandchild": -signal.SIGTERM, "child": 0}

@@ -231,6 +231,9 @@ REFUSAL_UNKNOWN_NETWORK: Final = "unknown_network"
 REFUSAL_DRAINING: Final = "draining"
 REFUSAL_LIMITS_UNAVAILABLE: Final = "limits_unavailable"
 METRIC_OUTPUT_REPAIRS: Final = "nons.output.repairs"
+#: An observable gauge that observes nothing (so it is never exported): its callback records NoN's queued
+#: measurements when a reader collects (:mod:`nons.observability.deferred`).
+METRIC_DEFERRED_RECORDER: Final = "nons.internal.deferred_recorder"
 
 UNIT_SECONDS: Final = "s"
 UNIT_TOKENS: Final = "{token}"

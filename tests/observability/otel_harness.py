@@ -40,6 +40,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 # NoN's own bounded in-memory log exporter: the SDK's InMemoryLogRecordExporter has that name from SDK 1.39 only,
 # and these tests also run against the oldest supported SDK (.ci/run).
 from nons.observability.buffer import LogRing, ReadableLogRecord
+from nons.observability.deferred import record_pending
 from nons.observability.setup import build_resource
 
 HERE = Path(__file__).parent
@@ -158,11 +159,15 @@ def otel(sdk: SessionSDK) -> Iterator[Telemetry]:
         yield Telemetry(sdk.span_exporter, None)
         sdk.span_exporter.clear()
         return
+    # NoN's measurements wait in a queue until a reader collects or the loop's timer records them: what earlier
+    # tests left there is recorded before this test's reader is added, and this test's before it is removed.
+    record_pending()
     reader = InMemoryMetricReader()
     sdk.meter_provider.add_metric_reader(reader)
     try:
         yield Telemetry(sdk.span_exporter, reader)
     finally:
+        record_pending()
         sdk.meter_provider.remove_metric_reader(reader)
         sdk.span_exporter.clear()
 

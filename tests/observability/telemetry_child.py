@@ -144,6 +144,8 @@ def down() -> dict[str, Any]:
         # When the work was done: what comes after (exit handlers, the interpreter's teardown) is the exit's.
         "done_at": time.time(),
         "stats": stats,
+        # Shutdown's final collection is exported (and fails) too: counted by the time it returns.
+        "stats_after_shutdown": get_observability().get_stats(),
     }
 
 

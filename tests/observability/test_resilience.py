@@ -70,7 +70,10 @@ def test_drops_and_failed_exports_are_counted(thousand_passes: dict[str, Any]) -
     assert export["spans"]["dropped"] > 1000
     assert export["spans"]["failed_exports"] >= 1
     assert export["spans"]["failed"] >= 1
-    assert export["metrics"]["failed_exports"] >= 1
+    # A metric export fails a second or so after it starts (the exporter backs off once within its 1 s
+    # timeout), and the first starts 500 ms after set-up: on a loaded machine, none may have returned by the
+    # end of the 1,000 passes (it happened in CI). Shutdown's final export is counted too, by when it returns.
+    assert thousand_passes["stats_after_shutdown"]["export"]["metrics"]["failed_exports"] >= 1
     assert export["logs"]["failed"] + export["logs"]["dropped"] > 0
     assert "returned FAILURE" in (export["last_error"] or "")
     # Every span either reached the exporter (and failed) or was dropped, or is still queued.
